@@ -1,0 +1,443 @@
+/*
+ * fabric.h - Cohort's fabric: registered memory, endpoints to peers, one-sided and two-sided
+ * operations, completion queues and peer-failure events, behind one API with two providers.
+ *
+ * The "rdma" provider runs over libibverbs and librdmacm and is the product's transport. The
+ * "shm" provider runs a whole cluster on one host, one process per node: its one-sided operations
+ * are plain loads, stores and atomics that the initiator performs on a shared mapping of the
+ * target's region, with no CPU on the target side, so code above this layer behaves the same on
+ * both. docs/fabric.md states each provider's guarantees and limits.
+ *
+ * The model is that of RDMA verbs, reduced to what Cohort uses:
+ *   - a fabric is one node's handle on the cluster;
+ *   - a memory region (coh_mr) is local memory with explicit access rights; its descriptor
+ *     (struct coh_mr_desc, a fixed wire format) is sent to peers, which import it as a remote
+ *     region (coh_rmr) on an endpoint;
+ *   - an endpoint (coh_ep) is a reliable connection to one peer (or to the node itself: a
+ *     loopback endpoint, through which a node changes its own words that peers change with
+ *     atomics, because fabric atomics are not atomic with respect to the CPU's);
+ *   - operations are posted without blocking and report through a completion queue (coh_cq).
+ *
+ * Threads: a fabric's events may be read by any thread. An endpoint and the completion queues
+ * attached to it form one serialisation domain: post to the endpoint and poll those queues from
+ * one thread at a time (the caller serialises). Distinct domains may run on distinct threads.
+ *
+ * Errors: every call returns 0 (or a count) on success and a negative errno on failure; nothing
+ * is reported through errno. Completions carry their own status, also a negative errno.
+ */
+#ifndef COHORT_FABRIC_H
+#define COHORT_FABRIC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Node ids are 0 .. COH_FABRIC_MAX_NODES-1, so a sharer set fits one 64-bit word. */
+#define COH_FABRIC_MAX_NODES 64u
+
+/* Default bound for blocking control operations (connect, sync helpers), in milliseconds. */
+#define COH_FABRIC_DEFAULT_TIMEOUT_MS 10000u
+
+/* Largest single transfer, for any operation. */
+#define COH_FABRIC_MAX_XFER (1u << 30)
+
+struct coh_fabric;
+struct coh_mr;
+struct coh_rmr;
+struct coh_ep;
+struct coh_cq;
+
+/* Access rights of a memory region. Give each region the narrowest set it needs. */
+enum coh_access {
+	/* The fabric may write into it locally: RECV buffers and READ or atomic results. */
+	COH_ACCESS_LOCAL_WRITE = 1u << 0,
+	COH_ACCESS_REMOTE_READ = 1u << 1,
+	COH_ACCESS_REMOTE_WRITE = 1u << 2,
+	COH_ACCESS_REMOTE_ATOMIC = 1u << 3,
+	/* A peer may make its writes to this region persistent (coh_ep_post_flush). */
+	COH_ACCESS_REMOTE_FLUSH = 1u << 4,
+};
+#define COH_ACCESS_ALL 0x1fu
+#define COH_ACCESS_REMOTE_MASK 0x1eu
+
+/**
+ * struct coh_fabric_attr - how to open a node's fabric.
+ * @provider: "shm" or "rdma"
+ * @cluster: where the cluster lives. shm: a directory (created if missing) that holds the
+ *           cluster's shared-memory files, e.g. "/dev/shm/cohort-demo". rdma: a comma-separated
+ *           list "ip:port,ip:port,..." whose i-th entry is node i's listening address.
+ * @node_id: this node's id, < COH_FABRIC_MAX_NODES; unique among live nodes of the cluster
+ * @timeout_ms: bound for blocking control operations; 0 means COH_FABRIC_DEFAULT_TIMEOUT_MS
+ */
+struct coh_fabric_attr {
+	const char *provider;
+	const char *cluster;
+	uint32_t node_id;
+	uint32_t timeout_ms;
+};
+
+/**
+ * struct coh_fabric_info - what a fabric can do.
+ * @provider: the provider's name
+ * @node_id: this node's id
+ * @native_flush: true when FLUSH is a fabric operation (ibv_wr_flush); false when it is emulated
+ *                (rdma: a READ after the WRITE; shm: a fence, plus msync when the cluster directory
+ *                is on a real file system)
+ * @persistent: true when a flushed region survives the loss of power of the target host, false
+ *              when it only survives the crash of the writing process
+ * @max_msg_size: largest SEND an endpoint may be configured for
+ * @max_inline: largest SEND that is copied at post time (the buffer is reusable on return)
+ * @numa_node: the NUMA node of the device the fabric uses, where its threads are bound; -1 when
+ *             unknown or not applicable (shm)
+ * @device: the device's name ("rxe0"), or "shm"
+ */
+struct coh_fabric_info {
+	const char *provider;
+	uint32_t node_id;
+	bool native_flush;
+	bool persistent;
+	uint32_t max_msg_size;
+	uint32_t max_inline;
+	int32_t numa_node;
+	char device[64];
+};
+
+/**
+ * coh_fabric_open - open this node's handle on a cluster.
+ * @attr: provider, cluster and node id; not retained after the call
+ * @fabp: on success, the new fabric; untouched on failure
+ *
+ * Returns 0, or -EINVAL (bad attribute), -ENOENT (unknown provider), -EPROTONOSUPPORT (provider
+ * not built in), -EADDRINUSE (another live process is node @node_id), -ENOMEM, or the errno of a
+ * failed system call. Any thread may call it. The caller owns the fabric and closes it with
+ * coh_fabric_close() after deleting everything created from it.
+ */
+int coh_fabric_open(const struct coh_fabric_attr *attr, struct coh_fabric **fabp);
+
+/**
+ * coh_fabric_close - close a fabric and free it.
+ * @fabp: the fabric; may point to NULL. Set to NULL on return.
+ *
+ * Peers see this node leave (a COH_EVENT_PEER_DOWN). Endpoints, regions and queues made from the
+ * fabric must have been deleted first; if any remain, they are reported, the fabric is still
+ * freed, and -EBUSY is returned.
+ */
+int coh_fabric_close(struct coh_fabric **fabp);
+
+/** coh_fabric_query - fill @info with the fabric's capabilities. Returns 0 or -EINVAL. */
+int coh_fabric_query(const struct coh_fabric *fab, struct coh_fabric_info *info);
+
+/** coh_fabric_node_id - this node's id. */
+uint32_t coh_fabric_node_id(const struct coh_fabric *fab);
+
+/* Fabric events. */
+enum coh_event_type {
+	/*
+	 * A peer left: its process died (shm: it released its node lock; rdma: its connection broke
+	 * and could not be re-established) or it closed its fabric. Every endpoint to it has failed:
+	 * operations posted to them complete with -ECONNRESET, and posted receives are flushed with
+	 * -ECONNRESET. A peer that comes back is a new incarnation and needs new endpoints.
+	 */
+	COH_EVENT_PEER_DOWN = 1,
+};
+
+/**
+ * struct coh_event - one fabric event.
+ * @type: an enum coh_event_type
+ * @peer: the node it concerns
+ * @incarnation: which life of that node it concerns (increases each time the node id is opened)
+ */
+struct coh_event {
+	uint32_t type;
+	uint32_t peer;
+	uint64_t incarnation;
+};
+
+/**
+ * coh_fabric_event_get - take the next event, waiting at most @timeout_ms for one.
+ * @timeout_ms: 0 polls; must not be negative
+ *
+ * Returns 0 with @ev filled, -ETIMEDOUT (or -EAGAIN when @timeout_ms is 0) when there is none, or
+ * -EINVAL. Events for the same peer and incarnation are reported once. Any thread may call it.
+ */
+int coh_fabric_event_get(struct coh_fabric *fab, struct coh_event *ev, int timeout_ms);
+
+/**
+ * coh_fabric_event_fd - a file descriptor that polls readable while events are pending, for an
+ * event loop. Owned by the fabric: do not read or close it; call coh_fabric_event_get().
+ */
+int coh_fabric_event_fd(const struct coh_fabric *fab);
+
+/* Memory regions. */
+
+/**
+ * coh_mr_new - allocate and register a zeroed, page-aligned region that peers may access.
+ * @fab: the fabric
+ * @len: size in bytes, 1 .. COH_FABRIC_MAX_XFER
+ * @access: enum coh_access bits
+ * @mrp: on success, the region; untouched on failure
+ *
+ * This is the only way to make memory that peers can reach on every provider (shm must place it
+ * in a shared file). Returns 0, -EINVAL, -ENOMEM, or a system call's errno. The caller owns the
+ * region and deletes it with coh_mr_delete() before closing the fabric.
+ */
+int coh_mr_new(struct coh_fabric *fab, size_t len, uint32_t access, struct coh_mr **mrp);
+
+/**
+ * coh_mr_reg - register caller memory for local use: as the source of WRITE and SEND, or (with
+ * COH_ACCESS_LOCAL_WRITE) as the target of READ, atomics and RECV.
+ * @buf: the memory; the caller keeps ownership and must keep it valid until coh_mr_delete()
+ *
+ * Returns 0, -EINVAL, -ENOMEM, or -EOPNOTSUPP when remote access bits are asked for on a provider
+ * that cannot expose caller memory to peers (shm); use coh_mr_new() for that.
+ */
+int coh_mr_reg(struct coh_fabric *fab, void *buf, size_t len, uint32_t access,
+	       struct coh_mr **mrp);
+
+/**
+ * coh_mr_delete - deregister a region and, if the fabric allocated it, free it.
+ * @mrp: may point to NULL; set to NULL on return
+ *
+ * Peers that imported the region lose access: their later operations complete with -EACCES.
+ * Operations that use it must have completed. Returns 0 or a teardown errno (the region is
+ * freed regardless).
+ */
+int coh_mr_delete(struct coh_mr **mrp);
+
+/** coh_mr_addr - the region's local address. */
+void *coh_mr_addr(const struct coh_mr *mr);
+
+/** coh_mr_len - the region's length in bytes. */
+size_t coh_mr_len(const struct coh_mr *mr);
+
+/**
+ * coh_mr_rekey - revoke every descriptor exported so far. Peers' operations through remote
+ * regions imported from old descriptors complete with -EACCES; export again to grant access.
+ * Use it when membership changes so that a fenced node loses access. Returns 0, -EINVAL for a
+ * region without remote access, or the provider's errno.
+ */
+int coh_mr_rekey(struct coh_mr *mr);
+
+/* The wire form of a region's descriptor: fixed size, little-endian, versioned. */
+#define COH_MR_DESC_SIZE 48u
+
+struct coh_mr_desc {
+	uint8_t bytes[COH_MR_DESC_SIZE];
+};
+
+/**
+ * coh_mr_export - write the descriptor a peer needs to reach @mr.
+ * Returns 0, or -EINVAL when @mr has no remote access bit.
+ */
+int coh_mr_export(const struct coh_mr *mr, struct coh_mr_desc *desc);
+
+/**
+ * coh_rmr_import - make a peer's exported region usable on @ep.
+ * @ep: the endpoint to the region's owner
+ * @desc: the descriptor as received; it is validated, never trusted
+ * @rmrp: on success, the remote region; untouched on failure
+ *
+ * Returns 0; -EPROTO for a malformed descriptor (bad magic, version or fields); -EINVAL when the
+ * descriptor is for another provider or another node than @ep's peer; -EACCES when the region no
+ * longer exists or was rekeyed; -ENOMEM. The caller deletes it with coh_rmr_delete() before @ep.
+ */
+int coh_rmr_import(struct coh_ep *ep, const struct coh_mr_desc *desc, struct coh_rmr **rmrp);
+
+/** coh_rmr_delete - forget a remote region. @rmrp may point to NULL; set to NULL on return. */
+int coh_rmr_delete(struct coh_rmr **rmrp);
+
+/** coh_rmr_len - the remote region's length in bytes. */
+size_t coh_rmr_len(const struct coh_rmr *rmr);
+
+/* Completion queues. */
+
+enum coh_wc_opcode {
+	COH_WC_WRITE = 1,
+	COH_WC_READ,
+	COH_WC_CAS,
+	COH_WC_FAA,
+	COH_WC_FLUSH,
+	COH_WC_SEND,
+	COH_WC_RECV,
+};
+
+/**
+ * struct coh_wc - one completion.
+ * @wr_id: the caller's id from the post
+ * @status: 0; -EACCES (remote access or bounds violation, unknown or revoked key); -ECONNRESET
+ *          (the peer is down, or the operation was flushed); -EMSGSIZE (a RECV buffer too small
+ *          for the message); -EPROTO (a malformed message from the peer); -ETIMEDOUT (transport
+ *          retries exhausted); -EIO (other transport error)
+ * @opcode: an enum coh_wc_opcode
+ * @byte_len: bytes received, for COH_WC_RECV
+ * @peer: the endpoint's peer
+ */
+struct coh_wc {
+	uint64_t wr_id;
+	int32_t status;
+	uint32_t opcode;
+	uint32_t byte_len;
+	uint32_t peer;
+};
+
+/**
+ * coh_cq_new - create a completion queue holding up to @depth completions (1 .. 65536).
+ * Endpoints attached to it reserve their queue depths from it, so it can never overflow.
+ * Returns 0, -EINVAL or -ENOMEM.
+ */
+int coh_cq_new(struct coh_fabric *fab, uint32_t depth, struct coh_cq **cqp);
+
+/**
+ * coh_cq_delete - free a completion queue. @cqp may point to NULL; set to NULL on return.
+ * Returns -EBUSY (and still frees it) if endpoints are still attached.
+ */
+int coh_cq_delete(struct coh_cq **cqp);
+
+/**
+ * coh_cq_poll - take up to @max completions without blocking.
+ * Returns the number taken (0 when none), or -EINVAL. On shm, polling also makes progress:
+ * it delivers arrived messages into posted receive buffers.
+ */
+int coh_cq_poll(struct coh_cq *cq, struct coh_wc *wc, int max);
+
+/**
+ * coh_cq_wait - take up to @max completions, waiting at most @timeout_ms for the first.
+ * @timeout_ms: must not be negative; 0 behaves as coh_cq_poll() but returns -EAGAIN when empty
+ *
+ * Busy-polls briefly, then sleeps until woken by an arrival, so an idle wait costs no CPU.
+ * Returns the number taken (> 0), -ETIMEDOUT, or -EINVAL.
+ */
+int coh_cq_wait(struct coh_cq *cq, struct coh_wc *wc, int max, int timeout_ms);
+
+/* Endpoints. */
+
+/**
+ * struct coh_ep_attr - an endpoint to one peer.
+ * @peer: the peer's node id; the node's own id makes a loopback endpoint
+ * @channel: tells apart several endpoints between the same two nodes (both sides use the same
+ *           value); 0 .. 255
+ * @send_cq: where WRITE, READ, CAS, FAA, FLUSH and SEND complete
+ * @recv_cq: where RECV completes (may be @send_cq)
+ * @max_send_wr: most send-side operations outstanding at once; 0 means 64
+ * @max_recv_wr: most receives posted at once; 0 means 64
+ * @max_msg_size: largest SEND in either direction; 0 means 4096. Both sides must agree.
+ * @timeout_ms: bound for the connection handshake; 0 means the fabric's timeout
+ */
+struct coh_ep_attr {
+	uint32_t peer;
+	uint32_t channel;
+	struct coh_cq *send_cq;
+	struct coh_cq *recv_cq;
+	uint32_t max_send_wr;
+	uint32_t max_recv_wr;
+	uint32_t max_msg_size;
+	uint32_t timeout_ms;
+};
+
+/**
+ * coh_ep_new - connect to a peer, waiting (bounded) until the peer makes the matching endpoint.
+ * @epp: on success, the connected endpoint; untouched on failure
+ *
+ * Both nodes call it, naming each other, with the same channel and message size. Returns 0;
+ * -EINVAL (bad attribute, or the peer asked for a different message size); -ENOSPC (a completion
+ * queue cannot hold the endpoint's depth); -EEXIST (this channel to this peer is already open);
+ * -ETIMEDOUT (the peer did not show up in time); -ECONNREFUSED or -ECONNRESET (the peer is down);
+ * -ENOMEM. Call it from the thread that will use the endpoint's domain.
+ */
+int coh_ep_new(struct coh_fabric *fab, const struct coh_ep_attr *attr, struct coh_ep **epp);
+
+/**
+ * coh_ep_delete - disconnect and free an endpoint. Remote regions imported on it must have been
+ * deleted. Completions already in its queues stay there. @epp may point to NULL; set to NULL.
+ */
+int coh_ep_delete(struct coh_ep **epp);
+
+/** coh_ep_peer - the endpoint's peer. */
+uint32_t coh_ep_peer(const struct coh_ep *ep);
+
+/** coh_ep_is_up - false once the peer is known to be down. */
+bool coh_ep_is_up(const struct coh_ep *ep);
+
+/*
+ * Posting. Each call checks its local arguments and returns -EINVAL when they are wrong (a local
+ * range outside the region, a region from another fabric, a missing LOCAL_WRITE right, a remote
+ * region from another peer, an unaligned atomic); -EAGAIN when @max_send_wr (or @max_recv_wr)
+ * operations are already outstanding. Otherwise it returns 0 and exactly one completion follows
+ * (wr_id is the caller's). Remote problems are reported in the completion, not by the call.
+ *
+ * Ordering: operations on one endpoint are performed in the order posted; in particular, data
+ * written with WRITE is visible at the peer when a SEND posted after it is received there.
+ * The source buffer of a WRITE or SEND may be reused when its completion has been taken.
+ */
+
+/** coh_ep_post_write - copy @len bytes from @lmr+@loff into the peer's @rmr+@roff. */
+int coh_ep_post_write(struct coh_ep *ep, struct coh_mr *lmr, size_t loff, struct coh_rmr *rmr,
+		      uint64_t roff, size_t len, uint64_t wr_id);
+
+/** coh_ep_post_read - copy @len bytes from the peer's @rmr+@roff into @lmr+@loff. */
+int coh_ep_post_read(struct coh_ep *ep, struct coh_mr *lmr, size_t loff, struct coh_rmr *rmr,
+		     uint64_t roff, size_t len, uint64_t wr_id);
+
+/**
+ * coh_ep_post_cas - atomically: old = *(u64 *)(rmr+roff); if (old == @compare) store @swap.
+ * The old value is written to @lmr+@loff (8 bytes). @roff must be 8-byte aligned.
+ */
+int coh_ep_post_cas(struct coh_ep *ep, struct coh_mr *lmr, size_t loff, struct coh_rmr *rmr,
+		    uint64_t roff, uint64_t compare, uint64_t swap, uint64_t wr_id);
+
+/**
+ * coh_ep_post_faa - atomically: old = *(u64 *)(rmr+roff); store old + @add. The old value is
+ * written to @lmr+@loff (8 bytes). @roff must be 8-byte aligned.
+ */
+int coh_ep_post_faa(struct coh_ep *ep, struct coh_mr *lmr, size_t loff, struct coh_rmr *rmr,
+		    uint64_t roff, uint64_t add, uint64_t wr_id);
+
+/**
+ * coh_ep_post_flush - the persistence point: when it completes, every WRITE to
+ * @rmr+@roff..+@len that completed before it was posted is in the target's persistence domain
+ * (see coh_fabric_info.persistent for what that domain survives). Needs REMOTE_FLUSH on the region.
+ */
+int coh_ep_post_flush(struct coh_ep *ep, struct coh_rmr *rmr, uint64_t roff, size_t len,
+		      uint64_t wr_id);
+
+/** coh_ep_post_send - send @len bytes (<= the endpoint's max_msg_size) from @lmr+@loff. */
+int coh_ep_post_send(struct coh_ep *ep, struct coh_mr *lmr, size_t loff, size_t len,
+		     uint64_t wr_id);
+
+/**
+ * coh_ep_post_recv - post a receive buffer. Messages fill posted buffers in posting order; a
+ * message that does not fit completes its buffer with -EMSGSIZE. @lmr needs LOCAL_WRITE.
+ */
+int coh_ep_post_recv(struct coh_ep *ep, struct coh_mr *lmr, size_t loff, size_t len,
+		     uint64_t wr_id);
+
+/*
+ * Blocking helpers for control paths. Each posts one operation and waits for its completion on
+ * the endpoint's send queue, at most the fabric's timeout. They return the completion status,
+ * -ETIMEDOUT, or a post error, and -EBUSY when other send-side operations are outstanding on that
+ * queue (a helper never takes completions that belong to someone else; receive completions it
+ * meets are kept for the next coh_cq_poll()). Atomic results go to *@old.
+ */
+int coh_ep_write_sync(struct coh_ep *ep, struct coh_mr *lmr, size_t loff, struct coh_rmr *rmr,
+		      uint64_t roff, size_t len);
+int coh_ep_read_sync(struct coh_ep *ep, struct coh_mr *lmr, size_t loff, struct coh_rmr *rmr,
+		     uint64_t roff, size_t len);
+int coh_ep_cas_sync(struct coh_ep *ep, struct coh_rmr *rmr, uint64_t roff, uint64_t compare,
+		    uint64_t swap, uint64_t *old);
+int coh_ep_faa_sync(struct coh_ep *ep, struct coh_rmr *rmr, uint64_t roff, uint64_t add,
+		    uint64_t *old);
+int coh_ep_flush_sync(struct coh_ep *ep, struct coh_rmr *rmr, uint64_t roff, size_t len);
+int coh_ep_send_sync(struct coh_ep *ep, struct coh_mr *lmr, size_t loff, size_t len);
+
+/** coh_strerror - a short text for a Cohort status (a negative errno). Never NULL. */
+const char *coh_strerror(int status);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* COHORT_FABRIC_H */

@@ -1,0 +1,797 @@
+/*
+ * shm.c - the shm provider's node side: joining a cluster directory, liveness, regions and
+ * completion queues. Endpoints and operations are in shm_ep.c.
+ *
+ * Liveness rests on file locks that the kernel drops when a process dies, even by SIGKILL. Each
+ * incarnation of a node holds an OFD write lock on its lock file; for every peer it talks to, a
+ * node runs one monitor thread blocked acquiring that peer's lock, so a death is seen the moment
+ * it happens, with no polling and no heartbeat. Waiting uses one futex doorbell per node in its
+ * ctl page, rung by whoever makes progress possible (a sender, a consumer of a full ring, a
+ * monitor).
+ *
+ * Persistence: regions live in files in the cluster directory. On tmpfs (/dev/shm) a flushed
+ * write survives the writer's crash and the target's, not the host's; on a real file system the
+ * flush also msyncs, so it survives what that file system survives. This provider is for tests
+ * and single-host demos; it trusts the kernel's file permissions (0700 directory), not its peers'
+ * good behaviour, so everything read from a peer's file is checked before it is used.
+ */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <linux/futex.h>
+#include <linux/magic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/vfs.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "shm_internal.h"
+
+/* Doorbells. */
+
+/* shm_doorbell_ring - wake every thread sleeping on @ctl's doorbell. */
+void shm_doorbell_ring(struct shm_ctl *ctl)
+{
+	/* seq_cst on both sides (here and in shm_doorbell_sleep) orders the bump before the
+	 * waiter check, so a sleeper either sees the new value or is seen and woken. */
+	atomic_fetch_add(&ctl->doorbell, 1);
+	if (atomic_load(&ctl->waiters))
+		syscall(SYS_futex, &ctl->doorbell, FUTEX_WAKE, INT32_MAX, NULL, NULL, 0);
+}
+
+/* shm_doorbell_sleep - sleep while the doorbell still reads @seen, at most @timeout_ms. The
+ * caller read @seen, registered in waiters, and re-checked its condition before calling. */
+int shm_doorbell_sleep(struct shm_ctl *ctl, uint32_t seen, int timeout_ms)
+{
+	struct timespec ts = { .tv_sec = timeout_ms / 1000,
+			       .tv_nsec = (long)(timeout_ms % 1000) * 1000000L };
+
+	if (syscall(SYS_futex, &ctl->doorbell, FUTEX_WAIT, seen, &ts, NULL, 0) < 0 &&
+	    errno == ETIMEDOUT)
+		return -ETIMEDOUT;
+	return 0;
+}
+
+/* sleep_ms - a bounded pause for control-path polling of a peer that has not appeared yet. */
+static void sleep_ms(unsigned int ms)
+{
+	struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L };
+
+	nanosleep(&ts, NULL);
+}
+
+uint32_t shm_random32(void)
+{
+	uint32_t v = 0;
+
+	if (getrandom(&v, sizeof(v), GRND_NONBLOCK) != sizeof(v))
+		v = (uint32_t)verbs_now_ns() * 2654435761u;
+	return v;
+}
+
+/* Files. */
+
+/*
+ * shm_file_map - open (or with @create, create) @name in the cluster directory, size it to @len
+ * when creating, and map it shared. The file must be exactly @len bytes, so that a truncated or
+ * foreign file is refused rather than faulting later. Returns 0, -ENOENT, -EPROTO (wrong size)
+ * or a system call's errno.
+ */
+int shm_file_map(int dir_fd, const char *name, size_t len, bool create, int prot, void **mapp,
+		 bool *created)
+{
+	int flags = (prot & PROT_WRITE) ? O_RDWR : O_RDONLY;
+	struct stat st;
+	void *map;
+	int fd, ret;
+
+	if (created)
+		*created = false;
+	fd = openat(dir_fd, name, flags | O_CLOEXEC | (create ? O_CREAT : 0), 0600);
+	if (fd < 0)
+		return -errno;
+	/* Serialise creation against a peer opening the same file. */
+	if (flock(fd, LOCK_EX) < 0) {
+		ret = -errno;
+		goto err_close;
+	}
+	if (fstat(fd, &st) < 0) {
+		ret = -errno;
+		goto err_close;
+	}
+	if (create && st.st_size == 0) {
+		if (ftruncate(fd, (off_t)len) < 0) {
+			ret = -errno;
+			goto err_close;
+		}
+		if (created)
+			*created = true;
+	} else if ((size_t)st.st_size != len) {
+		ret = -EPROTO;
+		goto err_close;
+	}
+	map = mmap(NULL, len, prot, MAP_SHARED, fd, 0);
+	if (map == MAP_FAILED) {
+		ret = -errno;
+		goto err_close;
+	}
+	/* Unlock explicitly: the mapping holds the open file description, so close() alone would
+	 * keep the flock for as long as the mapping lives. */
+	flock(fd, LOCK_UN);
+	close(fd);
+	*mapp = map;
+	return 0;
+
+err_close:
+	close(fd);
+	return ret;
+}
+
+static int lock_range(int fd, int cmd, short type, off_t start, struct flock *out)
+{
+	struct flock fl = { .l_type = type, .l_whence = SEEK_SET, .l_start = start, .l_len = 1 };
+	int ret;
+
+	do {
+		ret = fcntl(fd, cmd, &fl);
+	} while (ret < 0 && errno == EINTR && cmd != F_OFD_SETLKW);
+	if (out)
+		*out = fl;
+	return ret < 0 ? -errno : 0;
+}
+
+/* lock_file_alive - true when some process holds the alive byte of the lock file @name. */
+static bool lock_file_alive(int dir_fd, const char *name)
+{
+	struct flock fl;
+	bool alive;
+	int fd;
+
+	fd = openat(dir_fd, name, O_RDWR | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	alive = !lock_range(fd, F_OFD_GETLK, F_WRLCK, SHM_LOCK_ALIVE_BYTE, &fl) &&
+		fl.l_type != F_UNLCK;
+	close(fd);
+	return alive;
+}
+
+/* Peers and their monitors. */
+
+/* shm_monitor - wait for a peer's lock, which the kernel frees when the peer dies, then report.
+ * Cancellation is enabled only while blocked in fcntl, so a cancel at close never interrupts the
+ * reporting half. */
+static void *shm_monitor(void *arg)
+{
+	struct shm_peer *pp = arg;
+	struct shm_fabric *sf = pp->fab;
+	int old, ret;
+
+	pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, &old);
+	do {
+		ret = lock_range(pp->lock_fd, F_OFD_SETLKW, F_WRLCK, SHM_LOCK_WAIT_BYTE, NULL);
+	} while (ret == -EINTR);
+	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old);
+	if (ret)
+		COH_LOG_ERR("node %u: waiting on peer %u's lock: %s; treating it as down",
+			    sf->base.node_id, pp->id, strerror(-ret));
+	else
+		lock_range(pp->lock_fd, F_OFD_SETLK, F_UNLCK, SHM_LOCK_WAIT_BYTE, NULL);
+	atomic_store(&pp->up_inc, 0);
+	shm_doorbell_ring(sf->ctl);
+	fabric_peer_down(&sf->base, pp->id, pp->incarnation);
+	return NULL;
+}
+
+/* peer_release - stop a peer's monitor and unmap its ctl. Called with sf->lock held or at
+ * close. */
+static void peer_release(struct shm_peer *pp)
+{
+	if (pp->monitor_started) {
+		pthread_cancel(pp->monitor);
+		pthread_join(pp->monitor, NULL);
+		pp->monitor_started = false;
+	}
+	if (pp->lock_fd >= 0) {
+		close(pp->lock_fd);
+		pp->lock_fd = -1;
+	}
+	if (pp->ctl) {
+		munmap(pp->ctl, SHM_PAGE);
+		pp->ctl = NULL;
+	}
+	atomic_store(&pp->up_inc, 0);
+	pp->incarnation = 0;
+}
+
+/* peer_probe - if @peer's current incarnation is open and alive, map its ctl and return its
+ * incarnation through @incp. Returns 0, or -EAGAIN when it is not (yet) there. */
+static int peer_probe(struct shm_fabric *sf, uint32_t peer, struct shm_ctl **ctlp,
+		      uint64_t *incp)
+{
+	char name[64];
+	struct shm_ctl *ctl;
+	uint64_t inc;
+	void *map;
+	int ret;
+
+	snprintf(name, sizeof(name), "node-%u.ctl", peer);
+	ret = shm_file_map(sf->dir_fd, name, SHM_PAGE, false, PROT_READ | PROT_WRITE, &map, NULL);
+	if (ret)
+		return ret == -ENOENT || ret == -EPROTO ? -EAGAIN : ret;
+	ctl = map;
+	inc = atomic_load(&ctl->incarnation);
+	if (ctl->magic != SHM_CTL_MAGIC || ctl->version != SHM_VERSION || ctl->node != peer ||
+	    !inc || !atomic_load(&ctl->ready))
+		goto not_there;
+	snprintf(name, sizeof(name), "node-%u-%" PRIu64 ".lock", peer, inc);
+	if (!lock_file_alive(sf->dir_fd, name))
+		goto not_there;
+	*ctlp = ctl;
+	*incp = inc;
+	return 0;
+
+not_there:
+	munmap(map, SHM_PAGE);
+	return -EAGAIN;
+}
+
+/*
+ * shm_peer_attach - make sure @peer is alive and monitored; wait (bounded) for it to appear.
+ * Returns 0 with *@pp set, -ETIMEDOUT, or a system call's errno. A peer seen dead before is
+ * re-probed, and a new incarnation replaces the old one's monitor.
+ */
+int shm_peer_attach(struct shm_fabric *sf, uint32_t peer, int timeout_ms, struct shm_peer **pp)
+{
+	uint64_t deadline = verbs_now_ns() + (uint64_t)timeout_ms * 1000000ull;
+	struct shm_peer *p = &sf->peers[peer];
+	unsigned int pause = 1;
+	struct shm_ctl *ctl;
+	char name[64];
+	uint64_t inc;
+	int ret;
+
+	for (;;) {
+		ret = peer_probe(sf, peer, &ctl, &inc);
+		if (!ret)
+			break;
+		if (ret != -EAGAIN)
+			return ret;
+		if (verbs_now_ns() >= deadline)
+			return -ETIMEDOUT;
+		/* The peer is not there yet and has no doorbell to wait on: back off, bounded. */
+		sleep_ms(pause);
+		pause = pause < 16 ? pause * 2 : 16;
+	}
+
+	pthread_mutex_lock(&sf->lock);
+	if (p->incarnation == inc && p->monitor_started) {
+		/* Already monitored; if it died meanwhile, up_inc says so and the caller fails. */
+		pthread_mutex_unlock(&sf->lock);
+		munmap(ctl, SHM_PAGE);
+		*pp = p;
+		return 0;
+	}
+	if (p->monitor_started && atomic_load(&p->up_inc) == p->incarnation) {
+		/* The peer restarted before its old incarnation's monitor reported; report it here
+		 * so the event is not lost when that monitor is replaced. */
+		uint64_t old_inc = p->incarnation;
+
+		peer_release(p);
+		fabric_peer_down(&sf->base, peer, old_inc);
+	}
+	peer_release(p);
+	snprintf(name, sizeof(name), "node-%u-%" PRIu64 ".lock", peer, inc);
+	p->lock_fd = openat(sf->dir_fd, name, O_RDWR | O_CLOEXEC);
+	if (p->lock_fd < 0) {
+		ret = errno == ENOENT ? -ECONNREFUSED : -errno;
+		goto err_unlock;
+	}
+	p->ctl = ctl;
+	p->incarnation = inc;
+	p->fab = sf;
+	p->id = peer;
+	atomic_store(&p->up_inc, inc);
+	ret = -pthread_create(&p->monitor, NULL, shm_monitor, p);
+	if (ret)
+		goto err_release;
+	p->monitor_started = true;
+	pthread_mutex_unlock(&sf->lock);
+	*pp = p;
+	return 0;
+
+err_release:
+	ctl = NULL; /* now owned by p, released below */
+	peer_release(p);
+err_unlock:
+	pthread_mutex_unlock(&sf->lock);
+	if (ctl)
+		munmap(ctl, SHM_PAGE);
+	return ret;
+}
+
+/* Fabric. */
+
+/* remove_stale - unlink files left by earlier incarnations of this node. Peers that still map
+ * them keep their mappings; new peers can no longer find them. */
+static void remove_stale(struct shm_fabric *sf)
+{
+	uint32_t id = sf->base.node_id, a, b, ch, r;
+	uint64_t inc, ia, ib;
+	struct dirent *de;
+	DIR *d;
+	int fd;
+
+	fd = dup(sf->dir_fd);
+	if (fd < 0)
+		return;
+	d = fdopendir(fd);
+	if (!d) {
+		close(fd);
+		return;
+	}
+	while ((de = readdir(d))) {
+		bool stale = false;
+
+		if (sscanf(de->d_name, "mr-%u-%" SCNu64 "-%u", &a, &inc, &r) == 3)
+			stale = a == id && inc != sf->incarnation;
+		else if (sscanf(de->d_name, "node-%u-%" SCNu64 ".lock", &a, &inc) == 2)
+			stale = a == id && inc != sf->incarnation;
+		else if (sscanf(de->d_name, "ep-%u.%" SCNu64 "-%u.%" SCNu64 "-%u", &a, &ia, &b, &ib,
+				&ch) == 5)
+			stale = (a == id && ia != sf->incarnation) ||
+				(b == id && ib != sf->incarnation);
+		if (stale)
+			unlinkat(sf->dir_fd, de->d_name, 0);
+	}
+	closedir(d);
+}
+
+/* join - take this node's identity: a new incarnation, its lock, and the ctl page. */
+static int join(struct shm_fabric *sf, uint32_t timeout_ms)
+{
+	uint64_t deadline = verbs_now_ns() + (uint64_t)timeout_ms * 1000000ull;
+	uint32_t id = sf->base.node_id;
+	char name[64];
+	uint64_t prev;
+	int ret;
+
+	snprintf(name, sizeof(name), "node-%u.ctl", id);
+	sf->ctl_fd = openat(sf->dir_fd, name, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (sf->ctl_fd < 0)
+		return -errno;
+	/* Two processes opening the same id race here; the flock makes one wait for the other,
+	 * and the alive check below then refuses the loser. */
+	while (flock(sf->ctl_fd, LOCK_EX | LOCK_NB) < 0) {
+		if (errno != EWOULDBLOCK || verbs_now_ns() >= deadline) {
+			ret = errno == EWOULDBLOCK ? -EADDRINUSE : -errno;
+			goto err_close_ctl;
+		}
+		sleep_ms(1);
+	}
+	if (ftruncate(sf->ctl_fd, SHM_PAGE) < 0) {
+		ret = -errno;
+		goto err_close_ctl;
+	}
+	sf->ctl = mmap(NULL, SHM_PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, sf->ctl_fd, 0);
+	if (sf->ctl == MAP_FAILED) {
+		ret = -errno;
+		sf->ctl = NULL;
+		goto err_close_ctl;
+	}
+	prev = sf->ctl->magic == SHM_CTL_MAGIC ? atomic_load(&sf->ctl->incarnation) : 0;
+	snprintf(name, sizeof(name), "node-%u-%" PRIu64 ".lock", id, prev);
+	if (prev && lock_file_alive(sf->dir_fd, name)) {
+		COH_LOG_ERR("node %u is already open in %s (pid %d)", id, sf->dir,
+			    (int)atomic_load(&sf->ctl->pid));
+		ret = -EADDRINUSE;
+		goto err_unmap_ctl;
+	}
+	sf->incarnation = prev + 1;
+	snprintf(name, sizeof(name), "node-%u-%" PRIu64 ".lock", id, sf->incarnation);
+	sf->lock_fd = openat(sf->dir_fd, name, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (sf->lock_fd < 0) {
+		ret = -errno;
+		goto err_unmap_ctl;
+	}
+	ret = lock_range(sf->lock_fd, F_OFD_SETLK, F_WRLCK, SHM_LOCK_WAIT_BYTE, NULL);
+	if (!ret)
+		ret = lock_range(sf->lock_fd, F_OFD_SETLK, F_WRLCK, SHM_LOCK_ALIVE_BYTE, NULL);
+	if (ret)
+		goto err_close_lock;
+	remove_stale(sf);
+
+	sf->ctl->magic = SHM_CTL_MAGIC;
+	sf->ctl->version = SHM_VERSION;
+	sf->ctl->node = id;
+	atomic_store(&sf->ctl->pid, (int32_t)getpid());
+	atomic_store(&sf->ctl->incarnation, sf->incarnation);
+	atomic_store(&sf->ctl->ready, 1);
+	flock(sf->ctl_fd, LOCK_UN);
+	return 0;
+
+err_close_lock:
+	close(sf->lock_fd);
+	unlinkat(sf->dir_fd, name, 0);
+err_unmap_ctl:
+	munmap(sf->ctl, SHM_PAGE);
+	sf->ctl = NULL;
+err_close_ctl:
+	close(sf->ctl_fd);
+	return ret;
+}
+
+static int shm_fabric_open(const struct coh_fabric_attr *attr, struct coh_fabric **fabp)
+{
+	struct shm_fabric *sf;
+	struct statfs stf;
+	uint32_t i;
+	int ret;
+
+	sf = calloc(1, sizeof(*sf));
+	if (!sf)
+		return -ENOMEM;
+	ret = fabric_base_init(&sf->base, &shm_ops, attr);
+	if (ret)
+		goto err_free;
+	for (i = 0; i < COH_FABRIC_MAX_NODES; i++)
+		sf->peers[i].lock_fd = -1;
+	ret = -pthread_mutex_init(&sf->lock, NULL);
+	if (ret)
+		goto err_base_fini;
+	sf->dir = strdup(attr->cluster);
+	if (!sf->dir) {
+		ret = -ENOMEM;
+		goto err_mutex_destroy;
+	}
+	if (mkdir(sf->dir, 0700) < 0 && errno != EEXIST) {
+		ret = -errno;
+		COH_LOG_ERR("cannot create cluster directory %s: %s", sf->dir, strerror(errno));
+		goto err_free_dir;
+	}
+	sf->dir_fd = open(sf->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (sf->dir_fd < 0) {
+		ret = -errno;
+		COH_LOG_ERR("cannot open cluster directory %s: %s", sf->dir, strerror(errno));
+		goto err_free_dir;
+	}
+	sf->tmpfs = fstatfs(sf->dir_fd, &stf) == 0 && stf.f_type == TMPFS_MAGIC;
+	sf->rkey_seed = shm_random32();
+	ret = join(sf, sf->base.timeout_ms);
+	if (ret)
+		goto err_close_dir;
+	*fabp = &sf->base;
+	return 0;
+
+err_close_dir:
+	close(sf->dir_fd);
+err_free_dir:
+	free(sf->dir);
+err_mutex_destroy:
+	pthread_mutex_destroy(&sf->lock);
+err_base_fini:
+	fabric_base_fini(&sf->base);
+err_free:
+	free(sf);
+	return ret;
+}
+
+static int shm_fabric_close(struct coh_fabric *fab)
+{
+	struct shm_fabric *sf = to_shm_fabric(fab);
+	char name[64];
+	uint32_t i;
+
+	for (i = 0; i < COH_FABRIC_MAX_NODES; i++)
+		peer_release(&sf->peers[i]);
+	atomic_store(&sf->ctl->ready, 0);
+	/* Unlinking first means nobody new finds the lock; closing drops it, which is what the
+	 * peers' monitors are waiting for. */
+	snprintf(name, sizeof(name), "node-%u-%" PRIu64 ".lock", fab->node_id, sf->incarnation);
+	unlinkat(sf->dir_fd, name, 0);
+	close(sf->lock_fd);
+	munmap(sf->ctl, SHM_PAGE);
+	close(sf->ctl_fd);
+	close(sf->dir_fd);
+	free(sf->dir);
+	pthread_mutex_destroy(&sf->lock);
+	fabric_base_fini(&sf->base);
+	free(sf);
+	return 0;
+}
+
+static void shm_fabric_query(const struct coh_fabric *fab, struct coh_fabric_info *info)
+{
+	const struct shm_fabric *sf = container_of(fab, struct shm_fabric, base);
+
+	info->provider = "shm";
+	info->node_id = fab->node_id;
+	info->native_flush = false;
+	info->persistent = !sf->tmpfs;
+	info->max_msg_size = SHM_MAX_MSG;
+	/* A SEND that finds the peer's ring full reads its buffer later, so none is inline. */
+	info->max_inline = 0;
+	info->numa_node = -1;
+	snprintf(info->device, sizeof(info->device), "shm");
+}
+
+/* Regions. */
+
+static int shm_mr_new(struct coh_fabric *fab, size_t len, uint32_t access, struct coh_mr **mrp)
+{
+	struct shm_fabric *sf = to_shm_fabric(fab);
+	struct shm_mr *mr;
+	void *map;
+	int ret;
+
+	mr = calloc(1, sizeof(*mr));
+	if (!mr)
+		return -ENOMEM;
+	mr->map_len = (len + SHM_PAGE - 1) & ~(size_t)(SHM_PAGE - 1);
+	if (!(access & COH_ACCESS_REMOTE_MASK)) {
+		/* Nobody else will map it, so it needs no file. */
+		map = mmap(NULL, mr->map_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+			   -1, 0);
+		if (map == MAP_FAILED) {
+			ret = -errno;
+			goto err_free;
+		}
+		mr->anon = map;
+		mr->base.fab = fab;
+		mr->base.addr = map;
+		mr->base.len = len;
+		mr->base.access = access;
+		*mrp = &mr->base;
+		return 0;
+	}
+	pthread_mutex_lock(&sf->lock);
+	mr->base.region = ++sf->next_region;
+	pthread_mutex_unlock(&sf->lock);
+	mr->map_len += SHM_PAGE;
+	snprintf(mr->name, sizeof(mr->name), "mr-%u-%" PRIu64 "-%u", fab->node_id,
+		 sf->incarnation, mr->base.region);
+	/* O_CREAT on a name nobody else uses: the region id is fresh in this incarnation. */
+	ret = shm_file_map(sf->dir_fd, mr->name, mr->map_len, true, PROT_READ | PROT_WRITE, &map,
+			   NULL);
+	if (ret)
+		goto err_free;
+	mr->hdr = map;
+	mr->hdr->magic = SHM_MR_MAGIC;
+	mr->hdr->version = SHM_VERSION;
+	mr->hdr->node = fab->node_id;
+	mr->hdr->incarnation = sf->incarnation;
+	mr->hdr->region = mr->base.region;
+	mr->hdr->access = access;
+	mr->hdr->len = len;
+	mr->base.fab = fab;
+	mr->base.addr = (uint8_t *)map + SHM_PAGE;
+	mr->base.len = len;
+	mr->base.access = access;
+	mr->base.rkey = (sf->rkey_seed + mr->base.region * 0x9e3779b9u) | 1u;
+	mr->base.remote_addr = 0;
+	mr->base.incarnation = sf->incarnation;
+	atomic_store(&mr->hdr->rkey, mr->base.rkey);
+	*mrp = &mr->base;
+	return 0;
+
+err_free:
+	free(mr);
+	return ret;
+}
+
+static int shm_mr_reg(struct coh_fabric *fab, void *buf, size_t len, uint32_t access,
+		      struct coh_mr **mrp)
+{
+	struct shm_mr *mr;
+
+	/* A peer can only reach memory that lives in a shared file. */
+	if (access & COH_ACCESS_REMOTE_MASK)
+		return -EOPNOTSUPP;
+	mr = calloc(1, sizeof(*mr));
+	if (!mr)
+		return -ENOMEM;
+	mr->base.fab = fab;
+	mr->base.addr = buf;
+	mr->base.len = len;
+	mr->base.access = access;
+	*mrp = &mr->base;
+	return 0;
+}
+
+static int shm_mr_delete(struct coh_mr *base)
+{
+	struct shm_mr *mr = container_of(base, struct shm_mr, base);
+	struct shm_fabric *sf = to_shm_fabric(base->fab);
+	int ret = 0;
+
+	if (mr->anon && munmap(mr->anon, mr->map_len) < 0)
+		ret = -errno;
+	if (mr->hdr) {
+		/* Revoke before unmapping: importers check the key on every operation. */
+		atomic_store(&mr->hdr->rkey, 0);
+		if (munmap(mr->hdr, mr->map_len) < 0)
+			ret = -errno;
+		if (unlinkat(sf->dir_fd, mr->name, 0) < 0 && !ret)
+			ret = -errno;
+	}
+	free(mr);
+	return ret;
+}
+
+static int shm_mr_rekey(struct coh_mr *base)
+{
+	struct shm_mr *mr = container_of(base, struct shm_mr, base);
+	uint32_t key;
+
+	if (!mr->hdr)
+		return -EINVAL;
+	do {
+		key = shm_random32() | 1u;
+	} while (key == base->rkey);
+	base->rkey = key;
+	atomic_store(&mr->hdr->rkey, key);
+	return 0;
+}
+
+/* Completion queues. */
+
+static int shm_cq_new(struct coh_fabric *fab, uint32_t depth, struct coh_cq **cqp)
+{
+	struct shm_cq *cq;
+
+	cq = calloc(1, sizeof(*cq));
+	if (!cq)
+		return -ENOMEM;
+	cq->ring = calloc(depth, sizeof(*cq->ring));
+	if (!cq->ring)
+		goto err_free_cq;
+	cq->cap = depth;
+	cq->fab = to_shm_fabric(fab);
+	*cqp = &cq->base;
+	return 0;
+
+err_free_cq:
+	free(cq);
+	return -ENOMEM;
+}
+
+static int shm_cq_delete(struct coh_cq *base)
+{
+	struct shm_cq *cq = container_of(base, struct shm_cq, base);
+
+	free(cq->eps);
+	free(cq->ring);
+	free(cq);
+	return 0;
+}
+
+/* shm_cq_push - queue a completion. Cannot overflow: endpoints reserved their depth. */
+void shm_cq_push(struct shm_cq *cq, struct shm_ep *ep, const struct coh_wc *wc)
+{
+	struct shm_cqe *e = &cq->ring[(cq->head + cq->count) % cq->cap];
+
+	e->wc = *wc;
+	e->ep = ep;
+	cq->count++;
+}
+
+int shm_cq_attach(struct shm_cq *cq, struct shm_ep *ep)
+{
+	struct shm_ep **eps;
+	uint32_t i;
+
+	for (i = 0; i < cq->n_eps; i++) {
+		if (cq->eps[i] == ep)
+			return 0;
+	}
+	if (cq->n_eps == cq->cap_eps) {
+		uint32_t cap = cq->cap_eps ? cq->cap_eps * 2 : 4;
+
+		eps = calloc(cap, sizeof(*eps));
+		if (!eps)
+			return -ENOMEM;
+		if (cq->n_eps)
+			memcpy(eps, cq->eps, cq->n_eps * sizeof(*eps));
+		free(cq->eps);
+		cq->eps = eps;
+		cq->cap_eps = cap;
+	}
+	cq->eps[cq->n_eps++] = ep;
+	return 0;
+}
+
+/* shm_cq_detach - forget @ep: stop driving it, and unlink its queued completions from it (they
+ * stay in the queue for the owner to take). */
+void shm_cq_detach(struct shm_cq *cq, struct shm_ep *ep)
+{
+	uint32_t i;
+
+	for (i = 0; i < cq->n_eps; i++) {
+		if (cq->eps[i] == ep) {
+			cq->eps[i] = cq->eps[--cq->n_eps];
+			break;
+		}
+	}
+	for (i = 0; i < cq->count; i++) {
+		struct shm_cqe *e = &cq->ring[(cq->head + i) % cq->cap];
+
+		if (e->ep == ep)
+			e->ep = NULL;
+	}
+}
+
+static void cq_progress(struct shm_cq *cq)
+{
+	uint32_t i;
+
+	for (i = 0; i < cq->n_eps; i++)
+		shm_ep_progress(cq->eps[i]);
+}
+
+static int shm_cq_poll(struct coh_cq *base, struct coh_wc *wc, int max)
+{
+	struct shm_cq *cq = container_of(base, struct shm_cq, base);
+	int n = 0;
+
+	cq_progress(cq);
+	while (n < max && cq->count) {
+		struct shm_cqe *e = &cq->ring[cq->head];
+
+		wc[n++] = e->wc;
+		if (e->ep)
+			shm_ep_completed(e->ep, e->wc.opcode);
+		cq->head = (cq->head + 1) % cq->cap;
+		cq->count--;
+	}
+	return n;
+}
+
+static int shm_cq_sleep(struct coh_cq *base, int timeout_ms)
+{
+	struct shm_cq *cq = container_of(base, struct shm_cq, base);
+	struct shm_ctl *ctl = cq->fab->ctl;
+	uint32_t seen;
+	int ret = 0;
+
+	seen = atomic_load(&ctl->doorbell);
+	atomic_fetch_add(&ctl->waiters, 1);
+	/* Re-check after registering: anything that arrived before the doorbell was read is seen
+	 * here; anything after it changes the doorbell and the futex returns at once. */
+	cq_progress(cq);
+	if (!cq->count)
+		ret = shm_doorbell_sleep(ctl, seen, timeout_ms);
+	atomic_fetch_sub(&ctl->waiters, 1);
+	return ret;
+}
+
+const struct coh_fabric_ops shm_ops = {
+	.name = "shm",
+	.id = COH_PROVIDER_SHM,
+	.fabric_open = shm_fabric_open,
+	.fabric_close = shm_fabric_close,
+	.fabric_query = shm_fabric_query,
+	.mr_new = shm_mr_new,
+	.mr_reg = shm_mr_reg,
+	.mr_delete = shm_mr_delete,
+	.mr_rekey = shm_mr_rekey,
+	.cq_new = shm_cq_new,
+	.cq_delete = shm_cq_delete,
+	.cq_poll = shm_cq_poll,
+	.cq_sleep = shm_cq_sleep,
+	.ep_new = shm_ep_new,
+	.ep_delete = shm_ep_delete,
+	.ep_is_up = shm_ep_is_up,
+	.rmr_import = shm_rmr_import,
+	.rmr_delete = shm_rmr_delete,
+	.post = shm_post,
+	.post_recv = shm_post_recv,
+};
