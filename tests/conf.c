@@ -111,7 +111,7 @@ static int ctl_pump(struct conf_node *cn, int timeout_ms)
 		q = (cn->inbox_head[peer] + cn->inbox_count[peer]) % 64;
 		memcpy(cn->inbox[peer][q],
 		       (uint8_t *)coh_mr_addr(cn->ctl_mr) +
-			       (size_t)(peer * CTL_SLOTS + slot) * CONF_MSG_MAX,
+			   (size_t)(peer * CTL_SLOTS + slot) * CONF_MSG_MAX,
 		       wc[i].byte_len);
 		cn->inbox_len[peer][q] = wc[i].byte_len;
 		cn->inbox_count[peer]++;
@@ -141,7 +141,8 @@ int conf_recv(struct conf_node *cn, uint32_t peer, void *msg, uint32_t *len, int
 	if (peer >= cn->n)
 		return -EINVAL;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
-	deadline = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000 + (uint64_t)timeout_ms;
+	deadline =
+	    (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000 + (uint64_t)timeout_ms;
 	while (!cn->inbox_count[peer]) {
 		clock_gettime(CLOCK_MONOTONIC, &ts);
 		now = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
@@ -154,8 +155,7 @@ int conf_recv(struct conf_node *cn, uint32_t peer, void *msg, uint32_t *len, int
 			 * every completion there is before concluding it is gone. */
 			int spins = 0;
 
-			while (!cn->inbox_count[peer] && spins++ < 64 &&
-			       ctl_pump(cn, 0) != -EAGAIN)
+			while (!cn->inbox_count[peer] && spins++ < 64 && ctl_pump(cn, 0) != -EAGAIN)
 				;
 			if (!cn->inbox_count[peer])
 				return -ECONNRESET;
@@ -164,7 +164,8 @@ int conf_recv(struct conf_node *cn, uint32_t peer, void *msg, uint32_t *len, int
 		if (!cn->inbox_count[peer] && now >= deadline)
 			return -ETIMEDOUT;
 	}
-	memcpy(msg, cn->inbox[peer][cn->inbox_head[peer]], cn->inbox_len[peer][cn->inbox_head[peer]]);
+	memcpy(msg, cn->inbox[peer][cn->inbox_head[peer]],
+	       cn->inbox_len[peer][cn->inbox_head[peer]]);
 	if (len)
 		*len = cn->inbox_len[peer][cn->inbox_head[peer]];
 	cn->inbox_head[peer] = (cn->inbox_head[peer] + 1) % 64;
@@ -217,8 +218,8 @@ int conf_exchange(struct conf_node *cn, struct coh_mr *mr, struct coh_mr_desc *d
 		if (ret)
 			return ret;
 		if (len != sizeof(mine)) {
-			fprintf(stderr, "node %u: exchange: %u-byte message from %u\n", cn->id,
-				len, i);
+			fprintf(stderr, "node %u: exchange: %u-byte message from %u\n", cn->id, len,
+				i);
 			return -EPROTO;
 		}
 	}
@@ -236,8 +237,10 @@ int conf_wait1(struct conf_node *cn, struct coh_wc *wc)
  * handshakes in one global order, so no pair waits on a third. */
 static int node_up(struct conf_node *cn, const char *cluster)
 {
-	struct coh_fabric_attr fa = { .provider = cn->provider, .cluster = cluster,
-				      .node_id = cn->id, .timeout_ms = CONF_TIMEOUT_MS };
+	struct coh_fabric_attr fa = { .provider = cn->provider,
+				      .cluster = cluster,
+				      .node_id = cn->id,
+				      .timeout_ms = CONF_TIMEOUT_MS };
 	uint32_t i, s;
 	int ret;
 
@@ -253,12 +256,20 @@ static int node_up(struct conf_node *cn, const char *cluster)
 	if (ret)
 		return ret;
 	for (i = 0; i < cn->n; i++) {
-		struct coh_ep_attr ca = { .peer = i, .channel = 0, .send_cq = cn->ctl_cq,
-					  .recv_cq = cn->ctl_cq, .max_send_wr = 16,
-					  .max_recv_wr = CTL_SLOTS, .max_msg_size = CONF_MSG_MAX };
-		struct coh_ep_attr da = { .peer = i, .channel = 1, .send_cq = cn->data_cq,
-					  .recv_cq = cn->data_cq, .max_send_wr = 1024,
-					  .max_recv_wr = 512, .max_msg_size = 65536 };
+		struct coh_ep_attr ca = { .peer = i,
+					  .channel = 0,
+					  .send_cq = cn->ctl_cq,
+					  .recv_cq = cn->ctl_cq,
+					  .max_send_wr = 16,
+					  .max_recv_wr = CTL_SLOTS,
+					  .max_msg_size = CONF_MSG_MAX };
+		struct coh_ep_attr da = { .peer = i,
+					  .channel = 1,
+					  .send_cq = cn->data_cq,
+					  .recv_cq = cn->data_cq,
+					  .max_send_wr = 1024,
+					  .max_recv_wr = 512,
+					  .max_msg_size = 65536 };
 
 		if (i != cn->id) {
 			ret = coh_ep_new(cn->fab, &ca, &cn->ctl[i]);
@@ -379,8 +390,8 @@ int conf_run(const char *name, uint32_t n, conf_scenario_fn fn, uint64_t expect_
 				failed = 1;
 			}
 		} else if (WIFSIGNALED(st)) {
-			fprintf(stderr, "%s: node %u died of signal %d%s\n", name, i,
-				WTERMSIG(st), WTERMSIG(st) == SIGALRM ? " (timeout)" : "");
+			fprintf(stderr, "%s: node %u died of signal %d%s\n", name, i, WTERMSIG(st),
+				WTERMSIG(st) == SIGALRM ? " (timeout)" : "");
 			failed = 1;
 		} else if (WEXITSTATUS(st)) {
 			fprintf(stderr, "%s: node %u exited %d\n", name, i, WEXITSTATUS(st));

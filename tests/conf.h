@@ -44,15 +44,15 @@ struct conf_node {
 typedef int (*conf_scenario_fn)(struct conf_node *cn);
 
 /* A failed check inside a scenario: print where and return 1 from the scenario. */
-#define CONF_CHECK(cond, ...)                                                                  \
-	do {                                                                                   \
-		if (!(cond)) {                                                                 \
-			fprintf(stderr, "node %u: %s:%d: check failed: %s: ", cn->id, __FILE__, \
-				__LINE__, #cond);                                              \
-			fprintf(stderr, __VA_ARGS__);                                          \
-			fprintf(stderr, "\n");                                                 \
-			return 1;                                                              \
-		}                                                                              \
+#define CONF_CHECK(cond, ...)                                                                      \
+	do {                                                                                       \
+		if (!(cond)) {                                                                     \
+			fprintf(stderr, "node %u: %s:%d: check failed: %s: ", cn->id, __FILE__,    \
+				__LINE__, #cond);                                                  \
+			fprintf(stderr, __VA_ARGS__);                                              \
+			fprintf(stderr, "\n");                                                     \
+			return 1;                                                                  \
+		}                                                                                  \
 	} while (0)
 
 /*

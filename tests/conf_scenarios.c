@@ -54,7 +54,10 @@ int sc_connect(struct conf_node *cn)
  */
 int sc_write_send_order(struct conf_node *cn)
 {
-	enum { ROUNDS = 500, REGION = 256 * 1024 };
+	enum {
+		ROUNDS = 500,
+		REGION = 256 * 1024
+	};
 	struct coh_mr_desc descs[CONF_MAX_NODES];
 	struct coh_rmr *rmr = NULL;
 	struct coh_mr *mr, *src;
@@ -63,8 +66,9 @@ int sc_write_send_order(struct conf_node *cn)
 
 	if (cn->n < 2)
 		return 1;
-	CONF_CHECK(coh_mr_new(cn->fab, REGION, COH_ACCESS_REMOTE_WRITE | COH_ACCESS_LOCAL_WRITE,
-			      &mr) == 0, "mr_new");
+	CONF_CHECK(
+	    coh_mr_new(cn->fab, REGION, COH_ACCESS_REMOTE_WRITE | COH_ACCESS_LOCAL_WRITE, &mr) == 0,
+	    "mr_new");
 	CONF_CHECK(coh_mr_new(cn->fab, REGION + 64, COH_ACCESS_LOCAL_WRITE, &src) == 0, "src");
 	CONF_CHECK(conf_exchange(cn, mr, descs) == 0, "exchange");
 	if (cn->id == 0) {
@@ -80,10 +84,10 @@ int sc_write_send_order(struct conf_node *cn)
 			CONF_CHECK(coh_ep_post_write(cn->ep[1], src, 0, rmr, 0, len, r) == 0, "w");
 			CONF_CHECK(coh_ep_post_send(cn->ep[1], src, REGION, 12, r) == 0, "send");
 			CONF_CHECK(conf_wait1(cn, &wc) == 0 && wc.status == 0 &&
-					   wc.opcode == COH_WC_WRITE && wc.wr_id == r,
+				       wc.opcode == COH_WC_WRITE && wc.wr_id == r,
 				   "write completion %d", wc.status);
 			CONF_CHECK(conf_wait1(cn, &wc) == 0 && wc.status == 0 &&
-					   wc.opcode == COH_WC_SEND,
+				       wc.opcode == COH_WC_SEND,
 				   "send completion");
 			CONF_CHECK(conf_recv(cn, 1, &ack, NULL, CONF_TIMEOUT_MS) == 0 && ack == r,
 				   "ack %u", r);
@@ -101,7 +105,7 @@ int sc_write_send_order(struct conf_node *cn)
 			CONF_CHECK(coh_ep_post_recv(cn->ep[0], src, REGION, 64, r) == 0, "recv");
 			ret = conf_wait1(cn, &wc);
 			CONF_CHECK(ret == 0 && wc.status == 0 && wc.opcode == COH_WC_RECV &&
-					   wc.byte_len == 12,
+				       wc.byte_len == 12,
 				   "recv completion %d/%d", ret, wc.status);
 			memcpy(&seq, (uint8_t *)coh_mr_addr(src) + REGION, 4);
 			memcpy(&len, (uint8_t *)coh_mr_addr(src) + REGION + 4, 8);
@@ -127,7 +131,9 @@ int sc_write_send_order(struct conf_node *cn)
  */
 int sc_atomics(struct conf_node *cn)
 {
-	enum { PER_NODE = 2000 };
+	enum {
+		PER_NODE = 2000
+	};
 	struct coh_mr_desc descs[CONF_MAX_NODES];
 	uint32_t total = PER_NODE * cn->n, i;
 	struct coh_mr *mr, *res;
@@ -137,7 +143,7 @@ int sc_atomics(struct conf_node *cn)
 
 	CONF_CHECK(coh_mr_new(cn->fab, region,
 			      COH_ACCESS_REMOTE_ATOMIC | COH_ACCESS_REMOTE_WRITE |
-				      COH_ACCESS_REMOTE_READ | COH_ACCESS_LOCAL_WRITE,
+				  COH_ACCESS_REMOTE_READ | COH_ACCESS_LOCAL_WRITE,
 			      &mr) == 0,
 		   "mr");
 	CONF_CHECK(coh_mr_new(cn->fab, 64, COH_ACCESS_LOCAL_WRITE, &res) == 0, "res");
@@ -196,7 +202,10 @@ int sc_atomics(struct conf_node *cn)
  */
 int sc_read_concurrent(struct conf_node *cn)
 {
-	enum { WORDS = 2048, GENS = 400 };
+	enum {
+		WORDS = 2048,
+		GENS = 400
+	};
 	struct coh_mr_desc descs[CONF_MAX_NODES];
 	struct coh_mr *mr, *buf;
 	struct coh_rmr *rmr = NULL;
@@ -204,11 +213,11 @@ int sc_read_concurrent(struct conf_node *cn)
 
 	if (cn->n < 3)
 		return 1;
-	CONF_CHECK(coh_mr_new(cn->fab, WORDS * 8,
-			      COH_ACCESS_REMOTE_READ | COH_ACCESS_REMOTE_WRITE |
-				      COH_ACCESS_LOCAL_WRITE,
-			      &mr) == 0,
-		   "mr");
+	CONF_CHECK(
+	    coh_mr_new(cn->fab, WORDS * 8,
+		       COH_ACCESS_REMOTE_READ | COH_ACCESS_REMOTE_WRITE | COH_ACCESS_LOCAL_WRITE,
+		       &mr) == 0,
+	    "mr");
 	CONF_CHECK(coh_mr_new(cn->fab, WORDS * 8, COH_ACCESS_LOCAL_WRITE, &buf) == 0, "buf");
 	CONF_CHECK(conf_exchange(cn, mr, descs) == 0, "exchange");
 	if (cn->id == 0) {
@@ -272,10 +281,10 @@ static int expect_status(struct conf_node *cn, int posted, int status, const cha
 	return 0;
 }
 
-#define EXPECT(cn, call, st, what)                                                             \
-	do {                                                                                   \
-		if (expect_status((cn), (call), (st), (what)))                                 \
-			return 1;                                                              \
+#define EXPECT(cn, call, st, what)                                                                 \
+	do {                                                                                       \
+		if (expect_status((cn), (call), (st), (what)))                                     \
+			return 1;                                                                  \
 	} while (0)
 
 /*
@@ -285,7 +294,9 @@ static int expect_status(struct conf_node *cn, int posted, int status, const cha
  */
 int sc_access(struct conf_node *cn)
 {
-	enum { LEN = 8192 };
+	enum {
+		LEN = 8192
+	};
 	struct coh_mr_desc dro[CONF_MAX_NODES], dwo[CONF_MAX_NODES], dat[CONF_MAX_NODES];
 	struct coh_mr *ro, *wo, *at, *loc, *noloc;
 	uint8_t token = 1;
@@ -298,7 +309,7 @@ int sc_access(struct conf_node *cn)
 	CONF_CHECK(coh_mr_new(cn->fab, LEN, COH_ACCESS_LOCAL_WRITE, &loc) == 0, "loc");
 	CONF_CHECK(coh_mr_new(cn->fab, LEN, 0, &noloc) == 0, "noloc");
 	CONF_CHECK(conf_exchange(cn, ro, dro) == 0 && conf_exchange(cn, wo, dwo) == 0 &&
-			   conf_exchange(cn, at, dat) == 0,
+		       conf_exchange(cn, at, dat) == 0,
 		   "exchange");
 	if (cn->id == 0) {
 		struct coh_ep *ep = cn->ep[1];
@@ -387,7 +398,11 @@ int sc_access(struct conf_node *cn)
  */
 int sc_many_outstanding(struct conf_node *cn)
 {
-	enum { WR = 1024, MSGS = 500, RECVS = 512 };
+	enum {
+		WR = 1024,
+		MSGS = 500,
+		RECVS = 512
+	};
 	struct coh_mr_desc descs[CONF_MAX_NODES];
 	struct coh_mr *mr, *loc;
 	struct coh_rmr *rmr = NULL;
@@ -408,7 +423,7 @@ int sc_many_outstanding(struct conf_node *cn)
 		CONF_CHECK(coh_rmr_import(cn->ep[1], &descs[1], &rmr) == 0, "import");
 		for (i = 0; i < WR; i++)
 			CONF_CHECK(coh_ep_post_write(cn->ep[1], loc, i * 64, rmr, i * 64, 64, i) ==
-					   0,
+				       0,
 				   "post %u", i);
 		CONF_CHECK(coh_ep_post_write(cn->ep[1], loc, 0, rmr, 0, 64, WR) == -EAGAIN,
 			   "queue limit not enforced");
@@ -418,7 +433,7 @@ int sc_many_outstanding(struct conf_node *cn)
 			CONF_CHECK(n > 0, "wait: %d after %u", n, got);
 			for (int k = 0; k < n; k++) {
 				CONF_CHECK(wc[k].status == 0 && wc[k].wr_id < WR &&
-						   !seen[wc[k].wr_id],
+					       !seen[wc[k].wr_id],
 					   "completion %llu status %d",
 					   (unsigned long long)wc[k].wr_id, wc[k].status);
 				seen[wc[k].wr_id] = 1;
@@ -469,7 +484,7 @@ int sc_many_outstanding(struct conf_node *cn)
 				uint32_t v;
 
 				CONF_CHECK(wc[k].status == 0 && wc[k].opcode == COH_WC_RECV &&
-						   wc[k].byte_len == 16 && wc[k].wr_id == next % RECVS,
+					       wc[k].byte_len == 16 && wc[k].wr_id == next % RECVS,
 					   "recv %u: status %d wr_id %llu", next, wc[k].status,
 					   (unsigned long long)wc[k].wr_id);
 				memcpy(&v, (uint8_t *)coh_mr_addr(loc) + wc[k].wr_id * 16, 4);
@@ -495,9 +510,11 @@ int sc_many_outstanding(struct conf_node *cn)
  * memory (WRITE then READ back) and as SENDs up to the endpoint's message size. */
 int sc_sizes(struct conf_node *cn)
 {
-	static const size_t sizes[] = { 1,     3,     8,     16,     64,     100,	   4095,
-					4096,  4097,  8192,  65536,  65537,  262144,  1 << 20 };
-	enum { LEN = (1 << 20) + 64 };
+	static const size_t sizes[] = { 1,    3,    8,	  16,	 64,	100,	4095,
+					4096, 4097, 8192, 65536, 65537, 262144, 1 << 20 };
+	enum {
+		LEN = (1 << 20) + 64
+	};
 	struct coh_mr_desc descs[CONF_MAX_NODES];
 	struct coh_mr *mr, *src, *dst;
 	struct coh_rmr *rmr = NULL;
@@ -505,11 +522,11 @@ int sc_sizes(struct conf_node *cn)
 
 	if (cn->n < 2)
 		return 1;
-	CONF_CHECK(coh_mr_new(cn->fab, LEN,
-			      COH_ACCESS_REMOTE_READ | COH_ACCESS_REMOTE_WRITE |
-				      COH_ACCESS_LOCAL_WRITE,
-			      &mr) == 0,
-		   "mr");
+	CONF_CHECK(
+	    coh_mr_new(cn->fab, LEN,
+		       COH_ACCESS_REMOTE_READ | COH_ACCESS_REMOTE_WRITE | COH_ACCESS_LOCAL_WRITE,
+		       &mr) == 0,
+	    "mr");
 	CONF_CHECK(coh_mr_new(cn->fab, LEN, COH_ACCESS_LOCAL_WRITE, &src) == 0, "src");
 	CONF_CHECK(coh_mr_new(cn->fab, LEN, COH_ACCESS_LOCAL_WRITE, &dst) == 0, "dst");
 	CONF_CHECK(conf_exchange(cn, mr, descs) == 0, "exchange");
@@ -542,12 +559,11 @@ int sc_sizes(struct conf_node *cn)
 				continue;
 			fill((uint8_t *)coh_mr_addr(src) + loff, len, i + 100);
 			CONF_CHECK(coh_ep_post_recv(cn->ep[0], dst, 0, 65536, i) == 0, "recv");
-			CONF_CHECK(conf_wait1(cn, &wc) == 0 && wc.status == 0 &&
-					   wc.byte_len == len,
+			CONF_CHECK(conf_wait1(cn, &wc) == 0 && wc.status == 0 && wc.byte_len == len,
 				   "recv %zu: status %d len %u", len, wc.status, wc.byte_len);
-			CONF_CHECK(memcmp(coh_mr_addr(dst), (uint8_t *)coh_mr_addr(src) + loff,
-					  len) == 0,
-				   "message of %zu differs", len);
+			CONF_CHECK(
+			    memcmp(coh_mr_addr(dst), (uint8_t *)coh_mr_addr(src) + loff, len) == 0,
+			    "message of %zu differs", len);
 		}
 	}
 	CONF_CHECK(conf_barrier(cn) == 0, "barrier");
@@ -603,11 +619,11 @@ int sc_flush_and_sync(struct conf_node *cn)
 	struct coh_fabric_info info;
 
 	CONF_CHECK(coh_fabric_query(cn->fab, &info) == 0, "query");
-	CONF_CHECK(coh_mr_new(cn->fab, 65536,
-			      COH_ACCESS_REMOTE_WRITE | COH_ACCESS_REMOTE_FLUSH |
-				      COH_ACCESS_REMOTE_READ,
-			      &mr) == 0,
-		   "mr");
+	CONF_CHECK(
+	    coh_mr_new(cn->fab, 65536,
+		       COH_ACCESS_REMOTE_WRITE | COH_ACCESS_REMOTE_FLUSH | COH_ACCESS_REMOTE_READ,
+		       &mr) == 0,
+	    "mr");
 	CONF_CHECK(coh_mr_new(cn->fab, 4096, COH_ACCESS_REMOTE_WRITE, &nf) == 0, "nf");
 	CONF_CHECK(coh_mr_new(cn->fab, 65536, COH_ACCESS_LOCAL_WRITE, &loc) == 0, "loc");
 	CONF_CHECK(conf_exchange(cn, mr, descs) == 0 && conf_exchange(cn, nf, dnf) == 0, "x");
@@ -623,7 +639,7 @@ int sc_flush_and_sync(struct conf_node *cn)
 		CONF_CHECK(coh_ep_post_flush(ep, rmr, 0, 65536, 2) == 0, "flush");
 		CONF_CHECK(conf_wait1(cn, &wc) == 0 && wc.status == 0 && wc.wr_id == 1, "w");
 		CONF_CHECK(conf_wait1(cn, &wc) == 0 && wc.status == 0 && wc.wr_id == 2 &&
-				   wc.opcode == COH_WC_FLUSH,
+			       wc.opcode == COH_WC_FLUSH,
 			   "flush completion %d", wc.status);
 		CONF_CHECK(coh_ep_flush_sync(ep, rmr, 100, 1000) == 0, "flush_sync");
 		CONF_CHECK(coh_ep_flush_sync(ep, rnf, 0, 8) == -EACCES, "flush without right");
@@ -657,9 +673,9 @@ int sc_peer_killed(struct conf_node *cn)
 
 	if (cn->n < 3)
 		return 1;
-	CONF_CHECK(coh_mr_new(cn->fab, 65536, COH_ACCESS_REMOTE_WRITE | COH_ACCESS_REMOTE_READ,
-			      &mr) == 0,
-		   "mr");
+	CONF_CHECK(
+	    coh_mr_new(cn->fab, 65536, COH_ACCESS_REMOTE_WRITE | COH_ACCESS_REMOTE_READ, &mr) == 0,
+	    "mr");
 	CONF_CHECK(coh_mr_new(cn->fab, 65536, COH_ACCESS_LOCAL_WRITE, &loc) == 0, "loc");
 	CONF_CHECK(conf_exchange(cn, mr, descs) == 0, "exchange");
 	for (i = 0; i < cn->n; i++)
@@ -689,8 +705,9 @@ int sc_peer_killed(struct conf_node *cn)
 		CONF_CHECK(conf_barrier(cn) == 0, "start");
 		/* Keep posting to the victim until it is seen dead; bounded by count. */
 		while (!down && ops < 2000000) {
-			CONF_CHECK(coh_ep_post_write(cn->ep[2], loc, 64, rmr[2], 64, 64, ops) == 0 ||
-					   !coh_ep_is_up(cn->ep[2]),
+			CONF_CHECK(coh_ep_post_write(cn->ep[2], loc, 64, rmr[2], 64, 64, ops) ==
+					   0 ||
+				       !coh_ep_is_up(cn->ep[2]),
 				   "post write");
 			if (ops % 4 == 0)
 				coh_ep_post_send(cn->ep[2], loc, 64, 32, ops);
@@ -704,10 +721,11 @@ int sc_peer_killed(struct conf_node *cn)
 					recv_flushed = true;
 				}
 				if (wc[k].status) {
-					CONF_CHECK(wc[k].peer == 2, "error from node %u", wc[k].peer);
+					CONF_CHECK(wc[k].peer == 2, "error from node %u",
+						   wc[k].peer);
 					CONF_CHECK(wc[k].status == -ECONNRESET ||
-							   wc[k].status == -ETIMEDOUT ||
-							   wc[k].status == -EIO,
+						       wc[k].status == -ETIMEDOUT ||
+						       wc[k].status == -EIO,
 						   "status %d", wc[k].status);
 					errors++;
 					down = true;

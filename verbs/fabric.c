@@ -82,7 +82,7 @@ int coh_fabric_close(struct coh_fabric **fabp)
 }
 
 int fabric_base_init(struct coh_fabric *fab, const struct coh_fabric_ops *ops,
-			 const struct coh_fabric_attr *attr)
+		     const struct coh_fabric_attr *attr)
 {
 	int ret;
 
@@ -210,13 +210,11 @@ int coh_mr_new(struct coh_fabric *fab, size_t len, uint32_t access, struct coh_m
 	return ret;
 }
 
-int coh_mr_reg(struct coh_fabric *fab, void *buf, size_t len, uint32_t access,
-	       struct coh_mr **mrp)
+int coh_mr_reg(struct coh_fabric *fab, void *buf, size_t len, uint32_t access, struct coh_mr **mrp)
 {
 	int ret;
 
-	if (!fab || !buf || !mrp || !len || len > COH_FABRIC_MAX_XFER ||
-	    (access & ~COH_ACCESS_ALL))
+	if (!fab || !buf || !mrp || !len || len > COH_FABRIC_MAX_XFER || (access & ~COH_ACCESS_ALL))
 		return -EINVAL;
 	ret = fab->ops->mr_reg(fab, buf, len, access, mrp);
 	if (!ret)
@@ -655,8 +653,8 @@ static bool range_ok(size_t off, size_t len, size_t total)
 
 static int post_checked(struct coh_ep *ep, const struct coh_op *op)
 {
-	bool needs_local_write = op->code == COH_OP_READ || op->code == COH_OP_CAS ||
-				 op->code == COH_OP_FAA;
+	bool needs_local_write =
+	    op->code == COH_OP_READ || op->code == COH_OP_CAS || op->code == COH_OP_FAA;
 	int ret;
 
 	if (!ep)
@@ -691,8 +689,13 @@ static int post_checked(struct coh_ep *ep, const struct coh_op *op)
 int coh_ep_post_write(struct coh_ep *ep, struct coh_mr *lmr, size_t loff, struct coh_rmr *rmr,
 		      uint64_t roff, size_t len, uint64_t wr_id)
 {
-	struct coh_op op = { .code = COH_OP_WRITE, .lmr = lmr, .loff = loff, .rmr = rmr,
-			     .roff = roff, .len = len, .wr_id = wr_id };
+	struct coh_op op = { .code = COH_OP_WRITE,
+			     .lmr = lmr,
+			     .loff = loff,
+			     .rmr = rmr,
+			     .roff = roff,
+			     .len = len,
+			     .wr_id = wr_id };
 
 	return post_checked(ep, &op);
 }
@@ -700,8 +703,13 @@ int coh_ep_post_write(struct coh_ep *ep, struct coh_mr *lmr, size_t loff, struct
 int coh_ep_post_read(struct coh_ep *ep, struct coh_mr *lmr, size_t loff, struct coh_rmr *rmr,
 		     uint64_t roff, size_t len, uint64_t wr_id)
 {
-	struct coh_op op = { .code = COH_OP_READ, .lmr = lmr, .loff = loff, .rmr = rmr,
-			     .roff = roff, .len = len, .wr_id = wr_id };
+	struct coh_op op = { .code = COH_OP_READ,
+			     .lmr = lmr,
+			     .loff = loff,
+			     .rmr = rmr,
+			     .roff = roff,
+			     .len = len,
+			     .wr_id = wr_id };
 
 	return post_checked(ep, &op);
 }
@@ -709,8 +717,14 @@ int coh_ep_post_read(struct coh_ep *ep, struct coh_mr *lmr, size_t loff, struct 
 int coh_ep_post_cas(struct coh_ep *ep, struct coh_mr *lmr, size_t loff, struct coh_rmr *rmr,
 		    uint64_t roff, uint64_t compare, uint64_t swap, uint64_t wr_id)
 {
-	struct coh_op op = { .code = COH_OP_CAS, .lmr = lmr, .loff = loff, .rmr = rmr,
-			     .roff = roff, .len = 8, .compare = compare, .swap = swap,
+	struct coh_op op = { .code = COH_OP_CAS,
+			     .lmr = lmr,
+			     .loff = loff,
+			     .rmr = rmr,
+			     .roff = roff,
+			     .len = 8,
+			     .compare = compare,
+			     .swap = swap,
 			     .wr_id = wr_id };
 
 	return post_checked(ep, &op);
@@ -719,8 +733,14 @@ int coh_ep_post_cas(struct coh_ep *ep, struct coh_mr *lmr, size_t loff, struct c
 int coh_ep_post_faa(struct coh_ep *ep, struct coh_mr *lmr, size_t loff, struct coh_rmr *rmr,
 		    uint64_t roff, uint64_t add, uint64_t wr_id)
 {
-	struct coh_op op = { .code = COH_OP_FAA, .lmr = lmr, .loff = loff, .rmr = rmr,
-			     .roff = roff, .len = 8, .compare = add, .wr_id = wr_id };
+	struct coh_op op = { .code = COH_OP_FAA,
+			     .lmr = lmr,
+			     .loff = loff,
+			     .rmr = rmr,
+			     .roff = roff,
+			     .len = 8,
+			     .compare = add,
+			     .wr_id = wr_id };
 
 	return post_checked(ep, &op);
 }
@@ -728,23 +748,23 @@ int coh_ep_post_faa(struct coh_ep *ep, struct coh_mr *lmr, size_t loff, struct c
 int coh_ep_post_flush(struct coh_ep *ep, struct coh_rmr *rmr, uint64_t roff, size_t len,
 		      uint64_t wr_id)
 {
-	struct coh_op op = { .code = COH_OP_FLUSH, .rmr = rmr, .roff = roff, .len = len,
-			     .wr_id = wr_id };
+	struct coh_op op = {
+		.code = COH_OP_FLUSH, .rmr = rmr, .roff = roff, .len = len, .wr_id = wr_id
+	};
 
 	return post_checked(ep, &op);
 }
 
-int coh_ep_post_send(struct coh_ep *ep, struct coh_mr *lmr, size_t loff, size_t len,
-		     uint64_t wr_id)
+int coh_ep_post_send(struct coh_ep *ep, struct coh_mr *lmr, size_t loff, size_t len, uint64_t wr_id)
 {
-	struct coh_op op = { .code = COH_OP_SEND, .lmr = lmr, .loff = loff, .len = len,
-			     .wr_id = wr_id };
+	struct coh_op op = {
+		.code = COH_OP_SEND, .lmr = lmr, .loff = loff, .len = len, .wr_id = wr_id
+	};
 
 	return post_checked(ep, &op);
 }
 
-int coh_ep_post_recv(struct coh_ep *ep, struct coh_mr *lmr, size_t loff, size_t len,
-		     uint64_t wr_id)
+int coh_ep_post_recv(struct coh_ep *ep, struct coh_mr *lmr, size_t loff, size_t len, uint64_t wr_id)
 {
 	if (!ep || !lmr || lmr->fab != ep->fab || !range_ok(loff, len, lmr->len) ||
 	    !(lmr->access & COH_ACCESS_LOCAL_WRITE))
@@ -795,8 +815,13 @@ static int sync_post(struct coh_ep *ep, const struct coh_op *op)
 int coh_ep_write_sync(struct coh_ep *ep, struct coh_mr *lmr, size_t loff, struct coh_rmr *rmr,
 		      uint64_t roff, size_t len)
 {
-	struct coh_op op = { .code = COH_OP_WRITE, .lmr = lmr, .loff = loff, .rmr = rmr,
-			     .roff = roff, .len = len, .wr_id = SYNC_WR_ID };
+	struct coh_op op = { .code = COH_OP_WRITE,
+			     .lmr = lmr,
+			     .loff = loff,
+			     .rmr = rmr,
+			     .roff = roff,
+			     .len = len,
+			     .wr_id = SYNC_WR_ID };
 
 	return sync_post(ep, &op);
 }
@@ -804,8 +829,13 @@ int coh_ep_write_sync(struct coh_ep *ep, struct coh_mr *lmr, size_t loff, struct
 int coh_ep_read_sync(struct coh_ep *ep, struct coh_mr *lmr, size_t loff, struct coh_rmr *rmr,
 		     uint64_t roff, size_t len)
 {
-	struct coh_op op = { .code = COH_OP_READ, .lmr = lmr, .loff = loff, .rmr = rmr,
-			     .roff = roff, .len = len, .wr_id = SYNC_WR_ID };
+	struct coh_op op = { .code = COH_OP_READ,
+			     .lmr = lmr,
+			     .loff = loff,
+			     .rmr = rmr,
+			     .roff = roff,
+			     .len = len,
+			     .wr_id = SYNC_WR_ID };
 
 	return sync_post(ep, &op);
 }
@@ -826,8 +856,13 @@ static int atomic_sync(struct coh_ep *ep, struct coh_op *op, uint64_t *old)
 int coh_ep_cas_sync(struct coh_ep *ep, struct coh_rmr *rmr, uint64_t roff, uint64_t compare,
 		    uint64_t swap, uint64_t *old)
 {
-	struct coh_op op = { .code = COH_OP_CAS, .rmr = rmr, .roff = roff, .len = 8,
-			     .compare = compare, .swap = swap, .wr_id = SYNC_WR_ID };
+	struct coh_op op = { .code = COH_OP_CAS,
+			     .rmr = rmr,
+			     .roff = roff,
+			     .len = 8,
+			     .compare = compare,
+			     .swap = swap,
+			     .wr_id = SYNC_WR_ID };
 
 	return atomic_sync(ep, &op, old);
 }
@@ -835,31 +870,37 @@ int coh_ep_cas_sync(struct coh_ep *ep, struct coh_rmr *rmr, uint64_t roff, uint6
 int coh_ep_faa_sync(struct coh_ep *ep, struct coh_rmr *rmr, uint64_t roff, uint64_t add,
 		    uint64_t *old)
 {
-	struct coh_op op = { .code = COH_OP_FAA, .rmr = rmr, .roff = roff, .len = 8,
-			     .compare = add, .wr_id = SYNC_WR_ID };
+	struct coh_op op = { .code = COH_OP_FAA,
+			     .rmr = rmr,
+			     .roff = roff,
+			     .len = 8,
+			     .compare = add,
+			     .wr_id = SYNC_WR_ID };
 
 	return atomic_sync(ep, &op, old);
 }
 
 int coh_ep_flush_sync(struct coh_ep *ep, struct coh_rmr *rmr, uint64_t roff, size_t len)
 {
-	struct coh_op op = { .code = COH_OP_FLUSH, .rmr = rmr, .roff = roff, .len = len,
-			     .wr_id = SYNC_WR_ID };
+	struct coh_op op = {
+		.code = COH_OP_FLUSH, .rmr = rmr, .roff = roff, .len = len, .wr_id = SYNC_WR_ID
+	};
 
 	return sync_post(ep, &op);
 }
 
 int coh_ep_send_sync(struct coh_ep *ep, struct coh_mr *lmr, size_t loff, size_t len)
 {
-	struct coh_op op = { .code = COH_OP_SEND, .lmr = lmr, .loff = loff, .len = len,
-			     .wr_id = SYNC_WR_ID };
+	struct coh_op op = {
+		.code = COH_OP_SEND, .lmr = lmr, .loff = loff, .len = len, .wr_id = SYNC_WR_ID
+	};
 
 	return sync_post(ep, &op);
 }
 
 /* Cluster address lists, "ip:port,ip:port,...". IPv6 literals go in brackets: "[::1]:7000". */
 int cluster_addr_parse(const char *cluster, uint32_t node, char *host, size_t hostlen,
-		     uint16_t *port)
+		       uint16_t *port)
 {
 	const char *p = cluster, *end, *colon, *h, *he;
 	unsigned long v;

@@ -2,12 +2,12 @@
  * shm.c - the shm provider's node side: joining a cluster directory, liveness, regions and
  * completion queues. Endpoints and operations are in shm_ep.c.
  *
- * Liveness rests on file locks that the kernel drops when a process dies, even by SIGKILL. Each
- * incarnation of a node holds an OFD write lock on its lock file; for every peer it talks to, a
- * node runs one monitor thread blocked acquiring that peer's lock, so a death is seen the moment
- * it happens, with no polling and no heartbeat. Waiting uses one futex doorbell per node in its
- * ctl page, rung by whoever makes progress possible (a sender, a consumer of a full ring, a
- * monitor).
+ * Liveness rests on what the kernel does when a process dies, even by SIGKILL: it drops the
+ * process's file locks and makes its pidfd readable. Each incarnation of a node holds an OFD write
+ * lock on its lock file. One monitor thread per fabric sleeps in poll() on its peers' pidfds, so a
+ * death is seen the moment it happens, and confirms it (and catches clean departures) with the
+ * lock probe. Waiting uses one futex doorbell per node in its ctl page, rung by whoever makes
+ * progress possible (a sender, a consumer of a full ring, the monitor).
  *
  * Persistence: regions live in files in the cluster directory. On tmpfs (/dev/shm) a flushed
  * write survives the writer's crash and the target's, not the host's; on a real file system the
@@ -25,6 +25,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
+#include <sys/eventfd.h>
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/random.h>
@@ -159,47 +161,99 @@ static bool lock_file_alive(int dir_fd, const char *name)
 	fd = openat(dir_fd, name, O_RDWR | O_CLOEXEC);
 	if (fd < 0)
 		return false;
-	alive = !lock_range(fd, F_OFD_GETLK, F_WRLCK, SHM_LOCK_ALIVE_BYTE, &fl) &&
-		fl.l_type != F_UNLCK;
+	alive =
+	    !lock_range(fd, F_OFD_GETLK, F_WRLCK, SHM_LOCK_ALIVE_BYTE, &fl) && fl.l_type != F_UNLCK;
 	close(fd);
 	return alive;
 }
 
-/* Peers and their monitors. */
+/* Peers and the monitor. */
 
-/* shm_monitor - wait for a peer's lock, which the kernel frees when the peer dies, then report.
- * Cancellation is enabled only while blocked in fcntl, so a cancel at close never interrupts the
- * reporting half. */
-static void *shm_monitor(void *arg)
+static bool peer_lock_alive(int lock_fd)
 {
-	struct shm_peer *pp = arg;
-	struct shm_fabric *sf = pp->fab;
-	int old, ret;
+	struct flock fl;
 
-	pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, &old);
-	do {
-		ret = lock_range(pp->lock_fd, F_OFD_SETLKW, F_WRLCK, SHM_LOCK_WAIT_BYTE, NULL);
-	} while (ret == -EINTR);
-	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old);
-	if (ret)
-		COH_LOG_ERR("node %u: waiting on peer %u's lock: %s; treating it as down",
-			    sf->base.node_id, pp->id, strerror(-ret));
-	else
-		lock_range(pp->lock_fd, F_OFD_SETLK, F_UNLCK, SHM_LOCK_WAIT_BYTE, NULL);
-	atomic_store(&pp->up_inc, 0);
-	shm_doorbell_ring(sf->ctl);
-	fabric_peer_down(&sf->base, pp->id, pp->incarnation);
-	return NULL;
+	return !lock_range(lock_fd, F_OFD_GETLK, F_WRLCK, SHM_LOCK_ALIVE_BYTE, &fl) &&
+	       fl.l_type != F_UNLCK;
 }
 
-/* peer_release - stop a peer's monitor and unmap its ctl. Called with sf->lock held or at
- * close. */
+/* mark_down - record that @p's incarnation ended and report it once. sf->lock held. */
+static void mark_down(struct shm_fabric *sf, struct shm_peer *p)
+{
+	uint64_t inc = atomic_exchange(&p->up_inc, 0);
+
+	if (!inc)
+		return;
+	shm_doorbell_ring(sf->ctl);
+	fabric_peer_down(&sf->base, p->id, inc);
+}
+
+/*
+ * shm_monitor - the fabric's liveness thread. It sleeps in poll() on every monitored peer's
+ * pidfd, which becomes readable the moment that process exits (after the kernel has released
+ * its locks), and on the fabric's wake-up eventfd. On any wake, and at least every
+ * SHM_MONITOR_PERIOD_MS, it confirms each peer with the lock probe, which also catches a peer
+ * that closed its fabric without exiting and a peer in another PID namespace (no pidfd).
+ */
+static void *shm_monitor(void *arg)
+{
+	struct shm_fabric *sf = arg;
+	struct pollfd pfd[COH_FABRIC_MAX_NODES + 1];
+	uint64_t drain;
+	uint32_t i;
+	nfds_t n;
+
+	for (;;) {
+		pthread_mutex_lock(&sf->lock);
+		if (sf->mon_stop) {
+			pthread_mutex_unlock(&sf->lock);
+			return NULL;
+		}
+		for (i = 0; i < COH_FABRIC_MAX_NODES; i++) {
+			struct shm_peer *p = &sf->peers[i];
+
+			if (!atomic_load(&p->up_inc))
+				continue;
+			if (!peer_lock_alive(p->lock_fd) || !atomic_load(&p->ctl->ready) ||
+			    atomic_load(&p->ctl->incarnation) != p->incarnation)
+				mark_down(sf, p);
+		}
+		pfd[0].fd = sf->mon_fd;
+		pfd[0].events = POLLIN;
+		n = 1;
+		for (i = 0; i < COH_FABRIC_MAX_NODES; i++) {
+			if (atomic_load(&sf->peers[i].up_inc) && sf->peers[i].pidfd >= 0) {
+				pfd[n].fd = sf->peers[i].pidfd;
+				pfd[n].events = POLLIN;
+				n++;
+			}
+		}
+		pthread_mutex_unlock(&sf->lock);
+		/* A pidfd closed meanwhile by peer_release is harmless: poll holds its own
+		 * reference, and the next pass rebuilds the set under the lock. */
+		if (poll(pfd, n, SHM_MONITOR_PERIOD_MS) > 0 && (pfd[0].revents & POLLIN) &&
+		    read(sf->mon_fd, &drain, sizeof(drain)) < 0 && errno != EAGAIN)
+			COH_LOG_WARN("node %u: monitor eventfd: %s", sf->base.node_id,
+				     strerror(errno));
+	}
+}
+
+static void monitor_kick(struct shm_fabric *sf)
+{
+	uint64_t one = 1;
+
+	if (write(sf->mon_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+		COH_LOG_WARN("node %u: monitor eventfd: %s", sf->base.node_id, strerror(errno));
+}
+
+/* peer_release - forget a peer: close its files and unmap its ctl. sf->lock held, or the
+ * monitor stopped. */
 static void peer_release(struct shm_peer *pp)
 {
-	if (pp->monitor_started) {
-		pthread_cancel(pp->monitor);
-		pthread_join(pp->monitor, NULL);
-		pp->monitor_started = false;
+	atomic_store(&pp->up_inc, 0);
+	if (pp->pidfd >= 0) {
+		close(pp->pidfd);
+		pp->pidfd = -1;
 	}
 	if (pp->lock_fd >= 0) {
 		close(pp->lock_fd);
@@ -209,14 +263,12 @@ static void peer_release(struct shm_peer *pp)
 		munmap(pp->ctl, SHM_PAGE);
 		pp->ctl = NULL;
 	}
-	atomic_store(&pp->up_inc, 0);
 	pp->incarnation = 0;
 }
 
 /* peer_probe - if @peer's current incarnation is open and alive, map its ctl and return its
  * incarnation through @incp. Returns 0, or -EAGAIN when it is not (yet) there. */
-static int peer_probe(struct shm_fabric *sf, uint32_t peer, struct shm_ctl **ctlp,
-		      uint64_t *incp)
+static int peer_probe(struct shm_fabric *sf, uint32_t peer, struct shm_ctl **ctlp, uint64_t *incp)
 {
 	char name[64];
 	struct shm_ctl *ctl;
@@ -274,49 +326,36 @@ int shm_peer_attach(struct shm_fabric *sf, uint32_t peer, int timeout_ms, struct
 	}
 
 	pthread_mutex_lock(&sf->lock);
-	if (p->incarnation == inc && p->monitor_started) {
+	if (p->incarnation == inc && p->ctl) {
 		/* Already monitored; if it died meanwhile, up_inc says so and the caller fails. */
 		pthread_mutex_unlock(&sf->lock);
 		munmap(ctl, SHM_PAGE);
 		*pp = p;
 		return 0;
 	}
-	if (p->monitor_started && atomic_load(&p->up_inc) == p->incarnation) {
-		/* The peer restarted before its old incarnation's monitor reported; report it here
-		 * so the event is not lost when that monitor is replaced. */
-		uint64_t old_inc = p->incarnation;
-
-		peer_release(p);
-		fabric_peer_down(&sf->base, peer, old_inc);
-	}
+	/* A new incarnation: the old one is over, whether or not the monitor saw it yet. */
+	mark_down(sf, p);
 	peer_release(p);
 	snprintf(name, sizeof(name), "node-%u-%" PRIu64 ".lock", peer, inc);
 	p->lock_fd = openat(sf->dir_fd, name, O_RDWR | O_CLOEXEC);
 	if (p->lock_fd < 0) {
 		ret = errno == ENOENT ? -ECONNREFUSED : -errno;
-		goto err_unlock;
+		pthread_mutex_unlock(&sf->lock);
+		munmap(ctl, SHM_PAGE);
+		return ret;
 	}
 	p->ctl = ctl;
 	p->incarnation = inc;
-	p->fab = sf;
 	p->id = peer;
+	/* Without a pidfd (another PID namespace, an old kernel) the periodic probe still works. */
+	p->pidfd = (int)syscall(SYS_pidfd_open, (pid_t)atomic_load(&ctl->pid), 0);
 	atomic_store(&p->up_inc, inc);
-	ret = -pthread_create(&p->monitor, NULL, shm_monitor, p);
-	if (ret)
-		goto err_release;
-	p->monitor_started = true;
 	pthread_mutex_unlock(&sf->lock);
+	/* The pid was read before the pidfd was made: if it was reused meanwhile, the lock probe
+	 * the monitor runs on this wake-up finds the real incarnation dead. */
+	monitor_kick(sf);
 	*pp = p;
 	return 0;
-
-err_release:
-	ctl = NULL; /* now owned by p, released below */
-	peer_release(p);
-err_unlock:
-	pthread_mutex_unlock(&sf->lock);
-	if (ctl)
-		munmap(ctl, SHM_PAGE);
-	return ret;
 }
 
 /* Fabric. */
@@ -430,6 +469,20 @@ err_close_ctl:
 	return ret;
 }
 
+/* leave - give up this node's identity: peers' monitors see the ready flag drop and the lock
+ * go. Unlinking first means nobody new finds the lock. */
+static void leave(struct shm_fabric *sf)
+{
+	char name[64];
+
+	atomic_store(&sf->ctl->ready, 0);
+	snprintf(name, sizeof(name), "node-%u-%" PRIu64 ".lock", sf->base.node_id, sf->incarnation);
+	unlinkat(sf->dir_fd, name, 0);
+	close(sf->lock_fd);
+	munmap(sf->ctl, SHM_PAGE);
+	close(sf->ctl_fd);
+}
+
 static int shm_fabric_open(const struct coh_fabric_attr *attr, struct coh_fabric **fabp)
 {
 	struct shm_fabric *sf;
@@ -443,8 +496,10 @@ static int shm_fabric_open(const struct coh_fabric_attr *attr, struct coh_fabric
 	ret = fabric_base_init(&sf->base, &shm_ops, attr);
 	if (ret)
 		goto err_free;
-	for (i = 0; i < COH_FABRIC_MAX_NODES; i++)
+	for (i = 0; i < COH_FABRIC_MAX_NODES; i++) {
 		sf->peers[i].lock_fd = -1;
+		sf->peers[i].pidfd = -1;
+	}
 	ret = -pthread_mutex_init(&sf->lock, NULL);
 	if (ret)
 		goto err_base_fini;
@@ -466,12 +521,24 @@ static int shm_fabric_open(const struct coh_fabric_attr *attr, struct coh_fabric
 	}
 	sf->tmpfs = fstatfs(sf->dir_fd, &stf) == 0 && stf.f_type == TMPFS_MAGIC;
 	sf->rkey_seed = shm_random32();
+	sf->mon_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (sf->mon_fd < 0) {
+		ret = -errno;
+		goto err_close_dir;
+	}
 	ret = join(sf, sf->base.timeout_ms);
 	if (ret)
-		goto err_close_dir;
+		goto err_close_mon;
+	ret = -pthread_create(&sf->monitor, NULL, shm_monitor, sf);
+	if (ret)
+		goto err_leave;
 	*fabp = &sf->base;
 	return 0;
 
+err_leave:
+	leave(sf);
+err_close_mon:
+	close(sf->mon_fd);
 err_close_dir:
 	close(sf->dir_fd);
 err_free_dir:
@@ -488,19 +555,17 @@ err_free:
 static int shm_fabric_close(struct coh_fabric *fab)
 {
 	struct shm_fabric *sf = to_shm_fabric(fab);
-	char name[64];
 	uint32_t i;
 
+	pthread_mutex_lock(&sf->lock);
+	sf->mon_stop = true;
+	pthread_mutex_unlock(&sf->lock);
+	monitor_kick(sf);
+	pthread_join(sf->monitor, NULL);
 	for (i = 0; i < COH_FABRIC_MAX_NODES; i++)
 		peer_release(&sf->peers[i]);
-	atomic_store(&sf->ctl->ready, 0);
-	/* Unlinking first means nobody new finds the lock; closing drops it, which is what the
-	 * peers' monitors are waiting for. */
-	snprintf(name, sizeof(name), "node-%u-%" PRIu64 ".lock", fab->node_id, sf->incarnation);
-	unlinkat(sf->dir_fd, name, 0);
-	close(sf->lock_fd);
-	munmap(sf->ctl, SHM_PAGE);
-	close(sf->ctl_fd);
+	leave(sf);
+	close(sf->mon_fd);
 	close(sf->dir_fd);
 	free(sf->dir);
 	pthread_mutex_destroy(&sf->lock);
@@ -557,8 +622,8 @@ static int shm_mr_new(struct coh_fabric *fab, size_t len, uint32_t access, struc
 	mr->base.region = ++sf->next_region;
 	pthread_mutex_unlock(&sf->lock);
 	mr->map_len += SHM_PAGE;
-	snprintf(mr->name, sizeof(mr->name), "mr-%u-%" PRIu64 "-%u", fab->node_id,
-		 sf->incarnation, mr->base.region);
+	snprintf(mr->name, sizeof(mr->name), "mr-%u-%" PRIu64 "-%u", fab->node_id, sf->incarnation,
+		 mr->base.region);
 	/* O_CREAT on a name nobody else uses: the region id is fresh in this incarnation. */
 	ret = shm_file_map(sf->dir_fd, mr->name, mr->map_len, true, PROT_READ | PROT_WRITE, &map,
 			   NULL);

@@ -27,9 +27,9 @@
 
 #include "shm_internal.h"
 
-#define EP_LEFT 3u	/* present[] value of a side that deleted its endpoint */
-#define EP_REFUSED 2u	/* present[] value of a side that could not accept the file */
-#define RING_HDR 128u	/* sizeof(struct shm_ring), rounded to cache lines */
+#define EP_LEFT 3u    /* present[] value of a side that deleted its endpoint */
+#define EP_REFUSED 2u /* present[] value of a side that could not accept the file */
+#define RING_HDR 128u /* sizeof(struct shm_ring), rounded to cache lines */
 #define HANDSHAKE_NAP_MS 50
 
 struct shm_recv {
@@ -47,10 +47,10 @@ struct shm_ep {
 	struct shm_fabric *fab;
 	struct shm_peer *peer; /* NULL for a loopback endpoint */
 	uint64_t peer_inc;
-	uint32_t side;	       /* 0 if this node has the lower id (or loopback) */
+	uint32_t side; /* 0 if this node has the lower id (or loopback) */
 	struct shm_ctl *peer_ctl;
 	struct shm_cq *send_cq, *recv_cq;
-	bool broken;	       /* the peer corrupted the ring: treat as down */
+	bool broken; /* the peer corrupted the ring: treat as down */
 
 	char name[96];
 	int fd;
@@ -92,6 +92,9 @@ static bool ep_up(const struct shm_ep *ep)
 	if (!ep->peer)
 		return true;
 	if (atomic_load_explicit(&ep->peer->up_inc, memory_order_acquire) != ep->peer_inc)
+		return false;
+	/* A peer that closed its fabric says so at once; the monitor reports it a little later. */
+	if (!atomic_load_explicit(&ep->peer_ctl->ready, memory_order_relaxed))
 		return false;
 	return atomic_load_explicit(&ep->hdr->present[1 - ep->side], memory_order_relaxed) == 1;
 }
@@ -199,8 +202,7 @@ static int ep_handshake(struct shm_ep *ep, uint32_t timeout_ms)
 			return 0;
 		if (v == EP_REFUSED)
 			return -EINVAL;
-		if (v == EP_LEFT ||
-		    atomic_load(&ep->peer->up_inc) != ep->peer_inc)
+		if (v == EP_LEFT || atomic_load(&ep->peer->up_inc) != ep->peer_inc)
 			return -ECONNRESET;
 		now = verbs_now_ns();
 		if (now >= deadline)
@@ -373,9 +375,8 @@ int shm_rmr_import(struct coh_ep *base, const struct coh_mr_fields *f, struct co
 	}
 	hdr = map;
 	if (hdr->magic != SHM_MR_MAGIC || hdr->version != SHM_VERSION || hdr->node != f->node ||
-	    hdr->incarnation != f->incarnation || hdr->region != f->region ||
-	    hdr->len != f->len || (f->access & ~hdr->access) ||
-	    atomic_load(&hdr->rkey) != f->rkey) {
+	    hdr->incarnation != f->incarnation || hdr->region != f->region || hdr->len != f->len ||
+	    (f->access & ~hdr->access) || atomic_load(&hdr->rkey) != f->rkey) {
 		ret = -EACCES;
 		goto err_unmap;
 	}
@@ -492,8 +493,7 @@ static int ring_put(struct shm_ep *ep, const struct coh_op *op)
 /* exec - perform one operation and queue its completion; -EAGAIN if a SEND found no room. */
 static int exec(struct shm_ep *ep, const struct coh_op *op)
 {
-	struct coh_wc wc = { .wr_id = op->wr_id, .opcode = op->code,
-			     .peer = ep->base.attr.peer };
+	struct coh_wc wc = { .wr_id = op->wr_id, .opcode = op->code, .peer = ep->base.attr.peer };
 
 	if (!ep_up(ep))
 		wc.status = -ECONNRESET;
@@ -521,8 +521,7 @@ int shm_post(struct coh_ep *base, const struct coh_op *op)
 	return 0;
 }
 
-int shm_post_recv(struct coh_ep *base, struct coh_mr *mr, size_t off, size_t len,
-		  uint64_t wr_id)
+int shm_post_recv(struct coh_ep *base, struct coh_mr *mr, size_t off, size_t len, uint64_t wr_id)
 {
 	struct shm_ep *ep = container_of(base, struct shm_ep, base);
 	struct shm_recv *r;
@@ -542,8 +541,11 @@ int shm_post_recv(struct coh_ep *base, struct coh_mr *mr, size_t off, size_t len
 static void recv_complete(struct shm_ep *ep, int status, uint32_t len)
 {
 	struct shm_recv *r = &ep->recvs[ep->recv_head];
-	struct coh_wc wc = { .wr_id = r->wr_id, .status = status, .opcode = COH_WC_RECV,
-			     .byte_len = len, .peer = ep->base.attr.peer };
+	struct coh_wc wc = { .wr_id = r->wr_id,
+			     .status = status,
+			     .opcode = COH_WC_RECV,
+			     .byte_len = len,
+			     .peer = ep->base.attr.peer };
 
 	ep->recv_head = (ep->recv_head + 1) % ep->base.attr.max_recv_wr;
 	ep->recv_count--;
@@ -593,8 +595,10 @@ static void flush(struct shm_ep *ep)
 {
 	while (ep->pend_count) {
 		struct coh_op *op = &ep->pend[ep->pend_head];
-		struct coh_wc wc = { .wr_id = op->wr_id, .status = -ECONNRESET,
-				     .opcode = op->code, .peer = ep->base.attr.peer };
+		struct coh_wc wc = { .wr_id = op->wr_id,
+				     .status = -ECONNRESET,
+				     .opcode = op->code,
+				     .peer = ep->base.attr.peer };
 
 		shm_cq_push(ep->send_cq, ep, &wc);
 		ep->pend_head = (ep->pend_head + 1) % ep->base.attr.max_send_wr;

@@ -26,10 +26,12 @@
 #define SHM_RING_SLOTS 64u
 #define SHM_MAX_MSG (1u << 20)
 
-/* Byte 0 of a lock file is what monitors wait on; byte 1 is only ever locked by its owner, so
- * probing it tells "alive" apart from "a monitor is momentarily holding byte 0". */
+/* A node holds bytes 0-1 of its lock file; peers probe byte 1 (byte 0 is kept free for tools
+ * that want to wait on the node with a blocking lock). */
 #define SHM_LOCK_WAIT_BYTE 0
 #define SHM_LOCK_ALIVE_BYTE 1
+/* The monitor re-probes every peer at least this often (ms), pidfd or not. */
+#define SHM_MONITOR_PERIOD_MS 100
 
 /* struct shm_ctl - node-<id>.ctl. Written by its node; peers read it and ring the doorbell. */
 struct shm_ctl {
@@ -38,7 +40,7 @@ struct shm_ctl {
 	uint32_t node;
 	_Atomic uint64_t incarnation; /* of the live (or last) process; 0 before the first */
 	_Atomic int32_t pid;
-	_Atomic uint32_t ready; /* 1 while the incarnation is open */
+	_Atomic uint32_t ready;		       /* 1 while the incarnation is open */
 	alignas(64) _Atomic uint32_t doorbell; /* futex word: bumped on anything worth waking for */
 	_Atomic uint32_t waiters;	       /* threads asleep on the doorbell */
 };
@@ -82,24 +84,22 @@ struct shm_ep_hdr {
 
 /*
  * struct shm_peer - this node's view of one peer. @up_inc is the incarnation while the peer is
- * known alive and 0 once its monitor saw it die; endpoints compare it with the incarnation they
+ * known alive and 0 once the monitor saw it go; endpoints compare it with the incarnation they
  * connected to, which makes "is my peer up?" one atomic load. The rest is guarded by
  * shm_fabric.lock.
  */
 struct shm_peer {
 	_Atomic uint64_t up_inc;
 	uint64_t incarnation;
-	struct shm_ctl *ctl; /* the peer's ctl page, for its doorbell */
-	int lock_fd;	     /* the peer's lock file, which the monitor waits on */
-	pthread_t monitor;
-	bool monitor_started;
-	struct shm_fabric *fab;
+	struct shm_ctl *ctl; /* the peer's ctl page: doorbell, ready flag */
+	int lock_fd;	     /* the peer's lock file, probed for liveness */
+	int pidfd;	     /* readable when the peer's process exits; -1 if unavailable */
 	uint32_t id;
 };
 
 /*
  * struct shm_fabric - a node on the shm provider. @lock guards @peers (except their up_inc),
- * @next_region and @eps_open; it is never held while waiting on a peer. Lock order: fab->lock,
+ * @mon_stop, @next_region and @eps_open; it is never held while waiting on a peer. Lock order: fab->lock,
  * then base.ev_lock.
  */
 struct shm_fabric {
@@ -112,6 +112,9 @@ struct shm_fabric {
 	struct shm_ctl *ctl;
 	int lock_fd;
 	pthread_mutex_t lock;
+	pthread_t monitor;
+	int mon_fd; /* eventfd: wakes the monitor (new peer, stop) */
+	bool mon_stop;
 	uint32_t next_region;
 	uint32_t rkey_seed;
 	struct shm_peer peers[COH_FABRIC_MAX_NODES];

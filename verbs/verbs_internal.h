@@ -52,9 +52,9 @@ struct coh_op {
 	size_t loff;
 	struct coh_rmr *rmr; /* NULL for SEND */
 	uint64_t roff;
-	size_t len;	     /* 8 for atomics */
-	uint64_t compare;    /* CAS compare, FAA addend */
-	uint64_t swap;	     /* CAS swap */
+	size_t len;	  /* 8 for atomics */
+	uint64_t compare; /* CAS compare, FAA addend */
+	uint64_t swap;	  /* CAS swap */
 	uint64_t wr_id;
 };
 
@@ -184,7 +184,7 @@ struct coh_ep {
 
 /* Initialise the common part; undo with fabric_base_fini(). */
 int fabric_base_init(struct coh_fabric *fab, const struct coh_fabric_ops *ops,
-			 const struct coh_fabric_attr *attr);
+		     const struct coh_fabric_attr *attr);
 void fabric_base_fini(struct coh_fabric *fab);
 
 /* Report that @peer (in @incarnation) is down. Thread-safe; async-signal-unsafe. */
@@ -200,7 +200,7 @@ uint64_t verbs_now_ns(void);
 /* Parse "ip:port,ip:port,..." and return entry @node into @host (NUL-terminated) and @port.
  * Returns 0, -EINVAL (malformed) or -ENOENT (fewer entries). Pure: unit-tested. */
 int cluster_addr_parse(const char *cluster, uint32_t node, char *host, size_t hostlen,
-		     uint16_t *port);
+		       uint16_t *port);
 
 #define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 

@@ -1,0 +1,231 @@
+/*
+ * bench.c - cohort-bench's entry point, option parsing, statistics and output. Each suite
+ * (bench_fabric.c, ...) measures and hands rows here, so that every suite prints the same way.
+ * Percentiles are nearest-rank over all samples; nothing is averaged away.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "bench.h"
+
+uint64_t bench_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static uint64_t rank(const uint64_t *s, uint32_t n, double q)
+{
+	uint64_t r = (uint64_t)(q * n + 0.999999);
+
+	if (r < 1)
+		r = 1;
+	if (r > n)
+		r = n;
+	return s[r - 1];
+}
+
+void bench_stats(uint64_t *ns, uint32_t n, struct bench_row *row)
+{
+	row->samples = n;
+	if (!n)
+		return;
+	qsort(ns, n, sizeof(*ns), cmp_u64);
+	row->min = ns[0];
+	row->p50 = rank(ns, n, 0.50);
+	row->p99 = rank(ns, n, 0.99);
+	row->p999 = rank(ns, n, 0.999);
+	row->max = ns[n - 1];
+}
+
+void bench_print_header(bool csv)
+{
+	if (csv)
+		printf("suite,op,provider,size,samples,min_ns,p50_ns,p99_ns,p999_ns,max_ns\n");
+	else
+		printf("%-8s %-14s %-8s %8s %8s %9s %9s %9s %9s %10s %9s\n", "suite", "op",
+		       "provider", "size", "samples", "min(us)", "p50(us)", "p99(us)", "p99.9(us)",
+		       "max(us)", "Mop/s");
+	fflush(stdout);
+}
+
+void bench_print_row(const struct bench_row *r, bool csv)
+{
+	if (csv) {
+		printf("%s,%s,%s,%zu,%u,%llu,%llu,%llu,%llu,%llu\n", r->suite, r->op, r->provider,
+		       r->size, r->samples, (unsigned long long)r->min, (unsigned long long)r->p50,
+		       (unsigned long long)r->p99, (unsigned long long)r->p999,
+		       (unsigned long long)r->max);
+	} else {
+		char rate[16] = "-";
+
+		if (r->rate_mops > 0)
+			snprintf(rate, sizeof(rate), "%.3f", r->rate_mops);
+		printf("%-8s %-14s %-8s %8zu %8u %9.3f %9.3f %9.3f %9.3f %10.3f %9s\n", r->suite,
+		       r->op, r->provider, r->size, r->samples, r->min / 1e3, r->p50 / 1e3,
+		       r->p99 / 1e3, r->p999 / 1e3, r->max / 1e3, rate);
+	}
+	fflush(stdout);
+}
+
+bool bench_op_selected(const struct bench_opts *o, const char *op)
+{
+	const char *p = o->ops;
+	size_t n = strlen(op);
+
+	if (!p)
+		return true;
+	while (p && *p) {
+		if (!strncmp(p, op, n) && (p[n] == ',' || p[n] == '\0'))
+			return true;
+		p = strchr(p, ',');
+		if (p)
+			p++;
+	}
+	return false;
+}
+
+static void usage(FILE *f)
+{
+	fprintf(
+	    f,
+	    "usage: cohort-bench SUITE [options]\n"
+	    "suites:\n"
+	    "  fabric    one-sided WRITE/READ/CAS/FAA and SEND latency and message rate between\n"
+	    "            two nodes, beside the host's floor (memcpy, cache-line ping-pong)\n"
+	    "options:\n"
+	    "  --provider NAME   shm (default) or rdma\n"
+	    "  --cluster SPEC    shm: directory (default: a fresh one in /dev/shm);\n"
+	    "                    rdma: ip:port,ip:port (required)\n"
+	    "  --node N          run only node N (for a cluster across hosts); default: fork both\n"
+	    "  --iters N         samples per row (default 10000)\n"
+	    "  --warmup N        unmeasured iterations first (default 1000)\n"
+	    "  --min-size B      smallest size (default 8)\n"
+	    "  --max-size B      largest size (default 65536)\n"
+	    "  --ops LIST        comma-separated subset of write,read,cas,faa,send,memcpy,pingpong\n"
+	    "  --csv             CSV instead of a table\n");
+}
+
+static int parse_size(const char *s, size_t *out)
+{
+	char *end;
+	unsigned long long v;
+
+	errno = 0;
+	v = strtoull(s, &end, 0);
+	if (errno || end == s)
+		return -EINVAL;
+	if (*end == 'k' || *end == 'K')
+		v <<= 10, end++;
+	else if (*end == 'm' || *end == 'M')
+		v <<= 20, end++;
+	if (*end || v == 0 || v > (1ull << 30))
+		return -EINVAL;
+	*out = (size_t)v;
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "provider", required_argument, NULL, 'p' },
+		{ "cluster", required_argument, NULL, 'c' },
+		{ "node", required_argument, NULL, 'n' },
+		{ "iters", required_argument, NULL, 'i' },
+		{ "warmup", required_argument, NULL, 'w' },
+		{ "min-size", required_argument, NULL, 's' },
+		{ "max-size", required_argument, NULL, 'S' },
+		{ "ops", required_argument, NULL, 'o' },
+		{ "csv", no_argument, NULL, 'C' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct bench_opts o = { .provider = "shm",
+				.node = -1,
+				.iters = 10000,
+				.warmup = 1000,
+				.min_size = 8,
+				.max_size = 65536 };
+	const char *suite;
+	size_t v;
+	int c;
+
+	if (argc < 2 || argv[1][0] == '-') {
+		usage(argc >= 2 && !strcmp(argv[1], "--help") ? stdout : stderr);
+		return argc >= 2 && !strcmp(argv[1], "--help") ? 0 : 2;
+	}
+	suite = argv[1];
+	optind = 2;
+	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'p':
+			o.provider = optarg;
+			break;
+		case 'c':
+			o.cluster = optarg;
+			break;
+		case 'n':
+			if (parse_size(optarg, &v) && strcmp(optarg, "0"))
+				goto bad;
+			o.node = strcmp(optarg, "0") ? (int)v : 0;
+			break;
+		case 'i':
+			if (parse_size(optarg, &v) || v > 100000000)
+				goto bad;
+			o.iters = (uint32_t)v;
+			break;
+		case 'w':
+			if (strcmp(optarg, "0") && (parse_size(optarg, &v) || v > 100000000))
+				goto bad;
+			o.warmup = strcmp(optarg, "0") ? (uint32_t)v : 0;
+			break;
+		case 's':
+			if (parse_size(optarg, &o.min_size))
+				goto bad;
+			break;
+		case 'S':
+			if (parse_size(optarg, &o.max_size))
+				goto bad;
+			break;
+		case 'o':
+			o.ops = optarg;
+			break;
+		case 'C':
+			o.csv = true;
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (optind != argc || o.min_size > o.max_size) {
+		fprintf(stderr, "cohort-bench: bad arguments\n");
+		usage(stderr);
+		return 2;
+	}
+	if (!strcmp(suite, "fabric"))
+		return bench_fabric(&o) ? 1 : 0;
+	fprintf(stderr, "cohort-bench: unknown suite '%s'\n", suite);
+	usage(stderr);
+	return 2;
+bad:
+	fprintf(stderr, "cohort-bench: bad value '%s'\n", optarg);
+	return 2;
+}

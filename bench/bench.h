@@ -1,0 +1,44 @@
+/*
+ * bench.h - shared parts of cohort-bench: latency samples and their percentiles, and the two
+ * output forms (a human-readable table, and CSV with the fixed header
+ * suite,op,provider,size,samples,min_ns,p50_ns,p99_ns,p999_ns,max_ns).
+ */
+#ifndef COHORT_BENCH_H
+#define COHORT_BENCH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct bench_opts {
+	const char *provider;
+	const char *cluster;
+	int node; /* -1: run every node as a forked process */
+	uint32_t iters;
+	uint32_t warmup;
+	size_t min_size, max_size;
+	bool csv;
+	const char *ops; /* comma-separated subset, or NULL for all */
+};
+
+/* struct bench_row - one measured line. @rate_mops is 0 when not measured. */
+struct bench_row {
+	char suite[16];
+	char op[24];
+	char provider[16];
+	size_t size;
+	uint32_t samples;
+	uint64_t min, p50, p99, p999, max;
+	double rate_mops;
+};
+
+uint64_t bench_now_ns(void);
+/* bench_stats - sort @ns (n samples) and fill the percentiles of @row. */
+void bench_stats(uint64_t *ns, uint32_t n, struct bench_row *row);
+void bench_print_header(bool csv);
+void bench_print_row(const struct bench_row *row, bool csv);
+bool bench_op_selected(const struct bench_opts *o, const char *op);
+
+int bench_fabric(const struct bench_opts *o);
+
+#endif

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# test.sh - install what is needed, build, and run every test suite; non-zero on any failure.
+#
+#   scripts/test.sh            release build: unit, fabric (shm conformance), then the sanitizer
+#                              build (ASAN+UBSAN) of the same suites, then the VM rig suites
+#   COHORT_TEST_FAST=1         only the release build's suites
+#   COHORT_TEST_NO_RIG=1       skip the VM rig (rdma provider on soft-RoCE)
+#   COHORT_TEST_NO_SAN=1       skip the sanitizer build
+#
+# Every suite is bounded: ctest has per-test timeouts, and the rig has its own overall timeout.
+set -euo pipefail
+
+top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$top"
+jobs=$(nproc)
+fail=0
+summary=()
+
+run() {
+	local name=$1
+	shift
+	local start=$SECONDS
+	echo "=== $name"
+	if "$@"; then
+		summary+=("PASS  $name ($((SECONDS - start)) s)")
+	else
+		summary+=("FAIL  $name ($((SECONDS - start)) s)")
+		fail=1
+	fi
+}
+
+COHORT_CMAKE_ARGS="-DCOHORT_WERROR=ON ${COHORT_CMAKE_ARGS:-}" scripts/setup.sh
+
+run "format" scripts/check-format.sh
+run "ctest unit+fabric (release)" \
+	ctest --test-dir build -L 'unit|fabric' --output-on-failure -j "$jobs"
+
+if [ "${COHORT_TEST_FAST:-0}" != 1 ]; then
+	if [ "${COHORT_TEST_NO_SAN:-0}" != 1 ]; then
+		run "build (ASAN+UBSAN)" bash -c "cmake -S . -B build-asan -G Ninja \
+			-DCMAKE_BUILD_TYPE=Debug -DCOHORT_ASAN=ON -DCOHORT_UBSAN=ON -DCOHORT_WERROR=ON \
+			>/dev/null && cmake --build build-asan -j $jobs"
+		run "ctest unit+fabric (ASAN+UBSAN)" \
+			ctest --test-dir build-asan -L 'unit|fabric' --output-on-failure -j "$jobs"
+		if command -v clang >/dev/null; then
+			run "libFuzzer (clang, bounded)" bash -c "CC=clang CXX=clang++ cmake -S . \
+				-B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCOHORT_FUZZ=ON \
+				>/dev/null && cmake --build build-fuzz -j $jobs --target fuzz_wire && \
+				ctest --test-dir build-fuzz -R fuzz_wire_libfuzzer --output-on-failure"
+		fi
+	fi
+	if [ "${COHORT_TEST_NO_RIG:-0}" != 1 ] && [ -x scripts/rig-test.sh ]; then
+		run "VM rig (rdma on soft-RoCE)" scripts/rig-test.sh
+	fi
+fi
+
+echo
+echo "=== summary"
+printf '%s\n' "${summary[@]}"
+exit $fail
