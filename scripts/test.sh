@@ -2,7 +2,8 @@
 # test.sh - install what is needed, build, and run every test suite; non-zero on any failure.
 #
 #   scripts/test.sh            release build: unit, fabric (shm conformance), then the sanitizer
-#                              build (ASAN+UBSAN) of the same suites, then the VM rig suites
+#                              builds (ASAN+UBSAN, TSAN) of the same suites, a bounded libFuzzer
+#                              run, then the VM rig suites
 #   COHORT_TEST_FAST=1         only the release build's suites
 #   COHORT_TEST_NO_RIG=1       skip the VM rig (rdma provider on soft-RoCE)
 #   COHORT_TEST_NO_SAN=1       skip the sanitizer build
@@ -42,6 +43,11 @@ if [ "${COHORT_TEST_FAST:-0}" != 1 ]; then
 			>/dev/null && cmake --build build-asan -j $jobs"
 		run "ctest unit+fabric (ASAN+UBSAN)" \
 			ctest --test-dir build-asan -L 'unit|fabric' --output-on-failure -j "$jobs"
+		run "build (TSAN)" bash -c "cmake -S . -B build-tsan -G Ninja \
+			-DCMAKE_BUILD_TYPE=Debug -DCOHORT_TSAN=ON -DCOHORT_WERROR=ON \
+			>/dev/null && cmake --build build-tsan -j $jobs"
+		run "ctest unit+fabric (TSAN)" \
+			ctest --test-dir build-tsan -L 'unit|fabric' --output-on-failure -j "$jobs"
 		if command -v clang >/dev/null; then
 			run "libFuzzer (clang, bounded)" bash -c "CC=clang CXX=clang++ cmake -S . \
 				-B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCOHORT_FUZZ=ON \
