@@ -195,8 +195,7 @@ int coh_mr_new(struct coh_fabric *fab, size_t len, uint32_t access, struct coh_m
  * Returns 0, -EINVAL, -ENOMEM, or -EOPNOTSUPP when remote access bits are asked for on a provider
  * that cannot expose caller memory to peers (shm); use coh_mr_new() for that.
  */
-int coh_mr_reg(struct coh_fabric *fab, void *buf, size_t len, uint32_t access,
-	       struct coh_mr **mrp);
+int coh_mr_reg(struct coh_fabric *fab, void *buf, size_t len, uint32_t access, struct coh_mr **mrp);
 
 /**
  * coh_mr_delete - deregister a region and, if the fabric allocated it, free it.

@@ -62,12 +62,12 @@ enum coh_log_level coh_log_level_get(void);
  * Preserves errno.
  */
 void coh_log_msg(enum coh_log_level level, const char *func, int line, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
+    __attribute__((format(printf, 4, 5)));
 
-#define COH_LOG_AT(lvl, fmt, ...)                                                         \
-	do {                                                                              \
-		if ((int)(lvl) <= (int)coh_log_level_get())                               \
-			coh_log_msg((lvl), __func__, __LINE__, fmt, ##__VA_ARGS__);       \
+#define COH_LOG_AT(lvl, fmt, ...)                                                                  \
+	do {                                                                                       \
+		if ((int)(lvl) <= (int)coh_log_level_get())                                        \
+			coh_log_msg((lvl), __func__, __LINE__, fmt, ##__VA_ARGS__);                \
 	} while (0)
 
 #define COH_LOG_ERR(fmt, ...) COH_LOG_AT(COH_LOG_LEVEL_ERR, fmt, ##__VA_ARGS__)
@@ -76,11 +76,10 @@ void coh_log_msg(enum coh_log_level level, const char *func, int line, const cha
 #ifdef COHORT_DEBUG
 #define COH_LOG_DBG(fmt, ...) COH_LOG_AT(COH_LOG_LEVEL_DBG, fmt, ##__VA_ARGS__)
 #else
-#define COH_LOG_DBG(fmt, ...)                                                             \
-	do {                                                                              \
-		if (0)                                                                    \
-			coh_log_msg(COH_LOG_LEVEL_DBG, __func__, __LINE__, fmt,           \
-				    ##__VA_ARGS__);                                       \
+#define COH_LOG_DBG(fmt, ...)                                                                      \
+	do {                                                                                       \
+		if (0)                                                                             \
+			coh_log_msg(COH_LOG_LEVEL_DBG, __func__, __LINE__, fmt, ##__VA_ARGS__);    \
 	} while (0)
 #endif
 
