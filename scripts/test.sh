@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # test.sh - install what is needed, build, and run every test suite; non-zero on any failure.
 #
-#   scripts/test.sh            release build: unit, fabric (shm conformance), then the sanitizer
+#   scripts/test.sh            release build: unit, fabric (shm conformance), cache, then the sanitizer
 #                              builds (ASAN+UBSAN, TSAN) of the same suites, a bounded libFuzzer
 #                              run, then the VM rig suites
 #   COHORT_TEST_FAST=1         only the release build's suites
@@ -33,21 +33,24 @@ run() {
 COHORT_CMAKE_ARGS="-DCOHORT_WERROR=ON ${COHORT_CMAKE_ARGS:-}" scripts/setup.sh
 
 run "format" scripts/check-format.sh
-run "ctest unit+fabric (release)" \
-	ctest --test-dir build -L 'unit|fabric' --output-on-failure -j "$jobs"
+if [ -x scripts/spin-check.sh ]; then
+	run "spin model of the coherence protocol" scripts/spin-check.sh
+fi
+run "ctest unit+fabric+cache (release)" \
+	ctest --test-dir build -L 'unit|fabric|cache' --output-on-failure -j "$jobs"
 
 if [ "${COHORT_TEST_FAST:-0}" != 1 ]; then
 	if [ "${COHORT_TEST_NO_SAN:-0}" != 1 ]; then
 		run "build (ASAN+UBSAN)" bash -c "cmake -S . -B build-asan -G Ninja \
 			-DCMAKE_BUILD_TYPE=Debug -DCOHORT_ASAN=ON -DCOHORT_UBSAN=ON -DCOHORT_WERROR=ON \
 			>/dev/null && cmake --build build-asan -j $jobs"
-		run "ctest unit+fabric (ASAN+UBSAN)" \
-			ctest --test-dir build-asan -L 'unit|fabric' --output-on-failure -j "$jobs"
+		run "ctest unit+fabric+cache (ASAN+UBSAN)" \
+			ctest --test-dir build-asan -L 'unit|fabric|cache' --output-on-failure -j "$jobs"
 		run "build (TSAN)" bash -c "cmake -S . -B build-tsan -G Ninja \
 			-DCMAKE_BUILD_TYPE=Debug -DCOHORT_TSAN=ON -DCOHORT_WERROR=ON \
 			>/dev/null && cmake --build build-tsan -j $jobs"
-		run "ctest unit+fabric (TSAN)" \
-			ctest --test-dir build-tsan -L 'unit|fabric' --output-on-failure -j "$jobs"
+		run "ctest unit+fabric+cache (TSAN)" \
+			ctest --test-dir build-tsan -L 'unit|fabric|cache' --output-on-failure -j "$jobs"
 		if command -v clang >/dev/null; then
 			run "libFuzzer (clang, bounded)" bash -c "CC=clang CXX=clang++ cmake -S . \
 				-B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCOHORT_FUZZ=ON \

@@ -24,6 +24,9 @@ int main(int argc, char **argv)
 					       0xef, 0xcd, 0xab, 0, 2, 0, 0, 0, 0, 0,	 0, 0,
 					       0,    0x10, 0,	 0, 0, 0, 0, 0, 0, 0x20, 0, 0,
 					       0,    0,	   0,	 0, 5, 0, 0, 0, 0, 0,	 0, 0 };
+	static const uint8_t msg_seed[32] = { 0x43, 0x4d, 1,	2,    3, 0, 0, 0, 7, 0,
+					      0,    0,	  0,	0,    0, 0, 5, 0, 0, 0,
+					      0xff, 0xff, 0xff, 0xff, 4, 0, 0, 0, 9 };
 	static const char *addr_seeds[] = { "\x01"
 					    "10.0.0.1:7000,10.0.0.2:7001",
 					    "\x00"
@@ -37,9 +40,12 @@ int main(int argc, char **argv)
 
 	for (i = 0; i < iters; i++) {
 		size_t len, k, flips;
-		uint64_t pick = rnd(&s) % 4;
+		uint64_t pick = rnd(&s) % 5;
 
-		if (pick == 0) {
+		if (pick == 4) {
+			len = 32;
+			memcpy(buf, msg_seed, len);
+		} else if (pick == 0) {
 			len = 48;
 			memcpy(buf, desc_seed, len);
 		} else if (pick < 3) {

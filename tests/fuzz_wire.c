@@ -1,14 +1,15 @@
 /*
- * fuzz_wire.c - fuzz target for what the fabric parses from peers and from configuration: region
- * descriptors and cluster address lists. Built with libFuzzer when the compiler has it
+ * fuzz_wire.c - fuzz target for what Cohort parses from peers and from configuration: region
+ * descriptors, cluster address lists and the cache's lock messages. Built with libFuzzer when the compiler has it
  * (COHORT_FUZZ), and always with fuzz_driver.c, a bounded random driver that ctest runs.
- * Properties: nothing crashes; a descriptor that decodes re-encodes to the same bytes; a parsed
- * address has a non-empty host and a non-zero port.
+ * Properties: nothing crashes; a descriptor or lock message that decodes re-encodes to the same
+ * bytes; a parsed address has a non-empty host and a non-zero port.
  */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "cache/cache_internal.h"
 #include "verbs/verbs_internal.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -26,6 +27,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (mr_desc_decode(&d, &f) == 0) {
 			mr_desc_encode(&f, &e);
 			if (memcmp(d.bytes, e.bytes, COH_MR_DESC_SIZE))
+				abort();
+		}
+	}
+	if (size >= CMSG_SIZE) {
+		struct cmsg m;
+		uint8_t again[CMSG_SIZE];
+
+		if (cmsg_decode(data, CMSG_SIZE, 8, 1000, &m) == 0) {
+			cmsg_encode(&m, again);
+			if (memcmp(again, data, CMSG_SIZE))
 				abort();
 		}
 	}

@@ -746,12 +746,15 @@ static void teardown(struct node *nd)
 	check(nd, !ret, "fabric_close: %s", coh_strerror(ret));
 }
 
+/* The phases, in order; a barrier follows each of the first four. */
+static void (*const phases[])(struct node *nd) = {
+	test_ep_errors, test_exchange,	       test_order_read, test_latency,
+	test_atomics,	test_flush_violations, test_rekey,	test_kill,
+};
+
 /* node_main - one node's whole run; returns its exit status. */
 static int node_main(uint32_t id, uint32_t n, struct shared *sh, const char *cluster)
 {
-	static void (*const tests[])(
-	    struct node *) = { test_ep_errors, test_exchange,	      test_order_read, test_latency,
-			       test_atomics,   test_flush_violations, test_rekey,      test_kill };
 	struct node *nd = calloc(1, sizeof(*nd));
 	uint64_t t0 = now_ms();
 	size_t t;
@@ -768,8 +771,8 @@ static int node_main(uint32_t id, uint32_t n, struct shared *sh, const char *clu
 		return 1;
 	}
 	barrier(nd, 0, (int)n);
-	for (t = 0; t < sizeof(tests) / sizeof(tests[0]); t++) {
-		tests[t](nd);
+	for (t = 0; t < sizeof(phases) / sizeof(phases[0]); t++) {
+		phases[t](nd);
 		/* A failed phase would only cascade: stop every node quickly. */
 		if (nd->fails)
 			atomic_store(&sh->abort, 1);

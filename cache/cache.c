@@ -1,0 +1,490 @@
+/*
+ * cache.c - setting up and tearing down a node's coherent cache: its exported regions (directory
+ * words for the resources it is home to, invalidation words, cache slots), the mesh of endpoints
+ * of its two threads (see the channel plan in cache_internal.h), the exchange of region
+ * descriptors, the lock-message codec, and the service thread that answers other nodes.
+ * The protocol itself is in coherence.c.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cache_internal.h"
+
+/* Messages. */
+
+static void put32(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)v;
+	p[1] = (uint8_t)(v >> 8);
+	p[2] = (uint8_t)(v >> 16);
+	p[3] = (uint8_t)(v >> 24);
+}
+
+static uint32_t get32(const uint8_t *p)
+{
+	return p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/* Layout: 0 magic(2) 2 type 3 mode 4 requester 8 resource(8) 16 version 20 holder
+ * 24 holder_v(3) + 27 reserved(1, zero) 28 seq(4, low bits) */
+void cmsg_encode(const struct cmsg *m, uint8_t *b)
+{
+	memset(b, 0, CMSG_SIZE);
+	b[0] = (uint8_t)CMSG_MAGIC;
+	b[1] = (uint8_t)(CMSG_MAGIC >> 8);
+	b[2] = m->type;
+	b[3] = m->mode;
+	put32(b + 4, m->requester);
+	put32(b + 8, (uint32_t)m->resource);
+	put32(b + 12, (uint32_t)(m->resource >> 32));
+	put32(b + 16, m->version);
+	put32(b + 20, m->holder);
+	put32(b + 24, m->holder_v & DIR_VER_MASK);
+	put32(b + 28, (uint32_t)m->seq);
+}
+
+int cmsg_decode(const uint8_t *b, uint32_t len, uint32_t nodes, uint64_t nres, struct cmsg *m)
+{
+	struct cmsg d;
+
+	if (len != CMSG_SIZE || (b[0] | b[1] << 8) != CMSG_MAGIC || b[27] != 0)
+		return -EPROTO;
+	d.type = b[2];
+	d.mode = b[3];
+	d.requester = get32(b + 4);
+	d.resource = get32(b + 8) | (uint64_t)get32(b + 12) << 32;
+	d.version = get32(b + 16);
+	d.holder = get32(b + 20);
+	d.holder_v = get32(b + 24);
+	d.seq = get32(b + 28);
+	if (d.type < CMSG_REQ || d.type > CMSG_RETRY || d.mode < MODE_S || d.mode > MODE_X)
+		return -EPROTO;
+	if (d.requester >= nodes || d.resource >= nres || d.version > DIR_VER_MASK)
+		return -EPROTO;
+	if (d.holder != NODE_NONE && d.holder >= nodes)
+		return -EPROTO;
+	*m = d;
+	return 0;
+}
+
+/* Transport of one thread. The buffer region holds XP_RECVS receive slots per receiving
+ * endpoint, one send slot, and a bounce area of one slot (header + block) for peer fetches. */
+
+static size_t xp_bounce_off(const struct xport *x)
+{
+	return (size_t)(x->n_recv_eps * XP_RECVS + 1) * CMSG_SIZE;
+}
+
+static int xp_post_recv(struct xport *x, uint32_t epi, uint32_t slot)
+{
+	return coh_ep_post_recv(x->recv_eps[epi], x->buf, (size_t)(epi * XP_RECVS + slot) * CMSG_SIZE,
+				CMSG_SIZE, (uint64_t)epi << 32 | slot);
+}
+
+/* xp_poll - take completions; file decoded messages in the inbox. Returns the number of
+ * completions taken, -ETIMEDOUT, or an error completion's status. */
+int xp_poll(struct xport *x, int timeout_ms)
+{
+	struct coh_cache *c = x->c;
+	struct coh_wc wc[16];
+	int n, i, ret = 0;
+
+	n = coh_cq_wait(x->cq, wc, 16, timeout_ms);
+	if (n == -EAGAIN)
+		return 0;
+	if (n < 0)
+		return n;
+	for (i = 0; i < n; i++) {
+		uint32_t epi = (uint32_t)(wc[i].wr_id >> 32), slot = (uint32_t)wc[i].wr_id;
+		struct cmsg m;
+
+		if (wc[i].opcode != COH_WC_RECV) {
+			x->outstanding--;
+			if (wc[i].status && !ret)
+				ret = wc[i].status;
+			continue;
+		}
+		if (wc[i].status) {
+			/* A flushed receive: the peer is gone; its endpoint is not re-armed. */
+			continue;
+		}
+		if (cmsg_decode((uint8_t *)coh_mr_addr(x->buf) +
+					(size_t)(epi * XP_RECVS + slot) * CMSG_SIZE,
+				wc[i].byte_len, c->nodes, c->nres, &m)) {
+			COH_LOG_WARN("node %u: malformed lock message from %u dropped", c->me,
+				     wc[i].peer);
+		} else if (x->in_count == XP_INBOX) {
+			COH_LOG_ERR("node %u: lock message inbox full; dropping", c->me);
+		} else {
+			x->inbox[(x->in_head + x->in_count++) % XP_INBOX] = m;
+		}
+		if (xp_post_recv(x, epi, slot) && !ret)
+			ret = -EIO;
+	}
+	return ret ? ret : n;
+}
+
+bool xp_take(struct xport *x, struct cmsg *m)
+{
+	if (!x->in_count)
+		return false;
+	*m = x->inbox[x->in_head];
+	x->in_head = (x->in_head + 1) % XP_INBOX;
+	x->in_count--;
+	return true;
+}
+
+/* xp_wait_sends - wait, bounded, until every send-side operation this thread posted is done.
+ * Returns the first error status seen. */
+int xp_wait_sends(struct xport *x)
+{
+	int ret = 0, r;
+
+	while (x->outstanding) {
+		r = xp_poll(x, (int)x->c->timeout_ms);
+		if (r == -ETIMEDOUT)
+			return r;
+		if (r < 0 && !ret)
+			ret = r;
+	}
+	return ret;
+}
+
+/* xp_cas - one fabric CAS on the directory word of @r, waited for. */
+int xp_cas(struct xport *x, uint64_t r, uint64_t expect, uint64_t swap, uint64_t *old)
+{
+	struct coh_cache *c = x->c;
+	uint32_t home = res_home(c, r);
+	uint8_t *scratch = (uint8_t *)coh_mr_addr(x->buf) + x->bounce_off;
+	int ret;
+
+	ret = coh_ep_post_cas(x->one[home], x->buf, x->bounce_off, x->dir[home],
+			      res_dir_off(c, r), expect, swap, 0);
+	if (ret)
+		return ret;
+	x->outstanding++;
+	ret = xp_wait_sends(x);
+	if (ret)
+		return ret;
+	memcpy(old, scratch, sizeof(*old));
+	atomic_fetch_add(&c->net_atomic, 1);
+	return 0;
+}
+
+/* xp_send - send one lock message and wait for it to leave. */
+int xp_send(struct xport *x, struct coh_ep *ep, const struct cmsg *m)
+{
+	size_t off = (size_t)x->n_recv_eps * XP_RECVS * CMSG_SIZE;
+	int ret;
+
+	if (!ep)
+		return -ENOTCONN;
+	cmsg_encode(m, (uint8_t *)coh_mr_addr(x->buf) + off);
+	ret = coh_ep_post_send(ep, x->buf, off, CMSG_SIZE, 0);
+	if (ret)
+		return ret;
+	x->outstanding++;
+	atomic_fetch_add(&x->c->net_send, 1);
+	return xp_wait_sends(x);
+}
+
+/* Setup. */
+
+static int ep_open(struct coh_cache *c, uint32_t peer, uint32_t ch, struct coh_cq *cq,
+		   struct coh_ep **epp)
+{
+	struct coh_ep_attr a = { .peer = peer, .channel = ch, .send_cq = cq, .recv_cq = cq,
+				 .max_send_wr = 8, .max_recv_wr = XP_RECVS,
+				 .max_msg_size = 256, .timeout_ms = c->timeout_ms };
+
+	return coh_ep_new(c->fab, &a, epp);
+}
+
+/* mesh_open - every endpoint of both threads. Peers are taken in ascending order and the
+ * channels of a pair in a fixed order, so that no two nodes wait on each other in a cycle. */
+static int mesh_open(struct coh_cache *c)
+{
+	uint32_t p;
+	int ret;
+
+	for (p = 0; p < c->nodes; p++) {
+		struct coh_ep *app_svc = NULL, *svc_app = NULL;
+
+		ret = ep_open(c, p, CH_APP, c->app.cq, &c->app.one[p]);
+		if (ret)
+			return ret;
+		if (p != c->me) {
+			/* Channel 11 is lower.app <-> higher.svc; 12 the reverse. */
+			if (c->me < p) {
+				ret = ep_open(c, p, CH_APP_SVC, c->app.cq, &app_svc);
+				if (!ret)
+					ret = ep_open(c, p, CH_SVC_APP, c->svc.cq, &svc_app);
+			} else {
+				ret = ep_open(c, p, CH_APP_SVC, c->svc.cq, &svc_app);
+				if (!ret)
+					ret = ep_open(c, p, CH_SVC_APP, c->app.cq, &app_svc);
+			}
+			c->app.to_svc[p] = app_svc;
+			c->svc.to_app[p] = svc_app;
+			if (ret)
+				return ret;
+			c->app.recv_eps[c->app.n_recv_eps++] = app_svc;
+			c->svc.recv_eps[c->svc.n_recv_eps++] = svc_app;
+		}
+		ret = ep_open(c, p, CH_SVC, c->svc.cq, &c->svc.one[p]);
+		if (ret)
+			return ret;
+		if (p != c->me) {
+			c->svc.recv_eps[c->svc.n_recv_eps++] = c->svc.one[p];
+			c->svc.to_svc[p] = c->svc.one[p];
+			c->app.to_app[p] = c->app.one[p];
+		}
+	}
+	return 0;
+}
+
+static int xp_arm(struct coh_cache *c, struct xport *x)
+{
+	size_t len = xp_bounce_off(x) + SLOT_HDR + c->bsize;
+	uint32_t e, s;
+	int ret;
+
+	x->c = c;
+	x->bounce_off = xp_bounce_off(x);
+	ret = coh_mr_new(c->fab, len, COH_ACCESS_LOCAL_WRITE, &x->buf);
+	for (e = 0; !ret && e < x->n_recv_eps; e++) {
+		for (s = 0; !ret && s < XP_RECVS; s++)
+			ret = xp_post_recv(x, e, s);
+	}
+	return ret;
+}
+
+/* exchange - send our three descriptors to every peer on the app channel, import theirs on
+ * both threads' one-sided endpoints. */
+static int exchange(struct coh_cache *c)
+{
+	struct coh_mr_desc mine[3], theirs[3];
+	struct coh_mr *tmp;
+	uint32_t p, got = 0;
+	int ret;
+
+	if ((ret = coh_mr_export(c->dir_mr, &mine[0])) ||
+	    (ret = coh_mr_export(c->inv_mr, &mine[1])) ||
+	    (ret = coh_mr_export(c->slots_mr, &mine[2])))
+		return ret;
+	ret = coh_mr_new(c->fab, sizeof(mine) * (c->nodes + 1), COH_ACCESS_LOCAL_WRITE, &tmp);
+	if (ret)
+		return ret;
+	memcpy(coh_mr_addr(tmp), mine, sizeof(mine));
+	for (p = 0; !ret && p < c->nodes; p++) {
+		if (p != c->me) {
+			ret = coh_ep_post_recv(c->app.one[p], tmp, sizeof(mine) * (p + 1),
+					       sizeof(mine), p);
+		}
+	}
+	for (p = 0; !ret && p < c->nodes; p++) {
+		if (p != c->me)
+			ret = coh_ep_send_sync(c->app.one[p], tmp, 0, sizeof(mine));
+	}
+	while (!ret && got < c->nodes - 1) {
+		struct coh_wc wc;
+		int n = coh_cq_wait(c->app.cq, &wc, 1, (int)c->timeout_ms);
+
+		if (n < 0)
+			ret = n;
+		else if (wc.status)
+			ret = wc.status;
+		else if (wc.opcode == COH_WC_RECV)
+			got++;
+	}
+	for (p = 0; !ret && p < c->nodes; p++) {
+		if (p == c->me)
+			memcpy(theirs, mine, sizeof(mine));
+		else
+			memcpy(theirs, (uint8_t *)coh_mr_addr(tmp) + sizeof(mine) * (p + 1),
+			       sizeof(mine));
+		ret = coh_rmr_import(c->app.one[p], &theirs[0], &c->app.dir[p]);
+		if (!ret)
+			ret = coh_rmr_import(c->app.one[p], &theirs[1], &c->app.inv[p]);
+		if (!ret)
+			ret = coh_rmr_import(c->app.one[p], &theirs[2], &c->app.slots[p]);
+		if (!ret)
+			ret = coh_rmr_import(c->svc.one[p], &theirs[0], &c->svc.dir[p]);
+	}
+	coh_mr_delete(&tmp);
+	return ret;
+}
+
+static void *svc_main(void *arg)
+{
+	struct coh_cache *c = arg;
+	struct cmsg m;
+
+	while (!atomic_load(&c->stop)) {
+		int ret = xp_poll(&c->svc, 20);
+
+		if (ret < 0 && ret != -ETIMEDOUT)
+			COH_LOG_WARN("node %u: service thread: %s", c->me, coh_strerror(ret));
+		while (xp_take(&c->svc, &m))
+			svc_handle(c, &m);
+		pthread_mutex_lock(&c->lock);
+		if (c->svc_kick) {
+			c->svc_kick = false;
+			pthread_mutex_unlock(&c->lock);
+			svc_serve_queued(c);
+		} else {
+			pthread_mutex_unlock(&c->lock);
+		}
+	}
+	return NULL;
+}
+
+static void xp_close(struct xport *x, uint32_t nodes)
+{
+	uint32_t p;
+
+	for (p = 0; p < nodes; p++) {
+		coh_rmr_delete(&x->dir[p]);
+		coh_rmr_delete(&x->inv[p]);
+		coh_rmr_delete(&x->slots[p]);
+	}
+	for (p = 0; p < nodes; p++) {
+		/* to_svc/to_app alias 'one' on channels the other thread does not own. */
+		if (x->to_svc[p] != x->one[p])
+			coh_ep_delete(&x->to_svc[p]);
+		if (x->to_app[p] != x->one[p])
+			coh_ep_delete(&x->to_app[p]);
+		coh_ep_delete(&x->one[p]);
+	}
+	coh_mr_delete(&x->buf);
+	coh_cq_delete(&x->cq);
+}
+
+static void cache_free(struct coh_cache *c)
+{
+	xp_close(&c->app, c->nodes);
+	xp_close(&c->svc, c->nodes);
+	coh_mr_delete(&c->slots_mr);
+	coh_mr_delete(&c->inv_mr);
+	coh_mr_delete(&c->dir_mr);
+	if (c->res) {
+		uint64_t r;
+
+		for (r = 0; r < c->nres; r++) {
+			while (c->res[r].head) {
+				struct req *q = c->res[r].head;
+
+				c->res[r].head = q->next;
+				free(q);
+			}
+		}
+	}
+	free(c->res);
+	free(c->kick);
+	pthread_cond_destroy(&c->kick_cond);
+	pthread_mutex_destroy(&c->lock);
+	free(c);
+}
+
+int coh_cache_open(const struct coh_cache_attr *attr, struct coh_cache **cachep)
+{
+	struct coh_fabric_info info;
+	struct coh_cache *c;
+	uint64_t home_res;
+	uint32_t depth;
+	int ret;
+
+	if (!attr || !cachep || !attr->fab || !attr->store || !attr->nodes ||
+	    attr->nodes > COH_CACHE_MAX_NODES)
+		return -EINVAL;
+	if (coh_fabric_query(attr->fab, &info) || info.node_id >= attr->nodes)
+		return -EINVAL;
+	c = calloc(1, sizeof(*c));
+	if (!c)
+		return -ENOMEM;
+	c->fab = attr->fab;
+	c->store = attr->store;
+	c->me = info.node_id;
+	c->nodes = attr->nodes;
+	c->bsize = coh_store_block_size(attr->store);
+	c->nblocks = coh_store_nblocks(attr->store);
+	c->res_blocks = attr->resource_blocks ? attr->resource_blocks : 65536 / c->bsize;
+	if (!c->res_blocks)
+		c->res_blocks = 1;
+	c->nslots = attr->cache_blocks ? attr->cache_blocks : 1024;
+	c->stride = SLOT_HDR + c->bsize;
+	c->timeout_ms = attr->timeout_ms ? attr->timeout_ms : COH_FABRIC_DEFAULT_TIMEOUT_MS;
+	c->nres = (c->nblocks + c->res_blocks - 1) / c->res_blocks;
+	pthread_mutex_init(&c->lock, NULL);
+	pthread_cond_init(&c->kick_cond, NULL);
+	c->res = calloc(c->nres, sizeof(*c->res));
+	if (!c->res) {
+		ret = -ENOMEM;
+		goto err_free;
+	}
+	home_res = (c->nres + c->nodes - 1) / c->nodes;
+	if ((ret = coh_mr_new(c->fab, home_res * 8, COH_ACCESS_REMOTE_ATOMIC | COH_ACCESS_REMOTE_READ,
+			      &c->dir_mr)) ||
+	    (ret = coh_mr_new(c->fab, c->nres * 8, COH_ACCESS_REMOTE_WRITE, &c->inv_mr)) ||
+	    (ret = coh_mr_new(c->fab, (size_t)c->nslots * c->stride, COH_ACCESS_REMOTE_READ,
+			      &c->slots_mr)))
+		goto err_free;
+	c->inv = coh_mr_addr(c->inv_mr);
+	c->slots = coh_mr_addr(c->slots_mr);
+	depth = (8 + XP_RECVS) * 3 * c->nodes + 16;
+	if ((ret = coh_cq_new(c->fab, depth, &c->app.cq)) ||
+	    (ret = coh_cq_new(c->fab, depth, &c->svc.cq)))
+		goto err_free;
+	ret = mesh_open(c);
+	if (!ret)
+		ret = xp_arm(c, &c->app);
+	if (!ret)
+		ret = xp_arm(c, &c->svc);
+	if (!ret)
+		ret = exchange(c);
+	if (ret) {
+		COH_LOG_ERR("node %u: cache open: %s", c->me, coh_strerror(ret));
+		goto err_free;
+	}
+	ret = -pthread_create(&c->svc_thread, NULL, svc_main, c);
+	if (ret)
+		goto err_free;
+	*cachep = c;
+	return 0;
+
+err_free:
+	cache_free(c);
+	return ret;
+}
+
+int coh_cache_close(struct coh_cache **cachep)
+{
+	struct coh_cache *c;
+	int ret;
+
+	if (!cachep || !*cachep)
+		return 0;
+	c = *cachep;
+	*cachep = NULL;
+	ret = cache_release_all(c);
+	atomic_store(&c->stop, true);
+	pthread_join(c->svc_thread, NULL);
+	cache_free(c);
+	return ret;
+}
+
+int coh_cache_stats(const struct coh_cache *c, struct coh_cache_stats *st)
+{
+	if (!c || !st)
+		return -EINVAL;
+	pthread_mutex_lock((pthread_mutex_t *)&c->lock);
+	*st = c->stats;
+	pthread_mutex_unlock((pthread_mutex_t *)&c->lock);
+	st->net_atomic = atomic_load(&c->net_atomic);
+	st->net_read = atomic_load(&c->net_read);
+	st->net_write = atomic_load(&c->net_write);
+	st->net_send = atomic_load(&c->net_send);
+	return 0;
+}

@@ -1,0 +1,241 @@
+/*
+ * cache_internal.h - the coherent cache's private declarations, shared by cache.c (setup,
+ * transport, messages) and coherence.c (the protocol, reads and writes). Included only by those
+ * files and their tests. docs/coherence.md describes the protocol these implement.
+ */
+#ifndef COHORT_CACHE_INTERNAL_H
+#define COHORT_CACHE_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <time.h>
+
+#include "cohort/cache.h"
+#include "cohort/log.h"
+
+/*
+ * The directory word of a resource, at its home node (resource % nodes):
+ *   bits 0-31 sharers, 32-37 exclusive owner, 38 exclusive, 40-63 version.
+ * It is changed only with fabric CAS, by every node including the home (through its loopback
+ * endpoint), because fabric atomics are not atomic with the CPU's own.
+ */
+#define DIR_X (1ull << 38)
+#define DIR_VER_MASK 0xffffffu
+
+static inline uint32_t dir_sharers(uint64_t w)
+{
+	return (uint32_t)w;
+}
+
+static inline uint32_t dir_owner(uint64_t w)
+{
+	return (uint32_t)(w >> 32) & 0x3f;
+}
+
+static inline bool dir_excl(uint64_t w)
+{
+	return w & DIR_X;
+}
+
+static inline uint32_t dir_ver(uint64_t w)
+{
+	return (uint32_t)(w >> 40) & DIR_VER_MASK;
+}
+
+static inline uint64_t dir_make(bool excl, uint32_t owner, uint32_t sharers, uint32_t ver)
+{
+	return (excl ? DIR_X | (uint64_t)(owner & 0x3f) << 32 : 0) | sharers |
+	       (uint64_t)(ver & DIR_VER_MASK) << 40;
+}
+
+/* ver_after - @a is a later version than @b, modulo the 24-bit wrap. */
+static inline bool ver_after(uint32_t a, uint32_t b)
+{
+	uint32_t d = (a - b) & DIR_VER_MASK;
+
+	return d != 0 && d < (DIR_VER_MASK >> 1);
+}
+
+/* Lock messages: 32 bytes, little-endian, checked on receipt (cmsg_decode is fuzzed). */
+#define CMSG_MAGIC 0x4d43u /* "CM" */
+#define CMSG_SIZE 32u
+#define NODE_NONE 0xffffffffu
+
+enum cmsg_type {
+	CMSG_REQ = 1,	/* requester wants @mode on @resource */
+	CMSG_GRANT = 2, /* you hold @mode at @version; @holder has a valid copy */
+	CMSG_RETRY = 3, /* I do not hold it: read the directory again */
+};
+
+enum cache_mode {
+	MODE_S = 1,
+	MODE_X = 2,
+};
+
+struct cmsg {
+	uint8_t type;
+	uint8_t mode;
+	uint32_t requester;
+	uint64_t resource;
+	uint32_t version;
+	uint32_t holder;
+	uint32_t holder_v;
+	uint64_t seq;
+};
+
+void cmsg_encode(const struct cmsg *m, uint8_t *buf);
+/* Returns 0 or -EPROTO; @nodes and @nres bound the fields. */
+int cmsg_decode(const uint8_t *buf, uint32_t len, uint32_t nodes, uint64_t nres, struct cmsg *m);
+
+/* Local state of a resource. */
+enum res_level {
+	L_I = 0,
+	L_S = 1,
+	L_X = 2,
+};
+
+struct req {
+	struct cmsg m;
+	struct req *next;
+};
+
+/*
+ * struct res_state - this node's view of one resource; guarded by coh_cache.lock.
+ * Blocks of the resource cached here are valid when their slot's version is @lv or @cv (the
+ * version whose content was current when this node got the resource).
+ */
+struct res_state {
+	uint8_t level;
+	bool pinned;	    /* an operation of this node is using it: requests wait */
+	uint32_t lv, cv;
+	uint32_t holder;    /* a node whose cache has the current content, or NODE_NONE */
+	uint32_t holder_v;  /* the version of that content */
+	uint64_t dir_guess; /* the directory word as last seen */
+	struct req *head, *tail; /* requests waiting for the pin to drop, in arrival order */
+};
+
+/* Slots: direct-mapped by block address, in a region peers may READ. A slot is filled by
+ * clearing @tag, writing the data, then the header with @tag last; a peer accepts a slot only if
+ * tag, version and CRC all match, so a read that races a refill is refused, not misread. */
+#define SLOT_HDR 64u
+struct slot_hdr {
+	_Atomic uint64_t tag; /* lba + 1; 0 when empty or being filled */
+	uint32_t rv;
+	uint32_t crc;
+	uint32_t dirty; /* local bookkeeping, never trusted from a peer */
+};
+
+/*
+ * Endpoints. Each thread (the application's and the service thread) owns its own, so each is a
+ * separate serialisation domain. For a pair a < b the channels are:
+ *   10 a.app <-> b.app   one-sided (directory CAS, slot READ, invalidation WRITE)
+ *   11 a.app <-> b.svc   a's requests to b; b's grants and retries to a
+ *   12 a.svc <-> b.app   the reverse
+ *   13 a.svc <-> b.svc   one-sided for the service thread, and forwarded requests
+ * plus loopbacks 10 (app) and 13 (svc) for the node's own directory words.
+ */
+enum {
+	CH_APP = 10,
+	CH_APP_SVC = 11,
+	CH_SVC_APP = 12,
+	CH_SVC = 13,
+};
+
+#define XP_RECVS 16u
+#define XP_INBOX 256u
+
+/* struct xport - one thread's endpoints and message buffers. Owned by that thread. */
+struct xport {
+	struct coh_cache *c;
+	struct coh_cq *cq;
+	struct coh_ep *one[COH_CACHE_MAX_NODES];    /* one-sided, incl. loopback */
+	struct coh_ep *to_app[COH_CACHE_MAX_NODES]; /* where grants to node n's app go */
+	struct coh_ep *to_svc[COH_CACHE_MAX_NODES]; /* where requests to node n go */
+	struct coh_rmr *dir[COH_CACHE_MAX_NODES];
+	struct coh_rmr *inv[COH_CACHE_MAX_NODES];
+	struct coh_rmr *slots[COH_CACHE_MAX_NODES];
+	struct coh_mr *buf; /* recv slots, a send buffer, a bounce block */
+	size_t bounce_off;
+	struct coh_ep *recv_eps[2 * COH_CACHE_MAX_NODES];
+	uint32_t n_recv_eps;
+	uint32_t outstanding;
+	struct cmsg inbox[XP_INBOX];
+	uint32_t in_head, in_count;
+};
+
+/*
+ * struct coh_cache - one node's cache. @lock guards @res, the slots' contents and @stats; the
+ * application thread holds it while it touches local state and drops it while it waits on the
+ * network. Lock order: @lock, then nothing (no fabric call waits while holding it, except the
+ * service thread's own bounded sends). @svc_kick tells the service thread that a pin dropped.
+ */
+struct coh_cache {
+	struct coh_fabric *fab;
+	struct coh_store *store;
+	uint32_t me, nodes, bsize, res_blocks, nslots, stride, timeout_ms;
+	uint64_t nblocks, nres;
+
+	struct coh_mr *dir_mr, *inv_mr, *slots_mr;
+	uint8_t *slots;
+	_Atomic uint64_t *inv;
+
+	pthread_mutex_t lock;
+	pthread_cond_t kick_cond;
+	struct res_state *res;
+	struct coh_cache_stats stats; /* except the net_* counters, which are the atomics below */
+	atomic_ulong net_atomic, net_read, net_write, net_send;
+	uint64_t next_seq;
+	bool svc_kick;
+	uint64_t *kick;	/* resources whose pin dropped with requests waiting */
+	uint32_t n_kick, cap_kick;
+
+	struct xport app, svc;
+	pthread_t svc_thread;
+	_Atomic bool stop;
+};
+
+static inline uint32_t res_home(const struct coh_cache *c, uint64_t r)
+{
+	return (uint32_t)(r % c->nodes);
+}
+
+static inline uint64_t res_dir_off(const struct coh_cache *c, uint64_t r)
+{
+	return (r / c->nodes) * 8;
+}
+
+static inline struct slot_hdr *slot_of(const struct coh_cache *c, uint64_t lba)
+{
+	return (struct slot_hdr *)(c->slots + (lba % c->nslots) * c->stride);
+}
+
+static inline uint64_t slot_off(const struct coh_cache *c, uint64_t lba)
+{
+	return (lba % c->nslots) * c->stride;
+}
+
+#define INV_FLAG (1ull << 32) /* set in every invalidation word ever written */
+
+static inline uint64_t cache_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* cache.c: transport */
+int xp_cas(struct xport *x, uint64_t r, uint64_t expect, uint64_t swap, uint64_t *old);
+int xp_send(struct xport *x, struct coh_ep *ep, const struct cmsg *m);
+int xp_poll(struct xport *x, int timeout_ms);
+int xp_wait_sends(struct xport *x);
+bool xp_take(struct xport *x, struct cmsg *m);
+
+/* coherence.c */
+void svc_handle(struct coh_cache *c, const struct cmsg *m);
+void svc_serve_queued(struct coh_cache *c);
+int cache_writeback_all(struct coh_cache *c);
+int cache_release_all(struct coh_cache *c);
+
+#endif /* COHORT_CACHE_INTERNAL_H */

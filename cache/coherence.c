@@ -1,0 +1,628 @@
+/*
+ * coherence.c - the coherence protocol: acquiring resources (one CAS on the directory word, or
+ * one request to the exclusive holder), invalidating sharers, serving other nodes' requests with
+ * lazy release and in-order handover, and the block reads and writes built on them.
+ *
+ * Read hits and writes under a held exclusive lock touch only local memory. A read miss takes the
+ * block from a peer's cache slot with one READ when a peer has it (checked by tag, version and
+ * CRC), else from the store. An exclusive holder writes its dirty blocks back to the store before
+ * it downgrades or hands over, so the store is never older than any clean copy. What this file
+ * leaves out: node failure (the engine's takeover adds it), and replication of dirty data.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <isa-l/crc.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cache_internal.h"
+
+static uint32_t block_crc(const struct coh_cache *c, const uint8_t *data)
+{
+	return crc32_iscsi((unsigned char *)data, (int)c->bsize, 0);
+}
+
+/* invalidated - a writer has taken the resource since this node's shared grant. */
+static bool invalidated(const struct coh_cache *c, uint64_t r)
+{
+	uint64_t v = atomic_load_explicit(&c->inv[r], memory_order_acquire);
+
+	return (v & INV_FLAG) && ver_after((uint32_t)v & DIR_VER_MASK, c->res[r].lv);
+}
+
+static bool slot_valid(const struct coh_cache *c, uint64_t lba, const struct res_state *st)
+{
+	const struct slot_hdr *h = slot_of(c, lba);
+
+	return atomic_load_explicit(&h->tag, memory_order_relaxed) == lba + 1 &&
+	       (h->rv == st->lv || h->rv == st->cv);
+}
+
+/* slot_install - put a block in its slot, writing back the dirty block it evicts. Lock held. */
+static int slot_install(struct coh_cache *c, uint64_t lba, const void *data, uint32_t rv,
+			bool dirty)
+{
+	struct slot_hdr *h = slot_of(c, lba);
+	uint64_t tag = atomic_load_explicit(&h->tag, memory_order_relaxed);
+	uint8_t *d = (uint8_t *)h + SLOT_HDR;
+	int ret;
+
+	if (tag && tag != lba + 1 && h->dirty) {
+		ret = coh_store_write(c->store, tag - 1, 1, d);
+		if (ret)
+			return ret;
+		c->stats.store_writes++;
+	}
+	/* Peers may be reading this slot: clear the tag first, so that a read racing the refill
+	 * sees no tag or a CRC that does not match, never a mix it accepts. */
+	atomic_store_explicit(&h->tag, 0, memory_order_release);
+	atomic_thread_fence(memory_order_release);
+	memcpy(d, data, c->bsize);
+	h->rv = rv;
+	h->crc = block_crc(c, d);
+	h->dirty = dirty;
+	atomic_store_explicit(&h->tag, lba + 1, memory_order_release);
+	return 0;
+}
+
+/* writeback_res - write the dirty blocks of @r back to the store. Lock held. */
+static int writeback_res(struct coh_cache *c, uint64_t r)
+{
+	uint64_t lba, end = (r + 1) * c->res_blocks;
+	int ret;
+
+	if (end > c->nblocks)
+		end = c->nblocks;
+	for (lba = r * c->res_blocks; lba < end; lba++) {
+		struct slot_hdr *h = slot_of(c, lba);
+
+		if (atomic_load(&h->tag) != lba + 1 || !h->dirty)
+			continue;
+		ret = coh_store_write(c->store, lba, 1, (uint8_t *)h + SLOT_HDR);
+		if (ret)
+			return ret;
+		h->dirty = 0;
+		c->stats.store_writes++;
+	}
+	return 0;
+}
+
+int cache_writeback_all(struct coh_cache *c)
+{
+	uint32_t i;
+	int ret = 0;
+
+	pthread_mutex_lock(&c->lock);
+	for (i = 0; i < c->nslots && !ret; i++) {
+		struct slot_hdr *h = (struct slot_hdr *)(c->slots + (size_t)i * c->stride);
+		uint64_t tag = atomic_load(&h->tag);
+
+		if (tag && h->dirty) {
+			ret = coh_store_write(c->store, tag - 1, 1, (uint8_t *)h + SLOT_HDR);
+			if (!ret) {
+				h->dirty = 0;
+				c->stats.store_writes++;
+			}
+		}
+	}
+	pthread_mutex_unlock(&c->lock);
+	return ret ? ret : coh_store_flush(c->store);
+}
+
+/* Serving requests (service thread). */
+
+static void reply(struct coh_cache *c, const struct cmsg *req, uint8_t type, uint32_t version,
+		  uint32_t holder_v)
+{
+	struct cmsg m = { .type = type, .mode = req->mode, .requester = req->requester,
+			  .resource = req->resource, .version = version, .holder = c->me,
+			  .holder_v = holder_v, .seq = req->seq };
+	int ret = xp_send(&c->svc, c->svc.to_app[req->requester], &m);
+
+	if (ret)
+		COH_LOG_WARN("node %u: reply to %u: %s", c->me, req->requester, coh_strerror(ret));
+}
+
+/* serve - give @req what it asks for on a resource this node holds exclusively and is not
+ * using. Lock held; the sends and the CAS are bounded waits on the service thread's own
+ * endpoints, and the application thread never waits on the network with the lock held. */
+static void serve(struct coh_cache *c, struct res_state *st, const struct cmsg *req)
+{
+	uint64_t r = req->resource, expect, want, got;
+	uint32_t v = st->lv;
+	struct req *q;
+	int ret;
+
+	ret = writeback_res(c, r);
+	if (ret) {
+		COH_LOG_ERR("node %u: write-back of resource %llu failed (%s); keeping it", c->me,
+			    (unsigned long long)r, coh_strerror(ret));
+		reply(c, req, CMSG_RETRY, 0, 0);
+		return;
+	}
+	expect = dir_make(true, c->me, 0, v);
+	if (req->mode == MODE_S)
+		want = dir_make(false, 0, 1u << c->me | 1u << req->requester, v);
+	else
+		want = dir_make(true, req->requester, 0, v + 1);
+	ret = xp_cas(&c->svc, r, expect, want, &got);
+	if (ret || got != expect) {
+		COH_LOG_ERR("node %u: directory of resource %llu is %llx, not ours (%s)", c->me,
+			    (unsigned long long)r, (unsigned long long)got, coh_strerror(ret));
+		reply(c, req, CMSG_RETRY, 0, 0);
+		return;
+	}
+	st->dir_guess = want;
+	st->level = req->mode == MODE_S ? L_S : L_I;
+	st->cv = v;
+	c->stats.lock_transfers++;
+	reply(c, req, CMSG_GRANT, dir_ver(want), v);
+	/* The waiters behind this one: after a handover they belong to the new owner, in order;
+	 * after a downgrade nobody holds the resource exclusively, so they retry their CAS. */
+	while ((q = st->head)) {
+		st->head = q->next;
+		if (req->mode == MODE_X)
+			ret = xp_send(&c->svc, c->svc.to_svc[req->requester], &q->m);
+		else
+			reply(c, &q->m, CMSG_RETRY, 0, 0);
+		free(q);
+	}
+	st->tail = NULL;
+}
+
+static void enqueue(struct res_state *st, const struct cmsg *m)
+{
+	struct req *q = calloc(1, sizeof(*q));
+
+	if (!q) {
+		COH_LOG_ERR("out of memory queueing a lock request; it will time out");
+		return;
+	}
+	q->m = *m;
+	if (st->tail)
+		st->tail->next = q;
+	else
+		st->head = q;
+	st->tail = q;
+}
+
+void svc_handle(struct coh_cache *c, const struct cmsg *m)
+{
+	struct res_state *st = &c->res[m->resource];
+	uint64_t cur;
+	int ret;
+
+	if (m->type != CMSG_REQ) {
+		COH_LOG_WARN("node %u: unexpected message type %u from %u", c->me, m->type,
+			     m->requester);
+		return;
+	}
+	pthread_mutex_lock(&c->lock);
+	if (st->level == L_X) {
+		if (st->pinned || st->head)
+			enqueue(st, m);
+		else
+			serve(c, st, m);
+		pthread_mutex_unlock(&c->lock);
+		return;
+	}
+	pthread_mutex_unlock(&c->lock);
+	/* Not ours (any more): ask the directory who has it. A CAS that expects 0 and swaps 0
+	 * reads the word without changing it. */
+	ret = xp_cas(&c->svc, m->resource, 0, 0, &cur);
+	if (ret) {
+		COH_LOG_WARN("node %u: directory read: %s", c->me, coh_strerror(ret));
+		return;
+	}
+	if (dir_excl(cur) && dir_owner(cur) == c->me) {
+		/* Our application thread is between its CAS and taking the resource, or a grant
+		 * to it is in flight: the request waits for it. */
+		pthread_mutex_lock(&c->lock);
+		if (st->level == L_X && !st->pinned && !st->head)
+			serve(c, st, m);
+		else
+			enqueue(st, m);
+		pthread_mutex_unlock(&c->lock);
+	} else if (dir_excl(cur) && dir_owner(cur) != m->requester) {
+		ret = xp_send(&c->svc, c->svc.to_svc[dir_owner(cur)], m);
+		if (ret)
+			COH_LOG_WARN("node %u: forward: %s", c->me, coh_strerror(ret));
+	} else {
+		reply(c, m, CMSG_RETRY, 0, 0);
+	}
+}
+
+void svc_serve_queued(struct coh_cache *c)
+{
+	pthread_mutex_lock(&c->lock);
+	while (c->n_kick) {
+		uint64_t r = c->kick[--c->n_kick];
+		struct res_state *st = &c->res[r];
+		struct req *q = st->head;
+
+		if (!q || st->pinned || st->level != L_X)
+			continue;
+		st->head = q->next;
+		if (!st->head)
+			st->tail = NULL;
+		serve(c, st, &q->m);
+		free(q);
+	}
+	pthread_mutex_unlock(&c->lock);
+}
+
+/* Acquiring (application thread). */
+
+static void unpin(struct coh_cache *c, uint64_t r)
+{
+	struct res_state *st = &c->res[r];
+
+	pthread_mutex_lock(&c->lock);
+	st->pinned = false;
+	if (st->head) {
+		if (c->n_kick == c->cap_kick) {
+			uint32_t cap = c->cap_kick ? c->cap_kick * 2 : 16;
+			uint64_t *k = realloc(c->kick, cap * sizeof(*k));
+
+			if (k) {
+				c->kick = k;
+				c->cap_kick = cap;
+			}
+		}
+		if (c->n_kick < c->cap_kick)
+			c->kick[c->n_kick++] = r;
+		c->svc_kick = true;
+	}
+	pthread_mutex_unlock(&c->lock);
+}
+
+/* apply_grant - take a grant into the local state (lock held). */
+static void apply_grant(struct coh_cache *c, const struct cmsg *m)
+{
+	struct res_state *st = &c->res[m->resource];
+
+	st->level = m->mode == MODE_X ? L_X : L_S;
+	st->lv = m->version;
+	st->cv = m->holder_v;
+	st->holder = m->holder;
+	st->holder_v = m->holder_v;
+	st->dir_guess = m->mode == MODE_X ? dir_make(true, c->me, 0, m->version)
+					  : dir_make(false, 0, 1u << c->me | 1u << m->holder,
+						     m->version);
+}
+
+/* wait_reply - wait for the answer to request @seq; grants for older requests that arrive
+ * meanwhile are applied too, so the local state never falls behind the directory. */
+static int wait_reply(struct coh_cache *c, uint64_t seq, struct cmsg *out, uint64_t deadline)
+{
+	struct cmsg m;
+	int ret;
+
+	for (;;) {
+		while (xp_take(&c->app, &m)) {
+			if (m.type == CMSG_GRANT && (m.seq & 0xffffffffu) != (seq & 0xffffffffu)) {
+				pthread_mutex_lock(&c->lock);
+				apply_grant(c, &m);
+				pthread_mutex_unlock(&c->lock);
+				continue;
+			}
+			if ((m.seq & 0xffffffffu) == (seq & 0xffffffffu)) {
+				*out = m;
+				return 0;
+			}
+		}
+		if (cache_now_ms() >= deadline)
+			return -ETIMEDOUT;
+		ret = xp_poll(&c->app, (int)(deadline - cache_now_ms()));
+		if (ret < 0 && ret != -ETIMEDOUT)
+			return ret;
+	}
+}
+
+static int invalidate_sharers(struct coh_cache *c, uint64_t r, uint32_t sharers, uint32_t ver)
+{
+	struct xport *x = &c->app;
+	uint64_t val = INV_FLAG | ver;
+	uint32_t n, count = 0;
+	int ret = 0;
+
+	memcpy((uint8_t *)coh_mr_addr(x->buf) + x->bounce_off, &val, sizeof(val));
+	for (n = 0; n < c->nodes; n++) {
+		if (!(sharers & 1u << n) || n == c->me)
+			continue;
+		ret = coh_ep_post_write(x->one[n], x->buf, x->bounce_off, x->inv[n], r * 8, 8, 0);
+		if (ret)
+			break;
+		x->outstanding++;
+		count++;
+	}
+	/* The write is not acknowledged before every sharer's invalidation has landed. */
+	if (count) {
+		int r2 = xp_wait_sends(x);
+
+		ret = ret ? ret : r2;
+		atomic_fetch_add(&c->net_write, count);
+	}
+	pthread_mutex_lock(&c->lock);
+	c->stats.inval_sent += count;
+	pthread_mutex_unlock(&c->lock);
+	return ret;
+}
+
+static uint32_t pick_sharer(const struct coh_cache *c, uint32_t sharers)
+{
+	uint32_t n;
+
+	sharers &= ~(1u << c->me);
+	for (n = 0; n < c->nodes; n++) {
+		if (sharers & 1u << n)
+			return n;
+	}
+	return NODE_NONE;
+}
+
+/* acquire - get @r in @mode and pin it. */
+static int acquire(struct coh_cache *c, uint64_t r, int mode)
+{
+	uint64_t deadline = cache_now_ms() + c->timeout_ms, guess, want, old;
+	struct res_state *st = &c->res[r];
+	struct cmsg m;
+	int ret;
+
+	for (;;) {
+		pthread_mutex_lock(&c->lock);
+		if (st->level == L_S && invalidated(c, r)) {
+			st->level = L_I;
+			c->stats.inval_seen++;
+		}
+		if (st->level == L_X || (mode == MODE_S && st->level == L_S)) {
+			st->pinned = true;
+			pthread_mutex_unlock(&c->lock);
+			return 0;
+		}
+		if (st->level == L_S)
+			st->level = L_I; /* upgrading: the CAS below drops our sharer bit */
+		guess = st->dir_guess;
+		pthread_mutex_unlock(&c->lock);
+		if (cache_now_ms() >= deadline)
+			return -ETIMEDOUT;
+
+		if (!dir_excl(guess)) {
+			if (mode == MODE_S)
+				want = guess | 1u << c->me;
+			else
+				want = dir_make(true, c->me, 0, dir_ver(guess) + 1);
+			ret = xp_cas(&c->app, r, guess, want, &old);
+			if (ret)
+				return ret;
+			if (old == guess) {
+				if (mode == MODE_X) {
+					ret = invalidate_sharers(c, r, dir_sharers(guess),
+								 dir_ver(want));
+					if (ret)
+						return ret;
+				}
+				pthread_mutex_lock(&c->lock);
+				st->level = mode == MODE_X ? L_X : L_S;
+				st->lv = dir_ver(want);
+				st->cv = dir_ver(guess);
+				st->holder = pick_sharer(c, dir_sharers(guess));
+				st->holder_v = dir_ver(guess);
+				st->dir_guess = want;
+				st->pinned = true;
+				pthread_mutex_unlock(&c->lock);
+				return 0;
+			}
+			pthread_mutex_lock(&c->lock);
+			st->dir_guess = old;
+			pthread_mutex_unlock(&c->lock);
+			guess = old;
+			if (!dir_excl(old))
+				continue;
+		}
+		if (dir_owner(guess) == c->me) {
+			/* A grant to us not yet taken in: take it, then look again. */
+			ret = xp_poll(&c->app, 1);
+			while (xp_take(&c->app, &m)) {
+				if (m.type == CMSG_GRANT) {
+					pthread_mutex_lock(&c->lock);
+					apply_grant(c, &m);
+					pthread_mutex_unlock(&c->lock);
+				}
+			}
+			continue;
+		}
+		m = (struct cmsg){ .type = CMSG_REQ, .mode = (uint8_t)mode, .requester = c->me,
+				   .resource = r, .holder = NODE_NONE, .seq = ++c->next_seq };
+		ret = xp_send(&c->app, c->app.to_svc[dir_owner(guess)], &m);
+		if (ret)
+			return ret;
+		pthread_mutex_lock(&c->lock);
+		c->stats.lock_requests++;
+		pthread_mutex_unlock(&c->lock);
+		ret = wait_reply(c, m.seq, &m, deadline);
+		if (ret)
+			return ret;
+		if (m.type == CMSG_GRANT) {
+			pthread_mutex_lock(&c->lock);
+			apply_grant(c, &m);
+			st->pinned = true;
+			pthread_mutex_unlock(&c->lock);
+			return 0;
+		}
+		/* RETRY: the holder moved on. Forget the guess so that the next CAS fails (or
+		 * succeeds on a free word) and returns the current word. */
+		pthread_mutex_lock(&c->lock);
+		st->dir_guess = 0;
+		pthread_mutex_unlock(&c->lock);
+	}
+}
+
+static int acquire_range(struct coh_cache *c, uint64_t lba, uint32_t n, int mode, uint64_t *r0,
+			 uint64_t *r1)
+{
+	uint64_t r;
+	int ret;
+
+	*r0 = lba / c->res_blocks;
+	*r1 = (lba + n - 1) / c->res_blocks;
+	/* Ascending order: no two nodes can each hold a resource the other waits for. */
+	for (r = *r0; r <= *r1; r++) {
+		ret = acquire(c, r, mode);
+		if (ret) {
+			while (r-- > *r0)
+				unpin(c, r);
+			return ret;
+		}
+	}
+	return 0;
+}
+
+static void release_range(struct coh_cache *c, uint64_t r0, uint64_t r1)
+{
+	uint64_t r;
+
+	for (r = r0; r <= r1; r++)
+		unpin(c, r);
+}
+
+/* Reads and writes. */
+
+static int peer_fetch(struct coh_cache *c, uint32_t holder, uint32_t v, uint64_t lba,
+		      uint8_t *out)
+{
+	struct xport *x = &c->app;
+	uint8_t *b = (uint8_t *)coh_mr_addr(x->buf) + x->bounce_off;
+	struct slot_hdr h;
+	int ret;
+
+	ret = coh_ep_post_read(x->one[holder], x->buf, x->bounce_off, x->slots[holder],
+			       slot_off(c, lba), c->stride, 0);
+	if (ret)
+		return ret;
+	x->outstanding++;
+	ret = xp_wait_sends(x);
+	atomic_fetch_add(&c->net_read, 1);
+	if (ret)
+		return ret;
+	memcpy(&h, b, sizeof(h));
+	if (h.tag != lba + 1 || h.rv != v || h.crc != block_crc(c, b + SLOT_HDR))
+		return -ENOENT;
+	memcpy(out, b + SLOT_HDR, c->bsize);
+	return 0;
+}
+
+static int read_block(struct coh_cache *c, uint64_t lba, uint8_t *out)
+{
+	struct res_state *st = &c->res[lba / c->res_blocks];
+	uint32_t holder, holder_v;
+	bool from_peer = false;
+	int ret;
+
+	pthread_mutex_lock(&c->lock);
+	c->stats.reads++;
+	if (slot_valid(c, lba, st)) {
+		memcpy(out, (uint8_t *)slot_of(c, lba) + SLOT_HDR, c->bsize);
+		c->stats.hits++;
+		pthread_mutex_unlock(&c->lock);
+		return 0;
+	}
+	c->stats.misses++;
+	holder = st->holder;
+	holder_v = st->holder_v;
+	pthread_mutex_unlock(&c->lock);
+
+	/* The newest content is in the holder's cache or, failing that, in the store: every
+	 * exclusive holder writes back before it lets go. */
+	if (holder != NODE_NONE && holder != c->me)
+		from_peer = peer_fetch(c, holder, holder_v, lba, out) == 0;
+	if (!from_peer) {
+		ret = coh_store_read(c->store, lba, 1, out);
+		if (ret)
+			return ret;
+	}
+	pthread_mutex_lock(&c->lock);
+	if (from_peer)
+		c->stats.peer_fetches++;
+	else
+		c->stats.store_reads++;
+	ret = slot_install(c, lba, out, st->lv, false);
+	pthread_mutex_unlock(&c->lock);
+	return ret;
+}
+
+int coh_cache_read(struct coh_cache *c, uint64_t lba, uint32_t nblocks, void *buf)
+{
+	uint64_t r0, r1, i;
+	int ret;
+
+	if (!c || !buf || !nblocks || lba >= c->nblocks || nblocks > c->nblocks - lba)
+		return -EINVAL;
+	ret = acquire_range(c, lba, nblocks, MODE_S, &r0, &r1);
+	if (ret)
+		return ret;
+	for (i = 0; i < nblocks && !ret; i++)
+		ret = read_block(c, lba + i, (uint8_t *)buf + i * c->bsize);
+	release_range(c, r0, r1);
+	return ret;
+}
+
+int coh_cache_write(struct coh_cache *c, uint64_t lba, uint32_t nblocks, const void *buf)
+{
+	uint64_t r0, r1, i;
+	int ret;
+
+	if (!c || !buf || !nblocks || lba >= c->nblocks || nblocks > c->nblocks - lba)
+		return -EINVAL;
+	ret = acquire_range(c, lba, nblocks, MODE_X, &r0, &r1);
+	if (ret)
+		return ret;
+	pthread_mutex_lock(&c->lock);
+	for (i = 0; i < nblocks && !ret; i++) {
+		struct res_state *st = &c->res[(lba + i) / c->res_blocks];
+
+		/* The previous holder's copy is older than what this tenure writes, and a written
+		 * block evicted from here goes to the store: misses now read the store. */
+		st->holder = NODE_NONE;
+		ret = slot_install(c, lba + i, (const uint8_t *)buf + i * c->bsize, st->lv, true);
+		c->stats.writes++;
+	}
+	pthread_mutex_unlock(&c->lock);
+	release_range(c, r0, r1);
+	return ret;
+}
+
+int coh_cache_flush(struct coh_cache *c)
+{
+	return c ? cache_writeback_all(c) : -EINVAL;
+}
+
+/* cache_release_all - give back every resource this node holds, after writing back, so that the
+ * others need not ask a node that is leaving. Best effort: a CAS that loses a race is left. */
+int cache_release_all(struct coh_cache *c)
+{
+	uint64_t r, old;
+	int ret = cache_writeback_all(c), r2;
+
+	for (r = 0; r < c->nres; r++) {
+		struct res_state *st = &c->res[r];
+		uint64_t want;
+
+		if (st->level == L_I)
+			continue;
+		if (st->level == L_X)
+			want = dir_make(false, 0, 0, st->lv);
+		else
+			want = st->dir_guess & ~(uint64_t)(1u << c->me);
+		r2 = xp_cas(&c->app, r, st->level == L_X ? dir_make(true, c->me, 0, st->lv)
+							 : st->dir_guess,
+			    want, &old);
+		/* A home that already left took its directory with it: nothing to release. The
+		 * data is in the store either way. */
+		if (r2)
+			COH_LOG_INFO("node %u: release of resource %llu: %s", c->me,
+				     (unsigned long long)r, coh_strerror(r2));
+		st->level = L_I;
+	}
+	return ret;
+}

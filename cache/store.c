@@ -1,0 +1,248 @@
+/*
+ * store.c - the backing-store interface and its file implementation.
+ *
+ * coh_store_* check ranges and dispatch to an implementation. The file store keeps one io_uring
+ * per store, guarded by a mutex (I/O from the application thread and the cache's service thread
+ * is serialised; a store is not the cache's fast path). Buffered I/O is used, so node processes
+ * on one host share the page cache and see each other's writes at once; flush is an fsync.
+ * What this file leaves out: O_DIRECT, and queue depths above one per call.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <liburing.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cohort/log.h"
+#include "cohort/store.h"
+
+struct coh_store {
+	const struct coh_store_ops *ops;
+	void *ctx;
+	uint32_t block_size;
+	uint64_t nblocks;
+};
+
+int coh_store_new(const struct coh_store_ops *ops, void *ctx, uint32_t block_size,
+		  uint64_t nblocks, struct coh_store **storep)
+{
+	struct coh_store *s;
+
+	if (!ops || !ops->read || !ops->write || !ops->flush || !storep || !nblocks ||
+	    block_size < 512 || block_size > (1u << 20) || (block_size & (block_size - 1)))
+		return -EINVAL;
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	s->ops = ops;
+	s->ctx = ctx;
+	s->block_size = block_size;
+	s->nblocks = nblocks;
+	*storep = s;
+	return 0;
+}
+
+int coh_store_delete(struct coh_store **storep)
+{
+	struct coh_store *s;
+
+	if (!storep || !*storep)
+		return 0;
+	s = *storep;
+	*storep = NULL;
+	if (s->ops->close)
+		s->ops->close(s->ctx);
+	free(s);
+	return 0;
+}
+
+static bool range_ok(const struct coh_store *s, uint64_t lba, uint32_t n)
+{
+	return n && lba < s->nblocks && n <= s->nblocks - lba;
+}
+
+int coh_store_read(struct coh_store *s, uint64_t lba, uint32_t nblocks, void *buf)
+{
+	if (!s || !buf || !range_ok(s, lba, nblocks))
+		return -EINVAL;
+	return s->ops->read(s->ctx, lba, nblocks, buf);
+}
+
+int coh_store_write(struct coh_store *s, uint64_t lba, uint32_t nblocks, const void *buf)
+{
+	if (!s || !buf || !range_ok(s, lba, nblocks))
+		return -EINVAL;
+	return s->ops->write(s->ctx, lba, nblocks, buf);
+}
+
+int coh_store_flush(struct coh_store *s)
+{
+	return s ? s->ops->flush(s->ctx) : -EINVAL;
+}
+
+uint32_t coh_store_block_size(const struct coh_store *s)
+{
+	return s ? s->block_size : 0;
+}
+
+uint64_t coh_store_nblocks(const struct coh_store *s)
+{
+	return s ? s->nblocks : 0;
+}
+
+/* The file store. */
+
+/* struct file_store - @lock guards @ring. */
+struct file_store {
+	int fd;
+	uint32_t block_size;
+	pthread_mutex_t lock;
+	struct io_uring ring;
+};
+
+/* file_io - one read, write or fsync through the ring, resubmitting after short transfers. */
+static int file_io(struct file_store *fs, int op, uint64_t off, void *buf, size_t len)
+{
+	size_t done = 0;
+	int ret = 0;
+
+	pthread_mutex_lock(&fs->lock);
+	do {
+		struct io_uring_sqe *sqe = io_uring_get_sqe(&fs->ring);
+		struct io_uring_cqe *cqe;
+
+		if (!sqe) {
+			ret = -EBUSY;
+			break;
+		}
+		if (op == 0)
+			io_uring_prep_read(sqe, fs->fd, (char *)buf + done, (unsigned)(len - done),
+					   off + done);
+		else if (op == 1)
+			io_uring_prep_write(sqe, fs->fd, (char *)buf + done,
+					    (unsigned)(len - done), off + done);
+		else
+			io_uring_prep_fsync(sqe, fs->fd, 0);
+		ret = io_uring_submit(&fs->ring);
+		if (ret < 0)
+			break;
+		ret = io_uring_wait_cqe(&fs->ring, &cqe);
+		if (ret < 0)
+			break;
+		ret = cqe->res;
+		io_uring_cqe_seen(&fs->ring, cqe);
+		if (ret < 0)
+			break;
+		if (op == 2)
+			break;
+		if (ret == 0) {
+			/* Reading past the end of a sparse file cannot happen (its size was
+			 * checked), so zero bytes means the file shrank under us. */
+			ret = -EIO;
+			break;
+		}
+		done += (size_t)ret;
+		ret = 0;
+	} while (done < len);
+	pthread_mutex_unlock(&fs->lock);
+	if (ret < 0)
+		COH_LOG_ERR("store I/O (op %d, offset %llu, %zu bytes): %s", op,
+			    (unsigned long long)off, len, strerror(-ret));
+	return ret < 0 ? ret : 0;
+}
+
+static int file_read(void *ctx, uint64_t lba, uint32_t n, void *buf)
+{
+	struct file_store *fs = ctx;
+
+	return file_io(fs, 0, lba * fs->block_size, buf, (size_t)n * fs->block_size);
+}
+
+static int file_write(void *ctx, uint64_t lba, uint32_t n, const void *buf)
+{
+	struct file_store *fs = ctx;
+
+	return file_io(fs, 1, lba * fs->block_size, (void *)buf, (size_t)n * fs->block_size);
+}
+
+static int file_flush(void *ctx)
+{
+	return file_io(ctx, 2, 0, NULL, 0);
+}
+
+static void file_close(void *ctx)
+{
+	struct file_store *fs = ctx;
+
+	io_uring_queue_exit(&fs->ring);
+	pthread_mutex_destroy(&fs->lock);
+	close(fs->fd);
+	free(fs);
+}
+
+static const struct coh_store_ops file_store_ops = {
+	.read = file_read,
+	.write = file_write,
+	.flush = file_flush,
+	.close = file_close,
+};
+
+int coh_store_open_file(const char *path, uint32_t block_size, uint64_t nblocks, bool create,
+			struct coh_store **storep)
+{
+	struct file_store *fs;
+	struct stat st;
+	uint64_t bytes;
+	int ret;
+
+	if (!path || !storep || !nblocks || block_size < 512 || (block_size & (block_size - 1)) ||
+	    nblocks > UINT64_MAX / block_size)
+		return -EINVAL;
+	bytes = nblocks * block_size;
+	fs = calloc(1, sizeof(*fs));
+	if (!fs)
+		return -ENOMEM;
+	fs->block_size = block_size;
+	fs->fd = open(path, O_RDWR | O_CLOEXEC | (create ? O_CREAT : 0), 0600);
+	if (fs->fd < 0) {
+		ret = -errno;
+		COH_LOG_ERR("store %s: %s", path, strerror(errno));
+		goto err_free;
+	}
+	if (fstat(fs->fd, &st) < 0) {
+		ret = -errno;
+		goto err_close;
+	}
+	if (S_ISREG(st.st_mode) && (uint64_t)st.st_size < bytes) {
+		if (!create || ftruncate(fs->fd, (off_t)bytes) < 0) {
+			ret = create ? -errno : -ENOSPC;
+			COH_LOG_ERR("store %s is smaller than %llu bytes", path,
+				    (unsigned long long)bytes);
+			goto err_close;
+		}
+	}
+	ret = -pthread_mutex_init(&fs->lock, NULL);
+	if (ret)
+		goto err_close;
+	ret = io_uring_queue_init(8, &fs->ring, 0);
+	if (ret < 0)
+		goto err_mutex;
+	ret = coh_store_new(&file_store_ops, fs, block_size, nblocks, storep);
+	if (ret)
+		goto err_ring;
+	return 0;
+
+err_ring:
+	io_uring_queue_exit(&fs->ring);
+err_mutex:
+	pthread_mutex_destroy(&fs->lock);
+err_close:
+	close(fs->fd);
+err_free:
+	free(fs);
+	return ret;
+}

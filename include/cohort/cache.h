@@ -1,0 +1,105 @@
+/*
+ * cache.h - Cohort's coherent block cache: every node of a cluster caches blocks of one shared
+ * volume in DRAM, and the caches stay coherent with write-invalidate over the fabric.
+ *
+ * The lock unit is the resource (resource_size bytes, default 64 KiB); each has a 64-bit
+ * directory word at a home node (resource mod nodes), changed only with fabric atomics, that
+ * holds the exclusive owner, the sharers and a version. Locks are released lazily: a node keeps
+ * a resource until another node asks for it, so a read of a resource it holds and a write of a
+ * resource it holds exclusively cost no network operation. Taking a resource exclusively
+ * invalidates the sharers' copies (only when there are sharers) before the write is
+ * acknowledged; a read miss takes the block from a peer's cache when one has it, else from the
+ * store. docs/coherence.md describes the protocol.
+ *
+ * Threads: one thread at a time may call coh_cache_read/write/flush/stats on a cache (the caller
+ * serialises); the cache runs its own service thread, which answers other nodes' requests.
+ */
+#ifndef COHORT_CACHE_H
+#define COHORT_CACHE_H
+
+#include <stdint.h>
+
+#include "cohort/fabric.h"
+#include "cohort/store.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* A sharer set is 32 bits of the directory word. */
+#define COH_CACHE_MAX_NODES 32u
+
+struct coh_cache;
+
+/**
+ * struct coh_cache_attr - how to open a node's cache.
+ * @fab: the node's fabric (not owned; must outlive the cache)
+ * @nodes: cluster size; nodes 0 .. @nodes-1 all open the cache, each exactly once
+ * @store: the shared backing store (not owned); its block size is the cache's block size
+ * @resource_blocks: blocks per resource (the lock unit); 0 means 64 KiB worth
+ * @cache_blocks: capacity of this node's cache in blocks; 0 means 1024
+ * @timeout_ms: bound for any wait (open's handshake, a lock request); 0 means the fabric's
+ */
+struct coh_cache_attr {
+	struct coh_fabric *fab;
+	uint32_t nodes;
+	struct coh_store *store;
+	uint32_t resource_blocks;
+	uint32_t cache_blocks;
+	uint32_t timeout_ms;
+};
+
+/**
+ * struct coh_cache_stats - this node's counters since open.
+ */
+struct coh_cache_stats {
+	uint64_t reads, writes;		  /* block reads and writes served */
+	uint64_t hits, misses;		  /* block reads found / not found valid locally */
+	uint64_t peer_fetches;		  /* misses served from a peer's cache */
+	uint64_t store_reads, store_writes; /* blocks read from / written back to the store */
+	uint64_t inval_sent;		  /* invalidations written to sharers */
+	uint64_t inval_seen;		  /* invalidations of this node's copies found on access */
+	uint64_t lock_requests;		  /* requests sent to a holder */
+	uint64_t lock_transfers;	  /* grants this node gave to others */
+	uint64_t net_atomic, net_read, net_write, net_send; /* fabric operations issued */
+};
+
+/**
+ * coh_cache_open - open this node's cache; every node of the cluster calls it (collective).
+ * Connects to every node, exchanges region descriptors, and starts the service thread. Waits at
+ * most the timeout for the others. Returns 0, -EINVAL, -ETIMEDOUT, -ENOMEM or a fabric error.
+ */
+int coh_cache_open(const struct coh_cache_attr *attr, struct coh_cache **cachep);
+
+/**
+ * coh_cache_close - write back dirty blocks, stop, and free. Every node should close (peers
+ * that still ask for resources this node held get -ECONNRESET). @cachep may point to NULL.
+ */
+int coh_cache_close(struct coh_cache **cachep);
+
+/**
+ * coh_cache_read - read @nblocks blocks at @lba into @buf (any alignment), coherently: the
+ * result reflects every write acknowledged anywhere before this call began.
+ * Returns 0; -EINVAL (range); -ETIMEDOUT (a holder did not answer); -ECONNRESET (a holder or
+ * home is down); or a store error.
+ */
+int coh_cache_read(struct coh_cache *c, uint64_t lba, uint32_t nblocks, void *buf);
+
+/**
+ * coh_cache_write - write @nblocks blocks at @lba from @buf. When it returns 0 the data is in
+ * this node's cache, every other node's copy is invalidated, and any later read anywhere returns
+ * it. (Durability is the store's after coh_cache_flush(); replication comes in the engine.)
+ */
+int coh_cache_write(struct coh_cache *c, uint64_t lba, uint32_t nblocks, const void *buf);
+
+/** coh_cache_flush - write every dirty block back to the store and flush the store. */
+int coh_cache_flush(struct coh_cache *c);
+
+/** coh_cache_stats - copy this node's counters. */
+int coh_cache_stats(const struct coh_cache *c, struct coh_cache_stats *st);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* COHORT_CACHE_H */

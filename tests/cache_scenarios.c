@@ -1,0 +1,319 @@
+/*
+ * cache_scenarios.c - coherent cache scenarios, run as clusters of node processes by conf_run():
+ * network cost of hits and held writes, invalidation of exactly the sharers, peer fetch, mutual
+ * exclusion and progress under contention, and randomized histories checked for
+ * linearizability. Each node opens the cache over one store file shared by all.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cache_scenarios.h"
+#include "cohort/cache.h"
+#include "linz.h"
+
+#define BS 4096u
+
+static char store_path[512];
+
+void cache_sc_set_store(const char *path)
+{
+	snprintf(store_path, sizeof(store_path), "%s", path);
+}
+
+struct cnode {
+	struct coh_store *store;
+	struct coh_cache *cache;
+};
+
+static int cache_up(struct conf_node *cn, struct cnode *x, uint64_t nblocks, uint32_t res_blocks)
+{
+	struct coh_cache_attr a = { .fab = cn->fab, .nodes = cn->n, .resource_blocks = res_blocks,
+				    .cache_blocks = 256, .timeout_ms = 10000 };
+	int ret;
+
+	ret = coh_store_open_file(store_path, BS, nblocks, true, &x->store);
+	if (ret)
+		return ret;
+	a.store = x->store;
+	return coh_cache_open(&a, &x->cache);
+}
+
+static int cache_down(struct conf_node *cn, struct cnode *x)
+{
+	/* Nobody may still need this node's answers when it closes. */
+	int ret = conf_barrier(cn);
+	int r2 = coh_cache_close(&x->cache);
+
+	coh_store_delete(&x->store);
+	return ret ? ret : r2;
+}
+
+static uint64_t net(const struct coh_cache_stats *s)
+{
+	return s->net_atomic + s->net_read + s->net_write + s->net_send;
+}
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* Block contents: the first 8 bytes are the value, the rest a pattern derived from it, so a
+ * torn or mixed block is caught too. */
+static void fill_block(uint8_t *b, uint64_t value)
+{
+	uint64_t s = value | 1;
+	uint32_t i;
+
+	memcpy(b, &value, 8);
+	for (i = 8; i < BS; i += 8) {
+		s ^= s << 13;
+		s ^= s >> 7;
+		s ^= s << 17;
+		memcpy(b + i, &s, 8);
+	}
+	if (!value)
+		memset(b, 0, BS);
+}
+
+static int block_value(const uint8_t *b, uint64_t *value)
+{
+	uint8_t expect[BS];
+
+	memcpy(value, b, 8);
+	fill_block(expect, *value);
+	return memcmp(expect, b, BS) ? -1 : 0;
+}
+
+/*
+ * Node 0 writes a block twice and reads it: the second write and the read cost no network
+ * operation. Node 1 then reads it: one request to node 0 and the data from node 0's cache, not
+ * the store; its second read is a hit with no network operation.
+ */
+int sc_cache_costs(struct conf_node *cn)
+{
+	struct coh_cache_stats a, b;
+	uint8_t buf[BS], got[BS];
+	struct cnode x;
+
+	CONF_CHECK(cache_up(cn, &x, 64, 16) == 0, "cache up");
+	if (cn->id == 0) {
+		fill_block(buf, 0x1111);
+		CONF_CHECK(coh_cache_write(x.cache, 3, 1, buf) == 0, "first write");
+		coh_cache_stats(x.cache, &a);
+		fill_block(buf, 0x2222);
+		CONF_CHECK(coh_cache_write(x.cache, 3, 1, buf) == 0, "second write");
+		CONF_CHECK(coh_cache_read(x.cache, 3, 1, got) == 0, "read");
+		coh_cache_stats(x.cache, &b);
+		CONF_CHECK(net(&a) == net(&b), "held write and hit cost %llu network ops",
+			   (unsigned long long)(net(&b) - net(&a)));
+		CONF_CHECK(b.hits == a.hits + 1, "hit not counted");
+		CONF_CHECK(!memcmp(buf, got, BS), "read back");
+	}
+	CONF_CHECK(conf_barrier(cn) == 0, "written");
+	if (cn->id == 1) {
+		uint64_t v;
+
+		CONF_CHECK(coh_cache_read(x.cache, 3, 1, got) == 0, "remote read");
+		CONF_CHECK(block_value(got, &v) == 0 && v == 0x2222, "value %llx",
+			   (unsigned long long)v);
+		coh_cache_stats(x.cache, &a);
+		CONF_CHECK(a.lock_requests == 1, "lock requests %llu",
+			   (unsigned long long)a.lock_requests);
+		CONF_CHECK(a.peer_fetches == 1 && a.store_reads == 0,
+			   "miss served by peer %llu / store %llu",
+			   (unsigned long long)a.peer_fetches, (unsigned long long)a.store_reads);
+		CONF_CHECK(coh_cache_read(x.cache, 3, 1, got) == 0, "second read");
+		coh_cache_stats(x.cache, &b);
+		CONF_CHECK(net(&a) == net(&b) && b.hits == a.hits + 1, "shared hit cost %llu",
+			   (unsigned long long)(net(&b) - net(&a)));
+	}
+	CONF_CHECK(cache_down(cn, &x) == 0, "down");
+	return 0;
+}
+
+/*
+ * Nodes 1 and 2 read a block (sharers); node 3, if any, does not. Node 0 then writes it: exactly
+ * two invalidations, and the sharers find their copies invalid and read the new value. A write
+ * to a resource nobody shares sends none.
+ */
+int sc_cache_invalidation(struct conf_node *cn)
+{
+	struct coh_cache_stats a, b;
+	uint8_t buf[BS];
+	struct cnode x;
+	uint64_t v;
+
+	if (cn->n < 3)
+		return 1;
+	CONF_CHECK(cache_up(cn, &x, 64, 16) == 0, "cache up");
+	if (cn->id == 1 || cn->id == 2) {
+		CONF_CHECK(coh_cache_read(x.cache, 20, 1, buf) == 0, "share");
+		CONF_CHECK(block_value(buf, &v) == 0 && v == 0, "initial");
+	}
+	CONF_CHECK(conf_barrier(cn) == 0, "shared");
+	if (cn->id == 0) {
+		coh_cache_stats(x.cache, &a);
+		fill_block(buf, 0xabc);
+		CONF_CHECK(coh_cache_write(x.cache, 20, 1, buf) == 0, "write shared");
+		coh_cache_stats(x.cache, &b);
+		CONF_CHECK(b.inval_sent - a.inval_sent == 2, "invalidations %llu, sharers 2",
+			   (unsigned long long)(b.inval_sent - a.inval_sent));
+		fill_block(buf, 0xdef);
+		CONF_CHECK(coh_cache_write(x.cache, 40, 1, buf) == 0, "write unshared");
+		coh_cache_stats(x.cache, &a);
+		CONF_CHECK(a.inval_sent == b.inval_sent, "invalidation sent for unshared data");
+	}
+	CONF_CHECK(conf_barrier(cn) == 0, "written");
+	if (cn->id == 1 || cn->id == 2) {
+		CONF_CHECK(coh_cache_read(x.cache, 20, 1, buf) == 0, "reread");
+		CONF_CHECK(block_value(buf, &v) == 0 && v == 0xabc, "stale value %llx after write",
+			   (unsigned long long)v);
+		coh_cache_stats(x.cache, &a);
+		CONF_CHECK(a.inval_seen == 1, "invalidations seen %llu",
+			   (unsigned long long)a.inval_seen);
+	}
+	CONF_CHECK(cache_down(cn, &x) == 0, "down");
+	return 0;
+}
+
+/*
+ * Every node writes the same block many times (each write needs the exclusive lock, so the lock
+ * is handed over constantly) and reads it back. Every node finishing within the bound is the
+ * absence of starvation; every read seeing a whole block some node wrote, and all nodes agreeing
+ * on the last value afterwards, is coherence under contention.
+ */
+int sc_cache_contention(struct conf_node *cn)
+{
+	enum { PER_NODE = 300 };
+	uint8_t buf[BS];
+	struct cnode x;
+	uint64_t v, last = 0, agreed;
+	uint32_t i, len;
+
+	CONF_CHECK(cache_up(cn, &x, 64, 16) == 0, "cache up");
+	CONF_CHECK(conf_barrier(cn) == 0, "start");
+	for (i = 1; i <= PER_NODE; i++) {
+		fill_block(buf, (uint64_t)(cn->id + 1) << 32 | i);
+		CONF_CHECK(coh_cache_write(x.cache, 5, 1, buf) == 0, "write %u", i);
+		CONF_CHECK(coh_cache_read(x.cache, 5, 1, buf) == 0, "read %u", i);
+		CONF_CHECK(block_value(buf, &v) == 0, "torn block");
+		/* Our own writes come back in order: never an older one of ours. */
+		if (v >> 32 == cn->id + 1u)
+			CONF_CHECK((v & 0xffffffffu) >= last, "own write went back");
+	}
+	CONF_CHECK(conf_barrier(cn) == 0, "done");
+	CONF_CHECK(coh_cache_read(x.cache, 5, 1, buf) == 0, "final read");
+	CONF_CHECK(block_value(buf, &v) == 0 && (v & 0xffffffffu) == PER_NODE, "final %llx",
+		   (unsigned long long)v);
+	if (cn->id == 0) {
+		for (i = 1; i < cn->n; i++) {
+			CONF_CHECK(conf_recv(cn, i, &agreed, &len, CONF_TIMEOUT_MS) == 0, "collect");
+			CONF_CHECK(agreed == v, "node %u saw %llx, node 0 %llx", i,
+				   (unsigned long long)agreed, (unsigned long long)v);
+		}
+	} else {
+		CONF_CHECK(conf_send(cn, 0, &v, sizeof(v)) == 0, "report");
+	}
+	CONF_CHECK(cache_down(cn, &x) == 0, "down");
+	return 0;
+}
+
+/*
+ * Random reads and writes, single- and multi-block (crossing resources), on a few hot blocks from
+ * every node; every operation's invocation, response and values are recorded; node 0 checks the
+ * whole history for per-block linearizability.
+ */
+static uint64_t sc_seed;
+
+void cache_sc_set_seed(uint64_t seed)
+{
+	sc_seed = seed;
+}
+
+int sc_cache_linearizable(struct conf_node *cn)
+{
+	enum { OPS = 400, BLOCKS = 12, RES = 4, MAXN = 3 };
+	struct linz_op *hist;
+	uint8_t buf[MAXN * BS];
+	char path[600];
+	struct cnode x;
+	uint64_t s = sc_seed * 7919 + cn->id + 1, seq = 0;
+	size_t nh = 0;
+	uint32_t i, k;
+	FILE *f;
+
+	hist = calloc(OPS * MAXN, sizeof(*hist));
+	CONF_CHECK(hist, "calloc");
+	CONF_CHECK(cache_up(cn, &x, BLOCKS, RES) == 0, "cache up");
+	CONF_CHECK(conf_barrier(cn) == 0, "start");
+	for (i = 0; i < OPS; i++) {
+		uint64_t lba, inv, resp;
+		uint32_t n;
+		bool w;
+
+		s ^= s << 13;
+		s ^= s >> 7;
+		s ^= s << 17;
+		w = s % 100 < 40;
+		n = 1 + (uint32_t)(s >> 8) % 4 == 1 ? 1 + (uint32_t)(s >> 16) % MAXN : 1;
+		lba = (s >> 24) % BLOCKS;
+		if (lba + n > BLOCKS)
+			n = (uint32_t)(BLOCKS - lba);
+		if (w) {
+			for (k = 0; k < n; k++)
+				fill_block(buf + k * BS, (uint64_t)(cn->id + 1) << 40 | ++seq);
+		}
+		inv = now_ns();
+		if (w)
+			CONF_CHECK(coh_cache_write(x.cache, lba, n, buf) == 0, "write %u", i);
+		else
+			CONF_CHECK(coh_cache_read(x.cache, lba, n, buf) == 0, "read %u", i);
+		resp = now_ns();
+		for (k = 0; k < n; k++) {
+			struct linz_op *o = &hist[nh++];
+
+			o->inv = inv;
+			o->resp = resp;
+			o->block = lba + k;
+			o->node = cn->id;
+			o->is_write = w;
+			CONF_CHECK(block_value(buf + k * BS, &o->value) == 0,
+				   "block %llu is torn or mixed", (unsigned long long)(lba + k));
+		}
+	}
+	snprintf(path, sizeof(path), "%s.hist.%u", store_path, cn->id);
+	f = fopen(path, "wb");
+	CONF_CHECK(f && fwrite(hist, sizeof(*hist), nh, f) == nh && fclose(f) == 0, "save");
+	CONF_CHECK(conf_barrier(cn) == 0, "saved");
+	if (cn->id == 0) {
+		struct linz_op *all = calloc(OPS * MAXN * cn->n, sizeof(*all));
+		size_t total = 0;
+		uint32_t p;
+		int ret;
+
+		CONF_CHECK(all, "calloc");
+		for (p = 0; p < cn->n; p++) {
+			snprintf(path, sizeof(path), "%s.hist.%u", store_path, p);
+			f = fopen(path, "rb");
+			CONF_CHECK(f, "open %s", path);
+			total += fread(all + total, sizeof(*all), OPS * MAXN, f);
+			fclose(f);
+			unlink(path);
+		}
+		ret = linz_check(all, total, stderr);
+		CONF_CHECK(ret == 0, "history of %zu block operations is not linearizable (%d)",
+			   total, ret);
+		free(all);
+	}
+	free(hist);
+	CONF_CHECK(cache_down(cn, &x) == 0, "down");
+	return 0;
+}

@@ -1,0 +1,22 @@
+/* cache_scenarios.h - the coherent cache scenarios, for the googletest driver. */
+#ifndef COHORT_TESTS_CACHE_SCENARIOS_H
+#define COHORT_TESTS_CACHE_SCENARIOS_H
+
+#include "conf.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+void cache_sc_set_store(const char *path);
+void cache_sc_set_seed(uint64_t seed);
+int sc_cache_costs(struct conf_node *cn);
+int sc_cache_invalidation(struct conf_node *cn);
+int sc_cache_contention(struct conf_node *cn);
+int sc_cache_linearizable(struct conf_node *cn);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

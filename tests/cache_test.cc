@@ -1,0 +1,63 @@
+// cache_test.cc - googletest driver of the coherent cache scenarios (ctest label "cache"). Each
+// test forks a cluster of node processes on the fabric provider under test, sharing one store
+// file; the randomized linearizability test runs several seeds and node counts, bounded.
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <string>
+#include <unistd.h>
+
+#include "cache_scenarios.h"
+
+namespace
+{
+constexpr unsigned kTimeout = 120;
+
+std::string fresh_store()
+{
+	const char *base = getenv("COHORT_TEST_SHM_BASE");
+	std::string p = std::string(base && *base ? base : "/dev/shm") + "/cohort-store-" +
+			std::to_string(getpid()) + "-" + std::to_string(rand());
+	unlink(p.c_str());
+	return p;
+}
+
+struct Store {
+	std::string path = fresh_store();
+	Store() { cache_sc_set_store(path.c_str()); }
+	~Store() { unlink(path.c_str()); }
+};
+
+TEST(cache, costs__hits_and_held_writes_are_free_peer_serves_miss)
+{
+	Store s;
+	EXPECT_EQ(0, conf_run("cache_costs", 2, sc_cache_costs, 0, kTimeout));
+}
+
+TEST(cache, invalidation__exactly_the_sharers)
+{
+	Store s;
+	EXPECT_EQ(0, conf_run("cache_invalidation", 4, sc_cache_invalidation, 0, kTimeout));
+}
+
+TEST(cache, contention__exclusive_and_no_starvation)
+{
+	Store s;
+	EXPECT_EQ(0, conf_run("cache_contention", 4, sc_cache_contention, 0, kTimeout));
+}
+
+TEST(cache, linearizable__random_histories_3_to_5_nodes)
+{
+	const char *env = getenv("COHORT_CACHE_SEEDS");
+	int seeds = env ? atoi(env) : 6;
+	for (int seed = 1; seed <= seeds; seed++) {
+		for (uint32_t n = 3; n <= 5; n++) {
+			Store s;
+			cache_sc_set_seed((uint64_t)seed);
+			ASSERT_EQ(0, conf_run("cache_linearizable", n, sc_cache_linearizable, 0,
+					      kTimeout))
+				<< "seed " << seed << ", " << n << " nodes";
+		}
+	}
+}
+} // namespace
