@@ -57,9 +57,9 @@ void bench_print_header(bool csv)
 	if (csv)
 		printf("suite,op,provider,size,samples,min_ns,p50_ns,p99_ns,p999_ns,max_ns\n");
 	else
-		printf("%-8s %-14s %-8s %8s %8s %9s %9s %9s %9s %10s %9s\n", "suite", "op",
+		printf("%-8s %-18s %-8s %8s %8s %9s %9s %9s %9s %10s %9s %7s\n", "suite", "op",
 		       "provider", "size", "samples", "min(us)", "p50(us)", "p99(us)", "p99.9(us)",
-		       "max(us)", "Mop/s");
+		       "max(us)", "Mop/s", "net/op");
 	fflush(stdout);
 }
 
@@ -71,13 +71,15 @@ void bench_print_row(const struct bench_row *r, bool csv)
 		       (unsigned long long)r->p99, (unsigned long long)r->p999,
 		       (unsigned long long)r->max);
 	} else {
-		char rate[16] = "-";
+		char rate[16] = "-", net[16] = "-";
 
 		if (r->rate_mops > 0)
 			snprintf(rate, sizeof(rate), "%.3f", r->rate_mops);
-		printf("%-8s %-14s %-8s %8zu %8u %9.3f %9.3f %9.3f %9.3f %10.3f %9s\n", r->suite,
-		       r->op, r->provider, r->size, r->samples, r->min / 1e3, r->p50 / 1e3,
-		       r->p99 / 1e3, r->p999 / 1e3, r->max / 1e3, rate);
+		if (r->has_net)
+			snprintf(net, sizeof(net), "%.2f", r->net_per_op);
+		printf("%-8s %-18s %-8s %8zu %8u %9.3f %9.3f %9.3f %9.3f %10.3f %9s %7s\n",
+		       r->suite, r->op, r->provider, r->size, r->samples, r->min / 1e3,
+		       r->p50 / 1e3, r->p99 / 1e3, r->p999 / 1e3, r->max / 1e3, rate, net);
 	}
 	fflush(stdout);
 }
@@ -222,6 +224,8 @@ int main(int argc, char **argv)
 	}
 	if (!strcmp(suite, "fabric"))
 		return bench_fabric(&o) ? 1 : 0;
+	if (!strcmp(suite, "cache"))
+		return bench_cache(&o) ? 1 : 0;
 	fprintf(stderr, "cohort-bench: unknown suite '%s'\n", suite);
 	usage(stderr);
 	return 2;

@@ -30,6 +30,8 @@ struct bench_row {
 	uint32_t samples;
 	uint64_t min, p50, p99, p999, max;
 	double rate_mops;
+	bool has_net; /* table only: fabric operations per cache operation */
+	double net_per_op;
 };
 
 uint64_t bench_now_ns(void);
@@ -40,5 +42,6 @@ void bench_print_row(const struct bench_row *row, bool csv);
 bool bench_op_selected(const struct bench_opts *o, const char *op);
 
 int bench_fabric(const struct bench_opts *o);
+int bench_cache(const struct bench_opts *o);
 
 #endif

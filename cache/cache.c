@@ -79,8 +79,9 @@ static size_t xp_bounce_off(const struct xport *x)
 
 static int xp_post_recv(struct xport *x, uint32_t epi, uint32_t slot)
 {
-	return coh_ep_post_recv(x->recv_eps[epi], x->buf, (size_t)(epi * XP_RECVS + slot) * CMSG_SIZE,
-				CMSG_SIZE, (uint64_t)epi << 32 | slot);
+	return coh_ep_post_recv(x->recv_eps[epi], x->buf,
+				(size_t)(epi * XP_RECVS + slot) * CMSG_SIZE, CMSG_SIZE,
+				(uint64_t)epi << 32 | slot);
 }
 
 /* xp_poll - take completions; file decoded messages in the inbox. Returns the number of
@@ -111,7 +112,7 @@ int xp_poll(struct xport *x, int timeout_ms)
 			continue;
 		}
 		if (cmsg_decode((uint8_t *)coh_mr_addr(x->buf) +
-					(size_t)(epi * XP_RECVS + slot) * CMSG_SIZE,
+				    (size_t)(epi * XP_RECVS + slot) * CMSG_SIZE,
 				wc[i].byte_len, c->nodes, c->nres, &m)) {
 			COH_LOG_WARN("node %u: malformed lock message from %u dropped", c->me,
 				     wc[i].peer);
@@ -160,8 +161,8 @@ int xp_cas(struct xport *x, uint64_t r, uint64_t expect, uint64_t swap, uint64_t
 	uint8_t *scratch = (uint8_t *)coh_mr_addr(x->buf) + x->bounce_off;
 	int ret;
 
-	ret = coh_ep_post_cas(x->one[home], x->buf, x->bounce_off, x->dir[home],
-			      res_dir_off(c, r), expect, swap, 0);
+	ret = coh_ep_post_cas(x->one[home], x->buf, x->bounce_off, x->dir[home], res_dir_off(c, r),
+			      expect, swap, 0);
 	if (ret)
 		return ret;
 	x->outstanding++;
@@ -195,9 +196,14 @@ int xp_send(struct xport *x, struct coh_ep *ep, const struct cmsg *m)
 static int ep_open(struct coh_cache *c, uint32_t peer, uint32_t ch, struct coh_cq *cq,
 		   struct coh_ep **epp)
 {
-	struct coh_ep_attr a = { .peer = peer, .channel = ch, .send_cq = cq, .recv_cq = cq,
-				 .max_send_wr = 8, .max_recv_wr = XP_RECVS,
-				 .max_msg_size = 256, .timeout_ms = c->timeout_ms };
+	struct coh_ep_attr a = { .peer = peer,
+				 .channel = ch,
+				 .send_cq = cq,
+				 .recv_cq = cq,
+				 .max_send_wr = 8,
+				 .max_recv_wr = XP_RECVS,
+				 .max_msg_size = 256,
+				 .timeout_ms = c->timeout_ms };
 
 	return coh_ep_new(c->fab, &a, epp);
 }
@@ -425,8 +431,8 @@ int coh_cache_open(const struct coh_cache_attr *attr, struct coh_cache **cachep)
 		goto err_free;
 	}
 	home_res = (c->nres + c->nodes - 1) / c->nodes;
-	if ((ret = coh_mr_new(c->fab, home_res * 8, COH_ACCESS_REMOTE_ATOMIC | COH_ACCESS_REMOTE_READ,
-			      &c->dir_mr)) ||
+	if ((ret = coh_mr_new(c->fab, home_res * 8,
+			      COH_ACCESS_REMOTE_ATOMIC | COH_ACCESS_REMOTE_READ, &c->dir_mr)) ||
 	    (ret = coh_mr_new(c->fab, c->nres * 8, COH_ACCESS_REMOTE_WRITE, &c->inv_mr)) ||
 	    (ret = coh_mr_new(c->fab, (size_t)c->nslots * c->stride, COH_ACCESS_REMOTE_READ,
 			      &c->slots_mr)))

@@ -107,11 +107,12 @@ struct req {
  */
 struct res_state {
 	uint8_t level;
-	bool pinned;	    /* an operation of this node is using it: requests wait */
+	bool pinned; /* an operation of this node is using it: requests wait */
+	bool seen;   /* @dir_guess comes from this resource's own word */
 	uint32_t lv, cv;
-	uint32_t holder;    /* a node whose cache has the current content, or NODE_NONE */
-	uint32_t holder_v;  /* the version of that content */
-	uint64_t dir_guess; /* the directory word as last seen */
+	uint32_t holder;	 /* a node whose cache has the current content, or NODE_NONE */
+	uint32_t holder_v;	 /* the version of that content */
+	uint64_t dir_guess;	 /* the directory word as last seen */
 	struct req *head, *tail; /* requests waiting for the pin to drop, in arrival order */
 };
 
@@ -186,8 +187,9 @@ struct coh_cache {
 	struct coh_cache_stats stats; /* except the net_* counters, which are the atomics below */
 	atomic_ulong net_atomic, net_read, net_write, net_send;
 	uint64_t next_seq;
+	uint64_t last_word; /* the last directory word this node saw, as a guess for unseen ones */
 	bool svc_kick;
-	uint64_t *kick;	/* resources whose pin dropped with requests waiting */
+	uint64_t *kick; /* resources whose pin dropped with requests waiting */
 	uint32_t n_kick, cap_kick;
 
 	struct xport app, svc;

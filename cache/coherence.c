@@ -114,9 +114,14 @@ int cache_writeback_all(struct coh_cache *c)
 static void reply(struct coh_cache *c, const struct cmsg *req, uint8_t type, uint32_t version,
 		  uint32_t holder_v)
 {
-	struct cmsg m = { .type = type, .mode = req->mode, .requester = req->requester,
-			  .resource = req->resource, .version = version, .holder = c->me,
-			  .holder_v = holder_v, .seq = req->seq };
+	struct cmsg m = { .type = type,
+			  .mode = req->mode,
+			  .requester = req->requester,
+			  .resource = req->resource,
+			  .version = version,
+			  .holder = c->me,
+			  .holder_v = holder_v,
+			  .seq = req->seq };
 	int ret = xp_send(&c->svc, c->svc.to_app[req->requester], &m);
 
 	if (ret)
@@ -286,9 +291,10 @@ static void apply_grant(struct coh_cache *c, const struct cmsg *m)
 	st->cv = m->holder_v;
 	st->holder = m->holder;
 	st->holder_v = m->holder_v;
-	st->dir_guess = m->mode == MODE_X ? dir_make(true, c->me, 0, m->version)
-					  : dir_make(false, 0, 1u << c->me | 1u << m->holder,
-						     m->version);
+	st->seen = true;
+	st->dir_guess = m->mode == MODE_X
+			    ? dir_make(true, c->me, 0, m->version)
+			    : dir_make(false, 0, 1u << c->me | 1u << m->holder, m->version);
 }
 
 /* wait_reply - wait for the answer to request @seq; grants for older requests that arrive
@@ -382,7 +388,12 @@ static int acquire(struct coh_cache *c, uint64_t r, int mode)
 		}
 		if (st->level == L_S)
 			st->level = L_I; /* upgrading: the CAS below drops our sharer bit */
-		guess = st->dir_guess;
+		/* A resource never seen: guess that its word looks like the last one seen (its
+		 * sharer set and version, not an owner). Right for sequential and populate-then-read
+		 * patterns, which then pay one CAS instead of two; wrong costs one failed CAS, the
+		 * same as no guess. */
+		guess = st->seen ? st->dir_guess
+				 : (dir_excl(c->last_word) ? 0 : c->last_word & ~(1ull << c->me));
 		pthread_mutex_unlock(&c->lock);
 		if (cache_now_ms() >= deadline)
 			return -ETIMEDOUT;
@@ -395,6 +406,10 @@ static int acquire(struct coh_cache *c, uint64_t r, int mode)
 			ret = xp_cas(&c->app, r, guess, want, &old);
 			if (ret)
 				return ret;
+			pthread_mutex_lock(&c->lock);
+			st->seen = true;
+			c->last_word = old == guess ? want : old;
+			pthread_mutex_unlock(&c->lock);
 			if (old == guess) {
 				if (mode == MODE_X) {
 					ret = invalidate_sharers(c, r, dir_sharers(guess),
@@ -432,8 +447,12 @@ static int acquire(struct coh_cache *c, uint64_t r, int mode)
 			}
 			continue;
 		}
-		m = (struct cmsg){ .type = CMSG_REQ, .mode = (uint8_t)mode, .requester = c->me,
-				   .resource = r, .holder = NODE_NONE, .seq = ++c->next_seq };
+		m = (struct cmsg){ .type = CMSG_REQ,
+				   .mode = (uint8_t)mode,
+				   .requester = c->me,
+				   .resource = r,
+				   .holder = NODE_NONE,
+				   .seq = ++c->next_seq };
 		ret = xp_send(&c->app, c->app.to_svc[dir_owner(guess)], &m);
 		if (ret)
 			return ret;
@@ -488,14 +507,38 @@ static void release_range(struct coh_cache *c, uint64_t r0, uint64_t r1)
 
 /* Reads and writes. */
 
-static int peer_fetch(struct coh_cache *c, uint32_t holder, uint32_t v, uint64_t lba,
-		      uint8_t *out)
+/*
+ * fetch_into_slot - READ the holder's slot for @lba straight into our own slot for it, and keep
+ * it if the holder's tag, version and CRC all match (a READ that raced a refill at the holder
+ * fails the CRC). The slot's old content is written back first if dirty, and the slot is marked
+ * empty while the READ lands, so a peer reading it meanwhile is refused. Lock not held; the slot
+ * is ours alone meanwhile because only this thread fills slots.
+ */
+static int fetch_into_slot(struct coh_cache *c, uint32_t holder, uint32_t v, uint64_t lba,
+			   uint32_t rv, uint8_t *out)
 {
 	struct xport *x = &c->app;
-	uint8_t *b = (uint8_t *)coh_mr_addr(x->buf) + x->bounce_off;
-	struct slot_hdr h;
+	struct slot_hdr *h = slot_of(c, lba), got;
+	uint64_t tag;
 	int ret;
 
+	pthread_mutex_lock(&c->lock);
+	tag = atomic_load(&h->tag);
+	if (tag && tag != lba + 1 && h->dirty) {
+		ret = coh_store_write(c->store, tag - 1, 1, (uint8_t *)h + SLOT_HDR);
+		if (ret) {
+			pthread_mutex_unlock(&c->lock);
+			return ret;
+		}
+		c->stats.store_writes++;
+	}
+	atomic_store_explicit(&h->tag, 0, memory_order_release);
+	h->dirty = 0;
+	pthread_mutex_unlock(&c->lock);
+
+	/* The slot region is registered for remote reads only; land the READ in the bounce
+	 * header + the slot's data would need two regions, so READ the whole remote slot into
+	 * the bounce area, then move it. */
 	ret = coh_ep_post_read(x->one[holder], x->buf, x->bounce_off, x->slots[holder],
 			       slot_off(c, lba), c->stride, 0);
 	if (ret)
@@ -505,18 +548,27 @@ static int peer_fetch(struct coh_cache *c, uint32_t holder, uint32_t v, uint64_t
 	atomic_fetch_add(&c->net_read, 1);
 	if (ret)
 		return ret;
-	memcpy(&h, b, sizeof(h));
-	if (h.tag != lba + 1 || h.rv != v || h.crc != block_crc(c, b + SLOT_HDR))
+	memcpy(&got, (uint8_t *)coh_mr_addr(x->buf) + x->bounce_off, sizeof(got));
+	if (got.tag != lba + 1 || got.rv != v ||
+	    got.crc != block_crc(c, (uint8_t *)coh_mr_addr(x->buf) + x->bounce_off + SLOT_HDR))
 		return -ENOENT;
-	memcpy(out, b + SLOT_HDR, c->bsize);
+	pthread_mutex_lock(&c->lock);
+	memcpy((uint8_t *)h + SLOT_HDR, (uint8_t *)coh_mr_addr(x->buf) + x->bounce_off + SLOT_HDR,
+	       c->bsize);
+	h->rv = rv;
+	h->crc = got.crc; /* the same bytes: no need to compute it again */
+	h->dirty = 0;
+	atomic_store_explicit(&h->tag, lba + 1, memory_order_release);
+	memcpy(out, (uint8_t *)h + SLOT_HDR, c->bsize);
+	c->stats.peer_fetches++;
+	pthread_mutex_unlock(&c->lock);
 	return 0;
 }
 
 static int read_block(struct coh_cache *c, uint64_t lba, uint8_t *out)
 {
 	struct res_state *st = &c->res[lba / c->res_blocks];
-	uint32_t holder, holder_v;
-	bool from_peer = false;
+	uint32_t holder, holder_v, rv;
 	int ret;
 
 	pthread_mutex_lock(&c->lock);
@@ -530,23 +582,20 @@ static int read_block(struct coh_cache *c, uint64_t lba, uint8_t *out)
 	c->stats.misses++;
 	holder = st->holder;
 	holder_v = st->holder_v;
+	rv = st->lv;
 	pthread_mutex_unlock(&c->lock);
 
 	/* The newest content is in the holder's cache or, failing that, in the store: every
 	 * exclusive holder writes back before it lets go. */
-	if (holder != NODE_NONE && holder != c->me)
-		from_peer = peer_fetch(c, holder, holder_v, lba, out) == 0;
-	if (!from_peer) {
-		ret = coh_store_read(c->store, lba, 1, out);
-		if (ret)
-			return ret;
-	}
+	if (holder != NODE_NONE && holder != c->me &&
+	    fetch_into_slot(c, holder, holder_v, lba, rv, out) == 0)
+		return 0;
+	ret = coh_store_read(c->store, lba, 1, out);
+	if (ret)
+		return ret;
 	pthread_mutex_lock(&c->lock);
-	if (from_peer)
-		c->stats.peer_fetches++;
-	else
-		c->stats.store_reads++;
-	ret = slot_install(c, lba, out, st->lv, false);
+	c->stats.store_reads++;
+	ret = slot_install(c, lba, out, rv, false);
 	pthread_mutex_unlock(&c->lock);
 	return ret;
 }
@@ -614,8 +663,8 @@ int cache_release_all(struct coh_cache *c)
 			want = dir_make(false, 0, 0, st->lv);
 		else
 			want = st->dir_guess & ~(uint64_t)(1u << c->me);
-		r2 = xp_cas(&c->app, r, st->level == L_X ? dir_make(true, c->me, 0, st->lv)
-							 : st->dir_guess,
+		r2 = xp_cas(&c->app, r,
+			    st->level == L_X ? dir_make(true, c->me, 0, st->lv) : st->dir_guess,
 			    want, &old);
 		/* A home that already left took its directory with it: nothing to release. The
 		 * data is in the store either way. */

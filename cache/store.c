@@ -27,8 +27,8 @@ struct coh_store {
 	uint64_t nblocks;
 };
 
-int coh_store_new(const struct coh_store_ops *ops, void *ctx, uint32_t block_size,
-		  uint64_t nblocks, struct coh_store **storep)
+int coh_store_new(const struct coh_store_ops *ops, void *ctx, uint32_t block_size, uint64_t nblocks,
+		  struct coh_store **storep)
 {
 	struct coh_store *s;
 
@@ -123,8 +123,8 @@ static int file_io(struct file_store *fs, int op, uint64_t off, void *buf, size_
 			io_uring_prep_read(sqe, fs->fd, (char *)buf + done, (unsigned)(len - done),
 					   off + done);
 		else if (op == 1)
-			io_uring_prep_write(sqe, fs->fd, (char *)buf + done,
-					    (unsigned)(len - done), off + done);
+			io_uring_prep_write(sqe, fs->fd, (char *)buf + done, (unsigned)(len - done),
+					    off + done);
 		else
 			io_uring_prep_fsync(sqe, fs->fd, 0);
 		ret = io_uring_submit(&fs->ring);

@@ -121,7 +121,9 @@ int shm_file_map(int dir_fd, const char *name, size_t len, bool create, int prot
 		ret = -EPROTO;
 		goto err_close;
 	}
-	map = mmap(NULL, len, prot, MAP_SHARED, fd, 0);
+	/* Populated up front, as an RDMA registration pins and faults its pages: the first
+	 * operation on a region must not pay for page faults. */
+	map = mmap(NULL, len, prot, MAP_SHARED | MAP_POPULATE, fd, 0);
 	if (map == MAP_FAILED) {
 		ret = -errno;
 		goto err_close;
@@ -604,8 +606,8 @@ static int shm_mr_new(struct coh_fabric *fab, size_t len, uint32_t access, struc
 	mr->map_len = (len + SHM_PAGE - 1) & ~(size_t)(SHM_PAGE - 1);
 	if (!(access & COH_ACCESS_REMOTE_MASK)) {
 		/* Nobody else will map it, so it needs no file. */
-		map = mmap(NULL, mr->map_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-			   -1, 0);
+		map = mmap(NULL, mr->map_len, PROT_READ | PROT_WRITE,
+			   MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
 		if (map == MAP_FAILED) {
 			ret = -errno;
 			goto err_free;
