@@ -54,7 +54,8 @@ static int bc_up(struct bc *b, const char *dir, const char *store, uint64_t nblo
 		 uint32_t cache_blocks, bool raw)
 {
 	struct coh_fabric_attr fa = { .provider = "shm", .cluster = dir, .node_id = b->me };
-	struct coh_cache_attr ca = { .nodes = b->nodes, .resource_blocks = 1,
+	struct coh_cache_attr ca = { .nodes = b->nodes,
+				     .resource_blocks = 1,
 				     .cache_blocks = cache_blocks };
 	int ret;
 
@@ -70,8 +71,9 @@ static int bc_up(struct bc *b, const char *dir, const char *store, uint64_t nblo
 		return ret;
 	/* A raw endpoint beside the cache's, for the floor: node 1 exports a slot-sized region
 	 * with an atomic word in it. */
-	struct coh_ep_attr ea = { .peer = 1 - b->me, .channel = 50, .max_send_wr = 4,
-				  .max_recv_wr = 4 };
+	struct coh_ep_attr ea = {
+		.peer = 1 - b->me, .channel = 50, .max_send_wr = 4, .max_recv_wr = 4
+	};
 	if ((ret = coh_cq_new(b->fab, 16, &b->cq)))
 		return ret;
 	ea.send_cq = ea.recv_cq = b->cq;
@@ -157,12 +159,13 @@ static int measure(struct bc *b, const char *op, bool write, uint64_t base, uint
 		struct coh_cache_stats st;
 
 		coh_cache_stats(b->cache, &st);
-		fprintf(stderr,
-			"  after %s: hits %llu misses %llu peer %llu store %llu atomics %llu reads %llu sends %llu\n",
-			op, (unsigned long long)st.hits, (unsigned long long)st.misses,
-			(unsigned long long)st.peer_fetches, (unsigned long long)st.store_reads,
-			(unsigned long long)st.net_atomic, (unsigned long long)st.net_read,
-			(unsigned long long)st.net_send);
+		fprintf(
+		    stderr,
+		    "  after %s: hits %llu misses %llu peer %llu store %llu atomics %llu reads %llu sends %llu\n",
+		    op, (unsigned long long)st.hits, (unsigned long long)st.misses,
+		    (unsigned long long)st.peer_fetches, (unsigned long long)st.store_reads,
+		    (unsigned long long)st.net_atomic, (unsigned long long)st.net_read,
+		    (unsigned long long)st.net_send);
 	}
 	return 0;
 }
@@ -261,8 +264,8 @@ out:
 }
 
 /* throughput - @nodes nodes, each a 70/30 read/write mix over a shared volume of hot blocks. */
-static int throughput(const struct bench_opts *o, struct shared *sh, uint32_t me,
-		      uint32_t nodes, const char *dir, const char *store)
+static int throughput(const struct bench_opts *o, struct shared *sh, uint32_t me, uint32_t nodes,
+		      const char *dir, const char *store)
 {
 	struct bc b = { .o = o, .sh = sh, .me = me, .nodes = nodes };
 	uint64_t s = 0x9e3779b97f4a7c15ull * (me + 1), t0, i, n = o->iters;
@@ -323,8 +326,8 @@ static int run(const struct bench_opts *o, struct shared *sh, uint32_t nodes, bo
 			alarm(600);
 			_exit((tput ? throughput(o, sh, i, nodes, dir, store)
 				    : latency(o, sh, i, dir, store))
-				      ? 1
-				      : 0);
+				  ? 1
+				  : 0);
 		}
 	}
 	for (i = 0; i < nodes; i++) {

@@ -31,8 +31,11 @@ struct cnode {
 
 static int cache_up(struct conf_node *cn, struct cnode *x, uint64_t nblocks, uint32_t res_blocks)
 {
-	struct coh_cache_attr a = { .fab = cn->fab, .nodes = cn->n, .resource_blocks = res_blocks,
-				    .cache_blocks = 256, .timeout_ms = 10000 };
+	struct coh_cache_attr a = { .fab = cn->fab,
+				    .nodes = cn->n,
+				    .resource_blocks = res_blocks,
+				    .cache_blocks = 256,
+				    .timeout_ms = 10000 };
 	int ret;
 
 	ret = coh_store_open_file(store_path, BS, nblocks, true, &x->store);
@@ -192,7 +195,9 @@ int sc_cache_invalidation(struct conf_node *cn)
  */
 int sc_cache_contention(struct conf_node *cn)
 {
-	enum { PER_NODE = 300 };
+	enum {
+		PER_NODE = 300
+	};
 	uint8_t buf[BS];
 	struct cnode x;
 	uint64_t v, last = 0, agreed;
@@ -215,7 +220,8 @@ int sc_cache_contention(struct conf_node *cn)
 		   (unsigned long long)v);
 	if (cn->id == 0) {
 		for (i = 1; i < cn->n; i++) {
-			CONF_CHECK(conf_recv(cn, i, &agreed, &len, CONF_TIMEOUT_MS) == 0, "collect");
+			CONF_CHECK(conf_recv(cn, i, &agreed, &len, CONF_TIMEOUT_MS) == 0,
+				   "collect");
 			CONF_CHECK(agreed == v, "node %u saw %llx, node 0 %llx", i,
 				   (unsigned long long)agreed, (unsigned long long)v);
 		}
@@ -240,7 +246,12 @@ void cache_sc_set_seed(uint64_t seed)
 
 int sc_cache_linearizable(struct conf_node *cn)
 {
-	enum { OPS = 400, BLOCKS = 12, RES = 4, MAXN = 3 };
+	enum {
+		OPS = 400,
+		BLOCKS = 12,
+		RES = 4,
+		MAXN = 3
+	};
 	struct linz_op *hist;
 	uint8_t buf[MAXN * BS];
 	char path[600];

@@ -24,8 +24,14 @@ std::string fresh_store()
 
 struct Store {
 	std::string path = fresh_store();
-	Store() { cache_sc_set_store(path.c_str()); }
-	~Store() { unlink(path.c_str()); }
+	Store()
+	{
+		cache_sc_set_store(path.c_str());
+	}
+	~Store()
+	{
+		unlink(path.c_str());
+	}
 };
 
 TEST(cache, costs__hits_and_held_writes_are_free_peer_serves_miss)
@@ -56,7 +62,7 @@ TEST(cache, linearizable__random_histories_3_to_5_nodes)
 			cache_sc_set_seed((uint64_t)seed);
 			ASSERT_EQ(0, conf_run("cache_linearizable", n, sc_cache_linearizable, 0,
 					      kTimeout))
-				<< "seed " << seed << ", " << n << " nodes";
+			    << "seed " << seed << ", " << n << " nodes";
 		}
 	}
 }

@@ -88,8 +88,9 @@ static int check_block(const struct linz_op *ops, size_t n, FILE *why)
 		} else {
 			if (!o->is_write) {
 				if (why)
-					fprintf(why, "block %llu: a read returned a value nobody "
-						     "wrote\n",
+					fprintf(why,
+						"block %llu: a read returned a value nobody "
+						"wrote\n",
 						(unsigned long long)o->block);
 				describe(why, "read", o);
 				ret = 1;
@@ -104,8 +105,9 @@ static int check_block(const struct linz_op *ops, size_t n, FILE *why)
 		}
 		if (c->write && o->resp < c->write->inv) {
 			if (why)
-				fprintf(why, "block %llu: a read ended before the write it returned "
-					     "began\n",
+				fprintf(why,
+					"block %llu: a read ended before the write it returned "
+					"began\n",
 					(unsigned long long)o->block);
 			describe(why, "write", c->write);
 			describe(why, "read", o);
@@ -131,15 +133,17 @@ static int check_block(const struct linz_op *ops, size_t n, FILE *why)
 		}
 		if (i == k) {
 			if (why) {
-				fprintf(why, "block %llu: no order of the writes fits real time; "
-					     "clusters in the cycle:\n",
+				fprintf(why,
+					"block %llu: no order of the writes fits real time; "
+					"clusters in the cycle:\n",
 					(unsigned long long)ops[0].block);
 				for (i = 0; i < k; i++) {
 					if (!done[i] && cl[i].write)
 						describe(why, "write", cl[i].write);
 					else if (!done[i])
-						fprintf(why, "  initial value, last read invoked at "
-							     "%llu\n",
+						fprintf(why,
+							"  initial value, last read invoked at "
+							"%llu\n",
 							(unsigned long long)cl[i].max_inv);
 				}
 			}

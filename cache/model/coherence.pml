@@ -214,6 +214,12 @@ end:	do
 
 /* ---- application: one per (node, resource) -------------------------------------- */
 
+/* Granularity.  Steps that only touch the node's own pinned state (its L, lv and slot,
+ * which nobody else writes while the resource is pinned) are merged with the preceding
+ * or following step that talks to the fabric; every fabric operation (CAS, READ,
+ * WRITE, SEND, the arrival of a reply) stays a step of its own.  docs/coherence.md
+ * ("What the model checks") argues why the merges lose no behaviour. */
+
 /* pin (n, r) for an operation.  An operation may not start while requests for r are
  * queued at n (they are served first); NO_YIELD removes that rule. */
 #ifdef NO_YIELD
@@ -222,46 +228,74 @@ end:	do
 #define PIN_GUARD (!busy[i] && empty(q[i]))
 #endif
 
-/* fill the local slot of (n, r) for version v from source s (a node or STORE).
- * The source's slot is read with one one-sided READ (slot header + data; in the real
- * slot the header is validated seqlock-style around the data).  Unless ORIG_SOURCE, a
- * peer slot filled under a version older than v is not good enough: read the store. */
-inline fill(s)
-{
-	if
-	:: s == STORE -> atomic { ret = store[r]; cval[i] = ret; ctag[i] = v }
-	:: else ->
-		atomic {
-			ret = cval[IX(s, r)];
-			tag = ctag[IX(s, r)];
-#ifdef ORIG_SOURCE
-			cval[i] = ret; ctag[i] = v
+#ifndef LIVE
+#define START   start = acked[r]
+/* a read returns: it must not be older than the latest write acknowledged before it
+ * started (no stale read); then unpin */
+#define RDONE   assert(ret >= start); busy[i] = false; \
+		ret = 0; i1 = 0; tag = 0; olds = 0; v = 0; h = 0; s = 0; start = 0
+/* a write installs a fresh value (dirty, under the version it holds X in) ... */
+#define INSTALL assert(L[i] == LX && XOF(D[r]) && OOF(D[r]) == n && VOF(D[r]) == lv[i]); \
+		wcount++; cval[i] = wcount; ctag[i] = lv[i]
+/* ... and is acknowledged */
+#define ACK     acked[r] = cval[i]
 #else
-			if
-			:: VLE(v, tag) -> cval[i] = ret; ctag[i] = v
-			:: else -> skip
-			fi
+#define START   skip
+#define RDONE   busy[i] = false; pend[i] = false; \
+		ret = 0; i1 = 0; tag = 0; olds = 0; v = 0; h = 0; s = 0
+#define INSTALL assert(L[i] == LX && XOF(D[r]) && OOF(D[r]) == n && VOF(D[r]) == lv[i]); \
+		ctag[i] = lv[i]
+#define ACK     skip
 #endif
-		};
-#ifndef ORIG_SOURCE
-		if
-		:: !VLE(v, tag) -> atomic { ret = store[r]; cval[i] = ret; ctag[i] = v }
-		:: else -> skip
-		fi
+#ifdef LIVE
+#define WDONE   busy[i] = false; pend[i] = false; v = 0; h = 0; olds = 0
+#else
+#define WDONE   busy[i] = false; v = 0; h = 0; olds = 0
 #endif
-	fi
-}
 
-/* choose a data source among the old sharers `olds` (any of them), else the store */
-inline pick_source()
-{
-	if
-	:: (olds & BIT(0)) != 0 -> s = 0
-	:: (olds & BIT(1)) != 0 -> s = 1
+/* choose the data source among the old sharers `olds` (any one), else the store */
 #if N > 2
-	:: (olds & BIT(2)) != 0 -> s = 2
+#define PICK_SOURCE                                   \
+	if                                                \
+	:: (olds & BIT(0)) != 0 -> s = 0                  \
+	:: (olds & BIT(1)) != 0 -> s = 1                  \
+	:: (olds & BIT(2)) != 0 -> s = 2                  \
+	:: olds == 0 -> s = STORE                         \
+	fi
+#else
+#define PICK_SOURCE                                   \
+	if                                                \
+	:: (olds & BIT(0)) != 0 -> s = 0                  \
+	:: (olds & BIT(1)) != 0 -> s = 1                  \
+	:: olds == 0 -> s = STORE                         \
+	fi
 #endif
-	:: olds == 0 -> s = STORE
+
+/* Fill the local slot of (n, r) for version v from source src (a node or STORE) and
+ * complete the read.  A peer's slot is read with one one-sided READ of its header (the
+ * version it was filled under) and its data.  Unless ORIG_SOURCE, a slot filled under a
+ * version older than v is refused and the block is read from the store instead. */
+#ifdef ORIG_SOURCE
+#define SLOT_OK (true)
+#else
+#define SLOT_OK (VLE(v, tag))
+#endif
+inline fill(src)
+{
+	atomic {
+		if
+		:: src == STORE -> ret = store[r]; cval[i] = ret; ctag[i] = v; RDONE
+		:: else ->
+			ret = cval[IX(src, r)]; tag = ctag[IX(src, r)];
+			if
+			:: SLOT_OK -> cval[i] = ret; ctag[i] = v; RDONE
+			:: else -> ok = 0
+			fi
+		fi
+	}
+	if
+	:: busy[i] && !ok -> atomic { ret = store[r]; cval[i] = ret; ctag[i] = v; RDONE }
+	:: else -> skip
 	fi
 }
 
@@ -269,9 +303,8 @@ proctype App(byte n; byte r)
 {
 	byte i = IX(n, r);
 	short seen = 0;         /* last value of D[r] seen by this node (initially 0) */
-	short dw;
-	byte olds, v, h, s, tag, ret, i1, i2;
-	bit ok, early;
+	byte olds, v, h, s, tag, ret, i1;
+	bit ok, hit;
 	mtype t;
 #ifndef LIVE
 	byte k = 0;
@@ -289,90 +322,96 @@ proctype App(byte n; byte r)
 #endif
 		if
 		:: true ->      /* ================= READ ================= */
-#ifndef LIVE
-			atomic { PIN_GUARD -> busy[i] = true; start = acked[r] }
-#else
-			atomic { PIN_GUARD -> busy[i] = true }
-#endif
-			/* 1. hit: zero network operations */
-			if
-			:: L[i] == LX -> ret = cval[i]; goto rdone
-			:: L[i] == LS ->
-				i1 = inv[i];                    /* seqlock: load inv before ... */
+			atomic {
+				PIN_GUARD -> busy[i] = true; START;
+				/* 1. hit: zero network operations */
 				if
-				:: VLE(i1, lv[i]) ->
-					ret = cval[i];              /* ... copy the block ... */
-#ifdef BUG_NO_SEQLOCK
-					goto rdone
-#else
-					i2 = inv[i];                /* ... and load inv after */
-					if
-					:: i2 == i1 -> goto rdone
-					:: else -> L[i] = LI        /* invalidated meanwhile: discard */
-					fi
-#endif
-				:: else -> L[i] = LI            /* invalidated: miss */
+				:: L[i] == LX -> ret = cval[i]; RDONE; hit = 1
+				:: L[i] == LS && VLE(inv[i], lv[i]) ->
+					i1 = inv[i];                /* seqlock: load inv, then copy */
+					ret = cval[i]
+				:: L[i] == LS && !VLE(inv[i], lv[i]) ->
+					L[i] = LI                   /* invalidated: miss */
+				:: L[i] == LI -> skip
 				fi
-			:: L[i] == LI -> skip
-			fi;
-			/* 2. miss */
-			do
-			:: !XOF(seen) ->
-				/* join the sharers: same word, S |= {n}, V unchanged */
-				/* on success, in the same step (local bookkeeping of the completion):
-				 * L := S, lv := V; the old sharers are the candidate sources */
-				CAS(r, seen, seen | BIT(n), ok,
-				    olds = SOF(seen); v = VOF(seen); L[i] = LS; lv[i] = v;
-				    seen = seen | BIT(n));
-				if
-				:: ok ->
-					assert((olds & BIT(n)) == 0);
-					pick_source();
-					fill(s);
-					break
-				:: else -> skip                 /* retry with the returned value */
-				fi
-			:: XOF(seen) && OOF(seen) != n ->
-				lnk[n * N + OOF(seen)]!REQ_S, r, n;
-				rep[i]?t, v, h;
-				if
-				:: t == GRANT_S ->
-					atomic { L[i] = LS; lv[i] = v };
-					fill(h);
-					break
-				:: t == RETRY -> FETCH(r, seen)    /* restart from the current word */
-				fi
-			:: XOF(seen) && OOF(seen) == n ->
-				FETCH(r, seen)                  /* stale view of ourselves as owner */
-			od;
-rdone:
-#ifndef LIVE
-			assert(ret >= start);               /* no stale read */
-#endif
-			atomic { busy[i] = false; ret = 0; i1 = 0; i2 = 0; tag = 0; olds = 0; v = 0; h = 0; s = 0;
-#ifndef LIVE
-				start = 0
-#endif
 			}
+			if
+			:: hit -> hit = 0
+			:: !hit ->
+				if
+				:: L[i] == LS ->
+#ifdef BUG_NO_SEQLOCK
+					atomic { RDONE; hit = 1 }
+#else
+					/* load inv again after the copy */
+					atomic {
+						if
+						:: inv[i] == i1 -> RDONE; hit = 1
+						:: else -> L[i] = LI    /* invalidated meanwhile: discard */
+						fi
+					}
+#endif
+				:: else -> skip
+				fi;
+				if
+				:: hit -> hit = 0
+				:: !hit ->
+					/* 2. miss */
+					do
+					:: !XOF(seen) ->
+						/* join the sharers: same word, S |= {n}, V unchanged; on
+						 * success L := S, lv := V; the old sharers are the sources */
+						CAS(r, seen, seen | BIT(n), ok,
+						    olds = SOF(seen); v = VOF(seen); L[i] = LS; lv[i] = v;
+						    seen = seen | BIT(n); assert((olds & BIT(n)) == 0);
+						    PICK_SOURCE);
+						if
+						:: ok -> fill(s); break
+						:: else -> skip         /* retry with the returned value */
+						fi
+					:: XOF(seen) && OOF(seen) != n ->
+						lnk[n * N + OOF(seen)]!REQ_S, r, n;
+						atomic {
+							rep[i]?t, v, h;
+							if
+							:: t == GRANT_S -> L[i] = LS; lv[i] = v; ok = 1
+							:: t == RETRY -> ok = 0
+							fi
+						}
+						if
+						:: ok -> fill(h); break
+						:: else -> FETCH(r, seen)   /* restart from the current word */
+						fi
+					:: XOF(seen) && OOF(seen) == n ->
+						FETCH(r, seen)          /* stale view of ourselves as owner */
+					od
+				fi
+			fi
 
 		:: true ->      /* ================= WRITE ================= */
-			atomic { PIN_GUARD -> busy[i] = true }
+			atomic {
+				PIN_GUARD -> busy[i] = true;
+				if
+				:: L[i] == LX ->                /* lazy release: lock still held */
+					INSTALL; ACK; WDONE; hit = 1
+				:: else -> skip
+				fi
+			}
 			if
-			:: L[i] == LX -> skip               /* lazy release: lock still held */
-			:: else ->
+			:: hit -> hit = 0
+			:: !hit ->
 				do
 				:: !XOF(seen) ->
-					dw = MKW(0, n, 1, VN(VOF(seen)));
-					CAS(r, seen, dw, ok,
-					    olds = SOF(seen) & ~BIT(n); v = VOF(dw); seen = dw;
-					    invph[r] = true);
+					CAS(r, seen, MKW(0, n, 1, VN(VOF(seen))), ok,
+					    olds = SOF(seen) & ~BIT(n); v = VN(VOF(seen));
+					    seen = MKW(0, n, 1, v); invph[r] = true);
 					if
 					:: ok ->
 #ifdef BUG_EARLY_ACK
 						/* install and acknowledge first, invalidate afterwards */
 						atomic {
-							wcount++; cval[i] = wcount; ctag[i] = v;
-							acked[r] = cval[i]; early = 1
+							L[i] = LX; lv[i] = v; invph[r] = false; INSTALL; ACK;
+							L[i] = LI; invph[r] = true
 						}
 #endif
 #ifndef BUG_NO_INVAL
@@ -387,52 +426,47 @@ rdone:
 						:: olds == 0 -> break
 						od;
 #endif
-						atomic { L[i] = LX; lv[i] = v; invph[r] = false; olds = 0 };
+						/* only now: L := X, install the data, acknowledge */
+						atomic {
+							L[i] = LX; lv[i] = v; invph[r] = false;
+#ifndef BUG_EARLY_ACK
+							INSTALL; ACK;
+#endif
+							WDONE
+						}
 						break
 					:: else -> skip
 					fi
 				:: XOF(seen) && OOF(seen) != n ->
-					L[i] = LI;                  /* drop our own S copy, if any */
-					lnk[n * N + OOF(seen)]!REQ_X, r, n;
-					rep[i]?t, v, h;
+					atomic {
+						L[i] = LI;              /* drop our own S copy, if any */
+						lnk[n * N + OOF(seen)]!REQ_X, r, n
+					}
+					atomic {
+						rep[i]?t, v, h;
+						if
+						:: t == GRANT_X ->
+							L[i] = LX; lv[i] = v; seen = MKW(0, n, 1, v);
+							INSTALL; ACK; WDONE; ok = 1
+						:: t == RETRY -> ok = 0
+						fi
+					}
 					if
-					:: t == GRANT_X ->
-						atomic { L[i] = LX; lv[i] = v; seen = MKW(0, n, 1, v) };
-						break
-					:: t == RETRY -> FETCH(r, seen)
+					:: ok -> break
+					:: else -> FETCH(r, seen)
 					fi
 				:: XOF(seen) && OOF(seen) == n ->
 					FETCH(r, seen)
 				od
-			fi;
-#ifndef LIVE
-#ifndef BUG_EARLY_ACK
-			/* install the new data (dirty), then acknowledge */
-			atomic {
-				assert(L[i] == LX && XOF(D[r]) && OOF(D[r]) == n);
-				wcount++; cval[i] = wcount; ctag[i] = lv[i]
-			};
-			acked[r] = cval[i];
-#else
-			if
-			:: !early ->
-				atomic { wcount++; cval[i] = wcount; ctag[i] = lv[i] };
-				acked[r] = cval[i]
-			:: else -> early = 0
-			fi;
-#endif
-#else
-			ctag[i] = lv[i];
-#endif
-			atomic { busy[i] = false; v = 0; h = 0; dw = 0 }
-		fi;
-#ifdef LIVE
-		pend[i] = false
-#endif
+			fi
+		fi
 	od
 }
 
-/* ---- service: one per node, serves requests for every resource homed anywhere ---- */
+/* ---- service: one per node, serves REQ_S/REQ_X for every resource -----------------
+ * The handling of one request is one atomic step: once the service has pinned (me, r)
+ * nothing at me can change, and what it reads elsewhere (D[r]) it could equally have
+ * read at the moment the message arrived, had the message arrived later. */
 
 /* serve request (t, from) for resource r at node me; (me, r) is pinned by us */
 inline serve()
@@ -440,46 +474,40 @@ inline serve()
 	if
 	:: L[i] != LX ->
 		/* no longer the owner: forward to the owner D names, or RETRY */
-		atomic {
-			FETCH(r, dw);
-			if
-			:: XOF(dw) ->
-				assert(OOF(dw) != me && OOF(dw) != from);
-				assert(nfull(lnk[me * N + OOF(dw)]));
-				lnk[me * N + OOF(dw)]!t, r, from
-			:: else ->
-				rep[IX(from, r)]!RETRY, 0, 0
-			fi;
-			busy[i] = false; dw = 0
-		}
+		FETCH(r, dw);
+		if
+		:: XOF(dw) ->
+			assert(OOF(dw) != me && OOF(dw) != from);
+			assert(nfull(lnk[me * N + OOF(dw)]));
+			lnk[me * N + OOF(dw)]!t, r, from
+		:: else ->
+			rep[IX(from, r)]!RETRY, 0, 0
+		fi
 	:: else ->
 		store[r] = cval[i];                     /* write back dirty blocks */
-		atomic {
-			/* CAS D[r] (X, me, 0, V) -> ...; it cannot fail: only the owner changes an
-			 * X word.  L is updated in the same step: (me, r) is pinned by us, so no
-			 * operation at me can observe the gap between the CAS and the update. */
-			dw = D[r];
-			assert(XOF(dw) && OOF(dw) == me && SOF(dw) == 0 && VOF(dw) == lv[i]);
-			if
-			:: t == REQ_S ->
-				D[r] = MKW(BIT(me) | BIT(from), 0, 0, VOF(dw));
-				L[i] = LS;                      /* lv stays V */
-				rep[IX(from, r)]!GRANT_S, VOF(dw), me
-			:: t == REQ_X ->
-				D[r] = MKW(0, from, 1, VN(VOF(dw)));
-				L[i] = LI;
-				rep[IX(from, r)]!GRANT_X, VN(VOF(dw)), me;
-				/* hand the waiters over to the new owner, in FIFO order */
-				do
-				:: q[i]?t2, f2 ->
-					assert(f2 != from && nfull(lnk[me * N + from]));
-					lnk[me * N + from]!t2, r, f2
-				:: empty(q[i]) -> break
-				od
-			fi;
-			busy[i] = false; dw = 0; t2 = 0; f2 = 0
-		}
-	fi
+		/* CAS D[r] (X, me, 0, V) -> ...: it cannot fail, only the owner changes an
+		 * X word */
+		dw = D[r];
+		assert(XOF(dw) && OOF(dw) == me && SOF(dw) == 0 && VOF(dw) == lv[i]);
+		if
+		:: t == REQ_S ->
+			D[r] = MKW(BIT(me) | BIT(from), 0, 0, VOF(dw));
+			L[i] = LS;                          /* lv stays V */
+			rep[IX(from, r)]!GRANT_S, VOF(dw), me
+		:: t == REQ_X ->
+			D[r] = MKW(0, from, 1, VN(VOF(dw)));
+			L[i] = LI;
+			rep[IX(from, r)]!GRANT_X, VN(VOF(dw)), me;
+			/* hand the waiters over to the new owner, in FIFO order */
+			do
+			:: q[i]?t2, f2 ->
+				assert(f2 != from && nfull(lnk[me * N + from]));
+				lnk[me * N + from]!t2, r, f2
+			:: empty(q[i]) -> break
+			od
+		fi
+	fi;
+	busy[i] = false; dw = 0; t2 = 0; f2 = 0
 }
 
 /* a request arrives: serve it now, or queue it behind the pin / earlier requests */
@@ -487,9 +515,10 @@ inline arrive()
 {
 	i = IX(me, r);
 	if
-	:: !busy[i] && empty(q[i]) -> busy[i] = true; go = 1
-	:: busy[i] || nempty(q[i]) -> assert(nfull(q[i])); q[i]!t, from; go = 0
-	fi
+	:: !busy[i] && empty(q[i]) -> busy[i] = true; serve()
+	:: busy[i] || nempty(q[i]) -> assert(nfull(q[i])); q[i]!t, from
+	fi;
+	t = 0; r = 0; from = 0; i = 0
 }
 
 proctype Service(byte me)
@@ -497,22 +526,25 @@ proctype Service(byte me)
 	mtype t, t2;
 	byte r, from, f2, i;
 	short dw;
-	bit go;
 
 end:	do
-	:: atomic { lnk[0 * N + me]?t, r, from -> arrive() }; if :: go -> serve() :: else fi
-	:: atomic { lnk[1 * N + me]?t, r, from -> arrive() }; if :: go -> serve() :: else fi
+	:: atomic { lnk[0 * N + me]?t, r, from -> arrive() }
+	:: atomic { lnk[1 * N + me]?t, r, from -> arrive() }
 #if N > 2
-	:: atomic { lnk[2 * N + me]?t, r, from -> arrive() }; if :: go -> serve() :: else fi
+	:: atomic { lnk[2 * N + me]?t, r, from -> arrive() }
 #endif
 	/* the resource was unpinned: serve the head of its queue */
-	:: atomic { (!busy[IX(me, 0)] && nempty(q[IX(me, 0)])) ->
-		r = 0; i = IX(me, 0); busy[i] = true; q[i]?t, from };
-	   serve()
+	:: atomic {
+		(!busy[IX(me, 0)] && nempty(q[IX(me, 0)])) ->
+		r = 0; i = IX(me, 0); busy[i] = true; q[i]?t, from; serve();
+		t = 0; r = 0; from = 0; i = 0
+	   }
 #if R > 1
-	:: atomic { (!busy[IX(me, 1)] && nempty(q[IX(me, 1)])) ->
-		r = 1; i = IX(me, 1); busy[i] = true; q[i]?t, from };
-	   serve()
+	:: atomic {
+		(!busy[IX(me, 1)] && nempty(q[IX(me, 1)])) ->
+		r = 1; i = IX(me, 1); busy[i] = true; q[i]?t, from; serve();
+		t = 0; r = 0; from = 0; i = 0
+	   }
 #endif
 	od
 }
@@ -532,13 +564,14 @@ init
 			od;
 			n++
 		:: n == N -> break
-		od
+		od;
+		n = 0; r = 0
 	}
 }
 
 #ifdef LIVE
 /* every operation, once invoked, completes (hence every request is eventually granted):
- * checked under weak fairness (pan -a -f) for the application processes listed */
+ * checked under weak fairness (pan -a -f) */
 ltl progress {
 	[] (pend[0] -> <> !pend[0]) && [] (pend[IX(1, 0)] -> <> !pend[IX(1, 0)])
 }

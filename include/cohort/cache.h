@@ -53,14 +53,14 @@ struct coh_cache_attr {
  * struct coh_cache_stats - this node's counters since open.
  */
 struct coh_cache_stats {
-	uint64_t reads, writes;		  /* block reads and writes served */
-	uint64_t hits, misses;		  /* block reads found / not found valid locally */
-	uint64_t peer_fetches;		  /* misses served from a peer's cache */
+	uint64_t reads, writes;		    /* block reads and writes served */
+	uint64_t hits, misses;		    /* block reads found / not found valid locally */
+	uint64_t peer_fetches;		    /* misses served from a peer's cache */
 	uint64_t store_reads, store_writes; /* blocks read from / written back to the store */
-	uint64_t inval_sent;		  /* invalidations written to sharers */
-	uint64_t inval_seen;		  /* invalidations of this node's copies found on access */
-	uint64_t lock_requests;		  /* requests sent to a holder */
-	uint64_t lock_transfers;	  /* grants this node gave to others */
+	uint64_t inval_sent;		    /* invalidations written to sharers */
+	uint64_t inval_seen;	 /* invalidations of this node's copies found on access */
+	uint64_t lock_requests;	 /* requests sent to a holder */
+	uint64_t lock_transfers; /* grants this node gave to others */
 	uint64_t net_atomic, net_read, net_write, net_send; /* fabric operations issued */
 };
 

@@ -35,8 +35,8 @@ struct coh_store_ops {
  * @nblocks > 0. On success the store owns @ctx and calls ops->close(ctx) when deleted.
  * Returns 0, -EINVAL or -ENOMEM.
  */
-int coh_store_new(const struct coh_store_ops *ops, void *ctx, uint32_t block_size,
-		  uint64_t nblocks, struct coh_store **storep);
+int coh_store_new(const struct coh_store_ops *ops, void *ctx, uint32_t block_size, uint64_t nblocks,
+		  struct coh_store **storep);
 
 /**
  * coh_store_open_file - a store on a file or block device, with liburing I/O.

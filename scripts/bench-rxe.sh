@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# bench-rxe.sh - Cohort's rdma provider beside perftest on the same soft-RoCE device: boots the
+# VM rig once and runs ib_write_lat, ib_read_lat, ib_atomic_lat (FAA and CAS), ib_send_lat and
+# cohort-bench fabric --provider rdma for the same sizes and iteration counts, then prints one
+# table with each p50 and p99 and the ratio Cohort/perftest at p50.
+#   scripts/bench-rxe.sh [ITERS]        default 1000 iterations per size
+set -euo pipefail
+top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+build=${COHORT_BUILD_DIR:-$top/build}
+iters=${1:-1000}
+sizes="8 64 512 4096"
+
+if [ "${2:-}" = "--in-guest" ]; then
+	dev=$COHORT_RXE_DEV
+	ip=$COHORT_RXE_IP
+	out=$(mktemp -d)
+	# perftest prints: #bytes #iterations t_min t_max t_typical t_avg t_stdev 99% 99.9%
+	pt() {
+		local tool=$1 name=$2 size=$3
+		shift 3
+		timeout 120 "$tool" -d "$dev" -F -s "$size" -n "$iters" "$@" >/dev/null 2>&1 &
+		local srv=$!
+		local line=""
+		for try in 1 2 3 4 5 6 7 8 9 10; do
+			sleep 0.5
+			line=$(timeout 120 "$tool" -d "$dev" -F -s "$size" -n "$iters" "$@" "$ip" 2>/dev/null |
+				awk -v s="$size" '$1 == s && NF >= 9 {print $5, $8}') && [ -n "$line" ] && break
+		done
+		wait "$srv" 2>/dev/null || true
+		[ -n "$line" ] && echo "$name $size $line" >> "$out/perftest"
+	}
+	for s in $sizes; do
+		pt ib_write_lat write "$s"
+		pt ib_read_lat read "$s"
+		pt ib_send_lat send "$s"
+	done
+	pt ib_atomic_lat faa 8 -A FETCH_AND_ADD
+	pt ib_atomic_lat cas 8 -A CMP_AND_SWAP
+	timeout 600 "$build/bin/cohort-bench" fabric --provider rdma \
+		--cluster "$ip:18601,$ip:18602" --iters "$iters" --warmup 100 \
+		--min-size 8 --max-size 4096 --ops write,read,cas,faa,send --csv > "$out/cohort"
+	echo "Cohort (rdma provider) beside perftest on $dev ($(uname -r), TCG guest), $iters iterations per size; microseconds"
+	echo
+	echo "| op | size | perftest p50 | perftest p99 | Cohort p50 | Cohort p99 | ratio p50 |"
+	echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+	awk -F'[ ,]' 'NR == FNR { pt[$1 " " $2] = $3 " " $4; next }
+		FNR > 1 && $3 == "rdma" {
+			key = $2 " " $4
+			if (!(key in pt)) next
+			split(pt[key], p, " ")
+			c50 = $7 / 1000; c99 = $8 / 1000
+			printf "| %s | %s | %.2f | %.2f | %.2f | %.2f | %.2f |\n", $2, $4, p[1], p[2], c50, c99, c50 / p[1]
+		}' "$out/perftest" "$out/cohort"
+	rm -rf "$out"
+	exit 0
+fi
+
+[ -x "$build/bin/cohort-bench" ] || "$top/scripts/setup.sh"
+exec "$top/scripts/vm.sh" "$top/scripts/bench-rxe.sh" "$iters" --in-guest

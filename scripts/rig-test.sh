@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# rig-test.sh - the VM rig suites (ctest label "rig"): boots the soft-RoCE guest once
+# (scripts/vm.sh) and runs inside it, on the rdma provider over rxe:
+#   the fabric conformance suite (the same binary as on shm), the rdma provider's smoke test
+#   (including a SIGKILLed peer), and the coherent cache suite.
+# Every suite has its own bound; vm.sh bounds the whole run. Exit status: non-zero if any fails.
+#   scripts/rig-test.sh                 build if needed, then run
+#   COHORT_CACHE_SEEDS=N                seeds for the cache linearizability test (default 2)
+set -euo pipefail
+top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+build=${COHORT_BUILD_DIR:-$top/build}
+
+if [ "${1:-}" = "--in-guest" ]; then
+	# Inside the guest: COHORT_RXE_IP and COHORT_RXE_DEV come from vm.sh.
+	fail=0
+	suite() {
+		local name=$1 limit=$2
+		shift 2
+		echo "=== rig: $name"
+		local start=$SECONDS
+		if timeout "$limit" "$@"; then
+			echo "=== rig: $name: PASS ($((SECONDS - start)) s)"
+		else
+			echo "=== rig: $name: FAIL (status $?, $((SECONDS - start)) s)"
+			fail=1
+		fi
+	}
+	export COHORT_TEST_PROVIDER=rdma
+	suite "fabric conformance (rdma on $COHORT_RXE_DEV)" 600 \
+		"$build/bin/fabric_conformance_test" --gtest_brief=1
+	suite "rdma smoke (3 nodes, SIGKILL)" 300 "$build/bin/rdma_smoke" \
+		"$COHORT_RXE_IP:17471,$COHORT_RXE_IP:17472,$COHORT_RXE_IP:17473"
+	COHORT_CACHE_SEEDS=${COHORT_CACHE_SEEDS:-2} suite "coherent cache (rdma)" 900 \
+		"$build/bin/cache_test" --gtest_brief=1
+	exit $fail
+fi
+
+if [ ! -x "$build/bin/rdma_smoke" ] || [ ! -x "$build/bin/cache_test" ]; then
+	"$top/scripts/setup.sh"
+fi
+[ -x "$build/bin/rdma_smoke" ] || { echo "rig-test: the rdma provider was not built" >&2; exit 1; }
+COHORT_VM_ENV="${COHORT_VM_ENV:-} COHORT_CACHE_SEEDS" \
+	exec "$top/scripts/vm.sh" "$top/scripts/rig-test.sh" --in-guest
