@@ -236,7 +236,7 @@ end:	do
 		ret = 0; i1 = 0; tag = 0; olds = 0; v = 0; h = 0; s = 0; start = 0
 /* a write installs a fresh value (dirty, under the version it holds X in) ... */
 #define INSTALL assert(L[i] == LX && XOF(D[r]) && OOF(D[r]) == n && VOF(D[r]) == lv[i]); \
-		wcount++; cval[i] = wcount; ctag[i] = lv[i]
+		wcount++; cval[i] = wcount; ctag[i] = lv[i]; PRESENT
 /* ... and is acknowledged */
 #define ACK     acked[r] = cval[i]
 #else
@@ -276,25 +276,32 @@ end:	do
  * version it was filled under) and its data.  Unless ORIG_SOURCE, a slot filled under a
  * version older than v is refused and the block is read from the store instead. */
 #ifdef ORIG_SOURCE
-#define SLOT_OK (true)
+/* as first written: the peer is trusted to "hold the block" if its slot holds the
+ * block at all (a presence bit), whatever version it was filled under */
+bool cpres[N * R];
+#define SLOT_OK (cpres[IX(src, r)])
+#define PRESENT cpres[i] = true
 #else
+#define PRESENT skip
+#endif
+#ifndef ORIG_SOURCE
 #define SLOT_OK (VLE(v, tag))
 #endif
 inline fill(src)
 {
 	atomic {
 		if
-		:: src == STORE -> ret = store[r]; cval[i] = ret; ctag[i] = v; RDONE
+		:: src == STORE -> ret = store[r]; cval[i] = ret; ctag[i] = v; PRESENT; RDONE
 		:: else ->
 			ret = cval[IX(src, r)]; tag = ctag[IX(src, r)];
 			if
-			:: SLOT_OK -> cval[i] = ret; ctag[i] = v; RDONE
+			:: SLOT_OK -> cval[i] = ret; ctag[i] = v; PRESENT; RDONE
 			:: else -> ok = 0
 			fi
 		fi
 	}
 	if
-	:: busy[i] && !ok -> atomic { ret = store[r]; cval[i] = ret; ctag[i] = v; RDONE }
+	:: busy[i] && !ok -> atomic { ret = store[r]; cval[i] = ret; ctag[i] = v; PRESENT; RDONE }
 	:: else -> skip
 	fi
 }
