@@ -10,6 +10,8 @@
  *   fabric_cas, fabric_read_slot, fabric_cas+read   the raw floor of read_miss_peer
  * and aggregate throughput of a 70/30 read/write mix from 1 to 4 nodes.
  * Each resource is one block here (resource_blocks = 1), so that every miss pays its own CAS.
+ * On shm the store is a file in the cluster directory; on rdma (--cluster ip:port,... with up to
+ * four addresses) a file in /dev/shm shared by the node processes on this host.
  * Node processes are forked; they meet at a process-shared barrier outside the measured code.
  */
 #define _GNU_SOURCE
@@ -53,7 +55,10 @@ struct bc {
 static int bc_up(struct bc *b, const char *dir, const char *store, uint64_t nblocks,
 		 uint32_t cache_blocks, bool raw)
 {
-	struct coh_fabric_attr fa = { .provider = "shm", .cluster = dir, .node_id = b->me };
+	struct coh_fabric_attr fa = { .provider = b->o->provider,
+				      .node_id = b->me,
+				      .cluster =
+					  strcmp(b->o->provider, "shm") ? b->o->cluster : dir };
 	struct coh_cache_attr ca = { .nodes = b->nodes,
 				     .resource_blocks = 1,
 				     .cache_blocks = cache_blocks };
@@ -115,7 +120,7 @@ static void emit(const struct bench_opts *o, const char *op, uint64_t *ns, uint3
 	memset(&row, 0, sizeof(row));
 	snprintf(row.suite, sizeof(row.suite), "cache");
 	snprintf(row.op, sizeof(row.op), "%s", op);
-	snprintf(row.provider, sizeof(row.provider), "shm");
+	snprintf(row.provider, sizeof(row.provider), "%s", o->provider);
 	row.size = BS;
 	row.net_per_op = net_per_op;
 	row.has_net = true;
@@ -308,6 +313,16 @@ static int rm_entry(const char *path, const struct stat *st, int flag, struct FT
 static int run(const struct bench_opts *o, struct shared *sh, uint32_t nodes, bool tput)
 {
 	char dir[] = "/dev/shm/cohort-bench-cache-XXXXXX", store[128];
+	const char *list = o->cluster;
+	uint32_t have = 1;
+
+	/* On rdma, a run needs as many addresses as nodes. */
+	while (list && (list = strchr(list, ','))) {
+		have++;
+		list++;
+	}
+	if (strcmp(o->provider, "shm") && have < nodes)
+		return 0;
 	pid_t pids[4];
 	uint32_t i;
 	int ret = 0, st;
@@ -347,8 +362,11 @@ int bench_cache(const struct bench_opts *o)
 	size_t len;
 	int ret;
 
-	if (o->provider && strcmp(o->provider, "shm")) {
-		fprintf(stderr, "cohort-bench cache: only the shm provider for now\n");
+	if (strcmp(o->provider, "shm") && (!o->cluster || !strchr(o->cluster, ','))) {
+		fprintf(stderr,
+			"cohort-bench cache: --cluster needs one address per node (up to 4) "
+			"for %s\n",
+			o->provider);
 		return -EINVAL;
 	}
 	len = sizeof(*sh) + 4 * (size_t)o->iters * sizeof(uint64_t);
@@ -373,7 +391,7 @@ int bench_cache(const struct bench_opts *o)
 		memset(&row, 0, sizeof(row));
 		snprintf(row.suite, sizeof(row.suite), "cache");
 		snprintf(row.op, sizeof(row.op), "mix70r_%unodes", nodes);
-		snprintf(row.provider, sizeof(row.provider), "shm");
+		snprintf(row.provider, sizeof(row.provider), "%s", o->provider);
 		row.size = BS;
 		/* Percentiles over every operation of every node; the rate is the aggregate. */
 		bench_stats(sh->lat, (uint32_t)(nodes * o->iters), &row);

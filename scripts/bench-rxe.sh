@@ -51,6 +51,12 @@ if [ "${2:-}" = "--in-guest" ]; then
 			c50 = $7 / 1000; c99 = $8 / 1000
 			printf "| %s | %s | %.2f | %.2f | %.2f | %.2f | %.2f |\n", $2, $4, p[1], p[2], c50, c99, c50 / p[1]
 		}' "$out/perftest" "$out/cohort"
+	echo
+	echo "cohort-bench cache --provider rdma on $dev: the cache beside the raw fabric operations"
+	echo "it is built from (microseconds; net/op = fabric operations per cache operation)"
+	echo
+	timeout 900 "$build/bin/cohort-bench" cache --provider rdma --iters "$((iters / 2))" \
+		--cluster "$ip:18611,$ip:18612,$ip:18613,$ip:18614" | sed 's/^/    /'
 	rm -rf "$out"
 	exit 0
 fi

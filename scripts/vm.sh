@@ -24,6 +24,7 @@
 #   COHORT_VM_PMEM_MODE=raw  raw: /dev/pmem0 without DAX; fsdax: ext4 -o dax at /run/cohort-pmem
 #                            (COHORT_PMEM_DIR); devdax: /dev/dax0.0 (COHORT_PMEM_DAX)
 #   COHORT_VM_LIO=0          skip loading configfs/LIO/TCMU modules
+#   COHORT_VM_MODULES="..."  more modules to load during setup (e.g. sd_mod iscsi_target_mod)
 #   COHORT_VM_ENV="A B"      extra host variables to forward
 #   COHORT_VM_9P_CACHE=loose 9p cache mode for the host's / in the guest (none: coherent, slower)
 #   COHORT_VM_APPEND=...     extra guest kernel command line
@@ -268,7 +269,8 @@ main() {
 	{
 		printf 'COHORT_VM_CWD=%q\n' "$PWD"
 		printf 'COHORT_VM_%s=%q\n' QUIET "$quiet" VERBOSE "$verbose" PMEM "$pmem_on" \
-			LIO "${COHORT_VM_LIO:-1}" TRACE "${COHORT_VM_TRACE:-0}" PMEM_MODE "${COHORT_VM_PMEM_MODE:-raw}"
+			LIO "${COHORT_VM_LIO:-1}" TRACE "${COHORT_VM_TRACE:-0}" PMEM_MODE "${COHORT_VM_PMEM_MODE:-raw}" \
+			MODULES "${COHORT_VM_MODULES:-}"
 		for v in $(compgen -e); do
 			case "$v" in
 			COHORT_VM_*) ;;

@@ -13,7 +13,7 @@ export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export HOME=/root LANG=C.UTF-8 TERM=dumb SHELL=/bin/bash USER=root LOGNAME=root
 unset LS_COLORS
 
-# Written by scripts/vm.sh: COHORT_VM_CWD, COHORT_VM_{QUIET,VERBOSE,PMEM,PMEM_MODE,LIO,TRACE}, the
+# Written by scripts/vm.sh: COHORT_VM_CWD, COHORT_VM_{QUIET,VERBOSE,PMEM,PMEM_MODE,LIO,MODULES,TRACE},
 # forwarded COHORT_* / COHORT_VM_ENV variables.
 # shellcheck disable=SC1091
 . "$run/env"
@@ -50,7 +50,11 @@ ulimit -c 0
 echo cohort-vm >/proc/sys/kernel/hostname
 
 # ---- configfs + LIO/TCMU modules (best effort, for later LIO work) ----
-lio_mods=(configfs target_core_mod target_core_user tcm_loop sd_mod iscsi_target_mod)
+# Each module costs 0.4-2.5 s to load under TCG, so only these four by default; COHORT_VM_MODULES
+# adds more (e.g. "sd_mod iscsi_target_mod" for tcm_loop LUNs as /dev/sdX and the iSCSI target).
+lio_mods=(configfs target_core_mod target_core_user tcm_loop)
+# shellcheck disable=SC2206 # word splitting wanted
+extra_mods=(${COHORT_VM_MODULES:-})
 lio_setup() {
 	local bad='' m
 	if ! step modprobe -a "${lio_mods[@]}"; then
@@ -67,6 +71,13 @@ lio_setup() {
 		log "configfs at /sys/kernel/config; target_core_user, tcm_loop loaded"
 	fi
 }
+extra_setup() {
+	if step modprobe -a "${extra_mods[@]}"; then
+		log "loaded ${extra_mods[*]}"
+	else
+		err "could not load all of: ${extra_mods[*]}"
+	fi
+}
 
 # ---- emulated NVDIMM -> /dev/pmem0 (best effort) ----
 # COHORT_VM_PMEM_MODE: raw (default; label-less namespace, /dev/pmem0 block device without DAX),
@@ -74,7 +85,8 @@ lio_setup() {
 # A namespace or file system already in the wanted mode (COHORT_VM_PMEM_FILE) is kept as is.
 pmem_setup() {
 	local i sectors=0 mode=${COHORT_VM_PMEM_MODE:-raw} ns
-	step modprobe -a nfit libnvdimm nd_pmem || err "cannot load nfit/libnvdimm/nd_pmem"
+	# --ignore-install: ndctl's modprobe.d hook runs `ndctl load-keys` first (about 1 s here).
+	step modprobe --ignore-install -a nfit libnvdimm nd_pmem || err "cannot load nfit/libnvdimm/nd_pmem"
 	for ((i = 0; i < 50; i++)); do
 		[ -b /dev/pmem0 ] && break
 		nap 0.1
@@ -132,6 +144,10 @@ if [ "${COHORT_VM_LIO:-1}" = 1 ]; then
 fi
 if [ "${COHORT_VM_PMEM:-1}" = 1 ]; then
 	pmem_setup &
+	jobs_bg+=($!)
+fi
+if [ ${#extra_mods[@]} -gt 0 ]; then
+	extra_setup &
 	jobs_bg+=($!)
 fi
 
