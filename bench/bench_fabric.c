@@ -621,6 +621,10 @@ int bench_fabric(const struct bench_opts *o)
 		fprintf(stderr, "cohort-bench fabric: sizes must be at least 8 bytes\n");
 		return -EINVAL;
 	}
+	if (o->node > 1) {
+		fprintf(stderr, "cohort-bench fabric: --node is 0 (measures) or 1 (serves)\n");
+		return -EINVAL;
+	}
 	if (!cluster) {
 		if (strcmp(o->provider, "shm")) {
 			fprintf(stderr, "cohort-bench fabric: --cluster is required for %s\n",
