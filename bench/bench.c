@@ -111,7 +111,7 @@ static void usage(FILE *f)
 	    "            two nodes, beside the host's floor (memcpy, cache-line ping-pong)\n"
 	    "  cache     coherent cache: hits, misses served by a peer or the store, held and\n"
 	    "            transferred writes, beside the raw fabric CAS and READ they are built\n"
-	    "            from; throughput of a 70/30 mix on 1-4 nodes (shm only)\n"
+	    "            from; throughput of a 70/30 mix on 1-4 nodes\n"
 	    "options:\n"
 	    "  --provider NAME   shm (default) or rdma\n"
 	    "  --cluster SPEC    shm: directory (default: a fresh one in /dev/shm);\n"
@@ -121,7 +121,8 @@ static void usage(FILE *f)
 	    "  --warmup N        unmeasured iterations first (default 1000)\n"
 	    "  --min-size B      smallest size (default 8)\n"
 	    "  --max-size B      largest size (default 65536)\n"
-	    "  --ops LIST        comma-separated subset of write,read,cas,faa,send,memcpy,pingpong\n"
+	    "  --ops LIST        comma-separated subset of the rows (fabric: write,read,cas,faa,send,\n"
+	    "                    memcpy,pingpong; cache: fabric_cas,read_hit,read_miss_peer,...,mix)\n"
 	    "  --csv             CSV instead of a table\n");
 }
 
