@@ -329,7 +329,9 @@ static void *svc_main(void *arg)
 	struct cmsg m;
 
 	while (!atomic_load(&c->stop)) {
-		int ret = xp_poll(&c->svc, 20);
+		/* Bounded so that a kicked queue is served within a few ms even when no message
+		 * arrives to wake this thread. */
+		int ret = xp_poll(&c->svc, 5);
 
 		if (ret < 0 && ret != -ETIMEDOUT)
 			COH_LOG_WARN("node %u: service thread: %s", c->me, coh_strerror(ret));

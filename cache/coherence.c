@@ -253,10 +253,35 @@ void svc_serve_queued(struct coh_cache *c)
 		serve(c, st, &q->m);
 		free(q);
 	}
+	/* An application thread may be waiting for the queue of a resource to drain. */
+	pthread_cond_broadcast(&c->kick_cond);
 	pthread_mutex_unlock(&c->lock);
 }
 
 /* Acquiring (application thread). */
+
+/* kick - tell the service thread that requests queued on @r can be served. Lock held. */
+static void kick(struct coh_cache *c, uint64_t r)
+{
+	uint32_t i;
+
+	for (i = 0; i < c->n_kick; i++) {
+		if (c->kick[i] == r)
+			return;
+	}
+	if (c->n_kick == c->cap_kick) {
+		uint32_t cap = c->cap_kick ? c->cap_kick * 2 : 16;
+		uint64_t *k = realloc(c->kick, cap * sizeof(*k));
+
+		if (k) {
+			c->kick = k;
+			c->cap_kick = cap;
+		}
+	}
+	if (c->n_kick < c->cap_kick)
+		c->kick[c->n_kick++] = r;
+	c->svc_kick = true;
+}
 
 static void unpin(struct coh_cache *c, uint64_t r)
 {
@@ -264,20 +289,8 @@ static void unpin(struct coh_cache *c, uint64_t r)
 
 	pthread_mutex_lock(&c->lock);
 	st->pinned = false;
-	if (st->head) {
-		if (c->n_kick == c->cap_kick) {
-			uint32_t cap = c->cap_kick ? c->cap_kick * 2 : 16;
-			uint64_t *k = realloc(c->kick, cap * sizeof(*k));
-
-			if (k) {
-				c->kick = k;
-				c->cap_kick = cap;
-			}
-		}
-		if (c->n_kick < c->cap_kick)
-			c->kick[c->n_kick++] = r;
-		c->svc_kick = true;
-	}
+	if (st->head)
+		kick(c, r);
 	pthread_mutex_unlock(&c->lock);
 }
 
@@ -380,6 +393,26 @@ static int acquire(struct coh_cache *c, uint64_t r, int mode)
 		if (st->level == L_S && invalidated(c, r)) {
 			st->level = L_I;
 			c->stats.inval_seen++;
+		}
+		if (st->head && !st->pinned && st->level == L_X) {
+			/* Others are queued for this resource: they go first, or a node that keeps
+			 * using a resource it holds would starve them (lazy release alone does not
+			 * prevent that; the spin model found the cycle). Hand the queue to the
+			 * service thread and wait, bounded, for it to drain. */
+			struct timespec ts;
+
+			kick(c, r);
+			clock_gettime(CLOCK_REALTIME, &ts);
+			ts.tv_nsec += 2000000;
+			if (ts.tv_nsec >= 1000000000) {
+				ts.tv_sec++;
+				ts.tv_nsec -= 1000000000;
+			}
+			pthread_cond_timedwait(&c->kick_cond, &c->lock, &ts);
+			pthread_mutex_unlock(&c->lock);
+			if (cache_now_ms() >= deadline)
+				return -ETIMEDOUT;
+			continue;
 		}
 		if (st->level == L_X || (mode == MODE_S && st->level == L_S)) {
 			st->pinned = true;
@@ -600,20 +633,47 @@ static int read_block(struct coh_cache *c, uint64_t lba, uint8_t *out)
 	return ret;
 }
 
+/* still_shared - no resource of the range that is held shared was invalidated meanwhile. */
+static bool still_shared(struct coh_cache *c, uint64_t r0, uint64_t r1)
+{
+	bool ok = true;
+	uint64_t r;
+
+	pthread_mutex_lock(&c->lock);
+	for (r = r0; r <= r1 && ok; r++)
+		ok = c->res[r].level != L_S || !invalidated(c, r);
+	pthread_mutex_unlock(&c->lock);
+	return ok;
+}
+
 int coh_cache_read(struct coh_cache *c, uint64_t lba, uint32_t nblocks, void *buf)
 {
-	uint64_t r0, r1, i;
+	uint64_t deadline, r0, r1, i;
 	int ret;
 
 	if (!c || !buf || !nblocks || lba >= c->nblocks || nblocks > c->nblocks - lba)
 		return -EINVAL;
-	ret = acquire_range(c, lba, nblocks, MODE_S, &r0, &r1);
-	if (ret)
-		return ret;
-	for (i = 0; i < nblocks && !ret; i++)
-		ret = read_block(c, lba + i, (uint8_t *)buf + i * c->bsize);
-	release_range(c, r0, r1);
-	return ret;
+	deadline = cache_now_ms() + c->timeout_ms;
+	for (;;) {
+		ret = acquire_range(c, lba, nblocks, MODE_S, &r0, &r1);
+		if (ret)
+			return ret;
+		for (i = 0; i < nblocks && !ret; i++)
+			ret = read_block(c, lba + i, (uint8_t *)buf + i * c->bsize);
+		/* The second half of the seqlock: a writer invalidates sharers without waiting for
+		 * their reads, then may write the block back to the store. A shared read that
+		 * overlapped that could have taken a torn block from the store, so it is done
+		 * again. (Peer reads are also checked by CRC; hits copy our own slots, which no
+		 * other node writes.) The slots it filled carry the old version and are never
+		 * valid again. */
+		if (ret || still_shared(c, r0, r1)) {
+			release_range(c, r0, r1);
+			return ret;
+		}
+		release_range(c, r0, r1);
+		if (cache_now_ms() >= deadline)
+			return -ETIMEDOUT;
+	}
 }
 
 int coh_cache_write(struct coh_cache *c, uint64_t lba, uint32_t nblocks, const void *buf)

@@ -8,10 +8,13 @@
  *   N     nodes, 2..3                       (default 2)
  *   R     resources, 1..2                   (default 1)
  *   OPS   operations per application process (default 2; safety runs)
+ *   OPS1  operations per application process of resource 1 (default OPS)
  *   LIVE  liveness variant: every application issues operations forever, the data
  *         values and their ghosts are dropped, and versions wrap modulo VMOD with
  *         wrap-safe comparisons (the monitor checks that the wrap is never ambiguous).
  *         Checked with the LTL property `progress` (pan -a -f: weak fairness).
+ *         N=2 only: with three nodes a sharer can sit idle while the other two move the
+ *         version on without bound, and the window assertion (rightly) fires.
  *
  * Variants (for demonstrating that the checks can fail; never the default):
  *   ORIG_SOURCE     a read miss takes the data from a peer's slot without checking the
@@ -23,6 +26,8 @@
  *   BUG_EARLY_ACK   a writer acknowledges before its invalidations have landed
  *   BUG_HOME_LOCAL  the home node updates its own directory word with a CPU
  *                   load/compare/store instead of a fabric CAS through loopback
+ *   BUG_RETRY_STALE after RETRY a requester restarts from its stale view of the directory
+ *                   word instead of the current one (a livelock; pan -l finds it)
  *   BUG_NO_SEQLOCK  a read hit does not re-load inv[r] after copying (expected to pass:
  *                   see the doc for why)
  *
@@ -40,11 +45,17 @@
 #ifndef OPS
 #define OPS 2
 #endif
+#ifndef OPS1
+#define OPS1 OPS        /* operations per application process of resource 1 */
+#endif
 #if N < 2 || N > 3
 #error "N must be 2 or 3"
 #endif
 #if R < 1 || R > 2
 #error "R must be 1 or 2"
+#endif
+#if defined(LIVE) && N != 2
+#error "LIVE needs N=2 (see above)"
 #endif
 
 /* ---- directory word -------------------------------------------------------------
@@ -68,7 +79,6 @@
 #define VN(v)     ((v) + 1)
 #define VLE(a, b) ((a) <= (b))
 #endif
-#define VLT(a, b) (VLE(a, b) && (a) != (b))
 
 /* local states */
 #define LI 0
@@ -213,6 +223,15 @@ end:	do
  * respect to atomics on every HCA) */
 #define FETCH(r, w) w = D[r]
 
+/* after RETRY the requester restarts from the current directory word (RETRY carries
+ * the word the owner saw, or the requester fetches it).  BUG_RETRY_STALE restarts from
+ * the stale word instead, which names the same former owner again: a livelock. */
+#ifdef BUG_RETRY_STALE
+#define REFRESH(r, w) skip
+#else
+#define REFRESH(r, w) FETCH(r, w)
+#endif
+
 /* ---- application: one per (node, resource) -------------------------------------- */
 
 /* Granularity.  Steps that only touch the node's own pinned state (its L, lv and slot,
@@ -335,8 +354,8 @@ proctype App(byte n; byte r)
 
 	do
 #ifndef LIVE
-	:: k == OPS -> break
-	:: k < OPS ->
+	:: k == (r == 0 -> OPS : OPS1) -> break
+	:: k < (r == 0 -> OPS : OPS1) ->
 		k++;
 #else
 	:: true ->
@@ -402,7 +421,7 @@ proctype App(byte n; byte r)
 						}
 						if
 						:: ok -> fill(h); break
-						:: else -> FETCH(r, seen)   /* restart from the current word */
+						:: else -> REFRESH(r, seen) /* restart from the current word */
 						fi
 					:: XOF(seen) && OOF(seen) == n ->
 						FETCH(r, seen)          /* stale view of ourselves as owner */
@@ -475,7 +494,7 @@ proctype App(byte n; byte r)
 					}
 					if
 					:: ok -> break
-					:: else -> FETCH(r, seen)
+					:: else -> REFRESH(r, seen)
 					fi
 				:: XOF(seen) && OOF(seen) == n ->
 					FETCH(r, seen)

@@ -1,0 +1,204 @@
+#!/usr/bin/env bash
+# spin-check.sh - model-check the cache-coherence protocol (cache/model/coherence.pml) with
+# spin; non-zero on any error, assertion violation, incomplete search or missed mutant.
+#
+#   scripts/spin-check.sh               every check below (about 2 minutes on 2 cores)
+#   scripts/spin-check.sh --no-mutants  skip the mutants
+#   scripts/spin-check.sh --list        print the checks and exit
+#
+# The checks (docs/coherence.md, "What the model checks"):
+#   safety    exhaustive search (-DSAFETY) for assertion violations (no stale read, mutual
+#             exclusion, directory invariants) and invalid end states (deadlock, and -q:
+#             every message consumed) for (N=2,R=1), (N=3,R=1), (N=2,R=2)
+#   nolivelock  non-progress-cycle search (-DNP, pan -l) in the bounded configurations:
+#             there is no cycle at all, so every operation completes in every schedule
+#   liveness  LTL `progress` (every invoked operation completes) under weak fairness,
+#             with unboundedly many operations (-DLIVE), N=2, R=1
+#   mutant    the same searches on deliberately broken variants of the protocol; each
+#             must produce its violation, otherwise the check is reported as FAIL
+#
+# Environment:
+#   COHORT_SPIN_TIMEOUT=secs   per-run timeout (default 600)
+#   COHORT_SPIN_MEMLIM=MB      per-run memory limit of the verifier (default 4096)
+#   COHORT_SPIN_DEEP=1         also the larger safety run N=2,R=2,OPS=2 (about 45 M states,
+#                              2-3 minutes, about 3 GB)
+#   COHORT_SPIN_KEEP=1         keep the work directory (it is always kept after a failure)
+#   COHORT_SPIN_MODEL=path     check another copy of the model (e.g. one with a bug put in)
+set -euo pipefail
+
+top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+model=${COHORT_SPIN_MODEL:-$top/cache/model/coherence.pml}
+tmo=${COHORT_SPIN_TIMEOUT:-600}
+memlim=${COHORT_SPIN_MEMLIM:-4096}
+mutants=1
+list=0
+for a in "$@"; do
+	case $a in
+	--no-mutants) mutants=0 ;;
+	--list) list=1 ;;
+	-h | --help)
+		sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'
+		exit 0
+		;;
+	*)
+		echo "spin-check: unknown argument: $a" >&2
+		exit 2
+		;;
+	esac
+done
+
+[ -f "$model" ] || {
+	echo "spin-check: no model at $model" >&2
+	exit 2
+}
+
+# ---- tools -------------------------------------------------------------------------
+installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
+if [ "$list" = 0 ]; then
+	missing=()
+	command -v spin >/dev/null 2>&1 || installed spin || missing+=(spin)
+	command -v gcc >/dev/null 2>&1 || installed gcc || missing+=(gcc)
+	if [ ${#missing[@]} -gt 0 ]; then
+		sudo=()
+		[ "$(id -u)" -eq 0 ] || sudo=(sudo)
+		echo "spin-check: installing ${missing[*]}"
+		apt=("${sudo[@]}" apt-get -o DPkg::Lock::Timeout=600)
+		if ! DEBIAN_FRONTEND=noninteractive "${apt[@]}" install -y "${missing[@]}"; then
+			"${apt[@]}" update
+			DEBIAN_FRONTEND=noninteractive "${apt[@]}" install -y "${missing[@]}"
+		fi
+	fi
+	command -v spin >/dev/null 2>&1 || {
+		echo "spin-check: spin not found" >&2
+		exit 2
+	}
+fi
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/cohort-spin.XXXXXX")
+keep=${COHORT_SPIN_KEEP:-0}
+cleanup() {
+	if [ "$keep" = 1 ]; then
+		echo "spin-check: work directory kept: $work"
+	else
+		rm -rf "$work"
+	fi
+}
+trap cleanup EXIT
+
+summary=()
+npass=0
+nfail=0
+
+# check NAME KIND EXPECT "SPIN -D flags" "extra cc flags" "pan flags"
+#   KIND    safety | np | ltl  (how pan.c is compiled)
+#   EXPECT  pass, or an extended regex that the verifier's report must match (a mutant)
+check() {
+	local name=$1 kind=$2 expect=$3 sdefs=$4 ccx=$5 panargs=$6
+	if [ "$list" = 1 ]; then
+		printf '%-26s %-6s spin %-40s pan %s\n' "$name" "$kind" "$sdefs" "$panargs"
+		return 0
+	fi
+	local d=$work/$name cc=(-O2 -w "-DMEMLIM=$memlim")
+	mkdir -p "$d"
+	cp "$model" "$d/coherence.pml"
+	case $kind in
+	safety) cc+=(-DSAFETY -DCOLLAPSE) ;;
+	np) cc+=(-DNP -DCOLLAPSE) ;;
+	ltl) cc+=(-DNFAIR=3 -DCOLLAPSE) ;;
+	esac
+	# shellcheck disable=SC2206
+	cc+=($ccx)
+	echo "=== $name: spin $sdefs; pan $panargs"
+	local t0 t1 rc=0 verdict detail
+	t0=$(date +%s.%N)
+	# shellcheck disable=SC2086
+	if ! (cd "$d" && timeout "$tmo" spin -a $sdefs coherence.pml >spin.out 2>&1 &&
+		timeout "$tmo" gcc "${cc[@]}" -o pan pan.c >cc.out 2>&1); then
+		t1=$(date +%s.%N)
+		cat "$d/spin.out" "$d/cc.out" 2>/dev/null | tail -20
+		summary+=("FAIL  $name: spin/gcc failed")
+		nfail=$((nfail + 1))
+		keep=1
+		return 0
+	fi
+	# shellcheck disable=SC2086
+	(cd "$d" && timeout "$tmo" ./pan $panargs >pan.out 2>&1) || rc=$?
+	t1=$(date +%s.%N)
+	local out=$d/pan.out
+	local states depth errors secs search mem
+	states=$(awk '/states, stored/ {print $1; exit}' "$out")
+	depth=$(sed -n 's/.*depth reached \([0-9]*\).*/\1/p' "$out" | head -1)
+	errors=$(sed -n 's/.*errors: \([0-9]*\).*/\1/p' "$out" | head -1)
+	search=$(sed -n 's/^pan: elapsed time \([0-9.e+]*\).*/\1/p' "$out" | tail -1)
+	mem=$(awk '/total actual memory usage/ {printf "%.0f", $1; exit}' "$out")
+	secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.1f", b - a}')
+	detail="states=${states:-?} depth=${depth:-?} errors=${errors:-?} search=${search:-?}s total=${secs}s mem=${mem:-?}MB"
+	local problem=""
+	[ "$rc" = 124 ] && problem="timeout after ${tmo}s"
+	grep -q 'max search depth too small' "$out" && problem="search depth too small"
+	grep -qiE 'out of memory|pan: error|memory limit' "$out" && problem="verifier error: $(grep -iE 'out of memory|pan: error|memory limit' "$out" | head -1)"
+	if [ "$expect" = pass ]; then
+		if [ -z "$problem" ] && [ "$rc" = 0 ] && [ "${errors:-x}" = 0 ]; then
+			verdict=PASS
+		else
+			verdict=FAIL
+			[ -n "$problem" ] || problem=$(grep -m1 -E 'assertion violated|acceptance cycle|non-progress cycle|invalid end state|error' "$out" || echo "exit $rc")
+			# shellcheck disable=SC2086
+			(cd "$d" && spin -t -p -g $sdefs coherence.pml >trail.txt 2>&1) || true
+			echo "--- $name: $problem"
+			echo "--- trail (last 40 lines of $d/trail.txt):"
+			tail -40 "$d/trail.txt" || true
+			keep=1
+		fi
+	else
+		# a mutant: the verifier must report the expected violation
+		if [ -z "$problem" ] && [ "${errors:-0}" != 0 ] && grep -qE "$expect" "$out"; then
+			verdict=PASS
+			problem="caught: $(grep -m1 -oE "$expect" "$out")"
+		else
+			verdict=FAIL
+			[ -n "$problem" ] || problem="NOT caught (expected /$expect/)"
+			keep=1
+		fi
+	fi
+	echo "$verdict $detail${problem:+ ($problem)}"
+	summary+=("$(printf '%s  %-26s %s%s' "$verdict" "$name" "$detail" "${problem:+  [$problem]}")")
+	if [ "$verdict" = PASS ]; then npass=$((npass + 1)); else nfail=$((nfail + 1)); fi
+	return 0
+}
+
+M="-m1000000"
+# ---- the protocol ------------------------------------------------------------------
+check safety-N2-R1-ops4 safety pass "-DN=2 -DR=1 -DOPS=4" "" "$M -q"
+check safety-N3-R1-ops2 safety pass "-DN=3 -DR=1 -DOPS=2" "" "$M -q"
+check safety-N2-R2-ops2x1 safety pass "-DN=2 -DR=2 -DOPS=2 -DOPS1=1" "" "$M -q"
+if [ "${COHORT_SPIN_DEEP:-0}" = 1 ]; then
+	check safety-N2-R2-ops2 safety pass "-DN=2 -DR=2 -DOPS=2" "" "$M -q -w26"
+fi
+check nolivelock-N3-R1-ops2 np pass "-DN=3 -DR=1 -DOPS=2" "" "$M -l"
+check nolivelock-N2-R2-ops2x1 np pass "-DN=2 -DR=2 -DOPS=2 -DOPS1=1" "" "$M -l"
+check liveness-N2-R1-unbounded ltl pass "-DN=2 -DR=1 -DLIVE" "" "$M -a -f"
+
+# ---- mutants: each must be caught ----------------------------------------------------
+if [ "$mutants" = 1 ]; then
+	# the read-miss data source as first specified (peer slot trusted without its version)
+	check mutant-orig-source safety 'assertion violated \(ret>=start\)' "-DN=3 -DOPS=2 -DORIG_SOURCE" "" "$M -q"
+	# writer skips the invalidation / acknowledges before it lands (stale-read check only)
+	check mutant-no-inval safety 'assertion violated \(ret>=start\)' "-DN=2 -DBUG_NO_INVAL -DNO_MONITOR" "" "$M -q"
+	check mutant-early-ack safety 'assertion violated \(ret>=start\)' "-DN=2 -DBUG_EARLY_ACK -DNO_MONITOR" "" "$M -q"
+	# the same skipped invalidation, caught by the mutual-exclusion invariant
+	check mutant-no-inval-mutex safety 'assertion violated' "-DN=2 -DBUG_NO_INVAL" "" "$M -q"
+	# home node updates its own directory word with CPU load/store, not a loopback CAS
+	check mutant-home-local safety 'assertion violated' "-DN=2 -DBUG_HOME_LOCAL" "" "$M -q"
+	# RETRY without refreshing the directory word: livelock
+	check mutant-retry-stale np 'non-progress cycle' "-DN=2 -DBUG_RETRY_STALE" "" "$M -l"
+	# an owner keeps starting local operations while requests are queued: starvation
+	check mutant-no-yield ltl 'acceptance cycle' "-DN=2 -DLIVE -DNO_YIELD" "" "$M -a -f"
+fi
+
+[ "$list" = 1 ] && exit 0
+echo
+echo "=== spin-check summary ($(spin -V 2>/dev/null | head -1))"
+for s in "${summary[@]}"; do echo "$s"; done
+echo "spin-check: $npass passed, $nfail failed"
+[ "$nfail" = 0 ]
