@@ -40,6 +40,8 @@ void bench_stats(uint64_t *ns, uint32_t n, struct bench_row *row);
 void bench_print_header(bool csv);
 void bench_print_row(const struct bench_row *row, bool csv);
 bool bench_op_selected(const struct bench_opts *o, const char *op);
+/* bench_remove_tree - remove a directory made for a run, and what is in it. */
+void bench_remove_tree(const char *dir);
 
 int bench_fabric(const struct bench_opts *o);
 int bench_cache(const struct bench_opts *o);

@@ -16,7 +16,6 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
-#include <ftw.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -301,14 +300,6 @@ static int throughput(const struct bench_opts *o, struct shared *sh, uint32_t me
 	return ret;
 }
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
-
 /* run - fork @nodes processes running @fn, wait for all. */
 static int run(const struct bench_opts *o, struct shared *sh, uint32_t nodes, bool tput)
 {
@@ -351,7 +342,7 @@ static int run(const struct bench_opts *o, struct shared *sh, uint32_t nodes, bo
 			ret = -EIO;
 	}
 	pthread_barrier_destroy(&sh->bar);
-	nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+	bench_remove_tree(dir);
 	return ret;
 }
 

@@ -14,7 +14,6 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
-#include <ftw.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -610,14 +609,6 @@ out:
 		munmap(l, 4096);
 }
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
-
 int bench_fabric(const struct bench_opts *o)
 {
 	char dir[] = "/dev/shm/cohort-bench-XXXXXX";
@@ -687,6 +678,6 @@ int bench_fabric(const struct bench_opts *o)
 			ret = ret ? ret : -EIO;
 	}
 	if (cluster == dir)
-		nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+		bench_remove_tree(dir);
 	return ret;
 }
