@@ -619,9 +619,14 @@ void shm_ep_progress(struct shm_ep *ep)
 		ep->pend_head = (ep->pend_head + 1) % ep->base.attr.max_send_wr;
 		ep->pend_count--;
 	}
-	/* Liveness costs a few loads of shared lines: look only when there is something to flush. */
-	if ((ep->pend_count || ep->recv_count) && !ep_up(ep))
+	/* Liveness costs a few loads of shared lines: look only when there is something to flush.
+	 * The peer may have put its last messages in the ring between the deliver() above and
+	 * leaving; having now seen it gone, those messages are visible (it published the ring
+	 * before it published its departure), so deliver them before flushing what is left. */
+	if ((ep->pend_count || ep->recv_count) && !ep_up(ep)) {
+		deliver(ep);
 		flush(ep);
+	}
 }
 
 /* shm_ep_completed - a completion of @ep's was taken from its queue: release its slot. */
