@@ -197,6 +197,45 @@ int conf_barrier(struct conf_node *cn)
 	return ret ? ret : conf_recv(cn, 0, &got, NULL, CONF_TIMEOUT_MS);
 }
 
+/*
+ * goodbye - the harness's last step. Everyone reports to node 0, node 0 releases everyone, and
+ * everyone but node 0 then says bye; node 0 leaves only after each has said bye or left (a node
+ * leaves only after its release, so its departure is as good as a bye). No node leaves right
+ * after sending a message its peer may not have taken yet, which is when a transport may
+ * legitimately flush it.
+ */
+static int goodbye(struct conf_node *cn)
+{
+	uint8_t token = 0xb7, got;
+	uint32_t i;
+	int ret;
+
+	if (cn->id != 0) {
+		ret = conf_send(cn, 0, &token, 1);
+		if (!ret)
+			ret = conf_recv(cn, 0, &got, NULL, CONF_TIMEOUT_MS);
+		if (!ret)
+			ret = conf_send(cn, 0, &token, 1);
+		return ret;
+	}
+	for (i = 1; i < cn->n; i++) {
+		ret = conf_recv(cn, i, &got, NULL, CONF_TIMEOUT_MS);
+		if (ret)
+			return ret;
+	}
+	for (i = 1; i < cn->n; i++) {
+		ret = conf_send(cn, i, &token, 1);
+		if (ret)
+			return ret;
+	}
+	for (i = 1; i < cn->n; i++) {
+		ret = conf_recv(cn, i, &got, NULL, CONF_TIMEOUT_MS);
+		if (ret && ret != -ECONNRESET)
+			return ret;
+	}
+	return 0;
+}
+
 int conf_exchange(struct conf_node *cn, struct coh_mr *mr, struct coh_mr_desc *descs)
 {
 	struct coh_mr_desc mine;
@@ -337,9 +376,9 @@ static int child_main(const char *name, uint32_t id, uint32_t n, const char *clu
 		free(cn);
 		return 1;
 	}
-	ret = conf_barrier(cn);
+	ret = goodbye(cn);
 	if (ret)
-		fprintf(stderr, "node %u: %s: final barrier: %s\n", id, name, coh_strerror(ret));
+		fprintf(stderr, "node %u: %s: goodbye: %s\n", id, name, coh_strerror(ret));
 	if (node_down(cn) && !ret) {
 		fprintf(stderr, "node %u: %s: teardown reported an error\n", id, name);
 		ret = -EIO;
