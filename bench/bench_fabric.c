@@ -390,7 +390,6 @@ static int measure(struct bf *b, enum bf_op op, const char *name, size_t size, u
 		return ret;
 	if (op == BF_SEND) {
 		ret = measure_send_rate(b, size, o->iters, &mops);
-		/* The ping-pong left one receive posted per side; re-arm for the next row. */
 	} else {
 		ret = measure_rate(b, op, size, o->iters, &mops);
 	}

@@ -38,21 +38,32 @@ static bool slot_valid(const struct coh_cache *c, uint64_t lba, const struct res
 	       (h->rv == st->lv || h->rv == st->cv);
 }
 
+/* slot_evict - before @h is reused for @lba, write back the dirty block of another address it
+ * holds. Lock held. */
+static int slot_evict(struct coh_cache *c, struct slot_hdr *h, uint64_t lba)
+{
+	uint64_t tag = atomic_load_explicit(&h->tag, memory_order_relaxed);
+	int ret;
+
+	if (!tag || tag == lba + 1 || !h->dirty)
+		return 0;
+	ret = coh_store_write(c->store, tag - 1, 1, (uint8_t *)h + SLOT_HDR);
+	if (!ret)
+		c->stats.store_writes++;
+	return ret;
+}
+
 /* slot_install - put a block in its slot, writing back the dirty block it evicts. Lock held. */
 static int slot_install(struct coh_cache *c, uint64_t lba, const void *data, uint32_t rv,
 			bool dirty)
 {
 	struct slot_hdr *h = slot_of(c, lba);
-	uint64_t tag = atomic_load_explicit(&h->tag, memory_order_relaxed);
 	uint8_t *d = (uint8_t *)h + SLOT_HDR;
 	int ret;
 
-	if (tag && tag != lba + 1 && h->dirty) {
-		ret = coh_store_write(c->store, tag - 1, 1, d);
-		if (ret)
-			return ret;
-		c->stats.store_writes++;
-	}
+	ret = slot_evict(c, h, lba);
+	if (ret)
+		return ret;
 	/* Peers may be reading this slot: clear the tag first, so that a read racing the refill
 	 * sees no tag or a CRC that does not match, never a mix it accepts. */
 	atomic_store_explicit(&h->tag, 0, memory_order_release);
@@ -552,18 +563,13 @@ static int fetch_into_slot(struct coh_cache *c, uint32_t holder, uint32_t v, uin
 {
 	struct xport *x = &c->app;
 	struct slot_hdr *h = slot_of(c, lba), got;
-	uint64_t tag;
 	int ret;
 
 	pthread_mutex_lock(&c->lock);
-	tag = atomic_load(&h->tag);
-	if (tag && tag != lba + 1 && h->dirty) {
-		ret = coh_store_write(c->store, tag - 1, 1, (uint8_t *)h + SLOT_HDR);
-		if (ret) {
-			pthread_mutex_unlock(&c->lock);
-			return ret;
-		}
-		c->stats.store_writes++;
+	ret = slot_evict(c, h, lba);
+	if (ret) {
+		pthread_mutex_unlock(&c->lock);
+		return ret;
 	}
 	atomic_store_explicit(&h->tag, 0, memory_order_release);
 	h->dirty = 0;

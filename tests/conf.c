@@ -210,24 +210,11 @@ static int goodbye(struct conf_node *cn)
 	uint32_t i;
 	int ret;
 
-	if (cn->id != 0) {
-		ret = conf_send(cn, 0, &token, 1);
-		if (!ret)
-			ret = conf_recv(cn, 0, &got, NULL, CONF_TIMEOUT_MS);
-		if (!ret)
-			ret = conf_send(cn, 0, &token, 1);
+	ret = conf_barrier(cn);
+	if (ret)
 		return ret;
-	}
-	for (i = 1; i < cn->n; i++) {
-		ret = conf_recv(cn, i, &got, NULL, CONF_TIMEOUT_MS);
-		if (ret)
-			return ret;
-	}
-	for (i = 1; i < cn->n; i++) {
-		ret = conf_send(cn, i, &token, 1);
-		if (ret)
-			return ret;
-	}
+	if (cn->id != 0)
+		return conf_send(cn, 0, &token, 1);
 	for (i = 1; i < cn->n; i++) {
 		ret = conf_recv(cn, i, &got, NULL, CONF_TIMEOUT_MS);
 		if (ret && ret != -ECONNRESET)

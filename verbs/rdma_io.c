@@ -301,6 +301,22 @@ static void rdma_ep_broken(struct rdma_ep *ep)
 	atomic_store(&ep->kick, ep->conn_gen + 1);
 }
 
+/* rdma_post_or_park - post @s on the current connection; if the device refuses, park it and start
+ * replacing the connection. Returns true when the CM thread must be woken. Under ep->lock. */
+static bool rdma_post_or_park(struct rdma_ep *ep, struct rdma_slot *s)
+{
+	int ret = rdma_slot_post(ep, s);
+
+	if (!ret)
+		return false;
+	COH_LOG_WARN("node %u: %s post to node %u failed: %s; re-establishing",
+		     ep->fab->base.node_id, s->opcode == COH_WC_RECV ? "receive" : "send-side",
+		     ep->attr.peer, strerror(-ret));
+	s->state = RDMA_SLOT_PARKED;
+	rdma_ep_broken(ep);
+	return true;
+}
+
 /* rdma_seq_cmp - order slots by posting sequence, for qsort. */
 static int rdma_seq_cmp(const void *a, const void *b)
 {
@@ -551,7 +567,7 @@ int rdma_post(struct coh_ep *bep, const struct coh_op *op)
 	struct rdma_ep *ep = container_of(bep, struct rdma_ep, base);
 	struct rdma_slot *s;
 	bool kicked = false;
-	int state, ret;
+	int state;
 
 	pthread_mutex_lock(&ep->lock);
 	s = rdma_slot_get(ep, false);
@@ -579,14 +595,7 @@ int rdma_post(struct coh_ep *bep, const struct coh_op *op)
 	} else if (state != RDMA_EP_UP) {
 		s->state = RDMA_SLOT_PARKED;
 	} else {
-		ret = rdma_slot_post(ep, s);
-		if (ret) {
-			COH_LOG_WARN("node %u: post to node %u failed: %s; re-establishing",
-				     ep->fab->base.node_id, ep->attr.peer, strerror(-ret));
-			s->state = RDMA_SLOT_PARKED;
-			rdma_ep_broken(ep);
-			kicked = true;
-		}
+		kicked = rdma_post_or_park(ep, s);
 	}
 	pthread_mutex_unlock(&ep->lock);
 	if (kicked)
@@ -601,7 +610,7 @@ int rdma_post_recv(struct coh_ep *bep, struct coh_mr *bmr, size_t off, size_t le
 	struct rdma_ep *ep = container_of(bep, struct rdma_ep, base);
 	struct rdma_slot *s;
 	bool kicked = false;
-	int state, ret;
+	int state;
 
 	pthread_mutex_lock(&ep->lock);
 	s = rdma_slot_get(ep, true);
@@ -620,14 +629,7 @@ int rdma_post_recv(struct coh_ep *bep, struct coh_mr *bmr, size_t off, size_t le
 	} else if (state != RDMA_EP_UP || rdma_ep_rstale(ep)) {
 		s->state = RDMA_SLOT_PARKED;
 	} else {
-		ret = rdma_slot_post(ep, s);
-		if (ret) {
-			COH_LOG_WARN("node %u: receive post to node %u failed: %s; re-establishing",
-				     ep->fab->base.node_id, ep->attr.peer, strerror(-ret));
-			s->state = RDMA_SLOT_PARKED;
-			rdma_ep_broken(ep);
-			kicked = true;
-		}
+		kicked = rdma_post_or_park(ep, s);
 	}
 	pthread_mutex_unlock(&ep->lock);
 	if (kicked)
