@@ -81,11 +81,14 @@ static int bc_up(struct bc *b, const char *dir, const char *store, uint64_t nblo
 	if ((ret = coh_cq_new(b->fab, 16, &b->cq)))
 		return ret;
 	ea.send_cq = ea.recv_cq = b->cq;
-	/* As many slots as the misses below touch, each last written by the peer, so that the
-	 * floor pays the same cold cache lines as a real miss does. */
+	/* As many slots as the misses below touch, each last written by the peer, and as many
+	 * local landing slots, so that the floor pays the same cold cache lines at both ends as a
+	 * real miss does (a miss lands in a slot of its own). fabric_read_slot lands in one warm
+	 * slot: the difference between the two rows is the price of cold memory. */
 	if ((ret = coh_mr_new(b->fab, (size_t)b->o->iters * SLOT,
 			      COH_ACCESS_REMOTE_READ | COH_ACCESS_REMOTE_ATOMIC, &b->raw)) ||
-	    (ret = coh_mr_new(b->fab, SLOT, COH_ACCESS_LOCAL_WRITE, &b->loc)) ||
+	    (ret =
+		 coh_mr_new(b->fab, (size_t)b->o->iters * SLOT, COH_ACCESS_LOCAL_WRITE, &b->loc)) ||
 	    (ret = coh_ep_new(b->fab, &ea, &b->ep)))
 		return ret;
 	if (b->me == 1) {
@@ -206,7 +209,8 @@ static int raw_floor(struct bc *b, uint64_t *ns)
 
 		ret = coh_ep_cas_sync(b->ep, b->rraw, (uint64_t)i * SLOT + SLOT - 64, 0, 1, &old);
 		if (!ret)
-			ret = coh_ep_read_sync(b->ep, b->loc, 0, b->rraw, (uint64_t)i * SLOT, SLOT);
+			ret = coh_ep_read_sync(b->ep, b->loc, (uint64_t)i * SLOT, b->rraw,
+					       (uint64_t)i * SLOT, SLOT);
 		ns[i] = bench_now_ns() - t0;
 	}
 	if (!ret)

@@ -436,8 +436,8 @@ int coh_cache_open(const struct coh_cache_attr *attr, struct coh_cache **cachep)
 	if ((ret = coh_mr_new(c->fab, home_res * 8,
 			      COH_ACCESS_REMOTE_ATOMIC | COH_ACCESS_REMOTE_READ, &c->dir_mr)) ||
 	    (ret = coh_mr_new(c->fab, c->nres * 8, COH_ACCESS_REMOTE_WRITE, &c->inv_mr)) ||
-	    (ret = coh_mr_new(c->fab, (size_t)c->nslots * c->stride, COH_ACCESS_REMOTE_READ,
-			      &c->slots_mr)))
+	    (ret = coh_mr_new(c->fab, (size_t)c->nslots * c->stride,
+			      COH_ACCESS_REMOTE_READ | COH_ACCESS_LOCAL_WRITE, &c->slots_mr)))
 		goto err_free;
 	c->inv = coh_mr_addr(c->inv_mr);
 	c->slots = coh_mr_addr(c->slots_mr);

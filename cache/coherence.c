@@ -552,17 +552,23 @@ static void release_range(struct coh_cache *c, uint64_t r0, uint64_t r1)
 /* Reads and writes. */
 
 /*
- * fetch_into_slot - READ the holder's slot for @lba straight into our own slot for it, and keep
- * it if the holder's tag, version and CRC all match (a READ that raced a refill at the holder
- * fails the CRC). The slot's old content is written back first if dirty, and the slot is marked
- * empty while the READ lands, so a peer reading it meanwhile is refused. Lock not held; the slot
- * is ours alone meanwhile because only this thread fills slots.
+ * fetch_into_slot - READ the holder's slot for @lba, header and block, straight into our own slot
+ * for it, and keep it if the holder's tag, version and CRC all match (a READ that raced a refill
+ * at the holder fails the CRC). The slot's old content is written back first if dirty, and its
+ * tag is cleared before the READ is posted.
+ *
+ * While the READ lands, our slot carries the holder's header. That is safe: a peer reading it
+ * meanwhile accepts it only if the CRC matches what it read, which then is the holder's block of
+ * the version the header names, the same one we are fetching; our service thread looks only at
+ * slots of resources held exclusive, and this one is pinned shared; and only this thread fills
+ * slots. Lock not held during the READ.
  */
 static int fetch_into_slot(struct coh_cache *c, uint32_t holder, uint32_t v, uint64_t lba,
 			   uint32_t rv, uint8_t *out)
 {
 	struct xport *x = &c->app;
-	struct slot_hdr *h = slot_of(c, lba), got;
+	struct slot_hdr *h = slot_of(c, lba);
+	uint8_t *d = (uint8_t *)h + SLOT_HDR;
 	int ret;
 
 	pthread_mutex_lock(&c->lock);
@@ -575,30 +581,25 @@ static int fetch_into_slot(struct coh_cache *c, uint32_t holder, uint32_t v, uin
 	h->dirty = 0;
 	pthread_mutex_unlock(&c->lock);
 
-	/* The slot region is registered for remote reads only; land the READ in the bounce
-	 * header + the slot's data would need two regions, so READ the whole remote slot into
-	 * the bounce area, then move it. */
-	ret = coh_ep_post_read(x->one[holder], x->buf, x->bounce_off, x->slots[holder],
+	ret = coh_ep_post_read(x->one[holder], c->slots_mr, slot_off(c, lba), x->slots[holder],
 			       slot_off(c, lba), c->stride, 0);
-	if (ret)
-		return ret;
-	x->outstanding++;
-	ret = xp_wait_sends(x);
-	atomic_fetch_add(&c->net_read, 1);
-	if (ret)
-		return ret;
-	memcpy(&got, (uint8_t *)coh_mr_addr(x->buf) + x->bounce_off, sizeof(got));
-	if (got.tag != lba + 1 || got.rv != v ||
-	    got.crc != block_crc(c, (uint8_t *)coh_mr_addr(x->buf) + x->bounce_off + SLOT_HDR))
-		return -ENOENT;
+	if (!ret) {
+		x->outstanding++;
+		ret = xp_wait_sends(x);
+		atomic_fetch_add(&c->net_read, 1);
+	}
 	pthread_mutex_lock(&c->lock);
-	memcpy((uint8_t *)h + SLOT_HDR, (uint8_t *)coh_mr_addr(x->buf) + x->bounce_off + SLOT_HDR,
-	       c->bsize);
+	if (ret || atomic_load_explicit(&h->tag, memory_order_relaxed) != lba + 1 || h->rv != v ||
+	    h->crc != block_crc(c, d)) {
+		atomic_store_explicit(&h->tag, 0, memory_order_release);
+		h->dirty = 0;
+		pthread_mutex_unlock(&c->lock);
+		return ret ? ret : -ENOENT;
+	}
 	h->rv = rv;
-	h->crc = got.crc; /* the same bytes: no need to compute it again */
 	h->dirty = 0;
 	atomic_store_explicit(&h->tag, lba + 1, memory_order_release);
-	memcpy(out, (uint8_t *)h + SLOT_HDR, c->bsize);
+	memcpy(out, d, c->bsize);
 	c->stats.peer_fetches++;
 	pthread_mutex_unlock(&c->lock);
 	return 0;
