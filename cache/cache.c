@@ -197,7 +197,7 @@ static int ep_open(struct coh_cache *c, uint32_t peer, uint32_t ch, struct coh_c
 		   struct coh_ep **epp)
 {
 	struct coh_ep_attr a = { .peer = peer,
-				 .channel = ch,
+				 .channel = c->ch_base + ch - CH_APP,
 				 .send_cq = cq,
 				 .recv_cq = cq,
 				 .max_send_wr = 8,
@@ -218,6 +218,8 @@ static int mesh_open(struct coh_cache *c)
 	for (p = 0; p < c->nodes; p++) {
 		struct coh_ep *app_svc = NULL, *svc_app = NULL;
 
+		if (!is_member(c, p))
+			continue;
 		ret = ep_open(c, p, CH_APP, c->app.cq, &c->app.one[p]);
 		if (ret)
 			return ret;
@@ -285,16 +287,16 @@ static int exchange(struct coh_cache *c)
 		return ret;
 	memcpy(coh_mr_addr(tmp), mine, sizeof(mine));
 	for (p = 0; !ret && p < c->nodes; p++) {
-		if (p != c->me) {
+		if (p != c->me && is_member(c, p)) {
 			ret = coh_ep_post_recv(c->app.one[p], tmp, sizeof(mine) * (p + 1),
 					       sizeof(mine), p);
 		}
 	}
 	for (p = 0; !ret && p < c->nodes; p++) {
-		if (p != c->me)
+		if (p != c->me && is_member(c, p))
 			ret = coh_ep_send_sync(c->app.one[p], tmp, 0, sizeof(mine));
 	}
-	while (!ret && got < c->nodes - 1) {
+	while (!ret && got < c->nmemb - 1) {
 		struct coh_wc wc;
 		int n = coh_cq_wait(c->app.cq, &wc, 1, (int)c->timeout_ms);
 
@@ -306,6 +308,8 @@ static int exchange(struct coh_cache *c)
 			got++;
 	}
 	for (p = 0; !ret && p < c->nodes; p++) {
+		if (!is_member(c, p))
+			continue;
 		if (p == c->me)
 			memcpy(theirs, mine, sizeof(mine));
 		else
@@ -400,14 +404,18 @@ int coh_cache_open(const struct coh_cache_attr *attr, struct coh_cache **cachep)
 {
 	struct coh_fabric_info info;
 	struct coh_cache *c;
+	uint32_t depth, members, n;
 	uint64_t home_res;
-	uint32_t depth;
 	int ret;
 
 	if (!attr || !cachep || !attr->fab || !attr->store || !attr->nodes ||
-	    attr->nodes > COH_CACHE_MAX_NODES)
+	    attr->nodes > COH_CACHE_MAX_NODES || attr->channel_base > 252)
 		return -EINVAL;
 	if (coh_fabric_query(attr->fab, &info) || info.node_id >= attr->nodes)
+		return -EINVAL;
+	members =
+	    attr->members ? attr->members : (uint32_t)((1ull << attr->nodes) - 1); /* nodes <= 32 */
+	if (!(members >> info.node_id & 1) || (attr->nodes < 32 && members >> attr->nodes))
 		return -EINVAL;
 	c = calloc(1, sizeof(*c));
 	if (!c)
@@ -416,6 +424,14 @@ int coh_cache_open(const struct coh_cache_attr *attr, struct coh_cache **cachep)
 	c->store = attr->store;
 	c->me = info.node_id;
 	c->nodes = attr->nodes;
+	c->members = members;
+	for (n = 0; n < c->nodes; n++) {
+		if (members >> n & 1)
+			c->memb[c->nmemb++] = n;
+	}
+	c->ch_base = attr->channel_base ? attr->channel_base : CH_APP;
+	c->write_hook = attr->write_hook;
+	c->hook_arg = attr->hook_arg;
 	c->bsize = coh_store_block_size(attr->store);
 	c->nblocks = coh_store_nblocks(attr->store);
 	c->res_blocks = attr->resource_blocks ? attr->resource_blocks : 65536 / c->bsize;
@@ -432,7 +448,7 @@ int coh_cache_open(const struct coh_cache_attr *attr, struct coh_cache **cachep)
 		ret = -ENOMEM;
 		goto err_free;
 	}
-	home_res = (c->nres + c->nodes - 1) / c->nodes;
+	home_res = (c->nres + c->nmemb - 1) / c->nmemb;
 	if ((ret = coh_mr_new(c->fab, home_res * 8,
 			      COH_ACCESS_REMOTE_ATOMIC | COH_ACCESS_REMOTE_READ, &c->dir_mr)) ||
 	    (ret = coh_mr_new(c->fab, c->nres * 8, COH_ACCESS_REMOTE_WRITE, &c->inv_mr)) ||
@@ -481,6 +497,20 @@ int coh_cache_close(struct coh_cache **cachep)
 	pthread_join(c->svc_thread, NULL);
 	cache_free(c);
 	return ret;
+}
+
+int coh_cache_abandon(struct coh_cache **cachep)
+{
+	struct coh_cache *c;
+
+	if (!cachep || !*cachep)
+		return 0;
+	c = *cachep;
+	*cachep = NULL;
+	atomic_store(&c->stop, true);
+	pthread_join(c->svc_thread, NULL);
+	cache_free(c);
+	return 0;
 }
 
 int coh_cache_stats(const struct coh_cache *c, struct coh_cache_stats *st)

@@ -134,7 +134,8 @@ struct slot_hdr {
  *   11 a.app <-> b.svc   a's requests to b; b's grants and retries to a
  *   12 a.svc <-> b.app   the reverse
  *   13 a.svc <-> b.svc   one-sided for the service thread, and forwarded requests
- * plus loopbacks 10 (app) and 13 (svc) for the node's own directory words.
+ * plus loopbacks 10 (app) and 13 (svc) for the node's own directory words. The numbers are
+ * offsets from the channel base of the cache's attributes (10 by default).
  */
 enum {
 	CH_APP = 10,
@@ -176,6 +177,10 @@ struct coh_cache {
 	struct coh_store *store;
 	uint32_t me, nodes, bsize, res_blocks, nslots, stride, timeout_ms;
 	uint64_t nblocks, nres;
+	uint32_t members, nmemb, ch_base;
+	int (*write_hook)(void *arg, uint64_t lba, uint32_t nblocks, const void *buf);
+	void *hook_arg;
+	uint32_t memb[COH_CACHE_MAX_NODES]; /* member ids, ascending: memb[r % nmemb] is r's home */
 
 	struct coh_mr *dir_mr, *inv_mr, *slots_mr;
 	uint8_t *slots;
@@ -199,12 +204,17 @@ struct coh_cache {
 
 static inline uint32_t res_home(const struct coh_cache *c, uint64_t r)
 {
-	return (uint32_t)(r % c->nodes);
+	return c->memb[r % c->nmemb];
 }
 
 static inline uint64_t res_dir_off(const struct coh_cache *c, uint64_t r)
 {
-	return (r / c->nodes) * 8;
+	return (r / c->nmemb) * 8;
+}
+
+static inline bool is_member(const struct coh_cache *c, uint32_t n)
+{
+	return n < c->nodes && (c->members >> n & 1);
 }
 
 static inline struct slot_hdr *slot_of(const struct coh_cache *c, uint64_t lba)

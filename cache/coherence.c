@@ -693,6 +693,13 @@ int coh_cache_write(struct coh_cache *c, uint64_t lba, uint32_t nblocks, const v
 	ret = acquire_range(c, lba, nblocks, MODE_X, &r0, &r1);
 	if (ret)
 		return ret;
+	if (c->write_hook) {
+		ret = c->write_hook(c->hook_arg, lba, nblocks, buf);
+		if (ret) {
+			release_range(c, r0, r1);
+			return ret;
+		}
+	}
 	pthread_mutex_lock(&c->lock);
 	for (i = 0; i < nblocks && !ret; i++) {
 		struct res_state *st = &c->res[(lba + i) / c->res_blocks];

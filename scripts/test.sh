@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # test.sh - install what is needed, build, and run every test suite; non-zero on any failure.
 #
-#   scripts/test.sh            release build: unit, fabric (shm conformance), cache, then the sanitizer
-#                              builds (ASAN+UBSAN, TSAN) of the same suites, a bounded libFuzzer
-#                              run, then the VM rig suites
+#   scripts/test.sh            release build: unit, fabric (shm conformance), cache, takeover (200
+#                              randomized crash trials and every crash point), then the sanitizer
+#                              builds (ASAN+UBSAN, TSAN) of the same suites (takeover with fewer
+#                              trials), bounded libFuzzer runs, then the VM rig suites
+#   COHORT_TAKEOVER_TRIALS=N   randomized crash trials in the release run (default 200);
+#                              scripts/soak-takeover.sh runs thousands
 #   COHORT_TEST_FAST=1         only the release build's suites
 #   COHORT_TEST_NO_RIG=1       skip the VM rig (rdma provider on soft-RoCE)
 #   COHORT_TEST_NO_SAN=1       skip the sanitizer build
@@ -38,6 +41,9 @@ if [ -x scripts/spin-check.sh ]; then
 fi
 run "ctest unit+fabric+cache (release)" \
 	ctest --test-dir build -L 'unit|fabric|cache' --output-on-failure -j "$jobs"
+run "ctest takeover (release, ${COHORT_TAKEOVER_TRIALS:-200} randomized crash trials)" \
+	env COHORT_TAKEOVER_TRIALS="${COHORT_TAKEOVER_TRIALS:-200}" \
+	ctest --test-dir build -L takeover --output-on-failure
 
 if [ "${COHORT_TEST_FAST:-0}" != 1 ]; then
 	if [ "${COHORT_TEST_NO_SAN:-0}" != 1 ]; then
@@ -46,6 +52,8 @@ if [ "${COHORT_TEST_FAST:-0}" != 1 ]; then
 			>/dev/null && cmake --build build-asan -j $jobs"
 		run "ctest unit+fabric+cache (ASAN+UBSAN)" \
 			ctest --test-dir build-asan -L 'unit|fabric|cache' --output-on-failure -j "$jobs"
+		run "takeover (ASAN+UBSAN, 10 randomized trials)" \
+			env COHORT_TAKEOVER_TRIALS=10 build-asan/bin/takeover_test
 		run "build (TSAN)" bash -c "cmake -S . -B build-tsan -G Ninja \
 			-DCMAKE_BUILD_TYPE=Debug -DCOHORT_TSAN=ON -DCOHORT_WERROR=ON \
 			>/dev/null && cmake --build build-tsan -j $jobs"
@@ -54,8 +62,9 @@ if [ "${COHORT_TEST_FAST:-0}" != 1 ]; then
 		if command -v clang >/dev/null; then
 			run "libFuzzer (clang, bounded)" bash -c "CC=clang CXX=clang++ cmake -S . \
 				-B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCOHORT_FUZZ=ON \
-				>/dev/null && cmake --build build-fuzz -j $jobs --target fuzz_wire && \
-				ctest --test-dir build-fuzz -R fuzz_wire_libfuzzer --output-on-failure"
+				>/dev/null && cmake --build build-fuzz -j $jobs --target fuzz_wire \
+				fuzz_engine && ctest --test-dir build-fuzz \
+				-R 'fuzz_wire_libfuzzer|fuzz_engine_libfuzzer' --output-on-failure"
 		fi
 	fi
 	if [ "${COHORT_TEST_NO_RIG:-0}" != 1 ] && [ -x scripts/rig-test.sh ]; then

@@ -811,3 +811,161 @@ int sc_clean_leave(struct conf_node *cn)
 	}
 	return 0;
 }
+
+/* What the owner of a persistent region tells the writer: where it is and what it promises;
+ * PMEM_SKIP instead of a mode when the provider cannot make one on this host's backing. */
+struct pmem_offer {
+	struct coh_mr_desc desc;
+	uint32_t persist;
+};
+#define PMEM_SKIP 0xffffffffu
+
+/* pmem_offer_send - export @mr to node 1, with a receive posted for its "written" message. */
+static int pmem_offer_send(struct conf_node *cn, struct coh_mr *mr, struct coh_mr *loc)
+{
+	struct pmem_offer offer;
+
+	CONF_CHECK(coh_mr_persistence(mr) != COH_PERSIST_NONE, "persistent region in mode NONE");
+	CONF_CHECK(coh_ep_post_recv(cn->ep[1], loc, 0, 64, 1) == 0, "recv");
+	CONF_CHECK(coh_mr_export(mr, &offer.desc) == 0, "export");
+	offer.persist = coh_mr_persistence(mr);
+	CONF_CHECK(conf_send(cn, 1, &offer, sizeof(offer)) == 0, "offer");
+	return 0;
+}
+
+/* pmem_offer_take - import node 0's offer; the importer must see the owner's mode. *@rmrp
+ * stays NULL when node 0 skips. */
+static int pmem_offer_take(struct conf_node *cn, struct coh_rmr **rmrp)
+{
+	struct pmem_offer offer;
+	uint32_t len;
+
+	CONF_CHECK(conf_recv(cn, 0, &offer, &len, CONF_TIMEOUT_MS) == 0 && len == sizeof(offer),
+		   "offer");
+	if (offer.persist == PMEM_SKIP)
+		return 0;
+	CONF_CHECK(coh_rmr_import(cn->ep[0], &offer.desc, rmrp) == 0, "import");
+	CONF_CHECK(coh_rmr_persistence(*rmrp) == (enum coh_persist)offer.persist,
+		   "importer sees mode %d, owner exported %u", coh_rmr_persistence(*rmrp),
+		   offer.persist);
+	return 0;
+}
+
+/* pmem_write_flush_send - WRITE @seed's pattern over the whole region, FLUSH it, then SEND. */
+static int pmem_write_flush_send(struct conf_node *cn, struct coh_rmr *rmr, struct coh_mr *loc,
+				 size_t len, uint64_t seed)
+{
+	struct coh_wc wc;
+
+	fill(coh_mr_addr(loc), len, seed);
+	CONF_CHECK(coh_ep_post_write(cn->ep[0], loc, 0, rmr, 0, len, 1) == 0, "write");
+	CONF_CHECK(coh_ep_post_flush(cn->ep[0], rmr, 0, len, 2) == 0, "flush");
+	CONF_CHECK(coh_ep_post_send(cn->ep[0], loc, 0, 8, 3) == 0, "send");
+	CONF_CHECK(conf_wait1(cn, &wc) == 0 && wc.status == 0 && wc.wr_id == 1, "write %d",
+		   wc.status);
+	CONF_CHECK(conf_wait1(cn, &wc) == 0 && wc.status == 0 && wc.wr_id == 2 &&
+		       wc.opcode == COH_WC_FLUSH,
+		   "flush %d", wc.status);
+	CONF_CHECK(conf_wait1(cn, &wc) == 0 && wc.status == 0 && wc.wr_id == 3, "send %d",
+		   wc.status);
+	return 0;
+}
+
+/* pmem_check - the region holds @seed's pattern, as seen through the owner's own mapping. */
+static int pmem_check(struct conf_node *cn, struct coh_mr *mr, size_t len, uint64_t seed)
+{
+	uint8_t *expect = malloc(len);
+	bool same;
+
+	CONF_CHECK(expect, "malloc");
+	fill(expect, len, seed);
+	same = memcmp(expect, coh_mr_addr(mr), len) == 0;
+	free(expect);
+	CONF_CHECK(same, "the region does not hold pattern %llu", (unsigned long long)seed);
+	return 0;
+}
+
+/*
+ * Persistent regions. Node 0 makes one in the provider's default place (path NULL); node 1
+ * imports it, sees the owner's persistence mode, WRITEs a pattern, FLUSHes and SENDs; when the
+ * message arrives node 0 finds the pattern in its own mapping. Then the same on a path node 0
+ * names, which it deletes and makes again on the same path: the bytes are still there, in its
+ * mapping and, through the new descriptor, for node 1's READ. The path is in $COHORT_PMEM_DIR
+ * (default /dev/shm), which the rdma provider also uses for path NULL.
+ */
+int sc_pmem_region(struct conf_node *cn)
+{
+	enum {
+		LEN = 65536 + 100
+	};
+	uint32_t rights =
+	    COH_ACCESS_REMOTE_WRITE | COH_ACCESS_REMOTE_READ | COH_ACCESS_REMOTE_FLUSH;
+	const char *dir = getenv("COHORT_PMEM_DIR");
+	struct coh_mr *mr = NULL, *loc;
+	struct coh_rmr *rmr = NULL;
+	struct coh_wc wc;
+	char path[256];
+	uint8_t token = 1;
+
+	if (cn->n < 2)
+		return 1;
+	CONF_CHECK(coh_mr_new(cn->fab, LEN, COH_ACCESS_LOCAL_WRITE, &loc) == 0, "loc");
+	snprintf(path, sizeof(path), "%s/cohort-conf-pmem-%d", dir && dir[0] ? dir : "/dev/shm",
+		 (int)getpid());
+	if (cn->id == 0) {
+		int ret = coh_mr_new_pmem(cn->fab, NULL, LEN, rights, &mr);
+
+		/* rdma cannot register every backing: not a file of a DAX file system, which is
+		 * what $COHORT_PMEM_DIR is in the VM rig's fsdax mode (docs/fabric.md). */
+		if (ret == -EOPNOTSUPP || ret == -EFAULT) {
+			struct pmem_offer skip = { .persist = PMEM_SKIP };
+
+			fprintf(stderr,
+				"node 0: %s cannot register a persistent region in %s: %s; "
+				"skipped\n",
+				cn->provider, dir && dir[0] ? dir : "/dev/shm", strerror(-ret));
+			CONF_CHECK(conf_send(cn, 1, &skip, sizeof(skip)) == 0, "skip");
+			goto out;
+		}
+		CONF_CHECK(ret == 0, "pmem, no path: %d", ret);
+		CONF_CHECK(pmem_offer_send(cn, mr, loc) == 0, "offer 1");
+		CONF_CHECK(conf_wait1(cn, &wc) == 0 && wc.status == 0 && wc.opcode == COH_WC_RECV,
+			   "written 1");
+		CONF_CHECK(pmem_check(cn, mr, LEN, 11) == 0, "pattern 1");
+		CONF_CHECK(coh_mr_delete(&mr) == 0, "delete 1");
+
+		unlink(path);
+		CONF_CHECK(coh_mr_new_pmem(cn->fab, path, LEN, rights, &mr) == 0, "pmem %s", path);
+		CONF_CHECK(pmem_offer_send(cn, mr, loc) == 0, "offer 2");
+		CONF_CHECK(conf_wait1(cn, &wc) == 0 && wc.status == 0 && wc.opcode == COH_WC_RECV,
+			   "written 2");
+		CONF_CHECK(coh_mr_delete(&mr) == 0, "delete 2");
+		CONF_CHECK(coh_mr_new_pmem(cn->fab, path, LEN, rights, &mr) == 0, "pmem again");
+		CONF_CHECK(pmem_check(cn, mr, LEN, 12) == 0, "pattern 2 after delete and create");
+		CONF_CHECK(pmem_offer_send(cn, mr, loc) == 0, "offer 3");
+		CONF_CHECK(conf_recv(cn, 1, &token, NULL, CONF_TIMEOUT_MS) == 0, "read back");
+		CONF_CHECK(coh_mr_delete(&mr) == 0, "delete 3");
+		CONF_CHECK(unlink(path) == 0, "the file at the path is kept by delete");
+	} else if (cn->id == 1) {
+		CONF_CHECK(pmem_offer_take(cn, &rmr) == 0, "take 1");
+		if (!rmr)
+			goto out;
+		CONF_CHECK(pmem_write_flush_send(cn, rmr, loc, LEN, 11) == 0, "write 1");
+		coh_rmr_delete(&rmr);
+
+		CONF_CHECK(pmem_offer_take(cn, &rmr) == 0, "take 2");
+		CONF_CHECK(pmem_write_flush_send(cn, rmr, loc, LEN, 12) == 0, "write 2");
+		coh_rmr_delete(&rmr);
+
+		CONF_CHECK(pmem_offer_take(cn, &rmr) == 0, "take 3");
+		memset(coh_mr_addr(loc), 0, LEN);
+		CONF_CHECK(coh_ep_read_sync(cn->ep[0], loc, 0, rmr, 0, LEN) == 0, "read");
+		CONF_CHECK(pmem_check(cn, loc, LEN, 12) == 0, "read back after delete and create");
+		coh_rmr_delete(&rmr);
+		CONF_CHECK(conf_send(cn, 0, &token, 1) == 0, "read back");
+	}
+out:
+	CONF_CHECK(conf_barrier(cn) == 0, "barrier");
+	coh_mr_delete(&loc);
+	return 0;
+}

@@ -1,15 +1,22 @@
 // unit_fabric_test.cc - unit tests of the fabric API on the shm provider, in one process:
 // argument checking, descriptors, cluster addresses, events, endpoints between two fabrics of
-// the same process, loopback operations, a peer that corrupts its ring, and logging.
+// the same process, loopback operations, persistent regions, a peer that corrupts its ring, and
+// logging.
 #include <gtest/gtest.h>
 
 #include <cerrno>
+#include <climits>
+#include <csignal>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include <fcntl.h>
 #include <poll.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "conf.h"
@@ -435,13 +442,27 @@ TEST(desc, round_trip_and_corruption)
 	EXPECT_EQ(f.rkey, g.rkey);
 	EXPECT_EQ(f.len, g.len);
 	EXPECT_EQ(f.incarnation, g.incarnation);
+	EXPECT_EQ(COH_PERSIST_NONE, g.persist);
+	// The persistence mode travels in byte 20; the three bytes after it stay reserved.
+	for (uint8_t mode : { COH_PERSIST_FILE, COH_PERSIST_PMEM }) {
+		shim_fields p = f;
+		p.persist = mode;
+		shim_desc_encode(&p, x);
+		EXPECT_EQ(mode, x[20]);
+		ASSERT_EQ(0, shim_desc_decode(x, &g));
+		EXPECT_EQ(mode, g.persist);
+	}
+	shim_fields bad = f;
+	bad.persist = COH_PERSIST_PMEM + 1;
+	shim_desc_encode(&bad, x);
+	EXPECT_EQ(-EPROTO, shim_desc_decode(x, nullptr));
 	// Any change to magic, version, provider or the reserved word is refused.
 	for (int byte : { 0, 1, 2, 3, 20, 21, 22, 23 }) {
 		memcpy(x, b, sizeof(b));
 		x[byte] ^= 0x40;
 		EXPECT_EQ(-EPROTO, shim_desc_decode(x, nullptr)) << "byte " << byte;
 	}
-	shim_fields bad = f;
+	bad = f;
 	bad.node = 64;
 	shim_desc_encode(&bad, x);
 	EXPECT_EQ(-EPROTO, shim_desc_decode(x, nullptr));
@@ -457,6 +478,355 @@ TEST(desc, round_trip_and_corruption)
 	bad.addr = ~0ull - 10;
 	shim_desc_encode(&bad, x);
 	EXPECT_EQ(-EPROTO, shim_desc_decode(x, nullptr));
+}
+
+// A file for a persistent region, named for this test process, removed at the end.
+struct TempFile {
+	explicit TempFile(const char *dir = "/dev/shm")
+	{
+		static int counter;
+		path = std::string(dir) + "/cohort-unit-pmem-" + std::to_string(getpid()) + "-" +
+		       std::to_string(counter++);
+		unlink(path.c_str());
+	}
+	~TempFile()
+	{
+		unlink(path.c_str());
+	}
+	const char *c() const
+	{
+		return path.c_str();
+	}
+	bool exists() const
+	{
+		return access(path.c_str(), F_OK) == 0;
+	}
+	std::string path;
+};
+
+void fill_pattern(void *p, size_t len, unsigned seed)
+{
+	auto *b = static_cast<uint8_t *>(p);
+	for (size_t i = 0; i < len; i++)
+		b[i] = (uint8_t)(i * 131 + seed);
+}
+
+bool has_pattern(const void *p, size_t len, unsigned seed)
+{
+	std::vector<uint8_t> want(len);
+	fill_pattern(want.data(), len, seed);
+	return memcmp(want.data(), p, len) == 0;
+}
+
+constexpr uint32_t kPmemRights =
+    COH_ACCESS_REMOTE_WRITE | COH_ACCESS_REMOTE_READ | COH_ACCESS_REMOTE_FLUSH;
+
+TEST(mr_pmem, bad_arguments)
+{
+	Cluster c;
+	Node n;
+	coh_fabric_attr a = c.attr(0);
+	coh_mr *mr = nullptr;
+	TempFile t;
+
+	ASSERT_EQ(0, coh_fabric_open(&a, &n.fab));
+	EXPECT_EQ(-EINVAL, coh_mr_new_pmem(nullptr, t.c(), 64, 0, &mr));
+	EXPECT_EQ(-EINVAL, coh_mr_new_pmem(n.fab, t.c(), 64, 0, nullptr));
+	EXPECT_EQ(-EINVAL, coh_mr_new_pmem(n.fab, t.c(), 0, 0, &mr));
+	EXPECT_EQ(-EINVAL, coh_mr_new_pmem(n.fab, t.c(), (size_t)COH_FABRIC_MAX_XFER + 1, 0, &mr));
+	EXPECT_EQ(-EINVAL, coh_mr_new_pmem(n.fab, t.c(), 64, 0x100, &mr));
+	EXPECT_EQ(-EINVAL, coh_mr_new_pmem(n.fab, "", 64, 0, &mr));
+	EXPECT_FALSE(t.exists()); // nothing was created for a refused call
+	// A directory that does not exist is open(2)'s error, not a generic one.
+	EXPECT_EQ(-ENOENT, coh_mr_new_pmem(n.fab, "/dev/shm/cohort-no-such-dir/f", 64, 0, &mr));
+	EXPECT_EQ(-EISDIR, coh_mr_new_pmem(n.fab, c.dir.c_str(), 64, 0, &mr));
+	// A character device that is not device DAX, and a file of another type.
+	EXPECT_EQ(-ENODEV, coh_mr_new_pmem(n.fab, "/dev/null", 64, 0, &mr));
+	std::string fifo = c.dir + "/fifo";
+	ASSERT_EQ(0, mkfifo(fifo.c_str(), 0600));
+	EXPECT_EQ(-EINVAL, coh_mr_new_pmem(n.fab, fifo.c_str(), 64, 0, &mr));
+	EXPECT_EQ(nullptr, mr);
+}
+
+TEST(mr_pmem, one_region_per_file)
+{
+	Cluster c;
+	Node n, other;
+	coh_fabric_attr a = c.attr(0), b = c.attr(1);
+	coh_mr *mr = nullptr, *mr2 = nullptr;
+	TempFile t;
+
+	ASSERT_EQ(0, coh_fabric_open(&a, &n.fab));
+	ASSERT_EQ(0, coh_fabric_open(&b, &other.fab));
+	ASSERT_EQ(0, coh_mr_new_pmem(n.fab, t.c(), 4096, kPmemRights, &mr));
+	EXPECT_EQ(-EBUSY, coh_mr_new_pmem(n.fab, t.c(), 4096, kPmemRights, &mr2));
+	EXPECT_EQ(-EBUSY, coh_mr_new_pmem(other.fab, t.c(), 4096, kPmemRights, &mr2));
+	EXPECT_EQ(nullptr, mr2);
+	EXPECT_EQ(0, coh_mr_delete(&mr));
+	// Free again once the region is gone.
+	ASSERT_EQ(0, coh_mr_new_pmem(other.fab, t.c(), 4096, kPmemRights, &mr2));
+	EXPECT_EQ(0, coh_mr_delete(&mr2));
+}
+
+TEST(mr_pmem, failure_after_create__file_removed)
+{
+	Cluster c;
+	Node n;
+	coh_fabric_attr a = c.attr(0);
+	coh_mr *mr = nullptr;
+	char name[64];
+	TempFile fresh, old;
+
+	ASSERT_EQ(0, coh_fabric_open(&a, &n.fab));
+	// Take the name the region's link would get in the cluster directory.
+	shim_shm_next_mr_name(n.fab, name, sizeof(name));
+	std::string taken = c.dir + "/" + name;
+	int fd = open(taken.c_str(), O_CREAT | O_WRONLY, 0600);
+	ASSERT_GE(fd, 0);
+	close(fd);
+	EXPECT_EQ(-EEXIST, coh_mr_new_pmem(n.fab, fresh.c(), 4096, kPmemRights, &mr));
+	EXPECT_EQ(nullptr, mr);
+	EXPECT_FALSE(fresh.exists()); // created by the failed call, so removed by it
+	// A file that existed before the call keeps its contents through the same failure.
+	fd = open(old.c(), O_CREAT | O_WRONLY, 0600);
+	ASSERT_GE(fd, 0);
+	ASSERT_EQ(5, write(fd, "data!", 5));
+	close(fd);
+	shim_shm_next_mr_name(n.fab, name, sizeof(name));
+	taken = c.dir + "/" + name;
+	ASSERT_EQ(0, symlink("/nonexistent", taken.c_str()));
+	EXPECT_EQ(-EEXIST, coh_mr_new_pmem(n.fab, old.c(), 4096, kPmemRights, &mr));
+	char buf[5] = {};
+	fd = open(old.c(), O_RDONLY);
+	ASSERT_GE(fd, 0);
+	EXPECT_EQ(5, read(fd, buf, 5));
+	close(fd);
+	EXPECT_EQ(0, memcmp(buf, "data!", 5));
+}
+
+TEST(mr_pmem, file_cannot_grow__error_and_created_file_removed)
+{
+	Cluster c;
+	Node n;
+	coh_fabric_attr a = c.attr(0);
+	coh_mr *mr = nullptr;
+	struct rlimit old_lim, lim;
+	TempFile t;
+
+	ASSERT_EQ(0, coh_fabric_open(&a, &n.fab));
+	// A file size limit makes allocating the file fail (EFBIG, and SIGXFSZ, ignored here)
+	// without a full file system.
+	ASSERT_EQ(0, getrlimit(RLIMIT_FSIZE, &old_lim));
+	lim = old_lim;
+	lim.rlim_cur = 8192;
+	auto old_handler = signal(SIGXFSZ, SIG_IGN);
+	ASSERT_EQ(0, setrlimit(RLIMIT_FSIZE, &lim));
+	int ret = coh_mr_new_pmem(n.fab, t.c(), 1 << 20, kPmemRights, &mr);
+	setrlimit(RLIMIT_FSIZE, &old_lim);
+	signal(SIGXFSZ, old_handler);
+	EXPECT_EQ(-EFBIG, ret);
+	EXPECT_EQ(nullptr, mr);
+	EXPECT_FALSE(t.exists());
+}
+
+TEST(mr_pmem, persistence_modes)
+{
+	Cluster c;
+	Node n;
+	coh_fabric_attr a = c.attr(0);
+	coh_mr *plain = nullptr, *reg = nullptr, *anon = nullptr, *shm = nullptr, *disk = nullptr;
+	char buf[64];
+	TempFile t, d("/tmp");
+	struct stat st;
+
+	ASSERT_EQ(0, coh_fabric_open(&a, &n.fab));
+	EXPECT_EQ(COH_PERSIST_NONE, coh_mr_persistence(nullptr));
+	ASSERT_EQ(0, coh_mr_new(n.fab, 4096, kPmemRights, &plain));
+	EXPECT_EQ(COH_PERSIST_NONE, coh_mr_persistence(plain));
+	ASSERT_EQ(0, coh_mr_reg(n.fab, buf, sizeof(buf), COH_ACCESS_LOCAL_WRITE, &reg));
+	EXPECT_EQ(COH_PERSIST_NONE, coh_mr_persistence(reg));
+
+	// No path: a fresh, zeroed file in the cluster directory, under the region's name.
+	char name[64];
+	shim_shm_next_mr_name(n.fab, name, sizeof(name));
+	ASSERT_EQ(0, coh_mr_new_pmem(n.fab, nullptr, 10000, kPmemRights, &anon));
+	EXPECT_EQ(COH_PERSIST_FILE, coh_mr_persistence(anon)); // tmpfs: page granularity
+	EXPECT_EQ(10000u, coh_mr_len(anon));
+	EXPECT_EQ(0u, (uintptr_t)coh_mr_addr(anon) % 4096);
+	std::vector<uint8_t> zero(10000);
+	EXPECT_EQ(0, memcmp(zero.data(), coh_mr_addr(anon), zero.size()));
+	std::string in_dir = c.dir + "/" + name;
+	ASSERT_EQ(0, lstat(in_dir.c_str(), &st));
+	EXPECT_TRUE(S_ISREG(st.st_mode));
+	EXPECT_EQ(0, coh_mr_delete(&anon));
+	EXPECT_NE(0, lstat(in_dir.c_str(), &st)); // its file goes with it
+
+	// A path on tmpfs: the cluster directory links to the file, which covers header + data.
+	shim_shm_next_mr_name(n.fab, name, sizeof(name));
+	ASSERT_EQ(0, coh_mr_new_pmem(n.fab, t.c(), 10000, kPmemRights, &shm));
+	EXPECT_EQ(COH_PERSIST_FILE, coh_mr_persistence(shm));
+	in_dir = c.dir + "/" + name;
+	ASSERT_EQ(0, lstat(in_dir.c_str(), &st));
+	EXPECT_TRUE(S_ISLNK(st.st_mode));
+	char target[PATH_MAX] = {};
+	ASSERT_GT(readlink(in_dir.c_str(), target, sizeof(target) - 1), 0);
+	char *real = realpath(t.c(), nullptr);
+	ASSERT_NE(nullptr, real);
+	EXPECT_STREQ(real, target);
+	free(real);
+	ASSERT_EQ(0, stat(t.c(), &st));
+	EXPECT_GE((size_t)st.st_size, 4096u + 10000u);
+	EXPECT_EQ(0, coh_mr_delete(&shm));
+	EXPECT_NE(0, lstat(in_dir.c_str(), &st)); // the link goes,
+	EXPECT_TRUE(t.exists());		  // the file stays
+
+	// A file in the page cache of a disk file system is page-granular too.
+	ASSERT_EQ(0, coh_mr_new_pmem(n.fab, d.c(), 100, kPmemRights, &disk));
+	EXPECT_EQ(COH_PERSIST_FILE, coh_mr_persistence(disk));
+	EXPECT_EQ(0, coh_mr_delete(&disk));
+	coh_mr_delete(&reg);
+	coh_mr_delete(&plain);
+}
+
+TEST(mr_pmem, contents_survive_delete_and_recreate)
+{
+	Cluster c;
+	Node n;
+	coh_fabric_attr a = c.attr(0);
+	coh_mr *mr = nullptr;
+	const size_t len = 3 * 4096 + 5;
+	TempFile t;
+
+	ASSERT_EQ(0, coh_fabric_open(&a, &n.fab));
+	ASSERT_EQ(0, coh_mr_new_pmem(n.fab, t.c(), len, kPmemRights, &mr));
+	fill_pattern(coh_mr_addr(mr), len, 7);
+	ASSERT_EQ(0, coh_mr_delete(&mr));
+	// Again on the same fabric.
+	ASSERT_EQ(0, coh_mr_new_pmem(n.fab, t.c(), len, kPmemRights, &mr));
+	EXPECT_TRUE(has_pattern(coh_mr_addr(mr), len, 7));
+	ASSERT_EQ(0, coh_mr_delete(&mr));
+	// And as a node that restarted: a new incarnation, a larger region on the same file. The
+	// old bytes are where they were; the added ones read as zero.
+	ASSERT_EQ(0, coh_fabric_close(&n.fab));
+	ASSERT_EQ(0, coh_fabric_open(&a, &n.fab));
+	ASSERT_EQ(0, coh_mr_new_pmem(n.fab, t.c(), 2 * len, kPmemRights, &mr));
+	EXPECT_TRUE(has_pattern(coh_mr_addr(mr), len, 7));
+	std::vector<uint8_t> zero(len);
+	EXPECT_EQ(0, memcmp(zero.data(), (uint8_t *)coh_mr_addr(mr) + len, len));
+	ASSERT_EQ(0, coh_mr_delete(&mr));
+}
+
+TEST(mr_pmem, loopback_write_flush_import_and_revocation)
+{
+	Cluster c;
+	Node n;
+	coh_fabric_attr a = c.attr(2);
+	coh_mr *mr = nullptr, *ro = nullptr, *plain = nullptr, *loc = nullptr;
+	coh_rmr *rmr = nullptr, *rro = nullptr, *tmp = nullptr;
+	coh_mr_desc d, dro, dplain;
+	TempFile t, tro;
+
+	ASSERT_EQ(0, coh_fabric_open(&a, &n.fab));
+	ASSERT_EQ(0, coh_cq_new(n.fab, 64, &n.cq));
+	coh_ep_attr e = ep_attr(2, n.cq);
+	ASSERT_EQ(0, coh_ep_new(n.fab, &e, &n.ep));
+	ASSERT_EQ(0, coh_mr_new(n.fab, 8192, COH_ACCESS_LOCAL_WRITE, &loc));
+	ASSERT_EQ(0, coh_mr_new_pmem(n.fab, t.c(), 8192, kPmemRights, &mr));
+	ASSERT_EQ(0, coh_mr_new_pmem(n.fab, tro.c(), 100, COH_ACCESS_REMOTE_READ, &ro));
+	ASSERT_EQ(0, coh_mr_new(n.fab, 4096, kPmemRights, &plain));
+
+	// The descriptor carries the mode to the importer.
+	ASSERT_EQ(0, coh_mr_export(mr, &d));
+	ASSERT_EQ(0, coh_rmr_import(n.ep, &d, &rmr));
+	EXPECT_EQ(COH_PERSIST_FILE, coh_rmr_persistence(rmr));
+	EXPECT_EQ(COH_PERSIST_NONE, coh_rmr_persistence(nullptr));
+	ASSERT_EQ(0, coh_mr_export(plain, &dplain));
+	ASSERT_EQ(0, coh_rmr_import(n.ep, &dplain, &tmp));
+	EXPECT_EQ(COH_PERSIST_NONE, coh_rmr_persistence(tmp));
+	coh_rmr_delete(&tmp);
+
+	// WRITE, FLUSH (which msyncs the importer's mapping), and the owner sees the bytes.
+	fill_pattern(coh_mr_addr(loc), 8192, 3);
+	EXPECT_EQ(0, coh_ep_write_sync(n.ep, loc, 0, rmr, 0, 8192));
+	EXPECT_EQ(0, coh_ep_flush_sync(n.ep, rmr, 0, 8192));
+	EXPECT_EQ(0, coh_ep_flush_sync(n.ep, rmr, 4095, 2)); // straddles a page boundary
+	EXPECT_TRUE(has_pattern(coh_mr_addr(mr), 8192, 3));
+
+	// A read-only region is mapped read-only by the importer and still readable.
+	fill_pattern(coh_mr_addr(ro), 100, 9);
+	ASSERT_EQ(0, coh_mr_export(ro, &dro));
+	ASSERT_EQ(0, coh_rmr_import(n.ep, &dro, &rro));
+	EXPECT_EQ(0, coh_ep_read_sync(n.ep, loc, 0, rro, 0, 100));
+	EXPECT_TRUE(has_pattern(coh_mr_addr(loc), 100, 9));
+	EXPECT_EQ(-EACCES, coh_ep_flush_sync(n.ep, rro, 0, 8)); // no FLUSH right
+
+	// A descriptor that lies about the mode does not match the owner's header.
+	shim_fields f;
+	uint8_t bytes[COH_MR_DESC_SIZE];
+	ASSERT_EQ(0, shim_desc_decode(dplain.bytes, &f));
+	f.persist = COH_PERSIST_FILE;
+	shim_desc_encode(&f, bytes);
+	coh_mr_desc liar;
+	memcpy(liar.bytes, bytes, sizeof(bytes));
+	EXPECT_EQ(-EACCES, coh_rmr_import(n.ep, &liar, &tmp));
+
+	// A peer whose file is shorter than its descriptor says is not mapped past the end.
+	TempFile tshort;
+	coh_mr *shrunk = nullptr;
+	coh_mr_desc dshrunk;
+	ASSERT_EQ(0, coh_mr_new_pmem(n.fab, tshort.c(), 3 * 4096, kPmemRights, &shrunk));
+	ASSERT_EQ(0, coh_mr_export(shrunk, &dshrunk));
+	ASSERT_EQ(0, truncate(tshort.c(), 4096)); // the header page stays, the data goes
+	EXPECT_EQ(-EACCES, coh_rmr_import(n.ep, &dshrunk, &tmp));
+	EXPECT_EQ(0, coh_mr_delete(&shrunk));
+
+	// Rekey revokes; a region deleted and made again on the same file is a new region, which
+	// the old import cannot reach although it maps the same file.
+	fill_pattern(coh_mr_addr(loc), 8192, 3);
+	ASSERT_EQ(0, coh_mr_rekey(mr));
+	EXPECT_EQ(-EACCES, coh_ep_write_sync(n.ep, loc, 0, rmr, 0, 8));
+	ASSERT_EQ(0, coh_mr_export(mr, &d));
+	ASSERT_EQ(0, coh_rmr_import(n.ep, &d, &tmp));
+	EXPECT_EQ(0, coh_ep_write_sync(n.ep, loc, 0, tmp, 0, 8));
+	ASSERT_EQ(0, coh_mr_delete(&mr));
+	EXPECT_EQ(-EACCES, coh_ep_write_sync(n.ep, loc, 0, tmp, 0, 8));
+	EXPECT_EQ(-EACCES, coh_rmr_import(n.ep, &d, &rmr)); // its link is gone
+	ASSERT_EQ(0, coh_mr_new_pmem(n.fab, t.c(), 8192, kPmemRights, &mr));
+	EXPECT_EQ(-EACCES, coh_ep_write_sync(n.ep, loc, 0, tmp, 0, 8));
+	EXPECT_EQ(-EACCES, coh_ep_flush_sync(n.ep, tmp, 0, 8));
+	EXPECT_TRUE(has_pattern(coh_mr_addr(mr), 8192, 3));
+
+	coh_rmr_delete(&tmp);
+	coh_rmr_delete(&rmr);
+	coh_rmr_delete(&rro);
+	coh_mr_delete(&plain);
+	coh_mr_delete(&ro);
+	coh_mr_delete(&mr);
+	coh_mr_delete(&loc);
+}
+
+// Runs where a device DAX is at hand (the VM rig's devdax mode sets COHORT_PMEM_DAX): the
+// region's header is the device's first page, and its bytes outlive the region.
+TEST(mr_pmem, device_dax)
+{
+	const char *dev = getenv("COHORT_PMEM_DAX");
+	if (!dev || !dev[0])
+		GTEST_SKIP() << "COHORT_PMEM_DAX is not set";
+	Cluster c;
+	Node n;
+	coh_fabric_attr a = c.attr(0);
+	coh_mr *mr = nullptr;
+
+	ASSERT_EQ(0, coh_fabric_open(&a, &n.fab));
+	ASSERT_EQ(0, coh_mr_new_pmem(n.fab, dev, 8192, kPmemRights, &mr));
+	EXPECT_EQ(COH_PERSIST_PMEM, coh_mr_persistence(mr));
+	fill_pattern(coh_mr_addr(mr), 8192, 5);
+	ASSERT_EQ(0, coh_mr_delete(&mr));
+	ASSERT_EQ(0, coh_mr_new_pmem(n.fab, dev, 8192, kPmemRights, &mr));
+	EXPECT_TRUE(has_pattern(coh_mr_addr(mr), 8192, 5));
+	coh_mr *second = nullptr;
+	EXPECT_EQ(-EBUSY, coh_mr_new_pmem(n.fab, dev, 8192, kPmemRights, &second));
+	EXPECT_EQ(0, coh_mr_delete(&mr));
 }
 
 TEST(cluster_addr, parse)

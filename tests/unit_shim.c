@@ -1,10 +1,11 @@
 /*
  * unit_shim.c - C wrappers that let the googletest unit tests reach the fabric's internals
- * (descriptor codec, cluster address parsing, event raising, the shm ring checks) and that
- * corrupt an shm endpoint's ring the way a misbehaving peer could.
+ * (descriptor codec, cluster address parsing, event raising, the shm ring checks, the name of
+ * the next shm region) and that corrupt an shm endpoint's ring the way a misbehaving peer could.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <fcntl.h>
 #include <string.h>
@@ -32,6 +33,7 @@ int shim_desc_decode(const uint8_t *bytes, struct shim_fields *out)
 		out->addr = f.addr;
 		out->len = f.len;
 		out->incarnation = f.incarnation;
+		out->persist = f.persist;
 	}
 	return ret;
 }
@@ -45,7 +47,8 @@ void shim_desc_encode(const struct shim_fields *in, uint8_t *bytes)
 				   .access = in->access,
 				   .addr = in->addr,
 				   .len = in->len,
-				   .incarnation = in->incarnation };
+				   .incarnation = in->incarnation,
+				   .persist = in->persist };
 	struct coh_mr_desc d;
 
 	mr_desc_encode(&f, &d);
@@ -124,4 +127,14 @@ int shim_corrupt_ring(const char *dir, uint32_t channel, int what)
 		atomic_store(&ring->tail, head + 100000);
 	munmap(hdr, len);
 	return 0;
+}
+
+void shim_shm_next_mr_name(struct coh_fabric *fab, char *buf, size_t len)
+{
+	struct shm_fabric *sf = to_shm_fabric(fab);
+
+	pthread_mutex_lock(&sf->lock);
+	snprintf(buf, len, "mr-%u-%" PRIu64 "-%u", fab->node_id, sf->incarnation,
+		 sf->next_region + 1);
+	pthread_mutex_unlock(&sf->lock);
 }

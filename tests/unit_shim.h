@@ -16,6 +16,7 @@ struct shim_fields {
 	uint8_t provider;
 	uint32_t node, region, rkey, access;
 	uint64_t addr, len, incarnation;
+	uint8_t persist;
 };
 
 int shim_desc_decode(const uint8_t *bytes, struct shim_fields *out);
@@ -30,6 +31,9 @@ enum {
 	SHIM_CORRUPT_TAIL = 2
 };
 int shim_corrupt_ring(const char *dir, uint32_t channel, int what);
+
+/* The cluster-directory name the next shm region of @fab will get. */
+void shim_shm_next_mr_name(struct coh_fabric *fab, char *buf, size_t len);
 
 #ifdef __cplusplus
 }

@@ -222,6 +222,26 @@ int coh_mr_reg(struct coh_fabric *fab, void *buf, size_t len, uint32_t access, s
 	return ret;
 }
 
+int coh_mr_new_pmem(struct coh_fabric *fab, const char *path, size_t len, uint32_t access,
+		    struct coh_mr **mrp)
+{
+	int ret;
+
+	if (!fab || !mrp || !len || len > COH_FABRIC_MAX_XFER || (access & ~COH_ACCESS_ALL))
+		return -EINVAL;
+	if (path && !path[0])
+		return -EINVAL;
+	ret = fab->ops->mr_new_pmem(fab, path, len, access, mrp);
+	if (!ret)
+		atomic_fetch_add(&fab->n_mr, 1);
+	return ret;
+}
+
+enum coh_persist coh_mr_persistence(const struct coh_mr *mr)
+{
+	return mr ? mr->persist : COH_PERSIST_NONE;
+}
+
 int coh_mr_delete(struct coh_mr **mrp)
 {
 	struct coh_mr *mr;
@@ -290,7 +310,11 @@ static uint64_t get64(const uint8_t *p)
 
 /*
  * Layout: 0 magic(2) 2 version(1) 3 provider(1) 4 node(4) 8 region(4) 12 rkey(4) 16 access(4)
- * 20 reserved(4, zero) 24 addr(8) 32 len(8) 40 incarnation(8).
+ * 20 persist(1) 21 reserved(3, zero) 24 addr(8) 32 len(8) 40 incarnation(8).
+ *
+ * persist took the first of four reserved bytes without a new version: every decoder has
+ * required them to be zero, so an older node refuses (-EPROTO) the descriptor of a persistent
+ * region rather than misreading it, and reads every other descriptor as before.
  */
 void mr_desc_encode(const struct coh_mr_fields *f, struct coh_mr_desc *desc)
 {
@@ -304,6 +328,7 @@ void mr_desc_encode(const struct coh_mr_fields *f, struct coh_mr_desc *desc)
 	put32(p + 8, f->region);
 	put32(p + 12, f->rkey);
 	put32(p + 16, f->access);
+	p[20] = f->persist;
 	put64(p + 24, f->addr);
 	put64(p + 32, f->len);
 	put64(p + 40, f->incarnation);
@@ -324,9 +349,11 @@ int mr_desc_decode(const struct coh_mr_desc *desc, struct coh_mr_fields *f)
 	d.addr = get64(p + 24);
 	d.len = get64(p + 32);
 	d.incarnation = get64(p + 40);
+	d.persist = p[20];
 	if (d.provider != COH_PROVIDER_SHM && d.provider != COH_PROVIDER_RDMA)
 		return -EPROTO;
-	if (d.node >= COH_FABRIC_MAX_NODES || get32(p + 20) != 0)
+	if (d.node >= COH_FABRIC_MAX_NODES || d.persist > COH_PERSIST_PMEM || p[21] || p[22] ||
+	    p[23])
 		return -EPROTO;
 	/* Only remote rights are meaningful to an importer, and there must be at least one. */
 	if ((d.access & ~COH_ACCESS_ALL) || !(d.access & COH_ACCESS_REMOTE_MASK))
@@ -351,6 +378,7 @@ int coh_mr_export(const struct coh_mr *mr, struct coh_mr_desc *desc)
 	f.addr = mr->remote_addr;
 	f.len = mr->len;
 	f.incarnation = mr->incarnation;
+	f.persist = (uint8_t)mr->persist;
 	mr_desc_encode(&f, desc);
 	return 0;
 }
@@ -393,6 +421,11 @@ int coh_rmr_delete(struct coh_rmr **rmrp)
 size_t coh_rmr_len(const struct coh_rmr *rmr)
 {
 	return rmr ? (size_t)rmr->f.len : 0;
+}
+
+enum coh_persist coh_rmr_persistence(const struct coh_rmr *rmr)
+{
+	return rmr ? (enum coh_persist)rmr->f.persist : COH_PERSIST_NONE;
 }
 
 /* Completion queues. */

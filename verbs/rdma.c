@@ -7,9 +7,14 @@
  * domain serves every region and queue pair of the fabric. Connections and the CM thread live in
  * rdma_cm.c, the data path in rdma_io.c; docs/rdma.md states the guarantees.
  *
- * What this provider deliberately does not do: persistent memory (regions are DRAM, so a flush
- * survives the writer's crash, not the target's power loss: persistent is false), shared receive
- * queues, memory windows, or more than one device per fabric.
+ * Persistent regions (coh_mr_new_pmem) register part of a libpmem2 mapping (pmem.c) of a file or
+ * a device DAX. A FLUSH to them places data in the target's memory system, which is power-fail
+ * safe only where the CPU caches are (eADR); rdma_mr_new_pmem says so in the region's mode.
+ *
+ * What this provider deliberately does not do: the persistent flush type (IBV_FLUSH_PERSISTENT,
+ * which would make ADR-only persistent memory power-fail safe too), on-demand paging (which
+ * would let files on a DAX file system be registered), shared receive queues, memory windows,
+ * or more than one device per fabric.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -368,6 +373,7 @@ static int rdma_fabric_open(const struct coh_fabric_attr *attr, struct coh_fabri
 	fab->incarnation = (uint64_t)now.tv_sec * 1000000000ull + (uint64_t)now.tv_nsec;
 	atomic_init(&fab->stop, false);
 	atomic_init(&fab->next_region, 0);
+	atomic_init(&fab->next_pmem, 0);
 	ret = rdma_start_thread(fab);
 	if (ret)
 		goto err_dereg_sink;
@@ -566,19 +572,89 @@ static int rdma_mr_reg(struct coh_fabric *bfab, void *buf, size_t len, uint32_t 
 	return 0;
 }
 
-/* rdma_mr_delete - deregister and free; the region is freed even if deregistration fails. */
+/*
+ * rdma_mr_new_pmem - map @path (NULL: a new file in $COHORT_PMEM_DIR, or /dev/shm) with libpmem2
+ * and register the region's part of it, after the header page.
+ *
+ * The region's mode is what a FLUSH from a peer can promise. That FLUSH (native GLOBAL, or the
+ * READ that emulates it) completes once the WRITEs before it have been placed in the target's
+ * memory system, which with DDIO is the CPU's last-level cache; no CPU on the target writes the
+ * cache back, and nothing msyncs a page-cache file. So the bytes survive power loss only where
+ * the CPU caches are in the persistence domain (eADR: libpmem2's byte granularity); anywhere else
+ * they sit in the file's pages or in DAX memory, which outlive any process but are not promised
+ * to outlive the host.
+ */
+static int rdma_mr_new_pmem(struct coh_fabric *bfab, const char *path, size_t len, uint32_t access,
+			    struct coh_mr **mrp)
+{
+	struct rdma_fabric *fab = container_of(bfab, struct rdma_fabric, base);
+	char *owned = NULL;
+	struct pmem_map pm;
+	struct rdma_mr *mr;
+	const char *dir;
+	int ret;
+
+	if (!path) {
+		dir = getenv("COHORT_PMEM_DIR");
+		if (!dir || !dir[0])
+			dir = "/dev/shm";
+		if (asprintf(&owned, "%s/cohort-%u-%" PRIx64 "-%u.pmem", dir, bfab->node_id,
+			     fab->incarnation, atomic_fetch_add(&fab->next_pmem, 1) + 1) < 0)
+			return -ENOMEM;
+		path = owned;
+	}
+	ret = pmem_map_open(AT_FDCWD, path, PMEM_HDR_LEN + len, PMEM_MAP_CREATE, &pm);
+	if (ret)
+		goto err_free_path;
+	ret = rdma_mr_register(fab, (uint8_t *)pm.addr + PMEM_HDR_LEN, len, access, &mr);
+	if (ret == -EOPNOTSUPP || ret == -EFAULT)
+		COH_LOG_ERR("node %u: cannot register %s: the kernel pins device DAX, tmpfs and "
+			    "hugetlbfs mappings for RDMA, not files on a DAX file system nor, on "
+			    "recent kernels, page-cache files of a disk file system",
+			    bfab->node_id, path);
+	if (ret)
+		goto err_close_pmem;
+	mr->pmem = true;
+	mr->pm = pm;
+	mr->unlink_path = owned;
+	mr->base.persist = pm.eadr ? COH_PERSIST_PMEM : COH_PERSIST_FILE;
+	if (pm.persist == COH_PERSIST_PMEM && !pm.eadr)
+		COH_LOG_INFO("node %u: %s is persistent memory without eADR: a FLUSH may leave "
+			     "data in the CPU cache, so the region is COH_PERSIST_FILE",
+			     bfab->node_id, path);
+	*mrp = &mr->base;
+	return 0;
+
+err_close_pmem:
+	pmem_map_close(&pm);
+	/* A file this call created holds nothing; one that existed keeps its data. */
+	if (pm.created)
+		unlink(path);
+err_free_path:
+	free(owned);
+	return ret;
+}
+
+/* rdma_mr_delete - deregister and free; the region is freed even if deregistration fails. A
+ * persistent region's file stays, unless the provider named it. */
 static int rdma_mr_delete(struct coh_mr *bmr)
 {
 	struct rdma_mr *mr = container_of(bmr, struct rdma_mr, base);
-	int ret;
+	int ret, ret2 = 0;
 
 	ret = ibv_dereg_mr(mr->mr);
 	if (ret)
 		COH_LOG_ERR("node %u: ibv_dereg_mr: %s", bmr->fab->node_id, strerror(ret));
 	if (mr->owned)
 		munmap(bmr->addr, mr->map_len);
+	if (mr->pmem) {
+		ret2 = pmem_map_close(&mr->pm);
+		if (mr->unlink_path && unlink(mr->unlink_path) < 0 && !ret2)
+			ret2 = -errno;
+		free(mr->unlink_path);
+	}
 	free(mr);
-	return ret ? -ret : 0;
+	return ret ? -ret : ret2;
 }
 
 /* rdma_mr_rekey - register the memory again and drop the old registration, so its rkey dies. */
@@ -725,6 +801,7 @@ const struct coh_fabric_ops rdma_ops = {
 	.fabric_query = rdma_fabric_query,
 	.mr_new = rdma_mr_new,
 	.mr_reg = rdma_mr_reg,
+	.mr_new_pmem = rdma_mr_new_pmem,
 	.mr_delete = rdma_mr_delete,
 	.mr_rekey = rdma_mr_rekey,
 	.cq_new = rdma_cq_new,

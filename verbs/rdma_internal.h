@@ -253,12 +253,17 @@ struct rdma_ep {
 	atomic_uint kick; /* conn_gen + 1 of connections the poller saw fail; 0: none */
 };
 
-/* struct rdma_mr - a registered region. @mr changes on rekey (the owner's thread). */
+/* struct rdma_mr - a registered region. @mr changes on rekey (the owner's thread). A persistent
+ * region (@pmem) registers part of a libpmem2 mapping (@pm); @unlink_path is its file when the
+ * provider chose the name (NULL path), which delete removes. */
 struct rdma_mr {
 	struct coh_mr base;
 	struct ibv_mr *mr;
 	bool owned;
 	size_t map_len;
+	bool pmem;
+	struct pmem_map pm;
+	char *unlink_path;
 };
 
 struct rdma_rmr {
@@ -319,6 +324,7 @@ struct rdma_fabric {
 	bool cm_started;
 	atomic_bool stop;
 	atomic_uint next_region;
+	atomic_uint next_pmem; /* names persistent regions' files in the default place */
 
 	pthread_mutex_t lock;
 	pthread_cond_t cond;

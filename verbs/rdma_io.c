@@ -243,7 +243,9 @@ static int rdma_qp_post(struct rdma_fabric *fab, struct rdma_conn *c, struct rdm
 #endif
 		/* A READ is executed after every WRITE posted before it on this connection has
 		 * been placed at the target, so its completion is the flush point. Read the last
-		 * bytes of the range: any byte would do. */
+		 * bytes of the range: any byte would do. Placed means in the target's memory
+		 * system, which with DDIO is its CPU cache: on persistent memory that survives
+		 * power loss only with eADR (rdma_mr_new_pmem sets the region's mode so). */
 		n = s->len < 8 ? s->len : 8;
 		ibv_wr_rdma_read(qpx, s->rkey, s->raddr + s->len - n);
 		ibv_wr_set_sge(qpx, fab->sink_mr->lkey, (uintptr_t)fab->sink, n);

@@ -1,6 +1,6 @@
 /*
- * shm.c - the shm provider's node side: joining a cluster directory, liveness, regions and
- * completion queues. Endpoints and operations are in shm_ep.c.
+ * shm.c - the shm provider's node side: joining a cluster directory, liveness and completion
+ * queues. Regions are in shm_mr.c, endpoints and operations in shm_ep.c.
  *
  * Liveness rests on what the kernel does when a process dies, even by SIGKILL: it drops the
  * process's file locks and makes its pidfd readable. Each incarnation of a node holds an OFD write
@@ -11,7 +11,8 @@
  *
  * Persistence: regions live in files in the cluster directory. On tmpfs (/dev/shm) a flushed
  * write survives the writer's crash and the target's, not the host's; on a real file system the
- * flush also msyncs, so it survives what that file system survives. This provider is for tests
+ * flush also msyncs, so it survives what that file system survives. Persistent regions
+ * (shm_mr.c) may live elsewhere and are always persisted at FLUSH. This provider is for tests
  * and single-host demos; it trusts the kernel's file permissions (0700 directory), not its peers'
  * good behaviour, so everything read from a peer's file is checked before it is used.
  */
@@ -591,124 +592,6 @@ static void shm_fabric_query(const struct coh_fabric *fab, struct coh_fabric_inf
 	snprintf(info->device, sizeof(info->device), "shm");
 }
 
-/* Regions. */
-
-static int shm_mr_new(struct coh_fabric *fab, size_t len, uint32_t access, struct coh_mr **mrp)
-{
-	struct shm_fabric *sf = to_shm_fabric(fab);
-	struct shm_mr *mr;
-	void *map;
-	int ret;
-
-	mr = calloc(1, sizeof(*mr));
-	if (!mr)
-		return -ENOMEM;
-	mr->map_len = (len + SHM_PAGE - 1) & ~(size_t)(SHM_PAGE - 1);
-	if (!(access & COH_ACCESS_REMOTE_MASK)) {
-		/* Nobody else will map it, so it needs no file. */
-		map = mmap(NULL, mr->map_len, PROT_READ | PROT_WRITE,
-			   MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
-		if (map == MAP_FAILED) {
-			ret = -errno;
-			goto err_free;
-		}
-		mr->anon = map;
-		mr->base.fab = fab;
-		mr->base.addr = map;
-		mr->base.len = len;
-		mr->base.access = access;
-		*mrp = &mr->base;
-		return 0;
-	}
-	pthread_mutex_lock(&sf->lock);
-	mr->base.region = ++sf->next_region;
-	pthread_mutex_unlock(&sf->lock);
-	mr->map_len += SHM_PAGE;
-	snprintf(mr->name, sizeof(mr->name), "mr-%u-%" PRIu64 "-%u", fab->node_id, sf->incarnation,
-		 mr->base.region);
-	/* O_CREAT on a name nobody else uses: the region id is fresh in this incarnation. */
-	ret = shm_file_map(sf->dir_fd, mr->name, mr->map_len, true, PROT_READ | PROT_WRITE, &map,
-			   NULL);
-	if (ret)
-		goto err_free;
-	mr->hdr = map;
-	mr->hdr->magic = SHM_MR_MAGIC;
-	mr->hdr->version = SHM_VERSION;
-	mr->hdr->node = fab->node_id;
-	mr->hdr->incarnation = sf->incarnation;
-	mr->hdr->region = mr->base.region;
-	mr->hdr->access = access;
-	mr->hdr->len = len;
-	mr->base.fab = fab;
-	mr->base.addr = (uint8_t *)map + SHM_PAGE;
-	mr->base.len = len;
-	mr->base.access = access;
-	mr->base.rkey = (sf->rkey_seed + mr->base.region * 0x9e3779b9u) | 1u;
-	mr->base.remote_addr = 0;
-	mr->base.incarnation = sf->incarnation;
-	atomic_store(&mr->hdr->rkey, mr->base.rkey);
-	*mrp = &mr->base;
-	return 0;
-
-err_free:
-	free(mr);
-	return ret;
-}
-
-static int shm_mr_reg(struct coh_fabric *fab, void *buf, size_t len, uint32_t access,
-		      struct coh_mr **mrp)
-{
-	struct shm_mr *mr;
-
-	/* A peer can only reach memory that lives in a shared file. */
-	if (access & COH_ACCESS_REMOTE_MASK)
-		return -EOPNOTSUPP;
-	mr = calloc(1, sizeof(*mr));
-	if (!mr)
-		return -ENOMEM;
-	mr->base.fab = fab;
-	mr->base.addr = buf;
-	mr->base.len = len;
-	mr->base.access = access;
-	*mrp = &mr->base;
-	return 0;
-}
-
-static int shm_mr_delete(struct coh_mr *base)
-{
-	struct shm_mr *mr = container_of(base, struct shm_mr, base);
-	struct shm_fabric *sf = to_shm_fabric(base->fab);
-	int ret = 0;
-
-	if (mr->anon && munmap(mr->anon, mr->map_len) < 0)
-		ret = -errno;
-	if (mr->hdr) {
-		/* Revoke before unmapping: importers check the key on every operation. */
-		atomic_store(&mr->hdr->rkey, 0);
-		if (munmap(mr->hdr, mr->map_len) < 0)
-			ret = -errno;
-		if (unlinkat(sf->dir_fd, mr->name, 0) < 0 && !ret)
-			ret = -errno;
-	}
-	free(mr);
-	return ret;
-}
-
-static int shm_mr_rekey(struct coh_mr *base)
-{
-	struct shm_mr *mr = container_of(base, struct shm_mr, base);
-	uint32_t key;
-
-	if (!mr->hdr)
-		return -EINVAL;
-	do {
-		key = shm_random32() | 1u;
-	} while (key == base->rkey);
-	base->rkey = key;
-	atomic_store(&mr->hdr->rkey, key);
-	return 0;
-}
-
 /* Completion queues. */
 
 static int shm_cq_new(struct coh_fabric *fab, uint32_t depth, struct coh_cq **cqp)
@@ -852,6 +735,7 @@ const struct coh_fabric_ops shm_ops = {
 	.fabric_query = shm_fabric_query,
 	.mr_new = shm_mr_new,
 	.mr_reg = shm_mr_reg,
+	.mr_new_pmem = shm_mr_new_pmem,
 	.mr_delete = shm_mr_delete,
 	.mr_rekey = shm_mr_rekey,
 	.cq_new = shm_cq_new,

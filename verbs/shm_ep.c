@@ -365,18 +365,34 @@ int shm_rmr_import(struct coh_ep *base, const struct coh_mr_fields *f, struct co
 	rmr = calloc(1, sizeof(*rmr));
 	if (!rmr)
 		return -ENOMEM;
-	rmr->map_len = SHM_PAGE + ((f->len + SHM_PAGE - 1) & ~(uint64_t)(SHM_PAGE - 1));
 	snprintf(name, sizeof(name), "mr-%u-%" PRIu64 "-%u", f->node, f->incarnation, f->region);
-	ret = shm_file_map(ep->fab->dir_fd, name, rmr->map_len, false, prot, &map, NULL);
-	if (ret) {
-		/* Gone, or not the size the descriptor claims: either way, no access. */
-		ret = ret == -ENOENT || ret == -EPROTO ? -EACCES : ret;
-		goto err_free;
+	if (f->persist != COH_PERSIST_NONE) {
+		/* A persistent region may be a device DAX, whose size its inode does not tell, and
+		 * FLUSH must persist through this mapping: map it with libpmem2, as its owner did. */
+		ret = pmem_map_open(ep->fab->dir_fd, name, SHM_PAGE + f->len,
+				    (prot & PROT_WRITE) ? 0 : PMEM_MAP_RDONLY, &rmr->pm);
+		if (ret) {
+			/* Gone, or smaller than the descriptor claims: either way, no access. */
+			ret = ret == -ENOENT || ret == -ENOSPC ? -EACCES : ret;
+			goto err_free;
+		}
+		rmr->pmem = true;
+		rmr->map_len = rmr->pm.len;
+		map = rmr->pm.addr;
+	} else {
+		rmr->map_len = SHM_PAGE + ((f->len + SHM_PAGE - 1) & ~(uint64_t)(SHM_PAGE - 1));
+		ret = shm_file_map(ep->fab->dir_fd, name, rmr->map_len, false, prot, &map, NULL);
+		if (ret) {
+			/* Gone, or not the size the descriptor claims: either way, no access. */
+			ret = ret == -ENOENT || ret == -EPROTO ? -EACCES : ret;
+			goto err_free;
+		}
 	}
 	hdr = map;
 	if (hdr->magic != SHM_MR_MAGIC || hdr->version != SHM_VERSION || hdr->node != f->node ||
 	    hdr->incarnation != f->incarnation || hdr->region != f->region || hdr->len != f->len ||
-	    (f->access & ~hdr->access) || atomic_load(&hdr->rkey) != f->rkey) {
+	    hdr->persist != f->persist || (f->access & ~hdr->access) ||
+	    atomic_load(&hdr->rkey) != f->rkey) {
 		ret = -EACCES;
 		goto err_unmap;
 	}
@@ -388,7 +404,10 @@ int shm_rmr_import(struct coh_ep *base, const struct coh_mr_fields *f, struct co
 	return 0;
 
 err_unmap:
-	munmap(map, rmr->map_len);
+	if (rmr->pmem)
+		pmem_map_close(&rmr->pm);
+	else
+		munmap(map, rmr->map_len);
 err_free:
 	free(rmr);
 	return ret;
@@ -397,8 +416,12 @@ err_free:
 int shm_rmr_delete(struct coh_rmr *base)
 {
 	struct shm_rmr *rmr = container_of(base, struct shm_rmr, base);
-	int ret = munmap(rmr->hdr, rmr->map_len) < 0 ? -errno : 0;
+	int ret;
 
+	if (rmr->pmem)
+		ret = pmem_map_close(&rmr->pm);
+	else
+		ret = munmap(rmr->hdr, rmr->map_len) < 0 ? -errno : 0;
 	free(rmr);
 	return ret;
 }
@@ -460,7 +483,15 @@ static int remote_op(struct shm_ep *ep, const struct coh_op *op)
 		break;
 	case COH_OP_FLUSH:
 		atomic_thread_fence(memory_order_seq_cst);
-		if (!ep->fab->tmpfs) {
+		if (rmr->pmem) {
+			/* A persistent region is persisted wherever it lives, through this
+			 * mapping: msync for a file in the page cache (a cheap no-op on tmpfs),
+			 * a CPU cache write-back for DAX memory, where msync would not do (a
+			 * device DAX has no fsync). Cache lines are physical, so writing them back
+			 * through this mapping covers stores made through any mapping. */
+			if (pmem_persist(&rmr->pm, remote, op->len))
+				return -EIO;
+		} else if (!ep->fab->tmpfs) {
 			uintptr_t start = (uintptr_t)remote & ~(uintptr_t)(SHM_PAGE - 1);
 
 			if (msync((void *)start, (uintptr_t)remote + op->len - start, MS_SYNC) < 0)

@@ -1,12 +1,13 @@
 /*
- * shm_internal.h - shared declarations of the shm provider (shm.c: nodes, liveness, regions,
- * queues; shm_ep.c: endpoints, message rings, operations). Included only by those files and
- * their tests.
+ * shm_internal.h - shared declarations of the shm provider (shm.c: nodes, liveness, queues;
+ * shm_mr.c: regions; shm_ep.c: endpoints, message rings, operations). Included only by those
+ * files and their tests.
  *
  * A cluster is a directory. Its files, all created 0600:
  *   node-<id>.ctl             one page per node: current incarnation, pid, the wake-up doorbell
  *   node-<id>-<inc>.lock      held (OFD write lock, bytes 0-1) by that incarnation while it lives
- *   mr-<id>-<inc>-<region>    a region: one header page, then the data
+ *   mr-<id>-<inc>-<region>    a region: one header page, then the data; for a persistent region
+ *                             on a path of the caller's, a symbolic link to that file or device
  *   ep-<lo>.<inc>-<hi>.<inc>-<chan>   an endpoint: header page, then one message ring per direction
  * Everything a peer reads from these files is validated before use: a peer's memory is input.
  */
@@ -45,7 +46,9 @@ struct shm_ctl {
 	_Atomic uint32_t waiters;	       /* threads asleep on the doorbell */
 };
 
-/* struct shm_mr_hdr - first page of a region file. @rkey is 0 once the region is deleted. */
+/* struct shm_mr_hdr - first page of a region file. @rkey is 0 once the region is deleted.
+ * @persist is the enum coh_persist the owner exported, which importers check against the
+ * descriptor's. */
 struct shm_mr_hdr {
 	uint64_t magic;
 	uint32_t version;
@@ -55,6 +58,7 @@ struct shm_mr_hdr {
 	uint32_t access;
 	uint64_t len;
 	_Atomic uint32_t rkey;
+	uint32_t persist;
 };
 
 /* struct shm_ring - one direction of an endpoint. Single producer (@tail), single consumer
@@ -122,21 +126,28 @@ struct shm_fabric {
 };
 
 /* struct shm_mr - a region. Remotely accessible ones live in a file (@hdr, then the data);
- * local-only ones made by coh_mr_new are anonymous memory (@anon); coh_mr_reg ones have neither. */
+ * local-only ones made by coh_mr_new are anonymous memory (@anon); coh_mr_reg ones have neither.
+ * Persistent ones (@pmem) are a libpmem2 mapping (@pm, whose first page is @hdr) of a file that
+ * @name, in the cluster directory, is or links to. Read-only after creation. */
 struct shm_mr {
 	struct coh_mr base;
 	struct shm_mr_hdr *hdr;
 	void *anon;
 	size_t map_len;
 	char name[64];
+	bool pmem;
+	struct pmem_map pm;
 };
 
-/* struct shm_rmr - an imported region, mapped with the protection its rights allow. */
+/* struct shm_rmr - an imported region, mapped with the protection its rights allow; with
+ * libpmem2 (@pm) when it is persistent, so that FLUSH can persist through this mapping. */
 struct shm_rmr {
 	struct coh_rmr base;
 	struct shm_mr_hdr *hdr;
 	uint8_t *data;
 	size_t map_len;
+	bool pmem;
+	struct pmem_map pm;
 };
 
 struct shm_ep;
@@ -173,6 +184,14 @@ void shm_cq_push(struct shm_cq *cq, struct shm_ep *ep, const struct coh_wc *wc);
 int shm_cq_attach(struct shm_cq *cq, struct shm_ep *ep);
 void shm_cq_detach(struct shm_cq *cq, struct shm_ep *ep);
 uint32_t shm_random32(void);
+
+/* shm_mr.c */
+int shm_mr_new(struct coh_fabric *fab, size_t len, uint32_t access, struct coh_mr **mrp);
+int shm_mr_new_pmem(struct coh_fabric *fab, const char *path, size_t len, uint32_t access,
+		    struct coh_mr **mrp);
+int shm_mr_reg(struct coh_fabric *fab, void *buf, size_t len, uint32_t access, struct coh_mr **mrp);
+int shm_mr_delete(struct coh_mr *mr);
+int shm_mr_rekey(struct coh_mr *mr);
 
 /* shm_ep.c */
 int shm_ep_new(struct coh_fabric *fab, const struct coh_ep_attr *attr, struct coh_ep **epp);

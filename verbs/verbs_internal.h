@@ -68,6 +68,7 @@ struct coh_mr_fields {
 	uint64_t addr;
 	uint64_t len;
 	uint64_t incarnation;
+	uint8_t persist; /* enum coh_persist */
 };
 
 struct coh_fabric_ops {
@@ -85,6 +86,10 @@ struct coh_fabric_ops {
 	int (*mr_new)(struct coh_fabric *fab, size_t len, uint32_t access, struct coh_mr **mrp);
 	int (*mr_reg)(struct coh_fabric *fab, void *buf, size_t len, uint32_t access,
 		      struct coh_mr **mrp);
+	/* As mr_new, on a pmem_map of @path (NULL: the provider's default place), and set
+	 * base.persist. */
+	int (*mr_new_pmem)(struct coh_fabric *fab, const char *path, size_t len, uint32_t access,
+			   struct coh_mr **mrp);
 	int (*mr_delete)(struct coh_mr *mr);
 	int (*mr_rekey)(struct coh_mr *mr);
 
@@ -143,6 +148,8 @@ struct coh_mr {
 	uint32_t rkey;	      /* current key, exported */
 	uint64_t remote_addr; /* address peers name in operations (rdma: the VA; shm: 0) */
 	uint64_t incarnation; /* the owner's incarnation, exported */
+	/* What a FLUSH to it guarantees, exported; set by mr_new_pmem, else NONE (0). */
+	enum coh_persist persist;
 };
 
 /* struct coh_rmr - common part of an imported region; read-only after import. */
@@ -193,6 +200,45 @@ void fabric_peer_down(struct coh_fabric *fab, uint32_t peer, uint64_t incarnatio
 /* Decode and check the form of a descriptor. Returns 0 or -EPROTO. Pure: fuzzed. */
 int mr_desc_decode(const struct coh_mr_desc *desc, struct coh_mr_fields *f);
 void mr_desc_encode(const struct coh_mr_fields *f, struct coh_mr_desc *desc);
+
+/*
+ * pmem.c: persistent regions' files, mapped with libpmem2 for both providers. Only pmem.c
+ * includes <libpmem2.h>.
+ *
+ * Layout of such a file: PMEM_HDR_LEN bytes that belong to the provider (shm: the region
+ * header peers check; rdma: unused), then the region's bytes. The same file therefore holds the
+ * same data at the same offsets whichever provider wrote it.
+ */
+#define PMEM_HDR_LEN 4096u
+
+struct pmem2_map;
+
+/*
+ * struct pmem_map - a file or device DAX mapped shared with libpmem2. Read-only after
+ * pmem_map_open(). @persist is what pmem_persist() gives on this host: COH_PERSIST_FILE for
+ * page granularity (msync), COH_PERSIST_PMEM for cache-line or byte granularity (CPU cache
+ * write-back). @eadr is byte granularity: the CPU caches are in the persistence domain, so bytes
+ * that reached them, from the CPU or by DMA, are persistent without any flush.
+ */
+struct pmem_map {
+	struct pmem2_map *map;
+	int fd;
+	void *addr;
+	size_t len; /* mapped bytes: what was asked, rounded up to the source's alignment */
+	enum coh_persist persist;
+	bool eadr;
+	bool created; /* pmem_map_open() created the file */
+	void (*persist_fn)(const void *ptr, size_t size);
+};
+
+/* pmem_map_open() flags. */
+#define PMEM_MAP_CREATE (1u << 0) /* the owner: create or extend the file, hold it exclusively */
+#define PMEM_MAP_RDONLY (1u << 1) /* map read-only (an importer without a write right) */
+
+int pmem_map_open(int dir_fd, const char *path, size_t len, unsigned int flags,
+		  struct pmem_map *pm);
+int pmem_map_close(struct pmem_map *pm);
+int pmem_persist(const struct pmem_map *pm, const void *addr, size_t len);
 
 /* Monotonic clock in nanoseconds. */
 uint64_t verbs_now_ns(void);

@@ -39,6 +39,17 @@ struct coh_cache;
  * @resource_blocks: blocks per resource (the lock unit); 0 means 64 KiB worth
  * @cache_blocks: capacity of this node's cache in blocks; 0 means 1024
  * @timeout_ms: bound for any wait (open's handshake, a lock request); 0 means the fabric's
+ * @members: bitmap of the nodes that take part (each opens the cache; directory words are spread
+ *           over them); 0 means all of 0 .. @nodes-1. An engine reopens the cache with the
+ *           survivors after a node dies.
+ * @channel_base: first of the four fabric channels the cache uses (0 means 10; at most 252).
+ *                Each reopening uses its own, so that a dead incarnation's endpoints never meet
+ *                the new ones.
+ * @write_hook: if set, called by coh_cache_write with every resource of the range held
+ *              exclusive, after the other copies are invalidated and before the data is put in
+ *              the cache; a nonzero return fails the write with that status, nothing installed.
+ *              The engine replicates the write here. It may call coh_cache_flush().
+ * @hook_arg: passed to @write_hook
  */
 struct coh_cache_attr {
 	struct coh_fabric *fab;
@@ -47,6 +58,10 @@ struct coh_cache_attr {
 	uint32_t resource_blocks;
 	uint32_t cache_blocks;
 	uint32_t timeout_ms;
+	uint32_t members;
+	uint32_t channel_base;
+	int (*write_hook)(void *arg, uint64_t lba, uint32_t nblocks, const void *buf);
+	void *hook_arg;
 };
 
 /**
@@ -76,6 +91,13 @@ int coh_cache_open(const struct coh_cache_attr *attr, struct coh_cache **cachep)
  * that still ask for resources this node held get -ECONNRESET). @cachep may point to NULL.
  */
 int coh_cache_close(struct coh_cache **cachep);
+
+/**
+ * coh_cache_abandon - stop and free without writing anything back or releasing anything: for a
+ * node fenced out of the cluster, whose dirty data its peers recover from their copies of its
+ * log and which must not touch the shared store any more. @cachep may point to NULL.
+ */
+int coh_cache_abandon(struct coh_cache **cachep);
 
 /**
  * coh_cache_read - read @nblocks blocks at @lba into @buf (any alignment), coherently: the

@@ -64,6 +64,27 @@ enum coh_access {
 #define COH_ACCESS_ALL 0x1fu
 #define COH_ACCESS_REMOTE_MASK 0x1eu
 
+/*
+ * How durable the bytes of a region are once a FLUSH to them has completed (coh_ep_post_flush).
+ * Each mode promises at least what the one before it does. docs/fabric.md, "Persistent regions",
+ * gives the mode of each backing on each provider.
+ */
+enum coh_persist {
+	/* Ordinary memory: the bytes are promised to survive the writer's crash only. */
+	COH_PERSIST_NONE = 0,
+	/*
+	 * A file in the page cache (libpmem2 page granularity) or DAX memory without a persistent
+	 * flush: the bytes survive the crash of any process, the owner's included, and the owner
+	 * finds them again by creating the region on the same file. They survive the host's crash
+	 * only where the FLUSH also writes the file back to stable storage: shm msyncs it, so on a
+	 * disk file system they do; on tmpfs, and on rdma, they do not.
+	 */
+	COH_PERSIST_FILE = 1,
+	/* DAX persistent memory (cache-line or byte granularity) reached by a persistent flush: the
+	 * bytes survive power loss. */
+	COH_PERSIST_PMEM = 2,
+};
+
 /**
  * struct coh_fabric_attr - how to open a node's fabric.
  * @provider: "shm" or "rdma"
@@ -87,8 +108,9 @@ struct coh_fabric_attr {
  * @native_flush: true when FLUSH is a fabric operation (ibv_wr_flush); false when it is emulated
  *                (rdma: a READ after the WRITE; shm: a fence, plus msync when the cluster directory
  *                is on a real file system)
- * @persistent: true when a flushed region survives the loss of power of the target host, false
- *              when it only survives the crash of the writing process
+ * @persistent: true when a flushed coh_mr_new() region survives the loss of power of the target
+ *              host, false when it only survives the crash of the writing process; regions of
+ *              coh_mr_new_pmem() have their own mode (coh_rmr_persistence())
  * @max_msg_size: largest SEND an endpoint may be configured for
  * @max_inline: largest SEND that is copied at post time (the buffer is reusable on return)
  * @numa_node: the NUMA node of the device the fabric uses, where its threads are bound; -1 when
@@ -198,6 +220,43 @@ int coh_mr_new(struct coh_fabric *fab, size_t len, uint32_t access, struct coh_m
 int coh_mr_reg(struct coh_fabric *fab, void *buf, size_t len, uint32_t access, struct coh_mr **mrp);
 
 /**
+ * coh_mr_new_pmem - a region peers can reach, mapped with libpmem2 from a file or a DAX device,
+ * whose contents outlive the region.
+ * @fab: the fabric
+ * @path: a device DAX (/dev/daxN.M), a file on a DAX file system, or any other file; relative
+ *        to the working directory. A missing file is created; a short one is extended to cover
+ *        @len (the added bytes read as zero); an existing file's contents are kept, so a node
+ *        that restarts and creates the region again on the same path finds what was written.
+ *        The region's bytes start at offset 4096 of the file on every provider: the first page
+ *        is Cohort's (shm keeps the region's header there). coh_mr_delete() leaves the file.
+ *        NULL: a file in the provider's default place (shm: the cluster directory; rdma:
+ *        $COHORT_PMEM_DIR, or /dev/shm), named after the node, its incarnation and a counter,
+ *        which coh_mr_delete() removes.
+ * @len: size in bytes, 1 .. COH_FABRIC_MAX_XFER
+ * @access: enum coh_access bits, as for coh_mr_new()
+ * @mrp: on success, the region; untouched on failure
+ *
+ * A file backs at most one region at a time, in any process. coh_mr_persistence() tells what a
+ * completed FLUSH to the region guarantees. Returns 0; -EINVAL (a bad argument, @path empty, or
+ * neither a regular file nor a character device); -ENOMEM; -ENOSPC (the device is smaller than
+ * @len plus the header page, or the file system is full); -EBUSY (another region uses the file);
+ * -ENODEV (a character device that is not device DAX); rdma: the errno of ibv_reg_mr(), e.g.
+ * -EOPNOTSUPP or -EFAULT when the kernel will not pin the mapping for the device (a file on a
+ * DAX file system; on recent kernels, a page-cache file of a disk file system); or the errno of
+ * the failed open(2), fallocate or libpmem2 call. Failures are logged with the path and
+ * libpmem2's message. The caller owns the region and deletes it with coh_mr_delete() before
+ * closing the fabric. Any thread may call it.
+ */
+int coh_mr_new_pmem(struct coh_fabric *fab, const char *path, size_t len, uint32_t access,
+		    struct coh_mr **mrp);
+
+/**
+ * coh_mr_persistence - what a completed FLUSH to @mr guarantees: the mode coh_mr_new_pmem()
+ * found, COH_PERSIST_NONE for coh_mr_new() and coh_mr_reg() regions (and for NULL).
+ */
+enum coh_persist coh_mr_persistence(const struct coh_mr *mr);
+
+/**
  * coh_mr_delete - deregister a region and, if the fabric allocated it, free it.
  * @mrp: may point to NULL; set to NULL on return
  *
@@ -251,6 +310,12 @@ int coh_rmr_delete(struct coh_rmr **rmrp);
 
 /** coh_rmr_len - the remote region's length in bytes. */
 size_t coh_rmr_len(const struct coh_rmr *rmr);
+
+/**
+ * coh_rmr_persistence - what a completed FLUSH to @rmr guarantees, as its owner exported it
+ * (coh_mr_persistence() on the owner's side); COH_PERSIST_NONE for NULL.
+ */
+enum coh_persist coh_rmr_persistence(const struct coh_rmr *rmr);
 
 /* Completion queues. */
 
@@ -398,7 +463,7 @@ int coh_ep_post_faa(struct coh_ep *ep, struct coh_mr *lmr, size_t loff, struct c
 /**
  * coh_ep_post_flush - the persistence point: when it completes, every WRITE to
  * @rmr+@roff..+@len that completed before it was posted is in the target's persistence domain
- * (see coh_fabric_info.persistent for what that domain survives). Needs REMOTE_FLUSH on the region.
+ * (coh_rmr_persistence() says what that domain survives). Needs REMOTE_FLUSH on the region.
  */
 int coh_ep_post_flush(struct coh_ep *ep, struct coh_rmr *rmr, uint64_t roff, size_t len,
 		      uint64_t wr_id);

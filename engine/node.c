@@ -1,0 +1,549 @@
+/*
+ * node.c - a controller node: the redundancy group, the coherent cache laid on it, the
+ * replication log each write goes through before it is acknowledged, and the membership that
+ * turns a node's failure into a new epoch in which a survivor finishes the dead node's work.
+ *
+ * The write path: the cache takes the stripes exclusive and invalidates the other copies; its
+ * write hook appends the blocks to this node's log on k peers (WRITE + FLUSH) while the locks are
+ * held; then the data goes into the cache and the write is acknowledged. A destage (the cache
+ * writing a dirty block back, on handover, eviction or flush) is a stepped stripe update whose
+ * every step is logged before it takes effect; when it is done the block's records are retired,
+ * persistently, before the lock can move on. So a survivor never replays a block over someone
+ * else's newer write.
+ *
+ * A view change (membership.c drives it) stops I/O on every survivor, agrees on the new member
+ * set, has every survivor destage (closing its cache), lets one survivor per dead node replay
+ * that node's live records from its copy of the log and repair the stripes it was updating, then
+ * resets the logs with new keys (fencing the dead) and reopens the cache among the survivors.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cohort/log.h"
+#include "node_internal.h"
+
+uint64_t node_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* node_crash_point - the crash-test facility: die here when told to. */
+void node_crash_point(struct coh_node *n, uint32_t pt)
+{
+	if (n->crash_point != pt || !n->crash_point)
+		return;
+	if (atomic_fetch_add(&n->crash_count, 1) + 1 == n->crash_after) {
+		COH_LOG_INFO("node %u: crash point %u reached: SIGKILL", n->me, pt);
+		kill(getpid(), SIGKILL);
+	}
+}
+
+static void rlog_point(void *arg, int point)
+{
+	(void)point;
+	node_crash_point(arg, COH_CRASH_RECLAIM);
+}
+
+/* The volume: a store over the group whose writes are logged stepped destages. */
+
+static int vol_read(void *ctx, uint64_t lba, uint32_t nblocks, void *buf)
+{
+	struct coh_node *n = ctx;
+
+	return coh_raid_read(n->raid, lba, nblocks, buf);
+}
+
+static const uint32_t step_point[] = {
+	[COH_RAID_STEP_READ_OLD] = COH_CRASH_DESTAGE_READ_OLD,
+	[COH_RAID_STEP_WRITE_DATA] = COH_CRASH_DESTAGE_DATA,
+	[COH_RAID_STEP_WRITE_PARITY] = COH_CRASH_DESTAGE_PARITY,
+	[COH_RAID_STEP_DONE] = COH_CRASH_DESTAGE_DONE,
+};
+
+struct destage {
+	struct coh_node *n;
+	uint32_t slot;
+};
+
+/* step_hook - before each step of a stripe update takes effect, its state is on the peers. */
+static int step_hook(void *arg, uint64_t stripe, enum coh_raid_step step)
+{
+	struct destage *d = arg;
+	struct coh_node *n = d->n;
+	int ret = 0;
+
+	if (n->k)
+		ret = rlog_step_put(&n->w, d->slot, stripe, (uint8_t)step);
+	if (!ret && (unsigned)step < sizeof(step_point) / sizeof(step_point[0]))
+		node_crash_point(n, step_point[step]);
+	return ret;
+}
+
+/* vol_write - a destage: the stepped update of the stripes, then the records retired. */
+static int vol_write(void *ctx, uint64_t lba, uint32_t nblocks, const void *buf)
+{
+	struct coh_node *n = ctx;
+	struct destage d = { .n = n };
+	uint64_t s0 = coh_raid_stripe_of(n->raid, lba),
+		 s1 = coh_raid_stripe_of(n->raid, lba + nblocks - 1);
+	int ret, r;
+
+	if (n->k) {
+		ret = rlog_step_begin(&n->w, &d.slot);
+		if (ret)
+			return ret;
+	}
+	ret = coh_raid_write_stepped(n->raid, lba, nblocks, buf, step_hook, &d);
+	if (ret) {
+		/* Stopped part-way (a step's state could not be replicated, or an element
+		 * failed): the data may be written and the parity not. Make the parity follow
+		 * the data now, while this node still holds the stripes: a later read-modify-write
+		 * on top of a stale parity would keep it wrong. The block stays dirty. */
+		uint64_t s;
+
+		for (s = s0; s <= s1; s++)
+			coh_raid_stripe_repair(n->raid, s);
+	}
+	if (!ret) {
+		atomic_fetch_add(&n->destages, s1 - s0 + 1);
+		if (n->k)
+			ret = rlog_retire(&n->w, lba, nblocks);
+	}
+	if (n->k) {
+		/* Cleared only after the retirement: a survivor that sees the slot repairs the
+		 * stripe, which is harmless once the update is whole. */
+		r = rlog_step_end(&n->w, d.slot);
+		if (r && !ret)
+			ret = r;
+	}
+	return ret;
+}
+
+static int vol_flush(void *ctx)
+{
+	struct coh_node *n = ctx;
+	uint32_t i;
+	int ret = 0, r;
+
+	for (i = 0; i < n->nelems; i++) {
+		if (n->elems[i] && (r = coh_store_flush(n->elems[i])) && !ret)
+			ret = r;
+	}
+	return ret;
+}
+
+static void vol_close(void *ctx)
+{
+	(void)ctx;
+}
+
+static const struct coh_store_ops vol_ops = {
+	.read = vol_read,
+	.write = vol_write,
+	.flush = vol_flush,
+	.close = vol_close,
+};
+
+/* The cache's write hook: replicate before the data is installed and acknowledged. */
+static int write_hook(void *arg, uint64_t lba, uint32_t nblocks, const void *buf)
+{
+	struct coh_node *n = arg;
+	int ret;
+
+	node_crash_point(n, COH_CRASH_BEFORE_REPLICATION);
+	if (!n->k)
+		return 0;
+	ret = rlog_append_data(&n->w, lba, nblocks, buf);
+	if (!ret)
+		node_crash_point(n, COH_CRASH_REPLICATED);
+	return ret;
+}
+
+/* Back-pressure: the log is full; destage everything this node holds dirty. */
+static int reclaim(void *arg)
+{
+	struct coh_node *n = arg;
+
+	return n->cache ? coh_cache_flush(n->cache) : -ENOSPC;
+}
+
+/* log_peers - where writer @w's log goes in view @members: the next k members after it. */
+uint32_t node_log_peers(uint32_t nodes, uint32_t members, uint32_t w, uint32_t k)
+{
+	uint32_t peers = 0, i, got = 0;
+
+	for (i = 1; i < nodes && got < k; i++) {
+		uint32_t p = (w + i) % nodes;
+
+		if (members >> p & 1) {
+			peers |= 1u << p;
+			got++;
+		}
+	}
+	return peers;
+}
+
+int node_cache_open(struct coh_node *n)
+{
+	struct coh_cache_attr ca = {
+		.fab = n->fab,
+		.nodes = n->nodes,
+		.store = n->vol,
+		.resource_blocks = n->stripe_blocks,
+		.cache_blocks = n->cache_blocks,
+		.timeout_ms = n->timeout_ms,
+		.members = n->members,
+		/* Four channels per epoch, clear of the control (240) and log (241) channels. */
+		.channel_base = 16 + 4 * (n->epoch % 48),
+		.write_hook = write_hook,
+		.hook_arg = n,
+	};
+
+	return coh_cache_open(&ca, &n->cache);
+}
+
+static int attr_check(const struct coh_node_attr *a)
+{
+	uint32_t i;
+
+	if (!a->fab || a->nodes < 2 || a->nodes > 32 || !a->elem_blocks ||
+	    a->raid.nelems > COH_RAID_MAX_ELEMS || !a->raid.nelems ||
+	    a->replicas < COH_NODE_REPLICAS_NONE || a->replicas >= (int)a->nodes ||
+	    (a->block_size && (a->block_size < 512 || (a->block_size & (a->block_size - 1)))))
+		return -EINVAL;
+	if (coh_fabric_node_id(a->fab) >= a->nodes)
+		return -EINVAL;
+	for (i = 0; i < a->raid.nelems; i++) {
+		if (!a->elem_paths[i])
+			return -EINVAL;
+	}
+	return 0;
+}
+
+static void node_free(struct coh_node *n)
+{
+	uint32_t i;
+
+	coh_cache_abandon(&n->cache);
+	membership_fini(n);
+	rlog_writer_fini(&n->w);
+	for (i = 0; i < COH_CACHE_MAX_NODES; i++)
+		coh_mr_delete(&n->host[i]);
+	coh_store_delete(&n->vol);
+	coh_raid_delete(&n->raid);
+	for (i = 0; i < n->nelems; i++)
+		coh_store_delete(&n->elems[i]);
+	pthread_cond_destroy(&n->view_cond);
+	pthread_mutex_destroy(&n->io);
+	pthread_mutex_destroy(&n->state_lock);
+	free(n);
+}
+
+int coh_node_open(const struct coh_node_attr *attr, struct coh_node **nodep)
+{
+	struct coh_raid_attr ra;
+	struct coh_node *n;
+	uint32_t i;
+	int ret;
+
+	if (!attr || !nodep)
+		return -EINVAL;
+	ret = attr_check(attr);
+	if (ret)
+		return ret;
+	n = calloc(1, sizeof(*n));
+	if (!n)
+		return -ENOMEM;
+	pthread_mutex_init(&n->io, NULL);
+	pthread_mutex_init(&n->state_lock, NULL);
+	pthread_cond_init(&n->view_cond, NULL);
+	n->fab = attr->fab;
+	n->me = coh_fabric_node_id(attr->fab);
+	n->nodes = attr->nodes;
+	n->bsize = attr->block_size ? attr->block_size : 4096;
+	n->k = attr->replicas == COH_NODE_REPLICAS_NONE ? 0
+	       : attr->replicas				? (uint32_t)attr->replicas
+							: 1;
+	n->log_bytes = attr->log_bytes ? attr->log_bytes : 4u << 20;
+	n->log_bytes = n->log_bytes / RLOG_ALIGN * RLOG_ALIGN;
+	n->cache_blocks = attr->cache_blocks ? attr->cache_blocks : 1024;
+	n->timeout_ms = attr->timeout_ms ? attr->timeout_ms : COH_FABRIC_DEFAULT_TIMEOUT_MS;
+	n->crash_point = attr->crash_point;
+	n->crash_after = attr->crash_after ? attr->crash_after : 1;
+	n->nelems = attr->raid.nelems;
+	if (attr->log_dir)
+		snprintf(n->log_dir, sizeof(n->log_dir), "%s", attr->log_dir);
+
+	/* The redundancy group and the volume on it. */
+	ra = attr->raid;
+	for (i = 0; i < n->nelems; i++) {
+		ret = coh_store_open_file(attr->elem_paths[i], n->bsize, attr->elem_blocks, true,
+					  &n->elems[i]);
+		if (ret) {
+			COH_LOG_ERR("node %u: element %s: %s", n->me, attr->elem_paths[i],
+				    coh_strerror(ret));
+			goto err_free;
+		}
+		ra.elems[i] = n->elems[i];
+	}
+	ret = coh_raid_new(&ra, &n->raid);
+	if (ret) {
+		COH_LOG_ERR("node %u: redundancy group: %s", n->me, coh_strerror(ret));
+		goto err_free;
+	}
+	n->stripe_blocks = coh_raid_stripe_blocks(n->raid);
+	ret = coh_store_new(&vol_ops, n, n->bsize, coh_raid_nblocks(n->raid), &n->vol);
+	if (ret)
+		goto err_free;
+	ret = rlog_writer_init(&n->w, n->fab, n->bsize, n->log_bytes, n->timeout_ms, reclaim,
+			       rlog_point, n);
+	if (ret)
+		goto err_free;
+	/* Log regions, the control plane, the first view and the cache. */
+	ret = membership_init(n);
+	if (ret)
+		goto err_free;
+	*nodep = n;
+	return 0;
+
+err_free:
+	node_free(n);
+	return ret;
+}
+
+int coh_node_close(struct coh_node **nodep)
+{
+	struct coh_node *n;
+	int ret = 0, r;
+
+	if (!nodep || !*nodep)
+		return 0;
+	n = *nodep;
+	*nodep = NULL;
+	membership_stop(n);
+	pthread_mutex_lock(&n->io);
+	if (n->cache && n->quorum) {
+		/* Destage and release: the log is empty afterwards, so the others have nothing
+		 * to take over when they see this node leave. */
+		ret = coh_cache_close(&n->cache);
+		if (ret)
+			COH_LOG_ERR("node %u: destage at close: %s", n->me, coh_strerror(ret));
+	}
+	r = membership_goodbye(n);
+	if (r && !ret)
+		ret = r;
+	pthread_mutex_unlock(&n->io);
+	node_free(n);
+	return ret;
+}
+
+/* Operations. */
+
+static bool transient(int ret)
+{
+	return ret == -ECONNRESET || ret == -ETIMEDOUT || ret == -EPIPE || ret == -ENOTCONN ||
+	       ret == -ECONNREFUSED || ret == -EACCES || ret == -ESHUTDOWN;
+}
+
+/* io_begin - wait for an open view (bounded) and take the I/O lock. Returns the epoch. */
+static int io_begin(struct coh_node *n, uint32_t *epoch)
+{
+	uint64_t deadline = node_now_ns() + (uint64_t)n->timeout_ms * 4 * 1000000ull;
+	int ret = 0;
+
+	pthread_mutex_lock(&n->state_lock);
+	while (n->changing && !ret) {
+		struct timespec ts;
+		uint64_t now = node_now_ns();
+
+		if (now >= deadline) {
+			ret = -ETIMEDOUT;
+			break;
+		}
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += 10000000;
+		if (ts.tv_nsec >= 1000000000) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000;
+		}
+		pthread_cond_timedwait(&n->view_cond, &n->state_lock, &ts);
+	}
+	if (!ret && !n->quorum)
+		ret = -EROFS;
+	*epoch = n->epoch;
+	pthread_mutex_unlock(&n->state_lock);
+	if (ret)
+		return ret;
+	pthread_mutex_lock(&n->io);
+	if (!n->cache || n->changing_io) {
+		pthread_mutex_unlock(&n->io);
+		return -ETIMEDOUT; /* a view change began meanwhile: retried by the caller */
+	}
+	return 0;
+}
+
+typedef int (*io_fn)(struct coh_cache *c, uint64_t lba, uint32_t nblocks, void *buf);
+
+static int io_write_fn(struct coh_cache *c, uint64_t lba, uint32_t nblocks, void *buf)
+{
+	return coh_cache_write(c, lba, nblocks, buf);
+}
+
+static int do_io(struct coh_node *n, io_fn fn, uint64_t lba, uint32_t nblocks, void *buf)
+{
+	uint32_t epoch = 0;
+	int ret = 0, attempt;
+
+	if (!n || !buf || !nblocks || lba >= n->vol_blocks || nblocks > n->vol_blocks - lba)
+		return -EINVAL;
+	for (attempt = 0; attempt < 3; attempt++) {
+		ret = io_begin(n, &epoch);
+		if (ret == -ETIMEDOUT && attempt < 2)
+			continue;
+		if (ret)
+			return ret;
+		ret = fn(n->cache, lba, nblocks, buf);
+		pthread_mutex_unlock(&n->io);
+		if (!transient(ret))
+			break;
+		/* A node failed under this operation: wait for the survivors' new view, then
+		 * do it again there (a write that may have been partly applied is written whole
+		 * again; nothing was acknowledged). */
+		COH_LOG_INFO("node %u: %s at epoch %u; retrying in the next view", n->me,
+			     coh_strerror(ret), epoch);
+		if (coh_node_wait_epoch(n, epoch + 1, (int)n->timeout_ms * 4) == -EROFS)
+			return -EROFS;
+	}
+	return ret;
+}
+
+int coh_node_read(struct coh_node *n, uint64_t lba, uint32_t nblocks, void *buf)
+{
+	int ret = do_io(n, coh_cache_read, lba, nblocks, buf);
+
+	if (!ret)
+		atomic_fetch_add(&n->reads, 1);
+	return ret;
+}
+
+int coh_node_write(struct coh_node *n, uint64_t lba, uint32_t nblocks, const void *buf)
+{
+	int ret = do_io(n, io_write_fn, lba, nblocks, (void *)buf);
+
+	if (!ret)
+		atomic_fetch_add(&n->writes, 1);
+	return ret;
+}
+
+int coh_node_flush(struct coh_node *n)
+{
+	uint32_t epoch;
+	int ret;
+
+	if (!n)
+		return -EINVAL;
+	ret = io_begin(n, &epoch);
+	if (ret)
+		return ret;
+	ret = coh_cache_flush(n->cache);
+	pthread_mutex_unlock(&n->io);
+	return ret;
+}
+
+uint64_t coh_node_nblocks(const struct coh_node *n)
+{
+	return n ? n->vol_blocks : 0;
+}
+
+uint32_t coh_node_block_size(const struct coh_node *n)
+{
+	return n ? n->bsize : 0;
+}
+
+int coh_node_stats(struct coh_node *n, struct coh_node_stats *st)
+{
+	if (!n || !st)
+		return -EINVAL;
+	memset(st, 0, sizeof(*st));
+	pthread_mutex_lock(&n->state_lock);
+	st->epoch = n->epoch;
+	st->members = n->members;
+	st->quorum = n->quorum;
+	st->log_persistence = n->log_persistence;
+	st->view_changes = n->view_changes;
+	st->takeovers = n->takeovers;
+	st->replayed_blocks = n->replayed_blocks;
+	st->repaired_stripes = n->repaired_stripes;
+	st->corrupt_records = n->corrupt_records;
+	st->torn_records = n->torn_records;
+	st->last_takeover_ns = n->last_takeover_ns;
+	st->last_view_ns = n->last_view_ns;
+	pthread_mutex_unlock(&n->state_lock);
+	st->reads = atomic_load(&n->reads);
+	st->writes = atomic_load(&n->writes);
+	st->destages = atomic_load(&n->destages);
+	pthread_mutex_lock(&n->w.lock);
+	st->log_appends = n->w.appended;
+	st->log_retired = n->w.retired;
+	st->log_backpressure = n->w.backpressure;
+	pthread_mutex_unlock(&n->w.lock);
+	st->log_live = rlog_live_count(&n->w);
+	return 0;
+}
+
+int coh_node_wait_epoch(struct coh_node *n, uint32_t epoch, int timeout_ms)
+{
+	uint64_t deadline;
+	int ret = 0;
+
+	if (!n || timeout_ms < 0)
+		return -EINVAL;
+	deadline = node_now_ns() + (uint64_t)timeout_ms * 1000000ull;
+	pthread_mutex_lock(&n->state_lock);
+	while ((n->epoch < epoch || n->changing) && !ret) {
+		struct timespec ts;
+
+		if (node_now_ns() >= deadline) {
+			ret = -ETIMEDOUT;
+			break;
+		}
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += 10000000;
+		if (ts.tv_nsec >= 1000000000) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000;
+		}
+		pthread_cond_timedwait(&n->view_cond, &n->state_lock, &ts);
+	}
+	if (!ret && !n->quorum)
+		ret = -EROFS;
+	pthread_mutex_unlock(&n->state_lock);
+	return ret;
+}
+
+int coh_node_check(struct coh_node *n, uint64_t *bad)
+{
+	uint64_t s, ns;
+	int ret = 0;
+
+	if (!n || !bad)
+		return -EINVAL;
+	*bad = 0;
+	ns = (n->vol_blocks + n->stripe_blocks - 1) / n->stripe_blocks;
+	for (s = 0; s < ns && !ret; s++) {
+		bool ok = true;
+
+		ret = coh_raid_stripe_check(n->raid, s, &ok);
+		if (!ret && !ok)
+			(*bad)++;
+	}
+	return ret;
+}

@@ -1,0 +1,92 @@
+/*
+ * node_internal.h - the node object shared by node.c (I/O, the volume, the write hook) and
+ * membership.c (the control plane, view changes, takeover), and the control message codec.
+ */
+#ifndef COHORT_ENGINE_NODE_INTERNAL_H
+#define COHORT_ENGINE_NODE_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "cohort/cache.h"
+#include "cohort/node.h"
+#include "cohort/store.h"
+#include "rlog.h"
+
+#define NODE_MAX 32u
+
+struct memb; /* membership.c */
+
+struct coh_node {
+	struct coh_fabric *fab;
+	uint32_t me, nodes, bsize, k, cache_blocks, timeout_ms, stripe_blocks, nelems;
+	size_t log_bytes;
+	uint64_t vol_blocks;
+	char log_dir[256];
+	uint32_t crash_point, crash_after;
+	atomic_uint crash_count;
+
+	struct coh_store *elems[COH_RAID_MAX_ELEMS];
+	struct coh_raid *raid;
+	struct coh_store *vol;	       /* the group, with logged stepped destages */
+	struct rlog_writer w;	       /* this node's log, on its peers */
+	struct coh_mr *host[NODE_MAX]; /* the log regions this node hosts, by writer */
+	uint32_t log_persistence;
+	struct coh_cache *cache; /* this epoch's; NULL while a view changes or when fenced */
+
+	/*
+	 * @io serialises operations (the cache has one application thread) and view changes.
+	 * @state_lock guards the view and the counters below it; @changing tells new operations
+	 * to wait on @view_cond. Lock order: io, then state_lock.
+	 */
+	pthread_mutex_t io, state_lock;
+	pthread_cond_t view_cond;
+	uint32_t epoch, members;
+	bool quorum, changing, changing_io;
+	uint64_t view_changes, takeovers, replayed_blocks, repaired_stripes, corrupt_records,
+	    torn_records, last_takeover_ns, last_view_ns;
+	atomic_ulong reads, writes, destages;
+
+	struct memb *m;
+};
+
+uint64_t node_now_ns(void);
+void node_crash_point(struct coh_node *n, uint32_t pt);
+uint32_t node_log_peers(uint32_t nodes, uint32_t members, uint32_t w, uint32_t k);
+int node_cache_open(struct coh_node *n);
+
+/* membership.c */
+int membership_init(struct coh_node *n);
+void membership_stop(struct coh_node *n);
+int membership_goodbye(struct coh_node *n);
+void membership_fini(struct coh_node *n);
+/* replay_log - apply the live records of writer @d's region; exported for tests. */
+int node_replay(struct coh_node *n, uint32_t d, const uint8_t *region, size_t len);
+
+/* Control messages: 80 bytes on the control channel. */
+#define CTL_MSG_SIZE 80u
+#define CTL_MAGIC 0x4c54434fu /* "OCTL" */
+
+enum ctl_type {
+	CTL_DESC = 1,	 /* @desc: the region the sender hosts for the receiver's log */
+	CTL_VIEW = 2,	 /* a proposed view (@epoch, @members) */
+	CTL_FLUSHED = 3, /* the sender has destaged everything for @epoch */
+	CTL_READY = 4,	 /* the sender's takeovers for @epoch are done */
+	CTL_BYE = 5,	 /* the sender is leaving, its log empty */
+};
+
+struct ctl_msg {
+	uint8_t type;
+	uint16_t from;
+	uint32_t epoch, members;
+	struct coh_mr_desc desc;
+};
+
+void ctl_encode(const struct ctl_msg *m, uint8_t *buf);
+/* Returns 0 or -EPROTO (bad magic, type, sender, member set, or checksum). */
+int ctl_decode(const uint8_t *buf, uint32_t len, uint32_t nodes, struct ctl_msg *m);
+
+#endif /* COHORT_ENGINE_NODE_INTERNAL_H */

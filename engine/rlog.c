@@ -1,0 +1,889 @@
+/*
+ * rlog.c - the replication log (layout in rlog.h): the record codec, the scan a survivor runs
+ * over a dead writer's region, and the writer, which appends records to its peers' regions with
+ * one-sided WRITEs, makes them persistent with FLUSH before it returns, retires them in place once
+ * their blocks are destaged, and advances the tail so that the space is used again.
+ *
+ * A full log is back-pressure, never loss: the writer asks its owner to destage (which retires
+ * records) and waits, bounded, for room. Records are retired only after the destage that makes
+ * them redundant is complete, and a retirement is persistent on the peers before the caller goes
+ * on (in particular, before a lock is handed to another node), so that a survivor never replays
+ * a block over a newer write by someone else.
+ */
+#define _GNU_SOURCE
+#include <endian.h>
+#include <errno.h>
+#include <isa-l/crc.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cohort/log.h"
+#include "rlog.h"
+
+/* Codec. Offsets in the 64-byte record header. */
+enum {
+	R_MAGIC = 0,
+	R_CRC = 4,
+	R_LSN = 8,
+	R_EPOCH = 16,
+	R_WRITER = 20,
+	R_TYPE = 22,
+	R_STEP = 23,
+	R_ADDR = 24,
+	R_LEN = 32,
+	R_GEN = 36,
+	R_CRC_END = 56, /* the CRC covers [R_LSN, R_CRC_END) and the payload */
+	R_STATE = 56,
+};
+
+static void put16(uint8_t *p, uint16_t v)
+{
+	v = htole16(v);
+	memcpy(p, &v, 2);
+}
+static void put32(uint8_t *p, uint32_t v)
+{
+	v = htole32(v);
+	memcpy(p, &v, 4);
+}
+static void put64(uint8_t *p, uint64_t v)
+{
+	v = htole64(v);
+	memcpy(p, &v, 8);
+}
+static uint16_t get16(const uint8_t *p)
+{
+	uint16_t v;
+
+	memcpy(&v, p, 2);
+	return le16toh(v);
+}
+static uint32_t get32(const uint8_t *p)
+{
+	uint32_t v;
+
+	memcpy(&v, p, 4);
+	return le32toh(v);
+}
+static uint64_t get64(const uint8_t *p)
+{
+	uint64_t v;
+
+	memcpy(&v, p, 8);
+	return le64toh(v);
+}
+
+static uint32_t rec_crc(const uint8_t *hdr, const uint8_t *payload, uint32_t len)
+{
+	uint32_t crc = crc32_iscsi((unsigned char *)hdr + R_LSN, R_CRC_END - R_LSN, 0);
+
+	return len ? crc32_iscsi((unsigned char *)payload, (int)len, crc) : crc;
+}
+
+void rlog_rec_encode(uint8_t *dst, const struct rlog_rec *r, const void *payload)
+{
+	uint32_t size = rlog_rec_size(r->len);
+
+	memset(dst, 0, RLOG_ALIGN);
+	put32(dst + R_MAGIC, RLOG_REC_MAGIC);
+	put64(dst + R_LSN, r->lsn);
+	put32(dst + R_EPOCH, r->epoch);
+	put16(dst + R_WRITER, r->writer);
+	dst[R_TYPE] = r->type;
+	dst[R_STEP] = r->step;
+	put64(dst + R_ADDR, r->addr);
+	put32(dst + R_LEN, r->len);
+	put32(dst + R_GEN, r->gen);
+	put64(dst + R_STATE, r->state);
+	if (r->len)
+		memcpy(dst + RLOG_ALIGN, payload, r->len);
+	if (size > RLOG_ALIGN + r->len)
+		memset(dst + RLOG_ALIGN + r->len, 0, size - RLOG_ALIGN - r->len);
+	put32(dst + R_CRC, rec_crc(dst, dst + RLOG_ALIGN, r->len));
+}
+
+int rlog_rec_decode(const uint8_t *src, size_t avail, struct rlog_rec *r)
+{
+	if (avail < RLOG_ALIGN || get32(src + R_MAGIC) != RLOG_REC_MAGIC)
+		return -ENODATA;
+	r->lsn = get64(src + R_LSN);
+	r->epoch = get32(src + R_EPOCH);
+	r->writer = get16(src + R_WRITER);
+	r->type = src[R_TYPE];
+	r->step = src[R_STEP];
+	r->addr = get64(src + R_ADDR);
+	r->len = get32(src + R_LEN);
+	r->gen = get32(src + R_GEN);
+	r->state = get64(src + R_STATE);
+	if (r->type < RLOG_DATA || r->type > RLOG_WRAP || r->len > RLOG_MAX_PAYLOAD ||
+	    rlog_rec_size(r->len) > avail || (r->type != RLOG_DATA && r->len) ||
+	    (r->state && r->state != RLOG_RETIRED))
+		return -EPROTO;
+	if (get32(src + R_CRC) != rec_crc(src, src + RLOG_ALIGN, r->len))
+		return -EBADMSG;
+	return 0;
+}
+
+/* Region header: magic, writer, generation, tail offset and LSN, CRC of the first 32 bytes. */
+void rlog_region_hdr_encode(uint8_t *dst, uint16_t writer, uint32_t gen, uint64_t tail_off,
+			    uint64_t tail_lsn)
+{
+	memset(dst, 0, RLOG_HDR);
+	put32(dst, RLOG_REGION_MAGIC);
+	put16(dst + 4, writer);
+	put32(dst + 8, gen);
+	put64(dst + 16, tail_off);
+	put64(dst + 24, tail_lsn);
+	put32(dst + 32, crc32_iscsi(dst, 32, 0));
+}
+
+int rlog_region_hdr_decode(const uint8_t *src, uint16_t *writer, uint32_t *gen, uint64_t *tail_off,
+			   uint64_t *tail_lsn)
+{
+	if (get32(src) != RLOG_REGION_MAGIC)
+		return -ENODATA;
+	if (get32(src + 32) != crc32_iscsi((unsigned char *)src, 32, 0))
+		return -EBADMSG;
+	*writer = get16(src + 4);
+	*gen = get32(src + 8);
+	*tail_off = get64(src + 16);
+	*tail_lsn = get64(src + 24);
+	return 0;
+}
+
+/* Scan. */
+
+/* find_next - the valid record of this generation with the smallest LSN from @lsn on. */
+static int find_next(const uint8_t *region, size_t len, uint32_t gen, uint64_t lsn,
+		     uint64_t *off_out, struct rlog_rec *out)
+{
+	uint64_t off, best = UINT64_MAX;
+	struct rlog_rec r;
+
+	for (off = RLOG_RING; off + RLOG_ALIGN <= len; off += RLOG_ALIGN) {
+		if (rlog_rec_decode(region + off, len - off, &r) || r.gen != gen || r.lsn < lsn ||
+		    r.lsn >= best)
+			continue;
+		best = r.lsn;
+		*off_out = off;
+		*out = r;
+	}
+	return best == UINT64_MAX ? -ENOENT : 0;
+}
+
+static bool all_zero(const uint8_t *p, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		if (p[i])
+			return false;
+	}
+	return true;
+}
+
+int rlog_scan(const uint8_t *region, size_t len, uint16_t writer, rlog_visit_fn fn, void *arg,
+	      struct rlog_scan_stats *st)
+{
+	uint64_t off, expect, steps, max_steps = len / RLOG_ALIGN + 2;
+	uint32_t gen;
+	uint16_t w;
+	int ret;
+
+	memset(st, 0, sizeof(*st));
+	if (len < RLOG_RING + RLOG_ALIGN)
+		return -EINVAL;
+	ret = rlog_region_hdr_decode(region, &w, &gen, &off, &expect);
+	if (ret == -ENODATA && all_zero(region, RLOG_HDR))
+		return 0; /* never written */
+	if (ret) {
+		COH_LOG_ERR("rlog: region of writer %u: bad header (%s)", writer,
+			    coh_strerror(ret));
+		return -EPROTO;
+	}
+	if (w != writer || off < RLOG_RING || off >= len || off % RLOG_ALIGN) {
+		COH_LOG_ERR("rlog: region of writer %u: header names writer %u, tail %llu", writer,
+			    w, (unsigned long long)off);
+		return -EPROTO;
+	}
+	for (steps = 0; steps < max_steps; steps++) {
+		struct rlog_rec r;
+
+		if (off + RLOG_ALIGN > len)
+			off = RLOG_RING;
+		ret = rlog_rec_decode(region + off, len - off, &r);
+		if (!ret && (r.gen != gen || r.lsn != expect || r.writer != writer))
+			ret = -ESTALE;
+		if (ret) {
+			uint64_t noff;
+			struct rlog_rec n;
+
+			if (find_next(region, len, gen, expect, &noff, &n) || noff == off) {
+				/* The end of the log. An invalid record here was being written
+				 * when the writer died: it was never acknowledged. */
+				if (ret == -EBADMSG ||
+				    (ret == -EPROTO && !all_zero(region + off, RLOG_ALIGN)))
+					st->torn++;
+				return 0;
+			}
+			if (n.lsn == expect) { /* it is elsewhere: go on from there */
+				off = noff;
+				continue;
+			}
+			COH_LOG_ERR("rlog: writer %u: records %llu..%llu at offset %llu are "
+				    "corrupt (%s); skipped, never replayed",
+				    writer, (unsigned long long)expect,
+				    (unsigned long long)(n.lsn - 1), (unsigned long long)off,
+				    coh_strerror(ret));
+			st->corrupt += n.lsn - expect;
+			off = noff;
+			expect = n.lsn;
+			continue;
+		}
+		if (r.type == RLOG_WRAP) {
+			off = RLOG_RING;
+			expect++;
+			continue;
+		}
+		if (r.state == RLOG_RETIRED) {
+			st->retired++;
+		} else {
+			st->live++;
+			ret = fn ? fn(arg, &r, region + off + RLOG_ALIGN) : 0;
+			if (ret)
+				return ret;
+		}
+		off += rlog_rec_size(r.len);
+		expect++;
+	}
+	return 0;
+}
+
+/* The live table: lba -> LSN of the newest live DATA record; open addressing, linear probing,
+ * deletion by backward shift. Its size bounds the records the ring can hold. */
+struct rlog_live {
+	uint64_t cap, count;
+	struct {
+		uint64_t lba, lsn; /* lsn 0: empty */
+	} e[];
+};
+
+static uint64_t live_hash(uint64_t lba, uint64_t cap)
+{
+	return (lba * 0x9e3779b97f4a7c15ull) >> 17 & (cap - 1);
+}
+
+static uint64_t *live_find(struct rlog_live *t, uint64_t lba)
+{
+	uint64_t i = live_hash(lba, t->cap), n;
+
+	for (n = 0; n < t->cap && t->e[i].lsn; n++, i = (i + 1) & (t->cap - 1)) {
+		if (t->e[i].lba == lba)
+			return &t->e[i].lsn;
+	}
+	return NULL;
+}
+
+static int live_put(struct rlog_live *t, uint64_t lba, uint64_t lsn)
+{
+	uint64_t i = live_hash(lba, t->cap), n;
+
+	for (n = 0; n < t->cap; n++, i = (i + 1) & (t->cap - 1)) {
+		if (!t->e[i].lsn || t->e[i].lba == lba) {
+			if (!t->e[i].lsn)
+				t->count++;
+			t->e[i].lba = lba;
+			t->e[i].lsn = lsn;
+			return 0;
+		}
+	}
+	return -ENOSPC;
+}
+
+static void live_del(struct rlog_live *t, uint64_t lba)
+{
+	uint64_t i = live_hash(lba, t->cap), j, h, n;
+
+	for (n = 0; n < t->cap && t->e[i].lsn; n++, i = (i + 1) & (t->cap - 1)) {
+		if (t->e[i].lba == lba)
+			break;
+	}
+	if (n == t->cap || !t->e[i].lsn)
+		return;
+	t->e[i].lsn = 0;
+	t->count--;
+	/* Backward shift: move later members of the cluster into the hole when their home is
+	 * not between the hole and them. */
+	for (j = (i + 1) & (t->cap - 1); t->e[j].lsn; j = (j + 1) & (t->cap - 1)) {
+		h = live_hash(t->e[j].lba, t->cap);
+		if (((j - h) & (t->cap - 1)) >= ((j - i) & (t->cap - 1))) {
+			t->e[i] = t->e[j];
+			t->e[j].lsn = 0;
+			i = j;
+		}
+	}
+}
+
+/* The writer. */
+
+#define STAGE_RECS 64u /* records staged per batch */
+
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+int rlog_writer_init(struct rlog_writer *w, struct coh_fabric *fab, uint32_t bsize,
+		     size_t region_len, uint32_t timeout_ms, rlog_reclaim_fn reclaim,
+		     rlog_point_fn point, void *arg)
+{
+	uint64_t cap = 1;
+	int ret;
+
+	memset(w, 0, sizeof(*w));
+	if (region_len < RLOG_RING + 4 * rlog_rec_size(bsize) || region_len % RLOG_ALIGN)
+		return -EINVAL;
+	w->fab = fab;
+	w->me = coh_fabric_node_id(fab);
+	w->bsize = bsize;
+	w->region_len = region_len;
+	w->timeout_ms = timeout_ms;
+	w->reclaim = reclaim;
+	w->point = point;
+	w->arg = arg;
+	w->ent_cap = (uint32_t)(region_len / RLOG_ALIGN);
+	w->ents = calloc(w->ent_cap, sizeof(*w->ents));
+	while (cap < 2ull * w->ent_cap)
+		cap <<= 1;
+	w->live = calloc(1, sizeof(*w->live) + cap * sizeof(w->live->e[0]));
+	if (!w->ents || !w->live) {
+		ret = -ENOMEM;
+		goto err_free;
+	}
+	w->live->cap = cap;
+	w->stage_len = (size_t)STAGE_RECS * rlog_rec_size(bsize) + 2 * RLOG_HDR;
+	ret = coh_mr_new(fab, w->stage_len, COH_ACCESS_LOCAL_WRITE, &w->stage);
+	if (ret)
+		goto err_free;
+	ret = coh_cq_new(fab, 4 * RLOG_MAX_PEERS * 64, &w->cq);
+	if (ret)
+		goto err_stage;
+	pthread_mutex_init(&w->lock, NULL);
+	w->next_lsn = w->tail_lsn = 1;
+	w->head_off = w->tail_off = RLOG_RING;
+	return 0;
+
+err_stage:
+	coh_mr_delete(&w->stage);
+err_free:
+	free(w->ents);
+	free(w->live);
+	return ret;
+}
+
+void rlog_writer_fini(struct rlog_writer *w)
+{
+	uint32_t p;
+
+	if (!w->ents)
+		return;
+	for (p = 0; p < RLOG_MAX_PEERS; p++) {
+		coh_rmr_delete(&w->rmr[p]);
+		coh_ep_delete(&w->ep[p]);
+	}
+	coh_cq_delete(&w->cq);
+	coh_mr_delete(&w->stage);
+	free(w->ents);
+	free(w->live);
+	pthread_mutex_destroy(&w->lock);
+	w->ents = NULL;
+}
+
+/* Posting to the peers. Each batch posts to every current peer and waits for every completion;
+ * a peer whose operation fails is counted and left out of the rest of the batch. */
+
+struct batch {
+	uint32_t ok; /* peers still good */
+	uint32_t posted;
+	int err;
+};
+
+static int batch_wait(struct rlog_writer *w, struct batch *b)
+{
+	uint64_t deadline = now_ms() + w->timeout_ms;
+
+	while (b->posted) {
+		struct coh_wc wc[16];
+		int n, i;
+		uint64_t now = now_ms();
+
+		if (now >= deadline)
+			return -ETIMEDOUT;
+		n = coh_cq_wait(w->cq, wc, 16, (int)(deadline - now));
+		if (n == -ETIMEDOUT)
+			return n;
+		if (n < 0)
+			return n;
+		for (i = 0; i < n; i++) {
+			b->posted--;
+			if (wc[i].status) {
+				if (b->ok >> wc[i].peer & 1)
+					w->peer_errors++;
+				b->ok &= ~(1u << wc[i].peer);
+				if (!b->err)
+					b->err = wc[i].status;
+			}
+		}
+	}
+	return 0;
+}
+
+static void batch_post(struct rlog_writer *w, struct batch *b, uint32_t p, int ret)
+{
+	if (ret) {
+		b->ok &= ~(1u << p);
+		if (!b->err)
+			b->err = ret;
+		w->peer_errors++;
+	} else {
+		b->posted++;
+	}
+}
+
+/* batch_end - enough copies? At least min(k, peers) of the peers must have taken it all. */
+static int batch_end(struct rlog_writer *w, struct batch *b)
+{
+	uint32_t want = (uint32_t)__builtin_popcount(w->peers);
+
+	if (want > w->k)
+		want = w->k;
+	if ((uint32_t)__builtin_popcount(b->ok) >= want)
+		return 0;
+	return b->err ? b->err : -EIO;
+}
+
+/* put_ranges - WRITE @n ranges of the stage to every peer, wait, then FLUSH them, wait. */
+static int put_ranges(struct rlog_writer *w, const uint64_t *loff, const uint64_t *roff,
+		      const uint32_t *len, uint32_t n)
+{
+	struct batch b = { .ok = w->peers };
+	uint32_t p, i;
+	int ret;
+
+	if (!w->peers)
+		return 0;
+	for (p = 0; p < RLOG_MAX_PEERS; p++) {
+		if (!(b.ok >> p & 1))
+			continue;
+		for (i = 0; i < n && (b.ok >> p & 1); i++)
+			batch_post(w, &b, p,
+				   coh_ep_post_write(w->ep[p], w->stage, loff[i], w->rmr[p],
+						     roff[i], len[i], p));
+	}
+	ret = batch_wait(w, &b);
+	if (ret)
+		return ret;
+	/* The contract of FLUSH covers WRITEs that completed before it was posted. */
+	for (p = 0; p < RLOG_MAX_PEERS; p++) {
+		if (!(b.ok >> p & 1))
+			continue;
+		for (i = 0; i < n && (b.ok >> p & 1); i++)
+			batch_post(w, &b, p,
+				   coh_ep_post_flush(w->ep[p], w->rmr[p], roff[i], len[i], p));
+	}
+	ret = batch_wait(w, &b);
+	if (ret)
+		return ret;
+	return batch_end(w, &b);
+}
+
+static uint64_t region_room(const struct rlog_writer *w)
+{
+	return w->region_len - RLOG_RING - w->used;
+}
+
+/* ent_of - the FIFO entry of a record still before the tail, by LSN. */
+static struct rlog_ent *ent_of(struct rlog_writer *w, uint64_t lsn)
+{
+	uint64_t first;
+
+	if (!w->ent_count)
+		return NULL;
+	first = w->ents[w->ent_head].lsn;
+	if (lsn < first || lsn - first >= w->ent_count)
+		return NULL;
+	return &w->ents[(w->ent_head + (lsn - first)) % w->ent_cap];
+}
+
+static void ent_push(struct rlog_writer *w, uint64_t off, uint32_t size, uint64_t lsn, uint64_t lba,
+		     bool data, bool retired)
+{
+	struct rlog_ent *e = &w->ents[(w->ent_head + w->ent_count) % w->ent_cap];
+
+	e->off = off;
+	e->size = size;
+	e->lsn = lsn;
+	e->lba = lba;
+	e->data = data;
+	e->retired = retired;
+	w->ent_count++;
+	w->used += size;
+}
+
+/* span - bytes @n records of @rsize take from the head, with the end of the ring a wrap wastes. */
+static uint64_t span(const struct rlog_writer *w, uint32_t rsize, uint32_t n)
+{
+	uint64_t h = w->head_off, total = 0;
+	uint32_t i;
+
+	for (i = 0; i < n; i++) {
+		if (h + rsize > w->region_len) {
+			total += w->region_len - h;
+			h = RLOG_RING;
+		}
+		h += rsize;
+		total += rsize;
+	}
+	return total;
+}
+
+/*
+ * append - stage @n records of one type and put them on the peers; their LSNs go to @lsns.
+ * @payload is @n blocks for DATA. The caller holds the lock. Room is made first (back-pressure)
+ * with the lock dropped while the owner destages.
+ */
+static int append(struct rlog_writer *w, uint8_t type, uint8_t step, uint64_t addr, uint32_t n,
+		  const uint8_t *payload, uint64_t *lsns)
+{
+	uint32_t plen = type == RLOG_DATA ? w->bsize : 0, rsize = rlog_rec_size(plen), i, nr = 0;
+	uint64_t deadline = now_ms() + w->timeout_ms, loff[2], roff[2];
+	uint8_t *st = coh_mr_addr(w->stage);
+	uint32_t len[2];
+	size_t so = 0;
+	int ret;
+
+	if (n > STAGE_RECS || !n)
+		return -EINVAL;
+	if ((uint64_t)rsize * n + rsize > w->region_len - RLOG_RING)
+		return -ENOSPC; /* could never fit */
+	while (region_room(w) < span(w, rsize, n)) {
+		if (now_ms() >= deadline)
+			return -ETIMEDOUT;
+		if (!w->ent_count)
+			return -ENOSPC; /* empty and still no room: cannot happen, see above */
+		w->backpressure++;
+		pthread_mutex_unlock(&w->lock);
+		ret = w->reclaim ? w->reclaim(w->arg) : -ENOSPC;
+		pthread_mutex_lock(&w->lock);
+		if (ret)
+			return ret;
+	}
+	loff[0] = 0;
+	roff[0] = w->head_off;
+	for (i = 0; i < n; i++) {
+		struct rlog_rec r = { .epoch = w->epoch,
+				      .writer = (uint16_t)w->me,
+				      .type = type,
+				      .step = step,
+				      .addr = addr + (type == RLOG_DATA ? i : 0),
+				      .len = plen,
+				      .gen = w->gen };
+
+		if (w->head_off + rsize > w->region_len) {
+			/* Wrap. Where the rest of the ring holds a header, a WRAP record says so
+			 * (a scan follows it); the rest counts as used until the tail passes. */
+			uint32_t rest = (uint32_t)(w->region_len - w->head_off);
+
+			if (rest) {
+				struct rlog_rec wr = { .lsn = w->next_lsn++,
+						       .epoch = w->epoch,
+						       .writer = (uint16_t)w->me,
+						       .type = RLOG_WRAP,
+						       .gen = w->gen };
+
+				rlog_rec_encode(st + so, &wr, NULL);
+				so += RLOG_ALIGN;
+				ent_push(w, w->head_off, rest, wr.lsn, 0, false, true);
+			}
+			if (so > loff[nr]) {
+				len[nr] = (uint32_t)(so - loff[nr]);
+				nr++;
+			}
+			w->head_off = RLOG_RING;
+			loff[nr] = so;
+			roff[nr] = w->head_off;
+		}
+		r.lsn = w->next_lsn++;
+		lsns[i] = r.lsn;
+		rlog_rec_encode(st + so, &r, payload ? payload + (size_t)i * plen : NULL);
+		so += rsize;
+		ent_push(w, w->head_off, rsize, r.lsn, r.addr, type == RLOG_DATA, false);
+		w->head_off += rsize;
+	}
+	len[nr] = (uint32_t)(so - loff[nr]);
+	nr++;
+	ret = put_ranges(w, loff, roff, len, nr);
+	if (ret)
+		return ret;
+	w->appended += n;
+	w->bytes += so;
+	return 0;
+}
+
+/* retire_now - flip the state word of the given records on the peers, advance the tail over
+ * retired records, and write the region header; all persistent when it returns 0. */
+static int retire_now(struct rlog_writer *w, const uint64_t *lsns, uint32_t n)
+{
+	uint8_t *st = coh_mr_addr(w->stage);
+	uint64_t loff[STAGE_RECS + 1], roff[STAGE_RECS + 1];
+	uint32_t len[STAGE_RECS + 1], i, m = 0, half;
+	size_t so = 0;
+	int ret;
+
+	for (i = 0; i < n && m < STAGE_RECS; i++) {
+		struct rlog_ent *e = ent_of(w, lsns[i]);
+
+		if (!e || e->retired)
+			continue;
+		e->retired = true;
+		put64(st + so, RLOG_RETIRED);
+		loff[m] = so;
+		roff[m] = e->off + R_STATE;
+		len[m++] = 8;
+		so += 8;
+		w->retired++;
+	}
+	/* Crash tests stop a node between the first half of a reclaim and the rest. */
+	half = m / 2;
+	if (half && w->point) {
+		ret = put_ranges(w, loff, roff, len, half);
+		if (ret)
+			return ret;
+		w->point(w->arg, 0);
+	} else {
+		half = 0;
+	}
+	while (w->ent_count && w->ents[w->ent_head].retired) {
+		w->used -= w->ents[w->ent_head].size;
+		w->ent_head = (w->ent_head + 1) % w->ent_cap;
+		w->ent_count--;
+	}
+	w->tail_off = w->ent_count ? w->ents[w->ent_head].off : w->head_off;
+	w->tail_lsn = w->ent_count ? w->ents[w->ent_head].lsn : w->next_lsn;
+	so = (so + RLOG_ALIGN - 1) / RLOG_ALIGN * RLOG_ALIGN;
+	rlog_region_hdr_encode(st + so, (uint16_t)w->me, w->gen, w->tail_off, w->tail_lsn);
+	loff[m] = so;
+	roff[m] = 0;
+	len[m++] = RLOG_HDR;
+	return put_ranges(w, loff + half, roff + half, len + half, m - half);
+}
+
+int rlog_writer_reset(struct rlog_writer *w, uint32_t peers, uint32_t k, uint32_t epoch)
+{
+	uint64_t loff = 0, roff = 0;
+	uint32_t len = RLOG_HDR;
+	int ret;
+
+	pthread_mutex_lock(&w->lock);
+	w->peers = peers;
+	w->k = k;
+	w->epoch = epoch;
+	w->gen++;
+	w->head_off = w->tail_off = RLOG_RING;
+	w->next_lsn = w->tail_lsn = 1;
+	w->used = 0;
+	w->ent_head = w->ent_count = 0;
+	memset(w->live->e, 0, w->live->cap * sizeof(w->live->e[0]));
+	w->live->count = 0;
+	rlog_region_hdr_encode(coh_mr_addr(w->stage), (uint16_t)w->me, w->gen, RLOG_RING, 1);
+	ret = put_ranges(w, &loff, &roff, &len, 1);
+	pthread_mutex_unlock(&w->lock);
+	return ret;
+}
+
+int rlog_append_data(struct rlog_writer *w, uint64_t lba, uint32_t n, const void *buf)
+{
+	uint64_t old[STAGE_RECS], lsns[STAGE_RECS];
+	uint32_t done = 0, m, i, no;
+	int ret = 0;
+
+	pthread_mutex_lock(&w->lock);
+	while (!ret && done < n) {
+		m = n - done < STAGE_RECS ? n - done : STAGE_RECS;
+		ret = append(w, RLOG_DATA, 0, lba + done, m,
+			     (const uint8_t *)buf + (size_t)done * w->bsize, lsns);
+		if (ret)
+			break;
+		/* The new records supersede older live ones of the same blocks: retire those now
+		 * that the new ones are persistent. */
+		for (i = 0, no = 0; !ret && i < m; i++) {
+			uint64_t *cur = live_find(w->live, lba + done + i);
+
+			if (cur)
+				old[no++] = *cur;
+			ret = live_put(w->live, lba + done + i, lsns[i]);
+		}
+		if (!ret && no)
+			ret = retire_now(w, old, no);
+		done += m;
+	}
+	pthread_mutex_unlock(&w->lock);
+	return ret;
+}
+
+/*
+ * Step slots. A destage's current step lives in a slot of its own at a fixed place in the
+ * region, written in place, not in the ring: a destage is what frees the ring, so it must never
+ * wait for room in it.
+ */
+
+static void step_encode(uint8_t *b, uint16_t writer, uint32_t gen, uint64_t seq, uint64_t stripe,
+			uint8_t step)
+{
+	memset(b, 0, RLOG_ALIGN);
+	put32(b, RLOG_STEP_MAGIC);
+	put16(b + 8, writer);
+	b[10] = step;
+	put32(b + 12, gen);
+	put64(b + 16, seq);
+	put64(b + 24, stripe);
+	put32(b + 4, crc32_iscsi(b + 8, 24, 0));
+}
+
+int rlog_step_decode(const uint8_t *b, uint16_t *writer, uint32_t *gen, uint64_t *stripe,
+		     uint8_t *step)
+{
+	if (get32(b) != RLOG_STEP_MAGIC)
+		return -ENODATA;
+	if (get32(b + 4) != crc32_iscsi((unsigned char *)b + 8, 24, 0))
+		return -EBADMSG;
+	*writer = get16(b + 8);
+	*step = b[10];
+	*gen = get32(b + 12);
+	*stripe = get64(b + 24);
+	return 0;
+}
+
+int rlog_step_begin(struct rlog_writer *w, uint32_t *slot)
+{
+	uint32_t i;
+	int ret = -EBUSY;
+
+	pthread_mutex_lock(&w->lock);
+	for (i = 0; i < RLOG_STEP_SLOTS; i++) {
+		if (!(w->step_busy >> i & 1)) {
+			w->step_busy |= 1u << i;
+			*slot = i;
+			ret = 0;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&w->lock);
+	return ret;
+}
+
+static int step_write(struct rlog_writer *w, uint32_t slot, bool clear, uint64_t stripe,
+		      uint8_t step)
+{
+	uint8_t *st = coh_mr_addr(w->stage);
+	uint64_t loff = 0, roff = RLOG_HDR + (uint64_t)slot * RLOG_ALIGN;
+	uint32_t len = RLOG_ALIGN;
+	int ret;
+
+	pthread_mutex_lock(&w->lock);
+	if (clear)
+		memset(st, 0, RLOG_ALIGN);
+	else
+		step_encode(st, (uint16_t)w->me, w->gen, ++w->step_seq, stripe, step);
+	ret = put_ranges(w, &loff, &roff, &len, 1);
+	pthread_mutex_unlock(&w->lock);
+	return ret;
+}
+
+int rlog_step_put(struct rlog_writer *w, uint32_t slot, uint64_t stripe, uint8_t step)
+{
+	return step_write(w, slot, false, stripe, step);
+}
+
+int rlog_step_end(struct rlog_writer *w, uint32_t slot)
+{
+	int ret = step_write(w, slot, true, 0, 0);
+
+	pthread_mutex_lock(&w->lock);
+	w->step_busy &= ~(1u << slot);
+	pthread_mutex_unlock(&w->lock);
+	return ret;
+}
+
+int rlog_scan_steps(const uint8_t *region, size_t len, uint16_t writer,
+		    int (*fn)(void *arg, uint64_t stripe, uint8_t step), void *arg)
+{
+	uint16_t w, hw;
+	uint32_t gen, hgen, i;
+	uint64_t stripe, t0, t1;
+	uint8_t step;
+	int ret;
+
+	if (len < RLOG_RING)
+		return -EINVAL;
+	if (rlog_region_hdr_decode(region, &hw, &hgen, &t0, &t1))
+		return 0; /* never written */
+	for (i = 0; i < RLOG_STEP_SLOTS; i++) {
+		ret = rlog_step_decode(region + RLOG_HDR + (size_t)i * RLOG_ALIGN, &w, &gen,
+				       &stripe, &step);
+		if (ret == -ENODATA)
+			continue;
+		if (ret) {
+			/* A torn slot write: the step it named had not started (its effect comes
+			 * after the write completes); the data records still cover the blocks. */
+			COH_LOG_WARN("rlog: writer %u: step slot %u unreadable (%s); ignored",
+				     writer, i, coh_strerror(ret));
+			continue;
+		}
+		if (w != writer || gen != hgen)
+			continue;
+		ret = fn(arg, stripe, step);
+		if (ret)
+			return ret;
+	}
+	return 0;
+}
+
+int rlog_retire(struct rlog_writer *w, uint64_t lba, uint32_t n)
+{
+	uint64_t lsns[STAGE_RECS];
+	uint32_t i, m = 0;
+	int ret = 0;
+
+	pthread_mutex_lock(&w->lock);
+	for (i = 0; i < n && !ret; i++) {
+		uint64_t *cur = live_find(w->live, lba + i);
+
+		if (cur) {
+			lsns[m++] = *cur;
+			live_del(w->live, lba + i);
+		}
+		if (m == STAGE_RECS) {
+			ret = retire_now(w, lsns, m);
+			m = 0;
+		}
+	}
+	if (!ret && m)
+		ret = retire_now(w, lsns, m);
+	pthread_mutex_unlock(&w->lock);
+	return ret;
+}
+
+uint64_t rlog_live_count(struct rlog_writer *w)
+{
+	uint64_t n;
+
+	pthread_mutex_lock(&w->lock);
+	n = w->live->count;
+	pthread_mutex_unlock(&w->lock);
+	return n;
+}

@@ -1,0 +1,160 @@
+/*
+ * rlog.h - the replication log: how a writer's acknowledged-but-not-destaged writes and the
+ * state of its multi-step destages live in regions on its peers, and how a survivor reads them
+ * back. Internal to the engine.
+ *
+ * Each node hosts one region per other node (the writer). A region is a 64-byte header and a
+ * ring of records. A record is a 64-byte header (checksummed with CRC32C together with its
+ * payload, except for the state word, which the writer flips in place to retire it) and a payload
+ * padded to 64 bytes. The writer appends with one-sided WRITEs and makes them persistent with the
+ * fabric FLUSH before it acknowledges; the host's CPU never takes part. All integers are
+ * little-endian.
+ */
+#ifndef COHORT_ENGINE_RLOG_H
+#define COHORT_ENGINE_RLOG_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cohort/fabric.h"
+
+#define RLOG_ALIGN 64u
+#define RLOG_HDR 64u			   /* region header */
+#define RLOG_REGION_MAGIC 0x474f4c52u	   /* "RLOG" */
+#define RLOG_REC_MAGIC 0x43455252u	   /* "RREC" */
+#define RLOG_RETIRED 0x4445524954455221ull /* "!RETIRED" */
+#define RLOG_MAX_PAYLOAD (1u << 20)
+#define RLOG_STEP_MAGIC 0x50455453u /* "STEP" */
+#define RLOG_STEP_SLOTS 8u
+/* The region: header, step slots, then the ring of records. */
+#define RLOG_RING (RLOG_HDR + RLOG_STEP_SLOTS * RLOG_ALIGN)
+
+enum rlog_type {
+	RLOG_DATA = 1, /* one block of an acknowledged write: addr = lba */
+	RLOG_STEP = 2, /* reserved (steps live in the step slots) */
+	RLOG_WRAP = 3, /* the rest of the ring is unused; continue at the start */
+};
+
+/* struct rlog_rec - a decoded record header. */
+struct rlog_rec {
+	uint64_t lsn;
+	uint32_t epoch;
+	uint16_t writer;
+	uint8_t type, step;
+	uint64_t addr;
+	uint32_t len; /* payload bytes */
+	uint32_t gen;
+	uint64_t state; /* 0 live, RLOG_RETIRED */
+};
+
+static inline uint32_t rlog_rec_size(uint32_t payload)
+{
+	return RLOG_ALIGN + (payload + RLOG_ALIGN - 1) / RLOG_ALIGN * RLOG_ALIGN;
+}
+
+/* Codec (pure; fuzzed). encode writes rlog_rec_size(r->len) bytes. decode checks magic, fields,
+ * that the payload fits in @avail, and the CRC. Returns 0, -ENODATA (no record: zero or foreign
+ * bytes), -EPROTO (a field out of range) or -EBADMSG (checksum mismatch: torn or corrupt). */
+void rlog_rec_encode(uint8_t *dst, const struct rlog_rec *r, const void *payload);
+int rlog_rec_decode(const uint8_t *src, size_t avail, struct rlog_rec *r);
+void rlog_region_hdr_encode(uint8_t *dst, uint16_t writer, uint32_t gen, uint64_t tail_off,
+			    uint64_t tail_lsn);
+int rlog_region_hdr_decode(const uint8_t *src, uint16_t *writer, uint32_t *gen, uint64_t *tail_off,
+			   uint64_t *tail_lsn);
+
+/* struct rlog_scan_stats - what a scan found. */
+struct rlog_scan_stats {
+	uint64_t live, retired; /* valid records */
+	uint64_t corrupt;	/* records skipped for a bad checksum with valid ones after them */
+	uint64_t torn;		/* an invalid record where the log ends (never acknowledged) */
+};
+
+typedef int (*rlog_visit_fn)(void *arg, const struct rlog_rec *r, const uint8_t *payload);
+
+/*
+ * rlog_scan - visit the live records of a region in log order, from its tail. A record that
+ * fails its checksum is never visited. If a valid record with the next sequence number exists
+ * further on, the bad one was corrupted in place: it is counted, logged, and skipped; otherwise
+ * it is where the log ends (a torn append that was never acknowledged). Bounded by the region's
+ * size. Returns 0, the visitor's nonzero return, or -EPROTO for a region header that is not this
+ * writer's.
+ */
+int rlog_scan(const uint8_t *region, size_t len, uint16_t writer, rlog_visit_fn fn, void *arg,
+	      struct rlog_scan_stats *st);
+
+/* The writer's side. */
+
+#define RLOG_MAX_PEERS 32u
+
+struct rlog_live; /* lba -> newest live DATA record */
+
+/* Called without the writer's lock when the log is full: destage to make room. */
+typedef int (*rlog_reclaim_fn)(void *arg);
+/* Called at instrumented points (engine crash tests). */
+typedef void (*rlog_point_fn)(void *arg, int point);
+
+struct rlog_writer {
+	pthread_mutex_t lock;
+	struct coh_fabric *fab;
+	uint32_t me, bsize, timeout_ms;
+	size_t region_len;
+	struct coh_cq *cq;
+	struct coh_ep *ep[RLOG_MAX_PEERS];
+	struct coh_rmr *rmr[RLOG_MAX_PEERS];
+	uint32_t peers; /* bitmap: where appends go now */
+	uint32_t k;	/* copies wanted */
+	struct coh_mr *stage;
+	size_t stage_len;
+	uint32_t epoch, gen;
+	uint32_t step_busy; /* step slots in use */
+	uint64_t step_seq;
+	/* ring state */
+	uint64_t head_off, next_lsn, tail_off, tail_lsn;
+	uint64_t used; /* bytes between tail and head, wrap padding included */
+	/* records not yet past the tail, oldest first: offset, size, lsn, retired */
+	struct rlog_ent {
+		uint64_t off, lsn, lba;
+		uint32_t size;
+		bool retired, data;
+	} * ents;
+	uint32_t ent_cap, ent_head, ent_count;
+	struct rlog_live *live;
+	rlog_reclaim_fn reclaim;
+	rlog_point_fn point;
+	void *arg;
+	/* counters */
+	uint64_t appended, retired, bytes, backpressure, peer_errors;
+};
+
+int rlog_writer_init(struct rlog_writer *w, struct coh_fabric *fab, uint32_t bsize,
+		     size_t region_len, uint32_t timeout_ms, rlog_reclaim_fn reclaim,
+		     rlog_point_fn point, void *arg);
+void rlog_writer_fini(struct rlog_writer *w);
+/* Start afresh (every earlier record destaged or replayed): new peers, epoch, generation. The
+ * regions on the peers are expected zeroed by their hosts. */
+int rlog_writer_reset(struct rlog_writer *w, uint32_t peers, uint32_t k, uint32_t epoch);
+/* Append one DATA record per block and make them persistent on every current peer. Returns 0
+ * once all are persistent on at least min(k, live peers) peers, -ENOSPC if the log cannot hold
+ * them even when empty, -ETIMEDOUT when room did not appear in time, or a fabric error. */
+int rlog_append_data(struct rlog_writer *w, uint64_t lba, uint32_t n, const void *buf);
+/*
+ * Destage steps: a destage takes a step slot, puts the state of each step there (persistent on
+ * the peers) before the step takes effect, and clears it when done.
+ */
+int rlog_step_begin(struct rlog_writer *w, uint32_t *slot);
+int rlog_step_put(struct rlog_writer *w, uint32_t slot, uint64_t stripe, uint8_t step);
+int rlog_step_end(struct rlog_writer *w, uint32_t slot);
+int rlog_step_decode(const uint8_t *b, uint16_t *writer, uint32_t *gen, uint64_t *stripe,
+		     uint8_t *step);
+/* Visit the step slots of a region that name a destage in progress. */
+int rlog_scan_steps(const uint8_t *region, size_t len, uint16_t writer,
+		    int (*fn)(void *arg, uint64_t stripe, uint8_t step), void *arg);
+/* Retire the newest live DATA record of each block in [lba, lba + n), after the destage that
+ * makes them redundant; persistent on the peers when it returns 0. */
+int rlog_retire(struct rlog_writer *w, uint64_t lba, uint32_t n);
+/* Live DATA records (acknowledged, not destaged). */
+uint64_t rlog_live_count(struct rlog_writer *w);
+
+#endif /* COHORT_ENGINE_RLOG_H */

@@ -1,0 +1,146 @@
+/*
+ * node.h - a Cohort controller node: a coherent cache over a redundancy group shared by every
+ * node, with each write replicated into the logs of k peers before it is acknowledged, and a
+ * membership that turns node failures into new epochs in which a survivor finishes the dead
+ * node's interrupted work.
+ *
+ * What an acknowledgement means: when coh_node_write() returns 0, the data is in this node's
+ * cache and in the replication logs of min(k, live peers) peers, persistent to the degree the
+ * logs' backing gives (see coh_node_stats.log_persistence and docs/recovery.md). If this node then
+ * dies, a survivor writes that data to the redundancy group before any node reads it.
+ *
+ * Threads: each node's read/write/flush calls are serialised inside (one operation at a time);
+ * any thread may make them. The membership thread runs view changes; I/O waits during one.
+ */
+#ifndef COHORT_NODE_H
+#define COHORT_NODE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cohort/fabric.h"
+#include "cohort/raid.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define COH_NODE_REPLICAS_NONE (-1) /* k = 0: acknowledged writes die with their node */
+
+/*
+ * Crash points: a node given one in its attributes kills itself (SIGKILL) the @crash_after-th
+ * time it reaches it. For crash tests; 0 disables.
+ */
+enum coh_crash_point {
+	COH_CRASH_NONE = 0,
+	COH_CRASH_BEFORE_REPLICATION = 1, /* a write holds its locks; nothing logged */
+	COH_CRASH_REPLICATED = 2,	  /* logged on the peers, not yet acknowledged */
+	COH_CRASH_DESTAGE_READ_OLD = 3,	  /* a stripe update is about to read old data/parity */
+	COH_CRASH_DESTAGE_DATA = 4,	  /* ... about to write data */
+	COH_CRASH_DESTAGE_PARITY = 5,	  /* ... data written, parity not */
+	COH_CRASH_DESTAGE_DONE = 6,	  /* ... stripe done, log records not yet retired */
+	COH_CRASH_RECLAIM = 7,		  /* log reclaim: some records retired, not all */
+	COH_CRASH_MAX = 8,
+};
+
+/**
+ * struct coh_node_attr - how to open a node.
+ * @fab: this node's fabric (not owned)
+ * @nodes: configured cluster size, 2 .. 32; every node opens with the same attributes
+ * @raid: level, element count and chunk of the redundancy group (its elems are ignored)
+ * @elem_paths: the element files or block devices, shared by every node; created if absent
+ * @elem_blocks: blocks per element
+ * @block_size: 0 means 4096
+ * @replicas: copies of each write in peers' logs (k): 0 means 1; COH_NODE_REPLICAS_NONE for none
+ * @log_bytes: each writer's log region on each host; 0 means 4 MiB
+ * @log_dir: where a node keeps the log regions it hosts (mapped with libpmem2: a DAX file
+ *           system gives power-fail persistence); NULL: the fabric provider's default place
+ * @cache_blocks: cache capacity in blocks; 0 means 1024
+ * @timeout_ms: bound for every wait (a lock, a peer, a view change); 0 means the fabric's
+ * @crash_point, @crash_after: see enum coh_crash_point
+ */
+struct coh_node_attr {
+	struct coh_fabric *fab;
+	uint32_t nodes;
+	struct coh_raid_attr raid;
+	const char *elem_paths[COH_RAID_MAX_ELEMS];
+	uint64_t elem_blocks;
+	uint32_t block_size;
+	int replicas;
+	size_t log_bytes;
+	const char *log_dir;
+	uint32_t cache_blocks;
+	uint32_t timeout_ms;
+	uint32_t crash_point, crash_after;
+};
+
+struct coh_node;
+
+/**
+ * struct coh_node_stats - counters and state.
+ */
+struct coh_node_stats {
+	uint32_t epoch, members;  /* current view: number and member bitmap */
+	bool quorum;		  /* this node sees a majority of the configured nodes */
+	uint32_t log_persistence; /* enum coh_persist of the regions this node hosts */
+	uint64_t reads, writes;	  /* operations completed */
+	uint64_t log_appends, log_retired, log_backpressure, log_live;
+	uint64_t destages;			    /* stripe updates done */
+	uint64_t view_changes, takeovers;	    /* takeovers: dead nodes' logs replayed here */
+	uint64_t replayed_blocks, repaired_stripes; /* by this node's takeovers */
+	uint64_t corrupt_records, torn_records;	    /* found by this node's takeovers */
+	uint64_t last_takeover_ns; /* from the failure event to the dead node's work done */
+	uint64_t last_view_ns;	   /* from the failure event to I/O resuming */
+};
+
+/**
+ * coh_node_open - open this node (collective: every configured node calls it). Opens the
+ * elements and the group, creates the log regions this node hosts, connects to every node and
+ * starts the membership thread. Returns 0, -EINVAL (bad attributes), -ETIMEDOUT (a node did not
+ * come), -ENOMEM, or an element, log or fabric error.
+ */
+int coh_node_open(const struct coh_node_attr *attr, struct coh_node **nodep);
+
+/**
+ * coh_node_close - destage, stop and free. Peers see this node leave; they take over nothing
+ * (its log is empty after the destage). @nodep may point to NULL.
+ */
+int coh_node_close(struct coh_node **nodep);
+
+/**
+ * coh_node_read / coh_node_write - block I/O on the volume laid on the redundancy group.
+ * Returns 0; -EINVAL (range); -EROFS when this node is not in a majority view (it serves no I/O,
+ * so a minority cannot split the brain); -ETIMEDOUT; or an I/O error. An operation that meets a
+ * failed node waits for the view change and is retried once in the new epoch.
+ */
+int coh_node_read(struct coh_node *n, uint64_t lba, uint32_t nblocks, void *buf);
+int coh_node_write(struct coh_node *n, uint64_t lba, uint32_t nblocks, const void *buf);
+
+/** coh_node_flush - destage every dirty block this node holds (retiring its log records). */
+int coh_node_flush(struct coh_node *n);
+
+/** coh_node_nblocks - the volume's size in blocks; coh_node_block_size its block size. */
+uint64_t coh_node_nblocks(const struct coh_node *n);
+uint32_t coh_node_block_size(const struct coh_node *n);
+
+/** coh_node_stats - copy the counters. */
+int coh_node_stats(struct coh_node *n, struct coh_node_stats *st);
+
+/**
+ * coh_node_wait_epoch - wait, bounded by @timeout_ms, until this node's view has an epoch of at
+ * least @epoch and I/O is open. Returns 0, -ETIMEDOUT or -EROFS (the view lacks a majority).
+ */
+int coh_node_wait_epoch(struct coh_node *n, uint32_t epoch, int timeout_ms);
+
+/**
+ * coh_node_check - scrub: check every stripe's parity (or mirrors) against its data. Call with
+ * no writes in flight anywhere. Sets *bad to the number of inconsistent stripes.
+ */
+int coh_node_check(struct coh_node *n, uint64_t *bad);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* COHORT_NODE_H */

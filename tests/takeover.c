@@ -1,0 +1,397 @@
+/*
+ * takeover.c - the crash trials of takeover.h. The parent forks the node processes after mapping
+ * a shared area for their histories and barriers; each node opens its fabric (shm, in a fresh
+ * cluster directory) and its engine node over element files in the same directory, runs its
+ * share of the workload, and records every operation's invocation and response. The victim
+ * dies at its crash point (or, if the point never comes, after its last operation). The
+ * survivors wait for the new epoch, destage, read every block back, and the lowest of them
+ * scrubs the parity. The parent then checks the whole history for linearizability.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <linux/futex.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cohort/fabric.h"
+#include "cohort/node.h"
+#include "linz.h"
+#include "takeover.h"
+
+#define BS 4096u
+#define MAXN 5u
+#define MAXOPS 512u
+#define ELEM_BLOCKS 8u
+#define CHILD_TIMEOUT_S 40
+
+struct tk_shared {
+	_Atomic uint32_t bar[8];
+	struct linz_op ops[MAXN][MAXOPS];
+	uint32_t nops[MAXN];
+	uint64_t takeovers[MAXN], replayed[MAXN], repaired[MAXN], backpressure[MAXN];
+	uint64_t takeover_ns[MAXN], view_ns[MAXN];
+	uint32_t epoch[MAXN];
+	char why[MAXN][256];
+};
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* shbar - a barrier for @count processes in shared memory, bounded by @timeout_ms. */
+static int shbar(_Atomic uint32_t *b, uint32_t count, int timeout_ms)
+{
+	uint64_t deadline = now_ns() + (uint64_t)timeout_ms * 1000000ull;
+	uint32_t v = atomic_fetch_add(b, 1) + 1;
+
+	syscall(SYS_futex, (uint32_t *)b, FUTEX_WAKE, INT32_MAX, NULL, NULL, 0);
+	while (v < count) {
+		uint64_t now = now_ns();
+		struct timespec ts;
+
+		if (now >= deadline)
+			return -ETIMEDOUT;
+		ts.tv_sec = (time_t)((deadline - now) / 1000000000ull);
+		ts.tv_nsec = (long)((deadline - now) % 1000000000ull);
+		syscall(SYS_futex, (uint32_t *)b, FUTEX_WAIT, v, &ts, NULL, 0);
+		v = atomic_load(b);
+	}
+	return 0;
+}
+
+/* Block contents: the value in the first 8 bytes, then a pattern derived from it; value 0 is the
+ * all-zero block the volume starts with. */
+static void fill_block(uint8_t *b, uint64_t value)
+{
+	uint64_t s = value | 1;
+	uint32_t i;
+
+	if (!value) {
+		memset(b, 0, BS);
+		return;
+	}
+	memcpy(b, &value, 8);
+	for (i = 8; i < BS; i += 8) {
+		s ^= s << 13;
+		s ^= s >> 7;
+		s ^= s << 17;
+		memcpy(b + i, &s, 8);
+	}
+}
+
+static int block_value(const uint8_t *b, uint64_t *value)
+{
+	static __thread uint8_t want[BS];
+
+	memcpy(value, b, 8);
+	fill_block(want, *value);
+	return memcmp(want, b, BS) ? -EILSEQ : 0;
+}
+
+static uint64_t rnd(uint64_t *s)
+{
+	*s ^= *s << 13;
+	*s ^= *s >> 7;
+	*s ^= *s << 17;
+	return *s;
+}
+
+struct child {
+	const struct tk_trial *t;
+	struct tk_shared *sh;
+	uint32_t id;
+	const char *dir;
+};
+
+#define FAIL(c, ...)                                                                               \
+	do {                                                                                       \
+		snprintf((c)->sh->why[(c)->id], sizeof((c)->sh->why[0]), __VA_ARGS__);             \
+		fprintf(stderr, "takeover node %u: %s\n", (c)->id, (c)->sh->why[(c)->id]);         \
+		ret = 1;                                                                           \
+		goto out;                                                                          \
+	} while (0)
+
+static struct linz_op *op_begin(struct child *c, uint64_t block, uint64_t value, bool write)
+{
+	struct linz_op *op = &c->sh->ops[c->id][c->sh->nops[c->id]];
+
+	op->block = block;
+	op->value = value;
+	op->is_write = write;
+	op->node = c->id;
+	op->resp = 0;
+	atomic_thread_fence(memory_order_seq_cst);
+	op->inv = now_ns();
+	c->sh->nops[c->id]++;
+	return op;
+}
+
+static int child_main(struct child *c)
+{
+	const struct tk_trial *t = c->t;
+	uint32_t survivors = t->victim < t->nodes ? t->nodes - 1 : t->nodes, i;
+	bool victim = c->id == t->victim;
+	struct coh_fabric_attr fa = { .provider = "shm", .node_id = c->id, .cluster = c->dir };
+	struct coh_node_attr na = { .nodes = t->nodes,
+				    .raid = { .level = t->raid_level == 1 ? COH_RAID1 : COH_RAID5,
+					      .nelems = 3,
+					      .chunk_blocks = 2 },
+				    .elem_blocks = ELEM_BLOCKS,
+				    .replicas = (int)t->replicas,
+				    .log_bytes = (size_t)t->log_kib << 10,
+				    .cache_blocks = 64,
+				    .timeout_ms = 3000 };
+	char paths[3][600];
+	struct coh_fabric *fab = NULL;
+	struct coh_node *n = NULL;
+	struct coh_node_stats st;
+	uint64_t s = t->seed * 0x9e3779b97f4a7c15ull + c->id + 1, nblocks;
+	uint8_t buf[BS];
+	int ret = 0, r;
+
+	for (i = 0; i < 3; i++) {
+		snprintf(paths[i], sizeof(paths[i]), "%s/elem%u", c->dir, i);
+		na.elem_paths[i] = paths[i];
+	}
+	if (victim) {
+		na.crash_point = t->crash_point;
+		na.crash_after = t->crash_after;
+	}
+	r = coh_fabric_open(&fa, &fab);
+	if (r)
+		FAIL(c, "fabric open: %s", coh_strerror(r));
+	na.fab = fab;
+	r = coh_node_open(&na, &n);
+	if (r)
+		FAIL(c, "node open: %s", coh_strerror(r));
+	nblocks = coh_node_nblocks(n);
+	if (shbar(&c->sh->bar[0], t->nodes, 30000))
+		FAIL(c, "start barrier timed out");
+
+	for (i = 0; i < t->ops; i++) {
+		uint64_t b = rnd(&s) % nblocks, v;
+		bool w = rnd(&s) % 10 < 6;
+		struct linz_op *op;
+
+		if (victim && !t->crash_point && i == t->kill_at_op)
+			kill(getpid(), SIGKILL);
+		if (w) {
+			v = (uint64_t)(c->id + 1) << 32 | (i + 1);
+			fill_block(buf, v);
+			op = op_begin(c, b, v, true);
+			r = coh_node_write(n, b, 1, buf);
+			if (r) {
+				/* Not acknowledged: it may or may not have taken effect. */
+				op->resp = UINT64_MAX;
+				if (r == -EROFS)
+					FAIL(c, "write refused: %s", coh_strerror(r));
+				continue;
+			}
+			op->resp = now_ns();
+		} else {
+			op = op_begin(c, b, 0, false);
+			r = coh_node_read(n, b, 1, buf);
+			op->resp = now_ns();
+			if (r) {
+				c->sh->nops[c->id]--; /* a failed read tells nothing */
+				if (r == -EROFS)
+					FAIL(c, "read refused: %s", coh_strerror(r));
+				continue;
+			}
+			if (block_value(buf, &op->value))
+				FAIL(c, "block %llu read back torn or corrupt",
+				     (unsigned long long)b);
+		}
+	}
+	if (victim) /* its crash point never came: die between operations */
+		kill(getpid(), SIGKILL);
+
+	/* Survivors: the victim's death must have made a new epoch. */
+	if (t->victim < t->nodes) {
+		r = coh_node_wait_epoch(n, 2, 60000);
+		if (r)
+			FAIL(c, "no new epoch after the victim died: %s", coh_strerror(r));
+	}
+	if (shbar(&c->sh->bar[1], survivors, 60000))
+		FAIL(c, "barrier after the workload timed out");
+	r = coh_node_flush(n);
+	if (r)
+		FAIL(c, "flush: %s", coh_strerror(r));
+	if (shbar(&c->sh->bar[2], survivors, 60000))
+		FAIL(c, "barrier after the flush timed out");
+	/* Every block from every survivor: each read joins the history. */
+	for (i = 0; i < nblocks; i++) {
+		struct linz_op *op = op_begin(c, i, 0, false);
+
+		r = coh_node_read(n, i, 1, buf);
+		op->resp = now_ns();
+		if (r)
+			FAIL(c, "final read of block %u: %s", i, coh_strerror(r));
+		if (block_value(buf, &op->value))
+			FAIL(c, "block %u torn or corrupt after takeover", i);
+	}
+	if (shbar(&c->sh->bar[3], survivors, 60000))
+		FAIL(c, "barrier after the reads timed out");
+	r = coh_node_stats(n, &st);
+	if (r)
+		FAIL(c, "stats: %s", coh_strerror(r));
+	c->sh->takeovers[c->id] = st.takeovers;
+	c->sh->replayed[c->id] = st.replayed_blocks;
+	c->sh->repaired[c->id] = st.repaired_stripes;
+	c->sh->backpressure[c->id] = st.log_backpressure;
+	c->sh->takeover_ns[c->id] = st.last_takeover_ns;
+	c->sh->view_ns[c->id] = st.last_view_ns;
+	c->sh->epoch[c->id] = st.epoch;
+	if (c->id == (t->victim == 0 ? 1u : 0u)) {
+		uint64_t bad = 0;
+
+		r = coh_node_check(n, &bad);
+		if (r)
+			FAIL(c, "scrub: %s", coh_strerror(r));
+		if (bad)
+			FAIL(c, "%llu stripes with parity not matching data",
+			     (unsigned long long)bad);
+	}
+	if (shbar(&c->sh->bar[4], survivors, 60000))
+		FAIL(c, "barrier before close timed out");
+out:
+	r = coh_node_close(&n);
+	if (r && !ret)
+		fprintf(stderr, "takeover node %u: close: %s\n", c->id, coh_strerror(r));
+	coh_fabric_close(&fab);
+	return ret;
+}
+
+static int wait_child(pid_t pid, int *status, int timeout_s)
+{
+	int fd = (int)syscall(SYS_pidfd_open, pid, 0);
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+
+	if (fd >= 0) {
+		if (poll(&p, 1, timeout_s * 1000) == 0)
+			kill(pid, SIGKILL);
+		close(fd);
+	}
+	return waitpid(pid, status, 0) < 0 ? -errno : 0;
+}
+
+static int rm_tree(const char *dir)
+{
+	char cmd[700];
+
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	return system(cmd);
+}
+
+int tk_run(const struct tk_trial *t, struct tk_result *res)
+{
+	char dir[] = "/dev/shm/cohort-takeover-XXXXXX";
+	struct tk_shared *sh;
+	struct linz_op *all = NULL;
+	pid_t pids[MAXN];
+	size_t nall = 0;
+	uint32_t i, j;
+	int failed = 0;
+
+	memset(res, 0, sizeof(*res));
+	if (t->nodes < 3 || t->nodes > MAXN || t->ops + 64 > MAXOPS || !mkdtemp(dir))
+		return 1;
+	sh = mmap(NULL, sizeof(*sh), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (sh == MAP_FAILED) {
+		rm_tree(dir);
+		return 1;
+	}
+	memset(sh, 0, sizeof(*sh));
+	fflush(NULL);
+	for (i = 0; i < t->nodes; i++) {
+		pids[i] = fork();
+		if (pids[i] == 0) {
+			struct child c = { .t = t, .sh = sh, .id = i, .dir = dir };
+
+			alarm(CHILD_TIMEOUT_S);
+			_exit(child_main(&c));
+		}
+		if (pids[i] < 0) {
+			while (i--)
+				kill(pids[i], SIGKILL);
+			munmap(sh, sizeof(*sh));
+			rm_tree(dir);
+			return 1;
+		}
+	}
+	for (i = 0; i < t->nodes; i++) {
+		int st = 0;
+
+		if (wait_child(pids[i], &st, CHILD_TIMEOUT_S + 10)) {
+			failed = 1;
+			continue;
+		}
+		if (i == t->victim) {
+			res->victim_died = WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL;
+			if (!res->victim_died) {
+				fprintf(stderr, "takeover: the victim %u was not killed\n", i);
+				failed = 1;
+			}
+		} else if (WIFSIGNALED(st) || WEXITSTATUS(st)) {
+			fprintf(stderr, "takeover: node %u %s %d\n", i,
+				WIFSIGNALED(st) ? "died of signal" : "exited",
+				WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
+			failed = 1;
+		}
+	}
+	/* The history: the victim's unanswered write is pending (it may or may not have taken
+	 * effect); its unanswered read tells nothing. */
+	all = calloc((size_t)t->nodes * MAXOPS, sizeof(*all));
+	for (i = 0; all && i < t->nodes; i++) {
+		for (j = 0; j < sh->nops[i] && j < MAXOPS; j++) {
+			struct linz_op op = sh->ops[i][j];
+
+			if (!op.resp) {
+				if (!op.is_write)
+					continue;
+				op.resp = UINT64_MAX;
+			}
+			if (op.is_write && op.resp == UINT64_MAX)
+				res->pending_writes++;
+			else if (op.is_write)
+				res->acked_writes++;
+			else
+				res->reads++;
+			all[nall++] = op;
+		}
+		if (i != t->victim) {
+			res->takeovers += sh->takeovers[i];
+			res->replayed_blocks += sh->replayed[i];
+			res->repaired_stripes += sh->repaired[i];
+			if (sh->takeover_ns[i] > res->takeover_ns && sh->takeovers[i])
+				res->takeover_ns = sh->takeover_ns[i];
+			if (sh->view_ns[i] > res->view_ns)
+				res->view_ns = sh->view_ns[i];
+			res->epoch = sh->epoch[i];
+		}
+		res->backpressure += sh->backpressure[i];
+	}
+	if (!all) {
+		failed = 1;
+	} else if (!failed && linz_check(all, nall, stderr)) {
+		fprintf(stderr, "takeover: the history across the crash is not linearizable\n");
+		failed = 1;
+	}
+	free(all);
+	munmap(sh, sizeof(*sh));
+	rm_tree(dir);
+	return failed;
+}

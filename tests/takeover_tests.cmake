@@ -1,0 +1,7 @@
+# Crash trials of the engine (label takeover): replication, takeover, recovery.
+add_executable(takeover_test takeover_test.cc takeover.c linz.c)
+target_compile_options(takeover_test PRIVATE $<$<COMPILE_LANGUAGE:C>:${COHORT_C_WARNINGS}>)
+target_link_libraries(takeover_test PRIVATE cohort_static GTest::gtest GTest::gtest_main)
+add_test(NAME takeover_shm COMMAND takeover_test)
+# The number of randomized trials comes from COHORT_TAKEOVER_TRIALS (scripts/test.sh: 200).
+set_tests_properties(takeover_shm PROPERTIES LABELS takeover TIMEOUT 4000)
