@@ -192,6 +192,7 @@ struct coh_cache {
 	struct coh_cache_stats stats; /* except the net_* counters, which are the atomics below */
 	atomic_ulong net_atomic, net_read, net_write, net_send;
 	uint64_t next_seq;
+	uint64_t wb_failures; /* write-backs that failed while serving a request */
 	uint64_t last_word; /* the last directory word this node saw, as a guess for unseen ones */
 	bool svc_kick;
 	uint64_t *kick; /* resources whose pin dropped with requests waiting */

@@ -151,8 +151,13 @@ static void serve(struct coh_cache *c, struct res_state *st, const struct cmsg *
 
 	ret = writeback_res(c, r);
 	if (ret) {
-		COH_LOG_ERR("node %u: write-back of resource %llu failed (%s); keeping it", c->me,
-			    (unsigned long long)r, coh_strerror(ret));
+		/* Until a view change takes the failed peer out, the requester asks again: say so
+		 * once in a while, not each time. */
+		if (c->wb_failures++ % 1000 == 0)
+			COH_LOG_ERR("node %u: write-back of resource %llu failed (%s); keeping it "
+				    "(%llu such failures)",
+				    c->me, (unsigned long long)r, coh_strerror(ret),
+				    (unsigned long long)c->wb_failures);
 		reply(c, req, CMSG_RETRY, 0, 0);
 		return;
 	}

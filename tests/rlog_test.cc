@@ -11,7 +11,8 @@ extern "C" {
 #include "engine/rlog.h"
 }
 
-namespace {
+namespace
+{
 
 constexpr uint32_t BS = 4096;
 
