@@ -126,6 +126,10 @@ static void usage(FILE *f)
 	    "  cache     coherent cache: hits, misses served by a peer or the store, held and\n"
 	    "            transferred writes, beside the raw fabric CAS and READ they are built\n"
 	    "            from; throughput of a 70/30 mix on 1-4 nodes\n"
+	    "  replication  the engine (shm only, 3 nodes): acknowledged 4 KiB write latency with\n"
+	    "            k = 0, 1, 2 log copies beside the raw WRITE + FLUSH to 1 and 2 peers; takeover\n"
+	    "            and view change times over SIGKILLs of a node (min(--iters, 20) kills, or\n"
+	    "            COHORT_BENCH_KILLS); rows are of suite \"repl\"\n"
 	    "options:\n"
 	    "  --provider NAME   shm (default) or rdma\n"
 	    "  --cluster SPEC    shm: directory (default: a fresh one in /dev/shm);\n"
@@ -136,7 +140,8 @@ static void usage(FILE *f)
 	    "  --min-size B      smallest size (default 8)\n"
 	    "  --max-size B      largest size (default 65536)\n"
 	    "  --ops LIST        comma-separated subset of the rows (fabric: write,read,cas,faa,send,\n"
-	    "                    memcpy,pingpong; cache: fabric_cas,read_hit,read_miss_peer,...,mix)\n"
+	    "                    memcpy,pingpong; cache: fabric_cas,read_hit,read_miss_peer,...,mix;\n"
+	    "                    replication: fabric_write_flush_1,write_k1,...,takeover,view_change)\n"
 	    "  --csv             CSV instead of a table\n");
 }
 
@@ -244,6 +249,8 @@ int main(int argc, char **argv)
 		return bench_fabric(&o) ? 1 : 0;
 	if (!strcmp(suite, "cache"))
 		return bench_cache(&o) ? 1 : 0;
+	if (!strcmp(suite, "replication"))
+		return bench_replication(&o) ? 1 : 0;
 	fprintf(stderr, "cohort-bench: unknown suite '%s'\n", suite);
 	usage(stderr);
 	return 2;

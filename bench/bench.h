@@ -45,5 +45,6 @@ void bench_remove_tree(const char *dir);
 
 int bench_fabric(const struct bench_opts *o);
 int bench_cache(const struct bench_opts *o);
+int bench_replication(const struct bench_opts *o);
 
 #endif

@@ -328,6 +328,20 @@ static void apply_grant(struct coh_cache *c, const struct cmsg *m)
 
 /* wait_reply - wait for the answer to request @seq; grants for older requests that arrive
  * meanwhile are applied too, so the local state never falls behind the directory. */
+/* member_down - the fabric knows a member of this cache's view to be gone. */
+static bool member_down(struct coh_cache *c)
+{
+	uint32_t i;
+
+	for (i = 0; i < c->nmemb; i++) {
+		uint32_t p = c->memb[i];
+
+		if (p != c->me && c->app.one[p] && !coh_ep_is_up(c->app.one[p]))
+			return true;
+	}
+	return false;
+}
+
 static int wait_reply(struct coh_cache *c, uint64_t seq, struct cmsg *out, uint64_t deadline)
 {
 	struct cmsg m;
@@ -348,7 +362,14 @@ static int wait_reply(struct coh_cache *c, uint64_t seq, struct cmsg *out, uint6
 		}
 		if (cache_now_ms() >= deadline)
 			return -ETIMEDOUT;
-		ret = xp_poll(&c->app, (int)(deadline - cache_now_ms()));
+		if (member_down(c))
+			return -ECONNRESET;
+		/* In slices, so that a member's death ends the wait at once rather than at the
+		 * deadline: the reply may have to come through the dead node, and whoever runs
+		 * this node (the engine) is waiting for this operation to start its view change. */
+		ret =
+		    xp_poll(&c->app,
+			    (int)(deadline - cache_now_ms() < 20 ? deadline - cache_now_ms() : 20));
 		if (ret < 0 && ret != -ETIMEDOUT)
 			return ret;
 	}

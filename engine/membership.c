@@ -51,6 +51,7 @@ struct memb {
 	uint32_t flushed[NODE_MAX], ready[NODE_MAX], desc_epoch[NODE_MAX];
 	struct coh_mr_desc desc[NODE_MAX];
 	uint32_t dead; /* peers known gone (events, goodbyes, silence) */
+	uint32_t bye;  /* of which said goodbye (an orderly leave, not a failure) */
 	uint64_t down_ns;
 };
 
@@ -190,6 +191,7 @@ static void pump(struct coh_node *n, int timeout_ms)
 			n->m->desc[p] = m.desc;
 			n->m->desc_epoch[p] = m.epoch;
 		} else if (m.type == CTL_BYE) {
+			n->m->bye |= 1u << p;
 			mark_dead(n, p, "goodbye");
 		}
 		if (post_recv(n, p, slot))
@@ -578,9 +580,12 @@ static void view_change(struct coh_node *n)
 			break;
 		if ((uint32_t)__builtin_popcount(P) * 2 <= n->nodes) {
 			/* Fenced: write nothing more to the shared storage. */
-			COH_LOG_ERR("node %u: view %u has %u of %u nodes, not a majority: this "
-				    "node stops serving I/O",
-				    n->me, E, __builtin_popcount(P), n->nodes);
+			/* The last nodes of a cluster shutting down get here too: not an error
+			 * when everyone missing said goodbye. */
+			COH_LOG_AT(n->m->dead & ~n->m->bye ? COH_LOG_LEVEL_ERR : COH_LOG_LEVEL_INFO,
+				   "node %u: view %u has %u of %u nodes, not a majority: this node "
+				   "stops serving I/O",
+				   n->me, E, __builtin_popcount(P), n->nodes);
 			coh_cache_abandon(&n->cache);
 			commit(n, E, P, false);
 			pthread_mutex_unlock(&n->io);
@@ -627,8 +632,10 @@ static void view_change(struct coh_node *n)
 			ret = rlog_writer_reset(&n->w, node_log_peers(n->nodes, P, n->me, n->k),
 						n->k, E);
 		if (!ret) {
+			pthread_mutex_lock(&n->state_lock);
 			n->epoch = E; /* the cache's channels follow the epoch */
 			n->members = P;
+			pthread_mutex_unlock(&n->state_lock);
 			ret = node_cache_open(n);
 		}
 		if (ret) {
@@ -641,7 +648,9 @@ static void view_change(struct coh_node *n)
 		COH_LOG_INFO("node %u: epoch %u, members %#x", n->me, E, P);
 		return;
 	}
-	COH_LOG_ERR("node %u: view change did not finish: serving no I/O", n->me);
+	COH_LOG_AT(n->m->dead & ~n->m->bye || !atomic_load(&n->m->stop) ? COH_LOG_LEVEL_ERR
+									: COH_LOG_LEVEL_INFO,
+		   "node %u: view change did not finish: serving no I/O", n->me);
 	coh_cache_abandon(&n->cache);
 	commit(n, E, old & ~n->m->dead, false);
 	pthread_mutex_unlock(&n->io);

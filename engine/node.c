@@ -332,7 +332,17 @@ int coh_node_close(struct coh_node **nodep)
 	pthread_mutex_lock(&n->io);
 	if (n->cache && n->quorum) {
 		/* Destage and release: the log is empty afterwards, so the others have nothing
-		 * to take over when they see this node leave. */
+		 * to take over when they see this node leave. When the log peers are leaving too
+		 * (a whole cluster shutting down), destage without them rather than not at all:
+		 * this node is not dying, so the shared storage gets the data either way. */
+		ret = coh_cache_flush(n->cache);
+		if (ret) {
+			COH_LOG_WARN("node %u: destage at close: %s; again without log peers",
+				     n->me, coh_strerror(ret));
+			pthread_mutex_lock(&n->w.lock);
+			n->w.peers = 0;
+			pthread_mutex_unlock(&n->w.lock);
+		}
 		ret = coh_cache_close(&n->cache);
 		if (ret)
 			COH_LOG_ERR("node %u: destage at close: %s", n->me, coh_strerror(ret));

@@ -1,0 +1,1018 @@
+/*
+ * demo.c - cohort-demo: Cohort's engine doing its job on one host. A cluster of 3 (up to 5) node
+ * processes over the shm provider shares a RAID-5 volume on 3 element files; each node runs a
+ * mix of 70% reads (anywhere) and 30% writes (half to a half of the volume every node writes,
+ * half to stripes of its own) of 4 KiB blocks with content that identifies the write, and every
+ * write is acknowledged only once it is in the log of k = 1 peer (--replicas). Half way through,
+ * the parent SIGKILLs node 1. The survivors' operations wait for the view change and go on; one
+ * survivor replays node 1's log. At the end every survivor destages, reads every block back, and
+ * the parent checks each block against the history of acknowledged writes, including those of
+ * the dead node; one survivor scrubs the parity.
+ *
+ * What counts as correct for a block: the value of a write w such that no acknowledged write to
+ * that block began after w was acknowledged (a write not acknowledged, like the one node 1 was
+ * doing when it died, never ends, so it may or may not be there). The initial zero block is
+ * correct only if no write to the block was acknowledged. Reads during the run are checked for
+ * torn or foreign content. What the demo does not check: the linearizability of the reads
+ * during the run (tests/takeover.c does, on smaller histories).
+ *
+ * The parent shows progress from a shared area the nodes update; it never touches the cluster.
+ * Every wait is bounded, every child has an alarm, and the cluster directory is removed at the
+ * end. Exit status: 0 when everything checked out, 1 when something did not (said why), 2 for
+ * bad arguments.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <ftw.h>
+#include <getopt.h>
+#include <linux/futex.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cohort/node.h"
+
+#define BS 4096u
+#define MAXN 5u
+#define VICTIM 1u
+#define NELEMS 3u
+#define ELEM_BLOCKS 256u
+#define CHUNK_BLOCKS 2u
+#define STRIPE_BLOCKS ((NELEMS - 1) * CHUNK_BLOCKS) /* RAID-5: the data chunks of a stripe */
+#define OPS_DEFAULT 10000u
+#define OPS_MAX 200000u
+#define ENGINE_TIMEOUT_MS 3000u
+#define PHASE_MS 60000	    /* bound for each phase a node waits for */
+#define CHILD_ALARM_S 110u  /* a node that outlives this is stuck */
+#define RUN_DEADLINE_S 100u /* the parent gives up on the whole run */
+#define TORN UINT64_MAX	    /* a final read whose content did not match its value */
+
+enum wstate {
+	W_INFLIGHT = 0,
+	W_ACKED = 1,
+	W_FAILED = 2,
+};
+
+/* One write as the workload saw it: invoked at @inv, acknowledged at @ack (W_ACKED). */
+struct wrec {
+	uint64_t block, value, inv, ack;
+	uint32_t state;
+};
+
+enum phase {
+	P_START = 0,
+	P_RUN,
+	P_WORKLOAD_DONE,
+	P_VERIFY,
+	P_DONE,
+};
+
+/* A barrier in shared memory for forked processes, bounded: a dead party fails the others. */
+struct sbar {
+	_Atomic uint32_t count, gen;
+	uint32_t parties;
+};
+
+struct dnode {
+	_Atomic uint64_t ops;	  /* operations done, for the progress line */
+	_Atomic uint32_t epoch;	  /* as last seen by the node */
+	_Atomic uint32_t phase;	  /* enum phase */
+	_Atomic uint32_t nwrites; /* records in this node's wrec array, the one in flight too */
+	uint32_t nreads, nwlat;	  /* latency samples */
+	uint64_t io_errors;	  /* operations that returned an error */
+	uint64_t bad_reads;	  /* reads with torn or foreign content during the run */
+	uint64_t bad_stripes;	  /* the scrub's count (the scrubbing node only) */
+	bool scrubbed;
+	struct coh_node_stats st; /* at the end */
+	char why[256];		  /* the reason this node failed */
+};
+
+struct dshared {
+	struct sbar start, survivors;
+	_Atomic uint32_t go_verify; /* the parent: the kill is done (or there is none) */
+	uint32_t killed;
+	struct dnode node[MAXN];
+	/* Then, for each node: ops write records, ops read and ops write latencies; then, for
+	 * each node, the value it read back from every block. */
+};
+
+struct demo {
+	uint32_t nodes, ops, k;
+	uint64_t seed;
+	bool kill;
+	char dir[64];
+	struct dshared *sh;
+	size_t sh_len;
+	uint64_t nblocks;
+	struct wrec *w[MAXN];
+	uint64_t *rlat[MAXN], *wlat[MAXN], *final[MAXN];
+};
+
+/* now_ns - CLOCK_MONOTONIC, comparable across the node processes. */
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* rm_entry - nftw() callback of remove_tree(). */
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st;
+	(void)flag;
+	(void)ftw;
+	return remove(path);
+}
+
+/* remove_tree - the cluster directory and what the nodes left in it. */
+static void remove_tree(const char *dir)
+{
+	nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* sleep_ms - a short sleep between two looks at the shared area. */
+static void sleep_ms(uint32_t ms)
+{
+	struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000 };
+
+	nanosleep(&ts, NULL);
+}
+
+/* sbar_init - reset @b for @parties, before the processes that use it are forked. */
+static void sbar_init(struct sbar *b, uint32_t parties)
+{
+	atomic_store(&b->count, 0);
+	atomic_store(&b->gen, 0);
+	b->parties = parties;
+}
+
+/* sbar_wait - wait until every party has arrived, at most @timeout_ms. */
+static int sbar_wait(struct sbar *b, int timeout_ms)
+{
+	uint64_t deadline = now_ns() + (uint64_t)timeout_ms * 1000000ull;
+	uint32_t gen = atomic_load(&b->gen);
+
+	if (atomic_fetch_add(&b->count, 1) + 1 == b->parties) {
+		atomic_store(&b->count, 0);
+		atomic_fetch_add(&b->gen, 1);
+		syscall(SYS_futex, (uint32_t *)&b->gen, FUTEX_WAKE, INT32_MAX, NULL, NULL, 0);
+		return 0;
+	}
+	while (atomic_load(&b->gen) == gen) {
+		uint64_t now = now_ns();
+		struct timespec ts;
+
+		if (now >= deadline)
+			return -ETIMEDOUT;
+		ts.tv_sec = (time_t)((deadline - now) / 1000000000ull);
+		ts.tv_nsec = (long)((deadline - now) % 1000000000ull);
+		syscall(SYS_futex, (uint32_t *)&b->gen, FUTEX_WAIT, gen, &ts, NULL, 0);
+	}
+	return 0;
+}
+
+/* Block contents: the value in the first 8 bytes, then a pattern derived from it; value 0 is the
+ * all-zero block the volume starts with. */
+static void fill_block(uint8_t *b, uint64_t value)
+{
+	uint64_t s = value | 1;
+	uint32_t i;
+
+	if (!value) {
+		memset(b, 0, BS);
+		return;
+	}
+	memcpy(b, &value, 8);
+	for (i = 8; i < BS; i += 8) {
+		s ^= s << 13;
+		s ^= s >> 7;
+		s ^= s << 17;
+		memcpy(b + i, &s, 8);
+	}
+}
+
+/* block_value - the value a block holds, or -EILSEQ when its content is not that value's. */
+static int block_value(const uint8_t *b, uint64_t *value)
+{
+	static uint8_t want[BS];
+
+	memcpy(value, b, 8);
+	fill_block(want, *value);
+	return memcmp(want, b, BS) ? -EILSEQ : 0;
+}
+
+/* rnd - xorshift64: the workload is a function of the seed and the node. */
+static uint64_t rnd(uint64_t *s)
+{
+	*s ^= *s << 13;
+	*s ^= *s >> 7;
+	*s ^= *s << 17;
+	return *s;
+}
+
+/*
+ * write_block - where a node writes: half of its writes go to the shared half of the volume,
+ * where every node writes (contention, lock transfers), half to stripes of its own in the other
+ * half, which no other node writes. The own stripes are what makes the check strong: after
+ * node 1 dies nobody overwrites its last acknowledged writes there, so each must be found, and
+ * those not yet destaged when it died can only come back from its log.
+ */
+static uint64_t write_block(const struct demo *d, uint32_t id, uint64_t *s)
+{
+	uint64_t shared = d->nblocks / STRIPE_BLOCKS / 2, own, stripe;
+
+	if (rnd(s) % 2)
+		return rnd(s) % (shared * STRIPE_BLOCKS);
+	/* Own stripes: shared + id, shared + id + nodes, ... below the end of the volume. */
+	own = (d->nblocks / STRIPE_BLOCKS - shared - id + d->nodes - 1) / d->nodes;
+	stripe = shared + id + (rnd(s) % own) * d->nodes;
+	return stripe * STRIPE_BLOCKS + rnd(s) % STRIPE_BLOCKS;
+}
+
+/* A value names its writer and the operation: node << 32 | (index + 1); never 0. */
+static bool plausible(const struct demo *d, uint64_t v)
+{
+	return !v || ((v >> 32) < d->nodes && (v & 0xffffffffu) && (v & 0xffffffffu) <= d->ops);
+}
+
+struct child {
+	struct demo *d;
+	struct dnode *me;
+	uint32_t id;
+	struct coh_fabric *fab;
+	struct coh_node *n;
+};
+
+#define FAIL(c, ...)                                                                               \
+	do {                                                                                       \
+		snprintf((c)->me->why, sizeof((c)->me->why), __VA_ARGS__);                         \
+		ret = 1;                                                                           \
+		goto out;                                                                          \
+	} while (0)
+
+/* note_epoch - publish this node's epoch for the progress line. */
+static void note_epoch(struct child *c)
+{
+	struct coh_node_stats st;
+
+	if (!coh_node_stats(c->n, &st))
+		atomic_store(&c->me->epoch, st.epoch);
+}
+
+/* workload - the node's share of the mix; every write recorded before it is made. */
+static int workload(struct child *c)
+{
+	struct demo *d = c->d;
+	uint64_t s = (d->seed + 1) * 0x9e3779b97f4a7c15ull ^ (c->id + 1) * 0xbf58476d1ce4e5b9ull;
+	struct wrec *w = d->w[c->id];
+	uint8_t buf[BS];
+	uint32_t i;
+	int ret = 0, r;
+
+	if (!s)
+		s = 1;
+	for (i = 0; i < d->ops; i++) {
+		uint64_t b = rnd(&s) % d->nblocks, t0, t1, v;
+
+		if (rnd(&s) % 10 < 3) {
+			struct wrec *rec = &w[atomic_load(&c->me->nwrites)];
+
+			b = write_block(d, c->id, &s);
+			v = (uint64_t)c->id << 32 | (i + 1);
+			fill_block(buf, v);
+			rec->block = b;
+			rec->value = v;
+			rec->state = W_INFLIGHT;
+			rec->inv = t0 = now_ns();
+			/* Published before the write starts, so that a write cut short by a
+			 * SIGKILL is still seen (as in flight). */
+			atomic_fetch_add(&c->me->nwrites, 1);
+			r = coh_node_write(c->n, b, 1, buf);
+			t1 = now_ns();
+			if (r) {
+				rec->state = W_FAILED;
+				c->me->io_errors++;
+				fprintf(stderr, "cohort-demo: node %u: write of block %llu: %s\n",
+					c->id, (unsigned long long)b, coh_strerror(r));
+				if (r == -EROFS)
+					FAIL(c, "write refused: %s", coh_strerror(r));
+			} else {
+				rec->ack = t1;
+				rec->state = W_ACKED;
+				d->wlat[c->id][c->me->nwlat++] = t1 - t0;
+			}
+		} else {
+			t0 = now_ns();
+			r = coh_node_read(c->n, b, 1, buf);
+			t1 = now_ns();
+			if (r) {
+				c->me->io_errors++;
+				fprintf(stderr, "cohort-demo: node %u: read of block %llu: %s\n",
+					c->id, (unsigned long long)b, coh_strerror(r));
+				if (r == -EROFS)
+					FAIL(c, "read refused: %s", coh_strerror(r));
+			} else {
+				d->rlat[c->id][c->me->nreads++] = t1 - t0;
+				if (block_value(buf, &v) || !plausible(d, v)) {
+					c->me->bad_reads++;
+					fprintf(stderr,
+						"cohort-demo: node %u: block %llu read torn or "
+						"foreign (value %#llx)\n",
+						c->id, (unsigned long long)b,
+						(unsigned long long)v);
+				}
+			}
+		}
+		atomic_store(&c->me->ops, i + 1);
+		/* The epoch for the progress line: cheap, but not every operation's business. */
+		if (i % 64 == 0 || t1 - t0 > 1000000)
+			note_epoch(c);
+	}
+out:
+	return ret;
+}
+
+/* finish - after the workload: the new view, destage, read everything back, scrub. */
+static int finish(struct child *c)
+{
+	struct demo *d = c->d;
+	struct dshared *sh = d->sh;
+	uint64_t deadline = now_ns() + (uint64_t)PHASE_MS * 1000000ull, b, v;
+	uint8_t buf[BS];
+	int ret = 0, r;
+
+	atomic_store(&c->me->phase, P_WORKLOAD_DONE);
+	while (!atomic_load(&sh->go_verify)) {
+		if (now_ns() >= deadline)
+			FAIL(c, "the parent never said to go on");
+		sleep_ms(2);
+	}
+	if (sh->killed) {
+		r = coh_node_wait_epoch(c->n, 2, PHASE_MS);
+		if (r)
+			FAIL(c, "no new epoch after node %u died: %s", VICTIM, coh_strerror(r));
+	}
+	note_epoch(c);
+	atomic_store(&c->me->phase, P_VERIFY);
+	if (sbar_wait(&sh->survivors, PHASE_MS))
+		FAIL(c, "barrier after the workload timed out");
+	r = coh_node_flush(c->n);
+	if (r)
+		FAIL(c, "flush: %s", coh_strerror(r));
+	if (sbar_wait(&sh->survivors, PHASE_MS))
+		FAIL(c, "barrier after the flush timed out");
+	for (b = 0; b < d->nblocks; b++) {
+		r = coh_node_read(c->n, b, 1, buf);
+		if (r)
+			FAIL(c, "final read of block %llu: %s", (unsigned long long)b,
+			     coh_strerror(r));
+		d->final[c->id][b] = block_value(buf, &v) ? TORN : v;
+	}
+	if (sbar_wait(&sh->survivors, PHASE_MS))
+		FAIL(c, "barrier after the reads timed out");
+	r = coh_node_stats(c->n, &c->me->st);
+	if (r)
+		FAIL(c, "stats: %s", coh_strerror(r));
+	/* The lowest survivor scrubs, with every write destaged and none in flight. */
+	if (c->id == 0) {
+		r = coh_node_check(c->n, &c->me->bad_stripes);
+		if (r)
+			FAIL(c, "parity scrub: %s", coh_strerror(r));
+		c->me->scrubbed = true;
+	}
+	if (sbar_wait(&sh->survivors, PHASE_MS))
+		FAIL(c, "barrier before close timed out");
+out:
+	return ret;
+}
+
+/* child_main - one node process: open, run the workload, check, close. Returns the exit code. */
+static int child_main(struct demo *d, uint32_t id)
+{
+	struct child c = { .d = d, .me = &d->sh->node[id], .id = id };
+	struct coh_fabric_attr fa = { .provider = "shm", .node_id = id, .cluster = d->dir };
+	struct coh_node_attr na = {
+		.nodes = d->nodes,
+		.raid = { .level = COH_RAID5, .nelems = NELEMS, .chunk_blocks = CHUNK_BLOCKS },
+		.elem_blocks = ELEM_BLOCKS,
+		.replicas = d->k ? (int)d->k : COH_NODE_REPLICAS_NONE,
+		.timeout_ms = ENGINE_TIMEOUT_MS
+	};
+	char paths[NELEMS][128];
+	uint32_t i;
+	int ret = 0, r;
+
+	for (i = 0; i < NELEMS; i++) {
+		snprintf(paths[i], sizeof(paths[i]), "%s/elem%u", d->dir, i);
+		na.elem_paths[i] = paths[i];
+	}
+	r = coh_fabric_open(&fa, &c.fab);
+	if (r)
+		FAIL(&c, "fabric open: %s", coh_strerror(r));
+	na.fab = c.fab;
+	r = coh_node_open(&na, &c.n);
+	if (r)
+		FAIL(&c, "node open: %s", coh_strerror(r));
+	if (coh_node_nblocks(c.n) != d->nblocks)
+		FAIL(&c, "volume of %llu blocks, %llu expected",
+		     (unsigned long long)coh_node_nblocks(c.n), (unsigned long long)d->nblocks);
+	note_epoch(&c);
+	if (sbar_wait(&d->sh->start, PHASE_MS))
+		FAIL(&c, "start barrier timed out");
+	atomic_store(&c.me->phase, P_RUN);
+	ret = workload(&c);
+	if (!ret)
+		ret = finish(&c);
+out:
+	r = coh_node_close(&c.n);
+	if (r && !ret)
+		FAIL(&c, "close: %s", coh_strerror(r));
+	coh_fabric_close(&c.fab);
+	atomic_store(&c.me->phase, P_DONE);
+	return ret;
+}
+
+/* The parent's side. */
+
+/* setup - the shared area: counters, histories, latencies and what each node reads back. */
+static int setup(struct demo *d)
+{
+	size_t per = (size_t)d->ops * (sizeof(struct wrec) + 2 * sizeof(uint64_t));
+	uint8_t *p;
+	uint32_t i;
+
+	/* RAID-5: whole stripes of (elements - 1) data chunks. */
+	d->nblocks = (uint64_t)ELEM_BLOCKS / CHUNK_BLOCKS * (NELEMS - 1) * CHUNK_BLOCKS;
+	d->sh_len = sizeof(*d->sh) + d->nodes * (per + d->nblocks * sizeof(uint64_t));
+	d->sh = mmap(NULL, d->sh_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (d->sh == MAP_FAILED)
+		return -errno;
+	p = (uint8_t *)(d->sh + 1);
+	for (i = 0; i < d->nodes; i++) {
+		d->w[i] = (struct wrec *)p;
+		p += (size_t)d->ops * sizeof(struct wrec);
+		d->rlat[i] = (uint64_t *)p;
+		p += (size_t)d->ops * sizeof(uint64_t);
+		d->wlat[i] = (uint64_t *)p;
+		p += (size_t)d->ops * sizeof(uint64_t);
+	}
+	for (i = 0; i < d->nodes; i++) {
+		d->final[i] = (uint64_t *)p;
+		p += d->nblocks * sizeof(uint64_t);
+	}
+	sbar_init(&d->sh->start, d->nodes);
+	sbar_init(&d->sh->survivors, d->kill ? d->nodes - 1 : d->nodes);
+	return 0;
+}
+
+struct progress {
+	bool tty;
+	uint64_t last_ns;
+	uint32_t epoch[MAXN];
+	int width;
+};
+
+/* show - the progress line: per node, operations done and epoch; one line, redrawn in place on
+ * a terminal, a line every two seconds otherwise. */
+static void show(struct demo *d, struct progress *pr, const bool *dead, bool force)
+{
+	char line[256];
+	uint64_t now = now_ns();
+	int len = 0;
+	uint32_t i;
+
+	if (!force && now - pr->last_ns < (pr->tty ? 100000000ull : 2000000000ull))
+		return;
+	pr->last_ns = now;
+	for (i = 0; i < d->nodes && len < (int)sizeof(line) - 48; i++) {
+		struct dnode *n = &d->sh->node[i];
+
+		if (atomic_load(&n->phase) == P_START && !dead[i])
+			len += snprintf(line + len, sizeof(line) - (size_t)len,
+					"%snode %u: opening", i ? "  " : "", i);
+		else
+			len += snprintf(line + len, sizeof(line) - (size_t)len,
+					"%snode %u: %6llu/%u e%u%s", i ? "  " : "", i,
+					(unsigned long long)atomic_load(&n->ops), d->ops,
+					atomic_load(&n->epoch), dead[i] ? " KILLED" : "");
+	}
+	if (pr->tty) {
+		printf("\r%-*s", pr->width, line);
+		pr->width = len;
+	} else {
+		printf("%s\n", line);
+	}
+	fflush(stdout);
+}
+
+/* event - a line of its own, above the progress line. */
+static void event(struct progress *pr, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void event(struct progress *pr, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (pr->tty)
+		printf("\r%-*s\r", pr->width, "");
+	va_start(ap, fmt);
+	vprintf(fmt, ap);
+	va_end(ap);
+	printf("\n");
+	fflush(stdout);
+	pr->last_ns = 0;
+}
+
+static volatile sig_atomic_t interrupted;
+
+/* on_signal - SIGINT/SIGTERM in the parent: stop the run, still cleaning up. */
+static void on_signal(int sig)
+{
+	(void)sig;
+	interrupted = 1;
+}
+
+/* run - fork the nodes, watch them, kill the victim half way. Returns 0 when every node did
+ * what it should. */
+static int run(struct demo *d)
+{
+	struct progress pr = { .tty = isatty(STDOUT_FILENO) };
+	uint64_t t0 = now_ns(), deadline = t0 + RUN_DEADLINE_S * 1000000000ull;
+	pid_t pids[MAXN];
+	bool reaped[MAXN] = { false }, dead[MAXN] = { false };
+	uint32_t i, left = d->nodes;
+	double kill_at_s;
+	int failed = 0, st;
+
+	fflush(NULL);
+	for (i = 0; i < d->nodes; i++) {
+		pids[i] = fork();
+		if (pids[i] == 0) {
+			signal(SIGINT, SIG_DFL);
+			signal(SIGTERM, SIG_DFL);
+			alarm(CHILD_ALARM_S);
+			_exit(child_main(d, i));
+		}
+		if (pids[i] < 0) {
+			fprintf(stderr, "cohort-demo: fork: %s\n", strerror(errno));
+			while (i--) {
+				kill(pids[i], SIGKILL);
+				waitpid(pids[i], NULL, 0);
+			}
+			return -1;
+		}
+	}
+	if (!d->kill)
+		atomic_store(&d->sh->go_verify, 1);
+	while (left) {
+		if (interrupted) {
+			event(&pr, "cohort-demo: interrupted");
+			failed = 1;
+			break;
+		}
+		if (now_ns() >= deadline) {
+			event(&pr, "cohort-demo: the run did not finish in %u s: stopping it",
+			      RUN_DEADLINE_S);
+			failed = 1;
+			break;
+		}
+		if (d->kill && !d->sh->killed &&
+		    atomic_load(&d->sh->node[VICTIM].ops) >= d->ops / 2) {
+			kill(pids[VICTIM], SIGKILL);
+			kill_at_s = (now_ns() - t0) / 1e9;
+			waitpid(pids[VICTIM], &st, 0);
+			reaped[VICTIM] = dead[VICTIM] = true;
+			left--;
+			d->sh->killed = 1;
+			atomic_store(&d->sh->go_verify, 1);
+			event(&pr, "  %.2f s: node %u SIGKILLed after %llu of its %u operations",
+			      kill_at_s, VICTIM,
+			      (unsigned long long)atomic_load(&d->sh->node[VICTIM].ops), d->ops);
+		}
+		for (i = 0; i < d->nodes; i++) {
+			uint32_t e = atomic_load(&d->sh->node[i].epoch);
+			pid_t r;
+
+			if (!dead[i] && e != pr.epoch[i] && pr.epoch[i]) {
+				event(&pr, "  %.2f s: node %u is in epoch %u",
+				      (now_ns() - t0) / 1e9, i, e);
+			}
+			pr.epoch[i] = e;
+			if (reaped[i])
+				continue;
+			r = waitpid(pids[i], &st, WNOHANG);
+			if (r != pids[i])
+				continue;
+			reaped[i] = true;
+			left--;
+			if (!WIFEXITED(st) || WEXITSTATUS(st)) {
+				event(&pr, "cohort-demo: node %u %s %d: %s", i,
+				      WIFSIGNALED(st) ? "died of signal" : "exited",
+				      WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st),
+				      d->sh->node[i].why[0] ? d->sh->node[i].why : "(no reason)");
+				failed = 1;
+			}
+		}
+		if (failed)
+			break;
+		show(d, &pr, dead, false);
+		sleep_ms(5);
+	}
+	show(d, &pr, dead, true);
+	if (pr.tty)
+		printf("\n");
+	for (i = 0; i < d->nodes; i++) {
+		if (reaped[i])
+			continue;
+		kill(pids[i], SIGKILL);
+		waitpid(pids[i], &st, 0);
+		if (d->sh->node[i].why[0])
+			fprintf(stderr, "cohort-demo: node %u: %s\n", i, d->sh->node[i].why);
+	}
+	if (d->kill && !d->sh->killed) {
+		fprintf(stderr, "cohort-demo: node %u never reached half its operations\n", VICTIM);
+		failed = 1;
+	}
+	return failed ? -1 : 0;
+}
+
+/* cmp_u64 - qsort() order of latencies. */
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* cmp_wrec - qsort() order of write records: by block. */
+static int cmp_wrec(const void *a, const void *b)
+{
+	const struct wrec *x = *(const struct wrec *const *)a, *y = *(const struct wrec *const *)b;
+
+	return x->block < y->block ? -1 : x->block > y->block;
+}
+
+/* pct - the nearest-rank percentile of @n sorted samples. */
+static uint64_t pct(const uint64_t *s, size_t n, double q)
+{
+	size_t r = (size_t)(q * (double)n + 0.999999);
+
+	if (!n)
+		return 0;
+	if (r < 1)
+		r = 1;
+	return s[(r > n ? n : r) - 1];
+}
+
+/* print_lat - one latency line from @n samples (sorted here). */
+static void print_lat(const char *what, uint64_t *s, size_t n)
+{
+	qsort(s, n, sizeof(*s), cmp_u64);
+	printf("  %-6s %8zu ops   p50 %9.1f us   p99 %9.1f us   p99.9 %9.1f us   max %9.1f us\n",
+	       what, n, pct(s, n, 0.5) / 1e3, pct(s, n, 0.99) / 1e3, pct(s, n, 0.999) / 1e3,
+	       n ? s[n - 1] / 1e3 : 0.0);
+}
+
+/*
+ * verify - every survivor's final value of every block against the writes to it; fills @vs.
+ * A value that should not be there is "lost" when it is that of an older write (or the initial
+ * zero block), "corrupt" when it is torn or was never written to that block. Returns 0 or
+ * -ENOMEM.
+ */
+struct vstats {
+	uint64_t acked, victim_acked, victim_inflight, victim_final;
+	uint64_t lost, corrupt; /* (block, survivor) pairs */
+};
+
+static int verify(struct demo *d, struct vstats *vs)
+{
+	uint32_t first_survivor = d->kill && VICTIM == 0 ? 1 : 0, i, k;
+	uint64_t total = 0, b, j = 0;
+	struct wrec **all;
+
+	memset(vs, 0, sizeof(*vs));
+	for (i = 0; i < d->nodes; i++)
+		total += atomic_load(&d->sh->node[i].nwrites);
+	all = calloc(total ? total : 1, sizeof(*all));
+	if (!all)
+		return -ENOMEM;
+	for (i = 0; i < d->nodes; i++) {
+		bool victim = d->kill && i == VICTIM;
+
+		for (k = 0; k < atomic_load(&d->sh->node[i].nwrites); k++) {
+			struct wrec *w = &d->w[i][k];
+
+			all[j++] = w;
+			if (w->state == W_ACKED) {
+				vs->acked++;
+				vs->victim_acked += victim;
+			} else {
+				vs->victim_inflight += victim;
+			}
+		}
+	}
+	qsort(all, total, sizeof(*all), cmp_wrec);
+	j = 0;
+	for (b = 0; b < d->nblocks; b++) {
+		uint64_t first, n, newest_inv = 0;
+		bool any_acked = false;
+
+		first = j;
+		while (j < total && all[j]->block == b)
+			j++;
+		n = j - first;
+		for (k = 0; k < n; k++) {
+			if (all[first + k]->state == W_ACKED) {
+				any_acked = true;
+				if (all[first + k]->inv > newest_inv)
+					newest_inv = all[first + k]->inv;
+			}
+		}
+		for (i = 0; i < d->nodes; i++) {
+			uint64_t v = d->final[i][b];
+			const struct wrec *match = NULL;
+			bool ok = !any_acked && v == 0, known = v == 0;
+
+			if (d->kill && i == VICTIM)
+				continue;
+			/* Acceptable: a write that no acknowledged write began after the end of;
+			 * one never acknowledged has no end. */
+			for (k = 0; !ok && v != TORN && k < n; k++) {
+				const struct wrec *w = all[first + k];
+
+				if (w->value != v)
+					continue;
+				known = true;
+				ok = w->state != W_ACKED || w->ack >= newest_inv;
+				if (ok)
+					match = w;
+			}
+			if (!ok) {
+				if (vs->lost + vs->corrupt < 10)
+					fprintf(
+					    stderr,
+					    "cohort-demo: block %llu on node %u holds %s %#llx, "
+					    "not the last acknowledged write to it\n",
+					    (unsigned long long)b, i,
+					    known ? "the older value" : "corrupt content, value",
+					    (unsigned long long)v);
+				if (known)
+					vs->lost++;
+				else
+					vs->corrupt++;
+			}
+			/* Data that only the dead node's log could have brought back. */
+			if (i == first_survivor && match && match->state == W_ACKED && d->kill &&
+			    (match->value >> 32) == VICTIM)
+				vs->victim_final++;
+		}
+	}
+	free(all);
+	return 0;
+}
+
+/* usage - the options. */
+static void usage(FILE *f)
+{
+	fprintf(
+	    f,
+	    "usage: cohort-demo [options]\n"
+	    "A cluster of node processes on this host (shm provider) over a RAID-5 volume on 3\n"
+	    "element files, each write replicated to k peers; each node runs 70%% reads and 30%%\n"
+	    "writes of 4 KiB blocks; node 1 is SIGKILLed half way; the survivors take over, and\n"
+	    "every block is checked against the acknowledged writes at the end.\n"
+	    "options:\n"
+	    "  --ops N      operations per node (default %u, at most %u)\n"
+	    "  --nodes N    3 to 5 nodes (default 3)\n"
+	    "  --seed S     the workload's seed (default 1)\n"
+	    "  --no-kill    kill no node\n"
+	    "  --replicas K log copies of each write, 0 to 2 (default 1). With 0, the dead node's\n"
+	    "               acknowledged writes not yet destaged are lost, and the check says so.\n"
+	    "Exit status 0: every check passed; 1: a check failed (the reason is printed).\n",
+	    OPS_DEFAULT, OPS_MAX);
+}
+
+/* parse_u64 - a whole decimal (or 0x) number, or -EINVAL. */
+static int parse_u64(const char *s, uint64_t *v)
+{
+	char *end;
+
+	errno = 0;
+	*v = strtoull(s, &end, 0);
+	return errno || end == s || *end ? -EINVAL : 0;
+}
+
+/* print_latencies - read and write latency over every node's operations. */
+static void print_latencies(const struct demo *d)
+{
+	uint64_t *lat, nlat;
+	uint32_t i;
+	int w;
+
+	printf("Latency, all nodes (the view change is in the tail):\n");
+	for (w = 0; w < 2; w++) {
+		nlat = 0;
+		for (i = 0; i < d->nodes; i++)
+			nlat += w ? d->sh->node[i].nwlat : d->sh->node[i].nreads;
+		lat = malloc((nlat ? nlat : 1) * sizeof(*lat));
+		if (!lat)
+			return;
+		nlat = 0;
+		for (i = 0; i < d->nodes; i++) {
+			uint32_t n = w ? d->sh->node[i].nwlat : d->sh->node[i].nreads;
+
+			memcpy(lat + nlat, w ? d->wlat[i] : d->rlat[i], n * sizeof(*lat));
+			nlat += n;
+		}
+		print_lat(w ? "write" : "read", lat, nlat);
+		free(lat);
+	}
+}
+
+/* summary - what happened, and the verdict. Returns 0 when every check passed. */
+static int summary(struct demo *d, bool run_failed, double t_run)
+{
+	uint64_t io_errors = 0, bad_reads = 0;
+	const struct dnode *scrubber = NULL;
+	int winner = -1, failed = run_failed;
+	uint32_t i, epoch = 0;
+	struct vstats vs;
+
+	printf("\nOperations per node in %.1f s:", t_run);
+	for (i = 0; i < d->nodes; i++) {
+		const struct dnode *n = &d->sh->node[i];
+
+		printf("%s node %u: %llu%s", i ? "," : "", i,
+		       (unsigned long long)atomic_load(&n->ops),
+		       d->kill && i == VICTIM ? " (killed)" : "");
+		io_errors += n->io_errors;
+		bad_reads += n->bad_reads;
+		if (d->kill && i == VICTIM)
+			continue;
+		if (n->st.takeovers)
+			winner = (int)i;
+		epoch = n->st.epoch;
+		if (n->scrubbed)
+			scrubber = n;
+	}
+	printf("\n");
+	print_latencies(d);
+	if (d->kill && winner >= 0) {
+		const struct coh_node_stats *st = &d->sh->node[winner].st;
+
+		printf("Takeover: node %d replayed node %u's log (%llu blocks, %llu stripes "
+		       "repaired) %.2f ms after the failure event;\n"
+		       "  I/O resumed %.2f ms after it (view change); epoch %u\n",
+		       winner, VICTIM, (unsigned long long)st->replayed_blocks,
+		       (unsigned long long)st->repaired_stripes, st->last_takeover_ns / 1e6,
+		       st->last_view_ns / 1e6, epoch);
+		/* The view change takes each survivor's I/O lock; an operation that was waiting
+		 * on the dead node holds it until its own bound passes. */
+		if (st->last_view_ns >= (uint64_t)ENGINE_TIMEOUT_MS * 800000ull)
+			printf(
+			    "  (about the engine's timeout_ms of %u ms: a survivor's operation that "
+			    "waited on the dead node\n   ran until it timed out, and the view "
+			    "change waited for it; docs/benchmarks.md, section 5)\n",
+			    ENGINE_TIMEOUT_MS);
+	} else if (d->kill && !d->k) {
+		printf("Takeover: none (k = 0: no log to replay); epoch %u\n", epoch);
+	} else if (d->kill && !run_failed) {
+		printf("Takeover: no survivor reports one\n");
+		failed = 1;
+	} else if (!d->kill) {
+		printf("Epoch: %u (no failure)\n", epoch);
+	}
+	if (run_failed) {
+		printf("verification: not done, the run failed (see above)\n");
+		goto out;
+	}
+	if (verify(d, &vs)) {
+		printf("verification: out of memory\n");
+		return 1;
+	}
+	if (d->kill)
+		printf(
+		    "Node %u: %llu acknowledged writes, %llu in flight when it died; %llu blocks "
+		    "end with its acknowledged data\n",
+		    VICTIM, (unsigned long long)vs.victim_acked,
+		    (unsigned long long)vs.victim_inflight, (unsigned long long)vs.victim_final);
+	if (vs.lost || vs.corrupt || io_errors || bad_reads || !scrubber || scrubber->bad_stripes) {
+		printf("verification: FAILED: %llu acknowledged writes, %llu lost, %llu corrupt "
+		       "(block x survivor), %llu I/O errors, %llu torn reads, %s\n",
+		       (unsigned long long)vs.acked, (unsigned long long)vs.lost,
+		       (unsigned long long)vs.corrupt, (unsigned long long)io_errors,
+		       (unsigned long long)bad_reads,
+		       !scrubber	       ? "parity not checked"
+		       : scrubber->bad_stripes ? "PARITY BAD"
+					       : "parity OK");
+		failed = 1;
+	} else {
+		printf("verification: %llu acknowledged writes, 0 lost, parity OK\n",
+		       (unsigned long long)vs.acked);
+	}
+out:
+	if (failed)
+		printf("reproduce: cohort-demo --seed %llu --ops %u --nodes %u --replicas %u%s\n",
+		       (unsigned long long)d->seed, d->ops, d->nodes, d->k,
+		       d->kill ? "" : " --no-kill");
+	return failed;
+}
+
+/* main - the options, the run and the verdict. */
+int main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "ops", required_argument, NULL, 'o' },
+		{ "nodes", required_argument, NULL, 'n' },
+		{ "seed", required_argument, NULL, 's' },
+		{ "no-kill", no_argument, NULL, 'k' },
+		{ "replicas", required_argument, NULL, 'r' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct demo d = { .nodes = 3, .ops = OPS_DEFAULT, .k = 1, .seed = 1, .kill = true };
+	uint64_t v, t0;
+	int c, failed;
+
+	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'o':
+			if (parse_u64(optarg, &v) || v < 10 || v > OPS_MAX)
+				goto bad;
+			d.ops = (uint32_t)v;
+			break;
+		case 'n':
+			if (parse_u64(optarg, &v) || v < 3 || v > MAXN)
+				goto bad;
+			d.nodes = (uint32_t)v;
+			break;
+		case 's':
+			if (parse_u64(optarg, &v))
+				goto bad;
+			d.seed = v;
+			break;
+		case 'k':
+			d.kill = false;
+			break;
+		case 'r':
+			if (parse_u64(optarg, &v) || v > 2)
+				goto bad;
+			d.k = (uint32_t)v;
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (optind != argc) {
+		usage(stderr);
+		return 2;
+	}
+	snprintf(d.dir, sizeof(d.dir), "/dev/shm/cohort-demo-XXXXXX");
+	if (!mkdtemp(d.dir)) {
+		fprintf(stderr, "cohort-demo: %s: %s\n", d.dir, strerror(errno));
+		return 1;
+	}
+	if (setup(&d)) {
+		fprintf(stderr, "cohort-demo: shared area: %s\n", strerror(errno));
+		remove_tree(d.dir);
+		return 1;
+	}
+	printf("Cohort demo: %u node processes on this host (shm provider, cluster %s)\n"
+	       "  volume: RAID-5 over %u element files of %u blocks, chunk %u blocks: %llu blocks "
+	       "of 4 KiB\n"
+	       "  each write logged on k = %u peer%s before it is acknowledged%s\n"
+	       "  workload: %u operations per node, 70%% reads / 30%% writes, seed %llu\n"
+	       "  %s\n\n",
+	       d.nodes, d.dir, NELEMS, ELEM_BLOCKS, CHUNK_BLOCKS, (unsigned long long)d.nblocks,
+	       d.k, d.k == 1 ? "" : "s", d.k ? "" : " (none: --replicas 0)", d.ops,
+	       (unsigned long long)d.seed,
+	       d.kill ? "node 1 is SIGKILLed half way through its operations"
+		      : "no node is killed (--no-kill)");
+	/* Interrupted, the parent still stops the nodes and removes the cluster directory. */
+	signal(SIGINT, on_signal);
+	signal(SIGTERM, on_signal);
+	t0 = now_ns();
+	failed = run(&d);
+	remove_tree(d.dir);
+	failed = summary(&d, failed != 0, (now_ns() - t0) / 1e9);
+	munmap(d.sh, d.sh_len);
+	return failed ? 1 : 0;
+bad:
+	fprintf(stderr, "cohort-demo: bad value '%s'\n", optarg);
+	usage(stderr);
+	return 2;
+}
