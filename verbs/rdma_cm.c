@@ -330,6 +330,12 @@ static void rdma_probe_finish(struct rdma_fabric *fab, struct rdma_probe *p,
 		rdma_peer_gone(fab, p->peer, p->peer_inc, "its listener is gone");
 	else if (outcome == RDMA_NO_EP)
 		rdma_ep_down(fab, ep, "the peer deleted its endpoint");
+	else if (outcome == RDMA_ALIVE && !ep->need_act)
+		/* The peer still had the endpoint: it is reconnecting, or it is deleting the
+		 * endpoint at this moment (a probe can arrive between its disconnect and its
+		 * delete). Ask again shortly, rather than wait for the deadline and call the
+		 * whole node down over one endpoint it closed on purpose. */
+		ep->probe_at = rdma_now_ms() + RDMA_REPROBE_MS;
 }
 
 /* rdma_on_request - a connection request reached the listener. */
@@ -661,6 +667,17 @@ static int rdma_timers(struct rdma_fabric *fab)
 				rdma_attempt_start(fab, ep);
 			else if (ep->retry_at < next)
 				next = ep->retry_at;
+		}
+		if (state == RDMA_EP_RECONNECTING && ep->probe_at && !ep->need_act &&
+		    ep->phase == RDMA_PH_WAIT_PEER) {
+			if (now >= ep->probe_at) {
+				ep->probe_at = 0;
+				rdma_probe_start(fab, RDMA_MSG_PROBE, ep->attr.peer,
+						 ep->attr.channel, ep->peer_inc,
+						 ep->attr.timeout_ms);
+			} else if (ep->probe_at < next) {
+				next = ep->probe_at;
+			}
 		}
 		if (state == RDMA_EP_RECONNECTING && ep->deadline) {
 			if (now >= ep->deadline && ep->loopback)

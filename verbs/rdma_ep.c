@@ -182,6 +182,7 @@ void rdma_ep_down(struct rdma_fabric *fab, struct rdma_ep *ep, const char *why)
 	}
 	ep->phase = RDMA_PH_IDLE;
 	ep->deadline = 0;
+	ep->probe_at = 0;
 	if (state == RDMA_EP_CONNECTING)
 		ep->result = -ECONNREFUSED;
 	pthread_mutex_lock(&ep->lock);
@@ -355,6 +356,7 @@ void rdma_ep_check_up(struct rdma_fabric *fab, struct rdma_ep *ep)
 	pthread_mutex_unlock(&ep->lock);
 	ep->phase = RDMA_PH_IDLE;
 	ep->deadline = 0;
+	ep->probe_at = 0;
 	ep->backoff_ms = RDMA_BACKOFF_MS;
 	if (state == RDMA_EP_CONNECTING)
 		COH_LOG_INFO("node %u: connected to node %u channel %u (incarnation %#" PRIx64 ")",

@@ -55,6 +55,9 @@
 /* First retry delay of a refused active connect, doubled up to RDMA_BACKOFF_MAX_MS. */
 #define RDMA_BACKOFF_MS 20u
 #define RDMA_BACKOFF_MAX_MS 500u
+/* How soon the passive side of a broken connection asks the peer again whether it still has the
+ * endpoint, after it said it had. */
+#define RDMA_REPROBE_MS 100u
 /* fabric_close waits this long at most for peers to acknowledge its goodbye. */
 #define RDMA_BYE_MS 2000u
 /* ep_delete waits this long at most for the CM thread to destroy the endpoint's queue pairs. */
@@ -236,6 +239,7 @@ struct rdma_ep {
 	uint64_t retry_at;
 	uint32_t backoff_ms;
 	uint64_t deadline; /* re-establishment gives up (peer down) at this time; 0: none */
+	uint64_t probe_at; /* passive side: ask the peer again at this time; 0: none */
 	bool ever_up;
 	int result;	/* first connection's outcome, for ep_new */
 	uint32_t dying; /* ep_delete: connections the CM thread has still to destroy */
