@@ -5,7 +5,6 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
-#include <ftw.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,58 +12,6 @@
 #include <time.h>
 
 #include "bench.h"
-
-uint64_t bench_now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
-
-void bench_remove_tree(const char *dir)
-{
-	nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
-
-static int cmp_u64(const void *a, const void *b)
-{
-	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-
-	return x < y ? -1 : x > y;
-}
-
-static uint64_t rank(const uint64_t *s, uint32_t n, double q)
-{
-	uint64_t r = (uint64_t)(q * n + 0.999999);
-
-	if (r < 1)
-		r = 1;
-	if (r > n)
-		r = n;
-	return s[r - 1];
-}
-
-void bench_stats(uint64_t *ns, uint32_t n, struct bench_row *row)
-{
-	row->samples = n;
-	if (!n)
-		return;
-	qsort(ns, n, sizeof(*ns), cmp_u64);
-	row->min = ns[0];
-	row->p50 = rank(ns, n, 0.50);
-	row->p99 = rank(ns, n, 0.99);
-	row->p999 = rank(ns, n, 0.999);
-	row->max = ns[n - 1];
-}
 
 void bench_print_header(bool csv)
 {

@@ -6,9 +6,11 @@
 #ifndef COHORT_BENCH_H
 #define COHORT_BENCH_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 struct bench_opts {
 	const char *provider;
@@ -42,6 +44,21 @@ void bench_print_row(const struct bench_row *row, bool csv);
 bool bench_op_selected(const struct bench_opts *o, const char *op);
 /* bench_remove_tree - remove a directory made for a run, and what is in it. */
 void bench_remove_tree(const char *dir);
+
+/* A barrier for forked node processes, in memory they share (MAP_SHARED, set up before fork). */
+struct bench_sbar {
+	_Atomic uint32_t count, gen;
+	uint32_t parties;
+};
+void bench_sbar_init(struct bench_sbar *b, uint32_t parties);
+/* Wait until every party has arrived, at most @timeout_ms. Returns 0 or -ETIMEDOUT. */
+int bench_sbar_wait(struct bench_sbar *b, int timeout_ms);
+/* Reap @pid, killing it first if it outlives @timeout_s. Returns 0 or -errno of waitpid. */
+int bench_wait_child(pid_t pid, int *status, int timeout_s);
+/* Block contents that name their write: @value in the first 8 bytes, then a pattern derived from
+ * it; value 0 is the all-zero block. bench_block_value returns -EILSEQ for a torn or mixed block. */
+void bench_fill_block(uint8_t *b, size_t len, uint64_t value);
+int bench_block_value(const uint8_t *b, size_t len, uint64_t *value);
 
 int bench_fabric(const struct bench_opts *o);
 int bench_cache(const struct bench_opts *o);

@@ -25,15 +25,12 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
-#include <linux/futex.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -58,11 +55,6 @@
 
 /* A barrier in shared memory for forked processes, with a bound: a dead or stuck party makes the
  * others fail instead of hanging. Generation-counted, so it can be reused. */
-struct sbar {
-	_Atomic uint32_t count, gen;
-	uint32_t parties;
-};
-
 enum row_id {
 	R_FLOOR1,
 	R_FLOOR2,
@@ -75,7 +67,7 @@ enum row_id {
 };
 
 struct rshared {
-	struct sbar all, survivors;
+	struct bench_sbar all, survivors;
 	struct coh_mr_desc floor_desc[NODES];
 	uint64_t p50[R_MAX];
 	/* one kill */
@@ -101,45 +93,6 @@ struct rb {
 	struct coh_mr *src, *dst;
 	struct coh_rmr *rmr[NODES];
 };
-
-/* now_ns - CLOCK_MONOTONIC, comparable across the node processes. */
-static uint64_t now_ns(void)
-{
-	return bench_now_ns();
-}
-
-/* sbar_wait - wait until every party has arrived, at most @timeout_ms. */
-static int sbar_wait(struct sbar *b, int timeout_ms)
-{
-	uint64_t deadline = now_ns() + (uint64_t)timeout_ms * 1000000ull;
-	uint32_t gen = atomic_load(&b->gen);
-
-	if (atomic_fetch_add(&b->count, 1) + 1 == b->parties) {
-		atomic_store(&b->count, 0);
-		atomic_fetch_add(&b->gen, 1);
-		syscall(SYS_futex, (uint32_t *)&b->gen, FUTEX_WAKE, INT32_MAX, NULL, NULL, 0);
-		return 0;
-	}
-	while (atomic_load(&b->gen) == gen) {
-		uint64_t now = now_ns();
-		struct timespec ts;
-
-		if (now >= deadline)
-			return -ETIMEDOUT;
-		ts.tv_sec = (time_t)((deadline - now) / 1000000000ull);
-		ts.tv_nsec = (long)((deadline - now) % 1000000000ull);
-		syscall(SYS_futex, (uint32_t *)&b->gen, FUTEX_WAIT, gen, &ts, NULL, 0);
-	}
-	return 0;
-}
-
-/* sbar_init - reset @b for @parties, before the processes that use it are forked. */
-static void sbar_init(struct sbar *b, uint32_t parties)
-{
-	atomic_store(&b->count, 0);
-	atomic_store(&b->gen, 0);
-	b->parties = parties;
-}
 
 #define FAIL(b, ...)                                                                               \
 	do {                                                                                       \
@@ -264,7 +217,7 @@ static int floor_up(struct rb *b)
 		if (ret)
 			return ret;
 	}
-	ret = sbar_wait(&b->sh->all, BARRIER_MS);
+	ret = bench_sbar_wait(&b->sh->all, BARRIER_MS);
 	for (p = 1; b->me == 0 && !ret && p < NODES; p++)
 		ret = coh_rmr_import(b->ep[p], &b->sh->floor_desc[p], &b->rmr[p]);
 	return ret;
@@ -278,7 +231,7 @@ static int floor_measure(struct rb *b, enum row_id id, const char *op, uint32_t 
 	int ret = 0;
 
 	for (i = 0; i < n && !ret; i++) {
-		uint64_t off = (i % slots) * FLOOR_STRIDE, t0 = now_ns();
+		uint64_t off = (i % slots) * FLOOR_STRIDE, t0 = bench_now_ns();
 
 		for (p = 1; p <= npeers && !ret; p++) {
 			ret = coh_ep_write_sync(b->ep[p], b->src, 0, b->rmr[p], off, BS);
@@ -286,7 +239,7 @@ static int floor_measure(struct rb *b, enum row_id id, const char *op, uint32_t 
 				ret = coh_ep_flush_sync(b->ep[p], b->rmr[p], off, BS);
 		}
 		if (i >= b->o->warmup)
-			b->sh->ns[i - b->o->warmup] = now_ns() - t0;
+			b->sh->ns[i - b->o->warmup] = bench_now_ns() - t0;
 	}
 	if (ret) {
 		snprintf(b->sh->why[0], sizeof(b->sh->why[0]), "%s: %s", op, coh_strerror(ret));
@@ -320,9 +273,9 @@ static int write_measure(struct rb *b, enum row_id id, const char *op, bool fres
 		if (fresh && i && i % set == 0 && (ret = coh_node_flush(b->node)))
 			break;
 		memcpy(buf, &v, sizeof(v));
-		t0 = now_ns();
+		t0 = bench_now_ns();
 		ret = coh_node_write(b->node, i % set, 1, buf);
-		b->sh->ns[i] = now_ns() - t0;
+		b->sh->ns[i] = bench_now_ns() - t0;
 	}
 	if (ret) {
 		snprintf(b->sh->why[0], sizeof(b->sh->why[0]), "%s: %s", op, coh_strerror(ret));
@@ -365,7 +318,7 @@ static int lat_child(struct rb *b, uint32_t k)
 		goto out;
 	if (floor && (ret = floor_up(b)))
 		FAIL(b, "floor setup: %s", coh_strerror(ret));
-	if (sbar_wait(&b->sh->all, BARRIER_MS))
+	if (bench_sbar_wait(&b->sh->all, BARRIER_MS))
 		FAIL(b, "start barrier timed out");
 	if (b->me == 0) {
 		if (floor && bench_op_selected(b->o, "fabric_write_flush_1"))
@@ -384,18 +337,11 @@ static int lat_child(struct rb *b, uint32_t k)
 		if (r && !ret)
 			FAIL(b, "flush: %s", coh_strerror(r));
 	}
-	if (sbar_wait(&b->sh->all, BARRIER_MS) && !ret)
+	if (bench_sbar_wait(&b->sh->all, BARRIER_MS) && !ret)
 		FAIL(b, "end barrier timed out");
 out:
 	r = rb_close(b);
 	return ret ? ret : r;
-}
-
-/* fill - block contents the survivors can check: the value, then the same byte. */
-static void fill(uint8_t *buf, uint64_t value)
-{
-	memset(buf, (int)(value & 0xff), BS);
-	memcpy(buf, &value, sizeof(value));
 }
 
 /*
@@ -415,12 +361,12 @@ static int kill_child(struct rb *b, uint32_t trial)
 	ret = rb_open(b, 1, 0, victim ? KILL_WRITES + 1 : 0);
 	if (ret)
 		goto out;
-	if (sbar_wait(&b->sh->all, 30000))
+	if (bench_sbar_wait(&b->sh->all, 30000))
 		FAIL(b, "start barrier timed out");
 	if (victim) {
 		for (i = 0; i <= KILL_WRITES; i++) {
-			fill(buf, (uint64_t)(trial + 1) << 32 | (i + 1));
-			atomic_store(&b->sh->victim_inv_ns, now_ns());
+			bench_fill_block(buf, BS, (uint64_t)(trial + 1) << 32 | (i + 1));
+			atomic_store(&b->sh->victim_inv_ns, bench_now_ns());
 			ret = coh_node_write(b->node, i, 1, buf);
 			if (ret)
 				FAIL(b, "write %u: %s", i, coh_strerror(ret));
@@ -429,7 +375,7 @@ static int kill_child(struct rb *b, uint32_t trial)
 		FAIL(b, "the crash point was never reached");
 	}
 	ret = coh_node_wait_epoch(b->node, 2, 20000);
-	b->sh->resume_ns[b->me] = now_ns();
+	b->sh->resume_ns[b->me] = bench_now_ns();
 	if (ret)
 		FAIL(b, "no new epoch after node %u died: %s", NODES - 1, coh_strerror(ret));
 	ret = coh_node_stats(b->node, &st);
@@ -443,31 +389,17 @@ static int kill_child(struct rb *b, uint32_t trial)
 			ret = coh_node_read(b->node, i, 1, buf);
 			if (ret)
 				FAIL(b, "read of block %u: %s", i, coh_strerror(ret));
-			fill(want, (uint64_t)(trial + 1) << 32 | (i + 1));
+			bench_fill_block(want, BS, (uint64_t)(trial + 1) << 32 | (i + 1));
 			if (memcmp(buf, want, BS) && (i < KILL_WRITES || memcmp(buf, zero, BS)))
 				FAIL(b, "block %u lost its acknowledged write after the takeover",
 				     i);
 		}
 	}
-	if (sbar_wait(&b->sh->survivors, 30000))
+	if (bench_sbar_wait(&b->sh->survivors, 30000))
 		FAIL(b, "barrier before close timed out");
 out:
 	r = rb_close(b);
 	return ret ? ret : r;
-}
-
-/* wait_child - reap @pid, killing it if it outlives @timeout_s. */
-static int wait_child(pid_t pid, int *status, int timeout_s)
-{
-	int fd = (int)syscall(SYS_pidfd_open, pid, 0);
-	struct pollfd p = { .fd = fd, .events = POLLIN };
-
-	if (fd >= 0) {
-		if (poll(&p, 1, timeout_s * 1000) == 0)
-			kill(pid, SIGKILL);
-		close(fd);
-	}
-	return waitpid(pid, status, 0) < 0 ? -errno : 0;
 }
 
 /*
@@ -484,8 +416,8 @@ static int cluster(const struct bench_opts *o, struct rshared *sh, uint32_t k, i
 
 	if (!mkdtemp(dir))
 		return -errno;
-	sbar_init(&sh->all, NODES);
-	sbar_init(&sh->survivors, NODES - 1);
+	bench_sbar_init(&sh->all, NODES);
+	bench_sbar_init(&sh->survivors, NODES - 1);
 	memset(sh->why, 0, sizeof(sh->why));
 	memset(sh->st, 0, sizeof(sh->st));
 	memset(sh->resume_ns, 0, sizeof(sh->resume_ns));
@@ -516,7 +448,7 @@ static int cluster(const struct bench_opts *o, struct rshared *sh, uint32_t k, i
 		bool victim = trial >= 0 && i == NODES - 1;
 		int st = 0;
 
-		if (wait_child(pids[i], &st, CHILD_ALARM_S + 10)) {
+		if (bench_wait_child(pids[i], &st, CHILD_ALARM_S + 10)) {
 			ret = -EIO;
 			continue;
 		}

@@ -23,9 +23,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
-#include <ftw.h>
 #include <getopt.h>
-#include <linux/futex.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -35,11 +33,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "bench.h"
 #include "cohort/node.h"
 
 #define BS 4096u
@@ -78,11 +76,6 @@ enum phase {
 };
 
 /* A barrier in shared memory for forked processes, bounded: a dead party fails the others. */
-struct sbar {
-	_Atomic uint32_t count, gen;
-	uint32_t parties;
-};
-
 struct dnode {
 	_Atomic uint64_t ops;	  /* operations done, for the progress line */
 	_Atomic uint32_t epoch;	  /* as last seen by the node */
@@ -98,7 +91,7 @@ struct dnode {
 };
 
 struct dshared {
-	struct sbar start, survivors;
+	struct bench_sbar start, survivors;
 	_Atomic uint32_t go_verify; /* the parent: the kill is done (or there is none) */
 	uint32_t killed;
 	struct dnode node[MAXN];
@@ -118,30 +111,6 @@ struct demo {
 	uint64_t *rlat[MAXN], *wlat[MAXN], *final[MAXN];
 };
 
-/* now_ns - CLOCK_MONOTONIC, comparable across the node processes. */
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-/* rm_entry - nftw() callback of remove_tree(). */
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
-
-/* remove_tree - the cluster directory and what the nodes left in it. */
-static void remove_tree(const char *dir)
-{
-	nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
-
 /* sleep_ms - a short sleep between two looks at the shared area. */
 static void sleep_ms(uint32_t ms)
 {
@@ -150,70 +119,7 @@ static void sleep_ms(uint32_t ms)
 	nanosleep(&ts, NULL);
 }
 
-/* sbar_init - reset @b for @parties, before the processes that use it are forked. */
-static void sbar_init(struct sbar *b, uint32_t parties)
-{
-	atomic_store(&b->count, 0);
-	atomic_store(&b->gen, 0);
-	b->parties = parties;
-}
-
-/* sbar_wait - wait until every party has arrived, at most @timeout_ms. */
-static int sbar_wait(struct sbar *b, int timeout_ms)
-{
-	uint64_t deadline = now_ns() + (uint64_t)timeout_ms * 1000000ull;
-	uint32_t gen = atomic_load(&b->gen);
-
-	if (atomic_fetch_add(&b->count, 1) + 1 == b->parties) {
-		atomic_store(&b->count, 0);
-		atomic_fetch_add(&b->gen, 1);
-		syscall(SYS_futex, (uint32_t *)&b->gen, FUTEX_WAKE, INT32_MAX, NULL, NULL, 0);
-		return 0;
-	}
-	while (atomic_load(&b->gen) == gen) {
-		uint64_t now = now_ns();
-		struct timespec ts;
-
-		if (now >= deadline)
-			return -ETIMEDOUT;
-		ts.tv_sec = (time_t)((deadline - now) / 1000000000ull);
-		ts.tv_nsec = (long)((deadline - now) % 1000000000ull);
-		syscall(SYS_futex, (uint32_t *)&b->gen, FUTEX_WAIT, gen, &ts, NULL, 0);
-	}
-	return 0;
-}
-
-/* Block contents: the value in the first 8 bytes, then a pattern derived from it; value 0 is the
- * all-zero block the volume starts with. */
-static void fill_block(uint8_t *b, uint64_t value)
-{
-	uint64_t s = value | 1;
-	uint32_t i;
-
-	if (!value) {
-		memset(b, 0, BS);
-		return;
-	}
-	memcpy(b, &value, 8);
-	for (i = 8; i < BS; i += 8) {
-		s ^= s << 13;
-		s ^= s >> 7;
-		s ^= s << 17;
-		memcpy(b + i, &s, 8);
-	}
-}
-
-/* block_value - the value a block holds, or -EILSEQ when its content is not that value's. */
-static int block_value(const uint8_t *b, uint64_t *value)
-{
-	static uint8_t want[BS];
-
-	memcpy(value, b, 8);
-	fill_block(want, *value);
-	return memcmp(want, b, BS) ? -EILSEQ : 0;
-}
-
-/* rnd - xorshift64: the workload is a function of the seed and the node. */
+/* rnd - xorshift64: each node's workload from its seed. */
 static uint64_t rnd(uint64_t *s)
 {
 	*s ^= *s << 13;
@@ -291,16 +197,16 @@ static int workload(struct child *c)
 
 			b = write_block(d, c->id, &s);
 			v = (uint64_t)c->id << 32 | (i + 1);
-			fill_block(buf, v);
+			bench_fill_block(buf, BS, v);
 			rec->block = b;
 			rec->value = v;
 			rec->state = W_INFLIGHT;
-			rec->inv = t0 = now_ns();
+			rec->inv = t0 = bench_now_ns();
 			/* Published before the write starts, so that a write cut short by a
 			 * SIGKILL is still seen (as in flight). */
 			atomic_fetch_add(&c->me->nwrites, 1);
 			r = coh_node_write(c->n, b, 1, buf);
-			t1 = now_ns();
+			t1 = bench_now_ns();
 			if (r) {
 				rec->state = W_FAILED;
 				c->me->io_errors++;
@@ -314,9 +220,9 @@ static int workload(struct child *c)
 				d->wlat[c->id][c->me->nwlat++] = t1 - t0;
 			}
 		} else {
-			t0 = now_ns();
+			t0 = bench_now_ns();
 			r = coh_node_read(c->n, b, 1, buf);
-			t1 = now_ns();
+			t1 = bench_now_ns();
 			if (r) {
 				c->me->io_errors++;
 				fprintf(stderr, "cohort-demo: node %u: read of block %llu: %s\n",
@@ -325,7 +231,7 @@ static int workload(struct child *c)
 					FAIL(c, "read refused: %s", coh_strerror(r));
 			} else {
 				d->rlat[c->id][c->me->nreads++] = t1 - t0;
-				if (block_value(buf, &v) || !plausible(d, v)) {
+				if (bench_block_value(buf, BS, &v) || !plausible(d, v)) {
 					c->me->bad_reads++;
 					fprintf(stderr,
 						"cohort-demo: node %u: block %llu read torn or "
@@ -349,13 +255,13 @@ static int finish(struct child *c)
 {
 	struct demo *d = c->d;
 	struct dshared *sh = d->sh;
-	uint64_t deadline = now_ns() + (uint64_t)PHASE_MS * 1000000ull, b, v;
+	uint64_t deadline = bench_now_ns() + (uint64_t)PHASE_MS * 1000000ull, b, v;
 	uint8_t buf[BS];
 	int ret = 0, r;
 
 	atomic_store(&c->me->phase, P_WORKLOAD_DONE);
 	while (!atomic_load(&sh->go_verify)) {
-		if (now_ns() >= deadline)
+		if (bench_now_ns() >= deadline)
 			FAIL(c, "the parent never said to go on");
 		sleep_ms(2);
 	}
@@ -366,21 +272,21 @@ static int finish(struct child *c)
 	}
 	note_epoch(c);
 	atomic_store(&c->me->phase, P_VERIFY);
-	if (sbar_wait(&sh->survivors, PHASE_MS))
+	if (bench_sbar_wait(&sh->survivors, PHASE_MS))
 		FAIL(c, "barrier after the workload timed out");
 	r = coh_node_flush(c->n);
 	if (r)
 		FAIL(c, "flush: %s", coh_strerror(r));
-	if (sbar_wait(&sh->survivors, PHASE_MS))
+	if (bench_sbar_wait(&sh->survivors, PHASE_MS))
 		FAIL(c, "barrier after the flush timed out");
 	for (b = 0; b < d->nblocks; b++) {
 		r = coh_node_read(c->n, b, 1, buf);
 		if (r)
 			FAIL(c, "final read of block %llu: %s", (unsigned long long)b,
 			     coh_strerror(r));
-		d->final[c->id][b] = block_value(buf, &v) ? TORN : v;
+		d->final[c->id][b] = bench_block_value(buf, BS, &v) ? TORN : v;
 	}
-	if (sbar_wait(&sh->survivors, PHASE_MS))
+	if (bench_sbar_wait(&sh->survivors, PHASE_MS))
 		FAIL(c, "barrier after the reads timed out");
 	r = coh_node_stats(c->n, &c->me->st);
 	if (r)
@@ -392,7 +298,7 @@ static int finish(struct child *c)
 			FAIL(c, "parity scrub: %s", coh_strerror(r));
 		c->me->scrubbed = true;
 	}
-	if (sbar_wait(&sh->survivors, PHASE_MS))
+	if (bench_sbar_wait(&sh->survivors, PHASE_MS))
 		FAIL(c, "barrier before close timed out");
 out:
 	return ret;
@@ -429,7 +335,7 @@ static int child_main(struct demo *d, uint32_t id)
 		FAIL(&c, "volume of %llu blocks, %llu expected",
 		     (unsigned long long)coh_node_nblocks(c.n), (unsigned long long)d->nblocks);
 	note_epoch(&c);
-	if (sbar_wait(&d->sh->start, PHASE_MS))
+	if (bench_sbar_wait(&d->sh->start, PHASE_MS))
 		FAIL(&c, "start barrier timed out");
 	atomic_store(&c.me->phase, P_RUN);
 	ret = workload(&c);
@@ -472,8 +378,8 @@ static int setup(struct demo *d)
 		d->final[i] = (uint64_t *)p;
 		p += d->nblocks * sizeof(uint64_t);
 	}
-	sbar_init(&d->sh->start, d->nodes);
-	sbar_init(&d->sh->survivors, d->kill ? d->nodes - 1 : d->nodes);
+	bench_sbar_init(&d->sh->start, d->nodes);
+	bench_sbar_init(&d->sh->survivors, d->kill ? d->nodes - 1 : d->nodes);
 	return 0;
 }
 
@@ -489,7 +395,7 @@ struct progress {
 static void show(struct demo *d, struct progress *pr, const bool *dead, bool force)
 {
 	char line[256];
-	uint64_t now = now_ns();
+	uint64_t now = bench_now_ns();
 	int len = 0;
 	uint32_t i;
 
@@ -547,7 +453,7 @@ static void on_signal(int sig)
 static int run(struct demo *d)
 {
 	struct progress pr = { .tty = isatty(STDOUT_FILENO) };
-	uint64_t t0 = now_ns(), deadline = t0 + RUN_DEADLINE_S * 1000000000ull;
+	uint64_t t0 = bench_now_ns(), deadline = t0 + RUN_DEADLINE_S * 1000000000ull;
 	pid_t pids[MAXN];
 	bool reaped[MAXN] = { false }, dead[MAXN] = { false };
 	uint32_t i, left = d->nodes;
@@ -580,7 +486,7 @@ static int run(struct demo *d)
 			failed = 1;
 			break;
 		}
-		if (now_ns() >= deadline) {
+		if (bench_now_ns() >= deadline) {
 			event(&pr, "cohort-demo: the run did not finish in %u s: stopping it",
 			      RUN_DEADLINE_S);
 			failed = 1;
@@ -589,7 +495,7 @@ static int run(struct demo *d)
 		if (d->kill && !d->sh->killed &&
 		    atomic_load(&d->sh->node[VICTIM].ops) >= d->ops / 2) {
 			kill(pids[VICTIM], SIGKILL);
-			kill_at_s = (now_ns() - t0) / 1e9;
+			kill_at_s = (bench_now_ns() - t0) / 1e9;
 			waitpid(pids[VICTIM], &st, 0);
 			reaped[VICTIM] = dead[VICTIM] = true;
 			left--;
@@ -605,7 +511,7 @@ static int run(struct demo *d)
 
 			if (!dead[i] && e != pr.epoch[i] && pr.epoch[i]) {
 				event(&pr, "  %.2f s: node %u is in epoch %u",
-				      (now_ns() - t0) / 1e9, i, e);
+				      (bench_now_ns() - t0) / 1e9, i, e);
 			}
 			pr.epoch[i] = e;
 			if (reaped[i])
@@ -646,14 +552,6 @@ static int run(struct demo *d)
 	return failed ? -1 : 0;
 }
 
-/* cmp_u64 - qsort() order of latencies. */
-static int cmp_u64(const void *a, const void *b)
-{
-	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-
-	return x < y ? -1 : x > y;
-}
-
 /* cmp_wrec - qsort() order of write records: by block. */
 static int cmp_wrec(const void *a, const void *b)
 {
@@ -662,25 +560,14 @@ static int cmp_wrec(const void *a, const void *b)
 	return x->block < y->block ? -1 : x->block > y->block;
 }
 
-/* pct - the nearest-rank percentile of @n sorted samples. */
-static uint64_t pct(const uint64_t *s, size_t n, double q)
-{
-	size_t r = (size_t)(q * (double)n + 0.999999);
-
-	if (!n)
-		return 0;
-	if (r < 1)
-		r = 1;
-	return s[(r > n ? n : r) - 1];
-}
-
 /* print_lat - one latency line from @n samples (sorted here). */
 static void print_lat(const char *what, uint64_t *s, size_t n)
 {
-	qsort(s, n, sizeof(*s), cmp_u64);
+	struct bench_row row = { .samples = 0 };
+
+	bench_stats(s, (uint32_t)n, &row);
 	printf("  %-6s %8zu ops   p50 %9.1f us   p99 %9.1f us   p99.9 %9.1f us   max %9.1f us\n",
-	       what, n, pct(s, n, 0.5) / 1e3, pct(s, n, 0.99) / 1e3, pct(s, n, 0.999) / 1e3,
-	       n ? s[n - 1] / 1e3 : 0.0);
+	       what, n, row.p50 / 1e3, row.p99 / 1e3, row.p999 / 1e3, row.max / 1e3);
 }
 
 /*
@@ -988,7 +875,7 @@ int main(int argc, char **argv)
 	}
 	if (setup(&d)) {
 		fprintf(stderr, "cohort-demo: shared area: %s\n", strerror(errno));
-		remove_tree(d.dir);
+		bench_remove_tree(d.dir);
 		return 1;
 	}
 	printf("Cohort demo: %u node processes on this host (shm provider, cluster %s)\n"
@@ -1005,10 +892,10 @@ int main(int argc, char **argv)
 	/* Interrupted, the parent still stops the nodes and removes the cluster directory. */
 	signal(SIGINT, on_signal);
 	signal(SIGTERM, on_signal);
-	t0 = now_ns();
+	t0 = bench_now_ns();
 	failed = run(&d);
-	remove_tree(d.dir);
-	failed = summary(&d, failed != 0, (now_ns() - t0) / 1e9);
+	bench_remove_tree(d.dir);
+	failed = summary(&d, failed != 0, (bench_now_ns() - t0) / 1e9);
 	munmap(d.sh, d.sh_len);
 	return failed ? 1 : 0;
 bad:
