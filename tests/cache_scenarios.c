@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench.h"
 #include "cache_scenarios.h"
 #include "cohort/cache.h"
 #include "linz.h"
@@ -60,41 +61,6 @@ static uint64_t net(const struct coh_cache_stats *s)
 	return s->net_atomic + s->net_read + s->net_write + s->net_send;
 }
 
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-/* Block contents: the first 8 bytes are the value, the rest a pattern derived from it, so a
- * torn or mixed block is caught too. */
-static void fill_block(uint8_t *b, uint64_t value)
-{
-	uint64_t s = value | 1;
-	uint32_t i;
-
-	memcpy(b, &value, 8);
-	for (i = 8; i < BS; i += 8) {
-		s ^= s << 13;
-		s ^= s >> 7;
-		s ^= s << 17;
-		memcpy(b + i, &s, 8);
-	}
-	if (!value)
-		memset(b, 0, BS);
-}
-
-static int block_value(const uint8_t *b, uint64_t *value)
-{
-	uint8_t expect[BS];
-
-	memcpy(value, b, 8);
-	fill_block(expect, *value);
-	return memcmp(expect, b, BS) ? -1 : 0;
-}
-
 /*
  * Node 0 writes a block twice and reads it: the second write and the read cost no network
  * operation. Node 1 then reads it: one request to node 0 and the data from node 0's cache, not
@@ -108,10 +74,10 @@ int sc_cache_costs(struct conf_node *cn)
 
 	CONF_CHECK(cache_up(cn, &x, 64, 16) == 0, "cache up");
 	if (cn->id == 0) {
-		fill_block(buf, 0x1111);
+		bench_fill_block(buf, BS, 0x1111);
 		CONF_CHECK(coh_cache_write(x.cache, 3, 1, buf) == 0, "first write");
 		coh_cache_stats(x.cache, &a);
-		fill_block(buf, 0x2222);
+		bench_fill_block(buf, BS, 0x2222);
 		CONF_CHECK(coh_cache_write(x.cache, 3, 1, buf) == 0, "second write");
 		CONF_CHECK(coh_cache_read(x.cache, 3, 1, got) == 0, "read");
 		coh_cache_stats(x.cache, &b);
@@ -125,7 +91,7 @@ int sc_cache_costs(struct conf_node *cn)
 		uint64_t v;
 
 		CONF_CHECK(coh_cache_read(x.cache, 3, 1, got) == 0, "remote read");
-		CONF_CHECK(block_value(got, &v) == 0 && v == 0x2222, "value %llx",
+		CONF_CHECK(bench_block_value(got, BS, &v) == 0 && v == 0x2222, "value %llx",
 			   (unsigned long long)v);
 		coh_cache_stats(x.cache, &a);
 		CONF_CHECK(a.lock_requests == 1, "lock requests %llu",
@@ -159,17 +125,17 @@ int sc_cache_invalidation(struct conf_node *cn)
 	CONF_CHECK(cache_up(cn, &x, 64, 16) == 0, "cache up");
 	if (cn->id == 1 || cn->id == 2) {
 		CONF_CHECK(coh_cache_read(x.cache, 20, 1, buf) == 0, "share");
-		CONF_CHECK(block_value(buf, &v) == 0 && v == 0, "initial");
+		CONF_CHECK(bench_block_value(buf, BS, &v) == 0 && v == 0, "initial");
 	}
 	CONF_CHECK(conf_barrier(cn) == 0, "shared");
 	if (cn->id == 0) {
 		coh_cache_stats(x.cache, &a);
-		fill_block(buf, 0xabc);
+		bench_fill_block(buf, BS, 0xabc);
 		CONF_CHECK(coh_cache_write(x.cache, 20, 1, buf) == 0, "write shared");
 		coh_cache_stats(x.cache, &b);
 		CONF_CHECK(b.inval_sent - a.inval_sent == 2, "invalidations %llu, sharers 2",
 			   (unsigned long long)(b.inval_sent - a.inval_sent));
-		fill_block(buf, 0xdef);
+		bench_fill_block(buf, BS, 0xdef);
 		CONF_CHECK(coh_cache_write(x.cache, 40, 1, buf) == 0, "write unshared");
 		coh_cache_stats(x.cache, &a);
 		CONF_CHECK(a.inval_sent == b.inval_sent, "invalidation sent for unshared data");
@@ -177,8 +143,8 @@ int sc_cache_invalidation(struct conf_node *cn)
 	CONF_CHECK(conf_barrier(cn) == 0, "written");
 	if (cn->id == 1 || cn->id == 2) {
 		CONF_CHECK(coh_cache_read(x.cache, 20, 1, buf) == 0, "reread");
-		CONF_CHECK(block_value(buf, &v) == 0 && v == 0xabc, "stale value %llx after write",
-			   (unsigned long long)v);
+		CONF_CHECK(bench_block_value(buf, BS, &v) == 0 && v == 0xabc,
+			   "stale value %llx after write", (unsigned long long)v);
 		coh_cache_stats(x.cache, &a);
 		CONF_CHECK(a.inval_seen == 1, "invalidations seen %llu",
 			   (unsigned long long)a.inval_seen);
@@ -206,18 +172,18 @@ int sc_cache_contention(struct conf_node *cn)
 	CONF_CHECK(cache_up(cn, &x, 64, 16) == 0, "cache up");
 	CONF_CHECK(conf_barrier(cn) == 0, "start");
 	for (i = 1; i <= PER_NODE; i++) {
-		fill_block(buf, (uint64_t)(cn->id + 1) << 32 | i);
+		bench_fill_block(buf, BS, (uint64_t)(cn->id + 1) << 32 | i);
 		CONF_CHECK(coh_cache_write(x.cache, 5, 1, buf) == 0, "write %u", i);
 		CONF_CHECK(coh_cache_read(x.cache, 5, 1, buf) == 0, "read %u", i);
-		CONF_CHECK(block_value(buf, &v) == 0, "torn block");
+		CONF_CHECK(bench_block_value(buf, BS, &v) == 0, "torn block");
 		/* Our own writes come back in order: never an older one of ours. */
 		if (v >> 32 == cn->id + 1u)
 			CONF_CHECK((v & 0xffffffffu) >= last, "own write went back");
 	}
 	CONF_CHECK(conf_barrier(cn) == 0, "done");
 	CONF_CHECK(coh_cache_read(x.cache, 5, 1, buf) == 0, "final read");
-	CONF_CHECK(block_value(buf, &v) == 0 && (v & 0xffffffffu) == PER_NODE, "final %llx",
-		   (unsigned long long)v);
+	CONF_CHECK(bench_block_value(buf, BS, &v) == 0 && (v & 0xffffffffu) == PER_NODE,
+		   "final %llx", (unsigned long long)v);
 	if (cn->id == 0) {
 		for (i = 1; i < cn->n; i++) {
 			CONF_CHECK(conf_recv(cn, i, &agreed, &len, CONF_TIMEOUT_MS) == 0,
@@ -280,14 +246,15 @@ int sc_cache_linearizable(struct conf_node *cn)
 			n = (uint32_t)(BLOCKS - lba);
 		if (w) {
 			for (k = 0; k < n; k++)
-				fill_block(buf + k * BS, (uint64_t)(cn->id + 1) << 40 | ++seq);
+				bench_fill_block(buf + k * BS, BS,
+						 (uint64_t)(cn->id + 1) << 40 | ++seq);
 		}
-		inv = now_ns();
+		inv = bench_now_ns();
 		if (w)
 			CONF_CHECK(coh_cache_write(x.cache, lba, n, buf) == 0, "write %u", i);
 		else
 			CONF_CHECK(coh_cache_read(x.cache, lba, n, buf) == 0, "read %u", i);
-		resp = now_ns();
+		resp = bench_now_ns();
 		for (k = 0; k < n; k++) {
 			struct linz_op *o = &hist[nh++];
 
@@ -296,7 +263,7 @@ int sc_cache_linearizable(struct conf_node *cn)
 			o->block = lba + k;
 			o->node = cn->id;
 			o->is_write = w;
-			CONF_CHECK(block_value(buf + k * BS, &o->value) == 0,
+			CONF_CHECK(bench_block_value(buf + k * BS, BS, &o->value) == 0,
 				   "block %llu is torn or mixed", (unsigned long long)(lba + k));
 		}
 	}

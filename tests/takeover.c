@@ -22,6 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench.h"
 #include "cohort/fabric.h"
 #include "cohort/node.h"
 #include "linz.h"
@@ -34,7 +35,7 @@
 #define CHILD_TIMEOUT_S 40
 
 struct tk_shared {
-	_Atomic uint32_t bar[8];
+	struct bench_sbar start, survivors;
 	struct linz_op ops[MAXN][MAXOPS];
 	uint32_t nops[MAXN];
 	uint64_t takeovers[MAXN], replayed[MAXN], repaired[MAXN], backpressure[MAXN];
@@ -42,64 +43,6 @@ struct tk_shared {
 	uint32_t epoch[MAXN];
 	char why[MAXN][256];
 };
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-/* shbar - a barrier for @count processes in shared memory, bounded by @timeout_ms. */
-static int shbar(_Atomic uint32_t *b, uint32_t count, int timeout_ms)
-{
-	uint64_t deadline = now_ns() + (uint64_t)timeout_ms * 1000000ull;
-	uint32_t v = atomic_fetch_add(b, 1) + 1;
-
-	syscall(SYS_futex, (uint32_t *)b, FUTEX_WAKE, INT32_MAX, NULL, NULL, 0);
-	while (v < count) {
-		uint64_t now = now_ns();
-		struct timespec ts;
-
-		if (now >= deadline)
-			return -ETIMEDOUT;
-		ts.tv_sec = (time_t)((deadline - now) / 1000000000ull);
-		ts.tv_nsec = (long)((deadline - now) % 1000000000ull);
-		syscall(SYS_futex, (uint32_t *)b, FUTEX_WAIT, v, &ts, NULL, 0);
-		v = atomic_load(b);
-	}
-	return 0;
-}
-
-/* Block contents: the value in the first 8 bytes, then a pattern derived from it; value 0 is the
- * all-zero block the volume starts with. */
-static void fill_block(uint8_t *b, uint64_t value)
-{
-	uint64_t s = value | 1;
-	uint32_t i;
-
-	if (!value) {
-		memset(b, 0, BS);
-		return;
-	}
-	memcpy(b, &value, 8);
-	for (i = 8; i < BS; i += 8) {
-		s ^= s << 13;
-		s ^= s >> 7;
-		s ^= s << 17;
-		memcpy(b + i, &s, 8);
-	}
-}
-
-static int block_value(const uint8_t *b, uint64_t *value)
-{
-	static __thread uint8_t want[BS];
-
-	memcpy(value, b, 8);
-	fill_block(want, *value);
-	return memcmp(want, b, BS) ? -EILSEQ : 0;
-}
 
 static uint64_t rnd(uint64_t *s)
 {
@@ -134,7 +77,7 @@ static struct linz_op *op_begin(struct child *c, uint64_t block, uint64_t value,
 	op->node = c->id;
 	op->resp = 0;
 	atomic_thread_fence(memory_order_seq_cst);
-	op->inv = now_ns();
+	op->inv = bench_now_ns();
 	c->sh->nops[c->id]++;
 	return op;
 }
@@ -142,7 +85,7 @@ static struct linz_op *op_begin(struct child *c, uint64_t block, uint64_t value,
 static int child_main(struct child *c)
 {
 	const struct tk_trial *t = c->t;
-	uint32_t survivors = t->victim < t->nodes ? t->nodes - 1 : t->nodes, i;
+	uint32_t i;
 	bool victim = c->id == t->victim;
 	struct coh_fabric_attr fa = { .provider = "shm", .node_id = c->id, .cluster = c->dir };
 	struct coh_node_attr na = { .nodes = t->nodes,
@@ -178,7 +121,7 @@ static int child_main(struct child *c)
 	if (r)
 		FAIL(c, "node open: %s", coh_strerror(r));
 	nblocks = coh_node_nblocks(n);
-	if (shbar(&c->sh->bar[0], t->nodes, 30000))
+	if (bench_sbar_wait(&c->sh->start, 30000))
 		FAIL(c, "start barrier timed out");
 
 	for (i = 0; i < t->ops; i++) {
@@ -190,7 +133,7 @@ static int child_main(struct child *c)
 			kill(getpid(), SIGKILL);
 		if (w) {
 			v = (uint64_t)(c->id + 1) << 32 | (i + 1);
-			fill_block(buf, v);
+			bench_fill_block(buf, BS, v);
 			op = op_begin(c, b, v, true);
 			r = coh_node_write(n, b, 1, buf);
 			if (r) {
@@ -200,18 +143,18 @@ static int child_main(struct child *c)
 					FAIL(c, "write refused: %s", coh_strerror(r));
 				continue;
 			}
-			op->resp = now_ns();
+			op->resp = bench_now_ns();
 		} else {
 			op = op_begin(c, b, 0, false);
 			r = coh_node_read(n, b, 1, buf);
-			op->resp = now_ns();
+			op->resp = bench_now_ns();
 			if (r) {
 				c->sh->nops[c->id]--; /* a failed read tells nothing */
 				if (r == -EROFS)
 					FAIL(c, "read refused: %s", coh_strerror(r));
 				continue;
 			}
-			if (block_value(buf, &op->value))
+			if (bench_block_value(buf, BS, &op->value))
 				FAIL(c, "block %llu read back torn or corrupt",
 				     (unsigned long long)b);
 		}
@@ -225,25 +168,25 @@ static int child_main(struct child *c)
 		if (r)
 			FAIL(c, "no new epoch after the victim died: %s", coh_strerror(r));
 	}
-	if (shbar(&c->sh->bar[1], survivors, 60000))
+	if (bench_sbar_wait(&c->sh->survivors, 60000))
 		FAIL(c, "barrier after the workload timed out");
 	r = coh_node_flush(n);
 	if (r)
 		FAIL(c, "flush: %s", coh_strerror(r));
-	if (shbar(&c->sh->bar[2], survivors, 60000))
+	if (bench_sbar_wait(&c->sh->survivors, 60000))
 		FAIL(c, "barrier after the flush timed out");
 	/* Every block from every survivor: each read joins the history. */
 	for (i = 0; i < nblocks; i++) {
 		struct linz_op *op = op_begin(c, i, 0, false);
 
 		r = coh_node_read(n, i, 1, buf);
-		op->resp = now_ns();
+		op->resp = bench_now_ns();
 		if (r)
 			FAIL(c, "final read of block %u: %s", i, coh_strerror(r));
-		if (block_value(buf, &op->value))
+		if (bench_block_value(buf, BS, &op->value))
 			FAIL(c, "block %u torn or corrupt after takeover", i);
 	}
-	if (shbar(&c->sh->bar[3], survivors, 60000))
+	if (bench_sbar_wait(&c->sh->survivors, 60000))
 		FAIL(c, "barrier after the reads timed out");
 	r = coh_node_stats(n, &st);
 	if (r)
@@ -265,7 +208,7 @@ static int child_main(struct child *c)
 			FAIL(c, "%llu stripes with parity not matching data",
 			     (unsigned long long)bad);
 	}
-	if (shbar(&c->sh->bar[4], survivors, 60000))
+	if (bench_sbar_wait(&c->sh->survivors, 60000))
 		FAIL(c, "barrier before close timed out");
 out:
 	r = coh_node_close(&n);
@@ -273,27 +216,6 @@ out:
 		fprintf(stderr, "takeover node %u: close: %s\n", c->id, coh_strerror(r));
 	coh_fabric_close(&fab);
 	return ret;
-}
-
-static int wait_child(pid_t pid, int *status, int timeout_s)
-{
-	int fd = (int)syscall(SYS_pidfd_open, pid, 0);
-	struct pollfd p = { .fd = fd, .events = POLLIN };
-
-	if (fd >= 0) {
-		if (poll(&p, 1, timeout_s * 1000) == 0)
-			kill(pid, SIGKILL);
-		close(fd);
-	}
-	return waitpid(pid, status, 0) < 0 ? -errno : 0;
-}
-
-static int rm_tree(const char *dir)
-{
-	char cmd[700];
-
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-	return system(cmd);
 }
 
 int tk_run(const struct tk_trial *t, struct tk_result *res)
@@ -311,10 +233,12 @@ int tk_run(const struct tk_trial *t, struct tk_result *res)
 		return 1;
 	sh = mmap(NULL, sizeof(*sh), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	if (sh == MAP_FAILED) {
-		rm_tree(dir);
+		bench_remove_tree(dir);
 		return 1;
 	}
 	memset(sh, 0, sizeof(*sh));
+	bench_sbar_init(&sh->start, t->nodes);
+	bench_sbar_init(&sh->survivors, t->victim < t->nodes ? t->nodes - 1 : t->nodes);
 	fflush(NULL);
 	for (i = 0; i < t->nodes; i++) {
 		pids[i] = fork();
@@ -328,14 +252,14 @@ int tk_run(const struct tk_trial *t, struct tk_result *res)
 			while (i--)
 				kill(pids[i], SIGKILL);
 			munmap(sh, sizeof(*sh));
-			rm_tree(dir);
+			bench_remove_tree(dir);
 			return 1;
 		}
 	}
 	for (i = 0; i < t->nodes; i++) {
 		int st = 0;
 
-		if (wait_child(pids[i], &st, CHILD_TIMEOUT_S + 10)) {
+		if (bench_wait_child(pids[i], &st, CHILD_TIMEOUT_S + 10)) {
 			failed = 1;
 			continue;
 		}
@@ -392,6 +316,6 @@ int tk_run(const struct tk_trial *t, struct tk_result *res)
 	}
 	free(all);
 	munmap(sh, sizeof(*sh));
-	rm_tree(dir);
+	bench_remove_tree(dir);
 	return failed;
 }
