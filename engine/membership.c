@@ -292,37 +292,33 @@ static uint32_t others(const struct coh_node *n, uint32_t members)
 	return members & ~(1u << n->me);
 }
 
-static bool all_descs(struct coh_node *n, uint32_t epoch, uint32_t members)
+/* all_reached - every other member's last word of one kind (@said, by node) is at @epoch:
+ * exactly for descriptors (they belong to one epoch), at least for the barriers. */
+static bool all_reached(struct coh_node *n, const uint32_t *said, uint32_t epoch, uint32_t members,
+			bool exact)
 {
 	uint32_t p, o = others(n, members);
 
 	for (p = 0; p < n->nodes; p++) {
-		if ((o >> p & 1) && n->m->desc_epoch[p] != epoch)
+		if ((o >> p & 1) && (exact ? said[p] != epoch : said[p] < epoch))
 			return false;
 	}
 	return true;
+}
+
+static bool all_descs(struct coh_node *n, uint32_t epoch, uint32_t members)
+{
+	return all_reached(n, n->m->desc_epoch, epoch, members, true);
 }
 
 static bool all_flushed(struct coh_node *n, uint32_t epoch, uint32_t members)
 {
-	uint32_t p, o = others(n, members);
-
-	for (p = 0; p < n->nodes; p++) {
-		if ((o >> p & 1) && n->m->flushed[p] < epoch)
-			return false;
-	}
-	return true;
+	return all_reached(n, n->m->flushed, epoch, members, false);
 }
 
 static bool all_ready(struct coh_node *n, uint32_t epoch, uint32_t members)
 {
-	uint32_t p, o = others(n, members);
-
-	for (p = 0; p < n->nodes; p++) {
-		if ((o >> p & 1) && n->m->ready[p] < epoch)
-			return false;
-	}
-	return true;
+	return all_reached(n, n->m->ready, epoch, members, false);
 }
 
 /* import_descs - point the log writer at the regions the members host for it now. */
@@ -432,10 +428,7 @@ static int replay_visit(void *arg, const struct rlog_rec *rec, const uint8_t *pa
 	struct coh_node *n = r->n;
 	int ret;
 
-	if (rec->type != RLOG_DATA) {
-		r->skipped++;
-		return 0;
-	}
+	/* rlog_scan visits only live DATA records. */
 	if (rec->addr >= n->vol_blocks || rec->len != n->bsize) {
 		COH_LOG_ERR("node %u: log record %llu names block %llu (%u bytes), outside the "
 			    "volume: skipped",
@@ -725,7 +718,6 @@ int membership_init(struct coh_node *n)
 	n->m = calloc(1, sizeof(*n->m));
 	if (!n->m)
 		return -ENOMEM;
-	n->vol_blocks = coh_store_nblocks(n->vol);
 	ret = host_regions(n);
 	if (!ret)
 		ret = ctl_mesh(n);

@@ -300,7 +300,8 @@ int coh_node_open(const struct coh_node_attr *attr, struct coh_node **nodep)
 		goto err_free;
 	}
 	n->stripe_blocks = coh_raid_stripe_blocks(n->raid);
-	ret = coh_store_new(&vol_ops, n, n->bsize, coh_raid_nblocks(n->raid), &n->vol);
+	n->vol_blocks = coh_raid_nblocks(n->raid);
+	ret = coh_store_new(&vol_ops, n, n->bsize, n->vol_blocks, &n->vol);
 	if (ret)
 		goto err_free;
 	ret = rlog_writer_init(&n->w, n->fab, n->bsize, n->log_bytes, n->timeout_ms, reclaim,
@@ -366,32 +367,13 @@ static bool transient(int ret)
 /* io_begin - wait for an open view (bounded) and take the I/O lock. Returns the epoch. */
 static int io_begin(struct coh_node *n, uint32_t *epoch)
 {
-	uint64_t deadline = node_now_ns() + (uint64_t)n->timeout_ms * 4 * 1000000ull;
-	int ret = 0;
+	int ret = coh_node_wait_epoch(n, 0, (int)n->timeout_ms * 4);
 
-	pthread_mutex_lock(&n->state_lock);
-	while (n->changing && !ret) {
-		struct timespec ts;
-		uint64_t now = node_now_ns();
-
-		if (now >= deadline) {
-			ret = -ETIMEDOUT;
-			break;
-		}
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_nsec += 10000000;
-		if (ts.tv_nsec >= 1000000000) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000;
-		}
-		pthread_cond_timedwait(&n->view_cond, &n->state_lock, &ts);
-	}
-	if (!ret && !n->quorum)
-		ret = -EROFS;
-	*epoch = n->epoch;
-	pthread_mutex_unlock(&n->state_lock);
 	if (ret)
 		return ret;
+	pthread_mutex_lock(&n->state_lock);
+	*epoch = n->epoch;
+	pthread_mutex_unlock(&n->state_lock);
 	pthread_mutex_lock(&n->io);
 	if (!n->cache || n->changing_io) {
 		pthread_mutex_unlock(&n->io);
@@ -511,28 +493,22 @@ int coh_node_stats(struct coh_node *n, struct coh_node_stats *st)
 
 int coh_node_wait_epoch(struct coh_node *n, uint32_t epoch, int timeout_ms)
 {
-	uint64_t deadline;
+	struct timespec until;
 	int ret = 0;
 
 	if (!n || timeout_ms < 0)
 		return -EINVAL;
-	deadline = node_now_ns() + (uint64_t)timeout_ms * 1000000ull;
-	pthread_mutex_lock(&n->state_lock);
-	while ((n->epoch < epoch || n->changing) && !ret) {
-		struct timespec ts;
-
-		if (node_now_ns() >= deadline) {
-			ret = -ETIMEDOUT;
-			break;
-		}
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_nsec += 10000000;
-		if (ts.tv_nsec >= 1000000000) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000;
-		}
-		pthread_cond_timedwait(&n->view_cond, &n->state_lock, &ts);
+	/* commit() broadcasts view_cond whenever a view is put in place. */
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += timeout_ms / 1000;
+	until.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
+	if (until.tv_nsec >= 1000000000) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000;
 	}
+	pthread_mutex_lock(&n->state_lock);
+	while ((n->epoch < epoch || n->changing) && !ret)
+		ret = -pthread_cond_timedwait(&n->view_cond, &n->state_lock, &until);
 	if (!ret && !n->quorum)
 		ret = -EROFS;
 	pthread_mutex_unlock(&n->state_lock);

@@ -116,7 +116,7 @@ int rlog_rec_decode(const uint8_t *src, size_t avail, struct rlog_rec *r)
 	r->len = get32(src + R_LEN);
 	r->gen = get32(src + R_GEN);
 	r->state = get64(src + R_STATE);
-	if (r->type < RLOG_DATA || r->type > RLOG_WRAP || r->len > RLOG_MAX_PAYLOAD ||
+	if ((r->type != RLOG_DATA && r->type != RLOG_WRAP) || r->len > RLOG_MAX_PAYLOAD ||
 	    rlog_rec_size(r->len) > avail || (r->type != RLOG_DATA && r->len) ||
 	    (r->state && r->state != RLOG_RETIRED))
 		return -EPROTO;

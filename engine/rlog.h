@@ -33,7 +33,7 @@
 
 enum rlog_type {
 	RLOG_DATA = 1, /* one block of an acknowledged write: addr = lba */
-	RLOG_STEP = 2, /* reserved (steps live in the step slots) */
+	/* 2 is not used: destage steps live in the step slots, outside the ring. */
 	RLOG_WRAP = 3, /* the rest of the ring is unused; continue at the start */
 };
 
