@@ -87,8 +87,8 @@ static int bc_up(struct bc *b, const char *dir, const char *store, uint64_t nblo
 	 * slot: the difference between the two rows is the price of cold memory. */
 	if ((ret = coh_mr_new(b->fab, (size_t)b->o->iters * SLOT,
 			      COH_ACCESS_REMOTE_READ | COH_ACCESS_REMOTE_ATOMIC, &b->raw)) ||
-	    (ret =
-		 coh_mr_new(b->fab, (size_t)b->o->iters * SLOT, COH_ACCESS_LOCAL_WRITE, &b->loc)) ||
+	    (ret = coh_mr_new(b->fab, (size_t)b->o->iters * SLOT,
+			      COH_ACCESS_LOCAL_WRITE | COH_ACCESS_REMOTE_READ, &b->loc)) ||
 	    (ret = coh_ep_new(b->fab, &ea, &b->ep)))
 		return ret;
 	if (b->me == 1) {
@@ -200,22 +200,55 @@ static int raw_floor(struct bc *b, uint64_t *ns)
 	}
 	if (!ret)
 		emit(b->o, "fabric_read_slot", ns, n, 1);
-	/* The combined floor on slots made cold again: the peer rewrites them between these
-	 * two barriers. */
-	pthread_barrier_wait(&b->sh->bar);
-	pthread_barrier_wait(&b->sh->bar);
-	for (i = 0; i < n && !ret; i++) {
-		uint64_t t0 = bench_now_ns();
-
-		ret = coh_ep_cas_sync(b->ep, b->rraw, (uint64_t)i * SLOT + SLOT - 64, 0, 1, &old);
-		if (!ret)
-			ret = coh_ep_read_sync(b->ep, b->loc, (uint64_t)i * SLOT, b->rraw,
-					       (uint64_t)i * SLOT, SLOT);
-		ns[i] = bench_now_ns() - t0;
-	}
-	if (!ret)
-		emit(b->o, "fabric_cas+read", ns, n, 2);
 	return ret;
+}
+
+/*
+ * miss_vs_floor - read_miss_peer and its floor, fabric_cas+read, measured in alternation: the
+ * miss of block @base + i, and a CAS plus a READ of raw slot i into local slot i, in one order on
+ * even i and the other on odd i. Both find what the peer wrote last and land in memory of the
+ * same kind that nothing here has touched (a miss lands in the cache's slot, registered as the
+ * floor's landing region is), and whatever the machine is doing meanwhile falls on both alike:
+ * the ratio of the two rows is the cache's own cost, not the difference between two moments.
+ */
+static int miss_vs_floor(struct bc *b, uint64_t base, uint64_t *ns, uint64_t *floor_ns)
+{
+	uint32_t n = b->o->iters, i, k;
+	uint64_t net0 = net_ops(b->cache), old;
+	uint8_t buf[BS];
+	int ret = 0;
+
+	if (!bench_op_selected(b->o, "read_miss_peer") &&
+	    !bench_op_selected(b->o, "fabric_cas+read"))
+		return 0;
+	for (i = 0; i < n && !ret; i++) {
+		for (k = 0; k < 2 && !ret; k++) {
+			uint64_t t0 = bench_now_ns();
+
+			if (k == (i & 1)) {
+				ret = coh_cache_read(b->cache, base + i, 1, buf);
+				ns[i] = bench_now_ns() - t0;
+				continue;
+			}
+			ret = coh_ep_cas_sync(b->ep, b->rraw, (uint64_t)i * SLOT + SLOT - 64, 0, 1,
+					      &old);
+			if (!ret)
+				ret = coh_ep_read_sync(b->ep, b->loc, (uint64_t)i * SLOT, b->rraw,
+						       (uint64_t)i * SLOT, SLOT);
+			floor_ns[i] = bench_now_ns() - t0;
+		}
+	}
+	if (ret) {
+		fprintf(stderr, "cohort-bench cache: read_miss_peer or its floor: %s\n",
+			coh_strerror(ret));
+		return ret;
+	}
+	/* The cache's network operations only: the floor's go through an endpoint of its own. */
+	if (bench_op_selected(b->o, "fabric_cas+read"))
+		emit(b->o, "fabric_cas+read", floor_ns, n, 2);
+	if (bench_op_selected(b->o, "read_miss_peer"))
+		emit(b->o, "read_miss_peer", ns, n, (double)(net_ops(b->cache) - net0) / n);
+	return 0;
 }
 
 /* latency - two nodes; node 0 measures, node 1 prepares what node 0 will find. */
@@ -226,7 +259,7 @@ static int latency(const struct bench_opts *o, struct shared *sh, uint32_t me, c
 		 xfer_base = 3 * N + 48;
 	struct bc b = { .o = o, .sh = sh, .me = me, .nodes = 2 };
 	uint8_t buf[BS];
-	uint64_t *ns = calloc(N, sizeof(*ns)), i;
+	uint64_t *ns = calloc(2 * N, sizeof(*ns)), i;
 	int ret;
 
 	if (!ns)
@@ -246,12 +279,12 @@ static int latency(const struct bench_opts *o, struct shared *sh, uint32_t me, c
 			ret = coh_cache_write(b.cache, 1, 1, buf);
 		if (!ret)
 			ret = measure(&b, "write_held", true, 1, 0, ns);
-	} else {
-		/* Make the floor's slots cold again for node 0 (last written here), then
-		 * prepare the blocks node 0 will miss on: cached here, shared or exclusive. */
-		pthread_barrier_wait(&sh->bar);
+	}
+	pthread_barrier_wait(&sh->bar);
+	if (me == 1) {
+		/* Prepare what node 0 will find: the floor's slots and the blocks it will miss on
+		 * written here last, these cached here shared, then blocks held exclusive. */
 		memset(coh_mr_addr(b.raw), 0x78, (size_t)N * SLOT);
-		pthread_barrier_wait(&sh->bar);
 		for (i = 0; i < N && !ret; i++)
 			ret = coh_cache_read(b.cache, peer_base + i, 1, buf);
 		for (i = 0; i < N && !ret; i++)
@@ -259,7 +292,7 @@ static int latency(const struct bench_opts *o, struct shared *sh, uint32_t me, c
 	}
 	pthread_barrier_wait(&sh->bar);
 	if (me == 0 && !ret) {
-		ret = measure(&b, "read_miss_peer", false, peer_base, 1, ns);
+		ret = miss_vs_floor(&b, peer_base, ns, ns + N);
 		if (!ret)
 			ret = measure(&b, "read_miss_store", false, store_base, 1, ns);
 		if (!ret)

@@ -230,11 +230,14 @@ static inline uint64_t slot_off(const struct coh_cache *c, uint64_t lba)
 
 #define INV_FLAG (1ull << 32) /* set in every invalidation word ever written */
 
+/* cache_now_ms - the clock every deadline here is kept on. The coarse clock: deadlines are
+ * milliseconds to seconds, so its tick (1-4 ms) is noise, and it costs a few nanoseconds where
+ * the precise one costs 45 ns in a VM, paid several times on every operation, hits included. */
 static inline uint64_t cache_now_ms(void)
 {
 	struct timespec ts;
 
-	clock_gettime(CLOCK_MONOTONIC, &ts);
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
 	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 

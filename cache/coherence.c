@@ -344,6 +344,7 @@ static bool member_down(struct coh_cache *c)
 
 static int wait_reply(struct coh_cache *c, uint64_t seq, struct cmsg *out, uint64_t deadline)
 {
+	uint64_t now;
 	struct cmsg m;
 	int ret;
 
@@ -360,16 +361,15 @@ static int wait_reply(struct coh_cache *c, uint64_t seq, struct cmsg *out, uint6
 				return 0;
 			}
 		}
-		if (cache_now_ms() >= deadline)
+		now = cache_now_ms();
+		if (now >= deadline)
 			return -ETIMEDOUT;
 		if (member_down(c))
 			return -ECONNRESET;
 		/* In slices, so that a member's death ends the wait at once rather than at the
 		 * deadline: the reply may have to come through the dead node, and whoever runs
 		 * this node (the engine) is waiting for this operation to start its view change. */
-		ret =
-		    xp_poll(&c->app,
-			    (int)(deadline - cache_now_ms() < 20 ? deadline - cache_now_ms() : 20));
+		ret = xp_poll(&c->app, (int)(deadline - now < 20 ? deadline - now : 20));
 		if (ret < 0 && ret != -ETIMEDOUT)
 			return ret;
 	}

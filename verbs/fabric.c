@@ -523,14 +523,16 @@ int coh_cq_poll(struct coh_cq *cq, struct coh_wc *wc, int max)
 #define CQ_SPIN_NS 20000ull
 
 /* cq_wait - wait for completions. The blocking helpers pass @use_stash false: the stash holds
- * what they set aside, and taking it back would keep them from ever reaching their own. */
-static int cq_wait(struct coh_cq *cq, struct coh_wc *wc, int max, int timeout_ms, bool use_stash)
+ * what they set aside, and taking it back would keep them from ever reaching their own. The clock
+ * is read only once the queue is found empty, so a completion that is already there (a one-sided
+ * operation on shm completes as it is posted) costs no clock read; *@startp, when it is 0, gets
+ * the time the wait began, for a caller that waits again. */
+static int cq_wait(struct coh_cq *cq, struct coh_wc *wc, int max, int timeout_ms, bool use_stash,
+		   uint64_t *startp)
 {
-	uint64_t start, deadline, now;
+	uint64_t start = 0, deadline = 0, now;
 	int n, ret;
 
-	start = verbs_now_ns();
-	deadline = start + (uint64_t)timeout_ms * 1000000ull;
 	for (;;) {
 		n = cq_poll_checked(cq, wc, max, use_stash);
 		if (n)
@@ -538,6 +540,12 @@ static int cq_wait(struct coh_cq *cq, struct coh_wc *wc, int max, int timeout_ms
 		if (!timeout_ms)
 			return -EAGAIN;
 		now = verbs_now_ns();
+		if (!start) {
+			start = now;
+			deadline = start + (uint64_t)timeout_ms * 1000000ull;
+			if (startp && !*startp)
+				*startp = start;
+		}
 		if (now >= deadline)
 			return -ETIMEDOUT;
 		if (now - start < CQ_SPIN_NS)
@@ -552,7 +560,7 @@ int coh_cq_wait(struct coh_cq *cq, struct coh_wc *wc, int max, int timeout_ms)
 {
 	if (!cq || !wc || max <= 0 || timeout_ms < 0)
 		return -EINVAL;
-	return cq_wait(cq, wc, max, timeout_ms, true);
+	return cq_wait(cq, wc, max, timeout_ms, true, NULL);
 }
 
 /* Endpoints. */
@@ -812,16 +820,13 @@ int coh_ep_post_recv(struct coh_ep *ep, struct coh_mr *lmr, size_t loff, size_t 
 static int sync_wait(struct coh_ep *ep)
 {
 	struct coh_cq *cq = ep->attr.send_cq;
-	uint64_t deadline = verbs_now_ns() + (uint64_t)ep->fab->timeout_ms * 1000000ull;
+	uint64_t timeout_ns = (uint64_t)ep->fab->timeout_ms * 1000000ull, start = 0, now;
+	int left = (int)ep->fab->timeout_ms;
 	struct coh_wc wc;
-	uint64_t now;
 	int n;
 
 	for (;;) {
-		now = verbs_now_ns();
-		if (now >= deadline)
-			return -ETIMEDOUT;
-		n = cq_wait(cq, &wc, 1, (int)((deadline - now + 999999) / 1000000), false);
+		n = cq_wait(cq, &wc, 1, left, false, &start);
 		if (n < 0)
 			return n;
 		if (wc.opcode != COH_WC_RECV && wc.wr_id == SYNC_WR_ID)
@@ -830,6 +835,13 @@ static int sync_wait(struct coh_ep *ep)
 		 * room, because the stash is as deep as the queue. */
 		cq->stash[(cq->stash_head + cq->stash_count) % cq->depth] = wc;
 		cq->stash_count++;
+		/* Waiting again: what is left of the one timeout, counted from the first wait. */
+		now = verbs_now_ns();
+		if (!start)
+			start = now;
+		if (now - start >= timeout_ns)
+			return -ETIMEDOUT;
+		left = (int)((timeout_ns - (now - start) + 999999) / 1000000);
 	}
 }
 
