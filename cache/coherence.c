@@ -191,7 +191,9 @@ static void serve(struct coh_cache *c, struct res_state *st, const struct cmsg *
 	st->tail = NULL;
 }
 
-static void enqueue(struct res_state *st, const struct cmsg *m)
+/* enqueue - put a request at the tail of @st's queue: requests are served in the order they
+ * arrived here. Lock held. */
+static void enqueue(struct coh_cache *c, struct res_state *st, const struct cmsg *m)
 {
 	struct req *q = calloc(1, sizeof(*q));
 
@@ -199,6 +201,7 @@ static void enqueue(struct res_state *st, const struct cmsg *m)
 		COH_LOG_ERR("out of memory queueing a lock request; it will time out");
 		return;
 	}
+	c->stats.lock_queued++;
 	q->m = *m;
 	if (st->tail)
 		st->tail->next = q;
@@ -221,7 +224,7 @@ void svc_handle(struct coh_cache *c, const struct cmsg *m)
 	pthread_mutex_lock(&c->lock);
 	if (st->level == L_X) {
 		if (st->pinned || st->head)
-			enqueue(st, m);
+			enqueue(c, st, m);
 		else
 			serve(c, st, m);
 		pthread_mutex_unlock(&c->lock);
@@ -242,7 +245,7 @@ void svc_handle(struct coh_cache *c, const struct cmsg *m)
 		if (st->level == L_X && !st->pinned && !st->head)
 			serve(c, st, m);
 		else
-			enqueue(st, m);
+			enqueue(c, st, m);
 		pthread_mutex_unlock(&c->lock);
 	} else if (dir_excl(cur) && dir_owner(cur) != m->requester) {
 		ret = xp_send(&c->svc, c->svc.to_svc[dir_owner(cur)], m);

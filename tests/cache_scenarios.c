@@ -6,6 +6,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -30,13 +31,17 @@ struct cnode {
 	struct coh_cache *cache;
 };
 
-static int cache_up(struct conf_node *cn, struct cnode *x, uint64_t nblocks, uint32_t res_blocks)
+static int cache_up_hook(struct conf_node *cn, struct cnode *x, uint64_t nblocks,
+			 uint32_t res_blocks, int (*hook)(void *, uint64_t, uint32_t, const void *),
+			 void *arg)
 {
 	struct coh_cache_attr a = { .fab = cn->fab,
 				    .nodes = cn->n,
 				    .resource_blocks = res_blocks,
 				    .cache_blocks = 256,
-				    .timeout_ms = 10000 };
+				    .timeout_ms = 10000,
+				    .write_hook = hook,
+				    .hook_arg = arg };
 	int ret;
 
 	ret = coh_store_open_file(store_path, BS, nblocks, true, &x->store);
@@ -44,6 +49,11 @@ static int cache_up(struct conf_node *cn, struct cnode *x, uint64_t nblocks, uin
 		return ret;
 	a.store = x->store;
 	return coh_cache_open(&a, &x->cache);
+}
+
+static int cache_up(struct conf_node *cn, struct cnode *x, uint64_t nblocks, uint32_t res_blocks)
+{
+	return cache_up_hook(cn, x, nblocks, res_blocks, NULL, NULL);
 }
 
 static int cache_down(struct conf_node *cn, struct cnode *x)
@@ -195,6 +205,144 @@ int sc_cache_contention(struct conf_node *cn)
 		CONF_CHECK(conf_send(cn, 0, &v, sizeof(v)) == 0, "report");
 	}
 	CONF_CHECK(cache_down(cn, &x) == 0, "down");
+	return 0;
+}
+
+/*
+ * Handover order. Node 0 holds a resource exclusively and stays inside a write to it (the write
+ * hook runs with the resource held and in use) while the other nodes ask for it one at a time:
+ * node 0 lets the next one ask only once its own counter shows the previous request queued
+ * here. Each node, once it holds the resource (in its own write hook, where tenures cannot
+ * overlap), takes a ticket with a fabric FAA on a counter at node 0. The tickets must come out
+ * in the order the requests arrived: the documented order is FIFO by arrival at the holder, and
+ * the queue travels with the lock, in order, to each next holder. Three rounds, each on a
+ * resource of its own and with the nodes asking in a different order, so that the order seen is
+ * the arrival order and not, say, the order of node ids.
+ */
+enum {
+	HO_ROUNDS = 3
+};
+
+struct ho_ctx {
+	struct conf_node *cn;
+	struct cnode *x;
+	struct coh_rmr *counter; /* node 0's counters, one word per round */
+	uint32_t round;
+	uint64_t ticket[HO_ROUNDS];
+	int err;
+};
+
+/* The order the contenders ask in, per round, over nodes 1..3. */
+static const uint32_t ho_order[HO_ROUNDS][3] = { { 1, 2, 3 }, { 3, 1, 2 }, { 2, 3, 1 } };
+
+static int ho_hook(void *arg, uint64_t lba, uint32_t nblocks, const void *buf)
+{
+	struct ho_ctx *h = arg;
+	struct conf_node *cn = h->cn;
+	struct coh_cache_stats st;
+	uint64_t t0 = bench_now_ns();
+	uint32_t k, r = h->round;
+
+	(void)lba;
+	(void)nblocks;
+	(void)buf;
+	if (cn->id != 0)
+		return coh_ep_faa_sync(cn->ep[0], h->counter, r * 8, 1, &h->ticket[r]);
+	/* Node 0: in the middle of its write, let the contenders ask one by one. */
+	coh_cache_stats(h->x->cache, &st);
+	for (k = 0; k < 3; k++) {
+		uint64_t want = st.lock_queued + 1;
+		uint32_t node = ho_order[r][k];
+
+		if ((h->err = conf_send(cn, node, &r, sizeof(r))))
+			return h->err;
+		/* Bounded: the request is one message away. */
+		for (;;) {
+			coh_cache_stats(h->x->cache, &st);
+			if (st.lock_queued >= want)
+				break;
+			if (bench_now_ns() - t0 > 10ull * 1000000000ull)
+				return h->err = -ETIMEDOUT;
+			sched_yield();
+		}
+		if (st.lock_queued != want)
+			return h->err = -EPROTO;
+	}
+	return 0;
+}
+
+int sc_cache_handover_order(struct conf_node *cn)
+{
+	struct coh_mr_desc descs[CONF_MAX_NODES];
+	struct ho_ctx h = { .cn = cn };
+	struct coh_mr *mr;
+	uint8_t buf[BS];
+	struct cnode x;
+	uint32_t r, k, len;
+
+	if (cn->n != 4)
+		return 1;
+	h.x = &x;
+	CONF_CHECK(coh_mr_new(cn->fab, 64, COH_ACCESS_REMOTE_ATOMIC, &mr) == 0, "counter region");
+	memset(coh_mr_addr(mr), 0, 64);
+	CONF_CHECK(conf_exchange(cn, mr, descs) == 0, "exchange");
+	if (cn->id != 0)
+		CONF_CHECK(coh_rmr_import(cn->ep[0], &descs[0], &h.counter) == 0, "import");
+	CONF_CHECK(cache_up_hook(cn, &x, 64, 16, ho_hook, &h) == 0, "cache up");
+	for (r = 0; r < HO_ROUNDS; r++) {
+		/* Resource 1 + r: blocks 16 (r + 1) ..; node 0 writes first and holds it. */
+		uint64_t lba = 16 * (r + 1);
+
+		h.round = r;
+		if (cn->id == 0) {
+			bench_fill_block(buf, BS, 0x100 * (r + 1));
+			CONF_CHECK(coh_cache_write(x.cache, lba, 1, buf) == 0,
+				   "round %u: hold (%s)", r, coh_strerror(h.err));
+		} else {
+			uint32_t got;
+
+			CONF_CHECK(conf_recv(cn, 0, &got, &len, CONF_TIMEOUT_MS) == 0 && got == r,
+				   "round %u: go", r);
+			bench_fill_block(buf, BS, 0x100 * (r + 1) + cn->id);
+			CONF_CHECK(coh_cache_write(x.cache, lba, 1, buf) == 0, "round %u: write",
+				   r);
+		}
+		CONF_CHECK(conf_barrier(cn) == 0, "round %u done", r);
+	}
+	if (cn->id == 0) {
+		for (k = 1; k < cn->n; k++) {
+			uint64_t t[HO_ROUNDS];
+
+			CONF_CHECK(conf_recv(cn, k, t, &len, CONF_TIMEOUT_MS) == 0 &&
+				       len == sizeof(t),
+				   "tickets of node %u", k);
+			for (r = 0; r < HO_ROUNDS; r++) {
+				uint32_t pos = 0;
+
+				while (ho_order[r][pos] != k)
+					pos++;
+				CONF_CHECK(
+				    t[r] == pos,
+				    "round %u: node %u asked in place %u but held the resource "
+				    "in place %llu",
+				    r, k, pos + 1, (unsigned long long)t[r] + 1);
+			}
+		}
+		/* The last in line wrote last. */
+		for (r = 0; r < HO_ROUNDS; r++) {
+			uint64_t v;
+
+			CONF_CHECK(coh_cache_read(x.cache, 16 * (r + 1), 1, buf) == 0, "read back");
+			CONF_CHECK(bench_block_value(buf, BS, &v) == 0 &&
+				       v == 0x100 * (r + 1) + ho_order[r][2],
+				   "round %u: final value %llx", r, (unsigned long long)v);
+		}
+	} else {
+		CONF_CHECK(conf_send(cn, 0, h.ticket, sizeof(h.ticket)) == 0, "report");
+	}
+	CONF_CHECK(cache_down(cn, &x) == 0, "down");
+	coh_rmr_delete(&h.counter);
+	coh_mr_delete(&mr);
 	return 0;
 }
 

@@ -13,6 +13,7 @@ void cache_sc_set_seed(uint64_t seed);
 int sc_cache_costs(struct conf_node *cn);
 int sc_cache_invalidation(struct conf_node *cn);
 int sc_cache_contention(struct conf_node *cn);
+int sc_cache_handover_order(struct conf_node *cn);
 int sc_cache_linearizable(struct conf_node *cn);
 
 #ifdef __cplusplus

@@ -52,6 +52,12 @@ TEST(cache, contention__exclusive_and_no_starvation)
 	EXPECT_EQ(0, conf_run("cache_contention", 4, sc_cache_contention, 0, kTimeout));
 }
 
+TEST(cache, handover__fifo_by_arrival_at_the_holder)
+{
+	Store s;
+	EXPECT_EQ(0, conf_run("cache_handover", 4, sc_cache_handover_order, 0, kTimeout));
+}
+
 TEST(cache, linearizable__random_histories_3_to_5_nodes)
 {
 	const char *env = getenv("COHORT_CACHE_SEEDS");

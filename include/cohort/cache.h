@@ -76,6 +76,8 @@ struct coh_cache_stats {
 	uint64_t inval_seen;	 /* invalidations of this node's copies found on access */
 	uint64_t lock_requests;	 /* requests sent to a holder */
 	uint64_t lock_transfers; /* grants this node gave to others */
+	uint64_t lock_queued;	 /* requests that waited here, in arrival order, for a resource
+				    this node was using */
 	uint64_t net_atomic, net_read, net_write, net_send; /* fabric operations issued */
 };
 
