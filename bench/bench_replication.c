@@ -20,8 +20,10 @@
  * Each measurement is a fresh 3-node cluster (RAID-5 over 3 element files, chunk 2) in a fresh
  * directory under /dev/shm; node processes are forked and meet at bounded barriers outside the
  * measured code. Node 0 measures the latency rows and prints them; the kill rows are gathered by
- * the parent through the shared area. What it leaves out: rdma (the engine is not yet run on the
- * rig), multi-block writes, and writes that need a lock transfer (cohort-bench cache has those).
+ * the parent through the shared area. On rdma (--provider rdma --cluster ip:port,ip:port,ip:port)
+ * the three nodes are processes of this host on the given addresses, the element files stay in
+ * /dev/shm, and each node's log regions are files the provider maps with libpmem2. What it leaves
+ * out: multi-block writes, and writes that need a lock transfer (cohort-bench cache has those).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -104,7 +106,10 @@ struct rb {
 /* rb_open - this node's fabric and engine node, collective with the other two. */
 static int rb_open(struct rb *b, int replicas, size_t log_bytes, uint32_t crash_after)
 {
-	struct coh_fabric_attr fa = { .provider = "shm", .node_id = b->me, .cluster = b->dir };
+	struct coh_fabric_attr fa = { .provider = b->o->provider,
+				      .node_id = b->me,
+				      .cluster =
+					  strcmp(b->o->provider, "shm") ? b->o->cluster : b->dir };
 	struct coh_node_attr na = { .nodes = NODES,
 				    .raid = { .level = COH_RAID5, .nelems = 3, .chunk_blocks = 2 },
 				    .elem_blocks = ELEM_BLOCKS,
@@ -166,7 +171,7 @@ static void emit(struct rb *b, enum row_id id, const char *op, uint32_t n, size_
 	memset(&row, 0, sizeof(row));
 	snprintf(row.suite, sizeof(row.suite), "repl");
 	snprintf(row.op, sizeof(row.op), "%s", op);
-	snprintf(row.provider, sizeof(row.provider), "shm");
+	snprintf(row.provider, sizeof(row.provider), "%s", b->o->provider);
 	row.size = size;
 	bench_stats(b->sh->ns, n, &row);
 	bench_print_row(&row, b->o->csv);
@@ -476,7 +481,7 @@ static void kill_row(const struct bench_opts *o, const char *op, uint64_t *ns, u
 	memset(&row, 0, sizeof(row));
 	snprintf(row.suite, sizeof(row.suite), "repl");
 	snprintf(row.op, sizeof(row.op), "%s", op);
-	snprintf(row.provider, sizeof(row.provider), "shm");
+	snprintf(row.provider, sizeof(row.provider), "%s", o->provider);
 	row.size = (size_t)KILL_WRITES * BS;
 	bench_stats(ns, n, &row);
 	bench_print_row(&row, o->csv);
@@ -552,10 +557,26 @@ int bench_replication(const struct bench_opts *o)
 	size_t len;
 	int ret = 0;
 
-	if (strcmp(o->provider, "shm") || o->node >= 0 || o->cluster) {
-		fprintf(stderr, "cohort-bench replication: shm only, in clusters of its own "
-				"(no --cluster, no --node)\n");
+	if (o->node >= 0 || (!strcmp(o->provider, "shm") && o->cluster)) {
+		fprintf(stderr, "cohort-bench replication: forks its own clusters on this host "
+				"(no --node; --cluster only for rdma)\n");
 		return -EINVAL;
+	}
+	if (strcmp(o->provider, "shm")) {
+		const char *c = o->cluster;
+		uint32_t addrs = c && *c ? 1 : 0;
+
+		while (c && (c = strchr(c, ','))) {
+			addrs++;
+			c++;
+		}
+		if (addrs != NODES) {
+			fprintf(stderr,
+				"cohort-bench replication: --provider %s needs --cluster with %u "
+				"addresses, one per node\n",
+				o->provider, NODES);
+			return -EINVAL;
+		}
 	}
 	if (env) {
 		char *end;

@@ -2,18 +2,24 @@
 # bench-rxe.sh - Cohort's rdma provider beside perftest on the same soft-RoCE device: boots the
 # VM rig once and runs ib_write_lat, ib_read_lat, ib_atomic_lat (FAA and CAS), ib_send_lat and
 # cohort-bench fabric --provider rdma for the same sizes and iteration counts, then prints one
-# table with each p50 and p99 and the ratio Cohort/perftest at p50.
+# table with each p50 and p99 and the ratio Cohort/perftest at p50. Then, on the same device,
+# cohort-bench cache (4 node processes) and cohort-bench replication (3 node processes: the
+# engine's acknowledged writes with k = 0, 1, 2 log copies beside WRITE + FLUSH, and takeover
+# times over COHORT_BENCH_KILLS SIGKILLs, default 5 here).
 #   scripts/bench-rxe.sh [ITERS]        default 1000 iterations per size
+#   COHORT_RXE_PARTS="perftest cache repl"   the parts to run (default: all three)
 set -euo pipefail
 top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build=${COHORT_BUILD_DIR:-$top/build}
 iters=${1:-1000}
 sizes="8 64 512 4096"
+parts=" ${COHORT_RXE_PARTS:-perftest cache repl} "
 
 if [ "${2:-}" = "--in-guest" ]; then
 	dev=$COHORT_RXE_DEV
 	ip=$COHORT_RXE_IP
 	out=$(mktemp -d)
+	if [[ $parts == *" perftest "* ]]; then
 	# perftest prints: #bytes #iterations t_min t_max t_typical t_avg t_stdev 99% 99.9%
 	pt() {
 		local tool=$1 name=$2 size=$3
@@ -63,11 +69,23 @@ if [ "${2:-}" = "--in-guest" ]; then
 			}
 		}' "$out/perftest" "$out/cohort64" "$out/cohort0"
 	echo
+	fi
+	if [[ $parts == *" cache "* ]]; then
 	echo "cohort-bench cache --provider rdma on $dev: the cache beside the raw fabric operations"
 	echo "it is built from (microseconds; net/op = fabric operations per cache operation)"
 	echo
 	timeout 900 "$build/bin/cohort-bench" cache --provider rdma --iters "$((iters / 2))" \
 		--cluster "$ip:18611,$ip:18612,$ip:18613,$ip:18614" | sed 's/^/    /'
+	echo
+	fi
+	if [[ $parts == *" repl "* ]]; then
+	echo "cohort-bench replication --provider rdma on $dev: acknowledged 4 KiB writes with k log"
+	echo "copies beside WRITE + FLUSH, and takeover over SIGKILLs (microseconds)"
+	echo
+	COHORT_BENCH_KILLS=${COHORT_BENCH_KILLS:-5} timeout 1200 "$build/bin/cohort-bench" \
+		replication --provider rdma --iters "$((iters / 2))" --warmup 50 \
+		--cluster "$ip:18621,$ip:18622,$ip:18623" | sed 's/^/    /'
+	fi
 	rm -rf "$out"
 	exit 0
 fi

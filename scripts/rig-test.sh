@@ -2,10 +2,12 @@
 # rig-test.sh - the VM rig suites (ctest label "rig"): boots the soft-RoCE guest once
 # (scripts/vm.sh) and runs inside it, on the rdma provider over rxe:
 #   the fabric conformance suite (the same binary as on shm), the rdma provider's smoke test
-#   (including a SIGKILLed peer), and the coherent cache suite.
+#   (including a SIGKILLed peer), the coherent cache suite, and the engine's crash trials
+#   (every crash point, a full log, RAID-1 and k=2, and randomized trials, on rdma).
 # Every suite has its own bound; vm.sh bounds the whole run. Exit status: non-zero if any fails.
 #   scripts/rig-test.sh                 build if needed, then run
 #   COHORT_CACHE_SEEDS=N                seeds for the cache linearizability test (default 2)
+#   COHORT_RIG_TAKEOVER_TRIALS=N        randomized crash trials on rdma (default 10)
 set -euo pipefail
 top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build=${COHORT_BUILD_DIR:-$top/build}
@@ -32,12 +34,17 @@ if [ "${1:-}" = "--in-guest" ]; then
 		"$COHORT_RXE_IP:17471,$COHORT_RXE_IP:17472,$COHORT_RXE_IP:17473"
 	COHORT_CACHE_SEEDS=${COHORT_CACHE_SEEDS:-2} suite "coherent cache (rdma)" 900 \
 		"$build/bin/cache_test" --gtest_brief=1
+	COHORT_TAKEOVER_TRIALS=${COHORT_RIG_TAKEOVER_TRIALS:-10} suite "takeover (rdma)" 1200 \
+		"$build/bin/takeover_test" --gtest_brief=1
 	exit $fail
 fi
 
-if [ ! -x "$build/bin/rdma_smoke" ] || [ ! -x "$build/bin/cache_test" ]; then
+if [ ! -x "$build/bin/rdma_smoke" ] || [ ! -x "$build/bin/cache_test" ] ||
+	[ ! -x "$build/bin/takeover_test" ]; then
 	"$top/scripts/setup.sh"
 fi
 [ -x "$build/bin/rdma_smoke" ] || { echo "rig-test: the rdma provider was not built" >&2; exit 1; }
-COHORT_VM_ENV="${COHORT_VM_ENV:-} COHORT_CACHE_SEEDS" \
+# The whole run's bound: boot, and each suite's own limit is shorter than this (ctest: 2400).
+COHORT_VM_TIMEOUT=${COHORT_VM_TIMEOUT:-2100} \
+	COHORT_VM_ENV="${COHORT_VM_ENV:-} COHORT_CACHE_SEEDS COHORT_RIG_TAKEOVER_TRIALS" \
 	exec "$top/scripts/vm.sh" "$top/scripts/rig-test.sh" --in-guest

@@ -1,7 +1,8 @@
 /*
  * takeover.c - the crash trials of takeover.h. The parent forks the node processes after mapping
  * a shared area for their histories and barriers; each node opens its fabric (shm, in a fresh
- * cluster directory) and its engine node over element files in the same directory, runs its
+ * cluster directory; or, with COHORT_TEST_PROVIDER=rdma in the VM rig, rdma on fresh ports of
+ * COHORT_RXE_IP) and its engine node over element files in that directory, runs its
  * share of the workload, and records every operation's invocation and response. The victim
  * dies at its crash point (or, if the point never comes, after its last operation). The
  * survivors wait for the new epoch, destage, read every block back, and the lowest of them
@@ -25,6 +26,7 @@
 #include "bench.h"
 #include "cohort/fabric.h"
 #include "cohort/node.h"
+#include "conf.h"
 #include "linz.h"
 #include "takeover.h"
 
@@ -57,6 +59,7 @@ struct child {
 	struct tk_shared *sh;
 	uint32_t id;
 	const char *dir;
+	const char *cluster; /* the fabric's cluster address: @dir on shm */
 };
 
 #define FAIL(c, ...)                                                                               \
@@ -87,7 +90,9 @@ static int child_main(struct child *c)
 	const struct tk_trial *t = c->t;
 	uint32_t i;
 	bool victim = c->id == t->victim;
-	struct coh_fabric_attr fa = { .provider = "shm", .node_id = c->id, .cluster = c->dir };
+	struct coh_fabric_attr fa = { .provider = conf_provider(),
+				      .node_id = c->id,
+				      .cluster = c->cluster };
 	struct coh_node_attr na = { .nodes = t->nodes,
 				    .raid = { .level = t->raid_level == 1 ? COH_RAID1 : COH_RAID5,
 					      .nelems = 3,
@@ -220,7 +225,7 @@ out:
 
 int tk_run(const struct tk_trial *t, struct tk_result *res)
 {
-	char dir[] = "/dev/shm/cohort-takeover-XXXXXX";
+	char dir[] = "/dev/shm/cohort-takeover-XXXXXX", cluster[512];
 	struct tk_shared *sh;
 	struct linz_op *all = NULL;
 	pid_t pids[MAXN];
@@ -237,13 +242,26 @@ int tk_run(const struct tk_trial *t, struct tk_result *res)
 		return 1;
 	}
 	memset(sh, 0, sizeof(*sh));
+	if (strcmp(conf_provider(), "shm")) {
+		if (conf_cluster_new(cluster, sizeof(cluster), t->nodes)) {
+			fprintf(stderr, "takeover: no cluster address for provider %s\n",
+				conf_provider());
+			munmap(sh, sizeof(*sh));
+			bench_remove_tree(dir);
+			return 1;
+		}
+	} else {
+		snprintf(cluster, sizeof(cluster), "%s", dir);
+	}
 	bench_sbar_init(&sh->start, t->nodes);
 	bench_sbar_init(&sh->survivors, t->victim < t->nodes ? t->nodes - 1 : t->nodes);
 	fflush(NULL);
 	for (i = 0; i < t->nodes; i++) {
 		pids[i] = fork();
 		if (pids[i] == 0) {
-			struct child c = { .t = t, .sh = sh, .id = i, .dir = dir };
+			struct child c = {
+				.t = t, .sh = sh, .id = i, .dir = dir, .cluster = cluster
+			};
 
 			alarm(CHILD_TIMEOUT_S);
 			_exit(child_main(&c));

@@ -1,5 +1,6 @@
 # Crash trials of the engine (label takeover): replication, takeover, recovery.
-add_executable(takeover_test takeover_test.cc takeover.c linz.c ${PROJECT_SOURCE_DIR}/bench/bench_util.c)
+add_executable(takeover_test takeover_test.cc takeover.c linz.c conf.c
+	       ${PROJECT_SOURCE_DIR}/bench/bench_util.c)
 target_include_directories(takeover_test PRIVATE ${PROJECT_SOURCE_DIR}/bench)
 target_compile_options(takeover_test PRIVATE $<$<COMPILE_LANGUAGE:C>:${COHORT_C_WARNINGS}>)
 target_link_libraries(takeover_test PRIVATE cohort_static GTest::gtest GTest::gtest_main)
