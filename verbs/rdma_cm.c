@@ -547,7 +547,7 @@ static void rdma_conn_event(struct rdma_fabric *fab, struct rdma_conn *c, struct
 		break;
 	case RDMA_CM_EVENT_DISCONNECTED:
 		if (current)
-			rdma_conn_break(fab, ep, "disconnected by the peer");
+			rdma_conn_break(fab, ep, RDMA_WHY_PEER_DISCONNECT);
 		break;
 	case RDMA_CM_EVENT_DEVICE_REMOVAL:
 		COH_LOG_ERR("node %u: the RDMA device was removed", fab->base.node_id);

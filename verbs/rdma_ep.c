@@ -323,8 +323,16 @@ void rdma_conn_break(struct rdma_fabric *fab, struct rdma_ep *ep, const char *wh
 	}
 	if (!ep->deadline)
 		ep->deadline = rdma_now_ms() + ep->attr.timeout_ms;
-	COH_LOG_WARN("node %u: connection to node %u channel %u failed (%s); re-establishing",
-		     fab->base.node_id, ep->attr.peer, ep->attr.channel, why);
+	/* A disconnect from the peer is how every orderly close of its endpoint starts (a cache
+	 * reopened at a view change closes dozens): not worth a warning by itself. Whether it
+	 * comes back or the peer is gone is logged when that is known. */
+	if (!strcmp(why, RDMA_WHY_PEER_DISCONNECT))
+		COH_LOG_INFO("node %u: connection to node %u channel %u %s; re-establishing",
+			     fab->base.node_id, ep->attr.peer, ep->attr.channel, why);
+	else
+		COH_LOG_WARN("node %u: connection to node %u channel %u failed (%s); "
+			     "re-establishing",
+			     fab->base.node_id, ep->attr.peer, ep->attr.channel, why);
 	if (ep->need_act) {
 		if (ep->phase != RDMA_PH_BACKOFF)
 			rdma_attempt_start(fab, ep);
