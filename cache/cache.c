@@ -153,16 +153,20 @@ int xp_wait_sends(struct xport *x)
 	return ret;
 }
 
-/* xp_cas - one fabric CAS on the directory word of @r, waited for. */
-int xp_cas(struct xport *x, uint64_t r, uint64_t expect, uint64_t swap, uint64_t *old)
+/* xp_cas_at - one fabric CAS on the word at @off of @node's directory region, waited for. */
+int xp_cas_at(struct xport *x, uint32_t node, uint64_t off, uint64_t expect, uint64_t swap,
+	      uint64_t *old)
 {
 	struct coh_cache *c = x->c;
-	uint32_t home = res_home(c, r);
 	uint8_t *scratch = (uint8_t *)coh_mr_addr(x->buf) + x->bounce_off;
 	int ret;
 
-	ret = coh_ep_post_cas(x->one[home], x->buf, x->bounce_off, x->dir[home], res_dir_off(c, r),
-			      expect, swap, 0);
+	if (node >= c->nodes || !x->one[node] || !x->dir[node])
+		return -ENOTCONN;
+	if (node_dead(c, node))
+		return -ECONNRESET;
+	ret = coh_ep_post_cas(x->one[node], x->buf, x->bounce_off, x->dir[node], off, expect, swap,
+			      0);
 	if (ret)
 		return ret;
 	x->outstanding++;
@@ -172,6 +176,12 @@ int xp_cas(struct xport *x, uint64_t r, uint64_t expect, uint64_t swap, uint64_t
 	memcpy(old, scratch, sizeof(*old));
 	atomic_fetch_add(&c->net_atomic, 1);
 	return 0;
+}
+
+/* xp_cas - one fabric CAS on the directory word of @r at its home, waited for. */
+int xp_cas(struct xport *x, uint64_t r, uint64_t expect, uint64_t swap, uint64_t *old)
+{
+	return xp_cas_at(x, res_home(x->c, r), res_dir_off(x->c, r), expect, swap, old);
 }
 
 /* xp_send - send one lock message and wait for it to leave. */
@@ -405,7 +415,6 @@ int coh_cache_open(const struct coh_cache_attr *attr, struct coh_cache **cachep)
 	struct coh_fabric_info info;
 	struct coh_cache *c;
 	uint32_t depth, members, n;
-	uint64_t home_res;
 	int ret;
 
 	if (!attr || !cachep || !attr->fab || !attr->store || !attr->nodes ||
@@ -448,8 +457,12 @@ int coh_cache_open(const struct coh_cache_attr *attr, struct coh_cache **cachep)
 		ret = -ENOMEM;
 		goto err_free;
 	}
-	home_res = (c->nres + c->nmemb - 1) / c->nmemb;
-	if ((ret = coh_mr_new(c->fab, home_res * 8,
+	/* Every node's region has room for every word, so that a word whose home dies can be
+	 * rebuilt at the same offset on its next home; the last words arbitrate takeovers. */
+	for (n = 0; n < c->nodes; n++)
+		c->home_of[n] = home_in(c, members, n);
+	c->dir_words = c->nres + COH_CACHE_MAX_NODES;
+	if ((ret = coh_mr_new(c->fab, c->dir_words * 8,
 			      COH_ACCESS_REMOTE_ATOMIC | COH_ACCESS_REMOTE_READ, &c->dir_mr)) ||
 	    (ret = coh_mr_new(c->fab, c->nres * 8, COH_ACCESS_REMOTE_WRITE, &c->inv_mr)) ||
 	    (ret = coh_mr_new(c->fab, (size_t)c->nslots * c->stride,

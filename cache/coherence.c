@@ -6,8 +6,12 @@
  * Read hits and writes under a held exclusive lock touch only local memory. A read miss takes the
  * block from a peer's cache slot with one READ when a peer has it (checked by tag, version and
  * CRC), else from the store. An exclusive holder writes its dirty blocks back to the store before
- * it downgrades or hands over, so the store is never older than any clean copy. What this file
- * leaves out: node failure (the engine's takeover adds it), and replication of dirty data.
+ * it downgrades or hands over, so the store is never older than any clean copy.
+ *
+ * Node failure: an operation that needs a dead node (its home, its exclusive owner, a reply that
+ * had to pass through it) returns -EAGAIN rather than waiting, so that the engine can run its
+ * view change (view.c) and try again; operations that need only live nodes go on. Replication of
+ * dirty data is the engine's, through the write hook.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -23,7 +27,7 @@ static uint32_t block_crc(const struct coh_cache *c, const uint8_t *data)
 }
 
 /* invalidated - a writer has taken the resource since this node's shared grant. */
-static bool invalidated(const struct coh_cache *c, uint64_t r)
+bool cache_invalidated(const struct coh_cache *c, uint64_t r)
 {
 	uint64_t v = atomic_load_explicit(&c->inv[r], memory_order_acquire);
 
@@ -144,11 +148,17 @@ static void reply(struct coh_cache *c, const struct cmsg *req, uint8_t type, uin
  * endpoints, and the application thread never waits on the network with the lock held. */
 static void serve(struct coh_cache *c, struct res_state *st, const struct cmsg *req)
 {
-	uint64_t r = req->resource, expect, want, got;
+	uint64_t r = req->resource, expect, want, got = 0;
 	uint32_t v = st->lv;
 	struct req *q;
 	int ret;
 
+	if (node_dead(c, res_home(c, r)) || node_dead(c, req->requester)) {
+		/* The word is being rebuilt (or the requester is gone): keep the resource; the
+		 * requester asks again once the view change is done. */
+		reply(c, req, CMSG_RETRY, 0, 0);
+		return;
+	}
 	ret = writeback_res(c, r);
 	if (ret) {
 		/* Until a view change takes the failed peer out, the requester asks again: say so
@@ -168,8 +178,14 @@ static void serve(struct coh_cache *c, struct res_state *st, const struct cmsg *
 		want = dir_make(true, req->requester, 0, v + 1);
 	ret = xp_cas(&c->svc, r, expect, want, &got);
 	if (ret || got != expect) {
-		COH_LOG_ERR("node %u: directory of resource %llu is %llx, not ours (%s)", c->me,
-			    (unsigned long long)r, (unsigned long long)got, coh_strerror(ret));
+		/* Unreachable: its home died and the fence has not come yet. Otherwise a word
+		 * that is not ours while we hold the resource is a protocol error. */
+		if (ret)
+			COH_LOG_INFO("node %u: directory of resource %llu: %s", c->me,
+				     (unsigned long long)r, coh_strerror(ret));
+		else
+			COH_LOG_ERR("node %u: directory of resource %llu is %llx, not ours", c->me,
+				    (unsigned long long)r, (unsigned long long)got);
 		reply(c, req, CMSG_RETRY, 0, 0);
 		return;
 	}
@@ -182,7 +198,9 @@ static void serve(struct coh_cache *c, struct res_state *st, const struct cmsg *
 	 * after a downgrade nobody holds the resource exclusively, so they retry their CAS. */
 	while ((q = st->head)) {
 		st->head = q->next;
-		if (req->mode == MODE_X)
+		if (node_dead(c, q->m.requester) || q->m.requester == req->requester)
+			;
+		else if (req->mode == MODE_X)
 			ret = xp_send(&c->svc, c->svc.to_svc[req->requester], &q->m);
 		else
 			reply(c, &q->m, CMSG_RETRY, 0, 0);
@@ -221,9 +239,13 @@ void svc_handle(struct coh_cache *c, const struct cmsg *m)
 			     m->requester);
 		return;
 	}
+	/* Our own request, forwarded back to us with a queue handed over: a copy of one our
+	 * application thread sent again after a fence. It holds or asks on its own. */
+	if (node_dead(c, m->requester) || m->requester == c->me)
+		return;
 	pthread_mutex_lock(&c->lock);
 	if (st->level == L_X) {
-		if (st->pinned || st->head)
+		if (st->pinned || st->tk || st->head)
 			enqueue(c, st, m);
 		else
 			serve(c, st, m);
@@ -231,6 +253,10 @@ void svc_handle(struct coh_cache *c, const struct cmsg *m)
 		return;
 	}
 	pthread_mutex_unlock(&c->lock);
+	if (node_dead(c, res_home(c, m->resource))) {
+		reply(c, m, CMSG_RETRY, 0, 0);
+		return;
+	}
 	/* Not ours (any more): ask the directory who has it. A CAS that expects 0 and swaps 0
 	 * reads the word without changing it. */
 	ret = xp_cas(&c->svc, m->resource, 0, 0, &cur);
@@ -242,12 +268,13 @@ void svc_handle(struct coh_cache *c, const struct cmsg *m)
 		/* Our application thread is between its CAS and taking the resource, or a grant
 		 * to it is in flight: the request waits for it. */
 		pthread_mutex_lock(&c->lock);
-		if (st->level == L_X && !st->pinned && !st->head)
+		if (st->level == L_X && !st->pinned && !st->tk && !st->head)
 			serve(c, st, m);
 		else
 			enqueue(c, st, m);
 		pthread_mutex_unlock(&c->lock);
-	} else if (dir_excl(cur) && dir_owner(cur) != m->requester) {
+	} else if (dir_excl(cur) && dir_owner(cur) != m->requester &&
+		   !node_dead(c, dir_owner(cur))) {
 		ret = xp_send(&c->svc, c->svc.to_svc[dir_owner(cur)], m);
 		if (ret)
 			COH_LOG_WARN("node %u: forward: %s", c->me, coh_strerror(ret));
@@ -264,7 +291,7 @@ void svc_serve_queued(struct coh_cache *c)
 		struct res_state *st = &c->res[r];
 		struct req *q = st->head;
 
-		if (!q || st->pinned || st->level != L_X)
+		if (!q || st->pinned || st->tk || st->level != L_X)
 			continue;
 		st->head = q->next;
 		if (!st->head)
@@ -279,8 +306,8 @@ void svc_serve_queued(struct coh_cache *c)
 
 /* Acquiring (application thread). */
 
-/* kick - tell the service thread that requests queued on @r can be served. Lock held. */
-static void kick(struct coh_cache *c, uint64_t r)
+/* cache_kick - tell the service thread that requests queued on @r can be served. Lock held. */
+void cache_kick(struct coh_cache *c, uint64_t r)
 {
 	uint32_t i;
 
@@ -309,14 +336,20 @@ static void unpin(struct coh_cache *c, uint64_t r)
 	pthread_mutex_lock(&c->lock);
 	st->pinned = false;
 	if (st->head)
-		kick(c, r);
+		cache_kick(c, r);
 	pthread_mutex_unlock(&c->lock);
 }
 
-/* apply_grant - take a grant into the local state (lock held). */
-static void apply_grant(struct coh_cache *c, const struct cmsg *m)
+/* cache_apply_grant - take a grant into the local state (lock held). */
+void cache_apply_grant(struct coh_cache *c, const struct cmsg *m)
 {
 	struct res_state *st = &c->res[m->resource];
+
+	/* A grant that arrives after we took the resource by other means (adopted it, or a
+	 * copy of the request was answered first) is old news: applying it would point misses
+	 * at the giver's older copy after this tenure's writes. */
+	if (st->level == L_X && !ver_after(m->version, st->lv))
+		return;
 
 	st->level = m->mode == MODE_X ? L_X : L_S;
 	st->lv = m->version;
@@ -329,25 +362,17 @@ static void apply_grant(struct coh_cache *c, const struct cmsg *m)
 			    : dir_make(false, 0, 1u << c->me | 1u << m->holder, m->version);
 }
 
-/* wait_reply - wait for the answer to request @seq; grants for older requests that arrive
- * meanwhile are applied too, so the local state never falls behind the directory. */
-/* member_down - the fabric knows a member of this cache's view to be gone. */
-static bool member_down(struct coh_cache *c)
+/*
+ * wait_reply - wait for the answer from @target to request @seq; grants for older requests that
+ * arrive meanwhile are applied too, so the local state never falls behind the directory.
+ * Returns -EAGAIN when the target is down, or when a node was fenced since the request left
+ * (@gen): the request may have been forwarded to the dead node and lost, so it is sent again.
+ */
+static int wait_reply(struct coh_cache *c, uint32_t target, uint32_t gen, const struct cmsg *req,
+		      struct cmsg *out, uint64_t deadline)
 {
-	uint32_t i;
-
-	for (i = 0; i < c->nmemb; i++) {
-		uint32_t p = c->memb[i];
-
-		if (p != c->me && c->app.one[p] && !coh_ep_is_up(c->app.one[p]))
-			return true;
-	}
-	return false;
-}
-
-static int wait_reply(struct coh_cache *c, uint64_t seq, struct cmsg *out, uint64_t deadline)
-{
-	uint64_t now;
+	uint64_t seq = req->seq;
+	uint64_t now, slice;
 	struct cmsg m;
 	int ret;
 
@@ -355,8 +380,16 @@ static int wait_reply(struct coh_cache *c, uint64_t seq, struct cmsg *out, uint6
 		while (xp_take(&c->app, &m)) {
 			if (m.type == CMSG_GRANT && (m.seq & 0xffffffffu) != (seq & 0xffffffffu)) {
 				pthread_mutex_lock(&c->lock);
-				apply_grant(c, &m);
+				cache_apply_grant(c, &m);
 				pthread_mutex_unlock(&c->lock);
+				/* An earlier copy of this request (sent again after a fence) was
+				 * served first: that is our answer. The later copy is dropped
+				 * where it reaches us. */
+				if (m.resource == req->resource &&
+				    (m.mode == MODE_X || req->mode == MODE_S)) {
+					*out = m;
+					return 0;
+				}
 				continue;
 			}
 			if ((m.seq & 0xffffffffu) == (seq & 0xffffffffu)) {
@@ -367,12 +400,14 @@ static int wait_reply(struct coh_cache *c, uint64_t seq, struct cmsg *out, uint6
 		now = cache_now_ms();
 		if (now >= deadline)
 			return -ETIMEDOUT;
-		if (member_down(c))
-			return -ECONNRESET;
-		/* In slices, so that a member's death ends the wait at once rather than at the
-		 * deadline: the reply may have to come through the dead node, and whoever runs
-		 * this node (the engine) is waiting for this operation to start its view change. */
-		ret = xp_poll(&c->app, (int)(deadline - now < 20 ? deadline - now : 20));
+		if (!coh_ep_is_up(c->app.one[target]) || node_dead(c, target) ||
+		    atomic_load(&c->fence_gen) != gen || atomic_load(&c->yield))
+			return -EAGAIN;
+		/* In slices, so that the target's death, a fence or a view change step that
+		 * needs this thread's place ends the wait soon rather than at the deadline: the
+		 * reply may be waiting for that very step. Shorter once nodes have died. */
+		slice = atomic_load(&c->dead) ? 2 : 20;
+		ret = xp_poll(&c->app, (int)(deadline - now < slice ? deadline - now : slice));
 		if (ret < 0 && ret != -ETIMEDOUT)
 			return ret;
 	}
@@ -385,27 +420,47 @@ static int invalidate_sharers(struct coh_cache *c, uint64_t r, uint32_t sharers,
 	uint32_t n, count = 0;
 	int ret = 0;
 
+	uint32_t failed = 0;
+
 	memcpy((uint8_t *)coh_mr_addr(x->buf) + x->bounce_off, &val, sizeof(val));
 	for (n = 0; n < c->nodes; n++) {
-		if (!(sharers & 1u << n) || n == c->me)
+		int r1;
+
+		/* A dead sharer's copy died with it. */
+		if (!(sharers & 1u << n) || n == c->me || node_dead(c, n))
 			continue;
-		ret = coh_ep_post_write(x->one[n], x->buf, x->bounce_off, x->inv[n], r * 8, 8, 0);
-		if (ret)
-			break;
+		r1 = x->one[n] ? coh_ep_post_write(x->one[n], x->buf, x->bounce_off, x->inv[n],
+						   r * 8, 8, (uint64_t)n)
+			       : -ENOTCONN;
+		if (r1) {
+			failed |= 1u << n;
+			continue;
+		}
 		x->outstanding++;
 		count++;
 	}
-	/* The write is not acknowledged before every sharer's invalidation has landed. */
+	/* The write is not acknowledged before every sharer's invalidation has landed. A sharer
+	 * whose invalidation fails is owed one: the caller keeps the resource and tries again
+	 * until that node is fenced. */
 	if (count) {
 		int r2 = xp_wait_sends(x);
 
-		ret = ret ? ret : r2;
+		if (r2) {
+			for (n = 0; n < c->nodes; n++) {
+				if ((sharers & 1u << n) && n != c->me && x->one[n] &&
+				    !coh_ep_is_up(x->one[n]))
+					failed |= 1u << n;
+			}
+			if (!failed)
+				ret = r2;
+		}
 		atomic_fetch_add(&c->net_write, count);
 	}
 	pthread_mutex_lock(&c->lock);
 	c->stats.inval_sent += count;
+	c->res[r].owed = failed;
 	pthread_mutex_unlock(&c->lock);
-	return ret;
+	return ret ? ret : failed ? -EAGAIN : 0;
 }
 
 static uint32_t pick_sharer(const struct coh_cache *c, uint32_t sharers)
@@ -420,19 +475,59 @@ static uint32_t pick_sharer(const struct coh_cache *c, uint32_t sharers)
 	return NODE_NONE;
 }
 
-/* acquire - get @r in @mode and pin it. */
+/* adopt - the directory says this node owns @r exclusively, but the grant never came: the node
+ * that made the word so died before sending it. It wrote the resource back before its CAS, so
+ * the store is current; nothing cached here of an older version is used. Lock held. */
+static void adopt(struct coh_cache *c, uint64_t r, uint64_t word)
+{
+	struct res_state *st = &c->res[r];
+
+	COH_LOG_INFO("node %u: resource %llu: taking the exclusive grant a dead node made", c->me,
+		     (unsigned long long)r);
+	st->level = L_X;
+	st->lv = st->cv = dir_ver(word);
+	st->holder = NODE_NONE;
+	st->holder_v = 0;
+	st->seen = true;
+	st->dir_guess = word;
+}
+
+/* pay_owed - invalidations that failed when this node took @r: send them again to the sharers
+ * not yet fenced. Returns 0, or -EAGAIN while one still fails. */
+static int pay_owed(struct coh_cache *c, uint64_t r)
+{
+	uint32_t owed;
+
+	pthread_mutex_lock(&c->lock);
+	owed = c->res[r].owed & ~atomic_load(&c->dead);
+	c->res[r].owed = owed;
+	pthread_mutex_unlock(&c->lock);
+	return owed ? invalidate_sharers(c, r, owed, c->res[r].lv) : 0;
+}
+
+/*
+ * acquire - get @r in @mode and pin it. Returns 0, -ETIMEDOUT, -EAGAIN (a dead node stands in
+ * the way: its word, its lock or its reply; try again after the view change moves on), or a
+ * fabric error.
+ */
 static int acquire(struct coh_cache *c, uint64_t r, int mode)
 {
-	uint64_t deadline = cache_now_ms() + c->timeout_ms, guess, want, old;
+	uint64_t deadline = cache_now_ms() + c->timeout_ms, guess, want, old, self_since = 0;
 	struct res_state *st = &c->res[r];
-	struct cmsg m;
+	struct cmsg m, req;
+	uint32_t owner, gen;
 	int ret;
 
 	for (;;) {
 		pthread_mutex_lock(&c->lock);
-		if (st->level == L_S && invalidated(c, r)) {
+		if (st->level == L_S && cache_invalidated(c, r)) {
 			st->level = L_I;
 			c->stats.inval_seen++;
+		}
+		if (st->tk) {
+			/* Taken over from a dead node: its replay comes first. */
+			pthread_mutex_unlock(&c->lock);
+			return -EAGAIN;
 		}
 		if (st->head && !st->pinned && st->level == L_X) {
 			/* Others are queued for this resource: they go first, or a node that keeps
@@ -441,7 +536,7 @@ static int acquire(struct coh_cache *c, uint64_t r, int mode)
 			 * service thread and wait, bounded, for it to drain. */
 			struct timespec ts;
 
-			kick(c, r);
+			cache_kick(c, r);
 			clock_gettime(CLOCK_REALTIME, &ts);
 			ts.tv_nsec += 2000000;
 			if (ts.tv_nsec >= 1000000000) {
@@ -452,11 +547,19 @@ static int acquire(struct coh_cache *c, uint64_t r, int mode)
 			pthread_mutex_unlock(&c->lock);
 			if (cache_now_ms() >= deadline)
 				return -ETIMEDOUT;
+			if (atomic_load(&c->yield))
+				return -EAGAIN;
 			continue;
 		}
 		if (st->level == L_X || (mode == MODE_S && st->level == L_S)) {
+			bool owed = st->owed != 0;
+
 			st->pinned = true;
 			pthread_mutex_unlock(&c->lock);
+			if (owed && (ret = pay_owed(c, r))) {
+				unpin(c, r);
+				return ret;
+			}
 			return 0;
 		}
 		if (st->level == L_S)
@@ -470,6 +573,9 @@ static int acquire(struct coh_cache *c, uint64_t r, int mode)
 		pthread_mutex_unlock(&c->lock);
 		if (cache_now_ms() >= deadline)
 			return -ETIMEDOUT;
+		/* The word's home died: it is being rebuilt on the next member. */
+		if (node_dead(c, res_home(c, r)))
+			return -EAGAIN;
 
 		if (!dir_excl(guess)) {
 			if (mode == MODE_S)
@@ -484,12 +590,6 @@ static int acquire(struct coh_cache *c, uint64_t r, int mode)
 			c->last_word = old == guess ? want : old;
 			pthread_mutex_unlock(&c->lock);
 			if (old == guess) {
-				if (mode == MODE_X) {
-					ret = invalidate_sharers(c, r, dir_sharers(guess),
-								 dir_ver(want));
-					if (ret)
-						return ret;
-				}
 				pthread_mutex_lock(&c->lock);
 				st->level = mode == MODE_X ? L_X : L_S;
 				st->lv = dir_ver(want);
@@ -499,6 +599,17 @@ static int acquire(struct coh_cache *c, uint64_t r, int mode)
 				st->dir_guess = want;
 				st->pinned = true;
 				pthread_mutex_unlock(&c->lock);
+				if (mode == MODE_X) {
+					/* The resource is ours now, whatever happens to the
+					 * invalidations: a failed one is owed, and paid before
+					 * the resource is used. */
+					ret = invalidate_sharers(c, r, dir_sharers(guess),
+								 dir_ver(want));
+					if (ret) {
+						unpin(c, r);
+						return ret;
+					}
+				}
 				return 0;
 			}
 			pthread_mutex_lock(&c->lock);
@@ -508,17 +619,45 @@ static int acquire(struct coh_cache *c, uint64_t r, int mode)
 			if (!dir_excl(old))
 				continue;
 		}
-		if (dir_owner(guess) == c->me) {
-			/* A grant to us not yet taken in: take it, then look again. */
+		owner = dir_owner(guess);
+		if (owner == c->me) {
+			/* A grant to us not yet taken in: take it, then look again. If its sender
+			 * died after its CAS and before its message, the grant never comes. */
+			uint64_t now = cache_now_ms();
+
+			if (!self_since)
+				self_since = now;
 			ret = xp_poll(&c->app, 1);
 			while (xp_take(&c->app, &m)) {
 				if (m.type == CMSG_GRANT) {
 					pthread_mutex_lock(&c->lock);
-					apply_grant(c, &m);
+					cache_apply_grant(c, &m);
 					pthread_mutex_unlock(&c->lock);
 				}
 			}
+			if (atomic_load(&c->yield))
+				return -EAGAIN;
+			if (atomic_load(&c->dead) && now - self_since >= 50) {
+				pthread_mutex_lock(&c->lock);
+				if (st->level != L_X)
+					adopt(c, r, guess);
+				pthread_mutex_unlock(&c->lock);
+			}
 			continue;
+		}
+		if (owner >= c->nodes || node_dead(c, owner) || !c->app.to_svc[owner] ||
+		    !coh_ep_is_up(c->app.one[owner])) {
+			/* The owner is dead, or was when we last looked: a survivor takes its
+			 * locks over. Look again (a CAS of 0 for 0 reads the word). */
+			ret = xp_cas(&c->app, r, 0, 0, &old);
+			if (ret)
+				return ret;
+			pthread_mutex_lock(&c->lock);
+			st->dir_guess = old;
+			pthread_mutex_unlock(&c->lock);
+			if (old != guess)
+				continue;
+			return -EAGAIN;
 		}
 		m = (struct cmsg){ .type = CMSG_REQ,
 				   .mode = (uint8_t)mode,
@@ -526,18 +665,20 @@ static int acquire(struct coh_cache *c, uint64_t r, int mode)
 				   .resource = r,
 				   .holder = NODE_NONE,
 				   .seq = ++c->next_seq };
-		ret = xp_send(&c->app, c->app.to_svc[dir_owner(guess)], &m);
+		gen = atomic_load(&c->fence_gen);
+		ret = xp_send(&c->app, c->app.to_svc[owner], &m);
 		if (ret)
-			return ret;
+			return coh_ep_is_up(c->app.one[owner]) ? ret : -EAGAIN;
 		pthread_mutex_lock(&c->lock);
 		c->stats.lock_requests++;
 		pthread_mutex_unlock(&c->lock);
-		ret = wait_reply(c, m.seq, &m, deadline);
+		req = m;
+		ret = wait_reply(c, owner, gen, &req, &m, deadline);
 		if (ret)
 			return ret;
 		if (m.type == CMSG_GRANT) {
 			pthread_mutex_lock(&c->lock);
-			apply_grant(c, &m);
+			cache_apply_grant(c, &m);
 			st->pinned = true;
 			pthread_mutex_unlock(&c->lock);
 			return 0;
@@ -677,7 +818,7 @@ static bool still_shared(struct coh_cache *c, uint64_t r0, uint64_t r1)
 
 	pthread_mutex_lock(&c->lock);
 	for (r = r0; r <= r1 && ok; r++)
-		ok = c->res[r].level != L_S || !invalidated(c, r);
+		ok = c->res[r].level != L_S || !cache_invalidated(c, r);
 	pthread_mutex_unlock(&c->lock);
 	return ok;
 }
