@@ -160,6 +160,18 @@ int coh_cache_rebuild_claim(struct coh_cache *c)
 	return 0;
 }
 
+/* read_dir - READ the directory words of home @h into @img (nres words), waited for. */
+static int read_dir(struct coh_cache *c, uint32_t h, struct coh_mr *img)
+{
+	struct xport *x = &c->app;
+	int ret = coh_ep_post_read(x->one[h], img, 0, x->dir[h], 0, c->nres * 8, 0);
+
+	if (ret)
+		return ret;
+	x->outstanding++;
+	return xp_wait_sends(x);
+}
+
 /* take - make @r exclusively ours for the takeover, the word now @word at version @v. */
 static void take(struct coh_cache *c, uint64_t r, uint64_t word)
 {
@@ -238,11 +250,9 @@ int coh_cache_take_over(struct coh_cache *c, uint32_t d, uint32_t candidates, ui
 
 		if (!(live >> h & 1))
 			continue;
-		ret = coh_ep_post_read(x->one[h], img, 0, x->dir[h], 0, c->nres * 8, 0);
+		ret = read_dir(c, h, img);
 		if (ret)
 			break;
-		x->outstanding++;
-		ret = xp_wait_sends(x);
 		for (r = 0; r < c->nres && !ret; r++) {
 			uint64_t want, old;
 
@@ -334,11 +344,9 @@ static int adopt_lost(struct coh_cache *c)
 
 		if (!(live >> h & 1))
 			continue;
-		ret = coh_ep_post_read(x->one[h], img, 0, x->dir[h], 0, c->nres * 8, 0);
+		ret = read_dir(c, h, img);
 		if (ret)
 			break;
-		x->outstanding++;
-		ret = xp_wait_sends(x);
 		pthread_mutex_lock(&c->lock);
 		for (r = 0; r < c->nres && !ret; r++) {
 			struct res_state *st = &c->res[r];
