@@ -8,6 +8,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <stdlib.h>
+#include <unistd.h>
 #include <string.h>
 
 #include "cache_internal.h"
@@ -388,6 +389,7 @@ static void cache_free(struct coh_cache *c)
 {
 	xp_close(&c->app, c->nodes);
 	xp_close(&c->svc, c->nodes);
+	coh_mr_delete(&c->img_mr);
 	coh_mr_delete(&c->slots_mr);
 	coh_mr_delete(&c->inv_mr);
 	coh_mr_delete(&c->dir_mr);
@@ -403,6 +405,8 @@ static void cache_free(struct coh_cache *c)
 			}
 		}
 	}
+	if (c->trace)
+		fclose(c->trace);
 	free(c->res);
 	free(c->kick);
 	pthread_cond_destroy(&c->kick_cond);
@@ -433,6 +437,15 @@ int coh_cache_open(const struct coh_cache_attr *attr, struct coh_cache **cachep)
 	c->store = attr->store;
 	c->me = info.node_id;
 	c->nodes = attr->nodes;
+	if (getenv("COHORT_CACHE_TRACE")) {
+		char path[256];
+
+		snprintf(path, sizeof(path), "%s/%d.n%u", getenv("COHORT_CACHE_TRACE"), getpid(),
+			 c->me);
+		c->trace = fopen(path, "w");
+		if (c->trace)
+			setvbuf(c->trace, NULL, _IOLBF, 0);
+	}
 	c->members = members;
 	for (n = 0; n < c->nodes; n++) {
 		if (members >> n & 1)

@@ -9,6 +9,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <time.h>
 
 #include "cohort/cache.h"
@@ -198,6 +199,7 @@ struct coh_cache {
 	uint64_t dir_words; /* nres directory words, then one arbitration word per node */
 
 	struct coh_mr *dir_mr, *inv_mr, *slots_mr;
+	struct coh_mr *img_mr; /* view.c: a copy of a home's words, made on first use */
 	uint8_t *slots;
 	_Atomic uint64_t *inv;
 
@@ -216,7 +218,21 @@ struct coh_cache {
 	struct xport app, svc;
 	pthread_t svc_thread;
 	_Atomic bool stop;
+	FILE *trace; /* debugging: COHORT_CACHE_TRACE=dir */
 };
+
+#include <stdio.h>
+#define CTRACE(c, fmt, ...)                                                                        \
+	do {                                                                                       \
+		if ((c)->trace) {                                                                  \
+			struct timespec ts_;                                                       \
+			clock_gettime(CLOCK_MONOTONIC, &ts_);                                      \
+			fprintf((c)->trace, "%llu n%u " fmt "\n",                                  \
+				(unsigned long long)ts_.tv_sec * 1000000000ull +                   \
+				    (unsigned long long)ts_.tv_nsec,                               \
+				(c)->me, ##__VA_ARGS__);                                           \
+		}                                                                                  \
+	} while (0)
 
 static inline uint32_t res_home(const struct coh_cache *c, uint64_t r)
 {
@@ -291,7 +307,7 @@ void svc_serve_queued(struct coh_cache *c);
 int cache_writeback_all(struct coh_cache *c);
 int cache_release_all(struct coh_cache *c);
 void cache_kick(struct coh_cache *c, uint64_t r);
-void cache_apply_grant(struct coh_cache *c, const struct cmsg *m);
+bool cache_apply_grant(struct coh_cache *c, const struct cmsg *m);
 bool cache_invalidated(const struct coh_cache *c, uint64_t r);
 
 #endif /* COHORT_CACHE_INTERNAL_H */

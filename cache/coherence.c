@@ -52,6 +52,8 @@ static int slot_evict(struct coh_cache *c, struct slot_hdr *h, uint64_t lba)
 	if (!tag || tag == lba + 1 || !h->dirty)
 		return 0;
 	ret = coh_store_write(c->store, tag - 1, 1, (uint8_t *)h + SLOT_HDR);
+	CTRACE(c, "evict lba %llu val %llx rv %u ret %d", (unsigned long long)tag - 1,
+	       (unsigned long long)*(uint64_t *)((uint8_t *)h + SLOT_HDR), h->rv, ret);
 	if (!ret)
 		c->stats.store_writes++;
 	return ret;
@@ -94,6 +96,8 @@ static int writeback_res(struct coh_cache *c, uint64_t r)
 		if (atomic_load(&h->tag) != lba + 1 || !h->dirty)
 			continue;
 		ret = coh_store_write(c->store, lba, 1, (uint8_t *)h + SLOT_HDR);
+		CTRACE(c, "wb lba %llu val %llx rv %u ret %d", (unsigned long long)lba,
+		       (unsigned long long)*(uint64_t *)((uint8_t *)h + SLOT_HDR), h->rv, ret);
 		if (ret)
 			return ret;
 		h->dirty = 0;
@@ -114,6 +118,9 @@ int cache_writeback_all(struct coh_cache *c)
 
 		if (tag && h->dirty) {
 			ret = coh_store_write(c->store, tag - 1, 1, (uint8_t *)h + SLOT_HDR);
+			CTRACE(
+			    c, "wball lba %llu val %llx rv %u ret %d", (unsigned long long)tag - 1,
+			    (unsigned long long)*(uint64_t *)((uint8_t *)h + SLOT_HDR), h->rv, ret);
 			if (!ret) {
 				h->dirty = 0;
 				c->stats.store_writes++;
@@ -154,6 +161,8 @@ static void serve(struct coh_cache *c, struct res_state *st, const struct cmsg *
 	int ret;
 
 	if (node_dead(c, res_home(c, r)) || node_dead(c, req->requester)) {
+		CTRACE(c, "serve r%llu to n%u: retry (dead)", (unsigned long long)r,
+		       req->requester);
 		/* The word is being rebuilt (or the requester is gone): keep the resource; the
 		 * requester asks again once the view change is done. */
 		reply(c, req, CMSG_RETRY, 0, 0);
@@ -177,6 +186,9 @@ static void serve(struct coh_cache *c, struct res_state *st, const struct cmsg *
 	else
 		want = dir_make(true, req->requester, 0, v + 1);
 	ret = xp_cas(&c->svc, r, expect, want, &got);
+	CTRACE(c, "serve r%llu to n%u mode %u seq %llx cas %llx->%llx got %llx ret %d",
+	       (unsigned long long)r, req->requester, req->mode, (unsigned long long)req->seq,
+	       (unsigned long long)expect, (unsigned long long)want, (unsigned long long)got, ret);
 	if (ret || got != expect) {
 		/* Unreachable: its home died and the fence has not come yet. Otherwise a word
 		 * that is not ours while we hold the resource is a protocol error. */
@@ -200,9 +212,12 @@ static void serve(struct coh_cache *c, struct res_state *st, const struct cmsg *
 		st->head = q->next;
 		if (node_dead(c, q->m.requester) || q->m.requester == req->requester)
 			;
-		else if (req->mode == MODE_X)
+		else if (req->mode == MODE_X) {
 			ret = xp_send(&c->svc, c->svc.to_svc[req->requester], &q->m);
-		else
+			CTRACE(c, "handover queued r%llu req n%u seq %llx to n%u",
+			       (unsigned long long)r, q->m.requester, (unsigned long long)q->m.seq,
+			       req->requester);
+		} else
 			reply(c, &q->m, CMSG_RETRY, 0, 0);
 		free(q);
 	}
@@ -264,6 +279,9 @@ void svc_handle(struct coh_cache *c, const struct cmsg *m)
 		COH_LOG_WARN("node %u: directory read: %s", c->me, coh_strerror(ret));
 		return;
 	}
+	CTRACE(c, "svc r%llu from n%u seq %llx: not held, word %llx",
+	       (unsigned long long)m->resource, m->requester, (unsigned long long)m->seq,
+	       (unsigned long long)cur);
 	if (dir_excl(cur) && dir_owner(cur) == c->me) {
 		/* Our application thread is between its CAS and taking the resource, or a grant
 		 * to it is in flight: the request waits for it. */
@@ -340,16 +358,28 @@ static void unpin(struct coh_cache *c, uint64_t r)
 	pthread_mutex_unlock(&c->lock);
 }
 
-/* cache_apply_grant - take a grant into the local state (lock held). */
-void cache_apply_grant(struct coh_cache *c, const struct cmsg *m)
+/*
+ * cache_apply_grant - take a grant into the local state (lock held). Returns false for a grant
+ * that is old news: one for a version this node already had. Every grant carries a version later
+ * than any its receiver held before (an exclusive handover or an upgrade moves the version on, and
+ * a downgrade grants the giver's version, which the receiver never had), so such a grant is
+ * one that arrived after the resource came here by other means (adopted, or a copy of the
+ * request answered first), perhaps after this node had passed it on again. Applying it would make
+ * two exclusive holders, or point misses at the giver's older copy.
+ */
+bool cache_apply_grant(struct coh_cache *c, const struct cmsg *m)
 {
 	struct res_state *st = &c->res[m->resource];
 
-	/* A grant that arrives after we took the resource by other means (adopted it, or a
-	 * copy of the request was answered first) is old news: applying it would point misses
-	 * at the giver's older copy after this tenure's writes. */
-	if (st->level == L_X && !ver_after(m->version, st->lv))
-		return;
+	if (st->seen && !ver_after(m->version, st->lv)) {
+		CTRACE(c, "grant r%llu v%u from n%u seq %llx IGNORED (lv %u)",
+		       (unsigned long long)m->resource, m->version, m->holder,
+		       (unsigned long long)m->seq, st->lv);
+		return false;
+	}
+	CTRACE(c, "grant r%llu mode %u v%u from n%u hv %u seq %llx (was level %u lv %u)",
+	       (unsigned long long)m->resource, m->mode, m->version, m->holder, m->holder_v,
+	       (unsigned long long)m->seq, st->level, st->lv);
 
 	st->level = m->mode == MODE_X ? L_X : L_S;
 	st->lv = m->version;
@@ -360,6 +390,7 @@ void cache_apply_grant(struct coh_cache *c, const struct cmsg *m)
 	st->dir_guess = m->mode == MODE_X
 			    ? dir_make(true, c->me, 0, m->version)
 			    : dir_make(false, 0, 1u << c->me | 1u << m->holder, m->version);
+	return true;
 }
 
 /*
@@ -379,13 +410,15 @@ static int wait_reply(struct coh_cache *c, uint32_t target, uint32_t gen, const 
 	for (;;) {
 		while (xp_take(&c->app, &m)) {
 			if (m.type == CMSG_GRANT && (m.seq & 0xffffffffu) != (seq & 0xffffffffu)) {
+				bool applied;
+
 				pthread_mutex_lock(&c->lock);
-				cache_apply_grant(c, &m);
+				applied = cache_apply_grant(c, &m);
 				pthread_mutex_unlock(&c->lock);
 				/* An earlier copy of this request (sent again after a fence) was
 				 * served first: that is our answer. The later copy is dropped
 				 * where it reaches us. */
-				if (m.resource == req->resource &&
+				if (applied && m.resource == req->resource &&
 				    (m.mode == MODE_X || req->mode == MODE_S)) {
 					*out = m;
 					return 0;
@@ -475,23 +508,6 @@ static uint32_t pick_sharer(const struct coh_cache *c, uint32_t sharers)
 	return NODE_NONE;
 }
 
-/* adopt - the directory says this node owns @r exclusively, but the grant never came: the node
- * that made the word so died before sending it. It wrote the resource back before its CAS, so
- * the store is current; nothing cached here of an older version is used. Lock held. */
-static void adopt(struct coh_cache *c, uint64_t r, uint64_t word)
-{
-	struct res_state *st = &c->res[r];
-
-	COH_LOG_INFO("node %u: resource %llu: taking the exclusive grant a dead node made", c->me,
-		     (unsigned long long)r);
-	st->level = L_X;
-	st->lv = st->cv = dir_ver(word);
-	st->holder = NODE_NONE;
-	st->holder_v = 0;
-	st->seen = true;
-	st->dir_guess = word;
-}
-
 /* pay_owed - invalidations that failed when this node took @r: send them again to the sharers
  * not yet fenced. Returns 0, or -EAGAIN while one still fails. */
 static int pay_owed(struct coh_cache *c, uint64_t r)
@@ -512,7 +528,7 @@ static int pay_owed(struct coh_cache *c, uint64_t r)
  */
 static int acquire(struct coh_cache *c, uint64_t r, int mode)
 {
-	uint64_t deadline = cache_now_ms() + c->timeout_ms, guess, want, old, self_since = 0;
+	uint64_t deadline = cache_now_ms() + c->timeout_ms, guess, want, old;
 	struct res_state *st = &c->res[r];
 	struct cmsg m, req;
 	uint32_t owner, gen;
@@ -583,6 +599,9 @@ static int acquire(struct coh_cache *c, uint64_t r, int mode)
 			else
 				want = dir_make(true, c->me, 0, dir_ver(guess) + 1);
 			ret = xp_cas(&c->app, r, guess, want, &old);
+			CTRACE(c, "acq r%llu mode %d cas %llx->%llx old %llx ret %d",
+			       (unsigned long long)r, mode, (unsigned long long)guess,
+			       (unsigned long long)want, (unsigned long long)old, ret);
 			if (ret)
 				return ret;
 			pthread_mutex_lock(&c->lock);
@@ -622,11 +641,9 @@ static int acquire(struct coh_cache *c, uint64_t r, int mode)
 		owner = dir_owner(guess);
 		if (owner == c->me) {
 			/* A grant to us not yet taken in: take it, then look again. If its sender
-			 * died after its CAS and before its message, the grant never comes. */
-			uint64_t now = cache_now_ms();
-
-			if (!self_since)
-				self_since = now;
+			 * died after its CAS and before its message, the grant never comes; the
+			 * view change's commit gives us the resource (view.c, adopt_lost), and
+			 * the view change needs this thread's place first. */
 			ret = xp_poll(&c->app, 1);
 			while (xp_take(&c->app, &m)) {
 				if (m.type == CMSG_GRANT) {
@@ -637,12 +654,6 @@ static int acquire(struct coh_cache *c, uint64_t r, int mode)
 			}
 			if (atomic_load(&c->yield))
 				return -EAGAIN;
-			if (atomic_load(&c->dead) && now - self_since >= 50) {
-				pthread_mutex_lock(&c->lock);
-				if (st->level != L_X)
-					adopt(c, r, guess);
-				pthread_mutex_unlock(&c->lock);
-			}
 			continue;
 		}
 		if (owner >= c->nodes || node_dead(c, owner) || !c->app.to_svc[owner] ||
@@ -674,14 +685,25 @@ static int acquire(struct coh_cache *c, uint64_t r, int mode)
 		pthread_mutex_unlock(&c->lock);
 		req = m;
 		ret = wait_reply(c, owner, gen, &req, &m, deadline);
+		CTRACE(c, "req r%llu mode %d to n%u seq %llx: ret %d type %u v%u seq %llx",
+		       (unsigned long long)r, mode, owner, (unsigned long long)req.seq, ret, m.type,
+		       m.version, (unsigned long long)m.seq);
 		if (ret)
 			return ret;
 		if (m.type == CMSG_GRANT) {
+			bool got;
+
+			/* Applied here unless it is old news (see cache_apply_grant); then the
+			 * state says what we hold, and the loop goes on from there. */
 			pthread_mutex_lock(&c->lock);
 			cache_apply_grant(c, &m);
-			st->pinned = true;
+			got = st->level == L_X || (mode == MODE_S && st->level == L_S);
+			if (got)
+				st->pinned = true;
 			pthread_mutex_unlock(&c->lock);
-			return 0;
+			if (got)
+				return 0;
+			continue;
 		}
 		/* RETRY: the holder moved on. Forget the guess so that the next CAS fails (or
 		 * succeeds on a free word) and returns the current word. */
@@ -785,6 +807,8 @@ static int read_block(struct coh_cache *c, uint64_t lba, uint8_t *out)
 	c->stats.reads++;
 	if (slot_valid(c, lba, st)) {
 		memcpy(out, (uint8_t *)slot_of(c, lba) + SLOT_HDR, c->bsize);
+		CTRACE(c, "read lba %llu hit val %llx lv %u cv %u rv %u", (unsigned long long)lba,
+		       (unsigned long long)*(uint64_t *)out, st->lv, st->cv, slot_of(c, lba)->rv);
 		c->stats.hits++;
 		pthread_mutex_unlock(&c->lock);
 		return 0;
@@ -798,9 +822,14 @@ static int read_block(struct coh_cache *c, uint64_t lba, uint8_t *out)
 	/* The newest content is in the holder's cache or, failing that, in the store: every
 	 * exclusive holder writes back before it lets go. */
 	if (holder != NODE_NONE && holder != c->me &&
-	    fetch_into_slot(c, holder, holder_v, lba, rv, out) == 0)
+	    fetch_into_slot(c, holder, holder_v, lba, rv, out) == 0) {
+		CTRACE(c, "read lba %llu peer n%u hv %u val %llx", (unsigned long long)lba, holder,
+		       holder_v, (unsigned long long)*(uint64_t *)out);
 		return 0;
+	}
 	ret = coh_store_read(c->store, lba, 1, out);
+	CTRACE(c, "read lba %llu store val %llx rv %u ret %d", (unsigned long long)lba,
+	       (unsigned long long)*(uint64_t *)out, rv, ret);
 	if (ret)
 		return ret;
 	pthread_mutex_lock(&c->lock);
@@ -865,6 +894,8 @@ int coh_cache_write(struct coh_cache *c, uint64_t lba, uint32_t nblocks, const v
 		return ret;
 	if (c->write_hook) {
 		ret = c->write_hook(c->hook_arg, lba, nblocks, buf);
+		CTRACE(c, "hook lba %llu n %u val %llx ret %d", (unsigned long long)lba, nblocks,
+		       (unsigned long long)*(const uint64_t *)buf, ret);
 		if (ret) {
 			release_range(c, r0, r1);
 			return ret;
@@ -878,6 +909,9 @@ int coh_cache_write(struct coh_cache *c, uint64_t lba, uint32_t nblocks, const v
 		 * block evicted from here goes to the store: misses now read the store. */
 		st->holder = NODE_NONE;
 		ret = slot_install(c, lba + i, (const uint8_t *)buf + i * c->bsize, st->lv, true);
+		CTRACE(c, "write lba %llu val %llx lv %u", (unsigned long long)(lba + i),
+		       (unsigned long long)*(const uint64_t *)((const uint8_t *)buf + i * c->bsize),
+		       st->lv);
 		c->stats.writes++;
 	}
 	pthread_mutex_unlock(&c->lock);

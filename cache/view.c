@@ -58,6 +58,7 @@ int coh_cache_fence(struct coh_cache *c, uint32_t dead)
 		return -EINVAL;
 	pthread_mutex_lock(&c->lock);
 	atomic_fetch_or(&c->dead, dead & c->members);
+	CTRACE(c, "fence dead %x", dead);
 	/* Requests the dead left queued here would hand a lock to a node that cannot use it. */
 	for (r = 0; r < c->nres; r++) {
 		struct req **pp = &c->res[r].head, *q;
@@ -103,6 +104,30 @@ int coh_cache_rebuild_clear(struct coh_cache *c)
 	return 0;
 }
 
+/*
+ * drain_grants - take in the grants that have reached this node. A grant is state in flight: its
+ * giver has already let the resource go. The fence made every grant for a word being rebuilt
+ * reach us before the claims: the service thread serves under the cache lock and sends before it
+ * lets go, the fence takes that lock after marking the homes dead (so nothing rebuilt is served
+ * after it), and a completed send is in the receiver's queue (shm copies it into the ring; RC
+ * completes it on the receiver's acknowledgement). The barrier after the fence orders the rest.
+ */
+static void drain_grants(struct coh_cache *c)
+{
+	struct xport *x = &c->app;
+	struct cmsg m;
+
+	while (xp_poll(x, 0) > 0)
+		;
+	while (xp_take(x, &m)) {
+		if (m.type == CMSG_GRANT) {
+			pthread_mutex_lock(&c->lock);
+			cache_apply_grant(c, &m);
+			pthread_mutex_unlock(&c->lock);
+		}
+	}
+}
+
 int coh_cache_rebuild_claim(struct coh_cache *c)
 {
 	uint32_t h, tries;
@@ -111,6 +136,8 @@ int coh_cache_rebuild_claim(struct coh_cache *c)
 
 	if (!c)
 		return -EINVAL;
+	/* What a live node handed us before the fence is ours to claim: its giver claims no more. */
+	drain_grants(c);
 	for (r = 0; r < c->nres; r++) {
 		struct res_state *st = &c->res[r];
 		uint64_t bits = 0, cur, want, inv;
@@ -148,6 +175,10 @@ int coh_cache_rebuild_claim(struct coh_cache *c)
 			if (want == cur)
 				break;
 			ret = xp_cas_at(&c->app, h, res_dir_off(c, r), cur, want, &old);
+			CTRACE(c, "claim r%llu at n%u level %u lv %u cv %u cas %llx->%llx old %llx",
+			       (unsigned long long)r, h, st->level, st->lv, st->cv,
+			       (unsigned long long)cur, (unsigned long long)want,
+			       (unsigned long long)old);
 			if (ret)
 				return ret;
 			if (old == cur)
@@ -160,16 +191,25 @@ int coh_cache_rebuild_claim(struct coh_cache *c)
 	return 0;
 }
 
-/* read_dir - READ the directory words of home @h into @img (nres words), waited for. */
-static int read_dir(struct coh_cache *c, uint32_t h, struct coh_mr *img)
+/* read_dir - READ the directory words of home @h (nres words) into the image buffer, kept from
+ * one view change to the next, and point @w at them. */
+static int read_dir(struct coh_cache *c, uint32_t h, const uint64_t **w)
 {
 	struct xport *x = &c->app;
-	int ret = coh_ep_post_read(x->one[h], img, 0, x->dir[h], 0, c->nres * 8, 0);
+	int ret;
 
+	if (!c->img_mr) {
+		ret = coh_mr_new(c->fab, c->nres * 8, COH_ACCESS_LOCAL_WRITE, &c->img_mr);
+		if (ret)
+			return ret;
+	}
+	ret = coh_ep_post_read(x->one[h], c->img_mr, 0, x->dir[h], 0, c->nres * 8, 0);
 	if (ret)
 		return ret;
 	x->outstanding++;
-	return xp_wait_sends(x);
+	ret = xp_wait_sends(x);
+	*w = coh_mr_addr(c->img_mr);
+	return ret;
 }
 
 /* take - make @r exclusively ours for the takeover, the word now @word at version @v. */
@@ -178,6 +218,8 @@ static void take(struct coh_cache *c, uint64_t r, uint64_t word)
 	struct res_state *st = &c->res[r];
 
 	pthread_mutex_lock(&c->lock);
+	CTRACE(c, "take r%llu word %llx (was level %u lv %u)", (unsigned long long)r,
+	       (unsigned long long)word, st->level, st->lv);
 	if (st->level != L_X || st->lv != dir_ver(word)) {
 		/* Not held here before: the store has the content once the replay is done. (One we
 		 * held and claimed keeps its state: its dirty blocks are this tenure's.) */
@@ -226,7 +268,6 @@ int coh_cache_take_over(struct coh_cache *c, uint32_t d, uint32_t candidates, ui
 			bool *won, uint64_t *taken)
 {
 	struct xport *x = &c->app;
-	struct coh_mr *img = NULL;
 	uint32_t live, h;
 	uint64_t r, count = 0;
 	int ret;
@@ -242,15 +283,12 @@ int coh_cache_take_over(struct coh_cache *c, uint32_t d, uint32_t candidates, ui
 	/* The words on live homes that name the dead node as exclusive owner: read each home's
 	 * region, then CAS each such word over to this node. Nobody else changes them: only an
 	 * exclusive owner changes an exclusive word. */
-	ret = coh_mr_new(c->fab, c->nres * 8, COH_ACCESS_LOCAL_WRITE, &img);
-	if (ret)
-		return ret;
 	for (h = 0; h < c->nodes && !ret; h++) {
-		const uint64_t *w = coh_mr_addr(img);
+		const uint64_t *w;
 
 		if (!(live >> h & 1))
 			continue;
-		ret = read_dir(c, h, img);
+		ret = read_dir(c, h, &w);
 		if (ret)
 			break;
 		for (r = 0; r < c->nres && !ret; r++) {
@@ -271,7 +309,6 @@ int coh_cache_take_over(struct coh_cache *c, uint32_t d, uint32_t candidates, ui
 			}
 		}
 	}
-	coh_mr_delete(&img);
 	if (ret)
 		return ret;
 
@@ -320,43 +357,33 @@ int coh_cache_take_over(struct coh_cache *c, uint32_t d, uint32_t candidates, ui
  */
 static int adopt_lost(struct coh_cache *c)
 {
-	struct xport *x = &c->app;
 	uint32_t live = live_members(c), h;
-	struct coh_mr *img = NULL;
-	struct cmsg m;
 	uint64_t r;
-	int ret;
+	int ret = 0;
 
-	while (xp_poll(x, 0) > 0)
-		;
-	while (xp_take(x, &m)) {
-		if (m.type == CMSG_GRANT) {
-			pthread_mutex_lock(&c->lock);
-			cache_apply_grant(c, &m);
-			pthread_mutex_unlock(&c->lock);
-		}
-	}
-	ret = coh_mr_new(c->fab, c->nres * 8, COH_ACCESS_LOCAL_WRITE, &img);
-	if (ret)
-		return ret;
+	drain_grants(c);
 	for (h = 0; h < c->nodes && !ret; h++) {
-		const uint64_t *w = coh_mr_addr(img);
+		const uint64_t *w;
 
 		if (!(live >> h & 1))
 			continue;
-		ret = read_dir(c, h, img);
+		ret = read_dir(c, h, &w);
 		if (ret)
 			break;
 		pthread_mutex_lock(&c->lock);
 		for (r = 0; r < c->nres && !ret; r++) {
 			struct res_state *st = &c->res[r];
 
+			/* The READ and this check are not atomic: our service thread may have
+			 * handed the resource on since. Then we had the word's version already. */
 			if (res_home(c, r) != h || !dir_excl(w[r]) || dir_owner(w[r]) != c->me ||
-			    st->level == L_X)
+			    st->level == L_X || (st->seen && !ver_after(dir_ver(w[r]), st->lv)))
 				continue;
 			COH_LOG_INFO("node %u: resource %llu: taking the exclusive grant a dead "
 				     "node made",
 				     c->me, (unsigned long long)r);
+			CTRACE(c, "adopt_lost r%llu word %llx (was level %u lv %u)",
+			       (unsigned long long)r, (unsigned long long)w[r], st->level, st->lv);
 			st->level = L_X;
 			st->lv = st->cv = dir_ver(w[r]);
 			st->holder = NODE_NONE;
@@ -368,7 +395,6 @@ static int adopt_lost(struct coh_cache *c)
 		}
 		pthread_mutex_unlock(&c->lock);
 	}
-	coh_mr_delete(&img);
 	return ret;
 }
 
@@ -380,6 +406,7 @@ int coh_cache_view_commit(struct coh_cache *c)
 	if (!c)
 		return -EINVAL;
 	live = live_members(c);
+	CTRACE(c, "commit live %x", live);
 	pthread_mutex_lock(&c->lock);
 	for (n = 0; n < c->nodes; n++)
 		__atomic_store_n(&c->home_of[n], home_in(c, live, n), __ATOMIC_RELEASE);

@@ -660,7 +660,8 @@ static void view_change(struct coh_node *n)
 			/* Fenced: write nothing more to the shared storage. */
 			/* The last nodes of a cluster shutting down get here too: not an error
 			 * when everyone missing said goodbye. */
-			COH_LOG_AT(n->m->dead & ~n->m->bye ? COH_LOG_LEVEL_ERR : COH_LOG_LEVEL_INFO,
+			COH_LOG_AT(n->m->dead & old & ~n->m->bye ? COH_LOG_LEVEL_ERR
+								 : COH_LOG_LEVEL_INFO,
 				   "node %u: view %u has %u of %u nodes, not a majority: this node "
 				   "stops serving I/O",
 				   n->me, E, __builtin_popcount(P), n->nodes);
@@ -720,8 +721,8 @@ static void view_change(struct coh_node *n)
 	again:
 		COH_LOG_WARN("node %u: view %u: %s; again", n->me, E, coh_strerror(ret));
 	}
-	COH_LOG_AT(n->m->dead & ~n->m->bye || !atomic_load(&n->m->stop) ? COH_LOG_LEVEL_ERR
-									: COH_LOG_LEVEL_INFO,
+	COH_LOG_AT(n->m->dead & old & ~n->m->bye || !atomic_load(&n->m->stop) ? COH_LOG_LEVEL_ERR
+									      : COH_LOG_LEVEL_INFO,
 		   "node %u: view change did not finish: serving no I/O", n->me);
 	io_take(n);
 	coh_cache_abandon(&n->cache);
