@@ -360,18 +360,23 @@ static void unpin(struct coh_cache *c, uint64_t r)
 
 /*
  * cache_apply_grant - take a grant into the local state (lock held). Returns false for a grant
- * that is old news: one for a version this node already had. Every grant carries a version later
- * than any its receiver held before (an exclusive handover or an upgrade moves the version on, and
- * a downgrade grants the giver's version, which the receiver never had), so such a grant is
- * one that arrived after the resource came here by other means (adopted, or a copy of the
- * request answered first), perhaps after this node had passed it on again. Applying it would make
- * two exclusive holders, or point misses at the giver's older copy.
+ * that is old news. Every grant carries a version later than any its receiver held before (an
+ * exclusive handover or an upgrade moves the version on, and a downgrade grants the giver's
+ * version, which the receiver never had). So a grant at the version this node holds exclusively,
+ * or at an earlier one, or at the very version it last had, arrived after the resource came
+ * here by other means (adopted, or a copy of the request answered first), perhaps after this
+ * node had passed it on again. Applying it would make two exclusive holders.
+ *
+ * Only the exclusive holder's version is known to be current (nobody else can move it on). A node
+ * that let the resource go long ago may be 2^23 versions behind, where "earlier" wraps; there
+ * only the exact version it last had counts, which is as likely to recur by wrap as a slot's.
  */
 bool cache_apply_grant(struct coh_cache *c, const struct cmsg *m)
 {
 	struct res_state *st = &c->res[m->resource];
 
-	if (st->seen && !ver_after(m->version, st->lv)) {
+	if ((st->level == L_X && !ver_after(m->version, st->lv)) ||
+	    (st->seen && m->version == st->lv)) {
 		CTRACE(c, "grant r%llu v%u from n%u seq %llx IGNORED (lv %u)",
 		       (unsigned long long)m->resource, m->version, m->holder,
 		       (unsigned long long)m->seq, st->lv);

@@ -375,9 +375,10 @@ static int adopt_lost(struct coh_cache *c)
 			struct res_state *st = &c->res[r];
 
 			/* The READ and this check are not atomic: our service thread may have
-			 * handed the resource on since. Then we had the word's version already. */
+			 * handed the resource on since. Then the word's version is the one we had
+			 * (a handover leaves our version where it was). */
 			if (res_home(c, r) != h || !dir_excl(w[r]) || dir_owner(w[r]) != c->me ||
-			    st->level == L_X || (st->seen && !ver_after(dir_ver(w[r]), st->lv)))
+			    st->level == L_X || (st->seen && dir_ver(w[r]) == st->lv))
 				continue;
 			COH_LOG_INFO("node %u: resource %llu: taking the exclusive grant a dead "
 				     "node made",

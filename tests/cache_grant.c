@@ -3,7 +3,8 @@
  * state alone: a grant for a version the node already had is old news and changes nothing. Such
  * grants arrive after a view change, when a resource reached its new owner by adoption (its
  * granter died) or through an earlier copy of a request sent twice; taking one in after the
- * node had passed the resource on would make two exclusive holders.
+ * node had passed the resource on would make two exclusive holders. A node far behind (the
+ * version wrapped while it was not looking) must still take its next real grant.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -75,6 +76,15 @@ int cache_unit_stale_grants(char *why, size_t len)
 	CHECK(c.res[1].level == L_X && c.res[1].lv == 0);
 	m = grant(MODE_X, 1, DIR_VER_MASK, 0);
 	CHECK(!cache_apply_grant(&c, &m));
+
+	/* A node that let the resource go long ago may be more than half the version space
+	 * behind, where "later" wraps into "earlier": its next grant is still taken. */
+	c.res[1].level = L_I;
+	c.res[1].lv = 10;
+	m = grant(MODE_S, 1, 10 + (DIR_VER_MASK >> 1) + 5, 0);
+	CHECK(!ver_after(m.version, 10));
+	CHECK(cache_apply_grant(&c, &m));
+	CHECK(c.res[1].level == L_S);
 out:
 	free(c.res);
 	return ret;
