@@ -140,8 +140,9 @@ int coh_cache_flush(struct coh_cache *c);
  * All but fence use the application thread's endpoints: call them where an operation could be
  * called. coh_cache_yield(c, true), from another thread, makes the operation in progress give up
  * its waits soon with -EAGAIN, so that a view change step can have its place (a reply it waits
- * for may depend on that step); coh_cache_yield(c, false) once the step has it. They return 0, -EINVAL, -EAGAIN (a race lost to a newer round: restart the view
- * change) or a fabric error.
+ * for may depend on that step); coh_cache_yield(c, false) once the step has it.
+ * They return 0, -EINVAL, -EAGAIN (a race lost to a newer round: restart the view change) or a
+ * fabric error.
  */
 int coh_cache_fence(struct coh_cache *c, uint32_t dead);
 void coh_cache_yield(struct coh_cache *c, bool on);
