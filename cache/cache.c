@@ -179,6 +179,39 @@ int xp_cas_at(struct xport *x, uint32_t node, uint64_t off, uint64_t expect, uin
 	return 0;
 }
 
+/*
+ * xp_cas_many - @n (at most XP_CAS_BATCH) fabric CASes on words of @node's directory region,
+ * posted together and waited for together: one round trip where xp_cas_at pays @n. The view
+ * change's steps use it, since they touch many words while the I/O lock is held.
+ */
+int xp_cas_many(struct xport *x, uint32_t node, uint32_t n, const uint64_t *off,
+		const uint64_t *expect, const uint64_t *swap, uint64_t *old)
+{
+	struct coh_cache *c = x->c;
+	uint8_t *scratch = (uint8_t *)coh_mr_addr(x->buf) + x->bounce_off;
+	uint32_t i;
+	int ret = 0, r;
+
+	if (n > XP_CAS_BATCH)
+		return -EINVAL;
+	if (node >= c->nodes || !x->one[node] || !x->dir[node])
+		return -ENOTCONN;
+	if (node_dead(c, node))
+		return -ECONNRESET;
+	for (i = 0; i < n && !ret; i++) {
+		ret = coh_ep_post_cas(x->one[node], x->buf, x->bounce_off + i * 8, x->dir[node],
+				      off[i], expect[i], swap[i], 0);
+		if (!ret)
+			x->outstanding++;
+	}
+	r = xp_wait_sends(x);
+	if (ret || r)
+		return ret ? ret : r;
+	memcpy(old, scratch, n * sizeof(*old));
+	atomic_fetch_add(&c->net_atomic, n);
+	return 0;
+}
+
 /* xp_cas - one fabric CAS on the directory word of @r at its home, waited for. */
 int xp_cas(struct xport *x, uint64_t r, uint64_t expect, uint64_t swap, uint64_t *old)
 {
@@ -211,7 +244,7 @@ static int ep_open(struct coh_cache *c, uint32_t peer, uint32_t ch, struct coh_c
 				 .channel = c->ch_base + ch - CH_APP,
 				 .send_cq = cq,
 				 .recv_cq = cq,
-				 .max_send_wr = 8,
+				 .max_send_wr = XP_CAS_BATCH,
 				 .max_recv_wr = XP_RECVS,
 				 .max_msg_size = 256,
 				 .timeout_ms = c->timeout_ms };

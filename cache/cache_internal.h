@@ -296,6 +296,9 @@ static inline uint64_t cache_now_ms(void)
 int xp_cas(struct xport *x, uint64_t r, uint64_t expect, uint64_t swap, uint64_t *old);
 int xp_cas_at(struct xport *x, uint32_t node, uint64_t off, uint64_t expect, uint64_t swap,
 	      uint64_t *old);
+#define XP_CAS_BATCH 8u /* the endpoints' send queue depth */
+int xp_cas_many(struct xport *x, uint32_t node, uint32_t n, const uint64_t *off,
+		const uint64_t *expect, const uint64_t *swap, uint64_t *old);
 int xp_send(struct xport *x, struct coh_ep *ep, const struct cmsg *m);
 int xp_poll(struct xport *x, int timeout_ms);
 int xp_wait_sends(struct xport *x);

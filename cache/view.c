@@ -128,19 +128,87 @@ static void drain_grants(struct coh_cache *c)
 	}
 }
 
+/* A claim being merged into a rebuilt word: what this node adds, and the word as last seen. */
+struct claim {
+	uint64_t r, bits, cur;
+	uint32_t home, v;
+};
+
+/* claim_merge - @cl's word with this node's claim merged in: bits or-ed, versions maxed. */
+static uint64_t claim_merge(const struct claim *cl)
+{
+	return (cl->cur & ~((uint64_t)DIR_VER_MASK << 40)) | cl->bits |
+	       (uint64_t)ver_max(dir_ver(cl->cur), cl->v) << 40;
+}
+
+/*
+ * cas_rounds - merge every claim of @cl into its word with CAS, XP_CAS_BATCH at a time per home,
+ * in rounds: a CAS that meets another node's claim learns the word and goes again in the next
+ * round. The claims of the other survivors are bounded (one per survivor and word), so the rounds
+ * are too; 64 is far beyond them.
+ */
+static int cas_rounds(struct coh_cache *c, struct claim *cl, uint64_t n)
+{
+	uint64_t off[XP_CAS_BATCH], expect[XP_CAS_BATCH], swap[XP_CAS_BATCH], old[XP_CAS_BATCH];
+	uint64_t idx[XP_CAS_BATCH], i, left = n;
+	uint32_t round, nb, j;
+	int ret;
+
+	for (round = 0; round < 64 && left; round++) {
+		for (i = 0, nb = 0; i <= n; i++) {
+			bool flush =
+			    i == n || nb == XP_CAS_BATCH || (nb && cl[i].home != cl[idx[0]].home);
+
+			if (flush && nb) {
+				ret = xp_cas_many(&c->app, cl[idx[0]].home, nb, off, expect, swap,
+						  old);
+				if (ret)
+					return ret;
+				for (j = 0; j < nb; j++) {
+					struct claim *x = &cl[idx[j]];
+
+					CTRACE(c, "claim r%llu at n%u cas %llx->%llx old %llx",
+					       (unsigned long long)x->r, x->home,
+					       (unsigned long long)expect[j],
+					       (unsigned long long)swap[j],
+					       (unsigned long long)old[j]);
+					/* Merged (done), or the word as another node left it. */
+					x->cur = old[j] == expect[j] ? swap[j] : old[j];
+				}
+				nb = 0;
+			}
+			if (i == n || claim_merge(&cl[i]) == cl[i].cur)
+				continue;
+			idx[nb] = i;
+			off[nb] = res_dir_off(c, cl[i].r);
+			expect[nb] = cl[i].cur;
+			swap[nb] = claim_merge(&cl[i]);
+			nb++;
+		}
+		/* Those whose word already holds the claim are done without a CAS. */
+		for (i = 0, left = 0; i < n; i++)
+			left += claim_merge(&cl[i]) != cl[i].cur;
+	}
+	return left ? -EAGAIN : 0;
+}
+
 int coh_cache_rebuild_claim(struct coh_cache *c)
 {
-	uint32_t h, tries;
-	uint64_t r;
+	struct claim *cl;
+	uint64_t r, n = 0;
+	uint32_t h;
 	int ret;
 
 	if (!c)
 		return -EINVAL;
 	/* What a live node handed us before the fence is ours to claim: its giver claims no more. */
 	drain_grants(c);
+	cl = calloc(c->nres, sizeof(*cl));
+	if (!cl)
+		return -ENOMEM;
 	for (r = 0; r < c->nres; r++) {
 		struct res_state *st = &c->res[r];
-		uint64_t bits = 0, cur, want, inv;
+		uint64_t bits = 0, inv;
 		uint32_t v = 0;
 		bool known;
 
@@ -162,33 +230,15 @@ int coh_cache_rebuild_claim(struct coh_cache *c)
 				  : (uint32_t)inv & DIR_VER_MASK;
 			known = true;
 		}
+		CTRACE(c, "claim r%llu level %u lv %u cv %u bits %llx v %u", (unsigned long long)r,
+		       st->level, st->lv, st->cv, (unsigned long long)bits, v);
 		pthread_mutex_unlock(&c->lock);
-		if (!bits && !known)
-			continue;
-		/* Merge into whatever the others put there: bits are or-ed, versions maxed. */
-		cur = 0;
-		for (tries = 0; tries < 64; tries++) {
-			uint64_t old;
-
-			want = (cur & ~((uint64_t)DIR_VER_MASK << 40)) | bits |
-			       (uint64_t)ver_max(dir_ver(cur), v) << 40;
-			if (want == cur)
-				break;
-			ret = xp_cas_at(&c->app, h, res_dir_off(c, r), cur, want, &old);
-			CTRACE(c, "claim r%llu at n%u level %u lv %u cv %u cas %llx->%llx old %llx",
-			       (unsigned long long)r, h, st->level, st->lv, st->cv,
-			       (unsigned long long)cur, (unsigned long long)want,
-			       (unsigned long long)old);
-			if (ret)
-				return ret;
-			if (old == cur)
-				break;
-			cur = old;
-		}
-		if (tries == 64)
-			return -EAGAIN;
+		if (bits || known)
+			cl[n++] = (struct claim){ .r = r, .bits = bits, .home = h, .v = v };
 	}
-	return 0;
+	ret = cas_rounds(c, cl, n);
+	free(cl);
+	return ret;
 }
 
 /* read_dir - READ the directory words of home @h (nres words) into the image buffer, kept from
@@ -264,11 +314,88 @@ static int arbitrate(struct coh_cache *c, uint32_t d, uint32_t candidates, uint3
 	return -EAGAIN;
 }
 
+/* The two kinds of word the winner takes, as picked from a home's image (take_words). */
+enum pick {
+	PICK_OWNED,   /* on a live home, naming the dead node as exclusive owner */
+	PICK_REBUILT, /* the dead home's, rebuilt on this home from the survivors' claims */
+};
+
+/* pick_word - whether the word @cur of @r (on home @h) is one of @kind for dead node @d, and
+ * what it becomes. */
+static bool pick_word(struct coh_cache *c, enum pick kind, uint32_t d, uint32_t h, uint64_t r,
+		      uint64_t cur, uint64_t *want)
+{
+	uint32_t to;
+
+	if (kind == PICK_OWNED) {
+		if (res_home(c, r) != h || !dir_excl(cur) || dir_owner(cur) != d)
+			return false;
+		*want = dir_make(true, c->me, 0, dir_ver(cur) + 1);
+		return true;
+	}
+	if (res_home(c, r) != d || !rebuilt(c, r, &to) || to != h)
+		return false;
+	/* An exclusive claim stands, shared claims make a shared word, and a word nobody
+	 * claimed may be one the dead node held, so it is ours until the replay is done. */
+	if (cur & DIR_CLAIM_X)
+		*want = dir_make(true, (uint32_t)__builtin_ctz(dir_sharers(cur)), 0, dir_ver(cur));
+	else if (dir_sharers(cur))
+		*want = dir_make(false, 0, dir_sharers(cur), dir_ver(cur));
+	else if (dir_excl(cur) && dir_owner(cur) == c->me)
+		*want = cur; /* ours from an earlier round of this view change */
+	else
+		*want = dir_make(true, c->me, 0, dir_ver(cur) + 1);
+	return true;
+}
+
+/*
+ * take_words - READ home @h's region, CAS each word of @kind from what the READ showed to what it
+ * becomes, XP_CAS_BATCH at a time, and hold those that are now this node's (take). Nobody else
+ * changes these words meanwhile: a word naming the dead node as owner changes only by its owner,
+ * and the rebuilt ones only here, after every claim (barrier FLUSHED). A word that changed anyway
+ * makes the view change start again.
+ */
+static int take_words(struct coh_cache *c, enum pick kind, uint32_t d, uint32_t h, uint64_t *count)
+{
+	uint64_t off[XP_CAS_BATCH], expect[XP_CAS_BATCH], swap[XP_CAS_BATCH], old[XP_CAS_BATCH],
+	    rs[XP_CAS_BATCH], r, want;
+	const uint64_t *w;
+	uint32_t nb = 0, j;
+	int ret = read_dir(c, h, &w);
+
+	for (r = 0; !ret && r <= c->nres; r++) {
+		if (r < c->nres && pick_word(c, kind, d, h, r, w[r], &want)) {
+			rs[nb] = r;
+			off[nb] = res_dir_off(c, r);
+			expect[nb] = w[r];
+			swap[nb] = want;
+			nb++;
+		}
+		if (!nb || (r < c->nres && nb < XP_CAS_BATCH))
+			continue;
+		ret = xp_cas_many(&c->app, h, nb, off, expect, swap, old);
+		for (j = 0; !ret && j < nb; j++) {
+			if (old[j] != expect[j]) {
+				COH_LOG_WARN("node %u: takeover of node %u: resource %llu changed "
+					     "under it (%llx, not %llx); again",
+					     c->me, d, (unsigned long long)rs[j],
+					     (unsigned long long)old[j],
+					     (unsigned long long)expect[j]);
+				ret = -EAGAIN;
+			} else if (dir_excl(swap[j]) && dir_owner(swap[j]) == c->me) {
+				take(c, rs[j], swap[j]);
+				(*count)++;
+			}
+		}
+		nb = 0;
+	}
+	return ret;
+}
+
 int coh_cache_take_over(struct coh_cache *c, uint32_t d, uint32_t candidates, uint32_t round,
 			bool *won, uint64_t *taken)
 {
-	struct xport *x = &c->app;
-	uint32_t live, h;
+	uint32_t live, h, homes = 0;
 	uint64_t r, count = 0;
 	int ret;
 
@@ -279,71 +406,22 @@ int coh_cache_take_over(struct coh_cache *c, uint32_t d, uint32_t candidates, ui
 	if (ret || !*won)
 		return ret;
 	live = live_members(c);
-
-	/* The words on live homes that name the dead node as exclusive owner: read each home's
-	 * region, then CAS each such word over to this node. Nobody else changes them: only an
-	 * exclusive owner changes an exclusive word. */
+	for (r = 0; r < c->nres; r++) {
+		if (res_home(c, r) == d && rebuilt(c, r, &h))
+			homes |= 1u << h;
+	}
+	/* The words on live homes that name the dead node as exclusive owner, then the dead
+	 * home's words rebuilt on the next members. */
 	for (h = 0; h < c->nodes && !ret; h++) {
-		const uint64_t *w;
-
-		if (!(live >> h & 1))
-			continue;
-		ret = read_dir(c, h, &w);
-		if (ret)
-			break;
-		for (r = 0; r < c->nres && !ret; r++) {
-			uint64_t want, old;
-
-			if (res_home(c, r) != h || !dir_excl(w[r]) || dir_owner(w[r]) != d)
-				continue;
-			want = dir_make(true, c->me, 0, dir_ver(w[r]) + 1);
-			ret = xp_cas_at(x, h, res_dir_off(c, r), w[r], want, &old);
-			if (!ret && old == w[r]) {
-				take(c, r, want);
-				count++;
-			} else if (!ret) {
-				COH_LOG_ERR("node %u: takeover of node %u: resource %llu changed "
-					    "under it (%llx)",
-					    c->me, d, (unsigned long long)r,
-					    (unsigned long long)old);
-			}
-		}
+		if (live >> h & 1)
+			ret = take_words(c, PICK_OWNED, d, h, &count);
+	}
+	for (h = 0; h < c->nodes && !ret; h++) {
+		if (homes >> h & 1)
+			ret = take_words(c, PICK_REBUILT, d, h, &count);
 	}
 	if (ret)
 		return ret;
-
-	/* The dead node's own words, rebuilt from the claims: an exclusive claim stands, shared
-	 * claims make a shared word, and a word nobody claimed may be one the dead node held, so
-	 * it is ours until the replay is done. */
-	for (r = 0; r < c->nres; r++) {
-		uint64_t cur = 0, want, old;
-
-		if (res_home(c, r) != d || !rebuilt(c, r, &h))
-			continue;
-		ret = xp_cas_at(x, h, res_dir_off(c, r), 0, 0, &cur);
-		if (ret)
-			return ret;
-		if (cur & DIR_CLAIM_X)
-			want = dir_make(true, (uint32_t)__builtin_ctz(dir_sharers(cur)), 0,
-					dir_ver(cur));
-		else if (dir_sharers(cur))
-			want = dir_make(false, 0, dir_sharers(cur), dir_ver(cur));
-		else if (dir_excl(cur) && dir_owner(cur) == c->me)
-			want = cur; /* ours from an earlier round of this view change */
-		else
-			want = dir_make(true, c->me, 0, dir_ver(cur) + 1);
-		if (want != cur) {
-			ret = xp_cas_at(x, h, res_dir_off(c, r), cur, want, &old);
-			if (ret)
-				return ret;
-			if (old != cur)
-				return -EAGAIN;
-		}
-		if (dir_excl(want) && dir_owner(want) == c->me) {
-			take(c, r, want);
-			count++;
-		}
-	}
 	*taken = count;
 	return 0;
 }
