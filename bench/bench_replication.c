@@ -17,6 +17,11 @@
  *                         and to I/O resuming (coh_node_stats of the winner)
  *   kill_to_io            from the victim's last write starting (it dies inside it) to the last
  *                         survivor's coh_node_wait_epoch returning: the above plus detection
+ *   write_during_view     meanwhile, node 0 (the winner: it hosts the victim's log) rewrites
+ *                         blocks of stripes homed on itself that the victim never touched, in a
+ *                         loop: the latency of each such write that overlaps the window from the
+ *                         victim's fatal write to node 0's new epoch. A view change that stopped
+ *                         all I/O would show here as a write as long as the view change.
  * Each measurement is a fresh 3-node cluster (RAID-5 over 3 element files, chunk 2) in a fresh
  * directory under /dev/shm; node processes are forked and meet at bounded barriers outside the
  * measured code. Node 0 measures the latency rows and prints them; the kill rows are gathered by
@@ -49,6 +54,9 @@
 #define FLOOR_STRIDE (BS + 64u)	  /* the floor walks its region as the log's ring does */
 #define FLOOR_CHANNEL 250u	  /* clear of the engine's channels (16..207, 240, 241) */
 #define KILL_WRITES 64u		  /* acknowledged writes in the victim's log when it dies */
+#define OTHER_CAP 4096u	 /* write_during_view samples kept per kill (the max is kept exactly) */
+#define OTHER_BLOCK 240u /* stripe 60 (homed on node 0), far from the victim's stripes 0-16 */
+#define OTHER_BLOCKS 4u
 #define KILLS_DEFAULT 20u
 #define KILLS_MAX 1000u
 #define TIMEOUT_MS 5000u   /* the engine's bound for each of its waits */
@@ -76,6 +84,10 @@ struct rshared {
 	_Atomic uint64_t victim_inv_ns;	  /* when the victim's fatal write began */
 	_Atomic uint32_t victim_survived; /* its crash point never came */
 	uint64_t resume_ns[NODES];
+	/* node 0's writes to other stripes during one kill (write_during_view) */
+	uint64_t *other_ns; /* OTHER_CAP per kill, shared */
+	uint32_t other_n, other_in_window;
+	uint64_t other_max;
 	struct coh_node_stats st[NODES];
 	uint64_t backpressure;
 	char why[NODES][200];
@@ -381,6 +393,55 @@ out:
  * its log on node 0) and dies at the replication point of the next one; 0 and 1 wait for the
  * new epoch, record what they measured, and the winner reads the victim's blocks back.
  */
+/*
+ * other_writes - node 0, during a kill: rewrite blocks of a stripe the victim never touched until
+ * the new epoch is in place (bounded), then keep the latency of every write that overlapped the
+ * window from the victim's fatal write to now. Returns what coh_node_wait_epoch would.
+ */
+static int other_writes(struct rb *b, uint32_t trial)
+{
+	struct rshared *sh = b->sh;
+	uint64_t *t = malloc(2 * sizeof(*t) * 65536), start = bench_now_ns(), end, from;
+	uint64_t *out = sh->other_ns + (size_t)trial * OTHER_CAP;
+	uint8_t buf[BS];
+	uint32_t n = 0, i;
+	int ret;
+
+	if (!t)
+		return -ENOMEM;
+	for (;;) {
+		ret = coh_node_wait_epoch(b->node, 2, 0);
+		if (ret != -ETIMEDOUT || bench_now_ns() - start > 20000000000ull)
+			break;
+		bench_fill_block(buf, BS, 0xffull << 32 | n);
+		t[2 * (n % 65536)] = bench_now_ns();
+		ret = coh_node_write(b->node, OTHER_BLOCK + n % OTHER_BLOCKS, 1, buf);
+		t[2 * (n % 65536) + 1] = bench_now_ns();
+		if (ret)
+			break;
+		n++;
+	}
+	/* The window: from the victim's fatal write (it dies inside it) to the epoch here. */
+	end = bench_now_ns();
+	from = atomic_load(&sh->victim_inv_ns);
+	sh->other_n = 0;
+	sh->other_in_window = 0;
+	sh->other_max = 0;
+	for (i = n > 65536 ? n - 65536 : 0; i < n; i++) {
+		uint64_t s0 = t[2 * (i % 65536)], s1 = t[2 * (i % 65536) + 1];
+
+		if (s1 < from || s0 > end)
+			continue;
+		sh->other_in_window++;
+		if (s1 - s0 > sh->other_max)
+			sh->other_max = s1 - s0;
+		if (sh->other_n < OTHER_CAP)
+			out[sh->other_n++] = s1 - s0;
+	}
+	free(t);
+	return ret;
+}
+
 static int kill_child(struct rb *b, uint32_t trial)
 {
 	static const uint8_t zero[BS];
@@ -393,6 +454,16 @@ static int kill_child(struct rb *b, uint32_t trial)
 	ret = rb_open(b, 1, 0, victim ? KILL_WRITES + 1 : 0);
 	if (ret)
 		goto out;
+	if (b->me == 0) {
+		/* Take the other stripes now, so that the loop below needs nobody. */
+		for (i = 0; i < OTHER_BLOCKS; i++) {
+			bench_fill_block(buf, BS, 0xfeull << 32 | i);
+			ret = coh_node_write(b->node, OTHER_BLOCK + i, 1, buf);
+			if (ret)
+				FAIL(b, "write of block %u: %s", OTHER_BLOCK + i,
+				     coh_strerror(ret));
+		}
+	}
 	if (bench_sbar_wait(&b->sh->all, 30000))
 		FAIL(b, "start barrier timed out");
 	if (victim) {
@@ -406,7 +477,7 @@ static int kill_child(struct rb *b, uint32_t trial)
 		atomic_store(&b->sh->victim_survived, 1);
 		FAIL(b, "the crash point was never reached");
 	}
-	ret = coh_node_wait_epoch(b->node, 2, 20000);
+	ret = b->me == 0 ? other_writes(b, trial) : coh_node_wait_epoch(b->node, 2, 20000);
 	b->sh->resume_ns[b->me] = bench_now_ns();
 	if (ret)
 		FAIL(b, "no new epoch after node %u died: %s", NODES - 1, coh_strerror(ret));
@@ -518,11 +589,20 @@ static void kill_row(const struct bench_opts *o, const char *op, uint64_t *ns, u
 static int kills(const struct bench_opts *o, struct rshared *sh, uint32_t n)
 {
 	uint64_t *take = calloc(n, sizeof(*take)), *view = calloc(n, sizeof(*view)),
-		 *io = calloc(n, sizeof(*io));
-	uint32_t t, i, got = 0;
+		 *io = calloc(n, sizeof(*io)),
+		 *other = calloc((size_t)n * OTHER_CAP, sizeof(*other));
+	uint64_t other_max = 0, in_window = 0;
+	uint32_t t, i, got = 0, nother = 0;
+	size_t olen = (size_t)n * OTHER_CAP * sizeof(uint64_t);
 	int ret = 0;
 
-	if (!take || !view || !io) {
+	sh->other_ns = mmap(NULL, olen, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (sh->other_ns == MAP_FAILED) {
+		sh->other_ns = NULL;
+		ret = -errno;
+		goto out;
+	}
+	if (!take || !view || !io || !other) {
 		ret = -ENOMEM;
 		goto out;
 	}
@@ -552,6 +632,12 @@ static int kills(const struct bench_opts *o, struct rshared *sh, uint32_t n)
 		view[got] = sh->st[winner].last_view_ns;
 		io[got] = last - atomic_load(&sh->victim_inv_ns);
 		got++;
+		memcpy(other + nother, sh->other_ns + (size_t)t * OTHER_CAP,
+		       sh->other_n * sizeof(*other));
+		nother += sh->other_n;
+		in_window += sh->other_in_window;
+		if (sh->other_max > other_max)
+			other_max = sh->other_max;
 	}
 	if (!ret) {
 		if (bench_op_selected(o, "takeover"))
@@ -560,8 +646,19 @@ static int kills(const struct bench_opts *o, struct rshared *sh, uint32_t n)
 			kill_row(o, "view_change", view, got);
 		if (bench_op_selected(o, "kill_to_io"))
 			kill_row(o, "kill_to_io", io, got);
+		if (bench_op_selected(o, "write_during_view") && nother) {
+			kill_row(o, "write_during_view", other, nother);
+			if (!o->csv)
+				printf("  write_during_view: node 0 completed %.0f writes per kill "
+				       "inside the window; the longest took %.3f us\n",
+				       (double)in_window / got, other_max / 1e3);
+		}
 	}
 out:
+	if (sh->other_ns)
+		munmap(sh->other_ns, olen);
+	sh->other_ns = NULL;
+	free(other);
 	free(take);
 	free(view);
 	free(io);
@@ -626,8 +723,9 @@ int bench_replication(const struct bench_opts *o)
 		if (lat_selected(o, k))
 			ret = cluster(o, sh, k, -1);
 	}
-	if (!ret && (bench_op_selected(o, "takeover") || bench_op_selected(o, "view_change") ||
-		     bench_op_selected(o, "kill_to_io")))
+	if (!ret &&
+	    (bench_op_selected(o, "takeover") || bench_op_selected(o, "view_change") ||
+	     bench_op_selected(o, "kill_to_io") || bench_op_selected(o, "write_during_view")))
 		ret = kills(o, sh, nkills);
 	if (!o->csv && ((sh->p50[R_FLOOR1] && (sh->p50[R_K1] || sh->p50[R_K1_NEW])) ||
 			(sh->p50[R_FLOOR2] && (sh->p50[R_K2] || sh->p50[R_K2_NEW])))) {

@@ -8,6 +8,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <stdlib.h>
+#include <unistd.h>
 #include <string.h>
 
 #include "cache_internal.h"
@@ -153,16 +154,20 @@ int xp_wait_sends(struct xport *x)
 	return ret;
 }
 
-/* xp_cas - one fabric CAS on the directory word of @r, waited for. */
-int xp_cas(struct xport *x, uint64_t r, uint64_t expect, uint64_t swap, uint64_t *old)
+/* xp_cas_at - one fabric CAS on the word at @off of @node's directory region, waited for. */
+int xp_cas_at(struct xport *x, uint32_t node, uint64_t off, uint64_t expect, uint64_t swap,
+	      uint64_t *old)
 {
 	struct coh_cache *c = x->c;
-	uint32_t home = res_home(c, r);
 	uint8_t *scratch = (uint8_t *)coh_mr_addr(x->buf) + x->bounce_off;
 	int ret;
 
-	ret = coh_ep_post_cas(x->one[home], x->buf, x->bounce_off, x->dir[home], res_dir_off(c, r),
-			      expect, swap, 0);
+	if (node >= c->nodes || !x->one[node] || !x->dir[node])
+		return -ENOTCONN;
+	if (node_dead(c, node))
+		return -ECONNRESET;
+	ret = coh_ep_post_cas(x->one[node], x->buf, x->bounce_off, x->dir[node], off, expect, swap,
+			      0);
 	if (ret)
 		return ret;
 	x->outstanding++;
@@ -172,6 +177,45 @@ int xp_cas(struct xport *x, uint64_t r, uint64_t expect, uint64_t swap, uint64_t
 	memcpy(old, scratch, sizeof(*old));
 	atomic_fetch_add(&c->net_atomic, 1);
 	return 0;
+}
+
+/*
+ * xp_cas_many - @n (at most XP_CAS_BATCH) fabric CASes on words of @node's directory region,
+ * posted together and waited for together: one round trip where xp_cas_at pays @n. The view
+ * change's steps use it, since they touch many words while the I/O lock is held.
+ */
+int xp_cas_many(struct xport *x, uint32_t node, uint32_t n, const uint64_t *off,
+		const uint64_t *expect, const uint64_t *swap, uint64_t *old)
+{
+	struct coh_cache *c = x->c;
+	uint8_t *scratch = (uint8_t *)coh_mr_addr(x->buf) + x->bounce_off;
+	uint32_t i;
+	int ret = 0, r;
+
+	if (n > XP_CAS_BATCH)
+		return -EINVAL;
+	if (node >= c->nodes || !x->one[node] || !x->dir[node])
+		return -ENOTCONN;
+	if (node_dead(c, node))
+		return -ECONNRESET;
+	for (i = 0; i < n && !ret; i++) {
+		ret = coh_ep_post_cas(x->one[node], x->buf, x->bounce_off + i * 8, x->dir[node],
+				      off[i], expect[i], swap[i], 0);
+		if (!ret)
+			x->outstanding++;
+	}
+	r = xp_wait_sends(x);
+	if (ret || r)
+		return ret ? ret : r;
+	memcpy(old, scratch, n * sizeof(*old));
+	atomic_fetch_add(&c->net_atomic, n);
+	return 0;
+}
+
+/* xp_cas - one fabric CAS on the directory word of @r at its home, waited for. */
+int xp_cas(struct xport *x, uint64_t r, uint64_t expect, uint64_t swap, uint64_t *old)
+{
+	return xp_cas_at(x, res_home(x->c, r), res_dir_off(x->c, r), expect, swap, old);
 }
 
 /* xp_send - send one lock message and wait for it to leave. */
@@ -200,7 +244,7 @@ static int ep_open(struct coh_cache *c, uint32_t peer, uint32_t ch, struct coh_c
 				 .channel = c->ch_base + ch - CH_APP,
 				 .send_cq = cq,
 				 .recv_cq = cq,
-				 .max_send_wr = 8,
+				 .max_send_wr = XP_CAS_BATCH,
 				 .max_recv_wr = XP_RECVS,
 				 .max_msg_size = 256,
 				 .timeout_ms = c->timeout_ms };
@@ -378,6 +422,7 @@ static void cache_free(struct coh_cache *c)
 {
 	xp_close(&c->app, c->nodes);
 	xp_close(&c->svc, c->nodes);
+	coh_mr_delete(&c->img_mr);
 	coh_mr_delete(&c->slots_mr);
 	coh_mr_delete(&c->inv_mr);
 	coh_mr_delete(&c->dir_mr);
@@ -393,6 +438,8 @@ static void cache_free(struct coh_cache *c)
 			}
 		}
 	}
+	if (c->trace)
+		fclose(c->trace);
 	free(c->res);
 	free(c->kick);
 	pthread_cond_destroy(&c->kick_cond);
@@ -405,7 +452,6 @@ int coh_cache_open(const struct coh_cache_attr *attr, struct coh_cache **cachep)
 	struct coh_fabric_info info;
 	struct coh_cache *c;
 	uint32_t depth, members, n;
-	uint64_t home_res;
 	int ret;
 
 	if (!attr || !cachep || !attr->fab || !attr->store || !attr->nodes ||
@@ -424,6 +470,15 @@ int coh_cache_open(const struct coh_cache_attr *attr, struct coh_cache **cachep)
 	c->store = attr->store;
 	c->me = info.node_id;
 	c->nodes = attr->nodes;
+	if (getenv("COHORT_CACHE_TRACE")) {
+		char path[256];
+
+		snprintf(path, sizeof(path), "%s/%d.n%u", getenv("COHORT_CACHE_TRACE"), getpid(),
+			 c->me);
+		c->trace = fopen(path, "w");
+		if (c->trace)
+			setvbuf(c->trace, NULL, _IOLBF, 0);
+	}
 	c->members = members;
 	for (n = 0; n < c->nodes; n++) {
 		if (members >> n & 1)
@@ -448,8 +503,12 @@ int coh_cache_open(const struct coh_cache_attr *attr, struct coh_cache **cachep)
 		ret = -ENOMEM;
 		goto err_free;
 	}
-	home_res = (c->nres + c->nmemb - 1) / c->nmemb;
-	if ((ret = coh_mr_new(c->fab, home_res * 8,
+	/* Every node's region has room for every word, so that a word whose home dies can be
+	 * rebuilt at the same offset on its next home; the last words arbitrate takeovers. */
+	for (n = 0; n < c->nodes; n++)
+		c->home_of[n] = home_in(c, members, n);
+	c->dir_words = c->nres + COH_CACHE_MAX_NODES;
+	if ((ret = coh_mr_new(c->fab, c->dir_words * 8,
 			      COH_ACCESS_REMOTE_ATOMIC | COH_ACCESS_REMOTE_READ, &c->dir_mr)) ||
 	    (ret = coh_mr_new(c->fab, c->nres * 8, COH_ACCESS_REMOTE_WRITE, &c->inv_mr)) ||
 	    (ret = coh_mr_new(c->fab, (size_t)c->nslots * c->stride,

@@ -9,18 +9,22 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <time.h>
 
 #include "cohort/cache.h"
 #include "cohort/log.h"
 
 /*
- * The directory word of a resource, at its home node (resource % nodes):
+ * The directory word of a resource, at its home node (the first live member at or after
+ * resource % nodes, so that a death moves only the dead home's words), at offset resource * 8:
  *   bits 0-31 sharers, 32-37 exclusive owner, 38 exclusive, 40-63 version.
+ * Bit 39 marks an exclusive claim in a word being rebuilt after its home died (view.c).
  * It is changed only with fabric CAS, by every node including the home (through its loopback
  * endpoint), because fabric atomics are not atomic with the CPU's own.
  */
 #define DIR_X (1ull << 38)
+#define DIR_CLAIM_X (1ull << 39)
 #define DIR_VER_MASK 0xffffffu
 
 static inline uint32_t dir_sharers(uint64_t w)
@@ -107,8 +111,10 @@ struct req {
  */
 struct res_state {
 	uint8_t level;
-	bool pinned; /* an operation of this node is using it: requests wait */
-	bool seen;   /* @dir_guess comes from this resource's own word */
+	bool pinned;   /* an operation of this node is using it: requests wait */
+	bool seen;     /* @dir_guess comes from this resource's own word */
+	bool tk;       /* taken over from a dead node: held until the view change commits */
+	uint32_t owed; /* sharers whose invalidation failed: retried before the next use */
 	uint32_t lv, cv;
 	uint32_t holder;	 /* a node whose cache has the current content, or NODE_NONE */
 	uint32_t holder_v;	 /* the version of that content */
@@ -180,9 +186,20 @@ struct coh_cache {
 	uint32_t members, nmemb, ch_base;
 	int (*write_hook)(void *arg, uint64_t lba, uint32_t nblocks, const void *buf);
 	void *hook_arg;
-	uint32_t memb[COH_CACHE_MAX_NODES]; /* member ids, ascending: memb[r % nmemb] is r's home */
+	uint32_t memb[COH_CACHE_MAX_NODES]; /* member ids, ascending */
+	/* Node failure (view.c): @dead are fenced (nothing is sent to them, their requests are
+	 * dropped, waits on them end); @fence_gen counts fences, so that a wait that began before
+	 * one knows to re-drive; @home_of[b] is the home of resources with r % nodes == b, switched
+	 * to the survivors when a view change commits. */
+	_Atomic uint32_t dead;
+	atomic_uint fence_gen;
+	_Atomic bool
+	    yield; /* another thread wants the application thread's place (coh_cache_yield) */
+	uint32_t home_of[COH_CACHE_MAX_NODES];
+	uint64_t dir_words; /* nres directory words, then one arbitration word per node */
 
 	struct coh_mr *dir_mr, *inv_mr, *slots_mr;
+	struct coh_mr *img_mr; /* view.c: a copy of a home's words, made on first use */
 	uint8_t *slots;
 	_Atomic uint64_t *inv;
 
@@ -201,16 +218,50 @@ struct coh_cache {
 	struct xport app, svc;
 	pthread_t svc_thread;
 	_Atomic bool stop;
+	FILE *trace; /* debugging: COHORT_CACHE_TRACE=dir */
 };
+
+#include <stdio.h>
+#define CTRACE(c, fmt, ...)                                                                        \
+	do {                                                                                       \
+		if ((c)->trace) {                                                                  \
+			struct timespec ts_;                                                       \
+			clock_gettime(CLOCK_MONOTONIC, &ts_);                                      \
+			fprintf((c)->trace, "%llu n%u " fmt "\n",                                  \
+				(unsigned long long)ts_.tv_sec * 1000000000ull +                   \
+				    (unsigned long long)ts_.tv_nsec,                               \
+				(c)->me, ##__VA_ARGS__);                                           \
+		}                                                                                  \
+	} while (0)
 
 static inline uint32_t res_home(const struct coh_cache *c, uint64_t r)
 {
-	return c->memb[r % c->nmemb];
+	return __atomic_load_n(&c->home_of[r % c->nodes], __ATOMIC_ACQUIRE);
 }
 
 static inline uint64_t res_dir_off(const struct coh_cache *c, uint64_t r)
 {
-	return (r / c->nmemb) * 8;
+	(void)c;
+	return r * 8;
+}
+
+static inline bool node_dead(const struct coh_cache *c, uint32_t n)
+{
+	return n < 32 && (atomic_load_explicit(&c->dead, memory_order_acquire) >> n & 1);
+}
+
+/* home_in - the home of @r among @members: the first member at or after r % nodes. */
+static inline uint32_t home_in(const struct coh_cache *c, uint32_t members, uint64_t r)
+{
+	uint32_t b = (uint32_t)(r % c->nodes), i;
+
+	for (i = 0; i < c->nodes; i++) {
+		uint32_t n = (b + i) % c->nodes;
+
+		if (members >> n & 1)
+			return n;
+	}
+	return b;
 }
 
 static inline bool is_member(const struct coh_cache *c, uint32_t n)
@@ -243,6 +294,11 @@ static inline uint64_t cache_now_ms(void)
 
 /* cache.c: transport */
 int xp_cas(struct xport *x, uint64_t r, uint64_t expect, uint64_t swap, uint64_t *old);
+int xp_cas_at(struct xport *x, uint32_t node, uint64_t off, uint64_t expect, uint64_t swap,
+	      uint64_t *old);
+#define XP_CAS_BATCH 8u /* the endpoints' send queue depth */
+int xp_cas_many(struct xport *x, uint32_t node, uint32_t n, const uint64_t *off,
+		const uint64_t *expect, const uint64_t *swap, uint64_t *old);
 int xp_send(struct xport *x, struct coh_ep *ep, const struct cmsg *m);
 int xp_poll(struct xport *x, int timeout_ms);
 int xp_wait_sends(struct xport *x);
@@ -253,5 +309,8 @@ void svc_handle(struct coh_cache *c, const struct cmsg *m);
 void svc_serve_queued(struct coh_cache *c);
 int cache_writeback_all(struct coh_cache *c);
 int cache_release_all(struct coh_cache *c);
+void cache_kick(struct coh_cache *c, uint64_t r);
+bool cache_apply_grant(struct coh_cache *c, const struct cmsg *m);
+bool cache_invalidated(const struct coh_cache *c, uint64_t r);
 
 #endif /* COHORT_CACHE_INTERNAL_H */

@@ -6,8 +6,12 @@
  * Read hits and writes under a held exclusive lock touch only local memory. A read miss takes the
  * block from a peer's cache slot with one READ when a peer has it (checked by tag, version and
  * CRC), else from the store. An exclusive holder writes its dirty blocks back to the store before
- * it downgrades or hands over, so the store is never older than any clean copy. What this file
- * leaves out: node failure (the engine's takeover adds it), and replication of dirty data.
+ * it downgrades or hands over, so the store is never older than any clean copy.
+ *
+ * Node failure: an operation that needs a dead node (its home, its exclusive owner, a reply that
+ * had to pass through it) returns -EAGAIN rather than waiting, so that the engine can run its
+ * view change (view.c) and try again; operations that need only live nodes go on. Replication of
+ * dirty data is the engine's, through the write hook.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -23,7 +27,7 @@ static uint32_t block_crc(const struct coh_cache *c, const uint8_t *data)
 }
 
 /* invalidated - a writer has taken the resource since this node's shared grant. */
-static bool invalidated(const struct coh_cache *c, uint64_t r)
+bool cache_invalidated(const struct coh_cache *c, uint64_t r)
 {
 	uint64_t v = atomic_load_explicit(&c->inv[r], memory_order_acquire);
 
@@ -48,6 +52,8 @@ static int slot_evict(struct coh_cache *c, struct slot_hdr *h, uint64_t lba)
 	if (!tag || tag == lba + 1 || !h->dirty)
 		return 0;
 	ret = coh_store_write(c->store, tag - 1, 1, (uint8_t *)h + SLOT_HDR);
+	CTRACE(c, "evict lba %llu val %llx rv %u ret %d", (unsigned long long)tag - 1,
+	       (unsigned long long)*(uint64_t *)((uint8_t *)h + SLOT_HDR), h->rv, ret);
 	if (!ret)
 		c->stats.store_writes++;
 	return ret;
@@ -90,6 +96,8 @@ static int writeback_res(struct coh_cache *c, uint64_t r)
 		if (atomic_load(&h->tag) != lba + 1 || !h->dirty)
 			continue;
 		ret = coh_store_write(c->store, lba, 1, (uint8_t *)h + SLOT_HDR);
+		CTRACE(c, "wb lba %llu val %llx rv %u ret %d", (unsigned long long)lba,
+		       (unsigned long long)*(uint64_t *)((uint8_t *)h + SLOT_HDR), h->rv, ret);
 		if (ret)
 			return ret;
 		h->dirty = 0;
@@ -110,6 +118,9 @@ int cache_writeback_all(struct coh_cache *c)
 
 		if (tag && h->dirty) {
 			ret = coh_store_write(c->store, tag - 1, 1, (uint8_t *)h + SLOT_HDR);
+			CTRACE(
+			    c, "wball lba %llu val %llx rv %u ret %d", (unsigned long long)tag - 1,
+			    (unsigned long long)*(uint64_t *)((uint8_t *)h + SLOT_HDR), h->rv, ret);
 			if (!ret) {
 				h->dirty = 0;
 				c->stats.store_writes++;
@@ -144,11 +155,19 @@ static void reply(struct coh_cache *c, const struct cmsg *req, uint8_t type, uin
  * endpoints, and the application thread never waits on the network with the lock held. */
 static void serve(struct coh_cache *c, struct res_state *st, const struct cmsg *req)
 {
-	uint64_t r = req->resource, expect, want, got;
+	uint64_t r = req->resource, expect, want, got = 0;
 	uint32_t v = st->lv;
 	struct req *q;
 	int ret;
 
+	if (node_dead(c, res_home(c, r)) || node_dead(c, req->requester)) {
+		CTRACE(c, "serve r%llu to n%u: retry (dead)", (unsigned long long)r,
+		       req->requester);
+		/* The word is being rebuilt (or the requester is gone): keep the resource; the
+		 * requester asks again once the view change is done. */
+		reply(c, req, CMSG_RETRY, 0, 0);
+		return;
+	}
 	ret = writeback_res(c, r);
 	if (ret) {
 		/* Until a view change takes the failed peer out, the requester asks again: say so
@@ -167,9 +186,18 @@ static void serve(struct coh_cache *c, struct res_state *st, const struct cmsg *
 	else
 		want = dir_make(true, req->requester, 0, v + 1);
 	ret = xp_cas(&c->svc, r, expect, want, &got);
+	CTRACE(c, "serve r%llu to n%u mode %u seq %llx cas %llx->%llx got %llx ret %d",
+	       (unsigned long long)r, req->requester, req->mode, (unsigned long long)req->seq,
+	       (unsigned long long)expect, (unsigned long long)want, (unsigned long long)got, ret);
 	if (ret || got != expect) {
-		COH_LOG_ERR("node %u: directory of resource %llu is %llx, not ours (%s)", c->me,
-			    (unsigned long long)r, (unsigned long long)got, coh_strerror(ret));
+		/* Unreachable: its home died and the fence has not come yet. Otherwise a word
+		 * that is not ours while we hold the resource is a protocol error. */
+		if (ret)
+			COH_LOG_INFO("node %u: directory of resource %llu: %s", c->me,
+				     (unsigned long long)r, coh_strerror(ret));
+		else
+			COH_LOG_ERR("node %u: directory of resource %llu is %llx, not ours", c->me,
+				    (unsigned long long)r, (unsigned long long)got);
 		reply(c, req, CMSG_RETRY, 0, 0);
 		return;
 	}
@@ -182,9 +210,14 @@ static void serve(struct coh_cache *c, struct res_state *st, const struct cmsg *
 	 * after a downgrade nobody holds the resource exclusively, so they retry their CAS. */
 	while ((q = st->head)) {
 		st->head = q->next;
-		if (req->mode == MODE_X)
+		if (node_dead(c, q->m.requester) || q->m.requester == req->requester)
+			;
+		else if (req->mode == MODE_X) {
 			ret = xp_send(&c->svc, c->svc.to_svc[req->requester], &q->m);
-		else
+			CTRACE(c, "handover queued r%llu req n%u seq %llx to n%u",
+			       (unsigned long long)r, q->m.requester, (unsigned long long)q->m.seq,
+			       req->requester);
+		} else
 			reply(c, &q->m, CMSG_RETRY, 0, 0);
 		free(q);
 	}
@@ -221,9 +254,13 @@ void svc_handle(struct coh_cache *c, const struct cmsg *m)
 			     m->requester);
 		return;
 	}
+	/* Our own request, forwarded back to us with a queue handed over: a copy of one our
+	 * application thread sent again after a fence. It holds or asks on its own. */
+	if (node_dead(c, m->requester) || m->requester == c->me)
+		return;
 	pthread_mutex_lock(&c->lock);
 	if (st->level == L_X) {
-		if (st->pinned || st->head)
+		if (st->pinned || st->tk || st->head)
 			enqueue(c, st, m);
 		else
 			serve(c, st, m);
@@ -231,6 +268,10 @@ void svc_handle(struct coh_cache *c, const struct cmsg *m)
 		return;
 	}
 	pthread_mutex_unlock(&c->lock);
+	if (node_dead(c, res_home(c, m->resource))) {
+		reply(c, m, CMSG_RETRY, 0, 0);
+		return;
+	}
 	/* Not ours (any more): ask the directory who has it. A CAS that expects 0 and swaps 0
 	 * reads the word without changing it. */
 	ret = xp_cas(&c->svc, m->resource, 0, 0, &cur);
@@ -238,16 +279,20 @@ void svc_handle(struct coh_cache *c, const struct cmsg *m)
 		COH_LOG_WARN("node %u: directory read: %s", c->me, coh_strerror(ret));
 		return;
 	}
+	CTRACE(c, "svc r%llu from n%u seq %llx: not held, word %llx",
+	       (unsigned long long)m->resource, m->requester, (unsigned long long)m->seq,
+	       (unsigned long long)cur);
 	if (dir_excl(cur) && dir_owner(cur) == c->me) {
 		/* Our application thread is between its CAS and taking the resource, or a grant
 		 * to it is in flight: the request waits for it. */
 		pthread_mutex_lock(&c->lock);
-		if (st->level == L_X && !st->pinned && !st->head)
+		if (st->level == L_X && !st->pinned && !st->tk && !st->head)
 			serve(c, st, m);
 		else
 			enqueue(c, st, m);
 		pthread_mutex_unlock(&c->lock);
-	} else if (dir_excl(cur) && dir_owner(cur) != m->requester) {
+	} else if (dir_excl(cur) && dir_owner(cur) != m->requester &&
+		   !node_dead(c, dir_owner(cur))) {
 		ret = xp_send(&c->svc, c->svc.to_svc[dir_owner(cur)], m);
 		if (ret)
 			COH_LOG_WARN("node %u: forward: %s", c->me, coh_strerror(ret));
@@ -264,7 +309,7 @@ void svc_serve_queued(struct coh_cache *c)
 		struct res_state *st = &c->res[r];
 		struct req *q = st->head;
 
-		if (!q || st->pinned || st->level != L_X)
+		if (!q || st->pinned || st->tk || st->level != L_X)
 			continue;
 		st->head = q->next;
 		if (!st->head)
@@ -279,8 +324,8 @@ void svc_serve_queued(struct coh_cache *c)
 
 /* Acquiring (application thread). */
 
-/* kick - tell the service thread that requests queued on @r can be served. Lock held. */
-static void kick(struct coh_cache *c, uint64_t r)
+/* cache_kick - tell the service thread that requests queued on @r can be served. Lock held. */
+void cache_kick(struct coh_cache *c, uint64_t r)
 {
 	uint32_t i;
 
@@ -309,14 +354,37 @@ static void unpin(struct coh_cache *c, uint64_t r)
 	pthread_mutex_lock(&c->lock);
 	st->pinned = false;
 	if (st->head)
-		kick(c, r);
+		cache_kick(c, r);
 	pthread_mutex_unlock(&c->lock);
 }
 
-/* apply_grant - take a grant into the local state (lock held). */
-static void apply_grant(struct coh_cache *c, const struct cmsg *m)
+/*
+ * cache_apply_grant - take a grant into the local state (lock held). Returns false for a grant
+ * that is old news. Every grant carries a version later than any its receiver held before (an
+ * exclusive handover or an upgrade moves the version on, and a downgrade grants the giver's
+ * version, which the receiver never had). So a grant at the version this node holds exclusively,
+ * or at an earlier one, or at the very version it last had, arrived after the resource came
+ * here by other means (adopted, or a copy of the request answered first), perhaps after this
+ * node had passed it on again. Applying it would make two exclusive holders.
+ *
+ * Only the exclusive holder's version is known to be current (nobody else can move it on). A node
+ * that let the resource go long ago may be 2^23 versions behind, where "earlier" wraps; there
+ * only the exact version it last had counts, which is as likely to recur by wrap as a slot's.
+ */
+bool cache_apply_grant(struct coh_cache *c, const struct cmsg *m)
 {
 	struct res_state *st = &c->res[m->resource];
+
+	if ((st->level == L_X && !ver_after(m->version, st->lv)) ||
+	    (st->seen && m->version == st->lv)) {
+		CTRACE(c, "grant r%llu v%u from n%u seq %llx IGNORED (lv %u)",
+		       (unsigned long long)m->resource, m->version, m->holder,
+		       (unsigned long long)m->seq, st->lv);
+		return false;
+	}
+	CTRACE(c, "grant r%llu mode %u v%u from n%u hv %u seq %llx (was level %u lv %u)",
+	       (unsigned long long)m->resource, m->mode, m->version, m->holder, m->holder_v,
+	       (unsigned long long)m->seq, st->level, st->lv);
 
 	st->level = m->mode == MODE_X ? L_X : L_S;
 	st->lv = m->version;
@@ -327,36 +395,39 @@ static void apply_grant(struct coh_cache *c, const struct cmsg *m)
 	st->dir_guess = m->mode == MODE_X
 			    ? dir_make(true, c->me, 0, m->version)
 			    : dir_make(false, 0, 1u << c->me | 1u << m->holder, m->version);
+	return true;
 }
 
-/* wait_reply - wait for the answer to request @seq; grants for older requests that arrive
- * meanwhile are applied too, so the local state never falls behind the directory. */
-/* member_down - the fabric knows a member of this cache's view to be gone. */
-static bool member_down(struct coh_cache *c)
+/*
+ * wait_reply - wait for the answer from @target to request @seq; grants for older requests that
+ * arrive meanwhile are applied too, so the local state never falls behind the directory.
+ * Returns -EAGAIN when the target is down, or when a node was fenced since the request left
+ * (@gen): the request may have been forwarded to the dead node and lost, so it is sent again.
+ */
+static int wait_reply(struct coh_cache *c, uint32_t target, uint32_t gen, const struct cmsg *req,
+		      struct cmsg *out, uint64_t deadline)
 {
-	uint32_t i;
-
-	for (i = 0; i < c->nmemb; i++) {
-		uint32_t p = c->memb[i];
-
-		if (p != c->me && c->app.one[p] && !coh_ep_is_up(c->app.one[p]))
-			return true;
-	}
-	return false;
-}
-
-static int wait_reply(struct coh_cache *c, uint64_t seq, struct cmsg *out, uint64_t deadline)
-{
-	uint64_t now;
+	uint64_t seq = req->seq;
+	uint64_t now, slice;
 	struct cmsg m;
 	int ret;
 
 	for (;;) {
 		while (xp_take(&c->app, &m)) {
 			if (m.type == CMSG_GRANT && (m.seq & 0xffffffffu) != (seq & 0xffffffffu)) {
+				bool applied;
+
 				pthread_mutex_lock(&c->lock);
-				apply_grant(c, &m);
+				applied = cache_apply_grant(c, &m);
 				pthread_mutex_unlock(&c->lock);
+				/* An earlier copy of this request (sent again after a fence) was
+				 * served first: that is our answer. The later copy is dropped
+				 * where it reaches us. */
+				if (applied && m.resource == req->resource &&
+				    (m.mode == MODE_X || req->mode == MODE_S)) {
+					*out = m;
+					return 0;
+				}
 				continue;
 			}
 			if ((m.seq & 0xffffffffu) == (seq & 0xffffffffu)) {
@@ -367,12 +438,14 @@ static int wait_reply(struct coh_cache *c, uint64_t seq, struct cmsg *out, uint6
 		now = cache_now_ms();
 		if (now >= deadline)
 			return -ETIMEDOUT;
-		if (member_down(c))
-			return -ECONNRESET;
-		/* In slices, so that a member's death ends the wait at once rather than at the
-		 * deadline: the reply may have to come through the dead node, and whoever runs
-		 * this node (the engine) is waiting for this operation to start its view change. */
-		ret = xp_poll(&c->app, (int)(deadline - now < 20 ? deadline - now : 20));
+		if (!coh_ep_is_up(c->app.one[target]) || node_dead(c, target) ||
+		    atomic_load(&c->fence_gen) != gen || atomic_load(&c->yield))
+			return -EAGAIN;
+		/* In slices, so that the target's death, a fence or a view change step that
+		 * needs this thread's place ends the wait soon rather than at the deadline: the
+		 * reply may be waiting for that very step. Shorter once nodes have died. */
+		slice = atomic_load(&c->dead) ? 2 : 20;
+		ret = xp_poll(&c->app, (int)(deadline - now < slice ? deadline - now : slice));
 		if (ret < 0 && ret != -ETIMEDOUT)
 			return ret;
 	}
@@ -385,27 +458,47 @@ static int invalidate_sharers(struct coh_cache *c, uint64_t r, uint32_t sharers,
 	uint32_t n, count = 0;
 	int ret = 0;
 
+	uint32_t failed = 0;
+
 	memcpy((uint8_t *)coh_mr_addr(x->buf) + x->bounce_off, &val, sizeof(val));
 	for (n = 0; n < c->nodes; n++) {
-		if (!(sharers & 1u << n) || n == c->me)
+		int r1;
+
+		/* A dead sharer's copy died with it. */
+		if (!(sharers & 1u << n) || n == c->me || node_dead(c, n))
 			continue;
-		ret = coh_ep_post_write(x->one[n], x->buf, x->bounce_off, x->inv[n], r * 8, 8, 0);
-		if (ret)
-			break;
+		r1 = x->one[n] ? coh_ep_post_write(x->one[n], x->buf, x->bounce_off, x->inv[n],
+						   r * 8, 8, (uint64_t)n)
+			       : -ENOTCONN;
+		if (r1) {
+			failed |= 1u << n;
+			continue;
+		}
 		x->outstanding++;
 		count++;
 	}
-	/* The write is not acknowledged before every sharer's invalidation has landed. */
+	/* The write is not acknowledged before every sharer's invalidation has landed. A sharer
+	 * whose invalidation fails is owed one: the caller keeps the resource and tries again
+	 * until that node is fenced. */
 	if (count) {
 		int r2 = xp_wait_sends(x);
 
-		ret = ret ? ret : r2;
+		if (r2) {
+			for (n = 0; n < c->nodes; n++) {
+				if ((sharers & 1u << n) && n != c->me && x->one[n] &&
+				    !coh_ep_is_up(x->one[n]))
+					failed |= 1u << n;
+			}
+			if (!failed)
+				ret = r2;
+		}
 		atomic_fetch_add(&c->net_write, count);
 	}
 	pthread_mutex_lock(&c->lock);
 	c->stats.inval_sent += count;
+	c->res[r].owed = failed;
 	pthread_mutex_unlock(&c->lock);
-	return ret;
+	return ret ? ret : failed ? -EAGAIN : 0;
 }
 
 static uint32_t pick_sharer(const struct coh_cache *c, uint32_t sharers)
@@ -420,19 +513,42 @@ static uint32_t pick_sharer(const struct coh_cache *c, uint32_t sharers)
 	return NODE_NONE;
 }
 
-/* acquire - get @r in @mode and pin it. */
+/* pay_owed - invalidations that failed when this node took @r: send them again to the sharers
+ * not yet fenced. Returns 0, or -EAGAIN while one still fails. */
+static int pay_owed(struct coh_cache *c, uint64_t r)
+{
+	uint32_t owed;
+
+	pthread_mutex_lock(&c->lock);
+	owed = c->res[r].owed & ~atomic_load(&c->dead);
+	c->res[r].owed = owed;
+	pthread_mutex_unlock(&c->lock);
+	return owed ? invalidate_sharers(c, r, owed, c->res[r].lv) : 0;
+}
+
+/*
+ * acquire - get @r in @mode and pin it. Returns 0, -ETIMEDOUT, -EAGAIN (a dead node stands in
+ * the way: its word, its lock or its reply; try again after the view change moves on), or a
+ * fabric error.
+ */
 static int acquire(struct coh_cache *c, uint64_t r, int mode)
 {
 	uint64_t deadline = cache_now_ms() + c->timeout_ms, guess, want, old;
 	struct res_state *st = &c->res[r];
-	struct cmsg m;
+	struct cmsg m, req;
+	uint32_t owner, gen;
 	int ret;
 
 	for (;;) {
 		pthread_mutex_lock(&c->lock);
-		if (st->level == L_S && invalidated(c, r)) {
+		if (st->level == L_S && cache_invalidated(c, r)) {
 			st->level = L_I;
 			c->stats.inval_seen++;
+		}
+		if (st->tk) {
+			/* Taken over from a dead node: its replay comes first. */
+			pthread_mutex_unlock(&c->lock);
+			return -EAGAIN;
 		}
 		if (st->head && !st->pinned && st->level == L_X) {
 			/* Others are queued for this resource: they go first, or a node that keeps
@@ -441,7 +557,7 @@ static int acquire(struct coh_cache *c, uint64_t r, int mode)
 			 * service thread and wait, bounded, for it to drain. */
 			struct timespec ts;
 
-			kick(c, r);
+			cache_kick(c, r);
 			clock_gettime(CLOCK_REALTIME, &ts);
 			ts.tv_nsec += 2000000;
 			if (ts.tv_nsec >= 1000000000) {
@@ -452,11 +568,19 @@ static int acquire(struct coh_cache *c, uint64_t r, int mode)
 			pthread_mutex_unlock(&c->lock);
 			if (cache_now_ms() >= deadline)
 				return -ETIMEDOUT;
+			if (atomic_load(&c->yield))
+				return -EAGAIN;
 			continue;
 		}
 		if (st->level == L_X || (mode == MODE_S && st->level == L_S)) {
+			bool owed = st->owed != 0;
+
 			st->pinned = true;
 			pthread_mutex_unlock(&c->lock);
+			if (owed && (ret = pay_owed(c, r))) {
+				unpin(c, r);
+				return ret;
+			}
 			return 0;
 		}
 		if (st->level == L_S)
@@ -470,6 +594,9 @@ static int acquire(struct coh_cache *c, uint64_t r, int mode)
 		pthread_mutex_unlock(&c->lock);
 		if (cache_now_ms() >= deadline)
 			return -ETIMEDOUT;
+		/* The word's home died: it is being rebuilt on the next member. */
+		if (node_dead(c, res_home(c, r)))
+			return -EAGAIN;
 
 		if (!dir_excl(guess)) {
 			if (mode == MODE_S)
@@ -477,6 +604,9 @@ static int acquire(struct coh_cache *c, uint64_t r, int mode)
 			else
 				want = dir_make(true, c->me, 0, dir_ver(guess) + 1);
 			ret = xp_cas(&c->app, r, guess, want, &old);
+			CTRACE(c, "acq r%llu mode %d cas %llx->%llx old %llx ret %d",
+			       (unsigned long long)r, mode, (unsigned long long)guess,
+			       (unsigned long long)want, (unsigned long long)old, ret);
 			if (ret)
 				return ret;
 			pthread_mutex_lock(&c->lock);
@@ -484,12 +614,6 @@ static int acquire(struct coh_cache *c, uint64_t r, int mode)
 			c->last_word = old == guess ? want : old;
 			pthread_mutex_unlock(&c->lock);
 			if (old == guess) {
-				if (mode == MODE_X) {
-					ret = invalidate_sharers(c, r, dir_sharers(guess),
-								 dir_ver(want));
-					if (ret)
-						return ret;
-				}
 				pthread_mutex_lock(&c->lock);
 				st->level = mode == MODE_X ? L_X : L_S;
 				st->lv = dir_ver(want);
@@ -499,6 +623,17 @@ static int acquire(struct coh_cache *c, uint64_t r, int mode)
 				st->dir_guess = want;
 				st->pinned = true;
 				pthread_mutex_unlock(&c->lock);
+				if (mode == MODE_X) {
+					/* The resource is ours now, whatever happens to the
+					 * invalidations: a failed one is owed, and paid before
+					 * the resource is used. */
+					ret = invalidate_sharers(c, r, dir_sharers(guess),
+								 dir_ver(want));
+					if (ret) {
+						unpin(c, r);
+						return ret;
+					}
+				}
 				return 0;
 			}
 			pthread_mutex_lock(&c->lock);
@@ -508,17 +643,37 @@ static int acquire(struct coh_cache *c, uint64_t r, int mode)
 			if (!dir_excl(old))
 				continue;
 		}
-		if (dir_owner(guess) == c->me) {
-			/* A grant to us not yet taken in: take it, then look again. */
+		owner = dir_owner(guess);
+		if (owner == c->me) {
+			/* A grant to us not yet taken in: take it, then look again. If its sender
+			 * died after its CAS and before its message, the grant never comes; the
+			 * view change's commit gives us the resource (view.c, adopt_lost), and
+			 * the view change needs this thread's place first. */
 			ret = xp_poll(&c->app, 1);
 			while (xp_take(&c->app, &m)) {
 				if (m.type == CMSG_GRANT) {
 					pthread_mutex_lock(&c->lock);
-					apply_grant(c, &m);
+					cache_apply_grant(c, &m);
 					pthread_mutex_unlock(&c->lock);
 				}
 			}
+			if (atomic_load(&c->yield))
+				return -EAGAIN;
 			continue;
+		}
+		if (owner >= c->nodes || node_dead(c, owner) || !c->app.to_svc[owner] ||
+		    !coh_ep_is_up(c->app.one[owner])) {
+			/* The owner is dead, or was when we last looked: a survivor takes its
+			 * locks over. Look again (a CAS of 0 for 0 reads the word). */
+			ret = xp_cas(&c->app, r, 0, 0, &old);
+			if (ret)
+				return ret;
+			pthread_mutex_lock(&c->lock);
+			st->dir_guess = old;
+			pthread_mutex_unlock(&c->lock);
+			if (old != guess)
+				continue;
+			return -EAGAIN;
 		}
 		m = (struct cmsg){ .type = CMSG_REQ,
 				   .mode = (uint8_t)mode,
@@ -526,21 +681,34 @@ static int acquire(struct coh_cache *c, uint64_t r, int mode)
 				   .resource = r,
 				   .holder = NODE_NONE,
 				   .seq = ++c->next_seq };
-		ret = xp_send(&c->app, c->app.to_svc[dir_owner(guess)], &m);
+		gen = atomic_load(&c->fence_gen);
+		ret = xp_send(&c->app, c->app.to_svc[owner], &m);
 		if (ret)
-			return ret;
+			return coh_ep_is_up(c->app.one[owner]) ? ret : -EAGAIN;
 		pthread_mutex_lock(&c->lock);
 		c->stats.lock_requests++;
 		pthread_mutex_unlock(&c->lock);
-		ret = wait_reply(c, m.seq, &m, deadline);
+		req = m;
+		ret = wait_reply(c, owner, gen, &req, &m, deadline);
+		CTRACE(c, "req r%llu mode %d to n%u seq %llx: ret %d type %u v%u seq %llx",
+		       (unsigned long long)r, mode, owner, (unsigned long long)req.seq, ret, m.type,
+		       m.version, (unsigned long long)m.seq);
 		if (ret)
 			return ret;
 		if (m.type == CMSG_GRANT) {
+			bool got;
+
+			/* Applied here unless it is old news (see cache_apply_grant); then the
+			 * state says what we hold, and the loop goes on from there. */
 			pthread_mutex_lock(&c->lock);
-			apply_grant(c, &m);
-			st->pinned = true;
+			cache_apply_grant(c, &m);
+			got = st->level == L_X || (mode == MODE_S && st->level == L_S);
+			if (got)
+				st->pinned = true;
 			pthread_mutex_unlock(&c->lock);
-			return 0;
+			if (got)
+				return 0;
+			continue;
 		}
 		/* RETRY: the holder moved on. Forget the guess so that the next CAS fails (or
 		 * succeeds on a free word) and returns the current word. */
@@ -644,6 +812,8 @@ static int read_block(struct coh_cache *c, uint64_t lba, uint8_t *out)
 	c->stats.reads++;
 	if (slot_valid(c, lba, st)) {
 		memcpy(out, (uint8_t *)slot_of(c, lba) + SLOT_HDR, c->bsize);
+		CTRACE(c, "read lba %llu hit val %llx lv %u cv %u rv %u", (unsigned long long)lba,
+		       (unsigned long long)*(uint64_t *)out, st->lv, st->cv, slot_of(c, lba)->rv);
 		c->stats.hits++;
 		pthread_mutex_unlock(&c->lock);
 		return 0;
@@ -657,9 +827,14 @@ static int read_block(struct coh_cache *c, uint64_t lba, uint8_t *out)
 	/* The newest content is in the holder's cache or, failing that, in the store: every
 	 * exclusive holder writes back before it lets go. */
 	if (holder != NODE_NONE && holder != c->me &&
-	    fetch_into_slot(c, holder, holder_v, lba, rv, out) == 0)
+	    fetch_into_slot(c, holder, holder_v, lba, rv, out) == 0) {
+		CTRACE(c, "read lba %llu peer n%u hv %u val %llx", (unsigned long long)lba, holder,
+		       holder_v, (unsigned long long)*(uint64_t *)out);
 		return 0;
+	}
 	ret = coh_store_read(c->store, lba, 1, out);
+	CTRACE(c, "read lba %llu store val %llx rv %u ret %d", (unsigned long long)lba,
+	       (unsigned long long)*(uint64_t *)out, rv, ret);
 	if (ret)
 		return ret;
 	pthread_mutex_lock(&c->lock);
@@ -677,7 +852,7 @@ static bool still_shared(struct coh_cache *c, uint64_t r0, uint64_t r1)
 
 	pthread_mutex_lock(&c->lock);
 	for (r = r0; r <= r1 && ok; r++)
-		ok = c->res[r].level != L_S || !invalidated(c, r);
+		ok = c->res[r].level != L_S || !cache_invalidated(c, r);
 	pthread_mutex_unlock(&c->lock);
 	return ok;
 }
@@ -724,6 +899,8 @@ int coh_cache_write(struct coh_cache *c, uint64_t lba, uint32_t nblocks, const v
 		return ret;
 	if (c->write_hook) {
 		ret = c->write_hook(c->hook_arg, lba, nblocks, buf);
+		CTRACE(c, "hook lba %llu n %u val %llx ret %d", (unsigned long long)lba, nblocks,
+		       (unsigned long long)*(const uint64_t *)buf, ret);
 		if (ret) {
 			release_range(c, r0, r1);
 			return ret;
@@ -737,6 +914,9 @@ int coh_cache_write(struct coh_cache *c, uint64_t lba, uint32_t nblocks, const v
 		 * block evicted from here goes to the store: misses now read the store. */
 		st->holder = NODE_NONE;
 		ret = slot_install(c, lba + i, (const uint8_t *)buf + i * c->bsize, st->lv, true);
+		CTRACE(c, "write lba %llu val %llx lv %u", (unsigned long long)(lba + i),
+		       (unsigned long long)*(const uint64_t *)((const uint8_t *)buf + i * c->bsize),
+		       st->lv);
 		c->stats.writes++;
 	}
 	pthread_mutex_unlock(&c->lock);

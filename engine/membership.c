@@ -3,22 +3,24 @@
  * membership thread, and the view change that follows a node's failure (PEER_DOWN from the
  * fabric, or a goodbye).
  *
- * A view change, on every survivor:
- *   1. agree: I/O stops; each node proposes (epoch, members) to the others until all members of
- *      the proposal propose the same. A proposal that differs, or a newer epoch, makes a node
+ * A view change, on every survivor, while I/O to everything the dead did not hold goes on:
+ *   1. agree: each node proposes (epoch, members) to the others until all members of the
+ *      proposal propose the same. A proposal that differs, or a newer epoch, makes a node
  *      take the intersection of the member sets under a higher epoch, so the views converge
  *      (member sets only shrink, epochs only grow). Nodes that never answer are left out.
  *   2. quorum: a view without a majority of the configured nodes is fenced: the node drops its
  *      cache without writing anything and serves no I/O (its peers replay its log), so a
  *      minority never writes the shared storage (no split brain).
- *   3. destage: each survivor closes its cache, destaging its dirty blocks (logged steps, then
- *      retired records); barrier FLUSHED.
- *   4. takeover: for each dead node, the lowest survivor that hosts a copy of its log replays its
- *      live records into the group and repairs the stripes it was updating; barrier READY.
- *   5. reset: every host zeroes and re-keys the regions it hosts (the dead lose access), sends
- *      the new descriptors, each writer starts its log afresh on its new peers, and the cache
- *      reopens among the survivors under the new epoch's channels. I/O resumes.
- * Any failure or newer proposal during 3-5 starts again at 1 with a higher epoch; every step is
+ *   3. fence the dead in the cache; a writer whose log lost a peer destages what it holds and
+ *      starts its log afresh on its new peers (only its own I/O waits for that).
+ *   4. rebuild the dead homes' directory words on the next members (clear, barrier CLEARED,
+ *      claim, barrier FLUSHED).
+ *   5. take over: for each dead node, the survivors holding a copy of its log race for its
+ *      locks with one CAS (coh_cache_take_over); the winner, holding them, replays the live
+ *      records from its copy and repairs the stripes it was updating; barrier READY.
+ *   6. commit: the rebuilt words take effect and the taken locks are let go; every copy of the
+ *      dead node's log is zeroed and re-keyed (the dead lose access).
+ * Any failure or newer proposal during 3-6 starts again at 1 with a higher epoch; every step is
  * idempotent. The interface is messages and a member bitmap, so an external membership service
  * (corosync CPG) could drive the same steps.
  */
@@ -48,7 +50,7 @@ struct memb {
 	_Atomic bool stop;
 	/* what each peer said last */
 	uint32_t view_epoch[NODE_MAX], view_members[NODE_MAX];
-	uint32_t flushed[NODE_MAX], ready[NODE_MAX], desc_epoch[NODE_MAX];
+	uint32_t flushed[NODE_MAX], ready[NODE_MAX], cleared[NODE_MAX], desc_epoch[NODE_MAX];
 	struct coh_mr_desc desc[NODE_MAX];
 	uint32_t dead; /* peers known gone (events, goodbyes, silence) */
 	uint32_t bye;  /* of which said goodbye (an orderly leave, not a failure) */
@@ -97,7 +99,7 @@ int ctl_decode(const uint8_t *b, uint32_t len, uint32_t nodes, struct ctl_msg *m
 	memcpy(&v, b + 12, 4);
 	m->members = le32toh(v);
 	memcpy(m->desc.bytes, b + 16, COH_MR_DESC_SIZE);
-	if (m->type < CTL_DESC || m->type > CTL_BYE || m->from >= nodes ||
+	if (m->type < CTL_DESC || m->type > CTL_CLEARED || m->from >= nodes ||
 	    (nodes < 32 && m->members >> nodes))
 		return -EPROTO;
 	return 0;
@@ -187,6 +189,8 @@ static void pump(struct coh_node *n, int timeout_ms)
 			n->m->flushed[p] = m.epoch;
 		} else if (m.type == CTL_READY) {
 			n->m->ready[p] = m.epoch;
+		} else if (m.type == CTL_CLEARED) {
+			n->m->cleared[p] = m.epoch;
 		} else if (m.type == CTL_DESC) {
 			n->m->desc[p] = m.desc;
 			n->m->desc_epoch[p] = m.epoch;
@@ -319,6 +323,11 @@ static bool all_flushed(struct coh_node *n, uint32_t epoch, uint32_t members)
 static bool all_ready(struct coh_node *n, uint32_t epoch, uint32_t members)
 {
 	return all_reached(n, n->m->ready, epoch, members, false);
+}
+
+static bool all_cleared(struct coh_node *n, uint32_t epoch, uint32_t members)
+{
+	return all_reached(n, n->m->cleared, epoch, members, false);
 }
 
 /* import_descs - point the log writer at the regions the members host for it now. */
@@ -502,37 +511,102 @@ int node_replay(struct coh_node *n, uint32_t d, const uint8_t *region, size_t le
 	return ret;
 }
 
-/* takeover - replay the logs of the nodes that left @old, where this node is the winner. */
-static int takeover(struct coh_node *n, uint32_t old, uint32_t P)
+/* io_take - take the I/O lock for a view change step: the operation holding it may be waiting
+ * for something only this view change brings, so ask it to let go. */
+static void io_take(struct coh_node *n)
+{
+	if (n->cache)
+		coh_cache_yield(n->cache, true);
+	pthread_mutex_lock(&n->io);
+	if (n->cache)
+		coh_cache_yield(n->cache, false);
+}
+
+/* takeover - for each node that left @old: race for its locks; if this node wins, replay its
+ * log from the copy here. Called with the I/O lock not held (the replay is long; only the
+ * directory steps take it). */
+static int takeover(struct coh_node *n, uint32_t old, uint32_t P, uint32_t E)
 {
 	uint32_t d, gone = old & ~P;
 	int ret = 0, r;
 
 	for (d = 0; d < n->nodes; d++) {
-		uint32_t hosts, winner;
+		uint32_t hosts;
+		uint64_t taken = 0;
+		bool won = false;
 
 		if (!(gone >> d & 1))
 			continue;
-		hosts = node_log_peers(n->nodes, old, d, n->k) & P;
-		if (!hosts) {
-			if (n->k)
-				COH_LOG_ERR("node %u: no survivor holds node %u's log: its "
-					    "acknowledged writes not yet destaged are lost",
-					    n->me, d);
+		hosts = n->k ? node_log_peers(n->nodes, old, d, n->k) & P : 0;
+		if (!hosts && n->k)
+			COH_LOG_ERR("node %u: no survivor holds node %u's log: its acknowledged "
+				    "writes not yet destaged are lost",
+				    n->me, d);
+		/* Nobody left to replay: the survivors still race, so that someone frees the
+		 * dead node's locks. */
+		io_take(n);
+		r = n->cache ? coh_cache_take_over(n->cache, d, hosts ? hosts : P, E, &won, &taken)
+			     : -ESHUTDOWN;
+		pthread_mutex_unlock(&n->io);
+		if (r)
+			return r;
+		if (!won)
 			continue;
+		COH_LOG_INFO("node %u: won node %u's %llu locks", n->me, d,
+			     (unsigned long long)taken);
+		if (n->takeover_hook)
+			n->takeover_hook(n->takeover_arg, d);
+		if (hosts) {
+			r = node_replay(n, d, coh_mr_addr(n->host[d]), n->log_bytes);
+			if (r && !ret)
+				ret = r;
 		}
-		winner = (uint32_t)__builtin_ctz(hosts);
-		if (winner != n->me)
-			continue;
-		r = node_replay(n, d, coh_mr_addr(n->host[d]), n->log_bytes);
-		if (r && !ret)
-			ret = r;
 		pthread_mutex_lock(&n->state_lock);
 		n->takeovers++;
 		n->last_takeover_ns = node_now_ns() - n->m->down_ns;
 		pthread_mutex_unlock(&n->state_lock);
 	}
 	return ret;
+}
+
+/* relog - this node's log lost a peer: destage everything it holds dirty (retiring the records
+ * on the peers left), then start the log afresh on the new peers. Only this node's I/O waits. */
+static int relog(struct coh_node *n, uint32_t P, uint32_t E)
+{
+	uint32_t want = node_log_peers(n->nodes, P, n->me, n->k);
+	int ret = 0;
+
+	if (!n->k || n->w.peers == want)
+		return 0;
+	io_take(n);
+	pthread_mutex_lock(&n->w.lock);
+	n->w.peers &= P;
+	pthread_mutex_unlock(&n->w.lock);
+	if (n->cache)
+		ret = coh_cache_flush(n->cache);
+	if (!ret)
+		ret = rlog_writer_reset(&n->w, want, n->k, E);
+	pthread_mutex_unlock(&n->io);
+	return ret;
+}
+
+/* cache_step - one directory step of the view change, with the I/O lock held. */
+static int cache_step(struct coh_node *n, int (*fn)(struct coh_cache *c))
+{
+	int ret;
+
+	io_take(n);
+	ret = n->cache ? fn(n->cache) : -ESHUTDOWN;
+	pthread_mutex_unlock(&n->io);
+	return ret;
+}
+
+static void progress(struct coh_node *n)
+{
+	pthread_mutex_lock(&n->state_lock);
+	n->progress++;
+	pthread_cond_broadcast(&n->view_cond);
+	pthread_mutex_unlock(&n->state_lock);
 }
 
 /* commit - the new view is in place: let I/O go. */
@@ -543,24 +617,35 @@ static void commit(struct coh_node *n, uint32_t E, uint32_t P, bool quorum)
 	n->members = P;
 	n->quorum = quorum;
 	n->changing = false;
-	n->changing_io = false;
+	n->progress++;
 	n->view_changes++;
 	n->last_view_ns = node_now_ns() - n->m->down_ns;
 	pthread_cond_broadcast(&n->view_cond);
 	pthread_mutex_unlock(&n->state_lock);
 }
 
+/* leave - this node cannot finish its part: what it could not destage is in its log on its
+ * peers, so it leaves and a survivor replays it. */
+static void leave(struct coh_node *n, uint32_t E, uint32_t P, const char *what, int err)
+{
+	COH_LOG_ERR("node %u: %s in view change: %s; leaving the cluster", n->me, what,
+		    coh_strerror(err));
+	broadcast(n, others(n, P), CTL_BYE, E, P);
+	io_take(n);
+	coh_cache_abandon(&n->cache);
+	commit(n, E, 1u << n->me, false);
+	pthread_mutex_unlock(&n->io);
+}
+
 /* view_change - the sequence in the file comment. Called by the membership thread. */
 static void view_change(struct coh_node *n)
 {
-	uint32_t old = n->members, E = n->epoch, P, round, p;
+	uint32_t old = n->members, E = n->epoch, P, round, d;
 	int ret;
 
 	pthread_mutex_lock(&n->state_lock);
 	n->changing = true;
 	pthread_mutex_unlock(&n->state_lock);
-	pthread_mutex_lock(&n->io);
-	n->changing_io = true;
 	COH_LOG_INFO("node %u: view change from epoch %u (members %#x, gone %#x)", n->me, E, old,
 		     n->m->dead & old);
 	for (round = 0; round < 4 * NODE_MAX; round++) {
@@ -575,75 +660,71 @@ static void view_change(struct coh_node *n)
 			/* Fenced: write nothing more to the shared storage. */
 			/* The last nodes of a cluster shutting down get here too: not an error
 			 * when everyone missing said goodbye. */
-			COH_LOG_AT(n->m->dead & ~n->m->bye ? COH_LOG_LEVEL_ERR : COH_LOG_LEVEL_INFO,
+			COH_LOG_AT(n->m->dead & old & ~n->m->bye ? COH_LOG_LEVEL_ERR
+								 : COH_LOG_LEVEL_INFO,
 				   "node %u: view %u has %u of %u nodes, not a majority: this node "
 				   "stops serving I/O",
 				   n->me, E, __builtin_popcount(P), n->nodes);
+			io_take(n);
 			coh_cache_abandon(&n->cache);
 			commit(n, E, P, false);
 			pthread_mutex_unlock(&n->io);
 			return;
 		}
-		/* Destage everything this node holds, to the surviving log peers. */
-		pthread_mutex_lock(&n->w.lock);
-		n->w.peers &= P;
-		pthread_mutex_unlock(&n->w.lock);
-		if (n->cache) {
-			ret = coh_cache_close(&n->cache);
-			if (ret) {
-				/* What could not be destaged is still in this node's log on its
-				 * peers: leave, so that a survivor replays it. */
-				COH_LOG_ERR("node %u: destage in view change: %s; leaving the "
-					    "cluster",
-					    n->me, coh_strerror(ret));
-				broadcast(n, others(n, P), CTL_BYE, E, P);
-				commit(n, E, 1u << n->me, false);
-				pthread_mutex_unlock(&n->io);
-				return;
-			}
+		if (n->cache)
+			coh_cache_fence(n->cache, old & ~P);
+		progress(n);
+		ret = relog(n, P, E);
+		if (ret) {
+			leave(n, E, P, "destage", ret);
+			return;
 		}
+		progress(n);
+		ret = cache_step(n, coh_cache_rebuild_clear);
+		if (ret)
+			goto again;
+		broadcast(n, others(n, P), CTL_CLEARED, E, P);
+		if (wait_until(n, E, P, all_cleared, 3ull * n->timeout_ms))
+			continue;
+		ret = cache_step(n, coh_cache_rebuild_claim);
+		if (ret)
+			goto again;
 		broadcast(n, others(n, P), CTL_FLUSHED, E, P);
 		if (wait_until(n, E, P, all_flushed, 3ull * n->timeout_ms))
 			continue;
-		ret = takeover(n, old, P);
+		ret = takeover(n, old, P, E);
+		if (ret == -EAGAIN || ret == -ESHUTDOWN || ret == -ECONNRESET)
+			goto again;
 		if (ret)
 			COH_LOG_ERR("node %u: takeover: %s", n->me, coh_strerror(ret));
 		broadcast(n, others(n, P), CTL_READY, E, P);
 		if (wait_until(n, E, P, all_ready, 3ull * n->timeout_ms))
 			continue;
-		/* Every log is replayed or destaged: start them all afresh, with new keys. */
-		for (p = 0; p < n->nodes; p++) {
-			if (n->host[p])
-				memset(coh_mr_addr(n->host[p]), 0, n->log_bytes);
-		}
-		ret = send_descs(n, E, P, true);
-		if (!ret)
-			ret = wait_until(n, E, P, all_descs, 3ull * n->timeout_ms);
-		if (!ret)
-			ret = import_descs(n, P);
-		if (!ret)
-			ret = rlog_writer_reset(&n->w, node_log_peers(n->nodes, P, n->me, n->k),
-						n->k, E);
-		if (!ret) {
-			pthread_mutex_lock(&n->state_lock);
-			n->epoch = E; /* the cache's channels follow the epoch */
-			n->members = P;
-			pthread_mutex_unlock(&n->state_lock);
-			ret = node_cache_open(n);
-		}
-		if (ret) {
-			COH_LOG_WARN("node %u: view %u: %s; again", n->me, E, coh_strerror(ret));
-			continue;
+		ret = cache_step(n, coh_cache_view_commit);
+		if (ret)
+			goto again;
+		/* Every dead node's log is replayed: zero the copies here, and re-key them, so
+		 * that a dead node that was only cut off can no longer write them. */
+		for (d = 0; d < n->nodes; d++) {
+			if (!((old & ~P) >> d & 1) || !n->host[d])
+				continue;
+			memset(coh_mr_addr(n->host[d]), 0, n->log_bytes);
+			ret = coh_mr_rekey(n->host[d]);
+			if (ret)
+				COH_LOG_WARN("node %u: re-keying node %u's log region: %s", n->me,
+					     d, coh_strerror(ret));
 		}
 		commit(n, E, P, true);
 		n->m->down_ns = 0;
-		pthread_mutex_unlock(&n->io);
 		COH_LOG_INFO("node %u: epoch %u, members %#x", n->me, E, P);
 		return;
+	again:
+		COH_LOG_WARN("node %u: view %u: %s; again", n->me, E, coh_strerror(ret));
 	}
-	COH_LOG_AT(n->m->dead & ~n->m->bye || !atomic_load(&n->m->stop) ? COH_LOG_LEVEL_ERR
-									: COH_LOG_LEVEL_INFO,
+	COH_LOG_AT(n->m->dead & old & ~n->m->bye || !atomic_load(&n->m->stop) ? COH_LOG_LEVEL_ERR
+									      : COH_LOG_LEVEL_INFO,
 		   "node %u: view change did not finish: serving no I/O", n->me);
+	io_take(n);
 	coh_cache_abandon(&n->cache);
 	commit(n, E, old & ~n->m->dead, false);
 	pthread_mutex_unlock(&n->io);

@@ -11,10 +11,11 @@
  * persistently, before the lock can move on. So a survivor never replays a block over someone
  * else's newer write.
  *
- * A view change (membership.c drives it) stops I/O on every survivor, agrees on the new member
- * set, has every survivor destage (closing its cache), lets one survivor per dead node replay
- * that node's live records from its copy of the log and repair the stripes it was updating, then
- * resets the logs with new keys (fencing the dead) and reopens the cache among the survivors.
+ * A view change (membership.c drives it) agrees on the new member set, rebuilds the dead homes'
+ * directory words from the survivors, and lets one survivor per dead node win its locks, replay
+ * its live records from its copy of the log and repair the stripes it was updating. I/O goes on
+ * meanwhile: an operation that meets a dead node (cache or log) gets -EAGAIN, lets go of
+ * everything, waits for the view change's next step and tries again, bounded.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -152,6 +153,21 @@ static const struct coh_store_ops vol_ops = {
 	.close = vol_close,
 };
 
+/* log_peer_down - one of the log's current peers is unreachable. */
+static bool log_peer_down(struct coh_node *n)
+{
+	uint32_t p, peers;
+
+	pthread_mutex_lock(&n->w.lock);
+	peers = n->w.peers;
+	pthread_mutex_unlock(&n->w.lock);
+	for (p = 0; p < n->nodes; p++) {
+		if ((peers >> p & 1) && (!n->w.ep[p] || !coh_ep_is_up(n->w.ep[p])))
+			return true;
+	}
+	return false;
+}
+
 /* The cache's write hook: replicate before the data is installed and acknowledged. */
 static int write_hook(void *arg, uint64_t lba, uint32_t nblocks, const void *buf)
 {
@@ -164,6 +180,8 @@ static int write_hook(void *arg, uint64_t lba, uint32_t nblocks, const void *buf
 	ret = rlog_append_data(&n->w, lba, nblocks, buf);
 	if (!ret)
 		node_crash_point(n, COH_CRASH_REPLICATED);
+	else if (log_peer_down(n))
+		ret = -EAGAIN; /* not acknowledged; again once the log has its new peers */
 	return ret;
 }
 
@@ -277,6 +295,8 @@ int coh_node_open(const struct coh_node_attr *attr, struct coh_node **nodep)
 	n->cache_blocks = attr->cache_blocks ? attr->cache_blocks : 1024;
 	n->timeout_ms = attr->timeout_ms ? attr->timeout_ms : COH_FABRIC_DEFAULT_TIMEOUT_MS;
 	n->crash_point = attr->crash_point;
+	n->takeover_hook = attr->takeover_hook;
+	n->takeover_arg = attr->takeover_arg;
 	n->crash_after = attr->crash_after ? attr->crash_after : 1;
 	n->nelems = attr->raid.nelems;
 	if (attr->log_dir)
@@ -360,26 +380,42 @@ int coh_node_close(struct coh_node **nodep)
 
 static bool transient(int ret)
 {
-	return ret == -ECONNRESET || ret == -ETIMEDOUT || ret == -EPIPE || ret == -ENOTCONN ||
-	       ret == -ECONNREFUSED || ret == -EACCES || ret == -ESHUTDOWN;
+	return ret == -EAGAIN || ret == -ECONNRESET || ret == -ETIMEDOUT || ret == -EPIPE ||
+	       ret == -ENOTCONN || ret == -ECONNREFUSED || ret == -EACCES || ret == -ESHUTDOWN;
 }
 
-/* io_begin - wait for an open view (bounded) and take the I/O lock. Returns the epoch. */
-static int io_begin(struct coh_node *n, uint32_t *epoch)
+/* io_begin - take the I/O lock with a cache to work on. -EROFS when this node is fenced. */
+static int io_begin(struct coh_node *n)
 {
-	int ret = coh_node_wait_epoch(n, 0, (int)n->timeout_ms * 4);
-
-	if (ret)
-		return ret;
-	pthread_mutex_lock(&n->state_lock);
-	*epoch = n->epoch;
-	pthread_mutex_unlock(&n->state_lock);
 	pthread_mutex_lock(&n->io);
-	if (!n->cache || n->changing_io) {
+	if (!n->cache) {
+		bool quorum;
+
 		pthread_mutex_unlock(&n->io);
-		return -ETIMEDOUT; /* a view change began meanwhile: retried by the caller */
+		pthread_mutex_lock(&n->state_lock);
+		quorum = n->quorum;
+		pthread_mutex_unlock(&n->state_lock);
+		return quorum ? -ETIMEDOUT : -EROFS;
 	}
 	return 0;
+}
+
+/* wait_progress - wait, up to @ms, for the view change to move past step @seen. */
+static void wait_progress(struct coh_node *n, uint64_t seen, int ms)
+{
+	struct timespec until;
+
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_nsec += (long)ms * 1000000;
+	if (until.tv_nsec >= 1000000000) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000;
+	}
+	pthread_mutex_lock(&n->state_lock);
+	while (n->progress == seen &&
+	       pthread_cond_timedwait(&n->view_cond, &n->state_lock, &until) == 0)
+		;
+	pthread_mutex_unlock(&n->state_lock);
 }
 
 typedef int (*io_fn)(struct coh_cache *c, uint64_t lba, uint32_t nblocks, void *buf);
@@ -389,32 +425,40 @@ static int io_write_fn(struct coh_cache *c, uint64_t lba, uint32_t nblocks, void
 	return coh_cache_write(c, lba, nblocks, buf);
 }
 
+/*
+ * do_io - one operation. When it meets a dead node it has let go of everything (nothing was
+ * acknowledged; a write that may have been partly applied is written whole again): wait for the
+ * view change to take a step, or a few ms (the step may be another node's, such as the winner
+ * taking the dead node's locks), and try again, within four timeouts.
+ */
 static int do_io(struct coh_node *n, io_fn fn, uint64_t lba, uint32_t nblocks, void *buf)
 {
-	uint32_t epoch = 0;
-	int ret = 0, attempt;
+	uint64_t deadline, seen;
+	int ret = 0, tries = 0;
 
 	if (!n || !buf || !nblocks || lba >= n->vol_blocks || nblocks > n->vol_blocks - lba)
 		return -EINVAL;
-	for (attempt = 0; attempt < 3; attempt++) {
-		ret = io_begin(n, &epoch);
-		if (ret == -ETIMEDOUT && attempt < 2)
-			continue;
-		if (ret)
-			return ret;
-		ret = fn(n->cache, lba, nblocks, buf);
-		pthread_mutex_unlock(&n->io);
-		if (!transient(ret))
+	deadline = node_now_ns() + (uint64_t)n->timeout_ms * 4 * 1000000ull;
+	for (;;) {
+		pthread_mutex_lock(&n->state_lock);
+		seen = n->progress;
+		pthread_mutex_unlock(&n->state_lock);
+		ret = io_begin(n);
+		if (!ret) {
+			ret = fn(n->cache, lba, nblocks, buf);
+			pthread_mutex_unlock(&n->io);
+		}
+		if (!transient(ret) || node_now_ns() >= deadline)
 			break;
-		/* A node failed under this operation: wait for the survivors' new view, then
-		 * do it again there (a write that may have been partly applied is written whole
-		 * again; nothing was acknowledged). */
-		COH_LOG_INFO("node %u: %s at epoch %u; retrying in the next view", n->me,
-			     coh_strerror(ret), epoch);
-		if (coh_node_wait_epoch(n, epoch + 1, (int)n->timeout_ms * 4) == -EROFS)
-			return -EROFS;
+		if (!tries++) {
+			atomic_fetch_add(&n->dead_waits, 1);
+			COH_LOG_INFO("node %u: %s on blocks %llu+%u; again when the view change "
+				     "moves on",
+				     n->me, coh_strerror(ret), (unsigned long long)lba, nblocks);
+		}
+		wait_progress(n, seen, 5);
 	}
-	return ret;
+	return ret == -EAGAIN ? -ETIMEDOUT : ret;
 }
 
 int coh_node_read(struct coh_node *n, uint64_t lba, uint32_t nblocks, void *buf)
@@ -437,12 +481,11 @@ int coh_node_write(struct coh_node *n, uint64_t lba, uint32_t nblocks, const voi
 
 int coh_node_flush(struct coh_node *n)
 {
-	uint32_t epoch;
 	int ret;
 
 	if (!n)
 		return -EINVAL;
-	ret = io_begin(n, &epoch);
+	ret = io_begin(n);
 	if (ret)
 		return ret;
 	ret = coh_cache_flush(n->cache);
@@ -482,6 +525,7 @@ int coh_node_stats(struct coh_node *n, struct coh_node_stats *st)
 	st->reads = atomic_load(&n->reads);
 	st->writes = atomic_load(&n->writes);
 	st->destages = atomic_load(&n->destages);
+	st->dead_waits = atomic_load(&n->dead_waits);
 	pthread_mutex_lock(&n->w.lock);
 	st->log_appends = n->w.appended;
 	st->log_retired = n->w.retired;

@@ -38,17 +38,22 @@ struct coh_node {
 	struct coh_cache *cache; /* this epoch's; NULL while a view changes or when fenced */
 
 	/*
-	 * @io serialises operations (the cache has one application thread) and view changes.
-	 * @state_lock guards the view and the counters below it; @changing tells new operations
-	 * to wait on @view_cond. Lock order: io, then state_lock.
+	 * @io serialises operations (the cache has one application thread) and the directory
+	 * steps of view changes. @state_lock guards the view and the counters below it;
+	 * @changing says a view change is under way (coh_node_wait_epoch waits for its end);
+	 * @progress counts its steps, so that an operation that met a dead node waits on
+	 * @view_cond for the next one before it tries again. Lock order: io, then state_lock.
 	 */
 	pthread_mutex_t io, state_lock;
 	pthread_cond_t view_cond;
 	uint32_t epoch, members;
-	bool quorum, changing, changing_io;
+	bool quorum, changing;
+	uint64_t progress;
+	void (*takeover_hook)(void *arg, uint32_t dead);
+	void *takeover_arg;
 	uint64_t view_changes, takeovers, replayed_blocks, repaired_stripes, corrupt_records,
 	    torn_records, last_takeover_ns, last_view_ns;
-	atomic_ulong reads, writes, destages;
+	atomic_ulong reads, writes, destages, dead_waits;
 
 	struct memb *m;
 };
@@ -73,9 +78,10 @@ int node_replay(struct coh_node *n, uint32_t d, const uint8_t *region, size_t le
 enum ctl_type {
 	CTL_DESC = 1,	 /* @desc: the region the sender hosts for the receiver's log */
 	CTL_VIEW = 2,	 /* a proposed view (@epoch, @members) */
-	CTL_FLUSHED = 3, /* the sender has destaged everything for @epoch */
+	CTL_FLUSHED = 3, /* the sender has claimed its holdings in the rebuilt words for @epoch */
 	CTL_READY = 4,	 /* the sender's takeovers for @epoch are done */
 	CTL_BYE = 5,	 /* the sender is leaving, its log empty */
+	CTL_CLEARED = 6, /* the sender has cleared the words it will rebuild for @epoch */
 };
 
 struct ctl_msg {

@@ -716,11 +716,22 @@ int rlog_append_data(struct rlog_writer *w, uint64_t lba, uint32_t n, const void
 
 	pthread_mutex_lock(&w->lock);
 	while (!ret && done < n) {
+		uint64_t first = w->next_lsn;
+
 		m = n - done < STAGE_RECS ? n - done : STAGE_RECS;
 		ret = append(w, RLOG_DATA, 0, lba + done, m,
 			     (const uint8_t *)buf + (size_t)done * w->bsize, lsns);
-		if (ret)
+		if (ret) {
+			/* The records may be on the peers that are still up (a peer failed part
+			 * way), for a write that will not be acknowledged or installed, and
+			 * that no destage would retire: the lock could move on while they stay
+			 * live, and a replay after this node's death would write them over a
+			 * newer write. Retire them where they landed; the dead peer's copy goes
+			 * with it. Best effort: it fails on the peer that failed. */
+			if (w->next_lsn != first)
+				(void)retire_now(w, lsns, m);
 			break;
+		}
 		/* The new records supersede older live ones of the same blocks: retire those now
 		 * that the new ones are persistent. */
 		for (i = 0, no = 0; !ret && i < m; i++) {

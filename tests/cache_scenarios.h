@@ -2,6 +2,8 @@
 #ifndef COHORT_TESTS_CACHE_SCENARIOS_H
 #define COHORT_TESTS_CACHE_SCENARIOS_H
 
+#include <stddef.h>
+
 #include "conf.h"
 
 #ifdef __cplusplus
@@ -15,6 +17,8 @@ int sc_cache_invalidation(struct conf_node *cn);
 int sc_cache_contention(struct conf_node *cn);
 int sc_cache_handover_order(struct conf_node *cn);
 int sc_cache_linearizable(struct conf_node *cn);
+/* Local-state unit checks (cache_grant.c): 0, or -1 with the failed condition in @why. */
+int cache_unit_stale_grants(char *why, size_t len);
 
 #ifdef __cplusplus
 }

@@ -34,6 +34,12 @@ struct Store {
 	}
 };
 
+TEST(cache, grants__old_news_is_ignored)
+{
+	char why[256] = "";
+	EXPECT_EQ(0, cache_unit_stale_grants(why, sizeof(why))) << why;
+}
+
 TEST(cache, costs__hits_and_held_writes_are_free_peer_serves_miss)
 {
 	Store s;

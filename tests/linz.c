@@ -146,6 +146,15 @@ static int check_block(const struct linz_op *ops, size_t n, FILE *why)
 							"%llu\n",
 							(unsigned long long)cl[i].max_inv);
 				}
+				/* The reads that tie them: each cluster's first answer and
+				 * last invocation come from these. */
+				for (j = 0; j < n; j++) {
+					for (i = 1; i < k && cl[i].value != ops[j].value; i++)
+						;
+					if (!ops[j].is_write &&
+					    (ops[j].value == 0 ? !done[0] : i < k && !done[i]))
+						describe(why, "  read", &ops[j]);
+				}
 			}
 			ret = 1;
 			goto out;

@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <linux/futex.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -333,6 +334,242 @@ int tk_run(const struct tk_trial *t, struct tk_result *res)
 		failed = 1;
 	}
 	free(all);
+	munmap(sh, sizeof(*sh));
+	bench_remove_tree(dir);
+	return failed;
+}
+
+/*
+ * The hold trial (tk_hold_run): node 0 writes block 0 and dies; node 1, the only holder of its
+ * log, wins its locks and holds its takeover open in the takeover hook until node 2 says so.
+ * Meanwhile node 2 reads block 0 (which must wait) and does I/O on other resources, including a
+ * lock transfer from node 1 (which must not).
+ */
+struct hold_shared {
+	struct bench_sbar start, written, after;
+	_Atomic uint32_t holding, released, read_done, read_early;
+	uint64_t v0, read_value;
+	int read_ret;
+	char why[3][256];
+};
+
+struct hold_child {
+	struct hold_shared *sh;
+	struct coh_node *n;
+	uint32_t id;
+};
+
+static void hold_hook(void *arg, uint32_t dead)
+{
+	struct hold_child *hc = arg;
+	uint64_t until = bench_now_ns() + 20000000000ull;
+	struct timespec nap = { 0, 1000000 };
+
+	(void)dead;
+	atomic_store(&hc->sh->holding, hc->id + 1);
+	while (!atomic_load(&hc->sh->released) && bench_now_ns() < until)
+		nanosleep(&nap, NULL);
+}
+
+static void *hold_reader(void *arg)
+{
+	struct hold_child *hc = arg;
+	uint8_t buf[BS];
+
+	hc->sh->read_ret = coh_node_read(hc->n, 0, 1, buf);
+	/* Block 0 was the dead node's: its read must not finish before the takeover has. */
+	atomic_store(&hc->sh->read_early, !atomic_load(&hc->sh->released));
+	if (!hc->sh->read_ret && bench_block_value(buf, BS, &hc->sh->read_value))
+		hc->sh->read_ret = -EILSEQ;
+	atomic_store(&hc->sh->read_done, 1);
+	return NULL;
+}
+
+#define HFAIL(...)                                                                                 \
+	do {                                                                                       \
+		snprintf(sh->why[id], sizeof(sh->why[0]), __VA_ARGS__);                            \
+		fprintf(stderr, "hold node %u: %s\n", id, sh->why[id]);                            \
+		ret = 1;                                                                           \
+		goto out;                                                                          \
+	} while (0)
+
+static int hold_child_main(struct hold_shared *sh, uint32_t id, const char *dir,
+			   const char *cluster)
+{
+	struct coh_fabric_attr fa = { .provider = conf_provider(),
+				      .node_id = id,
+				      .cluster = cluster };
+	struct coh_node_attr na = { .nodes = 3,
+				    .raid = { .level = COH_RAID5, .nelems = 3, .chunk_blocks = 2 },
+				    .elem_blocks = ELEM_BLOCKS,
+				    .cache_blocks = 64,
+				    .timeout_ms = 3000,
+				    .takeover_hook = hold_hook };
+	struct hold_child hc = { .sh = sh, .id = id };
+	struct timespec nap = { 0, 1000000 };
+	struct coh_fabric *fab = NULL;
+	struct coh_node *n = NULL;
+	struct coh_node_stats st;
+	char paths[3][600];
+	uint8_t buf[BS];
+	pthread_t reader;
+	uint64_t until, v, b;
+	int ret = 0, r;
+	uint32_t i;
+
+	na.takeover_arg = &hc;
+	for (i = 0; i < 3; i++) {
+		snprintf(paths[i], sizeof(paths[i]), "%s/elem%u", dir, i);
+		na.elem_paths[i] = paths[i];
+	}
+	r = coh_fabric_open(&fa, &fab);
+	if (r)
+		HFAIL("fabric open: %s", coh_strerror(r));
+	na.fab = fab;
+	r = coh_node_open(&na, &n);
+	if (r)
+		HFAIL("node open: %s", coh_strerror(r));
+	hc.n = n;
+	if (bench_sbar_wait(&sh->start, 30000))
+		HFAIL("start barrier timed out");
+	if (id == 0) {
+		/* Acknowledged here, not destaged: only node 1's copy of the log has it. */
+		bench_fill_block(buf, BS, sh->v0);
+		r = coh_node_write(n, 0, 1, buf);
+		if (r)
+			HFAIL("write of block 0: %s", coh_strerror(r));
+		if (bench_sbar_wait(&sh->written, 30000))
+			HFAIL("barrier after the write timed out");
+		kill(getpid(), SIGKILL);
+	}
+	if (bench_sbar_wait(&sh->written, 30000))
+		HFAIL("barrier after the write timed out");
+	if (id == 2) {
+		until = bench_now_ns() + 20000000000ull;
+		while (atomic_load(&sh->holding) != 2 && bench_now_ns() < until)
+			nanosleep(&nap, NULL);
+		if (atomic_load(&sh->holding) != 2)
+			HFAIL("node 1 never held node 0's takeover (holding %u)",
+			      atomic_load(&sh->holding));
+		if (pthread_create(&reader, NULL, hold_reader, &hc))
+			HFAIL("reader thread");
+		/* Wait until the read has met the dead node's resource and is waiting. */
+		until = bench_now_ns() + 20000000000ull;
+		do {
+			nanosleep(&nap, NULL);
+			coh_node_stats(n, &st);
+		} while (!st.dead_waits && !atomic_load(&sh->read_done) && bench_now_ns() < until);
+		/* Other resources, while the takeover is held: block 4 (resource 1, homed on
+		 * node 1, and written by node 1's lock transfer to us), block 8, a read of 9. */
+		for (b = 4; b <= 8 && !ret; b += 4) {
+			bench_fill_block(buf, BS, (3ull << 32) | b);
+			r = coh_node_write(n, b, 1, buf);
+			if (r)
+				HFAIL("write of block %llu during the takeover: %s",
+				      (unsigned long long)b, coh_strerror(r));
+		}
+		r = coh_node_read(n, 9, 1, buf);
+		if (r)
+			HFAIL("read of block 9 during the takeover: %s", coh_strerror(r));
+		if (atomic_load(&sh->read_done))
+			HFAIL("the read of the dead node's block finished while its takeover was "
+			      "held (%s)",
+			      coh_strerror(sh->read_ret));
+		atomic_store(&sh->released, 1);
+		pthread_join(reader, NULL);
+		if (sh->read_ret)
+			HFAIL("read of block 0 after the takeover: %s", coh_strerror(sh->read_ret));
+		if (atomic_load(&sh->read_early))
+			HFAIL("the read of block 0 finished before the takeover");
+		if (sh->read_value != sh->v0)
+			HFAIL("block 0 read %llx, acknowledged %llx",
+			      (unsigned long long)sh->read_value, (unsigned long long)sh->v0);
+	}
+	r = coh_node_wait_epoch(n, 2, 30000);
+	if (r)
+		HFAIL("no new epoch: %s", coh_strerror(r));
+	if (bench_sbar_wait(&sh->after, 30000))
+		HFAIL("barrier after the takeover timed out");
+	for (b = 0; b <= 8; b += 4) {
+		uint64_t want = b ? (3ull << 32) | b : sh->v0;
+
+		r = coh_node_read(n, b, 1, buf);
+		if (r || bench_block_value(buf, BS, &v) || v != want)
+			HFAIL("block %llu after the takeover: %s, %llx not %llx",
+			      (unsigned long long)b, coh_strerror(r), (unsigned long long)v,
+			      (unsigned long long)want);
+	}
+	coh_node_stats(n, &st);
+	if (id == 1 && st.takeovers != 1)
+		HFAIL("node 1 took over %llu times, not once", (unsigned long long)st.takeovers);
+	if (bench_sbar_wait(&sh->after, 30000))
+		HFAIL("barrier before close timed out");
+out:
+	r = coh_node_close(&n);
+	if (r && !ret)
+		fprintf(stderr, "hold node %u: close: %s\n", id, coh_strerror(r));
+	coh_fabric_close(&fab);
+	return ret;
+}
+
+int tk_hold_run(void)
+{
+	char dir[] = "/dev/shm/cohort-hold-XXXXXX", cluster[512];
+	struct hold_shared *sh;
+	pid_t pids[3];
+	uint32_t i;
+	int failed = 0;
+
+	if (!mkdtemp(dir))
+		return 1;
+	sh = mmap(NULL, sizeof(*sh), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (sh == MAP_FAILED) {
+		bench_remove_tree(dir);
+		return 1;
+	}
+	memset(sh, 0, sizeof(*sh));
+	sh->v0 = 1ull << 32 | 1;
+	if (strcmp(conf_provider(), "shm")) {
+		if (conf_cluster_new(cluster, sizeof(cluster), 3)) {
+			munmap(sh, sizeof(*sh));
+			bench_remove_tree(dir);
+			return 1;
+		}
+	} else {
+		snprintf(cluster, sizeof(cluster), "%s", dir);
+	}
+	bench_sbar_init(&sh->start, 3);
+	bench_sbar_init(&sh->written, 3);
+	bench_sbar_init(&sh->after, 2);
+	fflush(NULL);
+	for (i = 0; i < 3; i++) {
+		pids[i] = fork();
+		if (pids[i] == 0) {
+			alarm(CHILD_TIMEOUT_S);
+			_exit(hold_child_main(sh, i, dir, cluster));
+		}
+		if (pids[i] < 0) {
+			while (i--)
+				kill(pids[i], SIGKILL);
+			munmap(sh, sizeof(*sh));
+			bench_remove_tree(dir);
+			return 1;
+		}
+	}
+	for (i = 0; i < 3; i++) {
+		int st = 0;
+
+		if (bench_wait_child(pids[i], &st, CHILD_TIMEOUT_S + 10)) {
+			failed = 1;
+		} else if (i == 0) {
+			failed |= !(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+		} else if (WIFSIGNALED(st) || WEXITSTATUS(st)) {
+			fprintf(stderr, "hold: node %u %s %d\n", i,
+				WIFSIGNALED(st) ? "died of signal" : "exited",
+				WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
+			failed = 1;
+		}
+	}
 	munmap(sh, sizeof(*sh));
 	bench_remove_tree(dir);
 	return failed;

@@ -38,6 +38,13 @@ struct tk_result {
 /* tk_run - one trial. Returns 0 when every check passed, else 1 with the reason on stderr. */
 int tk_run(const struct tk_trial *t, struct tk_result *res);
 
+/*
+ * tk_hold_run - a takeover held open: node 0 writes block 0 and dies; node 1 wins its locks and
+ * holds its takeover (the takeover hook) while node 2 shows that a read of block 0 waits for it
+ * and that I/O to other resources, lock transfers included, goes on. Returns 0 or 1.
+ */
+int tk_hold_run(void);
+
 #ifdef __cplusplus
 }
 #endif

@@ -106,6 +106,11 @@ TEST(takeover, raid1_and_two_replicas)
 	EXPECT_EQ(r.takeovers, 1u);
 }
 
+TEST(takeover, held_takeover__other_resources_go_on)
+{
+	ASSERT_EQ(tk_hold_run(), 0);
+}
+
 TEST(takeover, randomized_trials)
 {
 	uint64_t trials = env_u64("COHORT_TAKEOVER_TRIALS", 20),

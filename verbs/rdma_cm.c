@@ -533,7 +533,7 @@ static void rdma_conn_event(struct rdma_fabric *fab, struct rdma_conn *c, struct
 		if (c == ep->attempt)
 			rdma_on_rejected(fab, ep, ev);
 		else if (current)
-			rdma_conn_break(fab, ep, "rejected");
+			rdma_conn_break(fab, ep, "rejected", false);
 		break;
 	case RDMA_CM_EVENT_ADDR_ERROR:
 	case RDMA_CM_EVENT_ROUTE_ERROR:
@@ -543,11 +543,11 @@ static void rdma_conn_event(struct rdma_fabric *fab, struct rdma_conn *c, struct
 			rdma_attempt_failed(fab, ep, RDMA_GONE, ETIMEDOUT,
 					    rdma_event_str(ev->event));
 		else if (current)
-			rdma_conn_break(fab, ep, rdma_event_str(ev->event));
+			rdma_conn_break(fab, ep, rdma_event_str(ev->event), false);
 		break;
 	case RDMA_CM_EVENT_DISCONNECTED:
 		if (current)
-			rdma_conn_break(fab, ep, RDMA_WHY_PEER_DISCONNECT);
+			rdma_conn_break(fab, ep, "disconnected by the peer", true);
 		break;
 	case RDMA_CM_EVENT_DEVICE_REMOVAL:
 		COH_LOG_ERR("node %u: the RDMA device was removed", fab->base.node_id);
@@ -646,7 +646,7 @@ static void rdma_kicks(struct rdma_fabric *fab)
 		k = atomic_exchange(&ep->kick, 0);
 		if (k && k - 1 == ep->conn_gen && ep->phase == RDMA_PH_IDLE &&
 		    atomic_load(&ep->state) == RDMA_EP_RECONNECTING)
-			rdma_conn_break(fab, ep, "completion error");
+			rdma_conn_break(fab, ep, "completion error", false);
 	}
 }
 

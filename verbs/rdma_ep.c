@@ -298,7 +298,7 @@ void rdma_attempt_failed(struct rdma_fabric *fab, struct rdma_ep *ep, enum rdma_
 }
 
 /* rdma_conn_break - a current connection of @ep failed: replace it, or fail the endpoint. */
-void rdma_conn_break(struct rdma_fabric *fab, struct rdma_ep *ep, const char *why)
+void rdma_conn_break(struct rdma_fabric *fab, struct rdma_ep *ep, const char *why, bool orderly)
 {
 	int state = atomic_load(&ep->state);
 
@@ -326,7 +326,7 @@ void rdma_conn_break(struct rdma_fabric *fab, struct rdma_ep *ep, const char *wh
 	/* A disconnect from the peer is how every orderly close of its endpoint starts (a cache
 	 * reopened at a view change closes dozens): not worth a warning by itself. Whether it
 	 * comes back or the peer is gone is logged when that is known. */
-	if (!strcmp(why, RDMA_WHY_PEER_DISCONNECT))
+	if (orderly)
 		COH_LOG_INFO("node %u: connection to node %u channel %u %s; re-establishing",
 			     fab->base.node_id, ep->attr.peer, ep->attr.channel, why);
 	else

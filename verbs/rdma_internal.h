@@ -402,9 +402,8 @@ void rdma_peer_gone(struct rdma_fabric *fab, uint32_t peer, uint64_t inc, const 
 void rdma_attempt_start(struct rdma_fabric *fab, struct rdma_ep *ep);
 void rdma_attempt_failed(struct rdma_fabric *fab, struct rdma_ep *ep, enum rdma_outcome outcome,
 			 int err, const char *why);
-/* rdma_conn_break's reason for a DISCONNECTED event, which it logs at INFO, not WARN. */
-#define RDMA_WHY_PEER_DISCONNECT "disconnected by the peer"
-void rdma_conn_break(struct rdma_fabric *fab, struct rdma_ep *ep, const char *why);
+/* rdma_conn_break - @why is logged; @orderly (the peer disconnected) at INFO, not WARN. */
+void rdma_conn_break(struct rdma_fabric *fab, struct rdma_ep *ep, const char *why, bool orderly);
 void rdma_ep_check_up(struct rdma_fabric *fab, struct rdma_ep *ep);
 
 /* rdma_io.c */

@@ -200,8 +200,11 @@ static void mark_down(struct shm_fabric *sf, struct shm_peer *p)
 
 	if (!inc)
 		return;
-	shm_doorbell_ring(sf->ctl);
+	/* The event first: a thread woken by the doorbell finds the flushed completions, then
+	 * looks for the event that explains them. The other way round it could miss the event
+	 * and sleep on its queue until its timeout. */
 	fabric_peer_down(&sf->base, p->id, inc);
+	shm_doorbell_ring(sf->ctl);
 }
 
 /*

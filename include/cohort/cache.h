@@ -17,6 +17,7 @@
 #ifndef COHORT_CACHE_H
 #define COHORT_CACHE_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "cohort/fabric.h"
@@ -118,6 +119,38 @@ int coh_cache_write(struct coh_cache *c, uint64_t lba, uint32_t nblocks, const v
 
 /** coh_cache_flush - write every dirty block back to the store and flush the store. */
 int coh_cache_flush(struct coh_cache *c);
+
+/*
+ * Node failure. The engine's view change calls these on every survivor, in this order, with a
+ * barrier among the survivors after each of the first three; the cache stays open throughout,
+ * and operations on resources the dead did not hold go on. An operation that needs a dead node
+ * returns -EAGAIN until the commit. cache/view.c and docs/recovery.md describe the steps.
+ *
+ * coh_cache_fence - @dead (a bitmap) are gone: send them nothing, drop their requests, end the
+ *   waits that depended on them. Any thread. Cumulative.
+ * coh_cache_rebuild_clear - zero the directory words this node will be home to in place of a
+ *   dead home.
+ * coh_cache_rebuild_claim - add what this node holds of those resources to their new words.
+ * coh_cache_take_over - arbitrate for dead node @d's locks among @candidates (a bitmap; those
+ *   that can finish its work) in round @round (an epoch, the same on every survivor, growing
+ *   from one attempt to the next). *@won says whether this node won; if it did, every lock @d
+ *   held and every rebuilt word nobody claimed is now this node's, held (requests for them
+ *   queue) until the commit, and *@taken counts them.
+ * coh_cache_view_commit - the rebuilt words take effect, and the taken locks are let go.
+ * All but fence use the application thread's endpoints: call them where an operation could be
+ * called. coh_cache_yield(c, true), from another thread, makes the operation in progress give up
+ * its waits soon with -EAGAIN, so that a view change step can have its place (a reply it waits
+ * for may depend on that step); coh_cache_yield(c, false) once the step has it.
+ * They return 0, -EINVAL, -EAGAIN (a race lost to a newer round: restart the view change) or a
+ * fabric error.
+ */
+int coh_cache_fence(struct coh_cache *c, uint32_t dead);
+void coh_cache_yield(struct coh_cache *c, bool on);
+int coh_cache_rebuild_clear(struct coh_cache *c);
+int coh_cache_rebuild_claim(struct coh_cache *c);
+int coh_cache_take_over(struct coh_cache *c, uint32_t d, uint32_t candidates, uint32_t round,
+			bool *won, uint64_t *taken);
+int coh_cache_view_commit(struct coh_cache *c);
 
 /** coh_cache_stats - copy this node's counters. */
 int coh_cache_stats(const struct coh_cache *c, struct coh_cache_stats *st);

@@ -10,7 +10,8 @@
  * dies, a survivor writes that data to the redundancy group before any node reads it.
  *
  * Threads: each node's read/write/flush calls are serialised inside (one operation at a time);
- * any thread may make them. The membership thread runs view changes; I/O waits during one.
+ * any thread may make them. The membership thread runs view changes; I/O goes on during one,
+ * except to the resources the dead node held, which wait for its takeover.
  */
 #ifndef COHORT_NODE_H
 #define COHORT_NODE_H
@@ -59,6 +60,10 @@ enum coh_crash_point {
  * @cache_blocks: cache capacity in blocks; 0 means 1024
  * @timeout_ms: bound for every wait (a lock, a peer, a view change); 0 means the fabric's
  * @crash_point, @crash_after: see enum coh_crash_point
+ * @takeover_hook: if set, called on the membership thread of the survivor that wins a dead
+ *                 node's locks, holding them, before it replays that node's log (tests use it
+ *                 to hold a takeover open and show what I/O goes on meanwhile); @takeover_arg
+ *                 is passed to it
  */
 struct coh_node_attr {
 	struct coh_fabric *fab;
@@ -73,6 +78,8 @@ struct coh_node_attr {
 	uint32_t cache_blocks;
 	uint32_t timeout_ms;
 	uint32_t crash_point, crash_after;
+	void (*takeover_hook)(void *arg, uint32_t dead);
+	void *takeover_arg;
 };
 
 struct coh_node;
@@ -86,7 +93,8 @@ struct coh_node_stats {
 	uint32_t log_persistence; /* enum coh_persist of the regions this node hosts */
 	uint64_t reads, writes;	  /* operations completed */
 	uint64_t log_appends, log_retired, log_backpressure, log_live;
-	uint64_t destages;			    /* stripe updates done */
+	uint64_t destages;   /* stripe updates done */
+	uint64_t dead_waits; /* operations that met a dead node and waited for the view change */
 	uint64_t view_changes, takeovers;	    /* takeovers: dead nodes' logs replayed here */
 	uint64_t replayed_blocks, repaired_stripes; /* by this node's takeovers */
 	uint64_t corrupt_records, torn_records;	    /* found by this node's takeovers */
@@ -112,7 +120,7 @@ int coh_node_close(struct coh_node **nodep);
  * coh_node_read / coh_node_write - block I/O on the volume laid on the redundancy group.
  * Returns 0; -EINVAL (range); -EROFS when this node is not in a majority view (it serves no I/O,
  * so a minority cannot split the brain); -ETIMEDOUT; or an I/O error. An operation that meets a
- * failed node waits for the view change and is retried once in the new epoch.
+ * failed node waits, bounded, for the part of the view change it needs, and is tried again.
  */
 int coh_node_read(struct coh_node *n, uint64_t lba, uint32_t nblocks, void *buf);
 int coh_node_write(struct coh_node *n, uint64_t lba, uint32_t nblocks, const void *buf);

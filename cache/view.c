@@ -1,0 +1,504 @@
+/*
+ * view.c - the cache's part of a view change after nodes die, done while the cache stays open
+ * and I/O to every resource the dead did not hold goes on. The engine runs the steps on every
+ * survivor, in order, with a barrier after each of the first three:
+ *
+ *   fence      the dead are marked: nothing is sent to them, their queued and future requests
+ *              are dropped, and waits that depended on them end with -EAGAIN;
+ *   clear      each survivor zeroes the words it will be home to in place of a dead home (the
+ *              next live member after it), at the same offsets;
+ *   claim      each survivor adds what it holds of those resources to the new words: its
+ *              sharer bit for a shared copy, its bit and DIR_CLAIM_X for an exclusive one, and
+ *              the newest version it knows, so that no old copy anywhere looks current again;
+ *   take over  for each dead node, the candidates (the survivors that hold a copy of its log)
+ *              race one CAS on an arbitration word at the lowest survivor. The winner CASes
+ *              every word the dead node owned exclusively to itself, turns each rebuilt word
+ *              nobody claimed into an exclusive one of its own, and keeps all of them pinned
+ *              (requests for them queue) while the engine replays the dead node's log;
+ *   commit     the new homes take effect everywhere and the winner's pins drop; the queued
+ *              requests are served in order.
+ *
+ * Why the rebuilt words are right: a dead node's live log records and destage steps name only
+ * resources it held exclusively, and an exclusive holder's copy is the only current one; so a
+ * resource some survivor still holds was not the dead node's, and one nobody holds is given to
+ * the winner until the replay has put the dead node's data in the store. Every step can be run
+ * again (a second death during the view change restarts it) with the same effect.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cache_internal.h"
+
+static uint32_t live_members(const struct coh_cache *c)
+{
+	return c->members & ~atomic_load(&c->dead);
+}
+
+/* rebuilt - @r's home is dead and the view change has not committed: it moves to @new_home. */
+static bool rebuilt(const struct coh_cache *c, uint64_t r, uint32_t *new_home)
+{
+	if (!node_dead(c, res_home(c, r)))
+		return false;
+	*new_home = home_in(c, live_members(c), r);
+	return true;
+}
+
+static uint32_t ver_max(uint32_t a, uint32_t b)
+{
+	return ver_after(a, b) ? a : b;
+}
+
+int coh_cache_fence(struct coh_cache *c, uint32_t dead)
+{
+	uint64_t r;
+
+	if (!c || (dead >> c->me & 1) || (c->nodes < 32 && dead >> c->nodes))
+		return -EINVAL;
+	pthread_mutex_lock(&c->lock);
+	atomic_fetch_or(&c->dead, dead & c->members);
+	CTRACE(c, "fence dead %x", dead);
+	/* Requests the dead left queued here would hand a lock to a node that cannot use it. */
+	for (r = 0; r < c->nres; r++) {
+		struct req **pp = &c->res[r].head, *q;
+
+		c->res[r].tail = NULL;
+		while ((q = *pp)) {
+			if (node_dead(c, q->m.requester)) {
+				*pp = q->next;
+				free(q);
+			} else {
+				c->res[r].tail = q;
+				pp = &q->next;
+			}
+		}
+	}
+	atomic_fetch_add(&c->fence_gen, 1);
+	pthread_cond_broadcast(&c->kick_cond);
+	pthread_mutex_unlock(&c->lock);
+	return 0;
+}
+
+void coh_cache_yield(struct coh_cache *c, bool on)
+{
+	if (c)
+		atomic_store(&c->yield, on);
+}
+
+int coh_cache_rebuild_clear(struct coh_cache *c)
+{
+	_Atomic uint64_t *dir;
+	uint32_t h;
+	uint64_t r;
+
+	if (!c)
+		return -EINVAL;
+	dir = coh_mr_addr(c->dir_mr);
+	/* Nobody uses these words until the commit: every node sends requests for them to the
+	 * dead home until then, and fails. A barrier follows before anyone claims. */
+	for (r = 0; r < c->nres; r++) {
+		if (rebuilt(c, r, &h) && h == c->me)
+			atomic_store(&dir[r], 0);
+	}
+	return 0;
+}
+
+/*
+ * drain_grants - take in the grants that have reached this node. A grant is state in flight: its
+ * giver has already let the resource go. The fence made every grant for a word being rebuilt
+ * reach us before the claims: the service thread serves under the cache lock and sends before it
+ * lets go, the fence takes that lock after marking the homes dead (so nothing rebuilt is served
+ * after it), and a completed send is in the receiver's queue (shm copies it into the ring; RC
+ * completes it on the receiver's acknowledgement). The barrier after the fence orders the rest.
+ */
+static void drain_grants(struct coh_cache *c)
+{
+	struct xport *x = &c->app;
+	struct cmsg m;
+
+	while (xp_poll(x, 0) > 0)
+		;
+	while (xp_take(x, &m)) {
+		if (m.type == CMSG_GRANT) {
+			pthread_mutex_lock(&c->lock);
+			cache_apply_grant(c, &m);
+			pthread_mutex_unlock(&c->lock);
+		}
+	}
+}
+
+/* A claim being merged into a rebuilt word: what this node adds, and the word as last seen. */
+struct claim {
+	uint64_t r, bits, cur;
+	uint32_t home, v;
+};
+
+/* claim_merge - @cl's word with this node's claim merged in: bits or-ed, versions maxed. */
+static uint64_t claim_merge(const struct claim *cl)
+{
+	return (cl->cur & ~((uint64_t)DIR_VER_MASK << 40)) | cl->bits |
+	       (uint64_t)ver_max(dir_ver(cl->cur), cl->v) << 40;
+}
+
+/*
+ * cas_rounds - merge every claim of @cl into its word with CAS, XP_CAS_BATCH at a time per home,
+ * in rounds: a CAS that meets another node's claim learns the word and goes again in the next
+ * round. The claims of the other survivors are bounded (one per survivor and word), so the rounds
+ * are too; 64 is far beyond them.
+ */
+static int cas_rounds(struct coh_cache *c, struct claim *cl, uint64_t n)
+{
+	uint64_t off[XP_CAS_BATCH], expect[XP_CAS_BATCH], swap[XP_CAS_BATCH], old[XP_CAS_BATCH];
+	uint64_t idx[XP_CAS_BATCH], i, left = n;
+	uint32_t round, nb, j;
+	int ret;
+
+	for (round = 0; round < 64 && left; round++) {
+		for (i = 0, nb = 0; i <= n; i++) {
+			bool flush =
+			    i == n || nb == XP_CAS_BATCH || (nb && cl[i].home != cl[idx[0]].home);
+
+			if (flush && nb) {
+				ret = xp_cas_many(&c->app, cl[idx[0]].home, nb, off, expect, swap,
+						  old);
+				if (ret)
+					return ret;
+				for (j = 0; j < nb; j++) {
+					struct claim *x = &cl[idx[j]];
+
+					CTRACE(c, "claim r%llu at n%u cas %llx->%llx old %llx",
+					       (unsigned long long)x->r, x->home,
+					       (unsigned long long)expect[j],
+					       (unsigned long long)swap[j],
+					       (unsigned long long)old[j]);
+					/* Merged (done), or the word as another node left it. */
+					x->cur = old[j] == expect[j] ? swap[j] : old[j];
+				}
+				nb = 0;
+			}
+			if (i == n || claim_merge(&cl[i]) == cl[i].cur)
+				continue;
+			idx[nb] = i;
+			off[nb] = res_dir_off(c, cl[i].r);
+			expect[nb] = cl[i].cur;
+			swap[nb] = claim_merge(&cl[i]);
+			nb++;
+		}
+		/* Those whose word already holds the claim are done without a CAS. */
+		for (i = 0, left = 0; i < n; i++)
+			left += claim_merge(&cl[i]) != cl[i].cur;
+	}
+	return left ? -EAGAIN : 0;
+}
+
+int coh_cache_rebuild_claim(struct coh_cache *c)
+{
+	struct claim *cl;
+	uint64_t r, n = 0;
+	uint32_t h;
+	int ret;
+
+	if (!c)
+		return -EINVAL;
+	/* What a live node handed us before the fence is ours to claim: its giver claims no more. */
+	drain_grants(c);
+	cl = calloc(c->nres, sizeof(*cl));
+	if (!cl)
+		return -ENOMEM;
+	for (r = 0; r < c->nres; r++) {
+		struct res_state *st = &c->res[r];
+		uint64_t bits = 0, inv;
+		uint32_t v = 0;
+		bool known;
+
+		if (!rebuilt(c, r, &h))
+			continue;
+		pthread_mutex_lock(&c->lock);
+		if (st->level == L_S && cache_invalidated(c, r))
+			st->level = L_I;
+		if (st->level == L_X)
+			bits = DIR_CLAIM_X | 1u << c->me;
+		else if (st->level == L_S)
+			bits = 1u << c->me;
+		known = st->seen || st->level != L_I;
+		if (known)
+			v = ver_max(st->lv, st->cv);
+		inv = atomic_load(&c->inv[r]);
+		if (inv & INV_FLAG) {
+			v = known ? ver_max(v, (uint32_t)inv & DIR_VER_MASK)
+				  : (uint32_t)inv & DIR_VER_MASK;
+			known = true;
+		}
+		CTRACE(c, "claim r%llu level %u lv %u cv %u bits %llx v %u", (unsigned long long)r,
+		       st->level, st->lv, st->cv, (unsigned long long)bits, v);
+		pthread_mutex_unlock(&c->lock);
+		if (bits || known)
+			cl[n++] = (struct claim){ .r = r, .bits = bits, .home = h, .v = v };
+	}
+	ret = cas_rounds(c, cl, n);
+	free(cl);
+	return ret;
+}
+
+/* read_dir - READ the directory words of home @h (nres words) into the image buffer, kept from
+ * one view change to the next, and point @w at them. */
+static int read_dir(struct coh_cache *c, uint32_t h, const uint64_t **w)
+{
+	struct xport *x = &c->app;
+	int ret;
+
+	if (!c->img_mr) {
+		ret = coh_mr_new(c->fab, c->nres * 8, COH_ACCESS_LOCAL_WRITE, &c->img_mr);
+		if (ret)
+			return ret;
+	}
+	ret = coh_ep_post_read(x->one[h], c->img_mr, 0, x->dir[h], 0, c->nres * 8, 0);
+	if (ret)
+		return ret;
+	x->outstanding++;
+	ret = xp_wait_sends(x);
+	*w = coh_mr_addr(c->img_mr);
+	return ret;
+}
+
+/* take - make @r exclusively ours for the takeover, the word now @word at version @v. */
+static void take(struct coh_cache *c, uint64_t r, uint64_t word)
+{
+	struct res_state *st = &c->res[r];
+
+	pthread_mutex_lock(&c->lock);
+	CTRACE(c, "take r%llu word %llx (was level %u lv %u)", (unsigned long long)r,
+	       (unsigned long long)word, st->level, st->lv);
+	if (st->level != L_X || st->lv != dir_ver(word)) {
+		/* Not held here before: the store has the content once the replay is done. (One we
+		 * held and claimed keeps its state: its dirty blocks are this tenure's.) */
+		st->level = L_X;
+		st->lv = st->cv = dir_ver(word);
+		st->holder = NODE_NONE;
+		st->holder_v = 0;
+	}
+	st->seen = true;
+	st->dir_guess = word;
+	st->tk = true;
+	pthread_mutex_unlock(&c->lock);
+}
+
+/* arbitrate - the race for @d's locks among @candidates: one CAS at the lowest survivor. */
+static int arbitrate(struct coh_cache *c, uint32_t d, uint32_t candidates, uint32_t round,
+		     bool *won)
+{
+	uint32_t live = live_members(c), judge = (uint32_t)__builtin_ctz(live);
+	uint64_t off = (c->nres + d) * 8, mine = (uint64_t)round << 8 | (c->me + 1), cur = 0;
+	int ret, tries;
+
+	*won = false;
+	if (!(candidates >> c->me & 1))
+		return 0;
+	for (tries = 0; tries < 8; tries++) {
+		uint64_t seen = cur;
+
+		/* An entry from an earlier round (one that did not finish) is stale. */
+		if (seen && (seen >> 8) >= round) {
+			*won = seen == mine;
+			return 0;
+		}
+		ret = xp_cas_at(&c->app, judge, off, seen, mine, &cur);
+		if (ret)
+			return ret;
+		if (cur == seen) {
+			*won = true;
+			return 0;
+		}
+	}
+	return -EAGAIN;
+}
+
+/* The two kinds of word the winner takes, as picked from a home's image (take_words). */
+enum pick {
+	PICK_OWNED,   /* on a live home, naming the dead node as exclusive owner */
+	PICK_REBUILT, /* the dead home's, rebuilt on this home from the survivors' claims */
+};
+
+/* pick_word - whether the word @cur of @r (on home @h) is one of @kind for dead node @d, and
+ * what it becomes. */
+static bool pick_word(struct coh_cache *c, enum pick kind, uint32_t d, uint32_t h, uint64_t r,
+		      uint64_t cur, uint64_t *want)
+{
+	uint32_t to;
+
+	if (kind == PICK_OWNED) {
+		if (res_home(c, r) != h || !dir_excl(cur) || dir_owner(cur) != d)
+			return false;
+		*want = dir_make(true, c->me, 0, dir_ver(cur) + 1);
+		return true;
+	}
+	if (res_home(c, r) != d || !rebuilt(c, r, &to) || to != h)
+		return false;
+	/* An exclusive claim stands, shared claims make a shared word, and a word nobody
+	 * claimed may be one the dead node held, so it is ours until the replay is done. */
+	if (cur & DIR_CLAIM_X)
+		*want = dir_make(true, (uint32_t)__builtin_ctz(dir_sharers(cur)), 0, dir_ver(cur));
+	else if (dir_sharers(cur))
+		*want = dir_make(false, 0, dir_sharers(cur), dir_ver(cur));
+	else if (dir_excl(cur) && dir_owner(cur) == c->me)
+		*want = cur; /* ours from an earlier round of this view change */
+	else
+		*want = dir_make(true, c->me, 0, dir_ver(cur) + 1);
+	return true;
+}
+
+/*
+ * take_words - READ home @h's region, CAS each word of @kind from what the READ showed to what it
+ * becomes, XP_CAS_BATCH at a time, and hold those that are now this node's (take). Nobody else
+ * changes these words meanwhile: a word naming the dead node as owner changes only by its owner,
+ * and the rebuilt ones only here, after every claim (barrier FLUSHED). A word that changed anyway
+ * makes the view change start again.
+ */
+static int take_words(struct coh_cache *c, enum pick kind, uint32_t d, uint32_t h, uint64_t *count)
+{
+	uint64_t off[XP_CAS_BATCH], expect[XP_CAS_BATCH], swap[XP_CAS_BATCH], old[XP_CAS_BATCH],
+	    rs[XP_CAS_BATCH], r, want;
+	const uint64_t *w;
+	uint32_t nb = 0, j;
+	int ret = read_dir(c, h, &w);
+
+	for (r = 0; !ret && r <= c->nres; r++) {
+		if (r < c->nres && pick_word(c, kind, d, h, r, w[r], &want)) {
+			rs[nb] = r;
+			off[nb] = res_dir_off(c, r);
+			expect[nb] = w[r];
+			swap[nb] = want;
+			nb++;
+		}
+		if (!nb || (r < c->nres && nb < XP_CAS_BATCH))
+			continue;
+		ret = xp_cas_many(&c->app, h, nb, off, expect, swap, old);
+		for (j = 0; !ret && j < nb; j++) {
+			if (old[j] != expect[j]) {
+				COH_LOG_WARN("node %u: takeover of node %u: resource %llu changed "
+					     "under it (%llx, not %llx); again",
+					     c->me, d, (unsigned long long)rs[j],
+					     (unsigned long long)old[j],
+					     (unsigned long long)expect[j]);
+				ret = -EAGAIN;
+			} else if (dir_excl(swap[j]) && dir_owner(swap[j]) == c->me) {
+				take(c, rs[j], swap[j]);
+				(*count)++;
+			}
+		}
+		nb = 0;
+	}
+	return ret;
+}
+
+int coh_cache_take_over(struct coh_cache *c, uint32_t d, uint32_t candidates, uint32_t round,
+			bool *won, uint64_t *taken)
+{
+	uint32_t live, h, homes = 0;
+	uint64_t r, count = 0;
+	int ret;
+
+	if (!c || !won || !taken || d >= c->nodes || !node_dead(c, d) || !round)
+		return -EINVAL;
+	*taken = 0;
+	ret = arbitrate(c, d, candidates & live_members(c), round, won);
+	if (ret || !*won)
+		return ret;
+	live = live_members(c);
+	for (r = 0; r < c->nres; r++) {
+		if (res_home(c, r) == d && rebuilt(c, r, &h))
+			homes |= 1u << h;
+	}
+	/* The words on live homes that name the dead node as exclusive owner, then the dead
+	 * home's words rebuilt on the next members. */
+	for (h = 0; h < c->nodes && !ret; h++) {
+		if (live >> h & 1)
+			ret = take_words(c, PICK_OWNED, d, h, &count);
+	}
+	for (h = 0; h < c->nodes && !ret; h++) {
+		if (homes >> h & 1)
+			ret = take_words(c, PICK_REBUILT, d, h, &count);
+	}
+	if (ret)
+		return ret;
+	*taken = count;
+	return 0;
+}
+
+/*
+ * adopt_lost - words that name this node as exclusive owner while it does not hold the resource:
+ * a node that died had made the word so (handing the resource over) and died before its grant
+ * was sent. The grant never comes; the resource is ours, and the store has its content (the
+ * giver wrote back before its CAS). Without this the resource would stay with nobody, and
+ * requests for it would queue here until they time out. Grants already here are taken first.
+ */
+static int adopt_lost(struct coh_cache *c)
+{
+	uint32_t live = live_members(c), h;
+	uint64_t r;
+	int ret = 0;
+
+	drain_grants(c);
+	for (h = 0; h < c->nodes && !ret; h++) {
+		const uint64_t *w;
+
+		if (!(live >> h & 1))
+			continue;
+		ret = read_dir(c, h, &w);
+		if (ret)
+			break;
+		pthread_mutex_lock(&c->lock);
+		for (r = 0; r < c->nres && !ret; r++) {
+			struct res_state *st = &c->res[r];
+
+			/* The READ and this check are not atomic: our service thread may have
+			 * handed the resource on since. Then the word's version is the one we had
+			 * (a handover leaves our version where it was). */
+			if (res_home(c, r) != h || !dir_excl(w[r]) || dir_owner(w[r]) != c->me ||
+			    st->level == L_X || (st->seen && dir_ver(w[r]) == st->lv))
+				continue;
+			COH_LOG_INFO("node %u: resource %llu: taking the exclusive grant a dead "
+				     "node made",
+				     c->me, (unsigned long long)r);
+			CTRACE(c, "adopt_lost r%llu word %llx (was level %u lv %u)",
+			       (unsigned long long)r, (unsigned long long)w[r], st->level, st->lv);
+			st->level = L_X;
+			st->lv = st->cv = dir_ver(w[r]);
+			st->holder = NODE_NONE;
+			st->holder_v = 0;
+			st->seen = true;
+			st->dir_guess = w[r];
+			if (st->head)
+				cache_kick(c, r);
+		}
+		pthread_mutex_unlock(&c->lock);
+	}
+	return ret;
+}
+
+int coh_cache_view_commit(struct coh_cache *c)
+{
+	uint32_t live, n;
+	uint64_t r;
+
+	if (!c)
+		return -EINVAL;
+	live = live_members(c);
+	CTRACE(c, "commit live %x", live);
+	pthread_mutex_lock(&c->lock);
+	for (n = 0; n < c->nodes; n++)
+		__atomic_store_n(&c->home_of[n], home_in(c, live, n), __ATOMIC_RELEASE);
+	for (r = 0; r < c->nres; r++) {
+		struct res_state *st = &c->res[r];
+
+		if (!st->tk)
+			continue;
+		st->tk = false;
+		if (st->head)
+			cache_kick(c, r);
+	}
+	pthread_cond_broadcast(&c->kick_cond);
+	pthread_mutex_unlock(&c->lock);
+	return adopt_lost(c);
+}
