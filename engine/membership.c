@@ -601,6 +601,21 @@ static int cache_step(struct coh_node *n, int (*fn)(struct coh_cache *c))
 	return ret;
 }
 
+/* step_barrier - a directory step, then the barrier after it: tell the others this node has done
+ * it and wait until they all have. Returns 0, the step's error, or 1 when the barrier did not
+ * close (a newer view, a death, or its bound). */
+static int step_barrier(struct coh_node *n, int (*fn)(struct coh_cache *c), uint8_t type,
+			bool (*all)(struct coh_node *n, uint32_t epoch, uint32_t members),
+			uint32_t E, uint32_t P)
+{
+	int ret = cache_step(n, fn);
+
+	if (ret)
+		return ret;
+	broadcast(n, others(n, P), type, E, P);
+	return wait_until(n, E, P, all, 3ull * n->timeout_ms) ? 1 : 0;
+}
+
 static void progress(struct coh_node *n)
 {
 	pthread_mutex_lock(&n->state_lock);
@@ -680,18 +695,14 @@ static void view_change(struct coh_node *n)
 			return;
 		}
 		progress(n);
-		ret = cache_step(n, coh_cache_rebuild_clear);
+		ret = step_barrier(n, coh_cache_rebuild_clear, CTL_CLEARED, all_cleared, E, P);
+		if (!ret)
+			ret = step_barrier(n, coh_cache_rebuild_claim, CTL_FLUSHED, all_flushed, E,
+					   P);
+		if (ret > 0)
+			continue; /* the barrier did not close: a newer view */
 		if (ret)
 			goto again;
-		broadcast(n, others(n, P), CTL_CLEARED, E, P);
-		if (wait_until(n, E, P, all_cleared, 3ull * n->timeout_ms))
-			continue;
-		ret = cache_step(n, coh_cache_rebuild_claim);
-		if (ret)
-			goto again;
-		broadcast(n, others(n, P), CTL_FLUSHED, E, P);
-		if (wait_until(n, E, P, all_flushed, 3ull * n->timeout_ms))
-			continue;
 		ret = takeover(n, old, P, E);
 		if (ret == -EAGAIN || ret == -ESHUTDOWN || ret == -ECONNRESET)
 			goto again;

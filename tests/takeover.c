@@ -224,6 +224,49 @@ out:
 	return ret;
 }
 
+/*
+ * trial_setup - a fresh directory (@dir, a mkdtemp template), a zeroed area of @len bytes shared
+ * with the node processes to come, and the cluster address for @nodes nodes: the directory on
+ * shm, fresh loopback addresses otherwise. Returns the area, or NULL with nothing left behind.
+ */
+static void *trial_setup(char *dir, size_t len, uint32_t nodes, char *cluster, size_t clen)
+{
+	void *sh;
+
+	if (!mkdtemp(dir))
+		return NULL;
+	sh = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (sh == MAP_FAILED) {
+		bench_remove_tree(dir);
+		return NULL;
+	}
+	memset(sh, 0, len);
+	if (strcmp(conf_provider(), "shm")) {
+		if (conf_cluster_new(cluster, clen, nodes)) {
+			fprintf(stderr, "takeover: no cluster address for provider %s\n",
+				conf_provider());
+			munmap(sh, len);
+			bench_remove_tree(dir);
+			return NULL;
+		}
+	} else {
+		snprintf(cluster, clen, "%s", dir);
+	}
+	return sh;
+}
+
+/* trial_abort - a fork failed after @started nodes: kill and reap them, undo trial_setup. */
+static int trial_abort(const pid_t *pids, uint32_t started, void *sh, size_t len, const char *dir)
+{
+	while (started--) {
+		kill(pids[started], SIGKILL);
+		waitpid(pids[started], NULL, 0);
+	}
+	munmap(sh, len);
+	bench_remove_tree(dir);
+	return 1;
+}
+
 int tk_run(const struct tk_trial *t, struct tk_result *res)
 {
 	char dir[] = "/dev/shm/cohort-takeover-XXXXXX", cluster[512];
@@ -235,25 +278,11 @@ int tk_run(const struct tk_trial *t, struct tk_result *res)
 	int failed = 0;
 
 	memset(res, 0, sizeof(*res));
-	if (t->nodes < 3 || t->nodes > MAXN || t->ops + 64 > MAXOPS || !mkdtemp(dir))
+	if (t->nodes < 3 || t->nodes > MAXN || t->ops + 64 > MAXOPS)
 		return 1;
-	sh = mmap(NULL, sizeof(*sh), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-	if (sh == MAP_FAILED) {
-		bench_remove_tree(dir);
+	sh = trial_setup(dir, sizeof(*sh), t->nodes, cluster, sizeof(cluster));
+	if (!sh)
 		return 1;
-	}
-	memset(sh, 0, sizeof(*sh));
-	if (strcmp(conf_provider(), "shm")) {
-		if (conf_cluster_new(cluster, sizeof(cluster), t->nodes)) {
-			fprintf(stderr, "takeover: no cluster address for provider %s\n",
-				conf_provider());
-			munmap(sh, sizeof(*sh));
-			bench_remove_tree(dir);
-			return 1;
-		}
-	} else {
-		snprintf(cluster, sizeof(cluster), "%s", dir);
-	}
 	bench_sbar_init(&sh->start, t->nodes);
 	bench_sbar_init(&sh->survivors, t->victim < t->nodes ? t->nodes - 1 : t->nodes);
 	fflush(NULL);
@@ -267,13 +296,8 @@ int tk_run(const struct tk_trial *t, struct tk_result *res)
 			alarm(CHILD_TIMEOUT_S);
 			_exit(child_main(&c));
 		}
-		if (pids[i] < 0) {
-			while (i--)
-				kill(pids[i], SIGKILL);
-			munmap(sh, sizeof(*sh));
-			bench_remove_tree(dir);
-			return 1;
-		}
+		if (pids[i] < 0)
+			return trial_abort(pids, i, sh, sizeof(*sh), dir);
 	}
 	for (i = 0; i < t->nodes; i++) {
 		int st = 0;
@@ -520,24 +544,10 @@ int tk_hold_run(void)
 	uint32_t i;
 	int failed = 0;
 
-	if (!mkdtemp(dir))
+	sh = trial_setup(dir, sizeof(*sh), 3, cluster, sizeof(cluster));
+	if (!sh)
 		return 1;
-	sh = mmap(NULL, sizeof(*sh), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-	if (sh == MAP_FAILED) {
-		bench_remove_tree(dir);
-		return 1;
-	}
-	memset(sh, 0, sizeof(*sh));
 	sh->v0 = 1ull << 32 | 1;
-	if (strcmp(conf_provider(), "shm")) {
-		if (conf_cluster_new(cluster, sizeof(cluster), 3)) {
-			munmap(sh, sizeof(*sh));
-			bench_remove_tree(dir);
-			return 1;
-		}
-	} else {
-		snprintf(cluster, sizeof(cluster), "%s", dir);
-	}
 	bench_sbar_init(&sh->start, 3);
 	bench_sbar_init(&sh->written, 3);
 	bench_sbar_init(&sh->after, 2);
@@ -548,13 +558,8 @@ int tk_hold_run(void)
 			alarm(CHILD_TIMEOUT_S);
 			_exit(hold_child_main(sh, i, dir, cluster));
 		}
-		if (pids[i] < 0) {
-			while (i--)
-				kill(pids[i], SIGKILL);
-			munmap(sh, sizeof(*sh));
-			bench_remove_tree(dir);
-			return 1;
-		}
+		if (pids[i] < 0)
+			return trial_abort(pids, i, sh, sizeof(*sh), dir);
 	}
 	for (i = 0; i < 3; i++) {
 		int st = 0;
