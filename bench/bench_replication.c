@@ -22,6 +22,9 @@
  *                         loop: the latency of each such write that overlaps the window from the
  *                         victim's fatal write to node 0's new epoch. A view change that stopped
  *                         all I/O would show here as a write as long as the view change.
+ *   view_io_hold          per kill, the longest one step of the view change held node 0's I/O
+ *                         lock (coh_node_stats.last_view_hold_ns): what the design stops, beside
+ *                         what the writes above saw
  * Each measurement is a fresh 3-node cluster (RAID-5 over 3 element files, chunk 2) in a fresh
  * directory under /dev/shm; node processes are forked and meet at bounded barriers outside the
  * measured code. Node 0 measures the latency rows and prints them; the kill rows are gathered by
@@ -590,7 +593,8 @@ static int kills(const struct bench_opts *o, struct rshared *sh, uint32_t n)
 {
 	uint64_t *take = calloc(n, sizeof(*take)), *view = calloc(n, sizeof(*view)),
 		 *io = calloc(n, sizeof(*io)),
-		 *other = calloc((size_t)n * OTHER_CAP, sizeof(*other));
+		 *other = calloc((size_t)n * OTHER_CAP, sizeof(*other)),
+		 *hold = calloc(n, sizeof(*hold));
 	uint64_t other_max = 0, in_window = 0;
 	uint32_t t, i, got = 0, nother = 0;
 	size_t olen = (size_t)n * OTHER_CAP * sizeof(uint64_t);
@@ -602,7 +606,7 @@ static int kills(const struct bench_opts *o, struct rshared *sh, uint32_t n)
 		ret = -errno;
 		goto out;
 	}
-	if (!take || !view || !io || !other) {
+	if (!take || !view || !io || !other || !hold) {
 		ret = -ENOMEM;
 		goto out;
 	}
@@ -636,6 +640,7 @@ static int kills(const struct bench_opts *o, struct rshared *sh, uint32_t n)
 		       sh->other_n * sizeof(*other));
 		nother += sh->other_n;
 		in_window += sh->other_in_window;
+		hold[got - 1] = sh->st[0].last_view_hold_ns;
 		if (sh->other_max > other_max)
 			other_max = sh->other_max;
 	}
@@ -653,11 +658,14 @@ static int kills(const struct bench_opts *o, struct rshared *sh, uint32_t n)
 				       "inside the window; the longest took %.3f us\n",
 				       (double)in_window / got, other_max / 1e3);
 		}
+		if (bench_op_selected(o, "view_io_hold"))
+			kill_row(o, "view_io_hold", hold, got);
 	}
 out:
 	if (sh->other_ns)
 		munmap(sh->other_ns, olen);
 	sh->other_ns = NULL;
+	free(hold);
 	free(other);
 	free(take);
 	free(view);
@@ -725,7 +733,8 @@ int bench_replication(const struct bench_opts *o)
 	}
 	if (!ret &&
 	    (bench_op_selected(o, "takeover") || bench_op_selected(o, "view_change") ||
-	     bench_op_selected(o, "kill_to_io") || bench_op_selected(o, "write_during_view")))
+	     bench_op_selected(o, "kill_to_io") || bench_op_selected(o, "write_during_view") ||
+	     bench_op_selected(o, "view_io_hold")))
 		ret = kills(o, sh, nkills);
 	if (!o->csv && ((sh->p50[R_FLOOR1] && (sh->p50[R_K1] || sh->p50[R_K1_NEW])) ||
 			(sh->p50[R_FLOOR2] && (sh->p50[R_K2] || sh->p50[R_K2_NEW])))) {

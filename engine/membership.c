@@ -520,6 +520,18 @@ static void io_take(struct coh_node *n)
 	pthread_mutex_lock(&n->io);
 	if (n->cache)
 		coh_cache_yield(n->cache, false);
+	n->io_since = node_now_ns();
+}
+
+/* io_give - let go of the I/O lock after a view change step, keeping the longest hold: how long
+ * this node's own I/O was stopped by the view change at most (coh_node_stats). */
+static void io_give(struct coh_node *n)
+{
+	uint64_t held = node_now_ns() - n->io_since;
+
+	if (held > n->hold_max)
+		n->hold_max = held;
+	pthread_mutex_unlock(&n->io);
 }
 
 /* takeover - for each node that left @old: race for its locks; if this node wins, replay its
@@ -547,7 +559,7 @@ static int takeover(struct coh_node *n, uint32_t old, uint32_t P, uint32_t E)
 		io_take(n);
 		r = n->cache ? coh_cache_take_over(n->cache, d, hosts ? hosts : P, E, &won, &taken)
 			     : -ESHUTDOWN;
-		pthread_mutex_unlock(&n->io);
+		io_give(n);
 		if (r)
 			return r;
 		if (!won)
@@ -586,7 +598,7 @@ static int relog(struct coh_node *n, uint32_t P, uint32_t E)
 		ret = coh_cache_flush(n->cache);
 	if (!ret)
 		ret = rlog_writer_reset(&n->w, want, n->k, E);
-	pthread_mutex_unlock(&n->io);
+	io_give(n);
 	return ret;
 }
 
@@ -597,7 +609,7 @@ static int cache_step(struct coh_node *n, int (*fn)(struct coh_cache *c))
 
 	io_take(n);
 	ret = n->cache ? fn(n->cache) : -ESHUTDOWN;
-	pthread_mutex_unlock(&n->io);
+	io_give(n);
 	return ret;
 }
 
@@ -635,6 +647,7 @@ static void commit(struct coh_node *n, uint32_t E, uint32_t P, bool quorum)
 	n->progress++;
 	n->view_changes++;
 	n->last_view_ns = node_now_ns() - n->m->down_ns;
+	n->last_view_hold_ns = n->hold_max;
 	pthread_cond_broadcast(&n->view_cond);
 	pthread_mutex_unlock(&n->state_lock);
 }
@@ -649,7 +662,7 @@ static void leave(struct coh_node *n, uint32_t E, uint32_t P, const char *what, 
 	io_take(n);
 	coh_cache_abandon(&n->cache);
 	commit(n, E, 1u << n->me, false);
-	pthread_mutex_unlock(&n->io);
+	io_give(n);
 }
 
 /* view_change - the sequence in the file comment. Called by the membership thread. */
@@ -661,6 +674,7 @@ static void view_change(struct coh_node *n)
 	pthread_mutex_lock(&n->state_lock);
 	n->changing = true;
 	pthread_mutex_unlock(&n->state_lock);
+	n->hold_max = 0;
 	COH_LOG_INFO("node %u: view change from epoch %u (members %#x, gone %#x)", n->me, E, old,
 		     n->m->dead & old);
 	for (round = 0; round < 4 * NODE_MAX; round++) {
@@ -683,7 +697,7 @@ static void view_change(struct coh_node *n)
 			io_take(n);
 			coh_cache_abandon(&n->cache);
 			commit(n, E, P, false);
-			pthread_mutex_unlock(&n->io);
+			io_give(n);
 			return;
 		}
 		if (n->cache)
@@ -738,7 +752,7 @@ static void view_change(struct coh_node *n)
 	io_take(n);
 	coh_cache_abandon(&n->cache);
 	commit(n, E, old & ~n->m->dead, false);
-	pthread_mutex_unlock(&n->io);
+	io_give(n);
 }
 
 static void *memb_main(void *arg)

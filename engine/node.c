@@ -521,6 +521,7 @@ int coh_node_stats(struct coh_node *n, struct coh_node_stats *st)
 	st->torn_records = n->torn_records;
 	st->last_takeover_ns = n->last_takeover_ns;
 	st->last_view_ns = n->last_view_ns;
+	st->last_view_hold_ns = n->last_view_hold_ns;
 	pthread_mutex_unlock(&n->state_lock);
 	st->reads = atomic_load(&n->reads);
 	st->writes = atomic_load(&n->writes);

@@ -52,7 +52,9 @@ struct coh_node {
 	void (*takeover_hook)(void *arg, uint32_t dead);
 	void *takeover_arg;
 	uint64_t view_changes, takeovers, replayed_blocks, repaired_stripes, corrupt_records,
-	    torn_records, last_takeover_ns, last_view_ns;
+	    torn_records, last_takeover_ns, last_view_ns, last_view_hold_ns;
+	uint64_t io_since,
+	    hold_max; /* membership thread: when it took @io; this change's longest */
 	atomic_ulong reads, writes, destages, dead_waits;
 
 	struct memb *m;

@@ -100,6 +100,8 @@ struct coh_node_stats {
 	uint64_t corrupt_records, torn_records;	    /* found by this node's takeovers */
 	uint64_t last_takeover_ns; /* from the failure event to the dead node's work done */
 	uint64_t last_view_ns;	   /* from the failure event to I/O resuming */
+	uint64_t
+	    last_view_hold_ns; /* the longest one step of that view change held this node's I/O */
 };
 
 /**
