@@ -486,6 +486,7 @@ int coh_cache_open(const struct coh_cache_attr *attr, struct coh_cache **cachep)
 	}
 	c->ch_base = attr->channel_base ? attr->channel_base : CH_APP;
 	c->write_hook = attr->write_hook;
+	c->step_pause = attr->step_pause;
 	c->hook_arg = attr->hook_arg;
 	c->bsize = coh_store_block_size(attr->store);
 	c->nblocks = coh_store_nblocks(attr->store);

@@ -185,6 +185,7 @@ struct coh_cache {
 	uint64_t nblocks, nres;
 	uint32_t members, nmemb, ch_base;
 	int (*write_hook)(void *arg, uint64_t lba, uint32_t nblocks, const void *buf);
+	void (*step_pause)(void *arg);
 	void *hook_arg;
 	uint32_t memb[COH_CACHE_MAX_NODES]; /* member ids, ascending */
 	/* Node failure (view.c): @dead are fenced (nothing is sent to them, their requests are

@@ -128,6 +128,17 @@ static void drain_grants(struct coh_cache *c)
 	}
 }
 
+/* let_io_in - between two batches of a step's network work, let the caller run a waiting operation
+ * (coh_cache_attr.step_pause): on rdma each batch is a round trip, and a step holds the
+ * application thread's place for all of them. What the steps touch is frozen meanwhile: the
+ * rebuilt words (their home is dead, so operations on them return -EAGAIN), the words naming a
+ * dead owner, and the taken ones (held). */
+static void let_io_in(struct coh_cache *c)
+{
+	if (c->step_pause)
+		c->step_pause(c->hook_arg);
+}
+
 /* A claim being merged into a rebuilt word: what this node adds, and the word as last seen. */
 struct claim {
 	uint64_t r, bits, cur;
@@ -176,6 +187,7 @@ static int cas_rounds(struct coh_cache *c, struct claim *cl, uint64_t n)
 					x->cur = old[j] == expect[j] ? swap[j] : old[j];
 				}
 				nb = 0;
+				let_io_in(c);
 			}
 			if (i == n || claim_merge(&cl[i]) == cl[i].cur)
 				continue;
@@ -388,6 +400,8 @@ static int take_words(struct coh_cache *c, enum pick kind, uint32_t d, uint32_t 
 			}
 		}
 		nb = 0;
+		if (!ret)
+			let_io_in(c);
 	}
 	return ret;
 }
@@ -473,6 +487,7 @@ static int adopt_lost(struct coh_cache *c)
 				cache_kick(c, r);
 		}
 		pthread_mutex_unlock(&c->lock);
+		let_io_in(c);
 	}
 	return ret;
 }

@@ -27,6 +27,7 @@
 #define _GNU_SOURCE
 #include <endian.h>
 #include <errno.h>
+#include <sched.h>
 #include <isa-l/crc.h>
 #include <poll.h>
 #include <stdio.h>
@@ -634,6 +635,27 @@ static void progress(struct coh_node *n)
 	n->progress++;
 	pthread_cond_broadcast(&n->view_cond);
 	pthread_mutex_unlock(&n->state_lock);
+}
+
+void node_step_pause(void *arg)
+{
+	struct coh_node *n = arg;
+	uint64_t taken = atomic_load(&n->io_taken), until;
+
+	if (!atomic_load(&n->io_wanted))
+		return;
+	io_give(n);
+	/* A mutex is not fair: taken again at once, it would stay here. Wait, bounded, until the
+	 * operation has it; it runs to its end or, if it waits on the network, lets go when
+	 * io_take asks. */
+	until = node_now_ns() + 2000000;
+	while (atomic_load(&n->io_taken) == taken && atomic_load(&n->io_wanted) &&
+	       node_now_ns() < until)
+		sched_yield();
+	io_take(n);
+	/* An operation that io_take made let go waits for the view change to move on: this is
+	 * such a move, so it tries again now (and waits for the next pause on @io). */
+	progress(n);
 }
 
 /* commit - the new view is in place: let I/O go. */

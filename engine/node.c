@@ -222,6 +222,7 @@ int node_cache_open(struct coh_node *n)
 		/* Four channels per epoch, clear of the control (240) and log (241) channels. */
 		.channel_base = 16 + 4 * (n->epoch % 48),
 		.write_hook = write_hook,
+		.step_pause = node_step_pause,
 		.hook_arg = n,
 	};
 
@@ -387,7 +388,11 @@ static bool transient(int ret)
 /* io_begin - take the I/O lock with a cache to work on. -EROFS when this node is fenced. */
 static int io_begin(struct coh_node *n)
 {
+	/* A view change step that pauses between batches looks for us (node_step_pause). */
+	atomic_fetch_add(&n->io_wanted, 1);
 	pthread_mutex_lock(&n->io);
+	atomic_fetch_sub(&n->io_wanted, 1);
+	atomic_fetch_add(&n->io_taken, 1);
 	if (!n->cache) {
 		bool quorum;
 

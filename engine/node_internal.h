@@ -56,6 +56,9 @@ struct coh_node {
 	uint64_t io_since,
 	    hold_max; /* membership thread: when it took @io; this change's longest */
 	atomic_ulong reads, writes, destages, dead_waits;
+	/* operations waiting for @io, and how many have taken it (node_step_pause) */
+	atomic_uint io_wanted;
+	atomic_ulong io_taken;
 
 	struct memb *m;
 };
@@ -72,6 +75,9 @@ int membership_goodbye(struct coh_node *n);
 void membership_fini(struct coh_node *n);
 /* replay_log - apply the live records of writer @d's region; exported for tests. */
 int node_replay(struct coh_node *n, uint32_t d, const uint8_t *region, size_t len);
+/* node_step_pause - a view change step (membership thread, @io held) lets a waiting operation
+ * have @io, then takes it again (coh_cache_attr.step_pause). */
+void node_step_pause(void *arg);
 
 /* Control messages: 80 bytes on the control channel. */
 #define CTL_MSG_SIZE 80u

@@ -41,8 +41,8 @@ struct coh_cache;
  * @cache_blocks: capacity of this node's cache in blocks; 0 means 1024
  * @timeout_ms: bound for any wait (open's handshake, a lock request); 0 means the fabric's
  * @members: bitmap of the nodes that take part (each opens the cache; directory words are spread
- *           over them); 0 means all of 0 .. @nodes-1. An engine reopens the cache with the
- *           survivors after a node dies.
+ *           over them); 0 means all of 0 .. @nodes-1. After a node dies the cache stays open
+ *           and the view change steps below take it out.
  * @channel_base: first of the four fabric channels the cache uses (0 means 10; at most 252).
  *                Each reopening uses its own, so that a dead incarnation's endpoints never meet
  *                the new ones.
@@ -50,7 +50,12 @@ struct coh_cache;
  *              exclusive, after the other copies are invalidated and before the data is put in
  *              the cache; a nonzero return fails the write with that status, nothing installed.
  *              The engine replicates the write here. It may call coh_cache_flush().
- * @hook_arg: passed to @write_hook
+ * @step_pause: if set, called by coh_cache_rebuild_claim, coh_cache_take_over and
+ *              coh_cache_view_commit between their batches of network work. They run in the
+ *              application thread's place; a caller that serialises them with its operations
+ *              can let a waiting operation run here, and must hold its serialisation again when
+ *              it returns. Nothing these steps have done is undone by an operation meanwhile.
+ * @hook_arg: passed to @write_hook and @step_pause
  */
 struct coh_cache_attr {
 	struct coh_fabric *fab;
@@ -62,6 +67,7 @@ struct coh_cache_attr {
 	uint32_t members;
 	uint32_t channel_base;
 	int (*write_hook)(void *arg, uint64_t lba, uint32_t nblocks, const void *buf);
+	void (*step_pause)(void *arg);
 	void *hook_arg;
 };
 
