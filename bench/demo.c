@@ -733,6 +733,7 @@ static int summary(struct demo *d, bool run_failed, double t_run)
 	const struct dnode *scrubber = NULL;
 	int winner = -1, failed = run_failed;
 	uint32_t i, epoch = 0;
+	uint64_t dead_waits = 0;
 	struct vstats vs;
 
 	printf("\nOperations per node in %.1f s:", t_run);
@@ -748,6 +749,7 @@ static int summary(struct demo *d, bool run_failed, double t_run)
 			continue;
 		if (n->st.takeovers)
 			winner = (int)i;
+		dead_waits += n->st.dead_waits;
 		epoch = n->st.epoch;
 		if (n->scrubbed)
 			scrubber = n;
@@ -759,12 +761,16 @@ static int summary(struct demo *d, bool run_failed, double t_run)
 
 		printf("Takeover: node %d replayed node %u's log (%llu blocks, %llu stripes "
 		       "repaired) %.2f ms after the failure event;\n"
-		       "  I/O resumed %.2f ms after it (view change); epoch %u\n",
+		       "  the view change committed %.2f ms after it (node %u's resources free "
+		       "again); epoch %u\n"
+		       "  meanwhile other I/O went on: %llu operations waited for the dead node;\n"
+		       "  the view change held node %d's I/O for at most %.3f ms at a time\n",
 		       winner, VICTIM, (unsigned long long)st->replayed_blocks,
 		       (unsigned long long)st->repaired_stripes, st->last_takeover_ns / 1e6,
-		       st->last_view_ns / 1e6, epoch);
-		/* The view change takes each survivor's I/O lock; an operation that was waiting
-		 * on the dead node holds it until its own bound passes. */
+		       st->last_view_ns / 1e6, VICTIM, epoch, (unsigned long long)dead_waits,
+		       winner, st->last_view_hold_ns / 1e6);
+		/* An operation that waits on the dead node is bounded by the engine's timeout;
+		 * a view change as long as that means one ran into it. */
 		if (st->last_view_ns >= (uint64_t)ENGINE_TIMEOUT_MS * 800000ull)
 			printf(
 			    "  (about the engine's timeout_ms of %u ms: a survivor's operation that "
