@@ -1,7 +1,8 @@
 // rlog_test.cc - unit tests of the replication log's record format and of the scan a survivor
 // runs over a dead writer's region (label unit): checksums, retired records, wrap, a corrupt
 // record in the middle (skipped, never replayed, the rest still found), a torn append at the
-// end (never acknowledged, left out), and step slots.
+// end (never acknowledged, left out), and step slots. Then the writer against real peers (node
+// processes, rlog_scenarios.c): an append that fails part way leaves nothing live.
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -10,6 +11,7 @@
 extern "C" {
 #include "engine/rlog.h"
 }
+#include "rlog_scenarios.h"
 
 namespace
 {
@@ -163,4 +165,9 @@ TEST(rlog, foreign_or_bad_region_header_is_refused)
 	std::vector<uint8_t> zero(RLOG_RING + 4 * rlog_rec_size(BS), 0);
 	EXPECT_EQ(rlog_scan(zero.data(), zero.size(), 7, visit, nullptr, &st), 0);
 	EXPECT_EQ(st.live, 0u);
+}
+
+TEST(rlog, append_that_loses_a_peer__retired_where_it_landed)
+{
+	EXPECT_EQ(conf_run("rlog_partial_append", 3, sc_rlog_partial_append, 1u << 2, 60), 0);
 }

@@ -1,0 +1,142 @@
+/*
+ * rlog_scenarios.c - the log writer against real peers (conf_run: node processes over the
+ * provider under test). Node 0 writes a log with k = 2 copies, on nodes 1 and 2.
+ *
+ * Partial append: node 2 dies, and node 0's next append reaches node 1 only. The write is not
+ * acknowledged (one copy of two), and no destage will ever retire it (the cache never installed
+ * it), so the writer must retire the copy that landed: node 1's scan must not find it live, or a
+ * survivor's replay after a second death would write it over newer data. The record appended
+ * before the death stays live.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "conf.h"
+#include "engine/rlog.h"
+#include "rlog_scenarios.h"
+
+#define LOG_LEN (256u * 1024u)
+#define LOG_CHANNEL 7u
+#define BSIZE 4096u
+#define LBA_KEPT 7u
+#define LBA_FAILED 9u
+
+struct live_seen {
+	uint32_t kept, failed;
+};
+
+static int count_live(void *arg, const struct rlog_rec *r, const uint8_t *payload)
+{
+	struct live_seen *s = arg;
+
+	(void)payload;
+	if (r->type == RLOG_DATA && r->addr == LBA_KEPT)
+		s->kept++;
+	if (r->type == RLOG_DATA && r->addr == LBA_FAILED)
+		s->failed++;
+	return 0;
+}
+
+/* The harness's final barrier needs every node: the survivors finish by themselves. */
+static void forget_node_2(struct conf_node *cn)
+{
+	coh_ep_delete(&cn->ep[2]);
+	coh_ep_delete(&cn->ctl[2]);
+	cn->n = 2;
+}
+
+static int log_ep(struct conf_node *cn, uint32_t peer, struct coh_cq *cq, struct coh_ep **ep)
+{
+	struct coh_ep_attr a = { .peer = peer,
+				 .channel = LOG_CHANNEL,
+				 .send_cq = cq,
+				 .recv_cq = cq,
+				 .max_send_wr = 64,
+				 .max_recv_wr = 1,
+				 .timeout_ms = CONF_TIMEOUT_MS };
+
+	return coh_ep_new(cn->fab, &a, ep);
+}
+
+static int writer_node(struct conf_node *cn, struct coh_mr_desc *descs)
+{
+	static uint8_t block[BSIZE];
+	struct rlog_writer w;
+	char msg[8];
+	uint32_t len = sizeof(msg);
+	struct coh_event ev;
+	uint32_t p;
+	int ret;
+
+	CONF_CHECK(rlog_writer_init(&w, cn->fab, BSIZE, LOG_LEN, 2000, NULL, NULL, NULL) == 0,
+		   "writer init");
+	for (p = 1; p <= 2; p++) {
+		CONF_CHECK(log_ep(cn, p, w.cq, &w.ep[p]) == 0, "log endpoint to %u", p);
+		CONF_CHECK(coh_rmr_import(w.ep[p], &descs[p], &w.rmr[p]) == 0, "import %u", p);
+	}
+	CONF_CHECK(rlog_writer_reset(&w, 1u << 1 | 1u << 2, 2, 1) == 0, "reset");
+	memset(block, 0xa5, sizeof(block));
+	CONF_CHECK(rlog_append_data(&w, LBA_KEPT, 1, block) == 0, "append with both peers");
+	CONF_CHECK(conf_barrier(cn) == 0, "barrier: appended");
+	/* Node 2 dies now; the append below must see it gone. */
+	CONF_CHECK(coh_fabric_event_get(cn->fab, &ev, CONF_TIMEOUT_MS) == 0, "no event");
+	CONF_CHECK(ev.type == COH_EVENT_PEER_DOWN && ev.peer == 2, "event %u for %u", ev.type,
+		   ev.peer);
+	memset(block, 0x5a, sizeof(block));
+	ret = rlog_append_data(&w, LBA_FAILED, 1, block);
+	CONF_CHECK(ret != 0, "an append with one copy of two succeeded");
+	CONF_CHECK(conf_send(cn, 1, "scan", 4) == 0, "tell node 1");
+	CONF_CHECK(conf_recv(cn, 1, msg, &len, CONF_TIMEOUT_MS) == 0, "node 1 did not scan");
+	for (p = 1; p <= 2; p++) {
+		coh_rmr_delete(&w.rmr[p]);
+		coh_ep_delete(&w.ep[p]);
+	}
+	rlog_writer_fini(&w);
+	forget_node_2(cn);
+	return 0;
+}
+
+int sc_rlog_partial_append(struct conf_node *cn)
+{
+	struct coh_mr_desc descs[CONF_MAX_NODES];
+	struct rlog_scan_stats st;
+	struct live_seen seen = { 0 };
+	struct coh_cq *cq = NULL;
+	struct coh_ep *ep = NULL;
+	struct coh_mr *mr;
+	char msg[8];
+	uint32_t len = sizeof(msg);
+
+	if (cn->n != 3)
+		return 1;
+	CONF_CHECK(coh_mr_new(cn->fab, LOG_LEN,
+			      COH_ACCESS_LOCAL_WRITE | COH_ACCESS_REMOTE_WRITE |
+				  COH_ACCESS_REMOTE_READ | COH_ACCESS_REMOTE_FLUSH,
+			      &mr) == 0,
+		   "region");
+	memset(coh_mr_addr(mr), 0, LOG_LEN);
+	CONF_CHECK(conf_exchange(cn, mr, descs) == 0, "exchange");
+	if (cn->id == 0) {
+		int ret = writer_node(cn, descs);
+
+		coh_mr_delete(&mr);
+		return ret;
+	}
+	CONF_CHECK(coh_cq_new(cn->fab, 128, &cq) == 0, "cq");
+	CONF_CHECK(log_ep(cn, 0, cq, &ep) == 0, "log endpoint to 0");
+	CONF_CHECK(conf_barrier(cn) == 0, "barrier: appended");
+	if (cn->id == 2)
+		raise(SIGKILL);
+	CONF_CHECK(conf_recv(cn, 0, msg, &len, CONF_TIMEOUT_MS) == 0, "no word from node 0");
+	CONF_CHECK(rlog_scan(coh_mr_addr(mr), LOG_LEN, 0, count_live, &seen, &st) == 0, "scan");
+	CONF_CHECK(seen.kept == 1, "the acknowledged record is live %u times", seen.kept);
+	CONF_CHECK(seen.failed == 0, "the record of the failed append is still live here");
+	CONF_CHECK(conf_send(cn, 0, "ok", 2) == 0, "tell node 0");
+	coh_ep_delete(&ep);
+	coh_cq_delete(&cq);
+	coh_mr_delete(&mr);
+	forget_node_2(cn);
+	return 0;
+}

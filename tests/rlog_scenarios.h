@@ -1,0 +1,17 @@
+/* rlog_scenarios.h - the log writer against real peers, for the googletest driver. */
+#ifndef COHORT_TESTS_RLOG_SCENARIOS_H
+#define COHORT_TESTS_RLOG_SCENARIOS_H
+
+#include "conf.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+int sc_rlog_partial_append(struct conf_node *cn);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
