@@ -7,16 +7,22 @@
  *              are dropped, and waits that depended on them end with -EAGAIN;
  *   clear      each survivor zeroes the words it will be home to in place of a dead home (the
  *              next live member after it), at the same offsets;
- *   claim      each survivor adds what it holds of those resources to the new words: its
- *              sharer bit for a shared copy, its bit and DIR_CLAIM_X for an exclusive one, and
- *              the newest version it knows, so that no old copy anywhere looks current again;
+ *   claim      each survivor takes in the grants that reached it, then adds what it holds of
+ *              those resources to the new words: its sharer bit for a shared copy, its bit and
+ *              DIR_CLAIM_X for an exclusive one, and the newest version it knows, so that no
+ *              old copy anywhere looks current again;
  *   take over  for each dead node, the candidates (the survivors that hold a copy of its log)
  *              race one CAS on an arbitration word at the lowest survivor. The winner CASes
  *              every word the dead node owned exclusively to itself, turns each rebuilt word
  *              nobody claimed into an exclusive one of its own, and keeps all of them pinned
  *              (requests for them queue) while the engine replays the dead node's log;
  *   commit     the new homes take effect everywhere and the winner's pins drop; the queued
- *              requests are served in order.
+ *              requests are served in order; a grant a dead node made but never sent is
+ *              adopted by its receiver.
+ *
+ * The claims and the winner's CASes go out XP_CAS_BATCH at a time, and between batches a step
+ * lets a waiting operation run (coh_cache_attr.step_pause). A cache trace (COHORT_CACHE_TRACE,
+ * docs/coherence.md) records each of these steps per resource.
  *
  * Why the rebuilt words are right: a dead node's live log records and destage steps name only
  * resources it held exclusively, and an exclusive holder's copy is the only current one; so a
