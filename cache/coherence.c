@@ -370,12 +370,19 @@ static void unpin(struct coh_cache *c, uint64_t r)
  * Only the exclusive holder's version is known to be current (nobody else can move it on). A node
  * that let the resource go long ago may be 2^23 versions behind, where "earlier" wraps; there
  * only the exact version it last had counts, which is as likely to recur by wrap as a slot's.
+ *
+ * Versions alone miss a grant that arrives after the node has had the resource and a later
+ * version since (adopted at v, handed on, then granted shared at v + 1: a grant at v is neither).
+ * So a grant also answers a request: every way of getting the resource (this grant, a CAS, an
+ * adoption, a takeover) marks all requests sent so far as answered, and a grant for one of them
+ * is old news whatever its version.
  */
 bool cache_apply_grant(struct coh_cache *c, const struct cmsg *m)
 {
 	struct res_state *st = &c->res[m->resource];
 
-	if ((st->level == L_X && !ver_after(m->version, st->lv)) ||
+	if (!seq_after((uint32_t)m->seq, st->answered) ||
+	    (st->level == L_X && !ver_after(m->version, st->lv)) ||
 	    (st->seen && m->version == st->lv)) {
 		CTRACE(c, "grant r%llu v%u from n%u seq %llx IGNORED (lv %u)",
 		       (unsigned long long)m->resource, m->version, m->holder,
@@ -387,6 +394,7 @@ bool cache_apply_grant(struct coh_cache *c, const struct cmsg *m)
 	       (unsigned long long)m->seq, st->level, st->lv);
 
 	st->level = m->mode == MODE_X ? L_X : L_S;
+	st->answered = (uint32_t)c->next_seq; /* the other copies of our request are moot */
 	st->lv = m->version;
 	st->cv = m->holder_v;
 	st->holder = m->holder;
@@ -616,6 +624,7 @@ static int acquire(struct coh_cache *c, uint64_t r, int mode)
 			if (old == guess) {
 				pthread_mutex_lock(&c->lock);
 				st->level = mode == MODE_X ? L_X : L_S;
+				st->answered = (uint32_t)c->next_seq;
 				st->lv = dir_ver(want);
 				st->cv = dir_ver(guess);
 				st->holder = pick_sharer(c, dir_sharers(guess));

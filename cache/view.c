@@ -296,6 +296,7 @@ static void take(struct coh_cache *c, uint64_t r, uint64_t word)
 		st->holder = NODE_NONE;
 		st->holder_v = 0;
 	}
+	st->answered = (uint32_t)c->next_seq; /* a grant still on its way to us is moot */
 	st->seen = true;
 	st->dir_guess = word;
 	st->tk = true;
@@ -485,6 +486,7 @@ static int adopt_lost(struct coh_cache *c)
 			       (unsigned long long)r, (unsigned long long)w[r], st->level, st->lv);
 			st->level = L_X;
 			st->lv = st->cv = dir_ver(w[r]);
+			st->answered = (uint32_t)c->next_seq;
 			st->holder = NODE_NONE;
 			st->holder_v = 0;
 			st->seen = true;

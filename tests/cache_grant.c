@@ -4,7 +4,8 @@
  * grants arrive after a view change, when a resource reached its new owner by adoption (its
  * granter died) or through an earlier copy of a request sent twice; taking one in after the
  * node had passed the resource on would make two exclusive holders. A node far behind (the
- * version wrapped while it was not looking) must still take its next real grant.
+ * version wrapped while it was not looking) must still take its next real grant. Each grant here
+ * answers a request made just before it (grant() counts them as the cache does).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,7 +13,9 @@
 #include "cache/cache_internal.h"
 #include "cache_scenarios.h"
 
-static struct cmsg grant(uint8_t mode, uint64_t r, uint32_t version, uint32_t from)
+/* grant - the answer to a request this node sends now. */
+static struct cmsg grant(struct coh_cache *c, uint8_t mode, uint64_t r, uint32_t version,
+			 uint32_t from)
 {
 	return (struct cmsg){ .type = CMSG_GRANT,
 			      .mode = mode,
@@ -20,7 +23,8 @@ static struct cmsg grant(uint8_t mode, uint64_t r, uint32_t version, uint32_t fr
 			      .resource = r,
 			      .version = version,
 			      .holder = from,
-			      .holder_v = version - 1 };
+			      .holder_v = version - 1,
+			      .seq = ++c->next_seq };
 }
 
 #define CHECK(cond)                                                                                \
@@ -35,14 +39,14 @@ static struct cmsg grant(uint8_t mode, uint64_t r, uint32_t version, uint32_t fr
 int cache_unit_stale_grants(char *why, size_t len)
 {
 	struct coh_cache c = { .me = 1, .nodes = 3, .nres = 2 };
-	struct cmsg m;
+	struct cmsg m, late;
 	int ret = 0;
 
 	c.res = calloc(c.nres, sizeof(*c.res));
 	if (!c.res)
 		return -1;
 	/* A first grant on a resource never seen is taken. */
-	m = grant(MODE_X, 0, 5, 0);
+	m = grant(&c, MODE_X, 0, 5, 0);
 	CHECK(cache_apply_grant(&c, &m));
 	CHECK(c.res[0].level == L_X && c.res[0].lv == 5 && c.res[0].holder == 0);
 
@@ -56,32 +60,49 @@ int cache_unit_stale_grants(char *why, size_t len)
 	CHECK(c.res[0].level == L_I);
 
 	/* A shared grant at the version we had exclusively: also old. */
-	m = grant(MODE_S, 0, 5, 2);
+	m = grant(&c, MODE_S, 0, 5, 2);
 	CHECK(!cache_apply_grant(&c, &m));
 	CHECK(c.res[0].level == L_I);
 
 	/* A later one is taken, shared or exclusive. */
-	m = grant(MODE_S, 0, 6, 2);
+	m = grant(&c, MODE_S, 0, 6, 2);
 	CHECK(cache_apply_grant(&c, &m));
 	CHECK(c.res[0].level == L_S && c.res[0].lv == 6 && c.res[0].holder == 2);
-	m = grant(MODE_X, 0, 7, 2);
+	m = grant(&c, MODE_X, 0, 7, 2);
 	CHECK(cache_apply_grant(&c, &m));
 	CHECK(c.res[0].level == L_X && c.res[0].lv == 7);
 
 	/* Across the 24-bit wrap, later is later. */
 	c.res[1].seen = true;
 	c.res[1].lv = DIR_VER_MASK;
-	m = grant(MODE_X, 1, 0, 0);
+	m = grant(&c, MODE_X, 1, 0, 0);
 	CHECK(cache_apply_grant(&c, &m));
 	CHECK(c.res[1].level == L_X && c.res[1].lv == 0);
-	m = grant(MODE_X, 1, DIR_VER_MASK, 0);
+	m = grant(&c, MODE_X, 1, DIR_VER_MASK, 0);
 	CHECK(!cache_apply_grant(&c, &m));
+
+	/* Adopted at 7 while the grant of 7 was still on its way (its request is moot now), handed
+	 * on, then asked for again and granted shared at 8: the grant of 7 arrives last. Its
+	 * version is neither the one held nor the last one had; its request was answered. */
+	c.res[0] = (struct res_state){ 0 };
+	m = grant(&c, MODE_X, 0, 7, 2); /* the request, and the grant still on its way */
+	c.res[0].level = L_X;		/* adopted (view.c, adopt_lost) */
+	c.res[0].lv = c.res[0].cv = 7;
+	c.res[0].seen = true;
+	c.res[0].answered = (uint32_t)c.next_seq;
+	c.res[0].level = L_I; /* handed on */
+	late = m;
+	m = grant(&c, MODE_S, 0, 8, 2);
+	CHECK(cache_apply_grant(&c, &m));
+	CHECK(c.res[0].level == L_S && c.res[0].lv == 8);
+	CHECK(!cache_apply_grant(&c, &late));
+	CHECK(c.res[0].level == L_S && c.res[0].lv == 8);
 
 	/* A node that let the resource go long ago may be more than half the version space
 	 * behind, where "later" wraps into "earlier": its next grant is still taken. */
 	c.res[1].level = L_I;
 	c.res[1].lv = 10;
-	m = grant(MODE_S, 1, 10 + (DIR_VER_MASK >> 1) + 5, 0);
+	m = grant(&c, MODE_S, 1, 10 + (DIR_VER_MASK >> 1) + 5, 0);
 	CHECK(!ver_after(m.version, 10));
 	CHECK(cache_apply_grant(&c, &m));
 	CHECK(c.res[1].level == L_S);
