@@ -53,12 +53,6 @@ static inline uint64_t dir_make(bool excl, uint32_t owner, uint32_t sharers, uin
 	       (uint64_t)(ver & DIR_VER_MASK) << 40;
 }
 
-/* seq_after - request @a was sent after request @b (the low 32 bits a message carries). */
-static inline bool seq_after(uint32_t a, uint32_t b)
-{
-	return (int32_t)(a - b) > 0;
-}
-
 /* ver_after - @a is a later version than @b, modulo the 24-bit wrap. */
 static inline bool ver_after(uint32_t a, uint32_t b)
 {
@@ -117,11 +111,11 @@ struct req {
  */
 struct res_state {
 	uint8_t level;
-	bool pinned;	   /* an operation of this node is using it: requests wait */
-	bool seen;	   /* @dir_guess comes from this resource's own word */
-	bool tk;	   /* taken over from a dead node: held until the view change commits */
-	uint32_t owed;	   /* sharers whose invalidation failed: retried before the next use */
-	uint32_t answered; /* our requests up to this seq (low 32 bits) are answered or moot */
+	bool pinned;	 /* an operation of this node is using it: requests wait */
+	bool seen;	 /* @dir_guess comes from this resource's own word */
+	bool tk;	 /* taken over from a dead node: held until the view change commits */
+	uint32_t owed;	 /* sharers whose invalidation failed: retried before the next use */
+	uint32_t vfloor; /* a grant at this version or before is old news (cache_apply_grant) */
 	uint32_t lv, cv;
 	uint32_t holder;	 /* a node whose cache has the current content, or NODE_NONE */
 	uint32_t holder_v;	 /* the version of that content */
@@ -318,7 +312,8 @@ void svc_serve_queued(struct coh_cache *c);
 int cache_writeback_all(struct coh_cache *c);
 int cache_release_all(struct coh_cache *c);
 void cache_kick(struct coh_cache *c, uint64_t r);
-bool cache_apply_grant(struct coh_cache *c, const struct cmsg *m);
+bool cache_apply_grant(struct coh_cache *c, const struct cmsg *m, bool current);
+void cache_raise_floor(struct res_state *st, uint32_t v);
 bool cache_invalidated(const struct coh_cache *c, uint64_t r);
 
 #endif /* COHORT_CACHE_INTERNAL_H */

@@ -358,32 +358,38 @@ static void unpin(struct coh_cache *c, uint64_t r)
 	pthread_mutex_unlock(&c->lock);
 }
 
+/* cache_raise_floor - versions up to @v are known here (held, or older than a word seen). */
+void cache_raise_floor(struct res_state *st, uint32_t v)
+{
+	if (ver_after(v, st->vfloor))
+		st->vfloor = v;
+}
+
 /*
- * cache_apply_grant - take a grant into the local state (lock held). Returns false for a grant
- * that is old news. Every grant carries a version later than any its receiver held before (an
- * exclusive handover or an upgrade moves the version on, and a downgrade grants the giver's
- * version, which the receiver never had). So a grant at the version this node holds exclusively,
- * or at an earlier one, or at the very version it last had, arrived after the resource came
- * here by other means (adopted, or a copy of the request answered first), perhaps after this
- * node had passed it on again. Applying it would make two exclusive holders.
+ * cache_apply_grant - take a grant into the local state (lock held). @current: it answers the
+ * request this thread waits for now. Returns false for a grant that is old news.
  *
- * Only the exclusive holder's version is known to be current (nobody else can move it on). A node
- * that let the resource go long ago may be 2^23 versions behind, where "earlier" wraps; there
- * only the exact version it last had counts, which is as likely to recur by wrap as a slot's.
+ * Every grant is a tenure its giver made with a CAS: an exclusive handover or an upgrade moves
+ * the version on, and a downgrade grants the giver's version, which the receiver never had. So a
+ * real grant is later than every version its receiver has held, and later than the version before
+ * any word it has seen since. Each resource keeps that bound (@vfloor, raised on every grant,
+ * CAS, adoption and takeover, and to one below each word seen), and a grant at or before it is a
+ * tenure already counted here: a duplicate, or one that arrived after the resource came by other
+ * means (adopted, or a copy of the request answered first), perhaps after the node had passed it
+ * on and had a later version since. Applying it would make two exclusive holders. A grant that
+ * answers the current request is new by definition; and one for an older copy of a request is
+ * new when its version is (the copy was served after the node let the resource go).
  *
- * Versions alone miss a grant that arrives after the node has had the resource and a later
- * version since (adopted at v, handed on, then granted shared at v + 1: a grant at v is neither).
- * So a grant also answers a request: every way of getting the resource (this grant, a CAS, an
- * adoption, a takeover) marks all requests sent so far as answered, and a grant for one of them
- * is old news whatever its version.
+ * An exclusive holder ignores a grant not later than its own version whatever it answers: the
+ * tenure is the same (adopted, then the grant), and the giver's copy is older than this tenure's
+ * writes.
  */
-bool cache_apply_grant(struct coh_cache *c, const struct cmsg *m)
+bool cache_apply_grant(struct coh_cache *c, const struct cmsg *m, bool current)
 {
 	struct res_state *st = &c->res[m->resource];
 
-	if (!seq_after((uint32_t)m->seq, st->answered) ||
-	    (st->level == L_X && !ver_after(m->version, st->lv)) ||
-	    (st->seen && m->version == st->lv)) {
+	if ((st->level == L_X && !ver_after(m->version, st->lv)) ||
+	    (!current && st->seen && !ver_after(m->version, st->vfloor))) {
 		CTRACE(c, "grant r%llu v%u from n%u seq %llx IGNORED (lv %u)",
 		       (unsigned long long)m->resource, m->version, m->holder,
 		       (unsigned long long)m->seq, st->lv);
@@ -394,7 +400,7 @@ bool cache_apply_grant(struct coh_cache *c, const struct cmsg *m)
 	       (unsigned long long)m->seq, st->level, st->lv);
 
 	st->level = m->mode == MODE_X ? L_X : L_S;
-	st->answered = (uint32_t)c->next_seq; /* the other copies of our request are moot */
+	cache_raise_floor(st, m->version);
 	st->lv = m->version;
 	st->cv = m->holder_v;
 	st->holder = m->holder;
@@ -426,7 +432,7 @@ static int wait_reply(struct coh_cache *c, uint32_t target, uint32_t gen, const 
 				bool applied;
 
 				pthread_mutex_lock(&c->lock);
-				applied = cache_apply_grant(c, &m);
+				applied = cache_apply_grant(c, &m, false);
 				pthread_mutex_unlock(&c->lock);
 				/* An earlier copy of this request (sent again after a fence) was
 				 * served first: that is our answer. The later copy is dropped
@@ -620,11 +626,13 @@ static int acquire(struct coh_cache *c, uint64_t r, int mode)
 			pthread_mutex_lock(&c->lock);
 			st->seen = true;
 			c->last_word = old == guess ? want : old;
+			if (old != guess)
+				cache_raise_floor(st, dir_ver(old) - 1);
 			pthread_mutex_unlock(&c->lock);
 			if (old == guess) {
 				pthread_mutex_lock(&c->lock);
 				st->level = mode == MODE_X ? L_X : L_S;
-				st->answered = (uint32_t)c->next_seq;
+				cache_raise_floor(st, dir_ver(want));
 				st->lv = dir_ver(want);
 				st->cv = dir_ver(guess);
 				st->holder = pick_sharer(c, dir_sharers(guess));
@@ -662,7 +670,7 @@ static int acquire(struct coh_cache *c, uint64_t r, int mode)
 			while (xp_take(&c->app, &m)) {
 				if (m.type == CMSG_GRANT) {
 					pthread_mutex_lock(&c->lock);
-					cache_apply_grant(c, &m);
+					cache_apply_grant(c, &m, false);
 					pthread_mutex_unlock(&c->lock);
 				}
 			}
@@ -679,6 +687,7 @@ static int acquire(struct coh_cache *c, uint64_t r, int mode)
 				return ret;
 			pthread_mutex_lock(&c->lock);
 			st->dir_guess = old;
+			cache_raise_floor(st, dir_ver(old) - 1);
 			pthread_mutex_unlock(&c->lock);
 			if (old != guess)
 				continue;
@@ -710,7 +719,7 @@ static int acquire(struct coh_cache *c, uint64_t r, int mode)
 			/* Applied here unless it is old news (see cache_apply_grant); then the
 			 * state says what we hold, and the loop goes on from there. */
 			pthread_mutex_lock(&c->lock);
-			cache_apply_grant(c, &m);
+			cache_apply_grant(c, &m, (m.seq & 0xffffffffu) == (req.seq & 0xffffffffu));
 			got = st->level == L_X || (mode == MODE_S && st->level == L_S);
 			if (got)
 				st->pinned = true;

@@ -128,7 +128,7 @@ static void drain_grants(struct coh_cache *c)
 	while (xp_take(x, &m)) {
 		if (m.type == CMSG_GRANT) {
 			pthread_mutex_lock(&c->lock);
-			cache_apply_grant(c, &m);
+			cache_apply_grant(c, &m, false);
 			pthread_mutex_unlock(&c->lock);
 		}
 	}
@@ -296,7 +296,7 @@ static void take(struct coh_cache *c, uint64_t r, uint64_t word)
 		st->holder = NODE_NONE;
 		st->holder_v = 0;
 	}
-	st->answered = (uint32_t)c->next_seq; /* a grant still on its way to us is moot */
+	cache_raise_floor(st, dir_ver(word)); /* a grant still on its way to us is old news */
 	st->seen = true;
 	st->dir_guess = word;
 	st->tk = true;
@@ -486,7 +486,7 @@ static int adopt_lost(struct coh_cache *c)
 			       (unsigned long long)r, (unsigned long long)w[r], st->level, st->lv);
 			st->level = L_X;
 			st->lv = st->cv = dir_ver(w[r]);
-			st->answered = (uint32_t)c->next_seq;
+			cache_raise_floor(st, dir_ver(w[r]));
 			st->holder = NODE_NONE;
 			st->holder_v = 0;
 			st->seen = true;
