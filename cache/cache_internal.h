@@ -314,6 +314,14 @@ int cache_release_all(struct coh_cache *c);
 void cache_kick(struct coh_cache *c, uint64_t r);
 bool cache_apply_grant(struct coh_cache *c, const struct cmsg *m, bool current);
 void cache_raise_floor(struct res_state *st, uint32_t v);
+/* cache_take_grants - wait up to @wait_ms for a message, then take in every grant that has
+ * arrived (others are dropped: their requests are over). Application thread's endpoints. */
+void cache_take_grants(struct coh_cache *c, int wait_ms);
+/* same_seq - a message answers request @b: they carry the same low 32 bits of its seq. */
+static inline bool same_seq(uint64_t a, uint64_t b)
+{
+	return (uint32_t)a == (uint32_t)b;
+}
 bool cache_invalidated(const struct coh_cache *c, uint64_t r);
 
 #endif /* COHORT_CACHE_INTERNAL_H */

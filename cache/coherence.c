@@ -362,7 +362,7 @@ static void unpin(struct coh_cache *c, uint64_t r)
 void cache_raise_floor(struct res_state *st, uint32_t v)
 {
 	if (ver_after(v, st->vfloor))
-		st->vfloor = v;
+		st->vfloor = v & DIR_VER_MASK;
 }
 
 /*
@@ -412,6 +412,23 @@ bool cache_apply_grant(struct coh_cache *c, const struct cmsg *m, bool current)
 	return true;
 }
 
+void cache_take_grants(struct coh_cache *c, int wait_ms)
+{
+	struct cmsg m;
+
+	if (xp_poll(&c->app, wait_ms) > 0) {
+		while (xp_poll(&c->app, 0) > 0)
+			;
+	}
+	while (xp_take(&c->app, &m)) {
+		if (m.type == CMSG_GRANT) {
+			pthread_mutex_lock(&c->lock);
+			cache_apply_grant(c, &m, false);
+			pthread_mutex_unlock(&c->lock);
+		}
+	}
+}
+
 /*
  * wait_reply - wait for the answer from @target to request @seq; grants for older requests that
  * arrive meanwhile are applied too, so the local state never falls behind the directory.
@@ -428,7 +445,7 @@ static int wait_reply(struct coh_cache *c, uint32_t target, uint32_t gen, const 
 
 	for (;;) {
 		while (xp_take(&c->app, &m)) {
-			if (m.type == CMSG_GRANT && (m.seq & 0xffffffffu) != (seq & 0xffffffffu)) {
+			if (m.type == CMSG_GRANT && !same_seq(m.seq, seq)) {
 				bool applied;
 
 				pthread_mutex_lock(&c->lock);
@@ -444,7 +461,7 @@ static int wait_reply(struct coh_cache *c, uint32_t target, uint32_t gen, const 
 				}
 				continue;
 			}
-			if ((m.seq & 0xffffffffu) == (seq & 0xffffffffu)) {
+			if (same_seq(m.seq, seq)) {
 				*out = m;
 				return 0;
 			}
@@ -470,9 +487,8 @@ static int invalidate_sharers(struct coh_cache *c, uint64_t r, uint32_t sharers,
 	struct xport *x = &c->app;
 	uint64_t val = INV_FLAG | ver;
 	uint32_t n, count = 0;
-	int ret = 0;
-
 	uint32_t failed = 0;
+	int ret = 0;
 
 	memcpy((uint8_t *)coh_mr_addr(x->buf) + x->bounce_off, &val, sizeof(val));
 	for (n = 0; n < c->nodes; n++) {
@@ -666,14 +682,7 @@ static int acquire(struct coh_cache *c, uint64_t r, int mode)
 			 * died after its CAS and before its message, the grant never comes; the
 			 * view change's commit gives us the resource (view.c, adopt_lost), and
 			 * the view change needs this thread's place first. */
-			ret = xp_poll(&c->app, 1);
-			while (xp_take(&c->app, &m)) {
-				if (m.type == CMSG_GRANT) {
-					pthread_mutex_lock(&c->lock);
-					cache_apply_grant(c, &m, false);
-					pthread_mutex_unlock(&c->lock);
-				}
-			}
+			cache_take_grants(c, 1);
 			if (atomic_load(&c->yield))
 				return -EAGAIN;
 			continue;
@@ -719,7 +728,7 @@ static int acquire(struct coh_cache *c, uint64_t r, int mode)
 			/* Applied here unless it is old news (see cache_apply_grant); then the
 			 * state says what we hold, and the loop goes on from there. */
 			pthread_mutex_lock(&c->lock);
-			cache_apply_grant(c, &m, (m.seq & 0xffffffffu) == (req.seq & 0xffffffffu));
+			cache_apply_grant(c, &m, same_seq(m.seq, req.seq));
 			got = st->level == L_X || (mode == MODE_S && st->level == L_S);
 			if (got)
 				st->pinned = true;

@@ -120,18 +120,7 @@ int coh_cache_rebuild_clear(struct coh_cache *c)
  */
 static void drain_grants(struct coh_cache *c)
 {
-	struct xport *x = &c->app;
-	struct cmsg m;
-
-	while (xp_poll(x, 0) > 0)
-		;
-	while (xp_take(x, &m)) {
-		if (m.type == CMSG_GRANT) {
-			pthread_mutex_lock(&c->lock);
-			cache_apply_grant(c, &m, false);
-			pthread_mutex_unlock(&c->lock);
-		}
-	}
+	cache_take_grants(c, 0);
 }
 
 /* let_io_in - between two batches of a step's network work, let the caller run a waiting operation
@@ -280,6 +269,20 @@ static int read_dir(struct coh_cache *c, uint32_t h, const uint64_t **w)
 	return ret;
 }
 
+/* hold_word - hold the resource exclusively as the directory word @word says, with no copy
+ * of it anywhere but the store (its giver wrote back first, or the replay will). A grant still on
+ * its way to us for this tenure is old news. Lock held. */
+static void hold_word(struct res_state *st, uint64_t word)
+{
+	st->level = L_X;
+	st->lv = st->cv = dir_ver(word);
+	cache_raise_floor(st, dir_ver(word));
+	st->holder = NODE_NONE;
+	st->holder_v = 0;
+	st->seen = true;
+	st->dir_guess = word;
+}
+
 /* take - make @r exclusively ours for the takeover, the word now @word at version @v. */
 static void take(struct coh_cache *c, uint64_t r, uint64_t word)
 {
@@ -288,17 +291,12 @@ static void take(struct coh_cache *c, uint64_t r, uint64_t word)
 	pthread_mutex_lock(&c->lock);
 	CTRACE(c, "take r%llu word %llx (was level %u lv %u)", (unsigned long long)r,
 	       (unsigned long long)word, st->level, st->lv);
-	if (st->level != L_X || st->lv != dir_ver(word)) {
-		/* Not held here before: the store has the content once the replay is done. (One we
-		 * held and claimed keeps its state: its dirty blocks are this tenure's.) */
-		st->level = L_X;
-		st->lv = st->cv = dir_ver(word);
-		st->holder = NODE_NONE;
-		st->holder_v = 0;
-	}
-	cache_raise_floor(st, dir_ver(word)); /* a grant still on its way to us is old news */
-	st->seen = true;
-	st->dir_guess = word;
+	/* Not held here before: the store has the content once the replay is done. (One we held
+	 * and claimed keeps its state: its dirty blocks are this tenure's.) */
+	if (st->level != L_X || st->lv != dir_ver(word))
+		hold_word(st, word);
+	else
+		st->dir_guess = word;
 	st->tk = true;
 	pthread_mutex_unlock(&c->lock);
 }
@@ -484,13 +482,7 @@ static int adopt_lost(struct coh_cache *c)
 				     c->me, (unsigned long long)r);
 			CTRACE(c, "adopt_lost r%llu word %llx (was level %u lv %u)",
 			       (unsigned long long)r, (unsigned long long)w[r], st->level, st->lv);
-			st->level = L_X;
-			st->lv = st->cv = dir_ver(w[r]);
-			cache_raise_floor(st, dir_ver(w[r]));
-			st->holder = NODE_NONE;
-			st->holder_v = 0;
-			st->seen = true;
-			st->dir_guess = w[r];
+			hold_word(st, w[r]);
 			if (st->head)
 				cache_kick(c, r);
 		}

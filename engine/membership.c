@@ -242,8 +242,8 @@ static int host_regions(struct coh_node *n)
 	return 0;
 }
 
-/* send_descs - (re)key the hosted regions and give each member writer its new descriptor. */
-static int send_descs(struct coh_node *n, uint32_t epoch, uint32_t members, bool rekey)
+/* send_descs - give each member writer the descriptor of the region hosted here for it. */
+static int send_descs(struct coh_node *n, uint32_t epoch, uint32_t members)
 {
 	uint32_t p;
 	int ret;
@@ -251,14 +251,7 @@ static int send_descs(struct coh_node *n, uint32_t epoch, uint32_t members, bool
 	for (p = 0; p < n->nodes; p++) {
 		struct coh_mr_desc d;
 
-		if (p == n->me || !n->host[p])
-			continue;
-		if (rekey) {
-			ret = coh_mr_rekey(n->host[p]);
-			if (ret)
-				return ret;
-		}
-		if (!(members >> p & 1))
+		if (p == n->me || !n->host[p] || !(members >> p & 1))
 			continue;
 		ret = coh_mr_export(n->host[p], &d);
 		if (ret)
@@ -674,6 +667,16 @@ static void commit(struct coh_node *n, uint32_t E, uint32_t P, bool quorum)
 	pthread_mutex_unlock(&n->state_lock);
 }
 
+/* stop_serving - this node serves no more I/O: its cache goes, and view @E of members @P is put
+ * in place without a quorum (operations get -EROFS). */
+static void stop_serving(struct coh_node *n, uint32_t E, uint32_t P)
+{
+	io_take(n);
+	coh_cache_abandon(&n->cache);
+	commit(n, E, P, false);
+	io_give(n);
+}
+
 /* leave - this node cannot finish its part: what it could not destage is in its log on its
  * peers, so it leaves and a survivor replays it. */
 static void leave(struct coh_node *n, uint32_t E, uint32_t P, const char *what, int err)
@@ -681,10 +684,7 @@ static void leave(struct coh_node *n, uint32_t E, uint32_t P, const char *what, 
 	COH_LOG_ERR("node %u: %s in view change: %s; leaving the cluster", n->me, what,
 		    coh_strerror(err));
 	broadcast(n, others(n, P), CTL_BYE, E, P);
-	io_take(n);
-	coh_cache_abandon(&n->cache);
-	commit(n, E, 1u << n->me, false);
-	io_give(n);
+	stop_serving(n, E, 1u << n->me);
 }
 
 /* view_change - the sequence in the file comment. Called by the membership thread. */
@@ -716,10 +716,7 @@ static void view_change(struct coh_node *n)
 				   "node %u: view %u has %u of %u nodes, not a majority: this node "
 				   "stops serving I/O",
 				   n->me, E, __builtin_popcount(P), n->nodes);
-			io_take(n);
-			coh_cache_abandon(&n->cache);
-			commit(n, E, P, false);
-			io_give(n);
+			stop_serving(n, E, P);
 			return;
 		}
 		if (n->cache)
@@ -771,10 +768,7 @@ static void view_change(struct coh_node *n)
 	COH_LOG_AT(n->m->dead & old & ~n->m->bye || !atomic_load(&n->m->stop) ? COH_LOG_LEVEL_ERR
 									      : COH_LOG_LEVEL_INFO,
 		   "node %u: view change did not finish: serving no I/O", n->me);
-	io_take(n);
-	coh_cache_abandon(&n->cache);
-	commit(n, E, old & ~n->m->dead, false);
-	io_give(n);
+	stop_serving(n, E, old & ~n->m->dead);
 }
 
 static void *memb_main(void *arg)
@@ -850,7 +844,7 @@ int membership_init(struct coh_node *n)
 	if (!ret)
 		ret = ctl_mesh(n);
 	if (!ret)
-		ret = send_descs(n, 1, all, false);
+		ret = send_descs(n, 1, all);
 	if (!ret)
 		ret = wait_until(n, 1, all, all_descs, n->timeout_ms);
 	if (!ret)

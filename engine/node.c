@@ -405,17 +405,24 @@ static int io_begin(struct coh_node *n)
 	return 0;
 }
 
+/* realtime_in - the CLOCK_REALTIME time @ms from now, for pthread_cond_timedwait on view_cond. */
+static void realtime_in(int ms, struct timespec *ts)
+{
+	clock_gettime(CLOCK_REALTIME, ts);
+	ts->tv_sec += ms / 1000;
+	ts->tv_nsec += (long)(ms % 1000) * 1000000;
+	if (ts->tv_nsec >= 1000000000) {
+		ts->tv_sec++;
+		ts->tv_nsec -= 1000000000;
+	}
+}
+
 /* wait_progress - wait, up to @ms, for the view change to move past step @seen. */
 static void wait_progress(struct coh_node *n, uint64_t seen, int ms)
 {
 	struct timespec until;
 
-	clock_gettime(CLOCK_REALTIME, &until);
-	until.tv_nsec += (long)ms * 1000000;
-	if (until.tv_nsec >= 1000000000) {
-		until.tv_sec++;
-		until.tv_nsec -= 1000000000;
-	}
+	realtime_in(ms, &until);
 	pthread_mutex_lock(&n->state_lock);
 	while (n->progress == seen &&
 	       pthread_cond_timedwait(&n->view_cond, &n->state_lock, &until) == 0)
@@ -549,13 +556,7 @@ int coh_node_wait_epoch(struct coh_node *n, uint32_t epoch, int timeout_ms)
 	if (!n || timeout_ms < 0)
 		return -EINVAL;
 	/* commit() broadcasts view_cond whenever a view is put in place. */
-	clock_gettime(CLOCK_REALTIME, &until);
-	until.tv_sec += timeout_ms / 1000;
-	until.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
-	if (until.tv_nsec >= 1000000000) {
-		until.tv_sec++;
-		until.tv_nsec -= 1000000000;
-	}
+	realtime_in(timeout_ms, &until);
 	pthread_mutex_lock(&n->state_lock);
 	while ((n->epoch < epoch || n->changing) && !ret)
 		ret = -pthread_cond_timedwait(&n->view_cond, &n->state_lock, &until);
