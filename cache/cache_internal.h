@@ -25,7 +25,15 @@
  */
 #define DIR_X (1ull << 38)
 #define DIR_CLAIM_X (1ull << 39)
-#define DIR_VER_MASK 0xffffffu
+/* The version field is 24 bits; a test build narrows it (cmake -DCOHORT_VER_BITS=8) so that
+ * a wrap takes seconds, not hours. */
+#ifndef COHORT_VER_BITS
+#define COHORT_VER_BITS 24
+#endif
+#if COHORT_VER_BITS < 4 || COHORT_VER_BITS > 24
+#error "COHORT_VER_BITS must be 4 .. 24"
+#endif
+#define DIR_VER_MASK ((1u << COHORT_VER_BITS) - 1)
 
 static inline uint32_t dir_sharers(uint64_t w)
 {

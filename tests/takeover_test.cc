@@ -54,7 +54,7 @@ TEST(takeover, no_failure__consistent_and_linearizable)
 // Each instrumented point, with the victim rotating, several times each.
 TEST(takeover, each_crash_point__acknowledged_writes_survive)
 {
-	for (uint32_t pt = COH_CRASH_BEFORE_REPLICATION; pt < COH_CRASH_MAX; pt++) {
+	for (uint32_t pt = COH_CRASH_BEFORE_REPLICATION; pt < COH_CRASH_WRITE_PATH_MAX; pt++) {
 		for (uint32_t rep = 0; rep < 3; rep++) {
 			tk_trial t = base_trial(100 + pt * 10 + rep);
 			tk_result r;
@@ -126,7 +126,7 @@ TEST(takeover, randomized_trials)
 		s ^= s << 17;
 		t.nodes = 3 + (uint32_t)(s % 2);
 		t.victim = (uint32_t)(s >> 8) % t.nodes;
-		t.crash_point = (uint32_t)(s >> 16) % COH_CRASH_MAX;
+		t.crash_point = (uint32_t)(s >> 16) % COH_CRASH_WRITE_PATH_MAX;
 		t.crash_after = 1 + (uint32_t)(s >> 24) % 12;
 		t.kill_at_op = (uint32_t)(s >> 32) % t.ops;
 		t.raid_level = (s >> 40) % 4 ? 5 : 1;

@@ -32,6 +32,24 @@ extern "C" {
 
 struct coh_cache;
 
+/*
+ * The states of the protocol's steps, as the point hook (coh_cache_attr.point) names them: the
+ * engine turns them into crash points (COH_CRASH_CACHE + point - 1), traces name them, and tests
+ * stop a node at any of them. @detail is the resource.
+ */
+enum coh_cache_point {
+	COH_CACHE_PT_XCAS = 1,	 /* a writer's exclusive CAS done; the sharers not invalidated */
+	COH_CACHE_PT_INVAL,	 /* the sharers invalidated; the write hook not yet called */
+	COH_CACHE_PT_SCAS,	 /* a reader's shared CAS done; the block not yet fetched */
+	COH_CACHE_PT_REQ,	 /* a lock request sent to the holder; no answer yet */
+	COH_CACHE_PT_GRANTED,	 /* a grant taken in; the operation not yet done */
+	COH_CACHE_PT_SERVE_WB,	 /* service: dirty blocks written back; the directory unchanged */
+	COH_CACHE_PT_SERVE_CAS,	 /* service: the directory changed; the grant not yet sent */
+	COH_CACHE_PT_SERVE_SENT, /* service: the grant sent; the waiters not yet handed over */
+	COH_CACHE_PT_INSTALLED,	 /* a write's data installed; not yet acknowledged */
+	COH_CACHE_PT_MAX,
+};
+
 /**
  * struct coh_cache_attr - how to open a node's cache.
  * @fab: the node's fabric (not owned; must outlive the cache)

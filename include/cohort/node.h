@@ -31,10 +31,13 @@ extern "C" {
 
 /*
  * Crash points: a node given one in its attributes kills itself (SIGKILL) the @crash_after-th
- * time it reaches it. For crash tests; 0 disables.
+ * time it reaches it. For crash tests; 0 disables. They name the states of an operation and of a
+ * view change, and the same names appear in traces (COHORT_CACHE_TRACE) and in the engine-tier
+ * point hook (node_hooks.h), which can also pause a node there or drop a message.
  */
 enum coh_crash_point {
 	COH_CRASH_NONE = 0,
+	/* The write path and the destage (engine). */
 	COH_CRASH_BEFORE_REPLICATION = 1, /* a write holds its locks; nothing logged */
 	COH_CRASH_REPLICATED = 2,	  /* logged on the peers, not yet acknowledged */
 	COH_CRASH_DESTAGE_READ_OLD = 3,	  /* a stripe update is about to read old data/parity */
@@ -42,7 +45,42 @@ enum coh_crash_point {
 	COH_CRASH_DESTAGE_PARITY = 5,	  /* ... data written, parity not */
 	COH_CRASH_DESTAGE_DONE = 6,	  /* ... stripe done, log records not yet retired */
 	COH_CRASH_RECLAIM = 7,		  /* log reclaim: some records retired, not all */
-	COH_CRASH_MAX = 8,
+	/* The coherence protocol (cache): COH_CRASH_CACHE + enum coh_cache_point - 1. */
+	COH_CRASH_XCAS = 8,	   /* a writer's exclusive CAS done; sharers not invalidated */
+	COH_CRASH_INVAL = 9,	   /* sharers invalidated; nothing replicated yet */
+	COH_CRASH_SCAS = 10,	   /* a reader's shared CAS done; the block not yet fetched */
+	COH_CRASH_REQ = 11,	   /* a lock request sent; no answer yet */
+	COH_CRASH_GRANTED = 12,	   /* a grant taken in; the operation not yet done */
+	COH_CRASH_SERVE_WB = 13,   /* service: dirty blocks written back; directory unchanged */
+	COH_CRASH_SERVE_CAS = 14,  /* service: directory changed; the grant not yet sent */
+	COH_CRASH_SERVE_SENT = 15, /* service: grant sent; the waiters not yet handed over */
+	COH_CRASH_INSTALLED = 16,  /* a write's data installed in the cache; not acknowledged */
+	/* The view change after a death (membership). */
+	COH_CRASH_VIEW_AGREED = 17,	  /* the new view agreed; nothing fenced yet */
+	COH_CRASH_VIEW_FENCED = 18,	  /* the dead fenced and regions re-keyed */
+	COH_CRASH_VIEW_RELOG = 19,	  /* log move: destaged, the log not yet on its new peers */
+	COH_CRASH_VIEW_RELOGGED = 20,	  /* log move done */
+	COH_CRASH_VIEW_CLEARED = 21,	  /* the dead homes' words cleared here */
+	COH_CRASH_VIEW_CLAIMED = 22,	  /* this node's holdings claimed in the rebuilt words */
+	COH_CRASH_VIEW_TAKEN = 23,	  /* the winner holds the dead node's locks; no replay yet */
+	COH_CRASH_VIEW_REPLAY = 24,	  /* the winner has replayed part of the dead node's log */
+	COH_CRASH_VIEW_READY = 25,	  /* READY sent: this node's takeovers are done */
+	COH_CRASH_VIEW_ZEROED = 26,	  /* this node's copies of the dead logs zeroed */
+	COH_CRASH_VIEW_COMMITTED = 27,	  /* the view committed here; maybe not everywhere */
+	COH_CRASH_MAX = 28,
+};
+#define COH_CRASH_CACHE COH_CRASH_XCAS
+#define COH_CRASH_WRITE_PATH_MAX COH_CRASH_XCAS /* points 1 .. 7: the engine's write path */
+#define COH_CRASH_VIEW_FIRST COH_CRASH_VIEW_AGREED
+
+/*
+ * Fencing a node that the others exclude without proof that it died (a silent node, a broken
+ * connection): COH_FENCE_AUTO kills it where the fabric can (shm: its process) and otherwise
+ * relies on its lease; COH_FENCE_LEASE relies on the lease alone (docs/recovery.md, "Fencing").
+ */
+enum coh_fence {
+	COH_FENCE_AUTO = 0,
+	COH_FENCE_LEASE = 1,
 };
 
 /**
@@ -60,6 +98,12 @@ enum coh_crash_point {
  * @cache_blocks: cache capacity in blocks; 0 means 1024
  * @timeout_ms: bound for every wait (a lock, a peer, a view change); 0 means the fabric's
  * @crash_point, @crash_after: see enum coh_crash_point
+ * @lease_ms: how long this node serves I/O (even a read hit) after its last contact with a
+ *            majority; 0 means a quarter of @timeout_ms, within 100 .. 2000. The others wait
+ *            out the lease of a node they exclude before they write over anything it may hold
+ *            (docs/recovery.md, "Fencing"). Every node opens with the same value.
+ * @fence: how the others fence this node when they exclude it without proof of its death (it
+ *         went silent, or only its connections broke): enum coh_fence
  * @takeover_hook: if set, called on the membership thread of the survivor that wins a dead
  *                 node's locks, holding them, before it replays that node's log (tests use it
  *                 to hold a takeover open and show what I/O goes on meanwhile); @takeover_arg
@@ -78,6 +122,8 @@ struct coh_node_attr {
 	uint32_t cache_blocks;
 	uint32_t timeout_ms;
 	uint32_t crash_point, crash_after;
+	uint32_t lease_ms;
+	uint32_t fence;
 	void (*takeover_hook)(void *arg, uint32_t dead);
 	void *takeover_arg;
 };
