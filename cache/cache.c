@@ -371,12 +371,82 @@ static int exchange(struct coh_cache *c)
 	return ret;
 }
 
+/* svc_import - take in the directory descriptors a view change left for this thread
+ * (coh_cache_import): the thread's endpoints are its own, so it swaps them in itself. */
+static void svc_import(struct coh_cache *c)
+{
+	struct coh_mr_desc d[COH_CACHE_MAX_NODES];
+	uint32_t pending, p;
+	int ret;
+
+	pthread_mutex_lock(&c->lock);
+	pending = c->svc_desc_pending;
+	c->svc_desc_pending = 0;
+	memcpy(d, c->svc_desc, sizeof(d));
+	pthread_mutex_unlock(&c->lock);
+	for (p = 0; pending && p < c->nodes; p++) {
+		if (!(pending >> p & 1) || !c->svc.one[p])
+			continue;
+		coh_rmr_delete(&c->svc.dir[p]);
+		ret = coh_rmr_import(c->svc.one[p], &d[p], &c->svc.dir[p]);
+		if (ret)
+			COH_LOG_WARN("node %u: service thread: node %u's new directory: %s", c->me,
+				     p, coh_strerror(ret));
+	}
+}
+
+int coh_cache_rekey(struct coh_cache *c, struct coh_mr_desc descs[COH_CACHE_DESCS])
+{
+	int ret;
+
+	if (!c || !descs)
+		return -EINVAL;
+	/* The slots are also this thread's local target of peer READs (fetch_into_slot), so the
+	 * re-key runs in the application thread's place, as every view change step does. */
+	if ((ret = coh_mr_rekey(c->dir_mr)) || (ret = coh_mr_rekey(c->inv_mr)) ||
+	    (ret = coh_mr_rekey(c->slots_mr)))
+		return ret;
+	if ((ret = coh_mr_export(c->dir_mr, &descs[0])) ||
+	    (ret = coh_mr_export(c->inv_mr, &descs[1])) ||
+	    (ret = coh_mr_export(c->slots_mr, &descs[2])))
+		return ret;
+	CTRACE(c, "rekey");
+	return coh_cache_import(c, c->me, descs);
+}
+
+int coh_cache_import(struct coh_cache *c, uint32_t peer,
+		     const struct coh_mr_desc descs[COH_CACHE_DESCS])
+{
+	struct xport *x;
+	int ret;
+
+	if (!c || !descs || peer >= c->nodes || !is_member(c, peer))
+		return -EINVAL;
+	x = &c->app;
+	if (!x->one[peer])
+		return -ENOTCONN;
+	coh_rmr_delete(&x->dir[peer]);
+	coh_rmr_delete(&x->inv[peer]);
+	coh_rmr_delete(&x->slots[peer]);
+	if ((ret = coh_rmr_import(x->one[peer], &descs[0], &x->dir[peer])) ||
+	    (ret = coh_rmr_import(x->one[peer], &descs[1], &x->inv[peer])) ||
+	    (ret = coh_rmr_import(x->one[peer], &descs[2], &x->slots[peer])))
+		return ret;
+	pthread_mutex_lock(&c->lock);
+	c->svc_desc[peer] = descs[0];
+	__atomic_or_fetch(&c->svc_desc_pending, 1u << peer, __ATOMIC_RELEASE);
+	pthread_mutex_unlock(&c->lock);
+	return 0;
+}
+
 static void *svc_main(void *arg)
 {
 	struct coh_cache *c = arg;
 	struct cmsg m;
 
 	while (!atomic_load(&c->stop)) {
+		if (__atomic_load_n(&c->svc_desc_pending, __ATOMIC_RELAXED))
+			svc_import(c);
 		/* Bounded so that a kicked queue is served within a few ms even when no message
 		 * arrives to wake this thread. */
 		int ret = xp_poll(&c->svc, 5);
@@ -487,7 +557,17 @@ int coh_cache_open(const struct coh_cache_attr *attr, struct coh_cache **cachep)
 	c->ch_base = attr->channel_base ? attr->channel_base : CH_APP;
 	c->write_hook = attr->write_hook;
 	c->step_pause = attr->step_pause;
+	c->point = attr->point;
+	c->lease = attr->lease;
 	c->hook_arg = attr->hook_arg;
+	{
+		struct timespec res;
+
+		/* The lease is checked on the coarse clock, which lags the precise one by up to a
+		 * tick: that much is taken off the lease. */
+		clock_getres(CLOCK_MONOTONIC_COARSE, &res);
+		c->lease_slack_ms = (uint32_t)(res.tv_nsec / 1000000) + 1;
+	}
 	c->bsize = coh_store_block_size(attr->store);
 	c->nblocks = coh_store_nblocks(attr->store);
 	c->res_blocks = attr->resource_blocks ? attr->resource_blocks : 65536 / c->bsize;

@@ -114,19 +114,30 @@ struct req {
 
 /*
  * struct res_state - this node's view of one resource; guarded by coh_cache.lock.
- * Blocks of the resource cached here are valid when their slot's version is @lv or @cv (the
- * version whose content was current when this node got the resource).
+ *
+ * A tenure is one unbroken stretch during which this node holds the resource (S or X). Blocks of
+ * the resource cached here are valid only while the tenure lasts, and only if filled during it
+ * under version @lv or @cv (the version whose content was current when the tenure began). Every
+ * tenure that begins from L_I starts with the resource's slots emptied (@fresh), so that no slot
+ * of an earlier tenure is ever taken as current, by this node or by a peer that READs it, however
+ * far the version has moved meanwhile (24 bits wrap; COHORT_VER_BITS narrows them in a test
+ * build). The same holds for invalidations: @inv_base is the value of this node's invalidation
+ * word when the tenure's sharer bit was about to be set, and the copy is invalidated once the
+ * word differs; no version is compared across a gap of unknown length.
  */
 struct res_state {
 	uint8_t level;
-	bool pinned;	 /* an operation of this node is using it: requests wait */
-	bool seen;	 /* @dir_guess comes from this resource's own word */
-	bool tk;	 /* taken over from a dead node: held until the view change commits */
-	uint32_t owed;	 /* sharers whose invalidation failed: retried before the next use */
-	uint32_t vfloor; /* a grant at this version or before is old news (cache_apply_grant) */
+	bool pinned;	  /* an operation of this node is using it: requests wait */
+	bool seen;	  /* @dir_guess comes from this resource's own word */
+	bool tk;	  /* taken over from a dead node: held until the view change commits */
+	bool fresh;	  /* no slot of this resource holds a block of an earlier tenure */
+	uint32_t owed;	  /* sharers whose invalidation failed: retried before the next use */
+	uint32_t vfloor;  /* a grant at this version or before is old news (cache_apply_grant) */
+	uint32_t obs_gen; /* c->fence_gen when @dir_guess and @vfloor were last observed fresh */
 	uint32_t lv, cv;
 	uint32_t holder;	 /* a node whose cache has the current content, or NODE_NONE */
 	uint32_t holder_v;	 /* the version of that content */
+	uint64_t inv_base;	 /* this node's invalidation word when the tenure began */
 	uint64_t dir_guess;	 /* the directory word as last seen */
 	struct req *head, *tail; /* requests waiting for the pin to drop, in arrival order */
 };
@@ -195,6 +206,8 @@ struct coh_cache {
 	uint32_t members, nmemb, ch_base;
 	int (*write_hook)(void *arg, uint64_t lba, uint32_t nblocks, const void *buf);
 	void (*step_pause)(void *arg);
+	int (*point)(void *arg, uint32_t pt, uint64_t detail);
+	const uint64_t *lease; /* coh_cache_attr.lease */
 	void *hook_arg;
 	uint32_t memb[COH_CACHE_MAX_NODES]; /* member ids, ascending */
 	/* Node failure (view.c): @dead are fenced (nothing is sent to them, their requests are
@@ -219,9 +232,15 @@ struct coh_cache {
 	struct coh_cache_stats stats; /* except the net_* counters, which are the atomics below */
 	atomic_ulong net_atomic, net_read, net_write, net_send;
 	uint64_t next_seq;
-	uint64_t wb_failures; /* write-backs that failed while serving a request */
+	atomic_ulong inv_count;	 /* invalidations written: the tokens' sequence */
+	uint32_t lease_slack_ms; /* the coarse clock's tick, so that a lease is never overrun */
+	uint64_t wb_failures;	 /* write-backs that failed while serving a request */
 	uint64_t last_word; /* the last directory word this node saw, as a guess for unseen ones */
 	bool svc_kick;
+	/* Directory descriptors imported by a view change (coh_cache_import) for the service
+	 * thread, which owns its endpoints and swaps them in itself. */
+	struct coh_mr_desc svc_desc[COH_CACHE_MAX_NODES];
+	uint32_t svc_desc_pending;
 	uint64_t *kick; /* resources whose pin dropped with requests waiting */
 	uint32_t n_kick, cap_kick;
 
@@ -289,7 +308,16 @@ static inline uint64_t slot_off(const struct coh_cache *c, uint64_t lba)
 	return (lba % c->nslots) * c->stride;
 }
 
-#define INV_FLAG (1ull << 32) /* set in every invalidation word ever written */
+/*
+ * An invalidation writes a value never written before by anyone: the writer's id and its own
+ * count of invalidations (never zero). A reader compares the word with the value it had when its
+ * tenure began (res_state.inv_base), so neither a wrapped version nor an invalidation aimed at
+ * an earlier tenure can make a copy look current.
+ */
+static inline uint64_t inv_token(uint32_t writer, uint64_t count)
+{
+	return count << 6 | (writer & 0x3f);
+}
 
 /* cache_now_ms - the clock every deadline here is kept on. The coarse clock: deadlines are
  * milliseconds to seconds, so its tick (1-4 ms) is noise, and it costs a few nanoseconds where
@@ -321,7 +349,14 @@ int cache_writeback_all(struct coh_cache *c);
 int cache_release_all(struct coh_cache *c);
 void cache_kick(struct coh_cache *c, uint64_t r);
 bool cache_apply_grant(struct coh_cache *c, const struct cmsg *m, bool current);
-void cache_raise_floor(struct res_state *st, uint32_t v);
+void cache_set_floor(struct coh_cache *c, struct res_state *st, uint32_t v);
+void cache_new_tenure(struct coh_cache *c, uint64_t r);
+bool cache_lease_ok(const struct coh_cache *c);
+/* cache_point - a named step of the protocol (enum coh_cache_point): the attribute's hook. */
+static inline int cache_point(struct coh_cache *c, uint32_t pt, uint64_t detail)
+{
+	return c->point ? c->point(c->hook_arg, pt, detail) : 0;
+}
 /* cache_take_grants - wait up to @wait_ms for a message, then take in every grant that has
  * arrived (others are dropped: their requests are over). Application thread's endpoints. */
 void cache_take_grants(struct coh_cache *c, int wait_ms);

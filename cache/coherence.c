@@ -26,12 +26,50 @@ static uint32_t block_crc(const struct coh_cache *c, const uint8_t *data)
 	return crc32_iscsi((unsigned char *)data, (int)c->bsize, 0);
 }
 
-/* invalidated - a writer has taken the resource since this node's shared grant. */
+/* cache_invalidated - a writer has taken the resource since this node's shared tenure began:
+ * its invalidation word changed (see inv_token). Lock held. */
 bool cache_invalidated(const struct coh_cache *c, uint64_t r)
 {
-	uint64_t v = atomic_load_explicit(&c->inv[r], memory_order_acquire);
+	return atomic_load_explicit(&c->inv[r], memory_order_acquire) != c->res[r].inv_base;
+}
 
-	return (v & INV_FLAG) && ver_after((uint32_t)v & DIR_VER_MASK, c->res[r].lv);
+/* cache_lease_ok - this node may still serve: its lease, renewed by the engine through contact
+ * with a majority, runs past now on the precise clock (the coarse one lags it by a tick). */
+bool cache_lease_ok(const struct coh_cache *c)
+{
+	return !c->lease ||
+	       cache_now_ms() + c->lease_slack_ms < __atomic_load_n(c->lease, __ATOMIC_ACQUIRE);
+}
+
+/*
+ * cache_new_tenure - a tenure of @r is about to begin from nothing: empty the slots that still
+ * hold its blocks from an earlier one, before this node's bit or name can appear in the word (a
+ * peer that READs a slot checks only its version, which may have wrapped since). Lock held.
+ */
+void cache_new_tenure(struct coh_cache *c, uint64_t r)
+{
+	struct res_state *st = &c->res[r];
+	uint64_t lba, end = (r + 1) * c->res_blocks;
+
+	if (st->fresh)
+		return;
+	if (end > c->nblocks)
+		end = c->nblocks;
+	for (lba = r * c->res_blocks; lba < end; lba++) {
+		struct slot_hdr *h = slot_of(c, lba);
+
+		if (atomic_load_explicit(&h->tag, memory_order_relaxed) != lba + 1)
+			continue;
+		/* Every tenure ends with its dirty blocks written back (a handover, a flush):
+		 * one still dirty here is older than the store, and must not reach it. */
+		if (h->dirty)
+			COH_LOG_ERR(
+			    "node %u: block %llu still dirty after its tenure ended; dropped",
+			    c->me, (unsigned long long)lba);
+		atomic_store_explicit(&h->tag, 0, memory_order_release);
+		h->dirty = 0;
+	}
+	st->fresh = true;
 }
 
 static bool slot_valid(const struct coh_cache *c, uint64_t lba, const struct res_state *st)
@@ -150,6 +188,26 @@ static void reply(struct coh_cache *c, const struct cmsg *req, uint8_t type, uin
 		COH_LOG_WARN("node %u: reply to %u: %s", c->me, req->requester, coh_strerror(ret));
 }
 
+/*
+ * serve_refuse - answer @req RETRY, and every request queued behind it too: the resource stays
+ * here for now (its home is being rebuilt, a write-back failed, this node's lease lapsed), and a
+ * request left in the queue would wait for a kick that only a pin dropping gives. Each requester
+ * reads the word again and asks again, within its own deadline. Lock held.
+ */
+static void serve_refuse(struct coh_cache *c, struct res_state *st, const struct cmsg *req)
+{
+	struct req *q;
+
+	reply(c, req, CMSG_RETRY, 0, 0);
+	while ((q = st->head)) {
+		st->head = q->next;
+		if (!node_dead(c, q->m.requester))
+			reply(c, &q->m, CMSG_RETRY, 0, 0);
+		free(q);
+	}
+	st->tail = NULL;
+}
+
 /* serve - give @req what it asks for on a resource this node holds exclusively and is not
  * using. Lock held; the sends and the CAS are bounded waits on the service thread's own
  * endpoints, and the application thread never waits on the network with the lock held. */
@@ -165,7 +223,15 @@ static void serve(struct coh_cache *c, struct res_state *st, const struct cmsg *
 		       req->requester);
 		/* The word is being rebuilt (or the requester is gone): keep the resource; the
 		 * requester asks again once the view change is done. */
-		reply(c, req, CMSG_RETRY, 0, 0);
+		serve_refuse(c, st, req);
+		return;
+	}
+	if (!cache_lease_ok(c)) {
+		/* The others may have excluded this node and taken its locks over: its dirty
+		 * blocks must not reach the store, nor its grants anyone. */
+		CTRACE(c, "serve r%llu to n%u: retry (lease)", (unsigned long long)r,
+		       req->requester);
+		serve_refuse(c, st, req);
 		return;
 	}
 	ret = writeback_res(c, r);
@@ -177,35 +243,44 @@ static void serve(struct coh_cache *c, struct res_state *st, const struct cmsg *
 				    "(%llu such failures)",
 				    c->me, (unsigned long long)r, coh_strerror(ret),
 				    (unsigned long long)c->wb_failures);
-		reply(c, req, CMSG_RETRY, 0, 0);
+		serve_refuse(c, st, req);
 		return;
 	}
+	cache_point(c, COH_CACHE_PT_SERVE_WB, r);
 	expect = dir_make(true, c->me, 0, v);
-	if (req->mode == MODE_S)
+	if (req->mode == MODE_S) {
 		want = dir_make(false, 0, 1u << c->me | 1u << req->requester, v);
-	else
+		/* This node stays a sharer: its copy is invalidated by any change of its word
+		 * from here on (the CAS below comes first for any writer). */
+		st->inv_base = atomic_load_explicit(&c->inv[r], memory_order_acquire);
+	} else {
 		want = dir_make(true, req->requester, 0, v + 1);
+	}
 	ret = xp_cas(&c->svc, r, expect, want, &got);
 	CTRACE(c, "serve r%llu to n%u mode %u seq %llx cas %llx->%llx got %llx ret %d",
 	       (unsigned long long)r, req->requester, req->mode, (unsigned long long)req->seq,
 	       (unsigned long long)expect, (unsigned long long)want, (unsigned long long)got, ret);
 	if (ret || got != expect) {
-		/* Unreachable: its home died and the fence has not come yet. Otherwise a word
-		 * that is not ours while we hold the resource is a protocol error. */
+		/* Unreachable: its home died and the fence has not come yet, or the regions were
+		 * re-keyed and the new descriptors are not in yet. Otherwise a word that is not
+		 * ours while we hold the resource is a protocol error. */
 		if (ret)
 			COH_LOG_INFO("node %u: directory of resource %llu: %s", c->me,
 				     (unsigned long long)r, coh_strerror(ret));
 		else
 			COH_LOG_ERR("node %u: directory of resource %llu is %llx, not ours", c->me,
 				    (unsigned long long)r, (unsigned long long)got);
-		reply(c, req, CMSG_RETRY, 0, 0);
+		serve_refuse(c, st, req);
 		return;
 	}
+	cache_point(c, COH_CACHE_PT_SERVE_CAS, r);
 	st->dir_guess = want;
+	st->obs_gen = atomic_load(&c->fence_gen);
 	st->level = req->mode == MODE_S ? L_S : L_I;
 	st->cv = v;
 	c->stats.lock_transfers++;
 	reply(c, req, CMSG_GRANT, dir_ver(want), v);
+	cache_point(c, COH_CACHE_PT_SERVE_SENT, r);
 	/* The waiters behind this one: after a handover they belong to the new owner, in order;
 	 * after a downgrade nobody holds the resource exclusively, so they retry their CAS. */
 	while ((q = st->head)) {
@@ -358,11 +433,16 @@ static void unpin(struct coh_cache *c, uint64_t r)
 	pthread_mutex_unlock(&c->lock);
 }
 
-/* cache_raise_floor - versions up to @v are known here (held, or older than a word seen). */
-void cache_raise_floor(struct res_state *st, uint32_t v)
+/*
+ * cache_set_floor - a fresh look at the word (a CAS's result, a grant just applied, a word just
+ * taken) says versions up to @v are over or held here. Assigned, not raised: the word is the
+ * truth about versions, and a floor kept from long ago may be on the far side of a wrap, where
+ * no comparison means anything. Lock held.
+ */
+void cache_set_floor(struct coh_cache *c, struct res_state *st, uint32_t v)
 {
-	if (ver_after(v, st->vfloor))
-		st->vfloor = v & DIR_VER_MASK;
+	st->vfloor = v & DIR_VER_MASK;
+	st->obs_gen = atomic_load_explicit(&c->fence_gen, memory_order_relaxed);
 }
 
 /*
@@ -372,17 +452,24 @@ void cache_raise_floor(struct res_state *st, uint32_t v)
  * Every grant is a tenure its giver made with a CAS: an exclusive handover or an upgrade moves
  * the version on, and a downgrade grants the giver's version, which the receiver never had. So a
  * real grant is later than every version its receiver has held, and later than the version before
- * any word it has seen since. Each resource keeps that bound (@vfloor, raised on every grant,
- * CAS, adoption and takeover, and to one below each word seen), and a grant at or before it is a
- * tenure already counted here: a duplicate, or one that arrived after the resource came by other
- * means (adopted, or a copy of the request answered first), perhaps after the node had passed it
- * on and had a later version since. Applying it would make two exclusive holders. A grant that
- * answers the current request is new by definition; and one for an older copy of a request is
- * new when its version is (the copy was served after the node let the resource go).
+ * any word it has seen since. Each resource keeps that bound (@vfloor, set on every grant, CAS,
+ * adoption and takeover to what the word said then), and a grant at or before it is a tenure
+ * already counted here: a duplicate, or one that arrived after the resource came by other means
+ * (adopted, or a copy of the request answered first), perhaps after the node had passed it on and
+ * had a later version since. Applying it would make two exclusive holders. A grant that answers
+ * the current request is new by definition; and one for an older copy of a request is new when its
+ * version is (the copy was served after the node let the resource go). The floor is refreshed
+ * before every request (acquire looks at the word first after a fence), so the comparison is
+ * always between two recent versions, whatever the width of the field.
  *
  * An exclusive holder ignores a grant not later than its own version whatever it answers: the
  * tenure is the same (adopted, then the grant), and the giver's copy is older than this tenure's
  * writes.
+ *
+ * A grant that begins a tenure from nothing empties the resource's old slots first; a shared
+ * grant that answers no current request counts as invalidated at once (this node cannot tell
+ * which invalidations since its giver's CAS were meant for it), so its first use looks at the
+ * word again.
  */
 bool cache_apply_grant(struct coh_cache *c, const struct cmsg *m, bool current)
 {
@@ -399,13 +486,18 @@ bool cache_apply_grant(struct coh_cache *c, const struct cmsg *m, bool current)
 	       (unsigned long long)m->resource, m->mode, m->version, m->holder, m->holder_v,
 	       (unsigned long long)m->seq, st->level, st->lv);
 
+	if (st->level == L_I && !current)
+		cache_new_tenure(c, m->resource);
+	if (m->mode == MODE_S && !current)
+		st->inv_base = ~atomic_load_explicit(&c->inv[m->resource], memory_order_acquire);
 	st->level = m->mode == MODE_X ? L_X : L_S;
-	cache_raise_floor(st, m->version);
+	cache_set_floor(c, st, m->version);
 	st->lv = m->version;
 	st->cv = m->holder_v;
 	st->holder = m->holder;
 	st->holder_v = m->holder_v;
 	st->seen = true;
+	st->fresh = false;
 	st->dir_guess = m->mode == MODE_X
 			    ? dir_make(true, c->me, 0, m->version)
 			    : dir_make(false, 0, 1u << c->me | 1u << m->holder, m->version);
@@ -482,10 +574,10 @@ static int wait_reply(struct coh_cache *c, uint32_t target, uint32_t gen, const 
 	}
 }
 
-static int invalidate_sharers(struct coh_cache *c, uint64_t r, uint32_t sharers, uint32_t ver)
+static int invalidate_sharers(struct coh_cache *c, uint64_t r, uint32_t sharers)
 {
 	struct xport *x = &c->app;
-	uint64_t val = INV_FLAG | ver;
+	uint64_t val = inv_token(c->me, atomic_fetch_add(&c->inv_count, 1) + 1);
 	uint32_t n, count = 0;
 	uint32_t failed = 0;
 	int ret = 0;
@@ -553,7 +645,151 @@ static int pay_owed(struct coh_cache *c, uint64_t r)
 	owed = c->res[r].owed & ~atomic_load(&c->dead);
 	c->res[r].owed = owed;
 	pthread_mutex_unlock(&c->lock);
-	return owed ? invalidate_sharers(c, r, owed, c->res[r].lv) : 0;
+	return owed ? invalidate_sharers(c, r, owed) : 0;
+}
+
+/*
+ * acq_yield_queue - others are queued for @r while this node holds it: they go first, or a node
+ * that keeps using a resource it holds would starve them (lazy release alone does not prevent
+ * that; the spin model found the cycle). Hand the queue to the service thread and wait, bounded,
+ * for it to drain. Lock held on entry, dropped on return. Returns 0 (look again), -ETIMEDOUT or
+ * -EAGAIN (a view change step wants this thread's place).
+ */
+static int acq_yield_queue(struct coh_cache *c, uint64_t r, uint64_t deadline)
+{
+	struct timespec ts;
+
+	cache_kick(c, r);
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_nsec += 2000000;
+	if (ts.tv_nsec >= 1000000000) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000;
+	}
+	pthread_cond_timedwait(&c->kick_cond, &c->lock, &ts);
+	pthread_mutex_unlock(&c->lock);
+	if (cache_now_ms() >= deadline)
+		return -ETIMEDOUT;
+	if (atomic_load(&c->yield))
+		return -EAGAIN;
+	return 0;
+}
+
+/*
+ * acq_cas - join @r by CAS on its word (not exclusive as far as @guess says). Returns 1 with @r
+ * pinned in @mode, 0 when the CAS lost (@guess is then the current word), or an error. A writer
+ * that wins invalidates the old sharers before it uses the resource.
+ */
+static int acq_cas(struct coh_cache *c, uint64_t r, int mode, uint64_t *guess)
+{
+	struct res_state *st = &c->res[r];
+	uint64_t want, old;
+	uint32_t gen = atomic_load(&c->fence_gen);
+	int ret;
+
+	if (mode == MODE_S)
+		want = *guess | 1u << c->me;
+	else
+		want = dir_make(true, c->me, 0, dir_ver(*guess) + 1);
+	ret = xp_cas(&c->app, r, *guess, want, &old);
+	CTRACE(c, "acq r%llu mode %d cas %llx->%llx old %llx ret %d", (unsigned long long)r, mode,
+	       (unsigned long long)*guess, (unsigned long long)want, (unsigned long long)old, ret);
+	if (ret)
+		return ret;
+	pthread_mutex_lock(&c->lock);
+	st->seen = true;
+	c->last_word = old == *guess ? want : old;
+	cache_set_floor(c, st, old == *guess ? dir_ver(want) : dir_ver(old) - 1);
+	st->obs_gen = gen;
+	if (old != *guess) {
+		st->dir_guess = old;
+		pthread_mutex_unlock(&c->lock);
+		*guess = old;
+		return 0;
+	}
+	st->level = mode == MODE_X ? L_X : L_S;
+	st->lv = dir_ver(want);
+	st->cv = dir_ver(*guess);
+	st->holder = pick_sharer(c, dir_sharers(*guess));
+	st->holder_v = dir_ver(*guess);
+	st->dir_guess = want;
+	st->fresh = false;
+	st->pinned = true;
+	pthread_mutex_unlock(&c->lock);
+	if (mode == MODE_S) {
+		cache_point(c, COH_CACHE_PT_SCAS, r);
+		return 1;
+	}
+	cache_point(c, COH_CACHE_PT_XCAS, r);
+	/* The resource is ours now, whatever happens to the invalidations: a failed one is owed,
+	 * and paid before the resource is used. */
+	ret = invalidate_sharers(c, r, dir_sharers(*guess));
+	if (ret) {
+		unpin(c, r);
+		return ret;
+	}
+	return 1;
+}
+
+/*
+ * acq_request - ask @owner, the exclusive holder @guess names, for @r in @mode, and take the
+ * answer in. Returns 1 with @r pinned, 0 to look again (RETRY, or a grant that left us short),
+ * or an error (-EAGAIN: the owner or a fence got in the way).
+ */
+static int acq_request(struct coh_cache *c, uint64_t r, int mode, uint32_t owner, uint64_t deadline)
+{
+	struct res_state *st = &c->res[r];
+	struct cmsg m, req;
+	uint32_t gen;
+	bool got;
+	int ret;
+
+	m = (struct cmsg){ .type = CMSG_REQ,
+			   .mode = (uint8_t)mode,
+			   .requester = c->me,
+			   .resource = r,
+			   .holder = NODE_NONE,
+			   .seq = ++c->next_seq };
+	gen = atomic_load(&c->fence_gen);
+	pthread_mutex_lock(&c->lock);
+	/* The owner adds this node to the word when it serves the request: the tenure's
+	 * invalidations are the ones that change the word from here on. */
+	st->inv_base = atomic_load_explicit(&c->inv[r], memory_order_acquire);
+	pthread_mutex_unlock(&c->lock);
+	ret = xp_send(&c->app, c->app.to_svc[owner], &m);
+	if (ret)
+		return coh_ep_is_up(c->app.one[owner]) ? ret : -EAGAIN;
+	cache_point(c, COH_CACHE_PT_REQ, r);
+	pthread_mutex_lock(&c->lock);
+	c->stats.lock_requests++;
+	pthread_mutex_unlock(&c->lock);
+	req = m;
+	ret = wait_reply(c, owner, gen, &req, &m, deadline);
+	CTRACE(c, "req r%llu mode %d to n%u seq %llx: ret %d type %u v%u seq %llx",
+	       (unsigned long long)r, mode, owner, (unsigned long long)req.seq, ret, m.type,
+	       m.version, (unsigned long long)m.seq);
+	if (ret)
+		return ret;
+	if (m.type != CMSG_GRANT) {
+		/* RETRY: the holder moved on. Forget the guess so that the next CAS fails (or
+		 * succeeds on a free word) and returns the current word. */
+		pthread_mutex_lock(&c->lock);
+		st->dir_guess = 0;
+		pthread_mutex_unlock(&c->lock);
+		return 0;
+	}
+	/* Applied here unless it is old news (see cache_apply_grant); then the state says what we
+	 * hold, and the caller goes on from there. */
+	pthread_mutex_lock(&c->lock);
+	cache_apply_grant(c, &m, same_seq(m.seq, req.seq));
+	got = st->level == L_X || (mode == MODE_S && st->level == L_S && !cache_invalidated(c, r));
+	if (got)
+		st->pinned = true;
+	pthread_mutex_unlock(&c->lock);
+	if (!got)
+		return 0;
+	cache_point(c, COH_CACHE_PT_GRANTED, r);
+	return 1;
 }
 
 /*
@@ -563,10 +799,10 @@ static int pay_owed(struct coh_cache *c, uint64_t r)
  */
 static int acquire(struct coh_cache *c, uint64_t r, int mode)
 {
-	uint64_t deadline = cache_now_ms() + c->timeout_ms, guess, want, old;
+	uint64_t deadline = cache_now_ms() + c->timeout_ms, guess, old;
 	struct res_state *st = &c->res[r];
-	struct cmsg m, req;
-	uint32_t owner, gen;
+	bool upgrading = false;
+	uint32_t owner, lv;
 	int ret;
 
 	for (;;) {
@@ -581,25 +817,9 @@ static int acquire(struct coh_cache *c, uint64_t r, int mode)
 			return -EAGAIN;
 		}
 		if (st->head && !st->pinned && st->level == L_X) {
-			/* Others are queued for this resource: they go first, or a node that keeps
-			 * using a resource it holds would starve them (lazy release alone does not
-			 * prevent that; the spin model found the cycle). Hand the queue to the
-			 * service thread and wait, bounded, for it to drain. */
-			struct timespec ts;
-
-			cache_kick(c, r);
-			clock_gettime(CLOCK_REALTIME, &ts);
-			ts.tv_nsec += 2000000;
-			if (ts.tv_nsec >= 1000000000) {
-				ts.tv_sec++;
-				ts.tv_nsec -= 1000000000;
-			}
-			pthread_cond_timedwait(&c->kick_cond, &c->lock, &ts);
-			pthread_mutex_unlock(&c->lock);
-			if (cache_now_ms() >= deadline)
-				return -ETIMEDOUT;
-			if (atomic_load(&c->yield))
-				return -EAGAIN;
+			ret = acq_yield_queue(c, r, deadline);
+			if (ret)
+				return ret;
 			continue;
 		}
 		if (st->level == L_X || (mode == MODE_S && st->level == L_S)) {
@@ -613,14 +833,26 @@ static int acquire(struct coh_cache *c, uint64_t r, int mode)
 			}
 			return 0;
 		}
-		if (st->level == L_S)
-			st->level = L_I; /* upgrading: the CAS below drops our sharer bit */
-		/* A resource never seen: guess that its word looks like the last one seen (its
-		 * sharer set and version, not an owner). Right for sequential and populate-then-read
-		 * patterns, which then pay one CAS instead of two; wrong costs one failed CAS, the
-		 * same as no guess. */
-		guess = st->seen ? st->dir_guess
-				 : (dir_excl(c->last_word) ? 0 : c->last_word & ~(1ull << c->me));
+		if (st->level == L_S) {
+			/* Upgrading: the CAS below drops our sharer bit. Our blocks stay valid if it
+			 * wins (nobody wrote meanwhile); any other way to X begins a new tenure. */
+			st->level = L_I;
+			upgrading = true;
+		}
+		/* A resource not looked at since the last fence: guess that its word looks like
+		 * the last one seen (its sharer set and version, not an owner), and let the CAS
+		 * fetch the real one. Right for sequential and populate-then-read patterns, which
+		 * then pay one CAS instead of two; wrong costs one failed CAS, the same as no
+		 * guess. */
+		if (st->seen && st->obs_gen == atomic_load(&c->fence_gen)) {
+			guess = st->dir_guess;
+		} else {
+			guess = dir_excl(c->last_word) ? 0 : c->last_word & ~(1ull << c->me);
+			upgrading = false;
+		}
+		if (!upgrading || dir_excl(guess))
+			cache_new_tenure(c, r);
+		lv = st->lv;
 		pthread_mutex_unlock(&c->lock);
 		if (cache_now_ms() >= deadline)
 			return -ETIMEDOUT;
@@ -629,51 +861,20 @@ static int acquire(struct coh_cache *c, uint64_t r, int mode)
 			return -EAGAIN;
 
 		if (!dir_excl(guess)) {
-			if (mode == MODE_S)
-				want = guess | 1u << c->me;
-			else
-				want = dir_make(true, c->me, 0, dir_ver(guess) + 1);
-			ret = xp_cas(&c->app, r, guess, want, &old);
-			CTRACE(c, "acq r%llu mode %d cas %llx->%llx old %llx ret %d",
-			       (unsigned long long)r, mode, (unsigned long long)guess,
-			       (unsigned long long)want, (unsigned long long)old, ret);
-			if (ret)
+			pthread_mutex_lock(&c->lock);
+			st->inv_base = atomic_load_explicit(&c->inv[r], memory_order_acquire);
+			pthread_mutex_unlock(&c->lock);
+			ret = acq_cas(c, r, mode, &guess);
+			if (ret < 0)
 				return ret;
-			pthread_mutex_lock(&c->lock);
-			st->seen = true;
-			c->last_word = old == guess ? want : old;
-			if (old != guess)
-				cache_raise_floor(st, dir_ver(old) - 1);
-			pthread_mutex_unlock(&c->lock);
-			if (old == guess) {
-				pthread_mutex_lock(&c->lock);
-				st->level = mode == MODE_X ? L_X : L_S;
-				cache_raise_floor(st, dir_ver(want));
-				st->lv = dir_ver(want);
-				st->cv = dir_ver(guess);
-				st->holder = pick_sharer(c, dir_sharers(guess));
-				st->holder_v = dir_ver(guess);
-				st->dir_guess = want;
-				st->pinned = true;
-				pthread_mutex_unlock(&c->lock);
-				if (mode == MODE_X) {
-					/* The resource is ours now, whatever happens to the
-					 * invalidations: a failed one is owed, and paid before
-					 * the resource is used. */
-					ret = invalidate_sharers(c, r, dir_sharers(guess),
-								 dir_ver(want));
-					if (ret) {
-						unpin(c, r);
-						return ret;
-					}
-				}
+			if (ret > 0)
 				return 0;
-			}
-			pthread_mutex_lock(&c->lock);
-			st->dir_guess = old;
-			pthread_mutex_unlock(&c->lock);
-			guess = old;
-			if (!dir_excl(old))
+			/* The word moved. Still shared at our version with our bit in it, our copy
+			 * is as good as it was (others joined); otherwise whatever comes next is a
+			 * new tenure. */
+			upgrading = upgrading && !dir_excl(guess) && dir_ver(guess) == lv &&
+				    (dir_sharers(guess) >> c->me & 1);
+			if (!dir_excl(guess))
 				continue;
 		}
 		owner = dir_owner(guess);
@@ -691,57 +892,27 @@ static int acquire(struct coh_cache *c, uint64_t r, int mode)
 		    !coh_ep_is_up(c->app.one[owner])) {
 			/* The owner is dead, or was when we last looked: a survivor takes its
 			 * locks over. Look again (a CAS of 0 for 0 reads the word). */
+			uint32_t gen = atomic_load(&c->fence_gen);
+
 			ret = xp_cas(&c->app, r, 0, 0, &old);
 			if (ret)
 				return ret;
 			pthread_mutex_lock(&c->lock);
 			st->dir_guess = old;
-			cache_raise_floor(st, dir_ver(old) - 1);
+			st->seen = true;
+			cache_set_floor(c, st, dir_ver(old) - 1);
+			st->obs_gen = gen;
 			pthread_mutex_unlock(&c->lock);
 			if (old != guess)
 				continue;
 			return -EAGAIN;
 		}
-		m = (struct cmsg){ .type = CMSG_REQ,
-				   .mode = (uint8_t)mode,
-				   .requester = c->me,
-				   .resource = r,
-				   .holder = NODE_NONE,
-				   .seq = ++c->next_seq };
-		gen = atomic_load(&c->fence_gen);
-		ret = xp_send(&c->app, c->app.to_svc[owner], &m);
-		if (ret)
-			return coh_ep_is_up(c->app.one[owner]) ? ret : -EAGAIN;
-		pthread_mutex_lock(&c->lock);
-		c->stats.lock_requests++;
-		pthread_mutex_unlock(&c->lock);
-		req = m;
-		ret = wait_reply(c, owner, gen, &req, &m, deadline);
-		CTRACE(c, "req r%llu mode %d to n%u seq %llx: ret %d type %u v%u seq %llx",
-		       (unsigned long long)r, mode, owner, (unsigned long long)req.seq, ret, m.type,
-		       m.version, (unsigned long long)m.seq);
-		if (ret)
+		upgrading = false;
+		ret = acq_request(c, r, mode, owner, deadline);
+		if (ret < 0)
 			return ret;
-		if (m.type == CMSG_GRANT) {
-			bool got;
-
-			/* Applied here unless it is old news (see cache_apply_grant); then the
-			 * state says what we hold, and the loop goes on from there. */
-			pthread_mutex_lock(&c->lock);
-			cache_apply_grant(c, &m, same_seq(m.seq, req.seq));
-			got = st->level == L_X || (mode == MODE_S && st->level == L_S);
-			if (got)
-				st->pinned = true;
-			pthread_mutex_unlock(&c->lock);
-			if (got)
-				return 0;
-			continue;
-		}
-		/* RETRY: the holder moved on. Forget the guess so that the next CAS fails (or
-		 * succeeds on a free word) and returns the current word. */
-		pthread_mutex_lock(&c->lock);
-		st->dir_guess = 0;
-		pthread_mutex_unlock(&c->lock);
+		if (ret > 0)
+			return 0;
 	}
 }
 
@@ -906,6 +1077,11 @@ int coh_cache_read(struct coh_cache *c, uint64_t lba, uint32_t nblocks, void *bu
 		 * valid again. */
 		if (ret || still_shared(c, r0, r1)) {
 			release_range(c, r0, r1);
+			/* Checked after the copy: the data was current when it was copied if this
+			 * node was still a member then, and the others invalidate it until they
+			 * have outwaited the lease (docs/recovery.md, "Fencing"). */
+			if (!ret && !cache_lease_ok(c))
+				ret = -EAGAIN;
 			return ret;
 		}
 		release_range(c, r0, r1);
@@ -924,6 +1100,7 @@ int coh_cache_write(struct coh_cache *c, uint64_t lba, uint32_t nblocks, const v
 	ret = acquire_range(c, lba, nblocks, MODE_X, &r0, &r1);
 	if (ret)
 		return ret;
+	cache_point(c, COH_CACHE_PT_INVAL, r0);
 	if (c->write_hook) {
 		ret = c->write_hook(c->hook_arg, lba, nblocks, buf);
 		CTRACE(c, "hook lba %llu n %u val %llx ret %d", (unsigned long long)lba, nblocks,
@@ -947,7 +1124,14 @@ int coh_cache_write(struct coh_cache *c, uint64_t lba, uint32_t nblocks, const v
 		c->stats.writes++;
 	}
 	pthread_mutex_unlock(&c->lock);
+	if (!ret)
+		cache_point(c, COH_CACHE_PT_INSTALLED, r0);
 	release_range(c, r0, r1);
+	/* Not acknowledged once the lease has lapsed: the others may have excluded this node.
+	 * The data is logged and installed, so it may still take effect (as any write that is
+	 * not acknowledged may); the engine tries again or gives up. */
+	if (!ret && !cache_lease_ok(c))
+		ret = -EAGAIN;
 	return ret;
 }
 

@@ -215,9 +215,7 @@ int coh_cache_rebuild_claim(struct coh_cache *c)
 		return -ENOMEM;
 	for (r = 0; r < c->nres; r++) {
 		struct res_state *st = &c->res[r];
-		uint64_t bits = 0, inv;
-		uint32_t v = 0;
-		bool known;
+		uint64_t bits = 0;
 
 		if (!rebuilt(c, r, &h))
 			continue;
@@ -228,20 +226,16 @@ int coh_cache_rebuild_claim(struct coh_cache *c)
 			bits = DIR_CLAIM_X | 1u << c->me;
 		else if (st->level == L_S)
 			bits = 1u << c->me;
-		known = st->seen || st->level != L_I;
-		if (known)
-			v = ver_max(st->lv, st->cv);
-		inv = atomic_load(&c->inv[r]);
-		if (inv & INV_FLAG) {
-			v = known ? ver_max(v, (uint32_t)inv & DIR_VER_MASK)
-				  : (uint32_t)inv & DIR_VER_MASK;
-			known = true;
-		}
-		CTRACE(c, "claim r%llu level %u lv %u cv %u bits %llx v %u", (unsigned long long)r,
-		       st->level, st->lv, st->cv, (unsigned long long)bits, v);
+		CTRACE(c, "claim r%llu level %u lv %u cv %u bits %llx", (unsigned long long)r,
+		       st->level, st->lv, st->cv, (unsigned long long)bits);
+		/* Only a holder claims, with its tenure's version: a holder's version is the
+		 * word's (nobody can move it while a copy is valid), where a version this node
+		 * merely remembers may be from the far side of a wrap. Old copies cannot look
+		 * current again whatever the rebuilt word's version: every tenure begins with
+		 * its slots emptied and its invalidation word's value noted (res_state). */
+		if (bits)
+			cl[n++] = (struct claim){ .r = r, .bits = bits, .home = h, .v = st->lv };
 		pthread_mutex_unlock(&c->lock);
-		if (bits || known)
-			cl[n++] = (struct claim){ .r = r, .bits = bits, .home = h, .v = v };
 	}
 	ret = cas_rounds(c, cl, n);
 	free(cl);
@@ -270,20 +264,26 @@ static int read_dir(struct coh_cache *c, uint32_t h, const uint64_t **w)
 }
 
 /* hold_word - hold the resource exclusively as the directory word @word says, with no copy
- * of it anywhere but the store (its giver wrote back first, or the replay will). A grant still on
- * its way to us for this tenure is old news. Lock held. */
-static void hold_word(struct res_state *st, uint64_t word)
+ * of it anywhere but the store (its giver wrote back first, or the replay will): a new tenure,
+ * so the slots of earlier ones go. A grant still on its way to us for this tenure is old news.
+ * Lock held. */
+static void hold_word(struct coh_cache *c, uint64_t r, uint64_t word)
 {
+	struct res_state *st = &c->res[r];
+
+	if (st->level != L_X)
+		cache_new_tenure(c, r);
 	st->level = L_X;
 	st->lv = st->cv = dir_ver(word);
-	cache_raise_floor(st, dir_ver(word));
+	cache_set_floor(c, st, dir_ver(word));
 	st->holder = NODE_NONE;
 	st->holder_v = 0;
 	st->seen = true;
+	st->fresh = false;
 	st->dir_guess = word;
 }
 
-/* take - make @r exclusively ours for the takeover, the word now @word at version @v. */
+/* take - make @r exclusively ours for the takeover, the word now @word. */
 static void take(struct coh_cache *c, uint64_t r, uint64_t word)
 {
 	struct res_state *st = &c->res[r];
@@ -291,12 +291,19 @@ static void take(struct coh_cache *c, uint64_t r, uint64_t word)
 	pthread_mutex_lock(&c->lock);
 	CTRACE(c, "take r%llu word %llx (was level %u lv %u)", (unsigned long long)r,
 	       (unsigned long long)word, st->level, st->lv);
-	/* Not held here before: the store has the content once the replay is done. (One we held
-	 * and claimed keeps its state: its dirty blocks are this tenure's.) */
-	if (st->level != L_X || st->lv != dir_ver(word))
-		hold_word(st, word);
-	else
+	if (st->level == L_X) {
+		/* Held here and claimed: the tenure goes on, and its dirty blocks (filled under
+		 * @lv) are the newest content, whatever version the rebuilt word carries. */
+		if (st->lv != dir_ver(word)) {
+			st->cv = st->lv;
+			st->lv = dir_ver(word);
+		}
+		cache_set_floor(c, st, dir_ver(word));
 		st->dir_guess = word;
+	} else {
+		/* Not held here before: the store has the content once the replay is done. */
+		hold_word(c, r, word);
+	}
 	st->tk = true;
 	pthread_mutex_unlock(&c->lock);
 }
@@ -372,7 +379,27 @@ static bool pick_word(struct coh_cache *c, enum pick kind, uint32_t d, uint32_t 
  * and the rebuilt ones only here, after every claim (barrier FLUSHED). A word that changed anyway
  * makes the view change start again.
  */
-static int take_words(struct coh_cache *c, enum pick kind, uint32_t d, uint32_t h, uint64_t *count)
+/* The resources a takeover made this node's, for their invalidation (inval_taken). */
+struct taken {
+	uint64_t *r;
+	uint64_t n, cap;
+};
+
+static int taken_add(struct taken *t, uint64_t r)
+{
+	if (t->n == t->cap) {
+		uint64_t cap = t->cap ? t->cap * 2 : 64, *p = realloc(t->r, cap * sizeof(*p));
+
+		if (!p)
+			return -ENOMEM;
+		t->r = p;
+		t->cap = cap;
+	}
+	t->r[t->n++] = r;
+	return 0;
+}
+
+static int take_words(struct coh_cache *c, enum pick kind, uint32_t d, uint32_t h, struct taken *t)
 {
 	uint64_t off[XP_CAS_BATCH], expect[XP_CAS_BATCH], swap[XP_CAS_BATCH], old[XP_CAS_BATCH],
 	    rs[XP_CAS_BATCH], r, want;
@@ -401,7 +428,7 @@ static int take_words(struct coh_cache *c, enum pick kind, uint32_t d, uint32_t 
 				ret = -EAGAIN;
 			} else if (dir_excl(swap[j]) && dir_owner(swap[j]) == c->me) {
 				take(c, rs[j], swap[j]);
-				(*count)++;
+				ret = taken_add(t, rs[j]);
 			}
 		}
 		nb = 0;
@@ -411,11 +438,47 @@ static int take_words(struct coh_cache *c, enum pick kind, uint32_t d, uint32_t 
 	return ret;
 }
 
+/*
+ * inval_taken - write the invalidation word of every live member for each resource in @t. The
+ * dead node may have made a word exclusive and died before it invalidated the sharers it took it
+ * from (or owed one an invalidation that failed); its word no longer says who they were, and a
+ * grant from the winner later involves no invalidation. So the winner invalidates every possible
+ * copy before the commit lets anyone use the resource. Batches of XP_CAS_BATCH per member.
+ */
+static int inval_taken(struct coh_cache *c, const struct taken *t)
+{
+	struct xport *x = &c->app;
+	uint64_t val = inv_token(c->me, atomic_fetch_add(&c->inv_count, 1) + 1), i;
+	uint32_t live = live_members(c), m, nb;
+	int ret = 0, r2;
+
+	memcpy((uint8_t *)coh_mr_addr(x->buf) + x->bounce_off, &val, sizeof(val));
+	for (m = 0; m < c->nodes && !ret; m++) {
+		if (m == c->me || !(live >> m & 1))
+			continue;
+		for (i = 0; i < t->n && !ret;) {
+			for (nb = 0; nb < XP_CAS_BATCH && i < t->n && !ret; nb++, i++) {
+				ret = coh_ep_post_write(x->one[m], x->buf, x->bounce_off, x->inv[m],
+							t->r[i] * 8, 8, m);
+				if (!ret)
+					x->outstanding++;
+			}
+			r2 = xp_wait_sends(x);
+			if (!ret)
+				ret = r2;
+			atomic_fetch_add(&c->net_write, nb);
+			CTRACE(c, "takeover invalidates %u resources at n%u: %d", nb, m, ret);
+		}
+	}
+	return ret;
+}
+
 int coh_cache_take_over(struct coh_cache *c, uint32_t d, uint32_t candidates, uint32_t round,
 			bool *won, uint64_t *taken)
 {
+	struct taken t = { 0 };
 	uint32_t live, h, homes = 0;
-	uint64_t r, count = 0;
+	uint64_t r;
 	int ret;
 
 	if (!c || !won || !taken || d >= c->nodes || !node_dead(c, d) || !round)
@@ -433,16 +496,18 @@ int coh_cache_take_over(struct coh_cache *c, uint32_t d, uint32_t candidates, ui
 	 * home's words rebuilt on the next members. */
 	for (h = 0; h < c->nodes && !ret; h++) {
 		if (live >> h & 1)
-			ret = take_words(c, PICK_OWNED, d, h, &count);
+			ret = take_words(c, PICK_OWNED, d, h, &t);
 	}
 	for (h = 0; h < c->nodes && !ret; h++) {
 		if (homes >> h & 1)
-			ret = take_words(c, PICK_REBUILT, d, h, &count);
+			ret = take_words(c, PICK_REBUILT, d, h, &t);
 	}
-	if (ret)
-		return ret;
-	*taken = count;
-	return 0;
+	if (!ret)
+		ret = inval_taken(c, &t);
+	if (!ret)
+		*taken = t.n;
+	free(t.r);
+	return ret;
 }
 
 /*
@@ -465,28 +530,49 @@ static int adopt_lost(struct coh_cache *c)
 		if (!(live >> h & 1))
 			continue;
 		ret = read_dir(c, h, &w);
+		if (ret && (!c->app.one[h] || !coh_ep_is_up(c->app.one[h]))) {
+			/* A home that died since the fence: the next view change rebuilds its
+			 * words, with their claims; nothing here is adopted from it. */
+			ret = 0;
+			continue;
+		}
 		if (ret)
 			break;
-		pthread_mutex_lock(&c->lock);
 		for (r = 0; r < c->nres && !ret; r++) {
 			struct res_state *st = &c->res[r];
+			uint64_t cur;
 
-			/* The READ and this check are not atomic: our service thread may have
-			 * handed the resource on since. Then the word's version is the one we had
-			 * (a handover leaves our version where it was). */
-			if (res_home(c, r) != h || !dir_excl(w[r]) || dir_owner(w[r]) != c->me ||
-			    st->level == L_X || (st->seen && dir_ver(w[r]) == st->lv))
+			if (res_home(c, r) != h || !dir_excl(w[r]) || dir_owner(w[r]) != c->me)
 				continue;
-			COH_LOG_INFO("node %u: resource %llu: taking the exclusive grant a dead "
-				     "node made",
-				     c->me, (unsigned long long)r);
-			CTRACE(c, "adopt_lost r%llu word %llx (was level %u lv %u)",
-			       (unsigned long long)r, (unsigned long long)w[r], st->level, st->lv);
-			hold_word(st, w[r]);
-			if (st->head)
-				cache_kick(c, r);
+			/* The READ is not atomic with what our service thread does meanwhile (it
+			 * may have handed the resource on since), so the word is looked at again
+			 * by CAS with the lock held: only the owner changes an exclusive word, and
+			 * the service thread cannot serve without the lock. One round trip per lost
+			 * grant, which is rare. */
+			pthread_mutex_lock(&c->lock);
+			if (st->level == L_X) {
+				pthread_mutex_unlock(&c->lock);
+				continue;
+			}
+			ret = xp_cas_at(&c->app, h, res_dir_off(c, r), w[r], w[r], &cur);
+			if (ret && (!c->app.one[h] || !coh_ep_is_up(c->app.one[h]))) {
+				pthread_mutex_unlock(&c->lock);
+				ret = 0;
+				break;
+			}
+			if (!ret && dir_excl(cur) && dir_owner(cur) == c->me) {
+				COH_LOG_INFO("node %u: resource %llu: taking the exclusive grant a "
+					     "dead node made",
+					     c->me, (unsigned long long)r);
+				CTRACE(c, "adopt_lost r%llu word %llx (was level %u lv %u)",
+				       (unsigned long long)r, (unsigned long long)cur, st->level,
+				       st->lv);
+				hold_word(c, r, cur);
+				if (st->head)
+					cache_kick(c, r);
+			}
+			pthread_mutex_unlock(&c->lock);
 		}
-		pthread_mutex_unlock(&c->lock);
 		let_io_in(c);
 	}
 	return ret;
@@ -515,5 +601,10 @@ int coh_cache_view_commit(struct coh_cache *c)
 	}
 	pthread_cond_broadcast(&c->kick_cond);
 	pthread_mutex_unlock(&c->lock);
-	return adopt_lost(c);
+	return 0;
+}
+
+int coh_cache_adopt_lost(struct coh_cache *c)
+{
+	return c ? adopt_lost(c) : -EINVAL;
 }

@@ -39,12 +39,28 @@ uint64_t node_now_ns(void)
 /* node_crash_point - the crash-test facility: die here when told to. */
 void node_crash_point(struct coh_node *n, uint32_t pt)
 {
-	if (n->crash_point != pt || !n->crash_point)
-		return;
-	if (atomic_fetch_add(&n->crash_count, 1) + 1 == n->crash_after) {
+	node_point(n, pt, 0);
+}
+
+int node_point(struct coh_node *n, uint32_t pt, uint64_t detail)
+{
+	if (n->crash_point == pt && n->crash_point &&
+	    atomic_fetch_add(&n->crash_count, 1) + 1 == n->crash_after) {
 		COH_LOG_INFO("node %u: crash point %u reached: SIGKILL", n->me, pt);
 		kill(getpid(), SIGKILL);
 	}
+	return n->hooks.point ? n->hooks.point(n->hooks.arg, pt, detail) : 0;
+}
+
+bool node_lease_ok(struct coh_node *n)
+{
+	return node_now_ns() / 1000000ull < __atomic_load_n(&n->lease_end_ms, __ATOMIC_ACQUIRE);
+}
+
+/* cache_point - the cache's named steps are crash points too (COH_CRASH_CACHE onwards). */
+static int cache_point(void *arg, uint32_t pt, uint64_t detail)
+{
+	return node_point(arg, COH_CRASH_CACHE + pt - 1, detail);
 }
 
 static void rlog_point(void *arg, int point)
@@ -85,6 +101,10 @@ static int step_hook(void *arg, uint64_t stripe, enum coh_raid_step step)
 		ret = rlog_step_put(&n->w, d->slot, stripe, (uint8_t)step);
 	if (!ret && (unsigned)step < sizeof(step_point) / sizeof(step_point[0]))
 		node_crash_point(n, step_point[step]);
+	/* Each step writes the group: only while this node is a member (its lease; the others
+	 * outwait it before they replay or write what it held). */
+	if (!ret && !node_lease_ok(n))
+		ret = -EAGAIN;
 	return ret;
 }
 
@@ -102,8 +122,9 @@ static int vol_write(void *ctx, uint64_t lba, uint32_t nblocks, const void *buf)
 		if (ret)
 			return ret;
 	}
-	ret = coh_raid_write_stepped(n->raid, lba, nblocks, buf, step_hook, &d);
-	if (ret) {
+	ret = node_lease_ok(n) ? coh_raid_write_stepped(n->raid, lba, nblocks, buf, step_hook, &d)
+			       : -EAGAIN;
+	if (ret && node_lease_ok(n)) {
 		/* Stopped part-way (a step's state could not be replicated, or an element
 		 * failed): the data may be written and the parity not. Make the parity follow
 		 * the data now, while this node still holds the stripes: a later read-modify-write
@@ -223,6 +244,8 @@ int node_cache_open(struct coh_node *n)
 		.channel_base = 16 + 4 * (n->epoch % 48),
 		.write_hook = write_hook,
 		.step_pause = node_step_pause,
+		.point = cache_point,
+		.lease = &n->lease_end_ms,
 		.hook_arg = n,
 	};
 
@@ -234,6 +257,9 @@ static int attr_check(const struct coh_node_attr *a)
 	uint32_t i;
 
 	if (!a->fab || a->nodes < 2 || a->nodes > 32 || !a->elem_blocks ||
+	    a->fence > COH_FENCE_LEASE ||
+	    (a->hooks &&
+	     a->hooks->hooks_size < offsetof(struct coh_node_hooks, arg) + sizeof(void *)) ||
 	    a->raid.nelems > COH_RAID_MAX_ELEMS || !a->raid.nelems ||
 	    a->replicas < COH_NODE_REPLICAS_NONE || a->replicas >= (int)a->nodes ||
 	    (a->block_size && (a->block_size < 512 || (a->block_size & (a->block_size - 1)))))
@@ -299,6 +325,18 @@ int coh_node_open(const struct coh_node_attr *attr, struct coh_node **nodep)
 	n->takeover_hook = attr->takeover_hook;
 	n->takeover_arg = attr->takeover_arg;
 	n->crash_after = attr->crash_after ? attr->crash_after : 1;
+	n->fence = attr->fence;
+	n->lease_ms = attr->lease_ms ? attr->lease_ms : n->timeout_ms / 4;
+	if (!attr->lease_ms && n->lease_ms < 100)
+		n->lease_ms = 100;
+	if (!attr->lease_ms && n->lease_ms > 2000)
+		n->lease_ms = 2000;
+	if (attr->hooks) {
+		size_t len = attr->hooks->hooks_size < sizeof(n->hooks) ? attr->hooks->hooks_size
+									: sizeof(n->hooks);
+
+		memcpy(&n->hooks, attr->hooks, len);
+	}
 	n->nelems = attr->raid.nelems;
 	if (attr->log_dir)
 		snprintf(n->log_dir, sizeof(n->log_dir), "%s", attr->log_dir);

@@ -13,12 +13,14 @@
 
 #include "cohort/cache.h"
 #include "cohort/node.h"
+#include "cohort/node_hooks.h"
 #include "cohort/store.h"
 #include "rlog.h"
 
 #define NODE_MAX 32u
 
-struct memb; /* membership.c */
+struct memb;  /* membership.c */
+struct lease; /* lease.c */
 
 struct coh_node {
 	struct coh_fabric *fab;
@@ -28,6 +30,17 @@ struct coh_node {
 	char log_dir[256];
 	uint32_t crash_point, crash_after;
 	atomic_uint crash_count;
+	uint32_t lease_ms, fence;
+	struct coh_node_hooks hooks; /* engine tier (node_hooks.h); zero: none */
+	/*
+	 * The lease (lease.c): @lease_end_ms (CLOCK_MONOTONIC) is when this node stops serving
+	 * unless a majority renews it; the cache reads it (coh_cache_attr.lease). @lease_members
+	 * is whom the lease thread asks and answers: the view's members not known gone. Both are
+	 * read and written with __atomic builtins.
+	 */
+	uint64_t lease_end_ms;
+	uint32_t lease_members;
+	struct lease *lease;
 
 	struct coh_store *elems[COH_RAID_MAX_ELEMS];
 	struct coh_raid *raid;
@@ -75,27 +88,52 @@ int membership_goodbye(struct coh_node *n);
 void membership_fini(struct coh_node *n);
 /* replay_log - apply the live records of writer @d's region; exported for tests. */
 int node_replay(struct coh_node *n, uint32_t d, const uint8_t *region, size_t len);
+/* node_point - a named step (enum coh_crash_point): the crash-test facility and the engine-tier
+ * point hook. Returns the hook's answer (nonzero: drop the message a send point names). */
+int node_point(struct coh_node *n, uint32_t pt, uint64_t detail);
+
+/* lease.c */
+int lease_init(struct coh_node *n);
+int lease_start(struct coh_node *n);
+void lease_fini(struct coh_node *n);
+void lease_drop(struct coh_node *n);
+uint32_t lease_suspects(struct coh_node *n);
+uint32_t lease_excluded(struct coh_node *n);
+uint64_t lease_outwait_ns(struct coh_node *n, uint32_t gone);
+/* node_lease_ok - this node may serve now (its lease runs past the present). */
+bool node_lease_ok(struct coh_node *n);
+
 /* node_step_pause - a view change step (membership thread, @io held) lets a waiting operation
  * have @io, then takes it again (coh_cache_attr.step_pause). */
 void node_step_pause(void *arg);
 
-/* Control messages: 80 bytes on the control channel. */
-#define CTL_MSG_SIZE 80u
+/* Control messages: 96 bytes on the control and lease channels. */
+#define CTL_MSG_SIZE 96u
 #define CTL_MAGIC 0x4c54434fu /* "OCTL" */
 
 enum ctl_type {
-	CTL_DESC = 1,	 /* @desc: the region the sender hosts for the receiver's log */
-	CTL_VIEW = 2,	 /* a proposed view (@epoch, @members) */
-	CTL_FLUSHED = 3, /* the sender has claimed its holdings in the rebuilt words for @epoch */
-	CTL_READY = 4,	 /* the sender's takeovers for @epoch are done */
-	CTL_BYE = 5,	 /* the sender is leaving, its log empty */
-	CTL_CLEARED = 6, /* the sender has cleared the words it will rebuild for @epoch */
+	CTL_DESC = 1,	     /* @desc: the region the sender hosts for the receiver's log */
+	CTL_VIEW = 2,	     /* a proposed view (@epoch, @members); the sender's last committed view
+			    (@cepoch, @cmembers) */
+	CTL_FLUSHED = 3,     /* the sender has claimed its holdings in the rebuilt words for @epoch;
+			    @aux: the dead writers whose log it holds a copy of */
+	CTL_READY = 4,	     /* the sender's takeovers for @epoch are done, the store flushed */
+	CTL_BYE = 5,	     /* the sender is leaving, its log empty */
+	CTL_CLEARED = 6,     /* the sender has cleared the words it will rebuild for @epoch */
+	CTL_CDESC = 7,	     /* re-keyed for @epoch: the sender's cache region @idx is now @desc */
+	CTL_ZEROED = 8,	     /* the sender has zeroed its copies of the dead logs for @epoch */
+	CTL_LEASE = 9,	     /* lease channel: renew round @aux (sender's view @epoch) */
+	CTL_LEASE_ACK = 10,  /* lease channel: round @aux renewed */
+	CTL_LEASE_NACK = 11, /* lease channel: not a member of my view (@epoch, @members) */
+	CTL_TYPE_MAX = 11,
 };
 
 struct ctl_msg {
-	uint8_t type;
+	uint8_t type, idx;
 	uint16_t from;
 	uint32_t epoch, members;
+	uint32_t cepoch, cmembers;
+	uint32_t aux;
 	struct coh_mr_desc desc;
 };
 

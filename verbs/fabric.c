@@ -119,6 +119,15 @@ int coh_fabric_query(const struct coh_fabric *fab, struct coh_fabric_info *info)
 	return 0;
 }
 
+int coh_fabric_fence_peer(struct coh_fabric *fab, uint32_t peer)
+{
+	if (!fab || peer >= COH_FABRIC_MAX_NODES || peer == fab->node_id)
+		return -EINVAL;
+	if (!fab->ops->fence_peer)
+		return -EOPNOTSUPP;
+	return fab->ops->fence_peer(fab, peer);
+}
+
 uint32_t coh_fabric_node_id(const struct coh_fabric *fab)
 {
 	return fab->node_id;

@@ -27,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <poll.h>
+#include <signal.h>
 #include <sys/eventfd.h>
 #include <sys/file.h>
 #include <sys/mman.h>
@@ -606,6 +607,41 @@ static void shm_fabric_query(const struct coh_fabric *fab, struct coh_fabric_inf
 	info->max_inline = 0;
 	info->numa_node = -1;
 	snprintf(info->device, sizeof(info->device), "shm");
+	/* The lock probe and the pidfd both say the process is gone, not just unreachable. */
+	info->peer_down_proven = true;
+}
+
+/*
+ * shm_fence_peer - kill @peer's current incarnation: the cluster excluded it without proof that
+ * it died (a stopped or stuck process that still holds its lock), and on one host the fence
+ * agent is the kernel. Through the pidfd taken when the peer was attached, so that a pid reused
+ * since is never hit; without one, the pid from its ctl page, checked against the incarnation.
+ */
+static int shm_fence_peer(struct coh_fabric *fab, uint32_t peer)
+{
+	struct shm_fabric *sf = to_shm_fabric(fab);
+	struct shm_peer *p = &sf->peers[peer];
+	int ret = 0;
+
+	pthread_mutex_lock(&sf->lock);
+	if (!atomic_load(&p->up_inc) || !p->ctl) {
+		pthread_mutex_unlock(&sf->lock);
+		return 0;
+	}
+	if (p->pidfd >= 0) {
+		if (syscall(SYS_pidfd_send_signal, p->pidfd, SIGKILL, NULL, 0) < 0 &&
+		    errno != ESRCH)
+			ret = -errno;
+	} else if (atomic_load(&p->ctl->incarnation) == p->incarnation) {
+		if (kill((pid_t)atomic_load(&p->ctl->pid), SIGKILL) < 0 && errno != ESRCH)
+			ret = -errno;
+	}
+	pthread_mutex_unlock(&sf->lock);
+	COH_LOG_WARN("node %u: fenced node %u (incarnation %llu) by SIGKILL: %s", fab->node_id,
+		     peer, (unsigned long long)p->incarnation, ret ? strerror(-ret) : "sent");
+	/* Its lock goes with it; the monitor reports the death as usual. */
+	monitor_kick(sf);
+	return ret;
 }
 
 /* Completion queues. */
@@ -749,6 +785,7 @@ const struct coh_fabric_ops shm_ops = {
 	.fabric_open = shm_fabric_open,
 	.fabric_close = shm_fabric_close,
 	.fabric_query = shm_fabric_query,
+	.fence_peer = shm_fence_peer,
 	.mr_new = shm_mr_new,
 	.mr_reg = shm_mr_reg,
 	.mr_new_pmem = shm_mr_new_pmem,

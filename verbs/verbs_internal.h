@@ -81,6 +81,8 @@ struct coh_fabric_ops {
 	/* Leave the cluster and free the fabric (the common layer has checked for leftovers). */
 	int (*fabric_close)(struct coh_fabric *fab);
 	void (*fabric_query)(const struct coh_fabric *fab, struct coh_fabric_info *info);
+	/* Stop @peer's current incarnation (coh_fabric_fence_peer); NULL: not possible. */
+	int (*fence_peer)(struct coh_fabric *fab, uint32_t peer);
 
 	/* Fill base.{fab,addr,len,access} (coh_mr_base_init) plus rkey/region/remote_addr. */
 	int (*mr_new)(struct coh_fabric *fab, size_t len, uint32_t access, struct coh_mr **mrp);

@@ -73,7 +73,15 @@ enum coh_cache_point {
  *              application thread's place; a caller that serialises them with its operations
  *              can let a waiting operation run here, and must hold its serialisation again when
  *              it returns. Nothing these steps have done is undone by an operation meanwhile.
- * @hook_arg: passed to @write_hook and @step_pause
+ * @point: if set, called at each named step of the protocol (enum coh_cache_point) with the
+ *         resource as @detail, on the thread doing the step; the engine makes crash points of
+ *         them. Engine tier: tests only, returns 0.
+ * @lease: if set, the end of this node's lease (CLOCK_MONOTONIC, ms), kept by the engine: no
+ *         read returns data, no write is acknowledged and no request is served (no write-back)
+ *         unless the lease is valid when it finishes, so that a node the others have excluded
+ *         and no longer invalidate stops by itself (docs/recovery.md, "Fencing"). Such an
+ *         operation returns -EAGAIN.
+ * @hook_arg: passed to @write_hook, @step_pause and @point
  */
 struct coh_cache_attr {
 	struct coh_fabric *fab;
@@ -86,6 +94,8 @@ struct coh_cache_attr {
 	uint32_t channel_base;
 	int (*write_hook)(void *arg, uint64_t lba, uint32_t nblocks, const void *buf);
 	void (*step_pause)(void *arg);
+	int (*point)(void *arg, uint32_t pt, uint64_t detail);
+	const uint64_t *lease; /* read with __atomic_load_n */
 	void *hook_arg;
 };
 
@@ -160,7 +170,10 @@ int coh_cache_flush(struct coh_cache *c);
  *   from one attempt to the next). *@won says whether this node won; if it did, every lock @d
  *   held and every rebuilt word nobody claimed is now this node's, held (requests for them
  *   queue) until the commit, and *@taken counts them.
- * coh_cache_view_commit - the rebuilt words take effect, and the taken locks are let go.
+ * coh_cache_view_commit - the rebuilt words take effect, and the taken locks are let go (local:
+ *   no network operation).
+ * coh_cache_adopt_lost - after a commit: words that name this node as exclusive owner without
+ *   its having the grant (a dead node made the word so and died before sending it) are adopted.
  * All but fence use the application thread's endpoints: call them where an operation could be
  * called. coh_cache_yield(c, true), from another thread, makes the operation in progress give up
  * its waits soon with -EAGAIN, so that a view change step can have its place (a reply it waits
@@ -169,12 +182,26 @@ int coh_cache_flush(struct coh_cache *c);
  * fabric error.
  */
 int coh_cache_fence(struct coh_cache *c, uint32_t dead);
+
+/*
+ * Re-keying, on every view change after the fence: coh_cache_rekey revokes every descriptor of
+ * this node's regions (directory words, invalidation words, slots), so that a node that is no
+ * longer a member, paused or cut off, can no longer CAS, READ or WRITE any of them, and gives the
+ * new ones (COH_CACHE_DESCS of them) to pass to the other members; each member passes them to
+ * coh_cache_import. Until a member has imported them, its operations on this node's regions fail
+ * with -EACCES and are tried again. Application thread's place, as the steps below.
+ */
+#define COH_CACHE_DESCS 3
+int coh_cache_rekey(struct coh_cache *c, struct coh_mr_desc descs[COH_CACHE_DESCS]);
+int coh_cache_import(struct coh_cache *c, uint32_t peer,
+		     const struct coh_mr_desc descs[COH_CACHE_DESCS]);
 void coh_cache_yield(struct coh_cache *c, bool on);
 int coh_cache_rebuild_clear(struct coh_cache *c);
 int coh_cache_rebuild_claim(struct coh_cache *c);
 int coh_cache_take_over(struct coh_cache *c, uint32_t d, uint32_t candidates, uint32_t round,
 			bool *won, uint64_t *taken);
 int coh_cache_view_commit(struct coh_cache *c);
+int coh_cache_adopt_lost(struct coh_cache *c);
 
 /** coh_cache_stats - copy this node's counters. */
 int coh_cache_stats(const struct coh_cache *c, struct coh_cache_stats *st);

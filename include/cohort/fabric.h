@@ -116,6 +116,9 @@ struct coh_fabric_attr {
  * @numa_node: the NUMA node of the device the fabric uses, where its threads are bound; -1 when
  *             unknown or not applicable (shm)
  * @device: the device's name ("rxe0"), or "shm"
+ * @peer_down_proven: true when a COH_EVENT_PEER_DOWN proves that the peer's process is gone
+ *                    (shm: the kernel released its lock); false when it may only mean that the
+ *                    connection broke (rdma: a partitioned peer may still run)
  */
 struct coh_fabric_info {
 	const char *provider;
@@ -126,6 +129,7 @@ struct coh_fabric_info {
 	uint32_t max_inline;
 	int32_t numa_node;
 	char device[64];
+	bool peer_down_proven;
 };
 
 /**
@@ -152,6 +156,16 @@ int coh_fabric_close(struct coh_fabric **fabp);
 
 /** coh_fabric_query - fill @info with the fabric's capabilities. Returns 0 or -EINVAL. */
 int coh_fabric_query(const struct coh_fabric *fab, struct coh_fabric_info *info);
+
+/**
+ * coh_fabric_fence_peer - stop @peer's current incarnation for good, because the cluster has
+ * excluded it without proof that it died (it went silent). shm kills its process (through its
+ * pidfd where there is one, so that a reused pid is never hit); its PEER_DOWN follows, as for any
+ * death. rdma cannot reach another machine's process: -EOPNOTSUPP, and the caller relies on the
+ * excluded node's lease (or on a fence agent outside Cohort). Returns 0 (or 0 when the peer is
+ * already down), -EINVAL, -EOPNOTSUPP, or the errno of the kill. Any thread.
+ */
+int coh_fabric_fence_peer(struct coh_fabric *fab, uint32_t peer);
 
 /** coh_fabric_node_id - this node's id. */
 uint32_t coh_fabric_node_id(const struct coh_fabric *fab);

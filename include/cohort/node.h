@@ -56,17 +56,17 @@ enum coh_crash_point {
 	COH_CRASH_SERVE_SENT = 15, /* service: grant sent; the waiters not yet handed over */
 	COH_CRASH_INSTALLED = 16,  /* a write's data installed in the cache; not acknowledged */
 	/* The view change after a death (membership). */
-	COH_CRASH_VIEW_AGREED = 17,	  /* the new view agreed; nothing fenced yet */
-	COH_CRASH_VIEW_FENCED = 18,	  /* the dead fenced and regions re-keyed */
-	COH_CRASH_VIEW_RELOG = 19,	  /* log move: destaged, the log not yet on its new peers */
-	COH_CRASH_VIEW_RELOGGED = 20,	  /* log move done */
-	COH_CRASH_VIEW_CLEARED = 21,	  /* the dead homes' words cleared here */
-	COH_CRASH_VIEW_CLAIMED = 22,	  /* this node's holdings claimed in the rebuilt words */
-	COH_CRASH_VIEW_TAKEN = 23,	  /* the winner holds the dead node's locks; no replay yet */
-	COH_CRASH_VIEW_REPLAY = 24,	  /* the winner has replayed part of the dead node's log */
-	COH_CRASH_VIEW_READY = 25,	  /* READY sent: this node's takeovers are done */
-	COH_CRASH_VIEW_ZEROED = 26,	  /* this node's copies of the dead logs zeroed */
-	COH_CRASH_VIEW_COMMITTED = 27,	  /* the view committed here; maybe not everywhere */
+	COH_CRASH_VIEW_AGREED = 17,    /* the new view agreed; nothing fenced yet */
+	COH_CRASH_VIEW_FENCED = 18,    /* the dead fenced and regions re-keyed */
+	COH_CRASH_VIEW_RELOG = 19,     /* log move: destaged, the log not yet on its new peers */
+	COH_CRASH_VIEW_RELOGGED = 20,  /* log move done */
+	COH_CRASH_VIEW_CLEARED = 21,   /* the dead homes' words cleared here */
+	COH_CRASH_VIEW_CLAIMED = 22,   /* every survivor's claims are in; no takeover raced */
+	COH_CRASH_VIEW_TAKEN = 23,     /* the winner holds the dead node's locks; no replay yet */
+	COH_CRASH_VIEW_REPLAY = 24,    /* the winner has replayed part of the dead node's log */
+	COH_CRASH_VIEW_READY = 25,     /* READY sent: this node's takeovers are done */
+	COH_CRASH_VIEW_ZEROED = 26,    /* this node's copies of the dead logs zeroed */
+	COH_CRASH_VIEW_COMMITTED = 27, /* the view committed here; maybe not everywhere */
 	COH_CRASH_MAX = 28,
 };
 #define COH_CRASH_CACHE COH_CRASH_XCAS
@@ -82,6 +82,8 @@ enum coh_fence {
 	COH_FENCE_AUTO = 0,
 	COH_FENCE_LEASE = 1,
 };
+
+struct coh_node_hooks; /* node_hooks.h */
 
 /**
  * struct coh_node_attr - how to open a node.
@@ -104,6 +106,7 @@ enum coh_fence {
  *            (docs/recovery.md, "Fencing"). Every node opens with the same value.
  * @fence: how the others fence this node when they exclude it without proof of its death (it
  *         went silent, or only its connections broke): enum coh_fence
+ * @hooks: engine tier (node_hooks.h): the point hook of tests and tracing; NULL for none
  * @takeover_hook: if set, called on the membership thread of the survivor that wins a dead
  *                 node's locks, holding them, before it replays that node's log (tests use it
  *                 to hold a takeover open and show what I/O goes on meanwhile); @takeover_arg
@@ -124,6 +127,7 @@ struct coh_node_attr {
 	uint32_t crash_point, crash_after;
 	uint32_t lease_ms;
 	uint32_t fence;
+	const struct coh_node_hooks *hooks;
 	void (*takeover_hook)(void *arg, uint32_t dead);
 	void *takeover_arg;
 };
