@@ -351,7 +351,11 @@ void svc_handle(struct coh_cache *c, const struct cmsg *m)
 	 * reads the word without changing it. */
 	ret = xp_cas(&c->svc, m->resource, 0, 0, &cur);
 	if (ret) {
-		COH_LOG_WARN("node %u: directory read: %s", c->me, coh_strerror(ret));
+		/* Its home is unreachable or its region was just re-keyed (a view change): the
+		 * requester asks again rather than wait out its timeout. */
+		COH_LOG_INFO("node %u: directory read for node %u: %s", c->me, m->requester,
+			     coh_strerror(ret));
+		reply(c, m, CMSG_RETRY, 0, 0);
 		return;
 	}
 	CTRACE(c, "svc r%llu from n%u seq %llx: not held, word %llx",
@@ -369,8 +373,10 @@ void svc_handle(struct coh_cache *c, const struct cmsg *m)
 	} else if (dir_excl(cur) && dir_owner(cur) != m->requester &&
 		   !node_dead(c, dir_owner(cur))) {
 		ret = xp_send(&c->svc, c->svc.to_svc[dir_owner(cur)], m);
-		if (ret)
-			COH_LOG_WARN("node %u: forward: %s", c->me, coh_strerror(ret));
+		if (ret) {
+			COH_LOG_INFO("node %u: forward: %s", c->me, coh_strerror(ret));
+			reply(c, m, CMSG_RETRY, 0, 0);
+		}
 	} else {
 		reply(c, m, CMSG_RETRY, 0, 0);
 	}
