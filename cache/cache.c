@@ -104,6 +104,8 @@ int xp_poll(struct xport *x, int timeout_ms)
 
 		if (wc[i].opcode != COH_WC_RECV) {
 			x->outstanding--;
+			if (wc[i].status && (wc[i].wr_id & XP_WRID_NODE))
+				x->wr_failed |= 1u << (wc[i].wr_id & 31);
 			if (wc[i].status && !ret)
 				ret = wc[i].status;
 			continue;
@@ -366,6 +368,8 @@ static int exchange(struct coh_cache *c)
 			ret = coh_rmr_import(c->app.one[p], &theirs[2], &c->app.slots[p]);
 		if (!ret)
 			ret = coh_rmr_import(c->svc.one[p], &theirs[0], &c->svc.dir[p]);
+		if (!ret)
+			ret = coh_rmr_import(c->svc.one[p], &theirs[1], &c->svc.inv[p]);
 	}
 	coh_mr_delete(&tmp);
 	return ret;
@@ -375,7 +379,7 @@ static int exchange(struct coh_cache *c)
  * (coh_cache_import): the thread's endpoints are its own, so it swaps them in itself. */
 static void svc_import(struct coh_cache *c)
 {
-	struct coh_mr_desc d[COH_CACHE_MAX_NODES];
+	struct coh_mr_desc d[COH_CACHE_MAX_NODES][2];
 	uint32_t pending, p;
 	int ret;
 
@@ -388,7 +392,10 @@ static void svc_import(struct coh_cache *c)
 		if (!(pending >> p & 1) || !c->svc.one[p])
 			continue;
 		coh_rmr_delete(&c->svc.dir[p]);
-		ret = coh_rmr_import(c->svc.one[p], &d[p], &c->svc.dir[p]);
+		coh_rmr_delete(&c->svc.inv[p]);
+		ret = coh_rmr_import(c->svc.one[p], &d[p][0], &c->svc.dir[p]);
+		if (!ret)
+			ret = coh_rmr_import(c->svc.one[p], &d[p][1], &c->svc.inv[p]);
 		if (ret)
 			COH_LOG_WARN("node %u: service thread: node %u's new directory: %s", c->me,
 				     p, coh_strerror(ret));
@@ -433,7 +440,8 @@ int coh_cache_import(struct coh_cache *c, uint32_t peer,
 	    (ret = coh_rmr_import(x->one[peer], &descs[2], &x->slots[peer])))
 		return ret;
 	pthread_mutex_lock(&c->lock);
-	c->svc_desc[peer] = descs[0];
+	c->svc_desc[peer][0] = descs[0];
+	c->svc_desc[peer][1] = descs[1];
 	__atomic_or_fetch(&c->svc_desc_pending, 1u << peer, __ATOMIC_RELEASE);
 	pthread_mutex_unlock(&c->lock);
 	return 0;

@@ -171,6 +171,7 @@ enum {
 };
 
 #define XP_RECVS 16u
+#define XP_WRID_NODE (1ull << 62) /* wr_id of a send-side operation aimed at node (low bits) */
 #define XP_INBOX 256u
 
 /* struct xport - one thread's endpoints and message buffers. Owned by that thread. */
@@ -188,6 +189,7 @@ struct xport {
 	struct coh_ep *recv_eps[2 * COH_CACHE_MAX_NODES];
 	uint32_t n_recv_eps;
 	uint32_t outstanding;
+	uint32_t wr_failed; /* nodes whose XP_WRID_NODE operation completed with an error */
 	struct cmsg inbox[XP_INBOX];
 	uint32_t in_head, in_count;
 };
@@ -239,7 +241,7 @@ struct coh_cache {
 	bool svc_kick;
 	/* Directory descriptors imported by a view change (coh_cache_import) for the service
 	 * thread, which owns its endpoints and swaps them in itself. */
-	struct coh_mr_desc svc_desc[COH_CACHE_MAX_NODES];
+	struct coh_mr_desc svc_desc[COH_CACHE_MAX_NODES][2]; /* directory, invalidation words */
 	uint32_t svc_desc_pending;
 	uint64_t *kick; /* resources whose pin dropped with requests waiting */
 	uint32_t n_kick, cap_kick;
@@ -366,5 +368,8 @@ static inline bool same_seq(uint64_t a, uint64_t b)
 	return (uint32_t)a == (uint32_t)b;
 }
 bool cache_invalidated(const struct coh_cache *c, uint64_t r);
+/* cache_pay_all_owed - every invalidation this node owes, again (application thread's place).
+ * Returns 0, or -EAGAIN while one still fails. */
+int cache_pay_all_owed(struct coh_cache *c);
 
 #endif /* COHORT_CACHE_INTERNAL_H */

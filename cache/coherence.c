@@ -169,6 +169,46 @@ int cache_writeback_all(struct coh_cache *c)
 	return ret ? ret : coh_store_flush(c->store);
 }
 
+/*
+ * inval_write - write a fresh invalidation token into the invalidation word of @r at each node
+ * of @sharers (not this one, nor a fenced one) through @x, and wait for every completion.
+ * Returns the sharers whose write did not land, whatever the reason (a dead peer, a region
+ * re-keyed by a view change, a lost connection): they are owed one. Caller's thread owns @x;
+ * no lock needed.
+ */
+static uint32_t inval_write(struct coh_cache *c, struct xport *x, uint64_t r, uint32_t sharers,
+			    uint32_t *sent)
+{
+	uint64_t val = inv_token(c->me, atomic_fetch_add(&c->inv_count, 1) + 1);
+	uint32_t n, count = 0, failed = 0;
+
+	memcpy((uint8_t *)coh_mr_addr(x->buf) + x->bounce_off, &val, sizeof(val));
+	x->wr_failed = 0;
+	for (n = 0; n < c->nodes; n++) {
+		int r1;
+
+		/* A dead sharer's copy died with it. */
+		if (!(sharers & 1u << n) || n == c->me || node_dead(c, n))
+			continue;
+		r1 = x->one[n] && x->inv[n]
+			 ? coh_ep_post_write(x->one[n], x->buf, x->bounce_off, x->inv[n], r * 8, 8,
+					     XP_WRID_NODE | n)
+			 : -ENOTCONN;
+		if (r1) {
+			failed |= 1u << n;
+			continue;
+		}
+		x->outstanding++;
+		count++;
+	}
+	if (count && xp_wait_sends(x) == -ETIMEDOUT)
+		failed |= sharers & ~(1u << c->me); /* not known to have landed */
+	failed |= x->wr_failed;
+	atomic_fetch_add(&c->net_write, count);
+	*sent = count;
+	return failed & ~atomic_load(&c->dead);
+}
+
 /* Serving requests (service thread). */
 
 static void reply(struct coh_cache *c, const struct cmsg *req, uint8_t type, uint32_t version,
@@ -233,6 +273,21 @@ static void serve(struct coh_cache *c, struct res_state *st, const struct cmsg *
 		       req->requester);
 		serve_refuse(c, st, req);
 		return;
+	}
+	st->owed &= ~atomic_load(&c->dead);
+	if (st->owed) {
+		/* Invalidations this node owes for the resource land before anyone else gets it:
+		 * a grant involves none, so the copies would stay readable. */
+		uint32_t sent;
+
+		st->owed = inval_write(c, &c->svc, r, st->owed, &sent);
+		c->stats.inval_sent += sent;
+		if (st->owed) {
+			CTRACE(c, "serve r%llu to n%u: retry (owes %x)", (unsigned long long)r,
+			       req->requester, st->owed);
+			serve_refuse(c, st, req);
+			return;
+		}
 	}
 	ret = writeback_res(c, r);
 	if (ret) {
@@ -580,53 +635,21 @@ static int wait_reply(struct coh_cache *c, uint32_t target, uint32_t gen, const 
 	}
 }
 
+/*
+ * invalidate_sharers - the application thread's invalidation after it took @r exclusively. The
+ * write is not acknowledged before every sharer's invalidation has landed. A sharer whose
+ * invalidation fails is owed one: the resource is not used, nor handed on (serve pays first),
+ * before it lands or that node is fenced. Returns 0, or -EAGAIN while some are owed.
+ */
 static int invalidate_sharers(struct coh_cache *c, uint64_t r, uint32_t sharers)
 {
-	struct xport *x = &c->app;
-	uint64_t val = inv_token(c->me, atomic_fetch_add(&c->inv_count, 1) + 1);
-	uint32_t n, count = 0;
-	uint32_t failed = 0;
-	int ret = 0;
+	uint32_t count, failed = inval_write(c, &c->app, r, sharers, &count);
 
-	memcpy((uint8_t *)coh_mr_addr(x->buf) + x->bounce_off, &val, sizeof(val));
-	for (n = 0; n < c->nodes; n++) {
-		int r1;
-
-		/* A dead sharer's copy died with it. */
-		if (!(sharers & 1u << n) || n == c->me || node_dead(c, n))
-			continue;
-		r1 = x->one[n] ? coh_ep_post_write(x->one[n], x->buf, x->bounce_off, x->inv[n],
-						   r * 8, 8, (uint64_t)n)
-			       : -ENOTCONN;
-		if (r1) {
-			failed |= 1u << n;
-			continue;
-		}
-		x->outstanding++;
-		count++;
-	}
-	/* The write is not acknowledged before every sharer's invalidation has landed. A sharer
-	 * whose invalidation fails is owed one: the caller keeps the resource and tries again
-	 * until that node is fenced. */
-	if (count) {
-		int r2 = xp_wait_sends(x);
-
-		if (r2) {
-			for (n = 0; n < c->nodes; n++) {
-				if ((sharers & 1u << n) && n != c->me && x->one[n] &&
-				    !coh_ep_is_up(x->one[n]))
-					failed |= 1u << n;
-			}
-			if (!failed)
-				ret = r2;
-		}
-		atomic_fetch_add(&c->net_write, count);
-	}
 	pthread_mutex_lock(&c->lock);
 	c->stats.inval_sent += count;
 	c->res[r].owed = failed;
 	pthread_mutex_unlock(&c->lock);
-	return ret ? ret : failed ? -EAGAIN : 0;
+	return failed ? -EAGAIN : 0;
 }
 
 static uint32_t pick_sharer(const struct coh_cache *c, uint32_t sharers)
@@ -652,6 +675,18 @@ static int pay_owed(struct coh_cache *c, uint64_t r)
 	c->res[r].owed = owed;
 	pthread_mutex_unlock(&c->lock);
 	return owed ? invalidate_sharers(c, r, owed) : 0;
+}
+
+int cache_pay_all_owed(struct coh_cache *c)
+{
+	uint64_t r;
+	int ret = 0;
+
+	for (r = 0; r < c->nres && !ret; r++) {
+		if (c->res[r].owed)
+			ret = pay_owed(c, r);
+	}
+	return ret;
 }
 
 /*

@@ -51,11 +51,6 @@ static bool rebuilt(const struct coh_cache *c, uint64_t r, uint32_t *new_home)
 	return true;
 }
 
-static uint32_t ver_max(uint32_t a, uint32_t b)
-{
-	return ver_after(a, b) ? a : b;
-}
-
 int coh_cache_fence(struct coh_cache *c, uint32_t dead)
 {
 	uint64_t r;
@@ -107,7 +102,10 @@ int coh_cache_rebuild_clear(struct coh_cache *c)
 		if (rebuilt(c, r, &h) && h == c->me)
 			atomic_store(&dir[r], 0);
 	}
-	return 0;
+	/* Invalidations this node owes (they failed, e.g. on a region re-keyed by this view
+	 * change) land before the CLEARED barrier, so that no sharer they were aimed at still
+	 * claims its copy beside this node's exclusive claim. */
+	return cache_pay_all_owed(c);
 }
 
 /*
@@ -140,11 +138,14 @@ struct claim {
 	uint32_t home, v;
 };
 
-/* claim_merge - @cl's word with this node's claim merged in: bits or-ed, versions maxed. */
+/* claim_merge - @cl's word with this node's claim merged in: bits or-ed; the version is the
+ * first claim's. Every claimant holds a valid copy of the same tenure, so all claim the same
+ * version; comparing versions would be wrong across a wrap (a cleared word reads 0). */
 static uint64_t claim_merge(const struct claim *cl)
 {
-	return (cl->cur & ~((uint64_t)DIR_VER_MASK << 40)) | cl->bits |
-	       (uint64_t)ver_max(dir_ver(cl->cur), cl->v) << 40;
+	uint32_t v = cl->cur ? dir_ver(cl->cur) : cl->v;
+
+	return (cl->cur & ~((uint64_t)DIR_VER_MASK << 40)) | cl->bits | (uint64_t)v << 40;
 }
 
 /*

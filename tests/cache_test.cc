@@ -64,6 +64,21 @@ TEST(cache, handover__fifo_by_arrival_at_the_holder)
 	EXPECT_EQ(0, conf_run("cache_handover", 4, sc_cache_handover_order, 0, kTimeout));
 }
 
+TEST(cache, refused_request__the_queue_behind_it_is_not_stranded)
+{
+	Store s;
+	EXPECT_EQ(0, conf_run("cache_retry_queue", 3, sc_cache_retry_drains_queue, 0, kTimeout));
+}
+
+TEST(cache, version_wrap__old_copy_never_current_again)
+{
+	if (cache_sc_version_bits() > 10)
+		GTEST_SKIP() << "a wrap of " << cache_sc_version_bits()
+			     << "-bit versions takes too long here: build with -DCOHORT_VER_BITS=8";
+	Store s;
+	EXPECT_EQ(0, conf_run("cache_version_wrap", 3, sc_cache_version_wrap, 0, kTimeout));
+}
+
 TEST(cache, linearizable__random_histories_3_to_5_nodes)
 {
 	const char *env = getenv("COHORT_CACHE_SEEDS");
