@@ -637,3 +637,67 @@ int sc_cache_version_wrap(struct conf_node *cn)
 	CONF_CHECK(cache_down(cn, &x) == 0, "down");
 	return 0;
 }
+
+/*
+ * A node the others have fenced loses remote access (issue 12, bug 1's second half). Node 2
+ * reads block 20 (resource 1). Nodes 0 and 1 fence node 2, re-key their regions and exchange the
+ * new descriptors (what a view change does); node 2 is not told. Node 0 writes block 20 (node
+ * 2's invalidation is skipped: it is fenced). Node 2 then writes block 48 (resource 3, homed on
+ * node 0): its CAS on node 0's word must be refused, so that the word does not come to name a
+ * node nobody will ever hear from; node 1 then writes block 48 as usual.
+ */
+int sc_cache_rekey_fences(struct conf_node *cn)
+{
+	struct coh_mr_desc mine[COH_CACHE_DESCS], theirs[COH_CACHE_DESCS];
+	uint32_t len, go = 1, other = 1 - cn->id;
+	uint8_t buf[BS];
+	struct cnode x;
+	int32_t res;
+	uint64_t v;
+
+	if (cn->n != 3)
+		return 1;
+	CONF_CHECK(cache_up(cn, &x, 64, 16) == 0, "cache up");
+	if (cn->id == 2)
+		CONF_CHECK(coh_cache_read(x.cache, 20, 1, buf) == 0, "share");
+	CONF_CHECK(conf_barrier(cn) == 0, "shared");
+	if (cn->id < 2) {
+		CONF_CHECK(coh_cache_fence(x.cache, 1u << 2) == 0, "fence");
+		CONF_CHECK(coh_cache_rekey(x.cache, mine) == 0, "rekey");
+		CONF_CHECK(conf_send(cn, other, mine, sizeof(mine)) == 0, "send descriptors");
+		CONF_CHECK(conf_recv(cn, other, theirs, &len, CONF_TIMEOUT_MS) == 0 &&
+			       len == sizeof(theirs),
+			   "descriptors");
+		CONF_CHECK(coh_cache_import(x.cache, other, theirs) == 0, "import");
+		CONF_CHECK(conf_send(cn, other, &go, sizeof(go)) == 0 &&
+			       conf_recv(cn, other, &go, &len, CONF_TIMEOUT_MS) == 0,
+			   "both re-keyed");
+	}
+	if (cn->id == 0) {
+		bench_fill_block(buf, BS, 0x900);
+		CONF_CHECK(coh_cache_write(x.cache, 20, 1, buf) == 0, "write after the fence");
+		CONF_CHECK(conf_send(cn, 2, &go, sizeof(go)) == 0, "go");
+	}
+	if (cn->id == 2) {
+		CONF_CHECK(conf_recv(cn, 0, &go, &len, CONF_TIMEOUT_MS) == 0, "go");
+		bench_fill_block(buf, BS, 0x902);
+		res = coh_cache_write(x.cache, 48, 1, buf);
+		CONF_CHECK(conf_send(cn, 1, &res, sizeof(res)) == 0, "report");
+		CONF_CHECK(res != 0, "a fenced node's write took the lock");
+	}
+	if (cn->id == 1) {
+		CONF_CHECK(conf_recv(cn, 2, &res, &len, CONF_TIMEOUT_MS) == 0, "result");
+		bench_fill_block(buf, BS, 0x901);
+		CONF_CHECK(coh_cache_write(x.cache, 48, 1, buf) == 0,
+			   "write of block 48 after the fenced node tried it (it got %s)",
+			   coh_strerror(res));
+		CONF_CHECK(coh_cache_read(x.cache, 20, 1, buf) == 0 &&
+			       bench_block_value(buf, BS, &v) == 0 && v == 0x900,
+			   "block 20");
+	}
+	CONF_CHECK(conf_barrier(cn) == 0, "done");
+	if (cn->id == 2)
+		CONF_CHECK(coh_cache_abandon(&x.cache) == 0, "abandon");
+	CONF_CHECK(cache_down(cn, &x) == 0, "down");
+	return 0;
+}

@@ -70,6 +70,12 @@ TEST(cache, refused_request__the_queue_behind_it_is_not_stranded)
 	EXPECT_EQ(0, conf_run("cache_retry_queue", 3, sc_cache_retry_drains_queue, 0, kTimeout));
 }
 
+TEST(cache, rekey__a_fenced_node_takes_no_lock)
+{
+	Store s;
+	EXPECT_EQ(0, conf_run("cache_rekey_fences", 3, sc_cache_rekey_fences, 0, kTimeout));
+}
+
 TEST(cache, version_wrap__old_copy_never_current_again)
 {
 	if (cache_sc_version_bits() > 10)
