@@ -1,0 +1,66 @@
+/*
+ * membership_internal.h - what the membership thread (membership.c: transport, events, agreement,
+ * the log regions a node hosts) and the view change it runs (viewchange.c: the steps after a
+ * death) share. Internal to the engine.
+ */
+#ifndef COHORT_ENGINE_MEMBERSHIP_INTERNAL_H
+#define COHORT_ENGINE_MEMBERSHIP_INTERNAL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "node_internal.h"
+
+#define CH_CTL 240u
+#define CH_LOG 241u
+#define CTL_RECVS 16u
+
+/*
+ * struct memb - a node's membership state. Owned by the membership thread (and open/close),
+ * except @stop.
+ */
+struct memb {
+	struct coh_cq *cq;
+	struct coh_ep *ep[NODE_MAX];
+	struct coh_mr *buf; /* receive slots per peer, then one send slot */
+	pthread_t thread;
+	bool started;
+	_Atomic bool stop;
+	/* what each peer said last */
+	uint32_t view_epoch[NODE_MAX], view_members[NODE_MAX];
+	uint32_t view_cepoch[NODE_MAX], view_cmembers[NODE_MAX]; /* its last committed view */
+	uint32_t flushed[NODE_MAX], ready[NODE_MAX], cleared[NODE_MAX], zeroed[NODE_MAX];
+	uint32_t hosts_of[NODE_MAX]; /* with FLUSHED: the dead writers whose log it holds */
+	uint32_t desc_epoch[NODE_MAX];
+	struct coh_mr_desc desc[NODE_MAX];
+	uint32_t cdesc_epoch[NODE_MAX][COH_CACHE_DESCS];
+	struct coh_mr_desc cdesc[NODE_MAX][COH_CACHE_DESCS];
+	uint32_t dead;	 /* peers known gone (events, goodbyes, silence) */
+	uint32_t bye;	 /* of which said goodbye (an orderly leave, not a failure) */
+	uint32_t proven; /* of which are known to have stopped (their process is gone, or a bye) */
+	uint32_t replayed; /* dead nodes whose takeover finished in a round of this view change */
+	bool peer_down_proven; /* the fabric's PEER_DOWN says the process is gone */
+	uint64_t down_ns;
+};
+
+/* membership.c */
+void memb_send(struct coh_node *n, uint32_t p, struct ctl_msg *m);
+void memb_broadcast(struct coh_node *n, uint32_t to, uint8_t type, uint32_t epoch,
+		    uint32_t members);
+void memb_set_lease_members(struct coh_node *n, uint32_t members);
+void memb_pump(struct coh_node *n, int timeout_ms);
+/* memb_wait_until - pump until @done says so, a member of @members dies (-EAGAIN), a newer view
+ * is proposed (-EAGAIN), or the bound passes (-ETIMEDOUT). */
+int memb_wait_until(struct coh_node *n, uint32_t epoch, uint32_t members,
+		    bool (*done)(struct coh_node *n, uint32_t epoch, uint32_t members),
+		    uint64_t bound_ms);
+uint32_t memb_others(const struct coh_node *n, uint32_t members);
+bool memb_all_reached(struct coh_node *n, const uint32_t *said, uint32_t epoch, uint32_t members,
+		      bool exact);
+int memb_agree(struct coh_node *n, uint32_t *epoch, uint32_t *members);
+
+/* viewchange.c */
+void view_change(struct coh_node *n);
+void view_stop_serving(struct coh_node *n, uint32_t E, uint32_t P);
+
+#endif /* COHORT_ENGINE_MEMBERSHIP_INTERNAL_H */
