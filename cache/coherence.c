@@ -683,7 +683,12 @@ int cache_pay_all_owed(struct coh_cache *c)
 	int ret = 0;
 
 	for (r = 0; r < c->nres && !ret; r++) {
-		if (c->res[r].owed)
+		bool owed;
+
+		pthread_mutex_lock(&c->lock);
+		owed = c->res[r].owed != 0;
+		pthread_mutex_unlock(&c->lock);
+		if (owed)
 			ret = pay_owed(c, r);
 	}
 	return ret;
