@@ -2,8 +2,9 @@
 # rig-test.sh - the VM rig suites (ctest label "rig"): boots the soft-RoCE guest once
 # (scripts/vm.sh) and runs inside it, on the rdma provider over rxe:
 #   the fabric conformance suite (the same binary as on shm), the rdma provider's smoke test
-#   (including a SIGKILLed peer), the coherent cache suite, and the engine's crash trials
-#   (every crash point, a full log, RAID-1 and k=2, and randomized trials, on rdma).
+#   (including a SIGKILLed peer), the coherent cache suite, the engine's crash trials (every
+#   crash point, a full log, RAID-1 and k=2, and randomized trials, on rdma), and the forced
+#   races of issue 12 (a paused member fenced by its lease, deaths inside the view change).
 # Every suite has its own bound; vm.sh bounds the whole run. Exit status: non-zero if any fails.
 #   scripts/rig-test.sh                 build if needed, then run
 #   COHORT_CACHE_SEEDS=N                seeds for the cache linearizability test (default 2)
@@ -36,11 +37,12 @@ if [ "${1:-}" = "--in-guest" ]; then
 		"$build/bin/cache_test" --gtest_brief=1
 	COHORT_TAKEOVER_TRIALS=${COHORT_RIG_TAKEOVER_TRIALS:-10} suite "takeover (rdma)" 1200 \
 		"$build/bin/takeover_test" --gtest_brief=1
+	suite "races of issue 12 (rdma)" 900 "$build/bin/races_test" --gtest_brief=1
 	exit $fail
 fi
 
 if [ ! -x "$build/bin/rdma_smoke" ] || [ ! -x "$build/bin/cache_test" ] ||
-	[ ! -x "$build/bin/takeover_test" ]; then
+	[ ! -x "$build/bin/takeover_test" ] || [ ! -x "$build/bin/races_test" ]; then
 	"$top/scripts/setup.sh"
 fi
 [ -x "$build/bin/rdma_smoke" ] || { echo "rig-test: the rdma provider was not built" >&2; exit 1; }
