@@ -2,9 +2,11 @@
 # test.sh - install what is needed, build, and run every test suite; non-zero on any failure.
 #
 #   scripts/test.sh            release build: unit, fabric (shm conformance), cache, takeover (200
-#                              randomized crash trials and every crash point), then the sanitizer
-#                              builds (ASAN+UBSAN, TSAN) of the same suites (takeover with fewer
-#                              trials), bounded libFuzzer runs, then the VM rig suites
+#                              randomized crash trials, every crash point, the forced races of
+#                              issue 12), then a build with 8-bit directory versions (wraps every
+#                              256 handovers) running the cache and takeover suites, then the
+#                              sanitizer builds (ASAN+UBSAN, TSAN) of the same suites (takeover
+#                              with fewer trials), bounded libFuzzer runs, then the VM rig suites
 #   COHORT_TAKEOVER_TRIALS=N   randomized crash trials in the release run (default 200);
 #                              scripts/soak-takeover.sh runs thousands
 #   COHORT_TEST_FAST=1         only the release build's suites
@@ -46,19 +48,31 @@ run "ctest takeover (release, ${COHORT_TAKEOVER_TRIALS:-200} randomized crash tr
 	ctest --test-dir build -L takeover --output-on-failure
 
 if [ "${COHORT_TEST_FAST:-0}" != 1 ]; then
+	run "build (8-bit directory versions)" bash -c "cmake -S . -B build-narrow -G Ninja \
+		-DCMAKE_BUILD_TYPE=RelWithDebInfo -DCOHORT_VER_BITS=8 -DCOHORT_WERROR=ON >/dev/null && \
+		cmake --build build-narrow -j $jobs --target cache_test takeover_test races_test"
+	run "cache, takeover, races (8-bit versions, ${COHORT_TAKEOVER_TRIALS:-200} trials)" \
+		env COHORT_TAKEOVER_TRIALS="${COHORT_TAKEOVER_TRIALS:-200}" bash -c \
+		"build-narrow/bin/cache_test --gtest_brief=1 && build-narrow/bin/races_test \
+		--gtest_brief=1 && build-narrow/bin/takeover_test --gtest_brief=1"
 	if [ "${COHORT_TEST_NO_SAN:-0}" != 1 ]; then
 		run "build (ASAN+UBSAN)" bash -c "cmake -S . -B build-asan -G Ninja \
 			-DCMAKE_BUILD_TYPE=Debug -DCOHORT_ASAN=ON -DCOHORT_UBSAN=ON -DCOHORT_WERROR=ON \
 			>/dev/null && cmake --build build-asan -j $jobs"
 		run "ctest unit+fabric+cache (ASAN+UBSAN)" \
 			ctest --test-dir build-asan -L 'unit|fabric|cache' --output-on-failure -j "$jobs"
-		run "takeover (ASAN+UBSAN, 10 randomized trials)" \
-			env COHORT_TAKEOVER_TRIALS=10 build-asan/bin/takeover_test
+		run "takeover and races (ASAN+UBSAN, 10 randomized trials)" \
+			env COHORT_TAKEOVER_TRIALS=10 bash -c "build-asan/bin/takeover_test && \
+			build-asan/bin/races_test --gtest_brief=1"
 		run "build (TSAN)" bash -c "cmake -S . -B build-tsan -G Ninja \
 			-DCMAKE_BUILD_TYPE=Debug -DCOHORT_TSAN=ON -DCOHORT_WERROR=ON \
 			>/dev/null && cmake --build build-tsan -j $jobs"
 		run "ctest unit+fabric+cache (TSAN)" \
 			ctest --test-dir build-tsan -L 'unit|fabric|cache' --output-on-failure -j "$jobs"
+		run "takeover and races (TSAN, 10 randomized trials)" \
+			env COHORT_TAKEOVER_TRIALS=10 TSAN_OPTIONS=halt_on_error=1 bash -c \
+			"build-tsan/bin/takeover_test --gtest_brief=1 && build-tsan/bin/races_test \
+			--gtest_brief=1"
 		if command -v clang >/dev/null; then
 			run "libFuzzer (clang, bounded)" bash -c "CC=clang CXX=clang++ cmake -S . \
 				-B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCOHORT_FUZZ=ON \
