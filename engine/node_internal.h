@@ -19,6 +19,18 @@
 
 #define NODE_MAX 32u
 
+/*
+ * struct node_state - what a node keeps across its restarts (state.c): the last view it prepared
+ * (zeroed the dead logs for, or recovered into) and committed, its own log's generation and
+ * peers, and whether it left cleanly (everything it acknowledged destaged).
+ */
+struct node_state {
+	uint32_t prepared_epoch, prepared_members;
+	uint32_t committed_epoch, committed_members;
+	uint32_t log_gen, log_peers;
+	bool clean;
+};
+
 struct memb;  /* membership.c */
 struct lease; /* lease.c */
 
@@ -91,6 +103,14 @@ int node_replay(struct coh_node *n, uint32_t d, const uint8_t *region, size_t le
 /* node_point - a named step (enum coh_crash_point): the crash-test facility and the engine-tier
  * point hook. Returns the hook's answer (nonzero: drop the message a send point names). */
 int node_point(struct coh_node *n, uint32_t pt, uint64_t detail);
+
+/* state.c: load (*found false: no file, a node that never ran) and store the node's state in
+ * log_dir; without a log_dir nothing persists. The codec is pure (fuzzed). */
+void node_state_encode(const struct node_state *s, uint32_t node, uint32_t nodes, uint8_t *b);
+int node_state_decode(const uint8_t *b, size_t len, uint32_t node, uint32_t nodes,
+		      struct node_state *s);
+int node_state_load(struct coh_node *n, struct node_state *s, bool *found);
+int node_state_store(struct coh_node *n, const struct node_state *s);
 
 /* lease.c */
 int lease_init(struct coh_node *n);

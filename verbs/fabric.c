@@ -275,6 +275,15 @@ size_t coh_mr_len(const struct coh_mr *mr)
 	return mr ? mr->len : 0;
 }
 
+int coh_mr_persist(struct coh_mr *mr, size_t off, size_t len)
+{
+	if (!mr || off > mr->len || len > mr->len - off)
+		return -EINVAL;
+	if (!len || !mr->fab->ops->mr_persist)
+		return 0;
+	return mr->fab->ops->mr_persist(mr, off, len);
+}
+
 int coh_mr_rekey(struct coh_mr *mr)
 {
 	if (!mr || !(mr->access & COH_ACCESS_REMOTE_MASK))

@@ -682,6 +682,14 @@ static int rdma_mr_rekey(struct coh_mr *bmr)
 	return 0;
 }
 
+/* rdma_mr_persist - persist the owner's own stores to a persistent region. */
+static int rdma_mr_persist(struct coh_mr *bmr, size_t off, size_t len)
+{
+	struct rdma_mr *mr = container_of(bmr, struct rdma_mr, base);
+
+	return mr->pmem ? pmem_persist(&mr->pm, (uint8_t *)bmr->addr + off, len) : 0;
+}
+
 /* Completion queues. */
 
 /* rdma_cq_new - a verbs CQ with its completion channel, plus the software list. */
@@ -804,6 +812,7 @@ const struct coh_fabric_ops rdma_ops = {
 	.mr_new_pmem = rdma_mr_new_pmem,
 	.mr_delete = rdma_mr_delete,
 	.mr_rekey = rdma_mr_rekey,
+	.mr_persist = rdma_mr_persist,
 	.cq_new = rdma_cq_new,
 	.cq_delete = rdma_cq_delete,
 	.cq_poll = rdma_cq_poll,

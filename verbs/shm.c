@@ -791,6 +791,7 @@ const struct coh_fabric_ops shm_ops = {
 	.mr_new_pmem = shm_mr_new_pmem,
 	.mr_delete = shm_mr_delete,
 	.mr_rekey = shm_mr_rekey,
+	.mr_persist = shm_mr_persist,
 	.cq_new = shm_cq_new,
 	.cq_delete = shm_cq_delete,
 	.cq_poll = shm_cq_poll,

@@ -192,6 +192,7 @@ int shm_mr_new_pmem(struct coh_fabric *fab, const char *path, size_t len, uint32
 int shm_mr_reg(struct coh_fabric *fab, void *buf, size_t len, uint32_t access, struct coh_mr **mrp);
 int shm_mr_delete(struct coh_mr *mr);
 int shm_mr_rekey(struct coh_mr *mr);
+int shm_mr_persist(struct coh_mr *mr, size_t off, size_t len);
 
 /* shm_ep.c */
 int shm_ep_new(struct coh_fabric *fab, const struct coh_ep_attr *attr, struct coh_ep **epp);

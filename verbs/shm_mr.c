@@ -207,6 +207,13 @@ int shm_mr_delete(struct coh_mr *base)
 	return ret;
 }
 
+int shm_mr_persist(struct coh_mr *base, size_t off, size_t len)
+{
+	struct shm_mr *mr = container_of(base, struct shm_mr, base);
+
+	return mr->pmem ? pmem_persist(&mr->pm, (uint8_t *)base->addr + off, len) : 0;
+}
+
 int shm_mr_rekey(struct coh_mr *base)
 {
 	struct shm_mr *mr = container_of(base, struct shm_mr, base);

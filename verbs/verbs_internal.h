@@ -94,6 +94,8 @@ struct coh_fabric_ops {
 			   struct coh_mr **mrp);
 	int (*mr_delete)(struct coh_mr *mr);
 	int (*mr_rekey)(struct coh_mr *mr);
+	/* Persist local stores to a persistent region (NULL or 0 for others). */
+	int (*mr_persist)(struct coh_mr *mr, size_t off, size_t len);
 
 	int (*cq_new)(struct coh_fabric *fab, uint32_t depth, struct coh_cq **cqp);
 	int (*cq_delete)(struct coh_cq *cq);

@@ -265,6 +265,15 @@ int coh_mr_new_pmem(struct coh_fabric *fab, const char *path, size_t len, uint32
 		    struct coh_mr **mrp);
 
 /**
+ * coh_mr_persist - make this node's own stores to @mr+@off..+@len durable, as far as the region's
+ * mode goes (coh_mr_persistence()): msync for a file in the page cache, a cache flush for DAX;
+ * nothing for a region that is not persistent. For a host that changes a region peers write into
+ * (zeroing a replayed log) and must not see the change undone by a crash. Returns 0, -EINVAL, or
+ * the errno of the flush.
+ */
+int coh_mr_persist(struct coh_mr *mr, size_t off, size_t len);
+
+/**
  * coh_mr_persistence - what a completed FLUSH to @mr guarantees: the mode coh_mr_new_pmem()
  * found, COH_PERSIST_NONE for coh_mr_new() and coh_mr_reg() regions (and for NULL).
  */
