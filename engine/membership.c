@@ -251,6 +251,24 @@ void memb_pump(struct coh_node *n, int timeout_ms)
 		} else if (m.type == CTL_CDESC) {
 			n->m->cdesc[p][m.idx] = m.desc;
 			n->m->cdesc_epoch[p][m.idx] = m.epoch;
+		} else if (m.type == CTL_STATE) {
+			struct node_state *s = &n->m->said[p];
+
+			s->prepared_epoch = m.epoch;
+			s->prepared_members = m.members;
+			s->committed_epoch = m.cepoch;
+			s->committed_members = m.cmembers;
+			s->log_gen = m.aux;
+			s->clean = m.idx != 0;
+			n->m->said_state |= 1u << p;
+		} else if (m.type == CTL_COPY && m.cepoch < n->nodes) {
+			n->m->copy_gen[p][m.cepoch] = m.epoch;
+			n->m->copy_live[p][m.cepoch] = m.aux;
+			n->m->copies[p] |= 1u << m.cepoch;
+		} else if (m.type == CTL_RECOVERED) {
+			n->m->recovered[p] = m.epoch;
+		} else if (m.type == CTL_RZEROED) {
+			n->m->rzeroed[p] = m.epoch;
 		} else if (m.type == CTL_BYE) {
 			n->m->bye |= 1u << p;
 			mark_dead(n, p, "goodbye", true);
@@ -286,8 +304,8 @@ static int host_regions(struct coh_node *n)
 				    coh_strerror(ret));
 			return ret;
 		}
-		/* A region kept from an earlier run holds nothing this cluster wrote. */
-		memset(coh_mr_addr(n->host[p]), 0, n->log_bytes);
+		/* A region kept from an earlier run may hold acknowledged writes: the recovery at
+		 * open (recovery.c) replays it, or finds it stale, before anything zeroes it. */
 		if ((uint32_t)coh_mr_persistence(n->host[p]) < mode)
 			mode = (uint32_t)coh_mr_persistence(n->host[p]);
 	}
@@ -533,8 +551,9 @@ static int wait_lease(struct coh_node *n)
 
 int membership_init(struct coh_node *n)
 {
-	uint32_t all = (uint32_t)((1ull << n->nodes) - 1);
+	uint32_t all = (uint32_t)((1ull << n->nodes) - 1), E = 1;
 	struct coh_fabric_info info;
+	bool found;
 	int ret;
 
 	n->m = calloc(1, sizeof(*n->m));
@@ -543,24 +562,36 @@ int membership_init(struct coh_node *n)
 	if (!coh_fabric_query(n->fab, &info))
 		n->m->peer_down_proven = info.peer_down_proven;
 	memb_set_lease_members(n, all);
-	ret = host_regions(n);
+	ret = node_state_load(n, &n->st, &found);
+	if (!ret)
+		ret = host_regions(n);
 	if (!ret)
 		ret = ctl_mesh(n);
 	if (!ret)
 		ret = lease_init(n);
+	/* Whatever the log regions kept from an earlier life goes to the group first. */
 	if (!ret)
-		ret = send_descs(n, 1, all);
+		ret = memb_recover(n, &E);
+	if (ret) {
+		COH_LOG_ERR("node %u: recovery at open: %s", n->me, coh_strerror(ret));
+		return ret;
+	}
+	ret = send_descs(n, E, all);
 	if (!ret)
-		ret = memb_wait_until(n, 1, all, all_descs, n->timeout_ms);
+		ret = memb_wait_until(n, E, all, all_descs, n->timeout_ms);
 	if (!ret)
 		ret = import_descs(n, all);
+	if (!ret) {
+		n->w.gen = n->st.log_gen;
+		ret = rlog_writer_reset(&n->w, node_log_peers(n->nodes, all, n->me, n->k), n->k, E);
+	}
 	if (!ret)
-		ret = rlog_writer_reset(&n->w, node_log_peers(n->nodes, all, n->me, n->k), n->k, 1);
+		ret = node_persist(n, E, all, true);
 	if (ret) {
 		COH_LOG_ERR("node %u: log setup: %s", n->me, coh_strerror(ret));
 		return ret;
 	}
-	n->epoch = 1;
+	n->epoch = E;
 	n->members = all;
 	n->quorum = true;
 	ret = lease_start(n);

@@ -40,6 +40,12 @@ struct memb {
 	uint32_t proven; /* of which are known to have stopped (their process is gone, or a bye) */
 	uint32_t replayed; /* dead nodes whose takeover finished in a round of this view change */
 	bool peer_down_proven; /* the fabric's PEER_DOWN says the process is gone */
+	/* What each node said at open (recovery.c): its CTL_STATE, and its CTL_COPYs by writer. */
+	struct node_state said[NODE_MAX];
+	uint32_t said_state; /* bitmap: CTL_STATE received */
+	uint32_t copy_gen[NODE_MAX][NODE_MAX], copy_live[NODE_MAX][NODE_MAX];
+	uint32_t copies[NODE_MAX]; /* by node: the writers it hosts a copy of */
+	uint32_t recovered[NODE_MAX], rzeroed[NODE_MAX]; /* the recovery's barriers, by epoch */
 	uint64_t down_ns;
 };
 
@@ -58,6 +64,9 @@ uint32_t memb_others(const struct coh_node *n, uint32_t members);
 bool memb_all_reached(struct coh_node *n, const uint32_t *said, uint32_t epoch, uint32_t members,
 		      bool exact);
 int memb_agree(struct coh_node *n, uint32_t *epoch, uint32_t *members);
+
+/* recovery.c */
+int memb_recover(struct coh_node *n, uint32_t *epoch);
 
 /* viewchange.c */
 void view_change(struct coh_node *n);

@@ -572,6 +572,11 @@ int coh_node_stats(struct coh_node *n, struct coh_node_stats *st)
 	st->last_takeover_ns = n->last_takeover_ns;
 	st->last_view_ns = n->last_view_ns;
 	st->last_view_hold_ns = n->last_view_hold_ns;
+	st->recoveries = n->recoveries;
+	st->recovered_blocks = n->recovered_blocks;
+	st->stale_records = n->stale_records;
+	st->last_recovery_ns = n->last_recovery_ns;
+	st->recovered_writers = n->recovered_writers;
 	pthread_mutex_unlock(&n->state_lock);
 	st->reads = atomic_load(&n->reads);
 	st->writes = atomic_load(&n->writes);

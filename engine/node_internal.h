@@ -53,6 +53,8 @@ struct coh_node {
 	uint64_t lease_end_ms;
 	uint32_t lease_members;
 	struct lease *lease;
+	struct node_state st; /* as last persisted (state.c); membership thread and open/close */
+	bool recovering;      /* open's recovery replays without a lease: nobody serves yet */
 
 	struct coh_store *elems[COH_RAID_MAX_ELEMS];
 	struct coh_raid *raid;
@@ -78,6 +80,8 @@ struct coh_node {
 	void *takeover_arg;
 	uint64_t view_changes, takeovers, replayed_blocks, repaired_stripes, corrupt_records,
 	    torn_records, last_takeover_ns, last_view_ns, last_view_hold_ns;
+	uint64_t recoveries, recovered_blocks, stale_records, last_recovery_ns;
+	uint32_t recovered_writers;
 	uint64_t io_since,
 	    hold_max; /* membership thread: when it took @io; this change's longest */
 	atomic_ulong reads, writes, destages, dead_waits;
@@ -111,6 +115,9 @@ int node_state_decode(const uint8_t *b, size_t len, uint32_t node, uint32_t node
 		      struct node_state *s);
 int node_state_load(struct coh_node *n, struct node_state *s, bool *found);
 int node_state_store(struct coh_node *n, const struct node_state *s);
+/* node_persist - store @prepared (and, with @commit, committed) view E/P with the log's current
+ * generation and peers. Returns 0 or the store's error. */
+int node_persist(struct coh_node *n, uint32_t E, uint32_t P, bool commit);
 
 /* lease.c */
 int lease_init(struct coh_node *n);
@@ -145,7 +152,14 @@ enum ctl_type {
 	CTL_LEASE = 9,	     /* lease channel: renew round @aux (sender's view @epoch) */
 	CTL_LEASE_ACK = 10,  /* lease channel: round @aux renewed */
 	CTL_LEASE_NACK = 11, /* lease channel: not a member of my view (@epoch, @members) */
-	CTL_TYPE_MAX = 11,
+	CTL_STATE = 12,	     /* at open: the sender's prepared view (@epoch, @members), committed
+				view (@cepoch, @cmembers) and own log generation (@aux); after its
+				CTL_COPYs */
+	CTL_COPY = 13,	     /* at open: the sender hosts a copy of writer @cepoch's log,
+				generation @epoch, @aux live records */
+	CTL_RECOVERED = 14,  /* at open: the sender's replays for recovery @epoch are done */
+	CTL_RZEROED = 15,    /* at open: the sender has zeroed the copies it hosts, for @epoch */
+	CTL_TYPE_MAX = 15,
 };
 
 struct ctl_msg {

@@ -159,3 +159,24 @@ int node_state_store(struct coh_node *n, const struct node_state *s)
 		COH_LOG_ERR("node %u: writing %s: %s", n->me, path, coh_strerror(ret));
 	return ret;
 }
+
+int node_persist(struct coh_node *n, uint32_t E, uint32_t P, bool commit)
+{
+	struct node_state s = n->st;
+
+	s.prepared_epoch = E;
+	s.prepared_members = P;
+	if (commit) {
+		s.committed_epoch = E;
+		s.committed_members = P;
+	}
+	pthread_mutex_lock(&n->w.lock);
+	s.log_gen = n->w.gen;
+	s.log_peers = n->w.peers;
+	pthread_mutex_unlock(&n->w.lock);
+	s.clean = false;
+	if (!memcmp(&s, &n->st, sizeof(s)))
+		return 0;
+	n->st = s;
+	return node_state_store(n, &s);
+}

@@ -128,8 +128,9 @@ int node_replay(struct coh_node *n, uint32_t d, const uint8_t *region, size_t le
 	int ret;
 
 	/* The replay writes the store: only a member may (a node the others have excluded has
-	 * lost its lease by the time they take over). */
-	if (n->lease && !node_lease_ok(n))
+	 * lost its lease by the time they take over). Recovery at open replays before anyone
+	 * serves, and so before any lease. */
+	if (n->lease && !n->recovering && !node_lease_ok(n))
 		return -EAGAIN;
 	ret = rlog_scan(region, len, (uint16_t)d, vc_replay_visit, &r, &st);
 	if (!ret)
@@ -289,6 +290,9 @@ static int vc_relog(struct coh_node *n, uint32_t P, uint32_t E)
 		node_point(n, COH_CRASH_VIEW_RELOG, E);
 		ret = rlog_writer_reset(&n->w, want, n->k, E);
 	}
+	/* The new generation is on record before the first write in it is acknowledged. */
+	if (!ret)
+		ret = node_persist(n, n->st.prepared_epoch, n->st.prepared_members, false);
 	vc_io_give(n);
 	if (!ret)
 		node_point(n, COH_CRASH_VIEW_RELOGGED, E);
@@ -395,15 +399,25 @@ static int vc_rekey(struct coh_node *n, uint32_t old, uint32_t P, uint32_t E)
 
 /* zero_dead_logs - every dead node's log is replayed (barrier READY): its copies here go, so
  * that no later round, nor a later death, can replay it over what the survivors write next. */
-static void vc_zero_dead_logs(struct coh_node *n, uint32_t gone)
+static int vc_zero_dead_logs(struct coh_node *n, uint32_t gone, uint32_t E, uint32_t P)
 {
 	uint32_t d;
+	int ret;
 
 	for (d = 0; d < n->nodes; d++) {
-		if ((gone >> d & 1) && n->host[d])
-			memset(coh_mr_addr(n->host[d]), 0, n->log_bytes);
+		if (!(gone >> d & 1) || !n->host[d])
+			continue;
+		memset(coh_mr_addr(n->host[d]), 0, n->log_bytes);
+		/* Durable before ZEROED goes out: a copy that came back after a crash of the host
+		 * could be replayed over what the survivors write once they commit. */
+		ret = coh_mr_persist(n->host[d], 0, n->log_bytes);
+		if (ret)
+			return ret;
 	}
 	n->m->replayed |= gone;
+	/* This view is prepared here: a cluster restarting on these files knows the dead of this
+	 * view are done with (recovery.c). */
+	return node_persist(n, E, P, false);
 }
 
 /* cache_step - one directory step of the view change, with the I/O lock held. */
@@ -487,6 +501,8 @@ static void vc_commit(struct coh_node *n, uint32_t E, uint32_t P, bool quorum)
 	memb_set_lease_members(n, quorum ? P & ~n->m->dead : 0);
 	if (!quorum)
 		lease_drop(n);
+	else
+		node_persist(n, E, P, true);
 	node_point(n, COH_CRASH_VIEW_COMMITTED, E);
 }
 
@@ -660,7 +676,9 @@ void view_change(struct coh_node *n)
 			continue;
 		/* Every dead node's log is replayed and the group flushed: zero the copies here
 		 * (they were re-keyed at the fence), and only then let anyone commit. */
-		vc_zero_dead_logs(n, old & ~P);
+		ret = vc_zero_dead_logs(n, old & ~P, E, P);
+		if (ret)
+			goto again;
 		node_point(n, COH_CRASH_VIEW_ZEROED, E);
 		memb_broadcast(n, memb_others(n, P), CTL_ZEROED, E, P);
 		if (memb_wait_until(n, E, P, vc_all_zeroed, 3ull * n->timeout_ms))

@@ -152,6 +152,11 @@ struct coh_node_stats {
 	uint64_t last_view_ns;	   /* from the failure event to I/O resuming */
 	uint64_t
 	    last_view_hold_ns; /* the longest one step of that view change held this node's I/O */
+	/* Recovery at open (docs/recovery.md, "Lifecycle"): how many times, the blocks this node
+	 * replayed from log copies kept by an earlier life, the writers whose logs were replayed
+	 * (by any node), live records found stale and discarded, how long the last one took. */
+	uint64_t recoveries, recovered_blocks, stale_records, last_recovery_ns;
+	uint32_t recovered_writers;
 };
 
 /**

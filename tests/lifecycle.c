@@ -1,0 +1,370 @@
+/*
+ * lifecycle.c - the two-life trials of lifecycle.h. The parent maps a shared area for the
+ * histories and barriers, forks the first life's node processes (each opens its fabric and its
+ * engine node over element files and a log directory in the trial's directory), ends that life as
+ * the trial says, then forks the second life on the same files, which reads every block back. The
+ * parent checks both lives' histories together with the linearizability checker: the first life's
+ * unanswered writes are pending (they may or may not have taken effect), its acknowledged ones
+ * must all be there, and nothing older than them may come back.
+ *
+ * What it leaves out: nodes that restart while others run (a later step of the lifecycle work).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "bench.h"
+#include "cohort/fabric.h"
+#include "cohort/node.h"
+#include "conf.h"
+#include "lifecycle.h"
+#include "linz.h"
+
+#define LC_BS 4096u
+#define LC_MAXN 5u
+#define LC_MAXOPS 600u
+#define LC_ELEM_BLOCKS 16u
+#define LC_CHILD_S 60
+#define LC_WAIT_MS 30000
+
+struct lc_shared {
+	struct bench_sbar start[2], end[2];
+	struct linz_op ops[2][LC_MAXN][LC_MAXOPS + 64];
+	uint32_t nops[2][LC_MAXN];
+	_Atomic uint32_t closed; /* LC_CLOSE: how many have closed, in order */
+	uint64_t recovered[LC_MAXN], stale[LC_MAXN], recovery_ns[LC_MAXN];
+	char why[2][LC_MAXN][256];
+};
+
+struct lc_child {
+	const struct lc_trial *t;
+	struct lc_shared *sh;
+	uint32_t id, life;
+	const char *dir, *cluster;
+};
+
+#define LFAIL(c, ...)                                                                              \
+	do {                                                                                       \
+		snprintf((c)->sh->why[(c)->life][(c)->id], sizeof((c)->sh->why[0][0]),             \
+			 __VA_ARGS__);                                                             \
+		fprintf(stderr, "lifecycle life %u node %u: %s\n", (c)->life + 1, (c)->id,         \
+			(c)->sh->why[(c)->life][(c)->id]);                                         \
+		ret = 1;                                                                           \
+		goto out;                                                                          \
+	} while (0)
+
+static uint64_t lc_rnd(uint64_t *s)
+{
+	*s ^= *s << 13;
+	*s ^= *s >> 7;
+	*s ^= *s << 17;
+	return *s;
+}
+
+static struct linz_op *lc_begin(struct lc_child *c, uint64_t block, uint64_t value, bool write)
+{
+	struct linz_op *op = &c->sh->ops[c->life][c->id][c->sh->nops[c->life][c->id]];
+
+	op->block = block;
+	op->value = value;
+	op->is_write = write;
+	op->node = c->id + c->life * LC_MAXN;
+	op->resp = 0;
+	atomic_thread_fence(memory_order_seq_cst);
+	op->inv = bench_now_ns();
+	c->sh->nops[c->life][c->id]++;
+	return op;
+}
+
+static void lc_nap(void)
+{
+	struct timespec t = { 0, 1000000 };
+
+	nanosleep(&t, NULL);
+}
+
+static int lc_child_main(struct lc_child *c)
+{
+	const struct lc_trial *t = c->t;
+	struct coh_fabric_attr fa = { .provider = conf_provider(),
+				      .node_id = c->id,
+				      .cluster = c->cluster };
+	struct coh_node_attr na = { .nodes = t->nodes,
+				    .raid = { .level = t->raid_level == 1 ? COH_RAID1 : COH_RAID5,
+					      .nelems = 3,
+					      .chunk_blocks = 2 },
+				    .elem_blocks = LC_ELEM_BLOCKS,
+				    .replicas = (int)t->replicas,
+				    .log_bytes = (size_t)t->log_kib << 10,
+				    .cache_blocks = 64,
+				    .timeout_ms = 2000 };
+	char paths[3][600], logs[600];
+	struct coh_fabric *fab = NULL;
+	struct coh_node *n = NULL;
+	struct coh_node_stats st;
+	uint64_t s = t->seed * 0x9e3779b97f4a7c15ull + c->id + 1, nblocks, until;
+	uint8_t buf[LC_BS];
+	uint32_t i;
+	int ret = 0, r;
+
+	for (i = 0; i < 3; i++) {
+		snprintf(paths[i], sizeof(paths[i]), "%s/elem%u", c->dir, i);
+		na.elem_paths[i] = paths[i];
+	}
+	snprintf(logs, sizeof(logs), "%s/logs", c->dir);
+	na.log_dir = logs;
+	if (c->life == 0 && t->end == LC_CRASH_ALL && c->id == t->crash_node) {
+		na.crash_point = t->crash_point;
+		na.crash_after = t->crash_after;
+	}
+	r = coh_fabric_open(&fa, &fab);
+	if (r)
+		LFAIL(c, "fabric open: %s", coh_strerror(r));
+	na.fab = fab;
+	r = coh_node_open(&na, &n);
+	if (r)
+		LFAIL(c, "node open: %s", coh_strerror(r));
+	nblocks = coh_node_nblocks(n);
+	if (bench_sbar_wait(&c->sh->start[c->life], LC_WAIT_MS))
+		LFAIL(c, "start barrier timed out");
+	if (c->life == 1) {
+		/* The second life: every block, from every node. */
+		r = coh_node_stats(n, &st);
+		c->sh->recovered[c->id] = st.recovered_blocks;
+		c->sh->stale[c->id] = st.stale_records;
+		c->sh->recovery_ns[c->id] = st.last_recovery_ns;
+		for (i = 0; i < nblocks; i++) {
+			struct linz_op *op = lc_begin(c, i, 0, false);
+
+			r = coh_node_read(n, i, 1, buf);
+			op->resp = bench_now_ns();
+			if (r)
+				LFAIL(c, "read of block %u: %s", i, coh_strerror(r));
+			if (bench_block_value(buf, LC_BS, &op->value))
+				LFAIL(c, "block %u torn or corrupt", i);
+		}
+		if ((r = coh_node_flush(n)))
+			LFAIL(c, "flush: %s", coh_strerror(r));
+		if (bench_sbar_wait(&c->sh->end[1], LC_WAIT_MS))
+			LFAIL(c, "barrier after the reads timed out");
+		if (c->id == 0) {
+			uint64_t bad = 0;
+
+			r = coh_node_check(n, &bad);
+			if (r || bad)
+				LFAIL(c, "scrub: %s, %llu stripes with parity not matching",
+				      coh_strerror(r), (unsigned long long)bad);
+		}
+		if (bench_sbar_wait(&c->sh->end[1], LC_WAIT_MS))
+			LFAIL(c, "barrier before close timed out");
+		goto out;
+	}
+	for (i = 0; i < t->ops; i++) {
+		uint64_t b = lc_rnd(&s) % nblocks, v;
+		bool w = lc_rnd(&s) % 10 < 6;
+		struct linz_op *op;
+
+		if (w) {
+			v = (uint64_t)(c->id + 1) << 32 | (i + 1);
+			bench_fill_block(buf, LC_BS, v);
+			op = lc_begin(c, b, v, true);
+			r = coh_node_write(n, b, 1, buf);
+			op->resp = r ? UINT64_MAX : bench_now_ns();
+		} else {
+			op = lc_begin(c, b, 0, false);
+			r = coh_node_read(n, b, 1, buf);
+			op->resp = bench_now_ns();
+			if (r) {
+				c->sh->nops[0][c->id]--;
+				continue;
+			}
+			if (bench_block_value(buf, LC_BS, &op->value))
+				LFAIL(c, "block %llu read back torn", (unsigned long long)b);
+		}
+	}
+	if (t->end == LC_CRASH_ALL) {
+		/* The parent kills the whole cluster; wait for it, bounded. */
+		until = bench_now_ns() + (uint64_t)LC_WAIT_MS * 1000000ull;
+		while (bench_now_ns() < until)
+			lc_nap();
+		LFAIL(c, "not killed");
+	}
+	/* LC_CLOSE: close in the trial's order. */
+	if (bench_sbar_wait(&c->sh->end[0], LC_WAIT_MS))
+		LFAIL(c, "barrier before the closes timed out");
+	for (i = 0; i < t->nodes && t->order[i] != c->id; i++)
+		;
+	until = bench_now_ns() + (uint64_t)LC_WAIT_MS * 1000000ull;
+	while (atomic_load(&c->sh->closed) < i && bench_now_ns() < until)
+		lc_nap();
+	if (atomic_load(&c->sh->closed) < i)
+		LFAIL(c, "my turn to close never came");
+	r = coh_node_close(&n);
+	atomic_fetch_add(&c->sh->closed, 1);
+	if (r)
+		LFAIL(c, "close: %s", coh_strerror(r));
+out:
+	r = coh_node_close(&n);
+	if (r && !ret)
+		fprintf(stderr, "lifecycle node %u: close: %s\n", c->id, coh_strerror(r));
+	coh_fabric_close(&fab);
+	return ret;
+}
+
+/* lc_life - fork one life's nodes; for a crash, kill them all when the trial says. */
+static int lc_life(const struct lc_trial *t, struct lc_shared *sh, uint32_t life, const char *dir,
+		   const char *cluster)
+{
+	pid_t pids[LC_MAXN];
+	uint32_t i, killed = 0;
+	int failed = 0;
+
+	fflush(NULL);
+	for (i = 0; i < t->nodes; i++) {
+		pids[i] = fork();
+		if (pids[i] == 0) {
+			struct lc_child c = { .t = t,
+					      .sh = sh,
+					      .id = i,
+					      .life = life,
+					      .dir = dir,
+					      .cluster = cluster };
+
+			alarm(LC_CHILD_S);
+			_exit(lc_child_main(&c));
+		}
+		if (pids[i] < 0) {
+			while (i--) {
+				kill(pids[i], SIGKILL);
+				waitpid(pids[i], NULL, 0);
+			}
+			return 1;
+		}
+	}
+	if (life == 0 && t->end == LC_CRASH_ALL) {
+		/* Kill everyone once the crash node died at its point, or once node 0 has done
+		 * its share, whichever comes first. */
+		uint64_t until = bench_now_ns() + (uint64_t)LC_WAIT_MS * 1000000ull;
+		int st;
+
+		while (bench_now_ns() < until) {
+			if (t->crash_node < t->nodes &&
+			    waitpid(pids[t->crash_node], &st, WNOHANG) == pids[t->crash_node]) {
+				killed |= 1u << t->crash_node;
+				break;
+			}
+			if (sh->nops[0][0] >= t->kill_after_ops)
+				break;
+			lc_nap();
+		}
+		for (i = 0; i < t->nodes; i++) {
+			if (!(killed >> i & 1))
+				kill(pids[i], SIGKILL);
+		}
+	}
+	for (i = 0; i < t->nodes; i++) {
+		int st = 0;
+
+		if (killed >> i & 1)
+			continue;
+		if (bench_wait_child(pids[i], &st, LC_CHILD_S + 10)) {
+			failed = 1;
+			continue;
+		}
+		if (life == 0 && t->end == LC_CRASH_ALL) {
+			if (!(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL)) {
+				fprintf(stderr, "lifecycle: life 1 node %u was not killed: %s\n", i,
+					sh->why[0][i]);
+				failed = 1;
+			}
+		} else if (WIFSIGNALED(st) || WEXITSTATUS(st)) {
+			fprintf(stderr, "lifecycle: life %u node %u %s %d: %s\n", life + 1, i,
+				WIFSIGNALED(st) ? "died of signal" : "exited",
+				WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st), sh->why[life][i]);
+			failed = 1;
+		}
+	}
+	return failed;
+}
+
+int lc_run(const struct lc_trial *t, struct lc_result *res)
+{
+	char dir[] = "/dev/shm/cohort-life-XXXXXX", cluster[2][600], logs[600];
+	struct linz_op *all = NULL;
+	struct lc_shared *sh;
+	size_t nall = 0;
+	uint32_t l, i, j;
+	int failed = 0;
+
+	memset(res, 0, sizeof(*res));
+	if (t->nodes < 3 || t->nodes > LC_MAXN || t->ops > LC_MAXOPS)
+		return 1;
+	if (!mkdtemp(dir))
+		return 1;
+	snprintf(logs, sizeof(logs), "%s/logs", dir);
+	sh = mmap(NULL, sizeof(*sh), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (sh == MAP_FAILED || mkdir(logs, 0700)) {
+		bench_remove_tree(dir);
+		return 1;
+	}
+	memset(sh, 0, sizeof(*sh));
+	for (l = 0; l < 2; l++) {
+		bench_sbar_init(&sh->start[l], t->nodes);
+		bench_sbar_init(&sh->end[l], t->nodes);
+		if (strcmp(conf_provider(), "shm")) {
+			if (conf_cluster_new(cluster[l], sizeof(cluster[l]), t->nodes))
+				failed = 1;
+		} else {
+			snprintf(cluster[l], sizeof(cluster[l]), "%s/c%u", dir, l + 1);
+		}
+	}
+	for (l = 0; l < 2 && !failed; l++)
+		failed = lc_life(t, sh, l, dir, cluster[l]);
+	all = calloc((size_t)2 * LC_MAXN * (LC_MAXOPS + 64), sizeof(*all));
+	for (l = 0; all && l < 2; l++) {
+		for (i = 0; i < t->nodes; i++) {
+			for (j = 0; j < sh->nops[l][i] && j < LC_MAXOPS + 64; j++) {
+				struct linz_op op = sh->ops[l][i][j];
+
+				if (!op.resp) {
+					if (!op.is_write)
+						continue;
+					op.resp = UINT64_MAX;
+				}
+				if (op.is_write && op.resp == UINT64_MAX)
+					res->pending_writes++;
+				else if (op.is_write)
+					res->acked_writes++;
+				else
+					res->reads++;
+				all[nall++] = op;
+			}
+		}
+	}
+	for (i = 0; i < t->nodes; i++) {
+		res->recovered_blocks += sh->recovered[i];
+		res->stale_records += sh->stale[i];
+		if (sh->recovery_ns[i] > res->recovery_ns)
+			res->recovery_ns = sh->recovery_ns[i];
+	}
+	if (!all) {
+		failed = 1;
+	} else if (!failed && linz_check(all, nall, stderr)) {
+		fprintf(stderr,
+			"lifecycle: the history across the two lives is not linearizable\n");
+		failed = 1;
+	}
+	free(all);
+	munmap(sh, sizeof(*sh));
+	bench_remove_tree(dir);
+	return failed;
+}

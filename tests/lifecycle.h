@@ -1,0 +1,53 @@
+/*
+ * lifecycle.h - trials of a cluster's whole life (issue 13): one life of node processes runs a
+ * workload of writes with known content and reads, and ends as the trial says (every process
+ * SIGKILLed at once, at a random moment or right after one node reached a crash point; or a
+ * shutdown); then a second life of fresh processes opens on the same element files and log
+ * directory, reads every block, and the histories of both lives together must be linearizable
+ * (an acknowledged write that is lost, or an old value that comes back, is not), with every
+ * stripe's parity matching its data.
+ */
+#ifndef COHORT_TESTS_LIFECYCLE_H
+#define COHORT_TESTS_LIFECYCLE_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+enum lc_end {
+	LC_CRASH_ALL = 0, /* every node SIGKILLed at once */
+	LC_CLOSE = 1,	  /* every node closes, in the order given by @order */
+};
+
+struct lc_trial {
+	uint32_t nodes;	     /* 3 .. 5 */
+	uint32_t replicas;   /* k */
+	uint32_t raid_level; /* 1 or 5 */
+	uint32_t ops;	     /* operations per node in the first life */
+	uint64_t seed;
+	uint32_t end;	     /* enum lc_end */
+	uint32_t crash_node; /* LC_CRASH_ALL: this node dies at @crash_point, then all do; >= nodes:
+				 everybody dies after @kill_after_ops operations of node 0 */
+	uint32_t crash_point; /* enum coh_crash_point */
+	uint32_t crash_after;
+	uint32_t kill_after_ops;
+	uint32_t order[5]; /* LC_CLOSE: the order of the closes */
+	uint32_t log_kib;
+};
+
+struct lc_result {
+	uint64_t acked_writes, pending_writes, reads;
+	uint64_t recovered_blocks, stale_records;
+	uint64_t recovery_ns;
+};
+
+/* lc_run - one trial of two lives. Returns 0 when every check passed, else 1 (reason on stderr). */
+int lc_run(const struct lc_trial *t, struct lc_result *res);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* COHORT_TESTS_LIFECYCLE_H */
