@@ -249,7 +249,6 @@ static void *lease_main(void *arg)
 int lease_init(struct coh_node *n)
 {
 	struct lease *l;
-	uint32_t p, s;
 	int ret;
 
 	l = calloc(1, sizeof(*l));
@@ -262,7 +261,28 @@ int lease_init(struct coh_node *n)
 	if (!ret)
 		ret = coh_mr_new(n->fab, lease_send_off(n, n->nodes, 0), COH_ACCESS_LOCAL_WRITE,
 				 &l->buf);
-	for (p = 0; !ret && p < n->nodes; p++) {
+	return ret;
+}
+
+/* lease_drop_peer - forget the endpoint to @p (its incarnation ended, or it left the view).
+ * Completions of its sends still in the queue name a slot that is then free. */
+static void lease_drop_peer(struct lease *l, uint32_t p)
+{
+	coh_ep_delete(&l->ep[p]);
+	l->busy[0] &= ~(1u << p);
+	l->busy[1] &= ~(1u << p);
+}
+
+int lease_connect(struct coh_node *n, uint32_t members)
+{
+	struct lease *l = n->lease;
+	uint32_t p, s;
+	int ret = 0;
+
+	if (l->started)
+		return -EBUSY;
+	/* Ascending, like every mesh here: no two nodes wait on each other in a cycle. */
+	for (p = 0; p < n->nodes; p++) {
 		struct coh_ep_attr a = { .peer = p,
 					 .channel = CH_LEASE,
 					 .send_cq = l->cq,
@@ -273,6 +293,10 @@ int lease_init(struct coh_node *n)
 					 .timeout_ms = n->timeout_ms };
 
 		if (p == n->me)
+			continue;
+		if (l->ep[p] && (!(members >> p & 1) || !coh_ep_is_up(l->ep[p])))
+			lease_drop_peer(l, p);
+		if (!(members >> p & 1) || l->ep[p])
 			continue;
 		ret = coh_ep_new(n->fab, &a, &l->ep[p]);
 		if (ret) {
@@ -293,13 +317,29 @@ int lease_start(struct coh_node *n)
 	uint32_t p;
 	int ret;
 
+	if (l->started)
+		return 0;
 	for (p = 0; p < n->nodes; p++)
 		l->heard_ns[p] = now;
 	l->was_member = lease_members(n);
+	atomic_store(&l->stop, false);
+	atomic_store(&l->suspects, 0);
+	atomic_store(&l->excluded_epoch, 0);
 	ret = -pthread_create(&l->thread, NULL, lease_main, n);
 	if (!ret)
 		l->started = true;
 	return ret;
+}
+
+void lease_stop(struct coh_node *n)
+{
+	struct lease *l = n->lease;
+
+	if (!l || !l->started)
+		return;
+	atomic_store(&l->stop, true);
+	pthread_join(l->thread, NULL);
+	l->started = false;
 }
 
 void lease_fini(struct coh_node *n)
@@ -309,10 +349,7 @@ void lease_fini(struct coh_node *n)
 
 	if (!l)
 		return;
-	if (l->started) {
-		atomic_store(&l->stop, true);
-		pthread_join(l->thread, NULL);
-	}
+	lease_stop(n);
 	for (p = 0; p < NODE_MAX; p++)
 		coh_ep_delete(&l->ep[p]);
 	coh_mr_delete(&l->buf);

@@ -132,7 +132,7 @@ static int post_recv(struct coh_node *n, uint32_t p, uint32_t slot)
 {
 	return coh_ep_post_recv(n->m->ep[p], n->m->buf,
 				((size_t)p * CTL_RECVS + slot) * CTL_MSG_SIZE, CTL_MSG_SIZE,
-				(uint64_t)p << 32 | slot);
+				(uint64_t)n->m->conn_gen[p] << 48 | (uint64_t)p << 32 | slot);
 }
 
 /* ctl_send_msg - send @m to @p (bounded), unless @p is gone or a test's hook loses it. */
@@ -190,6 +190,10 @@ static void mark_dead(struct coh_node *n, uint32_t p, const char *why, bool prov
 	if (!n->m->dead || !n->m->down_ns)
 		n->m->down_ns = node_now_ns();
 	n->m->dead |= 1u << p;
+	n->m->conn &= ~(1u << p);
+	n->m->hello_seen &= ~(1u << p);
+	n->m->hello_epoch[p] = 0;
+	n->m->joiners &= ~(1u << p);
 	memb_set_lease_members(n,
 			       __atomic_load_n(&n->lease_members, __ATOMIC_RELAXED) & ~(1u << p));
 	COH_LOG_INFO("node %u: node %u is gone (%s)", n->me, p, why);
@@ -220,10 +224,11 @@ void memb_pump(struct coh_node *n, int timeout_ms)
 	take_events(n);
 	k = coh_cq_wait(n->m->cq, wc, 16, timeout_ms);
 	for (i = 0; i < k; i++) {
-		uint32_t p = (uint32_t)(wc[i].wr_id >> 32), slot = (uint32_t)wc[i].wr_id;
+		uint32_t p = (uint32_t)(wc[i].wr_id >> 32) & 0xffff, slot = (uint32_t)wc[i].wr_id;
 		struct ctl_msg m;
 
-		if (wc[i].opcode != COH_WC_RECV || wc[i].status)
+		if (wc[i].opcode != COH_WC_RECV || wc[i].status || p >= n->nodes ||
+		    (uint16_t)(wc[i].wr_id >> 48) != n->m->conn_gen[p])
 			continue;
 		if (ctl_decode((uint8_t *)coh_mr_addr(n->m->buf) +
 				   ((size_t)p * CTL_RECVS + slot) * CTL_MSG_SIZE,
@@ -261,14 +266,31 @@ void memb_pump(struct coh_node *n, int timeout_ms)
 			s->log_gen = m.aux;
 			s->clean = m.idx != 0;
 			n->m->said_state |= 1u << p;
+			n->m->said_tag[p] = ctl_tag(&m);
+			n->m->copies[p] = n->m->copies_next[p];
+			n->m->copies_next[p] = 0;
 		} else if (m.type == CTL_COPY && m.cepoch < n->nodes) {
 			n->m->copy_gen[p][m.cepoch] = m.epoch;
 			n->m->copy_live[p][m.cepoch] = m.aux;
-			n->m->copies[p] |= 1u << m.cepoch;
+			n->m->copies_next[p] |= 1u << m.cepoch;
 		} else if (m.type == CTL_RECOVERED) {
 			n->m->recovered[p] = m.epoch;
 		} else if (m.type == CTL_RZEROED) {
 			n->m->rzeroed[p] = m.epoch;
+		} else if (m.type == CTL_HELLO) {
+			n->m->hello_epoch[p] = m.epoch;
+			n->m->hello_members[p] = m.members;
+			n->m->hello_seen |= 1u << p;
+		} else if (m.type == CTL_JOIN) {
+			n->m->joiners |= 1u << p;
+		} else if (m.type == CTL_FORM) {
+			n->m->form_epoch[p] = m.epoch;
+			n->m->form_members[p] = m.members;
+		} else if (m.type == CTL_DRAIN) {
+			n->m->drain_asked |= 1u << p;
+			n->m->drain_epoch[p] = m.epoch;
+		} else if (m.type == CTL_DRAINED) {
+			n->m->drained[p] = m.epoch;
 		} else if (m.type == CTL_BYE) {
 			n->m->bye |= 1u << p;
 			mark_dead(n, p, "goodbye", true);
@@ -313,25 +335,6 @@ static int host_regions(struct coh_node *n)
 	return 0;
 }
 
-/* send_descs - give each member writer the descriptor of the region hosted here for it. */
-static int send_descs(struct coh_node *n, uint32_t epoch, uint32_t members)
-{
-	uint32_t p;
-	int ret;
-
-	for (p = 0; p < n->nodes; p++) {
-		struct coh_mr_desc d;
-
-		if (p == n->me || !n->host[p] || !(members >> p & 1))
-			continue;
-		ret = coh_mr_export(n->host[p], &d);
-		if (ret)
-			return ret;
-		ctl_send(n, p, CTL_DESC, epoch, members, &d);
-	}
-	return 0;
-}
-
 /* wait_until - pump until @done says so, a member of @members dies (-EAGAIN), a newer view is
  * proposed (-EAGAIN), or the bound passes (-ETIMEDOUT). */
 int memb_wait_until(struct coh_node *n, uint32_t epoch, uint32_t members,
@@ -373,28 +376,6 @@ bool memb_all_reached(struct coh_node *n, const uint32_t *said, uint32_t epoch, 
 			return false;
 	}
 	return true;
-}
-
-static bool all_descs(struct coh_node *n, uint32_t epoch, uint32_t members)
-{
-	return memb_all_reached(n, n->m->desc_epoch, epoch, members, true);
-}
-
-/* import_descs - point the log writer at the regions the members host for it now. */
-static int import_descs(struct coh_node *n, uint32_t members)
-{
-	uint32_t p;
-	int ret;
-
-	for (p = 0; p < n->nodes; p++) {
-		if (p == n->me || !(members >> p & 1))
-			continue;
-		coh_rmr_delete(&n->w.rmr[p]);
-		ret = coh_rmr_import(n->w.ep[p], &n->m->desc[p], &n->w.rmr[p]);
-		if (ret)
-			return ret;
-	}
-	return 0;
 }
 
 /*
@@ -467,91 +448,172 @@ int memb_agree(struct coh_node *n, uint32_t *epoch, uint32_t *members)
 	}
 }
 
+/* Connections. */
+
+void memb_forget(struct coh_node *n, uint32_t p)
+{
+	coh_ep_delete(&n->m->ep[p]);
+	n->m->conn &= ~(1u << p);
+	n->m->hello_seen &= ~(1u << p);
+	n->m->hello_epoch[p] = 0;
+	n->m->joiners &= ~(1u << p);
+	n->m->said_state &= ~(1u << p);
+}
+
+void memb_hello(struct coh_node *n, uint32_t to)
+{
+	uint32_t p;
+
+	memb_tell(n, to);
+	for (p = 0; p < n->nodes; p++) {
+		struct ctl_msg m = { .type = CTL_HELLO };
+
+		if (!(memb_others(n, to) >> p & 1))
+			continue;
+		pthread_mutex_lock(&n->state_lock);
+		m.epoch = n->quorum ? n->epoch : 0;
+		m.members = n->quorum ? n->members : 0;
+		pthread_mutex_unlock(&n->state_lock);
+		memb_send(n, p, &m);
+	}
+}
+
+int memb_connect(struct coh_node *n, uint32_t p, int timeout_ms)
+{
+	struct coh_ep_attr a = { .peer = p,
+				 .channel = CH_CTL,
+				 .send_cq = n->m->cq,
+				 .recv_cq = n->m->cq,
+				 .max_send_wr = 8,
+				 .max_recv_wr = CTL_RECVS,
+				 .max_msg_size = CTL_MSG_SIZE,
+				 .timeout_ms = (uint32_t)timeout_ms };
+	uint32_t s;
+	int ret;
+
+	if (n->m->ep[p]) {
+		if (coh_ep_is_up(n->m->ep[p])) {
+			/* Still there (it was only silent, or this node was): tell it again. */
+			if (!(n->m->conn >> p & 1)) {
+				n->m->conn |= 1u << p;
+				memb_hello(n, 1u << p);
+			}
+			return 0;
+		}
+		memb_forget(n, p);
+	}
+	ret = coh_ep_new(n->fab, &a, &n->m->ep[p]);
+	if (ret)
+		return ret;
+	n->m->conn_gen[p]++;
+	for (s = 0; s < CTL_RECVS && !ret; s++)
+		ret = post_recv(n, p, s);
+	if (ret) {
+		memb_forget(n, p);
+		return ret;
+	}
+	n->m->conn |= 1u << p;
+	/* A node this one serves with is dead until the view change takes it out; any other that
+	 * answers is alive, whatever an earlier incarnation did. */
+	if (!n->quorum || !(n->members >> p & 1)) {
+		n->m->dead &= ~(1u << p);
+		n->m->proven &= ~(1u << p);
+		n->m->bye &= ~(1u << p);
+	}
+	COH_LOG_INFO("node %u: connected to node %u", n->me, p);
+	memb_hello(n, 1u << p);
+	return 0;
+}
+
+/*
+ * memb_connect_some - try the configured nodes this node has no control connection to. While it
+ * serves, only those outside its view, briefly and now and then (a node that restarts finds its
+ * way in when one of these meets its own, longer, attempts); while it forms, all of them, each
+ * for a while.
+ */
+static void memb_connect_some(struct coh_node *n)
+{
+	uint32_t all = (uint32_t)((1ull << n->nodes) - 1), targets = memb_others(n, all), p;
+	bool serving = n->quorum;
+
+	if (serving)
+		targets &= ~n->members;
+	for (p = 0; p < n->nodes && !atomic_load(&n->m->stop); p++) {
+		if (!(targets >> p & 1) || node_now_ns() < n->m->next_try_ns[p])
+			continue;
+		if ((n->m->conn >> p & 1) && n->m->ep[p] && coh_ep_is_up(n->m->ep[p]))
+			continue;
+		if (memb_connect(n, p, serving ? 10 : 100))
+			n->m->next_try_ns[p] = node_now_ns() + (serving ? 200000000ull : 0);
+		memb_pump(n, 0);
+	}
+}
+
+/* memb_drain - other nodes asked this one to destage before they leave (CTL_DRAIN): do it and
+ * say so. With the I/O lock, between operations. */
+static void memb_drain(struct coh_node *n)
+{
+	uint32_t asked = n->m->drain_asked, p;
+	int ret = 0;
+
+	n->m->drain_asked = 0;
+	pthread_mutex_lock(&n->io);
+	if (n->cache)
+		ret = coh_cache_flush(n->cache);
+	pthread_mutex_unlock(&n->io);
+	if (ret)
+		COH_LOG_WARN("node %u: destage asked by a node that leaves: %s", n->me,
+			     coh_strerror(ret));
+	for (p = 0; !ret && p < n->nodes; p++) {
+		struct ctl_msg m = { .type = CTL_DRAINED, .epoch = n->m->drain_epoch[p] };
+
+		if (asked >> p & 1)
+			memb_send(n, p, &m);
+	}
+}
+
 static void *memb_main(void *arg)
 {
 	struct coh_node *n = arg;
 
 	while (!atomic_load(&n->m->stop)) {
 		memb_pump(n, 20);
+		memb_connect_some(n);
 		if (lease_excluded(n) && n->quorum) {
 			/* The others went on without this node (it was paused, or cut off): whatever
-			 * it holds is theirs now. It stops serving; its lease has lapsed already. */
-			COH_LOG_ERR("node %u: excluded from the cluster (view %u): serving no I/O",
+			 * it holds is theirs now. It stops serving (its lease has lapsed already),
+			 * and asks to be admitted again, as a node that restarts does. */
+			COH_LOG_ERR("node %u: excluded from the cluster (view %u): serving no I/O "
+				    "until it is admitted again",
 				    n->me, lease_excluded(n));
 			view_stop_serving(n, lease_excluded(n), 1u << n->me);
 			continue;
 		}
-		if ((n->m->dead & n->members) && n->quorum)
+		if ((n->m->dead & n->members) && n->quorum) {
 			view_change(n);
+			continue;
+		}
+		if (n->m->drain_asked)
+			memb_drain(n);
+		form_step(n);
 	}
 	return NULL;
 }
 
 /* Setup. */
 
-static int ctl_mesh(struct coh_node *n)
+static int ctl_queues(struct coh_node *n)
 {
-	uint32_t p, s;
 	int ret;
 
 	ret = coh_cq_new(n->fab, n->nodes * (CTL_RECVS + 8) + 16, &n->m->cq);
 	if (ret)
 		return ret;
-	ret = coh_mr_new(n->fab, send_off(n) + CTL_MSG_SIZE, COH_ACCESS_LOCAL_WRITE, &n->m->buf);
-	if (ret)
-		return ret;
-	for (p = 0; p < n->nodes; p++) {
-		struct coh_ep_attr a = { .peer = p,
-					 .channel = CH_CTL,
-					 .send_cq = n->m->cq,
-					 .recv_cq = n->m->cq,
-					 .max_send_wr = 8,
-					 .max_recv_wr = CTL_RECVS,
-					 .max_msg_size = CTL_MSG_SIZE,
-					 .timeout_ms = n->timeout_ms };
-		struct coh_ep_attr l = { .peer = p,
-					 .channel = CH_LOG,
-					 .send_cq = n->w.cq,
-					 .recv_cq = n->w.cq,
-					 .max_send_wr = 160,
-					 .max_recv_wr = 1,
-					 .max_msg_size = 64,
-					 .timeout_ms = n->timeout_ms };
-
-		if (p == n->me)
-			continue;
-		ret = coh_ep_new(n->fab, &a, &n->m->ep[p]);
-		if (!ret)
-			ret = coh_ep_new(n->fab, &l, &n->w.ep[p]);
-		if (ret) {
-			COH_LOG_ERR("node %u: connecting to node %u: %s", n->me, p,
-				    coh_strerror(ret));
-			return ret;
-		}
-		for (s = 0; s < CTL_RECVS && !ret; s++)
-			ret = post_recv(n, p, s);
-		if (ret)
-			return ret;
-	}
-	return 0;
-}
-
-/* wait_lease - the first lease, before any I/O: bounded by the timeout. */
-static int wait_lease(struct coh_node *n)
-{
-	uint64_t deadline = node_now_ns() + (uint64_t)n->timeout_ms * 1000000ull;
-
-	while (!node_lease_ok(n)) {
-		if (node_now_ns() >= deadline)
-			return -ETIMEDOUT;
-		memb_pump(n, 1);
-	}
-	return 0;
+	return coh_mr_new(n->fab, send_off(n) + CTL_MSG_SIZE, COH_ACCESS_LOCAL_WRITE, &n->m->buf);
 }
 
 int membership_init(struct coh_node *n)
 {
-	uint32_t all = (uint32_t)((1ull << n->nodes) - 1), E = 1;
 	struct coh_fabric_info info;
 	bool found;
 	int ret;
@@ -561,49 +623,30 @@ int membership_init(struct coh_node *n)
 		return -ENOMEM;
 	if (!coh_fabric_query(n->fab, &info))
 		n->m->peer_down_proven = info.peer_down_proven;
-	memb_set_lease_members(n, all);
+	memb_set_lease_members(n, 0);
 	ret = node_state_load(n, &n->st, &found);
 	if (!ret)
 		ret = host_regions(n);
 	if (!ret)
-		ret = ctl_mesh(n);
+		ret = ctl_queues(n);
 	if (!ret)
 		ret = lease_init(n);
-	/* Whatever the log regions kept from an earlier life goes to the group first. */
-	if (!ret)
-		ret = memb_recover(n, &E);
 	if (ret) {
-		COH_LOG_ERR("node %u: recovery at open: %s", n->me, coh_strerror(ret));
+		COH_LOG_ERR("node %u: membership setup: %s", n->me, coh_strerror(ret));
 		return ret;
 	}
-	ret = send_descs(n, E, all);
-	if (!ret)
-		ret = memb_wait_until(n, E, all, all_descs, n->timeout_ms);
-	if (!ret)
-		ret = import_descs(n, all);
-	if (!ret) {
-		n->w.gen = n->st.log_gen;
-		ret = rlog_writer_reset(&n->w, node_log_peers(n->nodes, all, n->me, n->k), n->k, E);
-	}
-	if (!ret)
-		ret = node_persist(n, E, all, true);
-	if (ret) {
-		COH_LOG_ERR("node %u: log setup: %s", n->me, coh_strerror(ret));
-		return ret;
-	}
-	n->epoch = E;
-	n->members = all;
-	n->quorum = true;
-	ret = lease_start(n);
-	if (!ret)
-		ret = wait_lease(n);
-	if (ret) {
-		COH_LOG_ERR("node %u: no lease from a majority: %s", n->me, coh_strerror(ret));
-		return ret;
-	}
-	ret = node_cache_open(n);
-	if (ret)
-		return ret;
+	pthread_mutex_lock(&n->state_lock);
+	n->epoch = n->st.committed_epoch;
+	n->members = 0;
+	n->quorum = false;
+	pthread_mutex_unlock(&n->state_lock);
+	n->m->forming_since_ns = node_now_ns();
+	if (found)
+		COH_LOG_INFO("node %u: last prepared view %u (members %#x), committed %u; log "
+			     "generation %u%s",
+			     n->me, n->st.prepared_epoch, n->st.prepared_members,
+			     n->st.committed_epoch, n->st.log_gen,
+			     n->st.clean ? ", left cleanly" : "");
 	ret = -pthread_create(&n->m->thread, NULL, memb_main, n);
 	if (ret)
 		return ret;

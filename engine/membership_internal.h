@@ -44,9 +44,35 @@ struct memb {
 	struct node_state said[NODE_MAX];
 	uint32_t said_state; /* bitmap: CTL_STATE received */
 	uint32_t copy_gen[NODE_MAX][NODE_MAX], copy_live[NODE_MAX][NODE_MAX];
-	uint32_t copies[NODE_MAX]; /* by node: the writers it hosts a copy of */
+	uint32_t copies[NODE_MAX]; /* by node: the writers it hosts a copy of (its last STATE's) */
+	uint32_t copies_next[NODE_MAX]; /* COPYs received since its last STATE */
+	uint32_t said_tag[NODE_MAX]; /* the exchange its last STATE belongs to (formation epoch) */
 	uint32_t recovered[NODE_MAX], rzeroed[NODE_MAX]; /* the recovery's barriers, by epoch */
 	uint64_t down_ns;
+	/*
+	 * Connections (membership.c): @conn has a live control endpoint, by peer. A configured node
+	 * without one is tried again at @next_try_ns: often while this node forms a cluster, now
+	 * and then while it serves (a node that restarts must find a way in).
+	 */
+	uint32_t conn;
+	uint16_t conn_gen[NODE_MAX]; /* in each receive's wr_id: a completion of an endpoint since
+					replaced is left alone */
+	uint64_t next_try_ns[NODE_MAX];
+	uint64_t waiting_log_ns; /* when "waiting for nodes ..." was last logged */
+	uint64_t forming_since_ns;
+	/* What each peer said of itself (CTL_HELLO, after its STATE and COPYs): the view it serves,
+	 * epoch 0 when it serves none. */
+	uint32_t hello_epoch[NODE_MAX], hello_members[NODE_MAX];
+	uint32_t hello_seen;
+	uint32_t joiners;      /* connected non-members that asked to be admitted (CTL_JOIN) */
+	uint64_t join_sent_ns; /* when this node last asked */
+	/* Formation (formation.c): the proposal each node last made or echoed, and this node's. */
+	uint32_t form_epoch[NODE_MAX], form_members[NODE_MAX];
+	uint32_t form_cur_epoch, form_cur_members;
+	uint64_t form_since_ns;
+	/* Draining (node.c, coh_node_close): the epoch each node said it drained for. */
+	uint32_t drained[NODE_MAX];
+	uint32_t drain_asked, drain_epoch[NODE_MAX]; /* who asked this node to drain, for when */
 };
 
 /* membership.c */
@@ -65,8 +91,20 @@ bool memb_all_reached(struct coh_node *n, const uint32_t *said, uint32_t epoch, 
 		      bool exact);
 int memb_agree(struct coh_node *n, uint32_t *epoch, uint32_t *members);
 
-/* recovery.c */
-int memb_recover(struct coh_node *n, uint32_t *epoch);
+/* membership.c: connections and what the peers said of themselves. */
+int memb_connect(struct coh_node *n, uint32_t p, int timeout_ms);
+void memb_hello(struct coh_node *n, uint32_t to);
+void memb_forget(struct coh_node *n, uint32_t p);
+
+/* recovery.c: recovery over the nodes of @members, into epoch @E; *stale_out: live records left
+ * out as stale. memb_tell sends this node's STATE and COPYs to @to. rec_wait_for says which
+ * absent nodes a formation of @present must wait for (see formation.c), and why in @why. */
+int memb_recover(struct coh_node *n, uint32_t members, uint32_t E);
+void memb_tell(struct coh_node *n, uint32_t to);
+uint32_t rec_wait_for(struct coh_node *n, uint32_t present, char *why, size_t len);
+
+/* formation.c */
+void form_step(struct coh_node *n);
 
 /* viewchange.c */
 void view_change(struct coh_node *n);

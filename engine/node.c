@@ -292,6 +292,32 @@ static void node_free(struct coh_node *n)
 	free(n);
 }
 
+/* realtime_in - the CLOCK_REALTIME time @ms from now, for pthread_cond_timedwait on view_cond. */
+static void realtime_in(int ms, struct timespec *ts)
+{
+	clock_gettime(CLOCK_REALTIME, ts);
+	ts->tv_sec += ms / 1000;
+	ts->tv_nsec += (long)(ms % 1000) * 1000000;
+	if (ts->tv_nsec >= 1000000000) {
+		ts->tv_sec++;
+		ts->tv_nsec -= 1000000000;
+	}
+}
+
+/* node_wait_serving - until this node serves I/O (a formation committed), at most @ms. */
+int node_wait_serving(struct coh_node *n, uint32_t ms)
+{
+	struct timespec until;
+	int ret = 0;
+
+	realtime_in((int)ms, &until);
+	pthread_mutex_lock(&n->state_lock);
+	while (!n->quorum && !ret)
+		ret = -pthread_cond_timedwait(&n->view_cond, &n->state_lock, &until);
+	pthread_mutex_unlock(&n->state_lock);
+	return ret;
+}
+
 int coh_node_open(const struct coh_node_attr *attr, struct coh_node **nodep)
 {
 	struct coh_raid_attr ra;
@@ -326,6 +352,8 @@ int coh_node_open(const struct coh_node_attr *attr, struct coh_node **nodep)
 	n->takeover_arg = attr->takeover_arg;
 	n->crash_after = attr->crash_after ? attr->crash_after : 1;
 	n->fence = attr->fence;
+	n->force_open = attr->force_open;
+	n->open_timeout_ms = attr->open_timeout_ms ? attr->open_timeout_ms : 10 * n->timeout_ms;
 	n->lease_ms = attr->lease_ms ? attr->lease_ms : n->timeout_ms / 4;
 	if (!attr->lease_ms && n->lease_ms < 100)
 		n->lease_ms = 100;
@@ -367,10 +395,15 @@ int coh_node_open(const struct coh_node_attr *attr, struct coh_node **nodep)
 			       rlog_point, n);
 	if (ret)
 		goto err_free;
-	/* Log regions, the control plane, the first view and the cache. */
+	/* Log regions and the control plane; the membership thread connects to the others, and
+	 * forms a cluster with them (or joins the one that runs), recovering first. */
 	ret = membership_init(n);
-	if (ret)
+	if (!ret)
+		ret = node_wait_serving(n, n->open_timeout_ms);
+	if (ret) {
+		COH_LOG_ERR("node %u: open: %s", n->me, coh_strerror(ret));
 		goto err_free;
+	}
 	*nodep = n;
 	return 0;
 
@@ -432,27 +465,17 @@ static int io_begin(struct coh_node *n)
 	atomic_fetch_sub(&n->io_wanted, 1);
 	atomic_fetch_add(&n->io_taken, 1);
 	if (!n->cache) {
-		bool quorum;
+		bool quorum, forming;
 
 		pthread_mutex_unlock(&n->io);
 		pthread_mutex_lock(&n->state_lock);
 		quorum = n->quorum;
+		forming = n->forming;
 		pthread_mutex_unlock(&n->state_lock);
-		return quorum ? -ETIMEDOUT : -EROFS;
+		/* A formation (a node joining) stops I/O for a while: wait for it. */
+		return forming ? -EAGAIN : quorum ? -ETIMEDOUT : -EROFS;
 	}
 	return 0;
-}
-
-/* realtime_in - the CLOCK_REALTIME time @ms from now, for pthread_cond_timedwait on view_cond. */
-static void realtime_in(int ms, struct timespec *ts)
-{
-	clock_gettime(CLOCK_REALTIME, ts);
-	ts->tv_sec += ms / 1000;
-	ts->tv_nsec += (long)(ms % 1000) * 1000000;
-	if (ts->tv_nsec >= 1000000000) {
-		ts->tv_sec++;
-		ts->tv_nsec -= 1000000000;
-	}
 }
 
 /* wait_progress - wait, up to @ms, for the view change to move past step @seen. */

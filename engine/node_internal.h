@@ -42,7 +42,8 @@ struct coh_node {
 	char log_dir[256];
 	uint32_t crash_point, crash_after;
 	atomic_uint crash_count;
-	uint32_t lease_ms, fence;
+	uint32_t lease_ms, fence, open_timeout_ms;
+	bool force_open;
 	struct coh_node_hooks hooks; /* engine tier (node_hooks.h); zero: none */
 	/*
 	 * The lease (lease.c): @lease_end_ms (CLOCK_MONOTONIC) is when this node stops serving
@@ -75,6 +76,7 @@ struct coh_node {
 	pthread_cond_t view_cond;
 	uint32_t epoch, members;
 	bool quorum, changing;
+	bool forming; /* a formation runs: I/O waits (-EAGAIN) rather than failing (-EROFS) */
 	uint64_t progress;
 	void (*takeover_hook)(void *arg, uint32_t dead);
 	void *takeover_arg;
@@ -96,6 +98,7 @@ uint64_t node_now_ns(void);
 void node_crash_point(struct coh_node *n, uint32_t pt);
 uint32_t node_log_peers(uint32_t nodes, uint32_t members, uint32_t w, uint32_t k);
 int node_cache_open(struct coh_node *n);
+int node_wait_serving(struct coh_node *n, uint32_t ms);
 
 /* membership.c */
 int membership_init(struct coh_node *n);
@@ -121,7 +124,11 @@ int node_persist(struct coh_node *n, uint32_t E, uint32_t P, bool commit);
 
 /* lease.c */
 int lease_init(struct coh_node *n);
+/* lease_connect - endpoints to the nodes of @members (new incarnations get new ones), with the
+ * thread stopped; lease_start/lease_stop run and stop the thread (again and again). */
+int lease_connect(struct coh_node *n, uint32_t members);
 int lease_start(struct coh_node *n);
+void lease_stop(struct coh_node *n);
 void lease_fini(struct coh_node *n);
 void lease_drop(struct coh_node *n);
 uint32_t lease_suspects(struct coh_node *n);
@@ -159,7 +166,13 @@ enum ctl_type {
 				generation @epoch, @aux live records */
 	CTL_RECOVERED = 14,  /* at open: the sender's replays for recovery @epoch are done */
 	CTL_RZEROED = 15,    /* at open: the sender has zeroed the copies it hosts, for @epoch */
-	CTL_TYPE_MAX = 15,
+	CTL_HELLO = 16,	     /* after a connection: the view the sender serves (@epoch, @members),
+				epoch 0 when none; after its CTL_COPYs and CTL_STATE */
+	CTL_JOIN = 17,	     /* a node that serves nothing asks to be admitted */
+	CTL_FORM = 18,	     /* a formation of view (@epoch, @members) proposed or echoed */
+	CTL_DRAIN = 19,	     /* the sender leaves: destage what you hold (@epoch: its view) */
+	CTL_DRAINED = 20,    /* the sender destaged everything it held, for @epoch */
+	CTL_TYPE_MAX = 20,
 };
 
 struct ctl_msg {
@@ -172,6 +185,22 @@ struct ctl_msg {
 };
 
 void ctl_encode(const struct ctl_msg *m, uint8_t *buf);
+
+/* ctl_tag / ctl_set_tag - a 32-bit tag carried where a message that has no descriptor would
+ * have one (CTL_STATE: the exchange it belongs to). */
+static inline uint32_t ctl_tag(const struct ctl_msg *m)
+{
+	return (uint32_t)m->desc.bytes[0] | (uint32_t)m->desc.bytes[1] << 8 |
+	       (uint32_t)m->desc.bytes[2] << 16 | (uint32_t)m->desc.bytes[3] << 24;
+}
+
+static inline void ctl_set_tag(struct ctl_msg *m, uint32_t tag)
+{
+	m->desc.bytes[0] = (uint8_t)tag;
+	m->desc.bytes[1] = (uint8_t)(tag >> 8);
+	m->desc.bytes[2] = (uint8_t)(tag >> 16);
+	m->desc.bytes[3] = (uint8_t)(tag >> 24);
+}
 /* Returns 0 or -EPROTO (bad magic, type, sender, member set, or checksum). */
 int ctl_decode(const uint8_t *buf, uint32_t len, uint32_t nodes, struct ctl_msg *m);
 

@@ -16,15 +16,19 @@
  *     in log order, then parity for every stripe they touch or a step slot names, then a flush of
  *     the group). Replaying is writing the same bytes again, so a second replay of the same copy,
  *     after a crash during this recovery, has the same effect.
- * Barrier RECOVERED, then every node zeroes and persists every copy it hosts, barrier ZEROED, and
- * the new view is V*'s epoch and more, with every node as a member. A corrupt or torn record is
- * found by its checksum, counted and never replayed (rlog_scan).
+ * Barrier RECOVERED, then every node zeroes and persists every copy it hosts, persists the new
+ * view as prepared, barrier RZEROED. A corrupt or torn record is found by its checksum, counted
+ * and never replayed (rlog_scan).
  *
- * What it leaves out: a cluster that opens without every configured node (the lifecycle issue's
- * next step); the view change after a death (viewchange.c).
+ * The participants are a formation's (formation.c): every configured node at a first start, a
+ * majority after a crash when nothing that may hold the only copy of some writer's live records
+ * is missing (rec_wait_for), the members and a joiner when a node comes back.
+ *
+ * What it leaves out: the view change after a death (viewchange.c).
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "cohort/log.h"
@@ -47,10 +51,61 @@ static bool rec_copy(struct coh_node *n, uint32_t w, uint32_t *gen, uint32_t *li
 	return true;
 }
 
+/* rec_tell - this node's CTL_COPYs, then its CTL_STATE tagged @tag, to @to (FIFO per pair: the
+ * state comes last and closes the batch). */
+static void rec_tell(struct coh_node *n, uint32_t to, uint32_t tag)
+{
+	uint32_t p, w, gen, live, mine = 0;
+
+	for (w = 0; w < n->nodes; w++) {
+		if (!rec_copy(n, w, &gen, &live))
+			continue;
+		n->m->copy_gen[n->me][w] = gen;
+		n->m->copy_live[n->me][w] = live;
+		mine |= 1u << w;
+		for (p = 0; p < n->nodes; p++) {
+			struct ctl_msg m = {
+				.type = CTL_COPY, .epoch = gen, .cepoch = w, .aux = live
+			};
+
+			if (memb_others(n, to) >> p & 1)
+				memb_send(n, p, &m);
+		}
+	}
+	n->m->copies[n->me] = mine;
+	n->m->said[n->me] = n->st;
+	n->m->said_state |= 1u << n->me;
+	n->m->said_tag[n->me] = tag;
+	for (p = 0; p < n->nodes; p++) {
+		struct ctl_msg m = { .type = CTL_STATE,
+				     .idx = n->st.clean,
+				     .epoch = n->st.prepared_epoch,
+				     .members = n->st.prepared_members,
+				     .cepoch = n->st.committed_epoch,
+				     .cmembers = n->st.committed_members,
+				     .aux = n->st.log_gen };
+
+		ctl_set_tag(&m, tag);
+		if (memb_others(n, to) >> p & 1)
+			memb_send(n, p, &m);
+	}
+}
+
+void memb_tell(struct coh_node *n, uint32_t to)
+{
+	rec_tell(n, to, 0);
+}
+
 static bool rec_all_stated(struct coh_node *n, uint32_t epoch, uint32_t members)
 {
-	(void)epoch;
-	return (n->m->said_state & memb_others(n, members)) == memb_others(n, members);
+	uint32_t p;
+
+	for (p = 0; p < n->nodes; p++) {
+		if ((memb_others(n, members) >> p & 1) &&
+		    (!(n->m->said_state >> p & 1) || n->m->said_tag[p] != epoch))
+			return false;
+	}
+	return true;
 }
 
 static bool rec_all_recovered(struct coh_node *n, uint32_t epoch, uint32_t members)
@@ -61,41 +116,6 @@ static bool rec_all_recovered(struct coh_node *n, uint32_t epoch, uint32_t membe
 static bool rec_all_zeroed(struct coh_node *n, uint32_t epoch, uint32_t members)
 {
 	return memb_all_reached(n, n->m->rzeroed, epoch, members, false);
-}
-
-/* rec_tell - this node's CTL_COPYs, then its CTL_STATE (FIFO per pair: the state comes last). */
-static void rec_tell(struct coh_node *n, const struct node_state *mine, uint32_t all)
-{
-	uint32_t p, w, gen, live;
-
-	for (w = 0; w < n->nodes; w++) {
-		if (!rec_copy(n, w, &gen, &live))
-			continue;
-		n->m->copy_gen[n->me][w] = gen;
-		n->m->copy_live[n->me][w] = live;
-		n->m->copies[n->me] |= 1u << w;
-		for (p = 0; p < n->nodes; p++) {
-			struct ctl_msg m = {
-				.type = CTL_COPY, .epoch = gen, .cepoch = w, .aux = live
-			};
-
-			if (memb_others(n, all) >> p & 1)
-				memb_send(n, p, &m);
-		}
-	}
-	n->m->said[n->me] = *mine;
-	for (p = 0; p < n->nodes; p++) {
-		struct ctl_msg m = { .type = CTL_STATE,
-				     .idx = mine->clean,
-				     .epoch = mine->prepared_epoch,
-				     .members = mine->prepared_members,
-				     .cepoch = mine->committed_epoch,
-				     .cmembers = mine->committed_members,
-				     .aux = mine->log_gen };
-
-		if (memb_others(n, all) >> p & 1)
-			memb_send(n, p, &m);
-	}
 }
 
 /* rec_barrier - tell @all that this node has passed step @type of recovery @epoch, and wait for
@@ -113,31 +133,76 @@ static int rec_barrier(struct coh_node *n, uint8_t type, uint32_t epoch, uint32_
 	return memb_wait_until(n, epoch, all, done, 3ull * n->timeout_ms);
 }
 
-int memb_recover(struct coh_node *n, uint32_t *epoch)
+/* rec_newest - V*: the newest view any of @present prepared (0, every node: none ever did). */
+static void rec_newest(struct coh_node *n, uint32_t present, uint32_t *Ep, uint32_t *Mp)
 {
-	uint32_t all = (uint32_t)((1ull << n->nodes) - 1), p, w, Ep = 0, Mp = all, Emax = 0, E;
-	uint64_t t0 = node_now_ns(), blocks0, stale = 0;
-	uint32_t replayed = 0;
-	int ret;
+	uint32_t p;
 
-	rec_tell(n, &n->st, all);
-	ret = memb_wait_until(n, 0, all, rec_all_stated, 3ull * n->timeout_ms);
-	if (ret)
-		return ret;
-	/* V*: the newest prepared view; every node decides from the same messages. */
+	*Ep = 0;
+	*Mp = (uint32_t)((1ull << n->nodes) - 1);
 	for (p = 0; p < n->nodes; p++) {
 		const struct node_state *s = &n->m->said[p];
 
-		if (s->prepared_epoch > Ep) {
-			Ep = s->prepared_epoch;
-			Mp = s->prepared_members;
+		if ((present >> p & 1) && (n->m->said_state >> p & 1) && s->prepared_epoch > *Ep) {
+			*Ep = s->prepared_epoch;
+			*Mp = s->prepared_members;
 		}
-		if (s->prepared_epoch > Emax)
-			Emax = s->prepared_epoch;
-		if (s->committed_epoch > Emax)
-			Emax = s->committed_epoch;
 	}
-	E = Emax + 1;
+}
+
+/*
+ * rec_wait_for - the nodes a formation of @present must still wait for, because they may hold
+ * the only copy of some writer's live records. For a writer of V* that is present, its log's
+ * current generation (its own state says which) must be in a present copy; for one that is
+ * absent, every other node of V* must be present, since its log may have moved to any of them
+ * after V* (a log move is prepared only with the view change that follows it). Nothing is waited
+ * for when no present node ever prepared a view (a new cluster: a majority of a cluster that ran
+ * always holds one), or when the writers keep no log (k = 0).
+ */
+uint32_t rec_wait_for(struct coh_node *n, uint32_t present, char *why, size_t len)
+{
+	uint32_t Ep, Mp, w, p, wait = 0;
+
+	rec_newest(n, present, &Ep, &Mp);
+	if (!Ep || !n->k)
+		return 0;
+	for (w = 0; w < n->nodes; w++) {
+		uint32_t need = 0;
+		bool have = false;
+
+		if (!(Mp >> w & 1))
+			continue;
+		if (present >> w & 1) {
+			uint32_t gen = n->m->said[w].log_gen;
+
+			for (p = 0; p < n->nodes && !have; p++)
+				have = (present >> p & 1) && (Mp >> p & 1) &&
+				       (n->m->copies[p] >> w & 1) && n->m->copy_gen[p][w] >= gen;
+			/* No copy of its current generation here: it is on its log peers. */
+			if (!have && gen)
+				need = node_log_peers(n->nodes, Mp, w, n->k) & ~present;
+		} else {
+			need = Mp & ~(1u << w) & ~present;
+		}
+		if (need && !(wait & need) && why && len)
+			snprintf(why, len, "writer %u's newest log may be only on nodes %#x", w,
+				 need);
+		wait |= need;
+	}
+	return wait;
+}
+
+int memb_recover(struct coh_node *n, uint32_t all, uint32_t E)
+{
+	uint32_t p, w, Ep, Mp, replayed = 0;
+	uint64_t t0 = node_now_ns(), blocks0, stale = 0;
+	int ret;
+
+	rec_tell(n, all, E);
+	ret = memb_wait_until(n, E, all, rec_all_stated, 3ull * n->timeout_ms);
+	if (ret)
+		return ret;
+	rec_newest(n, all, &Ep, &Mp);
 	pthread_mutex_lock(&n->state_lock);
 	blocks0 = n->replayed_blocks;
 	pthread_mutex_unlock(&n->state_lock);
@@ -145,9 +210,12 @@ int memb_recover(struct coh_node *n, uint32_t *epoch)
 		uint32_t best = 0, src = NODE_MAX;
 
 		for (p = 0; p < n->nodes; p++) {
-			if (!(n->m->copies[p] >> w & 1))
+			if (!(all >> p & 1) || !(n->m->copies[p] >> w & 1))
 				continue;
-			if (!(Mp >> p & 1) || !(Mp >> w & 1)) {
+			/* A node outside V* was excluded before it, and a writer outside V* had
+			 * its log replayed and zeroed by every member of the view that excluded
+			 * it: what such copies hold is stale. */
+			if (Ep && (!(Mp >> p & 1) || !(Mp >> w & 1))) {
 				stale += n->m->copy_live[p][w];
 				continue;
 			}
@@ -159,11 +227,11 @@ int memb_recover(struct coh_node *n, uint32_t *epoch)
 		if (src == NODE_MAX || !n->m->copy_live[src][w])
 			continue;
 		if (src == n->me) {
-			n->recovering = true;
 			COH_LOG_INFO(
 			    "node %u: recovery: replaying writer %u's log (generation %u, %u "
 			    "live records)",
 			    n->me, w, best, n->m->copy_live[src][w]);
+			n->recovering = true;
 			ret = node_replay(n, w, coh_mr_addr(n->host[w]), n->log_bytes);
 			n->recovering = false;
 			if (ret) {
@@ -187,7 +255,19 @@ int memb_recover(struct coh_node *n, uint32_t *epoch)
 		if (ret)
 			return ret;
 	}
-	ret = rec_barrier(n, CTL_RZEROED, E, all, rec_all_zeroed);
+	/* This node's own log starts a generation above any copy of it anywhere. */
+	for (p = 0; p < n->nodes; p++) {
+		if ((all >> p & 1) && (n->m->copies[p] >> n->me & 1) &&
+		    n->m->copy_gen[p][n->me] > n->st.log_gen)
+			n->st.log_gen = n->m->copy_gen[p][n->me];
+	}
+	pthread_mutex_lock(&n->w.lock);
+	if (n->w.gen < n->st.log_gen)
+		n->w.gen = n->st.log_gen;
+	pthread_mutex_unlock(&n->w.lock);
+	ret = node_persist(n, E, all, false);
+	if (!ret)
+		ret = rec_barrier(n, CTL_RZEROED, E, all, rec_all_zeroed);
 	if (ret)
 		return ret;
 	pthread_mutex_lock(&n->state_lock);
@@ -198,14 +278,9 @@ int memb_recover(struct coh_node *n, uint32_t *epoch)
 	n->last_recovery_ns = node_now_ns() - t0;
 	pthread_mutex_unlock(&n->state_lock);
 	if (Ep || replayed || stale)
-		COH_LOG_INFO("node %u: recovery at open: view %u prepared before (members %#x); "
-			     "writers %#x replayed, %llu stale records discarded; epoch %u",
-			     n->me, Ep, Mp, replayed, (unsigned long long)stale, E);
-	/* This node's own log starts a generation above any copy of it anywhere. */
-	for (p = 0; p < n->nodes; p++) {
-		if ((n->m->copies[p] >> n->me & 1) && n->m->copy_gen[p][n->me] > n->st.log_gen)
-			n->st.log_gen = n->m->copy_gen[p][n->me];
-	}
-	*epoch = E;
+		COH_LOG_INFO(
+		    "node %u: recovery into epoch %u (members %#x): view %u prepared before "
+		    "(members %#x); writers %#x replayed, %llu stale records discarded",
+		    n->me, E, all, Ep, Mp, replayed, (unsigned long long)stale);
 	return 0;
 }

@@ -67,7 +67,11 @@ enum coh_crash_point {
 	COH_CRASH_VIEW_READY = 25,     /* READY sent: this node's takeovers are done */
 	COH_CRASH_VIEW_ZEROED = 26,    /* this node's copies of the dead logs zeroed */
 	COH_CRASH_VIEW_COMMITTED = 27, /* the view committed here; maybe not everywhere */
-	COH_CRASH_MAX = 28,
+	/* A formation: at open, after a whole-cluster crash, when a node rejoins (formation.c). */
+	COH_CRASH_FORM_AGREED = 28,    /* the formation agreed; this node not yet quiesced */
+	COH_CRASH_FORM_RECOVERED = 29, /* log copies replayed and zeroed; the view not yet set up */
+	COH_CRASH_FORM_COMMITTED = 30, /* serving in the formed view */
+	COH_CRASH_MAX = 31,
 };
 #define COH_CRASH_CACHE COH_CRASH_XCAS
 #define COH_CRASH_WRITE_PATH_MAX COH_CRASH_XCAS /* points 1 .. 7: the engine's write path */
@@ -107,6 +111,12 @@ struct coh_node_hooks; /* node_hooks.h */
  * @fence: how the others fence this node when they exclude it without proof of its death (it
  *         went silent, or only its connections broke): enum coh_fence
  * @hooks: engine tier (node_hooks.h): the point hook of tests and tracing; NULL for none
+ * @open_timeout_ms: how long coh_node_open waits for this node to serve: for a majority of the
+ *                   nodes to start and recover, or for a running cluster to admit it; 0 means
+ *                   ten times @timeout_ms
+ * @force_open: form a cluster with a majority even when a node that may hold the only copy of
+ *              some writer's acknowledged writes has not started; what may be lost is logged
+ *              (docs/recovery.md, "Lifecycle"). Off by default: the cluster waits and says why.
  * @takeover_hook: if set, called on the membership thread of the survivor that wins a dead
  *                 node's locks, holding them, before it replays that node's log (tests use it
  *                 to hold a takeover open and show what I/O goes on meanwhile); @takeover_arg
@@ -128,6 +138,8 @@ struct coh_node_attr {
 	uint32_t lease_ms;
 	uint32_t fence;
 	const struct coh_node_hooks *hooks;
+	uint32_t open_timeout_ms;
+	bool force_open;
 	void (*takeover_hook)(void *arg, uint32_t dead);
 	void *takeover_arg;
 };
