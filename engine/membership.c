@@ -572,11 +572,108 @@ static void memb_drain(struct coh_node *n)
 	}
 }
 
+/* memb_leave_wait - until every node of @others has destaged (CTL_DRAINED), is leaving itself
+ * (it asked us to drain: it destaged before it asked), or is gone; answering the nodes that ask
+ * this one meanwhile (it has destaged already). -ETIMEDOUT after three timeouts. */
+static int memb_leave_wait(struct coh_node *n, uint32_t E, uint32_t others)
+{
+	uint64_t deadline = node_now_ns() + 3ull * n->timeout_ms * 1000000ull;
+	uint32_t p, done;
+
+	for (;;) {
+		for (p = 0; p < n->nodes; p++) {
+			struct ctl_msg m = { .type = CTL_DRAINED, .epoch = n->m->drain_epoch[p] };
+
+			if (n->m->drain_asked >> p & 1)
+				memb_send(n, p, &m);
+		}
+		n->m->drain_asked = 0;
+		done = n->m->dead | n->m->bye;
+		for (p = 0; p < n->nodes; p++) {
+			if (n->m->drained[p] >= E || n->m->drain_epoch[p] >= E)
+				done |= 1u << p;
+		}
+		if (!(others & ~done))
+			return 0;
+		if (node_now_ns() >= deadline || atomic_load(&n->m->stop))
+			return -ETIMEDOUT;
+		memb_pump(n, 5);
+	}
+}
+
+/*
+ * memb_leave - an orderly leave (coh_node_close). While this node still counts for a majority:
+ * destage what it holds, ask every other member to destage what they hold (CTL_DRAIN; bounded:
+ * a member that does not answer keeps its data in its log copies, which a recovery replays), let
+ * the cache go (locks released), say goodbye, and record that this node left cleanly. So a
+ * shutdown of the whole cluster in any order leaves the elements complete: after the close that
+ * ends the majority, the nodes left can acknowledge nothing more, and hold nothing not destaged.
+ * A node that serves nothing leaves with nothing to destage (what it acknowledged is in copies).
+ */
+static int memb_leave(struct coh_node *n)
+{
+	uint32_t E = n->epoch, others = memb_others(n, n->members & ~n->m->dead), p;
+	int ret = 0, r;
+
+	if (n->quorum && n->cache) {
+		pthread_mutex_lock(&n->io);
+		ret = coh_cache_flush(n->cache);
+		pthread_mutex_unlock(&n->io);
+		for (p = 0; !ret && p < n->nodes; p++) {
+			struct ctl_msg m = { .type = CTL_DRAIN, .epoch = E };
+
+			if (others >> p & 1)
+				memb_send(n, p, &m);
+		}
+		if (!ret && others && memb_leave_wait(n, E, others))
+			COH_LOG_WARN(
+			    "node %u: leaving: not every member destaged (their log copies "
+			    "keep it)",
+			    n->me);
+		pthread_mutex_lock(&n->io);
+		if (ret) {
+			/* The log's peers may be leaving too: destage without them rather than not
+			 * at all (this node is not dying; a late copy is replayed harmlessly). */
+			COH_LOG_WARN("node %u: destage at close: %s; again without log peers",
+				     n->me, coh_strerror(ret));
+			pthread_mutex_lock(&n->w.lock);
+			n->w.peers = 0;
+			pthread_mutex_unlock(&n->w.lock);
+		}
+		ret = coh_cache_close(&n->cache);
+		if (ret)
+			COH_LOG_ERR(
+			    "node %u: destage at close: %s; what it acknowledged is in its log "
+			    "copies",
+			    n->me, coh_strerror(ret));
+		pthread_mutex_unlock(&n->io);
+	}
+	memb_broadcast(n, memb_others(n, n->m->conn), CTL_BYE, n->epoch, n->members);
+	if (!ret && !rlog_live_count(&n->w)) {
+		n->st.clean = true;
+		r = node_state_store(n, &n->st);
+		if (r && !ret)
+			ret = r;
+	}
+	return ret;
+}
+
 static void *memb_main(void *arg)
 {
 	struct coh_node *n = arg;
 
 	while (!atomic_load(&n->m->stop)) {
+		if (atomic_load(&n->m->leave_req)) {
+			int ret = memb_leave(n);
+
+			pthread_mutex_lock(&n->state_lock);
+			n->m->leave_ret = ret;
+			n->m->left = true;
+			n->quorum = false;
+			pthread_cond_broadcast(&n->view_cond);
+			pthread_mutex_unlock(&n->state_lock);
+			break;
+		}
 		memb_pump(n, 20);
 		memb_connect_some(n);
 		if (lease_excluded(n) && n->quorum) {
@@ -663,12 +760,23 @@ void membership_stop(struct coh_node *n)
 	n->m->started = false;
 }
 
-int membership_goodbye(struct coh_node *n)
+int membership_leave(struct coh_node *n)
 {
-	if (!n->m)
+	struct timespec until;
+	int ret = 0;
+
+	if (!n->m || !n->m->started)
 		return 0;
-	memb_broadcast(n, memb_others(n, n->members), CTL_BYE, n->epoch, n->members);
-	return 0;
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += 6 * (time_t)n->timeout_ms / 1000 + 1;
+	atomic_store(&n->m->leave_req, true);
+	pthread_mutex_lock(&n->state_lock);
+	while (!n->m->left && !ret)
+		ret = -pthread_cond_timedwait(&n->view_cond, &n->state_lock, &until);
+	if (!ret)
+		ret = n->m->leave_ret;
+	pthread_mutex_unlock(&n->state_lock);
+	return ret;
 }
 
 void membership_fini(struct coh_node *n)

@@ -73,6 +73,9 @@ struct memb {
 	/* Draining (node.c, coh_node_close): the epoch each node said it drained for. */
 	uint32_t drained[NODE_MAX];
 	uint32_t drain_asked, drain_epoch[NODE_MAX]; /* who asked this node to drain, for when */
+	_Atomic bool leave_req; /* coh_node_close: leave (memb_leave), then stop */
+	bool left;		/* under the node's state_lock: memb_leave is done */
+	int leave_ret;
 };
 
 /* membership.c */

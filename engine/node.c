@@ -415,35 +415,16 @@ err_free:
 int coh_node_close(struct coh_node **nodep)
 {
 	struct coh_node *n;
-	int ret = 0, r;
+	int ret;
 
 	if (!nodep || !*nodep)
 		return 0;
 	n = *nodep;
 	*nodep = NULL;
+	/* Destage, ask the others to, release, say goodbye: the others take over nothing when
+	 * they see this node leave (membership.c, memb_leave). */
+	ret = membership_leave(n);
 	membership_stop(n);
-	pthread_mutex_lock(&n->io);
-	if (n->cache && n->quorum) {
-		/* Destage and release: the log is empty afterwards, so the others have nothing
-		 * to take over when they see this node leave. When the log peers are leaving too
-		 * (a whole cluster shutting down), destage without them rather than not at all:
-		 * this node is not dying, so the shared storage gets the data either way. */
-		ret = coh_cache_flush(n->cache);
-		if (ret) {
-			COH_LOG_WARN("node %u: destage at close: %s; again without log peers",
-				     n->me, coh_strerror(ret));
-			pthread_mutex_lock(&n->w.lock);
-			n->w.peers = 0;
-			pthread_mutex_unlock(&n->w.lock);
-		}
-		ret = coh_cache_close(&n->cache);
-		if (ret)
-			COH_LOG_ERR("node %u: destage at close: %s", n->me, coh_strerror(ret));
-	}
-	r = membership_goodbye(n);
-	if (r && !ret)
-		ret = r;
-	pthread_mutex_unlock(&n->io);
 	node_free(n);
 	return ret;
 }

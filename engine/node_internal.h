@@ -103,7 +103,8 @@ int node_wait_serving(struct coh_node *n, uint32_t ms);
 /* membership.c */
 int membership_init(struct coh_node *n);
 void membership_stop(struct coh_node *n);
-int membership_goodbye(struct coh_node *n);
+/* membership_leave - the orderly leave (memb_leave) on the membership thread; bounded. */
+int membership_leave(struct coh_node *n);
 void membership_fini(struct coh_node *n);
 /* replay_log - apply the live records of writer @d's region; exported for tests. */
 int node_replay(struct coh_node *n, uint32_t d, const uint8_t *region, size_t len);
