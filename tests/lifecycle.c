@@ -368,3 +368,339 @@ int lc_run(const struct lc_trial *t, struct lc_result *res)
 	bench_remove_tree(dir);
 	return failed;
 }
+
+/*
+ * The rejoin trial (lc_rejoin_run). Node processes are slots: node id x incarnation. Each runs
+ * its workload until the parent says stop, publishing the view it serves; the parent kills and
+ * restarts victims round after round, each time waiting (bounded) for the observable effect: the
+ * survivors serving a view without the victim, then every node serving a view with it again.
+ */
+#define RJ_MAXINC 24u
+#define RJ_MAXOPS 400u
+
+struct rj_shared {
+	struct linz_op ops[LC_MAXN][RJ_MAXINC][RJ_MAXOPS + 64];
+	uint32_t nops[LC_MAXN][RJ_MAXINC];
+	_Atomic uint32_t view_epoch[LC_MAXN], view_members[LC_MAXN], serving[LC_MAXN];
+	_Atomic uint32_t inc[LC_MAXN]; /* the incarnation running now */
+	_Atomic uint32_t stop, final_done, final_go;
+	_Atomic uint32_t alive; /* nodes in the final phase */
+	uint64_t formations[LC_MAXN];
+	char why[LC_MAXN][256];
+};
+
+struct rj_child {
+	const struct lc_rejoin *t;
+	struct rj_shared *sh;
+	uint32_t id, inc;
+	const char *dir, *cluster;
+};
+
+#define RJFAIL(c, ...)                                                                             \
+	do {                                                                                       \
+		snprintf((c)->sh->why[(c)->id], sizeof((c)->sh->why[0]), __VA_ARGS__);             \
+		fprintf(stderr, "rejoin node %u inc %u: %s\n", (c)->id, (c)->inc,                  \
+			(c)->sh->why[(c)->id]);                                                    \
+		ret = 1;                                                                           \
+		goto out;                                                                          \
+	} while (0)
+
+static struct linz_op *rj_begin(struct rj_child *c, uint64_t block, uint64_t value, bool write)
+{
+	struct linz_op *op = &c->sh->ops[c->id][c->inc][c->sh->nops[c->id][c->inc]];
+
+	op->block = block;
+	op->value = value;
+	op->is_write = write;
+	op->node = c->id * RJ_MAXINC + c->inc;
+	op->resp = 0;
+	atomic_thread_fence(memory_order_seq_cst);
+	op->inv = bench_now_ns();
+	c->sh->nops[c->id][c->inc]++;
+	return op;
+}
+
+static void rj_publish(struct rj_child *c, struct coh_node *n)
+{
+	struct coh_node_stats st;
+
+	if (coh_node_stats(n, &st))
+		return;
+	atomic_store(&c->sh->view_members[c->id], st.quorum ? st.members : 0);
+	atomic_store(&c->sh->view_epoch[c->id], st.epoch);
+	c->sh->formations[c->id] = st.view_changes;
+}
+
+static int rj_child_main(struct rj_child *c)
+{
+	const struct lc_rejoin *t = c->t;
+	struct coh_fabric_attr fa = { .provider = conf_provider(),
+				      .node_id = c->id,
+				      .cluster = c->cluster };
+	struct coh_node_attr na = { .nodes = t->nodes,
+				    .raid = { .level = COH_RAID5, .nelems = 3, .chunk_blocks = 2 },
+				    .elem_blocks = LC_ELEM_BLOCKS,
+				    .replicas = (int)t->replicas,
+				    .log_bytes = 64u << 10,
+				    .cache_blocks = 64,
+				    .timeout_ms = 1000,
+				    .open_timeout_ms = 20000 };
+	char paths[3][600], logs[600];
+	struct coh_fabric *fab = NULL;
+	struct coh_node *n = NULL;
+	uint64_t s = t->seed * 0x9e3779b97f4a7c15ull + c->id * 131 + c->inc + 1, nblocks, until;
+	uint8_t buf[LC_BS];
+	uint32_t i;
+	int ret = 0, r;
+
+	for (i = 0; i < 3; i++) {
+		snprintf(paths[i], sizeof(paths[i]), "%s/elem%u", c->dir, i);
+		na.elem_paths[i] = paths[i];
+	}
+	snprintf(logs, sizeof(logs), "%s/logs", c->dir);
+	na.log_dir = logs;
+	r = coh_fabric_open(&fa, &fab);
+	if (r)
+		RJFAIL(c, "fabric open: %s", coh_strerror(r));
+	na.fab = fab;
+	r = coh_node_open(&na, &n);
+	if (r)
+		RJFAIL(c, "node open: %s", coh_strerror(r));
+	nblocks = coh_node_nblocks(n);
+	atomic_store(&c->sh->serving[c->id], 1);
+	for (i = 0; !atomic_load(&c->sh->stop); i++) {
+		uint64_t b = lc_rnd(&s) % nblocks, v;
+		bool w = lc_rnd(&s) % 10 < 6;
+		struct linz_op *op;
+
+		rj_publish(c, n);
+		if (c->sh->nops[c->id][c->inc] >= RJ_MAXOPS) {
+			lc_nap();
+			continue;
+		}
+		if (w) {
+			v = (uint64_t)(c->id * RJ_MAXINC + c->inc + 1) << 32 | (i + 1);
+			bench_fill_block(buf, LC_BS, v);
+			op = rj_begin(c, b, v, true);
+			r = coh_node_write(n, b, 1, buf);
+			op->resp = r ? UINT64_MAX : bench_now_ns();
+		} else {
+			op = rj_begin(c, b, 0, false);
+			r = coh_node_read(n, b, 1, buf);
+			op->resp = bench_now_ns();
+			if (r) {
+				c->sh->nops[c->id][c->inc]--;
+				continue;
+			}
+			if (bench_block_value(buf, LC_BS, &op->value))
+				RJFAIL(c, "block %llu read back torn", (unsigned long long)b);
+		}
+	}
+	/* The end: every block from every node, then one scrub. */
+	atomic_fetch_add(&c->sh->alive, 1);
+	until = bench_now_ns() + (uint64_t)LC_WAIT_MS * 1000000ull;
+	while (!atomic_load(&c->sh->final_go) && bench_now_ns() < until)
+		lc_nap();
+	for (i = 0; i < nblocks; i++) {
+		struct linz_op *op = rj_begin(c, i, 0, false);
+
+		r = coh_node_read(n, i, 1, buf);
+		op->resp = bench_now_ns();
+		if (r)
+			RJFAIL(c, "final read of block %u: %s", i, coh_strerror(r));
+		if (bench_block_value(buf, LC_BS, &op->value))
+			RJFAIL(c, "block %u torn or corrupt", i);
+	}
+	if ((r = coh_node_flush(n)))
+		RJFAIL(c, "flush: %s", coh_strerror(r));
+	atomic_fetch_add(&c->sh->final_done, 1);
+	until = bench_now_ns() + (uint64_t)LC_WAIT_MS * 1000000ull;
+	while (atomic_load(&c->sh->final_done) < t->nodes && bench_now_ns() < until)
+		lc_nap();
+	if (c->id == 0) {
+		uint64_t bad = 0;
+
+		r = coh_node_check(n, &bad);
+		if (r || bad)
+			RJFAIL(c, "scrub: %s, %llu stripes with parity not matching",
+			       coh_strerror(r), (unsigned long long)bad);
+	}
+	rj_publish(c, n);
+	atomic_fetch_add(&c->sh->final_done, 1);
+	until = bench_now_ns() + (uint64_t)LC_WAIT_MS * 1000000ull;
+	while (atomic_load(&c->sh->final_done) < 2 * t->nodes && bench_now_ns() < until)
+		lc_nap();
+out:
+	r = coh_node_close(&n);
+	if (r && !ret)
+		fprintf(stderr, "rejoin node %u: close: %s\n", c->id, coh_strerror(r));
+	coh_fabric_close(&fab);
+	return ret;
+}
+
+static pid_t rj_start(const struct lc_rejoin *t, struct rj_shared *sh, uint32_t id, const char *dir,
+		      const char *cluster)
+{
+	uint32_t inc = atomic_load(&sh->inc[id]);
+	pid_t pid;
+
+	atomic_store(&sh->serving[id], 0);
+	atomic_store(&sh->view_members[id], 0);
+	fflush(NULL);
+	pid = fork();
+	if (pid == 0) {
+		struct rj_child c = {
+			.t = t, .sh = sh, .id = id, .inc = inc, .dir = dir, .cluster = cluster
+		};
+
+		alarm(LC_CHILD_S * 4);
+		_exit(rj_child_main(&c));
+	}
+	return pid;
+}
+
+/* rj_wait_view - until every node of @who serves a view whose members are @members. */
+static int rj_wait_view(struct rj_shared *sh, uint32_t who, uint32_t members)
+{
+	uint64_t until = bench_now_ns() + (uint64_t)LC_WAIT_MS * 1000000ull;
+	uint32_t p;
+
+	for (;;) {
+		bool all = true;
+
+		for (p = 0; p < LC_MAXN; p++) {
+			if ((who >> p & 1) && atomic_load(&sh->view_members[p]) != members)
+				all = false;
+		}
+		if (all)
+			return 0;
+		if (bench_now_ns() > until)
+			return -ETIMEDOUT;
+		lc_nap();
+	}
+}
+
+int lc_rejoin_run(const struct lc_rejoin *t, struct lc_rejoin_result *res)
+{
+	char dir[] = "/dev/shm/cohort-rejoin-XXXXXX", cluster[600], logs[600];
+	uint32_t all = (1u << t->nodes) - 1, r, i, j, v, w;
+	struct linz_op *ops = NULL;
+	struct rj_shared *sh;
+	pid_t pids[LC_MAXN];
+	size_t nops = 0;
+	int failed = 0, st;
+
+	memset(res, 0, sizeof(*res));
+	if (t->nodes < 3 || t->nodes > LC_MAXN || t->rounds * (t->kill_two ? 2 : 1) >= RJ_MAXINC)
+		return 1;
+	if (!mkdtemp(dir))
+		return 1;
+	snprintf(logs, sizeof(logs), "%s/logs", dir);
+	sh = mmap(NULL, sizeof(*sh), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (sh == MAP_FAILED || mkdir(logs, 0700)) {
+		bench_remove_tree(dir);
+		return 1;
+	}
+	memset(sh, 0, sizeof(*sh));
+	if (strcmp(conf_provider(), "shm")) {
+		if (conf_cluster_new(cluster, sizeof(cluster), t->nodes))
+			failed = 1;
+	} else {
+		snprintf(cluster, sizeof(cluster), "%s/c", dir);
+	}
+	for (i = 0; i < t->nodes && !failed; i++) {
+		pids[i] = rj_start(t, sh, i, dir, cluster);
+		if (pids[i] < 0)
+			failed = 1;
+	}
+	if (!failed && rj_wait_view(sh, all, all)) {
+		fprintf(stderr, "rejoin: the cluster never served with every node\n");
+		failed = 1;
+	}
+	for (r = 0; r < t->rounds && !failed; r++) {
+		uint32_t gone, left;
+		uint64_t t0;
+
+		v = r % t->nodes;
+		w = (v + 1) % t->nodes;
+		gone = 1u << v | (t->kill_two ? 1u << w : 0);
+		left = all & ~gone;
+		for (i = 0; i < t->nodes; i++) {
+			if (!(gone >> i & 1))
+				continue;
+			kill(pids[i], SIGKILL);
+			waitpid(pids[i], &st, 0);
+			atomic_fetch_add(&sh->inc[i], 1);
+		}
+		if (!t->restart_in_view_change && rj_wait_view(sh, left, left)) {
+			fprintf(stderr,
+				"rejoin: round %u: the survivors %#x never served without "
+				"%#x\n",
+				r, left, gone);
+			failed = 1;
+			break;
+		}
+		t0 = bench_now_ns();
+		for (i = 0; i < t->nodes; i++) {
+			if (gone >> i & 1)
+				pids[i] = rj_start(t, sh, i, dir, cluster);
+		}
+		if (rj_wait_view(sh, all, all)) {
+			fprintf(stderr, "rejoin: round %u: nodes %#x never admitted again\n", r,
+				gone);
+			failed = 1;
+			break;
+		}
+		if (bench_now_ns() - t0 > res->rejoin_ns_max)
+			res->rejoin_ns_max = bench_now_ns() - t0;
+	}
+	atomic_store(&sh->stop, 1);
+	if (!failed) {
+		uint64_t until = bench_now_ns() + (uint64_t)LC_WAIT_MS * 1000000ull;
+
+		while (atomic_load(&sh->alive) < t->nodes && bench_now_ns() < until)
+			lc_nap();
+	}
+	atomic_store(&sh->final_go, 1);
+	for (i = 0; i < t->nodes; i++) {
+		if (bench_wait_child(pids[i], &st, LC_CHILD_S * 4) ||
+		    (!failed && (WIFSIGNALED(st) || WEXITSTATUS(st)))) {
+			fprintf(stderr, "rejoin: node %u ended badly: %s\n", i, sh->why[i]);
+			failed = 1;
+		}
+		res->formations += sh->formations[i];
+	}
+	ops = calloc((size_t)LC_MAXN * RJ_MAXINC * (RJ_MAXOPS + 64), sizeof(*ops));
+	for (i = 0; ops && i < t->nodes; i++) {
+		for (j = 0; j < RJ_MAXINC; j++) {
+			uint32_t k;
+
+			for (k = 0; k < sh->nops[i][j] && k < RJ_MAXOPS + 64; k++) {
+				struct linz_op op = sh->ops[i][j][k];
+
+				if (!op.resp) {
+					if (!op.is_write)
+						continue;
+					op.resp = UINT64_MAX;
+				}
+				if (op.is_write && op.resp == UINT64_MAX)
+					res->pending_writes++;
+				else if (op.is_write)
+					res->acked_writes++;
+				else
+					res->reads++;
+				ops[nops++] = op;
+			}
+		}
+	}
+	if (!ops) {
+		failed = 1;
+	} else if (!failed && linz_check(ops, nops, stderr)) {
+		fprintf(stderr, "rejoin: the history of every incarnation is not linearizable\n");
+		failed = 1;
+	}
+	free(ops);
+	munmap(sh, sizeof(*sh));
+	bench_remove_tree(dir);
+	return failed;
+}

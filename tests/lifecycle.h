@@ -10,6 +10,7 @@
 #ifndef COHORT_TESTS_LIFECYCLE_H
 #define COHORT_TESTS_LIFECYCLE_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #ifdef __cplusplus
@@ -45,6 +46,27 @@ struct lc_result {
 
 /* lc_run - one trial of two lives. Returns 0 when every check passed, else 1 (reason on stderr). */
 int lc_run(const struct lc_trial *t, struct lc_result *res);
+
+/*
+ * struct lc_rejoin - a cluster that runs while its nodes die and come back: in each of @rounds,
+ * node (round % @nodes) is SIGKILLed (@kill_two: and the next one too, both restarted at once),
+ * the others go on without it, then it starts again on its files and is admitted, while every
+ * node keeps reading and writing. At the end every node reads every block; the history of every
+ * incarnation must be linearizable and every stripe consistent.
+ */
+struct lc_rejoin {
+	uint32_t nodes, replicas, rounds;
+	uint64_t seed;
+	bool kill_two;
+	bool restart_in_view_change; /* restart the victim before the others have excluded it */
+};
+
+struct lc_rejoin_result {
+	uint64_t acked_writes, pending_writes, reads, formations;
+	uint64_t rejoin_ns_max; /* from a victim's restart to its serving */
+};
+
+int lc_rejoin_run(const struct lc_rejoin *t, struct lc_rejoin_result *res);
 
 #ifdef __cplusplus
 }

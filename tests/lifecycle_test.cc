@@ -69,7 +69,8 @@ TEST(lifecycle, whole_cluster_crash__at_each_crash_point)
 TEST(lifecycle, whole_cluster_crash__randomized)
 {
 	uint64_t trials = env_u64("COHORT_LIFECYCLE_TRIALS", 20),
-		 seed0 = env_u64("COHORT_LIFECYCLE_SEED", 3000), s = seed0 * 0x9e3779b97f4a7c15ull + 1;
+		 seed0 = env_u64("COHORT_LIFECYCLE_SEED", 3000),
+		 s = seed0 * 0x9e3779b97f4a7c15ull + 1;
 
 	for (uint64_t i = 0; i < trials; i++) {
 		lc_trial t = base(seed0 + i);
@@ -87,12 +88,11 @@ TEST(lifecycle, whole_cluster_crash__randomized)
 			t.crash_point = 1 + (uint32_t)(s >> 32) % (COH_CRASH_VIEW_FIRST - 1);
 			t.crash_after = 1 + (uint32_t)(s >> 40) % 8;
 		}
-		SCOPED_TRACE("trial " + std::to_string(i) + " seed " + std::to_string(t.seed) +
-			     " nodes " + std::to_string(t.nodes) + " k " +
-			     std::to_string(t.replicas) + " kill after " +
-			     std::to_string(t.kill_after_ops) + " crash node " +
-			     std::to_string(t.crash_node) + " point " +
-			     std::to_string(t.crash_point));
+		SCOPED_TRACE(
+		    "trial " + std::to_string(i) + " seed " + std::to_string(t.seed) + " nodes " +
+		    std::to_string(t.nodes) + " k " + std::to_string(t.replicas) + " kill after " +
+		    std::to_string(t.kill_after_ops) + " crash node " +
+		    std::to_string(t.crash_node) + " point " + std::to_string(t.crash_point));
 		ASSERT_EQ(lc_run(&t, &r), 0);
 	}
 }
@@ -118,7 +118,8 @@ static void close_orders(uint32_t nodes)
 			o += std::to_string(order[i]);
 		SCOPED_TRACE("close order " + o);
 		ASSERT_EQ(lc_run(&t, &r), 0);
-		EXPECT_EQ(r.recovered_blocks, 0u) << "the closes left acknowledged writes undestaged";
+		EXPECT_EQ(r.recovered_blocks, 0u)
+		    << "the closes left acknowledged writes undestaged";
 	} while (std::next_permutation(order, order + nodes));
 }
 
@@ -130,4 +131,48 @@ TEST(lifecycle, rolling_shutdown__3_nodes_every_order)
 TEST(lifecycle, rolling_shutdown__4_nodes_every_order)
 {
 	close_orders(4);
+}
+
+// A 3-node cluster, k = 1: ten successive single-node deaths, each followed by the node's
+// restart and admission, with I/O from every node throughout.
+TEST(lifecycle, kill_restart_rejoin__ten_rounds)
+{
+	lc_rejoin t = {};
+	lc_rejoin_result r;
+
+	t.nodes = 3;
+	t.replicas = 1;
+	t.rounds = 10;
+	t.seed = 41;
+	ASSERT_EQ(lc_rejoin_run(&t, &r), 0);
+	EXPECT_GT(r.acked_writes, 0u);
+}
+
+// Two nodes of five killed and restarted at once (k = 2), round after round.
+TEST(lifecycle, two_restarted_at_once)
+{
+	lc_rejoin t = {};
+	lc_rejoin_result r;
+
+	t.nodes = 5;
+	t.replicas = 2;
+	t.rounds = 4;
+	t.seed = 43;
+	t.kill_two = true;
+	ASSERT_EQ(lc_rejoin_run(&t, &r), 0);
+}
+
+// The victim restarts at once, before the others have excluded it: it comes back while the
+// view change runs.
+TEST(lifecycle, restart_during_the_view_change)
+{
+	lc_rejoin t = {};
+	lc_rejoin_result r;
+
+	t.nodes = 3;
+	t.replicas = 1;
+	t.rounds = 4;
+	t.seed = 47;
+	t.restart_in_view_change = true;
+	ASSERT_EQ(lc_rejoin_run(&t, &r), 0);
 }

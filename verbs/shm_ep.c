@@ -48,7 +48,10 @@ struct shm_ep {
 	struct shm_peer *peer; /* NULL for a loopback endpoint */
 	uint64_t peer_inc;
 	uint32_t side; /* 0 if this node has the lower id (or loopback) */
+	/* The peer's ctl page, mapped for this endpoint alone: the fabric's own mapping goes when a
+	 * new incarnation of the peer attaches, and an endpoint to the old one may outlive that. */
 	struct shm_ctl *peer_ctl;
+	bool own_ctl;
 	struct shm_cq *send_cq, *recv_cq;
 	bool broken; /* the peer corrupted the ring: treat as down */
 
@@ -268,8 +271,17 @@ int shm_ep_new(struct coh_fabric *fab, const struct coh_ep_attr *attr, struct co
 		ret = shm_peer_attach(sf, attr->peer, (int)attr->timeout_ms, &ep->peer);
 		if (ret)
 			goto err_release_channel;
+		char ctl_name[64];
+		void *map;
+
 		ep->peer_inc = ep->peer->incarnation;
-		ep->peer_ctl = ep->peer->ctl;
+		snprintf(ctl_name, sizeof(ctl_name), "node-%u.ctl", attr->peer);
+		ret = shm_file_map(sf->dir_fd, ctl_name, SHM_PAGE, false, PROT_READ | PROT_WRITE,
+				   &map, NULL);
+		if (ret)
+			goto err_release_channel;
+		ep->peer_ctl = map;
+		ep->own_ctl = true;
 		if (atomic_load(&ep->peer->up_inc) != ep->peer_inc) {
 			ret = -ECONNRESET;
 			goto err_release_channel;
@@ -316,6 +328,8 @@ err_leave:
 	munmap(ep->hdr, ep->map_len);
 	close(ep->fd);
 err_release_channel:
+	if (ep->own_ctl)
+		munmap(ep->peer_ctl, SHM_PAGE);
 	pthread_mutex_lock(&sf->lock);
 	sf->eps_open[attr->peer][attr->channel] = 0;
 	pthread_mutex_unlock(&sf->lock);
@@ -336,6 +350,8 @@ int shm_ep_delete(struct coh_ep *base)
 	shm_cq_detach(ep->recv_cq, ep);
 	ep_leave(ep);
 	if (munmap(ep->hdr, ep->map_len) < 0)
+		ret = -errno;
+	if (ep->own_ctl && munmap(ep->peer_ctl, SHM_PAGE) < 0 && !ret)
 		ret = -errno;
 	close(ep->fd);
 	pthread_mutex_lock(&sf->lock);
