@@ -50,6 +50,7 @@ struct lc_child {
 	struct lc_shared *sh;
 	uint32_t id, life;
 	const char *dir, *cluster;
+	bool attempt; /* the second life's first attempt, without t->absent */
 };
 
 #define LFAIL(c, ...)                                                                              \
@@ -126,11 +127,27 @@ static int lc_child_main(struct lc_child *c)
 		na.crash_point = t->crash_point;
 		na.crash_after = t->crash_after;
 	}
+	if (c->life == 0)
+		na.open_timeout_ms = 20000;
+	if (c->attempt) {
+		na.open_timeout_ms = 3000;
+		na.force_open = t->force;
+	}
 	r = coh_fabric_open(&fa, &fab);
 	if (r)
 		LFAIL(c, "fabric open: %s", coh_strerror(r));
 	na.fab = fab;
 	r = coh_node_open(&na, &n);
+	if (c->attempt) {
+		/* Without the absent nodes: a node that may hold the only copy of some writer's
+		 * acknowledged writes is missing, so the cluster waits (and says so), unless
+		 * forced. */
+		if (t->force && r)
+			LFAIL(c, "forced open without %#x: %s", t->absent, coh_strerror(r));
+		if (!t->force && r != -ETIMEDOUT)
+			LFAIL(c, "open without %#x: %s, not a wait", t->absent, coh_strerror(r));
+		goto out;
+	}
 	if (r)
 		LFAIL(c, "node open: %s", coh_strerror(r));
 	nblocks = coh_node_nblocks(n);
@@ -220,16 +237,30 @@ out:
 	return ret;
 }
 
-/* lc_life - fork one life's nodes; for a crash, kill them all when the trial says. */
+/* lc_life - fork one life's nodes (@only: a subset, for an attempt that must wait); for a crash,
+ * kill them all when the trial says. */
 static int lc_life(const struct lc_trial *t, struct lc_shared *sh, uint32_t life, const char *dir,
-		   const char *cluster)
+		   const char *cluster, uint32_t only)
 {
 	pid_t pids[LC_MAXN];
-	uint32_t i, killed = 0;
+	uint32_t i, j, killed = 0;
 	int failed = 0;
 
 	fflush(NULL);
-	for (i = 0; i < t->nodes; i++) {
+	for (j = 0; j < t->nodes; j++) {
+		/* A staggered start goes in reverse order: the lowest node, which leads, last. */
+		i = life == 0 && t->start_gap_ms ? t->nodes - 1 - j : j;
+		if (!(only >> i & 1)) {
+			pids[i] = 0;
+			killed |= 1u << i;
+			continue;
+		}
+		if (life == 0 && t->start_gap_ms && j) {
+			struct timespec gap = { t->start_gap_ms / 1000,
+						(long)(t->start_gap_ms % 1000) * 1000000 };
+
+			nanosleep(&gap, NULL); /* the scenario: a node that starts late */
+		}
 		pids[i] = fork();
 		if (pids[i] == 0) {
 			struct lc_child c = { .t = t,
@@ -237,7 +268,8 @@ static int lc_life(const struct lc_trial *t, struct lc_shared *sh, uint32_t life
 					      .id = i,
 					      .life = life,
 					      .dir = dir,
-					      .cluster = cluster };
+					      .cluster = cluster,
+					      .attempt = only != (1u << t->nodes) - 1 };
 
 			alarm(LC_CHILD_S);
 			_exit(lc_child_main(&c));
@@ -327,8 +359,19 @@ int lc_run(const struct lc_trial *t, struct lc_result *res)
 			snprintf(cluster[l], sizeof(cluster[l]), "%s/c%u", dir, l + 1);
 		}
 	}
-	for (l = 0; l < 2 && !failed; l++)
-		failed = lc_life(t, sh, l, dir, cluster[l]);
+	failed = lc_life(t, sh, 0, dir, cluster[0], (1u << t->nodes) - 1);
+	if (!failed && t->absent) {
+		char c3[600];
+
+		/* A first attempt without the absent nodes, on a cluster address of its own. */
+		snprintf(c3, sizeof(c3), "%s/c3", dir);
+		bench_sbar_init(&sh->start[1], t->nodes);
+		failed = lc_life(t, sh, 1, dir, c3, (1u << t->nodes) - 1 - t->absent);
+		sh->nops[1][0] = sh->nops[1][1] = sh->nops[1][2] = sh->nops[1][3] = sh->nops[1][4] =
+		    0;
+	}
+	if (!failed && !(t->absent && t->force))
+		failed = lc_life(t, sh, 1, dir, cluster[1], (1u << t->nodes) - 1);
 	all = calloc((size_t)2 * LC_MAXN * (LC_MAXOPS + 64), sizeof(*all));
 	for (l = 0; all && l < 2; l++) {
 		for (i = 0; i < t->nodes; i++) {

@@ -36,6 +36,10 @@ struct lc_trial {
 	uint32_t kill_after_ops;
 	uint32_t order[5]; /* LC_CLOSE: the order of the closes */
 	uint32_t log_kib;
+	uint32_t start_gap_ms; /* the first life's nodes start in reverse order, this far apart */
+	uint32_t absent;       /* before the second life, these nodes' peers try to open without
+				  them, and must wait (their open times out), unless @force */
+	bool force;	       /* ... with force_open: they open without them */
 };
 
 struct lc_result {

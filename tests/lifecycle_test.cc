@@ -176,3 +176,42 @@ TEST(lifecycle, restart_during_the_view_change)
 	t.restart_in_view_change = true;
 	ASSERT_EQ(lc_rejoin_run(&t, &r), 0);
 }
+
+// Nodes start in any order, seconds apart: the first two form a cluster once they are a majority
+// (after a grace of one timeout for the third), and the last joins it later.
+TEST(lifecycle, start_in_any_order__the_late_node_joins)
+{
+	lc_trial t = base(61);
+	lc_result r;
+
+	t.end = LC_CLOSE;
+	t.order[0] = 0;
+	t.order[1] = 1;
+	t.order[2] = 2;
+	t.start_gap_ms = 3000;
+	ASSERT_EQ(lc_run(&t, &r), 0);
+}
+
+// After a crash, node 2 may hold the only copy of node 1's acknowledged writes (k = 1: node 1's
+// log is on node 2): nodes 0 and 1 alone wait for it (their open times out), then all three
+// recover everything.
+TEST(lifecycle, restart_without_a_log_host__the_cluster_waits)
+{
+	lc_trial t = base(67);
+	lc_result r;
+
+	t.absent = 1u << 2;
+	ASSERT_EQ(lc_run(&t, &r), 0);
+	EXPECT_GT(r.acked_writes, 0u);
+}
+
+// The same, forced open: the two nodes serve without node 2 (and log what may be lost).
+TEST(lifecycle, restart_without_a_log_host__forced_open)
+{
+	lc_trial t = base(71);
+	lc_result r;
+
+	t.absent = 1u << 2;
+	t.force = true;
+	ASSERT_EQ(lc_run(&t, &r), 0);
+}
