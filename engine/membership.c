@@ -289,6 +289,8 @@ void memb_pump(struct coh_node *n, int timeout_ms)
 		} else if (m.type == CTL_DRAIN) {
 			n->m->drain_asked |= 1u << p;
 			n->m->drain_epoch[p] = m.epoch;
+			if (m.idx == 1)
+				n->m->drain_stop |= 1u << p;
 		} else if (m.type == CTL_DRAINED) {
 			n->m->drained[p] = m.epoch;
 		} else if (m.type == CTL_BYE) {
@@ -549,8 +551,38 @@ static void memb_connect_some(struct coh_node *n)
 	}
 }
 
+/* memb_stop_here - this node stops serving for good (a cluster stop): its cache goes (its dirty
+ * blocks destaged, its locks released), its lease thread stops, and it records a clean stop. */
+static int memb_stop_here(struct coh_node *n)
+{
+	int ret = 0, r;
+
+	pthread_mutex_lock(&n->io);
+	if (n->cache)
+		ret = coh_cache_close(&n->cache);
+	pthread_mutex_lock(&n->state_lock);
+	n->quorum = false;
+	n->stopped = true;
+	n->progress++;
+	pthread_cond_broadcast(&n->view_cond);
+	pthread_mutex_unlock(&n->state_lock);
+	pthread_mutex_unlock(&n->io);
+	lease_stop(n);
+	lease_drop(n);
+	memb_set_lease_members(n, 0);
+	if (!ret && !rlog_live_count(&n->w)) {
+		n->st.clean = true;
+		r = node_state_store(n, &n->st);
+		if (r)
+			ret = r;
+	}
+	COH_LOG_INFO("node %u: stopped with the cluster: %s", n->me,
+		     ret ? coh_strerror(ret) : "everything destaged");
+	return ret;
+}
+
 /* memb_drain - other nodes asked this one to destage before they leave (CTL_DRAIN): do it and
- * say so. With the I/O lock, between operations. */
+ * say so. With the I/O lock, between operations. A cluster stop also stops this node. */
 static void memb_drain(struct coh_node *n)
 {
 	uint32_t asked = n->m->drain_asked, p;
@@ -561,6 +593,9 @@ static void memb_drain(struct coh_node *n)
 	if (n->cache)
 		ret = coh_cache_flush(n->cache);
 	pthread_mutex_unlock(&n->io);
+	if (!ret && (n->m->drain_stop & asked))
+		ret = memb_stop_here(n);
+	n->m->drain_stop &= ~asked;
 	if (ret)
 		COH_LOG_WARN("node %u: destage asked by a node that leaves: %s", n->me,
 			     coh_strerror(ret));
@@ -658,6 +693,36 @@ static int memb_leave(struct coh_node *n)
 	return ret;
 }
 
+/*
+ * memb_stop_cluster - the ordered stop of the whole cluster (coh_node_stop_cluster): every other
+ * member is asked to destage and stop (CTL_DRAIN with the stop flag), this node does the same,
+ * and the stop is done when every member has answered, or is gone, within three timeouts.
+ */
+int memb_stop_cluster(struct coh_node *n, int timeout_ms)
+{
+	uint32_t E = n->epoch, others = memb_others(n, n->members & ~n->m->dead), p;
+	int ret, r;
+
+	(void)timeout_ms;
+	if (!n->quorum)
+		return -EROFS;
+	COH_LOG_INFO("node %u: stopping the cluster (epoch %u, members %#x)", n->me, E, n->members);
+	for (p = 0; p < n->nodes; p++) {
+		struct ctl_msg m = { .type = CTL_DRAIN, .idx = 1, .epoch = E };
+
+		if (others >> p & 1)
+			memb_send(n, p, &m);
+	}
+	pthread_mutex_lock(&n->io);
+	ret = n->cache ? coh_cache_flush(n->cache) : 0;
+	pthread_mutex_unlock(&n->io);
+	r = memb_leave_wait(n, E, others);
+	if (!ret)
+		ret = r;
+	r = memb_stop_here(n);
+	return ret ? ret : r;
+}
+
 static void *memb_main(void *arg)
 {
 	struct coh_node *n = arg;
@@ -692,7 +757,18 @@ static void *memb_main(void *arg)
 		}
 		if (n->m->drain_asked)
 			memb_drain(n);
-		form_step(n);
+		if (atomic_load(&n->m->stop_req)) {
+			int ret = memb_stop_cluster(n, 0);
+
+			atomic_store(&n->m->stop_req, false);
+			pthread_mutex_lock(&n->state_lock);
+			n->m->stop_ret = ret;
+			n->m->stop_done = true;
+			pthread_cond_broadcast(&n->view_cond);
+			pthread_mutex_unlock(&n->state_lock);
+		}
+		if (!n->stopped)
+			form_step(n);
 	}
 	return NULL;
 }

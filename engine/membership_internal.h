@@ -74,7 +74,11 @@ struct memb {
 	uint32_t drained[NODE_MAX];
 	uint32_t drain_asked, drain_epoch[NODE_MAX]; /* who asked this node to drain, for when */
 	_Atomic bool leave_req; /* coh_node_close: leave (memb_leave), then stop */
-	bool left;		/* under the node's state_lock: memb_leave is done */
+	_Atomic bool stop_req;	/* coh_node_stop_cluster */
+	bool stop_done;		/* under state_lock */
+	int stop_ret;
+	uint32_t drain_stop; /* of drain_asked: stop serving too (a cluster stop) */
+	bool left;	     /* under the node's state_lock: memb_leave is done */
 	int leave_ret;
 };
 
@@ -96,6 +100,7 @@ int memb_agree(struct coh_node *n, uint32_t *epoch, uint32_t *members);
 
 /* membership.c: connections and what the peers said of themselves. */
 int memb_connect(struct coh_node *n, uint32_t p, int timeout_ms);
+int memb_stop_cluster(struct coh_node *n, int timeout_ms);
 void memb_hello(struct coh_node *n, uint32_t to);
 void memb_forget(struct coh_node *n, uint32_t p);
 

@@ -26,7 +26,7 @@
 #include <unistd.h>
 
 #include "cohort/log.h"
-#include "node_internal.h"
+#include "membership_internal.h"
 
 uint64_t node_now_ns(void)
 {
@@ -454,6 +454,8 @@ static int io_begin(struct coh_node *n)
 		forming = n->forming;
 		pthread_mutex_unlock(&n->state_lock);
 		/* A formation (a node joining) stops I/O for a while: wait for it. */
+		if (n->stopped)
+			return -ESHUTDOWN;
 		return forming ? -EAGAIN : quorum ? -ETIMEDOUT : -EROFS;
 	}
 	return 0;
@@ -502,7 +504,7 @@ static int do_io(struct coh_node *n, io_fn fn, uint64_t lba, uint32_t nblocks, v
 			ret = fn(n->cache, lba, nblocks, buf);
 			pthread_mutex_unlock(&n->io);
 		}
-		if (!transient(ret) || node_now_ns() >= deadline)
+		if (!transient(ret) || node_now_ns() >= deadline || n->stopped)
 			break;
 		if (!tries++) {
 			atomic_fetch_add(&n->dead_waits, 1);
@@ -581,6 +583,21 @@ int coh_node_stats(struct coh_node *n, struct coh_node_stats *st)
 	st->stale_records = n->stale_records;
 	st->last_recovery_ns = n->last_recovery_ns;
 	st->recovered_writers = n->recovered_writers;
+	st->stopped = n->stopped;
+	st->log_copies_wanted = n->k;
+	if (st->quorum) {
+		uint32_t w;
+
+		for (w = 0; w < n->nodes && w < 32; w++) {
+			if (st->members >> w & 1)
+				st->log_copies[w] = (uint32_t)__builtin_popcount(
+				    node_log_peers(n->nodes, st->members, w, n->k));
+			if ((st->members >> w & 1) && st->log_copies[w] < n->k)
+				st->degraded = true;
+		}
+	}
+	if (st->members != (uint32_t)((1ull << n->nodes) - 1))
+		st->degraded = true;
 	pthread_mutex_unlock(&n->state_lock);
 	st->reads = atomic_load(&n->reads);
 	st->writes = atomic_load(&n->writes);
@@ -629,5 +646,30 @@ int coh_node_check(struct coh_node *n, uint64_t *bad)
 		if (!ret && !ok)
 			(*bad)++;
 	}
+	return ret;
+}
+
+int coh_node_stop_cluster(struct coh_node *n, int timeout_ms)
+{
+	struct timespec until;
+	int ret = 0;
+
+	if (!n || timeout_ms < 0 || !n->m)
+		return -EINVAL;
+	pthread_mutex_lock(&n->state_lock);
+	if (!n->quorum) {
+		pthread_mutex_unlock(&n->state_lock);
+		return n->stopped ? 0 : -EROFS;
+	}
+	n->m->stop_done = false;
+	pthread_mutex_unlock(&n->state_lock);
+	atomic_store(&n->m->stop_req, true);
+	realtime_in(timeout_ms, &until);
+	pthread_mutex_lock(&n->state_lock);
+	while (!n->m->stop_done && !ret)
+		ret = -pthread_cond_timedwait(&n->view_cond, &n->state_lock, &until);
+	if (!ret)
+		ret = n->m->stop_ret;
+	pthread_mutex_unlock(&n->state_lock);
 	return ret;
 }

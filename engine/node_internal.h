@@ -77,6 +77,7 @@ struct coh_node {
 	uint32_t epoch, members;
 	bool quorum, changing;
 	bool forming; /* a formation runs: I/O waits (-EAGAIN) rather than failing (-EROFS) */
+	bool stopped; /* coh_node_stop_cluster: serves nothing more, forms nothing more */
 	uint64_t progress;
 	void (*takeover_hook)(void *arg, uint32_t dead);
 	void *takeover_arg;

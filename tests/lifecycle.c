@@ -218,6 +218,17 @@ static int lc_child_main(struct lc_child *c)
 	/* LC_CLOSE: close in the trial's order. */
 	if (bench_sbar_wait(&c->sh->end[0], LC_WAIT_MS))
 		LFAIL(c, "barrier before the closes timed out");
+	if (t->end == LC_STOP) {
+		/* One node stops the whole cluster; then every node's I/O is refused. */
+		if (c->id == t->order[0] && (r = coh_node_stop_cluster(n, LC_WAIT_MS)))
+			LFAIL(c, "cluster stop: %s", coh_strerror(r));
+		if (bench_sbar_wait(&c->sh->end[0], LC_WAIT_MS))
+			LFAIL(c, "barrier after the stop timed out");
+		if ((r = coh_node_read(n, 0, 1, buf)) != -ESHUTDOWN)
+			LFAIL(c, "a read after the cluster stopped: %s", coh_strerror(r));
+		if ((r = coh_node_stats(n, &st)) || !st.stopped)
+			LFAIL(c, "not stopped");
+	}
 	for (i = 0; i < t->nodes && t->order[i] != c->id; i++)
 		;
 	until = bench_now_ns() + (uint64_t)LC_WAIT_MS * 1000000ull;

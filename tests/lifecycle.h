@@ -20,6 +20,7 @@ extern "C" {
 enum lc_end {
 	LC_CRASH_ALL = 0, /* every node SIGKILLed at once */
 	LC_CLOSE = 1,	  /* every node closes, in the order given by @order */
+	LC_STOP = 2, /* node order[0] stops the cluster (coh_node_stop_cluster), then all close */
 };
 
 struct lc_trial {

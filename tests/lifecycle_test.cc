@@ -215,3 +215,21 @@ TEST(lifecycle, restart_without_a_log_host__forced_open)
 	t.force = true;
 	ASSERT_EQ(lc_run(&t, &r), 0);
 }
+
+// An ordered stop of the whole cluster from one node: every member destages and stops, I/O is
+// refused afterwards, and the next start has nothing to recover.
+TEST(lifecycle, cluster_stop__elements_complete)
+{
+	for (uint32_t from = 0; from < 3; from++) {
+		lc_trial t = base(80 + from);
+		lc_result r;
+
+		t.end = LC_STOP;
+		t.order[0] = from;
+		t.order[1] = (from + 1) % 3;
+		t.order[2] = (from + 2) % 3;
+		SCOPED_TRACE("stopped from node " + std::to_string(from));
+		ASSERT_EQ(lc_run(&t, &r), 0);
+		EXPECT_EQ(r.recovered_blocks, 0u);
+	}
+}

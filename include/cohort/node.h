@@ -169,6 +169,14 @@ struct coh_node_stats {
 	 * (by any node), live records found stale and discarded, how long the last one took. */
 	uint64_t recoveries, recovered_blocks, stale_records, last_recovery_ns;
 	uint32_t recovered_writers;
+	/* Redundancy: the copies each member writer's acknowledged writes have in the current view
+	 * (min(k, members - 1) for every member; 0 for a node outside it), the copies wanted (k),
+	 * and whether the cluster is degraded: a writer below k copies, or a configured node
+	 * missing. docs/recovery.md, "What an acknowledgement means". */
+	uint32_t log_copies[32];
+	uint32_t log_copies_wanted;
+	bool degraded;
+	bool stopped; /* the cluster was stopped (coh_node_stop_cluster) */
 };
 
 /**
@@ -209,6 +217,16 @@ int coh_node_stats(struct coh_node *n, struct coh_node_stats *st);
  * least @epoch and I/O is open. Returns 0, -ETIMEDOUT or -EROFS (the view lacks a majority).
  */
 int coh_node_wait_epoch(struct coh_node *n, uint32_t epoch, int timeout_ms);
+
+/**
+ * coh_node_stop_cluster - an ordered stop of the whole cluster, from any member: every member
+ * destages everything it holds, stops serving (its operations return -ESHUTDOWN from then on)
+ * and records that it stopped cleanly; returns once every member has, at most @timeout_ms. The
+ * element files are then complete, and the next start has nothing to recover; each node still
+ * calls coh_node_close. Returns 0, -ETIMEDOUT (some member did not answer: what it holds is in
+ * its log copies, which the next start replays), -EROFS (this node serves nothing), -EINVAL.
+ */
+int coh_node_stop_cluster(struct coh_node *n, int timeout_ms);
 
 /**
  * coh_node_check - scrub: check every stripe's parity (or mirrors) against its data. Call with
