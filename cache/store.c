@@ -197,6 +197,7 @@ int coh_store_open_file(const char *path, uint32_t block_size, uint64_t nblocks,
 	struct file_store *fs;
 	struct stat st;
 	uint64_t bytes;
+	bool created;
 	int ret;
 
 	if (!path || !storep || !nblocks || block_size < 512 || (block_size & (block_size - 1)) ||
@@ -207,7 +208,10 @@ int coh_store_open_file(const char *path, uint32_t block_size, uint64_t nblocks,
 	if (!fs)
 		return -ENOMEM;
 	fs->block_size = block_size;
-	fs->fd = open(path, O_RDWR | O_CLOEXEC | (create ? O_CREAT : 0), 0600);
+	fs->fd = create ? open(path, O_RDWR | O_CLOEXEC | O_CREAT | O_EXCL, 0600) : -1;
+	created = fs->fd >= 0;
+	if (!created)
+		fs->fd = open(path, O_RDWR | O_CLOEXEC);
 	if (fs->fd < 0) {
 		ret = -errno;
 		COH_LOG_ERR("store %s: %s", path, strerror(errno));
@@ -218,10 +222,13 @@ int coh_store_open_file(const char *path, uint32_t block_size, uint64_t nblocks,
 		goto err_close;
 	}
 	if (S_ISREG(st.st_mode) && (uint64_t)st.st_size < bytes) {
-		if (!create || ftruncate(fs->fd, (off_t)bytes) < 0) {
-			ret = create ? -errno : -ENOSPC;
-			COH_LOG_ERR("store %s is smaller than %llu bytes", path,
-				    (unsigned long long)bytes);
+		/* Only a file that holds nothing yet is grown: a shorter one that holds data was
+		 * cut (or is not ours), and growing it would serve zeros for what it lost. */
+		if (!create || (!created && st.st_size) || ftruncate(fs->fd, (off_t)bytes) < 0) {
+			ret = create && (created || !st.st_size) ? -errno : -ENOSPC;
+			COH_LOG_ERR(
+			    "store %s is %llu bytes, smaller than the %llu it must be: refused",
+			    path, (unsigned long long)st.st_size, (unsigned long long)bytes);
 			goto err_close;
 		}
 	}

@@ -272,6 +272,7 @@ void memb_pump(struct coh_node *n, int timeout_ms)
 		} else if (m.type == CTL_COPY && m.cepoch < n->nodes) {
 			n->m->copy_gen[p][m.cepoch] = m.epoch;
 			n->m->copy_live[p][m.cepoch] = m.aux;
+			n->m->copy_bad[p][m.cepoch] = ctl_tag(&m);
 			n->m->copies_next[p] |= 1u << m.cepoch;
 		} else if (m.type == CTL_RECOVERED) {
 			n->m->recovered[p] = m.epoch;

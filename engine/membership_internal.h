@@ -44,6 +44,7 @@ struct memb {
 	struct node_state said[NODE_MAX];
 	uint32_t said_state; /* bitmap: CTL_STATE received */
 	uint32_t copy_gen[NODE_MAX][NODE_MAX], copy_live[NODE_MAX][NODE_MAX];
+	uint32_t copy_bad[NODE_MAX][NODE_MAX]; /* records found corrupt in it */
 	uint32_t copies[NODE_MAX]; /* by node: the writers it hosts a copy of (its last STATE's) */
 	uint32_t copies_next[NODE_MAX]; /* COPYs received since its last STATE */
 	uint32_t said_tag[NODE_MAX]; /* the exchange its last STATE belongs to (formation epoch) */

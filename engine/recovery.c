@@ -36,7 +36,7 @@
 
 /* rec_copy - this node's copy of @w's log: its generation and live records; false when there is
  * none (no header of @w's: never written, or zeroed). */
-static bool rec_copy(struct coh_node *n, uint32_t w, uint32_t *gen, uint32_t *live)
+static bool rec_copy(struct coh_node *n, uint32_t w, uint32_t *gen, uint32_t *live, uint32_t *bad)
 {
 	struct rlog_scan_stats st;
 	uint64_t toff, tlsn;
@@ -48,6 +48,7 @@ static bool rec_copy(struct coh_node *n, uint32_t w, uint32_t *gen, uint32_t *li
 	if (rlog_scan(coh_mr_addr(n->host[w]), n->log_bytes, (uint16_t)w, NULL, NULL, &st))
 		st.live = 0; /* a bad header: rlog_scan has said so; nothing in it is replayed */
 	*live = (uint32_t)st.live;
+	*bad = (uint32_t)(st.corrupt + st.torn);
 	return true;
 }
 
@@ -55,19 +56,21 @@ static bool rec_copy(struct coh_node *n, uint32_t w, uint32_t *gen, uint32_t *li
  * state comes last and closes the batch). */
 static void rec_tell(struct coh_node *n, uint32_t to, uint32_t tag)
 {
-	uint32_t p, w, gen, live, mine = 0;
+	uint32_t p, w, gen, live, bad, mine = 0;
 
 	for (w = 0; w < n->nodes; w++) {
-		if (!rec_copy(n, w, &gen, &live))
+		if (!rec_copy(n, w, &gen, &live, &bad))
 			continue;
 		n->m->copy_gen[n->me][w] = gen;
 		n->m->copy_live[n->me][w] = live;
+		n->m->copy_bad[n->me][w] = bad;
 		mine |= 1u << w;
 		for (p = 0; p < n->nodes; p++) {
 			struct ctl_msg m = {
 				.type = CTL_COPY, .epoch = gen, .cepoch = w, .aux = live
 			};
 
+			ctl_set_tag(&m, bad);
 			if (memb_others(n, to) >> p & 1)
 				memb_send(n, p, &m);
 		}
@@ -194,7 +197,7 @@ uint32_t rec_wait_for(struct coh_node *n, uint32_t present, char *why, size_t le
 
 int memb_recover(struct coh_node *n, uint32_t all, uint32_t E)
 {
-	uint32_t p, w, Ep, Mp, replayed = 0;
+	uint32_t p, w, Ep, Mp, replayed = 0, src_of = 0;
 	uint64_t t0 = node_now_ns(), blocks0, stale = 0;
 	int ret;
 
@@ -219,11 +222,20 @@ int memb_recover(struct coh_node *n, uint32_t all, uint32_t E)
 				stale += n->m->copy_live[p][w];
 				continue;
 			}
-			if (src == NODE_MAX || n->m->copy_gen[p][w] > best) {
+			/* The newest generation; of its copies, the one with the fewest records
+			 * found corrupt (the others' copies of them are intact), then the most
+			 * live records (an append that reached only some copies). */
+			if (src == NODE_MAX || n->m->copy_gen[p][w] > best ||
+			    (n->m->copy_gen[p][w] == best &&
+			     (n->m->copy_bad[p][w] < n->m->copy_bad[src][w] ||
+			      (n->m->copy_bad[p][w] == n->m->copy_bad[src][w] &&
+			       n->m->copy_live[p][w] > n->m->copy_live[src][w])))) {
 				best = n->m->copy_gen[p][w];
 				src = p;
 			}
 		}
+		if (src == n->me)
+			src_of |= 1u << w; /* replayed here: node_replay counts its bad records */
 		if (src == NODE_MAX || !n->m->copy_live[src][w])
 			continue;
 		if (src == n->me) {
@@ -271,6 +283,11 @@ int memb_recover(struct coh_node *n, uint32_t all, uint32_t E)
 	if (ret)
 		return ret;
 	pthread_mutex_lock(&n->state_lock);
+	/* Bad records found in the copies kept here, replayed or not: reported once, here. */
+	for (w = 0; w < n->nodes; w++) {
+		if ((n->m->copies[n->me] >> w & 1) && (src_of >> w & 1) == 0)
+			n->corrupt_records += n->m->copy_bad[n->me][w];
+	}
 	n->recoveries++;
 	n->recovered_blocks += n->replayed_blocks - blocks0;
 	n->recovered_writers |= replayed;

@@ -19,6 +19,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <fcntl.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -41,7 +42,7 @@ struct lc_shared {
 	struct linz_op ops[2][LC_MAXN][LC_MAXOPS + 64];
 	uint32_t nops[2][LC_MAXN];
 	_Atomic uint32_t closed; /* LC_CLOSE: how many have closed, in order */
-	uint64_t recovered[LC_MAXN], stale[LC_MAXN], recovery_ns[LC_MAXN];
+	uint64_t recovered[LC_MAXN], stale[LC_MAXN], recovery_ns[LC_MAXN], bad[LC_MAXN];
 	char why[2][LC_MAXN][256];
 };
 
@@ -148,8 +149,16 @@ static int lc_child_main(struct lc_child *c)
 			LFAIL(c, "open without %#x: %s, not a wait", t->absent, coh_strerror(r));
 		goto out;
 	}
+	if (r && c->life == 1 && t->damage == LC_TRUNCATE_ELEM) {
+		/* A cut element file: refused with a clear error, not opened over lost data. */
+		if (r != -ENOSPC)
+			LFAIL(c, "open on a cut element file: %s, not -ENOSPC", coh_strerror(r));
+		goto out;
+	}
 	if (r)
 		LFAIL(c, "node open: %s", coh_strerror(r));
+	if (c->life == 1 && t->damage == LC_TRUNCATE_ELEM)
+		LFAIL(c, "opened on a cut element file");
 	nblocks = coh_node_nblocks(n);
 	if (bench_sbar_wait(&c->sh->start[c->life], LC_WAIT_MS))
 		LFAIL(c, "start barrier timed out");
@@ -159,6 +168,7 @@ static int lc_child_main(struct lc_child *c)
 		c->sh->recovered[c->id] = st.recovered_blocks;
 		c->sh->stale[c->id] = st.stale_records;
 		c->sh->recovery_ns[c->id] = st.last_recovery_ns;
+		c->sh->bad[c->id] = st.corrupt_records + st.torn_records;
 		for (i = 0; i < nblocks; i++) {
 			struct linz_op *op = lc_begin(c, i, 0, false);
 
@@ -339,6 +349,70 @@ static int lc_life(const struct lc_trial *t, struct lc_shared *sh, uint32_t life
 	return failed;
 }
 
+/* lc_corrupt_tail - flip bytes in the payload of the record at the tail of the log copy in
+ * @fd: the region starts after the file's header page, and its header names the tail (offset
+ * 16, little-endian), where a scan begins. */
+static int lc_corrupt_tail(int fd)
+{
+	uint8_t junk[256], hdr[32];
+	uint64_t tail = 0;
+	size_t i;
+
+	for (i = 0; i < sizeof(junk); i++)
+		junk[i] = (uint8_t)(0xa5 ^ i);
+	if (pread(fd, hdr, sizeof(hdr), 4096) != (ssize_t)sizeof(hdr))
+		return 1;
+	for (i = 0; i < 8; i++)
+		tail |= (uint64_t)hdr[16 + i] << (8 * i);
+	if (!tail)
+		return 0; /* never written */
+	return pwrite(fd, junk, sizeof(junk), (off_t)(4096 + tail + 64)) != (ssize_t)sizeof(junk);
+}
+
+/* lc_damage - what the trial does to the files between the lives. */
+static int lc_damage(const struct lc_trial *t, const char *dir)
+{
+	char path[700];
+	struct stat st;
+	int fd, ret = 0;
+
+	if (t->damage == LC_CORRUPT_LOGS) {
+		uint32_t h, w;
+
+		for (h = 0; h < t->nodes && !ret; h++) {
+			for (w = 0; w < t->nodes && !ret; w++) {
+				snprintf(path, sizeof(path), "%s/logs/rlog-%u-from-%u", dir, h, w);
+				fd = open(path, O_RDWR);
+				if (fd < 0)
+					continue;
+				ret = lc_corrupt_tail(fd);
+				close(fd);
+			}
+		}
+		return ret;
+	}
+	if (t->damage == LC_TRUNCATE_ELEM)
+		snprintf(path, sizeof(path), "%s/elem1", dir);
+	else
+		/* A copy of node 1's log: k = 1 keeps it on node 2 only, k = 2 on nodes 2 and 0. */
+		snprintf(path, sizeof(path), "%s/logs/rlog-%u-from-1", dir,
+			 t->replicas == 1 ? 2 : 0);
+	fd = open(path, O_RDWR);
+	if (fd < 0 || fstat(fd, &st) < 0) {
+		fprintf(stderr, "lifecycle: cannot damage %s\n", path);
+		if (fd >= 0)
+			close(fd);
+		return 1;
+	}
+	if (t->damage == LC_CORRUPT_LOG) {
+		ret = lc_corrupt_tail(fd);
+	} else if (ftruncate(fd, st.st_size / 2) < 0) {
+		ret = 1;
+	}
+	close(fd);
+	return ret;
+}
+
 int lc_run(const struct lc_trial *t, struct lc_result *res)
 {
 	char dir[] = "/dev/shm/cohort-life-XXXXXX", cluster[2][600], logs[600];
@@ -381,8 +455,16 @@ int lc_run(const struct lc_trial *t, struct lc_result *res)
 		sh->nops[1][0] = sh->nops[1][1] = sh->nops[1][2] = sh->nops[1][3] = sh->nops[1][4] =
 		    0;
 	}
+	if (!failed && t->damage)
+		failed = lc_damage(t, dir);
 	if (!failed && !(t->absent && t->force))
 		failed = lc_life(t, sh, 1, dir, cluster[1], (1u << t->nodes) - 1);
+	if (t->damage == LC_TRUNCATE_ELEM) {
+		/* Nothing was read: only the refusal is checked. */
+		munmap(sh, sizeof(*sh));
+		bench_remove_tree(dir);
+		return failed;
+	}
 	all = calloc((size_t)2 * LC_MAXN * (LC_MAXOPS + 64), sizeof(*all));
 	for (l = 0; all && l < 2; l++) {
 		for (i = 0; i < t->nodes; i++) {
@@ -407,6 +489,7 @@ int lc_run(const struct lc_trial *t, struct lc_result *res)
 	for (i = 0; i < t->nodes; i++) {
 		res->recovered_blocks += sh->recovered[i];
 		res->stale_records += sh->stale[i];
+		res->bad_records += sh->bad[i];
 		if (sh->recovery_ns[i] > res->recovery_ns)
 			res->recovery_ns = sh->recovery_ns[i];
 	}

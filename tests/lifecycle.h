@@ -41,11 +41,20 @@ struct lc_trial {
 	uint32_t absent;       /* before the second life, these nodes' peers try to open without
 				  them, and must wait (their open times out), unless @force */
 	bool force;	       /* ... with force_open: they open without them */
+	uint32_t damage;       /* enum lc_damage: done to the files between the lives */
+};
+
+enum lc_damage {
+	LC_DAMAGE_NONE = 0,
+	LC_TRUNCATE_LOG, /* a copy of node 1's log (node 2's for k = 1, else node 0's) cut to half */
+	LC_CORRUPT_LOG,	 /* bytes of the first records of that copy flipped */
+	LC_TRUNCATE_ELEM, /* element 1 cut to half: the second life must refuse to open */
+	LC_CORRUPT_LOGS,  /* the record at the tail of every log copy corrupted */
 };
 
 struct lc_result {
 	uint64_t acked_writes, pending_writes, reads;
-	uint64_t recovered_blocks, stale_records;
+	uint64_t recovered_blocks, stale_records, bad_records;
 	uint64_t recovery_ns;
 };
 

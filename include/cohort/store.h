@@ -40,8 +40,9 @@ int coh_store_new(const struct coh_store_ops *ops, void *ctx, uint32_t block_siz
 
 /**
  * coh_store_open_file - a store on a file or block device, with liburing I/O.
- * @create: create the file (sparse, @nblocks * @block_size bytes) if it does not exist; an
- *          existing file must be at least that large
+ * @create: create the file (sparse, @nblocks * @block_size bytes) if it does not exist, or grow
+ *          an existing empty one; an existing file with data must be at least that large (a
+ *          shorter one lost data: -ENOSPC, and nothing is changed)
  * Returns 0, -EINVAL, -ENOSPC (file too small), -ENOMEM, or open/io_uring's errno.
  */
 int coh_store_open_file(const char *path, uint32_t block_size, uint64_t nblocks, bool create,
