@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# spin-check.sh - model-check the cache-coherence protocol (cache/model/coherence.pml) with
-# spin; non-zero on any error, assertion violation, incomplete search or missed mutant.
+# spin-check.sh - model-check the cache-coherence protocol (cache/model/coherence.pml) and its
+# view change (cache/model/view.pml) with spin; non-zero on any error, assertion violation,
+# incomplete search or missed mutant.
 #
-#   scripts/spin-check.sh               every check below (about 2 minutes on 2 cores)
+#   scripts/spin-check.sh               every check below (3-5 minutes on 2 cores)
 #   scripts/spin-check.sh --no-mutants  skip the mutants
 #   scripts/spin-check.sh --list        print the checks and exit
 #
@@ -14,20 +15,29 @@
 #             there is no cycle at all, so every operation completes in every schedule
 #   liveness  LTL `progress` (every invoked operation completes) under weak fairness,
 #             with unboundedly many operations (-DLIVE), N=2, R=1
+#   view-*    the view change (view.pml): a node excluded (dead, or paused and resumed later),
+#             the lease, re-keying, directory rebuild, takeover with replay, a partial commit;
+#             exhaustive safety (mutual exclusion, no stale read, no replay over newer data,
+#             no deadlock) with the resource's home on a survivor (H=0) or on the excluded
+#             node (H=2), and a non-progress-cycle search
 #   mutant    the same searches on deliberately broken variants of the protocol; each
 #             must produce its violation, otherwise the check is reported as FAIL
 #
 # Environment:
 #   COHORT_SPIN_TIMEOUT=secs   per-run timeout (default 600)
 #   COHORT_SPIN_MEMLIM=MB      per-run memory limit of the verifier (default 4096)
-#   COHORT_SPIN_DEEP=1         also the larger safety run N=2,R=2,OPS=2 (about 45 M states,
-#                              2-3 minutes, about 3 GB)
+#   COHORT_SPIN_DEEP=1         also the larger runs: safety N=2,R=2,OPS=2 (about 45 M states,
+#                              2-3 minutes, about 3 GB), the view change with 3 operations per
+#                              process (H=2: 37 M states, under a minute, 2.3 GB) and its
+#                              non-progress search with H=0
 #   COHORT_SPIN_KEEP=1         keep the work directory (it is always kept after a failure)
 #   COHORT_SPIN_MODEL=path     check another copy of the model (e.g. one with a bug put in)
+#   COHORT_SPIN_VIEW_MODEL=path  the same for the view-change model
 set -euo pipefail
 
 top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 model=${COHORT_SPIN_MODEL:-$top/cache/model/coherence.pml}
+vmodel=${COHORT_SPIN_VIEW_MODEL:-$top/cache/model/view.pml}
 tmo=${COHORT_SPIN_TIMEOUT:-600}
 memlim=${COHORT_SPIN_MEMLIM:-4096}
 mutants=1
@@ -47,10 +57,12 @@ for a in "$@"; do
 	esac
 done
 
-[ -f "$model" ] || {
-	echo "spin-check: no model at $model" >&2
-	exit 2
-}
+for m in "$model" "$vmodel"; do
+	[ -f "$m" ] || {
+		echo "spin-check: no model at $m" >&2
+		exit 2
+	}
+done
 
 # ---- tools -------------------------------------------------------------------------
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
@@ -92,15 +104,18 @@ nfail=0
 # check NAME KIND EXPECT "SPIN -D flags" "extra cc flags" "pan flags"
 #   KIND    safety | np | ltl  (how pan.c is compiled)
 #   EXPECT  pass, or an extended regex that the verifier's report must match (a mutant)
+# The model checked is $cur (coherence.pml, or view.pml for the view-* checks).
+cur=$model
 check() {
-	local name=$1 kind=$2 expect=$3 sdefs=$4 ccx=$5 panargs=$6
+	local name=$1 kind=$2 expect=$3 sdefs=$4 ccx=$5 panargs=$6 pml
+	pml=$(basename "$cur")
 	if [ "$list" = 1 ]; then
-		printf '%-26s %-6s spin %-40s pan %s\n' "$name" "$kind" "$sdefs" "$panargs"
+		printf '%-26s %-6s spin %-40s pan %-18s %s\n' "$name" "$kind" "$sdefs" "$panargs" "$pml"
 		return 0
 	fi
 	local d=$work/$name cc=(-O2 -w "-DMEMLIM=$memlim")
 	mkdir -p "$d"
-	cp "$model" "$d/coherence.pml"
+	cp "$cur" "$d/$pml"
 	case $kind in
 	safety) cc+=(-DSAFETY -DCOLLAPSE) ;;
 	np) cc+=(-DNP -DCOLLAPSE) ;;
@@ -112,7 +127,7 @@ check() {
 	local t0 t1 rc=0 verdict detail
 	t0=$(date +%s.%N)
 	# shellcheck disable=SC2086
-	if ! (cd "$d" && timeout "$tmo" spin -a $sdefs coherence.pml >spin.out 2>&1 &&
+	if ! (cd "$d" && timeout "$tmo" spin -a $sdefs "$pml" >spin.out 2>&1 &&
 		timeout "$tmo" gcc "${cc[@]}" -o pan pan.c >cc.out 2>&1); then
 		t1=$(date +%s.%N)
 		cat "$d/spin.out" "$d/cc.out" 2>/dev/null | tail -20
@@ -144,7 +159,7 @@ check() {
 			verdict=FAIL
 			[ -n "$problem" ] || problem=$(grep -m1 -E 'assertion violated|acceptance cycle|non-progress cycle|invalid end state|error' "$out" || echo "exit $rc")
 			# shellcheck disable=SC2086
-			(cd "$d" && spin -t -p -g $sdefs coherence.pml >trail.txt 2>&1) || true
+			(cd "$d" && spin -t -p -g $sdefs "$pml" >trail.txt 2>&1) || true
 			echo "--- $name: $problem"
 			echo "--- trail (last 40 lines of $d/trail.txt):"
 			tail -40 "$d/trail.txt" || true
@@ -179,6 +194,21 @@ check nolivelock-N3-R1-ops2 np pass "-DN=3 -DR=1 -DOPS=2" "" "$M -l"
 check nolivelock-N2-R2-ops2x1 np pass "-DN=2 -DR=2 -DOPS=2 -DOPS1=1" "" "$M -l"
 check liveness-N2-R1-unbounded ltl pass "-DN=2 -DR=1 -DLIVE" "" "$M -a -f"
 
+# ---- the view change (view.pml): node 2 is excluded at any moment (or never) and may go on
+# taking steps afterwards; H is the resource's home (0: a survivor, 2: the excluded node, so
+# the word is rebuilt); OPS/OPSX are the operations of each survivor / of the excluded node
+cur=$vmodel
+check view-safety-H0-ops3x2 safety pass "-DH=0 -DOPS=3 -DOPSX=2" "" "$M -q"
+check view-safety-H0-ops2x3 safety pass "-DH=0 -DOPS=2 -DOPSX=3" "" "$M -q"
+check view-safety-H2-ops3x2 safety pass "-DH=2 -DOPS=3 -DOPSX=2" "" "$M -q"
+check view-safety-H2-ops2x3 safety pass "-DH=2 -DOPS=2 -DOPSX=3" "" "$M -q"
+if [ "${COHORT_SPIN_DEEP:-0}" = 1 ]; then
+	check view-safety-H2-ops3x3 safety pass "-DH=2 -DOPS=3 -DOPSX=3" "" "$M -q -w26"
+	check view-nolivelock-H0-ops2 np pass "-DH=0 -DOPS=2" "" "$M -l"
+fi
+check view-nolivelock-H2-ops2 np pass "-DH=2 -DOPS=2" "" "$M -l"
+cur=$model
+
 # ---- mutants: each must be caught ----------------------------------------------------
 if [ "$mutants" = 1 ]; then
 	# the read-miss data source as first specified (peer slot trusted without its version)
@@ -194,6 +224,31 @@ if [ "$mutants" = 1 ]; then
 	check mutant-retry-stale np 'non-progress cycle' "-DN=2 -DBUG_RETRY_STALE" "" "$M -l"
 	# an owner keeps starting local operations while requests are queued: starvation
 	check mutant-no-yield ltl 'acceptance cycle' "-DN=2 -DLIVE -DNO_YIELD" "" "$M -a -f"
+
+	# ---- the view change (issue 12): each mutant takes one fix out of view.pml
+	cur=$vmodel
+	# bug 1: no lease; a paused, excluded node reads its old copy after a survivor's write
+	# skipped invalidating it (caught by the invariant, and end to end with it off)
+	check mutant-view-no-lease safety 'assertion violated mutual_exclusion' "-DH=0 -DBUG_NO_LEASE" "" "$M -q"
+	check mutant-view-no-lease-e2e safety 'assertion violated \(ret>=start\)' "-DH=0 -DBUG_NO_LEASE -DNO_MONITOR" "" "$M -q"
+	# bug 1: the node checks its lease, but the survivors fence it before the lease runs out
+	check mutant-view-no-outwait safety 'assertion violated \(ret>=start\)' "-DH=0 -DBUG_NO_OUTWAIT -DNO_MONITOR" "" "$M -q"
+	# bug 1: no re-keying; the excluded node CASes a live home's word to itself after the
+	# takeover, and the survivors wait forever for a node nobody hears from
+	check mutant-view-no-rekey safety 'invalid end state' "-DH=0 -DBUG_NO_REKEY" "" "$M -q"
+	# bug 2: the winner takes the word of a writer that died before invalidating, and does
+	# not invalidate the live members; an old sharer reads its copy after a later write
+	check mutant-view-take-noinv safety 'assertion violated mutual_exclusion' "-DH=0 -DBUG_TAKE_NO_INVAL" "" "$M -q"
+	check mutant-view-take-noinv-e2e safety 'assertion violated \(ret>=start\)' "-DH=0 -DBUG_TAKE_NO_INVAL -DNO_MONITOR" "" "$M -q"
+	# bug 5: a survivor that missed the last barrier redoes a round the other committed:
+	# it rebuilds and takes the word the committer uses (two exclusive holders) ...
+	check mutant-view-no-catchup safety 'assertion violated mutual_exclusion' "-DH=2 -DBUG_NO_CATCHUP" "" "$M -q"
+	# ... and, with the dead log zeroed only at each node's own commit, replays it over the
+	# committer's newer acknowledged write
+	check mutant-view-partial-commit safety 'assertion violated \(lg\[.\]>=acked\)' "-DH=0 -DBUG_NO_CATCHUP -DBUG_ZERO_AFTER_COMMIT" "" "$M -q"
+	# the winner does not replay the dead node's log: its acknowledged write is lost
+	check mutant-view-no-replay safety 'assertion violated \(ret>=start\)' "-DH=0 -DBUG_NO_REPLAY" "" "$M -q"
+	cur=$model
 fi
 
 [ "$list" = 1 ] && exit 0
