@@ -25,6 +25,8 @@
  *   view_io_hold          per kill, the longest one step of the view change held node 0's I/O
  *                         lock (coh_node_stats.last_view_hold_ns): what the design stops, beside
  *                         what the writes above saw
+ *   recovery_<N>m, rejoin_<N>m  a restart's recovery and a node's rejoin against the data they
+ *                         deal with (bench_lifecycle.c)
  * Each measurement is a fresh 3-node cluster (RAID-5 over 3 element files, chunk 2) in a fresh
  * directory under /dev/shm; node processes are forked and meet at bounded barriers outside the
  * measured code. Node 0 measures the latency rows and prints them; the kill rows are gathered by
@@ -736,6 +738,8 @@ int bench_replication(const struct bench_opts *o)
 	     bench_op_selected(o, "kill_to_io") || bench_op_selected(o, "write_during_view") ||
 	     bench_op_selected(o, "view_io_hold")))
 		ret = kills(o, sh, nkills);
+	if (!ret)
+		ret = bench_lifecycle(o);
 	if (!o->csv && ((sh->p50[R_FLOOR1] && (sh->p50[R_K1] || sh->p50[R_K1_NEW])) ||
 			(sh->p50[R_FLOOR2] && (sh->p50[R_K2] || sh->p50[R_K2_NEW])))) {
 		printf("p50 ratios:\n");

@@ -352,15 +352,25 @@ static void form_lead(struct coh_node *n)
 			serving |= 1u << p;
 	}
 	if (serving) {
-		uint32_t leader = form_lowest(serving);
+		/* Ask every serving node (the leader may not be connected yet, or not be the one
+		 * this node thinks): each records the ask and the leader of their view admits. A
+		 * serving node that connects later is asked at once; all again after a timeout. */
+		uint32_t ask = serving;
 
 		if (now - n->m->join_sent_ns > (uint64_t)n->timeout_ms * 1000000ull) {
+			n->m->join_sent_ns = now;
+			n->m->join_asked = 0;
+		}
+		ask &= ~n->m->join_asked;
+		for (p = 0; p < n->nodes; p++) {
 			struct ctl_msg m = { .type = CTL_JOIN, .epoch = n->st.prepared_epoch };
 
-			COH_LOG_INFO("node %u: asking node %u to admit it (epoch %u)", n->me,
-				     leader, n->m->hello_epoch[leader]);
-			memb_send(n, leader, &m);
-			n->m->join_sent_ns = now;
+			if (!(ask >> p & 1))
+				continue;
+			COH_LOG_INFO("node %u: asking node %u to admit it (epoch %u)", n->me, p,
+				     n->m->hello_epoch[p]);
+			memb_send(n, p, &m);
+			n->m->join_asked |= 1u << p;
 		}
 		return;
 	}

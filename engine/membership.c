@@ -460,6 +460,7 @@ void memb_forget(struct coh_node *n, uint32_t p)
 	n->m->hello_seen &= ~(1u << p);
 	n->m->hello_epoch[p] = 0;
 	n->m->joiners &= ~(1u << p);
+	n->m->join_asked &= ~(1u << p);
 	n->m->said_state &= ~(1u << p);
 }
 

@@ -66,7 +66,8 @@ struct memb {
 	uint32_t hello_epoch[NODE_MAX], hello_members[NODE_MAX];
 	uint32_t hello_seen;
 	uint32_t joiners;      /* connected non-members that asked to be admitted (CTL_JOIN) */
-	uint64_t join_sent_ns; /* when this node last asked */
+	uint64_t join_sent_ns; /* when this node last asked every serving node it knows */
+	uint32_t join_asked;   /* the serving nodes asked since then */
 	/* Formation (formation.c): the proposal each node last made or echoed, and this node's. */
 	uint32_t form_epoch[NODE_MAX], form_members[NODE_MAX];
 	uint32_t form_cur_epoch, form_cur_members;
