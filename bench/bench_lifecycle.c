@@ -200,8 +200,9 @@ static int bl_sample(struct bl_shared *sh, uint32_t mib, bool rejoin, uint64_t *
 		bl_nap();
 	}
 	if (!ret && rejoin) {
-		struct bl_ctx x = { .sh = sh, .dir = dir, .me = 2, .mib = mib, .rejoin = true,
-				    .life2 = true };
+		struct bl_ctx x = {
+			.sh = sh, .dir = dir, .me = 2, .mib = mib, .rejoin = true, .life2 = true
+		};
 
 		/* node 2's restart is measured inside it, from its start to serving */
 		pids[2] = bl_fork(&x);
@@ -223,7 +224,9 @@ static int bl_sample(struct bl_shared *sh, uint32_t mib, bool rejoin, uint64_t *
 		/* The second life: its recovery. */
 		bench_sbar_init(&sh->done, BL_NODES);
 		for (i = 0; i < BL_NODES; i++) {
-			struct bl_ctx x = { .sh = sh, .dir = dir, .me = i, .mib = mib, .life2 = true };
+			struct bl_ctx x = {
+				.sh = sh, .dir = dir, .me = i, .mib = mib, .life2 = true
+			};
 
 			pids[i] = bl_fork(&x);
 		}

@@ -7,7 +7,12 @@
  * the parent SIGKILLs node 1. The survivors' operations wait for the view change and go on; one
  * survivor replays node 1's log. At the end every survivor destages, reads every block back, and
  * the parent checks each block against the history of acknowledged writes, including those of
- * the dead node; one survivor scrubs the parity.
+ * the dead node. Then the second life (unless --no-restart): the parent SIGKILLs the survivors
+ * too, with acknowledged writes still in their caches and logs (a whole-cluster crash); starts
+ * them again on the same element files and log directory, where they recover every acknowledged
+ * write the logs hold before serving; then starts node 1 again, which rejoins the cluster. Every
+ * node runs a shorter mix, destages, reads every block back, and the parent checks each block
+ * against the writes of both lives; one node scrubs the parity.
  *
  * What counts as correct for a block: the value of a write w such that no acknowledged write to
  * that block began after w was acknowledged (a write not acknowledged, like the one node 1 was
@@ -33,6 +38,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -52,7 +58,8 @@
 #define ENGINE_TIMEOUT_MS 3000u
 #define PHASE_MS 60000	    /* bound for each phase a node waits for */
 #define CHILD_ALARM_S 110u  /* a node that outlives this is stuck */
-#define RUN_DEADLINE_S 100u /* the parent gives up on the whole run */
+#define RUN_DEADLINE_S 100u /* the parent gives up on a life */
+#define TAIL_WRITES 64u	    /* before the whole-cluster crash, to own stripes: live log */
 #define TORN UINT64_MAX	    /* a final read whose content did not match its value */
 
 enum wstate {
@@ -72,6 +79,7 @@ enum phase {
 	P_RUN,
 	P_WORKLOAD_DONE,
 	P_VERIFY,
+	P_CRASH_READY, /* life 1 checked, waiting for the whole-cluster kill */
 	P_DONE,
 };
 
@@ -91,24 +99,27 @@ struct dnode {
 };
 
 struct dshared {
-	struct bench_sbar start, survivors;
+	struct bench_sbar start, survivors, all2;
 	_Atomic uint32_t go_verify; /* the parent: the kill is done (or there is none) */
 	uint32_t killed;
+	_Atomic uint32_t life;	      /* 1, or 2 after the whole-cluster crash */
+	uint64_t opened_ns[MAXN];     /* life 2: from the start of the process to serving */
+	uint64_t reads_done_ns[MAXN]; /* life 1: when each survivor's final reads were done */
 	struct dnode node[MAXN];
 	/* Then, for each node: ops write records, ops read and ops write latencies; then, for
 	 * each node, the value it read back from every block. */
 };
 
 struct demo {
-	uint32_t nodes, ops, k;
+	uint32_t nodes, ops, ops2, k;
 	uint64_t seed;
-	bool kill;
+	bool kill, restart;
 	char dir[64];
 	struct dshared *sh;
 	size_t sh_len;
 	uint64_t nblocks;
 	struct wrec *w[MAXN];
-	uint64_t *rlat[MAXN], *wlat[MAXN], *final[MAXN];
+	uint64_t *rlat[MAXN], *wlat[MAXN], *final[MAXN], *final2[MAXN];
 };
 
 /* sleep_ms - a short sleep between two looks at the shared area. */
@@ -135,12 +146,22 @@ static uint64_t rnd(uint64_t *s)
  * node 1 dies nobody overwrites its last acknowledged writes there, so each must be found, and
  * those not yet destaged when it died can only come back from its log.
  */
+static uint64_t own_block(const struct demo *d, uint32_t id, uint64_t *s);
+
 static uint64_t write_block(const struct demo *d, uint32_t id, uint64_t *s)
 {
-	uint64_t shared = d->nblocks / STRIPE_BLOCKS / 2, own, stripe;
+	uint64_t shared = d->nblocks / STRIPE_BLOCKS / 2;
 
 	if (rnd(s) % 2)
 		return rnd(s) % (shared * STRIPE_BLOCKS);
+	return own_block(d, id, s);
+}
+
+/* own_block - a block of a stripe only node @id writes. */
+static uint64_t own_block(const struct demo *d, uint32_t id, uint64_t *s)
+{
+	uint64_t shared = d->nblocks / STRIPE_BLOCKS / 2, own, stripe;
+
 	/* Own stripes: shared + id, shared + id + nodes, ... below the end of the volume. */
 	own = (d->nblocks / STRIPE_BLOCKS - shared - id + d->nodes - 1) / d->nodes;
 	stripe = shared + id + (rnd(s) % own) * d->nodes;
@@ -150,7 +171,8 @@ static uint64_t write_block(const struct demo *d, uint32_t id, uint64_t *s)
 /* A value names its writer and the operation: node << 32 | (index + 1); never 0. */
 static bool plausible(const struct demo *d, uint64_t v)
 {
-	return !v || ((v >> 32) < d->nodes && (v & 0xffffffffu) && (v & 0xffffffffu) <= d->ops);
+	return !v ||
+	       ((v >> 32) < d->nodes && (v & 0xffffffffu) && (v & 0xffffffffu) <= d->ops + d->ops2);
 }
 
 struct child {
@@ -177,19 +199,21 @@ static void note_epoch(struct child *c)
 		atomic_store(&c->me->epoch, st.epoch);
 }
 
-/* workload - the node's share of the mix; every write recorded before it is made. */
-static int workload(struct child *c)
+/* workload - the node's share of the mix (life 1: @d->ops operations; life 2: @d->ops2 more);
+ * every write recorded before it is made. */
+static int workload(struct child *c, uint32_t life)
 {
 	struct demo *d = c->d;
-	uint64_t s = (d->seed + 1) * 0x9e3779b97f4a7c15ull ^ (c->id + 1) * 0xbf58476d1ce4e5b9ull;
+	uint64_t s = (d->seed + life) * 0x9e3779b97f4a7c15ull ^ (c->id + 1) * 0xbf58476d1ce4e5b9ull;
 	struct wrec *w = d->w[c->id];
+	uint32_t i, from = life == 1 ? 0 : d->ops + TAIL_WRITES,
+		    to = life == 1 ? d->ops : d->ops + d->ops2;
 	uint8_t buf[BS];
-	uint32_t i;
 	int ret = 0, r;
 
 	if (!s)
 		s = 1;
-	for (i = 0; i < d->ops; i++) {
+	for (i = from; i < to; i++) {
 		uint64_t b = rnd(&s) % d->nblocks, t0, t1, v;
 
 		if (rnd(&s) % 10 < 3) {
@@ -274,9 +298,13 @@ static int finish(struct child *c)
 	atomic_store(&c->me->phase, P_VERIFY);
 	if (bench_sbar_wait(&sh->survivors, PHASE_MS))
 		FAIL(c, "barrier after the workload timed out");
-	r = coh_node_flush(c->n);
-	if (r)
-		FAIL(c, "flush: %s", coh_strerror(r));
+	/* With a second life to come, the survivors keep what they hold dirty: the whole-cluster
+	 * crash must find acknowledged writes that only the logs have. */
+	if (!d->restart) {
+		r = coh_node_flush(c->n);
+		if (r)
+			FAIL(c, "flush: %s", coh_strerror(r));
+	}
 	if (bench_sbar_wait(&sh->survivors, PHASE_MS))
 		FAIL(c, "barrier after the flush timed out");
 	for (b = 0; b < d->nblocks; b++) {
@@ -286,11 +314,44 @@ static int finish(struct child *c)
 			     coh_strerror(r));
 		d->final[c->id][b] = bench_block_value(buf, BS, &v) ? TORN : v;
 	}
+	/* Before the barrier: every write after it began after every survivor's reads. */
+	sh->reads_done_ns[c->id] = bench_now_ns();
 	if (bench_sbar_wait(&sh->survivors, PHASE_MS))
 		FAIL(c, "barrier after the reads timed out");
+	if (d->restart) {
+		/* Writes to stripes of its own that no one reads now, so that they stay in the
+		 * cache and the log: the crash must find acknowledged writes only a log has. */
+		uint64_t s = d->seed * 31 + c->id + 1;
+		uint32_t j;
+
+		for (j = 0; j < TAIL_WRITES; j++) {
+			struct wrec *rec = &d->w[c->id][atomic_load(&c->me->nwrites)];
+
+			rec->block = own_block(d, c->id, &s);
+			rec->value = (uint64_t)c->id << 32 | (d->ops + j + 1);
+			rec->state = W_INFLIGHT;
+			rec->inv = bench_now_ns();
+			atomic_fetch_add(&c->me->nwrites, 1);
+			bench_fill_block(buf, BS, rec->value);
+			r = coh_node_write(c->n, rec->block, 1, buf);
+			if (r)
+				FAIL(c, "write of block %llu: %s", (unsigned long long)rec->block,
+				     coh_strerror(r));
+			rec->ack = bench_now_ns();
+			rec->state = W_ACKED;
+		}
+	}
 	r = coh_node_stats(c->n, &c->me->st);
 	if (r)
 		FAIL(c, "stats: %s", coh_strerror(r));
+	if (d->restart) {
+		/* Checked; now the parent kills the whole cluster. Bounded. */
+		atomic_store(&c->me->phase, P_CRASH_READY);
+		deadline = bench_now_ns() + (uint64_t)PHASE_MS * 1000000ull;
+		while (bench_now_ns() < deadline)
+			sleep_ms(10);
+		FAIL(c, "the parent never killed the cluster");
+	}
 	/* The lowest survivor scrubs, with every write destaged and none in flight. */
 	if (c->id == 0) {
 		r = coh_node_check(c->n, &c->me->bad_stripes);
@@ -304,8 +365,45 @@ out:
 	return ret;
 }
 
+/* finish2 - the second life's end: every node destages, reads every block back; node 0 scrubs. */
+static int finish2(struct child *c)
+{
+	struct demo *d = c->d;
+	struct dshared *sh = d->sh;
+	uint8_t buf[BS];
+	uint64_t b, v;
+	int ret = 0, r;
+
+	atomic_store(&c->me->phase, P_VERIFY);
+	if (bench_sbar_wait(&sh->all2, PHASE_MS))
+		FAIL(c, "barrier after the second workload timed out");
+	if ((r = coh_node_flush(c->n)))
+		FAIL(c, "flush: %s", coh_strerror(r));
+	if (bench_sbar_wait(&sh->all2, PHASE_MS))
+		FAIL(c, "barrier after the flush timed out");
+	for (b = 0; b < d->nblocks; b++) {
+		if ((r = coh_node_read(c->n, b, 1, buf)))
+			FAIL(c, "final read of block %llu: %s", (unsigned long long)b,
+			     coh_strerror(r));
+		d->final2[c->id][b] = bench_block_value(buf, BS, &v) ? TORN : v;
+	}
+	if (bench_sbar_wait(&sh->all2, PHASE_MS))
+		FAIL(c, "barrier after the reads timed out");
+	if ((r = coh_node_stats(c->n, &c->me->st)))
+		FAIL(c, "stats: %s", coh_strerror(r));
+	if (c->id == 0) {
+		if ((r = coh_node_check(c->n, &c->me->bad_stripes)))
+			FAIL(c, "parity scrub: %s", coh_strerror(r));
+		c->me->scrubbed = true;
+	}
+	if (bench_sbar_wait(&sh->all2, PHASE_MS))
+		FAIL(c, "barrier before close timed out");
+out:
+	return ret;
+}
+
 /* child_main - one node process: open, run the workload, check, close. Returns the exit code. */
-static int child_main(struct demo *d, uint32_t id)
+static int child_main(struct demo *d, uint32_t id, uint32_t life)
 {
 	struct child c = { .d = d, .me = &d->sh->node[id], .id = id };
 	struct coh_fabric_attr fa = { .provider = "shm", .node_id = id, .cluster = d->dir };
@@ -314,11 +412,18 @@ static int child_main(struct demo *d, uint32_t id)
 		.raid = { .level = COH_RAID5, .nelems = NELEMS, .chunk_blocks = CHUNK_BLOCKS },
 		.elem_blocks = ELEM_BLOCKS,
 		.replicas = d->k ? (int)d->k : COH_NODE_REPLICAS_NONE,
-		.timeout_ms = ENGINE_TIMEOUT_MS
+		.timeout_ms = ENGINE_TIMEOUT_MS,
+		.open_timeout_ms = PHASE_MS
 	};
-	char paths[NELEMS][128];
+	char paths[NELEMS][128], logs[128];
+	uint64_t t0 = bench_now_ns();
 	uint32_t i;
 	int ret = 0, r;
+
+	/* The logs in files of their own, kept for the second life (on tmpfs here: they outlive
+	 * the processes, which is what this demo kills). */
+	snprintf(logs, sizeof(logs), "%s/logs", d->dir);
+	na.log_dir = logs;
 
 	for (i = 0; i < NELEMS; i++) {
 		snprintf(paths[i], sizeof(paths[i]), "%s/elem%u", d->dir, i);
@@ -335,10 +440,22 @@ static int child_main(struct demo *d, uint32_t id)
 		FAIL(&c, "volume of %llu blocks, %llu expected",
 		     (unsigned long long)coh_node_nblocks(c.n), (unsigned long long)d->nblocks);
 	note_epoch(&c);
+	if (life == 2) {
+		d->sh->opened_ns[id] = bench_now_ns() - t0;
+		if ((r = coh_node_stats(c.n, &c.me->st)))
+			FAIL(&c, "stats: %s", coh_strerror(r));
+		atomic_store(&c.me->phase, P_RUN);
+		if (bench_sbar_wait(&d->sh->all2, PHASE_MS))
+			FAIL(&c, "start barrier of the second life timed out");
+		ret = workload(&c, 2);
+		if (!ret)
+			ret = finish2(&c);
+		goto out;
+	}
 	if (bench_sbar_wait(&d->sh->start, PHASE_MS))
 		FAIL(&c, "start barrier timed out");
 	atomic_store(&c.me->phase, P_RUN);
-	ret = workload(&c);
+	ret = workload(&c, 1);
 	if (!ret)
 		ret = finish(&c);
 out:
@@ -355,30 +472,34 @@ out:
 /* setup - the shared area: counters, histories, latencies and what each node reads back. */
 static int setup(struct demo *d)
 {
-	size_t per = (size_t)d->ops * (sizeof(struct wrec) + 2 * sizeof(uint64_t));
+	size_t per = (size_t)(d->ops + d->ops2) * (sizeof(struct wrec) + 2 * sizeof(uint64_t));
 	uint8_t *p;
 	uint32_t i;
 
 	/* RAID-5: whole stripes of (elements - 1) data chunks. */
 	d->nblocks = (uint64_t)ELEM_BLOCKS / CHUNK_BLOCKS * (NELEMS - 1) * CHUNK_BLOCKS;
-	d->sh_len = sizeof(*d->sh) + d->nodes * (per + d->nblocks * sizeof(uint64_t));
+	d->sh_len = sizeof(*d->sh) + d->nodes * (per + 2 * d->nblocks * sizeof(uint64_t));
 	d->sh = mmap(NULL, d->sh_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	if (d->sh == MAP_FAILED)
 		return -errno;
 	p = (uint8_t *)(d->sh + 1);
 	for (i = 0; i < d->nodes; i++) {
 		d->w[i] = (struct wrec *)p;
-		p += (size_t)d->ops * sizeof(struct wrec);
+		p += (size_t)(d->ops + d->ops2) * sizeof(struct wrec);
 		d->rlat[i] = (uint64_t *)p;
-		p += (size_t)d->ops * sizeof(uint64_t);
+		p += (size_t)(d->ops + d->ops2) * sizeof(uint64_t);
 		d->wlat[i] = (uint64_t *)p;
-		p += (size_t)d->ops * sizeof(uint64_t);
+		p += (size_t)(d->ops + d->ops2) * sizeof(uint64_t);
 	}
 	for (i = 0; i < d->nodes; i++) {
 		d->final[i] = (uint64_t *)p;
 		p += d->nblocks * sizeof(uint64_t);
+		d->final2[i] = (uint64_t *)p;
+		p += d->nblocks * sizeof(uint64_t);
 	}
 	bench_sbar_init(&d->sh->start, d->nodes);
+	bench_sbar_init(&d->sh->all2, d->nodes);
+	atomic_store(&d->sh->life, 1);
 	bench_sbar_init(&d->sh->survivors, d->kill ? d->nodes - 1 : d->nodes);
 	return 0;
 }
@@ -411,7 +532,8 @@ static void show(struct demo *d, struct progress *pr, const bool *dead, bool for
 		else
 			len += snprintf(line + len, sizeof(line) - (size_t)len,
 					"%snode %u: %6llu/%u e%u%s", i ? "  " : "", i,
-					(unsigned long long)atomic_load(&n->ops), d->ops,
+					(unsigned long long)atomic_load(&n->ops),
+					atomic_load(&d->sh->life) == 2 ? d->ops + d->ops2 : d->ops,
 					atomic_load(&n->epoch), dead[i] ? " KILLED" : "");
 	}
 	if (pr->tty) {
@@ -467,7 +589,7 @@ static int run(struct demo *d)
 			signal(SIGINT, SIG_DFL);
 			signal(SIGTERM, SIG_DFL);
 			alarm(CHILD_ALARM_S);
-			_exit(child_main(d, i));
+			_exit(child_main(d, i, 1));
 		}
 		if (pids[i] < 0) {
 			fprintf(stderr, "cohort-demo: fork: %s\n", strerror(errno));
@@ -531,6 +653,15 @@ static int run(struct demo *d)
 		}
 		if (failed)
 			break;
+		if (d->restart && atomic_load(&d->sh->go_verify)) {
+			uint32_t ready = 0;
+
+			for (i = 0; i < d->nodes; i++)
+				ready +=
+				    dead[i] || atomic_load(&d->sh->node[i].phase) == P_CRASH_READY;
+			if (ready == d->nodes)
+				break; /* life 1 checked: the whole-cluster crash comes next */
+		}
 		show(d, &pr, dead, false);
 		sleep_ms(5);
 	}
@@ -545,9 +676,141 @@ static int run(struct demo *d)
 		if (d->sh->node[i].why[0])
 			fprintf(stderr, "cohort-demo: node %u: %s\n", i, d->sh->node[i].why);
 	}
+	if (!failed && d->restart)
+		printf("  %.2f s: the whole cluster SIGKILLed\n", (bench_now_ns() - t0) / 1e9);
 	if (d->kill && !d->sh->killed) {
 		fprintf(stderr, "cohort-demo: node %u never reached half its operations\n", VICTIM);
 		failed = 1;
+	}
+	return failed ? -1 : 0;
+}
+
+/* start2 - fork node @id of the second life. */
+static pid_t start2(struct demo *d, uint32_t id)
+{
+	pid_t pid;
+
+	fflush(NULL);
+	pid = fork();
+	if (pid == 0) {
+		signal(SIGINT, SIG_DFL);
+		signal(SIGTERM, SIG_DFL);
+		alarm(CHILD_ALARM_S);
+		_exit(child_main(d, id, 2));
+	}
+	return pid;
+}
+
+/*
+ * run2 - the second life: the nodes that were up at the crash start again on the same files (and
+ * recover), then node 1, killed first, starts again and rejoins; all of them run @d->ops2 more
+ * operations and the end checks. Returns 0 when every node did what it should.
+ */
+static int run2(struct demo *d)
+{
+	struct progress pr = { .tty = isatty(STDOUT_FILENO) };
+	uint64_t t0 = bench_now_ns(), deadline = t0 + RUN_DEADLINE_S * 1000000000ull;
+	pid_t pids[MAXN] = { 0 };
+	bool reaped[MAXN] = { false }, none[MAXN] = { false }, rejoined = false;
+	uint32_t i, left = 0, late = d->kill ? VICTIM : MAXN;
+	int failed = 0, st;
+
+	atomic_store(&d->sh->life, 2);
+	for (i = 0; i < d->nodes; i++) {
+		struct dnode *n = &d->sh->node[i];
+
+		atomic_store(&n->phase, P_START);
+		n->why[0] = '\0';
+		n->scrubbed = false;
+		n->bad_stripes = 0;
+		memset(&n->st, 0, sizeof(n->st));
+	}
+	printf("\nLife 2: %s start again on the same element files and logs\n",
+	       d->kill ? "the nodes that were up" : "every node");
+	for (i = 0; i < d->nodes; i++) {
+		if (i == late)
+			continue;
+		if ((pids[i] = start2(d, i)) < 0)
+			failed = 1;
+		else
+			left++;
+	}
+	while (left && !failed) {
+		bool opened = true;
+
+		if (interrupted || bench_now_ns() >= deadline) {
+			event(&pr, "cohort-demo: %s",
+			      interrupted ? "interrupted" : "life 2 timed out");
+			failed = 1;
+			break;
+		}
+		for (i = 0; i < d->nodes; i++) {
+			if (!pids[i] || reaped[i])
+				continue;
+			if (atomic_load(&d->sh->node[i].phase) == P_START)
+				opened = false;
+			if (waitpid(pids[i], &st, WNOHANG) == pids[i]) {
+				reaped[i] = true;
+				left--;
+				if (!WIFEXITED(st) || WEXITSTATUS(st)) {
+					event(&pr, "cohort-demo: node %u %s %d: %s", i,
+					      WIFSIGNALED(st) ? "died of signal" : "exited",
+					      WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st),
+					      d->sh->node[i].why[0] ? d->sh->node[i].why
+								    : "(no reason)");
+					failed = 1;
+				}
+			}
+		}
+		if (opened && late < MAXN && !pids[late]) {
+			uint64_t blocks = 0, ns = 0;
+			uint32_t writers = 0;
+
+			for (i = 0; i < d->nodes; i++) {
+				const struct coh_node_stats *s = &d->sh->node[i].st;
+
+				if (i == late)
+					continue;
+				blocks += s->recovered_blocks;
+				writers |= s->recovered_writers;
+				ns = s->last_recovery_ns > ns ? s->last_recovery_ns : ns;
+			}
+			event(
+			    &pr,
+			    "  %.2f s: serving in epoch %u (after a timeout_ms of waiting for node "
+			    "%u, without it);\n         the recovery replayed %llu blocks from the "
+			    "logs of writers %#x in %.1f ms",
+			    (bench_now_ns() - t0) / 1e9, d->sh->node[late == 0 ? 1 : 0].st.epoch,
+			    late, (unsigned long long)blocks, writers, ns / 1e6);
+			event(&pr, "  %.2f s: node %u, killed first in life 1, starts again",
+			      (bench_now_ns() - t0) / 1e9, late);
+			if ((pids[late] = start2(d, late)) < 0) {
+				failed = 1;
+				break;
+			}
+			left++;
+		} else if (late < MAXN && pids[late] && !rejoined &&
+			   atomic_load(&d->sh->node[late].phase) != P_START) {
+			event(&pr,
+			      "  %.2f s: node %u rejoined: serving in epoch %u, %.1f ms after "
+			      "it started",
+			      (bench_now_ns() - t0) / 1e9, late, d->sh->node[late].st.epoch,
+			      d->sh->opened_ns[late] / 1e6);
+			rejoined = true;
+		}
+		show(d, &pr, none, false);
+		sleep_ms(5);
+	}
+	show(d, &pr, none, true);
+	if (pr.tty)
+		printf("\n");
+	for (i = 0; i < d->nodes; i++) {
+		if (!pids[i] || pids[i] < 0 || reaped[i])
+			continue;
+		kill(pids[i], SIGKILL);
+		waitpid(pids[i], &st, 0);
+		if (d->sh->node[i].why[0])
+			fprintf(stderr, "cohort-demo: node %u: %s\n", i, d->sh->node[i].why);
 	}
 	return failed ? -1 : 0;
 }
@@ -581,9 +844,10 @@ struct vstats {
 	uint64_t lost, corrupt; /* (block, survivor) pairs */
 };
 
-static int verify(struct demo *d, struct vstats *vs)
+static int verify(struct demo *d, struct vstats *vs, uint64_t *const *final, bool skip_victim,
+		  uint64_t cutoff)
 {
-	uint32_t first_survivor = d->kill && VICTIM == 0 ? 1 : 0, i, k;
+	uint32_t first_survivor = skip_victim && VICTIM == 0 ? 1 : 0, i, k;
 	uint64_t total = 0, b, j = 0;
 	struct wrec **all;
 
@@ -599,6 +863,8 @@ static int verify(struct demo *d, struct vstats *vs)
 		for (k = 0; k < atomic_load(&d->sh->node[i].nwrites); k++) {
 			struct wrec *w = &d->w[i][k];
 
+			if (w->inv > cutoff)
+				continue; /* after the reads checked here */
 			all[j++] = w;
 			if (w->state == W_ACKED) {
 				vs->acked++;
@@ -608,6 +874,7 @@ static int verify(struct demo *d, struct vstats *vs)
 			}
 		}
 	}
+	total = j;
 	qsort(all, total, sizeof(*all), cmp_wrec);
 	j = 0;
 	for (b = 0; b < d->nblocks; b++) {
@@ -626,11 +893,11 @@ static int verify(struct demo *d, struct vstats *vs)
 			}
 		}
 		for (i = 0; i < d->nodes; i++) {
-			uint64_t v = d->final[i][b];
+			uint64_t v = final[i][b];
 			const struct wrec *match = NULL;
 			bool ok = !any_acked && v == 0, known = v == 0;
 
-			if (d->kill && i == VICTIM)
+			if (skip_victim && i == VICTIM)
 				continue;
 			/* Acceptable: a write that no acknowledged write began after the end of;
 			 * one never acknowledged has no end. */
@@ -683,6 +950,7 @@ static void usage(FILE *f)
 	    "  --nodes N    3 to 5 nodes (default 3)\n"
 	    "  --seed S     the workload's seed (default 1)\n"
 	    "  --no-kill    kill no node\n"
+	    "  --no-restart end after the first life (no whole-cluster crash, restart and rejoin)\n"
 	    "  --replicas K log copies of each write, 0 to 2 (default 1). With 0, the dead node's\n"
 	    "               acknowledged writes not yet destaged are lost, and the check says so.\n"
 	    "Exit status 0: every check passed; 1: a check failed (the reason is printed).\n",
@@ -789,7 +1057,11 @@ static int summary(struct demo *d, bool run_failed, double t_run)
 		printf("verification: not done, the run failed (see above)\n");
 		goto out;
 	}
-	if (verify(d, &vs)) {
+	uint64_t cutoff = d->restart ? 0 : UINT64_MAX;
+
+	for (i = 0; d->restart && i < d->nodes; i++)
+		cutoff = d->sh->reads_done_ns[i] > cutoff ? d->sh->reads_done_ns[i] : cutoff;
+	if (verify(d, &vs, d->final, d->kill, cutoff)) {
 		printf("verification: out of memory\n");
 		return 1;
 	}
@@ -799,7 +1071,12 @@ static int summary(struct demo *d, bool run_failed, double t_run)
 		    "end with its acknowledged data\n",
 		    VICTIM, (unsigned long long)vs.victim_acked,
 		    (unsigned long long)vs.victim_inflight, (unsigned long long)vs.victim_final);
-	if (vs.lost || vs.corrupt || io_errors || bad_reads || !scrubber || scrubber->bad_stripes) {
+	if (d->restart && !(vs.lost || vs.corrupt || io_errors || bad_reads)) {
+		printf("verification (life 1): %llu acknowledged writes, 0 lost (parity is checked "
+		       "at the end of life 2)\n",
+		       (unsigned long long)vs.acked);
+	} else if (vs.lost || vs.corrupt || io_errors || bad_reads || !scrubber ||
+		   scrubber->bad_stripes) {
 		printf("verification: FAILED: %llu acknowledged writes, %llu lost, %llu corrupt "
 		       "(block x survivor), %llu I/O errors, %llu torn reads, %s\n",
 		       (unsigned long long)vs.acked, (unsigned long long)vs.lost,
@@ -811,6 +1088,58 @@ static int summary(struct demo *d, bool run_failed, double t_run)
 		failed = 1;
 	} else {
 		printf("verification: %llu acknowledged writes, 0 lost, parity OK\n",
+		       (unsigned long long)vs.acked);
+	}
+out:
+	if (failed)
+		printf("reproduce: cohort-demo --seed %llu --ops %u --nodes %u --replicas %u%s%s\n",
+		       (unsigned long long)d->seed, d->ops, d->nodes, d->k,
+		       d->kill ? "" : " --no-kill", d->restart ? "" : " --no-restart");
+	return failed;
+}
+
+/* summary2 - the second life, and the verdict over both. Returns 0 when every check passed. */
+static int summary2(struct demo *d, bool run_failed, double t_run)
+{
+	const struct dnode *scrubber = NULL;
+	uint64_t io_errors = 0, bad_reads = 0;
+	struct vstats vs;
+	uint32_t i;
+	int failed = run_failed;
+
+	printf("\nOperations per node in life 2 (%.1f s):", t_run);
+	for (i = 0; i < d->nodes; i++) {
+		const struct dnode *n = &d->sh->node[i];
+
+		printf("%s node %u: %llu", i ? "," : "", i,
+		       (unsigned long long)(atomic_load(&n->ops) - d->ops - TAIL_WRITES));
+		io_errors += n->io_errors;
+		bad_reads += n->bad_reads;
+		if (n->scrubbed)
+			scrubber = n;
+	}
+	printf("\n");
+	if (run_failed) {
+		printf("verification (both lives): not done, life 2 failed (see above)\n");
+		goto out;
+	}
+	if (verify(d, &vs, d->final2, false, UINT64_MAX)) {
+		printf("verification: out of memory\n");
+		return 1;
+	}
+	if (vs.lost || vs.corrupt || io_errors || bad_reads || !scrubber || scrubber->bad_stripes) {
+		printf("verification (both lives): FAILED: %llu acknowledged writes, %llu lost, "
+		       "%llu corrupt (block x node), %llu I/O errors, %llu torn reads, %s\n",
+		       (unsigned long long)vs.acked, (unsigned long long)vs.lost,
+		       (unsigned long long)vs.corrupt, (unsigned long long)io_errors,
+		       (unsigned long long)bad_reads,
+		       !scrubber	       ? "parity not checked"
+		       : scrubber->bad_stripes ? "PARITY BAD"
+					       : "parity OK");
+		failed = 1;
+	} else {
+		printf("verification (both lives, every block on every node): %llu acknowledged "
+		       "writes, 0 lost, parity OK\n",
 		       (unsigned long long)vs.acked);
 	}
 out:
@@ -829,11 +1158,14 @@ int main(int argc, char **argv)
 		{ "nodes", required_argument, NULL, 'n' },
 		{ "seed", required_argument, NULL, 's' },
 		{ "no-kill", no_argument, NULL, 'k' },
+		{ "no-restart", no_argument, NULL, 'R' },
 		{ "replicas", required_argument, NULL, 'r' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	struct demo d = { .nodes = 3, .ops = OPS_DEFAULT, .k = 1, .seed = 1, .kill = true };
+	struct demo d = {
+		.nodes = 3, .ops = OPS_DEFAULT, .k = 1, .seed = 1, .kill = true, .restart = true
+	};
 	uint64_t v, t0;
 	int c, failed;
 
@@ -857,6 +1189,9 @@ int main(int argc, char **argv)
 		case 'k':
 			d.kill = false;
 			break;
+		case 'R':
+			d.restart = false;
+			break;
 		case 'r':
 			if (parse_u64(optarg, &v) || v > 2)
 				goto bad;
@@ -874,10 +1209,24 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
+	/* Without logs (k = 0) a whole-cluster crash loses what was not destaged, by design. */
+	if (!d.k)
+		d.restart = false;
+	d.ops2 = d.restart ? (d.ops / 4 > 10 ? d.ops / 4 : 10) + TAIL_WRITES : 0;
 	snprintf(d.dir, sizeof(d.dir), "/dev/shm/cohort-demo-XXXXXX");
 	if (!mkdtemp(d.dir)) {
 		fprintf(stderr, "cohort-demo: %s: %s\n", d.dir, strerror(errno));
 		return 1;
+	}
+	{
+		char logs[128];
+
+		snprintf(logs, sizeof(logs), "%s/logs", d.dir);
+		if (mkdir(logs, 0700)) {
+			fprintf(stderr, "cohort-demo: %s: %s\n", logs, strerror(errno));
+			bench_remove_tree(d.dir);
+			return 1;
+		}
 	}
 	if (setup(&d)) {
 		fprintf(stderr, "cohort-demo: shared area: %s\n", strerror(errno));
@@ -900,8 +1249,21 @@ int main(int argc, char **argv)
 	signal(SIGTERM, on_signal);
 	t0 = bench_now_ns();
 	failed = run(&d);
-	bench_remove_tree(d.dir);
 	failed = summary(&d, failed != 0, (bench_now_ns() - t0) / 1e9);
+	if (!failed && d.restart) {
+		uint64_t live = 0;
+		uint32_t i;
+
+		for (i = 0; i < d.nodes; i++)
+			live += d.kill && i == VICTIM ? 0 : d.sh->node[i].st.log_live;
+		printf("\nThe whole cluster was SIGKILLed with %llu acknowledged writes not yet "
+		       "destaged (live log records)\n",
+		       (unsigned long long)live);
+		t0 = bench_now_ns();
+		failed = run2(&d);
+		failed = summary2(&d, failed != 0, (bench_now_ns() - t0) / 1e9);
+	}
+	bench_remove_tree(d.dir);
 	munmap(d.sh, d.sh_len);
 	return failed ? 1 : 0;
 bad:

@@ -10,10 +10,12 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/fs.h>
 #include <liburing.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -229,6 +231,24 @@ int coh_store_open_file(const char *path, uint32_t block_size, uint64_t nblocks,
 			COH_LOG_ERR(
 			    "store %s is %llu bytes, smaller than the %llu it must be: refused",
 			    path, (unsigned long long)st.st_size, (unsigned long long)bytes);
+			goto err_close;
+		}
+	}
+	if (S_ISBLK(st.st_mode)) {
+		uint64_t dev_bytes = 0;
+
+		if (ioctl(fs->fd, BLKGETSIZE64, &dev_bytes) < 0) {
+			ret = -errno;
+			COH_LOG_ERR("store %s: size of the block device: %s", path,
+				    strerror(errno));
+			goto err_close;
+		}
+		if (dev_bytes < bytes) {
+			ret = -ENOSPC;
+			COH_LOG_ERR(
+			    "store %s: the device has %llu bytes, fewer than the %llu it must "
+			    "have: refused",
+			    path, (unsigned long long)dev_bytes, (unsigned long long)bytes);
 			goto err_close;
 		}
 	}

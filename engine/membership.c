@@ -535,6 +535,18 @@ int memb_connect(struct coh_node *n, uint32_t p, int timeout_ms)
  * way in when one of these meets its own, longer, attempts); while it forms, all of them, each
  * for a while.
  */
+static uint64_t memb_jitter(struct coh_node *n)
+{
+	uint64_t *s = &n->m->jitter;
+
+	if (!*s)
+		*s = node_now_ns() * 0x9e3779b97f4a7c15ull + n->me + 1;
+	*s ^= *s << 13;
+	*s ^= *s >> 7;
+	*s ^= *s << 17;
+	return *s;
+}
+
 static void memb_connect_some(struct coh_node *n)
 {
 	uint32_t all = (uint32_t)((1ull << n->nodes) - 1), targets = memb_others(n, all), p;
@@ -547,7 +559,10 @@ static void memb_connect_some(struct coh_node *n)
 			continue;
 		if ((n->m->conn >> p & 1) && n->m->ep[p] && coh_ep_is_up(n->m->ep[p]))
 			continue;
-		if (memb_connect(n, p, serving ? 10 : 100))
+		/* How long to wait for p: a node that waits for an absent peer while another
+		 * waits for it would, with fixed waits, keep missing it in step; a random wait
+		 * (50-200 ms) soon brings two present nodes' attempts together. */
+		if (memb_connect(n, p, serving ? 10 : 50 + (int)(memb_jitter(n) % 150)))
 			n->m->next_try_ns[p] = node_now_ns() + (serving ? 200000000ull : 0);
 		memb_pump(n, 0);
 	}

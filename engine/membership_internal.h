@@ -60,6 +60,7 @@ struct memb {
 					replaced is left alone */
 	uint64_t next_try_ns[NODE_MAX];
 	uint64_t waiting_log_ns; /* when "waiting for nodes ..." was last logged */
+	uint64_t jitter;	 /* xorshift state of memb_jitter */
 	uint64_t forming_since_ns;
 	/* What each peer said of itself (CTL_HELLO, after its STATE and COPYs): the view it serves,
 	 * epoch 0 when it serves none. */

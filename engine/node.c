@@ -134,6 +134,11 @@ static int vol_write(void *ctx, uint64_t lba, uint32_t nblocks, const void *buf)
 		for (s = s0; s <= s1; s++)
 			coh_raid_stripe_repair(n->raid, s);
 	}
+	/* The records go only once the stripes are on the elements' media: retired over data in
+	 * a volatile cache (the page cache of an element file, a disk's write cache), they would
+	 * leave a power loss nothing to replay. */
+	if (!ret && n->k)
+		ret = coh_raid_flush(n->raid);
 	if (!ret) {
 		atomic_fetch_add(&n->destages, s1 - s0 + 1);
 		if (n->k)

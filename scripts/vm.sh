@@ -26,6 +26,12 @@
 #   COHORT_VM_LIO=0          skip loading configfs/LIO/TCMU modules
 #   COHORT_VM_MODULES="..."  more modules to load during setup (e.g. sd_mod iscsi_target_mod)
 #   COHORT_VM_ENV="A B"      extra host variables to forward
+#   COHORT_VM_SHARE=DIR      share host directory DIR uncached (9p cache=none) at the same path in the
+#                            guest: what the guest writes there is on the host when write() returns,
+#                            so it outlives a killed guest (not under /tmp or /run)
+#   COHORT_VM_DISKS="F1 F2"  attach host files as virtio disks (/dev/vda, ...; the guest exports
+#                            COHORT_VM_DISK_DEVS, comma-separated); a guest flush reaches F's host file
+#   COHORT_VM_PIDFILE=F      qemu writes its pid to F (kill -9 it: a power loss)
 #   COHORT_VM_9P_CACHE=loose 9p cache mode for the host's / in the guest (none: coherent, slower)
 #   COHORT_VM_APPEND=...     extra guest kernel command line
 #   COHORT_VM_KERNEL=VER     kernel version to boot (default: newest /boot/vmlinuz-* with modules)
@@ -197,6 +203,8 @@ main() {
 	pmem_on=${COHORT_VM_PMEM:-1}
 	pmem_size=${COHORT_VM_PMEM_SIZE:-256M}
 	pmem_file=${COHORT_VM_PMEM_FILE:-}
+	share=${COHORT_VM_SHARE:-}
+	disks=${COHORT_VM_DISKS:-}
 	pvh=${COHORT_VM_PVH:-1}
 	p9cache=${COHORT_VM_9P_CACHE:-loose}
 	cache=${XDG_CACHE_HOME:-/var/tmp}/cohort-vm
@@ -206,6 +214,18 @@ main() {
 	[[ $timeout_s =~ ^[1-9][0-9]*$ ]] || die "COHORT_VM_TIMEOUT must be a positive integer (seconds)"
 	[[ $cpus =~ ^[1-9][0-9]*$ ]] || die "COHORT_VM_CPUS must be a positive integer"
 	[[ $p9cache =~ ^(none|loose|mmap|fscache)$ ]] || die "COHORT_VM_9P_CACHE must be none, loose, mmap or fscache"
+	if [ -n "$share" ]; then
+		[ -d "$share" ] || die "COHORT_VM_SHARE: $share is not a directory"
+		share=$(cd "$share" && pwd)
+		case "$share" in *[[:space:],]* | /tmp | /tmp/* | /run | /run/*)
+			die "COHORT_VM_SHARE: $share must have no spaces or commas and not be under /tmp or /run" ;;
+		esac
+	fi
+	local dk
+	for dk in $disks; do
+		[ -f "$dk" ] || die "COHORT_VM_DISKS: $dk is not a file"
+		case "$dk" in *,*) die "COHORT_VM_DISKS: $dk: no commas in disk paths" ;; esac
+	done
 	[ "$(id -u)" -eq 0 ] || die "must run as root (9p passthrough of / and the initramfs device nodes need it)"
 
 	[ "${COHORT_VM_NO_INSTALL:-0}" = 1 ] || ensure_packages
@@ -270,7 +290,7 @@ main() {
 		printf 'COHORT_VM_CWD=%q\n' "$PWD"
 		printf 'COHORT_VM_%s=%q\n' QUIET "$quiet" VERBOSE "$verbose" PMEM "$pmem_on" \
 			LIO "${COHORT_VM_LIO:-1}" TRACE "${COHORT_VM_TRACE:-0}" PMEM_MODE "${COHORT_VM_PMEM_MODE:-raw}" \
-			MODULES "${COHORT_VM_MODULES:-}"
+			MODULES "${COHORT_VM_MODULES:-}" NDISKS "$(echo $disks | wc -w)"
 		for v in $(compgen -e); do
 			case "$v" in
 			COHORT_VM_*) ;;
@@ -307,6 +327,7 @@ main() {
 	local append="console=ttyS0 panic=-1 tsc=reliable mitigations=off"
 	append="$append cohort.run=$run cohort.verbose=$verbose cohort.cache=$p9cache"
 	[ -z "$notmpfs" ] || append="$append cohort.notmpfs=$notmpfs"
+	[ -z "$share" ] || append="$append cohort.share=$share"
 	[ "$verbose" = 1 ] || append="$append quiet loglevel=3"
 	append="$append ${COHORT_VM_APPEND:-}"
 	# -accel tcg (never KVM: the Debian kernel hangs after "Probing EDD" under -enable-kvm here).
@@ -320,6 +341,15 @@ main() {
 		-fsdev "local,id=r,path=$run,security_model=passthrough"
 		-device virtio-9p-pci,fsdev=r,mount_tag=cohortrun
 		-nic none -nographic -no-reboot)
+	if [ -n "$share" ]; then
+		# shellcheck disable=SC2054 # the commas are qemu's
+		qemu+=(-fsdev "local,id=s,path=$share,security_model=passthrough"
+			-device virtio-9p-pci,fsdev=s,mount_tag=cohortshare)
+	fi
+	for dk in $disks; do
+		qemu+=(-drive "file=$dk,format=raw,if=virtio,cache=writeback")
+	done
+	[ -z "${COHORT_VM_PIDFILE:-}" ] || qemu+=(-pidfile "$COHORT_VM_PIDFILE")
 	[ "$verbose" != 1 ] || echo "vm: ${qemu[*]}" >&2
 
 	local t_start t_end wall wall_s qrc=0 t rc ready cmd_ms

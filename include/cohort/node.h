@@ -180,16 +180,23 @@ struct coh_node_stats {
 };
 
 /**
- * coh_node_open - open this node (collective: every configured node calls it). Opens the
- * elements and the group, creates the log regions this node hosts, connects to every node and
- * starts the membership thread. Returns 0, -EINVAL (bad attributes), -ETIMEDOUT (a node did not
- * come), -ENOMEM, or an element, log or fabric error.
+ * coh_node_open - open this node and return once it serves I/O. Opens the elements and the group,
+ * maps the log regions this node hosts (what they hold is kept: recovery decides), connects to
+ * the nodes that are up and starts the membership thread; then either joins a running cluster (a
+ * new epoch admits it) or forms one with a majority of the configured nodes, recovering every
+ * acknowledged write the logs hold before anything is served. Nodes start in any order. Returns
+ * 0, -EINVAL (bad attributes), -ETIMEDOUT (no cluster to serve in within open_timeout_ms: too
+ * few nodes up, or one that may hold the only copy of some writer's records is missing; the log
+ * says which), -ENOSPC (an element file shorter than the group needs), -ENOMEM, or an element,
+ * log, state-file or fabric error. docs/recovery.md, "Lifecycle".
  */
 int coh_node_open(const struct coh_node_attr *attr, struct coh_node **nodep);
 
 /**
- * coh_node_close - destage, stop and free. Peers see this node leave; they take over nothing
- * (its log is empty after the destage). @nodep may point to NULL.
+ * coh_node_close - leave the cluster and free: destage what this node holds, ask the members to
+ * destage theirs (its log copies on this node are going away), say goodbye and record a clean
+ * leave; bounded. A 0 means everything this node acknowledged is in the redundancy group or in
+ * log copies the next recovery replays. @nodep may point to NULL.
  */
 int coh_node_close(struct coh_node **nodep);
 

@@ -171,6 +171,23 @@ else
 fi
 
 for j in "${jobs_bg[@]}"; do wait "$j"; done
+# ---- virtio disks (COHORT_VM_DISKS on the host) ----
+if [ "${COHORT_VM_NDISKS:-0}" -gt 0 ]; then
+	step modprobe virtio_blk || err "cannot load virtio_blk"
+	devs= found=0
+	for l in a b c d e f g h; do
+		[ "$found" -ge "$COHORT_VM_NDISKS" ] && break
+		for _ in $(seq 1 100); do
+			[ -b "/dev/vd$l" ] && break
+			nap 0.1
+		done
+		[ -b "/dev/vd$l" ] || { err "no /dev/vd$l"; break; }
+		devs="$devs,/dev/vd$l"
+		found=$((found + 1))
+	done
+	export COHORT_VM_DISK_DEVS=${devs#,}
+	log "virtio disks: $COHORT_VM_DISK_DEVS"
+fi
 [ -b /dev/pmem0 ] && export COHORT_PMEM_DEV=/dev/pmem0
 mounted /run/cohort-pmem && export COHORT_PMEM_DIR=/run/cohort-pmem
 [ -c /dev/dax0.0 ] && export COHORT_PMEM_DAX=/dev/dax0.0
