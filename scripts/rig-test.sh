@@ -3,12 +3,15 @@
 # (scripts/vm.sh) and runs inside it, on the rdma provider over rxe:
 #   the fabric conformance suite (the same binary as on shm), the rdma provider's smoke test
 #   (including a SIGKILLed peer), the coherent cache suite, the engine's crash trials (every
-#   crash point, a full log, RAID-1 and k=2, and randomized trials, on rdma), and the forced
-#   races of issue 12 (a paused member fenced by its lease, deaths inside the view change).
+#   crash point, a full log, RAID-1 and k=2, and randomized trials, on rdma), the forced
+#   races of issue 12 (a paused member fenced by its lease, deaths inside the view change), and
+#   the cluster's whole life (issue 13: whole-cluster crashes and restarts, rolling shutdowns,
+#   restart and rejoin). Then, in guests of their own, a real power loss (scripts/rig-powerloss.sh).
 # Every suite has its own bound; vm.sh bounds the whole run. Exit status: non-zero if any fails.
 #   scripts/rig-test.sh                 build if needed, then run
 #   COHORT_CACHE_SEEDS=N                seeds for the cache linearizability test (default 2)
 #   COHORT_RIG_TAKEOVER_TRIALS=N        randomized crash trials on rdma (default 10)
+#   COHORT_RIG_LIFECYCLE_TRIALS=N       randomized whole-cluster trials on rdma (default 20)
 set -euo pipefail
 top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build=${COHORT_BUILD_DIR:-$top/build}
@@ -38,15 +41,22 @@ if [ "${1:-}" = "--in-guest" ]; then
 	COHORT_TAKEOVER_TRIALS=${COHORT_RIG_TAKEOVER_TRIALS:-10} suite "takeover (rdma)" 1200 \
 		"$build/bin/takeover_test" --gtest_brief=1
 	suite "races of issue 12 (rdma)" 900 "$build/bin/races_test" --gtest_brief=1
+	COHORT_LIFECYCLE_TRIALS=${COHORT_RIG_LIFECYCLE_TRIALS:-20} suite "lifecycle (rdma)" 900 \
+		"$build/bin/lifecycle_test" --gtest_brief=1
 	exit $fail
 fi
 
 if [ ! -x "$build/bin/rdma_smoke" ] || [ ! -x "$build/bin/cache_test" ] ||
-	[ ! -x "$build/bin/takeover_test" ] || [ ! -x "$build/bin/races_test" ]; then
+	[ ! -x "$build/bin/takeover_test" ] || [ ! -x "$build/bin/races_test" ] ||
+	[ ! -x "$build/bin/lifecycle_test" ] || [ ! -x "$build/bin/powerloss" ]; then
 	"$top/scripts/setup.sh"
 fi
 [ -x "$build/bin/rdma_smoke" ] || { echo "rig-test: the rdma provider was not built" >&2; exit 1; }
 # The whole run's bound: boot, and each suite's own limit is shorter than this (ctest: 2400).
+rc=0
 COHORT_VM_TIMEOUT=${COHORT_VM_TIMEOUT:-2100} \
-	COHORT_VM_ENV="${COHORT_VM_ENV:-} COHORT_CACHE_SEEDS COHORT_RIG_TAKEOVER_TRIALS" \
-	exec "$top/scripts/vm.sh" "$top/scripts/rig-test.sh" --in-guest
+	COHORT_VM_ENV="${COHORT_VM_ENV:-} COHORT_CACHE_SEEDS COHORT_RIG_TAKEOVER_TRIALS COHORT_RIG_LIFECYCLE_TRIALS" \
+	"$top/scripts/vm.sh" "$top/scripts/rig-test.sh" --in-guest || rc=$?
+# A power loss: two guests of its own (the first killed), bounded by their own timeouts.
+COHORT_VM_TIMEOUT=600 "$top/scripts/rig-powerloss.sh" || rc=1
+exit $rc

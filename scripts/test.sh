@@ -9,6 +9,7 @@
 #                              with fewer trials), bounded libFuzzer runs, then the VM rig suites
 #   COHORT_TAKEOVER_TRIALS=N   randomized crash trials in the release run (default 200);
 #                              scripts/soak-takeover.sh runs thousands
+#   COHORT_LIFECYCLE_TRIALS=N  randomized whole-cluster crash-and-restart trials (default 200)
 #   COHORT_TEST_FAST=1         only the release build's suites
 #   COHORT_TEST_NO_RIG=1       skip the VM rig (rdma provider on soft-RoCE)
 #   COHORT_TEST_NO_SAN=1       skip the sanitizer build
@@ -43,36 +44,41 @@ if [ -x scripts/spin-check.sh ]; then
 fi
 run "ctest unit+fabric+cache (release)" \
 	ctest --test-dir build -L 'unit|fabric|cache' --output-on-failure -j "$jobs"
-run "ctest takeover (release, ${COHORT_TAKEOVER_TRIALS:-200} randomized crash trials)" \
+run "ctest takeover (release, ${COHORT_TAKEOVER_TRIALS:-200} randomized crash trials, ${COHORT_LIFECYCLE_TRIALS:-200} whole-cluster trials)" \
 	env COHORT_TAKEOVER_TRIALS="${COHORT_TAKEOVER_TRIALS:-200}" \
+	COHORT_LIFECYCLE_TRIALS="${COHORT_LIFECYCLE_TRIALS:-200}" \
 	ctest --test-dir build -L takeover --output-on-failure
 
 if [ "${COHORT_TEST_FAST:-0}" != 1 ]; then
 	run "build (8-bit directory versions)" bash -c "cmake -S . -B build-narrow -G Ninja \
 		-DCMAKE_BUILD_TYPE=RelWithDebInfo -DCOHORT_VER_BITS=8 -DCOHORT_WERROR=ON >/dev/null && \
-		cmake --build build-narrow -j $jobs --target cache_test takeover_test races_test"
-	run "cache, takeover, races (8-bit versions, ${COHORT_TAKEOVER_TRIALS:-200} trials)" \
-		env COHORT_TAKEOVER_TRIALS="${COHORT_TAKEOVER_TRIALS:-200}" bash -c \
-		"build-narrow/bin/cache_test --gtest_brief=1 && build-narrow/bin/races_test \
-		--gtest_brief=1 && build-narrow/bin/takeover_test --gtest_brief=1"
+		cmake --build build-narrow -j $jobs --target cache_test takeover_test races_test \
+		lifecycle_test"
+	run "cache, takeover, races, lifecycle (8-bit versions, ${COHORT_TAKEOVER_TRIALS:-200} trials)" \
+		env COHORT_TAKEOVER_TRIALS="${COHORT_TAKEOVER_TRIALS:-200}" COHORT_LIFECYCLE_TRIALS=50 \
+		bash -c "build-narrow/bin/cache_test --gtest_brief=1 && build-narrow/bin/races_test \
+		--gtest_brief=1 && build-narrow/bin/takeover_test --gtest_brief=1 && \
+		build-narrow/bin/lifecycle_test --gtest_brief=1"
 	if [ "${COHORT_TEST_NO_SAN:-0}" != 1 ]; then
 		run "build (ASAN+UBSAN)" bash -c "cmake -S . -B build-asan -G Ninja \
 			-DCMAKE_BUILD_TYPE=Debug -DCOHORT_ASAN=ON -DCOHORT_UBSAN=ON -DCOHORT_WERROR=ON \
 			>/dev/null && cmake --build build-asan -j $jobs"
 		run "ctest unit+fabric+cache (ASAN+UBSAN)" \
 			ctest --test-dir build-asan -L 'unit|fabric|cache' --output-on-failure -j "$jobs"
-		run "takeover and races (ASAN+UBSAN, 10 randomized trials)" \
-			env COHORT_TAKEOVER_TRIALS=10 bash -c "build-asan/bin/takeover_test && \
-			build-asan/bin/races_test --gtest_brief=1"
+		run "takeover, races, lifecycle (ASAN+UBSAN, 10 randomized trials each)" \
+			env COHORT_TAKEOVER_TRIALS=10 COHORT_LIFECYCLE_TRIALS=10 bash -c \
+			"build-asan/bin/takeover_test && build-asan/bin/races_test --gtest_brief=1 && \
+			build-asan/bin/lifecycle_test --gtest_brief=1"
 		run "build (TSAN)" bash -c "cmake -S . -B build-tsan -G Ninja \
 			-DCMAKE_BUILD_TYPE=Debug -DCOHORT_TSAN=ON -DCOHORT_WERROR=ON \
 			>/dev/null && cmake --build build-tsan -j $jobs"
 		run "ctest unit+fabric+cache (TSAN)" \
 			ctest --test-dir build-tsan -L 'unit|fabric|cache' --output-on-failure -j "$jobs"
-		run "takeover and races (TSAN, 10 randomized trials)" \
-			env COHORT_TAKEOVER_TRIALS=10 TSAN_OPTIONS=halt_on_error=1 bash -c \
+		run "takeover, races, lifecycle (TSAN, 10 randomized trials each)" \
+			env COHORT_TAKEOVER_TRIALS=10 COHORT_LIFECYCLE_TRIALS=10 \
+			TSAN_OPTIONS=halt_on_error=1 bash -c \
 			"build-tsan/bin/takeover_test --gtest_brief=1 && build-tsan/bin/races_test \
-			--gtest_brief=1"
+			--gtest_brief=1 && build-tsan/bin/lifecycle_test --gtest_brief=1"
 		if command -v clang >/dev/null; then
 			run "libFuzzer (clang, bounded)" bash -c "CC=clang CXX=clang++ cmake -S . \
 				-B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCOHORT_FUZZ=ON \
