@@ -520,7 +520,9 @@ int rdma_ep_new(struct coh_fabric *bfab, const struct coh_ep_attr *attr, struct 
 		return 0;
 	}
 	if (state == RDMA_EP_CONNECTING) {
-		COH_LOG_WARN("node %u: no connection to node %u channel %u within %u ms", me,
+		/* The caller has -ETIMEDOUT and decides what it means (a peer not started yet is
+		 * routine for the membership, which says so itself). */
+		COH_LOG_INFO("node %u: no connection to node %u channel %u within %u ms", me,
 			     attr->peer, attr->channel, attr->timeout_ms);
 		ret = -ETIMEDOUT;
 	}

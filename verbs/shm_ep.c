@@ -312,8 +312,13 @@ int shm_ep_new(struct coh_fabric *fab, const struct coh_ep_attr *attr, struct co
 		goto err_detach_send;
 	ret = ep_handshake(ep, attr->timeout_ms);
 	if (ret) {
-		COH_LOG_WARN("node %u: endpoint to %u (channel %u): %s", me, attr->peer,
-			     attr->channel, strerror(-ret));
+		/* A timeout is the caller's to judge (see rdma_ep_new); anything else is odd. */
+		if (ret == -ETIMEDOUT)
+			COH_LOG_INFO("node %u: endpoint to %u (channel %u): %s", me, attr->peer,
+				     attr->channel, strerror(-ret));
+		else
+			COH_LOG_WARN("node %u: endpoint to %u (channel %u): %s", me, attr->peer,
+				     attr->channel, strerror(-ret));
 		goto err_detach_recv;
 	}
 	*epp = &ep->base;
