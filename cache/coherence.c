@@ -1174,10 +1174,12 @@ int coh_cache_write(struct coh_cache *c, uint64_t lba, uint32_t nblocks, const v
 		cache_point(c, COH_CACHE_PT_INSTALLED, r0);
 	release_range(c, r0, r1);
 	/* Not acknowledged once the lease has lapsed: the others may have excluded this node.
-	 * The data is logged and installed, so it may still take effect (as any write that is
-	 * not acknowledged may); the engine tries again or gives up. */
+	 * The data is logged and installed, so it may have taken effect and been read (as any
+	 * write that is not acknowledged may). -ETIME, not -EAGAIN: the engine must not write
+	 * it again, since another node's write may have come after it, and a second copy would
+	 * put the older data back over that one. */
 	if (!ret && !cache_lease_ok(c))
-		ret = -EAGAIN;
+		ret = -ETIME;
 	return ret;
 }
 
@@ -1195,23 +1197,33 @@ int cache_release_all(struct coh_cache *c)
 
 	for (r = 0; r < c->nres; r++) {
 		struct res_state *st = &c->res[r];
-		uint64_t want;
+		uint64_t want, expect;
+		int level;
 
-		if (st->level == L_I)
-			continue;
-		if (st->level == L_X)
+		/* The service thread still answers the others while this runs (they may ask for
+		 * what is being released): read and change the state under the lock, never hold
+		 * it across the CAS. */
+		pthread_mutex_lock(&c->lock);
+		level = st->level;
+		if (level == L_X) {
+			expect = dir_make(true, c->me, 0, st->lv);
 			want = dir_make(false, 0, 0, st->lv);
-		else
+		} else {
+			expect = st->dir_guess;
 			want = st->dir_guess & ~(uint64_t)(1u << c->me);
-		r2 = xp_cas(&c->app, r,
-			    st->level == L_X ? dir_make(true, c->me, 0, st->lv) : st->dir_guess,
-			    want, &old);
+		}
+		pthread_mutex_unlock(&c->lock);
+		if (level == L_I)
+			continue;
+		r2 = xp_cas(&c->app, r, expect, want, &old);
 		/* A home that already left took its directory with it: nothing to release. The
 		 * data is in the store either way. */
 		if (r2)
 			COH_LOG_INFO("node %u: release of resource %llu: %s", c->me,
 				     (unsigned long long)r, coh_strerror(r2));
+		pthread_mutex_lock(&c->lock);
 		st->level = L_I;
+		pthread_mutex_unlock(&c->lock);
 	}
 	return ret;
 }

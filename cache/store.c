@@ -106,11 +106,14 @@ struct file_store {
 	struct io_uring ring;
 };
 
+/* How many times file_io issues an operation again that the kernel ended with EINTR or EAGAIN. */
+#define FILE_IO_RETRIES 100
+
 /* file_io - one read, write or fsync through the ring, resubmitting after short transfers. */
 static int file_io(struct file_store *fs, int op, uint64_t off, void *buf, size_t len)
 {
 	size_t done = 0;
-	int ret = 0;
+	int ret = 0, retries = 0;
 
 	pthread_mutex_lock(&fs->lock);
 	do {
@@ -132,11 +135,20 @@ static int file_io(struct file_store *fs, int op, uint64_t off, void *buf, size_
 		ret = io_uring_submit(&fs->ring);
 		if (ret < 0)
 			break;
-		ret = io_uring_wait_cqe(&fs->ring, &cqe);
+		/* A signal (a SIGSTOP/SIGCONT pause, a child's exit) interrupts the wait, not the
+		 * operation: it is still in flight, and leaving it there would hand its completion
+		 * to the next caller. Wait for it again. */
+		do
+			ret = io_uring_wait_cqe(&fs->ring, &cqe);
+		while (ret == -EINTR);
 		if (ret < 0)
 			break;
 		ret = cqe->res;
 		io_uring_cqe_seen(&fs->ring, cqe);
+		/* An operation the kernel itself ended early by a signal is simply issued again
+		 * (a bounded number of times). */
+		if ((ret == -EINTR || ret == -EAGAIN) && ++retries < FILE_IO_RETRIES)
+			continue;
 		if (ret < 0)
 			break;
 		if (op == 2)
@@ -149,7 +161,7 @@ static int file_io(struct file_store *fs, int op, uint64_t off, void *buf, size_
 		}
 		done += (size_t)ret;
 		ret = 0;
-	} while (done < len);
+	} while (op == 2 || done < len);
 	pthread_mutex_unlock(&fs->lock);
 	if (ret < 0)
 		COH_LOG_ERR("store I/O (op %d, offset %llu, %zu bytes): %s", op,

@@ -519,7 +519,9 @@ static int do_io(struct coh_node *n, io_fn fn, uint64_t lba, uint32_t nblocks, v
 		}
 		wait_progress(n, seen, 5);
 	}
-	return ret == -EAGAIN ? -ETIMEDOUT : ret;
+	/* -ETIME: a write that was applied after this node's lease ran out; its outcome is
+	 * unknown to the caller, as after a timeout, and it is never applied a second time. */
+	return ret == -EAGAIN || ret == -ETIME ? -ETIMEDOUT : ret;
 }
 
 int coh_node_read(struct coh_node *n, uint64_t lba, uint32_t nblocks, void *buf)

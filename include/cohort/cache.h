@@ -148,6 +148,8 @@ int coh_cache_read(struct coh_cache *c, uint64_t lba, uint32_t nblocks, void *bu
  * coh_cache_write - write @nblocks blocks at @lba from @buf. When it returns 0 the data is in
  * this node's cache, every other node's copy is invalidated, and any later read anywhere returns
  * it. (Durability is the store's after coh_cache_flush(); replication comes in the engine.)
+ * -ETIME: the write was applied, but this node's lease ran out meanwhile, so it is not
+ * acknowledged; its outcome is unknown, and writing it again could put it after a later write.
  */
 int coh_cache_write(struct coh_cache *c, uint64_t lba, uint32_t nblocks, const void *buf);
 
