@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# spin-check.sh - model-check the cache-coherence protocol (cache/model/coherence.pml) and its
-# view change (cache/model/view.pml) with spin; non-zero on any error, assertion violation,
-# incomplete search or missed mutant.
+# spin-check.sh - model-check the cache-coherence protocol (cache/model/coherence.pml), its
+# view change (cache/model/view.pml) and the rejoin after it (cache/model/rejoin.pml) with spin;
+# non-zero on any error, assertion violation, incomplete search or missed mutant.
 #
-#   scripts/spin-check.sh               every check below (3-5 minutes on 2 cores)
+#   scripts/spin-check.sh               every check below (4-6 minutes on 2 cores)
 #   scripts/spin-check.sh --no-mutants  skip the mutants
 #   scripts/spin-check.sh --list        print the checks and exit
 #
@@ -20,6 +20,11 @@
 #             exhaustive safety (mutual exclusion, no stale read, no replay over newer data,
 #             no deadlock) with the resource's home on a survivor (H=0) or on the excluded
 #             node (H=2), and a non-progress-cycle search
+#   rejoin-*  the rejoin (rejoin.pml): after that view change node 2 restarts as a new
+#             incarnation and is admitted in a formation (members quiesce and destage, the
+#             joiner's stale log copies are discarded, the cache opens anew, the joiner
+#             starts empty and is home again) while its old incarnation may resume at any
+#             moment; exhaustive safety (the same properties) with H=0 and H=2
 #   mutant    the same searches on deliberately broken variants of the protocol; each
 #             must produce its violation, otherwise the check is reported as FAIL
 #
@@ -29,15 +34,19 @@
 #   COHORT_SPIN_DEEP=1         also the larger runs: safety N=2,R=2,OPS=2 (about 45 M states,
 #                              2-3 minutes, about 3 GB), the view change with 3 operations per
 #                              process (H=2: 37 M states, under a minute, 2.3 GB) and its
-#                              non-progress search with H=0
+#                              non-progress search with H=0; the rejoin with 3 operations
+#                              for the joiner (H=2: 30 M states, 40 s, 1.7 GB) and its
+#                              non-progress search (H=2: 23 M states, 51 s)
 #   COHORT_SPIN_KEEP=1         keep the work directory (it is always kept after a failure)
 #   COHORT_SPIN_MODEL=path     check another copy of the model (e.g. one with a bug put in)
 #   COHORT_SPIN_VIEW_MODEL=path  the same for the view-change model
+#   COHORT_SPIN_REJOIN_MODEL=path  the same for the rejoin model
 set -euo pipefail
 
 top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 model=${COHORT_SPIN_MODEL:-$top/cache/model/coherence.pml}
 vmodel=${COHORT_SPIN_VIEW_MODEL:-$top/cache/model/view.pml}
+rmodel=${COHORT_SPIN_REJOIN_MODEL:-$top/cache/model/rejoin.pml}
 tmo=${COHORT_SPIN_TIMEOUT:-600}
 memlim=${COHORT_SPIN_MEMLIM:-4096}
 mutants=1
@@ -57,7 +66,7 @@ for a in "$@"; do
 	esac
 done
 
-for m in "$model" "$vmodel"; do
+for m in "$model" "$vmodel" "$rmodel"; do
 	[ -f "$m" ] || {
 		echo "spin-check: no model at $m" >&2
 		exit 2
@@ -104,7 +113,8 @@ nfail=0
 # check NAME KIND EXPECT "SPIN -D flags" "extra cc flags" "pan flags"
 #   KIND    safety | np | ltl  (how pan.c is compiled)
 #   EXPECT  pass, or an extended regex that the verifier's report must match (a mutant)
-# The model checked is $cur (coherence.pml, or view.pml for the view-* checks).
+# The model checked is $cur (coherence.pml, view.pml for the view-* checks, rejoin.pml for the
+# rejoin-* checks).
 cur=$model
 check() {
 	local name=$1 kind=$2 expect=$3 sdefs=$4 ccx=$5 panargs=$6 pml
@@ -207,6 +217,17 @@ if [ "${COHORT_SPIN_DEEP:-0}" = 1 ]; then
 	check view-nolivelock-H0-ops2 np pass "-DH=0 -DOPS=2" "" "$M -l"
 fi
 check view-nolivelock-H2-ops2 np pass "-DH=2 -DOPS=2" "" "$M -l"
+
+# ---- the rejoin (rejoin.pml): the view change above, then node 2's new incarnation admitted
+# in a formation (at any later moment, or never) while its old one may still take steps;
+# OPS/OPSX/OPSJ are the operations of each survivor / of the old incarnation / of the joiner
+cur=$rmodel
+check rejoin-safety-H0-ops2x2x2 safety pass "-DH=0 -DOPS=2 -DOPSX=2 -DOPSJ=2" "" "$M -q"
+check rejoin-safety-H2-ops2x1x2 safety pass "-DH=2 -DOPS=2 -DOPSX=1 -DOPSJ=2" "" "$M -q"
+if [ "${COHORT_SPIN_DEEP:-0}" = 1 ]; then
+	check rejoin-safety-H2-ops2x1x3 safety pass "-DH=2 -DOPS=2 -DOPSX=1 -DOPSJ=3" "" "$M -q"
+	check rejoin-nolivelock-H2-ops2 np pass "-DH=2 -DOPS=2 -DOPSX=1 -DOPSJ=2" "" "$M -l"
+fi
 cur=$model
 
 # ---- mutants: each must be caught ----------------------------------------------------
@@ -248,6 +269,25 @@ if [ "$mutants" = 1 ]; then
 	check mutant-view-partial-commit safety 'assertion violated \(lg\[.\]>=acked\)' "-DH=0 -DBUG_NO_CATCHUP -DBUG_ZERO_AFTER_COMMIT" "" "$M -q"
 	# the winner does not replay the dead node's log: its acknowledged write is lost
 	check mutant-view-no-replay safety 'assertion violated \(ret>=start\)' "-DH=0 -DBUG_NO_REPLAY" "" "$M -q"
+
+	# ---- the rejoin: each mutant breaks one rule of the formation that admits node 2 again
+	cur=$rmodel
+	# the joiner serves from the cache of its earlier life: its old S copy, which the
+	# survivors stopped invalidating when they fenced it, beside a member's X (and a stale hit)
+	check rejoin-mutant-keep-cache safety 'assertion violated mutual_exclusion' "-DH=0 -DBUG_KEEP_CACHE" "" "$M -q"
+	check rejoin-mutant-keep-cache-e2e safety 'assertion violated \(ret>=start\)' "-DH=0 -DBUG_KEEP_CACHE -DNO_MONITOR" "" "$M -q"
+	# the view grows in place: the members keep their caches and destage nothing; the fresh
+	# word lets the joiner take X beside a member's, and its miss reads a store that lacks the
+	# member's acknowledged write
+	check rejoin-mutant-no-quiesce safety 'assertion violated mutual_exclusion' "-DH=0 -DBUG_NO_QUIESCE" "" "$M -q"
+	check rejoin-mutant-no-quiesce-e2e safety 'assertion violated \(ret>=start\)' "-DH=0 -DBUG_NO_QUIESCE -DNO_MONITOR" "" "$M -q"
+	# the formation's recovery replays a member's log copy that node 2 kept from the view it
+	# was excluded from, over that member's newer acknowledged (and destaged) write
+	check rejoin-mutant-replay-stale safety 'assertion violated \(lh\[.\]>=acked\)' "-DH=0 -DBUG_REPLAY_STALE" "" "$M -q"
+	# node 2's lease is renewed for whichever incarnation asks: the old one, resumed after the
+	# new one was admitted, reads its old copy (a survivor wrote without invalidating it)
+	check rejoin-mutant-stale-lease safety 'assertion violated mutual_exclusion' "-DH=0 -DBUG_STALE_LEASE" "" "$M -q"
+	check rejoin-mutant-stale-lease-e2e safety 'assertion violated \(ret>=start\)' "-DH=0 -DBUG_STALE_LEASE -DNO_MONITOR -DOPSX=2" "" "$M -q"
 	cur=$model
 fi
 
