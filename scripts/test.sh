@@ -47,6 +47,7 @@ run "ctest unit+fabric+cache (release)" \
 run "ctest takeover (release, ${COHORT_TAKEOVER_TRIALS:-200} randomized crash trials, ${COHORT_LIFECYCLE_TRIALS:-200} whole-cluster trials)" \
 	env COHORT_TAKEOVER_TRIALS="${COHORT_TAKEOVER_TRIALS:-200}" \
 	COHORT_LIFECYCLE_TRIALS="${COHORT_LIFECYCLE_TRIALS:-200}" \
+	COHORT_LIFECYCLE_REJOIN_TRIALS="${COHORT_LIFECYCLE_REJOIN_TRIALS:-20}" \
 	ctest --test-dir build -L takeover --output-on-failure
 
 if [ "${COHORT_TEST_FAST:-0}" != 1 ]; then

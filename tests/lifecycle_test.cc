@@ -162,6 +162,49 @@ TEST(lifecycle, two_restarted_at_once)
 	ASSERT_EQ(lc_rejoin_run(&t, &r), 0);
 }
 
+// Random rejoin trials (COHORT_LIFECYCLE_REJOIN_TRIALS, default 2; the soak runs many): 3 to 5
+// nodes, k of 1 or 2, 2 to 4 rounds of kill and restart, one node or two at once, restarted
+// after the others excluded it or at once, during their view change.
+TEST(lifecycle, rejoin__randomized)
+{
+	uint64_t trials = env_u64("COHORT_LIFECYCLE_REJOIN_TRIALS", 2),
+		 seed0 = env_u64("COHORT_LIFECYCLE_SEED", 3000),
+		 s = seed0 * 0xbf58476d1ce4e5b9ull + 7, acked = 0, formations = 0;
+
+	for (uint64_t i = 0; i < trials; i++) {
+		lc_rejoin t = {};
+		lc_rejoin_result r;
+
+		s ^= s << 13;
+		s ^= s >> 7;
+		s ^= s << 17;
+		t.nodes = 3 + (uint32_t)(s % 3);
+		// Two at once need a majority of the rest: five nodes, and then k = 2 keeps a copy.
+		t.kill_two = t.nodes == 5 && (s >> 8) % 2;
+		t.replicas = t.kill_two ? 2 : 1 + (uint32_t)(s >> 12) % 2;
+		if (t.replicas + 1 >= t.nodes)
+			t.replicas = 1;
+		t.rounds = 2 + (uint32_t)(s >> 16) % 3;
+		t.restart_in_view_change = !t.kill_two && (s >> 24) % 3 == 0;
+		t.seed = seed0 + i;
+		SCOPED_TRACE("rejoin trial " + std::to_string(i) + " seed " +
+			     std::to_string(t.seed) + " nodes " + std::to_string(t.nodes) + " k " +
+			     std::to_string(t.replicas) + " rounds " + std::to_string(t.rounds) +
+			     (t.kill_two ? " two at once" : "") +
+			     (t.restart_in_view_change ? " restarted in the view change" : "") +
+			     "; alone: COHORT_LIFECYCLE_SEED=" + std::to_string(seed0) +
+			     " COHORT_LIFECYCLE_REJOIN_TRIALS=" + std::to_string(i + 1));
+		ASSERT_EQ(lc_rejoin_run(&t, &r), 0);
+		EXPECT_GT(r.acked_writes, 0u);
+		EXPECT_GE(r.formations, (uint64_t)t.rounds);
+		acked += r.acked_writes;
+		formations += r.formations;
+	}
+	printf("rejoin-mix: %llu trials, %llu acknowledged writes, %llu formations\n",
+	       (unsigned long long)trials, (unsigned long long)acked,
+	       (unsigned long long)formations);
+}
+
 // The victim restarts at once, before the others have excluded it: it comes back while the
 // view change runs.
 TEST(lifecycle, restart_during_the_view_change)

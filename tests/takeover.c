@@ -1,12 +1,24 @@
 /*
- * takeover.c - the crash trials of takeover.h. The parent forks the node processes after mapping
- * a shared area for their histories and barriers; each node opens its fabric (shm, in a fresh
- * cluster directory; or, with COHORT_TEST_PROVIDER=rdma in the VM rig, rdma on fresh ports of
- * COHORT_RXE_IP) and its engine node over element files in that directory, runs its
- * share of the workload, and records every operation's invocation and response. The victim
- * dies at its crash point (or, if the point never comes, after its last operation). The
- * survivors wait for the new epoch, destage, read every block back, and the lowest of them
- * scrubs the parity. The parent then checks the whole history for linearizability.
+ * takeover.c - the crash trials of takeover.h. The parent maps a shared area for the nodes'
+ * histories, their published views and the barriers, and forks the node processes; each opens
+ * its fabric (shm, in a fresh cluster directory; or, with COHORT_TEST_PROVIDER=rdma in the VM
+ * rig, rdma on fresh ports of COHORT_RXE_IP) and its engine node over element files in that
+ * directory, runs its share of the workload, and records every operation's invocation, response
+ * and error. A thread in each node publishes the node's view (epoch, members, quorum, whether a
+ * view change is under way) every millisecond, so that the parent can see what the cluster did
+ * without asking the nodes anything.
+ *
+ * The victims die at their crash points (or, if a point never comes, after their last
+ * operation). The parent stops the paused node (SIGSTOP) once it has done its share of
+ * operations, and resumes it (SIGCONT) after a set time or once every survivor serves a view
+ * without it. When every node is done with its workload and the survivors agree on a view of
+ * exactly the nodes still alive (a paused node the others excluded is first told to leave), the
+ * parent lets them go on: they destage, read every block back, and the lowest scrubs the parity.
+ * The parent then checks the whole history for linearizability and what the paused node did
+ * after its exclusion.
+ *
+ * Every wait is bounded: an alarm in every child, the children's own waits end before it, and the
+ * parent kills and reaps whatever is left once its own bound passes, then removes the directory.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -19,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -32,27 +45,171 @@
 #include "takeover.h"
 
 #define BS 4096u
-#define MAXN 5u
-#define MAXOPS 512u
-#define ELEM_BLOCKS 8u
+#define MAXN TK_MAXN
+#define MAXOPS TK_MAXOPS
+#define ELEM_BLOCKS 8u /* RAID-5 over 3 elements, chunk 2: 16 blocks, 4 resources */
 #define CHILD_TIMEOUT_S 40
+#define REFUSED_MAX 8u /* operations a paused node tries after its first refusal */
+
+/* Where each node is; the parent waits on these. */
+enum tk_phase {
+	PH_START = 0,
+	PH_WORKLOAD,
+	PH_SETTLING, /* workload done: waits for the parent's go (or to be told to leave) */
+	PH_FINAL,    /* one of the survivors: flush, read back, scrub */
+	PH_LEFT,     /* told to leave (excluded, not admitted again): closing */
+	PH_DONE,
+};
+
+/* A node's view as its publisher thread saw it last: the epoch in the high half, then flags and
+ * the member bitmap. One 64-bit word, so that the parent reads a consistent snapshot. */
+#define VIEW_SETTLED (1ull << 31) /* a committed view with quorum, no view change under way */
+#define VIEW_QUORUM (1ull << 30)
+#define VIEW_MEMBERS 0x3fffffffull
+#define VIEW_EPOCH(v) ((uint32_t)((v) >> 32))
+
+/* What became of each operation beside its linz_op: its error, and (the paused node only) the
+ * node's own view right after the response, which says whether it had been admitted again. */
+struct tk_oprec {
+	int32_t err;
+	uint32_t pad;
+	uint64_t view;
+};
+
+/* A barrier of node processes that gives up when the trial has failed elsewhere (@abort in the
+ * shared area), so that one node's failure ends the others' waits at once, not at their bound. */
+struct tk_bar {
+	_Atomic uint32_t count, gen;
+	uint32_t parties;
+};
 
 struct tk_shared {
-	struct bench_sbar start, survivors;
+	struct tk_bar start, fin;
+	_Atomic uint32_t abort; /* a node failed: nobody waits for the others any more */
 	struct linz_op ops[MAXN][MAXOPS];
-	uint32_t nops[MAXN];
+	struct tk_oprec rec[MAXN][MAXOPS];
+	_Atomic uint32_t nops[MAXN];
+	_Atomic uint32_t phase[MAXN];
+	_Atomic uint64_t view[MAXN];
+	/* The parent's word: go (with the survivors), leave (a node outside their view). */
+	_Atomic uint32_t go, go_mask, leave[MAXN];
+	/* The pause: when the node was resumed, and the epoch of the first view the survivors
+	 * served without it (0: resumed before they excluded it, or no pause). */
+	_Atomic uint32_t resumed, excl_epoch;
+	_Atomic uint64_t resume_ns;
+	_Atomic uint32_t died_at_end; /* victims whose point never came, by node */
 	uint64_t takeovers[MAXN], replayed[MAXN], repaired[MAXN], backpressure[MAXN];
 	uint64_t takeover_ns[MAXN], view_ns[MAXN];
 	uint32_t epoch[MAXN];
 	char why[MAXN][256];
 };
 
-static uint64_t rnd(uint64_t *s)
+static const char *const tk_points[] = {
+	"between-ops",	  "BEFORE_REPLICATION",
+	"REPLICATED",	  "DESTAGE_READ_OLD",
+	"DESTAGE_DATA",	  "DESTAGE_PARITY",
+	"DESTAGE_DONE",	  "RECLAIM",
+	"XCAS",		  "INVAL",
+	"SCAS",		  "REQ",
+	"GRANTED",	  "SERVE_WB",
+	"SERVE_CAS",	  "SERVE_SENT",
+	"INSTALLED",	  "VIEW_AGREED",
+	"VIEW_FENCED",	  "VIEW_RELOG",
+	"VIEW_RELOGGED",  "VIEW_CLEARED",
+	"VIEW_CLAIMED",	  "VIEW_TAKEN",
+	"VIEW_REPLAY",	  "VIEW_READY",
+	"VIEW_ZEROED",	  "VIEW_COMMITTED",
+	"FORM_AGREED",	  "FORM_RECOVERED",
+	"FORM_COMMITTED",
+};
+
+const char *tk_point_name(uint32_t pt)
+{
+	return pt < sizeof(tk_points) / sizeof(tk_points[0]) ? tk_points[pt] : "?";
+}
+
+void tk_describe(const struct tk_trial *t, char *buf, size_t len)
+{
+	size_t off;
+	uint32_t i;
+
+#define TK_ADD(...)                                                                                \
+	do {                                                                                       \
+		if (off < len)                                                                     \
+			off += (size_t)snprintf(buf + off, len - off, __VA_ARGS__);                \
+	} while (0)
+	off = 0;
+	TK_ADD(
+	    "seed %llu nodes %u k %u raid %u ops %u log %u KiB timeout %u ms fence %s ver %u bits",
+	    (unsigned long long)t->seed, t->nodes, t->replicas, t->raid_level, t->ops, t->log_kib,
+	    t->timeout_ms ? t->timeout_ms : 3000, t->fence == COH_FENCE_LEASE ? "lease" : "auto",
+	    TK_VER_BITS);
+	if (!t->nvictims)
+		TK_ADD("; no victim");
+	for (i = 0; i < t->nvictims && i < TK_MAXV; i++) {
+		const struct tk_victim *v = &t->victims[i];
+
+		if (v->point)
+			TK_ADD("; victim %u at %u (%s) after %u", v->node, v->point,
+			       tk_point_name(v->point), v->after);
+		else
+			TK_ADD("; victim %u before op %u", v->node, v->kill_at_op);
+	}
+	if (t->pause_node < t->nodes) {
+		TK_ADD("; pause node %u after op %u ", t->pause_node, t->pause_at_op);
+		if (t->pause_ms)
+			TK_ADD("for %u ms", t->pause_ms);
+		else
+			TK_ADD("until excluded");
+	}
+#undef TK_ADD
+}
+
+static uint64_t tk_rnd(uint64_t *s)
 {
 	*s ^= *s << 13;
 	*s ^= *s >> 7;
 	*s ^= *s << 17;
 	return *s;
+}
+
+static void tk_nap_us(long us)
+{
+	struct timespec t = { 0, us * 1000 };
+
+	nanosleep(&t, NULL);
+}
+
+static uint32_t tk_timeout_ms(const struct tk_trial *t)
+{
+	return t->timeout_ms ? t->timeout_ms : 3000;
+}
+
+/* tk_child_s - the bound of one node process (its alarm): the base, more for long runs, and for
+ * a pause the failure detector (2 timeouts), the view change and the lease, many times over. */
+static uint32_t tk_child_s(const struct tk_trial *t)
+{
+	uint32_t s = CHILD_TIMEOUT_S + t->ops / 40;
+
+	if (t->pause_node < t->nodes)
+		s += t->pause_ms ? t->pause_ms / 1000 + 1 : 10 * tk_timeout_ms(t) / 1000;
+	return s;
+}
+
+static int tk_victim_of(const struct tk_trial *t, uint32_t id)
+{
+	uint32_t i;
+
+	for (i = 0; i < t->nvictims && i < TK_MAXV; i++) {
+		if (t->victims[i].node == id)
+			return (int)i;
+	}
+	return -1;
+}
+
+static bool tk_view_point(uint32_t pt)
+{
+	return pt >= COH_CRASH_VIEW_FIRST && pt <= COH_CRASH_VIEW_COMMITTED;
 }
 
 struct child {
@@ -61,36 +218,181 @@ struct child {
 	uint32_t id;
 	const char *dir;
 	const char *cluster; /* the fabric's cluster address: @dir on shm */
+	struct coh_node *n;
+	pthread_t pub;
+	bool pub_started;
+	_Atomic bool pub_stop;
+	uint64_t deadline_ns; /* this node's own waits end here, before its alarm */
 };
 
 #define FAIL(c, ...)                                                                               \
 	do {                                                                                       \
 		snprintf((c)->sh->why[(c)->id], sizeof((c)->sh->why[0]), __VA_ARGS__);             \
 		fprintf(stderr, "takeover node %u: %s\n", (c)->id, (c)->sh->why[(c)->id]);         \
+		atomic_store(&(c)->sh->abort, 1);                                                  \
 		ret = 1;                                                                           \
 		goto out;                                                                          \
 	} while (0)
 
-static struct linz_op *op_begin(struct child *c, uint64_t block, uint64_t value, bool write)
+static void tk_bar_init(struct tk_bar *b, uint32_t parties)
 {
-	struct linz_op *op = &c->sh->ops[c->id][c->sh->nops[c->id]];
+	atomic_store(&b->count, 0);
+	atomic_store(&b->gen, 0);
+	b->parties = parties;
+}
+
+/* tk_view_now - this node's view, packed as the shared area's view words are. */
+static uint64_t tk_view_now(struct coh_node *n)
+{
+	struct coh_node_stats st;
+	uint64_t v;
+
+	if (coh_node_stats(n, &st))
+		return 0;
+	v = (uint64_t)st.epoch << 32 | (st.members & VIEW_MEMBERS);
+	if (st.quorum)
+		v |= VIEW_QUORUM;
+	/* wait_epoch with no time to wait: 0 only when the view is committed, no view change
+	 * is under way, and it has a majority. */
+	if (st.quorum && coh_node_wait_epoch(n, st.epoch, 0) == 0)
+		v |= VIEW_SETTLED;
+	return v;
+}
+
+static void *tk_publisher(void *arg)
+{
+	struct child *c = arg;
+
+	while (!atomic_load(&c->pub_stop)) {
+		atomic_store(&c->sh->view[c->id], tk_view_now(c->n));
+		tk_nap_us(1000);
+	}
+	return NULL;
+}
+
+static void tk_pub_stop(struct child *c)
+{
+	if (!c->pub_started)
+		return;
+	atomic_store(&c->pub_stop, true);
+	pthread_join(c->pub, NULL);
+	c->pub_started = false;
+}
+
+static int tk_left_ms(const struct child *c)
+{
+	uint64_t now = bench_now_ns();
+
+	return now >= c->deadline_ns ? 0 : (int)((c->deadline_ns - now) / 1000000ull);
+}
+
+/* tk_bar_wait - until every party has arrived: 0; -ECANCELED once the trial failed elsewhere;
+ * -ETIMEDOUT at this node's deadline. */
+static int tk_bar_wait(struct child *c, struct tk_bar *b)
+{
+	uint32_t gen = atomic_load(&b->gen);
+
+	if (atomic_fetch_add(&b->count, 1) + 1 == b->parties) {
+		atomic_store(&b->count, 0);
+		atomic_fetch_add(&b->gen, 1);
+		return 0;
+	}
+	while (atomic_load(&b->gen) == gen) {
+		if (atomic_load(&c->sh->abort))
+			return -ECANCELED;
+		if (bench_now_ns() > c->deadline_ns)
+			return -ETIMEDOUT;
+		tk_nap_us(200);
+	}
+	return 0;
+}
+
+static struct linz_op *tk_op_begin(struct child *c, uint64_t block, uint64_t value, bool write)
+{
+	uint32_t i = atomic_load(&c->sh->nops[c->id]);
+	struct linz_op *op = &c->sh->ops[c->id][i];
 
 	op->block = block;
 	op->value = value;
 	op->is_write = write;
 	op->node = c->id;
 	op->resp = 0;
+	c->sh->rec[c->id][i].err = 0;
 	atomic_thread_fence(memory_order_seq_cst);
 	op->inv = bench_now_ns();
-	c->sh->nops[c->id]++;
+	atomic_store(&c->sh->nops[c->id], i + 1);
 	return op;
+}
+
+/* tk_wait_without - until this node serves a settled view without the nodes of @without, at
+ * most @ms. Returns 0 or -ETIMEDOUT. */
+static int tk_wait_without(struct child *c, uint32_t without, int ms)
+{
+	uint64_t until = bench_now_ns() + (uint64_t)ms * 1000000ull, v;
+
+	for (;;) {
+		v = tk_view_now(c->n);
+		if ((v & VIEW_SETTLED) && !(v & without))
+			return 0;
+		if (atomic_load(&c->sh->abort))
+			return -ECANCELED;
+		if (bench_now_ns() > until)
+			return -ETIMEDOUT;
+		tk_nap_us(1000);
+	}
+}
+
+/*
+ * tk_victim_end - a victim whose point did not come during its workload. One with a view-change
+ * point first waits for the view changes it is meant to die in: those of the victims before it
+ * in the list, and of a paused node's exclusion (the pause lasts until the others excluded it).
+ * Then it dies, as every victim does, by SIGKILL.
+ */
+static void tk_victim_end(struct child *c, int vi)
+{
+	const struct tk_trial *t = c->t;
+	const struct tk_victim *v = &t->victims[vi];
+	uint32_t without = 0;
+	int i, ms;
+
+	if (tk_view_point(v->point)) {
+		for (i = 0; i < vi; i++)
+			without |= 1u << t->victims[i].node;
+		if (t->pause_node < t->nodes && !t->pause_ms)
+			without |= 1u << t->pause_node;
+		ms = tk_left_ms(c) - 5000;
+		if (without && ms > 0)
+			tk_wait_without(c, without, ms);
+	}
+	atomic_fetch_or(&c->sh->died_at_end, 1u << c->id);
+	kill(getpid(), SIGKILL);
+	for (;;)
+		pause();
+}
+
+/* tk_settle - a node done with its workload waits for the parent's word: 1 to go on with the
+ * survivors, 0 to leave; -ETIMEDOUT if none came in time, -ECANCELED if the trial failed. */
+static int tk_settle(struct child *c)
+{
+	while (bench_now_ns() < c->deadline_ns) {
+		if (atomic_load(&c->sh->abort))
+			return -ECANCELED;
+		if (atomic_load(&c->sh->leave[c->id]))
+			return 0;
+		if (atomic_load(&c->sh->go))
+			return atomic_load(&c->sh->go_mask) >> c->id & 1 ? 1 : 0;
+		tk_nap_us(1000);
+	}
+	return -ETIMEDOUT;
 }
 
 static int child_main(struct child *c)
 {
 	const struct tk_trial *t = c->t;
-	uint32_t i;
-	bool victim = c->id == t->victim;
+	struct tk_shared *sh = c->sh;
+	int vi = tk_victim_of(t, c->id);
+	const struct tk_victim *v = vi >= 0 ? &t->victims[vi] : NULL;
+	bool paused = c->id == t->pause_node;
 	struct coh_fabric_attr fa = { .provider = conf_provider(),
 				      .node_id = c->id,
 				      .cluster = c->cluster };
@@ -102,12 +404,13 @@ static int child_main(struct child *c)
 				    .replicas = (int)t->replicas,
 				    .log_bytes = (size_t)t->log_kib << 10,
 				    .cache_blocks = 64,
-				    .timeout_ms = 3000 };
+				    .timeout_ms = tk_timeout_ms(t),
+				    .fence = t->fence };
 	char paths[3][600];
 	struct coh_fabric *fab = NULL;
-	struct coh_node *n = NULL;
 	struct coh_node_stats st;
-	uint64_t s = t->seed * 0x9e3779b97f4a7c15ull + c->id + 1, nblocks;
+	uint64_t s = t->seed * 0x9e3779b97f4a7c15ull + c->id + 1, nblocks, v64;
+	uint32_t i, refused = 0, lowest;
 	uint8_t buf[BS];
 	int ret = 0, r;
 
@@ -115,121 +418,183 @@ static int child_main(struct child *c)
 		snprintf(paths[i], sizeof(paths[i]), "%s/elem%u", c->dir, i);
 		na.elem_paths[i] = paths[i];
 	}
-	if (victim) {
-		na.crash_point = t->crash_point;
-		na.crash_after = t->crash_after;
+	if (v && v->point) {
+		na.crash_point = v->point;
+		na.crash_after = v->after;
 	}
 	r = coh_fabric_open(&fa, &fab);
 	if (r)
 		FAIL(c, "fabric open: %s", coh_strerror(r));
 	na.fab = fab;
-	r = coh_node_open(&na, &n);
+	r = coh_node_open(&na, &c->n);
 	if (r)
 		FAIL(c, "node open: %s", coh_strerror(r));
-	nblocks = coh_node_nblocks(n);
-	if (bench_sbar_wait(&c->sh->start, 30000))
+	nblocks = coh_node_nblocks(c->n);
+	if (pthread_create(&c->pub, NULL, tk_publisher, c))
+		FAIL(c, "publisher thread");
+	c->pub_started = true;
+	r = tk_bar_wait(c, &sh->start);
+	if (r == -ECANCELED)
+		goto gave_up;
+	if (r)
 		FAIL(c, "start barrier timed out");
+	atomic_store(&sh->phase[c->id], PH_WORKLOAD);
 
 	for (i = 0; i < t->ops; i++) {
-		uint64_t b = rnd(&s) % nblocks, v;
-		bool w = rnd(&s) % 10 < 6;
+		uint64_t b = tk_rnd(&s) % nblocks, val, t_resp;
+		bool w = tk_rnd(&s) % 10 < 6, resumed;
 		struct linz_op *op;
+		struct tk_oprec *rec;
 
-		if (victim && !t->crash_point && i == t->kill_at_op)
+		if (v && !v->point && i == v->kill_at_op)
 			kill(getpid(), SIGKILL);
+		/* A paused node the others excluded tries a few operations, not the rest: each
+		 * may wait out its bound before it is refused. */
+		if (paused && refused > REFUSED_MAX)
+			break;
+		val = w ? (uint64_t)(c->id + 1) << 32 | (i + 1) : 0;
+		op = tk_op_begin(c, b, val, w);
+		rec = &sh->rec[c->id][atomic_load(&sh->nops[c->id]) - 1];
 		if (w) {
-			v = (uint64_t)(c->id + 1) << 32 | (i + 1);
-			bench_fill_block(buf, BS, v);
-			op = op_begin(c, b, v, true);
-			r = coh_node_write(n, b, 1, buf);
-			if (r) {
-				/* Not acknowledged: it may or may not have taken effect. */
-				op->resp = UINT64_MAX;
-				if (r == -EROFS)
-					FAIL(c, "write refused: %s", coh_strerror(r));
-				continue;
-			}
-			op->resp = bench_now_ns();
+			bench_fill_block(buf, BS, val);
+			r = coh_node_write(c->n, b, 1, buf);
 		} else {
-			op = op_begin(c, b, 0, false);
-			r = coh_node_read(n, b, 1, buf);
-			op->resp = bench_now_ns();
-			if (r) {
-				c->sh->nops[c->id]--; /* a failed read tells nothing */
-				if (r == -EROFS)
-					FAIL(c, "read refused: %s", coh_strerror(r));
-				continue;
-			}
-			if (bench_block_value(buf, BS, &op->value))
-				FAIL(c, "block %llu read back torn or corrupt",
-				     (unsigned long long)b);
+			r = coh_node_read(c->n, b, 1, buf);
 		}
+		/* The value and the error first, the response time last: a node SIGKILLed
+		 * between two of these stores must leave an operation without a response (pending),
+		 * never a read of 0 that did not happen. */
+		t_resp = bench_now_ns();
+		rec->err = r;
+		if (paused)
+			rec->view = tk_view_now(c->n);
+		if (!r && !w && bench_block_value(buf, BS, &op->value))
+			rec->err = -EILSEQ; /* reported here; the checker need not see it */
+		atomic_thread_fence(memory_order_seq_cst);
+		op->resp = t_resp;
+		if (rec->err == -EILSEQ)
+			FAIL(c, "block %llu read back torn or corrupt", (unsigned long long)b);
+		if (!r)
+			continue;
+		/* Not done: a write may or may not have taken effect (pending); a failed read
+		 * tells nothing. After a pause the parent judges what the node got (it may have
+		 * been excluded); otherwise a refusal while a majority lives is a failure. */
+		resumed = paused && atomic_load(&sh->resumed);
+		if (resumed) {
+			refused++;
+			continue;
+		}
+		if (r == -EROFS)
+			FAIL(c, "%s of block %llu refused: %s", w ? "write" : "read",
+			     (unsigned long long)b, coh_strerror(r));
 	}
-	if (victim) /* its crash point never came: die between operations */
-		kill(getpid(), SIGKILL);
+	if (v) /* its crash point never came: die between operations */
+		tk_victim_end(c, vi);
 
-	/* Survivors: the victim's death must have made a new epoch. */
-	if (t->victim < t->nodes) {
-		r = coh_node_wait_epoch(n, 2, 60000);
-		if (r)
-			FAIL(c, "no new epoch after the victim died: %s", coh_strerror(r));
+	/* Every victim is dead and the survivors agree on a view of the nodes alive: the
+	 * parent says go (or, to a paused node outside that view, leave). */
+	atomic_store(&sh->phase[c->id], PH_SETTLING);
+	r = tk_settle(c);
+	if (r == -ECANCELED)
+		goto gave_up;
+	if (r < 0) {
+		v64 = tk_view_now(c->n);
+		FAIL(c,
+		     "the survivors never agreed on a view of the live nodes (this node: epoch %u "
+		     "members %#llx%s%s)",
+		     VIEW_EPOCH(v64), (unsigned long long)(v64 & VIEW_MEMBERS),
+		     v64 & VIEW_QUORUM ? " quorum" : " no quorum",
+		     v64 & VIEW_SETTLED ? " settled" : " changing");
 	}
-	if (bench_sbar_wait(&c->sh->survivors, 60000))
-		FAIL(c, "barrier after the workload timed out");
-	r = coh_node_flush(n);
+	if (!r) {
+		if (!paused)
+			FAIL(c, "told to leave: the others serve a view without this node");
+		atomic_store(&sh->phase[c->id], PH_LEFT);
+		goto out;
+	}
+	atomic_store(&sh->phase[c->id], PH_FINAL);
+	r = coh_node_flush(c->n);
 	if (r)
 		FAIL(c, "flush: %s", coh_strerror(r));
-	if (bench_sbar_wait(&c->sh->survivors, 60000))
+	r = tk_bar_wait(c, &sh->fin);
+	if (r == -ECANCELED)
+		goto gave_up;
+	if (r)
 		FAIL(c, "barrier after the flush timed out");
 	/* Every block from every survivor: each read joins the history. */
 	for (i = 0; i < nblocks; i++) {
-		struct linz_op *op = op_begin(c, i, 0, false);
+		struct linz_op *op = tk_op_begin(c, i, 0, false);
 
-		r = coh_node_read(n, i, 1, buf);
-		op->resp = bench_now_ns();
+		struct tk_oprec *frec = &sh->rec[c->id][atomic_load(&sh->nops[c->id]) - 1];
+		uint64_t t_fin;
+		int torn;
+
+		r = coh_node_read(c->n, i, 1, buf);
+		t_fin = bench_now_ns();
+		frec->err = r;
+		torn = !r && bench_block_value(buf, BS, &op->value);
+		if (torn)
+			frec->err = -EILSEQ;
+		atomic_thread_fence(memory_order_seq_cst); /* as above: the response last */
+		op->resp = t_fin;
 		if (r)
 			FAIL(c, "final read of block %u: %s", i, coh_strerror(r));
-		if (bench_block_value(buf, BS, &op->value))
+		if (torn)
 			FAIL(c, "block %u torn or corrupt after takeover", i);
 	}
-	if (bench_sbar_wait(&c->sh->survivors, 60000))
+	r = tk_bar_wait(c, &sh->fin);
+	if (r == -ECANCELED)
+		goto gave_up;
+	if (r)
 		FAIL(c, "barrier after the reads timed out");
-	r = coh_node_stats(n, &st);
+	r = coh_node_stats(c->n, &st);
 	if (r)
 		FAIL(c, "stats: %s", coh_strerror(r));
-	c->sh->takeovers[c->id] = st.takeovers;
-	c->sh->replayed[c->id] = st.replayed_blocks;
-	c->sh->repaired[c->id] = st.repaired_stripes;
-	c->sh->backpressure[c->id] = st.log_backpressure;
-	c->sh->takeover_ns[c->id] = st.last_takeover_ns;
-	c->sh->view_ns[c->id] = st.last_view_ns;
-	c->sh->epoch[c->id] = st.epoch;
-	if (c->id == (t->victim == 0 ? 1u : 0u)) {
+	sh->takeovers[c->id] = st.takeovers;
+	sh->replayed[c->id] = st.replayed_blocks;
+	sh->repaired[c->id] = st.repaired_stripes;
+	sh->backpressure[c->id] = st.log_backpressure;
+	sh->takeover_ns[c->id] = st.last_takeover_ns;
+	sh->view_ns[c->id] = st.last_view_ns;
+	sh->epoch[c->id] = st.epoch;
+	lowest = (uint32_t)__builtin_ctz(atomic_load(&sh->go_mask));
+	if (c->id == lowest) {
 		uint64_t bad = 0;
 
-		r = coh_node_check(n, &bad);
+		r = coh_node_check(c->n, &bad);
 		if (r)
 			FAIL(c, "scrub: %s", coh_strerror(r));
 		if (bad)
 			FAIL(c, "%llu stripes with parity not matching data",
 			     (unsigned long long)bad);
 	}
-	if (bench_sbar_wait(&c->sh->survivors, 60000))
+	r = tk_bar_wait(c, &sh->fin);
+	if (r == -ECANCELED)
+		goto gave_up;
+	if (r)
 		FAIL(c, "barrier before close timed out");
+	goto out;
+gave_up:
+	/* Another node failed (its reason is the trial's): not a failure of this one, but it
+	 * did not finish either. */
+	snprintf(sh->why[c->id], sizeof(sh->why[0]), "gave up: another node failed");
+	ret = 2;
 out:
-	r = coh_node_close(&n);
-	if (r && !ret)
+	tk_pub_stop(c);
+	r = coh_node_close(&c->n);
+	if (r && !ret && !paused)
 		fprintf(stderr, "takeover node %u: close: %s\n", c->id, coh_strerror(r));
 	coh_fabric_close(&fab);
+	atomic_store(&sh->phase[c->id], PH_DONE);
 	return ret;
 }
 
 /*
- * trial_setup - a fresh directory (@dir, a mkdtemp template), a zeroed area of @len bytes shared
+ * tk_setup - a fresh directory (@dir, a mkdtemp template), a zeroed area of @len bytes shared
  * with the node processes to come, and the cluster address for @nodes nodes: the directory on
  * shm, fresh loopback addresses otherwise. Returns the area, or NULL with nothing left behind.
  */
-static void *trial_setup(char *dir, size_t len, uint32_t nodes, char *cluster, size_t clen)
+static void *tk_setup(char *dir, size_t len, uint32_t nodes, char *cluster, size_t clen)
 {
 	void *sh;
 
@@ -255,8 +620,8 @@ static void *trial_setup(char *dir, size_t len, uint32_t nodes, char *cluster, s
 	return sh;
 }
 
-/* trial_abort - a fork failed after @started nodes: kill and reap them, undo trial_setup. */
-static int trial_abort(const pid_t *pids, uint32_t started, void *sh, size_t len, const char *dir)
+/* tk_abort - a fork failed after @started nodes: kill and reap them, undo tk_setup. */
+static int tk_abort(const pid_t *pids, uint32_t started, void *sh, size_t len, const char *dir)
 {
 	while (started--) {
 		kill(pids[started], SIGKILL);
@@ -267,70 +632,381 @@ static int trial_abort(const pid_t *pids, uint32_t started, void *sh, size_t len
 	return 1;
 }
 
-int tk_run(const struct tk_trial *t, struct tk_result *res)
+/* tk_child_start - in a new node process: die with the parent (a test killed by its timeout
+ * must not leave nodes behind), bound this process, run the node. */
+static void tk_child_start(struct child *c, uint32_t child_s, pid_t parent)
 {
-	char dir[] = "/dev/shm/cohort-takeover-XXXXXX", cluster[512];
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	if (getppid() != parent)
+		_exit(1);
+	alarm(child_s);
+	c->deadline_ns = bench_now_ns() + (uint64_t)(child_s - 3) * 1000000000ull;
+	_exit(child_main(c));
+}
+
+/* The parent's side of a trial: who is alive, where the pause is, whether the survivors go. */
+enum tk_pause_state {
+	PS_NONE = 0,
+	PS_WAIT,    /* until the node has done its share of operations */
+	PS_STOPPED, /* SIGSTOP sent */
+	PS_DONE,    /* SIGCONT sent (or the node ended first) */
+};
+
+struct tk_sup {
+	const struct tk_trial *t;
 	struct tk_shared *sh;
-	struct linz_op *all = NULL;
 	pid_t pids[MAXN];
-	size_t nall = 0;
-	uint32_t i, j;
-	int failed = 0;
+	int status[MAXN];
+	uint32_t live;	 /* not yet reaped */
+	uint32_t vmask;	 /* victims */
+	uint32_t killed; /* by the harness, at its bound */
+	enum tk_pause_state ps;
+	uint64_t stop_ns, paused_ns, deadline;
+	bool leave_sent;
+	int failed;
+};
 
-	memset(res, 0, sizeof(*res));
-	if (t->nodes < 3 || t->nodes > MAXN || t->ops + 64 > MAXOPS)
-		return 1;
-	sh = trial_setup(dir, sizeof(*sh), t->nodes, cluster, sizeof(cluster));
-	if (!sh)
-		return 1;
-	bench_sbar_init(&sh->start, t->nodes);
-	bench_sbar_init(&sh->survivors, t->victim < t->nodes ? t->nodes - 1 : t->nodes);
-	fflush(NULL);
-	for (i = 0; i < t->nodes; i++) {
-		pids[i] = fork();
-		if (pids[i] == 0) {
-			struct child c = {
-				.t = t, .sh = sh, .id = i, .dir = dir, .cluster = cluster
-			};
+/* tk_end_ok - whether node @i ended as it may: a victim by SIGKILL, the paused node by SIGKILL
+ * (its fence) or exit 0, any other by exit 0. */
+static bool tk_end_ok(const struct tk_sup *s, uint32_t i)
+{
+	int st = s->status[i];
+	bool sigkill = WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL,
+	     exit0 = WIFEXITED(st) && !WEXITSTATUS(st);
 
-			alarm(CHILD_TIMEOUT_S);
-			_exit(child_main(&c));
-		}
-		if (pids[i] < 0)
-			return trial_abort(pids, i, sh, sizeof(*sh), dir);
+	if (s->vmask >> i & 1)
+		return sigkill;
+	return exit0 || (i == s->t->pause_node && sigkill);
+}
+
+/* tk_reap - reap the nodes that ended; one that ended as it may not fails the trial, and the
+ * others stop waiting for anything (the abort word). */
+static void tk_reap(struct tk_sup *s)
+{
+	uint32_t i;
+
+	for (i = 0; i < s->t->nodes; i++) {
+		if (!(s->live >> i & 1) ||
+		    waitpid(s->pids[i], &s->status[i], WNOHANG) != s->pids[i])
+			continue;
+		s->live &= ~(1u << i);
+		if (!tk_end_ok(s, i))
+			atomic_store(&s->sh->abort, 1);
 	}
-	for (i = 0; i < t->nodes; i++) {
-		int st = 0;
+}
 
-		if (bench_wait_child(pids[i], &st, CHILD_TIMEOUT_S + 10)) {
-			failed = 1;
+/* tk_dump - what each node was doing, for a trial that did not end in time. */
+static void tk_dump(const struct tk_sup *s)
+{
+	uint32_t i;
+
+	for (i = 0; i < s->t->nodes; i++) {
+		uint64_t v = atomic_load(&s->sh->view[i]);
+
+		fprintf(
+		    stderr,
+		    "takeover:   node %u: %s, phase %u, %u ops, view epoch %u members %#llx%s%s%s%s\n",
+		    i, s->live >> i & 1 ? "alive" : "ended", atomic_load(&s->sh->phase[i]),
+		    atomic_load(&s->sh->nops[i]), VIEW_EPOCH(v),
+		    (unsigned long long)(v & VIEW_MEMBERS), v & VIEW_QUORUM ? " quorum" : "",
+		    v & VIEW_SETTLED ? " settled" : "", s->vmask >> i & 1 ? " (victim)" : "",
+		    i == s->t->pause_node ? " (paused node)" : "");
+	}
+}
+
+static void tk_resume(struct tk_sup *s, uint32_t excl_epoch)
+{
+	uint64_t now = bench_now_ns();
+
+	atomic_store(&s->sh->excl_epoch, excl_epoch);
+	atomic_store(&s->sh->resume_ns, now);
+	atomic_store(&s->sh->resumed, 1);
+	/* Not to a node reaped already (its fence killed it): its pid may be another's now. */
+	if (s->live >> s->t->pause_node & 1)
+		kill(s->pids[s->t->pause_node], SIGCONT);
+	s->paused_ns = now - s->stop_ns;
+	s->ps = PS_DONE;
+}
+
+/*
+ * tk_pause_step - stop the paused node once it has done its share of operations (or finished
+ * its workload); resume it after its time, or once every survivor serves a settled view without
+ * it. The others' progress, not a sleep, says when: the failure detector excludes a node silent
+ * for 2 timeouts, the view change fences it, and that can take a while on a busy machine, so the
+ * wait is bounded generously and a node still not excluded then is a failure.
+ */
+static void tk_pause_step(struct tk_sup *s)
+{
+	const struct tk_trial *t = s->t;
+	uint32_t p = t->pause_node, i, n = 0, emin = UINT32_MAX;
+	uint64_t now = bench_now_ns(), bound;
+
+	switch (s->ps) {
+	case PS_WAIT:
+		if (!(s->live >> p & 1)) {
+			s->ps = PS_DONE;
+			break;
+		}
+		if (atomic_load(&s->sh->nops[p]) >= t->pause_at_op ||
+		    atomic_load(&s->sh->phase[p]) >= PH_SETTLING) {
+			kill(s->pids[p], SIGSTOP);
+			s->stop_ns = now;
+			s->ps = PS_STOPPED;
+		}
+		break;
+	case PS_STOPPED:
+		if (t->pause_ms) {
+			if (now - s->stop_ns >= (uint64_t)t->pause_ms * 1000000ull)
+				tk_resume(s, 0);
+			break;
+		}
+		for (i = 0; i < t->nodes; i++) {
+			uint64_t v = atomic_load(&s->sh->view[i]);
+
+			if (i == p || (s->vmask >> i & 1) || !(s->live >> i & 1))
+				continue;
+			if (!(v & VIEW_SETTLED) || (v >> p & 1)) {
+				n = 0;
+				break;
+			}
+			n++;
+			if (VIEW_EPOCH(v) < emin)
+				emin = VIEW_EPOCH(v);
+		}
+		if (n) {
+			tk_resume(s, emin);
+			break;
+		}
+		bound = (10ull * tk_timeout_ms(t) + 10000ull) * 1000000ull;
+		if (now - s->stop_ns > bound) {
+			fprintf(
+			    stderr,
+			    "takeover: node %u stopped for %llu ms, and the others never served "
+			    "a view without it\n",
+			    p, (unsigned long long)((now - s->stop_ns) / 1000000ull));
+			tk_dump(s);
+			s->failed = 1;
+			atomic_store(&s->sh->abort, 1);
+			tk_resume(s, 0);
+		}
+		break;
+	default:
+		break;
+	}
+}
+
+/* tk_agree - whether every node of @nodes publishes the same settled view, and whether that
+ * view's members are exactly @nodes. */
+static bool tk_agree(const struct tk_sup *s, uint32_t nodes)
+{
+	uint64_t v0 = 0;
+	uint32_t i;
+
+	for (i = 0; i < s->t->nodes; i++) {
+		uint64_t v = atomic_load(&s->sh->view[i]);
+
+		if (!(nodes >> i & 1))
+			continue;
+		if (!(v & VIEW_SETTLED) || (v0 && v != v0))
+			return false;
+		v0 = v;
+	}
+	return v0 && (v0 & VIEW_MEMBERS) == nodes;
+}
+
+/*
+ * tk_settle_step - once every victim is dead and every live node is done with its workload: if
+ * the live nodes agree on a view of exactly themselves, they go on together (the final phase's
+ * barrier counts them, never a node outside that view); if the others agree on a view without
+ * the paused node, it is told to leave first (it closes and exits, and then they go on).
+ */
+static void tk_settle_step(struct tk_sup *s)
+{
+	const struct tk_trial *t = s->t;
+	uint32_t p = t->pause_node, i;
+
+	if (atomic_load(&s->sh->go) || s->ps == PS_WAIT || s->ps == PS_STOPPED ||
+	    (s->live & s->vmask))
+		return;
+	for (i = 0; i < t->nodes; i++) {
+		if ((s->live >> i & 1) && atomic_load(&s->sh->phase[i]) != PH_SETTLING)
+			return;
+	}
+	if (tk_agree(s, s->live)) {
+		tk_bar_init(&s->sh->fin, (uint32_t)__builtin_popcount(s->live));
+		atomic_store(&s->sh->go_mask, s->live);
+		atomic_store(&s->sh->go, 1);
+		return;
+	}
+	if (p < t->nodes && (s->live >> p & 1) && !s->leave_sent &&
+	    tk_agree(s, s->live & ~(1u << p))) {
+		atomic_store(&s->sh->leave[p], 1);
+		s->leave_sent = true;
+	}
+}
+
+/* tk_supervise - run the trial's parent side until every node has ended, at most its bound;
+ * then kill and reap whatever is left. */
+static void tk_supervise(struct tk_sup *s)
+{
+	uint32_t i;
+
+	for (;;) {
+		tk_reap(s);
+		if (!s->live)
+			break;
+		if (bench_now_ns() > s->deadline) {
+			fprintf(stderr, "takeover: the trial did not end within its bound\n");
+			tk_dump(s);
+			s->failed = 1;
+			break;
+		}
+		tk_pause_step(s);
+		tk_settle_step(s);
+		tk_nap_us(200);
+	}
+	for (i = 0; i < s->t->nodes; i++) {
+		if (s->live >> i & 1) {
+			kill(s->pids[i], SIGKILL);
+			waitpid(s->pids[i], &s->status[i], 0);
+			s->killed |= 1u << i;
+		}
+	}
+	s->live = 0;
+}
+
+static const char *tk_end_word(int st)
+{
+	if (WIFSIGNALED(st) && WTERMSIG(st) == SIGALRM)
+		return "hung (its alarm, the bound of its process, went off): signal";
+	return WIFSIGNALED(st) ? "died of signal" : "exited";
+}
+
+static int tk_end_code(int st)
+{
+	return WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st);
+}
+
+/* tk_judge_ends - each node's end: victims killed, the paused node fenced or exited 0, the rest
+ * exited 0. */
+static void tk_judge_ends(struct tk_sup *s, struct tk_result *res)
+{
+	const struct tk_trial *t = s->t;
+	uint32_t i, go_mask = atomic_load(&s->sh->go_mask);
+
+	res->victim_died = 1;
+	for (i = 0; i < t->nodes; i++) {
+		int st = s->status[i];
+		bool sigkill = WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL;
+
+		if (s->killed >> i & 1) {
+			fprintf(stderr, "takeover: node %u killed at the trial's bound: %s\n", i,
+				s->sh->why[i]);
+			s->failed = 1;
+			if (s->vmask >> i & 1)
+				res->victim_died = 0;
+		} else if (s->vmask >> i & 1) {
+			if (!sigkill) {
+				fprintf(stderr,
+					"takeover: victim %u was not killed: it %s %d: %s\n", i,
+					tk_end_word(st), tk_end_code(st), s->sh->why[i]);
+				res->victim_died = 0;
+				s->failed = 1;
+			}
+		} else if (i == t->pause_node) {
+			if (sigkill) {
+				res->pause_end = TK_PAUSE_FENCED;
+			} else if (WIFEXITED(st) && !WEXITSTATUS(st)) {
+				res->pause_end =
+				    go_mask >> i & 1 ? TK_PAUSE_MEMBER : TK_PAUSE_EXCLUDED;
+			} else {
+				fprintf(stderr, "takeover: paused node %u %s %d: %s\n", i,
+					tk_end_word(st), tk_end_code(st), s->sh->why[i]);
+				s->failed = 1;
+			}
+		} else if (!tk_end_ok(s, i)) {
+			fprintf(stderr, "takeover: node %u %s %d: %s\n", i, tk_end_word(st),
+				tk_end_code(st), s->sh->why[i]);
+			s->failed = 1;
+		}
+	}
+}
+
+/*
+ * tk_judge_paused - what the paused node got for the operations it began after it was resumed,
+ * when the others had excluded it by then: a refusal (-EROFS, or -ETIMEDOUT while it had not
+ * learnt of its exclusion yet), never data, until a view of a later epoch admitted it again.
+ */
+static void tk_judge_paused(struct tk_sup *s, struct tk_result *res)
+{
+	struct tk_shared *sh = s->sh;
+	uint32_t p = s->t->pause_node, E = atomic_load(&sh->excl_epoch), j, n;
+	uint64_t resume = atomic_load(&sh->resume_ns);
+
+	if (p >= s->t->nodes || !atomic_load(&sh->resumed))
+		return;
+	n = atomic_load(&sh->nops[p]);
+	for (j = 0; j < n && j < MAXOPS; j++) {
+		const struct linz_op *op = &sh->ops[p][j];
+		const struct tk_oprec *rec = &sh->rec[p][j];
+		uint64_t v = rec->view;
+
+		if (op->inv < resume || !op->resp)
+			continue;
+		/* Resumed before the others excluded it (a short pause): the history judges its
+		 * answers, as any member's. */
+		if (!E) {
+			res->paused_refused += rec->err != 0;
 			continue;
 		}
-		if (i == t->victim) {
-			res->victim_died = WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL;
-			if (!res->victim_died) {
-				fprintf(stderr, "takeover: the victim %u was not killed\n", i);
-				failed = 1;
-			}
-		} else if (WIFSIGNALED(st) || WEXITSTATUS(st)) {
-			fprintf(stderr, "takeover: node %u %s %d\n", i,
-				WIFSIGNALED(st) ? "died of signal" : "exited",
-				WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
-			failed = 1;
+		/* Admitted again: a member with a majority in a view newer than the one that
+		 * excluded it. From then on it is a member like any other. */
+		if ((v & VIEW_QUORUM) && (v >> p & 1) && VIEW_EPOCH(v) > E)
+			continue;
+		if (!rec->err) {
+			fprintf(
+			    stderr,
+			    "takeover: paused node %u, excluded in epoch %u, %s block %llu "
+			    "(value %llx) after it was resumed, in its view of epoch %u members "
+			    "%#llx%s\n",
+			    p, E, op->is_write ? "had a write acknowledged to" : "read",
+			    (unsigned long long)op->block, (unsigned long long)op->value,
+			    VIEW_EPOCH(v), (unsigned long long)(v & VIEW_MEMBERS),
+			    v & VIEW_QUORUM ? " quorum" : "");
+			s->failed = 1;
+		} else if (rec->err != -EROFS && rec->err != -ETIMEDOUT) {
+			fprintf(
+			    stderr,
+			    "takeover: paused node %u, excluded in epoch %u: its %s of block %llu "
+			    "after it was resumed returned %s, not -EROFS or -ETIMEDOUT\n",
+			    p, E, op->is_write ? "write" : "read", (unsigned long long)op->block,
+			    coh_strerror(rec->err));
+			s->failed = 1;
+		} else {
+			res->paused_refused++;
 		}
 	}
-	/* The history: the victim's unanswered write is pending (it may or may not have taken
-	 * effect); its unanswered read tells nothing. */
-	all = calloc((size_t)t->nodes * MAXOPS, sizeof(*all));
-	for (i = 0; all && i < t->nodes; i++) {
-		for (j = 0; j < sh->nops[i] && j < MAXOPS; j++) {
-			struct linz_op op = sh->ops[i][j];
+}
 
-			if (!op.resp) {
-				if (!op.is_write)
-					continue;
+/* tk_history - every node's operations for the checker: an unanswered or failed write is
+ * pending (it may or may not have taken effect); an unanswered or failed read tells nothing. */
+static size_t tk_history(const struct tk_sup *s, struct linz_op *all, struct tk_result *res)
+{
+	size_t nall = 0;
+	uint32_t i, j, n;
+
+	for (i = 0; i < s->t->nodes; i++) {
+		n = atomic_load(&s->sh->nops[i]);
+		for (j = 0; j < n && j < MAXOPS; j++) {
+			struct linz_op op = s->sh->ops[i][j];
+			bool failed = !op.resp || s->sh->rec[i][j].err;
+
+			if (s->sh->rec[i][j].err)
+				res->failed_ops++;
+			if (failed && !op.is_write)
+				continue;
+			if (failed)
 				op.resp = UINT64_MAX;
-			}
 			if (op.is_write && op.resp == UINT64_MAX)
 				res->pending_writes++;
 			else if (op.is_write)
@@ -339,28 +1015,150 @@ int tk_run(const struct tk_trial *t, struct tk_result *res)
 				res->reads++;
 			all[nall++] = op;
 		}
-		if (i != t->victim) {
-			res->takeovers += sh->takeovers[i];
-			res->replayed_blocks += sh->replayed[i];
-			res->repaired_stripes += sh->repaired[i];
-			if (sh->takeover_ns[i] > res->takeover_ns && sh->takeovers[i])
-				res->takeover_ns = sh->takeover_ns[i];
-			if (sh->view_ns[i] > res->view_ns)
-				res->view_ns = sh->view_ns[i];
-			res->epoch = sh->epoch[i];
-		}
-		res->backpressure += sh->backpressure[i];
 	}
+	return nall;
+}
+
+/* tk_dump_history - every operation of every node, in order (COHORT_TAKEOVER_DUMP=1 asks for it
+ * when a history is not linearizable, to read beside the checker's reason). */
+static void tk_dump_history(const struct tk_sup *s)
+{
+	uint32_t i, j, n;
+
+	for (i = 0; i < s->t->nodes; i++) {
+		n = atomic_load(&s->sh->nops[i]);
+		for (j = 0; j < n && j < MAXOPS; j++) {
+			const struct linz_op *op = &s->sh->ops[i][j];
+
+			fprintf(stderr,
+				"takeover: history: node %u op %u %s block %llu value %llx "
+				"[%llu, %llu] %s\n",
+				i, j, op->is_write ? "write" : "read",
+				(unsigned long long)op->block, (unsigned long long)op->value,
+				(unsigned long long)op->inv, (unsigned long long)op->resp,
+				op->resp ? coh_strerror(s->sh->rec[i][j].err) : "unanswered");
+		}
+	}
+}
+
+static int tk_by_resp(const void *a, const void *b)
+{
+	const struct linz_op *x = a, *y = b;
+
+	return x->resp < y->resp ? -1 : x->resp > y->resp;
+}
+
+/*
+ * tk_transfers - the fewest exclusive lock transfers any resource (a stripe: 4 blocks of RAID-5,
+ * 2 of RAID-1, so 4 resources) saw, as the history shows them: an acknowledged write whose
+ * previous operation on the resource, by completion, was another node's. Each such write took
+ * the resource exclusively from someone else, which moves its version on, so this is about a
+ * lower bound of the version's steps (a long run is meant to wrap a narrow one many times).
+ * Sorts @all (@n operations, failed ones already pending or left out).
+ */
+static uint64_t tk_transfers(const struct tk_trial *t, struct linz_op *all, size_t n)
+{
+	uint32_t rb = t->raid_level == 1 ? 2 : 4, last[4], r;
+	uint64_t cnt[4] = { 0 }, min = UINT64_MAX;
+	size_t i;
+
+	for (r = 0; r < 4; r++)
+		last[r] = TK_NONE;
+	qsort(all, n, sizeof(*all), tk_by_resp);
+	for (i = 0; i < n; i++) {
+		if (all[i].resp == UINT64_MAX)
+			continue;
+		r = (uint32_t)(all[i].block / rb) % 4;
+		if (all[i].is_write && last[r] != TK_NONE && last[r] != all[i].node)
+			cnt[r]++;
+		last[r] = all[i].node;
+	}
+	for (r = 0; r < 4; r++)
+		min = cnt[r] < min ? cnt[r] : min;
+	return min;
+}
+
+int tk_run(const struct tk_trial *t, struct tk_result *res)
+{
+	char dir[] = "/dev/shm/cohort-takeover-XXXXXX", cluster[512];
+	struct tk_sup s = { .t = t };
+	struct linz_op *all = NULL;
+	uint32_t i, child_s, go_mask;
+	uint64_t t0 = bench_now_ns();
+	pid_t parent = getpid();
+	size_t nall;
+
+	memset(res, 0, sizeof(*res));
+	if (t->nodes < 3 || t->nodes > MAXN || t->ops + 64 > MAXOPS || t->nvictims > TK_MAXV)
+		return 1;
+	for (i = 0; i < t->nvictims; i++) {
+		if (t->victims[i].node >= t->nodes || (s.vmask >> t->victims[i].node & 1) ||
+		    t->victims[i].node == t->pause_node)
+			return 1;
+		s.vmask |= 1u << t->victims[i].node;
+	}
+	s.sh = tk_setup(dir, sizeof(*s.sh), t->nodes, cluster, sizeof(cluster));
+	if (!s.sh)
+		return 1;
+	tk_bar_init(&s.sh->start, t->nodes);
+	child_s = tk_child_s(t);
+	s.ps = t->pause_node < t->nodes ? PS_WAIT : PS_NONE;
+	fflush(NULL);
+	for (i = 0; i < t->nodes; i++) {
+		s.pids[i] = fork();
+		if (s.pids[i] == 0) {
+			struct child c = {
+				.t = t, .sh = s.sh, .id = i, .dir = dir, .cluster = cluster
+			};
+
+			tk_child_start(&c, child_s, parent);
+		}
+		if (s.pids[i] < 0)
+			return tk_abort(s.pids, i, s.sh, sizeof(*s.sh), dir);
+		s.live |= 1u << i;
+	}
+	s.deadline = bench_now_ns() + (uint64_t)(child_s + 10) * 1000000000ull;
+	tk_supervise(&s);
+	res->trial_ns = bench_now_ns() - t0;
+	res->paused_ms = s.paused_ns / 1000000ull;
+	res->died_at_end = atomic_load(&s.sh->died_at_end);
+	tk_judge_ends(&s, res);
+	tk_judge_paused(&s, res);
+	go_mask = atomic_load(&s.sh->go) ? atomic_load(&s.sh->go_mask) : 0;
+	res->survivors = go_mask;
+	for (i = 0; i < t->nodes; i++) {
+		if (!(go_mask >> i & 1))
+			continue;
+		res->takeovers += s.sh->takeovers[i];
+		res->replayed_blocks += s.sh->replayed[i];
+		res->repaired_stripes += s.sh->repaired[i];
+		res->backpressure += s.sh->backpressure[i];
+		if (s.sh->takeover_ns[i] > res->takeover_ns && s.sh->takeovers[i])
+			res->takeover_ns = s.sh->takeover_ns[i];
+		if (s.sh->view_ns[i] > res->view_ns)
+			res->view_ns = s.sh->view_ns[i];
+		res->epoch = s.sh->epoch[i];
+	}
+	all = calloc((size_t)t->nodes * MAXOPS, sizeof(*all));
 	if (!all) {
-		failed = 1;
-	} else if (!failed && linz_check(all, nall, stderr)) {
-		fprintf(stderr, "takeover: the history across the crash is not linearizable\n");
-		failed = 1;
+		s.failed = 1;
+	} else {
+		nall = tk_history(&s, all, res);
+		/* A trial that failed already is still checked: a lost write says more than the
+		 * hang it may have caused. */
+		if (linz_check(all, nall, stderr)) {
+			fprintf(stderr,
+				"takeover: the history across the crash is not linearizable\n");
+			s.failed = 1;
+			if (getenv("COHORT_TAKEOVER_DUMP"))
+				tk_dump_history(&s);
+		}
+		res->transfers = tk_transfers(t, all, nall);
 	}
 	free(all);
-	munmap(sh, sizeof(*sh));
+	munmap(s.sh, sizeof(*s.sh));
 	bench_remove_tree(dir);
-	return failed;
+	return s.failed;
 }
 
 /*
@@ -544,7 +1342,7 @@ int tk_hold_run(void)
 	uint32_t i;
 	int failed = 0;
 
-	sh = trial_setup(dir, sizeof(*sh), 3, cluster, sizeof(cluster));
+	sh = tk_setup(dir, sizeof(*sh), 3, cluster, sizeof(cluster));
 	if (!sh)
 		return 1;
 	sh->v0 = 1ull << 32 | 1;
@@ -559,7 +1357,7 @@ int tk_hold_run(void)
 			_exit(hold_child_main(sh, i, dir, cluster));
 		}
 		if (pids[i] < 0)
-			return trial_abort(pids, i, sh, sizeof(*sh), dir);
+			return tk_abort(pids, i, sh, sizeof(*sh), dir);
 	}
 	for (i = 0; i < 3; i++) {
 		int st = 0;
