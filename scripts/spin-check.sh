@@ -34,9 +34,10 @@
 #   COHORT_SPIN_DEEP=1         also the larger runs: safety N=2,R=2,OPS=2 (about 45 M states,
 #                              2-3 minutes, about 3 GB), the view change with 3 operations per
 #                              process (H=2: 37 M states, under a minute, 2.3 GB) and its
-#                              non-progress search with H=0; the rejoin with 3 operations
-#                              for the joiner (H=2: 30 M states, 40 s, 1.7 GB) and its
-#                              non-progress search (H=2: 23 M states, 51 s)
+#                              non-progress search with H=0; the rejoin with H=2 and 3
+#                              operations for the joiner (30 M states, 40 s, 1.7 GB) or 2 for
+#                              the old incarnation (33 M states, 38 s, 1.8 GB), and its
+#                              non-progress search (H=2: 23 M states, 51 s, 2 GB)
 #   COHORT_SPIN_KEEP=1         keep the work directory (it is always kept after a failure)
 #   COHORT_SPIN_MODEL=path     check another copy of the model (e.g. one with a bug put in)
 #   COHORT_SPIN_VIEW_MODEL=path  the same for the view-change model
@@ -226,6 +227,7 @@ check rejoin-safety-H0-ops2x2x2 safety pass "-DH=0 -DOPS=2 -DOPSX=2 -DOPSJ=2" ""
 check rejoin-safety-H2-ops2x1x2 safety pass "-DH=2 -DOPS=2 -DOPSX=1 -DOPSJ=2" "" "$M -q"
 if [ "${COHORT_SPIN_DEEP:-0}" = 1 ]; then
 	check rejoin-safety-H2-ops2x1x3 safety pass "-DH=2 -DOPS=2 -DOPSX=1 -DOPSJ=3" "" "$M -q"
+	check rejoin-safety-H2-ops2x2x2 safety pass "-DH=2 -DOPS=2 -DOPSX=2 -DOPSJ=2" "" "$M -q"
 	check rejoin-nolivelock-H2-ops2 np pass "-DH=2 -DOPS=2 -DOPSX=1 -DOPSJ=2" "" "$M -l"
 fi
 cur=$model
