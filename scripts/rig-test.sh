@@ -41,7 +41,7 @@ if [ "${1:-}" = "--in-guest" ]; then
 	COHORT_TAKEOVER_TRIALS=${COHORT_RIG_TAKEOVER_TRIALS:-10} suite "takeover (rdma)" 1200 \
 		"$build/bin/takeover_test" --gtest_brief=1
 	suite "races of issue 12 (rdma)" 900 "$build/bin/races_test" --gtest_brief=1
-	COHORT_LIFECYCLE_TRIALS=${COHORT_RIG_LIFECYCLE_TRIALS:-20} suite "lifecycle (rdma)" 900 \
+	COHORT_LIFECYCLE_TRIALS=${COHORT_RIG_LIFECYCLE_TRIALS:-20} suite "lifecycle (rdma)" 1200 \
 		"$build/bin/lifecycle_test" --gtest_brief=1
 	exit $fail
 fi
@@ -52,9 +52,9 @@ if [ ! -x "$build/bin/rdma_smoke" ] || [ ! -x "$build/bin/cache_test" ] ||
 	"$top/scripts/setup.sh"
 fi
 [ -x "$build/bin/rdma_smoke" ] || { echo "rig-test: the rdma provider was not built" >&2; exit 1; }
-# The whole run's bound: boot, and each suite's own limit is shorter than this (ctest: 2400).
+# The whole run's bound: boot, and each suite's own limit is shorter than this (ctest: 3300).
 rc=0
-COHORT_VM_TIMEOUT=${COHORT_VM_TIMEOUT:-2100} \
+COHORT_VM_TIMEOUT=${COHORT_VM_TIMEOUT:-2700} \
 	COHORT_VM_ENV="${COHORT_VM_ENV:-} COHORT_CACHE_SEEDS COHORT_RIG_TAKEOVER_TRIALS COHORT_RIG_LIFECYCLE_TRIALS" \
 	"$top/scripts/vm.sh" "$top/scripts/rig-test.sh" --in-guest || rc=$?
 # A power loss: two guests of its own (the first killed), bounded by their own timeouts.
