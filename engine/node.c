@@ -88,6 +88,7 @@ static const uint32_t step_point[] = {
 struct destage {
 	struct coh_node *n;
 	uint32_t slot;
+	bool stepped; /* a step of the update took effect */
 };
 
 /* step_hook - before each step of a stripe update takes effect, its state is on the peers. */
@@ -105,7 +106,84 @@ static int step_hook(void *arg, uint64_t stripe, enum coh_raid_step step)
 	 * outwait it before they replay or write what it held). */
 	if (!ret && !node_lease_ok(n))
 		ret = -EAGAIN;
+	if (!ret)
+		d->stepped = true;
 	return ret;
+}
+
+/* vol_repair_stripes - make the parity of stripes @s0..@s1 follow their data, then flush. */
+static int vol_repair_stripes(struct coh_node *n, uint64_t s0, uint64_t s1)
+{
+	uint64_t s;
+	int ret = 0;
+
+	for (s = s0; s <= s1 && !ret; s++)
+		ret = coh_raid_stripe_repair(n->raid, s);
+	return ret ? ret : coh_raid_flush(n->raid);
+}
+
+/*
+ * vol_repair_pending - with the lease back, repair the stripes whose update a lapse stopped
+ * part-way (this node still holds them: it was not excluded, or the formation that admitted it
+ * again dropped them, node_cache_open), and end their step slots. A repair that fails stays
+ * pending. Returns 0, or the first error.
+ */
+static int vol_repair_pending(struct coh_node *n)
+{
+	int ret = 0;
+
+	while (!ret && node_lease_ok(n)) {
+		uint64_t s0, s1;
+		uint32_t slot;
+
+		pthread_mutex_lock(&n->state_lock);
+		if (!n->npend) {
+			pthread_mutex_unlock(&n->state_lock);
+			break;
+		}
+		n->npend--;
+		s0 = n->pend[n->npend].s0;
+		s1 = n->pend[n->npend].s1;
+		slot = n->pend[n->npend].slot;
+		pthread_mutex_unlock(&n->state_lock);
+		ret = vol_repair_stripes(n, s0, s1);
+		if (!ret && slot < RLOG_STEP_SLOTS)
+			ret = rlog_step_end(&n->w, slot);
+		if (ret) {
+			/* Not repaired: keep it (the slot, if ended, stays ended: the stripe is
+			 * still held here and repaired by the next try). */
+			pthread_mutex_lock(&n->state_lock);
+			if (n->npend < NODE_PEND_MAX) {
+				n->pend[n->npend].s0 = s0;
+				n->pend[n->npend].s1 = s1;
+				n->pend[n->npend].slot = slot;
+				n->npend++;
+			}
+			pthread_mutex_unlock(&n->state_lock);
+		} else {
+			pthread_mutex_lock(&n->state_lock);
+			n->repaired_stripes += s1 - s0 + 1;
+			pthread_mutex_unlock(&n->state_lock);
+		}
+	}
+	return ret;
+}
+
+/* vol_hold_pending - keep a stopped update for repair; false when the table is full. */
+static bool vol_hold_pending(struct coh_node *n, uint64_t s0, uint64_t s1, uint32_t slot)
+{
+	bool held = false;
+
+	pthread_mutex_lock(&n->state_lock);
+	if (n->npend < NODE_PEND_MAX) {
+		n->pend[n->npend].s0 = s0;
+		n->pend[n->npend].s1 = s1;
+		n->pend[n->npend].slot = slot;
+		n->npend++;
+		held = true;
+	}
+	pthread_mutex_unlock(&n->state_lock);
+	return held;
 }
 
 /* vol_write - a destage: the stepped update of the stripes, then the records retired. */
@@ -115,8 +193,14 @@ static int vol_write(void *ctx, uint64_t lba, uint32_t nblocks, const void *buf)
 	struct destage d = { .n = n };
 	uint64_t s0 = coh_raid_stripe_of(n->raid, lba),
 		 s1 = coh_raid_stripe_of(n->raid, lba + nblocks - 1);
+	bool keep_slot = false;
 	int ret, r;
 
+	/* First what an earlier lapse left half done: a read-modify-write on top of it would keep
+	 * the parity wrong. */
+	ret = vol_repair_pending(n);
+	if (ret)
+		return ret;
 	if (n->k) {
 		ret = rlog_step_begin(&n->w, &d.slot);
 		if (ret)
@@ -124,7 +208,7 @@ static int vol_write(void *ctx, uint64_t lba, uint32_t nblocks, const void *buf)
 	}
 	ret = node_lease_ok(n) ? coh_raid_write_stepped(n->raid, lba, nblocks, buf, step_hook, &d)
 			       : -EAGAIN;
-	if (ret && node_lease_ok(n)) {
+	if (ret && d.stepped && node_lease_ok(n)) {
 		/* Stopped part-way (a step's state could not be replicated, or an element
 		 * failed): the data may be written and the parity not. Make the parity follow
 		 * the data now, while this node still holds the stripes: a later read-modify-write
@@ -133,6 +217,15 @@ static int vol_write(void *ctx, uint64_t lba, uint32_t nblocks, const void *buf)
 
 		for (s = s0; s <= s1; s++)
 			coh_raid_stripe_repair(n->raid, s);
+	} else if (ret && d.stepped) {
+		/* Stopped part-way because the lease ran out (a pause): this node may no longer
+		 * write the group, so the repair waits for the lease, and the step slot stays
+		 * live on the peers meanwhile (survivors that exclude this node repair from it). */
+		keep_slot = vol_hold_pending(n, s0, s1, n->k ? d.slot : RLOG_STEP_SLOTS);
+		if (!keep_slot)
+			COH_LOG_WARN("node %u: stripes %llu..%llu stopped part-way and no room to "
+				     "hold them for repair; the step slot is cleared",
+				     n->me, (unsigned long long)s0, (unsigned long long)s1);
 	}
 	/* The records go only once the stripes are on the elements' media: retired over data in
 	 * a volatile cache (the page cache of an element file, a disk's write cache), they would
@@ -144,7 +237,7 @@ static int vol_write(void *ctx, uint64_t lba, uint32_t nblocks, const void *buf)
 		if (n->k)
 			ret = rlog_retire(&n->w, lba, nblocks);
 	}
-	if (n->k) {
+	if (n->k && !keep_slot) {
 		/* Cleared only after the retirement: a survivor that sees the slot repairs the
 		 * stripe, which is harmless once the update is whole. */
 		r = rlog_step_end(&n->w, d.slot);
@@ -158,8 +251,10 @@ static int vol_flush(void *ctx)
 {
 	struct coh_node *n = ctx;
 	uint32_t i;
-	int ret = 0, r;
+	int ret, r;
 
+	/* A flush promises whole stripes: first those a lapse left half done. */
+	ret = vol_repair_pending(n);
 	for (i = 0; i < n->nelems; i++) {
 		if (n->elems[i] && (r = coh_store_flush(n->elems[i])) && !ret)
 			ret = r;
@@ -254,6 +349,17 @@ int node_cache_open(struct coh_node *n)
 		.hook_arg = n,
 	};
 
+	/* A new tenure: the updates a lapse left half done in the last one were repaired by the
+	 * survivors that took this node's stripes (from the live step slots), or by this node
+	 * before the formation that reopens the cache destaged; their slots are gone with the
+	 * log's restart. */
+	pthread_mutex_lock(&n->state_lock);
+	while (n->npend) {
+		n->npend--;
+		if (n->pend[n->npend].slot < RLOG_STEP_SLOTS)
+			rlog_step_forget(&n->w, n->pend[n->npend].slot);
+	}
+	pthread_mutex_unlock(&n->state_lock);
 	return coh_cache_open(&ca, &n->cache);
 }
 
@@ -520,8 +626,19 @@ static int do_io(struct coh_node *n, io_fn fn, uint64_t lba, uint32_t nblocks, v
 		wait_progress(n, seen, 5);
 	}
 	/* -ETIME: a write that was applied after this node's lease ran out; its outcome is
-	 * unknown to the caller, as after a timeout, and it is never applied a second time. */
-	return ret == -EAGAIN || ret == -ETIME ? -ETIMEDOUT : ret;
+	 * unknown to the caller, as after a timeout, and it is never applied a second time. A
+	 * fabric error that outlasted the bound (a peer that fenced this node answers with an
+	 * access error) is no answer either: -EROFS once this node knows it is out of the
+	 * majority, else -ETIMEDOUT. */
+	if (ret == -ETIME || (transient(ret) && ret != -ESHUTDOWN)) {
+		bool quorum;
+
+		pthread_mutex_lock(&n->state_lock);
+		quorum = n->quorum;
+		pthread_mutex_unlock(&n->state_lock);
+		ret = quorum || ret == -ETIME ? -ETIMEDOUT : -EROFS;
+	}
+	return ret;
 }
 
 int coh_node_read(struct coh_node *n, uint64_t lba, uint32_t nblocks, void *buf)

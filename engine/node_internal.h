@@ -34,6 +34,9 @@ struct node_state {
 struct memb;  /* membership.c */
 struct lease; /* lease.c */
 
+/* Stripe updates a lease lapse stopped part-way, held for repair: at most the step slots. */
+#define NODE_PEND_MAX 8u
+
 struct coh_node {
 	struct coh_fabric *fab;
 	uint32_t me, nodes, bsize, k, cache_blocks, timeout_ms, stripe_blocks, nelems;
@@ -91,6 +94,17 @@ struct coh_node {
 	/* operations waiting for @io, and how many have taken it (node_step_pause) */
 	atomic_uint io_wanted;
 	atomic_ulong io_taken;
+
+	/* Stripe updates stopped part-way when this node's lease ran out (a pause): the data may
+	 * be written and the parity not, and this node may not write the group until its lease is
+	 * renewed. Each keeps its step slot live on the peers, so that survivors that exclude this
+	 * node repair the stripe; if they do not, the next destage here repairs it first and then
+	 * ends the slot (node.c, vol_repair_pending). Under @state_lock. */
+	struct {
+		uint64_t s0, s1;
+		uint32_t slot; /* RLOG_STEP_SLOTS: none (k = 0) */
+	} pend[NODE_PEND_MAX];
+	uint32_t npend;
 
 	struct memb *m;
 };

@@ -823,6 +823,13 @@ int rlog_step_put(struct rlog_writer *w, uint32_t slot, uint64_t stripe, uint8_t
 	return step_write(w, slot, false, stripe, step);
 }
 
+void rlog_step_forget(struct rlog_writer *w, uint32_t slot)
+{
+	pthread_mutex_lock(&w->lock);
+	w->step_busy &= ~(1u << slot);
+	pthread_mutex_unlock(&w->lock);
+}
+
 int rlog_step_end(struct rlog_writer *w, uint32_t slot)
 {
 	int ret = step_write(w, slot, true, 0, 0);

@@ -146,6 +146,9 @@ int rlog_append_data(struct rlog_writer *w, uint64_t lba, uint32_t n, const void
 int rlog_step_begin(struct rlog_writer *w, uint32_t *slot);
 int rlog_step_put(struct rlog_writer *w, uint32_t slot, uint64_t stripe, uint8_t step);
 int rlog_step_end(struct rlog_writer *w, uint32_t slot);
+/* rlog_step_forget - the slot is free again here, without writing the peers (their copies were
+ * taken over or restarted). */
+void rlog_step_forget(struct rlog_writer *w, uint32_t slot);
 int rlog_step_decode(const uint8_t *b, uint16_t *writer, uint32_t *gen, uint64_t *stripe,
 		     uint8_t *step);
 /* Visit the step slots of a region that name a destage in progress. */
