@@ -645,9 +645,14 @@ static int tk_abort(const pid_t *pids, uint32_t started, void *sh, size_t len, c
 }
 
 /* tk_child_start - in a new node process: die with the parent (a test killed by its timeout
- * must not leave nodes behind), bound this process, run the node. */
+ * must not leave nodes behind), bound this process, run the node. Each node is a process group
+ * of its own, with its parent outside it: a stopped node in the parent's group, once that group
+ * has no member with a parent outside it (a test started by a shell of another session), is an
+ * orphaned stopped job, and the kernel sends it SIGHUP and SIGCONT when a member exits (the soak
+ * saw paused nodes die of SIGHUP). */
 static void tk_child_start(struct child *c, uint32_t child_s, pid_t parent)
 {
+	setpgid(0, 0);
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
 	if (getppid() != parent)
 		_exit(1);
