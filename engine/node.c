@@ -122,6 +122,23 @@ static int vol_repair_stripes(struct coh_node *n, uint64_t s0, uint64_t s1)
 	return ret ? ret : coh_raid_flush(n->raid);
 }
 
+/* vol_hold_pending - keep a stopped update for repair; false when the table is full. */
+static bool vol_hold_pending(struct coh_node *n, uint64_t s0, uint64_t s1, uint32_t slot)
+{
+	bool held = false;
+
+	pthread_mutex_lock(&n->state_lock);
+	if (n->npend < NODE_PEND_MAX) {
+		n->pend[n->npend].s0 = s0;
+		n->pend[n->npend].s1 = s1;
+		n->pend[n->npend].slot = slot;
+		n->npend++;
+		held = true;
+	}
+	pthread_mutex_unlock(&n->state_lock);
+	return held;
+}
+
 /*
  * vol_repair_pending - with the lease back, repair the stripes whose update a lapse stopped
  * part-way (this node still holds them: it was not excluded, or the formation that admitted it
@@ -151,15 +168,9 @@ static int vol_repair_pending(struct coh_node *n)
 			ret = rlog_step_end(&n->w, slot);
 		if (ret) {
 			/* Not repaired: keep it (the slot, if ended, stays ended: the stripe is
-			 * still held here and repaired by the next try). */
-			pthread_mutex_lock(&n->state_lock);
-			if (n->npend < NODE_PEND_MAX) {
-				n->pend[n->npend].s0 = s0;
-				n->pend[n->npend].s1 = s1;
-				n->pend[n->npend].slot = slot;
-				n->npend++;
-			}
-			pthread_mutex_unlock(&n->state_lock);
+			 * still held here and repaired by the next try). It was just taken out,
+			 * so there is room. */
+			(void)vol_hold_pending(n, s0, s1, slot);
 		} else {
 			pthread_mutex_lock(&n->state_lock);
 			n->repaired_stripes += s1 - s0 + 1;
@@ -167,23 +178,6 @@ static int vol_repair_pending(struct coh_node *n)
 		}
 	}
 	return ret;
-}
-
-/* vol_hold_pending - keep a stopped update for repair; false when the table is full. */
-static bool vol_hold_pending(struct coh_node *n, uint64_t s0, uint64_t s1, uint32_t slot)
-{
-	bool held = false;
-
-	pthread_mutex_lock(&n->state_lock);
-	if (n->npend < NODE_PEND_MAX) {
-		n->pend[n->npend].s0 = s0;
-		n->pend[n->npend].s1 = s1;
-		n->pend[n->npend].slot = slot;
-		n->npend++;
-		held = true;
-	}
-	pthread_mutex_unlock(&n->state_lock);
-	return held;
 }
 
 /* vol_write - a destage: the stepped update of the stripes, then the records retired. */
