@@ -994,6 +994,25 @@ static void print_latencies(const struct demo *d)
 	}
 }
 
+/* verdict_failed - whether a life's checks failed (a lost or corrupt block, an I/O error, a torn
+ * read, parity bad or not checked); if so, print why under @what. */
+static bool verdict_failed(const char *what, const char *who, const struct vstats *vs,
+			   uint64_t io_errors, uint64_t bad_reads, const struct dnode *scrubber)
+{
+	if (!vs->lost && !vs->corrupt && !io_errors && !bad_reads && scrubber &&
+	    !scrubber->bad_stripes)
+		return false;
+	printf("%s: FAILED: %llu acknowledged writes, %llu lost, %llu corrupt (block x %s), %llu "
+	       "I/O errors, %llu torn reads, %s\n",
+	       what, (unsigned long long)vs->acked, (unsigned long long)vs->lost,
+	       (unsigned long long)vs->corrupt, who, (unsigned long long)io_errors,
+	       (unsigned long long)bad_reads,
+	       !scrubber	       ? "parity not checked"
+	       : scrubber->bad_stripes ? "PARITY BAD"
+				       : "parity OK");
+	return true;
+}
+
 /* summary - what happened, and the verdict. Returns 0 when every check passed. */
 static int summary(struct demo *d, bool run_failed, double t_run)
 {
@@ -1075,16 +1094,8 @@ static int summary(struct demo *d, bool run_failed, double t_run)
 		printf("verification (life 1): %llu acknowledged writes, 0 lost (parity is checked "
 		       "at the end of life 2)\n",
 		       (unsigned long long)vs.acked);
-	} else if (vs.lost || vs.corrupt || io_errors || bad_reads || !scrubber ||
-		   scrubber->bad_stripes) {
-		printf("verification: FAILED: %llu acknowledged writes, %llu lost, %llu corrupt "
-		       "(block x survivor), %llu I/O errors, %llu torn reads, %s\n",
-		       (unsigned long long)vs.acked, (unsigned long long)vs.lost,
-		       (unsigned long long)vs.corrupt, (unsigned long long)io_errors,
-		       (unsigned long long)bad_reads,
-		       !scrubber	       ? "parity not checked"
-		       : scrubber->bad_stripes ? "PARITY BAD"
-					       : "parity OK");
+	} else if (verdict_failed("verification", "survivor", &vs, io_errors, bad_reads,
+				  scrubber)) {
 		failed = 1;
 	} else {
 		printf("verification: %llu acknowledged writes, 0 lost, parity OK\n",
@@ -1127,15 +1138,8 @@ static int summary2(struct demo *d, bool run_failed, double t_run)
 		printf("verification: out of memory\n");
 		return 1;
 	}
-	if (vs.lost || vs.corrupt || io_errors || bad_reads || !scrubber || scrubber->bad_stripes) {
-		printf("verification (both lives): FAILED: %llu acknowledged writes, %llu lost, "
-		       "%llu corrupt (block x node), %llu I/O errors, %llu torn reads, %s\n",
-		       (unsigned long long)vs.acked, (unsigned long long)vs.lost,
-		       (unsigned long long)vs.corrupt, (unsigned long long)io_errors,
-		       (unsigned long long)bad_reads,
-		       !scrubber	       ? "parity not checked"
-		       : scrubber->bad_stripes ? "PARITY BAD"
-					       : "parity OK");
+	if (verdict_failed("verification (both lives)", "node", &vs, io_errors, bad_reads,
+			   scrubber)) {
 		failed = 1;
 	} else {
 		printf("verification (both lives, every block on every node): %llu acknowledged "
