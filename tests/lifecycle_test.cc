@@ -1,7 +1,8 @@
 // lifecycle_test.cc - googletest driver of the two-life trials (ctest label "takeover"): a whole
 // cluster SIGKILLed at random moments and right after a node reached each crash point, then
 // opened again on the same files; nothing acknowledged may be lost (lifecycle.h).
-// COHORT_LIFECYCLE_TRIALS sets the number of randomized trials (default 20; CI runs 100) and
+// COHORT_LIFECYCLE_TRIALS sets the number of randomized whole-cluster trials (default 20; CI runs
+// 200), COHORT_LIFECYCLE_REJOIN_TRIALS the randomized rejoin trials (default 2; CI runs 20), and
 // COHORT_LIFECYCLE_SEED their first seed.
 #include <gtest/gtest.h>
 
