@@ -156,6 +156,25 @@ int xp_wait_sends(struct xport *x)
 	return ret;
 }
 
+/*
+ * xp_ready - call before posting. An earlier wait that gave up (it timed out) left operations
+ * out: take their completions first, so that their status is not counted for the new ones and a
+ * late result (a CAS's old word, in the bounce area every operation shares) cannot land over a
+ * new one's. -ETIMEDOUT when they are still out after another bound: post nothing then.
+ */
+int xp_ready(struct xport *x)
+{
+	if (!x->outstanding)
+		return 0;
+	(void)xp_wait_sends(x);
+	x->wr_failed = 0;
+	if (!x->outstanding)
+		return 0;
+	COH_LOG_WARN("node %u: %u fabric operations still out after two bounds", x->c->me,
+		     x->outstanding);
+	return -ETIMEDOUT;
+}
+
 /* xp_cas_at - one fabric CAS on the word at @off of @node's directory region, waited for. */
 int xp_cas_at(struct xport *x, uint32_t node, uint64_t off, uint64_t expect, uint64_t swap,
 	      uint64_t *old)
@@ -168,8 +187,10 @@ int xp_cas_at(struct xport *x, uint32_t node, uint64_t off, uint64_t expect, uin
 		return -ENOTCONN;
 	if (node_dead(c, node))
 		return -ECONNRESET;
-	ret = coh_ep_post_cas(x->one[node], x->buf, x->bounce_off, x->dir[node], off, expect, swap,
-			      0);
+	ret = xp_ready(x);
+	if (!ret)
+		ret = coh_ep_post_cas(x->one[node], x->buf, x->bounce_off, x->dir[node], off,
+				      expect, swap, 0);
 	if (ret)
 		return ret;
 	x->outstanding++;
@@ -200,6 +221,9 @@ int xp_cas_many(struct xport *x, uint32_t node, uint32_t n, const uint64_t *off,
 		return -ENOTCONN;
 	if (node_dead(c, node))
 		return -ECONNRESET;
+	ret = xp_ready(x);
+	if (ret)
+		return ret;
 	for (i = 0; i < n && !ret; i++) {
 		ret = coh_ep_post_cas(x->one[node], x->buf, x->bounce_off + i * 8, x->dir[node],
 				      off[i], expect[i], swap[i], 0);
@@ -228,6 +252,9 @@ int xp_send(struct xport *x, struct coh_ep *ep, const struct cmsg *m)
 
 	if (!ep)
 		return -ENOTCONN;
+	ret = xp_ready(x);
+	if (ret)
+		return ret;
 	cmsg_encode(m, (uint8_t *)coh_mr_addr(x->buf) + off);
 	ret = coh_ep_post_send(ep, x->buf, off, CMSG_SIZE, 0);
 	if (ret)
@@ -450,6 +477,7 @@ int coh_cache_import(struct coh_cache *c, uint32_t peer,
 static void *svc_main(void *arg)
 {
 	struct coh_cache *c = arg;
+	uint32_t budget;
 	struct cmsg m;
 
 	while (!atomic_load(&c->stop)) {
@@ -461,8 +489,15 @@ static void *svc_main(void *arg)
 
 		if (ret < 0 && ret != -ETIMEDOUT)
 			COH_LOG_WARN("node %u: service thread: %s", c->me, coh_strerror(ret));
-		while (xp_take(&c->svc, &m))
+		/* Only the messages in the inbox now: handling one polls, and so takes in more
+		 * (a requester told to retry asks again at once), and an unbounded loop here would
+		 * starve the kicks and the imports below it. A new directory descriptor goes in
+		 * before the next message: every message served with the revoked one fails. */
+		for (budget = c->svc.in_count; budget && xp_take(&c->svc, &m); budget--) {
+			if (__atomic_load_n(&c->svc_desc_pending, __ATOMIC_RELAXED))
+				svc_import(c);
 			svc_handle(c, &m);
+		}
 		pthread_mutex_lock(&c->lock);
 		if (c->svc_kick) {
 			c->svc_kick = false;

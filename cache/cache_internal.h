@@ -342,6 +342,7 @@ int xp_cas_many(struct xport *x, uint32_t node, uint32_t n, const uint64_t *off,
 int xp_send(struct xport *x, struct coh_ep *ep, const struct cmsg *m);
 int xp_poll(struct xport *x, int timeout_ms);
 int xp_wait_sends(struct xport *x);
+int xp_ready(struct xport *x);
 bool xp_take(struct xport *x, struct cmsg *m);
 
 /* coherence.c */

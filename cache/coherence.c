@@ -182,6 +182,9 @@ static uint32_t inval_write(struct coh_cache *c, struct xport *x, uint64_t r, ui
 	uint64_t val = inv_token(c->me, atomic_fetch_add(&c->inv_count, 1) + 1);
 	uint32_t n, count = 0, failed = 0;
 
+	*sent = 0;
+	if (xp_ready(x))
+		return sharers & ~(1u << c->me) & ~atomic_load(&c->dead);
 	memcpy((uint8_t *)coh_mr_addr(x->buf) + x->bounce_off, &val, sizeof(val));
 	x->wr_failed = 0;
 	for (n = 0; n < c->nodes; n++) {
@@ -1022,13 +1025,19 @@ static int fetch_into_slot(struct coh_cache *c, uint32_t holder, uint32_t v, uin
 	h->dirty = 0;
 	pthread_mutex_unlock(&c->lock);
 
-	ret = coh_ep_post_read(x->one[holder], c->slots_mr, slot_off(c, lba), x->slots[holder],
-			       slot_off(c, lba), c->stride, 0);
+	ret = xp_ready(x);
+	if (!ret)
+		ret = coh_ep_post_read(x->one[holder], c->slots_mr, slot_off(c, lba),
+				       x->slots[holder], slot_off(c, lba), c->stride, 0);
 	if (!ret) {
 		x->outstanding++;
 		ret = xp_wait_sends(x);
 		atomic_fetch_add(&c->net_read, 1);
 	}
+	/* A READ given up on may still land in the slot: wait it out (bounded) before the slot
+	 * can be filled with anything else. */
+	if (ret == -ETIMEDOUT)
+		(void)xp_ready(x);
 	pthread_mutex_lock(&c->lock);
 	if (ret || atomic_load_explicit(&h->tag, memory_order_relaxed) != lba + 1 || h->rv != v ||
 	    h->crc != block_crc(c, d)) {

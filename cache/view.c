@@ -255,7 +255,9 @@ static int read_dir(struct coh_cache *c, uint32_t h, const uint64_t **w)
 		if (ret)
 			return ret;
 	}
-	ret = coh_ep_post_read(x->one[h], c->img_mr, 0, x->dir[h], 0, c->nres * 8, 0);
+	ret = xp_ready(x);
+	if (!ret)
+		ret = coh_ep_post_read(x->one[h], c->img_mr, 0, x->dir[h], 0, c->nres * 8, 0);
 	if (ret)
 		return ret;
 	x->outstanding++;
@@ -451,8 +453,10 @@ static int inval_taken(struct coh_cache *c, const struct taken *t)
 	struct xport *x = &c->app;
 	uint64_t val = inv_token(c->me, atomic_fetch_add(&c->inv_count, 1) + 1), i;
 	uint32_t live = live_members(c), m, nb;
-	int ret = 0, r2;
+	int ret = xp_ready(x), r2;
 
+	if (ret)
+		return ret;
 	memcpy((uint8_t *)coh_mr_addr(x->buf) + x->bounce_off, &val, sizeof(val));
 	for (m = 0; m < c->nodes && !ret; m++) {
 		if (m == c->me || !(live >> m & 1))
