@@ -642,7 +642,12 @@ static int memb_leave_wait(struct coh_node *n, uint32_t E, uint32_t others)
 		n->m->drain_asked = 0;
 		done = n->m->dead | n->m->bye;
 		for (p = 0; p < n->nodes; p++) {
-			if (n->m->drained[p] >= E || n->m->drain_epoch[p] >= E)
+			/* A member that proposes a newer view is in a view change (someone else
+			 * left or died) and will not drain before it ends, which waits for this
+			 * node's answer: waiting here would make it take this node for dead and
+			 * fence it. Its writes are in its log copies, as after a timeout here. */
+			if (n->m->drained[p] >= E || n->m->drain_epoch[p] >= E ||
+			    n->m->view_epoch[p] > E)
 				done |= 1u << p;
 		}
 		if (!(others & ~done))
