@@ -597,8 +597,6 @@ static int do_io(struct coh_node *n, io_fn fn, uint64_t lba, uint32_t nblocks, v
 	uint64_t deadline, seen;
 	int ret = 0, tries = 0;
 
-	if (!n || !buf || !nblocks || lba >= n->vol_blocks || nblocks > n->vol_blocks - lba)
-		return -EINVAL;
 	deadline = node_now_ns() + (uint64_t)n->timeout_ms * 4 * 1000000ull;
 	for (;;) {
 		pthread_mutex_lock(&n->state_lock);
@@ -613,9 +611,10 @@ static int do_io(struct coh_node *n, io_fn fn, uint64_t lba, uint32_t nblocks, v
 			break;
 		if (!tries++) {
 			atomic_fetch_add(&n->dead_waits, 1);
-			COH_LOG_INFO("node %u: %s on blocks %llu+%u; again when the view change "
+			COH_LOG_INFO("node %u: %s on %s %llu+%u; again when the view change "
 				     "moves on",
-				     n->me, coh_strerror(ret), (unsigned long long)lba, nblocks);
+				     n->me, coh_strerror(ret), nblocks ? "blocks" : "the flush",
+				     (unsigned long long)lba, nblocks);
 		}
 		wait_progress(n, seen, 5);
 	}
@@ -635,9 +634,15 @@ static int do_io(struct coh_node *n, io_fn fn, uint64_t lba, uint32_t nblocks, v
 	return ret;
 }
 
+static bool io_args_ok(const struct coh_node *n, uint64_t lba, uint32_t nblocks, const void *buf)
+{
+	return n && buf && nblocks && lba < n->vol_blocks && nblocks <= n->vol_blocks - lba;
+}
+
 int coh_node_read(struct coh_node *n, uint64_t lba, uint32_t nblocks, void *buf)
 {
-	int ret = do_io(n, coh_cache_read, lba, nblocks, buf);
+	int ret = io_args_ok(n, lba, nblocks, buf) ? do_io(n, coh_cache_read, lba, nblocks, buf)
+						   : -EINVAL;
 
 	if (!ret)
 		atomic_fetch_add(&n->reads, 1);
@@ -646,25 +651,27 @@ int coh_node_read(struct coh_node *n, uint64_t lba, uint32_t nblocks, void *buf)
 
 int coh_node_write(struct coh_node *n, uint64_t lba, uint32_t nblocks, const void *buf)
 {
-	int ret = do_io(n, io_write_fn, lba, nblocks, (void *)buf);
+	int ret = io_args_ok(n, lba, nblocks, buf)
+		      ? do_io(n, io_write_fn, lba, nblocks, (void *)buf)
+		      : -EINVAL;
 
 	if (!ret)
 		atomic_fetch_add(&n->writes, 1);
 	return ret;
 }
 
+static int io_flush_fn(struct coh_cache *c, uint64_t lba, uint32_t nblocks, void *buf)
+{
+	(void)lba;
+	(void)nblocks;
+	(void)buf;
+	return coh_cache_flush(c);
+}
+
+/* A flush meets a view change as a write does, and waits it out the same way. */
 int coh_node_flush(struct coh_node *n)
 {
-	int ret;
-
-	if (!n)
-		return -EINVAL;
-	ret = io_begin(n);
-	if (ret)
-		return ret;
-	ret = coh_cache_flush(n->cache);
-	pthread_mutex_unlock(&n->io);
-	return ret;
+	return n ? do_io(n, io_flush_fn, 0, 0, NULL) : -EINVAL;
 }
 
 uint64_t coh_node_nblocks(const struct coh_node *n)
