@@ -8,8 +8,8 @@
  *   write_k0, _k1, _k2    an acknowledged 4 KiB coh_node_write of a block this node already holds
  *                         exclusive, with k = 0, 1, 2 log copies: no network operation for the
  *                         cache; the write hook appends the block to the log on k peers (WRITE +
- *                         FLUSH) and, since the block is rewritten, retires its superseded record
- *                         (a second WRITE + FLUSH round)
+ *                         FLUSH); the block is rewritten, and the record it supersedes is left
+ *                         to the scan (rlog.c, "Supersession"): no second round
  *   write_k1_new, _k2_new the same on a block with no live record (its last write destaged): the
  *                         append alone
  *   takeover, view_change a node SIGKILLed with acknowledged writes in its log, over many kills:

@@ -118,7 +118,7 @@ int rlog_rec_decode(const uint8_t *src, size_t avail, struct rlog_rec *r)
 	r->state = get64(src + R_STATE);
 	if ((r->type != RLOG_DATA && r->type != RLOG_WRAP) || r->len > RLOG_MAX_PAYLOAD ||
 	    rlog_rec_size(r->len) > avail || (r->type != RLOG_DATA && r->len) ||
-	    (r->state && r->state != RLOG_RETIRED))
+	    (r->state && r->state != RLOG_RETIRED && r->state != RLOG_ABANDONED))
 		return -EPROTO;
 	if (get32(src + R_CRC) != rec_crc(src, src + RLOG_ALIGN, r->len))
 		return -EBADMSG;
@@ -183,30 +183,18 @@ static bool all_zero(const uint8_t *p, size_t n)
 	return true;
 }
 
-int rlog_scan(const uint8_t *region, size_t len, uint16_t writer, rlog_visit_fn fn, void *arg,
-	      struct rlog_scan_stats *st)
+/*
+ * scan_walk - the records of the region in log order from the tail (@off, @expect) of generation
+ * @gen: every valid DATA record goes to @each, whatever its state. Corrupt records are skipped
+ * (logged unless @quiet) and counted, a torn end counted, in @st. Bounded by the region's size.
+ */
+static int scan_walk(const uint8_t *region, size_t len, uint16_t writer, uint32_t gen, uint64_t off,
+		     uint64_t expect, bool quiet, rlog_visit_fn each, void *arg,
+		     struct rlog_scan_stats *st)
 {
-	uint64_t off, expect, steps, max_steps = len / RLOG_ALIGN + 2;
-	uint32_t gen;
-	uint16_t w;
+	uint64_t steps, max_steps = len / RLOG_ALIGN + 2;
 	int ret;
 
-	memset(st, 0, sizeof(*st));
-	if (len < RLOG_RING + RLOG_ALIGN)
-		return -EINVAL;
-	ret = rlog_region_hdr_decode(region, &w, &gen, &off, &expect);
-	if (ret == -ENODATA && all_zero(region, RLOG_HDR))
-		return 0; /* never written */
-	if (ret) {
-		COH_LOG_ERR("rlog: region of writer %u: bad header (%s)", writer,
-			    coh_strerror(ret));
-		return -EPROTO;
-	}
-	if (w != writer || off < RLOG_RING || off >= len || off % RLOG_ALIGN) {
-		COH_LOG_ERR("rlog: region of writer %u: header names writer %u, tail %llu", writer,
-			    w, (unsigned long long)off);
-		return -EPROTO;
-	}
 	for (steps = 0; steps < max_steps; steps++) {
 		struct rlog_rec r;
 
@@ -231,7 +219,9 @@ int rlog_scan(const uint8_t *region, size_t len, uint16_t writer, rlog_visit_fn 
 				off = noff;
 				continue;
 			}
-			COH_LOG_ERR("rlog: writer %u: records %llu..%llu at offset %llu are "
+			if (!quiet)
+				COH_LOG_ERR(
+				    "rlog: writer %u: records %llu..%llu at offset %llu are "
 				    "corrupt (%s); skipped, never replayed",
 				    writer, (unsigned long long)expect,
 				    (unsigned long long)(n.lsn - 1), (unsigned long long)off,
@@ -246,18 +236,139 @@ int rlog_scan(const uint8_t *region, size_t len, uint16_t writer, rlog_visit_fn 
 			expect++;
 			continue;
 		}
-		if (r.state == RLOG_RETIRED) {
-			st->retired++;
-		} else {
-			st->live++;
-			ret = fn ? fn(arg, &r, region + off + RLOG_ALIGN) : 0;
-			if (ret)
-				return ret;
-		}
+		ret = each(arg, &r, region + off + RLOG_ALIGN);
+		if (ret)
+			return ret;
 		off += rlog_rec_size(r.len);
 		expect++;
 	}
 	return 0;
+}
+
+/*
+ * Supersession. A rewrite does not retire the record it supersedes (that would be a second
+ * round trip on the write path): the scan resolves it by sequence. Of the valid records of a
+ * block past the tail, only the newest counts; an older live one is superseded, whether the
+ * newest is live (replayed instead) or retired (its destage wrote the block, maybe someone's
+ * newer write since). An abandoned record (an append that failed and was never acknowledged)
+ * supersedes nothing. The tail passes a superseded record only once its superseder is
+ * persistent on the peers, so a superseded record past the tail always has its superseder
+ * there too.
+ */
+struct scan_newest {
+	struct scan_key {
+		uint64_t lba, lsn;
+	} * keys;
+	size_t count, cap;
+	struct rlog_scan_stats *st;
+	rlog_visit_fn fn;
+	void *arg;
+};
+
+static int scan_key_cmp(const void *a, const void *b)
+{
+	const struct scan_key *x = a, *y = b;
+
+	if (x->lba != y->lba)
+		return x->lba < y->lba ? -1 : 1;
+	return x->lsn < y->lsn ? -1 : x->lsn > y->lsn;
+}
+
+static int scan_collect(void *arg, const struct rlog_rec *r, const uint8_t *payload)
+{
+	struct scan_newest *sn = arg;
+
+	(void)payload;
+	if (r->state == RLOG_ABANDONED || sn->count == sn->cap)
+		return 0;
+	sn->keys[sn->count].lba = r->addr;
+	sn->keys[sn->count].lsn = r->lsn;
+	sn->count++;
+	return 0;
+}
+
+/* scan_newest_lsn - the newest LSN of block @lba among the collected records (0: none). */
+static uint64_t scan_newest_lsn(const struct scan_newest *sn, uint64_t lba)
+{
+	size_t lo = 0, hi = sn->count;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (sn->keys[mid].lba < lba)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo < sn->count && sn->keys[lo].lba == lba ? sn->keys[lo].lsn : 0;
+}
+
+static int scan_visit(void *arg, const struct rlog_rec *r, const uint8_t *payload)
+{
+	struct scan_newest *sn = arg;
+
+	if (r->state == RLOG_RETIRED) {
+		sn->st->retired++;
+		return 0;
+	}
+	if (r->state == RLOG_ABANDONED) {
+		sn->st->abandoned++;
+		return 0;
+	}
+	if (scan_newest_lsn(sn, r->addr) > r->lsn) {
+		sn->st->superseded++;
+		return 0;
+	}
+	sn->st->live++;
+	return sn->fn ? sn->fn(sn->arg, r, payload) : 0;
+}
+
+int rlog_scan(const uint8_t *region, size_t len, uint16_t writer, rlog_visit_fn fn, void *arg,
+	      struct rlog_scan_stats *st)
+{
+	struct scan_newest sn = { .st = st, .fn = fn, .arg = arg };
+	struct rlog_scan_stats first = { 0 };
+	uint64_t off, expect;
+	size_t i, j;
+	uint32_t gen;
+	uint16_t w;
+	int ret;
+
+	memset(st, 0, sizeof(*st));
+	if (len < RLOG_RING + RLOG_ALIGN)
+		return -EINVAL;
+	ret = rlog_region_hdr_decode(region, &w, &gen, &off, &expect);
+	if (ret == -ENODATA && all_zero(region, RLOG_HDR))
+		return 0; /* never written */
+	if (ret) {
+		COH_LOG_ERR("rlog: region of writer %u: bad header (%s)", writer,
+			    coh_strerror(ret));
+		return -EPROTO;
+	}
+	if (w != writer || off < RLOG_RING || off >= len || off % RLOG_ALIGN) {
+		COH_LOG_ERR("rlog: region of writer %u: header names writer %u, tail %llu", writer,
+			    w, (unsigned long long)off);
+		return -EPROTO;
+	}
+	/* Two walks over the same bytes: the newest record of each block, then the visits. */
+	sn.cap = (len - RLOG_RING) / RLOG_ALIGN;
+	sn.keys = malloc(sn.cap * sizeof(*sn.keys));
+	if (!sn.keys)
+		return -ENOMEM;
+	ret = scan_walk(region, len, writer, gen, off, expect, true, scan_collect, &sn, &first);
+	if (!ret) {
+		qsort(sn.keys, sn.count, sizeof(*sn.keys), scan_key_cmp);
+		/* Keep the newest of each block: the last of its run. */
+		for (i = 0, j = 0; i < sn.count; i++) {
+			if (i + 1 < sn.count && sn.keys[i + 1].lba == sn.keys[i].lba)
+				continue;
+			sn.keys[j++] = sn.keys[i];
+		}
+		sn.count = j;
+		ret = scan_walk(region, len, writer, gen, off, expect, false, scan_visit, &sn, st);
+	}
+	free(sn.keys);
+	return ret;
 }
 
 /* The live table: lba -> LSN of the newest live DATA record; open addressing, linear probing,
@@ -531,8 +642,10 @@ static void ent_push(struct rlog_writer *w, uint64_t off, uint32_t size, uint64_
 	e->size = size;
 	e->lsn = lsn;
 	e->lba = lba;
+	e->prev = 0;
 	e->data = data;
 	e->retired = retired;
+	e->sup = false;
 	w->ent_count++;
 	w->used += size;
 }
@@ -555,6 +668,56 @@ static uint64_t span(const struct rlog_writer *w, uint32_t rsize, uint32_t n)
 }
 
 /*
+ * tail_prefix - the records at the head of the FIFO that are done here (retired, superseded,
+ * wrap padding): how many, and where the tail goes past them (*@off, *@lsn).
+ */
+static uint32_t tail_prefix(const struct rlog_writer *w, uint64_t *off, uint64_t *lsn)
+{
+	uint32_t i;
+
+	for (i = 0; i < w->ent_count && w->ents[(w->ent_head + i) % w->ent_cap].retired; i++)
+		;
+	if (i < w->ent_count) {
+		const struct rlog_ent *e = &w->ents[(w->ent_head + i) % w->ent_cap];
+
+		*off = e->off;
+		*lsn = e->lsn;
+	} else {
+		*off = w->head_off;
+		*lsn = w->next_lsn;
+	}
+	return i;
+}
+
+/* tail_pop - the region header naming the tail (*@off, *@lsn) is persistent on the peers: the
+ * @np records before it are space again. */
+static void tail_pop(struct rlog_writer *w, uint32_t np, uint64_t off, uint64_t lsn)
+{
+	while (np--) {
+		w->used -= w->ents[w->ent_head].size;
+		w->ent_head = (w->ent_head + 1) % w->ent_cap;
+		w->ent_count--;
+	}
+	w->tail_off = off;
+	w->tail_lsn = lsn;
+}
+
+/* tail_advance - write the region header past the done records at the FIFO's head, alone: a
+ * full ring whose oldest records are superseded gets its space back without a destage. */
+static int tail_advance(struct rlog_writer *w, uint32_t np, uint64_t off, uint64_t lsn)
+{
+	uint64_t loff = 0, roff = 0;
+	uint32_t len = RLOG_HDR;
+	int ret;
+
+	rlog_region_hdr_encode(coh_mr_addr(w->stage), (uint16_t)w->me, w->gen, off, lsn);
+	ret = put_ranges(w, &loff, &roff, &len, 1);
+	if (!ret)
+		tail_pop(w, np, off, lsn);
+	return ret;
+}
+
+/*
  * append - stage @n records of one type and put them on the peers; their LSNs go to @lsns.
  * @payload is @n blocks for DATA. The caller holds the lock. Room is made first (back-pressure)
  * with the lock dropped while the owner destages.
@@ -562,10 +725,11 @@ static uint64_t span(const struct rlog_writer *w, uint32_t rsize, uint32_t n)
 static int append(struct rlog_writer *w, uint8_t type, uint8_t step, uint64_t addr, uint32_t n,
 		  const uint8_t *payload, uint64_t *lsns)
 {
-	uint32_t plen = type == RLOG_DATA ? w->bsize : 0, rsize = rlog_rec_size(plen), i, nr = 0;
-	uint64_t deadline = now_ms() + w->timeout_ms, loff[2], roff[2];
+	uint32_t plen = type == RLOG_DATA ? w->bsize : 0, rsize = rlog_rec_size(plen), i, nr = 0,
+		 np;
+	uint64_t deadline = now_ms() + w->timeout_ms, loff[3], roff[3], toff, tlsn;
 	uint8_t *st = coh_mr_addr(w->stage);
-	uint32_t len[2];
+	uint32_t len[3];
 	size_t so = 0;
 	int ret;
 
@@ -578,6 +742,13 @@ static int append(struct rlog_writer *w, uint8_t type, uint8_t step, uint64_t ad
 			return -ETIMEDOUT;
 		if (!w->ent_count)
 			return -ENOSPC; /* empty and still no room: cannot happen, see above */
+		np = tail_prefix(w, &toff, &tlsn);
+		if (np) {
+			ret = tail_advance(w, np, toff, tlsn);
+			if (ret)
+				return ret;
+			continue;
+		}
 		w->backpressure++;
 		pthread_mutex_unlock(&w->lock);
 		ret = w->reclaim ? w->reclaim(w->arg) : -ENOSPC;
@@ -585,6 +756,11 @@ static int append(struct rlog_writer *w, uint8_t type, uint8_t step, uint64_t ad
 		if (ret)
 			return ret;
 	}
+	/* Once the ring is half used, the tail moves past what is done at the FIFO's head in the
+	 * same round trip (those records' superseders are already persistent: rlog_append_data
+	 * marks them only then). Not before: the header is one more WRITE and FLUSH per peer, and
+	 * the walk to find the tail is paid once per half ring, not once per append. */
+	np = 2 * w->used > w->region_len - RLOG_RING ? tail_prefix(w, &toff, &tlsn) : 0;
 	loff[0] = 0;
 	roff[0] = w->head_off;
 	for (i = 0; i < n; i++) {
@@ -629,31 +805,42 @@ static int append(struct rlog_writer *w, uint8_t type, uint8_t step, uint64_t ad
 	}
 	len[nr] = (uint32_t)(so - loff[nr]);
 	nr++;
+	if (np) {
+		rlog_region_hdr_encode(st + so, (uint16_t)w->me, w->gen, toff, tlsn);
+		loff[nr] = so;
+		roff[nr] = 0;
+		len[nr++] = RLOG_HDR;
+	}
 	ret = put_ranges(w, loff, roff, len, nr);
 	if (ret)
 		return ret;
+	if (np)
+		tail_pop(w, np, toff, tlsn);
 	w->appended += n;
 	w->bytes += so;
 	return 0;
 }
 
-/* retire_now - flip the state word of the given records on the peers, advance the tail over
- * retired records, and write the region header; all persistent when it returns 0. */
-static int retire_now(struct rlog_writer *w, const uint64_t *lsns, uint32_t n)
+/* retire_now - set the state word of the given records on the peers to @state (RLOG_RETIRED
+ * after a destage, RLOG_ABANDONED for an append that failed), advance the tail over the done
+ * records, and write the region header; all persistent when it returns 0. */
+static int retire_now(struct rlog_writer *w, const uint64_t *lsns, uint32_t n, uint64_t state)
 {
 	uint8_t *st = coh_mr_addr(w->stage);
 	uint64_t loff[STAGE_RECS + 1], roff[STAGE_RECS + 1];
-	uint32_t len[STAGE_RECS + 1], i, m = 0, half;
+	uint32_t len[STAGE_RECS + 1], i, m = 0, half, np;
+	uint64_t toff, tlsn;
 	size_t so = 0;
 	int ret;
 
 	for (i = 0; i < n && m < STAGE_RECS; i++) {
 		struct rlog_ent *e = ent_of(w, lsns[i]);
 
-		if (!e || e->retired)
+		if (!e || (e->retired && !e->sup))
 			continue;
 		e->retired = true;
-		put64(st + so, RLOG_RETIRED);
+		e->sup = false;
+		put64(st + so, state);
 		loff[m] = so;
 		roff[m] = e->off + R_STATE;
 		len[m++] = 8;
@@ -670,13 +857,8 @@ static int retire_now(struct rlog_writer *w, const uint64_t *lsns, uint32_t n)
 	} else {
 		half = 0;
 	}
-	while (w->ent_count && w->ents[w->ent_head].retired) {
-		w->used -= w->ents[w->ent_head].size;
-		w->ent_head = (w->ent_head + 1) % w->ent_cap;
-		w->ent_count--;
-	}
-	w->tail_off = w->ent_count ? w->ents[w->ent_head].off : w->head_off;
-	w->tail_lsn = w->ent_count ? w->ents[w->ent_head].lsn : w->next_lsn;
+	np = tail_prefix(w, &toff, &tlsn);
+	tail_pop(w, np, toff, tlsn);
 	so = (so + RLOG_ALIGN - 1) / RLOG_ALIGN * RLOG_ALIGN;
 	rlog_region_hdr_encode(st + so, (uint16_t)w->me, w->gen, w->tail_off, w->tail_lsn);
 	loff[m] = so;
@@ -710,8 +892,8 @@ int rlog_writer_reset(struct rlog_writer *w, uint32_t peers, uint32_t k, uint32_
 
 int rlog_append_data(struct rlog_writer *w, uint64_t lba, uint32_t n, const void *buf)
 {
-	uint64_t old[STAGE_RECS], lsns[STAGE_RECS];
-	uint32_t done = 0, m, i, no;
+	uint64_t lsns[STAGE_RECS];
+	uint32_t done = 0, m, i;
 	int ret = 0;
 
 	pthread_mutex_lock(&w->lock);
@@ -729,20 +911,25 @@ int rlog_append_data(struct rlog_writer *w, uint64_t lba, uint32_t n, const void
 			 * newer write. Retire them where they landed; the dead peer's copy goes
 			 * with it. Best effort: it fails on the peer that failed. */
 			if (w->next_lsn != first)
-				(void)retire_now(w, lsns, m);
+				(void)retire_now(w, lsns, m, RLOG_ABANDONED);
 			break;
 		}
-		/* The new records supersede older live ones of the same blocks: retire those now
-		 * that the new ones are persistent. */
-		for (i = 0, no = 0; !ret && i < m; i++) {
+		/* The new records supersede older live ones of the same blocks. Those are not
+		 * retired on the peers (a second round trip): a scan resolves them by sequence,
+		 * and the tail passes them with a later append's header. Only now, with the new
+		 * records persistent, are they done here. */
+		for (i = 0; !ret && i < m; i++) {
 			uint64_t *cur = live_find(w->live, lba + done + i);
+			struct rlog_ent *e = cur ? ent_of(w, *cur) : NULL;
 
-			if (cur)
-				old[no++] = *cur;
+			if (e && !e->retired) {
+				e->retired = true;
+				e->sup = true;
+				ent_of(w, lsns[i])->prev = e->lsn;
+				w->superseded++;
+			}
 			ret = live_put(w->live, lba + done + i, lsns[i]);
 		}
-		if (!ret && no)
-			ret = retire_now(w, old, no);
 		done += m;
 	}
 	pthread_mutex_unlock(&w->lock);
@@ -882,19 +1069,29 @@ int rlog_retire(struct rlog_writer *w, uint64_t lba, uint32_t n)
 
 	pthread_mutex_lock(&w->lock);
 	for (i = 0; i < n && !ret; i++) {
-		uint64_t *cur = live_find(w->live, lba + i);
+		uint64_t *cur = live_find(w->live, lba + i), l;
 
-		if (cur) {
-			lsns[m++] = *cur;
-			live_del(w->live, lba + i);
-		}
-		if (m == STAGE_RECS) {
-			ret = retire_now(w, lsns, m);
-			m = 0;
+		if (!cur)
+			continue;
+		l = *cur;
+		live_del(w->live, lba + i);
+		/* The newest record, then back along what it superseded while that is still past
+		 * the tail and live on the peers. */
+		while (l && !ret) {
+			struct rlog_ent *e = ent_of(w, l);
+
+			if (!e || (e->retired && !e->sup))
+				break;
+			lsns[m++] = l;
+			l = e->prev;
+			if (m == STAGE_RECS) {
+				ret = retire_now(w, lsns, m, RLOG_RETIRED);
+				m = 0;
+			}
 		}
 	}
 	if (!ret && m)
-		ret = retire_now(w, lsns, m);
+		ret = retire_now(w, lsns, m, RLOG_RETIRED);
 	pthread_mutex_unlock(&w->lock);
 	return ret;
 }

@@ -24,7 +24,10 @@
 #define RLOG_HDR 64u			   /* region header */
 #define RLOG_REGION_MAGIC 0x474f4c52u	   /* "RLOG" */
 #define RLOG_REC_MAGIC 0x43455252u	   /* "RREC" */
-#define RLOG_RETIRED 0x4445524954455221ull /* "!RETIRED" */
+#define RLOG_RETIRED 0x4445524954455221ull /* "!RETIRED": its destage is done */
+#define RLOG_ABANDONED                                                                             \
+	0x4e4f444e41424121ull /* "!ABANDON": an append that failed, never
+						acknowledged; supersedes nothing */
 #define RLOG_MAX_PAYLOAD (1u << 20)
 #define RLOG_STEP_MAGIC 0x50455453u /* "STEP" */
 #define RLOG_STEP_SLOTS 8u
@@ -46,7 +49,7 @@ struct rlog_rec {
 	uint64_t addr;
 	uint32_t len; /* payload bytes */
 	uint32_t gen;
-	uint64_t state; /* 0 live, RLOG_RETIRED */
+	uint64_t state; /* 0 live, RLOG_RETIRED, RLOG_ABANDONED */
 };
 
 static inline uint32_t rlog_rec_size(uint32_t payload)
@@ -66,20 +69,24 @@ int rlog_region_hdr_decode(const uint8_t *src, uint16_t *writer, uint32_t *gen, 
 
 /* struct rlog_scan_stats - what a scan found. */
 struct rlog_scan_stats {
-	uint64_t live, retired; /* valid records */
-	uint64_t corrupt;	/* records skipped for a bad checksum with valid ones after them */
-	uint64_t torn;		/* an invalid record where the log ends (never acknowledged) */
+	uint64_t live;	     /* valid live records that are the newest of their block: visited */
+	uint64_t superseded; /* valid live records with a newer record of their block after them */
+	uint64_t retired, abandoned; /* valid records in those states */
+	uint64_t corrupt; /* records skipped for a bad checksum with valid ones after them */
+	uint64_t torn;	  /* an invalid record where the log ends (never acknowledged) */
 };
 
 typedef int (*rlog_visit_fn)(void *arg, const struct rlog_rec *r, const uint8_t *payload);
 
 /*
- * rlog_scan - visit the live records of a region in log order, from its tail. A record that
+ * rlog_scan - visit the live records of a region in log order, from its tail, leaving out each
+ * one that a newer valid record of the same block supersedes (live or retired, not abandoned: a
+ * rewrite does not retire what it supersedes; rlog.c, "Supersession"). A record that
  * fails its checksum is never visited. If a valid record with the next sequence number exists
  * further on, the bad one was corrupted in place: it is counted, logged, and skipped; otherwise
  * it is where the log ends (a torn append that was never acknowledged). Bounded by the region's
- * size. Returns 0, the visitor's nonzero return, or -EPROTO for a region header that is not this
- * writer's.
+ * size. Returns 0, the visitor's nonzero return, -ENOMEM, or -EPROTO for a region header that is
+ * not this writer's.
  */
 int rlog_scan(const uint8_t *region, size_t len, uint16_t writer, rlog_visit_fn fn, void *arg,
 	      struct rlog_scan_stats *st);
@@ -116,8 +123,11 @@ struct rlog_writer {
 	/* records not yet past the tail, oldest first: offset, size, lsn, retired */
 	struct rlog_ent {
 		uint64_t off, lsn, lba;
+		uint64_t prev; /* the LSN of the record of the same block this one superseded */
 		uint32_t size;
-		bool retired, data;
+		bool retired; /* done here: the tail may pass it */
+		bool sup;     /* done because superseded; still live on the peers */
+		bool data;
 	} * ents;
 	uint32_t ent_cap, ent_head, ent_count;
 	struct rlog_live *live;
@@ -125,7 +135,7 @@ struct rlog_writer {
 	rlog_point_fn point;
 	void *arg;
 	/* counters */
-	uint64_t appended, retired, bytes, backpressure, peer_errors;
+	uint64_t appended, retired, superseded, bytes, backpressure, peer_errors;
 };
 
 int rlog_writer_init(struct rlog_writer *w, struct coh_fabric *fab, uint32_t bsize,
@@ -155,7 +165,9 @@ int rlog_step_decode(const uint8_t *b, uint16_t *writer, uint32_t *gen, uint64_t
 int rlog_scan_steps(const uint8_t *region, size_t len, uint16_t writer,
 		    int (*fn)(void *arg, uint64_t stripe, uint8_t step), void *arg);
 /* Retire the newest live DATA record of each block in [lba, lba + n), after the destage that
- * makes them redundant; persistent on the peers when it returns 0. */
+ * makes them redundant, and with it the older records of those blocks it superseded that are
+ * still past the tail (so that a corrupt newest record cannot bring an older one back); in one
+ * round trip per 64 records, persistent on the peers when it returns 0. */
 int rlog_retire(struct rlog_writer *w, uint64_t lba, uint32_t n);
 /* Live DATA records (acknowledged, not destaged). */
 uint64_t rlog_live_count(struct rlog_writer *w);

@@ -103,8 +103,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (size >= 4) {
 		struct rlog_scan_stats st;
 		struct seen sn = { .lo = region, .hi = region + sizeof(region) };
-		uint64_t off = RLOG_RING, lsn = 1, live = 0;
-		size_t pos = 1, flips = data[0] % 4, k;
+		uint64_t off = RLOG_RING, lsn = 1, live = 0, newest[256] = { 0 };
+		uint64_t lives[256];
+		uint8_t addr_of[256];
+		size_t pos = 1, flips = data[0] % 4, k, nl = 0;
 		static const uint8_t zero[300];
 
 		memset(region, 0, sizeof(region));
@@ -116,15 +118,26 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 						.addr = data[pos],
 						.len = (uint32_t)(data[pos + 1] % 3) * 100,
 						.gen = 1,
-						.state = data[pos + 1] & 4 ? RLOG_RETIRED : 0 };
+						.state = data[pos + 1] & 4   ? RLOG_RETIRED
+							 : data[pos + 1] & 8 ? RLOG_ABANDONED
+									     : 0 };
 
 			if (off + rlog_rec_size(rec.len) > sizeof(region))
 				break;
 			rlog_rec_encode(region + off, &rec, zero);
 			off += rlog_rec_size(rec.len);
-			live += !rec.state;
+			/* Expected: the live records that are the newest non-abandoned record of
+			 * their block. */
+			if (rec.state != RLOG_ABANDONED)
+				newest[data[pos]] = rec.lsn;
+			if (!rec.state && nl < 256) {
+				lives[nl] = rec.lsn;
+				addr_of[nl++] = data[pos];
+			}
 			pos += 2;
 		}
+		for (k = 0; k < nl; k++)
+			live += newest[addr_of[k]] == lives[k];
 		for (k = 0; k < flips && pos + 1 < size; k++, pos += 2)
 			region[RLOG_RING + (data[pos] * 37u) % (off - RLOG_RING + 1)] ^=
 			    data[pos + 1] | 1;

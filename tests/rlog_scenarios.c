@@ -7,6 +7,11 @@
  * it), so the writer must retire the copy that landed: node 1's scan must not find it live, or a
  * survivor's replay after a second death would write it over newer data. The record appended
  * before the death stays live.
+ *
+ * Rewrite: node 0 writes a log with k = 1 on node 1 and rewrites blocks. Node 1 scans its copy
+ * after each phase: a rewrite leaves the superseded record live on the peer, and the scan keeps
+ * only the newest; a destage retires the newest and everything it superseded; a corrupt newest
+ * record brings back the older one only where the block was not destaged.
  */
 #include <errno.h>
 #include <signal.h>
@@ -138,5 +143,150 @@ int sc_rlog_partial_append(struct conf_node *cn)
 	coh_cq_delete(&cq);
 	coh_mr_delete(&mr);
 	forget_node_2(cn);
+	return 0;
+}
+
+struct rw_seen {
+	uint32_t count[16];
+	uint8_t fill[16];
+};
+
+static int rw_visit(void *arg, const struct rlog_rec *r, const uint8_t *payload)
+{
+	struct rw_seen *s = arg;
+
+	if (r->addr < 16) {
+		s->count[r->addr]++;
+		s->fill[r->addr] = payload[0];
+	}
+	return 0;
+}
+
+static int rw_append(struct rlog_writer *w, uint64_t lba, uint8_t fill)
+{
+	static uint8_t block[BSIZE];
+
+	memset(block, fill, sizeof(block));
+	return rlog_append_data(w, lba, 1, block);
+}
+
+/* rw_corrupt - flip a payload byte of the newest record of @lba in @region. */
+static bool rw_corrupt(uint8_t *region, uint64_t lba)
+{
+	uint64_t off, best = 0, at = 0;
+	struct rlog_rec r;
+
+	for (off = RLOG_RING; off + RLOG_ALIGN <= LOG_LEN; off += RLOG_ALIGN) {
+		if (!rlog_rec_decode(region + off, LOG_LEN - off, &r) && r.type == RLOG_DATA &&
+		    r.addr == lba && r.lsn > best) {
+			best = r.lsn;
+			at = off;
+		}
+	}
+	if (!best)
+		return false;
+	region[at + RLOG_ALIGN + 100] ^= 0x10;
+	return true;
+}
+
+static int rw_phase(struct conf_node *cn, uint32_t to, const char *what)
+{
+	char msg[8];
+	uint32_t len = sizeof(msg);
+
+	CONF_CHECK(conf_send(cn, to, "next", 4) == 0, "%s: tell node %u", what, to);
+	CONF_CHECK(conf_recv(cn, to, msg, &len, CONF_TIMEOUT_MS) == 0, "%s: no word from %u", what,
+		   to);
+	return 0;
+}
+
+int sc_rlog_rewrite(struct conf_node *cn)
+{
+	struct coh_mr_desc descs[CONF_MAX_NODES];
+	struct rlog_scan_stats st;
+	struct coh_cq *cq = NULL;
+	struct coh_ep *ep = NULL;
+	struct coh_mr *mr;
+	struct rw_seen seen;
+	char msg[8];
+	uint32_t len;
+	uint8_t *reg;
+
+	if (cn->n != 2)
+		return 1;
+	CONF_CHECK(coh_mr_new(cn->fab, LOG_LEN,
+			      COH_ACCESS_LOCAL_WRITE | COH_ACCESS_REMOTE_WRITE |
+				  COH_ACCESS_REMOTE_READ | COH_ACCESS_REMOTE_FLUSH,
+			      &mr) == 0,
+		   "region");
+	reg = coh_mr_addr(mr);
+	memset(reg, 0, LOG_LEN);
+	CONF_CHECK(conf_exchange(cn, mr, descs) == 0, "exchange");
+	if (cn->id == 0) {
+		struct rlog_writer w;
+
+		CONF_CHECK(rlog_writer_init(&w, cn->fab, BSIZE, LOG_LEN, 2000, NULL, NULL, NULL) ==
+			       0,
+			   "writer init");
+		CONF_CHECK(log_ep(cn, 1, w.cq, &w.ep[1]) == 0, "log endpoint to 1");
+		CONF_CHECK(coh_rmr_import(w.ep[1], &descs[1], &w.rmr[1]) == 0, "import");
+		CONF_CHECK(rlog_writer_reset(&w, 1u << 1, 1, 1) == 0, "reset");
+		/* Block 4 stays live throughout: the tail cannot pass what comes after it. */
+		CONF_CHECK(rw_append(&w, 4, 0x01) == 0, "append 4");
+		CONF_CHECK(rw_append(&w, 5, 0x11) == 0 && rw_append(&w, 5, 0x22) == 0, "rewrite 5");
+		CONF_CHECK(w.superseded == 1, "superseded %llu", (unsigned long long)w.superseded);
+		CONF_CHECK(rw_phase(cn, 1, "rewrite") == 0, "phase 1");
+		CONF_CHECK(rlog_retire(&w, 5, 1) == 0, "destage 5");
+		CONF_CHECK(rw_phase(cn, 1, "destage") == 0, "phase 2");
+		CONF_CHECK(rw_append(&w, 6, 0x33) == 0 && rw_append(&w, 6, 0x44) == 0 &&
+			       rw_append(&w, 7, 0x55) == 0 && rw_append(&w, 7, 0x66) == 0 &&
+			       rlog_retire(&w, 7, 1) == 0 && rw_append(&w, 8, 0x77) == 0,
+			   "rewrite 6 and 7, destage 7");
+		CONF_CHECK(rw_phase(cn, 1, "corrupt") == 0, "phase 3");
+		coh_rmr_delete(&w.rmr[1]);
+		coh_ep_delete(&w.ep[1]);
+		rlog_writer_fini(&w);
+		coh_mr_delete(&mr);
+		return 0;
+	}
+	CONF_CHECK(coh_cq_new(cn->fab, 128, &cq) == 0, "cq");
+	CONF_CHECK(log_ep(cn, 0, cq, &ep) == 0, "log endpoint to 0");
+	/* Phase 1: both records of block 5 are live here; only the newest counts. */
+	len = sizeof(msg);
+	CONF_CHECK(conf_recv(cn, 0, msg, &len, CONF_TIMEOUT_MS) == 0, "no word from node 0");
+	memset(&seen, 0, sizeof(seen));
+	CONF_CHECK(rlog_scan(reg, LOG_LEN, 0, rw_visit, &seen, &st) == 0, "scan 1");
+	CONF_CHECK(seen.count[5] == 1 && seen.fill[5] == 0x22,
+		   "block 5 replayed %u times, last %#x (want once, 0x22)", seen.count[5],
+		   seen.fill[5]);
+	CONF_CHECK(st.live == 2 && st.superseded == 1, "live %llu superseded %llu",
+		   (unsigned long long)st.live, (unsigned long long)st.superseded);
+	CONF_CHECK(conf_send(cn, 0, "ok", 2) == 0, "answer 1");
+	/* Phase 2: the destage retired the newest and the one it superseded. */
+	len = sizeof(msg);
+	CONF_CHECK(conf_recv(cn, 0, msg, &len, CONF_TIMEOUT_MS) == 0, "no word from node 0");
+	memset(&seen, 0, sizeof(seen));
+	CONF_CHECK(rlog_scan(reg, LOG_LEN, 0, rw_visit, &seen, &st) == 0, "scan 2");
+	CONF_CHECK(seen.count[5] == 0, "block 5 replayed after its destage");
+	CONF_CHECK(st.retired == 2 && st.superseded == 0 && st.live == 1,
+		   "retired %llu superseded %llu live %llu", (unsigned long long)st.retired,
+		   (unsigned long long)st.superseded, (unsigned long long)st.live);
+	CONF_CHECK(conf_send(cn, 0, "ok", 2) == 0, "answer 2");
+	/* Phase 3: the newest records of 6 (not destaged) and 7 (destaged) are corrupted here. */
+	len = sizeof(msg);
+	CONF_CHECK(conf_recv(cn, 0, msg, &len, CONF_TIMEOUT_MS) == 0, "no word from node 0");
+	CONF_CHECK(rw_corrupt(reg, 6) && rw_corrupt(reg, 7), "records to corrupt not found");
+	memset(&seen, 0, sizeof(seen));
+	CONF_CHECK(rlog_scan(reg, LOG_LEN, 0, rw_visit, &seen, &st) == 0, "scan 3");
+	CONF_CHECK(st.corrupt == 2, "corrupt %llu", (unsigned long long)st.corrupt);
+	CONF_CHECK(seen.count[6] == 1 && seen.fill[6] == 0x33,
+		   "block 6: %u visits, %#x (want the older record, 0x33)", seen.count[6],
+		   seen.fill[6]);
+	CONF_CHECK(seen.count[7] == 0, "block 7 was destaged, and an older record came back");
+	CONF_CHECK(seen.count[8] == 1 && seen.fill[8] == 0x77 && seen.count[4] == 1, "blocks 4, 8");
+	CONF_CHECK(conf_send(cn, 0, "ok", 2) == 0, "answer 3");
+	coh_ep_delete(&ep);
+	coh_cq_delete(&cq);
+	coh_mr_delete(&mr);
 	return 0;
 }

@@ -9,6 +9,7 @@ extern "C" {
 #endif
 
 int sc_rlog_partial_append(struct conf_node *cn);
+int sc_rlog_rewrite(struct conf_node *cn);
 
 #ifdef __cplusplus
 }

@@ -27,7 +27,7 @@ struct region {
 		rlog_region_hdr_encode(mem.data(), 7, 1, RLOG_RING, 1);
 	}
 	// append a DATA record for @lba whose block is filled with @fill; returns its offset
-	uint64_t put(uint64_t lba, uint8_t fill, bool retired = false)
+	uint64_t put(uint64_t lba, uint8_t fill, bool retired = false, uint64_t state = 0)
 	{
 		std::vector<uint8_t> block(BS, fill);
 		rlog_rec r = {};
@@ -38,7 +38,7 @@ struct region {
 		r.addr = lba;
 		r.len = BS;
 		r.gen = 1;
-		r.state = retired ? RLOG_RETIRED : 0;
+		r.state = retired ? RLOG_RETIRED : state;
 		if (off + rlog_rec_size(BS) > mem.size()) {
 			rlog_rec w = {};
 
@@ -120,6 +120,51 @@ TEST(rlog, scan_visits_live_records_in_order_across_a_wrap)
 	EXPECT_EQ(st.torn, 0u);
 }
 
+// A rewrite does not retire the record it supersedes: the scan keeps only the newest record of
+// each block, so a replay never writes the older data over it, nor over what a destage of the
+// newer one wrote (the newest retired: nothing of that block is replayed).
+TEST(rlog, superseded_record_is_resolved_by_sequence)
+{
+	region g(RLOG_RING + 8 * rlog_rec_size(BS));
+	visited v;
+	rlog_scan_stats st;
+
+	g.put(5, 1);	   // block 5, first write
+	g.put(6, 2);	   // block 6
+	g.put(5, 3);	   // block 5 rewritten: the first is superseded, still live on the peer
+	g.put(6, 4, true); // block 6 rewritten, and that destaged: nothing of 6 to replay
+	ASSERT_EQ(rlog_scan(g.mem.data(), g.mem.size(), 7, visit, &v, &st), 0);
+	EXPECT_EQ(v.lbas, (std::vector<uint64_t>{ 5 }));
+	EXPECT_EQ(v.fills, (std::vector<uint8_t>{ 3 }));
+	EXPECT_EQ(st.live, 1u);
+	EXPECT_EQ(st.superseded, 2u);
+	EXPECT_EQ(st.retired, 1u);
+}
+
+// An append that failed is marked abandoned where it landed: it was never acknowledged, so it
+// supersedes nothing, and the acknowledged record before it is still replayed.
+TEST(rlog, abandoned_record_supersedes_nothing)
+{
+	region g(RLOG_RING + 8 * rlog_rec_size(BS));
+	visited v;
+	rlog_scan_stats st;
+
+	g.put(5, 1);
+	g.put(5, 2, false, RLOG_ABANDONED);
+	ASSERT_EQ(rlog_scan(g.mem.data(), g.mem.size(), 7, visit, &v, &st), 0);
+	EXPECT_EQ(v.lbas, (std::vector<uint64_t>{ 5 }));
+	EXPECT_EQ(v.fills, (std::vector<uint8_t>{ 1 }));
+	EXPECT_EQ(st.abandoned, 1u);
+	EXPECT_EQ(st.superseded, 0u);
+	// an unknown state word is a bad record, not a live one
+	region h(RLOG_RING + 8 * rlog_rec_size(BS));
+	visited w;
+	h.put(5, 1);
+	h.put(5, 2, false, 0x1234);
+	ASSERT_EQ(rlog_scan(h.mem.data(), h.mem.size(), 7, visit, &w, &st), 0);
+	EXPECT_EQ(w.fills, (std::vector<uint8_t>{ 1 }));
+}
+
 TEST(rlog, corrupt_record_is_skipped_and_counted_never_replayed)
 {
 	region g(RLOG_RING + 8 * rlog_rec_size(BS));
@@ -170,4 +215,9 @@ TEST(rlog, foreign_or_bad_region_header_is_refused)
 TEST(rlog, append_that_loses_a_peer__retired_where_it_landed)
 {
 	EXPECT_EQ(conf_run("rlog_partial_append", 3, sc_rlog_partial_append, 1u << 2, 60), 0);
+}
+
+TEST(rlog, rewrite_destage_and_corruption_against_a_peer)
+{
+	EXPECT_EQ(conf_run("rlog_rewrite", 2, sc_rlog_rewrite, 0, 60), 0);
 }
