@@ -78,6 +78,10 @@ static void usage(FILE *f)
 	    "            k = 0, 1, 2 log copies beside the raw WRITE + FLUSH to 1 and 2 peers; takeover\n"
 	    "            and view change times over SIGKILLs of a node (min(--iters, 20) kills, or\n"
 	    "            COHORT_BENCH_KILLS); rows are of suite \"repl\"\n"
+	    "  engine    the operation engine (coh_node_submit) on 3 nodes, k = 1: 4 KiB reads,\n"
+	    "            writes and a 70/30 mix with 1, 4, 16, 32, 64 in flight per node on 1-3\n"
+	    "            nodes, on sets of their own (_disj) or one set (_shared); per-operation\n"
+	    "            latency, Mop/s of all nodes; beside the WRITE + FLUSH and memcpy floors\n"
 	    "options:\n"
 	    "  --provider NAME   shm (default) or rdma\n"
 	    "  --cluster SPEC    shm: directory (default: a fresh one in /dev/shm);\n"
@@ -89,7 +93,9 @@ static void usage(FILE *f)
 	    "  --max-size B      largest size (default 65536)\n"
 	    "  --ops LIST        comma-separated subset of the rows (fabric: write,read,cas,faa,send,\n"
 	    "                    memcpy,pingpong; cache: fabric_cas,read_hit,read_miss_peer,...,mix;\n"
-	    "                    replication: fabric_write_flush_1,write_k1,...,takeover,view_change)\n"
+	    "                    replication: fabric_write_flush_1,write_k1,...,takeover,view_change;\n"
+	    "                    engine: fabric_write_flush_1,memcpy_4k,read_sync,write_sync,\n"
+	    "                    read_qd1_n1,...,mix_qd64_n3_shared)\n"
 	    "  --csv             CSV instead of a table\n");
 }
 
@@ -199,6 +205,8 @@ int main(int argc, char **argv)
 		return bench_cache(&o) ? 1 : 0;
 	if (!strcmp(suite, "replication"))
 		return bench_replication(&o) ? 1 : 0;
+	if (!strcmp(suite, "engine"))
+		return bench_engine(&o) ? 1 : 0;
 	fprintf(stderr, "cohort-bench: unknown suite '%s'\n", suite);
 	usage(stderr);
 	return 2;

@@ -63,6 +63,7 @@ int bench_block_value(const uint8_t *b, size_t len, uint64_t *value);
 int bench_fabric(const struct bench_opts *o);
 int bench_cache(const struct bench_opts *o);
 int bench_replication(const struct bench_opts *o);
+int bench_engine(const struct bench_opts *o);
 /* The lifecycle rows of the replication suite (recovery_<N>m, rejoin_<N>m; shm only). */
 int bench_lifecycle(const struct bench_opts *o);
 

@@ -29,6 +29,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <getopt.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -55,6 +56,8 @@
 #define STRIPE_BLOCKS ((NELEMS - 1) * CHUNK_BLOCKS) /* RAID-5: the data chunks of a stripe */
 #define OPS_DEFAULT 10000u
 #define OPS_MAX 200000u
+#define QD_DEFAULT 16u /* operations in flight per node (--qd) */
+#define QD_MAX 64u
 #define ENGINE_TIMEOUT_MS 3000u
 #define PHASE_MS 60000	    /* bound for each phase a node waits for */
 #define CHILD_ALARM_S 110u  /* a node that outlives this is stuck */
@@ -111,7 +114,7 @@ struct dshared {
 };
 
 struct demo {
-	uint32_t nodes, ops, ops2, k;
+	uint32_t nodes, ops, ops2, k, qd;
 	uint64_t seed;
 	bool kill, restart;
 	char dir[64];
@@ -181,6 +184,12 @@ struct child {
 	uint32_t id;
 	struct coh_fabric *fab;
 	struct coh_node *n;
+	/* the operations in flight (workload) */
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	uint64_t free; /* slots of @ops not in flight */
+	int refused;   /* -EROFS seen by a callback */
+	struct dop *ops;
 };
 
 #define FAIL(c, ...)                                                                               \
@@ -199,8 +208,83 @@ static void note_epoch(struct child *c)
 		atomic_store(&c->me->epoch, st.epoch);
 }
 
-/* workload - the node's share of the mix (life 1: @d->ops operations; life 2: @d->ops2 more);
- * every write recorded before it is made. */
+/* One operation of the workload in flight (up to --qd of them per node). */
+struct dop {
+	struct coh_io io;
+	struct child *c;
+	struct wrec *rec; /* a write's record; NULL for a read */
+	uint64_t block, t0;
+	uint8_t buf[BS];
+};
+
+/* dop_done - an operation's completion, on the node's engine thread: the write's record (the
+ * acknowledgement time last), or the read's check, then the slot back. */
+static void dop_done(struct coh_io *io, int status, void *arg)
+{
+	struct dop *o = arg;
+	struct child *c = o->c;
+	struct demo *d = c->d;
+	uint64_t t1 = bench_now_ns(), v;
+
+	(void)io;
+	if (status) {
+		c->me->io_errors++;
+		fprintf(stderr, "cohort-demo: node %u: %s of block %llu: %s\n", c->id,
+			o->rec ? "write" : "read", (unsigned long long)o->block,
+			coh_strerror(status));
+		if (o->rec)
+			o->rec->state = W_FAILED;
+		if (status == -EROFS && !c->refused)
+			c->refused = status;
+	} else if (o->rec) {
+		o->rec->ack = t1;
+		atomic_thread_fence(memory_order_release);
+		o->rec->state = W_ACKED;
+		d->wlat[c->id][c->me->nwlat++] = t1 - o->t0;
+	} else {
+		d->rlat[c->id][c->me->nreads++] = t1 - o->t0;
+		if (bench_block_value(o->buf, BS, &v) || !plausible(d, v)) {
+			c->me->bad_reads++;
+			fprintf(stderr,
+				"cohort-demo: node %u: block %llu read torn or foreign (value "
+				"%#llx)\n",
+				c->id, (unsigned long long)o->block, (unsigned long long)v);
+		}
+	}
+	pthread_mutex_lock(&c->lock);
+	c->free |= 1ull << (o - c->ops);
+	pthread_cond_signal(&c->cond);
+	pthread_mutex_unlock(&c->lock);
+}
+
+/* dop_slot - a free slot (with @all: wait until every one is free), bounded by PHASE_MS;
+ * -1 when none came. */
+static int dop_slot(struct child *c, bool all)
+{
+	uint64_t mask = c->d->qd >= 64 ? ~0ull : (1ull << c->d->qd) - 1;
+	uint64_t until = bench_now_ns() + (uint64_t)PHASE_MS * 1000000ull;
+	int slot = -1;
+
+	pthread_mutex_lock(&c->lock);
+	while (!(all ? (c->free & mask) == mask : (c->free & mask) != 0) &&
+	       bench_now_ns() < until) {
+		struct timespec ts;
+
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_sec++;
+		pthread_cond_timedwait(&c->cond, &c->lock, &ts);
+	}
+	if (all ? (c->free & mask) == mask : (c->free & mask) != 0) {
+		slot = __builtin_ctzll(c->free & mask);
+		if (!all)
+			c->free &= ~(1ull << slot);
+	}
+	pthread_mutex_unlock(&c->lock);
+	return slot;
+}
+
+/* workload - the node's share of the mix (life 1: @d->ops operations; life 2: @d->ops2 more),
+ * submitted with up to --qd in flight; every write recorded before it is submitted. */
 static int workload(struct child *c, uint32_t life)
 {
 	struct demo *d = c->d;
@@ -208,68 +292,56 @@ static int workload(struct child *c, uint32_t life)
 	struct wrec *w = d->w[c->id];
 	uint32_t i, from = life == 1 ? 0 : d->ops + TAIL_WRITES,
 		    to = life == 1 ? d->ops : d->ops + d->ops2;
-	uint8_t buf[BS];
 	int ret = 0, r;
 
 	if (!s)
 		s = 1;
-	for (i = from; i < to; i++) {
-		uint64_t b = rnd(&s) % d->nblocks, t0, t1, v;
+	for (i = from; i < to && !c->refused; i++) {
+		uint64_t b = rnd(&s) % d->nblocks, v;
+		int slot = dop_slot(c, false);
+		struct dop *o;
 
+		if (slot < 0)
+			FAIL(c, "no operation completed in %u ms", PHASE_MS);
+		o = &c->ops[slot];
+		o->c = c;
+		o->rec = NULL;
 		if (rnd(&s) % 10 < 3) {
 			struct wrec *rec = &w[atomic_load(&c->me->nwrites)];
 
 			b = write_block(d, c->id, &s);
 			v = (uint64_t)c->id << 32 | (i + 1);
-			bench_fill_block(buf, BS, v);
+			bench_fill_block(o->buf, BS, v);
 			rec->block = b;
 			rec->value = v;
 			rec->state = W_INFLIGHT;
-			rec->inv = t0 = bench_now_ns();
-			/* Published before the write starts, so that a write cut short by a
+			rec->inv = bench_now_ns();
+			o->rec = rec;
+			/* Published before the write is submitted, so that a write cut short by a
 			 * SIGKILL is still seen (as in flight). */
 			atomic_fetch_add(&c->me->nwrites, 1);
-			r = coh_node_write(c->n, b, 1, buf);
-			t1 = bench_now_ns();
-			if (r) {
-				rec->state = W_FAILED;
-				c->me->io_errors++;
-				fprintf(stderr, "cohort-demo: node %u: write of block %llu: %s\n",
-					c->id, (unsigned long long)b, coh_strerror(r));
-				if (r == -EROFS)
-					FAIL(c, "write refused: %s", coh_strerror(r));
-			} else {
-				rec->ack = t1;
-				rec->state = W_ACKED;
-				d->wlat[c->id][c->me->nwlat++] = t1 - t0;
-			}
-		} else {
-			t0 = bench_now_ns();
-			r = coh_node_read(c->n, b, 1, buf);
-			t1 = bench_now_ns();
-			if (r) {
-				c->me->io_errors++;
-				fprintf(stderr, "cohort-demo: node %u: read of block %llu: %s\n",
-					c->id, (unsigned long long)b, coh_strerror(r));
-				if (r == -EROFS)
-					FAIL(c, "read refused: %s", coh_strerror(r));
-			} else {
-				d->rlat[c->id][c->me->nreads++] = t1 - t0;
-				if (bench_block_value(buf, BS, &v) || !plausible(d, v)) {
-					c->me->bad_reads++;
-					fprintf(stderr,
-						"cohort-demo: node %u: block %llu read torn or "
-						"foreign (value %#llx)\n",
-						c->id, (unsigned long long)b,
-						(unsigned long long)v);
-				}
-			}
 		}
+		o->block = b;
+		o->io = (struct coh_io){ .io_size = sizeof(o->io),
+					 .type = o->rec ? COH_IO_WRITE : COH_IO_READ,
+					 .lba = b,
+					 .nblocks = 1,
+					 .buf = o->buf,
+					 .cb = dop_done,
+					 .cb_arg = o };
+		o->t0 = bench_now_ns();
+		r = coh_node_submit(c->n, &o->io);
+		if (r) /* not accepted, so no callback: it failed as a refused operation */
+			dop_done(&o->io, r, o);
 		atomic_store(&c->me->ops, i + 1);
 		/* The epoch for the progress line: cheap, but not every operation's business. */
-		if (i % 64 == 0 || t1 - t0 > 1000000)
+		if (i % 64 == 0)
 			note_epoch(c);
 	}
+	if (dop_slot(c, true) < 0)
+		FAIL(c, "operations still in flight after %u ms", PHASE_MS);
+	if (c->refused)
+		FAIL(c, "an operation was refused: %s", coh_strerror(c->refused));
 out:
 	return ret;
 }
@@ -413,12 +485,22 @@ static int child_main(struct demo *d, uint32_t id, uint32_t life)
 		.elem_blocks = ELEM_BLOCKS,
 		.replicas = d->k ? (int)d->k : COH_NODE_REPLICAS_NONE,
 		.timeout_ms = ENGINE_TIMEOUT_MS,
-		.open_timeout_ms = PHASE_MS
+		.open_timeout_ms = PHASE_MS,
+		.queue_depth = QD_MAX
 	};
 	char paths[NELEMS][128], logs[128];
 	uint64_t t0 = bench_now_ns();
 	uint32_t i;
 	int ret = 0, r;
+
+	pthread_mutex_init(&c.lock, NULL);
+	pthread_cond_init(&c.cond, NULL);
+	c.free = ~0ull;
+	c.ops = calloc(QD_MAX, sizeof(*c.ops));
+	if (!c.ops) {
+		snprintf(c.me->why, sizeof(c.me->why), "out of memory");
+		return 1;
+	}
 
 	/* The logs in files of their own, kept for the second life (on tmpfs here: they outlive
 	 * the processes, which is what this demo kills). */
@@ -463,6 +545,8 @@ out:
 	if (r && !ret)
 		FAIL(&c, "close: %s", coh_strerror(r));
 	coh_fabric_close(&c.fab);
+	free(c.ops); /* after the close: a callback may run until then */
+	c.ops = NULL;
 	atomic_store(&c.me->phase, P_DONE);
 	return ret;
 }
@@ -953,6 +1037,8 @@ static void usage(FILE *f)
 	    "  --no-restart end after the first life (no whole-cluster crash, restart and rejoin)\n"
 	    "  --replicas K log copies of each write, 0 to 2 (default 1). With 0, the dead node's\n"
 	    "               acknowledged writes not yet destaged are lost, and the check says so.\n"
+	    "  --qd D       operations each node keeps in flight (coh_node_submit), 1 to 64\n"
+	    "               (default 16)\n"
 	    "Exit status 0: every check passed; 1: a check failed (the reason is printed).\n",
 	    OPS_DEFAULT, OPS_MAX);
 }
@@ -1103,8 +1189,9 @@ static int summary(struct demo *d, bool run_failed, double t_run)
 	}
 out:
 	if (failed)
-		printf("reproduce: cohort-demo --seed %llu --ops %u --nodes %u --replicas %u%s%s\n",
-		       (unsigned long long)d->seed, d->ops, d->nodes, d->k,
+		printf("reproduce: cohort-demo --seed %llu --ops %u --nodes %u --replicas %u --qd "
+		       "%u%s%s\n",
+		       (unsigned long long)d->seed, d->ops, d->nodes, d->k, d->qd,
 		       d->kill ? "" : " --no-kill", d->restart ? "" : " --no-restart");
 	return failed;
 }
@@ -1148,8 +1235,9 @@ static int summary2(struct demo *d, bool run_failed, double t_run)
 	}
 out:
 	if (failed)
-		printf("reproduce: cohort-demo --seed %llu --ops %u --nodes %u --replicas %u%s\n",
-		       (unsigned long long)d->seed, d->ops, d->nodes, d->k,
+		printf("reproduce: cohort-demo --seed %llu --ops %u --nodes %u --replicas %u --qd "
+		       "%u%s\n",
+		       (unsigned long long)d->seed, d->ops, d->nodes, d->k, d->qd,
 		       d->kill ? "" : " --no-kill");
 	return failed;
 }
@@ -1164,12 +1252,17 @@ int main(int argc, char **argv)
 		{ "no-kill", no_argument, NULL, 'k' },
 		{ "no-restart", no_argument, NULL, 'R' },
 		{ "replicas", required_argument, NULL, 'r' },
+		{ "qd", required_argument, NULL, 'q' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	struct demo d = {
-		.nodes = 3, .ops = OPS_DEFAULT, .k = 1, .seed = 1, .kill = true, .restart = true
-	};
+	struct demo d = { .nodes = 3,
+			  .ops = OPS_DEFAULT,
+			  .k = 1,
+			  .qd = QD_DEFAULT,
+			  .seed = 1,
+			  .kill = true,
+			  .restart = true };
 	uint64_t v, t0;
 	int c, failed;
 
@@ -1200,6 +1293,11 @@ int main(int argc, char **argv)
 			if (parse_u64(optarg, &v) || v > 2)
 				goto bad;
 			d.k = (uint32_t)v;
+			break;
+		case 'q':
+			if (parse_u64(optarg, &v) || !v || v > QD_MAX)
+				goto bad;
+			d.qd = (uint32_t)v;
 			break;
 		case 'h':
 			usage(stdout);
@@ -1241,10 +1339,11 @@ int main(int argc, char **argv)
 	       "  volume: RAID-5 over %u element files of %u blocks, chunk %u blocks: %llu blocks "
 	       "of 4 KiB\n"
 	       "  each write logged on k = %u peer%s before it is acknowledged%s\n"
-	       "  workload: %u operations per node, 70%% reads / 30%% writes, seed %llu\n"
+	       "  workload: %u operations per node, 70%% reads / 30%% writes, %u in flight per "
+	       "node, seed %llu\n"
 	       "  %s\n\n",
 	       d.nodes, d.dir, NELEMS, ELEM_BLOCKS, CHUNK_BLOCKS, (unsigned long long)d.nblocks,
-	       d.k, d.k == 1 ? "" : "s", d.k ? "" : " (none: --replicas 0)", d.ops,
+	       d.k, d.k == 1 ? "" : "s", d.k ? "" : " (none: --replicas 0)", d.ops, d.qd,
 	       (unsigned long long)d.seed,
 	       d.kill ? "node 1 is SIGKILLed half way through its operations"
 		      : "no node is killed (--no-kill)");

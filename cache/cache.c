@@ -93,8 +93,11 @@ int xp_poll(struct xport *x, int timeout_ms)
 	struct coh_wc wc[16];
 	int n, i, ret = 0;
 
+	/* -EINTR: a wake (coh_cq_wake) with nothing arrived. Whoever woke this thread set a flag
+	 * the service loop looks at on every pass, so a wake that a nested wait takes is not
+	 * lost. */
 	n = coh_cq_wait(x->cq, wc, 16, timeout_ms);
-	if (n == -EAGAIN)
+	if (n == -EAGAIN || n == -EINTR)
 		return 0;
 	if (n < 0)
 		return n;
@@ -471,6 +474,7 @@ int coh_cache_import(struct coh_cache *c, uint32_t peer,
 	c->svc_desc[peer][1] = descs[1];
 	__atomic_or_fetch(&c->svc_desc_pending, 1u << peer, __ATOMIC_RELEASE);
 	pthread_mutex_unlock(&c->lock);
+	coh_cq_wake(c->svc.cq);
 	return 0;
 }
 
@@ -483,9 +487,10 @@ static void *svc_main(void *arg)
 	while (!atomic_load(&c->stop)) {
 		if (__atomic_load_n(&c->svc_desc_pending, __ATOMIC_RELAXED))
 			svc_import(c);
-		/* Bounded so that a kicked queue is served within a few ms even when no message
-		 * arrives to wake this thread. */
-		int ret = xp_poll(&c->svc, 5);
+		/* Woken by the fabric: a message, or coh_cq_wake from a thread that dropped a pin
+		 * with requests waiting (cache_kick), imported new descriptors, or stops the
+		 * cache. The bound is only a safety net. */
+		int ret = xp_poll(&c->svc, SVC_IDLE_MS);
 
 		if (ret < 0 && ret != -ETIMEDOUT)
 			COH_LOG_WARN("node %u: service thread: %s", c->me, coh_strerror(ret));
@@ -677,6 +682,7 @@ int coh_cache_close(struct coh_cache **cachep)
 	*cachep = NULL;
 	ret = cache_release_all(c);
 	atomic_store(&c->stop, true);
+	coh_cq_wake(c->svc.cq);
 	pthread_join(c->svc_thread, NULL);
 	cache_free(c);
 	return ret;
@@ -691,6 +697,7 @@ int coh_cache_abandon(struct coh_cache **cachep)
 	c = *cachep;
 	*cachep = NULL;
 	atomic_store(&c->stop, true);
+	coh_cq_wake(c->svc.cq);
 	pthread_join(c->svc_thread, NULL);
 	cache_free(c);
 	return 0;

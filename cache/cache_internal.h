@@ -173,6 +173,9 @@ enum {
 #define XP_RECVS 16u
 #define XP_WRID_NODE (1ull << 62) /* wr_id of a send-side operation aimed at node (low bits) */
 #define XP_INBOX 256u
+/* The service thread's longest sleep: it is woken by the fabric (messages, coh_cq_wake), so this
+ * bounds only a wake that went missing. */
+#define SVC_IDLE_MS 200
 
 /* struct xport - one thread's endpoints and message buffers. Owned by that thread. */
 struct xport {
@@ -196,9 +199,12 @@ struct xport {
 
 /*
  * struct coh_cache - one node's cache. @lock guards @res, the slots' contents and @stats; the
- * application thread holds it while it touches local state and drops it while it waits on the
- * network. Lock order: @lock, then nothing (no fabric call waits while holding it, except the
- * service thread's own bounded sends). @svc_kick tells the service thread that a pin dropped.
+ * application context holds it while it touches local state and drops it while it waits on the
+ * network. Lock order (docs/concurrency.md): the engine's io lock, then @lock, then the store's
+ * locks: the service thread holds @lock across a write-back (writeback_res,
+ * cache_writeback_all), which reaches the engine's destage (stripe locks, the log writer's lock,
+ * fabric waits). @svc_kick tells the service thread that a pin dropped; whoever sets it wakes
+ * the thread with coh_cq_wake on its completion queue.
  */
 struct coh_cache {
 	struct coh_fabric *fab;

@@ -484,6 +484,7 @@ void cache_kick(struct coh_cache *c, uint64_t r)
 	if (c->n_kick < c->cap_kick)
 		c->kick[c->n_kick++] = r;
 	c->svc_kick = true;
+	coh_cq_wake(c->svc.cq); /* it may sleep on the fabric: no message announces this */
 }
 
 static void unpin(struct coh_cache *c, uint64_t r)
@@ -1145,7 +1146,33 @@ int coh_cache_read(struct coh_cache *c, uint64_t lba, uint32_t nblocks, void *bu
 	}
 }
 
-int coh_cache_write(struct coh_cache *c, uint64_t lba, uint32_t nblocks, const void *buf)
+/*
+ * write_compare - with the range held exclusive: the current content (this node's slots, else the
+ * last holder's cache or the store, which every exclusive holder writes back to before it lets
+ * go) against @cmp. Returns 0, -EILSEQ with *@miscompare, or a read error.
+ */
+static int write_compare(struct coh_cache *c, uint64_t lba, uint32_t nblocks, const uint8_t *cmp,
+			 uint32_t *miscompare)
+{
+	uint8_t *cur = malloc(c->bsize);
+	uint32_t i, b;
+	int ret = cur ? 0 : -ENOMEM;
+
+	for (i = 0; i < nblocks && !ret; i++) {
+		ret = read_block(c, lba + i, cur);
+		for (b = 0; !ret && b < c->bsize; b++) {
+			if (cur[b] != cmp[(size_t)i * c->bsize + b]) {
+				*miscompare = i * c->bsize + b;
+				ret = -EILSEQ;
+			}
+		}
+	}
+	free(cur);
+	return ret;
+}
+
+static int write_range(struct coh_cache *c, uint64_t lba, uint32_t nblocks, const void *cmp,
+		       const void *buf, uint32_t *miscompare)
 {
 	uint64_t r0, r1, i;
 	int ret;
@@ -1155,6 +1182,13 @@ int coh_cache_write(struct coh_cache *c, uint64_t lba, uint32_t nblocks, const v
 	ret = acquire_range(c, lba, nblocks, MODE_X, &r0, &r1);
 	if (ret)
 		return ret;
+	if (cmp) {
+		ret = write_compare(c, lba, nblocks, cmp, miscompare);
+		if (ret) {
+			release_range(c, r0, r1);
+			return ret;
+		}
+	}
 	cache_point(c, COH_CACHE_PT_INVAL, r0);
 	if (c->write_hook) {
 		ret = c->write_hook(c->hook_arg, lba, nblocks, buf);
@@ -1190,6 +1224,21 @@ int coh_cache_write(struct coh_cache *c, uint64_t lba, uint32_t nblocks, const v
 	if (!ret && !cache_lease_ok(c))
 		ret = -ETIME;
 	return ret;
+}
+
+int coh_cache_write(struct coh_cache *c, uint64_t lba, uint32_t nblocks, const void *buf)
+{
+	return write_range(c, lba, nblocks, NULL, buf, NULL);
+}
+
+int coh_cache_compare_write(struct coh_cache *c, uint64_t lba, uint32_t nblocks, const void *cmp,
+			    const void *buf, uint32_t *miscompare)
+{
+	uint32_t dummy;
+
+	if (!cmp)
+		return -EINVAL;
+	return write_range(c, lba, nblocks, cmp, buf, miscompare ? miscompare : &dummy);
 }
 
 int coh_cache_flush(struct coh_cache *c)

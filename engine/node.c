@@ -44,6 +44,7 @@ void node_crash_point(struct coh_node *n, uint32_t pt)
 
 int node_point(struct coh_node *n, uint32_t pt, uint64_t detail)
 {
+	io_point(pt);
 	if (n->crash_point == pt && n->crash_point &&
 	    atomic_fetch_add(&n->crash_count, 1) + 1 == n->crash_after) {
 		COH_LOG_INFO("node %u: crash point %u reached: SIGKILL", n->me, pt);
@@ -290,8 +291,10 @@ static int write_hook(void *arg, uint64_t lba, uint32_t nblocks, const void *buf
 	int ret;
 
 	node_crash_point(n, COH_CRASH_BEFORE_REPLICATION);
-	if (!n->k)
+	if (!n->k) {
+		io_point(COH_CRASH_REPLICATED); /* nothing to replicate: on to the install */
 		return 0;
+	}
 	ret = rlog_append_data(&n->w, lba, nblocks, buf);
 	if (!ret)
 		node_crash_point(n, COH_CRASH_REPLICATED);
@@ -367,6 +370,7 @@ static int attr_check(const struct coh_node_attr *a)
 	     a->hooks->hooks_size < offsetof(struct coh_node_hooks, arg) + sizeof(void *)) ||
 	    a->raid.nelems > COH_RAID_MAX_ELEMS || !a->raid.nelems ||
 	    a->replicas < COH_NODE_REPLICAS_NONE || a->replicas >= (int)a->nodes ||
+	    a->queue_depth > 4096 ||
 	    (a->block_size && (a->block_size < 512 || (a->block_size & (a->block_size - 1)))))
 		return -EINVAL;
 	if (coh_fabric_node_id(a->fab) >= a->nodes)
@@ -382,6 +386,7 @@ static void node_free(struct coh_node *n)
 {
 	uint32_t i;
 
+	io_fini(n);
 	coh_cache_abandon(&n->cache);
 	membership_fini(n);
 	rlog_writer_fini(&n->w);
@@ -397,8 +402,8 @@ static void node_free(struct coh_node *n)
 	free(n);
 }
 
-/* realtime_in - the CLOCK_REALTIME time @ms from now, for pthread_cond_timedwait on view_cond. */
-static void realtime_in(int ms, struct timespec *ts)
+/* node_realtime_in - the CLOCK_REALTIME time @ms from now, for pthread_cond_timedwait. */
+void node_realtime_in(int ms, struct timespec *ts)
 {
 	clock_gettime(CLOCK_REALTIME, ts);
 	ts->tv_sec += ms / 1000;
@@ -415,7 +420,7 @@ int node_wait_serving(struct coh_node *n, uint32_t ms)
 	struct timespec until;
 	int ret = 0;
 
-	realtime_in((int)ms, &until);
+	node_realtime_in((int)ms, &until);
 	pthread_mutex_lock(&n->state_lock);
 	while (!n->quorum && !ret)
 		ret = -pthread_cond_timedwait(&n->view_cond, &n->state_lock, &until);
@@ -441,6 +446,11 @@ int coh_node_open(const struct coh_node_attr *attr, struct coh_node **nodep)
 	pthread_mutex_init(&n->io, NULL);
 	pthread_mutex_init(&n->state_lock, NULL);
 	pthread_cond_init(&n->view_cond, NULL);
+	(void)io_init(n, attr->queue_depth,
+		      attr->hooks &&
+			  attr->hooks->hooks_size >=
+			      offsetof(struct coh_node_hooks, manual_engine) + sizeof(bool) &&
+			  attr->hooks->manual_engine);
 	n->fab = attr->fab;
 	n->me = coh_fabric_node_id(attr->fab);
 	n->nodes = attr->nodes;
@@ -505,6 +515,8 @@ int coh_node_open(const struct coh_node_attr *attr, struct coh_node **nodep)
 	ret = membership_init(n);
 	if (!ret)
 		ret = node_wait_serving(n, n->open_timeout_ms);
+	if (!ret)
+		ret = io_start(n);
 	if (ret) {
 		COH_LOG_ERR("node %u: open: %s", n->me, coh_strerror(ret));
 		goto err_free;
@@ -525,153 +537,18 @@ int coh_node_close(struct coh_node **nodep)
 	if (!nodep || !*nodep)
 		return 0;
 	n = *nodep;
+	/* The engine thread would wait for itself. */
+	if (io_on_engine_thread(n))
+		return -EDEADLK;
 	*nodep = NULL;
+	/* Operations not yet started end with -ESHUTDOWN; the one running ends first. */
+	io_stop(n);
 	/* Destage, ask the others to, release, say goodbye: the others take over nothing when
 	 * they see this node leave (membership.c, memb_leave). */
 	ret = membership_leave(n);
 	membership_stop(n);
 	node_free(n);
 	return ret;
-}
-
-/* Operations. */
-
-static bool transient(int ret)
-{
-	return ret == -EAGAIN || ret == -ECONNRESET || ret == -ETIMEDOUT || ret == -EPIPE ||
-	       ret == -ENOTCONN || ret == -ECONNREFUSED || ret == -EACCES || ret == -ESHUTDOWN;
-}
-
-/* io_begin - take the I/O lock with a cache to work on. -EROFS when this node is fenced. */
-static int io_begin(struct coh_node *n)
-{
-	/* A view change step that pauses between batches looks for us (node_step_pause). */
-	atomic_fetch_add(&n->io_wanted, 1);
-	pthread_mutex_lock(&n->io);
-	atomic_fetch_sub(&n->io_wanted, 1);
-	atomic_fetch_add(&n->io_taken, 1);
-	if (!n->cache) {
-		bool quorum, forming;
-
-		pthread_mutex_unlock(&n->io);
-		pthread_mutex_lock(&n->state_lock);
-		quorum = n->quorum;
-		forming = n->forming;
-		pthread_mutex_unlock(&n->state_lock);
-		/* A formation (a node joining) stops I/O for a while: wait for it. */
-		if (n->stopped)
-			return -ESHUTDOWN;
-		return forming ? -EAGAIN : quorum ? -ETIMEDOUT : -EROFS;
-	}
-	return 0;
-}
-
-/* wait_progress - wait, up to @ms, for the view change to move past step @seen. */
-static void wait_progress(struct coh_node *n, uint64_t seen, int ms)
-{
-	struct timespec until;
-
-	realtime_in(ms, &until);
-	pthread_mutex_lock(&n->state_lock);
-	while (n->progress == seen &&
-	       pthread_cond_timedwait(&n->view_cond, &n->state_lock, &until) == 0)
-		;
-	pthread_mutex_unlock(&n->state_lock);
-}
-
-typedef int (*io_fn)(struct coh_cache *c, uint64_t lba, uint32_t nblocks, void *buf);
-
-static int io_write_fn(struct coh_cache *c, uint64_t lba, uint32_t nblocks, void *buf)
-{
-	return coh_cache_write(c, lba, nblocks, buf);
-}
-
-/*
- * do_io - one operation. When it meets a dead node it has let go of everything (nothing was
- * acknowledged; a write that may have been partly applied is written whole again): wait for the
- * view change to take a step, or a few ms (the step may be another node's, such as the winner
- * taking the dead node's locks), and try again, within four timeouts.
- */
-static int do_io(struct coh_node *n, io_fn fn, uint64_t lba, uint32_t nblocks, void *buf)
-{
-	uint64_t deadline, seen;
-	int ret = 0, tries = 0;
-
-	deadline = node_now_ns() + (uint64_t)n->timeout_ms * 4 * 1000000ull;
-	for (;;) {
-		pthread_mutex_lock(&n->state_lock);
-		seen = n->progress;
-		pthread_mutex_unlock(&n->state_lock);
-		ret = io_begin(n);
-		if (!ret) {
-			ret = fn(n->cache, lba, nblocks, buf);
-			pthread_mutex_unlock(&n->io);
-		}
-		if (!transient(ret) || node_now_ns() >= deadline || n->stopped)
-			break;
-		if (!tries++) {
-			atomic_fetch_add(&n->dead_waits, 1);
-			COH_LOG_INFO("node %u: %s on %s %llu+%u; again when the view change "
-				     "moves on",
-				     n->me, coh_strerror(ret), nblocks ? "blocks" : "the flush",
-				     (unsigned long long)lba, nblocks);
-		}
-		wait_progress(n, seen, 5);
-	}
-	/* -ETIME: a write that was applied after this node's lease ran out; its outcome is
-	 * unknown to the caller, as after a timeout, and it is never applied a second time. A
-	 * fabric error that outlasted the bound (a peer that fenced this node answers with an
-	 * access error) is no answer either: -EROFS once this node knows it is out of the
-	 * majority, else -ETIMEDOUT. */
-	if (ret == -ETIME || (transient(ret) && ret != -ESHUTDOWN)) {
-		bool quorum;
-
-		pthread_mutex_lock(&n->state_lock);
-		quorum = n->quorum;
-		pthread_mutex_unlock(&n->state_lock);
-		ret = quorum || ret == -ETIME ? -ETIMEDOUT : -EROFS;
-	}
-	return ret;
-}
-
-static bool io_args_ok(const struct coh_node *n, uint64_t lba, uint32_t nblocks, const void *buf)
-{
-	return n && buf && nblocks && lba < n->vol_blocks && nblocks <= n->vol_blocks - lba;
-}
-
-int coh_node_read(struct coh_node *n, uint64_t lba, uint32_t nblocks, void *buf)
-{
-	int ret = io_args_ok(n, lba, nblocks, buf) ? do_io(n, coh_cache_read, lba, nblocks, buf)
-						   : -EINVAL;
-
-	if (!ret)
-		atomic_fetch_add(&n->reads, 1);
-	return ret;
-}
-
-int coh_node_write(struct coh_node *n, uint64_t lba, uint32_t nblocks, const void *buf)
-{
-	int ret = io_args_ok(n, lba, nblocks, buf)
-		      ? do_io(n, io_write_fn, lba, nblocks, (void *)buf)
-		      : -EINVAL;
-
-	if (!ret)
-		atomic_fetch_add(&n->writes, 1);
-	return ret;
-}
-
-static int io_flush_fn(struct coh_cache *c, uint64_t lba, uint32_t nblocks, void *buf)
-{
-	(void)lba;
-	(void)nblocks;
-	(void)buf;
-	return coh_cache_flush(c);
-}
-
-/* A flush meets a view change as a write does, and waits it out the same way. */
-int coh_node_flush(struct coh_node *n)
-{
-	return n ? do_io(n, io_flush_fn, 0, 0, NULL) : -EINVAL;
 }
 
 uint64_t coh_node_nblocks(const struct coh_node *n)
@@ -734,6 +611,13 @@ int coh_node_stats(struct coh_node *n, struct coh_node_stats *st)
 	st->log_backpressure = n->w.backpressure;
 	pthread_mutex_unlock(&n->w.lock);
 	st->log_live = rlog_live_count(&n->w);
+	st->log_superseded = n->w.superseded;
+	pthread_mutex_lock(&n->eng.lock);
+	st->io_inflight = n->eng.inflight;
+	pthread_mutex_unlock(&n->eng.lock);
+	st->io_submitted = atomic_load(&n->eng.submitted);
+	st->io_completed = atomic_load(&n->eng.completed);
+	st->io_refused = atomic_load(&n->eng.refused);
 	return 0;
 }
 
@@ -745,7 +629,7 @@ int coh_node_wait_epoch(struct coh_node *n, uint32_t epoch, int timeout_ms)
 	if (!n || timeout_ms < 0)
 		return -EINVAL;
 	/* commit() broadcasts view_cond whenever a view is put in place. */
-	realtime_in(timeout_ms, &until);
+	node_realtime_in(timeout_ms, &until);
 	pthread_mutex_lock(&n->state_lock);
 	while ((n->epoch < epoch || n->changing) && !ret)
 		ret = -pthread_cond_timedwait(&n->view_cond, &n->state_lock, &until);
@@ -789,7 +673,7 @@ int coh_node_stop_cluster(struct coh_node *n, int timeout_ms)
 	n->m->stop_done = false;
 	pthread_mutex_unlock(&n->state_lock);
 	atomic_store(&n->m->stop_req, true);
-	realtime_in(timeout_ms, &until);
+	node_realtime_in(timeout_ms, &until);
 	pthread_mutex_lock(&n->state_lock);
 	while (!n->m->stop_done && !ret)
 		ret = -pthread_cond_timedwait(&n->view_cond, &n->state_lock, &until);

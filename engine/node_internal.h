@@ -69,11 +69,13 @@ struct coh_node {
 	struct coh_cache *cache; /* this epoch's; NULL while a view changes or when fenced */
 
 	/*
-	 * @io serialises operations (the cache has one application thread) and the directory
+	 * @io serialises operations (the cache has one application context) and the directory
 	 * steps of view changes. @state_lock guards the view and the counters below it;
 	 * @changing says a view change is under way (coh_node_wait_epoch waits for its end);
 	 * @progress counts its steps, so that an operation that met a dead node waits on
-	 * @view_cond for the next one before it tries again. Lock order: io, then state_lock.
+	 * @view_cond for the next one before it tries again. Lock order (docs/concurrency.md):
+	 * eng.lock (alone), io, the cache's lock, the store's (stripe locks, the log writer's),
+	 * state_lock.
 	 */
 	pthread_mutex_t io, state_lock;
 	pthread_cond_t view_cond;
@@ -107,9 +109,33 @@ struct coh_node {
 	uint32_t npend;
 
 	struct memb *m;
+
+	/* The operation engine (io.c): operations submitted and not yet completed, a FIFO of
+	 * those not yet started, and the thread that runs them. Under @eng.lock, which nests
+	 * nothing and is never held across an operation or a callback. */
+	struct {
+		pthread_mutex_t lock;
+		pthread_cond_t cond;
+		struct coh_io *head, *tail;
+		uint32_t depth, inflight;
+		bool stopping, manual, started;
+		pthread_t thread;
+		atomic_uint queued; /* the FIFO's length, for the engine thread's spin */
+		atomic_ulong submitted, completed, refused;
+	} eng;
 };
 
 uint64_t node_now_ns(void);
+void node_realtime_in(int ms, struct timespec *ts);
+/* io.c: the operation engine; io_start after the node serves, io_stop before it leaves
+ * (operations not yet started complete with -ESHUTDOWN). */
+int io_init(struct coh_node *n, uint32_t depth, bool manual);
+int io_start(struct coh_node *n);
+void io_stop(struct coh_node *n);
+void io_fini(struct coh_node *n);
+bool io_on_engine_thread(struct coh_node *n);
+/* io_point - a crash point reached on a thread executing an operation advances its state. */
+void io_point(uint32_t pt);
 void node_crash_point(struct coh_node *n, uint32_t pt);
 uint32_t node_log_peers(uint32_t nodes, uint32_t members, uint32_t w, uint32_t k);
 int node_cache_open(struct coh_node *n);

@@ -7,7 +7,10 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <pthread.h>
+#include <sched.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -967,5 +970,54 @@ int sc_pmem_region(struct conf_node *cn)
 out:
 	CONF_CHECK(conf_barrier(cn) == 0, "barrier");
 	coh_mr_delete(&loc);
+	return 0;
+}
+
+/* coh_cq_wake: a wait on an idle queue, with a bound far beyond the test's, returns -EINTR when
+ * another thread wakes it; a wake before a wait ends that wait at once; one wake ends one wait. */
+struct wake_arg {
+	struct coh_cq *cq;
+	_Atomic int ret;
+	_Atomic int started;
+};
+
+static void *wake_waiter(void *p)
+{
+	struct wake_arg *a = p;
+	struct coh_wc wc;
+
+	atomic_store(&a->started, 1);
+	atomic_store(&a->ret, coh_cq_wait(a->cq, &wc, 1, 60000));
+	return NULL;
+}
+
+int sc_cq_wake(struct conf_node *cn)
+{
+	struct coh_cq *cq = NULL;
+	struct coh_wc wc;
+	int round;
+
+	if (cn->id != 0)
+		return 0;
+	CONF_CHECK(coh_cq_wake(NULL) == -EINVAL, "wake NULL");
+	CONF_CHECK(coh_cq_new(cn->fab, 16, &cq) == 0, "cq");
+	CONF_CHECK(coh_cq_wake(cq) == 0, "wake");
+	CONF_CHECK(coh_cq_wait(cq, &wc, 1, 0) == -EINTR, "a wake before the wait");
+	CONF_CHECK(coh_cq_wait(cq, &wc, 1, 0) == -EAGAIN, "one wake ended two waits");
+	for (round = 0; round < 20; round++) {
+		struct wake_arg a = { .cq = cq, .ret = 1 };
+		pthread_t t;
+
+		CONF_CHECK(pthread_create(&t, NULL, wake_waiter, &a) == 0, "thread");
+		while (!atomic_load(&a.started))
+			sched_yield();
+		/* Whether the waiter is still spinning, asleep, or not yet in the wait, the wake
+		 * ends it: -ETIMEDOUT (after a minute) would be the failure. */
+		CONF_CHECK(coh_cq_wake(cq) == 0, "wake %d", round);
+		pthread_join(t, NULL);
+		CONF_CHECK(atomic_load(&a.ret) == -EINTR, "round %d: the wait returned %d", round,
+			   atomic_load(&a.ret));
+	}
+	coh_cq_delete(&cq);
 	return 0;
 }

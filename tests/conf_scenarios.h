@@ -20,6 +20,7 @@ int sc_flush_and_sync(struct conf_node *cn);
 int sc_peer_killed(struct conf_node *cn);
 int sc_clean_leave(struct conf_node *cn);
 int sc_pmem_region(struct conf_node *cn);
+int sc_cq_wake(struct conf_node *cn);
 
 #ifdef __cplusplus
 }

@@ -65,6 +65,11 @@ TEST(conformance, peer__clean_leave_is_an_event)
 	EXPECT_EQ(0, conf_run("clean_leave", 2, sc_clean_leave, 0, kTimeout));
 }
 
+TEST(conformance, cq_wake__ends_a_sleeping_wait)
+{
+	EXPECT_EQ(0, conf_run("cq_wake", 2, sc_cq_wake, 0, kTimeout));
+}
+
 TEST(conformance, pmem__flushed_write_in_owner_mapping_and_kept_across_delete)
 {
 	EXPECT_EQ(0, conf_run("pmem_region", 2, sc_pmem_region, 0, kTimeout));

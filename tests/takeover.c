@@ -155,6 +155,8 @@ void tk_describe(const struct tk_trial *t, char *buf, size_t len)
 		else
 			TK_ADD("; victim %u before op %u", v->node, v->kill_at_op);
 	}
+	if (t->qd > 1)
+		TK_ADD("; %u in flight per node", t->qd);
 	if (t->pause_node < t->nodes) {
 		TK_ADD("; pause node %u after op %u ", t->pause_node, t->pause_at_op);
 		if (t->pause_ms)
@@ -224,6 +226,15 @@ static bool tk_view_point(uint32_t pt)
 	return pt >= COH_CRASH_VIEW_FIRST && pt <= COH_CRASH_VIEW_COMMITTED;
 }
 
+/* One submitted operation of the asynchronous workload (tk_trial.qd > 1). */
+struct tk_aio {
+	struct coh_io io;
+	struct child *c;
+	uint32_t idx; /* its place in the node's history */
+	bool w;
+	uint8_t buf[BS];
+};
+
 struct child {
 	const struct tk_trial *t;
 	struct tk_shared *sh;
@@ -235,6 +246,14 @@ struct child {
 	bool pub_started;
 	_Atomic bool pub_stop;
 	uint64_t deadline_ns; /* this node's own waits end here, before its alarm */
+	/* The asynchronous workload: slots, which are free, and what the callbacks saw. */
+	struct tk_aio aio[TK_MAXQD];
+	pthread_mutex_t aio_lock;
+	pthread_cond_t aio_cond;
+	uint64_t aio_free; /* bitmap of free slots */
+	uint32_t aio_refused;
+	int aio_err;	      /* a refusal while a majority lives, or a torn read: the failure */
+	uint64_t aio_err_blk; /* ... and its block */
 };
 
 #define FAIL(c, ...)                                                                               \
@@ -398,6 +417,132 @@ static int tk_settle(struct child *c)
 	return -ETIMEDOUT;
 }
 
+/* tk_aio_done - an operation's completion, on the node's engine thread: its record, as the
+ * synchronous loop writes it (the response last), then its slot back. */
+static void tk_aio_done(struct coh_io *io, int status, void *arg)
+{
+	struct tk_aio *a = arg;
+	struct child *c = a->c;
+	struct linz_op *op = &c->sh->ops[c->id][a->idx];
+	struct tk_oprec *rec = &c->sh->rec[c->id][a->idx];
+	bool paused = c->id == c->t->pause_node;
+	uint64_t t_resp = bench_now_ns();
+	int err = status;
+
+	(void)io;
+	rec->err = status;
+	if (paused)
+		rec->view = tk_view_now(c->n);
+	if (!status && !a->w && bench_block_value(a->buf, BS, &op->value))
+		rec->err = err = -EILSEQ;
+	atomic_thread_fence(memory_order_seq_cst);
+	op->resp = t_resp;
+	pthread_mutex_lock(&c->aio_lock);
+	if (err && paused && atomic_load(&c->sh->resumed))
+		c->aio_refused++;
+	else if ((err == -EILSEQ || err == -EROFS) && !c->aio_err) {
+		c->aio_err = err;
+		c->aio_err_blk = op->block;
+	}
+	c->aio_free |= 1ull << (a - c->aio);
+	pthread_cond_signal(&c->aio_cond);
+	pthread_mutex_unlock(&c->aio_lock);
+}
+
+/* tk_aio_slot - a free slot, waiting (bounded by the node's deadline) for a completion when all
+ * @qd are out; -1 when none came in time. With @all, wait until every slot is free. */
+static int tk_aio_slot(struct child *c, uint32_t qd, bool all)
+{
+	uint64_t mask = qd >= 64 ? ~0ull : (1ull << qd) - 1;
+	int slot = -1;
+
+	pthread_mutex_lock(&c->aio_lock);
+	while (bench_now_ns() < c->deadline_ns) {
+		if (all ? (c->aio_free & mask) == mask : (c->aio_free & mask) != 0)
+			break;
+		struct timespec until;
+
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_nsec += 10000000;
+		if (until.tv_nsec >= 1000000000) {
+			until.tv_sec++;
+			until.tv_nsec -= 1000000000;
+		}
+		pthread_cond_timedwait(&c->aio_cond, &c->aio_lock, &until);
+	}
+	if (all ? (c->aio_free & mask) == mask : (c->aio_free & mask) != 0) {
+		slot = __builtin_ctzll(c->aio_free & mask);
+		if (!all)
+			c->aio_free &= ~(1ull << slot);
+	}
+	pthread_mutex_unlock(&c->aio_lock);
+	return slot;
+}
+
+/*
+ * tk_workload_async - the workload with @t->qd operations in flight: the same operations as the
+ * synchronous loop draws, submitted as slots free up. Returns 0, or 1 with the reason in why.
+ */
+static int tk_workload_async(struct child *c, uint64_t *s, uint64_t nblocks)
+{
+	const struct tk_trial *t = c->t;
+	const struct tk_victim *v =
+	    tk_victim_of(t, c->id) >= 0 ? &t->victims[tk_victim_of(t, c->id)] : NULL;
+	uint32_t qd = t->qd > TK_MAXQD ? TK_MAXQD : t->qd, i;
+	bool paused = c->id == t->pause_node;
+	int ret = 0, r;
+
+	for (i = 0; i < t->ops; i++) {
+		uint64_t b = tk_rnd(s) % nblocks, val;
+		bool w = tk_rnd(s) % 10 < 6;
+		struct tk_aio *a;
+		int slot;
+
+		if (v && !v->point && i == v->kill_at_op)
+			kill(getpid(), SIGKILL); /* with up to qd operations in flight */
+		pthread_mutex_lock(&c->aio_lock);
+		r = c->aio_err;
+		if (paused && c->aio_refused > REFUSED_MAX)
+			r = 1;
+		pthread_mutex_unlock(&c->aio_lock);
+		if (r)
+			break;
+		slot = tk_aio_slot(c, qd, false);
+		if (slot < 0)
+			FAIL(c, "no operation completed in time (%u in flight)", qd);
+		a = &c->aio[slot];
+		val = w ? (uint64_t)(c->id + 1) << 32 | (i + 1) : 0;
+		tk_op_begin(c, b, val, w);
+		a->c = c;
+		a->w = w;
+		a->idx = atomic_load(&c->sh->nops[c->id]) - 1;
+		if (w)
+			bench_fill_block(a->buf, BS, val);
+		a->io = (struct coh_io){ .io_size = sizeof(a->io),
+					 .type = w ? COH_IO_WRITE : COH_IO_READ,
+					 .lba = b,
+					 .nblocks = 1,
+					 .buf = a->buf,
+					 .cb = tk_aio_done,
+					 .cb_arg = a };
+		r = coh_node_submit(c->n, &a->io);
+		if (r) /* never accepted: no callback; the operation failed, as a refusal */
+			tk_aio_done(&a->io, r, a);
+	}
+	if (tk_aio_slot(c, qd, true) < 0)
+		FAIL(c, "operations still in flight at the end of the workload");
+	pthread_mutex_lock(&c->aio_lock);
+	r = c->aio_err;
+	pthread_mutex_unlock(&c->aio_lock);
+	if (r == -EILSEQ)
+		FAIL(c, "block %llu read back torn or corrupt", (unsigned long long)c->aio_err_blk);
+	if (r)
+		FAIL(c, "an operation on block %llu refused: %s",
+		     (unsigned long long)c->aio_err_blk, coh_strerror(r));
+out:
+	return ret;
+}
+
 static int child_main(struct child *c)
 {
 	const struct tk_trial *t = c->t;
@@ -417,7 +562,8 @@ static int child_main(struct child *c)
 				    .log_bytes = (size_t)t->log_kib << 10,
 				    .cache_blocks = 64,
 				    .timeout_ms = tk_timeout_ms(t),
-				    .fence = t->fence };
+				    .fence = t->fence,
+				    .queue_depth = TK_MAXQD };
 	char paths[3][600];
 	struct coh_fabric *fab = NULL;
 	struct coh_node_stats st;
@@ -452,7 +598,14 @@ static int child_main(struct child *c)
 		FAIL(c, "start barrier timed out");
 	atomic_store(&sh->phase[c->id], PH_WORKLOAD);
 
-	for (i = 0; i < t->ops; i++) {
+	if (t->qd > 1) {
+		r = tk_workload_async(c, &s, nblocks);
+		if (r) {
+			ret = r;
+			goto out;
+		}
+	}
+	for (i = 0; t->qd <= 1 && i < t->ops; i++) {
 		uint64_t b = tk_rnd(&s) % nblocks, val, t_resp;
 		bool w = tk_rnd(&s) % 10 < 6, resumed;
 		struct linz_op *op;
@@ -658,6 +811,9 @@ static void tk_child_start(struct child *c, uint32_t child_s, pid_t parent)
 		_exit(1);
 	alarm(child_s);
 	c->deadline_ns = bench_now_ns() + (uint64_t)(child_s - 3) * 1000000000ull;
+	pthread_mutex_init(&c->aio_lock, NULL);
+	pthread_cond_init(&c->aio_cond, NULL);
+	c->aio_free = ~0ull;
 	_exit(child_main(c));
 }
 

@@ -65,7 +65,12 @@ struct tk_trial {
 	uint32_t pause_node;
 	uint32_t pause_at_op;
 	uint32_t pause_ms;
+	/* Operations each node keeps in flight: 0 or 1, one synchronous call after another;
+	 * more, submitted (coh_node_submit) with that many outstanding, so that a death or a
+	 * pause finds many in flight. At most TK_MAXQD. */
+	uint32_t qd;
 };
+#define TK_MAXQD 64u
 
 /* What became of the paused node. */
 enum tk_pause_end {

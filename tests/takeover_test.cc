@@ -215,6 +215,14 @@ tk_trial draw_trial(uint64_t seed, kind *kp)
 	}
 	if (narrow_build() && !rl.below(5))
 		k = K_LONG;
+	// Half the trials keep 4, 16 or 64 operations in flight per node, drawn from a stream of
+	// their own, so that every other draw of a seed is what it was before.
+	{
+		rng rq(seed ^ 0x2545f4914f6cdd1dull);
+		static const uint32_t qds[] = { 1, 1, 1, 4, 16, 64 };
+
+		t.qd = qds[rq.below(6)];
+	}
 	// On rdma in the rig (TCG, 2 vCPUs) seven node processes take longer than the failure
 	// detector allows; there three deaths become two, on at most five nodes (below).
 	if (!on_shm() && k == K_THREE)

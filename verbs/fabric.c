@@ -555,6 +555,11 @@ static int cq_wait(struct coh_cq *cq, struct coh_wc *wc, int max, int timeout_ms
 		n = cq_poll_checked(cq, wc, max, use_stash);
 		if (n)
 			return n;
+		/* Only the application's waits take a wake: the blocking helpers wait for their own
+		 * completion, whatever else the thread has to do. */
+		if (use_stash && atomic_load_explicit(&cq->woken, memory_order_relaxed) &&
+		    atomic_exchange(&cq->woken, false))
+			return -EINTR;
 		if (!timeout_ms)
 			return -EAGAIN;
 		now = verbs_now_ns();
@@ -579,6 +584,16 @@ int coh_cq_wait(struct coh_cq *cq, struct coh_wc *wc, int max, int timeout_ms)
 	if (!cq || !wc || max <= 0 || timeout_ms < 0)
 		return -EINVAL;
 	return cq_wait(cq, wc, max, timeout_ms, true, NULL);
+}
+
+int coh_cq_wake(struct coh_cq *cq)
+{
+	if (!cq)
+		return -EINVAL;
+	/* The flag first: a sleeper the provider wakes, or one about to sleep, finds it. */
+	atomic_store(&cq->woken, true);
+	cq->fab->ops->cq_wake(cq);
+	return 0;
 }
 
 /* Endpoints. */

@@ -817,6 +817,7 @@ const struct coh_fabric_ops rdma_ops = {
 	.cq_delete = rdma_cq_delete,
 	.cq_poll = rdma_cq_poll,
 	.cq_sleep = rdma_cq_sleep,
+	.cq_wake = rdma_cq_wake,
 	.ep_new = rdma_ep_new,
 	.ep_delete = rdma_ep_delete,
 	.ep_is_up = rdma_ep_is_up,

@@ -411,6 +411,7 @@ int rdma_post(struct coh_ep *ep, const struct coh_op *op);
 int rdma_post_recv(struct coh_ep *ep, struct coh_mr *mr, size_t off, size_t len, uint64_t wr_id);
 int rdma_cq_poll(struct coh_cq *cq, struct coh_wc *wc, int max);
 int rdma_cq_sleep(struct coh_cq *cq, int timeout_ms);
+void rdma_cq_wake(struct coh_cq *cq);
 int rdma_slots_init(struct rdma_ep *ep);
 void rdma_slots_fini(struct rdma_ep *ep);
 void rdma_ep_repost(struct rdma_ep *ep);

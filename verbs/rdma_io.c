@@ -536,6 +536,16 @@ int rdma_cq_sleep(struct coh_cq *bcq, int timeout_ms)
 	return 0;
 }
 
+/* rdma_cq_wake - the same eventfd as a software completion: poll() in rdma_cq_sleep returns. */
+void rdma_cq_wake(struct coh_cq *bcq)
+{
+	struct rdma_cq *cq = container_of(bcq, struct rdma_cq, base);
+	uint64_t one = 1;
+
+	if (write(cq->wake_fd, &one, sizeof(one)) < 0)
+		COH_LOG_WARN("eventfd write: %s", strerror(errno));
+}
+
 /* rdma_remote_ok - whether @op stays inside the imported region and has the right to. */
 static bool rdma_remote_ok(const struct coh_op *op)
 {

@@ -773,10 +773,19 @@ static int shm_cq_sleep(struct coh_cq *base, int timeout_ms)
 	/* Re-check after registering: anything that arrived before the doorbell was read is seen
 	 * here; anything after it changes the doorbell and the futex returns at once. */
 	cq_progress(cq);
-	if (!cq->count)
+	if (!cq->count && !atomic_load(&base->woken))
 		ret = shm_doorbell_sleep(ctl, seen, timeout_ms);
 	atomic_fetch_sub(&ctl->waiters, 1);
 	return ret;
+}
+
+/* shm_cq_wake - ring this node's doorbell: every sleeper here wakes (the others find nothing and
+ * sleep again); one about to sleep sees the flag (coh_cq_wake sets it before the ring). */
+static void shm_cq_wake(struct coh_cq *base)
+{
+	struct shm_cq *cq = container_of(base, struct shm_cq, base);
+
+	shm_doorbell_ring(cq->fab->ctl);
 }
 
 const struct coh_fabric_ops shm_ops = {
@@ -796,6 +805,7 @@ const struct coh_fabric_ops shm_ops = {
 	.cq_delete = shm_cq_delete,
 	.cq_poll = shm_cq_poll,
 	.cq_sleep = shm_cq_sleep,
+	.cq_wake = shm_cq_wake,
 	.ep_new = shm_ep_new,
 	.ep_delete = shm_ep_delete,
 	.ep_is_up = shm_ep_is_up,

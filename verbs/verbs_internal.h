@@ -104,6 +104,9 @@ struct coh_fabric_ops {
 	/* Sleep until something may have arrived for @cq or @timeout_ms passed (never longer).
 	 * Spurious returns are fine; the common layer loops. Returns 0 or -ETIMEDOUT. */
 	int (*cq_sleep)(struct coh_cq *cq, int timeout_ms);
+	/* Make a cq_sleep on @cq (any thread) return now; one that starts after this and sees
+	 * cq->woken set must not sleep either. Never blocks. */
+	void (*cq_wake)(struct coh_cq *cq);
 
 	/* The attribute has defaults applied and depths reserved on the queues. */
 	int (*ep_new)(struct coh_fabric *fab, const struct coh_ep_attr *attr, struct coh_ep **epp);
@@ -170,6 +173,7 @@ struct coh_rmr {
  */
 struct coh_cq {
 	struct coh_fabric *fab;
+	_Atomic bool woken; /* coh_cq_wake: the next wait that finds nothing returns -EINTR */
 	uint32_t depth;
 	uint32_t reserved;
 	uint32_t send_pending;

@@ -11,8 +11,9 @@
  * acknowledged; a read miss takes the block from a peer's cache when one has it, else from the
  * store. docs/coherence.md describes the protocol.
  *
- * Threads: one thread at a time may call coh_cache_read/write/flush/stats on a cache (the caller
- * serialises); the cache runs its own service thread, which answers other nodes' requests.
+ * Threads: one thread at a time may call coh_cache_read/write/compare_write/flush/stats on a
+ * cache (the caller serialises: the engine's io lock); the cache runs its own service thread,
+ * which answers other nodes' requests and sleeps on the fabric (docs/concurrency.md).
  */
 #ifndef COHORT_CACHE_H
 #define COHORT_CACHE_H
@@ -152,6 +153,17 @@ int coh_cache_read(struct coh_cache *c, uint64_t lba, uint32_t nblocks, void *bu
  * acknowledged; its outcome is unknown, and writing it again could put it after a later write.
  */
 int coh_cache_write(struct coh_cache *c, uint64_t lba, uint32_t nblocks, const void *buf);
+
+/**
+ * coh_cache_compare_write - compare @nblocks blocks at @lba with @cmp and, only if they are all
+ * equal, write @buf there, as one step of the protocol: the resources are held exclusive from
+ * before the compare until the data is installed, so no other node's write comes between, and
+ * two nodes can never both succeed against the same old data. Returns what coh_cache_write
+ * returns, or -EILSEQ on a miscompare (nothing written; *@miscompare is the byte offset of the
+ * first difference).
+ */
+int coh_cache_compare_write(struct coh_cache *c, uint64_t lba, uint32_t nblocks, const void *cmp,
+			    const void *buf, uint32_t *miscompare);
 
 /** coh_cache_flush - write every dirty block back to the store and flush the store. */
 int coh_cache_flush(struct coh_cache *c);

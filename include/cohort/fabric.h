@@ -396,9 +396,17 @@ int coh_cq_poll(struct coh_cq *cq, struct coh_wc *wc, int max);
  * @timeout_ms: must not be negative; 0 behaves as coh_cq_poll() but returns -EAGAIN when empty
  *
  * Busy-polls briefly, then sleeps until woken by an arrival, so an idle wait costs no CPU.
- * Returns the number taken (> 0), -ETIMEDOUT, or -EINVAL.
+ * Returns the number taken (> 0), -ETIMEDOUT, -EINTR (coh_cq_wake), or -EINVAL.
  */
 int coh_cq_wait(struct coh_cq *cq, struct coh_wc *wc, int max, int timeout_ms);
+
+/**
+ * coh_cq_wake - make a coh_cq_wait() on @cq return soon, from any thread: the one sleeping now,
+ * or else the next one, returns -EINTR if it finds no completion (one wake ends one wait). For a
+ * thread that sleeps on the fabric and also has work that no completion announces (the cache's
+ * service thread). Returns 0 or -EINVAL.
+ */
+int coh_cq_wake(struct coh_cq *cq);
 
 /* Endpoints. */
 

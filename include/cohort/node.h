@@ -9,9 +9,13 @@
  * logs' backing gives (see coh_node_stats.log_persistence and docs/recovery.md). If this node then
  * dies, a survivor writes that data to the redundancy group before any node reads it.
  *
- * Threads: each node's read/write/flush calls are serialised inside (one operation at a time);
- * any thread may make them. The membership thread runs view changes; I/O goes on during one,
- * except to the resources the dead node held, which wait for its takeover.
+ * Operations are objects (struct coh_io) submitted with a completion callback (coh_node_submit);
+ * coh_node_read/write/flush are synchronous wrappers of the same steps. Any thread may submit or
+ * call; docs/concurrency.md says which thread runs what. Inside, a node still executes one
+ * operation at a time (the cache has one application context), so operations queue; the API is
+ * the one the engine will keep when it runs several. The membership thread runs view changes;
+ * I/O goes on during one, except to the resources the dead node held, which wait for its
+ * takeover.
  */
 #ifndef COHORT_NODE_H
 #define COHORT_NODE_H
@@ -117,6 +121,8 @@ struct coh_node_hooks; /* node_hooks.h */
  * @force_open: form a cluster with a majority even when a node that may hold the only copy of
  *              some writer's acknowledged writes has not started; what may be lost is logged
  *              (docs/recovery.md, "Lifecycle"). Off by default: the cluster waits and says why.
+ * @queue_depth: operations submitted (coh_node_submit) and not yet completed, at most; one more
+ *               is refused with -EBUSY. 0 means 128; at most 4096.
  * @takeover_hook: if set, called on the membership thread of the survivor that wins a dead
  *                 node's locks, holding them, before it replays that node's log (tests use it
  *                 to hold a takeover open and show what I/O goes on meanwhile); @takeover_arg
@@ -142,6 +148,7 @@ struct coh_node_attr {
 	bool force_open;
 	void (*takeover_hook)(void *arg, uint32_t dead);
 	void *takeover_arg;
+	uint32_t queue_depth;
 };
 
 struct coh_node;
@@ -177,6 +184,12 @@ struct coh_node_stats {
 	uint32_t log_copies_wanted;
 	bool degraded;
 	bool stopped; /* the cluster was stopped (coh_node_stop_cluster) */
+	/* The operation engine: operations submitted, completed (callbacks run), refused with
+	 * -EBUSY, and in flight now; log records superseded by a rewrite (never retired on the
+	 * write path: docs/recovery.md, "The log"). */
+	uint64_t io_submitted, io_completed, io_refused;
+	uint32_t io_inflight;
+	uint64_t log_superseded;
 };
 
 /**
@@ -211,6 +224,84 @@ int coh_node_write(struct coh_node *n, uint64_t lba, uint32_t nblocks, const voi
 
 /** coh_node_flush - destage every dirty block this node holds (retiring its log records). */
 int coh_node_flush(struct coh_node *n);
+
+/*
+ * Asynchronous operations. The caller owns a struct coh_io, fills in its request and submits it;
+ * the engine owns it from then until its callback is called, exactly once, with 0 or -errno as
+ * the synchronous call would return. After the callback begins the caller owns it again (it may
+ * submit it again from inside the callback). docs/concurrency.md has the threading rules.
+ */
+enum coh_io_type {
+	COH_IO_READ = 1,	  /* @nblocks blocks at @lba into @buf */
+	COH_IO_WRITE = 2,	  /* @nblocks blocks at @lba from @buf */
+	COH_IO_FLUSH = 3,	  /* destage everything this node holds dirty; @lba, @nblocks 0 */
+	COH_IO_COMPARE_WRITE = 4, /* if @nblocks blocks at @lba equal @buf's first @nblocks, write
+				     its next @nblocks there, atomically across the cluster
+				     (coh_cache_compare_write); -EILSEQ and @miscompare if not */
+};
+
+/*
+ * The states an operation passes, in this order (some are skipped: a read hit goes from
+ * COH_IO_ACQUIRE to COH_IO_COMPLETE). The crash points of the same steps (enum coh_crash_point)
+ * advance them: COH_CRASH_XCAS ends ACQUIRE for a write, COH_CRASH_BEFORE_REPLICATION begins
+ * LOG, COH_CRASH_REPLICATED begins INSTALL. An operation that meets a failed node goes to
+ * WAIT_VIEW and back to ACQUIRE when the view change moves on.
+ */
+enum coh_io_state {
+	COH_IO_IDLE = 0,   /* not submitted, or completed: the caller's */
+	COH_IO_QUEUED,	   /* accepted; waiting for the engine */
+	COH_IO_ACQUIRE,	   /* taking the resources (shared to read, exclusive to write) */
+	COH_IO_INVALIDATE, /* exclusive held; the other copies being invalidated */
+	COH_IO_FETCH,	   /* shared held; the blocks being read from a peer's cache or the store */
+	COH_IO_LOG,	   /* a write being replicated to its log peers */
+	COH_IO_INSTALL,	   /* replicated; the data going into the cache */
+	COH_IO_DESTAGE,	   /* a flush writing dirty blocks back to the group */
+	COH_IO_WAIT_VIEW,  /* met a failed node; waiting for the view change to move on */
+	COH_IO_COMPLETE,   /* done; the callback runs */
+	COH_IO_STATE_MAX,
+};
+
+struct coh_io;
+typedef void (*coh_io_cb)(struct coh_io *io, int status, void *arg);
+
+/**
+ * struct coh_io - one operation.
+ * @io_size: sizeof(struct coh_io) as the caller was built with; refused if smaller than the
+ *           engine's
+ * @type: enum coh_io_type
+ * @lba, @nblocks, @buf: the request (see enum coh_io_type); @buf stays the caller's memory and
+ *                       must stay valid until the callback
+ * @cb, @cb_arg: the completion callback, and its argument
+ * @miscompare: set by the engine: a COMPARE_WRITE's -EILSEQ, the byte offset of the first
+ *              difference
+ * The rest is the engine's: read @state with coh_io_state().
+ */
+struct coh_io {
+	size_t io_size;
+	uint32_t type;
+	uint32_t nblocks;
+	uint64_t lba;
+	void *buf;
+	coh_io_cb cb;
+	void *cb_arg;
+	uint32_t miscompare;
+	uint32_t state;
+	uint64_t submit_ns;
+	struct coh_io *next;
+};
+
+/**
+ * coh_node_submit - submit @io. Returns 0: accepted, and its callback will run exactly once, on
+ * the node's engine thread (or inside coh_node_close, with -ESHUTDOWN, for an operation that had
+ * not started). Otherwise the callback never runs and nothing was done: -EINVAL (a bad request,
+ * or a range outside the volume), -EBUSY (queue_depth operations are in flight: submit it again
+ * after a completion), -ESHUTDOWN (the node is closing).
+ */
+int coh_node_submit(struct coh_node *n, struct coh_io *io);
+
+/** coh_io_state - the state of @io now (enum coh_io_state); coh_io_state_name its name. */
+uint32_t coh_io_state(const struct coh_io *io);
+const char *coh_io_state_name(uint32_t state);
 
 /** coh_node_nblocks - the volume's size in blocks; coh_node_block_size its block size. */
 uint64_t coh_node_nblocks(const struct coh_node *n);

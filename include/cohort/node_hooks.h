@@ -11,6 +11,7 @@
 #ifndef COHORT_NODE_HOOKS_H
 #define COHORT_NODE_HOOKS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -37,13 +38,30 @@ extern "C" {
  *         (the resource for the coherence points, the epoch for the view change's, the message
  *         for COH_POINT_CTL_SEND). It may block (a test holds a node at a step) or kill the
  *         process. Returns 0, or COH_POINT_DROP at COH_POINT_CTL_SEND.
- * @arg: passed to @point
+ * @arg: passed to @point and @io_state
+ * @io_state: if set, called at every state change of an operation (enum coh_io_state), on the
+ *            thread that makes it, before the callback for COH_IO_COMPLETE
+ * @manual_engine: start no engine thread: submitted operations wait until coh_node_engine_poll
+ *                 runs them, on the caller's thread (a test drives the engine step by step)
  */
 struct coh_node_hooks {
 	size_t hooks_size;
 	int (*point)(void *arg, uint32_t point, uint64_t detail);
 	void *arg;
+	void (*io_state)(void *arg, const struct coh_io *io, uint32_t state);
+	bool manual_engine;
 };
+
+/**
+ * coh_node_engine_poll - with @manual_engine: run up to @max queued operations to completion,
+ * callbacks included, on this thread, oldest first. Returns how many ran, or -EINVAL (not a
+ * manual engine).
+ */
+int coh_node_engine_poll(struct coh_node *n, uint32_t max);
+
+/** coh_node_current_io - the operation this thread is executing for a node, or NULL (for a
+ * point hook that wants to know whose step it is). */
+const struct coh_io *coh_node_current_io(void);
 
 #ifdef __cplusplus
 }

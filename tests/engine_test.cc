@@ -1,0 +1,20 @@
+// engine_test.cc - the operation engine (engine/io.c) on node processes (label cache: it is the
+// coherent cache's host path): see engine_io.h for what each scenario forces.
+#include <gtest/gtest.h>
+
+#include "engine_io.h"
+
+TEST(engine, state_machine_step_by_step)
+{
+	EXPECT_EQ(en_state_machine(), 0);
+}
+
+TEST(engine, compare_and_write_is_atomic_across_the_cluster)
+{
+	EXPECT_EQ(en_compare_write_cluster(), 0);
+}
+
+TEST(engine, linearizable_with_64_in_flight_per_node)
+{
+	EXPECT_EQ(en_linz_many_in_flight(), 0);
+}
