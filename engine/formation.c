@@ -244,7 +244,7 @@ static void form_abort(struct coh_node *n, uint32_t E, int err)
 	n->quorum = false;
 	n->forming = false;
 	n->changing = false;
-	n->progress++;
+	__atomic_add_fetch(&n->progress, 1, __ATOMIC_RELEASE);
 	pthread_cond_broadcast(&n->view_cond);
 	pthread_mutex_unlock(&n->state_lock);
 	n->m->form_cur_epoch = 0;
@@ -309,7 +309,7 @@ static int form_run(struct coh_node *n, uint32_t E, uint32_t F)
 	n->quorum = true;
 	n->forming = false;
 	n->changing = false;
-	n->progress++;
+	__atomic_add_fetch(&n->progress, 1, __ATOMIC_RELEASE);
 	n->view_changes++;
 	n->last_view_ns = node_now_ns() - t0;
 	pthread_cond_broadcast(&n->view_cond);

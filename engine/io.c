@@ -135,7 +135,7 @@ static void io_wait_progress(struct coh_node *n, uint64_t seen, int ms)
 
 	node_realtime_in(ms, &until);
 	pthread_mutex_lock(&n->state_lock);
-	while (n->progress == seen &&
+	while (__atomic_load_n(&n->progress, __ATOMIC_ACQUIRE) == seen &&
 	       pthread_cond_timedwait(&n->view_cond, &n->state_lock, &until) == 0)
 		;
 	pthread_mutex_unlock(&n->state_lock);
@@ -167,23 +167,28 @@ static int io_exec(struct coh_node *n, struct coh_io *io)
 {
 	struct coh_io *saved = io_cur;
 	struct coh_node *saved_node = io_cur_node;
-	uint64_t deadline, seen;
+	uint64_t deadline = 0, seen;
 	int ret = 0, tries = 0;
 
 	io_cur = io;
 	io_cur_node = n;
-	deadline = node_now_ns() + (uint64_t)n->timeout_ms * 4 * 1000000ull;
 	for (;;) {
-		pthread_mutex_lock(&n->state_lock);
-		seen = n->progress;
-		pthread_mutex_unlock(&n->state_lock);
+		/* The view change's step counter, read before the attempt: a failure waits for
+		 * the next step (io_wait_progress). */
+		seen = __atomic_load_n(&n->progress, __ATOMIC_ACQUIRE);
 		io_set_state(n, io, COH_IO_ACQUIRE);
 		ret = io_begin(n);
 		if (!ret) {
 			ret = io_run(n, io);
 			pthread_mutex_unlock(&n->io);
 		}
-		if (!io_transient(ret) || node_now_ns() >= deadline || n->stopped)
+		if (!io_transient(ret) || n->stopped)
+			break;
+		/* The bound runs from the first failure (an attempt is bounded by itself): the
+		 * clock is read only on this path, not on every operation. */
+		if (!deadline)
+			deadline = node_now_ns() + (uint64_t)n->timeout_ms * 4 * 1000000ull;
+		else if (node_now_ns() >= deadline)
 			break;
 		if (!tries++) {
 			atomic_fetch_add(&n->dead_waits, 1);

@@ -580,7 +580,7 @@ static int memb_stop_here(struct coh_node *n)
 	pthread_mutex_lock(&n->state_lock);
 	n->quorum = false;
 	n->stopped = true;
-	n->progress++;
+	__atomic_add_fetch(&n->progress, 1, __ATOMIC_RELEASE);
 	pthread_cond_broadcast(&n->view_cond);
 	pthread_mutex_unlock(&n->state_lock);
 	pthread_mutex_unlock(&n->io);

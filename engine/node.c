@@ -609,9 +609,9 @@ int coh_node_stats(struct coh_node *n, struct coh_node_stats *st)
 	st->log_appends = n->w.appended;
 	st->log_retired = n->w.retired;
 	st->log_backpressure = n->w.backpressure;
+	st->log_superseded = n->w.superseded;
 	pthread_mutex_unlock(&n->w.lock);
 	st->log_live = rlog_live_count(&n->w);
-	st->log_superseded = n->w.superseded;
 	pthread_mutex_lock(&n->eng.lock);
 	st->io_inflight = n->eng.inflight;
 	pthread_mutex_unlock(&n->eng.lock);

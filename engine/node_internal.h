@@ -72,8 +72,9 @@ struct coh_node {
 	 * @io serialises operations (the cache has one application context) and the directory
 	 * steps of view changes. @state_lock guards the view and the counters below it;
 	 * @changing says a view change is under way (coh_node_wait_epoch waits for its end);
-	 * @progress counts its steps, so that an operation that met a dead node waits on
-	 * @view_cond for the next one before it tries again. Lock order (docs/concurrency.md):
+	 * @progress counts its steps (changed under @state_lock, read with __atomic builtins
+	 * without it), so that an operation that met a dead node waits on @view_cond for the next
+	 * one before it tries again. Lock order (docs/concurrency.md):
 	 * eng.lock (alone), io, the cache's lock, the store's (stripe locks, the log writer's),
 	 * state_lock.
 	 */

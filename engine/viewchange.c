@@ -458,7 +458,7 @@ static int vc_step_barrier(struct coh_node *n, int (*fn)(struct coh_cache *c), u
 static void vc_progress(struct coh_node *n)
 {
 	pthread_mutex_lock(&n->state_lock);
-	n->progress++;
+	__atomic_add_fetch(&n->progress, 1, __ATOMIC_RELEASE);
 	pthread_cond_broadcast(&n->view_cond);
 	pthread_mutex_unlock(&n->state_lock);
 }
@@ -492,7 +492,7 @@ static void vc_commit(struct coh_node *n, uint32_t E, uint32_t P, bool quorum)
 	n->members = P;
 	n->quorum = quorum;
 	n->changing = false;
-	n->progress++;
+	__atomic_add_fetch(&n->progress, 1, __ATOMIC_RELEASE);
 	n->view_changes++;
 	n->last_view_ns = node_now_ns() - n->m->down_ns;
 	n->last_view_hold_ns = n->hold_max;

@@ -2,7 +2,9 @@
 # rig-test.sh - the VM rig suites (ctest label "rig"): boots the soft-RoCE guest once
 # (scripts/vm.sh) and runs inside it, on the rdma provider over rxe:
 #   the fabric conformance suite (the same binary as on shm), the rdma provider's smoke test
-#   (including a SIGKILLed peer), the coherent cache suite, the engine's crash trials (every
+#   (including a SIGKILLed peer), the coherent cache suite, the operation engine (issue 14:
+#   submit and complete, compare-and-write raced across nodes, 64 in flight per node
+#   linearizable), the engine's crash trials (every
 #   crash point, a full log, RAID-1 and k=2, and randomized trials, on rdma), the forced
 #   races of issue 12 (a paused member fenced by its lease, deaths inside the view change), and
 #   the cluster's whole life (issue 13: whole-cluster crashes and restarts, rolling shutdowns,
@@ -38,6 +40,7 @@ if [ "${1:-}" = "--in-guest" ]; then
 		"$COHORT_RXE_IP:17471,$COHORT_RXE_IP:17472,$COHORT_RXE_IP:17473"
 	COHORT_CACHE_SEEDS=${COHORT_CACHE_SEEDS:-2} suite "coherent cache (rdma)" 900 \
 		"$build/bin/cache_test" --gtest_brief=1
+	suite "operation engine (rdma)" 600 "$build/bin/engine_test" --gtest_brief=1
 	COHORT_TAKEOVER_TRIALS=${COHORT_RIG_TAKEOVER_TRIALS:-10} suite "takeover (rdma)" 1200 \
 		"$build/bin/takeover_test" --gtest_brief=1
 	suite "races of issue 12 (rdma)" 900 "$build/bin/races_test" --gtest_brief=1
@@ -47,6 +50,7 @@ if [ "${1:-}" = "--in-guest" ]; then
 fi
 
 if [ ! -x "$build/bin/rdma_smoke" ] || [ ! -x "$build/bin/cache_test" ] ||
+	[ ! -x "$build/bin/engine_test" ] ||
 	[ ! -x "$build/bin/takeover_test" ] || [ ! -x "$build/bin/races_test" ] ||
 	[ ! -x "$build/bin/lifecycle_test" ] || [ ! -x "$build/bin/powerloss" ]; then
 	"$top/scripts/setup.sh"

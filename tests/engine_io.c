@@ -207,7 +207,7 @@ static int en_run(const char *name, uint32_t nodes, uint32_t k, uint32_t depth, 
 struct en_done {
 	_Atomic uint32_t calls;
 	int status;
-	uint32_t state_in_cb; /* coh_io_state() as the callback saw it */
+	uint32_t state_in_cb;	      /* coh_io_state() as the callback saw it */
 	struct en_child *resubmit_on; /* submit the same operation again, once */
 };
 
@@ -506,8 +506,8 @@ static int caw_node(struct en_child *c)
 		if (atomic_load(&c->sh->caw_won[round]) != 1)
 			EFAIL(c, "round %u: %u compare-and-writes succeeded against the same data",
 			      round, atomic_load(&c->sh->caw_won[round]));
-		if ((r = coh_node_read(c->n, CAW_BLOCK, 1, cur)) || bench_block_value(cur, EN_BS, &v) ||
-		    v != atomic_load(&c->sh->caw_value[round]))
+		if ((r = coh_node_read(c->n, CAW_BLOCK, 1, cur)) ||
+		    bench_block_value(cur, EN_BS, &v) || v != atomic_load(&c->sh->caw_value[round]))
 			EFAIL(c, "round %u: the block holds %llx, the winner wrote %llx", round,
 			      (unsigned long long)v,
 			      (unsigned long long)atomic_load(&c->sh->caw_value[round]));
@@ -575,8 +575,7 @@ static int lz_slot(struct lz_thread *t, bool all)
 	int slot = -1;
 
 	pthread_mutex_lock(&t->lock);
-	while (bench_now_ns() < until &&
-	       !(all ? t->free_mask == mask : t->free_mask != 0)) {
+	while (bench_now_ns() < until && !(all ? t->free_mask == mask : t->free_mask != 0)) {
 		struct timespec ts;
 
 		clock_gettime(CLOCK_REALTIME, &ts);
@@ -625,8 +624,8 @@ static void *lz_main(void *arg)
 		o->rec->block = b;
 		o->rec->node = c->id;
 		o->rec->is_write = o->w;
-		o->rec->value = o->w ? (uint64_t)(c->id + 1) << 40 | (uint64_t)t->tid << 32 | (i + 1)
-				     : 0;
+		o->rec->value =
+		    o->w ? (uint64_t)(c->id + 1) << 40 | (uint64_t)t->tid << 32 | (i + 1) : 0;
 		o->rec->resp = 0;
 		if (o->w)
 			bench_fill_block(o->buf, EN_BS, o->rec->value);

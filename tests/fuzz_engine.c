@@ -103,9 +103,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (size >= 4) {
 		struct rlog_scan_stats st;
 		struct seen sn = { .lo = region, .hi = region + sizeof(region) };
+		/* as many as the region can hold (records are at least RLOG_ALIGN bytes) */
+		static uint64_t lives[sizeof(region) / RLOG_ALIGN];
+		static uint8_t addr_of[sizeof(region) / RLOG_ALIGN];
 		uint64_t off = RLOG_RING, lsn = 1, live = 0, newest[256] = { 0 };
-		uint64_t lives[256];
-		uint8_t addr_of[256];
 		size_t pos = 1, flips = data[0] % 4, k, nl = 0;
 		static const uint8_t zero[300];
 
@@ -130,7 +131,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			 * their block. */
 			if (rec.state != RLOG_ABANDONED)
 				newest[data[pos]] = rec.lsn;
-			if (!rec.state && nl < 256) {
+			if (!rec.state && nl < sizeof(lives) / sizeof(lives[0])) {
 				lives[nl] = rec.lsn;
 				addr_of[nl++] = data[pos];
 			}

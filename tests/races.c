@@ -134,19 +134,27 @@ static int rc_hook(void *arg, uint32_t pt, uint64_t detail)
 	}
 	n = atomic_fetch_add(&sh->at[c->id][pt], 1) + 1;
 	die = atomic_load(&sh->die[c->id][pt]);
-	if (die && n >= die)
-		kill(getpid(), SIGKILL);
+	/* A hold comes before a death at the same point: a node can be made to die at a step
+	 * only once another node has reached one. */
 	if (n == 1 && atomic_load(&sh->hold[c->id][pt])) {
 		uint32_t on = atomic_load(&sh->until_node[c->id][pt]),
-			 op = atomic_load(&sh->until_pt[c->id][pt]);
+			 op = atomic_load(&sh->until_pt[c->id][pt]),
+			 rounds = atomic_load(&sh->at[on][COH_CRASH_VIEW_AGREED]);
 
 		until = bench_now_ns() + (uint64_t)RC_WAIT_MS * 1000000ull;
 		while (atomic_load(&sh->hold[c->id][pt]) && bench_now_ns() < until) {
 			if (op && atomic_load(&sh->at[on][op]))
 				break;
+			/* The node waited for started a new round of the view change (a death it
+			 * met restarted it): the step waited for will not come in this one, and
+			 * holding on would only get this node excluded for its silence. */
+			if (op && atomic_load(&sh->at[on][COH_CRASH_VIEW_AGREED]) > rounds)
+				break;
 			rc_nap();
 		}
 	}
+	if (die && n >= die)
+		kill(getpid(), SIGKILL);
 	return 0;
 }
 
@@ -718,7 +726,10 @@ int rc_death_during_log_move(void)
  * nodes 4 and 0. Node 3 writes blocks 12-15 (resource 3, homed on node 3) and dies. Node 0 is
  * held after the claims until node 4 has won node 3's locks, so node 4 replays. Node 2 then
  * loses its last barrier message to nodes 0 and 1 and dies: with @commit_somewhere, its ZEROED
- * (nodes 2 and 4 commit; node 2 dies at its commit), else its READY (nobody commits). Node 4
+ * (nodes 2 and 4 commit; node 2 dies at its commit), else its READY (nobody commits; node 2 is
+ * held there until node 4 has won, as node 0 is: on a slow host node 2 could otherwise die while
+ * node 4 still arbitrates, which restarts node 4's round, and the scenario is another). Each
+ * hold ends early if the node it waits for starts a new round (rc_hook). Node 4
  * writes blocks 12-15 as soon as it can. The survivors 0, 1 and 4 must end with node 4's values
  * (node 3's log replayed again would bring back the old ones) and one owner at a time (nodes 0
  * and 4 write and read each other's blocks).
@@ -829,6 +840,11 @@ static void pc_setup_nocommit(struct rc_shared *sh)
 	pc_setup_common(sh);
 	atomic_store(&sh->drop_type[2], PC_CTL_READY);
 	atomic_store(&sh->die[2][COH_CRASH_VIEW_READY], 1);
+	/* Not before node 4 holds node 3's locks: a death while node 4 still arbitrates (a slow
+	 * host) restarts its round, and the scenario is then another one. */
+	atomic_store(&sh->hold[2][COH_CRASH_VIEW_READY], 1);
+	atomic_store(&sh->until_node[2][COH_CRASH_VIEW_READY], 4);
+	atomic_store(&sh->until_pt[2][COH_CRASH_VIEW_READY], COH_CRASH_VIEW_TAKEN);
 }
 
 int rc_partial_commit(int commit_somewhere)
