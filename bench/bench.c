@@ -81,7 +81,8 @@ static void usage(FILE *f)
 	    "  engine    the operation engine (coh_node_submit) on 3 nodes, k = 1: 4 KiB reads,\n"
 	    "            writes and a 70/30 mix with 1, 4, 16, 32, 64 in flight per node on 1-3\n"
 	    "            nodes, on sets of their own (_disj) or one set (_shared); per-operation\n"
-	    "            latency, Mop/s of all nodes; beside the WRITE + FLUSH and memcpy floors\n"
+	    "            latency, Mop/s of all nodes; beside the WRITE + FLUSH and memcpy floors;\n"
+	    "            then open, view change and restart against a 1 GiB, 64 GiB and 1 TiB volume\n"
 	    "options:\n"
 	    "  --provider NAME   shm (default) or rdma\n"
 	    "  --cluster SPEC    shm: directory (default: a fresh one in /dev/shm);\n"
@@ -95,7 +96,7 @@ static void usage(FILE *f)
 	    "                    memcpy,pingpong; cache: fabric_cas,read_hit,read_miss_peer,...,mix;\n"
 	    "                    replication: fabric_write_flush_1,write_k1,...,takeover,view_change;\n"
 	    "                    engine: fabric_write_flush_1,memcpy_4k,read_sync,write_sync,\n"
-	    "                    read_qd1_n1,...,mix_qd64_n3_shared)\n"
+	    "                    read_qd1_n1,...,mix_qd64_n3_shared,open_1g,view_change_64g,restart_1t)\n"
 	    "  --csv             CSV instead of a table\n");
 }
 

@@ -10,6 +10,7 @@
  *   <op>_qd<D>_n<N>[_disj|_shared]  op read, write or mix (70% reads), D in flight per node on
  *                         N nodes; with N > 1, each node on a set of its own (disj) or all on
  *                         the same set (shared: every write moves locks)
+ *   open_<S>, view_change_<S>, restart_<S>  against the volume's size (bench_scale.c)
  * Each latency sample is one operation, from its submit to its callback; the table's Mop/s is
  * the operations of all N nodes over the longest node's wall time. With --csv, each such row is
  * followed by one of suite engine_rate whose percentiles are all that wall time per operation
@@ -541,5 +542,7 @@ int bench_engine(const struct bench_opts *o)
 out:
 	munmap(sh, len);
 	bench_remove_tree(dir);
+	if (!ret)
+		ret = bench_scale(o);
 	return ret;
 }
