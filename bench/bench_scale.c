@@ -8,7 +8,8 @@
  *                    (coh_node_stats.last_view_ns, the longest of the two)
  *   restart_<S>      then nodes 0 and 1 are SIGKILLed too (their writes in the logs), and all
  *                    three start again on the same files: node 0's coh_node_open, recovery
- *                    included
+ *                    included; node 0 then reads the 96 blocks back, and the row fails unless
+ *                    each holds its acknowledged write
  * The table also prints each node's resident memory after open (what the per-resource state
  * costs before any data is cached). One sample per row (COHORT_BENCH_SCALE_ITERS for more).
  * What it leaves out: rdma, and data: the volume is sparse, only 96 blocks are ever written.
@@ -34,6 +35,8 @@
 #define BS_CHUNK 8u /* RAID-5 of 3: stripes of 16 blocks, 64 KiB resources */
 #define BS_ALARM_S 900u
 #define BS_WAIT_MS 600000
+#define BS_WRITES                                                                                  \
+	32u /* acknowledged writes per node in the first life, checked after the restart */
 
 struct bs_shared {
 	struct bench_sbar start, written, done;
@@ -63,17 +66,23 @@ static uint64_t bs_rss(void)
 	return (uint64_t)res * (uint64_t)sysconf(_SC_PAGESIZE);
 }
 
+/* bs_block - the @i-th block written (of BS_NODES * BS_WRITES), spread evenly over the volume. */
+static uint64_t bs_block(struct coh_node *n, uint64_t i)
+{
+	return i * (coh_node_nblocks(n) / (BS_NODES * BS_WRITES));
+}
+
 static int bs_child(struct bs_ctx *x)
 {
 	struct coh_fabric_attr fa = { .provider = "shm", .node_id = x->me };
-	struct coh_node_attr na = { .nodes = BS_NODES,
-				    .raid = { .level = COH_RAID5,
-					      .nelems = 3,
-					      .chunk_blocks = BS_CHUNK },
-				    .elem_blocks = (x->gib << 30) / 2 / BS_BS,
-				    .replicas = 1,
-				    .timeout_ms = 10000,
-				    .open_timeout_ms = BS_WAIT_MS };
+	struct coh_node_attr na = {
+		.nodes = BS_NODES,
+		.raid = { .level = COH_RAID5, .nelems = 3, .chunk_blocks = BS_CHUNK },
+		.elem_blocks = (x->gib << 30) / 2 / BS_BS,
+		.replicas = 1,
+		.timeout_ms = 10000,
+		.open_timeout_ms = BS_WAIT_MS
+	};
 	char paths[3][600], logs[600], cluster[600];
 	struct coh_fabric *fab = NULL;
 	struct coh_node *n = NULL;
@@ -99,6 +108,22 @@ static int bs_child(struct bs_ctx *x)
 	x->sh->open_ns[x->me] = bench_now_ns() - t0;
 	x->sh->rss[x->me] = bs_rss();
 	if (x->life2) {
+		/* Every acknowledged write of the first life is there (node 0 checks). */
+		for (i = 0; x->me == 0 && i < BS_NODES * BS_WRITES; i++) {
+			uint64_t v = 0,
+				 want = 0x5cull << 40 | (i / BS_WRITES) << 32 | (i % BS_WRITES + 1);
+
+			if ((r = coh_node_read(n, bs_block(n, i), 1, buf)))
+				goto fail;
+			if (bench_block_value(buf, BS_BS, &v) || v != want) {
+				snprintf(x->sh->why[x->me], sizeof(x->sh->why[0]),
+					 "block %llu after the restart: %#llx, acknowledged %#llx",
+					 (unsigned long long)bs_block(n, i), (unsigned long long)v,
+					 (unsigned long long)want);
+				ret = 1;
+				goto out;
+			}
+		}
 		bench_sbar_wait(&x->sh->done, BS_WAIT_MS);
 		goto out;
 	}
@@ -108,11 +133,9 @@ static int bs_child(struct bs_ctx *x)
 	}
 	/* Writes spread over the volume, so that each log has records and the view change has
 	 * resources of the dead node's to take over. */
-	for (i = 0; i < 32; i++) {
-		uint64_t b = (i * 2654435761u + x->me * 7919u) % coh_node_nblocks(n);
-
+	for (i = 0; i < BS_WRITES; i++) {
 		bench_fill_block(buf, BS_BS, 0x5cull << 40 | (uint64_t)x->me << 32 | (i + 1));
-		if ((r = coh_node_write(n, b, 1, buf)))
+		if ((r = coh_node_write(n, bs_block(n, x->me * BS_WRITES + i), 1, buf)))
 			goto fail;
 	}
 	if (bench_sbar_wait(&x->sh->written, BS_WAIT_MS)) {
@@ -205,7 +228,9 @@ static int bs_sample(struct bs_shared *sh, uint64_t gib, uint64_t *open_ns, uint
 		bench_sbar_init(&sh->done, BS_NODES);
 		memset(sh->open_ns, 0, sizeof(sh->open_ns));
 		for (i = 0; i < BS_NODES; i++) {
-			struct bs_ctx x = { .sh = sh, .dir = dir, .me = i, .gib = gib, .life2 = true };
+			struct bs_ctx x = {
+				.sh = sh, .dir = dir, .me = i, .gib = gib, .life2 = true
+			};
 
 			pids[i] = bs_fork(&x);
 		}
@@ -267,7 +292,8 @@ int bench_scale(const struct bench_opts *o)
 			ret = bs_sample(sh, sizes[s], &open_ns[i], &view_ns[i], &restart_ns[i],
 					&rss[i]);
 		if (ret) {
-			fprintf(stderr, "cohort-bench scale: %s: %s\n", names[s], coh_strerror(ret));
+			fprintf(stderr, "cohort-bench scale: %s: %s\n", names[s],
+				coh_strerror(ret));
 			break;
 		}
 		bs_row(o, op[0], sizes[s], open_ns, iters);
