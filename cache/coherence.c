@@ -686,15 +686,17 @@ int cache_pay_all_owed(struct coh_cache *c)
 	uint64_t r;
 	int ret = 0;
 
+	/* One hold of the lock for the walk, let go only to pay (a volume has millions of
+	 * resources, and almost none owes anything). */
+	pthread_mutex_lock(&c->lock);
 	for (r = 0; r < c->nres && !ret; r++) {
-		bool owed;
-
-		pthread_mutex_lock(&c->lock);
-		owed = c->res[r].owed != 0;
+		if (!c->res[r].owed)
+			continue;
 		pthread_mutex_unlock(&c->lock);
-		if (owed)
-			ret = pay_owed(c, r);
+		ret = pay_owed(c, r);
+		pthread_mutex_lock(&c->lock);
 	}
+	pthread_mutex_unlock(&c->lock);
 	return ret;
 }
 

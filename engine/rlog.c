@@ -520,9 +520,13 @@ void rlog_writer_fini(struct rlog_writer *w)
 /* Posting to the peers. Each batch posts to every current peer and waits for every completion;
  * a peer whose operation fails is counted and left out of the rest of the batch. */
 
+/* Each batch's operations carry its sequence number as wr_id: a wait that gave up (it timed
+ * out) leaves its operations out, and their late completions must count neither as the next
+ * batch's (a FLUSH posted before its WRITE completed covers nothing) nor against it. */
 struct batch {
 	uint32_t ok; /* peers still good */
 	uint32_t posted;
+	uint64_t seq;
 	int err;
 };
 
@@ -543,6 +547,11 @@ static int batch_wait(struct rlog_writer *w, struct batch *b)
 		if (n < 0)
 			return n;
 		for (i = 0; i < n; i++) {
+			if (wc[i].wr_id != b->seq) {
+				/* Late: an operation of a batch whose wait timed out. */
+				w->stale++;
+				continue;
+			}
 			b->posted--;
 			if (wc[i].status) {
 				if (b->ok >> wc[i].peer & 1)
@@ -584,7 +593,7 @@ static int batch_end(struct rlog_writer *w, struct batch *b)
 static int put_ranges(struct rlog_writer *w, const uint64_t *loff, const uint64_t *roff,
 		      const uint32_t *len, uint32_t n)
 {
-	struct batch b = { .ok = w->peers };
+	struct batch b = { .ok = w->peers, .seq = ++w->batch_seq };
 	uint32_t p, i;
 	int ret;
 
@@ -596,7 +605,7 @@ static int put_ranges(struct rlog_writer *w, const uint64_t *loff, const uint64_
 		for (i = 0; i < n && (b.ok >> p & 1); i++)
 			batch_post(w, &b, p,
 				   coh_ep_post_write(w->ep[p], w->stage, loff[i], w->rmr[p],
-						     roff[i], len[i], p));
+						     roff[i], len[i], b.seq));
 	}
 	ret = batch_wait(w, &b);
 	if (ret)
@@ -607,7 +616,7 @@ static int put_ranges(struct rlog_writer *w, const uint64_t *loff, const uint64_
 			continue;
 		for (i = 0; i < n && (b.ok >> p & 1); i++)
 			batch_post(w, &b, p,
-				   coh_ep_post_flush(w->ep[p], w->rmr[p], roff[i], len[i], p));
+				   coh_ep_post_flush(w->ep[p], w->rmr[p], roff[i], len[i], b.seq));
 	}
 	ret = batch_wait(w, &b);
 	if (ret)

@@ -136,6 +136,8 @@ struct rlog_writer {
 	void *arg;
 	/* counters */
 	uint64_t appended, retired, superseded, bytes, backpressure, peer_errors;
+	uint64_t batch_seq; /* the last batch's sequence (its operations' wr_id) */
+	uint64_t stale;	    /* completions of batches whose wait had timed out, discarded */
 };
 
 int rlog_writer_init(struct rlog_writer *w, struct coh_fabric *fab, uint32_t bsize,
