@@ -549,11 +549,22 @@ TEST(takeover, paused_member__and_a_death_in_its_view_change)
 		t.victims[0] = victim(4, fence ? COH_CRASH_VIEW_CLAIMED : COH_CRASH_VIEW_FENCED, 1);
 		t.pause_node = 3;
 		t.pause_at_op = 25;
+		// With the lease alone, the pause may stop node 3's service thread between a
+		// write-back's last lease check and its element write, which then lands after the
+		// takeover repaired the stripe: the clock bound of docs/recovery.md, which only a
+		// fence at the storage or an external agent closes. About 1 run in 20 saw it at
+		// this seed (a stale parity, no data lost); it is counted, not failed.
+		t.late_write_gap = fence == COH_FENCE_LEASE;
 		SCOPED_TRACE(describe(t));
 		rc = tk_run(&t, &r);
 		note(t, r);
 		EXPECT_EQ(rc, 0) << outcome(r);
 		EXPECT_TRUE(r.victim_died);
+		if (r.stale_stripes)
+			printf(
+			    "takeover: %llu stripe(s) with stale parity after a late write of the "
+			    "paused node (fence=lease: the clock bound)\n",
+			    (unsigned long long)r.stale_stripes);
 	}
 }
 
