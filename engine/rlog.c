@@ -867,13 +867,17 @@ static int retire_now(struct rlog_writer *w, const uint64_t *lsns, uint32_t n, u
 		half = 0;
 	}
 	np = tail_prefix(w, &toff, &tlsn);
-	tail_pop(w, np, toff, tlsn);
 	so = (so + RLOG_ALIGN - 1) / RLOG_ALIGN * RLOG_ALIGN;
-	rlog_region_hdr_encode(st + so, (uint16_t)w->me, w->gen, w->tail_off, w->tail_lsn);
+	rlog_region_hdr_encode(st + so, (uint16_t)w->me, w->gen, toff, tlsn);
 	loff[m] = so;
 	roff[m] = 0;
 	len[m++] = RLOG_HDR;
-	return put_ranges(w, loff + half, roff + half, len + half, m - half);
+	ret = put_ranges(w, loff + half, roff + half, len + half, m - half);
+	/* The space is the ring's again only once the header past it is on the peers (as in
+	 * append): a failed put leaves the records counted, and the next header moves past them. */
+	if (!ret)
+		tail_pop(w, np, toff, tlsn);
+	return ret;
 }
 
 int rlog_writer_reset(struct rlog_writer *w, uint32_t peers, uint32_t k, uint32_t epoch)
