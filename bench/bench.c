@@ -97,6 +97,9 @@ static void usage(FILE *f)
 	    "                    replication: fabric_write_flush_1,write_k1,...,takeover,view_change;\n"
 	    "                    engine: fabric_write_flush_1,memcpy_4k,read_sync,write_sync,\n"
 	    "                    read_qd1_n1,...,mix_qd64_n3_shared,open_1g,view_change_64g,restart_1t)\n"
+	    "  --lanes N         engine: engine threads per node, 1-7 (default: the node's, 4)\n"
+	    "  --shm-latency-us N  engine, shm: hold every completion back N us (an emulated\n"
+	    "                    fabric round trip, as on RDMA: 2-5 us; rxe: 20-150 us); default 0\n"
 	    "  --csv             CSV instead of a table\n");
 }
 
@@ -131,6 +134,8 @@ int main(int argc, char **argv)
 		{ "max-size", required_argument, NULL, 'S' },
 		{ "ops", required_argument, NULL, 'o' },
 		{ "csv", no_argument, NULL, 'C' },
+		{ "lanes", required_argument, NULL, 'L' },
+		{ "shm-latency-us", required_argument, NULL, 'Y' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -186,6 +191,16 @@ int main(int argc, char **argv)
 			break;
 		case 'C':
 			o.csv = true;
+			break;
+		case 'L':
+			if (parse_size(optarg, &v) || v > 7)
+				goto bad;
+			o.lanes = (uint32_t)v;
+			break;
+		case 'Y':
+			if (strcmp(optarg, "0") && (parse_size(optarg, &v) || v > 1000000))
+				goto bad;
+			o.latency_ns = strcmp(optarg, "0") ? (uint32_t)v * 1000u : 0;
 			break;
 		case 'h':
 			usage(stdout);

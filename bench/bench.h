@@ -20,7 +20,9 @@ struct bench_opts {
 	uint32_t warmup;
 	size_t min_size, max_size;
 	bool csv;
-	const char *ops; /* comma-separated subset, or NULL for all */
+	const char *ops;     /* comma-separated subset, or NULL for all */
+	uint32_t lanes;	     /* engine: coh_node_attr.lanes; 0: the default */
+	uint32_t latency_ns; /* engine, shm: coh_fabric_attr.shm_latency_ns */
 };
 
 /* struct bench_row - one measured line. @rate_mops is 0 when not measured. */

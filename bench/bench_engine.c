@@ -100,14 +100,16 @@ static int eb_open(struct eb *b)
 	struct coh_fabric_attr fa = { .provider = b->o->provider,
 				      .node_id = b->me,
 				      .cluster =
-					  strcmp(b->o->provider, "shm") ? b->o->cluster : b->dir };
+					  strcmp(b->o->provider, "shm") ? b->o->cluster : b->dir,
+				      .shm_latency_ns = b->o->latency_ns };
 	struct coh_node_attr na = { .nodes = EB_NODES,
 				    .raid = { .level = COH_RAID5, .nelems = 3, .chunk_blocks = 2 },
 				    .elem_blocks = EB_ELEM_BLOCKS,
 				    .replicas = 1,
 				    .log_bytes = EB_LOG_BYTES,
 				    .timeout_ms = EB_TIMEOUT_MS,
-				    .queue_depth = EB_MAXQD };
+				    .queue_depth = EB_MAXQD,
+				    .lanes = b->o->lanes };
 	char paths[3][256];
 	uint32_t i;
 	int ret;

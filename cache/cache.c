@@ -29,7 +29,7 @@ static uint32_t get32(const uint8_t *p)
 }
 
 /* Layout: 0 magic(2) 2 type 3 mode 4 requester 8 resource(8) 16 version 20 holder
- * 24 holder_v(3) + 27 reserved(1, zero) 28 seq(4, low bits) */
+ * 24 holder_v(3) 27 lane(1) 28 seq(4, low bits) */
 void cmsg_encode(const struct cmsg *m, uint8_t *b)
 {
 	memset(b, 0, CMSG_SIZE);
@@ -43,6 +43,7 @@ void cmsg_encode(const struct cmsg *m, uint8_t *b)
 	put32(b + 16, m->version);
 	put32(b + 20, m->holder);
 	put32(b + 24, m->holder_v & DIR_VER_MASK);
+	b[27] = m->lane;
 	put32(b + 28, (uint32_t)m->seq);
 }
 
@@ -50,15 +51,16 @@ int cmsg_decode(const uint8_t *b, uint32_t len, uint32_t nodes, uint64_t nres, s
 {
 	struct cmsg d;
 
-	if (len != CMSG_SIZE || (b[0] | b[1] << 8) != CMSG_MAGIC || b[27] != 0)
+	if (len != CMSG_SIZE || (b[0] | b[1] << 8) != CMSG_MAGIC || b[27] >= COH_CACHE_MAX_LANES)
 		return -EPROTO;
+	d.lane = b[27];
 	d.type = b[2];
 	d.mode = b[3];
 	d.requester = get32(b + 4);
 	d.resource = get32(b + 8) | (uint64_t)get32(b + 12) << 32;
 	d.version = get32(b + 16);
 	d.holder = get32(b + 20);
-	d.holder_v = get32(b + 24);
+	d.holder_v = get32(b + 24) & 0xffffff;
 	d.seq = get32(b + 28);
 	if (d.type < CMSG_REQ || d.type > CMSG_RETRY || d.mode < MODE_S || d.mode > MODE_X)
 		return -EPROTO;
@@ -284,37 +286,44 @@ static int ep_open(struct coh_cache *c, uint32_t peer, uint32_t ch, struct coh_c
 	return coh_ep_new(c->fab, &a, epp);
 }
 
-/* mesh_open - every endpoint of both threads. Peers are taken in ascending order and the
- * channels of a pair in a fixed order, so that no two nodes wait on each other in a cycle. */
+/* mesh_open - every endpoint of every lane and of the service thread. Peers are taken in
+ * ascending order and the channels of a pair in a fixed order, so that no two nodes wait on each
+ * other in a cycle. */
 static int mesh_open(struct coh_cache *c)
 {
-	uint32_t p;
+	uint32_t p, l;
 	int ret;
 
 	for (p = 0; p < c->nodes; p++) {
-		struct coh_ep *app_svc = NULL, *svc_app = NULL;
-
 		if (!is_member(c, p))
 			continue;
-		ret = ep_open(c, p, CH_APP, c->app.cq, &c->app.one[p]);
-		if (ret)
-			return ret;
-		if (p != c->me) {
-			/* Channel 11 is lower.app <-> higher.svc; 12 the reverse. */
-			if (c->me < p) {
-				ret = ep_open(c, p, CH_APP_SVC, c->app.cq, &app_svc);
-				if (!ret)
-					ret = ep_open(c, p, CH_SVC_APP, c->svc.cq, &svc_app);
-			} else {
-				ret = ep_open(c, p, CH_APP_SVC, c->svc.cq, &svc_app);
-				if (!ret)
-					ret = ep_open(c, p, CH_SVC_APP, c->app.cq, &app_svc);
-			}
-			c->app.to_svc[p] = app_svc;
-			c->svc.to_app[p] = svc_app;
+		for (l = 0; l < c->nlanes; l++) {
+			struct xport *x = &c->lane[l];
+			struct coh_ep *app_svc = NULL, *svc_app = NULL;
+
+			ret = ep_open(c, p, lane_ch(l, CH_APP), x->cq, &x->one[p]);
 			if (ret)
 				return ret;
-			c->app.recv_eps[c->app.n_recv_eps++] = app_svc;
+			if (p == c->me)
+				continue;
+			/* Channel 11 (and each lane's second) is lower.app <-> higher.svc; 12 the
+			 * reverse. */
+			if (c->me < p) {
+				ret = ep_open(c, p, lane_ch(l, CH_APP_SVC), x->cq, &app_svc);
+				if (!ret)
+					ret = ep_open(c, p, lane_ch(l, CH_SVC_APP), c->svc.cq,
+						      &svc_app);
+			} else {
+				ret = ep_open(c, p, lane_ch(l, CH_APP_SVC), c->svc.cq, &svc_app);
+				if (!ret)
+					ret =
+					    ep_open(c, p, lane_ch(l, CH_SVC_APP), x->cq, &app_svc);
+			}
+			x->to_svc[p] = app_svc;
+			c->to_lane[p][l] = svc_app;
+			if (ret)
+				return ret;
+			x->recv_eps[x->n_recv_eps++] = app_svc;
 			c->svc.recv_eps[c->svc.n_recv_eps++] = svc_app;
 		}
 		ret = ep_open(c, p, CH_SVC, c->svc.cq, &c->svc.one[p]);
@@ -323,7 +332,6 @@ static int mesh_open(struct coh_cache *c)
 		if (p != c->me) {
 			c->svc.recv_eps[c->svc.n_recv_eps++] = c->svc.one[p];
 			c->svc.to_svc[p] = c->svc.one[p];
-			c->app.to_app[p] = c->app.one[p];
 		}
 	}
 	return 0;
@@ -345,13 +353,13 @@ static int xp_arm(struct coh_cache *c, struct xport *x)
 	return ret;
 }
 
-/* exchange - send our three descriptors to every peer on the app channel, import theirs on
- * both threads' one-sided endpoints. */
+/* exchange - send our three descriptors to every peer on lane 0's one-sided channel, import
+ * theirs on every lane's and the service thread's one-sided endpoints. */
 static int exchange(struct coh_cache *c)
 {
 	struct coh_mr_desc mine[3], theirs[3];
 	struct coh_mr *tmp;
-	uint32_t p, got = 0;
+	uint32_t p, l, got = 0;
 	int ret;
 
 	if ((ret = coh_mr_export(c->dir_mr, &mine[0])) ||
@@ -364,17 +372,17 @@ static int exchange(struct coh_cache *c)
 	memcpy(coh_mr_addr(tmp), mine, sizeof(mine));
 	for (p = 0; !ret && p < c->nodes; p++) {
 		if (p != c->me && is_member(c, p)) {
-			ret = coh_ep_post_recv(c->app.one[p], tmp, sizeof(mine) * (p + 1),
+			ret = coh_ep_post_recv(c->lane[0].one[p], tmp, sizeof(mine) * (p + 1),
 					       sizeof(mine), p);
 		}
 	}
 	for (p = 0; !ret && p < c->nodes; p++) {
 		if (p != c->me && is_member(c, p))
-			ret = coh_ep_send_sync(c->app.one[p], tmp, 0, sizeof(mine));
+			ret = coh_ep_send_sync(c->lane[0].one[p], tmp, 0, sizeof(mine));
 	}
 	while (!ret && got < c->nmemb - 1) {
 		struct coh_wc wc;
-		int n = coh_cq_wait(c->app.cq, &wc, 1, (int)c->timeout_ms);
+		int n = coh_cq_wait(c->lane[0].cq, &wc, 1, (int)c->timeout_ms);
 
 		if (n < 0)
 			ret = n;
@@ -391,11 +399,15 @@ static int exchange(struct coh_cache *c)
 		else
 			memcpy(theirs, (uint8_t *)coh_mr_addr(tmp) + sizeof(mine) * (p + 1),
 			       sizeof(mine));
-		ret = coh_rmr_import(c->app.one[p], &theirs[0], &c->app.dir[p]);
-		if (!ret)
-			ret = coh_rmr_import(c->app.one[p], &theirs[1], &c->app.inv[p]);
-		if (!ret)
-			ret = coh_rmr_import(c->app.one[p], &theirs[2], &c->app.slots[p]);
+		for (l = 0; !ret && l < c->nlanes; l++) {
+			struct xport *x = &c->lane[l];
+
+			ret = coh_rmr_import(x->one[p], &theirs[0], &x->dir[p]);
+			if (!ret)
+				ret = coh_rmr_import(x->one[p], &theirs[1], &x->inv[p]);
+			if (!ret)
+				ret = coh_rmr_import(x->one[p], &theirs[2], &x->slots[p]);
+		}
 		if (!ret)
 			ret = coh_rmr_import(c->svc.one[p], &theirs[0], &c->svc.dir[p]);
 		if (!ret)
@@ -454,21 +466,25 @@ int coh_cache_rekey(struct coh_cache *c, struct coh_mr_desc descs[COH_CACHE_DESC
 int coh_cache_import(struct coh_cache *c, uint32_t peer,
 		     const struct coh_mr_desc descs[COH_CACHE_DESCS])
 {
-	struct xport *x;
+	uint32_t l;
 	int ret;
 
 	if (!c || !descs || peer >= c->nodes || !is_member(c, peer))
 		return -EINVAL;
-	x = &c->app;
-	if (!x->one[peer])
-		return -ENOTCONN;
-	coh_rmr_delete(&x->dir[peer]);
-	coh_rmr_delete(&x->inv[peer]);
-	coh_rmr_delete(&x->slots[peer]);
-	if ((ret = coh_rmr_import(x->one[peer], &descs[0], &x->dir[peer])) ||
-	    (ret = coh_rmr_import(x->one[peer], &descs[1], &x->inv[peer])) ||
-	    (ret = coh_rmr_import(x->one[peer], &descs[2], &x->slots[peer])))
-		return ret;
+	/* Every lane's: the caller holds them all (a view change step). */
+	for (l = 0; l < c->nlanes; l++) {
+		struct xport *x = &c->lane[l];
+
+		if (!x->one[peer])
+			return -ENOTCONN;
+		coh_rmr_delete(&x->dir[peer]);
+		coh_rmr_delete(&x->inv[peer]);
+		coh_rmr_delete(&x->slots[peer]);
+		if ((ret = coh_rmr_import(x->one[peer], &descs[0], &x->dir[peer])) ||
+		    (ret = coh_rmr_import(x->one[peer], &descs[1], &x->inv[peer])) ||
+		    (ret = coh_rmr_import(x->one[peer], &descs[2], &x->slots[peer])))
+			return ret;
+	}
 	pthread_mutex_lock(&c->lock);
 	c->svc_desc[peer][0] = descs[0];
 	c->svc_desc[peer][1] = descs[1];
@@ -525,11 +541,9 @@ static void xp_close(struct xport *x, uint32_t nodes)
 		coh_rmr_delete(&x->slots[p]);
 	}
 	for (p = 0; p < nodes; p++) {
-		/* to_svc/to_app alias 'one' on channels the other thread does not own. */
+		/* The service thread's to_svc aliases its one-sided endpoint. */
 		if (x->to_svc[p] != x->one[p])
 			coh_ep_delete(&x->to_svc[p]);
-		if (x->to_app[p] != x->one[p])
-			coh_ep_delete(&x->to_app[p]);
 		coh_ep_delete(&x->one[p]);
 	}
 	coh_mr_delete(&x->buf);
@@ -538,7 +552,14 @@ static void xp_close(struct xport *x, uint32_t nodes)
 
 static void cache_free(struct coh_cache *c)
 {
-	xp_close(&c->app, c->nodes);
+	uint32_t p, l;
+
+	for (l = 0; l < c->nlanes; l++)
+		xp_close(&c->lane[l], c->nodes);
+	for (p = 0; p < c->nodes; p++) {
+		for (l = 0; l < COH_CACHE_MAX_LANES; l++)
+			coh_ep_delete(&c->to_lane[p][l]);
+	}
 	xp_close(&c->svc, c->nodes);
 	coh_mr_delete(&c->img_mr);
 	coh_mr_delete(&c->slots_mr);
@@ -561,6 +582,9 @@ static void cache_free(struct coh_cache *c)
 	free(c->res);
 	free(c->kick);
 	pthread_cond_destroy(&c->kick_cond);
+	pthread_cond_destroy(&c->claim_cond);
+	for (l = 0; l < COH_CACHE_MAX_LANES; l++)
+		pthread_mutex_destroy(&c->lane[l].mu);
 	pthread_mutex_destroy(&c->lock);
 	free(c);
 }
@@ -569,11 +593,15 @@ int coh_cache_open(const struct coh_cache_attr *attr, struct coh_cache **cachep)
 {
 	struct coh_fabric_info info;
 	struct coh_cache *c;
-	uint32_t depth, members, n;
+	uint32_t depth, members, n, l, lanes;
 	int ret;
 
 	if (!attr || !cachep || !attr->fab || !attr->store || !attr->nodes ||
-	    attr->nodes > COH_CACHE_MAX_NODES || attr->channel_base > 252)
+	    attr->nodes > COH_CACHE_MAX_NODES || attr->lanes > COH_CACHE_MAX_LANES)
+		return -EINVAL;
+	lanes = attr->lanes ? attr->lanes : 1;
+	if ((attr->channel_base ? attr->channel_base : CH_APP) + coh_cache_channels(lanes) - 1 >
+	    255)
 		return -EINVAL;
 	if (coh_fabric_query(attr->fab, &info) || info.node_id >= attr->nodes)
 		return -EINVAL;
@@ -598,6 +626,7 @@ int coh_cache_open(const struct coh_cache_attr *attr, struct coh_cache **cachep)
 			setvbuf(c->trace, NULL, _IOLBF, 0);
 	}
 	c->members = members;
+	c->nlanes = lanes;
 	for (n = 0; n < c->nodes; n++) {
 		if (members >> n & 1)
 			c->memb[c->nmemb++] = n;
@@ -627,6 +656,9 @@ int coh_cache_open(const struct coh_cache_attr *attr, struct coh_cache **cachep)
 	c->nres = (c->nblocks + c->res_blocks - 1) / c->res_blocks;
 	pthread_mutex_init(&c->lock, NULL);
 	pthread_cond_init(&c->kick_cond, NULL);
+	pthread_cond_init(&c->claim_cond, NULL);
+	for (l = 0; l < COH_CACHE_MAX_LANES; l++)
+		pthread_mutex_init(&c->lane[l].mu, NULL);
 	c->res = calloc(c->nres, sizeof(*c->res));
 	if (!c->res) {
 		ret = -ENOMEM;
@@ -646,12 +678,19 @@ int coh_cache_open(const struct coh_cache_attr *attr, struct coh_cache **cachep)
 	c->inv = coh_mr_addr(c->inv_mr);
 	c->slots = coh_mr_addr(c->slots_mr);
 	depth = (8 + XP_RECVS) * 3 * c->nodes + 16;
-	if ((ret = coh_cq_new(c->fab, depth, &c->app.cq)) ||
-	    (ret = coh_cq_new(c->fab, depth, &c->svc.cq)))
+	for (l = 0; l < c->nlanes; l++) {
+		c->lane[l].lane = l;
+		ret = coh_cq_new(c->fab, depth, &c->lane[l].cq);
+		if (ret)
+			goto err_free;
+	}
+	/* The service thread receives on every lane's channels too. */
+	ret = coh_cq_new(c->fab, depth + (c->nlanes - 1) * XP_RECVS * c->nodes, &c->svc.cq);
+	if (ret)
 		goto err_free;
 	ret = mesh_open(c);
-	if (!ret)
-		ret = xp_arm(c, &c->app);
+	for (l = 0; !ret && l < c->nlanes; l++)
+		ret = xp_arm(c, &c->lane[l]);
 	if (!ret)
 		ret = xp_arm(c, &c->svc);
 	if (!ret)
@@ -701,6 +740,38 @@ int coh_cache_abandon(struct coh_cache **cachep)
 	pthread_join(c->svc_thread, NULL);
 	cache_free(c);
 	return 0;
+}
+
+/* The lane each thread uses, per cache: a thread binds when it takes a lane (the engine's lane
+ * lock), and a thread that never did uses lane 0. */
+static __thread struct coh_cache *lane_cache;
+static __thread uint32_t lane_no;
+
+int coh_cache_lane_bind(struct coh_cache *c, uint32_t lane)
+{
+	if (!c || lane >= c->nlanes)
+		return -EINVAL;
+	lane_cache = c;
+	lane_no = lane;
+	return 0;
+}
+
+struct xport *app_x(struct coh_cache *c)
+{
+	return &c->lane[lane_cache == c && lane_no < c->nlanes ? lane_no : 0];
+}
+
+struct xport *lane_enter(struct coh_cache *c)
+{
+	struct xport *x = app_x(c);
+
+	pthread_mutex_lock(&x->mu);
+	return x;
+}
+
+void lane_exit(struct xport *x)
+{
+	pthread_mutex_unlock(&x->mu);
 }
 
 int coh_cache_stats(const struct coh_cache *c, struct coh_cache_stats *st)

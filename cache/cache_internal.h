@@ -88,6 +88,7 @@ enum cache_mode {
 struct cmsg {
 	uint8_t type;
 	uint8_t mode;
+	uint8_t lane; /* the requester's application context, where its answer goes */
 	uint32_t requester;
 	uint64_t resource;
 	uint32_t version;
@@ -128,6 +129,7 @@ struct req {
 struct res_state {
 	uint8_t level;
 	bool pinned;	  /* an operation of this node is using it: requests wait */
+	uint8_t claim;	  /* 1 + the lane acquiring or using it (others wait); 0: none */
 	bool seen;	  /* @dir_guess comes from this resource's own word */
 	bool tk;	  /* taken over from a dead node: held until the view change commits */
 	bool fresh;	  /* no slot of this resource holds a block of an earlier tenure */
@@ -154,21 +156,31 @@ struct slot_hdr {
 };
 
 /*
- * Endpoints. Each thread (the application's and the service thread) owns its own, so each is a
- * separate serialisation domain. For a pair a < b the channels are:
+ * Endpoints. Each application context (a lane: coh_cache_attr.lanes) and the service thread owns
+ * its own, so each is a separate serialisation domain. For a pair a < b the channels are, for
+ * lane 0:
  *   10 a.app <-> b.app   one-sided (directory CAS, slot READ, invalidation WRITE)
  *   11 a.app <-> b.svc   a's requests to b; b's grants and retries to a
  *   12 a.svc <-> b.app   the reverse
  *   13 a.svc <-> b.svc   one-sided for the service thread, and forwarded requests
- * plus loopbacks 10 (app) and 13 (svc) for the node's own directory words. The numbers are
- * offsets from the channel base of the cache's attributes (10 by default).
+ * and for lane L > 0 the same three application channels at 14 + 3 (L - 1), +1, +2; plus
+ * loopbacks on the one-sided channels for the node's own directory words. The numbers are offsets
+ * from the channel base of the cache's attributes (10 by default): coh_cache_channels(lanes) of
+ * them in all.
  */
 enum {
 	CH_APP = 10,
 	CH_APP_SVC = 11,
 	CH_SVC_APP = 12,
 	CH_SVC = 13,
+	CH_LANE1 = 14,
 };
+
+/* lane_ch - the channel @ch (CH_APP, CH_APP_SVC or CH_SVC_APP) of lane @l. */
+static inline uint32_t lane_ch(uint32_t l, uint32_t ch)
+{
+	return l ? CH_LANE1 + 3 * (l - 1) + (ch - CH_APP) : ch;
+}
 
 #define XP_RECVS 16u
 #define XP_WRID_NODE (1ull << 62) /* wr_id of a send-side operation aimed at node (low bits) */
@@ -180,16 +192,21 @@ enum {
 /* struct xport - one thread's endpoints and message buffers. Owned by that thread. */
 struct xport {
 	struct coh_cache *c;
+	/* A lane's: held by the thread using it for the length of an operation (the public entry
+	 * points), so that another lane can take in grants that arrived here while it is idle
+	 * (lanes_drain). */
+	pthread_mutex_t mu;
+	uint32_t
+	    lane; /* its number, carried in its requests (cmsg.lane); the service thread's: 0 */
 	struct coh_cq *cq;
 	struct coh_ep *one[COH_CACHE_MAX_NODES];    /* one-sided, incl. loopback */
-	struct coh_ep *to_app[COH_CACHE_MAX_NODES]; /* where grants to node n's app go */
 	struct coh_ep *to_svc[COH_CACHE_MAX_NODES]; /* where requests to node n go */
 	struct coh_rmr *dir[COH_CACHE_MAX_NODES];
 	struct coh_rmr *inv[COH_CACHE_MAX_NODES];
 	struct coh_rmr *slots[COH_CACHE_MAX_NODES];
 	struct coh_mr *buf; /* recv slots, a send buffer, a bounce block */
 	size_t bounce_off;
-	struct coh_ep *recv_eps[2 * COH_CACHE_MAX_NODES];
+	struct coh_ep *recv_eps[(COH_CACHE_MAX_LANES + 1) * COH_CACHE_MAX_NODES];
 	uint32_t n_recv_eps;
 	uint32_t outstanding;
 	uint32_t wr_failed; /* nodes whose XP_WRID_NODE operation completed with an error */
@@ -239,7 +256,7 @@ struct coh_cache {
 	struct res_state *res;
 	struct coh_cache_stats stats; /* except the net_* counters, which are the atomics below */
 	atomic_ulong net_atomic, net_read, net_write, net_send;
-	uint64_t next_seq;
+	atomic_ulong next_seq;
 	atomic_ulong inv_count;	 /* invalidations written: the tokens' sequence */
 	uint32_t lease_slack_ms; /* the coarse clock's tick, so that a lease is never overrun */
 	uint64_t wb_failures;	 /* write-backs that failed while serving a request */
@@ -252,7 +269,21 @@ struct coh_cache {
 	uint64_t *kick; /* resources whose pin dropped with requests waiting */
 	uint32_t n_kick, cap_kick;
 
-	struct xport app, svc;
+	/* The application contexts (lanes) and the service thread's. A lane is used by one thread
+	 * at a time (the engine's lane lock; coh_cache_lane_bind says which one a thread uses).
+	 * @to_lane[n][l] is where the service thread's answers to node n's lane l go. */
+	struct xport lane[COH_CACHE_MAX_LANES], svc;
+	uint32_t nlanes;
+	struct coh_ep *to_lane[COH_CACHE_MAX_NODES][COH_CACHE_MAX_LANES];
+	pthread_cond_t claim_cond; /* a claim dropped (res_state.claimed); @claim_waiters wait */
+	uint32_t claim_waiters;
+	/* Grants for a resource another lane has claimed, which arrived on this lane (an answer to
+	 * a request given up earlier): left for the claiming lane, which takes them in where it
+	 * waits or when it lets the resource go, so that each resource's grants are taken in by
+	 * the one lane working on it, as the model's one process per (node, resource) does. */
+#define CACHE_DEFER_MAX 64u
+	struct cmsg deferred[CACHE_DEFER_MAX];
+	uint32_t n_deferred;
 	pthread_t svc_thread;
 	_Atomic bool stop;
 	FILE *trace; /* debugging: COHORT_CACHE_TRACE=dir */
@@ -337,6 +368,15 @@ static inline uint64_t cache_now_ms(void)
 	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
 	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
+
+/* lanes_drain - take in the grants that arrived on the idle lanes other than @self. */
+void lanes_drain(struct coh_cache *c, struct xport *self);
+/* lane_enter / lane_exit - the calling thread's lane, held for an operation. */
+struct xport *lane_enter(struct coh_cache *c);
+void lane_exit(struct xport *x);
+/* app_x - the application context of the calling thread (coh_cache_lane_bind; lane 0 if it
+ * bound none for @c). */
+struct xport *app_x(struct coh_cache *c);
 
 /* cache.c: transport */
 int xp_cas(struct xport *x, uint64_t r, uint64_t expect, uint64_t swap, uint64_t *old);

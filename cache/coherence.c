@@ -225,7 +225,10 @@ static void reply(struct coh_cache *c, const struct cmsg *req, uint8_t type, uin
 			  .holder = c->me,
 			  .holder_v = holder_v,
 			  .seq = req->seq };
-	int ret = xp_send(&c->svc, c->svc.to_app[req->requester], &m);
+	int ret;
+
+	m.lane = req->lane;
+	ret = xp_send(&c->svc, c->to_lane[req->requester][req->lane], &m);
 
 	if (ret)
 		COH_LOG_WARN("node %u: reply to %u: %s", c->me, req->requester, coh_strerror(ret));
@@ -569,20 +572,89 @@ bool cache_apply_grant(struct coh_cache *c, const struct cmsg *m, bool current)
 	return true;
 }
 
-void cache_take_grants(struct coh_cache *c, int wait_ms)
+/*
+ * grant_take - take in @m, a grant that answers no request @x waits for now: applied, unless
+ * another lane has claimed its resource; then it is left for that lane (coh_cache.deferred).
+ * Returns what cache_apply_grant returns (false when deferred). Lock held.
+ */
+static bool grant_take(struct coh_cache *c, struct xport *x, const struct cmsg *m)
+{
+	uint8_t cl = c->res[m->resource].claim;
+
+	if (cl && cl != x->lane + 1 && c->n_deferred < CACHE_DEFER_MAX) {
+		CTRACE(c, "grant r%llu seq %llx deferred to lane %u",
+		       (unsigned long long)m->resource, (unsigned long long)m->seq, cl - 1);
+		c->deferred[c->n_deferred++] = *m;
+		return false;
+	}
+	return cache_apply_grant(c, m, false);
+}
+
+/* deferred_take - the first grant left for @r (see grant_take), removed; false when none. Lock
+ * held. */
+static bool deferred_take(struct coh_cache *c, uint64_t r, struct cmsg *m)
+{
+	uint32_t i;
+
+	for (i = 0; i < c->n_deferred; i++) {
+		if (c->deferred[i].resource != r)
+			continue;
+		*m = c->deferred[i];
+		c->deferred[i] = c->deferred[--c->n_deferred];
+		return true;
+	}
+	return false;
+}
+
+/* deferred_apply - take in every grant left for @r, with @r claimed by this lane. Lock held. */
+static void deferred_apply(struct coh_cache *c, uint64_t r)
 {
 	struct cmsg m;
 
-	if (xp_poll(&c->app, wait_ms) > 0) {
-		while (xp_poll(&c->app, 0) > 0)
+	while (c->n_deferred && deferred_take(c, r, &m))
+		cache_apply_grant(c, &m, false);
+}
+
+static void take_grants_on(struct coh_cache *c, struct xport *x, int wait_ms)
+{
+	struct cmsg m;
+
+	if (xp_poll(x, wait_ms) > 0) {
+		while (xp_poll(x, 0) > 0)
 			;
 	}
-	while (xp_take(&c->app, &m)) {
+	while (xp_take(x, &m)) {
 		if (m.type == CMSG_GRANT) {
 			pthread_mutex_lock(&c->lock);
-			cache_apply_grant(c, &m, false);
+			grant_take(c, x, &m);
 			pthread_mutex_unlock(&c->lock);
 		}
+	}
+}
+
+void cache_take_grants(struct coh_cache *c, int wait_ms)
+{
+	take_grants_on(c, app_x(c), wait_ms);
+}
+
+/*
+ * lanes_drain - a grant can arrive on a lane after the request it answers was given up (a fence,
+ * a timeout); it is applied by whichever thread next uses that lane. A lane that stays idle would
+ * keep it, and another lane acquiring the same resource would find the word naming this node and
+ * nothing here to say so: so a lane that finds that takes in the grants of the idle lanes
+ * (those whose lock it gets at once).
+ */
+void lanes_drain(struct coh_cache *c, struct xport *self)
+{
+	uint32_t l;
+
+	for (l = 0; l < c->nlanes; l++) {
+		struct xport *x = &c->lane[l];
+
+		if (x == self || pthread_mutex_trylock(&x->mu))
+			continue;
+		take_grants_on(c, x, 0);
+		pthread_mutex_unlock(&x->mu);
 	}
 }
 
@@ -595,18 +667,32 @@ void cache_take_grants(struct coh_cache *c, int wait_ms)
 static int wait_reply(struct coh_cache *c, uint32_t target, uint32_t gen, const struct cmsg *req,
 		      struct cmsg *out, uint64_t deadline)
 {
+	struct xport *x = app_x(c);
 	uint64_t seq = req->seq;
 	uint64_t now, slice;
 	struct cmsg m;
 	int ret;
 
 	for (;;) {
-		while (xp_take(&c->app, &m)) {
+		bool found;
+
+		/* A grant for this resource that another lane took from its endpoints: an answer
+		 * to an earlier copy of this request, sent from that lane. */
+		pthread_mutex_lock(&c->lock);
+		found = c->n_deferred && deferred_take(c, req->resource, &m);
+		if (found && cache_apply_grant(c, &m, false) &&
+		    (m.mode == MODE_X || req->mode == MODE_S)) {
+			pthread_mutex_unlock(&c->lock);
+			*out = m;
+			return 0;
+		}
+		pthread_mutex_unlock(&c->lock);
+		while (xp_take(x, &m)) {
 			if (m.type == CMSG_GRANT && !same_seq(m.seq, seq)) {
 				bool applied;
 
 				pthread_mutex_lock(&c->lock);
-				applied = cache_apply_grant(c, &m, false);
+				applied = grant_take(c, x, &m);
 				pthread_mutex_unlock(&c->lock);
 				/* An earlier copy of this request (sent again after a fence) was
 				 * served first: that is our answer. The later copy is dropped
@@ -626,16 +712,18 @@ static int wait_reply(struct coh_cache *c, uint32_t target, uint32_t gen, const 
 		now = cache_now_ms();
 		if (now >= deadline)
 			return -ETIMEDOUT;
-		if (!coh_ep_is_up(c->app.one[target]) || node_dead(c, target) ||
+		if (!coh_ep_is_up(x->one[target]) || node_dead(c, target) ||
 		    atomic_load(&c->fence_gen) != gen || atomic_load(&c->yield))
 			return -EAGAIN;
 		/* In slices, so that the target's death, a fence or a view change step that
 		 * needs this thread's place ends the wait soon rather than at the deadline: the
 		 * reply may be waiting for that very step. Shorter once nodes have died. */
 		slice = atomic_load(&c->dead) ? 2 : 20;
-		ret = xp_poll(&c->app, (int)(deadline - now < slice ? deadline - now : slice));
+		ret = xp_poll(x, (int)(deadline - now < slice ? deadline - now : slice));
 		if (ret < 0 && ret != -ETIMEDOUT)
 			return ret;
+		if (ret == -ETIMEDOUT && c->nlanes > 1)
+			lanes_drain(c, x);
 	}
 }
 
@@ -647,7 +735,7 @@ static int wait_reply(struct coh_cache *c, uint32_t target, uint32_t gen, const 
  */
 static int invalidate_sharers(struct coh_cache *c, uint64_t r, uint32_t sharers)
 {
-	uint32_t count, failed = inval_write(c, &c->app, r, sharers, &count);
+	uint32_t count, failed = inval_write(c, app_x(c), r, sharers, &count);
 
 	pthread_mutex_lock(&c->lock);
 	c->stats.inval_sent += count;
@@ -743,7 +831,7 @@ static int acq_cas(struct coh_cache *c, uint64_t r, int mode, uint64_t *guess)
 		want = *guess | 1u << c->me;
 	else
 		want = dir_make(true, c->me, 0, dir_ver(*guess) + 1);
-	ret = xp_cas(&c->app, r, *guess, want, &old);
+	ret = xp_cas(app_x(c), r, *guess, want, &old);
 	CTRACE(c, "acq r%llu mode %d cas %llx->%llx old %llx ret %d", (unsigned long long)r, mode,
 	       (unsigned long long)*guess, (unsigned long long)want, (unsigned long long)old, ret);
 	if (ret)
@@ -791,6 +879,7 @@ static int acq_cas(struct coh_cache *c, uint64_t r, int mode, uint64_t *guess)
 static int acq_request(struct coh_cache *c, uint64_t r, int mode, uint32_t owner, uint64_t deadline)
 {
 	struct res_state *st = &c->res[r];
+	struct xport *x = app_x(c);
 	struct cmsg m, req;
 	uint32_t gen;
 	bool got;
@@ -798,19 +887,20 @@ static int acq_request(struct coh_cache *c, uint64_t r, int mode, uint32_t owner
 
 	m = (struct cmsg){ .type = CMSG_REQ,
 			   .mode = (uint8_t)mode,
+			   .lane = (uint8_t)x->lane,
 			   .requester = c->me,
 			   .resource = r,
 			   .holder = NODE_NONE,
-			   .seq = ++c->next_seq };
+			   .seq = atomic_fetch_add(&c->next_seq, 1) + 1 };
 	gen = atomic_load(&c->fence_gen);
 	pthread_mutex_lock(&c->lock);
 	/* The owner adds this node to the word when it serves the request: the tenure's
 	 * invalidations are the ones that change the word from here on. */
 	st->inv_base = atomic_load_explicit(&c->inv[r], memory_order_acquire);
 	pthread_mutex_unlock(&c->lock);
-	ret = xp_send(&c->app, c->app.to_svc[owner], &m);
+	ret = xp_send(x, x->to_svc[owner], &m);
 	if (ret)
-		return coh_ep_is_up(c->app.one[owner]) ? ret : -EAGAIN;
+		return coh_ep_is_up(x->one[owner]) ? ret : -EAGAIN;
 	cache_point(c, COH_CACHE_PT_REQ, r);
 	pthread_mutex_lock(&c->lock);
 	c->stats.lock_requests++;
@@ -853,12 +943,15 @@ static int acquire(struct coh_cache *c, uint64_t r, int mode)
 {
 	uint64_t deadline = cache_now_ms() + c->timeout_ms, guess, old;
 	struct res_state *st = &c->res[r];
+	struct xport *x = app_x(c);
 	bool upgrading = false;
 	uint32_t owner, lv;
 	int ret;
 
 	for (;;) {
 		pthread_mutex_lock(&c->lock);
+		if (c->n_deferred)
+			deferred_apply(c, r);
 		if (st->level == L_S && cache_invalidated(c, r)) {
 			st->level = L_I;
 			c->stats.inval_seen++;
@@ -936,17 +1029,19 @@ static int acquire(struct coh_cache *c, uint64_t r, int mode)
 			 * view change's commit gives us the resource (view.c, adopt_lost), and
 			 * the view change needs this thread's place first. */
 			cache_take_grants(c, 1);
+			if (c->nlanes > 1)
+				lanes_drain(c, x);
 			if (atomic_load(&c->yield))
 				return -EAGAIN;
 			continue;
 		}
-		if (owner >= c->nodes || node_dead(c, owner) || !c->app.to_svc[owner] ||
-		    !coh_ep_is_up(c->app.one[owner])) {
+		if (owner >= c->nodes || node_dead(c, owner) || !x->to_svc[owner] ||
+		    !coh_ep_is_up(x->one[owner])) {
 			/* The owner is dead, or was when we last looked: a survivor takes its
 			 * locks over. Look again (a CAS of 0 for 0 reads the word). */
 			uint32_t gen = atomic_load(&c->fence_gen);
 
-			ret = xp_cas(&c->app, r, 0, 0, &old);
+			ret = xp_cas(x, r, 0, 0, &old);
 			if (ret)
 				return ret;
 			pthread_mutex_lock(&c->lock);
@@ -968,20 +1063,86 @@ static int acquire(struct coh_cache *c, uint64_t r, int mode)
 	}
 }
 
+/* unclaim - @r is free for this node's other lanes again, with the grants left for it taken
+ * in. Lock held. */
+static void unclaim(struct coh_cache *c, uint64_t r)
+{
+	if (c->n_deferred)
+		deferred_apply(c, r);
+	c->res[r].claim = 0;
+	if (c->claim_waiters)
+		pthread_cond_broadcast(&c->claim_cond);
+}
+
+/*
+ * claim - take @r for this lane: wait, bounded, while another lane of this node is acquiring or
+ * using it, so that the steps of one resource (its level, tenure, pin and slots) are one lane's at
+ * a time. Claims are taken in ascending order like the locks themselves, so lanes cannot wait on
+ * each other in a cycle. Returns 0, -ETIMEDOUT or -EAGAIN (a view change step wants the place).
+ */
+static int claim(struct coh_cache *c, uint64_t r, uint64_t deadline)
+{
+	struct res_state *st = &c->res[r];
+
+	pthread_mutex_lock(&c->lock);
+	while (st->claim) {
+		struct timespec ts;
+
+		if (cache_now_ms() >= deadline || atomic_load(&c->yield)) {
+			pthread_mutex_unlock(&c->lock);
+			return atomic_load(&c->yield) ? -EAGAIN : -ETIMEDOUT;
+		}
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += 1000000;
+		if (ts.tv_nsec >= 1000000000) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000;
+		}
+		c->claim_waiters++;
+		/* Asleep as on the network: the engine may start another thread meanwhile. */
+		coh_thread_sleeping(true);
+		pthread_cond_timedwait(&c->claim_cond, &c->lock, &ts);
+		coh_thread_sleeping(false);
+		c->claim_waiters--;
+		if (!st->claim)
+			break;
+		/* The lane holding it may wait for a grant that arrived on this one. */
+		pthread_mutex_unlock(&c->lock);
+		cache_take_grants(c, 0);
+		pthread_mutex_lock(&c->lock);
+	}
+	st->claim = (uint8_t)(app_x(c)->lane + 1);
+	pthread_mutex_unlock(&c->lock);
+	return 0;
+}
+
 static int acquire_range(struct coh_cache *c, uint64_t lba, uint32_t n, int mode, uint64_t *r0,
 			 uint64_t *r1)
 {
-	uint64_t r;
+	uint64_t deadline = cache_now_ms() + c->timeout_ms, r;
 	int ret;
 
 	*r0 = lba / c->res_blocks;
 	*r1 = (lba + n - 1) / c->res_blocks;
-	/* Ascending order: no two nodes can each hold a resource the other waits for. */
+	/* Ascending order: no two nodes (nor two lanes) can each hold a resource the other waits
+	 * for. */
 	for (r = *r0; r <= *r1; r++) {
-		ret = acquire(c, r, mode);
+		ret = claim(c, r, deadline);
+		if (!ret) {
+			ret = acquire(c, r, mode);
+			if (ret) {
+				pthread_mutex_lock(&c->lock);
+				unclaim(c, r);
+				pthread_mutex_unlock(&c->lock);
+			}
+		}
 		if (ret) {
-			while (r-- > *r0)
+			while (r-- > *r0) {
 				unpin(c, r);
+				pthread_mutex_lock(&c->lock);
+				unclaim(c, r);
+				pthread_mutex_unlock(&c->lock);
+			}
 			return ret;
 		}
 	}
@@ -992,70 +1153,58 @@ static void release_range(struct coh_cache *c, uint64_t r0, uint64_t r1)
 {
 	uint64_t r;
 
-	for (r = r0; r <= r1; r++)
-		unpin(c, r);
+	pthread_mutex_lock(&c->lock);
+	for (r = r0; r <= r1; r++) {
+		c->res[r].pinned = false;
+		if (c->res[r].head)
+			cache_kick(c, r);
+		unclaim(c, r);
+	}
+	pthread_mutex_unlock(&c->lock);
 }
 
 /* Reads and writes. */
 
 /*
- * fetch_into_slot - READ the holder's slot for @lba, header and block, straight into our own slot
- * for it, and keep it if the holder's tag, version and CRC all match (a READ that raced a refill
- * at the holder fails the CRC). The slot's old content is written back first if dirty, and its
- * tag is cleared before the READ is posted.
- *
- * While the READ lands, our slot carries the holder's header. That is safe: a peer reading it
- * meanwhile accepts it only if the CRC matches what it read, which then is the holder's block of
- * the version the header names, the same one we are fetching; our service thread looks only at
- * slots of resources held exclusive, and this one is pinned shared; and only this thread fills
- * slots. Lock not held during the READ.
+ * fetch_into_slot - READ the holder's slot for @lba, header and block, into this lane's bounce
+ * area, and keep it if the holder's tag, version and CRC all match (a READ that raced a refill at
+ * the holder fails the CRC); then install it in our own slot for it (writing back the dirty block
+ * it evicts). The READ lands in the lane's own memory, not in the slot: the slot may be filled
+ * meanwhile by another lane for another address that maps to it. Lock not held during the READ.
  */
 static int fetch_into_slot(struct coh_cache *c, uint32_t holder, uint32_t v, uint64_t lba,
 			   uint32_t rv, uint8_t *out)
 {
-	struct xport *x = &c->app;
-	struct slot_hdr *h = slot_of(c, lba);
-	uint8_t *d = (uint8_t *)h + SLOT_HDR;
+	struct xport *x = app_x(c);
+	uint8_t *b = (uint8_t *)coh_mr_addr(x->buf) + x->bounce_off;
+	struct slot_hdr *h = (struct slot_hdr *)b;
+	uint8_t *d = b + SLOT_HDR;
 	int ret;
-
-	pthread_mutex_lock(&c->lock);
-	ret = slot_evict(c, h, lba);
-	if (ret) {
-		pthread_mutex_unlock(&c->lock);
-		return ret;
-	}
-	atomic_store_explicit(&h->tag, 0, memory_order_release);
-	h->dirty = 0;
-	pthread_mutex_unlock(&c->lock);
 
 	ret = xp_ready(x);
 	if (!ret)
-		ret = coh_ep_post_read(x->one[holder], c->slots_mr, slot_off(c, lba),
-				       x->slots[holder], slot_off(c, lba), c->stride, 0);
+		ret = x->slots[holder]
+			  ? coh_ep_post_read(x->one[holder], x->buf, x->bounce_off,
+					     x->slots[holder], slot_off(c, lba), c->stride, 0)
+			  : -ENOTCONN;
 	if (!ret) {
 		x->outstanding++;
 		ret = xp_wait_sends(x);
 		atomic_fetch_add(&c->net_read, 1);
 	}
-	/* A READ given up on may still land in the slot: wait it out (bounded) before the slot
-	 * can be filled with anything else. */
+	/* A READ given up on may still land in the bounce area: wait it out (bounded) before the
+	 * area is used for anything else (xp_ready refuses to post until it has). */
 	if (ret == -ETIMEDOUT)
 		(void)xp_ready(x);
-	pthread_mutex_lock(&c->lock);
 	if (ret || atomic_load_explicit(&h->tag, memory_order_relaxed) != lba + 1 || h->rv != v ||
-	    h->crc != block_crc(c, d)) {
-		atomic_store_explicit(&h->tag, 0, memory_order_release);
-		h->dirty = 0;
-		pthread_mutex_unlock(&c->lock);
+	    h->crc != block_crc(c, d))
 		return ret ? ret : -ENOENT;
-	}
-	h->rv = rv;
-	h->dirty = 0;
-	atomic_store_explicit(&h->tag, lba + 1, memory_order_release);
 	memcpy(out, d, c->bsize);
+	pthread_mutex_lock(&c->lock);
+	ret = slot_install(c, lba, d, rv, false);
 	c->stats.peer_fetches++;
 	pthread_mutex_unlock(&c->lock);
-	return 0;
+	return ret;
 }
 
 static int read_block(struct coh_cache *c, uint64_t lba, uint8_t *out)
@@ -1143,16 +1292,11 @@ static bool read_hit(struct coh_cache *c, uint64_t lba, uint8_t *out)
 	return hit;
 }
 
-int coh_cache_read(struct coh_cache *c, uint64_t lba, uint32_t nblocks, void *buf)
+static int read_range(struct coh_cache *c, uint64_t lba, uint32_t nblocks, void *buf)
 {
 	uint64_t deadline, r0, r1, i;
 	int ret;
 
-	if (!c || !buf || !nblocks || lba >= c->nblocks || nblocks > c->nblocks - lba)
-		return -EINVAL;
-	/* Checked after the copy, as below. */
-	if (nblocks == 1 && read_hit(c, lba, buf))
-		return cache_lease_ok(c) ? 0 : -EAGAIN;
 	deadline = cache_now_ms() + c->timeout_ms;
 	for (;;) {
 		ret = acquire_range(c, lba, nblocks, MODE_S, &r0, &r1);
@@ -1179,6 +1323,22 @@ int coh_cache_read(struct coh_cache *c, uint64_t lba, uint32_t nblocks, void *bu
 		if (cache_now_ms() >= deadline)
 			return -ETIMEDOUT;
 	}
+}
+
+int coh_cache_read(struct coh_cache *c, uint64_t lba, uint32_t nblocks, void *buf)
+{
+	struct xport *x;
+	int ret;
+
+	if (!c || !buf || !nblocks || lba >= c->nblocks || nblocks > c->nblocks - lba)
+		return -EINVAL;
+	/* Checked after the copy, as below. A hit needs no lane: it touches no endpoint. */
+	if (nblocks == 1 && read_hit(c, lba, buf))
+		return cache_lease_ok(c) ? 0 : -EAGAIN;
+	x = lane_enter(c);
+	ret = read_range(c, lba, nblocks, buf);
+	lane_exit(x);
+	return ret;
 }
 
 /*
@@ -1212,8 +1372,6 @@ static int write_range(struct coh_cache *c, uint64_t lba, uint32_t nblocks, cons
 	uint64_t r0, r1, i;
 	int ret;
 
-	if (!c || !buf || !nblocks || lba >= c->nblocks || nblocks > c->nblocks - lba)
-		return -EINVAL;
 	ret = acquire_range(c, lba, nblocks, MODE_X, &r0, &r1);
 	if (ret)
 		return ret;
@@ -1261,9 +1419,24 @@ static int write_range(struct coh_cache *c, uint64_t lba, uint32_t nblocks, cons
 	return ret;
 }
 
+/* write_entry - a write or compare-and-write on the calling thread's lane. */
+static int write_entry(struct coh_cache *c, uint64_t lba, uint32_t nblocks, const void *cmp,
+		       const void *buf, uint32_t *miscompare)
+{
+	struct xport *x;
+	int ret;
+
+	if (!c || !buf || !nblocks || lba >= c->nblocks || nblocks > c->nblocks - lba)
+		return -EINVAL;
+	x = lane_enter(c);
+	ret = write_range(c, lba, nblocks, cmp, buf, miscompare);
+	lane_exit(x);
+	return ret;
+}
+
 int coh_cache_write(struct coh_cache *c, uint64_t lba, uint32_t nblocks, const void *buf)
 {
-	return write_range(c, lba, nblocks, NULL, buf, NULL);
+	return write_entry(c, lba, nblocks, NULL, buf, NULL);
 }
 
 int coh_cache_compare_write(struct coh_cache *c, uint64_t lba, uint32_t nblocks, const void *cmp,
@@ -1273,7 +1446,7 @@ int coh_cache_compare_write(struct coh_cache *c, uint64_t lba, uint32_t nblocks,
 
 	if (!cmp)
 		return -EINVAL;
-	return write_range(c, lba, nblocks, cmp, buf, miscompare ? miscompare : &dummy);
+	return write_entry(c, lba, nblocks, cmp, buf, miscompare ? miscompare : &dummy);
 }
 
 int coh_cache_flush(struct coh_cache *c)
@@ -1287,6 +1460,7 @@ int cache_release_all(struct coh_cache *c)
 {
 	uint64_t r, old;
 	int ret = cache_writeback_all(c), r2;
+	struct xport *x = lane_enter(c);
 
 	for (r = 0; r < c->nres; r++) {
 		struct res_state *st = &c->res[r];
@@ -1308,7 +1482,7 @@ int cache_release_all(struct coh_cache *c)
 		pthread_mutex_unlock(&c->lock);
 		if (level == L_I)
 			continue;
-		r2 = xp_cas(&c->app, r, expect, want, &old);
+		r2 = xp_cas(x, r, expect, want, &old);
 		/* A home that already left took its directory with it: nothing to release. The
 		 * data is in the store either way. */
 		if (r2)
@@ -1318,5 +1492,6 @@ int cache_release_all(struct coh_cache *c)
 		st->level = L_I;
 		pthread_mutex_unlock(&c->lock);
 	}
+	lane_exit(x);
 	return ret;
 }

@@ -171,8 +171,8 @@ static int cas_rounds(struct coh_cache *c, struct claim *cl, uint64_t n)
 			    i == n || nb == XP_CAS_BATCH || (nb && cl[i].home != cl[idx[0]].home);
 
 			if (flush && nb) {
-				ret = xp_cas_many(&c->app, cl[idx[0]].home, nb, off, expect, swap,
-						  old);
+				ret = xp_cas_many(&c->lane[0], cl[idx[0]].home, nb, off, expect,
+						  swap, old);
 				if (ret)
 					return ret;
 				for (j = 0; j < nb; j++) {
@@ -251,7 +251,7 @@ int coh_cache_rebuild_claim(struct coh_cache *c)
  * one view change to the next, and point @w at them. */
 static int read_dir(struct coh_cache *c, uint32_t h, const uint64_t **w)
 {
-	struct xport *x = &c->app;
+	struct xport *x = &c->lane[0];
 	int ret;
 
 	if (!c->img_mr) {
@@ -334,7 +334,7 @@ static int arbitrate(struct coh_cache *c, uint32_t d, uint32_t candidates, uint3
 			*won = seen == mine;
 			return 0;
 		}
-		ret = xp_cas_at(&c->app, judge, off, seen, mine, &cur);
+		ret = xp_cas_at(&c->lane[0], judge, off, seen, mine, &cur);
 		if (ret)
 			return ret;
 		if (cur == seen) {
@@ -424,7 +424,7 @@ static int take_words(struct coh_cache *c, enum pick kind, uint32_t d, uint32_t 
 		}
 		if (!nb || (r < c->nres && nb < XP_CAS_BATCH))
 			continue;
-		ret = xp_cas_many(&c->app, h, nb, off, expect, swap, old);
+		ret = xp_cas_many(&c->lane[0], h, nb, off, expect, swap, old);
 		for (j = 0; !ret && j < nb; j++) {
 			if (old[j] != expect[j]) {
 				COH_LOG_WARN("node %u: takeover of node %u: resource %llu changed "
@@ -454,7 +454,7 @@ static int take_words(struct coh_cache *c, enum pick kind, uint32_t d, uint32_t 
  */
 static int inval_taken(struct coh_cache *c, const struct taken *t)
 {
-	struct xport *x = &c->app;
+	struct xport *x = &c->lane[0];
 	uint64_t val = inv_token(c->me, atomic_fetch_add(&c->inv_count, 1) + 1), i;
 	uint32_t live = live_members(c), m, nb;
 	int ret = xp_ready(x), r2;
@@ -539,7 +539,7 @@ static int adopt_lost(struct coh_cache *c)
 		if (!(live >> h & 1))
 			continue;
 		ret = read_dir(c, h, &w);
-		if (ret && (!c->app.one[h] || !coh_ep_is_up(c->app.one[h]))) {
+		if (ret && (!c->lane[0].one[h] || !coh_ep_is_up(c->lane[0].one[h]))) {
 			/* A home that died since the fence: the next view change rebuilds its
 			 * words, with their claims; nothing here is adopted from it. */
 			ret = 0;
@@ -563,8 +563,8 @@ static int adopt_lost(struct coh_cache *c)
 				pthread_mutex_unlock(&c->lock);
 				continue;
 			}
-			ret = xp_cas_at(&c->app, h, res_dir_off(c, r), w[r], w[r], &cur);
-			if (ret && (!c->app.one[h] || !coh_ep_is_up(c->app.one[h]))) {
+			ret = xp_cas_at(&c->lane[0], h, res_dir_off(c, r), w[r], w[r], &cur);
+			if (ret && (!c->lane[0].one[h] || !coh_ep_is_up(c->lane[0].one[h]))) {
 				pthread_mutex_unlock(&c->lock);
 				ret = 0;
 				break;

@@ -117,7 +117,7 @@ static void form_quiesce(struct coh_node *n)
 	n->forming = true;
 	n->changing = true;
 	pthread_mutex_unlock(&n->state_lock);
-	pthread_mutex_lock(&n->io);
+	pthread_rwlock_wrlock(&n->io);
 	if (n->cache) {
 		ret = coh_cache_flush(n->cache);
 		if (ret)
@@ -132,7 +132,7 @@ static void form_quiesce(struct coh_node *n)
 	pthread_mutex_lock(&n->state_lock);
 	n->quorum = false;
 	pthread_mutex_unlock(&n->state_lock);
-	pthread_mutex_unlock(&n->io);
+	pthread_rwlock_unlock(&n->io);
 	lease_stop(n);
 	lease_drop(n);
 }
@@ -237,9 +237,9 @@ static void form_abort(struct coh_node *n, uint32_t E, int err)
 		     n->me, E, coh_strerror(err));
 	lease_stop(n);
 	lease_drop(n);
-	pthread_mutex_lock(&n->io);
+	pthread_rwlock_wrlock(&n->io);
 	coh_cache_abandon(&n->cache);
-	pthread_mutex_unlock(&n->io);
+	pthread_rwlock_unlock(&n->io);
 	pthread_mutex_lock(&n->state_lock);
 	n->quorum = false;
 	n->forming = false;
@@ -297,9 +297,9 @@ static int form_run(struct coh_node *n, uint32_t E, uint32_t F)
 	if (!ret)
 		ret = form_wait_lease(n, E, F);
 	if (!ret) {
-		pthread_mutex_lock(&n->io);
+		pthread_rwlock_wrlock(&n->io);
 		ret = node_cache_open(n);
-		pthread_mutex_unlock(&n->io);
+		pthread_rwlock_unlock(&n->io);
 	}
 	if (ret) {
 		form_abort(n, E, ret);

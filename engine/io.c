@@ -1,8 +1,12 @@
 /*
  * io.c - the operation engine. An operation (struct coh_io, node.h) is an object with a state
- * (enum coh_io_state): submitted with a completion callback, queued, run by the node's engine
- * thread, and completed exactly once. The synchronous calls (coh_node_read/write/flush) run the
- * same steps, io_exec, on the caller's thread.
+ * (enum coh_io_state): submitted with a completion callback, queued, run by one of the node's
+ * engine threads, and completed exactly once. Each engine thread runs one operation at a time on
+ * its own lane of the cache (its own endpoints), so that as many operations as there are threads
+ * wait on the network at once. Operations whose resources overlap run in submission order: one
+ * is not started while an earlier one that overlaps it is queued or running (io_pop). The
+ * synchronous calls (coh_node_read/write/flush) run the same steps, io_exec, on the caller's
+ * thread, on lane 0.
  *
  * io_exec is one operation against the cache: when it meets a dead node it has let go of
  * everything (nothing was acknowledged; a write that may have been partly applied is written
@@ -11,10 +15,9 @@
  * timeouts. Its state follows the crash points the cache and the write hook reach on its thread
  * (io_point), so traces, crash points and coh_io_state() name the same steps.
  *
- * What it leaves out: running several operations of one node at once. The cache has one
- * application context (its endpoints, the node's @io lock), so the engine thread runs one
- * operation at a time and the queue absorbs the rest; docs/concurrency.md says what the engine
- * needs before it runs more.
+ * What it leaves out: an operation still holds its thread while it waits on the network (the
+ * cache's steps are calls that block, bounded); docs/concurrency.md says what is left to make
+ * the steps completions.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -26,6 +29,8 @@
 
 #define IO_DEPTH_DEFAULT 128u
 #define IO_DEPTH_MAX 4096u
+#define IO_THREADS_DEFAULT 4u
+#define IO_THREADS_MAX (COH_CACHE_MAX_LANES - 1)
 #define IO_SPIN_NS 20000ull /* as the fabric's waits spin (verbs/fabric.c, CQ_SPIN_NS) */
 
 static inline void io_relax(void)
@@ -35,9 +40,11 @@ static inline void io_relax(void)
 #endif
 }
 
-/* The operation this thread executes, and its node: the points it reaches are its steps. */
+/* The operation this thread executes, and its node: the points it reaches are its steps. The
+ * lane of the cache the thread uses: an engine thread's own, else 0. */
 static __thread struct coh_io *io_cur;
 static __thread struct coh_node *io_cur_node;
+static __thread uint32_t io_lane;
 
 static const char *const io_state_names[COH_IO_STATE_MAX] = {
 	[COH_IO_IDLE] = "idle",		  [COH_IO_QUEUED] = "queued",
@@ -104,18 +111,22 @@ static bool io_transient(int ret)
 	       ret == -ENOTCONN || ret == -ECONNREFUSED || ret == -EACCES || ret == -ESHUTDOWN;
 }
 
-/* io_begin - take the I/O lock with a cache to work on. -EROFS when this node is fenced. */
+/* io_begin - take the I/O lock (shared: operations run side by side; a view change step takes
+ * it exclusive) with a cache to work on, and bind this thread's lane of it. -EROFS when this
+ * node is fenced. */
 static int io_begin(struct coh_node *n)
 {
 	/* A view change step that pauses between batches looks for us (node_step_pause). */
 	atomic_fetch_add(&n->io_wanted, 1);
-	pthread_mutex_lock(&n->io);
+	pthread_rwlock_rdlock(&n->io);
 	atomic_fetch_sub(&n->io_wanted, 1);
 	atomic_fetch_add(&n->io_taken, 1);
-	if (!n->cache) {
+	if (n->cache) {
+		(void)coh_cache_lane_bind(n->cache, io_lane);
+	} else {
 		bool quorum, forming;
 
-		pthread_mutex_unlock(&n->io);
+		pthread_rwlock_unlock(&n->io);
 		pthread_mutex_lock(&n->state_lock);
 		quorum = n->quorum;
 		forming = n->forming;
@@ -180,7 +191,7 @@ static int io_exec(struct coh_node *n, struct coh_io *io)
 		ret = io_begin(n);
 		if (!ret) {
 			ret = io_run(n, io);
-			pthread_mutex_unlock(&n->io);
+			pthread_rwlock_unlock(&n->io);
 		}
 		if (!io_transient(ret) || n->stopped)
 			break;
@@ -262,52 +273,167 @@ static void io_complete(struct coh_node *n, struct coh_io *io, int status)
 	cb(io, status, arg);
 }
 
-/* io_pop - the oldest queued operation, or NULL. Under eng.lock. */
+/* io_range - the resources @io touches (a flush: all of them). */
+static void io_range(const struct coh_node *n, const struct coh_io *io, uint64_t *r0, uint64_t *r1)
+{
+	uint32_t rb = n->stripe_blocks ? n->stripe_blocks : 1;
+
+	if (io->type == COH_IO_FLUSH) {
+		*r0 = 0;
+		*r1 = UINT64_MAX;
+		return;
+	}
+	*r0 = io->lba / rb;
+	*r1 = (io->lba + io->nblocks - 1) / rb;
+}
+
+static bool io_overlap(const struct coh_node *n, const struct coh_io *a, const struct coh_io *b)
+{
+	uint64_t a0, a1, b0, b1;
+
+	io_range(n, a, &a0, &a1);
+	io_range(n, b, &b0, &b1);
+	return a0 <= b1 && b0 <= a1;
+}
+
+/* How far io_pop looks past operations that must wait: a bound on its cost per call. */
+#define IO_SCAN_MAX 64u
+
+/*
+ * io_pop - the oldest queued operation that may start: none that overlaps it is running, nor
+ * queued before it (so operations on one resource keep their order, and none sees another half
+ * done). NULL when there is none. Under eng.lock.
+ */
 static struct coh_io *io_pop(struct coh_node *n)
 {
-	struct coh_io *io = n->eng.head;
+	struct coh_io *io, *prev = NULL, *e;
+	uint32_t w, seen = 0;
 
-	if (io) {
+	for (io = n->eng.head; io && seen < IO_SCAN_MAX; prev = io, io = io->next, seen++) {
+		bool wait = false;
+
+		for (w = 0; w < n->eng.nthreads + 1 && !wait; w++)
+			wait = n->eng.running[w] && io_overlap(n, io, n->eng.running[w]);
+		for (e = n->eng.head; e != io && !wait; e = e->next)
+			wait = io_overlap(n, io, e);
+		if (wait)
+			continue;
 		atomic_fetch_sub_explicit(&n->eng.queued, 1, memory_order_relaxed);
-		n->eng.head = io->next;
-		if (!n->eng.head)
-			n->eng.tail = NULL;
+		if (prev)
+			prev->next = io->next;
+		else
+			n->eng.head = io->next;
+		if (n->eng.tail == io)
+			n->eng.tail = prev;
 		io->next = NULL;
+		return io;
 	}
-	return io;
+	return NULL;
+}
+
+/* io_run_one - run @io on engine thread @w (eng.running[w] says so meanwhile) and complete it. */
+static void io_run_one(struct coh_node *n, uint32_t w, struct coh_io *io)
+{
+	int ret = io_exec(n, io);
+
+	/* No longer running before the callback: it may submit an operation that overlaps. An
+	 * operation that waited for this one is taken by this thread when it looks again. The
+	 * thread counts as busy (eng.nrunning) until it looks, which its caller does in the same
+	 * hold of eng.lock: what is submitted meanwhile (by its callback, say) is its own next
+	 * operation, with no other thread woken for it. Returns with eng.lock held. */
+	pthread_mutex_lock(&n->eng.lock);
+	n->eng.running[w] = NULL;
+	pthread_mutex_unlock(&n->eng.lock);
+	io_complete(n, io, ret);
+	pthread_mutex_lock(&n->eng.lock);
+	n->eng.nrunning--;
+}
+
+/* io_wake_one - wake a sleeping engine thread if there is work and no thread to take it: none
+ * spins, and every one running an operation is asleep on the network. Under eng.lock. */
+static void io_wake_one(struct coh_node *n)
+{
+	if (n->eng.head && n->eng.sleepers && !n->eng.spinner && n->eng.nblocked >= n->eng.nrunning)
+		pthread_cond_signal(&n->eng.cond);
+}
+
+/*
+ * io_sleeping - the sleep hook of an engine thread (coh_thread_sleep_hook_set): its operation
+ * is about to sleep on the network (it spun first), or woke. One thread runs while there is work
+ * it can do; another is started only when every running one sleeps. On a few cores, threads
+ * started for every operation would cost more in switches than the waits they cover (a wait on
+ * shm is about a microsecond, a switch several), while on a slow fabric each sleep is a long one
+ * that another thread fills.
+ */
+static void io_sleeping(void *arg, bool sleeping)
+{
+	struct io_thread_arg *a = arg;
+	struct coh_node *n = a->n;
+
+	pthread_mutex_lock(&n->eng.lock);
+	if (sleeping != n->eng.blocked[a->w]) {
+		n->eng.blocked[a->w] = sleeping;
+		if (sleeping) {
+			n->eng.nblocked++;
+			io_wake_one(n);
+		} else {
+			n->eng.nblocked--;
+		}
+	}
+	pthread_mutex_unlock(&n->eng.lock);
 }
 
 static void *io_main(void *arg)
 {
-	struct coh_node *n = arg;
+	struct io_thread_arg *a = arg;
+	struct coh_node *n = a->n;
+	uint32_t w = a->w;
 
+	/* Lane 0 is the synchronous calls' and the view change's. */
+	io_lane = w + 1;
+	coh_thread_sleep_hook_set(io_sleeping, a);
 	pthread_mutex_lock(&n->eng.lock);
 	while (!n->eng.stopping) {
-		struct coh_io *io = io_pop(n);
+		/* One thread runs operations while it can: another that is not asleep on the
+		 * network takes none (see io_sleeping), and sleeps until woken for them. */
+		bool other = n->eng.nrunning > n->eng.nblocked;
+		struct coh_io *io = other ? NULL : io_pop(n);
 
 		if (!io) {
 			struct timespec until;
 			uint64_t spin_end = node_now_ns() + IO_SPIN_NS;
+			uint64_t q = atomic_load_explicit(&n->eng.queued, memory_order_acquire);
 
-			/* Idle: look for a while before sleeping, so that an operation submitted
-			 * right after the last one completed costs no wake-up (a futex wake and a
-			 * context switch are several us, more than a write). */
-			pthread_mutex_unlock(&n->eng.lock);
-			while (!atomic_load_explicit(&n->eng.queued, memory_order_acquire) &&
-			       node_now_ns() < spin_end)
-				io_relax();
-			pthread_mutex_lock(&n->eng.lock);
-			if (n->eng.head || n->eng.stopping)
-				continue;
-			/* Woken by a submit or by the stop; the bound only keeps the wait from
-			 * being unbounded. */
+			/* Idle: one thread looks for a while before sleeping, so that an operation
+			 * submitted right after the last one completed costs no wake-up (a futex
+			 * wake and a context switch are several us, more than a write). The others
+			 * sleep at once: on a few cores, spinners would take the time of the
+			 * threads with work. A queue that holds only operations that must wait
+			 * for running ones is not looked at again before one of those ends. */
+			if (!n->eng.spinner && !q && !other) {
+				n->eng.spinner = true;
+				pthread_mutex_unlock(&n->eng.lock);
+				while (
+				    !atomic_load_explicit(&n->eng.queued, memory_order_acquire) &&
+				    node_now_ns() < spin_end)
+					io_relax();
+				pthread_mutex_lock(&n->eng.lock);
+				n->eng.spinner = false;
+				if (n->eng.head || n->eng.stopping)
+					continue;
+			}
+			/* Woken by a submit, an operation's end or the stop; the bound only keeps
+			 * the wait from being unbounded. */
 			node_realtime_in(1000, &until);
+			n->eng.sleepers++;
 			pthread_cond_timedwait(&n->eng.cond, &n->eng.lock, &until);
+			n->eng.sleepers--;
 			continue;
 		}
+		n->eng.running[w] = io;
+		n->eng.nrunning++;
 		pthread_mutex_unlock(&n->eng.lock);
-		io_complete(n, io, io_exec(n, io));
-		pthread_mutex_lock(&n->eng.lock);
+		io_run_one(n, w, io);
 	}
 	pthread_mutex_unlock(&n->eng.lock);
 	return NULL;
@@ -344,7 +470,10 @@ int coh_node_submit(struct coh_node *n, struct coh_io *io)
 		n->eng.head = io;
 	n->eng.tail = io;
 	atomic_fetch_add_explicit(&n->eng.queued, 1, memory_order_release);
-	pthread_cond_signal(&n->eng.cond);
+	/* A spinning thread sees it without a wake-up (a futex wake and a context switch cost
+	 * more than a hit), and a running one takes it when its operation ends; a sleeping one is
+	 * woken only when no thread can (io_sleeping). */
+	io_wake_one(n);
 	pthread_mutex_unlock(&n->eng.lock);
 	atomic_fetch_add(&n->eng.submitted, 1);
 	return 0;
@@ -361,50 +490,79 @@ int coh_node_engine_poll(struct coh_node *n, uint32_t max)
 
 		pthread_mutex_lock(&n->eng.lock);
 		io = io_pop(n);
+		if (io) {
+			n->eng.running[n->eng.nthreads] = io;
+			n->eng.nrunning++;
+		}
 		pthread_mutex_unlock(&n->eng.lock);
 		if (!io)
 			break;
-		io_complete(n, io, io_exec(n, io));
+		io_run_one(n, n->eng.nthreads, io);
+		pthread_mutex_unlock(&n->eng.lock);
 		ran++;
 	}
 	return (int)ran;
 }
 
-int io_init(struct coh_node *n, uint32_t depth, bool manual)
+int io_init(struct coh_node *n, uint32_t depth, uint32_t threads, bool manual)
 {
-	if (depth > IO_DEPTH_MAX)
+	if (depth > IO_DEPTH_MAX || threads > IO_THREADS_MAX)
 		return -EINVAL;
 	pthread_mutex_init(&n->eng.lock, NULL);
 	pthread_cond_init(&n->eng.cond, NULL);
 	n->eng.depth = depth ? depth : IO_DEPTH_DEFAULT;
+	n->eng.nthreads = threads ? threads : IO_THREADS_DEFAULT;
 	n->eng.manual = manual;
 	return 0;
 }
 
+uint32_t io_lanes(const struct coh_node *n)
+{
+	return n->eng.nthreads + 1;
+}
+
 int io_start(struct coh_node *n)
 {
+	uint32_t w;
 	int ret = 0;
 
-	if (!n->eng.manual) {
-		ret = -pthread_create(&n->eng.thread, NULL, io_main, n);
+	for (w = 0; !n->eng.manual && w < n->eng.nthreads; w++) {
+		n->eng.targ[w] = (struct io_thread_arg){ .n = n, .w = w };
+		ret = -pthread_create(&n->eng.threads[w], NULL, io_main, &n->eng.targ[w]);
 		if (ret)
-			return ret;
+			break;
+		n->eng.started_threads = w + 1;
 	}
 	pthread_mutex_lock(&n->eng.lock);
-	n->eng.started = true;
+	if (ret)
+		n->eng.stopping = true;
+	else
+		n->eng.started = true;
+	pthread_cond_broadcast(&n->eng.cond);
 	pthread_mutex_unlock(&n->eng.lock);
-	return 0;
+	if (ret) {
+		for (w = 0; w < n->eng.started_threads; w++)
+			pthread_join(n->eng.threads[w], NULL);
+		n->eng.started_threads = 0;
+	}
+	return ret;
 }
 
 bool io_on_engine_thread(struct coh_node *n)
 {
-	return n->eng.started && !n->eng.manual && pthread_equal(pthread_self(), n->eng.thread);
+	uint32_t w;
+
+	for (w = 0; w < n->eng.started_threads; w++) {
+		if (pthread_equal(pthread_self(), n->eng.threads[w]))
+			return true;
+	}
+	return false;
 }
 
 void io_stop(struct coh_node *n)
 {
 	struct coh_io *left, *io;
-	bool joined;
+	uint32_t w;
 
 	pthread_mutex_lock(&n->eng.lock);
 	if (n->eng.stopping || !n->eng.started) {
@@ -417,11 +575,12 @@ void io_stop(struct coh_node *n)
 	n->eng.head = n->eng.tail = NULL;
 	atomic_store(&n->eng.queued, 0);
 	pthread_cond_broadcast(&n->eng.cond);
-	joined = !n->eng.manual;
 	pthread_mutex_unlock(&n->eng.lock);
-	/* The operation the thread runs ends by itself (bounded); those not started never do. */
-	if (joined)
-		pthread_join(n->eng.thread, NULL);
+	/* The operations the threads run end by themselves (bounded); those not started never
+	 * do. */
+	for (w = 0; w < n->eng.started_threads; w++)
+		pthread_join(n->eng.threads[w], NULL);
+	n->eng.started_threads = 0;
 	while ((io = left)) {
 		left = io->next;
 		io->next = NULL;

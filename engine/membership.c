@@ -574,7 +574,7 @@ static int memb_stop_here(struct coh_node *n)
 {
 	int ret = 0, r;
 
-	pthread_mutex_lock(&n->io);
+	pthread_rwlock_wrlock(&n->io);
 	if (n->cache)
 		ret = coh_cache_close(&n->cache);
 	pthread_mutex_lock(&n->state_lock);
@@ -583,7 +583,7 @@ static int memb_stop_here(struct coh_node *n)
 	__atomic_add_fetch(&n->progress, 1, __ATOMIC_RELEASE);
 	pthread_cond_broadcast(&n->view_cond);
 	pthread_mutex_unlock(&n->state_lock);
-	pthread_mutex_unlock(&n->io);
+	pthread_rwlock_unlock(&n->io);
 	lease_stop(n);
 	lease_drop(n);
 	memb_set_lease_members(n, 0);
@@ -606,10 +606,10 @@ static void memb_drain(struct coh_node *n)
 	int ret = 0;
 
 	n->m->drain_asked = 0;
-	pthread_mutex_lock(&n->io);
+	pthread_rwlock_wrlock(&n->io);
 	if (n->cache)
 		ret = coh_cache_flush(n->cache);
-	pthread_mutex_unlock(&n->io);
+	pthread_rwlock_unlock(&n->io);
 	if (!ret && (n->m->drain_stop & asked))
 		ret = memb_stop_here(n);
 	n->m->drain_stop &= ~asked;
@@ -673,9 +673,9 @@ static int memb_leave(struct coh_node *n)
 	int ret = 0, r;
 
 	if (n->quorum && n->cache) {
-		pthread_mutex_lock(&n->io);
+		pthread_rwlock_wrlock(&n->io);
 		ret = coh_cache_flush(n->cache);
-		pthread_mutex_unlock(&n->io);
+		pthread_rwlock_unlock(&n->io);
 		for (p = 0; !ret && p < n->nodes; p++) {
 			struct ctl_msg m = { .type = CTL_DRAIN, .epoch = E };
 
@@ -687,7 +687,7 @@ static int memb_leave(struct coh_node *n)
 			    "node %u: leaving: not every member destaged (their log copies "
 			    "keep it)",
 			    n->me);
-		pthread_mutex_lock(&n->io);
+		pthread_rwlock_wrlock(&n->io);
 		if (ret) {
 			/* The log's peers may be leaving too: destage without them rather than not
 			 * at all (this node is not dying; a late copy is replayed harmlessly). */
@@ -703,7 +703,7 @@ static int memb_leave(struct coh_node *n)
 			    "node %u: destage at close: %s; what it acknowledged is in its log "
 			    "copies",
 			    n->me, coh_strerror(ret));
-		pthread_mutex_unlock(&n->io);
+		pthread_rwlock_unlock(&n->io);
 	}
 	memb_broadcast(n, memb_others(n, n->m->conn), CTL_BYE, n->epoch, n->members);
 	if (!ret && !rlog_live_count(&n->w)) {
@@ -735,9 +735,9 @@ int memb_stop_cluster(struct coh_node *n, int timeout_ms)
 		if (others >> p & 1)
 			memb_send(n, p, &m);
 	}
-	pthread_mutex_lock(&n->io);
+	pthread_rwlock_wrlock(&n->io);
 	ret = n->cache ? coh_cache_flush(n->cache) : 0;
-	pthread_mutex_unlock(&n->io);
+	pthread_rwlock_unlock(&n->io);
 	r = memb_leave_wait(n, E, others);
 	if (!ret)
 		ret = r;

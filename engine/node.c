@@ -337,8 +337,12 @@ int node_cache_open(struct coh_node *n)
 		.cache_blocks = n->cache_blocks,
 		.timeout_ms = n->timeout_ms,
 		.members = n->members,
-		/* Four channels per epoch, clear of the control (240) and log (241) channels. */
-		.channel_base = 16 + 4 * (n->epoch % 48),
+		/* The cache's channels for this epoch, clear of the control (240) and log (241)
+		 * channels. */
+		.channel_base =
+		    16 + coh_cache_channels(io_lanes(n)) *
+			     (n->epoch % ((240 - 16) / coh_cache_channels(io_lanes(n)))),
+		.lanes = io_lanes(n),
 		.write_hook = write_hook,
 		.step_pause = node_step_pause,
 		.point = cache_point,
@@ -370,7 +374,7 @@ static int attr_check(const struct coh_node_attr *a)
 	     a->hooks->hooks_size < offsetof(struct coh_node_hooks, arg) + sizeof(void *)) ||
 	    a->raid.nelems > COH_RAID_MAX_ELEMS || !a->raid.nelems ||
 	    a->replicas < COH_NODE_REPLICAS_NONE || a->replicas >= (int)a->nodes ||
-	    a->queue_depth > 4096 ||
+	    a->queue_depth > 4096 || a->lanes > COH_CACHE_MAX_LANES - 1 ||
 	    (a->block_size && (a->block_size < 512 || (a->block_size & (a->block_size - 1)))))
 		return -EINVAL;
 	if (coh_fabric_node_id(a->fab) >= a->nodes)
@@ -397,7 +401,7 @@ static void node_free(struct coh_node *n)
 	for (i = 0; i < n->nelems; i++)
 		coh_store_delete(&n->elems[i]);
 	pthread_cond_destroy(&n->view_cond);
-	pthread_mutex_destroy(&n->io);
+	pthread_rwlock_destroy(&n->io);
 	pthread_mutex_destroy(&n->state_lock);
 	free(n);
 }
@@ -443,10 +447,19 @@ int coh_node_open(const struct coh_node_attr *attr, struct coh_node **nodep)
 	n = calloc(1, sizeof(*n));
 	if (!n)
 		return -ENOMEM;
-	pthread_mutex_init(&n->io, NULL);
+	{
+		pthread_rwlockattr_t rwa;
+
+		/* Writers first: a view change step that waits for @io must not wait for a
+		 * stream of operations that keep taking it shared. */
+		pthread_rwlockattr_init(&rwa);
+		pthread_rwlockattr_setkind_np(&rwa, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+		pthread_rwlock_init(&n->io, &rwa);
+		pthread_rwlockattr_destroy(&rwa);
+	}
 	pthread_mutex_init(&n->state_lock, NULL);
 	pthread_cond_init(&n->view_cond, NULL);
-	(void)io_init(n, attr->queue_depth,
+	(void)io_init(n, attr->queue_depth, attr->lanes,
 		      attr->hooks &&
 			  attr->hooks->hooks_size >=
 			      offsetof(struct coh_node_hooks, manual_engine) + sizeof(bool) &&

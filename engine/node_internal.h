@@ -69,8 +69,8 @@ struct coh_node {
 	struct coh_cache *cache; /* this epoch's; NULL while a view changes or when fenced */
 
 	/*
-	 * @io serialises operations (the cache has one application context) and the directory
-	 * steps of view changes. @state_lock guards the view and the counters below it;
+	 * @io: operations hold it shared (each on its own lane of the cache); the directory
+	 * steps of view changes, formations and the leave hold it exclusive (writers first). @state_lock guards the view and the counters below it;
 	 * @changing says a view change is under way (coh_node_wait_epoch waits for its end);
 	 * @progress counts its steps (changed under @state_lock, read with __atomic builtins
 	 * without it), so that an operation that met a dead node waits on @view_cond for the next
@@ -78,7 +78,8 @@ struct coh_node {
 	 * eng.lock (alone), io, the cache's lock, the store's (stripe locks, the log writer's),
 	 * state_lock.
 	 */
-	pthread_mutex_t io, state_lock;
+	pthread_rwlock_t io;
+	pthread_mutex_t state_lock;
 	pthread_cond_t view_cond;
 	uint32_t epoch, members;
 	bool quorum, changing;
@@ -112,16 +113,24 @@ struct coh_node {
 	struct memb *m;
 
 	/* The operation engine (io.c): operations submitted and not yet completed, a FIFO of
-	 * those not yet started, and the thread that runs them. Under @eng.lock, which nests
-	 * nothing and is never held across an operation or a callback. */
+	 * those not yet started, the one each thread runs (@running[@nthreads] is the manual
+	 * engine's), and the threads. Under @eng.lock, which nests nothing and is never held
+	 * across an operation or a callback; @threads and @started_threads are the opener's. */
 	struct {
 		pthread_mutex_t lock;
 		pthread_cond_t cond;
 		struct coh_io *head, *tail;
-		uint32_t depth, inflight;
-		bool stopping, manual, started;
-		pthread_t thread;
-		atomic_uint queued; /* the FIFO's length, for the engine thread's spin */
+		struct coh_io *running[COH_CACHE_MAX_LANES];
+		uint32_t depth, inflight, nthreads, started_threads, sleepers;
+		uint32_t nrunning, nblocked; /* running operations; their threads asleep */
+		bool blocked[COH_CACHE_MAX_LANES];
+		bool stopping, manual, started, spinner;
+		pthread_t threads[COH_CACHE_MAX_LANES];
+		struct io_thread_arg {
+			struct coh_node *n;
+			uint32_t w;
+		} targ[COH_CACHE_MAX_LANES];
+		atomic_uint queued; /* the FIFO's length, for the idle thread's spin */
 		atomic_ulong submitted, completed, refused;
 	} eng;
 };
@@ -130,7 +139,9 @@ uint64_t node_now_ns(void);
 void node_realtime_in(int ms, struct timespec *ts);
 /* io.c: the operation engine; io_start after the node serves, io_stop before it leaves
  * (operations not yet started complete with -ESHUTDOWN). */
-int io_init(struct coh_node *n, uint32_t depth, bool manual);
+int io_init(struct coh_node *n, uint32_t depth, uint32_t threads, bool manual);
+/* io_lanes - the lanes the node's cache needs: one per engine thread, and lane 0. */
+uint32_t io_lanes(const struct coh_node *n);
 int io_start(struct coh_node *n);
 void io_stop(struct coh_node *n);
 void io_fini(struct coh_node *n);

@@ -487,6 +487,8 @@ int rlog_writer_init(struct rlog_writer *w, struct coh_fabric *fab, uint32_t bsi
 	if (ret)
 		goto err_stage;
 	pthread_mutex_init(&w->lock, NULL);
+	pthread_mutex_init(&w->gc_lock, NULL);
+	pthread_cond_init(&w->gc_cond, NULL);
 	w->next_lsn = w->tail_lsn = 1;
 	w->head_off = w->tail_off = RLOG_RING;
 	return 0;
@@ -514,6 +516,8 @@ void rlog_writer_fini(struct rlog_writer *w)
 	free(w->ents);
 	free(w->live);
 	pthread_mutex_destroy(&w->lock);
+	pthread_mutex_destroy(&w->gc_lock);
+	pthread_cond_destroy(&w->gc_cond);
 	w->ents = NULL;
 }
 
@@ -727,15 +731,14 @@ static int tail_advance(struct rlog_writer *w, uint32_t np, uint64_t off, uint64
 }
 
 /*
- * append - stage @n records of one type and put them on the peers; their LSNs go to @lsns.
- * @payload is @n blocks for DATA. The caller holds the lock. Room is made first (back-pressure)
- * with the lock dropped while the owner destages.
+ * append - stage @n DATA records, of blocks @lbas[i] with data @payloads[i], and put them on the
+ * peers in one round trip; their LSNs go to @lsns. The caller holds the lock. Room is made first
+ * (back-pressure) with the lock dropped while the owner destages.
  */
-static int append(struct rlog_writer *w, uint8_t type, uint8_t step, uint64_t addr, uint32_t n,
-		  const uint8_t *payload, uint64_t *lsns)
+static int append(struct rlog_writer *w, uint32_t n, const uint64_t *lbas,
+		  const uint8_t *const *payloads, uint64_t *lsns)
 {
-	uint32_t plen = type == RLOG_DATA ? w->bsize : 0, rsize = rlog_rec_size(plen), i, nr = 0,
-		 np;
+	uint32_t plen = w->bsize, rsize = rlog_rec_size(plen), i, nr = 0, np;
 	uint64_t deadline = now_ms() + w->timeout_ms, loff[3], roff[3], toff, tlsn;
 	uint8_t *st = coh_mr_addr(w->stage);
 	uint32_t len[3];
@@ -775,9 +778,8 @@ static int append(struct rlog_writer *w, uint8_t type, uint8_t step, uint64_t ad
 	for (i = 0; i < n; i++) {
 		struct rlog_rec r = { .epoch = w->epoch,
 				      .writer = (uint16_t)w->me,
-				      .type = type,
-				      .step = step,
-				      .addr = addr + (type == RLOG_DATA ? i : 0),
+				      .type = RLOG_DATA,
+				      .addr = lbas[i],
 				      .len = plen,
 				      .gen = w->gen };
 
@@ -807,9 +809,9 @@ static int append(struct rlog_writer *w, uint8_t type, uint8_t step, uint64_t ad
 		}
 		r.lsn = w->next_lsn++;
 		lsns[i] = r.lsn;
-		rlog_rec_encode(st + so, &r, payload ? payload + (size_t)i * plen : NULL);
+		rlog_rec_encode(st + so, &r, payloads[i]);
 		so += rsize;
-		ent_push(w, w->head_off, rsize, r.lsn, r.addr, type == RLOG_DATA, false);
+		ent_push(w, w->head_off, rsize, r.lsn, r.addr, true, false);
 		w->head_off += rsize;
 	}
 	len[nr] = (uint32_t)(so - loff[nr]);
@@ -903,19 +905,24 @@ int rlog_writer_reset(struct rlog_writer *w, uint32_t peers, uint32_t k, uint32_
 	return ret;
 }
 
-int rlog_append_data(struct rlog_writer *w, uint64_t lba, uint32_t n, const void *buf)
+/*
+ * append_recs - append @n records (@lbas, @payloads) in rounds of at most STAGE_RECS and mark the
+ * records they supersede. On a failure the records of the failed round are abandoned where they
+ * landed, and the earlier rounds' stay (the caller fails every write they belong to; a failed
+ * write's blocks may or may not be in the log, as after a crash). Lock held.
+ */
+static int append_recs(struct rlog_writer *w, uint32_t n, const uint64_t *lbas,
+		       const uint8_t *const *payloads)
 {
 	uint64_t lsns[STAGE_RECS];
 	uint32_t done = 0, m, i;
 	int ret = 0;
 
-	pthread_mutex_lock(&w->lock);
 	while (!ret && done < n) {
 		uint64_t first = w->next_lsn;
 
 		m = n - done < STAGE_RECS ? n - done : STAGE_RECS;
-		ret = append(w, RLOG_DATA, 0, lba + done, m,
-			     (const uint8_t *)buf + (size_t)done * w->bsize, lsns);
+		ret = append(w, m, lbas + done, payloads + done, lsns);
 		if (ret) {
 			/* The records may be on the peers that are still up (a peer failed part
 			 * way), for a write that will not be acknowledged or installed, and
@@ -932,7 +939,7 @@ int rlog_append_data(struct rlog_writer *w, uint64_t lba, uint32_t n, const void
 		 * and the tail passes them with a later append's header. Only now, with the new
 		 * records persistent, are they done here. */
 		for (i = 0; !ret && i < m; i++) {
-			uint64_t *cur = live_find(w->live, lba + done + i);
+			uint64_t *cur = live_find(w->live, lbas[done + i]);
 			struct rlog_ent *e = cur ? ent_of(w, *cur) : NULL;
 
 			if (e && !e->retired) {
@@ -941,12 +948,143 @@ int rlog_append_data(struct rlog_writer *w, uint64_t lba, uint32_t n, const void
 				ent_of(w, lsns[i])->prev = e->lsn;
 				w->superseded++;
 			}
-			ret = live_put(w->live, lba + done + i, lsns[i]);
+			ret = live_put(w->live, lbas[done + i], lsns[i]);
 		}
 		done += m;
 	}
-	pthread_mutex_unlock(&w->lock);
 	return ret;
+}
+
+/*
+ * Group commit. Each rlog_append_data queues its write (struct rlog_gc) on @gc_head; one caller
+ * at a time is the leader: it takes the writer's lock, takes every queued write that fits one
+ * stage (STAGE_RECS records), appends them all in one round trip (their records one after the
+ * other in the ring, one WRITE and one FLUSH per peer), and completes them with its status. The
+ * others wait on @gc_cond; whatever queued while a leader's round trip was out goes in the next
+ * one. So concurrent writes from one node share log round trips, and a write alone pays one.
+ * A write that is not taken within four timeouts gives up (-ETIMEDOUT); one taken is waited for,
+ * since the leader reads its data (each round is bounded).
+ */
+struct rlog_gc {
+	uint64_t lba;
+	uint32_t n;
+	const uint8_t *buf;
+	int ret;
+	bool taken, done;
+	struct rlog_gc *next;
+};
+
+/* gc_lead - be the leader for one round: append the queued writes that fit, complete them. */
+static void gc_lead(struct rlog_writer *w)
+{
+	static __thread uint64_t lbas[STAGE_RECS];
+	static __thread const uint8_t *pl[STAGE_RECS];
+	struct rlog_gc *batch, *g, **tailp;
+	uint32_t nrec = 0, nw = 0, i;
+	int ret;
+
+	pthread_mutex_lock(&w->lock);
+	pthread_mutex_lock(&w->gc_lock);
+	/* The first queued write always; more while they fit the stage. */
+	batch = w->gc_head;
+	tailp = &w->gc_head;
+	while (*tailp && (!nrec || nrec + (*tailp)->n <= STAGE_RECS)) {
+		g = *tailp;
+		g->taken = true;
+		nrec += g->n;
+		nw++;
+		tailp = &g->next;
+	}
+	w->gc_head = *tailp;
+	w->gc_queued -= nw;
+	*tailp = NULL;
+	pthread_mutex_unlock(&w->gc_lock);
+
+	if (nrec > STAGE_RECS) {
+		/* One write larger than a stage: alone, in rounds. */
+		uint64_t *l = malloc(sizeof(*l) * nrec);
+		const uint8_t **p = malloc(sizeof(*p) * nrec);
+
+		ret = l && p ? 0 : -ENOMEM;
+		for (i = 0; !ret && i < nrec; i++) {
+			l[i] = batch->lba + i;
+			p[i] = batch->buf + (size_t)i * w->bsize;
+		}
+		if (!ret)
+			ret = append_recs(w, nrec, l, p);
+		free(l);
+		free(p);
+	} else {
+		nrec = 0;
+		for (g = batch; g; g = g->next) {
+			for (i = 0; i < g->n; i++) {
+				lbas[nrec] = g->lba + i;
+				pl[nrec++] = g->buf + (size_t)i * w->bsize;
+			}
+		}
+		ret = append_recs(w, nrec, lbas, pl);
+	}
+	if (nw > 1) {
+		w->group_commits++;
+		w->group_writes += nw;
+	}
+	pthread_mutex_unlock(&w->lock);
+
+	pthread_mutex_lock(&w->gc_lock);
+	for (g = batch; g; g = g->next) {
+		g->ret = ret;
+		g->done = true;
+	}
+	w->gc_leader = false;
+	pthread_cond_broadcast(&w->gc_cond);
+	pthread_mutex_unlock(&w->gc_lock);
+}
+
+int rlog_append_data(struct rlog_writer *w, uint64_t lba, uint32_t n, const void *buf)
+{
+	struct rlog_gc me = { .lba = lba, .n = n, .buf = buf }, **pp;
+	uint64_t deadline = now_ms() + 4ull * w->timeout_ms;
+
+	if (!n)
+		return 0;
+	pthread_mutex_lock(&w->gc_lock);
+	for (pp = &w->gc_head; *pp; pp = &(*pp)->next)
+		;
+	*pp = &me;
+	w->gc_queued++;
+	while (!me.done) {
+		struct timespec ts;
+
+		if (!w->gc_leader) {
+			w->gc_leader = true;
+			pthread_mutex_unlock(&w->gc_lock);
+			gc_lead(w);
+			pthread_mutex_lock(&w->gc_lock);
+			continue;
+		}
+		if (!me.taken && now_ms() >= deadline) {
+			for (pp = &w->gc_head; *pp && *pp != &me; pp = &(*pp)->next)
+				;
+			if (*pp) {
+				*pp = me.next;
+				w->gc_queued--;
+			}
+			pthread_mutex_unlock(&w->gc_lock);
+			return -ETIMEDOUT;
+		}
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += 1000000;
+		if (ts.tv_nsec >= 1000000000) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000;
+		}
+		/* Asleep as on the network: the engine may start another thread meanwhile. */
+		coh_thread_sleeping(true);
+		pthread_cond_timedwait(&w->gc_cond, &w->gc_lock, &ts);
+		coh_thread_sleeping(false);
+	}
+	pthread_mutex_unlock(&w->gc_lock);
+	return me.ret;
 }
 
 /*

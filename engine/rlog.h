@@ -137,7 +137,16 @@ struct rlog_writer {
 	/* counters */
 	uint64_t appended, retired, superseded, bytes, backpressure, peer_errors;
 	uint64_t batch_seq; /* the last batch's sequence (its operations' wr_id) */
-	uint64_t stale;	    /* completions of batches whose wait had timed out, discarded */
+	/* Group commit (rlog_append_data): writes queued for the next round, whether a caller leads
+	 * one now; under @gc_lock, which nests inside @lock (a leader holds @lock across its round
+	 * and takes @gc_lock briefly), and alone for those that wait. */
+	pthread_mutex_t gc_lock;
+	pthread_cond_t gc_cond;
+	struct rlog_gc *gc_head;
+	uint32_t gc_queued; /* writes on @gc_head */
+	bool gc_leader;
+	uint64_t group_commits, group_writes; /* rounds that carried several writes; their writes */
+	uint64_t stale; /* completions of batches whose wait had timed out, discarded */
 };
 
 int rlog_writer_init(struct rlog_writer *w, struct coh_fabric *fab, uint32_t bsize,

@@ -170,7 +170,7 @@ static void vc_io_take(struct coh_node *n)
 {
 	if (n->cache)
 		coh_cache_yield(n->cache, true);
-	pthread_mutex_lock(&n->io);
+	pthread_rwlock_wrlock(&n->io);
 	if (n->cache)
 		coh_cache_yield(n->cache, false);
 	n->io_since = node_now_ns();
@@ -184,7 +184,7 @@ static void vc_io_give(struct coh_node *n)
 
 	if (held > n->hold_max)
 		n->hold_max = held;
-	pthread_mutex_unlock(&n->io);
+	pthread_rwlock_unlock(&n->io);
 }
 
 /* log_hosted - the dead writers in @gone whose log has a copy here: the region's header names

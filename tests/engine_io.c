@@ -10,6 +10,9 @@
  *   the same old value at once; exactly one may succeed per round, cluster-wide.
  * - Linearizability with several submitting threads per node, each keeping operations in flight
  *   (up to 64 per node), checked by linz.c over the whole history.
+ * - Operations in parallel: an operation that waits on another node (its lock request held at
+ *   that node's service thread by the point hook) does not hold up operations on other
+ *   resources, which complete while it still waits.
  *
  * Every wait is bounded: the barriers, the completions, and an alarm in every child.
  */
@@ -52,6 +55,8 @@ struct en_shared {
 	_Atomic uint64_t caw_value[64];
 	/* linearizability: each node's history */
 	_Atomic uint32_t nops[EN_MAXN];
+	/* parallel: node 1 holds its service thread at a request for PA_RES while @hold */
+	_Atomic bool hold, held, release;
 	struct linz_op ops[EN_MAXN][EN_MAXOPS];
 	char why[EN_MAXN][256];
 };
@@ -85,6 +90,29 @@ static void en_io_state(void *arg, const struct coh_io *io, uint32_t state)
 		c->sh->states[i] = state;
 }
 
+#define PA_RES 1u /* resource 1: blocks 4-7 */
+
+/* en_point - node 1's service thread, serving a request for PA_RES while the parallel scenario
+ * holds it: wait (bounded) for the release. */
+static int en_point(void *arg, uint32_t pt, uint64_t detail)
+{
+	struct en_child *c = arg;
+	uint64_t until;
+
+	if (c->id != 1 || pt != COH_CRASH_SERVE_WB || detail != PA_RES ||
+	    !atomic_load(&c->sh->hold))
+		return 0;
+	atomic_store(&c->sh->held, true);
+	until = bench_now_ns() + (uint64_t)EN_WAIT_MS / 3 * 1000000ull;
+	while (!atomic_load(&c->sh->release) && bench_now_ns() < until) {
+		struct timespec t = { 0, 100000 };
+
+		nanosleep(&t, NULL);
+	}
+	atomic_store(&c->sh->hold, false);
+	return 0;
+}
+
 static int en_open(struct en_child *c, uint32_t k, uint32_t depth, bool manual)
 {
 	struct coh_fabric_attr fa = { .provider = conf_provider(),
@@ -93,6 +121,7 @@ static int en_open(struct en_child *c, uint32_t k, uint32_t depth, bool manual)
 	struct coh_node_hooks hooks = { .hooks_size = sizeof(hooks),
 					.arg = c,
 					.io_state = en_io_state,
+					.point = en_point,
 					.manual_engine = manual };
 	struct coh_node_attr na = { .nodes = c->nodes,
 				    .raid = { .level = COH_RAID5, .nelems = 3, .chunk_blocks = 2 },
@@ -215,9 +244,10 @@ static void en_cb(struct coh_io *io, int status, void *arg)
 {
 	struct en_done *d = arg;
 
-	atomic_fetch_add(&d->calls, 1);
+	/* Status first: a thread that sees the count (seq_cst) sees it. */
 	d->status = status;
 	d->state_in_cb = coh_io_state(io);
+	atomic_fetch_add(&d->calls, 1);
 	if (d->resubmit_on) {
 		struct en_child *c = d->resubmit_on;
 
@@ -701,4 +731,87 @@ static int lz_judge(struct en_shared *sh, uint32_t nodes)
 int en_linz_many_in_flight(void)
 {
 	return en_run("engine_linz", 3, 1, LZ_THREADS * LZ_QD, false, lz_node, lz_judge);
+}
+
+/* Operations in parallel. */
+
+#define PA_A 4u	 /* in PA_RES, which node 1 holds */
+#define PA_B 12u /* resource 3, which node 0 holds */
+
+/* pa_wait - wait (bounded) for @d's callback. */
+static bool pa_wait(struct en_done *d)
+{
+	uint64_t until = bench_now_ns() + (uint64_t)EN_WAIT_MS * 1000000ull;
+
+	while (!atomic_load(&d->calls) && bench_now_ns() < until) {
+		struct timespec t = { 0, 100000 };
+
+		nanosleep(&t, NULL);
+	}
+	return atomic_load(&d->calls) == 1;
+}
+
+static int pa_node(struct en_child *c)
+{
+	static uint8_t a[EN_BS], b[EN_BS], b2[EN_BS], rb[EN_BS];
+	static struct coh_io io[3];
+	static struct en_done d[3];
+	uint64_t v = 0, until;
+	int r;
+
+	bench_fill_block(a, EN_BS, 0x5a00000001ull);
+	bench_fill_block(b, EN_BS, 0x5b00000001ull);
+	if (c->id == 1 && (r = coh_node_write(c->n, PA_A, 1, a)))
+		EFAIL(c, "write A: %s", coh_strerror(r));
+	if (c->id == 0 && (r = coh_node_write(c->n, PA_B, 1, b)))
+		EFAIL(c, "write B: %s", coh_strerror(r));
+	if (c->id == 1)
+		atomic_store(&c->sh->hold, true);
+	if (en_bar(c, 0))
+		EFAIL(c, "barrier 0");
+	if (c->id == 0) {
+		/* A write into node 1's resource: its request waits at node 1. */
+		bench_fill_block(a, EN_BS, 0x5a00000002ull);
+		en_io(&io[0], COH_IO_WRITE, PA_A, 1, a, &d[0]);
+		if ((r = coh_node_submit(c->n, &io[0])))
+			EFAIL(c, "submit A: %s", coh_strerror(r));
+		until = bench_now_ns() + (uint64_t)EN_WAIT_MS * 1000000ull;
+		while (!atomic_load(&c->sh->held) && bench_now_ns() < until) {
+			struct timespec t = { 0, 100000 };
+
+			nanosleep(&t, NULL);
+		}
+		if (!atomic_load(&c->sh->held))
+			EFAIL(c, "node 1 never served the request for A");
+		/* A read and a write of a resource held here: they do not wait for A. */
+		en_io(&io[1], COH_IO_READ, PA_B, 1, rb, &d[1]);
+		bench_fill_block(b2, EN_BS, 0x5b00000002ull);
+		en_io(&io[2], COH_IO_WRITE, PA_B + 1, 1, b2, &d[2]);
+		if ((r = coh_node_submit(c->n, &io[1])) || (r = coh_node_submit(c->n, &io[2])))
+			EFAIL(c, "submit B: %s", coh_strerror(r));
+		if (!pa_wait(&d[1]) || !pa_wait(&d[2]))
+			EFAIL(c, "the operations on B did not complete");
+		if (atomic_load(&d[0].calls) || coh_io_state(&io[0]) == COH_IO_IDLE)
+			EFAIL(c, "the write of A completed before the operations on B: they waited "
+				 "for it");
+		atomic_store(&c->sh->release, true);
+		if (d[1].status || d[2].status || bench_block_value(rb, EN_BS, &v) ||
+		    v != 0x5b00000001ull)
+			EFAIL(c, "B: %s, %s, read %llx", coh_strerror(d[1].status),
+			      coh_strerror(d[2].status), (unsigned long long)v);
+		if (!pa_wait(&d[0]) || d[0].status)
+			EFAIL(c, "the write of A: %s", coh_strerror(d[0].status));
+		if ((r = coh_node_read(c->n, PA_A, 1, rb)) || bench_block_value(rb, EN_BS, &v) ||
+		    v != 0x5a00000002ull)
+			EFAIL(c, "A after the release: %s, %llx", coh_strerror(r),
+			      (unsigned long long)v);
+	}
+	if (en_bar(c, 1))
+		EFAIL(c, "barrier 1");
+	return 0;
+}
+
+int en_parallel(void)
+{
+	return en_run("engine_parallel", 3, 1, 16, false, pa_node, NULL);
 }

@@ -19,6 +19,10 @@ int en_state_machine(void);
 int en_compare_write_cluster(void);
 /* 3 nodes, 4 threads per node with 16 operations in flight each; the history is linearizable. */
 int en_linz_many_in_flight(void);
+/* 3 nodes: node 0's write of a block node 1 holds waits at node 1 (its service thread held at
+ * that request); a read and a write of a resource node 0 holds, submitted after it, complete
+ * first. */
+int en_parallel(void);
 
 #ifdef __cplusplus
 }

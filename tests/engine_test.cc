@@ -18,3 +18,8 @@ TEST(engine, linearizable_with_64_in_flight_per_node)
 {
 	EXPECT_EQ(en_linz_many_in_flight(), 0);
 }
+
+TEST(engine, an_operation_waiting_on_a_peer_does_not_hold_up_others)
+{
+	EXPECT_EQ(en_parallel(), 0);
+}

@@ -43,13 +43,21 @@ uint64_t env_u64(const char *name, uint64_t def)
 
 TEST(lifecycle, whole_cluster_crash__acknowledged_writes_survive_a_restart)
 {
-	lc_trial t = base(1);
-	lc_result r;
+	uint64_t replayed = 0;
 
-	ASSERT_EQ(lc_run(&t, &r), 0);
-	EXPECT_GT(r.acked_writes, 0u);
+	// Each trial must keep every acknowledged write. The kill can land just after a
+	// destage of everything (a full log is reclaimed by one), leaving nothing to replay:
+	// so up to three trials, of which one at least must replay some.
+	for (uint64_t seed = 1; seed <= 3 && !replayed; seed++) {
+		lc_trial t = base(seed);
+		lc_result r;
+
+		ASSERT_EQ(lc_run(&t, &r), 0);
+		EXPECT_GT(r.acked_writes, 0u);
+		replayed = r.recovered_blocks;
+	}
 	// Writes were acknowledged and not all destaged: the second life replayed some.
-	EXPECT_GT(r.recovered_blocks, 0u);
+	EXPECT_GT(replayed, 0u);
 }
 
 TEST(lifecycle, whole_cluster_crash__at_each_crash_point)

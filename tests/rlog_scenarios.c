@@ -14,6 +14,8 @@
  * record brings back the older one only where the block was not destaged.
  */
 #include <errno.h>
+#include <pthread.h>
+#include <time.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -285,6 +287,134 @@ int sc_rlog_rewrite(struct conf_node *cn)
 	CONF_CHECK(seen.count[7] == 0, "block 7 was destaged, and an older record came back");
 	CONF_CHECK(seen.count[8] == 1 && seen.fill[8] == 0x77 && seen.count[4] == 1, "blocks 4, 8");
 	CONF_CHECK(conf_send(cn, 0, "ok", 2) == 0, "answer 3");
+	coh_ep_delete(&ep);
+	coh_cq_delete(&cq);
+	coh_mr_delete(&mr);
+	return 0;
+}
+
+/*
+ * Group commit against a real peer: node 0 holds its writer's lock while 8 threads each append a
+ * block of their own, so that all 8 are queued when the first of them, the leader, gets the
+ * lock. Then the lock goes: one round carries all 8 (one WRITE and one FLUSH to the peer), and
+ * every write is on the peer once its call returns.
+ */
+#define GC_WRITERS 8u
+
+struct gc_arg {
+	struct rlog_writer *w;
+	uint32_t i;
+	int ret;
+};
+
+static void *gc_writer(void *arg)
+{
+	struct gc_arg *a = arg;
+	static uint8_t blocks[GC_WRITERS][BSIZE];
+
+	memset(blocks[a->i], 0x40 + (int)a->i, BSIZE);
+	a->ret = rlog_append_data(a->w, a->i, 1, blocks[a->i]);
+	return NULL;
+}
+
+static uint32_t gc_queued(struct rlog_writer *w)
+{
+	uint32_t n;
+
+	pthread_mutex_lock(&w->gc_lock);
+	n = w->gc_queued;
+	pthread_mutex_unlock(&w->gc_lock);
+	return n;
+}
+
+static uint64_t gc_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+int sc_rlog_group_commit(struct conf_node *cn)
+{
+	struct coh_mr_desc descs[CONF_MAX_NODES];
+	struct rlog_scan_stats st;
+	struct coh_cq *cq = NULL;
+	struct coh_ep *ep = NULL;
+	struct coh_mr *mr;
+	struct rw_seen seen;
+	char msg[8];
+	uint32_t len, i;
+	uint8_t *reg;
+
+	if (cn->n != 2)
+		return 1;
+	CONF_CHECK(coh_mr_new(cn->fab, LOG_LEN,
+			      COH_ACCESS_LOCAL_WRITE | COH_ACCESS_REMOTE_WRITE |
+				  COH_ACCESS_REMOTE_READ | COH_ACCESS_REMOTE_FLUSH,
+			      &mr) == 0,
+		   "region");
+	reg = coh_mr_addr(mr);
+	memset(reg, 0, LOG_LEN);
+	CONF_CHECK(conf_exchange(cn, mr, descs) == 0, "exchange");
+	if (cn->id == 0) {
+		static struct rlog_writer w;
+		struct gc_arg args[GC_WRITERS];
+		pthread_t th[GC_WRITERS];
+		uint64_t until;
+		uint32_t q = 0;
+
+		CONF_CHECK(rlog_writer_init(&w, cn->fab, BSIZE, LOG_LEN, 2000, NULL, NULL, NULL) ==
+			       0,
+			   "writer init");
+		CONF_CHECK(log_ep(cn, 1, w.cq, &w.ep[1]) == 0, "log endpoint to 1");
+		CONF_CHECK(coh_rmr_import(w.ep[1], &descs[1], &w.rmr[1]) == 0, "import");
+		CONF_CHECK(rlog_writer_reset(&w, 1u << 1, 1, 1) == 0, "reset");
+		pthread_mutex_lock(&w.lock);
+		for (i = 0; i < GC_WRITERS; i++) {
+			args[i] = (struct gc_arg){ .w = &w, .i = i, .ret = -EINPROGRESS };
+			if (pthread_create(&th[i], NULL, gc_writer, &args[i])) {
+				pthread_mutex_unlock(&w.lock);
+				CONF_CHECK(0, "thread %u", i);
+			}
+		}
+		/* Bounded: every writer queues at once (the leader waits for the lock). */
+		until = gc_now_ms() + CONF_TIMEOUT_MS;
+		while ((q = gc_queued(&w)) < GC_WRITERS && gc_now_ms() < until) {
+			struct timespec t = { 0, 200000 };
+
+			nanosleep(&t, NULL);
+		}
+		CONF_CHECK(w.appended == 0, "an append went out with the lock held");
+		pthread_mutex_unlock(&w.lock);
+		for (i = 0; i < GC_WRITERS; i++)
+			pthread_join(th[i], NULL);
+		CONF_CHECK(q == GC_WRITERS, "%u of %u writes queued", q, GC_WRITERS);
+		for (i = 0; i < GC_WRITERS; i++)
+			CONF_CHECK(args[i].ret == 0, "write %u: %d", i, args[i].ret);
+		CONF_CHECK(w.appended == GC_WRITERS && w.group_commits == 1 &&
+			       w.group_writes == GC_WRITERS,
+			   "appended %llu in %llu group rounds of %llu writes (want 8 in 1 of 8)",
+			   (unsigned long long)w.appended, (unsigned long long)w.group_commits,
+			   (unsigned long long)w.group_writes);
+		CONF_CHECK(rw_phase(cn, 1, "group") == 0, "phase 1");
+		coh_rmr_delete(&w.rmr[1]);
+		coh_ep_delete(&w.ep[1]);
+		rlog_writer_fini(&w);
+		coh_mr_delete(&mr);
+		return 0;
+	}
+	CONF_CHECK(coh_cq_new(cn->fab, 128, &cq) == 0, "cq");
+	CONF_CHECK(log_ep(cn, 0, cq, &ep) == 0, "log endpoint to 0");
+	len = sizeof(msg);
+	CONF_CHECK(conf_recv(cn, 0, msg, &len, CONF_TIMEOUT_MS) == 0, "no word from node 0");
+	memset(&seen, 0, sizeof(seen));
+	CONF_CHECK(rlog_scan(reg, LOG_LEN, 0, rw_visit, &seen, &st) == 0, "scan");
+	for (i = 0; i < GC_WRITERS; i++)
+		CONF_CHECK(seen.count[i] == 1 && seen.fill[i] == 0x40 + i,
+			   "block %u: %u records, fill %#x", i, seen.count[i], seen.fill[i]);
+	CONF_CHECK(st.live == GC_WRITERS, "live %llu", (unsigned long long)st.live);
+	CONF_CHECK(conf_send(cn, 0, "ok", 2) == 0, "answer");
 	coh_ep_delete(&ep);
 	coh_cq_delete(&cq);
 	coh_mr_delete(&mr);

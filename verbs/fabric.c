@@ -540,13 +540,34 @@ int coh_cq_poll(struct coh_cq *cq, struct coh_wc *wc, int max)
  * wake-up, short enough that an idle waiter gives its core back almost at once. */
 #define CQ_SPIN_NS 20000ull
 
+/* A wait that has lasted this long is a long one: the thread's sleep hook hears of it (a thread
+ * scheduler may start another thread meanwhile). Longer than an operation on shm takes, shorter
+ * than a round trip on rxe. */
+#define CQ_HANDOFF_NS 5000ull
+
+/* The calling thread's sleep hook (coh_thread_sleep_hook_set). */
+static __thread void (*cq_sleep_fn)(void *arg, bool sleeping);
+static __thread void *cq_sleep_arg;
+
+void coh_thread_sleep_hook_set(void (*fn)(void *arg, bool sleeping), void *arg)
+{
+	cq_sleep_fn = fn;
+	cq_sleep_arg = arg;
+}
+
+void coh_thread_sleeping(bool sleeping)
+{
+	if (cq_sleep_fn)
+		cq_sleep_fn(cq_sleep_arg, sleeping);
+}
+
 /* cq_wait - wait for completions. The blocking helpers pass @use_stash false: the stash holds
  * what they set aside, and taking it back would keep them from ever reaching their own. The clock
  * is read only once the queue is found empty, so a completion that is already there (a one-sided
  * operation on shm completes as it is posted) costs no clock read; *@startp, when it is 0, gets
  * the time the wait began, for a caller that waits again. */
-static int cq_wait(struct coh_cq *cq, struct coh_wc *wc, int max, int timeout_ms, bool use_stash,
-		   uint64_t *startp)
+static int cq_wait_inner(struct coh_cq *cq, struct coh_wc *wc, int max, int timeout_ms,
+			 bool use_stash, uint64_t *startp, bool *hooked)
 {
 	uint64_t start = 0, deadline = 0, now;
 	int n, ret;
@@ -571,12 +592,28 @@ static int cq_wait(struct coh_cq *cq, struct coh_wc *wc, int max, int timeout_ms
 		}
 		if (now >= deadline)
 			return -ETIMEDOUT;
+		if (cq_sleep_fn && !*hooked && now - start >= CQ_HANDOFF_NS) {
+			*hooked = true;
+			cq_sleep_fn(cq_sleep_arg, true);
+		}
 		if (now - start < CQ_SPIN_NS)
 			continue;
 		ret = cq->fab->ops->cq_sleep(cq, (int)((deadline - now + 999999) / 1000000));
 		if (ret && ret != -ETIMEDOUT)
 			return ret;
 	}
+}
+
+/* cq_wait - cq_wait_inner, and the end of a long wait told to the thread's sleep hook. */
+static int cq_wait(struct coh_cq *cq, struct coh_wc *wc, int max, int timeout_ms, bool use_stash,
+		   uint64_t *startp)
+{
+	bool hooked = false;
+	int ret = cq_wait_inner(cq, wc, max, timeout_ms, use_stash, startp, &hooked);
+
+	if (hooked)
+		cq_sleep_fn(cq_sleep_arg, false);
+	return ret;
 }
 
 int coh_cq_wait(struct coh_cq *cq, struct coh_wc *wc, int max, int timeout_ms)

@@ -516,6 +516,7 @@ static int shm_fabric_open(const struct coh_fabric_attr *attr, struct coh_fabric
 	ret = fabric_base_init(&sf->base, &shm_ops, attr);
 	if (ret)
 		goto err_free;
+	sf->latency_ns = attr->shm_latency_ns;
 	for (i = 0; i < COH_FABRIC_MAX_NODES; i++) {
 		sf->peers[i].lock_fd = -1;
 		sf->peers[i].pidfd = -1;
@@ -683,6 +684,7 @@ void shm_cq_push(struct shm_cq *cq, struct shm_ep *ep, const struct coh_wc *wc)
 
 	e->wc = *wc;
 	e->ep = ep;
+	e->ready_ns = cq->fab->latency_ns ? verbs_now_ns() + cq->fab->latency_ns : 0;
 	cq->count++;
 }
 
@@ -752,6 +754,10 @@ static int shm_cq_poll(struct coh_cq *base, struct coh_wc *wc, int max)
 	while (n < max && cq->count) {
 		struct shm_cqe *e = &cq->ring[cq->head];
 
+		/* Held back for the emulated latency; every entry has the same, so they come
+		 * ready in order. */
+		if (e->ready_ns && verbs_now_ns() < e->ready_ns)
+			break;
 		wc[n++] = e->wc;
 		if (e->ep)
 			shm_ep_completed(e->ep, e->wc.opcode);
@@ -768,6 +774,21 @@ static int shm_cq_sleep(struct coh_cq *base, int timeout_ms)
 	uint32_t seen;
 	int ret = 0;
 
+	if (cq->count) {
+		/* Only completions held back for the emulated latency: sleep until the first is
+		 * due (bounded by the wait's own timeout). */
+		uint64_t now = verbs_now_ns(), due = cq->ring[cq->head].ready_ns;
+		uint64_t max_ns = (uint64_t)timeout_ms * 1000000ull;
+
+		if (due > now) {
+			uint64_t d = due - now < max_ns ? due - now : max_ns;
+			struct timespec ts = { (time_t)(d / 1000000000ull),
+					       (long)(d % 1000000000ull) };
+
+			nanosleep(&ts, NULL);
+		}
+		return 0;
+	}
 	seen = atomic_load(&ctl->doorbell);
 	atomic_fetch_add(&ctl->waiters, 1);
 	/* Re-check after registering: anything that arrived before the doorbell was read is seen

@@ -123,6 +123,7 @@ struct shm_fabric {
 	uint32_t rkey_seed;
 	struct shm_peer peers[COH_FABRIC_MAX_NODES];
 	uint8_t eps_open[COH_FABRIC_MAX_NODES][COH_EP_MAX_CHANNEL + 1];
+	uint32_t latency_ns; /* coh_fabric_attr.shm_latency_ns */
 };
 
 /* struct shm_mr - a region. Remotely accessible ones live in a file (@hdr, then the data);
@@ -156,6 +157,7 @@ struct shm_ep;
 struct shm_cqe {
 	struct coh_wc wc;
 	struct shm_ep *ep;
+	uint64_t ready_ns; /* coh_fabric_attr.shm_latency_ns: not returned before; 0: at once */
 };
 
 /* struct shm_cq - a process-local ring of completions, and the endpoints that feed it, which

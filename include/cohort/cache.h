@@ -11,9 +11,13 @@
  * acknowledged; a read miss takes the block from a peer's cache when one has it, else from the
  * store. docs/coherence.md describes the protocol.
  *
- * Threads: one thread at a time may call coh_cache_read/write/compare_write/flush/stats on a
- * cache (the caller serialises: the engine's io lock); the cache runs its own service thread,
- * which answers other nodes' requests and sleeps on the fabric (docs/concurrency.md).
+ * Threads: a cache has coh_cache_attr.lanes application contexts (lanes), each with its own
+ * endpoints. Several threads may call coh_cache_read/write/compare_write/flush at once, each
+ * bound to its own lane (coh_cache_lane_bind; the caller makes sure no two threads use one lane
+ * at a time: the engine's lane locks). Operations on the same resource from different lanes take
+ * turns inside the cache; operations on different resources proceed in parallel. The cache runs
+ * its own service thread, which answers other nodes' requests and sleeps on the fabric
+ * (docs/concurrency.md).
  */
 #ifndef COHORT_CACHE_H
 #define COHORT_CACHE_H
@@ -30,6 +34,8 @@ extern "C" {
 
 /* A sharer set is 32 bits of the directory word. */
 #define COH_CACHE_MAX_NODES 32u
+/* Application contexts of one cache (coh_cache_attr.lanes). */
+#define COH_CACHE_MAX_LANES 8u
 
 struct coh_cache;
 
@@ -62,9 +68,9 @@ enum coh_cache_point {
  * @members: bitmap of the nodes that take part (each opens the cache; directory words are spread
  *           over them); 0 means all of 0 .. @nodes-1. After a node dies the cache stays open
  *           and the view change steps below take it out.
- * @channel_base: first of the four fabric channels the cache uses (0 means 10; at most 252).
- *                Each reopening uses its own, so that a dead incarnation's endpoints never meet
- *                the new ones.
+ * @channel_base: first of the coh_cache_channels(@lanes) fabric channels the cache uses (0 means
+ *                10; the last must be at most 255). Each reopening uses its own, so that a
+ *                dead incarnation's endpoints never meet the new ones.
  * @write_hook: if set, called by coh_cache_write with every resource of the range held
  *              exclusive, after the other copies are invalidated and before the data is put in
  *              the cache; a nonzero return fails the write with that status, nothing installed.
@@ -83,6 +89,9 @@ enum coh_cache_point {
  *         and no longer invalidate stops by itself (docs/recovery.md, "Fencing"). Such an
  *         operation returns -EAGAIN.
  * @hook_arg: passed to @write_hook, @step_pause and @point
+ * @lanes: application contexts, 1 .. COH_CACHE_MAX_LANES; 0 means 1. Each has its own endpoints
+ *         to every peer and its own completion queue, so that operations on different lanes
+ *         wait on the network at the same time.
  */
 struct coh_cache_attr {
 	struct coh_fabric *fab;
@@ -98,7 +107,21 @@ struct coh_cache_attr {
 	int (*point)(void *arg, uint32_t pt, uint64_t detail);
 	const uint64_t *lease; /* read with __atomic_load_n */
 	void *hook_arg;
+	uint32_t lanes;
 };
+
+/* coh_cache_channels - how many fabric channels a cache with @lanes lanes uses (0 means 1). */
+static inline uint32_t coh_cache_channels(uint32_t lanes)
+{
+	return 4 + 3 * ((lanes ? lanes : 1) - 1);
+}
+
+/**
+ * coh_cache_lane_bind - the calling thread's operations on @c use lane @lane from now on (a
+ * thread that never binds uses lane 0). The caller makes sure that no two threads use one lane
+ * at a time. Returns 0 or -EINVAL.
+ */
+int coh_cache_lane_bind(struct coh_cache *c, uint32_t lane);
 
 /**
  * struct coh_cache_stats - this node's counters since open.

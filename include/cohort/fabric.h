@@ -99,6 +99,10 @@ struct coh_fabric_attr {
 	const char *cluster;
 	uint32_t node_id;
 	uint32_t timeout_ms;
+	/* shm only, for benchmarks: every completion is held back this long after the operation
+	 * is done (a one-sided operation's round trip; a message's arrival), so that what a
+	 * fabric's latency does to the layers above can be measured on one host. 0: none. */
+	uint32_t shm_latency_ns;
 };
 
 /**
@@ -407,6 +411,19 @@ int coh_cq_wait(struct coh_cq *cq, struct coh_wc *wc, int max, int timeout_ms);
  * service thread). Returns 0 or -EINVAL.
  */
 int coh_cq_wake(struct coh_cq *cq);
+
+/**
+ * coh_thread_sleep_hook_set - the calling thread's sleep hook: every coh_cq_wait on this thread
+ * that has waited a few microseconds without a completion (longer than an operation on shm, less
+ * than a round trip on a NIC) calls @fn(@arg, true), and @fn(@arg, false) when it ends, on this
+ * thread. An engine that keeps one thread running while others wait uses
+ * it to start another thread when one blocks (SPDK's and Go's schedulers do the same at their
+ * blocking points). @fn must be quick and must not wait on the fabric. NULL clears it.
+ * coh_thread_sleeping - call the hook for a wait outside the fabric (a condition variable) that
+ * should count the same way; nothing when the thread has none.
+ */
+void coh_thread_sleep_hook_set(void (*fn)(void *arg, bool sleeping), void *arg);
+void coh_thread_sleeping(bool sleeping);
 
 /* Endpoints. */
 

@@ -123,6 +123,11 @@ struct coh_node_hooks; /* node_hooks.h */
  *              (docs/recovery.md, "Lifecycle"). Off by default: the cluster waits and says why.
  * @queue_depth: operations submitted (coh_node_submit) and not yet completed, at most; one more
  *               is refused with -EBUSY. 0 means 128; at most 4096.
+ * @lanes: engine threads, each running one submitted operation at a time on its own lane of the
+ *         cache (its own endpoints): how many operations wait on the network at once. 0 means
+ *         4; at most COH_CACHE_MAX_LANES - 1 (the synchronous calls use one more lane). The
+ *         same on every node: each lane has its own channels to every peer, and a node whose
+ *         peers open other lanes fails to open its cache (-ETIMEDOUT).
  * @takeover_hook: if set, called on the membership thread of the survivor that wins a dead
  *                 node's locks, holding them, before it replays that node's log (tests use it
  *                 to hold a takeover open and show what I/O goes on meanwhile); @takeover_arg
@@ -149,6 +154,7 @@ struct coh_node_attr {
 	void (*takeover_hook)(void *arg, uint32_t dead);
 	void *takeover_arg;
 	uint32_t queue_depth;
+	uint32_t lanes;
 };
 
 struct coh_node;
@@ -292,8 +298,9 @@ struct coh_io {
 
 /**
  * coh_node_submit - submit @io. Returns 0: accepted, and its callback will run exactly once, on
- * the node's engine thread (or inside coh_node_close, with -ESHUTDOWN, for an operation that had
- * not started). Otherwise the callback never runs and nothing was done: -EINVAL (a bad request,
+ * one of the node's engine threads (or inside coh_node_close, with -ESHUTDOWN, for an operation
+ * that had not started). Operations whose blocks share a resource start in submission order;
+ * others may run and complete in any order. Otherwise the callback never runs and nothing was done: -EINVAL (a bad request,
  * or a range outside the volume), -EBUSY (queue_depth operations are in flight: submit it again
  * after a completion), -ESHUTDOWN (the node is closing).
  */
