@@ -370,6 +370,61 @@ int shm_ep_delete(struct coh_ep *base)
 
 /* Remote regions. */
 
+/* rmap_get - the shared mapping of peer region @name with @prot, made on first use. */
+static int rmap_get(struct shm_fabric *sf, const char *name, size_t len, int prot,
+		    struct shm_rmap **out)
+{
+	struct shm_rmap *m;
+	int ret = 0;
+
+	pthread_mutex_lock(&sf->lock);
+	for (m = sf->rmaps; m; m = m->next) {
+		if (m->prot == prot && m->len == len && !strcmp(m->name, name))
+			break;
+	}
+	if (!m) {
+		m = calloc(1, sizeof(*m));
+		if (!m) {
+			ret = -ENOMEM;
+			goto out;
+		}
+		ret = shm_file_map(sf->dir_fd, name, len, false, prot, &m->map, NULL);
+		if (ret) {
+			free(m);
+			m = NULL;
+			goto out;
+		}
+		snprintf(m->name, sizeof(m->name), "%s", name);
+		m->prot = prot;
+		m->len = len;
+		m->next = sf->rmaps;
+		sf->rmaps = m;
+	}
+	m->refs++;
+out:
+	pthread_mutex_unlock(&sf->lock);
+	*out = m;
+	return ret;
+}
+
+static int rmap_put(struct shm_fabric *sf, struct shm_rmap *m)
+{
+	struct shm_rmap **pp;
+	int ret = 0;
+
+	pthread_mutex_lock(&sf->lock);
+	if (--m->refs == 0) {
+		for (pp = &sf->rmaps; *pp && *pp != m; pp = &(*pp)->next)
+			;
+		if (*pp)
+			*pp = m->next;
+		ret = munmap(m->map, m->len) < 0 ? -errno : 0;
+		free(m);
+	}
+	pthread_mutex_unlock(&sf->lock);
+	return ret;
+}
+
 int shm_rmr_import(struct coh_ep *base, const struct coh_mr_fields *f, struct coh_rmr **rmrp)
 {
 	struct shm_ep *ep = container_of(base, struct shm_ep, base);
@@ -402,12 +457,14 @@ int shm_rmr_import(struct coh_ep *base, const struct coh_mr_fields *f, struct co
 		map = rmr->pm.addr;
 	} else {
 		rmr->map_len = SHM_PAGE + ((f->len + SHM_PAGE - 1) & ~(uint64_t)(SHM_PAGE - 1));
-		ret = shm_file_map(ep->fab->dir_fd, name, rmr->map_len, false, prot, &map, NULL);
+		ret = rmap_get(ep->fab, name, rmr->map_len, prot, &rmr->rmap);
 		if (ret) {
 			/* Gone, or not the size the descriptor claims: either way, no access. */
 			ret = ret == -ENOENT || ret == -EPROTO ? -EACCES : ret;
 			goto err_free;
 		}
+		map = rmr->rmap->map;
+		rmr->sf = ep->fab;
 	}
 	hdr = map;
 	if (hdr->magic != SHM_MR_MAGIC || hdr->version != SHM_VERSION || hdr->node != f->node ||
@@ -428,7 +485,7 @@ err_unmap:
 	if (rmr->pmem)
 		pmem_map_close(&rmr->pm);
 	else
-		munmap(map, rmr->map_len);
+		rmap_put(ep->fab, rmr->rmap);
 err_free:
 	free(rmr);
 	return ret;
@@ -442,7 +499,7 @@ int shm_rmr_delete(struct coh_rmr *base)
 	if (rmr->pmem)
 		ret = pmem_map_close(&rmr->pm);
 	else
-		ret = munmap(rmr->hdr, rmr->map_len) < 0 ? -errno : 0;
+		ret = rmap_put(rmr->sf, rmr->rmap);
 	free(rmr);
 	return ret;
 }

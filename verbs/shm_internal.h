@@ -123,7 +123,8 @@ struct shm_fabric {
 	uint32_t rkey_seed;
 	struct shm_peer peers[COH_FABRIC_MAX_NODES];
 	uint8_t eps_open[COH_FABRIC_MAX_NODES][COH_EP_MAX_CHANNEL + 1];
-	uint32_t latency_ns; /* coh_fabric_attr.shm_latency_ns */
+	uint32_t latency_ns;	/* coh_fabric_attr.shm_latency_ns */
+	struct shm_rmap *rmaps; /* peers' regions mapped here, under @lock */
 };
 
 /* struct shm_mr - a region. Remotely accessible ones live in a file (@hdr, then the data);
@@ -142,6 +143,18 @@ struct shm_mr {
 
 /* struct shm_rmr - an imported region, mapped with the protection its rights allow; with
  * libpmem2 (@pm) when it is persistent, so that FLUSH can persist through this mapping. */
+/* struct shm_rmap - one mapping of a peer's region, shared by every import of it in this
+ * process with the same access (an RDMA import is a key, not memory: n lanes importing a region
+ * must not map and populate it n times). Under shm_fabric.lock. */
+struct shm_rmap {
+	char name[64];
+	int prot;
+	void *map;
+	size_t len;
+	uint32_t refs;
+	struct shm_rmap *next;
+};
+
 struct shm_rmr {
 	struct coh_rmr base;
 	struct shm_mr_hdr *hdr;
@@ -149,6 +162,8 @@ struct shm_rmr {
 	size_t map_len;
 	bool pmem;
 	struct pmem_map pm;
+	struct shm_rmap *rmap; /* the shared mapping (not pmem) */
+	struct shm_fabric *sf;
 };
 
 struct shm_ep;
