@@ -153,6 +153,7 @@ struct slot_hdr {
 	uint32_t rv;
 	uint32_t crc;
 	uint32_t dirty; /* local bookkeeping, never trusted from a peer */
+	uint64_t seq;	/* local: the write_hook sequence of the dirty data (slot_destage) */
 };
 
 /*
@@ -229,7 +230,9 @@ struct coh_cache {
 	uint32_t me, nodes, bsize, res_blocks, nslots, stride, timeout_ms;
 	uint64_t nblocks, nres;
 	uint32_t members, nmemb, ch_base;
-	int (*write_hook)(void *arg, uint64_t lba, uint32_t nblocks, const void *buf);
+	int (*write_hook)(void *arg, uint64_t lba, uint32_t nblocks, const void *buf,
+			  uint64_t *seq);
+	int (*destage)(void *arg, uint64_t lba, uint32_t nblocks, const void *buf, uint64_t seq);
 	void (*step_pause)(void *arg);
 	int (*point)(void *arg, uint32_t pt, uint64_t detail);
 	const uint64_t *lease; /* coh_cache_attr.lease */

@@ -80,6 +80,16 @@ static bool slot_valid(const struct coh_cache *c, uint64_t lba, const struct res
 	       (h->rv == st->lv || h->rv == st->cv);
 }
 
+/* slot_destage - write the dirty block in @h (of @lba) back to the store: through the engine's
+ * destage hook, with the sequence its data was written with, when there is one. Lock held. */
+static int slot_destage(struct coh_cache *c, const struct slot_hdr *h, uint64_t lba)
+{
+	const uint8_t *d = (const uint8_t *)h + SLOT_HDR;
+
+	return c->destage ? c->destage(c->hook_arg, lba, 1, d, h->seq)
+			  : coh_store_write(c->store, lba, 1, d);
+}
+
 /* slot_evict - before @h is reused for @lba, write back the dirty block of another address it
  * holds. Lock held. */
 static int slot_evict(struct coh_cache *c, struct slot_hdr *h, uint64_t lba)
@@ -89,7 +99,7 @@ static int slot_evict(struct coh_cache *c, struct slot_hdr *h, uint64_t lba)
 
 	if (!tag || tag == lba + 1 || !h->dirty)
 		return 0;
-	ret = coh_store_write(c->store, tag - 1, 1, (uint8_t *)h + SLOT_HDR);
+	ret = slot_destage(c, h, tag - 1);
 	CTRACE(c, "evict lba %llu val %llx rv %u ret %d", (unsigned long long)tag - 1,
 	       (unsigned long long)*(uint64_t *)((uint8_t *)h + SLOT_HDR), h->rv, ret);
 	if (!ret)
@@ -97,9 +107,10 @@ static int slot_evict(struct coh_cache *c, struct slot_hdr *h, uint64_t lba)
 	return ret;
 }
 
-/* slot_install - put a block in its slot, writing back the dirty block it evicts. Lock held. */
+/* slot_install - put a block in its slot, writing back the dirty block it evicts; a dirty one
+ * with the write hook's sequence @seq. Lock held. */
 static int slot_install(struct coh_cache *c, uint64_t lba, const void *data, uint32_t rv,
-			bool dirty)
+			bool dirty, uint64_t seq)
 {
 	struct slot_hdr *h = slot_of(c, lba);
 	uint8_t *d = (uint8_t *)h + SLOT_HDR;
@@ -116,6 +127,7 @@ static int slot_install(struct coh_cache *c, uint64_t lba, const void *data, uin
 	h->rv = rv;
 	h->crc = block_crc(c, d);
 	h->dirty = dirty;
+	h->seq = seq;
 	atomic_store_explicit(&h->tag, lba + 1, memory_order_release);
 	return 0;
 }
@@ -133,7 +145,7 @@ static int writeback_res(struct coh_cache *c, uint64_t r)
 
 		if (atomic_load(&h->tag) != lba + 1 || !h->dirty)
 			continue;
-		ret = coh_store_write(c->store, lba, 1, (uint8_t *)h + SLOT_HDR);
+		ret = slot_destage(c, h, lba);
 		CTRACE(c, "wb lba %llu val %llx rv %u ret %d", (unsigned long long)lba,
 		       (unsigned long long)*(uint64_t *)((uint8_t *)h + SLOT_HDR), h->rv, ret);
 		if (ret)
@@ -155,7 +167,7 @@ int cache_writeback_all(struct coh_cache *c)
 		uint64_t tag = atomic_load(&h->tag);
 
 		if (tag && h->dirty) {
-			ret = coh_store_write(c->store, tag - 1, 1, (uint8_t *)h + SLOT_HDR);
+			ret = slot_destage(c, h, tag - 1);
 			CTRACE(
 			    c, "wball lba %llu val %llx rv %u ret %d", (unsigned long long)tag - 1,
 			    (unsigned long long)*(uint64_t *)((uint8_t *)h + SLOT_HDR), h->rv, ret);
@@ -1201,7 +1213,7 @@ static int fetch_into_slot(struct coh_cache *c, uint32_t holder, uint32_t v, uin
 		return ret ? ret : -ENOENT;
 	memcpy(out, d, c->bsize);
 	pthread_mutex_lock(&c->lock);
-	ret = slot_install(c, lba, d, rv, false);
+	ret = slot_install(c, lba, d, rv, false, 0);
 	c->stats.peer_fetches++;
 	pthread_mutex_unlock(&c->lock);
 	return ret;
@@ -1244,7 +1256,7 @@ static int read_block(struct coh_cache *c, uint64_t lba, uint8_t *out)
 		return ret;
 	pthread_mutex_lock(&c->lock);
 	c->stats.store_reads++;
-	ret = slot_install(c, lba, out, rv, false);
+	ret = slot_install(c, lba, out, rv, false, 0);
 	pthread_mutex_unlock(&c->lock);
 	return ret;
 }
@@ -1369,7 +1381,7 @@ static int write_compare(struct coh_cache *c, uint64_t lba, uint32_t nblocks, co
 static int write_range(struct coh_cache *c, uint64_t lba, uint32_t nblocks, const void *cmp,
 		       const void *buf, uint32_t *miscompare)
 {
-	uint64_t r0, r1, i;
+	uint64_t r0, r1, i, seq = 0;
 	int ret;
 
 	ret = acquire_range(c, lba, nblocks, MODE_X, &r0, &r1);
@@ -1384,7 +1396,7 @@ static int write_range(struct coh_cache *c, uint64_t lba, uint32_t nblocks, cons
 	}
 	cache_point(c, COH_CACHE_PT_INVAL, r0);
 	if (c->write_hook) {
-		ret = c->write_hook(c->hook_arg, lba, nblocks, buf);
+		ret = c->write_hook(c->hook_arg, lba, nblocks, buf, &seq);
 		CTRACE(c, "hook lba %llu n %u val %llx ret %d", (unsigned long long)lba, nblocks,
 		       (unsigned long long)*(const uint64_t *)buf, ret);
 		if (ret) {
@@ -1399,7 +1411,8 @@ static int write_range(struct coh_cache *c, uint64_t lba, uint32_t nblocks, cons
 		/* The previous holder's copy is older than what this tenure writes, and a written
 		 * block evicted from here goes to the store: misses now read the store. */
 		st->holder = NODE_NONE;
-		ret = slot_install(c, lba + i, (const uint8_t *)buf + i * c->bsize, st->lv, true);
+		ret = slot_install(c, lba + i, (const uint8_t *)buf + i * c->bsize, st->lv, true,
+				   seq);
 		CTRACE(c, "write lba %llu val %llx lv %u", (unsigned long long)(lba + i),
 		       (unsigned long long)*(const uint64_t *)((const uint8_t *)buf + i * c->bsize),
 		       st->lv);

@@ -181,8 +181,10 @@ static int vol_repair_pending(struct coh_node *n)
 	return ret;
 }
 
-/* vol_write - a destage: the stepped update of the stripes, then the records retired. */
-static int vol_write(void *ctx, uint64_t lba, uint32_t nblocks, const void *buf)
+/* vol_destage - a destage of data whose last log record is @upto (its write hook's sequence):
+ * the stepped update of the stripes, then the records retired, those up to @upto (the cache's
+ * destage hook). */
+static int vol_destage(void *ctx, uint64_t lba, uint32_t nblocks, const void *buf, uint64_t upto)
 {
 	struct coh_node *n = ctx;
 	struct destage d = { .n = n };
@@ -230,7 +232,7 @@ static int vol_write(void *ctx, uint64_t lba, uint32_t nblocks, const void *buf)
 	if (!ret) {
 		atomic_fetch_add(&n->destages, s1 - s0 + 1);
 		if (n->k)
-			ret = rlog_retire(&n->w, lba, nblocks);
+			ret = rlog_retire(&n->w, lba, nblocks, upto);
 	}
 	if (n->k && !keep_slot) {
 		/* Cleared only after the retirement: a survivor that sees the slot repairs the
@@ -240,6 +242,13 @@ static int vol_write(void *ctx, uint64_t lba, uint32_t nblocks, const void *buf)
 			ret = r;
 	}
 	return ret;
+}
+
+/* vol_write - the store's write: a destage of whatever data the log has last. The cache writes
+ * back through vol_destage. */
+static int vol_write(void *ctx, uint64_t lba, uint32_t nblocks, const void *buf)
+{
+	return vol_destage(ctx, lba, nblocks, buf, UINT64_MAX);
 }
 
 static int vol_flush(void *ctx)
@@ -285,7 +294,7 @@ static bool log_peer_down(struct coh_node *n)
 }
 
 /* The cache's write hook: replicate before the data is installed and acknowledged. */
-static int write_hook(void *arg, uint64_t lba, uint32_t nblocks, const void *buf)
+static int write_hook(void *arg, uint64_t lba, uint32_t nblocks, const void *buf, uint64_t *seq)
 {
 	struct coh_node *n = arg;
 	int ret;
@@ -295,7 +304,7 @@ static int write_hook(void *arg, uint64_t lba, uint32_t nblocks, const void *buf
 		io_point(COH_CRASH_REPLICATED); /* nothing to replicate: on to the install */
 		return 0;
 	}
-	ret = rlog_append_data(&n->w, lba, nblocks, buf);
+	ret = rlog_append_data(&n->w, lba, nblocks, buf, seq);
 	if (!ret)
 		node_crash_point(n, COH_CRASH_REPLICATED);
 	else if (log_peer_down(n))
@@ -344,6 +353,7 @@ int node_cache_open(struct coh_node *n)
 			     (n->epoch % ((240 - 16) / coh_cache_channels(io_lanes(n)))),
 		.lanes = io_lanes(n),
 		.write_hook = write_hook,
+		.destage = vol_destage,
 		.step_pause = node_step_pause,
 		.point = cache_point,
 		.lease = &n->lease_end_ms,

@@ -912,7 +912,7 @@ int rlog_writer_reset(struct rlog_writer *w, uint32_t peers, uint32_t k, uint32_
  * write's blocks may or may not be in the log, as after a crash). Lock held.
  */
 static int append_recs(struct rlog_writer *w, uint32_t n, const uint64_t *lbas,
-		       const uint8_t *const *payloads)
+		       const uint8_t *const *payloads, uint64_t *out)
 {
 	uint64_t lsns[STAGE_RECS];
 	uint32_t done = 0, m, i;
@@ -949,6 +949,7 @@ static int append_recs(struct rlog_writer *w, uint32_t n, const uint64_t *lbas,
 				w->superseded++;
 			}
 			ret = live_put(w->live, lbas[done + i], lsns[i]);
+			out[done + i] = lsns[i];
 		}
 		done += m;
 	}
@@ -966,7 +967,7 @@ static int append_recs(struct rlog_writer *w, uint32_t n, const uint64_t *lbas,
  * since the leader reads its data (each round is bounded).
  */
 struct rlog_gc {
-	uint64_t lba;
+	uint64_t lba, last; /* @last: the LSN of its last record */
 	uint32_t n;
 	const uint8_t *buf;
 	int ret;
@@ -977,7 +978,7 @@ struct rlog_gc {
 /* gc_lead - be the leader for one round: append the queued writes that fit, complete them. */
 static void gc_lead(struct rlog_writer *w)
 {
-	static __thread uint64_t lbas[STAGE_RECS];
+	static __thread uint64_t lbas[STAGE_RECS], lsns[STAGE_RECS];
 	static __thread const uint8_t *pl[STAGE_RECS];
 	struct rlog_gc *batch, *g, **tailp;
 	uint32_t nrec = 0, nw = 0, i;
@@ -1002,18 +1003,21 @@ static void gc_lead(struct rlog_writer *w)
 
 	if (nrec > STAGE_RECS) {
 		/* One write larger than a stage: alone, in rounds. */
-		uint64_t *l = malloc(sizeof(*l) * nrec);
+		uint64_t *l = malloc(sizeof(*l) * nrec), *o = malloc(sizeof(*o) * nrec);
 		const uint8_t **p = malloc(sizeof(*p) * nrec);
 
-		ret = l && p ? 0 : -ENOMEM;
+		ret = l && p && o ? 0 : -ENOMEM;
 		for (i = 0; !ret && i < nrec; i++) {
 			l[i] = batch->lba + i;
 			p[i] = batch->buf + (size_t)i * w->bsize;
 		}
 		if (!ret)
-			ret = append_recs(w, nrec, l, p);
+			ret = append_recs(w, nrec, l, p, o);
+		if (!ret)
+			batch->last = o[nrec - 1];
 		free(l);
 		free(p);
+		free(o);
 	} else {
 		nrec = 0;
 		for (g = batch; g; g = g->next) {
@@ -1022,7 +1026,12 @@ static void gc_lead(struct rlog_writer *w)
 				pl[nrec++] = g->buf + (size_t)i * w->bsize;
 			}
 		}
-		ret = append_recs(w, nrec, lbas, pl);
+		ret = append_recs(w, nrec, lbas, pl, lsns);
+		nrec = 0;
+		for (g = batch; !ret && g; g = g->next) {
+			nrec += g->n;
+			g->last = lsns[nrec - 1];
+		}
 	}
 	if (nw > 1) {
 		w->group_commits++;
@@ -1040,7 +1049,8 @@ static void gc_lead(struct rlog_writer *w)
 	pthread_mutex_unlock(&w->gc_lock);
 }
 
-int rlog_append_data(struct rlog_writer *w, uint64_t lba, uint32_t n, const void *buf)
+int rlog_append_data(struct rlog_writer *w, uint64_t lba, uint32_t n, const void *buf,
+		     uint64_t *last)
 {
 	struct rlog_gc me = { .lba = lba, .n = n, .buf = buf }, **pp;
 	uint64_t deadline = now_ms() + 4ull * w->timeout_ms;
@@ -1084,6 +1094,8 @@ int rlog_append_data(struct rlog_writer *w, uint64_t lba, uint32_t n, const void
 		coh_thread_sleeping(false);
 	}
 	pthread_mutex_unlock(&w->gc_lock);
+	if (!me.ret && last)
+		*last = me.last;
 	return me.ret;
 }
 
@@ -1212,7 +1224,7 @@ int rlog_scan_steps(const uint8_t *region, size_t len, uint16_t writer,
 	return 0;
 }
 
-int rlog_retire(struct rlog_writer *w, uint64_t lba, uint32_t n)
+int rlog_retire(struct rlog_writer *w, uint64_t lba, uint32_t n, uint64_t upto)
 {
 	uint64_t lsns[STAGE_RECS];
 	uint32_t i, m = 0;
@@ -1222,7 +1234,10 @@ int rlog_retire(struct rlog_writer *w, uint64_t lba, uint32_t n)
 	for (i = 0; i < n && !ret; i++) {
 		uint64_t *cur = live_find(w->live, lba + i), l;
 
-		if (!cur)
+		/* A record newer than the data destaged is a later write's, replicated and not yet
+		 * in the cache (another lane): it stays, and so do the ones it superseded, which
+		 * its own destage retires. */
+		if (!cur || *cur > upto)
 			continue;
 		l = *cur;
 		live_del(w->live, lba + i);

@@ -157,9 +157,12 @@ void rlog_writer_fini(struct rlog_writer *w);
  * regions on the peers are expected zeroed by their hosts. */
 int rlog_writer_reset(struct rlog_writer *w, uint32_t peers, uint32_t k, uint32_t epoch);
 /* Append one DATA record per block and make them persistent on every current peer. Returns 0
- * once all are persistent on at least min(k, live peers) peers, -ENOSPC if the log cannot hold
- * them even when empty, -ETIMEDOUT when room did not appear in time, or a fabric error. */
-int rlog_append_data(struct rlog_writer *w, uint64_t lba, uint32_t n, const void *buf);
+ * once all are persistent on at least min(k, live peers) peers (*@last, if not NULL, is then the
+ * LSN of the last record), -ENOSPC if the log cannot hold them even when empty, -ETIMEDOUT when
+ * room did not appear in time, or a fabric error. Concurrent calls share round trips (group
+ * commit). */
+int rlog_append_data(struct rlog_writer *w, uint64_t lba, uint32_t n, const void *buf,
+		     uint64_t *last);
 /*
  * Destage steps: a destage takes a step slot, puts the state of each step there (persistent on
  * the peers) before the step takes effect, and clears it when done.
@@ -178,8 +181,10 @@ int rlog_scan_steps(const uint8_t *region, size_t len, uint16_t writer,
 /* Retire the newest live DATA record of each block in [lba, lba + n), after the destage that
  * makes them redundant, and with it the older records of those blocks it superseded that are
  * still past the tail (so that a corrupt newest record cannot bring an older one back); in one
- * round trip per 64 records, persistent on the peers when it returns 0. */
-int rlog_retire(struct rlog_writer *w, uint64_t lba, uint32_t n);
+ * round trip per 64 records, persistent on the peers when it returns 0. A block whose newest
+ * record is later than @upto (the LSN of the data destaged) is left as it is: that record is a
+ * later write's. UINT64_MAX: the newest, whatever it is. */
+int rlog_retire(struct rlog_writer *w, uint64_t lba, uint32_t n, uint64_t upto);
 /* Live DATA records (acknowledged, not destaged). */
 uint64_t rlog_live_count(struct rlog_writer *w);
 

@@ -32,7 +32,8 @@ struct cnode {
 };
 
 static int cache_up_hook(struct conf_node *cn, struct cnode *x, uint64_t nblocks,
-			 uint32_t res_blocks, int (*hook)(void *, uint64_t, uint32_t, const void *),
+			 uint32_t res_blocks,
+			 int (*hook)(void *, uint64_t, uint32_t, const void *, uint64_t *),
 			 void *arg)
 {
 	struct coh_cache_attr a = { .fab = cn->fab,
@@ -235,7 +236,7 @@ struct ho_ctx {
 /* The order the contenders ask in, per round, over nodes 1..3. */
 static const uint32_t ho_order[HO_ROUNDS][3] = { { 1, 2, 3 }, { 3, 1, 2 }, { 2, 3, 1 } };
 
-static int ho_hook(void *arg, uint64_t lba, uint32_t nblocks, const void *buf)
+static int ho_hook(void *arg, uint64_t lba, uint32_t nblocks, const void *buf, uint64_t *seq)
 {
 	struct ho_ctx *h = arg;
 	struct conf_node *cn = h->cn;
@@ -243,6 +244,7 @@ static int ho_hook(void *arg, uint64_t lba, uint32_t nblocks, const void *buf)
 	uint64_t t0 = bench_now_ns();
 	uint32_t k, r = h->round;
 
+	(void)seq;
 	(void)lba;
 	(void)nblocks;
 	(void)buf;
@@ -500,13 +502,14 @@ struct rq_ctx {
 	int err;
 };
 
-static int rq_hook(void *arg, uint64_t lba, uint32_t nblocks, const void *buf)
+static int rq_hook(void *arg, uint64_t lba, uint32_t nblocks, const void *buf, uint64_t *seq)
 {
 	struct rq_ctx *h = arg;
 	struct coh_cache_stats st;
 	uint64_t t0 = bench_now_ns();
 	uint32_t k, go = 1;
 
+	(void)seq;
 	(void)lba;
 	(void)nblocks;
 	(void)buf;

@@ -47,6 +47,7 @@
 
 struct en_shared {
 	struct bench_sbar bar[8];
+	struct bench_sbar bar_one_less; /* the end, when one node was killed on purpose */
 	/* the state machine scenario */
 	_Atomic uint32_t nstates;
 	uint32_t states[EN_MAXSTATES];
@@ -57,6 +58,9 @@ struct en_shared {
 	_Atomic uint32_t nops[EN_MAXN];
 	/* parallel: node 1 holds its service thread at a request for PA_RES while @hold */
 	_Atomic bool hold, held, release;
+	/* destage race: node 0's write, replicated and not installed, asks for a flush */
+	_Atomic bool dr_armed, dr_flush, dr_flushed, dr_acked;
+	uint32_t killed; /* nodes that end by SIGKILL, on purpose */
 	struct linz_op ops[EN_MAXN][EN_MAXOPS];
 	char why[EN_MAXN][256];
 };
@@ -98,6 +102,19 @@ static int en_point(void *arg, uint32_t pt, uint64_t detail)
 {
 	struct en_child *c = arg;
 	uint64_t until;
+
+	if (c->id == 0 && pt == COH_CRASH_REPLICATED && atomic_exchange(&c->sh->dr_armed, false)) {
+		/* The destage race: a flush now, while this write is in the log and not yet in
+		 * the cache. Another thread does it (bounded). */
+		atomic_store(&c->sh->dr_flush, true);
+		until = bench_now_ns() + (uint64_t)EN_WAIT_MS * 1000000ull;
+		while (!atomic_load(&c->sh->dr_flushed) && bench_now_ns() < until) {
+			struct timespec t = { 0, 100000 };
+
+			nanosleep(&t, NULL);
+		}
+		return 0;
+	}
 
 	if (c->id != 1 || pt != COH_CRASH_SERVE_WB || detail != PA_RES ||
 	    !atomic_load(&c->sh->hold))
@@ -172,6 +189,7 @@ static int en_run(const char *name, uint32_t nodes, uint32_t k, uint32_t depth, 
 	memset(sh, 0, sizeof(*sh));
 	for (i = 0; i < 8; i++)
 		bench_sbar_init(&sh->bar[i], nodes);
+	bench_sbar_init(&sh->bar_one_less, nodes - 1);
 	if (strcmp(conf_provider(), "shm")) {
 		if (conf_cluster_new(cluster, sizeof(cluster), nodes)) {
 			munmap(sh, sizeof(*sh));
@@ -196,7 +214,8 @@ static int en_run(const char *name, uint32_t nodes, uint32_t k, uint32_t depth, 
 				_exit(1);
 			}
 			r = fn(&c);
-			if (!r && en_bar(&c, 7))
+			if (!r && (sh->killed ? bench_sbar_wait(&sh->bar_one_less, EN_WAIT_MS)
+					      : en_bar(&c, 7)))
 				r = 1;
 			if (c.n && coh_node_close(&c.n) && !r)
 				fprintf(stderr, "%s node %u: close failed\n", name, i);
@@ -216,8 +235,10 @@ static int en_run(const char *name, uint32_t nodes, uint32_t k, uint32_t depth, 
 	for (i = 0; i < nodes; i++) {
 		int st = 0;
 
-		if (bench_wait_child(pids[i], &st, EN_CHILD_S + 10) || WIFSIGNALED(st) ||
-		    WEXITSTATUS(st)) {
+		if (!bench_wait_child(pids[i], &st, EN_CHILD_S + 10) && (sh->killed >> i & 1) &&
+		    WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL)
+			continue;
+		if (WIFSIGNALED(st) || WEXITSTATUS(st) || (sh->killed >> i & 1)) {
 			fprintf(stderr, "%s: node %u ended badly (%s %d): %s\n", name, i,
 				WIFSIGNALED(st) ? "signal" : "exit",
 				WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st), sh->why[i]);
@@ -814,4 +835,71 @@ static int pa_node(struct en_child *c)
 int en_parallel(void)
 {
 	return en_run("engine_parallel", 3, 1, 16, false, pa_node, NULL);
+}
+
+/* A destage while a later write of the block is replicated and not yet installed. */
+
+#define DR_BLOCK 20u
+
+static bool dr_wait(_Atomic bool *flag)
+{
+	uint64_t until = bench_now_ns() + (uint64_t)EN_WAIT_MS * 1000000ull;
+
+	while (!atomic_load(flag) && bench_now_ns() < until) {
+		struct timespec t = { 0, 100000 };
+
+		nanosleep(&t, NULL);
+	}
+	return atomic_load(flag);
+}
+
+static int dr_node(struct en_child *c)
+{
+	static uint8_t v1[EN_BS], v2[EN_BS], rb[EN_BS];
+	static struct coh_io io;
+	static struct en_done d;
+	uint64_t v = 0;
+	int r;
+
+	bench_fill_block(v1, EN_BS, 0xd100000001ull);
+	bench_fill_block(v2, EN_BS, 0xd100000002ull);
+	if (c->id == 0) {
+		c->sh->killed = 1u;
+		/* v1: acknowledged, dirty here, its record live on the log's peer. */
+		if ((r = coh_node_write(c->n, DR_BLOCK, 1, v1)))
+			EFAIL(c, "write v1: %s", coh_strerror(r));
+		atomic_store(&c->sh->dr_armed, true);
+		en_io(&io, COH_IO_WRITE, DR_BLOCK, 1, v2, &d);
+		if ((r = coh_node_submit(c->n, &io)))
+			EFAIL(c, "submit v2: %s", coh_strerror(r));
+		/* v2's record is on the peer and v2 is not in the cache: destage what is. */
+		if (!dr_wait(&c->sh->dr_flush))
+			EFAIL(c, "the write of v2 never reached its replicated step");
+		r = coh_node_flush(c->n);
+		atomic_store(&c->sh->dr_flushed, true);
+		if (r)
+			EFAIL(c, "flush: %s", coh_strerror(r));
+		if (!pa_wait(&d) || d.status)
+			EFAIL(c, "write v2: %s", coh_strerror(d.status));
+		/* v2 is acknowledged; it is in this node's cache and in its log only. Die. */
+		atomic_store(&c->sh->dr_acked, true);
+		kill(getpid(), SIGKILL);
+		EFAIL(c, "still alive");
+	}
+	if (!dr_wait(&c->sh->dr_acked))
+		EFAIL(c, "node 0 never acknowledged v2");
+	/* Node 0 is gone: the survivors take its locks and replay its log. */
+	if ((r = coh_node_read(c->n, DR_BLOCK, 1, rb)) || bench_block_value(rb, EN_BS, &v))
+		EFAIL(c, "read after node 0 died: %s", coh_strerror(r));
+	if (v != 0xd100000002ull)
+		EFAIL(c,
+		      "block %u is %llx after node 0 died: the acknowledged write v2 (%llx) is "
+		      "lost",
+		      DR_BLOCK, (unsigned long long)v, 0xd100000002ull);
+	return 0;
+}
+
+int en_destage_race(void)
+{
+	return en_run("engine_destage_race", 3, 1, 16, false, dr_node, NULL);
 }

@@ -23,6 +23,10 @@ int en_linz_many_in_flight(void);
  * that request); a read and a write of a resource node 0 holds, submitted after it, complete
  * first. */
 int en_parallel(void);
+/* 3 nodes: node 0 writes a block twice; while the second write is replicated and not yet in its
+ * cache, a flush destages the first; node 0 acknowledges the second and dies. The survivors read
+ * the second (its log record was not retired by the destage of the first). */
+int en_destage_race(void);
 
 #ifdef __cplusplus
 }

@@ -23,3 +23,8 @@ TEST(engine, an_operation_waiting_on_a_peer_does_not_hold_up_others)
 {
 	EXPECT_EQ(en_parallel(), 0);
 }
+
+TEST(engine, a_destage_does_not_retire_a_later_write_not_yet_installed)
+{
+	EXPECT_EQ(en_destage_race(), 0);
+}

@@ -85,14 +85,14 @@ static int writer_node(struct conf_node *cn, struct coh_mr_desc *descs)
 	}
 	CONF_CHECK(rlog_writer_reset(&w, 1u << 1 | 1u << 2, 2, 1) == 0, "reset");
 	memset(block, 0xa5, sizeof(block));
-	CONF_CHECK(rlog_append_data(&w, LBA_KEPT, 1, block) == 0, "append with both peers");
+	CONF_CHECK(rlog_append_data(&w, LBA_KEPT, 1, block, NULL) == 0, "append with both peers");
 	CONF_CHECK(conf_barrier(cn) == 0, "barrier: appended");
 	/* Node 2 dies now; the append below must see it gone. */
 	CONF_CHECK(coh_fabric_event_get(cn->fab, &ev, CONF_TIMEOUT_MS) == 0, "no event");
 	CONF_CHECK(ev.type == COH_EVENT_PEER_DOWN && ev.peer == 2, "event %u for %u", ev.type,
 		   ev.peer);
 	memset(block, 0x5a, sizeof(block));
-	ret = rlog_append_data(&w, LBA_FAILED, 1, block);
+	ret = rlog_append_data(&w, LBA_FAILED, 1, block, NULL);
 	CONF_CHECK(ret != 0, "an append with one copy of two succeeded");
 	CONF_CHECK(conf_send(cn, 1, "scan", 4) == 0, "tell node 1");
 	CONF_CHECK(conf_recv(cn, 1, msg, &len, CONF_TIMEOUT_MS) == 0, "node 1 did not scan");
@@ -169,7 +169,7 @@ static int rw_append(struct rlog_writer *w, uint64_t lba, uint8_t fill)
 	static uint8_t block[BSIZE];
 
 	memset(block, fill, sizeof(block));
-	return rlog_append_data(w, lba, 1, block);
+	return rlog_append_data(w, lba, 1, block, NULL);
 }
 
 /* rw_corrupt - flip a payload byte of the newest record of @lba in @region. */
@@ -238,11 +238,12 @@ int sc_rlog_rewrite(struct conf_node *cn)
 		CONF_CHECK(rw_append(&w, 5, 0x11) == 0 && rw_append(&w, 5, 0x22) == 0, "rewrite 5");
 		CONF_CHECK(w.superseded == 1, "superseded %llu", (unsigned long long)w.superseded);
 		CONF_CHECK(rw_phase(cn, 1, "rewrite") == 0, "phase 1");
-		CONF_CHECK(rlog_retire(&w, 5, 1) == 0, "destage 5");
+		CONF_CHECK(rlog_retire(&w, 5, 1, UINT64_MAX) == 0, "destage 5");
 		CONF_CHECK(rw_phase(cn, 1, "destage") == 0, "phase 2");
 		CONF_CHECK(rw_append(&w, 6, 0x33) == 0 && rw_append(&w, 6, 0x44) == 0 &&
 			       rw_append(&w, 7, 0x55) == 0 && rw_append(&w, 7, 0x66) == 0 &&
-			       rlog_retire(&w, 7, 1) == 0 && rw_append(&w, 8, 0x77) == 0,
+			       rlog_retire(&w, 7, 1, UINT64_MAX) == 0 &&
+			       rw_append(&w, 8, 0x77) == 0,
 			   "rewrite 6 and 7, destage 7");
 		CONF_CHECK(rw_phase(cn, 1, "corrupt") == 0, "phase 3");
 		coh_rmr_delete(&w.rmr[1]);
@@ -313,7 +314,7 @@ static void *gc_writer(void *arg)
 	static uint8_t blocks[GC_WRITERS][BSIZE];
 
 	memset(blocks[a->i], 0x40 + (int)a->i, BSIZE);
-	a->ret = rlog_append_data(a->w, a->i, 1, blocks[a->i]);
+	a->ret = rlog_append_data(a->w, a->i, 1, blocks[a->i], NULL);
 	return NULL;
 }
 

@@ -74,7 +74,14 @@ enum coh_cache_point {
  * @write_hook: if set, called by coh_cache_write with every resource of the range held
  *              exclusive, after the other copies are invalidated and before the data is put in
  *              the cache; a nonzero return fails the write with that status, nothing installed.
- *              The engine replicates the write here. It may call coh_cache_flush().
+ *              The engine replicates the write here. It may call coh_cache_flush(). It sets
+ *              *@seq to a number that is larger than any earlier write's of the same blocks
+ *              (the engine: the log sequence of the write's last record); the cache keeps it
+ *              with the blocks and passes it to @destage.
+ * @destage: if set, the cache writes a dirty block back with it instead of coh_store_write(),
+ *           passing the @seq its data was written with: the engine retires only the log
+ *           records that the data covers (a later write of the block may be replicated and not
+ *           yet installed, on another lane; its record must stay).
  * @step_pause: if set, called by coh_cache_rebuild_claim, coh_cache_take_over and
  *              coh_cache_view_commit between their batches of network work. They run in the
  *              application thread's place; a caller that serialises them with its operations
@@ -88,7 +95,7 @@ enum coh_cache_point {
  *         unless the lease is valid when it finishes, so that a node the others have excluded
  *         and no longer invalidate stops by itself (docs/recovery.md, "Fencing"). Such an
  *         operation returns -EAGAIN.
- * @hook_arg: passed to @write_hook, @step_pause and @point
+ * @hook_arg: passed to @write_hook, @destage, @step_pause and @point
  * @lanes: application contexts, 1 .. COH_CACHE_MAX_LANES; 0 means 1. Each has its own endpoints
  *         to every peer and its own completion queue, so that operations on different lanes
  *         wait on the network at the same time.
@@ -102,7 +109,9 @@ struct coh_cache_attr {
 	uint32_t timeout_ms;
 	uint32_t members;
 	uint32_t channel_base;
-	int (*write_hook)(void *arg, uint64_t lba, uint32_t nblocks, const void *buf);
+	int (*write_hook)(void *arg, uint64_t lba, uint32_t nblocks, const void *buf,
+			  uint64_t *seq);
+	int (*destage)(void *arg, uint64_t lba, uint32_t nblocks, const void *buf, uint64_t seq);
 	void (*step_pause)(void *arg);
 	int (*point)(void *arg, uint32_t pt, uint64_t detail);
 	const uint64_t *lease; /* read with __atomic_load_n */
