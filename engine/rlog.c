@@ -906,52 +906,57 @@ int rlog_writer_reset(struct rlog_writer *w, uint32_t peers, uint32_t k, uint32_
 }
 
 /*
- * append_recs - append @n records (@lbas, @payloads) in rounds of at most STAGE_RECS and mark the
- * records they supersede. On a failure the records of the failed round are abandoned where they
- * landed, and the earlier rounds' stay (the caller fails every write they belong to; a failed
- * write's blocks may or may not be in the log, as after a crash). Lock held.
+ * append_recs - append @n records (@lbas, @payloads) in rounds of at most STAGE_RECS, their LSNs
+ * to @out; once all are persistent, mark the records they supersede. On a failure every record
+ * appended is abandoned where it landed, and nothing is superseded: the caller fails every write
+ * they belong to. Lock held.
  */
 static int append_recs(struct rlog_writer *w, uint32_t n, const uint64_t *lbas,
 		       const uint8_t *const *payloads, uint64_t *out)
 {
-	uint64_t lsns[STAGE_RECS];
 	uint32_t done = 0, m, i;
 	int ret = 0;
 
-	while (!ret && done < n) {
+	while (done < n) {
 		uint64_t first = w->next_lsn;
 
 		m = n - done < STAGE_RECS ? n - done : STAGE_RECS;
-		ret = append(w, m, lbas + done, payloads + done, lsns);
-		if (ret) {
-			/* The records may be on the peers that are still up (a peer failed part
-			 * way), for a write that will not be acknowledged or installed, and
-			 * that no destage would retire: the lock could move on while they stay
-			 * live, and a replay after this node's death would write them over a
-			 * newer write. Retire them where they landed; the dead peer's copy goes
-			 * with it. Best effort: it fails on the peer that failed. */
-			if (w->next_lsn != first)
-				(void)retire_now(w, lsns, m, RLOG_ABANDONED);
-			break;
+		ret = append(w, m, lbas + done, payloads + done, out + done);
+		if (!ret) {
+			done += m;
+			continue;
 		}
-		/* The new records supersede older live ones of the same blocks. Those are not
-		 * retired on the peers (a second round trip): a scan resolves them by sequence,
-		 * and the tail passes them with a later append's header. Only now, with the new
-		 * records persistent, are they done here. */
-		for (i = 0; !ret && i < m; i++) {
-			uint64_t *cur = live_find(w->live, lbas[done + i]);
-			struct rlog_ent *e = cur ? ent_of(w, *cur) : NULL;
+		/* The records may be on the peers that are still up (a peer failed part way), for
+		 * a write that will not be acknowledged or installed, and that no destage would
+		 * retire: the lock could move on while they stay live, and a replay after this
+		 * node's death would write them over a newer write. Retire them where they
+		 * landed, this round's and the earlier rounds'; the dead peer's copy goes with
+		 * it. Best effort: it fails on the peer that failed. */
+		if (w->next_lsn != first)
+			(void)retire_now(w, out + done, m, RLOG_ABANDONED);
+		while (done) {
+			uint32_t k = done < STAGE_RECS ? done : STAGE_RECS;
 
-			if (e && !e->retired) {
-				e->retired = true;
-				e->sup = true;
-				ent_of(w, lsns[i])->prev = e->lsn;
-				w->superseded++;
-			}
-			ret = live_put(w->live, lbas[done + i], lsns[i]);
-			out[done + i] = lsns[i];
+			(void)retire_now(w, out + done - k, k, RLOG_ABANDONED);
+			done -= k;
 		}
-		done += m;
+		return ret;
+	}
+	/* The new records supersede older live ones of the same blocks. Those are not retired on
+	 * the peers (a second round trip): a scan resolves them by sequence, and the tail passes
+	 * them with a later append's header. Only now, with every new record persistent, are they
+	 * done here. */
+	for (i = 0; !ret && i < n; i++) {
+		uint64_t *cur = live_find(w->live, lbas[i]);
+		struct rlog_ent *e = cur ? ent_of(w, *cur) : NULL;
+
+		if (e && !e->retired) {
+			e->retired = true;
+			e->sup = true;
+			ent_of(w, out[i])->prev = e->lsn;
+			w->superseded++;
+		}
+		ret = live_put(w->live, lbas[i], out[i]);
 	}
 	return ret;
 }
