@@ -271,70 +271,83 @@ int xp_send(struct xport *x, struct coh_ep *ep, const struct cmsg *m)
 
 /* Setup. */
 
-static int ep_open(struct coh_cache *c, uint32_t peer, uint32_t ch, struct coh_cq *cq,
-		   struct coh_ep **epp)
-{
-	struct coh_ep_attr a = { .peer = peer,
-				 .channel = c->ch_base + ch - CH_APP,
-				 .send_cq = cq,
-				 .recv_cq = cq,
-				 .max_send_wr = XP_CAS_BATCH,
-				 .max_recv_wr = XP_RECVS,
-				 .max_msg_size = 256,
-				 .timeout_ms = c->timeout_ms };
+/* mesh_want - one endpoint of the mesh: @ch to @peer on @cq, made into *@out. */
+struct mesh_want {
+	uint32_t peer, ch;
+	struct coh_cq *cq;
+	struct coh_ep **out;
+};
 
-	return coh_ep_new(c->fab, &a, epp);
-}
-
-/* mesh_open - every endpoint of every lane and of the service thread. Peers are taken in
- * ascending order and the channels of a pair in a fixed order, so that no two nodes wait on each
- * other in a cycle. */
+/* mesh_open - every endpoint of every lane and of the service thread, connected at the same time
+ * (coh_ep_new_many: the mesh has 3 lanes + 1 endpoints per peer, and one handshake after the
+ * other would take that many round trips of the connection manager). */
 static int mesh_open(struct coh_cache *c)
 {
-	uint32_t p, l;
-	int ret;
+	struct coh_ep_attr *attrs;
+	struct mesh_want *w;
+	struct coh_ep **eps;
+	uint32_t p, l, n = 0, i, max = c->nodes * (3 * c->nlanes + 1);
+	int ret = -ENOMEM;
 
+	w = calloc(max, sizeof(*w));
+	attrs = calloc(max, sizeof(*attrs));
+	eps = calloc(max, sizeof(*eps));
+	if (!w || !attrs || !eps)
+		goto out;
 	for (p = 0; p < c->nodes; p++) {
 		if (!is_member(c, p))
 			continue;
 		for (l = 0; l < c->nlanes; l++) {
 			struct xport *x = &c->lane[l];
-			struct coh_ep *app_svc = NULL, *svc_app = NULL;
 
-			ret = ep_open(c, p, lane_ch(l, CH_APP), x->cq, &x->one[p]);
-			if (ret)
-				return ret;
+			w[n++] = (struct mesh_want){ p, lane_ch(l, CH_APP), x->cq, &x->one[p] };
 			if (p == c->me)
 				continue;
 			/* Channel 11 (and each lane's second) is lower.app <-> higher.svc; 12 the
 			 * reverse. */
-			if (c->me < p) {
-				ret = ep_open(c, p, lane_ch(l, CH_APP_SVC), x->cq, &app_svc);
-				if (!ret)
-					ret = ep_open(c, p, lane_ch(l, CH_SVC_APP), c->svc.cq,
-						      &svc_app);
-			} else {
-				ret = ep_open(c, p, lane_ch(l, CH_APP_SVC), c->svc.cq, &svc_app);
-				if (!ret)
-					ret =
-					    ep_open(c, p, lane_ch(l, CH_SVC_APP), x->cq, &app_svc);
-			}
-			x->to_svc[p] = app_svc;
-			c->to_lane[p][l] = svc_app;
-			if (ret)
-				return ret;
-			x->recv_eps[x->n_recv_eps++] = app_svc;
-			c->svc.recv_eps[c->svc.n_recv_eps++] = svc_app;
+			w[n++] =
+			    (struct mesh_want){ p, lane_ch(l, CH_APP_SVC),
+						c->me < p ? x->cq : c->svc.cq,
+						c->me < p ? &x->to_svc[p] : &c->to_lane[p][l] };
+			w[n++] =
+			    (struct mesh_want){ p, lane_ch(l, CH_SVC_APP),
+						c->me < p ? c->svc.cq : x->cq,
+						c->me < p ? &c->to_lane[p][l] : &x->to_svc[p] };
 		}
-		ret = ep_open(c, p, CH_SVC, c->svc.cq, &c->svc.one[p]);
-		if (ret)
-			return ret;
-		if (p != c->me) {
-			c->svc.recv_eps[c->svc.n_recv_eps++] = c->svc.one[p];
-			c->svc.to_svc[p] = c->svc.one[p];
-		}
+		w[n++] = (struct mesh_want){ p, CH_SVC, c->svc.cq, &c->svc.one[p] };
 	}
-	return 0;
+	for (i = 0; i < n; i++)
+		attrs[i] = (struct coh_ep_attr){ .peer = w[i].peer,
+						 .channel = c->ch_base + w[i].ch - CH_APP,
+						 .send_cq = w[i].cq,
+						 .recv_cq = w[i].cq,
+						 .max_send_wr = XP_CAS_BATCH,
+						 .max_recv_wr = XP_RECVS,
+						 .max_msg_size = 256,
+						 .timeout_ms = c->timeout_ms };
+	ret = coh_ep_new_many(c->fab, attrs, n, eps);
+	if (ret)
+		goto out;
+	for (i = 0; i < n; i++)
+		*w[i].out = eps[i];
+	/* The receiving endpoints of each thread, and the service thread's sends to peers. */
+	for (p = 0; p < c->nodes; p++) {
+		if (!is_member(c, p) || p == c->me)
+			continue;
+		for (l = 0; l < c->nlanes; l++) {
+			struct xport *x = &c->lane[l];
+
+			x->recv_eps[x->n_recv_eps++] = x->to_svc[p];
+			c->svc.recv_eps[c->svc.n_recv_eps++] = c->to_lane[p][l];
+		}
+		c->svc.recv_eps[c->svc.n_recv_eps++] = c->svc.one[p];
+		c->svc.to_svc[p] = c->svc.one[p];
+	}
+out:
+	free(w);
+	free(attrs);
+	free(eps);
+	return ret;
 }
 
 static int xp_arm(struct coh_cache *c, struct xport *x)

@@ -722,6 +722,76 @@ err_unreserve:
 	return ret;
 }
 
+int coh_ep_new_many(struct coh_fabric *fab, const struct coh_ep_attr *attrs, uint32_t n,
+		    struct coh_ep **eps)
+{
+	struct coh_fabric_info info = { 0 };
+	struct coh_ep_attr *a = NULL;
+	struct coh_mr **scratch = NULL;
+	struct coh_ep **made = NULL;
+	uint32_t i, reserved = 0, mrs = 0;
+	int ret = 0;
+
+	if (!fab || (n && (!attrs || !eps)))
+		return -EINVAL;
+	if (!n)
+		return 0;
+	if (!fab->ops->ep_new_many) {
+		/* One by one: the provider's handshake is quick (shm). */
+		for (i = 0; i < n; i++) {
+			ret = coh_ep_new(fab, &attrs[i], &eps[i]);
+			if (ret) {
+				while (i--)
+					coh_ep_delete(&eps[i]);
+				return ret;
+			}
+		}
+		return 0;
+	}
+	fab->ops->fabric_query(fab, &info);
+	a = calloc(n, sizeof(*a));
+	scratch = calloc(n, sizeof(*scratch));
+	made = calloc(n, sizeof(*made));
+	if (!a || !scratch || !made) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	for (i = 0; i < n && !ret; i++) {
+		ret = ep_attr_fill(fab, &attrs[i], &a[i], info.max_msg_size);
+		if (!ret)
+			ret = ep_reserve(&a[i]);
+		if (!ret)
+			reserved++;
+	}
+	for (i = 0; i < n && !ret; i++) {
+		ret = fab->ops->mr_new(fab, sizeof(uint64_t), COH_ACCESS_LOCAL_WRITE, &scratch[i]);
+		if (!ret)
+			mrs++;
+	}
+	if (!ret)
+		ret = fab->ops->ep_new_many(fab, a, n, made);
+	if (!ret) {
+		for (i = 0; i < n; i++) {
+			made[i]->fab = fab;
+			made[i]->attr = a[i];
+			made[i]->scratch = scratch[i];
+			made[i]->n_rmr = 0;
+			atomic_fetch_add(&fab->n_ep, 1);
+			eps[i] = made[i];
+		}
+		goto out;
+	}
+	for (i = 0; i < mrs; i++)
+		fab->ops->mr_delete(scratch[i]);
+	for (i = 0; i < reserved; i++)
+		ep_unreserve(&a[i]);
+out:
+	free(a);
+	free(scratch);
+	free(made);
+	return ret;
+}
+
 int coh_ep_delete(struct coh_ep **epp)
 {
 	struct coh_fabric *fab;

@@ -819,6 +819,7 @@ const struct coh_fabric_ops rdma_ops = {
 	.cq_sleep = rdma_cq_sleep,
 	.cq_wake = rdma_cq_wake,
 	.ep_new = rdma_ep_new,
+	.ep_new_many = rdma_ep_new_many,
 	.ep_delete = rdma_ep_delete,
 	.ep_is_up = rdma_ep_is_up,
 	.rmr_import = rdma_rmr_import,

@@ -454,17 +454,15 @@ static int rdma_ep_teardown(struct rdma_fabric *fab, struct rdma_ep *ep)
 	return 0;
 }
 
-/* rdma_ep_new - make an endpoint and wait (bounded by attr->timeout_ms) for its connection. */
-int rdma_ep_new(struct coh_fabric *bfab, const struct coh_ep_attr *attr, struct coh_ep **epp)
+/* rdma_ep_start - make an endpoint and let the CM thread start its connection; no wait. */
+static int rdma_ep_start(struct rdma_fabric *fab, const struct coh_ep_attr *attr,
+			 struct rdma_ep **epp)
 {
-	struct rdma_fabric *fab = container_of(bfab, struct rdma_fabric, base);
 	struct rdma_cq *scq = container_of(attr->send_cq, struct rdma_cq, base);
 	struct rdma_cq *rcq = container_of(attr->recv_cq, struct rdma_cq, base);
-	uint32_t me = bfab->node_id;
-	struct timespec abs;
-	uint64_t deadline;
+	uint32_t me = fab->base.node_id;
 	struct rdma_ep *ep;
-	int ret, state;
+	int ret;
 
 	if (attr->max_send_wr > fab->max_qp_wr || attr->max_recv_wr > fab->max_qp_wr)
 		return -EINVAL;
@@ -492,10 +490,6 @@ int rdma_ep_new(struct coh_fabric *bfab, const struct coh_ep_attr *attr, struct 
 	ret = rdma_slots_init(ep);
 	if (ret)
 		goto err_free_ep;
-
-	deadline = verbs_now_ns() + (uint64_t)attr->timeout_ms * 1000000ull;
-	abs.tv_sec = (time_t)(deadline / 1000000000ull);
-	abs.tv_nsec = (long)(deadline % 1000000000ull);
 	pthread_mutex_lock(&fab->lock);
 	if (rdma_find_ep(fab, attr->peer, attr->channel)) {
 		pthread_mutex_unlock(&fab->lock);
@@ -508,6 +502,26 @@ int rdma_ep_new(struct coh_fabric *bfab, const struct coh_ep_attr *attr, struct 
 	if (ep->need_act)
 		ep->phase = RDMA_PH_BACKOFF;
 	rdma_wake(fab);
+	pthread_mutex_unlock(&fab->lock);
+	*epp = ep;
+	return 0;
+
+err_fini_slots:
+	rdma_slots_fini(ep);
+err_free_ep:
+	free(ep);
+	return ret;
+}
+
+/* rdma_ep_finish - wait until @deadline (ns) for @ep's first connection. On failure the endpoint
+ * is torn down. */
+static int rdma_ep_finish(struct rdma_fabric *fab, struct rdma_ep *ep, uint64_t deadline)
+{
+	struct timespec abs = { .tv_sec = (time_t)(deadline / 1000000000ull),
+				.tv_nsec = (long)(deadline % 1000000000ull) };
+	int ret, state;
+
+	pthread_mutex_lock(&fab->lock);
 	while (atomic_load(&ep->state) == RDMA_EP_CONNECTING) {
 		if (pthread_cond_timedwait(&fab->cond, &fab->lock, &abs) == ETIMEDOUT)
 			break;
@@ -515,25 +529,80 @@ int rdma_ep_new(struct coh_fabric *bfab, const struct coh_ep_attr *attr, struct 
 	state = atomic_load(&ep->state);
 	ret = ep->result ? ep->result : -ECONNREFUSED;
 	pthread_mutex_unlock(&fab->lock);
-	if (state == RDMA_EP_UP || state == RDMA_EP_RECONNECTING) {
-		*epp = &ep->base;
+	if (state == RDMA_EP_UP || state == RDMA_EP_RECONNECTING)
 		return 0;
-	}
 	if (state == RDMA_EP_CONNECTING) {
 		/* The caller has -ETIMEDOUT and decides what it means (a peer not started yet is
 		 * routine for the membership, which says so itself). */
-		COH_LOG_INFO("node %u: no connection to node %u channel %u within %u ms", me,
-			     attr->peer, attr->channel, attr->timeout_ms);
+		COH_LOG_INFO("node %u: no connection to node %u channel %u within %u ms",
+			     fab->base.node_id, ep->attr.peer, ep->attr.channel,
+			     ep->attr.timeout_ms);
 		ret = -ETIMEDOUT;
 	}
 	/* The endpoint never worked; a teardown error adds nothing to @ret. */
 	rdma_ep_teardown(fab, ep);
 	return ret;
+}
 
-err_fini_slots:
-	rdma_slots_fini(ep);
-err_free_ep:
-	free(ep);
+/* rdma_ep_new - make an endpoint and wait (bounded by attr->timeout_ms) for its connection. */
+int rdma_ep_new(struct coh_fabric *bfab, const struct coh_ep_attr *attr, struct coh_ep **epp)
+{
+	struct rdma_fabric *fab = container_of(bfab, struct rdma_fabric, base);
+	uint64_t deadline = verbs_now_ns() + (uint64_t)attr->timeout_ms * 1000000ull;
+	struct rdma_ep *ep;
+	int ret;
+
+	ret = rdma_ep_start(fab, attr, &ep);
+	if (!ret)
+		ret = rdma_ep_finish(fab, ep, deadline);
+	if (!ret)
+		*epp = &ep->base;
+	return ret;
+}
+
+/*
+ * rdma_ep_new_many - @n endpoints whose connections are made at the same time: every one is
+ * started, then each waited for (bounded by its own timeout from the start). A mesh of many
+ * endpoints connects in about the time of one, where one after the other pays each handshake
+ * in turn. All or nothing: on a failure every endpoint made is torn down.
+ */
+int rdma_ep_new_many(struct coh_fabric *bfab, const struct coh_ep_attr *attrs, uint32_t n,
+		     struct coh_ep **eps)
+{
+	struct rdma_fabric *fab = container_of(bfab, struct rdma_fabric, base);
+	uint64_t t0 = verbs_now_ns();
+	struct rdma_ep **made;
+	uint32_t i, j, started = 0;
+	int ret = 0;
+
+	made = calloc(n ? n : 1, sizeof(*made));
+	if (!made)
+		return -ENOMEM;
+	for (i = 0; i < n && !ret; i++) {
+		ret = rdma_ep_start(fab, &attrs[i], &made[i]);
+		if (!ret)
+			started++;
+	}
+	for (i = 0; !ret && i < n; i++) {
+		ret = rdma_ep_finish(fab, made[i], t0 + (uint64_t)attrs[i].timeout_ms * 1000000ull);
+		if (ret) {
+			/* made[i] is torn down already: the rest go too, those waited for and
+			 * those not. */
+			for (j = 0; j < started; j++) {
+				if (j != i)
+					rdma_ep_teardown(fab, made[j]);
+			}
+			started = 0;
+		}
+	}
+	if (ret) {
+		for (j = 0; j < started; j++)
+			rdma_ep_teardown(fab, made[j]);
+	} else {
+		for (i = 0; i < n; i++)
+			eps[i] = &made[i]->base;
+	}
+	free(made);
 	return ret;
 }
 

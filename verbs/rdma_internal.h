@@ -385,6 +385,8 @@ void rdma_probe_start(struct rdma_fabric *fab, uint8_t type, uint32_t peer, uint
 
 /* rdma_ep.c */
 int rdma_ep_new(struct coh_fabric *fab, const struct coh_ep_attr *attr, struct coh_ep **epp);
+int rdma_ep_new_many(struct coh_fabric *fab, const struct coh_ep_attr *attrs, uint32_t n,
+		     struct coh_ep **eps);
 int rdma_ep_delete(struct coh_ep *ep);
 bool rdma_ep_is_up(const struct coh_ep *ep);
 struct rdma_ep *rdma_find_ep(struct rdma_fabric *fab, uint32_t peer, uint32_t channel);

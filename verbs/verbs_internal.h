@@ -110,6 +110,9 @@ struct coh_fabric_ops {
 
 	/* The attribute has defaults applied and depths reserved on the queues. */
 	int (*ep_new)(struct coh_fabric *fab, const struct coh_ep_attr *attr, struct coh_ep **epp);
+	/* optional: @n endpoints connected at the same time, all or nothing (else one by one) */
+	int (*ep_new_many)(struct coh_fabric *fab, const struct coh_ep_attr *attrs, uint32_t n,
+			   struct coh_ep **eps);
 	int (*ep_delete)(struct coh_ep *ep);
 	bool (*ep_is_up)(const struct coh_ep *ep);
 

@@ -463,6 +463,15 @@ struct coh_ep_attr {
 int coh_ep_new(struct coh_fabric *fab, const struct coh_ep_attr *attr, struct coh_ep **epp);
 
 /**
+ * coh_ep_new_many - @n endpoints, as coh_ep_new() each, whose connections are made at the same
+ * time where the provider can (rdma: every handshake started, then each waited for, within its
+ * own timeout from the call), so that a mesh connects in about the time of one endpoint. All or
+ * nothing: on an error none is left open, and the first error is returned.
+ */
+int coh_ep_new_many(struct coh_fabric *fab, const struct coh_ep_attr *attrs, uint32_t n,
+		    struct coh_ep **eps);
+
+/**
  * coh_ep_delete - disconnect and free an endpoint. Remote regions imported on it must have been
  * deleted. Completions already in its queues stay there. @epp may point to NULL; set to NULL.
  */
