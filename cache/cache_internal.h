@@ -130,6 +130,8 @@ struct res_state {
 	uint8_t level;
 	bool pinned;	  /* an operation of this node is using it: requests wait */
 	uint8_t claim;	  /* 1 + the lane acquiring or using it (others wait); 0: none */
+	uint16_t wb;	  /* its blocks being written back with the lock dropped (slot_clean):
+			     it is handed on only once they are done */
 	bool seen;	  /* @dir_guess comes from this resource's own word */
 	bool tk;	  /* taken over from a dead node: held until the view change commits */
 	bool fresh;	  /* no slot of this resource holds a block of an earlier tenure */
@@ -154,6 +156,8 @@ struct slot_hdr {
 	uint32_t crc;
 	uint32_t dirty; /* local bookkeeping, never trusted from a peer */
 	uint64_t seq;	/* local: the write_hook sequence of the dirty data (slot_destage) */
+	uint32_t wb;	/* local: a write-back reads the block from here, the lock dropped:
+			   nothing changes the slot until it is over (slot_clean) */
 };
 
 /*
@@ -280,6 +284,8 @@ struct coh_cache {
 	struct coh_ep *to_lane[COH_CACHE_MAX_NODES][COH_CACHE_MAX_LANES];
 	pthread_cond_t claim_cond; /* a claim dropped (res_state.claimed); @claim_waiters wait */
 	uint32_t claim_waiters;
+	pthread_cond_t wb_cond; /* a write-back with the lock dropped ended (slot_hdr.wb) */
+	uint32_t wb_waiters;
 	/* Grants for a resource another lane has claimed, which arrived on this lane (an answer to
 	 * a request given up earlier): left for the claiming lane, which takes them in where it
 	 * waits or when it lets the resource go, so that each resource's grants are taken in by

@@ -107,8 +107,69 @@ static int slot_evict(struct coh_cache *c, struct slot_hdr *h, uint64_t lba)
 	return ret;
 }
 
-/* slot_install - put a block in its slot, writing back the dirty block it evicts; a dirty one
- * with the write hook's sequence @seq. Lock held. */
+/*
+ * slot_clean - make @h ready for a block of @lba (UINT64_MAX: for none, just clean): no
+ * write-back from it in flight, and no dirty block of another address in it. That block is
+ * written back from the slot with the lock dropped (slot_hdr.wb keeps everyone off the slot
+ * meanwhile, and res_state.wb keeps its resource from being handed on): the other lanes and the
+ * service thread go on. Lock held on entry and on return; dropped while waiting and writing.
+ * Returns 0, -ETIMEDOUT (by @deadline, ms), or the write-back's error.
+ */
+static int slot_clean(struct coh_cache *c, struct slot_hdr *h, uint64_t lba, uint64_t deadline)
+{
+	for (;;) {
+		uint64_t tag = atomic_load_explicit(&h->tag, memory_order_relaxed);
+		struct res_state *st;
+		int ret;
+
+		if (h->wb) {
+			struct timespec ts;
+
+			if (cache_now_ms() >= deadline)
+				return -ETIMEDOUT;
+			clock_gettime(CLOCK_REALTIME, &ts);
+			ts.tv_nsec += 1000000;
+			if (ts.tv_nsec >= 1000000000) {
+				ts.tv_sec++;
+				ts.tv_nsec -= 1000000000;
+			}
+			c->wb_waiters++;
+			coh_thread_sleeping(true);
+			pthread_cond_timedwait(&c->wb_cond, &c->lock, &ts);
+			coh_thread_sleeping(false);
+			c->wb_waiters--;
+			continue;
+		}
+		if (!tag || tag == lba + 1 || !h->dirty)
+			return 0;
+		st = &c->res[(tag - 1) / c->res_blocks];
+		h->wb = 1;
+		st->wb++;
+		pthread_mutex_unlock(&c->lock);
+		ret = slot_destage(c, h, tag - 1);
+		pthread_mutex_lock(&c->lock);
+		CTRACE(c, "clean lba %llu val %llx rv %u ret %d", (unsigned long long)tag - 1,
+		       (unsigned long long)*(uint64_t *)((uint8_t *)h + SLOT_HDR), h->rv, ret);
+		h->wb = 0;
+		st->wb--;
+		if (!ret) {
+			h->dirty = 0;
+			c->stats.store_writes++;
+		}
+		if (c->wb_waiters)
+			pthread_cond_broadcast(&c->wb_cond);
+		/* A request that waited for the write-back to end. */
+		if (!st->wb && st->head)
+			cache_kick(c, (tag - 1) / c->res_blocks);
+		if (ret)
+			return ret;
+	}
+}
+
+/* slot_install - put a block in its slot, writing back the dirty block it evicts (under the
+ * lock: callers make the slot ready first with slot_clean, so this is the rare case of one write
+ * whose blocks share a slot); a dirty one with the write hook's sequence @seq. Lock held, and no
+ * write-back from the slot in flight. */
 static int slot_install(struct coh_cache *c, uint64_t lba, const void *data, uint32_t rv,
 			bool dirty, uint64_t seq)
 {
@@ -156,27 +217,18 @@ static int writeback_res(struct coh_cache *c, uint64_t r)
 	return 0;
 }
 
+/* cache_writeback_all - every dirty block back to the store, each with the lock dropped while it
+ * is written (slot_clean), then the store flushed. */
 int cache_writeback_all(struct coh_cache *c)
 {
+	uint64_t deadline = cache_now_ms() + c->timeout_ms;
 	uint32_t i;
 	int ret = 0;
 
 	pthread_mutex_lock(&c->lock);
-	for (i = 0; i < c->nslots && !ret; i++) {
-		struct slot_hdr *h = (struct slot_hdr *)(c->slots + (size_t)i * c->stride);
-		uint64_t tag = atomic_load(&h->tag);
-
-		if (tag && h->dirty) {
-			ret = slot_destage(c, h, tag - 1);
-			CTRACE(
-			    c, "wball lba %llu val %llx rv %u ret %d", (unsigned long long)tag - 1,
-			    (unsigned long long)*(uint64_t *)((uint8_t *)h + SLOT_HDR), h->rv, ret);
-			if (!ret) {
-				h->dirty = 0;
-				c->stats.store_writes++;
-			}
-		}
-	}
+	for (i = 0; i < c->nslots && !ret; i++)
+		ret = slot_clean(c, (struct slot_hdr *)(c->slots + (size_t)i * c->stride),
+				 UINT64_MAX, deadline);
 	pthread_mutex_unlock(&c->lock);
 	return ret ? ret : coh_store_flush(c->store);
 }
@@ -408,7 +460,7 @@ void svc_handle(struct coh_cache *c, const struct cmsg *m)
 		return;
 	pthread_mutex_lock(&c->lock);
 	if (st->level == L_X) {
-		if (st->pinned || st->tk || st->head)
+		if (st->pinned || st->tk || st->head || st->wb)
 			enqueue(c, st, m);
 		else
 			serve(c, st, m);
@@ -438,7 +490,7 @@ void svc_handle(struct coh_cache *c, const struct cmsg *m)
 		/* Our application thread is between its CAS and taking the resource, or a grant
 		 * to it is in flight: the request waits for it. */
 		pthread_mutex_lock(&c->lock);
-		if (st->level == L_X && !st->pinned && !st->tk && !st->head)
+		if (st->level == L_X && !st->pinned && !st->tk && !st->head && !st->wb)
 			serve(c, st, m);
 		else
 			enqueue(c, st, m);
@@ -463,7 +515,7 @@ void svc_serve_queued(struct coh_cache *c)
 		struct res_state *st = &c->res[r];
 		struct req *q = st->head;
 
-		if (!q || st->pinned || st->tk || st->level != L_X)
+		if (!q || st->pinned || st->tk || st->level != L_X || st->wb)
 			continue;
 		st->head = q->next;
 		if (!st->head)
@@ -1213,7 +1265,9 @@ static int fetch_into_slot(struct coh_cache *c, uint32_t holder, uint32_t v, uin
 		return ret ? ret : -ENOENT;
 	memcpy(out, d, c->bsize);
 	pthread_mutex_lock(&c->lock);
-	ret = slot_install(c, lba, d, rv, false, 0);
+	ret = slot_clean(c, slot_of(c, lba), lba, cache_now_ms() + c->timeout_ms);
+	if (!ret)
+		ret = slot_install(c, lba, d, rv, false, 0);
 	c->stats.peer_fetches++;
 	pthread_mutex_unlock(&c->lock);
 	return ret;
@@ -1256,7 +1310,9 @@ static int read_block(struct coh_cache *c, uint64_t lba, uint8_t *out)
 		return ret;
 	pthread_mutex_lock(&c->lock);
 	c->stats.store_reads++;
-	ret = slot_install(c, lba, out, rv, false, 0);
+	ret = slot_clean(c, slot_of(c, lba), lba, cache_now_ms() + c->timeout_ms);
+	if (!ret)
+		ret = slot_install(c, lba, out, rv, false, 0);
 	pthread_mutex_unlock(&c->lock);
 	return ret;
 }
@@ -1378,6 +1434,70 @@ static int write_compare(struct coh_cache *c, uint64_t lba, uint32_t nblocks, co
 	return ret;
 }
 
+/*
+ * write_ready - make the slots of [@lba, @lba + @nblocks) ready for the write's data: every
+ * dirty block of another address written back (slot_clean, the lock dropped while it is written),
+ * and then, in the same hold of the lock as the install that follows, none dirtied again or being
+ * written back. So the install puts every block in at once (a reader sees all or none of a write)
+ * without a write-back under the lock, except where two blocks of the write share a slot. Lock
+ * held on entry and return. Returns 0, -ETIMEDOUT or a write-back's error.
+ */
+static int write_ready(struct coh_cache *c, uint64_t lba, uint32_t nblocks)
+{
+	uint64_t deadline = cache_now_ms() + c->timeout_ms;
+	uint32_t i, n = nblocks < c->nslots ? nblocks : c->nslots;
+	bool ready;
+	int ret;
+
+	do {
+		for (i = 0; i < n; i++) {
+			ret = slot_clean(c, slot_of(c, lba + i), lba + i, deadline);
+			if (ret)
+				return ret;
+		}
+		/* A slot cleaned first may have been filled again while a later one was being
+		 * written back: look at them all again, with the lock held throughout. */
+		ready = true;
+		for (i = 0; i < n && ready; i++) {
+			const struct slot_hdr *h = slot_of(c, lba + i);
+			uint64_t tag = atomic_load_explicit(&h->tag, memory_order_relaxed);
+
+			ready = !h->wb && (!tag || tag == lba + i + 1 || !h->dirty);
+		}
+		if (!ready && cache_now_ms() >= deadline)
+			return -ETIMEDOUT;
+	} while (!ready);
+	return 0;
+}
+
+/* write_wait_wb - wait until no slot of [@lba, @lba + @nblocks) has a write-back in flight. No
+ * deadline of its own: each write-back is bounded. Lock held; dropped while waiting. */
+static void write_wait_wb(struct coh_cache *c, uint64_t lba, uint32_t nblocks)
+{
+	uint32_t i, n = nblocks < c->nslots ? nblocks : c->nslots;
+	bool again;
+
+	do {
+		again = false;
+		for (i = 0; i < n && !again; i++)
+			again = slot_of(c, lba + i)->wb != 0;
+		if (again) {
+			/* Then all of them again: those before may have one by now. */
+			struct timespec ts;
+
+			clock_gettime(CLOCK_REALTIME, &ts);
+			ts.tv_nsec += 1000000;
+			if (ts.tv_nsec >= 1000000000) {
+				ts.tv_sec++;
+				ts.tv_nsec -= 1000000000;
+			}
+			c->wb_waiters++;
+			pthread_cond_timedwait(&c->wb_cond, &c->lock, &ts);
+			c->wb_waiters--;
+		}
+	} while (again);
+}
+
 static int write_range(struct coh_cache *c, uint64_t lba, uint32_t nblocks, const void *cmp,
 		       const void *buf, uint32_t *miscompare)
 {
@@ -1395,6 +1515,15 @@ static int write_range(struct coh_cache *c, uint64_t lba, uint32_t nblocks, cons
 		}
 	}
 	cache_point(c, COH_CACHE_PT_INVAL, r0);
+	/* The slots made ready before the data is logged: a failure here fails the write with
+	 * nothing logged. */
+	pthread_mutex_lock(&c->lock);
+	ret = write_ready(c, lba, nblocks);
+	pthread_mutex_unlock(&c->lock);
+	if (ret) {
+		release_range(c, r0, r1);
+		return ret;
+	}
 	if (c->write_hook) {
 		ret = c->write_hook(c->hook_arg, lba, nblocks, buf, &seq);
 		CTRACE(c, "hook lba %llu n %u val %llx ret %d", (unsigned long long)lba, nblocks,
@@ -1404,7 +1533,11 @@ static int write_range(struct coh_cache *c, uint64_t lba, uint32_t nblocks, cons
 			return ret;
 		}
 	}
+	/* Logged: now in it goes, all blocks in one hold of the lock. Another lane may have used
+	 * a slot meanwhile: a write-back from it is waited for (each is bounded), and a dirty block
+	 * put there since is written back under the lock (slot_install). */
 	pthread_mutex_lock(&c->lock);
+	write_wait_wb(c, lba, nblocks);
 	for (i = 0; i < nblocks && !ret; i++) {
 		struct res_state *st = &c->res[(lba + i) / c->res_blocks];
 
