@@ -523,6 +523,35 @@ static uint32_t op_right(enum coh_op_code code)
 	}
 }
 
+/* word_wise - a READ or WRITE of a region that takes atomics (a directory) goes word by word
+ * with atomic loads and stores: a NIC's READ is atomic per aligned 8 bytes against its atomics,
+ * and so is this one (another thread of this process may CAS the same words, through the one
+ * mapping the imports share). */
+static bool word_wise(const struct shm_rmr *rmr, const void *remote, const void *local,
+		      uint64_t len)
+{
+	return (rmr->base.f.access & COH_ACCESS_REMOTE_ATOMIC) &&
+	       !(((uintptr_t)remote | (uintptr_t)local | len) & 7);
+}
+
+static void words_load(void *dst, const void *src, uint64_t len)
+{
+	uint64_t *d = dst, i;
+	const uint64_t *sp = src;
+
+	for (i = 0; i < len / 8; i++)
+		d[i] = __atomic_load_n(&sp[i], __ATOMIC_RELAXED);
+}
+
+static void words_store(void *dst, const void *src, uint64_t len)
+{
+	uint64_t *d = dst, i;
+	const uint64_t *sp = src;
+
+	for (i = 0; i < len / 8; i++)
+		__atomic_store_n(&d[i], sp[i], __ATOMIC_RELAXED);
+}
+
 /* remote_op - perform a one-sided operation on the peer's memory; returns its status. */
 static int remote_op(struct shm_ep *ep, const struct coh_op *op)
 {
@@ -544,10 +573,16 @@ static int remote_op(struct shm_ep *ep, const struct coh_op *op)
 	atomic_thread_fence(memory_order_release);
 	switch (op->code) {
 	case COH_OP_WRITE:
-		memcpy(remote, local, op->len);
+		if (word_wise(rmr, remote, local, op->len))
+			words_store(remote, local, op->len);
+		else
+			memcpy(remote, local, op->len);
 		break;
 	case COH_OP_READ:
-		memcpy(local, remote, op->len);
+		if (word_wise(rmr, remote, local, op->len))
+			words_load(local, remote, op->len);
+		else
+			memcpy(local, remote, op->len);
 		break;
 	case COH_OP_CAS:
 		old = op->compare;
