@@ -378,6 +378,8 @@ static inline uint64_t cache_now_ms(void)
 	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
+/* cache_drain_all - take in every lane's grants (a view change step, no lane in use). */
+void cache_drain_all(struct coh_cache *c);
 /* lanes_drain - take in the grants that arrived on the idle lanes other than @self. */
 void lanes_drain(struct coh_cache *c, struct xport *self);
 /* lane_enter / lane_exit - the calling thread's lane, held for an operation. */

@@ -702,6 +702,30 @@ void cache_take_grants(struct coh_cache *c, int wait_ms)
 }
 
 /*
+ * cache_drain_all - take in the grants that have reached every lane, and those left for a claim
+ * (a view change step: no operation runs, so no lane is in use and nothing is claimed).
+ */
+void cache_drain_all(struct coh_cache *c)
+{
+	struct cmsg m;
+	uint32_t l;
+
+	for (l = 0; l < c->nlanes; l++) {
+		struct xport *x = &c->lane[l];
+
+		pthread_mutex_lock(&x->mu);
+		take_grants_on(c, x, 0);
+		pthread_mutex_unlock(&x->mu);
+	}
+	pthread_mutex_lock(&c->lock);
+	while (c->n_deferred) {
+		m = c->deferred[--c->n_deferred];
+		cache_apply_grant(c, &m, false);
+	}
+	pthread_mutex_unlock(&c->lock);
+}
+
+/*
  * lanes_drain - a grant can arrive on a lane after the request it answers was given up (a fence,
  * a timeout); it is applied by whichever thread next uses that lane. A lane that stays idle would
  * keep it, and another lane acquiring the same resource would find the word naming this node and

@@ -122,7 +122,8 @@ int coh_cache_rebuild_clear(struct coh_cache *c)
  */
 static void drain_grants(struct coh_cache *c)
 {
-	cache_take_grants(c, 0);
+	/* Every lane's: a grant reaches the lane that asked, and any of them may have. */
+	cache_drain_all(c);
 }
 
 /* let_io_in - between two batches of a step's network work, let the caller run a waiting operation
