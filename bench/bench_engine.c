@@ -420,9 +420,33 @@ static int eb_rows(struct eb *b)
 						return ret;
 					}
 					if (b->me < nodes) {
+						struct coh_node_stats s0 = { 0 }, s1 = { 0 };
+
+						(void)coh_node_stats(b->node, &s0);
 						ret = eb_workload(b, op, eb_qds[q],
 								  shared ? 0 : b->me * EB_SET, warm,
 								  b->o->iters, &el);
+						(void)coh_node_stats(b->node, &s1);
+						/* What the log did for node 0's writes in this row: how
+						 * many rounds carried several writes (group commit), and
+						 * whether it ran full (back-pressure, destages). */
+						if (b->me == 0 && s1.log_appends != s0.log_appends)
+							fprintf(
+							    b->o->csv ? stderr : stdout,
+							    "  %s: node 0's log: %llu appends, %llu "
+							    "rounds carried %llu of them together, %llu "
+							    "back-pressure waits, %llu destages\n",
+							    name,
+							    (unsigned long long)(s1.log_appends -
+										 s0.log_appends),
+							    (unsigned long long)(s1.log_group_rounds -
+										 s0.log_group_rounds),
+							    (unsigned long long)(s1.log_group_writes -
+										 s0.log_group_writes),
+							    (unsigned long long)(s1.log_backpressure -
+										 s0.log_backpressure),
+							    (unsigned long long)(s1.destages -
+										 s0.destages));
 						b->sh->elapsed[b->me] = el;
 						b->sh->err[b->me] = ret;
 						if (ret) {

@@ -633,6 +633,8 @@ int coh_node_stats(struct coh_node *n, struct coh_node_stats *st)
 	st->log_retired = n->w.retired;
 	st->log_backpressure = n->w.backpressure;
 	st->log_superseded = n->w.superseded;
+	st->log_group_rounds = n->w.group_commits;
+	st->log_group_writes = n->w.group_writes;
 	pthread_mutex_unlock(&n->w.lock);
 	st->log_live = rlog_live_count(&n->w);
 	pthread_mutex_lock(&n->eng.lock);

@@ -196,6 +196,8 @@ struct coh_node_stats {
 	uint64_t io_submitted, io_completed, io_refused;
 	uint32_t io_inflight;
 	uint64_t log_superseded;
+	/* Group commit: log rounds that carried several writes, and the writes they carried. */
+	uint64_t log_group_rounds, log_group_writes;
 };
 
 /**
