@@ -21,6 +21,17 @@
 
 #include "cache_internal.h"
 
+/* cache_realtime_in - @ts is @ms from now on the clock condition variables wait on. */
+static void cache_realtime_in(int ms, struct timespec *ts)
+{
+	clock_gettime(CLOCK_REALTIME, ts);
+	ts->tv_nsec += (long)ms * 1000000;
+	while (ts->tv_nsec >= 1000000000) {
+		ts->tv_sec++;
+		ts->tv_nsec -= 1000000000;
+	}
+}
+
 static uint32_t block_crc(const struct coh_cache *c, const uint8_t *data)
 {
 	return crc32_iscsi((unsigned char *)data, (int)c->bsize, 0);
@@ -127,12 +138,7 @@ static int slot_clean(struct coh_cache *c, struct slot_hdr *h, uint64_t lba, uin
 
 			if (cache_now_ms() >= deadline)
 				return -ETIMEDOUT;
-			clock_gettime(CLOCK_REALTIME, &ts);
-			ts.tv_nsec += 1000000;
-			if (ts.tv_nsec >= 1000000000) {
-				ts.tv_sec++;
-				ts.tv_nsec -= 1000000000;
-			}
+			cache_realtime_in(1, &ts);
 			c->wb_waiters++;
 			coh_thread_sleeping(true);
 			pthread_cond_timedwait(&c->wb_cond, &c->lock, &ts);
@@ -766,15 +772,17 @@ static int wait_reply(struct coh_cache *c, uint32_t target, uint32_t gen, const 
 
 		/* A grant for this resource that another lane took from its endpoints: an answer
 		 * to an earlier copy of this request, sent from that lane. */
-		pthread_mutex_lock(&c->lock);
-		found = c->n_deferred && deferred_take(c, req->resource, &m);
-		if (found && cache_apply_grant(c, &m, false) &&
-		    (m.mode == MODE_X || req->mode == MODE_S)) {
+		if (c->nlanes > 1) {
+			pthread_mutex_lock(&c->lock);
+			found = c->n_deferred && deferred_take(c, req->resource, &m);
+			if (found && cache_apply_grant(c, &m, false) &&
+			    (m.mode == MODE_X || req->mode == MODE_S)) {
+				pthread_mutex_unlock(&c->lock);
+				*out = m;
+				return 0;
+			}
 			pthread_mutex_unlock(&c->lock);
-			*out = m;
-			return 0;
 		}
-		pthread_mutex_unlock(&c->lock);
 		while (xp_take(x, &m)) {
 			if (m.type == CMSG_GRANT && !same_seq(m.seq, seq)) {
 				bool applied;
@@ -888,12 +896,7 @@ static int acq_yield_queue(struct coh_cache *c, uint64_t r, uint64_t deadline)
 	struct timespec ts;
 
 	cache_kick(c, r);
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_nsec += 2000000;
-	if (ts.tv_nsec >= 1000000000) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000;
-	}
+	cache_realtime_in(2, &ts);
 	pthread_cond_timedwait(&c->kick_cond, &c->lock, &ts);
 	pthread_mutex_unlock(&c->lock);
 	if (cache_now_ms() >= deadline)
@@ -1180,12 +1183,7 @@ static int claim(struct coh_cache *c, uint64_t r, uint64_t deadline)
 			pthread_mutex_unlock(&c->lock);
 			return atomic_load(&c->yield) ? -EAGAIN : -ETIMEDOUT;
 		}
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_nsec += 1000000;
-		if (ts.tv_nsec >= 1000000000) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000;
-		}
+		cache_realtime_in(1, &ts);
 		c->claim_waiters++;
 		/* Asleep as on the network: the engine may start another thread meanwhile. */
 		coh_thread_sleeping(true);
@@ -1509,12 +1507,7 @@ static void write_wait_wb(struct coh_cache *c, uint64_t lba, uint32_t nblocks)
 			/* Then all of them again: those before may have one by now. */
 			struct timespec ts;
 
-			clock_gettime(CLOCK_REALTIME, &ts);
-			ts.tv_nsec += 1000000;
-			if (ts.tv_nsec >= 1000000000) {
-				ts.tv_sec++;
-				ts.tv_nsec -= 1000000000;
-			}
+			cache_realtime_in(1, &ts);
 			c->wb_waiters++;
 			pthread_cond_timedwait(&c->wb_cond, &c->lock, &ts);
 			c->wb_waiters--;
