@@ -118,6 +118,20 @@ static int slot_evict(struct coh_cache *c, struct slot_hdr *h, uint64_t lba)
 	return ret;
 }
 
+/* wb_wait - wait a little (1 ms at most) for a write-back from a slot to end; the caller looks
+ * again. Lock held; dropped while waiting. The thread counts as asleep, so another lane runs. */
+static void wb_wait(struct coh_cache *c)
+{
+	struct timespec ts;
+
+	cache_realtime_in(1, &ts);
+	c->wb_waiters++;
+	coh_thread_sleeping(true);
+	pthread_cond_timedwait(&c->wb_cond, &c->lock, &ts);
+	coh_thread_sleeping(false);
+	c->wb_waiters--;
+}
+
 /*
  * slot_clean - make @h ready for a block of @lba (UINT64_MAX: for none, just clean): no
  * write-back from it in flight, and no dirty block of another address in it. That block is
@@ -134,16 +148,9 @@ static int slot_clean(struct coh_cache *c, struct slot_hdr *h, uint64_t lba, uin
 		int ret;
 
 		if (h->wb) {
-			struct timespec ts;
-
 			if (cache_now_ms() >= deadline)
 				return -ETIMEDOUT;
-			cache_realtime_in(1, &ts);
-			c->wb_waiters++;
-			coh_thread_sleeping(true);
-			pthread_cond_timedwait(&c->wb_cond, &c->lock, &ts);
-			coh_thread_sleeping(false);
-			c->wb_waiters--;
+			wb_wait(c);
 			continue;
 		}
 		if (!tag || tag == lba + 1 || !h->dirty)
@@ -707,6 +714,26 @@ void cache_take_grants(struct coh_cache *c, int wait_ms)
 	take_grants_on(c, app_x(c), wait_ms);
 }
 
+/* lanes_take - take in the grants that reached each lane but @self: every lane (@wait: their
+ * locks waited for), or those whose lock is free at once. */
+static void lanes_take(struct coh_cache *c, struct xport *self, bool wait)
+{
+	uint32_t l;
+
+	for (l = 0; l < c->nlanes; l++) {
+		struct xport *x = &c->lane[l];
+
+		if (x == self)
+			continue;
+		if (wait)
+			pthread_mutex_lock(&x->mu);
+		else if (pthread_mutex_trylock(&x->mu))
+			continue;
+		take_grants_on(c, x, 0);
+		pthread_mutex_unlock(&x->mu);
+	}
+}
+
 /*
  * cache_drain_all - take in the grants that have reached every lane, and those left for a claim
  * (a view change step: no operation runs, so no lane is in use and nothing is claimed).
@@ -714,15 +741,8 @@ void cache_take_grants(struct coh_cache *c, int wait_ms)
 void cache_drain_all(struct coh_cache *c)
 {
 	struct cmsg m;
-	uint32_t l;
 
-	for (l = 0; l < c->nlanes; l++) {
-		struct xport *x = &c->lane[l];
-
-		pthread_mutex_lock(&x->mu);
-		take_grants_on(c, x, 0);
-		pthread_mutex_unlock(&x->mu);
-	}
+	lanes_take(c, NULL, true);
 	pthread_mutex_lock(&c->lock);
 	while (c->n_deferred) {
 		m = c->deferred[--c->n_deferred];
@@ -740,16 +760,7 @@ void cache_drain_all(struct coh_cache *c)
  */
 void lanes_drain(struct coh_cache *c, struct xport *self)
 {
-	uint32_t l;
-
-	for (l = 0; l < c->nlanes; l++) {
-		struct xport *x = &c->lane[l];
-
-		if (x == self || pthread_mutex_trylock(&x->mu))
-			continue;
-		take_grants_on(c, x, 0);
-		pthread_mutex_unlock(&x->mu);
-	}
+	lanes_take(c, self, false);
 }
 
 /*
@@ -1503,15 +1514,8 @@ static void write_wait_wb(struct coh_cache *c, uint64_t lba, uint32_t nblocks)
 		again = false;
 		for (i = 0; i < n && !again; i++)
 			again = slot_of(c, lba + i)->wb != 0;
-		if (again) {
-			/* Then all of them again: those before may have one by now. */
-			struct timespec ts;
-
-			cache_realtime_in(1, &ts);
-			c->wb_waiters++;
-			pthread_cond_timedwait(&c->wb_cond, &c->lock, &ts);
-			c->wb_waiters--;
-		}
+		if (again)
+			wb_wait(c); /* then all of them again: those before may have one by now */
 	} while (again);
 }
 

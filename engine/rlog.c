@@ -19,6 +19,7 @@
 #include <time.h>
 
 #include "cohort/log.h"
+#include "node_internal.h" /* node_realtime_in */
 #include "rlog.h"
 
 /* Codec. Offsets in the 64-byte record header. */
@@ -1087,12 +1088,7 @@ int rlog_append_data(struct rlog_writer *w, uint64_t lba, uint32_t n, const void
 			pthread_mutex_unlock(&w->gc_lock);
 			return -ETIMEDOUT;
 		}
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_nsec += 1000000;
-		if (ts.tv_nsec >= 1000000000) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000;
-		}
+		node_realtime_in(1, &ts);
 		/* Asleep as on the network: the engine may start another thread meanwhile. */
 		coh_thread_sleeping(true);
 		pthread_cond_timedwait(&w->gc_cond, &w->gc_lock, &ts);

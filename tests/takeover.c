@@ -257,10 +257,27 @@ struct child {
 	uint64_t aio_err_blk; /* ... and its block */
 };
 
+/* tk_stacks - with COHORT_TAKEOVER_STACKS=PREFIX, a failing node writes every thread's stack to
+ * PREFIX.<node>.<pid> (gdb): what a hang was waiting for, which the message alone does not say. */
+static void tk_stacks(uint32_t id)
+{
+	const char *pre = getenv("COHORT_TAKEOVER_STACKS");
+	char cmd[512];
+
+	if (!pre)
+		return;
+	snprintf(cmd, sizeof(cmd),
+		 "gdb -p %d -batch -ex 'thread apply all bt' >'%s.%u.%d' 2>&1 </dev/null",
+		 (int)getpid(), pre, id, (int)getpid());
+	if (system(cmd) != 0)
+		fprintf(stderr, "takeover node %u: gdb could not dump the stacks\n", id);
+}
+
 #define FAIL(c, ...)                                                                               \
 	do {                                                                                       \
 		snprintf((c)->sh->why[(c)->id], sizeof((c)->sh->why[0]), __VA_ARGS__);             \
 		fprintf(stderr, "takeover node %u: %s\n", (c)->id, (c)->sh->why[(c)->id]);         \
+		tk_stacks((c)->id);                                                                \
 		atomic_store(&(c)->sh->abort, 1);                                                  \
 		ret = 1;                                                                           \
 		goto out;                                                                          \
