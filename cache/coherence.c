@@ -1051,6 +1051,11 @@ static int acquire(struct coh_cache *c, uint64_t r, int mode)
 	int ret;
 
 	for (;;) {
+		/* A view change step wants this thread's place: a holder that answers RETRY
+		 * (its write-back failing on a dead log peer, say) does so until that very step
+		 * is done, and each round here is quick, so look on every round. */
+		if (atomic_load(&c->yield))
+			return -EAGAIN;
 		pthread_mutex_lock(&c->lock);
 		if (c->n_deferred)
 			deferred_apply(c, r);
