@@ -26,8 +26,10 @@ if(COHORT_FUZZ)
 endif()
 
 # The rig's server: one node of a shm cluster exporting the volume through TCMU. It needs the
-# SCSI unit (engine/scsi/scsi*.c); built only once that is in the library.
-if(EXISTS ${PROJECT_SOURCE_DIR}/engine/scsi/tcmu.c)
+# SCSI unit (engine/scsi/, the files that are not tcmu*), so it is built once that is there.
+file(GLOB TCMU_SCSI_UNIT ${PROJECT_SOURCE_DIR}/engine/scsi/*.c)
+list(FILTER TCMU_SCSI_UNIT EXCLUDE REGEX "/tcmu[^/]*\\.c$")
+if(TCMU_SCSI_UNIT AND EXISTS ${PROJECT_SOURCE_DIR}/engine/scsi/tcmu.c)
   add_executable(tcmu_serve tcmu_serve.c)
   target_include_directories(tcmu_serve PRIVATE ${PROJECT_SOURCE_DIR})
   target_compile_options(tcmu_serve PRIVATE ${COHORT_C_WARNINGS})
