@@ -11,7 +11,7 @@ top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 pkgs=(
 	build-essential cmake pkg-config ninja-build clang clang-format libclang-rt-14-dev
 	libibverbs-dev librdmacm-dev rdma-core ibverbs-utils
-	libpmem2-dev libhwloc-dev liburing-dev libisal-dev
+	libpmem2-dev libhwloc-dev liburing-dev libisal-dev libssl-dev
 	libgtest-dev spin
 )
 

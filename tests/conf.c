@@ -13,6 +13,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -424,6 +425,104 @@ int conf_run(const char *name, uint32_t n, conf_scenario_fn fn, uint64_t expect_
 			failed = 1;
 		}
 	}
+	conf_cluster_cleanup(cluster);
+	return failed;
+}
+
+/* auth_child - one side of conf_auth_pair: open a fabric with @secret (NULL: none) and an
+ * endpoint to the other node; on success, a message each way proves the endpoint works. */
+static int auth_child(const char *cluster, uint32_t id, const char *secret)
+{
+	struct coh_fabric_attr fa = { .provider = conf_provider(),
+				      .cluster = cluster,
+				      .node_id = id,
+				      .timeout_ms = CONF_TIMEOUT_MS,
+				      .secret = secret,
+				      .secret_len = secret ? (uint32_t)strlen(secret) : 0 };
+	struct coh_fabric *fab = NULL;
+	struct coh_cq *cq = NULL;
+	struct coh_mr *mr = NULL;
+	struct coh_ep *ep = NULL;
+	struct coh_wc wc;
+	int ret, n, got = 0;
+
+	ret = coh_fabric_open(&fa, &fab);
+	if (ret)
+		return ret;
+	ret = coh_cq_new(fab, 16, &cq);
+	if (!ret)
+		ret = coh_mr_new(fab, 64, COH_ACCESS_LOCAL_WRITE, &mr);
+	if (!ret) {
+		struct coh_ep_attr ea = { .peer = 1 - id,
+					  .channel = 0,
+					  .send_cq = cq,
+					  .recv_cq = cq,
+					  .max_send_wr = 4,
+					  .max_recv_wr = 4,
+					  .max_msg_size = 64,
+					  .timeout_ms = CONF_TIMEOUT_MS };
+
+		ret = coh_ep_new(fab, &ea, &ep);
+	}
+	if (!ret)
+		ret = coh_ep_post_recv(ep, mr, 32, 32, 1);
+	if (!ret)
+		ret = coh_ep_send_sync(ep, mr, 0, 8);
+	while (!ret && !got) {
+		n = coh_cq_wait(cq, &wc, 1, CONF_TIMEOUT_MS);
+		if (n < 0)
+			ret = n;
+		else if (n == 0)
+			ret = -ETIMEDOUT;
+		else if (wc.status)
+			ret = wc.status;
+		else if (wc.opcode == COH_WC_RECV)
+			got = 1;
+	}
+	coh_ep_delete(&ep);
+	coh_mr_delete(&mr);
+	coh_cq_delete(&cq);
+	coh_fabric_close(&fab);
+	return ret;
+}
+
+int conf_auth_pair(const char *secret0, const char *secret1, int res[2])
+{
+	const char *secret[2] = { secret0, secret1 };
+	char cluster[512];
+	pid_t pids[2];
+	int *shared, failed = 0;
+	uint32_t i;
+
+	shared = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (shared == MAP_FAILED || conf_cluster_new(cluster, sizeof(cluster), 2))
+		return 1;
+	fflush(NULL);
+	for (i = 0; i < 2; i++) {
+		pids[i] = fork();
+		if (pids[i] < 0) {
+			if (i)
+				kill(pids[0], SIGKILL);
+			failed = 1;
+			break;
+		}
+		if (pids[i] == 0) {
+			alarm(4 * CONF_TIMEOUT_MS / 1000);
+			shared[i] = auth_child(cluster, i, secret[i]);
+			_exit(0);
+		}
+	}
+	for (i = 0; i < 2 && !(failed && !i); i++) {
+		int st;
+
+		if (waitpid(pids[i], &st, 0) < 0 || !WIFEXITED(st) || WEXITSTATUS(st)) {
+			fprintf(stderr, "auth: node %u did not end normally\n", i);
+			failed = 1;
+		}
+	}
+	res[0] = shared[0];
+	res[1] = shared[1];
+	munmap(shared, 4096);
 	conf_cluster_cleanup(cluster);
 	return failed;
 }

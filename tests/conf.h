@@ -76,6 +76,13 @@ int conf_exchange(struct conf_node *cn, struct coh_mr *mr, struct coh_mr_desc *d
 /* Wait for exactly one data completion. */
 int conf_wait1(struct conf_node *cn, struct coh_wc *wc);
 
+/*
+ * conf_auth_pair - two node processes, with cluster secrets @secret0 and @secret1 (NULL: none),
+ * each open a fabric and an endpoint to the other and pass a message each way; @res[i] gets
+ * node i's result (0 or -errno). Returns 1 when the run itself failed.
+ */
+int conf_auth_pair(const char *secret0, const char *secret1, int res[2]);
+
 /* Single-process helpers for tests that open fabrics themselves. */
 int conf_cluster_new(char *buf, size_t len, uint32_t n);
 void conf_cluster_cleanup(const char *cluster);

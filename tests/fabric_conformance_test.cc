@@ -75,3 +75,23 @@ TEST(conformance, pmem__flushed_write_in_owner_mapping_and_kept_across_delete)
 	EXPECT_EQ(0, conf_run("pmem_region", 2, sc_pmem_region, 0, kTimeout));
 }
 } // namespace
+
+// Cluster authentication (issue 15): the same secret connects; another secret, or none on one
+// side, is refused on both sides with EACCES, not a timeout.
+TEST(conformance, auth__only_nodes_with_the_cluster_secret_connect)
+{
+	int res[2];
+
+	ASSERT_EQ(0, conf_auth_pair("correct horse", "correct horse", res));
+	EXPECT_EQ(0, res[0]);
+	EXPECT_EQ(0, res[1]);
+	ASSERT_EQ(0, conf_auth_pair("correct horse", "battery staple", res));
+	EXPECT_EQ(-EACCES, res[0]);
+	EXPECT_EQ(-EACCES, res[1]);
+	ASSERT_EQ(0, conf_auth_pair(nullptr, "correct horse", res));
+	EXPECT_EQ(-EACCES, res[0]);
+	EXPECT_EQ(-EACCES, res[1]);
+	ASSERT_EQ(0, conf_auth_pair(nullptr, nullptr, res));
+	EXPECT_EQ(0, res[0]);
+	EXPECT_EQ(0, res[1]);
+}

@@ -17,6 +17,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/params.h>
+
 #include "verbs_internal.h"
 
 static const struct coh_fabric_ops *const providers[] = {
@@ -90,6 +94,15 @@ int fabric_base_init(struct coh_fabric *fab, const struct coh_fabric_ops *ops,
 	fab->node_id = attr->node_id;
 	fab->timeout_ms = attr->timeout_ms ? attr->timeout_ms : COH_FABRIC_DEFAULT_TIMEOUT_MS;
 	fab->ev_pending = 0;
+	if (attr->secret_len > COH_FABRIC_SECRET_MAX || (attr->secret_len && !attr->secret) ||
+	    (attr->secret && !attr->secret_len)) {
+		COH_LOG_ERR("node %u: the cluster secret must be 1 to %u bytes", attr->node_id,
+			    COH_FABRIC_SECRET_MAX);
+		return -EINVAL;
+	}
+	fab->secret_len = attr->secret_len;
+	if (attr->secret_len)
+		memcpy(fab->secret, attr->secret, attr->secret_len);
 	atomic_init(&fab->n_mr, 0);
 	atomic_init(&fab->n_cq, 0);
 	atomic_init(&fab->n_ep, 0);
@@ -104,8 +117,48 @@ int fabric_base_init(struct coh_fabric *fab, const struct coh_fabric_ops *ops,
 	return 0;
 }
 
+int verbs_mac(const struct coh_fabric *fab, const char *label, const struct verbs_mac_part *parts,
+	      size_t n, uint8_t out[VERBS_MAC_LEN])
+{
+	unsigned int len = VERBS_MAC_LEN;
+	EVP_MAC_CTX *ctx = NULL;
+	OSSL_PARAM params[2];
+	EVP_MAC *mac;
+	size_t i, outl = 0;
+	int ret = -EACCES;
+
+	if (!fab->secret_len)
+		return -EACCES;
+	mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+	if (mac)
+		ctx = EVP_MAC_CTX_new(mac);
+	params[0] = OSSL_PARAM_construct_utf8_string("digest", (char *)"SHA256", 0);
+	params[1] = OSSL_PARAM_construct_end();
+	if (!ctx || !EVP_MAC_init(ctx, fab->secret, fab->secret_len, params) ||
+	    !EVP_MAC_update(ctx, (const unsigned char *)label, strlen(label) + 1))
+		goto out;
+	for (i = 0; i < n; i++) {
+		if (!EVP_MAC_update(ctx, parts[i].p, parts[i].len))
+			goto out;
+	}
+	if (EVP_MAC_final(ctx, out, &outl, len) && outl == len)
+		ret = 0;
+out:
+	if (ret)
+		COH_LOG_ERR("node %u: HMAC-SHA256 failed in libcrypto", fab->node_id);
+	EVP_MAC_CTX_free(ctx);
+	EVP_MAC_free(mac);
+	return ret;
+}
+
+bool verbs_mac_equal(const uint8_t *a, const uint8_t *b, size_t len)
+{
+	return CRYPTO_memcmp(a, b, len) == 0;
+}
+
 void fabric_base_fini(struct coh_fabric *fab)
 {
+	OPENSSL_cleanse(fab->secret, sizeof(fab->secret));
 	pthread_mutex_destroy(&fab->ev_lock);
 	close(fab->ev_fd);
 }

@@ -65,6 +65,73 @@ static void rdma_pdata_encode(const struct rdma_pdata *m, uint8_t *buf)
 	rdma_put32(buf + 36, (uint32_t)m->reason);
 }
 
+/* rdma_pdata_mac - the MAC of wire-form @buf (its bytes before the MAC), and of @req_mac: the
+ * request an answer is for, so that an answer is good for that request only. */
+static int rdma_pdata_mac(const struct rdma_fabric *fab, const uint8_t *buf, const uint8_t *req_mac,
+			  uint8_t out[VERBS_MAC_LEN])
+{
+	struct verbs_mac_part parts[2] = { { buf, RDMA_PDATA_MAC_OFF },
+					   { req_mac, req_mac ? RDMA_PDATA_MAC_LEN : 0 } };
+
+	return verbs_mac(&fab->base, "cohort-rdma-cm", parts, req_mac ? 2 : 1, out);
+}
+
+/*
+ * rdma_pdata_seal - write @m in wire form into @buf, with this node's proof of the cluster secret
+ * when it has one: the time, and the MAC over the rest (and over @req_mac, for an answer). The
+ * MAC sent is kept in @m->mac.
+ */
+static void rdma_pdata_seal(const struct rdma_fabric *fab, struct rdma_pdata *m, uint8_t *buf,
+			    const uint8_t *req_mac)
+{
+	uint8_t mac[VERBS_MAC_LEN];
+
+	memset(m->mac, 0, sizeof(m->mac));
+	if (fab->base.secret_len) {
+		m->flags |= RDMA_PDATA_F_AUTH;
+		m->ts = (uint32_t)time(NULL);
+	}
+	rdma_pdata_encode(m, buf);
+	if (!fab->base.secret_len)
+		return;
+	rdma_put32(buf + 40, m->ts);
+	if (rdma_pdata_mac(fab, buf, req_mac, mac) == 0)
+		memcpy(m->mac, mac, sizeof(m->mac));
+	memcpy(buf + RDMA_PDATA_MAC_OFF, m->mac, sizeof(m->mac));
+}
+
+/*
+ * rdma_pdata_auth - does the sender of wire-form @raw (decoded: @m) know this node's cluster
+ * secret, or do both have none? A request (@req_mac NULL) must also be recent by this node's
+ * clock. Returns 0, or -EACCES with @why set.
+ */
+static int rdma_pdata_auth(const struct rdma_fabric *fab, const struct rdma_pdata *m,
+			   const uint8_t *raw, const uint8_t *req_mac, const char **why)
+{
+	bool mine = fab->base.secret_len != 0, theirs = (m->flags & RDMA_PDATA_F_AUTH) != 0;
+	uint8_t want[VERBS_MAC_LEN];
+	int64_t skew;
+
+	if (!mine && !theirs)
+		return 0;
+	if (mine != theirs) {
+		*why = mine ? "it has no cluster secret and this node has one"
+			    : "it has a cluster secret and this node has none";
+		return -EACCES;
+	}
+	if (rdma_pdata_mac(fab, raw, req_mac, want) ||
+	    !verbs_mac_equal(want, raw + RDMA_PDATA_MAC_OFF, RDMA_PDATA_MAC_LEN)) {
+		*why = "it does not prove this cluster's secret";
+		return -EACCES;
+	}
+	skew = (int64_t)time(NULL) - (int64_t)m->ts;
+	if (!req_mac && (skew > RDMA_AUTH_SKEW_S || skew < -(int64_t)RDMA_AUTH_SKEW_S)) {
+		*why = "its clock is more than 300 s from this node's (an old request replayed?)";
+		return -EACCES;
+	}
+	return 0;
+}
+
 /* rdma_pdata_decode - check and decode received private data. Returns 0 or -EPROTO. */
 static int rdma_pdata_decode(const void *data, size_t len, struct rdma_pdata *m)
 {
@@ -82,6 +149,8 @@ static int rdma_pdata_decode(const void *data, size_t len, struct rdma_pdata *m)
 	m->target_inc = rdma_get32(p + 24) | (uint64_t)rdma_get32(p + 28) << 32;
 	m->max_msg = rdma_get32(p + 32);
 	m->reason = (int32_t)rdma_get32(p + 36);
+	m->ts = rdma_get32(p + 40);
+	memcpy(m->mac, p + RDMA_PDATA_MAC_OFF, sizeof(m->mac));
 	if (m->node >= COH_FABRIC_MAX_NODES || !m->inc)
 		return -EPROTO;
 	return 0;
@@ -143,7 +212,7 @@ static void rdma_reply(struct rdma_fabric *fab, struct rdma_cm_id *id, const str
 	r.flags = flags;
 	r.reason = reason;
 	r.max_msg = max_msg;
-	rdma_pdata_encode(&r, buf);
+	rdma_pdata_seal(fab, &r, buf, req->mac);
 	/* Fails harmlessly when the requester already gave up. */
 	if (rdma_reject(id, buf, sizeof(buf)))
 		COH_LOG_DBG("node %u: rdma_reject: %s", fab->base.node_id, strerror(errno));
@@ -185,7 +254,7 @@ static void rdma_accept_req(struct rdma_fabric *fab, struct rdma_ep *ep, struct 
 		goto err_refuse;
 	}
 	a.max_msg = ep->attr.max_msg_size;
-	rdma_pdata_encode(&a, buf);
+	rdma_pdata_seal(fab, &a, buf, req->mac);
 	memset(&param, 0, sizeof(param));
 	param.private_data = buf;
 	param.private_data_len = RDMA_PDATA_LEN;
@@ -344,6 +413,7 @@ static void rdma_on_request(struct rdma_fabric *fab, struct rdma_cm_event *ev)
 	const struct rdma_conn_param *cp = &ev->param.conn;
 	uint32_t me = fab->base.node_id;
 	struct rdma_cm_id *id = ev->id;
+	const char *why = NULL;
 	struct rdma_pdata m;
 	struct rdma_ep *ep;
 	int state;
@@ -357,6 +427,24 @@ static void rdma_on_request(struct rdma_fabric *fab, struct rdma_cm_event *ev)
 			     me, cp->private_data_len);
 		rdma_reject(id, NULL, 0);
 		rdma_id_bury(fab, id);
+		return;
+	}
+	if (rdma_pdata_auth(fab, &m, cp->private_data, NULL, &why)) {
+		/* Before anything it asks is looked at: a node without the secret learns nothing
+		 * (not even whether an endpoint exists) and changes nothing. Logged once per
+		 * incarnation, as it asks again and again. */
+		if (fab->auth_logged[m.node] != m.inc) {
+			fab->auth_logged[m.node] = m.inc;
+			COH_LOG_ERR("node %u: refused node %u (channel %u): %s", me, m.node,
+				    m.channel, why);
+		}
+		rdma_reply(fab, id, &m, RDMA_MSG_REFUSE, 0, EACCES, 0);
+		/* An endpoint waiting for its first connection from that node fails with the
+		 * same clear error as the other side's, rather than time out. */
+		ep = rdma_find_ep(fab, m.node, m.channel);
+		if (m.type == RDMA_MSG_CONNECT && ep &&
+		    atomic_load(&ep->state) == RDMA_EP_CONNECTING)
+			rdma_ep_fail_first(fab, ep, -EACCES);
 		return;
 	}
 	ep = rdma_find_ep(fab, m.node, m.channel);
@@ -407,11 +495,14 @@ static void rdma_on_request(struct rdma_fabric *fab, struct rdma_cm_event *ev)
 static void rdma_on_rejected(struct rdma_fabric *fab, struct rdma_ep *ep, struct rdma_cm_event *ev)
 {
 	const struct rdma_conn_param *cp = &ev->param.conn;
+	const char *why = NULL;
 	struct rdma_pdata m;
 
 	if (rdma_pdata_decode(cp->private_data, cp->private_data_len, &m) ||
-	    m.type != RDMA_MSG_REFUSE || m.node != ep->attr.peer || m.target != fab->base.node_id) {
-		/* Not a Cohort answer. Status 8 (invalid service id) means nobody listens there:
+	    m.type != RDMA_MSG_REFUSE || m.node != ep->attr.peer || m.target != fab->base.node_id ||
+	    (m.reason != EACCES &&
+	     rdma_pdata_auth(fab, &m, cp->private_data, ep->attempt->sent_mac, &why))) {
+		/* Not a Cohort answer (or not one from a node with our secret). Status 8 (invalid service id) means nobody listens there:
 		 * the peer process is not running. Anything else (a stale connection) is retried. */
 		rdma_attempt_failed(fab, ep, ev->status == 8 ? RDMA_GONE : RDMA_RETRY, ECONNREFUSED,
 				    "nobody listens at its address");
@@ -422,6 +513,14 @@ static void rdma_on_rejected(struct rdma_fabric *fab, struct rdma_ep *ep, struct
 		return;
 	}
 	switch (m.reason) {
+	case EACCES:
+		/* Not authenticated: it may come from anyone, but a retry cannot help either. */
+		COH_LOG_ERR(
+		    "node %u: node %u refused this node: the cluster secrets differ (or one "
+		    "of the two has none)",
+		    fab->base.node_id, ep->attr.peer);
+		rdma_attempt_failed(fab, ep, RDMA_FATAL, EACCES, "cluster secret mismatch");
+		break;
 	case EINVAL:
 		COH_LOG_ERR("node %u: node %u channel %u refused: its max_msg_size is %u, ours %u",
 			    fab->base.node_id, ep->attr.peer, ep->attr.channel, m.max_msg,
@@ -447,6 +546,7 @@ static void rdma_on_established(struct rdma_fabric *fab, struct rdma_ep *ep, str
 				struct rdma_cm_event *ev)
 {
 	const struct rdma_conn_param *cp = &ev->param.conn;
+	const char *why = NULL;
 	struct rdma_pdata m;
 
 	if (c->role == RDMA_ROLE_PASSIVE) {
@@ -459,6 +559,15 @@ static void rdma_on_established(struct rdma_fabric *fab, struct rdma_ep *ep, str
 	if (c != ep->attempt)
 		return;
 	c->established = true;
+	if (!rdma_pdata_decode(cp->private_data, cp->private_data_len, &m) &&
+	    m.type == RDMA_MSG_ACCEPT &&
+	    rdma_pdata_auth(fab, &m, cp->private_data, c->sent_mac, &why)) {
+		COH_LOG_ERR("node %u: node %u accepted, but %s", fab->base.node_id, ep->attr.peer,
+			    why);
+		rdma_disconnect(c->id);
+		rdma_attempt_failed(fab, ep, RDMA_FATAL, EACCES, "cluster secret mismatch");
+		return;
+	}
 	if (rdma_pdata_decode(cp->private_data, cp->private_data_len, &m) ||
 	    m.type != RDMA_MSG_ACCEPT || m.node != ep->attr.peer || m.target != fab->base.node_id ||
 	    m.max_msg != ep->attr.max_msg_size) {
@@ -515,7 +624,8 @@ static void rdma_conn_event(struct rdma_fabric *fab, struct rdma_conn *c, struct
 			     ep->ever_up ? ep->peer_inc : 0);
 		m.flags = ep->ever_up ? RDMA_PDATA_F_REPLACE : 0;
 		m.max_msg = ep->attr.max_msg_size;
-		rdma_pdata_encode(&m, buf);
+		rdma_pdata_seal(fab, &m, buf, NULL);
+		memcpy(c->sent_mac, m.mac, sizeof(c->sent_mac));
 		memset(&param, 0, sizeof(param));
 		param.private_data = buf;
 		param.private_data_len = RDMA_PDATA_LEN;
@@ -564,6 +674,7 @@ static void rdma_probe_event(struct rdma_fabric *fab, struct rdma_probe *p,
 {
 	const struct rdma_conn_param *cp = &ev->param.conn;
 	struct rdma_conn_param param;
+	const char *why = NULL;
 	struct rdma_pdata m;
 	uint8_t buf[RDMA_PDATA_LEN];
 
@@ -576,7 +687,8 @@ static void rdma_probe_event(struct rdma_fabric *fab, struct rdma_probe *p,
 		break;
 	case RDMA_CM_EVENT_ROUTE_RESOLVED:
 		m = rdma_msg(fab, p->type, p->peer, p->channel, p->peer_inc);
-		rdma_pdata_encode(&m, buf);
+		rdma_pdata_seal(fab, &m, buf, NULL);
+		memcpy(p->sent_mac, m.mac, sizeof(p->sent_mac));
 		memset(&param, 0, sizeof(param));
 		param.private_data = buf;
 		param.private_data_len = RDMA_PDATA_LEN;
@@ -587,8 +699,12 @@ static void rdma_probe_event(struct rdma_fabric *fab, struct rdma_probe *p,
 			rdma_probe_finish(fab, p, RDMA_GONE);
 		break;
 	case RDMA_CM_EVENT_REJECTED:
+		/* An answer without our secret's proof tells nothing about the peer: as if it had
+		 * not answered in Cohort's form (a refusal for the secret says it is alive). */
 		if (rdma_pdata_decode(cp->private_data, cp->private_data_len, &m) ||
-		    m.node != p->peer || m.target != fab->base.node_id)
+		    m.node != p->peer || m.target != fab->base.node_id ||
+		    (m.type == RDMA_MSG_REFUSE && m.reason == EACCES) ||
+		    rdma_pdata_auth(fab, &m, cp->private_data, p->sent_mac, &why))
 			/* Without a listener the peer's CM answers "invalid service id" (8). */
 			rdma_probe_finish(fab, p, ev->status == 8 ? RDMA_GONE : RDMA_ALIVE);
 		else if (m.inc != p->peer_inc)

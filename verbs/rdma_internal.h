@@ -66,9 +66,14 @@
 #define RDMA_TICK_MS 1000
 
 /* Connection private data: see rdma_cm.c for the layout. 56 bytes fit an RC connect request. */
-#define RDMA_PDATA_LEN 44u
+/* 56: the most a CONNECT_REQUEST carries over rdma_cm's IP port space (92 bytes of IB CM REQ
+ * private data less its 36-byte header; rdma_connect(3)). Bytes 40-55 authenticate it. */
+#define RDMA_PDATA_LEN 56u
 #define RDMA_PDATA_MAGIC 0x52484f43u /* "COHR" */
-#define RDMA_PDATA_VERSION 1u
+#define RDMA_PDATA_VERSION 2u	     /* 2: the cluster secret's MAC */
+#define RDMA_PDATA_MAC_OFF 44u
+#define RDMA_PDATA_MAC_LEN 8u /* HMAC-SHA256, truncated (RFC 2104 section 5) */
+#define RDMA_AUTH_SKEW_S 300u /* a request's clock may be this far from the receiver's */
 
 enum rdma_pdata_type {
 	RDMA_MSG_CONNECT = 1, /* request: make (or replace) the connection of an endpoint */
@@ -82,6 +87,7 @@ enum rdma_pdata_type {
 
 #define RDMA_PDATA_F_REPLACE 0x1u /* CONNECT: the sender had this endpoint up before */
 #define RDMA_PDATA_F_HAS_EP 0x1u  /* PROBE_REPLY: the endpoint exists and is not down */
+#define RDMA_PDATA_F_AUTH 0x80u	  /* any: the sender has a cluster secret; bytes 40-51 prove it */
 
 /* struct rdma_pdata - private data of a connection message, decoded. */
 struct rdma_pdata {
@@ -94,6 +100,8 @@ struct rdma_pdata {
 	uint64_t target_inc; /* receiver's incarnation as the sender knows it; 0 when unknown */
 	uint32_t max_msg;
 	int32_t reason; /* REFUSE: a positive errno */
+	uint32_t ts;	/* seconds of the sender's clock, when authenticated */
+	uint8_t mac[RDMA_PDATA_MAC_LEN];
 };
 
 /* What an rdma_cm_id's context points to: the first member of a connection or a probe. */
@@ -135,7 +143,8 @@ struct rdma_conn {
 	bool dead;
 	uint32_t outstanding;
 	uint32_t rposted;
-	struct rdma_conn *next; /* on rdma_ep.retired */
+	struct rdma_conn *next;		      /* on rdma_ep.retired */
+	uint8_t sent_mac[RDMA_PDATA_MAC_LEN]; /* active: of the CONNECT, which the accept covers */
 };
 
 /*
@@ -153,6 +162,7 @@ struct rdma_probe {
 	uint64_t peer_inc;
 	uint64_t deadline;
 	bool done;
+	uint8_t sent_mac[RDMA_PDATA_MAC_LEN]; /* of the request: the answer's MAC covers it */
 };
 
 /* A connection request held until the local node makes the matching endpoint. */
@@ -339,8 +349,9 @@ struct rdma_fabric {
 	struct rdma_ctx *graveyard; /* connections and probes to destroy, by the CM thread */
 	uint64_t known;		    /* peers connected in this incarnation, told BYE at close */
 	int bye;		    /* 1: fabric_close asks for the goodbye; 2: it was sent */
-	uint64_t peer_inc[COH_FABRIC_MAX_NODES]; /* their incarnation */
-	uint64_t down_inc[COH_FABRIC_MAX_NODES]; /* incarnation already reported down */
+	uint64_t peer_inc[COH_FABRIC_MAX_NODES];    /* their incarnation */
+	uint64_t down_inc[COH_FABRIC_MAX_NODES];    /* incarnation already reported down */
+	uint64_t auth_logged[COH_FABRIC_MAX_NODES]; /* incarnation refused for its secret, logged */
 };
 
 /* rdma_ep_sq - the connection sends go out on (loopback: the active half). */

@@ -29,6 +29,7 @@
 
 #define EP_LEFT 3u    /* present[] value of a side that deleted its endpoint */
 #define EP_REFUSED 2u /* present[] value of a side that could not accept the file */
+#define EP_DENIED 4u  /* present[] value of a side that found the other's proof wrong */
 #define RING_HDR 128u /* sizeof(struct shm_ring), rounded to cache lines */
 #define HANDSHAKE_NAP_MS 50
 
@@ -185,13 +186,56 @@ static void ep_layout(struct shm_ep *ep)
 	ep->rx_slots = rx + RING_HDR;
 }
 
-/* ep_handshake - announce ourselves and wait, bounded, for the peer to do the same. */
+/* ep_proof - the MAC with which @side proves the cluster secret for this endpoint: over its
+ * name, which holds both ends' incarnations and the channel, so it is good for this one only. */
+static int ep_proof(struct shm_ep *ep, uint32_t side, uint8_t out[VERBS_MAC_LEN])
+{
+	struct verbs_mac_part parts[2] = { { ep->name, strlen(ep->name) },
+					   { &side, sizeof(side) } };
+
+	return verbs_mac(&ep->fab->base, "cohort-shm-ep", parts, 2, out);
+}
+
+/* ep_check_proof - does the other side know the same cluster secret as this one (or do both
+ * have none)? 0, or -EACCES with the reason logged. */
+static int ep_check_proof(struct shm_ep *ep)
+{
+	uint32_t other = 1 - ep->side, me = ep->fab->base.node_id;
+	bool mine = ep->fab->base.secret_len != 0, theirs = ep->hdr->auth[other] != 0;
+	uint8_t want[VERBS_MAC_LEN];
+
+	if (!mine && !theirs)
+		return 0;
+	if (mine != theirs) {
+		COH_LOG_ERR("node %u: refused node %u: %s", me, ep->peer_ctl->node,
+			    mine ? "it has no cluster secret and this node has one"
+				 : "it has a cluster secret and this node has none");
+		return -EACCES;
+	}
+	if (ep_proof(ep, other, want) ||
+	    !verbs_mac_equal(want, ep->hdr->proof[other], sizeof(want))) {
+		COH_LOG_ERR("node %u: refused node %u: it does not prove this cluster's secret", me,
+			    ep->peer_ctl->node);
+		return -EACCES;
+	}
+	return 0;
+}
+
+/* ep_handshake - announce ourselves (with our proof of the cluster secret) and wait, bounded, for
+ * the peer to do the same; then check its proof. */
 static int ep_handshake(struct shm_ep *ep, uint32_t timeout_ms)
 {
 	uint64_t deadline = verbs_now_ns() + (uint64_t)timeout_ms * 1000000ull;
 	struct shm_ctl *ctl = ep->fab->ctl;
 	uint32_t other = 1 - ep->side;
+	int ret;
 
+	ep->hdr->auth[ep->side] = ep->fab->base.secret_len != 0;
+	if (ep->peer && ep->fab->base.secret_len) {
+		ret = ep_proof(ep, ep->side, ep->hdr->proof[ep->side]);
+		if (ret)
+			return ret;
+	}
 	atomic_store(&ep->hdr->present[ep->side], 1);
 	if (!ep->peer)
 		return 0;
@@ -201,8 +245,20 @@ static int ep_handshake(struct shm_ep *ep, uint32_t timeout_ms)
 		uint64_t now;
 		int nap;
 
-		if (v == 1)
-			return 0;
+		if (v == 1) {
+			ret = ep_check_proof(ep);
+			if (ret) {
+				atomic_store(&ep->hdr->present[ep->side], EP_DENIED);
+				shm_doorbell_ring(ep->peer_ctl);
+			}
+			return ret;
+		}
+		if (v == EP_DENIED) {
+			COH_LOG_ERR(
+			    "node %u: node %u refused this node: the cluster secrets differ",
+			    ep->fab->base.node_id, ep->peer_ctl->node);
+			return -EACCES;
+		}
 		if (v == EP_REFUSED)
 			return -EINVAL;
 		if (v == EP_LEFT || atomic_load(&ep->peer->up_inc) != ep->peer_inc)

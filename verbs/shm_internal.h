@@ -23,7 +23,7 @@
 #define SHM_CTL_MAGIC 0x4c54434f48434853ull /* "SHCHOCTL" */
 #define SHM_MR_MAGIC 0x524d4f48434853ull    /* "SHCHOMR" */
 #define SHM_EP_MAGIC 0x50454f48434853ull    /* "SHCHOEP" */
-#define SHM_VERSION 1u
+#define SHM_VERSION 2u			    /* 2: endpoint files carry the handshake's proofs */
 #define SHM_RING_SLOTS 64u
 #define SHM_MAX_MSG (1u << 20)
 
@@ -76,7 +76,9 @@ struct shm_slot {
 };
 
 /* struct shm_ep_hdr - first page of an endpoint file. @present[side]: 0 absent, 1 joined,
- * 2 refused (attributes disagree); side 0 is the lower node id. */
+ * 2 refused (attributes disagree), 3 left, 4 denied (the other side did not prove the cluster
+ * secret); side 0 is the lower node id. @auth[side]: 1 when that side has a secret, and then
+ * @proof[side] is its MAC over the endpoint's name and side (written before present[side]). */
 struct shm_ep_hdr {
 	uint64_t magic;
 	uint32_t version;
@@ -84,6 +86,8 @@ struct shm_ep_hdr {
 	uint32_t slot_size;
 	uint32_t rsvd;
 	_Atomic uint32_t present[2];
+	uint32_t auth[2];
+	uint8_t proof[2][32];
 };
 
 /*

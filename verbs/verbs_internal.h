@@ -17,6 +17,8 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
 
 #include "cohort/fabric.h"
 #include "cohort/log.h"
@@ -146,7 +148,27 @@ struct coh_fabric {
 	int ev_fd;				       /* eventfd: readable while ev_pending != 0 */
 
 	atomic_uint n_mr, n_cq, n_ep;
+
+	/* The cluster secret (coh_fabric_attr.secret), or none (@secret_len 0). */
+	uint8_t secret[COH_FABRIC_SECRET_MAX];
+	uint32_t secret_len;
 };
+
+#define VERBS_MAC_LEN 32u /* HMAC-SHA256 */
+
+/* struct verbs_mac_part - one piece of what a handshake MAC covers. */
+struct verbs_mac_part {
+	const void *p;
+	size_t len;
+};
+
+/* verbs_mac - HMAC-SHA256 with the fabric's secret over @parts in order, prefixed by @label
+ * (which says what the MAC is for, so that one kind cannot stand in for another). Returns 0, or
+ * -EACCES when the fabric has no secret. */
+int verbs_mac(const struct coh_fabric *fab, const char *label, const struct verbs_mac_part *parts,
+	      size_t n, uint8_t out[VERBS_MAC_LEN]);
+/* verbs_mac_equal - compare MACs in constant time (the first @len bytes). */
+bool verbs_mac_equal(const uint8_t *a, const uint8_t *b, size_t len);
 
 /* struct coh_mr - common part of a region. Read-only after creation except @rkey (rekey). */
 struct coh_mr {

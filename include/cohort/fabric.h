@@ -103,7 +103,16 @@ struct coh_fabric_attr {
 	 * is done (a one-sided operation's round trip; a message's arrival), so that what a
 	 * fabric's latency does to the layers above can be measured on one host. 0: none. */
 	uint32_t shm_latency_ns;
+	/* The cluster secret (DRBD's shared-secret, corosync's authkey): when set, every connection
+	 * is made only between nodes that prove they know it (an HMAC-SHA256 over the handshake,
+	 * both ways); a peer with another secret, or none, is refused with -EACCES on both sides.
+	 * NULL: no authentication (tests, benchmarks); then peers with a secret refuse this node.
+	 * Copied at open; 1 to COH_FABRIC_SECRET_MAX bytes. docs/fabric.md, "Authentication". */
+	const void *secret;
+	uint32_t secret_len;
 };
+
+#define COH_FABRIC_SECRET_MAX 256u
 
 /**
  * struct coh_fabric_info - what a fabric can do.
