@@ -257,6 +257,45 @@ static int io_check(const struct coh_node *n, const struct coh_io *io)
 	return -EINVAL;
 }
 
+/* io_lat_bucket - the histogram bucket of @ns: 4 per power of two from 64 ns (bucket 0 takes
+ * everything shorter, the last everything longer than its range). */
+static uint32_t io_lat_bucket(uint64_t ns)
+{
+	uint32_t o, b;
+
+	if (ns < 64)
+		return 0;
+	o = 63u - (uint32_t)__builtin_clzll(ns);
+	b = (o - 6) * 4 + (uint32_t)(ns >> (o - 2) & 3);
+	return b < COH_LAT_BUCKETS ? b : COH_LAT_BUCKETS - 1;
+}
+
+uint64_t coh_lat_percentile(const uint64_t *hist, double q)
+{
+	uint64_t total = 0, want, seen = 0;
+	uint32_t b;
+
+	if (!hist)
+		return 0;
+	for (b = 0; b < COH_LAT_BUCKETS; b++)
+		total += hist[b];
+	if (!total)
+		return 0;
+	q = q < 0 ? 0 : q > 1 ? 1 : q;
+	want = (uint64_t)(q * (double)total + 0.5);
+	if (!want)
+		want = 1;
+	for (b = 0; b < COH_LAT_BUCKETS; b++) {
+		seen += hist[b];
+		if (seen >= want)
+			break;
+	}
+	if (b >= COH_LAT_BUCKETS - 1)
+		b = COH_LAT_BUCKETS - 1;
+	/* Bucket b covers [(4 + s) << (o - 2), (5 + s) << (o - 2)) with o = 6 + b / 4. */
+	return (uint64_t)(5 + b % 4) << (6 + b / 4 - 2);
+}
+
 /* io_complete - the end of a submitted operation: its callback, exactly once. The slot in the
  * queue depth is given back first, so that the callback can submit again. */
 static void io_complete(struct coh_node *n, struct coh_io *io, int status)
@@ -264,6 +303,10 @@ static void io_complete(struct coh_node *n, struct coh_io *io, int status)
 	coh_io_cb cb = io->cb;
 	void *arg = io->cb_arg;
 
+	if (!status && io->type != COH_IO_FLUSH)
+		atomic_fetch_add_explicit(&n->eng.lat[io->type != COH_IO_READ]
+						     [io_lat_bucket(node_now_ns() - io->submit_ns)],
+					  1, memory_order_relaxed);
 	io_set_state(n, io, COH_IO_COMPLETE);
 	pthread_mutex_lock(&n->eng.lock);
 	n->eng.inflight--;

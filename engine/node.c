@@ -586,6 +586,8 @@ uint32_t coh_node_block_size(const struct coh_node *n)
 
 int coh_node_stats(struct coh_node *n, struct coh_node_stats *st)
 {
+	uint32_t i;
+
 	if (!n || !st)
 		return -EINVAL;
 	memset(st, 0, sizeof(*st));
@@ -643,6 +645,24 @@ int coh_node_stats(struct coh_node *n, struct coh_node_stats *st)
 	st->io_submitted = atomic_load(&n->eng.submitted);
 	st->io_completed = atomic_load(&n->eng.completed);
 	st->io_refused = atomic_load(&n->eng.refused);
+	for (i = 0; i < COH_LAT_BUCKETS; i++) {
+		st->lat_read[i] = atomic_load_explicit(&n->eng.lat[0][i], memory_order_relaxed);
+		st->lat_write[i] = atomic_load_explicit(&n->eng.lat[1][i], memory_order_relaxed);
+	}
+	/* The cache, unless a view change step holds it (this call never waits for one). */
+	if (!pthread_rwlock_tryrdlock(&n->io)) {
+		struct coh_cache_stats cs;
+
+		if (n->cache && !coh_cache_stats(n->cache, &cs)) {
+			st->cache_valid = true;
+			st->cache_hits = cs.hits;
+			st->cache_misses = cs.misses;
+			st->cache_peer_fetches = cs.peer_fetches;
+			st->lock_requests = cs.lock_requests;
+			st->lock_transfers = cs.lock_transfers;
+		}
+		pthread_rwlock_unlock(&n->io);
+	}
 	return 0;
 }
 

@@ -132,6 +132,9 @@ struct coh_node {
 		} targ[COH_CACHE_MAX_LANES];
 		atomic_uint queued; /* the FIFO's length, for the idle thread's spin */
 		atomic_ulong submitted, completed, refused;
+		/* Latency from submit to callback of successful reads and writes (compare-and-
+		 * writes count as writes): coh_lat_bucket's histogram. */
+		atomic_ulong lat[2][COH_LAT_BUCKETS];
 	} eng;
 };
 

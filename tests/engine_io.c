@@ -703,6 +703,30 @@ static void *lz_main(void *arg)
 	return NULL;
 }
 
+/* lz_check_latency - every operation of this node succeeded: the node's latency histograms
+ * count each one once, and their percentiles are in order. */
+static int lz_check_latency(struct en_child *c)
+{
+	static struct coh_node_stats st;
+	uint64_t counted = 0, p50, p99, p999;
+	uint32_t b;
+
+	if (coh_node_stats(c->n, &st))
+		EFAIL(c, "stats");
+	for (b = 0; b < COH_LAT_BUCKETS; b++)
+		counted += st.lat_read[b] + st.lat_write[b];
+	if (counted != (uint64_t)LZ_THREADS * LZ_OPS_PER_THREAD)
+		EFAIL(c, "latency histograms count %llu operations, not %u",
+		      (unsigned long long)counted, LZ_THREADS * LZ_OPS_PER_THREAD);
+	p50 = coh_lat_percentile(st.lat_write, 0.5);
+	p99 = coh_lat_percentile(st.lat_write, 0.99);
+	p999 = coh_lat_percentile(st.lat_write, 0.999);
+	if (!p50 || p50 > p99 || p99 > p999)
+		EFAIL(c, "write latency percentiles out of order: %llu %llu %llu ns",
+		      (unsigned long long)p50, (unsigned long long)p99, (unsigned long long)p999);
+	return 0;
+}
+
 static int lz_node(struct en_child *c)
 {
 	static struct lz_thread th[LZ_THREADS];
@@ -727,7 +751,7 @@ static int lz_node(struct en_child *c)
 	}
 	if (err)
 		EFAIL(c, "an operation failed: %s", coh_strerror(err));
-	return 0;
+	return lz_check_latency(c);
 }
 
 static int lz_judge(struct en_shared *sh, uint32_t nodes)

@@ -31,6 +31,10 @@
 extern "C" {
 #endif
 
+/* Latency histograms: 4 buckets per power of two from 64 ns to about 137 s (the last bucket
+ * takes everything longer). */
+#define COH_LAT_BUCKETS 128u
+
 #define COH_NODE_REPLICAS_NONE (-1) /* k = 0: acknowledged writes die with their node */
 
 /*
@@ -198,7 +202,23 @@ struct coh_node_stats {
 	uint64_t log_superseded;
 	/* Group commit: log rounds that carried several writes, and the writes they carried. */
 	uint64_t log_group_rounds, log_group_writes;
+	/* Latency from submit to callback of the operations that succeeded, as histograms
+	 * (coh_lat_percentile reads them): reads, and writes with compare-and-writes. */
+	uint64_t lat_read[COH_LAT_BUCKETS], lat_write[COH_LAT_BUCKETS];
+	/* The cache of the current view (counted since it opened: a view change opens a new one):
+	 * block reads found valid here and not, of those served by a peer's cache, lock requests
+	 * sent to holders and grants given to others. @cache_valid is false when a view change
+	 * held the cache at the moment of the call (the counters are then 0). */
+	bool cache_valid;
+	uint64_t cache_hits, cache_misses, cache_peer_fetches, lock_requests, lock_transfers;
 };
+
+/**
+ * coh_lat_percentile - the latency in ns under which a fraction @q (0 to 1) of the operations
+ * counted in @hist (COH_LAT_BUCKETS buckets) completed: the upper edge of the bucket it falls in,
+ * so at most 25% high. 0 when @hist counts nothing.
+ */
+uint64_t coh_lat_percentile(const uint64_t *hist, double q);
 
 /**
  * coh_node_open - open this node and return once it serves I/O. Opens the elements and the group,
