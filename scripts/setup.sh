@@ -13,6 +13,7 @@ pkgs=(
 	libibverbs-dev librdmacm-dev rdma-core ibverbs-utils
 	libpmem2-dev libhwloc-dev liburing-dev libisal-dev libssl-dev
 	libgtest-dev spin
+	linux-libc-dev sg3-utils fio multipath-tools
 )
 
 missing=()
