@@ -4,8 +4,10 @@
  * cluster on the files in --dir (RAID-5 over three element files there, created on first use),
  * makes a SCSI unit on it (submit = coh_node_submit) and exports it as core/user_<hba>/<name>
  * (coh_tcmu_dev_new). Serves until SIGTERM or SIGINT, then stops the ring, waits for the commands
- * in flight, and closes the node cleanly: exit 0. Started again with the same arguments, it
- * rejoins the cluster and reattaches to its TCMU device.
+ * in flight, and closes the node cleanly: exit 0. For a second before that, the unit answers
+ * media commands with NOT READY (ALUA unavailable), so that hosts move to other paths at once.
+ * Started again with the same arguments, it rejoins the cluster and reattaches to its TCMU
+ * device.
  *
  *   tcmu_serve --dir D --nodes N --id I --hba H --name NAME [--volume-id 32HEX]
  *              [--elem-blocks B] [--cmd-time-out S] [--remove]
@@ -20,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cohort/fabric.h"
@@ -132,6 +135,7 @@ int main(int argc, char **argv)
 	struct coh_scsi_lu *lu = NULL;
 	struct coh_tcmu_dev *dev = NULL;
 	char paths[3][600];
+	struct timespec drain = { 1, 0 };
 	sigset_t set;
 	int ret, sig = 0, rc = 1;
 	uint32_t i;
@@ -195,6 +199,11 @@ int main(int argc, char **argv)
 	if (sigwait(&set, &sig))
 		sig = SIGTERM;
 	fprintf(stderr, "tcmu_serve %u: signal %d: closing\n", o.id, sig);
+	/* Tell hosts first: for a moment media commands get NOT READY (ALUA unavailable), so
+	 * dm-multipath fails this path and retries elsewhere at once, rather than waiting for the
+	 * kernel's cmd_time_out on a device nobody serves. */
+	coh_scsi_lu_set_state(lu, COH_SCSI_LU_UNAVAILABLE);
+	nanosleep(&drain, NULL);
 	rc = 0;
 	ret = coh_tcmu_dev_delete(dev, o.remove);
 	if (ret == -ETIMEDOUT) {
