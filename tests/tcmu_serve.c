@@ -174,6 +174,7 @@ int main(int argc, char **argv)
 	la.tpg_id = (uint16_t)(o.id + 1);
 	la.rel_port_id = (uint16_t)(o.id + 1);
 	la.tpg_count = (uint16_t)o.nodes;
+	la.max_xfer_blocks = COH_TCMU_MAX_SECTORS_DEFAULT; /* what the TCMU device takes */
 	la.submit = ts_submit;
 	la.submit_ctx = n;
 	ret = coh_scsi_lu_new(&la, &lu);

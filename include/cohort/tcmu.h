@@ -27,7 +27,7 @@ extern "C" {
 
 #define COH_TCMU_CMD_TIME_OUT_DEFAULT 30 /* seconds: the kernel's own default */
 #define COH_TCMU_DATA_AREA_MB_DEFAULT 64
-#define COH_TCMU_MAX_SECTORS_DEFAULT 1024 /* 512-byte sectors: 512 KiB per command */
+#define COH_TCMU_MAX_SECTORS_DEFAULT 128 /* logical blocks per command: the kernel's default */
 
 /**
  * struct coh_tcmu_dev_attr - one exported volume.
@@ -43,7 +43,9 @@ extern "C" {
  *                  COH_TCMU_CMD_TIME_OUT_DEFAULT. Only set on a new device.
  * @max_data_area_mb: the data area (commands in flight times their size); 0 means
  *                    COH_TCMU_DATA_AREA_MB_DEFAULT
- * @max_sectors: hw_max_sectors; 0 means COH_TCMU_MAX_SECTORS_DEFAULT
+ * @max_sectors: hw_max_sectors, the longest command in logical blocks (at most 1 MiB of data);
+ *               0 means COH_TCMU_MAX_SECTORS_DEFAULT. The unit's max_xfer_blocks (VPD 0xB0, what
+ *               hosts send) must not be larger.
  * @lu: the unit that executes the commands (not owned; outlives the device)
  * @poll_ms: the ring thread's poll bound, so that it notices a stop; 0 means 200
  * @configfs: the target core directory; NULL means /sys/kernel/config/target/core
