@@ -189,6 +189,7 @@ int main(int argc, char **argv)
 	memcpy(ta.volume_id, o.volume_id, sizeof(ta.volume_id));
 	ta.cmd_time_out_s = o.cmd_time_out;
 	ta.lu = lu;
+	ta.exec = coh_scsi_cmd_exec;
 	ret = coh_tcmu_dev_new(&ta, &dev);
 	if (ret) {
 		fprintf(stderr, "tcmu_serve %u: tcmu device: %s\n", o.id, strerror(-ret));

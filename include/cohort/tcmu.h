@@ -47,6 +47,9 @@ extern "C" {
  *               0 means COH_TCMU_MAX_SECTORS_DEFAULT. The unit's max_xfer_blocks (VPD 0xB0, what
  *               hosts send) must not be larger.
  * @lu: the unit that executes the commands (not owned; outlives the device)
+ * @exec: how a command reaches @lu: coh_scsi_cmd_exec, or a test's own with its contract (the
+ *        command's done runs exactly once, on any thread); passed in, so that the front end
+ *        is built and tested apart from the unit
  * @poll_ms: the ring thread's poll bound, so that it notices a stop; 0 means 200
  * @configfs: the target core directory; NULL means /sys/kernel/config/target/core
  */
@@ -61,6 +64,7 @@ struct coh_tcmu_dev_attr {
 	uint32_t max_data_area_mb;
 	uint32_t max_sectors;
 	struct coh_scsi_lu *lu;
+	void (*exec)(struct coh_scsi_lu *lu, struct coh_scsi_cmd *cmd);
 	uint32_t poll_ms;
 	const char *configfs;
 };
