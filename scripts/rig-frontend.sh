@@ -1,0 +1,329 @@
+#!/usr/bin/env bash
+# rig-frontend.sh - the host path's rig suite (issue 15): a Linux host in the VM rig reaches a
+# Cohort volume through LIO, TCMU and three controllers, on the real 6.1 kernel.
+#
+#   scripts/rig-frontend.sh              boot a guest (scripts/vm.sh) and run the steps there
+#   scripts/rig-frontend.sh --in-guest   the steps, inside the guest (scripts/rig-test.sh calls
+#                                        this in its own boot)
+#
+# Steps, in order (a line and PASS/FAIL for each; exit non-zero on any failure):
+#   a. modules; a 3-node shm cluster of tcmu_serve (3, so that one can die and the others keep
+#      a majority), one TCMU device per node (user_<n+1>/cohort<n>), a tcm_loop LUN for each:
+#      three SCSI disks, paths A, B and C
+#   b. sg3_utils on every path: standard INQUIRY; the same VPD 0x80 serial and 0x83 NAA on every
+#      path; READ CAPACITY(16); REPORT TARGET PORT GROUPS active/optimized; a READ(16) past the
+#      end gets ILLEGAL REQUEST, LBA OUT OF RANGE (21h/00h); COMPARE AND WRITE succeeds with the
+#      right compare data (and path B reads the new data at once) and MISCOMPAREs with stale data
+#   c. fio --verify=crc32c (direct, libaio, QD 16, 4 KiB random writes over 2 MiB) through path A,
+#      then the same data verified through path B (fio --verify_only) and compared with dd
+#   d. node 0's server SIGKILLed while fio writes and verifies through path B; fio completes; the
+#      server starts again, reattaches to its device (block_dev, reset_ring), and path A serves
+#      and verifies step c's data again
+#   e. dm-multipath (multipath with a config of its own, in a mount namespace so that the
+#      host's /etc is untouched: multibus, find_multipaths no, bounded no_path_retry): one map
+#      over the three paths, all active; fio verify on it; then node 2's server SIGTERMed
+#      mid-run and the I/O goes on over the other paths
+#   f. an iSCSI target on 127.0.0.1:3260 over node 0's device (scripts/lio.sh iscsi), a login
+#      with libiscsi's iscsi-inq (the same serial) and iscsi-readcapacity16
+# Every command is bounded with timeout. Uses $COHORT_BUILD_DIR/bin/tcmu_serve.
+set -uo pipefail
+top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+build=${COHORT_BUILD_DIR:-$top/build}
+
+if [ "${1:-}" != "--in-guest" ]; then
+	[ -x "$build/bin/tcmu_serve" ] || {
+		echo "rig-frontend: $build/bin/tcmu_serve not built" >&2
+		exit 1
+	}
+	COHORT_VM_TIMEOUT=${COHORT_VM_TIMEOUT:-900} COHORT_VM_MODULES="${COHORT_VM_MODULES:-} sd_mod" \
+		exec "$top/scripts/vm.sh" "$top/scripts/rig-frontend.sh" --in-guest
+fi
+
+NODES=3
+VOLID=c0407700000000000000000000000001
+serve=$build/bin/tcmu_serve
+lio=$top/scripts/lio.sh
+W=$(mktemp -d /tmp/cohort-fe.XXXXXX)
+export COHORT_LIO_STATE=$W/lio.list
+cd "$W" || exit 1 # fio and friends leave their files here
+pids=()
+disks=()
+fail=0
+maps=0
+
+say() { echo "=== frontend: $*"; }
+bad() {
+	echo "frontend: $*" >&2
+	return 1
+}
+# step <name> <function>: run it, print PASS/FAIL; a failed step fails the suite.
+step() {
+	local name=$1 start=$SECONDS
+	shift
+	say "$name"
+	if "$@"; then
+		say "$name: PASS ($((SECONDS - start)) s)"
+		return 0
+	fi
+	say "$name: FAIL ($((SECONDS - start)) s)"
+	fail=1
+	return 1
+}
+
+start_node() { # start_node <id>: in the background; its log is $W/node<id>.log
+	local i=$1
+	"$serve" --dir "$W/cluster" --nodes $NODES --id "$i" --hba $((i + 1)) --name "cohort$i" \
+		--volume-id $VOLID --elem-blocks 2048 --cmd-time-out 15 >>"$W/node$i.log" 2>&1 &
+	pids[i]=$!
+}
+ready_count() { grep -c 'tcmu_serve: ready' "$W/node$1.log" 2>/dev/null || true; }
+wait_ready() { # wait_ready <id> <count>: its <count>-th ready line, at most 180 s
+	local i=$1 want=$2 t
+	for ((t = 0; t < 1800; t++)); do
+		[ "$(ready_count "$i")" -ge "$want" ] && return 0
+		kill -0 "${pids[i]}" 2>/dev/null || bad "node $i exited: $(tail -n 5 "$W/node$i.log")" || return 1
+		sleep 0.1
+	done
+	bad "node $i not ready within 180 s: $(tail -n 5 "$W/node$i.log")"
+}
+stop_node() { # stop_node <id> <signal>: signal and reap it, bounded
+	local i=$1 sig=$2 t
+	[ -n "${pids[i]:-}" ] || return 0
+	kill -"$sig" "${pids[i]}" 2>/dev/null || true
+	for ((t = 0; t < 600; t++)); do
+		kill -0 "${pids[i]}" 2>/dev/null || break
+		sleep 0.1
+	done
+	if kill -0 "${pids[i]}" 2>/dev/null; then
+		echo "frontend: node $i did not exit within 60 s of SIG$sig; killing it" >&2
+		kill -KILL "${pids[i]}" 2>/dev/null
+	fi
+	wait "${pids[i]}"
+	local rc=$?
+	pids[i]=
+	return $rc
+}
+
+cleanup() {
+	local i
+	if [ $maps = 1 ]; then
+		mp -F >/dev/null 2>&1 || true
+		SYSTEMD_IGNORE_CHROOT=1 timeout 30 udevadm control --exit 2>/dev/null || true
+	fi
+	timeout 60 "$lio" clean || echo "frontend: lio.sh clean left something" >&2
+	for ((i = 0; i < NODES; i++)); do stop_node "$i" TERM || true; done
+	for ((i = 0; i < NODES; i++)); do
+		rmdir "/sys/kernel/config/target/core/user_$((i + 1))/cohort$i" 2>/dev/null || true
+	done
+	if [ $fail = 1 ]; then
+		for ((i = 0; i < NODES; i++)); do
+			echo "--- node $i log (tail)"
+			tail -n 20 "$W/node$i.log" 2>/dev/null
+		done
+	fi
+	rm -rf "$W"
+}
+trap cleanup EXIT
+
+# ---------------------------------------------------------------- a
+step_setup() {
+	local i d m
+	for m in target_core_user tcm_loop sd_mod dm_multipath dm_round_robin dm_service_time; do
+		[ -d "/sys/module/$m" ] || timeout 60 modprobe "$m" || bad "modprobe $m" || return 1
+	done
+	mkdir -p "$W/cluster"
+	for ((i = 0; i < NODES; i++)); do start_node "$i"; done
+	for ((i = 0; i < NODES; i++)); do wait_ready "$i" 1 || return 1; done
+	for ((i = 0; i < NODES; i++)); do
+		d=$(timeout 60 "$lio" loop "user_$((i + 1))/cohort$i" "naa.5001405c0e0a000$((i + 1))") ||
+			bad "lio.sh loop for node $i failed" || return 1
+		disks[i]=$d
+	done
+	echo "frontend: paths A=${disks[0]} B=${disks[1]} C=${disks[2]}"
+}
+
+# ---------------------------------------------------------------- b
+serial_of() { timeout 30 sg_inq -p 0x80 "$1" | sed -n 's/.*[Ss]erial [Nn]umber: *//p' | tr -d ' '; }
+naa_of() { timeout 30 sg_vpd -p di "$1" | grep -oiE '0x6[0-9a-f]{31}' | head -n1; }
+step_sg() {
+	local d s0 n0 s n cap last lba out i
+	s0=$(serial_of "${disks[0]}")
+	n0=$(naa_of "${disks[0]}")
+	[ -n "$s0" ] || bad "no VPD 0x80 serial on ${disks[0]}" || return 1
+	[ -n "$n0" ] || bad "no NAA 6 designator in VPD 0x83 on ${disks[0]}" || return 1
+	[ "${s0,,}" = "$VOLID" ] || bad "serial $s0 is not the volume id $VOLID" || return 1
+	for ((i = 0; i < NODES; i++)); do
+		d=${disks[i]}
+		timeout 30 sg_inq "$d" >"$W/inq" || bad "sg_inq $d" || return 1
+		s=$(serial_of "$d")
+		n=$(naa_of "$d")
+		[ "$s" = "$s0" ] || bad "serial differs: $d $s, ${disks[0]} $s0" || return 1
+		[ "$n" = "$n0" ] || bad "NAA differs: $d $n, ${disks[0]} $n0" || return 1
+		timeout 30 sg_rtpg -d "$d" >"$W/rtpg" 2>&1 || bad "sg_rtpg $d: $(cat "$W/rtpg")" || return 1
+		grep -qi 'active/optimized' "$W/rtpg" || bad "RTPG on $d: $(cat "$W/rtpg")" || return 1
+		! grep -qiE 'standby|unavailable|non-optimized' "$W/rtpg" ||
+			bad "RTPG on $d reports a path that is not active/optimized" || return 1
+	done
+	echo "frontend: serial $s0 and NAA $n0 on every path; RTPG all active/optimized"
+	cap=$(timeout 30 sg_readcap -l "${disks[0]}") || bad "sg_readcap -l" || return 1
+	last=$(sed -n 's/.*Last LBA=\([0-9]*\).*/\1/p' <<<"$cap" | head -n1)
+	[ -n "$last" ] || bad "no Last LBA in: $cap" || return 1
+	# READ(16) of one block just past the end.
+	lba=$(printf '%016x' $((last + 1)) | sed 's/../& /g')
+	out=$(timeout 30 sg_raw -r 4096 "${disks[0]}" 88 00 $lba 00 00 00 01 00 00 2>&1)
+	grep -qi 'illegal request' <<<"$out" && grep -qiE 'out of range|21h|0x21' <<<"$out" ||
+		bad "READ(16) past the end: $out" || return 1
+	echo "frontend: READ(16) at LBA $((last + 1)): ILLEGAL REQUEST, LBA out of range"
+	# COMPARE AND WRITE at LBA 100: right compare data, then stale.
+	head -c 4096 /dev/urandom >"$W/old"
+	head -c 4096 /dev/urandom >"$W/new"
+	cat "$W/old" "$W/new" >"$W/caw"
+	timeout 30 dd if="$W/old" of="${disks[0]}" bs=4096 seek=100 oflag=direct conv=notrunc status=none ||
+		bad "dd write at LBA 100" || return 1
+	timeout 30 sg_compare_and_write --in="$W/caw" --lba=100 --num=1 --xferlen=8192 "${disks[0]}" ||
+		bad "COMPARE AND WRITE with the right data failed" || return 1
+	timeout 30 dd if="${disks[1]}" of="$W/back" bs=4096 skip=100 count=1 iflag=direct status=none ||
+		bad "dd read through path B" || return 1
+	cmp -s "$W/back" "$W/new" || bad "path B does not read what COMPARE AND WRITE wrote" || return 1
+	out=$(timeout 30 sg_compare_and_write --in="$W/caw" --lba=100 --num=1 --xferlen=8192 "${disks[1]}" 2>&1)
+	local rc=$?
+	[ $rc = 14 ] || bad "COMPARE AND WRITE with stale data: status $rc, not 14 (MISCOMPARE): $out" || return 1
+	echo "frontend: COMPARE AND WRITE: success through A, MISCOMPARE through B"
+	timeout 30 dd if="${disks[0]}" of="$W/back" bs=4096 skip=100 count=1 iflag=direct status=none
+	cmp -s "$W/back" "$W/new" || bad "a miscompare changed the data" || return 1
+}
+
+# ---------------------------------------------------------------- c
+fio_job() { # fio_job <dev> <offset> <extra args...>
+	local dev=$1 off=$2
+	shift 2
+	timeout 300 fio --name=fe --filename="$dev" --direct=1 --ioengine=libaio --iodepth=16 \
+		--rw=randwrite --bs=4k --offset="$off" --size=2m --verify=crc32c --verify_fatal=1 \
+		--randrepeat=1 --randseed=4711 --verify_state_save=0 --output="$W/fio.log" "$@"
+}
+step_fio() {
+	fio_job "${disks[0]}" 1m --do_verify=1 || bad "fio through A: $(tail -n 20 "$W/fio.log")" || return 1
+	fio_job "${disks[1]}" 1m --verify_only ||
+		bad "fio --verify_only through B: $(tail -n 20 "$W/fio.log")" || return 1
+	cmp <(timeout 60 dd if="${disks[0]}" bs=1M skip=1 count=2 iflag=direct status=none) \
+		<(timeout 60 dd if="${disks[1]}" bs=1M skip=1 count=2 iflag=direct status=none) ||
+		bad "paths A and B read different data" || return 1
+}
+
+# ---------------------------------------------------------------- d
+step_restart() {
+	local fpid rc
+	timeout 300 fio --name=fe-b --filename="${disks[1]}" --direct=1 --ioengine=libaio --iodepth=16 \
+		--rw=randwrite --bs=4k --offset=4m --size=2m --verify=crc32c --verify_fatal=1 \
+		--verify_backlog=64 --verify_state_save=0 --runtime=30 --time_based --output="$W/fio-b.log" &
+	fpid=$!
+	sleep 3 # let fio get going: the kill is meant to land mid-run, not to order anything
+	kill -KILL "${pids[0]}"
+	wait "${pids[0]}" 2>/dev/null
+	pids[0]=
+	echo "frontend: node 0 SIGKILLed during fio on path B"
+	start_node 0
+	wait_ready 0 2 || return 1
+	grep -q 'reattached to' "$W/node0.log" || bad "node 0 did not reattach: $(tail -n 5 "$W/node0.log")" || return 1
+	wait $fpid
+	rc=$?
+	[ $rc = 0 ] || bad "fio through B across node 0's death: status $rc: $(tail -n 20 "$W/fio-b.log")" || return 1
+	fio_job "${disks[0]}" 1m --verify_only ||
+		bad "path A after the restart: $(tail -n 20 "$W/fio.log")" || return 1
+	echo "frontend: node 0 reattached; path A verifies step c's data"
+}
+
+# ---------------------------------------------------------------- e
+# dm-multipath without touching the host's /etc (the guest's / is the host's, over 9p): udevd and
+# multipath run in a mount namespace whose /etc is an overlay with the config on top, so what
+# they write (wwids, bindings) lands in $W. multipath skips paths that udev has not seen, so the
+# guest gets a udevd of its own (SYSTEMD_IGNORE_CHROOT: the guest runs chrooted into the host's
+# /), asked to exit at the end.
+ns_run() {
+	DM_DISABLE_UDEV=1 SYSTEMD_IGNORE_CHROOT=1 timeout 60 unshare -m bash -c '
+		set -e
+		mount -t overlay overlay -o "lowerdir=/etc,upperdir=$1/up,workdir=$1/wk" /etc
+		shift
+		exec "$@"' ns "$W" "$@"
+}
+mp() { ns_run multipath "$@"; }
+step_multipath() {
+	local vendor map dev n fpid rc
+	vendor=$(timeout 30 sg_inq "${disks[0]}" | sed -n 's/.*Vendor identification: *//p' | sed 's/ *$//')
+	mkdir -p "$W/up" "$W/wk"
+	cat >"$W/up/multipath.conf" <<-EOF
+		defaults {
+			find_multipaths no
+			user_friendly_names no
+			path_grouping_policy multibus
+			no_path_retry 12
+			uid_attribute ""
+		}
+		blacklist {
+			device {
+				vendor ".*"
+			}
+		}
+		blacklist_exceptions {
+			device {
+				vendor "$vendor"
+			}
+		}
+		devices {
+			device {
+				vendor "$vendor"
+				product ".*"
+				path_grouping_policy multibus
+				path_checker tur
+				no_path_retry 12
+			}
+		}
+	EOF
+	maps=1
+	ns_run /lib/systemd/systemd-udevd --daemon >"$W/udevd.log" 2>&1 ||
+		bad "udevd: $(cat "$W/udevd.log")" || return 1
+	SYSTEMD_IGNORE_CHROOT=1 timeout 30 udevadm trigger --action=add --subsystem-match=block
+	SYSTEMD_IGNORE_CHROOT=1 timeout 60 udevadm settle -t 50 || bad "udevadm settle" || return 1
+	mp -v2 >"$W/mp.log" 2>&1 || bad "multipath: $(cat "$W/mp.log")" || return 1
+	mp -ll >"$W/mpll" 2>&1 || true
+	cat "$W/mpll"
+	map=$(dmsetup ls --target multipath | awk 'NR == 1 {print $1}')
+	[ -n "$map" ] || bad "no multipath map" || return 1
+	n=$(grep -cE 'active ready running' "$W/mpll")
+	[ "$n" = $NODES ] || bad "$n of $NODES paths active ready" || return 1
+	dev=/dev/mapper/$map
+	[ -b "$dev" ] || bad "$dev missing" || return 1
+	fio_job "$dev" 8m --do_verify=1 || bad "fio through $dev: $(tail -n 20 "$W/fio.log")" || return 1
+	echo "frontend: one map $map over $NODES active paths; fio verify passed"
+	# Stretch: a server stops mid-run; dm-multipath fails its path and goes on.
+	timeout 300 fio --name=fe-mp --filename="$dev" --direct=1 --ioengine=libaio --iodepth=16 \
+		--rw=randwrite --bs=4k --offset=12m --size=2m --verify=crc32c --verify_fatal=1 \
+		--verify_backlog=64 --verify_state_save=0 --runtime=25 --time_based --output="$W/fio-mp.log" &
+	fpid=$!
+	sleep 3 # mid-run, as in step d
+	stop_node 2 TERM || bad "node 2 did not close cleanly: $(tail -n 5 "$W/node2.log")" || return 1
+	echo "frontend: node 2 stopped (SIGTERM) during fio on $dev"
+	wait $fpid
+	rc=$?
+	[ $rc = 0 ] || bad "fio on $dev across node 2's stop: status $rc: $(tail -n 20 "$W/fio-mp.log")" || return 1
+}
+
+# ---------------------------------------------------------------- f
+step_iscsi() {
+	local url out
+	url=$(timeout 60 "$lio" iscsi user_1/cohort0 iqn.2026-01.io.cohort:vol0) ||
+		bad "lio.sh iscsi failed" || return 1
+	out=$(timeout 60 iscsi-inq -e 1 -c 0x80 "$url" 2>&1) || bad "iscsi-inq $url: $out" || return 1
+	grep -qi "$VOLID" <<<"$out" || bad "iSCSI VPD 0x80 lacks the serial: $out" || return 1
+	out=$(timeout 60 iscsi-readcapacity16 "$url" 2>&1) || bad "iscsi-readcapacity16: $out" || return 1
+	echo "frontend: iSCSI login on $url; the same serial; $(grep -i 'logical block address' <<<"$out")"
+}
+
+step "a. cluster of $NODES tcmu_serve, one tcm_loop LUN each" step_setup || exit 1
+step "b. sg3_utils: identity, capacity, ALUA, out-of-range sense, COMPARE AND WRITE" step_sg
+step "c. fio verify through path A, read back through path B" step_fio
+step "d. node 0 SIGKILLed during fio on path B, restarted, path A back" step_restart
+step "e. dm-multipath over every path, fio verify, a server stopped mid-run" step_multipath
+step "f. iSCSI on 127.0.0.1 with a libiscsi client" step_iscsi
+if [ $fail = 0 ]; then say "PASS"; else say "FAIL"; fi
+exit $fail
