@@ -131,6 +131,15 @@ struct coh_scsi_cmd {
 	uint64_t lba;
 	uint32_t nblocks, done_blocks;
 	uint32_t op_state;
+	uint8_t *pat;	  /* WRITE SAME, UNMAP: the blocks each piece writes */
+	uint64_t *ext;	  /* UNMAP: (lba, blocks) pairs; WRITE SAME and the rest: one, inline */
+	uint64_t ext1[2]; /* ... that one */
+	uint32_t n_ext, i_ext; /* extents, and the one being done */
+	uint32_t chunk;	       /* blocks of the piece in flight */
+	int err;	       /* the first piece's failure */
+	uint32_t sync; /* (atomic) whether a piece's completion or its submitter goes on (lu.c) */
+	uint8_t *data; /* the command's data, contiguous: the iovec's one piece or @bounce */
+	uint64_t data_len_total;
 };
 
 /**

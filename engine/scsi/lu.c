@@ -1,0 +1,1077 @@
+/*
+ * lu.c - the SCSI logical unit (scsi.h): parses each CDB against the SBC-3/SPC-4 tables, answers
+ * the commands about the unit (INQUIRY and its VPD pages, READ CAPACITY, MODE SENSE/SELECT, REPORT
+ * TARGET PORT GROUPS, TEST UNIT READY, REQUEST SENSE) from its attributes, and turns media
+ * commands (READ, WRITE, WRITE SAME, UNMAP, VERIFY, COMPARE AND WRITE, SYNCHRONIZE CACHE) into
+ * struct coh_io operations on the block path, in pieces of at most @max_xfer_blocks, one after
+ * the other. docs/scsi.md has the command table, the identity and the sense map.
+ *
+ * A media command's pieces are driven by their completions: the callback of one submits the next
+ * (lu_pump). A block path that completes inside its submit (a test's) would recurse once per
+ * piece, so the submitter and the callback decide through @cmd->sync which of them goes on.
+ *
+ * Leaves out: REPORT LUNS and reservations (the kernel's), task management, descriptor-format
+ * sense, protection information, variable-length CDBs.
+ */
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cohort/scsi.h"
+
+#define LU_XFER_DEFAULT 256u	    /* blocks per engine operation when the attributes say 0 */
+#define LU_CAW_MAX 16u		    /* VPD B0 MAXIMUM COMPARE AND WRITE LENGTH, blocks */
+#define LU_UNMAP_DESC_MAX 256u	    /* VPD B0 MAXIMUM UNMAP BLOCK DESCRIPTOR COUNT */
+#define LU_UNMAP_LBA_MAX (1u << 20) /* VPD B0 MAXIMUM UNMAP LBA COUNT (per command) */
+#define LU_WS_MAX (1u << 20)	    /* VPD B0 MAXIMUM WRITE SAME LENGTH */
+#define LU_DATA_MAX 1024u	    /* the longest answer built here */
+
+/* Sense keys and the ASC/ASCQ pairs used (SPC-4 tables 49 and 51). */
+enum {
+	SK_NO_SENSE = 0x0,
+	SK_NOT_READY = 0x2,
+	SK_MEDIUM_ERROR = 0x3,
+	SK_ILLEGAL_REQUEST = 0x5,
+	SK_MISCOMPARE = 0xe,
+};
+#define ASC_INVALID_OPCODE 0x2000
+#define ASC_LBA_OUT_OF_RANGE 0x2100
+#define ASC_INVALID_FIELD_CDB 0x2400
+#define ASC_PARAM_LIST_LENGTH 0x1a00
+#define ASC_INVALID_FIELD_PARAM 0x2600
+#define ASC_SAVING_NOT_SUPPORTED 0x3900
+#define ASC_MISCOMPARE_VERIFY 0x1d00
+#define ASC_UNRECOVERED_READ 0x1100
+#define ASC_WRITE_ERROR 0x0c00
+#define ASC_ALUA_TRANSITION 0x040a
+#define ASC_ALUA_UNAVAILABLE 0x040c
+
+enum lu_job {
+	J_READ = 1,
+	J_WRITE,
+	J_FILL,
+	J_VERIFY,
+	J_VERIFY_CMP,
+	J_CAW
+};
+
+struct coh_scsi_lu {
+	struct coh_scsi_lu_attr a;
+	char name[65];
+	_Atomic uint32_t state;
+};
+
+static uint16_t get16(const uint8_t *p)
+{
+	return (uint16_t)(p[0] << 8 | p[1]);
+}
+
+static uint32_t get32(const uint8_t *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static uint64_t get64(const uint8_t *p)
+{
+	return (uint64_t)get32(p) << 32 | get32(p + 4);
+}
+
+static void put16(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)(v >> 8);
+	p[1] = (uint8_t)v;
+}
+
+static void put32(uint8_t *p, uint32_t v)
+{
+	put16(p, v >> 16);
+	put16(p + 2, v);
+}
+
+static void put64(uint8_t *p, uint64_t v)
+{
+	put32(p, (uint32_t)(v >> 32));
+	put32(p + 4, (uint32_t)v);
+}
+
+/* lu_sense - CHECK CONDITION with fixed-format sense: @key, @asc (ASC << 8 | ASCQ), the
+ * INFORMATION field when @info_valid, and a field pointer (@field >= 0: byte @field of the CDB,
+ * or of the parameter list when !@in_cdb). */
+static void lu_sense(struct coh_scsi_cmd *cmd, uint8_t key, uint16_t asc, bool info_valid,
+		     uint32_t info, int field, bool in_cdb)
+{
+	uint8_t *s = cmd->sense;
+
+	memset(s, 0, 18);
+	s[0] = 0x70 | (info_valid ? 0x80 : 0);
+	s[2] = key;
+	if (info_valid)
+		put32(s + 3, info);
+	s[7] = 10;
+	s[12] = (uint8_t)(asc >> 8);
+	s[13] = (uint8_t)asc;
+	if (field >= 0) {
+		s[15] = 0x80 | (in_cdb ? 0x40 : 0);
+		put16(s + 16, (uint32_t)field);
+	}
+	cmd->sense_len = 18;
+	cmd->status = COH_SCSI_CHECK_CONDITION;
+}
+
+static void lu_bad_cdb(struct coh_scsi_cmd *cmd, int field)
+{
+	lu_sense(cmd, SK_ILLEGAL_REQUEST, ASC_INVALID_FIELD_CDB, false, 0, field, true);
+}
+
+void coh_scsi_sense_from_errno(struct coh_scsi_cmd *cmd, int err, bool is_write)
+{
+	cmd->sense_len = 0;
+	switch (err) {
+	case 0:
+		cmd->status = COH_SCSI_GOOD;
+		break;
+	case -EBUSY: /* the engine's queue depth: the initiator retries */
+		cmd->status = COH_SCSI_TASK_SET_FULL;
+		break;
+	case -ENOMEM:
+		cmd->status = COH_SCSI_BUSY;
+		break;
+	case -EROFS:	 /* no quorum: this node must not serve */
+	case -ESHUTDOWN: /* leaving, or the cluster stopped */
+	case -EACCES:	 /* fenced */
+	case -ENOTCONN:	 /* not (yet) a member */
+	case -EHOSTDOWN: /* ... */
+		lu_sense(cmd, SK_NOT_READY, ASC_ALUA_UNAVAILABLE, false, 0, -1, false);
+		break;
+	case -EAGAIN:	  /* a view change or a formation: soon again */
+	case -ETIMEDOUT:  /* an operation's bound ran out waiting for a view change */
+	case -ECONNRESET: /* a peer died mid-operation: the view change takes over */
+	case -EPIPE:
+		lu_sense(cmd, SK_NOT_READY, ASC_ALUA_TRANSITION, false, 0, -1, false);
+		break;
+	case -EINVAL:
+	case -ERANGE:
+		lu_sense(cmd, SK_ILLEGAL_REQUEST, ASC_INVALID_FIELD_CDB, false, 0, -1, false);
+		break;
+	default: /* -EIO and anything unexpected: the medium failed this command */
+		lu_sense(cmd, SK_MEDIUM_ERROR, is_write ? ASC_WRITE_ERROR : ASC_UNRECOVERED_READ,
+			 false, 0, -1, false);
+		break;
+	}
+}
+
+/* lu_not_active - true, with the state's sense, when the unit does not serve media commands. */
+static bool lu_not_active(struct coh_scsi_lu *lu, struct coh_scsi_cmd *cmd)
+{
+	uint32_t st = atomic_load(&lu->state);
+
+	if (st == COH_SCSI_LU_ACTIVE)
+		return false;
+	lu_sense(cmd, SK_NOT_READY,
+		 st == COH_SCSI_LU_TRANSITIONING ? ASC_ALUA_TRANSITION : ASC_ALUA_UNAVAILABLE,
+		 false, 0, -1, false);
+	return true;
+}
+
+static uint64_t lu_iov_len(const struct coh_scsi_cmd *cmd)
+{
+	uint64_t t = 0;
+	uint32_t i;
+
+	for (i = 0; i < cmd->iov_cnt; i++)
+		t += cmd->iov[i].iov_len;
+	return t;
+}
+
+/* lu_copy_out - @len bytes of @src into the Data-In buffer (as much as fits): data_len. */
+static void lu_copy_out(struct coh_scsi_cmd *cmd, const uint8_t *src, uint64_t len)
+{
+	uint64_t off = 0;
+	uint32_t i;
+
+	for (i = 0; i < cmd->iov_cnt && off < len; i++) {
+		uint64_t n = cmd->iov[i].iov_len;
+
+		if (n > len - off)
+			n = len - off;
+		if (n)
+			memcpy(cmd->iov[i].iov_base, src + off, n);
+		off += n;
+	}
+	cmd->data_len = (uint32_t)off;
+}
+
+/* lu_copy_in - the first @len bytes of the Data-Out buffer into @dst; false if it is shorter. */
+static bool lu_copy_in(const struct coh_scsi_cmd *cmd, uint8_t *dst, uint64_t len)
+{
+	uint64_t off = 0;
+	uint32_t i;
+
+	for (i = 0; i < cmd->iov_cnt && off < len; i++) {
+		uint64_t n = cmd->iov[i].iov_len;
+
+		if (n > len - off)
+			n = len - off;
+		if (n)
+			memcpy(dst + off, cmd->iov[i].iov_base, n);
+		off += n;
+	}
+	return off == len;
+}
+
+static void lu_done(struct coh_scsi_cmd *cmd)
+{
+	free(cmd->bounce);
+	cmd->bounce = NULL;
+	free(cmd->pat);
+	cmd->pat = NULL;
+	if (cmd->ext != cmd->ext1)
+		free(cmd->ext);
+	cmd->ext = NULL;
+	cmd->done(cmd, cmd->done_arg);
+}
+
+/* Answer with @len bytes of @buf truncated to the allocation length @alloc. */
+static void lu_answer(struct coh_scsi_cmd *cmd, const uint8_t *buf, uint32_t len, uint32_t alloc)
+{
+	lu_copy_out(cmd, buf, len < alloc ? len : alloc);
+	cmd->status = COH_SCSI_GOOD;
+}
+
+/* INQUIRY */
+
+static uint32_t lu_serial(const struct coh_scsi_lu *lu, char out[33])
+{
+	uint32_t i;
+
+	for (i = 0; i < 16; i++)
+		snprintf(out + 2 * i, 3, "%02x", lu->a.volume_id[i]);
+	return 32;
+}
+
+/* lu_naa - the NAA 6 designator as LIO lays it out (spc_gen_naa_6h_vendor_specific): NAA 6, IEEE
+ * company id 0x001405, then the serial's hex digits as nibbles. Same volume, same bytes on every
+ * node. */
+static void lu_naa(const struct coh_scsi_lu *lu, uint8_t out[16])
+{
+	static const uint8_t head[7] = { 6, 0, 0, 1, 4, 0, 5 };
+	char serial[33];
+	uint32_t i;
+
+	lu_serial(lu, serial);
+	memset(out, 0, 16);
+	for (i = 0; i < 32; i++) {
+		uint8_t v;
+
+		if (i < 7)
+			v = head[i];
+		else {
+			char ch = serial[i - 7];
+
+			v = (uint8_t)(ch <= '9' ? ch - '0' : ch - 'a' + 10);
+		}
+		out[i / 2] |= (uint8_t)(i % 2 ? v : v << 4);
+	}
+}
+
+static uint32_t lu_vpd(struct coh_scsi_lu *lu, uint8_t page, uint8_t *b)
+{
+	char serial[33];
+	uint32_t n;
+
+	memset(b, 0, LU_DATA_MAX);
+	b[1] = page;
+	switch (page) {
+	case 0x00:
+		b[4] = 0x00, b[5] = 0x80, b[6] = 0x83, b[7] = 0xb0, b[8] = 0xb1, b[9] = 0xb2;
+		put16(b + 2, 6);
+		return 10;
+	case 0x80:
+		lu_serial(lu, serial);
+		memcpy(b + 4, serial, 32);
+		put16(b + 2, 32);
+		return 36;
+	case 0x83:
+		n = 4;
+		/* The logical unit's NAA: what hosts and dm-multipath key on. */
+		b[n] = 0x01, b[n + 1] = 0x03, b[n + 3] = 16;
+		lu_naa(lu, b + n + 4);
+		n += 20;
+		/* T10 vendor id: vendor, then the serial. */
+		lu_serial(lu, serial);
+		b[n] = 0x02, b[n + 1] = 0x01, b[n + 3] = 40;
+		memcpy(b + n + 4, "COHORT  ", 8);
+		memcpy(b + n + 12, serial, 32);
+		n += 44;
+		/* This node's target port and its group (association: target port). */
+		b[n] = 0x01, b[n + 1] = 0x14, b[n + 3] = 4;
+		put16(b + n + 6, lu->a.rel_port_id);
+		n += 8;
+		b[n] = 0x01, b[n + 1] = 0x15, b[n + 3] = 4;
+		put16(b + n + 6, lu->a.tpg_id);
+		n += 8;
+		put16(b + 2, n - 4);
+		return n;
+	case 0xb0:
+		put16(b + 2, 0x3c);
+		b[4] = 0x01; /* WSNZ: WRITE SAME of 0 blocks is refused */
+		b[5] = LU_CAW_MAX;
+		put16(b + 6, 1);
+		put32(b + 8, lu->a.max_xfer_blocks);
+		put32(b + 12, lu->a.max_xfer_blocks);
+		put32(b + 20, LU_UNMAP_LBA_MAX);
+		put32(b + 24, LU_UNMAP_DESC_MAX);
+		put32(b + 28, 1);
+		put64(b + 36, LU_WS_MAX);
+		return 0x40;
+	case 0xb1:
+		put16(b + 2, 0x3c);
+		put16(b + 4, 1); /* non-rotating */
+		return 0x40;
+	case 0xb2:
+		put16(b + 2, 4);
+		b[5] = 0x80 | 0x40 | 0x20 | 0x04; /* LBPU, LBPWS, LBPWS10, LBPRZ */
+		return 8;
+	}
+	return 0;
+}
+
+static void lu_inquiry(struct coh_scsi_lu *lu, struct coh_scsi_cmd *cmd)
+{
+	const uint8_t *c = cmd->cdb;
+	uint8_t b[LU_DATA_MAX];
+	uint32_t alloc = get16(c + 3), n;
+
+	if (c[1] & 0xfe)
+		return lu_bad_cdb(cmd, 1);
+	if (!(c[1] & 1)) {
+		if (c[2])
+			return lu_bad_cdb(cmd, 2);
+		memset(b, 0, 66);
+		b[2] = 0x06; /* SPC-4 */
+		b[3] = 0x12; /* HISUP, response data format 2 */
+		b[4] = 66 - 5;
+		b[5] = 0x10; /* TPGS 01b: implicit ALUA */
+		b[6] = 0x10; /* MULTIP: a port on every controller */
+		b[7] = 0x02; /* CMDQUE */
+		memcpy(b + 8, "COHORT  ", 8);
+		memcpy(b + 16, "COHORT VOLUME   ", 16);
+		memcpy(b + 32, "0001", 4);
+		put16(b + 58, 0x0460); /* SPC-4 */
+		put16(b + 60, 0x04c0); /* SBC-3 */
+		return lu_answer(cmd, b, 66, alloc);
+	}
+	n = lu_vpd(lu, c[2], b);
+	if (!n)
+		return lu_bad_cdb(cmd, 2);
+	lu_answer(cmd, b, n, alloc);
+}
+
+/* MODE SENSE / SELECT: the caching page (08h: no volatile cache, WCE 0) and the control page
+ * (0Ah), current values only; nothing is changeable. */
+
+static uint32_t lu_page(uint8_t code, bool changeable, uint8_t *p)
+{
+	if (code == 0x08) {
+		memset(p, 0, 20);
+		p[0] = 0x08, p[1] = 0x12;
+		return 20;
+	}
+	if (code == 0x0a) {
+		memset(p, 0, 12);
+		p[0] = 0x0a, p[1] = 0x0a;
+		if (!changeable) {
+			p[3] = 0x10; /* QUEUE ALGORITHM MODIFIER 1: unrestricted reordering */
+			put16(p + 8, 0xffff); /* busy timeout: unlimited */
+		}
+		return 12;
+	}
+	return 0;
+}
+
+static void lu_mode_sense(struct coh_scsi_lu *lu, struct coh_scsi_cmd *cmd, bool ten)
+{
+	const uint8_t *c = cmd->cdb;
+	bool dbd = c[1] & 0x08, llbaa = ten && (c[1] & 0x10);
+	uint8_t pc = c[2] >> 6, code = c[2] & 0x3f, sub = c[3], b[LU_DATA_MAX];
+	uint32_t alloc = ten ? get16(c + 7) : c[4], hdr = ten ? 8 : 4, n, bd = 0;
+
+	if (pc == 3)
+		return lu_sense(cmd, SK_ILLEGAL_REQUEST, ASC_SAVING_NOT_SUPPORTED, false, 0, 2,
+				true);
+	if (sub && !(code == 0x3f && sub == 0xff))
+		return lu_bad_cdb(cmd, 3);
+	memset(b, 0, sizeof(b));
+	n = hdr;
+	if (!dbd) {
+		bd = llbaa ? 16 : 8;
+		if (llbaa) {
+			put64(b + n, lu->a.nblocks);
+			put32(b + n + 12, lu->a.block_size);
+		} else {
+			put32(b + n, lu->a.nblocks > 0xffffffffull ? 0xffffffffu
+								   : (uint32_t)lu->a.nblocks);
+			put32(b + n + 4, lu->a.block_size & 0xffffff);
+		}
+		n += bd;
+	}
+	if (code == 0x08 || code == 0x3f)
+		n += lu_page(0x08, pc == 1, b + n);
+	if (code == 0x0a || code == 0x3f)
+		n += lu_page(0x0a, pc == 1, b + n);
+	if (code != 0x08 && code != 0x0a && code != 0x3f)
+		return lu_bad_cdb(cmd, 2);
+	if (ten) {
+		put16(b, n - 2);
+		b[3] = 0x10; /* DPOFUA */
+		b[4] = llbaa && bd ? 1 : 0;
+		put16(b + 6, bd);
+	} else {
+		b[0] = (uint8_t)(n - 1);
+		b[2] = 0x10;
+		b[3] = (uint8_t)bd;
+	}
+	lu_answer(cmd, b, n, alloc);
+}
+
+static void lu_mode_select(struct coh_scsi_lu *lu, struct coh_scsi_cmd *cmd, bool ten)
+{
+	const uint8_t *c = cmd->cdb;
+	uint32_t len = ten ? get16(c + 7) : c[4], hdr = ten ? 8 : 4, off, bd;
+	uint8_t p[LU_DATA_MAX], cur[32];
+
+	(void)lu;
+	if (c[1] & 0x01)
+		return lu_sense(cmd, SK_ILLEGAL_REQUEST, ASC_SAVING_NOT_SUPPORTED, false, 0, 1,
+				true);
+	if (!len) {
+		cmd->status = COH_SCSI_GOOD;
+		return;
+	}
+	if (len > sizeof(p) || len < hdr || !lu_copy_in(cmd, p, len))
+		return lu_sense(cmd, SK_ILLEGAL_REQUEST, ASC_PARAM_LIST_LENGTH, false, 0, -1,
+				false);
+	bd = ten ? get16(p + 6) : p[3];
+	off = hdr + bd;
+	if (off > len)
+		return lu_sense(cmd, SK_ILLEGAL_REQUEST, ASC_PARAM_LIST_LENGTH, false, 0, -1,
+				false);
+	while (off < len) {
+		uint32_t n, plen;
+
+		if (len - off < 2)
+			return lu_sense(cmd, SK_ILLEGAL_REQUEST, ASC_PARAM_LIST_LENGTH, false, 0,
+					-1, false);
+		plen = (uint32_t)p[off + 1] + 2;
+		n = lu_page(p[off] & 0x3f, false, cur);
+		if (!n || plen != n || off + plen > len)
+			return lu_sense(cmd, SK_ILLEGAL_REQUEST, ASC_INVALID_FIELD_PARAM, false, 0,
+					(int)off, false);
+		/* Only the current values are accepted (the PS bit aside): nothing can change. */
+		if ((p[off] & 0x7f) != cur[0] || memcmp(p + off + 1, cur + 1, n - 1))
+			return lu_sense(cmd, SK_ILLEGAL_REQUEST, ASC_INVALID_FIELD_PARAM, false, 0,
+					(int)off, false);
+		off += plen;
+	}
+	cmd->status = COH_SCSI_GOOD;
+}
+
+/* REPORT TARGET PORT GROUPS: a group per controller, each one port; every group active/optimized,
+ * this node's as its state says. */
+static void lu_rtpg(struct coh_scsi_lu *lu, struct coh_scsi_cmd *cmd)
+{
+	const uint8_t *c = cmd->cdb;
+	uint32_t alloc = get32(c + 6), n, g, groups = lu->a.tpg_count ? lu->a.tpg_count : 1;
+	bool ext = (c[1] >> 5) == 1;
+	uint32_t st = atomic_load(&lu->state);
+	uint8_t b[LU_DATA_MAX];
+
+	if ((c[1] >> 5) > 1)
+		return lu_bad_cdb(cmd, 1);
+	memset(b, 0, sizeof(b));
+	n = ext ? 8 : 4;
+	if (ext)
+		b[4] = 0x10;
+	for (g = 1; g <= groups && n + 12 <= sizeof(b); g++) {
+		bool mine = g == lu->a.tpg_id;
+		uint8_t state = 0x0; /* active/optimized */
+
+		if (mine && st == COH_SCSI_LU_TRANSITIONING)
+			state = 0x0f;
+		else if (mine && st == COH_SCSI_LU_UNAVAILABLE)
+			state = 0x03;
+		b[n] = 0x80 | state;	       /* PREF: every path is as good */
+		b[n + 1] = 0x80 | 0x08 | 0x01; /* T_SUP, U_SUP, AO_SUP */
+		put16(b + n + 2, g);
+		b[n + 7] = 1;
+		put16(b + n + 10, mine ? lu->a.rel_port_id : g);
+		n += 12;
+	}
+	put32(b, n - 4);
+	lu_answer(cmd, b, n, alloc);
+}
+
+static void lu_read_capacity(struct coh_scsi_lu *lu, struct coh_scsi_cmd *cmd, bool sixteen)
+{
+	uint64_t last = lu->a.nblocks - 1;
+	uint8_t b[32];
+
+	memset(b, 0, sizeof(b));
+	if (!sixteen) {
+		put32(b, last > 0xfffffffeull ? 0xffffffffu : (uint32_t)last);
+		put32(b + 4, lu->a.block_size);
+		return lu_answer(cmd, b, 8, 8);
+	}
+	put64(b, last);
+	put32(b + 8, lu->a.block_size);
+	b[14] = 0x80 | 0x40; /* LBPME, LBPRZ: UNMAP is supported and reads back zeros */
+	lu_answer(cmd, b, 32, get32(cmd->cdb + 10));
+}
+
+/* Media commands. */
+
+static void lu_pump(struct coh_scsi_cmd *cmd);
+
+/* lu_finish - the job's end: GOOD with the data copied out, or its error's sense. */
+static void lu_finish(struct coh_scsi_cmd *cmd)
+{
+	uint32_t job = cmd->op_state;
+
+	if (cmd->err) {
+		if (cmd->status != COH_SCSI_CHECK_CONDITION)
+			coh_scsi_sense_from_errno(
+			    cmd, cmd->err, job != J_READ && job != J_VERIFY && job != J_VERIFY_CMP);
+	} else {
+		cmd->status = COH_SCSI_GOOD;
+		if (job == J_READ && cmd->data == cmd->bounce)
+			lu_copy_out(cmd, cmd->data, cmd->data_len_total);
+		else if (job == J_READ)
+			cmd->data_len = (uint32_t)cmd->data_len_total;
+	}
+	lu_done(cmd);
+}
+
+/* lu_piece_done - a piece completed: advance, and go on unless its submitter does. */
+static void lu_piece_done(struct coh_io *io, int status, void *arg)
+{
+	struct coh_scsi_cmd *cmd = arg;
+	struct coh_scsi_lu *lu = cmd->lu;
+	uint32_t bs = lu->a.block_size;
+
+	if (status == -EILSEQ && cmd->op_state == J_CAW) {
+		lu_sense(cmd, SK_MISCOMPARE, ASC_MISCOMPARE_VERIFY, true, io->miscompare, -1,
+			 false);
+		cmd->err = status;
+	} else if (status) {
+		cmd->err = status;
+	} else if (cmd->op_state == J_VERIFY_CMP) {
+		const uint8_t *want = cmd->data + (uint64_t)cmd->done_blocks * bs;
+		uint64_t i, len = (uint64_t)cmd->chunk * bs;
+
+		for (i = 0; i < len && cmd->bounce && ((uint8_t *)cmd->bounce)[i] == want[i]; i++)
+			;
+		if (i < len) {
+			lu_sense(cmd, SK_MISCOMPARE, ASC_MISCOMPARE_VERIFY, true,
+				 (uint32_t)((uint64_t)cmd->done_blocks * bs + i), -1, false);
+			cmd->err = -EILSEQ;
+		}
+	}
+	cmd->done_blocks += cmd->chunk;
+	if (__atomic_exchange_n(&cmd->sync, 2, __ATOMIC_ACQ_REL) == 1)
+		return; /* its submitter is still in the submit call: it goes on */
+	lu_pump(cmd);
+}
+
+/* lu_pump - submit the next piece, until one completes elsewhere or the job is over. */
+static void lu_pump(struct coh_scsi_cmd *cmd)
+{
+	struct coh_scsi_lu *lu = cmd->lu;
+	uint32_t bs = lu->a.block_size, max = lu->a.max_xfer_blocks;
+	int ret;
+
+	for (;;) {
+		uint64_t lba, left;
+		uint8_t *buf;
+
+		while (!cmd->err && cmd->i_ext < cmd->n_ext &&
+		       cmd->done_blocks >= cmd->ext[2 * cmd->i_ext + 1]) {
+			cmd->i_ext++;
+			if (cmd->op_state == J_FILL && cmd->i_ext < cmd->n_ext)
+				cmd->done_blocks = 0;
+		}
+		if (cmd->err || cmd->i_ext >= cmd->n_ext)
+			return lu_finish(cmd);
+		lba = cmd->ext[2 * cmd->i_ext] + cmd->done_blocks;
+		left = cmd->ext[2 * cmd->i_ext + 1] - cmd->done_blocks;
+		cmd->chunk = (uint32_t)(left < max ? left : max);
+		switch (cmd->op_state) {
+		case J_FILL:
+			buf = cmd->pat;
+			break;
+		case J_VERIFY:
+		case J_VERIFY_CMP:
+			buf = cmd->bounce; /* a piece's worth, read and looked at */
+			break;
+		case J_CAW:
+			cmd->chunk = (uint32_t)left; /* one operation: atomic as a whole */
+			buf = cmd->data;
+			break;
+		default:
+			buf = cmd->data + (uint64_t)cmd->done_blocks * bs;
+			break;
+		}
+		cmd->io =
+		    (struct coh_io){ .io_size = sizeof(cmd->io),
+				     .type = cmd->op_state == J_READ || cmd->op_state == J_VERIFY ||
+						     cmd->op_state == J_VERIFY_CMP
+						 ? COH_IO_READ
+					     : cmd->op_state == J_CAW ? COH_IO_COMPARE_WRITE
+								      : COH_IO_WRITE,
+				     .lba = lu->a.first_lba + lba,
+				     .nblocks = cmd->chunk,
+				     .buf = buf,
+				     .cb = lu_piece_done,
+				     .cb_arg = cmd };
+		__atomic_store_n(&cmd->sync, 1, __ATOMIC_RELEASE);
+		ret = lu->a.submit(lu->a.submit_ctx, &cmd->io);
+		if (ret) {
+			__atomic_store_n(&cmd->sync, 0, __ATOMIC_RELEASE);
+			cmd->err = ret;
+			return lu_finish(cmd);
+		}
+		if (__atomic_exchange_n(&cmd->sync, 0, __ATOMIC_ACQ_REL) != 2)
+			return; /* it completes on another thread, which goes on */
+	}
+}
+
+/* lu_parse_rw - LBA and length of READ/WRITE/VERIFY/SYNC/WRITE SAME CDBs. */
+static void lu_parse_rw(const uint8_t *c, uint64_t *lba, uint32_t *n)
+{
+	switch (c[0]) {
+	case 0x08: /* READ(6) */
+	case 0x0a:
+		*lba = (uint64_t)(c[1] & 0x1f) << 16 | get16(c + 2);
+		*n = c[4] ? c[4] : 256;
+		break;
+	case 0xa8: /* (12) */
+	case 0xaa:
+	case 0xaf:
+		*lba = get32(c + 2);
+		*n = get32(c + 6);
+		break;
+	case 0x88: /* (16) */
+	case 0x8a:
+	case 0x8f:
+	case 0x91:
+	case 0x93:
+		*lba = get64(c + 2);
+		*n = get32(c + 10);
+		break;
+	default: /* (10) */
+		*lba = get32(c + 2);
+		*n = get16(c + 7);
+		break;
+	}
+}
+
+/* lu_range - is [@lba, @lba + @n) inside the unit? Else LBA OUT OF RANGE. */
+static bool lu_range(struct coh_scsi_lu *lu, struct coh_scsi_cmd *cmd, uint64_t lba, uint64_t n)
+{
+	if (lba <= lu->a.nblocks && n <= lu->a.nblocks - lba)
+		return true;
+	lu_sense(cmd, SK_ILLEGAL_REQUEST, ASC_LBA_OUT_OF_RANGE, false, 0, -1, false);
+	return false;
+}
+
+/* lu_start - a media job of one extent or cmd->ext's; its data is @bytes of the buffer. */
+static void lu_start(struct coh_scsi_cmd *cmd, uint32_t job, uint64_t lba, uint64_t n)
+{
+	cmd->op_state = job;
+	cmd->done_blocks = 0;
+	cmd->i_ext = 0;
+	cmd->err = 0;
+	if (!cmd->ext) {
+		cmd->ext = cmd->ext1;
+		cmd->ext1[0] = lba;
+		cmd->ext1[1] = n;
+		cmd->n_ext = 1;
+	}
+	lu_pump(cmd);
+}
+
+/* lu_data - the command's @len bytes of data, contiguous: the iovec's piece when it is one,
+ * else a bounce buffer (filled from Data-Out when @in). false: answered (no memory, or the
+ * buffer is shorter than the CDB says). */
+static bool lu_data(struct coh_scsi_cmd *cmd, uint64_t len, bool in)
+{
+	cmd->data_len_total = len;
+	if (lu_iov_len(cmd) < len) {
+		lu_bad_cdb(cmd, -1);
+		return false;
+	}
+	if (cmd->iov_cnt >= 1 && cmd->iov[0].iov_len >= len) {
+		cmd->data = cmd->iov[0].iov_base;
+		return true;
+	}
+	cmd->bounce = malloc(len ? len : 1);
+	if (!cmd->bounce) {
+		cmd->status = COH_SCSI_BUSY;
+		return false;
+	}
+	cmd->data = cmd->bounce;
+	if (in)
+		lu_copy_in(cmd, cmd->data, len);
+	return true;
+}
+
+static void lu_rw(struct coh_scsi_lu *lu, struct coh_scsi_cmd *cmd, bool write)
+{
+	uint64_t lba;
+	uint32_t n;
+
+	lu_parse_rw(cmd->cdb, &lba, &n);
+	if (!lu_range(lu, cmd, lba, n))
+		return lu_done(cmd);
+	if (!n) {
+		cmd->status = COH_SCSI_GOOD;
+		return lu_done(cmd);
+	}
+	if (!lu_data(cmd, (uint64_t)n * lu->a.block_size, write))
+		return lu_done(cmd);
+	lu_start(cmd, write ? J_WRITE : J_READ, lba, n);
+}
+
+static void lu_write_same(struct coh_scsi_lu *lu, struct coh_scsi_cmd *cmd)
+{
+	const uint8_t *c = cmd->cdb;
+	bool unmap = c[1] & 0x08, ndob = c[0] == 0x93 && (c[1] & 0x01);
+	uint32_t bs = lu->a.block_size, n, piece, i;
+	uint64_t lba;
+
+	lu_parse_rw(c, &lba, &n);
+	if (!n || n > LU_WS_MAX) {
+		lu_bad_cdb(cmd, c[0] == 0x93 ? 10 : 7);
+		return lu_done(cmd);
+	}
+	if (!lu_range(lu, cmd, lba, n))
+		return lu_done(cmd);
+	piece = n < lu->a.max_xfer_blocks ? n : lu->a.max_xfer_blocks;
+	cmd->pat = calloc(piece, bs);
+	if (!cmd->pat) {
+		cmd->status = COH_SCSI_BUSY;
+		return lu_done(cmd);
+	}
+	/* UNMAP reads back zeros (LBPRZ): the block is written with them. */
+	if (!unmap && !ndob) {
+		if (!lu_copy_in(cmd, cmd->pat, bs)) {
+			lu_bad_cdb(cmd, -1);
+			return lu_done(cmd);
+		}
+		for (i = 1; i < piece; i++)
+			memcpy(cmd->pat + (size_t)i * bs, cmd->pat, bs);
+	}
+	lu_start(cmd, J_FILL, lba, n);
+}
+
+static void lu_unmap(struct coh_scsi_lu *lu, struct coh_scsi_cmd *cmd)
+{
+	uint32_t len = get16(cmd->cdb + 7), nd, i, piece = 0;
+	uint8_t hdr[8], *p;
+	uint64_t total = 0;
+
+	if (cmd->cdb[1] & 0x01) /* ANCHOR: no anchored state here */
+	{
+		lu_bad_cdb(cmd, 1);
+		return lu_done(cmd);
+	}
+	if (!len) {
+		cmd->status = COH_SCSI_GOOD;
+		return lu_done(cmd);
+	}
+	if (len < 8 || !lu_copy_in(cmd, hdr, 8)) {
+		lu_sense(cmd, SK_ILLEGAL_REQUEST, ASC_PARAM_LIST_LENGTH, false, 0, -1, false);
+		return lu_done(cmd);
+	}
+	nd = get16(hdr + 2) / 16;
+	if ((uint64_t)8 + (uint64_t)nd * 16 > len || get16(hdr + 2) % 16) {
+		lu_sense(cmd, SK_ILLEGAL_REQUEST, ASC_PARAM_LIST_LENGTH, false, 0, -1, false);
+		return lu_done(cmd);
+	}
+	if (nd > LU_UNMAP_DESC_MAX) {
+		lu_sense(cmd, SK_ILLEGAL_REQUEST, ASC_INVALID_FIELD_PARAM, false, 0, 2, false);
+		return lu_done(cmd);
+	}
+	if (!nd) {
+		cmd->status = COH_SCSI_GOOD;
+		return lu_done(cmd);
+	}
+	p = malloc(8 + (size_t)nd * 16);
+	cmd->ext = calloc(nd, 2 * sizeof(uint64_t));
+	if (!p || !cmd->ext) {
+		free(p);
+		cmd->status = COH_SCSI_BUSY;
+		return lu_done(cmd);
+	}
+	lu_copy_in(cmd, p, 8 + (size_t)nd * 16);
+	for (i = 0; i < nd; i++) {
+		const uint8_t *d = p + 8 + 16 * i;
+
+		cmd->ext[2 * i] = get64(d);
+		cmd->ext[2 * i + 1] = get32(d + 8);
+		total += cmd->ext[2 * i + 1];
+		if (!lu_range(lu, cmd, cmd->ext[2 * i], cmd->ext[2 * i + 1]) ||
+		    total > LU_UNMAP_LBA_MAX) {
+			if (total > LU_UNMAP_LBA_MAX)
+				lu_sense(cmd, SK_ILLEGAL_REQUEST, ASC_INVALID_FIELD_PARAM, false, 0,
+					 (int)(16 + 16 * i), false);
+			free(p);
+			return lu_done(cmd);
+		}
+		if (cmd->ext[2 * i + 1] > piece)
+			piece = (uint32_t)cmd->ext[2 * i + 1];
+	}
+	free(p);
+	cmd->n_ext = nd;
+	if (piece > lu->a.max_xfer_blocks)
+		piece = lu->a.max_xfer_blocks;
+	cmd->pat = calloc(piece ? piece : 1, lu->a.block_size);
+	if (!cmd->pat) {
+		cmd->status = COH_SCSI_BUSY;
+		return lu_done(cmd);
+	}
+	lu_start(cmd, J_FILL, 0, 0);
+}
+
+static void lu_verify(struct coh_scsi_lu *lu, struct coh_scsi_cmd *cmd)
+{
+	uint32_t bytchk = (cmd->cdb[1] >> 1) & 3, n, piece;
+	uint64_t lba;
+
+	lu_parse_rw(cmd->cdb, &lba, &n);
+	if (bytchk > 1) /* 11b (one block against all) and 10b are not supported */
+	{
+		lu_bad_cdb(cmd, 1);
+		return lu_done(cmd);
+	}
+	if (!lu_range(lu, cmd, lba, n))
+		return lu_done(cmd);
+	if (!n) {
+		cmd->status = COH_SCSI_GOOD;
+		return lu_done(cmd);
+	}
+	if (bytchk) {
+		/* The Data-Out, contiguous: lu_data's bounce if need be; the reads go elsewhere. */
+		if (!lu_data(cmd, (uint64_t)n * lu->a.block_size, true))
+			return lu_done(cmd);
+		if (cmd->data == cmd->bounce) {
+			cmd->pat = cmd->bounce; /* freed at the end under its other name */
+			cmd->data = cmd->pat;
+			cmd->bounce = NULL;
+		}
+	}
+	piece = n < lu->a.max_xfer_blocks ? n : lu->a.max_xfer_blocks;
+	cmd->bounce = malloc((size_t)piece * lu->a.block_size);
+	if (!cmd->bounce) {
+		cmd->status = COH_SCSI_BUSY;
+		return lu_done(cmd);
+	}
+	lu_start(cmd, bytchk ? J_VERIFY_CMP : J_VERIFY, lba, n);
+}
+
+static void lu_caw(struct coh_scsi_lu *lu, struct coh_scsi_cmd *cmd)
+{
+	const uint8_t *c = cmd->cdb;
+	uint64_t lba = get64(c + 2);
+	uint32_t n = c[13];
+
+	if (n > LU_CAW_MAX || n > lu->a.max_xfer_blocks) {
+		lu_bad_cdb(cmd, 13);
+		return lu_done(cmd);
+	}
+	if (!lu_range(lu, cmd, lba, n))
+		return lu_done(cmd);
+	if (!n) {
+		cmd->status = COH_SCSI_GOOD;
+		return lu_done(cmd);
+	}
+	/* Compare data, then write data: the layout COH_IO_COMPARE_WRITE takes. */
+	if (!lu_data(cmd, 2ull * n * lu->a.block_size, true))
+		return lu_done(cmd);
+	lu_start(cmd, J_CAW, lba, n);
+}
+
+static void lu_sync_cache(struct coh_scsi_lu *lu, struct coh_scsi_cmd *cmd)
+{
+	uint64_t lba;
+	uint32_t n;
+
+	/* No volatile cache: an acknowledged write is in the logs of k peers already. */
+	lu_parse_rw(cmd->cdb, &lba, &n);
+	if (lu_range(lu, cmd, lba, n))
+		cmd->status = COH_SCSI_GOOD;
+}
+
+/* The length each CDB group has (SPC-4 4.2.5.1); 0: not parsed here. */
+static uint32_t lu_cdb_len(uint8_t op)
+{
+	static const uint8_t len[8] = { 6, 10, 10, 0, 16, 12, 0, 0 };
+
+	return len[op >> 5];
+}
+
+int coh_scsi_lu_new(const struct coh_scsi_lu_attr *attr, struct coh_scsi_lu **lup)
+{
+	struct coh_scsi_lu *lu;
+	uint32_t bs;
+
+	if (!attr || !lup || attr->attr_size < sizeof(*attr) || !attr->submit)
+		return -EINVAL;
+	bs = attr->block_size;
+	if (bs < 512 || bs > 65536 || (bs & (bs - 1)) || !attr->nblocks ||
+	    (attr->volume_name && strlen(attr->volume_name) > 64))
+		return -EINVAL;
+	lu = calloc(1, sizeof(*lu));
+	if (!lu)
+		return -ENOMEM;
+	lu->a = *attr;
+	if (!lu->a.max_xfer_blocks)
+		lu->a.max_xfer_blocks = LU_XFER_DEFAULT;
+	if (attr->volume_name)
+		snprintf(lu->name, sizeof(lu->name), "%s", attr->volume_name);
+	lu->a.volume_name = lu->name;
+	atomic_init(&lu->state, COH_SCSI_LU_ACTIVE);
+	*lup = lu;
+	return 0;
+}
+
+void coh_scsi_lu_delete(struct coh_scsi_lu *lu)
+{
+	free(lu);
+}
+
+void coh_scsi_lu_set_state(struct coh_scsi_lu *lu, uint32_t state)
+{
+	if (lu && state <= COH_SCSI_LU_UNAVAILABLE)
+		atomic_store(&lu->state, state);
+}
+
+void coh_scsi_cmd_exec(struct coh_scsi_lu *lu, struct coh_scsi_cmd *cmd)
+{
+	const uint8_t *c = cmd->cdb;
+	uint32_t need;
+
+	cmd->lu = lu;
+	cmd->status = COH_SCSI_GOOD;
+	cmd->sense_len = 0;
+	cmd->data_len = 0;
+	cmd->bounce = NULL;
+	cmd->pat = NULL;
+	cmd->ext = NULL;
+	cmd->n_ext = 0;
+	cmd->err = 0;
+	if (!c || !cmd->cdb_len || cmd->cdb_len > COH_SCSI_CDB_MAX || (cmd->iov_cnt && !cmd->iov)) {
+		lu_bad_cdb(cmd, 0);
+		return lu_done(cmd);
+	}
+	need = lu_cdb_len(c[0]);
+	if (!need) {
+		lu_sense(cmd, SK_ILLEGAL_REQUEST, ASC_INVALID_OPCODE, false, 0, 0, true);
+		return lu_done(cmd);
+	}
+	if (cmd->cdb_len < need) {
+		lu_bad_cdb(cmd, (int)cmd->cdb_len - 1);
+		return lu_done(cmd);
+	}
+	if (c[need - 1] & 0x04) { /* NACA: not supported */
+		lu_bad_cdb(cmd, (int)need - 1);
+		return lu_done(cmd);
+	}
+	switch (c[0]) {
+	case 0x12:
+		lu_inquiry(lu, cmd);
+		break;
+	case 0x00: /* TEST UNIT READY */
+		lu_not_active(lu, cmd);
+		break;
+	case 0x03: { /* REQUEST SENSE: nothing pending, but the state's readiness */
+		struct coh_scsi_cmd tmp = { .cmd_size = sizeof(tmp) };
+
+		if (c[1] & 0x01) { /* DESC: descriptor format is not supported */
+			lu_bad_cdb(cmd, 1);
+			break;
+		}
+		if (!lu_not_active(lu, &tmp))
+			lu_sense(&tmp, SK_NO_SENSE, 0, false, 0, -1, false);
+		lu_answer(cmd, tmp.sense, 18, c[4]);
+		break;
+	}
+	case 0x25:
+		lu_read_capacity(lu, cmd, false);
+		break;
+	case 0x9e:
+		if ((c[1] & 0x1f) == 0x10)
+			lu_read_capacity(lu, cmd, true);
+		else
+			lu_bad_cdb(cmd, 1);
+		break;
+	case 0xa3:
+		if ((c[1] & 0x1f) == 0x0a)
+			lu_rtpg(lu, cmd);
+		else
+			lu_bad_cdb(cmd, 1);
+		break;
+	case 0x1a:
+	case 0x5a:
+		lu_mode_sense(lu, cmd, c[0] == 0x5a);
+		break;
+	case 0x15:
+	case 0x55:
+		lu_mode_select(lu, cmd, c[0] == 0x55);
+		break;
+	case 0x08:
+	case 0x28:
+	case 0xa8:
+	case 0x88:
+	case 0x0a:
+	case 0x2a:
+	case 0xaa:
+	case 0x8a:
+		if (lu_not_active(lu, cmd))
+			break;
+		lu_rw(lu, cmd, c[0] & 0x02);
+		return;
+	case 0x41:
+	case 0x93:
+		if (lu_not_active(lu, cmd))
+			break;
+		lu_write_same(lu, cmd);
+		return;
+	case 0x42:
+		if (lu_not_active(lu, cmd))
+			break;
+		lu_unmap(lu, cmd);
+		return;
+	case 0x2f:
+	case 0x8f:
+		if (lu_not_active(lu, cmd))
+			break;
+		lu_verify(lu, cmd);
+		return;
+	case 0x89:
+		if (lu_not_active(lu, cmd))
+			break;
+		lu_caw(lu, cmd);
+		return;
+	case 0x35:
+	case 0x91:
+		if (!lu_not_active(lu, cmd))
+			lu_sync_cache(lu, cmd);
+		break;
+	default:
+		lu_sense(cmd, SK_ILLEGAL_REQUEST, ASC_INVALID_OPCODE, false, 0, 0, true);
+		break;
+	}
+	lu_done(cmd);
+}

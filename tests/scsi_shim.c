@@ -1,0 +1,279 @@
+/*
+ * scsi_shim.c - a SCSI unit over a mock block path for the unit tests: the blocks are memory,
+ * operations complete inline or on the mock's thread, and failures are injected by count.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cohort/scsi.h"
+#include "scsi_shim.h"
+
+#define SM_QUEUE 64
+
+static struct {
+	struct coh_scsi_lu *lu;
+	uint8_t *mem;
+	uint32_t bs;
+	uint64_t nblocks;
+	int mode;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	pthread_t th;
+	bool stop;
+	struct coh_io *q[SM_QUEUE];
+	uint32_t qn;
+	int fail_err;
+	uint32_t fail_n;
+	bool fail_at_submit;
+	atomic_ulong submits;
+	struct coh_scsi_lu_attr attr;
+} sm;
+
+static int sm_exec(struct coh_io *io)
+{
+	uint8_t *at = sm.mem + io->lba * sm.bs;
+	size_t len = (size_t)io->nblocks * sm.bs;
+	uint8_t *b = io->buf;
+	size_t i;
+
+	if (io->lba + io->nblocks > sm.nblocks)
+		return -EINVAL;
+	switch (io->type) {
+	case COH_IO_READ:
+		memcpy(b, at, len);
+		return 0;
+	case COH_IO_WRITE:
+		memcpy(at, b, len);
+		return 0;
+	case COH_IO_COMPARE_WRITE:
+		for (i = 0; i < len && at[i] == b[i]; i++)
+			;
+		if (i < len) {
+			io->miscompare = (uint32_t)i;
+			return -EILSEQ;
+		}
+		memcpy(at, b + len, len);
+		return 0;
+	}
+	return -EINVAL;
+}
+
+static int sm_submit(void *ctx, struct coh_io *io)
+{
+	int fail = 0, ret;
+
+	(void)ctx;
+	atomic_fetch_add(&sm.submits, 1);
+	pthread_mutex_lock(&sm.lock);
+	if (sm.fail_n) {
+		sm.fail_n--;
+		fail = sm.fail_err;
+		if (sm.fail_at_submit) {
+			pthread_mutex_unlock(&sm.lock);
+			return fail;
+		}
+	}
+	if (sm.mode == SM_THREAD && sm.qn < SM_QUEUE) {
+		io->state = (uint32_t)(fail ? -fail : 0); /* the mock's note of the failure */
+		sm.q[sm.qn++] = io;
+		pthread_cond_signal(&sm.cond);
+		pthread_mutex_unlock(&sm.lock);
+		return 0;
+	}
+	pthread_mutex_unlock(&sm.lock);
+	ret = fail ? fail : sm_exec(io);
+	io->cb(io, ret, io->cb_arg);
+	return 0;
+}
+
+static void *sm_main(void *arg)
+{
+	(void)arg;
+	pthread_mutex_lock(&sm.lock);
+	while (!sm.stop) {
+		struct coh_io *io;
+		int fail, ret;
+
+		if (!sm.qn) {
+			pthread_cond_wait(&sm.cond, &sm.lock);
+			continue;
+		}
+		io = sm.q[0];
+		memmove(sm.q, sm.q + 1, --sm.qn * sizeof(sm.q[0]));
+		fail = -(int)io->state;
+		pthread_mutex_unlock(&sm.lock);
+		ret = fail ? fail : sm_exec(io);
+		io->cb(io, ret, io->cb_arg);
+		pthread_mutex_lock(&sm.lock);
+	}
+	pthread_mutex_unlock(&sm.lock);
+	return NULL;
+}
+
+int sm_open(uint32_t bs, uint64_t nblocks, uint32_t max_xfer, int mode)
+{
+	int ret;
+
+	memset(&sm, 0, sizeof(sm));
+	sm.mem = calloc(nblocks, bs);
+	if (!sm.mem)
+		return -ENOMEM;
+	sm.bs = bs;
+	sm.nblocks = nblocks;
+	sm.mode = mode;
+	pthread_mutex_init(&sm.lock, NULL);
+	pthread_cond_init(&sm.cond, NULL);
+	sm.attr = (struct coh_scsi_lu_attr){ .attr_size = sizeof(sm.attr),
+					     .block_size = bs,
+					     .nblocks = nblocks,
+					     .volume_id = { 0xc0, 0x40, 0x77, 0, 0, 0, 0, 0, 0, 0,
+							    0, 0, 0, 0, 0xab, 0xcd },
+					     .volume_name = "vol0",
+					     .tpg_id = 1,
+					     .rel_port_id = 1,
+					     .tpg_count = 3,
+					     .max_xfer_blocks = max_xfer,
+					     .submit = sm_submit };
+	ret = coh_scsi_lu_new(&sm.attr, &sm.lu);
+	if (!ret && mode == SM_THREAD && pthread_create(&sm.th, NULL, sm_main, NULL))
+		ret = -EAGAIN;
+	return ret;
+}
+
+void sm_close(void)
+{
+	if (sm.mode == SM_THREAD && sm.th) {
+		pthread_mutex_lock(&sm.lock);
+		sm.stop = true;
+		pthread_cond_signal(&sm.cond);
+		pthread_mutex_unlock(&sm.lock);
+		pthread_join(sm.th, NULL);
+	}
+	coh_scsi_lu_delete(sm.lu);
+	free(sm.mem);
+	sm.mem = NULL;
+}
+
+void sm_fail(int err, uint32_t n, bool at_submit)
+{
+	pthread_mutex_lock(&sm.lock);
+	sm.fail_err = err;
+	sm.fail_n = n;
+	sm.fail_at_submit = at_submit;
+	pthread_mutex_unlock(&sm.lock);
+}
+
+uint8_t *sm_mem(void)
+{
+	return sm.mem;
+}
+
+uint64_t sm_submits(void)
+{
+	return atomic_load(&sm.submits);
+}
+
+void sm_set_state(uint32_t state)
+{
+	coh_scsi_lu_set_state(sm.lu, state);
+}
+
+void sm_set_tpg(uint16_t tpg_id, uint16_t rel_port, uint16_t count)
+{
+	coh_scsi_lu_delete(sm.lu);
+	sm.attr.tpg_id = tpg_id;
+	sm.attr.rel_port_id = rel_port;
+	sm.attr.tpg_count = count;
+	coh_scsi_lu_new(&sm.attr, &sm.lu);
+}
+
+struct sm_wait {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	atomic_uint calls;
+};
+
+static void sm_done(struct coh_scsi_cmd *cmd, void *arg)
+{
+	struct sm_wait *w = arg;
+
+	(void)cmd;
+	pthread_mutex_lock(&w->lock);
+	atomic_fetch_add(&w->calls, 1);
+	pthread_cond_broadcast(&w->cond);
+	pthread_mutex_unlock(&w->lock);
+}
+
+int sm_run(const uint8_t *cdb, uint32_t cdb_len, void *buf, uint32_t len, uint32_t pieces,
+	   struct sm_result *r)
+{
+	struct sm_wait w = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0 };
+	struct coh_scsi_cmd *cmd = calloc(1, sizeof(*cmd));
+	struct iovec iov[8];
+	struct timespec until;
+	uint32_t i, off = 0, n = pieces ? pieces : 1;
+	int ret = 0;
+
+	if (!cmd || n > 8)
+		return -EINVAL;
+	/* Pieces of odd sizes: the first ones short, the last the rest. */
+	for (i = 0; i < n; i++) {
+		uint32_t l = i + 1 < n ? (len - off) / 3 + 1 : len - off;
+
+		if (l > len - off)
+			l = len - off;
+		iov[i].iov_base = (uint8_t *)buf + off;
+		iov[i].iov_len = l;
+		off += l;
+	}
+	cmd->cmd_size = sizeof(*cmd);
+	cmd->cdb = cdb;
+	cmd->cdb_len = cdb_len;
+	cmd->iov = len ? iov : NULL;
+	cmd->iov_cnt = len ? n : 0;
+	cmd->done = sm_done;
+	cmd->done_arg = &w;
+	coh_scsi_cmd_exec(sm.lu, cmd);
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += 10;
+	pthread_mutex_lock(&w.lock);
+	while (!atomic_load(&w.calls) && !ret)
+		ret = -pthread_cond_timedwait(&w.cond, &w.lock, &until);
+	pthread_mutex_unlock(&w.lock);
+	if (ret) {
+		/* The command may still complete: leak it rather than free what it uses. */
+		return ret;
+	}
+	/* A second callback would come right after the first, on the same path: look again once
+	 * the mock's queue is idle. */
+	if (sm.mode == SM_THREAD) {
+		for (i = 0; i < 1000; i++) {
+			pthread_mutex_lock(&sm.lock);
+			bool idle = sm.qn == 0;
+			pthread_mutex_unlock(&sm.lock);
+			if (idle)
+				break;
+			sched_yield();
+		}
+	}
+	memset(r, 0, sizeof(*r));
+	r->status = cmd->status;
+	r->sense_len = cmd->sense_len;
+	r->data_len = cmd->data_len;
+	r->calls = atomic_load(&w.calls);
+	if (cmd->sense_len >= 14) {
+		r->key = cmd->sense[2] & 0xf;
+		r->asc = cmd->sense[12];
+		r->ascq = cmd->sense[13];
+		r->info_valid = cmd->sense[0] & 0x80;
+		r->info = (uint32_t)cmd->sense[3] << 24 | (uint32_t)cmd->sense[4] << 16 |
+			  (uint32_t)cmd->sense[5] << 8 | cmd->sense[6];
+	}
+	free(cmd);
+	return 0;
+}

@@ -1,0 +1,50 @@
+/*
+ * scsi_shim.h - the SCSI unit's unit tests' C side: a unit (engine/scsi/lu.c) on a mock block
+ * path in memory, and a synchronous way to run one command on it.
+ */
+#ifndef COHORT_TESTS_SCSI_SHIM_H
+#define COHORT_TESTS_SCSI_SHIM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* How the mock completes: inside submit, or later on a thread of its own. */
+enum sm_mode {
+	SM_INLINE = 0,
+	SM_THREAD = 1
+};
+
+struct sm_result {
+	uint8_t status;
+	uint8_t key, asc, ascq;
+	bool info_valid;
+	uint32_t info;
+	uint32_t sense_len, data_len;
+	uint32_t calls; /* times the done callback ran */
+};
+
+/* sm_open - a unit of @nblocks blocks of @bs bytes over zeroed memory; @max_xfer its piece size
+ * (0: default); 0 or -errno. */
+int sm_open(uint32_t bs, uint64_t nblocks, uint32_t max_xfer, int mode);
+void sm_close(void);
+/* Make the mock's next @n submits fail with @err (-EBUSY at submit; others at completion). */
+void sm_fail(int err, uint32_t n, bool at_submit);
+uint8_t *sm_mem(void);	   /* the blocks */
+uint64_t sm_submits(void); /* engine operations submitted so far */
+void sm_set_state(uint32_t state);
+void sm_set_tpg(uint16_t tpg_id, uint16_t rel_port, uint16_t count);
+/* sm_run - execute @cdb with @buf (@len bytes; split into @pieces iovec pieces of odd sizes when
+ * @pieces > 1), wait (bounded: 10 s) for the answer. 0, or -ETIMEDOUT. */
+int sm_run(const uint8_t *cdb, uint32_t cdb_len, void *buf, uint32_t len, uint32_t pieces,
+	   struct sm_result *r);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
