@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# bench-frontend.sh - the host path's latency and IOPS, beside LIO's own ramdisk in the same run:
+# fio (libaio, direct, 4 KiB random reads and writes at queue depth 1 and 16) through tcm_loop on
+#   lio_ramdisk   the kernel's rd_mcp backstore: LIO and tcm_loop with no userspace at all (the
+#                 floor of any TCMU backstore on this kernel)
+#   cohort_k1     a Cohort volume exported through TCMU by node 0 of a 2-node shm cluster
+#                 (tests/tcmu_serve.c), each write replicated into node 1's log (k = 1) before it
+#                 is acknowledged
+# inside the VM rig's guest (scripts/vm.sh: the Debian 6.1 kernel under qemu TCG, 2 vCPUs). The
+# two run one after the other on the same guest, so they share its noise.
+#
+#   scripts/bench-frontend.sh [--csv] [--runtime S]   (default 10 s per job)
+#
+# Output: a table (IOPS and latency percentiles, submission to completion, from fio's lat histogram), or with
+# --csv the project's bench format: suite,op,provider,size,samples,min_ns,p50_ns,p99_ns,p999_ns,
+# max_ns. The latest tables are in docs/benchmarks.md, "The host path".
+set -uo pipefail
+top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+build=${COHORT_BUILD_DIR:-$top/build}
+
+if [ "${1:-}" != "--in-guest" ]; then
+	csv=0
+	runtime=10
+	while [ $# -gt 0 ]; do
+		case "$1" in
+		--csv) csv=1 ;;
+		--runtime)
+			runtime=${2:-}
+			shift
+			;;
+		*)
+			echo "usage: $0 [--csv] [--runtime S]" >&2
+			exit 2
+			;;
+		esac
+		shift
+	done
+	[[ $runtime =~ ^[1-9][0-9]{0,2}$ ]] || {
+		echo "bench-frontend: --runtime wants 1..999 seconds" >&2
+		exit 2
+	}
+	[ -x "$build/bin/tcmu_serve" ] || "$top/scripts/setup.sh"
+	[ -x "$build/bin/tcmu_serve" ] || {
+		echo "bench-frontend: $build/bin/tcmu_serve not built" >&2
+		exit 1
+	}
+	COHORT_VM_TIMEOUT=${COHORT_VM_TIMEOUT:-1200} COHORT_VM_MODULES="${COHORT_VM_MODULES:-} sd_mod" \
+		COHORT_VM_ENV="${COHORT_VM_ENV:-} BENCH_CSV BENCH_RUNTIME" BENCH_CSV=$csv \
+		BENCH_RUNTIME=$runtime exec "$top/scripts/vm.sh" "$top/scripts/bench-frontend.sh" --in-guest
+fi
+
+runtime=${BENCH_RUNTIME:-10}
+csv=${BENCH_CSV:-0}
+serve=$build/bin/tcmu_serve
+lio=$top/scripts/lio.sh
+cfs=/sys/kernel/config/target/core
+W=$(mktemp -d /tmp/cohort-bf.XXXXXX)
+export COHORT_LIO_STATE=$W/lio.list
+pids=()
+rows=()
+
+die() {
+	echo "bench-frontend: $*" >&2
+	exit 1
+}
+cleanup() {
+	local p
+	timeout 60 "$lio" clean >/dev/null 2>&1 || true
+	for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+	for p in "${pids[@]}"; do timeout 60 tail --pid="$p" -f /dev/null 2>/dev/null || kill -KILL "$p" 2>/dev/null; done
+	rmdir "$cfs/rd_mcp_9/ram0" "$cfs/rd_mcp_9" 2>/dev/null || true
+	rmdir "$cfs/user_1/bench0" 2>/dev/null || true
+	rm -rf "$W"
+}
+trap cleanup EXIT
+
+# job <name> <disk>: the four fio jobs on <disk>, one row each (fio's JSON, read with python3).
+job() {
+	local name=$1 disk=$2 rw qd out
+	for rw in randread randwrite; do
+		for qd in 1 16; do
+			out=$W/$name-$rw-$qd.json
+			timeout $((runtime + 120)) fio --name=b --filename="$disk" --direct=1 \
+				--ioengine=libaio --rw=$rw --bs=4k --iodepth=$qd --size=32m \
+				--time_based --lat_percentiles=1 --runtime="$runtime" --ramp_time=1 --output-format=json \
+				>"$out" 2>"$W/fio.err" || die "fio $rw qd$qd on $name: $(tail -n 3 "$W/fio.err")"
+			rows+=("$(python3 - "$out" "$name" "$rw" "$qd" <<'EOF'
+import json, sys
+j = json.load(open(sys.argv[1]))["jobs"][0]
+d = j["read"] if sys.argv[3] == "randread" else j["write"]
+c = d["lat_ns"]
+p = c.get("percentile", {})
+def pct(k):
+    return int(p.get(k, 0))
+op = "%s_%s_qd%s" % (sys.argv[2], sys.argv[3][4:], sys.argv[4])
+print("frontend,%s,tcmu,4096,%d,%d,%d,%d,%d,%d,%.0f" % (op, d["total_ios"], c["min"],
+      pct("50.000000"), pct("99.000000"), pct("99.900000"), c["max"], d["iops"]))
+EOF
+)") || die "reading fio's output failed"
+		done
+	done
+}
+
+# The floor: LIO's ramdisk through tcm_loop.
+for m in target_core_mod target_core_user tcm_loop sd_mod; do
+	[ -d /sys/module/$m ] || timeout 60 modprobe $m || die "modprobe $m"
+done
+mkdir -p "$cfs/rd_mcp_9/ram0" || die "mkdir rd_mcp_9/ram0"
+echo rd_pages=16384 >"$cfs/rd_mcp_9/ram0/control" || die "rd_mcp control"
+echo 1 >"$cfs/rd_mcp_9/ram0/enable" || die "rd_mcp enable"
+disk=$(timeout 60 "$lio" loop rd_mcp_9/ram0 naa.5001405b0000a001) || die "lio.sh loop (ramdisk)"
+job lio_ramdisk "$disk"
+
+# Cohort: node 0 of a 2-node shm cluster exports the volume; node 1 keeps its log copy.
+mkdir -p "$W/cluster"
+for i in 0 1; do
+	"$serve" --dir "$W/cluster" --nodes 2 --id $i --hba $((i + 1)) --name bench$i \
+		--volume-id c0407700000000000000000000000b01 --elem-blocks 16384 >"$W/node$i.log" 2>&1 &
+	pids+=($!)
+done
+for i in 0 1; do
+	for ((t = 0; t < 1800; t++)); do
+		grep -q 'tcmu_serve: ready' "$W/node$i.log" 2>/dev/null && break
+		kill -0 "${pids[i]}" 2>/dev/null || die "node $i exited: $(tail -n 5 "$W/node$i.log")"
+		sleep 0.1
+	done
+	grep -q 'tcmu_serve: ready' "$W/node$i.log" || die "node $i not ready in 180 s"
+done
+disk=$(timeout 60 "$lio" loop user_1/bench0 naa.5001405b0000a002) || die "lio.sh loop (cohort)"
+job cohort_k1 "$disk"
+
+if [ "$csv" = 1 ]; then
+	echo "suite,op,provider,size,samples,min_ns,p50_ns,p99_ns,p999_ns,max_ns"
+	for r in "${rows[@]}"; do echo "${r%,*}"; done
+else
+	printf '%-28s %8s %10s %10s %10s %10s\n' op IOPS p50_us p99_us p99.9_us max_us
+	for r in "${rows[@]}"; do
+		IFS=, read -r _ op _ _ _ _ p50 p99 p999 max iops <<<"$r"
+		awk -v op="$op" -v iops="$iops" -v a="$p50" -v b="$p99" -v c="$p999" -v d="$max" \
+			'BEGIN { printf "%-28s %8s %10.1f %10.1f %10.1f %10.1f\n", op, iops, a / 1000, b / 1000, c / 1000, d / 1000 }'
+	done
+	echo "(guest: $(nproc) vCPUs, qemu TCG; fio libaio direct 4 KiB, ${runtime} s per job after 1 s ramp)"
+fi
