@@ -13,7 +13,9 @@
 #   b. sg3_utils on every path: standard INQUIRY; the same VPD 0x80 serial and 0x83 NAA on every
 #      path; READ CAPACITY(16); REPORT TARGET PORT GROUPS active/optimized; a READ(16) past the
 #      end gets ILLEGAL REQUEST, LBA OUT OF RANGE (21h/00h); COMPARE AND WRITE succeeds with the
-#      right compare data (and path B reads the new data at once) and MISCOMPAREs with stale data
+#      right compare data (and path B reads the new data at once) and MISCOMPAREs with stale data;
+#      PERSISTENT RESERVE IN is refused (INVALID COMMAND OPERATION CODE: reservations per node
+#      only would be a false promise)
 #   c. fio --verify=crc32c (direct, libaio, QD 16, 4 KiB random writes over 2 MiB) through path A,
 #      then the same data verified through path B (fio --verify_only) and compared with dd
 #   d. node 0's server SIGKILLed while fio writes and verifies through path B; fio completes; the
@@ -191,6 +193,13 @@ step_sg() {
 	echo "frontend: COMPARE AND WRITE: success through A, MISCOMPARE through B"
 	timeout 30 dd if="${disks[0]}" of="$W/back" bs=4096 skip=100 count=1 iflag=direct status=none
 	cmp -s "$W/back" "$W/new" || bad "a miscompare changed the data" || return 1
+	# Persistent reservations are refused (the kernel would keep them per node only): a
+	# PERSISTENT RESERVE IN gets INVALID COMMAND OPERATION CODE rather than a false answer.
+	out=$(timeout 30 sg_persist --in --read-keys "${disks[0]}" 2>&1)
+	rc=$?
+	[ $rc != 0 ] && grep -qiE 'illegal request|invalid (command )?op(eration)? ?code|not supported' <<<"$out" ||
+		bad "PERSISTENT RESERVE IN was not refused: status $rc: $out" || return 1
+	echo "frontend: PERSISTENT RESERVE IN refused (reservations would be per node)"
 }
 
 # ---------------------------------------------------------------- c
@@ -313,7 +322,7 @@ step_iscsi() {
 	local url out
 	url=$(timeout 60 "$lio" iscsi user_1/cohort0 iqn.2026-01.io.cohort:vol0) ||
 		bad "lio.sh iscsi failed" || return 1
-	out=$(timeout 60 iscsi-inq -e 1 -c 0x80 "$url" 2>&1) || bad "iscsi-inq $url: $out" || return 1
+	out=$(timeout 60 iscsi-inq -e 1 -c 128 "$url" 2>&1) || bad "iscsi-inq $url: $out" || return 1
 	grep -qi "$VOLID" <<<"$out" || bad "iSCSI VPD 0x80 lacks the serial: $out" || return 1
 	out=$(timeout 60 iscsi-readcapacity16 "$url" 2>&1) || bad "iscsi-readcapacity16: $out" || return 1
 	echo "frontend: iSCSI login on $url; the same serial; $(grep -i 'logical block address' <<<"$out")"

@@ -191,7 +191,7 @@ static bool tcmu_name_ok(const char *name)
 	return true;
 }
 
-/* tcmu_create - a new backstore: control, cmd_time_out, enable, then the serial (which the kernel
+/* tcmu_create - a new backstore: control, cmd_time_out, no reservations, enable, then the serial (which the kernel
  * accepts until a LUN exports the device). */
 static int tcmu_create(struct coh_tcmu_dev *dev, const struct coh_tcmu_dev_attr *attr,
 		       uint32_t data_mb, uint32_t max_sectors)
@@ -214,6 +214,13 @@ static int tcmu_create(struct coh_tcmu_dev *dev, const struct coh_tcmu_dev_attr 
 		goto rmdir_dev;
 	snprintf(val, sizeof(val), "%u", dev->cmd_time_out_s);
 	ret = tcmu_cfs_write(dev, "attrib/cmd_time_out", val);
+	if (ret)
+		goto rmdir_dev;
+	/* Persistent reservations: the kernel would emulate them in this node alone, so a
+	 * reservation taken through one controller would not hold through another, and a host
+	 * cluster fencing with them would be unprotected while believing it was. Refused instead
+	 * (INVALID COMMAND OPERATION CODE): docs/frontend.md, "Persistent reservations". */
+	ret = tcmu_cfs_write(dev, "attrib/emulate_pr", "0");
 	if (ret)
 		goto rmdir_dev;
 	ret = tcmu_cfs_write(dev, "enable", "1");
