@@ -129,6 +129,11 @@ done
 disk=$(timeout 60 "$lio" loop user_1/bench0 naa.5001405b0000a002) || die "lio.sh loop (cohort)"
 job cohort_k1 "$disk"
 
+# What node 0 saw (the engine's own latency and log counters), before the table.
+kill -TERM "${pids[0]}" 2>/dev/null
+timeout 60 tail --pid="${pids[0]}" -f /dev/null 2>/dev/null
+grep -h 'stats:' "$W/node0.log" >&2 || true
+
 if [ "$csv" = 1 ]; then
 	echo "suite,op,provider,size,samples,min_ns,p50_ns,p99_ns,p999_ns,max_ns"
 	for r in "${rows[@]}"; do echo "${r%,*}"; done

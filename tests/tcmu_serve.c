@@ -37,6 +37,26 @@ struct ts_opts {
 	bool remove;
 };
 
+/* ts_stats - what the node did, on stderr: for benchmarks' logs (scripts/bench-frontend.sh). */
+static void ts_stats(uint32_t id, struct coh_node *n)
+{
+	static struct coh_node_stats st;
+
+	if (coh_node_stats(n, &st))
+		return;
+	fprintf(stderr,
+		"tcmu_serve %u: stats: reads %llu writes %llu; write latency p50 %llu p99 %llu "
+		"p99.9 %llu ns; log appends %llu backpressure %llu; destages %llu; view changes "
+		"%llu; cache hits %llu misses %llu\n",
+		id, (unsigned long long)st.reads, (unsigned long long)st.writes,
+		(unsigned long long)coh_lat_percentile(st.lat_write, 0.5),
+		(unsigned long long)coh_lat_percentile(st.lat_write, 0.99),
+		(unsigned long long)coh_lat_percentile(st.lat_write, 0.999),
+		(unsigned long long)st.log_appends, (unsigned long long)st.log_backpressure,
+		(unsigned long long)st.destages, (unsigned long long)st.view_changes,
+		(unsigned long long)st.cache_hits, (unsigned long long)st.cache_misses);
+}
+
 static int ts_submit(void *ctx, struct coh_io *io)
 {
 	return coh_node_submit(ctx, io);
@@ -201,6 +221,7 @@ int main(int argc, char **argv)
 	if (sigwait(&set, &sig))
 		sig = SIGTERM;
 	fprintf(stderr, "tcmu_serve %u: signal %d: closing\n", o.id, sig);
+	ts_stats(o.id, n);
 	/* Tell hosts first: for a moment media commands get NOT READY (ALUA unavailable), so
 	 * dm-multipath fails this path and retries elsewhere at once, rather than waiting for the
 	 * kernel's cmd_time_out on a device nobody serves. */
