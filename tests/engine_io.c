@@ -33,6 +33,7 @@
 #include "cohort/fabric.h"
 #include "cohort/node.h"
 #include "cohort/node_hooks.h"
+#include "cohort/scsi.h"
 #include "conf.h"
 #include "engine_io.h"
 #include "linz.h"
@@ -61,6 +62,9 @@ struct en_shared {
 	/* destage race: node 0's write, replicated and not installed, asks for a flush */
 	_Atomic bool dr_armed, dr_flush, dr_flushed, dr_acked;
 	uint32_t killed; /* nodes that end by SIGKILL, on purpose */
+	/* SCSI: each node's VPD 0x80 and 0x83 pages, and each round's COMPARE AND WRITE winner */
+	uint8_t vpd80[EN_MAXN][64], vpd83[EN_MAXN][128];
+	_Atomic uint32_t scsi_winner[64];
 	struct linz_op ops[EN_MAXN][EN_MAXOPS];
 	char why[EN_MAXN][256];
 };
@@ -927,3 +931,179 @@ int en_destage_race(void)
 {
 	return en_run("engine_destage_race", 3, 1, 16, false, dr_node, NULL);
 }
+
+/* The SCSI unit on the real engine: a unit per node over the same volume, as each controller
+ * exports it (built with the host path: COHORT_FRONTEND). */
+#ifdef COHORT_TEST_SCSI
+
+#define SC_ROUNDS 24u
+#define SC_BLOCK 9u
+
+struct sc_wait {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	uint32_t calls;
+};
+
+static void sc_done(struct coh_scsi_cmd *cmd, void *arg)
+{
+	struct sc_wait *w = arg;
+
+	(void)cmd;
+	pthread_mutex_lock(&w->lock);
+	w->calls++;
+	pthread_cond_broadcast(&w->cond);
+	pthread_mutex_unlock(&w->lock);
+}
+
+static int sc_submit(void *ctx, struct coh_io *io)
+{
+	return coh_node_submit(ctx, io);
+}
+
+/* sc_exec - run one command on @lu with @buf, bounded; its status (or -1: no answer in time, or
+ * more than one). */
+static int sc_exec(struct coh_scsi_lu *lu, const uint8_t *cdb, uint32_t cdb_len, void *buf,
+		   uint32_t len, struct coh_scsi_cmd *cmd)
+{
+	struct sc_wait w = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0 };
+	struct iovec iov = { buf, len };
+	struct timespec until;
+	int ret = 0;
+
+	memset(cmd, 0, sizeof(*cmd));
+	cmd->cmd_size = sizeof(*cmd);
+	cmd->cdb = cdb;
+	cmd->cdb_len = cdb_len;
+	cmd->iov = &iov;
+	cmd->iov_cnt = 1;
+	cmd->done = sc_done;
+	cmd->done_arg = &w;
+	coh_scsi_cmd_exec(lu, cmd);
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += EN_WAIT_MS / 1000;
+	pthread_mutex_lock(&w.lock);
+	while (!w.calls && !ret)
+		ret = pthread_cond_timedwait(&w.cond, &w.lock, &until);
+	pthread_mutex_unlock(&w.lock);
+	return w.calls == 1 ? cmd->status : -1;
+}
+
+static void sc_rw16(uint8_t *c, uint8_t op, uint64_t lba, uint32_t n)
+{
+	int i;
+
+	memset(c, 0, 16);
+	c[0] = op;
+	for (i = 0; i < 8; i++)
+		c[2 + i] = (uint8_t)(lba >> (56 - 8 * i));
+	for (i = 0; i < 4; i++)
+		c[10 + i] = (uint8_t)(n >> (24 - 8 * i));
+}
+
+static int sc_node(struct en_child *c)
+{
+	static uint8_t buf[2 * EN_BS], back[2 * EN_BS];
+	struct coh_scsi_lu_attr la = { .attr_size = sizeof(la),
+				       .block_size = EN_BS,
+				       .nblocks = coh_node_nblocks(c->n),
+				       .volume_id = { 0xc0, 0x40, 0x77, 7 },
+				       .volume_name = "engine",
+				       .tpg_id = (uint16_t)(c->id + 1),
+				       .rel_port_id = (uint16_t)(c->id + 1),
+				       .tpg_count = (uint16_t)c->nodes,
+				       .submit = sc_submit,
+				       .submit_ctx = c->n };
+	uint8_t cdb[16], inq[6] = { 0x12, 1, 0x83, 0, 128, 0 };
+	static struct coh_scsi_cmd cmd;
+	struct coh_scsi_lu *lu;
+	uint32_t r;
+	int st;
+
+	if (coh_scsi_lu_new(&la, &lu))
+		EFAIL(c, "unit");
+	if (sc_exec(lu, inq, 6, c->sh->vpd83[c->id], 128, &cmd) != COH_SCSI_GOOD)
+		EFAIL(c, "INQUIRY VPD 0x83");
+	inq[2] = 0x80;
+	if (sc_exec(lu, inq, 6, c->sh->vpd80[c->id], 64, &cmd) != COH_SCSI_GOOD)
+		EFAIL(c, "INQUIRY VPD 0x80");
+	/* A write through node 0's unit, read back through every other node's at once. */
+	if (c->id == 0) {
+		bench_fill_block(buf, EN_BS, 0x5c5100000001ull);
+		bench_fill_block(buf + EN_BS, EN_BS, 0x5c5100000002ull);
+		sc_rw16(cdb, 0x8a, 3, 2);
+		if ((st = sc_exec(lu, cdb, 16, buf, sizeof(buf), &cmd)) != COH_SCSI_GOOD)
+			EFAIL(c, "WRITE(16): status %d", st);
+	}
+	if (en_bar(c, 0))
+		EFAIL(c, "barrier 0");
+	if (c->id != 0) {
+		bench_fill_block(buf, EN_BS, 0x5c5100000001ull);
+		bench_fill_block(buf + EN_BS, EN_BS, 0x5c5100000002ull);
+		sc_rw16(cdb, 0x88, 3, 2);
+		if ((st = sc_exec(lu, cdb, 16, back, sizeof(back), &cmd)) != COH_SCSI_GOOD)
+			EFAIL(c, "READ(16): status %d", st);
+		if (memcmp(back, buf, sizeof(buf)))
+			EFAIL(c, "READ(16) through node %u does not return node 0's write", c->id);
+	}
+	/* COMPARE AND WRITE from every node at once against the same old data: one wins. */
+	for (r = 0; r < SC_ROUNDS; r++) {
+		uint64_t old = 0xca0000000000ull | r, mine = 0xcb0000000000ull | r << 8 | c->id;
+
+		if (c->id == 0) {
+			bench_fill_block(buf, EN_BS, old);
+			sc_rw16(cdb, 0x8a, SC_BLOCK, 1);
+			if (sc_exec(lu, cdb, 16, buf, EN_BS, &cmd) != COH_SCSI_GOOD)
+				EFAIL(c, "round %u: WRITE of the old data", r);
+		}
+		if (en_bar(c, 1 + r % 2))
+			EFAIL(c, "round %u: barrier", r);
+		bench_fill_block(buf, EN_BS, old);
+		bench_fill_block(buf + EN_BS, EN_BS, mine);
+		memset(cdb, 0, 16);
+		cdb[0] = 0x89;
+		cdb[9] = SC_BLOCK;
+		cdb[13] = 1;
+		st = sc_exec(lu, cdb, 16, buf, 2 * EN_BS, &cmd);
+		if (st == COH_SCSI_GOOD) {
+			atomic_fetch_add(&c->sh->scsi_winner[r], 1);
+		} else if (st != COH_SCSI_CHECK_CONDITION || (cmd.sense[2] & 0xf) != 0xe ||
+			   cmd.sense[12] != 0x1d) {
+			EFAIL(c, "round %u: COMPARE AND WRITE: status %d, sense key %x asc %x", r,
+			      st, cmd.sense[2] & 0xf, cmd.sense[12]);
+		}
+		if (en_bar(c, 3 + r % 2))
+			EFAIL(c, "round %u: barrier after", r);
+		if (atomic_load(&c->sh->scsi_winner[r]) != 1)
+			EFAIL(c, "round %u: %u COMPARE AND WRITEs succeeded against the same data",
+			      r, atomic_load(&c->sh->scsi_winner[r]));
+	}
+	if (en_bar(c, 5))
+		EFAIL(c, "barrier end");
+	coh_scsi_lu_delete(lu);
+	return 0;
+}
+
+/* sc_judge - every node reported the same identity. */
+static int sc_judge(struct en_shared *sh, uint32_t nodes)
+{
+	uint32_t i;
+
+	for (i = 1; i < nodes; i++) {
+		/* The designators before this node's own port and group (the last 16 bytes). */
+		uint32_t len = ((uint32_t)sh->vpd83[0][2] << 8 | sh->vpd83[0][3]) + 4 - 16;
+
+		if (memcmp(sh->vpd80[i], sh->vpd80[0], 36) ||
+		    memcmp(sh->vpd83[i], sh->vpd83[0], len)) {
+			fprintf(stderr, "engine_scsi: node %u reports another identity\n", i);
+			return 1;
+		}
+	}
+	return 0;
+}
+
+int en_scsi_every_controller(void)
+{
+	return en_run("engine_scsi", 3, 1, 16, false, sc_node, sc_judge);
+}
+#endif
