@@ -523,6 +523,10 @@ static void *svc_main(void *arg)
 
 		if (ret < 0 && ret != -ETIMEDOUT)
 			COH_LOG_WARN("node %u: service thread: %s", c->me, coh_strerror(ret));
+		/* Idle for a while: a grant may sit on a lane no operation uses, with requests
+		 * queued here for it (svc_handle). */
+		if (ret == -ETIMEDOUT)
+			cache_take_idle_lanes(c);
 		/* Only the messages in the inbox now: handling one polls, and so takes in more
 		 * (a requester told to retry asks again at once), and an unbounded loop here would
 		 * starve the kicks and the imports below it. A new directory descriptor goes in

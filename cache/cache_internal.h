@@ -378,6 +378,10 @@ static inline uint64_t cache_now_ms(void)
 	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
+/* cache_take_idle_lanes - take in the grants that reached lanes no operation uses now (their
+ * operations gave up before the grant came), and kick the requests queued for them. Service
+ * thread; no lock held. */
+void cache_take_idle_lanes(struct coh_cache *c);
 /* cache_drain_all - take in every lane's grants (a view change step, no lane in use). */
 void cache_drain_all(struct coh_cache *c);
 /* lanes_drain - take in the grants that arrived on the idle lanes other than @self. */

@@ -501,7 +501,12 @@ void svc_handle(struct coh_cache *c, const struct cmsg *m)
 	       (unsigned long long)cur);
 	if (dir_excl(cur) && dir_owner(cur) == c->me) {
 		/* Our application thread is between its CAS and taking the resource, or a grant
-		 * to it is in flight: the request waits for it. */
+		 * to it is in flight: the request waits for it. The grant may also have reached a
+		 * lane whose operation gave up before it came (a timeout, a view change's yield)
+		 * and which no operation uses now: nobody would ever take it in, and the request
+		 * would wait for it for good. Take in the idle lanes' grants first (svc_main does
+		 * again while requests wait). */
+		cache_take_idle_lanes(c);
 		pthread_mutex_lock(&c->lock);
 		if (st->level == L_X && !st->pinned && !st->tk && !st->head && !st->wb)
 			serve(c, st, m);
@@ -703,7 +708,9 @@ static void take_grants_on(struct coh_cache *c, struct xport *x, int wait_ms)
 	while (xp_take(x, &m)) {
 		if (m.type == CMSG_GRANT) {
 			pthread_mutex_lock(&c->lock);
-			grant_take(c, x, &m);
+			/* Requests queued here for it are served now (svc_serve_queued). */
+			if (grant_take(c, x, &m) && c->res[m.resource].head)
+				cache_kick(c, m.resource);
 			pthread_mutex_unlock(&c->lock);
 		}
 	}
@@ -732,6 +739,11 @@ static void lanes_take(struct coh_cache *c, struct xport *self, bool wait)
 		take_grants_on(c, x, 0);
 		pthread_mutex_unlock(&x->mu);
 	}
+}
+
+void cache_take_idle_lanes(struct coh_cache *c)
+{
+	lanes_take(c, NULL, false);
 }
 
 /*
