@@ -439,14 +439,17 @@ static void rdma_on_request(struct rdma_fabric *fab, struct rdma_cm_event *ev)
 				    m.channel, why);
 		}
 		rdma_reply(fab, id, &m, RDMA_MSG_REFUSE, 0, EACCES, 0);
+		fab->auth_refused_ms[m.node] = rdma_now_ms();
 		/* An endpoint waiting for its first connection from that node fails with the
-		 * same clear error as the other side's, rather than time out. */
+		 * same clear error as the other side's, rather than time out (one made later
+		 * too: see rdma_cm_main's loop). */
 		ep = rdma_find_ep(fab, m.node, m.channel);
 		if (m.type == RDMA_MSG_CONNECT && ep &&
 		    atomic_load(&ep->state) == RDMA_EP_CONNECTING)
 			rdma_ep_fail_first(fab, ep, -EACCES);
 		return;
 	}
+	fab->auth_refused_ms[m.node] = 0;
 	ep = rdma_find_ep(fab, m.node, m.channel);
 	if (m.type == RDMA_MSG_PROBE) {
 		bool has = ep && atomic_load(&ep->state) != RDMA_EP_DOWN && ep->ever_up &&
@@ -803,6 +806,13 @@ static int rdma_timers(struct rdma_fabric *fab)
 					       "connection not re-established in time");
 			else if (ep->deadline < next)
 				next = ep->deadline;
+		}
+		if (state == RDMA_EP_CONNECTING && ep->need_pas && !ep->pas &&
+		    fab->auth_refused_ms[ep->attr.peer] &&
+		    now - fab->auth_refused_ms[ep->attr.peer] < ep->attr.timeout_ms) {
+			/* Its peer was just refused for the cluster secret and will not ask again. */
+			rdma_ep_fail_first(fab, ep, -EACCES);
+			continue;
 		}
 		if (state == RDMA_EP_CONNECTING && ep->need_pas && !ep->pas)
 			rdma_pending_match(fab, ep);

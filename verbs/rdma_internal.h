@@ -352,6 +352,8 @@ struct rdma_fabric {
 	uint64_t peer_inc[COH_FABRIC_MAX_NODES];    /* their incarnation */
 	uint64_t down_inc[COH_FABRIC_MAX_NODES];    /* incarnation already reported down */
 	uint64_t auth_logged[COH_FABRIC_MAX_NODES]; /* incarnation refused for its secret, logged */
+	uint64_t
+	    auth_refused_ms[COH_FABRIC_MAX_NODES]; /* when; 0 once one of its requests passes */
 };
 
 /* rdma_ep_sq - the connection sends go out on (loopback: the active half). */

@@ -27,10 +27,12 @@
 
 #include "shm_internal.h"
 
-#define EP_LEFT 3u    /* present[] value of a side that deleted its endpoint */
-#define EP_REFUSED 2u /* present[] value of a side that could not accept the file */
-#define EP_DENIED 4u  /* present[] value of a side that found the other's proof wrong */
-#define RING_HDR 128u /* sizeof(struct shm_ring), rounded to cache lines */
+#define EP_LEFT 3u	  /* present[] value of a side that deleted its endpoint */
+#define EP_REFUSED 2u	  /* present[] value of a side that could not accept the file */
+#define EP_DENIED 4u	  /* present[] value of a side that found the other's proof wrong */
+#define EP_AUTH_NONE 1u	  /* auth[]: that side has no cluster secret */
+#define EP_AUTH_SECRET 2u /* auth[]: it has one, and proof[] is its MAC */
+#define RING_HDR 128u	  /* sizeof(struct shm_ring), rounded to cache lines */
 #define HANDSHAKE_NAP_MS 50
 
 struct shm_recv {
@@ -201,7 +203,7 @@ static int ep_proof(struct shm_ep *ep, uint32_t side, uint8_t out[VERBS_MAC_LEN]
 static int ep_check_proof(struct shm_ep *ep)
 {
 	uint32_t other = 1 - ep->side, me = ep->fab->base.node_id;
-	bool mine = ep->fab->base.secret_len != 0, theirs = ep->hdr->auth[other] != 0;
+	bool mine = ep->fab->base.secret_len != 0, theirs = ep->hdr->auth[other] == EP_AUTH_SECRET;
 	uint8_t want[VERBS_MAC_LEN];
 
 	if (!mine && !theirs)
@@ -230,12 +232,13 @@ static int ep_handshake(struct shm_ep *ep, uint32_t timeout_ms)
 	uint32_t other = 1 - ep->side;
 	int ret;
 
-	ep->hdr->auth[ep->side] = ep->fab->base.secret_len != 0;
+	ep->hdr->auth[ep->side] = ep->fab->base.secret_len ? EP_AUTH_SECRET : EP_AUTH_NONE;
 	if (ep->peer && ep->fab->base.secret_len) {
 		ret = ep_proof(ep, ep->side, ep->hdr->proof[ep->side]);
 		if (ret)
 			return ret;
 	}
+	atomic_store(&ep->hdr->auth_set[ep->side], 1);
 	atomic_store(&ep->hdr->present[ep->side], 1);
 	if (!ep->peer)
 		return 0;
@@ -261,6 +264,11 @@ static int ep_handshake(struct shm_ep *ep, uint32_t timeout_ms)
 		}
 		if (v == EP_REFUSED)
 			return -EINVAL;
+		/* It left at once: perhaps because our proof failed its check (it wrote DENIED,
+		 * then LEFT as it deleted the endpoint). Its own record says whether it would have
+		 * failed ours, the same check both ways. */
+		if (v == EP_LEFT && atomic_load(&ep->hdr->auth_set[other]) && ep_check_proof(ep))
+			return -EACCES;
 		if (v == EP_LEFT || atomic_load(&ep->peer->up_inc) != ep->peer_inc)
 			return -ECONNRESET;
 		now = verbs_now_ns();

@@ -77,8 +77,9 @@ struct shm_slot {
 
 /* struct shm_ep_hdr - first page of an endpoint file. @present[side]: 0 absent, 1 joined,
  * 2 refused (attributes disagree), 3 left, 4 denied (the other side did not prove the cluster
- * secret); side 0 is the lower node id. @auth[side]: 1 when that side has a secret, and then
- * @proof[side] is its MAC over the endpoint's name and side (written before present[side]). */
+ * secret); side 0 is the lower node id. @auth[side]: 1 when that side has no secret, 2 when it
+ * has one, and then @proof[side] is its MAC over the endpoint's name and side (written before
+ * present[side] and @auth_set[side]). */
 struct shm_ep_hdr {
 	uint64_t magic;
 	uint32_t version;
@@ -88,6 +89,7 @@ struct shm_ep_hdr {
 	_Atomic uint32_t present[2];
 	uint32_t auth[2];
 	uint8_t proof[2][32];
+	_Atomic uint32_t auth_set[2]; /* @auth and @proof of that side are written */
 };
 
 /*
