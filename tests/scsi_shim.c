@@ -28,6 +28,7 @@ static struct {
 	struct coh_io *q[SM_QUEUE];
 	uint32_t qn;
 	int fail_err;
+	uint32_t fail_skip; /* submits let through before the failures */
 	uint32_t fail_n;
 	bool fail_at_submit;
 	atomic_ulong submits;
@@ -43,6 +44,8 @@ static int sm_exec(struct coh_io *io)
 
 	if (io->lba + io->nblocks > sm.nblocks)
 		return -EINVAL;
+	if (!sm.mem)
+		return -EIO;
 	switch (io->type) {
 	case COH_IO_READ:
 		memcpy(b, at, len);
@@ -70,7 +73,9 @@ static int sm_submit(void *ctx, struct coh_io *io)
 	(void)ctx;
 	atomic_fetch_add(&sm.submits, 1);
 	pthread_mutex_lock(&sm.lock);
-	if (sm.fail_n) {
+	if (sm.fail_skip)
+		sm.fail_skip--;
+	else if (sm.fail_n) {
 		sm.fail_n--;
 		fail = sm.fail_err;
 		if (sm.fail_at_submit) {
@@ -145,6 +150,51 @@ int sm_open(uint32_t bs, uint64_t nblocks, uint32_t max_xfer, int mode)
 	return ret;
 }
 
+int sm_open_virtual(uint32_t bs, uint64_t nblocks)
+{
+	memset(&sm, 0, sizeof(sm));
+	sm.bs = bs;
+	sm.nblocks = nblocks;
+	pthread_mutex_init(&sm.lock, NULL);
+	pthread_cond_init(&sm.cond, NULL);
+	sm.attr = (struct coh_scsi_lu_attr){ .attr_size = sizeof(sm.attr),
+					     .block_size = bs,
+					     .nblocks = nblocks,
+					     .tpg_id = 1,
+					     .rel_port_id = 1,
+					     .tpg_count = 1,
+					     .submit = sm_submit };
+	return coh_scsi_lu_new(&sm.attr, &sm.lu);
+}
+
+static void sm_decode(const struct coh_scsi_cmd *cmd, struct sm_result *r)
+{
+	memset(r, 0, sizeof(*r));
+	r->status = cmd->status;
+	r->sense_len = cmd->sense_len;
+	r->data_len = cmd->data_len;
+	if (cmd->sense_len >= 18) {
+		r->key = cmd->sense[2] & 0xf;
+		r->asc = cmd->sense[12];
+		r->ascq = cmd->sense[13];
+		r->info_valid = cmd->sense[0] & 0x80;
+		r->info = (uint32_t)cmd->sense[3] << 24 | (uint32_t)cmd->sense[4] << 16 |
+			  (uint32_t)cmd->sense[5] << 8 | cmd->sense[6];
+		memcpy(r->sks, cmd->sense + 15, 3);
+	}
+}
+
+void sm_errno_sense(int err, bool is_write, struct sm_result *r)
+{
+	struct coh_scsi_cmd cmd;
+
+	memset(&cmd, 0, sizeof(cmd));
+	cmd.cmd_size = sizeof(cmd);
+	cmd.status = 0xff; /* so that a map that leaves it alone shows */
+	coh_scsi_sense_from_errno(&cmd, err, is_write);
+	sm_decode(&cmd, r);
+}
+
 void sm_close(void)
 {
 	if (sm.mode == SM_THREAD && sm.th) {
@@ -161,7 +211,13 @@ void sm_close(void)
 
 void sm_fail(int err, uint32_t n, bool at_submit)
 {
+	sm_fail_after(0, err, n, at_submit);
+}
+
+void sm_fail_after(uint32_t skip, int err, uint32_t n, bool at_submit)
+{
 	pthread_mutex_lock(&sm.lock);
+	sm.fail_skip = skip;
 	sm.fail_err = err;
 	sm.fail_n = n;
 	sm.fail_at_submit = at_submit;
@@ -261,19 +317,8 @@ int sm_run(const uint8_t *cdb, uint32_t cdb_len, void *buf, uint32_t len, uint32
 			sched_yield();
 		}
 	}
-	memset(r, 0, sizeof(*r));
-	r->status = cmd->status;
-	r->sense_len = cmd->sense_len;
-	r->data_len = cmd->data_len;
+	sm_decode(cmd, r);
 	r->calls = atomic_load(&w.calls);
-	if (cmd->sense_len >= 14) {
-		r->key = cmd->sense[2] & 0xf;
-		r->asc = cmd->sense[12];
-		r->ascq = cmd->sense[13];
-		r->info_valid = cmd->sense[0] & 0x80;
-		r->info = (uint32_t)cmd->sense[3] << 24 | (uint32_t)cmd->sense[4] << 16 |
-			  (uint32_t)cmd->sense[5] << 8 | cmd->sense[6];
-	}
 	free(cmd);
 	return 0;
 }

@@ -26,14 +26,22 @@ struct sm_result {
 	uint32_t info;
 	uint32_t sense_len, data_len;
 	uint32_t calls; /* times the done callback ran */
+	uint8_t sks[3]; /* sense bytes 15-17: SKSV, C/D, BPV, bit pointer, field pointer */
 };
 
 /* sm_open - a unit of @nblocks blocks of @bs bytes over zeroed memory; @max_xfer its piece size
  * (0: default); 0 or -errno. */
 int sm_open(uint32_t bs, uint64_t nblocks, uint32_t max_xfer, int mode);
+/* sm_open_virtual - a unit of @nblocks blocks with no memory behind it (capacity reports of
+ * units too big to hold); its media commands fail with -EIO. */
+int sm_open_virtual(uint32_t bs, uint64_t nblocks);
 void sm_close(void);
+/* sm_errno_sense - what coh_scsi_sense_from_errno makes of @err on a command that @is_write. */
+void sm_errno_sense(int err, bool is_write, struct sm_result *r);
 /* Make the mock's next @n submits fail with @err (-EBUSY at submit; others at completion). */
 void sm_fail(int err, uint32_t n, bool at_submit);
+/* ... after letting @skip submits through. */
+void sm_fail_after(uint32_t skip, int err, uint32_t n, bool at_submit);
 uint8_t *sm_mem(void);	   /* the blocks */
 uint64_t sm_submits(void); /* engine operations submitted so far */
 void sm_set_state(uint32_t state);

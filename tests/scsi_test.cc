@@ -4,6 +4,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <string>
 #include <vector>
 
 #include "cohort/scsi.h"
@@ -366,6 +367,340 @@ TEST_P(Unit, sync_cache_and_test_unit_ready)
 	EXPECT_EQ(COH_SCSI_GOOD, run({ 0x35, 0, 0, 0, 0, 0, 0, 0, 0, 0 }).status);
 	EXPECT_EQ(COH_SCSI_GOOD, run({ 0, 0, 0, 0, 0, 0 }).status);
 	expect_sense(run(rw16(0x91, kBlocks, 1)), 0x5, 0x21, 0x00);
+}
+
+// Every opcode the unit knows, with a CDB one byte short of its length: ILLEGAL REQUEST, INVALID
+// FIELD IN CDB, the field pointer at the last byte given. Unknown opcodes and service actions.
+TEST_P(Unit, every_opcode_short_and_unknown_ones)
+{
+	struct {
+		uint8_t op, len;
+	} ops[] = { { 0x00, 6 },  { 0x03, 6 },	{ 0x08, 6 },  { 0x0a, 6 },  { 0x12, 6 },
+		    { 0x15, 6 },  { 0x1a, 6 },	{ 0x25, 10 }, { 0x28, 10 }, { 0x2a, 10 },
+		    { 0x2f, 10 }, { 0x35, 10 }, { 0x41, 10 }, { 0x42, 10 }, { 0x55, 10 },
+		    { 0x5a, 10 }, { 0x88, 16 }, { 0x89, 16 }, { 0x8a, 16 }, { 0x8f, 16 },
+		    { 0x91, 16 }, { 0x93, 16 }, { 0x9e, 16 }, { 0xa3, 12 }, { 0xa8, 12 },
+		    { 0xaa, 12 } };
+	std::vector<uint8_t> b(4 * kBs, 0);
+	uint64_t before = sm_submits();
+	for (auto &o : ops) {
+		std::vector<uint8_t> c(o.len - 1, 0);
+		c[0] = o.op;
+		auto r = run(c, b);
+		expect_sense(r, 0x5, 0x24, 0x00);
+		EXPECT_EQ(0xc0, r.sks[0] & 0xc0) << "SKSV, C/D: op " << (int)o.op;
+		EXPECT_EQ(o.len - 2, r.sks[1] << 8 | r.sks[2]) << "field: op " << (int)o.op;
+	}
+	EXPECT_EQ(before, sm_submits()) << "nothing reached the block path";
+	for (uint8_t op : { 0x01, 0x04, 0x1b, 0x2b, 0x34, 0x3b, 0x4d, 0xa0, 0xa2, 0xc0, 0xff }) {
+		std::vector<uint8_t> c(16, 0);
+		c[0] = op;
+		auto r = run(c, b);
+		expect_sense(r, 0x5, 0x20, 0x00);
+		EXPECT_EQ(0xc0, r.sks[0] & 0xc0) << (int)op;
+	}
+	std::vector<uint8_t> c(16, 0);
+	c[0] = 0x9e, c[1] = 0x12, c[13] = 32; // SERVICE ACTION IN(16): GET LBA STATUS
+	expect_sense(run(c, b), 0x5, 0x24, 0x00);
+	std::vector<uint8_t> m{ 0xa3, 0x0c, 0, 0, 0, 0, 0, 0, 0, 64, 0, 0 }; // REPORT SUPPORTED OPS
+	expect_sense(run(m, b), 0x5, 0x24, 0x00);
+	m[1] = 0x4a; // RTPG with parameter data format 010b
+	expect_sense(run(m, b), 0x5, 0x24, 0x00);
+}
+
+// Reserved bits and the protection fields (the unit has no protection information): INVALID
+// FIELD IN CDB with the byte and the bit.
+TEST_P(Unit, reserved_and_protection_fields_are_refused_with_the_field_pointer)
+{
+	struct {
+		std::vector<uint8_t> cdb;
+		uint16_t field;
+		uint8_t bit;
+	} bad[] = {
+		{ { 0x28, 0x20, 0, 0, 0, 0, 0, 0, 1, 0 }, 1, 5 },	    // RDPROTECT 001b
+		{ { 0x2a, 0xe0, 0, 0, 0, 0, 0, 0, 1, 0 }, 1, 7 },	    // WRPROTECT 111b
+		{ { 0x00, 0, 0, 0, 0x01, 0 }, 4, 0 },			    // TUR, byte 4
+		{ { 0x12, 0x02, 0, 0, 96, 0 }, 1, 1 },			    // INQUIRY CMDDT
+		{ { 0x41, 0x10, 0, 0, 0, 0, 0, 0, 1, 0 }, 1, 4 },	    // WRITE SAME ANCHOR
+		{ { 0x25, 0, 0, 0, 0, 0, 0, 0, 0x02, 0 }, 8, 1 },	    // READ CAPACITY
+		{ { 0xa3, 0x0a, 0, 0, 0x80, 0, 0, 0, 0, 64, 0, 0 }, 4, 7 }, // RTPG byte 4
+	};
+	std::vector<uint8_t> b(4 * kBs, 0);
+	for (auto &x : bad) {
+		auto r = run(x.cdb, b);
+		expect_sense(r, 0x5, 0x24, 0x00);
+		EXPECT_EQ(0xc8 | x.bit, r.sks[0]) << "SKSV, C/D, BPV, bit: op " << (int)x.cdb[0];
+		EXPECT_EQ(x.field, r.sks[1] << 8 | r.sks[2]) << (int)x.cdb[0];
+	}
+	std::vector<uint8_t> caw(16, 0);
+	caw[0] = 0x89, caw[11] = 1, caw[13] = 1;
+	auto r = run(caw, b);
+	expect_sense(r, 0x5, 0x24, 0x00);
+	EXPECT_EQ(11, r.sks[1] << 8 | r.sks[2]);
+	// READ CAPACITY with PMI 0 and an LBA: the LBA field.
+	r = run({ 0x25, 0, 0, 0, 0, 5, 0, 0, 0, 0 }, b);
+	expect_sense(r, 0x5, 0x24, 0x00);
+	EXPECT_EQ(2, r.sks[1] << 8 | r.sks[2]);
+	// What a host sets and the unit takes: DPO and FUA on a write, IMMED on a sync.
+	EXPECT_EQ(COH_SCSI_GOOD, run({ 0x2a, 0x18, 0, 0, 0, 0, 0, 0, 1, 0 }, b).status);
+	EXPECT_EQ(COH_SCSI_GOOD, run({ 0x35, 0x02, 0, 0, 0, 0, 0, 0, 0, 0 }).status);
+}
+
+TEST_P(Unit, vpd_0x83_designators_and_truncation)
+{
+	std::vector<uint8_t> b(255, 0);
+	auto r = run({ 0x12, 1, 0x83, 0, 255, 0 }, b);
+	ASSERT_EQ(COH_SCSI_GOOD, r.status);
+	uint32_t len = (uint32_t)b[2] << 8 | b[3];
+	EXPECT_EQ(len + 4, r.data_len);
+	// The NAA: 6, IEEE company id 001405, then the serial's first 25 hex digits, one nibble
+	// each (LIO's spc_gen_naa_6h_vendor_specific).
+	std::string serial = "c040770000000000000000000000abcd";
+	std::string hex = "6001405" + serial.substr(0, 25);
+	std::vector<uint8_t> naa;
+	for (size_t i = 0; i < hex.size(); i += 2)
+		naa.push_back((uint8_t)std::stoi(hex.substr(i, 2), nullptr, 16));
+	ASSERT_EQ(16u, naa.size());
+	bool seen_naa = false, seen_t10 = false, seen_port = false, seen_group = false;
+	for (uint32_t off = 4; off + 4 <= len + 4;) {
+		uint8_t type = b[off + 1] & 0x0f, assoc = (b[off + 1] >> 4) & 3, dl = b[off + 3];
+		ASSERT_LE(off + 4 + dl, len + 4);
+		if (type == 3) {
+			seen_naa = true;
+			EXPECT_EQ(0, assoc) << "the NAA names the logical unit";
+			EXPECT_EQ(1, b[off] & 0x0f) << "binary";
+			ASSERT_EQ(16, dl);
+			EXPECT_EQ(0, memcmp(&b[off + 4], naa.data(), 16));
+		} else if (type == 1) {
+			seen_t10 = true;
+			EXPECT_EQ(2, b[off] & 0x0f) << "ASCII";
+			ASSERT_EQ(40, dl);
+			EXPECT_EQ(0, memcmp(&b[off + 4], "COHORT  ", 8));
+			EXPECT_EQ(0, memcmp(&b[off + 12], serial.data(), 32));
+		} else if (type == 4) {
+			seen_port = true;
+			EXPECT_EQ(1, assoc) << "target port";
+			EXPECT_EQ(1, b[off + 6] << 8 | b[off + 7]); // rel_port_id
+		} else if (type == 5) {
+			seen_group = true;
+			EXPECT_EQ(1, assoc);
+			EXPECT_EQ(1, b[off + 6] << 8 | b[off + 7]); // tpg_id
+		}
+		off += 4 + dl;
+	}
+	EXPECT_TRUE(seen_naa && seen_t10 && seen_port && seen_group);
+	// ALLOCATION LENGTH truncates; the PAGE LENGTH still says the whole page.
+	std::vector<uint8_t> s(10, 0);
+	r = run({ 0x12, 1, 0x83, 0, 10, 0 }, s);
+	EXPECT_EQ(COH_SCSI_GOOD, r.status);
+	EXPECT_EQ(10u, r.data_len);
+	EXPECT_EQ(len, (uint32_t)s[2] << 8 | s[3]);
+	// A buffer smaller than the allocation length: as much as fits.
+	std::vector<uint8_t> t(7, 0);
+	r = run({ 0x12, 1, 0x80, 0, 255, 0 }, t, 3);
+	EXPECT_EQ(COH_SCSI_GOOD, r.status);
+	EXPECT_EQ(7u, r.data_len);
+	EXPECT_EQ(0, memcmp(&t[4], "c04", 3));
+}
+
+TEST_P(Unit, vpd_limits_and_provisioning_pages)
+{
+	std::vector<uint8_t> b(255, 0);
+	auto be32 = [&](size_t o) {
+		return (uint32_t)b[o] << 24 | (uint32_t)b[o + 1] << 16 | (uint32_t)b[o + 2] << 8 |
+		       b[o + 3];
+	};
+	ASSERT_EQ(COH_SCSI_GOOD, run({ 0x12, 1, 0xb0, 0, 255, 0 }, b).status);
+	EXPECT_EQ(0xb0, b[1]);
+	EXPECT_EQ(1, b[4] & 1) << "WSNZ";
+	EXPECT_EQ(16, b[5]) << "MAXIMUM COMPARE AND WRITE LENGTH";
+	EXPECT_EQ(8u, be32(8)) << "MAXIMUM TRANSFER LENGTH";
+	EXPECT_EQ(8u, be32(12)) << "OPTIMAL TRANSFER LENGTH";
+	EXPECT_LT(0u, be32(20)) << "MAXIMUM UNMAP LBA COUNT";
+	EXPECT_LT(0u, be32(24)) << "MAXIMUM UNMAP BLOCK DESCRIPTOR COUNT";
+	ASSERT_EQ(COH_SCSI_GOOD, run({ 0x12, 1, 0xb1, 0, 255, 0 }, b).status);
+	EXPECT_EQ(0xb1, b[1]);
+	EXPECT_EQ(1, b[4] << 8 | b[5]) << "non-rotating medium";
+	ASSERT_EQ(COH_SCSI_GOOD, run({ 0x12, 1, 0xb2, 0, 255, 0 }, b).status);
+	EXPECT_EQ(0xb2, b[1]);
+	EXPECT_EQ(0xe0, b[5] & 0xe0) << "LBPU, LBPWS, LBPWS10";
+}
+
+TEST_P(Unit, rtpg_descriptors_and_the_extended_header)
+{
+	sm_set_tpg(2, 7, 3);
+	std::vector<uint8_t> b(128, 0);
+	auto r = run({ 0xa3, 0x2a, 0, 0, 0, 0, 0, 0, 0, 128, 0, 0 }, b); // extended header
+	ASSERT_EQ(COH_SCSI_GOOD, r.status);
+	EXPECT_EQ(8u + 3 * 12, r.data_len);
+	EXPECT_EQ(3u * 12 + 4, (uint32_t)b[2] << 8 | b[3]);
+	EXPECT_EQ(0x10, b[4] & 0x70) << "format type 001b";
+	for (int g = 0; g < 3; g++) {
+		const uint8_t *d = &b[8 + 12 * g];
+		EXPECT_EQ(0x80, d[0]) << "PREF, active/optimized";
+		EXPECT_EQ(0x01, d[1] & 0x01) << "AO_SUP";
+		EXPECT_EQ(0x08, d[1] & 0x08) << "U_SUP";
+		EXPECT_EQ(0x80, d[1] & 0x80) << "T_SUP";
+		EXPECT_EQ(g + 1, d[2] << 8 | d[3]);
+		EXPECT_EQ(1, d[7]) << "one port";
+		EXPECT_EQ(g == 1 ? 7 : g + 1, d[10] << 8 | d[11]) << "relative port";
+	}
+	sm_set_state(COH_SCSI_LU_TRANSITIONING);
+	r = run({ 0xa3, 0x0a, 0, 0, 0, 0, 0, 0, 0, 128, 0, 0 }, b);
+	ASSERT_EQ(COH_SCSI_GOOD, r.status);
+	EXPECT_EQ(0x0f, b[4 + 12] & 0x0f) << "this node's group: transitioning";
+	EXPECT_EQ(0x00, b[4 + 24] & 0x0f);
+	// Truncated to the allocation length; RETURN DATA LENGTH still the whole.
+	std::vector<uint8_t> s(8, 0);
+	r = run({ 0xa3, 0x0a, 0, 0, 0, 0, 0, 0, 0, 8, 0, 0 }, s);
+	EXPECT_EQ(8u, r.data_len);
+	EXPECT_EQ(36u, (uint32_t)s[2] << 8 | s[3]);
+}
+
+TEST_P(Unit, changeable_mode_values_are_none_and_request_sense_says_no_sense)
+{
+	std::vector<uint8_t> b(255, 0xee);
+	auto r = run({ 0x5a, 0x08, 0x7f, 0, 0, 0, 0, 0, 255, 0 }, b); // PC 01b, all pages, DBD
+	ASSERT_EQ(COH_SCSI_GOOD, r.status);
+	ASSERT_EQ(8u + 20 + 12, r.data_len);
+	EXPECT_EQ(0x08, b[8]);
+	EXPECT_EQ(0x12, b[9]);
+	for (int i = 10; i < 28; i++)
+		EXPECT_EQ(0, b[i]) << "caching page byte " << i - 8;
+	EXPECT_EQ(0x0a, b[28]);
+	for (int i = 30; i < 40; i++)
+		EXPECT_EQ(0, b[i]) << "control page byte " << i - 28;
+	std::vector<uint8_t> s(32, 0xee);
+	r = run({ 0x03, 0, 0, 0, 32, 0 }, s);
+	EXPECT_EQ(COH_SCSI_GOOD, r.status);
+	EXPECT_EQ(18u, r.data_len);
+	EXPECT_EQ(0x70, s[0]);
+	EXPECT_EQ(0, s[2] & 0x0f) << "NO SENSE";
+	EXPECT_EQ(0, s[12]);
+	expect_sense(run({ 0x03, 0x01, 0, 0, 32, 0 }, s), 0x5, 0x24, 0x00); // DESC
+}
+
+TEST_P(Unit, zero_lengths_and_buffers_shorter_than_the_cdb_says)
+{
+	std::vector<uint8_t> b(2 * kBs, 0);
+	uint64_t before = sm_submits();
+	for (std::vector<uint8_t> c :
+	     { std::vector<uint8_t>{ 0x2a, 0, 0, 0, 0, 1, 0, 0, 0, 0 },
+	       std::vector<uint8_t>{ 0xa8, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0 }, rw16(0x8a, 1, 0),
+	       rw16(0x88, kBlocks, 0) }) {
+		auto r = run(c, b);
+		EXPECT_EQ(COH_SCSI_GOOD, r.status) << (int)c[0];
+		EXPECT_EQ(0u, r.data_len);
+	}
+	EXPECT_EQ(before, sm_submits()) << "0 blocks: nothing to do";
+	// WRITE of 3 blocks from a buffer of 2, COMPARE AND WRITE of 1 block without its write
+	// half: INVALID FIELD IN CDB, nothing written.
+	expect_sense(run(rw16(0x8a, 0, 3), b), 0x5, 0x24, 0x00);
+	std::vector<uint8_t> caw(16, 0), half(kBs, 0);
+	caw[0] = 0x89, caw[13] = 1;
+	expect_sense(run(caw, half), 0x5, 0x24, 0x00);
+	EXPECT_EQ(before, sm_submits());
+	// WRITE SAME without its block, UNMAP with a descriptor count past the list.
+	std::vector<uint8_t> ws(16, 0);
+	ws[0] = 0x93, ws[13] = 4;
+	expect_sense(run(ws), 0x5, 0x24, 0x00);
+	std::vector<uint8_t> p(24, 0);
+	p[3] = 32; // two descriptors said, one given
+	expect_sense(run({ 0x42, 0, 0, 0, 0, 0, 0, 0, 24, 0 }, p), 0x5, 0x1a, 0x00);
+}
+
+// A transfer split into pieces whose second piece is refused (-EBUSY: the engine's queue is
+// full): TASK SET FULL, once, and nothing after it.
+TEST_P(Unit, busy_or_an_error_on_a_later_piece_ends_the_command_once)
+{
+	std::vector<uint8_t> b(20 * kBs, 0);
+	uint64_t before = sm_submits();
+	sm_fail_after(1, -EBUSY, 1, true); // the second piece is refused at submit
+	auto r = run(rw16(0x8a, 0, 20), b, 3);
+	EXPECT_EQ(COH_SCSI_TASK_SET_FULL, r.status);
+	EXPECT_EQ(0u, r.sense_len);
+	EXPECT_EQ(before + 2, sm_submits()) << "no piece after the refused one";
+	before = sm_submits();
+	sm_fail_after(2, -EIO, 1, false); // the third piece fails at completion
+	r = run(rw16(0x88, 0, 20), b, 3);
+	expect_sense(r, 0x3, 0x11, 0x00);
+	EXPECT_EQ(before + 3, sm_submits());
+	sm_fail(0, 0, false);
+	EXPECT_EQ(COH_SCSI_GOOD, run(rw16(0x88, 0, 20), b, 3).status);
+}
+
+TEST(scsi, every_engine_errno_has_one_answer)
+{
+	struct {
+		int err;
+		uint8_t status, key, asc, ascq_read, asc_write;
+	} map[] = {
+		{ 0, COH_SCSI_GOOD, 0, 0, 0, 0 },
+		{ -EBUSY, COH_SCSI_TASK_SET_FULL, 0, 0, 0, 0 },
+		{ -ENOMEM, COH_SCSI_BUSY, 0, 0, 0, 0 },
+		{ -ENOSPC, COH_SCSI_BUSY, 0, 0, 0, 0 },
+		{ -EROFS, COH_SCSI_CHECK_CONDITION, 0x2, 0x04, 0x0c, 0x04 },
+		{ -ESHUTDOWN, COH_SCSI_CHECK_CONDITION, 0x2, 0x04, 0x0c, 0x04 },
+		{ -EACCES, COH_SCSI_CHECK_CONDITION, 0x2, 0x04, 0x0c, 0x04 },
+		{ -ENOTCONN, COH_SCSI_CHECK_CONDITION, 0x2, 0x04, 0x0c, 0x04 },
+		{ -EHOSTDOWN, COH_SCSI_CHECK_CONDITION, 0x2, 0x04, 0x0c, 0x04 },
+		{ -EAGAIN, COH_SCSI_CHECK_CONDITION, 0x2, 0x04, 0x0a, 0x04 },
+		{ -ETIMEDOUT, COH_SCSI_CHECK_CONDITION, 0x2, 0x04, 0x0a, 0x04 },
+		{ -ETIME, COH_SCSI_CHECK_CONDITION, 0x2, 0x04, 0x0a, 0x04 },
+		{ -ECONNRESET, COH_SCSI_CHECK_CONDITION, 0x2, 0x04, 0x0a, 0x04 },
+		{ -ECONNREFUSED, COH_SCSI_CHECK_CONDITION, 0x2, 0x04, 0x0a, 0x04 },
+		{ -EPIPE, COH_SCSI_CHECK_CONDITION, 0x2, 0x04, 0x0a, 0x04 },
+		{ -EINVAL, COH_SCSI_CHECK_CONDITION, 0x5, 0x24, 0x00, 0x24 },
+		{ -ERANGE, COH_SCSI_CHECK_CONDITION, 0x5, 0x24, 0x00, 0x24 },
+		{ -EIO, COH_SCSI_CHECK_CONDITION, 0x3, 0x11, 0x00, 0x0c },
+		{ -EPROTO, COH_SCSI_CHECK_CONDITION, 0x3, 0x11, 0x00, 0x0c },
+	};
+	for (auto &m : map) {
+		for (bool w : { false, true }) {
+			sm_result r{};
+			sm_errno_sense(m.err, w, &r);
+			EXPECT_EQ(m.status, r.status) << m.err;
+			EXPECT_EQ(m.status == COH_SCSI_CHECK_CONDITION ? 18u : 0u, r.sense_len);
+			if (m.status != COH_SCSI_CHECK_CONDITION)
+				continue;
+			EXPECT_EQ(m.key, r.key) << m.err;
+			EXPECT_EQ(w ? m.asc_write : m.asc, r.asc) << m.err << " write " << w;
+			EXPECT_EQ(m.ascq_read, r.ascq) << m.err;
+			EXPECT_FALSE(r.info_valid);
+		}
+	}
+}
+
+// A unit past 2^32 blocks: READ CAPACITY(10) says FFFFFFFFh (use the 16-byte one), READ
+// CAPACITY(16) the last LBA; an LBA past 32 bits reaches the block path.
+TEST(scsi, read_capacity_of_a_unit_past_32_bits)
+{
+	const uint64_t blocks = (1ull << 33) + 5;
+	ASSERT_EQ(0, sm_open_virtual(4096, blocks));
+	std::vector<uint8_t> b(32, 0), c10{ 0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0 }, c16(16, 0);
+	sm_result r{};
+	ASSERT_EQ(0, sm_run(c10.data(), 10, b.data(), 32, 1, &r));
+	EXPECT_EQ(COH_SCSI_GOOD, r.status);
+	EXPECT_EQ(8u, r.data_len);
+	EXPECT_EQ(0xffffffffu, (uint32_t)b[0] << 24 | b[1] << 16 | b[2] << 8 | b[3]);
+	EXPECT_EQ(4096u, (uint32_t)b[4] << 24 | b[5] << 16 | b[6] << 8 | b[7]);
+	c16[0] = 0x9e, c16[1] = 0x10, c16[13] = 32;
+	ASSERT_EQ(0, sm_run(c16.data(), 16, b.data(), 32, 1, &r));
+	EXPECT_EQ(COH_SCSI_GOOD, r.status);
+	uint64_t last = 0;
+	for (int i = 0; i < 8; i++)
+		last = last << 8 | b[i];
+	EXPECT_EQ(blocks - 1, last);
+	EXPECT_EQ(1u, r.calls);
+	// A read at the last block: in range (the block path answers -EIO: MEDIUM ERROR).
+	std::vector<uint8_t> d(4096, 0);
+	auto rc = rw16(0x88, blocks - 1, 1);
+	ASSERT_EQ(0, sm_run(rc.data(), 16, d.data(), 4096, 1, &r));
+	expect_sense(r, 0x3, 0x11, 0x00);
+	rc = rw16(0x88, blocks, 1);
+	ASSERT_EQ(0, sm_run(rc.data(), 16, d.data(), 4096, 1, &r));
+	expect_sense(r, 0x5, 0x21, 0x00);
+	sm_close();
 }
 
 INSTANTIATE_TEST_SUITE_P(completion, Unit, ::testing::Values(SM_INLINE, SM_THREAD),

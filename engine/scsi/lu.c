@@ -27,6 +27,7 @@
 #define LU_UNMAP_LBA_MAX (1u << 20) /* VPD B0 MAXIMUM UNMAP LBA COUNT (per command) */
 #define LU_WS_MAX (1u << 20)	    /* VPD B0 MAXIMUM WRITE SAME LENGTH */
 #define LU_DATA_MAX 1024u	    /* the longest answer built here */
+#define LU_REVISION "0.1 " /* PRODUCT REVISION LEVEL: the project's version (CMakeLists.txt) */
 
 /* Sense keys and the ASC/ASCQ pairs used (SPC-4 tables 49 and 51). */
 enum {
@@ -63,37 +64,37 @@ struct coh_scsi_lu {
 	_Atomic uint32_t state;
 };
 
-static uint16_t get16(const uint8_t *p)
+static uint16_t lu_get16(const uint8_t *p)
 {
 	return (uint16_t)(p[0] << 8 | p[1]);
 }
 
-static uint32_t get32(const uint8_t *p)
+static uint32_t lu_get32(const uint8_t *p)
 {
 	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
-static uint64_t get64(const uint8_t *p)
+static uint64_t lu_get64(const uint8_t *p)
 {
-	return (uint64_t)get32(p) << 32 | get32(p + 4);
+	return (uint64_t)lu_get32(p) << 32 | lu_get32(p + 4);
 }
 
-static void put16(uint8_t *p, uint32_t v)
+static void lu_put16(uint8_t *p, uint32_t v)
 {
 	p[0] = (uint8_t)(v >> 8);
 	p[1] = (uint8_t)v;
 }
 
-static void put32(uint8_t *p, uint32_t v)
+static void lu_put32(uint8_t *p, uint32_t v)
 {
-	put16(p, v >> 16);
-	put16(p + 2, v);
+	lu_put16(p, v >> 16);
+	lu_put16(p + 2, v);
 }
 
-static void put64(uint8_t *p, uint64_t v)
+static void lu_put64(uint8_t *p, uint64_t v)
 {
-	put32(p, (uint32_t)(v >> 32));
-	put32(p + 4, (uint32_t)v);
+	lu_put32(p, (uint32_t)(v >> 32));
+	lu_put32(p + 4, (uint32_t)v);
 }
 
 /* lu_sense - CHECK CONDITION with fixed-format sense: @key, @asc (ASC << 8 | ASCQ), the
@@ -108,13 +109,13 @@ static void lu_sense(struct coh_scsi_cmd *cmd, uint8_t key, uint16_t asc, bool i
 	s[0] = 0x70 | (info_valid ? 0x80 : 0);
 	s[2] = key;
 	if (info_valid)
-		put32(s + 3, info);
+		lu_put32(s + 3, info);
 	s[7] = 10;
 	s[12] = (uint8_t)(asc >> 8);
 	s[13] = (uint8_t)asc;
 	if (field >= 0) {
 		s[15] = 0x80 | (in_cdb ? 0x40 : 0);
-		put16(s + 16, (uint32_t)field);
+		lu_put16(s + 16, (uint32_t)field);
 	}
 	cmd->sense_len = 18;
 	cmd->status = COH_SCSI_CHECK_CONDITION;
@@ -136,6 +137,7 @@ void coh_scsi_sense_from_errno(struct coh_scsi_cmd *cmd, int err, bool is_write)
 		cmd->status = COH_SCSI_TASK_SET_FULL;
 		break;
 	case -ENOMEM:
+	case -ENOSPC: /* the log had no room within the bound (back-pressure): later */
 		cmd->status = COH_SCSI_BUSY;
 		break;
 	case -EROFS:	 /* no quorum: this node must not serve */
@@ -148,7 +150,9 @@ void coh_scsi_sense_from_errno(struct coh_scsi_cmd *cmd, int err, bool is_write)
 	case -EAGAIN:	  /* a view change or a formation: soon again */
 	case -ETIMEDOUT:  /* an operation's bound ran out waiting for a view change */
 	case -ECONNRESET: /* a peer died mid-operation: the view change takes over */
+	case -ECONNREFUSED:
 	case -EPIPE:
+	case -ETIME: /* the engine turns these into -ETIMEDOUT or -EROFS; a caller may not */
 		lu_sense(cmd, SK_NOT_READY, ASC_ALUA_TRANSITION, false, 0, -1, false);
 		break;
 	case -EINVAL:
@@ -286,12 +290,12 @@ static uint32_t lu_vpd(struct coh_scsi_lu *lu, uint8_t page, uint8_t *b)
 	switch (page) {
 	case 0x00:
 		b[4] = 0x00, b[5] = 0x80, b[6] = 0x83, b[7] = 0xb0, b[8] = 0xb1, b[9] = 0xb2;
-		put16(b + 2, 6);
+		lu_put16(b + 2, 6);
 		return 10;
 	case 0x80:
 		lu_serial(lu, serial);
 		memcpy(b + 4, serial, 32);
-		put16(b + 2, 32);
+		lu_put16(b + 2, 32);
 		return 36;
 	case 0x83:
 		n = 4;
@@ -307,31 +311,31 @@ static uint32_t lu_vpd(struct coh_scsi_lu *lu, uint8_t page, uint8_t *b)
 		n += 44;
 		/* This node's target port and its group (association: target port). */
 		b[n] = 0x01, b[n + 1] = 0x14, b[n + 3] = 4;
-		put16(b + n + 6, lu->a.rel_port_id);
+		lu_put16(b + n + 6, lu->a.rel_port_id);
 		n += 8;
 		b[n] = 0x01, b[n + 1] = 0x15, b[n + 3] = 4;
-		put16(b + n + 6, lu->a.tpg_id);
+		lu_put16(b + n + 6, lu->a.tpg_id);
 		n += 8;
-		put16(b + 2, n - 4);
+		lu_put16(b + 2, n - 4);
 		return n;
 	case 0xb0:
-		put16(b + 2, 0x3c);
+		lu_put16(b + 2, 0x3c);
 		b[4] = 0x01; /* WSNZ: WRITE SAME of 0 blocks is refused */
 		b[5] = LU_CAW_MAX;
-		put16(b + 6, 1);
-		put32(b + 8, lu->a.max_xfer_blocks);
-		put32(b + 12, lu->a.max_xfer_blocks);
-		put32(b + 20, LU_UNMAP_LBA_MAX);
-		put32(b + 24, LU_UNMAP_DESC_MAX);
-		put32(b + 28, 1);
-		put64(b + 36, LU_WS_MAX);
+		lu_put16(b + 6, 1);
+		lu_put32(b + 8, lu->a.max_xfer_blocks);
+		lu_put32(b + 12, lu->a.max_xfer_blocks);
+		lu_put32(b + 20, LU_UNMAP_LBA_MAX);
+		lu_put32(b + 24, LU_UNMAP_DESC_MAX);
+		lu_put32(b + 28, 1);
+		lu_put64(b + 36, LU_WS_MAX);
 		return 0x40;
 	case 0xb1:
-		put16(b + 2, 0x3c);
-		put16(b + 4, 1); /* non-rotating */
+		lu_put16(b + 2, 0x3c);
+		lu_put16(b + 4, 1); /* non-rotating */
 		return 0x40;
 	case 0xb2:
-		put16(b + 2, 4);
+		lu_put16(b + 2, 4);
 		b[5] = 0x80 | 0x40 | 0x20 | 0x04; /* LBPU, LBPWS, LBPWS10, LBPRZ */
 		return 8;
 	}
@@ -342,7 +346,7 @@ static void lu_inquiry(struct coh_scsi_lu *lu, struct coh_scsi_cmd *cmd)
 {
 	const uint8_t *c = cmd->cdb;
 	uint8_t b[LU_DATA_MAX];
-	uint32_t alloc = get16(c + 3), n;
+	uint32_t alloc = lu_get16(c + 3), n;
 
 	if (c[1] & 0xfe)
 		return lu_bad_cdb(cmd, 1);
@@ -358,9 +362,9 @@ static void lu_inquiry(struct coh_scsi_lu *lu, struct coh_scsi_cmd *cmd)
 		b[7] = 0x02; /* CMDQUE */
 		memcpy(b + 8, "COHORT  ", 8);
 		memcpy(b + 16, "COHORT VOLUME   ", 16);
-		memcpy(b + 32, "0001", 4);
-		put16(b + 58, 0x0460); /* SPC-4 */
-		put16(b + 60, 0x04c0); /* SBC-3 */
+		memcpy(b + 32, LU_REVISION, 4);
+		lu_put16(b + 58, 0x0460); /* SPC-4 */
+		lu_put16(b + 60, 0x04c0); /* SBC-3 */
 		return lu_answer(cmd, b, 66, alloc);
 	}
 	n = lu_vpd(lu, c[2], b);
@@ -384,7 +388,7 @@ static uint32_t lu_page(uint8_t code, bool changeable, uint8_t *p)
 		p[0] = 0x0a, p[1] = 0x0a;
 		if (!changeable) {
 			p[3] = 0x10; /* QUEUE ALGORITHM MODIFIER 1: unrestricted reordering */
-			put16(p + 8, 0xffff); /* busy timeout: unlimited */
+			lu_put16(p + 8, 0xffff); /* busy timeout: unlimited */
 		}
 		return 12;
 	}
@@ -396,7 +400,7 @@ static void lu_mode_sense(struct coh_scsi_lu *lu, struct coh_scsi_cmd *cmd, bool
 	const uint8_t *c = cmd->cdb;
 	bool dbd = c[1] & 0x08, llbaa = ten && (c[1] & 0x10);
 	uint8_t pc = c[2] >> 6, code = c[2] & 0x3f, sub = c[3], b[LU_DATA_MAX];
-	uint32_t alloc = ten ? get16(c + 7) : c[4], hdr = ten ? 8 : 4, n, bd = 0;
+	uint32_t alloc = ten ? lu_get16(c + 7) : c[4], hdr = ten ? 8 : 4, n, bd = 0;
 
 	if (pc == 3)
 		return lu_sense(cmd, SK_ILLEGAL_REQUEST, ASC_SAVING_NOT_SUPPORTED, false, 0, 2,
@@ -408,12 +412,12 @@ static void lu_mode_sense(struct coh_scsi_lu *lu, struct coh_scsi_cmd *cmd, bool
 	if (!dbd) {
 		bd = llbaa ? 16 : 8;
 		if (llbaa) {
-			put64(b + n, lu->a.nblocks);
-			put32(b + n + 12, lu->a.block_size);
+			lu_put64(b + n, lu->a.nblocks);
+			lu_put32(b + n + 12, lu->a.block_size);
 		} else {
-			put32(b + n, lu->a.nblocks > 0xffffffffull ? 0xffffffffu
-								   : (uint32_t)lu->a.nblocks);
-			put32(b + n + 4, lu->a.block_size & 0xffffff);
+			lu_put32(b + n, lu->a.nblocks > 0xffffffffull ? 0xffffffffu
+								      : (uint32_t)lu->a.nblocks);
+			lu_put32(b + n + 4, lu->a.block_size & 0xffffff);
 		}
 		n += bd;
 	}
@@ -424,10 +428,10 @@ static void lu_mode_sense(struct coh_scsi_lu *lu, struct coh_scsi_cmd *cmd, bool
 	if (code != 0x08 && code != 0x0a && code != 0x3f)
 		return lu_bad_cdb(cmd, 2);
 	if (ten) {
-		put16(b, n - 2);
+		lu_put16(b, n - 2);
 		b[3] = 0x10; /* DPOFUA */
 		b[4] = llbaa && bd ? 1 : 0;
-		put16(b + 6, bd);
+		lu_put16(b + 6, bd);
 	} else {
 		b[0] = (uint8_t)(n - 1);
 		b[2] = 0x10;
@@ -439,7 +443,7 @@ static void lu_mode_sense(struct coh_scsi_lu *lu, struct coh_scsi_cmd *cmd, bool
 static void lu_mode_select(struct coh_scsi_lu *lu, struct coh_scsi_cmd *cmd, bool ten)
 {
 	const uint8_t *c = cmd->cdb;
-	uint32_t len = ten ? get16(c + 7) : c[4], hdr = ten ? 8 : 4, off, bd;
+	uint32_t len = ten ? lu_get16(c + 7) : c[4], hdr = ten ? 8 : 4, off, bd;
 	uint8_t p[LU_DATA_MAX], cur[32];
 
 	(void)lu;
@@ -453,7 +457,7 @@ static void lu_mode_select(struct coh_scsi_lu *lu, struct coh_scsi_cmd *cmd, boo
 	if (len > sizeof(p) || len < hdr || !lu_copy_in(cmd, p, len))
 		return lu_sense(cmd, SK_ILLEGAL_REQUEST, ASC_PARAM_LIST_LENGTH, false, 0, -1,
 				false);
-	bd = ten ? get16(p + 6) : p[3];
+	bd = ten ? lu_get16(p + 6) : p[3];
 	off = hdr + bd;
 	if (off > len)
 		return lu_sense(cmd, SK_ILLEGAL_REQUEST, ASC_PARAM_LIST_LENGTH, false, 0, -1,
@@ -483,7 +487,7 @@ static void lu_mode_select(struct coh_scsi_lu *lu, struct coh_scsi_cmd *cmd, boo
 static void lu_rtpg(struct coh_scsi_lu *lu, struct coh_scsi_cmd *cmd)
 {
 	const uint8_t *c = cmd->cdb;
-	uint32_t alloc = get32(c + 6), n, g, groups = lu->a.tpg_count ? lu->a.tpg_count : 1;
+	uint32_t alloc = lu_get32(c + 6), n, g, groups = lu->a.tpg_count ? lu->a.tpg_count : 1;
 	bool ext = (c[1] >> 5) == 1;
 	uint32_t st = atomic_load(&lu->state);
 	uint8_t b[LU_DATA_MAX];
@@ -504,12 +508,12 @@ static void lu_rtpg(struct coh_scsi_lu *lu, struct coh_scsi_cmd *cmd)
 			state = 0x03;
 		b[n] = 0x80 | state;	       /* PREF: every path is as good */
 		b[n + 1] = 0x80 | 0x08 | 0x01; /* T_SUP, U_SUP, AO_SUP */
-		put16(b + n + 2, g);
+		lu_put16(b + n + 2, g);
 		b[n + 7] = 1;
-		put16(b + n + 10, mine ? lu->a.rel_port_id : g);
+		lu_put16(b + n + 10, mine ? lu->a.rel_port_id : g);
 		n += 12;
 	}
-	put32(b, n - 4);
+	lu_put32(b, n - 4);
 	lu_answer(cmd, b, n, alloc);
 }
 
@@ -518,16 +522,20 @@ static void lu_read_capacity(struct coh_scsi_lu *lu, struct coh_scsi_cmd *cmd, b
 	uint64_t last = lu->a.nblocks - 1;
 	uint8_t b[32];
 
+	/* PMI 0 asks for the last LBA, and SBC-3 wants the LBA field zero with it. */
+	if (!(cmd->cdb[sixteen ? 14 : 8] & 1) &&
+	    (sixteen ? lu_get64(cmd->cdb + 2) : lu_get32(cmd->cdb + 2)))
+		return lu_bad_cdb(cmd, 2);
 	memset(b, 0, sizeof(b));
 	if (!sixteen) {
-		put32(b, last > 0xfffffffeull ? 0xffffffffu : (uint32_t)last);
-		put32(b + 4, lu->a.block_size);
+		lu_put32(b, last > 0xfffffffeull ? 0xffffffffu : (uint32_t)last);
+		lu_put32(b + 4, lu->a.block_size);
 		return lu_answer(cmd, b, 8, 8);
 	}
-	put64(b, last);
-	put32(b + 8, lu->a.block_size);
+	lu_put64(b, last);
+	lu_put32(b + 8, lu->a.block_size);
 	b[14] = 0x80 | 0x40; /* LBPME, LBPRZ: UNMAP is supported and reads back zeros */
-	lu_answer(cmd, b, 32, get32(cmd->cdb + 10));
+	lu_answer(cmd, b, 32, lu_get32(cmd->cdb + 10));
 }
 
 /* Media commands. */
@@ -652,26 +660,26 @@ static void lu_parse_rw(const uint8_t *c, uint64_t *lba, uint32_t *n)
 	switch (c[0]) {
 	case 0x08: /* READ(6) */
 	case 0x0a:
-		*lba = (uint64_t)(c[1] & 0x1f) << 16 | get16(c + 2);
+		*lba = (uint64_t)(c[1] & 0x1f) << 16 | lu_get16(c + 2);
 		*n = c[4] ? c[4] : 256;
 		break;
 	case 0xa8: /* (12) */
 	case 0xaa:
 	case 0xaf:
-		*lba = get32(c + 2);
-		*n = get32(c + 6);
+		*lba = lu_get32(c + 2);
+		*n = lu_get32(c + 6);
 		break;
 	case 0x88: /* (16) */
 	case 0x8a:
 	case 0x8f:
 	case 0x91:
 	case 0x93:
-		*lba = get64(c + 2);
-		*n = get32(c + 10);
+		*lba = lu_get64(c + 2);
+		*n = lu_get32(c + 10);
 		break;
 	default: /* (10) */
-		*lba = get32(c + 2);
-		*n = get16(c + 7);
+		*lba = lu_get32(c + 2);
+		*n = lu_get16(c + 7);
 		break;
 	}
 }
@@ -777,7 +785,7 @@ static void lu_write_same(struct coh_scsi_lu *lu, struct coh_scsi_cmd *cmd)
 
 static void lu_unmap(struct coh_scsi_lu *lu, struct coh_scsi_cmd *cmd)
 {
-	uint32_t len = get16(cmd->cdb + 7), nd, i, piece = 0;
+	uint32_t len = lu_get16(cmd->cdb + 7), nd, i, piece = 0;
 	uint8_t hdr[8], *p;
 	uint64_t total = 0;
 
@@ -794,8 +802,8 @@ static void lu_unmap(struct coh_scsi_lu *lu, struct coh_scsi_cmd *cmd)
 		lu_sense(cmd, SK_ILLEGAL_REQUEST, ASC_PARAM_LIST_LENGTH, false, 0, -1, false);
 		return lu_done(cmd);
 	}
-	nd = get16(hdr + 2) / 16;
-	if ((uint64_t)8 + (uint64_t)nd * 16 > len || get16(hdr + 2) % 16) {
+	nd = lu_get16(hdr + 2) / 16;
+	if ((uint64_t)8 + (uint64_t)nd * 16 > len || lu_get16(hdr + 2) % 16) {
 		lu_sense(cmd, SK_ILLEGAL_REQUEST, ASC_PARAM_LIST_LENGTH, false, 0, -1, false);
 		return lu_done(cmd);
 	}
@@ -818,8 +826,8 @@ static void lu_unmap(struct coh_scsi_lu *lu, struct coh_scsi_cmd *cmd)
 	for (i = 0; i < nd; i++) {
 		const uint8_t *d = p + 8 + 16 * i;
 
-		cmd->ext[2 * i] = get64(d);
-		cmd->ext[2 * i + 1] = get32(d + 8);
+		cmd->ext[2 * i] = lu_get64(d);
+		cmd->ext[2 * i + 1] = lu_get32(d + 8);
 		total += cmd->ext[2 * i + 1];
 		if (!lu_range(lu, cmd, cmd->ext[2 * i], cmd->ext[2 * i + 1]) ||
 		    total > LU_UNMAP_LBA_MAX) {
@@ -883,7 +891,7 @@ static void lu_verify(struct coh_scsi_lu *lu, struct coh_scsi_cmd *cmd)
 static void lu_caw(struct coh_scsi_lu *lu, struct coh_scsi_cmd *cmd)
 {
 	const uint8_t *c = cmd->cdb;
-	uint64_t lba = get64(c + 2);
+	uint64_t lba = lu_get64(c + 2);
 	uint32_t n = c[13];
 
 	if (n > LU_CAW_MAX || n > lu->a.max_xfer_blocks) {
@@ -911,6 +919,68 @@ static void lu_sync_cache(struct coh_scsi_lu *lu, struct coh_scsi_cmd *cmd)
 	lu_parse_rw(cmd->cdb, &lba, &n);
 	if (lu_range(lu, cmd, lba, n))
 		cmd->status = COH_SCSI_GOOD;
+}
+
+/* Bits of a CDB byte that must be zero: reserved ones (SBC-3 and SPC-4, each command's table),
+ * and fields of features the unit does not have: RDPROTECT/WRPROTECT/VRPROTECT (no protection
+ * information: with PROTECT=0 in INQUIRY, SBC-3 makes a non-zero value INVALID FIELD IN CDB),
+ * WRITE SAME's ANCHOR and LBDATA/PBDATA. Group numbers and obsolete bits a host still sets (DPO,
+ * FUA, SYNC_NV, IMMED) are not refused. */
+static const struct {
+	uint8_t op;
+	uint8_t bad[15]; /* by byte of the CDB */
+} lu_reserved[] = {
+	{ 0x00, { 0, 0xff, 0xff, 0xff, 0xff } },	     /* TEST UNIT READY */
+	{ 0x03, { 0, 0xfe, 0xff, 0xff } },		     /* REQUEST SENSE */
+	{ 0x08, { 0, 0xe0 } },				     /* READ(6) */
+	{ 0x0a, { 0, 0xe0 } },				     /* WRITE(6) */
+	{ 0x12, { 0, 0xfe } },				     /* INQUIRY */
+	{ 0x15, { 0, 0xee, 0xff, 0xff } },		     /* MODE SELECT(6) */
+	{ 0x1a, { 0, 0xf7 } },				     /* MODE SENSE(6) */
+	{ 0x25, { 0, 0xff, 0, 0, 0, 0, 0xff, 0xff, 0xfe } }, /* READ CAPACITY(10) */
+	{ 0x28, { 0, 0xe0, 0, 0, 0, 0, 0xe0 } },	     /* READ(10) */
+	{ 0x2a, { 0, 0xe0, 0, 0, 0, 0, 0xe0 } },	     /* WRITE(10) */
+	{ 0x2f, { 0, 0xe9, 0, 0, 0, 0, 0xe0 } },	     /* VERIFY(10) */
+	{ 0x35, { 0, 0xf9, 0, 0, 0, 0, 0xe0 } },	     /* SYNCHRONIZE CACHE(10) */
+	{ 0x41, { 0, 0xf7, 0, 0, 0, 0, 0xe0 } },	     /* WRITE SAME(10) */
+	{ 0x42, { 0, 0xfe, 0xff, 0xff, 0xff, 0xff, 0xe0 } }, /* UNMAP */
+	{ 0x55, { 0, 0xee, 0xff, 0xff, 0xff, 0xff, 0xff } }, /* MODE SELECT(10) */
+	{ 0x5a, { 0, 0xe7, 0, 0, 0xff, 0xff, 0xff } },	     /* MODE SENSE(10) */
+	{ 0x88, { 0, 0xe0 } },				     /* READ(16) */
+	{ 0x89, { 0, 0xe5, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0, 0xe0 } }, /* CAW */
+	{ 0x8a, { 0, 0xe0 } },							  /* WRITE(16) */
+	{ 0x8f, { 0, 0xe9 } },							  /* VERIFY(16) */
+	{ 0x91, { 0, 0xf9 } },					      /* SYNCHRONIZE CACHE(16) */
+	{ 0x93, { 0, 0xf6 } },					      /* WRITE SAME(16) */
+	{ 0x9e, { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xfe } }, /* READ CAPACITY(16) */
+	{ 0xa3, { 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0xff } }, /* RTPG */
+	{ 0xa8, { 0, 0xe0 } },					      /* READ(12) */
+	{ 0xaa, { 0, 0xe0 } },					      /* WRITE(12) */
+};
+
+/* lu_check_reserved - false, with INVALID FIELD IN CDB and the field pointer at the highest bit
+ * set where it must not be, when @c has one. */
+static bool lu_check_reserved(struct coh_scsi_cmd *cmd, const uint8_t *c, uint32_t len)
+{
+	size_t i;
+	uint32_t j;
+
+	for (i = 0; i < sizeof(lu_reserved) / sizeof(lu_reserved[0]); i++) {
+		if (lu_reserved[i].op != c[0])
+			continue;
+		for (j = 1; j < len && j < sizeof(lu_reserved[i].bad); j++) {
+			uint8_t b = c[j] & lu_reserved[i].bad[j];
+
+			if (!b)
+				continue;
+			lu_bad_cdb(cmd, (int)j);
+			/* BPV, and the bit pointer: the highest offending bit */
+			cmd->sense[15] |= 0x08 | (uint8_t)(31 - __builtin_clz(b));
+			return false;
+		}
+		break;
+	}
+	return true;
 }
 
 /* The length each CDB group has (SPC-4 4.2.5.1); 0: not parsed here. */
@@ -988,6 +1058,8 @@ void coh_scsi_cmd_exec(struct coh_scsi_lu *lu, struct coh_scsi_cmd *cmd)
 		lu_bad_cdb(cmd, (int)need - 1);
 		return lu_done(cmd);
 	}
+	if (!lu_check_reserved(cmd, c, need))
+		return lu_done(cmd);
 	switch (c[0]) {
 	case 0x12:
 		lu_inquiry(lu, cmd);
