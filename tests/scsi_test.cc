@@ -723,3 +723,9 @@ TEST(scsi, inline_completion_of_many_pieces_does_not_recurse)
 	EXPECT_EQ(0x5a, sm_mem()[((1u << 19) - 1) * 512ull]);
 	sm_close();
 }
+
+// The unit on a real cluster (tests/scsi_engine.c; ctest scsi_engine, label frontend).
+TEST(scsi_engine, two_controllers_one_disk)
+{
+	EXPECT_EQ(0, sse_two_controllers());
+}

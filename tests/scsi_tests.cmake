@@ -1,11 +1,15 @@
 # The SCSI logical unit (engine/scsi/lu.c, issue 15): its commands against the SBC-3/SPC-4 tables
-# on a mock block path (label unit), and its CDB parser's fuzz target.
-add_executable(scsi_test scsi_test.cc scsi_shim.c)
-target_include_directories(scsi_test PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
+# on a mock block path (label unit), the unit on a real two-node cluster (label frontend), and
+# its CDB parser's fuzz target.
+add_executable(scsi_test scsi_test.cc scsi_shim.c scsi_engine.c conf.c
+                         ${PROJECT_SOURCE_DIR}/bench/bench_util.c)
+target_include_directories(scsi_test PRIVATE ${CMAKE_CURRENT_SOURCE_DIR} ${PROJECT_SOURCE_DIR}/bench)
 target_compile_options(scsi_test PRIVATE $<$<COMPILE_LANGUAGE:C>:${COHORT_C_WARNINGS}>)
 target_link_libraries(scsi_test PRIVATE cohort_static GTest::gtest GTest::gtest_main)
-add_test(NAME unit_scsi COMMAND scsi_test)
+add_test(NAME unit_scsi COMMAND scsi_test --gtest_filter=-scsi_engine.*)
 set_tests_properties(unit_scsi PROPERTIES LABELS unit TIMEOUT 120)
+add_test(NAME scsi_engine COMMAND scsi_test --gtest_filter=scsi_engine.*)
+set_tests_properties(scsi_engine PROPERTIES LABELS frontend TIMEOUT 300)
 
 add_executable(fuzz_scsi_driver fuzz_scsi.c scsi_shim.c fuzz_driver.c)
 target_include_directories(fuzz_scsi_driver PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
