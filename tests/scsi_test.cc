@@ -116,7 +116,7 @@ TEST_P(Unit, vpd_pages_identity_and_limits)
 	r = run({ 0x12, 1, 0xb0, 0, 255, 0 }, b);
 	ASSERT_EQ(COH_SCSI_GOOD, r.status);
 	EXPECT_EQ(0x3c, b[3]);
-	EXPECT_EQ(16, b[5]); // MAXIMUM COMPARE AND WRITE LENGTH
+	EXPECT_EQ(8, b[5]); // MAXIMUM COMPARE AND WRITE LENGTH, capped by the piece size
 	EXPECT_EQ(8u, (uint32_t)b[8] << 24 | b[9] << 16 | b[10] << 8 | b[11]); // max transfer
 
 	r = run({ 0x12, 1, 0xb2, 0, 255, 0 }, b);
@@ -513,7 +513,7 @@ TEST_P(Unit, vpd_limits_and_provisioning_pages)
 	ASSERT_EQ(COH_SCSI_GOOD, run({ 0x12, 1, 0xb0, 0, 255, 0 }, b).status);
 	EXPECT_EQ(0xb0, b[1]);
 	EXPECT_EQ(1, b[4] & 1) << "WSNZ";
-	EXPECT_EQ(16, b[5]) << "MAXIMUM COMPARE AND WRITE LENGTH";
+	EXPECT_EQ(8, b[5]) << "MAXIMUM COMPARE AND WRITE LENGTH: 16, at most a piece (8)";
 	EXPECT_EQ(8u, be32(8)) << "MAXIMUM TRANSFER LENGTH";
 	EXPECT_EQ(8u, be32(12)) << "OPTIMAL TRANSFER LENGTH";
 	EXPECT_LT(0u, be32(20)) << "MAXIMUM UNMAP LBA COUNT";
@@ -721,6 +721,30 @@ TEST(scsi, inline_completion_of_many_pieces_does_not_recurse)
 	EXPECT_EQ(COH_SCSI_GOOD, r.status);
 	EXPECT_EQ(1u, r.calls);
 	EXPECT_EQ(0x5a, sm_mem()[((1u << 19) - 1) * 512ull]);
+	sm_close();
+}
+
+// The default piece size (max_xfer_blocks 0): 256 blocks, and COMPARE AND WRITE up to 16.
+TEST(scsi, default_limits_and_the_longest_compare_and_write)
+{
+	ASSERT_EQ(0, sm_open(512, 1024, 0, SM_INLINE));
+	std::vector<uint8_t> b(255, 0), cdb{ 0x12, 1, 0xb0, 0, 255, 0 };
+	sm_result r{};
+	ASSERT_EQ(0, sm_run(cdb.data(), 6, b.data(), 255, 1, &r));
+	ASSERT_EQ(COH_SCSI_GOOD, r.status);
+	EXPECT_EQ(16, b[5]);
+	EXPECT_EQ(256u, (uint32_t)b[8] << 24 | b[9] << 16 | b[10] << 8 | b[11]);
+	std::vector<uint8_t> caw(16, 0), data(2 * 17 * 512, 0);
+	caw[0] = 0x89;
+	caw[13] = 16;
+	uint64_t before = sm_submits();
+	ASSERT_EQ(0, sm_run(caw.data(), 16, data.data(), 2 * 16 * 512, 2, &r));
+	EXPECT_EQ(COH_SCSI_GOOD, r.status) << "16 blocks of zeros against zeros";
+	EXPECT_EQ(before + 1, sm_submits()) << "one operation";
+	caw[13] = 17;
+	ASSERT_EQ(0, sm_run(caw.data(), 16, data.data(), 2 * 17 * 512, 1, &r));
+	expect_sense(r, 0x5, 0x24, 0x00);
+	EXPECT_EQ(13, r.sks[1] << 8 | r.sks[2]);
 	sm_close();
 }
 

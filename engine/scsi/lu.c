@@ -321,7 +321,9 @@ static uint32_t lu_vpd(struct coh_scsi_lu *lu, uint8_t page, uint8_t *b)
 	case 0xb0:
 		lu_put16(b + 2, 0x3c);
 		b[4] = 0x01; /* WSNZ: WRITE SAME of 0 blocks is refused */
-		b[5] = LU_CAW_MAX;
+		/* what lu_caw takes: one engine operation, at most a piece */
+		b[5] = (uint8_t)(lu->a.max_xfer_blocks < LU_CAW_MAX ? lu->a.max_xfer_blocks
+								    : LU_CAW_MAX);
 		lu_put16(b + 6, 1);
 		lu_put32(b + 8, lu->a.max_xfer_blocks);
 		lu_put32(b + 12, lu->a.max_xfer_blocks);
