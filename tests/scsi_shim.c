@@ -4,6 +4,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <stddef.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -321,4 +322,38 @@ int sm_run(const uint8_t *cdb, uint32_t cdb_len, void *buf, uint32_t len, uint32
 	r->calls = atomic_load(&w.calls);
 	free(cmd);
 	return 0;
+}
+
+static void sm_short_done(struct coh_scsi_cmd *cmd, void *arg)
+{
+	(void)cmd;
+	(*(uint32_t *)arg)++;
+}
+
+int sm_run_short(struct sm_result *r)
+{
+	static const uint8_t tur[6];
+	struct coh_scsi_cmd *cmd = malloc(sizeof(*cmd));
+	uint32_t calls = 0;
+	size_t pub = offsetof(struct coh_scsi_cmd, lu), i;
+	int ret = 0;
+
+	if (!cmd)
+		return -ENOMEM;
+	memset(cmd, 0xa5, sizeof(*cmd));
+	cmd->cmd_size = sizeof(*cmd) - 1;
+	cmd->cdb = tur;
+	cmd->cdb_len = sizeof(tur);
+	cmd->iov = NULL;
+	cmd->iov_cnt = 0;
+	cmd->done = sm_short_done;
+	cmd->done_arg = &calls;
+	coh_scsi_cmd_exec(sm.lu, cmd);
+	for (i = pub; i < sizeof(*cmd); i++)
+		if (((const uint8_t *)cmd)[i] != 0xa5)
+			ret = -EIO;
+	sm_decode(cmd, r);
+	r->calls = calls;
+	free(cmd);
+	return ret;
 }

@@ -51,6 +51,10 @@ void sm_set_tpg(uint16_t tpg_id, uint16_t rel_port, uint16_t count);
 int sm_run(const uint8_t *cdb, uint32_t cdb_len, void *buf, uint32_t len, uint32_t pieces,
 	   struct sm_result *r);
 
+/* sm_run_short - TEST UNIT READY in a command whose cmd_size says it is a byte shorter than the
+ * unit's struct; 0, or -EIO when the unit wrote past the public fields. */
+int sm_run_short(struct sm_result *r);
+
 /* sse_two_controllers (scsi_engine.c) - a unit on each node of a real two-node cluster: one
  * identity, a write through one read through the other, a read past the end, COMPARE AND WRITE
  * raced with one winner a round and the loser's MISCOMPARE offset. 0 when all held. */

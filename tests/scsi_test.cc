@@ -297,6 +297,22 @@ TEST_P(Unit, mode_sense_pages_and_mode_select_of_current_values)
 	sel[6] = 0x04;
 	expect_sense(run({ 0x15, 0x10, 0, 0, 24, 0 }, sel), 0x5, 0x26, 0x00);
 	expect_sense(run({ 0x15, 0x10, 0, 0, 2, 0 }, sel), 0x5, 0x1a, 0x00);
+	// A block descriptor: the unit's block length, and 0 or the capacity, only.
+	std::vector<uint8_t> bd(4 + 8 + 20, 0);
+	bd[3] = 8;
+	bd[4 + 6] = kBs >> 8;
+	bd[12] = 0x08, bd[13] = 0x12;
+	EXPECT_EQ(COH_SCSI_GOOD, run({ 0x15, 0x10, 0, 0, 32, 0 }, bd).status);
+	bd[4 + 2] = kBlocks >> 8; // NUMBER OF LOGICAL BLOCKS = the capacity
+	EXPECT_EQ(COH_SCSI_GOOD, run({ 0x15, 0x10, 0, 0, 32, 0 }, bd).status);
+	bd[4 + 6] = 0x10; // 4096-byte blocks
+	auto r2 = run({ 0x15, 0x10, 0, 0, 32, 0 }, bd);
+	expect_sense(r2, 0x5, 0x26, 0x00);
+	EXPECT_EQ(0x80, r2.sks[0] & 0xc0) << "SKSV, in the parameter list";
+	EXPECT_EQ(4, r2.sks[1] << 8 | r2.sks[2]);
+	bd[4 + 6] = kBs >> 8;
+	bd[4 + 3] = 1; // a capacity change
+	expect_sense(run({ 0x15, 0x10, 0, 0, 32, 0 }, bd), 0x5, 0x26, 0x00);
 }
 
 TEST_P(Unit, report_target_port_groups_every_group_active_optimized)
@@ -745,6 +761,18 @@ TEST(scsi, default_limits_and_the_longest_compare_and_write)
 	ASSERT_EQ(0, sm_run(caw.data(), 16, data.data(), 2 * 17 * 512, 1, &r));
 	expect_sense(r, 0x5, 0x24, 0x00);
 	EXPECT_EQ(13, r.sks[1] << 8 | r.sks[2]);
+	sm_close();
+}
+
+// A command struct from a caller built with a shorter one: refused, answered once, untouched
+// beyond what that caller has.
+TEST(scsi, a_command_struct_too_short_is_refused)
+{
+	ASSERT_EQ(0, sm_open(512, 64, 0, SM_INLINE));
+	sm_result r{};
+	EXPECT_EQ(0, sm_run_short(&r));
+	expect_sense(r, 0x5, 0x24, 0x00);
+	EXPECT_EQ(1u, r.calls);
 	sm_close();
 }
 

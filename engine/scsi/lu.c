@@ -442,13 +442,34 @@ static void lu_mode_sense(struct coh_scsi_lu *lu, struct coh_scsi_cmd *cmd, bool
 	lu_answer(cmd, b, n, alloc);
 }
 
+/* lu_mode_select_bd - are the @len bytes of block descriptors (@longlba: 16 bytes each, else
+ * 8) the unit's as they are? NUMBER OF LOGICAL BLOCKS may be 0 (no change) or the capacity (as
+ * MODE SENSE gave it); the block length must be the unit's: neither can be changed. */
+static bool lu_mode_select_bd(const struct coh_scsi_lu *lu, const uint8_t *d, uint32_t len,
+			      bool longlba)
+{
+	uint32_t one = longlba ? 16 : 8, i;
+
+	if (len % one)
+		return false;
+	for (i = 0; i < len; i += one, d += one) {
+		uint64_t blocks = longlba ? lu_get64(d) : lu_get32(d);
+		uint64_t shown =
+		    longlba || lu->a.nblocks <= 0xffffffffull ? lu->a.nblocks : 0xffffffffull;
+		uint32_t bsize = longlba ? lu_get32(d + 12) : lu_get32(d + 4) & 0xffffff;
+
+		if ((blocks && blocks != shown) || bsize != lu->a.block_size)
+			return false;
+	}
+	return true;
+}
+
 static void lu_mode_select(struct coh_scsi_lu *lu, struct coh_scsi_cmd *cmd, bool ten)
 {
 	const uint8_t *c = cmd->cdb;
 	uint32_t len = ten ? lu_get16(c + 7) : c[4], hdr = ten ? 8 : 4, off, bd;
 	uint8_t p[LU_DATA_MAX], cur[32];
 
-	(void)lu;
 	if (c[1] & 0x01)
 		return lu_sense(cmd, SK_ILLEGAL_REQUEST, ASC_SAVING_NOT_SUPPORTED, false, 0, 1,
 				true);
@@ -464,6 +485,9 @@ static void lu_mode_select(struct coh_scsi_lu *lu, struct coh_scsi_cmd *cmd, boo
 	if (off > len)
 		return lu_sense(cmd, SK_ILLEGAL_REQUEST, ASC_PARAM_LIST_LENGTH, false, 0, -1,
 				false);
+	if (!lu_mode_select_bd(lu, p + hdr, bd, ten && (p[4] & 1)))
+		return lu_sense(cmd, SK_ILLEGAL_REQUEST, ASC_INVALID_FIELD_PARAM, false, 0,
+				(int)hdr, false);
 	while (off < len) {
 		uint32_t n, plen;
 
@@ -1034,6 +1058,14 @@ void coh_scsi_cmd_exec(struct coh_scsi_lu *lu, struct coh_scsi_cmd *cmd)
 	const uint8_t *c = cmd->cdb;
 	uint32_t need;
 
+	/* A caller built with an older, shorter struct: its public fields are the same, the unit's
+	 * own are not there to use. */
+	if (cmd->cmd_size < sizeof(*cmd)) {
+		cmd->data_len = 0;
+		lu_bad_cdb(cmd, -1);
+		cmd->done(cmd, cmd->done_arg);
+		return;
+	}
 	cmd->lu = lu;
 	cmd->status = COH_SCSI_GOOD;
 	cmd->sense_len = 0;
