@@ -66,7 +66,9 @@ typedef int (*coh_scsi_submit_fn)(void *ctx, struct coh_io *io);
  * @rel_port_id: this node's relative target port identifier
  * @tpg_count: how many controller nodes export the volume (RTPG lists a group for each)
  * @max_xfer_blocks: the longest READ/WRITE in blocks (VPD 0xB0; longer ones are split into
- *                   several engine operations); 0 takes the default
+ *                   several engine operations, and COMPARE AND WRITE, one operation, takes at
+ *                   most this many); 0 takes the default (256). Each piece is one log record
+ *                   per block on the log peers, so keep it well under the node's log_bytes
  * @submit, @submit_ctx: the block path
  */
 struct coh_scsi_lu_attr {
@@ -146,6 +148,7 @@ struct coh_scsi_cmd {
  * coh_scsi_cmd_exec - execute @cmd on @lu. Always answered: @cmd->done runs exactly once, with
  * GOOD, CHECK CONDITION and sense, BUSY or TASK SET FULL (the engine's queue is full: the
  * initiator retries). A malformed CDB gets ILLEGAL REQUEST with the field's sense, never a crash.
+ * A @cmd whose cmd_size is smaller than the unit's struct is answered ILLEGAL REQUEST at once.
  */
 void coh_scsi_cmd_exec(struct coh_scsi_lu *lu, struct coh_scsi_cmd *cmd);
 
