@@ -28,6 +28,7 @@ static struct {
 	bool stop;
 	struct coh_io *q[SM_QUEUE];
 	uint32_t qn;
+	bool busy; /* the mock's thread is completing an operation */
 	int fail_err;
 	uint32_t fail_skip; /* submits let through before the failures */
 	uint32_t fail_n;
@@ -87,7 +88,7 @@ static int sm_submit(void *ctx, struct coh_io *io)
 	if (sm.mode == SM_THREAD && sm.qn < SM_QUEUE) {
 		io->state = (uint32_t)(fail ? -fail : 0); /* the mock's note of the failure */
 		sm.q[sm.qn++] = io;
-		pthread_cond_signal(&sm.cond);
+		pthread_cond_broadcast(&sm.cond);
 		pthread_mutex_unlock(&sm.lock);
 		return 0;
 	}
@@ -112,10 +113,13 @@ static void *sm_main(void *arg)
 		io = sm.q[0];
 		memmove(sm.q, sm.q + 1, --sm.qn * sizeof(sm.q[0]));
 		fail = -(int)io->state;
+		sm.busy = true;
 		pthread_mutex_unlock(&sm.lock);
 		ret = fail ? fail : sm_exec(io);
 		io->cb(io, ret, io->cb_arg);
 		pthread_mutex_lock(&sm.lock);
+		sm.busy = false;
+		pthread_cond_broadcast(&sm.cond);
 	}
 	pthread_mutex_unlock(&sm.lock);
 	return NULL;
@@ -201,7 +205,7 @@ void sm_close(void)
 	if (sm.mode == SM_THREAD && sm.th) {
 		pthread_mutex_lock(&sm.lock);
 		sm.stop = true;
-		pthread_cond_signal(&sm.cond);
+		pthread_cond_broadcast(&sm.cond);
 		pthread_mutex_unlock(&sm.lock);
 		pthread_join(sm.th, NULL);
 	}
@@ -306,17 +310,15 @@ int sm_run(const uint8_t *cdb, uint32_t cdb_len, void *buf, uint32_t len, uint32
 		/* The command may still complete: leak it rather than free what it uses. */
 		return ret;
 	}
-	/* A second callback would come right after the first, on the same path: look again once
-	 * the mock's queue is idle. */
+	/* A second callback would come right after the first, from the mock's thread: wait
+	 * (bounded) until that thread is idle with nothing queued, then count. */
 	if (sm.mode == SM_THREAD) {
-		for (i = 0; i < 1000; i++) {
-			pthread_mutex_lock(&sm.lock);
-			bool idle = sm.qn == 0;
-			pthread_mutex_unlock(&sm.lock);
-			if (idle)
-				break;
-			sched_yield();
-		}
+		pthread_mutex_lock(&sm.lock);
+		while ((sm.qn || sm.busy) && !ret)
+			ret = pthread_cond_timedwait(&sm.cond, &sm.lock, &until);
+		pthread_mutex_unlock(&sm.lock);
+		if (ret)
+			return -ETIMEDOUT;
 	}
 	sm_decode(cmd, r);
 	r->calls = atomic_load(&w.calls);
