@@ -14,6 +14,7 @@ pkgs=(
 	libpmem2-dev libhwloc-dev liburing-dev libisal-dev libssl-dev
 	libgtest-dev spin
 	linux-libc-dev sg3-utils fio multipath-tools
+	libinih-dev libjansson-dev
 )
 
 missing=()

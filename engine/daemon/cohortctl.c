@@ -1,0 +1,284 @@
+/*
+ * cohortctl.c - the control tool: sends one request to a cohortd's control socket and shows the
+ * answer, as a table for people or (--json) the daemon's JSON object for programs. The socket is
+ * given (-s) or found in the config (-c FILE [--node N]: [daemon] control, or its default).
+ * Commands: status, volumes, exports, stats, stop. Exit status: 0 done; 1 the daemon answered
+ * with an error, or none could be reached (no daemon, permission denied, daemon busy); 2 usage.
+ *
+ * Leaves out: changing exports (edit the config and SIGHUP the daemon), talking to several
+ * daemons at once (run it once per node).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "daemon.h"
+
+#define CTL_TIMEOUT_MS 5000	  /* a request's bound */
+#define CTL_STOP_TIMEOUT_MS 60000 /* stop: the daemon waits up to 30 s for the members */
+
+/* ctl_int - an integer member, 0 when absent. */
+static long long ctl_int(json_t *o, const char *key)
+{
+	return json_integer_value(json_object_get(o, key));
+}
+
+/* ctl_str - a string member, "?" when absent. */
+static const char *ctl_str(json_t *o, const char *key)
+{
+	const char *s = json_string_value(json_object_get(o, key));
+
+	return s ? s : "?";
+}
+
+/* ctl_yes - a boolean member as yes/no. */
+static const char *ctl_yes(json_t *o, const char *key)
+{
+	return json_is_true(json_object_get(o, key)) ? "yes" : "no";
+}
+
+/* ctl_ns - a latency in ns, for people. */
+static void ctl_ns(long long ns, char *out, size_t len)
+{
+	if (!ns)
+		snprintf(out, len, "-");
+	else if (ns < 10000)
+		snprintf(out, len, "%lld ns", ns);
+	else if (ns < 10000000)
+		snprintf(out, len, "%.1f us", (double)ns / 1e3);
+	else
+		snprintf(out, len, "%.1f ms", (double)ns / 1e6);
+}
+
+/* ctl_not_exposed - the list of what the engine does not report yet. */
+static void ctl_not_exposed(json_t *r)
+{
+	json_t *a = json_object_get(r, "not_exposed"), *v;
+	size_t i;
+
+	json_array_foreach(a, i, v)
+	{
+		printf("%s%s", i ? "; " : "not exposed by the engine yet: ", json_string_value(v));
+	}
+	if (json_array_size(a))
+		printf("\n");
+}
+
+/* ctl_show_status - like `ceph -s` and `drbdadm status`: the cluster line, then each node. */
+static void ctl_show_status(json_t *r)
+{
+	json_t *roles = json_object_get(r, "roles"), *n, *rec = json_object_get(r, "recovery");
+	size_t i;
+
+	printf("cluster %s: node %lld of %lld\n", ctl_str(r, "cluster"), ctl_int(r, "node"),
+	       ctl_int(r, "nodes"));
+	printf("  view:     epoch %lld, %lld of %lld members, quorum %s%s\n", ctl_int(r, "epoch"),
+	       ctl_int(r, "members"), ctl_int(r, "nodes"), ctl_yes(r, "quorum"),
+	       json_is_true(json_object_get(r, "stopped")) ? ", stopped" : "");
+	printf("  health:   %s (log copies wanted per writer: %lld)\n",
+	       json_is_true(json_object_get(r, "degraded")) ? "DEGRADED" : "ok",
+	       ctl_int(r, "log_copies_wanted"));
+	printf("  recovery: %lld at open, %lld blocks replayed, %lld writers, %lld stale records\n",
+	       ctl_int(rec, "recoveries"), ctl_int(rec, "recovered_blocks"),
+	       ctl_int(rec, "recovered_writers"), ctl_int(rec, "stale_records"));
+	printf("\n  %-5s %-8s %s\n", "NODE", "ROLE", "LOG COPIES");
+	json_array_foreach(roles, i, n)
+	{
+		printf("  %-5lld %-8s %lld%s\n", ctl_int(n, "id"), ctl_str(n, "role"),
+		       ctl_int(n, "log_copies"),
+		       json_is_true(json_object_get(n, "this")) ? "   (this node)" : "");
+	}
+	ctl_not_exposed(r);
+}
+
+/* ctl_show_volumes - the mapping table. */
+static void ctl_show_volumes(json_t *r)
+{
+	json_t *vols = json_object_get(r, "volumes"), *v;
+	size_t i;
+
+	printf("%-20s %-32s %12s %12s %14s\n", "VOLUME", "ID", "FIRST BLOCK", "BLOCKS", "BYTES");
+	json_array_foreach(vols, i, v)
+	{
+		printf("%-20s %-32s %12lld %12lld %14lld\n", ctl_str(v, "name"), ctl_str(v, "id"),
+		       ctl_int(v, "first_block"), ctl_int(v, "blocks"), ctl_int(v, "bytes"));
+	}
+	printf("(%zu volumes; block size %lld; the group has %lld blocks)\n", json_array_size(vols),
+	       ctl_int(r, "block_size"), ctl_int(r, "capacity_blocks"));
+}
+
+/* ctl_show_exports - each export and its state. */
+static void ctl_show_exports(json_t *r)
+{
+	json_t *xs = json_object_get(r, "exports"), *x;
+	char dev[96];
+	size_t i;
+
+	printf("%-20s %-20s %-24s %s\n", "EXPORT", "VOLUME", "DEVICE", "STATE");
+	json_array_foreach(xs, i, x)
+	{
+		snprintf(dev, sizeof(dev), "user_%lld/%s", ctl_int(x, "hba"), ctl_str(x, "device"));
+		printf("%-20s %-20s %-24s %s\n", ctl_str(x, "name"), ctl_str(x, "volume"), dev,
+		       ctl_str(x, "state"));
+	}
+	printf("(%zu exports; front end: %s)\n", json_array_size(xs), ctl_str(r, "front_end"));
+}
+
+/* ctl_show_stats - counters, rates, latency, cache. */
+static void ctl_show_stats(json_t *r)
+{
+	json_t *lat = json_object_get(r, "latency_ns"), *c = json_object_get(r, "cache");
+	const char *names[] = { "read", "write" };
+	char a[32], b[32], d[32];
+	double hit = json_real_value(json_object_get(c, "hit_rate"));
+	int i;
+
+	printf("io:      %lld reads, %lld writes; %.0f IOPS (%.0f reads/s, %.0f writes/s over "
+	       "the last %.1f s)\n",
+	       ctl_int(r, "reads"), ctl_int(r, "writes"),
+	       json_real_value(json_object_get(r, "iops")),
+	       json_real_value(json_object_get(r, "read_iops")),
+	       json_real_value(json_object_get(r, "write_iops")),
+	       json_real_value(json_object_get(r, "interval_s")));
+	for (i = 0; i < 2; i++) {
+		json_t *l = json_object_get(lat, names[i]);
+
+		ctl_ns(ctl_int(l, "p50"), a, sizeof(a));
+		ctl_ns(ctl_int(l, "p99"), b, sizeof(b));
+		ctl_ns(ctl_int(l, "p999"), d, sizeof(d));
+		printf("latency: %-5s p50 %s, p99 %s, p99.9 %s\n", names[i], a, b, d);
+	}
+	if (hit >= 0)
+		printf("cache:   hit rate %.1f%% (%lld hits, %lld misses, %lld from peers; this "
+		       "view)\n",
+		       hit * 100, ctl_int(c, "hits"), ctl_int(c, "misses"),
+		       ctl_int(c, "peer_fetches"));
+	else
+		printf("cache:   hit rate n/a (no reads in this view, or a view change held the "
+		       "cache)\n");
+	printf("locks:   %lld requests, %lld transfers\n", ctl_int(r, "lock_requests"),
+	       ctl_int(r, "lock_transfers"));
+	printf("cluster: %lld view changes, %lld takeovers, %lld destages\n",
+	       ctl_int(r, "view_changes"), ctl_int(r, "takeovers"), ctl_int(r, "destages"));
+	ctl_not_exposed(r);
+}
+
+/* ctl_usage - the command line. */
+static void ctl_usage(FILE *f)
+{
+	fprintf(f, "usage: cohortctl [-s SOCKET | -c FILE [--node N]] [--json] COMMAND\n"
+		   "  status   the view: epoch, members, quorum, each node's role, log copies\n"
+		   "  volumes  the volume table: name, id, first block, size\n"
+		   "  exports  the exports and their state\n"
+		   "  stats    I/O counters, IOPS, latency, cache, locks, view changes\n"
+		   "  stop     an ordered stop of the whole cluster (every daemon exits)\n");
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = { { "socket", required_argument, NULL, 's' },
+					      { "config", required_argument, NULL, 'c' },
+					      { "node", required_argument, NULL, 'n' },
+					      { "json", no_argument, NULL, 'j' },
+					      { "help", no_argument, NULL, 'h' },
+					      { NULL, 0, NULL, 0 } };
+	static const char *const cmds[] = { "status", "volumes", "exports", "stats", "stop" };
+	const char *sock = NULL, *conf_path = NULL, *cmd;
+	struct daemon_conf *conf = NULL;
+	char err[DAEMON_ERR_MAX], path[DAEMON_PATH_MAX + 1], *end;
+	json_t *req, *resp = NULL;
+	int opt, node = -1, ret, status;
+	bool json = false;
+	size_t i;
+	long v;
+
+	while ((opt = getopt_long(argc, argv, "s:c:n:jh", opts, NULL)) != -1) {
+		switch (opt) {
+		case 's':
+			sock = optarg;
+			break;
+		case 'c':
+			conf_path = optarg;
+			break;
+		case 'n':
+			errno = 0;
+			v = strtol(optarg, &end, 10);
+			if (errno || *end || !*optarg || v < 0 || v > 31) {
+				fprintf(stderr, "cohortctl: --node %s: want a node id, 0 to 31\n",
+					optarg);
+				return 2;
+			}
+			node = (int)v;
+			break;
+		case 'j':
+			json = true;
+			break;
+		case 'h':
+			ctl_usage(stdout);
+			return 0;
+		default:
+			ctl_usage(stderr);
+			return 2;
+		}
+	}
+	if (optind != argc - 1 || (!sock == !conf_path)) {
+		ctl_usage(stderr);
+		return 2;
+	}
+	cmd = argv[optind];
+	for (i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
+		if (!strcmp(cmd, cmds[i]))
+			break;
+	}
+	if (i == sizeof(cmds) / sizeof(cmds[0])) {
+		fprintf(stderr, "cohortctl: unknown command \"%s\"\n", cmd);
+		ctl_usage(stderr);
+		return 2;
+	}
+	if (conf_path) {
+		ret = daemon_conf_load(conf_path, node, &conf, err, sizeof(err));
+		if (ret) {
+			fprintf(stderr, "cohortctl: %s\n", err);
+			return 1;
+		}
+		snprintf(path, sizeof(path), "%s", conf->control);
+		daemon_conf_delete(&conf);
+		sock = path;
+	}
+	req = json_pack("{s:s}", "cmd", cmd);
+	if (!req) {
+		fprintf(stderr, "cohortctl: out of memory\n");
+		return 1;
+	}
+	ret = daemon_ctl_request(sock, req,
+				 strcmp(cmd, "stop") ? CTL_TIMEOUT_MS : CTL_STOP_TIMEOUT_MS, &resp,
+				 err, sizeof(err));
+	json_decref(req);
+	if (ret) {
+		fprintf(stderr, "cohortctl: %s\n", err);
+		return 1;
+	}
+	status = json_is_true(json_object_get(resp, "ok")) ? 0 : 1;
+	if (json) {
+		json_dumpf(resp, stdout, JSON_INDENT(2));
+		printf("\n");
+	} else if (status) {
+		fprintf(stderr, "cohortctl: %s: %s\n", cmd, ctl_str(resp, "error"));
+	} else if (!strcmp(cmd, "status")) {
+		ctl_show_status(resp);
+	} else if (!strcmp(cmd, "volumes")) {
+		ctl_show_volumes(resp);
+	} else if (!strcmp(cmd, "exports")) {
+		ctl_show_exports(resp);
+	} else if (!strcmp(cmd, "stats")) {
+		ctl_show_stats(resp);
+	} else {
+		printf("cluster stopped: %s\n", ctl_str(resp, "result"));
+	}
+	json_decref(resp);
+	return status;
+}

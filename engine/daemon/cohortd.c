@@ -1,0 +1,488 @@
+/*
+ * cohortd.c - the Cohort daemon: one controller node. Reads and validates its config (conf.c)
+ * before anything starts; opens the fabric and the node (recovery at open, or a rejoin, before
+ * anything is served); records its exports (exports.c); answers cohortctl on its control socket
+ * (control.c); and logs one line per event to stderr. SIGTERM or SIGINT: a clean leave (the node
+ * destages and closes), exit 0. SIGHUP: re-read the config; only [export] sections may change,
+ * anything else is refused with an error naming it and the running config is kept. A cluster
+ * stop (cohortctl stop, from this node or another) ends every daemon with exit 0.
+ *
+ * Threads: the main thread owns the node's life and takes signals synchronously (sigtimedwait:
+ * no handler runs inside the engine), sampling the node's counters every second for the rates;
+ * the control thread answers requests (docs/concurrency.md). @lock in struct cohortd guards the
+ * samples and the config pointer the control thread reads.
+ *
+ * Leaves out: the TCMU front end (exports stay "not attached (no front end built)" until one is
+ * plugged into struct daemon_exports_ops), daemonising (systemd runs it in the foreground),
+ * volumes as separate address spaces in the engine (the table is the daemon's: a volume is a
+ * range of the group's blocks).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "daemon.h"
+
+#define CD_TICK_MS 200		   /* how often the main thread looks at the node */
+#define CD_SAMPLE_NS 1000000000ull /* the rates' interval */
+#define CD_STOP_TIMEOUT_MS 30000   /* coh_node_stop_cluster's bound */
+
+struct cohortd {
+	const char *conf_path;
+	int node_override;
+	struct coh_fabric *fab;
+	struct coh_node *node;
+	struct daemon_exports *exports;
+	struct daemon_ctl *ctl;
+	_Atomic bool stop_requested; /* cohortctl stop succeeded here */
+	pthread_mutex_t lock;	     /* guards the fields below */
+	struct daemon_conf *conf;
+	struct coh_node_stats prev, cur; /* the last two samples, @prev_ns and @cur_ns apart */
+	uint64_t prev_ns, cur_ns;
+};
+
+/* cd_now_ns - the monotonic clock. */
+static uint64_t cd_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* cd_members - "0,1,2" from a member bitmap. */
+static void cd_members(uint32_t members, char *out, size_t len)
+{
+	size_t n = 0;
+	uint32_t i;
+
+	out[0] = '\0';
+	for (i = 0; i < 32 && n < len; i++) {
+		if (members & (1u << i))
+			n += (size_t)snprintf(out + n, len - n, "%s%u", n ? "," : "", i);
+	}
+}
+
+/* cd_status - the "status" answer: what coh_node_stats exposes about the cluster. */
+static json_t *cd_status(struct cohortd *d, const struct daemon_conf *c,
+			 const struct coh_node_stats *st)
+{
+	json_t *nodes = json_array(), *r;
+	uint32_t i;
+
+	for (i = 0; i < c->nodes; i++) {
+		bool member = st->members & (1u << i);
+
+		json_array_append_new(nodes, json_pack("{s:I, s:s, s:I, s:b}", "id", (json_int_t)i,
+						       "role", member ? "member" : "dead",
+						       "log_copies", (json_int_t)st->log_copies[i],
+						       "this", i == c->node));
+	}
+	r = json_pack(
+	    "{s:b, s:s, s:I, s:I, s:I, s:I, s:b, s:b, s:b, s:I, s:o, s:{s:I, s:I, s:I, "
+	    "s:I, s:I}, s:[s, s]}",
+	    "ok", 1, "cluster", c->cluster, "node", (json_int_t)c->node, "nodes",
+	    (json_int_t)c->nodes, "epoch", (json_int_t)st->epoch, "members",
+	    (json_int_t)__builtin_popcount(st->members), "quorum", st->quorum, "degraded",
+	    st->degraded, "stopped", st->stopped, "log_copies_wanted",
+	    (json_int_t)st->log_copies_wanted, "roles", nodes, "recovery", "recoveries",
+	    (json_int_t)st->recoveries, "recovered_blocks", (json_int_t)st->recovered_blocks,
+	    "recovered_writers", (json_int_t)st->recovered_writers, "stale_records",
+	    (json_int_t)st->stale_records, "last_recovery_ns", (json_int_t)st->last_recovery_ns,
+	    "not_exposed", "role leaving (the engine reports members and non-members only)",
+	    "resync progress (the engine does not report a log copy's re-replication)");
+	(void)d;
+	return r;
+}
+
+/* cd_volumes - the "volumes" answer: the mapping table. */
+static json_t *cd_volumes(const struct daemon_conf *c)
+{
+	json_t *a = json_array();
+	uint32_t i;
+	char id[33];
+
+	for (i = 0; i < c->nvolumes; i++) {
+		const struct daemon_volume *v = &c->volumes[i];
+
+		daemon_volume_id_hex(v->id, id);
+		json_array_append_new(a,
+				      json_pack("{s:s, s:s, s:I, s:I, s:I}", "name", v->name, "id",
+						id, "first_block", (json_int_t)v->first_block,
+						"blocks", (json_int_t)v->blocks, "bytes",
+						(json_int_t)(v->blocks * c->block_size)));
+	}
+	return json_pack("{s:b, s:I, s:I, s:o}", "ok", 1, "block_size", (json_int_t)c->block_size,
+			 "capacity_blocks", (json_int_t)c->capacity_blocks, "volumes", a);
+}
+
+/* cd_lat - percentiles of one latency histogram, in ns. */
+static json_t *cd_lat(const uint64_t *hist)
+{
+	return json_pack("{s:I, s:I, s:I}", "p50", (json_int_t)coh_lat_percentile(hist, 0.5), "p99",
+			 (json_int_t)coh_lat_percentile(hist, 0.99), "p999",
+			 (json_int_t)coh_lat_percentile(hist, 0.999));
+}
+
+/* cd_stats - the "stats" answer: counters, rates over the last interval, latency, cache. */
+static json_t *cd_stats(struct cohortd *d)
+{
+	struct coh_node_stats *prev, *cur;
+	double secs, rr = 0, wr = 0, hit = -1;
+	json_t *r = NULL;
+
+	prev = malloc(sizeof(*prev));
+	cur = malloc(sizeof(*cur));
+	if (!prev || !cur)
+		goto out;
+	pthread_mutex_lock(&d->lock);
+	*prev = d->prev;
+	*cur = d->cur;
+	secs = d->prev_ns ? (double)(d->cur_ns - d->prev_ns) / 1e9 : 0;
+	pthread_mutex_unlock(&d->lock);
+	if (secs > 0) {
+		rr = (double)(cur->reads - prev->reads) / secs;
+		wr = (double)(cur->writes - prev->writes) / secs;
+	}
+	if (cur->cache_valid && cur->cache_hits + cur->cache_misses)
+		hit = (double)cur->cache_hits / (double)(cur->cache_hits + cur->cache_misses);
+	r = json_pack(
+	    "{s:b, s:I, s:I, s:f, s:f, s:f, s:f, s:{s:o, s:o}, s:{s:b, s:I, s:I, s:I, "
+	    "s:f}, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:[s]}",
+	    "ok", 1, "reads", (json_int_t)cur->reads, "writes", (json_int_t)cur->writes,
+	    "interval_s", secs, "read_iops", rr, "write_iops", wr, "iops", rr + wr, "latency_ns",
+	    "read", cd_lat(cur->lat_read), "write", cd_lat(cur->lat_write), "cache", "valid",
+	    cur->cache_valid, "hits", (json_int_t)cur->cache_hits, "misses",
+	    (json_int_t)cur->cache_misses, "peer_fetches", (json_int_t)cur->cache_peer_fetches,
+	    "hit_rate", hit, "lock_requests", (json_int_t)cur->lock_requests, "lock_transfers",
+	    (json_int_t)cur->lock_transfers, "view_changes", (json_int_t)cur->view_changes,
+	    "takeovers", (json_int_t)cur->takeovers, "destages", (json_int_t)cur->destages,
+	    "io_inflight", (json_int_t)cur->io_inflight, "io_refused", (json_int_t)cur->io_refused,
+	    "not_exposed", "forwarded commands (no routing yet)");
+out:
+	free(prev);
+	free(cur);
+	return r;
+}
+
+/* cd_request - the control thread's handler (daemon_ctl_fn). */
+static json_t *cd_request(void *arg, const char *cmd, json_t *req, char *err, size_t errlen)
+{
+	struct cohortd *d = arg;
+	struct coh_node_stats *st;
+	json_t *r = NULL;
+	int ret;
+
+	(void)req;
+	if (!strcmp(cmd, "status") || !strcmp(cmd, "volumes")) {
+		st = malloc(sizeof(*st));
+		if (!st) {
+			snprintf(err, errlen, "out of memory");
+			return NULL;
+		}
+		ret = coh_node_stats(d->node, st);
+		pthread_mutex_lock(&d->lock);
+		if (ret)
+			snprintf(err, errlen, "node stats: %s", coh_strerror(ret));
+		else
+			r = cmd[0] == 's' ? cd_status(d, d->conf, st) : cd_volumes(d->conf);
+		pthread_mutex_unlock(&d->lock);
+		free(st);
+		return r;
+	}
+	if (!strcmp(cmd, "exports"))
+		return json_pack("{s:b, s:s, s:o}", "ok", 1, "front_end", "none", "exports",
+				 daemon_exports_json(d->exports));
+	if (!strcmp(cmd, "stats"))
+		return cd_stats(d);
+	if (!strcmp(cmd, "stop")) {
+		daemon_log("cluster", "ordered stop asked on the control socket");
+		ret = coh_node_stop_cluster(d->node, CD_STOP_TIMEOUT_MS);
+		if (ret) {
+			daemon_log("cluster", "ordered stop: %s", coh_strerror(ret));
+			snprintf(err, errlen, "cluster stop: %s", coh_strerror(ret));
+			/* -ETIMEDOUT: the members that answered stopped; this node leaves too, and
+			 * the rest is in log copies the next start replays. */
+			if (ret != -ETIMEDOUT)
+				return NULL;
+		}
+		atomic_store(&d->stop_requested, true);
+		return json_pack("{s:b, s:s}", "ok", ret ? 0 : 1, ret ? "error" : "result",
+				 ret ? err : "every member destaged and stopped");
+	}
+	snprintf(err, errlen, "unknown command \"%.64s\" (status, volumes, exports, stats, stop)",
+		 cmd);
+	return NULL;
+}
+
+/* cd_sample - take a sample of the counters; log view changes. */
+static void cd_sample(struct cohortd *d, struct coh_node_stats *st, uint32_t *epoch,
+		      uint32_t *members)
+{
+	uint64_t now = cd_now_ns();
+	char m[128];
+
+	if (coh_node_stats(d->node, st))
+		return;
+	if (st->epoch != *epoch || st->members != *members) {
+		cd_members(st->members, m, sizeof(m));
+		daemon_log("view", "epoch %u, members %s (%u of %u), quorum %s%s", st->epoch, m,
+			   __builtin_popcount(st->members), d->conf->nodes,
+			   st->quorum ? "yes" : "no", st->degraded ? ", degraded" : "");
+		*epoch = st->epoch;
+		*members = st->members;
+	}
+	pthread_mutex_lock(&d->lock);
+	if (now - d->cur_ns >= CD_SAMPLE_NS) {
+		d->prev = d->cur;
+		d->prev_ns = d->cur_ns;
+		d->cur = *st;
+		d->cur_ns = now;
+	}
+	pthread_mutex_unlock(&d->lock);
+}
+
+/* cd_reload - SIGHUP: a new config whose only changes are exports is applied; else refused. */
+static void cd_reload(struct cohortd *d)
+{
+	char err[DAEMON_ERR_MAX], what[2 * DAEMON_ERR_MAX];
+	struct daemon_conf *c = NULL, *old;
+	int failed;
+
+	daemon_log("config", "SIGHUP: reading %s", d->conf_path);
+	if (daemon_conf_load(d->conf_path, d->node_override, &c, err, sizeof(err))) {
+		daemon_log("config", "reload refused, the running config stays: %s", err);
+		return;
+	}
+	if (daemon_conf_core_diff(d->conf, c, what, sizeof(what))) {
+		daemon_log("config",
+			   "reload refused, the running config stays: only [export] sections may "
+			   "change while running, and %s",
+			   what);
+		daemon_conf_delete(&c);
+		return;
+	}
+	failed = daemon_exports_apply(d->exports, c);
+	pthread_mutex_lock(&d->lock);
+	old = d->conf;
+	d->conf = c;
+	pthread_mutex_unlock(&d->lock);
+	daemon_conf_delete(&old);
+	daemon_log("config", "reloaded: %u exports%s", c->nexports,
+		   failed ? " (some failed: see above)" : "");
+}
+
+/* cd_serve - the main loop: signals, samples, the cluster's stop. Returns how it ended. */
+static int cd_serve(struct cohortd *d, const sigset_t *sigs)
+{
+	struct timespec tick = { .tv_sec = 0, .tv_nsec = CD_TICK_MS * 1000000L };
+	uint32_t epoch = 0, members = 0;
+	struct coh_node_stats *st;
+	int sig;
+
+	st = calloc(1, sizeof(*st));
+	if (!st)
+		return -ENOMEM;
+	for (;;) {
+		sig = sigtimedwait(sigs, NULL, &tick);
+		if (sig == SIGTERM || sig == SIGINT) {
+			daemon_log("node", "%s: leaving the cluster", strsignal(sig));
+			break;
+		}
+		if (sig == SIGHUP)
+			cd_reload(d);
+		cd_sample(d, st, &epoch, &members);
+		if (atomic_load(&d->stop_requested)) {
+			daemon_log("cluster", "stopped (by this node's request): leaving");
+			break;
+		}
+		if (st->stopped) {
+			daemon_log("cluster", "stopped by another node: leaving");
+			break;
+		}
+	}
+	free(st);
+	return 0;
+}
+
+/* cd_open - the fabric and the node; the volumes checked against the group the engine made. */
+static int cd_open(struct cohortd *d)
+{
+	const struct daemon_conf *c = d->conf;
+	struct coh_fabric_attr fa;
+	struct coh_node_attr na;
+	uint64_t t0 = cd_now_ns();
+	char id[33];
+	uint32_t i;
+	int ret;
+
+	daemon_conf_fabric_attr(c, &fa);
+	ret = coh_fabric_open(&fa, &d->fab);
+	if (ret) {
+		daemon_log("fabric", "%s at %s: cannot open: %s", c->provider, c->address,
+			   coh_strerror(ret));
+		return ret;
+	}
+	daemon_log("fabric", "%s at %s: open (authenticated by %s)", c->provider, c->address,
+		   c->secret_path);
+	daemon_conf_node_attr(c, d->fab, &na);
+	daemon_log("node",
+		   "opening: recovery or rejoin, then serving (%u nodes, raid%u over %u "
+		   "elements)",
+		   c->nodes, c->raid, c->nelems);
+	ret = coh_node_open(&na, &d->node);
+	if (ret) {
+		daemon_log("node", "cannot open: %s", coh_strerror(ret));
+		goto err_close_fabric;
+	}
+	daemon_log("node", "serving after %.1f s: %" PRIu64 " blocks of %u bytes",
+		   (double)(cd_now_ns() - t0) / 1e9, coh_node_nblocks(d->node),
+		   coh_node_block_size(d->node));
+	if (coh_node_nblocks(d->node) < c->capacity_blocks) {
+		/* The config's arithmetic and the engine's disagree: refuse rather than serve a
+		 * volume past the end. */
+		daemon_log("node", "the group has %" PRIu64 " blocks, the config counted %" PRIu64,
+			   coh_node_nblocks(d->node), c->capacity_blocks);
+		ret = -ENOSPC;
+		goto err_close_node;
+	}
+	for (i = 0; i < c->nvolumes; i++) {
+		daemon_volume_id_hex(c->volumes[i].id, id);
+		daemon_log("volume", "%s: blocks %" PRIu64 " .. %" PRIu64 ", id %s",
+			   c->volumes[i].name, c->volumes[i].first_block,
+			   c->volumes[i].first_block + c->volumes[i].blocks - 1, id);
+	}
+	return 0;
+
+err_close_node:
+	coh_node_close(&d->node);
+err_close_fabric:
+	coh_fabric_close(&d->fab);
+	return ret;
+}
+
+/* cd_usage - the command line. */
+static void cd_usage(FILE *f)
+{
+	fprintf(f, "usage: cohortd -c FILE [--node N] [--check]\n"
+		   "  -c, --config FILE  the config (docs/daemon.md)\n"
+		   "  -n, --node N       this node's id, instead of [cluster] node\n"
+		   "      --check        validate, print the resolved config, exit 0 or 1\n");
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = { { "config", required_argument, NULL, 'c' },
+					      { "node", required_argument, NULL, 'n' },
+					      { "check", no_argument, NULL, 'k' },
+					      { "help", no_argument, NULL, 'h' },
+					      { NULL, 0, NULL, 0 } };
+	struct cohortd d = { .node_override = -1 };
+	char err[DAEMON_ERR_MAX], *end;
+	bool check = false;
+	sigset_t sigs;
+	int opt, ret, status = 1;
+	long v;
+
+	while ((opt = getopt_long(argc, argv, "c:n:h", opts, NULL)) != -1) {
+		switch (opt) {
+		case 'c':
+			d.conf_path = optarg;
+			break;
+		case 'n':
+			errno = 0;
+			v = strtol(optarg, &end, 10);
+			if (errno || *end || !*optarg || v < 0 || v > 31) {
+				fprintf(stderr, "cohortd: --node %s: want a node id, 0 to 31\n",
+					optarg);
+				return 2;
+			}
+			d.node_override = (int)v;
+			break;
+		case 'k':
+			check = true;
+			break;
+		case 'h':
+			cd_usage(stdout);
+			return 0;
+		default:
+			cd_usage(stderr);
+			return 2;
+		}
+	}
+	if (!d.conf_path || optind != argc) {
+		cd_usage(stderr);
+		return 2;
+	}
+	ret = daemon_conf_load(d.conf_path, d.node_override, &d.conf, err, sizeof(err));
+	if (ret) {
+		fprintf(stderr, "cohortd: %s\n", err);
+		return 1;
+	}
+	if (check) {
+		daemon_conf_print(d.conf, false, stdout);
+		daemon_conf_delete(&d.conf);
+		return 0;
+	}
+	daemon_log_set_node((int)d.conf->node);
+	/* Signals are taken by the main thread with sigtimedwait: blocked before any thread
+	 * starts (the fabric's and the engine's inherit the mask), so none is interrupted by one
+	 * and no handler runs inside the engine. A SIGTERM during the open waits for it. */
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGTERM);
+	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	pthread_mutex_init(&d.lock, NULL);
+	daemon_log("config", "%s: cluster %s, node %u of %u, %u volumes, %u exports", d.conf_path,
+		   d.conf->cluster, d.conf->node, d.conf->nodes, d.conf->nvolumes,
+		   d.conf->nexports);
+	ret = cd_open(&d);
+	if (ret)
+		goto out_free_conf;
+	ret = daemon_exports_new(NULL, NULL, &d.exports);
+	if (ret) {
+		daemon_log("export", "cannot make the export table: %s", coh_strerror(ret));
+		goto out_close_node;
+	}
+	daemon_exports_apply(d.exports, d.conf);
+	ret = daemon_ctl_open(d.conf->control, cd_request, &d, &d.ctl, err, sizeof(err));
+	if (ret) {
+		daemon_log("control", "%s", err);
+		goto out_delete_exports;
+	}
+	daemon_log("control", "listening on %s", d.conf->control);
+	ret = cd_serve(&d, &sigs);
+	status = ret ? 1 : 0;
+	daemon_ctl_close(&d.ctl);
+out_delete_exports:
+	daemon_exports_delete(&d.exports);
+out_close_node:
+	ret = coh_node_close(&d.node);
+	if (ret) {
+		daemon_log("node",
+			   "close: %s (what it held is in log copies the next start "
+			   "replays)",
+			   coh_strerror(ret));
+		status = 1;
+	} else {
+		daemon_log("node", "closed cleanly");
+	}
+	ret = coh_fabric_close(&d.fab);
+	if (ret)
+		daemon_log("fabric", "close: %s", coh_strerror(ret));
+out_free_conf:
+	pthread_mutex_destroy(&d.lock);
+	daemon_conf_delete(&d.conf);
+	return status;
+}
