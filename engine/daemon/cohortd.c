@@ -27,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -325,6 +326,12 @@ static int cd_open(struct cohortd *d)
 	uint32_t i;
 	int ret;
 
+	/* The log directory is the daemon's own (the engine maps files in it): made if missing. */
+	if (c->log_dir[0] && mkdir(c->log_dir, 0700) && errno != EEXIST) {
+		ret = -errno;
+		daemon_log("log", "%s: cannot create: %s", c->log_dir, strerror(errno));
+		return ret;
+	}
 	daemon_conf_fabric_attr(c, &fa);
 	ret = coh_fabric_open(&fa, &d->fab);
 	if (ret) {

@@ -555,6 +555,11 @@ static int dconf_handler(void *user, const char *section, const char *key, const
 	}
 	if (p->cur < 0)
 		return 0; /* its header was refused: the error is recorded */
+	if (strcmp(p->sections[p->cur], section))
+		/* inih is in a section whose header the reader could not record (too long, too
+		 * many): the error is recorded; never take its keys for the previous section's. */
+		return dconf_fail(p, p->line, section, NULL,
+				  "section header not understood (a name of at most 49 bytes)");
 	p->section_keys[p->cur]++;
 	for (s = 0; s < DCONF_VOLUME; s++) {
 		if (!strcmp(section, dconf_section_names[s]))
@@ -574,6 +579,7 @@ static void dconf_header(struct dconf_parse *p, const char *line)
 {
 	const char *s = line, *e;
 	size_t n;
+	uint32_t i;
 
 	while (*s == ' ' || *s == '\t')
 		s++;
@@ -595,6 +601,14 @@ static void dconf_header(struct dconf_parse *p, const char *line)
 	p->sections[p->nsections][n] = '\0';
 	p->section_line[p->nsections] = p->line;
 	p->section_keys[p->nsections] = 0;
+	/* A duplicate is found here, where an empty one (no handler call) is seen too. */
+	for (i = 0; i < p->nsections; i++) {
+		if (!strcmp(p->sections[i], p->sections[p->nsections])) {
+			dconf_fail(p, p->line, p->sections[i], NULL,
+				   "section given twice (first on line %u)", p->section_line[i]);
+			break;
+		}
+	}
 	p->nsections++;
 }
 

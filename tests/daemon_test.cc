@@ -1,0 +1,530 @@
+// daemon_test.cc - cohortd and cohortctl (issue 15). The config parser (engine/daemon/conf.c,
+// label unit): a good config resolved to the node's attributes and the volume table, and each
+// kind of error with its exact file:line:key message. The daemon (label frontend): three real
+// cohortd processes on the shm provider run from docs/examples/cohort-3node-shm.conf through
+// tests/daemon_cluster.c: they agree on a view, lose a node to SIGKILL and take it back, reload
+// exports on SIGHUP and refuse any other change, guard their control sockets, answer a malformed
+// request with an error, and all exit 0 after `cohortctl stop`.
+#include <gtest/gtest.h>
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "daemon.h"
+
+extern "C" {
+#define DC_MAX_NODES 5u
+struct dc_cluster;
+struct dc_view {
+	uint32_t epoch, members;
+	bool quorum;
+};
+int dc_new(const char *bin, const char *example, uint32_t nodes, struct dc_cluster **cp);
+void dc_delete(struct dc_cluster **cp);
+const char *dc_dir(const struct dc_cluster *c);
+void dc_conf_path(const struct dc_cluster *c, uint32_t node, char *out, size_t len);
+void dc_sock_path(const struct dc_cluster *c, uint32_t node, char *out, size_t len);
+int dc_start(struct dc_cluster *c, uint32_t node);
+int dc_signal(struct dc_cluster *c, uint32_t node, int sig);
+int dc_wait_exit(struct dc_cluster *c, uint32_t node, int timeout_ms, int *status);
+int dc_ctl(struct dc_cluster *c, uint32_t node, const char *args, char *out, size_t len);
+int dc_status(struct dc_cluster *c, uint32_t node, struct dc_view *v);
+int dc_wait_view(struct dc_cluster *c, uint32_t ask, uint32_t members, int timeout_ms,
+		 uint32_t *epoch);
+int dc_log_wait(struct dc_cluster *c, uint32_t node, const char *needle, int timeout_ms);
+int dc_append_conf(struct dc_cluster *c, uint32_t node, const char *text);
+int dc_raw(struct dc_cluster *c, uint32_t node, const void *req, size_t len, char *resp,
+	   size_t rlen);
+int dc_modes(struct dc_cluster *c, uint32_t node, unsigned *dir_mode, unsigned *sock_mode);
+int dc_foreign(struct dc_cluster *c, uint32_t node, bool open_modes, char *resp, size_t rlen);
+}
+
+namespace
+{
+
+// A directory with a good secret (0600) and a too-open one (0644), for the parser's tests.
+class conf : public ::testing::Test
+{
+      protected:
+	void SetUp() override
+	{
+		char tmpl[] = "/tmp/cohort-conf-XXXXXX";
+
+		ASSERT_NE(mkdtemp(tmpl), nullptr);
+		dir_ = tmpl;
+		write_file(dir_ + "/secret", "0123456789abcdef", 0600);
+		write_file(dir_ + "/open", "0123456789abcdef", 0644);
+		write_file(dir_ + "/empty", "", 0600);
+	}
+	void TearDown() override
+	{
+		std::string cmd = "rm -rf '" + dir_ + "'";
+		EXPECT_EQ(system(cmd.c_str()), 0);
+	}
+	static void write_file(const std::string &path, const std::string &text, mode_t mode)
+	{
+		int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, mode);
+
+		ASSERT_GE(fd, 0);
+		ASSERT_EQ(write(fd, text.data(), text.size()), (ssize_t)text.size());
+		ASSERT_EQ(fchmod(fd, mode), 0);
+		close(fd);
+	}
+	// The good config; @SECRET@ is the secret's path.
+	std::string good() const
+	{
+		return "[cluster]\n"						// 1
+		       "name = prod\n"						// 2
+		       "nodes = 3\n"						// 3
+		       "node = 1\n"						// 4
+		       "provider = rdma\n"					// 5
+		       "address = 10.0.0.1:7000, 10.0.0.2:7000,10.0.0.3:7000\n" // 6
+		       "secret = " +
+		       dir_ +
+		       "/secret\n"		     // 7
+		       "timeout_ms = 3000\n"	     // 8
+		       "fence = lease\n"	     // 9
+		       "\n"			     // 10
+		       "[group]\n"		     // 11
+		       "raid = raid5\n"		     // 12
+		       "element0 = /dev/sdb\n"	     // 13
+		       "element1 = /dev/sdc\n"	     // 14
+		       "element2 = /dev/sdd\n"	     // 15
+		       "element3 = /dev/sde\n"	     // 16
+		       "element_size = 1G\n"	     // 17
+		       "chunk = 64K\n"		     // 18
+		       "; a comment\n"		     // 19
+		       "[log]\n"		     // 20
+		       "dir = /var/lib/cohort/log\n" // 21
+		       "bytes = 8M\n"		     // 22
+		       "replicas = 2\n"		     // 23
+		       "[cache]\n"		     // 24
+		       "blocks = 4096\n"	     // 25
+		       "lanes = 3\n"		     // 26
+		       "[volume a]\n"		     // 27
+		       "size = 1G\n"		     // 28
+		       "[volume b]\n"		     // 29
+		       "size = 2G\n"		     // 30
+		       "[export ea]\n"		     // 31
+		       "volume = a\n"		     // 32
+		       "hba = 2\n";		     // 33
+	}
+	// Parse @text (named c.conf) and return the error, "" when it parsed.
+	std::string error_of(const std::string &text, int node = -1)
+	{
+		struct daemon_conf *c = nullptr;
+		char err[DAEMON_ERR_MAX] = "";
+		int ret = daemon_conf_parse("c.conf", text.data(), text.size(), node, &c, err,
+					    sizeof(err));
+
+		if (!ret) {
+			daemon_conf_delete(&c);
+			return "";
+		}
+		EXPECT_EQ(c, nullptr);
+		return err;
+	}
+	// @text with the first @from replaced by @to.
+	static std::string with(std::string text, const std::string &from, const std::string &to)
+	{
+		size_t at = text.find(from);
+
+		EXPECT_NE(at, std::string::npos) << from;
+		if (at != std::string::npos)
+			text.replace(at, from.size(), to);
+		return text;
+	}
+	std::string dir_;
+};
+
+TEST_F(conf, parse__good_config_resolves)
+{
+	struct daemon_conf *c = nullptr;
+	struct coh_node_attr a;
+	struct coh_fabric_attr fa;
+	char err[DAEMON_ERR_MAX] = "";
+	std::string text = good();
+
+	ASSERT_EQ(daemon_conf_parse("c.conf", text.data(), text.size(), -1, &c, err, sizeof(err)),
+		  0)
+	    << err;
+	daemon_conf_fabric_attr(c, &fa);
+	EXPECT_STREQ(fa.provider, "rdma");
+	EXPECT_STREQ(fa.cluster, "10.0.0.1:7000, 10.0.0.2:7000,10.0.0.3:7000");
+	EXPECT_EQ(fa.node_id, 1u);
+	EXPECT_EQ(fa.timeout_ms, 3000u);
+	EXPECT_EQ(fa.secret_len, 16u);
+	EXPECT_EQ(memcmp(fa.secret, "0123456789abcdef", 16), 0);
+	daemon_conf_node_attr(c, nullptr, &a);
+	EXPECT_EQ(a.nodes, 3u);
+	EXPECT_EQ(a.raid.level, COH_RAID5);
+	EXPECT_EQ(a.raid.nelems, 4u);
+	EXPECT_EQ(a.raid.chunk_blocks, 16u);
+	EXPECT_STREQ(a.elem_paths[3], "/dev/sde");
+	EXPECT_EQ(a.elem_blocks, 262144u);
+	EXPECT_EQ(a.block_size, 4096u);
+	EXPECT_EQ(a.replicas, 2);
+	EXPECT_EQ(a.log_bytes, 8u << 20);
+	EXPECT_STREQ(a.log_dir, "/var/lib/cohort/log");
+	EXPECT_EQ(a.cache_blocks, 4096u);
+	EXPECT_EQ(a.lanes, 3u);
+	EXPECT_EQ(a.queue_depth, 128u);
+	EXPECT_EQ(a.fence, (uint32_t)COH_FENCE_LEASE);
+	EXPECT_EQ(a.timeout_ms, 3000u);
+	// Volumes one after the other, from block 0, in file order; RAID-5 over 4: 3 data elements.
+	EXPECT_EQ(c->capacity_blocks, 3u * 262144u);
+	ASSERT_EQ(c->nvolumes, 2u);
+	EXPECT_STREQ(c->volumes[0].name, "a");
+	EXPECT_EQ(c->volumes[0].first_block, 0u);
+	EXPECT_EQ(c->volumes[0].blocks, 262144u);
+	EXPECT_EQ(c->volumes[1].first_block, 262144u);
+	EXPECT_EQ(c->volumes[1].blocks, 524288u);
+	ASSERT_EQ(c->nexports, 1u);
+	EXPECT_STREQ(c->exports[0].volume, "a");
+	EXPECT_STREQ(c->exports[0].device, "ea"); // the export's name by default
+	EXPECT_EQ(c->exports[0].hba, 2u);
+	EXPECT_STREQ(c->control, "/run/cohort/prod-1.sock");
+	daemon_conf_delete(&c);
+	EXPECT_EQ(c, nullptr);
+}
+
+TEST_F(conf, parse__volume_id_depends_on_cluster_and_name_only)
+{
+	struct daemon_conf *c1 = nullptr, *c2 = nullptr, *c3 = nullptr;
+	char err[DAEMON_ERR_MAX] = "", hex[33];
+	std::string t1 = good(),
+		    t2 = with(with(good(), "node = 1", "node = 2"), "\nsize = 1G", "\nsize = 4K");
+	std::string t3 = with(good(), "name = prod", "name = test");
+
+	ASSERT_EQ(daemon_conf_parse("1", t1.data(), t1.size(), -1, &c1, err, sizeof(err)), 0)
+	    << err;
+	ASSERT_EQ(daemon_conf_parse("2", t2.data(), t2.size(), -1, &c2, err, sizeof(err)), 0)
+	    << err;
+	ASSERT_EQ(daemon_conf_parse("3", t3.data(), t3.size(), -1, &c3, err, sizeof(err)), 0)
+	    << err;
+	// Another node, another size: the same id. Another cluster: another id.
+	EXPECT_EQ(memcmp(c1->volumes[0].id, c2->volumes[0].id, 16), 0);
+	EXPECT_NE(memcmp(c1->volumes[0].id, c1->volumes[1].id, 16), 0);
+	EXPECT_NE(memcmp(c1->volumes[0].id, c3->volumes[0].id, 16), 0);
+	daemon_volume_id_hex(c1->volumes[0].id, hex);
+	EXPECT_EQ(strlen(hex), 32u);
+	daemon_conf_delete(&c1);
+	daemon_conf_delete(&c2);
+	daemon_conf_delete(&c3);
+}
+
+TEST_F(conf, parse__node_override)
+{
+	struct daemon_conf *c = nullptr;
+	char err[DAEMON_ERR_MAX] = "";
+	std::string text = with(good(), "node = 1\n", "");
+
+	EXPECT_EQ(error_of(text), "c.conf:1: [cluster] node: missing");
+	ASSERT_EQ(daemon_conf_parse("c.conf", text.data(), text.size(), 2, &c, err, sizeof(err)), 0)
+	    << err;
+	EXPECT_EQ(c->node, 2u);
+	EXPECT_STREQ(c->control, "/run/cohort/prod-2.sock");
+	daemon_conf_delete(&c);
+	EXPECT_EQ(error_of(good(), 3),
+		  "c.conf:3: [cluster] nodes: --node 3 is not below nodes = 3");
+}
+
+TEST_F(conf, parse__syntax_error)
+{
+	EXPECT_EQ(error_of(with(good(), "[log]", "[log")),
+		  "c.conf:20: syntax error (want [section], key = value, or a ;/# comment)");
+	EXPECT_EQ(error_of(with(good(), "bytes = 8M", "bytes 8M")),
+		  "c.conf:22: syntax error (want [section], key = value, or a ;/# comment)");
+	EXPECT_EQ(error_of("name = x\n[cluster]\n"), "c.conf:1: name: a key before any [section]");
+	EXPECT_EQ(error_of(with(good(), "lanes = 3", "lanes = 3" + std::string(200, ' ') + "x")),
+		  "c.conf:26: line longer than 198 bytes");
+	EXPECT_EQ(error_of(with(good(), "lanes = 3", std::string("lanes = 3\0x", 11))),
+		  "c.conf:26: a NUL byte in the line");
+}
+
+TEST_F(conf, parse__unknown_section_and_key)
+{
+	EXPECT_EQ(error_of(with(good(), "fence = lease", "fencing = lease")),
+		  "c.conf:9: [cluster] fencing: unknown key");
+	EXPECT_EQ(error_of(with(good(), "[cache]", "[caches]")),
+		  "c.conf:24: [caches]: unknown section (cluster, group, log, cache, daemon, "
+		  "volume NAME, export NAME)");
+	EXPECT_EQ(error_of(with(good(), "element3", "element16")),
+		  "c.conf:16: [group] element16: unknown key (element0 .. element15)");
+	EXPECT_EQ(error_of(with(good(), "hba = 2", "lun = 2")),
+		  "c.conf:33: [export ea] lun: unknown key (volume, device, hba)");
+}
+
+TEST_F(conf, parse__missing_key)
+{
+	EXPECT_EQ(error_of(with(good(), "raid = raid5\n", "")), "c.conf:11: [group] raid: missing");
+	EXPECT_EQ(error_of(with(good(), "name = prod\n", "")), "c.conf:1: [cluster] name: missing");
+	EXPECT_EQ(error_of(with(good(), "size = 2G\n", "")),
+		  "c.conf:29: [volume b]: empty section");
+	EXPECT_EQ(error_of(with(good(), "volume = a\n", "")),
+		  "c.conf:31: [export ea] volume: missing");
+	EXPECT_EQ(error_of(with(good(), "element1 = /dev/sdc\n", "")),
+		  "c.conf:12: [group] element: element1 missing (elements are numbered from 0, no "
+		  "gap)");
+	EXPECT_EQ(error_of("[cluster]\nname = x\nnodes = 2\nnode = 0\nprovider = shm\naddress = "
+			   "/dev/shm/x\nsecret = /s\n"),
+		  "c.conf:7: [group] raid: missing (no [group] section)");
+}
+
+TEST_F(conf, parse__bad_value)
+{
+	EXPECT_EQ(error_of(with(good(), "raid5", "raid7")),
+		  "c.conf:12: [group] raid: unknown level \"raid7\" (raid1, raid5)");
+	EXPECT_EQ(error_of(with(good(), "nodes = 3", "nodes = 33")),
+		  "c.conf:3: [cluster] nodes: \"33\" is not a number from 2 to 32");
+	EXPECT_EQ(error_of(with(good(), "nodes = 3", "nodes = -3")),
+		  "c.conf:3: [cluster] nodes: \"-3\" is not a number from 2 to 32");
+	EXPECT_EQ(error_of(with(good(), "\nsize = 1G", "\nsize = 1X")),
+		  "c.conf:28: [volume a] size: \"1X\" is not a size (a number of bytes, with K, M, "
+		  "G or T)");
+	EXPECT_EQ(error_of(with(good(), "\nsize = 1G", "\nsize = 1000")),
+		  "c.conf:28: [volume a] size: 1000 bytes is not a multiple of the block size "
+		  "(4096)");
+	EXPECT_EQ(error_of(with(good(), "provider = rdma", "provider = tcp")),
+		  "c.conf:5: [cluster] provider: unknown provider \"tcp\" (shm, rdma)");
+	EXPECT_EQ(error_of(with(good(), ",10.0.0.3:7000", "")),
+		  "c.conf:6: [cluster] address: 2 addresses for 3 nodes (rdma wants one host:port "
+		  "per node)");
+	EXPECT_EQ(error_of(with(good(), "10.0.0.2:7000", "10.0.0.2:0")),
+		  "c.conf:6: [cluster] address: \"10.0.0.2:0\" is not host:port (entry 1)");
+	EXPECT_EQ(error_of(with(good(), "replicas = 2", "replicas = 3")),
+		  "c.conf:23: [log] replicas: 3 is not below nodes = 3");
+	EXPECT_EQ(error_of(with(good(), "node = 1", "node = 3")),
+		  "c.conf:4: [cluster] node: 3 is not below nodes = 3");
+	EXPECT_EQ(error_of(with(good(), "[volume b]", "[volume b/c]")),
+		  "c.conf:29: [volume b/c]: \"b/c\" is not a name (1 to 64 letters, digits, '_', "
+		  "'-', '.')");
+	EXPECT_EQ(error_of(with(good(), "volume = a", "volume = z")),
+		  "c.conf:31: [export ea] volume: no [volume z]");
+	EXPECT_EQ(error_of(with(good(), "element3 = /dev/sde", "element3 = /dev/sdb")),
+		  "c.conf:16: [group] element3: the same path as element0");
+	EXPECT_EQ(error_of(with(good(), "chunk = 64K", "chunk = 6000")),
+		  "c.conf:18: [group] chunk: 6000 bytes is not a multiple of the block size (4096) "
+		  "within element_size");
+	EXPECT_EQ(error_of(with(good(), "fence = lease", "fence = stonith")),
+		  "c.conf:9: [cluster] fence: unknown fencing \"stonith\" (auto, lease)");
+}
+
+TEST_F(conf, parse__duplicates)
+{
+	EXPECT_EQ(error_of(with(good(), "lanes = 3", "lanes = 3\nlanes = 2")),
+		  "c.conf:27: [cache] lanes: given twice (first on line 26)");
+	EXPECT_EQ(error_of(good() + "[log]\nbytes = 1M\n"),
+		  "c.conf:34: [log]: section given twice (first on line 20)");
+	EXPECT_EQ(error_of(good() + "[volume a]\nsize = 4K\n"),
+		  "c.conf:34: [volume a]: section given twice (first on line 27)");
+	EXPECT_EQ(error_of(good() + "[export eb]\nvolume = b\ndevice = ea\nhba = 2\n"),
+		  "c.conf:34: [export eb] device: user_2/ea is [export ea]'s device too");
+}
+
+TEST_F(conf, parse__volumes_do_not_fit)
+{
+	// 3 data elements of 1 GiB: 1 GiB + 2 GiB leave none for a third volume.
+	EXPECT_EQ(error_of(good() + "[volume c]\nsize = 4K\n"),
+		  "c.conf:35: [volume c] size: 1 blocks do not fit: 0 of the group's 786432 "
+		  "blocks are left (volumes are carved in file order)");
+	EXPECT_EQ(error_of(with(good(), "size = 2G", "size = 3G")),
+		  "c.conf:30: [volume b] size: 786432 blocks do not fit: 524288 of the group's "
+		  "786432 blocks are left (volumes are carved in file order)");
+}
+
+TEST_F(conf, parse__secret_file)
+{
+	std::string path = dir_ + "/secret";
+
+	EXPECT_EQ(error_of(with(good(), path, dir_ + "/none")),
+		  "c.conf:7: [cluster] secret: " + dir_ + "/none: No such file or directory");
+	EXPECT_EQ(error_of(with(good(), path, dir_ + "/open")),
+		  "c.conf:7: [cluster] secret: " + dir_ +
+		      "/open: mode 0644 lets others read it (chmod 0600)");
+	EXPECT_EQ(error_of(with(good(), path, dir_ + "/empty")),
+		  "c.conf:7: [cluster] secret: " + dir_ + "/empty: empty");
+	EXPECT_EQ(error_of(with(good(), path, dir_)),
+		  "c.conf:7: [cluster] secret: " + dir_ + ": not a regular file");
+}
+
+TEST_F(conf, load__file_errors_and_example)
+{
+	struct daemon_conf *c = nullptr;
+	char err[DAEMON_ERR_MAX] = "";
+
+	EXPECT_EQ(daemon_conf_load((dir_ + "/none.conf").c_str(), -1, &c, err, sizeof(err)),
+		  -ENOENT);
+	EXPECT_EQ(std::string(err), dir_ + "/none.conf: No such file or directory");
+	write_file(dir_ + "/c.conf", with(good(), "raid5", "raid7"), 0600);
+	EXPECT_EQ(daemon_conf_load((dir_ + "/c.conf").c_str(), -1, &c, err, sizeof(err)), -EINVAL);
+	EXPECT_EQ(std::string(err),
+		  dir_ + "/c.conf:12: [group] raid: unknown level \"raid7\" (raid1, raid5)");
+	EXPECT_EQ(c, nullptr);
+}
+
+TEST_F(conf, diff__only_exports_may_change)
+{
+	struct daemon_conf *a = nullptr, *b = nullptr;
+	char err[DAEMON_ERR_MAX] = "", what[2 * DAEMON_ERR_MAX] = "";
+	std::string t = good(), t2 = good() + "[export eb]\nvolume = b\n";
+	std::string t3 = with(good(), "chunk = 64K", "chunk = 128K");
+
+	ASSERT_EQ(daemon_conf_parse("c", t.data(), t.size(), -1, &a, err, sizeof(err)), 0) << err;
+	ASSERT_EQ(daemon_conf_parse("c", t2.data(), t2.size(), -1, &b, err, sizeof(err)), 0) << err;
+	EXPECT_FALSE(daemon_conf_core_diff(a, b, what, sizeof(what)));
+	daemon_conf_delete(&b);
+	ASSERT_EQ(daemon_conf_parse("c", t3.data(), t3.size(), -1, &b, err, sizeof(err)), 0) << err;
+	EXPECT_TRUE(daemon_conf_core_diff(a, b, what, sizeof(what)));
+	EXPECT_STREQ(what,
+		     "[group] chunk = 16 blocks (running) / [group] chunk = 32 blocks (file)");
+	daemon_conf_delete(&a);
+	daemon_conf_delete(&b);
+}
+
+// The daemons. Bounds: a view within 60 s (an open is 10 x timeout_ms = 20 s at most, a view
+// change a few timeouts), an exit within 60 s.
+#define DT_VIEW_MS 60000
+#define DT_EXIT_MS 60000
+
+TEST(daemon, three_nodes__view_kill_rejoin_reload_stop)
+{
+	struct dc_cluster *c = nullptr;
+	char out[8192], resp[2048];
+	unsigned dmode = 0, smode = 0;
+	uint32_t epoch = 0, epoch2 = 0, i;
+	int st = -1;
+
+	// configure
+	ASSERT_EQ(dc_new(COHORT_BIN_DIR, COHORT_DAEMON_EXAMPLE, 3, &c), 0);
+	for (i = 0; i < 3; i++)
+		ASSERT_EQ(dc_start(c, i), 0);
+
+	// all three agree on one view of 3 members with quorum
+	ASSERT_EQ(dc_wait_view(c, 7, 3, DT_VIEW_MS, &epoch), 0);
+	EXPECT_EQ(dc_ctl(c, 1, "volumes", out, sizeof(out)), 0);
+	EXPECT_NE(strstr(out, "vol0"), nullptr) << out;
+	EXPECT_NE(strstr(out, "vol1"), nullptr) << out;
+	EXPECT_EQ(dc_ctl(c, 0, "status", out, sizeof(out)), 0);
+	EXPECT_NE(strstr(out, "3 of 3 members, quorum yes"), nullptr) << out;
+	EXPECT_EQ(dc_ctl(c, 2, "--json stats", out, sizeof(out)), 0);
+	EXPECT_NE(strstr(out, "\"lock_transfers\""), nullptr) << out;
+
+	// SIGKILL node 2: the others see 2 members in a later epoch; it comes back and rejoins
+	ASSERT_EQ(dc_signal(c, 2, SIGKILL), 0);
+	ASSERT_EQ(dc_wait_view(c, 3, 2, DT_VIEW_MS, &epoch2), 0);
+	EXPECT_GT(epoch2, epoch);
+	EXPECT_EQ(dc_ctl(c, 0, "status", out, sizeof(out)), 0);
+	EXPECT_NE(strstr(out, "2     dead"), nullptr) << out;
+	ASSERT_EQ(dc_start(c, 2), 0);
+	ASSERT_EQ(dc_wait_view(c, 7, 3, DT_VIEW_MS, &epoch), 0);
+	EXPECT_GT(epoch, epoch2);
+
+	// SIGHUP with an export added: shown, and honestly not attached
+	ASSERT_EQ(dc_append_conf(c, 0, "[export extra]\nvolume = vol1\nhba = 1\n"), 0);
+	ASSERT_EQ(dc_signal(c, 0, SIGHUP), 0);
+	ASSERT_EQ(dc_log_wait(c, 0, "config: reloaded: 2 exports", DT_EXIT_MS), 0);
+	EXPECT_EQ(dc_ctl(c, 0, "exports", out, sizeof(out)), 0);
+	EXPECT_NE(strstr(out, "extra"), nullptr) << out;
+	EXPECT_NE(strstr(out, "user_1/extra"), nullptr) << out;
+	EXPECT_NE(strstr(out, "not attached (no front end built)"), nullptr) << out;
+
+	// SIGHUP with [group] changed: refused, named, and the daemon serves on
+	ASSERT_EQ(dc_append_conf(c, 1, "[group]\n"), 0); // a second [group]: a bad config
+	ASSERT_EQ(dc_signal(c, 1, SIGHUP), 0);
+	ASSERT_EQ(dc_log_wait(c, 1, "section given twice", DT_EXIT_MS), 0);
+	{
+		char path[256], cmd[600];
+
+		dc_conf_path(c, 1, path, sizeof(path));
+		snprintf(cmd, sizeof(cmd), "sed -i -e '$d' -e 's/^chunk = 64K/chunk = 128K/' '%s'",
+			 path);
+		ASSERT_EQ(system(cmd), 0);
+	}
+	ASSERT_EQ(dc_signal(c, 1, SIGHUP), 0);
+	ASSERT_EQ(dc_log_wait(c, 1,
+			      "only [export] sections may change while running, and [group] chunk "
+			      "= 16 blocks (running) / [group] chunk = 32 blocks (file)",
+			      DT_EXIT_MS),
+		  0);
+	ASSERT_EQ(dc_wait_view(c, 7, 3, DT_VIEW_MS, &epoch2), 0);
+	EXPECT_EQ(epoch2, epoch);
+
+	// the control socket: modes, a foreign user, a malformed request
+	ASSERT_EQ(dc_modes(c, 0, &dmode, &smode), 0);
+	EXPECT_EQ(dmode, 0700u);
+	EXPECT_EQ(smode, 0600u);
+	if (geteuid() == 0) {
+		ASSERT_EQ(dc_foreign(c, 0, false, resp, sizeof(resp)), 0);
+		EXPECT_STREQ(resp, "connect: Permission denied");
+		ASSERT_EQ(dc_foreign(c, 0, true, resp, sizeof(resp)), 0);
+		EXPECT_NE(strstr(resp, "permission denied: only root may use this socket"), nullptr)
+		    << resp;
+	}
+	ASSERT_EQ(dc_raw(c, 0, "{bad\n", 5, resp, sizeof(resp)), 0);
+	EXPECT_NE(strstr(resp, "\"ok\":false"), nullptr) << resp;
+	EXPECT_NE(strstr(resp, "malformed request"), nullptr) << resp;
+	ASSERT_EQ(dc_raw(c, 0, "[1,2]\n", 6, resp, sizeof(resp)), 0);
+	EXPECT_NE(strstr(resp, "want an object with a string \\\"cmd\\\""), nullptr) << resp;
+	ASSERT_EQ(dc_raw(c, 0, "{\"cmd\":\"format\"}\n", 17, resp, sizeof(resp)), 0);
+	EXPECT_NE(strstr(resp, "unknown command"), nullptr) << resp;
+	{
+		std::string big(DAEMON_CTL_MSG_MAX + 100, ' ');
+
+		ASSERT_EQ(dc_raw(c, 0, big.data(), big.size(), resp, sizeof(resp)), 0);
+		EXPECT_NE(strstr(resp, "longer than 4096 bytes"), nullptr) << resp;
+	}
+	EXPECT_EQ(dc_ctl(c, 0, "status", out, sizeof(out)), 0) << out; // still serving
+
+	// cohortctl stop: an ordered stop; every daemon exits 0
+	EXPECT_EQ(dc_ctl(c, 1, "stop", out, sizeof(out)), 0) << out;
+	for (i = 0; i < 3; i++) {
+		ASSERT_EQ(dc_wait_exit(c, i, DT_EXIT_MS, &st), 0) << "node " << i;
+		EXPECT_TRUE(WIFEXITED(st)) << "node " << i;
+		EXPECT_EQ(WEXITSTATUS(st), 0) << "node " << i;
+	}
+	// no daemon: a clear error
+	EXPECT_EQ(dc_ctl(c, 0, "status", out, sizeof(out)), 1);
+	EXPECT_NE(strstr(out, "no daemon at"), nullptr) << out;
+	dc_delete(&c);
+}
+
+TEST(daemon, check__prints_or_refuses)
+{
+	struct dc_cluster *c = nullptr;
+	char path[256], cmd[1024], out[8192];
+	size_t n;
+	FILE *p;
+
+	ASSERT_EQ(dc_new(COHORT_BIN_DIR, COHORT_DAEMON_EXAMPLE, 3, &c), 0);
+	dc_conf_path(c, 0, path, sizeof(path));
+	snprintf(cmd, sizeof(cmd), "'%s/cohortd' -c '%s' --node 2 --check 2>&1", COHORT_BIN_DIR,
+		 path);
+	p = popen(cmd, "r");
+	ASSERT_NE(p, nullptr);
+	n = fread(out, 1, sizeof(out) - 1, p);
+	out[n] = '\0';
+	EXPECT_EQ(pclose(p), 0) << out;
+	EXPECT_NE(strstr(out, "[cluster] node = 2\n"), nullptr) << out;
+	EXPECT_NE(strstr(out, "[volume vol1] first_block = 4096, blocks = 2048, id = "), nullptr)
+	    << out;
+	ASSERT_EQ(dc_append_conf(c, 0, "[volume big]\nsize = 1T\n"), 0);
+	p = popen(cmd, "r");
+	ASSERT_NE(p, nullptr);
+	n = fread(out, 1, sizeof(out) - 1, p);
+	out[n] = '\0';
+	EXPECT_EQ(WEXITSTATUS(pclose(p)), 1) << out;
+	EXPECT_NE(strstr(out, "cohortd: "), nullptr) << out;
+	EXPECT_NE(strstr(out, "[volume big] size: 268435456 blocks do not fit"), nullptr) << out;
+	dc_delete(&c);
+}
+
+} // namespace
