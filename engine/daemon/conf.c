@@ -501,7 +501,6 @@ static int dconf_enter(struct dconf_parse *p, int i, const char *section)
 		return dconf_fail(p, i < 0 ? p->line : p->section_line[i], section, NULL,
 				  "section header not understood (a name of at most 49 bytes)");
 	}
-	p->cur = i;
 	line = p->section_line[i];
 	for (j = 0; j < (uint32_t)i; j++) {
 		if (!strcmp(p->sections[j], section))
@@ -535,6 +534,8 @@ static int dconf_enter(struct dconf_parse *p, int i, const char *section)
 			c->exports[c->nexports++].line = line;
 		}
 	}
+	/* Only a section taken is entered: the keys of a refused one are refused too. */
+	p->cur = i;
 	return 1;
 }
 
