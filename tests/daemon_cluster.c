@@ -50,8 +50,10 @@ int dc_signal(struct dc_cluster *c, uint32_t node, int sig);
 /* Reap the daemon within @timeout_ms: 0 and its wait status, or -ETIMEDOUT. */
 int dc_wait_exit(struct dc_cluster *c, uint32_t node, int timeout_ms, int *status);
 
-/* Run `cohortctl -s SOCK ARGS`, its output into @out: its exit status, or -errno. */
-int dc_ctl(struct dc_cluster *c, uint32_t node, const char *args, char *out, size_t len);
+/* Run `PREFIX cohortctl -s SOCK ARGS` (PREFIX: e.g. setpriv, or NULL), its output into @out:
+ * its exit status, or -errno. */
+int dc_ctl(struct dc_cluster *c, uint32_t node, const char *args, char *out, size_t len,
+	   const char *prefix);
 /* `cohortctl --json status` of @node. */
 int dc_status(struct dc_cluster *c, uint32_t node, struct dc_view *v);
 /* Until every node in @ask reports @members members, quorum and one epoch (into @epoch). */
@@ -273,7 +275,8 @@ int dc_wait_exit(struct dc_cluster *c, uint32_t node, int timeout_ms, int *statu
 	}
 }
 
-int dc_ctl(struct dc_cluster *c, uint32_t node, const char *args, char *out, size_t len)
+int dc_ctl(struct dc_cluster *c, uint32_t node, const char *args, char *out, size_t len,
+	   const char *prefix)
 {
 	char sock[256], cmd[1024];
 	size_t n = 0, got;
@@ -281,7 +284,8 @@ int dc_ctl(struct dc_cluster *c, uint32_t node, const char *args, char *out, siz
 	int st;
 
 	dc_sock_path(c, node, sock, sizeof(sock));
-	snprintf(cmd, sizeof(cmd), "'%s/cohortctl' -s '%s' %s 2>&1", c->bin, sock, args);
+	snprintf(cmd, sizeof(cmd), "%s '%s/cohortctl' -s '%s' %s 2>&1", prefix ? prefix : "",
+		 c->bin, sock, args);
 	p = popen(cmd, "r");
 	if (!p)
 		return -errno;
@@ -303,7 +307,7 @@ int dc_status(struct dc_cluster *c, uint32_t node, struct dc_view *v)
 
 	if (!out)
 		return -ENOMEM;
-	ret = dc_ctl(c, node, "--json status", out, 1 << 16);
+	ret = dc_ctl(c, node, "--json status", out, 1 << 16, NULL);
 	if (ret) {
 		free(out);
 		return ret > 0 ? -EAGAIN : ret;

@@ -35,7 +35,8 @@ void dc_sock_path(const struct dc_cluster *c, uint32_t node, char *out, size_t l
 int dc_start(struct dc_cluster *c, uint32_t node);
 int dc_signal(struct dc_cluster *c, uint32_t node, int sig);
 int dc_wait_exit(struct dc_cluster *c, uint32_t node, int timeout_ms, int *status);
-int dc_ctl(struct dc_cluster *c, uint32_t node, const char *args, char *out, size_t len);
+int dc_ctl(struct dc_cluster *c, uint32_t node, const char *args, char *out, size_t len,
+	   const char *prefix = "");
 int dc_status(struct dc_cluster *c, uint32_t node, struct dc_view *v);
 int dc_wait_view(struct dc_cluster *c, uint32_t ask, uint32_t members, int timeout_ms,
 		 uint32_t *epoch);
@@ -428,6 +429,34 @@ TEST(daemon, three_nodes__view_kill_rejoin_reload_stop)
 	ASSERT_EQ(dc_wait_view(c, 7, 3, DT_VIEW_MS, &epoch), 0);
 	EXPECT_GT(epoch, epoch2);
 
+	// SIGTERM node 2: a clean leave, exit 0; it starts again and rejoins
+	ASSERT_EQ(dc_signal(c, 2, SIGTERM), 0);
+	ASSERT_EQ(dc_wait_exit(c, 2, DT_EXIT_MS, &st), 0);
+	EXPECT_TRUE(WIFEXITED(st));
+	EXPECT_EQ(WEXITSTATUS(st), 0);
+	EXPECT_EQ(dc_log_wait(c, 2, "node: closed cleanly", DT_EXIT_MS), 0);
+	ASSERT_EQ(dc_wait_view(c, 3, 2, DT_VIEW_MS, &epoch2), 0);
+	ASSERT_EQ(dc_start(c, 2), 0);
+	ASSERT_EQ(dc_wait_view(c, 7, 3, DT_VIEW_MS, &epoch), 0);
+	EXPECT_GT(epoch, epoch2);
+
+	// cohortctl finds the socket from the config too
+	{
+		char path[256], cmd[700];
+		size_t n;
+		FILE *p;
+
+		dc_conf_path(c, 1, path, sizeof(path));
+		snprintf(cmd, sizeof(cmd), "'%s/cohortctl' -c '%s' --node 1 status 2>&1",
+			 COHORT_BIN_DIR, path);
+		p = popen(cmd, "r");
+		ASSERT_NE(p, nullptr);
+		n = fread(out, 1, sizeof(out) - 1, p);
+		out[n] = '\0';
+		EXPECT_EQ(pclose(p), 0) << out;
+		EXPECT_NE(strstr(out, "cluster demo: node 1 of 3"), nullptr) << out;
+	}
+
 	// SIGHUP with an export added: shown, and honestly not attached
 	ASSERT_EQ(dc_append_conf(c, 0, "[export extra]\nvolume = vol1\nhba = 1\n"), 0);
 	ASSERT_EQ(dc_signal(c, 0, SIGHUP), 0);
@@ -465,6 +494,12 @@ TEST(daemon, three_nodes__view_kill_rejoin_reload_stop)
 	if (geteuid() == 0) {
 		ASSERT_EQ(dc_foreign(c, 0, false, resp, sizeof(resp)), 0);
 		EXPECT_STREQ(resp, "connect: Permission denied");
+		// cohortctl as another user says so
+		EXPECT_EQ(dc_ctl(c, 0, "status", out, sizeof(out),
+				 "setpriv --reuid=65534 --regid=65534 --clear-groups"),
+			  1);
+		EXPECT_NE(strstr(out, "permission denied (cohortctl must run as root)"), nullptr)
+		    << out;
 		ASSERT_EQ(dc_foreign(c, 0, true, resp, sizeof(resp)), 0);
 		EXPECT_NE(strstr(resp, "permission denied: only root may use this socket"), nullptr)
 		    << resp;
