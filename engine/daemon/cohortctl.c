@@ -134,7 +134,8 @@ static void ctl_show_stats(json_t *r)
 	json_t *lat = json_object_get(r, "latency_ns"), *c = json_object_get(r, "cache");
 	const char *names[] = { "read", "write" };
 	char a[32], b[32], d[32];
-	double hit = json_real_value(json_object_get(c, "hit_rate"));
+	json_t *hr = json_object_get(c, "hit_rate");
+	double hit = json_is_real(hr) ? json_real_value(hr) : -1;
 	int i;
 
 	printf("io:      %lld reads, %lld writes; %.0f IOPS (%.0f reads/s, %.0f writes/s over "

@@ -9,8 +9,8 @@
  *
  * Threads: the main thread owns the node's life and takes signals synchronously (sigtimedwait:
  * no handler runs inside the engine), sampling the node's counters every second for the rates;
- * the control thread answers requests (docs/concurrency.md). @lock in struct cohortd guards the
- * samples and the config pointer the control thread reads.
+ * the control thread answers requests (docs/daemon.md, "Threads"). @lock in struct cohortd
+ * guards the samples and the config pointer the control thread reads.
  *
  * Leaves out: the TCMU front end (exports stay "not attached (no front end built)" until one is
  * plugged into struct daemon_exports_ops), daemonising (systemd runs it in the foreground),
@@ -158,17 +158,19 @@ static json_t *cd_stats(struct cohortd *d)
 		hit = (double)cur->cache_hits / (double)(cur->cache_hits + cur->cache_misses);
 	r = json_pack(
 	    "{s:b, s:I, s:I, s:f, s:f, s:f, s:f, s:{s:o, s:o}, s:{s:b, s:I, s:I, s:I, "
-	    "s:f}, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:[s]}",
+	    "s:o}, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:[s]}",
 	    "ok", 1, "reads", (json_int_t)cur->reads, "writes", (json_int_t)cur->writes,
 	    "interval_s", secs, "read_iops", rr, "write_iops", wr, "iops", rr + wr, "latency_ns",
 	    "read", cd_lat(cur->lat_read), "write", cd_lat(cur->lat_write), "cache", "valid",
 	    cur->cache_valid, "hits", (json_int_t)cur->cache_hits, "misses",
 	    (json_int_t)cur->cache_misses, "peer_fetches", (json_int_t)cur->cache_peer_fetches,
-	    "hit_rate", hit, "lock_requests", (json_int_t)cur->lock_requests, "lock_transfers",
-	    (json_int_t)cur->lock_transfers, "view_changes", (json_int_t)cur->view_changes,
-	    "takeovers", (json_int_t)cur->takeovers, "destages", (json_int_t)cur->destages,
-	    "io_inflight", (json_int_t)cur->io_inflight, "io_refused", (json_int_t)cur->io_refused,
-	    "not_exposed", "forwarded commands (no routing yet)");
+	    /* null: no block read in this view (or a view change held the cache) */
+	    "hit_rate", hit >= 0 ? json_real(hit) : json_null(), "lock_requests",
+	    (json_int_t)cur->lock_requests, "lock_transfers", (json_int_t)cur->lock_transfers,
+	    "view_changes", (json_int_t)cur->view_changes, "takeovers", (json_int_t)cur->takeovers,
+	    "destages", (json_int_t)cur->destages, "io_inflight", (json_int_t)cur->io_inflight,
+	    "io_refused", (json_int_t)cur->io_refused, "not_exposed",
+	    "forwarded commands (no routing yet)");
 out:
 	free(prev);
 	free(cur);
