@@ -1,7 +1,8 @@
 /*
  * daemon_cluster.c - runs real cohortd processes for tests/daemon_test.cc: a temporary directory
  * with the example config (docs/examples/cohort-3node-shm.conf) moved into it, a secret, one
- * config file per node (the example plus its own [daemon] control socket), and the daemons as
+ * config file per node (the example plus its own [daemon] section: a control socket, and no
+ * front end but on the last node, whose TCMU target core does not exist), and the daemons as
  * child processes whose stderr goes to a file per node. Every wait is bounded and polls: the
  * daemons' state is read through `cohortctl --json`, their logs from the files.
  *
@@ -197,6 +198,13 @@ int dc_new(const char *bin, const char *example, uint32_t nodes, struct dc_clust
 			goto err_free_text;
 		dc_sock_path(c, i, repl, sizeof(repl));
 		fprintf(f, "%s\n[daemon]\ncontrol = %s\n", text, repl);
+		/* Nodes 0 and 1 run without a front end; the last one with TCMU pointed at a
+		 * target core that does not exist, so that its attach fails, and says so, on any
+		 * machine (a real one would create backstores). */
+		if (i < nodes - 1)
+			fprintf(f, "frontend = none\n");
+		else
+			fprintf(f, "configfs = %s/no-configfs\n", c->dir);
 		fclose(f);
 	}
 	free(text);

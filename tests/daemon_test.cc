@@ -193,6 +193,8 @@ TEST_F(conf, parse__good_config_resolves)
 	EXPECT_STREQ(c->exports[0].device, "ea"); // the export's name by default
 	EXPECT_EQ(c->exports[0].hba, 2u);
 	EXPECT_STREQ(c->control, "/run/cohort/prod-1.sock");
+	EXPECT_TRUE(c->frontend_tcmu);
+	EXPECT_STREQ(c->configfs, "");
 	daemon_conf_delete(&c);
 	EXPECT_EQ(c, nullptr);
 }
@@ -315,6 +317,8 @@ TEST_F(conf, parse__bad_value)
 	EXPECT_EQ(error_of(with(good(), "chunk = 64K", "chunk = 6000")),
 		  "c.conf:18: [group] chunk: 6000 bytes is not a multiple of the block size (4096) "
 		  "within element_size");
+	EXPECT_EQ(error_of(good() + "[daemon]\nfrontend = iscsi\n"),
+		  "c.conf:35: [daemon] frontend: unknown front end \"iscsi\" (tcmu, none)");
 	EXPECT_EQ(error_of(with(good(), "fence = lease", "fence = stonith")),
 		  "c.conf:9: [cluster] fence: unknown fencing \"stonith\" (auto, lease)");
 }
@@ -464,7 +468,15 @@ TEST(daemon, three_nodes__view_kill_rejoin_reload_stop)
 	EXPECT_EQ(dc_ctl(c, 0, "exports", out, sizeof(out)), 0);
 	EXPECT_NE(strstr(out, "extra"), nullptr) << out;
 	EXPECT_NE(strstr(out, "user_1/extra"), nullptr) << out;
-	EXPECT_NE(strstr(out, "not attached (no front end built)"), nullptr) << out;
+	EXPECT_NE(strstr(out, "not attached (no front end: [daemon] frontend = none)"), nullptr)
+	    << out;
+	// node 2's TCMU front end finds no target core: the attach fails, is said so, and the
+	// daemon serves on
+	EXPECT_EQ(dc_ctl(c, 2, "exports", out, sizeof(out)), 0);
+	EXPECT_NE(strstr(out, "user_0/cohort-vol0"), nullptr) << out;
+	EXPECT_NE(strstr(out, "attach failed: "), nullptr) << out;
+	EXPECT_NE(strstr(out, "front end: tcmu"), nullptr) << out;
+	EXPECT_EQ(dc_log_wait(c, 2, "no configfs target core", DT_EXIT_MS), 0);
 
 	// SIGHUP with [group] changed: refused, named, and the daemon serves on
 	ASSERT_EQ(dc_append_conf(c, 1, "[group]\n"), 0); // a second [group]: a bad config
@@ -549,6 +561,7 @@ TEST(daemon, check__prints_or_refuses)
 	out[n] = '\0';
 	EXPECT_EQ(pclose(p), 0) << out;
 	EXPECT_NE(strstr(out, "[cluster] node = 2\n"), nullptr) << out;
+	EXPECT_NE(strstr(out, "[daemon] frontend = none\n"), nullptr) << out;
 	EXPECT_NE(strstr(out, "[volume vol1] first_block = 4096, blocks = 2048, id = "), nullptr)
 	    << out;
 	ASSERT_EQ(dc_append_conf(c, 0, "[volume big]\nsize = 1T\n"), 0);

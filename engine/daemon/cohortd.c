@@ -12,10 +12,12 @@
  * the control thread answers requests (docs/daemon.md, "Threads"). @lock in struct cohortd
  * guards the samples and the config pointer the control thread reads.
  *
- * Leaves out: the TCMU front end (exports stay "not attached (no front end built)" until one is
- * plugged into struct daemon_exports_ops), daemonising (systemd runs it in the foreground),
- * volumes as separate address spaces in the engine (the table is the daemon's: a volume is a
- * range of the group's blocks).
+ * Exports go to the TCMU front end (frontend.c) unless [daemon] frontend = none; before the node
+ * leaves, the units answer ALUA unavailable for a second so hosts move to other paths.
+ *
+ * Leaves out: LIO fabrics and LUNs (scripts/lio.sh), daemonising (systemd runs it in the
+ * foreground), volumes as separate address spaces in the engine (the table is the daemon's: a
+ * volume is a range of the group's blocks, which the SCSI unit offsets by first_lba).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -42,6 +44,7 @@ struct cohortd {
 	int node_override;
 	struct coh_fabric *fab;
 	struct coh_node *node;
+	struct daemon_tcmu *tcmu; /* NULL: [daemon] frontend = none */
 	struct daemon_exports *exports;
 	struct daemon_ctl *ctl;
 	_Atomic bool stop_requested; /* cohortctl stop succeeded here */
@@ -203,7 +206,8 @@ static json_t *cd_request(void *arg, const char *cmd, json_t *req, char *err, si
 		return r;
 	}
 	if (!strcmp(cmd, "exports"))
-		return json_pack("{s:b, s:s, s:o}", "ok", 1, "front_end", "none", "exports",
+		return json_pack("{s:b, s:s, s:o}", "ok", 1, "front_end",
+				 d->tcmu ? daemon_tcmu_ops.name : "none", "exports",
 				 daemon_exports_json(d->exports));
 	if (!strcmp(cmd, "stats"))
 		return cd_stats(d);
@@ -459,10 +463,19 @@ int main(int argc, char **argv)
 	ret = cd_open(&d);
 	if (ret)
 		goto out_free_conf;
-	ret = daemon_exports_new(NULL, NULL, &d.exports);
+	if (d.conf->frontend_tcmu) {
+		ret =
+		    daemon_tcmu_new(d.node, d.conf->node, d.conf->nodes, d.conf->configfs, &d.tcmu);
+		if (ret) {
+			daemon_log("export", "cannot start the TCMU front end: %s",
+				   coh_strerror(ret));
+			goto out_close_node;
+		}
+	}
+	ret = daemon_exports_new(d.tcmu ? &daemon_tcmu_ops : NULL, d.tcmu, &d.exports);
 	if (ret) {
 		daemon_log("export", "cannot make the export table: %s", coh_strerror(ret));
-		goto out_close_node;
+		goto out_delete_tcmu;
 	}
 	daemon_exports_apply(d.exports, d.conf);
 	ret = daemon_ctl_open(d.conf->control, cd_request, &d, &d.ctl, err, sizeof(err));
@@ -475,7 +488,11 @@ int main(int argc, char **argv)
 	status = ret ? 1 : 0;
 	daemon_ctl_close(&d.ctl);
 out_delete_exports:
+	if (d.tcmu)
+		daemon_tcmu_quiesce(d.tcmu);
 	daemon_exports_delete(&d.exports);
+out_delete_tcmu:
+	daemon_tcmu_delete(&d.tcmu);
 out_close_node:
 	ret = coh_node_close(&d.node);
 	if (ret) {

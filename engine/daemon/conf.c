@@ -82,7 +82,7 @@ static const char *const dconf_group_keys[] = { "raid", "element_size", "chunk",
 						NULL };
 static const char *const dconf_log_keys[] = { "dir", "bytes", "replicas", NULL };
 static const char *const dconf_cache_keys[] = { "blocks", "lanes", "queue_depth", NULL };
-static const char *const dconf_daemon_keys[] = { "control", NULL };
+static const char *const dconf_daemon_keys[] = { "control", "frontend", "configfs", NULL };
 static const char *const *const dconf_keys[] = { dconf_cluster_keys, dconf_group_keys,
 						 dconf_log_keys, dconf_cache_keys,
 						 dconf_daemon_keys };
@@ -394,6 +394,25 @@ static int dconf_cache_key(struct dconf_parse *p, int k, const char *v)
 	}
 }
 
+/* dconf_daemon_key - one key of [daemon]. */
+static int dconf_daemon_key(struct dconf_parse *p, int k, const char *v)
+{
+	struct daemon_conf *c = p->c;
+
+	switch (k) {
+	case 0:
+		return dconf_path(p, "daemon", "control", v, c->control);
+	case 1:
+		if (strcmp(v, "tcmu") && strcmp(v, "none"))
+			return dconf_fail(p, p->line, "daemon", "frontend",
+					  "unknown front end \"%s\" (tcmu, none)", v);
+		c->frontend_tcmu = !strcmp(v, "tcmu");
+		return 1;
+	default:
+		return dconf_path(p, "daemon", "configfs", v, c->configfs);
+	}
+}
+
 /* dconf_find_key - the index of @key in @keys, or -1. */
 static int dconf_find_key(const char *const *keys, const char *key)
 {
@@ -442,7 +461,7 @@ static int dconf_fixed(struct dconf_parse *p, enum dconf_section s, const char *
 	case DCONF_CACHE:
 		return dconf_cache_key(p, k, v);
 	default:
-		return dconf_path(p, sec, key, v, p->c->control);
+		return dconf_daemon_key(p, k, v);
 	}
 }
 
@@ -936,6 +955,7 @@ static int dconf_run(struct dconf_parse *p, int node_override, struct daemon_con
 	c->cache_blocks = 1024;
 	c->lanes = 4;
 	c->queue_depth = 128;
+	c->frontend_tcmu = true;
 	snprintf(c->path, sizeof(c->path), "%s", p->name);
 	p->c = c;
 	p->cur = -1;
@@ -1128,7 +1148,9 @@ void daemon_conf_print(const struct daemon_conf *c, bool core_only, FILE *f)
 		c->replicas < 0 ? 0 : c->replicas);
 	fprintf(f, "[cache] blocks = %u\n[cache] lanes = %u\n[cache] queue_depth = %u\n",
 		c->cache_blocks, c->lanes, c->queue_depth);
-	fprintf(f, "[daemon] control = %s\n", c->control);
+	fprintf(f, "[daemon] control = %s\n[daemon] frontend = %s\n[daemon] configfs = %s\n",
+		c->control, c->frontend_tcmu ? "tcmu" : "none",
+		c->configfs[0] ? c->configfs : "/sys/kernel/config/target/core");
 	for (i = 0; i < c->nvolumes; i++) {
 		const struct daemon_volume *v = &c->volumes[i];
 

@@ -1,11 +1,12 @@
 /*
  * daemon.h - the pieces of cohortd and cohortctl: the configuration (conf.c), the export table
  * with the interface a front end plugs into (exports.c), the control socket (control.c) and the
- * daemon's event log (log.c). Private to engine/daemon/ and its tests; nothing here is part of the
- * library's public API.
+ * daemon's event log (log.c), and the TCMU front end's plug-in (frontend.c). Private to
+ * engine/daemon/ and its tests; nothing here is part of the library's public API.
  *
  * Leaves out: the TCMU front end itself (include/cohort/tcmu.h), which plugs into struct
- * daemon_exports_ops; until a front end is given, exports are recorded and shown as not attached.
+ * daemon_exports_ops through frontend.c; with [daemon] frontend = none, exports are recorded and
+ * shown as not attached.
  */
 #ifndef COHORT_DAEMON_H
 #define COHORT_DAEMON_H
@@ -80,6 +81,8 @@ struct daemon_conf {
 	uint32_t cache_blocks, lanes, queue_depth;
 	/* [daemon] */
 	char control[DAEMON_PATH_MAX + 1];
+	bool frontend_tcmu;		    /* frontend = tcmu (the default) or none */
+	char configfs[DAEMON_PATH_MAX + 1]; /* the target core directory; "" for the kernel's */
 	/* [volume NAME], in file order, and [export NAME] */
 	uint32_t nvolumes, nexports;
 	struct daemon_volume volumes[DAEMON_MAX_VOLUMES];
@@ -162,6 +165,21 @@ int daemon_exports_apply(struct daemon_exports *x, const struct daemon_conf *c);
 
 /** daemon_exports_json - the table as a JSON array (new reference). Any thread. */
 json_t *daemon_exports_json(struct daemon_exports *x);
+
+/*
+ * The TCMU front end (frontend.c): daemon_tcmu_ops with a struct daemon_tcmu as its context.
+ */
+struct daemon_tcmu;
+extern const struct daemon_exports_ops daemon_tcmu_ops;
+
+/** daemon_tcmu_new - the front end's state for @node (node @node_id of @nodes); @configfs NULL
+ * or "" for the kernel's target core. */
+int daemon_tcmu_new(struct coh_node *node, uint32_t node_id, uint32_t nodes, const char *configfs,
+		    struct daemon_tcmu **tp);
+/** daemon_tcmu_quiesce - every unit answers ALUA unavailable; then a second for hosts to move. */
+void daemon_tcmu_quiesce(struct daemon_tcmu *t);
+/** daemon_tcmu_delete - free (after the export table removed every unit), set NULL. */
+void daemon_tcmu_delete(struct daemon_tcmu **tp);
 
 /*
  * The control socket: one thread serving one request per connection, a JSON object on one line,

@@ -1,10 +1,12 @@
 /*
  * exports.c - the daemon's export table: which volumes this node hands to a front end, and in
- * what state. The front end plugs in through struct daemon_exports_ops (add, remove); without one
- * the table records the exports and reports them "not attached (no front end built)", never a
- * state that did not happen. SIGHUP applies a new config's [export] sections here.
+ * what state. The front end plugs in through struct daemon_exports_ops (add, remove): TCMU,
+ * frontend.c. Without one ([daemon] frontend = none) the table records the exports and reports
+ * them not attached, never a state that did not happen. A front end's failure shows as
+ * "attach failed: ..." and the export stays in the table; the next reload tries it again.
+ * SIGHUP applies a new config's [export] sections here.
  *
- * Leaves out: the front end itself (TCMU: include/cohort/tcmu.h), LIO fabrics and LUNs
+ * Leaves out: the front end itself (frontend.c, include/cohort/tcmu.h), LIO fabrics and LUNs
  * (scripts/lio.sh).
  *
  * Locking: @lock guards the table; the main thread changes it (start, SIGHUP, exit), the control
@@ -18,7 +20,7 @@
 
 #include "daemon.h"
 
-#define DX_NOT_ATTACHED "not attached (no front end built)"
+#define DX_NOT_ATTACHED "not attached (no front end: [daemon] frontend = none)"
 
 struct dx_entry {
 	struct daemon_export e;
@@ -88,13 +90,14 @@ int daemon_exports_apply(struct daemon_exports *x, const struct daemon_conf *c)
 	int failed = 0, ret;
 
 	pthread_mutex_lock(&x->lock);
-	/* Removals first: a changed export is removed, then added again below. */
+	/* Removals first: a changed export is removed, then added again below; so is one whose
+	 * attach failed, so that a reload retries it. */
 	for (i = 0; i < x->n;) {
 		for (j = 0; j < c->nexports; j++) {
 			if (!strcmp(c->exports[j].name, x->x[i].e.name))
 				break;
 		}
-		if (j == c->nexports ||
+		if (j == c->nexports || (x->ops && !x->x[i].attached) ||
 		    !dx_same(&x->x[i], &c->exports[j], daemon_conf_volume(c, c->exports[j].volume)))
 			failed += dx_remove(x, i);
 		else
@@ -120,8 +123,8 @@ int daemon_exports_apply(struct daemon_exports *x, const struct daemon_conf *c)
 		} else {
 			ret = x->ops->add(x->ctx, e, v, d->state, sizeof(d->state));
 			if (ret) {
-				snprintf(d->state, sizeof(d->state), "attach failed: %s",
-					 coh_strerror(ret));
+				snprintf(d->state, sizeof(d->state),
+					 "attach failed: %s (see the log)", coh_strerror(ret));
 				failed++;
 			} else {
 				d->attached = true;

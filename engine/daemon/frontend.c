@@ -1,0 +1,194 @@
+/*
+ * frontend.c - the TCMU front end plugged into the daemon's export table (struct
+ * daemon_exports_ops): an export becomes a SCSI logical unit over its volume's range of the
+ * node's blocks (coh_scsi_lu_new, first_lba = the volume's first block, submit = coh_node_submit)
+ * served as TCMU backstore core/user_<hba>/<device> (coh_tcmu_dev_new, which creates it or, after
+ * a restart, reattaches to it). Every node derives the same identity from the volume's id and
+ * reports its own target port group (node id + 1), all active/optimized.
+ *
+ * Removing an export stops its ring and leaves the backstore in configfs (remove = false): a LUN
+ * may link it, and a daemon started again reattaches to it; scripts/lio.sh removes backstores.
+ * Before the daemon leaves, daemon_tcmu_quiesce turns every unit to ALUA unavailable for a moment,
+ * so that hosts move to other paths at once rather than waiting out the kernel's cmd_time_out.
+ *
+ * Leaves out: LIO fabrics and LUNs (scripts/lio.sh), units that follow quorum (the unit answers
+ * the engine's -EROFS itself), persistent reservations (docs/frontend.md).
+ *
+ * Locking: the export table's lock serialises add and remove (exports.c); daemon_tcmu_quiesce is
+ * called from the main thread under no lock, and only reads the table it owns with @lock.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cohort/scsi.h"
+#include "cohort/tcmu.h"
+#include "daemon.h"
+
+#define DTCMU_DRAIN_MS 1000 /* how long units answer "unavailable" before their rings stop */
+
+struct dtcmu_unit {
+	char name[DAEMON_NAME_MAX + 1]; /* the export's */
+	struct coh_scsi_lu *lu;
+	struct coh_tcmu_dev *dev;
+};
+
+struct daemon_tcmu {
+	struct coh_node *node;
+	uint32_t node_id, nodes;
+	char configfs[DAEMON_PATH_MAX + 1]; /* "" for the kernel's */
+	pthread_mutex_t lock;		    /* guards @n and @units */
+	uint32_t n;
+	struct dtcmu_unit units[DAEMON_MAX_EXPORTS];
+};
+
+/* dtcmu_submit - the unit's block path: the node's asynchronous engine. */
+static int dtcmu_submit(void *ctx, struct coh_io *io)
+{
+	return coh_node_submit(ctx, io);
+}
+
+/* dtcmu_add - daemon_exports_ops.add: a unit over @v, exported as user_<hba>/<device>. */
+static int dtcmu_add(void *ctx, const struct daemon_export *e, const struct daemon_volume *v,
+		     char *state, size_t len)
+{
+	struct daemon_tcmu *t = ctx;
+	struct coh_scsi_lu_attr la = { .attr_size = sizeof(la) };
+	struct coh_tcmu_dev_attr ta = { .attr_size = sizeof(ta) };
+	struct coh_tcmu_stats st;
+	struct dtcmu_unit *u;
+	int ret;
+
+	pthread_mutex_lock(&t->lock);
+	if (t->n == DAEMON_MAX_EXPORTS) {
+		ret = -ENOSPC;
+		goto out_unlock;
+	}
+	u = &t->units[t->n];
+	memset(u, 0, sizeof(*u));
+	snprintf(u->name, sizeof(u->name), "%s", e->name);
+	la.block_size = coh_node_block_size(t->node);
+	la.nblocks = v->blocks;
+	la.first_lba = v->first_block;
+	memcpy(la.volume_id, v->id, sizeof(la.volume_id));
+	la.volume_name = v->name;
+	la.tpg_id = (uint16_t)(t->node_id + 1);
+	la.rel_port_id = (uint16_t)(t->node_id + 1);
+	la.tpg_count = (uint16_t)t->nodes;
+	la.max_xfer_blocks = COH_TCMU_MAX_SECTORS_DEFAULT; /* what the TCMU device takes */
+	la.submit = dtcmu_submit;
+	la.submit_ctx = t->node;
+	ret = coh_scsi_lu_new(&la, &u->lu);
+	if (ret)
+		goto out_unlock;
+	ta.hba = e->hba;
+	ta.name = e->device;
+	ta.nblocks = la.nblocks;
+	ta.block_size = la.block_size;
+	memcpy(ta.volume_id, v->id, sizeof(ta.volume_id));
+	ta.lu = u->lu;
+	ta.exec = coh_scsi_cmd_exec;
+	ta.configfs = t->configfs[0] ? t->configfs : NULL;
+	ret = coh_tcmu_dev_new(&ta, &u->dev);
+	if (ret)
+		goto err_delete_lu;
+	coh_tcmu_dev_stats(u->dev, &st);
+	snprintf(state, len, "attached %s (%s)", coh_tcmu_dev_path(u->dev),
+		 st.reattached ? "reattached" : "created");
+	t->n++;
+	pthread_mutex_unlock(&t->lock);
+	return 0;
+
+err_delete_lu:
+	coh_scsi_lu_delete(u->lu);
+out_unlock:
+	pthread_mutex_unlock(&t->lock);
+	return ret;
+}
+
+/* dtcmu_remove - daemon_exports_ops.remove: stop the ring (the backstore stays), free the unit. */
+static int dtcmu_remove(void *ctx, const struct daemon_export *e)
+{
+	struct daemon_tcmu *t = ctx;
+	struct dtcmu_unit *u;
+	uint32_t i;
+	int ret;
+
+	pthread_mutex_lock(&t->lock);
+	for (i = 0; i < t->n && strcmp(t->units[i].name, e->name); i++)
+		;
+	if (i == t->n) {
+		pthread_mutex_unlock(&t->lock);
+		return -ENOENT;
+	}
+	u = &t->units[i];
+	coh_scsi_lu_set_state(u->lu, COH_SCSI_LU_UNAVAILABLE);
+	ret = coh_tcmu_dev_delete(u->dev, false);
+	/* -ETIMEDOUT: commands still in flight may complete into the device and the unit; both
+	 * are left allocated rather than freed under the engine. */
+	if (ret != -ETIMEDOUT)
+		coh_scsi_lu_delete(u->lu);
+	memmove(u, u + 1, (t->n - i - 1) * sizeof(*u));
+	t->n--;
+	pthread_mutex_unlock(&t->lock);
+	return ret;
+}
+
+const struct daemon_exports_ops daemon_tcmu_ops = {
+	.name = "tcmu",
+	.add = dtcmu_add,
+	.remove = dtcmu_remove,
+};
+
+int daemon_tcmu_new(struct coh_node *node, uint32_t node_id, uint32_t nodes, const char *configfs,
+		    struct daemon_tcmu **tp)
+{
+	struct daemon_tcmu *t;
+	int ret;
+
+	if (!node || !tp || (configfs && strlen(configfs) > DAEMON_PATH_MAX))
+		return -EINVAL;
+	t = calloc(1, sizeof(*t));
+	if (!t)
+		return -ENOMEM;
+	ret = -pthread_mutex_init(&t->lock, NULL);
+	if (ret) {
+		free(t);
+		return ret;
+	}
+	t->node = node;
+	t->node_id = node_id;
+	t->nodes = nodes;
+	snprintf(t->configfs, sizeof(t->configfs), "%s", configfs ? configfs : "");
+	*tp = t;
+	return 0;
+}
+
+void daemon_tcmu_quiesce(struct daemon_tcmu *t)
+{
+	struct timespec drain = { .tv_sec = DTCMU_DRAIN_MS / 1000,
+				  .tv_nsec = (DTCMU_DRAIN_MS % 1000) * 1000000L };
+	uint32_t i, n;
+
+	pthread_mutex_lock(&t->lock);
+	for (i = 0; i < t->n; i++)
+		coh_scsi_lu_set_state(t->units[i].lu, COH_SCSI_LU_UNAVAILABLE);
+	n = t->n;
+	pthread_mutex_unlock(&t->lock);
+	/* Hosts see NOT READY (ALUA unavailable) and dm-multipath moves to another path; the wait
+	 * lets the commands already queued get that answer before the rings stop. */
+	if (n)
+		nanosleep(&drain, NULL);
+}
+
+void daemon_tcmu_delete(struct daemon_tcmu **tp)
+{
+	if (!tp || !*tp)
+		return;
+	/* The export table removed every unit first (daemon_exports_delete). */
+	pthread_mutex_destroy(&(*tp)->lock);
+	free(*tp);
+	*tp = NULL;
+}
