@@ -42,8 +42,8 @@ run "format" scripts/check-format.sh
 if [ -x scripts/spin-check.sh ]; then
 	run "spin model of the coherence protocol" scripts/spin-check.sh
 fi
-run "ctest unit+fabric+cache (release)" \
-	ctest --test-dir build -L 'unit|fabric|cache' --output-on-failure -j "$jobs"
+run "ctest unit+fabric+cache+frontend (release)" \
+	ctest --test-dir build -L 'unit|fabric|cache|frontend' --output-on-failure -j "$jobs"
 run "ctest takeover (release, ${COHORT_TAKEOVER_TRIALS:-200} randomized crash trials, ${COHORT_LIFECYCLE_TRIALS:-200} whole-cluster trials)" \
 	env COHORT_TAKEOVER_TRIALS="${COHORT_TAKEOVER_TRIALS:-200}" \
 	COHORT_LIFECYCLE_TRIALS="${COHORT_LIFECYCLE_TRIALS:-200}" \
