@@ -125,41 +125,13 @@ static void *sm_main(void *arg)
 	return NULL;
 }
 
-int sm_open(uint32_t bs, uint64_t nblocks, uint32_t max_xfer, int mode)
+/* sm_reset - the mock empty, for a unit of @nblocks blocks of @bs bytes (no memory yet). */
+static void sm_reset(uint32_t bs, uint64_t nblocks, int mode)
 {
-	int ret;
-
 	memset(&sm, 0, sizeof(sm));
-	sm.mem = calloc(nblocks, bs);
-	if (!sm.mem)
-		return -ENOMEM;
 	sm.bs = bs;
 	sm.nblocks = nblocks;
 	sm.mode = mode;
-	pthread_mutex_init(&sm.lock, NULL);
-	pthread_cond_init(&sm.cond, NULL);
-	sm.attr = (struct coh_scsi_lu_attr){ .attr_size = sizeof(sm.attr),
-					     .block_size = bs,
-					     .nblocks = nblocks,
-					     .volume_id = { 0xc0, 0x40, 0x77, 0, 0, 0, 0, 0, 0, 0,
-							    0, 0, 0, 0, 0xab, 0xcd },
-					     .volume_name = "vol0",
-					     .tpg_id = 1,
-					     .rel_port_id = 1,
-					     .tpg_count = 3,
-					     .max_xfer_blocks = max_xfer,
-					     .submit = sm_submit };
-	ret = coh_scsi_lu_new(&sm.attr, &sm.lu);
-	if (!ret && mode == SM_THREAD && pthread_create(&sm.th, NULL, sm_main, NULL))
-		ret = -EAGAIN;
-	return ret;
-}
-
-int sm_open_virtual(uint32_t bs, uint64_t nblocks)
-{
-	memset(&sm, 0, sizeof(sm));
-	sm.bs = bs;
-	sm.nblocks = nblocks;
 	pthread_mutex_init(&sm.lock, NULL);
 	pthread_cond_init(&sm.cond, NULL);
 	sm.attr = (struct coh_scsi_lu_attr){ .attr_size = sizeof(sm.attr),
@@ -169,6 +141,31 @@ int sm_open_virtual(uint32_t bs, uint64_t nblocks)
 					     .rel_port_id = 1,
 					     .tpg_count = 1,
 					     .submit = sm_submit };
+}
+
+int sm_open(uint32_t bs, uint64_t nblocks, uint32_t max_xfer, int mode)
+{
+	static const uint8_t id[16] = { 0xc0, 0x40, 0x77, 0, 0, 0, 0,	 0,
+					0,    0,    0,	  0, 0, 0, 0xab, 0xcd };
+	int ret;
+
+	sm_reset(bs, nblocks, mode);
+	sm.mem = calloc(nblocks, bs);
+	if (!sm.mem)
+		return -ENOMEM;
+	memcpy(sm.attr.volume_id, id, sizeof(id));
+	sm.attr.volume_name = "vol0";
+	sm.attr.tpg_count = 3;
+	sm.attr.max_xfer_blocks = max_xfer;
+	ret = coh_scsi_lu_new(&sm.attr, &sm.lu);
+	if (!ret && mode == SM_THREAD && pthread_create(&sm.th, NULL, sm_main, NULL))
+		ret = -EAGAIN;
+	return ret;
+}
+
+int sm_open_virtual(uint32_t bs, uint64_t nblocks)
+{
+	sm_reset(bs, nblocks, SM_INLINE);
 	return coh_scsi_lu_new(&sm.attr, &sm.lu);
 }
 

@@ -1017,6 +1017,31 @@ static uint32_t lu_cdb_len(uint8_t op)
 	return len[op >> 5];
 }
 
+/* lu_is_media - does @op read or change the medium (and so need an active unit)? */
+static bool lu_is_media(uint8_t op)
+{
+	switch (op) {
+	case 0x08:
+	case 0x28:
+	case 0xa8:
+	case 0x88: /* READ */
+	case 0x0a:
+	case 0x2a:
+	case 0xaa:
+	case 0x8a: /* WRITE */
+	case 0x41:
+	case 0x93: /* WRITE SAME */
+	case 0x42: /* UNMAP */
+	case 0x2f:
+	case 0x8f: /* VERIFY */
+	case 0x89: /* COMPARE AND WRITE */
+	case 0x35:
+	case 0x91: /* SYNCHRONIZE CACHE */
+		return true;
+	}
+	return false;
+}
+
 int coh_scsi_lu_new(const struct coh_scsi_lu_attr *attr, struct coh_scsi_lu **lup)
 {
 	struct coh_scsi_lu *lu;
@@ -1094,6 +1119,9 @@ void coh_scsi_cmd_exec(struct coh_scsi_lu *lu, struct coh_scsi_cmd *cmd)
 	}
 	if (!lu_check_reserved(cmd, c, need))
 		return lu_done(cmd);
+	/* Media commands on a unit that does not serve: its state's sense, without the engine. */
+	if (lu_is_media(c[0]) && lu_not_active(lu, cmd))
+		return lu_done(cmd);
 	switch (c[0]) {
 	case 0x12:
 		lu_inquiry(lu, cmd);
@@ -1144,36 +1172,25 @@ void coh_scsi_cmd_exec(struct coh_scsi_lu *lu, struct coh_scsi_cmd *cmd)
 	case 0x2a:
 	case 0xaa:
 	case 0x8a:
-		if (lu_not_active(lu, cmd))
-			break;
 		lu_rw(lu, cmd, c[0] & 0x02);
 		return;
 	case 0x41:
 	case 0x93:
-		if (lu_not_active(lu, cmd))
-			break;
 		lu_write_same(lu, cmd);
 		return;
 	case 0x42:
-		if (lu_not_active(lu, cmd))
-			break;
 		lu_unmap(lu, cmd);
 		return;
 	case 0x2f:
 	case 0x8f:
-		if (lu_not_active(lu, cmd))
-			break;
 		lu_verify(lu, cmd);
 		return;
 	case 0x89:
-		if (lu_not_active(lu, cmd))
-			break;
 		lu_caw(lu, cmd);
 		return;
 	case 0x35:
 	case 0x91:
-		if (!lu_not_active(lu, cmd))
-			lu_sync_cache(lu, cmd);
+		lu_sync_cache(lu, cmd);
 		break;
 	default:
 		lu_sense(cmd, SK_ILLEGAL_REQUEST, ASC_INVALID_OPCODE, false, 0, 0, true);
