@@ -20,32 +20,12 @@
 
 #include "daemon.h"
 
-extern "C" {
-#define DC_MAX_NODES 5u
-struct dc_cluster;
-struct dc_view {
-	uint32_t epoch, members;
-	bool quorum;
-};
-int dc_new(const char *bin, const char *example, uint32_t nodes, struct dc_cluster **cp);
-void dc_delete(struct dc_cluster **cp);
-const char *dc_dir(const struct dc_cluster *c);
-void dc_conf_path(const struct dc_cluster *c, uint32_t node, char *out, size_t len);
-void dc_sock_path(const struct dc_cluster *c, uint32_t node, char *out, size_t len);
-int dc_start(struct dc_cluster *c, uint32_t node);
-int dc_signal(struct dc_cluster *c, uint32_t node, int sig);
-int dc_wait_exit(struct dc_cluster *c, uint32_t node, int timeout_ms, int *status);
-int dc_ctl(struct dc_cluster *c, uint32_t node, const char *args, char *out, size_t len,
-	   const char *prefix = "");
-int dc_status(struct dc_cluster *c, uint32_t node, struct dc_view *v);
-int dc_wait_view(struct dc_cluster *c, uint32_t ask, uint32_t members, int timeout_ms,
-		 uint32_t *epoch);
-int dc_log_wait(struct dc_cluster *c, uint32_t node, const char *needle, int timeout_ms);
-int dc_append_conf(struct dc_cluster *c, uint32_t node, const char *text);
-int dc_raw(struct dc_cluster *c, uint32_t node, const void *req, size_t len, char *resp,
-	   size_t rlen);
-int dc_modes(struct dc_cluster *c, uint32_t node, unsigned *dir_mode, unsigned *sock_mode);
-int dc_foreign(struct dc_cluster *c, uint32_t node, bool open_modes, char *resp, size_t rlen);
+#include "daemon_cluster.h"
+
+// cohortctl without a command prefix (most calls).
+static int dc_ctl(struct dc_cluster *c, uint32_t node, const char *args, char *out, size_t len)
+{
+	return dc_ctl(c, node, args, out, len, nullptr);
 }
 
 namespace
