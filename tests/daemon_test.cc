@@ -315,6 +315,36 @@ TEST_F(conf, parse__duplicates)
 		  "c.conf:34: [export eb] device: user_2/ea is [export ea]'s device too");
 }
 
+TEST_F(conf, parse__device_names_carry_the_node_id)
+{
+	// "%n" is the node id, so that the nodes of one host make different backstores.
+	std::string t = good() + "[export eb]\nvolume = b\ndevice = vol-b.%n\n";
+	struct daemon_conf *c = nullptr;
+	char err[512] = "";
+
+	for (int node = 0; node < 3; node++) {
+		ASSERT_EQ(
+		    daemon_conf_parse("c.conf", t.data(), t.size(), node, &c, err, sizeof(err)), 0)
+		    << err;
+		ASSERT_EQ(c->nexports, 2u);
+		EXPECT_EQ(std::string(c->exports[1].device), "vol-b." + std::to_string(node));
+		daemon_conf_delete(&c);
+	}
+	EXPECT_EQ(
+	    error_of(good() + "[export eb]\nvolume = b\ndevice = vol%x\n"),
+	    "c.conf:36: [export eb] device: \"vol%x\" is not a name (1 to 64 letters, digits, "
+	    "'_', '-', '.'; %n for the node id)");
+	// On shm every node runs on this host: one name for all would be one backstore.
+	std::string shm = with(with(good(), "provider = rdma", "provider = shm"),
+			       "address = 10.0.0.1:7000, 10.0.0.2:7000,10.0.0.3:7000",
+			       "address = /dev/shm/cohort-prod");
+	EXPECT_EQ(error_of(shm),
+		  "c.conf:31: [export ea] device: every node of an shm cluster runs on this host, "
+		  "so each would make user_2/ea: put %n (the node id) in the name");
+	EXPECT_EQ(error_of(shm + "[daemon]\nfrontend = none\n"), "");
+	EXPECT_EQ(error_of(with(shm, "hba = 2", "hba = 2\ndevice = ea-%n")), "");
+}
+
 TEST_F(conf, parse__volumes_do_not_fit)
 {
 	// 3 data elements of 1 GiB: 1 GiB + 2 GiB leave none for a third volume.
@@ -521,6 +551,55 @@ TEST(daemon, three_nodes__view_kill_rejoin_reload_stop)
 	// no daemon: a clear error
 	EXPECT_EQ(dc_ctl(c, 0, "status", out, sizeof(out)), 1);
 	EXPECT_NE(strstr(out, "no daemon at"), nullptr) << out;
+	dc_delete(&c);
+}
+
+TEST(daemon, wrong_secret__refused_on_both_sides)
+{
+	struct dc_cluster *c = nullptr;
+	char path[256], cmd[1200], out[8192];
+	uint32_t epoch = 0, epoch2 = 0;
+	int st = -1;
+
+	ASSERT_EQ(dc_new(COHORT_BIN_DIR, COHORT_DAEMON_EXAMPLE, 3, &c), 0);
+	ASSERT_EQ(dc_start(c, 0), 0);
+	ASSERT_EQ(dc_start(c, 1), 0);
+	ASSERT_EQ(dc_wait_view(c, 3, 2, DT_VIEW_MS, &epoch), 0);
+
+	// node 2 with another cluster's secret (the same length and mode), and a short open bound
+	dc_conf_path(c, 2, path, sizeof(path));
+	snprintf(cmd, sizeof(cmd),
+		 "head -c 32 /dev/urandom > '%s/other-secret' && chmod 0600 '%s/other-secret' && "
+		 "sed -i -e 's|^secret = .*|secret = %s/other-secret|' "
+		 "-e 's|^timeout_ms = 2000|timeout_ms = 2000\\nopen_timeout_ms = 4000|' '%s'",
+		 dc_dir(c), dc_dir(c), dc_dir(c), path);
+	ASSERT_EQ(system(cmd), 0) << cmd;
+	ASSERT_EQ(dc_start(c, 2), 0);
+	// it cannot join: it gives up opening and exits 1, saying why
+	ASSERT_EQ(dc_wait_exit(c, 2, DT_EXIT_MS, &st), 0);
+	EXPECT_TRUE(WIFEXITED(st));
+	EXPECT_EQ(WEXITSTATUS(st), 1);
+	EXPECT_EQ(dc_log_wait(c, 2, "does not prove this cluster's secret", 1000), 0);
+	// and the members refused it too, and kept their view
+	EXPECT_TRUE(dc_log_wait(c, 0, "refused node 2: it does not prove this cluster's secret",
+				1000) == 0 ||
+		    dc_log_wait(c, 1, "refused node 2: it does not prove this cluster's secret",
+				1000) == 0);
+	ASSERT_EQ(dc_wait_view(c, 3, 2, DT_VIEW_MS, &epoch2), 0);
+	EXPECT_EQ(epoch2, epoch) << "a node without the secret changed the view";
+	EXPECT_EQ(dc_ctl(c, 0, "status", out, sizeof(out)), 0) << out;
+	EXPECT_NE(strstr(out, "2 of 3 members, quorum yes"), nullptr) << out;
+
+	// with the cluster's secret it joins
+	snprintf(cmd, sizeof(cmd), "sed -i -e 's|^secret = .*|secret = %s/secret|' '%s'", dc_dir(c),
+		 path);
+	ASSERT_EQ(system(cmd), 0) << cmd;
+	ASSERT_EQ(dc_start(c, 2), 0);
+	ASSERT_EQ(dc_wait_view(c, 7, 3, DT_VIEW_MS, &epoch2), 0);
+	EXPECT_GT(epoch2, epoch);
+	EXPECT_EQ(dc_ctl(c, 1, "stop", out, sizeof(out)), 0) << out;
+	for (uint32_t i = 0; i < 3; i++)
+		EXPECT_EQ(dc_wait_exit(c, i, DT_EXIT_MS, &st), 0) << "node " << i;
 	dc_delete(&c);
 }
 

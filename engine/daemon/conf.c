@@ -128,6 +128,44 @@ static bool dconf_name_ok(const char *s)
 	return true;
 }
 
+/*
+ * dconf_device_ok - a backstore name: a name in which "%n" stands for the node id, so that the
+ * nodes of one host, reading one file, make different backstores. Checked with the longest id.
+ */
+static bool dconf_device_ok(const char *s)
+{
+	char buf[DAEMON_NAME_MAX * 2 + 1];
+	size_t o = 0;
+
+	for (; *s && o + 2 < sizeof(buf); s++) {
+		if (s[0] == '%' && s[1] == 'n') {
+			buf[o++] = '3';
+			buf[o++] = '1';
+			s++;
+		} else {
+			buf[o++] = *s;
+		}
+	}
+	buf[o] = 0;
+	return !*s && dconf_name_ok(buf);
+}
+
+/* dconf_device_expand - @raw with each "%n" replaced by @node; fits, by dconf_device_ok. */
+static void dconf_device_expand(const char *raw, uint32_t node, char *out, size_t len)
+{
+	size_t o = 0;
+
+	for (; *raw && o + 3 < len; raw++) {
+		if (raw[0] == '%' && raw[1] == 'n') {
+			o += (size_t)snprintf(out + o, len - o, "%u", node);
+			raw++;
+		} else {
+			out[o++] = *raw;
+		}
+	}
+	out[o] = 0;
+}
+
 /* dconf_u64 - a decimal number, nothing else (no sign, no spaces inside). */
 static int dconf_u64(const char *s, uint64_t max, uint64_t *out)
 {
@@ -497,10 +535,10 @@ static int dconf_export_key(struct dconf_parse *p, uint32_t i, const char *sec, 
 	p->exp_set[i] |= 1u << k;
 	if (k == 2)
 		return dconf_u32(p, sec, key, v, 0, 1023, &e->hba);
-	if (!dconf_name_ok(v))
+	if (k == 1 ? !dconf_device_ok(v) : !dconf_name_ok(v))
 		return dconf_fail(p, p->line, sec, key,
-				  "\"%s\" is not a name (1 to %d letters, digits, '_', '-', '.')",
-				  v, DAEMON_NAME_MAX);
+				  "\"%s\" is not a name (1 to %d letters, digits, '_', '-', '.'%s)",
+				  v, DAEMON_NAME_MAX, k == 1 ? "; %n for the node id" : "");
 	strcpy(k == 0 ? e->volume : e->device, v);
 	return 1;
 }
@@ -887,6 +925,19 @@ static int dconf_exports(struct dconf_parse *p)
 			return dconf_fail(p, e->line, sec, "volume", "no [volume %s]", e->volume);
 		if (!e->device[0])
 			strcpy(e->device, e->name);
+		if (!strstr(e->device, "%n") && c->frontend_tcmu && c->nodes > 1 &&
+		    !strcmp(c->provider, "shm"))
+			return dconf_fail(
+			    p, e->line, sec, "device",
+			    "every node of an shm cluster runs on this host, so each "
+			    "would make user_%u/%s: put %%n (the node id) in the name",
+			    e->hba, e->device);
+		{
+			char raw[sizeof(e->device)];
+
+			strcpy(raw, e->device);
+			dconf_device_expand(raw, c->node, e->device, sizeof(e->device));
+		}
 		for (j = 0; j < i; j++) {
 			if (c->exports[j].hba == e->hba && !strcmp(c->exports[j].device, e->device))
 				return dconf_fail(p, e->line, sec, "device",
