@@ -1,8 +1,7 @@
 /*
  * engine_io.c - the scenarios of engine_io.h: the operation engine (engine/io.c) on real node
- * processes. A small harness, like races.c's, forks the nodes after mapping a shared area; each
- * opens its fabric (shm in a fresh cluster directory, or rdma in the VM rig) and its node over
- * element files there.
+ * processes, forked by the harness of engine_harness.c (which the SCSI unit's cluster test,
+ * scsi_engine.c, shares). The hooks below are this file's: every scenario here runs with them.
  *
  * - The state machine, step by step: node 0 runs a manual engine (coh_node_hooks.manual_engine),
  *   so nothing it submits runs until it polls; the io_state hook records every transition.
@@ -24,67 +23,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
-#include "bench.h"
-#include "cohort/fabric.h"
-#include "cohort/node.h"
-#include "cohort/node_hooks.h"
-#include "cohort/scsi.h"
-#include "conf.h"
+#include "engine_harness.h"
 #include "engine_io.h"
-#include "linz.h"
-
-#define EN_MAXN 3u
-#define EN_BS 4096u
-#define EN_ELEM_BLOCKS 16u /* RAID-5 over 3 elements, chunk 2: 32 blocks, 8 resources */
-#define EN_WAIT_MS 30000
-#define EN_CHILD_S 120
-#define EN_MAXOPS 6000u
-#define EN_MAXSTATES 64u
-
-struct en_shared {
-	struct bench_sbar bar[8];
-	struct bench_sbar bar_one_less; /* the end, when one node was killed on purpose */
-	/* the state machine scenario */
-	_Atomic uint32_t nstates;
-	uint32_t states[EN_MAXSTATES];
-	/* compare-and-write: successes per round, cluster-wide */
-	_Atomic uint32_t caw_won[64];
-	_Atomic uint64_t caw_value[64];
-	/* linearizability: each node's history */
-	_Atomic uint32_t nops[EN_MAXN];
-	/* parallel: node 1 holds its service thread at a request for PA_RES while @hold */
-	_Atomic bool hold, held, release;
-	/* destage race: node 0's write, replicated and not installed, asks for a flush */
-	_Atomic bool dr_armed, dr_flush, dr_flushed, dr_acked;
-	uint32_t killed; /* nodes that end by SIGKILL, on purpose */
-	/* SCSI: each node's VPD 0x80 and 0x83 pages, and each round's COMPARE AND WRITE winner */
-	uint8_t vpd80[EN_MAXN][64], vpd83[EN_MAXN][128];
-	_Atomic uint32_t scsi_winner[64];
-	struct linz_op ops[EN_MAXN][EN_MAXOPS];
-	char why[EN_MAXN][256];
-};
-
-struct en_child {
-	struct en_shared *sh;
-	uint32_t id, nodes;
-	const char *dir, *cluster;
-	struct coh_fabric *fab;
-	struct coh_node *n;
-	/* scenario-local */
-	const struct coh_io *watch; /* the operation whose states the hook records */
-};
-
-#define EFAIL(c, ...)                                                                              \
-	do {                                                                                       \
-		snprintf((c)->sh->why[(c)->id], sizeof((c)->sh->why[0]), __VA_ARGS__);             \
-		fprintf(stderr, "%s node %u: %s\n", __func__, (c)->id, (c)->sh->why[(c)->id]);     \
-		return 1;                                                                          \
-	} while (0)
 
 static void en_io_state(void *arg, const struct coh_io *io, uint32_t state)
 {
@@ -134,127 +77,14 @@ static int en_point(void *arg, uint32_t pt, uint64_t detail)
 	return 0;
 }
 
-static int en_open(struct en_child *c, uint32_t k, uint32_t depth, bool manual)
-{
-	struct coh_fabric_attr fa = { .provider = conf_provider(),
-				      .node_id = c->id,
-				      .cluster = c->cluster };
-	struct coh_node_hooks hooks = { .hooks_size = sizeof(hooks),
-					.arg = c,
-					.io_state = en_io_state,
-					.point = en_point,
-					.manual_engine = manual };
-	struct coh_node_attr na = { .nodes = c->nodes,
-				    .raid = { .level = COH_RAID5, .nelems = 3, .chunk_blocks = 2 },
-				    .elem_blocks = EN_ELEM_BLOCKS,
-				    .replicas = (int)k,
-				    .log_bytes = 256u << 10,
-				    .cache_blocks = 64,
-				    .timeout_ms = 5000,
-				    .queue_depth = depth,
-				    .hooks = &hooks };
-	char paths[3][600];
-	uint32_t i;
-	int ret;
-
-	for (i = 0; i < 3; i++) {
-		snprintf(paths[i], sizeof(paths[i]), "%s/elem%u", c->dir, i);
-		na.elem_paths[i] = paths[i];
-	}
-	ret = coh_fabric_open(&fa, &c->fab);
-	if (ret)
-		return ret;
-	na.fab = c->fab;
-	return coh_node_open(&na, &c->n);
-}
-
-static int en_bar(struct en_child *c, uint32_t i)
-{
-	return bench_sbar_wait(&c->sh->bar[i], EN_WAIT_MS);
-}
-
-/* en_run - fork @nodes node processes running @fn; 0 when every one exits 0. */
-static int en_run(const char *name, uint32_t nodes, uint32_t k, uint32_t depth, bool manual0,
-		  int (*fn)(struct en_child *c), int (*judge)(struct en_shared *sh, uint32_t nodes))
-{
-	char dir[] = "/dev/shm/cohort-engine-XXXXXX", cluster[512];
-	struct en_shared *sh;
-	pid_t pids[EN_MAXN];
-	int failed = 0, r;
-	uint32_t i;
-
-	if (!mkdtemp(dir))
-		return 1;
-	sh = mmap(NULL, sizeof(*sh), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-	if (sh == MAP_FAILED) {
-		bench_remove_tree(dir);
-		return 1;
-	}
-	memset(sh, 0, sizeof(*sh));
-	for (i = 0; i < 8; i++)
-		bench_sbar_init(&sh->bar[i], nodes);
-	bench_sbar_init(&sh->bar_one_less, nodes - 1);
-	if (strcmp(conf_provider(), "shm")) {
-		if (conf_cluster_new(cluster, sizeof(cluster), nodes)) {
-			munmap(sh, sizeof(*sh));
-			bench_remove_tree(dir);
-			return 1;
-		}
-	} else {
-		snprintf(cluster, sizeof(cluster), "%s", dir);
-	}
-	fflush(NULL);
-	for (i = 0; i < nodes; i++) {
-		pids[i] = fork();
-		if (pids[i] == 0) {
-			struct en_child c = {
-				.sh = sh, .id = i, .nodes = nodes, .dir = dir, .cluster = cluster
-			};
-
-			alarm(EN_CHILD_S);
-			r = en_open(&c, k, depth, manual0 && i == 0);
-			if (r) {
-				fprintf(stderr, "%s node %u: open: %s\n", name, i, coh_strerror(r));
-				_exit(1);
-			}
-			r = fn(&c);
-			if (!r && (sh->killed ? bench_sbar_wait(&sh->bar_one_less, EN_WAIT_MS)
-					      : en_bar(&c, 7)))
-				r = 1;
-			if (c.n && coh_node_close(&c.n) && !r)
-				fprintf(stderr, "%s node %u: close failed\n", name, i);
-			coh_fabric_close(&c.fab);
-			_exit(r);
-		}
-		if (pids[i] < 0) {
-			while (i--) {
-				kill(pids[i], SIGKILL);
-				waitpid(pids[i], NULL, 0);
-			}
-			munmap(sh, sizeof(*sh));
-			bench_remove_tree(dir);
-			return 1;
-		}
-	}
-	for (i = 0; i < nodes; i++) {
-		int st = 0;
-
-		if (!bench_wait_child(pids[i], &st, EN_CHILD_S + 10) && (sh->killed >> i & 1) &&
-		    WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL)
-			continue;
-		if (WIFSIGNALED(st) || WEXITSTATUS(st) || (sh->killed >> i & 1)) {
-			fprintf(stderr, "%s: node %u ended badly (%s %d): %s\n", name, i,
-				WIFSIGNALED(st) ? "signal" : "exit",
-				WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st), sh->why[i]);
-			failed = 1;
-		}
-	}
-	if (!failed && judge)
-		failed = judge(sh, nodes);
-	munmap(sh, sizeof(*sh));
-	bench_remove_tree(dir);
-	return failed;
-}
+/* Every node's hooks in these scenarios; the state machine's node 0 runs a manual engine. */
+static const struct coh_node_hooks en_hooks = { .hooks_size = sizeof(en_hooks),
+						.io_state = en_io_state,
+						.point = en_point };
+static const struct coh_node_hooks en_hooks_manual0 = { .hooks_size = sizeof(en_hooks_manual0),
+							.io_state = en_io_state,
+							.point = en_point,
+							.manual_engine = true };
 
 /* The state machine, step by step. */
 
@@ -475,7 +305,7 @@ static int sm_node(struct en_child *c)
 
 int en_state_machine(void)
 {
-	return en_run("engine_state_machine", 3, 1, 4, true, sm_node, NULL);
+	return en_run("engine_state_machine", 3, 1, 4, &en_hooks_manual0, sm_node, NULL);
 }
 
 /* Compare-and-write across the cluster. */
@@ -572,7 +402,7 @@ static int caw_node(struct en_child *c)
 
 int en_compare_write_cluster(void)
 {
-	return en_run("engine_compare_write", 3, 1, 64, false, caw_node, NULL);
+	return en_run("engine_compare_write", 3, 1, 64, &en_hooks, caw_node, NULL);
 }
 
 /* Linearizability with several submitting threads per node. */
@@ -779,7 +609,7 @@ static int lz_judge(struct en_shared *sh, uint32_t nodes)
 
 int en_linz_many_in_flight(void)
 {
-	return en_run("engine_linz", 3, 1, LZ_THREADS * LZ_QD, false, lz_node, lz_judge);
+	return en_run("engine_linz", 3, 1, LZ_THREADS * LZ_QD, &en_hooks, lz_node, lz_judge);
 }
 
 /* Operations in parallel. */
@@ -862,7 +692,7 @@ static int pa_node(struct en_child *c)
 
 int en_parallel(void)
 {
-	return en_run("engine_parallel", 3, 1, 16, false, pa_node, NULL);
+	return en_run("engine_parallel", 3, 1, 16, &en_hooks, pa_node, NULL);
 }
 
 /* A destage while a later write of the block is replicated and not yet installed. */
@@ -929,181 +759,5 @@ static int dr_node(struct en_child *c)
 
 int en_destage_race(void)
 {
-	return en_run("engine_destage_race", 3, 1, 16, false, dr_node, NULL);
+	return en_run("engine_destage_race", 3, 1, 16, &en_hooks, dr_node, NULL);
 }
-
-/* The SCSI unit on the real engine: a unit per node over the same volume, as each controller
- * exports it (built with the host path: COHORT_FRONTEND). */
-#ifdef COHORT_TEST_SCSI
-
-#define SC_ROUNDS 24u
-#define SC_BLOCK 9u
-
-struct sc_wait {
-	pthread_mutex_t lock;
-	pthread_cond_t cond;
-	uint32_t calls;
-};
-
-static void sc_done(struct coh_scsi_cmd *cmd, void *arg)
-{
-	struct sc_wait *w = arg;
-
-	(void)cmd;
-	pthread_mutex_lock(&w->lock);
-	w->calls++;
-	pthread_cond_broadcast(&w->cond);
-	pthread_mutex_unlock(&w->lock);
-}
-
-static int sc_submit(void *ctx, struct coh_io *io)
-{
-	return coh_node_submit(ctx, io);
-}
-
-/* sc_exec - run one command on @lu with @buf, bounded; its status (or -1: no answer in time, or
- * more than one). */
-static int sc_exec(struct coh_scsi_lu *lu, const uint8_t *cdb, uint32_t cdb_len, void *buf,
-		   uint32_t len, struct coh_scsi_cmd *cmd)
-{
-	struct sc_wait w = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0 };
-	struct iovec iov = { buf, len };
-	struct timespec until;
-	int ret = 0;
-
-	memset(cmd, 0, sizeof(*cmd));
-	cmd->cmd_size = sizeof(*cmd);
-	cmd->cdb = cdb;
-	cmd->cdb_len = cdb_len;
-	cmd->iov = &iov;
-	cmd->iov_cnt = 1;
-	cmd->done = sc_done;
-	cmd->done_arg = &w;
-	coh_scsi_cmd_exec(lu, cmd);
-	clock_gettime(CLOCK_REALTIME, &until);
-	until.tv_sec += EN_WAIT_MS / 1000;
-	pthread_mutex_lock(&w.lock);
-	while (!w.calls && !ret)
-		ret = pthread_cond_timedwait(&w.cond, &w.lock, &until);
-	pthread_mutex_unlock(&w.lock);
-	return w.calls == 1 ? cmd->status : -1;
-}
-
-static void sc_rw16(uint8_t *c, uint8_t op, uint64_t lba, uint32_t n)
-{
-	int i;
-
-	memset(c, 0, 16);
-	c[0] = op;
-	for (i = 0; i < 8; i++)
-		c[2 + i] = (uint8_t)(lba >> (56 - 8 * i));
-	for (i = 0; i < 4; i++)
-		c[10 + i] = (uint8_t)(n >> (24 - 8 * i));
-}
-
-static int sc_node(struct en_child *c)
-{
-	static uint8_t buf[2 * EN_BS], back[2 * EN_BS];
-	struct coh_scsi_lu_attr la = { .attr_size = sizeof(la),
-				       .block_size = EN_BS,
-				       .nblocks = coh_node_nblocks(c->n),
-				       .volume_id = { 0xc0, 0x40, 0x77, 7 },
-				       .volume_name = "engine",
-				       .tpg_id = (uint16_t)(c->id + 1),
-				       .rel_port_id = (uint16_t)(c->id + 1),
-				       .tpg_count = (uint16_t)c->nodes,
-				       .submit = sc_submit,
-				       .submit_ctx = c->n };
-	uint8_t cdb[16], inq[6] = { 0x12, 1, 0x83, 0, 128, 0 };
-	static struct coh_scsi_cmd cmd;
-	struct coh_scsi_lu *lu;
-	uint32_t r;
-	int st;
-
-	if (coh_scsi_lu_new(&la, &lu))
-		EFAIL(c, "unit");
-	if (sc_exec(lu, inq, 6, c->sh->vpd83[c->id], 128, &cmd) != COH_SCSI_GOOD)
-		EFAIL(c, "INQUIRY VPD 0x83");
-	inq[2] = 0x80;
-	if (sc_exec(lu, inq, 6, c->sh->vpd80[c->id], 64, &cmd) != COH_SCSI_GOOD)
-		EFAIL(c, "INQUIRY VPD 0x80");
-	/* A write through node 0's unit, read back through every other node's at once. */
-	if (c->id == 0) {
-		bench_fill_block(buf, EN_BS, 0x5c5100000001ull);
-		bench_fill_block(buf + EN_BS, EN_BS, 0x5c5100000002ull);
-		sc_rw16(cdb, 0x8a, 3, 2);
-		if ((st = sc_exec(lu, cdb, 16, buf, sizeof(buf), &cmd)) != COH_SCSI_GOOD)
-			EFAIL(c, "WRITE(16): status %d", st);
-	}
-	if (en_bar(c, 0))
-		EFAIL(c, "barrier 0");
-	if (c->id != 0) {
-		bench_fill_block(buf, EN_BS, 0x5c5100000001ull);
-		bench_fill_block(buf + EN_BS, EN_BS, 0x5c5100000002ull);
-		sc_rw16(cdb, 0x88, 3, 2);
-		if ((st = sc_exec(lu, cdb, 16, back, sizeof(back), &cmd)) != COH_SCSI_GOOD)
-			EFAIL(c, "READ(16): status %d", st);
-		if (memcmp(back, buf, sizeof(buf)))
-			EFAIL(c, "READ(16) through node %u does not return node 0's write", c->id);
-	}
-	/* COMPARE AND WRITE from every node at once against the same old data: one wins. */
-	for (r = 0; r < SC_ROUNDS; r++) {
-		uint64_t old = 0xca0000000000ull | r, mine = 0xcb0000000000ull | r << 8 | c->id;
-
-		if (c->id == 0) {
-			bench_fill_block(buf, EN_BS, old);
-			sc_rw16(cdb, 0x8a, SC_BLOCK, 1);
-			if (sc_exec(lu, cdb, 16, buf, EN_BS, &cmd) != COH_SCSI_GOOD)
-				EFAIL(c, "round %u: WRITE of the old data", r);
-		}
-		if (en_bar(c, 1 + r % 2))
-			EFAIL(c, "round %u: barrier", r);
-		bench_fill_block(buf, EN_BS, old);
-		bench_fill_block(buf + EN_BS, EN_BS, mine);
-		memset(cdb, 0, 16);
-		cdb[0] = 0x89;
-		cdb[9] = SC_BLOCK;
-		cdb[13] = 1;
-		st = sc_exec(lu, cdb, 16, buf, 2 * EN_BS, &cmd);
-		if (st == COH_SCSI_GOOD) {
-			atomic_fetch_add(&c->sh->scsi_winner[r], 1);
-		} else if (st != COH_SCSI_CHECK_CONDITION || (cmd.sense[2] & 0xf) != 0xe ||
-			   cmd.sense[12] != 0x1d) {
-			EFAIL(c, "round %u: COMPARE AND WRITE: status %d, sense key %x asc %x", r,
-			      st, cmd.sense[2] & 0xf, cmd.sense[12]);
-		}
-		if (en_bar(c, 3 + r % 2))
-			EFAIL(c, "round %u: barrier after", r);
-		if (atomic_load(&c->sh->scsi_winner[r]) != 1)
-			EFAIL(c, "round %u: %u COMPARE AND WRITEs succeeded against the same data",
-			      r, atomic_load(&c->sh->scsi_winner[r]));
-	}
-	if (en_bar(c, 5))
-		EFAIL(c, "barrier end");
-	coh_scsi_lu_delete(lu);
-	return 0;
-}
-
-/* sc_judge - every node reported the same identity. */
-static int sc_judge(struct en_shared *sh, uint32_t nodes)
-{
-	uint32_t i;
-
-	for (i = 1; i < nodes; i++) {
-		/* The designators before this node's own port and group (the last 16 bytes). */
-		uint32_t len = ((uint32_t)sh->vpd83[0][2] << 8 | sh->vpd83[0][3]) + 4 - 16;
-
-		if (memcmp(sh->vpd80[i], sh->vpd80[0], 36) ||
-		    memcmp(sh->vpd83[i], sh->vpd83[0], len)) {
-			fprintf(stderr, "engine_scsi: node %u reports another identity\n", i);
-			return 1;
-		}
-	}
-	return 0;
-}
-
-int en_scsi_every_controller(void)
-{
-	return en_run("engine_scsi", 3, 1, 16, false, sc_node, sc_judge);
-}
-#endif

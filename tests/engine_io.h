@@ -28,11 +28,6 @@ int en_parallel(void);
  * the second (its log record was not retired by the destage of the first). */
 int en_destage_race(void);
 
-/* The SCSI unit on three nodes of a real cluster: the same identity on every node, a write
- * through one node's unit read back through the others', and COMPARE AND WRITE raced from every
- * node against the same old data: exactly one wins each round, the others MISCOMPARE. */
-int en_scsi_every_controller(void);
-
 #ifdef __cplusplus
 }
 #endif

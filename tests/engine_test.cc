@@ -43,10 +43,3 @@ TEST(engine, latency_percentiles_from_the_histogram)
 	EXPECT_EQ(coh_lat_percentile(h, 0.95), 7ull << 18);
 	EXPECT_EQ(coh_lat_percentile(h, 1.0), 7ull << 18);
 }
-
-#ifdef COHORT_TEST_SCSI
-TEST(engine, scsi_units_on_every_node_are_one_disk)
-{
-	EXPECT_EQ(en_scsi_every_controller(), 0);
-}
-#endif

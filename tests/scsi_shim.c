@@ -13,8 +13,10 @@
 
 #include "cohort/scsi.h"
 #include "scsi_shim.h"
+#include "scsi_wait.h"
 
 #define SM_QUEUE 64
+#define SM_WAIT_MS 10000 /* for one command (sm_run) */
 
 static struct {
 	struct coh_scsi_lu *lu;
@@ -250,35 +252,23 @@ void sm_set_tpg(uint16_t tpg_id, uint16_t rel_port, uint16_t count)
 	coh_scsi_lu_new(&sm.attr, &sm.lu);
 }
 
-struct sm_wait {
-	pthread_mutex_t lock;
-	pthread_cond_t cond;
-	atomic_uint calls;
-};
-
-static void sm_done(struct coh_scsi_cmd *cmd, void *arg)
-{
-	struct sm_wait *w = arg;
-
-	(void)cmd;
-	pthread_mutex_lock(&w->lock);
-	atomic_fetch_add(&w->calls, 1);
-	pthread_cond_broadcast(&w->cond);
-	pthread_mutex_unlock(&w->lock);
-}
-
 int sm_run(const uint8_t *cdb, uint32_t cdb_len, void *buf, uint32_t len, uint32_t pieces,
 	   struct sm_result *r)
 {
-	struct sm_wait w = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0 };
-	struct coh_scsi_cmd *cmd = calloc(1, sizeof(*cmd));
+	/* One allocation for the command and its wait: left behind, both, if it never answers. */
+	struct sm_pending {
+		struct coh_scsi_cmd cmd;
+		struct sw_wait w;
+	} * run;
 	struct iovec iov[8];
-	struct timespec until;
 	uint32_t i, off = 0, n = pieces ? pieces : 1;
-	int ret = 0;
+	int ret;
 
-	if (!cmd || n > 8)
+	if (n > 8)
 		return -EINVAL;
+	run = calloc(1, sizeof(*run));
+	if (!run)
+		return -ENOMEM;
 	/* Pieces of odd sizes: the first ones short, the last the rest. */
 	for (i = 0; i < n; i++) {
 		uint32_t l = i + 1 < n ? (len - off) / 3 + 1 : len - off;
@@ -289,37 +279,26 @@ int sm_run(const uint8_t *cdb, uint32_t cdb_len, void *buf, uint32_t len, uint32
 		iov[i].iov_len = l;
 		off += l;
 	}
-	cmd->cmd_size = sizeof(*cmd);
-	cmd->cdb = cdb;
-	cmd->cdb_len = cdb_len;
-	cmd->iov = len ? iov : NULL;
-	cmd->iov_cnt = len ? n : 0;
-	cmd->done = sm_done;
-	cmd->done_arg = &w;
-	coh_scsi_cmd_exec(sm.lu, cmd);
-	clock_gettime(CLOCK_REALTIME, &until);
-	until.tv_sec += 10;
-	pthread_mutex_lock(&w.lock);
-	while (!atomic_load(&w.calls) && !ret)
-		ret = -pthread_cond_timedwait(&w.cond, &w.lock, &until);
-	pthread_mutex_unlock(&w.lock);
+	ret = sw_exec(sm.lu, &run->cmd, cdb, cdb_len, len ? iov : NULL, len ? n : 0, SM_WAIT_MS,
+		      &run->w);
 	if (ret) {
 		/* The command may still complete: leak it rather than free what it uses. */
 		return ret;
 	}
 	/* A second callback would come right after the first, from the mock's thread: wait
-	 * (bounded) until that thread is idle with nothing queued, then count. */
+	 * (bounded, by the same deadline) until that thread is idle with nothing queued, then
+	 * count. */
 	if (sm.mode == SM_THREAD) {
 		pthread_mutex_lock(&sm.lock);
 		while ((sm.qn || sm.busy) && !ret)
-			ret = pthread_cond_timedwait(&sm.cond, &sm.lock, &until);
+			ret = pthread_cond_timedwait(&sm.cond, &sm.lock, &run->w.until);
 		pthread_mutex_unlock(&sm.lock);
 		if (ret)
 			return -ETIMEDOUT;
 	}
-	sm_decode(cmd, r);
-	r->calls = atomic_load(&w.calls);
-	free(cmd);
+	sm_decode(&run->cmd, r);
+	r->calls = atomic_load(&run->w.calls);
+	free(run);
 	return 0;
 }
 

@@ -55,10 +55,10 @@ int sm_run(const uint8_t *cdb, uint32_t cdb_len, void *buf, uint32_t len, uint32
  * unit's struct; 0, or -EIO when the unit wrote past the public fields. */
 int sm_run_short(struct sm_result *r);
 
-/* sse_two_controllers (scsi_engine.c) - a unit on each node of a real two-node cluster: one
- * identity, a write through one read through the other, a read past the end, COMPARE AND WRITE
- * raced with one winner a round and the loser's MISCOMPARE offset. 0 when all held. */
-int sse_two_controllers(void);
+/* sse_every_node_one_disk (scsi_engine.c) - a unit on each node of a real three-node cluster:
+ * one identity, a write through one read through the others, a read past the end, COMPARE AND
+ * WRITE raced with one winner a round and each loser's MISCOMPARE offset. 0 when all held. */
+int sse_every_node_one_disk(void);
 
 #ifdef __cplusplus
 }

@@ -777,7 +777,7 @@ TEST(scsi, a_command_struct_too_short_is_refused)
 }
 
 // The unit on a real cluster (tests/scsi_engine.c; ctest scsi_engine, label frontend).
-TEST(scsi_engine, two_controllers_one_disk)
+TEST(scsi_engine, units_on_every_node_are_one_disk)
 {
-	EXPECT_EQ(0, sse_two_controllers());
+	EXPECT_EQ(0, sse_every_node_one_disk());
 }
