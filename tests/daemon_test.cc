@@ -318,7 +318,8 @@ TEST_F(conf, parse__duplicates)
 TEST_F(conf, parse__device_names_carry_the_node_id)
 {
 	// "%n" is the node id, so that the nodes of one host make different backstores.
-	std::string t = good() + "[export eb]\nvolume = b\ndevice = vol-b.%n\n";
+	std::string t = good() + "[export eb]\nvolume = b\ndevice = vol-b.%n\n" +
+			"[daemon]\ncontrol = /run/c/%n.sock\n";
 	struct daemon_conf *c = nullptr;
 	char err[512] = "";
 
@@ -328,6 +329,7 @@ TEST_F(conf, parse__device_names_carry_the_node_id)
 		    << err;
 		ASSERT_EQ(c->nexports, 2u);
 		EXPECT_EQ(std::string(c->exports[1].device), "vol-b." + std::to_string(node));
+		EXPECT_EQ(std::string(c->control), "/run/c/" + std::to_string(node) + ".sock");
 		daemon_conf_delete(&c);
 	}
 	EXPECT_EQ(

@@ -148,6 +148,8 @@ static json_t *cd_stats(struct cohortd *d)
 	cur = malloc(sizeof(*cur));
 	if (!prev || !cur)
 		goto out;
+	/* The rates come from the main thread's last two samples (about a second apart); the
+	 * counters are read now, so that what a client just did is counted in the answer. */
 	pthread_mutex_lock(&d->lock);
 	*prev = d->prev;
 	*cur = d->cur;
@@ -157,6 +159,8 @@ static json_t *cd_stats(struct cohortd *d)
 		rr = (double)(cur->reads - prev->reads) / secs;
 		wr = (double)(cur->writes - prev->writes) / secs;
 	}
+	if (coh_node_stats(d->node, cur))
+		goto out;
 	if (cur->cache_valid && cur->cache_hits + cur->cache_misses)
 		hit = (double)cur->cache_hits / (double)(cur->cache_hits + cur->cache_misses);
 	r = json_pack(

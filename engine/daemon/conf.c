@@ -150,8 +150,8 @@ static bool dconf_device_ok(const char *s)
 	return !*s && dconf_name_ok(buf);
 }
 
-/* dconf_device_expand - @raw with each "%n" replaced by @node; fits, by dconf_device_ok. */
-static void dconf_device_expand(const char *raw, uint32_t node, char *out, size_t len)
+/* dconf_expand_node - @raw with each "%n" replaced by @node (at most 2 digits: it fits). */
+static void dconf_expand_node(const char *raw, uint32_t node, char *out, size_t len)
 {
 	size_t o = 0;
 
@@ -936,7 +936,7 @@ static int dconf_exports(struct dconf_parse *p)
 			char raw[sizeof(e->device)];
 
 			strcpy(raw, e->device);
-			dconf_device_expand(raw, c->node, e->device, sizeof(e->device));
+			dconf_expand_node(raw, c->node, e->device, sizeof(e->device));
 		}
 		for (j = 0; j < i; j++) {
 			if (c->exports[j].hba == e->hba && !strcmp(c->exports[j].device, e->device))
@@ -980,9 +980,15 @@ static int dconf_check(struct dconf_parse *p)
 	if (c->replicas >= (int)c->nodes)
 		return dconf_fail(p, p->key_line[DCONF_LOG][2], "log", "replicas",
 				  "%d is not below nodes = %u", c->replicas, c->nodes);
-	if (!c->control[0])
+	if (!c->control[0]) {
 		snprintf(c->control, sizeof(c->control), "/run/cohort/%s-%u.sock", c->cluster,
 			 c->node);
+	} else {
+		char raw[sizeof(c->control)];
+
+		strcpy(raw, c->control);
+		dconf_expand_node(raw, c->node, c->control, sizeof(c->control));
+	}
 	if (!dconf_volumes(p) || !dconf_exports(p))
 		return 0;
 	/* Last: the secret file is the one check that reads something outside the config. */
