@@ -7,34 +7,43 @@
 #                                        this in its own boot)
 #
 # Steps, in order (a line and PASS/FAIL for each; exit non-zero on any failure):
-#   a. modules; a 3-node shm cluster of tcmu_serve (3, so that one can die and the others keep
-#      a majority), one TCMU device per node (user_<n+1>/cohort<n>), a tcm_loop LUN for each:
-#      three SCSI disks, paths A, B and C
+#   a. modules; a 3-node shm cluster of cohortd (3, so that one can die and the others keep a
+#      majority) from one config file, each exporting volume vol0 as its own TCMU backstore
+#      (user_1/cohort-vol0-<n>); cohortctl exports says attached (created); a tcm_loop LUN for
+#      each: three SCSI disks, paths A, B and C
 #   b. sg3_utils on every path: standard INQUIRY; the same VPD 0x80 serial and 0x83 NAA on every
-#      path; READ CAPACITY(16); REPORT TARGET PORT GROUPS active/optimized; a READ(16) past the
-#      end gets ILLEGAL REQUEST, LBA OUT OF RANGE (21h/00h); COMPARE AND WRITE succeeds with the
-#      right compare data (and path B reads the new data at once) and MISCOMPAREs with stale data;
+#      path, and the serial is the volume id cohortctl volumes shows; READ CAPACITY(16) is the
+#      volume's size; REPORT TARGET PORT GROUPS active/optimized; a READ(16) past the end gets
+#      ILLEGAL REQUEST, LBA OUT OF RANGE (21h/00h); COMPARE AND WRITE succeeds with the right
+#      compare data (and path B reads the new data at once) and MISCOMPAREs with stale data;
 #      PERSISTENT RESERVE IN is refused (INVALID COMMAND OPERATION CODE: reservations per node
 #      only would be a false promise)
 #   c. fio --verify=crc32c (direct, libaio, QD 16, 4 KiB random writes over 2 MiB) through path A,
-#      then the same data verified through path B (fio --verify_only) and compared with dd
-#   d. node 0's server SIGKILLed while fio writes and verifies through path B; fio completes; the
-#      server starts again, reattaches to its device (block_dev, reset_ring), and path A serves
-#      and verifies step c's data again
+#      then the same data verified through path B (fio --verify_only) and compared with dd;
+#      cohortctl stats on node 0 counts the writes with latency percentiles, node 1 the reads
+#   d. node 0's cohortd SIGKILLed while fio writes and verifies through path B; fio completes;
+#      the daemon starts again, rejoins, reattaches to its backstore (block_dev, reset_ring;
+#      cohortctl exports says reattached), and path A serves and verifies step c's data again
 #   e. dm-multipath (multipath with a config of its own, in a mount namespace so that the
 #      host's /etc is untouched: multibus, find_multipaths no, bounded no_path_retry): one map
-#      over the three paths, all active; fio verify on it; then node 2's server SIGTERMed
-#      mid-run and the I/O goes on over the other paths
+#      over the three paths, all active; fio verify on it; then node 2's cohortd SIGTERMed
+#      mid-run (a clean leave: its unit says ALUA unavailable, it destages, exit 0); the I/O
+#      goes on over the other paths and cohortctl status shows 2 of 3 members
 #   f. an iSCSI target on 127.0.0.1:3260 over node 0's device (scripts/lio.sh iscsi), a login
 #      with libiscsi's iscsi-inq (the same serial) and iscsi-readcapacity16
-# Every command is bounded with timeout. Uses $COHORT_BUILD_DIR/bin/tcmu_serve.
+#   g. SIGHUP: [export vol1] added to the config; nodes 0 and 1 reload and attach it without
+#      touching vol0's I/O; through their new LUNs, vol1 has its own size and serial, data
+#      written through node 0 reads back through node 1, and vol0's data still verifies (the
+#      volumes are separate ranges of the group)
+#   h. cohortctl stop: an ordered stop of the cluster; every daemon exits 0
+# Every command is bounded with timeout. Uses $COHORT_BUILD_DIR/bin/cohortd and cohortctl.
 set -uo pipefail
 top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build=${COHORT_BUILD_DIR:-$top/build}
 
 if [ "${1:-}" != "--in-guest" ]; then
-	[ -x "$build/bin/tcmu_serve" ] || {
-		echo "rig-frontend: $build/bin/tcmu_serve not built" >&2
+	[ -x "$build/bin/cohortd" ] && [ -x "$build/bin/cohortctl" ] || {
+		echo "rig-frontend: $build/bin/cohortd or cohortctl not built" >&2
 		exit 1
 	}
 	COHORT_VM_TIMEOUT=${COHORT_VM_TIMEOUT:-900} COHORT_VM_MODULES="${COHORT_VM_MODULES:-} sd_mod" \
@@ -42,16 +51,19 @@ if [ "${1:-}" != "--in-guest" ]; then
 fi
 
 NODES=3
-VOLID=c0407700000000000000000000000001
-serve=$build/bin/tcmu_serve
+HBA=1
+cohortd=$build/bin/cohortd
+cohortctl=$build/bin/cohortctl
 lio=$top/scripts/lio.sh
 W=$(mktemp -d /tmp/cohort-fe.XXXXXX)
+CONF=$W/cohort.conf
 export COHORT_LIO_STATE=$W/lio.list
 cd "$W" || exit 1 # fio and friends leave their files here
 pids=()
 disks=()
 fail=0
 maps=0
+VOLID=
 
 say() { echo "=== frontend: $*"; }
 bad() {
@@ -72,14 +84,64 @@ step() {
 	return 1
 }
 
+# The cluster's one config file (docs/daemon.md): every node reads it with its own --node.
+write_conf() {
+	head -c 32 /dev/urandom >"$W/secret"
+	chmod 0600 "$W/secret"
+	mkdir -p "$W/cluster" "$W/log"
+	cat >"$CONF" <<-EOF
+		[cluster]
+		name = rig
+		nodes = $NODES
+		provider = shm
+		address = $W/cluster
+		secret = $W/secret
+		timeout_ms = 2000
+
+		[group]
+		raid = raid5
+		element0 = $W/elem0
+		element1 = $W/elem1
+		element2 = $W/elem2
+		element_size = 16M
+		chunk = 64K
+
+		[log]
+		dir = $W/log
+		bytes = 8M
+		replicas = 1
+
+		[cache]
+		blocks = 2048
+		lanes = 2
+
+		[daemon]
+		control = $W/run/rig-%n.sock
+
+		[volume vol0]
+		size = 24M
+
+		[volume vol1]
+		size = 4M
+
+		[export vol0]
+		volume = vol0
+		device = cohort-vol0-%n
+		hba = $HBA
+	EOF
+}
+ctl() { # ctl <id> <args...>: cohortctl against node <id>
+	local i=$1
+	shift
+	timeout 70 "$cohortctl" -c "$CONF" --node "$i" "$@"
+}
 start_node() { # start_node <id>: in the background; its log is $W/node<id>.log
 	local i=$1
-	"$serve" --dir "$W/cluster" --nodes $NODES --id "$i" --hba $((i + 1)) --name "cohort$i" \
-		--volume-id $VOLID --elem-blocks 2048 --cmd-time-out 15 >>"$W/node$i.log" 2>&1 &
+	"$cohortd" -c "$CONF" --node "$i" >>"$W/node$i.log" 2>&1 &
 	pids[i]=$!
 }
-ready_count() { grep -c 'tcmu_serve: ready' "$W/node$1.log" 2>/dev/null || true; }
-wait_ready() { # wait_ready <id> <count>: its <count>-th ready line, at most 180 s
+ready_count() { grep -c 'control: listening on' "$W/node$1.log" 2>/dev/null || true; }
+wait_ready() { # wait_ready <id> <count>: its <count>-th "listening" line, at most 180 s
 	local i=$1 want=$2 t
 	for ((t = 0; t < 1800; t++)); do
 		[ "$(ready_count "$i")" -ge "$want" ] && return 0
@@ -88,22 +150,25 @@ wait_ready() { # wait_ready <id> <count>: its <count>-th ready line, at most 180
 	done
 	bad "node $i not ready within 180 s: $(tail -n 5 "$W/node$i.log")"
 }
-stop_node() { # stop_node <id> <signal>: signal and reap it, bounded
+stop_node() { # stop_node <id> <signal>: signal and reap it, bounded; its exit status
 	local i=$1 sig=$2 t
 	[ -n "${pids[i]:-}" ] || return 0
 	kill -"$sig" "${pids[i]}" 2>/dev/null || true
-	for ((t = 0; t < 600; t++)); do
+	for ((t = 0; t < 1200; t++)); do
 		kill -0 "${pids[i]}" 2>/dev/null || break
 		sleep 0.1
 	done
 	if kill -0 "${pids[i]}" 2>/dev/null; then
-		echo "frontend: node $i did not exit within 60 s of SIG$sig; killing it" >&2
+		echo "frontend: node $i did not exit within 120 s of SIG$sig; killing it" >&2
 		kill -KILL "${pids[i]}" 2>/dev/null
 	fi
 	wait "${pids[i]}"
 	local rc=$?
 	pids[i]=
 	return $rc
+}
+export_state() { # export_state <id> <export>: its state in cohortctl exports (JSON)
+	ctl "$1" --json exports | jq -r --arg e "$2" '.exports[] | select(.name == $e) | .state'
 }
 
 cleanup() {
@@ -115,7 +180,8 @@ cleanup() {
 	timeout 60 "$lio" clean || echo "frontend: lio.sh clean left something" >&2
 	for ((i = 0; i < NODES; i++)); do stop_node "$i" TERM || true; done
 	for ((i = 0; i < NODES; i++)); do
-		rmdir "/sys/kernel/config/target/core/user_$((i + 1))/cohort$i" 2>/dev/null || true
+		rmdir "/sys/kernel/config/target/core/user_$HBA/cohort-vol0-$i" \
+			"/sys/kernel/config/target/core/user_$HBA/cohort-vol1-$i" 2>/dev/null || true
 	done
 	if [ $fail = 1 ]; then
 		for ((i = 0; i < NODES; i++)); do
@@ -129,18 +195,27 @@ trap cleanup EXIT
 
 # ---------------------------------------------------------------- a
 step_setup() {
-	local i d m
+	local i d m st
 	for m in target_core_user tcm_loop sd_mod dm_multipath dm_round_robin dm_service_time; do
 		[ -d "/sys/module/$m" ] || timeout 60 modprobe "$m" || bad "modprobe $m" || return 1
 	done
-	mkdir -p "$W/cluster"
+	write_conf
+	mkdir -p "$W/run"
+	chmod 0700 "$W/run"
+	timeout 30 "$cohortd" -c "$CONF" --node 0 --check >"$W/check.log" 2>&1 ||
+		bad "cohortd --check: $(cat "$W/check.log")" || return 1
 	for ((i = 0; i < NODES; i++)); do start_node "$i"; done
 	for ((i = 0; i < NODES; i++)); do wait_ready "$i" 1 || return 1; done
 	for ((i = 0; i < NODES; i++)); do
-		d=$(timeout 60 "$lio" loop "user_$((i + 1))/cohort$i" "naa.5001405c0e0a000$((i + 1))") ||
+		st=$(export_state "$i" vol0)
+		[[ $st == "attached "*"(created)" ]] || bad "node $i: export vol0: $st" || return 1
+		d=$(timeout 60 "$lio" loop "user_$HBA/cohort-vol0-$i" "naa.5001405c0e0a000$((i + 1))") ||
 			bad "lio.sh loop for node $i failed" || return 1
 		disks[i]=$d
 	done
+	ctl 0 exports
+	VOLID=$(ctl 0 --json volumes | jq -r '.volumes[] | select(.name == "vol0") | .id')
+	[ -n "$VOLID" ] || bad "cohortctl volumes has no vol0" || return 1
 	echo "frontend: paths A=${disks[0]} B=${disks[1]} C=${disks[2]}"
 }
 
@@ -170,6 +245,7 @@ step_sg() {
 	cap=$(timeout 30 sg_readcap -l "${disks[0]}") || bad "sg_readcap -l" || return 1
 	last=$(sed -n 's/.*Last LBA=\([0-9]*\).*/\1/p' <<<"$cap" | head -n1)
 	[ -n "$last" ] || bad "no Last LBA in: $cap" || return 1
+	[ "$last" = $((24 * 256 - 1)) ] || bad "Last LBA $last: vol0 is 24 MiB, 6144 blocks" || return 1
 	# READ(16) of one block just past the end.
 	lba=$(printf '%016x' $((last + 1)) | sed 's/../& /g')
 	out=$(timeout 30 sg_raw -r 4096 "${disks[0]}" 88 00 $lba 00 00 00 01 00 00 2>&1)
@@ -217,11 +293,21 @@ step_fio() {
 	cmp <(timeout 60 dd if="${disks[0]}" bs=1M skip=1 count=2 iflag=direct status=none) \
 		<(timeout 60 dd if="${disks[1]}" bs=1M skip=1 count=2 iflag=direct status=none) ||
 		bad "paths A and B read different data" || return 1
+	# The daemons count what their units served: node 0 wrote, node 1 read (fio's verify).
+	local a b
+	a=$(ctl 0 --json stats) || bad "cohortctl stats on node 0: $a" || return 1
+	b=$(ctl 1 --json stats) || bad "cohortctl stats on node 1: $b" || return 1
+	jq -e '.writes >= 512 and .latency_ns.write.p50 > 0 and .latency_ns.write.p99 >= .latency_ns.write.p50' \
+		<<<"$a" >/dev/null || bad "node 0's stats do not count fio's writes: $a" || return 1
+	jq -e '.reads >= 512 and .latency_ns.read.p50 > 0' <<<"$b" >/dev/null ||
+		bad "node 1's stats do not count the verify's reads: $b" || return 1
+	ctl 0 stats
+	echo "frontend: cohortctl stats: node 0 $(jq -c '{writes, w: .latency_ns.write}' <<<"$a"), node 1 $(jq -c '{reads, r: .latency_ns.read}' <<<"$b")"
 }
 
 # ---------------------------------------------------------------- d
 step_restart() {
-	local fpid rc
+	local fpid rc st
 	timeout 300 fio --name=fe-b --filename="${disks[1]}" --direct=1 --ioengine=libaio --iodepth=16 \
 		--rw=randwrite --bs=4k --offset=4m --size=2m --verify=crc32c --verify_fatal=1 \
 		--verify_backlog=64 --verify_state_save=0 --runtime=30 --time_based --output="$W/fio-b.log" &
@@ -233,7 +319,9 @@ step_restart() {
 	echo "frontend: node 0 SIGKILLed during fio on path B"
 	start_node 0
 	wait_ready 0 2 || return 1
-	grep -q 'reattached to' "$W/node0.log" || bad "node 0 did not reattach: $(tail -n 5 "$W/node0.log")" || return 1
+	st=$(export_state 0 vol0)
+	[[ $st == "attached "*"(reattached)" ]] || bad "node 0 did not reattach: $st" || return 1
+	echo "frontend: node 0 back: export vol0 $st"
 	wait $fpid
 	rc=$?
 	[ $rc = 0 ] || bad "fio through B across node 0's death: status $rc: $(tail -n 20 "$W/fio-b.log")" || return 1
@@ -310,17 +398,20 @@ step_multipath() {
 		--verify_backlog=64 --verify_state_save=0 --runtime=25 --time_based --output="$W/fio-mp.log" &
 	fpid=$!
 	sleep 3 # mid-run, as in step d
-	stop_node 2 TERM || bad "node 2 did not close cleanly: $(tail -n 5 "$W/node2.log")" || return 1
-	echo "frontend: node 2 stopped (SIGTERM) during fio on $dev"
+	stop_node 2 TERM || bad "cohortd of node 2 did not leave cleanly: $(tail -n 5 "$W/node2.log")" || return 1
+	grep -q 'node: closed cleanly' "$W/node2.log" || bad "node 2: no clean close: $(tail -n 5 "$W/node2.log")" || return 1
+	echo "frontend: node 2's cohortd stopped (SIGTERM, exit 0) during fio on $dev"
 	wait $fpid
 	rc=$?
 	[ $rc = 0 ] || bad "fio on $dev across node 2's stop: status $rc: $(tail -n 20 "$W/fio-mp.log")" || return 1
+	ctl 0 status | tee "$W/status"
+	grep -q '2 of 3 members, quorum yes' "$W/status" || bad "node 0's status after node 2 left" || return 1
 }
 
 # ---------------------------------------------------------------- f
 step_iscsi() {
 	local url out
-	url=$(timeout 60 "$lio" iscsi user_1/cohort0 iqn.2026-01.io.cohort:vol0) ||
+	url=$(timeout 60 "$lio" iscsi "user_$HBA/cohort-vol0-0" iqn.2026-01.io.cohort:vol0) ||
 		bad "lio.sh iscsi failed" || return 1
 	out=$(timeout 60 iscsi-inq -e 1 -c 128 "$url" 2>&1) || bad "iscsi-inq $url: $out" || return 1
 	grep -qi "$VOLID" <<<"$out" || bad "iSCSI VPD 0x80 lacks the serial: $out" || return 1
@@ -328,11 +419,71 @@ step_iscsi() {
 	echo "frontend: iSCSI login on $url; the same serial; $(grep -i 'logical block address' <<<"$out")"
 }
 
-step "a. cluster of $NODES tcmu_serve, one tcm_loop LUN each" step_setup || exit 1
+# ---------------------------------------------------------------- g
+step_reload() {
+	local i t e1 e2 s0 s1 fpid rc st
+	cat >>"$CONF" <<-EOF
+
+		[export vol1]
+		volume = vol1
+		device = cohort-vol1-%n
+		hba = $HBA
+	EOF
+	# vol0's I/O goes on through path A across the reload
+	timeout 300 fio --name=fe-hup --filename="${disks[0]}" --direct=1 --ioengine=libaio --iodepth=16 \
+		--rw=randwrite --bs=4k --offset=16m --size=2m --verify=crc32c --verify_fatal=1 \
+		--verify_backlog=64 --verify_state_save=0 --runtime=10 --time_based --output="$W/fio-hup.log" &
+	fpid=$!
+	for i in 0 1; do
+		kill -HUP "${pids[i]}" || bad "SIGHUP node $i" || return 1
+	done
+	for i in 0 1; do
+		for ((t = 0; t < 600; t++)); do
+			grep -q 'config: reloaded: 2 exports' "$W/node$i.log" && break
+			sleep 0.1
+		done
+		grep -q 'config: reloaded: 2 exports' "$W/node$i.log" ||
+			bad "node $i did not reload: $(tail -n 5 "$W/node$i.log")" || return 1
+		st=$(export_state "$i" vol1)
+		[[ $st == "attached "*"(created)" ]] || bad "node $i: export vol1: $st" || return 1
+	done
+	wait $fpid
+	rc=$?
+	[ $rc = 0 ] || bad "fio on path A across the reload: status $rc: $(tail -n 20 "$W/fio-hup.log")" || return 1
+	e1=$(timeout 60 "$lio" loop "user_$HBA/cohort-vol1-0" naa.5001405c0e0a0011) || bad "lio.sh loop vol1 on node 0" || return 1
+	e2=$(timeout 60 "$lio" loop "user_$HBA/cohort-vol1-1" naa.5001405c0e0a0012) || bad "lio.sh loop vol1 on node 1" || return 1
+	s0=$(serial_of "$e1")
+	s1=$(serial_of "$e2")
+	[ -n "$s0" ] && [ "$s0" = "$s1" ] || bad "vol1's serial: $s0 on node 0, $s1 on node 1" || return 1
+	[ "${s0,,}" != "$VOLID" ] || bad "vol1 has vol0's serial" || return 1
+	[ "${s0,,}" = "$(ctl 0 --json volumes | jq -r '.volumes[] | select(.name == "vol1") | .id')" ] ||
+		bad "vol1's serial $s0 is not its id in cohortctl volumes" || return 1
+	timeout 30 sg_readcap -l "$e1" | grep -q 'Last LBA=1023' || bad "vol1 is not 4 MiB: $(timeout 30 sg_readcap -l "$e1")" || return 1
+	head -c 4M /dev/urandom >"$W/vol1.img"
+	timeout 60 dd if="$W/vol1.img" of="$e1" bs=1M oflag=direct status=none || bad "dd to vol1 via node 0" || return 1
+	cmp <(timeout 60 dd if="$e2" bs=1M iflag=direct status=none) "$W/vol1.img" ||
+		bad "vol1 through node 1 differs from what node 0 wrote" || return 1
+	fio_job "${disks[0]}" 1m --verify_only || bad "vol0 after vol1 was written: $(tail -n 20 "$W/fio.log")" || return 1
+	echo "frontend: vol1 exported by SIGHUP on nodes 0 and 1 (serial $s0, 1024 blocks); vol0 untouched"
+}
+
+# ---------------------------------------------------------------- h
+step_stop() {
+	local i out
+	out=$(ctl 1 stop 2>&1) || bad "cohortctl stop: $out" || return 1
+	echo "frontend: $out"
+	for i in 0 1; do
+		stop_node "$i" 0 || bad "node $i: exit status $? after the cluster stop" || return 1
+	done
+}
+
+step "a. cluster of $NODES cohortd, one TCMU export and tcm_loop LUN each" step_setup || exit 1
 step "b. sg3_utils: identity, capacity, ALUA, out-of-range sense, COMPARE AND WRITE" step_sg
 step "c. fio verify through path A, read back through path B" step_fio
-step "d. node 0 SIGKILLed during fio on path B, restarted, path A back" step_restart
+step "d. node 0's cohortd SIGKILLed during fio on path B, restarted, reattached" step_restart
 step "e. dm-multipath over every path, fio verify, a server stopped mid-run" step_multipath
 step "f. iSCSI on 127.0.0.1 with a libiscsi client" step_iscsi
+step "g. SIGHUP adds an export of vol1 on nodes 0 and 1 while vol0 is in use" step_reload
+step "h. cohortctl stop: every daemon exits 0" step_stop
 if [ $fail = 0 ]; then say "PASS"; else say "FAIL"; fi
 exit $fail

@@ -58,7 +58,7 @@ if [ ! -x "$build/bin/rdma_smoke" ] || [ ! -x "$build/bin/cache_test" ] ||
 	[ ! -x "$build/bin/engine_test" ] ||
 	[ ! -x "$build/bin/takeover_test" ] || [ ! -x "$build/bin/races_test" ] ||
 	[ ! -x "$build/bin/lifecycle_test" ] || [ ! -x "$build/bin/powerloss" ] ||
-	[ ! -x "$build/bin/tcmu_serve" ]; then
+	[ ! -x "$build/bin/cohortd" ] || [ ! -x "$build/bin/cohortctl" ]; then
 	"$top/scripts/setup.sh"
 fi
 [ -x "$build/bin/rdma_smoke" ] || { echo "rig-test: the rdma provider was not built" >&2; exit 1; }
