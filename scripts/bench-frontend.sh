@@ -3,9 +3,9 @@
 # fio (libaio, direct, 4 KiB random reads and writes at queue depth 1 and 16) through tcm_loop on
 #   lio_ramdisk   the kernel's rd_mcp backstore: LIO and tcm_loop with no userspace at all (the
 #                 floor of any TCMU backstore on this kernel)
-#   cohort_k1     a Cohort volume exported through TCMU by node 0 of a 2-node shm cluster
-#                 (tests/tcmu_serve.c), each write replicated into node 1's log (k = 1) before it
-#                 is acknowledged
+#   cohort_k1     a Cohort volume exported through TCMU by node 0 of a 2-node shm cluster of
+#                 cohortd, each write replicated into node 1's log (k = 1) before it is
+#                 acknowledged
 # inside the VM rig's guest (scripts/vm.sh: the Debian 6.1 kernel under qemu TCG, 2 vCPUs). The
 # two run one after the other on the same guest, so they share its noise.
 #
@@ -39,9 +39,9 @@ if [ "${1:-}" != "--in-guest" ]; then
 		echo "bench-frontend: --runtime wants 1..999 seconds" >&2
 		exit 2
 	}
-	[ -x "$build/bin/tcmu_serve" ] || "$top/scripts/setup.sh"
-	[ -x "$build/bin/tcmu_serve" ] || {
-		echo "bench-frontend: $build/bin/tcmu_serve not built" >&2
+	[ -x "$build/bin/cohortd" ] || "$top/scripts/setup.sh"
+	[ -x "$build/bin/cohortd" ] || {
+		echo "bench-frontend: $build/bin/cohortd not built" >&2
 		exit 1
 	}
 	COHORT_VM_TIMEOUT=${COHORT_VM_TIMEOUT:-1200} COHORT_VM_MODULES="${COHORT_VM_MODULES:-} sd_mod" \
@@ -51,12 +51,12 @@ fi
 
 runtime=${BENCH_RUNTIME:-10}
 csv=${BENCH_CSV:-0}
-serve=$build/bin/tcmu_serve
 lio=$top/scripts/lio.sh
+# shellcheck source=cohortd-cluster.sh
+. "$top/scripts/cohortd-cluster.sh"
 cfs=/sys/kernel/config/target/core
 W=$(mktemp -d /tmp/cohort-bf.XXXXXX)
 export COHORT_LIO_STATE=$W/lio.list
-pids=()
 rows=()
 
 die() {
@@ -66,10 +66,9 @@ die() {
 cleanup() {
 	local p
 	timeout 60 "$lio" clean >/dev/null 2>&1 || true
-	for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-	for p in "${pids[@]}"; do timeout 60 tail --pid="$p" -f /dev/null 2>/dev/null || kill -KILL "$p" 2>/dev/null; done
+	for p in 0 1; do cc_stop $p TERM >/dev/null 2>&1; done
 	rmdir "$cfs/rd_mcp_9/ram0" "$cfs/rd_mcp_9" 2>/dev/null || true
-	rmdir "$cfs/user_1/bench0" 2>/dev/null || true
+	rmdir "$cfs/user_1/bench-0" "$cfs/user_1/bench-1" 2>/dev/null || true
 	rm -rf "$W"
 }
 trap cleanup EXIT
@@ -112,27 +111,32 @@ disk=$(timeout 60 "$lio" loop rd_mcp_9/ram0 naa.5001405b0000a001) || die "lio.sh
 job lio_ramdisk "$disk"
 
 # Cohort: node 0 of a 2-node shm cluster exports the volume; node 1 keeps its log copy.
-mkdir -p "$W/cluster"
-for i in 0 1; do
-	"$serve" --dir "$W/cluster" --nodes 2 --id $i --hba $((i + 1)) --name bench$i \
-		--volume-id c0407700000000000000000000000b01 --elem-blocks 16384 >"$W/node$i.log" 2>&1 &
-	pids+=($!)
-done
-for i in 0 1; do
-	for ((t = 0; t < 1800; t++)); do
-		grep -q 'tcmu_serve: ready' "$W/node$i.log" 2>/dev/null && break
-		kill -0 "${pids[i]}" 2>/dev/null || die "node $i exited: $(tail -n 5 "$W/node$i.log")"
-		sleep 0.1
-	done
-	grep -q 'tcmu_serve: ready' "$W/node$i.log" || die "node $i not ready in 180 s"
-done
-disk=$(timeout 60 "$lio" loop user_1/bench0 naa.5001405b0000a002) || die "lio.sh loop (cohort)"
+cc_init "$W" 2 64M
+cat >>"$CC_CONF" <<EOF
+
+[log]
+dir = $W/log
+bytes = 4M
+replicas = 1
+
+[cache]
+blocks = 1024
+
+[volume vol0]
+size = 128M
+
+[export vol0]
+volume = vol0
+device = bench-%n
+hba = 1
+EOF
+for i in 0 1; do cc_start $i; done
+for i in 0 1; do cc_wait_ready $i 1 || die "cohortd node $i did not start"; done
+disk=$(timeout 60 "$lio" loop user_1/bench-0 naa.5001405b0000a002) || die "lio.sh loop (cohort)"
 job cohort_k1 "$disk"
 
-# What node 0 saw (the engine's own latency and log counters), before the table.
-kill -TERM "${pids[0]}" 2>/dev/null
-timeout 60 tail --pid="${pids[0]}" -f /dev/null 2>/dev/null
-grep -h 'stats:' "$W/node0.log" >&2 || true
+# What node 0 saw (the engine's own latency, cache and lock counters), before the table.
+cc_ctl 0 stats >&2 || true
 
 if [ "$csv" = 1 ]; then
 	echo "suite,op,provider,size,samples,min_ns,p50_ns,p99_ns,p999_ns,max_ns"

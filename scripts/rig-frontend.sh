@@ -52,14 +52,12 @@ fi
 
 NODES=3
 HBA=1
-cohortd=$build/bin/cohortd
-cohortctl=$build/bin/cohortctl
 lio=$top/scripts/lio.sh
+# shellcheck source=cohortd-cluster.sh
+. "$top/scripts/cohortd-cluster.sh"
 W=$(mktemp -d /tmp/cohort-fe.XXXXXX)
-CONF=$W/cohort.conf
 export COHORT_LIO_STATE=$W/lio.list
 cd "$W" || exit 1 # fio and friends leave their files here
-pids=()
 disks=()
 fail=0
 maps=0
@@ -84,93 +82,6 @@ step() {
 	return 1
 }
 
-# The cluster's one config file (docs/daemon.md): every node reads it with its own --node.
-write_conf() {
-	head -c 32 /dev/urandom >"$W/secret"
-	chmod 0600 "$W/secret"
-	mkdir -p "$W/cluster" "$W/log"
-	cat >"$CONF" <<-EOF
-		[cluster]
-		name = rig
-		nodes = $NODES
-		provider = shm
-		address = $W/cluster
-		secret = $W/secret
-		timeout_ms = 2000
-
-		[group]
-		raid = raid5
-		element0 = $W/elem0
-		element1 = $W/elem1
-		element2 = $W/elem2
-		element_size = 16M
-		chunk = 64K
-
-		[log]
-		dir = $W/log
-		bytes = 8M
-		replicas = 1
-
-		[cache]
-		blocks = 2048
-		lanes = 2
-
-		[daemon]
-		control = $W/run/rig-%n.sock
-
-		[volume vol0]
-		size = 24M
-
-		[volume vol1]
-		size = 4M
-
-		[export vol0]
-		volume = vol0
-		device = cohort-vol0-%n
-		hba = $HBA
-	EOF
-}
-ctl() { # ctl <id> <args...>: cohortctl against node <id>
-	local i=$1
-	shift
-	timeout 70 "$cohortctl" -c "$CONF" --node "$i" "$@"
-}
-start_node() { # start_node <id>: in the background; its log is $W/node<id>.log
-	local i=$1
-	"$cohortd" -c "$CONF" --node "$i" >>"$W/node$i.log" 2>&1 &
-	pids[i]=$!
-}
-ready_count() { grep -c 'control: listening on' "$W/node$1.log" 2>/dev/null || true; }
-wait_ready() { # wait_ready <id> <count>: its <count>-th "listening" line, at most 180 s
-	local i=$1 want=$2 t
-	for ((t = 0; t < 1800; t++)); do
-		[ "$(ready_count "$i")" -ge "$want" ] && return 0
-		kill -0 "${pids[i]}" 2>/dev/null || bad "node $i exited: $(tail -n 5 "$W/node$i.log")" || return 1
-		sleep 0.1
-	done
-	bad "node $i not ready within 180 s: $(tail -n 5 "$W/node$i.log")"
-}
-stop_node() { # stop_node <id> <signal>: signal and reap it, bounded; its exit status
-	local i=$1 sig=$2 t
-	[ -n "${pids[i]:-}" ] || return 0
-	kill -"$sig" "${pids[i]}" 2>/dev/null || true
-	for ((t = 0; t < 1200; t++)); do
-		kill -0 "${pids[i]}" 2>/dev/null || break
-		sleep 0.1
-	done
-	if kill -0 "${pids[i]}" 2>/dev/null; then
-		echo "frontend: node $i did not exit within 120 s of SIG$sig; killing it" >&2
-		kill -KILL "${pids[i]}" 2>/dev/null
-	fi
-	wait "${pids[i]}"
-	local rc=$?
-	pids[i]=
-	return $rc
-}
-export_state() { # export_state <id> <export>: its state in cohortctl exports (JSON)
-	ctl "$1" --json exports | jq -r --arg e "$2" '.exports[] | select(.name == $e) | .state'
-}
-
 cleanup() {
 	local i
 	if [ $maps = 1 ]; then
@@ -178,7 +89,7 @@ cleanup() {
 		SYSTEMD_IGNORE_CHROOT=1 timeout 30 udevadm control --exit 2>/dev/null || true
 	fi
 	timeout 60 "$lio" clean || echo "frontend: lio.sh clean left something" >&2
-	for ((i = 0; i < NODES; i++)); do stop_node "$i" TERM || true; done
+	for ((i = 0; i < NODES; i++)); do cc_stop "$i" TERM || true; done
 	for ((i = 0; i < NODES; i++)); do
 		rmdir "/sys/kernel/config/target/core/user_$HBA/cohort-vol0-$i" \
 			"/sys/kernel/config/target/core/user_$HBA/cohort-vol1-$i" 2>/dev/null || true
@@ -199,22 +110,42 @@ step_setup() {
 	for m in target_core_user tcm_loop sd_mod dm_multipath dm_round_robin dm_service_time; do
 		[ -d "/sys/module/$m" ] || timeout 60 modprobe "$m" || bad "modprobe $m" || return 1
 	done
-	write_conf
-	mkdir -p "$W/run"
-	chmod 0700 "$W/run"
-	timeout 30 "$cohortd" -c "$CONF" --node 0 --check >"$W/check.log" 2>&1 ||
+	cc_init "$W" $NODES 16M
+	cat >>"$CC_CONF" <<-EOF
+
+		[log]
+		dir = $W/log
+		bytes = 8M
+		replicas = 1
+
+		[cache]
+		blocks = 2048
+		lanes = 2
+
+		[volume vol0]
+		size = 24M
+
+		[volume vol1]
+		size = 4M
+
+		[export vol0]
+		volume = vol0
+		device = cohort-vol0-%n
+		hba = $HBA
+	EOF
+	timeout 30 "$build/bin/cohortd" -c "$CC_CONF" --node 0 --check >"$W/check.log" 2>&1 ||
 		bad "cohortd --check: $(cat "$W/check.log")" || return 1
-	for ((i = 0; i < NODES; i++)); do start_node "$i"; done
-	for ((i = 0; i < NODES; i++)); do wait_ready "$i" 1 || return 1; done
+	for ((i = 0; i < NODES; i++)); do cc_start "$i"; done
+	for ((i = 0; i < NODES; i++)); do cc_wait_ready "$i" 1 || return 1; done
 	for ((i = 0; i < NODES; i++)); do
-		st=$(export_state "$i" vol0)
+		st=$(cc_export_state "$i" vol0)
 		[[ $st == "attached "*"(created)" ]] || bad "node $i: export vol0: $st" || return 1
 		d=$(timeout 60 "$lio" loop "user_$HBA/cohort-vol0-$i" "naa.5001405c0e0a000$((i + 1))") ||
 			bad "lio.sh loop for node $i failed" || return 1
 		disks[i]=$d
 	done
-	ctl 0 exports
-	VOLID=$(ctl 0 --json volumes | jq -r '.volumes[] | select(.name == "vol0") | .id')
+	cc_ctl 0 exports
+	VOLID=$(cc_ctl 0 --json volumes | jq -r '.volumes[] | select(.name == "vol0") | .id')
 	[ -n "$VOLID" ] || bad "cohortctl volumes has no vol0" || return 1
 	echo "frontend: paths A=${disks[0]} B=${disks[1]} C=${disks[2]}"
 }
@@ -295,13 +226,13 @@ step_fio() {
 		bad "paths A and B read different data" || return 1
 	# The daemons count what their units served: node 0 wrote, node 1 read (fio's verify).
 	local a b
-	a=$(ctl 0 --json stats) || bad "cohortctl stats on node 0: $a" || return 1
-	b=$(ctl 1 --json stats) || bad "cohortctl stats on node 1: $b" || return 1
+	a=$(cc_ctl 0 --json stats) || bad "cohortctl stats on node 0: $a" || return 1
+	b=$(cc_ctl 1 --json stats) || bad "cohortctl stats on node 1: $b" || return 1
 	jq -e '.writes >= 512 and .latency_ns.write.p50 > 0 and .latency_ns.write.p99 >= .latency_ns.write.p50' \
 		<<<"$a" >/dev/null || bad "node 0's stats do not count fio's writes: $a" || return 1
 	jq -e '.reads >= 512 and .latency_ns.read.p50 > 0' <<<"$b" >/dev/null ||
 		bad "node 1's stats do not count the verify's reads: $b" || return 1
-	ctl 0 stats
+	cc_ctl 0 stats
 	echo "frontend: cohortctl stats: node 0 $(jq -c '{writes, w: .latency_ns.write}' <<<"$a"), node 1 $(jq -c '{reads, r: .latency_ns.read}' <<<"$b")"
 }
 
@@ -313,13 +244,13 @@ step_restart() {
 		--verify_backlog=64 --verify_state_save=0 --runtime=30 --time_based --output="$W/fio-b.log" &
 	fpid=$!
 	sleep 3 # let fio get going: the kill is meant to land mid-run, not to order anything
-	kill -KILL "${pids[0]}"
-	wait "${pids[0]}" 2>/dev/null
-	pids[0]=
+	kill -KILL "${cc_pids[0]}"
+	wait "${cc_pids[0]}" 2>/dev/null
+	cc_pids[0]=
 	echo "frontend: node 0 SIGKILLed during fio on path B"
-	start_node 0
-	wait_ready 0 2 || return 1
-	st=$(export_state 0 vol0)
+	cc_start 0
+	cc_wait_ready 0 2 || return 1
+	st=$(cc_export_state 0 vol0)
 	[[ $st == "attached "*"(reattached)" ]] || bad "node 0 did not reattach: $st" || return 1
 	echo "frontend: node 0 back: export vol0 $st"
 	wait $fpid
@@ -398,13 +329,13 @@ step_multipath() {
 		--verify_backlog=64 --verify_state_save=0 --runtime=25 --time_based --output="$W/fio-mp.log" &
 	fpid=$!
 	sleep 3 # mid-run, as in step d
-	stop_node 2 TERM || bad "cohortd of node 2 did not leave cleanly: $(tail -n 5 "$W/node2.log")" || return 1
+	cc_stop 2 TERM || bad "cohortd of node 2 did not leave cleanly: $(tail -n 5 "$W/node2.log")" || return 1
 	grep -q 'node: closed cleanly' "$W/node2.log" || bad "node 2: no clean close: $(tail -n 5 "$W/node2.log")" || return 1
 	echo "frontend: node 2's cohortd stopped (SIGTERM, exit 0) during fio on $dev"
 	wait $fpid
 	rc=$?
 	[ $rc = 0 ] || bad "fio on $dev across node 2's stop: status $rc: $(tail -n 20 "$W/fio-mp.log")" || return 1
-	ctl 0 status | tee "$W/status"
+	cc_ctl 0 status | tee "$W/status"
 	grep -q '2 of 3 members, quorum yes' "$W/status" || bad "node 0's status after node 2 left" || return 1
 }
 
@@ -422,7 +353,7 @@ step_iscsi() {
 # ---------------------------------------------------------------- g
 step_reload() {
 	local i t e1 e2 s0 s1 fpid rc st
-	cat >>"$CONF" <<-EOF
+	cat >>"$CC_CONF" <<-EOF
 
 		[export vol1]
 		volume = vol1
@@ -435,7 +366,7 @@ step_reload() {
 		--verify_backlog=64 --verify_state_save=0 --runtime=10 --time_based --output="$W/fio-hup.log" &
 	fpid=$!
 	for i in 0 1; do
-		kill -HUP "${pids[i]}" || bad "SIGHUP node $i" || return 1
+		kill -HUP "${cc_pids[i]}" || bad "SIGHUP node $i" || return 1
 	done
 	for i in 0 1; do
 		for ((t = 0; t < 600; t++)); do
@@ -444,7 +375,7 @@ step_reload() {
 		done
 		grep -q 'config: reloaded: 2 exports' "$W/node$i.log" ||
 			bad "node $i did not reload: $(tail -n 5 "$W/node$i.log")" || return 1
-		st=$(export_state "$i" vol1)
+		st=$(cc_export_state "$i" vol1)
 		[[ $st == "attached "*"(created)" ]] || bad "node $i: export vol1: $st" || return 1
 	done
 	wait $fpid
@@ -456,7 +387,7 @@ step_reload() {
 	s1=$(serial_of "$e2")
 	[ -n "$s0" ] && [ "$s0" = "$s1" ] || bad "vol1's serial: $s0 on node 0, $s1 on node 1" || return 1
 	[ "${s0,,}" != "$VOLID" ] || bad "vol1 has vol0's serial" || return 1
-	[ "${s0,,}" = "$(ctl 0 --json volumes | jq -r '.volumes[] | select(.name == "vol1") | .id')" ] ||
+	[ "${s0,,}" = "$(cc_ctl 0 --json volumes | jq -r '.volumes[] | select(.name == "vol1") | .id')" ] ||
 		bad "vol1's serial $s0 is not its id in cohortctl volumes" || return 1
 	timeout 30 sg_readcap -l "$e1" | grep -q 'Last LBA=1023' || bad "vol1 is not 4 MiB: $(timeout 30 sg_readcap -l "$e1")" || return 1
 	head -c 4M /dev/urandom >"$W/vol1.img"
@@ -470,10 +401,10 @@ step_reload() {
 # ---------------------------------------------------------------- h
 step_stop() {
 	local i out
-	out=$(ctl 1 stop 2>&1) || bad "cohortctl stop: $out" || return 1
+	out=$(cc_ctl 1 stop 2>&1) || bad "cohortctl stop: $out" || return 1
 	echo "frontend: $out"
 	for i in 0 1; do
-		stop_node "$i" 0 || bad "node $i: exit status $? after the cluster stop" || return 1
+		cc_stop "$i" 0 || bad "node $i: exit status $? after the cluster stop" || return 1
 	done
 }
 
