@@ -1,6 +1,6 @@
 # The TCMU front end (engine/scsi/tcmu*.c, issue 15): the ring on memory laid out as the kernel
-# lays it out (label unit), its parser's fuzz target, and the rig's server program (tcmu_serve,
-# run by scripts/rig-frontend.sh inside the VM rig).
+# lays it out (label unit) and its parser's fuzz target. On the real kernel it runs in cohortd
+# (scripts/rig-frontend.sh, inside the VM rig).
 add_executable(tcmu_ring_test tcmu_ring_test.cc tcmu_ring_shim.c)
 target_include_directories(tcmu_ring_test PRIVATE ${PROJECT_SOURCE_DIR} ${CMAKE_CURRENT_SOURCE_DIR})
 target_compile_options(tcmu_ring_test PRIVATE $<$<COMPILE_LANGUAGE:C>:${COHORT_C_WARNINGS}>)
@@ -23,15 +23,4 @@ if(COHORT_FUZZ)
   target_link_libraries(fuzz_tcmu PRIVATE cohort_static)
   add_test(NAME fuzz_tcmu_libfuzzer COMMAND fuzz_tcmu -runs=1000000 -max_len=1100)
   set_tests_properties(fuzz_tcmu_libfuzzer PROPERTIES LABELS unit TIMEOUT 600)
-endif()
-
-# The rig's server: one node of a shm cluster exporting the volume through TCMU. It needs the
-# SCSI unit (engine/scsi/, the files that are not tcmu*), so it is built once that is there.
-file(GLOB TCMU_SCSI_UNIT ${PROJECT_SOURCE_DIR}/engine/scsi/*.c)
-list(FILTER TCMU_SCSI_UNIT EXCLUDE REGEX "/tcmu[^/]*\\.c$")
-if(TCMU_SCSI_UNIT AND EXISTS ${PROJECT_SOURCE_DIR}/engine/scsi/tcmu.c)
-  add_executable(tcmu_serve tcmu_serve.c)
-  target_include_directories(tcmu_serve PRIVATE ${PROJECT_SOURCE_DIR})
-  target_compile_options(tcmu_serve PRIVATE ${COHORT_C_WARNINGS})
-  target_link_libraries(tcmu_serve PRIVATE cohort_static)
 endif()

@@ -2,7 +2,7 @@
  * tcmu.h - the TCMU front end: exports a SCSI logical unit (scsi.h) to the Linux LIO target as a
  * TCMU user backstore, so that any LIO fabric (tcm_loop, iSCSI, FC) reaches the volume.
  *
- * Consumer tier (cohortd, tests/tcmu_serve.c). One struct coh_tcmu_dev per exported volume on
+ * Consumer tier (cohortd). One struct coh_tcmu_dev per exported volume on
  * this node: it creates the backstore through configfs (or reattaches to the one a previous life
  * of the process left, after a crash or restart), maps its UIO command ring and runs one ring
  * thread that hands every command to coh_scsi_cmd_exec. Commands complete out of order, from the
