@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# lio.sh - wire a TCMU backstore (made by coh_tcmu_dev_new: tcmu_serve, cohortd) to an LIO fabric
+# lio.sh - wire a TCMU backstore (made by coh_tcmu_dev_new in cohortd) to an LIO fabric
 # through configfs alone. targetcli cannot create user backstores without tcmu-runner's D-Bus
 # handler (shared/docs/TCMU.md §4), and needs none of this.
 #
@@ -68,41 +68,49 @@ loop_disk() {
 	die "no disk appeared for $tpg (address '${addr:-?}') within ${wait_s}s (sd_mod loaded?)"
 }
 
+# target <kind> <fabric dir> <name pattern> <what a name is> <backstore dir> <name> <module>... -
+# the preamble of loop and iscsi: the name checked, the fabric's modules, the backstore ($b), a
+# new target <fabric dir>/<name> ($t) recorded for clean, and its TPG 1. Sets b and t in the
+# caller's scope.
+target() {
+	local kind=$1 dir=$2 re=$3 what=$4 store=$5 name=$6
+	shift 6
+	[[ $name =~ $re ]] || die "$kind: '$name' is not $what"
+	modules "$@"
+	b=$(backstore "$store")
+	t=$cfs/$dir/$name
+	[ ! -d "$t" ] || die "$kind: $t exists already"
+	mk "$cfs/$dir"
+	mk "$t"
+	record "$kind $name"
+	mk "$t/tpgt_1"
+}
+
+# lun0 - LUN 0 of $t's TPG 1, linked to the backstore $b.
+lun0() {
+	mk "$t/tpgt_1/lun/lun_0"
+	ln -s "$b" "$t/tpgt_1/lun/lun_0/cohort" 2>/dev/null || die "link $b into $t/tpgt_1/lun/lun_0 failed"
+}
+
 cmd_loop() {
-	local b wwn=$2 init t
-	[[ $wwn =~ ^naa\.[0-9a-fA-F]{16}$ ]] || die "loop: '$wwn' is not naa.<16 hex digits>"
-	modules target_core_user tcm_loop sd_mod
-	b=$(backstore "$1")
+	local b t wwn=$2 init
+	target loop loopback '^naa\.[0-9a-fA-F]{16}$' 'naa.<16 hex digits>' "$1" "$wwn" \
+		target_core_user tcm_loop sd_mod
 	# The nexus's initiator name must have the target's prefix; another first digit makes it
 	# distinct from the target's.
 	init=naa.${wwn:4:1}
 	if [ "$init" = naa.6 ]; then init=naa.5; else init=naa.6; fi
 	init=$init${wwn:5}
-	t=$cfs/loopback/$wwn
-	[ ! -d "$t" ] || die "loop: $t exists already"
-	mk "$cfs/loopback"
-	mk "$t"
-	record "loop $wwn"
-	mk "$t/tpgt_1"
 	put "$init" "$t/tpgt_1/nexus"
-	mk "$t/tpgt_1/lun/lun_0"
-	ln -s "$b" "$t/tpgt_1/lun/lun_0/cohort" 2>/dev/null || die "link $b into $t/tpgt_1/lun/lun_0 failed"
+	lun0
 	loop_disk "$t/tpgt_1"
 }
 
 cmd_iscsi() {
-	local b iqn=$2 t
-	[[ $iqn =~ ^iqn\.[0-9]{4}-[0-9]{2}\.[a-z0-9.-]+(:[^[:space:]]+)?$ ]] || die "iscsi: '$iqn' is not an iqn"
-	modules target_core_user iscsi_target_mod
-	b=$(backstore "$1")
-	t=$cfs/iscsi/$iqn
-	[ ! -d "$t" ] || die "iscsi: $t exists already"
-	mk "$cfs/iscsi"
-	mk "$t"
-	record "iscsi $iqn"
-	mk "$t/tpgt_1"
-	mk "$t/tpgt_1/lun/lun_0"
-	ln -s "$b" "$t/tpgt_1/lun/lun_0/cohort" 2>/dev/null || die "link $b into $t/tpgt_1/lun/lun_0 failed"
+	local b t iqn=$2
+	target iscsi iscsi '^iqn\.[0-9]{4}-[0-9]{2}\.[a-z0-9.-]+(:[^[:space:]]+)?$' 'an iqn' "$1" "$iqn" \
+		target_core_user iscsi_target_mod
+	lun0
 	put 1 "$t/tpgt_1/attrib/generate_node_acls"
 	put 1 "$t/tpgt_1/attrib/cache_dynamic_acls"
 	put 0 "$t/tpgt_1/attrib/demo_mode_write_protect"
