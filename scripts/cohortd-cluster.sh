@@ -2,10 +2,13 @@
 # a cluster of cohortd processes on this host over the shm provider, from one config file, and
 # cohortctl against them. Every wait is bounded.
 #
-#   cc_init DIR NODES ELEMENT_SIZE   the secret, the directories, and the config's [cluster] and
+#   cc_init DIR NODES ELEMENT_SIZE [PROVIDER]
+#                                    the secret, the directories, and the config's [cluster] and
 #                                    [group] sections (RAID-5 over three element files, 64K
 #                                    chunk) in $CC_CONF; the caller appends the rest with
-#                                    cat >>"$CC_CONF" ([log] dir = DIR/log is made for it)
+#                                    cat >>"$CC_CONF" ([log] dir = DIR/log is made for it).
+#                                    PROVIDER: shm (the default: DIR/cluster), or rdma (node N
+#                                    at $COHORT_RXE_IP:17500+N, the rig's rxe address)
 #   cc_start ID                      cohortd --node ID in the background; its log is
 #                                    DIR/node<ID>.log, its pid ${cc_pids[ID]}
 #   cc_wait_ready ID COUNT           until its log has COUNT "control: listening" lines (one per
@@ -24,7 +27,12 @@ cc_pids=()
 cc_init() {
 	CC_DIR=$1
 	CC_CONF=$CC_DIR/cohort.conf
-	local nodes=$2 esize=$3
+	local nodes=$2 esize=$3 provider=${4:-shm} address i
+	address=$CC_DIR/cluster
+	if [ "$provider" = rdma ]; then
+		address=
+		for ((i = 0; i < nodes; i++)); do address+="${address:+,}${COHORT_RXE_IP:?no rxe address}:$((17500 + i))"; done
+	fi
 	head -c 32 /dev/urandom >"$CC_DIR/secret"
 	chmod 0600 "$CC_DIR/secret"
 	mkdir -p "$CC_DIR/cluster" "$CC_DIR/log" "$CC_DIR/run"
@@ -33,8 +41,8 @@ cc_init() {
 		[cluster]
 		name = rig
 		nodes = $nodes
-		provider = shm
-		address = $CC_DIR/cluster
+		provider = $provider
+		address = $address
 		secret = $CC_DIR/secret
 		timeout_ms = 2000
 

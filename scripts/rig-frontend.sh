@@ -4,7 +4,9 @@
 #
 #   scripts/rig-frontend.sh              boot a guest (scripts/vm.sh) and run the steps there
 #   scripts/rig-frontend.sh --in-guest   the steps, inside the guest (scripts/rig-test.sh calls
-#                                        this in its own boot)
+#                                        this in its own boot, once per provider)
+#   COHORT_FE_PROVIDER=shm|rdma          the cluster's fabric: shm (the default) or rdma over the
+#                                        guest's rxe0
 #
 # Steps, in order (a line and PASS/FAIL for each; exit non-zero on any failure):
 #   a. modules; a 3-node shm cluster of cohortd (3, so that one can die and the others keep a
@@ -52,6 +54,7 @@ fi
 
 NODES=3
 HBA=1
+PROVIDER=${COHORT_FE_PROVIDER:-shm}
 lio=$top/scripts/lio.sh
 # shellcheck source=cohortd-cluster.sh
 . "$top/scripts/cohortd-cluster.sh"
@@ -110,7 +113,7 @@ step_setup() {
 	for m in target_core_user tcm_loop sd_mod dm_multipath dm_round_robin dm_service_time; do
 		[ -d "/sys/module/$m" ] || timeout 60 modprobe "$m" || bad "modprobe $m" || return 1
 	done
-	cc_init "$W" $NODES 16M
+	cc_init "$W" $NODES 16M "$PROVIDER"
 	cat >>"$CC_CONF" <<-EOF
 
 		[log]
@@ -200,6 +203,20 @@ step_sg() {
 	echo "frontend: COMPARE AND WRITE: success through A, MISCOMPARE through B"
 	timeout 30 dd if="${disks[0]}" of="$W/back" bs=4096 skip=100 count=1 iflag=direct status=none
 	cmp -s "$W/back" "$W/new" || bad "a miscompare changed the data" || return 1
+	# WRITE SAME(16) of one block over 16 at LBA 200 through A, read back through C; then UNMAP
+	# of them through B reads back zeros through A (LBPRZ).
+	head -c 4096 /dev/urandom >"$W/one"
+	for ((i = 0; i < 16; i++)); do cat "$W/one"; done >"$W/same"
+	timeout 30 sg_write_same --16 --in="$W/one" --lba=200 --num=16 --xferlen=4096 "${disks[0]}" ||
+		bad "WRITE SAME(16) through A failed" || return 1
+	timeout 30 dd if="${disks[2]}" of="$W/back" bs=4096 skip=200 count=16 iflag=direct status=none ||
+		bad "dd read through path C" || return 1
+	cmp -s "$W/back" "$W/same" || bad "path C does not read what WRITE SAME wrote" || return 1
+	timeout 30 sg_unmap --lba=200 --num=16 "${disks[1]}" || bad "UNMAP through B failed" || return 1
+	timeout 30 dd if="${disks[0]}" of="$W/back" bs=4096 skip=200 count=16 iflag=direct status=none ||
+		bad "dd read through path A" || return 1
+	cmp -s "$W/back" <(head -c 65536 /dev/zero) || bad "unmapped blocks do not read as zeros" || return 1
+	echo "frontend: WRITE SAME(16) through A read back through C; UNMAP through B reads zeros through A"
 	# Persistent reservations are refused (the kernel would keep them per node only): a
 	# PERSISTENT RESERVE IN gets INVALID COMMAND OPERATION CODE rather than a false answer.
 	out=$(timeout 30 sg_persist --in --read-keys "${disks[0]}" 2>&1)
@@ -237,22 +254,28 @@ step_fio() {
 }
 
 # ---------------------------------------------------------------- d
+# kill_restart <id> <starts> <what>: SIGKILL its cohortd, start it again, wait for its <starts>-th
+# ready line and for its export to be reattached.
+kill_restart() {
+	local i=$1 st
+	kill -KILL "${cc_pids[i]}"
+	wait "${cc_pids[i]}" 2>/dev/null
+	cc_pids[i]=
+	echo "frontend: node $i's cohortd SIGKILLed during $3"
+	cc_start "$i"
+	cc_wait_ready "$i" "$2" || return 1
+	st=$(cc_export_state "$i" vol0)
+	[[ $st == "attached "*"(reattached)" ]] || bad "node $i did not reattach: $st" || return 1
+	echo "frontend: node $i back: export vol0 $st"
+}
 step_restart() {
-	local fpid rc st
+	local fpid rc
 	timeout 300 fio --name=fe-b --filename="${disks[1]}" --direct=1 --ioengine=libaio --iodepth=16 \
 		--rw=randwrite --bs=4k --offset=4m --size=2m --verify=crc32c --verify_fatal=1 \
 		--verify_backlog=64 --verify_state_save=0 --runtime=30 --time_based --output="$W/fio-b.log" &
 	fpid=$!
 	sleep 3 # let fio get going: the kill is meant to land mid-run, not to order anything
-	kill -KILL "${cc_pids[0]}"
-	wait "${cc_pids[0]}" 2>/dev/null
-	cc_pids[0]=
-	echo "frontend: node 0 SIGKILLed during fio on path B"
-	cc_start 0
-	cc_wait_ready 0 2 || return 1
-	st=$(cc_export_state 0 vol0)
-	[[ $st == "attached "*"(reattached)" ]] || bad "node 0 did not reattach: $st" || return 1
-	echo "frontend: node 0 back: export vol0 $st"
+	kill_restart 0 2 "fio on path B" || return 1
 	wait $fpid
 	rc=$?
 	[ $rc = 0 ] || bad "fio through B across node 0's death: status $rc: $(tail -n 20 "$W/fio-b.log")" || return 1
@@ -276,7 +299,7 @@ ns_run() {
 }
 mp() { ns_run multipath "$@"; }
 step_multipath() {
-	local vendor map dev n fpid rc
+	local vendor map dev n fpid rc w0 w1
 	vendor=$(timeout 30 sg_inq "${disks[0]}" | sed -n 's/.*Vendor identification: *//p' | sed 's/ *$//')
 	mkdir -p "$W/up" "$W/wk"
 	cat >"$W/up/multipath.conf" <<-EOF
@@ -321,12 +344,38 @@ step_multipath() {
 	[ "$n" = $NODES ] || bad "$n of $NODES paths active ready" || return 1
 	dev=/dev/mapper/$map
 	[ -b "$dev" ] || bad "$dev missing" || return 1
+	# fio verify through the map and through path C alone at once (other blocks)
+	timeout 300 fio --name=fe-c --filename="${disks[2]}" --direct=1 --ioengine=libaio --iodepth=16 \
+		--rw=randwrite --bs=4k --offset=20m --size=2m --verify=crc32c --verify_fatal=1 \
+		--verify_state_save=0 --do_verify=1 --output="$W/fio-c.log" &
+	fpid=$!
 	fio_job "$dev" 8m --do_verify=1 || bad "fio through $dev: $(tail -n 20 "$W/fio.log")" || return 1
-	echo "frontend: one map $map over $NODES active paths; fio verify passed"
-	# Stretch: a server stops mid-run; dm-multipath fails its path and goes on.
+	wait $fpid || bad "fio through path C beside the map: $(tail -n 20 "$W/fio-c.log")" || return 1
+	echo "frontend: one map $map over $NODES active paths; fio verify through it and through path C at once passed"
+	# A controller SIGKILLed mid-run: dm-multipath fails its path over; the controller restarts,
+	# reattaches, its path is reinstated (multipath -r) and carries I/O again.
+	timeout 300 fio --name=fe-mk --filename="$dev" --direct=1 --ioengine=libaio --iodepth=16 \
+		--rw=randwrite --bs=4k --offset=10m --size=2m --verify=crc32c --verify_fatal=1 \
+		--verify_backlog=64 --verify_state_save=0 --runtime=30 --time_based --output="$W/fio-mk.log" &
+	fpid=$!
+	sleep 3 # mid-run, as in step d
+	kill_restart 0 3 "fio on $dev" || return 1
+	wait $fpid
+	rc=$?
+	[ $rc = 0 ] || bad "fio on $dev across node 0's death: status $rc: $(tail -n 20 "$W/fio-mk.log")" || return 1
+	mp -r >"$W/mp.log" 2>&1 || bad "multipath -r: $(cat "$W/mp.log")" || return 1
+	mp -ll >"$W/mpll" 2>&1 || true
+	n=$(grep -cE 'active ready running' "$W/mpll")
+	[ "$n" = $NODES ] || bad "after node 0's restart, $n of $NODES paths active ready: $(cat "$W/mpll")" || return 1
+	w0=$(cc_ctl 0 --json stats | jq .writes)
+	fio_job "$dev" 8m --do_verify=1 || bad "fio through $dev after the restart: $(tail -n 20 "$W/fio.log")" || return 1
+	w1=$(cc_ctl 0 --json stats | jq .writes)
+	[ "$w1" -gt "$w0" ] || bad "node 0's path carries no writes after its restart ($w0, then $w1)" || return 1
+	echo "frontend: node 0 back under the map: $NODES paths active, $((w1 - w0)) of fio's writes through it"
+	# A controller stopped (SIGTERM) mid-run: a clean leave; dm-multipath goes on without it.
 	timeout 300 fio --name=fe-mp --filename="$dev" --direct=1 --ioengine=libaio --iodepth=16 \
 		--rw=randwrite --bs=4k --offset=12m --size=2m --verify=crc32c --verify_fatal=1 \
-		--verify_backlog=64 --verify_state_save=0 --runtime=25 --time_based --output="$W/fio-mp.log" &
+		--verify_backlog=64 --verify_state_save=0 --runtime=20 --time_based --output="$W/fio-mp.log" &
 	fpid=$!
 	sleep 3 # mid-run, as in step d
 	cc_stop 2 TERM || bad "cohortd of node 2 did not leave cleanly: $(tail -n 5 "$W/node2.log")" || return 1
@@ -408,11 +457,11 @@ step_stop() {
 	done
 }
 
-step "a. cluster of $NODES cohortd, one TCMU export and tcm_loop LUN each" step_setup || exit 1
+step "a. cluster of $NODES cohortd ($PROVIDER), one TCMU export and tcm_loop LUN each" step_setup || exit 1
 step "b. sg3_utils: identity, capacity, ALUA, out-of-range sense, COMPARE AND WRITE" step_sg
 step "c. fio verify through path A, read back through path B" step_fio
 step "d. node 0's cohortd SIGKILLed during fio on path B, restarted, reattached" step_restart
-step "e. dm-multipath over every path, fio verify, a server stopped mid-run" step_multipath
+step "e. dm-multipath: fio on the map and a path at once, a controller killed and back, one stopped" step_multipath
 step "f. iSCSI on 127.0.0.1 with a libiscsi client" step_iscsi
 step "g. SIGHUP adds an export of vol1 on nodes 0 and 1 while vol0 is in use" step_reload
 step "h. cohortctl stop: every daemon exits 0" step_stop

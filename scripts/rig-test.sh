@@ -8,8 +8,9 @@
 #   crash point, a full log, RAID-1 and k=2, and randomized trials, on rdma), the forced
 #   races of issue 12 (a paused member fenced by its lease, deaths inside the view change), and
 #   the cluster's whole life (issue 13: whole-cluster crashes and restarts, rolling shutdowns,
-#   restart and rejoin), and the host path (scripts/rig-frontend.sh: three controllers exporting
-#   one volume through TCMU and LIO, sg3_utils, fio across paths, a restart, dm-multipath, iSCSI).
+#   restart and rejoin), the SCSI unit on a 3-node cluster, and the host path twice, on shm and on
+#   rdma (scripts/rig-frontend.sh: three cohortd exporting one volume through TCMU and LIO,
+#   sg3_utils, fio across paths, controllers killed and restarted, dm-multipath, iSCSI, SIGHUP).
 #   Then, in guests of their own, a real power loss (scripts/rig-powerloss.sh).
 # Every suite has its own bound; vm.sh bounds the whole run. Exit status: non-zero if any fails.
 #   scripts/rig-test.sh                 build if needed, then run
@@ -48,8 +49,13 @@ if [ "${1:-}" = "--in-guest" ]; then
 	suite "races of issue 12 (rdma)" 900 "$build/bin/races_test" --gtest_brief=1
 	COHORT_LIFECYCLE_TRIALS=${COHORT_RIG_LIFECYCLE_TRIALS:-20} suite "lifecycle (rdma)" 1200 \
 		"$build/bin/lifecycle_test" --gtest_brief=1
-	# The host path (issue 15): LIO, TCMU, tcm_loop, sg3_utils, fio, dm-multipath, iSCSI.
-	COHORT_BUILD_DIR=$build suite "host path (TCMU, LIO, multipath)" 900 \
+	suite "SCSI units on a cluster (rdma)" 300 "$build/bin/scsi_test" --gtest_brief=1 \
+		--gtest_filter='scsi_engine.*'
+	# The host path (issue 15): three cohortd, LIO, TCMU, tcm_loop, sg3_utils, fio,
+	# dm-multipath, iSCSI; on each provider.
+	COHORT_FE_PROVIDER=shm COHORT_BUILD_DIR=$build suite "host path on shm (cohortd, TCMU, LIO, multipath)" 900 \
+		"$top/scripts/rig-frontend.sh" --in-guest
+	COHORT_FE_PROVIDER=rdma COHORT_BUILD_DIR=$build suite "host path on rdma (cohortd, TCMU, LIO, multipath)" 900 \
 		"$top/scripts/rig-frontend.sh" --in-guest
 	exit $fail
 fi
@@ -58,7 +64,7 @@ if [ ! -x "$build/bin/rdma_smoke" ] || [ ! -x "$build/bin/cache_test" ] ||
 	[ ! -x "$build/bin/engine_test" ] ||
 	[ ! -x "$build/bin/takeover_test" ] || [ ! -x "$build/bin/races_test" ] ||
 	[ ! -x "$build/bin/lifecycle_test" ] || [ ! -x "$build/bin/powerloss" ] ||
-	[ ! -x "$build/bin/cohortd" ] || [ ! -x "$build/bin/cohortctl" ]; then
+	[ ! -x "$build/bin/cohortd" ] || [ ! -x "$build/bin/cohortctl" ] || [ ! -x "$build/bin/scsi_test" ]; then
 	"$top/scripts/setup.sh"
 fi
 [ -x "$build/bin/rdma_smoke" ] || { echo "rig-test: the rdma provider was not built" >&2; exit 1; }

@@ -111,8 +111,17 @@ static int sse_identity_and_data(struct en_child *c, struct coh_scsi_lu *lu)
 		sse_rw16(cdb, 0x88, SSE_WRITE_LBA, SSE_WRITE_BLOCKS);
 		if ((st = sse_exec(lu, cdb, 16, iov, 3, &cmd)) != COH_SCSI_GOOD)
 			EFAIL(c, "READ(16): status %d", st);
-		if (cmd.data_len != sizeof(back) || memcmp(back, buf, sizeof(buf)))
-			EFAIL(c, "READ(16) through node %u does not return node 0's write", c->id);
+		if (cmd.data_len != sizeof(back) || memcmp(back, buf, sizeof(buf))) {
+			for (i = 0; i < SSE_WRITE_BLOCKS && !memcmp(back + (size_t)i * EN_BS,
+								    buf + (size_t)i * EN_BS, EN_BS);
+			     i++)
+				;
+			EFAIL(c,
+			      "READ(16) through node %u does not return node 0's write: %u bytes, "
+			      "block %u differs first (it holds %02x%02x%02x%02x...)",
+			      c->id, cmd.data_len, i, back[i * EN_BS], back[i * EN_BS + 1],
+			      back[i * EN_BS + 2], back[i * EN_BS + 3]);
+		}
 	}
 	/* The last block is readable; one past it is LBA OUT OF RANGE, before the engine. */
 	sse_rw16(cdb, 0x88, end - 1, 1);
@@ -124,6 +133,64 @@ static int sse_identity_and_data(struct en_child *c, struct coh_scsi_lu *lu)
 	    cmd.sense[12] != 0x21 || cmd.sense[13] != 0)
 		EFAIL(c, "READ(16) past the end: status %d, sense %x/%02x/%02x", st,
 		      cmd.sense[2] & 0xf, cmd.sense[12], cmd.sense[13]);
+	return 0;
+}
+
+/* WRITE SAME through node 0, read through the last node; UNMAP through node 1, zeros read
+ * through the others (LBPRZ): the fill commands, whose pieces all write one block's pattern,
+ * across the cluster. */
+static int sse_same_and_unmap(struct en_child *c, struct coh_scsi_lu *lu)
+{
+	static uint8_t one[EN_BS], back[SSE_WRITE_BLOCKS * EN_BS], zero[EN_BS];
+	uint8_t cdb[16], list[24] = { 0, 22, 0, 16 };
+	struct coh_scsi_cmd cmd;
+	uint32_t i;
+	int st;
+
+	bench_fill_block(one, EN_BS, 0x5a3e000000000001ull);
+	if (en_bar(c, 4)) /* the reads of the write before are done */
+		EFAIL(c, "barrier before WRITE SAME");
+	if (c->id == 0) {
+		sse_rw16(cdb, 0x93, SSE_WRITE_LBA, SSE_WRITE_BLOCKS);
+		if ((st = sse_exec1(lu, cdb, 16, one, EN_BS, &cmd)) != COH_SCSI_GOOD)
+			EFAIL(c, "WRITE SAME(16): status %d", st);
+	}
+	if (en_bar(c, 5))
+		EFAIL(c, "barrier after WRITE SAME");
+	if (c->id == c->nodes - 1) {
+		sse_rw16(cdb, 0x88, SSE_WRITE_LBA, SSE_WRITE_BLOCKS);
+		if ((st = sse_exec1(lu, cdb, 16, back, sizeof(back), &cmd)) != COH_SCSI_GOOD)
+			EFAIL(c, "READ(16) after WRITE SAME: status %d", st);
+		for (i = 0; i < SSE_WRITE_BLOCKS; i++) {
+			if (memcmp(back + (size_t)i * EN_BS, one, EN_BS))
+				EFAIL(c, "block %u of node 0's WRITE SAME differs", i);
+		}
+	}
+	if (en_bar(c, 6))
+		EFAIL(c, "barrier after the read");
+	if (c->id == 1) {
+		/* UNMAP: one block descriptor (LBA, count) after the 8-byte header. */
+		memset(cdb, 0, sizeof(cdb));
+		cdb[0] = 0x42;
+		cdb[8] = sizeof(list);
+		for (i = 0; i < 8; i++)
+			list[8 + i] = (uint8_t)((uint64_t)SSE_WRITE_LBA >> (56 - 8 * i));
+		list[19] = SSE_WRITE_BLOCKS;
+		if ((st = sse_exec1(lu, cdb, 10, list, sizeof(list), &cmd)) != COH_SCSI_GOOD)
+			EFAIL(c, "UNMAP: status %d", st);
+	}
+	if (en_bar(c, 4))
+		EFAIL(c, "barrier after UNMAP");
+	if (c->id != 1) {
+		sse_rw16(cdb, 0x88, SSE_WRITE_LBA, SSE_WRITE_BLOCKS);
+		if ((st = sse_exec1(lu, cdb, 16, back, sizeof(back), &cmd)) != COH_SCSI_GOOD)
+			EFAIL(c, "READ(16) after UNMAP: status %d", st);
+		for (i = 0; i < SSE_WRITE_BLOCKS; i++) {
+			if (memcmp(back + (size_t)i * EN_BS, zero, EN_BS))
+				EFAIL(c, "block %u unmapped through node 1 does not read as zeros",
+				      i);
+		}
+	}
 	return 0;
 }
 
@@ -201,7 +268,7 @@ static int sse_node(struct en_child *c)
 
 	if ((r = coh_scsi_lu_new(&la, &lu)))
 		EFAIL(c, "unit: %s", coh_strerror(r));
-	r = sse_identity_and_data(c, lu) || sse_caw_race(c, lu);
+	r = sse_identity_and_data(c, lu) || sse_same_and_unmap(c, lu) || sse_caw_race(c, lu);
 	if (!r && en_bar(c, 3))
 		r = 1;
 	coh_scsi_lu_delete(lu);
