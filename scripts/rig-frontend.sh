@@ -212,7 +212,7 @@ step_sg() {
 	timeout 30 dd if="${disks[2]}" of="$W/back" bs=4096 skip=200 count=16 iflag=direct status=none ||
 		bad "dd read through path C" || return 1
 	cmp -s "$W/back" "$W/same" || bad "path C does not read what WRITE SAME wrote" || return 1
-	timeout 30 sg_unmap --lba=200 --num=16 "${disks[1]}" || bad "UNMAP through B failed" || return 1
+	timeout 30 sg_unmap --force --lba=200 --num=16 "${disks[1]}" || bad "UNMAP through B failed" || return 1
 	timeout 30 dd if="${disks[0]}" of="$W/back" bs=4096 skip=200 count=16 iflag=direct status=none ||
 		bad "dd read through path A" || return 1
 	cmp -s "$W/back" <(head -c 65536 /dev/zero) || bad "unmapped blocks do not read as zeros" || return 1
