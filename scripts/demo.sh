@@ -11,9 +11,21 @@
 #
 # Extra arguments go to cohort-demo, e.g. scripts/demo.sh --nodes 5 --seed 7, --ops 20000, or
 # --no-kill, --no-restart. The measured tables are cohort-bench's (docs/benchmarks.md).
+#
+# scripts/demo.sh --lio shows the host path instead, in the VM rig (scripts/demo-lio.sh): three
+# cohortd controllers, one multipath device over them, fio with verification while a controller
+# is killed and restarted, and a summary.
 set -euo pipefail
 top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 "$top/scripts/setup.sh"
+if [ "${1:-}" = "--lio" ]; then
+	shift
+	[ $# = 0 ] || {
+		echo "demo: --lio takes no other argument" >&2
+		exit 2
+	}
+	exec "$top/scripts/demo-lio.sh"
+fi
 echo
 echo "Cohort demo on $(nproc) cores"
 echo

@@ -58,12 +58,13 @@ PROVIDER=${COHORT_FE_PROVIDER:-shm}
 lio=$top/scripts/lio.sh
 # shellcheck source=cohortd-cluster.sh
 . "$top/scripts/cohortd-cluster.sh"
+# shellcheck source=lio-multipath.sh
+. "$top/scripts/lio-multipath.sh"
 W=$(mktemp -d /tmp/cohort-fe.XXXXXX)
 export COHORT_LIO_STATE=$W/lio.list
 cd "$W" || exit 1 # fio and friends leave their files here
 disks=()
 fail=0
-maps=0
 VOLID=
 
 say() { echo "=== frontend: $*"; }
@@ -87,10 +88,7 @@ step() {
 
 cleanup() {
 	local i
-	if [ $maps = 1 ]; then
-		mp -F >/dev/null 2>&1 || true
-		SYSTEMD_IGNORE_CHROOT=1 timeout 30 udevadm control --exit 2>/dev/null || true
-	fi
+	mpath_down
 	timeout 60 "$lio" clean || echo "frontend: lio.sh clean left something" >&2
 	for ((i = 0; i < NODES; i++)); do cc_stop "$i" TERM || true; done
 	for ((i = 0; i < NODES; i++)); do
@@ -285,65 +283,12 @@ step_restart() {
 }
 
 # ---------------------------------------------------------------- e
-# dm-multipath without touching the host's /etc (the guest's / is the host's, over 9p): udevd and
-# multipath run in a mount namespace whose /etc is an overlay with the config on top, so what
-# they write (wwids, bindings) lands in $W. multipath skips paths that udev has not seen, so the
-# guest gets a udevd of its own (SYSTEMD_IGNORE_CHROOT: the guest runs chrooted into the host's
-# /), asked to exit at the end.
-ns_run() {
-	DM_DISABLE_UDEV=1 SYSTEMD_IGNORE_CHROOT=1 timeout 60 unshare -m bash -c '
-		set -e
-		mount -t overlay overlay -o "lowerdir=/etc,upperdir=$1/up,workdir=$1/wk" /etc
-		shift
-		exec "$@"' ns "$W" "$@"
-}
-mp() { ns_run multipath "$@"; }
 step_multipath() {
-	local vendor map dev n fpid rc w0 w1
-	vendor=$(timeout 30 sg_inq "${disks[0]}" | sed -n 's/.*Vendor identification: *//p' | sed 's/ *$//')
-	mkdir -p "$W/up" "$W/wk"
-	cat >"$W/up/multipath.conf" <<-EOF
-		defaults {
-			find_multipaths no
-			user_friendly_names no
-			path_grouping_policy multibus
-			no_path_retry 12
-			uid_attribute ""
-		}
-		blacklist {
-			device {
-				vendor ".*"
-			}
-		}
-		blacklist_exceptions {
-			device {
-				vendor "$vendor"
-			}
-		}
-		devices {
-			device {
-				vendor "$vendor"
-				product ".*"
-				path_grouping_policy multibus
-				path_checker tur
-				no_path_retry 12
-			}
-		}
-	EOF
-	maps=1
-	ns_run /lib/systemd/systemd-udevd --daemon >"$W/udevd.log" 2>&1 ||
-		bad "udevd: $(cat "$W/udevd.log")" || return 1
-	SYSTEMD_IGNORE_CHROOT=1 timeout 30 udevadm trigger --action=add --subsystem-match=block
-	SYSTEMD_IGNORE_CHROOT=1 timeout 60 udevadm settle -t 50 || bad "udevadm settle" || return 1
-	mp -v2 >"$W/mp.log" 2>&1 || bad "multipath: $(cat "$W/mp.log")" || return 1
-	mp -ll >"$W/mpll" 2>&1 || true
+	local map dev n fpid rc w0 w1
+	mpath_up "$W" "${disks[0]}" $NODES || return 1
 	cat "$W/mpll"
-	map=$(dmsetup ls --target multipath | awk 'NR == 1 {print $1}')
-	[ -n "$map" ] || bad "no multipath map" || return 1
-	n=$(grep -cE 'active ready running' "$W/mpll")
-	[ "$n" = $NODES ] || bad "$n of $NODES paths active ready" || return 1
+	map=$MPATH_MAP
 	dev=/dev/mapper/$map
-	[ -b "$dev" ] || bad "$dev missing" || return 1
 	# fio verify through the map and through path C alone at once (other blocks)
 	timeout 300 fio --name=fe-c --filename="${disks[2]}" --direct=1 --ioengine=libaio --iodepth=16 \
 		--rw=randwrite --bs=4k --offset=20m --size=2m --verify=crc32c --verify_fatal=1 \
@@ -363,9 +308,8 @@ step_multipath() {
 	wait $fpid
 	rc=$?
 	[ $rc = 0 ] || bad "fio on $dev across node 0's death: status $rc: $(tail -n 20 "$W/fio-mk.log")" || return 1
-	mp -r >"$W/mp.log" 2>&1 || bad "multipath -r: $(cat "$W/mp.log")" || return 1
-	mp -ll >"$W/mpll" 2>&1 || true
-	n=$(grep -cE 'active ready running' "$W/mpll")
+	mpath -r >"$W/mp.log" 2>&1 || bad "multipath -r: $(cat "$W/mp.log")" || return 1
+	n=$(mpath_active)
 	[ "$n" = $NODES ] || bad "after node 0's restart, $n of $NODES paths active ready: $(cat "$W/mpll")" || return 1
 	w0=$(cc_ctl 0 --json stats | jq .writes)
 	fio_job "$dev" 8m --do_verify=1 || bad "fio through $dev after the restart: $(tail -n 20 "$W/fio.log")" || return 1

@@ -10,7 +10,8 @@
 #   the cluster's whole life (issue 13: whole-cluster crashes and restarts, rolling shutdowns,
 #   restart and rejoin), the SCSI unit on a 3-node cluster, and the host path twice, on shm and on
 #   rdma (scripts/rig-frontend.sh: three cohortd exporting one volume through TCMU and LIO,
-#   sg3_utils, fio across paths, controllers killed and restarted, dm-multipath, iSCSI, SIGHUP).
+#   sg3_utils, fio across paths, controllers killed and restarted, dm-multipath, iSCSI, SIGHUP),
+#   and the host-path demo (scripts/demo-lio.sh).
 #   Then, in guests of their own, a real power loss (scripts/rig-powerloss.sh).
 # Every suite has its own bound; vm.sh bounds the whole run. Exit status: non-zero if any fails.
 #   scripts/rig-test.sh                 build if needed, then run
@@ -57,6 +58,7 @@ if [ "${1:-}" = "--in-guest" ]; then
 		"$top/scripts/rig-frontend.sh" --in-guest
 	COHORT_FE_PROVIDER=rdma COHORT_BUILD_DIR=$build suite "host path on rdma (cohortd, TCMU, LIO, multipath)" 900 \
 		"$top/scripts/rig-frontend.sh" --in-guest
+	COHORT_BUILD_DIR=$build suite "scripts/demo.sh --lio" 600 "$top/scripts/demo-lio.sh" --in-guest
 	exit $fail
 fi
 

@@ -9,7 +9,7 @@
  *
  * Threads: the main thread owns the node's life and takes signals synchronously (sigtimedwait:
  * no handler runs inside the engine), sampling the node's counters every second for the rates;
- * the control thread answers requests (docs/daemon.md, "Threads"). @lock in struct cohortd
+ * the control thread answers requests (docs/operations.md, "Threads"). @lock in struct cohortd
  * guards the samples and the config pointer the control thread reads.
  *
  * Exports go to the TCMU front end (frontend.c) unless [daemon] frontend = none; before the node
@@ -391,7 +391,7 @@ err_close_fabric:
 static void cd_usage(FILE *f)
 {
 	fprintf(f, "usage: cohortd -c FILE [--node N] [--check]\n"
-		   "  -c, --config FILE  the config (docs/daemon.md)\n"
+		   "  -c, --config FILE  the config (docs/operations.md)\n"
 		   "  -n, --node N       this node's id, instead of [cluster] node\n"
 		   "      --check        validate, print the resolved config, exit 0 or 1\n");
 }

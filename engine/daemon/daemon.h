@@ -52,7 +52,7 @@ struct daemon_export {
 
 /*
  * struct daemon_conf - a configuration, resolved and validated: every default applied, the secret
- * read, the volumes laid out. docs/daemon.md is the reference of every key.
+ * read, the volumes laid out. docs/operations.md is the reference of every key.
  */
 struct daemon_conf {
 	char path[DAEMON_PATH_MAX + 1];
