@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # bench-frontend.sh - the host path's latency and IOPS, beside LIO's own ramdisk in the same run:
-# fio (libaio, direct, 4 KiB random reads and writes at queue depth 1 and 16) through tcm_loop on
+# fio (libaio, direct, 4 KiB random reads and writes at queue depth 1 and 32) through tcm_loop on
 #   lio_ramdisk   the kernel's rd_mcp backstore: LIO and tcm_loop with no userspace at all (the
 #                 floor of any TCMU backstore on this kernel)
-#   cohort_k1     a Cohort volume exported through TCMU by node 0 of a 2-node shm cluster of
-#                 cohortd, each write replicated into node 1's log (k = 1) before it is
-#                 acknowledged
+#   cohort_1c     a Cohort volume of a 3-node shm cluster of cohortd, through one controller's
+#                 TCMU backstore and tcm_loop path; each write replicated into one peer's log
+#                 (k = 1) before it is acknowledged
+#   cohort_3c     the same volume through all three controllers: a dm-multipath device over
+#                 their three paths (multibus)
 # inside the VM rig's guest (scripts/vm.sh: the Debian 6.1 kernel under qemu TCG, 2 vCPUs). The
 # two run one after the other on the same guest, so they share its noise.
 #
@@ -54,6 +56,8 @@ csv=${BENCH_CSV:-0}
 lio=$top/scripts/lio.sh
 # shellcheck source=cohortd-cluster.sh
 . "$top/scripts/cohortd-cluster.sh"
+# shellcheck source=lio-multipath.sh
+. "$top/scripts/lio-multipath.sh"
 cfs=/sys/kernel/config/target/core
 W=$(mktemp -d /tmp/cohort-bf.XXXXXX)
 export COHORT_LIO_STATE=$W/lio.list
@@ -65,10 +69,11 @@ die() {
 }
 cleanup() {
 	local p
+	mpath_down
 	timeout 60 "$lio" clean >/dev/null 2>&1 || true
-	for p in 0 1; do cc_stop $p TERM >/dev/null 2>&1; done
+	for p in 0 1 2; do cc_stop $p TERM >/dev/null 2>&1; done
 	rmdir "$cfs/rd_mcp_9/ram0" "$cfs/rd_mcp_9" 2>/dev/null || true
-	rmdir "$cfs/user_1/bench-0" "$cfs/user_1/bench-1" 2>/dev/null || true
+	for p in 0 1 2; do rmdir "$cfs/user_1/bench-$p" 2>/dev/null; done
 	rm -rf "$W"
 }
 trap cleanup EXIT
@@ -77,7 +82,7 @@ trap cleanup EXIT
 job() {
 	local name=$1 disk=$2 rw qd out
 	for rw in randread randwrite; do
-		for qd in 1 16; do
+		for qd in 1 32; do
 			out=$W/$name-$rw-$qd.json
 			timeout $((runtime + 120)) fio --name=b --filename="$disk" --direct=1 \
 				--ioengine=libaio --rw=$rw --bs=4k --iodepth=$qd --size=32m \
@@ -110,8 +115,11 @@ echo 1 >"$cfs/rd_mcp_9/ram0/enable" || die "rd_mcp enable"
 disk=$(timeout 60 "$lio" loop rd_mcp_9/ram0 naa.5001405b0000a001) || die "lio.sh loop (ramdisk)"
 job lio_ramdisk "$disk"
 
-# Cohort: node 0 of a 2-node shm cluster exports the volume; node 1 keeps its log copy.
-cc_init "$W" 2 64M
+# Cohort: a 3-node shm cluster, every node exporting the volume.
+for m in dm_multipath dm_round_robin dm_service_time; do
+	[ -d /sys/module/$m ] || timeout 60 modprobe $m || die "modprobe $m"
+done
+cc_init "$W" 3 64M
 cat >>"$CC_CONF" <<EOF
 
 [log]
@@ -130,13 +138,21 @@ volume = vol0
 device = bench-%n
 hba = 1
 EOF
-for i in 0 1; do cc_start $i; done
-for i in 0 1; do cc_wait_ready $i 1 || die "cohortd node $i did not start"; done
-disk=$(timeout 60 "$lio" loop user_1/bench-0 naa.5001405b0000a002) || die "lio.sh loop (cohort)"
-job cohort_k1 "$disk"
+paths=()
+for i in 0 1 2; do cc_start $i; done
+for i in 0 1 2; do cc_wait_ready $i 1 || die "cohortd node $i did not start"; done
+for i in 0 1 2; do
+	paths[i]=$(timeout 60 "$lio" loop user_1/bench-$i naa.5001405b0000a01$i) || die "lio.sh loop (cohort $i)"
+done
+job cohort_1c "${paths[0]}"
+mpath_up "$W" "${paths[0]}" 3 || die "dm-multipath"
+job cohort_3c "/dev/mapper/$MPATH_MAP"
 
-# What node 0 saw (the engine's own latency, cache and lock counters), before the table.
-cc_ctl 0 stats >&2 || true
+# What each controller saw (the engine's own latency, cache and lock counters), before the table.
+for i in 0 1 2; do
+	echo "controller $i:" >&2
+	cc_ctl $i stats >&2 || true
+done
 
 if [ "$csv" = 1 ]; then
 	echo "suite,op,provider,size,samples,min_ns,p50_ns,p99_ns,p999_ns,max_ns"
