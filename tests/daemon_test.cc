@@ -172,6 +172,7 @@ TEST_F(conf, parse__good_config_resolves)
 	EXPECT_STREQ(c->exports[0].volume, "a");
 	EXPECT_STREQ(c->exports[0].device, "ea"); // the export's name by default
 	EXPECT_EQ(c->exports[0].hba, 2u);
+	EXPECT_EQ(c->exports[0].cmd_time_out, 0u); // the front end's default
 	EXPECT_STREQ(c->control, "/run/cohort/prod-1.sock");
 	EXPECT_TRUE(c->frontend_tcmu);
 	EXPECT_STREQ(c->configfs, "");
@@ -243,7 +244,7 @@ TEST_F(conf, parse__unknown_section_and_key)
 	EXPECT_EQ(error_of(with(good(), "element3", "element16")),
 		  "c.conf:16: [group] element16: unknown key (element0 .. element15)");
 	EXPECT_EQ(error_of(with(good(), "hba = 2", "lun = 2")),
-		  "c.conf:33: [export ea] lun: unknown key (volume, device, hba)");
+		  "c.conf:33: [export ea] lun: unknown key (volume, device, hba, cmd_time_out)");
 }
 
 TEST_F(conf, parse__missing_key)
@@ -299,6 +300,9 @@ TEST_F(conf, parse__bad_value)
 		  "within element_size");
 	EXPECT_EQ(error_of(good() + "[daemon]\nfrontend = iscsi\n"),
 		  "c.conf:35: [daemon] frontend: unknown front end \"iscsi\" (tcmu, none)");
+	EXPECT_EQ(error_of(good() + "cmd_time_out = 0\n"),
+		  "c.conf:34: [export ea] cmd_time_out: \"0\" is not a number from 5 to 3600");
+	EXPECT_EQ(error_of(good() + "cmd_time_out = 10\n"), "");
 	EXPECT_EQ(error_of(with(good(), "fence = lease", "fence = stonith")),
 		  "c.conf:9: [cluster] fence: unknown fencing \"stonith\" (auto, lease)");
 }

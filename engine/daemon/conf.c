@@ -30,6 +30,7 @@
 #include <openssl/evp.h>
 
 #include "cohort/cache.h"
+#include "cohort/tcmu.h"
 #include "daemon.h"
 
 #define DCONF_MAX_SECTIONS (8 + DAEMON_MAX_VOLUMES + DAEMON_MAX_EXPORTS)
@@ -524,17 +525,22 @@ static int dconf_volume_key(struct dconf_parse *p, uint32_t i, const char *sec, 
 static int dconf_export_key(struct dconf_parse *p, uint32_t i, const char *sec, const char *key,
 			    const char *v)
 {
-	static const char *const keys[] = { "volume", "device", "hba", NULL };
+	static const char *const keys[] = { "volume", "device", "hba", "cmd_time_out", NULL };
 	struct daemon_export *e = &p->c->exports[i];
 	int k = dconf_find_key(keys, key);
 
 	if (k < 0)
-		return dconf_fail(p, p->line, sec, key, "unknown key (volume, device, hba)");
+		return dconf_fail(p, p->line, sec, key,
+				  "unknown key (volume, device, hba, cmd_time_out)");
 	if (p->exp_set[i] & (1u << k))
 		return dconf_fail(p, p->line, sec, key, "given twice");
 	p->exp_set[i] |= 1u << k;
 	if (k == 2)
 		return dconf_u32(p, sec, key, v, 0, 1023, &e->hba);
+	if (k == 3)
+		/* At least 5 s: more than twice the longest lease (2 s), so that a controller paused past
+		 * its commands' time-out has been fenced by then and cannot apply them late. */
+		return dconf_u32(p, sec, key, v, 5, 3600, &e->cmd_time_out);
 	if (k == 1 ? !dconf_device_ok(v) : !dconf_name_ok(v))
 		return dconf_fail(p, p->line, sec, key,
 				  "\"%s\" is not a name (1 to %d letters, digits, '_', '-', '.'%s)",
@@ -1220,8 +1226,9 @@ void daemon_conf_print(const struct daemon_conf *c, bool core_only, FILE *f)
 	for (i = 0; i < c->nexports; i++) {
 		const struct daemon_export *e = &c->exports[i];
 
-		fprintf(f, "[export %s] volume = %s, device = user_%u/%s\n", e->name, e->volume,
-			e->hba, e->device);
+		fprintf(f, "[export %s] volume = %s, device = user_%u/%s, cmd_time_out = %u s\n",
+			e->name, e->volume, e->hba, e->device,
+			e->cmd_time_out ? e->cmd_time_out : COH_TCMU_CMD_TIME_OUT_DEFAULT);
 	}
 }
 

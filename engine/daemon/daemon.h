@@ -47,6 +47,7 @@ struct daemon_export {
 	char volume[DAEMON_NAME_MAX + 1];
 	char device[DAEMON_NAME_MAX + 1];
 	uint32_t hba;
+	uint32_t cmd_time_out; /* seconds; 0: the front end's default */
 	uint32_t line;
 };
 

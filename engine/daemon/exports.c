@@ -81,7 +81,8 @@ static bool dx_same(const struct dx_entry *d, const struct daemon_export *e,
 		    const struct daemon_volume *v)
 {
 	return !strcmp(d->e.volume, e->volume) && !strcmp(d->e.device, e->device) &&
-	       d->e.hba == e->hba && d->v.first_block == v->first_block && d->v.blocks == v->blocks;
+	       d->e.hba == e->hba && d->e.cmd_time_out == e->cmd_time_out &&
+	       d->v.first_block == v->first_block && d->v.blocks == v->blocks;
 }
 
 int daemon_exports_apply(struct daemon_exports *x, const struct daemon_conf *c)

@@ -84,6 +84,7 @@ static int dtcmu_add(void *ctx, const struct daemon_export *e, const struct daem
 	if (ret)
 		goto out_unlock;
 	ta.hba = e->hba;
+	ta.cmd_time_out_s = e->cmd_time_out;
 	ta.name = e->device;
 	ta.nblocks = la.nblocks;
 	ta.block_size = la.block_size;
