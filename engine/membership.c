@@ -765,8 +765,9 @@ static void *memb_main(void *arg)
 		memb_connect_some(n);
 		if (lease_excluded(n) && n->quorum) {
 			/* The others went on without this node (it was paused, or cut off): whatever
-			 * it holds is theirs now. It stops serving (its lease has lapsed already),
-			 * and asks to be admitted again, as a node that restarts does. */
+			 * it holds is theirs now. It stops serving (its lease has lapsed already) for
+			 * good: this incarnation is fenced. coh_node_stats says so (excluded_epoch),
+			 * and its owner closes it and opens it again, which rejoins as a restart. */
 			COH_LOG_ERR("node %u: excluded from the cluster (view %u): serving no I/O "
 				    "until it is admitted again",
 				    n->me, lease_excluded(n));

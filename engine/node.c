@@ -611,6 +611,7 @@ int coh_node_stats(struct coh_node *n, struct coh_node_stats *st)
 	st->last_recovery_ns = n->last_recovery_ns;
 	st->recovered_writers = n->recovered_writers;
 	st->stopped = n->stopped;
+	st->excluded_epoch = lease_excluded(n);
 	st->log_copies_wanted = n->k;
 	if (st->quorum) {
 		uint32_t w;

@@ -8,7 +8,10 @@
 #                                    chunk) in $CC_CONF; the caller appends the rest with
 #                                    cat >>"$CC_CONF" ([log] dir = DIR/log is made for it).
 #                                    PROVIDER: shm (the default: DIR/cluster), or rdma (node N
-#                                    at $COHORT_RXE_IP:17500+N, the rig's rxe address)
+#                                    at $COHORT_RXE_IP:17500+N, the rig's rxe address). Fencing
+#                                    is by lease on both, as rdma's is: on shm "auto" would
+#                                    SIGKILL a paused node, and the rig pauses one to see it
+#                                    fence itself
 #   cc_start ID                      cohortd --node ID in the background; its log is
 #                                    DIR/node<ID>.log, its pid ${cc_pids[ID]}
 #   cc_wait_ready ID COUNT           until its log has COUNT "control: listening" lines (one per
@@ -45,6 +48,7 @@ cc_init() {
 		address = $address
 		secret = $CC_DIR/secret
 		timeout_ms = 2000
+		fence = lease
 
 		[group]
 		raid = raid5

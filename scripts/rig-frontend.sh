@@ -133,6 +133,7 @@ step_setup() {
 		volume = vol0
 		device = cohort-vol0-%n
 		hba = $HBA
+		cmd_time_out = 10
 	EOF
 	timeout 30 "$build/bin/cohortd" -c "$CC_CONF" --node 0 --check >"$W/check.log" 2>&1 ||
 		bad "cohortd --check: $(cat "$W/check.log")" || return 1
@@ -283,6 +284,75 @@ step_restart() {
 }
 
 # ---------------------------------------------------------------- e
+# members <id>: how many members node <id> sees in its view.
+members() { cc_ctl "$1" --json status 2>/dev/null | jq -r '.members // 0'; }
+# pause_controller <id> <map>: SIGSTOP node <id>'s cohortd mid-fio on <map>, for longer than the
+# failure detector and the device's cmd_time_out (10 s): the others exclude it, the host's
+# commands on its path time out and go to the other paths, fio completes and verifies. Then
+# SIGCONT: a read through its path must fail or return the current data, never what the node
+# held before (it was fenced); its cohortd sees it was excluded and exits 3, is started again
+# (as systemd would), rejoins and reattaches; its path comes back and reads what path A reads.
+pause_controller() {
+	local i=$1 dev=$2 fpid rc t w0 n
+	timeout 300 fio --name=fe-pause --filename="$dev" --direct=1 --ioengine=libaio --iodepth=16 \
+		--rw=randwrite --bs=4k --offset=14m --size=2m --loops=6 --verify=crc32c --verify_fatal=1 \
+		--verify_backlog=64 --verify_state_save=0 --output="$W/fio-pause.log" &
+	fpid=$!
+	# mid-run: once the cluster has taken 500 of its writes (bounded at 60 s)
+	w0=$(($(cc_ctl 0 --json stats | jq .writes) + $(cc_ctl 1 --json stats | jq .writes) + $(cc_ctl 2 --json stats | jq .writes)))
+	for ((t = 0; t < 600; t++)); do
+		n=$(($(cc_ctl 0 --json stats | jq .writes) + $(cc_ctl 1 --json stats | jq .writes) + $(cc_ctl 2 --json stats | jq .writes)))
+		[ $((n - w0)) -ge 500 ] && break
+		sleep 0.1
+	done
+	kill -STOP "${cc_pids[i]}" || bad "SIGSTOP node $i" || return 1
+	echo "frontend: node $i's cohortd paused (SIGSTOP) during fio on $dev, $((n - w0)) writes in"
+	for ((t = 0; t < 600; t++)); do
+		[ "$(members 0)" = $((NODES - 1)) ] && break
+		sleep 0.1
+	done
+	[ "$(members 0)" = $((NODES - 1)) ] || { kill -CONT "${cc_pids[i]}"; bad "node $i paused, node 0 still sees $(members 0) members"; return 1; }
+	wait $fpid
+	rc=$?
+	if [ $rc != 0 ]; then
+		kill -CONT "${cc_pids[i]}"
+		bad "fio on $dev across node $i's pause: status $rc: $(tail -n 20 "$W/fio-pause.log")"
+		return 1
+	fi
+	echo "frontend: fio completed and verified with node $i paused; node 0 sees $((NODES - 1)) members"
+	kill -CONT "${cc_pids[i]}" || bad "SIGCONT node $i" || return 1
+	# at once, before it rejoins: an error, or the current data; never its old copy
+	if timeout 60 dd if="${disks[i]}" of="$W/paused" bs=1M skip=14 count=2 iflag=direct status=none 2>"$W/paused.err"; then
+		cmp -s "$W/paused" <(timeout 60 dd if="${disks[0]}" bs=1M skip=14 count=2 iflag=direct status=none) ||
+			bad "node $i, resumed, served data that is not the current data" || return 1
+		echo "frontend: node $i, resumed, served the current data"
+	else
+		echo "frontend: node $i, resumed, refused the read ($(head -c 200 "$W/paused.err"))"
+	fi
+	# Excluded while it lived, it leaves with exit 3 for its supervisor (systemd's
+	# Restart=on-failure; here this script) to start it again; the new incarnation rejoins.
+	cc_stop "$i" 0
+	rc=$?
+	[ $rc = 3 ] || bad "node $i, excluded, exited $rc, not 3: $(tail -n 5 "$W/node$i.log")" || return 1
+	grep -q 'excluded from the cluster in epoch' "$W/node$i.log" || bad "node $i did not say it was excluded" || return 1
+	echo "frontend: node $i's cohortd saw it was excluded and exited 3; started again"
+	cc_start "$i"
+	cc_wait_ready "$i" 2 || return 1
+	for ((t = 0; t < 1200; t++)); do
+		[ "$(members 0)" = $NODES ] && [ "$(members "$i")" = $NODES ] && break
+		sleep 0.1
+	done
+	[ "$(members "$i")" = $NODES ] || bad "node $i did not rejoin within 120 s: $(tail -n 5 "$W/node$i.log")" || return 1
+	n=$(cc_export_state "$i" vol0)
+	[[ $n == "attached "*"(reattached)" ]] || bad "node $i did not reattach: $n" || return 1
+	mpath -r >"$W/mp.log" 2>&1 || bad "multipath -r: $(cat "$W/mp.log")" || return 1
+	n=$(mpath_active)
+	[ "$n" = $NODES ] || bad "after node $i's pause, $n of $NODES paths active ready: $(cat "$W/mpll")" || return 1
+	cmp <(timeout 60 dd if="${disks[i]}" bs=1M skip=14 count=2 iflag=direct status=none) \
+		<(timeout 60 dd if="${disks[0]}" bs=1M skip=14 count=2 iflag=direct status=none) ||
+		bad "node $i, rejoined, reads other data than node 0" || return 1
+	echo "frontend: node $i rejoined; its path is back and reads what node 0 reads"
+}
 step_multipath() {
 	local map dev n fpid rc w0 w1
 	mpath_up "$W" "${disks[0]}" $NODES || return 1
@@ -316,6 +386,7 @@ step_multipath() {
 	w1=$(cc_ctl 0 --json stats | jq .writes)
 	[ "$w1" -gt "$w0" ] || bad "node 0's path carries no writes after its restart ($w0, then $w1)" || return 1
 	echo "frontend: node 0 back under the map: $NODES paths active, $((w1 - w0)) of fio's writes through it"
+	pause_controller 1 "$dev" || return 1
 	# A controller stopped (SIGTERM) mid-run: a clean leave; dm-multipath goes on without it.
 	timeout 300 fio --name=fe-mp --filename="$dev" --direct=1 --ioengine=libaio --iodepth=16 \
 		--rw=randwrite --bs=4k --offset=12m --size=2m --verify=crc32c --verify_fatal=1 \
@@ -385,8 +456,9 @@ step_reload() {
 	timeout 30 sg_readcap -l "$e1" | grep -q 'Last LBA=1023' || bad "vol1 is not 4 MiB: $(timeout 30 sg_readcap -l "$e1")" || return 1
 	head -c 4M /dev/urandom >"$W/vol1.img"
 	timeout 60 dd if="$W/vol1.img" of="$e1" bs=1M oflag=direct status=none || bad "dd to vol1 via node 0" || return 1
-	cmp <(timeout 60 dd if="$e2" bs=1M iflag=direct status=none) "$W/vol1.img" ||
-		bad "vol1 through node 1 differs from what node 0 wrote" || return 1
+	timeout 60 dd if="$e2" of="$W/vol1.back" bs=1M iflag=direct status=none ||
+		bad "reading vol1 through node 1 failed" || return 1
+	cmp -s "$W/vol1.back" "$W/vol1.img" || bad "vol1 through node 1 differs from what node 0 wrote" || return 1
 	fio_job "${disks[0]}" 1m --verify_only || bad "vol0 after vol1 was written: $(tail -n 20 "$W/fio.log")" || return 1
 	echo "frontend: vol1 exported by SIGHUP on nodes 0 and 1 (serial $s0, 1024 blocks); vol0 untouched"
 }
@@ -405,7 +477,7 @@ step "a. cluster of $NODES cohortd ($PROVIDER), one TCMU export and tcm_loop LUN
 step "b. sg3_utils: identity, capacity, ALUA, out-of-range sense, COMPARE AND WRITE" step_sg
 step "c. fio verify through path A, read back through path B" step_fio
 step "d. node 0's cohortd SIGKILLed during fio on path B, restarted, reattached" step_restart
-step "e. dm-multipath: fio on the map and a path at once, a controller killed and back, one stopped" step_multipath
+step "e. dm-multipath: fio on the map and a path at once; controllers killed, paused and stopped" step_multipath
 step "f. iSCSI on 127.0.0.1 with a libiscsi client" step_iscsi
 step "g. SIGHUP adds an export of vol1 on nodes 0 and 1 while vol0 is in use" step_reload
 step "h. cohortctl stop: every daemon exits 0" step_stop

@@ -420,6 +420,17 @@ static int pm_node(struct rc_child *c)
 		r = rc_write(c, 8, 0x4000000001ull);
 		if (!r)
 			RFAIL(c, "a write was acknowledged after its exclusion");
+		/* It knows, and says so, for its owner to restart it: the view that excluded it. */
+		{
+			uint64_t until = bench_now_ns() + (uint64_t)RC_WAIT_MS * 1000000ull;
+			struct coh_node_stats st;
+
+			while (!coh_node_stats(c->n, &st) && !st.excluded_epoch &&
+			       bench_now_ns() < until)
+				rc_nap();
+			if (!st.excluded_epoch)
+				RFAIL(c, "its stats do not say it was excluded");
+		}
 		atomic_store(&sh->flag[PM_N4_DONE], 1);
 		return 0;
 	}

@@ -5,7 +5,9 @@
  * (control.c); and logs one line per event to stderr. SIGTERM or SIGINT: a clean leave (the node
  * destages and closes), exit 0. SIGHUP: re-read the config; only [export] sections may change,
  * anything else is refused with an error naming it and the running config is kept. A cluster
- * stop (cohortctl stop, from this node or another) ends every daemon with exit 0.
+ * stop (cohortctl stop, from this node or another) ends every daemon with exit 0. A node the
+ * others excluded while it lived (paused, cut off) leaves with exit 3, for its supervisor to
+ * start it again: a new incarnation rejoins, the excluded one never serves again.
  *
  * Threads: the main thread owns the node's life and takes signals synchronously (sigtimedwait:
  * no handler runs inside the engine), sampling the node's counters every second for the rates;
@@ -38,6 +40,7 @@
 #define CD_TICK_MS 200		   /* how often the main thread looks at the node */
 #define CD_SAMPLE_NS 1000000000ull /* the rates' interval */
 #define CD_STOP_TIMEOUT_MS 30000   /* coh_node_stop_cluster's bound */
+#define CD_EXIT_EXCLUDED 3	   /* excluded while alive: restart me (docs/operations.md) */
 
 struct cohortd {
 	const char *conf_path;
@@ -320,6 +323,17 @@ static int cd_serve(struct cohortd *d, const sigset_t *sigs)
 			daemon_log("cluster", "stopped by another node: leaving");
 			break;
 		}
+		if (st->excluded_epoch) {
+			/* Paused or cut off past the failure detector: the others went on, and this
+			 * incarnation serves nothing again. A restart is a new one, which rejoins. */
+			daemon_log(
+			    "node",
+			    "excluded from the cluster in epoch %u: leaving, to be restarted "
+			    "(exit %d); a restart rejoins",
+			    st->excluded_epoch, CD_EXIT_EXCLUDED);
+			free(st);
+			return CD_EXIT_EXCLUDED;
+		}
 	}
 	free(st);
 	return 0;
@@ -489,7 +503,7 @@ int main(int argc, char **argv)
 	}
 	daemon_log("control", "listening on %s", d.conf->control);
 	ret = cd_serve(&d, &sigs);
-	status = ret ? 1 : 0;
+	status = ret == CD_EXIT_EXCLUDED ? CD_EXIT_EXCLUDED : ret ? 1 : 0;
 	daemon_ctl_close(&d.ctl);
 out_delete_exports:
 	if (d.tcmu)
@@ -504,7 +518,8 @@ out_close_node:
 			   "close: %s (what it held is in log copies the next start "
 			   "replays)",
 			   coh_strerror(ret));
-		status = 1;
+		if (status != CD_EXIT_EXCLUDED)
+			status = 1;
 	} else {
 		daemon_log("node", "closed cleanly");
 	}

@@ -194,6 +194,11 @@ struct coh_node_stats {
 	uint32_t log_copies_wanted;
 	bool degraded;
 	bool stopped; /* the cluster was stopped (coh_node_stop_cluster) */
+	/* Nonzero: the view in which the others excluded this node while it lived (it was paused
+	 * or cut off past the failure detector). It serves nothing from then on; closing it and
+	 * opening it again (a restart, with a new incarnation) rejoins. docs/recovery.md,
+	 * "Fencing". */
+	uint32_t excluded_epoch;
 	/* The operation engine: operations submitted, completed (callbacks run), refused with
 	 * -EBUSY, and in flight now; log records superseded by a rewrite (never retired on the
 	 * write path: docs/recovery.md, "The log"). */
