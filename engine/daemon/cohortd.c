@@ -296,10 +296,23 @@ static void cd_reload(struct cohortd *d)
 }
 
 /* cd_serve - the main loop: signals, samples, the cluster's stop. Returns how it ended. */
+/* cd_minority_ns - how long a node that served may stay out of the majority before it leaves to be
+ * restarted: ten failure-detector timeouts, at least 20 s; 0 (never) with k = 0. */
+static uint64_t cd_minority_ns(const struct daemon_conf *c)
+{
+	uint64_t ms = 10ull * (c->timeout_ms ? c->timeout_ms : 2000);
+
+	if (c->replicas == COH_NODE_REPLICAS_NONE || c->replicas == 0)
+		return 0;
+	return (ms < 20000 ? 20000 : ms) * 1000000ull;
+}
+
 static int cd_serve(struct cohortd *d, const sigset_t *sigs)
 {
 	struct timespec tick = { .tv_sec = 0, .tv_nsec = CD_TICK_MS * 1000000L };
 	uint32_t epoch = 0, members = 0;
+	uint64_t minority_since = 0, minority_ns = cd_minority_ns(d->conf);
+	bool served = false;
 	struct coh_node_stats *st;
 	int sig;
 
@@ -322,6 +335,25 @@ static int cd_serve(struct cohortd *d, const sigset_t *sigs)
 		if (st->stopped) {
 			daemon_log("cluster", "stopped by another node: leaving");
 			break;
+		}
+		/* Out of the majority after serving, for long: on rdma an excluded node may never
+		 * hear that it was (its connections are gone), and a minority node of this
+		 * incarnation is never taken back either. With k >= 1 what it acknowledged is in
+		 * its peers' logs, so a restart loses nothing; with k = 0 it holds the only copy of
+		 * what it has not destaged, and waits instead. */
+		served |= st->quorum;
+		minority_since = st->quorum || !served ? 0
+				 : minority_since      ? minority_since
+						       : cd_now_ns();
+		if (minority_since && minority_ns && cd_now_ns() - minority_since > minority_ns) {
+			daemon_log(
+			    "node",
+			    "out of the majority for %llu s (epoch %u): leaving, to be restarted "
+			    "(exit %d); a restart rejoins once a majority serves",
+			    (unsigned long long)(minority_ns / 1000000000ull), st->epoch,
+			    CD_EXIT_EXCLUDED);
+			free(st);
+			return CD_EXIT_EXCLUDED;
 		}
 		if (st->excluded_epoch) {
 			/* Paused or cut off past the failure detector: the others went on, and this
