@@ -98,6 +98,11 @@ static void usage(FILE *f)
 	    "                    engine: fabric_write_flush_1,memcpy_4k,read_sync,write_sync,\n"
 	    "                    read_qd1_n1,...,mix_qd64_n3_shared,open_1g,view_change_64g,restart_1t)\n"
 	    "  --lanes N         engine: engine threads per node, 1-7 (default: the node's, 4)\n"
+	    "  --set N           engine: blocks in each node's set, 1-160 (default 64)\n"
+	    "  --log-kib N       engine: each node's log region in KiB (default 16384)\n"
+	    "  --cache-blocks N  engine: cache blocks per node (default: the node's, 1024)\n"
+	    "  --destage-high P  engine: background destage from P percent of the log (the\n"
+	    "                    node's, 50; 100: off, only a full log destages)\n"
 	    "  --shm-latency-us N  engine, shm: hold every completion back N us (an emulated\n"
 	    "                    fabric round trip, as on RDMA: 2-5 us; rxe: 20-150 us); default 0\n"
 	    "  --csv             CSV instead of a table\n");
@@ -136,6 +141,10 @@ int main(int argc, char **argv)
 		{ "csv", no_argument, NULL, 'C' },
 		{ "lanes", required_argument, NULL, 'L' },
 		{ "shm-latency-us", required_argument, NULL, 'Y' },
+		{ "set", required_argument, NULL, 'E' },
+		{ "log-kib", required_argument, NULL, 'K' },
+		{ "cache-blocks", required_argument, NULL, 'B' },
+		{ "destage-high", required_argument, NULL, 'D' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -201,6 +210,26 @@ int main(int argc, char **argv)
 			if (strcmp(optarg, "0") && (parse_size(optarg, &v) || v > 1000000))
 				goto bad;
 			o.latency_ns = strcmp(optarg, "0") ? (uint32_t)v * 1000u : 0;
+			break;
+		case 'E':
+			if (parse_size(optarg, &v) || v > 160)
+				goto bad;
+			o.set_blocks = (uint32_t)v;
+			break;
+		case 'K':
+			if (parse_size(optarg, &v) || v < 64 || v > 1u << 20)
+				goto bad;
+			o.log_kib = (uint32_t)v;
+			break;
+		case 'B':
+			if (parse_size(optarg, &v) || v > 1u << 24)
+				goto bad;
+			o.cache_blocks = (uint32_t)v;
+			break;
+		case 'D':
+			if (parse_size(optarg, &v) || v > 100)
+				goto bad;
+			o.destage_high = (uint32_t)v;
 			break;
 		case 'h':
 			usage(stdout);

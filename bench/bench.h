@@ -23,6 +23,9 @@ struct bench_opts {
 	const char *ops;     /* comma-separated subset, or NULL for all */
 	uint32_t lanes;	     /* engine: coh_node_attr.lanes; 0: the default */
 	uint32_t latency_ns; /* engine, shm: coh_fabric_attr.shm_latency_ns */
+	/* engine: blocks per node's set (0: 64), each node's log in KiB (0: 16 MiB), cache
+	 * blocks (0: the node's), coh_node_attr.destage_high (0: the node's) */
+	uint32_t set_blocks, log_kib, cache_blocks, destage_high;
 };
 
 /* struct bench_row - one measured line. @rate_mops is 0 when not measured. */

@@ -90,6 +90,12 @@ struct eb_run {
 	struct eb_slot slots[EB_MAXQD];
 };
 
+/* eb_set - blocks in each node's set (--set; disjoint sets of 3 nodes fit the volume). */
+static uint32_t eb_set(const struct eb *b)
+{
+	return b->o->set_blocks ? b->o->set_blocks : EB_SET;
+}
+
 static void eb_why(struct eb *b, const char *what, int err)
 {
 	snprintf(b->sh->why[b->me], sizeof(b->sh->why[0]), "%s: %s", what, coh_strerror(err));
@@ -106,7 +112,10 @@ static int eb_open(struct eb *b)
 				    .raid = { .level = COH_RAID5, .nelems = 3, .chunk_blocks = 2 },
 				    .elem_blocks = EB_ELEM_BLOCKS,
 				    .replicas = 1,
-				    .log_bytes = EB_LOG_BYTES,
+				    .log_bytes =
+					b->o->log_kib ? (size_t)b->o->log_kib << 10 : EB_LOG_BYTES,
+				    .cache_blocks = b->o->cache_blocks,
+				    .destage_high = b->o->destage_high,
 				    .timeout_ms = EB_TIMEOUT_MS,
 				    .queue_depth = EB_MAXQD,
 				    .lanes = b->o->lanes };
@@ -342,7 +351,7 @@ static int eb_workload(struct eb *b, uint32_t op, uint32_t qd, uint64_t base, ui
 			memset(sl->buf, (int)(r >> 8), 64);
 		sl->io = (struct coh_io){ .io_size = sizeof(sl->io),
 					  .type = w ? COH_IO_WRITE : COH_IO_READ,
-					  .lba = base + (r >> 16) % EB_SET,
+					  .lba = base + (r >> 16) % eb_set(b),
 					  .nblocks = 1,
 					  .buf = sl->buf,
 					  .cb = eb_done,
@@ -371,8 +380,8 @@ static int eb_sync(struct eb *b, bool w)
 		uint64_t r = eb_rnd(&s), t0 = bench_now_ns();
 
 		memset(buf, (int)r, 64);
-		ret = w ? coh_node_write(b->node, (r >> 16) % EB_SET, 1, buf)
-			: coh_node_read(b->node, (r >> 16) % EB_SET, 1, buf);
+		ret = w ? coh_node_write(b->node, (r >> 16) % eb_set(b), 1, buf)
+			: coh_node_read(b->node, (r >> 16) % eb_set(b), 1, buf);
 		if (i >= b->o->warmup)
 			b->sh->ns[i - b->o->warmup] = bench_now_ns() - t0;
 	}
@@ -424,8 +433,8 @@ static int eb_rows(struct eb *b)
 
 						(void)coh_node_stats(b->node, &s0);
 						ret = eb_workload(b, op, eb_qds[q],
-								  shared ? 0 : b->me * EB_SET, warm,
-								  b->o->iters, &el);
+								  shared ? 0 : b->me * eb_set(b),
+								  warm, b->o->iters, &el);
 						(void)coh_node_stats(b->node, &s1);
 						/* What the log did for node 0's writes in this row: how
 						 * many rounds carried several writes (group commit), and
@@ -435,7 +444,8 @@ static int eb_rows(struct eb *b)
 							    b->o->csv ? stderr : stdout,
 							    "  %s: node 0's log: %llu appends, %llu "
 							    "rounds carried %llu of them together, %llu "
-							    "back-pressure waits, %llu destages\n",
+							    "back-pressure waits, %llu destages, "
+							    "%llu background destage rounds\n",
 							    name,
 							    (unsigned long long)(s1.log_appends -
 										 s0.log_appends),
@@ -446,7 +456,9 @@ static int eb_rows(struct eb *b)
 							    (unsigned long long)(s1.log_backpressure -
 										 s0.log_backpressure),
 							    (unsigned long long)(s1.destages -
-										 s0.destages));
+										 s0.destages),
+							    (unsigned long long)(s1.log_bg_destages -
+										 s0.log_bg_destages));
 						b->sh->elapsed[b->me] = el;
 						b->sh->err[b->me] = ret;
 						if (ret) {

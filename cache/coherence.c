@@ -1638,6 +1638,42 @@ int coh_cache_flush(struct coh_cache *c)
 	return c ? cache_writeback_all(c) : -EINVAL;
 }
 
+int coh_cache_writeback(struct coh_cache *c, const uint64_t *lbas, uint32_t n, uint32_t *written)
+{
+	uint64_t deadline;
+	uint32_t i, done = 0;
+	int ret = 0;
+
+	if (!c || (n && !lbas))
+		return -EINVAL;
+	deadline = cache_now_ms() + c->timeout_ms;
+	pthread_mutex_lock(&c->lock);
+	for (i = 0; i < n && !ret; i++) {
+		struct slot_hdr *h;
+
+		if (lbas[i] >= c->nblocks)
+			continue;
+		h = slot_of(c, lbas[i]);
+		/* Only a slot that still holds this block dirty: one evicted or written back since
+		 * the caller looked has had its records retired already. The write-back itself is
+		 * the flush's and the eviction's (slot_clean): the lock is dropped while the
+		 * block is written, and a writer of the same slot waits for it (slot_hdr.wb), so
+		 * that the destage hook retires only the records the written data covers. */
+		if (atomic_load_explicit(&h->tag, memory_order_relaxed) != lbas[i] + 1 ||
+		    !h->dirty || h->wb)
+			continue;
+		ret = slot_clean(c, h, UINT64_MAX, deadline);
+		if (!ret)
+			done++;
+	}
+	pthread_mutex_unlock(&c->lock);
+	if (written)
+		*written = done;
+	if (!ret && done)
+		ret = coh_store_flush(c->store);
+	return ret;
+}
+
 /* cache_release_all - give back every resource this node holds, after writing back, so that the
  * others need not ask a node that is leaving. Best effort: a CAS that loses a race is left. */
 int cache_release_all(struct coh_cache *c)

@@ -312,7 +312,8 @@ static int write_hook(void *arg, uint64_t lba, uint32_t nblocks, const void *buf
 	return ret;
 }
 
-/* Back-pressure: the log is full; destage everything this node holds dirty. */
+/* Back-pressure: the log is full; destage everything this node holds dirty. The last resort:
+ * the background destage (bgdestage.c) normally keeps the log below its high watermark. */
 static int reclaim(void *arg)
 {
 	struct coh_node *n = arg;
@@ -385,6 +386,8 @@ static int attr_check(const struct coh_node_attr *a)
 	    a->raid.nelems > COH_RAID_MAX_ELEMS || !a->raid.nelems ||
 	    a->replicas < COH_NODE_REPLICAS_NONE || a->replicas >= (int)a->nodes ||
 	    a->queue_depth > 4096 || a->lanes > COH_CACHE_MAX_LANES - 1 ||
+	    a->destage_high > COH_NODE_DESTAGE_OFF ||
+	    (a->destage_low && a->destage_low >= (a->destage_high ? a->destage_high : 50u)) ||
 	    (a->block_size && (a->block_size < 512 || (a->block_size & (a->block_size - 1)))))
 		return -EINVAL;
 	if (coh_fabric_node_id(a->fab) >= a->nodes)
@@ -400,6 +403,7 @@ static void node_free(struct coh_node *n)
 {
 	uint32_t i;
 
+	node_bg_fini(n);
 	io_fini(n);
 	coh_cache_abandon(&n->cache);
 	membership_fini(n);
@@ -533,6 +537,9 @@ int coh_node_open(const struct coh_node_attr *attr, struct coh_node **nodep)
 			       rlog_point, n);
 	if (ret)
 		goto err_free;
+	ret = node_bg_init(n, attr->destage_high, attr->destage_low);
+	if (ret)
+		goto err_free;
 	/* Log regions and the control plane; the membership thread connects to the others, and
 	 * forms a cluster with them (or joins the one that runs), recovering first. */
 	ret = membership_init(n);
@@ -540,6 +547,8 @@ int coh_node_open(const struct coh_node_attr *attr, struct coh_node **nodep)
 		ret = node_wait_serving(n, n->open_timeout_ms);
 	if (!ret)
 		ret = io_start(n);
+	if (!ret)
+		ret = node_bg_start(n);
 	if (ret) {
 		COH_LOG_ERR("node %u: open: %s", n->me, coh_strerror(ret));
 		goto err_free;
@@ -564,6 +573,8 @@ int coh_node_close(struct coh_node **nodep)
 	if (io_on_engine_thread(n))
 		return -EDEADLK;
 	*nodep = NULL;
+	/* The background destage first: the leave destages everything itself. */
+	node_bg_stop(n);
 	/* Operations not yet started end with -ESHUTDOWN; the one running ends first. */
 	io_stop(n);
 	/* Destage, ask the others to, release, say goodbye: the others take over nothing when
@@ -630,11 +641,15 @@ int coh_node_stats(struct coh_node *n, struct coh_node_stats *st)
 	st->reads = atomic_load(&n->reads);
 	st->writes = atomic_load(&n->writes);
 	st->destages = atomic_load(&n->destages);
+	st->log_bg_destages = atomic_load(&n->bg.rounds);
+	st->log_bg_blocks = atomic_load(&n->bg.blocks);
 	st->dead_waits = atomic_load(&n->dead_waits);
 	pthread_mutex_lock(&n->w.lock);
 	st->log_appends = n->w.appended;
 	st->log_retired = n->w.retired;
 	st->log_backpressure = n->w.backpressure;
+	st->log_used = n->w.used;
+	st->log_size = n->w.region_len - RLOG_RING;
 	st->log_superseded = n->w.superseded;
 	st->log_group_rounds = n->w.group_commits;
 	st->log_group_writes = n->w.group_writes;

@@ -112,6 +112,20 @@ struct coh_node {
 
 	struct memb *m;
 
+	/* Background destage (bgdestage.c): its thread, and the log's use (bytes) above which it
+	 * starts and down to which it goes. @lock (alone; taken inside the log writer's lock by
+	 * the kick) guards only the wait on @cond; the flags and counters are atomics. */
+	struct {
+		pthread_mutex_t lock;
+		pthread_cond_t cond;
+		pthread_t thread;
+		uint64_t high, low;
+		bool inited, on, started;
+		bool draining; /* the destage thread's own: a round has not reached @low yet */
+		atomic_bool stop, kicked;
+		atomic_ulong rounds, blocks;
+	} bg;
+
 	/* The operation engine (io.c): operations submitted and not yet completed, a FIFO of
 	 * those not yet started, the one each thread runs (@running[@nthreads] is the manual
 	 * engine's), and the threads. Under @eng.lock, which nests nothing and is never held
@@ -146,6 +160,13 @@ int io_init(struct coh_node *n, uint32_t depth, uint32_t threads, bool manual);
 /* io_lanes - the lanes the node's cache needs: one per engine thread, and lane 0. */
 uint32_t io_lanes(const struct coh_node *n);
 int io_start(struct coh_node *n);
+/* bgdestage.c: the background destage. node_bg_init after the log writer's init (-EINVAL: bad
+ * watermarks), node_bg_start once the node serves, node_bg_stop before it leaves, node_bg_fini
+ * (stops too) when it is freed. */
+int node_bg_init(struct coh_node *n, uint32_t high_pct, uint32_t low_pct);
+int node_bg_start(struct coh_node *n);
+void node_bg_stop(struct coh_node *n);
+void node_bg_fini(struct coh_node *n);
 void io_stop(struct coh_node *n);
 void io_fini(struct coh_node *n);
 bool io_on_engine_thread(struct coh_node *n);

@@ -830,6 +830,10 @@ static int append(struct rlog_writer *w, uint32_t n, const uint64_t *lbas,
 		tail_pop(w, np, toff, tlsn);
 	w->appended += n;
 	w->bytes += so;
+	/* Past the high watermark: the owner destages the oldest blocks in the background, so
+	 * that a later append finds room instead of waiting for a full reclaim. */
+	if (w->kick && w->kick_above && w->used > w->kick_above)
+		w->kick(w->arg);
 	return 0;
 }
 
@@ -1271,4 +1275,37 @@ uint64_t rlog_live_count(struct rlog_writer *w)
 	n = w->live->count;
 	pthread_mutex_unlock(&w->lock);
 	return n;
+}
+
+uint64_t rlog_used(struct rlog_writer *w, uint64_t *cap)
+{
+	uint64_t used;
+
+	pthread_mutex_lock(&w->lock);
+	used = w->used;
+	if (cap)
+		*cap = w->region_len - RLOG_RING;
+	pthread_mutex_unlock(&w->lock);
+	return used;
+}
+
+uint32_t rlog_oldest_live(struct rlog_writer *w, uint64_t *lbas, uint32_t max)
+{
+	uint32_t i, m = 0, j;
+
+	pthread_mutex_lock(&w->lock);
+	for (i = 0; i < w->ent_count && m < max; i++) {
+		const struct rlog_ent *e = &w->ents[(w->ent_head + i) % w->ent_cap];
+
+		if (!e->data || e->retired)
+			continue;
+		/* A block rewritten while its older record stayed live is listed once: one
+		 * destage of it retires both (rlog_retire walks back along what it superseded). */
+		for (j = 0; j < m && lbas[j] != e->lba; j++)
+			;
+		if (j == m)
+			lbas[m++] = e->lba;
+	}
+	pthread_mutex_unlock(&w->lock);
+	return m;
 }

@@ -101,6 +101,9 @@ struct rlog_live; /* lba -> newest live DATA record */
 typedef int (*rlog_reclaim_fn)(void *arg);
 /* Called at instrumented points (engine crash tests). */
 typedef void (*rlog_point_fn)(void *arg, int point);
+/* The owner's background destage is wanted: the log's use passed @rlog_writer.kick_above
+ * (called with the writer's lock held, so it only signals). */
+typedef void (*rlog_kick_fn)(void *arg);
 
 struct rlog_writer {
 	pthread_mutex_t lock;
@@ -133,6 +136,11 @@ struct rlog_writer {
 	struct rlog_live *live;
 	rlog_reclaim_fn reclaim;
 	rlog_point_fn point;
+	/* Background destage (node_bgdestage.c): @kick is called after an append that leaves
+	 * more than @kick_above bytes used; both set by the owner before any append, 0/NULL for
+	 * none. */
+	rlog_kick_fn kick;
+	uint64_t kick_above;
 	void *arg;
 	/* counters */
 	uint64_t appended, retired, superseded, bytes, backpressure, peer_errors;
@@ -187,5 +195,11 @@ int rlog_scan_steps(const uint8_t *region, size_t len, uint16_t writer,
 int rlog_retire(struct rlog_writer *w, uint64_t lba, uint32_t n, uint64_t upto);
 /* Live DATA records (acknowledged, not destaged). */
 uint64_t rlog_live_count(struct rlog_writer *w);
+/* rlog_used - bytes between the tail and the head now (what the ring cannot take); *@cap, if not
+ * NULL, the ring's size. */
+uint64_t rlog_used(struct rlog_writer *w, uint64_t *cap);
+/* rlog_oldest_live - the blocks of the oldest live DATA records (those that keep the tail where
+ * it is), oldest first, at most @max of them into @lbas; how many. A block appears once. */
+uint32_t rlog_oldest_live(struct rlog_writer *w, uint64_t *lbas, uint32_t max);
 
 #endif /* COHORT_ENGINE_RLOG_H */

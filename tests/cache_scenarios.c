@@ -572,7 +572,8 @@ int sc_cache_retry_drains_queue(struct conf_node *cn)
 	}
 	CONF_CHECK(conf_barrier(cn) == 0, "written");
 	if (cn->id == 0)
-		CONF_CHECK(rs.failed == 1, "write-backs failed: %d", rs.failed);
+		CONF_CHECK(__atomic_load_n(&rs.failed, __ATOMIC_ACQUIRE) == 1,
+			   "write-backs failed: %d", __atomic_load_n(&rs.failed, __ATOMIC_ACQUIRE));
 	CONF_CHECK(coh_cache_read(h.cache, 5, 1, buf) == 0, "read 5");
 	CONF_CHECK(bench_block_value(buf, BS, &v) == 0 && v == 0x600, "block 5: %llx",
 		   (unsigned long long)v);

@@ -200,6 +200,17 @@ int coh_cache_compare_write(struct coh_cache *c, uint64_t lba, uint32_t nblocks,
 /** coh_cache_flush - write every dirty block back to the store and flush the store. */
 int coh_cache_flush(struct coh_cache *c);
 
+/**
+ * coh_cache_writeback - write back those of the @n blocks @lbas that this cache holds dirty now,
+ * each as a flush does (through the destage hook, with the cache lock dropped while it is
+ * written; writers of the same slot wait for it), then flush the store if any was written.
+ * Blocks not held dirty, or being written back by another thread, are skipped. *@written (if not
+ * NULL) is how many were written. For the engine's background destage; any thread that may use
+ * the cache (the engine holds its I/O lock shared). Returns 0, -EINVAL, -ETIMEDOUT, or the
+ * destage hook's or the store's error (the blocks before it stay written).
+ */
+int coh_cache_writeback(struct coh_cache *c, const uint64_t *lbas, uint32_t n, uint32_t *written);
+
 /*
  * Node failure. The engine's view change calls these on every survivor, in this order, with a
  * barrier among the survivors after each of the first three; the cache stays open throughout,

@@ -136,6 +136,12 @@ struct coh_node_hooks; /* node_hooks.h */
  *                 node's locks, holding them, before it replays that node's log (tests use it
  *                 to hold a takeover open and show what I/O goes on meanwhile); @takeover_arg
  *                 is passed to it
+ * @destage_high, @destage_low: background destage watermarks, in percent of this node's log
+ *                region: once the log's use passes @destage_high, the node's destage thread
+ *                writes back the blocks of the oldest live records until the use is at most
+ *                @destage_low (docs/concurrency.md, "Background destage"). 0 means 50 and 25;
+ *                @destage_high COH_NODE_DESTAGE_OFF (100) turns it off (only a full log
+ *                destages, all at once). @destage_low must be below @destage_high.
  */
 struct coh_node_attr {
 	struct coh_fabric *fab;
@@ -159,7 +165,10 @@ struct coh_node_attr {
 	void *takeover_arg;
 	uint32_t queue_depth;
 	uint32_t lanes;
+	uint32_t destage_high, destage_low;
 };
+
+#define COH_NODE_DESTAGE_OFF 100u /* coh_node_attr.destage_high: no background destage */
 
 struct coh_node;
 
@@ -216,6 +225,12 @@ struct coh_node_stats {
 	 * held the cache at the moment of the call (the counters are then 0). */
 	bool cache_valid;
 	uint64_t cache_hits, cache_misses, cache_peer_fetches, lock_requests, lock_transfers;
+	/* Background destage (coh_node_attr.destage_high): rounds run (each from the high
+	 * watermark towards the low one) and blocks they wrote back; the log's use now and its
+	 * size, in bytes. A full log still counts in @log_backpressure (a writer waited for a
+	 * destage of everything). */
+	uint64_t log_bg_destages, log_bg_blocks;
+	uint64_t log_used, log_size;
 };
 
 /**
