@@ -165,6 +165,15 @@ static void ctl_show_stats(json_t *r)
 	       ctl_int(r, "lock_transfers"));
 	printf("cluster: %lld view changes, %lld takeovers, %lld destages\n",
 	       ctl_int(r, "view_changes"), ctl_int(r, "takeovers"), ctl_int(r, "destages"));
+	{
+		json_t *lg = json_object_get(r, "log");
+
+		printf("log:     %lld of %lld KiB used; writers waited for a full log %lld times; "
+		       "%lld background destage rounds (%lld blocks)\n",
+		       ctl_int(lg, "used") / 1024, ctl_int(lg, "size") / 1024,
+		       ctl_int(lg, "full_waits"), ctl_int(lg, "bg_destages"),
+		       ctl_int(lg, "bg_blocks"));
+	}
 	ctl_not_exposed(r);
 }
 
