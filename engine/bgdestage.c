@@ -80,6 +80,9 @@ static void bgd_round(struct coh_node *n)
 	while (used > n->bg.low && !atomic_load(&n->bg.stop)) {
 		uint32_t written;
 
+		/* A writer met the full log and destages everything: out of its way. */
+		if (atomic_load(&n->bg.reclaiming))
+			break;
 		ret = bgd_batch(n, &written);
 		if (ret || !written)
 			break;

@@ -317,8 +317,14 @@ static int write_hook(void *arg, uint64_t lba, uint32_t nblocks, const void *buf
 static int reclaim(void *arg)
 {
 	struct coh_node *n = arg;
+	int ret;
 
-	return n->cache ? coh_cache_flush(n->cache) : -ENOSPC;
+	/* The destage thread stands aside meanwhile (bgdestage.c, bgd_round): two destages at
+	 * once only contend for the same stripes, log lock and cores. */
+	atomic_fetch_add(&n->bg.reclaiming, 1);
+	ret = n->cache ? coh_cache_flush(n->cache) : -ENOSPC;
+	atomic_fetch_sub(&n->bg.reclaiming, 1);
+	return ret;
 }
 
 /* log_peers - where writer @w's log goes in view @members: the next k members after it. */

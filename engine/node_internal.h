@@ -123,6 +123,7 @@ struct coh_node {
 		bool inited, on, started;
 		bool draining; /* the destage thread's own: a round has not reached @low yet */
 		atomic_bool stop, kicked;
+		atomic_uint reclaiming; /* writers in the full log's reclaim (node.c) */
 		atomic_ulong rounds, blocks;
 	} bg;
 
