@@ -102,7 +102,7 @@ static void usage(FILE *f)
 	    "  --log-kib N       engine: each node's log region in KiB (default 16384)\n"
 	    "  --cache-blocks N  engine: cache blocks per node (default: the node's, 1024)\n"
 	    "  --destage-high P  engine: background destage from P percent of the log (the\n"
-	    "                    node's, 50; 100: off, only a full log destages)\n"
+	    "                    node's default is off; 100: off, only a full log destages)\n"
 	    "  --shm-latency-us N  engine, shm: hold every completion back N us (an emulated\n"
 	    "                    fabric round trip, as on RDMA: 2-5 us; rxe: 20-150 us); default 0\n"
 	    "  --csv             CSV instead of a table\n");

@@ -125,8 +125,11 @@ int node_bg_init(struct coh_node *n, uint32_t high_pct, uint32_t low_pct)
 	uint64_t cap;
 
 	memset(&n->bg, 0, sizeof(n->bg));
+	/* Off unless asked for: a batch holds the I/O lock shared while it waits on the fabric,
+	 * and one that waited on a dead peer held a view change past its timeout (once, on rdma
+	 * in the rig). docs/concurrency.md, "Background destage". */
 	if (!high_pct)
-		high_pct = 50;
+		high_pct = COH_NODE_DESTAGE_OFF;
 	if (!low_pct)
 		low_pct = high_pct / 2;
 	if (high_pct > COH_NODE_DESTAGE_OFF || low_pct >= high_pct)

@@ -393,7 +393,7 @@ static int attr_check(const struct coh_node_attr *a)
 	    a->replicas < COH_NODE_REPLICAS_NONE || a->replicas >= (int)a->nodes ||
 	    a->queue_depth > 4096 || a->lanes > COH_CACHE_MAX_LANES - 1 ||
 	    a->destage_high > COH_NODE_DESTAGE_OFF ||
-	    (a->destage_low && a->destage_low >= (a->destage_high ? a->destage_high : 50u)) ||
+	    (a->destage_low && (!a->destage_high || a->destage_low >= a->destage_high)) ||
 	    (a->block_size && (a->block_size < 512 || (a->block_size & (a->block_size - 1)))))
 		return -EINVAL;
 	if (coh_fabric_node_id(a->fab) >= a->nodes)

@@ -96,7 +96,7 @@ static int bg_open(uint32_t id, uint32_t nodes, const char *dir, bool on, struct
 				    .log_bytes = BG_LOG_BYTES,
 				    .cache_blocks = 1024,
 				    .timeout_ms = 5000,
-				    .destage_high = on ? 0 : COH_NODE_DESTAGE_OFF };
+				    .destage_high = on ? 50 : COH_NODE_DESTAGE_OFF };
 	char paths[3][600];
 	uint32_t i;
 	int ret;

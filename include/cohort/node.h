@@ -139,9 +139,10 @@ struct coh_node_hooks; /* node_hooks.h */
  * @destage_high, @destage_low: background destage watermarks, in percent of this node's log
  *                region: once the log's use passes @destage_high, the node's destage thread
  *                writes back the blocks of the oldest live records until the use is at most
- *                @destage_low (docs/concurrency.md, "Background destage"). 0 means 50 and 25;
- *                @destage_high COH_NODE_DESTAGE_OFF (100) turns it off (only a full log
- *                destages, all at once). @destage_low must be below @destage_high.
+ *                @destage_low (docs/concurrency.md, "Background destage"). Off by default:
+ *                @destage_high 0 or COH_NODE_DESTAGE_OFF (100) leaves only the full log's
+ *                destage, all at once; 50 (with @destage_low 0: half of it) is the tested
+ *                setting. @destage_low must be below @destage_high.
  */
 struct coh_node_attr {
 	struct coh_fabric *fab;
