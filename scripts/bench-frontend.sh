@@ -120,24 +120,7 @@ for m in dm_multipath dm_round_robin dm_service_time; do
 	[ -d /sys/module/$m ] || timeout 60 modprobe $m || die "modprobe $m"
 done
 cc_init "$W" 3 64M
-cat >>"$CC_CONF" <<EOF
-
-[log]
-dir = $W/log
-bytes = 4M
-replicas = 1
-
-[cache]
-blocks = 1024
-
-[volume vol0]
-size = 128M
-
-[export vol0]
-volume = vol0
-device = bench-%n
-hba = 1
-EOF
+cc_vol0 4M 1024 4 128M bench-%n
 paths=()
 for i in 0 1 2; do cc_start $i; done
 for i in 0 1 2; do cc_wait_ready $i 1 || die "cohortd node $i did not start"; done

@@ -12,6 +12,13 @@
 #                                    is by lease on both, as rdma's is: on shm "auto" would
 #                                    SIGKILL a paused node, and the rig pauses one to see it
 #                                    fence itself
+#   cc_vol0 LOG CACHE LANES SIZE DEVICE [KEY=VALUE...]
+#                                    append the usual rest: [log] (DIR/log, LOG bytes, k = 1),
+#                                    [cache] (CACHE blocks, LANES), [volume vol0] of SIZE and
+#                                    [export vol0] as user_1/DEVICE, with any further export keys
+#   cc_guest NAME SCRIPT             on the host: check that cohortd and cohortctl are built,
+#                                    then run SCRIPT --in-guest in the VM rig (scripts/vm.sh);
+#                                    returns only if they are not built
 #   cc_start ID                      cohortd --node ID in the background; its log is
 #                                    DIR/node<ID>.log, its pid ${cc_pids[ID]}
 #   cc_wait_ready ID COUNT           until its log has COUNT "control: listening" lines (one per
@@ -21,7 +28,7 @@
 #   cc_ctl ID ARGS...                cohortctl -c $CC_CONF --node ID ARGS, bounded
 #   cc_export_state ID EXPORT        the export's state in cohortctl exports
 #
-# Needs $build (the build directory) and jq. Leaves out: LIO (scripts/lio.sh).
+# Needs $top (the repository), $build (the build directory) and, in the guest, jq. Leaves out: LIO (scripts/lio.sh).
 
 CC_DIR=
 CC_CONF=
@@ -61,6 +68,40 @@ cc_init() {
 		[daemon]
 		control = $CC_DIR/run/rig-%n.sock
 	EOF
+}
+
+cc_vol0() {
+	local kv
+	cat >>"$CC_CONF" <<-EOF
+
+		[log]
+		dir = $CC_DIR/log
+		bytes = $1
+		replicas = 1
+
+		[cache]
+		blocks = $2
+		lanes = $3
+
+		[volume vol0]
+		size = $4
+
+		[export vol0]
+		volume = vol0
+		device = $5
+		hba = 1
+	EOF
+	shift 5
+	for kv in "$@"; do printf '%s = %s\n' "${kv%%=*}" "${kv#*=}" >>"$CC_CONF"; done
+}
+
+cc_guest() {
+	[ -x "$build/bin/cohortd" ] && [ -x "$build/bin/cohortctl" ] || {
+		echo "$1: $build/bin/cohortd or cohortctl not built (run scripts/setup.sh)" >&2
+		return 1
+	}
+	COHORT_VM_TIMEOUT=${COHORT_VM_TIMEOUT:-900} COHORT_VM_MODULES="${COHORT_VM_MODULES:-} sd_mod" \
+		exec "$top/scripts/vm.sh" "$2" --in-guest
 }
 
 cc_start() {

@@ -15,13 +15,11 @@ set -uo pipefail
 top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build=${COHORT_BUILD_DIR:-$top/build}
 
+# shellcheck source=cohortd-cluster.sh
+. "$top/scripts/cohortd-cluster.sh"
 if [ "${1:-}" != "--in-guest" ]; then
-	[ -x "$build/bin/cohortd" ] && [ -x "$build/bin/cohortctl" ] || {
-		echo "demo-lio: $build/bin/cohortd or cohortctl not built (run scripts/setup.sh)" >&2
-		exit 1
-	}
-	COHORT_VM_TIMEOUT=${COHORT_VM_TIMEOUT:-900} COHORT_VM_MODULES="${COHORT_VM_MODULES:-} sd_mod" \
-		exec "$top/scripts/vm.sh" "$top/scripts/demo-lio.sh" --in-guest
+	cc_guest demo-lio "$top/scripts/demo-lio.sh"
+	exit 1
 fi
 
 NODES=3
@@ -34,8 +32,6 @@ lio=$top/scripts/lio.sh
 W=$(mktemp -d /tmp/cohort-demo.XXXXXX)
 export COHORT_LIO_STATE=$W/lio.list
 cd "$W" || exit 1
-# shellcheck source=cohortd-cluster.sh
-. "$top/scripts/cohortd-cluster.sh"
 # shellcheck source=lio-multipath.sh
 . "$top/scripts/lio-multipath.sh"
 disks=()
@@ -80,25 +76,7 @@ for m in target_core_user tcm_loop sd_mod dm_multipath dm_round_robin; do
 	[ -d "/sys/module/$m" ] || timeout 60 modprobe "$m" || die "modprobe $m"
 done
 cc_init "$W" $NODES 32M
-cat >>"$CC_CONF" <<EOF
-
-[log]
-dir = $W/log
-bytes = 8M
-replicas = 1
-
-[cache]
-blocks = 2048
-lanes = 2
-
-[volume vol0]
-size = 48M
-
-[export vol0]
-volume = vol0
-device = demo-%n
-hba = 1
-EOF
+cc_vol0 8M 2048 2 48M demo-%n
 for ((i = 0; i < NODES; i++)); do cc_start $i; done
 for ((i = 0; i < NODES; i++)); do cc_wait_ready $i 1 || die "controller $i did not start"; done
 for ((i = 0; i < NODES; i++)); do

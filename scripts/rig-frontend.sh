@@ -43,21 +43,17 @@ set -uo pipefail
 top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build=${COHORT_BUILD_DIR:-$top/build}
 
+# shellcheck source=cohortd-cluster.sh
+. "$top/scripts/cohortd-cluster.sh"
 if [ "${1:-}" != "--in-guest" ]; then
-	[ -x "$build/bin/cohortd" ] && [ -x "$build/bin/cohortctl" ] || {
-		echo "rig-frontend: $build/bin/cohortd or cohortctl not built" >&2
-		exit 1
-	}
-	COHORT_VM_TIMEOUT=${COHORT_VM_TIMEOUT:-900} COHORT_VM_MODULES="${COHORT_VM_MODULES:-} sd_mod" \
-		exec "$top/scripts/vm.sh" "$top/scripts/rig-frontend.sh" --in-guest
+	cc_guest rig-frontend "$top/scripts/rig-frontend.sh"
+	exit 1
 fi
 
 NODES=3
 HBA=1
 PROVIDER=${COHORT_FE_PROVIDER:-shm}
 lio=$top/scripts/lio.sh
-# shellcheck source=cohortd-cluster.sh
-. "$top/scripts/cohortd-cluster.sh"
 # shellcheck source=lio-multipath.sh
 . "$top/scripts/lio-multipath.sh"
 W=$(mktemp -d /tmp/cohort-fe.XXXXXX)
@@ -112,29 +108,8 @@ step_setup() {
 		[ -d "/sys/module/$m" ] || timeout 60 modprobe "$m" || bad "modprobe $m" || return 1
 	done
 	cc_init "$W" $NODES 16M "$PROVIDER"
-	cat >>"$CC_CONF" <<-EOF
-
-		[log]
-		dir = $W/log
-		bytes = 8M
-		replicas = 1
-
-		[cache]
-		blocks = 2048
-		lanes = 2
-
-		[volume vol0]
-		size = 24M
-
-		[volume vol1]
-		size = 4M
-
-		[export vol0]
-		volume = vol0
-		device = cohort-vol0-%n
-		hba = $HBA
-		cmd_time_out = 10
-	EOF
+	cc_vol0 8M 2048 2 24M cohort-vol0-%n cmd_time_out=10
+	printf '\n[volume vol1]\nsize = 4M\n' >>"$CC_CONF"
 	timeout 30 "$build/bin/cohortd" -c "$CC_CONF" --node 0 --check >"$W/check.log" 2>&1 ||
 		bad "cohortd --check: $(cat "$W/check.log")" || return 1
 	for ((i = 0; i < NODES; i++)); do cc_start "$i"; done
