@@ -250,6 +250,7 @@ struct coh_cache {
 	atomic_uint fence_gen;
 	_Atomic bool
 	    yield; /* another thread wants the application thread's place (coh_cache_yield) */
+	_Atomic bool hold_locks; /* no lock leaves this node (coh_cache_hold_locks) */
 	uint32_t home_of[COH_CACHE_MAX_NODES];
 	uint64_t dir_words; /* nres directory words, then one arbitration word per node */
 

@@ -349,6 +349,14 @@ static void serve(struct coh_cache *c, struct res_state *st, const struct cmsg *
 		serve_refuse(c, st, req);
 		return;
 	}
+	if (atomic_load(&c->hold_locks)) {
+		/* The engine's log is moving to new peers: nothing leaves until it is on
+		 * record there (coh_cache_hold_locks). */
+		CTRACE(c, "serve r%llu to n%u: retry (held)", (unsigned long long)r,
+		       req->requester);
+		serve_refuse(c, st, req);
+		return;
+	}
 	if (!cache_lease_ok(c)) {
 		/* The others may have excluded this node and taken its locks over: its dirty
 		 * blocks must not reach the store, nor its grants anyone. */

@@ -378,6 +378,7 @@ int node_cache_open(struct coh_node *n)
 			rlog_step_forget(&n->w, n->pend[n->npend].slot);
 	}
 	pthread_mutex_unlock(&n->state_lock);
+	n->relog_hold = false; /* the log starts afresh with this cache (formation.c) */
 	return coh_cache_open(&ca, &n->cache);
 }
 

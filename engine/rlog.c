@@ -824,8 +824,9 @@ static int append(struct rlog_writer *w, uint32_t n, const uint64_t *lbas,
 		len[nr++] = RLOG_HDR;
 	}
 	ret = put_ranges(w, loff, roff, len, nr);
-	if (ret)
-		return ret;
+	for (i = 0; i < n; i++)
+		if (ret)
+			return ret;
 	if (np)
 		tail_pop(w, np, toff, tlsn);
 	w->appended += n;
@@ -839,12 +840,20 @@ static int append(struct rlog_writer *w, uint32_t n, const uint64_t *lbas,
 
 /* retire_now - set the state word of the given records on the peers to @state (RLOG_RETIRED
  * after a destage, RLOG_ABANDONED for an append that failed), advance the tail over the done
- * records, and write the region header; all persistent when it returns 0. */
+ * records, and write the region header; all persistent when it returns 0. A retirement that
+ * fails is undone here (RLOG_RETIRED): the records may still be live on a peer, so they stay
+ * live here too, and the destage that asked fails and is done again. Marked done here regardless,
+ * the retry would find nothing to retire, succeed, and the lock could move on with the records
+ * live on a peer, where a replay after a crash puts them back over a later write (the lost write
+ * of lifecycle.whole_cluster_crash__at_each_crash_point). An abandoned append stays done: it is
+ * best effort, on the peers still up, and nothing else would ever let the tail pass it. */
 static int retire_now(struct rlog_writer *w, const uint64_t *lsns, uint32_t n, uint64_t state)
 {
 	uint8_t *st = coh_mr_addr(w->stage);
 	uint64_t loff[STAGE_RECS + 1], roff[STAGE_RECS + 1];
 	uint32_t len[STAGE_RECS + 1], i, m = 0, half, np;
+	struct rlog_ent *marked[STAGE_RECS];
+	bool was_sup[STAGE_RECS];
 	uint64_t toff, tlsn;
 	size_t so = 0;
 	int ret;
@@ -854,6 +863,8 @@ static int retire_now(struct rlog_writer *w, const uint64_t *lsns, uint32_t n, u
 
 		if (!e || (e->retired && !e->sup))
 			continue;
+		marked[m] = e;
+		was_sup[m] = e->sup;
 		e->retired = true;
 		e->sup = false;
 		put64(st + so, state);
@@ -861,29 +872,41 @@ static int retire_now(struct rlog_writer *w, const uint64_t *lsns, uint32_t n, u
 		roff[m] = e->off + R_STATE;
 		len[m++] = 8;
 		so += 8;
-		w->retired++;
 	}
 	/* Crash tests stop a node between the first half of a reclaim and the rest. */
 	half = m / 2;
+	ret = 0;
 	if (half && w->point) {
 		ret = put_ranges(w, loff, roff, len, half);
-		if (ret)
-			return ret;
-		w->point(w->arg, 0);
+		if (!ret)
+			w->point(w->arg, 0);
 	} else {
 		half = 0;
 	}
-	np = tail_prefix(w, &toff, &tlsn);
-	so = (so + RLOG_ALIGN - 1) / RLOG_ALIGN * RLOG_ALIGN;
-	rlog_region_hdr_encode(st + so, (uint16_t)w->me, w->gen, toff, tlsn);
-	loff[m] = so;
-	roff[m] = 0;
-	len[m++] = RLOG_HDR;
-	ret = put_ranges(w, loff + half, roff + half, len + half, m - half);
-	/* The space is the ring's again only once the header past it is on the peers (as in
-	 * append): a failed put leaves the records counted, and the next header moves past them. */
-	if (!ret)
-		tail_pop(w, np, toff, tlsn);
+	if (!ret) {
+		uint32_t nr = m;
+
+		np = tail_prefix(w, &toff, &tlsn);
+		so = (so + RLOG_ALIGN - 1) / RLOG_ALIGN * RLOG_ALIGN;
+		rlog_region_hdr_encode(st + so, (uint16_t)w->me, w->gen, toff, tlsn);
+		loff[nr] = so;
+		roff[nr] = 0;
+		len[nr++] = RLOG_HDR;
+		ret = put_ranges(w, loff + half, roff + half, len + half, nr - half);
+		/* The space is the ring's again only once the header past it is on the peers (as
+		 * in append): a failed put leaves the records counted, and the next header moves
+		 * past them. */
+		if (!ret)
+			tail_pop(w, np, toff, tlsn);
+	}
+	if (ret && state == RLOG_RETIRED) {
+		for (i = 0; i < m; i++) {
+			marked[i]->retired = was_sup[i];
+			marked[i]->sup = was_sup[i];
+		}
+	} else {
+		w->retired += m;
+	}
 	return ret;
 }
 
@@ -1244,11 +1267,9 @@ int rlog_retire(struct rlog_writer *w, uint64_t lba, uint32_t n, uint64_t upto)
 		 * its own destage retires. */
 		if (!cur || *cur > upto)
 			continue;
-		l = *cur;
-		live_del(w->live, lba + i);
 		/* The newest record, then back along what it superseded while that is still past
 		 * the tail and live on the peers. */
-		while (l && !ret) {
+		for (l = *cur; l && !ret;) {
 			struct rlog_ent *e = ent_of(w, l);
 
 			if (!e || (e->retired && !e->sup))
@@ -1263,6 +1284,14 @@ int rlog_retire(struct rlog_writer *w, uint64_t lba, uint32_t n, uint64_t upto)
 	}
 	if (!ret && m)
 		ret = retire_now(w, lsns, m, RLOG_RETIRED);
+	/* The blocks leave the live set only once every retirement is persistent on the peers:
+	 * after a failure they stay, and the destage that is done again retires them again. */
+	for (i = 0; i < n && !ret; i++) {
+		uint64_t *cur = live_find(w->live, lba + i);
+
+		if (cur && *cur <= upto)
+			live_del(w->live, lba + i);
+	}
 	pthread_mutex_unlock(&w->lock);
 	return ret;
 }

@@ -278,21 +278,36 @@ static int vc_relog(struct coh_node *n, uint32_t P, uint32_t E)
 	uint32_t want = node_log_peers(n->nodes, P, n->me, n->k);
 	int ret = 0;
 
-	if (!n->k || n->w.peers == want)
+	if (!n->k || (n->w.peers == want && !n->relog_hold))
 		return 0;
 	vc_io_take(n);
-	pthread_mutex_lock(&n->w.lock);
-	n->w.peers &= P;
-	pthread_mutex_unlock(&n->w.lock);
+	/* The flush retires records on the peers left only: a dead peer's copy keeps them live,
+	 * and a recovery replays that copy until the new generation is on record. Until then no
+	 * lock leaves this node, or another node's write to a block destaged here could be
+	 * overtaken by this one's older record at a whole-cluster restart. If the move fails,
+	 * the locks stay held: this node's next view change moves the log again. */
+	n->relog_hold = true;
 	if (n->cache)
-		ret = coh_cache_flush(n->cache);
-	if (!ret) {
-		node_point(n, COH_CRASH_VIEW_RELOG, E);
-		ret = rlog_writer_reset(&n->w, want, n->k, E);
+		coh_cache_hold_locks(n->cache, true);
+	if (n->w.peers != want) {
+		pthread_mutex_lock(&n->w.lock);
+		n->w.peers &= P;
+		pthread_mutex_unlock(&n->w.lock);
+		if (n->cache)
+			ret = coh_cache_flush(n->cache);
+		if (!ret) {
+			node_point(n, COH_CRASH_VIEW_RELOG, E);
+			ret = rlog_writer_reset(&n->w, want, n->k, E);
+		}
 	}
 	/* The new generation is on record before the first write in it is acknowledged. */
 	if (!ret)
 		ret = node_persist(n, n->st.prepared_epoch, n->st.prepared_members, false);
+	if (!ret) {
+		n->relog_hold = false;
+		if (n->cache)
+			coh_cache_hold_locks(n->cache, false);
+	}
 	vc_io_give(n);
 	if (!ret)
 		node_point(n, COH_CRASH_VIEW_RELOGGED, E);

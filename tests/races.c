@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -73,6 +74,9 @@ struct rc_scenario {
 	int (*node)(struct rc_child *c);
 	int (*parent)(struct rc_shared *sh, const pid_t *pids);
 	void (*setup)(struct rc_shared *sh);
+	/* A second life, when set: every node opened again on the same files (a whole-cluster
+	 * restart, no hook rules) once the first life is over; each must exit 0. */
+	int (*node2)(struct rc_child *c);
 };
 
 #define RFAIL(c, ...)                                                                              \
@@ -173,7 +177,7 @@ static int rc_open(struct rc_child *c, const struct rc_scenario *sc)
 				    .timeout_ms = sc->timeout_ms,
 				    .fence = sc->fence,
 				    .hooks = &hooks };
-	char paths[3][600];
+	char paths[3][600], logs[600];
 	uint32_t i;
 	int ret;
 
@@ -181,6 +185,9 @@ static int rc_open(struct rc_child *c, const struct rc_scenario *sc)
 		snprintf(paths[i], sizeof(paths[i]), "%s/elem%u", c->dir, i);
 		na.elem_paths[i] = paths[i];
 	}
+	/* In the scenario's directory: a second life opens them again. */
+	snprintf(logs, sizeof(logs), "%s/logs", c->dir);
+	na.log_dir = logs;
 	ret = coh_fabric_open(&fa, &c->fab);
 	if (ret) {
 		fprintf(stderr, "node %u: fabric: %s\n", c->id, coh_strerror(ret));
@@ -273,34 +280,15 @@ static int rc_bar(struct rc_child *c, uint32_t i)
 	return bench_sbar_wait(&c->sh->bar[i], RC_WAIT_MS);
 }
 
-/* rc_run - one scenario: fork, run, reap, judge each node's end. */
-static int rc_run(const struct rc_scenario *sc)
+/* rc_life - one life of a scenario: fork the nodes, each running @node, the parent's part (first
+ * life only), reap, judge each node's end by @end. Returns 0 or 1. */
+static int rc_life(const struct rc_scenario *sc, struct rc_shared *sh, const char *dir,
+		   const char *cluster, int (*node)(struct rc_child *c), const enum rc_end *end)
 {
-	char dir[] = "/dev/shm/cohort-races-XXXXXX", cluster[512];
-	struct rc_shared *sh;
 	pid_t pids[RC_MAXN];
 	int failed = 0, r;
 	uint32_t i;
 
-	if (!mkdtemp(dir))
-		return 1;
-	sh = mmap(NULL, sizeof(*sh), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-	if (sh == MAP_FAILED) {
-		bench_remove_tree(dir);
-		return 1;
-	}
-	memset(sh, 0, sizeof(*sh));
-	if (strcmp(conf_provider(), "shm")) {
-		if (conf_cluster_new(cluster, sizeof(cluster), sc->nodes)) {
-			munmap(sh, sizeof(*sh));
-			bench_remove_tree(dir);
-			return 1;
-		}
-	} else {
-		snprintf(cluster, sizeof(cluster), "%s", dir);
-	}
-	if (sc->setup)
-		sc->setup(sh);
 	fflush(NULL);
 	for (i = 0; i < sc->nodes; i++) {
 		pids[i] = fork();
@@ -318,7 +306,7 @@ static int rc_run(const struct rc_scenario *sc)
 					coh_strerror(r));
 				_exit(1);
 			}
-			r = sc->node(&c);
+			r = node(&c);
 			rc_close(&c);
 			_exit(r);
 		}
@@ -327,36 +315,80 @@ static int rc_run(const struct rc_scenario *sc)
 				kill(pids[i], SIGKILL);
 				waitpid(pids[i], NULL, 0);
 			}
-			munmap(sh, sizeof(*sh));
-			bench_remove_tree(dir);
 			return 1;
 		}
 	}
-	if (sc->parent && sc->parent(sh, pids)) {
+	if (node == sc->node && sc->parent && sc->parent(sh, pids)) {
 		fprintf(stderr, "%s: the parent's part failed\n", sc->name);
 		failed = 1;
 	}
 	for (i = 0; i < sc->nodes; i++) {
 		int st = 0;
 
-		if (sc->end[i] == RC_PARENT)
+		if (end[i] == RC_PARENT)
 			continue;
 		if (bench_wait_child(pids[i], &st, RC_CHILD_S + 10)) {
 			fprintf(stderr, "%s: node %u did not end\n", sc->name, i);
 			failed = 1;
 			continue;
 		}
-		if (sc->end[i] == RC_KILLED && !(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL)) {
+		if (end[i] == RC_KILLED && !(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL)) {
 			fprintf(stderr, "%s: node %u should have been killed; it %s %d\n", sc->name,
 				i, WIFSIGNALED(st) ? "died of signal" : "exited",
 				WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
 			failed = 1;
-		} else if (sc->end[i] == RC_EXIT0 && (WIFSIGNALED(st) || WEXITSTATUS(st))) {
+		} else if (end[i] == RC_EXIT0 && (WIFSIGNALED(st) || WEXITSTATUS(st))) {
 			fprintf(stderr, "%s: node %u %s %d: %s\n", sc->name, i,
 				WIFSIGNALED(st) ? "died of signal" : "exited",
 				WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st), sh->why[i]);
 			failed = 1;
 		}
+	}
+	return failed;
+}
+
+/* rc_run - one scenario: a shared area and a cluster directory, then its life or lives. */
+static int rc_run(const struct rc_scenario *sc)
+{
+	char dir[] = "/dev/shm/cohort-races-XXXXXX", cluster[512];
+	struct rc_shared *sh;
+	int failed;
+
+	if (!mkdtemp(dir))
+		return 1;
+	sh = mmap(NULL, sizeof(*sh), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (sh == MAP_FAILED) {
+		bench_remove_tree(dir);
+		return 1;
+	}
+	memset(sh, 0, sizeof(*sh));
+	snprintf(cluster, sizeof(cluster), "%s/logs", dir);
+	if (mkdir(cluster, 0700)) {
+		munmap(sh, sizeof(*sh));
+		bench_remove_tree(dir);
+		return 1;
+	}
+	if (strcmp(conf_provider(), "shm")) {
+		if (conf_cluster_new(cluster, sizeof(cluster), sc->nodes)) {
+			munmap(sh, sizeof(*sh));
+			bench_remove_tree(dir);
+			return 1;
+		}
+	} else {
+		snprintf(cluster, sizeof(cluster), "%s", dir);
+	}
+	if (sc->setup)
+		sc->setup(sh);
+	failed = rc_life(sc, sh, dir, cluster, sc->node, sc->end);
+	if (!failed && sc->node2) {
+		enum rc_end end[RC_MAXN] = { RC_EXIT0 };
+
+		/* The restart: no rule of the first life's hook applies. */
+		memset((void *)sh->die, 0, sizeof(sh->die));
+		memset((void *)sh->hold, 0, sizeof(sh->hold));
+		memset((void *)sh->drop_type, 0, sizeof(sh->drop_type));
+		bench_sbar_init(&sh->bar[7], sc->nodes);
+		failed = rc_life(sc, sh, dir, cluster, sc->node2, end);
 	}
 	munmap(sh, sizeof(*sh));
 	bench_remove_tree(dir);
@@ -867,6 +899,109 @@ int rc_partial_commit(int commit_somewhere)
 				  .end = { RC_EXIT0, RC_EXIT0, RC_KILLED, RC_KILLED, RC_EXIT0 },
 				  .node = pc_node,
 				  .setup = commit_somewhere ? pc_setup_commit : pc_setup_nocommit };
+
+	return rc_run(&sc);
+}
+
+/*
+ * 6. A log move that lets a lock go too soon, then a whole-cluster crash. Three nodes, k = 1:
+ * node 1's log is on node 2. Node 1 writes block 0 (resource 0, homed on node 0): its record is
+ * on node 2 only. Node 2 dies; node 1 destages (its retirement reaches no peer: node 2 is gone)
+ * and is held before its log starts on node 0 (COH_CRASH_VIEW_RELOG). Node 0 writes block 0
+ * meanwhile; if that is not acknowledged, node 1 is let go and node 0 writes again until it is.
+ * Node 0 destages it, and the whole cluster is killed (node 1 still held, if it was never let
+ * go) and restarted on the same files. Node 2's copy of node 1's log still holds
+ * the first write as live: had node 1 handed the lock on before its new log generation was on
+ * record, the restart would replay it over node 0's acknowledged write (it did, about one whole-
+ * cluster crash trial in a hundred). Every node of the second life must read node 0's value.
+ */
+#define LM_A 0x6000000001ull
+#define LM_B 0x6000000002ull
+enum {
+	LM_ACKED = 0
+};
+
+static int lm_node(struct rc_child *c)
+{
+	struct rc_shared *sh = c->sh;
+	uint32_t i;
+	int r = -EAGAIN;
+
+	if (rc_bar(c, 0))
+		RFAIL(c, "start barrier");
+	if (c->id == 1 && (r = rc_write(c, 0, LM_A)))
+		RFAIL(c, "first write: %s", coh_strerror(r));
+	if (rc_bar(c, 1))
+		RFAIL(c, "barrier 1");
+	if (c->id == 2)
+		kill(getpid(), SIGKILL);
+	if (c->id == 0) {
+		if (rc_wait_at(sh, 1, COH_CRASH_VIEW_RELOG, 1))
+			RFAIL(c, "node 1 never moved its log");
+		/* While node 1's log moves. Acknowledged, it must not be lost: the cluster dies
+		 * with node 1 still held there, before any view without node 2 is prepared. */
+		r = rc_write(c, 0, LM_B);
+		if (r) {
+			/* Not acknowledged (the lock stays with node 1 until its log has moved):
+			 * node 1 let go, then until acknowledged (-EAGAIN while the view
+			 * change goes on). */
+			atomic_store(&sh->hold[1][COH_CRASH_VIEW_RELOG], 0);
+			for (i = 0; r && i < 50; i++)
+				r = rc_write(c, 0, LM_B);
+		}
+		if (r)
+			RFAIL(c, "write after the log move: %s", coh_strerror(r));
+		if ((r = coh_node_flush(c->n)))
+			RFAIL(c, "flush: %s", coh_strerror(r));
+		atomic_store(&sh->flag[LM_ACKED], 1);
+	}
+	/* The parent kills the whole cluster. */
+	rc_wait_flag(sh, 15, 1);
+	RFAIL(c, "not killed");
+}
+
+static int lm_parent(struct rc_shared *sh, const pid_t *pids)
+{
+	int ret = rc_wait_flag(sh, LM_ACKED, 1);
+
+	kill(pids[0], SIGKILL);
+	kill(pids[1], SIGKILL);
+	return ret;
+}
+
+static int lm_node2(struct rc_child *c)
+{
+	uint64_t v = 0;
+	int r;
+
+	if (rc_bar(c, 7))
+		RFAIL(c, "second life's barrier");
+	if ((r = rc_read(c, 0, &v)) || v != LM_B)
+		RFAIL(c, "block 0 after the restart: %s, %llx (acknowledged: %llx)",
+		      coh_strerror(r), (unsigned long long)v, (unsigned long long)LM_B);
+	if (rc_bar(c, 7))
+		RFAIL(c, "barrier before close");
+	return 0;
+}
+
+static void lm_setup(struct rc_shared *sh)
+{
+	bench_sbar_init(&sh->bar[0], 3);
+	bench_sbar_init(&sh->bar[1], 3);
+	atomic_store(&sh->hold[1][COH_CRASH_VIEW_RELOG], 1);
+}
+
+int rc_log_move_then_cluster_crash(void)
+{
+	struct rc_scenario sc = { .name = "log_move_then_cluster_crash",
+				  .nodes = 3,
+				  .k = 1,
+				  .timeout_ms = 2000,
+				  .end = { RC_KILLED, RC_KILLED, RC_KILLED },
+				  .node = lm_node,
+				  .parent = lm_parent,
+				  .setup = lm_setup,
+				  .node2 = lm_node2 };
 
 	return rc_run(&sc);
 }

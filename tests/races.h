@@ -2,7 +2,8 @@
  * races.h - the failures the randomized crash trials never injected, each as a deterministic
  * scenario of node processes on the provider under test (issue 12): a paused member, a writer
  * that dies between its exclusive CAS and its invalidations, a writer that moved its log, a death
- * during a log move, a view change that only some survivors commit. Each returns 0 when the
+ * during a log move, a view change that only some survivors commit, a log move followed by a
+ * whole-cluster crash. Each returns 0 when the
  * cluster came through with every acknowledged write readable and nothing stale served, else 1
  * with the reason on stderr.
  */
@@ -30,6 +31,10 @@ int rc_death_during_log_move(void);
  * last barrier): @commit_somewhere 1 drops the dying node's last barrier message (ZEROED) to
  * all but one survivor, which commits; 0 drops its READY, so nobody commits. */
 int rc_partial_commit(int commit_somewhere);
+/* 6: a writer whose log peer died destages and moves its log; another node writes the block
+ * meanwhile; the whole cluster crashes and restarts: the acknowledged write is there, not the
+ * first writer's record left live on the dead peer's copy. */
+int rc_log_move_then_cluster_crash(void);
 
 #ifdef __cplusplus
 }

@@ -40,3 +40,8 @@ TEST(races, partial_commit__nobody_committed_round_redone)
 {
 	EXPECT_EQ(rc_partial_commit(0), 0);
 }
+
+TEST(races, log_move_then_cluster_crash__acknowledged_write_survives)
+{
+	EXPECT_EQ(rc_log_move_then_cluster_crash(), 0);
+}

@@ -6,7 +6,10 @@
  * acknowledged (one copy of two), and no destage will ever retire it (the cache never installed
  * it), so the writer must retire the copy that landed: node 1's scan must not find it live, or a
  * survivor's replay after a second death would write it over newer data. The record appended
- * before the death stays live.
+ * before the death stays live. Then a retirement that fails (the writer's only peer is the dead
+ * node 2) is done again once the writer's peer is node 1: it must reach node 1. Taken as done at
+ * the first try, the second would find nothing to retire and succeed, and the lock could move
+ * on with the record live on node 1 (the lost write of a whole-cluster crash trial).
  *
  * Rewrite: node 0 writes a log with k = 1 on node 1 and rewrites blocks. Node 1 scans its copy
  * after each phase: a rewrite leaves the superseded record live on the peer, and the scan keeps
@@ -29,9 +32,10 @@
 #define BSIZE 4096u
 #define LBA_KEPT 7u
 #define LBA_FAILED 9u
+#define LBA_RETRIED 11u
 
 struct live_seen {
-	uint32_t kept, failed;
+	uint32_t kept, failed, retried;
 };
 
 static int count_live(void *arg, const struct rlog_rec *r, const uint8_t *payload)
@@ -43,6 +47,8 @@ static int count_live(void *arg, const struct rlog_rec *r, const uint8_t *payloa
 		s->kept++;
 	if (r->type == RLOG_DATA && r->addr == LBA_FAILED)
 		s->failed++;
+	if (r->type == RLOG_DATA && r->addr == LBA_RETRIED)
+		s->retried++;
 	return 0;
 }
 
@@ -86,6 +92,7 @@ static int writer_node(struct conf_node *cn, struct coh_mr_desc *descs)
 	CONF_CHECK(rlog_writer_reset(&w, 1u << 1 | 1u << 2, 2, 1) == 0, "reset");
 	memset(block, 0xa5, sizeof(block));
 	CONF_CHECK(rlog_append_data(&w, LBA_KEPT, 1, block, NULL) == 0, "append with both peers");
+	CONF_CHECK(rlog_append_data(&w, LBA_RETRIED, 1, block, NULL) == 0, "second append");
 	CONF_CHECK(conf_barrier(cn) == 0, "barrier: appended");
 	/* Node 2 dies now; the append below must see it gone. */
 	CONF_CHECK(coh_fabric_event_get(cn->fab, &ev, CONF_TIMEOUT_MS) == 0, "no event");
@@ -94,6 +101,13 @@ static int writer_node(struct conf_node *cn, struct coh_mr_desc *descs)
 	memset(block, 0x5a, sizeof(block));
 	ret = rlog_append_data(&w, LBA_FAILED, 1, block, NULL);
 	CONF_CHECK(ret != 0, "an append with one copy of two succeeded");
+	/* A retirement that reaches no peer fails, and is done again where it can land. */
+	w.peers = 1u << 2;
+	CONF_CHECK(rlog_retire(&w, LBA_RETRIED, 1, UINT64_MAX) != 0,
+		   "a retirement on a dead peer succeeded");
+	w.peers = 1u << 1;
+	ret = rlog_retire(&w, LBA_RETRIED, 1, UINT64_MAX);
+	CONF_CHECK(ret == 0, "the retirement again: %s", coh_strerror(ret));
 	CONF_CHECK(conf_send(cn, 1, "scan", 4) == 0, "tell node 1");
 	CONF_CHECK(conf_recv(cn, 1, msg, &len, CONF_TIMEOUT_MS) == 0, "node 1 did not scan");
 	for (p = 1; p <= 2; p++) {
@@ -140,6 +154,7 @@ int sc_rlog_partial_append(struct conf_node *cn)
 	CONF_CHECK(rlog_scan(coh_mr_addr(mr), LOG_LEN, 0, count_live, &seen, &st) == 0, "scan");
 	CONF_CHECK(seen.kept == 1, "the acknowledged record is live %u times", seen.kept);
 	CONF_CHECK(seen.failed == 0, "the record of the failed append is still live here");
+	CONF_CHECK(seen.retried == 0, "the record whose retirement failed once is still live here");
 	CONF_CHECK(conf_send(cn, 0, "ok", 2) == 0, "tell node 0");
 	coh_ep_delete(&ep);
 	coh_cq_delete(&cq);

@@ -253,6 +253,16 @@ int coh_cache_rekey(struct coh_cache *c, struct coh_mr_desc descs[COH_CACHE_DESC
 int coh_cache_import(struct coh_cache *c, uint32_t peer,
 		     const struct coh_mr_desc descs[COH_CACHE_DESCS]);
 void coh_cache_yield(struct coh_cache *c, bool on);
+/*
+ * coh_cache_hold_locks(c, true) - from here on this node hands no lock on and shares none: every
+ *   request for a resource it holds is answered RETRY, and the requester asks again within its
+ *   own deadline. coh_cache_hold_locks(c, false) ends it. The engine holds them while its log
+ *   moves to new peers (a view change): a record retired only on the peers left may still be
+ *   live on the dead peer's copy, which a recovery would replay until the new generation of the
+ *   log is on record; another node's write to the block before then could be lost under it.
+ *   Any thread; no network operation.
+ */
+void coh_cache_hold_locks(struct coh_cache *c, bool on);
 int coh_cache_rebuild_clear(struct coh_cache *c);
 int coh_cache_rebuild_claim(struct coh_cache *c);
 int coh_cache_take_over(struct coh_cache *c, uint32_t d, uint32_t candidates, uint32_t round,
