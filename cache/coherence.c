@@ -1683,12 +1683,19 @@ int coh_cache_writeback(struct coh_cache *c, const uint64_t *lbas, uint32_t n, u
 }
 
 /* cache_release_all - give back every resource this node holds, after writing back, so that the
- * others need not ask a node that is leaving. Best effort: a CAS that loses a race is left. */
+ * others need not ask a node that is leaving. Best effort: a CAS that loses a race is left. Not
+ * when the write-back failed: the blocks left dirty are only in this node's log copies, and a
+ * resource given back could be written by another node and then lose that write to a replay of
+ * the older record. Kept, the others take the resources over with the log (a view change). */
 int cache_release_all(struct coh_cache *c)
 {
 	uint64_t r, old;
 	int ret = cache_writeback_all(c), r2;
-	struct xport *x = lane_enter(c);
+	struct xport *x;
+
+	if (ret)
+		return ret;
+	x = lane_enter(c);
 
 	for (r = 0; r < c->nres; r++) {
 		struct res_state *st = &c->res[r];

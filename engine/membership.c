@@ -690,19 +690,31 @@ static int memb_leave(struct coh_node *n)
 		pthread_rwlock_wrlock(&n->io);
 		if (ret) {
 			/* The log's peers may be leaving too: destage without them rather than not
-			 * at all (this node is not dying; a late copy is replayed harmlessly). */
-			COH_LOG_WARN("node %u: destage at close: %s; again without log peers",
+			 * at all (this node is not dying). The records stay live on the peers, so
+			 * no lock is given back: the others take them over with this node's log
+			 * (a view change), and a replay of a copy writes what the destage wrote,
+			 * with nobody having written since. Given back, another node's write to
+			 * one of the blocks could be lost to a replay of the older record. */
+			COH_LOG_WARN("node %u: destage at close: %s; again without log peers, "
+				     "the locks kept for the others to take over",
 				     n->me, coh_strerror(ret));
 			pthread_mutex_lock(&n->w.lock);
 			n->w.peers = 0;
 			pthread_mutex_unlock(&n->w.lock);
+			if (coh_cache_flush(n->cache))
+				COH_LOG_ERR(
+				    "node %u: destage without log peers failed too; what it "
+				    "acknowledged is in its log copies",
+				    n->me);
+			coh_cache_abandon(&n->cache);
+		} else {
+			ret = coh_cache_close(&n->cache);
+			if (ret)
+				COH_LOG_ERR(
+				    "node %u: destage at close: %s; what it acknowledged is "
+				    "in its log copies, its locks kept for the others",
+				    n->me, coh_strerror(ret));
 		}
-		ret = coh_cache_close(&n->cache);
-		if (ret)
-			COH_LOG_ERR(
-			    "node %u: destage at close: %s; what it acknowledged is in its log "
-			    "copies",
-			    n->me, coh_strerror(ret));
 		pthread_rwlock_unlock(&n->io);
 	}
 	memb_broadcast(n, memb_others(n, n->m->conn), CTL_BYE, n->epoch, n->members);
