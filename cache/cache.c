@@ -655,6 +655,7 @@ int coh_cache_open(const struct coh_cache_attr *attr, struct coh_cache **cachep)
 	c->step_pause = attr->step_pause;
 	c->point = attr->point;
 	c->lease = attr->lease;
+	c->hold_locks = attr->hold_locks;
 	c->hook_arg = attr->hook_arg;
 	{
 		struct timespec res;

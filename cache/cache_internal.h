@@ -239,7 +239,8 @@ struct coh_cache {
 	int (*destage)(void *arg, uint64_t lba, uint32_t nblocks, const void *buf, uint64_t seq);
 	void (*step_pause)(void *arg);
 	int (*point)(void *arg, uint32_t pt, uint64_t detail);
-	const uint64_t *lease; /* coh_cache_attr.lease */
+	const uint64_t *lease;	       /* coh_cache_attr.lease */
+	bool (*hold_locks)(void *arg); /* coh_cache_attr.hold_locks */
 	void *hook_arg;
 	uint32_t memb[COH_CACHE_MAX_NODES]; /* member ids, ascending */
 	/* Node failure (view.c): @dead are fenced (nothing is sent to them, their requests are
@@ -250,7 +251,6 @@ struct coh_cache {
 	atomic_uint fence_gen;
 	_Atomic bool
 	    yield; /* another thread wants the application thread's place (coh_cache_yield) */
-	_Atomic bool hold_locks; /* no lock leaves this node (coh_cache_hold_locks) */
 	uint32_t home_of[COH_CACHE_MAX_NODES];
 	uint64_t dir_words; /* nres directory words, then one arbitration word per node */
 

@@ -349,9 +349,9 @@ static void serve(struct coh_cache *c, struct res_state *st, const struct cmsg *
 		serve_refuse(c, st, req);
 		return;
 	}
-	if (atomic_load(&c->hold_locks)) {
-		/* The engine's log is moving to new peers: nothing leaves until it is on
-		 * record there (coh_cache_hold_locks). */
+	if (c->hold_locks && c->hold_locks(c->hook_arg)) {
+		/* A record of this node's that a recovery could replay may be live on a peer
+		 * (coh_cache_attr.hold_locks): nothing leaves until it is not. */
 		CTRACE(c, "serve r%llu to n%u: retry (held)", (unsigned long long)r,
 		       req->requester);
 		serve_refuse(c, st, req);

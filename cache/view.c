@@ -91,12 +91,6 @@ void coh_cache_yield(struct coh_cache *c, bool on)
 		atomic_store(&c->yield, on);
 }
 
-void coh_cache_hold_locks(struct coh_cache *c, bool on)
-{
-	if (c)
-		atomic_store(&c->hold_locks, on);
-}
-
 int coh_cache_rebuild_clear(struct coh_cache *c)
 {
 	_Atomic uint64_t *dir;

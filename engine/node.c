@@ -312,6 +312,27 @@ static int write_hook(void *arg, uint64_t lba, uint32_t nblocks, const void *buf
 	return ret;
 }
 
+/* The cache's hold_locks hook: no lock leaves while a record a recovery could replay may be live
+ * on a peer that its retirement did not reach: the log is moving to new peers (vc_relog), or a
+ * failed append's ABANDONED mark did not land everywhere. The latter is tried again here, on the
+ * service thread, each time a request would otherwise be served (bounded by the timeout). */
+static bool node_hold_locks(void *arg)
+{
+	struct coh_node *n = arg;
+
+	if (atomic_load(&n->relog_hold))
+		return true;
+	if (!n->k || !rlog_abandon_pending(&n->w))
+		return false;
+	if (rlog_abandon_retry(&n->w)) {
+		COH_LOG_DBG("node %u: a failed append's records may be live on a peer: no lock "
+			    "handed on until they are marked or the log moves",
+			    n->me);
+		return true;
+	}
+	return false;
+}
+
 /* Back-pressure: the log is full; destage everything this node holds dirty. The last resort:
  * the background destage (bgdestage.c) normally keeps the log below its high watermark. */
 static int reclaim(void *arg)
@@ -364,6 +385,7 @@ int node_cache_open(struct coh_node *n)
 		.step_pause = node_step_pause,
 		.point = cache_point,
 		.lease = &n->lease_end_ms,
+		.hold_locks = node_hold_locks,
 		.hook_arg = n,
 	};
 
@@ -378,7 +400,7 @@ int node_cache_open(struct coh_node *n)
 			rlog_step_forget(&n->w, n->pend[n->npend].slot);
 	}
 	pthread_mutex_unlock(&n->state_lock);
-	n->relog_hold = false; /* the log starts afresh with this cache (formation.c) */
+	atomic_store(&n->relog_hold, false); /* the log starts afresh with this cache */
 	return coh_cache_open(&ca, &n->cache);
 }
 

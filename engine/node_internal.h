@@ -60,8 +60,9 @@ struct coh_node {
 	struct node_state st; /* as last persisted (state.c); membership thread and open/close */
 	bool recovering;      /* open's recovery replays without a lease: nobody serves yet */
 	/* The log is moving to new peers (vc_relog) and the cache hands no lock on until the new
-	 * generation is on record: set and cleared by the view change, under the I/O lock. */
-	bool relog_hold;
+	 * generation is on record (node_hold_locks): set and cleared by the view change, under
+	 * the I/O lock; read by the service thread. */
+	_Atomic bool relog_hold;
 
 	struct coh_store *elems[COH_RAID_MAX_ELEMS];
 	struct coh_raid *raid;

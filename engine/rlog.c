@@ -925,10 +925,70 @@ int rlog_writer_reset(struct rlog_writer *w, uint32_t peers, uint32_t k, uint32_
 	w->next_lsn = w->tail_lsn = 1;
 	w->used = 0;
 	w->ent_head = w->ent_count = 0;
+	/* A new generation: recovery takes it over every copy of the old one. */
+	w->abandon_n = 0;
+	w->abandon_lost = false;
+	__atomic_store_n(&w->abandon_any, false, __ATOMIC_RELEASE);
 	memset(w->live->e, 0, w->live->cap * sizeof(w->live->e[0]));
 	w->live->count = 0;
 	rlog_region_hdr_encode(coh_mr_addr(w->stage), (uint16_t)w->me, w->gen, RLOG_RING, 1);
 	ret = put_ranges(w, &loff, &roff, &len, 1);
+	pthread_mutex_unlock(&w->lock);
+	return ret;
+}
+
+/* abandon_keep - @n records of a failed append whose ABANDONED mark may not have landed on every
+ * peer. Lock held. */
+static void abandon_keep(struct rlog_writer *w, const uint64_t *lsns, uint32_t n)
+{
+	uint32_t i;
+
+	for (i = 0; i < n; i++) {
+		if (w->abandon_n < RLOG_ABANDON_MAX)
+			w->abandon_lsns[w->abandon_n++] = lsns[i];
+		else
+			w->abandon_lost = true;
+	}
+	__atomic_store_n(&w->abandon_any, true, __ATOMIC_RELEASE);
+}
+
+bool rlog_abandon_pending(struct rlog_writer *w)
+{
+	/* Without the lock: asked before every lock handover, while an append may hold it across
+	 * a round trip. */
+	return __atomic_load_n(&w->abandon_any, __ATOMIC_ACQUIRE);
+}
+
+int rlog_abandon_retry(struct rlog_writer *w)
+{
+	uint8_t *st = coh_mr_addr(w->stage);
+	uint64_t loff[STAGE_RECS], roff[STAGE_RECS];
+	uint32_t len[STAGE_RECS], i = 0, m;
+	int ret = 0;
+
+	pthread_mutex_lock(&w->lock);
+	if (w->abandon_lost)
+		ret = -ENOSPC;
+	while (!ret && i < w->abandon_n) {
+		for (m = 0; i < w->abandon_n && m < STAGE_RECS; i++) {
+			const struct rlog_ent *e = ent_of(w, w->abandon_lsns[i]);
+
+			/* Gone from the FIFO: the tail on the peers is past it, so no scan sees
+			 * it. */
+			if (!e)
+				continue;
+			put64(st + (size_t)m * 8, RLOG_ABANDONED);
+			loff[m] = (uint64_t)m * 8;
+			roff[m] = e->off + R_STATE;
+			len[m++] = 8;
+		}
+		if (m)
+			ret = put_ranges(w, loff, roff, len, m);
+	}
+	if (!ret) {
+		w->abandon_n = 0;
+		__atomic_store_n(&w->abandon_any, false, __ATOMIC_RELEASE);
+	}
 	pthread_mutex_unlock(&w->lock);
 	return ret;
 }
@@ -958,14 +1018,16 @@ static int append_recs(struct rlog_writer *w, uint32_t n, const uint64_t *lbas,
 		 * a write that will not be acknowledged or installed, and that no destage would
 		 * retire: the lock could move on while they stay live, and a replay after this
 		 * node's death would write them over a newer write. Retire them where they
-		 * landed, this round's and the earlier rounds'; the dead peer's copy goes with
-		 * it. Best effort: it fails on the peer that failed. */
-		if (w->next_lsn != first)
-			(void)retire_now(w, out + done, m, RLOG_ABANDONED);
+		 * landed, this round's and the earlier rounds'. Where that fails too (the peer
+		 * that failed, or a slow one), they are kept pending: the owner hands no lock on
+		 * until they are marked (rlog_abandon_retry) or the log has a new generation. */
+		if (w->next_lsn != first && retire_now(w, out + done, m, RLOG_ABANDONED))
+			abandon_keep(w, out + done, m);
 		while (done) {
 			uint32_t k = done < STAGE_RECS ? done : STAGE_RECS;
 
-			(void)retire_now(w, out + done - k, k, RLOG_ABANDONED);
+			if (retire_now(w, out + done - k, k, RLOG_ABANDONED))
+				abandon_keep(w, out + done - k, k);
 			done -= k;
 		}
 		return ret;

@@ -105,6 +105,8 @@ typedef void (*rlog_point_fn)(void *arg, int point);
  * (called with the writer's lock held, so it only signals). */
 typedef void (*rlog_kick_fn)(void *arg);
 
+#define RLOG_ABANDON_MAX 256u
+
 struct rlog_writer {
 	pthread_mutex_t lock;
 	struct coh_fabric *fab;
@@ -155,6 +157,14 @@ struct rlog_writer {
 	bool gc_leader;
 	uint64_t group_commits, group_writes; /* rounds that carried several writes; their writes */
 	uint64_t stale; /* completions of batches whose wait had timed out, discarded */
+	/* Records of failed appends whose ABANDONED mark did not reach every peer (a peer slow or
+	 * gone): one may still be live on a peer, where a replay would put an unacknowledged
+	 * write back over a later one, so the owner hands no lock on until the marks land
+	 * (rlog_abandon_retry) or the log starts a new generation. @abandon_lost: more than fit. */
+	uint64_t abandon_lsns[RLOG_ABANDON_MAX];
+	uint32_t abandon_n;
+	bool abandon_lost;
+	bool abandon_any; /* either of the above: __atomic_*_n, read without the lock */
 };
 
 int rlog_writer_init(struct rlog_writer *w, struct coh_fabric *fab, uint32_t bsize,
@@ -195,6 +205,12 @@ int rlog_scan_steps(const uint8_t *region, size_t len, uint16_t writer,
 int rlog_retire(struct rlog_writer *w, uint64_t lba, uint32_t n, uint64_t upto);
 /* Live DATA records (acknowledged, not destaged). */
 uint64_t rlog_live_count(struct rlog_writer *w);
+/* rlog_abandon_pending - whether some failed append's records may still be live on a peer (their
+ * ABANDONED mark did not land everywhere); cheap. rlog_abandon_retry - mark them again on the
+ * current peers: 0 when none is left pending, else the error (-ENOSPC: more were lost track of
+ * than the writer keeps; only a new generation ends that). Bounded by the writer's timeout. */
+bool rlog_abandon_pending(struct rlog_writer *w);
+int rlog_abandon_retry(struct rlog_writer *w);
 /* rlog_used - bytes between the tail and the head now (what the ring cannot take); *@cap, if not
  * NULL, the ring's size. */
 uint64_t rlog_used(struct rlog_writer *w, uint64_t *cap);

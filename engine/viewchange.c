@@ -278,17 +278,15 @@ static int vc_relog(struct coh_node *n, uint32_t P, uint32_t E)
 	uint32_t want = node_log_peers(n->nodes, P, n->me, n->k);
 	int ret = 0;
 
-	if (!n->k || (n->w.peers == want && !n->relog_hold))
+	if (!n->k || (n->w.peers == want && !atomic_load(&n->relog_hold)))
 		return 0;
 	vc_io_take(n);
 	/* The flush retires records on the peers left only: a dead peer's copy keeps them live,
 	 * and a recovery replays that copy until the new generation is on record. Until then no
-	 * lock leaves this node, or another node's write to a block destaged here could be
-	 * overtaken by this one's older record at a whole-cluster restart. If the move fails,
-	 * the locks stay held: this node's next view change moves the log again. */
-	n->relog_hold = true;
-	if (n->cache)
-		coh_cache_hold_locks(n->cache, true);
+	 * lock leaves this node (node_hold_locks), or another node's write to a block destaged
+	 * here could be overtaken by this one's older record at a whole-cluster restart. If the
+	 * move fails, the locks stay held: this node's next view change moves the log again. */
+	atomic_store(&n->relog_hold, true);
 	if (n->w.peers != want) {
 		pthread_mutex_lock(&n->w.lock);
 		n->w.peers &= P;
@@ -303,11 +301,8 @@ static int vc_relog(struct coh_node *n, uint32_t P, uint32_t E)
 	/* The new generation is on record before the first write in it is acknowledged. */
 	if (!ret)
 		ret = node_persist(n, n->st.prepared_epoch, n->st.prepared_members, false);
-	if (!ret) {
-		n->relog_hold = false;
-		if (n->cache)
-			coh_cache_hold_locks(n->cache, false);
-	}
+	if (!ret)
+		atomic_store(&n->relog_hold, false);
 	vc_io_give(n);
 	if (!ret)
 		node_point(n, COH_CRASH_VIEW_RELOGGED, E);

@@ -6,7 +6,8 @@
  * acknowledged (one copy of two), and no destage will ever retire it (the cache never installed
  * it), so the writer must retire the copy that landed: node 1's scan must not find it live, or a
  * survivor's replay after a second death would write it over newer data. The record appended
- * before the death stays live. Then a retirement that fails (the writer's only peer is the dead
+ * before the death stays live. Its ABANDONED mark missed node 2, so it is pending until marked
+ * again on the peers the writer has then. Then a retirement that fails (the writer's only peer is the dead
  * node 2) is done again once the writer's peer is node 1: it must reach node 1. Taken as done at
  * the first try, the second would find nothing to retire and succeed, and the lock could move
  * on with the record live on node 1 (the lost write of a whole-cluster crash trial).
@@ -101,6 +102,12 @@ static int writer_node(struct conf_node *cn, struct coh_mr_desc *descs)
 	memset(block, 0x5a, sizeof(block));
 	ret = rlog_append_data(&w, LBA_FAILED, 1, block, NULL);
 	CONF_CHECK(ret != 0, "an append with one copy of two succeeded");
+	/* Its ABANDONED mark could not reach node 2: pending (the engine hands no lock on) until
+	 * marked again where the writer's peers are now. */
+	CONF_CHECK(rlog_abandon_pending(&w), "a mark that missed a peer is not pending");
+	w.peers = 1u << 1;
+	ret = rlog_abandon_retry(&w);
+	CONF_CHECK(ret == 0 && !rlog_abandon_pending(&w), "the mark again: %s", coh_strerror(ret));
 	/* A retirement that reaches no peer fails, and is done again where it can land. */
 	w.peers = 1u << 2;
 	CONF_CHECK(rlog_retire(&w, LBA_RETRIED, 1, UINT64_MAX) != 0,

@@ -95,7 +95,14 @@ enum coh_cache_point {
  *         unless the lease is valid when it finishes, so that a node the others have excluded
  *         and no longer invalidate stops by itself (docs/recovery.md, "Fencing"). Such an
  *         operation returns -EAGAIN.
- * @hook_arg: passed to @write_hook, @destage, @step_pause and @point
+ * @hold_locks: if set, asked by the service thread before it hands a resource on or shares it:
+ *              while it returns true, every request is answered RETRY and the requester asks
+ *              again within its own deadline. The engine holds them while a record that a
+ *              recovery could still replay may be live on a peer its retirement did not reach
+ *              (its log moving to new peers; a failed append's mark not landed): a lock handed
+ *              on then would let another node's write be lost under that record at a
+ *              whole-cluster restart. It may wait on the fabric, bounded; cache lock held.
+ * @hook_arg: passed to @write_hook, @destage, @step_pause, @point and @hold_locks
  * @lanes: application contexts, 1 .. COH_CACHE_MAX_LANES; 0 means 1. Each has its own endpoints
  *         to every peer and its own completion queue, so that operations on different lanes
  *         wait on the network at the same time.
@@ -117,6 +124,7 @@ struct coh_cache_attr {
 	const uint64_t *lease; /* read with __atomic_load_n */
 	void *hook_arg;
 	uint32_t lanes;
+	bool (*hold_locks)(void *arg);
 };
 
 /* coh_cache_channels - how many fabric channels a cache with @lanes lanes uses (0 means 1). */
@@ -253,16 +261,6 @@ int coh_cache_rekey(struct coh_cache *c, struct coh_mr_desc descs[COH_CACHE_DESC
 int coh_cache_import(struct coh_cache *c, uint32_t peer,
 		     const struct coh_mr_desc descs[COH_CACHE_DESCS]);
 void coh_cache_yield(struct coh_cache *c, bool on);
-/*
- * coh_cache_hold_locks(c, true) - from here on this node hands no lock on and shares none: every
- *   request for a resource it holds is answered RETRY, and the requester asks again within its
- *   own deadline. coh_cache_hold_locks(c, false) ends it. The engine holds them while its log
- *   moves to new peers (a view change): a record retired only on the peers left may still be
- *   live on the dead peer's copy, which a recovery would replay until the new generation of the
- *   log is on record; another node's write to the block before then could be lost under it.
- *   Any thread; no network operation.
- */
-void coh_cache_hold_locks(struct coh_cache *c, bool on);
 int coh_cache_rebuild_clear(struct coh_cache *c);
 int coh_cache_rebuild_claim(struct coh_cache *c);
 int coh_cache_take_over(struct coh_cache *c, uint32_t d, uint32_t candidates, uint32_t round,
