@@ -1670,6 +1670,12 @@ int coh_cache_writeback(struct coh_cache *c, const uint64_t *lbas, uint32_t n, u
 		if (atomic_load_explicit(&h->tag, memory_order_relaxed) != lbas[i] + 1 ||
 		    !h->dirty || h->wb)
 			continue;
+		/* A view change wants the caller's place (coh_cache_yield): give way between
+		 * blocks, not after the whole batch. */
+		if (atomic_load(&c->yield)) {
+			ret = -EAGAIN;
+			break;
+		}
 		ret = slot_clean(c, h, UINT64_MAX, deadline);
 		if (!ret)
 			done++;

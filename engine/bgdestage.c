@@ -39,7 +39,8 @@ static void bgd_kick(void *arg)
 
 /* bgd_batch - write back the blocks of up to BG_BATCH of the oldest live records, holding the
  * I/O lock shared as an operation does. *@written is how many. 0, -EAGAIN (no cache: a view
- * change or a fence), or the write-back's error. */
+ * change or a fence; or a view change asked for the I/O lock, coh_cache_yield, and the batch
+ * gave way between two blocks), or the write-back's error. */
 static int bgd_batch(struct coh_node *n, uint32_t *written)
 {
 	uint64_t lbas[BG_BATCH];
@@ -84,9 +85,9 @@ static void bgd_round(struct coh_node *n)
 		if (atomic_load(&n->bg.reclaiming))
 			break;
 		ret = bgd_batch(n, &written);
+		atomic_fetch_add(&n->bg.blocks, written);
 		if (ret || !written)
 			break;
-		atomic_fetch_add(&n->bg.blocks, written);
 		used = rlog_used(&n->w, NULL);
 	}
 	if (used <= n->bg.low)

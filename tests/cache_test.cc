@@ -46,6 +46,12 @@ TEST(cache, costs__hits_and_held_writes_are_free_peer_serves_miss)
 	EXPECT_EQ(0, conf_run("cache_costs", 2, sc_cache_costs, 0, kTimeout));
 }
 
+TEST(cache, hold_and_yield__no_grant_while_held_writeback_gives_way)
+{
+	Store s;
+	EXPECT_EQ(0, conf_run("cache_hold_and_yield", 2, sc_cache_hold_and_yield, 0, kTimeout));
+}
+
 TEST(cache, invalidation__exactly_the_sharers)
 {
 	Store s;

@@ -214,8 +214,9 @@ int coh_cache_flush(struct coh_cache *c);
  * written; writers of the same slot wait for it), then flush the store if any was written.
  * Blocks not held dirty, or being written back by another thread, are skipped. *@written (if not
  * NULL) is how many were written. For the engine's background destage; any thread that may use
- * the cache (the engine holds its I/O lock shared). Returns 0, -EINVAL, -ETIMEDOUT, or the
- * destage hook's or the store's error (the blocks before it stay written).
+ * the cache (the engine holds its I/O lock shared). Returns 0, -EINVAL, -ETIMEDOUT, -EAGAIN (a
+ * view change asked for the place, coh_cache_yield: it stops between two blocks), or the destage
+ * hook's or the store's error (the blocks before it stay written).
  */
 int coh_cache_writeback(struct coh_cache *c, const uint64_t *lbas, uint32_t n, uint32_t *written);
 
