@@ -330,7 +330,14 @@ static int lc_life(const struct lc_trial *t, struct lc_shared *sh, uint32_t life
 		while (bench_now_ns() < until) {
 			if (t->crash_node < t->nodes &&
 			    waitpid(pids[t->crash_node], &st, WNOHANG) == pids[t->crash_node]) {
+				struct timespec gap = { t->death_gap_us / 1000000,
+							(long)(t->death_gap_us % 1000000) * 1000 };
+
 				killed |= 1u << t->crash_node;
+				/* The fault, not a wait for anything: the survivors have seen the
+				 * death and are somewhere in their view change (or done). */
+				if (t->death_gap_us)
+					nanosleep(&gap, NULL);
 				break;
 			}
 			if (sh->nops[0][0] >= t->kill_after_ops)

@@ -35,7 +35,9 @@ struct lc_trial {
 	uint32_t crash_point; /* enum coh_crash_point */
 	uint32_t crash_after;
 	uint32_t kill_after_ops;
-	uint32_t order[5]; /* LC_CLOSE: the order of the closes */
+	uint32_t death_gap_us; /* LC_CRASH_ALL: the others die this long after @crash_node did (in
+				  the survivors' view change), not at once */
+	uint32_t order[5];     /* LC_CLOSE: the order of the closes */
 	uint32_t log_kib;
 	uint32_t start_gap_ms; /* the first life's nodes start in reverse order, this far apart */
 	uint32_t absent;       /* before the second life, these nodes' peers try to open without

@@ -75,6 +75,30 @@ TEST(lifecycle, whole_cluster_crash__at_each_crash_point)
 	}
 }
 
+// A node dies at each crash point, and the rest of the cluster dies a little later, while the
+// survivors' view change is under way (it begins at once on shm): a log moving off the dead
+// peer, locks taken over, replays. Nothing acknowledged may be lost across the restart.
+TEST(lifecycle, whole_cluster_crash__during_the_view_change_after_a_death)
+{
+	const uint32_t gaps_us[] = { 300, 2000, 10000 };
+
+	for (uint32_t pt = COH_CRASH_BEFORE_REPLICATION; pt < COH_CRASH_VIEW_FIRST; pt++) {
+		for (uint32_t g = 0; g < sizeof(gaps_us) / sizeof(gaps_us[0]); g++) {
+			lc_trial t = base(700 + pt * 8 + g);
+			lc_result r;
+
+			t.crash_node = (pt + g) % 3;
+			t.crash_point = pt;
+			t.crash_after = 1 + (pt + g) % 4;
+			t.kill_after_ops = t.ops;
+			t.death_gap_us = gaps_us[g];
+			SCOPED_TRACE("crash point " + std::to_string(pt) + " gap " +
+				     std::to_string(gaps_us[g]) + " us");
+			ASSERT_EQ(lc_run(&t, &r), 0);
+		}
+	}
+}
+
 TEST(lifecycle, whole_cluster_crash__randomized)
 {
 	uint64_t trials = env_u64("COHORT_LIFECYCLE_TRIALS", 20),
@@ -96,12 +120,16 @@ TEST(lifecycle, whole_cluster_crash__randomized)
 			t.crash_node = (uint32_t)(s >> 28) % t.nodes;
 			t.crash_point = 1 + (uint32_t)(s >> 32) % (COH_CRASH_VIEW_FIRST - 1);
 			t.crash_after = 1 + (uint32_t)(s >> 40) % 8;
+			/* Half the time the others die during the survivors' view change. */
+			if ((s >> 48) % 2)
+				t.death_gap_us = (uint32_t)(s >> 49) % 20000;
 		}
 		SCOPED_TRACE(
 		    "trial " + std::to_string(i) + " seed " + std::to_string(t.seed) + " nodes " +
 		    std::to_string(t.nodes) + " k " + std::to_string(t.replicas) + " kill after " +
 		    std::to_string(t.kill_after_ops) + " crash node " +
-		    std::to_string(t.crash_node) + " point " + std::to_string(t.crash_point));
+		    std::to_string(t.crash_node) + " point " + std::to_string(t.crash_point) +
+		    " gap " + std::to_string(t.death_gap_us) + " us");
 		ASSERT_EQ(lc_run(&t, &r), 0);
 	}
 }
