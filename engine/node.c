@@ -635,6 +635,7 @@ int coh_node_stats(struct coh_node *n, struct coh_node_stats *st)
 	st->epoch = n->epoch;
 	st->members = n->members;
 	st->quorum = n->quorum;
+	st->view_changing = n->changing || n->forming;
 	st->log_persistence = n->log_persistence;
 	st->view_changes = n->view_changes;
 	st->takeovers = n->takeovers;
@@ -684,6 +685,8 @@ int coh_node_stats(struct coh_node *n, struct coh_node_stats *st)
 	st->log_group_writes = n->w.group_writes;
 	pthread_mutex_unlock(&n->w.lock);
 	st->log_live = rlog_live_count(&n->w);
+	st->log_moving = atomic_load(&n->relog_hold);
+	st->abandon_pending = n->k && rlog_abandon_pending(&n->w);
 	pthread_mutex_lock(&n->eng.lock);
 	st->io_inflight = n->eng.inflight;
 	pthread_mutex_unlock(&n->eng.lock);

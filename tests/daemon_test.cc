@@ -447,6 +447,11 @@ TEST(daemon, three_nodes__view_kill_rejoin_reload_stop)
 	EXPECT_GT(epoch2, epoch);
 	EXPECT_EQ(dc_ctl(c, 0, "status", out, sizeof(out)), 0);
 	EXPECT_NE(strstr(out, "2     dead"), nullptr) << out;
+	// node 1's log was on node 2: moved by the view change, and no longer moving once the
+	// view is committed
+	EXPECT_EQ(dc_ctl(c, 1, "--json status", out, sizeof(out)), 0);
+	EXPECT_NE(strstr(out, "\"log_moving\": false"), nullptr) << out;
+	EXPECT_NE(strstr(out, "\"abandon_pending\": false"), nullptr) << out;
 	ASSERT_EQ(dc_start(c, 2), 0);
 	ASSERT_EQ(dc_wait_view(c, 7, 3, DT_VIEW_MS, &epoch), 0);
 	EXPECT_GT(epoch, epoch2);

@@ -85,10 +85,13 @@ static void ctl_show_status(json_t *r)
 	printf("  recovery: %lld at open, %lld blocks replayed, %lld writers, %lld stale records\n",
 	       ctl_int(rec, "recoveries"), ctl_int(rec, "recovered_blocks"),
 	       ctl_int(rec, "recovered_writers"), ctl_int(rec, "stale_records"));
-	printf("\n  %-5s %-8s %s\n", "NODE", "ROLE", "LOG COPIES");
+	if (json_is_true(json_object_get(r, "abandon_pending")))
+		printf("  log:      a failed write's records may be live on a peer: no lock "
+		       "handed on until they are marked\n");
+	printf("\n  %-5s %-20s %s\n", "NODE", "ROLE", "LOG COPIES");
 	json_array_foreach(roles, i, n)
 	{
-		printf("  %-5lld %-8s %lld%s\n", ctl_int(n, "id"), ctl_str(n, "role"),
+		printf("  %-5lld %-20s %lld%s\n", ctl_int(n, "id"), ctl_str(n, "role"),
 		       ctl_int(n, "log_copies"),
 		       json_is_true(json_object_get(n, "this")) ? "   (this node)" : "");
 	}

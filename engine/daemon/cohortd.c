@@ -88,15 +88,22 @@ static json_t *cd_status(struct cohortd *d, const struct daemon_conf *c,
 
 	for (i = 0; i < c->nodes; i++) {
 		bool member = st->members & (1u << i);
+		const char *role = member ? "member" : "dead";
 
-		json_array_append_new(nodes, json_pack("{s:I, s:s, s:I, s:b}", "id", (json_int_t)i,
-						       "role", member ? "member" : "dead",
-						       "log_copies", (json_int_t)st->log_copies[i],
-						       "this", i == c->node));
+		/* This node knows what it is doing itself; of the others, only whether they are
+		 * members of its view. */
+		if (i == c->node && st->log_moving)
+			role = "member, log moving";
+		else if (i == c->node && st->view_changing)
+			role = "member, view change";
+		json_array_append_new(nodes,
+				      json_pack("{s:I, s:s, s:I, s:b}", "id", (json_int_t)i, "role",
+						role, "log_copies", (json_int_t)st->log_copies[i],
+						"this", i == c->node));
 	}
 	r = json_pack(
 	    "{s:b, s:s, s:I, s:I, s:I, s:I, s:b, s:b, s:b, s:I, s:o, s:{s:I, s:I, s:I, "
-	    "s:I, s:I}, s:[s, s]}",
+	    "s:I, s:I}, s:b, s:b, s:b, s:[s, s]}",
 	    "ok", 1, "cluster", c->cluster, "node", (json_int_t)c->node, "nodes",
 	    (json_int_t)c->nodes, "epoch", (json_int_t)st->epoch, "members",
 	    (json_int_t)__builtin_popcount(st->members), "quorum", st->quorum, "degraded",
@@ -105,8 +112,11 @@ static json_t *cd_status(struct cohortd *d, const struct daemon_conf *c,
 	    (json_int_t)st->recoveries, "recovered_blocks", (json_int_t)st->recovered_blocks,
 	    "recovered_writers", (json_int_t)st->recovered_writers, "stale_records",
 	    (json_int_t)st->stale_records, "last_recovery_ns", (json_int_t)st->last_recovery_ns,
-	    "not_exposed", "role leaving (the engine reports members and non-members only)",
-	    "resync progress (the engine does not report a log copy's re-replication)");
+	    "view_changing", st->view_changing, "log_moving", st->log_moving, "abandon_pending",
+	    st->abandon_pending, "not_exposed",
+	    "another node's role beyond member or not (leaving, moving its log)",
+	    "resync as a count (a log is not copied to a new peer: the writer destages, then "
+	    "starts the log afresh there; log_moving says it is under way)");
 	(void)d;
 	return r;
 }

@@ -232,6 +232,11 @@ struct coh_node_stats {
 	 * destage of everything). */
 	uint64_t log_bg_destages, log_bg_blocks;
 	uint64_t log_used, log_size;
+	/* What this node is doing for the cluster now: a view change is under way here; its log is
+	 * moving to new peers (re-protection after a peer's death: it destages, starts the log on
+	 * them, and hands no lock on until that is on record); a failed append's records may
+	 * still be live on a peer (no lock handed on until they are marked). docs/recovery.md. */
+	bool view_changing, log_moving, abandon_pending;
 };
 
 /**
