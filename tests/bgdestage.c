@@ -1,40 +1,32 @@
 /*
- * bgdestage.c - the background destage scenario of bgdestage.h: node processes forked after
- * mapping a shared area, each with its own fabric (shm, a fresh cluster directory) and node over
- * shared element files, with barriers across them. It leaves out crashes: the crash trials
- * (takeover.c) cover the destage steps the background destage goes through.
+ * bgdestage.c - the background destage scenario of bgdestage.h, on the multi-node harness
+ * (engine_harness.c: node processes forked after mapping a shared area, each with its own
+ * fabric and node over shared element files, barriers across them). It leaves out crashes: the
+ * crash trials (takeover.c) cover the destage steps the background destage goes through.
  *
- * Every wait is bounded: the barriers (BG_WAIT_MS), the wait for the low watermark, and an alarm
- * in every child (BG_CHILD_S).
+ * Every wait is bounded: the harness's barriers and alarm, and the wait for the low watermark
+ * (BG_WAIT_MS).
  */
 #define _GNU_SOURCE
 #include <errno.h>
-#include <signal.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/wait.h>
 #include <time.h>
-#include <unistd.h>
 
-#include "bench.h"
 #include "bgdestage.h"
-#include "cohort/fabric.h"
 #include "cohort/node.h"
+#include "engine_harness.h"
 
-#define BG_BS 4096u
+#define BG_BS EN_BS
 #define BG_ELEM_BLOCKS 512u /* RAID-5 over 3 elements: 1024 blocks */
 #define BG_LOG_BYTES (128u << 10)
 #define BG_RANGE 256u /* each node's blocks: [id * BG_RANGE, id * BG_RANGE + written) */
 #define BG_WAIT_MS 30000
-#define BG_CHILD_S 240
 
-struct bg_shared {
-	struct bench_sbar bar[4];
-	struct bg_result res;
-	char why[BG_MAXN][200];
-};
+/* The run's setting and where its result goes: set before the fork (the nodes read bg_on), and
+ * filled by the judge, in the parent. */
+static bool bg_on;
+static struct bg_result *bg_out;
 
 /* bg_fill - the content of block @lba. */
 static void bg_fill(uint8_t *b, uint64_t lba)
@@ -85,36 +77,6 @@ static int bg_wait_low(struct coh_node *n, uint64_t high, uint64_t low)
 	}
 }
 
-static int bg_open(uint32_t id, uint32_t nodes, const char *dir, bool on, struct coh_fabric **fab,
-		   struct coh_node **n)
-{
-	struct coh_fabric_attr fa = { .provider = "shm", .node_id = id, .cluster = dir };
-	struct coh_node_attr na = { .nodes = nodes,
-				    .raid = { .level = COH_RAID5, .nelems = 3, .chunk_blocks = 2 },
-				    .elem_blocks = BG_ELEM_BLOCKS,
-				    .replicas = 1,
-				    .log_bytes = BG_LOG_BYTES,
-				    .cache_blocks = 1024,
-				    .timeout_ms = 5000,
-				    .destage_high = on ? 50 : COH_NODE_DESTAGE_OFF };
-	char paths[3][600];
-	uint32_t i;
-	int ret;
-
-	for (i = 0; i < 3; i++) {
-		snprintf(paths[i], sizeof(paths[i]), "%s/elem%u", dir, i);
-		na.elem_paths[i] = paths[i];
-	}
-	ret = coh_fabric_open(&fa, fab);
-	if (ret)
-		return ret;
-	na.fab = *fab;
-	ret = coh_node_open(&na, n);
-	if (ret)
-		coh_fabric_close(fab);
-	return ret;
-}
-
 /* bg_bad_attrs - watermarks out of range are refused before anything is opened. */
 static bool bg_bad_attrs(struct coh_fabric *fab)
 {
@@ -135,133 +97,91 @@ static bool bg_bad_attrs(struct coh_fabric *fab)
 	return ok;
 }
 
-#define BGFAIL(sh, id, ...)                                                                        \
-	do {                                                                                       \
-		snprintf((sh)->why[id], sizeof((sh)->why[0]), __VA_ARGS__);                        \
-		fprintf(stderr, "bgdestage node %u: %s\n", id, (sh)->why[id]);                     \
-		return 1;                                                                          \
-	} while (0)
-
-/* bg_child - one node: write in bursts, read everything back. */
-static int bg_child(struct bg_shared *sh, uint32_t id, uint32_t nodes, const char *dir, bool on)
+/* bg_node - one node: write in bursts, read everything back. */
+static int bg_node(struct en_child *c)
 {
-	struct coh_fabric *fab = NULL;
-	struct coh_node *n = NULL;
+	struct bg_result *res = &c->sh->bg;
 	struct coh_node_stats st;
 	uint8_t buf[BG_BS], want[BG_BS];
-	uint32_t i, burst, total, bad = 0;
+	uint32_t i, burst, total, bad = 0, id = c->id;
 	uint64_t lba;
 	int ret;
 
-	ret = bg_open(id, nodes, dir, on, &fab, &n);
-	if (ret)
-		BGFAIL(sh, id, "open: %s", coh_strerror(ret));
 	if (id == 0)
-		sh->res.bad_attr_refused = bg_bad_attrs(fab);
-	if (coh_node_stats(n, &st))
-		BGFAIL(sh, id, "stats");
+		res->bad_attr_refused = bg_bad_attrs(c->fab);
+	if (coh_node_stats(c->n, &st))
+		EFAIL(c, "stats");
 	/* Four logs' worth, in bursts of 40% of one. With the watermarks at 50% and 25%, a burst
 	 * that starts at most half full ends short of full, and after a burst that leaves the log
 	 * past the high watermark the writer waits for the low one. */
 	burst = (uint32_t)(st.log_size / (BG_BS + 64) * 40 / 100);
 	total = (uint32_t)(st.log_size / (BG_BS + 64) * 4);
 	if (total > BG_RANGE || !burst)
-		BGFAIL(sh, id, "log of %llu bytes does not suit the range",
-		       (unsigned long long)st.log_size);
-	if (bench_sbar_wait(&sh->bar[0], BG_WAIT_MS))
-		BGFAIL(sh, id, "barrier 0");
+		EFAIL(c, "log of %llu bytes does not suit the range",
+		      (unsigned long long)st.log_size);
+	if (en_bar(c, 0))
+		EFAIL(c, "barrier 0");
 	for (i = 0; i < total; i++) {
 		lba = (uint64_t)id * BG_RANGE + i;
 		bg_fill(buf, lba);
-		ret = coh_node_write(n, lba, 1, buf);
+		ret = coh_node_write(c->n, lba, 1, buf);
 		if (ret)
-			BGFAIL(sh, id, "write %llu: %s", (unsigned long long)lba,
-			       coh_strerror(ret));
-		if (on && (i + 1) % burst == 0) {
-			ret = bg_wait_low(n, st.log_size * 50 / 100, st.log_size * 25 / 100);
+			EFAIL(c, "write %llu: %s", (unsigned long long)lba, coh_strerror(ret));
+		if (bg_on && (i + 1) % burst == 0) {
+			ret = bg_wait_low(c->n, st.log_size * 50 / 100, st.log_size * 25 / 100);
 			if (ret)
-				BGFAIL(sh, id, "log not brought to its low watermark: %s",
-				       coh_strerror(ret));
+				EFAIL(c, "log not brought to its low watermark: %s",
+				      coh_strerror(ret));
 		}
 	}
-	if (coh_node_stats(n, &st))
-		BGFAIL(sh, id, "stats");
-	sh->res.bg_destages[id] = st.log_bg_destages;
-	sh->res.bg_blocks[id] = st.log_bg_blocks;
-	sh->res.backpressure[id] = st.log_backpressure;
-	sh->res.appends[id] = st.log_appends;
-	sh->res.log_size[id] = st.log_size;
-	sh->res.blocks_written = total;
-	if (bench_sbar_wait(&sh->bar[1], BG_WAIT_MS))
-		BGFAIL(sh, id, "barrier 1");
+	if (coh_node_stats(c->n, &st))
+		EFAIL(c, "stats");
+	res->bg_destages[id] = st.log_bg_destages;
+	res->bg_blocks[id] = st.log_bg_blocks;
+	res->backpressure[id] = st.log_backpressure;
+	res->appends[id] = st.log_appends;
+	res->log_size[id] = st.log_size;
+	res->blocks_written = total;
+	if (en_bar(c, 1))
+		EFAIL(c, "barrier 1");
 	/* Every node's blocks, through this node: from its cache, a peer's, or the group. */
-	for (i = 0; i < nodes * BG_RANGE; i++) {
+	for (i = 0; i < c->nodes * BG_RANGE; i++) {
 		if (i % BG_RANGE >= total)
 			continue;
-		ret = coh_node_read(n, i, 1, buf);
+		ret = coh_node_read(c->n, i, 1, buf);
 		if (ret)
-			BGFAIL(sh, id, "read %u: %s", i, coh_strerror(ret));
+			EFAIL(c, "read %u: %s", i, coh_strerror(ret));
 		bg_fill(want, i);
 		if (memcmp(buf, want, BG_BS))
 			bad++;
 	}
-	__atomic_fetch_add(&sh->res.bad_reads, bad, __ATOMIC_SEQ_CST);
-	if (bench_sbar_wait(&sh->bar[2], BG_WAIT_MS))
-		BGFAIL(sh, id, "barrier 2");
-	ret = coh_node_close(&n);
-	coh_fabric_close(&fab);
+	__atomic_fetch_add(&res->bad_reads, bad, __ATOMIC_SEQ_CST);
+	if (en_bar(c, 2))
+		EFAIL(c, "barrier 2");
+	ret = coh_node_close(&c->n);
 	if (ret)
-		BGFAIL(sh, id, "close: %s", coh_strerror(ret));
+		EFAIL(c, "close: %s", coh_strerror(ret));
+	return 0;
+}
+
+/* bg_judge - the counters out of the shared area, before the harness unmaps it. */
+static int bg_judge(struct en_shared *sh, uint32_t nodes)
+{
+	(void)nodes;
+	*bg_out = sh->bg;
 	return 0;
 }
 
 int bg_run(uint32_t nodes, bool on, struct bg_result *res)
 {
-	char dir[] = "/dev/shm/cohort-bgdestage-XXXXXX";
-	struct bg_shared *sh;
-	pid_t pids[BG_MAXN];
-	int failed = 0;
-	uint32_t i;
+	const struct en_opts o = { .elem_blocks = BG_ELEM_BLOCKS,
+				   .log_bytes = BG_LOG_BYTES,
+				   .cache_blocks = 1024,
+				   .destage_high = on ? 50 : COH_NODE_DESTAGE_OFF };
 
-	if (nodes < 2 || nodes > BG_MAXN || !res || !mkdtemp(dir))
+	if (nodes < 2 || nodes > BG_MAXN || nodes > EN_MAXN || !res)
 		return 1;
-	sh = mmap(NULL, sizeof(*sh), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-	if (sh == MAP_FAILED) {
-		bench_remove_tree(dir);
-		return 1;
-	}
-	memset(sh, 0, sizeof(*sh));
-	for (i = 0; i < 4; i++)
-		bench_sbar_init(&sh->bar[i], nodes);
-	fflush(NULL);
-	for (i = 0; i < nodes; i++) {
-		pids[i] = fork();
-		if (pids[i] == 0) {
-			alarm(BG_CHILD_S);
-			_exit(bg_child(sh, i, nodes, dir, on));
-		}
-		if (pids[i] < 0) {
-			while (i--) {
-				kill(pids[i], SIGKILL);
-				waitpid(pids[i], NULL, 0);
-			}
-			failed = 1;
-			goto out_unmap;
-		}
-	}
-	for (i = 0; i < nodes; i++) {
-		int st = 0;
-
-		if (bench_wait_child(pids[i], &st, BG_CHILD_S + 10) || WIFSIGNALED(st) ||
-		    WEXITSTATUS(st)) {
-			fprintf(stderr, "bgdestage: node %u ended badly: %s\n", i, sh->why[i]);
-			failed = 1;
-		}
-	}
-	if (!failed)
-		*res = sh->res;
-out_unmap:
-	munmap(sh, sizeof(*sh));
-	bench_remove_tree(dir);
-	return failed;
+	bg_on = on;
+	bg_out = res;
+	return en_run_opts("bgdestage", nodes, 1, 0, &o, NULL, bg_node, bg_judge);
 }

@@ -2,7 +2,7 @@
  * engine_harness.c - the multi-node harness of engine_harness.h: a shared area mapped before the
  * fork, a cluster directory (shm) or a cluster from conf.c (rdma), one process per node with its
  * fabric and node, a bounded wait for each, and the judge over what they left. It leaves out
- * what the nodes do (the scenarios: engine_io.c, scsi_engine.c).
+ * what the nodes do (the scenarios: engine_io.c, bgdestage.c, scsi_engine.c).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -17,8 +17,9 @@
 #include "conf.h"
 #include "engine_harness.h"
 
-/* en_open - node @c->id's fabric and node, with @tmpl's hooks (NULL: none). */
-static int en_open(struct en_child *c, uint32_t k, uint32_t depth,
+/* en_open - node @c->id's fabric and node, with @tmpl's hooks (NULL: none) and @o's attributes
+ * (NULL: the defaults). */
+static int en_open(struct en_child *c, uint32_t k, uint32_t depth, const struct en_opts *o,
 		   const struct coh_node_hooks *tmpl)
 {
 	struct coh_fabric_attr fa = { .provider = conf_provider(),
@@ -37,6 +38,14 @@ static int en_open(struct en_child *c, uint32_t k, uint32_t depth,
 	uint32_t i;
 	int ret;
 
+	if (o && o->elem_blocks)
+		na.elem_blocks = o->elem_blocks;
+	if (o && o->log_bytes)
+		na.log_bytes = o->log_bytes;
+	if (o && o->cache_blocks)
+		na.cache_blocks = o->cache_blocks;
+	if (o && o->destage_high)
+		na.destage_high = o->destage_high;
 	if (tmpl) {
 		hooks = *tmpl;
 		hooks.arg = c;
@@ -62,6 +71,13 @@ int en_bar(struct en_child *c, uint32_t i)
 int en_run(const char *name, uint32_t nodes, uint32_t k, uint32_t depth,
 	   const struct coh_node_hooks *hooks, int (*fn)(struct en_child *c),
 	   int (*judge)(struct en_shared *sh, uint32_t nodes))
+{
+	return en_run_opts(name, nodes, k, depth, NULL, hooks, fn, judge);
+}
+
+int en_run_opts(const char *name, uint32_t nodes, uint32_t k, uint32_t depth,
+		const struct en_opts *o, const struct coh_node_hooks *hooks,
+		int (*fn)(struct en_child *c), int (*judge)(struct en_shared *sh, uint32_t nodes))
 {
 	char dir[] = "/dev/shm/cohort-engine-XXXXXX", cluster[512];
 	struct en_shared *sh;
@@ -98,7 +114,7 @@ int en_run(const char *name, uint32_t nodes, uint32_t k, uint32_t depth,
 			};
 
 			alarm(EN_CHILD_S);
-			r = en_open(&c, k, depth, hooks);
+			r = en_open(&c, k, depth, o, hooks);
 			if (r) {
 				fprintf(stderr, "%s node %u: open: %s\n", name, i, coh_strerror(r));
 				_exit(1);

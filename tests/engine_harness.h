@@ -1,6 +1,6 @@
 /*
- * engine_harness.h - the multi-node harness of the engine's scenario tests (engine_io.c) and of
- * the SCSI unit on a real cluster (scsi_engine.c): node processes forked after mapping a shared
+ * engine_harness.h - the multi-node harness of the engine's scenario tests (engine_io.c), of the
+ * background destage (bgdestage.c) and of the SCSI unit on a real cluster (scsi_engine.c): node processes forked after mapping a shared
  * area, each opening its fabric (shm in a fresh cluster directory, or rdma in the VM rig) and its
  * node over element files there, with barriers across them. C only (the shared area is
  * _Atomic); the gtest side sees the scenarios' own headers.
@@ -16,6 +16,7 @@
 #include <stdio.h>
 
 #include "bench.h"
+#include "bgdestage.h"
 #include "cohort/fabric.h"
 #include "cohort/node.h"
 #include "cohort/node_hooks.h"
@@ -52,6 +53,8 @@ struct en_shared {
 	uint8_t vpd80[EN_MAXN][64], vpd83[EN_MAXN][128];
 	_Atomic uint32_t scsi_won[64];
 	_Atomic uint32_t scsi_winner[64];
+	/* background destage (bgdestage.c): each node's counters, the reads that came back wrong */
+	struct bg_result bg;
 	struct linz_op ops[EN_MAXN][EN_MAXOPS];
 	char why[EN_MAXN][256];
 };
@@ -89,5 +92,16 @@ int en_bar(struct en_child *c, uint32_t i);
 int en_run(const char *name, uint32_t nodes, uint32_t k, uint32_t depth,
 	   const struct coh_node_hooks *hooks, int (*fn)(struct en_child *c),
 	   int (*judge)(struct en_shared *sh, uint32_t nodes));
+
+/* struct en_opts - what en_run_opts sets beyond en_run's node: each field 0 for en_run's value
+ * (EN_ELEM_BLOCKS blocks per element, a 256 KiB log, 64 cache blocks, no background destage). */
+struct en_opts {
+	uint32_t elem_blocks, log_bytes, cache_blocks, destage_high;
+};
+
+/* en_run_opts - en_run with the node attributes of @o (NULL: en_run's). */
+int en_run_opts(const char *name, uint32_t nodes, uint32_t k, uint32_t depth,
+		const struct en_opts *o, const struct coh_node_hooks *hooks,
+		int (*fn)(struct en_child *c), int (*judge)(struct en_shared *sh, uint32_t nodes));
 
 #endif /* COHORT_TESTS_ENGINE_HARNESS_H */
