@@ -265,6 +265,7 @@ void memb_pump(struct coh_node *n, int timeout_ms)
 			s->committed_members = m.cmembers;
 			s->log_gen = m.aux;
 			s->clean = m.idx != 0;
+			s->elem_missing = ctl_word(&m, 1);
 			n->m->said_state |= 1u << p;
 			n->m->said_tag[p] = ctl_tag(&m);
 			n->m->copies[p] = n->m->copies_next[p];
@@ -297,6 +298,14 @@ void memb_pump(struct coh_node *n, int timeout_ms)
 		} else if (m.type == CTL_BYE) {
 			n->m->bye |= 1u << p;
 			mark_dead(n, p, "goodbye", true);
+		} else if (m.type == CTL_ELEM) {
+			/* What it finds missing, it has; marked here in memb_elems, then
+			 * acknowledged. */
+			n->m->elem_said[p] |= m.aux;
+			n->m->elem_acked[p] |= m.aux;
+			n->m->elem_asked |= 1u << p;
+		} else if (m.type == CTL_ELEM_ACK) {
+			n->m->elem_acked[p] |= m.aux;
 		}
 		if (post_recv(n, p, slot))
 			COH_LOG_WARN("node %u: re-arming control receive from %u failed", n->me, p);
@@ -667,11 +676,22 @@ static int memb_leave_wait(struct coh_node *n, uint32_t E, uint32_t others)
  * ends the majority, the nodes left can acknowledge nothing more, and hold nothing not destaged.
  * A node that serves nothing leaves with nothing to destage (what it acknowledged is in copies).
  */
+static void memb_elems(struct coh_node *n);
+
 static int memb_leave(struct coh_node *n)
 {
 	uint32_t E = n->epoch, others = memb_others(n, n->members & ~n->m->dead), p;
+	uint64_t until = node_now_ns() + (uint64_t)n->timeout_ms * 1000000ull;
 	int ret = 0, r;
 
+	/* The close gives the locks back, and the others then read the group without asking
+	 * this node: first they must know what it found missing (memb_elems), bounded. Past the
+	 * bound the locks are kept (below), for the view change to take over. */
+	while (n->raid && atomic_load(&n->elem_unacked) && node_now_ns() < until &&
+	       !atomic_load(&n->m->stop)) {
+		memb_pump(n, 5);
+		memb_elems(n);
+	}
 	if (n->quorum && n->cache) {
 		pthread_rwlock_wrlock(&n->io);
 		ret = coh_cache_flush(n->cache);
@@ -688,6 +708,14 @@ static int memb_leave(struct coh_node *n)
 			    "keep it)",
 			    n->me);
 		pthread_rwlock_wrlock(&n->io);
+		if (!ret && atomic_load(&n->elem_unacked)) {
+			/* A member may not know an element is missing: given back, a lock would
+			 * let it read what this node wrote around the element. */
+			COH_LOG_WARN("node %u: leaving before every member knows the missing "
+				     "elements %#x: the locks kept for the others to take over",
+				     n->me, coh_raid_missing(n->raid));
+			ret = -ETIMEDOUT;
+		}
 		if (ret) {
 			/* The log's peers may be leaving too: destage without them rather than not
 			 * at all (this node is not dying). The records stay live on the peers, so
@@ -757,6 +785,70 @@ int memb_stop_cluster(struct coh_node *n, int timeout_ms)
 	return ret ? ret : r;
 }
 
+/*
+ * memb_elems - one element missing anywhere is missing everywhere. A node that finds an element
+ * missing (an I/O error: maybe only its own path to it) writes around it from then on, and a node
+ * that still reads it would read data those writes no longer put there, or compute parity from
+ * it. So: the elements the others say they miss are marked missing here, and acknowledged; this
+ * node's own set is persisted (the state file: a restart keeps it) and told to every member until
+ * each has acknowledged it; until then no lock leaves this node (node_hold_locks), so no member
+ * reads what it wrote degraded before it knows. A formation exchanges the sets too
+ * (recovery.c). Membership thread.
+ */
+static void memb_elems(struct coh_node *n)
+{
+	uint32_t miss, asked = n->m->elem_asked, p, e, others, pending = 0, g;
+	uint64_t now = node_now_ns() / 1000000ull;
+
+	g = atomic_load(&n->elem_gen);
+	for (p = 0; p < n->nodes; p++) {
+		for (e = 0; (asked >> p & 1) && e < 32; e++) {
+			if ((n->m->elem_said[p] >> e & 1) &&
+			    !(coh_raid_missing(n->raid) >> e & 1)) {
+				COH_LOG_ERR("node %u: node %u finds element %u missing: it is "
+					    "missing here too",
+					    n->me, p, e);
+				coh_raid_fail_element(n->raid, e);
+			}
+		}
+	}
+	miss = coh_raid_missing(n->raid);
+	if (miss != n->st.elem_missing &&
+	    node_persist(n, n->st.prepared_epoch, n->st.prepared_members, false))
+		COH_LOG_ERR("node %u: the missing elements %#x not on record", n->me, miss);
+	n->m->elem_asked = 0;
+	for (p = 0; p < n->nodes; p++) {
+		struct ctl_msg m = { .type = CTL_ELEM_ACK, .epoch = n->epoch, .aux = miss };
+
+		if (asked >> p & 1)
+			memb_send(n, p, &m);
+	}
+	if (!miss)
+		return;
+	others = n->members & ~n->m->dead & ~(1u << n->me);
+	for (p = 0; p < n->nodes; p++) {
+		struct ctl_msg m = { .type = CTL_ELEM, .epoch = n->epoch, .aux = miss };
+
+		if (!(others >> p & 1) || (n->m->elem_acked[p] & miss) == miss)
+			continue;
+		pending |= 1u << p;
+		if (now >= n->m->elem_next_ms[p]) {
+			memb_send(n, p, &m);
+			n->m->elem_next_ms[p] = now + 50;
+		}
+	}
+	/* Every member has it: locks may leave again, unless another element went missing
+	 * meanwhile (its hook set the flag again after @g was read). */
+	if (!pending && atomic_load(&n->elem_unacked)) {
+		atomic_store(&n->elem_unacked, false);
+		if (atomic_load(&n->elem_gen) != g)
+			atomic_store(&n->elem_unacked, true);
+		else
+			COH_LOG_INFO("node %u: every member has elements %#x missing too", n->me,
+				     miss);
+	}
+}
+
 static void *memb_main(void *arg)
 {
 	struct coh_node *n = arg;
@@ -775,6 +867,8 @@ static void *memb_main(void *arg)
 		}
 		memb_pump(n, 20);
 		memb_connect_some(n);
+		if (n->raid)
+			memb_elems(n);
 		if (lease_excluded(n) && n->quorum) {
 			/* The others went on without this node (it was paused, or cut off): whatever
 			 * it holds is theirs now. It stops serving (its lease has lapsed already) for
@@ -823,6 +917,7 @@ static int ctl_queues(struct coh_node *n)
 int membership_init(struct coh_node *n)
 {
 	struct coh_fabric_info info;
+	uint32_t e;
 	bool found;
 	int ret;
 
@@ -833,6 +928,12 @@ int membership_init(struct coh_node *n)
 		n->m->peer_down_proven = info.peer_down_proven;
 	memb_set_lease_members(n, 0);
 	ret = node_state_load(n, &n->st, &found);
+	/* Elements found missing in an earlier life stay missing (a replaced one needs a
+	 * rebuild, which the group does not do). */
+	for (e = 0; !ret && e < 32; e++) {
+		if (n->st.elem_missing >> e & 1)
+			ret = coh_raid_fail_element(n->raid, e);
+	}
 	if (!ret)
 		ret = host_regions(n);
 	if (!ret)

@@ -83,6 +83,12 @@ struct memb {
 	uint32_t drain_stop; /* of drain_asked: stop serving too (a cluster stop) */
 	bool left;	     /* under the node's state_lock: memb_leave is done */
 	int leave_ret;
+	/* Missing elements (memb_elems): the set each node said it has (CTL_ELEM) and the set it
+	 * acknowledged having taken from this node (CTL_ELEM_ACK), who asked since the last pass,
+	 * and when this node may tell each again. */
+	uint32_t elem_said[NODE_MAX], elem_acked[NODE_MAX];
+	uint32_t elem_asked;
+	uint64_t elem_next_ms[NODE_MAX];
 };
 
 /* membership.c */

@@ -314,13 +314,14 @@ static int write_hook(void *arg, uint64_t lba, uint32_t nblocks, const void *buf
 
 /* The cache's hold_locks hook: no lock leaves while a record a recovery could replay may be live
  * on a peer that its retirement did not reach: the log is moving to new peers (vc_relog), or a
- * failed append's ABANDONED mark did not land everywhere. The latter is tried again here, on the
+ * failed append's ABANDONED mark did not land everywhere; nor while a member may still use an
+ * element that went missing here (membership.c, memb_elems). The latter is tried again here, on the
  * service thread, each time a request would otherwise be served (bounded by the timeout). */
 static bool node_hold_locks(void *arg)
 {
 	struct coh_node *n = arg;
 
-	if (atomic_load(&n->relog_hold))
+	if (atomic_load(&n->relog_hold) || atomic_load(&n->elem_unacked))
 		return true;
 	if (!n->k || !rlog_abandon_pending(&n->w))
 		return false;
@@ -331,6 +332,24 @@ static bool node_hold_locks(void *arg)
 		return true;
 	}
 	return false;
+}
+
+/* The group's on_missing hook: an element went missing here (an I/O error, or an operator). From
+ * now on this node writes around it, so every other node must stop reading it before it sees
+ * anything this node writes: locks stay here until each member has said so (memb_elems tells
+ * them). Does not block. */
+static void node_elem_missing(void *arg, uint32_t missing)
+{
+	struct coh_node *n = arg;
+
+	(void)missing;
+	atomic_fetch_add(&n->elem_gen, 1);
+	atomic_store(&n->elem_unacked, true);
+}
+
+int coh_node_fail_element(struct coh_node *n, uint32_t idx)
+{
+	return n && n->raid ? coh_raid_fail_element(n->raid, idx) : -EINVAL;
 }
 
 /* Back-pressure: the log is full; destage everything this node holds dirty. The last resort:
@@ -552,6 +571,8 @@ int coh_node_open(const struct coh_node_attr *attr, struct coh_node **nodep)
 		}
 		ra.elems[i] = n->elems[i];
 	}
+	ra.on_missing = node_elem_missing;
+	ra.arg = n;
 	ret = coh_raid_new(&ra, &n->raid);
 	if (ret) {
 		COH_LOG_ERR("node %u: redundancy group: %s", n->me, coh_strerror(ret));

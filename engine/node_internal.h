@@ -28,6 +28,7 @@ struct node_state {
 	uint32_t prepared_epoch, prepared_members;
 	uint32_t committed_epoch, committed_members;
 	uint32_t log_gen, log_peers;
+	uint32_t elem_missing; /* the group's elements this node has found missing, for good */
 	bool clean;
 };
 
@@ -63,6 +64,12 @@ struct coh_node {
 	 * generation is on record (node_hold_locks): set and cleared by the view change, under
 	 * the I/O lock; read by the service thread. */
 	_Atomic bool relog_hold;
+	/* An element went missing here and some member has not said it marked it missing too
+	 * (memb_elems): no lock leaves this node meanwhile (node_hold_locks), or that member could
+	 * read, from the element, data a degraded write here no longer put there. @elem_gen counts
+	 * the raid's on_missing calls, so that the clearing never hides a later one. */
+	_Atomic bool elem_unacked;
+	atomic_uint elem_gen;
 
 	struct coh_store *elems[COH_RAID_MAX_ELEMS];
 	struct coh_raid *raid;
@@ -255,7 +262,9 @@ enum ctl_type {
 	CTL_FORM = 18,	     /* a formation of view (@epoch, @members) proposed or echoed */
 	CTL_DRAIN = 19,	     /* the sender leaves: destage what you hold (@epoch: its view) */
 	CTL_DRAINED = 20,    /* the sender destaged everything it held, for @epoch */
-	CTL_TYPE_MAX = 20,
+	CTL_ELEM = 21,	     /* the redundancy group's elements the sender finds missing (@aux) */
+	CTL_ELEM_ACK = 22,   /* the sender has marked @aux missing too */
+	CTL_TYPE_MAX = 22,
 };
 
 struct ctl_msg {
@@ -284,6 +293,25 @@ static inline void ctl_set_tag(struct ctl_msg *m, uint32_t tag)
 	m->desc.bytes[2] = (uint8_t)(tag >> 16);
 	m->desc.bytes[3] = (uint8_t)(tag >> 24);
 }
+/* ctl_word / ctl_set_word - 32-bit word @i (1 .. 3) of a descriptor's place, for messages that
+ * carry none (CTL_STATE: word 1, the elements the sender finds missing). Word 0 is the tag. */
+static inline uint32_t ctl_word(const struct ctl_msg *m, uint32_t i)
+{
+	const uint8_t *b = m->desc.bytes + 4 * i;
+
+	return (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24;
+}
+
+static inline void ctl_set_word(struct ctl_msg *m, uint32_t i, uint32_t v)
+{
+	uint8_t *b = m->desc.bytes + 4 * i;
+
+	b[0] = (uint8_t)v;
+	b[1] = (uint8_t)(v >> 8);
+	b[2] = (uint8_t)(v >> 16);
+	b[3] = (uint8_t)(v >> 24);
+}
+
 /* Returns 0 or -EPROTO (bad magic, type, sender, member set, or checksum). */
 int ctl_decode(const uint8_t *buf, uint32_t len, uint32_t nodes, struct ctl_msg *m);
 

@@ -49,6 +49,8 @@ struct coh_raid {
 	struct coh_store *elems[COH_RAID_MAX_ELEMS];
 	atomic_uint missing;
 	pthread_rwlock_t locks[RAID_NLOCKS];
+	void (*on_missing)(void *arg, uint32_t missing); /* coh_raid_attr.on_missing */
+	void *on_missing_arg;
 };
 
 /*
@@ -162,9 +164,12 @@ static void elem_failed(struct coh_raid *r, uint32_t e, const char *what, uint64
 {
 	unsigned int old = atomic_fetch_or_explicit(&r->missing, bit(e), memory_order_acq_rel);
 
-	if (!(old & bit(e)))
+	if (!(old & bit(e))) {
 		COH_LOG_ERR("raid element %u failed (%s at block %llu: %s); missing now %#x", e,
 			    what, (unsigned long long)blk, strerror(-err), old | bit(e));
+		if (r->on_missing)
+			r->on_missing(r->on_missing_arg, old | bit(e));
+	}
 }
 
 /* elem_read - read from element @e; on error the element is marked failed. */
@@ -713,6 +718,8 @@ int coh_raid_new(const struct coh_raid_attr *a, struct coh_raid **rp)
 	r->chunk = chunk;
 	r->block_size = bs;
 	memcpy(r->elems, a->elems, a->nelems * sizeof(r->elems[0]));
+	r->on_missing = a->on_missing;
+	r->on_missing_arg = a->arg;
 	atomic_init(&r->missing, miss);
 	if (a->level == COH_RAID5) {
 		r->nstripes = elem_blocks / chunk;
@@ -903,9 +910,12 @@ int coh_raid_fail_element(struct coh_raid *r, uint32_t idx)
 	if (!r || idx >= r->nelems)
 		return -EINVAL;
 	old = atomic_fetch_or_explicit(&r->missing, bit(idx), memory_order_acq_rel);
-	if (!(old & bit(idx)))
+	if (!(old & bit(idx))) {
 		COH_LOG_WARN("raid element %u marked missing; missing now %#x", idx,
 			     old | bit(idx));
+		if (r->on_missing)
+			r->on_missing(r->on_missing_arg, old | bit(idx));
+	}
 	return 0;
 }
 

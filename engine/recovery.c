@@ -89,6 +89,8 @@ static void rec_tell(struct coh_node *n, uint32_t to, uint32_t tag)
 				     .aux = n->st.log_gen };
 
 		ctl_set_tag(&m, tag);
+		/* The elements this node finds missing: missing for the cluster that forms. */
+		ctl_set_word(&m, 1, coh_raid_missing(n->raid));
 		if (memb_others(n, to) >> p & 1)
 			memb_send(n, p, &m);
 	}
@@ -206,6 +208,19 @@ int memb_recover(struct coh_node *n, uint32_t all, uint32_t E)
 	if (ret)
 		return ret;
 	rec_newest(n, all, &Ep, &Mp);
+	/* An element any of them finds missing is missing here before anything is replayed or
+	 * read: its contents may be older than what was written around it. */
+	for (p = 0; p < n->nodes; p++) {
+		for (w = 0; (all >> p & 1) && w < 32; w++) {
+			if ((n->m->said[p].elem_missing >> w & 1) &&
+			    !(coh_raid_missing(n->raid) >> w & 1)) {
+				COH_LOG_ERR("node %u: node %u has element %u missing: missing here "
+					    "too",
+					    n->me, p, w);
+				coh_raid_fail_element(n->raid, w);
+			}
+		}
+	}
 	pthread_mutex_lock(&n->state_lock);
 	blocks0 = n->replayed_blocks;
 	pthread_mutex_unlock(&n->state_lock);

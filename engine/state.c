@@ -60,6 +60,7 @@ void node_state_encode(const struct node_state *s, uint32_t node, uint32_t nodes
 	st_put32(b + 32, s->log_gen);
 	st_put32(b + 36, s->log_peers);
 	st_put32(b + 40, s->clean ? 1 : 0);
+	st_put32(b + 44, s->elem_missing);
 	st_put32(b + 60, crc32_iscsi(b, 60, 0));
 }
 
@@ -73,7 +74,7 @@ int node_state_decode(const uint8_t *b, size_t len, uint32_t node, uint32_t node
 		return -EBADMSG;
 	if (st_get32(b + 8) != node || st_get32(b + 12) != nodes)
 		return -EPROTO;
-	for (i = 44; i < 60; i++) {
+	for (i = 48; i < 60; i++) {
 		if (b[i])
 			return -EPROTO;
 	}
@@ -84,6 +85,7 @@ int node_state_decode(const uint8_t *b, size_t len, uint32_t node, uint32_t node
 	s->log_gen = st_get32(b + 32);
 	s->log_peers = st_get32(b + 36);
 	s->clean = st_get32(b + 40) != 0;
+	s->elem_missing = st_get32(b + 44);
 	if (st_get32(b + 40) > 1 ||
 	    (nodes < 32 && (s->prepared_members >> nodes || s->committed_members >> nodes ||
 			    s->log_peers >> nodes)))
@@ -174,6 +176,7 @@ int node_persist(struct coh_node *n, uint32_t E, uint32_t P, bool commit)
 	s.log_gen = n->w.gen;
 	s.log_peers = n->w.peers;
 	pthread_mutex_unlock(&n->w.lock);
+	s.elem_missing = coh_raid_missing(n->raid);
 	s.clean = false;
 	if (!memcmp(&s, &n->st, sizeof(s)))
 		return 0;

@@ -1005,3 +1005,92 @@ int rc_log_move_then_cluster_crash(void)
 
 	return rc_run(&sc);
 }
+
+/*
+ * 7. An element missing for one node only (its path to it failed, or one I/O error). Three nodes,
+ * k = 1. Node 0 writes blocks 0-7 (two stripes: element 1 holds data in at least one), then loses
+ * element 1 (coh_node_fail_element), writes them again, now around element 1, and leaves (its
+ * close destages and gives its locks back). Nodes 1 and 2, whose own path to element 1 is fine,
+ * then read the blocks from the group, and must read the new values: they mark element 1
+ * missing too before node 0 gives a lock back (read from element 1, a block written around it is
+ * the old one). Then the cluster opens again: element 1 stays missing (each node's state file
+ * says so), and every node reads the new values again.
+ */
+#define EM_A 0x7000000000ull
+#define EM_B 0x7100000000ull
+
+static int em_node(struct rc_child *c)
+{
+	uint64_t b, v = 0;
+	int r;
+
+	if (rc_bar(c, 0))
+		RFAIL(c, "start barrier");
+	for (b = 0; c->id == 0 && b < 8; b++) {
+		if ((r = rc_write(c, b, EM_A + b)))
+			RFAIL(c, "first write of %llu: %s", (unsigned long long)b, coh_strerror(r));
+	}
+	if (c->id == 0 && (r = coh_node_fail_element(c->n, 1)))
+		RFAIL(c, "fail element 1: %s", coh_strerror(r));
+	for (b = 0; c->id == 0 && b < 8; b++) {
+		if ((r = rc_write(c, b, EM_B + b)))
+			RFAIL(c, "write of %llu around element 1: %s", (unsigned long long)b,
+			      coh_strerror(r));
+	}
+	if (c->id == 0 && (r = coh_node_close(&c->n)))
+		RFAIL(c, "close: %s", coh_strerror(r));
+	if (rc_bar(c, 1))
+		RFAIL(c, "barrier 1");
+	if (c->id == 0)
+		return 0;
+	if ((r = rc_wait_view(c, 1u << 0)))
+		RFAIL(c, "no view without node 0: %s", coh_strerror(r));
+	for (b = 0; b < 8; b++) {
+		if ((r = rc_read(c, b, &v)) || v != EM_B + b)
+			RFAIL(c, "block %llu: %s, %llx (acknowledged: %llx)", (unsigned long long)b,
+			      coh_strerror(r), (unsigned long long)v,
+			      (unsigned long long)(EM_B + b));
+	}
+	if (rc_bar(c, 2))
+		RFAIL(c, "barrier 2");
+	return 0;
+}
+
+static int em_node2(struct rc_child *c)
+{
+	uint64_t b, v = 0;
+	int r;
+
+	if (rc_bar(c, 7))
+		RFAIL(c, "second life's barrier");
+	for (b = 0; b < 8; b++) {
+		if ((r = rc_read(c, b, &v)) || v != EM_B + b)
+			RFAIL(c, "block %llu after the restart: %s, %llx (acknowledged: %llx)",
+			      (unsigned long long)b, coh_strerror(r), (unsigned long long)v,
+			      (unsigned long long)(EM_B + b));
+	}
+	if (rc_bar(c, 7))
+		RFAIL(c, "barrier before close");
+	return 0;
+}
+
+static void em_setup(struct rc_shared *sh)
+{
+	bench_sbar_init(&sh->bar[0], 3);
+	bench_sbar_init(&sh->bar[1], 3);
+	bench_sbar_init(&sh->bar[2], 2);
+}
+
+int rc_element_missing_on_one_node(void)
+{
+	struct rc_scenario sc = { .name = "element_missing_on_one_node",
+				  .nodes = 3,
+				  .k = 1,
+				  .timeout_ms = 2000,
+				  .end = { RC_EXIT0, RC_EXIT0, RC_EXIT0 },
+				  .node = em_node,
+				  .setup = em_setup,
+				  .node2 = em_node2 };
+
+	return rc_run(&sc);
+}

@@ -35,6 +35,9 @@ int rc_partial_commit(int commit_somewhere);
  * meanwhile; the whole cluster crashes and restarts: the acknowledged write is there, not the
  * first writer's record left live on the dead peer's copy. */
 int rc_log_move_then_cluster_crash(void);
+/* 7: an element goes missing for one node only, which then writes around it: the others must
+ * not read the element's old contents, before or after a restart. */
+int rc_element_missing_on_one_node(void);
 
 #ifdef __cplusplus
 }

@@ -45,3 +45,8 @@ TEST(races, log_move_then_cluster_crash__acknowledged_write_survives)
 {
 	EXPECT_EQ(rc_log_move_then_cluster_crash(), 0);
 }
+
+TEST(races, element_missing_on_one_node__the_others_stop_reading_it)
+{
+	EXPECT_EQ(rc_element_missing_on_one_node(), 0);
+}

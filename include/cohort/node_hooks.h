@@ -63,6 +63,14 @@ int coh_node_engine_poll(struct coh_node *n, uint32_t max);
  * point hook that wants to know whose step it is). */
 const struct coh_io *coh_node_current_io(void);
 
+/**
+ * coh_node_fail_element - element @idx of the redundancy group is missing for this node from now
+ * on, as an I/O error on it would make it (a test's way to fail one node's path to an element).
+ * The node tells the others, and hands no lock on until each has marked it missing too. Returns
+ * 0 or -EINVAL.
+ */
+int coh_node_fail_element(struct coh_node *n, uint32_t idx);
+
 #ifdef __cplusplus
 }
 #endif

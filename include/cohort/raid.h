@@ -49,12 +49,19 @@ struct coh_raid;
  *         group, and one store may appear only once.
  * @chunk_blocks: blocks per chunk (the strip unit on one element); 0 means 1. At most
  *                COH_RAID_MAX_CHUNK_BYTES worth, and at most one element's size.
+ * @on_missing: if set, called with @arg and the new bitmap each time an element becomes missing
+ *              (an I/O error, or coh_raid_fail_element), on the thread that found it, before
+ *              any operation goes on without the element. It must not block: a clustered user
+ *              tells the others (each node that shares the elements must stop using the
+ *              element too, or it reads data that degraded writes no longer put there).
  */
 struct coh_raid_attr {
 	enum coh_raid_level level;
 	uint32_t nelems;
 	struct coh_store *elems[COH_RAID_MAX_ELEMS];
 	uint32_t chunk_blocks;
+	void (*on_missing)(void *arg, uint32_t missing);
+	void *arg;
 };
 
 /**
