@@ -651,6 +651,52 @@ TEST_P(raid, io_error__marks_element_failed_and_goes_on)
 	}
 }
 
+// on_missing: told once per element that goes missing, with the bitmap, whether an I/O error
+// or an operator made it so; never for one already missing.
+struct missing_seen {
+	int calls = 0;
+	uint32_t last = 0;
+};
+
+static void record_missing(void *arg, uint32_t missing)
+{
+	auto *s = static_cast<missing_seen *>(arg);
+
+	s->calls++;
+	s->last = missing;
+}
+
+TEST_P(raid, on_missing__told_once_per_element)
+{
+	const cfg &c = GetParam();
+	std::unique_ptr<elements> el;
+	missing_seen seen;
+	group g;
+
+	el = std::make_unique<elements>(dir, "om", c.n, c.bs);
+	ASSERT_TRUE(el->ok());
+	coh_raid_attr a = el->attr(c.level, c.chunk, 0);
+	a.on_missing = record_missing;
+	a.arg = &seen;
+	ASSERT_EQ(0, coh_raid_new(&a, &g.r));
+	model m(g.r, 41);
+	m.write_all();
+	EXPECT_EQ(0, seen.calls);
+	(*el)[1].fail = FAIL_WRITE; // every level writes every present element
+	for (int i = 0; i < 20; i++) {
+		auto [lba, n] = m.range();
+		ASSERT_EQ(0, m.write(lba, n)) << i;
+	}
+	ASSERT_EQ(0, m.write(0, (uint32_t)coh_raid_nblocks(g.r)));
+	EXPECT_EQ(1, seen.calls);
+	EXPECT_EQ(1u << 1, seen.last);
+	ASSERT_EQ(0, coh_raid_fail_element(g.r, 1)); // already missing
+	EXPECT_EQ(1, seen.calls);
+	ASSERT_EQ(0, coh_raid_fail_element(g.r, 0));
+	EXPECT_EQ(2, seen.calls);
+	EXPECT_EQ(1u << 1 | 1u << 0, seen.last);
+}
+
 TEST_P(raid, io_error__second_failure_is_eio)
 {
 	std::unique_ptr<elements> el;
