@@ -707,6 +707,7 @@ int coh_node_stats(struct coh_node *n, struct coh_node_stats *st)
 	pthread_mutex_unlock(&n->w.lock);
 	st->log_live = rlog_live_count(&n->w);
 	st->log_moving = atomic_load(&n->relog_hold);
+	st->elements_missing = coh_raid_missing(n->raid);
 	st->abandon_pending = n->k && rlog_abandon_pending(&n->w);
 	pthread_mutex_lock(&n->eng.lock);
 	st->io_inflight = n->eng.inflight;

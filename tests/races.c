@@ -1051,6 +1051,12 @@ static int em_node(struct rc_child *c)
 			      coh_strerror(r), (unsigned long long)v,
 			      (unsigned long long)(EM_B + b));
 	}
+	{
+		struct coh_node_stats st;
+
+		if (coh_node_stats(c->n, &st) || st.elements_missing != 1u << 1)
+			RFAIL(c, "elements missing here: %#x, not element 1", st.elements_missing);
+	}
 	if (rc_bar(c, 2))
 		RFAIL(c, "barrier 2");
 	return 0;

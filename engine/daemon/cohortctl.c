@@ -82,6 +82,9 @@ static void ctl_show_status(json_t *r)
 	printf("  health:   %s (log copies wanted per writer: %lld)\n",
 	       json_is_true(json_object_get(r, "degraded")) ? "DEGRADED" : "ok",
 	       ctl_int(r, "log_copies_wanted"));
+	if (ctl_int(r, "elements_missing"))
+		printf("  elements: missing %#llx (bit i: element i; a rebuild is not done)\n",
+		       (unsigned long long)ctl_int(r, "elements_missing"));
 	printf("  recovery: %lld at open, %lld blocks replayed, %lld writers, %lld stale records\n",
 	       ctl_int(rec, "recoveries"), ctl_int(rec, "recovered_blocks"),
 	       ctl_int(rec, "recovered_writers"), ctl_int(rec, "stale_records"));

@@ -103,18 +103,18 @@ static json_t *cd_status(struct cohortd *d, const struct daemon_conf *c,
 	}
 	r = json_pack(
 	    "{s:b, s:s, s:I, s:I, s:I, s:I, s:b, s:b, s:b, s:I, s:o, s:{s:I, s:I, s:I, "
-	    "s:I, s:I}, s:b, s:b, s:b, s:[s, s]}",
+	    "s:I, s:I}, s:b, s:b, s:b, s:I, s:[s, s]}",
 	    "ok", 1, "cluster", c->cluster, "node", (json_int_t)c->node, "nodes",
 	    (json_int_t)c->nodes, "epoch", (json_int_t)st->epoch, "members",
 	    (json_int_t)__builtin_popcount(st->members), "quorum", st->quorum, "degraded",
-	    st->degraded, "stopped", st->stopped, "log_copies_wanted",
+	    st->degraded || st->elements_missing, "stopped", st->stopped, "log_copies_wanted",
 	    (json_int_t)st->log_copies_wanted, "roles", nodes, "recovery", "recoveries",
 	    (json_int_t)st->recoveries, "recovered_blocks", (json_int_t)st->recovered_blocks,
 	    "recovered_writers", (json_int_t)st->recovered_writers, "stale_records",
 	    (json_int_t)st->stale_records, "last_recovery_ns", (json_int_t)st->last_recovery_ns,
 	    "view_changing", st->view_changing, "log_moving", st->log_moving, "abandon_pending",
-	    st->abandon_pending, "not_exposed",
-	    "another node's role beyond member or not (leaving, moving its log)",
+	    st->abandon_pending, "elements_missing", (json_int_t)st->elements_missing,
+	    "not_exposed", "another node's role beyond member or not (leaving, moving its log)",
 	    "resync as a count (a log is not copied to a new peer: the writer destages, then "
 	    "starts the log afresh there; log_moving says it is under way)");
 	(void)d;

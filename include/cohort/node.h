@@ -237,6 +237,9 @@ struct coh_node_stats {
 	 * them, and hands no lock on until that is on record); a failed append's records may
 	 * still be live on a peer (no lock handed on until they are marked). docs/recovery.md. */
 	bool view_changing, log_moving, abandon_pending;
+	/* The redundancy group's elements missing here (bit i: element i), for good: found by this
+	 * node or told by another (a missing element is missing for the cluster). */
+	uint32_t elements_missing;
 };
 
 /**
