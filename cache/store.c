@@ -146,8 +146,12 @@ static int file_io(struct file_store *fs, int op, uint64_t off, void *buf, size_
 		ret = cqe->res;
 		io_uring_cqe_seen(&fs->ring, cqe);
 		/* An operation the kernel itself ended early by a signal is simply issued again
-		 * (a bounded number of times). */
-		if ((ret == -EINTR || ret == -EAGAIN) && ++retries < FILE_IO_RETRIES)
+		 * (a bounded number of times). So is one it cancelled: an io-wq worker that a
+		 * signal made exit (a SIGSTOP/SIGCONT pause) cancels the work it held. Counted a
+		 * failure, it made the element missing for good, for a pause (the rdma takeover
+		 * trial with a paused node, in the rig). The same bytes at the same place again. */
+		if ((ret == -EINTR || ret == -EAGAIN || ret == -ECANCELED) &&
+		    ++retries < FILE_IO_RETRIES)
 			continue;
 		if (ret < 0)
 			break;
