@@ -75,27 +75,29 @@ TEST(lifecycle, whole_cluster_crash__at_each_crash_point)
 	}
 }
 
-// A node dies at each crash point, and the rest of the cluster dies a little later, while the
-// survivors' view change is under way (it begins at once on shm): a log moving off the dead
-// peer, locks taken over, replays. Nothing acknowledged may be lost across the restart.
+// A node dies at each crash point, and the rest of the cluster dies a little later (0.3, 2 or
+// 10 ms, in turn), while the survivors' view change is under way (it begins at once on shm): a
+// log moving off the dead peer, locks taken over, replays. Nothing acknowledged may be lost
+// across the restart.
 TEST(lifecycle, whole_cluster_crash__during_the_view_change_after_a_death)
 {
 	const uint32_t gaps_us[] = { 300, 2000, 10000 };
 
+	// One gap per point, in turn (each trial is seconds on rdma under TCG, and the rig's
+	// lifecycle suite has a bound); the randomized trials vary it further.
 	for (uint32_t pt = COH_CRASH_BEFORE_REPLICATION; pt < COH_CRASH_VIEW_FIRST; pt++) {
-		for (uint32_t g = 0; g < sizeof(gaps_us) / sizeof(gaps_us[0]); g++) {
-			lc_trial t = base(700 + pt * 8 + g);
-			lc_result r;
+		uint32_t g = pt % (sizeof(gaps_us) / sizeof(gaps_us[0]));
+		lc_trial t = base(700 + pt * 8 + g);
+		lc_result r;
 
-			t.crash_node = (pt + g) % 3;
-			t.crash_point = pt;
-			t.crash_after = 1 + (pt + g) % 4;
-			t.kill_after_ops = t.ops;
-			t.death_gap_us = gaps_us[g];
-			SCOPED_TRACE("crash point " + std::to_string(pt) + " gap " +
-				     std::to_string(gaps_us[g]) + " us");
-			ASSERT_EQ(lc_run(&t, &r), 0);
-		}
+		t.crash_node = (pt + g) % 3;
+		t.crash_point = pt;
+		t.crash_after = 1 + (pt + g) % 4;
+		t.kill_after_ops = t.ops;
+		t.death_gap_us = gaps_us[g];
+		SCOPED_TRACE("crash point " + std::to_string(pt) + " gap " +
+			     std::to_string(gaps_us[g]) + " us");
+		ASSERT_EQ(lc_run(&t, &r), 0);
 	}
 }
 
