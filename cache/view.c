@@ -91,11 +91,27 @@ void coh_cache_yield(struct coh_cache *c, bool on)
 		atomic_store(&c->yield, on);
 }
 
+/* vx_enter / vx_exit - the steps below use lane 0's endpoints and completion queue (the
+ * application thread's place), from the view change's thread; the service thread takes in the
+ * grants of lanes it finds idle (lanes_take: a trylock of the lane's lock). Holding lane 0's lock
+ * keeps it off that queue meanwhile: two threads on one queue raced (TSAN, in the takeover
+ * trials: shm_cq_push against shm_cq_poll). */
+static void vx_enter(struct coh_cache *c)
+{
+	pthread_mutex_lock(&c->lane[0].mu);
+}
+
+static void vx_exit(struct coh_cache *c)
+{
+	pthread_mutex_unlock(&c->lane[0].mu);
+}
+
 int coh_cache_rebuild_clear(struct coh_cache *c)
 {
 	_Atomic uint64_t *dir;
 	uint32_t h;
 	uint64_t r;
+	int ret;
 
 	if (!c)
 		return -EINVAL;
@@ -109,7 +125,10 @@ int coh_cache_rebuild_clear(struct coh_cache *c)
 	/* Invalidations this node owes (they failed, e.g. on a region re-keyed by this view
 	 * change) land before the CLEARED barrier, so that no sharer they were aimed at still
 	 * claims its copy beside this node's exclusive claim. */
-	return cache_pay_all_owed(c);
+	vx_enter(c);
+	ret = cache_pay_all_owed(c);
+	vx_exit(c);
+	return ret;
 }
 
 /*
@@ -130,11 +149,14 @@ static void drain_grants(struct coh_cache *c)
  * (coh_cache_attr.step_pause): on rdma each batch is a round trip, and a step holds the
  * application thread's place for all of them. What the steps touch is frozen meanwhile: the
  * rebuilt words (their home is dead, so operations on them return -EAGAIN), the words naming a
- * dead owner, and the taken ones (held). */
+ * dead owner, and the taken ones (held). Lane 0 is let go too: the operation may be on it. */
 static void let_io_in(struct coh_cache *c)
 {
-	if (c->step_pause)
+	if (c->step_pause) {
+		vx_exit(c);
 		c->step_pause(c->hook_arg);
+		vx_enter(c);
+	}
 }
 
 /* A claim being merged into a rebuilt word: what this node adds, and the word as last seen. */
@@ -243,7 +265,9 @@ int coh_cache_rebuild_claim(struct coh_cache *c)
 			cl[n++] = (struct claim){ .r = r, .bits = bits, .home = h, .v = st->lv };
 		pthread_mutex_unlock(&c->lock);
 	}
+	vx_enter(c);
 	ret = cas_rounds(c, cl, n);
+	vx_exit(c);
 	free(cl);
 	return ret;
 }
@@ -494,9 +518,12 @@ int coh_cache_take_over(struct coh_cache *c, uint32_t d, uint32_t candidates, ui
 	if (!c || !won || !taken || d >= c->nodes || !node_dead(c, d) || !round)
 		return -EINVAL;
 	*taken = 0;
+	vx_enter(c);
 	ret = arbitrate(c, d, candidates & live_members(c), round, won);
-	if (ret || !*won)
+	if (ret || !*won) {
+		vx_exit(c);
 		return ret;
+	}
 	live = live_members(c);
 	for (r = 0; r < c->nres; r++) {
 		if (res_home(c, r) == d && rebuilt(c, r, &h))
@@ -514,6 +541,7 @@ int coh_cache_take_over(struct coh_cache *c, uint32_t d, uint32_t candidates, ui
 	}
 	if (!ret)
 		ret = inval_taken(c, &t);
+	vx_exit(c);
 	if (!ret)
 		*taken = t.n;
 	free(t.r);
@@ -534,6 +562,7 @@ static int adopt_lost(struct coh_cache *c)
 	int ret = 0;
 
 	drain_grants(c);
+	vx_enter(c);
 	for (h = 0; h < c->nodes && !ret; h++) {
 		const uint64_t *w;
 
@@ -585,6 +614,7 @@ static int adopt_lost(struct coh_cache *c)
 		}
 		let_io_in(c);
 	}
+	vx_exit(c);
 	return ret;
 }
 
