@@ -795,22 +795,28 @@ int memb_stop_cluster(struct coh_node *n, int timeout_ms)
  * reads what it wrote degraded before it knows. A formation exchanges the sets too
  * (recovery.c). Membership thread.
  */
+void memb_elems_take(struct coh_node *n, uint32_t from, uint32_t set)
+{
+	uint32_t e;
+
+	for (e = 0; e < 32; e++) {
+		if ((set >> e & 1) && !(coh_raid_missing(n->raid) >> e & 1)) {
+			COH_LOG_ERR("node %u: node %u has element %u missing: missing here too",
+				    n->me, from, e);
+			coh_raid_fail_element(n->raid, e);
+		}
+	}
+}
+
 static void memb_elems(struct coh_node *n)
 {
-	uint32_t miss, asked = n->m->elem_asked, p, e, others, pending = 0, g;
+	uint32_t miss, asked = n->m->elem_asked, p, others, pending = 0, g;
 	uint64_t now = node_now_ns() / 1000000ull;
 
 	g = atomic_load(&n->elem_gen);
 	for (p = 0; p < n->nodes; p++) {
-		for (e = 0; (asked >> p & 1) && e < 32; e++) {
-			if ((n->m->elem_said[p] >> e & 1) &&
-			    !(coh_raid_missing(n->raid) >> e & 1)) {
-				COH_LOG_ERR("node %u: node %u finds element %u missing: it is "
-					    "missing here too",
-					    n->me, p, e);
-				coh_raid_fail_element(n->raid, e);
-			}
-		}
+		if (asked >> p & 1)
+			memb_elems_take(n, p, n->m->elem_said[p]);
 	}
 	miss = coh_raid_missing(n->raid);
 	if (miss != n->st.elem_missing &&
@@ -917,7 +923,6 @@ static int ctl_queues(struct coh_node *n)
 int membership_init(struct coh_node *n)
 {
 	struct coh_fabric_info info;
-	uint32_t e;
 	bool found;
 	int ret;
 
@@ -930,10 +935,8 @@ int membership_init(struct coh_node *n)
 	ret = node_state_load(n, &n->st, &found);
 	/* Elements found missing in an earlier life stay missing (a replaced one needs a
 	 * rebuild, which the group does not do). */
-	for (e = 0; !ret && e < 32; e++) {
-		if (n->st.elem_missing >> e & 1)
-			ret = coh_raid_fail_element(n->raid, e);
-	}
+	if (!ret)
+		memb_elems_take(n, n->me, n->st.elem_missing);
 	if (!ret)
 		ret = host_regions(n);
 	if (!ret)

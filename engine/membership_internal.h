@@ -93,6 +93,8 @@ struct memb {
 
 /* membership.c */
 void memb_send(struct coh_node *n, uint32_t p, struct ctl_msg *m);
+/* memb_elems_take - mark missing here every element of @set (what node @from has missing). */
+void memb_elems_take(struct coh_node *n, uint32_t from, uint32_t set);
 void memb_broadcast(struct coh_node *n, uint32_t to, uint8_t type, uint32_t epoch,
 		    uint32_t members);
 void memb_set_lease_members(struct coh_node *n, uint32_t members);

@@ -211,15 +211,8 @@ int memb_recover(struct coh_node *n, uint32_t all, uint32_t E)
 	/* An element any of them finds missing is missing here before anything is replayed or
 	 * read: its contents may be older than what was written around it. */
 	for (p = 0; p < n->nodes; p++) {
-		for (w = 0; (all >> p & 1) && w < 32; w++) {
-			if ((n->m->said[p].elem_missing >> w & 1) &&
-			    !(coh_raid_missing(n->raid) >> w & 1)) {
-				COH_LOG_ERR("node %u: node %u has element %u missing: missing here "
-					    "too",
-					    n->me, p, w);
-				coh_raid_fail_element(n->raid, w);
-			}
-		}
+		if (all >> p & 1)
+			memb_elems_take(n, p, n->m->said[p].elem_missing);
 	}
 	pthread_mutex_lock(&n->state_lock);
 	blocks0 = n->replayed_blocks;
