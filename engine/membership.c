@@ -246,6 +246,8 @@ void memb_pump(struct coh_node *n, int timeout_ms)
 			n->m->hosts_of[p] = m.aux;
 		} else if (m.type == CTL_READY) {
 			n->m->ready[p] = m.epoch;
+		} else if (m.type == CTL_QUIESCED) {
+			n->m->quiesced[p] = m.epoch;
 		} else if (m.type == CTL_CLEARED) {
 			n->m->cleared[p] = m.epoch;
 		} else if (m.type == CTL_ZEROED) {
@@ -556,10 +558,29 @@ static uint64_t memb_jitter(struct coh_node *n)
 	return *s;
 }
 
+/*
+ * memb_connect_wait - how long to wait for @p's handshake. A handshake cut off part way fails on
+ * both sides, so two nodes whose waits are both shorter than one handshake keep missing each
+ * other (on soft-RoCE under a busy machine one took more than 200 ms). Each timeout in a row
+ * doubles the next wait, up to four times the first; a connection resets it. While it serves, a
+ * node waits briefly (10 ms at first), since its membership thread answers nothing meanwhile;
+ * while it forms, longer and at random (50-200 ms at first), so that two present nodes'
+ * attempts soon come together. The rdma provider also lets a handshake under way finish.
+ */
+static int memb_connect_wait(struct coh_node *n, uint32_t p, bool serving)
+{
+	uint32_t slow = n->m->conn_slow[p] < 2 ? n->m->conn_slow[p] : 2;
+
+	if (serving)
+		return 10 << slow;
+	return (50 + (int)(memb_jitter(n) % 150)) << slow;
+}
+
 static void memb_connect_some(struct coh_node *n)
 {
 	uint32_t all = (uint32_t)((1ull << n->nodes) - 1), targets = memb_others(n, all), p;
 	bool serving = n->quorum;
+	int ret;
 
 	if (serving)
 		targets &= ~n->members;
@@ -568,11 +589,13 @@ static void memb_connect_some(struct coh_node *n)
 			continue;
 		if ((n->m->conn >> p & 1) && n->m->ep[p] && coh_ep_is_up(n->m->ep[p]))
 			continue;
-		/* How long to wait for p: a node that waits for an absent peer while another
-		 * waits for it would, with fixed waits, keep missing it in step; a random wait
-		 * (50-200 ms) soon brings two present nodes' attempts together. */
-		if (memb_connect(n, p, serving ? 10 : 50 + (int)(memb_jitter(n) % 150)))
+		ret = memb_connect(n, p, memb_connect_wait(n, p, serving));
+		if (ret)
 			n->m->next_try_ns[p] = node_now_ns() + (serving ? 200000000ull : 0);
+		if (!ret)
+			n->m->conn_slow[p] = 0;
+		else if (ret == -ETIMEDOUT && n->m->conn_slow[p] < UINT8_MAX)
+			n->m->conn_slow[p]++;
 		memb_pump(n, 0);
 	}
 }

@@ -31,6 +31,7 @@ struct memb {
 	uint32_t view_cepoch[NODE_MAX], view_cmembers[NODE_MAX]; /* its last committed view */
 	uint32_t flushed[NODE_MAX], ready[NODE_MAX], cleared[NODE_MAX], zeroed[NODE_MAX];
 	uint32_t hosts_of[NODE_MAX]; /* with FLUSHED: the dead writers whose log it holds */
+	uint32_t quiesced[NODE_MAX]; /* the formation epoch it last said CTL_QUIESCED for */
 	uint32_t desc_epoch[NODE_MAX];
 	struct coh_mr_desc desc[NODE_MAX];
 	uint32_t cdesc_epoch[NODE_MAX][COH_CACHE_DESCS];
@@ -59,8 +60,10 @@ struct memb {
 	uint16_t conn_gen[NODE_MAX]; /* in each receive's wr_id: a completion of an endpoint since
 					replaced is left alone */
 	uint64_t next_try_ns[NODE_MAX];
-	uint64_t waiting_log_ns; /* when "waiting for nodes ..." was last logged */
-	uint64_t jitter;	 /* xorshift state of memb_jitter */
+	uint8_t conn_slow[NODE_MAX]; /* handshakes to each peer that timed out in a row: each
+					doubles the next one's wait (memb_connect_wait) */
+	uint64_t waiting_log_ns;     /* when "waiting for nodes ..." was last logged */
+	uint64_t jitter;	     /* xorshift state of memb_jitter */
 	uint64_t forming_since_ns;
 	/* What each peer said of itself (CTL_HELLO, after its STATE and COPYs): the view it serves,
 	 * epoch 0 when it serves none. */

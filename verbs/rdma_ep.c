@@ -513,18 +513,37 @@ err_free_ep:
 	return ret;
 }
 
-/* rdma_ep_finish - wait until @deadline (ns) for @ep's first connection. On failure the endpoint
- * is torn down. */
+/* rdma_ep_midway - @ep's first handshake is under way: its request is out and not yet answered,
+ * or the peer's is accepted and not yet confirmed. Under fab->lock. */
+static bool rdma_ep_midway(const struct rdma_ep *ep)
+{
+	return (ep->pas && !ep->pas->established) || (ep->attempt && ep->attempt->qp);
+}
+
+/*
+ * rdma_ep_finish - wait until @deadline (ns) for @ep's first connection. On failure the endpoint
+ * is torn down. A handshake under way at the deadline gets RDMA_MIDWAY_GRACE_MS more, once:
+ * cutting it off tears the other side's half down too (its queue pair then cannot be made), so
+ * two nodes that each wait less than one handshake takes (the membership's short waits, soft-RoCE
+ * under load) would never connect.
+ */
 static int rdma_ep_finish(struct rdma_fabric *fab, struct rdma_ep *ep, uint64_t deadline)
 {
 	struct timespec abs = { .tv_sec = (time_t)(deadline / 1000000000ull),
 				.tv_nsec = (long)(deadline % 1000000000ull) };
+	bool graced = false;
 	int ret, state;
 
 	pthread_mutex_lock(&fab->lock);
 	while (atomic_load(&ep->state) == RDMA_EP_CONNECTING) {
-		if (pthread_cond_timedwait(&fab->cond, &fab->lock, &abs) == ETIMEDOUT)
+		if (pthread_cond_timedwait(&fab->cond, &fab->lock, &abs) != ETIMEDOUT)
+			continue;
+		if (graced || !rdma_ep_midway(ep))
 			break;
+		graced = true;
+		deadline += RDMA_MIDWAY_GRACE_MS * 1000000ull;
+		abs.tv_sec = (time_t)(deadline / 1000000000ull);
+		abs.tv_nsec = (long)(deadline % 1000000000ull);
 	}
 	state = atomic_load(&ep->state);
 	ret = ep->result ? ep->result : -ECONNREFUSED;

@@ -58,6 +58,8 @@
 /* How soon the passive side of a broken connection asks the peer again whether it still has the
  * endpoint, after it said it had. */
 #define RDMA_REPROBE_MS 100u
+/* A first handshake under way when ep_new's wait ends is given this long more (rdma_ep_finish). */
+#define RDMA_MIDWAY_GRACE_MS 500u
 /* fabric_close waits this long at most for peers to acknowledge its goodbye. */
 #define RDMA_BYE_MS 2000u
 /* ep_delete waits this long at most for the CM thread to destroy the endpoint's queue pairs. */

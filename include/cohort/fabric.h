@@ -466,7 +466,9 @@ struct coh_ep_attr {
  * Both nodes call it, naming each other, with the same channel and message size. Returns 0;
  * -EINVAL (bad attribute, or the peer asked for a different message size); -ENOSPC (a completion
  * queue cannot hold the endpoint's depth); -EEXIST (this channel to this peer is already open);
- * -ETIMEDOUT (the peer did not show up in time); -ECONNREFUSED or -ECONNRESET (the peer is down);
+ * -ETIMEDOUT (the peer did not show up in time; on rdma a handshake under way at the end of
+ * @timeout_ms is given up to 500 ms more, since cutting it off fails the peer's half too);
+ * -ECONNREFUSED or -ECONNRESET (the peer is down);
  * -ENOMEM. Call it from the thread that will use the endpoint's domain.
  */
 int coh_ep_new(struct coh_fabric *fab, const struct coh_ep_attr *attr, struct coh_ep **epp);
