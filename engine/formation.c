@@ -141,20 +141,13 @@ static void form_quiesce(struct coh_node *n)
  * path is stopped (form_quiesce), so the writer's queue is this thread's meanwhile. */
 static int form_connect_logs(struct coh_node *n, uint32_t F)
 {
-	uint32_t p;
+	struct coh_ep_attr a[NODE_MAX];
+	struct coh_ep *made[NODE_MAX];
+	uint32_t p, cnt = 0, i;
 	int ret = 0;
 
 	pthread_mutex_lock(&n->w.lock);
-	for (p = 0; p < n->nodes && !ret; p++) {
-		struct coh_ep_attr l = { .peer = p,
-					 .channel = CH_LOG,
-					 .send_cq = n->w.cq,
-					 .recv_cq = n->w.cq,
-					 .max_send_wr = 160,
-					 .max_recv_wr = 1,
-					 .max_msg_size = 64,
-					 .timeout_ms = n->timeout_ms };
-
+	for (p = 0; p < n->nodes; p++) {
 		if (p == n->me)
 			continue;
 		if (n->w.ep[p] && (!(F >> p & 1) || !coh_ep_is_up(n->w.ep[p]))) {
@@ -162,11 +155,42 @@ static int form_connect_logs(struct coh_node *n, uint32_t F)
 			coh_ep_delete(&n->w.ep[p]);
 		}
 		if ((F >> p & 1) && !n->w.ep[p])
-			ret = coh_ep_new(n->fab, &l, &n->w.ep[p]);
+			a[cnt++] = (struct coh_ep_attr){ .peer = p,
+							 .channel = CH_LOG,
+							 .send_cq = n->w.cq,
+							 .recv_cq = n->w.cq,
+							 .max_send_wr = 160,
+							 .max_recv_wr = 1,
+							 .max_msg_size = 64,
+							 .timeout_ms = n->timeout_ms };
 	}
+	/* All at once, as lease_connect. */
+	if (cnt)
+		ret = coh_ep_new_many(n->fab, a, cnt, made);
+	for (i = 0; !ret && i < cnt; i++)
+		n->w.ep[a[i].peer] = made[i];
 	n->w.peers = 0;
 	pthread_mutex_unlock(&n->w.lock);
 	return ret;
+}
+
+static bool form_all_quiesced(struct coh_node *n, uint32_t epoch, uint32_t members)
+{
+	return memb_all_reached(n, n->m->quiesced, epoch, members, true);
+}
+
+/*
+ * form_sync - wait until every node of @F has stopped serving for formation @E, so that the
+ * endpoints are made by all at about the same time. Without it a node that served destaged its
+ * cache first (form_quiesce) while a node that served nothing was already waiting for its
+ * endpoints: on soft-RoCE under load that wait ran out, the formation failed, and the next
+ * failed the same way (a joining node never got in). A destage may take a while: bounded by
+ * five timeouts.
+ */
+static int form_sync(struct coh_node *n, uint32_t E, uint32_t F)
+{
+	memb_broadcast(n, memb_others(n, F), CTL_QUIESCED, E, F);
+	return memb_wait_until(n, E, F, form_all_quiesced, 5ull * n->timeout_ms);
 }
 
 static bool form_all_descs(struct coh_node *n, uint32_t epoch, uint32_t members)
@@ -241,6 +265,7 @@ static void form_abort(struct coh_node *n, uint32_t E, int err)
 	coh_cache_abandon(&n->cache);
 	pthread_rwlock_unlock(&n->io);
 	pthread_mutex_lock(&n->state_lock);
+	n->formations_failed++;
 	n->quorum = false;
 	n->forming = false;
 	n->changing = false;
@@ -274,7 +299,9 @@ static int form_run(struct coh_node *n, uint32_t E, uint32_t F)
 	n->m->joiners &= ~F;
 	memb_set_lease_members(n, F);
 	lease_stop(n);
-	ret = form_connect_logs(n, F);
+	ret = form_sync(n, E, F);
+	if (!ret)
+		ret = form_connect_logs(n, F);
 	if (!ret)
 		ret = lease_connect(n, F);
 	if (!ret)

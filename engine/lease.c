@@ -275,35 +275,42 @@ static void lease_drop_peer(struct lease *l, uint32_t p)
 
 int lease_connect(struct coh_node *n, uint32_t members)
 {
+	struct coh_ep_attr a[NODE_MAX];
+	struct coh_ep *made[NODE_MAX];
 	struct lease *l = n->lease;
-	uint32_t p, s;
-	int ret = 0;
+	uint32_t p, s, cnt = 0, i;
+	int ret;
 
 	if (l->started)
 		return -EBUSY;
-	/* Ascending, like every mesh here: no two nodes wait on each other in a cycle. */
 	for (p = 0; p < n->nodes; p++) {
-		struct coh_ep_attr a = { .peer = p,
-					 .channel = CH_LEASE,
-					 .send_cq = l->cq,
-					 .recv_cq = l->cq,
-					 .max_send_wr = 8,
-					 .max_recv_wr = LEASE_RECVS,
-					 .max_msg_size = CTL_MSG_SIZE,
-					 .timeout_ms = n->timeout_ms };
-
 		if (p == n->me)
 			continue;
 		if (l->ep[p] && (!(members >> p & 1) || !coh_ep_is_up(l->ep[p])))
 			lease_drop_peer(l, p);
 		if (!(members >> p & 1) || l->ep[p])
 			continue;
-		ret = coh_ep_new(n->fab, &a, &l->ep[p]);
-		if (ret) {
-			COH_LOG_ERR("node %u: lease channel to node %u: %s", n->me, p,
-				    coh_strerror(ret));
-			break;
-		}
+		a[cnt++] = (struct coh_ep_attr){ .peer = p,
+						 .channel = CH_LEASE,
+						 .send_cq = l->cq,
+						 .recv_cq = l->cq,
+						 .max_send_wr = 8,
+						 .max_recv_wr = LEASE_RECVS,
+						 .max_msg_size = CTL_MSG_SIZE,
+						 .timeout_ms = n->timeout_ms };
+	}
+	if (!cnt)
+		return 0;
+	/* All at once: one late peer costs one timeout, not one per peer waited for in turn. */
+	ret = coh_ep_new_many(n->fab, a, cnt, made);
+	if (ret) {
+		COH_LOG_ERR("node %u: lease channels to nodes %#x: %s", n->me, members,
+			    coh_strerror(ret));
+		return ret;
+	}
+	for (i = 0; i < cnt; i++) {
+		p = a[i].peer;
+		l->ep[p] = made[i];
 		for (s = 0; s < LEASE_RECVS && !ret; s++)
 			ret = lease_post_recv(n, p, s);
 	}

@@ -659,6 +659,7 @@ int coh_node_stats(struct coh_node *n, struct coh_node_stats *st)
 	st->view_changing = n->changing || n->forming;
 	st->log_persistence = n->log_persistence;
 	st->view_changes = n->view_changes;
+	st->formations_failed = n->formations_failed;
 	st->takeovers = n->takeovers;
 	st->replayed_blocks = n->replayed_blocks;
 	st->repaired_stripes = n->repaired_stripes;

@@ -99,6 +99,7 @@ struct coh_node {
 	uint64_t progress;
 	void (*takeover_hook)(void *arg, uint32_t dead);
 	void *takeover_arg;
+	uint64_t formations_failed;
 	uint64_t view_changes, takeovers, replayed_blocks, repaired_stripes, corrupt_records,
 	    torn_records, last_takeover_ns, last_view_ns, last_view_hold_ns;
 	uint64_t recoveries, recovered_blocks, stale_records, last_recovery_ns;
@@ -264,7 +265,9 @@ enum ctl_type {
 	CTL_DRAINED = 20,    /* the sender destaged everything it held, for @epoch */
 	CTL_ELEM = 21,	     /* the redundancy group's elements the sender finds missing (@aux) */
 	CTL_ELEM_ACK = 22,   /* the sender has marked @aux missing too */
-	CTL_TYPE_MAX = 22,
+	CTL_QUIESCED = 23,   /* the sender has stopped serving for formation @epoch (destaged
+				what it held) and makes its endpoints for it now */
+	CTL_TYPE_MAX = 23,
 };
 
 struct ctl_msg {

@@ -51,14 +51,19 @@ struct rc_shared {
 	_Atomic uint32_t die[RC_MAXN][RC_POINTS];  /* die the n-th time (n >= 1) */
 	_Atomic uint32_t hold[RC_MAXN][RC_POINTS]; /* hold the first time until released */
 	_Atomic uint32_t until_node[RC_MAXN][RC_POINTS], until_pt[RC_MAXN][RC_POINTS];
+	/* a slow step: the @stall_at-th time (n >= 1) the node takes @stall_ms longer there */
+	_Atomic uint32_t stall_at[RC_MAXN][RC_POINTS], stall_ms[RC_MAXN][RC_POINTS];
 	_Atomic uint32_t drop_type[RC_MAXN], drop_to[RC_MAXN];
 	_Atomic uint32_t flag[16];
 	_Atomic uint64_t val[16];
 	char why[RC_MAXN][256];
 };
 
+struct rc_scenario;
+
 struct rc_child {
 	struct rc_shared *sh;
+	const struct rc_scenario *sc;
 	uint32_t id, nodes;
 	const char *dir, *cluster;
 	struct coh_fabric *fab;
@@ -157,12 +162,21 @@ static int rc_hook(void *arg, uint32_t pt, uint64_t detail)
 			rc_nap();
 		}
 	}
+	if (atomic_load(&sh->stall_at[c->id][pt]) == n) {
+		uint32_t ms = atomic_load(&sh->stall_ms[c->id][pt]);
+		struct timespec t = { ms / 1000, (long)(ms % 1000) * 1000000 };
+
+		/* The fault itself (this node is slow at this step), not a wait for anything. */
+		nanosleep(&t, NULL);
+	}
 	if (die && n >= die)
 		kill(getpid(), SIGKILL);
 	return 0;
 }
 
-static int rc_open(struct rc_child *c, const struct rc_scenario *sc)
+/* rc_open - this child's fabric, its probe endpoints (@probes: not when it opens again, a new
+ * incarnation the others make no probes for) and its node. */
+static int rc_open(struct rc_child *c, const struct rc_scenario *sc, bool probes)
 {
 	struct coh_fabric_attr fa = { .provider = conf_provider(),
 				      .node_id = c->id,
@@ -196,7 +210,7 @@ static int rc_open(struct rc_child *c, const struct rc_scenario *sc)
 	/* Probe endpoints: they fail as soon as this node's fabric knows a peer is down, which is
 	 * when every other endpoint to it fails too. */
 	ret = coh_cq_new(c->fab, 64, &c->probe_cq);
-	for (i = 0; !ret && i < sc->nodes; i++) {
+	for (i = 0; !ret && probes && i < sc->nodes; i++) {
 		struct coh_ep_attr a = { .peer = i,
 					 .channel = RC_PROBE_CH,
 					 .send_cq = c->probe_cq,
@@ -294,13 +308,14 @@ static int rc_life(const struct rc_scenario *sc, struct rc_shared *sh, const cha
 		pids[i] = fork();
 		if (pids[i] == 0) {
 			struct rc_child c = { .sh = sh,
+					      .sc = sc,
 					      .id = i,
 					      .nodes = sc->nodes,
 					      .dir = dir,
 					      .cluster = cluster };
 
 			alarm(RC_CHILD_S);
-			r = rc_open(&c, sc);
+			r = rc_open(&c, sc, true);
 			if (r) {
 				fprintf(stderr, "%s node %u: open: %s\n", sc->name, i,
 					coh_strerror(r));
@@ -1097,6 +1112,85 @@ int rc_element_missing_on_one_node(void)
 				  .node = em_node,
 				  .setup = em_setup,
 				  .node2 = em_node2 };
+
+	return rc_run(&sc);
+}
+
+/*
+ * 8. A join while a member is slow to stop serving. Three nodes, k = 1. Nodes 0 and 1 write
+ * blocks 0-7 (dirty in their caches); node 2 leaves and, once the others serve without it, opens
+ * again: a join, a formation of all three. Node 0 is slow to start it (its destage takes one
+ * and a half timeouts: a stall at COH_CRASH_FORM_AGREED, its second formation). Node 2, with
+ * nothing to destage, and node 1 must wait for it (CTL_QUIESCED) rather than time out on their
+ * endpoints to it: without that wait the formation failed, and on soft-RoCE the next failed the
+ * same way. No formation may fail, and every node reads what was written.
+ */
+#define JS_A 0x8000000000ull
+
+static int js_node(struct rc_child *c)
+{
+	struct coh_node_stats st;
+	uint64_t b, v = 0;
+	int r;
+
+	if (rc_bar(c, 0))
+		RFAIL(c, "start barrier");
+	for (b = 4 * c->id; c->id < 2 && b < 4 * c->id + 4; b++) {
+		if ((r = rc_write(c, b, JS_A + b)))
+			RFAIL(c, "write of %llu: %s", (unsigned long long)b, coh_strerror(r));
+	}
+	if (rc_bar(c, 1))
+		RFAIL(c, "barrier 1");
+	if (c->id == 2)
+		rc_close(c);
+	else if ((r = rc_wait_view(c, 1u << 2)))
+		RFAIL(c, "no view without node 2: %s", coh_strerror(r));
+	if (rc_bar(c, 2))
+		RFAIL(c, "barrier 2");
+	if (c->id == 2 && (r = rc_open(c, c->sc, false)))
+		RFAIL(c, "open again (a join): %s", coh_strerror(r));
+	if (rc_bar(c, 3))
+		RFAIL(c, "barrier after the join");
+	if ((r = coh_node_stats(c->n, &st)))
+		RFAIL(c, "stats: %s", coh_strerror(r));
+	if (st.members != 7u || !st.quorum)
+		RFAIL(c, "after the join: members %#x, quorum %d", st.members, st.quorum);
+	if (st.formations_failed)
+		RFAIL(c,
+		      "%llu formations failed (the join waits for the slow member, it does not "
+		      "time out on it)",
+		      (unsigned long long)st.formations_failed);
+	for (b = 0; b < 8; b++) {
+		if ((r = rc_read(c, b, &v)) || v != JS_A + b)
+			RFAIL(c, "block %llu: %s, %llx (acknowledged: %llx)", (unsigned long long)b,
+			      coh_strerror(r), (unsigned long long)v,
+			      (unsigned long long)(JS_A + b));
+	}
+	if (rc_bar(c, 4))
+		RFAIL(c, "barrier before close");
+	return 0;
+}
+
+static void js_setup(struct rc_shared *sh)
+{
+	uint32_t i;
+
+	for (i = 0; i < 5; i++)
+		bench_sbar_init(&sh->bar[i], 3);
+	/* Its first formation is the cluster's start; the second is the join. */
+	atomic_store(&sh->stall_at[0][COH_CRASH_FORM_AGREED], 2);
+	atomic_store(&sh->stall_ms[0][COH_CRASH_FORM_AGREED], 3000);
+}
+
+int rc_join_while_a_member_is_slow(void)
+{
+	struct rc_scenario sc = { .name = "join_while_a_member_is_slow",
+				  .nodes = 3,
+				  .k = 1,
+				  .timeout_ms = 2000,
+				  .end = { RC_EXIT0, RC_EXIT0, RC_EXIT0 },
+				  .node = js_node,
+				  .setup = js_setup };
 
 	return rc_run(&sc);
 }

@@ -38,6 +38,9 @@ int rc_log_move_then_cluster_crash(void);
 /* 7: an element goes missing for one node only, which then writes around it: the others must
  * not read the element's old contents, before or after a restart. */
 int rc_element_missing_on_one_node(void);
+/* 8: a node joins while a member is slow to stop serving (its destage takes longer than a
+ * timeout): the formation waits for it, none fails, and everything written is read back. */
+int rc_join_while_a_member_is_slow(void);
 
 #ifdef __cplusplus
 }

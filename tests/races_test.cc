@@ -50,3 +50,8 @@ TEST(races, element_missing_on_one_node__the_others_stop_reading_it)
 {
 	EXPECT_EQ(rc_element_missing_on_one_node(), 0);
 }
+
+TEST(races, join_while_a_member_is_slow__the_formation_waits_for_it)
+{
+	EXPECT_EQ(rc_join_while_a_member_is_slow(), 0);
+}

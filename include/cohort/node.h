@@ -240,6 +240,9 @@ struct coh_node_stats {
 	/* The redundancy group's elements missing here (bit i: element i), for good: found by this
 	 * node or told by another (a missing element is missing for the cluster). */
 	uint32_t elements_missing;
+	/* Formations (a start, a join) this node took part in that failed part way and were
+	 * started again (docs/recovery.md, "Start"). */
+	uint64_t formations_failed;
 };
 
 /**
