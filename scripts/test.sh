@@ -23,15 +23,25 @@ jobs=$(nproc)
 fail=0
 summary=()
 
+details=()
+steplog=$(mktemp /tmp/cohort-test-step.XXXXXX)
+trap 'rm -f "$steplog"' EXIT
+
+# run NAME CMD... - one step; a failing step's telling lines (failed tests, sanitizer reports,
+# assertion messages) are kept for the end, where a CI log that shows only its tail still has them.
 run() {
 	local name=$1
 	shift
-	local start=$SECONDS
+	local start=$SECONDS rc=0
 	echo "=== $name"
-	if "$@"; then
+	"$@" 2>&1 | tee "$steplog" || rc=${PIPESTATUS[0]}
+	if [ "$rc" = 0 ]; then
 		summary+=("PASS  $name ($((SECONDS - start)) s)")
 	else
 		summary+=("FAIL  $name ($((SECONDS - start)) s)")
+		details+=("--- $name (status $rc):")
+		details+=("$(grep -aE '^\[  FAILED  \] [a-z_]+\.|: Failure$|ERROR: (Address|Leak)Sanitizer|WARNING: ThreadSanitizer|runtime error|=== rig: .*FAIL|[0-9]+ - .* \((Failed|Timeout|SEGFAULT|Subprocess aborted|Child aborted|Exception)\)' "$steplog" |
+			awk '!seen[$0]++' | head -n 8 | cut -c1-200)")
 		fail=1
 	fi
 }
@@ -94,6 +104,12 @@ if [ "${COHORT_TEST_FAST:-0}" != 1 ]; then
 fi
 
 echo
+# What failed, then the summary: a log cut to its tail still shows both.
+if [ ${#details[@]} -gt 0 ]; then
+	echo "=== what failed"
+	printf '%s\n' "${details[@]}"
+	echo
+fi
 echo "=== summary"
 printf '%s\n' "${summary[@]}"
 exit $fail

@@ -336,12 +336,20 @@ TEST(lifecycle, damaged_files_at_restart)
 // and the cluster opens.
 TEST(lifecycle, corrupt_only_copy__reported)
 {
-	lc_trial t = base(95);
-	lc_result r;
+	uint64_t bad = 0;
 
-	t.kill_after_ops = t.ops;
-	t.damage = LC_CORRUPT_LOGS;
-	(void)lc_run(&t, &r); // what the corrupt records held may be lost: not linearizable
-	EXPECT_GT(r.reads, 0u) << "the second life did not serve";
-	EXPECT_GT(r.bad_records, 0u) << "the corrupt records were not reported";
+	// The tail of every copy is corrupted, but the kill can land just after a destage of
+	// everything (a full log is reclaimed by one), leaving no record to corrupt: so up to
+	// three trials, each of which must serve, and one at least must report.
+	for (uint64_t seed = 95; seed <= 97 && !bad; seed++) {
+		lc_trial t = base(seed);
+		lc_result r;
+
+		t.kill_after_ops = t.ops;
+		t.damage = LC_CORRUPT_LOGS;
+		(void)lc_run(&t, &r); // what the corrupt records held may be lost: not linearizable
+		EXPECT_GT(r.reads, 0u) << "the second life did not serve (seed " << seed << ")";
+		bad = r.bad_records;
+	}
+	EXPECT_GT(bad, 0u) << "the corrupt records were not reported";
 }
