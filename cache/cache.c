@@ -651,6 +651,7 @@ int coh_cache_open(const struct coh_cache_attr *attr, struct coh_cache **cachep)
 	}
 	c->ch_base = attr->channel_base ? attr->channel_base : CH_APP;
 	c->write_hook = attr->write_hook;
+	c->write_undo = attr->write_undo;
 	c->destage = attr->destage;
 	c->step_pause = attr->step_pause;
 	c->point = attr->point;

@@ -237,6 +237,7 @@ struct coh_cache {
 	int (*write_hook)(void *arg, uint64_t lba, uint32_t nblocks, const void *buf,
 			  uint64_t *seq);
 	int (*destage)(void *arg, uint64_t lba, uint32_t nblocks, const void *buf, uint64_t seq);
+	void (*write_undo)(void *arg, uint64_t lba, uint32_t nblocks, uint64_t seq);
 	void (*step_pause)(void *arg);
 	int (*point)(void *arg, uint32_t pt, uint64_t detail);
 	const uint64_t *lease;	       /* coh_cache_attr.lease */

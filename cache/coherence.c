@@ -1548,7 +1548,9 @@ static int write_range(struct coh_cache *c, uint64_t lba, uint32_t nblocks, cons
 		       const void *buf, uint32_t *miscompare)
 {
 	uint64_t r0, r1, i, seq = 0;
-	int ret;
+	uint8_t undo_small[128], *undo = NULL;
+	bool undo_lost = false;
+	int ret, r;
 
 	ret = acquire_range(c, lba, nblocks, MODE_X, &r0, &r1);
 	if (ret)
@@ -1581,23 +1583,50 @@ static int write_range(struct coh_cache *c, uint64_t lba, uint32_t nblocks, cons
 	}
 	/* Logged: now in it goes, all blocks in one hold of the lock. Another lane may have used
 	 * a slot meanwhile: a write-back from it is waited for (each is bounded), and a dirty block
-	 * put there since is written back under the lock (slot_install). */
+	 * put there since is written back under the lock (slot_install). A block that cannot go
+	 * in (that write-back failed) does not stop the others: each block is wholly written or
+	 * not at all, and the records of one that is not are undone below. */
 	pthread_mutex_lock(&c->lock);
 	write_wait_wb(c, lba, nblocks);
-	for (i = 0; i < nblocks && !ret; i++) {
+	for (i = 0; i < nblocks; i++) {
 		struct res_state *st = &c->res[(lba + i) / c->res_blocks];
 
 		/* The previous holder's copy is older than what this tenure writes, and a written
 		 * block evicted from here goes to the store: misses now read the store. */
 		st->holder = NODE_NONE;
-		ret = slot_install(c, lba + i, (const uint8_t *)buf + i * c->bsize, st->lv, true,
-				   seq);
-		CTRACE(c, "write lba %llu val %llx lv %u", (unsigned long long)(lba + i),
+		r = slot_install(c, lba + i, (const uint8_t *)buf + i * c->bsize, st->lv, true,
+				 seq);
+		CTRACE(c, "write lba %llu val %llx lv %u ret %d", (unsigned long long)(lba + i),
 		       (unsigned long long)*(const uint64_t *)((const uint8_t *)buf + i * c->bsize),
-		       st->lv);
+		       st->lv, r);
+		if (r && c->write_hook && c->write_undo && !undo && !undo_lost) {
+			undo = nblocks <= 8 * sizeof(undo_small) ? undo_small
+								 : malloc((nblocks + 7) / 8);
+			undo_lost = !undo;
+			if (undo)
+				memset(undo, 0, (nblocks + 7) / 8);
+		}
+		if (r && undo)
+			undo[i / 8] |= (uint8_t)(1u << (i % 8));
+		if (r && !ret)
+			ret = r;
 		c->stats.writes++;
 	}
 	pthread_mutex_unlock(&c->lock);
+	/* Never a block that went in: its records protect what the cache now holds (and undoing
+	 * them could bring back nothing older than the store). Without memory for the bitmap the
+	 * records stay live, and that is said. */
+	if (undo_lost)
+		COH_LOG_ERR(
+		    "node %u: out of memory: the records of a failed write at lba %llu stay "
+		    "live",
+		    c->me, (unsigned long long)lba);
+	for (i = 0; undo && i < nblocks; i++) {
+		if (undo[i / 8] >> (i % 8) & 1)
+			c->write_undo(c->hook_arg, lba + i, 1, seq);
+	}
+	if (undo != undo_small)
+		free(undo);
 	if (!ret)
 		cache_point(c, COH_CACHE_PT_INSTALLED, r0);
 	release_range(c, r0, r1);

@@ -312,6 +312,26 @@ static int write_hook(void *arg, uint64_t lba, uint32_t nblocks, const void *buf
 	return ret;
 }
 
+/* The cache's write_undo hook: a block of a replicated write did not go into the cache (the
+ * write fails). Its record would describe data no copy holds: replayed after this node's death,
+ * over another node's later write of the block, it would lose that write. Marked ABANDONED;
+ * where the mark does not land it is kept pending, and no lock leaves until it does
+ * (node_hold_locks). */
+static void write_undo(void *arg, uint64_t lba, uint32_t nblocks, uint64_t seq)
+{
+	struct coh_node *n = arg;
+	int ret;
+
+	if (!n->k)
+		return;
+	ret = rlog_abandon_write(&n->w, lba, nblocks, seq);
+	COH_LOG_WARN("node %u: a write of lba %llu failed after it was replicated: its records "
+		     "%s",
+		     n->me, (unsigned long long)lba,
+		     ret ? "are kept pending (no lock leaves until they are marked)"
+			 : "are marked abandoned");
+}
+
 /* The cache's hold_locks hook: no lock leaves while a record a recovery could replay may be live
  * on a peer that its retirement did not reach: the log is moving to new peers (vc_relog), or a
  * failed append's ABANDONED mark did not land everywhere; nor while a member may still use an
@@ -405,6 +425,7 @@ int node_cache_open(struct coh_node *n)
 		.point = cache_point,
 		.lease = &n->lease_end_ms,
 		.hold_locks = node_hold_locks,
+		.write_undo = write_undo,
 		.hook_arg = n,
 	};
 

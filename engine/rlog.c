@@ -993,6 +993,43 @@ int rlog_abandon_retry(struct rlog_writer *w)
 	return ret;
 }
 
+int rlog_abandon_write(struct rlog_writer *w, uint64_t lba, uint32_t n, uint64_t last)
+{
+	uint64_t lsns[STAGE_RECS];
+	uint32_t i, m;
+	int ret = 0, r;
+
+	pthread_mutex_lock(&w->lock);
+	for (i = 0; i < n;) {
+		for (m = 0; i < n && m < STAGE_RECS; i++) {
+			uint64_t *cur = live_find(w->live, lba + i);
+			struct rlog_ent *e = cur && *cur <= last ? ent_of(w, *cur) : NULL, *pe;
+
+			if (!e || e->retired)
+				continue;
+			lsns[m++] = e->lsn;
+			/* What it superseded is live again: its data is what the block holds (in
+			 * the cache, or, once destaged, retired by that destage). */
+			pe = e->prev ? ent_of(w, e->prev) : NULL;
+			if (pe && pe->sup) {
+				pe->retired = false;
+				pe->sup = false;
+				w->superseded--;
+				*cur = pe->lsn;
+			} else {
+				live_del(w->live, lba + i);
+			}
+		}
+		r = m ? retire_now(w, lsns, m, RLOG_ABANDONED) : 0;
+		if (r) {
+			abandon_keep(w, lsns, m);
+			ret = ret ? ret : r;
+		}
+	}
+	pthread_mutex_unlock(&w->lock);
+	return ret;
+}
+
 /*
  * append_recs - append @n records (@lbas, @payloads) in rounds of at most STAGE_RECS, their LSNs
  * to @out; once all are persistent, mark the records they supersede. On a failure every record

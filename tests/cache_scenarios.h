@@ -18,6 +18,7 @@ int sc_cache_contention(struct conf_node *cn);
 int sc_cache_handover_order(struct conf_node *cn);
 int sc_cache_linearizable(struct conf_node *cn);
 int sc_cache_retry_drains_queue(struct conf_node *cn);
+int sc_cache_write_undo(struct conf_node *cn);
 int sc_cache_version_wrap(struct conf_node *cn);
 int sc_cache_rekey_fences(struct conf_node *cn);
 int sc_cache_hold_and_yield(struct conf_node *cn);

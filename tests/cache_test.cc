@@ -76,6 +76,12 @@ TEST(cache, refused_request__the_queue_behind_it_is_not_stranded)
 	EXPECT_EQ(0, conf_run("cache_retry_queue", 3, sc_cache_retry_drains_queue, 0, kTimeout));
 }
 
+TEST(cache, write_not_installed__undone_for_that_block_only)
+{
+	Store s;
+	EXPECT_EQ(0, conf_run("cache_write_undo", 1, sc_cache_write_undo, 0, kTimeout));
+}
+
 TEST(cache, rekey__a_fenced_node_takes_no_lock)
 {
 	Store s;

@@ -102,7 +102,12 @@ enum coh_cache_point {
  *              (its log moving to new peers; a failed append's mark not landed): a lock handed
  *              on then would let another node's write be lost under that record at a
  *              whole-cluster restart. It may wait on the fabric, bounded; cache lock held.
- * @hook_arg: passed to @write_hook, @destage, @step_pause, @point and @hold_locks
+ * @write_undo: if set, called (resources held, cache lock not) for each block of a write that
+ *              @write_hook accepted but that could not be put in the cache (the slot's other
+ *              dirty block could not be written back); the write fails. The engine marks the
+ *              block's records abandoned: they describe data no copy holds, and a replay of
+ *              them after another node's write of the block would put them over it.
+ * @hook_arg: passed to @write_hook, @destage, @step_pause, @point, @hold_locks and @write_undo
  * @lanes: application contexts, 1 .. COH_CACHE_MAX_LANES; 0 means 1. Each has its own endpoints
  *         to every peer and its own completion queue, so that operations on different lanes
  *         wait on the network at the same time.
@@ -125,6 +130,7 @@ struct coh_cache_attr {
 	void *hook_arg;
 	uint32_t lanes;
 	bool (*hold_locks)(void *arg);
+	void (*write_undo)(void *arg, uint64_t lba, uint32_t nblocks, uint64_t seq);
 };
 
 /* coh_cache_channels - how many fabric channels a cache with @lanes lanes uses (0 means 1). */
