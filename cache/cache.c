@@ -280,7 +280,9 @@ struct mesh_want {
 
 /* mesh_open - every endpoint of every lane and of the service thread, connected at the same time
  * (coh_ep_new_many: the mesh has 3 lanes + 1 endpoints per peer, and one handshake after the
- * other would take that many round trips of the connection manager). */
+ * other would take that many round trips of the connection manager). Bounded by three timeouts,
+ * not one: every member makes its mesh at once (a formation, a view change), and on soft-RoCE
+ * under TCG the 50-odd handshakes of each of five nodes took longer than 2 s. */
 static int mesh_open(struct coh_cache *c)
 {
 	struct coh_ep_attr *attrs;
@@ -324,7 +326,7 @@ static int mesh_open(struct coh_cache *c)
 						 .max_send_wr = XP_CAS_BATCH,
 						 .max_recv_wr = XP_RECVS,
 						 .max_msg_size = 256,
-						 .timeout_ms = c->timeout_ms };
+						 .timeout_ms = 3 * c->timeout_ms };
 	ret = coh_ep_new_many(c->fab, attrs, n, eps);
 	if (ret)
 		goto out;
@@ -395,7 +397,8 @@ static int exchange(struct coh_cache *c)
 	}
 	while (!ret && got < c->nmemb - 1) {
 		struct coh_wc wc;
-		int n = coh_cq_wait(c->lane[0].cq, &wc, 1, (int)c->timeout_ms);
+		/* As long as a peer's mesh may still take (mesh_open). */
+		int n = coh_cq_wait(c->lane[0].cq, &wc, 1, 3 * (int)c->timeout_ms);
 
 		if (n < 0)
 			ret = n;
