@@ -238,10 +238,12 @@ static int form_descs(struct coh_node *n, uint32_t E, uint32_t F)
 	return ret;
 }
 
-/* form_wait_lease - the first lease of the new view: bounded by the timeout. */
+/* form_wait_lease - the first lease of the new view: bounded by three timeouts (every member's
+ * lease thread starts once its own steps before are done, and a member that replayed logs in
+ * the recovery is later than the others: on soft-RoCE under TCG one timeout was not enough). */
 static int form_wait_lease(struct coh_node *n, uint32_t E, uint32_t F)
 {
-	uint64_t deadline = node_now_ns() + (uint64_t)n->timeout_ms * 1000000ull;
+	uint64_t deadline = node_now_ns() + 3ull * n->timeout_ms * 1000000ull;
 
 	while (!node_lease_ok(n)) {
 		if (node_now_ns() >= deadline)

@@ -189,6 +189,9 @@ static int rc_open(struct rc_child *c, const struct rc_scenario *sc, bool probes
 				    .log_bytes = 64u << 10,
 				    .cache_blocks = 64,
 				    .timeout_ms = sc->timeout_ms,
+				    /* Five nodes on soft-RoCE under TCG took more than the default
+				     * (ten timeouts) to connect, form and admit the last one. */
+				    .open_timeout_ms = 60000,
 				    .fence = sc->fence,
 				    .hooks = &hooks };
 	char paths[3][600], logs[600];
