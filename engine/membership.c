@@ -590,12 +590,13 @@ static void memb_connect_some(struct coh_node *n)
 		if ((n->m->conn >> p & 1) && n->m->ep[p] && coh_ep_is_up(n->m->ep[p]))
 			continue;
 		ret = memb_connect(n, p, memb_connect_wait(n, p, serving));
-		if (ret)
-			n->m->next_try_ns[p] = node_now_ns() + (serving ? 200000000ull : 0);
-		if (!ret)
+		if (!ret) {
 			n->m->conn_slow[p] = 0;
-		else if (ret == -ETIMEDOUT && n->m->conn_slow[p] < UINT8_MAX)
-			n->m->conn_slow[p]++;
+		} else {
+			n->m->next_try_ns[p] = node_now_ns() + (serving ? 200000000ull : 0);
+			if (ret == -ETIMEDOUT && n->m->conn_slow[p] < UINT8_MAX)
+				n->m->conn_slow[p]++;
+		}
 		memb_pump(n, 0);
 	}
 }

@@ -224,6 +224,39 @@ static int rw_phase(struct conf_node *cn, uint32_t to, const char *what)
 	return 0;
 }
 
+/* rw_region - this node's zeroed log region (it hosts node 0's log), exchanged with the others. */
+static int rw_region(struct conf_node *cn, struct coh_mr **mr, struct coh_mr_desc *descs)
+{
+	CONF_CHECK(coh_mr_new(cn->fab, LOG_LEN,
+			      COH_ACCESS_LOCAL_WRITE | COH_ACCESS_REMOTE_WRITE |
+				  COH_ACCESS_REMOTE_READ | COH_ACCESS_REMOTE_FLUSH,
+			      mr) == 0,
+		   "region");
+	memset(coh_mr_addr(*mr), 0, LOG_LEN);
+	CONF_CHECK(conf_exchange(cn, *mr, descs) == 0, "exchange");
+	return 0;
+}
+
+/* rw_writer_up - node 0's log writer, k = 1, its copy on node 1; rw_writer_down undoes it and
+ * deletes @mr. */
+static int rw_writer_up(struct conf_node *cn, struct rlog_writer *w, struct coh_mr_desc *descs)
+{
+	CONF_CHECK(rlog_writer_init(w, cn->fab, BSIZE, LOG_LEN, 2000, NULL, NULL, NULL) == 0,
+		   "writer init");
+	CONF_CHECK(log_ep(cn, 1, w->cq, &w->ep[1]) == 0, "log endpoint to 1");
+	CONF_CHECK(coh_rmr_import(w->ep[1], &descs[1], &w->rmr[1]) == 0, "import");
+	CONF_CHECK(rlog_writer_reset(w, 1u << 1, 1, 1) == 0, "reset");
+	return 0;
+}
+
+static void rw_writer_down(struct rlog_writer *w, struct coh_mr **mr)
+{
+	coh_rmr_delete(&w->rmr[1]);
+	coh_ep_delete(&w->ep[1]);
+	rlog_writer_fini(w);
+	coh_mr_delete(mr);
+}
+
 /*
  * A write replicated but not installed (the cache could not take it: rlog_abandon_write). Node
  * 0 writes block 5 (0x11, acknowledged), then blocks 5 and 6 in one write (0x22) that the cache
@@ -245,25 +278,14 @@ int sc_rlog_write_undo(struct conf_node *cn)
 
 	if (cn->n != 2)
 		return 1;
-	CONF_CHECK(coh_mr_new(cn->fab, LOG_LEN,
-			      COH_ACCESS_LOCAL_WRITE | COH_ACCESS_REMOTE_WRITE |
-				  COH_ACCESS_REMOTE_READ | COH_ACCESS_REMOTE_FLUSH,
-			      &mr) == 0,
-		   "region");
+	CONF_CHECK(rw_region(cn, &mr, descs) == 0, "region");
 	reg = coh_mr_addr(mr);
-	memset(reg, 0, LOG_LEN);
-	CONF_CHECK(conf_exchange(cn, mr, descs) == 0, "exchange");
 	if (cn->id == 0) {
 		static uint8_t two[2 * BSIZE];
 		struct rlog_writer w;
 		uint64_t last = 0;
 
-		CONF_CHECK(rlog_writer_init(&w, cn->fab, BSIZE, LOG_LEN, 2000, NULL, NULL, NULL) ==
-			       0,
-			   "writer init");
-		CONF_CHECK(log_ep(cn, 1, w.cq, &w.ep[1]) == 0, "log endpoint to 1");
-		CONF_CHECK(coh_rmr_import(w.ep[1], &descs[1], &w.rmr[1]) == 0, "import");
-		CONF_CHECK(rlog_writer_reset(&w, 1u << 1, 1, 1) == 0, "reset");
+		CONF_CHECK(rw_writer_up(cn, &w, descs) == 0, "writer up");
 		CONF_CHECK(rw_append(&w, 4, 0x01) == 0 && rw_append(&w, 5, 0x11) == 0, "4, 5");
 		memset(two, 0x22, sizeof(two));
 		CONF_CHECK(rlog_append_data(&w, 5, 2, two, &last) == 0 && last, "5-6");
@@ -279,10 +301,7 @@ int sc_rlog_write_undo(struct conf_node *cn)
 		CONF_CHECK(rlog_retire(&w, 5, 1, UINT64_MAX) == 0 && rlog_live_count(&w) == 1,
 			   "destage 5");
 		CONF_CHECK(rw_phase(cn, 1, "destage") == 0, "phase 2");
-		coh_rmr_delete(&w.rmr[1]);
-		coh_ep_delete(&w.ep[1]);
-		rlog_writer_fini(&w);
-		coh_mr_delete(&mr);
+		rw_writer_down(&w, &mr);
 		return 0;
 	}
 	CONF_CHECK(coh_cq_new(cn->fab, 128, &cq) == 0, "cq");
@@ -326,23 +345,12 @@ int sc_rlog_rewrite(struct conf_node *cn)
 
 	if (cn->n != 2)
 		return 1;
-	CONF_CHECK(coh_mr_new(cn->fab, LOG_LEN,
-			      COH_ACCESS_LOCAL_WRITE | COH_ACCESS_REMOTE_WRITE |
-				  COH_ACCESS_REMOTE_READ | COH_ACCESS_REMOTE_FLUSH,
-			      &mr) == 0,
-		   "region");
+	CONF_CHECK(rw_region(cn, &mr, descs) == 0, "region");
 	reg = coh_mr_addr(mr);
-	memset(reg, 0, LOG_LEN);
-	CONF_CHECK(conf_exchange(cn, mr, descs) == 0, "exchange");
 	if (cn->id == 0) {
 		struct rlog_writer w;
 
-		CONF_CHECK(rlog_writer_init(&w, cn->fab, BSIZE, LOG_LEN, 2000, NULL, NULL, NULL) ==
-			       0,
-			   "writer init");
-		CONF_CHECK(log_ep(cn, 1, w.cq, &w.ep[1]) == 0, "log endpoint to 1");
-		CONF_CHECK(coh_rmr_import(w.ep[1], &descs[1], &w.rmr[1]) == 0, "import");
-		CONF_CHECK(rlog_writer_reset(&w, 1u << 1, 1, 1) == 0, "reset");
+		CONF_CHECK(rw_writer_up(cn, &w, descs) == 0, "writer up");
 		/* Block 4 stays live throughout: the tail cannot pass what comes after it. */
 		CONF_CHECK(rw_append(&w, 4, 0x01) == 0, "append 4");
 		CONF_CHECK(rw_append(&w, 5, 0x11) == 0 && rw_append(&w, 5, 0x22) == 0, "rewrite 5");
@@ -356,10 +364,7 @@ int sc_rlog_rewrite(struct conf_node *cn)
 			       rw_append(&w, 8, 0x77) == 0,
 			   "rewrite 6 and 7, destage 7");
 		CONF_CHECK(rw_phase(cn, 1, "corrupt") == 0, "phase 3");
-		coh_rmr_delete(&w.rmr[1]);
-		coh_ep_delete(&w.ep[1]);
-		rlog_writer_fini(&w);
-		coh_mr_delete(&mr);
+		rw_writer_down(&w, &mr);
 		return 0;
 	}
 	CONF_CHECK(coh_cq_new(cn->fab, 128, &cq) == 0, "cq");
@@ -460,14 +465,8 @@ int sc_rlog_group_commit(struct conf_node *cn)
 
 	if (cn->n != 2)
 		return 1;
-	CONF_CHECK(coh_mr_new(cn->fab, LOG_LEN,
-			      COH_ACCESS_LOCAL_WRITE | COH_ACCESS_REMOTE_WRITE |
-				  COH_ACCESS_REMOTE_READ | COH_ACCESS_REMOTE_FLUSH,
-			      &mr) == 0,
-		   "region");
+	CONF_CHECK(rw_region(cn, &mr, descs) == 0, "region");
 	reg = coh_mr_addr(mr);
-	memset(reg, 0, LOG_LEN);
-	CONF_CHECK(conf_exchange(cn, mr, descs) == 0, "exchange");
 	if (cn->id == 0) {
 		static struct rlog_writer w;
 		struct gc_arg args[GC_WRITERS];
@@ -475,12 +474,7 @@ int sc_rlog_group_commit(struct conf_node *cn)
 		uint64_t until;
 		uint32_t q = 0;
 
-		CONF_CHECK(rlog_writer_init(&w, cn->fab, BSIZE, LOG_LEN, 2000, NULL, NULL, NULL) ==
-			       0,
-			   "writer init");
-		CONF_CHECK(log_ep(cn, 1, w.cq, &w.ep[1]) == 0, "log endpoint to 1");
-		CONF_CHECK(coh_rmr_import(w.ep[1], &descs[1], &w.rmr[1]) == 0, "import");
-		CONF_CHECK(rlog_writer_reset(&w, 1u << 1, 1, 1) == 0, "reset");
+		CONF_CHECK(rw_writer_up(cn, &w, descs) == 0, "writer up");
 		pthread_mutex_lock(&w.lock);
 		for (i = 0; i < GC_WRITERS; i++) {
 			args[i] = (struct gc_arg){ .w = &w, .i = i, .ret = -EINPROGRESS };
@@ -509,10 +503,7 @@ int sc_rlog_group_commit(struct conf_node *cn)
 			   (unsigned long long)w.appended, (unsigned long long)w.group_commits,
 			   (unsigned long long)w.group_writes);
 		CONF_CHECK(rw_phase(cn, 1, "group") == 0, "phase 1");
-		coh_rmr_delete(&w.rmr[1]);
-		coh_ep_delete(&w.ep[1]);
-		rlog_writer_fini(&w);
-		coh_mr_delete(&mr);
+		rw_writer_down(&w, &mr);
 		return 0;
 	}
 	CONF_CHECK(coh_cq_new(cn->fab, 128, &cq) == 0, "cq");
