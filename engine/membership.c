@@ -41,6 +41,7 @@
 #define _GNU_SOURCE
 #include <endian.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <sched.h>
 #include <isa-l/crc.h>
 #include <poll.h>
@@ -205,8 +206,24 @@ static void take_events(struct coh_node *n)
 	uint32_t s, p;
 
 	while (coh_fabric_event_get(n->fab, &ev, 0) == 0) {
-		if (ev.type == COH_EVENT_PEER_DOWN)
-			mark_dead(n, ev.peer, "fabric", n->m->peer_down_proven);
+		if (ev.type != COH_EVENT_PEER_DOWN)
+			continue;
+		/* The end of a life older than the one this node is connected to now: reported
+		 * late (a node that closed and opened again at once, a loaded monitor), it is not
+		 * news about the peer, and taken as such it would drop the new life just admitted
+		 * (its proposals sent to an endpoint this node has just forgotten). A member of
+		 * this node's view is another matter: its life ended, and only a view change takes
+		 * it out (memb_connect). */
+		if (ev.peer < n->nodes && ev.peer != n->me &&
+		    !(n->quorum && (n->members >> ev.peer & 1)) && n->m->ep[ev.peer] &&
+		    coh_ep_is_up(n->m->ep[ev.peer]) &&
+		    coh_ep_peer_incarnation(n->m->ep[ev.peer]) > ev.incarnation) {
+			COH_LOG_INFO("node %u: node %u's earlier life %#" PRIx64
+				     " ended; connected to a later one",
+				     n->me, ev.peer, ev.incarnation);
+			continue;
+		}
+		mark_dead(n, ev.peer, "fabric", n->m->peer_down_proven);
 	}
 	s = lease_suspects(n);
 	for (p = 0; s && p < n->nodes; p++) {

@@ -800,12 +800,16 @@ int sc_clean_leave(struct conf_node *cn)
 		_exit(0);
 	}
 	if (cn->id == 0) {
+		/* Connected before node 1 left: the life the event names. */
+		uint64_t inc = coh_ep_peer_incarnation(cn->ep[1]);
 		struct coh_event ev;
 
+		CONF_CHECK(inc != 0, "an endpoint that is up names no incarnation of its peer");
 		CONF_CHECK(coh_fabric_event_get(cn->fab, &ev, CONF_TIMEOUT_MS) == 0,
 			   "no event for a node that left");
 		CONF_CHECK(ev.type == COH_EVENT_PEER_DOWN && ev.peer == 1, "event");
-		CONF_CHECK(ev.incarnation != 0, "incarnation");
+		CONF_CHECK(ev.incarnation == inc,
+			   "the event's incarnation is not the one the endpoint was connected to");
 		CONF_CHECK(coh_fabric_event_get(cn->fab, &ev, 0) == -EAGAIN, "duplicate event");
 		CONF_CHECK(!coh_ep_is_up(cn->ep[1]), "still up");
 		coh_ep_delete(&cn->ep[1]);

@@ -878,6 +878,11 @@ bool coh_ep_is_up(const struct coh_ep *ep)
 	return ep && ep->fab->ops->ep_is_up(ep);
 }
 
+uint64_t coh_ep_peer_incarnation(const struct coh_ep *ep)
+{
+	return ep ? ep->fab->ops->ep_peer_inc(ep) : 0;
+}
+
 /* Posting. */
 
 static bool range_ok(size_t off, size_t len, size_t total)

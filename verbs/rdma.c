@@ -822,6 +822,7 @@ const struct coh_fabric_ops rdma_ops = {
 	.ep_new_many = rdma_ep_new_many,
 	.ep_delete = rdma_ep_delete,
 	.ep_is_up = rdma_ep_is_up,
+	.ep_peer_inc = rdma_ep_peer_inc,
 	.rmr_import = rdma_rmr_import,
 	.rmr_delete = rdma_rmr_delete,
 	.post = rdma_post,

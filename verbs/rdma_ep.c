@@ -640,3 +640,15 @@ bool rdma_ep_is_up(const struct coh_ep *bep)
 
 	return atomic_load(&ep->state) != RDMA_EP_DOWN;
 }
+
+/* rdma_ep_peer_inc - the incarnation its last connection reached; the CM thread sets it. */
+uint64_t rdma_ep_peer_inc(const struct coh_ep *bep)
+{
+	const struct rdma_ep *ep = container_of(bep, const struct rdma_ep, base);
+	uint64_t inc;
+
+	pthread_mutex_lock(&ep->fab->lock);
+	inc = ep->ever_up ? ep->peer_inc : 0;
+	pthread_mutex_unlock(&ep->fab->lock);
+	return inc;
+}

@@ -404,6 +404,7 @@ int rdma_ep_new_many(struct coh_fabric *fab, const struct coh_ep_attr *attrs, ui
 		     struct coh_ep **eps);
 int rdma_ep_delete(struct coh_ep *ep);
 bool rdma_ep_is_up(const struct coh_ep *ep);
+uint64_t rdma_ep_peer_inc(const struct coh_ep *ep);
 struct rdma_ep *rdma_find_ep(struct rdma_fabric *fab, uint32_t peer, uint32_t channel);
 void rdma_bury(struct rdma_fabric *fab, struct rdma_ctx *ctx);
 void rdma_conn_bury(struct rdma_fabric *fab, struct rdma_conn *c);

@@ -830,6 +830,7 @@ const struct coh_fabric_ops shm_ops = {
 	.ep_new = shm_ep_new,
 	.ep_delete = shm_ep_delete,
 	.ep_is_up = shm_ep_is_up,
+	.ep_peer_inc = shm_ep_peer_inc,
 	.rmr_import = shm_rmr_import,
 	.rmr_delete = shm_rmr_delete,
 	.post = shm_post,

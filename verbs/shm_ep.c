@@ -110,6 +110,12 @@ bool shm_ep_is_up(const struct coh_ep *base)
 	return ep_up(container_of(base, struct shm_ep, base));
 }
 
+/* shm_ep_peer_inc - set once by shm_ep_new, before the endpoint is handed out. */
+uint64_t shm_ep_peer_inc(const struct coh_ep *base)
+{
+	return container_of(base, const struct shm_ep, base)->peer_inc;
+}
+
 /* unlink_if_same - unlink @name only if it is still the file we mapped; a peer may already have
  * replaced it with a fresh one of the same name. */
 static void unlink_if_same(int dir_fd, const char *name, int fd)

@@ -221,6 +221,7 @@ int shm_mr_persist(struct coh_mr *mr, size_t off, size_t len);
 int shm_ep_new(struct coh_fabric *fab, const struct coh_ep_attr *attr, struct coh_ep **epp);
 int shm_ep_delete(struct coh_ep *ep);
 bool shm_ep_is_up(const struct coh_ep *ep);
+uint64_t shm_ep_peer_inc(const struct coh_ep *ep);
 int shm_rmr_import(struct coh_ep *ep, const struct coh_mr_fields *f, struct coh_rmr **rmrp);
 int shm_rmr_delete(struct coh_rmr *rmr);
 int shm_post(struct coh_ep *ep, const struct coh_op *op);

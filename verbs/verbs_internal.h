@@ -117,6 +117,7 @@ struct coh_fabric_ops {
 			   struct coh_ep **eps);
 	int (*ep_delete)(struct coh_ep *ep);
 	bool (*ep_is_up)(const struct coh_ep *ep);
+	uint64_t (*ep_peer_inc)(const struct coh_ep *ep);
 
 	/* @f has been checked: f->provider matches and f->node is the endpoint's peer. */
 	int (*rmr_import)(struct coh_ep *ep, const struct coh_mr_fields *f, struct coh_rmr **rmrp);

@@ -494,6 +494,13 @@ uint32_t coh_ep_peer(const struct coh_ep *ep);
 /** coh_ep_is_up - false once the peer is known to be down. */
 bool coh_ep_is_up(const struct coh_ep *ep);
 
+/**
+ * coh_ep_peer_incarnation - which life of the peer the endpoint is connected to (the
+ * @incarnation of a struct coh_event), or 0 before it first connected. A PEER_DOWN event for an
+ * older incarnation than this one's is about a life that had ended before this endpoint was made.
+ */
+uint64_t coh_ep_peer_incarnation(const struct coh_ep *ep);
+
 /*
  * Posting. Each call checks its local arguments and returns -EINVAL when they are wrong (a local
  * range outside the region, a region from another fabric, a missing LOCAL_WRITE right, a remote
