@@ -169,8 +169,10 @@ static void ctl_show_stats(json_t *r)
 		       "cache)\n");
 	printf("locks:   %lld requests, %lld transfers\n", ctl_int(r, "lock_requests"),
 	       ctl_int(r, "lock_transfers"));
-	printf("cluster: %lld view changes, %lld takeovers, %lld destages\n",
-	       ctl_int(r, "view_changes"), ctl_int(r, "takeovers"), ctl_int(r, "destages"));
+	printf("cluster: %lld view changes (%lld formations failed), %lld takeovers, %lld "
+	       "destages\n",
+	       ctl_int(r, "view_changes"), ctl_int(r, "formations_failed"), ctl_int(r, "takeovers"),
+	       ctl_int(r, "destages"));
 	{
 		json_t *lg = json_object_get(r, "log");
 
