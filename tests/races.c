@@ -1197,3 +1197,137 @@ int rc_join_while_a_member_is_slow(void)
 
 	return rc_run(&sc);
 }
+
+/*
+ * 9. A compare-and-write whose node dies inside it, at @point: while it asks for the block's
+ * lock (COH_CRASH_REQ), once granted (COH_CRASH_GRANTED), before replicating
+ * (COH_CRASH_BEFORE_REPLICATION), once replicated (COH_CRASH_REPLICATED), or once installed
+ * and not acknowledged (COH_CRASH_INSTALLED). Three nodes, k = 1. Node 0 writes block 5; node 1
+ * compares it against that value and dies at @point. Nodes 0 and 2 then read block 5: it holds
+ * either the old value or node 1's, whole (a replicated one may be replayed; it was never
+ * acknowledged). Both compare-and-write against what they read: exactly one succeeds, and the
+ * block holds the winner's value; the loser gets a miscompare. Nothing hangs on the dead node's
+ * half-done step.
+ */
+#define CD_A 0x9000000000ull
+#define CD_DEAD 0x9000000001ull
+#define CD_BLOCK 5u
+
+static uint32_t cd_point;
+
+struct rc_cw {
+	_Atomic int done, status;
+};
+
+static void rc_cw_done(struct coh_io *io, int status, void *arg)
+{
+	struct rc_cw *w = arg;
+
+	(void)io;
+	atomic_store(&w->status, status);
+	atomic_store(&w->done, 1);
+}
+
+/* rc_compare_write - one compare-and-write of block @b, expecting @expect and writing @value,
+ * waited for (bounded). Returns 0, -EILSEQ on a miscompare, or another -errno. */
+static int rc_compare_write(struct rc_child *c, uint64_t b, uint64_t expect, uint64_t value)
+{
+	static uint8_t buf[2 * RC_BS];
+	static struct rc_cw w;
+	static struct coh_io io;
+	uint64_t until = bench_now_ns() + (uint64_t)RC_WAIT_MS * 1000000ull;
+	int r;
+
+	bench_fill_block(buf, RC_BS, expect);
+	bench_fill_block(buf + RC_BS, RC_BS, value);
+	atomic_store(&w.done, 0);
+	io = (struct coh_io){ .io_size = sizeof(io),
+			      .type = COH_IO_COMPARE_WRITE,
+			      .lba = b,
+			      .nblocks = 1,
+			      .buf = buf,
+			      .cb = rc_cw_done,
+			      .cb_arg = &w };
+	if ((r = coh_node_submit(c->n, &io)))
+		return r;
+	while (!atomic_load(&w.done)) {
+		if (bench_now_ns() > until)
+			return -ETIMEDOUT; /* @io stays the engine's: static, it outlives this */
+		rc_nap();
+	}
+	return atomic_load(&w.status);
+}
+
+static int cd_node(struct rc_child *c)
+{
+	struct rc_shared *sh = c->sh;
+	uint64_t v = 0, mine = CD_A + 0x100 + c->id, won;
+	int r;
+
+	if (rc_bar(c, 0))
+		RFAIL(c, "start barrier");
+	if (c->id == 0 && (r = rc_write(c, CD_BLOCK, CD_A)))
+		RFAIL(c, "first write: %s", coh_strerror(r));
+	if (rc_bar(c, 1))
+		RFAIL(c, "barrier 1");
+	if (c->id == 1) {
+		r = rc_compare_write(c, CD_BLOCK, CD_A, CD_DEAD);
+		RFAIL(c, "node 1 did not die at point %u (its compare-and-write: %s)", cd_point,
+		      coh_strerror(r));
+	}
+	if ((r = rc_wait_view(c, 1u << 1)))
+		RFAIL(c, "no view without node 1: %s", coh_strerror(r));
+	if ((r = rc_read(c, CD_BLOCK, &v)) || (v != CD_A && v != CD_DEAD))
+		RFAIL(c,
+		      "block %u after node 1 died at point %u: %s, %llx (old %llx, node 1's %llx)",
+		      CD_BLOCK, cd_point, coh_strerror(r), (unsigned long long)v,
+		      (unsigned long long)CD_A, (unsigned long long)CD_DEAD);
+	if (rc_bar(c, 2))
+		RFAIL(c, "barrier 2");
+	r = rc_compare_write(c, CD_BLOCK, v, mine);
+	if (r && r != -EILSEQ)
+		RFAIL(c, "compare-and-write against %llx: %s", (unsigned long long)v,
+		      coh_strerror(r));
+	if (!r) {
+		atomic_fetch_add(&sh->flag[0], 1);
+		atomic_store(&sh->val[0], mine);
+	}
+	if (rc_bar(c, 3))
+		RFAIL(c, "barrier 3");
+	if (atomic_load(&sh->flag[0]) != 1)
+		RFAIL(c, "%u compare-and-writes against the same data succeeded (point %u)",
+		      atomic_load(&sh->flag[0]), cd_point);
+	won = atomic_load(&sh->val[0]);
+	if ((r = rc_read(c, CD_BLOCK, &v)) || v != won)
+		RFAIL(c, "block %u: %s, %llx (the winner wrote %llx)", CD_BLOCK, coh_strerror(r),
+		      (unsigned long long)v, (unsigned long long)won);
+	if (rc_bar(c, 4))
+		RFAIL(c, "barrier 4");
+	return 0;
+}
+
+static void cd_setup(struct rc_shared *sh)
+{
+	bench_sbar_init(&sh->bar[0], 3);
+	bench_sbar_init(&sh->bar[1], 3);
+	bench_sbar_init(&sh->bar[2], 2);
+	bench_sbar_init(&sh->bar[3], 2);
+	bench_sbar_init(&sh->bar[4], 2);
+	atomic_store(&sh->die[1][cd_point], 1);
+}
+
+int rc_compare_write_dies_at(uint32_t point)
+{
+	struct rc_scenario sc = { .name = "compare_write_dies",
+				  .nodes = 3,
+				  .k = 1,
+				  .timeout_ms = 2000,
+				  .end = { RC_EXIT0, RC_KILLED, RC_EXIT0 },
+				  .node = cd_node,
+				  .setup = cd_setup };
+
+	if (point >= RC_POINTS)
+		return 1;
+	cd_point = point;
+	return rc_run(&sc);
+}

@@ -3,7 +3,7 @@
  * scenario of node processes on the provider under test (issue 12): a paused member, a writer
  * that dies between its exclusive CAS and its invalidations, a writer that moved its log, a death
  * during a log move, a view change that only some survivors commit, a log move followed by a
- * whole-cluster crash. Each returns 0 when the
+ * whole-cluster crash, a death inside a compare-and-write. Each returns 0 when the
  * cluster came through with every acknowledged write readable and nothing stale served, else 1
  * with the reason on stderr.
  */
@@ -41,6 +41,10 @@ int rc_element_missing_on_one_node(void);
 /* 8: a node joins while a member is slow to stop serving (its destage takes longer than a
  * timeout): the formation waits for it, none fails, and everything written is read back. */
 int rc_join_while_a_member_is_slow(void);
+/* 9: a node dies inside a compare-and-write, at crash point @point: the block holds the old
+ * value or the dead node's whole, and of two compare-and-writes against it after, exactly one
+ * succeeds. */
+int rc_compare_write_dies_at(uint32_t point);
 
 #ifdef __cplusplus
 }

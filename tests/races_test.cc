@@ -57,3 +57,23 @@ TEST(races, join_while_a_member_is_slow__the_formation_waits_for_it)
 {
 	EXPECT_EQ(rc_join_while_a_member_is_slow(), 0);
 }
+
+// A node dies inside a compare-and-write, at each step of it.
+TEST(races, compare_and_write_dies_at_each_step__one_winner_after)
+{
+	static const struct {
+		uint32_t point;
+		const char *name;
+	} steps[] = {
+		{ COH_CRASH_REQ, "lock requested" },
+		{ COH_CRASH_GRANTED, "lock granted" },
+		{ COH_CRASH_BEFORE_REPLICATION, "compared, not replicated" },
+		{ COH_CRASH_REPLICATED, "replicated" },
+		{ COH_CRASH_INSTALLED, "installed, not acknowledged" },
+	};
+
+	for (const auto &s : steps) {
+		SCOPED_TRACE(s.name);
+		EXPECT_EQ(rc_compare_write_dies_at(s.point), 0);
+	}
+}
