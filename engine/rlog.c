@@ -995,36 +995,49 @@ int rlog_abandon_retry(struct rlog_writer *w)
 
 int rlog_abandon_write(struct rlog_writer *w, uint64_t lba, uint32_t n, uint64_t last)
 {
-	uint64_t lsns[STAGE_RECS];
-	uint32_t i, m;
+	uint64_t lsns[STAGE_RECS], l;
+	uint32_t i, m = 0;
 	int ret = 0, r;
 
 	pthread_mutex_lock(&w->lock);
-	for (i = 0; i < n;) {
-		for (m = 0; i < n && m < STAGE_RECS; i++) {
-			uint64_t *cur = live_find(w->live, lba + i);
-			struct rlog_ent *e = cur && *cur <= last ? ent_of(w, *cur) : NULL, *pe;
+	for (i = 0; i < n; i++) {
+		uint64_t *cur = live_find(w->live, lba + i);
+		struct rlog_ent *e = cur && *cur <= last ? ent_of(w, *cur) : NULL;
 
-			if (!e || e->retired)
-				continue;
-			lsns[m++] = e->lsn;
-			/* What it superseded is live again: its data is what the block holds (in
-			 * the cache, or, once destaged, retired by that destage). */
-			pe = e->prev ? ent_of(w, e->prev) : NULL;
-			if (pe && pe->sup) {
-				pe->retired = false;
-				pe->sup = false;
+		if (!e || e->retired)
+			continue;
+		/* This write's record, then back along the records it superseded that are still
+		 * past the tail, all marked: none of their data is only in the cache. The cache
+		 * could not take the block because another block's dirty data held its slot; the
+		 * block's older data had left that slot before, written back to the store by the
+		 * eviction, whose retirement (rlog_retire) skipped those records as this write's
+		 * was newer. Made live again here instead, they would stay live with nothing dirty
+		 * to destage them, while the lock moves on: a replay after this node's death would
+		 * put them over another node's later write. */
+		for (l = e->lsn; l;) {
+			struct rlog_ent *pe = ent_of(w, l);
+
+			if (!pe || (l != e->lsn && !pe->sup))
+				break;
+			if (l != e->lsn)
 				w->superseded--;
-				*cur = pe->lsn;
-			} else {
-				live_del(w->live, lba + i);
+			lsns[m++] = l;
+			l = pe->prev;
+			if (m == STAGE_RECS) {
+				r = retire_now(w, lsns, m, RLOG_ABANDONED);
+				if (r) {
+					abandon_keep(w, lsns, m);
+					ret = ret ? ret : r;
+				}
+				m = 0;
 			}
 		}
-		r = m ? retire_now(w, lsns, m, RLOG_ABANDONED) : 0;
-		if (r) {
-			abandon_keep(w, lsns, m);
-			ret = ret ? ret : r;
-		}
+		live_del(w->live, lba + i);
+	}
+	r = m ? retire_now(w, lsns, m, RLOG_ABANDONED) : 0;
+	if (r) {
+		abandon_keep(w, lsns, m);
+		ret = ret ? ret : r;
 	}
 	pthread_mutex_unlock(&w->lock);
 	return ret;

@@ -212,10 +212,12 @@ uint64_t rlog_live_count(struct rlog_writer *w);
 bool rlog_abandon_pending(struct rlog_writer *w);
 int rlog_abandon_retry(struct rlog_writer *w);
 /* rlog_abandon_write - a write appended (its last record @last) but not installed, for blocks
- * [lba, lba + n): its records there are marked ABANDONED on the peers (kept pending where the
- * mark does not land, as a failed append's), and what each superseded is live again. The
- * caller still holds the blocks' resources, so the newest record of each is this write's.
- * Returns 0, or the mark's error (the records are then pending). */
+ * [lba, lba + n): its records there, and the older records of those blocks they superseded, are
+ * marked ABANDONED on the peers (kept pending where the mark does not land, as a failed
+ * append's), and the blocks leave the live set. The caller still holds the blocks' resources,
+ * so the newest record of each is this write's; and the blocks' older data is in the store (the
+ * cache evicted it, which is why the write could not go in). Returns 0, or the mark's error
+ * (the records are then pending). */
 int rlog_abandon_write(struct rlog_writer *w, uint64_t lba, uint32_t n, uint64_t last);
 /* rlog_used - bytes between the tail and the head now (what the ring cannot take); *@cap, if not
  * NULL, the ring's size. */

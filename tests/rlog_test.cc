@@ -222,7 +222,7 @@ TEST(rlog, rewrite_destage_and_corruption_against_a_peer)
 	EXPECT_EQ(conf_run("rlog_rewrite", 2, sc_rlog_rewrite, 0, 60), 0);
 }
 
-TEST(rlog, write_not_installed__its_records_abandoned_what_it_superseded_live_again)
+TEST(rlog, write_not_installed__its_records_and_what_they_superseded_abandoned)
 {
 	EXPECT_EQ(conf_run("rlog_write_undo", 2, sc_rlog_write_undo, 0, 60), 0);
 }
