@@ -12,7 +12,8 @@
 #   rdma (scripts/rig-frontend.sh: three cohortd exporting one volume through TCMU and LIO,
 #   sg3_utils, fio across paths, controllers killed and restarted, dm-multipath, iSCSI, SIGHUP),
 #   and the host-path demo (scripts/demo-lio.sh).
-#   Then, in guests of their own, a real power loss (scripts/rig-powerloss.sh).
+#   Then, in guests of their own, a real power loss (scripts/rig-powerloss.sh), and an element
+#   that fails every I/O under a writing cluster, on shm and on rdma (scripts/rig-eio.sh).
 # Every suite has its own bound; vm.sh bounds the whole run. Exit status: non-zero if any fails.
 #   scripts/rig-test.sh                 build if needed, then run
 #   COHORT_CACHE_SEEDS=N                seeds for the cache linearizability test (default 2)
@@ -77,4 +78,6 @@ COHORT_VM_TIMEOUT=${COHORT_VM_TIMEOUT:-2700} \
 	"$top/scripts/vm.sh" "$top/scripts/rig-test.sh" --in-guest || rc=$?
 # A power loss: two guests of its own (the first killed), bounded by their own timeouts.
 COHORT_VM_TIMEOUT=600 "$top/scripts/rig-powerloss.sh" || rc=1
+# An element that fails under load (device-mapper's error target), then a crash: a guest per run.
+COHORT_VM_TIMEOUT=600 COHORT_EIO_PROVIDERS="shm rdma" "$top/scripts/rig-eio.sh" || rc=1
 exit $rc

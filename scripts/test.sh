@@ -40,7 +40,7 @@ run() {
 	else
 		summary+=("FAIL  $name ($((SECONDS - start)) s)")
 		details+=("--- $name (status $rc):")
-		details+=("$(grep -aE '^\[  FAILED  \] [a-z_]+\.|: Failure$|ERROR: (Address|Leak)Sanitizer|WARNING: ThreadSanitizer|runtime error|=== rig: .*FAIL|[0-9]+ - .* \((Failed|Timeout|SEGFAULT|Subprocess aborted|Child aborted|Exception)\)' "$steplog" |
+		details+=("$(grep -aE '^\[  FAILED  \] [a-z_]+\.|: Failure$|ERROR: (Address|Leak)Sanitizer|WARNING: ThreadSanitizer|runtime error|=== (rig:|eio|powerloss) .*FAIL|[0-9]+ - .* \((Failed|Timeout|SEGFAULT|Subprocess aborted|Child aborted|Exception)\)' "$steplog" |
 			awk '!seen[$0]++' | head -n 8 | cut -c1-200)")
 		# What the failing test said just before its assertion: the scenario's own reason.
 		details+=("$(grep -aB6 ': Failure$' "$steplog" | grep -avE '^(\[|--$|.*: Failure$|Expected|  Actual|Which is|Value of)' |
