@@ -22,16 +22,8 @@ set -euo pipefail
 top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build=${COHORT_BUILD_DIR:-$top/build}
 
-# acks JOURNAL... - acknowledged writes in the journals so far (32-byte records, kind 2 at offset 4).
-acks() {
-	local f n=0 c
-	for f in "$@"; do
-		[ -f "$f" ] || continue
-		c=$(od -An -v -tu4 -w32 "$f" | awk '$2 == 2 { n++ } END { print n + 0 }')
-		n=$((n + c))
-	done
-	echo "$n"
-}
+# acks JOURNAL... - acknowledged writes in the journals so far.
+source "$top/scripts/journal-acks.sh"
 
 if [ "${1:-}" = "--in-guest" ]; then
 	set +e

@@ -45,16 +45,8 @@ fi
 [ -x "$build/bin/powerloss" ] || { echo "rig-powerloss: build/bin/powerloss was not built" >&2; exit 1; }
 
 fail=0
-# acks JOURNAL... - acknowledged writes in the journals so far (32-byte records, kind 2 at offset 4).
-acks() {
-	local f n=0 c
-	for f in "$@"; do
-		[ -f "$f" ] || continue
-		c=$(od -An -v -tu4 -w32 "$f" | awk '$2 == 2 { n++ } END { print n + 0 }')
-		n=$((n + c))
-	done
-	echo "$n"
-}
+# acks JOURNAL... - acknowledged writes in the journals so far.
+source "$top/scripts/journal-acks.sh"
 
 one() {
 	local provider=$1 work mode pmem_mode target pid waited=0 rc
