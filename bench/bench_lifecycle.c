@@ -15,8 +15,10 @@
  *                  restarted on their peers of the new view), so the table also gives that as a
  *                  throughput.
  * Each sample is a fresh cluster in a fresh directory under /dev/shm (COHORT_BENCH_LIFE_ITERS
- * samples per row, default 3). What it leaves out: rdma (the rig's lifecycle test covers its
- * behaviour, not its speed), and logs on a disk file system (their msyncs add to every row).
+ * samples per row, default 3). COHORT_BENCH_ELEM_DIR puts the element files in a fresh directory
+ * under that one instead (a disk file system: every destage's fsync then costs what it does
+ * there). What it leaves out: rdma (the rig's lifecycle test covers its behaviour, not its
+ * speed), and logs on a disk file system (their msyncs add to every row).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -49,7 +51,7 @@ struct bl_shared {
 
 struct bl_ctx {
 	struct bl_shared *sh;
-	const char *dir;
+	const char *dir, *edir; /* the cluster's directory; the elements' */
 	uint32_t me, mib;
 	bool life2, rejoin;
 };
@@ -87,7 +89,7 @@ static int bl_child(struct bl_ctx *x)
 	int ret = 0, r;
 
 	for (i = 0; i < 3; i++) {
-		snprintf(paths[i], sizeof(paths[i]), "%s/elem%llu", x->dir, (unsigned long long)i);
+		snprintf(paths[i], sizeof(paths[i]), "%s/elem%llu", x->edir, (unsigned long long)i);
 		na.elem_paths[i] = paths[i];
 	}
 	snprintf(logs, sizeof(logs), "%s/logs", x->dir);
@@ -167,20 +169,32 @@ static pid_t bl_fork(struct bl_ctx *x)
 /* bl_sample - one fresh cluster: one sample of recovery_<mib>m or rejoin_<mib>m. */
 static int bl_sample(struct bl_shared *sh, uint32_t mib, bool rejoin, uint64_t *ns)
 {
-	char dir[] = "/dev/shm/cohort-bench-life-XXXXXX", logs[600];
+	char dir[] = "/dev/shm/cohort-bench-life-XXXXXX", logs[600], edir[600];
+	const char *ebase = getenv("COHORT_BENCH_ELEM_DIR");
 	pid_t pids[BL_NODES];
 	uint32_t i, writers = rejoin ? 2 : 1;
 	int st, ret = 0;
 
 	if (!mkdtemp(dir))
 		return -errno;
+	snprintf(edir, sizeof(edir), "%s", dir);
+	if (ebase && *ebase) {
+		snprintf(edir, sizeof(edir), "%s/cohort-bench-elems-XXXXXX", ebase);
+		if (!mkdtemp(edir)) {
+			ret = -errno;
+			bench_remove_tree(dir);
+			return ret;
+		}
+	}
 	snprintf(logs, sizeof(logs), "%s/logs", dir);
 	mkdir(logs, 0700);
 	memset(sh, 0, sizeof(*sh));
 	bench_sbar_init(&sh->start, BL_NODES);
 	bench_sbar_init(&sh->done, BL_NODES);
 	for (i = 0; i < BL_NODES; i++) {
-		struct bl_ctx x = { .sh = sh, .dir = dir, .me = i, .mib = mib, .rejoin = rejoin };
+		struct bl_ctx x = {
+			.sh = sh, .dir = dir, .edir = edir, .me = i, .mib = mib, .rejoin = rejoin
+		};
 
 		pids[i] = bl_fork(&x);
 	}
@@ -200,9 +214,13 @@ static int bl_sample(struct bl_shared *sh, uint32_t mib, bool rejoin, uint64_t *
 		bl_nap();
 	}
 	if (!ret && rejoin) {
-		struct bl_ctx x = {
-			.sh = sh, .dir = dir, .me = 2, .mib = mib, .rejoin = true, .life2 = true
-		};
+		struct bl_ctx x = { .sh = sh,
+				    .dir = dir,
+				    .edir = edir,
+				    .me = 2,
+				    .mib = mib,
+				    .rejoin = true,
+				    .life2 = true };
 
 		/* node 2's restart is measured inside it, from its start to serving */
 		pids[2] = bl_fork(&x);
@@ -224,9 +242,12 @@ static int bl_sample(struct bl_shared *sh, uint32_t mib, bool rejoin, uint64_t *
 		/* The second life: its recovery. */
 		bench_sbar_init(&sh->done, BL_NODES);
 		for (i = 0; i < BL_NODES; i++) {
-			struct bl_ctx x = {
-				.sh = sh, .dir = dir, .me = i, .mib = mib, .life2 = true
-			};
+			struct bl_ctx x = { .sh = sh,
+					    .dir = dir,
+					    .edir = edir,
+					    .me = i,
+					    .mib = mib,
+					    .life2 = true };
 
 			pids[i] = bl_fork(&x);
 		}
@@ -240,6 +261,8 @@ static int bl_sample(struct bl_shared *sh, uint32_t mib, bool rejoin, uint64_t *
 		}
 	}
 	bench_remove_tree(dir);
+	if (strcmp(edir, dir))
+		bench_remove_tree(edir);
 	return ret;
 }
 

@@ -56,7 +56,7 @@ static int bgd_batch(struct coh_node *n, uint32_t *written)
 	pthread_rwlock_rdlock(&n->io);
 	atomic_fetch_sub(&n->io_wanted, 1);
 	atomic_fetch_add(&n->io_taken, 1);
-	ret = n->cache ? coh_cache_writeback(n->cache, lbas, m, written) : -EAGAIN;
+	ret = node_cache_writeback(n, lbas, m, written);
 	pthread_rwlock_unlock(&n->io);
 	return ret;
 }

@@ -119,7 +119,7 @@ static void form_quiesce(struct coh_node *n)
 	pthread_mutex_unlock(&n->state_lock);
 	pthread_rwlock_wrlock(&n->io);
 	if (n->cache) {
-		ret = coh_cache_flush(n->cache);
+		ret = node_cache_flush(n);
 		if (ret)
 			COH_LOG_WARN("node %u: destage before a formation: %s; the log copies keep "
 				     "what is left, and the recovery replays them",

@@ -168,7 +168,7 @@ static int io_run(struct coh_node *n, struct coh_io *io)
 					       b + (size_t)io->nblocks * n->bsize, &io->miscompare);
 	case COH_IO_FLUSH:
 		io_set_state(n, io, COH_IO_DESTAGE);
-		return coh_cache_flush(c);
+		return node_cache_flush(n);
 	}
 	return -EINVAL;
 }

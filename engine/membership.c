@@ -658,7 +658,7 @@ static void memb_drain(struct coh_node *n)
 	n->m->drain_asked = 0;
 	pthread_rwlock_wrlock(&n->io);
 	if (n->cache)
-		ret = coh_cache_flush(n->cache);
+		ret = node_cache_flush(n);
 	pthread_rwlock_unlock(&n->io);
 	if (!ret && (n->m->drain_stop & asked))
 		ret = memb_stop_here(n);
@@ -735,7 +735,7 @@ static int memb_leave(struct coh_node *n)
 	}
 	if (n->quorum && n->cache) {
 		pthread_rwlock_wrlock(&n->io);
-		ret = coh_cache_flush(n->cache);
+		ret = node_cache_flush(n);
 		pthread_rwlock_unlock(&n->io);
 		for (p = 0; !ret && p < n->nodes; p++) {
 			struct ctl_msg m = { .type = CTL_DRAIN, .epoch = E };
@@ -817,7 +817,7 @@ int memb_stop_cluster(struct coh_node *n, int timeout_ms)
 			memb_send(n, p, &m);
 	}
 	pthread_rwlock_wrlock(&n->io);
-	ret = n->cache ? coh_cache_flush(n->cache) : 0;
+	ret = n->cache ? node_cache_flush(n) : 0;
 	pthread_rwlock_unlock(&n->io);
 	r = memb_leave_wait(n, E, others);
 	if (!ret)

@@ -181,6 +181,117 @@ static int vol_repair_pending(struct coh_node *n)
 	return ret;
 }
 
+/*
+ * Batched destage. A flush of many blocks (coh_cache_flush, coh_cache_writeback) writes each back
+ * through vol_destage on the calling thread; there, instead of flushing every element and
+ * retiring the block's records for each block, the ranges are collected, and every VOL_BATCH
+ * ranges (and at the end) one flush of the elements is followed by one retirement of all of
+ * them, in round trips of 64 records. Between a block's write and its batch's retirement its
+ * slot is already clean while its records are live: @batched counts such ranges, and no lock
+ * leaves this node while it is not zero (node_hold_locks), or another node's write of the block
+ * could be overtaken by a replay of the older record. A request refused for that makes the batch
+ * commit after the block it is writing (@batch_wanted), so a lock waits for one destage at most,
+ * as it did when each block was retired on its own. A batch whose flush or retirement fails
+ * leaves its ranges kept in the log (rlog_retire_keep), and node_hold_locks holds the locks
+ * until they are retired (rlog_retire_kept).
+ */
+#define VOL_BATCH 64u
+
+struct vol_batch {
+	struct coh_node *n;
+	struct rlog_range r[VOL_BATCH];
+	uint32_t count;
+};
+
+/* The batch of the flush this thread runs for a node, or NULL. */
+static __thread struct vol_batch *vol_batch;
+
+static int vol_flush_raid(void *arg)
+{
+	return coh_raid_flush(((struct coh_node *)arg)->raid);
+}
+
+/* vol_batch_commit - flush the elements, then retire the batch's records; on a failure they are
+ * kept for node_hold_locks to retire. Returns 0 or the error. */
+static int vol_batch_commit(struct vol_batch *b)
+{
+	struct coh_node *n = b->n;
+	int ret;
+
+	if (!b->count)
+		return 0;
+	ret = coh_raid_flush(n->raid);
+	if (!ret)
+		ret = rlog_retire_many(&n->w, b->r, b->count);
+	if (ret)
+		rlog_retire_keep(&n->w, b->r, b->count);
+	atomic_fetch_sub(&n->batched, b->count);
+	b->count = 0;
+	return ret;
+}
+
+static int vol_batch_add(struct vol_batch *b, uint64_t lba, uint32_t nblocks, uint64_t upto)
+{
+	b->r[b->count].lba = lba;
+	b->r[b->count].n = nblocks;
+	b->r[b->count].upto = upto;
+	b->count++;
+	atomic_fetch_add(&b->n->batched, 1);
+	/* Full, or another node waits for a lock the batch holds here: a request is refused
+	 * while a batch is open, so it is not kept open past the block being written. */
+	if (b->count == VOL_BATCH || atomic_exchange(&b->n->batch_wanted, false))
+		return vol_batch_commit(b);
+	return 0;
+}
+
+/* vol_batch_run - @fn(@n->cache, ...) with this thread's destages batched; 0 or the first
+ * error of either. */
+static int vol_batch_run(struct coh_node *n, int (*fn)(struct coh_node *n, void *arg), void *arg)
+{
+	struct vol_batch b = { .n = n };
+	int ret, r;
+
+	if (!n->k || vol_batch)
+		return fn(n, arg); /* nothing to retire, or inside a batch already */
+	vol_batch = &b;
+	ret = fn(n, arg);
+	vol_batch = NULL;
+	r = vol_batch_commit(&b);
+	return ret ? ret : r;
+}
+
+static int vol_flush_fn(struct coh_node *n, void *arg)
+{
+	(void)arg;
+	return n->cache ? coh_cache_flush(n->cache) : -ENOSPC;
+}
+
+/* node_cache_flush - coh_cache_flush of this node's cache, its destages batched. */
+int node_cache_flush(struct coh_node *n)
+{
+	return vol_batch_run(n, vol_flush_fn, NULL);
+}
+
+struct vol_wb {
+	const uint64_t *lbas;
+	uint32_t n, *written;
+};
+
+static int vol_writeback_fn(struct coh_node *n, void *arg)
+{
+	struct vol_wb *wb = arg;
+
+	return n->cache ? coh_cache_writeback(n->cache, wb->lbas, wb->n, wb->written) : -EAGAIN;
+}
+
+/* node_cache_writeback - coh_cache_writeback of @lbas, its destages batched. */
+int node_cache_writeback(struct coh_node *n, const uint64_t *lbas, uint32_t m, uint32_t *written)
+{
+	struct vol_wb wb = { .lbas = lbas, .n = m, .written = written };
+
+	return vol_batch_run(n, vol_writeback_fn, &wb);
+}
+
 /* vol_destage - a destage of data whose last log record is @upto (its write hook's sequence):
  * the stepped update of the stripes, then the records retired, those up to @upto (the cache's
  * destage hook). */
@@ -226,13 +337,20 @@ static int vol_destage(void *ctx, uint64_t lba, uint32_t nblocks, const void *bu
 	}
 	/* The records go only once the stripes are on the elements' media: retired over data in
 	 * a volatile cache (the page cache of an element file, a disk's write cache), they would
-	 * leave a power loss nothing to replay. */
-	if (!ret && n->k)
-		ret = coh_raid_flush(n->raid);
-	if (!ret) {
+	 * leave a power loss nothing to replay. In a batch (a flush of many blocks on this
+	 * thread: vol_batch_run) the flush and the retirement are the batch's, one for up to
+	 * VOL_BATCH ranges; until then the records stay live, and no lock leaves this node. */
+	if (!ret && n->k && vol_batch && vol_batch->n == n) {
 		atomic_fetch_add(&n->destages, s1 - s0 + 1);
-		if (n->k)
-			ret = rlog_retire(&n->w, lba, nblocks, upto);
+		ret = vol_batch_add(vol_batch, lba, nblocks, upto);
+	} else {
+		if (!ret && n->k)
+			ret = coh_raid_flush(n->raid);
+		if (!ret) {
+			atomic_fetch_add(&n->destages, s1 - s0 + 1);
+			if (n->k)
+				ret = rlog_retire(&n->w, lba, nblocks, upto);
+		}
 	}
 	if (n->k && !keep_slot) {
 		/* Cleared only after the retirement: a survivor that sees the slot repairs the
@@ -343,7 +461,21 @@ static bool node_hold_locks(void *arg)
 
 	if (atomic_load(&n->relog_hold) || atomic_load(&n->elem_unacked))
 		return true;
-	if (!n->k || !rlog_abandon_pending(&n->w))
+	if (!n->k)
+		return false;
+	/* A batched destage between its writes and its retirement (vol_batch): it commits after
+	 * the block it is writing, and the requester asks again. */
+	if (atomic_load(&n->batched)) {
+		atomic_store(&n->batch_wanted, true);
+		return true;
+	}
+	if (rlog_retire_kept_any(&n->w) && rlog_retire_kept(&n->w, vol_flush_raid, n)) {
+		COH_LOG_DBG("node %u: destaged blocks' records may be live on a peer: no lock "
+			    "handed on until they are retired or the log moves",
+			    n->me);
+		return true;
+	}
+	if (!rlog_abandon_pending(&n->w))
 		return false;
 	if (rlog_abandon_retry(&n->w)) {
 		COH_LOG_DBG("node %u: a failed append's records may be live on a peer: no lock "
@@ -382,7 +514,7 @@ static int reclaim(void *arg)
 	/* The destage thread stands aside meanwhile (bgdestage.c, bgd_round): two destages at
 	 * once only contend for the same stripes, log lock and cores. */
 	atomic_fetch_add(&n->bg.reclaiming, 1);
-	ret = n->cache ? coh_cache_flush(n->cache) : -ENOSPC;
+	ret = node_cache_flush(n);
 	atomic_fetch_sub(&n->bg.reclaiming, 1);
 	return ret;
 }

@@ -64,6 +64,8 @@ struct coh_node {
 	 * generation is on record (node_hold_locks): set and cleared by the view change, under
 	 * the I/O lock; read by the service thread. */
 	_Atomic bool relog_hold;
+	_Atomic uint32_t batched; /* destaged ranges whose batch has not retired them (vol_batch) */
+	_Atomic bool batch_wanted; /* a request was refused for them: the batch commits at once */
 	/* An element went missing here and some member has not said it marked it missing too
 	 * (memb_elems): no lock leaves this node meanwhile (node_hold_locks), or that member could
 	 * read, from the element, data a degraded write here no longer put there. @elem_gen counts
@@ -188,6 +190,12 @@ void io_point(uint32_t pt);
 void node_crash_point(struct coh_node *n, uint32_t pt);
 uint32_t node_log_peers(uint32_t nodes, uint32_t members, uint32_t w, uint32_t k);
 int node_cache_open(struct coh_node *n);
+/* node_cache_flush - coh_cache_flush of @n's cache with its destages batched: one flush of the
+ * elements and one retirement per 64 blocks (node.c, vol_batch). 0 or -errno; -ENOSPC without
+ * a cache. */
+int node_cache_flush(struct coh_node *n);
+/* node_cache_writeback - coh_cache_writeback of @lbas on @n's cache, batched the same way. */
+int node_cache_writeback(struct coh_node *n, const uint64_t *lbas, uint32_t m, uint32_t *written);
 int node_wait_serving(struct coh_node *n, uint32_t ms);
 
 /* membership.c */

@@ -489,6 +489,7 @@ int rlog_writer_init(struct rlog_writer *w, struct coh_fabric *fab, uint32_t bsi
 		goto err_stage;
 	pthread_mutex_init(&w->lock, NULL);
 	pthread_mutex_init(&w->gc_lock, NULL);
+	pthread_mutex_init(&w->kept_retry, NULL);
 	pthread_cond_init(&w->gc_cond, NULL);
 	w->next_lsn = w->tail_lsn = 1;
 	w->head_off = w->tail_off = RLOG_RING;
@@ -518,6 +519,7 @@ void rlog_writer_fini(struct rlog_writer *w)
 	free(w->live);
 	pthread_mutex_destroy(&w->lock);
 	pthread_mutex_destroy(&w->gc_lock);
+	pthread_mutex_destroy(&w->kept_retry);
 	pthread_cond_destroy(&w->gc_cond);
 	w->ents = NULL;
 }
@@ -929,6 +931,9 @@ int rlog_writer_reset(struct rlog_writer *w, uint32_t peers, uint32_t k, uint32_
 	w->abandon_n = 0;
 	w->abandon_lost = false;
 	__atomic_store_n(&w->abandon_any, false, __ATOMIC_RELEASE);
+	w->kept_n = 0;
+	w->kept_lost = false;
+	__atomic_store_n(&w->kept_any, false, __ATOMIC_RELEASE);
 	memset(w->live->e, 0, w->live->cap * sizeof(w->live->e[0]));
 	w->live->count = 0;
 	rlog_region_hdr_encode(coh_mr_addr(w->stage), (uint16_t)w->me, w->gen, RLOG_RING, 1);
@@ -1364,33 +1369,36 @@ int rlog_scan_steps(const uint8_t *region, size_t len, uint16_t writer,
 	return 0;
 }
 
-int rlog_retire(struct rlog_writer *w, uint64_t lba, uint32_t n, uint64_t upto)
+/* retire_ranges - rlog_retire of each of @nr ranges, their records in shared round trips.
+ * Lock held. */
+static int retire_ranges(struct rlog_writer *w, const struct rlog_range *rg, uint32_t nr)
 {
 	uint64_t lsns[STAGE_RECS];
-	uint32_t i, m = 0;
+	uint32_t i, j, m = 0;
 	int ret = 0;
 
-	pthread_mutex_lock(&w->lock);
-	for (i = 0; i < n && !ret; i++) {
-		uint64_t *cur = live_find(w->live, lba + i), l;
+	for (j = 0; j < nr && !ret; j++) {
+		for (i = 0; i < rg[j].n && !ret; i++) {
+			uint64_t *cur = live_find(w->live, rg[j].lba + i), l;
 
-		/* A record newer than the data destaged is a later write's, replicated and not yet
-		 * in the cache (another lane): it stays, and so do the ones it superseded, which
-		 * its own destage retires. */
-		if (!cur || *cur > upto)
-			continue;
-		/* The newest record, then back along what it superseded while that is still past
-		 * the tail and live on the peers. */
-		for (l = *cur; l && !ret;) {
-			struct rlog_ent *e = ent_of(w, l);
+			/* A record newer than the data destaged is a later write's, replicated
+			 * and not yet in the cache (another lane): it stays, and so do the ones
+			 * it superseded, which its own destage retires. */
+			if (!cur || *cur > rg[j].upto)
+				continue;
+			/* The newest record, then back along what it superseded while that is
+			 * still past the tail and live on the peers. */
+			for (l = *cur; l && !ret;) {
+				struct rlog_ent *e = ent_of(w, l);
 
-			if (!e || (e->retired && !e->sup))
-				break;
-			lsns[m++] = l;
-			l = e->prev;
-			if (m == STAGE_RECS) {
-				ret = retire_now(w, lsns, m, RLOG_RETIRED);
-				m = 0;
+				if (!e || (e->retired && !e->sup))
+					break;
+				lsns[m++] = l;
+				l = e->prev;
+				if (m == STAGE_RECS) {
+					ret = retire_now(w, lsns, m, RLOG_RETIRED);
+					m = 0;
+				}
 			}
 		}
 	}
@@ -1398,13 +1406,86 @@ int rlog_retire(struct rlog_writer *w, uint64_t lba, uint32_t n, uint64_t upto)
 		ret = retire_now(w, lsns, m, RLOG_RETIRED);
 	/* The blocks leave the live set only once every retirement is persistent on the peers:
 	 * after a failure they stay, and the destage that is done again retires them again. */
-	for (i = 0; i < n && !ret; i++) {
-		uint64_t *cur = live_find(w->live, lba + i);
+	for (j = 0; j < nr && !ret; j++) {
+		for (i = 0; i < rg[j].n; i++) {
+			uint64_t *cur = live_find(w->live, rg[j].lba + i);
 
-		if (cur && *cur <= upto)
-			live_del(w->live, lba + i);
+			if (cur && *cur <= rg[j].upto)
+				live_del(w->live, rg[j].lba + i);
+		}
 	}
+	return ret;
+}
+
+int rlog_retire(struct rlog_writer *w, uint64_t lba, uint32_t n, uint64_t upto)
+{
+	struct rlog_range r = { .lba = lba, .upto = upto, .n = n };
+
+	return rlog_retire_many(w, &r, 1);
+}
+
+int rlog_retire_many(struct rlog_writer *w, const struct rlog_range *r, uint32_t nr)
+{
+	int ret;
+
+	pthread_mutex_lock(&w->lock);
+	ret = retire_ranges(w, r, nr);
 	pthread_mutex_unlock(&w->lock);
+	return ret;
+}
+
+void rlog_retire_keep(struct rlog_writer *w, const struct rlog_range *r, uint32_t nr)
+{
+	uint32_t i;
+
+	pthread_mutex_lock(&w->lock);
+	for (i = 0; i < nr; i++) {
+		if (w->kept_n < RLOG_KEPT_MAX)
+			w->kept[w->kept_n++] = r[i];
+		else
+			w->kept_lost = true;
+	}
+	__atomic_store_n(&w->kept_any, true, __ATOMIC_RELEASE);
+	pthread_mutex_unlock(&w->lock);
+}
+
+bool rlog_retire_kept_any(struct rlog_writer *w)
+{
+	return __atomic_load_n(&w->kept_any, __ATOMIC_ACQUIRE);
+}
+
+int rlog_retire_kept(struct rlog_writer *w, int (*flush)(void *arg), void *arg)
+{
+	struct rlog_range snap[RLOG_KEPT_MAX];
+	uint32_t n, gen;
+	int ret;
+
+	pthread_mutex_lock(&w->kept_retry);
+	pthread_mutex_lock(&w->lock);
+	ret = w->kept_lost ? -ENOSPC : 0;
+	n = w->kept_n;
+	gen = w->gen;
+	memcpy(snap, w->kept, n * sizeof(snap[0]));
+	pthread_mutex_unlock(&w->lock);
+	/* The store first, without the log's lock (a destage holds the store's stripe locks while
+	 * it takes the log's): only ranges kept before the flush began are retired after it. */
+	if (!ret && n)
+		ret = flush(arg);
+	pthread_mutex_lock(&w->lock);
+	if (!ret && n && w->gen == gen) {
+		ret = retire_ranges(w, snap, n);
+		if (!ret) {
+			/* Only this function takes entries out (one call at a time): the first @n
+			 * are the snapshot's. */
+			memmove(w->kept, w->kept + n, (w->kept_n - n) * sizeof(w->kept[0]));
+			w->kept_n -= n;
+		}
+	}
+	if (!w->kept_n && !w->kept_lost)
+		__atomic_store_n(&w->kept_any, false, __ATOMIC_RELEASE);
+	ret = ret ? ret : (w->kept_n || w->kept_lost ? -EAGAIN : 0);
+	pthread_mutex_unlock(&w->lock);
+	pthread_mutex_unlock(&w->kept_retry);
 	return ret;
 }
 

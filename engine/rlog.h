@@ -106,6 +106,13 @@ typedef void (*rlog_point_fn)(void *arg, int point);
 typedef void (*rlog_kick_fn)(void *arg);
 
 #define RLOG_ABANDON_MAX 256u
+#define RLOG_KEPT_MAX 256u
+
+/* A destaged range whose records are to be retired: blocks [lba, lba + n), data up to @upto. */
+struct rlog_range {
+	uint64_t lba, upto;
+	uint32_t n;
+};
 
 struct rlog_writer {
 	pthread_mutex_t lock;
@@ -165,6 +172,14 @@ struct rlog_writer {
 	uint32_t abandon_n;
 	bool abandon_lost;
 	bool abandon_any; /* either of the above: __atomic_*_n, read without the lock */
+	/* Retirements a batched destage could not finish (rlog_retire_keep): the data is in the
+	 * store, maybe not flushed, and the records live; kept until rlog_retire_kept retires them
+	 * or the log starts a new generation. @kept_lost: more than fit. */
+	struct rlog_range kept[RLOG_KEPT_MAX];
+	uint32_t kept_n;
+	bool kept_lost;
+	bool kept_any;		    /* either of the above: __atomic_*_n, read without the lock */
+	pthread_mutex_t kept_retry; /* one rlog_retire_kept at a time */
 };
 
 int rlog_writer_init(struct rlog_writer *w, struct coh_fabric *fab, uint32_t bsize,
@@ -203,6 +218,21 @@ int rlog_scan_steps(const uint8_t *region, size_t len, uint16_t writer,
  * record is later than @upto (the LSN of the data destaged) is left as it is: that record is a
  * later write's. UINT64_MAX: the newest, whatever it is. */
 int rlog_retire(struct rlog_writer *w, uint64_t lba, uint32_t n, uint64_t upto);
+/* rlog_retire_many - rlog_retire of @nr ranges at once: their records in as few round trips as
+ * they fit (64 records each). The caller flushed the store that holds their data. 0, or the
+ * error (then none of them left the live set; retried, the retirements already done are
+ * skipped). */
+int rlog_retire_many(struct rlog_writer *w, const struct rlog_range *r, uint32_t nr);
+/* rlog_retire_keep - ranges a batched destage wrote to the store but could not retire (its flush
+ * or its retirement failed): kept until rlog_retire_kept retires them or the log starts a new
+ * generation. rlog_retire_kept_any - whether some are kept; cheap. rlog_retire_kept - @flush
+ * (the store's), then retire every range kept before it began: 0 when none is left, else the
+ * error (-ENOSPC: more were kept than fit; only a new generation ends that). While any are kept
+ * the owner hands no lock on: a record live over data that another node may overwrite would be
+ * replayed over it after this node's death. */
+void rlog_retire_keep(struct rlog_writer *w, const struct rlog_range *r, uint32_t nr);
+bool rlog_retire_kept_any(struct rlog_writer *w);
+int rlog_retire_kept(struct rlog_writer *w, int (*flush)(void *arg), void *arg);
 /* Live DATA records (acknowledged, not destaged). */
 uint64_t rlog_live_count(struct rlog_writer *w);
 /* rlog_abandon_pending - whether some failed append's records may still be live on a peer (their

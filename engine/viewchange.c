@@ -292,7 +292,7 @@ static int vc_relog(struct coh_node *n, uint32_t P, uint32_t E)
 		n->w.peers &= P;
 		pthread_mutex_unlock(&n->w.lock);
 		if (n->cache)
-			ret = coh_cache_flush(n->cache);
+			ret = node_cache_flush(n);
 		if (!ret) {
 			node_point(n, COH_CRASH_VIEW_RELOG, E);
 			ret = rlog_writer_reset(&n->w, want, n->k, E);

@@ -333,6 +333,88 @@ int sc_rlog_write_undo(struct conf_node *cn)
 	return 0;
 }
 
+/*
+ * A batched destage whose flush failed (rlog_retire_keep, rlog_retire_kept). Node 0 writes
+ * blocks 2, 3 and 7; a batch destages 2 and 3 and keeps them (its flush failed): they stay live
+ * on the peer, and kept. A retry whose flush fails keeps them still; one whose flush works
+ * retires them, and only them: the peer then replays block 7 alone, and nothing is kept.
+ */
+static int rk_flush_fails(void *arg)
+{
+	(*(int *)arg)++;
+	return -EIO;
+}
+
+static int rk_flush_works(void *arg)
+{
+	(*(int *)arg)++;
+	return 0;
+}
+
+int sc_rlog_retire_kept(struct conf_node *cn)
+{
+	struct coh_mr_desc descs[CONF_MAX_NODES];
+	struct rlog_scan_stats st;
+	struct coh_cq *cq = NULL;
+	struct coh_ep *ep = NULL;
+	struct coh_mr *mr;
+	struct rw_seen seen;
+	char msg[8];
+	uint32_t len, b;
+	uint8_t *reg;
+
+	if (cn->n != 2)
+		return 1;
+	CONF_CHECK(rw_region(cn, &mr, descs) == 0, "region");
+	reg = coh_mr_addr(mr);
+	if (cn->id == 0) {
+		struct rlog_range r[2] = { { .lba = 2, .upto = UINT64_MAX, .n = 1 },
+					   { .lba = 3, .upto = UINT64_MAX, .n = 1 } };
+		struct rlog_writer w;
+		int flushes = 0;
+
+		CONF_CHECK(rw_writer_up(cn, &w, descs) == 0, "writer up");
+		CONF_CHECK(rw_append(&w, 2, 0x22) == 0 && rw_append(&w, 3, 0x33) == 0 &&
+			       rw_append(&w, 7, 0x77) == 0,
+			   "2, 3, 7");
+		CONF_CHECK(!rlog_retire_kept_any(&w), "kept before any batch");
+		rlog_retire_keep(&w, r, 2);
+		CONF_CHECK(rlog_retire_kept_any(&w) && rlog_live_count(&w) == 3, "kept 2 and 3");
+		CONF_CHECK(rlog_retire_kept(&w, rk_flush_fails, &flushes) == -EIO && flushes == 1 &&
+			       rlog_retire_kept_any(&w) && rlog_live_count(&w) == 3,
+			   "a retry whose flush failed retired something");
+		CONF_CHECK(rw_phase(cn, 1, "kept") == 0, "phase 1");
+		CONF_CHECK(rlog_retire_kept(&w, rk_flush_works, &flushes) == 0 && flushes == 2 &&
+			       !rlog_retire_kept_any(&w) && rlog_live_count(&w) == 1,
+			   "the retry after a good flush: kept %d live %llu",
+			   rlog_retire_kept_any(&w), (unsigned long long)rlog_live_count(&w));
+		CONF_CHECK(rlog_retire_kept(&w, rk_flush_fails, &flushes) == 0 && flushes == 2,
+			   "nothing kept, yet a flush");
+		CONF_CHECK(rw_phase(cn, 1, "retired") == 0, "phase 2");
+		rw_writer_down(&w, &mr);
+		return 0;
+	}
+	CONF_CHECK(coh_cq_new(cn->fab, 128, &cq) == 0, "cq");
+	CONF_CHECK(log_ep(cn, 0, cq, &ep) == 0, "log endpoint to 0");
+	for (b = 0; b < 2; b++) {
+		len = sizeof(msg);
+		CONF_CHECK(conf_recv(cn, 0, msg, &len, CONF_TIMEOUT_MS) == 0,
+			   "no word from node 0");
+		memset(&seen, 0, sizeof(seen));
+		CONF_CHECK(rlog_scan(reg, LOG_LEN, 0, rw_visit, &seen, &st) == 0, "scan %u", b);
+		CONF_CHECK(seen.count[7] == 1, "block 7 replayed %u times", seen.count[7]);
+		/* Kept: still live on the peer (a recovery replays them). Retired: not. */
+		CONF_CHECK(seen.count[2] == (b ? 0u : 1u) && seen.count[3] == (b ? 0u : 1u),
+			   "phase %u: blocks 2 and 3 replayed %u and %u times", b, seen.count[2],
+			   seen.count[3]);
+		CONF_CHECK(conf_send(cn, 0, "ok", 2) == 0, "answer %u", b);
+	}
+	coh_ep_delete(&ep);
+	coh_cq_delete(&cq);
+	coh_mr_delete(&mr);
+	return 0;
+}
+
 int sc_rlog_rewrite(struct conf_node *cn)
 {
 	struct coh_mr_desc descs[CONF_MAX_NODES];

@@ -227,6 +227,11 @@ TEST(rlog, write_not_installed__its_records_and_what_they_superseded_abandoned)
 	EXPECT_EQ(conf_run("rlog_write_undo", 2, sc_rlog_write_undo, 0, 60), 0);
 }
 
+TEST(rlog, a_failed_batch_keeps_its_retirements_until_a_flush_works)
+{
+	EXPECT_EQ(conf_run("rlog_retire_kept", 2, sc_rlog_retire_kept, 0, 60), 0);
+}
+
 TEST(rlog, concurrent_appends_share_one_round_trip)
 {
 	EXPECT_EQ(conf_run("rlog_group_commit", 2, sc_rlog_group_commit, 0, 60), 0);
