@@ -301,7 +301,7 @@ static int vol_destage(void *ctx, uint64_t lba, uint32_t nblocks, const void *bu
 	struct destage d = { .n = n };
 	uint64_t s0 = coh_raid_stripe_of(n->raid, lba),
 		 s1 = coh_raid_stripe_of(n->raid, lba + nblocks - 1);
-	bool keep_slot = false;
+	bool keep_slot = false, batched;
 	int ret, r;
 
 	/* First what an earlier lapse left half done: a read-modify-write on top of it would keep
@@ -340,17 +340,15 @@ static int vol_destage(void *ctx, uint64_t lba, uint32_t nblocks, const void *bu
 	 * leave a power loss nothing to replay. In a batch (a flush of many blocks on this
 	 * thread: vol_batch_run) the flush and the retirement are the batch's, one for up to
 	 * VOL_BATCH ranges; until then the records stay live, and no lock leaves this node. */
-	if (!ret && n->k && vol_batch && vol_batch->n == n) {
+	batched = n->k && vol_batch && vol_batch->n == n;
+	if (!ret && n->k && !batched)
+		ret = coh_raid_flush(n->raid);
+	if (!ret) {
 		atomic_fetch_add(&n->destages, s1 - s0 + 1);
-		ret = vol_batch_add(vol_batch, lba, nblocks, upto);
-	} else {
-		if (!ret && n->k)
-			ret = coh_raid_flush(n->raid);
-		if (!ret) {
-			atomic_fetch_add(&n->destages, s1 - s0 + 1);
-			if (n->k)
-				ret = rlog_retire(&n->w, lba, nblocks, upto);
-		}
+		if (batched)
+			ret = vol_batch_add(vol_batch, lba, nblocks, upto);
+		else if (n->k)
+			ret = rlog_retire(&n->w, lba, nblocks, upto);
 	}
 	if (n->k && !keep_slot) {
 		/* Cleared only after the retirement: a survivor that sees the slot repairs the

@@ -840,6 +840,13 @@ static int append(struct rlog_writer *w, uint32_t n, const uint64_t *lbas,
 	return 0;
 }
 
+/* ent_on_peers - @e is still live on the peers: not retired, or retired here only because a
+ * newer record superseded it (the scan resolves it by sequence; no mark was written). */
+static bool ent_on_peers(const struct rlog_ent *e)
+{
+	return e && (!e->retired || e->sup);
+}
+
 /* retire_now - set the state word of the given records on the peers to @state (RLOG_RETIRED
  * after a destage, RLOG_ABANDONED for an append that failed), advance the tail over the done
  * records, and write the region header; all persistent when it returns 0. A retirement that
@@ -863,7 +870,7 @@ static int retire_now(struct rlog_writer *w, const uint64_t *lsns, uint32_t n, u
 	for (i = 0; i < n && m < STAGE_RECS; i++) {
 		struct rlog_ent *e = ent_of(w, lsns[i]);
 
-		if (!e || (e->retired && !e->sup))
+		if (!ent_on_peers(e))
 			continue;
 		marked[m] = e;
 		was_sup[m] = e->sup;
@@ -1391,7 +1398,7 @@ static int retire_ranges(struct rlog_writer *w, const struct rlog_range *rg, uin
 			for (l = *cur; l && !ret;) {
 				struct rlog_ent *e = ent_of(w, l);
 
-				if (!e || (e->retired && !e->sup))
+				if (!ent_on_peers(e))
 					break;
 				lsns[m++] = l;
 				l = e->prev;

@@ -186,6 +186,20 @@ static int rw_visit(void *arg, const struct rlog_rec *r, const uint8_t *payload)
 	return 0;
 }
 
+/* rw_await_scan - the peer's side of a phase: node 0's word, then a scan of the region it writes
+ * (what a recovery would replay), into @seen and @st. */
+static int rw_await_scan(struct conf_node *cn, const uint8_t *reg, struct rw_seen *seen,
+			 struct rlog_scan_stats *st)
+{
+	char msg[8];
+	uint32_t len = sizeof(msg);
+
+	CONF_CHECK(conf_recv(cn, 0, msg, &len, CONF_TIMEOUT_MS) == 0, "no word from node 0");
+	memset(seen, 0, sizeof(*seen));
+	CONF_CHECK(rlog_scan(reg, LOG_LEN, 0, rw_visit, seen, st) == 0, "scan");
+	return 0;
+}
+
 static int rw_append(struct rlog_writer *w, uint64_t lba, uint8_t fill)
 {
 	static uint8_t block[BSIZE];
@@ -275,8 +289,6 @@ int sc_rlog_write_undo(struct conf_node *cn)
 	struct coh_ep *ep = NULL;
 	struct coh_mr *mr;
 	struct rw_seen seen;
-	char msg[8];
-	uint32_t len;
 	uint8_t *reg;
 
 	if (cn->n != 2)
@@ -314,10 +326,7 @@ int sc_rlog_write_undo(struct conf_node *cn)
 	}
 	CONF_CHECK(coh_cq_new(cn->fab, 128, &cq) == 0, "cq");
 	CONF_CHECK(log_ep(cn, 0, cq, &ep) == 0, "log endpoint to 0");
-	len = sizeof(msg);
-	CONF_CHECK(conf_recv(cn, 0, msg, &len, CONF_TIMEOUT_MS) == 0, "no word from node 0");
-	memset(&seen, 0, sizeof(seen));
-	CONF_CHECK(rlog_scan(reg, LOG_LEN, 0, rw_visit, &seen, &st) == 0, "scan 1");
+	CONF_CHECK(rw_await_scan(cn, reg, &seen, &st) == 0, "scan 1");
 	CONF_CHECK(seen.count[5] == 0,
 		   "block 5 replayed %u times, last %#x (want none: 0x11 is in the store, and its "
 		   "record would outlive the lock)",
@@ -359,8 +368,7 @@ int sc_rlog_retire_kept(struct conf_node *cn)
 	struct coh_ep *ep = NULL;
 	struct coh_mr *mr;
 	struct rw_seen seen;
-	char msg[8];
-	uint32_t len, b;
+	uint32_t b;
 	uint8_t *reg;
 
 	if (cn->n != 2)
@@ -397,11 +405,7 @@ int sc_rlog_retire_kept(struct conf_node *cn)
 	CONF_CHECK(coh_cq_new(cn->fab, 128, &cq) == 0, "cq");
 	CONF_CHECK(log_ep(cn, 0, cq, &ep) == 0, "log endpoint to 0");
 	for (b = 0; b < 2; b++) {
-		len = sizeof(msg);
-		CONF_CHECK(conf_recv(cn, 0, msg, &len, CONF_TIMEOUT_MS) == 0,
-			   "no word from node 0");
-		memset(&seen, 0, sizeof(seen));
-		CONF_CHECK(rlog_scan(reg, LOG_LEN, 0, rw_visit, &seen, &st) == 0, "scan %u", b);
+		CONF_CHECK(rw_await_scan(cn, reg, &seen, &st) == 0, "scan %u", b);
 		CONF_CHECK(seen.count[7] == 1, "block 7 replayed %u times", seen.count[7]);
 		/* Kept: still live on the peer (a recovery replays them). Retired: not. */
 		CONF_CHECK(seen.count[2] == (b ? 0u : 1u) && seen.count[3] == (b ? 0u : 1u),
@@ -454,10 +458,7 @@ int sc_rlog_rewrite(struct conf_node *cn)
 	CONF_CHECK(coh_cq_new(cn->fab, 128, &cq) == 0, "cq");
 	CONF_CHECK(log_ep(cn, 0, cq, &ep) == 0, "log endpoint to 0");
 	/* Phase 1: both records of block 5 are live here; only the newest counts. */
-	len = sizeof(msg);
-	CONF_CHECK(conf_recv(cn, 0, msg, &len, CONF_TIMEOUT_MS) == 0, "no word from node 0");
-	memset(&seen, 0, sizeof(seen));
-	CONF_CHECK(rlog_scan(reg, LOG_LEN, 0, rw_visit, &seen, &st) == 0, "scan 1");
+	CONF_CHECK(rw_await_scan(cn, reg, &seen, &st) == 0, "scan 1");
 	CONF_CHECK(seen.count[5] == 1 && seen.fill[5] == 0x22,
 		   "block 5 replayed %u times, last %#x (want once, 0x22)", seen.count[5],
 		   seen.fill[5]);
@@ -465,10 +466,7 @@ int sc_rlog_rewrite(struct conf_node *cn)
 		   (unsigned long long)st.live, (unsigned long long)st.superseded);
 	CONF_CHECK(conf_send(cn, 0, "ok", 2) == 0, "answer 1");
 	/* Phase 2: the destage retired the newest and the one it superseded. */
-	len = sizeof(msg);
-	CONF_CHECK(conf_recv(cn, 0, msg, &len, CONF_TIMEOUT_MS) == 0, "no word from node 0");
-	memset(&seen, 0, sizeof(seen));
-	CONF_CHECK(rlog_scan(reg, LOG_LEN, 0, rw_visit, &seen, &st) == 0, "scan 2");
+	CONF_CHECK(rw_await_scan(cn, reg, &seen, &st) == 0, "scan 2");
 	CONF_CHECK(seen.count[5] == 0, "block 5 replayed after its destage");
 	CONF_CHECK(st.retired == 2 && st.superseded == 0 && st.live == 1,
 		   "retired %llu superseded %llu live %llu", (unsigned long long)st.retired,
@@ -543,8 +541,7 @@ int sc_rlog_group_commit(struct conf_node *cn)
 	struct coh_ep *ep = NULL;
 	struct coh_mr *mr;
 	struct rw_seen seen;
-	char msg[8];
-	uint32_t len, i;
+	uint32_t i;
 	uint8_t *reg;
 
 	if (cn->n != 2)
@@ -592,10 +589,7 @@ int sc_rlog_group_commit(struct conf_node *cn)
 	}
 	CONF_CHECK(coh_cq_new(cn->fab, 128, &cq) == 0, "cq");
 	CONF_CHECK(log_ep(cn, 0, cq, &ep) == 0, "log endpoint to 0");
-	len = sizeof(msg);
-	CONF_CHECK(conf_recv(cn, 0, msg, &len, CONF_TIMEOUT_MS) == 0, "no word from node 0");
-	memset(&seen, 0, sizeof(seen));
-	CONF_CHECK(rlog_scan(reg, LOG_LEN, 0, rw_visit, &seen, &st) == 0, "scan");
+	CONF_CHECK(rw_await_scan(cn, reg, &seen, &st) == 0, "scan");
 	for (i = 0; i < GC_WRITERS; i++)
 		CONF_CHECK(seen.count[i] == 1 && seen.fill[i] == 0x40 + i,
 			   "block %u: %u records, fill %#x", i, seen.count[i], seen.fill[i]);
