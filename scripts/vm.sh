@@ -56,7 +56,7 @@ ensure_packages() {
 	local p missing=()
 	local pkgs=(qemu-system-x86 linux-image-amd64 busybox-static rdma-core ibverbs-utils perftest
 		libibverbs-dev librdmacm-dev fio libiscsi-bin iproute2 kmod cpio ndctl sg3-utils
-		multipath-tools jq dmsetup)
+		multipath-tools jq dmsetup procps)
 	for p in "${pkgs[@]}"; do
 		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 	done
