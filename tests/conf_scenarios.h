@@ -19,6 +19,7 @@ int sc_recv_too_small(struct conf_node *cn);
 int sc_flush_and_sync(struct conf_node *cn);
 int sc_peer_killed(struct conf_node *cn);
 int sc_clean_leave(struct conf_node *cn);
+int sc_partition(struct conf_node *cn);
 int sc_pmem_region(struct conf_node *cn);
 int sc_cq_wake(struct conf_node *cn);
 

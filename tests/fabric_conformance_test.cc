@@ -65,6 +65,11 @@ TEST(conformance, peer__clean_leave_is_an_event)
 	EXPECT_EQ(0, conf_run("clean_leave", 2, sc_clean_leave, 0, kTimeout));
 }
 
+TEST(conformance, partition__held_then_performed_or_timed_out)
+{
+	EXPECT_EQ(0, conf_run("partition", 2, sc_partition, 0, kTimeout));
+}
+
 TEST(conformance, cq_wake__ends_a_sleeping_wait)
 {
 	EXPECT_EQ(0, conf_run("cq_wake", 2, sc_cq_wake, 0, kTimeout));

@@ -181,6 +181,15 @@ int coh_fabric_fence_peer(struct coh_fabric *fab, uint32_t peer)
 	return fab->ops->fence_peer(fab, peer);
 }
 
+int coh_fabric_partition(struct coh_fabric *fab, uint64_t peers)
+{
+	if (!fab)
+		return -EINVAL;
+	if (!fab->ops->partition)
+		return -EOPNOTSUPP;
+	return fab->ops->partition(fab, peers & ~(1ull << fab->node_id));
+}
+
 uint32_t coh_fabric_node_id(const struct coh_fabric *fab)
 {
 	return fab->node_id;

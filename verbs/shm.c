@@ -647,6 +647,17 @@ static int shm_fence_peer(struct coh_fabric *fab, uint32_t peer)
 
 /* Completion queues. */
 
+/* shm_partition - coh_fabric_partition. Wakes this node's sleepers, so that what a cut held
+ * is performed, or failed, without waiting out their bounds. */
+static int shm_partition(struct coh_fabric *fab, uint64_t peers)
+{
+	struct shm_fabric *sf = container_of(fab, struct shm_fabric, base);
+
+	atomic_store(&sf->cut, peers);
+	shm_doorbell_ring(sf->ctl);
+	return 0;
+}
+
 static int shm_cq_new(struct coh_fabric *fab, uint32_t depth, struct coh_cq **cqp)
 {
 	struct shm_cq *cq;
@@ -794,6 +805,9 @@ static int shm_cq_sleep(struct coh_cq *base, int timeout_ms)
 	/* Re-check after registering: anything that arrived before the doorbell was read is seen
 	 * here; anything after it changes the doorbell and the futex returns at once. */
 	cq_progress(cq);
+	/* Under a cut, held operations fail by the clock, not by an arrival: look again soon. */
+	if (atomic_load_explicit(&cq->fab->cut, memory_order_relaxed) && timeout_ms > 50)
+		timeout_ms = 50;
 	if (!cq->count && !atomic_load(&base->woken))
 		ret = shm_doorbell_sleep(ctl, seen, timeout_ms);
 	atomic_fetch_sub(&ctl->waiters, 1);
@@ -816,6 +830,7 @@ const struct coh_fabric_ops shm_ops = {
 	.fabric_close = shm_fabric_close,
 	.fabric_query = shm_fabric_query,
 	.fence_peer = shm_fence_peer,
+	.partition = shm_partition,
 	.mr_new = shm_mr_new,
 	.mr_reg = shm_mr_reg,
 	.mr_new_pmem = shm_mr_new_pmem,

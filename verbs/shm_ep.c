@@ -10,6 +10,9 @@
  * endpoint are always performed in the order they were posted. Each operation's access rights,
  * key and bounds are checked against the target's region header before any byte moves.
  *
+ * A cut (coh_fabric_partition, a test's fault) holds what is posted to a cut peer in that FIFO
+ * too, as a transport retransmits, and fails it after the rdma provider's retry time.
+ *
  * What this file leaves out: retransmission and reordering (memory does not lose or reorder
  * stores within one initiator), and any trust in the peer: ring indices and message lengths read
  * from shared memory are checked before use.
@@ -66,7 +69,8 @@ struct shm_ep {
 	uint8_t *tx_slots, *rx_slots;
 	uint32_t slots, slot_size, stride;
 
-	struct coh_op *pend; /* FIFO of operations waiting behind a SEND */
+	struct coh_op *pend; /* FIFO of operations waiting behind a SEND, or a cut */
+	uint64_t *pend_ns;   /* when each was posted: a cut fails it SHM_CUT_RETRY_MS after */
 	uint32_t pend_head, pend_count;
 	struct shm_recv *recvs; /* posted receives, in order */
 	uint32_t recv_head, recv_count;
@@ -89,6 +93,14 @@ static size_t ep_file_len(uint32_t slots, uint32_t stride)
 bool shm_slot_len_ok(uint32_t len, uint32_t slot_size)
 {
 	return len >= 1 && len <= slot_size;
+}
+
+/* ep_cut - the network to the peer is cut (coh_fabric_partition). */
+static bool ep_cut(const struct shm_ep *ep)
+{
+	return ep->peer &&
+	       (atomic_load_explicit(&ep->fab->cut, memory_order_relaxed) >> ep->base.attr.peer &
+		1);
 }
 
 static bool ep_up(const struct shm_ep *ep)
@@ -254,7 +266,8 @@ static int ep_handshake(struct shm_ep *ep, uint32_t timeout_ms)
 		uint64_t now;
 		int nap;
 
-		if (v == 1) {
+		/* Across a cut the peer's half of the handshake never arrives. */
+		if (v == 1 && !ep_cut(ep)) {
 			ret = ep_check_proof(ep);
 			if (ret) {
 				atomic_store(&ep->hdr->present[ep->side], EP_DENIED);
@@ -312,8 +325,9 @@ int shm_ep_new(struct coh_fabric *fab, const struct coh_ep_attr *attr, struct co
 	if (!ep)
 		return -ENOMEM;
 	ep->pend = calloc(attr->max_send_wr, sizeof(*ep->pend));
+	ep->pend_ns = calloc(attr->max_send_wr, sizeof(*ep->pend_ns));
 	ep->recvs = calloc(attr->max_recv_wr, sizeof(*ep->recvs));
-	if (!ep->pend || !ep->recvs) {
+	if (!ep->pend || !ep->pend_ns || !ep->recvs) {
 		ret = -ENOMEM;
 		goto err_free;
 	}
@@ -411,6 +425,7 @@ err_release_channel:
 err_free:
 	free(ep->recvs);
 	free(ep->pend);
+	free(ep->pend_ns);
 	free(ep);
 	return ret;
 }
@@ -434,6 +449,7 @@ int shm_ep_delete(struct coh_ep *base)
 	pthread_mutex_unlock(&sf->lock);
 	free(ep->recvs);
 	free(ep->pend);
+	free(ep->pend_ns);
 	free(ep);
 	return ret;
 }
@@ -704,11 +720,14 @@ static int ring_put(struct shm_ep *ep, const struct coh_op *op)
 	return 0;
 }
 
-/* exec - perform one operation and queue its completion; -EAGAIN if a SEND found no room. */
+/* exec - perform one operation and queue its completion; -EAGAIN if a SEND found no room or
+ * the peer is cut off (the operation waits in the FIFO). */
 static int exec(struct shm_ep *ep, const struct coh_op *op)
 {
 	struct coh_wc wc = { .wr_id = op->wr_id, .opcode = op->code, .peer = ep->base.attr.peer };
 
+	if (ep_cut(ep))
+		return -EAGAIN;
 	if (!ep_up(ep))
 		wc.status = -ECONNRESET;
 	else if (op->code == COH_OP_SEND)
@@ -731,6 +750,7 @@ int shm_post(struct coh_ep *base, const struct coh_op *op)
 	if (!ep->pend_count && exec(ep, op) == 0)
 		return 0;
 	ep->pend[(ep->pend_head + ep->pend_count) % base->attr.max_send_wr] = *op;
+	ep->pend_ns[(ep->pend_head + ep->pend_count) % base->attr.max_send_wr] = verbs_now_ns();
 	ep->pend_count++;
 	return 0;
 }
@@ -804,20 +824,27 @@ static void deliver(struct shm_ep *ep)
 	}
 }
 
-/* flush - complete everything waiting on a dead endpoint with -ECONNRESET. */
-static void flush(struct shm_ep *ep)
+/* flush - complete everything waiting on a dead endpoint with -ECONNRESET; with @first, the
+ * oldest with that status instead. Receives stay posted unless the endpoint is dead. */
+static void flush_sends(struct shm_ep *ep, int first)
 {
 	while (ep->pend_count) {
 		struct coh_op *op = &ep->pend[ep->pend_head];
 		struct coh_wc wc = { .wr_id = op->wr_id,
-				     .status = -ECONNRESET,
+				     .status = first ? first : -ECONNRESET,
 				     .opcode = op->code,
 				     .peer = ep->base.attr.peer };
 
 		shm_cq_push(ep->send_cq, ep, &wc);
 		ep->pend_head = (ep->pend_head + 1) % ep->base.attr.max_send_wr;
 		ep->pend_count--;
+		first = 0;
 	}
+}
+
+static void flush(struct shm_ep *ep)
+{
+	flush_sends(ep, 0);
 	while (ep->recv_count)
 		recv_complete(ep, -ECONNRESET, 0);
 }
@@ -840,6 +867,15 @@ void shm_ep_progress(struct shm_ep *ep)
 	if ((ep->pend_count || ep->recv_count) && !ep_up(ep)) {
 		deliver(ep);
 		flush(ep);
+		return;
+	}
+	/* A cut: the oldest held operation ran out of retries, so the queue pair is in error and
+	 * everything posted so far fails with it; what is posted next waits again. */
+	if (ep->pend_count && ep_cut(ep) &&
+	    verbs_now_ns() - ep->pend_ns[ep->pend_head] >= SHM_CUT_RETRY_MS * 1000000ull) {
+		COH_LOG_WARN("node %u: operations to node %u timed out (the network is cut)",
+			     ep->fab->base.node_id, ep->base.attr.peer);
+		flush_sends(ep, -ETIMEDOUT);
 	}
 }
 

@@ -33,6 +33,9 @@
 #define SHM_LOCK_ALIVE_BYTE 1
 /* The monitor re-probes every peer at least this often (ms), pidfd or not. */
 #define SHM_MONITOR_PERIOD_MS 100
+/* A cut (coh_fabric_partition) fails a held operation after this: rdma's retries (RDMA_ACK_TIMEOUT,
+ * RDMA_RETRY_COUNT) give up in about 0.8 s. */
+#define SHM_CUT_RETRY_MS 800u
 
 /* struct shm_ctl - node-<id>.ctl. Written by its node; peers read it and ring the doorbell. */
 struct shm_ctl {
@@ -130,6 +133,7 @@ struct shm_fabric {
 	struct shm_peer peers[COH_FABRIC_MAX_NODES];
 	uint8_t eps_open[COH_FABRIC_MAX_NODES][COH_EP_MAX_CHANNEL + 1];
 	uint32_t latency_ns;	/* coh_fabric_attr.shm_latency_ns */
+	_Atomic uint64_t cut;	/* coh_fabric_partition: peers cut off, by bit */
 	struct shm_rmap *rmaps; /* peers' regions mapped here, under @lock */
 };
 

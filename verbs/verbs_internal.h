@@ -85,6 +85,8 @@ struct coh_fabric_ops {
 	void (*fabric_query)(const struct coh_fabric *fab, struct coh_fabric_info *info);
 	/* Stop @peer's current incarnation (coh_fabric_fence_peer); NULL: not possible. */
 	int (*fence_peer)(struct coh_fabric *fab, uint32_t peer);
+	/* Cut this node off from the peers of @peers (coh_fabric_partition); NULL: not possible. */
+	int (*partition)(struct coh_fabric *fab, uint64_t peers);
 
 	/* Fill base.{fab,addr,len,access} (coh_mr_base_init) plus rkey/region/remote_addr. */
 	int (*mr_new)(struct coh_fabric *fab, size_t len, uint32_t access, struct coh_mr **mrp);

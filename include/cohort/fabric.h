@@ -180,6 +180,27 @@ int coh_fabric_query(const struct coh_fabric *fab, struct coh_fabric_info *info)
  */
 int coh_fabric_fence_peer(struct coh_fabric *fab, uint32_t peer);
 
+/**
+ * coh_fabric_partition - fault injection for tests: from now on this node's traffic to and from
+ * the peers in the bit mask @peers is lost, as if the network between them were cut, until a
+ * later call leaves them out of the mask. What a real RC transport does under a cut is what the
+ * caller sees:
+ * - An operation or SEND posted to a cut peer is held, as its packets would be retransmitted. If
+ *   the cut heals first, it is performed then, in order, reading its local buffer then (a
+ *   retransmitted WRITE reads host memory again). If not, after the transport's retry time (the
+ *   rdma provider's, about 0.8 s) it completes with -ETIMEDOUT without having been performed,
+ *   and everything posted before that moment and still held completes with -ECONNRESET (the
+ *   queue pair went to the error state; a reconnection would take the next posts).
+ * - New endpoints to a cut peer do not connect (their handshake times out).
+ * - No COH_EVENT_PEER_DOWN: the peer's process is alive, and on shm that event proves a death.
+ *   The peer finds out only by the silence, as it would from a partition.
+ * - coh_fabric_fence_peer still reaches the peer (a fence agent uses another path).
+ * The cut is one-sided: a partition between A and B is both A's call and B's. shm only; rdma
+ * returns -EOPNOTSUPP (the VM rig's nodes share one soft-RoCE device, which loops their packets
+ * back inside the kernel, where no filter sees them). Returns 0, -EINVAL or -EOPNOTSUPP.
+ */
+int coh_fabric_partition(struct coh_fabric *fab, uint64_t peers);
+
 /** coh_fabric_node_id - this node's id. */
 uint32_t coh_fabric_node_id(const struct coh_fabric *fab);
 
