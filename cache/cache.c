@@ -119,6 +119,9 @@ int xp_poll(struct xport *x, int timeout_ms)
 			/* A flushed receive: the peer is gone; its endpoint is not re-armed. */
 			continue;
 		}
+		if (wc[i].peer < 32 &&
+		    (atomic_load_explicit(&c->unreach, memory_order_relaxed) >> wc[i].peer & 1))
+			atomic_fetch_and(&c->unreach, ~(1u << wc[i].peer));
 		if (cmsg_decode((uint8_t *)coh_mr_addr(x->buf) +
 				    (size_t)(epi * XP_RECVS + slot) * CMSG_SIZE,
 				wc[i].byte_len, c->nodes, c->nres, &m)) {
@@ -810,5 +813,6 @@ int coh_cache_stats(const struct coh_cache *c, struct coh_cache_stats *st)
 	st->net_read = atomic_load(&c->net_read);
 	st->net_write = atomic_load(&c->net_write);
 	st->net_send = atomic_load(&c->net_send);
+	st->replies_dropped = atomic_load(&c->replies_dropped);
 	return 0;
 }

@@ -249,6 +249,13 @@ struct coh_cache {
 	 * one knows to re-drive; @home_of[b] is the home of resources with r % nodes == b, switched
 	 * to the survivors when a view change commits. */
 	_Atomic uint32_t dead;
+	/* Peers that a reply of the service thread could not reach (its SEND timed out: a
+	 * partition, or a peer that takes nothing), and since when (cache_now_ms). For a timeout
+	 * after that, replies to it are not sent: each would hold the cache lock for a transport
+	 * timeout (about 0.8 s on rdma) while every lane waits. A message from the peer, or a
+	 * reply that went, clears it. Set by the service thread; cleared by any poller. */
+	_Atomic uint32_t unreach;
+	_Atomic uint64_t unreach_ms[32];
 	atomic_uint fence_gen;
 	_Atomic bool
 	    yield; /* another thread wants the application thread's place (coh_cache_yield) */
@@ -264,7 +271,7 @@ struct coh_cache {
 	pthread_cond_t kick_cond;
 	struct res_state *res;
 	struct coh_cache_stats stats; /* except the net_* counters, which are the atomics below */
-	atomic_ulong net_atomic, net_read, net_write, net_send;
+	atomic_ulong net_atomic, net_read, net_write, net_send, replies_dropped;
 	atomic_ulong next_seq;
 	atomic_ulong inv_count;	 /* invalidations written: the tokens' sequence */
 	uint32_t lease_slack_ms; /* the coarse clock's tick, so that a lease is never overrun */

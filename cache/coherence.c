@@ -304,11 +304,26 @@ static void reply(struct coh_cache *c, const struct cmsg *req, uint8_t type, uin
 			  .seq = req->seq };
 	int ret;
 
-	m.lane = req->lane;
-	ret = xp_send(&c->svc, c->to_lane[req->requester][req->lane], &m);
+	uint32_t p = req->requester;
 
+	m.lane = req->lane;
+	/* A peer that a reply just failed to reach gets nothing for a timeout: what was sent to
+	 * it would fail the same way, one transport timeout each, under the cache lock. Its
+	 * request times out there and is asked again, as after a lost reply. */
+	if (p < 32 && (atomic_load(&c->unreach) >> p & 1) &&
+	    cache_now_ms() - atomic_load(&c->unreach_ms[p]) < c->timeout_ms) {
+		atomic_fetch_add(&c->replies_dropped, 1);
+		return;
+	}
+	ret = xp_send(&c->svc, c->to_lane[p][req->lane], &m);
+	if (ret == -ETIMEDOUT && p < 32) {
+		atomic_store(&c->unreach_ms[p], cache_now_ms());
+		atomic_fetch_or(&c->unreach, 1u << p);
+	} else if (!ret && p < 32) {
+		atomic_fetch_and(&c->unreach, ~(1u << p));
+	}
 	if (ret)
-		COH_LOG_WARN("node %u: reply to %u: %s", c->me, req->requester, coh_strerror(ret));
+		COH_LOG_WARN("node %u: reply to %u: %s", c->me, p, coh_strerror(ret));
 }
 
 /*

@@ -53,7 +53,8 @@ struct lease {
 	/* What the membership thread reads. */
 	_Atomic uint64_t granted_ns[NODE_MAX]; /* this node's last answer to each node */
 	_Atomic uint32_t suspects;	       /* members silent for @suspect_ms */
-	_Atomic uint32_t excluded_epoch;       /* a NACK's epoch, or 0 */
+	_Atomic uint32_t fenced;	 /* members that answered from a view without quorum */
+	_Atomic uint32_t excluded_epoch; /* a NACK's epoch, or 0 */
 };
 
 static size_t lease_send_off(const struct coh_node *n, uint32_t p, uint32_t kind)
@@ -143,6 +144,17 @@ static void lease_handle(struct coh_node *n, uint32_t p, const struct ctl_msg *m
 			lease_extend(n, l->sent_ns[i % LEASE_ROUNDS]);
 		break;
 	case CTL_LEASE_NACK:
+		/* Only a view with a majority excludes anyone. A node cut off from the others
+		 * makes a view of itself alone, without quorum, and answers them from it once the
+		 * network heals: that says nothing about them. */
+		if ((uint32_t)__builtin_popcount(m->members) * 2 <= n->nodes) {
+			/* ... except about its sender: a member of this node's view that answers
+			 * from a view of its own without quorum has fenced itself. It serves nothing
+			 * and dropped its cache; it is gone, and comes back by a formation. */
+			if (lease_members(n) >> p & 1)
+				atomic_fetch_or(&l->fenced, 1u << p);
+			break;
+		}
 		pthread_mutex_lock(&n->state_lock);
 		i = m->epoch > n->epoch && !(m->members >> n->me & 1);
 		pthread_mutex_unlock(&n->state_lock);
@@ -331,6 +343,7 @@ int lease_start(struct coh_node *n)
 	l->was_member = lease_members(n);
 	atomic_store(&l->stop, false);
 	atomic_store(&l->suspects, 0);
+	atomic_store(&l->fenced, 0);
 	atomic_store(&l->excluded_epoch, 0);
 	ret = -pthread_create(&l->thread, NULL, lease_main, n);
 	if (!ret)
@@ -363,6 +376,11 @@ void lease_fini(struct coh_node *n)
 	coh_cq_delete(&l->cq);
 	free(l);
 	n->lease = NULL;
+}
+
+uint32_t lease_fenced(struct coh_node *n)
+{
+	return n->lease ? atomic_exchange(&n->lease->fenced, 0) : 0;
 }
 
 uint32_t lease_suspects(struct coh_node *n)

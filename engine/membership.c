@@ -230,6 +230,11 @@ static void take_events(struct coh_node *n)
 		if ((s >> p & 1) && !(n->m->dead >> p & 1))
 			mark_dead(n, p, "silent: no lease traffic", false);
 	}
+	s = lease_fenced(n);
+	for (p = 0; s && p < n->nodes; p++) {
+		if ((s >> p & 1) && !(n->m->dead >> p & 1))
+			mark_dead(n, p, "it fenced itself (a view without quorum)", false);
+	}
 }
 
 /* pump - take fabric events and control messages for up to @timeout_ms. */

@@ -231,6 +231,9 @@ void lease_stop(struct coh_node *n);
 void lease_fini(struct coh_node *n);
 void lease_drop(struct coh_node *n);
 uint32_t lease_suspects(struct coh_node *n);
+/* lease_fenced - members that answered from a view of their own without quorum, since the last
+ * call (they fenced themselves). */
+uint32_t lease_fenced(struct coh_node *n);
 uint32_t lease_excluded(struct coh_node *n);
 uint64_t lease_outwait_ns(struct coh_node *n, uint32_t gone);
 /* node_lease_ok - this node may serve now (its lease runs past the present). */

@@ -533,13 +533,16 @@ void rlog_writer_fini(struct rlog_writer *w)
 struct batch {
 	uint32_t ok; /* peers still good */
 	uint32_t posted;
+	uint32_t timedout; /* peers an operation timed out on (the transport's retries) */
 	uint64_t seq;
 	int err;
+	uint16_t out[RLOG_MAX_PEERS]; /* operations posted to each peer and not completed */
 };
 
 static int batch_wait(struct rlog_writer *w, struct batch *b)
 {
 	uint64_t deadline = now_ms() + w->timeout_ms;
+	uint32_t p;
 
 	while (b->posted) {
 		struct coh_wc wc[16];
@@ -547,10 +550,10 @@ static int batch_wait(struct rlog_writer *w, struct batch *b)
 		uint64_t now = now_ms();
 
 		if (now >= deadline)
-			return -ETIMEDOUT;
+			goto timedout;
 		n = coh_cq_wait(w->cq, wc, 16, (int)(deadline - now));
 		if (n == -ETIMEDOUT)
-			return n;
+			goto timedout;
 		if (n < 0)
 			return n;
 		for (i = 0; i < n; i++) {
@@ -560,6 +563,10 @@ static int batch_wait(struct rlog_writer *w, struct batch *b)
 				continue;
 			}
 			b->posted--;
+			if (wc[i].peer < RLOG_MAX_PEERS && b->out[wc[i].peer])
+				b->out[wc[i].peer]--;
+			if (wc[i].status == -ETIMEDOUT && wc[i].peer < RLOG_MAX_PEERS)
+				b->timedout |= 1u << wc[i].peer;
 			if (wc[i].status) {
 				if (b->ok >> wc[i].peer & 1)
 					w->peer_errors++;
@@ -570,6 +577,12 @@ static int batch_wait(struct rlog_writer *w, struct batch *b)
 		}
 	}
 	return 0;
+timedout:
+	for (p = 0; p < RLOG_MAX_PEERS; p++) {
+		if (b->out[p])
+			b->timedout |= 1u << p;
+	}
+	return -ETIMEDOUT;
 }
 
 static void batch_post(struct rlog_writer *w, struct batch *b, uint32_t p, int ret)
@@ -581,6 +594,38 @@ static void batch_post(struct rlog_writer *w, struct batch *b, uint32_t p, int r
 		w->peer_errors++;
 	} else {
 		b->posted++;
+		b->out[p]++;
+	}
+}
+
+/*
+ * batch_skip - whether to post nothing to @p in this round: an operation to it timed out (the
+ * transport gave up on it: a partition, or a peer that takes nothing) less than a timeout ago.
+ * Each round to it would wait as long and fail the same way, with the log's lock held, and a
+ * destage holds it across several rounds. After a timeout a round tries the peer again.
+ */
+static bool batch_skip(struct rlog_writer *w, uint32_t p)
+{
+	return (w->unreach >> p & 1) && now_ms() - w->unreach_ms[p] < w->timeout_ms;
+}
+
+/* batch_note - after a round: which peers timed out, which answered. */
+static void batch_note(struct rlog_writer *w, const struct batch *b)
+{
+	uint32_t p;
+
+	for (p = 0; p < RLOG_MAX_PEERS; p++) {
+		if (b->timedout >> p & 1) {
+			if (!(w->unreach >> p & 1))
+				COH_LOG_WARN(
+				    "node %u: log copy on node %u timed out; rounds skip it "
+				    "for a timeout",
+				    w->me, p);
+			w->unreach |= 1u << p;
+			w->unreach_ms[p] = now_ms();
+		} else if (b->ok >> p & 1) {
+			w->unreach &= ~(1u << p);
+		}
 	}
 }
 
@@ -609,14 +654,20 @@ static int put_ranges(struct rlog_writer *w, const uint64_t *loff, const uint64_
 	for (p = 0; p < RLOG_MAX_PEERS; p++) {
 		if (!(b.ok >> p & 1))
 			continue;
+		if (batch_skip(w, p)) {
+			batch_post(w, &b, p, -ETIMEDOUT);
+			continue;
+		}
 		for (i = 0; i < n && (b.ok >> p & 1); i++)
 			batch_post(w, &b, p,
 				   coh_ep_post_write(w->ep[p], w->stage, loff[i], w->rmr[p],
 						     roff[i], len[i], b.seq));
 	}
 	ret = batch_wait(w, &b);
-	if (ret)
+	if (ret) {
+		batch_note(w, &b);
 		return ret;
+	}
 	/* The contract of FLUSH covers WRITEs that completed before it was posted. */
 	for (p = 0; p < RLOG_MAX_PEERS; p++) {
 		if (!(b.ok >> p & 1))
@@ -626,6 +677,7 @@ static int put_ranges(struct rlog_writer *w, const uint64_t *loff, const uint64_
 				   coh_ep_post_flush(w->ep[p], w->rmr[p], roff[i], len[i], b.seq));
 	}
 	ret = batch_wait(w, &b);
+	batch_note(w, &b);
 	if (ret)
 		return ret;
 	return batch_end(w, &b);
@@ -927,6 +979,7 @@ int rlog_writer_reset(struct rlog_writer *w, uint32_t peers, uint32_t k, uint32_
 
 	pthread_mutex_lock(&w->lock);
 	w->peers = peers;
+	w->unreach = 0;
 	w->k = k;
 	w->epoch = epoch;
 	w->gen++;

@@ -164,6 +164,10 @@ struct rlog_writer {
 	bool gc_leader;
 	uint64_t group_commits, group_writes; /* rounds that carried several writes; their writes */
 	uint64_t stale; /* completions of batches whose wait had timed out, discarded */
+	/* Peers a round timed out on, and when (batch_skip in rlog.c): rounds post nothing to
+	 * them for a timeout. Under @lock. */
+	uint32_t unreach;
+	uint64_t unreach_ms[RLOG_MAX_PEERS];
 	/* Records of failed appends whose ABANDONED mark did not reach every peer (a peer slow or
 	 * gone): one may still be live on a peer, where a replay would put an unacknowledged
 	 * write back over a later one, so the owner hands no lock on until the marks land

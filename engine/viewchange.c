@@ -168,12 +168,20 @@ int node_replay(struct coh_node *n, uint32_t d, const uint8_t *region, size_t le
  * for something only this view change brings, so ask it to let go. */
 static void vc_io_take(struct coh_node *n)
 {
+	uint64_t t0 = node_now_ns();
+
 	if (n->cache)
 		coh_cache_yield(n->cache, true);
 	pthread_rwlock_wrlock(&n->io);
 	if (n->cache)
 		coh_cache_yield(n->cache, false);
 	n->io_since = node_now_ns();
+	/* Operations finish their step before a view change step runs; one that waits out a
+	 * transport timeout (a peer cut off) holds it up that long. Longer than a timeout, and the
+	 * others may leave this node out (docs/recovery.md, "Partitions"). */
+	if (n->io_since - t0 > (uint64_t)n->timeout_ms * 1000000ull)
+		COH_LOG_WARN("node %u: the view change waited %llu ms for I/O to stop", n->me,
+			     (unsigned long long)((n->io_since - t0) / 1000000ull));
 }
 
 /* io_give - let go of the I/O lock after a view change step, keeping the longest hold: how long
@@ -549,7 +557,10 @@ static bool vc_newest_commit(struct coh_node *n, uint32_t P, uint32_t *Ec, uint3
 	mine = n->epoch;
 	pthread_mutex_unlock(&n->state_lock);
 	for (p = 0; p < n->nodes; p++) {
+		/* A view without a majority (a fenced node's) was never committed by anyone
+		 * else: nothing to catch up with. */
 		if ((memb_others(n, P) >> p & 1) && n->m->view_cepoch[p] > mine &&
+		    (uint32_t)__builtin_popcount(n->m->view_cmembers[p]) * 2 > n->nodes &&
 		    (!found || n->m->view_cepoch[p] > *Ec)) {
 			*Ec = n->m->view_cepoch[p];
 			*Pc = n->m->view_cmembers[p];
@@ -597,6 +608,7 @@ static bool vc_transient(int ret)
 void view_change(struct coh_node *n)
 {
 	uint32_t old = n->members, E = n->epoch, P = old, round, Ec = 0, Pc = 0, who = 0;
+	const char *what = "agreeing";
 	int ret;
 
 	pthread_mutex_lock(&n->state_lock);
@@ -616,6 +628,7 @@ void view_change(struct coh_node *n)
 			break;
 		node_point(n, COH_CRASH_VIEW_AGREED, E);
 		if (vc_newest_commit(n, P, &Ec, &Pc, &who)) {
+			what = "catching up";
 			ret = vc_catch_up(n, Ec, Pc, who);
 			if (ret)
 				goto again;
@@ -640,9 +653,12 @@ void view_change(struct coh_node *n)
 			view_stop_serving(n, E, P);
 			return;
 		}
+		what = "fencing";
 		ret = vc_fence_gone(n, old & ~P, P, E);
-		if (!ret)
+		if (!ret) {
+			what = "re-keying";
 			ret = vc_rekey(n, old, P, E);
+		}
 		if (ret)
 			goto again;
 		vc_progress(n);
@@ -662,10 +678,12 @@ void view_change(struct coh_node *n)
 			return;
 		}
 		vc_progress(n);
+		what = "clearing the directory";
 		ret =
 		    vc_step_barrier(n, coh_cache_rebuild_clear, CTL_CLEARED, vc_all_cleared, E, P);
 		if (!ret) {
 			node_point(n, COH_CRASH_VIEW_CLEARED, E);
+			what = "claiming the directory";
 			ret = vc_step_barrier(n, coh_cache_rebuild_claim, CTL_FLUSHED,
 					      vc_all_flushed, E, P);
 		}
@@ -674,6 +692,7 @@ void view_change(struct coh_node *n)
 		if (ret)
 			goto again;
 		node_point(n, COH_CRASH_VIEW_CLAIMED, E);
+		what = "taking over";
 		ret = vc_takeover(n, old, P, E);
 		if (ret) {
 			if (!vc_transient(ret))
@@ -686,6 +705,7 @@ void view_change(struct coh_node *n)
 			continue;
 		/* Every dead node's log is replayed and the group flushed: zero the copies here
 		 * (they were re-keyed at the fence), and only then let anyone commit. */
+		what = "zeroing the dead logs";
 		ret = vc_zero_dead_logs(n, old & ~P, E, P);
 		if (ret)
 			goto again;
@@ -693,6 +713,7 @@ void view_change(struct coh_node *n)
 		memb_broadcast(n, memb_others(n, P), CTL_ZEROED, E, P);
 		if (memb_wait_until(n, E, P, vc_all_zeroed, 3ull * n->timeout_ms))
 			continue;
+		what = "committing the cache";
 		ret = vc_cache_step(n, coh_cache_view_commit);
 		if (!ret)
 			ret = vc_cache_step(n, coh_cache_adopt_lost);
@@ -703,7 +724,7 @@ void view_change(struct coh_node *n)
 		COH_LOG_INFO("node %u: epoch %u, members %#x", n->me, E, P);
 		return;
 	again:
-		COH_LOG_WARN("node %u: view %u: %s; again", n->me, E, coh_strerror(ret));
+		COH_LOG_WARN("node %u: view %u: %s: %s; again", n->me, E, what, coh_strerror(ret));
 	}
 	COH_LOG_AT(n->m->dead & old & ~n->m->bye || !atomic_load(&n->m->stop) ? COH_LOG_LEVEL_ERR
 									      : COH_LOG_LEVEL_INFO,

@@ -11,7 +11,9 @@
  * The victims die at their crash points (or, if a point never comes, after their last
  * operation). The parent stops the paused node (SIGSTOP) once it has done its share of
  * operations, and resumes it (SIGCONT) after a set time or once every survivor serves a view
- * without it. When every node is done with its workload and the survivors agree on a view of
+ * without it. With tk_trial.cut the pause is a partition at the same moments: each node's
+ * publisher thread cuts its fabric off from the other side (coh_fabric_partition) and heals it
+ * again, and the cut-off node runs on. When every node is done with its workload and the survivors agree on a view of
  * exactly the nodes still alive (a paused node the others excluded is first told to leave), the
  * parent lets them go on: they destage, read every block back, and the lowest scrubs the parity.
  * The parent then checks the whole history for linearizability and what the paused node did
@@ -97,6 +99,7 @@ struct tk_shared {
 	 * served without it (0: resumed before they excluded it, or no pause). */
 	_Atomic uint32_t resumed, excl_epoch;
 	_Atomic uint64_t resume_ns;
+	_Atomic uint64_t cut_mask;    /* tk_trial.cut: the nodes cut off from the rest, by bit */
 	_Atomic uint32_t died_at_end; /* victims whose point never came, by node */
 	uint64_t takeovers[MAXN], replayed[MAXN], repaired[MAXN], backpressure[MAXN];
 	uint64_t takeover_ns[MAXN], view_ns[MAXN];
@@ -159,7 +162,8 @@ void tk_describe(const struct tk_trial *t, char *buf, size_t len)
 	if (t->qd > 1)
 		TK_ADD("; %u in flight per node", t->qd);
 	if (t->pause_node < t->nodes) {
-		TK_ADD("; pause node %u after op %u ", t->pause_node, t->pause_at_op);
+		TK_ADD("; %s node %u after op %u ", t->cut ? "cut off" : "pause", t->pause_node,
+		       t->pause_at_op);
 		if (t->pause_ms)
 			TK_ADD("for %u ms", t->pause_ms);
 		else
@@ -242,9 +246,10 @@ struct child {
 	uint32_t id;
 	const char *dir;
 	const char *cluster; /* the fabric's cluster address: @dir on shm */
+	struct coh_fabric *fab;
 	struct coh_node *n;
-	pthread_t pub;
-	bool pub_started;
+	pthread_t pub, cutter;
+	bool pub_started, cutter_started;
 	_Atomic bool pub_stop;
 	uint64_t deadline_ns; /* this node's own waits end here, before its alarm */
 	/* The asynchronous workload: slots, which are free, and what the callbacks saw. */
@@ -319,11 +324,45 @@ static void *tk_publisher(void *arg)
 	return NULL;
 }
 
+/* tk_cutter - tk_trial.cut: cut this node's fabric off from the other side of the partition and
+ * heal it, as the parent says. A thread of its own that never calls the node: the publisher can
+ * wait on the node's locks, and a heal applied late is a longer cut than the trial says. */
+static void *tk_cutter(void *arg)
+{
+	struct child *c = arg;
+	uint64_t applied = 0, all = (1ull << c->t->nodes) - 1;
+
+	while (!atomic_load(&c->pub_stop)) {
+		uint64_t cut = atomic_load(&c->sh->cut_mask);
+
+		/* Both sides of a partition cut their own fabric: this node's peers on the other
+		 * side of it. */
+		if (cut != applied) {
+			coh_fabric_partition(c->fab, cut >> c->id & 1 ? all & ~cut : cut);
+			applied = cut;
+		}
+		tk_nap_us(200);
+	}
+	return NULL;
+}
+
+/* tk_refusable - whether node @c may see an operation refused without failing the trial: the
+ * paused node once resumed (the parent judges its answers), the cut-off node from the cut on. */
+static bool tk_refusable(const struct child *c)
+{
+	if (c->id != c->t->pause_node)
+		return false;
+	return atomic_load(&c->sh->resumed) || (c->t->cut && atomic_load(&c->sh->cut_mask));
+}
+
 static void tk_pub_stop(struct child *c)
 {
+	atomic_store(&c->pub_stop, true);
+	if (c->cutter_started)
+		pthread_join(c->cutter, NULL);
+	c->cutter_started = false;
 	if (!c->pub_started)
 		return;
-	atomic_store(&c->pub_stop, true);
 	pthread_join(c->pub, NULL);
 	c->pub_started = false;
 }
@@ -456,7 +495,7 @@ static void tk_aio_done(struct coh_io *io, int status, void *arg)
 	atomic_thread_fence(memory_order_seq_cst);
 	op->resp = t_resp;
 	pthread_mutex_lock(&c->aio_lock);
-	if (err && paused && atomic_load(&c->sh->resumed))
+	if (err && tk_refusable(c))
 		c->aio_refused++;
 	else if ((err == -EILSEQ || err == -EROFS) && !c->aio_err) {
 		c->aio_err = err;
@@ -601,6 +640,12 @@ static int child_main(struct child *c)
 	r = coh_fabric_open(&fa, &fab);
 	if (r)
 		FAIL(c, "fabric open: %s", coh_strerror(r));
+	c->fab = fab;
+	if (t->cut) {
+		if (pthread_create(&c->cutter, NULL, tk_cutter, c))
+			FAIL(c, "cutter thread");
+		c->cutter_started = true;
+	}
 	na.fab = fab;
 	r = coh_node_open(&na, &c->n);
 	if (r)
@@ -662,7 +707,7 @@ static int child_main(struct child *c)
 		/* Not done: a write may or may not have taken effect (pending); a failed read
 		 * tells nothing. After a pause the parent judges what the node got (it may have
 		 * been excluded); otherwise a refusal while a majority lives is a failure. */
-		resumed = paused && atomic_load(&sh->resumed);
+		resumed = tk_refusable(c);
 		if (resumed) {
 			refused++;
 			continue;
@@ -914,8 +959,10 @@ static void tk_resume(struct tk_sup *s, uint32_t excl_epoch)
 	atomic_store(&s->sh->excl_epoch, excl_epoch);
 	atomic_store(&s->sh->resume_ns, now);
 	atomic_store(&s->sh->resumed, 1);
+	if (s->t->cut)
+		atomic_store(&s->sh->cut_mask, 0);
 	/* Not to a node reaped already (its fence killed it): its pid may be another's now. */
-	if (s->live >> s->t->pause_node & 1)
+	else if (s->live >> s->t->pause_node & 1)
 		kill(s->pids[s->t->pause_node], SIGCONT);
 	s->paused_ns = now - s->stop_ns;
 	s->ps = PS_DONE;
@@ -942,7 +989,10 @@ static void tk_pause_step(struct tk_sup *s)
 		}
 		if (atomic_load(&s->sh->nops[p]) >= t->pause_at_op ||
 		    atomic_load(&s->sh->phase[p]) >= PH_SETTLING) {
-			kill(s->pids[p], SIGSTOP);
+			if (t->cut)
+				atomic_store(&s->sh->cut_mask, 1ull << p);
+			else
+				kill(s->pids[p], SIGSTOP);
 			s->stop_ns = now;
 			s->ps = PS_STOPPED;
 		}
@@ -972,11 +1022,11 @@ static void tk_pause_step(struct tk_sup *s)
 		}
 		bound = (10ull * tk_timeout_ms(t) + 10000ull) * 1000000ull;
 		if (now - s->stop_ns > bound) {
-			fprintf(
-			    stderr,
-			    "takeover: node %u stopped for %llu ms, and the others never served "
-			    "a view without it\n",
-			    p, (unsigned long long)((now - s->stop_ns) / 1000000ull));
+			fprintf(stderr,
+				"takeover: node %u %s for %llu ms, and the others never served "
+				"a view without it\n",
+				p, t->cut ? "cut off" : "stopped",
+				(unsigned long long)((now - s->stop_ns) / 1000000ull));
 			tk_dump(s);
 			s->failed = 1;
 			atomic_store(&s->sh->abort, 1);

@@ -65,6 +65,10 @@ struct tk_trial {
 	uint32_t pause_node;
 	uint32_t pause_at_op;
 	uint32_t pause_ms;
+	/* With @cut, the pause is a partition instead: at the same moments the network between
+	 * @pause_node and every other node is cut and healed again (coh_fabric_partition; shm
+	 * only), and the node runs on meanwhile: its operations, its lease, its view changes. */
+	uint32_t cut;
 	/* Operations each node keeps in flight: 0 or 1, one synchronous call after another;
 	 * more, submitted (coh_node_submit) with that many outstanding, so that a death or a
 	 * pause finds many in flight. At most TK_MAXQD. */

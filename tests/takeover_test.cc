@@ -300,7 +300,15 @@ tk_trial draw_trial(uint64_t seed, kind *kp)
 		// pauses run with the fence agent; the lease alone is tried with short pauses
 		// here and with long ones in the deterministic paused_member__fence_lease. On
 		// rdma (no agent) the long pause becomes a short one.
-		if (!t.pause_ms) {
+		//
+		// On shm, half the pauses are partitions instead (a stream of their own, so that
+		// every other draw of a seed is what it was before): the node is cut off from the
+		// others and runs on. Its lease ends long before the failure detector excludes it,
+		// and nothing stops it between a lease check and a write, so a long cut keeps the
+		// fence that was drawn: the lease alone is tested there too.
+		if (on_shm() && rng(seed ^ 0x9fb21c651e98df25ull).below(2))
+			t.cut = 1;
+		if (!t.pause_ms && !t.cut) {
 			if (on_shm())
 				t.fence = COH_FENCE_AUTO;
 			else
@@ -532,6 +540,64 @@ TEST(takeover, short_pause__still_a_member)
 	note(t, r);
 	ASSERT_EQ(rc, 0) << outcome(r);
 	EXPECT_EQ(r.pause_end, (uint32_t)TK_PAUSE_MEMBER) << outcome(r);
+}
+
+// A partition: one node cut off from the others (coh_fabric_partition, shm only) while it runs
+// on, with operations in flight, until the others serve a view without it; then the network
+// heals. The others must take over its log and serve everything; it must serve nothing they
+// could have changed (every read and write of the whole history is checked for
+// linearizability), and after the heal it must refuse until it is admitted again, or leave.
+TEST(takeover, partition__a_node_cut_off_runs_on_and_serves_nothing_stale)
+{
+	if (!on_shm())
+		GTEST_SKIP() << "the partition is a fault of the shm provider";
+	for (uint32_t fence = COH_FENCE_AUTO; fence <= COH_FENCE_LEASE; fence++) {
+		for (uint32_t qd : { 1u, 16u }) {
+			tk_trial t = base_trial(26 + fence * 2 + (qd > 1));
+			tk_result r;
+			int rc;
+
+			t.nodes = 3 + fence;
+			t.nvictims = 0;
+			t.timeout_ms = 1000;
+			t.fence = fence;
+			t.qd = qd;
+			t.cut = 1;
+			t.pause_node = 1 + fence;
+			t.pause_at_op = 30;
+			SCOPED_TRACE(describe(t));
+			rc = tk_run(&t, &r);
+			note(t, r);
+			EXPECT_EQ(rc, 0) << outcome(r);
+			if (fence == COH_FENCE_LEASE)
+				EXPECT_NE(r.pause_end, (uint32_t)TK_PAUSE_FENCED) << outcome(r);
+		}
+	}
+}
+
+// A cut shorter than the failure detector's wait: what was held goes through when it heals
+// (or failed, past the transport's retries), and the node stays a member.
+TEST(takeover, partition__short_cut_heals_and_the_node_stays)
+{
+	if (!on_shm())
+		GTEST_SKIP() << "the partition is a fault of the shm provider";
+	for (uint32_t ms : { 300u, 1200u }) {
+		tk_trial t = base_trial(31 + ms);
+		tk_result r;
+		int rc;
+
+		t.nodes = 3;
+		t.nvictims = 0;
+		t.timeout_ms = 1000;
+		t.cut = 1;
+		t.pause_node = 0;
+		t.pause_at_op = 20;
+		t.pause_ms = ms;
+		SCOPED_TRACE(describe(t));
+		rc = tk_run(&t, &r);
+		note(t, r);
+		EXPECT_EQ(rc, 0) << outcome(r);
+	}
 }
 
 // A pause and a death in the view change that excludes the paused node.

@@ -161,6 +161,7 @@ struct coh_cache_stats {
 	uint64_t lock_queued;	 /* requests that waited here, in arrival order, for a resource
 				    this node was using */
 	uint64_t net_atomic, net_read, net_write, net_send; /* fabric operations issued */
+	uint64_t replies_dropped; /* replies not sent to a peer a reply had just failed to reach */
 };
 
 /**
