@@ -135,6 +135,8 @@ struct res_state {
 	bool seen;	  /* @dir_guess comes from this resource's own word */
 	bool tk;	  /* taken over from a dead node: held until the view change commits */
 	bool fresh;	  /* no slot of this resource holds a block of an earlier tenure */
+	uint16_t mine_at; /* acq_lost_grant: when the word was first seen naming this node while no
+			     grant had come (cache_now_ms() / 16, never 0); 0: not seen */
 	uint32_t owed;	  /* sharers whose invalidation failed: retried before the next use */
 	uint32_t vfloor;  /* a grant at this version or before is old news (cache_apply_grant) */
 	uint32_t obs_gen; /* c->fence_gen when @dir_guess and @vfloor were last observed fresh */
@@ -421,6 +423,9 @@ void svc_serve_queued(struct coh_cache *c);
 int cache_writeback_all(struct coh_cache *c);
 int cache_release_all(struct coh_cache *c);
 void cache_kick(struct coh_cache *c, uint64_t r);
+/* cache_hold_word - hold @r exclusively as the directory word @word says, with no copy of an
+ * earlier tenure (view.c). Lock held. */
+void cache_hold_word(struct coh_cache *c, uint64_t r, uint64_t word);
 bool cache_apply_grant(struct coh_cache *c, const struct cmsg *m, bool current);
 void cache_set_floor(struct coh_cache *c, struct res_state *st, uint32_t v);
 void cache_new_tenure(struct coh_cache *c, uint64_t r);

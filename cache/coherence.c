@@ -291,6 +291,13 @@ static uint32_t inval_write(struct coh_cache *c, struct xport *x, uint64_t r, ui
 
 /* Serving requests (service thread). */
 
+/* reply_skip - @p is a peer a reply timed out on less than a timeout ago (see reply()). */
+static bool reply_skip(struct coh_cache *c, uint32_t p)
+{
+	return p < 32 && (atomic_load(&c->unreach) >> p & 1) &&
+	       cache_now_ms() - atomic_load(&c->unreach_ms[p]) < c->timeout_ms;
+}
+
 static void reply(struct coh_cache *c, const struct cmsg *req, uint8_t type, uint32_t version,
 		  uint32_t holder_v)
 {
@@ -310,8 +317,7 @@ static void reply(struct coh_cache *c, const struct cmsg *req, uint8_t type, uin
 	/* A peer that a reply just failed to reach gets nothing for a timeout: what was sent to
 	 * it would fail the same way, one transport timeout each, under the cache lock. Its
 	 * request times out there and is asked again, as after a lost reply. */
-	if (p < 32 && (atomic_load(&c->unreach) >> p & 1) &&
-	    cache_now_ms() - atomic_load(&c->unreach_ms[p]) < c->timeout_ms) {
+	if (reply_skip(c, p)) {
 		atomic_fetch_add(&c->replies_dropped, 1);
 		return;
 	}
@@ -368,6 +374,15 @@ static void serve(struct coh_cache *c, struct res_state *st, const struct cmsg *
 		/* A record of this node's that a recovery could replay may be live on a peer
 		 * (coh_cache_attr.hold_locks): nothing leaves until it is not. */
 		CTRACE(c, "serve r%llu to n%u: retry (held)", (unsigned long long)r,
+		       req->requester);
+		serve_refuse(c, st, req);
+		return;
+	}
+	if (reply_skip(c, req->requester)) {
+		/* Its grant would not be sent (reply()): the word would name it with no grant
+		 * on its way, which only a timeout there mends (acq_lost_grant). Keep the
+		 * resource until it answers again; it asks again. */
+		CTRACE(c, "serve r%llu to n%u: retry (unreachable)", (unsigned long long)r,
 		       req->requester);
 		serve_refuse(c, st, req);
 		return;
@@ -664,6 +679,7 @@ bool cache_apply_grant(struct coh_cache *c, const struct cmsg *m, bool current)
 	if (m->mode == MODE_S && !current)
 		st->inv_base = ~atomic_load_explicit(&c->inv[m->resource], memory_order_acquire);
 	st->level = m->mode == MODE_X ? L_X : L_S;
+	st->mine_at = 0;
 	cache_set_floor(c, st, m->version);
 	st->lv = m->version;
 	st->cv = m->holder_v;
@@ -1076,6 +1092,51 @@ static int acq_request(struct coh_cache *c, uint64_t r, int mode, uint32_t owner
  * the way: its word, its lock or its reply; try again after the view change moves on), or a
  * fabric error.
  */
+/*
+ * acq_lost_grant - the word names this node exclusive (@guess) and no grant came. Its giver made
+ * its CAS, and then its message was lost: the SEND failed (a network cut longer than the
+ * transport's retries) or was not sent (a requester a reply had just timed out on: reply()). The
+ * giver lives, so no view change adopts the grant (view.c, adopt_lost), and every operation on
+ * @r would wait for a grant that never comes. After a timeout it is taken as the word says, as
+ * adopt_lost takes one: the giver wrote its blocks back before its CAS, and a grant that does come
+ * later is old news (cache_apply_grant). The word is read again by CAS with the lock held, so
+ * that no grant is taken in meanwhile. Returns 1 when taken, 0 to keep waiting, or an error.
+ */
+static int acq_lost_grant(struct coh_cache *c, struct xport *x, uint64_t r, uint64_t guess)
+{
+	struct res_state *st = &c->res[r];
+	uint16_t now = (uint16_t)(cache_now_ms() >> 4);
+	uint64_t cur;
+	int ret = 0;
+
+	if (!now)
+		now = 1;
+	pthread_mutex_lock(&c->lock);
+	if (st->level == L_X) {
+		ret = 1;
+	} else if (!st->mine_at) {
+		st->mine_at = now;
+	} else if ((uint32_t)(uint16_t)(now - st->mine_at) * 16u >= c->timeout_ms) {
+		ret = xp_cas(x, r, guess, guess, &cur);
+		if (!ret && dir_excl(cur) && dir_owner(cur) == c->me && st->level != L_X) {
+			COH_LOG_WARN(
+			    "node %u: resource %llu: its grant never came; taking it as its "
+			    "directory word says",
+			    c->me, (unsigned long long)r);
+			CTRACE(c, "lost grant r%llu word %llx (was level %u lv %u)",
+			       (unsigned long long)r, (unsigned long long)cur, st->level, st->lv);
+			cache_hold_word(c, r, cur);
+			c->stats.grants_lost++;
+			if (st->head)
+				cache_kick(c, r);
+			ret = 1;
+		}
+		st->mine_at = 0;
+	}
+	pthread_mutex_unlock(&c->lock);
+	return ret;
+}
+
 static int acquire(struct coh_cache *c, uint64_t r, int mode)
 {
 	uint64_t deadline = cache_now_ms() + c->timeout_ms, guess, old;
@@ -1169,12 +1230,16 @@ static int acquire(struct coh_cache *c, uint64_t r, int mode)
 			/* A grant to us not yet taken in: take it, then look again. If its sender
 			 * died after its CAS and before its message, the grant never comes; the
 			 * view change's commit gives us the resource (view.c, adopt_lost), and
-			 * the view change needs this thread's place first. */
+			 * the view change needs this thread's place first. If its sender lives
+			 * and its message was lost, acq_lost_grant takes it after a timeout. */
 			cache_take_grants(c, 1);
 			if (c->nlanes > 1)
 				lanes_drain(c, x);
 			if (atomic_load(&c->yield))
 				return -EAGAIN;
+			ret = acq_lost_grant(c, x, r, guess);
+			if (ret < 0)
+				return ret;
 			continue;
 		}
 		if (owner >= c->nodes || node_dead(c, owner) || !x->to_svc[owner] ||

@@ -295,11 +295,11 @@ static int read_dir(struct coh_cache *c, uint32_t h, const uint64_t **w)
 	return ret;
 }
 
-/* hold_word - hold the resource exclusively as the directory word @word says, with no copy
+/* cache_hold_word - hold the resource exclusively as the directory word @word says, with no copy
  * of it anywhere but the store (its giver wrote back first, or the replay will): a new tenure,
  * so the slots of earlier ones go. A grant still on its way to us for this tenure is old news.
  * Lock held. */
-static void hold_word(struct coh_cache *c, uint64_t r, uint64_t word)
+void cache_hold_word(struct coh_cache *c, uint64_t r, uint64_t word)
 {
 	struct res_state *st = &c->res[r];
 
@@ -313,6 +313,7 @@ static void hold_word(struct coh_cache *c, uint64_t r, uint64_t word)
 	st->seen = true;
 	st->fresh = false;
 	st->dir_guess = word;
+	st->mine_at = 0;
 }
 
 /* take - make @r exclusively ours for the takeover, the word now @word. */
@@ -334,7 +335,7 @@ static void take(struct coh_cache *c, uint64_t r, uint64_t word)
 		st->dir_guess = word;
 	} else {
 		/* Not held here before: the store has the content once the replay is done. */
-		hold_word(c, r, word);
+		cache_hold_word(c, r, word);
 	}
 	st->tk = true;
 	pthread_mutex_unlock(&c->lock);
@@ -606,7 +607,7 @@ static int adopt_lost(struct coh_cache *c)
 				CTRACE(c, "adopt_lost r%llu word %llx (was level %u lv %u)",
 				       (unsigned long long)r, (unsigned long long)cur, st->level,
 				       st->lv);
-				hold_word(c, r, cur);
+				cache_hold_word(c, r, cur);
 				if (st->head)
 					cache_kick(c, r);
 			}

@@ -52,6 +52,12 @@ TEST(cache, hold_and_yield__no_grant_while_held_writeback_gives_way)
 	EXPECT_EQ(0, conf_run("cache_hold_and_yield", 2, sc_cache_hold_and_yield, 0, kTimeout));
 }
 
+TEST(cache, lost_grant__taken_as_the_word_says_when_its_giver_lives)
+{
+	Store s;
+	EXPECT_EQ(0, conf_run("cache_lost_grant", 2, sc_cache_lost_grant, 0, kTimeout));
+}
+
 TEST(cache, invalidation__exactly_the_sharers)
 {
 	Store s;

@@ -162,6 +162,8 @@ struct coh_cache_stats {
 				    this node was using */
 	uint64_t net_atomic, net_read, net_write, net_send; /* fabric operations issued */
 	uint64_t replies_dropped; /* replies not sent to a peer a reply had just failed to reach */
+	uint64_t grants_lost;	  /* exclusive grants whose message never came, taken as the
+				     directory word said (a giver that lives; not adopt_lost) */
 };
 
 /**
