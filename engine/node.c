@@ -882,6 +882,8 @@ int coh_node_stats(struct coh_node *n, struct coh_node_stats *st)
 			st->cache_peer_fetches = cs.peer_fetches;
 			st->lock_requests = cs.lock_requests;
 			st->lock_transfers = cs.lock_transfers;
+			st->lock_grants_lost = cs.grants_lost;
+			st->lock_replies_dropped = cs.replies_dropped;
 		}
 		pthread_rwlock_unlock(&n->io);
 	}

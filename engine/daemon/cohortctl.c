@@ -167,8 +167,9 @@ static void ctl_show_stats(json_t *r)
 	else
 		printf("cache:   hit rate n/a (no reads in this view, or a view change held the "
 		       "cache)\n");
-	printf("locks:   %lld requests, %lld transfers\n", ctl_int(r, "lock_requests"),
-	       ctl_int(r, "lock_transfers"));
+	printf("locks:   %lld requests, %lld transfers, %lld grants lost, %lld replies dropped\n",
+	       ctl_int(r, "lock_requests"), ctl_int(r, "lock_transfers"), ctl_int(r, "grants_lost"),
+	       ctl_int(r, "replies_dropped"));
 	printf("cluster: %lld view changes (%lld formations failed), %lld takeovers, %lld "
 	       "destages\n",
 	       ctl_int(r, "view_changes"), ctl_int(r, "formations_failed"), ctl_int(r, "takeovers"),

@@ -178,7 +178,8 @@ static json_t *cd_stats(struct cohortd *d)
 		hit = (double)cur->cache_hits / (double)(cur->cache_hits + cur->cache_misses);
 	r = json_pack(
 	    "{s:b, s:I, s:I, s:f, s:f, s:f, s:f, s:{s:o, s:o}, s:{s:b, s:I, s:I, s:I, "
-	    "s:o}, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:{s:I, s:I, s:I, s:I, s:I}, s:[s]}",
+	    "s:o}, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:{s:I, s:I, s:I, s:I, s:I}, "
+	    "s:[s]}",
 	    "ok", 1, "reads", (json_int_t)cur->reads, "writes", (json_int_t)cur->writes,
 	    "interval_s", secs, "read_iops", rr, "write_iops", wr, "iops", rr + wr, "latency_ns",
 	    "read", cd_lat(cur->lat_read), "write", cd_lat(cur->lat_write), "cache", "valid",
@@ -187,13 +188,15 @@ static json_t *cd_stats(struct cohortd *d)
 	    /* null: no block read in this view (or a view change held the cache) */
 	    "hit_rate", hit >= 0 ? json_real(hit) : json_null(), "lock_requests",
 	    (json_int_t)cur->lock_requests, "lock_transfers", (json_int_t)cur->lock_transfers,
-	    "view_changes", (json_int_t)cur->view_changes, "takeovers", (json_int_t)cur->takeovers,
-	    "formations_failed", (json_int_t)cur->formations_failed, "destages",
-	    (json_int_t)cur->destages, "io_inflight", (json_int_t)cur->io_inflight, "io_refused",
-	    (json_int_t)cur->io_refused, "log", "used", (json_int_t)cur->log_used, "size",
-	    (json_int_t)cur->log_size, "full_waits", (json_int_t)cur->log_backpressure,
-	    "bg_destages", (json_int_t)cur->log_bg_destages, "bg_blocks",
-	    (json_int_t)cur->log_bg_blocks, "not_exposed", "forwarded commands (no routing yet)");
+	    "grants_lost", (json_int_t)cur->lock_grants_lost, "replies_dropped",
+	    (json_int_t)cur->lock_replies_dropped, "view_changes", (json_int_t)cur->view_changes,
+	    "takeovers", (json_int_t)cur->takeovers, "formations_failed",
+	    (json_int_t)cur->formations_failed, "destages", (json_int_t)cur->destages,
+	    "io_inflight", (json_int_t)cur->io_inflight, "io_refused", (json_int_t)cur->io_refused,
+	    "log", "used", (json_int_t)cur->log_used, "size", (json_int_t)cur->log_size,
+	    "full_waits", (json_int_t)cur->log_backpressure, "bg_destages",
+	    (json_int_t)cur->log_bg_destages, "bg_blocks", (json_int_t)cur->log_bg_blocks,
+	    "not_exposed", "forwarded commands (no routing yet)");
 out:
 	free(prev);
 	free(cur);

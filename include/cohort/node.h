@@ -226,6 +226,10 @@ struct coh_node_stats {
 	 * held the cache at the moment of the call (the counters are then 0). */
 	bool cache_valid;
 	uint64_t cache_hits, cache_misses, cache_peer_fetches, lock_requests, lock_transfers;
+	/* ... and what a network that loses messages cost the locks (docs/recovery.md,
+	 * "Partitions"): grants whose message never came, taken as the directory word said, and
+	 * replies not sent to a peer a reply had just timed out on. */
+	uint64_t lock_grants_lost, lock_replies_dropped;
 	/* Background destage (coh_node_attr.destage_high): rounds run (each from the high
 	 * watermark towards the low one) and blocks they wrote back; the log's use now and its
 	 * size, in bytes. A full log still counts in @log_backpressure (a writer waited for a
