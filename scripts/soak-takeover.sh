@@ -2,8 +2,9 @@
 # soak-takeover.sh - thousands of randomized crash trials of the engine: the takeover suite's
 # randomized test with more trials and a seed of your choice, in batches. Its mix: one death at
 # any crash point, two and three deaths (the later ones during the view changes), a node paused
-# past the failure detector (or briefly) with or without a death, and, on a narrow build, long
-# runs on 8-bit directory versions. The soak goes on through failures: each failing trial is
+# past the failure detector (or briefly) with or without a death (on shm half of them a network
+# cut instead, the node running on: tk_trial.cut), and, on a narrow build, long runs on 8-bit
+# directory versions. The soak goes on through failures: each failing trial is
 # printed with the variables that run it alone, its batch's log is kept, and the last lines give
 # the trials and failures of each kind. Beside each batch run the cluster's whole life (issue 13,
 # tests/lifecycle.c): whole-cluster SIGKILLs at random moments and crash points, restarted on the

@@ -1,7 +1,7 @@
 // takeover_test.cc - googletest driver of the crash trials (ctest label "takeover"): nodes
 // SIGKILLed at each instrumented point of a write's life, of the coherence protocol and of the
-// view change, a node paused past the failure detector, and randomized trials that mix them, with
-// the survivors' state checked after each (see takeover.h).
+// view change, a node paused past the failure detector or cut off by a partition (shm), and
+// randomized trials that mix them, with the survivors' state checked after each (see takeover.h).
 //
 // Environment of the randomized trials:
 //   COHORT_TAKEOVER_TRIALS        trial numbers 0 .. N-1 (default 20; CI runs 200)
