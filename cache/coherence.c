@@ -309,9 +309,8 @@ static void reply(struct coh_cache *c, const struct cmsg *req, uint8_t type, uin
 			  .holder = c->me,
 			  .holder_v = holder_v,
 			  .seq = req->seq };
-	int ret;
-
 	uint32_t p = req->requester;
+	int ret;
 
 	m.lane = req->lane;
 	/* A peer that a reply just failed to reach gets nothing for a timeout: what was sent to
@@ -1088,11 +1087,6 @@ static int acq_request(struct coh_cache *c, uint64_t r, int mode, uint32_t owner
 }
 
 /*
- * acquire - get @r in @mode and pin it. Returns 0, -ETIMEDOUT, -EAGAIN (a dead node stands in
- * the way: its word, its lock or its reply; try again after the view change moves on), or a
- * fabric error.
- */
-/*
  * acq_lost_grant - the word names this node exclusive (@guess) and no grant came. Its giver made
  * its CAS, and then its message was lost: the SEND failed (a network cut longer than the
  * transport's retries) or was not sent (a requester a reply had just timed out on: reply()). The
@@ -1137,6 +1131,11 @@ static int acq_lost_grant(struct coh_cache *c, struct xport *x, uint64_t r, uint
 	return ret;
 }
 
+/*
+ * acquire - get @r in @mode and pin it. Returns 0, -ETIMEDOUT, -EAGAIN (a dead node stands in
+ * the way: its word, its lock or its reply; try again after the view change moves on), or a
+ * fabric error.
+ */
 static int acquire(struct coh_cache *c, uint64_t r, int mode)
 {
 	uint64_t deadline = cache_now_ms() + c->timeout_ms, guess, old;

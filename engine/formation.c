@@ -46,11 +46,6 @@ static uint32_t form_lowest(uint32_t set)
 	return set ? (uint32_t)__builtin_ctz(set) : NODE_MAX;
 }
 
-static bool form_majority(const struct coh_node *n, uint32_t set)
-{
-	return (uint32_t)__builtin_popcount(set) * 2 > n->nodes;
-}
-
 /* form_newest_epoch - above every epoch this node has heard of. */
 static uint32_t form_newest_epoch(struct coh_node *n)
 {
@@ -404,7 +399,7 @@ static void form_lead(struct coh_node *n)
 		return;
 	}
 	F = conn & ~serving;
-	if (form_lowest(F) != n->me || !form_majority(n, F))
+	if (form_lowest(F) != n->me || !node_majority(n, F))
 		goto waiting;
 	/* Everyone this node has heard from has said what it kept. */
 	if ((n->m->hello_seen | 1u << n->me) != (F | 1u << n->me) && F != (1u << n->me))
@@ -425,7 +420,7 @@ waiting:
 		uint32_t absent = form_all(n) & ~conn;
 
 		n->m->waiting_log_ns = now;
-		if (!form_majority(n, F))
+		if (!node_majority(n, F))
 			COH_LOG_INFO("node %u: waiting for a majority: connected %#x, absent %#x",
 				     n->me, conn, absent);
 		else if (why[0])

@@ -140,14 +140,14 @@ static void lease_handle(struct coh_node *n, uint32_t p, const struct ctl_msg *m
 		if (i > l->seq || l->seq - i >= LEASE_ROUNDS)
 			break;
 		l->acked[i % LEASE_ROUNDS] |= 1u << p;
-		if ((uint32_t)__builtin_popcount(l->acked[i % LEASE_ROUNDS]) * 2 > n->nodes)
+		if (node_majority(n, l->acked[i % LEASE_ROUNDS]))
 			lease_extend(n, l->sent_ns[i % LEASE_ROUNDS]);
 		break;
 	case CTL_LEASE_NACK:
 		/* Only a view with a majority excludes anyone. A node cut off from the others
 		 * makes a view of itself alone, without quorum, and answers them from it once the
 		 * network heals: that says nothing about them. */
-		if ((uint32_t)__builtin_popcount(m->members) * 2 <= n->nodes) {
+		if (!node_majority(n, m->members)) {
 			/* ... except about its sender: a member of this node's view that answers
 			 * from a view of its own without quorum has fenced itself. It serves nothing
 			 * and dropped its cache; it is gone, and comes back by a formation. */
@@ -180,7 +180,7 @@ static void lease_round(struct coh_node *n, uint64_t now)
 	l->seq++;
 	l->sent_ns[l->seq % LEASE_ROUNDS] = now;
 	l->acked[l->seq % LEASE_ROUNDS] = 1u << n->me;
-	if ((uint32_t)__builtin_popcount(1u << n->me) * 2 > n->nodes)
+	if (node_majority(n, 1u << n->me))
 		lease_extend(n, now);
 	pthread_mutex_lock(&n->state_lock);
 	m.epoch = n->epoch;

@@ -294,6 +294,13 @@ void ctl_encode(const struct ctl_msg *m, uint8_t *buf);
 
 /* ctl_tag / ctl_set_tag - a 32-bit tag carried where a message that has no descriptor would
  * have one (CTL_STATE: the exchange it belongs to). */
+/* node_majority - @set (a bitmap of nodes) is more than half the configured nodes: a view with
+ * quorum, a lease round that counts. */
+static inline bool node_majority(const struct coh_node *n, uint32_t set)
+{
+	return (uint32_t)__builtin_popcount(set) * 2 > n->nodes;
+}
+
 static inline uint32_t ctl_tag(const struct ctl_msg *m)
 {
 	return (uint32_t)m->desc.bytes[0] | (uint32_t)m->desc.bytes[1] << 8 |

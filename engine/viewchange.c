@@ -560,7 +560,7 @@ static bool vc_newest_commit(struct coh_node *n, uint32_t P, uint32_t *Ec, uint3
 		/* A view without a majority (a fenced node's) was never committed by anyone
 		 * else: nothing to catch up with. */
 		if ((memb_others(n, P) >> p & 1) && n->m->view_cepoch[p] > mine &&
-		    (uint32_t)__builtin_popcount(n->m->view_cmembers[p]) * 2 > n->nodes &&
+		    node_majority(n, n->m->view_cmembers[p]) &&
 		    (!found || n->m->view_cepoch[p] > *Ec)) {
 			*Ec = n->m->view_cepoch[p];
 			*Pc = n->m->view_cmembers[p];
@@ -641,7 +641,7 @@ void view_change(struct coh_node *n)
 			pthread_mutex_unlock(&n->state_lock);
 			continue;
 		}
-		if ((uint32_t)__builtin_popcount(P) * 2 <= n->nodes) {
+		if (!node_majority(n, P)) {
 			/* Fenced: write nothing more to the shared storage. */
 			/* The last nodes of a cluster shutting down get here too: not an error
 			 * when everyone missing said goodbye. */

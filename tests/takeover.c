@@ -11,13 +11,13 @@
  * The victims die at their crash points (or, if a point never comes, after their last
  * operation). The parent stops the paused node (SIGSTOP) once it has done its share of
  * operations, and resumes it (SIGCONT) after a set time or once every survivor serves a view
- * without it. With tk_trial.cut the pause is a partition at the same moments: each node's
- * publisher thread cuts its fabric off from the other side (coh_fabric_partition) and heals it
- * again, and the cut-off node runs on. When every node is done with its workload and the survivors agree on a view of
- * exactly the nodes still alive (a paused node the others excluded is first told to leave), the
- * parent lets them go on: they destage, read every block back, and the lowest scrubs the parity.
- * The parent then checks the whole history for linearizability and what the paused node did
- * after its exclusion.
+ * without it. With tk_trial.cut the pause is a partition at the same moments: a thread of each
+ * node (tk_cutter) cuts its fabric off from the other side (coh_fabric_partition) and heals it
+ * again, and the cut-off node runs on. When every node is done with its workload and the
+ * survivors agree on a view of exactly the nodes still alive (a paused node the others excluded
+ * is first told to leave), the parent lets them go on: they destage, read every block back, and
+ * the lowest scrubs the parity. The parent then checks the whole history for linearizability
+ * and what the paused node did after its exclusion.
  *
  * Every wait is bounded: an alarm in every child, the children's own waits end before it, and the
  * parent kills and reaps whatever is left once its own bound passes, then removes the directory.
