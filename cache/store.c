@@ -4,7 +4,9 @@
  * coh_store_* check ranges and dispatch to an implementation. The file store keeps one io_uring
  * per store, guarded by a mutex (I/O from the application thread and the cache's service thread
  * is serialised; a store is not the cache's fast path). Buffered I/O is used, so node processes
- * on one host share the page cache and see each other's writes at once; flush is an fsync.
+ * on one host share the page cache and see each other's writes at once; flush is an fsync. A
+ * gated store (coh_store_set_write_gate: a shared element a lease guards) writes with pwrite in
+ * the caller's thread instead of the ring (file_write_gated says why).
  * What this file leaves out: O_DIRECT, and queue depths above one per call.
  */
 #define _GNU_SOURCE
@@ -98,12 +100,15 @@ uint64_t coh_store_nblocks(const struct coh_store *s)
 
 /* The file store. */
 
-/* struct file_store - @lock guards @ring. */
+/* struct file_store - @lock guards @ring. @gate (coh_store_set_write_gate) is set before the store
+ * is shared and only read afterwards. */
 struct file_store {
 	int fd;
 	uint32_t block_size;
 	pthread_mutex_t lock;
 	struct io_uring ring;
+	int (*gate)(void *arg);
+	void *gate_arg;
 };
 
 /* How many times file_io issues an operation again that the kernel ended with EINTR or EAGAIN. */
@@ -180,10 +185,55 @@ static int file_read(void *ctx, uint64_t lba, uint32_t n, void *buf)
 	return file_io(fs, 0, lba * fs->block_size, buf, (size_t)n * fs->block_size);
 }
 
+/*
+ * file_write_gated - a gated store's write (coh_store_set_write_gate), by the caller's own thread:
+ * pwrite, not the ring. A write the ring hands to an io-wq worker is done by that worker, which
+ * stops with its process at a SIGSTOP and goes on after it, or is cancelled and issued again
+ * here: either way it lands after the pause, past the caller's check that it may write. A
+ * pwrite to a file is done by the time its thread can stop. What is issued again (after a
+ * signal or a short transfer) asks the gate first.
+ */
+static int file_write_gated(struct file_store *fs, uint64_t off, const uint8_t *buf, size_t len)
+{
+	size_t done = 0;
+	int retries = 0;
+
+	while (done < len) {
+		ssize_t r;
+
+		if ((done || retries) && fs->gate(fs->gate_arg)) {
+			COH_LOG_WARN(
+			    "store write at offset %llu (%zu of %zu bytes done) interrupted "
+			    "and not issued again: its writer may no longer write",
+			    (unsigned long long)off, done, len);
+			return -EAGAIN;
+		}
+		r = pwrite(fs->fd, buf + done, len - done, (off_t)(off + done));
+		if (r < 0 && (errno == EINTR || errno == EAGAIN) && ++retries < FILE_IO_RETRIES)
+			continue;
+		if (r < 0) {
+			int err = errno;
+
+			COH_LOG_ERR("store write (offset %llu, %zu bytes): %s",
+				    (unsigned long long)off, len, strerror(err));
+			return err == EAGAIN ? -EIO : -err;
+		}
+		if (r == 0) {
+			COH_LOG_ERR("store write (offset %llu, %zu bytes): no progress",
+				    (unsigned long long)off, len);
+			return -EIO;
+		}
+		done += (size_t)r;
+	}
+	return 0;
+}
+
 static int file_write(void *ctx, uint64_t lba, uint32_t n, const void *buf)
 {
 	struct file_store *fs = ctx;
 
+	if (fs->gate)
+		return file_write_gated(fs, lba * fs->block_size, buf, (size_t)n * fs->block_size);
 	return file_io(fs, 1, lba * fs->block_size, (void *)buf, (size_t)n * fs->block_size);
 }
 
@@ -288,4 +338,18 @@ err_close:
 err_free:
 	free(fs);
 	return ret;
+}
+
+int coh_store_set_write_gate(struct coh_store *s, int (*gate)(void *arg), void *arg)
+{
+	struct file_store *fs;
+
+	if (!s)
+		return -EINVAL;
+	if (s->ops != &file_store_ops)
+		return -EOPNOTSUPP;
+	fs = s->ctx;
+	fs->gate = gate;
+	fs->gate_arg = arg;
+	return 0;
 }

@@ -58,6 +58,26 @@ bool node_lease_ok(struct coh_node *n)
 	return node_now_ns() / 1000000ull < __atomic_load_n(&n->lease_end_ms, __ATOMIC_ACQUIRE);
 }
 
+/*
+ * node_may_write - the group's gate (coh_raid_attr.may_write), asked before each element write:
+ * the lease must hold for an eighth of a lease more, so that a write that takes a moment (a
+ * device's queue, a page fault) still lands before the others can have outwaited the lease. A
+ * step checked only once (step_hook) let a node paused in the middle of the step's writes finish
+ * them after the takeover had repaired and rewritten the stripe. Open's recovery, which replays
+ * before any lease with nobody serving (n->recovering), is not gated.
+ */
+static int node_may_write(void *arg)
+{
+	struct coh_node *n = arg;
+	uint64_t now_ms = node_now_ns() / 1000000ull;
+
+	if (!n->lease || atomic_load(&n->recovering))
+		return 0;
+	return now_ms + n->lease_ms / 8 < __atomic_load_n(&n->lease_end_ms, __ATOMIC_ACQUIRE)
+		   ? 0
+		   : -EAGAIN;
+}
+
 /* cache_point - the cache's named steps are crash points too (COH_CRASH_CACHE onwards). */
 static int cache_point(void *arg, uint32_t pt, uint64_t detail)
 {
@@ -301,7 +321,7 @@ static int vol_destage(void *ctx, uint64_t lba, uint32_t nblocks, const void *bu
 	struct destage d = { .n = n };
 	uint64_t s0 = coh_raid_stripe_of(n->raid, lba),
 		 s1 = coh_raid_stripe_of(n->raid, lba + nblocks - 1);
-	bool keep_slot = false, batched;
+	bool keep_slot = false, gated = false, batched;
 	int ret, r;
 
 	/* First what an earlier lapse left half done: a read-modify-write on top of it would keep
@@ -323,12 +343,14 @@ static int vol_destage(void *ctx, uint64_t lba, uint32_t nblocks, const void *bu
 		 * on top of a stale parity would keep it wrong. The block stays dirty. */
 		uint64_t s;
 
-		for (s = s0; s <= s1; s++)
-			coh_raid_stripe_repair(n->raid, s);
-	} else if (ret && d.stepped) {
-		/* Stopped part-way because the lease ran out (a pause): this node may no longer
-		 * write the group, so the repair waits for the lease, and the step slot stays
-		 * live on the peers meanwhile (survivors that exclude this node repair from it). */
+		for (s = s0; s <= s1 && !gated; s++)
+			gated = coh_raid_stripe_repair(n->raid, s) == -EAGAIN;
+	}
+	if (ret && d.stepped && (gated || !node_lease_ok(n))) {
+		/* Stopped part-way because the lease ran out, or nearly (a pause; the gate,
+		 * node_may_write): this node may no longer write the group, so the repair waits
+		 * for the lease, and the step slot stays live on the peers meanwhile (survivors
+		 * that exclude this node repair from it). */
 		keep_slot = vol_hold_pending(n, s0, s1, n->k ? d.slot : RLOG_STEP_SLOTS);
 		if (!keep_slot)
 			COH_LOG_WARN("node %u: stripes %llu..%llu stopped part-way and no room to "
@@ -721,8 +743,15 @@ int coh_node_open(const struct coh_node_attr *attr, struct coh_node **nodep)
 			goto err_free;
 		}
 		ra.elems[i] = n->elems[i];
+		/* Element writes are done by the writing thread itself (a pause cannot hold one
+		 * in a kernel worker), and one the kernel interrupted is issued again only while
+		 * the lease still allows it, as its first issue was (node_may_write). */
+		ret = coh_store_set_write_gate(n->elems[i], node_may_write, n);
+		if (ret)
+			goto err_free;
 	}
 	ra.on_missing = node_elem_missing;
+	ra.may_write = node_may_write;
 	ra.arg = n;
 	ret = coh_raid_new(&ra, &n->raid);
 	if (ret) {

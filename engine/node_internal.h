@@ -58,8 +58,8 @@ struct coh_node {
 	uint64_t lease_end_ms;
 	uint32_t lease_members;
 	struct lease *lease;
-	struct node_state st; /* as last persisted (state.c); membership thread and open/close */
-	bool recovering;      /* open's recovery replays without a lease: nobody serves yet */
+	struct node_state st;	 /* as last persisted (state.c); membership thread and open/close */
+	_Atomic bool recovering; /* open's recovery replays without a lease: nobody serves yet */
 	/* The log is moving to new peers (vc_relog) and the cache hands no lock on until the new
 	 * generation is on record (node_hold_locks): set and cleared by the view change, under
 	 * the I/O lock; read by the service thread. */

@@ -51,6 +51,7 @@ struct coh_raid {
 	pthread_rwlock_t locks[RAID_NLOCKS];
 	void (*on_missing)(void *arg, uint32_t missing); /* coh_raid_attr.on_missing */
 	void *on_missing_arg;
+	int (*may_write)(void *arg); /* coh_raid_attr.may_write, with on_missing_arg */
 };
 
 /*
@@ -182,13 +183,27 @@ static int elem_read(struct coh_raid *r, uint32_t e, uint64_t blk, uint32_t n, v
 	return ret;
 }
 
-/* elem_write - write to element @e; on error the element is marked failed. */
+/*
+ * elem_write - write to element @e. -EAGAIN when the gate (coh_raid_attr.may_write) refuses: the
+ * caller stops where it is, and nothing is marked. A store's -EAGAIN while the gate refuses is
+ * the gate's too (a file store asks it before it issues an interrupted write again:
+ * coh_store_set_write_gate). Any other error marks the element failed (a store's own -EAGAIN is
+ * reported as -EIO, so that the gate's stays distinct).
+ */
 static int elem_write(struct coh_raid *r, uint32_t e, uint64_t blk, uint32_t n, const void *buf)
 {
-	int ret = coh_store_write(r->elems[e], blk, n, buf);
+	int ret;
 
-	if (ret)
+	if (r->may_write && r->may_write(r->on_missing_arg))
+		return -EAGAIN;
+	ret = coh_store_write(r->elems[e], blk, n, buf);
+	if (ret == -EAGAIN && r->may_write && r->may_write(r->on_missing_arg))
+		return -EAGAIN;
+	if (ret) {
 		elem_failed(r, e, "write", blk, ret);
+		if (ret == -EAGAIN)
+			ret = -EIO;
+	}
 	return ret;
 }
 
@@ -451,19 +466,24 @@ static int r5_write_stripe(struct coh_raid *r, const struct raid_span *sp, const
 			continue;
 		/* A data element that fails here is left behind: the parity about to be written
 		 * already covers its new data, so it reconstructs to it. */
-		if (elem_write(r, e, base + sp->lo[d], sp->hi[d] - sp->lo[d], buf + sp->off[d]) &&
-		    raid_lost(r, missing_now(r))) {
+		ret = elem_write(r, e, base + sp->lo[d], sp->hi[d] - sp->lo[d], buf + sp->off[d]);
+		if (ret == -EAGAIN)
+			goto out_free;
+		if (ret && raid_lost(r, missing_now(r))) {
 			ret = -EIO;
 			goto out_free;
 		}
+		ret = 0;
 	}
 
 	if (!(miss & bit(pe))) {
 		ret = run_hook(hook, arg, sp->stripe, COH_RAID_STEP_WRITE_PARITY);
 		if (ret)
 			goto out_free;
-		if (elem_write(r, pe, base + sp->plo, rows, slot_at(sc, slot, 2 * r->ndata + 1)) &&
-		    raid_lost(r, missing_now(r))) {
+		ret = elem_write(r, pe, base + sp->plo, rows, slot_at(sc, slot, 2 * r->ndata + 1));
+		if (ret == -EAGAIN)
+			goto out_free;
+		if (ret && raid_lost(r, missing_now(r))) {
 			ret = -EIO;
 			goto out_free;
 		}
@@ -545,7 +565,11 @@ static int r5_repair(struct coh_raid *r, uint64_t stripe, uint8_t *sc, size_t sl
 		if (ret)
 			return ret;
 		/* A parity element that fails here leaves the data, which is what counts. */
-		if (elem_write(r, parity_elem(r, stripe), stripe * r->chunk, r->chunk, v[r->ndata]))
+		ret =
+		    elem_write(r, parity_elem(r, stripe), stripe * r->chunk, r->chunk, v[r->ndata]);
+		if (ret == -EAGAIN)
+			return ret;
+		if (ret)
 			return raid_lost(r, missing_now(r)) ? -EIO : 0;
 		return 0;
 	}
@@ -598,8 +622,11 @@ static int r1_write_stripe(struct coh_raid *r, const struct raid_span *sp, const
 	for (e = 0; e < r->nelems; e++) {
 		if (miss & bit(e))
 			continue;
-		if (!elem_write(r, e, sp->stripe * r->chunk + sp->lo[0], sp->hi[0] - sp->lo[0],
-				buf + sp->off[0]))
+		ret = elem_write(r, e, sp->stripe * r->chunk + sp->lo[0], sp->hi[0] - sp->lo[0],
+				 buf + sp->off[0]);
+		if (ret == -EAGAIN)
+			return ret;
+		if (!ret)
 			written++;
 	}
 	if (!written)
@@ -656,8 +683,8 @@ static int r1_repair(struct coh_raid *r, uint64_t stripe, uint32_t rows, uint8_t
 			continue;
 		/* A mirror that fails to take the copy is marked missing; the source remains. */
 		for (e = first + 1; e < r->nelems; e++)
-			if (!(miss & bit(e)))
-				elem_write(r, e, base, rows, sc);
+			if (!(miss & bit(e)) && elem_write(r, e, base, rows, sc) == -EAGAIN)
+				return -EAGAIN;
 		return 0;
 	}
 	return -EIO;
@@ -720,6 +747,7 @@ int coh_raid_new(const struct coh_raid_attr *a, struct coh_raid **rp)
 	memcpy(r->elems, a->elems, a->nelems * sizeof(r->elems[0]));
 	r->on_missing = a->on_missing;
 	r->on_missing_arg = a->arg;
+	r->may_write = a->may_write;
 	atomic_init(&r->missing, miss);
 	if (a->level == COH_RAID5) {
 		r->nstripes = elem_blocks / chunk;

@@ -100,7 +100,9 @@ void count_sink(void *, coh_log_level level, const char *, int, const char *)
 enum {
 	FAIL_READ = 1,
 	FAIL_WRITE = 2,
-	FAIL_FLUSH = 4
+	FAIL_FLUSH = 4,
+	FAIL_WRITE_AGAIN =
+	    8 // -EAGAIN: what a file store's write gate says (coh_store_set_write_gate)
 };
 
 struct fault_elem {
@@ -120,6 +122,8 @@ int fault_write(void *ctx, uint64_t lba, uint32_t n, const void *buf)
 {
 	auto *f = static_cast<fault_elem *>(ctx);
 
+	if (f->fail & FAIL_WRITE_AGAIN)
+		return -EAGAIN;
 	return (f->fail & FAIL_WRITE) ? -EIO : coh_store_write(f->file, lba, n, buf);
 }
 
@@ -910,6 +914,111 @@ TEST_P(raid, hook__abort_keeps_earlier_stripes)
 	EXPECT_EQ(0, inconsistent_stripes(g.r));
 }
 
+// may_write: the gate is asked before each element write; a refusal stops the update there
+// with -EAGAIN (nothing more is written, no element is marked, nothing is logged), and a repair
+// with the gate open again makes the stripe whole. A repair refused is -EAGAIN too.
+struct gate_rec {
+	int calls = 0;
+	int allow = 0; // calls that pass
+};
+
+static int count_gate(void *arg)
+{
+	auto *g = static_cast<gate_rec *>(arg);
+
+	return g->calls++ < g->allow ? 0 : 1;
+}
+
+TEST_P(raid, may_write__refusal_stops_the_update_and_marks_nothing)
+{
+	const cfg &c = GetParam();
+
+	// Let 0 writes through, then 1, ...: each leaves the stripe partly updated.
+	for (int allow = 0; allow < (int)c.n; allow++) {
+		std::unique_ptr<elements> el;
+		gate_rec gr;
+		group g;
+
+		el = std::make_unique<elements>(dir, "mw" + std::to_string(allow), c.n, c.bs);
+		ASSERT_TRUE(el->ok());
+		coh_raid_attr a = el->attr(c.level, c.chunk, 0);
+		a.may_write = count_gate;
+		a.arg = &gr;
+		ASSERT_EQ(0, coh_raid_new(&a, &g.r));
+		gr.allow = INT32_MAX;
+		model m(g.r, 50 + allow);
+		m.write_all();
+		uint32_t sb = coh_raid_stripe_blocks(g.r);
+		auto b = m.random(sb);
+
+		logged_errors = 0;
+		gr.calls = 0;
+		gr.allow = allow;
+		EXPECT_EQ(-EAGAIN, coh_raid_write(g.r, sb, sb, b.data())) << allow;
+		EXPECT_EQ(allow + 1, gr.calls) << "nothing asked (or written) after the refusal";
+		EXPECT_EQ(0u, coh_raid_missing(g.r));
+		EXPECT_EQ(0, logged_errors.load());
+		gr.calls = 0;
+		gr.allow = 0;
+		EXPECT_EQ(-EAGAIN, coh_raid_stripe_repair(g.r, 1)) << allow;
+		EXPECT_EQ(0u, coh_raid_missing(g.r));
+
+		// The gate open again: the repair makes the stripe whole, whatever it holds.
+		gr.allow = INT32_MAX;
+		ASSERT_EQ(0, coh_raid_stripe_repair(g.r, 1));
+		EXPECT_EQ(0, inconsistent_stripes(g.r)) << allow;
+		ASSERT_EQ(0, coh_raid_write(g.r, sb, sb, b.data()));
+		m.set(sb, b);
+		EXPECT_TRUE(volume_matches(g.r, m)) << allow;
+		EXPECT_EQ(0, inconsistent_stripes(g.r));
+	}
+}
+
+// A store's -EAGAIN is the gate's when the gate refuses once asked again (a file store's
+// interrupted write not issued again: coh_store_set_write_gate): -EAGAIN, nothing marked. With
+// the gate open it is the element's failure, as any other error.
+TEST_P(raid, may_write__a_stores_eagain_is_the_gates_only_while_it_refuses)
+{
+	const cfg &c = GetParam();
+
+	for (bool refuses : { true, false }) {
+		std::unique_ptr<elements> el;
+		gate_rec gr;
+		group g;
+
+		el = std::make_unique<elements>(dir, std::string("ma") + (refuses ? "r" : "o"), c.n,
+						c.bs);
+		ASSERT_TRUE(el->ok());
+		coh_raid_attr a = el->attr(c.level, c.chunk, 0);
+		a.may_write = count_gate;
+		a.arg = &gr;
+		ASSERT_EQ(0, coh_raid_new(&a, &g.r));
+		gr.allow = INT32_MAX;
+		model m(g.r, 60);
+		m.write_all();
+		uint32_t sb = coh_raid_stripe_blocks(g.r);
+		auto b = m.random(sb);
+
+		logged_errors = 0;
+		gr.calls = 0;
+		if (refuses) {
+			for (uint32_t e = 0; e < c.n; e++)
+				(*el)[e].fail = FAIL_WRITE_AGAIN;
+			gr.allow = 1; // the first write's own check passes, the second ask does not
+			EXPECT_EQ(-EAGAIN, coh_raid_write(g.r, sb, sb, b.data()));
+			EXPECT_EQ(2, gr.calls);
+			EXPECT_EQ(0u, coh_raid_missing(g.r));
+			EXPECT_EQ(0, logged_errors.load());
+		} else {
+			(*el)[1].fail = FAIL_WRITE_AGAIN;
+			ASSERT_EQ(0, m.write(0, (uint32_t)coh_raid_nblocks(g.r)));
+			EXPECT_EQ(1u << 1, coh_raid_missing(g.r));
+			EXPECT_EQ(1, logged_errors.load());
+			EXPECT_TRUE(volume_matches(g.r, m));
+		}
+	}
+}
+
 TEST_P(raid, repair__degraded_stripe_left_as_is)
 {
 	const cfg &c = GetParam();
@@ -1288,3 +1397,31 @@ TEST_F(raid_args, hook__any_nonzero_value_aborts)
 }
 
 } // namespace
+
+TEST_F(raid_args, set_write_gate__file_stores_only)
+{
+	temp_dir d;
+	coh_store *file = nullptr, *other = nullptr;
+	int x = 0;
+
+	ASSERT_TRUE(d.ok());
+	ASSERT_EQ(0, coh_store_open_file(d.file("g").c_str(), 512, 64, true, &file));
+	ASSERT_EQ(0, coh_store_new(&fault_ops, &x, 512, 64, &other));
+	EXPECT_EQ(-EINVAL, coh_store_set_write_gate(nullptr, count_gate, nullptr));
+	EXPECT_EQ(-EOPNOTSUPP, coh_store_set_write_gate(other, count_gate, nullptr));
+	gate_rec gr; // refuses every ask: only a write issued again asks
+	EXPECT_EQ(0, coh_store_set_write_gate(file, count_gate, &gr));
+	// A gated store writes with pwrite: what it writes reads back, and an uninterrupted write
+	// does not ask the gate (its first issue is the caller's to check).
+	std::vector<uint8_t> w(64 * 512), r(64 * 512);
+	for (size_t i = 0; i < w.size(); i++)
+		w[i] = (uint8_t)(i * 7 + 3);
+	EXPECT_EQ(0, coh_store_write(file, 0, 64, w.data()));
+	EXPECT_EQ(0, coh_store_flush(file));
+	EXPECT_EQ(0, coh_store_read(file, 0, 64, r.data()));
+	EXPECT_EQ(w, r);
+	EXPECT_EQ(0, gr.calls);
+	EXPECT_EQ(0, coh_store_set_write_gate(file, nullptr, nullptr));
+	coh_store_delete(&other);
+	coh_store_delete(&file);
+}

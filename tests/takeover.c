@@ -104,7 +104,6 @@ struct tk_shared {
 	uint64_t takeovers[MAXN], replayed[MAXN], repaired[MAXN], backpressure[MAXN];
 	uint64_t takeover_ns[MAXN], view_ns[MAXN];
 	uint32_t epoch[MAXN];
-	uint64_t stale_stripes; /* tk_trial.late_write_gap */
 	char why[MAXN][256];
 };
 
@@ -792,9 +791,7 @@ static int child_main(struct child *c)
 		r = coh_node_check(c->n, &bad);
 		if (r)
 			FAIL(c, "scrub: %s", coh_strerror(r));
-		if (bad && t->late_write_gap)
-			sh->stale_stripes = bad;
-		else if (bad)
+		if (bad)
 			FAIL(c, "%llu stripes with parity not matching data",
 			     (unsigned long long)bad);
 	}
@@ -1373,7 +1370,6 @@ int tk_run(const struct tk_trial *t, struct tk_result *res)
 		if (!(go_mask >> i & 1))
 			continue;
 		res->takeovers += s.sh->takeovers[i];
-		res->stale_stripes = s.sh->stale_stripes;
 		res->replayed_blocks += s.sh->replayed[i];
 		res->repaired_stripes += s.sh->repaired[i];
 		res->backpressure += s.sh->backpressure[i];

@@ -73,11 +73,6 @@ struct tk_trial {
 	 * more, submitted (coh_node_submit) with that many outstanding, so that a death or a
 	 * pause finds many in flight. At most TK_MAXQD. */
 	uint32_t qd;
-	/* The trial runs into the clock bound (docs/recovery.md): the lease as the only fence and
-	 * a pause past the failure detector, so a destage's element write the pause stopped in
-	 * may land after the takeover repaired its stripe. The final scrub then counts stale
-	 * parity (tk_result.stale_stripes) instead of failing; every data check still applies. */
-	uint32_t late_write_gap;
 };
 #define TK_MAXQD 64u
 
@@ -103,7 +98,6 @@ struct tk_result {
 	uint64_t paused_ms;	 /* how long it was stopped */
 	uint64_t
 	    transfers; /* the fewest exclusive lock transfers a resource saw (from the history) */
-	uint64_t stale_stripes; /* tk_trial.late_write_gap: what the scrub found */
 };
 
 /* tk_run - one trial. Returns 0 when every check passed, else 1 with the reason on stderr. */

@@ -54,6 +54,12 @@ struct coh_raid;
  *              any operation goes on without the element. It must not block: a clustered user
  *              tells the others (each node that shares the elements must stop using the
  *              element too, or it reads data that degraded writes no longer put there).
+ * @may_write: if set, asked with @arg right before each write to an element; anything but 0
+ *             stops the operation with -EAGAIN, and no element is marked failed for it. A
+ *             clustered user gates on its lease there: checked once per step, a lease lets a
+ *             node stopped in the middle of a step's writes (a pause) finish them after the
+ *             others have taken its stripes over; checked before each write, only the few
+ *             instructions between the check and the write remain (docs/recovery.md).
  */
 struct coh_raid_attr {
 	enum coh_raid_level level;
@@ -62,6 +68,7 @@ struct coh_raid_attr {
 	uint32_t chunk_blocks;
 	void (*on_missing)(void *arg, uint32_t missing);
 	void *arg;
+	int (*may_write)(void *arg);
 };
 
 /**

@@ -48,6 +48,18 @@ int coh_store_new(const struct coh_store_ops *ops, void *ctx, uint32_t block_siz
 int coh_store_open_file(const char *path, uint32_t block_size, uint64_t nblocks, bool create,
 			struct coh_store **storep);
 
+/**
+ * coh_store_set_write_gate - for a file store whose writes a caller guards by a check (a
+ * clustered user's lease: docs/recovery.md, "Fencing"), so that no write lands after a pause
+ * past that check. The store then writes in the caller's own thread (pwrite; an io_uring worker
+ * can hold a write across its process's SIGSTOP), and @gate is asked, with @arg, before a write
+ * the kernel interrupted or cut short is issued again: anything but 0 ends the write with
+ * -EAGAIN, part of it possibly done. The first issue is the caller's to check. @gate NULL
+ * undoes it. Set it before the store is shared.
+ * Returns 0, -EINVAL, or -EOPNOTSUPP for a store that is not a file store.
+ */
+int coh_store_set_write_gate(struct coh_store *s, int (*gate)(void *arg), void *arg);
+
 /** coh_store_delete - close and free. @storep may point to NULL; set to NULL on return. */
 int coh_store_delete(struct coh_store **storep);
 
