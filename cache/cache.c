@@ -804,11 +804,18 @@ void lane_exit(struct xport *x)
 
 int coh_cache_stats(const struct coh_cache *c, struct coh_cache_stats *st)
 {
+	const uint64_t *from;
+	uint64_t *to;
+	size_t i;
+
 	if (!c || !st)
 		return -EINVAL;
-	pthread_mutex_lock((pthread_mutex_t *)&c->lock);
-	*st = c->stats;
-	pthread_mutex_unlock((pthread_mutex_t *)&c->lock);
+	from = (const uint64_t *)&c->stats;
+	to = (uint64_t *)st;
+	_Static_assert(sizeof(*st) % sizeof(uint64_t) == 0, "coh_cache_stats: counters only");
+	/* Without the cache lock (struct coh_cache): each counter on its own, relaxed. */
+	for (i = 0; i < sizeof(*st) / sizeof(uint64_t); i++)
+		to[i] = __atomic_load_n(&from[i], __ATOMIC_RELAXED);
 	st->net_atomic = atomic_load(&c->net_atomic);
 	st->net_read = atomic_load(&c->net_read);
 	st->net_write = atomic_load(&c->net_write);

@@ -221,8 +221,11 @@ struct xport {
 	uint32_t in_head, in_count;
 };
 
+/* CACHE_STAT - count @v into coh_cache_stats field @f of @c (any thread, any lock). */
+#define CACHE_STAT(c, f, v) __atomic_add_fetch(&(c)->stats.f, (uint64_t)(v), __ATOMIC_RELAXED)
+
 /*
- * struct coh_cache - one node's cache. @lock guards @res, the slots' contents and @stats; the
+ * struct coh_cache - one node's cache. @lock guards @res and the slots' contents; the
  * application context holds it while it touches local state and drops it while it waits on the
  * network. Lock order (docs/concurrency.md): the engine's io lock, then @lock, then the store's
  * locks: the service thread holds @lock across a write-back (writeback_res,
@@ -272,7 +275,10 @@ struct coh_cache {
 	pthread_mutex_t lock;
 	pthread_cond_t kick_cond;
 	struct res_state *res;
-	struct coh_cache_stats stats; /* except the net_* counters, which are the atomics below */
+	/* Counted with CACHE_STAT (relaxed atomic adds) and read field by field by coh_cache_stats,
+	 * without @lock: a stats call must not wait for a service thread that holds @lock across a
+	 * network wait. The net_* and replies_dropped counters are the atomics below. */
+	struct coh_cache_stats stats;
 	atomic_ulong net_atomic, net_read, net_write, net_send, replies_dropped;
 	atomic_ulong next_seq;
 	atomic_ulong inv_count;	 /* invalidations written: the tokens' sequence */

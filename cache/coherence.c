@@ -114,7 +114,7 @@ static int slot_evict(struct coh_cache *c, struct slot_hdr *h, uint64_t lba)
 	CTRACE(c, "evict lba %llu val %llx rv %u ret %d", (unsigned long long)tag - 1,
 	       (unsigned long long)*(uint64_t *)((uint8_t *)h + SLOT_HDR), h->rv, ret);
 	if (!ret)
-		c->stats.store_writes++;
+		CACHE_STAT(c, store_writes, 1);
 	return ret;
 }
 
@@ -167,7 +167,7 @@ static int slot_clean(struct coh_cache *c, struct slot_hdr *h, uint64_t lba, uin
 		st->wb--;
 		if (!ret) {
 			h->dirty = 0;
-			c->stats.store_writes++;
+			CACHE_STAT(c, store_writes, 1);
 		}
 		if (c->wb_waiters)
 			pthread_cond_broadcast(&c->wb_cond);
@@ -225,7 +225,7 @@ static int writeback_res(struct coh_cache *c, uint64_t r)
 		if (ret)
 			return ret;
 		h->dirty = 0;
-		c->stats.store_writes++;
+		CACHE_STAT(c, store_writes, 1);
 	}
 	return 0;
 }
@@ -401,7 +401,7 @@ static void serve(struct coh_cache *c, struct res_state *st, const struct cmsg *
 		uint32_t sent;
 
 		st->owed = inval_write(c, &c->svc, r, st->owed, &sent);
-		c->stats.inval_sent += sent;
+		CACHE_STAT(c, inval_sent, sent);
 		if (st->owed) {
 			CTRACE(c, "serve r%llu to n%u: retry (owes %x)", (unsigned long long)r,
 			       req->requester, st->owed);
@@ -453,7 +453,7 @@ static void serve(struct coh_cache *c, struct res_state *st, const struct cmsg *
 	st->obs_gen = atomic_load(&c->fence_gen);
 	st->level = req->mode == MODE_S ? L_S : L_I;
 	st->cv = v;
-	c->stats.lock_transfers++;
+	CACHE_STAT(c, lock_transfers, 1);
 	reply(c, req, CMSG_GRANT, dir_ver(want), v);
 	cache_point(c, COH_CACHE_PT_SERVE_SENT, r);
 	/* The waiters behind this one: after a handover they belong to the new owner, in order;
@@ -484,7 +484,7 @@ static void enqueue(struct coh_cache *c, struct res_state *st, const struct cmsg
 		COH_LOG_ERR("out of memory queueing a lock request; it will time out");
 		return;
 	}
-	c->stats.lock_queued++;
+	CACHE_STAT(c, lock_queued, 1);
 	q->m = *m;
 	if (st->tail)
 		st->tail->next = q;
@@ -895,7 +895,7 @@ static int invalidate_sharers(struct coh_cache *c, uint64_t r, uint32_t sharers)
 	uint32_t count, failed = inval_write(c, app_x(c), r, sharers, &count);
 
 	pthread_mutex_lock(&c->lock);
-	c->stats.inval_sent += count;
+	CACHE_STAT(c, inval_sent, count);
 	c->res[r].owed = failed;
 	pthread_mutex_unlock(&c->lock);
 	return failed ? -EAGAIN : 0;
@@ -1055,7 +1055,7 @@ static int acq_request(struct coh_cache *c, uint64_t r, int mode, uint32_t owner
 		return coh_ep_is_up(x->one[owner]) ? ret : -EAGAIN;
 	cache_point(c, COH_CACHE_PT_REQ, r);
 	pthread_mutex_lock(&c->lock);
-	c->stats.lock_requests++;
+	CACHE_STAT(c, lock_requests, 1);
 	pthread_mutex_unlock(&c->lock);
 	req = m;
 	ret = wait_reply(c, owner, gen, &req, &m, deadline);
@@ -1120,7 +1120,7 @@ static int acq_lost_grant(struct coh_cache *c, struct xport *x, uint64_t r, uint
 			CTRACE(c, "lost grant r%llu word %llx (was level %u lv %u)",
 			       (unsigned long long)r, (unsigned long long)cur, st->level, st->lv);
 			cache_hold_word(c, r, cur);
-			c->stats.grants_lost++;
+			CACHE_STAT(c, grants_lost, 1);
 			if (st->head)
 				cache_kick(c, r);
 			ret = 1;
@@ -1156,7 +1156,7 @@ static int acquire(struct coh_cache *c, uint64_t r, int mode)
 			deferred_apply(c, r);
 		if (st->level == L_S && cache_invalidated(c, r)) {
 			st->level = L_I;
-			c->stats.inval_seen++;
+			CACHE_STAT(c, inval_seen, 1);
 		}
 		if (st->tk) {
 			/* Taken over from a dead node: its replay comes first. */
@@ -1405,7 +1405,7 @@ static int fetch_into_slot(struct coh_cache *c, uint32_t holder, uint32_t v, uin
 	ret = slot_clean(c, slot_of(c, lba), lba, cache_now_ms() + c->timeout_ms);
 	if (!ret)
 		ret = slot_install(c, lba, d, rv, false, 0);
-	c->stats.peer_fetches++;
+	CACHE_STAT(c, peer_fetches, 1);
 	pthread_mutex_unlock(&c->lock);
 	return ret;
 }
@@ -1417,16 +1417,16 @@ static int read_block(struct coh_cache *c, uint64_t lba, uint8_t *out)
 	int ret;
 
 	pthread_mutex_lock(&c->lock);
-	c->stats.reads++;
+	CACHE_STAT(c, reads, 1);
 	if (slot_valid(c, lba, st)) {
 		memcpy(out, (uint8_t *)slot_of(c, lba) + SLOT_HDR, c->bsize);
 		CTRACE(c, "read lba %llu hit val %llx lv %u cv %u rv %u", (unsigned long long)lba,
 		       (unsigned long long)*(uint64_t *)out, st->lv, st->cv, slot_of(c, lba)->rv);
-		c->stats.hits++;
+		CACHE_STAT(c, hits, 1);
 		pthread_mutex_unlock(&c->lock);
 		return 0;
 	}
-	c->stats.misses++;
+	CACHE_STAT(c, misses, 1);
 	holder = st->holder;
 	holder_v = st->holder_v;
 	rv = st->lv;
@@ -1446,7 +1446,7 @@ static int read_block(struct coh_cache *c, uint64_t lba, uint8_t *out)
 	if (ret)
 		return ret;
 	pthread_mutex_lock(&c->lock);
-	c->stats.store_reads++;
+	CACHE_STAT(c, store_reads, 1);
 	ret = slot_clean(c, slot_of(c, lba), lba, cache_now_ms() + c->timeout_ms);
 	if (!ret)
 		ret = slot_install(c, lba, out, rv, false, 0);
@@ -1490,8 +1490,8 @@ static bool read_hit(struct coh_cache *c, uint64_t lba, uint8_t *out)
 		hit = st->level == L_X || !cache_invalidated(c, r);
 	}
 	if (hit) {
-		c->stats.reads++;
-		c->stats.hits++;
+		CACHE_STAT(c, reads, 1);
+		CACHE_STAT(c, hits, 1);
 	}
 	pthread_mutex_unlock(&c->lock);
 	return hit;
@@ -1689,7 +1689,7 @@ static int write_range(struct coh_cache *c, uint64_t lba, uint32_t nblocks, cons
 			undo[i / 8] |= (uint8_t)(1u << (i % 8));
 		if (r && !ret)
 			ret = r;
-		c->stats.writes++;
+		CACHE_STAT(c, writes, 1);
 	}
 	pthread_mutex_unlock(&c->lock);
 	/* Never a block that went in: its records protect what the cache now holds (and undoing

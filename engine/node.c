@@ -876,16 +876,16 @@ int coh_node_stats(struct coh_node *n, struct coh_node_stats *st)
 	st->log_bg_destages = atomic_load(&n->bg.rounds);
 	st->log_bg_blocks = atomic_load(&n->bg.blocks);
 	st->dead_waits = atomic_load(&n->dead_waits);
-	pthread_mutex_lock(&n->w.lock);
-	st->log_appends = n->w.appended;
-	st->log_retired = n->w.retired;
-	st->log_backpressure = n->w.backpressure;
-	st->log_used = n->w.used;
+	/* Without the log writer's lock, which a round holds across its network waits (each
+	 * counter on its own: struct rlog_writer). */
+	st->log_appends = __atomic_load_n(&n->w.appended, __ATOMIC_RELAXED);
+	st->log_retired = __atomic_load_n(&n->w.retired, __ATOMIC_RELAXED);
+	st->log_backpressure = __atomic_load_n(&n->w.backpressure, __ATOMIC_RELAXED);
+	st->log_used = __atomic_load_n(&n->w.used, __ATOMIC_RELAXED);
 	st->log_size = n->w.region_len - RLOG_RING;
-	st->log_superseded = n->w.superseded;
-	st->log_group_rounds = n->w.group_commits;
-	st->log_group_writes = n->w.group_writes;
-	pthread_mutex_unlock(&n->w.lock);
+	st->log_superseded = __atomic_load_n(&n->w.superseded, __ATOMIC_RELAXED);
+	st->log_group_rounds = __atomic_load_n(&n->w.group_commits, __ATOMIC_RELAXED);
+	st->log_group_writes = __atomic_load_n(&n->w.group_writes, __ATOMIC_RELAXED);
 	st->log_live = rlog_live_count(&n->w);
 	st->log_moving = atomic_load(&n->relog_hold);
 	st->elements_missing = coh_raid_missing(n->raid);

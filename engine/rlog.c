@@ -715,7 +715,7 @@ static void ent_push(struct rlog_writer *w, uint64_t off, uint32_t size, uint64_
 	e->retired = retired;
 	e->sup = false;
 	w->ent_count++;
-	w->used += size;
+	RLOG_STAT(w, used, size);
 }
 
 /* span - bytes @n records of @rsize take from the head, with the end of the ring a wrap wastes. */
@@ -762,7 +762,7 @@ static uint32_t tail_prefix(const struct rlog_writer *w, uint64_t *off, uint64_t
 static void tail_pop(struct rlog_writer *w, uint32_t np, uint64_t off, uint64_t lsn)
 {
 	while (np--) {
-		w->used -= w->ents[w->ent_head].size;
+		__atomic_sub_fetch(&w->used, w->ents[w->ent_head].size, __ATOMIC_RELAXED);
 		w->ent_head = (w->ent_head + 1) % w->ent_cap;
 		w->ent_count--;
 	}
@@ -816,7 +816,7 @@ static int append(struct rlog_writer *w, uint32_t n, const uint64_t *lbas,
 				return ret;
 			continue;
 		}
-		w->backpressure++;
+		RLOG_STAT(w, backpressure, 1);
 		pthread_mutex_unlock(&w->lock);
 		ret = w->reclaim ? w->reclaim(w->arg) : -ENOSPC;
 		pthread_mutex_lock(&w->lock);
@@ -883,7 +883,7 @@ static int append(struct rlog_writer *w, uint32_t n, const uint64_t *lbas,
 			return ret;
 	if (np)
 		tail_pop(w, np, toff, tlsn);
-	w->appended += n;
+	RLOG_STAT(w, appended, n);
 	w->bytes += so;
 	/* Past the high watermark: the owner destages the oldest blocks in the background, so
 	 * that a later append finds room instead of waiting for a full reclaim. */
@@ -966,7 +966,7 @@ static int retire_now(struct rlog_writer *w, const uint64_t *lsns, uint32_t n, u
 			marked[i]->sup = was_sup[i];
 		}
 	} else {
-		w->retired += m;
+		RLOG_STAT(w, retired, m);
 	}
 	return ret;
 }
@@ -985,7 +985,7 @@ int rlog_writer_reset(struct rlog_writer *w, uint32_t peers, uint32_t k, uint32_
 	w->gen++;
 	w->head_off = w->tail_off = RLOG_RING;
 	w->next_lsn = w->tail_lsn = 1;
-	w->used = 0;
+	__atomic_store_n(&w->used, 0, __ATOMIC_RELAXED);
 	w->ent_head = w->ent_count = 0;
 	/* A new generation: recovery takes it over every copy of the old one. */
 	w->abandon_n = 0;
@@ -1085,7 +1085,7 @@ int rlog_abandon_write(struct rlog_writer *w, uint64_t lba, uint32_t n, uint64_t
 			if (!pe || (l != e->lsn && !pe->sup))
 				break;
 			if (l != e->lsn)
-				w->superseded--;
+				__atomic_sub_fetch(&w->superseded, 1, __ATOMIC_RELAXED);
 			lsns[m++] = l;
 			l = pe->prev;
 			if (m == STAGE_RECS) {
@@ -1159,7 +1159,7 @@ static int append_recs(struct rlog_writer *w, uint32_t n, const uint64_t *lbas,
 			e->retired = true;
 			e->sup = true;
 			ent_of(w, out[i])->prev = e->lsn;
-			w->superseded++;
+			RLOG_STAT(w, superseded, 1);
 		}
 		ret = live_put(w->live, lbas[i], out[i]);
 	}
@@ -1244,8 +1244,8 @@ static void gc_lead(struct rlog_writer *w)
 		}
 	}
 	if (nw > 1) {
-		w->group_commits++;
-		w->group_writes += nw;
+		RLOG_STAT(w, group_commits, 1);
+		RLOG_STAT(w, group_writes, nw);
 	}
 	pthread_mutex_unlock(&w->lock);
 

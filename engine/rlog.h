@@ -114,6 +114,9 @@ struct rlog_range {
 	uint32_t n;
 };
 
+/* RLOG_STAT - add @v to counter @f of a struct rlog_writer @w (under its lock; read without). */
+#define RLOG_STAT(w, f, v) __atomic_add_fetch(&(w)->f, (uint64_t)(v), __ATOMIC_RELAXED)
+
 struct rlog_writer {
 	pthread_mutex_t lock;
 	struct coh_fabric *fab;
@@ -151,7 +154,9 @@ struct rlog_writer {
 	rlog_kick_fn kick;
 	uint64_t kick_above;
 	void *arg;
-	/* counters */
+	/* counters. appended, retired, superseded, backpressure, group_commits, group_writes and
+	 * used change under @lock with RLOG_STAT (relaxed atomics), so that coh_node_stats reads
+	 * them without @lock, which a round's leader holds across its network waits. */
 	uint64_t appended, retired, superseded, bytes, backpressure, peer_errors;
 	uint64_t batch_seq; /* the last batch's sequence (its operations' wr_id) */
 	/* Group commit (rlog_append_data): writes queued for the next round, whether a caller leads
