@@ -601,7 +601,7 @@ static int attr_check(const struct coh_node_attr *a)
 	uint32_t i;
 
 	if (!a->fab || a->nodes < 2 || a->nodes > 32 || !a->elem_blocks ||
-	    a->fence > COH_FENCE_LEASE ||
+	    a->fence > COH_FENCE_AGENT || (a->fence == COH_FENCE_AGENT && !a->fence_agent) ||
 	    (a->hooks &&
 	     a->hooks->hooks_size < offsetof(struct coh_node_hooks, arg) + sizeof(void *)) ||
 	    a->raid.nelems > COH_RAID_MAX_ELEMS || !a->raid.nelems ||
@@ -715,6 +715,8 @@ int coh_node_open(const struct coh_node_attr *attr, struct coh_node **nodep)
 	n->takeover_arg = attr->takeover_arg;
 	n->crash_after = attr->crash_after ? attr->crash_after : 1;
 	n->fence = attr->fence;
+	n->fence_agent = attr->fence_agent;
+	n->fence_arg = attr->fence_arg;
 	n->force_open = attr->force_open;
 	n->open_timeout_ms = attr->open_timeout_ms ? attr->open_timeout_ms : 10 * n->timeout_ms;
 	n->lease_ms = attr->lease_ms ? attr->lease_ms : n->timeout_ms / 4;
@@ -893,6 +895,8 @@ int coh_node_stats(struct coh_node *n, struct coh_node_stats *st)
 	pthread_mutex_lock(&n->eng.lock);
 	st->io_inflight = n->eng.inflight;
 	pthread_mutex_unlock(&n->eng.lock);
+	st->fence_agent_fenced = atomic_load(&n->agent_fenced);
+	st->fence_agent_failed = atomic_load(&n->agent_failed);
 	st->io_submitted = atomic_load(&n->eng.submitted);
 	st->io_completed = atomic_load(&n->eng.completed);
 	st->io_refused = atomic_load(&n->eng.refused);

@@ -47,6 +47,9 @@ struct coh_node {
 	uint32_t crash_point, crash_after;
 	atomic_uint crash_count;
 	uint32_t lease_ms, fence, open_timeout_ms;
+	int (*fence_agent)(void *arg, uint32_t node); /* coh_node_attr.fence_agent, fence_arg */
+	void *fence_arg;
+	_Atomic uint64_t agent_fenced, agent_failed; /* the fence agent's answers (membership) */
 	bool force_open;
 	struct coh_node_hooks hooks; /* engine tier (node_hooks.h); zero: none */
 	/*

@@ -318,11 +318,41 @@ static int vc_relog(struct coh_node *n, uint32_t P, uint32_t E)
 }
 
 /*
+ * vc_fence_agent - the caller's fence agent (COH_FENCE_AGENT) for each node of @unproven: one it
+ * fenced is proven stopped, and its lease need not be outwaited. Returns those still unproven.
+ */
+static uint32_t vc_fence_agent(struct coh_node *n, uint32_t unproven, uint32_t E)
+{
+	uint32_t p;
+	int r;
+
+	for (p = 0; p < n->nodes; p++) {
+		if (!(unproven >> p & 1))
+			continue;
+		r = n->fence_agent(n->fence_arg, p);
+		if (!r) {
+			COH_LOG_WARN("node %u: view %u: node %u fenced by the fence agent", n->me,
+				     E, p);
+			n->m->proven |= 1u << p;
+			atomic_fetch_add(&n->agent_fenced, 1);
+		} else {
+			COH_LOG_ERR("node %u: view %u: the fence agent failed for node %u (%s): "
+				    "outwaiting its lease instead, which does not cover a pause "
+				    "between a lease check and a write (docs/recovery.md)",
+				    n->me, E, p, coh_strerror(r));
+			atomic_fetch_add(&n->agent_failed, 1);
+		}
+	}
+	return unproven & ~n->m->proven;
+}
+
+/*
  * fence_gone - make sure the nodes that left (@gone) have stopped before the survivors go past
  * the fence: those known stopped (their process is gone, or they said goodbye) need nothing; the
- * others are killed where the fabric can and the policy says so (COH_FENCE_AUTO), and otherwise,
- * or if no proof of their death comes within the timeout, every lease this node granted them is
- * outwaited. Bounded by the timeout plus the lease.
+ * others are killed where the fabric can and the policy says so (COH_FENCE_AUTO), or by the
+ * caller's agent (COH_FENCE_AGENT), and otherwise, or if no proof of their death comes within
+ * the timeout, every lease this node granted them is outwaited. Bounded by the timeout plus the
+ * lease (the agent is bounded by the timeout: coh_node_attr.fence_agent).
  */
 static int vc_fence_gone(struct coh_node *n, uint32_t gone, uint32_t P, uint32_t E)
 {
@@ -331,6 +361,11 @@ static int vc_fence_gone(struct coh_node *n, uint32_t gone, uint32_t P, uint32_t
 
 	if (!unproven)
 		return 0;
+	if (n->fence == COH_FENCE_AGENT) {
+		unproven = vc_fence_agent(n, unproven, E);
+		if (!unproven)
+			return 0;
+	}
 	if (n->fence == COH_FENCE_AUTO) {
 		bool asked = false;
 

@@ -77,7 +77,8 @@ static int bg_wait_low(struct coh_node *n, uint64_t high, uint64_t low)
 	}
 }
 
-/* bg_bad_attrs - watermarks out of range are refused before anything is opened. */
+/* bg_bad_attrs - watermarks out of range are refused before anything is opened; so are a fence
+ * mode out of range and COH_FENCE_AGENT without its agent. */
 static bool bg_bad_attrs(struct coh_fabric *fab)
 {
 	struct coh_node_attr na = { .fab = fab,
@@ -93,6 +94,11 @@ static bool bg_bad_attrs(struct coh_fabric *fab)
 	ok = coh_node_open(&na, &n) == -EINVAL && !n;
 	na.destage_high = 40;
 	na.destage_low = 40;
+	ok = ok && coh_node_open(&na, &n) == -EINVAL && !n;
+	na.destage_high = na.destage_low = 0;
+	na.fence = COH_FENCE_AGENT;
+	ok = ok && coh_node_open(&na, &n) == -EINVAL && !n;
+	na.fence = COH_FENCE_AGENT + 1;
 	ok = ok && coh_node_open(&na, &n) == -EINVAL && !n;
 	return ok;
 }

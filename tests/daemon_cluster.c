@@ -333,6 +333,11 @@ int dc_log_wait(struct dc_cluster *c, uint32_t node, const char *needle, int tim
 	}
 }
 
+int dc_pid(const struct dc_cluster *c, uint32_t node)
+{
+	return node < DC_MAX_NODES ? (int)c->pid[node] : -1;
+}
+
 int dc_append_conf(struct dc_cluster *c, uint32_t node, const char *text)
 {
 	char path[256];

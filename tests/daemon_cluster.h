@@ -32,6 +32,8 @@ void dc_sock_path(const struct dc_cluster *c, uint32_t node, char *out, size_t l
 
 /* cohortd -c nodeN.conf --node N, stderr into nodeN.log. */
 int dc_start(struct dc_cluster *c, uint32_t node);
+/* The daemon's pid, or -1 when it does not run. */
+int dc_pid(const struct dc_cluster *c, uint32_t node);
 /* Send @sig; SIGKILL also reaps it. */
 int dc_signal(struct dc_cluster *c, uint32_t node, int sig);
 /* Reap the daemon within @timeout_ms: 0 and its wait status, or -ETIMEDOUT. */

@@ -4,7 +4,8 @@
 // cohortd processes on the shm provider run from docs/examples/cohort-3node-shm.conf through
 // tests/daemon_cluster.c: they agree on a view, lose a node to SIGKILL and take it back, reload
 // exports on SIGHUP and refuse any other change, guard their control sockets, answer a malformed
-// request with an error, and all exit 0 after `cohortctl stop`.
+// request with an error, and all exit 0 after `cohortctl stop`; with fence = agent, a paused
+// daemon is fenced by the configured command, or, when it fails, by its lease.
 #include <gtest/gtest.h>
 
 #include <fcntl.h>
@@ -304,7 +305,18 @@ TEST_F(conf, parse__bad_value)
 		  "c.conf:34: [export ea] cmd_time_out: \"0\" is not a number from 5 to 3600");
 	EXPECT_EQ(error_of(good() + "cmd_time_out = 10\n"), "");
 	EXPECT_EQ(error_of(with(good(), "fence = lease", "fence = stonith")),
-		  "c.conf:9: [cluster] fence: unknown fencing \"stonith\" (auto, lease)");
+		  "c.conf:9: [cluster] fence: unknown fencing \"stonith\" (auto, lease, agent)");
+	EXPECT_EQ(error_of(with(good(), "fence = lease", "fence = agent")),
+		  "c.conf:9: [cluster] fence: agent needs fence_agent, the command that fences a "
+		  "node");
+	EXPECT_EQ(error_of(with(good(), "fence = lease", "fence = lease\nfence_agent = x")),
+		  "c.conf:10: [cluster] fence_agent: used only with fence = agent (fence = lease)");
+	EXPECT_EQ(error_of(with(good(), "fence = lease", "fence = agent\nfence_agent =")),
+		  "c.conf:10: [cluster] fence_agent: empty path");
+	EXPECT_EQ(
+	    error_of(with(good(), "fence = lease",
+			  "fence = agent\nfence_agent = ipmitool -H bmc%n chassis power off")),
+	    "");
 }
 
 TEST_F(conf, parse__duplicates)
@@ -616,6 +628,100 @@ TEST(daemon, wrong_secret__refused_on_both_sides)
 	EXPECT_EQ(dc_ctl(c, 1, "stop", out, sizeof(out)), 0) << out;
 	for (uint32_t i = 0; i < 3; i++)
 		EXPECT_EQ(dc_wait_exit(c, i, DT_EXIT_MS, &st), 0) << "node " << i;
+	dc_delete(&c);
+}
+
+// fence = agent: a node paused past the failure detector is fenced by the configured command
+// (here: it kills the paused daemon by its pid), with COHORT_FENCE_NODE and COHORT_FENCE_CLUSTER
+// set, and the survivors go on without outwaiting its lease. When the agent fails, the survivors
+// say so, outwait the lease instead, and the paused node, resumed, finds itself excluded and
+// exits 3 for its supervisor.
+TEST(daemon, fence_agent__fences_a_paused_node_or_the_lease_does)
+{
+	struct dc_cluster *c = nullptr;
+	char path[256], cmd[1600], out[8192];
+	uint32_t epoch = 0, i;
+	int st = -1;
+	FILE *f;
+
+	ASSERT_EQ(dc_new(COHORT_BIN_DIR, COHORT_DAEMON_EXAMPLE, 3, &c), 0);
+	// The agent: fail while agent-fail exists; else kill the node's daemon (already gone is
+	// fenced too: every survivor may run it for the same node).
+	snprintf(path, sizeof(path), "%s/agent.sh", dc_dir(c));
+	f = fopen(path, "we");
+	ASSERT_NE(f, nullptr);
+	fprintf(f,
+		"d='%s'\n"
+		"echo \"$COHORT_FENCE_CLUSTER $COHORT_FENCE_NODE\" >> \"$d/fenced\"\n"
+		"[ -e \"$d/agent-fail\" ] && exit 5\n"
+		"pid=$(cat \"$d/pid.$COHORT_FENCE_NODE\") || exit 6\n"
+		"kill -KILL \"$pid\" 2>/dev/null || ! kill -0 \"$pid\" 2>/dev/null\n",
+		dc_dir(c));
+	ASSERT_EQ(fclose(f), 0);
+	for (i = 0; i < 3; i++) {
+		dc_conf_path(c, i, path, sizeof(path));
+		snprintf(cmd, sizeof(cmd),
+			 "sed -i -e 's|^timeout_ms = 2000|timeout_ms = 2000\\nfence = agent\\n"
+			 "fence_agent = sh %s/agent.sh|' '%s'",
+			 dc_dir(c), path);
+		ASSERT_EQ(system(cmd), 0) << cmd;
+	}
+	auto start = [&](uint32_t n) {
+		char pf[300];
+		FILE *pfile;
+
+		ASSERT_EQ(dc_start(c, n), 0);
+		snprintf(pf, sizeof(pf), "%s/pid.%u", dc_dir(c), n);
+		pfile = fopen(pf, "we");
+		ASSERT_NE(pfile, nullptr);
+		fprintf(pfile, "%d\n", dc_pid(c, n));
+		ASSERT_EQ(fclose(pfile), 0);
+	};
+	for (i = 0; i < 3; i++)
+		start(i);
+	ASSERT_EQ(dc_wait_view(c, 7, 3, DT_VIEW_MS, &epoch), 0);
+
+	// node 2 paused: the agent kills it, and the others serve without it
+	ASSERT_EQ(dc_signal(c, 2, SIGSTOP), 0);
+	ASSERT_EQ(dc_wait_view(c, 3, 2, DT_VIEW_MS, &epoch), 0);
+	ASSERT_EQ(dc_wait_exit(c, 2, DT_EXIT_MS, &st), 0);
+	EXPECT_TRUE(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL) << st;
+	EXPECT_TRUE(dc_log_wait(c, 0, "node 2: fenced (the agent exited 0)", 1000) == 0 ||
+		    dc_log_wait(c, 1, "node 2: fenced (the agent exited 0)", 1000) == 0);
+	snprintf(cmd, sizeof(cmd), "grep -qx 'demo 2' '%s/fenced'", dc_dir(c));
+	EXPECT_EQ(system(cmd), 0) << "the agent was not told the node and the cluster";
+	EXPECT_TRUE((dc_ctl(c, 0, "--json stats", out, sizeof(out)) == 0 &&
+		     strstr(out, "\"fence_agent_fenced\": 1")) ||
+		    (dc_ctl(c, 1, "--json stats", out, sizeof(out)) == 0 &&
+		     strstr(out, "\"fence_agent_fenced\": 1")))
+	    << out;
+
+	// it restarts and rejoins
+	start(2);
+	ASSERT_EQ(dc_wait_view(c, 7, 3, DT_VIEW_MS, &epoch), 0);
+
+	// the agent fails: the lease is outwaited, and node 1, resumed, was excluded: exit 3
+	snprintf(path, sizeof(path), "%s/agent-fail", dc_dir(c));
+	f = fopen(path, "we");
+	ASSERT_NE(f, nullptr);
+	ASSERT_EQ(fclose(f), 0);
+	ASSERT_EQ(dc_signal(c, 1, SIGSTOP), 0);
+	ASSERT_EQ(dc_wait_view(c, 5, 2, DT_VIEW_MS, &epoch), 0);
+	EXPECT_TRUE(dc_log_wait(c, 0, "node 1: the agent failed (exit 5)", 1000) == 0 ||
+		    dc_log_wait(c, 2, "node 1: the agent failed (exit 5)", 1000) == 0);
+	EXPECT_TRUE(dc_log_wait(c, 0, "outwaiting its lease instead", 1000) == 0 ||
+		    dc_log_wait(c, 2, "outwaiting its lease instead", 1000) == 0);
+	ASSERT_EQ(dc_signal(c, 1, SIGCONT), 0);
+	ASSERT_EQ(dc_wait_exit(c, 1, DT_EXIT_MS, &st), 0);
+	EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 3) << st;
+	EXPECT_TRUE(
+	    (dc_ctl(c, 0, "stats", out, sizeof(out)) == 0 && strstr(out, "failed 1 times")) ||
+	    (dc_ctl(c, 2, "stats", out, sizeof(out)) == 0 && strstr(out, "failed 1 times")))
+	    << out;
+
+	EXPECT_EQ(dc_ctl(c, 0, "stop", out, sizeof(out)), 0) << out;
+	EXPECT_EQ(dc_wait_exit(c, 0, DT_EXIT_MS, &st), 0);
+	EXPECT_EQ(dc_wait_exit(c, 2, DT_EXIT_MS, &st), 0);
 	dc_delete(&c);
 }
 

@@ -174,6 +174,10 @@ static void ctl_show_stats(json_t *r)
 	       "destages\n",
 	       ctl_int(r, "view_changes"), ctl_int(r, "formations_failed"), ctl_int(r, "takeovers"),
 	       ctl_int(r, "destages"));
+	if (ctl_int(r, "fence_agent_fenced") || ctl_int(r, "fence_agent_failed"))
+		printf("fence:   the agent fenced %lld nodes, failed %lld times (the lease was "
+		       "outwaited instead)\n",
+		       ctl_int(r, "fence_agent_fenced"), ctl_int(r, "fence_agent_failed"));
 	{
 		json_t *lg = json_object_get(r, "log");
 

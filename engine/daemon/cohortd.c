@@ -7,7 +7,9 @@
  * anything else is refused with an error naming it and the running config is kept. A cluster
  * stop (cohortctl stop, from this node or another) ends every daemon with exit 0. A node the
  * others excluded while it lived (paused, cut off) leaves with exit 3, for its supervisor to
- * start it again: a new incarnation rejoins, the excluded one never serves again.
+ * start it again: a new incarnation rejoins, the excluded one never serves again. With
+ * [cluster] fence = agent, the node's view changes run fence_agent for a node they exclude
+ * without proof of its death (cd_fence_agent).
  *
  * Threads: the main thread owns the node's life and takes signals synchronously (sigtimedwait:
  * no handler runs inside the engine), sampling the node's counters every second for the rates;
@@ -25,13 +27,17 @@
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -55,7 +61,96 @@ struct cohortd {
 	struct daemon_conf *conf;
 	struct coh_node_stats prev, cur; /* the last two samples, @prev_ns and @cur_ns apart */
 	uint64_t prev_ns, cur_ns;
+	/* What the fence agent runs with, copied at open (a reload may replace @conf; [cluster]
+	 * cannot change while running): read by the engine's membership thread. */
+	char fence_agent[DAEMON_PATH_MAX + 1];
+	char cluster[DAEMON_NAME_MAX + 1];
+	uint32_t fence_timeout_ms;
 };
+
+extern char **environ;
+
+/*
+ * cd_fence_agent - [cluster] fence = agent (coh_node_attr.fence_agent): run fence_agent with
+ * sh -c, COHORT_FENCE_NODE and COHORT_FENCE_CLUSTER in its environment, on the engine's
+ * membership thread. 0 only if it exits 0 within the timeout (the node is off: a STONITH
+ * agent's answer); a command still running then is killed, and counts as failed.
+ */
+static int cd_fence_agent(void *arg, uint32_t node)
+{
+	struct cohortd *d = arg;
+	uint32_t timeout_ms = d->fence_timeout_ms;
+	char env_node[32], env_cluster[sizeof(d->cluster) + 32];
+	char *argv[] = { "sh", "-c", d->fence_agent, NULL };
+	posix_spawnattr_t sa;
+	size_t nenv = 0, i;
+	sigset_t none;
+	char **envp;
+	int ret, pidfd, st;
+	struct pollfd pf;
+	pid_t pid;
+
+	while (environ[nenv])
+		nenv++;
+	envp = calloc(nenv + 3, sizeof(*envp));
+	if (!envp)
+		return -ENOMEM;
+	snprintf(env_node, sizeof(env_node), "COHORT_FENCE_NODE=%u", node);
+	snprintf(env_cluster, sizeof(env_cluster), "COHORT_FENCE_CLUSTER=%s", d->cluster);
+	for (i = 0; i < nenv; i++)
+		envp[i] = environ[i];
+	envp[nenv] = env_node;
+	envp[nenv + 1] = env_cluster;
+	/* The daemon blocks its signals for sigtimedwait: the agent gets none blocked. */
+	sigemptyset(&none);
+	ret = -posix_spawnattr_init(&sa);
+	if (!ret)
+		ret = -posix_spawnattr_setsigmask(&sa, &none);
+	if (!ret)
+		ret = -posix_spawnattr_setflags(&sa, POSIX_SPAWN_SETSIGMASK);
+	if (!ret)
+		ret = -posix_spawn(&pid, "/bin/sh", NULL, &sa, argv, envp);
+	posix_spawnattr_destroy(&sa);
+	free(envp);
+	if (ret) {
+		daemon_log("fence", "node %u: cannot run the agent: %s", node, strerror(-ret));
+		return ret;
+	}
+	daemon_log("fence", "node %u: running the agent (pid %d, at most %u ms): %s", node,
+		   (int)pid, timeout_ms, d->fence_agent);
+	pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+	pf = (struct pollfd){ .fd = pidfd, .events = POLLIN };
+	do
+		ret = pidfd >= 0 ? poll(&pf, 1, (int)timeout_ms) : -1;
+	while (ret < 0 && errno == EINTR);
+	if (pidfd >= 0)
+		close(pidfd);
+	if (ret <= 0) {
+		/* Timed out (or no pidfd to wait on: the bound cannot be kept). */
+		kill(pid, SIGKILL);
+		waitpid(pid, &st, 0);
+		daemon_log("fence",
+			   "node %u: the agent did not finish within %u ms: killed, "
+			   "counted as failed",
+			   node, timeout_ms);
+		return -ETIMEDOUT;
+	}
+	if (waitpid(pid, &st, 0) < 0) {
+		ret = -errno;
+		daemon_log("fence", "node %u: waiting for the agent: %s", node, strerror(errno));
+		return ret;
+	}
+	if (WIFEXITED(st) && WEXITSTATUS(st) == 0) {
+		daemon_log("fence", "node %u: fenced (the agent exited 0)", node);
+		return 0;
+	}
+	if (WIFEXITED(st))
+		daemon_log("fence", "node %u: the agent failed (exit %d)", node, WEXITSTATUS(st));
+	else
+		daemon_log("fence", "node %u: the agent failed (signal %d)", node,
+			   WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+	return -EIO;
+}
 
 /* cd_now_ns - the monotonic clock. */
 static uint64_t cd_now_ns(void)
@@ -178,8 +273,8 @@ static json_t *cd_stats(struct cohortd *d)
 		hit = (double)cur->cache_hits / (double)(cur->cache_hits + cur->cache_misses);
 	r = json_pack(
 	    "{s:b, s:I, s:I, s:f, s:f, s:f, s:f, s:{s:o, s:o}, s:{s:b, s:I, s:I, s:I, "
-	    "s:o}, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:{s:I, s:I, s:I, s:I, s:I}, "
-	    "s:[s]}",
+	    "s:o}, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:{s:I, s:I, s:I, "
+	    "s:I, s:I}, s:[s]}",
 	    "ok", 1, "reads", (json_int_t)cur->reads, "writes", (json_int_t)cur->writes,
 	    "interval_s", secs, "read_iops", rr, "write_iops", wr, "iops", rr + wr, "latency_ns",
 	    "read", cd_lat(cur->lat_read), "write", cd_lat(cur->lat_write), "cache", "valid",
@@ -191,7 +286,9 @@ static json_t *cd_stats(struct cohortd *d)
 	    "grants_lost", (json_int_t)cur->lock_grants_lost, "replies_dropped",
 	    (json_int_t)cur->lock_replies_dropped, "view_changes", (json_int_t)cur->view_changes,
 	    "takeovers", (json_int_t)cur->takeovers, "formations_failed",
-	    (json_int_t)cur->formations_failed, "destages", (json_int_t)cur->destages,
+	    (json_int_t)cur->formations_failed, "fence_agent_fenced",
+	    (json_int_t)cur->fence_agent_fenced, "fence_agent_failed",
+	    (json_int_t)cur->fence_agent_failed, "destages", (json_int_t)cur->destages,
 	    "io_inflight", (json_int_t)cur->io_inflight, "io_refused", (json_int_t)cur->io_refused,
 	    "log", "used", (json_int_t)cur->log_used, "size", (json_int_t)cur->log_size,
 	    "full_waits", (json_int_t)cur->log_backpressure, "bg_destages",
@@ -414,6 +511,13 @@ static int cd_open(struct cohortd *d)
 	daemon_log("fabric", "%s at %s: open (authenticated by %s)", c->provider, c->address,
 		   c->secret_path);
 	daemon_conf_node_attr(c, d->fab, &na);
+	if (c->fence == COH_FENCE_AGENT) {
+		snprintf(d->fence_agent, sizeof(d->fence_agent), "%s", c->fence_agent);
+		snprintf(d->cluster, sizeof(d->cluster), "%s", c->cluster);
+		d->fence_timeout_ms = c->timeout_ms ? c->timeout_ms : COH_FABRIC_DEFAULT_TIMEOUT_MS;
+		na.fence_agent = cd_fence_agent;
+		na.fence_arg = d;
+	}
 	daemon_log("node",
 		   "opening: recovery or rejoin, then serving (%u nodes, raid%u over %u "
 		   "elements)",

@@ -75,9 +75,9 @@ static const char *const dconf_section_names[] = { "cluster", "group", "log", "c
 
 /* The keys of each fixed section; [group] elementN are matched apart. */
 static const char *const dconf_cluster_keys[] = {
-	"name",	      "nodes",	"node",	      "provider", "address",
-	"secret",     "quorum", "timeout_ms", "lease_ms", "open_timeout_ms",
-	"force_open", "fence",	NULL
+	"name",	      "nodes",	"node",	       "provider", "address",
+	"secret",     "quorum", "timeout_ms",  "lease_ms", "open_timeout_ms",
+	"force_open", "fence",	"fence_agent", NULL
 };
 static const char *const dconf_group_keys[] = { "raid", "element_size", "chunk", "block_size",
 						NULL };
@@ -349,15 +349,19 @@ static int dconf_cluster_key(struct dconf_parse *p, int k, const char *v)
 			return dconf_fail(p, p->line, "cluster", key, "\"%s\" is not yes or no", v);
 		c->force_open = b;
 		return 1;
-	default: /* fence */
+	case 11: /* fence */
 		if (!strcmp(v, "auto"))
 			c->fence = COH_FENCE_AUTO;
 		else if (!strcmp(v, "lease"))
 			c->fence = COH_FENCE_LEASE;
+		else if (!strcmp(v, "agent"))
+			c->fence = COH_FENCE_AGENT;
 		else
 			return dconf_fail(p, p->line, "cluster", key,
-					  "unknown fencing \"%s\" (auto, lease)", v);
+					  "unknown fencing \"%s\" (auto, lease, agent)", v);
 		return 1;
+	default: /* fence_agent: a command for sh -c */
+		return dconf_path(p, "cluster", key, v, c->fence_agent);
 	}
 }
 
@@ -978,6 +982,13 @@ static int dconf_check(struct dconf_parse *p)
 		return dconf_fail(p, p->key_line[DCONF_CLUSTER][2], "cluster", "node",
 				  "%u is not below nodes = %u", c->node, c->nodes);
 	}
+	if (c->fence == COH_FENCE_AGENT && !c->fence_agent[0])
+		return dconf_fail(p, p->key_line[DCONF_CLUSTER][11], "cluster", "fence",
+				  "agent needs fence_agent, the command that fences a node");
+	if (c->fence != COH_FENCE_AGENT && c->fence_agent[0])
+		return dconf_fail(p, p->key_line[DCONF_CLUSTER][12], "cluster", "fence_agent",
+				  "used only with fence = agent (fence = %s)",
+				  c->fence == COH_FENCE_LEASE ? "lease" : "auto");
 	if (!dconf_address(p))
 		return 0;
 	if (!dconf_require(p, DCONF_GROUP, 0, "raid") ||
@@ -1197,7 +1208,12 @@ void daemon_conf_print(const struct daemon_conf *c, bool core_only, FILE *f)
 		c->lease_ms ? "" : " (a quarter of timeout_ms)", c->open_timeout_ms,
 		c->open_timeout_ms ? "" : " (ten times timeout_ms)");
 	fprintf(f, "[cluster] force_open = %s\n[cluster] fence = %s\n",
-		c->force_open ? "yes" : "no", c->fence == COH_FENCE_LEASE ? "lease" : "auto");
+		c->force_open ? "yes" : "no",
+		c->fence == COH_FENCE_AGENT   ? "agent"
+		: c->fence == COH_FENCE_LEASE ? "lease"
+					      : "auto");
+	if (c->fence_agent[0])
+		fprintf(f, "[cluster] fence_agent = %s\n", c->fence_agent);
 	fprintf(f, "[group] raid = raid%u\n", c->raid);
 	for (i = 0; i < c->nelems; i++)
 		fprintf(f, "[group] element%u = %s\n", i, c->elements[i]);

@@ -67,7 +67,8 @@ struct daemon_conf {
 	uint32_t secret_len;
 	uint32_t timeout_ms, lease_ms, open_timeout_ms;
 	bool force_open;
-	uint32_t fence; /* enum coh_fence */
+	uint32_t fence;			       /* enum coh_fence */
+	char fence_agent[DAEMON_PATH_MAX + 1]; /* fence = agent: a shell command, "" otherwise */
 	/* [group] */
 	uint32_t raid; /* enum coh_raid_level */
 	uint32_t nelems;

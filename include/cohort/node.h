@@ -88,11 +88,14 @@ enum coh_crash_point {
 /*
  * Fencing a node that the others exclude without proof that it died (a silent node, a broken
  * connection): COH_FENCE_AUTO kills it where the fabric can (shm: its process) and otherwise
- * relies on its lease; COH_FENCE_LEASE relies on the lease alone (docs/recovery.md, "Fencing").
+ * relies on its lease; COH_FENCE_LEASE relies on the lease alone; COH_FENCE_AGENT asks the
+ * caller's fence agent (coh_node_attr.fence_agent: power it off, kill it, cut its storage) and
+ * relies on the lease only when the agent fails (docs/recovery.md, "Fencing").
  */
 enum coh_fence {
 	COH_FENCE_AUTO = 0,
 	COH_FENCE_LEASE = 1,
+	COH_FENCE_AGENT = 2,
 };
 
 struct coh_node_hooks; /* node_hooks.h */
@@ -118,6 +121,14 @@ struct coh_node_hooks; /* node_hooks.h */
  *            (docs/recovery.md, "Fencing"). Every node opens with the same value.
  * @fence: how the others fence this node when they exclude it without proof of its death (it
  *         went silent, or only its connections broke): enum coh_fence
+ * @fence_agent: with COH_FENCE_AGENT (required then), called with @fence_arg and a node that
+ *               this one's view change excludes without proof of its death, on the membership
+ *               thread, before anything the node held is taken over. It returns 0 only once
+ *               that node can no longer write the shared elements (powered off, its process
+ *               killed, its storage access cut: a STONITH agent's success); then its lease is
+ *               not outwaited. Anything else: the lease is outwaited, as with
+ *               COH_FENCE_LEASE. It must return within @timeout_ms, and be idempotent: every
+ *               survivor calls it for the same node.
  * @hooks: engine tier (node_hooks.h): the point hook of tests and tracing; NULL for none
  * @open_timeout_ms: how long coh_node_open waits for this node to serve: for a majority of the
  *                   nodes to start and recover, or for a running cluster to admit it; 0 means
@@ -159,6 +170,8 @@ struct coh_node_attr {
 	uint32_t crash_point, crash_after;
 	uint32_t lease_ms;
 	uint32_t fence;
+	int (*fence_agent)(void *arg, uint32_t node);
+	void *fence_arg;
 	const struct coh_node_hooks *hooks;
 	uint32_t open_timeout_ms;
 	bool force_open;
@@ -247,6 +260,9 @@ struct coh_node_stats {
 	/* Formations (a start, a join) this node took part in that failed part way and were
 	 * started again (docs/recovery.md, "Start"). */
 	uint64_t formations_failed;
+	/* COH_FENCE_AGENT: nodes this node's view changes had the fence agent fence, and the
+	 * agent's failures (the lease was outwaited instead). */
+	uint64_t fence_agent_fenced, fence_agent_failed;
 };
 
 /**
