@@ -416,7 +416,11 @@ static void serve(struct coh_cache *c, struct res_state *st, const struct cmsg *
 		if (c->wb_failures++ % 1000 == 0)
 			COH_LOG_ERR("node %u: write-back of resource %llu failed (%s); keeping it "
 				    "(%llu such failures)",
-				    c->me, (unsigned long long)r, coh_strerror(ret),
+				    c->me, (unsigned long long)r,
+				    /* the store's -EAGAIN with the lease gone is the lease's
+				     * refusal, not a full fabric queue */
+				    ret == -EAGAIN && !cache_lease_ok(c) ? "the lease ran out"
+									 : coh_strerror(ret),
 				    (unsigned long long)c->wb_failures);
 		serve_refuse(c, st, req);
 		return;

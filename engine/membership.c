@@ -416,7 +416,8 @@ bool memb_all_reached(struct coh_node *n, const uint32_t *said, uint32_t epoch, 
 
 /*
  * agree - propose (@epoch, @members) until every member proposes the same. Returns 0 with the
- * agreed view in *epoch, *members, or -ETIMEDOUT / -ESHUTDOWN.
+ * agreed view in *epoch, *members (at once, without agreement, when the view has no majority
+ * or no place for this node any more: the caller stops serving), or -ESHUTDOWN.
  */
 int memb_agree(struct coh_node *n, uint32_t *epoch, uint32_t *members)
 {
@@ -446,6 +447,16 @@ int memb_agree(struct coh_node *n, uint32_t *epoch, uint32_t *members)
 				P = np;
 				sent = false;
 			}
+		}
+		/* P only shrinks: once it has no majority, or a member's view has left this node
+		 * out, no agreement can serve. Say so now (the caller stops serving): waiting for
+		 * members that went on without this node only ended when they left (a node paused
+		 * past the failure detector, resumed in a view change of its own, each member's
+		 * newer view starting the wait again). */
+		if (!(P >> n->me & 1) || !node_majority(n, P)) {
+			*epoch = E;
+			*members = P;
+			return 0;
 		}
 		if (!sent) {
 			struct ctl_msg m = { .type = CTL_VIEW, .epoch = E, .members = P };

@@ -593,9 +593,11 @@ static bool vc_newest_commit(struct coh_node *n, uint32_t P, uint32_t *Ec, uint3
 	pthread_mutex_unlock(&n->state_lock);
 	for (p = 0; p < n->nodes; p++) {
 		/* A view without a majority (a fenced node's) was never committed by anyone
-		 * else: nothing to catch up with. */
+		 * else: nothing to catch up with. Nor is one without this node: that member
+		 * went on without it (it was excluded, and must not commit that view itself). */
 		if ((memb_others(n, P) >> p & 1) && n->m->view_cepoch[p] > mine &&
 		    node_majority(n, n->m->view_cmembers[p]) &&
+		    (n->m->view_cmembers[p] >> n->me & 1) &&
 		    (!found || n->m->view_cepoch[p] > *Ec)) {
 			*Ec = n->m->view_cepoch[p];
 			*Pc = n->m->view_cmembers[p];
@@ -656,6 +658,15 @@ void view_change(struct coh_node *n)
 	for (round = 0; round < 4 * NODE_MAX; round++) {
 		if (atomic_load(&n->m->stop))
 			break;
+		if (lease_excluded(n)) {
+			/* A member refused this node's lease from a view without it (memb_main
+			 * checks between view changes; a node resumed from a pause is in one). */
+			COH_LOG_ERR("node %u: excluded from the cluster (view %u) during a view "
+				    "change: serving no I/O until it is admitted again",
+				    n->me, lease_excluded(n));
+			view_stop_serving(n, lease_excluded(n), 1u << n->me);
+			return;
+		}
 		E++;
 		P = old & ~n->m->dead;
 		ret = memb_agree(n, &E, &P);
@@ -675,6 +686,14 @@ void view_change(struct coh_node *n)
 			n->changing = true;
 			pthread_mutex_unlock(&n->state_lock);
 			continue;
+		}
+		if (!(P >> n->me & 1)) {
+			/* A member's view left this node out: it was excluded (memb_agree). */
+			COH_LOG_ERR("node %u: view %u (members %#x) has no place for this node: it "
+				    "stops serving I/O until it is admitted again",
+				    n->me, E, P);
+			view_stop_serving(n, E, 1u << n->me);
+			return;
 		}
 		if (!node_majority(n, P)) {
 			/* Fenced: write nothing more to the shared storage. */
