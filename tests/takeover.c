@@ -99,7 +99,10 @@ struct tk_shared {
 	 * served without it (0: resumed before they excluded it, or no pause). */
 	_Atomic uint32_t resumed, excl_epoch;
 	_Atomic uint64_t resume_ns;
-	_Atomic uint64_t cut_mask;    /* tk_trial.cut: the nodes cut off from the rest, by bit */
+	_Atomic uint64_t cut_mask; /* tk_trial.cut: the nodes cut off from the rest, by bit */
+	/* COH_FENCE_AGENT: the nodes the agent asked the parent to kill, and those it has killed
+	 * and reaped (or found reaped), by bit; how many times it was asked. */
+	_Atomic uint32_t fence_req, fence_done, fence_calls;
 	_Atomic uint32_t died_at_end; /* victims whose point never came, by node */
 	uint64_t takeovers[MAXN], replayed[MAXN], repaired[MAXN], backpressure[MAXN];
 	uint64_t takeover_ns[MAXN], view_ns[MAXN];
@@ -145,7 +148,10 @@ void tk_describe(const struct tk_trial *t, char *buf, size_t len)
 	TK_ADD(
 	    "seed %llu nodes %u k %u raid %u ops %u log %u KiB timeout %u ms fence %s ver %u bits",
 	    (unsigned long long)t->seed, t->nodes, t->replicas, t->raid_level, t->ops, t->log_kib,
-	    t->timeout_ms ? t->timeout_ms : 3000, t->fence == COH_FENCE_LEASE ? "lease" : "auto",
+	    t->timeout_ms ? t->timeout_ms : 3000,
+	    t->fence == COH_FENCE_AGENT	  ? "agent"
+	    : t->fence == COH_FENCE_LEASE ? "lease"
+					  : "auto",
 	    TK_VER_BITS);
 	if (!t->nvictims)
 		TK_ADD("; no victim");
@@ -321,6 +327,27 @@ static void *tk_publisher(void *arg)
 		tk_nap_us(1000);
 	}
 	return NULL;
+}
+
+/*
+ * tk_fence_agent - COH_FENCE_AGENT's agent (coh_node_attr.fence_agent) in a trial: the parent,
+ * which holds every node's pid, kills the node and reaps it (so its death is certain, and no pid
+ * of another process is ever hit), as a STONITH agent powers a machine off; this waits for that,
+ * at most half a timeout.
+ */
+static int tk_fence_agent(void *arg, uint32_t node)
+{
+	struct child *c = arg;
+	uint64_t until = bench_now_ns() + (uint64_t)tk_timeout_ms(c->t) * 500000ull;
+
+	atomic_fetch_add(&c->sh->fence_calls, 1);
+	atomic_fetch_or(&c->sh->fence_req, 1u << node);
+	while (!(atomic_load(&c->sh->fence_done) >> node & 1)) {
+		if (bench_now_ns() > until)
+			return -ETIMEDOUT;
+		tk_nap_us(500);
+	}
+	return 0;
 }
 
 /* tk_cutter - tk_trial.cut: cut this node's fabric off from the other side of the partition and
@@ -619,6 +646,9 @@ static int child_main(struct child *c)
 				    .cache_blocks = 64,
 				    .timeout_ms = tk_timeout_ms(t),
 				    .fence = t->fence,
+				    .fence_agent =
+					t->fence == COH_FENCE_AGENT ? tk_fence_agent : NULL,
+				    .fence_arg = c,
 				    .queue_depth = TK_MAXQD };
 	char paths[3][600];
 	struct coh_fabric *fab = NULL;
@@ -1085,6 +1115,26 @@ static void tk_settle_step(struct tk_sup *s)
 	}
 }
 
+/* tk_fence_step - the fence agent's requests (tk_fence_agent): kill and reap each node asked
+ * for that still runs; one reaped already is fenced already. */
+static void tk_fence_step(struct tk_sup *s)
+{
+	uint32_t req = atomic_exchange(&s->sh->fence_req, 0), i;
+
+	for (i = 0; i < s->t->nodes; i++) {
+		if (!(req >> i & 1))
+			continue;
+		if (s->live >> i & 1) {
+			kill(s->pids[i], SIGKILL);
+			waitpid(s->pids[i], &s->status[i], 0);
+			s->live &= ~(1u << i);
+			if (!tk_end_ok(s, i))
+				atomic_store(&s->sh->abort, 1);
+		}
+		atomic_fetch_or(&s->sh->fence_done, 1u << i);
+	}
+}
+
 /* tk_supervise - run the trial's parent side until every node has ended, at most its bound;
  * then kill and reap whatever is left. */
 static void tk_supervise(struct tk_sup *s)
@@ -1101,6 +1151,7 @@ static void tk_supervise(struct tk_sup *s)
 			s->failed = 1;
 			break;
 		}
+		tk_fence_step(s);
 		tk_pause_step(s);
 		tk_settle_step(s);
 		tk_nap_us(200);
@@ -1395,6 +1446,7 @@ int tk_run(const struct tk_trial *t, struct tk_result *res)
 		}
 		res->transfers = tk_transfers(t, all, nall);
 	}
+	res->fence_calls = atomic_load(&s.sh->fence_calls);
 	free(all);
 	munmap(s.sh, sizeof(*s.sh));
 	bench_remove_tree(dir);

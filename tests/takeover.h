@@ -58,7 +58,8 @@ struct tk_trial {
 	uint64_t seed;
 	uint32_t log_kib;    /* each log region; small to exercise back-pressure */
 	uint32_t timeout_ms; /* every node's timeout_ms; 0: 3000 */
-	uint32_t fence;	     /* enum coh_fence, every node's */
+	uint32_t fence;	     /* enum coh_fence, every node's; COH_FENCE_AGENT: the parent
+			      * kills and reaps the node the agent names (tk_fence_agent) */
 	/* A pause: the parent stops @pause_node (SIGSTOP) once it has done @pause_at_op
 	 * operations, and resumes it (SIGCONT) after @pause_ms, or, with @pause_ms 0, once every
 	 * survivor serves a view without it (bounded). TK_NONE: no pause. */
@@ -80,7 +81,7 @@ struct tk_trial {
 enum tk_pause_end {
 	TK_PAUSE_NONE = 0, /* no pause in the trial */
 	TK_PAUSE_MEMBER,   /* a member to the end: not excluded, or excluded and admitted again */
-	TK_PAUSE_FENCED,   /* killed by SIGKILL (the survivors' fence agent; never the harness) */
+	TK_PAUSE_FENCED,   /* killed by SIGKILL (the survivors' fence; never the harness) */
 	TK_PAUSE_EXCLUDED, /* alive and outside the survivors' view; it left at the end */
 };
 
@@ -98,6 +99,7 @@ struct tk_result {
 	uint64_t paused_ms;	 /* how long it was stopped */
 	uint64_t
 	    transfers; /* the fewest exclusive lock transfers a resource saw (from the history) */
+	uint32_t fence_calls; /* COH_FENCE_AGENT: how many times the survivors' agents were asked */
 };
 
 /* tk_run - one trial. Returns 0 when every check passed, else 1 with the reason on stderr. */

@@ -306,6 +306,10 @@ tk_trial draw_trial(uint64_t seed, kind *kp)
 		// others and runs on.
 		if (on_shm() && rng(seed ^ 0x9fb21c651e98df25ull).below(2))
 			t.cut = 1;
+		// A third of the pauses fence with the agent instead of what was drawn (a stream
+		// of its own too): the parent kills the node the survivors name, as STONITH would.
+		if (rng(seed ^ 0x3c6ef372fe94f82bull).below(3) == 0)
+			t.fence = COH_FENCE_AGENT;
 		if (!t.pause_ms && !t.cut && !on_shm())
 			t.pause_ms = 300;
 		break;
@@ -514,6 +518,35 @@ TEST(takeover, paused_member__fence_lease)
 	ASSERT_EQ(rc, 0) << outcome(r);
 	// The lease alone fences it: nobody may kill it.
 	EXPECT_NE(r.pause_end, (uint32_t)TK_PAUSE_FENCED) << outcome(r);
+}
+
+// The fence agent (COH_FENCE_AGENT): the survivors ask it to fence the paused node before they
+// take anything over, and it is killed (by the parent, which reaps it: STONITH's power-off);
+// with the agent's word as proof, its lease is not outwaited. Also when the node is cut off
+// from the network rather than paused: the agent does not go through the network.
+TEST(takeover, paused_member__fence_agent)
+{
+	for (uint32_t cut : { 0u, 1u }) {
+		tk_trial t = base_trial(40 + cut);
+		tk_result r;
+		int rc;
+
+		if (cut && !on_shm())
+			continue; // the partition is a fault of the shm provider
+		t.nodes = 4;
+		t.nvictims = 0;
+		t.timeout_ms = 1000;
+		t.fence = COH_FENCE_AGENT;
+		t.pause_node = 3;
+		t.pause_at_op = 35;
+		t.cut = cut;
+		SCOPED_TRACE(describe(t));
+		rc = tk_run(&t, &r);
+		note(t, r);
+		ASSERT_EQ(rc, 0) << outcome(r);
+		EXPECT_EQ(r.pause_end, (uint32_t)TK_PAUSE_FENCED) << outcome(r);
+		EXPECT_GE(r.fence_calls, 1u) << outcome(r);
+	}
 }
 
 // A pause shorter than the failure detector's wait: the node stays a member and goes on.
