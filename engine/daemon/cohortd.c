@@ -68,7 +68,55 @@ struct cohortd {
 	uint32_t fence_timeout_ms;
 };
 
+/* cd_now_ns - the monotonic clock. */
+static uint64_t cd_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
 extern char **environ;
+
+/* cd_wait_child - reap @pid within @timeout_ms: 0 with its wait status, -ETIMEDOUT (still
+ * running), or -errno. Waits on its pidfd; without one (a kernel before 5.3), looks every 10 ms. */
+static int cd_wait_child(pid_t pid, uint32_t timeout_ms, int *st)
+{
+	uint64_t until = cd_now_ns() + (uint64_t)timeout_ms * 1000000ull;
+	int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+
+	for (;;) {
+		uint64_t now = cd_now_ns();
+		pid_t r = waitpid(pid, st, WNOHANG);
+
+		if (r == pid)
+			break;
+		if (r < 0 && errno != EINTR) {
+			r = -errno;
+			if (pidfd >= 0)
+				close(pidfd);
+			return (int)r;
+		}
+		if (now >= until) {
+			if (pidfd >= 0)
+				close(pidfd);
+			return -ETIMEDOUT;
+		}
+		if (pidfd >= 0) {
+			struct pollfd pf = { .fd = pidfd, .events = POLLIN };
+
+			(void)poll(&pf, 1, (int)((until - now) / 1000000ull) + 1);
+		} else {
+			struct timespec nap = { .tv_nsec = 10000000 };
+
+			nanosleep(&nap, NULL);
+		}
+	}
+	if (pidfd >= 0)
+		close(pidfd);
+	return 0;
+}
 
 /*
  * cd_fence_agent - [cluster] fence = agent (coh_node_attr.fence_agent): run fence_agent with
@@ -86,8 +134,7 @@ static int cd_fence_agent(void *arg, uint32_t node)
 	size_t nenv = 0, i;
 	sigset_t none;
 	char **envp;
-	int ret, pidfd, st;
-	struct pollfd pf;
+	int ret, st;
 	pid_t pid;
 
 	while (environ[nenv])
@@ -118,26 +165,18 @@ static int cd_fence_agent(void *arg, uint32_t node)
 	}
 	daemon_log("fence", "node %u: running the agent (pid %d, at most %u ms): %s", node,
 		   (int)pid, timeout_ms, d->fence_agent);
-	pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
-	pf = (struct pollfd){ .fd = pidfd, .events = POLLIN };
-	do
-		ret = pidfd >= 0 ? poll(&pf, 1, (int)timeout_ms) : -1;
-	while (ret < 0 && errno == EINTR);
-	if (pidfd >= 0)
-		close(pidfd);
-	if (ret <= 0) {
-		/* Timed out (or no pidfd to wait on: the bound cannot be kept). */
+	ret = cd_wait_child(pid, timeout_ms, &st);
+	if (ret == -ETIMEDOUT) {
 		kill(pid, SIGKILL);
 		waitpid(pid, &st, 0);
 		daemon_log("fence",
 			   "node %u: the agent did not finish within %u ms: killed, "
 			   "counted as failed",
 			   node, timeout_ms);
-		return -ETIMEDOUT;
+		return ret;
 	}
-	if (waitpid(pid, &st, 0) < 0) {
-		ret = -errno;
-		daemon_log("fence", "node %u: waiting for the agent: %s", node, strerror(errno));
+	if (ret) {
+		daemon_log("fence", "node %u: waiting for the agent: %s", node, strerror(-ret));
 		return ret;
 	}
 	if (WIFEXITED(st) && WEXITSTATUS(st) == 0) {
@@ -150,15 +189,6 @@ static int cd_fence_agent(void *arg, uint32_t node)
 		daemon_log("fence", "node %u: the agent failed (signal %d)", node,
 			   WIFSIGNALED(st) ? WTERMSIG(st) : 0);
 	return -EIO;
-}
-
-/* cd_now_ns - the monotonic clock. */
-static uint64_t cd_now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
 /* cd_members - "0,1,2" from a member bitmap. */
