@@ -937,10 +937,7 @@ static void *memb_main(void *arg)
 			 * it holds is theirs now. It stops serving (its lease has lapsed already) for
 			 * good: this incarnation is fenced. coh_node_stats says so (excluded_epoch),
 			 * and its owner closes it and opens it again, which rejoins as a restart. */
-			COH_LOG_ERR("node %u: excluded from the cluster (view %u): serving no I/O "
-				    "until it is admitted again",
-				    n->me, lease_excluded(n));
-			view_stop_serving(n, lease_excluded(n), 1u << n->me);
+			view_stop_excluded(n);
 			continue;
 		}
 		if ((n->m->dead & n->members) && n->quorum) {

@@ -131,5 +131,8 @@ void form_step(struct coh_node *n);
 /* viewchange.c */
 void view_change(struct coh_node *n);
 void view_stop_serving(struct coh_node *n, uint32_t E, uint32_t P);
+/* view_stop_excluded - a member refused this node's lease from a view without it: say so, and
+ * stop serving for good in that view (lease_excluded). */
+void view_stop_excluded(struct coh_node *n);
 
 #endif /* COHORT_ENGINE_MEMBERSHIP_INTERNAL_H */

@@ -53,9 +53,16 @@ int node_point(struct coh_node *n, uint32_t pt, uint64_t detail)
 	return n->hooks.point ? n->hooks.point(n->hooks.arg, pt, detail) : 0;
 }
 
+/* node_lease_holds - this node's lease runs for at least @margin_ms more. */
+static bool node_lease_holds(struct coh_node *n, uint64_t margin_ms)
+{
+	return node_now_ns() / 1000000ull + margin_ms <
+	       __atomic_load_n(&n->lease_end_ms, __ATOMIC_ACQUIRE);
+}
+
 bool node_lease_ok(struct coh_node *n)
 {
-	return node_now_ns() / 1000000ull < __atomic_load_n(&n->lease_end_ms, __ATOMIC_ACQUIRE);
+	return node_lease_holds(n, 0);
 }
 
 /*
@@ -69,13 +76,10 @@ bool node_lease_ok(struct coh_node *n)
 static int node_may_write(void *arg)
 {
 	struct coh_node *n = arg;
-	uint64_t now_ms = node_now_ns() / 1000000ull;
 
 	if (!n->lease || atomic_load(&n->recovering))
 		return 0;
-	return now_ms + n->lease_ms / 8 < __atomic_load_n(&n->lease_end_ms, __ATOMIC_ACQUIRE)
-		   ? 0
-		   : -EAGAIN;
+	return node_lease_holds(n, n->lease_ms / 8) ? 0 : -EAGAIN;
 }
 
 /* cache_point - the cache's named steps are crash points too (COH_CRASH_CACHE onwards). */

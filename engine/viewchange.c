@@ -569,6 +569,14 @@ void view_stop_serving(struct coh_node *n, uint32_t E, uint32_t P)
 	vc_io_give(n);
 }
 
+void view_stop_excluded(struct coh_node *n)
+{
+	COH_LOG_ERR("node %u: excluded from the cluster (view %u): serving no I/O until it is "
+		    "admitted again",
+		    n->me, lease_excluded(n));
+	view_stop_serving(n, lease_excluded(n), 1u << n->me);
+}
+
 /* leave - this node cannot finish its part: what it could not destage is in its log on its
  * peers, so it leaves and a survivor replays it. */
 static void vc_leave(struct coh_node *n, uint32_t E, uint32_t P, const char *what, int err)
@@ -661,10 +669,7 @@ void view_change(struct coh_node *n)
 		if (lease_excluded(n)) {
 			/* A member refused this node's lease from a view without it (memb_main
 			 * checks between view changes; a node resumed from a pause is in one). */
-			COH_LOG_ERR("node %u: excluded from the cluster (view %u) during a view "
-				    "change: serving no I/O until it is admitted again",
-				    n->me, lease_excluded(n));
-			view_stop_serving(n, lease_excluded(n), 1u << n->me);
+			view_stop_excluded(n);
 			return;
 		}
 		E++;

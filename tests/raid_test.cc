@@ -376,6 +376,19 @@ int rec_hook(void *arg, uint64_t stripe, coh_raid_step step)
 
 using steps = std::vector<std::pair<uint64_t, coh_raid_step>>;
 
+// A write gate (coh_raid_attr.may_write) that lets @allow calls pass and counts them all.
+struct gate_rec {
+	int calls = 0;
+	int allow = 0; // calls that pass
+};
+
+static int count_gate(void *arg)
+{
+	auto *g = static_cast<gate_rec *>(arg);
+
+	return g->calls++ < g->allow ? 0 : 1;
+}
+
 class raid : public ::testing::TestWithParam<cfg>
 {
       protected:
@@ -398,6 +411,20 @@ class raid : public ::testing::TestWithParam<cfg>
 		el = std::make_unique<elements>(dir, prefix, c.n, c.bs);
 		ASSERT_TRUE(el->ok());
 		coh_raid_attr a = el->attr(c.level, c.chunk, missing);
+		ASSERT_EQ(0, coh_raid_new(&a, &g.r));
+	}
+	// open_gated - as open, with @gr as the group's write gate (open at first).
+	void open_gated(const std::string &prefix, std::unique_ptr<elements> &el, group &g,
+			gate_rec &gr)
+	{
+		const cfg &c = GetParam();
+
+		el = std::make_unique<elements>(dir, prefix, c.n, c.bs);
+		ASSERT_TRUE(el->ok());
+		coh_raid_attr a = el->attr(c.level, c.chunk, 0);
+		a.may_write = count_gate;
+		a.arg = &gr;
+		gr.allow = INT32_MAX;
 		ASSERT_EQ(0, coh_raid_new(&a, &g.r));
 	}
 	bool is_raid5() const
@@ -917,18 +944,6 @@ TEST_P(raid, hook__abort_keeps_earlier_stripes)
 // may_write: the gate is asked before each element write; a refusal stops the update there
 // with -EAGAIN (nothing more is written, no element is marked, nothing is logged), and a repair
 // with the gate open again makes the stripe whole. A repair refused is -EAGAIN too.
-struct gate_rec {
-	int calls = 0;
-	int allow = 0; // calls that pass
-};
-
-static int count_gate(void *arg)
-{
-	auto *g = static_cast<gate_rec *>(arg);
-
-	return g->calls++ < g->allow ? 0 : 1;
-}
-
 TEST_P(raid, may_write__refusal_stops_the_update_and_marks_nothing)
 {
 	const cfg &c = GetParam();
@@ -939,13 +954,7 @@ TEST_P(raid, may_write__refusal_stops_the_update_and_marks_nothing)
 		gate_rec gr;
 		group g;
 
-		el = std::make_unique<elements>(dir, "mw" + std::to_string(allow), c.n, c.bs);
-		ASSERT_TRUE(el->ok());
-		coh_raid_attr a = el->attr(c.level, c.chunk, 0);
-		a.may_write = count_gate;
-		a.arg = &gr;
-		ASSERT_EQ(0, coh_raid_new(&a, &g.r));
-		gr.allow = INT32_MAX;
+		open_gated("mw" + std::to_string(allow), el, g, gr);
 		model m(g.r, 50 + allow);
 		m.write_all();
 		uint32_t sb = coh_raid_stripe_blocks(g.r);
@@ -986,14 +995,7 @@ TEST_P(raid, may_write__a_stores_eagain_is_the_gates_only_while_it_refuses)
 		gate_rec gr;
 		group g;
 
-		el = std::make_unique<elements>(dir, std::string("ma") + (refuses ? "r" : "o"), c.n,
-						c.bs);
-		ASSERT_TRUE(el->ok());
-		coh_raid_attr a = el->attr(c.level, c.chunk, 0);
-		a.may_write = count_gate;
-		a.arg = &gr;
-		ASSERT_EQ(0, coh_raid_new(&a, &g.r));
-		gr.allow = INT32_MAX;
+		open_gated(std::string("ma") + (refuses ? "r" : "o"), el, g, gr);
 		model m(g.r, 60);
 		m.write_all();
 		uint32_t sb = coh_raid_stripe_blocks(g.r);

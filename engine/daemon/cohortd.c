@@ -84,7 +84,7 @@ extern char **environ;
 static int cd_wait_child(pid_t pid, uint32_t timeout_ms, int *st)
 {
 	uint64_t until = cd_now_ns() + (uint64_t)timeout_ms * 1000000ull;
-	int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+	int pidfd = (int)syscall(SYS_pidfd_open, pid, 0), ret = 0;
 
 	for (;;) {
 		uint64_t now = cd_now_ns();
@@ -93,15 +93,12 @@ static int cd_wait_child(pid_t pid, uint32_t timeout_ms, int *st)
 		if (r == pid)
 			break;
 		if (r < 0 && errno != EINTR) {
-			r = -errno;
-			if (pidfd >= 0)
-				close(pidfd);
-			return (int)r;
+			ret = -errno;
+			break;
 		}
 		if (now >= until) {
-			if (pidfd >= 0)
-				close(pidfd);
-			return -ETIMEDOUT;
+			ret = -ETIMEDOUT;
+			break;
 		}
 		if (pidfd >= 0) {
 			struct pollfd pf = { .fd = pidfd, .events = POLLIN };
@@ -115,7 +112,7 @@ static int cd_wait_child(pid_t pid, uint32_t timeout_ms, int *st)
 	}
 	if (pidfd >= 0)
 		close(pidfd);
-	return 0;
+	return ret;
 }
 
 /*

@@ -301,6 +301,12 @@ static int dconf_bytes(struct dconf_parse *p, const char *sec, const char *key, 
 	return 1;
 }
 
+/* dconf_fence_name - the config's word for enum coh_fence @f. */
+static const char *dconf_fence_name(uint32_t f)
+{
+	return f == COH_FENCE_AGENT ? "agent" : f == COH_FENCE_LEASE ? "lease" : "auto";
+}
+
 /* dconf_cluster_key - one key of [cluster]; 1 when taken, 0 after an error. */
 static int dconf_cluster_key(struct dconf_parse *p, int k, const char *v)
 {
@@ -988,7 +994,7 @@ static int dconf_check(struct dconf_parse *p)
 	if (c->fence != COH_FENCE_AGENT && c->fence_agent[0])
 		return dconf_fail(p, p->key_line[DCONF_CLUSTER][12], "cluster", "fence_agent",
 				  "used only with fence = agent (fence = %s)",
-				  c->fence == COH_FENCE_LEASE ? "lease" : "auto");
+				  dconf_fence_name(c->fence));
 	if (!dconf_address(p))
 		return 0;
 	if (!dconf_require(p, DCONF_GROUP, 0, "raid") ||
@@ -1208,10 +1214,7 @@ void daemon_conf_print(const struct daemon_conf *c, bool core_only, FILE *f)
 		c->lease_ms ? "" : " (a quarter of timeout_ms)", c->open_timeout_ms,
 		c->open_timeout_ms ? "" : " (ten times timeout_ms)");
 	fprintf(f, "[cluster] force_open = %s\n[cluster] fence = %s\n",
-		c->force_open ? "yes" : "no",
-		c->fence == COH_FENCE_AGENT   ? "agent"
-		: c->fence == COH_FENCE_LEASE ? "lease"
-					      : "auto");
+		c->force_open ? "yes" : "no", dconf_fence_name(c->fence));
 	if (c->fence_agent[0])
 		fprintf(f, "[cluster] fence_agent = %s\n", c->fence_agent);
 	fprintf(f, "[group] raid = raid%u\n", c->raid);
