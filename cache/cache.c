@@ -588,14 +588,16 @@ static void cache_free(struct coh_cache *c)
 	coh_mr_delete(&c->slots_mr);
 	coh_mr_delete(&c->inv_mr);
 	coh_mr_delete(&c->dir_mr);
-	if (c->res) {
+	if (c->res && c->res_used) {
 		uint64_t r;
 
-		for (r = 0; r < c->nres; r++) {
-			while (c->res[r].head) {
-				struct req *q = c->res[r].head;
+		for (r = res_next_used(c, 0); r < c->nres; r = res_next_used(c, r + 1)) {
+			struct res_state *st = res_of(c, r);
 
-				c->res[r].head = q->next;
+			while (st->head) {
+				struct req *q = st->head;
+
+				st->head = q->next;
 				free(q);
 			}
 		}
@@ -603,6 +605,7 @@ static void cache_free(struct coh_cache *c)
 	if (c->trace)
 		fclose(c->trace);
 	free(c->res);
+	free(c->res_used);
 	free(c->kick);
 	pthread_cond_destroy(&c->kick_cond);
 	pthread_cond_destroy(&c->claim_cond);
@@ -688,7 +691,9 @@ int coh_cache_open(const struct coh_cache_attr *attr, struct coh_cache **cachep)
 	for (l = 0; l < COH_CACHE_MAX_LANES; l++)
 		pthread_mutex_init(&c->lane[l].mu, NULL);
 	c->res = calloc(c->nres, sizeof(*c->res));
-	if (!c->res) {
+	c->res_used =
+	    calloc((c->nres + RES_GROUP * 64 - 1) / (RES_GROUP * 64), sizeof(*c->res_used));
+	if (!c->res || !c->res_used) {
 		ret = -ENOMEM;
 		goto err_free;
 	}

@@ -274,7 +274,14 @@ struct coh_cache {
 
 	pthread_mutex_t lock;
 	pthread_cond_t kick_cond;
+	/* Every resource's state, in one array whose pages the kernel provides on first write
+	 * (calloc of that size maps fresh zero pages): a resource never used costs no memory.
+	 * @res_used has a bit per RES_GROUP resources, set by res_of before any access: a group
+	 * whose bit is clear holds only all-zero states (L_I, nothing queued, owed or taken), so
+	 * that the walks over every resource (the fence, the claim, the commit, the close) visit
+	 * only used groups (res_next_used) and cost what this node used, not the volume. */
 	struct res_state *res;
+	_Atomic uint64_t *res_used;
 	/* Counted with CACHE_STAT (relaxed atomic adds) and read field by field by coh_cache_stats,
 	 * without @lock: a stats call must not wait for a service thread that holds @lock across a
 	 * network wait. The net_* and replies_dropped counters are the atomics below. */
@@ -327,6 +334,45 @@ struct coh_cache {
 				(c)->me, ##__VA_ARGS__);                                           \
 		}                                                                                  \
 	} while (0)
+
+#define RES_GROUP 64u
+
+/* res_of - resource @r's state, its group marked used. Every access to a state goes through it
+ * (the walks included: they visit only marked groups). Any thread; the mark is a relaxed atomic
+ * made before the access, ordered for a walk by the cache lock both take or by the state's own
+ * synchronisation. */
+static inline struct res_state *res_of(struct coh_cache *c, uint64_t r)
+{
+	_Atomic uint64_t *w = &c->res_used[r / RES_GROUP / 64];
+	uint64_t bit = 1ull << (r / RES_GROUP % 64);
+
+	if (!(atomic_load_explicit(w, memory_order_relaxed) & bit))
+		atomic_fetch_or_explicit(w, bit, memory_order_relaxed);
+	return &c->res[r];
+}
+
+/* res_next_used - the first resource at or after @r in a used group (res_of), or @c->nres.
+ * A walk: for (r = res_next_used(c, 0); r < c->nres; r = res_next_used(c, r + 1)). */
+static inline uint64_t res_next_used(const struct coh_cache *c, uint64_t r)
+{
+	uint64_t g = r / RES_GROUP, ngroups = (c->nres + RES_GROUP - 1) / RES_GROUP, wi, w;
+
+	if (r >= c->nres)
+		return c->nres;
+	wi = g / 64;
+	w = atomic_load_explicit(&c->res_used[wi], memory_order_relaxed) & (~0ull << (g % 64));
+	if (w & (1ull << (g % 64)))
+		return r;
+	for (;;) {
+		if (w) {
+			g = wi * 64 + (uint64_t)__builtin_ctzll(w);
+			return g < ngroups ? g * RES_GROUP : c->nres;
+		}
+		if (++wi * 64 >= ngroups)
+			return c->nres;
+		w = atomic_load_explicit(&c->res_used[wi], memory_order_relaxed);
+	}
+}
 
 static inline uint32_t res_home(const struct coh_cache *c, uint64_t r)
 {

@@ -59,7 +59,7 @@ bool cache_lease_ok(const struct coh_cache *c)
  */
 void cache_new_tenure(struct coh_cache *c, uint64_t r)
 {
-	struct res_state *st = &c->res[r];
+	struct res_state *st = res_of(c, r);
 	uint64_t lba, end = (r + 1) * c->res_blocks;
 
 	if (st->fresh)
@@ -155,7 +155,7 @@ static int slot_clean(struct coh_cache *c, struct slot_hdr *h, uint64_t lba, uin
 		}
 		if (!tag || tag == lba + 1 || !h->dirty)
 			return 0;
-		st = &c->res[(tag - 1) / c->res_blocks];
+		st = res_of(c, (tag - 1) / c->res_blocks);
 		h->wb = 1;
 		st->wb++;
 		pthread_mutex_unlock(&c->lock);
@@ -499,7 +499,7 @@ static void enqueue(struct coh_cache *c, struct res_state *st, const struct cmsg
 
 void svc_handle(struct coh_cache *c, const struct cmsg *m)
 {
-	struct res_state *st = &c->res[m->resource];
+	struct res_state *st = res_of(c, m->resource);
 	uint64_t cur;
 	int ret;
 
@@ -571,7 +571,7 @@ void svc_serve_queued(struct coh_cache *c)
 	pthread_mutex_lock(&c->lock);
 	while (c->n_kick) {
 		uint64_t r = c->kick[--c->n_kick];
-		struct res_state *st = &c->res[r];
+		struct res_state *st = res_of(c, r);
 		struct req *q = st->head;
 
 		if (!q || st->pinned || st->tk || st->level != L_X || st->wb)
@@ -615,7 +615,7 @@ void cache_kick(struct coh_cache *c, uint64_t r)
 
 static void unpin(struct coh_cache *c, uint64_t r)
 {
-	struct res_state *st = &c->res[r];
+	struct res_state *st = res_of(c, r);
 
 	pthread_mutex_lock(&c->lock);
 	st->pinned = false;
@@ -664,7 +664,7 @@ void cache_set_floor(struct coh_cache *c, struct res_state *st, uint32_t v)
  */
 bool cache_apply_grant(struct coh_cache *c, const struct cmsg *m, bool current)
 {
-	struct res_state *st = &c->res[m->resource];
+	struct res_state *st = res_of(c, m->resource);
 
 	if ((st->level == L_X && !ver_after(m->version, st->lv)) ||
 	    (!current && st->seen && !ver_after(m->version, st->vfloor))) {
@@ -703,7 +703,7 @@ bool cache_apply_grant(struct coh_cache *c, const struct cmsg *m, bool current)
  */
 static bool grant_take(struct coh_cache *c, struct xport *x, const struct cmsg *m)
 {
-	uint8_t cl = c->res[m->resource].claim;
+	uint8_t cl = res_of(c, m->resource)->claim;
 
 	if (cl && cl != x->lane + 1 && c->n_deferred < CACHE_DEFER_MAX) {
 		CTRACE(c, "grant r%llu seq %llx deferred to lane %u",
@@ -751,7 +751,7 @@ static void take_grants_on(struct coh_cache *c, struct xport *x, int wait_ms)
 		if (m.type == CMSG_GRANT) {
 			pthread_mutex_lock(&c->lock);
 			/* Requests queued here for it are served now (svc_serve_queued). */
-			if (grant_take(c, x, &m) && c->res[m.resource].head)
+			if (grant_take(c, x, &m) && res_of(c, m.resource)->head)
 				cache_kick(c, m.resource);
 			pthread_mutex_unlock(&c->lock);
 		}
@@ -900,7 +900,7 @@ static int invalidate_sharers(struct coh_cache *c, uint64_t r, uint32_t sharers)
 
 	pthread_mutex_lock(&c->lock);
 	CACHE_STAT(c, inval_sent, count);
-	c->res[r].owed = failed;
+	res_of(c, r)->owed = failed;
 	pthread_mutex_unlock(&c->lock);
 	return failed ? -EAGAIN : 0;
 }
@@ -924,8 +924,8 @@ static int pay_owed(struct coh_cache *c, uint64_t r)
 	uint32_t owed;
 
 	pthread_mutex_lock(&c->lock);
-	owed = c->res[r].owed & ~atomic_load(&c->dead);
-	c->res[r].owed = owed;
+	owed = res_of(c, r)->owed & ~atomic_load(&c->dead);
+	res_of(c, r)->owed = owed;
 	pthread_mutex_unlock(&c->lock);
 	return owed ? invalidate_sharers(c, r, owed) : 0;
 }
@@ -938,8 +938,8 @@ int cache_pay_all_owed(struct coh_cache *c)
 	/* One hold of the lock for the walk, let go only to pay (a volume has millions of
 	 * resources, and almost none owes anything). */
 	pthread_mutex_lock(&c->lock);
-	for (r = 0; r < c->nres && !ret; r++) {
-		if (!c->res[r].owed)
+	for (r = res_next_used(c, 0); r < c->nres && !ret; r = res_next_used(c, r + 1)) {
+		if (!res_of(c, r)->owed)
 			continue;
 		pthread_mutex_unlock(&c->lock);
 		ret = pay_owed(c, r);
@@ -978,7 +978,7 @@ static int acq_yield_queue(struct coh_cache *c, uint64_t r, uint64_t deadline)
  */
 static int acq_cas(struct coh_cache *c, uint64_t r, int mode, uint64_t *guess)
 {
-	struct res_state *st = &c->res[r];
+	struct res_state *st = res_of(c, r);
 	uint64_t want, old;
 	uint32_t gen = atomic_load(&c->fence_gen);
 	int ret;
@@ -1034,7 +1034,7 @@ static int acq_cas(struct coh_cache *c, uint64_t r, int mode, uint64_t *guess)
  */
 static int acq_request(struct coh_cache *c, uint64_t r, int mode, uint32_t owner, uint64_t deadline)
 {
-	struct res_state *st = &c->res[r];
+	struct res_state *st = res_of(c, r);
 	struct xport *x = app_x(c);
 	struct cmsg m, req;
 	uint32_t gen;
@@ -1102,7 +1102,7 @@ static int acq_request(struct coh_cache *c, uint64_t r, int mode, uint32_t owner
  */
 static int acq_lost_grant(struct coh_cache *c, struct xport *x, uint64_t r, uint64_t guess)
 {
-	struct res_state *st = &c->res[r];
+	struct res_state *st = res_of(c, r);
 	uint16_t now = (uint16_t)(cache_now_ms() >> 4);
 	uint64_t cur;
 	int ret = 0;
@@ -1143,7 +1143,7 @@ static int acq_lost_grant(struct coh_cache *c, struct xport *x, uint64_t r, uint
 static int acquire(struct coh_cache *c, uint64_t r, int mode)
 {
 	uint64_t deadline = cache_now_ms() + c->timeout_ms, guess, old;
-	struct res_state *st = &c->res[r];
+	struct res_state *st = res_of(c, r);
 	struct xport *x = app_x(c);
 	bool upgrading = false;
 	uint32_t owner, lv;
@@ -1279,7 +1279,7 @@ static void unclaim(struct coh_cache *c, uint64_t r)
 {
 	if (c->n_deferred)
 		deferred_apply(c, r);
-	c->res[r].claim = 0;
+	res_of(c, r)->claim = 0;
 	if (c->claim_waiters)
 		pthread_cond_broadcast(&c->claim_cond);
 }
@@ -1292,7 +1292,7 @@ static void unclaim(struct coh_cache *c, uint64_t r)
  */
 static int claim(struct coh_cache *c, uint64_t r, uint64_t deadline)
 {
-	struct res_state *st = &c->res[r];
+	struct res_state *st = res_of(c, r);
 
 	pthread_mutex_lock(&c->lock);
 	while (st->claim) {
@@ -1360,8 +1360,8 @@ static void release_range(struct coh_cache *c, uint64_t r0, uint64_t r1)
 
 	pthread_mutex_lock(&c->lock);
 	for (r = r0; r <= r1; r++) {
-		c->res[r].pinned = false;
-		if (c->res[r].head)
+		res_of(c, r)->pinned = false;
+		if (res_of(c, r)->head)
 			cache_kick(c, r);
 		unclaim(c, r);
 	}
@@ -1416,7 +1416,7 @@ static int fetch_into_slot(struct coh_cache *c, uint32_t holder, uint32_t v, uin
 
 static int read_block(struct coh_cache *c, uint64_t lba, uint8_t *out)
 {
-	struct res_state *st = &c->res[lba / c->res_blocks];
+	struct res_state *st = res_of(c, lba / c->res_blocks);
 	uint32_t holder, holder_v, rv;
 	int ret;
 
@@ -1466,7 +1466,7 @@ static bool still_shared(struct coh_cache *c, uint64_t r0, uint64_t r1)
 
 	pthread_mutex_lock(&c->lock);
 	for (r = r0; r <= r1 && ok; r++)
-		ok = c->res[r].level != L_S || !cache_invalidated(c, r);
+		ok = res_of(c, r)->level != L_S || !cache_invalidated(c, r);
 	pthread_mutex_unlock(&c->lock);
 	return ok;
 }
@@ -1483,7 +1483,7 @@ static bool still_shared(struct coh_cache *c, uint64_t r0, uint64_t r1)
 static bool read_hit(struct coh_cache *c, uint64_t lba, uint8_t *out)
 {
 	uint64_t r = lba / c->res_blocks;
-	struct res_state *st = &c->res[r];
+	struct res_state *st = res_of(c, r);
 	bool hit;
 
 	pthread_mutex_lock(&c->lock);
@@ -1672,7 +1672,7 @@ static int write_range(struct coh_cache *c, uint64_t lba, uint32_t nblocks, cons
 	pthread_mutex_lock(&c->lock);
 	write_wait_wb(c, lba, nblocks);
 	for (i = 0; i < nblocks; i++) {
-		struct res_state *st = &c->res[(lba + i) / c->res_blocks];
+		struct res_state *st = res_of(c, (lba + i) / c->res_blocks);
 
 		/* The previous holder's copy is older than what this tenure writes, and a written
 		 * block evicted from here goes to the store: misses now read the store. */
@@ -1815,8 +1815,8 @@ int cache_release_all(struct coh_cache *c)
 		return ret;
 	x = lane_enter(c);
 
-	for (r = 0; r < c->nres; r++) {
-		struct res_state *st = &c->res[r];
+	for (r = res_next_used(c, 0); r < c->nres; r = res_next_used(c, r + 1)) {
+		struct res_state *st = res_of(c, r);
 		uint64_t want, expect;
 		int level;
 

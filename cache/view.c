@@ -14,8 +14,10 @@
  *   take over  for each dead node, the candidates (the survivors that hold a copy of its log)
  *              race one CAS on an arbitration word at the lowest survivor. The winner CASes
  *              every word the dead node owned exclusively to itself, turns each rebuilt word
- *              nobody claimed into an exclusive one of its own, and keeps all of them pinned
- *              (requests for them queue) while the engine replays the dead node's log;
+ *              nobody claimed and that the dead node's log names (the caller's list) into an
+ *              exclusive one of its own, and keeps all of them pinned (requests for them
+ *              queue) while the engine replays the dead node's log; a rebuilt word nobody
+ *              claimed and the log does not name stays free;
  *   commit     the new homes take effect everywhere and the winner's pins drop; the queued
  *              requests are served in order; a grant a dead node made but never sent is
  *              adopted by its receiver.
@@ -26,9 +28,14 @@
  *
  * Why the rebuilt words are right: a dead node's live log records and destage steps name only
  * resources it held exclusively, and an exclusive holder's copy is the only current one; so a
- * resource some survivor still holds was not the dead node's, and one nobody holds is given to
- * the winner until the replay has put the dead node's data in the store. Every step can be run
- * again (a second death during the view change restarts it) with the same effect.
+ * resource some survivor still holds was not the dead node's, and one nobody holds that the log
+ * names is given to the winner until the replay has put the dead node's data in the store. One
+ * nobody holds that the log does not name has its content in the store already (the dead node
+ * held it clean, or not at all) and no valid copy anywhere (a survivor with one claimed it): it
+ * is left free, as if nobody had used it. So the takeover's work is proportional to what the
+ * dead node held and logged, not to the volume (a 1 TiB volume has 16 M words, a third of them
+ * on each home). Every step can be run again (a second death during the view change restarts
+ * it) with the same effect.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -61,20 +68,20 @@ int coh_cache_fence(struct coh_cache *c, uint32_t dead)
 	atomic_fetch_or(&c->dead, dead & c->members);
 	CTRACE(c, "fence dead %x", dead);
 	/* Requests the dead left queued here would hand a lock to a node that cannot use it. */
-	for (r = 0; r < c->nres; r++) {
-		struct req **pp = &c->res[r].head, *q;
+	for (r = res_next_used(c, 0); r < c->nres; r = res_next_used(c, r + 1)) {
+		struct req **pp = &res_of(c, r)->head, *q;
 
 		/* Nothing queued (and so no tail): only read, so that the state of a resource
-		 * never used here stays on a page never written (a 1 TiB volume has 16 M). */
+		 * not in use stays on a page never written. */
 		if (!*pp)
 			continue;
-		c->res[r].tail = NULL;
+		res_of(c, r)->tail = NULL;
 		while ((q = *pp)) {
 			if (node_dead(c, q->m.requester)) {
 				*pp = q->next;
 				free(q);
 			} else {
-				c->res[r].tail = q;
+				res_of(c, r)->tail = q;
 				pp = &q->next;
 			}
 		}
@@ -110,7 +117,7 @@ int coh_cache_rebuild_clear(struct coh_cache *c)
 {
 	_Atomic uint64_t *dir;
 	uint32_t h;
-	uint64_t r;
+	uint64_t r, b;
 	int ret;
 
 	if (!c)
@@ -118,10 +125,13 @@ int coh_cache_rebuild_clear(struct coh_cache *c)
 	dir = coh_mr_addr(c->dir_mr);
 	/* Nobody uses these words until the commit: every node sends requests for them to the
 	 * dead home until then, and fails. A barrier follows before anyone claims. */
-	for (r = 0; r < c->nres; r++) {
-		if (rebuilt(c, r, &h) && h == c->me)
-			atomic_store(&dir[r], 0);
+	for (b = 0; b < c->nodes && b < c->nres; b++) {
+		if (!rebuilt(c, b, &h) || h != c->me)
+			continue;
+		for (r = b; r < c->nres; r += c->nodes) /* the words with b's home */
+			atomic_store_explicit(&dir[r], 0, memory_order_relaxed);
 	}
+	atomic_thread_fence(memory_order_release);
 	/* Invalidations this node owes (they failed, e.g. on a region re-keyed by this view
 	 * change) land before the CLEARED barrier, so that no sharer they were aimed at still
 	 * claims its copy beside this node's exclusive claim. */
@@ -229,8 +239,8 @@ static int cas_rounds(struct coh_cache *c, struct claim *cl, uint64_t n)
 
 int coh_cache_rebuild_claim(struct coh_cache *c)
 {
-	struct claim *cl;
-	uint64_t r, n = 0;
+	struct claim *cl = NULL;
+	uint64_t r, n = 0, cap = 0;
 	uint32_t h;
 	int ret;
 
@@ -238,15 +248,25 @@ int coh_cache_rebuild_claim(struct coh_cache *c)
 		return -EINVAL;
 	/* What a live node handed us before the fence is ours to claim: its giver claims no more. */
 	drain_grants(c);
-	cl = calloc(c->nres, sizeof(*cl));
-	if (!cl)
-		return -ENOMEM;
-	for (r = 0; r < c->nres; r++) {
-		struct res_state *st = &c->res[r];
+	/* Only a used resource can be held here (res_of): the walk and the claims follow what
+	 * this node uses, not the volume. */
+	for (r = res_next_used(c, 0); r < c->nres; r = res_next_used(c, r + 1)) {
+		struct res_state *st = res_of(c, r);
 		uint64_t bits = 0;
 
 		if (!rebuilt(c, r, &h))
 			continue;
+		if (n == cap) {
+			struct claim *p;
+
+			cap = cap ? cap * 2 : 64;
+			p = realloc(cl, cap * sizeof(*cl));
+			if (!p) {
+				free(cl);
+				return -ENOMEM;
+			}
+			cl = p;
+		}
 		pthread_mutex_lock(&c->lock);
 		if (st->level == L_S && cache_invalidated(c, r))
 			st->level = L_I;
@@ -301,7 +321,7 @@ static int read_dir(struct coh_cache *c, uint32_t h, const uint64_t **w)
  * Lock held. */
 void cache_hold_word(struct coh_cache *c, uint64_t r, uint64_t word)
 {
-	struct res_state *st = &c->res[r];
+	struct res_state *st = res_of(c, r);
 
 	if (st->level != L_X)
 		cache_new_tenure(c, r);
@@ -319,7 +339,7 @@ void cache_hold_word(struct coh_cache *c, uint64_t r, uint64_t word)
 /* take - make @r exclusively ours for the takeover, the word now @word. */
 static void take(struct coh_cache *c, uint64_t r, uint64_t word)
 {
-	struct res_state *st = &c->res[r];
+	struct res_state *st = res_of(c, r);
 
 	pthread_mutex_lock(&c->lock);
 	CTRACE(c, "take r%llu word %llx (was level %u lv %u)", (unsigned long long)r,
@@ -377,10 +397,29 @@ enum pick {
 	PICK_REBUILT, /* the dead home's, rebuilt on this home from the survivors' claims */
 };
 
+/* The resources the dead node's log names (coh_cache_take_over's @need), walked in step with the
+ * ascending resources of a scan: NULL names every one. */
+struct need {
+	const uint64_t *r;
+	uint64_t n, at;
+};
+
+/* need_has - whether @nd names @r; the calls of one scan come with @r ascending. */
+static bool need_has(struct need *nd, uint64_t r)
+{
+	if (!nd->r)
+		return true;
+	if (nd->at && nd->r[nd->at - 1] >= r)
+		nd->at = 0; /* a new scan */
+	while (nd->at < nd->n && nd->r[nd->at] < r)
+		nd->at++;
+	return nd->at < nd->n && nd->r[nd->at] == r;
+}
+
 /* pick_word - whether the word @cur of @r (on home @h) is one of @kind for dead node @d, and
  * what it becomes. */
 static bool pick_word(struct coh_cache *c, enum pick kind, uint32_t d, uint32_t h, uint64_t r,
-		      uint64_t cur, uint64_t *want)
+		      uint64_t cur, struct need *nd, uint64_t *want)
 {
 	uint32_t to;
 
@@ -398,6 +437,8 @@ static bool pick_word(struct coh_cache *c, enum pick kind, uint32_t d, uint32_t 
 		*want = dir_make(true, (uint32_t)__builtin_ctz(dir_sharers(cur)), 0, dir_ver(cur));
 	else if (dir_sharers(cur))
 		*want = dir_make(false, 0, dir_sharers(cur), dir_ver(cur));
+	else if (!dir_excl(cur) && !need_has(nd, r))
+		return false; /* nothing of the dead node's to replay: it stays free */
 	else if (dir_excl(cur) && dir_owner(cur) == c->me)
 		*want = cur; /* ours from an earlier round of this view change */
 	else
@@ -432,7 +473,8 @@ static int taken_add(struct taken *t, uint64_t r)
 	return 0;
 }
 
-static int take_words(struct coh_cache *c, enum pick kind, uint32_t d, uint32_t h, struct taken *t)
+static int take_words(struct coh_cache *c, enum pick kind, uint32_t d, uint32_t h, struct need *nd,
+		      struct taken *t)
 {
 	uint64_t off[XP_CAS_BATCH], expect[XP_CAS_BATCH], swap[XP_CAS_BATCH], old[XP_CAS_BATCH],
 	    rs[XP_CAS_BATCH], r, want;
@@ -441,7 +483,7 @@ static int take_words(struct coh_cache *c, enum pick kind, uint32_t d, uint32_t 
 	int ret = read_dir(c, h, &w);
 
 	for (r = 0; !ret && r <= c->nres; r++) {
-		if (r < c->nres && pick_word(c, kind, d, h, r, w[r], &want)) {
+		if (r < c->nres && pick_word(c, kind, d, h, r, w[r], nd, &want)) {
 			rs[nb] = r;
 			off[nb] = res_dir_off(c, r);
 			expect[nb] = w[r];
@@ -509,15 +551,20 @@ static int inval_taken(struct coh_cache *c, const struct taken *t)
 }
 
 int coh_cache_take_over(struct coh_cache *c, uint32_t d, uint32_t candidates, uint32_t round,
-			bool *won, uint64_t *taken)
+			const uint64_t *need, uint64_t nneed, bool *won, uint64_t *taken)
 {
+	struct need nd = { .r = need, .n = nneed };
 	struct taken t = { 0 };
 	uint32_t live, h, homes = 0;
 	uint64_t r;
 	int ret;
 
-	if (!c || !won || !taken || d >= c->nodes || !node_dead(c, d) || !round)
+	if (!c || !won || !taken || d >= c->nodes || !node_dead(c, d) || !round || (nneed && !need))
 		return -EINVAL;
+	for (r = 1; r < nneed; r++) {
+		if (need[r] <= need[r - 1])
+			return -EINVAL; /* need_has walks it in order */
+	}
 	*taken = 0;
 	vx_enter(c);
 	ret = arbitrate(c, d, candidates & live_members(c), round, won);
@@ -526,7 +573,8 @@ int coh_cache_take_over(struct coh_cache *c, uint32_t d, uint32_t candidates, ui
 		return ret;
 	}
 	live = live_members(c);
-	for (r = 0; r < c->nres; r++) {
+	/* A resource's home follows r % nodes: one look per remainder. */
+	for (r = 0; r < c->nodes && r < c->nres; r++) {
 		if (res_home(c, r) == d && rebuilt(c, r, &h))
 			homes |= 1u << h;
 	}
@@ -534,11 +582,11 @@ int coh_cache_take_over(struct coh_cache *c, uint32_t d, uint32_t candidates, ui
 	 * home's words rebuilt on the next members. */
 	for (h = 0; h < c->nodes && !ret; h++) {
 		if (live >> h & 1)
-			ret = take_words(c, PICK_OWNED, d, h, &t);
+			ret = take_words(c, PICK_OWNED, d, h, &nd, &t);
 	}
 	for (h = 0; h < c->nodes && !ret; h++) {
 		if (homes >> h & 1)
-			ret = take_words(c, PICK_REBUILT, d, h, &t);
+			ret = take_words(c, PICK_REBUILT, d, h, &nd, &t);
 	}
 	if (!ret)
 		ret = inval_taken(c, &t);
@@ -579,7 +627,7 @@ static int adopt_lost(struct coh_cache *c)
 		if (ret)
 			break;
 		for (r = 0; r < c->nres && !ret; r++) {
-			struct res_state *st = &c->res[r];
+			struct res_state *st = res_of(c, r);
 			uint64_t cur;
 
 			if (res_home(c, r) != h || !dir_excl(w[r]) || dir_owner(w[r]) != c->me)
@@ -631,8 +679,8 @@ int coh_cache_view_commit(struct coh_cache *c)
 	pthread_mutex_lock(&c->lock);
 	for (n = 0; n < c->nodes; n++)
 		__atomic_store_n(&c->home_of[n], home_in(c, live, n), __ATOMIC_RELEASE);
-	for (r = 0; r < c->nres; r++) {
-		struct res_state *st = &c->res[r];
+	for (r = res_next_used(c, 0); r < c->nres; r = res_next_used(c, r + 1)) {
+		struct res_state *st = res_of(c, r);
 
 		if (!st->tk)
 			continue;

@@ -847,6 +847,7 @@ int coh_node_stats(struct coh_node *n, struct coh_node_stats *st)
 	st->view_changes = n->view_changes;
 	st->formations_failed = n->formations_failed;
 	st->takeovers = n->takeovers;
+	st->locks_taken = n->locks_taken;
 	st->replayed_blocks = n->replayed_blocks;
 	st->repaired_stripes = n->repaired_stripes;
 	st->corrupt_records = n->corrupt_records;

@@ -105,8 +105,8 @@ struct coh_node {
 	void (*takeover_hook)(void *arg, uint32_t dead);
 	void *takeover_arg;
 	uint64_t formations_failed;
-	uint64_t view_changes, takeovers, replayed_blocks, repaired_stripes, corrupt_records,
-	    torn_records, last_takeover_ns, last_view_ns, last_view_hold_ns;
+	uint64_t view_changes, takeovers, locks_taken, replayed_blocks, repaired_stripes,
+	    corrupt_records, torn_records, last_takeover_ns, last_view_ns, last_view_hold_ns;
 	uint64_t recoveries, recovered_blocks, stale_records, last_recovery_ns;
 	uint32_t recovered_writers;
 	uint64_t io_since,

@@ -56,6 +56,7 @@ static bool vc_all_cdescs(struct coh_node *n, uint32_t epoch, uint32_t members)
 
 struct replay {
 	struct coh_node *n;
+	bool collect; /* vc_need: only list the stripes, write nothing */
 	uint64_t *stripes;
 	uint64_t count, cap, blocks, skipped;
 };
@@ -90,6 +91,8 @@ static int vc_replay_visit(void *arg, const struct rlog_rec *rec, const uint8_t 
 		r->skipped++;
 		return 0;
 	}
+	if (r->collect)
+		return vc_add_stripe(r, coh_raid_stripe_of(n->raid, rec->addr));
 	/* Replaying is writing the record's block again: the same bytes to the same place, so
 	 * doing it twice (a second survivor after the first died) has the same effect. */
 	ret = coh_raid_write(n->raid, rec->addr, 1, payload);
@@ -118,6 +121,43 @@ static int vc_cmp_u64(const void *a, const void *b)
 	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
 
 	return x < y ? -1 : x > y;
+}
+
+/*
+ * vc_need - the resources (a resource is a stripe: node_cache_open) that a replay of @d's log copy
+ * here would write: those of its live records and of its step slots, ascending, none twice. The
+ * takeover holds exactly these of the dead home's unclaimed words (coh_cache_take_over), instead
+ * of every one of them, so that its cost follows what @d logged, not the volume. *@need is NULL
+ * (take every unclaimed word, as before) if the copy cannot be read; the caller frees it.
+ */
+static int vc_need(struct coh_node *n, uint32_t d, uint64_t **need, uint64_t *nneed)
+{
+	struct replay r = { .n = n, .collect = true };
+	struct rlog_scan_stats st = { 0 };
+	uint64_t i, m = 0;
+	int ret;
+
+	*need = NULL;
+	*nneed = 0;
+	ret =
+	    rlog_scan(coh_mr_addr(n->host[d]), n->log_bytes, (uint16_t)d, vc_replay_visit, &r, &st);
+	if (!ret)
+		ret = rlog_scan_steps(coh_mr_addr(n->host[d]), n->log_bytes, (uint16_t)d,
+				      vc_replay_step, &r);
+	if (!ret && !r.stripes && !(r.stripes = malloc(sizeof(*r.stripes))))
+		ret = -ENOMEM; /* an empty list is not NULL */
+	if (ret) {
+		free(r.stripes);
+		return ret;
+	}
+	qsort(r.stripes, r.count, sizeof(*r.stripes), vc_cmp_u64);
+	for (i = 0; i < r.count; i++) {
+		if (!i || r.stripes[i] != r.stripes[m - 1])
+			r.stripes[m++] = r.stripes[i];
+	}
+	*need = r.stripes;
+	*nneed = m;
+	return 0;
 }
 
 int node_replay(struct coh_node *n, uint32_t d, const uint8_t *region, size_t len)
@@ -238,8 +278,9 @@ static int vc_takeover(struct coh_node *n, uint32_t old, uint32_t P, uint32_t E)
 	int ret = 0, r;
 
 	for (d = 0; d < n->nodes; d++) {
+		static const uint64_t none[1];
 		uint32_t hosts;
-		uint64_t taken = 0;
+		uint64_t taken = 0, nneed = 0, *need = NULL;
 		bool won = false;
 
 		if (!(gone >> d & 1))
@@ -249,13 +290,24 @@ static int vc_takeover(struct coh_node *n, uint32_t old, uint32_t P, uint32_t E)
 			COH_LOG_ERR("node %u: no survivor holds node %u's log: its acknowledged "
 				    "writes not yet destaged are lost",
 				    n->me, d);
-		/* Nobody left to replay (or the replay was done in an earlier round of this view
-		 * change and the copies zeroed): the survivors still race, so that someone frees
-		 * the dead node's locks. */
+		/* What this node would replay if it won. A copy it cannot list makes it take
+		 * every unclaimed word (NULL), as a takeover did before it listed them. Without
+		 * a copy it wins only when nobody has one (or the replay was done in an earlier
+		 * round of this view change and the copies zeroed): nothing will be replayed, and
+		 * the dead home's unclaimed words are left free. */
+		if ((hosts >> n->me & 1) && vc_need(n, d, &need, &nneed))
+			COH_LOG_WARN("node %u: node %u's log copy could not be listed; the "
+				     "takeover holds every unclaimed resource of its home",
+				     n->me, d);
+		/* Nobody left to replay: the survivors still race, so that someone frees the
+		 * dead node's locks. */
 		vc_io_take(n);
-		r = n->cache ? coh_cache_take_over(n->cache, d, hosts ? hosts : P, E, &won, &taken)
+		r = n->cache ? coh_cache_take_over(n->cache, d, hosts ? hosts : P, E,
+						   (hosts >> n->me & 1) ? need : none, nneed, &won,
+						   &taken)
 			     : -ESHUTDOWN;
 		vc_io_give(n);
+		free(need);
 		if (r)
 			return r;
 		if (!won)
@@ -273,6 +325,7 @@ static int vc_takeover(struct coh_node *n, uint32_t old, uint32_t P, uint32_t E)
 		}
 		pthread_mutex_lock(&n->state_lock);
 		n->takeovers++;
+		n->locks_taken += taken;
 		n->last_takeover_ns = node_now_ns() - n->m->down_ns;
 		pthread_mutex_unlock(&n->state_lock);
 	}

@@ -43,8 +43,11 @@ int cache_unit_stale_grants(char *why, size_t len)
 	int ret = 0;
 
 	c.res = calloc(c.nres, sizeof(*c.res));
-	if (!c.res)
-		return -1;
+	c.res_used = calloc(1, sizeof(*c.res_used));
+	if (!c.res || !c.res_used) {
+		ret = -1;
+		goto out;
+	}
 	/* A first grant on a resource never seen is taken. */
 	m = grant(&c, MODE_X, 0, 5, 0);
 	CHECK(cache_apply_grant(&c, &m, true));
@@ -113,5 +116,51 @@ int cache_unit_stale_grants(char *why, size_t len)
 	CHECK(c.res[1].level == L_S);
 out:
 	free(c.res);
+	free(c.res_used);
+	return ret;
+}
+
+/*
+ * cache_unit_res_walk - the walks over every resource (fence, claim, commit, close) visit only
+ * the groups res_of marked: each resource of a marked group, in order, and none of another,
+ * across bitmap words and at the volume's ragged end; a state reached by res_of is always in a
+ * visited group.
+ */
+int cache_unit_res_walk(char *why, size_t len)
+{
+	/* Three bitmap words of groups, the last one partly used, the last group short. */
+	struct coh_cache c = { .nres = RES_GROUP * 64 * 2 + RES_GROUP * 3 + 5 };
+	static const uint64_t used[] = { 0, RES_GROUP - 1, RES_GROUP * 63 + 7, RES_GROUP * 64,
+					 RES_GROUP * 64 * 2 + RES_GROUP * 3 + 4 };
+	uint64_t r, i, visited = 0, want = 0;
+	int ret = 0;
+
+	c.res = calloc(c.nres, sizeof(*c.res));
+	c.res_used = calloc(3, sizeof(*c.res_used));
+	if (!c.res || !c.res_used) {
+		ret = -1;
+		goto out;
+	}
+	CHECK(res_next_used(&c, 0) == c.nres); /* nothing used: a walk visits nothing */
+	for (i = 0; i < sizeof(used) / sizeof(used[0]); i++)
+		res_of(&c, used[i])->owed = 1;
+	/* Groups 0, 63, 64 and the last (short: 5 resources) are marked. */
+	want = RES_GROUP * 3 + 5;
+	for (r = res_next_used(&c, 0); r < c.nres; r = res_next_used(&c, r + 1)) {
+		uint64_t g = r / RES_GROUP;
+
+		CHECK(g == 0 || g == 63 || g == 64 || g == (c.nres - 1) / RES_GROUP);
+		CHECK(visited < want); /* bounded, and nothing twice */
+		visited++;
+	}
+	CHECK(visited == want);
+	for (i = 0; i < sizeof(used) / sizeof(used[0]); i++)
+		CHECK(res_next_used(&c, used[i]) == used[i]);
+	CHECK(res_next_used(&c, RES_GROUP) == RES_GROUP * 63);
+	CHECK(res_next_used(&c, RES_GROUP * 65) == (c.nres - 1) / RES_GROUP * RES_GROUP);
+	CHECK(res_next_used(&c, c.nres) == c.nres);
+out:
+	free(c.res);
+	free(c.res_used);
 	return ret;
 }

@@ -40,6 +40,12 @@ TEST(cache, grants__old_news_is_ignored)
 	EXPECT_EQ(0, cache_unit_stale_grants(why, sizeof(why))) << why;
 }
 
+TEST(cache, res_walk__visits_the_used_groups_only)
+{
+	char why[256] = "";
+	EXPECT_EQ(0, cache_unit_res_walk(why, sizeof(why))) << why;
+}
+
 TEST(cache, costs__hits_and_held_writes_are_free_peer_serves_miss)
 {
 	Store s;

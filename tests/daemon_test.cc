@@ -452,6 +452,7 @@ TEST(daemon, three_nodes__view_kill_rejoin_reload_stop)
 	EXPECT_NE(strstr(out, "\"lock_transfers\""), nullptr) << out;
 	EXPECT_NE(strstr(out, "\"full_waits\""), nullptr) << out;
 	EXPECT_NE(strstr(out, "\"formations_failed\""), nullptr) << out;
+	EXPECT_NE(strstr(out, "\"locks_taken\": 0"), nullptr) << out;
 	EXPECT_NE(strstr(out, "\"grants_lost\": 0"), nullptr) << out;
 	EXPECT_NE(strstr(out, "\"replies_dropped\": 0"), nullptr) << out;
 	EXPECT_EQ(strstr(out, "\"size\": 0,"), nullptr) << out; // the log region has a size

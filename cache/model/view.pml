@@ -326,11 +326,20 @@ done:	skip
 /* take over (coh_cache_take_over, winner w): the words naming XN as exclusive owner on a
  * live home, or the rebuilt word: an exclusive claim stands, shared claims make a shared
  * word, a word nobody claimed (or not as this round left it) becomes w's */
+/* NAMED(w): whether w's copy of XN's log names the resource (a live record); the takeover
+ * takes a rebuilt word nobody claimed only then (coh_cache_take_over's list): one the log does
+ * not name has its content in the store and no valid copy anywhere, and stays free. */
+#ifdef TAKE_NONE
+#define NAMED(w)        0       /* a variant: every unclaimed word left free, even a named one */
+#else
+#define NAMED(w)        lg[w]
+#endif
 #if H == XN
 #define PICK(w)         if \
 			:: COF(DN) -> DN = MKX((SOF(DN) & 1) -> 0 : 1) \
 			:: !COF(DN) && !XOF(DN) && SOF(DN) != 0 -> skip \
 			:: !COF(DN) && XOF(DN) && OOF(DN) == (w) -> taken = 1 \
+			:: DN == 0 && NAMED(w) == 0 -> skip \
 			:: else -> DN = MKX(w); taken = 1 \
 			fi
 #else

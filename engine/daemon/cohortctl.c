@@ -170,10 +170,10 @@ static void ctl_show_stats(json_t *r)
 	printf("locks:   %lld requests, %lld transfers, %lld grants lost, %lld replies dropped\n",
 	       ctl_int(r, "lock_requests"), ctl_int(r, "lock_transfers"), ctl_int(r, "grants_lost"),
 	       ctl_int(r, "replies_dropped"));
-	printf("cluster: %lld view changes (%lld formations failed), %lld takeovers, %lld "
-	       "destages\n",
+	printf("cluster: %lld view changes (%lld formations failed), %lld takeovers (%lld locks), "
+	       "%lld destages\n",
 	       ctl_int(r, "view_changes"), ctl_int(r, "formations_failed"), ctl_int(r, "takeovers"),
-	       ctl_int(r, "destages"));
+	       ctl_int(r, "locks_taken"), ctl_int(r, "destages"));
 	if (ctl_int(r, "fence_agent_fenced") || ctl_int(r, "fence_agent_failed"))
 		printf("fence:   the agent fenced %lld nodes, failed %lld times (the lease was "
 		       "outwaited instead)\n",

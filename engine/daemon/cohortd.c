@@ -300,8 +300,8 @@ static json_t *cd_stats(struct cohortd *d)
 		hit = (double)cur->cache_hits / (double)(cur->cache_hits + cur->cache_misses);
 	r = json_pack(
 	    "{s:b, s:I, s:I, s:f, s:f, s:f, s:f, s:{s:o, s:o}, s:{s:b, s:I, s:I, s:I, "
-	    "s:o}, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:{s:I, s:I, s:I, "
-	    "s:I, s:I}, s:[s]}",
+	    "s:o}, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:{s:I, s:I, "
+	    "s:I, s:I, s:I}, s:[s]}",
 	    "ok", 1, "reads", (json_int_t)cur->reads, "writes", (json_int_t)cur->writes,
 	    "interval_s", secs, "read_iops", rr, "write_iops", wr, "iops", rr + wr, "latency_ns",
 	    "read", cd_lat(cur->lat_read), "write", cd_lat(cur->lat_write), "cache", "valid",
@@ -312,8 +312,8 @@ static json_t *cd_stats(struct cohortd *d)
 	    (json_int_t)cur->lock_requests, "lock_transfers", (json_int_t)cur->lock_transfers,
 	    "grants_lost", (json_int_t)cur->lock_grants_lost, "replies_dropped",
 	    (json_int_t)cur->lock_replies_dropped, "view_changes", (json_int_t)cur->view_changes,
-	    "takeovers", (json_int_t)cur->takeovers, "formations_failed",
-	    (json_int_t)cur->formations_failed, "fence_agent_fenced",
+	    "takeovers", (json_int_t)cur->takeovers, "locks_taken", (json_int_t)cur->locks_taken,
+	    "formations_failed", (json_int_t)cur->formations_failed, "fence_agent_fenced",
 	    (json_int_t)cur->fence_agent_fenced, "fence_agent_failed",
 	    (json_int_t)cur->fence_agent_failed, "destages", (json_int_t)cur->destages,
 	    "io_inflight", (json_int_t)cur->io_inflight, "io_refused", (json_int_t)cur->io_refused,

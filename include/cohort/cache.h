@@ -243,8 +243,10 @@ int coh_cache_writeback(struct coh_cache *c, const uint64_t *lbas, uint32_t n, u
  * coh_cache_take_over - arbitrate for dead node @d's locks among @candidates (a bitmap; those
  *   that can finish its work) in round @round (an epoch, the same on every survivor, growing
  *   from one attempt to the next). *@won says whether this node won; if it did, every lock @d
- *   held and every rebuilt word nobody claimed is now this node's, held (requests for them
- *   queue) until the commit, and *@taken counts them.
+ *   held, and every rebuilt word nobody claimed whose resource is among the @nneed of @need
+ *   (ascending: the resources @d's log copy here names, which the winner's replay writes; NULL
+ *   for every one), is now this node's, held (requests for them queue) until the commit, and
+ *   *@taken counts them. A rebuilt word nobody claimed and @need leaves out stays free.
  * coh_cache_view_commit - the rebuilt words take effect, and the taken locks are let go (local:
  *   no network operation).
  * coh_cache_adopt_lost - after a commit: words that name this node as exclusive owner without
@@ -274,7 +276,7 @@ void coh_cache_yield(struct coh_cache *c, bool on);
 int coh_cache_rebuild_clear(struct coh_cache *c);
 int coh_cache_rebuild_claim(struct coh_cache *c);
 int coh_cache_take_over(struct coh_cache *c, uint32_t d, uint32_t candidates, uint32_t round,
-			bool *won, uint64_t *taken);
+			const uint64_t *need, uint64_t nneed, bool *won, uint64_t *taken);
 int coh_cache_view_commit(struct coh_cache *c);
 int coh_cache_adopt_lost(struct coh_cache *c);
 

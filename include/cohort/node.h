@@ -197,7 +197,10 @@ struct coh_node_stats {
 	uint64_t log_appends, log_retired, log_backpressure, log_live;
 	uint64_t destages;   /* stripe updates done */
 	uint64_t dead_waits; /* operations that met a dead node and waited for the view change */
-	uint64_t view_changes, takeovers;	    /* takeovers: dead nodes' logs replayed here */
+	uint64_t view_changes, takeovers; /* takeovers: dead nodes' logs replayed here */
+	/* Locks those takeovers took: the dead nodes' exclusive ones, and the dead homes'
+	 * resources nobody claimed that their logs named (docs/recovery.md, step 5). */
+	uint64_t locks_taken;
 	uint64_t replayed_blocks, repaired_stripes; /* by this node's takeovers */
 	uint64_t corrupt_records, torn_records;	    /* found by this node's takeovers */
 	uint64_t last_takeover_ns; /* from the failure event to the dead node's work done */
