@@ -10,8 +10,10 @@
  *                    three start again on the same files: node 0's coh_node_open, recovery
  *                    included; node 0 then reads the 96 blocks back, and the row fails unless
  *                    each holds its acknowledged write
- * The table also prints each node's resident memory after open (what the per-resource state
- * costs before any data is cached). One sample per row (COHORT_BENCH_SCALE_ITERS for more).
+ * The table also prints node 0's resident memory after open and after the view change, and its
+ * proportional share of it (Pss: the nodes map each other's shm regions, and Rss counts those
+ * in full in each): what the per-resource state costs before any data is cached, and what a
+ * view change adds. One sample per row (COHORT_BENCH_SCALE_ITERS for more).
  * What it leaves out: rdma, and data: the volume is sparse, only 96 blocks are ever written.
  */
 #define _GNU_SOURCE
@@ -41,7 +43,8 @@
 struct bs_shared {
 	struct bench_sbar start, written, done;
 	_Atomic uint32_t phase; /* 1: the survivors measured the view change */
-	uint64_t open_ns[BS_NODES], view_ns[BS_NODES], rss[BS_NODES];
+	uint64_t open_ns[BS_NODES], view_ns[BS_NODES], rss[BS_NODES], pss[BS_NODES];
+	uint64_t rss_view[BS_NODES], pss_view[BS_NODES]; /* after the view change */
 	char why[BS_NODES][200];
 };
 
@@ -53,17 +56,25 @@ struct bs_ctx {
 	bool life2;
 };
 
-static uint64_t bs_rss(void)
+/* bs_mem - this process's resident memory, and its proportional share (Pss: a page mapped by
+ * n processes counts 1/n: the nodes map each other's shm regions, which Rss counts in full in
+ * every one of them). Bytes; 0 when /proc says nothing. */
+static void bs_mem(uint64_t *rss, uint64_t *pss)
 {
-	FILE *f = fopen("/proc/self/statm", "r");
-	unsigned long size = 0, res = 0;
+	FILE *f = fopen("/proc/self/smaps_rollup", "r");
+	char line[256];
+	unsigned long kb;
 
-	if (f) {
-		if (fscanf(f, "%lu %lu", &size, &res) != 2)
-			res = 0;
-		fclose(f);
+	*rss = *pss = 0;
+	if (!f)
+		return;
+	while (fgets(line, sizeof(line), f)) {
+		if (sscanf(line, "Rss: %lu kB", &kb) == 1)
+			*rss = (uint64_t)kb << 10;
+		else if (sscanf(line, "Pss: %lu kB", &kb) == 1)
+			*pss = (uint64_t)kb << 10;
 	}
-	return (uint64_t)res * (uint64_t)sysconf(_SC_PAGESIZE);
+	fclose(f);
 }
 
 /* bs_block - the @i-th block written (of BS_NODES * BS_WRITES), spread evenly over the volume. */
@@ -106,7 +117,7 @@ static int bs_child(struct bs_ctx *x)
 	if ((r = coh_node_open(&na, &n)))
 		goto fail;
 	x->sh->open_ns[x->me] = bench_now_ns() - t0;
-	x->sh->rss[x->me] = bs_rss();
+	bs_mem(&x->sh->rss[x->me], &x->sh->pss[x->me]);
 	if (x->life2) {
 		/* Every acknowledged write of the first life is there (node 0 checks). */
 		for (i = 0; x->me == 0 && i < BS_NODES * BS_WRITES; i++) {
@@ -149,6 +160,7 @@ static int bs_child(struct bs_ctx *x)
 	if ((r = coh_node_stats(n, &st)))
 		goto fail;
 	x->sh->view_ns[x->me] = st.last_view_ns;
+	bs_mem(&x->sh->rss_view[x->me], &x->sh->pss_view[x->me]);
 	atomic_fetch_add(&x->sh->phase, 1);
 	/* The parent SIGKILLs this node now: a whole-cluster crash. */
 	for (;;)
@@ -177,7 +189,7 @@ static pid_t bs_fork(struct bs_ctx *x)
 
 /* bs_sample - one cluster's two lives at @gib GiB: its open, view change and restart times. */
 static int bs_sample(struct bs_shared *sh, uint64_t gib, uint64_t *open_ns, uint64_t *view_ns,
-		     uint64_t *restart_ns, uint64_t *rss)
+		     uint64_t *restart_ns, uint64_t mem[4])
 {
 	char dir[] = "/dev/shm/cohort-bench-scale-XXXXXX", logs[600];
 	uint64_t until;
@@ -216,7 +228,10 @@ static int bs_sample(struct bs_shared *sh, uint64_t gib, uint64_t *open_ns, uint
 	if (!ret && atomic_load(&sh->phase) < 2)
 		ret = -ETIMEDOUT;
 	*open_ns = sh->open_ns[0];
-	*rss = sh->rss[0];
+	mem[0] = sh->rss[0];
+	mem[1] = sh->pss[0];
+	mem[2] = sh->rss_view[0];
+	mem[3] = sh->pss_view[0];
 	*view_ns = sh->view_ns[0] > sh->view_ns[1] ? sh->view_ns[0] : sh->view_ns[1];
 	for (i = 0; i < BS_NODES; i++) {
 		if (pids[i]) {
@@ -269,7 +284,7 @@ int bench_scale(const struct bench_opts *o)
 	static const char *const names[] = { "1g", "64g", "1t" };
 	const char *env = getenv("COHORT_BENCH_SCALE_ITERS");
 	uint32_t iters = env ? (uint32_t)atoi(env) : 1, s, i;
-	uint64_t open_ns[8], view_ns[8], restart_ns[8], rss[8];
+	uint64_t open_ns[8], view_ns[8], restart_ns[8], mem[8][4];
 	struct bs_shared *sh;
 	char op[3][24];
 	int ret = 0;
@@ -290,7 +305,7 @@ int bench_scale(const struct bench_opts *o)
 			continue;
 		for (i = 0; i < iters && !ret; i++)
 			ret = bs_sample(sh, sizes[s], &open_ns[i], &view_ns[i], &restart_ns[i],
-					&rss[i]);
+					mem[i]);
 		if (ret) {
 			fprintf(stderr, "cohort-bench scale: %s: %s\n", names[s],
 				coh_strerror(ret));
@@ -299,12 +314,12 @@ int bench_scale(const struct bench_opts *o)
 		bs_row(o, op[0], sizes[s], open_ns, iters);
 		bs_row(o, op[1], sizes[s], view_ns, iters);
 		bs_row(o, op[2], sizes[s], restart_ns, iters);
-		if (!o->csv)
-			printf("  %s: node 0 resident after open: %.0f MiB\n", names[s],
-			       (double)rss[0] / (1 << 20));
-		else
-			fprintf(stderr, "%s: node 0 resident after open: %.0f MiB\n", names[s],
-				(double)rss[0] / (1 << 20));
+		fprintf(o->csv ? stderr : stdout,
+			"%s%s: node 0 resident after open %.0f MiB (its share %.0f MiB), after the "
+			"view change %.0f MiB (%.0f MiB)\n",
+			o->csv ? "" : "  ", names[s], (double)mem[0][0] / (1 << 20),
+			(double)mem[0][1] / (1 << 20), (double)mem[0][2] / (1 << 20),
+			(double)mem[0][3] / (1 << 20));
 	}
 	munmap(sh, sizeof(*sh));
 	return ret;
