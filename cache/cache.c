@@ -701,7 +701,8 @@ int coh_cache_open(const struct coh_cache_attr *attr, struct coh_cache **cachep)
 	 * rebuilt at the same offset on its next home; the last words arbitrate takeovers. */
 	for (n = 0; n < c->nodes; n++)
 		c->home_of[n] = home_in(c, members, n);
-	c->dir_words = c->nres + COH_CACHE_MAX_NODES;
+	c->bucket_words = (c->nres + c->nodes - 1) / c->nodes;
+	c->dir_words = c->nodes * c->bucket_words + COH_CACHE_MAX_NODES;
 	if ((ret = coh_mr_new(c->fab, c->dir_words * 8,
 			      COH_ACCESS_REMOTE_ATOMIC | COH_ACCESS_REMOTE_READ, &c->dir_mr)) ||
 	    (ret = coh_mr_new(c->fab, c->nres * 8, COH_ACCESS_REMOTE_WRITE, &c->inv_mr)) ||

@@ -265,10 +265,13 @@ struct coh_cache {
 	_Atomic bool
 	    yield; /* another thread wants the application thread's place (coh_cache_yield) */
 	uint32_t home_of[COH_CACHE_MAX_NODES];
-	uint64_t dir_words; /* nres directory words, then one arbitration word per node */
+	/* The directory region: the words of resources with r % nodes == b (bucket b, one home's)
+	 * together, @bucket_words of them per bucket (res_dir_off), then one arbitration word per
+	 * node (arb_off): @dir_words in all. A view change READs only the buckets it needs. */
+	uint64_t dir_words, bucket_words;
 
 	struct coh_mr *dir_mr, *inv_mr, *slots_mr;
-	struct coh_mr *img_mr; /* view.c: a copy of a home's words, made on first use */
+	struct coh_mr *img_mr; /* view.c: a copy of one bucket's words, made on first use */
 	uint8_t *slots;
 	_Atomic uint64_t *inv;
 
@@ -379,10 +382,18 @@ static inline uint32_t res_home(const struct coh_cache *c, uint64_t r)
 	return __atomic_load_n(&c->home_of[r % c->nodes], __ATOMIC_ACQUIRE);
 }
 
+/* res_dir_off - where @r's directory word is in its home's region: in its bucket (r % nodes),
+ * at r / nodes. The same offset on every node, so that a word whose home dies is rebuilt where
+ * the members already look for it. */
 static inline uint64_t res_dir_off(const struct coh_cache *c, uint64_t r)
 {
-	(void)c;
-	return r * 8;
+	return ((r % c->nodes) * c->bucket_words + r / c->nodes) * 8;
+}
+
+/* arb_off - where the word on which the takeover of node @d is arbitrated is (view.c). */
+static inline uint64_t arb_off(const struct coh_cache *c, uint32_t d)
+{
+	return (c->nodes * c->bucket_words + d) * 8;
 }
 
 static inline bool node_dead(const struct coh_cache *c, uint32_t n)

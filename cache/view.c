@@ -128,8 +128,10 @@ int coh_cache_rebuild_clear(struct coh_cache *c)
 	for (b = 0; b < c->nodes && b < c->nres; b++) {
 		if (!rebuilt(c, b, &h) || h != c->me)
 			continue;
-		for (r = b; r < c->nres; r += c->nodes) /* the words with b's home */
-			atomic_store_explicit(&dir[r], 0, memory_order_relaxed);
+		/* Bucket b: the words with b's home, together (res_dir_off). */
+		for (r = 0; r < c->bucket_words; r++)
+			atomic_store_explicit(&dir[b * c->bucket_words + r], 0,
+					      memory_order_relaxed);
 	}
 	atomic_thread_fence(memory_order_release);
 	/* Invalidations this node owes (they failed, e.g. on a region re-keyed by this view
@@ -292,21 +294,23 @@ int coh_cache_rebuild_claim(struct coh_cache *c)
 	return ret;
 }
 
-/* read_dir - READ the directory words of home @h (nres words) into the image buffer, kept from
- * one view change to the next, and point @w at them. */
-static int read_dir(struct coh_cache *c, uint32_t h, const uint64_t **w)
+/* read_dir - READ bucket @b's directory words (the resources with r % nodes == @b, as
+ * res_dir_off lays them out) from home @h into the image buffer, kept from one view change to
+ * the next, and point @w at them: r's word is (*w)[r / nodes]. */
+static int read_dir(struct coh_cache *c, uint32_t h, uint32_t b, const uint64_t **w)
 {
 	struct xport *x = &c->lane[0];
 	int ret;
 
 	if (!c->img_mr) {
-		ret = coh_mr_new(c->fab, c->nres * 8, COH_ACCESS_LOCAL_WRITE, &c->img_mr);
+		ret = coh_mr_new(c->fab, c->bucket_words * 8, COH_ACCESS_LOCAL_WRITE, &c->img_mr);
 		if (ret)
 			return ret;
 	}
 	ret = xp_ready(x);
 	if (!ret)
-		ret = coh_ep_post_read(x->one[h], c->img_mr, 0, x->dir[h], 0, c->nres * 8, 0);
+		ret = coh_ep_post_read(x->one[h], c->img_mr, 0, x->dir[h], res_dir_off(c, b),
+				       c->bucket_words * 8, 0);
 	if (ret)
 		return ret;
 	x->outstanding++;
@@ -366,7 +370,7 @@ static int arbitrate(struct coh_cache *c, uint32_t d, uint32_t candidates, uint3
 		     bool *won)
 {
 	uint32_t live = live_members(c), judge = (uint32_t)__builtin_ctz(live);
-	uint64_t off = (c->nres + d) * 8, mine = (uint64_t)round << 8 | (c->me + 1), cur = 0;
+	uint64_t off = arb_off(c, d), mine = (uint64_t)round << 8 | (c->me + 1), cur = 0;
 	int ret, tries;
 
 	*won = false;
@@ -473,20 +477,21 @@ static int taken_add(struct taken *t, uint64_t r)
 	return 0;
 }
 
-static int take_words(struct coh_cache *c, enum pick kind, uint32_t d, uint32_t h, struct need *nd,
-		      struct taken *t)
+static int take_words(struct coh_cache *c, enum pick kind, uint32_t d, uint32_t h, uint32_t b,
+		      struct need *nd, struct taken *t)
 {
 	uint64_t off[XP_CAS_BATCH], expect[XP_CAS_BATCH], swap[XP_CAS_BATCH], old[XP_CAS_BATCH],
 	    rs[XP_CAS_BATCH], r, want;
 	const uint64_t *w;
 	uint32_t nb = 0, j;
-	int ret = read_dir(c, h, &w);
+	int ret = read_dir(c, h, b, &w);
 
-	for (r = 0; !ret && r <= c->nres; r++) {
-		if (r < c->nres && pick_word(c, kind, d, h, r, w[r], nd, &want)) {
+	/* The resources of bucket @b, ascending: b, b + nodes, ... */
+	for (r = b; !ret && r < c->nres + c->nodes; r += c->nodes) {
+		if (r < c->nres && pick_word(c, kind, d, h, r, w[r / c->nodes], nd, &want)) {
 			rs[nb] = r;
 			off[nb] = res_dir_off(c, r);
-			expect[nb] = w[r];
+			expect[nb] = w[r / c->nodes];
 			swap[nb] = want;
 			nb++;
 		}
@@ -555,7 +560,7 @@ int coh_cache_take_over(struct coh_cache *c, uint32_t d, uint32_t candidates, ui
 {
 	struct need nd = { .r = need, .n = nneed };
 	struct taken t = { 0 };
-	uint32_t live, h, homes = 0;
+	uint32_t live, h, b;
 	uint64_t r;
 	int ret;
 
@@ -573,20 +578,17 @@ int coh_cache_take_over(struct coh_cache *c, uint32_t d, uint32_t candidates, ui
 		return ret;
 	}
 	live = live_members(c);
-	/* A resource's home follows r % nodes: one look per remainder. */
-	for (r = 0; r < c->nodes && r < c->nres; r++) {
-		if (res_home(c, r) == d && rebuilt(c, r, &h))
-			homes |= 1u << h;
-	}
 	/* The words on live homes that name the dead node as exclusive owner, then the dead
-	 * home's words rebuilt on the next members. */
-	for (h = 0; h < c->nodes && !ret; h++) {
+	 * home's words rebuilt on the next members: bucket by bucket (a home's words are the
+	 * buckets r % nodes it is home to), so that only those are read. */
+	for (b = 0; b < c->nodes && b < c->nres && !ret; b++) {
+		h = res_home(c, b);
 		if (live >> h & 1)
-			ret = take_words(c, PICK_OWNED, d, h, &nd, &t);
+			ret = take_words(c, PICK_OWNED, d, h, b, &nd, &t);
 	}
-	for (h = 0; h < c->nodes && !ret; h++) {
-		if (homes >> h & 1)
-			ret = take_words(c, PICK_REBUILT, d, h, &nd, &t);
+	for (b = 0; b < c->nodes && b < c->nres && !ret; b++) {
+		if (res_home(c, b) == d && rebuilt(c, b, &h))
+			ret = take_words(c, PICK_REBUILT, d, h, b, &nd, &t);
 	}
 	if (!ret)
 		ret = inval_taken(c, &t);
@@ -606,18 +608,19 @@ int coh_cache_take_over(struct coh_cache *c, uint32_t d, uint32_t candidates, ui
  */
 static int adopt_lost(struct coh_cache *c)
 {
-	uint32_t live = live_members(c), h;
+	uint32_t live = live_members(c), h, b;
 	uint64_t r;
 	int ret = 0;
 
 	drain_grants(c);
 	vx_enter(c);
-	for (h = 0; h < c->nodes && !ret; h++) {
+	for (b = 0; b < c->nodes && b < c->nres && !ret; b++) {
 		const uint64_t *w;
 
+		h = res_home(c, b);
 		if (!(live >> h & 1))
 			continue;
-		ret = read_dir(c, h, &w);
+		ret = read_dir(c, h, b, &w);
 		if (ret && (!c->lane[0].one[h] || !coh_ep_is_up(c->lane[0].one[h]))) {
 			/* A home that died since the fence: the next view change rebuilds its
 			 * words, with their claims; nothing here is adopted from it. */
@@ -626,12 +629,13 @@ static int adopt_lost(struct coh_cache *c)
 		}
 		if (ret)
 			break;
-		for (r = 0; r < c->nres && !ret; r++) {
-			struct res_state *st = res_of(c, r);
-			uint64_t cur;
+		for (r = b; r < c->nres && !ret; r += c->nodes) {
+			uint64_t cur, word = w[r / c->nodes];
+			struct res_state *st;
 
-			if (res_home(c, r) != h || !dir_excl(w[r]) || dir_owner(w[r]) != c->me)
+			if (!dir_excl(word) || dir_owner(word) != c->me)
 				continue;
+			st = res_of(c, r); /* only now: res_of marks its group used */
 			/* The READ is not atomic with what our service thread does meanwhile (it
 			 * may have handed the resource on since), so the word is looked at again
 			 * by CAS with the lock held: only the owner changes an exclusive word, and
@@ -642,7 +646,7 @@ static int adopt_lost(struct coh_cache *c)
 				pthread_mutex_unlock(&c->lock);
 				continue;
 			}
-			ret = xp_cas_at(&c->lane[0], h, res_dir_off(c, r), w[r], w[r], &cur);
+			ret = xp_cas_at(&c->lane[0], h, res_dir_off(c, r), word, word, &cur);
 			if (ret && (!c->lane[0].one[h] || !coh_ep_is_up(c->lane[0].one[h]))) {
 				pthread_mutex_unlock(&c->lock);
 				ret = 0;
