@@ -351,6 +351,18 @@ static void serve_refuse(struct coh_cache *c, struct res_state *st, const struct
 	st->tail = NULL;
 }
 
+/* serve_wb_why - what a failed write-back's @ret means, for the log. The store's -EAGAIN is the
+ * engine's write gate (node_may_write: the lease ran out, or is in the last eighth it keeps to
+ * spare) or a fabric queue that was full, not only the latter (coh_strerror's words). */
+static const char *serve_wb_why(struct coh_cache *c, int ret)
+{
+	if (ret != -EAGAIN)
+		return coh_strerror(ret);
+	return cache_lease_ok(c)
+		   ? "refused for now: the lease is about to run out, or a queue was full"
+		   : "the lease ran out";
+}
+
 /* serve - give @req what it asks for on a resource this node holds exclusively and is not
  * using. Lock held; the sends and the CAS are bounded waits on the service thread's own
  * endpoints, and the application thread never waits on the network with the lock held. */
@@ -416,11 +428,7 @@ static void serve(struct coh_cache *c, struct res_state *st, const struct cmsg *
 		if (c->wb_failures++ % 1000 == 0)
 			COH_LOG_ERR("node %u: write-back of resource %llu failed (%s); keeping it "
 				    "(%llu such failures)",
-				    c->me, (unsigned long long)r,
-				    /* the store's -EAGAIN with the lease gone is the lease's
-				     * refusal, not a full fabric queue */
-				    ret == -EAGAIN && !cache_lease_ok(c) ? "the lease ran out"
-									 : coh_strerror(ret),
+				    c->me, (unsigned long long)r, serve_wb_why(c, ret),
 				    (unsigned long long)c->wb_failures);
 		serve_refuse(c, st, req);
 		return;

@@ -1115,6 +1115,15 @@ static void tk_settle_step(struct tk_sup *s)
 	}
 }
 
+/* tk_kill_reap - SIGKILL node @i and reap it: when this returns it is certainly dead, and no
+ * other process's pid can be hit by a later kill. */
+static void tk_kill_reap(struct tk_sup *s, uint32_t i)
+{
+	kill(s->pids[i], SIGKILL);
+	waitpid(s->pids[i], &s->status[i], 0);
+	s->live &= ~(1u << i);
+}
+
 /* tk_fence_step - the fence agent's requests (tk_fence_agent): kill and reap each node asked
  * for that still runs; one reaped already is fenced already. */
 static void tk_fence_step(struct tk_sup *s)
@@ -1125,9 +1134,7 @@ static void tk_fence_step(struct tk_sup *s)
 		if (!(req >> i & 1))
 			continue;
 		if (s->live >> i & 1) {
-			kill(s->pids[i], SIGKILL);
-			waitpid(s->pids[i], &s->status[i], 0);
-			s->live &= ~(1u << i);
+			tk_kill_reap(s, i);
 			if (!tk_end_ok(s, i))
 				atomic_store(&s->sh->abort, 1);
 		}
@@ -1158,12 +1165,10 @@ static void tk_supervise(struct tk_sup *s)
 	}
 	for (i = 0; i < s->t->nodes; i++) {
 		if (s->live >> i & 1) {
-			kill(s->pids[i], SIGKILL);
-			waitpid(s->pids[i], &s->status[i], 0);
+			tk_kill_reap(s, i);
 			s->killed |= 1u << i;
 		}
 	}
-	s->live = 0;
 }
 
 static const char *tk_end_word(int st)
