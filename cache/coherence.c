@@ -929,11 +929,12 @@ static uint32_t pick_sharer(const struct coh_cache *c, uint32_t sharers)
  * not yet fenced. Returns 0, or -EAGAIN while one still fails. */
 static int pay_owed(struct coh_cache *c, uint64_t r)
 {
+	struct res_state *st = res_of(c, r);
 	uint32_t owed;
 
 	pthread_mutex_lock(&c->lock);
-	owed = res_of(c, r)->owed & ~atomic_load(&c->dead);
-	res_of(c, r)->owed = owed;
+	owed = st->owed & ~atomic_load(&c->dead);
+	st->owed = owed;
 	pthread_mutex_unlock(&c->lock);
 	return owed ? invalidate_sharers(c, r, owed) : 0;
 }
@@ -1368,8 +1369,10 @@ static void release_range(struct coh_cache *c, uint64_t r0, uint64_t r1)
 
 	pthread_mutex_lock(&c->lock);
 	for (r = r0; r <= r1; r++) {
-		res_of(c, r)->pinned = false;
-		if (res_of(c, r)->head)
+		struct res_state *st = res_of(c, r);
+
+		st->pinned = false;
+		if (st->head)
 			cache_kick(c, r);
 		unclaim(c, r);
 	}

@@ -69,19 +69,20 @@ int coh_cache_fence(struct coh_cache *c, uint32_t dead)
 	CTRACE(c, "fence dead %x", dead);
 	/* Requests the dead left queued here would hand a lock to a node that cannot use it. */
 	for (r = res_next_used(c, 0); r < c->nres; r = res_next_used(c, r + 1)) {
-		struct req **pp = &res_of(c, r)->head, *q;
+		struct res_state *st = res_of(c, r);
+		struct req **pp = &st->head, *q;
 
 		/* Nothing queued (and so no tail): only read, so that the state of a resource
 		 * not in use stays on a page never written. */
 		if (!*pp)
 			continue;
-		res_of(c, r)->tail = NULL;
+		st->tail = NULL;
 		while ((q = *pp)) {
 			if (node_dead(c, q->m.requester)) {
 				*pp = q->next;
 				free(q);
 			} else {
-				res_of(c, r)->tail = q;
+				st->tail = q;
 				pp = &q->next;
 			}
 		}
@@ -171,6 +172,25 @@ static void let_io_in(struct coh_cache *c)
 	}
 }
 
+/* view_room - make room in the array *@arr of *@cap elements of @size bytes for an element at
+ * index @n: doubled when full. Returns 0 or -ENOMEM (the array is kept). */
+static int view_room(void *arr, uint64_t *cap, uint64_t n, size_t size)
+{
+	uint64_t want;
+	void *p, *q;
+
+	if (n < *cap)
+		return 0;
+	want = *cap ? *cap * 2 : 64;
+	memcpy(&p, arr, sizeof(p)); /* *@arr is a pointer of another type */
+	q = realloc(p, want * size);
+	if (!q)
+		return -ENOMEM;
+	memcpy(arr, &q, sizeof(q));
+	*cap = want;
+	return 0;
+}
+
 /* A claim being merged into a rebuilt word: what this node adds, and the word as last seen. */
 struct claim {
 	uint64_t r, bits, cur;
@@ -258,16 +278,9 @@ int coh_cache_rebuild_claim(struct coh_cache *c)
 
 		if (!rebuilt(c, r, &h))
 			continue;
-		if (n == cap) {
-			struct claim *p;
-
-			cap = cap ? cap * 2 : 64;
-			p = realloc(cl, cap * sizeof(*cl));
-			if (!p) {
-				free(cl);
-				return -ENOMEM;
-			}
-			cl = p;
+		if (view_room(&cl, &cap, n, sizeof(*cl))) {
+			free(cl);
+			return -ENOMEM;
 		}
 		pthread_mutex_lock(&c->lock);
 		if (st->level == L_S && cache_invalidated(c, r))
@@ -451,8 +464,8 @@ static bool pick_word(struct coh_cache *c, enum pick kind, uint32_t d, uint32_t 
 }
 
 /*
- * take_words - READ home @h's region, CAS each word of @kind from what the READ showed to what it
- * becomes, XP_CAS_BATCH at a time, and hold those that are now this node's (take). Nobody else
+ * take_words - READ bucket @b's words from its home @h, CAS each word of @kind from what the READ
+ * showed to what it becomes, XP_CAS_BATCH at a time, and hold those that are now this node's (take). Nobody else
  * changes these words meanwhile: a word naming the dead node as owner changes only by its owner,
  * and the rebuilt ones only here, after every claim (barrier FLUSHED). A word that changed anyway
  * makes the view change start again.
@@ -465,14 +478,8 @@ struct taken {
 
 static int taken_add(struct taken *t, uint64_t r)
 {
-	if (t->n == t->cap) {
-		uint64_t cap = t->cap ? t->cap * 2 : 64, *p = realloc(t->r, cap * sizeof(*p));
-
-		if (!p)
-			return -ENOMEM;
-		t->r = p;
-		t->cap = cap;
-	}
+	if (view_room(&t->r, &t->cap, t->n, sizeof(*t->r)))
+		return -ENOMEM;
 	t->r[t->n++] = r;
 	return 0;
 }

@@ -123,6 +123,27 @@ static int vc_cmp_u64(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
+/* vc_scan - visit @d's log copy @region: its live records (replayed, unless @r->collect), then
+ * its step slots; then @r->stripes sorted, each once (@r->count of them). */
+static int vc_scan(struct replay *r, uint32_t d, const uint8_t *region, size_t len,
+		   struct rlog_scan_stats *st)
+{
+	uint64_t i, m = 0;
+	int ret = rlog_scan(region, len, (uint16_t)d, vc_replay_visit, r, st);
+
+	if (!ret)
+		ret = rlog_scan_steps(region, len, (uint16_t)d, vc_replay_step, r);
+	if (ret || !r->count)
+		return ret;
+	qsort(r->stripes, r->count, sizeof(*r->stripes), vc_cmp_u64);
+	for (i = 0; i < r->count; i++) {
+		if (!i || r->stripes[i] != r->stripes[m - 1])
+			r->stripes[m++] = r->stripes[i];
+	}
+	r->count = m;
+	return 0;
+}
+
 /*
  * vc_need - the resources (a resource is a stripe: node_cache_open) that a replay of @d's log copy
  * here would write: those of its live records and of its step slots, ascending, none twice. The
@@ -134,29 +155,18 @@ static int vc_need(struct coh_node *n, uint32_t d, uint64_t **need, uint64_t *nn
 {
 	struct replay r = { .n = n, .collect = true };
 	struct rlog_scan_stats st = { 0 };
-	uint64_t i, m = 0;
-	int ret;
+	int ret = vc_scan(&r, d, coh_mr_addr(n->host[d]), n->log_bytes, &st);
 
 	*need = NULL;
 	*nneed = 0;
-	ret =
-	    rlog_scan(coh_mr_addr(n->host[d]), n->log_bytes, (uint16_t)d, vc_replay_visit, &r, &st);
-	if (!ret)
-		ret = rlog_scan_steps(coh_mr_addr(n->host[d]), n->log_bytes, (uint16_t)d,
-				      vc_replay_step, &r);
 	if (!ret && !r.stripes && !(r.stripes = malloc(sizeof(*r.stripes))))
 		ret = -ENOMEM; /* an empty list is not NULL */
 	if (ret) {
 		free(r.stripes);
 		return ret;
 	}
-	qsort(r.stripes, r.count, sizeof(*r.stripes), vc_cmp_u64);
-	for (i = 0; i < r.count; i++) {
-		if (!i || r.stripes[i] != r.stripes[m - 1])
-			r.stripes[m++] = r.stripes[i];
-	}
 	*need = r.stripes;
-	*nneed = m;
+	*nneed = r.count;
 	return 0;
 }
 
@@ -172,18 +182,11 @@ int node_replay(struct coh_node *n, uint32_t d, const uint8_t *region, size_t le
 	 * serves, and so before any lease. */
 	if (n->lease && !n->recovering && !node_lease_ok(n))
 		return -EAGAIN;
-	ret = rlog_scan(region, len, (uint16_t)d, vc_replay_visit, &r, &st);
-	if (!ret)
-		ret = rlog_scan_steps(region, len, (uint16_t)d, vc_replay_step, &r);
-	if (!ret && r.count) {
-		/* Then finish every stripe it was updating: recompute parity from the data. */
-		qsort(r.stripes, r.count, sizeof(*r.stripes), vc_cmp_u64);
-		for (i = 0; i < r.count && !ret; i++) {
-			if (i && r.stripes[i] == r.stripes[i - 1])
-				continue;
-			ret = coh_raid_stripe_repair(n->raid, r.stripes[i]);
-			repaired++;
-		}
+	ret = vc_scan(&r, d, region, len, &st);
+	/* Then finish every stripe it was updating: recompute parity from the data. */
+	for (i = 0; i < r.count && !ret; i++) {
+		ret = coh_raid_stripe_repair(n->raid, r.stripes[i]);
+		repaired++;
 	}
 	free(r.stripes);
 	/* The copies of this log are zeroed once every replay is done (barrier READY): what the

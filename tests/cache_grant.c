@@ -36,15 +36,29 @@ static struct cmsg grant(struct coh_cache *c, uint8_t mode, uint64_t r, uint32_t
 		}                                                                                  \
 	} while (0)
 
+/* ut_state_new / ut_state_delete - @c's per-resource state and its used-group bitmap, for
+ * c->nres resources, as coh_cache_open makes them. */
+static int ut_state_new(struct coh_cache *c)
+{
+	c->res = calloc(c->nres, sizeof(*c->res));
+	c->res_used =
+	    calloc((c->nres + RES_GROUP * 64 - 1) / (RES_GROUP * 64), sizeof(*c->res_used));
+	return c->res && c->res_used ? 0 : -1;
+}
+
+static void ut_state_delete(struct coh_cache *c)
+{
+	free(c->res);
+	free(c->res_used);
+}
+
 int cache_unit_stale_grants(char *why, size_t len)
 {
 	struct coh_cache c = { .me = 1, .nodes = 3, .nres = 2 };
 	struct cmsg m, late;
 	int ret = 0;
 
-	c.res = calloc(c.nres, sizeof(*c.res));
-	c.res_used = calloc(1, sizeof(*c.res_used));
-	if (!c.res || !c.res_used) {
+	if (ut_state_new(&c)) {
 		ret = -1;
 		goto out;
 	}
@@ -115,8 +129,7 @@ int cache_unit_stale_grants(char *why, size_t len)
 	CHECK(cache_apply_grant(&c, &m, true));
 	CHECK(c.res[1].level == L_S);
 out:
-	free(c.res);
-	free(c.res_used);
+	ut_state_delete(&c);
 	return ret;
 }
 
@@ -135,9 +148,7 @@ int cache_unit_res_walk(char *why, size_t len)
 	uint64_t r, i, visited = 0, want = 0;
 	int ret = 0;
 
-	c.res = calloc(c.nres, sizeof(*c.res));
-	c.res_used = calloc(3, sizeof(*c.res_used));
-	if (!c.res || !c.res_used) {
+	if (ut_state_new(&c)) {
 		ret = -1;
 		goto out;
 	}
@@ -160,7 +171,6 @@ int cache_unit_res_walk(char *why, size_t len)
 	CHECK(res_next_used(&c, RES_GROUP * 65) == (c.nres - 1) / RES_GROUP * RES_GROUP);
 	CHECK(res_next_used(&c, c.nres) == c.nres);
 out:
-	free(c.res);
-	free(c.res_used);
+	ut_state_delete(&c);
 	return ret;
 }
