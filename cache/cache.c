@@ -607,9 +607,11 @@ static void cache_free(struct coh_cache *c)
 	free(c->res);
 	free(c->res_used);
 	free(c->kick);
+	free(c->out);
 	pthread_cond_destroy(&c->kick_cond);
 	pthread_cond_destroy(&c->claim_cond);
 	pthread_cond_destroy(&c->wb_cond);
+	pthread_cond_destroy(&c->out_cond);
 	for (l = 0; l < COH_CACHE_MAX_LANES; l++)
 		pthread_mutex_destroy(&c->lane[l].mu);
 	pthread_mutex_destroy(&c->lock);
@@ -688,6 +690,7 @@ int coh_cache_open(const struct coh_cache_attr *attr, struct coh_cache **cachep)
 	pthread_cond_init(&c->kick_cond, NULL);
 	pthread_cond_init(&c->claim_cond, NULL);
 	pthread_cond_init(&c->wb_cond, NULL);
+	pthread_cond_init(&c->out_cond, NULL);
 	for (l = 0; l < COH_CACHE_MAX_LANES; l++)
 		pthread_mutex_init(&c->lane[l].mu, NULL);
 	c->res = calloc(c->nres, sizeof(*c->res));

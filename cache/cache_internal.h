@@ -113,6 +113,15 @@ struct req {
 	struct req *next;
 };
 
+/* svc_out - one message the service thread sends once it has dropped the cache lock: an answer
+ * to @m's requester (a grant or RETRY, built by serve) or, with @fwd, @m itself forwarded to
+ * node @to's service thread (a waiter handed over with the resource). */
+struct svc_out {
+	struct cmsg m;
+	uint32_t to;
+	bool fwd;
+};
+
 /*
  * struct res_state - this node's view of one resource; guarded by coh_cache.lock.
  *
@@ -134,6 +143,8 @@ struct res_state {
 			     it is handed on only once they are done */
 	bool seen;	  /* @dir_guess comes from this resource's own word */
 	bool tk;	  /* taken over from a dead node: held until the view change commits */
+	bool srv;	  /* the service thread is handing it on with the lock dropped (serve):
+			     this node's lanes wait, as for a pin, until the word has moved */
 	bool fresh;	  /* no slot of this resource holds a block of an earlier tenure */
 	uint16_t mine_at; /* acq_lost_grant: when the word was first seen naming this node while no
 			     grant had come (cache_now_ms() / 16, never 0); 0: not seen */
@@ -228,9 +239,10 @@ struct xport {
  * struct coh_cache - one node's cache. @lock guards @res and the slots' contents; the
  * application context holds it while it touches local state and drops it while it waits on the
  * network. Lock order (docs/concurrency.md): the engine's io lock, then @lock, then the store's
- * locks: the service thread holds @lock across a write-back (writeback_res,
- * cache_writeback_all), which reaches the engine's destage (stripe locks, the log writer's lock,
- * fabric waits). @svc_kick tells the service thread that a pin dropped; whoever sets it wakes
+ * locks, which the lanes and the service thread reach with @lock dropped (slot_clean,
+ * serve_writeback), but for a write whose own blocks share a slot (slot_evict, under it). The
+ * service thread drops @lock across its network waits too but one: the CAS that moves the word
+ * of a resource it hands on (serve). @svc_kick tells the service thread that a pin dropped; whoever sets it wakes
  * the thread with coh_cq_wake on its completion queue.
  */
 struct coh_cache {
@@ -302,6 +314,17 @@ struct coh_cache {
 	uint32_t svc_desc_pending;
 	uint64_t *kick; /* resources whose pin dropped with requests waiting */
 	uint32_t n_kick, cap_kick;
+	/* The service thread's outbox: the answers and forwards that serve() decided under @lock,
+	 * sent by svc_flush once @lock is dropped (a send waits for the network). Service thread
+	 * only. */
+	struct svc_out *out;
+	uint32_t n_out, cap_out;
+	/* Messages posted to the outbox and sent (or skipped: a dead receiver) since the open,
+	 * under @lock; @out_cond says @out_done moved. The fence waits for what was posted before
+	 * it: a grant is made under @lock and must have reached its receiver before the claims
+	 * (view.c, drain_grants). */
+	uint64_t out_posted, out_done;
+	pthread_cond_t out_cond;
 
 	/* The application contexts (lanes) and the service thread's. A lane is used by one thread
 	 * at a time (the engine's lane lock; coh_cache_lane_bind says which one a thread uses).
@@ -493,6 +516,8 @@ bool cache_apply_grant(struct coh_cache *c, const struct cmsg *m, bool current);
 void cache_set_floor(struct coh_cache *c, struct res_state *st, uint32_t v);
 void cache_new_tenure(struct coh_cache *c, uint64_t r);
 bool cache_lease_ok(const struct coh_cache *c);
+void cache_realtime_in(int ms, struct timespec *ts);
+
 /* cache_point - a named step of the protocol (enum coh_cache_point): the attribute's hook. */
 static inline int cache_point(struct coh_cache *c, uint32_t pt, uint64_t detail)
 {

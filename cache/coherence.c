@@ -22,7 +22,7 @@
 #include "cache_internal.h"
 
 /* cache_realtime_in - @ts is @ms from now on the clock condition variables wait on. */
-static void cache_realtime_in(int ms, struct timespec *ts)
+void cache_realtime_in(int ms, struct timespec *ts)
 {
 	clock_gettime(CLOCK_REALTIME, ts);
 	ts->tv_nsec += (long)ms * 1000000;
@@ -133,18 +133,49 @@ static void wb_wait(struct coh_cache *c)
 }
 
 /*
+ * slot_wb_drop - write back the dirty block of @lba that @h holds, with the lock dropped while it
+ * is written: slot_hdr.wb keeps everyone off the slot meanwhile, and res_state.wb keeps its
+ * resource from being handed on by anyone but the service thread that is doing so (serve). Lock
+ * held on entry and on return; @h holds @lba, dirty, with no write-back in flight.
+ */
+static int slot_wb_drop(struct coh_cache *c, struct slot_hdr *h, uint64_t lba)
+{
+	uint64_t r = lba / c->res_blocks;
+	struct res_state *st = res_of(c, r);
+	int ret;
+
+	h->wb = 1;
+	st->wb++;
+	pthread_mutex_unlock(&c->lock);
+	ret = slot_destage(c, h, lba);
+	pthread_mutex_lock(&c->lock);
+	CTRACE(c, "clean lba %llu val %llx rv %u ret %d", (unsigned long long)lba,
+	       (unsigned long long)*(uint64_t *)((uint8_t *)h + SLOT_HDR), h->rv, ret);
+	h->wb = 0;
+	st->wb--;
+	if (!ret) {
+		h->dirty = 0;
+		CACHE_STAT(c, store_writes, 1);
+	}
+	if (c->wb_waiters)
+		pthread_cond_broadcast(&c->wb_cond);
+	/* A request that waited for the write-back to end. */
+	if (!st->wb && st->head)
+		cache_kick(c, r);
+	return ret;
+}
+
+/*
  * slot_clean - make @h ready for a block of @lba (UINT64_MAX: for none, just clean): no
  * write-back from it in flight, and no dirty block of another address in it. That block is
- * written back from the slot with the lock dropped (slot_hdr.wb keeps everyone off the slot
- * meanwhile, and res_state.wb keeps its resource from being handed on): the other lanes and the
- * service thread go on. Lock held on entry and on return; dropped while waiting and writing.
- * Returns 0, -ETIMEDOUT (by @deadline, ms), or the write-back's error.
+ * written back with the lock dropped (slot_wb_drop): the other lanes and the service thread go
+ * on. Lock held on entry and on return; dropped while waiting and writing. Returns 0,
+ * -ETIMEDOUT (by @deadline, ms), or the write-back's error.
  */
 static int slot_clean(struct coh_cache *c, struct slot_hdr *h, uint64_t lba, uint64_t deadline)
 {
 	for (;;) {
 		uint64_t tag = atomic_load_explicit(&h->tag, memory_order_relaxed);
-		struct res_state *st;
 		int ret;
 
 		if (h->wb) {
@@ -155,25 +186,7 @@ static int slot_clean(struct coh_cache *c, struct slot_hdr *h, uint64_t lba, uin
 		}
 		if (!tag || tag == lba + 1 || !h->dirty)
 			return 0;
-		st = res_of(c, (tag - 1) / c->res_blocks);
-		h->wb = 1;
-		st->wb++;
-		pthread_mutex_unlock(&c->lock);
-		ret = slot_destage(c, h, tag - 1);
-		pthread_mutex_lock(&c->lock);
-		CTRACE(c, "clean lba %llu val %llx rv %u ret %d", (unsigned long long)tag - 1,
-		       (unsigned long long)*(uint64_t *)((uint8_t *)h + SLOT_HDR), h->rv, ret);
-		h->wb = 0;
-		st->wb--;
-		if (!ret) {
-			h->dirty = 0;
-			CACHE_STAT(c, store_writes, 1);
-		}
-		if (c->wb_waiters)
-			pthread_cond_broadcast(&c->wb_cond);
-		/* A request that waited for the write-back to end. */
-		if (!st->wb && st->head)
-			cache_kick(c, (tag - 1) / c->res_blocks);
+		ret = slot_wb_drop(c, h, tag - 1);
 		if (ret)
 			return ret;
 	}
@@ -206,8 +219,14 @@ static int slot_install(struct coh_cache *c, uint64_t lba, const void *data, uin
 	return 0;
 }
 
-/* writeback_res - write the dirty blocks of @r back to the store. Lock held. */
-static int writeback_res(struct coh_cache *c, uint64_t r)
+/*
+ * serve_writeback - write the dirty blocks of @r back to the store before it is handed on, each
+ * with the lock dropped while it is written (slot_wb_drop; res_state.srv keeps this node's lanes
+ * off @r meanwhile). A lane may be writing one of them back already, to make room in its slot:
+ * that one is waited for, since the next holder reads the store. Lock held on entry and on
+ * return. Returns 0, -ETIMEDOUT (by @deadline, ms) or the write-back's error.
+ */
+static int serve_writeback(struct coh_cache *c, uint64_t r, uint64_t deadline)
 {
 	uint64_t lba, end = (r + 1) * c->res_blocks;
 	int ret;
@@ -217,15 +236,21 @@ static int writeback_res(struct coh_cache *c, uint64_t r)
 	for (lba = r * c->res_blocks; lba < end; lba++) {
 		struct slot_hdr *h = slot_of(c, lba);
 
-		if (atomic_load(&h->tag) != lba + 1 || !h->dirty)
-			continue;
-		ret = slot_destage(c, h, lba);
-		CTRACE(c, "wb lba %llu val %llx rv %u ret %d", (unsigned long long)lba,
-		       (unsigned long long)*(uint64_t *)((uint8_t *)h + SLOT_HDR), h->rv, ret);
-		if (ret)
-			return ret;
-		h->dirty = 0;
-		CACHE_STAT(c, store_writes, 1);
+		for (;;) {
+			if (atomic_load(&h->tag) != lba + 1)
+				break;
+			if (h->wb) {
+				if (cache_now_ms() >= deadline)
+					return -ETIMEDOUT;
+				wb_wait(c);
+				continue;
+			}
+			if (!h->dirty)
+				break;
+			ret = slot_wb_drop(c, h, lba);
+			if (ret)
+				return ret;
+		}
 	}
 	return 0;
 }
@@ -291,15 +316,16 @@ static uint32_t inval_write(struct coh_cache *c, struct xport *x, uint64_t r, ui
 
 /* Serving requests (service thread). */
 
-/* reply_skip - @p is a peer a reply timed out on less than a timeout ago (see reply()). */
+/* reply_skip - @p is a peer a reply timed out on less than a timeout ago (see reply_send). */
 static bool reply_skip(struct coh_cache *c, uint32_t p)
 {
 	return p < 32 && (atomic_load(&c->unreach) >> p & 1) &&
 	       cache_now_ms() - atomic_load(&c->unreach_ms[p]) < c->timeout_ms;
 }
 
-static void reply(struct coh_cache *c, const struct cmsg *req, uint8_t type, uint32_t version,
-		  uint32_t holder_v)
+/* reply_make - the answer of @type to @req. */
+static struct cmsg reply_make(const struct coh_cache *c, const struct cmsg *req, uint8_t type,
+			      uint32_t version, uint32_t holder_v)
 {
 	struct cmsg m = { .type = type,
 			  .mode = req->mode,
@@ -309,18 +335,31 @@ static void reply(struct coh_cache *c, const struct cmsg *req, uint8_t type, uin
 			  .holder = c->me,
 			  .holder_v = holder_v,
 			  .seq = req->seq };
-	uint32_t p = req->requester;
-	int ret;
 
 	m.lane = req->lane;
+	return m;
+}
+
+/* reply_send - send answer @m to its requester's lane, and wait for it to leave. Service thread;
+ * the lock not held. */
+static void reply_send(struct coh_cache *c, const struct cmsg *m)
+{
+	uint32_t p = m->requester;
+	int ret;
+
+	/* Fenced since it asked (coh_cache_fence): it is sent nothing. */
+	if (node_dead(c, p))
+		return;
+
 	/* A peer that a reply just failed to reach gets nothing for a timeout: what was sent to
-	 * it would fail the same way, one transport timeout each, under the cache lock. Its
-	 * request times out there and is asked again, as after a lost reply. */
+	 * it would fail the same way, one transport timeout each, while every other node's
+	 * requests wait for the service thread. Its request times out there and is asked again,
+	 * as after a lost reply. */
 	if (reply_skip(c, p)) {
 		atomic_fetch_add(&c->replies_dropped, 1);
 		return;
 	}
-	ret = xp_send(&c->svc, c->to_lane[p][req->lane], &m);
+	ret = xp_send(&c->svc, c->to_lane[p][m->lane], m);
 	if (ret == -ETIMEDOUT && p < 32) {
 		atomic_store(&c->unreach_ms[p], cache_now_ms());
 		atomic_fetch_or(&c->unreach, 1u << p);
@@ -331,21 +370,105 @@ static void reply(struct coh_cache *c, const struct cmsg *req, uint8_t type, uin
 		COH_LOG_WARN("node %u: reply to %u: %s", c->me, p, coh_strerror(ret));
 }
 
+static void reply(struct coh_cache *c, const struct cmsg *req, uint8_t type, uint32_t version,
+		  uint32_t holder_v)
+{
+	struct cmsg m = reply_make(c, req, type, version, holder_v);
+
+	reply_send(c, &m);
+}
+
+/* svc_send - send one message of the outbox. Service thread; the lock not held. */
+static void svc_send(struct coh_cache *c, const struct svc_out *o)
+{
+	int ret;
+
+	if (!o->fwd) {
+		reply_send(c, &o->m);
+		/* The grant is on its way; the waiters handed over with it are not yet. */
+		if (o->m.type == CMSG_GRANT)
+			cache_point(c, COH_CACHE_PT_SERVE_SENT, o->m.resource);
+		return;
+	}
+	/* Fenced since: the waiter, or the new owner it was to be handed to, is gone. */
+	if (node_dead(c, o->to) || node_dead(c, o->m.requester))
+		return;
+	ret = xp_send(&c->svc, c->svc.to_svc[o->to], &o->m);
+	CTRACE(c, "handover queued r%llu req n%u seq %llx to n%u ret %d",
+	       (unsigned long long)o->m.resource, o->m.requester, (unsigned long long)o->m.seq,
+	       o->to, ret);
+}
+
+/* svc_post - put a message in the outbox, for svc_flush once the lock is dropped. If the outbox
+ * cannot grow, what it holds and this are sent at once, in order, under the lock, as every
+ * answer was before the outbox: slower for the others, not wrong. Lock held. */
+static void svc_post(struct coh_cache *c, const struct cmsg *m, uint32_t to, bool fwd)
+{
+	struct svc_out o = { .m = *m, .to = to, .fwd = fwd };
+	uint32_t i;
+
+	if (c->n_out == c->cap_out) {
+		uint32_t cap = c->cap_out ? c->cap_out * 2 : 16;
+		struct svc_out *no = realloc(c->out, cap * sizeof(*no));
+
+		if (!no) {
+			for (i = 0; i < c->n_out; i++)
+				svc_send(c, &c->out[i]);
+			c->out_done += c->n_out;
+			c->n_out = 0;
+			pthread_cond_broadcast(&c->out_cond);
+			svc_send(c, &o);
+			return;
+		}
+		c->out = no;
+		c->cap_out = cap;
+	}
+	c->out[c->n_out++] = o;
+	c->out_posted++;
+}
+
+/* svc_answer - post the answer of @type to @req (svc_post). Lock held. */
+static void svc_answer(struct coh_cache *c, const struct cmsg *req, uint8_t type, uint32_t version,
+		       uint32_t holder_v)
+{
+	struct cmsg m = reply_make(c, req, type, version, holder_v);
+
+	svc_post(c, &m, 0, false);
+}
+
+/* svc_flush - send what the outbox holds, in the order it was posted. Service thread; the lock
+ * not held. */
+static void svc_flush(struct coh_cache *c)
+{
+	uint32_t i, n = c->n_out;
+
+	if (!n)
+		return;
+	for (i = 0; i < n; i++)
+		svc_send(c, &c->out[i]);
+	c->n_out = 0;
+	pthread_mutex_lock(&c->lock);
+	c->out_done += n;
+	pthread_cond_broadcast(&c->out_cond);
+	pthread_mutex_unlock(&c->lock);
+}
+
 /*
  * serve_refuse - answer @req RETRY, and every request queued behind it too: the resource stays
  * here for now (its home is being rebuilt, a write-back failed, this node's lease lapsed), and a
  * request left in the queue would wait for a kick that only a pin dropping gives. Each requester
- * reads the word again and asks again, within its own deadline. Lock held.
+ * reads the word again and asks again, within its own deadline. The answers go once the lock is
+ * dropped (svc_flush). Lock held.
  */
 static void serve_refuse(struct coh_cache *c, struct res_state *st, const struct cmsg *req)
 {
 	struct req *q;
 
-	reply(c, req, CMSG_RETRY, 0, 0);
+	svc_answer(c, req, CMSG_RETRY, 0, 0);
 	while ((q = st->head)) {
 		st->head = q->next;
 		if (!node_dead(c, q->m.requester))
-			reply(c, &q->m, CMSG_RETRY, 0, 0);
+			svc_answer(c, &q->m, CMSG_RETRY, 0, 0);
 		free(q);
 	}
 	st->tail = NULL;
@@ -363,65 +486,69 @@ static const char *serve_wb_why(struct coh_cache *c, int ret)
 		   : "the lease ran out";
 }
 
-/* serve - give @req what it asks for on a resource this node holds exclusively and is not
- * using. Lock held; the sends and the CAS are bounded waits on the service thread's own
- * endpoints, and the application thread never waits on the network with the lock held. */
+/* serve_check - why @req cannot have the resource now (a word for the trace), or NULL. Looked at
+ * before the hand-over begins and again after the lock was dropped for it. Lock held. */
+static const char *serve_check(struct coh_cache *c, const struct cmsg *req)
+{
+	/* The word is being rebuilt (or the requester is gone): keep the resource; the
+	 * requester asks again once the view change is done. */
+	if (node_dead(c, res_home(c, req->resource)) || node_dead(c, req->requester))
+		return "dead";
+	/* A record of this node's that a recovery could replay may be live on a peer
+	 * (coh_cache_attr.hold_locks): nothing leaves until it is not. */
+	if (c->hold_locks && c->hold_locks(c->hook_arg))
+		return "held";
+	/* Its grant would not be sent (reply_send): the word would name it with no grant on its
+	 * way, which only a timeout there mends (acq_lost_grant). Keep the resource until it
+	 * answers again; it asks again. */
+	if (reply_skip(c, req->requester))
+		return "unreachable";
+	/* The others may have excluded this node and taken its locks over: its dirty blocks
+	 * must not reach the store, nor its grants anyone. */
+	if (!cache_lease_ok(c))
+		return "lease";
+	return NULL;
+}
+
+/*
+ * serve - give @req what it asks for on a resource this node holds exclusively and is not
+ * using. Lock held on entry and on return. It is dropped while the invalidations this node owes
+ * are written and the dirty blocks written back (res_state.srv keeps this node's lanes off the
+ * resource meanwhile, as the spin model's pin does: cache/model/coherence.pml, serve), and the
+ * answers and forwards wait in the outbox for svc_flush. Only the CAS that moves the word is
+ * waited for under the lock, so that nothing of this node (a read hit, a view change's claim)
+ * sees the word moved and the resource still held.
+ */
 static void serve(struct coh_cache *c, struct res_state *st, const struct cmsg *req)
 {
-	uint64_t r = req->resource, expect, want, got = 0;
-	uint32_t v = st->lv;
+	uint64_t r = req->resource, deadline = cache_now_ms() + c->timeout_ms;
+	uint64_t expect, want, got = 0;
+	const char *why;
+	uint32_t v, owed;
 	struct req *q;
 	int ret;
 
-	if (node_dead(c, res_home(c, r)) || node_dead(c, req->requester)) {
-		CTRACE(c, "serve r%llu to n%u: retry (dead)", (unsigned long long)r,
-		       req->requester);
-		/* The word is being rebuilt (or the requester is gone): keep the resource; the
-		 * requester asks again once the view change is done. */
-		serve_refuse(c, st, req);
-		return;
-	}
-	if (c->hold_locks && c->hold_locks(c->hook_arg)) {
-		/* A record of this node's that a recovery could replay may be live on a peer
-		 * (coh_cache_attr.hold_locks): nothing leaves until it is not. */
-		CTRACE(c, "serve r%llu to n%u: retry (held)", (unsigned long long)r,
-		       req->requester);
-		serve_refuse(c, st, req);
-		return;
-	}
-	if (reply_skip(c, req->requester)) {
-		/* Its grant would not be sent (reply()): the word would name it with no grant
-		 * on its way, which only a timeout there mends (acq_lost_grant). Keep the
-		 * resource until it answers again; it asks again. */
-		CTRACE(c, "serve r%llu to n%u: retry (unreachable)", (unsigned long long)r,
-		       req->requester);
-		serve_refuse(c, st, req);
-		return;
-	}
-	if (!cache_lease_ok(c)) {
-		/* The others may have excluded this node and taken its locks over: its dirty
-		 * blocks must not reach the store, nor its grants anyone. */
-		CTRACE(c, "serve r%llu to n%u: retry (lease)", (unsigned long long)r,
-		       req->requester);
-		serve_refuse(c, st, req);
-		return;
-	}
-	st->owed &= ~atomic_load(&c->dead);
-	if (st->owed) {
+	why = serve_check(c, req);
+	if (why)
+		goto refuse;
+	st->srv = true;
+	owed = st->owed & ~atomic_load(&c->dead);
+	if (owed) {
 		/* Invalidations this node owes for the resource land before anyone else gets it:
 		 * a grant involves none, so the copies would stay readable. */
-		uint32_t sent;
+		uint32_t sent, left;
 
-		st->owed = inval_write(c, &c->svc, r, st->owed, &sent);
+		pthread_mutex_unlock(&c->lock);
+		left = inval_write(c, &c->svc, r, owed, &sent);
+		pthread_mutex_lock(&c->lock);
 		CACHE_STAT(c, inval_sent, sent);
-		if (st->owed) {
-			CTRACE(c, "serve r%llu to n%u: retry (owes %x)", (unsigned long long)r,
-			       req->requester, st->owed);
-			serve_refuse(c, st, req);
-			return;
+		st->owed = (st->owed & ~owed) | left;
+		if (left) {
+			why = "owes";
+			goto refuse_srv;
 		}
 	}
-	ret = writeback_res(c, r);
+	ret = serve_writeback(c, r, deadline);
 	if (ret) {
 		/* Until a view change takes the failed peer out, the requester asks again: say so
 		 * once in a while, not each time. */
@@ -430,10 +557,21 @@ static void serve(struct coh_cache *c, struct res_state *st, const struct cmsg *
 				    "(%llu such failures)",
 				    c->me, (unsigned long long)r, serve_wb_why(c, ret),
 				    (unsigned long long)c->wb_failures);
-		serve_refuse(c, st, req);
-		return;
+		why = "write-back";
+		goto refuse_srv;
 	}
+	pthread_mutex_unlock(&c->lock);
 	cache_point(c, COH_CACHE_PT_SERVE_WB, r);
+	pthread_mutex_lock(&c->lock);
+	/* While the lock was dropped a view change may have fenced a node or taken the resource
+	 * over, the engine may hold its locks, or the lease may have run out. */
+	why = serve_check(c, req);
+	if (!why && (st->level != L_X || st->tk || st->pinned || st->wb ||
+		     (st->owed & ~atomic_load(&c->dead))))
+		why = "changed";
+	if (why)
+		goto refuse_srv;
+	v = st->lv;
 	expect = dir_make(true, c->me, 0, v);
 	if (req->mode == MODE_S) {
 		want = dir_make(false, 0, 1u << c->me | 1u << req->requester, v);
@@ -457,33 +595,39 @@ static void serve(struct coh_cache *c, struct res_state *st, const struct cmsg *
 		else
 			COH_LOG_ERR("node %u: directory of resource %llu is %llx, not ours", c->me,
 				    (unsigned long long)r, (unsigned long long)got);
-		serve_refuse(c, st, req);
-		return;
+		why = "cas";
+		goto refuse_srv;
 	}
 	cache_point(c, COH_CACHE_PT_SERVE_CAS, r);
 	st->dir_guess = want;
 	st->obs_gen = atomic_load(&c->fence_gen);
 	st->level = req->mode == MODE_S ? L_S : L_I;
 	st->cv = v;
+	st->srv = false;
+	pthread_cond_broadcast(&c->kick_cond);
 	CACHE_STAT(c, lock_transfers, 1);
-	reply(c, req, CMSG_GRANT, dir_ver(want), v);
-	cache_point(c, COH_CACHE_PT_SERVE_SENT, r);
+	svc_answer(c, req, CMSG_GRANT, dir_ver(want), v);
 	/* The waiters behind this one: after a handover they belong to the new owner, in order;
 	 * after a downgrade nobody holds the resource exclusively, so they retry their CAS. */
 	while ((q = st->head)) {
 		st->head = q->next;
 		if (node_dead(c, q->m.requester) || q->m.requester == req->requester)
 			;
-		else if (req->mode == MODE_X) {
-			ret = xp_send(&c->svc, c->svc.to_svc[req->requester], &q->m);
-			CTRACE(c, "handover queued r%llu req n%u seq %llx to n%u",
-			       (unsigned long long)r, q->m.requester, (unsigned long long)q->m.seq,
-			       req->requester);
-		} else
-			reply(c, &q->m, CMSG_RETRY, 0, 0);
+		else if (req->mode == MODE_X)
+			svc_post(c, &q->m, req->requester, true);
+		else
+			svc_answer(c, &q->m, CMSG_RETRY, 0, 0);
 		free(q);
 	}
 	st->tail = NULL;
+	return;
+
+refuse_srv:
+	st->srv = false;
+	pthread_cond_broadcast(&c->kick_cond);
+refuse:
+	CTRACE(c, "serve r%llu to n%u: retry (%s)", (unsigned long long)r, req->requester, why);
+	serve_refuse(c, st, req);
 }
 
 /* enqueue - put a request at the tail of @st's queue: requests are served in the order they
@@ -527,6 +671,7 @@ void svc_handle(struct coh_cache *c, const struct cmsg *m)
 		else
 			serve(c, st, m);
 		pthread_mutex_unlock(&c->lock);
+		svc_flush(c);
 		return;
 	}
 	pthread_mutex_unlock(&c->lock);
@@ -562,6 +707,7 @@ void svc_handle(struct coh_cache *c, const struct cmsg *m)
 		else
 			enqueue(c, st, m);
 		pthread_mutex_unlock(&c->lock);
+		svc_flush(c);
 	} else if (dir_excl(cur) && dir_owner(cur) != m->requester &&
 		   !node_dead(c, dir_owner(cur))) {
 		ret = xp_send(&c->svc, c->svc.to_svc[dir_owner(cur)], m);
@@ -589,6 +735,12 @@ void svc_serve_queued(struct coh_cache *c)
 			st->tail = NULL;
 		serve(c, st, &q->m);
 		free(q);
+		/* Its answers, before the next: none is sent with the lock held. */
+		if (c->n_out) {
+			pthread_mutex_unlock(&c->lock);
+			svc_flush(c);
+			pthread_mutex_lock(&c->lock);
+		}
 	}
 	/* An application thread may be waiting for the queue of a resource to drain. */
 	pthread_cond_broadcast(&c->kick_cond);
@@ -959,25 +1111,37 @@ int cache_pay_all_owed(struct coh_cache *c)
 }
 
 /*
- * acq_yield_queue - others are queued for @r while this node holds it: they go first, or a node
- * that keeps using a resource it holds would starve them (lazy release alone does not prevent
- * that; the spin model found the cycle). Hand the queue to the service thread and wait, bounded,
- * for it to drain. Lock held on entry, dropped on return. Returns 0 (look again), -ETIMEDOUT or
- * -EAGAIN (a view change step wants this thread's place).
+ * acq_wait_svc - wait, bounded, for the service thread: a hand-over of the resource in progress
+ * (res_state.srv) or a queue it was asked to serve (acq_yield_queue). Lock held on entry,
+ * dropped on return. Returns 0 (look again), -ETIMEDOUT or -EAGAIN (a view change step wants
+ * this thread's place).
  */
-static int acq_yield_queue(struct coh_cache *c, uint64_t r, uint64_t deadline)
+static int acq_wait_svc(struct coh_cache *c, uint64_t deadline)
 {
 	struct timespec ts;
 
-	cache_kick(c, r);
 	cache_realtime_in(2, &ts);
+	coh_thread_sleeping(true);
 	pthread_cond_timedwait(&c->kick_cond, &c->lock, &ts);
+	coh_thread_sleeping(false);
 	pthread_mutex_unlock(&c->lock);
 	if (cache_now_ms() >= deadline)
 		return -ETIMEDOUT;
 	if (atomic_load(&c->yield))
 		return -EAGAIN;
 	return 0;
+}
+
+/*
+ * acq_yield_queue - others are queued for @r while this node holds it: they go first, or a node
+ * that keeps using a resource it holds would starve them (lazy release alone does not prevent
+ * that; the spin model found the cycle). Hand the queue to the service thread and wait, bounded,
+ * for it to drain (acq_wait_svc).
+ */
+static int acq_yield_queue(struct coh_cache *c, uint64_t r, uint64_t deadline)
+{
+	cache_kick(c, r);
+	return acq_wait_svc(c, deadline);
 }
 
 /*
@@ -1175,6 +1339,13 @@ static int acquire(struct coh_cache *c, uint64_t r, int mode)
 			/* Taken over from a dead node: its replay comes first. */
 			pthread_mutex_unlock(&c->lock);
 			return -EAGAIN;
+		}
+		if (st->srv) {
+			/* The service thread is handing it on: once the word has moved, ask. */
+			ret = acq_wait_svc(c, deadline);
+			if (ret)
+				return ret;
+			continue;
 		}
 		if (st->head && !st->pinned && st->level == L_X) {
 			ret = acq_yield_queue(c, r, deadline);

@@ -4,7 +4,8 @@
  * survivor, in order, with a barrier after each of the first three:
  *
  *   fence      the dead are marked: nothing is sent to them, their queued and future requests
- *              are dropped, and waits that depended on them end with -EAGAIN;
+ *              are dropped, waits that depended on them end with -EAGAIN, and the grants the
+ *              service thread made before it have been sent;
  *   clear      each survivor zeroes the words it will be home to in place of a dead home (the
  *              next live member after it), at the same offsets;
  *   claim      each survivor takes in the grants that reached it, then adds what it holds of
@@ -60,7 +61,8 @@ static bool rebuilt(const struct coh_cache *c, uint64_t r, uint32_t *new_home)
 
 int coh_cache_fence(struct coh_cache *c, uint32_t dead)
 {
-	uint64_t r;
+	uint64_t r, posted, deadline;
+	int ret = 0;
 
 	if (!c || (dead >> c->me & 1) || (c->nodes < 32 && dead >> c->nodes))
 		return -EINVAL;
@@ -89,8 +91,27 @@ int coh_cache_fence(struct coh_cache *c, uint32_t dead)
 	}
 	atomic_fetch_add(&c->fence_gen, 1);
 	pthread_cond_broadcast(&c->kick_cond);
+	/* The grants the service thread made before this (each under the lock, with its CAS)
+	 * leave once it has dropped the lock (svc_flush): they must be in their receivers'
+	 * queues before anyone claims (drain_grants). Each send is a bounded wait, and one to a
+	 * node fenced now is skipped. */
+	posted = c->out_posted;
+	deadline = cache_now_ms() + 4ull * c->timeout_ms;
+	while (c->out_done < posted) {
+		struct timespec ts;
+
+		if (cache_now_ms() >= deadline) {
+			COH_LOG_WARN("node %u: fence: %llu answers of the service thread not sent "
+				     "yet; the view change is tried again",
+				     c->me, (unsigned long long)(posted - c->out_done));
+			ret = -EAGAIN;
+			break;
+		}
+		cache_realtime_in(1, &ts);
+		pthread_cond_timedwait(&c->out_cond, &c->lock, &ts);
+	}
 	pthread_mutex_unlock(&c->lock);
-	return 0;
+	return ret;
 }
 
 void coh_cache_yield(struct coh_cache *c, bool on)
@@ -147,10 +168,11 @@ int coh_cache_rebuild_clear(struct coh_cache *c)
 /*
  * drain_grants - take in the grants that have reached this node. A grant is state in flight: its
  * giver has already let the resource go. The fence made every grant for a word being rebuilt
- * reach us before the claims: the service thread serves under the cache lock and sends before it
- * lets go, the fence takes that lock after marking the homes dead (so nothing rebuilt is served
- * after it), and a completed send is in the receiver's queue (shm copies it into the ring; RC
- * completes it on the receiver's acknowledgement). The barrier after the fence orders the rest.
+ * reach us before the claims: the service thread makes a grant and posts it under the cache lock,
+ * the fence takes that lock after marking the homes dead (so nothing rebuilt is served after it)
+ * and waits until what was posted before it has been sent (svc_flush), and a completed send is in
+ * the receiver's queue (shm copies it into the ring; RC completes it on the receiver's
+ * acknowledgement). The barrier after the fence orders the rest.
  */
 static void drain_grants(struct coh_cache *c)
 {

@@ -865,6 +865,9 @@ int sc_cache_hold_and_yield(struct conf_node *cn)
 		CONF_CHECK(bench_block_value(buf, BS, &v) == 0 && v == 0x700, "block 3: %llx",
 			   (unsigned long long)v);
 	}
+	/* Block 3 went to the store on the way to node 1 (the service thread writes back with
+	 * the cache lock dropped, so it could still be under way beside the writes below). */
+	CONF_CHECK(conf_barrier(cn) == 0, "read back");
 	if (cn->id == 0) {
 		for (i = 0; i < 4; i++) {
 			bench_fill_block(buf, BS, 0x720 + i);
@@ -973,5 +976,149 @@ int sc_cache_lost_grant(struct conf_node *cn)
 	CONF_CHECK(conf_barrier(cn) == 0, "done");
 	CONF_CHECK(coh_cache_close(&c) == 0, "close");
 	coh_store_delete(&st);
+	return 0;
+}
+
+/*
+ * The service thread hands a resource on without the cache lock. Node 0 writes blocks 5 (resource
+ * 0) and 40 (resource 2); node 1 writes block 7, so node 0's service thread writes block 5 back
+ * and hands resource 0 over. At the point between the write-back and the CAS
+ * (COH_CACHE_PT_SERVE_WB) its hook, on the service thread, asks a helper thread of node 0 for a
+ * read of block 40 and waits for it, bounded: a read hit takes the cache lock, so it comes back
+ * only if the service thread does not hold that lock there (it did before, across the write-back
+ * and every send). The hook also starts a second helper that writes block 6 (resource 0, the
+ * one being handed over) without waiting for it: it must wait for the hand-over (res_state.srv)
+ * and then ask node 1 for the resource, and its write must not be lost either way. Then both
+ * nodes read blocks 5, 6, 7 and 40 and find every write.
+ */
+struct sw_ctx {
+	struct coh_cache *c;
+	pthread_mutex_t mu;
+	pthread_cond_t cond;
+	int hit_done, hit_ret, fired;
+	uint64_t hit_val;
+	pthread_t reader, writer;
+	int writer_ret, writer_started;
+};
+
+static void *sw_reader(void *arg)
+{
+	struct sw_ctx *x = arg;
+	uint8_t buf[BS];
+	uint64_t v = 0;
+	int r = coh_cache_read(x->c, 40, 1, buf);
+
+	if (!r && bench_block_value(buf, BS, &v))
+		r = -EBADMSG;
+	pthread_mutex_lock(&x->mu);
+	x->hit_ret = r;
+	x->hit_val = v;
+	x->hit_done = 1;
+	pthread_cond_broadcast(&x->cond);
+	pthread_mutex_unlock(&x->mu);
+	return NULL;
+}
+
+static void *sw_writer(void *arg)
+{
+	struct sw_ctx *x = arg;
+	uint8_t buf[BS];
+	int r = -1, i;
+
+	bench_fill_block(buf, BS, 0x606);
+	/* Bounded like the engine's retries: a view change is not expected here. */
+	for (i = 0; i < 4 && r; i++)
+		r = coh_cache_write(x->c, 6, 1, buf);
+	x->writer_ret = r;
+	return NULL;
+}
+
+static int sw_point(void *arg, uint32_t pt, uint64_t detail)
+{
+	struct sw_ctx *x = arg;
+	struct timespec ts;
+
+	if (pt != COH_CACHE_PT_SERVE_WB || detail != 0 || x->fired)
+		return 0;
+	x->fired = 1;
+	if (pthread_create(&x->reader, NULL, sw_reader, x))
+		return 0;
+	x->writer_started = pthread_create(&x->writer, NULL, sw_writer, x) == 0;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += 10;
+	pthread_mutex_lock(&x->mu);
+	while (!x->hit_done) {
+		if (pthread_cond_timedwait(&x->cond, &x->mu, &ts))
+			break;
+	}
+	pthread_mutex_unlock(&x->mu);
+	return 0;
+}
+
+int sc_cache_serve_unlocked(struct conf_node *cn)
+{
+	static const struct {
+		uint64_t lba, val;
+	} want[] = { { 5, 0x505 }, { 6, 0x606 }, { 7, 0x707 }, { 40, 0x404 } };
+	struct sw_ctx h = { .hit_ret = 1, .writer_ret = 1 };
+	struct coh_cache_attr a = { .fab = cn->fab,
+				    .nodes = cn->n,
+				    .resource_blocks = 16,
+				    .cache_blocks = 256,
+				    .timeout_ms = 10000,
+				    .hook_arg = &h };
+	struct coh_store *st = NULL;
+	uint8_t buf[BS];
+	uint64_t v;
+	uint32_t i;
+	int done;
+
+	pthread_mutex_init(&h.mu, NULL);
+	pthread_cond_init(&h.cond, NULL);
+	if (cn->id == 0)
+		a.point = sw_point;
+	CONF_CHECK(coh_store_open_file(store_path, BS, 64, true, &st) == 0, "store");
+	a.store = st;
+	CONF_CHECK(coh_cache_open(&a, &h.c) == 0, "cache up");
+	if (cn->id == 0) {
+		bench_fill_block(buf, BS, 0x505);
+		CONF_CHECK(coh_cache_write(h.c, 5, 1, buf) == 0, "write 5");
+		bench_fill_block(buf, BS, 0x404);
+		CONF_CHECK(coh_cache_write(h.c, 40, 1, buf) == 0, "write 40");
+	}
+	CONF_CHECK(conf_barrier(cn) == 0, "held");
+	if (cn->id == 1) {
+		bench_fill_block(buf, BS, 0x707);
+		CONF_CHECK(coh_cache_write(h.c, 7, 1, buf) == 0, "write 7");
+	}
+	CONF_CHECK(conf_barrier(cn) == 0, "handed over");
+	if (cn->id == 0) {
+		CONF_CHECK(h.fired, "the hand-over's point was not reached");
+		pthread_mutex_lock(&h.mu);
+		done = h.hit_done;
+		pthread_mutex_unlock(&h.mu);
+		if (h.writer_started)
+			pthread_join(h.writer, NULL);
+		pthread_join(h.reader, NULL);
+		CONF_CHECK(done, "a read hit waited for the service thread's write-back");
+		CONF_CHECK(h.hit_ret == 0 && h.hit_val == 0x404, "read hit: %s, %llx",
+			   coh_strerror(h.hit_ret), (unsigned long long)h.hit_val);
+		CONF_CHECK(h.writer_started && h.writer_ret == 0,
+			   "write 6 during the hand-over: %s", coh_strerror(h.writer_ret));
+	}
+	CONF_CHECK(conf_barrier(cn) == 0, "written");
+	for (i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+		CONF_CHECK(coh_cache_read(h.c, want[i].lba, 1, buf) == 0, "read %llu",
+			   (unsigned long long)want[i].lba);
+		CONF_CHECK(bench_block_value(buf, BS, &v) == 0 && v == want[i].val,
+			   "node %u block %llu: %llx, not %llx", cn->id,
+			   (unsigned long long)want[i].lba, (unsigned long long)v,
+			   (unsigned long long)want[i].val);
+	}
+	CONF_CHECK(conf_barrier(cn) == 0, "done");
+	CONF_CHECK(coh_cache_close(&h.c) == 0, "close");
+	coh_store_delete(&st);
+	pthread_cond_destroy(&h.cond);
+	pthread_mutex_destroy(&h.mu);
 	return 0;
 }

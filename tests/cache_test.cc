@@ -64,6 +64,12 @@ TEST(cache, lost_grant__taken_as_the_word_says_when_its_giver_lives)
 	EXPECT_EQ(0, conf_run("cache_lost_grant", 2, sc_cache_lost_grant, 0, kTimeout));
 }
 
+TEST(cache, serve_unlocked__a_read_hit_goes_on_during_a_hand_over)
+{
+	Store s;
+	EXPECT_EQ(0, conf_run("cache_serve_unlocked", 2, sc_cache_serve_unlocked, 0, kTimeout));
+}
+
 TEST(cache, invalidation__exactly_the_sharers)
 {
 	Store s;

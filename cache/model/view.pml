@@ -156,7 +156,10 @@ end:	do
  *  - a CAS reads the word and swaps it in one step;
  *  - a request is served in the step that sends it, when the owner's service could serve
  *    it (not pinned, not taken over, holds X, has its lease, and neither side fenced the
- *    other); otherwise the requester waits, as a queued request or an -EAGAIN does;
+ *    other); otherwise the requester waits, as a queued request or an -EAGAIN does. (The
+ *    code sends the grant after it drops the cache lock, but the fence waits until every
+ *    grant made before it has been sent: to the claims, a grant is in flight or received,
+ *    as here.)
  *  - a miss reads the block from the store (coherence.pml checks the peer-slot source): the
  *    store is current whenever the word is not exclusive, and a GRANT_S holder writes back
  *    before it grants;

@@ -50,7 +50,8 @@ enum coh_cache_point {
 	COH_CACHE_PT_SCAS,	 /* a reader's shared CAS done; the block not yet fetched */
 	COH_CACHE_PT_REQ,	 /* a lock request sent to the holder; no answer yet */
 	COH_CACHE_PT_GRANTED,	 /* a grant taken in; the operation not yet done */
-	COH_CACHE_PT_SERVE_WB,	 /* service: dirty blocks written back; the directory unchanged */
+	COH_CACHE_PT_SERVE_WB,	 /* service: dirty blocks written back (the cache lock dropped);
+				    the directory unchanged */
 	COH_CACHE_PT_SERVE_CAS,	 /* service: the directory changed; the grant not yet sent */
 	COH_CACHE_PT_SERVE_SENT, /* service: the grant sent; the waiters not yet handed over */
 	COH_CACHE_PT_INSTALLED,	 /* a write's data installed; not yet acknowledged */
@@ -236,7 +237,8 @@ int coh_cache_writeback(struct coh_cache *c, const uint64_t *lbas, uint32_t n, u
  * returns -EAGAIN until the commit. cache/view.c and docs/recovery.md describe the steps.
  *
  * coh_cache_fence - @dead (a bitmap) are gone: send them nothing, drop their requests, end the
- *   waits that depended on them. Any thread. Cumulative.
+ *   waits that depended on them, and wait (bounded) until every answer the service thread made
+ *   before it has been sent. Any thread but the service thread. Cumulative.
  * coh_cache_rebuild_clear - zero the directory words this node will be home to in place of a
  *   dead home.
  * coh_cache_rebuild_claim - add what this node holds of those resources to their new words.
