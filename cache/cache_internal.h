@@ -241,8 +241,7 @@ struct xport {
  * network. Lock order (docs/concurrency.md): the engine's io lock, then @lock, then the store's
  * locks, which the lanes and the service thread reach with @lock dropped (slot_clean,
  * serve_writeback), but for a write whose own blocks share a slot (slot_evict, under it). The
- * service thread drops @lock across its network waits too but one: the CAS that moves the word
- * of a resource it hands on (serve). @svc_kick tells the service thread that a pin dropped; whoever sets it wakes
+ * service thread drops @lock across its network waits too (serve). @svc_kick tells the service thread that a pin dropped; whoever sets it wakes
  * the thread with coh_cq_wake on its completion queue.
  */
 struct coh_cache {
@@ -325,6 +324,10 @@ struct coh_cache {
 	 * (view.c, drain_grants). */
 	uint64_t out_posted, out_done;
 	pthread_cond_t out_cond;
+	/* A hand-over is between its CAS (sent with @lock dropped) and its new state, and how many
+	 * such CASes have ended, under @lock: the fence waits for the one it finds (@out_cond). */
+	bool svc_cas;
+	uint64_t cas_gen;
 
 	/* The application contexts (lanes) and the service thread's. A lane is used by one thread
 	 * at a time (the engine's lane lock; coh_cache_lane_bind says which one a thread uses).

@@ -512,12 +512,13 @@ static const char *serve_check(struct coh_cache *c, const struct cmsg *req)
 
 /*
  * serve - give @req what it asks for on a resource this node holds exclusively and is not
- * using. Lock held on entry and on return. It is dropped while the invalidations this node owes
- * are written and the dirty blocks written back (res_state.srv keeps this node's lanes off the
- * resource meanwhile, as the spin model's pin does: cache/model/coherence.pml, serve), and the
- * answers and forwards wait in the outbox for svc_flush. Only the CAS that moves the word is
- * waited for under the lock, so that nothing of this node (a read hit, a view change's claim)
- * sees the word moved and the resource still held.
+ * using. Lock held on entry and on return; dropped across every network wait: the invalidations
+ * this node owes, the write-back of its dirty blocks, and the CAS that moves the word. The
+ * resource stays marked meanwhile (res_state.srv: this node's lanes and read hits keep off it,
+ * as the spin model's pin does: cache/model/coherence.pml, serve), and the answers and forwards
+ * wait in the outbox for svc_flush. What the lock no longer keeps out, the fence does: it waits
+ * for a hand-over between its CAS and its new state, then for the grant to leave (svc_cas,
+ * out_posted), so that no claim sees the word moved and the resource still held here.
  */
 static void serve(struct coh_cache *c, struct res_state *st, const struct cmsg *req)
 {
@@ -581,7 +582,17 @@ static void serve(struct coh_cache *c, struct res_state *st, const struct cmsg *
 	} else {
 		want = dir_make(true, req->requester, 0, v + 1);
 	}
+	/* The CAS with the lock dropped too: the resource stays marked (srv), and the fence waits
+	 * for the hand-over's new state and grant before it lets anyone claim (svc_cas). */
+	c->svc_cas = true;
+	pthread_mutex_unlock(&c->lock);
 	ret = xp_cas(&c->svc, r, expect, want, &got);
+	if (!ret && got == expect)
+		cache_point(c, COH_CACHE_PT_SERVE_CAS, r);
+	pthread_mutex_lock(&c->lock);
+	c->svc_cas = false;
+	c->cas_gen++;
+	pthread_cond_broadcast(&c->out_cond);
 	CTRACE(c, "serve r%llu to n%u mode %u seq %llx cas %llx->%llx got %llx ret %d",
 	       (unsigned long long)r, req->requester, req->mode, (unsigned long long)req->seq,
 	       (unsigned long long)expect, (unsigned long long)want, (unsigned long long)got, ret);
@@ -598,7 +609,6 @@ static void serve(struct coh_cache *c, struct res_state *st, const struct cmsg *
 		why = "cas";
 		goto refuse_srv;
 	}
-	cache_point(c, COH_CACHE_PT_SERVE_CAS, r);
 	st->dir_guess = want;
 	st->obs_gen = atomic_load(&c->fence_gen);
 	st->level = req->mode == MODE_S ? L_S : L_I;
@@ -1670,7 +1680,7 @@ static bool read_hit(struct coh_cache *c, uint64_t lba, uint8_t *out)
 
 	pthread_mutex_lock(&c->lock);
 	hit = (st->level == L_X || (st->level == L_S && !cache_invalidated(c, r))) && !st->tk &&
-	      !st->owed && !st->head && slot_valid(c, lba, st);
+	      !st->srv && !st->owed && !st->head && slot_valid(c, lba, st);
 	if (hit) {
 		memcpy(out, (uint8_t *)slot_of(c, lba) + SLOT_HDR, c->bsize);
 		hit = st->level == L_X || !cache_invalidated(c, r);

@@ -61,7 +61,8 @@ static bool rebuilt(const struct coh_cache *c, uint64_t r, uint32_t *new_home)
 
 int coh_cache_fence(struct coh_cache *c, uint32_t dead)
 {
-	uint64_t r, posted, deadline;
+	uint64_t r, posted = 0, deadline, cas_gen;
+	bool cas, posted_set = false;
 	int ret = 0;
 
 	if (!c || (dead >> c->me & 1) || (c->nodes < 32 && dead >> c->nodes))
@@ -91,19 +92,31 @@ int coh_cache_fence(struct coh_cache *c, uint32_t dead)
 	}
 	atomic_fetch_add(&c->fence_gen, 1);
 	pthread_cond_broadcast(&c->kick_cond);
-	/* The grants the service thread made before this (each under the lock, with its CAS)
-	 * leave once it has dropped the lock (svc_flush): they must be in their receivers'
-	 * queues before anyone claims (drain_grants). Each send is a bounded wait, and one to a
-	 * node fenced now is skipped. */
-	posted = c->out_posted;
+	/* The grants the service thread made before this leave once it has dropped the lock
+	 * (svc_flush), and a hand-over may be between its CAS (sent with the lock dropped) and
+	 * its new state: the first must be in their receivers' queues, and the second must have
+	 * its state and its grant, before anyone claims (drain_grants). Each is a bounded wait;
+	 * a send to a node fenced now is skipped, and a hand-over to one is refused. */
 	deadline = cache_now_ms() + 4ull * c->timeout_ms;
-	while (c->out_done < posted) {
+	cas_gen = c->cas_gen;
+	cas = c->svc_cas;
+	for (;;) {
 		struct timespec ts;
 
+		if (cas && c->cas_gen != cas_gen)
+			cas = false;
+		if (!cas) {
+			if (!posted_set) {
+				posted = c->out_posted;
+				posted_set = true;
+			}
+			if (c->out_done >= posted)
+				break;
+		}
 		if (cache_now_ms() >= deadline) {
-			COH_LOG_WARN("node %u: fence: %llu answers of the service thread not sent "
-				     "yet; the view change is tried again",
-				     c->me, (unsigned long long)(posted - c->out_done));
+			COH_LOG_WARN("node %u: fence: the service thread's hand-over is not done "
+				     "or its answers not sent; the view change is tried again",
+				     c->me);
 			ret = -EAGAIN;
 			break;
 		}
@@ -168,11 +181,12 @@ int coh_cache_rebuild_clear(struct coh_cache *c)
 /*
  * drain_grants - take in the grants that have reached this node. A grant is state in flight: its
  * giver has already let the resource go. The fence made every grant for a word being rebuilt
- * reach us before the claims: the service thread makes a grant and posts it under the cache lock,
- * the fence takes that lock after marking the homes dead (so nothing rebuilt is served after it)
- * and waits until what was posted before it has been sent (svc_flush), and a completed send is in
- * the receiver's queue (shm copies it into the ring; RC completes it on the receiver's
- * acknowledgement). The barrier after the fence orders the rest.
+ * reach us before the claims: the fence marks the homes dead under the cache lock (the service
+ * thread looks under it before each hand-over's CAS, so nothing rebuilt is handed on after it),
+ * waits for a hand-over between its CAS and its new state, then until every answer posted
+ * before that has been sent (svc_flush); and a completed send is in the receiver's queue (shm
+ * copies it into the ring; RC completes it on the receiver's acknowledgement). The barrier after
+ * the fence orders the rest.
  */
 static void drain_grants(struct coh_cache *c)
 {

@@ -982,40 +982,55 @@ int sc_cache_lost_grant(struct conf_node *cn)
 /*
  * The service thread hands a resource on without the cache lock. Node 0 writes blocks 5 (resource
  * 0) and 40 (resource 2); node 1 writes block 7, so node 0's service thread writes block 5 back
- * and hands resource 0 over. At the point between the write-back and the CAS
- * (COH_CACHE_PT_SERVE_WB) its hook, on the service thread, asks a helper thread of node 0 for a
- * read of block 40 and waits for it, bounded: a read hit takes the cache lock, so it comes back
- * only if the service thread does not hold that lock there (it did before, across the write-back
- * and every send). The hook also starts a second helper that writes block 6 (resource 0, the
+ * and hands resource 0 over. At each of the two points of the hand-over where it waits on the
+ * network (COH_CACHE_PT_SERVE_WB, after the write-back; COH_CACHE_PT_SERVE_CAS, after the CAS)
+ * its hook, on the service thread, asks a helper thread of node 0 for a read of block 40 and
+ * waits for it, bounded (3 s): a read hit takes the cache lock, so it comes back only if the service
+ * thread does not hold that lock there (it did before, across the write-back, the CAS and every
+ * send). At the first point the hook also starts a thread that writes block 6 (resource 0, the
  * one being handed over) without waiting for it: it must wait for the hand-over (res_state.srv)
  * and then ask node 1 for the resource, and its write must not be lost either way. Then both
  * nodes read blocks 5, 6, 7 and 40 and find every write.
  */
+enum {
+	SW_WB,
+	SW_CAS,
+	SW_POINTS
+};
+
+struct sw_read {
+	struct sw_ctx *x;
+	pthread_t t;
+	int done, ret;
+	uint64_t val;
+};
+
 struct sw_ctx {
 	struct coh_cache *c;
 	pthread_mutex_t mu;
 	pthread_cond_t cond;
-	int hit_done, hit_ret, fired;
-	uint64_t hit_val;
-	pthread_t reader, writer;
+	struct sw_read rd[SW_POINTS];
+	int fired[SW_POINTS], started[SW_POINTS];
+	int in_time[SW_POINTS]; /* the read came back while the hook waited */
+	pthread_t writer;
 	int writer_ret, writer_started;
 };
 
 static void *sw_reader(void *arg)
 {
-	struct sw_ctx *x = arg;
+	struct sw_read *rd = arg;
 	uint8_t buf[BS];
 	uint64_t v = 0;
-	int r = coh_cache_read(x->c, 40, 1, buf);
+	int r = coh_cache_read(rd->x->c, 40, 1, buf);
 
 	if (!r && bench_block_value(buf, BS, &v))
 		r = -EBADMSG;
-	pthread_mutex_lock(&x->mu);
-	x->hit_ret = r;
-	x->hit_val = v;
-	x->hit_done = 1;
-	pthread_cond_broadcast(&x->cond);
-	pthread_mutex_unlock(&x->mu);
+	pthread_mutex_lock(&rd->x->mu);
+	rd->ret = r;
+	rd->val = v;
+	rd->done = 1;
+	pthread_cond_broadcast(&rd->x->cond);
+	pthread_mutex_unlock(&rd->x->mu);
 	return NULL;
 }
 
@@ -1037,20 +1052,34 @@ static int sw_point(void *arg, uint32_t pt, uint64_t detail)
 {
 	struct sw_ctx *x = arg;
 	struct timespec ts;
+	int i;
 
-	if (pt != COH_CACHE_PT_SERVE_WB || detail != 0 || x->fired)
+	if (detail != 0)
 		return 0;
-	x->fired = 1;
-	if (pthread_create(&x->reader, NULL, sw_reader, x))
+	if (pt == COH_CACHE_PT_SERVE_WB)
+		i = SW_WB;
+	else if (pt == COH_CACHE_PT_SERVE_CAS)
+		i = SW_CAS;
+	else
 		return 0;
-	x->writer_started = pthread_create(&x->writer, NULL, sw_writer, x) == 0;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_sec += 10;
 	pthread_mutex_lock(&x->mu);
-	while (!x->hit_done) {
+	if (x->fired[i]) {
+		pthread_mutex_unlock(&x->mu);
+		return 0;
+	}
+	x->fired[i] = 1;
+	x->rd[i].x = x;
+	x->started[i] = pthread_create(&x->rd[i].t, NULL, sw_reader, &x->rd[i]) == 0;
+	if (i == SW_WB)
+		x->writer_started = pthread_create(&x->writer, NULL, sw_writer, x) == 0;
+	/* Well inside the requester's timeout (10 s), so that a hit that waits shows as such. */
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += 3;
+	while (x->started[i] && !x->rd[i].done) {
 		if (pthread_cond_timedwait(&x->cond, &x->mu, &ts))
 			break;
 	}
+	x->in_time[i] = x->rd[i].done;
 	pthread_mutex_unlock(&x->mu);
 	return 0;
 }
@@ -1060,7 +1089,7 @@ int sc_cache_serve_unlocked(struct conf_node *cn)
 	static const struct {
 		uint64_t lba, val;
 	} want[] = { { 5, 0x505 }, { 6, 0x606 }, { 7, 0x707 }, { 40, 0x404 } };
-	struct sw_ctx h = { .hit_ret = 1, .writer_ret = 1 };
+	struct sw_ctx h = { .writer_ret = 1 };
 	struct coh_cache_attr a = { .fab = cn->fab,
 				    .nodes = cn->n,
 				    .resource_blocks = 16,
@@ -1071,7 +1100,7 @@ int sc_cache_serve_unlocked(struct conf_node *cn)
 	uint8_t buf[BS];
 	uint64_t v;
 	uint32_t i;
-	int done;
+	int done[SW_POINTS], p;
 
 	pthread_mutex_init(&h.mu, NULL);
 	pthread_cond_init(&h.cond, NULL);
@@ -1093,18 +1122,36 @@ int sc_cache_serve_unlocked(struct conf_node *cn)
 	}
 	CONF_CHECK(conf_barrier(cn) == 0, "handed over");
 	if (cn->id == 0) {
-		CONF_CHECK(h.fired, "the hand-over's point was not reached");
+		static const char *const name[SW_POINTS] = { "write-back", "CAS" };
+
+		int fired[SW_POINTS], started[SW_POINTS], wstarted;
+
 		pthread_mutex_lock(&h.mu);
-		done = h.hit_done;
+		for (p = 0; p < SW_POINTS; p++) {
+			fired[p] = h.fired[p];
+			started[p] = h.started[p];
+			done[p] = h.in_time[p];
+		}
+		wstarted = h.writer_started;
 		pthread_mutex_unlock(&h.mu);
-		if (h.writer_started)
+		for (p = 0; p < SW_POINTS; p++) {
+			if (started[p])
+				pthread_join(h.rd[p].t, NULL);
+		}
+		if (wstarted)
 			pthread_join(h.writer, NULL);
-		pthread_join(h.reader, NULL);
-		CONF_CHECK(done, "a read hit waited for the service thread's write-back");
-		CONF_CHECK(h.hit_ret == 0 && h.hit_val == 0x404, "read hit: %s, %llx",
-			   coh_strerror(h.hit_ret), (unsigned long long)h.hit_val);
-		CONF_CHECK(h.writer_started && h.writer_ret == 0,
-			   "write 6 during the hand-over: %s", coh_strerror(h.writer_ret));
+		for (p = 0; p < SW_POINTS; p++)
+			CONF_CHECK(fired[p] && started[p], "the hand-over's %s point: %d %d",
+				   name[p], fired[p], started[p]);
+		for (p = 0; p < SW_POINTS; p++) {
+			CONF_CHECK(done[p], "a read hit waited for the service thread's %s",
+				   name[p]);
+			CONF_CHECK(h.rd[p].ret == 0 && h.rd[p].val == 0x404,
+				   "read hit during the %s: %s, %llx", name[p],
+				   coh_strerror(h.rd[p].ret), (unsigned long long)h.rd[p].val);
+		}
+		CONF_CHECK(wstarted && h.writer_ret == 0, "write 6 during the hand-over: %s",
+			   coh_strerror(h.writer_ret));
 	}
 	CONF_CHECK(conf_barrier(cn) == 0, "written");
 	for (i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
