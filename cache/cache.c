@@ -573,6 +573,27 @@ static void xp_close(struct xport *x, uint32_t nodes)
 	coh_cq_delete(&x->cq);
 }
 
+/*
+ * cache_inv_words - how many invalidation words this node keeps: a power of two, one per
+ * resource for a volume of up to 4 per cache slot (and at least 4096), else that many. A node
+ * has a valid shared copy only of resources whose blocks are in its slots, so 4 per slot keeps
+ * two of them from sharing a word most of the time, and the region follows the cache, not the
+ * volume: 32 KiB for the default 1024 slots, where one word per resource of a 1 TiB volume of
+ * 64 KiB resources was 128 MiB on every node.
+ */
+static uint64_t cache_inv_words(const struct coh_cache *c)
+{
+	uint64_t want = (uint64_t)c->nslots * 4, words = 1;
+
+	if (want < 4096)
+		want = 4096;
+	if (want > c->nres)
+		want = c->nres;
+	while (words < want)
+		words <<= 1;
+	return words;
+}
+
 static void cache_free(struct coh_cache *c)
 {
 	uint32_t p, l;
@@ -704,11 +725,13 @@ int coh_cache_open(const struct coh_cache_attr *attr, struct coh_cache **cachep)
 	 * rebuilt at the same offset on its next home; the last words arbitrate takeovers. */
 	for (n = 0; n < c->nodes; n++)
 		c->home_of[n] = home_in(c, members, n);
+	c->inv_mask = cache_inv_words(c) - 1;
 	c->bucket_words = (c->nres + c->nodes - 1) / c->nodes;
 	c->dir_words = c->nodes * c->bucket_words + COH_CACHE_MAX_NODES;
 	if ((ret = coh_mr_new(c->fab, c->dir_words * 8,
 			      COH_ACCESS_REMOTE_ATOMIC | COH_ACCESS_REMOTE_READ, &c->dir_mr)) ||
-	    (ret = coh_mr_new(c->fab, c->nres * 8, COH_ACCESS_REMOTE_WRITE, &c->inv_mr)) ||
+	    (ret =
+		 coh_mr_new(c->fab, (c->inv_mask + 1) * 8, COH_ACCESS_REMOTE_WRITE, &c->inv_mr)) ||
 	    (ret = coh_mr_new(c->fab, (size_t)c->nslots * c->stride,
 			      COH_ACCESS_REMOTE_READ | COH_ACCESS_LOCAL_WRITE, &c->slots_mr)))
 		goto err_free;

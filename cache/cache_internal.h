@@ -284,7 +284,13 @@ struct coh_cache {
 	struct coh_mr *dir_mr, *inv_mr, *slots_mr;
 	struct coh_mr *img_mr; /* view.c: a copy of one bucket's words, made on first use */
 	uint8_t *slots;
+	/* Invalidation words: @inv_mask + 1 of them (a power of two), resource r's at
+	 * r & @inv_mask (inv_word). Sized by the cache, not the volume (cache_inv_words): two
+	 * resources that share a word only make each other's shared copies look invalidated
+	 * (one more CAS and fetch), never a stale copy look current. A writer finds a peer's mask
+	 * from the length of the peer's region (inv_off_at). */
 	_Atomic uint64_t *inv;
+	uint64_t inv_mask;
 
 	pthread_mutex_t lock;
 	pthread_cond_t kick_cond;
@@ -520,6 +526,21 @@ void cache_set_floor(struct coh_cache *c, struct res_state *st, uint32_t v);
 void cache_new_tenure(struct coh_cache *c, uint64_t r);
 bool cache_lease_ok(const struct coh_cache *c);
 void cache_realtime_in(int ms, struct timespec *ts);
+
+/* inv_word - this node's invalidation word for @r. */
+static inline _Atomic uint64_t *inv_word(const struct coh_cache *c, uint64_t r)
+{
+	return &c->inv[r & c->inv_mask];
+}
+
+/* inv_off_at - the offset of @r's invalidation word in the region @rmr of a peer: its length is
+ * a power of two of words (cache_inv_words on that node). */
+static inline uint64_t inv_off_at(const struct coh_rmr *rmr, uint64_t r)
+{
+	uint64_t words = coh_rmr_len(rmr) / 8;
+
+	return (r & (words ? words - 1 : 0)) * 8;
+}
 
 /* cache_point - a named step of the protocol (enum coh_cache_point): the attribute's hook. */
 static inline int cache_point(struct coh_cache *c, uint32_t pt, uint64_t detail)

@@ -41,7 +41,7 @@ static uint32_t block_crc(const struct coh_cache *c, const uint8_t *data)
  * its invalidation word changed (see inv_token). Lock held. */
 bool cache_invalidated(const struct coh_cache *c, uint64_t r)
 {
-	return atomic_load_explicit(&c->inv[r], memory_order_acquire) != c->res[r].inv_base;
+	return atomic_load_explicit(inv_word(c, r), memory_order_acquire) != c->res[r].inv_base;
 }
 
 /* cache_lease_ok - this node may still serve: its lease, renewed by the engine through contact
@@ -296,8 +296,8 @@ static uint32_t inval_write(struct coh_cache *c, struct xport *x, uint64_t r, ui
 		if (!(sharers & 1u << n) || n == c->me || node_dead(c, n))
 			continue;
 		r1 = x->one[n] && x->inv[n]
-			 ? coh_ep_post_write(x->one[n], x->buf, x->bounce_off, x->inv[n], r * 8, 8,
-					     XP_WRID_NODE | n)
+			 ? coh_ep_post_write(x->one[n], x->buf, x->bounce_off, x->inv[n],
+					     inv_off_at(x->inv[n], r), 8, XP_WRID_NODE | n)
 			 : -ENOTCONN;
 		if (r1) {
 			failed |= 1u << n;
@@ -486,6 +486,16 @@ static const char *serve_wb_why(struct coh_cache *c, int ret)
 		   : "the lease ran out";
 }
 
+/* serve_held - a record of this node's that a recovery could replay may be live on a peer
+ * (coh_cache_attr.hold_locks): nothing leaves until it is not. The hook may retire such records
+ * (fabric round trips), so it is asked with the lock dropped: before the write-back, and again
+ * after it, since the write-back itself can make one (a batch's records, an element found
+ * missing). */
+static bool serve_held(struct coh_cache *c)
+{
+	return c->hold_locks && c->hold_locks(c->hook_arg);
+}
+
 /* serve_check - why @req cannot have the resource now (a word for the trace), or NULL. Looked at
  * before the hand-over begins and again after the lock was dropped for it. Lock held. */
 static const char *serve_check(struct coh_cache *c, const struct cmsg *req)
@@ -494,10 +504,6 @@ static const char *serve_check(struct coh_cache *c, const struct cmsg *req)
 	 * requester asks again once the view change is done. */
 	if (node_dead(c, res_home(c, req->resource)) || node_dead(c, req->requester))
 		return "dead";
-	/* A record of this node's that a recovery could replay may be live on a peer
-	 * (coh_cache_attr.hold_locks): nothing leaves until it is not. */
-	if (c->hold_locks && c->hold_locks(c->hook_arg))
-		return "held";
 	/* Its grant would not be sent (reply_send): the word would name it with no grant on its
 	 * way, which only a timeout there mends (acq_lost_grant). Keep the resource until it
 	 * answers again; it asks again. */
@@ -527,12 +533,20 @@ static void serve(struct coh_cache *c, struct res_state *st, const struct cmsg *
 	const char *why;
 	uint32_t v, owed;
 	struct req *q;
+	bool held;
 	int ret;
 
 	why = serve_check(c, req);
 	if (why)
 		goto refuse;
 	st->srv = true;
+	pthread_mutex_unlock(&c->lock);
+	held = serve_held(c);
+	pthread_mutex_lock(&c->lock);
+	if (held) {
+		why = "held";
+		goto refuse_srv;
+	}
 	owed = st->owed & ~atomic_load(&c->dead);
 	if (owed) {
 		/* Invalidations this node owes for the resource land before anyone else gets it:
@@ -563,10 +577,11 @@ static void serve(struct coh_cache *c, struct res_state *st, const struct cmsg *
 	}
 	pthread_mutex_unlock(&c->lock);
 	cache_point(c, COH_CACHE_PT_SERVE_WB, r);
+	held = serve_held(c);
 	pthread_mutex_lock(&c->lock);
 	/* While the lock was dropped a view change may have fenced a node or taken the resource
 	 * over, the engine may hold its locks, or the lease may have run out. */
-	why = serve_check(c, req);
+	why = held ? "held" : serve_check(c, req);
 	if (!why && (st->level != L_X || st->tk || st->pinned || st->wb ||
 		     (st->owed & ~atomic_load(&c->dead))))
 		why = "changed";
@@ -578,7 +593,7 @@ static void serve(struct coh_cache *c, struct res_state *st, const struct cmsg *
 		want = dir_make(false, 0, 1u << c->me | 1u << req->requester, v);
 		/* This node stays a sharer: its copy is invalidated by any change of its word
 		 * from here on (the CAS below comes first for any writer). */
-		st->inv_base = atomic_load_explicit(&c->inv[r], memory_order_acquire);
+		st->inv_base = atomic_load_explicit(inv_word(c, r), memory_order_acquire);
 	} else {
 		want = dir_make(true, req->requester, 0, v + 1);
 	}
@@ -850,7 +865,8 @@ bool cache_apply_grant(struct coh_cache *c, const struct cmsg *m, bool current)
 	if (st->level == L_I && !current)
 		cache_new_tenure(c, m->resource);
 	if (m->mode == MODE_S && !current)
-		st->inv_base = ~atomic_load_explicit(&c->inv[m->resource], memory_order_acquire);
+		st->inv_base =
+		    ~atomic_load_explicit(inv_word(c, m->resource), memory_order_acquire);
 	st->level = m->mode == MODE_X ? L_X : L_S;
 	st->mine_at = 0;
 	cache_set_floor(c, st, m->version);
@@ -1235,7 +1251,7 @@ static int acq_request(struct coh_cache *c, uint64_t r, int mode, uint32_t owner
 	pthread_mutex_lock(&c->lock);
 	/* The owner adds this node to the word when it serves the request: the tenure's
 	 * invalidations are the ones that change the word from here on. */
-	st->inv_base = atomic_load_explicit(&c->inv[r], memory_order_acquire);
+	st->inv_base = atomic_load_explicit(inv_word(c, r), memory_order_acquire);
 	pthread_mutex_unlock(&c->lock);
 	ret = xp_send(x, x->to_svc[owner], &m);
 	if (ret)
@@ -1403,7 +1419,7 @@ static int acquire(struct coh_cache *c, uint64_t r, int mode)
 
 		if (!dir_excl(guess)) {
 			pthread_mutex_lock(&c->lock);
-			st->inv_base = atomic_load_explicit(&c->inv[r], memory_order_acquire);
+			st->inv_base = atomic_load_explicit(inv_word(c, r), memory_order_acquire);
 			pthread_mutex_unlock(&c->lock);
 			ret = acq_cas(c, r, mode, &guess);
 			if (ret < 0)

@@ -584,7 +584,7 @@ static int inval_taken(struct coh_cache *c, const struct taken *t)
 		for (i = 0; i < t->n && !ret;) {
 			for (nb = 0; nb < XP_CAS_BATCH && i < t->n && !ret; nb++, i++) {
 				ret = coh_ep_post_write(x->one[m], x->buf, x->bounce_off, x->inv[m],
-							t->r[i] * 8, 8, m);
+							inv_off_at(x->inv[m], t->r[i]), 8, m);
 				if (!ret)
 					x->outstanding++;
 			}

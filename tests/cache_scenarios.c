@@ -1169,3 +1169,76 @@ int sc_cache_serve_unlocked(struct conf_node *cn)
 	pthread_mutex_destroy(&h.mu);
 	return 0;
 }
+
+/*
+ * Invalidation words shared by resources (cache_inv_words: sized by the cache, not the volume).
+ * One block per resource and 8192 resources against 4096 words: resources 5 and 4101 share one.
+ * Both nodes read block 5 (node 1 a sharer of resource 5), node 1 reads block 4101 too; node 0
+ * writes 4101, which invalidates node 1's copy of 4101 and, through the shared word, makes its
+ * copy of 5 look invalidated too: node 1's next read of 5 counts an invalidation seen, asks
+ * again, and still reads the value it had. A real invalidation of 5 still works: node 0 writes
+ * 5 and node 1 reads the new value. Then each node reads both blocks, current.
+ */
+int sc_cache_inv_shared_word(struct conf_node *cn)
+{
+	struct coh_cache_attr a = { .fab = cn->fab,
+				    .nodes = cn->n,
+				    .resource_blocks = 1,
+				    .cache_blocks = 256,
+				    .timeout_ms = 10000 };
+	struct coh_cache_stats s0, s1;
+	struct coh_store *st = NULL;
+	struct coh_cache *c = NULL;
+	uint8_t buf[BS];
+	uint64_t v;
+
+	CONF_CHECK(coh_store_open_file(store_path, BS, 8192, true, &st) == 0, "store");
+	a.store = st;
+	CONF_CHECK(coh_cache_open(&a, &c) == 0, "cache up");
+	if (cn->id == 0) {
+		bench_fill_block(buf, BS, 0x5a);
+		CONF_CHECK(coh_cache_write(c, 5, 1, buf) == 0, "write 5");
+		bench_fill_block(buf, BS, 0x41a);
+		CONF_CHECK(coh_cache_write(c, 4101, 1, buf) == 0, "write 4101");
+	}
+	CONF_CHECK(conf_barrier(cn) == 0, "written");
+	CONF_CHECK(coh_cache_read(c, 5, 1, buf) == 0 && bench_block_value(buf, BS, &v) == 0 &&
+		       v == 0x5a,
+		   "block 5: %llx", (unsigned long long)v);
+	if (cn->id == 1)
+		CONF_CHECK(coh_cache_read(c, 4101, 1, buf) == 0 &&
+			       bench_block_value(buf, BS, &v) == 0 && v == 0x41a,
+			   "block 4101: %llx", (unsigned long long)v);
+	CONF_CHECK(conf_barrier(cn) == 0, "shared");
+	if (cn->id == 0) {
+		bench_fill_block(buf, BS, 0x41b);
+		CONF_CHECK(coh_cache_write(c, 4101, 1, buf) == 0, "write 4101 again");
+	}
+	CONF_CHECK(conf_barrier(cn) == 0, "4101 invalidated");
+	if (cn->id == 1) {
+		coh_cache_stats(c, &s0);
+		CONF_CHECK(coh_cache_read(c, 5, 1, buf) == 0 &&
+			       bench_block_value(buf, BS, &v) == 0 && v == 0x5a,
+			   "block 5 after 4101's write: %llx", (unsigned long long)v);
+		coh_cache_stats(c, &s1);
+		CONF_CHECK(s1.inval_seen == s0.inval_seen + 1,
+			   "resource 5 did not share 4101's word: %llu invalidations seen",
+			   (unsigned long long)(s1.inval_seen - s0.inval_seen));
+	}
+	CONF_CHECK(conf_barrier(cn) == 0, "5 read again");
+	if (cn->id == 0) {
+		bench_fill_block(buf, BS, 0x5b);
+		CONF_CHECK(coh_cache_write(c, 5, 1, buf) == 0, "write 5 again");
+	}
+	CONF_CHECK(conf_barrier(cn) == 0, "5 invalidated");
+	CONF_CHECK(coh_cache_read(c, 5, 1, buf) == 0 && bench_block_value(buf, BS, &v) == 0 &&
+		       v == 0x5b,
+		   "node %u block 5 after its write: %llx", cn->id, (unsigned long long)v);
+	CONF_CHECK(coh_cache_read(c, 4101, 1, buf) == 0 && bench_block_value(buf, BS, &v) == 0 &&
+		       v == 0x41b,
+		   "node %u block 4101: %llx", cn->id, (unsigned long long)v);
+	CONF_CHECK(conf_barrier(cn) == 0, "done");
+	CONF_CHECK(coh_cache_close(&c) == 0, "close");
+	coh_store_delete(&st);
+	return 0;
+}

@@ -70,6 +70,12 @@ TEST(cache, serve_unlocked__a_read_hit_goes_on_during_a_hand_over)
 	EXPECT_EQ(0, conf_run("cache_serve_unlocked", 2, sc_cache_serve_unlocked, 0, kTimeout));
 }
 
+TEST(cache, inv_shared_word__a_spurious_invalidation_costs_a_fetch_not_a_stale_read)
+{
+	Store s;
+	EXPECT_EQ(0, conf_run("cache_inv_shared_word", 2, sc_cache_inv_shared_word, 0, kTimeout));
+}
+
 TEST(cache, invalidation__exactly_the_sharers)
 {
 	Store s;

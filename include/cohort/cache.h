@@ -102,7 +102,8 @@ enum coh_cache_point {
  *              recovery could still replay may be live on a peer its retirement did not reach
  *              (its log moving to new peers; a failed append's mark not landed): a lock handed
  *              on then would let another node's write be lost under that record at a
- *              whole-cluster restart. It may wait on the fabric, bounded; cache lock held.
+ *              whole-cluster restart. It may wait on the fabric, bounded; cache lock not held
+ *              (the service thread asks it before and after a hand-over's write-back).
  * @write_undo: if set, called (resources held, cache lock not) for each block of a write that
  *              @write_hook accepted but that could not be put in the cache (the slot's other
  *              dirty block could not be written back); the write fails. The engine marks the
