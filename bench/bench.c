@@ -103,7 +103,7 @@ static void usage(FILE *f)
 	    "  --cache-blocks N  engine: cache blocks per node (default: the node's, 1024)\n"
 	    "  --destage-high P  engine: background destage from P percent of the log (the\n"
 	    "                    node's default is off; 100: off, only a full log destages)\n"
-	    "  --shm-latency-us N  engine, shm: hold every completion back N us (an emulated\n"
+	    "  --shm-latency-us N  cache, engine, shm: hold every completion back N us (an emulated\n"
 	    "                    fabric round trip, as on RDMA: 2-5 us; rxe: 20-150 us); default 0\n"
 	    "  --csv             CSV instead of a table\n");
 }

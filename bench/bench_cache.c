@@ -8,6 +8,10 @@
  *   write_transfer   a block another node holds exclusively: one request, the holder writes back
  *                    and hands over
  *   fabric_cas, fabric_read_slot, fabric_cas+read   the raw floor of read_miss_peer
+ *   write_fresh_x8   8 blocks nobody holds, written one after the other (8 resources, 8 CAS
+ *                    round trips): the baseline of
+ *   write_range8_fresh  the same 8 blocks' worth written as one range: its 8 CASes go together
+ *                    (acq_batch), one round trip
  * and aggregate throughput of a 70/30 read/write mix from 1 to 4 nodes.
  * Each resource is one block here (resource_blocks = 1), so that every miss pays its own CAS.
  * On shm the store is a file in the cluster directory; on rdma (--cluster ip:port,... with up to
@@ -57,7 +61,8 @@ static int bc_up(struct bc *b, const char *dir, const char *store, uint64_t nblo
 	struct coh_fabric_attr fa = { .provider = b->o->provider,
 				      .node_id = b->me,
 				      .cluster =
-					  strcmp(b->o->provider, "shm") ? b->o->cluster : dir };
+					  strcmp(b->o->provider, "shm") ? b->o->cluster : dir,
+				      .shm_latency_ns = b->o->latency_ns };
 	struct coh_cache_attr ca = { .nodes = b->nodes,
 				     .resource_blocks = 1,
 				     .cache_blocks = cache_blocks };
@@ -251,12 +256,63 @@ static int miss_vs_floor(struct bc *b, uint64_t base, uint64_t *ns, uint64_t *fl
 	return 0;
 }
 
+/*
+ * fresh8 - write_fresh_x8 and write_range8_fresh over blocks nobody has used, from @base: sample
+ * i writes 8 blocks, one by one or as one range, in one order on even i and the other on odd i
+ * (as miss_vs_floor), so that the two rows see the same moments. @n samples each.
+ */
+static int fresh8(struct bc *b, uint64_t base, uint32_t n, uint64_t *ns, uint64_t *range_ns)
+{
+	uint8_t *buf = malloc(8 * BS);
+	uint32_t i, k, j;
+	int ret = 0;
+
+	if (!buf)
+		return -ENOMEM;
+	memset(buf, 0x6b, 8 * BS);
+	for (i = 0; i < n && !ret; i++) {
+		for (k = 0; k < 2 && !ret; k++) {
+			uint64_t lba = base + (2 * (uint64_t)i + k) * 8, t0 = bench_now_ns();
+
+			if (k == (i & 1)) {
+				ret = coh_cache_write(b->cache, lba, 8, buf);
+				range_ns[i] = bench_now_ns() - t0;
+				continue;
+			}
+			for (j = 0; j < 8 && !ret; j++)
+				ret = coh_cache_write(b->cache, lba + j, 1, buf);
+			ns[i] = bench_now_ns() - t0;
+		}
+	}
+	free(buf);
+	if (getenv("COHORT_BENCH_DEBUG")) {
+		struct coh_cache_stats st;
+
+		coh_cache_stats(b->cache, &st);
+		fprintf(stderr, "  after the fresh rows: %llu CASes batched, atomics %llu\n",
+			(unsigned long long)st.cas_batched, (unsigned long long)st.net_atomic);
+	}
+	if (ret) {
+		fprintf(stderr, "cohort-bench cache: write_fresh_x8 or write_range8_fresh: %s\n",
+			coh_strerror(ret));
+		return ret;
+	}
+	if (bench_op_selected(b->o, "write_fresh_x8"))
+		emit(b->o, "write_fresh_x8", ns, n, 8);
+	if (bench_op_selected(b->o, "write_range8_fresh"))
+		emit(b->o, "write_range8_fresh", range_ns, n, 8);
+	return 0;
+}
+
 /* latency - two nodes; node 0 measures, node 1 prepares what node 0 will find. */
 static int latency(const struct bench_opts *o, struct shared *sh, uint32_t me, const char *dir,
 		   const char *store)
 {
+	/* The fresh-range rows write 16 blocks a sample, at most 1000 samples: the volume and the
+	 * cache (a slot per block) grow by that much, not by 16 per iteration. */
 	uint64_t N = o->iters, peer_base = 1 * N + 16, store_base = 2 * N + 32,
-		 xfer_base = 3 * N + 48;
+		 xfer_base = 3 * N + 48, fresh_base = 4 * N + 64, F = N < 1000 ? N : 1000,
+		 blocks = fresh_base + 16 * F;
 	struct bc b = { .o = o, .sh = sh, .me = me, .nodes = 2 };
 	uint8_t buf[BS];
 	uint64_t *ns = calloc(2 * N, sizeof(*ns)), i;
@@ -265,7 +321,7 @@ static int latency(const struct bench_opts *o, struct shared *sh, uint32_t me, c
 	if (!ns)
 		return -ENOMEM;
 	memset(buf, 0x33, sizeof(buf));
-	ret = bc_up(&b, dir, store, 4 * N + 64, (uint32_t)(4 * N + 64), true);
+	ret = bc_up(&b, dir, store, blocks, (uint32_t)blocks, true);
 	if (ret)
 		goto out;
 	if (me == 0) {
@@ -297,6 +353,9 @@ static int latency(const struct bench_opts *o, struct shared *sh, uint32_t me, c
 			ret = measure(&b, "read_miss_store", false, store_base, 1, ns);
 		if (!ret)
 			ret = measure(&b, "write_transfer", true, xfer_base, 1, ns);
+		if (!ret && (bench_op_selected(o, "write_fresh_x8") ||
+			     bench_op_selected(o, "write_range8_fresh")))
+			ret = fresh8(&b, fresh_base, (uint32_t)F, ns, ns + N);
 	}
 	bc_down(&b);
 out:

@@ -1527,6 +1527,120 @@ static int claim(struct coh_cache *c, uint64_t r, uint64_t deadline)
 	return 0;
 }
 
+/*
+ * acq_batch - the directory CASes of a range, sent at once: for each resource of [@r0, @r1]
+ * (claimed by this lane) that this node does not hold and whose word it guesses is not exclusive,
+ * the CAS acquire would send first (acq_cas, with acquire's guess), up to XP_CAS_BATCH of them, all
+ * posted before any is waited for, to whichever homes they have. A CAS that wins leaves its
+ * resource held but not pinned, as a grant taken in does: acquire then pins it at once, or the
+ * service thread hands it on first to a request that was waiting (so holding a later resource
+ * of the range while an earlier one is waited for cannot deadlock), and an exclusive one owes
+ * the old sharers their invalidations (res_state.owed), paid before anyone uses it. A CAS that
+ * loses leaves the word it found as the guess. Best effort: on any error nothing is taken from
+ * the results, and acquire does each resource as if there had been no batch (a word that moved
+ * to this node unseen is found there, as after any lost CAS reply). Lane's place.
+ */
+static void acq_batch(struct coh_cache *c, uint64_t r0, uint64_t r1, int mode)
+{
+	uint64_t res[XP_CAS_BATCH], expect[XP_CAS_BATCH], want[XP_CAS_BATCH], old[XP_CAS_BATCH];
+	uint64_t r, g;
+	uint32_t home[XP_CAS_BATCH], gen = atomic_load(&c->fence_gen), n = 0, i, dead;
+	struct xport *x = app_x(c);
+	uint8_t *scratch = (uint8_t *)coh_mr_addr(x->buf) + x->bounce_off;
+	int ret = 0, r2;
+
+	pthread_mutex_lock(&c->lock);
+	for (r = r0; r <= r1 && n < XP_CAS_BATCH; r++) {
+		struct res_state *st = res_of(c, r);
+		uint32_t h = res_home(c, r);
+
+		if (c->n_deferred)
+			deferred_apply(c, r);
+		if (st->level != L_I || st->tk || st->srv || st->head || node_dead(c, h) ||
+		    !x->one[h] || !x->dir[h])
+			continue;
+		/* The guess acquire would make (its comment says why). */
+		if (st->seen && st->obs_gen == gen)
+			g = st->dir_guess;
+		else
+			g = dir_excl(c->last_word) ? 0 : c->last_word & ~(1ull << c->me);
+		if (dir_excl(g))
+			continue;
+		res[n] = r;
+		home[n] = h;
+		expect[n] = g;
+		want[n] = mode == MODE_S ? expect[n] | 1u << c->me
+					 : dir_make(true, c->me, 0, dir_ver(expect[n]) + 1);
+		cache_new_tenure(c, r);
+		st->inv_base = atomic_load_explicit(inv_word(c, r), memory_order_acquire);
+		n++;
+	}
+	pthread_mutex_unlock(&c->lock);
+	/* One CAS is what acquire sends anyway. */
+	if (n < 2 || xp_ready(x))
+		return;
+	for (i = 0; i < n && !ret; i++) {
+		ret =
+		    coh_ep_post_cas(x->one[home[i]], x->buf, x->bounce_off + i * 8, x->dir[home[i]],
+				    res_dir_off(c, res[i]), expect[i], want[i], 0);
+		if (!ret)
+			x->outstanding++;
+	}
+	r2 = xp_wait_sends(x);
+	atomic_fetch_add(&c->net_atomic, i);
+	CACHE_STAT(c, cas_batched, n);
+	if (ret || r2)
+		return;
+	memcpy(old, scratch, n * sizeof(*old));
+	dead = atomic_load(&c->dead);
+	pthread_mutex_lock(&c->lock);
+	for (i = 0; i < n; i++) {
+		struct res_state *st = res_of(c, res[i]);
+		bool won = old[i] == expect[i];
+
+		CTRACE(c, "acq batch r%llu mode %d cas %llx->%llx old %llx",
+		       (unsigned long long)res[i], mode, (unsigned long long)expect[i],
+		       (unsigned long long)want[i], (unsigned long long)old[i]);
+		st->seen = true;
+		c->last_word = won ? want[i] : old[i];
+		cache_set_floor(c, st, won ? dir_ver(want[i]) : dir_ver(old[i]) - 1);
+		st->obs_gen = gen;
+		if (!won) {
+			st->dir_guess = old[i];
+			continue;
+		}
+		st->level = mode == MODE_X ? L_X : L_S;
+		st->lv = dir_ver(want[i]);
+		st->cv = dir_ver(expect[i]);
+		st->holder = pick_sharer(c, dir_sharers(expect[i]));
+		st->holder_v = dir_ver(expect[i]);
+		st->dir_guess = want[i];
+		st->fresh = false;
+		if (mode == MODE_X)
+			st->owed |= dir_sharers(expect[i]) & ~(1u << c->me) & ~dead;
+	}
+	pthread_mutex_unlock(&c->lock);
+	for (i = 0; i < n; i++) {
+		if (old[i] == expect[i])
+			cache_point(c, mode == MODE_X ? COH_CACHE_PT_XCAS : COH_CACHE_PT_SCAS,
+				    res[i]);
+	}
+}
+
+/* acq_unwind - let go of what acquire_range took of [@r0, @r1]: pinned and claimed below @r,
+ * claimed only from @r up to @rc. */
+static void acq_unwind(struct coh_cache *c, uint64_t r0, uint64_t r, uint64_t rc)
+{
+	uint64_t i;
+
+	for (i = r0; i < r; i++)
+		unpin(c, i);
+	pthread_mutex_lock(&c->lock);
+	for (i = r0; i <= rc; i++)
+		unclaim(c, i);
+	pthread_mutex_unlock(&c->lock);
+}
+
 static int acquire_range(struct coh_cache *c, uint64_t lba, uint32_t n, int mode, uint64_t *r0,
 			 uint64_t *r1)
 {
@@ -1535,6 +1649,27 @@ static int acquire_range(struct coh_cache *c, uint64_t lba, uint32_t n, int mode
 
 	*r0 = lba / c->res_blocks;
 	*r1 = (lba + n - 1) / c->res_blocks;
+	if (*r1 > *r0) {
+		/* Several resources: claim them all (ascending, as below), send the CASes that can
+		 * go together at once, then acquire each in order, most of them already held. */
+		for (r = *r0; r <= *r1; r++) {
+			ret = claim(c, r, deadline);
+			if (ret) {
+				if (r > *r0)
+					acq_unwind(c, *r0, *r0, r - 1);
+				return ret;
+			}
+		}
+		acq_batch(c, *r0, *r1, mode);
+		for (r = *r0; r <= *r1; r++) {
+			ret = acquire(c, r, mode);
+			if (ret) {
+				acq_unwind(c, *r0, r, *r1);
+				return ret;
+			}
+		}
+		return 0;
+	}
 	/* Ascending order: no two nodes (nor two lanes) can each hold a resource the other waits
 	 * for. */
 	for (r = *r0; r <= *r1; r++) {

@@ -76,6 +76,12 @@ TEST(cache, inv_shared_word__a_spurious_invalidation_costs_a_fetch_not_a_stale_r
 	EXPECT_EQ(0, conf_run("cache_inv_shared_word", 2, sc_cache_inv_shared_word, 0, kTimeout));
 }
 
+TEST(cache, range_batch__a_ranges_cases_go_together)
+{
+	Store s;
+	EXPECT_EQ(0, conf_run("cache_range_batch", 2, sc_cache_range_batch, 0, kTimeout));
+}
+
 TEST(cache, invalidation__exactly_the_sharers)
 {
 	Store s;

@@ -166,6 +166,7 @@ struct coh_cache_stats {
 	uint64_t replies_dropped; /* replies not sent to a peer a reply had just failed to reach */
 	uint64_t grants_lost;	  /* exclusive grants whose message never came, taken as the
 				     directory word said (a giver that lives; not adopt_lost) */
+	uint64_t cas_batched;	  /* directory CASes of a range sent together (acq_batch) */
 };
 
 /**
