@@ -26,6 +26,7 @@ int sc_cache_lost_grant(struct conf_node *cn);
 int sc_cache_serve_unlocked(struct conf_node *cn);
 int sc_cache_inv_shared_word(struct conf_node *cn);
 int sc_cache_range_batch(struct conf_node *cn);
+int sc_cache_fence_waits_handover(struct conf_node *cn);
 uint32_t cache_sc_version_bits(void);
 /* Local-state unit checks (cache_grant.c): 0, or -1 with the failed condition in @why. */
 int cache_unit_stale_grants(char *why, size_t len);

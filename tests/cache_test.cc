@@ -82,6 +82,13 @@ TEST(cache, range_batch__a_ranges_cases_go_together)
 	EXPECT_EQ(0, conf_run("cache_range_batch", 2, sc_cache_range_batch, 0, kTimeout));
 }
 
+TEST(cache, fence_waits_handover__no_claim_before_the_grant_leaves)
+{
+	Store s;
+	EXPECT_EQ(0, conf_run("cache_fence_waits_handover", 3, sc_cache_fence_waits_handover, 0,
+			      kTimeout));
+}
+
 TEST(cache, invalidation__exactly_the_sharers)
 {
 	Store s;
