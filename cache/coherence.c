@@ -1292,7 +1292,7 @@ static int acq_request(struct coh_cache *c, uint64_t r, int mode, uint32_t owner
 /*
  * acq_lost_grant - the word names this node exclusive (@guess) and no grant came. Its giver made
  * its CAS, and then its message was lost: the SEND failed (a network cut longer than the
- * transport's retries) or was not sent (a requester a reply had just timed out on: reply()). The
+ * transport's retries) or was not sent (a requester a reply had just timed out on: reply_send). The
  * giver lives, so no view change adopts the grant (view.c, adopt_lost), and every operation on
  * @r would wait for a grant that never comes. After a timeout it is taken as the word says, as
  * adopt_lost takes one: the giver wrote its blocks back before its CAS, and a grant that does come
