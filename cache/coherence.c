@@ -1136,6 +1136,20 @@ int cache_pay_all_owed(struct coh_cache *c)
 	return ret;
 }
 
+/* acq_guess - what @st's word probably is (acquire says why): the word as last seen since fence
+ * @gen, or else one like the last word this node saw, not naming it. Returns whether it was seen.
+ * Lock held. */
+static bool acq_guess(const struct coh_cache *c, const struct res_state *st, uint32_t gen,
+		      uint64_t *guess)
+{
+	if (st->seen && st->obs_gen == gen) {
+		*guess = st->dir_guess;
+		return true;
+	}
+	*guess = dir_excl(c->last_word) ? 0 : c->last_word & ~(1ull << c->me);
+	return false;
+}
+
 /*
  * acq_wait_svc - wait, bounded, for the service thread: a hand-over of the resource in progress
  * (res_state.srv) or a queue it was asked to serve (acq_yield_queue). Lock held on entry,
@@ -1401,12 +1415,8 @@ static int acquire(struct coh_cache *c, uint64_t r, int mode)
 		 * fetch the real one. Right for sequential and populate-then-read patterns, which
 		 * then pay one CAS instead of two; wrong costs one failed CAS, the same as no
 		 * guess. */
-		if (st->seen && st->obs_gen == atomic_load(&c->fence_gen)) {
-			guess = st->dir_guess;
-		} else {
-			guess = dir_excl(c->last_word) ? 0 : c->last_word & ~(1ull << c->me);
+		if (!acq_guess(c, st, atomic_load(&c->fence_gen), &guess))
 			upgrading = false;
-		}
 		if (!upgrading || dir_excl(guess))
 			cache_new_tenure(c, r);
 		lv = st->lv;
@@ -1559,11 +1569,7 @@ static void acq_batch(struct coh_cache *c, uint64_t r0, uint64_t r1, int mode)
 		if (st->level != L_I || st->tk || st->srv || st->head || node_dead(c, h) ||
 		    !x->one[h] || !x->dir[h])
 			continue;
-		/* The guess acquire would make (its comment says why). */
-		if (st->seen && st->obs_gen == gen)
-			g = st->dir_guess;
-		else
-			g = dir_excl(c->last_word) ? 0 : c->last_word & ~(1ull << c->me);
+		acq_guess(c, st, gen, &g);
 		if (dir_excl(g))
 			continue;
 		res[n] = r;
