@@ -181,6 +181,48 @@ TEST_F(conf, parse__good_config_resolves)
 	EXPECT_EQ(c, nullptr);
 }
 
+// reservations = cluster carves the table from the volume's end (the host sees it smaller, the
+// next volume starts where it did), and every export of such a volume names its one initiator.
+TEST_F(conf, parse__reservations_need_one_initiator_per_export)
+{
+	struct daemon_conf *c = nullptr;
+	char err[DAEMON_ERR_MAX] = "";
+	std::string text =
+	    with(with(good(), "[volume a]\nsize = 1G\n",
+		      "[volume a]\nsize = 1G\nreservations = cluster\n"),
+		 "hba = 2\n", "hba = 2\ninitiator = iqn.2026-12.org.example:host1\n");
+
+	ASSERT_EQ(daemon_conf_parse("c.conf", text.data(), text.size(), -1, &c, err, sizeof(err)),
+		  0)
+	    << err;
+	EXPECT_EQ(c->volumes[0].pr_blocks, 2u); // 8 KiB of 4 KiB blocks
+	EXPECT_EQ(c->volumes[0].blocks, 262144u - 2u);
+	EXPECT_EQ(c->volumes[1].first_block, 262144u);
+	EXPECT_EQ(c->volumes[1].pr_blocks, 0u);
+	EXPECT_STREQ(c->exports[0].initiator, "iqn.2026-12.org.example:host1");
+	daemon_conf_delete(&c);
+
+	std::string no_init = with(good(), "[volume a]\nsize = 1G\n",
+				   "[volume a]\nsize = 1G\nreservations = cluster\n");
+	EXPECT_EQ(error_of(no_init), "c.conf:32: [export ea] initiator: missing: [volume a] has "
+				     "reservations = cluster");
+	EXPECT_EQ(
+	    error_of(with(good(), "hba = 2\n", "hba = 2\ninitiator = naa.5001405000000001\n")),
+	    "c.conf:31: [export ea] initiator: [volume a] has no reservations "
+	    "(reservations = cluster)");
+	EXPECT_EQ(
+	    error_of(with(no_init, "hba = 2\n", "hba = 2\ninitiator = host1\n")),
+	    "c.conf:35: [export ea] initiator: \"host1\" is not an initiator name (iqn., eui. "
+	    "or naa., then at most 219 printable bytes without spaces or commas)");
+	EXPECT_EQ(error_of(with(good(), "[volume a]\nsize = 1G\n",
+				"[volume a]\nsize = 1G\nreservations = yes\n")),
+		  "c.conf:29: [volume a] reservations: \"yes\" is not none or cluster");
+	EXPECT_EQ(error_of(with(good(), "[volume a]\nsize = 1G\n",
+				"[volume a]\nsize = 8K\nreservations = cluster\n")),
+		  "c.conf:28: [volume a] size: 8192 bytes leave no room beside the reservation "
+		  "table (8192 bytes)");
+}
+
 TEST_F(conf, parse__volume_id_depends_on_cluster_and_name_only)
 {
 	struct daemon_conf *c1 = nullptr, *c2 = nullptr, *c3 = nullptr;
@@ -245,7 +287,8 @@ TEST_F(conf, parse__unknown_section_and_key)
 	EXPECT_EQ(error_of(with(good(), "element3", "element16")),
 		  "c.conf:16: [group] element16: unknown key (element0 .. element15)");
 	EXPECT_EQ(error_of(with(good(), "hba = 2", "lun = 2")),
-		  "c.conf:33: [export ea] lun: unknown key (volume, device, hba, cmd_time_out)");
+		  "c.conf:33: [export ea] lun: unknown key (volume, device, hba, cmd_time_out, "
+		  "initiator)");
 }
 
 TEST_F(conf, parse__missing_key)

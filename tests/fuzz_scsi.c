@@ -3,11 +3,19 @@
  * CDBs and data through a unit on the mock block path (scsi_shim.c). Every command must be
  * answered exactly once, with a SAM status the unit uses, sense only with CHECK CONDITION, and
  * no more Data-In than the buffer holds. Input: [cdb length][iovec pieces][unit state][how: opcode from the list, shaped][cdb][data].
+ *
+ * The units have a reservation table (sm_open_pr): PERSISTENT RESERVE IN and OUT reach its
+ * parser and rules, from three nexuses, and some inputs write their data over the table itself,
+ * with a valid checksum, so that the table's decoder meets arbitrary fields (a table it refuses
+ * must be refused for every command, not read as empty).
  */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <isa-l/crc.h>
+
+#include "../engine/scsi/pr.h"
 #include "cohort/scsi.h"
 #include "scsi_shim.h"
 
@@ -15,9 +23,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 /* The opcodes the unit knows: an input may put one in byte 0, so that random bytes reach each
  * command's handler and not only the unknown-opcode answer. */
-static const uint8_t fs_ops[] = { 0x00, 0x03, 0x08, 0x0a, 0x12, 0x15, 0x1a, 0x25, 0x28,
-				  0x2a, 0x2f, 0x35, 0x41, 0x42, 0x55, 0x5a, 0x88, 0x89,
-				  0x8a, 0x8f, 0x91, 0x93, 0x9e, 0xa3, 0xa8, 0xaa };
+static const uint8_t fs_ops[] = { 0x00, 0x03, 0x08, 0x0a, 0x12, 0x15, 0x1a, 0x25, 0x28, 0x2a,
+				  0x2f, 0x35, 0x41, 0x42, 0x55, 0x5a, 0x88, 0x89, 0x8a, 0x8f,
+				  0x91, 0x93, 0x9e, 0xa3, 0xa8, 0xaa, 0x5e, 0x5f, 0x5f, 0x5f };
 
 /* fs_shape - make a CDB more likely to be accepted: a small LBA (the unit has 256 blocks), a
  * transfer length that fits the @data bytes given, the right length for its group, the service
@@ -47,6 +55,12 @@ static void fs_shape(uint8_t *cdb, uint32_t *cdb_len, uint32_t data)
 		cdb[7] = 0;
 		cdb[8] = (uint8_t)(cdb[8] % fit);
 	}
+	if (cdb[0] == 0x5f) { /* a basic parameter list */
+		cdb[5] = cdb[6] = cdb[7] = 0;
+		cdb[8] = 24;
+		cdb[2] = (uint8_t)(cdb[9] & 0x0f);
+		cdb[1] &= 0x07;
+	}
 	if (cdb[0] == 0x9e)
 		cdb[1] = 0x10;
 	if (cdb[0] == 0xa3)
@@ -62,7 +76,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	uint8_t cdb[COH_SCSI_CDB_MAX], how;
 
 	if (!opened) {
-		if (sm_open(512, 256, 4, SM_INLINE))
+		if (sm_open_pr(512, 256, 16, SM_INLINE))
 			abort();
 		opened = 1;
 	}
@@ -86,12 +100,31 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (cdb_len && (how & 2))
 		fs_shape(cdb, &cdb_len, len);
 	memcpy(buf, data, len);
-	if (sm_run(cdb, cdb_len, buf, len, len ? pieces : 1, &r))
+	if ((how & 0xf0) == 0x40) /* now and then a fresh table, so that a corrupt one ends */
+		memset(sm_mem() + 256 * 512, 0, PR_BYTES);
+	if ((how & 0xc0) == 0xc0 && len) {
+		/* The data as a table: the magic, the fuzzer's fields, a checksum that matches. */
+		uint8_t *t = sm_mem() + 256 * 512;
+
+		memset(t, 0, PR_BYTES);
+		memcpy(t, data, len > PR_BYTES ? PR_BYTES : len);
+		memcpy(t, "COHPR\0\0\1", 8);
+		memset(t + 60, 0, 4);
+		{
+			uint32_t crc = crc32_iscsi(t, PR_BYTES, 0);
+
+			t[60] = (uint8_t)crc, t[61] = (uint8_t)(crc >> 8);
+			t[62] = (uint8_t)(crc >> 16), t[63] = (uint8_t)(crc >> 24);
+		}
+	}
+	if (how & 0x80 ? sm_run_on((uint32_t)(how >> 4) % 3, cdb, cdb_len, buf, len, &r)
+		       : sm_run(cdb, cdb_len, buf, len, len ? pieces : 1, &r))
 		abort(); /* never answered */
 	if (r.calls != 1)
 		abort();
 	if (r.status != COH_SCSI_GOOD && r.status != COH_SCSI_CHECK_CONDITION &&
-	    r.status != COH_SCSI_BUSY && r.status != COH_SCSI_TASK_SET_FULL)
+	    r.status != COH_SCSI_BUSY && r.status != COH_SCSI_TASK_SET_FULL &&
+	    r.status != COH_SCSI_RESERVATION_CONFLICT)
 		abort();
 	if ((r.status == COH_SCSI_CHECK_CONDITION) != (r.sense_len == 18))
 		abort();

@@ -8,7 +8,11 @@
  * other node's (into an iovec of odd pieces); on every node the last block reads and a READ past
  * the end is LBA OUT OF RANGE; COMPARE AND WRITE raced from every unit against the same old
  * block, round after round: exactly one succeeds and each other gets MISCOMPARE with INFORMATION
- * the offset at which the winner's data first differs from the old.
+ * the offset at which the winner's data first differs from the old. Persistent reservations: each
+ * unit serves its own host (one initiator per node) and the volume's table sits after its last
+ * block; a reservation taken through node 0 refuses node 1's writes, two nodes register at once
+ * (their COMPARE AND WRITEs race on the table through the coherent cache) and both keys are
+ * there, a preempt through node 1 holds on node 0 and node 2, CLEAR frees every node.
  *
  * Leaves out: failures (a node killed mid-command: the engine's own tests), the TCMU front end.
  * Every wait is bounded: the harness's barriers and alarm, each command (sse_exec).
@@ -28,7 +32,8 @@
 #define SSE_ROUNDS 24u
 #define SSE_CAW_LBA 20u /* of 32 */
 #define SSE_WRITE_LBA 3u
-#define SSE_WRITE_BLOCKS 10u /* three pieces of at most 4 */
+#define SSE_WRITE_BLOCKS 10u				/* three pieces of at most 4 */
+#define SSE_PR_BLOCKS (COH_SCSI_PR_TABLE_BYTES / EN_BS) /* the table, after the unit's blocks */
 
 /* The unit's block path: the node. */
 static int sse_submit(void *ctx, struct coh_io *io)
@@ -84,7 +89,7 @@ static int sse_identity_and_data(struct en_child *c, struct coh_scsi_lu *lu)
 	uint8_t cdb[16], inq[6] = { 0x12, 1, 0x80, 0, 64, 0 };
 	struct coh_scsi_cmd cmd;
 	struct iovec iov[3];
-	uint64_t end = coh_node_nblocks(c->n);
+	uint64_t end = coh_node_nblocks(c->n) - SSE_PR_BLOCKS;
 	uint32_t i;
 	int st;
 
@@ -247,13 +252,117 @@ static int sse_caw_race(struct en_child *c, struct coh_scsi_lu *lu)
 	return 0;
 }
 
+/* sse_pr_out - PERSISTENT RESERVE OUT @sa, @type, with @key and @sa_key: its status. */
+static int sse_pr_out(struct coh_scsi_lu *lu, uint8_t sa, uint8_t type, uint64_t key,
+		      uint64_t sa_key)
+{
+	uint8_t cdb[10] = { 0x5f, sa, type, 0, 0, 0, 0, 0, 24, 0 }, p[24] = { 0 };
+	struct coh_scsi_cmd cmd;
+	uint32_t i;
+
+	for (i = 0; i < 8; i++) {
+		p[i] = (uint8_t)(key >> (56 - 8 * i));
+		p[8 + i] = (uint8_t)(sa_key >> (56 - 8 * i));
+	}
+	return sse_exec1(lu, cdb, 10, p, sizeof(p), &cmd);
+}
+
+/* sse_pr_keys - READ KEYS into @keys (at most 8): how many, or -1. */
+static int sse_pr_keys(struct coh_scsi_lu *lu, uint64_t *keys, uint8_t *type, uint64_t *holder)
+{
+	uint8_t cdb[10] = { 0x5e, 0, 0, 0, 0, 0, 0, 0, 255, 0 }, b[255];
+	struct coh_scsi_cmd cmd;
+	uint32_t n, i, j;
+
+	if (sse_exec1(lu, cdb, 10, b, sizeof(b), &cmd) != COH_SCSI_GOOD || cmd.data_len < 8)
+		return -1;
+	n = ((uint32_t)b[4] << 24 | (uint32_t)b[5] << 16 | (uint32_t)b[6] << 8 | b[7]) / 8;
+	for (i = 0; i < n && i < 8; i++)
+		for (keys[i] = 0, j = 0; j < 8; j++)
+			keys[i] = keys[i] << 8 | b[8 + 8 * i + j];
+	cdb[1] = 1; /* READ RESERVATION */
+	if (sse_exec1(lu, cdb, 10, b, sizeof(b), &cmd) != COH_SCSI_GOOD)
+		return -1;
+	*type = cmd.data_len >= 24 ? b[21] : 0;
+	for (*holder = 0, j = 0; j < 8 && cmd.data_len >= 24; j++)
+		*holder = *holder << 8 | b[8 + j];
+	return (int)n;
+}
+
+/* sse_rw_status - a one-block WRITE (@write) or READ at this node's own LBA: its status. */
+static int sse_rw_status(struct en_child *c, struct coh_scsi_lu *lu, bool write)
+{
+	static uint8_t blk[EN_BS];
+	struct coh_scsi_cmd cmd;
+	uint8_t cdb[16];
+
+	sse_rw16(cdb, write ? 0x8a : 0x88, 26 + c->id, 1);
+	return sse_exec1(lu, cdb, 16, blk, EN_BS, &cmd);
+}
+
+/* Persistent reservations across the cluster (keys 0xa0 + node id). */
+static int sse_reservations(struct en_child *c, struct coh_scsi_lu *lu)
+{
+	uint64_t keys[8], holder;
+	uint8_t type;
+	int n, st;
+
+	if (en_bar(c, 1))
+		EFAIL(c, "barrier before the reservations");
+	if (c->id == 0 && ((st = sse_pr_out(lu, 0, 0, 0, 0xa0)) != COH_SCSI_GOOD ||
+			   (st = sse_pr_out(lu, 1, 1, 0xa0, 0)) != COH_SCSI_GOOD))
+		EFAIL(c, "REGISTER and RESERVE (write exclusive): status %d", st);
+	if (en_bar(c, 2))
+		EFAIL(c, "barrier after the reservation");
+	n = sse_pr_keys(lu, keys, &type, &holder);
+	if (n != 1 || keys[0] != 0xa0 || type != 1 || holder != 0xa0)
+		EFAIL(c, "node %u sees %d keys (first %#llx), type %u held by %#llx", c->id, n,
+		      n > 0 ? (unsigned long long)keys[0] : 0ull, type, (unsigned long long)holder);
+	if ((st = sse_rw_status(c, lu, true)) != (c->id ? COH_SCSI_RESERVATION_CONFLICT : 0))
+		EFAIL(c, "WRITE under node 0's write-exclusive reservation: status %d", st);
+	if ((st = sse_rw_status(c, lu, false)) != COH_SCSI_GOOD)
+		EFAIL(c, "READ under a write-exclusive reservation: status %d", st);
+	if (en_bar(c, 1))
+		EFAIL(c, "barrier before the registrations");
+	/* Nodes 1 and 2 register at once: their changes race on the table. */
+	if (c->id && (st = sse_pr_out(lu, 0, 0, 0, 0xa0 + c->id)) != COH_SCSI_GOOD)
+		EFAIL(c, "REGISTER: status %d", st);
+	if (en_bar(c, 2))
+		EFAIL(c, "barrier after the registrations");
+	if ((n = sse_pr_keys(lu, keys, &type, &holder)) != (int)c->nodes)
+		EFAIL(c, "%d keys after %u nodes registered", n, c->nodes);
+	if (en_bar(c, 1))
+		EFAIL(c, "barrier before the preempt");
+	if (c->id == 1 && (st = sse_pr_out(lu, 4, 3, 0xa1, 0xa0)) != COH_SCSI_GOOD)
+		EFAIL(c, "PREEMPT node 0 (exclusive access): status %d", st);
+	if (en_bar(c, 2))
+		EFAIL(c, "barrier after the preempt");
+	n = sse_pr_keys(lu, keys, &type, &holder);
+	if (n != (int)c->nodes - 1 || type != 3 || holder != 0xa1)
+		EFAIL(c, "after the preempt: %d keys, type %u held by %#llx", n, type,
+		      (unsigned long long)holder);
+	st = sse_rw_status(c, lu, false);
+	if (st != (c->id == 1 ? COH_SCSI_GOOD : COH_SCSI_RESERVATION_CONFLICT))
+		EFAIL(c, "READ under node 1's exclusive-access reservation: status %d", st);
+	if (en_bar(c, 1))
+		EFAIL(c, "barrier before CLEAR");
+	if (c->id == 2 && (st = sse_pr_out(lu, 3, 0, 0xa2, 0)) != COH_SCSI_GOOD)
+		EFAIL(c, "CLEAR: status %d", st);
+	if (en_bar(c, 2))
+		EFAIL(c, "barrier after CLEAR");
+	if ((st = sse_rw_status(c, lu, true)) != COH_SCSI_GOOD)
+		EFAIL(c, "WRITE after CLEAR: status %d", st);
+	return 0;
+}
+
 /* sse_node - one controller: its unit over the node, the checks, the unit gone before the node
  * closes (the harness closes it). */
 static int sse_node(struct en_child *c)
 {
+	char who[64];
 	struct coh_scsi_lu_attr la = { .attr_size = sizeof(la),
 				       .block_size = coh_node_block_size(c->n),
-				       .nblocks = coh_node_nblocks(c->n),
+				       .nblocks = coh_node_nblocks(c->n) - SSE_PR_BLOCKS,
 				       .volume_id = { 0xc0, 0x40, 0x77, 0x5c, 0x51, 0, 0, 0, 0, 0,
 						      0, 0, 0, 0, 0, 0x02 },
 				       .volume_name = "scsi_engine",
@@ -262,13 +371,18 @@ static int sse_node(struct en_child *c)
 				       .tpg_count = (uint16_t)c->nodes,
 				       .max_xfer_blocks = 4,
 				       .submit = sse_submit,
-				       .submit_ctx = c->n };
+				       .submit_ctx = c->n,
+				       .pr_lba = coh_node_nblocks(c->n) - SSE_PR_BLOCKS,
+				       .pr_blocks = SSE_PR_BLOCKS,
+				       .initiator = who };
 	struct coh_scsi_lu *lu;
 	int r;
 
+	snprintf(who, sizeof(who), "iqn.2026-12.org.cohort:host-%u", c->id);
 	if ((r = coh_scsi_lu_new(&la, &lu)))
 		EFAIL(c, "unit: %s", coh_strerror(r));
-	r = sse_identity_and_data(c, lu) || sse_same_and_unmap(c, lu) || sse_caw_race(c, lu);
+	r = sse_identity_and_data(c, lu) || sse_same_and_unmap(c, lu) || sse_caw_race(c, lu) ||
+	    sse_reservations(c, lu);
 	if (!r && en_bar(c, 3))
 		r = 1;
 	coh_scsi_lu_delete(lu);

@@ -18,13 +18,17 @@
 #define SM_QUEUE 64
 #define SM_WAIT_MS 10000 /* for one command (sm_run) */
 
+#define SM_UNITS 3 /* sm_open_pr's units */
+
 static struct {
 	struct coh_scsi_lu *lu;
+	struct coh_scsi_lu *units[SM_UNITS];
 	uint8_t *mem;
 	uint32_t bs;
 	uint64_t nblocks;
 	int mode;
 	pthread_mutex_t lock;
+	pthread_mutex_t exec_lock; /* held across one operation's effect on @mem */
 	pthread_cond_t cond;
 	pthread_t th;
 	bool stop;
@@ -95,7 +99,10 @@ static int sm_submit(void *ctx, struct coh_io *io)
 		return 0;
 	}
 	pthread_mutex_unlock(&sm.lock);
+	/* One operation at a time, as the engine's COMPARE AND WRITE is atomic. */
+	pthread_mutex_lock(&sm.exec_lock);
 	ret = fail ? fail : sm_exec(io);
+	pthread_mutex_unlock(&sm.exec_lock);
 	io->cb(io, ret, io->cb_arg);
 	return 0;
 }
@@ -117,7 +124,9 @@ static void *sm_main(void *arg)
 		fail = -(int)io->state;
 		sm.busy = true;
 		pthread_mutex_unlock(&sm.lock);
+		pthread_mutex_lock(&sm.exec_lock);
 		ret = fail ? fail : sm_exec(io);
+		pthread_mutex_unlock(&sm.exec_lock);
 		io->cb(io, ret, io->cb_arg);
 		pthread_mutex_lock(&sm.lock);
 		sm.busy = false;
@@ -135,6 +144,7 @@ static void sm_reset(uint32_t bs, uint64_t nblocks, int mode)
 	sm.nblocks = nblocks;
 	sm.mode = mode;
 	pthread_mutex_init(&sm.lock, NULL);
+	pthread_mutex_init(&sm.exec_lock, NULL);
 	pthread_cond_init(&sm.cond, NULL);
 	sm.attr = (struct coh_scsi_lu_attr){ .attr_size = sizeof(sm.attr),
 					     .block_size = bs,
@@ -162,6 +172,48 @@ int sm_open(uint32_t bs, uint64_t nblocks, uint32_t max_xfer, int mode)
 	ret = coh_scsi_lu_new(&sm.attr, &sm.lu);
 	if (!ret && mode == SM_THREAD && pthread_create(&sm.th, NULL, sm_main, NULL))
 		ret = -EAGAIN;
+	return ret;
+}
+
+int sm_open_pr(uint32_t bs, uint64_t nblocks, uint32_t pr_blocks, int mode)
+{
+	static const char *const who[SM_UNITS] = { SM_HOST_A, SM_HOST_B, SM_HOST_A };
+	static const uint16_t port[SM_UNITS] = { 1, 2, 2 };
+	uint32_t i;
+	int ret;
+
+	/* The table's blocks after the unit's, in the mock's memory. */
+	ret = sm_open(bs, nblocks + pr_blocks, 0, mode);
+	if (ret)
+		return ret;
+	coh_scsi_lu_delete(sm.lu);
+	sm.lu = NULL;
+	sm.attr.nblocks = nblocks;
+	sm.attr.pr_lba = nblocks;
+	sm.attr.pr_blocks = pr_blocks;
+	for (i = 0; i < SM_UNITS; i++) {
+		sm.attr.initiator = who[i];
+		sm.attr.rel_port_id = port[i];
+		ret = coh_scsi_lu_new(&sm.attr, &sm.units[i]);
+		if (ret)
+			return ret;
+	}
+	sm.lu = sm.units[0];
+	return 0;
+}
+
+int sm_lu_new(const char *initiator, uint16_t rel_port, uint32_t pr_blocks, uint64_t pr_lba)
+{
+	struct coh_scsi_lu_attr a = sm.attr;
+	struct coh_scsi_lu *lu = NULL;
+	int ret;
+
+	a.initiator = initiator;
+	a.rel_port_id = rel_port;
+	a.pr_blocks = pr_blocks;
+	a.pr_lba = pr_lba;
+	ret = coh_scsi_lu_new(&a, &lu);
+	coh_scsi_lu_delete(lu);
 	return ret;
 }
 
@@ -209,6 +261,9 @@ void sm_close(void)
 		pthread_join(sm.th, NULL);
 	}
 	coh_scsi_lu_delete(sm.lu);
+	for (uint32_t i = 1; i < SM_UNITS; i++)
+		coh_scsi_lu_delete(sm.units[i]);
+	memset(sm.units, 0, sizeof(sm.units));
 	free(sm.mem);
 	sm.mem = NULL;
 }
@@ -252,8 +307,25 @@ void sm_set_tpg(uint16_t tpg_id, uint16_t rel_port, uint16_t count)
 	coh_scsi_lu_new(&sm.attr, &sm.lu);
 }
 
+static int sm_run_lu(struct coh_scsi_lu *lu, const uint8_t *cdb, uint32_t cdb_len, void *buf,
+		     uint32_t len, uint32_t pieces, struct sm_result *r);
+
 int sm_run(const uint8_t *cdb, uint32_t cdb_len, void *buf, uint32_t len, uint32_t pieces,
 	   struct sm_result *r)
+{
+	return sm_run_lu(sm.lu, cdb, cdb_len, buf, len, pieces, r);
+}
+
+int sm_run_on(uint32_t unit, const uint8_t *cdb, uint32_t cdb_len, void *buf, uint32_t len,
+	      struct sm_result *r)
+{
+	if (unit >= SM_UNITS || !sm.units[unit])
+		return -EINVAL;
+	return sm_run_lu(sm.units[unit], cdb, cdb_len, buf, len, 1, r);
+}
+
+static int sm_run_lu(struct coh_scsi_lu *lu, const uint8_t *cdb, uint32_t cdb_len, void *buf,
+		     uint32_t len, uint32_t pieces, struct sm_result *r)
 {
 	/* One allocation for the command and its wait: left behind, both, if it never answers. */
 	struct sm_pending {
@@ -279,7 +351,7 @@ int sm_run(const uint8_t *cdb, uint32_t cdb_len, void *buf, uint32_t len, uint32
 		iov[i].iov_len = l;
 		off += l;
 	}
-	ret = sw_exec(sm.lu, &run->cmd, cdb, cdb_len, len ? iov : NULL, len ? n : 0, SM_WAIT_MS,
+	ret = sw_exec(lu, &run->cmd, cdb, cdb_len, len ? iov : NULL, len ? n : 0, SM_WAIT_MS,
 		      &run->w);
 	if (ret) {
 		/* The command may still complete: leak it rather than free what it uses. */

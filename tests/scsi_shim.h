@@ -32,6 +32,18 @@ struct sm_result {
 /* sm_open - a unit of @nblocks blocks of @bs bytes over zeroed memory; @max_xfer its piece size
  * (0: default); 0 or -errno. */
 int sm_open(uint32_t bs, uint64_t nblocks, uint32_t max_xfer, int mode);
+/* sm_open_pr - three units of @nblocks blocks sharing one reservation table of @pr_blocks blocks
+ * (after the units' blocks in the mock's memory): unit 0 serves SM_HOST_A through relative port
+ * 1, unit 1 SM_HOST_B through port 2, unit 2 SM_HOST_A through port 2 (another controller). */
+#define SM_HOST_A "iqn.2026-12.org.cohort:host-a"
+#define SM_HOST_B "naa.5001405aabbccdd0"
+int sm_open_pr(uint32_t bs, uint64_t nblocks, uint32_t pr_blocks, int mode);
+/* sm_run_on - sm_run on unit @unit of sm_open_pr (one iovec piece). */
+int sm_run_on(uint32_t unit, const uint8_t *cdb, uint32_t cdb_len, void *buf, uint32_t len,
+	      struct sm_result *r);
+/* sm_lu_new - would a unit like the open one, with these reservation attributes, be made? 0 or
+ * coh_scsi_lu_new's -errno (the unit is freed at once). */
+int sm_lu_new(const char *initiator, uint16_t rel_port, uint32_t pr_blocks, uint64_t pr_lba);
 /* sm_open_virtual - a unit of @nblocks blocks with no memory behind it (capacity reports of
  * units too big to hold); its media commands fail with -EIO. */
 int sm_open_virtual(uint32_t bs, uint64_t nblocks);

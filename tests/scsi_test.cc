@@ -5,6 +5,8 @@
 #include <cerrno>
 #include <cstring>
 #include <string>
+#include <algorithm>
+#include <thread>
 #include <vector>
 
 #include "cohort/scsi.h"
@@ -781,3 +783,292 @@ TEST(scsi_engine, units_on_every_node_are_one_disk)
 {
 	EXPECT_EQ(0, sse_every_node_one_disk());
 }
+
+// Persistent reservations (engine/scsi/pr.c): three units share one table, as three units on
+// different controllers share the volume's: unit 0 is host A through port 1, unit 1 host B
+// through port 2, unit 2 host A through port 2 (another I_T nexus of the same host).
+namespace
+{
+constexpr uint32_t kPrBlocks = 16; // 8 KiB of 512-byte blocks
+
+struct Pr : ::testing::TestWithParam<int> {
+	void SetUp() override
+	{
+		ASSERT_EQ(0, sm_open_pr(kBs, kBlocks, kPrBlocks, GetParam()));
+	}
+	void TearDown() override
+	{
+		sm_close();
+	}
+	static sm_result on(uint32_t unit, std::vector<uint8_t> cdb, std::vector<uint8_t> &buf)
+	{
+		sm_result r{};
+		EXPECT_EQ(0, sm_run_on(unit, cdb.data(), (uint32_t)cdb.size(), buf.data(),
+				       (uint32_t)buf.size(), &r));
+		EXPECT_EQ(1u, r.calls) << "the done callback runs exactly once";
+		return r;
+	}
+	// PERSISTENT RESERVE OUT @sa with @type, keys and parameter byte 20.
+	static sm_result out(uint32_t unit, uint8_t sa, uint8_t type, uint64_t key, uint64_t sa_key,
+			     uint8_t flags = 0, uint32_t plen = 24)
+	{
+		std::vector<uint8_t> c(10, 0), p(24, 0);
+		c[0] = 0x5f;
+		c[1] = sa;
+		c[2] = type;
+		for (int i = 0; i < 4; i++)
+			c[5 + i] = (uint8_t)(plen >> (24 - 8 * i));
+		for (int i = 0; i < 8; i++) {
+			p[i] = (uint8_t)(key >> (56 - 8 * i));
+			p[8 + i] = (uint8_t)(sa_key >> (56 - 8 * i));
+		}
+		p[20] = flags;
+		return on(unit, c, p);
+	}
+	static std::vector<uint8_t> in(uint32_t unit, uint8_t sa, sm_result *r = nullptr)
+	{
+		std::vector<uint8_t> c(10, 0), b(4096, 0);
+		c[0] = 0x5e;
+		c[1] = sa;
+		c[7] = 0x10; // allocation length 4096
+		sm_result res = on(unit, c, b);
+		if (r)
+			*r = res;
+		EXPECT_EQ(COH_SCSI_GOOD, res.status);
+		b.resize(res.data_len);
+		return b;
+	}
+	static uint32_t be32(const std::vector<uint8_t> &b, size_t at)
+	{
+		return (uint32_t)b[at] << 24 | (uint32_t)b[at + 1] << 16 |
+		       (uint32_t)b[at + 2] << 8 | b[at + 3];
+	}
+	static uint64_t be64(const std::vector<uint8_t> &b, size_t at)
+	{
+		return (uint64_t)be32(b, at) << 32 | be32(b, at + 4);
+	}
+	static std::vector<uint64_t> keys(uint32_t unit)
+	{
+		std::vector<uint8_t> b = in(unit, 0);
+		std::vector<uint64_t> k;
+		for (size_t at = 8; at + 8 <= 8 + be32(b, 4) && at + 8 <= b.size(); at += 8)
+			k.push_back(be64(b, at));
+		return k;
+	}
+	static uint8_t write_status(uint32_t unit)
+	{
+		std::vector<uint8_t> d(kBs, 0x5a);
+		return on(unit, rw16(0x8a, 7, 1), d).status;
+	}
+	static uint8_t read_status(uint32_t unit)
+	{
+		std::vector<uint8_t> d(kBs, 0);
+		return on(unit, rw16(0x88, 7, 1), d).status;
+	}
+};
+
+constexpr uint8_t kRegister = 0, kReserve = 1, kRelease = 2, kClear = 3, kPreempt = 4;
+constexpr uint8_t kRegisterIgnore = 6;
+constexpr uint8_t kConflict = COH_SCSI_RESERVATION_CONFLICT, kGood = COH_SCSI_GOOD;
+
+TEST_P(Pr, a_reservation_taken_through_one_unit_holds_on_the_others)
+{
+	EXPECT_TRUE(keys(1).empty());
+	ASSERT_EQ(kGood, out(0, kRegister, 0, 0, 0xa).status);
+	EXPECT_EQ(std::vector<uint64_t>{ 0xa }, keys(1)) << "B sees A's key";
+	EXPECT_EQ(1u, be32(in(2, 0), 0)) << "PRgeneration";
+	ASSERT_EQ(kGood, out(0, kReserve, 1 /* write exclusive */, 0xa, 0).status);
+
+	std::vector<uint8_t> rr = in(1, 1);
+	ASSERT_EQ(24u, rr.size());
+	EXPECT_EQ(0xau, be64(rr, 8));
+	EXPECT_EQ(1u, rr[21]);
+
+	EXPECT_EQ(kConflict, write_status(1)) << "B may not write";
+	EXPECT_EQ(kGood, read_status(1)) << "B may read under write exclusive";
+	EXPECT_EQ(kConflict, write_status(2)) << "A through another port is another nexus";
+	EXPECT_EQ(kGood, write_status(0));
+	// RESERVE again by the holder with the same type is no change; by B, a conflict.
+	EXPECT_EQ(kGood, out(0, kReserve, 1, 0xa, 0).status);
+	EXPECT_EQ(kConflict, out(1, kReserve, 1, 0, 0).status);
+	ASSERT_EQ(kGood, out(0, kRelease, 1, 0xa, 0).status);
+	EXPECT_EQ(kGood, write_status(1));
+	EXPECT_EQ(8u, in(1, 1).size()) << "no reservation";
+	EXPECT_EQ(1u, be32(in(1, 1), 0)) << "RESERVE and RELEASE do not change PRgeneration";
+}
+
+TEST_P(Pr, registrants_only_and_a_preempt_from_another_host)
+{
+	ASSERT_EQ(kGood, out(0, kRegister, 0, 0, 0xa).status);
+	ASSERT_EQ(kGood, out(1, kRegister, 0, 0, 0xb).status);
+	ASSERT_EQ(kGood, out(0, kReserve, 5 /* WE, registrants only */, 0xa, 0).status);
+	EXPECT_EQ(kGood, write_status(1)) << "a registrant writes";
+	EXPECT_EQ(kConflict, write_status(2)) << "an unregistered nexus does not";
+	EXPECT_EQ(kGood, read_status(2));
+
+	// B preempts A's reservation and takes exclusive access.
+	ASSERT_EQ(kGood, out(1, kPreempt, 3, 0xb, 0xa).status);
+	EXPECT_EQ(std::vector<uint64_t>{ 0xb }, keys(0)) << "A's registration is gone";
+	std::vector<uint8_t> rr = in(0, 1);
+	ASSERT_EQ(24u, rr.size());
+	EXPECT_EQ(0xbu, be64(rr, 8));
+	EXPECT_EQ(3u, rr[21]);
+	EXPECT_EQ(kConflict, write_status(0));
+	EXPECT_EQ(kConflict, read_status(0)) << "exclusive access refuses reads too";
+	EXPECT_EQ(kGood, write_status(1));
+	// A, preempted, cannot act with its old key; it registers again.
+	EXPECT_EQ(kConflict, out(0, kRelease, 3, 0xa, 0).status);
+	EXPECT_EQ(kGood, out(0, kRegister, 0, 0, 0xc).status);
+	EXPECT_EQ(kConflict, read_status(0)) << "registered is not enough for exclusive access";
+	// CLEAR by a registrant drops everything.
+	ASSERT_EQ(kGood, out(0, kClear, 0, 0xc, 0).status);
+	EXPECT_TRUE(keys(1).empty());
+	EXPECT_EQ(kGood, write_status(0));
+}
+
+TEST_P(Pr, all_registrants_and_unregistering)
+{
+	ASSERT_EQ(kGood, out(0, kRegister, 0, 0, 0xa).status);
+	ASSERT_EQ(kGood, out(1, kRegister, 0, 0, 0xb).status);
+	ASSERT_EQ(kGood, out(1, kReserve, 8 /* EA, all registrants */, 0xb, 0).status);
+	EXPECT_EQ(kGood, write_status(0));
+	EXPECT_EQ(kConflict, read_status(2));
+	std::vector<uint8_t> rr = in(2, 1);
+	ASSERT_EQ(24u, rr.size());
+	EXPECT_EQ(0u, be64(rr, 8)) << "an all-registrants reservation reports key 0";
+	// A wrong key does not unregister; the right one does; the last one out ends it.
+	EXPECT_EQ(kConflict, out(1, kRegister, 0, 0xa, 0).status);
+	ASSERT_EQ(kGood, out(1, kRegister, 0, 0xb, 0).status);
+	EXPECT_EQ(24u, in(2, 1).size()) << "A still holds it";
+	ASSERT_EQ(kGood, out(0, kRegisterIgnore, 0, 0, 0).status);
+	EXPECT_EQ(8u, in(2, 1).size()) << "no registrant, no reservation";
+	EXPECT_EQ(kGood, read_status(2));
+}
+
+TEST_P(Pr, bad_requests_get_their_sense)
+{
+	EXPECT_EQ(kConflict, out(0, kReserve, 1, 0, 0).status) << "not registered";
+	ASSERT_EQ(kGood, out(0, kRegister, 0, 0, 0xa).status);
+	EXPECT_EQ(kConflict, out(0, kRegister, 0, 0xbad, 0xb).status) << "wrong key";
+	expect_sense(out(0, kRegister, 0, 0, 0xb, 0, 23), 0x5, 0x1a, 0x00);
+	expect_sense(out(0, kRegister, 0, 0xa, 0xb, 0x04 /* ALL_TG_PT */), 0x5, 0x26, 0x00);
+	expect_sense(out(0, kRegister, 0, 0xa, 0xb, 0x08 /* SPEC_I_PT */), 0x5, 0x26, 0x00);
+	expect_sense(out(0, kReserve, 2 /* no such type */, 0xa, 0), 0x5, 0x24, 0x00);
+	expect_sense(out(0, kReserve, 0x11 /* scope 1 */, 0xa, 0), 0x5, 0x24, 0x00);
+	expect_sense(out(0, 7 /* REGISTER AND MOVE */, 1, 0xa, 0), 0x5, 0x24, 0x00);
+	expect_sense(out(0, kPreempt, 1, 0xa, 0 /* nobody */), 0x5, 0x26, 0x00);
+	ASSERT_EQ(kGood, out(0, kReserve, 1, 0xa, 0).status);
+	expect_sense(out(0, kRelease, 3 /* not its type */, 0xa, 0), 0x5, 0x26, 0x04);
+	sm_result r{};
+	std::vector<uint8_t> c(10, 0), b(64, 0);
+	c[0] = 0x5e;
+	c[1] = 4; // no such service action
+	c[8] = 64;
+	expect_sense(on(0, c, b), 0x5, 0x24, 0x00);
+	c[1] = 0;
+	c[3] = 1; // reserved
+	expect_sense(on(0, c, b), 0x5, 0x24, 0x00);
+	(void)r;
+	// Every answer above left the table as it was: one registration, A's reservation.
+	EXPECT_EQ(std::vector<uint64_t>{ 0xa }, keys(1));
+	EXPECT_EQ(kConflict, write_status(1));
+}
+
+TEST_P(Pr, capabilities_and_full_status_name_each_nexus)
+{
+	std::vector<uint8_t> cap = in(0, 2);
+	ASSERT_EQ(8u, cap.size());
+	EXPECT_EQ(0u, cap[2] & 0x0c) << "no SIP_C, no ATP_C";
+	EXPECT_EQ(0x01u, cap[3] & 0x01) << "PTPL_A: the table persists";
+	ASSERT_EQ(kGood, out(0, kRegister, 0, 0, 0xa).status);
+	ASSERT_EQ(kGood, out(1, kRegister, 0, 0, 0xb).status);
+	ASSERT_EQ(kGood, out(1, kReserve, 1, 0xb, 0).status);
+	std::vector<uint8_t> fs = in(2, 3);
+	ASSERT_GE(fs.size(), 8u);
+	size_t at = 8;
+	int seen = 0;
+	while (at + 24 <= fs.size()) {
+		uint64_t key = be64(fs, at);
+		uint32_t tid = be32(fs, at + 20);
+		uint16_t port = (uint16_t)(fs[at + 18] << 8 | fs[at + 19]);
+		if (key == 0xa) {
+			EXPECT_EQ(0u, fs[at + 12] & 1);
+			EXPECT_EQ(1u, port);
+			EXPECT_EQ(0x05u, fs[at + 24]) << "iSCSI TransportID";
+			EXPECT_EQ(0, memcmp(&fs[at + 28], SM_HOST_A, strlen(SM_HOST_A)));
+			seen |= 1;
+		} else if (key == 0xb) {
+			EXPECT_EQ(1u, fs[at + 12] & 1) << "R_HOLDER";
+			EXPECT_EQ(1u, fs[at + 13]);
+			EXPECT_EQ(2u, port);
+			EXPECT_EQ(0x06u, fs[at + 24]) << "SAS TransportID for a naa. name";
+			EXPECT_EQ(0x50u, fs[at + 28]);
+			EXPECT_EQ(0xd0u, fs[at + 35]);
+			seen |= 2;
+		}
+		at += 24 + tid;
+	}
+	EXPECT_EQ(3, seen);
+	EXPECT_EQ(fs.size(), at);
+}
+
+TEST_P(Pr, a_corrupt_table_is_refused_not_read_as_empty)
+{
+	ASSERT_EQ(kGood, out(0, kRegister, 0, 0, 0xa).status);
+	ASSERT_EQ(kGood, out(0, kReserve, 1, 0xa, 0).status);
+	uint8_t *table = sm_mem() + kBlocks * kBs;
+	table[64 + 9] ^= 0x40; // a bit of the registration's port
+	std::vector<uint8_t> c(10, 0), b(64, 0);
+	c[0] = 0x5e;
+	c[8] = 64;
+	expect_sense(on(1, c, b), 0x3, 0x11, 0x00);
+	std::vector<uint8_t> d(kBs, 0x5a);
+	expect_sense(on(1, rw16(0x8a, 7, 1), d), 0x3, 0x11, 0x00);
+	EXPECT_NE(0x5a, sm_mem()[7 * kBs]) << "the write was not applied";
+	table[64 + 9] ^= 0x40;
+	EXPECT_EQ(kConflict, write_status(1));
+}
+
+// Three hosts register and re-register at once, through their own units. Each change is a read
+// of the table and a COMPARE AND WRITE against what was read; without the compare one host's
+// change would overwrite another's read at the same time (the mock's thread interleaves them).
+TEST_P(Pr, changes_at_once_from_every_unit_lose_nothing)
+{
+	constexpr uint32_t kRounds = 40;
+	std::vector<std::thread> th;
+	for (uint32_t u = 0; u < 3; u++)
+		th.emplace_back([u] {
+			for (uint32_t i = 1; i <= kRounds; i++) {
+				sm_result r = out(u, kRegisterIgnore, 0, 0, (uint64_t)u << 32 | i);
+				EXPECT_EQ(kGood, r.status) << "unit " << u << " round " << i;
+			}
+		});
+	for (auto &t : th)
+		t.join();
+	std::vector<uint64_t> k = keys(0);
+	std::sort(k.begin(), k.end());
+	EXPECT_EQ((std::vector<uint64_t>{ kRounds, 1ull << 32 | kRounds, 2ull << 32 | kRounds }),
+		  k);
+	EXPECT_EQ(3 * kRounds, be32(in(0, 0), 0)) << "PRgeneration counts every change once";
+}
+
+TEST(scsi_pr, units_without_a_table_refuse_reservations_and_bad_tables_are_refused)
+{
+	ASSERT_EQ(0, sm_open(kBs, kBlocks, 0, SM_INLINE));
+	std::vector<uint8_t> c(10, 0), b(64, 0);
+	c[0] = 0x5e;
+	c[8] = 64;
+	sm_result r{};
+	ASSERT_EQ(0, sm_run(c.data(), 10, b.data(), 64, 1, &r));
+	expect_sense(r, 0x5, 0x20, 0x00);
+	EXPECT_EQ(0, sm_lu_new(SM_HOST_A, 1, 16, kBlocks));
+	EXPECT_EQ(-EINVAL, sm_lu_new(SM_HOST_A, 1, 8, kBlocks)) << "4 KiB: smaller than a table";
+	EXPECT_EQ(-EINVAL, sm_lu_new(nullptr, 1, 16, kBlocks)) << "no initiator";
+	EXPECT_EQ(-EINVAL, sm_lu_new("", 1, 16, kBlocks));
+	EXPECT_EQ(-EINVAL, sm_lu_new(SM_HOST_A, 1, 16, kBlocks - 1)) << "inside the unit";
+	EXPECT_EQ(-EINVAL, sm_lu_new(std::string(224, 'x').c_str(), 1, 16, kBlocks));
+	sm_close();
+}
+
+INSTANTIATE_TEST_SUITE_P(scsi_pr, Pr, ::testing::Values(SM_INLINE, SM_THREAD));
+} // namespace

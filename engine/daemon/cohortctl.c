@@ -130,6 +130,9 @@ static void ctl_show_exports(json_t *r)
 		snprintf(dev, sizeof(dev), "user_%lld/%s", ctl_int(x, "hba"), ctl_str(x, "device"));
 		printf("%-20s %-20s %-24s %s\n", ctl_str(x, "name"), ctl_str(x, "volume"), dev,
 		       ctl_str(x, "state"));
+		/* A device that serves one initiator (the volume's reservations are cluster-wide). */
+		if (json_string_length(json_object_get(x, "initiator")))
+			printf("%-20s serves %s only\n", "", ctl_str(x, "initiator"));
 	}
 	printf("(%zu exports; front end: %s)\n", json_array_size(xs), ctl_str(r, "front_end"));
 }

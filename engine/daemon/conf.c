@@ -518,30 +518,55 @@ static int dconf_fixed(struct dconf_parse *p, enum dconf_section s, const char *
 static int dconf_volume_key(struct dconf_parse *p, uint32_t i, const char *sec, const char *key,
 			    const char *v)
 {
+	static const char *const keys[] = { "size", "reservations", NULL };
 	struct daemon_volume *vol = &p->c->volumes[i];
+	int k = dconf_find_key(keys, key);
 
-	if (strcmp(key, "size"))
-		return dconf_fail(p, p->line, sec, key, "unknown key (size)");
-	if (p->vol_set[i])
-		return dconf_fail(p, p->line, sec, key, "given twice (first on line %u)",
-				  p->vol_size_line[i]);
-	p->vol_set[i] = 1;
+	if (k < 0)
+		return dconf_fail(p, p->line, sec, key, "unknown key (size, reservations)");
+	if (p->vol_set[i] & (1u << k))
+		return dconf_fail(p, p->line, sec, key, "given twice");
+	p->vol_set[i] |= 1u << k;
+	if (k == 1) {
+		if (strcmp(v, "none") && strcmp(v, "cluster"))
+			return dconf_fail(p, p->line, sec, key, "\"%s\" is not none or cluster", v);
+		/* Blocks once the block size is known (dconf_volumes); 1 marks it asked for. */
+		vol->pr_blocks = !strcmp(v, "cluster");
+		return 1;
+	}
 	p->vol_size_line[i] = p->line;
 	/* Bytes for now; dconf_check turns them into blocks once the block size is known. */
 	return dconf_bytes(p, sec, key, v, 1, UINT64_MAX, &vol->blocks);
+}
+
+/* dconf_initiator_ok - an initiator's SCSI name: iqn., eui. or naa., then printable characters
+ * other than spaces and commas, at most DAEMON_INITIATOR_MAX bytes. */
+static bool dconf_initiator_ok(const char *s)
+{
+	size_t n = strlen(s), i;
+
+	if (n <= 4 || n > DAEMON_INITIATOR_MAX ||
+	    (strncmp(s, "iqn.", 4) && strncmp(s, "eui.", 4) && strncmp(s, "naa.", 4)))
+		return false;
+	for (i = 0; i < n; i++) {
+		if (!isgraph((unsigned char)s[i]) || s[i] == ',')
+			return false;
+	}
+	return true;
 }
 
 /* dconf_export_key - a key of [export NAME] (export @i). */
 static int dconf_export_key(struct dconf_parse *p, uint32_t i, const char *sec, const char *key,
 			    const char *v)
 {
-	static const char *const keys[] = { "volume", "device", "hba", "cmd_time_out", NULL };
+	static const char *const keys[] = { "volume",	    "device",	 "hba",
+					    "cmd_time_out", "initiator", NULL };
 	struct daemon_export *e = &p->c->exports[i];
 	int k = dconf_find_key(keys, key);
 
 	if (k < 0)
 		return dconf_fail(p, p->line, sec, key,
-				  "unknown key (volume, device, hba, cmd_time_out)");
+				  "unknown key (volume, device, hba, cmd_time_out, initiator)");
 	if (p->exp_set[i] & (1u << k))
 		return dconf_fail(p, p->line, sec, key, "given twice");
 	p->exp_set[i] |= 1u << k;
@@ -551,6 +576,16 @@ static int dconf_export_key(struct dconf_parse *p, uint32_t i, const char *sec, 
 		/* At least 5 s: more than twice the longest lease (2 s), so that a controller paused past
 		 * its commands' time-out has been fenced by then and cannot apply them late. */
 		return dconf_u32(p, sec, key, v, 5, 3600, &e->cmd_time_out);
+	if (k == 4) {
+		if (!dconf_initiator_ok(v))
+			return dconf_fail(
+			    p, p->line, sec, key,
+			    "\"%s\" is not an initiator name (iqn., eui. or naa., "
+			    "then at most %d printable bytes without spaces or commas)",
+			    v, DAEMON_INITIATOR_MAX - 4);
+		strcpy(e->initiator, v);
+		return 1;
+	}
 	if (k == 1 ? !dconf_device_ok(v) : !dconf_name_ok(v))
 		return dconf_fail(p, p->line, sec, key,
 				  "\"%s\" is not a name (1 to %d letters, digits, '_', '-', '.'%s)",
@@ -901,7 +936,7 @@ static int dconf_volumes(struct dconf_parse *p)
 		uint64_t bytes = v->blocks;
 
 		snprintf(sec, sizeof(sec), "volume %s", v->name);
-		if (!p->vol_set[i])
+		if (!(p->vol_set[i] & 1))
 			return dconf_fail(p, v->line, sec, "size", "missing");
 		if (bytes % c->block_size)
 			return dconf_fail(p, p->vol_size_line[i], sec, "size",
@@ -909,6 +944,16 @@ static int dconf_volumes(struct dconf_parse *p)
 					  " bytes is not a multiple of the block size (%u)",
 					  bytes, c->block_size);
 		v->blocks = bytes / c->block_size;
+		if (v->pr_blocks) {
+			/* The reservation table (8 KiB, at least a block) at the volume's end. */
+			v->pr_blocks =
+			    (COH_SCSI_PR_TABLE_BYTES + c->block_size - 1) / c->block_size;
+			if (v->blocks <= v->pr_blocks)
+				return dconf_fail(p, p->vol_size_line[i], sec, "size",
+						  "%" PRIu64 " bytes leave no room beside the "
+						  "reservation table (%u bytes)",
+						  bytes, v->pr_blocks * c->block_size);
+		}
 		if (v->blocks > c->capacity_blocks - next)
 			return dconf_fail(p, p->vol_size_line[i], sec, "size",
 					  "%" PRIu64 " blocks do not fit: %" PRIu64
@@ -918,6 +963,7 @@ static int dconf_volumes(struct dconf_parse *p)
 					  v->blocks, c->capacity_blocks - next, c->capacity_blocks);
 		v->first_block = next;
 		next += v->blocks;
+		v->blocks -= v->pr_blocks; /* what the host sees */
 		if (dconf_volume_id(c->cluster, v->name, v->id))
 			return dconf_fail(p, v->line, sec, NULL, "cannot derive its id");
 	}
@@ -939,6 +985,16 @@ static int dconf_exports(struct dconf_parse *p)
 			return dconf_fail(p, e->line, sec, "volume", "missing");
 		if (!daemon_conf_volume(c, e->volume))
 			return dconf_fail(p, e->line, sec, "volume", "no [volume %s]", e->volume);
+		/* A volume with reservations is reached only through devices that each serve one
+		 * named initiator: a device without one would let an unknown host past them. */
+		if (daemon_conf_volume(c, e->volume)->pr_blocks && !e->initiator[0])
+			return dconf_fail(p, e->line, sec, "initiator",
+					  "missing: [volume %s] has reservations = cluster",
+					  e->volume);
+		if (!daemon_conf_volume(c, e->volume)->pr_blocks && e->initiator[0])
+			return dconf_fail(
+			    p, e->line, sec, "initiator",
+			    "[volume %s] has no reservations (reservations = cluster)", e->volume);
 		if (!e->device[0])
 			strcpy(e->device, e->name);
 		if (!strstr(e->device, "%n") && c->frontend_tcmu && c->nodes > 1 &&
@@ -1237,17 +1293,23 @@ void daemon_conf_print(const struct daemon_conf *c, bool core_only, FILE *f)
 		const struct daemon_volume *v = &c->volumes[i];
 
 		daemon_volume_id_hex(v->id, id);
-		fprintf(f, "[volume %s] first_block = %" PRIu64 ", blocks = %" PRIu64 ", id = %s\n",
+		fprintf(f, "[volume %s] first_block = %" PRIu64 ", blocks = %" PRIu64 ", id = %s",
 			v->name, v->first_block, v->blocks, id);
+		if (v->pr_blocks)
+			fprintf(f, ", reservation table = %u blocks at %" PRIu64, v->pr_blocks,
+				v->first_block + v->blocks);
+		fputc('\n', f);
 	}
 	if (core_only)
 		return;
 	for (i = 0; i < c->nexports; i++) {
 		const struct daemon_export *e = &c->exports[i];
 
-		fprintf(f, "[export %s] volume = %s, device = user_%u/%s, cmd_time_out = %u s\n",
+		fprintf(f,
+			"[export %s] volume = %s, device = user_%u/%s, cmd_time_out = %u s%s%s\n",
 			e->name, e->volume, e->hba, e->device,
-			e->cmd_time_out ? e->cmd_time_out : COH_TCMU_CMD_TIME_OUT_DEFAULT);
+			e->cmd_time_out ? e->cmd_time_out : COH_TCMU_CMD_TIME_OUT_DEFAULT,
+			e->initiator[0] ? ", initiator = " : "", e->initiator);
 	}
 }
 

@@ -25,18 +25,22 @@
 extern "C" {
 #endif
 
-#define DAEMON_NAME_MAX 64	/* cluster, volume, export and device names */
-#define DAEMON_PATH_MAX 192	/* a path in the config (inih reads lines of at most 199 chars) */
-#define DAEMON_MAX_VOLUMES 64	/* [volume NAME] sections */
-#define DAEMON_MAX_EXPORTS 64	/* [export NAME] sections */
-#define DAEMON_ERR_MAX 512	/* an error message: file:line: [section] key: what */
-#define DAEMON_CTL_MSG_MAX 4096 /* a control request, newline included */
-#define DAEMON_CTL_IO_MS 2000	/* the daemon's bound for reading a request or writing a reply */
+#define DAEMON_NAME_MAX 64	 /* cluster, volume, export and device names */
+#define DAEMON_INITIATOR_MAX 223 /* an initiator's SCSI name: an iSCSI name's longest */
+#define DAEMON_PATH_MAX 192	 /* a path in the config (inih reads lines of at most 199 chars) */
+#define DAEMON_MAX_VOLUMES 64	 /* [volume NAME] sections */
+#define DAEMON_MAX_EXPORTS 64	 /* [export NAME] sections */
+#define DAEMON_ERR_MAX 512	 /* an error message: file:line: [section] key: what */
+#define DAEMON_CTL_MSG_MAX 4096	 /* a control request, newline included */
+#define DAEMON_CTL_IO_MS 2000	 /* the daemon's bound for reading a request or writing a reply */
 
 /* One volume of the mapping table: @blocks blocks of the group from @first_block on. */
 struct daemon_volume {
 	char name[DAEMON_NAME_MAX + 1];
 	uint64_t first_block, blocks;
+	/* reservations = cluster: the reservation table's blocks, right after @blocks (carved from
+	 * the volume's size, so the host sees a volume this much smaller); 0: none */
+	uint32_t pr_blocks;
 	uint8_t id[16]; /* SHA-256("cohort-volume" NUL cluster NUL name), first 16 bytes */
 	uint32_t line;	/* where its section starts */
 };
@@ -48,6 +52,8 @@ struct daemon_export {
 	char device[DAEMON_NAME_MAX + 1];
 	uint32_t hba;
 	uint32_t cmd_time_out; /* seconds; 0: the front end's default */
+	/* the one initiator the device serves (required with the volume's reservations) */
+	char initiator[DAEMON_INITIATOR_MAX + 1];
 	uint32_t line;
 };
 

@@ -82,7 +82,8 @@ static bool dx_same(const struct dx_entry *d, const struct daemon_export *e,
 {
 	return !strcmp(d->e.volume, e->volume) && !strcmp(d->e.device, e->device) &&
 	       d->e.hba == e->hba && d->e.cmd_time_out == e->cmd_time_out &&
-	       d->v.first_block == v->first_block && d->v.blocks == v->blocks;
+	       !strcmp(d->e.initiator, e->initiator) && d->v.first_block == v->first_block &&
+	       d->v.blocks == v->blocks && d->v.pr_blocks == v->pr_blocks;
 }
 
 int daemon_exports_apply(struct daemon_exports *x, const struct daemon_conf *c)
@@ -149,10 +150,11 @@ json_t *daemon_exports_json(struct daemon_exports *x)
 	for (i = 0; i < x->n; i++) {
 		const struct dx_entry *d = &x->x[i];
 
-		json_array_append_new(a, json_pack("{s:s, s:s, s:s, s:I, s:b, s:s}", "name",
+		json_array_append_new(a, json_pack("{s:s, s:s, s:s, s:I, s:b, s:s, s:s}", "name",
 						   d->e.name, "volume", d->e.volume, "device",
 						   d->e.device, "hba", (json_int_t)d->e.hba,
-						   "attached", d->attached, "state", d->state));
+						   "attached", d->attached, "state", d->state,
+						   "initiator", d->e.initiator));
 	}
 	pthread_mutex_unlock(&x->lock);
 	return a;

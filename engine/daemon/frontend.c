@@ -80,6 +80,11 @@ static int dtcmu_add(void *ctx, const struct daemon_export *e, const struct daem
 	la.max_xfer_blocks = COH_TCMU_MAX_SECTORS_DEFAULT; /* what the TCMU device takes */
 	la.submit = dtcmu_submit;
 	la.submit_ctx = t->node;
+	if (v->pr_blocks) { /* the table follows the blocks the host sees (conf.c) */
+		la.pr_lba = v->first_block + v->blocks;
+		la.pr_blocks = v->pr_blocks;
+		la.initiator = e->initiator;
+	}
 	ret = coh_scsi_lu_new(&la, &u->lu);
 	if (ret)
 		goto out_unlock;
@@ -92,6 +97,7 @@ static int dtcmu_add(void *ctx, const struct daemon_export *e, const struct daem
 	ta.lu = u->lu;
 	ta.exec = coh_scsi_cmd_exec;
 	ta.configfs = t->configfs[0] ? t->configfs : NULL;
+	ta.reservations = v->pr_blocks != 0;
 	ret = coh_tcmu_dev_new(&ta, &u->dev);
 	if (ret)
 		goto err_delete_lu;

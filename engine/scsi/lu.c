@@ -10,7 +10,10 @@
  * (lu_pump). A block path that completes inside its submit (a test's) would recurse once per
  * piece, so the submitter and the callback decide through @cmd->sync which of them goes on.
  *
- * Leaves out: REPORT LUNS and reservations (the kernel's), task management, descriptor-format
+ * Persistent reservations, when the unit has a table (lu_pr_start; the rules are pr.c's): a
+ * command a reservation can refuse reads the table first.
+ *
+ * Leaves out: REPORT LUNS (the kernel's), SPC-2 RESERVE/RELEASE, task management, descriptor-format
  * sense, protection information, variable-length CDBs.
  */
 #include <errno.h>
@@ -20,6 +23,7 @@
 #include <string.h>
 
 #include "cohort/scsi.h"
+#include "pr.h"
 
 #define LU_XFER_DEFAULT 256u	    /* blocks per engine operation when the attributes say 0 */
 #define LU_CAW_MAX 16u		    /* VPD B0 MAXIMUM COMPARE AND WRITE LENGTH, blocks */
@@ -48,6 +52,10 @@ enum {
 #define ASC_WRITE_ERROR 0x0c00
 #define ASC_ALUA_TRANSITION 0x040a
 #define ASC_ALUA_UNAVAILABLE 0x040c
+#define ASC_INVALID_RELEASE 0x2604
+#define ASC_NO_REGISTRATION_ROOM 0x5504
+
+#define LU_PR_TRIES 32u /* PERSISTENT RESERVE OUT's rounds against other controllers' changes */
 
 enum lu_job {
 	J_READ = 1,
@@ -61,6 +69,8 @@ enum lu_job {
 struct coh_scsi_lu {
 	struct coh_scsi_lu_attr a;
 	char name[65];
+	char initiator[PR_NAME_MAX + 1];
+	struct pr_nexus nexus; /* who this unit serves: reservations are kept per nexus */
 	_Atomic uint32_t state;
 };
 
@@ -234,6 +244,8 @@ static void lu_done(struct coh_scsi_cmd *cmd)
 	if (cmd->ext != cmd->ext1)
 		free(cmd->ext);
 	cmd->ext = NULL;
+	free(cmd->pr_buf);
+	cmd->pr_buf = NULL;
 	cmd->done(cmd, cmd->done_arg);
 }
 
@@ -972,6 +984,8 @@ static const struct {
 	{ 0x42, { 0, 0xfe, 0xff, 0xff, 0xff, 0xff, 0xe0 } }, /* UNMAP */
 	{ 0x55, { 0, 0xee, 0xff, 0xff, 0xff, 0xff, 0xff } }, /* MODE SELECT(10) */
 	{ 0x5a, { 0, 0xe7, 0, 0, 0xff, 0xff, 0xff } },	     /* MODE SENSE(10) */
+	{ 0x5e, { 0, 0xe0, 0xff, 0xff, 0xff, 0xff, 0xff } }, /* PERSISTENT RESERVE IN */
+	{ 0x5f, { 0, 0xe0, 0, 0xff, 0xff } },		     /* PERSISTENT RESERVE OUT */
 	{ 0x88, { 0, 0xe0 } },				     /* READ(16) */
 	{ 0x89, { 0, 0xe5, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0, 0xe0 } }, /* CAW */
 	{ 0x8a, { 0, 0xe0 } },							  /* WRITE(16) */
@@ -1037,9 +1051,167 @@ static bool lu_is_media(uint8_t op)
 	case 0x89: /* COMPARE AND WRITE */
 	case 0x35:
 	case 0x91: /* SYNCHRONIZE CACHE */
+	case 0x5e:
+	case 0x5f: /* PERSISTENT RESERVE IN/OUT: the table is on the medium */
 		return true;
 	}
 	return false;
+}
+
+/* Persistent reservations: every command that a reservation can refuse, and PERSISTENT RESERVE
+ * IN and OUT, first read the volume's table (through the coherent cache: a hit unless another
+ * controller changed it). A PERSISTENT RESERVE OUT writes its result back with COMPARE AND WRITE
+ * against the image it read, and reads again when another controller's change came first. */
+
+static void lu_dispatch(struct coh_scsi_lu *lu, struct coh_scsi_cmd *cmd);
+static void lu_pr_read_done(struct coh_io *io, int status, void *arg);
+
+/* lu_pr_needed - does @op read the reservation table first? */
+static bool lu_pr_needed(uint8_t op)
+{
+	return lu_is_media(op) || op == 0x15 || op == 0x55 || op == 0x1a || op == 0x5a;
+}
+
+static uint32_t lu_pr_bytes(const struct coh_scsi_lu *lu)
+{
+	return lu->a.pr_blocks * lu->a.block_size;
+}
+
+/* lu_pr_table - the decoded table, after the two images in pr_buf. */
+static struct pr_table *lu_pr_table(struct coh_scsi_cmd *cmd)
+{
+	return (struct pr_table *)(void *)(cmd->pr_buf + 2 * (size_t)lu_pr_bytes(cmd->lu));
+}
+
+/* lu_pr_submit - submit cmd->io on the table (@type; @cb); answered on failure. */
+static void lu_pr_submit(struct coh_scsi_cmd *cmd, uint32_t type, coh_io_cb cb)
+{
+	struct coh_scsi_lu *lu = cmd->lu;
+	int ret;
+
+	cmd->io = (struct coh_io){ .io_size = sizeof(cmd->io),
+				   .type = type,
+				   .lba = lu->a.pr_lba,
+				   .nblocks = lu->a.pr_blocks,
+				   .buf = cmd->pr_buf,
+				   .cb = cb,
+				   .cb_arg = cmd };
+	ret = lu->a.submit(lu->a.submit_ctx, &cmd->io);
+	if (ret) {
+		coh_scsi_sense_from_errno(cmd, ret, cmd->cdb[0] == 0x5f);
+		lu_done(cmd);
+	}
+}
+
+static void lu_pr_start(struct coh_scsi_lu *lu, struct coh_scsi_cmd *cmd)
+{
+	const uint8_t *c = cmd->cdb;
+
+	if (c[0] == 0x5f) {
+		/* The basic parameter list is 24 bytes; with SPEC_I_PT (refused) it is longer. */
+		if (lu_get32(c + 5) != 24) {
+			lu_sense(cmd, SK_ILLEGAL_REQUEST, ASC_PARAM_LIST_LENGTH, false, 0, -1,
+				 false);
+			return lu_done(cmd);
+		}
+		if (!lu_copy_in(cmd, cmd->pr_param, 24)) {
+			lu_bad_cdb(cmd, 5);
+			return lu_done(cmd);
+		}
+	}
+	cmd->pr_buf = malloc(2 * (size_t)lu_pr_bytes(lu) + sizeof(struct pr_table));
+	if (!cmd->pr_buf) {
+		cmd->status = COH_SCSI_BUSY;
+		return lu_done(cmd);
+	}
+	lu_pr_submit(cmd, COH_IO_READ, lu_pr_read_done);
+}
+
+static void lu_pr_caw_done(struct coh_io *io, int status, void *arg)
+{
+	struct coh_scsi_cmd *cmd = arg;
+
+	(void)io;
+	if (status == -EILSEQ && ++cmd->pr_try < LU_PR_TRIES)
+		/* Another controller changed the table since we read it: again, on the new one. */
+		return lu_pr_submit(cmd, COH_IO_READ, lu_pr_read_done);
+	if (status == -EILSEQ)
+		cmd->status = COH_SCSI_BUSY; /* lost every round: the initiator retries */
+	else
+		coh_scsi_sense_from_errno(cmd, status, true);
+	lu_done(cmd);
+}
+
+/* lu_pr_out - PERSISTENT RESERVE OUT on the table just read. */
+static void lu_pr_out(struct coh_scsi_lu *lu, struct coh_scsi_cmd *cmd, struct pr_table *t)
+{
+	uint32_t bytes = lu_pr_bytes(lu);
+	int field;
+
+	switch (pr_out(t, &lu->nexus, cmd->cdb, cmd->pr_param, 24, &field)) {
+	case PR_OK:
+		cmd->status = COH_SCSI_GOOD;
+		break;
+	case PR_CHANGED:
+		pr_encode(t, cmd->pr_buf + bytes, bytes);
+		return lu_pr_submit(cmd, COH_IO_COMPARE_WRITE, lu_pr_caw_done);
+	case PR_CONFLICT:
+		cmd->status = COH_SCSI_RESERVATION_CONFLICT;
+		break;
+	case PR_BAD_CDB:
+		lu_bad_cdb(cmd, field);
+		break;
+	case PR_BAD_PARAM:
+		lu_sense(cmd, SK_ILLEGAL_REQUEST, ASC_INVALID_FIELD_PARAM, false, 0, field, false);
+		break;
+	case PR_BAD_LENGTH:
+		lu_sense(cmd, SK_ILLEGAL_REQUEST, ASC_PARAM_LIST_LENGTH, false, 0, -1, false);
+		break;
+	case PR_BAD_RELEASE:
+		lu_sense(cmd, SK_ILLEGAL_REQUEST, ASC_INVALID_RELEASE, false, 0, -1, false);
+		break;
+	case PR_NO_ROOM:
+		lu_sense(cmd, SK_ILLEGAL_REQUEST, ASC_NO_REGISTRATION_ROOM, false, 0, -1, false);
+		break;
+	}
+	lu_done(cmd);
+}
+
+static void lu_pr_read_done(struct coh_io *io, int status, void *arg)
+{
+	struct coh_scsi_cmd *cmd = arg;
+	struct coh_scsi_lu *lu = cmd->lu;
+	struct pr_table *t = lu_pr_table(cmd);
+	uint32_t bytes = lu_pr_bytes(lu);
+	int len;
+
+	(void)io;
+	if (!status)
+		status = pr_decode(cmd->pr_buf, bytes, t);
+	if (status) {
+		/* A table that does not decode is refused, never taken for an empty one (the
+		 * table's read failed: UNRECOVERED READ ERROR whatever the command). */
+		coh_scsi_sense_from_errno(cmd, status, false);
+		return lu_done(cmd);
+	}
+	switch (cmd->cdb[0]) {
+	case 0x5e:
+		len = pr_in(t, cmd->cdb[1] & 0x1f, cmd->pr_buf + bytes, bytes);
+		if (len < 0)
+			lu_bad_cdb(cmd, 1);
+		else
+			lu_answer(cmd, cmd->pr_buf + bytes, (uint32_t)len, lu_get16(cmd->cdb + 7));
+		return lu_done(cmd);
+	case 0x5f:
+		return lu_pr_out(lu, cmd, t);
+	}
+	if (pr_conflict(t, &lu->nexus, cmd->cdb[0])) {
+		cmd->status = COH_SCSI_RESERVATION_CONFLICT;
+		return lu_done(cmd);
+	}
+	free(cmd->pr_buf);
+	cmd->pr_buf = NULL;
+	lu_dispatch(lu, cmd);
 }
 
 int coh_scsi_lu_new(const struct coh_scsi_lu_attr *attr, struct coh_scsi_lu **lup)
@@ -1053,12 +1225,28 @@ int coh_scsi_lu_new(const struct coh_scsi_lu_attr *attr, struct coh_scsi_lu **lu
 	if (bs < 512 || bs > 65536 || (bs & (bs - 1)) || !attr->nblocks ||
 	    (attr->volume_name && strlen(attr->volume_name) > 64))
 		return -EINVAL;
+	if (attr->pr_blocks) {
+		uint64_t pr_bytes = (uint64_t)attr->pr_blocks * bs;
+		uint32_t max = attr->max_xfer_blocks ? attr->max_xfer_blocks : LU_XFER_DEFAULT;
+
+		/* The table is one COMPARE AND WRITE, outside the unit's blocks. */
+		if (pr_bytes < PR_BYTES || pr_bytes > 16 * PR_BYTES || attr->pr_blocks > max ||
+		    !attr->initiator || !attr->initiator[0] ||
+		    strlen(attr->initiator) > PR_NAME_MAX ||
+		    (attr->pr_lba < attr->first_lba + attr->nblocks &&
+		     attr->first_lba < attr->pr_lba + attr->pr_blocks))
+			return -EINVAL;
+	}
 	lu = calloc(1, sizeof(*lu));
 	if (!lu)
 		return -ENOMEM;
 	lu->a = *attr;
 	if (!lu->a.max_xfer_blocks)
 		lu->a.max_xfer_blocks = LU_XFER_DEFAULT;
+	if (attr->pr_blocks)
+		snprintf(lu->initiator, sizeof(lu->initiator), "%s", attr->initiator);
+	lu->a.initiator = lu->initiator;
+	lu->nexus = (struct pr_nexus){ .initiator = lu->initiator, .rel_port = attr->rel_port_id };
 	if (attr->volume_name)
 		snprintf(lu->name, sizeof(lu->name), "%s", attr->volume_name);
 	lu->a.volume_name = lu->name;
@@ -1100,6 +1288,8 @@ void coh_scsi_cmd_exec(struct coh_scsi_lu *lu, struct coh_scsi_cmd *cmd)
 	cmd->ext = NULL;
 	cmd->n_ext = 0;
 	cmd->err = 0;
+	cmd->pr_buf = NULL;
+	cmd->pr_try = 0;
 	if (!c || !cmd->cdb_len || cmd->cdb_len > COH_SCSI_CDB_MAX || (cmd->iov_cnt && !cmd->iov)) {
 		lu_bad_cdb(cmd, 0);
 		return lu_done(cmd);
@@ -1122,6 +1312,16 @@ void coh_scsi_cmd_exec(struct coh_scsi_lu *lu, struct coh_scsi_cmd *cmd)
 	/* Media commands on a unit that does not serve: its state's sense, without the engine. */
 	if (lu_is_media(c[0]) && lu_not_active(lu, cmd))
 		return lu_done(cmd);
+	if (lu->a.pr_blocks && lu_pr_needed(c[0]))
+		return lu_pr_start(lu, cmd);
+	lu_dispatch(lu, cmd);
+}
+
+/* lu_dispatch - run a command that passed the checks (and its reservation's). */
+static void lu_dispatch(struct coh_scsi_lu *lu, struct coh_scsi_cmd *cmd)
+{
+	const uint8_t *c = cmd->cdb;
+
 	switch (c[0]) {
 	case 0x12:
 		lu_inquiry(lu, cmd);

@@ -218,11 +218,18 @@ static int tcmu_create(struct coh_tcmu_dev *dev, const struct coh_tcmu_dev_attr 
 		goto rmdir_dev;
 	/* Persistent reservations: the kernel would emulate them in this node alone, so a
 	 * reservation taken through one controller would not hold through another, and a host
-	 * cluster fencing with them would be unprotected while believing it was. Refused instead
-	 * (INVALID COMMAND OPERATION CODE): docs/frontend.md, "Persistent reservations". */
-	ret = tcmu_cfs_write(dev, "attrib/emulate_pr", "0");
+	 * cluster fencing with them would be unprotected while believing it was. Either the unit
+	 * keeps them in the volume, cluster-wide (emulate_pr on, pgr_support off: PERSISTENT RESERVE
+	 * IN/OUT come to the ring, and the kernel no longer checks conflicts itself), or they are
+	 * refused (INVALID COMMAND OPERATION CODE): docs/frontend.md, "Persistent reservations". */
+	ret = tcmu_cfs_write(dev, "attrib/emulate_pr", attr->reservations ? "1" : "0");
 	if (ret)
 		goto rmdir_dev;
+	if (attr->reservations) {
+		ret = tcmu_cfs_write(dev, "attrib/pgr_support", "0");
+		if (ret)
+			goto rmdir_dev;
+	}
 	ret = tcmu_cfs_write(dev, "enable", "1");
 	if (ret)
 		goto rmdir_dev;

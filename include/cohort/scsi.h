@@ -9,8 +9,11 @@
  * unit's attributes. Every node exports a volume with the same identity (VPD 0x80 serial and the
  * 0x83 NAA designator derive from @volume_id), and every path reports active/optimized.
  *
- * Leaves out: the transport (TCMU, its ring and configfs: tcmu.h), REPORT LUNS and persistent
- * reservations (the kernel emulates them, per node: docs/frontend.md), task management.
+ * Persistent reservations are cluster-wide when the unit is given a table and the one initiator it
+ * serves (@pr_blocks, @initiator); otherwise refused.
+ *
+ * Leaves out: the transport (TCMU, its ring and configfs: tcmu.h), REPORT LUNS (the kernel's),
+ * task management.
  */
 #ifndef COHORT_SCSI_H
 #define COHORT_SCSI_H
@@ -26,8 +29,9 @@
 extern "C" {
 #endif
 
-#define COH_SCSI_SENSE_MAX 96 /* TCMU_SENSE_BUFFERSIZE: the most sense a front end carries */
-#define COH_SCSI_CDB_MAX 32   /* the longest CDB parsed (variable-length CDBs are refused) */
+#define COH_SCSI_SENSE_MAX 96	     /* TCMU_SENSE_BUFFERSIZE: the most sense a front end carries */
+#define COH_SCSI_CDB_MAX 32	     /* the longest CDB parsed (variable-length CDBs are refused) */
+#define COH_SCSI_PR_TABLE_BYTES 8192 /* a volume's reservation table (struct coh_scsi_lu_attr) */
 
 /* SAM status codes (SAM-5 table 33). */
 enum coh_scsi_status {
@@ -70,6 +74,15 @@ typedef int (*coh_scsi_submit_fn)(void *ctx, struct coh_io *io);
  *                   most this many); 0 takes the default (256). Each piece is one log record
  *                   per block on the log peers, so keep it well under the node's log_bytes
  * @submit, @submit_ctx: the block path
+ * @pr_lba, @pr_blocks: persistent reservations (docs/frontend.md): the volume's reservation
+ *                      table, @pr_blocks blocks at @pr_lba of the block path's space (outside
+ *                      the unit's LBAs; at least 8 KiB, at most @max_xfer_blocks), the same for
+ *                      every unit of the volume on every node. 0 blocks: PERSISTENT RESERVE IN
+ *                      and OUT are refused (INVALID COMMAND OPERATION CODE)
+ * @initiator: the one initiator this unit serves (its SCSI name: iqn., eui. or naa.; at most 223
+ *             bytes, copied), which with @rel_port_id is the I_T nexus reservations are kept
+ *             for. Required with @pr_blocks; the transport must let only that initiator reach
+ *             the unit (an LIO ACL mapping this unit's backstore for it alone)
  */
 struct coh_scsi_lu_attr {
 	size_t attr_size;
@@ -84,6 +97,9 @@ struct coh_scsi_lu_attr {
 	uint32_t max_xfer_blocks;
 	coh_scsi_submit_fn submit;
 	void *submit_ctx;
+	uint64_t pr_lba;
+	uint32_t pr_blocks;
+	const char *initiator;
 };
 
 struct coh_scsi_lu;
@@ -142,6 +158,9 @@ struct coh_scsi_cmd {
 	uint32_t sync; /* (atomic) whether a piece's completion or its submitter goes on (lu.c) */
 	uint8_t *data; /* the command's data, contiguous: the iovec's one piece or @bounce */
 	uint64_t data_len_total;
+	uint8_t *pr_buf;      /* the reservation table: as read, as to be written, decoded */
+	uint32_t pr_try;      /* PERSISTENT RESERVE OUT: COMPARE AND WRITE rounds lost so far */
+	uint8_t pr_param[24]; /* ... its parameter list */
 };
 
 /**

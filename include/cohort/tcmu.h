@@ -52,6 +52,10 @@ extern "C" {
  *        is built and tested apart from the unit
  * @poll_ms: the ring thread's poll bound, so that it notices a stop; 0 means 200
  * @configfs: the target core directory; NULL means /sys/kernel/config/target/core
+ * @reservations: persistent reservations reach @lu (attrib/emulate_pr=1, attrib/pgr_support=0),
+ *                which keeps them cluster-wide: only for a unit with a reservation table and one
+ *                initiator (struct coh_scsi_lu_attr). false: the kernel refuses them
+ *                (emulate_pr=0). Only set on a new device
  */
 struct coh_tcmu_dev_attr {
 	size_t attr_size;
@@ -67,6 +71,7 @@ struct coh_tcmu_dev_attr {
 	void (*exec)(struct coh_scsi_lu *lu, struct coh_scsi_cmd *cmd);
 	uint32_t poll_ms;
 	const char *configfs;
+	bool reservations;
 };
 
 struct coh_tcmu_dev;
