@@ -3,8 +3,13 @@
 # through configfs alone. targetcli cannot create user backstores without tcmu-runner's D-Bus
 # handler (shared/docs/TCMU.md §4), and needs none of this.
 #
-#   lio.sh loop <backstore dir> <naa.WWN>   tcm_loop target + nexus + LUN 0 linked to the
-#                                           backstore; prints the new /dev/sdX (bounded wait)
+#   lio.sh loop <backstore dir> <naa.WWN> [<naa.INITIATOR>]
+#                                           tcm_loop target + nexus + LUN 0 linked to the
+#                                           backstore; prints the new /dev/sdX (bounded wait).
+#                                           The nexus's initiator is <naa.INITIATOR> when given
+#                                           (a backstore that serves one initiator, for
+#                                           cluster-wide reservations: its [export] initiator),
+#                                           else one derived from the WWN
 #   lio.sh iscsi <backstore dir> <iqn>      iSCSI target on 127.0.0.1:3260, LUN 0, demo-mode ACLs
 #                                           (any initiator, no authentication: test rigs only)
 #   lio.sh clean                            tear down every target this script made (recorded in
@@ -93,14 +98,18 @@ lun0() {
 }
 
 cmd_loop() {
-	local b t wwn=$2 init
+	local b t wwn=$2 init=${3:-}
+	[ -z "$init" ] || [[ $init =~ ^naa\.[0-9a-fA-F]{16}$ ]] ||
+		die "loop: initiator '$init' is not naa.<16 hex digits> (tcm_loop wants the target's prefix)"
 	target loop loopback '^naa\.[0-9a-fA-F]{16}$' 'naa.<16 hex digits>' "$1" "$wwn" \
 		target_core_user tcm_loop sd_mod
 	# The nexus's initiator name must have the target's prefix; another first digit makes it
 	# distinct from the target's.
-	init=naa.${wwn:4:1}
-	if [ "$init" = naa.6 ]; then init=naa.5; else init=naa.6; fi
-	init=$init${wwn:5}
+	if [ -z "$init" ]; then
+		init=naa.${wwn:4:1}
+		if [ "$init" = naa.6 ]; then init=naa.5; else init=naa.6; fi
+		init=$init${wwn:5}
+	fi
 	put "$init" "$t/tpgt_1/nexus"
 	lun0
 	loop_disk "$t/tpgt_1"
@@ -154,8 +163,8 @@ cmd_clean() {
 
 case "${1:-}" in
 loop)
-	[ $# -eq 3 ] || die "usage: lio.sh loop <backstore dir> <naa.WWN>"
-	cmd_loop "$2" "$3"
+	[ $# -eq 3 ] || [ $# -eq 4 ] || die "usage: lio.sh loop <backstore dir> <naa.WWN> [<naa.INITIATOR>]"
+	cmd_loop "$2" "$3" "${4:-}"
 	;;
 iscsi)
 	[ $# -eq 3 ] || die "usage: lio.sh iscsi <backstore dir> <iqn>"

@@ -18,8 +18,8 @@
 #      volume's size; REPORT TARGET PORT GROUPS active/optimized; a READ(16) past the end gets
 #      ILLEGAL REQUEST, LBA OUT OF RANGE (21h/00h); COMPARE AND WRITE succeeds with the right
 #      compare data (and path B reads the new data at once) and MISCOMPAREs with stale data;
-#      PERSISTENT RESERVE IN is refused (INVALID COMMAND OPERATION CODE: reservations per node
-#      only would be a false promise)
+#      PERSISTENT RESERVE IN is refused on vol0, which has no reservation table (INVALID COMMAND
+#      OPERATION CODE: reservations per node only would be a false promise)
 #   c. fio --verify=crc32c (direct, libaio, QD 16, 4 KiB random writes over 2 MiB) through path A,
 #      then the same data verified through path B (fio --verify_only) and compared with dd;
 #      cohortctl stats on node 0 counts the writes with latency percentiles, node 1 the reads
@@ -37,7 +37,14 @@
 #      touching vol0's I/O; through their new LUNs, vol1 has its own size and serial, data
 #      written through node 0 reads back through node 1, and vol0's data still verifies (the
 #      volumes are separate ranges of the group)
-#   h. cohortctl stop: an ordered stop of the cluster; every daemon exits 0
+#   h. persistent reservations, cluster-wide: vol2 (reservations = cluster) exported by SIGHUP
+#      on nodes 0 and 1 as one device per host ([export] initiator); host A reaches node 0's,
+#      host B node 1's, each through a tcm_loop nexus with that initiator name. sg_persist:
+#      both register, each sees both keys; A's write-exclusive reservation refuses B's WRITE
+#      (RESERVATION CONFLICT from node 1, which never saw the command that took it) and lets
+#      B read; B preempts A with exclusive access: A's reads and writes are refused, B's go on;
+#      B's CLEAR frees A
+#   i. cohortctl stop: an ordered stop of the cluster; every daemon exits 0
 # Every command is bounded with timeout. Uses $COHORT_BUILD_DIR/bin/cohortd and cohortctl.
 set -uo pipefail
 top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -89,7 +96,9 @@ cleanup() {
 	for ((i = 0; i < NODES; i++)); do cc_stop "$i" TERM || true; done
 	for ((i = 0; i < NODES; i++)); do
 		rmdir "/sys/kernel/config/target/core/user_$HBA/cohort-vol0-$i" \
-			"/sys/kernel/config/target/core/user_$HBA/cohort-vol1-$i" 2>/dev/null || true
+			"/sys/kernel/config/target/core/user_$HBA/cohort-vol1-$i" \
+			"/sys/kernel/config/target/core/user_$HBA/cohort-pra-$i" \
+			"/sys/kernel/config/target/core/user_$HBA/cohort-prb-$i" 2>/dev/null || true
 	done
 	if [ $fail = 1 ]; then
 		for ((i = 0; i < NODES; i++)); do
@@ -110,6 +119,7 @@ step_setup() {
 	cc_init "$W" $NODES 16M "$PROVIDER"
 	cc_vol0 8M 2048 2 24M cohort-vol0-%n cmd_time_out=10
 	printf '\n[volume vol1]\nsize = 4M\n' >>"$CC_CONF"
+	printf '\n[volume vol2]\nsize = 4M\nreservations = cluster\n' >>"$CC_CONF"
 	timeout 30 "$build/bin/cohortd" -c "$CC_CONF" --node 0 --check >"$W/check.log" 2>&1 ||
 		bad "cohortd --check: $(cat "$W/check.log")" || return 1
 	for ((i = 0; i < NODES; i++)); do cc_start "$i"; done
@@ -443,6 +453,99 @@ step_reload() {
 }
 
 # ---------------------------------------------------------------- h
+HOST_A=naa.5001405c0e0a00a1
+HOST_B=naa.5001405c0e0a00b1
+# pr_write <dev>: a WRITE(16) of one block at LBA 16 through SG_IO; prints sg_raw's report.
+pr_write() {
+	head -c 4096 /dev/urandom >"$W/prblk"
+	timeout 30 sg_raw -s 4096 -i "$W/prblk" "$1" 8a 00 00 00 00 00 00 00 00 10 00 00 00 01 00 00 2>&1
+}
+pr_read() {
+	timeout 30 sg_raw -r 4096 "$1" 88 00 00 00 00 00 00 00 00 10 00 00 00 01 00 00 2>&1
+}
+pr_keys() { timeout 30 sg_persist --in --read-keys "$1" 2>&1; }
+step_pr() {
+	local i t pa pb out
+	cat >>"$CC_CONF" <<-EOF
+
+		[export pra]
+		volume = vol2
+		device = cohort-pra-%n
+		hba = $HBA
+		initiator = $HOST_A
+
+		[export prb]
+		volume = vol2
+		device = cohort-prb-%n
+		hba = $HBA
+		initiator = $HOST_B
+	EOF
+	for i in 0 1; do
+		kill -HUP "${cc_pids[i]}" || bad "SIGHUP node $i" || return 1
+	done
+	for i in 0 1; do
+		for ((t = 0; t < 600; t++)); do
+			grep -q 'config: reloaded: 4 exports' "$W/node$i.log" && break
+			sleep 0.1
+		done
+		grep -q 'config: reloaded: 4 exports' "$W/node$i.log" ||
+			bad "node $i did not reload: $(tail -n 5 "$W/node$i.log")" || return 1
+	done
+	cc_ctl 0 exports
+	[ "$(cat "/sys/kernel/config/target/core/user_$HBA/cohort-pra-0/attrib/pgr_support")" = 0 ] ||
+		bad "cohort-pra-0: pgr_support is not 0 (the kernel would keep reservations itself)" || return 1
+	# Host A through node 0, host B through node 1: a nexus each, with the export's initiator.
+	pa=$(timeout 60 "$lio" loop "user_$HBA/cohort-pra-0" naa.5001405c0e0a0021 "$HOST_A") ||
+		bad "lio.sh loop for host A on node 0" || return 1
+	pb=$(timeout 60 "$lio" loop "user_$HBA/cohort-prb-1" naa.5001405c0e0a0022 "$HOST_B") ||
+		bad "lio.sh loop for host B on node 1" || return 1
+	echo "frontend: host A=$pa (node 0), host B=$pb (node 1)"
+	out=$(pr_keys "$pb")
+	grep -qi 'there are NO registered reservation keys' <<<"$out" ||
+		bad "a new volume has keys: $out" || return 1
+	timeout 30 sg_persist --out --register --param-sark=0xa1 "$pa" >"$W/pr.log" 2>&1 ||
+		bad "REGISTER through A: $(cat "$W/pr.log")" || return 1
+	timeout 30 sg_persist --out --register --param-sark=0xb1 "$pb" >"$W/pr.log" 2>&1 ||
+		bad "REGISTER through B: $(cat "$W/pr.log")" || return 1
+	for i in "$pa" "$pb"; do
+		out=$(pr_keys "$i")
+		grep -qi '0xa1' <<<"$out" && grep -qi '0xb1' <<<"$out" ||
+			bad "READ KEYS through $i does not show both hosts: $out" || return 1
+	done
+	timeout 30 sg_persist --out --reserve --param-rk=0xa1 --prout-type=1 "$pa" >"$W/pr.log" 2>&1 ||
+		bad "RESERVE (write exclusive) through A: $(cat "$W/pr.log")" || return 1
+	out=$(timeout 30 sg_persist --in --read-reservation "$pb" 2>&1)
+	grep -qi 'key=0xa1' <<<"$out" && grep -qi 'write exclusive' <<<"$out" ||
+		bad "READ RESERVATION through B (node 1): $out" || return 1
+	out=$(pr_write "$pb")
+	grep -qi 'reservation conflict' <<<"$out" ||
+		bad "B's WRITE under A's reservation was not refused: $out" || return 1
+	out=$(pr_read "$pb") || bad "B's READ under write exclusive: $out" || return 1
+	out=$(pr_write "$pa") || bad "A's WRITE under its own reservation: $out" || return 1
+	echo "frontend: A's write-exclusive reservation (node 0) refuses B's WRITE on node 1, lets B read"
+	timeout 30 sg_persist --out --preempt --param-rk=0xb1 --param-sark=0xa1 --prout-type=3 "$pb" \
+		>"$W/pr.log" 2>&1 || bad "PREEMPT through B: $(cat "$W/pr.log")" || return 1
+	out=$(pr_keys "$pa")
+	grep -qi '0xb1' <<<"$out" && ! grep -qi '0xa1' <<<"$out" ||
+		bad "after B's preempt, READ KEYS through A: $out" || return 1
+	out=$(pr_read "$pa")
+	grep -qi 'reservation conflict' <<<"$out" ||
+		bad "A's READ under B's exclusive access was not refused: $out" || return 1
+	out=$(pr_write "$pa")
+	grep -qi 'reservation conflict' <<<"$out" ||
+		bad "A's WRITE under B's exclusive access was not refused: $out" || return 1
+	out=$(pr_write "$pb") || bad "B's WRITE under its own reservation: $out" || return 1
+	echo "frontend: B preempted A (exclusive access): A's reads and writes refused on node 0"
+	timeout 30 sg_persist --out --clear --param-rk=0xb1 "$pb" >"$W/pr.log" 2>&1 ||
+		bad "CLEAR through B: $(cat "$W/pr.log")" || return 1
+	out=$(pr_write "$pa") || bad "A's WRITE after CLEAR: $out" || return 1
+	out=$(pr_keys "$pa")
+	grep -qi 'there are NO registered reservation keys' <<<"$out" ||
+		bad "keys after CLEAR: $out" || return 1
+	echo "frontend: CLEAR through B frees A"
+}
+
+# ---------------------------------------------------------------- i
 step_stop() {
 	local i out
 	out=$(cc_ctl 1 stop 2>&1) || bad "cohortctl stop: $out" || return 1
@@ -459,6 +562,7 @@ step "d. node 0's cohortd SIGKILLed during fio on path B, restarted, reattached"
 step "e. dm-multipath: fio on the map and a path at once; controllers killed, paused and stopped" step_multipath
 step "f. iSCSI on 127.0.0.1 with a libiscsi client" step_iscsi
 step "g. SIGHUP adds an export of vol1 on nodes 0 and 1 while vol0 is in use" step_reload
-step "h. cohortctl stop: every daemon exits 0" step_stop
+step "h. persistent reservations across controllers, one device per host" step_pr
+step "i. cohortctl stop: every daemon exits 0" step_stop
 if [ $fail = 0 ]; then say "PASS"; else say "FAIL"; fi
 exit $fail

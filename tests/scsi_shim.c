@@ -175,6 +175,9 @@ int sm_open(uint32_t bs, uint64_t nblocks, uint32_t max_xfer, int mode)
 	return ret;
 }
 
+static int sm_run_lu(struct coh_scsi_lu *lu, const uint8_t *cdb, uint32_t cdb_len, void *buf,
+		     uint32_t len, uint32_t pieces, struct sm_result *r);
+
 int sm_open_pr(uint32_t bs, uint64_t nblocks, uint32_t pr_blocks, int mode)
 {
 	static const char *const who[SM_UNITS] = { SM_HOST_A, SM_HOST_B, SM_HOST_A };
@@ -214,6 +217,24 @@ int sm_lu_new(const char *initiator, uint16_t rel_port, uint32_t pr_blocks, uint
 	a.pr_lba = pr_lba;
 	ret = coh_scsi_lu_new(&a, &lu);
 	coh_scsi_lu_delete(lu);
+	return ret;
+}
+
+int sm_run_as(const char *initiator, uint16_t rel_port, const uint8_t *cdb, uint32_t cdb_len,
+	      void *buf, uint32_t len, struct sm_result *r)
+{
+	struct coh_scsi_lu_attr a = sm.attr;
+	struct coh_scsi_lu *lu = NULL;
+	int ret;
+
+	a.initiator = initiator;
+	a.rel_port_id = rel_port;
+	ret = coh_scsi_lu_new(&a, &lu);
+	if (ret)
+		return ret;
+	ret = sm_run_lu(lu, cdb, cdb_len, buf, len, 1, r);
+	if (!ret) /* else the command may still complete into the unit: leave it */
+		coh_scsi_lu_delete(lu);
 	return ret;
 }
 

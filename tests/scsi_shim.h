@@ -41,6 +41,10 @@ int sm_open_pr(uint32_t bs, uint64_t nblocks, uint32_t pr_blocks, int mode);
 /* sm_run_on - sm_run on unit @unit of sm_open_pr (one iovec piece). */
 int sm_run_on(uint32_t unit, const uint8_t *cdb, uint32_t cdb_len, void *buf, uint32_t len,
 	      struct sm_result *r);
+/* sm_run_as - sm_run_on through a unit of its own that serves @initiator at @rel_port (made for
+ * the command, sharing sm_open_pr's table). */
+int sm_run_as(const char *initiator, uint16_t rel_port, const uint8_t *cdb, uint32_t cdb_len,
+	      void *buf, uint32_t len, struct sm_result *r);
 /* sm_lu_new - would a unit like the open one, with these reservation attributes, be made? 0 or
  * coh_scsi_lu_new's -errno (the unit is freed at once). */
 int sm_lu_new(const char *initiator, uint16_t rel_port, uint32_t pr_blocks, uint64_t pr_lba);

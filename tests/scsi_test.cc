@@ -1052,6 +1052,27 @@ TEST_P(Pr, changes_at_once_from_every_unit_lose_nothing)
 	EXPECT_EQ(3 * kRounds, be32(in(0, 0), 0)) << "PRgeneration counts every change once";
 }
 
+// The table holds 31 registrations; the 32nd nexus is refused with its sense, and the table is
+// left as it was.
+TEST_P(Pr, a_full_table_refuses_the_next_registration)
+{
+	for (uint32_t i = 0; i < 32; i++) {
+		std::string who = "iqn.2026-12.org.cohort:many-" + std::to_string(i);
+		std::vector<uint8_t> c(10, 0), p(24, 0);
+		sm_result r{};
+		c[0] = 0x5f;
+		c[8] = 24;
+		p[15] = (uint8_t)(0x10 + i);
+		ASSERT_EQ(0, sm_run_as(who.c_str(), 7, c.data(), 10, p.data(), 24, &r));
+		if (i < 31)
+			EXPECT_EQ(kGood, r.status) << "registration " << i;
+		else
+			expect_sense(r, 0x5, 0x55, 0x04);
+	}
+	EXPECT_EQ(31u, keys(0).size());
+	EXPECT_EQ(31u, be32(in(0, 0), 0));
+}
+
 TEST(scsi_pr, units_without_a_table_refuse_reservations_and_bad_tables_are_refused)
 {
 	ASSERT_EQ(0, sm_open(kBs, kBlocks, 0, SM_INLINE));
