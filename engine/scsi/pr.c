@@ -230,7 +230,8 @@ static enum pr_result pr_preempt(struct pr_table *t, uint32_t i, uint8_t type, u
 	/* Key 0 names nobody, except that it takes over an all-registrants reservation. */
 	if (!sa_key && (single || t->res_type == PR_TYPE_NONE))
 		return PR_BAD_PARAM;
-	take = single ? sa_key == t->regs[t->res_holder].key : t->res_type != PR_TYPE_NONE && !sa_key;
+	take =
+	    single ? sa_key == t->regs[t->res_holder].key : t->res_type != PR_TYPE_NONE && !sa_key;
 	for (j = 0; j < t->nreg; j++) {
 		if (j != i && (!sa_key || t->regs[j].key == sa_key)) {
 			n++;
@@ -382,10 +383,11 @@ int pr_in(const struct pr_table *t, uint8_t sa, uint8_t *out, uint32_t cap)
 		break;
 	case 2: /* REPORT CAPABILITIES: no SIP_C, ATP_C; PTPL_C and PTPL_A: the table persists */
 		pr_put16be(tmp, 8);
-		tmp[2] = 0x01;				  /* PTPL_C */
-		tmp[3] = 0x80 | 0x01;			  /* TMV, PTPL_A */
-		tmp[4] = 0x80 | 0x40 | 0x20 | 0x08 | 0x02; /* WR_EX_AR EX_AC_RO WR_EX_RO EX_AC WR_EX */
-		tmp[5] = 0x01;				  /* EX_AC_AR */
+		tmp[2] = 0x01;	      /* PTPL_C */
+		tmp[3] = 0x80 | 0x01; /* TMV, PTPL_A */
+		tmp[4] =
+		    0x80 | 0x40 | 0x20 | 0x08 | 0x02; /* WR_EX_AR EX_AC_RO WR_EX_RO EX_AC WR_EX */
+		tmp[5] = 0x01;			      /* EX_AC_AR */
 		memcpy(out, tmp, cap < 8 ? cap : 8);
 		return 8;
 	case 3: /* READ FULL STATUS */

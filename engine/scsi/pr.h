@@ -24,9 +24,9 @@
 
 #include "cohort/scsi.h"
 
-#define PR_NAME_MAX 223	  /* an iSCSI name's longest (RFC 3720); naa. and eui. names are shorter */
-#define PR_HDR 64	  /* bytes of the table's header */
-#define PR_ENTRY 256	  /* bytes of each registration */
+#define PR_NAME_MAX 223 /* an iSCSI name's longest (RFC 3720); naa. and eui. names are shorter */
+#define PR_HDR 64	/* bytes of the table's header */
+#define PR_ENTRY 256	/* bytes of each registration */
 #define PR_BYTES ((uint32_t)COH_SCSI_PR_TABLE_BYTES) /* on disk: PR_REGS_MAX registrations */
 #define PR_REGS_MAX ((PR_BYTES - PR_HDR) / PR_ENTRY)
 #define PR_NO_HOLDER 0xffu /* res_holder when no single nexus holds it (none, or all registrants) */
@@ -64,14 +64,14 @@ struct pr_table {
 
 /* What a PERSISTENT RESERVE OUT came to. */
 enum pr_result {
-	PR_OK = 0,	    /* done, the table unchanged */
-	PR_CHANGED,	    /* done, the table changed: write it back */
-	PR_CONFLICT,	    /* RESERVATION CONFLICT */
-	PR_BAD_CDB,	    /* ILLEGAL REQUEST, INVALID FIELD IN CDB at @field */
-	PR_BAD_PARAM,	    /* ILLEGAL REQUEST, INVALID FIELD IN PARAMETER LIST at @field */
-	PR_BAD_LENGTH,	    /* ILLEGAL REQUEST, PARAMETER LIST LENGTH ERROR */
-	PR_BAD_RELEASE,	    /* ILLEGAL REQUEST, INVALID RELEASE OF PERSISTENT RESERVATION */
-	PR_NO_ROOM,	    /* ILLEGAL REQUEST, INSUFFICIENT REGISTRATION RESOURCES */
+	PR_OK = 0,	/* done, the table unchanged */
+	PR_CHANGED,	/* done, the table changed: write it back */
+	PR_CONFLICT,	/* RESERVATION CONFLICT */
+	PR_BAD_CDB,	/* ILLEGAL REQUEST, INVALID FIELD IN CDB at @field */
+	PR_BAD_PARAM,	/* ILLEGAL REQUEST, INVALID FIELD IN PARAMETER LIST at @field */
+	PR_BAD_LENGTH,	/* ILLEGAL REQUEST, PARAMETER LIST LENGTH ERROR */
+	PR_BAD_RELEASE, /* ILLEGAL REQUEST, INVALID RELEASE OF PERSISTENT RESERVATION */
+	PR_NO_ROOM,	/* ILLEGAL REQUEST, INSUFFICIENT REGISTRATION RESOURCES */
 };
 
 /* pr_decode - @len bytes read from the volume into @t: 0, or -EBADMSG (a torn or corrupt table,
