@@ -8,6 +8,10 @@
 #                 (k = 1) before it is acknowledged
 #   cohort_3c     the same volume through all three controllers: a dm-multipath device over
 #                 their three paths (multibus)
+#   cohort_1c_pr  a second volume of the cluster with reservations = cluster, through node 0's
+#                 device for one initiator (its tcm_loop nexus): every command reads the
+#                 reservation table first (no reservation is held, so none is refused); beside
+#                 cohort_1c, the cost of cluster-wide reservations
 # inside the VM rig's guest (scripts/vm.sh: the Debian 6.1 kernel under qemu TCG, 2 vCPUs). The
 # two run one after the other on the same guest, so they share its noise.
 #
@@ -73,7 +77,7 @@ cleanup() {
 	timeout 60 "$lio" clean >/dev/null 2>&1 || true
 	for p in 0 1 2; do cc_stop $p TERM >/dev/null 2>&1; done
 	rmdir "$cfs/rd_mcp_9/ram0" "$cfs/rd_mcp_9" 2>/dev/null || true
-	for p in 0 1 2; do rmdir "$cfs/user_1/bench-$p" 2>/dev/null; done
+	for p in 0 1 2; do rmdir "$cfs/user_1/bench-$p" "$cfs/user_1/benchpr-$p" 2>/dev/null; done
 	rm -rf "$W"
 }
 trap cleanup EXIT
@@ -120,7 +124,19 @@ for m in dm_multipath dm_round_robin dm_service_time; do
 	[ -d /sys/module/$m ] || timeout 60 modprobe $m || die "modprobe $m"
 done
 cc_init "$W" 3 64M
-cc_vol0 4M 1024 4 128M bench-%n
+cc_vol0 4M 1024 4 96M bench-%n
+cat >>"$CC_CONF" <<EOF
+
+[volume volpr]
+size = 32M
+reservations = cluster
+
+[export pr]
+volume = volpr
+device = benchpr-%n
+hba = 1
+initiator = naa.5001405b0000a0a1
+EOF
 paths=()
 for i in 0 1 2; do cc_start $i; done
 for i in 0 1 2; do cc_wait_ready $i 1 || die "cohortd node $i did not start"; done
@@ -130,6 +146,10 @@ done
 job cohort_1c "${paths[0]}"
 mpath_up "$W" "${paths[0]}" 3 || die "dm-multipath"
 job cohort_3c "/dev/mapper/$MPATH_MAP"
+# After the map (multipath -v2 runs once, so it does not take this disk too).
+prdisk=$(timeout 60 "$lio" loop user_1/benchpr-0 naa.5001405b0000a020 naa.5001405b0000a0a1) ||
+	die "lio.sh loop (cohort, reservations)"
+job cohort_1c_pr "$prdisk"
 
 # What each controller saw (the engine's own latency, cache and lock counters), before the table.
 for i in 0 1 2; do
