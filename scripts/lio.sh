@@ -12,11 +12,19 @@
 #                                           else one derived from the WWN
 #   lio.sh iscsi <backstore dir> <iqn>      iSCSI target on 127.0.0.1:3260, LUN 0, demo-mode ACLs
 #                                           (any initiator, no authentication: test rigs only)
+#   lio.sh iscsi-host <backstore dir> <iqn> <initiator>
+#                                           the backstore as LUN 0 of <initiator> alone on iSCSI
+#                                           target <iqn> (127.0.0.1:3260; made on first use, with
+#                                           ACLs only): a new TPG LUN, and an ACL for <initiator>
+#                                           mapping it as its LUN 0. Several calls with one <iqn>
+#                                           give each host its own backstore behind the same
+#                                           target and LUN number: the wiring cluster-wide
+#                                           reservations need (one device per host)
 #   lio.sh clean                            tear down every target this script made (recorded in
 #                                           $COHORT_LIO_STATE, default /run/cohort-lio.list)
 #
 # <backstore dir> is core/user_<hba>/<name>, absolute or relative to /sys/kernel/config/target/core.
-# Leaves out: the backstore itself (its process creates and removes it), ACLs per initiator, CHAP.
+# Leaves out: the backstore itself (its process creates and removes it), CHAP.
 # Every configfs write is checked; errors name the file. Exit status: 0, or 1 with a message.
 set -euo pipefail
 
@@ -129,7 +137,38 @@ cmd_iscsi() {
 	echo "iscsi://127.0.0.1:3260/$iqn/0"
 }
 
-# Undo in reverse: LUN links, LUNs, portals, nexus, TPGs, targets. Keeps going past errors, and
+cmd_iscsi_host() {
+	local b t iqn=$2 init=$3 n
+	[[ $iqn =~ ^iqn\.[0-9]{4}-[0-9]{2}\.[a-z0-9.-]+(:[^[:space:]]+)?$ ]] || die "iscsi-host: '$iqn' is not an iqn"
+	[[ $init =~ ^(iqn|eui|naa)\.[^[:space:],]+$ ]] || die "iscsi-host: '$init' is not an initiator name"
+	modules target_core_user iscsi_target_mod
+	b=$(backstore "$1")
+	t=$cfs/iscsi/$iqn
+	if [ ! -d "$t" ]; then
+		mk "$cfs/iscsi"
+		mk "$t"
+		record "iscsi $iqn"
+		mk "$t/tpgt_1"
+		put 0 "$t/tpgt_1/attrib/generate_node_acls"
+		put 0 "$t/tpgt_1/attrib/authentication"
+		mk "$t/tpgt_1/np/127.0.0.1:3260"
+	fi
+	[ "$(cat "$t/tpgt_1/attrib/generate_node_acls")" = 0 ] ||
+		die "iscsi-host: $iqn lets any initiator in (made by lio.sh iscsi?)"
+	[ ! -d "$t/tpgt_1/acls/$init" ] || die "iscsi-host: $init has an ACL on $iqn already"
+	for ((n = 0; n < 256; n++)); do [ -d "$t/tpgt_1/lun/lun_$n" ] || break; done
+	[ $n -lt 256 ] || die "iscsi-host: no free LUN on $iqn"
+	mk "$t/tpgt_1/lun/lun_$n"
+	ln -s "$b" "$t/tpgt_1/lun/lun_$n/cohort" 2>/dev/null || die "link $b into $t/tpgt_1/lun/lun_$n failed"
+	mk "$t/tpgt_1/acls/$init"
+	mk "$t/tpgt_1/acls/$init/lun_0"
+	ln -s "$t/tpgt_1/lun/lun_$n" "$t/tpgt_1/acls/$init/lun_0/map" 2>/dev/null ||
+		die "map $t/tpgt_1/lun/lun_$n as $init's LUN 0 failed"
+	[ "$(cat "$t/tpgt_1/enable")" = 1 ] || put 1 "$t/tpgt_1/enable"
+	echo "iscsi://127.0.0.1:3260/$iqn/0"
+}
+
+# Undo in reverse: ACLs' mapped LUNs, ACLs, LUN links, LUNs, portals, nexus, TPGs, targets. Keeps going past errors, and
 # says which remain.
 cmd_clean() {
 	local kind name t tpg l bad=0
@@ -144,6 +183,11 @@ cmd_clean() {
 		for tpg in "$t"/tpgt_*; do
 			[ -d "$tpg" ] || continue
 			[ "$kind" != iscsi ] || printf 0 >"$tpg/enable" 2>/dev/null || true
+			for l in "$tpg"/acls/*/lun_*/*; do
+				[ -L "$l" ] && rm -f "$l"
+			done
+			for l in "$tpg"/acls/*/lun_*; do [ -d "$l" ] && rmdir "$l" 2>/dev/null; done
+			for l in "$tpg"/acls/*; do [ -d "$l" ] && rmdir "$l" 2>/dev/null; done
 			for l in "$tpg"/lun/lun_*/*; do
 				[ -L "$l" ] && rm -f "$l"
 			done
@@ -169,6 +213,10 @@ loop)
 iscsi)
 	[ $# -eq 3 ] || die "usage: lio.sh iscsi <backstore dir> <iqn>"
 	cmd_iscsi "$2" "$3"
+	;;
+iscsi-host)
+	[ $# -eq 4 ] || die "usage: lio.sh iscsi-host <backstore dir> <iqn> <initiator>"
+	cmd_iscsi_host "$2" "$3" "$4"
 	;;
 clean)
 	[ $# -eq 1 ] || die "usage: lio.sh clean"
