@@ -1184,6 +1184,41 @@ static int acq_yield_queue(struct coh_cache *c, uint64_t r, uint64_t deadline)
 	return acq_wait_svc(c, deadline);
 }
 
+/* acq_want - the word a CAS for @mode puts in place of @guess: this node added to the sharers,
+ * or this node exclusive with the version moved on. */
+static uint64_t acq_want(const struct coh_cache *c, int mode, uint64_t guess)
+{
+	if (mode == MODE_S)
+		return guess | 1u << c->me;
+	return dir_make(true, c->me, 0, dir_ver(guess) + 1);
+}
+
+/* acq_cas_note - take in a CAS on @st's word (@expect to @want; it found @old) posted since fence
+ * @gen: what this node saw of the word and, when it won, the tenure in @mode it began (not
+ * pinned: the caller decides). Returns whether it won. Lock held. */
+static bool acq_cas_note(struct coh_cache *c, struct res_state *st, int mode, uint64_t expect,
+			 uint64_t want, uint64_t old, uint32_t gen)
+{
+	bool won = old == expect;
+
+	st->seen = true;
+	c->last_word = won ? want : old;
+	cache_set_floor(c, st, won ? dir_ver(want) : dir_ver(old) - 1);
+	st->obs_gen = gen;
+	if (!won) {
+		st->dir_guess = old;
+		return false;
+	}
+	st->level = mode == MODE_X ? L_X : L_S;
+	st->lv = dir_ver(want);
+	st->cv = dir_ver(expect);
+	st->holder = pick_sharer(c, dir_sharers(expect));
+	st->holder_v = dir_ver(expect);
+	st->dir_guess = want;
+	st->fresh = false;
+	return true;
+}
+
 /*
  * acq_cas - join @r by CAS on its word (not exclusive as far as @guess says). Returns 1 with @r
  * pinned in @mode, 0 when the CAS lost (@guess is then the current word), or an error. A writer
@@ -1196,33 +1231,18 @@ static int acq_cas(struct coh_cache *c, uint64_t r, int mode, uint64_t *guess)
 	uint32_t gen = atomic_load(&c->fence_gen);
 	int ret;
 
-	if (mode == MODE_S)
-		want = *guess | 1u << c->me;
-	else
-		want = dir_make(true, c->me, 0, dir_ver(*guess) + 1);
+	want = acq_want(c, mode, *guess);
 	ret = xp_cas(app_x(c), r, *guess, want, &old);
 	CTRACE(c, "acq r%llu mode %d cas %llx->%llx old %llx ret %d", (unsigned long long)r, mode,
 	       (unsigned long long)*guess, (unsigned long long)want, (unsigned long long)old, ret);
 	if (ret)
 		return ret;
 	pthread_mutex_lock(&c->lock);
-	st->seen = true;
-	c->last_word = old == *guess ? want : old;
-	cache_set_floor(c, st, old == *guess ? dir_ver(want) : dir_ver(old) - 1);
-	st->obs_gen = gen;
-	if (old != *guess) {
-		st->dir_guess = old;
+	if (!acq_cas_note(c, st, mode, *guess, want, old, gen)) {
 		pthread_mutex_unlock(&c->lock);
 		*guess = old;
 		return 0;
 	}
-	st->level = mode == MODE_X ? L_X : L_S;
-	st->lv = dir_ver(want);
-	st->cv = dir_ver(*guess);
-	st->holder = pick_sharer(c, dir_sharers(*guess));
-	st->holder_v = dir_ver(*guess);
-	st->dir_guess = want;
-	st->fresh = false;
 	st->pinned = true;
 	pthread_mutex_unlock(&c->lock);
 	if (mode == MODE_S) {
@@ -1575,8 +1595,7 @@ static void acq_batch(struct coh_cache *c, uint64_t r0, uint64_t r1, int mode)
 		res[n] = r;
 		home[n] = h;
 		expect[n] = g;
-		want[n] = mode == MODE_S ? expect[n] | 1u << c->me
-					 : dir_make(true, c->me, 0, dir_ver(expect[n]) + 1);
+		want[n] = acq_want(c, mode, g);
 		cache_new_tenure(c, r);
 		st->inv_base = atomic_load_explicit(inv_word(c, r), memory_order_acquire);
 		n++;
@@ -1602,27 +1621,12 @@ static void acq_batch(struct coh_cache *c, uint64_t r0, uint64_t r1, int mode)
 	pthread_mutex_lock(&c->lock);
 	for (i = 0; i < n; i++) {
 		struct res_state *st = res_of(c, res[i]);
-		bool won = old[i] == expect[i];
 
 		CTRACE(c, "acq batch r%llu mode %d cas %llx->%llx old %llx",
 		       (unsigned long long)res[i], mode, (unsigned long long)expect[i],
 		       (unsigned long long)want[i], (unsigned long long)old[i]);
-		st->seen = true;
-		c->last_word = won ? want[i] : old[i];
-		cache_set_floor(c, st, won ? dir_ver(want[i]) : dir_ver(old[i]) - 1);
-		st->obs_gen = gen;
-		if (!won) {
-			st->dir_guess = old[i];
-			continue;
-		}
-		st->level = mode == MODE_X ? L_X : L_S;
-		st->lv = dir_ver(want[i]);
-		st->cv = dir_ver(expect[i]);
-		st->holder = pick_sharer(c, dir_sharers(expect[i]));
-		st->holder_v = dir_ver(expect[i]);
-		st->dir_guess = want[i];
-		st->fresh = false;
-		if (mode == MODE_X)
+		/* A winner is held, unpinned, until acquire comes to it. */
+		if (acq_cas_note(c, st, mode, expect[i], want[i], old[i], gen) && mode == MODE_X)
 			st->owed |= dir_sharers(expect[i]) & ~(1u << c->me) & ~dead;
 	}
 	pthread_mutex_unlock(&c->lock);

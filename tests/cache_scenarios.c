@@ -1181,20 +1181,14 @@ int sc_cache_serve_unlocked(struct conf_node *cn)
  */
 int sc_cache_inv_shared_word(struct conf_node *cn)
 {
-	struct coh_cache_attr a = { .fab = cn->fab,
-				    .nodes = cn->n,
-				    .resource_blocks = 1,
-				    .cache_blocks = 256,
-				    .timeout_ms = 10000 };
 	struct coh_cache_stats s0, s1;
-	struct coh_store *st = NULL;
-	struct coh_cache *c = NULL;
+	struct cnode x = { 0 };
+	struct coh_cache *c;
 	uint8_t buf[BS];
 	uint64_t v;
 
-	CONF_CHECK(coh_store_open_file(store_path, BS, 8192, true, &st) == 0, "store");
-	a.store = st;
-	CONF_CHECK(coh_cache_open(&a, &c) == 0, "cache up");
+	CONF_CHECK(cache_up(cn, &x, 8192, 1) == 0, "cache up");
+	c = x.cache;
 	if (cn->id == 0) {
 		bench_fill_block(buf, BS, 0x5a);
 		CONF_CHECK(coh_cache_write(c, 5, 1, buf) == 0, "write 5");
@@ -1237,9 +1231,7 @@ int sc_cache_inv_shared_word(struct conf_node *cn)
 	CONF_CHECK(coh_cache_read(c, 4101, 1, buf) == 0 && bench_block_value(buf, BS, &v) == 0 &&
 		       v == 0x41b,
 		   "node %u block 4101: %llx", cn->id, (unsigned long long)v);
-	CONF_CHECK(conf_barrier(cn) == 0, "done");
-	CONF_CHECK(coh_cache_close(&c) == 0, "close");
-	coh_store_delete(&st);
+	CONF_CHECK(cache_down(cn, &x) == 0, "down");
 	return 0;
 }
 
@@ -1253,22 +1245,16 @@ int sc_cache_inv_shared_word(struct conf_node *cn)
  */
 int sc_cache_range_batch(struct conf_node *cn)
 {
-	struct coh_cache_attr a = { .fab = cn->fab,
-				    .nodes = cn->n,
-				    .resource_blocks = 4,
-				    .cache_blocks = 256,
-				    .timeout_ms = 10000 };
 	struct coh_cache_stats s0, s1;
-	struct coh_store *st = NULL;
-	struct coh_cache *c = NULL;
+	struct cnode x = { 0 };
+	struct coh_cache *c;
 	uint8_t *buf = malloc(32 * BS);
 	uint64_t v, want;
 	uint32_t i;
 
 	CONF_CHECK(buf, "malloc");
-	CONF_CHECK(coh_store_open_file(store_path, BS, 64, true, &st) == 0, "store");
-	a.store = st;
-	CONF_CHECK(coh_cache_open(&a, &c) == 0, "cache up");
+	CONF_CHECK(cache_up(cn, &x, 64, 4) == 0, "cache up");
+	c = x.cache;
 	if (cn->id == 0) {
 		for (i = 0; i < 16; i++)
 			bench_fill_block(buf + i * BS, BS, 0x1000 + i);
@@ -1303,9 +1289,7 @@ int sc_cache_range_batch(struct conf_node *cn)
 			   "node %u block %u: %llx, not %llx", cn->id, i, (unsigned long long)v,
 			   (unsigned long long)want);
 	}
-	CONF_CHECK(conf_barrier(cn) == 0, "done");
-	CONF_CHECK(coh_cache_close(&c) == 0, "close");
-	coh_store_delete(&st);
+	CONF_CHECK(cache_down(cn, &x) == 0, "down");
 	free(buf);
 	return 0;
 }
