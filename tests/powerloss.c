@@ -112,21 +112,66 @@ static uint64_t pl_rnd(uint64_t *s)
 	return *s;
 }
 
-/* pl_load - node @id's journal into @blocks (the volume's @nblocks). Returns the number of
- * records read, or -errno. A torn or corrupt record ends the journal (it was the last one
- * being written when the power went; what it said did not happen as far as anyone knows). */
-static long pl_load(const char *path, struct pl_block *blocks, uint64_t nblocks, uint64_t *acks)
+/* pl_read - node @id's journal, whole, into *@all (*@len bytes; malloc'd, NULL when there is
+ * none). 0 or -errno. Read before the node opens, and past short reads and interruptions: the
+ * journal is on a 9p share, where a read may return less than asked without being at the end,
+ * and a journal read short would make written blocks look never written. It must come to the
+ * size the file has. */
+static int pl_read(const char *path, uint8_t **all, size_t *len)
 {
-	struct pl_rec r;
-	long n = 0;
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	struct stat sb;
+	size_t got = 0;
+	uint32_t tries = 0;
+	int ret = 0, fd = open(path, O_RDONLY | O_CLOEXEC);
 
+	*all = NULL;
+	*len = 0;
 	if (fd < 0)
 		return errno == ENOENT ? 0 : -errno;
+	if (fstat(fd, &sb) || !(*all = malloc((size_t)sb.st_size + 1))) {
+		ret = -errno;
+		goto out;
+	}
+	while (got < (size_t)sb.st_size) {
+		ssize_t k = read(fd, *all + got, (size_t)sb.st_size - got);
+
+		/* A transient error of the share (interrupted, no memory for its buffer) is tried
+		 * again, a bounded number of times. */
+		if (k < 0 && (errno == EINTR || errno == EAGAIN || errno == ENOMEM) &&
+		    ++tries < 100)
+			continue;
+		if (k <= 0) {
+			ret =
+			    k < 0 ? -errno : -EIO; /* shorter than its size: say so, do not guess */
+			goto out;
+		}
+		got += (size_t)k;
+	}
+	*len = got;
+out:
+	close(fd);
+	if (ret) {
+		free(*all);
+		*all = NULL;
+	}
+	return ret;
+}
+
+/* pl_parse - the journal's @len bytes into @blocks (the volume's @nblocks). Returns the number
+ * of records taken. A torn or corrupt record ends the journal (it was the last one being written
+ * when the power went; what it said did not happen as far as anyone knows). */
+static long pl_parse(const uint8_t *all, size_t len, struct pl_block *blocks, uint64_t nblocks,
+		     uint64_t *acks)
+{
+	struct pl_rec r;
+	size_t at;
+	long n = 0;
+
 	*acks = 0;
-	while (read(fd, &r, sizeof(r)) == (ssize_t)sizeof(r)) {
+	for (at = 0; at + sizeof(r) <= len; at += sizeof(r)) {
 		struct pl_block *b;
 
+		memcpy(&r, all + at, sizeof(r));
 		if (r.magic != PL_MAGIC || r.sum != pl_sum(&r) || r.block >= nblocks ||
 		    r.kind < PL_INTENT || r.kind > PL_FAIL)
 			break;
@@ -145,7 +190,6 @@ static long pl_load(const char *path, struct pl_block *blocks, uint64_t nblocks,
 		/* FAIL: the INTENT before it stays a maybe (a failed write may have landed). */
 		n++;
 	}
-	close(fd);
 	return n;
 }
 
@@ -168,6 +212,8 @@ static int pl_node(const struct pl_opts *o, struct pl_shared *sh, uint32_t id)
 	struct pl_block *blocks = NULL;
 	char logs[600], jpath[600];
 	uint64_t nblocks, used, s, i, acks = 0;
+	uint8_t *jall = NULL;
+	size_t jbytes = 0;
 	uint8_t buf[PL_BS];
 	int ret = 0, r, jfd = -1;
 
@@ -176,6 +222,8 @@ static int pl_node(const struct pl_opts *o, struct pl_shared *sh, uint32_t id)
 	na.log_dir = logs;
 	for (i = 0; i < 3; i++)
 		na.elem_paths[i] = o->elems[i];
+	if (o->verify && (r = pl_read(jpath, &jall, &jbytes)))
+		PLFAIL(sh, id, "journal %.200s: %s", jpath, strerror(-r));
 	if ((r = coh_fabric_open(&fa, &fab)))
 		PLFAIL(sh, id, "fabric open: %s", coh_strerror(r));
 	na.fab = fab;
@@ -196,9 +244,7 @@ static int pl_node(const struct pl_opts *o, struct pl_shared *sh, uint32_t id)
 		blocks = calloc(nblocks, sizeof(*blocks));
 		if (!blocks)
 			PLFAIL(sh, id, "out of memory");
-		nrec = pl_load(jpath, blocks, nblocks, &acks);
-		if (nrec < 0)
-			PLFAIL(sh, id, "journal %.200s: %s", jpath, strerror((int)-nrec));
+		nrec = pl_parse(jall, jbytes, blocks, nblocks, &acks);
 		sh->acked[id] = acks;
 		for (i = id; i < used; i += o->nodes) {
 			const struct pl_block *b = &blocks[i];
@@ -221,9 +267,11 @@ static int pl_node(const struct pl_opts *o, struct pl_shared *sh, uint32_t id)
 				PLFAIL(
 				    sh, id,
 				    "block %llu holds %#llx; acknowledged last: %#llx, under way: "
-				    "%u values: an acknowledged write was lost",
+				    "%u values: an acknowledged write was lost (journal: %ld "
+				    "records of %llu bytes, %llu blocks)",
 				    (unsigned long long)i, (unsigned long long)v,
-				    (unsigned long long)b->acked, b->nmaybe);
+				    (unsigned long long)b->acked, b->nmaybe, nrec,
+				    (unsigned long long)jbytes, (unsigned long long)nblocks);
 			sh->checked[id]++;
 		}
 		if (bench_sbar_wait(&sh->end, PL_VERIFY_S * 1000))
@@ -265,6 +313,7 @@ static int pl_node(const struct pl_opts *o, struct pl_shared *sh, uint32_t id)
 	PLFAIL(sh, id, "ran %d s without losing its power", PL_RUN_S);
 out:
 	free(blocks);
+	free(jall);
 	if (jfd >= 0)
 		close(jfd);
 	r = coh_node_close(&n);
