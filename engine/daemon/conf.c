@@ -974,6 +974,7 @@ static int dconf_volumes(struct dconf_parse *p)
 static int dconf_exports(struct dconf_parse *p)
 {
 	struct daemon_conf *c = p->c;
+	const struct daemon_volume *vol;
 	uint32_t i, j;
 	char sec[DCONF_SECTION_MAX];
 
@@ -983,15 +984,16 @@ static int dconf_exports(struct dconf_parse *p)
 		snprintf(sec, sizeof(sec), "export %s", e->name);
 		if (!(p->exp_set[i] & 1))
 			return dconf_fail(p, e->line, sec, "volume", "missing");
-		if (!daemon_conf_volume(c, e->volume))
+		vol = daemon_conf_volume(c, e->volume);
+		if (!vol)
 			return dconf_fail(p, e->line, sec, "volume", "no [volume %s]", e->volume);
 		/* A volume with reservations is reached only through devices that each serve one
 		 * named initiator: a device without one would let an unknown host past them. */
-		if (daemon_conf_volume(c, e->volume)->pr_blocks && !e->initiator[0])
+		if (vol->pr_blocks && !e->initiator[0])
 			return dconf_fail(p, e->line, sec, "initiator",
 					  "missing: [volume %s] has reservations = cluster",
 					  e->volume);
-		if (!daemon_conf_volume(c, e->volume)->pr_blocks && e->initiator[0])
+		if (!vol->pr_blocks && e->initiator[0])
 			return dconf_fail(
 			    p, e->line, sec, "initiator",
 			    "[volume %s] has no reservations (reservations = cluster)", e->volume);

@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include "cohort/scsi.h"
+#include "be.h"
 #include "pr.h"
 
 #define LU_XFER_DEFAULT 256u	    /* blocks per engine operation when the attributes say 0 */
@@ -74,39 +75,6 @@ struct coh_scsi_lu {
 	_Atomic uint32_t state;
 };
 
-static uint16_t lu_get16(const uint8_t *p)
-{
-	return (uint16_t)(p[0] << 8 | p[1]);
-}
-
-static uint32_t lu_get32(const uint8_t *p)
-{
-	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-
-static uint64_t lu_get64(const uint8_t *p)
-{
-	return (uint64_t)lu_get32(p) << 32 | lu_get32(p + 4);
-}
-
-static void lu_put16(uint8_t *p, uint32_t v)
-{
-	p[0] = (uint8_t)(v >> 8);
-	p[1] = (uint8_t)v;
-}
-
-static void lu_put32(uint8_t *p, uint32_t v)
-{
-	lu_put16(p, v >> 16);
-	lu_put16(p + 2, v);
-}
-
-static void lu_put64(uint8_t *p, uint64_t v)
-{
-	lu_put32(p, (uint32_t)(v >> 32));
-	lu_put32(p + 4, (uint32_t)v);
-}
-
 /* lu_sense - CHECK CONDITION with fixed-format sense: @key, @asc (ASC << 8 | ASCQ), the
  * INFORMATION field when @info_valid, and a field pointer (@field >= 0: byte @field of the CDB,
  * or of the parameter list when !@in_cdb). */
@@ -119,13 +87,13 @@ static void lu_sense(struct coh_scsi_cmd *cmd, uint8_t key, uint16_t asc, bool i
 	s[0] = 0x70 | (info_valid ? 0x80 : 0);
 	s[2] = key;
 	if (info_valid)
-		lu_put32(s + 3, info);
+		be_put32(s + 3, info);
 	s[7] = 10;
 	s[12] = (uint8_t)(asc >> 8);
 	s[13] = (uint8_t)asc;
 	if (field >= 0) {
 		s[15] = 0x80 | (in_cdb ? 0x40 : 0);
-		lu_put16(s + 16, (uint32_t)field);
+		be_put16(s + 16, (uint32_t)field);
 	}
 	cmd->sense_len = 18;
 	cmd->status = COH_SCSI_CHECK_CONDITION;
@@ -302,12 +270,12 @@ static uint32_t lu_vpd(struct coh_scsi_lu *lu, uint8_t page, uint8_t *b)
 	switch (page) {
 	case 0x00:
 		b[4] = 0x00, b[5] = 0x80, b[6] = 0x83, b[7] = 0xb0, b[8] = 0xb1, b[9] = 0xb2;
-		lu_put16(b + 2, 6);
+		be_put16(b + 2, 6);
 		return 10;
 	case 0x80:
 		lu_serial(lu, serial);
 		memcpy(b + 4, serial, 32);
-		lu_put16(b + 2, 32);
+		be_put16(b + 2, 32);
 		return 36;
 	case 0x83:
 		n = 4;
@@ -323,33 +291,33 @@ static uint32_t lu_vpd(struct coh_scsi_lu *lu, uint8_t page, uint8_t *b)
 		n += 44;
 		/* This node's target port and its group (association: target port). */
 		b[n] = 0x01, b[n + 1] = 0x14, b[n + 3] = 4;
-		lu_put16(b + n + 6, lu->a.rel_port_id);
+		be_put16(b + n + 6, lu->a.rel_port_id);
 		n += 8;
 		b[n] = 0x01, b[n + 1] = 0x15, b[n + 3] = 4;
-		lu_put16(b + n + 6, lu->a.tpg_id);
+		be_put16(b + n + 6, lu->a.tpg_id);
 		n += 8;
-		lu_put16(b + 2, n - 4);
+		be_put16(b + 2, n - 4);
 		return n;
 	case 0xb0:
-		lu_put16(b + 2, 0x3c);
+		be_put16(b + 2, 0x3c);
 		b[4] = 0x01; /* WSNZ: WRITE SAME of 0 blocks is refused */
 		/* what lu_caw takes: one engine operation, at most a piece */
 		b[5] = (uint8_t)(lu->a.max_xfer_blocks < LU_CAW_MAX ? lu->a.max_xfer_blocks
 								    : LU_CAW_MAX);
-		lu_put16(b + 6, 1);
-		lu_put32(b + 8, lu->a.max_xfer_blocks);
-		lu_put32(b + 12, lu->a.max_xfer_blocks);
-		lu_put32(b + 20, LU_UNMAP_LBA_MAX);
-		lu_put32(b + 24, LU_UNMAP_DESC_MAX);
-		lu_put32(b + 28, 1);
-		lu_put64(b + 36, LU_WS_MAX);
+		be_put16(b + 6, 1);
+		be_put32(b + 8, lu->a.max_xfer_blocks);
+		be_put32(b + 12, lu->a.max_xfer_blocks);
+		be_put32(b + 20, LU_UNMAP_LBA_MAX);
+		be_put32(b + 24, LU_UNMAP_DESC_MAX);
+		be_put32(b + 28, 1);
+		be_put64(b + 36, LU_WS_MAX);
 		return 0x40;
 	case 0xb1:
-		lu_put16(b + 2, 0x3c);
-		lu_put16(b + 4, 1); /* non-rotating */
+		be_put16(b + 2, 0x3c);
+		be_put16(b + 4, 1); /* non-rotating */
 		return 0x40;
 	case 0xb2:
-		lu_put16(b + 2, 4);
+		be_put16(b + 2, 4);
 		b[5] = 0x80 | 0x40 | 0x20 | 0x04; /* LBPU, LBPWS, LBPWS10, LBPRZ */
 		return 8;
 	}
@@ -360,7 +328,7 @@ static void lu_inquiry(struct coh_scsi_lu *lu, struct coh_scsi_cmd *cmd)
 {
 	const uint8_t *c = cmd->cdb;
 	uint8_t b[LU_DATA_MAX];
-	uint32_t alloc = lu_get16(c + 3), n;
+	uint32_t alloc = be_get16(c + 3), n;
 
 	if (c[1] & 0xfe)
 		return lu_bad_cdb(cmd, 1);
@@ -377,8 +345,8 @@ static void lu_inquiry(struct coh_scsi_lu *lu, struct coh_scsi_cmd *cmd)
 		memcpy(b + 8, "COHORT  ", 8);
 		memcpy(b + 16, "COHORT VOLUME   ", 16);
 		memcpy(b + 32, LU_REVISION, 4);
-		lu_put16(b + 58, 0x0460); /* SPC-4 */
-		lu_put16(b + 60, 0x04c0); /* SBC-3 */
+		be_put16(b + 58, 0x0460); /* SPC-4 */
+		be_put16(b + 60, 0x04c0); /* SBC-3 */
 		return lu_answer(cmd, b, 66, alloc);
 	}
 	n = lu_vpd(lu, c[2], b);
@@ -402,7 +370,7 @@ static uint32_t lu_page(uint8_t code, bool changeable, uint8_t *p)
 		p[0] = 0x0a, p[1] = 0x0a;
 		if (!changeable) {
 			p[3] = 0x10; /* QUEUE ALGORITHM MODIFIER 1: unrestricted reordering */
-			lu_put16(p + 8, 0xffff); /* busy timeout: unlimited */
+			be_put16(p + 8, 0xffff); /* busy timeout: unlimited */
 		}
 		return 12;
 	}
@@ -414,7 +382,7 @@ static void lu_mode_sense(struct coh_scsi_lu *lu, struct coh_scsi_cmd *cmd, bool
 	const uint8_t *c = cmd->cdb;
 	bool dbd = c[1] & 0x08, llbaa = ten && (c[1] & 0x10);
 	uint8_t pc = c[2] >> 6, code = c[2] & 0x3f, sub = c[3], b[LU_DATA_MAX];
-	uint32_t alloc = ten ? lu_get16(c + 7) : c[4], hdr = ten ? 8 : 4, n, bd = 0;
+	uint32_t alloc = ten ? be_get16(c + 7) : c[4], hdr = ten ? 8 : 4, n, bd = 0;
 
 	if (pc == 3)
 		return lu_sense(cmd, SK_ILLEGAL_REQUEST, ASC_SAVING_NOT_SUPPORTED, false, 0, 2,
@@ -426,12 +394,12 @@ static void lu_mode_sense(struct coh_scsi_lu *lu, struct coh_scsi_cmd *cmd, bool
 	if (!dbd) {
 		bd = llbaa ? 16 : 8;
 		if (llbaa) {
-			lu_put64(b + n, lu->a.nblocks);
-			lu_put32(b + n + 12, lu->a.block_size);
+			be_put64(b + n, lu->a.nblocks);
+			be_put32(b + n + 12, lu->a.block_size);
 		} else {
-			lu_put32(b + n, lu->a.nblocks > 0xffffffffull ? 0xffffffffu
+			be_put32(b + n, lu->a.nblocks > 0xffffffffull ? 0xffffffffu
 								      : (uint32_t)lu->a.nblocks);
-			lu_put32(b + n + 4, lu->a.block_size & 0xffffff);
+			be_put32(b + n + 4, lu->a.block_size & 0xffffff);
 		}
 		n += bd;
 	}
@@ -442,10 +410,10 @@ static void lu_mode_sense(struct coh_scsi_lu *lu, struct coh_scsi_cmd *cmd, bool
 	if (code != 0x08 && code != 0x0a && code != 0x3f)
 		return lu_bad_cdb(cmd, 2);
 	if (ten) {
-		lu_put16(b, n - 2);
+		be_put16(b, n - 2);
 		b[3] = 0x10; /* DPOFUA */
 		b[4] = llbaa && bd ? 1 : 0;
-		lu_put16(b + 6, bd);
+		be_put16(b + 6, bd);
 	} else {
 		b[0] = (uint8_t)(n - 1);
 		b[2] = 0x10;
@@ -465,10 +433,10 @@ static bool lu_mode_select_bd(const struct coh_scsi_lu *lu, const uint8_t *d, ui
 	if (len % one)
 		return false;
 	for (i = 0; i < len; i += one, d += one) {
-		uint64_t blocks = longlba ? lu_get64(d) : lu_get32(d);
+		uint64_t blocks = longlba ? be_get64(d) : be_get32(d);
 		uint64_t shown =
 		    longlba || lu->a.nblocks <= 0xffffffffull ? lu->a.nblocks : 0xffffffffull;
-		uint32_t bsize = longlba ? lu_get32(d + 12) : lu_get32(d + 4) & 0xffffff;
+		uint32_t bsize = longlba ? be_get32(d + 12) : be_get32(d + 4) & 0xffffff;
 
 		if ((blocks && blocks != shown) || bsize != lu->a.block_size)
 			return false;
@@ -479,7 +447,7 @@ static bool lu_mode_select_bd(const struct coh_scsi_lu *lu, const uint8_t *d, ui
 static void lu_mode_select(struct coh_scsi_lu *lu, struct coh_scsi_cmd *cmd, bool ten)
 {
 	const uint8_t *c = cmd->cdb;
-	uint32_t len = ten ? lu_get16(c + 7) : c[4], hdr = ten ? 8 : 4, off, bd;
+	uint32_t len = ten ? be_get16(c + 7) : c[4], hdr = ten ? 8 : 4, off, bd;
 	uint8_t p[LU_DATA_MAX], cur[32];
 
 	if (c[1] & 0x01)
@@ -492,7 +460,7 @@ static void lu_mode_select(struct coh_scsi_lu *lu, struct coh_scsi_cmd *cmd, boo
 	if (len > sizeof(p) || len < hdr || !lu_copy_in(cmd, p, len))
 		return lu_sense(cmd, SK_ILLEGAL_REQUEST, ASC_PARAM_LIST_LENGTH, false, 0, -1,
 				false);
-	bd = ten ? lu_get16(p + 6) : p[3];
+	bd = ten ? be_get16(p + 6) : p[3];
 	off = hdr + bd;
 	if (off > len)
 		return lu_sense(cmd, SK_ILLEGAL_REQUEST, ASC_PARAM_LIST_LENGTH, false, 0, -1,
@@ -525,7 +493,7 @@ static void lu_mode_select(struct coh_scsi_lu *lu, struct coh_scsi_cmd *cmd, boo
 static void lu_rtpg(struct coh_scsi_lu *lu, struct coh_scsi_cmd *cmd)
 {
 	const uint8_t *c = cmd->cdb;
-	uint32_t alloc = lu_get32(c + 6), n, g, groups = lu->a.tpg_count ? lu->a.tpg_count : 1;
+	uint32_t alloc = be_get32(c + 6), n, g, groups = lu->a.tpg_count ? lu->a.tpg_count : 1;
 	bool ext = (c[1] >> 5) == 1;
 	uint32_t st = atomic_load(&lu->state);
 	uint8_t b[LU_DATA_MAX];
@@ -546,12 +514,12 @@ static void lu_rtpg(struct coh_scsi_lu *lu, struct coh_scsi_cmd *cmd)
 			state = 0x03;
 		b[n] = 0x80 | state;	       /* PREF: every path is as good */
 		b[n + 1] = 0x80 | 0x08 | 0x01; /* T_SUP, U_SUP, AO_SUP */
-		lu_put16(b + n + 2, g);
+		be_put16(b + n + 2, g);
 		b[n + 7] = 1;
-		lu_put16(b + n + 10, mine ? lu->a.rel_port_id : g);
+		be_put16(b + n + 10, mine ? lu->a.rel_port_id : g);
 		n += 12;
 	}
-	lu_put32(b, n - 4);
+	be_put32(b, n - 4);
 	lu_answer(cmd, b, n, alloc);
 }
 
@@ -562,18 +530,18 @@ static void lu_read_capacity(struct coh_scsi_lu *lu, struct coh_scsi_cmd *cmd, b
 
 	/* PMI 0 asks for the last LBA, and SBC-3 wants the LBA field zero with it. */
 	if (!(cmd->cdb[sixteen ? 14 : 8] & 1) &&
-	    (sixteen ? lu_get64(cmd->cdb + 2) : lu_get32(cmd->cdb + 2)))
+	    (sixteen ? be_get64(cmd->cdb + 2) : be_get32(cmd->cdb + 2)))
 		return lu_bad_cdb(cmd, 2);
 	memset(b, 0, sizeof(b));
 	if (!sixteen) {
-		lu_put32(b, last > 0xfffffffeull ? 0xffffffffu : (uint32_t)last);
-		lu_put32(b + 4, lu->a.block_size);
+		be_put32(b, last > 0xfffffffeull ? 0xffffffffu : (uint32_t)last);
+		be_put32(b + 4, lu->a.block_size);
 		return lu_answer(cmd, b, 8, 8);
 	}
-	lu_put64(b, last);
-	lu_put32(b + 8, lu->a.block_size);
+	be_put64(b, last);
+	be_put32(b + 8, lu->a.block_size);
 	b[14] = 0x80 | 0x40; /* LBPME, LBPRZ: UNMAP is supported and reads back zeros */
-	lu_answer(cmd, b, 32, lu_get32(cmd->cdb + 10));
+	lu_answer(cmd, b, 32, be_get32(cmd->cdb + 10));
 }
 
 /* Media commands. */
@@ -698,26 +666,26 @@ static void lu_parse_rw(const uint8_t *c, uint64_t *lba, uint32_t *n)
 	switch (c[0]) {
 	case 0x08: /* READ(6) */
 	case 0x0a:
-		*lba = (uint64_t)(c[1] & 0x1f) << 16 | lu_get16(c + 2);
+		*lba = (uint64_t)(c[1] & 0x1f) << 16 | be_get16(c + 2);
 		*n = c[4] ? c[4] : 256;
 		break;
 	case 0xa8: /* (12) */
 	case 0xaa:
 	case 0xaf:
-		*lba = lu_get32(c + 2);
-		*n = lu_get32(c + 6);
+		*lba = be_get32(c + 2);
+		*n = be_get32(c + 6);
 		break;
 	case 0x88: /* (16) */
 	case 0x8a:
 	case 0x8f:
 	case 0x91:
 	case 0x93:
-		*lba = lu_get64(c + 2);
-		*n = lu_get32(c + 10);
+		*lba = be_get64(c + 2);
+		*n = be_get32(c + 10);
 		break;
 	default: /* (10) */
-		*lba = lu_get32(c + 2);
-		*n = lu_get16(c + 7);
+		*lba = be_get32(c + 2);
+		*n = be_get16(c + 7);
 		break;
 	}
 }
@@ -823,7 +791,7 @@ static void lu_write_same(struct coh_scsi_lu *lu, struct coh_scsi_cmd *cmd)
 
 static void lu_unmap(struct coh_scsi_lu *lu, struct coh_scsi_cmd *cmd)
 {
-	uint32_t len = lu_get16(cmd->cdb + 7), nd, i, piece = 0;
+	uint32_t len = be_get16(cmd->cdb + 7), nd, i, piece = 0;
 	uint8_t hdr[8], *p;
 	uint64_t total = 0;
 
@@ -840,8 +808,8 @@ static void lu_unmap(struct coh_scsi_lu *lu, struct coh_scsi_cmd *cmd)
 		lu_sense(cmd, SK_ILLEGAL_REQUEST, ASC_PARAM_LIST_LENGTH, false, 0, -1, false);
 		return lu_done(cmd);
 	}
-	nd = lu_get16(hdr + 2) / 16;
-	if ((uint64_t)8 + (uint64_t)nd * 16 > len || lu_get16(hdr + 2) % 16) {
+	nd = be_get16(hdr + 2) / 16;
+	if ((uint64_t)8 + (uint64_t)nd * 16 > len || be_get16(hdr + 2) % 16) {
 		lu_sense(cmd, SK_ILLEGAL_REQUEST, ASC_PARAM_LIST_LENGTH, false, 0, -1, false);
 		return lu_done(cmd);
 	}
@@ -864,8 +832,8 @@ static void lu_unmap(struct coh_scsi_lu *lu, struct coh_scsi_cmd *cmd)
 	for (i = 0; i < nd; i++) {
 		const uint8_t *d = p + 8 + 16 * i;
 
-		cmd->ext[2 * i] = lu_get64(d);
-		cmd->ext[2 * i + 1] = lu_get32(d + 8);
+		cmd->ext[2 * i] = be_get64(d);
+		cmd->ext[2 * i + 1] = be_get32(d + 8);
 		total += cmd->ext[2 * i + 1];
 		if (!lu_range(lu, cmd, cmd->ext[2 * i], cmd->ext[2 * i + 1]) ||
 		    total > LU_UNMAP_LBA_MAX) {
@@ -929,7 +897,7 @@ static void lu_verify(struct coh_scsi_lu *lu, struct coh_scsi_cmd *cmd)
 static void lu_caw(struct coh_scsi_lu *lu, struct coh_scsi_cmd *cmd)
 {
 	const uint8_t *c = cmd->cdb;
-	uint64_t lba = lu_get64(c + 2);
+	uint64_t lba = be_get64(c + 2);
 	uint32_t n = c[13];
 
 	if (n > LU_CAW_MAX || n > lu->a.max_xfer_blocks) {
@@ -1109,7 +1077,7 @@ static void lu_pr_start(struct coh_scsi_lu *lu, struct coh_scsi_cmd *cmd)
 
 	if (c[0] == 0x5f) {
 		/* The basic parameter list is 24 bytes; with SPEC_I_PT (refused) it is longer. */
-		if (lu_get32(c + 5) != 24) {
+		if (be_get32(c + 5) != 24) {
 			lu_sense(cmd, SK_ILLEGAL_REQUEST, ASC_PARAM_LIST_LENGTH, false, 0, -1,
 				 false);
 			return lu_done(cmd);
@@ -1200,7 +1168,7 @@ static void lu_pr_read_done(struct coh_io *io, int status, void *arg)
 		if (len < 0)
 			lu_bad_cdb(cmd, 1);
 		else
-			lu_answer(cmd, cmd->pr_buf + bytes, (uint32_t)len, lu_get16(cmd->cdb + 7));
+			lu_answer(cmd, cmd->pr_buf + bytes, (uint32_t)len, be_get16(cmd->cdb + 7));
 		return lu_done(cmd);
 	case 0x5f:
 		return lu_pr_out(lu, cmd, t);

@@ -14,37 +14,10 @@
 
 #include <isa-l/crc.h>
 
+#include "be.h"
 #include "pr.h"
 
 static const uint8_t pr_magic[8] = { 'C', 'O', 'H', 'P', 'R', 0, 0, 1 };
-
-static uint32_t pr_get32be(const uint8_t *p)
-{
-	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-
-static uint64_t pr_get64be(const uint8_t *p)
-{
-	return (uint64_t)pr_get32be(p) << 32 | pr_get32be(p + 4);
-}
-
-static void pr_put16be(uint8_t *p, uint32_t v)
-{
-	p[0] = (uint8_t)(v >> 8);
-	p[1] = (uint8_t)v;
-}
-
-static void pr_put32be(uint8_t *p, uint32_t v)
-{
-	pr_put16be(p, v >> 16);
-	pr_put16be(p + 2, v);
-}
-
-static void pr_put64be(uint8_t *p, uint64_t v)
-{
-	pr_put32be(p, (uint32_t)(v >> 32));
-	pr_put32be(p + 4, (uint32_t)v);
-}
 
 /* The table on disk is little-endian like the rest of Cohort's records. */
 static uint32_t pr_get32le(const uint8_t *p)
@@ -267,7 +240,7 @@ enum pr_result pr_out(struct pr_table *t, const struct pr_nexus *me, const uint8
 		*field = 1;
 		return PR_BAD_CDB;
 	}
-	if (pr_get32be(cdb + 5) != 24 || plen < 24)
+	if (be_get32(cdb + 5) != 24 || plen < 24)
 		return PR_BAD_LENGTH;
 	if (param[20] & 0x08) { /* SPEC_I_PT: REPORT CAPABILITIES says SIP_C=0 */
 		*field = 20;
@@ -290,8 +263,8 @@ enum pr_result pr_out(struct pr_table *t, const struct pr_nexus *me, const uint8
 	}
 	if (!me->initiator || !me->initiator[0] || strlen(me->initiator) > PR_NAME_MAX)
 		return PR_CONFLICT;
-	key = pr_get64be(param);
-	sa_key = pr_get64be(param + 8);
+	key = be_get64(param);
+	sa_key = be_get64(param + 8);
 	i = pr_find(t, me);
 	if (sa == 0 || sa == 6)
 		return pr_register(t, me, i, key, sa_key, sa == 6);
@@ -355,7 +328,7 @@ static uint32_t pr_transport_id(const char *name, uint8_t *p, uint32_t cap)
 		return 0;
 	memset(p, 0, 4 + len);
 	p[0] = 0x05; /* iSCSI, format 00b */
-	pr_put16be(p + 2, len);
+	be_put16(p + 2, len);
 	memcpy(p + 4, name, n);
 	return 4 + len;
 }
@@ -366,23 +339,23 @@ int pr_in(const struct pr_table *t, uint8_t sa, uint8_t *out, uint32_t cap)
 	uint32_t len = 8, i;
 
 	memset(tmp, 0, sizeof(tmp));
-	pr_put32be(tmp, t->gen);
+	be_put32(tmp, t->gen);
 	switch (sa) {
 	case 0: /* READ KEYS */
 		for (i = 0; i < t->nreg; i++, len += 8)
-			pr_put64be(tmp + len, t->regs[i].key);
+			be_put64(tmp + len, t->regs[i].key);
 		break;
 	case 1: /* READ RESERVATION */
 		if (t->res_type != PR_TYPE_NONE) {
 			/* An all-registrants reservation reports key 0 (6.13.3.3). */
 			if (!pr_all_registrants(t->res_type))
-				pr_put64be(tmp + 8, t->regs[t->res_holder].key);
+				be_put64(tmp + 8, t->regs[t->res_holder].key);
 			tmp[21] = t->res_type; /* scope 0: LU_SCOPE */
 			len += 16;
 		}
 		break;
 	case 2: /* REPORT CAPABILITIES: no SIP_C, ATP_C; PTPL_C and PTPL_A: the table persists */
-		pr_put16be(tmp, 8);
+		be_put16(tmp, 8);
 		tmp[2] = 0x01;	      /* PTPL_C */
 		tmp[3] = 0x80 | 0x01; /* TMV, PTPL_A */
 		tmp[4] =
@@ -396,20 +369,20 @@ int pr_in(const struct pr_table *t, uint8_t sa, uint8_t *out, uint32_t cap)
 			uint32_t tid = pr_transport_id(t->regs[i].name, d + 24,
 						       (uint32_t)sizeof(tmp) - len - 24);
 
-			pr_put64be(d, t->regs[i].key);
+			be_put64(d, t->regs[i].key);
 			if (pr_holds(t, (int)i)) {
 				d[12] = 0x01; /* R_HOLDER */
 				d[13] = t->res_type;
 			}
-			pr_put16be(d + 18, t->regs[i].rel_port);
-			pr_put32be(d + 20, tid);
+			be_put16(d + 18, t->regs[i].rel_port);
+			be_put32(d + 20, tid);
 			len += 24 + tid;
 		}
 		break;
 	default:
 		return -1;
 	}
-	pr_put32be(tmp + 4, len - 8);
+	be_put32(tmp + 4, len - 8);
 	memcpy(out, tmp, cap < len ? cap : len);
 	return (int)len;
 }
