@@ -1,0 +1,834 @@
+/*
+ * map.c - the mapping table (route.h): its checks, its on-disk form and the two-slot file that
+ * keeps it, the choice of a target controller, and the split of a command into component
+ * commands with their aggregate status.
+ *
+ * On disk (little-endian): a 64-byte header, magic 0..7, format 8, length 12, version 16, nodes
+ * 24, block size 28, groups 32, volumes 36, zero to 59, crc32c at 60 of the whole length with this
+ * field zero; then each group in 64 bytes (name 0..31, NUL-padded; amfs 32, preferred 36, blocks
+ * 40, zero to 63); then each volume in 128 bytes (name 0..31; id 32..47; kind 48, group 52,
+ * blocks 56, first block 64, layout 72, stripe 76, components 80, their indexes 84..115, zero
+ * to 127). Every reserved byte must be zero: a table this build did not write is refused.
+ *
+ * Leaves out: who changes the table and how every node comes to hold the same one
+ * (docs/routing.md).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <isa-l/crc.h>
+
+#include "cohort/route.h"
+
+#define MAP_HDR 64u
+#define MAP_GROUP 64u
+#define MAP_VOLUME 128u
+#define MAP_FORMAT 1u
+#define MAP_SLOT 16384u /* each of the file's two slots; holds COH_MAP_ENCODED_MAX */
+#define MAP_MAX_STRIPE (1u << 24)
+#define MAP_MAX_BLOCKS (1ull << 48)
+
+_Static_assert(COH_MAP_ENCODED_MAX <= MAP_SLOT, "a slot holds the largest table");
+_Static_assert(COH_MAP_MAX_NODES <= 32, "AMF sets are 32-bit masks");
+
+static const uint8_t map_magic[8] = { 'C', 'O', 'H', 'M', 'A', 'P', 0, 1 };
+
+static void map_err(char *err, size_t len, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static void map_err(char *err, size_t len, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!err || !len)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(err, len, fmt, ap);
+	va_end(ap);
+}
+
+static uint32_t map_get32(const uint8_t *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static uint64_t map_get64(const uint8_t *p)
+{
+	return (uint64_t)map_get32(p) | (uint64_t)map_get32(p + 4) << 32;
+}
+
+static void map_put32(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)v;
+	p[1] = (uint8_t)(v >> 8);
+	p[2] = (uint8_t)(v >> 16);
+	p[3] = (uint8_t)(v >> 24);
+}
+
+static void map_put64(uint8_t *p, uint64_t v)
+{
+	map_put32(p, (uint32_t)v);
+	map_put32(p + 4, (uint32_t)(v >> 32));
+}
+
+/* map_name_ok - 1 to COH_MAP_NAME_MAX printable characters, no blank, NUL-terminated. */
+static bool map_name_ok(const char *s)
+{
+	size_t i;
+
+	for (i = 0; i <= COH_MAP_NAME_MAX && s[i]; i++)
+		if (s[i] <= ' ' || s[i] > '~')
+			return false;
+	return i >= 1 && i <= COH_MAP_NAME_MAX && !s[i];
+}
+
+static bool map_id_zero(const uint8_t *id)
+{
+	uint32_t i;
+
+	for (i = 0; i < COH_MAP_ID_BYTES && !id[i]; i++)
+		;
+	return i == COH_MAP_ID_BYTES;
+}
+
+/* map_check_group - group @g of @m, alone. */
+static int map_check_group(const struct coh_map *m, uint32_t g, char *err, size_t errlen)
+{
+	const struct coh_map_group *gr = &m->groups[g];
+	uint32_t all = m->nodes == 32 ? UINT32_MAX : (1u << m->nodes) - 1, i;
+
+	if (!map_name_ok(gr->name)) {
+		map_err(err, errlen, "group %u: bad name (1 to %u printable characters)", g,
+			COH_MAP_NAME_MAX);
+		return -EINVAL;
+	}
+	for (i = 0; i < g; i++)
+		if (!strcmp(m->groups[i].name, gr->name)) {
+			map_err(err, errlen, "group %s: named twice", gr->name);
+			return -EINVAL;
+		}
+	if (!gr->amfs || (gr->amfs & ~all)) {
+		map_err(err, errlen, "group %s: AMFs 0x%x: none, or beyond the %u controllers",
+			gr->name, gr->amfs, m->nodes);
+		return -EINVAL;
+	}
+	if (gr->preferred >= m->nodes || !(gr->amfs & (1u << gr->preferred))) {
+		map_err(err, errlen, "group %s: preferred controller %u is not one of its AMFs",
+			gr->name, gr->preferred);
+		return -EINVAL;
+	}
+	if (!gr->blocks || gr->blocks > MAP_MAX_BLOCKS) {
+		map_err(err, errlen, "group %s: %llu blocks", gr->name,
+			(unsigned long long)gr->blocks);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* map_check_logical - logical volume @v of @m against its group and the volumes before it. */
+static int map_check_logical(const struct coh_map *m, uint32_t v, char *err, size_t errlen)
+{
+	const struct coh_map_volume *vo = &m->volumes[v], *o;
+	const struct coh_map_group *gr;
+	uint32_t i;
+
+	if (vo->group >= m->ngroups) {
+		map_err(err, errlen, "volume %s: group %u does not exist", vo->name, vo->group);
+		return -EINVAL;
+	}
+	gr = &m->groups[vo->group];
+	if (!vo->blocks || vo->first_block >= gr->blocks ||
+	    vo->blocks > gr->blocks - vo->first_block) {
+		map_err(err, errlen, "volume %s: blocks %llu + %llu are not inside group %s (%llu)",
+			vo->name, (unsigned long long)vo->first_block,
+			(unsigned long long)vo->blocks, gr->name, (unsigned long long)gr->blocks);
+		return -EINVAL;
+	}
+	if (vo->layout || vo->stripe_blocks || vo->ncomp) {
+		map_err(err, errlen, "volume %s: a logical volume has no layout or components",
+			vo->name);
+		return -EINVAL;
+	}
+	for (i = 0; i < v; i++) {
+		o = &m->volumes[i];
+		if (o->kind != COH_MAP_LOGICAL || o->group != vo->group)
+			continue;
+		if (vo->first_block < o->first_block + o->blocks &&
+		    o->first_block < vo->first_block + vo->blocks) {
+			map_err(err, errlen, "volume %s overlaps volume %s in group %s", vo->name,
+				o->name, gr->name);
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
+/* map_check_virtual - virtual volume @v of @m against its components. */
+static int map_check_virtual(const struct coh_map *m, uint32_t v, char *err, size_t errlen)
+{
+	const struct coh_map_volume *vo = &m->volumes[v], *c;
+	uint64_t sum = 0;
+	uint32_t i, j;
+
+	if (vo->ncomp < 1 || vo->ncomp > COH_MAP_MAX_COMPONENTS) {
+		map_err(err, errlen, "volume %s: %u components (1 to %u)", vo->name, vo->ncomp,
+			COH_MAP_MAX_COMPONENTS);
+		return -EINVAL;
+	}
+	if (vo->group || vo->first_block) {
+		map_err(err, errlen, "volume %s: a virtual volume has no group or first block",
+			vo->name);
+		return -EINVAL;
+	}
+	if (vo->layout == COH_MAP_CONCAT ? vo->stripe_blocks != 0
+					 : vo->layout != COH_MAP_STRIPE || !vo->stripe_blocks ||
+						   vo->stripe_blocks > MAP_MAX_STRIPE) {
+		map_err(err, errlen, "volume %s: layout %u, stripe %u blocks", vo->name, vo->layout,
+			vo->stripe_blocks);
+		return -EINVAL;
+	}
+	for (i = 0; i < COH_MAP_MAX_COMPONENTS; i++) {
+		if (i >= vo->ncomp) {
+			if (vo->comp[i]) {
+				map_err(err, errlen, "volume %s: component %u past its count",
+					vo->name, i);
+				return -EINVAL;
+			}
+			continue;
+		}
+		if (vo->comp[i] >= m->nvolumes ||
+		    m->volumes[vo->comp[i]].kind != COH_MAP_LOGICAL) {
+			map_err(err, errlen, "volume %s: component %u is not a logical volume",
+				vo->name, i);
+			return -EINVAL;
+		}
+		for (j = 0; j < i; j++)
+			if (vo->comp[j] == vo->comp[i]) {
+				map_err(err, errlen, "volume %s: component %s twice", vo->name,
+					m->volumes[vo->comp[i]].name);
+				return -EINVAL;
+			}
+		c = &m->volumes[vo->comp[i]];
+		if (vo->layout == COH_MAP_STRIPE &&
+		    (c->blocks != m->volumes[vo->comp[0]].blocks || c->blocks % vo->stripe_blocks)) {
+			map_err(err, errlen,
+				"volume %s: striped components must be the same size, a multiple of "
+				"the stripe (%s has %llu blocks)",
+				vo->name, c->name, (unsigned long long)c->blocks);
+			return -EINVAL;
+		}
+		sum += c->blocks;
+	}
+	if (vo->blocks != sum) {
+		map_err(err, errlen, "volume %s: %llu blocks, its components have %llu", vo->name,
+			(unsigned long long)vo->blocks, (unsigned long long)sum);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+int coh_map_check(const struct coh_map *m, char *err, size_t errlen)
+{
+	uint32_t i, j;
+	int ret;
+
+	if (!m) {
+		map_err(err, errlen, "no table");
+		return -EINVAL;
+	}
+	if (!m->version) {
+		map_err(err, errlen, "version 0 (the first table is version 1)");
+		return -EINVAL;
+	}
+	if (m->nodes < 1 || m->nodes > COH_MAP_MAX_NODES) {
+		map_err(err, errlen, "%u controllers (1 to %u)", m->nodes, COH_MAP_MAX_NODES);
+		return -EINVAL;
+	}
+	if (m->block_size < 512 || m->block_size > 65536 ||
+	    (m->block_size & (m->block_size - 1))) {
+		map_err(err, errlen, "block size %u (a power of two, 512 to 65536)", m->block_size);
+		return -EINVAL;
+	}
+	if (m->ngroups < 1 || m->ngroups > COH_MAP_MAX_GROUPS ||
+	    m->nvolumes > COH_MAP_MAX_VOLUMES) {
+		map_err(err, errlen, "%u groups (1 to %u), %u volumes (at most %u)", m->ngroups,
+			COH_MAP_MAX_GROUPS, m->nvolumes, COH_MAP_MAX_VOLUMES);
+		return -EINVAL;
+	}
+	for (i = 0; i < m->ngroups; i++) {
+		ret = map_check_group(m, i, err, errlen);
+		if (ret)
+			return ret;
+	}
+	for (i = 0; i < m->nvolumes; i++) {
+		const struct coh_map_volume *vo = &m->volumes[i];
+
+		if (!map_name_ok(vo->name)) {
+			map_err(err, errlen, "volume %u: bad name (1 to %u printable characters)", i,
+				COH_MAP_NAME_MAX);
+			return -EINVAL;
+		}
+		if (map_id_zero(vo->id)) {
+			map_err(err, errlen, "volume %s: id all zero", vo->name);
+			return -EINVAL;
+		}
+		for (j = 0; j < i; j++) {
+			if (!strcmp(m->volumes[j].name, vo->name)) {
+				map_err(err, errlen, "volume %s: named twice", vo->name);
+				return -EINVAL;
+			}
+			if (!memcmp(m->volumes[j].id, vo->id, COH_MAP_ID_BYTES)) {
+				map_err(err, errlen, "volume %s: the same id as volume %s", vo->name,
+					m->volumes[j].name);
+				return -EINVAL;
+			}
+		}
+		if (vo->kind == COH_MAP_LOGICAL)
+			ret = map_check_logical(m, i, err, errlen);
+		else if (vo->kind == COH_MAP_VIRTUAL)
+			ret = map_check_virtual(m, i, err, errlen);
+		else {
+			map_err(err, errlen, "volume %s: kind %u", vo->name, vo->kind);
+			ret = -EINVAL;
+		}
+		if (ret)
+			return ret;
+	}
+	return 0;
+}
+
+int coh_map_find(const struct coh_map *m, const char *name)
+{
+	uint32_t i;
+
+	if (!m || !name)
+		return -ENOENT;
+	for (i = 0; i < m->nvolumes && i < COH_MAP_MAX_VOLUMES; i++)
+		if (!strncmp(m->volumes[i].name, name, COH_MAP_NAME_MAX + 1))
+			return (int)i;
+	return -ENOENT;
+}
+
+static size_t map_encoded_len(uint32_t ngroups, uint32_t nvolumes)
+{
+	return MAP_HDR + (size_t)ngroups * MAP_GROUP + (size_t)nvolumes * MAP_VOLUME;
+}
+
+static uint32_t map_crc(const uint8_t *buf, size_t len)
+{
+	static const uint8_t zero[4];
+	uint32_t crc;
+
+	crc = crc32_iscsi((unsigned char *)buf, 60, 0);
+	crc = crc32_iscsi((unsigned char *)zero, 4, crc);
+	return crc32_iscsi((unsigned char *)buf + MAP_HDR, (int)(len - MAP_HDR), crc);
+}
+
+int coh_map_encode(const struct coh_map *m, void *buf, size_t len, size_t *used)
+{
+	uint8_t *p = buf, *q;
+	size_t need;
+	uint32_t i, j;
+	int ret;
+
+	ret = coh_map_check(m, NULL, 0);
+	if (ret)
+		return ret;
+	need = map_encoded_len(m->ngroups, m->nvolumes);
+	if (!buf || len < need)
+		return -ENOSPC;
+	memset(p, 0, need);
+	memcpy(p, map_magic, sizeof(map_magic));
+	map_put32(p + 8, MAP_FORMAT);
+	map_put32(p + 12, (uint32_t)need);
+	map_put64(p + 16, m->version);
+	map_put32(p + 24, m->nodes);
+	map_put32(p + 28, m->block_size);
+	map_put32(p + 32, m->ngroups);
+	map_put32(p + 36, m->nvolumes);
+	for (i = 0; i < m->ngroups; i++) {
+		q = p + MAP_HDR + i * MAP_GROUP;
+		memcpy(q, m->groups[i].name, strlen(m->groups[i].name));
+		map_put32(q + 32, m->groups[i].amfs);
+		map_put32(q + 36, m->groups[i].preferred);
+		map_put64(q + 40, m->groups[i].blocks);
+	}
+	for (i = 0; i < m->nvolumes; i++) {
+		const struct coh_map_volume *vo = &m->volumes[i];
+
+		q = p + MAP_HDR + m->ngroups * MAP_GROUP + i * MAP_VOLUME;
+		memcpy(q, vo->name, strlen(vo->name));
+		memcpy(q + 32, vo->id, COH_MAP_ID_BYTES);
+		map_put32(q + 48, vo->kind);
+		map_put32(q + 52, vo->group);
+		map_put64(q + 56, vo->blocks);
+		map_put64(q + 64, vo->first_block);
+		map_put32(q + 72, vo->layout);
+		map_put32(q + 76, vo->stripe_blocks);
+		map_put32(q + 80, vo->ncomp);
+		for (j = 0; j < COH_MAP_MAX_COMPONENTS; j++)
+			map_put32(q + 84 + 4 * j, vo->comp[j]);
+	}
+	map_put32(p + 60, map_crc(p, need));
+	if (used)
+		*used = need;
+	return 0;
+}
+
+/* map_zero - whether @len bytes at @p are all zero. */
+static bool map_zero(const uint8_t *p, size_t len)
+{
+	size_t i;
+
+	for (i = 0; i < len && !p[i]; i++)
+		;
+	return i == len;
+}
+
+/* map_decode_name - a 32-byte NUL-padded name field into @out; false if not padded with NULs
+ * or without one. */
+static bool map_decode_name(const uint8_t *q, char *out)
+{
+	size_t n = strnlen((const char *)q, COH_MAP_NAME_MAX + 1);
+
+	if (n > COH_MAP_NAME_MAX || !map_zero(q + n, COH_MAP_NAME_MAX + 1 - n))
+		return false;
+	memcpy(out, q, n);
+	out[n] = '\0';
+	return true;
+}
+
+int coh_map_decode(const void *buf, size_t len, struct coh_map *m, char *err, size_t errlen)
+{
+	const uint8_t *p = buf, *q;
+	uint32_t total, ng, nv, i, j;
+
+	if (!m)
+		return -EINVAL;
+	memset(m, 0, sizeof(*m));
+	if (!p || len < MAP_HDR) {
+		map_err(err, errlen, "%zu bytes: shorter than a table's header", len);
+		return !p || !map_zero(p, len) ? -EBADMSG : -ENODATA;
+	}
+	if (map_zero(p, len)) {
+		map_err(err, errlen, "no table (all zero)");
+		return -ENODATA;
+	}
+	if (memcmp(p, map_magic, sizeof(map_magic)) || map_get32(p + 8) != MAP_FORMAT) {
+		map_err(err, errlen, "not a mapping table of format %u (magic or format)",
+			MAP_FORMAT);
+		return -EBADMSG;
+	}
+	total = map_get32(p + 12);
+	ng = map_get32(p + 32);
+	nv = map_get32(p + 36);
+	if (ng > COH_MAP_MAX_GROUPS || nv > COH_MAP_MAX_VOLUMES ||
+	    total != map_encoded_len(ng, nv) || total > len) {
+		map_err(err, errlen, "length %u for %u groups and %u volumes, %zu bytes there",
+			total, ng, nv, len);
+		return -EBADMSG;
+	}
+	if (map_get32(p + 60) != map_crc(p, total) || !map_zero(p + 40, 20)) {
+		map_err(err, errlen, "checksum or reserved bytes: a torn or corrupt table");
+		return -EBADMSG;
+	}
+	m->version = map_get64(p + 16);
+	m->nodes = map_get32(p + 24);
+	m->block_size = map_get32(p + 28);
+	m->ngroups = ng;
+	m->nvolumes = nv;
+	for (i = 0; i < ng; i++) {
+		q = p + MAP_HDR + i * MAP_GROUP;
+		if (!map_decode_name(q, m->groups[i].name) || !map_zero(q + 48, 16))
+			goto bad_record;
+		m->groups[i].amfs = map_get32(q + 32);
+		m->groups[i].preferred = map_get32(q + 36);
+		m->groups[i].blocks = map_get64(q + 40);
+	}
+	for (i = 0; i < nv; i++) {
+		struct coh_map_volume *vo = &m->volumes[i];
+
+		q = p + MAP_HDR + ng * MAP_GROUP + i * MAP_VOLUME;
+		if (!map_decode_name(q, vo->name) || !map_zero(q + 116, 12))
+			goto bad_record;
+		memcpy(vo->id, q + 32, COH_MAP_ID_BYTES);
+		vo->kind = map_get32(q + 48);
+		vo->group = map_get32(q + 52);
+		vo->blocks = map_get64(q + 56);
+		vo->first_block = map_get64(q + 64);
+		vo->layout = map_get32(q + 72);
+		vo->stripe_blocks = map_get32(q + 76);
+		vo->ncomp = map_get32(q + 80);
+		for (j = 0; j < COH_MAP_MAX_COMPONENTS; j++)
+			vo->comp[j] = map_get32(q + 84 + 4 * j);
+	}
+	return coh_map_check(m, err, errlen);
+
+bad_record:
+	map_err(err, errlen, "a record's name or reserved bytes are not what this build writes");
+	memset(m, 0, sizeof(*m));
+	return -EBADMSG;
+}
+
+/* map_read_slots - both slots of @fd (missing bytes read as zero). */
+static int map_read_slots(int fd, uint8_t *slots)
+{
+	size_t off = 0;
+	ssize_t got;
+
+	memset(slots, 0, 2 * MAP_SLOT);
+	while (off < 2 * MAP_SLOT) {
+		got = pread(fd, slots + off, 2 * MAP_SLOT - off, (off_t)off);
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got < 0)
+			return -errno;
+		if (!got)
+			break;
+		off += (size_t)got;
+	}
+	return 0;
+}
+
+/* map_pick - the newest valid table of @slots into @m; *@slot is its slot, -1 when none. */
+static int map_pick(const uint8_t *slots, struct coh_map *m, int *slot, char *err, size_t errlen)
+{
+	struct coh_map t[2];
+	char e[2][128];
+	int r[2], i;
+
+	for (i = 0; i < 2; i++)
+		r[i] = coh_map_decode(slots + (size_t)i * MAP_SLOT, MAP_SLOT, &t[i], e[i],
+				      sizeof(e[i]));
+	*slot = -1;
+	if (!r[0] && (r[1] || t[0].version >= t[1].version))
+		*slot = 0;
+	else if (!r[1])
+		*slot = 1;
+	if (*slot >= 0) {
+		*m = t[*slot];
+		return 0;
+	}
+	if (r[0] == -ENODATA && r[1] == -ENODATA) {
+		map_err(err, errlen, "no table kept (both slots empty)");
+		return -ENODATA;
+	}
+	map_err(err, errlen, "no valid table: slot 0: %s; slot 1: %s", e[0], e[1]);
+	return -EBADMSG;
+}
+
+int coh_map_load(const char *path, struct coh_map *m, char *err, size_t errlen)
+{
+	uint8_t *slots;
+	int fd, ret, slot;
+
+	if (!path || !m)
+		return -EINVAL;
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		ret = -errno;
+		map_err(err, errlen, "%s: %s", path, strerror(errno));
+		return ret;
+	}
+	slots = malloc(2 * MAP_SLOT);
+	if (!slots) {
+		ret = -ENOMEM;
+		goto out_close;
+	}
+	ret = map_read_slots(fd, slots);
+	if (ret)
+		map_err(err, errlen, "%s: %s", path, strerror(-ret));
+	else
+		ret = map_pick(slots, m, &slot, err, errlen);
+	free(slots);
+out_close:
+	close(fd);
+	return ret;
+}
+
+/* map_sync_dir - fsync the directory holding @path, so that a new file's name lasts. */
+static int map_sync_dir(const char *path)
+{
+	char copy[PATH_MAX];
+	int fd, ret = 0;
+
+	if (snprintf(copy, sizeof(copy), "%s", path) >= (int)sizeof(copy))
+		return -ENAMETOOLONG;
+	fd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (fsync(fd))
+		ret = -errno;
+	close(fd);
+	return ret;
+}
+
+int coh_map_save(const char *path, const struct coh_map *m, char *err, size_t errlen)
+{
+	struct coh_map old;
+	uint8_t *slots, *to;
+	size_t off = 0;
+	ssize_t put;
+	int fd, ret, slot;
+	bool created;
+
+	if (!path) {
+		map_err(err, errlen, "no path");
+		return -EINVAL;
+	}
+	ret = coh_map_check(m, err, errlen);
+	if (ret)
+		return ret;
+	fd = open(path, O_RDWR | O_CLOEXEC);
+	created = fd < 0 && errno == ENOENT;
+	if (created)
+		fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		ret = -errno;
+		map_err(err, errlen, "%s: %s", path, strerror(errno));
+		return ret;
+	}
+	slots = malloc(2 * MAP_SLOT);
+	if (!slots) {
+		ret = -ENOMEM;
+		goto out_close;
+	}
+	ret = map_read_slots(fd, slots);
+	if (ret) {
+		map_err(err, errlen, "%s: %s", path, strerror(-ret));
+		goto out_free;
+	}
+	ret = map_pick(slots, &old, &slot, NULL, 0);
+	if (!ret && old.version >= m->version) {
+		map_err(err, errlen, "%s: version %llu is not newer than the kept %llu", path,
+			(unsigned long long)m->version, (unsigned long long)old.version);
+		ret = -ESTALE;
+		goto out_free;
+	}
+	/* The slot that does not hold the newest valid table; slot 0 when none does. */
+	to = slots + (size_t)(slot == 0 ? 1 : 0) * MAP_SLOT;
+	memset(to, 0, MAP_SLOT);
+	ret = coh_map_encode(m, to, MAP_SLOT, NULL);
+	if (ret)
+		goto out_free;
+	while (off < MAP_SLOT) {
+		put = pwrite(fd, to + off, MAP_SLOT - off, (off_t)((to - slots) + (ptrdiff_t)off));
+		if (put < 0 && errno == EINTR)
+			continue;
+		if (put <= 0) {
+			ret = put < 0 ? -errno : -EIO;
+			map_err(err, errlen, "%s: write: %s", path, strerror(-ret));
+			goto out_free;
+		}
+		off += (size_t)put;
+	}
+	if (fsync(fd)) {
+		ret = -errno;
+		map_err(err, errlen, "%s: fsync: %s", path, strerror(errno));
+		goto out_free;
+	}
+	ret = created ? map_sync_dir(path) : 0;
+	if (ret)
+		map_err(err, errlen, "%s: fsync of its directory: %s", path, strerror(-ret));
+out_free:
+	free(slots);
+out_close:
+	close(fd);
+	return ret;
+}
+
+int coh_map_target(const struct coh_map *m, uint32_t vol, uint32_t me, uint32_t alive,
+		   uint32_t holder, uint32_t *target)
+{
+	const struct coh_map_group *g;
+	uint32_t live;
+
+	if (!m || !target || vol >= m->nvolumes || vol >= COH_MAP_MAX_VOLUMES ||
+	    m->volumes[vol].kind != COH_MAP_LOGICAL || m->volumes[vol].group >= m->ngroups)
+		return -EINVAL;
+	g = &m->groups[m->volumes[vol].group];
+	live = g->amfs & alive;
+	if (!live)
+		return -EHOSTDOWN;
+	if (me < 32 && (live & (1u << me)))
+		*target = me;
+	else if (holder < 32 && (live & (1u << holder)))
+		*target = holder;
+	else if (g->preferred < 32 && (live & (1u << g->preferred)))
+		*target = g->preferred;
+	else
+		*target = (uint32_t)__builtin_ctz(live);
+	return 0;
+}
+
+/* map_volume_ok - @vol is a volume of @m that a split can use. */
+static bool map_volume_ok(const struct coh_map *m, uint32_t vol)
+{
+	return m && vol < m->nvolumes && vol < COH_MAP_MAX_VOLUMES &&
+	       (m->volumes[vol].kind == COH_MAP_LOGICAL ||
+		(m->volumes[vol].kind == COH_MAP_VIRTUAL && m->volumes[vol].ncomp >= 1 &&
+		 m->volumes[vol].ncomp <= COH_MAP_MAX_COMPONENTS));
+}
+
+uint32_t coh_map_split_pieces(const struct coh_map *m, uint32_t vol, uint32_t nblocks)
+{
+	const struct coh_map_volume *vo;
+
+	if (!map_volume_ok(m, vol) || !nblocks)
+		return 1;
+	vo = &m->volumes[vol];
+	if (vo->kind == COH_MAP_LOGICAL)
+		return 1;
+	if (vo->layout == COH_MAP_CONCAT)
+		return vo->ncomp;
+	/* chunks a range of @nblocks can touch, wherever it starts */
+	return (nblocks - 1) / vo->stripe_blocks + 2;
+}
+
+/* map_comp_add - append component command for logical volume @lv at @lba. */
+static int map_comp_add(const struct coh_map *m, uint32_t lv, uint64_t lba,
+			struct coh_map_comp *comps, uint32_t maxcomps, uint32_t *ncomps,
+			uint32_t npieces)
+{
+	struct coh_map_comp *c;
+
+	if (*ncomps >= maxcomps)
+		return -EOVERFLOW;
+	c = &comps[(*ncomps)++];
+	c->volume = lv;
+	c->group = m->volumes[lv].group;
+	c->lba = lba;
+	c->group_block = m->volumes[lv].first_block + lba;
+	c->nblocks = 0;
+	c->first_piece = npieces;
+	c->npieces = 0;
+	return 0;
+}
+
+/* map_piece_add - append @n host blocks from @host to the last component command. */
+static int map_piece_add(struct coh_map_comp *c, uint64_t host, uint32_t n,
+			 struct coh_map_piece *pieces, uint32_t maxpieces, uint32_t *npieces)
+{
+	if (*npieces >= maxpieces)
+		return -EOVERFLOW;
+	pieces[*npieces].host_block = host;
+	pieces[*npieces].nblocks = n;
+	(*npieces)++;
+	c->npieces++;
+	c->nblocks += n;
+	return 0;
+}
+
+int coh_map_split(const struct coh_map *m, uint32_t vol, uint64_t lba, uint32_t nblocks,
+		  struct coh_map_comp *comps, uint32_t maxcomps, uint32_t *ncomps,
+		  struct coh_map_piece *pieces, uint32_t maxpieces, uint32_t *npieces)
+{
+	const struct coh_map_volume *vo;
+	uint64_t end, base, s, e, stripe, first_chunk, last_chunk, ch, row;
+	uint32_t i, k, lv;
+	int ret;
+
+	if (!map_volume_ok(m, vol) || !nblocks || !comps || !ncomps || !pieces || !npieces)
+		return -EINVAL;
+	vo = &m->volumes[vol];
+	if (lba >= vo->blocks || nblocks > vo->blocks - lba)
+		return -EINVAL;
+	*ncomps = 0;
+	*npieces = 0;
+	end = lba + nblocks;
+	if (vo->kind == COH_MAP_LOGICAL) {
+		ret = map_comp_add(m, vol, lba, comps, maxcomps, ncomps, *npieces);
+		return ret ? ret
+			   : map_piece_add(&comps[0], 0, nblocks, pieces, maxpieces, npieces);
+	}
+	if (vo->layout == COH_MAP_CONCAT) {
+		for (i = 0, base = 0; i < vo->ncomp && base < end; i++) {
+			lv = vo->comp[i];
+			s = lba > base ? lba : base;
+			e = end < base + m->volumes[lv].blocks ? end : base + m->volumes[lv].blocks;
+			if (s < e) {
+				ret = map_comp_add(m, lv, s - base, comps, maxcomps, ncomps,
+						   *npieces);
+				if (!ret)
+					ret = map_piece_add(&comps[*ncomps - 1], s - lba,
+							    (uint32_t)(e - s), pieces, maxpieces,
+							    npieces);
+				if (ret)
+					return ret;
+			}
+			base += m->volumes[lv].blocks;
+		}
+		return 0;
+	}
+	/* A stripe: chunk ch of the volume is chunk ch / ncomp of component ch % ncomp. A
+	 * component's chunks in the range are every ncomp-th, so its blocks there are contiguous
+	 * in it; the components in order of their first chunk are in host order. */
+	stripe = vo->stripe_blocks;
+	first_chunk = lba / stripe;
+	last_chunk = (end - 1) / stripe;
+	for (k = 0; k < vo->ncomp && first_chunk + k <= last_chunk; k++) {
+		ch = first_chunk + k;
+		lv = vo->comp[ch % vo->ncomp];
+		row = ch / vo->ncomp;
+		s = ch * stripe > lba ? ch * stripe : lba;
+		ret = map_comp_add(m, lv, row * stripe + (s - ch * stripe), comps, maxcomps, ncomps,
+				   *npieces);
+		if (ret)
+			return ret;
+		for (; ch <= last_chunk; ch += vo->ncomp) {
+			s = ch * stripe > lba ? ch * stripe : lba;
+			e = (ch + 1) * stripe < end ? (ch + 1) * stripe : end;
+			ret = map_piece_add(&comps[*ncomps - 1], s - lba, (uint32_t)(e - s), pieces,
+					    maxpieces, npieces);
+			if (ret)
+				return ret;
+		}
+	}
+	return 0;
+}
+
+void coh_map_aggregate(const struct coh_map_comp *comps, const struct coh_map_piece *pieces,
+		       uint32_t ncomps, uint32_t nblocks, const struct coh_map_result *res,
+		       struct coh_map_status *out)
+{
+	uint64_t fb, acc;
+	uint32_t i, j, d;
+
+	out->status = 0;
+	out->comp = -1;
+	out->fail_block = nblocks;
+	out->good = nblocks;
+	for (i = 0; i < ncomps; i++) {
+		const struct coh_map_comp *c = &comps[i];
+
+		if (!res[i].status)
+			continue;
+		d = res[i].done < c->nblocks ? res[i].done : 0;
+		fb = pieces[c->first_piece].host_block;
+		for (j = 0, acc = 0; j < c->npieces; j++) {
+			const struct coh_map_piece *p = &pieces[c->first_piece + j];
+
+			if (d < acc + p->nblocks) {
+				fb = p->host_block + (d - acc);
+				break;
+			}
+			acc += p->nblocks;
+		}
+		if (out->comp < 0 || fb < out->fail_block) {
+			out->status = res[i].status;
+			out->comp = (int)i;
+			out->fail_block = fb;
+			out->good = (uint32_t)fb;
+		}
+	}
+}

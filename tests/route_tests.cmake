@@ -1,0 +1,24 @@
+# Routing across groups (engine/route/, issue 16): the mapping table, the split into component
+# commands and their aggregate status, conflict detection (label unit); the table decoder's fuzz
+# target.
+add_executable(route_test route_test.cc)
+target_link_libraries(route_test PRIVATE cohort_static GTest::gtest GTest::gtest_main)
+add_test(NAME unit_route COMMAND route_test)
+set_tests_properties(unit_route PROPERTIES LABELS unit TIMEOUT 300)
+
+add_executable(fuzz_route_driver fuzz_route.c fuzz_driver.c)
+target_include_directories(fuzz_route_driver PRIVATE ${ISAL_INCLUDE})
+target_compile_options(fuzz_route_driver PRIVATE ${COHORT_C_WARNINGS})
+target_link_libraries(fuzz_route_driver PRIVATE cohort_static)
+add_test(NAME fuzz_route_bounded COMMAND fuzz_route_driver 300000)
+set_tests_properties(fuzz_route_bounded PROPERTIES LABELS unit TIMEOUT 300)
+
+if(COHORT_FUZZ)
+  add_executable(fuzz_route fuzz_route.c)
+  target_include_directories(fuzz_route PRIVATE ${ISAL_INCLUDE})
+  target_compile_options(fuzz_route PRIVATE -fsanitize=fuzzer,address,undefined)
+  target_link_options(fuzz_route PRIVATE -fsanitize=fuzzer,address,undefined)
+  target_link_libraries(fuzz_route PRIVATE cohort_static)
+  add_test(NAME fuzz_route_libfuzzer COMMAND fuzz_route -runs=500000 -max_len=9400)
+  set_tests_properties(fuzz_route_libfuzzer PROPERTIES LABELS unit TIMEOUT 600)
+endif()
