@@ -28,8 +28,8 @@ static void fuzz_route_crc(uint8_t *p, size_t len)
 
 	if (len < 64)
 		return;
-	total = (uint32_t)p[12] | (uint32_t)p[13] << 8 | (uint32_t)p[14] << 16 |
-		(uint32_t)p[15] << 24;
+	total =
+	    (uint32_t)p[12] | (uint32_t)p[13] << 8 | (uint32_t)p[14] << 16 | (uint32_t)p[15] << 24;
 	if (total < 64 || total > len)
 		total = (uint32_t)len;
 	memset(p + 60, 0, 4);
@@ -61,15 +61,16 @@ static void fuzz_route_split(const struct coh_map *m, const uint8_t *data, size_
 				n = (uint32_t)(m->volumes[v].blocks - lba);
 			if (!n || coh_map_split_pieces(m, v, n) > 64)
 				continue;
-			if (coh_map_split(m, v, lba, n, comps, COH_MAP_MAX_COMPONENTS, &nc, pieces, 64,
-					  &np))
+			if (coh_map_split(m, v, lba, n, comps, COH_MAP_MAX_COMPONENTS, &nc, pieces,
+					  64, &np))
 				fuzz_route_fail();
 			memset(seen, 0, n);
 			for (c = 0; c < nc; c++) {
 				uint32_t sum = 0;
 
 				for (p = 0; p < comps[c].npieces; p++) {
-					const struct coh_map_piece *pc = &pieces[comps[c].first_piece + p];
+					const struct coh_map_piece *pc =
+					    &pieces[comps[c].first_piece + p];
 
 					if (pc->host_block + pc->nblocks > n)
 						fuzz_route_fail();

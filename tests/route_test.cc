@@ -35,8 +35,7 @@ void set_name(char *dst, const char *s)
 	snprintf(dst, COH_MAP_NAME_MAX + 1, "%s", s);
 }
 
-uint32_t add_group(coh_map &m, const char *name, uint32_t amfs, uint32_t preferred,
-		   uint64_t blocks)
+uint32_t add_group(coh_map &m, const char *name, uint32_t amfs, uint32_t preferred, uint64_t blocks)
 {
 	coh_map_group &g = m.groups[m.ngroups];
 
@@ -142,26 +141,20 @@ TEST(map, each_bad_field_is_refused_with_what_is_wrong)
 		{ "no nodes", [](two_groups &t) { t.m.nodes = 0; }, "controllers" },
 		{ "block size", [](two_groups &t) { t.m.block_size = 1000; }, "block size" },
 		{ "no AMF", [](two_groups &t) { t.m.groups[0].amfs = 0; }, "group ga: AMFs" },
-		{ "AMF past the cluster",
-		  [](two_groups &t) { t.m.groups[1].amfs = 0x9; },
+		{ "AMF past the cluster", [](two_groups &t) { t.m.groups[1].amfs = 0x9; },
 		  "group gb: AMFs" },
-		{ "preferred not an AMF",
-		  [](two_groups &t) { t.m.groups[1].preferred = 0; },
+		{ "preferred not an AMF", [](two_groups &t) { t.m.groups[1].preferred = 0; },
 		  "group gb: preferred" },
-		{ "group named twice",
-		  [](two_groups &t) { set_name(t.m.groups[1].name, "ga"); },
+		{ "group named twice", [](two_groups &t) { set_name(t.m.groups[1].name, "ga"); },
 		  "group ga: named twice" },
-		{ "group name blank",
-		  [](two_groups &t) { set_name(t.m.groups[1].name, "g b"); },
+		{ "group name blank", [](two_groups &t) { set_name(t.m.groups[1].name, "g b"); },
 		  "group 1: bad name" },
 		{ "volume past its group",
 		  [](two_groups &t) { t.m.volumes[t.lc].first_block = 950; },
 		  "volume lc: blocks 950" },
-		{ "volumes overlap",
-		  [](two_groups &t) { t.m.volumes[t.lc].first_block = 300; },
+		{ "volumes overlap", [](two_groups &t) { t.m.volumes[t.lc].first_block = 300; },
 		  "volume lc overlaps volume lb" },
-		{ "unknown group",
-		  [](two_groups &t) { t.m.volumes[t.la].group = 7; },
+		{ "unknown group", [](two_groups &t) { t.m.volumes[t.la].group = 7; },
 		  "volume la: group 7" },
 		{ "id zero",
 		  [](two_groups &t) { memset(t.m.volumes[t.lb].id, 0, COH_MAP_ID_BYTES); },
@@ -172,11 +165,9 @@ TEST(map, each_bad_field_is_refused_with_what_is_wrong)
 		  },
 		  "same id" },
 		{ "kind", [](two_groups &t) { t.m.volumes[t.la].kind = 9; }, "volume la: kind 9" },
-		{ "component twice",
-		  [](two_groups &t) { t.m.volumes[t.vc].comp[1] = t.la; },
+		{ "component twice", [](two_groups &t) { t.m.volumes[t.vc].comp[1] = t.la; },
 		  "component la twice" },
-		{ "virtual over virtual",
-		  [](two_groups &t) { t.m.volumes[t.vc].comp[1] = t.vs; },
+		{ "virtual over virtual", [](two_groups &t) { t.m.volumes[t.vc].comp[1] = t.vs; },
 		  "not a logical volume" },
 		{ "stripe of unequal sizes",
 		  [](two_groups &t) {
@@ -184,11 +175,13 @@ TEST(map, each_bad_field_is_refused_with_what_is_wrong)
 			  t.m.volumes[t.vs].blocks = 352;
 		  },
 		  "same size" },
-		{ "stripe 0", [](two_groups &t) { t.m.volumes[t.vs].stripe_blocks = 0; }, "layout" },
-		{ "wrong size", [](two_groups &t) { t.m.volumes[t.vc].blocks++; }, "its components" },
-		{ "no components", [](two_groups &t) { t.m.volumes[t.vc].ncomp = 0; }, "components" },
-		{ "logical with components",
-		  [](two_groups &t) { t.m.volumes[t.la].ncomp = 1; },
+		{ "stripe 0", [](two_groups &t) { t.m.volumes[t.vs].stripe_blocks = 0; },
+		  "layout" },
+		{ "wrong size", [](two_groups &t) { t.m.volumes[t.vc].blocks++; },
+		  "its components" },
+		{ "no components", [](two_groups &t) { t.m.volumes[t.vc].ncomp = 0; },
+		  "components" },
+		{ "logical with components", [](two_groups &t) { t.m.volumes[t.la].ncomp = 1; },
 		  "no layout" },
 	};
 
@@ -219,12 +212,12 @@ TEST(map, a_torn_or_corrupt_table_is_refused_never_read_as_another)
 		copy = buf;
 		copy[i] ^= 0x20;
 		EXPECT_EQ(coh_map_decode(copy.data(), used, &back, err, sizeof(err)), -EBADMSG)
-			<< "byte " << i;
+		    << "byte " << i;
 	}
 	// Cut short at every length: a write torn at any byte.
 	for (size_t len = 1; len < used; len++)
 		EXPECT_EQ(coh_map_decode(buf.data(), len, &back, err, sizeof(err)), -EBADMSG)
-			<< "length " << len;
+		    << "length " << len;
 	// The second half is still the old table's (zero here): torn between sectors.
 	copy = buf;
 	memset(copy.data() + used / 2, 0, used - used / 2);
@@ -394,8 +387,10 @@ TEST(map, split_matches_a_block_by_block_reference)
 
 					ASSERT_LT(pc.host_block + b, n);
 					seen[pc.host_block + b]++;
-					ASSERT_EQ(want.first, k.volume) << "lba " << lba << " n " << n;
-					ASSERT_EQ(want.second, k.lba + j) << "lba " << lba << " n " << n;
+					ASSERT_EQ(want.first, k.volume)
+					    << "lba " << lba << " n " << n;
+					ASSERT_EQ(want.second, k.lba + j)
+					    << "lba " << lba << " n " << n;
 				}
 			}
 			EXPECT_EQ(j, k.nblocks);
@@ -583,7 +578,7 @@ TEST(coord, full_tables_push_back_and_bad_requests_are_refused)
 	ASSERT_EQ(coh_coord_request(c, &b.req, far_deadline), 0);
 	// Two ranges reserved, the most: a free range waits for one to go.
 	EXPECT_EQ(coh_coord_request(c, &x.req, far_deadline), -EINPROGRESS);
-	EXPECT_EQ(coh_coord_request(c, &h.req, far_deadline), -EBUSY); // one held, the most
+	EXPECT_EQ(coh_coord_request(c, &h.req, far_deadline), -EBUSY);	// one held, the most
 	EXPECT_EQ(coh_coord_request(c, &x.req, far_deadline), -EINVAL); // already in
 	EXPECT_EQ(coh_coord_request(c, &a.req, far_deadline), -EINVAL);
 	EXPECT_EQ(coh_coord_request(c, &zero.req, far_deadline), -EINVAL);
@@ -635,8 +630,8 @@ struct two_elements {
 uint64_t now_ns()
 {
 	return (uint64_t)std::chrono::duration_cast<std::chrono::nanoseconds>(
-		       std::chrono::steady_clock::now().time_since_epoch())
-		.count();
+		   std::chrono::steady_clock::now().time_since_epoch())
+	    .count();
 }
 
 // grant_wait - ask for @w's range and wait for its grant: false on a refusal or when the
@@ -691,7 +686,8 @@ TEST(coord, overlapping_writes_over_two_elements_apply_whole)
 
 			for (int i = 0; i < ops; i++) {
 				uint64_t lba = rng() % (two_elements::blocks - 1);
-				uint32_t n = (uint32_t)(2 + rng() % (two_elements::blocks - lba - 1));
+				uint32_t n =
+				    (uint32_t)(2 + rng() % (two_elements::blocks - lba - 1));
 				waiter w(lba, n);
 
 				if (!grant_wait(c, w)) {
@@ -716,7 +712,8 @@ TEST(coord, overlapping_writes_over_two_elements_apply_whole)
 
 			for (int i = 0; i < ops; i++) {
 				uint64_t lba = rng() % (two_elements::blocks - 1);
-				uint32_t n = (uint32_t)(2 + rng() % (two_elements::blocks - lba - 1));
+				uint32_t n =
+				    (uint32_t)(2 + rng() % (two_elements::blocks - lba - 1));
 				std::vector<uint64_t> got(n);
 				waiter w(lba, n);
 

@@ -44,7 +44,7 @@ _Static_assert(COH_MAP_MAX_NODES <= 32, "AMF sets are 32-bit masks");
 static const uint8_t map_magic[8] = { 'C', 'O', 'H', 'M', 'A', 'P', 0, 1 };
 
 static void map_err(char *err, size_t len, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 
 static void map_err(char *err, size_t len, const char *fmt, ...)
 {
@@ -192,7 +192,7 @@ static int map_check_virtual(const struct coh_map *m, uint32_t v, char *err, siz
 	}
 	if (vo->layout == COH_MAP_CONCAT ? vo->stripe_blocks != 0
 					 : vo->layout != COH_MAP_STRIPE || !vo->stripe_blocks ||
-						   vo->stripe_blocks > MAP_MAX_STRIPE) {
+					       vo->stripe_blocks > MAP_MAX_STRIPE) {
 		map_err(err, errlen, "volume %s: layout %u, stripe %u blocks", vo->name, vo->layout,
 			vo->stripe_blocks);
 		return -EINVAL;
@@ -206,8 +206,7 @@ static int map_check_virtual(const struct coh_map *m, uint32_t v, char *err, siz
 			}
 			continue;
 		}
-		if (vo->comp[i] >= m->nvolumes ||
-		    m->volumes[vo->comp[i]].kind != COH_MAP_LOGICAL) {
+		if (vo->comp[i] >= m->nvolumes || m->volumes[vo->comp[i]].kind != COH_MAP_LOGICAL) {
 			map_err(err, errlen, "volume %s: component %u is not a logical volume",
 				vo->name, i);
 			return -EINVAL;
@@ -219,12 +218,13 @@ static int map_check_virtual(const struct coh_map *m, uint32_t v, char *err, siz
 				return -EINVAL;
 			}
 		c = &m->volumes[vo->comp[i]];
-		if (vo->layout == COH_MAP_STRIPE &&
-		    (c->blocks != m->volumes[vo->comp[0]].blocks || c->blocks % vo->stripe_blocks)) {
-			map_err(err, errlen,
-				"volume %s: striped components must be the same size, a multiple of "
-				"the stripe (%s has %llu blocks)",
-				vo->name, c->name, (unsigned long long)c->blocks);
+		if (vo->layout == COH_MAP_STRIPE && (c->blocks != m->volumes[vo->comp[0]].blocks ||
+						     c->blocks % vo->stripe_blocks)) {
+			map_err(
+			    err, errlen,
+			    "volume %s: striped components must be the same size, a multiple of "
+			    "the stripe (%s has %llu blocks)",
+			    vo->name, c->name, (unsigned long long)c->blocks);
 			return -EINVAL;
 		}
 		sum += c->blocks;
@@ -254,8 +254,7 @@ int coh_map_check(const struct coh_map *m, char *err, size_t errlen)
 		map_err(err, errlen, "%u controllers (1 to %u)", m->nodes, COH_MAP_MAX_NODES);
 		return -EINVAL;
 	}
-	if (m->block_size < 512 || m->block_size > 65536 ||
-	    (m->block_size & (m->block_size - 1))) {
+	if (m->block_size < 512 || m->block_size > 65536 || (m->block_size & (m->block_size - 1))) {
 		map_err(err, errlen, "block size %u (a power of two, 512 to 65536)", m->block_size);
 		return -EINVAL;
 	}
@@ -274,8 +273,8 @@ int coh_map_check(const struct coh_map *m, char *err, size_t errlen)
 		const struct coh_map_volume *vo = &m->volumes[i];
 
 		if (!map_name_ok(vo->name)) {
-			map_err(err, errlen, "volume %u: bad name (1 to %u printable characters)", i,
-				COH_MAP_NAME_MAX);
+			map_err(err, errlen, "volume %u: bad name (1 to %u printable characters)",
+				i, COH_MAP_NAME_MAX);
 			return -EINVAL;
 		}
 		if (map_id_zero(vo->id)) {
@@ -288,8 +287,8 @@ int coh_map_check(const struct coh_map *m, char *err, size_t errlen)
 				return -EINVAL;
 			}
 			if (!memcmp(m->volumes[j].id, vo->id, COH_MAP_ID_BYTES)) {
-				map_err(err, errlen, "volume %s: the same id as volume %s", vo->name,
-					m->volumes[j].name);
+				map_err(err, errlen, "volume %s: the same id as volume %s",
+					vo->name, m->volumes[j].name);
 				return -EINVAL;
 			}
 		}
@@ -748,8 +747,7 @@ int coh_map_split(const struct coh_map *m, uint32_t vol, uint64_t lba, uint32_t 
 	end = lba + nblocks;
 	if (vo->kind == COH_MAP_LOGICAL) {
 		ret = map_comp_add(m, vol, lba, comps, maxcomps, ncomps, *npieces);
-		return ret ? ret
-			   : map_piece_add(&comps[0], 0, nblocks, pieces, maxpieces, npieces);
+		return ret ? ret : map_piece_add(&comps[0], 0, nblocks, pieces, maxpieces, npieces);
 	}
 	if (vo->layout == COH_MAP_CONCAT) {
 		for (i = 0, base = 0; i < vo->ncomp && base < end; i++) {
