@@ -119,7 +119,8 @@ void og_done(coh_fwd_cmd *cmd, int status, uint32_t blocks_done)
 	pthread_mutex_unlock(&og.mu);
 }
 
-void og_prepare(origin_cmd &o, uint32_t op, uint64_t lba, uint32_t n, uint64_t version = kMapVersion)
+void og_prepare(origin_cmd &o, uint32_t op, uint64_t lba, uint32_t n,
+		uint64_t version = kMapVersion)
 {
 	memset(&o.cmd, 0, sizeof(o.cmd));
 	o.buf.assign((size_t)(n ? n : 1) * kBs, 0);
@@ -194,8 +195,8 @@ int fwd_open(conf_node *cn, coh_fwd **f, uint32_t timeout_ms = 0, uint32_t slots
 void fill(uint8_t *p, uint32_t from, uint32_t vol, uint32_t round, uint64_t b)
 {
 	for (uint32_t w = 0; w < kBs / 8; w++) {
-		uint64_t v = (uint64_t)from << 56 | (uint64_t)vol << 48 | (uint64_t)round << 32 |
-			     b << 8 | w;
+		uint64_t v =
+		    (uint64_t)from << 56 | (uint64_t)vol << 48 | (uint64_t)round << 32 | b << 8 | w;
 
 		memcpy(p + w * 8, &v, 8);
 	}
@@ -222,7 +223,8 @@ int sc_every_controller_to_every_other(conf_node *cn)
 
 			og_prepare(o, COH_FWD_WRITE, lba, kRun);
 			for (uint32_t b = 0; b < kRun; b++)
-				fill(o.buf.data() + b * kBs, cn->id, t, i / (kRegion / kRun), lba + b);
+				fill(o.buf.data() + b * kBs, cn->id, t, i / (kRegion / kRun),
+				     lba + b);
 			CONF_CHECK(og_submit(f, t, o) == 0, "submit a write to %u", t);
 			submitted++;
 		}
@@ -231,8 +233,8 @@ int sc_every_controller_to_every_other(conf_node *cn)
 	for (auto &o : cmds) {
 		if (!o.cmd.done)
 			continue; // the slots of this controller's own volume: not sent
-		CONF_CHECK(o.calls == 1 && o.status == 0, "each write completed once with 0: %d, %d",
-			   o.calls, o.status);
+		CONF_CHECK(o.calls == 1 && o.status == 0,
+			   "each write completed once with 0: %d, %d", o.calls, o.status);
 	}
 	CONF_CHECK(conf_barrier(cn) == 0, "barrier after the writes");
 
@@ -260,7 +262,8 @@ int sc_every_controller_to_every_other(conf_node *cn)
 		uint32_t vol = i / (cn->n * kRegion / kMaxBlocks);
 		std::vector<uint8_t> want(kBs);
 
-		vol = vol >= cn->id ? vol + 1 : vol; // the controllers other than this one, in order
+		vol =
+		    vol >= cn->id ? vol + 1 : vol; // the controllers other than this one, in order
 		CONF_CHECK(o.calls == 1 && o.status == 0, "read %u: %d", i, o.status);
 		for (uint32_t b = 0; b < kMaxBlocks; b++) {
 			uint64_t lba = o.cmd.lba + b;
@@ -377,8 +380,8 @@ int sc_target_killed(conf_node *cn)
 	}
 	CONF_CHECK(og_wait(4, 30000), "the commands to the dead controller complete");
 	for (int i = 0; i < 4; i++)
-		CONF_CHECK(o[i].calls == 1 && o[i].status == -ECONNRESET, "command %d: %d calls, %d",
-			   i, o[i].calls, o[i].status);
+		CONF_CHECK(o[i].calls == 1 && o[i].status == -ECONNRESET,
+			   "command %d: %d calls, %d", i, o[i].calls, o[i].status);
 	CONF_CHECK(!(coh_fwd_up(f) & 4u), "controller 2 down: up 0x%x", coh_fwd_up(f));
 	og_prepare(after, COH_FWD_READ, 0, 1);
 	CONF_CHECK(coh_fwd_submit(f, 2, &after.cmd) == -EHOSTDOWN, "a submit to the dead one");
@@ -425,7 +428,8 @@ int sc_late_status(conf_node *cn)
 		fill(w1.buf.data(), 0, 1, 1, 5);
 		fill(w1.buf.data() + kBs, 0, 1, 1, 6);
 		CONF_CHECK(coh_fwd_submit(f, 1, &w1.cmd) == 0, "submit");
-		CONF_CHECK(og_wait(1, 20000) && w1.status == -ETIMEDOUT, "timed out: %d", w1.status);
+		CONF_CHECK(og_wait(1, 20000) && w1.status == -ETIMEDOUT, "timed out: %d",
+			   w1.status);
 		og_prepare(w2, COH_FWD_READ, 5, 2);
 		CONF_CHECK(coh_fwd_submit(f, 1, &w2.cmd) == -EBUSY, "the slot is still out");
 		CONF_CHECK(conf_send(cn, 1, "go", 3) == 0, "tell 1 to complete");

@@ -13,6 +13,13 @@ target_link_libraries(fwd_test PRIVATE cohort_conf GTest::gtest GTest::gtest_mai
 add_test(NAME fabric_forward COMMAND fwd_test)
 set_tests_properties(fabric_forward PROPERTIES LABELS fabric TIMEOUT 600)
 
+# The router on the same harness: forwarding to every group, virtual volumes, conflicts across
+# controllers, a target killed (label fabric).
+add_executable(router_test router_test.cc)
+target_link_libraries(router_test PRIVATE cohort_conf GTest::gtest GTest::gtest_main)
+add_test(NAME fabric_router COMMAND router_test)
+set_tests_properties(fabric_router PROPERTIES LABELS fabric TIMEOUT 900)
+
 add_executable(fuzz_route_driver fuzz_route.c fuzz_driver.c)
 target_include_directories(fuzz_route_driver PRIVATE ${ISAL_INCLUDE})
 target_compile_options(fuzz_route_driver PRIVATE ${COHORT_C_WARNINGS})

@@ -47,8 +47,18 @@ enum fwd_wr {
 	FWD_WR_PUT = 6,	  /* index: the target slot */
 };
 
-enum fwd_ostate { OS_FREE, OS_RESERVED, OS_BUSY, OS_QUARANTINE };
-enum fwd_tstate { TS_FREE, TS_FETCH, TS_EXEC, TS_ANSWER };
+enum fwd_ostate {
+	OS_FREE,
+	OS_RESERVED,
+	OS_BUSY,
+	OS_QUARANTINE
+};
+enum fwd_tstate {
+	TS_FREE,
+	TS_FETCH,
+	TS_EXEC,
+	TS_ANSWER
+};
 
 struct fwd_oslot {
 	uint32_t state, gen;
@@ -68,8 +78,8 @@ struct fwd_tslot {
 struct coh_fwd {
 	struct coh_fwd_attr a;
 	uint32_t me, nrecv;
-	size_t area;		 /* bytes of one slot's data area */
-	struct coh_cq *cq;	 /* the thread's */
+	size_t area;		   /* bytes of one slot's data area */
+	struct coh_cq *cq;	   /* the thread's */
 	struct coh_mr *data, *msg; /* the regions */
 	struct coh_ep *ep[COH_FWD_MAX_NODES];
 	struct coh_rmr *rmr[COH_FWD_MAX_NODES]; /* each peer's data region, from its hello */
@@ -79,7 +89,7 @@ struct coh_fwd {
 	pthread_cond_t cond;
 	bool started;
 	int start_ret;
-	uint32_t up; /* peers whose connection is up */
+	uint32_t up;	      /* peers whose connection is up */
 	struct fwd_oslot *os; /* [peer * slots + slot] */
 	struct fwd_tslot *ts; /* [origin * slots + slot] */
 	struct coh_fwd_cmd *submitted, **submitted_tail;
@@ -354,10 +364,10 @@ static void fwd_answer(struct coh_fwd *f, struct fwd_tslot *t)
 	if (!up)
 		return;
 	if (t->cmd.op == COH_FWD_READ && !t->status)
-		ret = coh_ep_post_write(f->ep[t->origin], f->data, fwd_bounce(f, t->origin, t->slot),
-					f->rmr[t->origin], fwd_staging(f, f->me, t->slot),
-					(size_t)t->cmd.nblocks * f->a.block_size,
-					fwd_wr(FWD_WR_PUT, t->origin, idx));
+		ret = coh_ep_post_write(
+		    f->ep[t->origin], f->data, fwd_bounce(f, t->origin, t->slot), f->rmr[t->origin],
+		    fwd_staging(f, f->me, t->slot), (size_t)t->cmd.nblocks * f->a.block_size,
+		    fwd_wr(FWD_WR_PUT, t->origin, idx));
 	if (!ret)
 		ret = fwd_send(f, t->origin, &m, fwd_send_off(f, FWD_WR_STATUS, t->origin, t->slot),
 			       fwd_wr(FWD_WR_STATUS, t->origin, idx));
@@ -681,8 +691,8 @@ static int fwd_attr_check(const struct coh_fwd_attr *a, uint32_t me)
 	if (!a || a->attr_size < offsetof(struct coh_fwd_attr, exec_arg) + sizeof(void *) ||
 	    !a->fab || !a->execute || a->nodes < 1 || a->nodes > COH_FWD_MAX_NODES ||
 	    me >= a->nodes || a->block_size < 512 || a->block_size > 65536 ||
-	    (a->block_size & (a->block_size - 1)) || a->slots > FWD_MAX_SLOTS ||
-	    a->channel > 255 || a->max_blocks > 65536)
+	    (a->block_size & (a->block_size - 1)) || a->slots > FWD_MAX_SLOTS || a->channel > 255 ||
+	    a->max_blocks > 65536)
 		return -EINVAL;
 	all = a->nodes == 32 ? UINT32_MAX : (1u << a->nodes) - 1;
 	if ((a->peers & ~all) || (a->peers & (1u << me)))
@@ -746,10 +756,9 @@ int coh_fwd_new(const struct coh_fwd_attr *attr, struct coh_fwd **fp)
 	ret = coh_mr_new(f->a.fab, msgs, COH_ACCESS_LOCAL_WRITE, &f->msg);
 	if (ret)
 		goto err_data;
-	ret = coh_cq_new(f->a.fab,
-			 (uint32_t)__builtin_popcount(f->a.peers) * (4 * f->a.slots + 2 + f->nrecv) +
-				 1,
-			 &f->cq);
+	ret = coh_cq_new(
+	    f->a.fab,
+	    (uint32_t)__builtin_popcount(f->a.peers) * (4 * f->a.slots + 2 + f->nrecv) + 1, &f->cq);
 	if (ret)
 		goto err_msg;
 	ret = -pthread_create(&f->thread, NULL, fwd_main, f);
@@ -838,9 +847,9 @@ int coh_fwd_submit(struct coh_fwd *f, uint32_t target, struct coh_fwd_cmd *cmd)
 
 	if (!f || !cmd || !cmd->done || target >= f->a.nodes || target == f->me ||
 	    !(f->a.peers & (1u << target)) || cmd->op < COH_FWD_READ || cmd->op > COH_FWD_FLUSH ||
-	    (cmd->op == COH_FWD_FLUSH ? cmd->nblocks != 0
-				      : !cmd->nblocks || cmd->nblocks > f->a.max_blocks ||
-						!cmd->buf))
+	    (cmd->op == COH_FWD_FLUSH
+		 ? cmd->nblocks != 0
+		 : !cmd->nblocks || cmd->nblocks > f->a.max_blocks || !cmd->buf))
 		return -EINVAL;
 	pthread_mutex_lock(&f->lock);
 	if (atomic_load(&f->stop))

@@ -41,9 +41,9 @@
 extern "C" {
 #endif
 
-#define COH_FWD_CHANNEL 243u   /* the fabric channel, beside the engine's (240-242) */
-#define COH_FWD_MAX_NODES 32u  /* controllers, as the mapping table's AMF masks */
-#define COH_FWD_MSG_BYTES 64u  /* every message */
+#define COH_FWD_CHANNEL 243u  /* the fabric channel, beside the engine's (240-242) */
+#define COH_FWD_MAX_NODES 32u /* controllers, as the mapping table's AMF masks */
+#define COH_FWD_MSG_BYTES 64u /* every message */
 #define COH_FWD_DEFAULT_SLOTS 16u
 #define COH_FWD_DEFAULT_MAX_BLOCKS 128u
 
@@ -61,9 +61,9 @@ struct coh_fwd_cmd {
 	uint32_t volume;      /* the volume's index in the mapping table */
 	uint64_t map_version; /* the table the origin routed it by: the target checks it */
 	uint64_t lba;
-	uint32_t nblocks;     /* 1 .. max_blocks; 0 for a flush */
-	void *buf;	      /* nblocks * block_size bytes: the origin's data or the target's copy */
-	uint32_t origin;      /* on the target: the controller it came from */
+	uint32_t nblocks; /* 1 .. max_blocks; 0 for a flush */
+	void *buf;	  /* nblocks * block_size bytes: the origin's data or the target's copy */
+	uint32_t origin;  /* on the target: the controller it came from */
 	/* The origin's: called exactly once with 0 or -errno and, on an error, the blocks done
 	 * before it. */
 	void (*done)(struct coh_fwd_cmd *cmd, int status, uint32_t blocks_done);

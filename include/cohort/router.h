@@ -1,0 +1,106 @@
+/*
+ * router.h - any controller serves any volume (issue 16): a command submitted at a controller
+ * goes to the engines that hold its data, by the mapping table (route.h), this controller's own
+ * engines and its forwarder (forward.h).
+ *
+ * - A command on a logical volume runs on this controller's engine for the volume's group when
+ *   it is an AMF of the group; otherwise it is forwarded to the target coh_map_target picks, and
+ *   its status relayed.
+ * - A command on a virtual volume runs at the volume's coordinator, the lowest live controller
+ *   (forwarded there whole when that is another one). The coordinator gets the command a grant
+ *   on its range from its coordination table (conflict detection: overlapping commands on a
+ *   virtual volume apply one after the other, from whichever controller they came), splits it
+ *   into component commands, runs each on its group's AMF (here or forwarded) in parallel, and
+ *   answers with the aggregate status (the error of the lowest failing block, and the blocks
+ *   done whole before it).
+ * - A forwarded command whose target's connection breaks is routed again (the next live AMF, or
+ *   the next coordinator), a bounded number of times. The new target's engine waits for the
+ *   takeover of the dead one before it serves the blocks, so a retried write lands after
+ *   whatever of the dead one's log the takeover replays.
+ *
+ * Consumer tier. Threads: coh_route_submit from any thread; completions run on an engine's or
+ * the forwarder's thread. The group engines are given as submit functions (coh_node_submit on a
+ * node whose blocks are the group's).
+ *
+ * Leaves out: compare-and-write on routed volumes (-EOPNOTSUPP), a command on a virtual volume
+ * longer than the forwarder's max_blocks (it is applied whole only up to that length: -EINVAL),
+ * the table changed while running (one version for the router's life; a target with another
+ * answers -ESTALE), a coordinator's death while it holds a grant (its components may have been
+ * applied in part: the retry at the next coordinator writes the whole command again).
+ */
+#ifndef COHORT_ROUTER_H
+#define COHORT_ROUTER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cohort/forward.h"
+#include "cohort/node.h"
+#include "cohort/route.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct coh_route;
+
+/** A command on a volume of the mapping table. */
+struct coh_route_io {
+	uint32_t type;	  /* COH_IO_READ, COH_IO_WRITE or COH_IO_FLUSH (enum coh_io_type) */
+	uint32_t volume;  /* its index in the table; a flush flushes every group */
+	uint64_t lba;	  /* in the volume */
+	uint32_t nblocks; /* 0 for a flush */
+	void *buf;
+	/* Called exactly once: @st->status 0 or -errno; on an error @st->fail_block and @st->good
+	 * (the blocks done whole before it). */
+	void (*done)(struct coh_route_io *rio, const struct coh_map_status *st);
+	void *arg;
+	void *priv; /* the router's */
+};
+
+struct coh_route_attr {
+	size_t attr_size;	    /* sizeof(struct coh_route_attr) */
+	const struct coh_map *map;  /* checked and copied */
+	struct coh_fabric *fab;	    /* node ids are controllers; the forwarder's fabric */
+	struct coh_fwd_attr fwd;    /* the forwarder's options; fab, nodes, block_size, execute
+				     * are set by the router */
+	/* This controller's engine for group g, when it is an AMF of g: submit @io (its @lba is the
+	 * group's block) with the engine's contract (coh_node_submit's). */
+	int (*group_submit[COH_MAP_MAX_GROUPS])(void *arg, struct coh_io *io);
+	void *group_arg[COH_MAP_MAX_GROUPS];
+	uint32_t retries;	    /* routes again after a target's death; 0: 4 */
+	uint32_t coord_timeout_ms;  /* a held command's bound; 0: 30 s */
+	uint32_t max_ops;	    /* router commands in flight, submitted and forwarded; 0: 256 */
+};
+
+/**
+ * coh_route_new - start a router (and its forwarder: every controller calls it; bounded).
+ * Returns 0, -EINVAL (attributes, a table that does not pass coh_map_check, an engine missing
+ * for a group this controller is an AMF of), or the forwarder's error.
+ */
+int coh_route_new(const struct coh_route_attr *attr, struct coh_route **rp);
+
+/** coh_route_delete - stop: the forwarder first (commands it sent end with -ESHUTDOWN). */
+void coh_route_delete(struct coh_route **rp);
+
+/**
+ * coh_route_submit - run @rio. 0: accepted, its callback will run exactly once. -EINVAL (a bad
+ * command, a volume that does not exist, a range past its end); -EOPNOTSUPP (compare-and-write);
+ * -EBUSY (max_ops in flight); -ESHUTDOWN.
+ */
+int coh_route_submit(struct coh_route *r, struct coh_route_io *rio);
+
+/** Counters. */
+struct coh_route_stats {
+	uint64_t local, forwarded, components, rerouted, coord_held, executed_for_others;
+};
+void coh_route_stats(struct coh_route *r, struct coh_route_stats *st);
+
+/** coh_route_forwarder - the router's forwarder (its counters, coh_fwd_up). */
+struct coh_fwd *coh_route_forwarder(struct coh_route *r);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* COHORT_ROUTER_H */

@@ -1,0 +1,616 @@
+// router_test.cc - the router (engine/route/router.c, include/cohort/router.h) on three
+// controller processes of the fabric harness (conf.h: shm here, rdma in the rig), with the
+// issue's shape: group ga cabled to controllers 0-1, group gb to 1-2; logical volumes on each,
+// a virtual volume striped over both and one concatenating them.
+//
+// The groups' engines are stand-ins: each group is a store in memory shared by its AMFs'
+// processes, which applies a command's blocks at once under the group's lock (as a group's
+// coherent cache applies a multi-block write under its exclusive holds), completes inline, can
+// be told to fail a range of blocks, and can be told to keep the commands it gets on one
+// controller. What is under test is the routing: forwarding from every controller to every
+// group, the coordinator of virtual volumes, component commands and their aggregate status,
+// conflict detection across controllers, and a target killed mid-command.
+//
+// Every wait is bounded (the harness's alarm, and each wait's own bound).
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <algorithm>
+#include <cerrno>
+#include <cstdint>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include <pthread.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cohort/router.h"
+#include "conf.h"
+
+namespace
+{
+constexpr uint32_t kBs = 512, kGroupBlocks = 1024, kMaxBlocks = 32;
+constexpr unsigned kTimeout = 180;
+constexpr uint32_t kNoNode = UINT32_MAX;
+
+// What the controller processes share: the groups' stores, the faults, the writes made.
+struct shared_state {
+	pthread_mutex_t mu[2];
+	uint8_t store[2][kGroupBlocks * kBs];
+	uint64_t fail_lo[2], fail_hi[2]; // group blocks that fail
+	uint32_t hold_node;		 // its stand-in engines keep what they get
+	std::atomic<uint32_t> held;
+	std::atomic<uint32_t> nw[3];
+	struct {
+		uint32_t volume, n;
+		uint64_t lba;
+	} w[3][8192];
+};
+shared_state *sh;
+
+struct layout {
+	coh_map m;
+	uint32_t la, lb, sa, sb, ca, cb, vs, vc;
+};
+
+void name(char *dst, const char *s)
+{
+	snprintf(dst, COH_MAP_NAME_MAX + 1, "%s", s);
+}
+
+uint32_t logical(coh_map &m, const char *n, uint32_t g, uint64_t first, uint64_t blocks)
+{
+	coh_map_volume &v = m.volumes[m.nvolumes];
+
+	name(v.name, n);
+	v.id[0] = (uint8_t)(m.nvolumes + 1);
+	v.kind = COH_MAP_LOGICAL;
+	v.group = g;
+	v.first_block = first;
+	v.blocks = blocks;
+	return m.nvolumes++;
+}
+
+uint32_t virt(coh_map &m, const char *n, uint32_t layout, uint32_t stripe, uint32_t a, uint32_t b)
+{
+	coh_map_volume &v = m.volumes[m.nvolumes];
+
+	name(v.name, n);
+	v.id[0] = (uint8_t)(m.nvolumes + 1);
+	v.kind = COH_MAP_VIRTUAL;
+	v.layout = layout;
+	v.stripe_blocks = stripe;
+	v.ncomp = 2;
+	v.comp[0] = a;
+	v.comp[1] = b;
+	v.blocks = m.volumes[a].blocks + m.volumes[b].blocks;
+	return m.nvolumes++;
+}
+
+layout make_layout()
+{
+	layout l;
+
+	memset(&l.m, 0, sizeof(l.m));
+	l.m.version = 3;
+	l.m.nodes = 3;
+	l.m.block_size = kBs;
+	l.m.ngroups = 2;
+	name(l.m.groups[0].name, "ga");
+	l.m.groups[0].amfs = 0x3;
+	l.m.groups[0].preferred = 0;
+	l.m.groups[0].blocks = kGroupBlocks;
+	name(l.m.groups[1].name, "gb");
+	l.m.groups[1].amfs = 0x6;
+	l.m.groups[1].preferred = 2;
+	l.m.groups[1].blocks = kGroupBlocks;
+	l.la = logical(l.m, "la", 0, 0, 192);
+	l.lb = logical(l.m, "lb", 1, 0, 192);
+	l.sa = logical(l.m, "sa", 0, 256, 256);
+	l.sb = logical(l.m, "sb", 1, 256, 256);
+	l.ca = logical(l.m, "ca", 0, 512, 96);
+	l.cb = logical(l.m, "cb", 1, 512, 96);
+	l.vs = virt(l.m, "vs", COH_MAP_STRIPE, 8, l.sa, l.sb);
+	l.vc = virt(l.m, "vc", COH_MAP_CONCAT, 0, l.ca, l.cb);
+	return l;
+}
+
+// The stand-in engine of group @arg on this controller.
+uint32_t my_id;
+pthread_mutex_t held_mu = PTHREAD_MUTEX_INITIALIZER;
+std::vector<coh_io *> held_ios;
+
+int stand_in_submit(void *arg, coh_io *io)
+{
+	uint32_t g = (uint32_t)(uintptr_t)arg, i;
+	int st = 0;
+
+	if (__atomic_load_n(&sh->hold_node, __ATOMIC_ACQUIRE) == my_id) {
+		pthread_mutex_lock(&held_mu);
+		held_ios.push_back(io);
+		pthread_mutex_unlock(&held_mu);
+		sh->held++;
+		return 0;
+	}
+	if (io->type != COH_IO_FLUSH) {
+		if (io->lba + io->nblocks > kGroupBlocks)
+			return -EINVAL;
+		pthread_mutex_lock(&sh->mu[g]);
+		for (i = 0; i < io->nblocks; i++)
+			if (io->lba + i >= sh->fail_lo[g] && io->lba + i < sh->fail_hi[g])
+				st = -EIO;
+		for (i = 0; !st && i < io->nblocks; i++) {
+			uint8_t *blk = sh->store[g] + (io->lba + i) * kBs;
+			uint8_t *b = (uint8_t *)io->buf + (size_t)i * kBs;
+
+			if (io->type == COH_IO_WRITE)
+				memcpy(blk, b, kBs);
+			else
+				memcpy(b, blk, kBs);
+		}
+		pthread_mutex_unlock(&sh->mu[g]);
+	}
+	io->cb(io, st, io->cb_arg);
+	return 0;
+}
+
+int router_open(conf_node *cn, const layout &l, coh_route **r)
+{
+	coh_route_attr a = {};
+
+	my_id = cn->id;
+	a.attr_size = sizeof(a);
+	a.map = &l.m;
+	a.fab = cn->fab;
+	a.fwd.max_blocks = kMaxBlocks;
+	a.fwd.slots = 8;
+	for (uint32_t g = 0; g < 2; g++) {
+		if (l.m.groups[g].amfs & (1u << cn->id)) {
+			a.group_submit[g] = stand_in_submit;
+			a.group_arg[g] = (void *)(uintptr_t)g;
+		}
+	}
+	return coh_route_new(&a, r);
+}
+
+// A command and its outcome.
+struct rcmd {
+	coh_route_io rio;
+	std::vector<uint8_t> buf;
+	coh_map_status st;
+	std::atomic<int> calls{ 0 };
+};
+
+pthread_mutex_t wait_mu = PTHREAD_MUTEX_INITIALIZER;
+pthread_cond_t wait_cv = PTHREAD_COND_INITIALIZER;
+uint32_t completed;
+
+void rcmd_done(coh_route_io *rio, const coh_map_status *st)
+{
+	rcmd *c = static_cast<rcmd *>(rio->arg);
+
+	c->st = *st;
+	c->calls++;
+	pthread_mutex_lock(&wait_mu);
+	completed++;
+	pthread_cond_broadcast(&wait_cv);
+	pthread_mutex_unlock(&wait_mu);
+}
+
+void rcmd_prepare(rcmd &c, uint32_t type, uint32_t vol, uint64_t lba, uint32_t n)
+{
+	memset(&c.rio, 0, sizeof(c.rio));
+	c.buf.assign((size_t)(n ? n : 1) * kBs, 0);
+	c.rio.type = type;
+	c.rio.volume = vol;
+	c.rio.lba = lba;
+	c.rio.nblocks = n;
+	c.rio.buf = c.buf.data();
+	c.rio.done = rcmd_done;
+	c.rio.arg = &c;
+	c.calls = 0;
+	memset(&c.st, 0, sizeof(c.st));
+	c.st.status = 1;
+}
+
+uint32_t completed_now()
+{
+	pthread_mutex_lock(&wait_mu);
+	uint32_t n = completed;
+	pthread_mutex_unlock(&wait_mu);
+	return n;
+}
+
+// wait_cmd - wait until @c has completed, at most @ms.
+bool wait_cmd(rcmd &c, int ms)
+{
+	struct timespec until;
+	bool ok;
+
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += ms / 1000 + 1;
+	pthread_mutex_lock(&wait_mu);
+	while (!c.calls && !pthread_cond_timedwait(&wait_cv, &wait_mu, &until))
+		;
+	ok = c.calls > 0;
+	pthread_mutex_unlock(&wait_mu);
+	return ok;
+}
+
+bool wait_completed(uint32_t n, int ms)
+{
+	struct timespec until;
+	bool ok;
+
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += ms / 1000 + 1;
+	pthread_mutex_lock(&wait_mu);
+	while (completed < n && !pthread_cond_timedwait(&wait_cv, &wait_mu, &until))
+		;
+	ok = completed >= n;
+	pthread_mutex_unlock(&wait_mu);
+	return ok;
+}
+
+// submit - submit, waiting for a completion while the router pushes back (bounded).
+int submit(coh_route *r, rcmd &c)
+{
+	for (int i = 0; i < 1000; i++) {
+		uint32_t seen = completed_now();
+		int ret = coh_route_submit(r, &c.rio);
+
+		if (ret != -EBUSY)
+			return ret;
+		if (!wait_completed(seen + 1, 10000))
+			return -ETIMEDOUT;
+	}
+	return -EBUSY;
+}
+
+// A block's stamp: every 8 bytes of it.
+void stamp(uint8_t *b, uint64_t s)
+{
+	for (uint32_t w = 0; w < kBs / 8; w++)
+		memcpy(b + w * 8, &s, 8);
+}
+
+bool stamp_of(const uint8_t *b, uint64_t *s)
+{
+	memcpy(s, b, 8);
+	for (uint32_t w = 1; w < kBs / 8; w++)
+		if (memcmp(b + w * 8, s, 8))
+			return false;
+	return true;
+}
+
+// Each controller writes its third of every volume through its router, a flush, then reads
+// every volume whole (from every controller) and finds each third as its writer left it.
+int sc_every_controller_every_volume(conf_node *cn)
+{
+	layout l = make_layout();
+	coh_route *r = nullptr;
+	uint32_t vols[] = { l.la, l.lb, l.vs, l.vc }, n = 0, v;
+	std::vector<rcmd> cmds(256);
+
+	CONF_CHECK(router_open(cn, l, &r) == 0, "router");
+	for (v = 0; v < 4; v++) {
+		uint64_t size = l.m.volumes[vols[v]].blocks, third = size / 3;
+
+		for (uint64_t lba = cn->id * third; lba < (cn->id + 1) * third; lba += 16) {
+			rcmd &c = cmds[n++];
+			uint32_t len = (uint32_t)std::min<uint64_t>(16, (cn->id + 1) * third - lba);
+
+			rcmd_prepare(c, COH_IO_WRITE, vols[v], lba, len);
+			for (uint32_t b = 0; b < len; b++)
+				stamp(c.buf.data() + b * kBs, (uint64_t)vols[v] << 32 | (lba + b));
+			CONF_CHECK(submit(r, c) == 0, "write %u of volume %u", n, vols[v]);
+		}
+	}
+	rcmd fl;
+	rcmd_prepare(fl, COH_IO_FLUSH, 0, 0, 0);
+	CONF_CHECK(submit(r, fl) == 0, "flush");
+	n++;
+	CONF_CHECK(wait_completed(n, 30000), "writes complete");
+	for (uint32_t i = 0; i + 1 < n; i++)
+		CONF_CHECK(cmds[i].calls == 1 && cmds[i].st.status == 0, "write %u: %d", i,
+			   cmds[i].st.status);
+	CONF_CHECK(fl.calls == 1 && fl.st.status == 0, "flush: %d", fl.st.status);
+	CONF_CHECK(conf_barrier(cn) == 0, "barrier after the writes");
+
+	uint32_t base = completed_now(), nr = 0;
+	std::vector<rcmd> reads(256);
+	for (v = 0; v < 4; v++) {
+		uint64_t size = l.m.volumes[vols[v]].blocks / 3 * 3;
+
+		for (uint64_t lba = 0; lba < size; lba += kMaxBlocks) {
+			rcmd &c = reads[nr++];
+
+			rcmd_prepare(c, COH_IO_READ, vols[v], lba,
+				     (uint32_t)std::min<uint64_t>(kMaxBlocks, size - lba));
+			CONF_CHECK(submit(r, c) == 0, "read");
+		}
+	}
+	CONF_CHECK(wait_completed(base + nr, 30000), "reads complete");
+	for (uint32_t i = 0; i < nr; i++) {
+		rcmd &c = reads[i];
+
+		CONF_CHECK(c.calls == 1 && c.st.status == 0, "read %u: %d", i, c.st.status);
+		for (uint32_t b = 0; b < c.rio.nblocks; b++) {
+			uint64_t s, want = (uint64_t)c.rio.volume << 32 | (c.rio.lba + b);
+
+			CONF_CHECK(stamp_of(c.buf.data() + b * kBs, &s) && s == want,
+				   "volume %u block %llu: %llx, not %llx", c.rio.volume,
+				   (unsigned long long)(c.rio.lba + b), (unsigned long long)s,
+				   (unsigned long long)want);
+		}
+	}
+	struct coh_route_stats st;
+	coh_route_stats(r, &st);
+	// Controller 1 is an AMF of both groups: it forwards only virtual volumes' commands, to
+	// their coordinator (0). Controllers 0 and 2 forward the other group's commands.
+	CONF_CHECK(st.forwarded > 0, "controller %u forwarded nothing", cn->id);
+	if (cn->id == 0)
+		CONF_CHECK(st.executed_for_others > 0 && st.components > 0,
+			   "the coordinator: executed %llu, split %llu",
+			   (unsigned long long)st.executed_for_others,
+			   (unsigned long long)st.components);
+	CONF_CHECK(conf_barrier(cn) == 0, "barrier before the end");
+	coh_route_delete(&r);
+	return 0;
+}
+
+TEST(router, every_controller_to_every_volume)
+{
+	EXPECT_EQ(0, conf_run("router_every", 3, sc_every_controller_every_volume, 0, kTimeout));
+}
+
+// A component fails (group gb, blocks of sb's second chunk and of cb's start): the host's
+// status is that error, at the lowest failing block, with the blocks before it done.
+int sc_component_error(conf_node *cn)
+{
+	layout l = make_layout();
+	coh_route *r = nullptr;
+	rcmd w, rd, ok;
+
+	CONF_CHECK(router_open(cn, l, &r) == 0, "router");
+	if (cn->id == 2) {
+		// vs, blocks 0-31, stripe 8: sa has host blocks 0-7 and 16-23, sb has 8-15 and
+		// 24-31. sb's blocks 8-15 (host 24-31) fail.
+		pthread_mutex_lock(&sh->mu[1]);
+		sh->fail_lo[1] = l.m.volumes[l.sb].first_block + 8;
+		sh->fail_hi[1] = sh->fail_lo[1] + 8;
+		pthread_mutex_unlock(&sh->mu[1]);
+		rcmd_prepare(w, COH_IO_WRITE, l.vs, 0, 32);
+		CONF_CHECK(submit(r, w) == 0, "write");
+		CONF_CHECK(wait_completed(1, 20000), "write completes");
+		CONF_CHECK(w.st.status == -EIO && w.st.fail_block == 24 && w.st.good == 24,
+			   "write: %d at %llu, %u good", w.st.status,
+			   (unsigned long long)w.st.fail_block, w.st.good);
+		// vc, blocks 90-101: ca's 90-95 then cb's 0-5; cb's 2.. fail.
+		pthread_mutex_lock(&sh->mu[1]);
+		sh->fail_lo[1] = l.m.volumes[l.cb].first_block + 2;
+		sh->fail_hi[1] = sh->fail_lo[1] + 1;
+		pthread_mutex_unlock(&sh->mu[1]);
+		rcmd_prepare(rd, COH_IO_READ, l.vc, 90, 12);
+		CONF_CHECK(submit(r, rd) == 0, "read");
+		CONF_CHECK(wait_completed(2, 20000), "read completes");
+		// The stand-in does not say how far it got: the whole component counts as failed.
+		CONF_CHECK(rd.st.status == -EIO && rd.st.fail_block == 6 && rd.st.good == 6,
+			   "read: %d at %llu, %u good", rd.st.status,
+			   (unsigned long long)rd.st.fail_block, rd.st.good);
+		pthread_mutex_lock(&sh->mu[1]);
+		sh->fail_lo[1] = sh->fail_hi[1] = 0;
+		pthread_mutex_unlock(&sh->mu[1]);
+		rcmd_prepare(ok, COH_IO_WRITE, l.vs, 0, 32);
+		CONF_CHECK(submit(r, ok) == 0 && wait_completed(3, 20000) && ok.st.status == 0 &&
+				   ok.st.good == 32,
+			   "the same write once the fault is gone: %d", ok.st.status);
+		// Bad commands: refused at once, no callback.
+		rcmd bad;
+		rcmd_prepare(bad, COH_IO_READ, l.vs, 500, 20);
+		CONF_CHECK(coh_route_submit(r, &bad.rio) == -EINVAL, "past the end");
+		rcmd_prepare(bad, COH_IO_READ, l.la, 0, kMaxBlocks + 1);
+		CONF_CHECK(coh_route_submit(r, &bad.rio) == -EINVAL, "longer than a forward");
+		rcmd_prepare(bad, COH_IO_READ, 99, 0, 1);
+		CONF_CHECK(coh_route_submit(r, &bad.rio) == -EINVAL, "no such volume");
+		rcmd_prepare(bad, COH_IO_COMPARE_WRITE, l.la, 0, 1);
+		CONF_CHECK(coh_route_submit(r, &bad.rio) == -EOPNOTSUPP, "compare and write");
+		CONF_CHECK(bad.calls == 0, "no callback");
+	}
+	CONF_CHECK(conf_barrier(cn) == 0, "barrier");
+	coh_route_delete(&r);
+	return 0;
+}
+
+TEST(router, a_component_error_is_the_lowest_failing_block)
+{
+	EXPECT_EQ(0, conf_run("router_error", 3, sc_component_error, 0, kTimeout));
+}
+
+// Every controller writes and reads overlapping ranges of the striped volume at once (each
+// write over both groups), eight in flight each. A read that sees two overlapping writes must
+// see the same one of them on every block they share: no write is applied in part.
+int sc_overlapping(conf_node *cn)
+{
+	constexpr uint32_t kOps = 300, kDepth = 8;
+	layout l = make_layout();
+	coh_route *r = nullptr;
+	std::vector<rcmd> slot(kDepth);
+	std::mt19937_64 rng(1000 + cn->id);
+	uint32_t issued = 0, torn = 0, checked = 0;
+
+	CONF_CHECK(router_open(cn, l, &r) == 0, "router");
+	CONF_CHECK(conf_barrier(cn) == 0, "start together");
+	auto check_read = [&](rcmd &c) {
+		std::vector<uint64_t> s(c.rio.nblocks);
+		for (uint32_t b = 0; b < c.rio.nblocks; b++)
+			if (!stamp_of(c.buf.data() + b * kBs, &s[b]))
+				torn++;
+		for (uint32_t x = 0; x < c.rio.nblocks; x++) {
+			for (uint32_t y = x + 1; y < c.rio.nblocks; y++) {
+				if (!s[x] || !s[y] || s[x] == s[y])
+					continue;
+				// Blocks x and y show writes A and B. If both A and B cover both
+				// blocks, one of them was applied in part.
+				auto cov = [&](uint64_t st, uint64_t blk) {
+					uint32_t node = (uint32_t)(st >> 32) - 1, i = (uint32_t)st;
+					uint64_t lo = sh->w[node][i].lba;
+					return lo <= blk && blk < lo + sh->w[node][i].n;
+				};
+				uint64_t bx = c.rio.lba + x, by = c.rio.lba + y;
+				if (cov(s[x], by) && cov(s[y], bx))
+					torn++;
+				checked++;
+			}
+		}
+	};
+	for (uint32_t k = 0; k < kOps + kDepth; k++) {
+		rcmd &c = slot[k % kDepth];
+
+		if (k >= kDepth) {
+			CONF_CHECK(wait_cmd(c, 30000), "op %u completes", k - kDepth);
+			CONF_CHECK(c.calls == 1 && c.st.status == 0, "op %u: %d", k - kDepth,
+				   c.st.status);
+			if (c.rio.type == COH_IO_READ)
+				check_read(c);
+		}
+		if (k >= kOps)
+			continue;
+		uint64_t lba = rng() % 96;
+		uint32_t n = 2 + (uint32_t)(rng() % 30);
+		bool write = rng() % 2;
+
+		rcmd_prepare(c, write ? COH_IO_WRITE : COH_IO_READ, l.vs, lba, n);
+		if (write) {
+			uint32_t i = sh->nw[cn->id]++;
+
+			sh->w[cn->id][i].volume = l.vs;
+			sh->w[cn->id][i].lba = lba;
+			sh->w[cn->id][i].n = n;
+			__atomic_thread_fence(__ATOMIC_SEQ_CST);
+			for (uint32_t b = 0; b < n; b++)
+				stamp(c.buf.data() + b * kBs, (uint64_t)(cn->id + 1) << 32 | i);
+		}
+		CONF_CHECK(submit(r, c) == 0, "submit %u", k);
+		issued++;
+	}
+	CONF_CHECK(torn == 0, "%u torn of %u pairs checked", torn, checked);
+	CONF_CHECK(checked > 0, "no read met two writes");
+	struct coh_route_stats st;
+	coh_route_stats(r, &st);
+	fprintf(stderr, "node %u: %u ops, %u pairs checked, %llu held for a grant\n", cn->id,
+		issued, checked, (unsigned long long)st.coord_held);
+	CONF_CHECK(conf_barrier(cn) == 0, "barrier before the end");
+	coh_route_delete(&r);
+	return 0;
+}
+
+TEST(router, overlapping_writes_from_every_controller_apply_whole)
+{
+	EXPECT_EQ(0, conf_run("router_overlap", 3, sc_overlapping, 0, kTimeout));
+}
+
+// Controller 2's engines keep the commands they get, and controller 2 is killed holding them:
+// controller 0's writes to lb (group gb, preferred AMF 2) and to the striped volume's gb
+// components are routed again to controller 1, and each completes once, with success; the data
+// reads back.
+int sc_target_killed(conf_node *cn)
+{
+	layout l = make_layout();
+	coh_route *r = nullptr;
+	rcmd w[4], rd[4];
+	struct timespec until;
+
+	if (cn->id == 0)
+		__atomic_store_n(&sh->hold_node, 2u, __ATOMIC_RELEASE);
+	CONF_CHECK(router_open(cn, l, &r) == 0, "router");
+	CONF_CHECK(conf_barrier(cn) == 0, "barrier: every router up");
+	if (cn->id == 2) {
+		clock_gettime(CLOCK_REALTIME, &until);
+		for (int i = 0; i < 20000 && sh->held < 4; i++)
+			usleep(1000); // polling a shared counter, bounded: 20 s
+		CONF_CHECK(sh->held >= 4, "holding %u", (unsigned)sh->held);
+		raise(SIGKILL);
+		return 1;
+	}
+	if (cn->id == 0) {
+		for (int i = 0; i < 4; i++) {
+			uint32_t vol = i < 2 ? l.lb : l.vs;
+			uint64_t lba = i % 2 ? 40 : 8; // vs 8-15 and 40-47: sb's chunks
+
+			rcmd_prepare(w[i], COH_IO_WRITE, vol, lba, 8);
+			for (uint32_t b = 0; b < 8; b++)
+				stamp(w[i].buf.data() + b * kBs, 0xabc000u + i * 16 + b);
+			CONF_CHECK(coh_route_submit(r, &w[i].rio) == 0, "write %d", i);
+		}
+		CONF_CHECK(wait_completed(4, 60000), "writes complete");
+		for (int i = 0; i < 4; i++)
+			CONF_CHECK(w[i].calls == 1 && w[i].st.status == 0, "write %d: %d calls, %d", i,
+				   w[i].calls.load(), w[i].st.status);
+		for (int i = 0; i < 4; i++) {
+			rcmd_prepare(rd[i], COH_IO_READ, w[i].rio.volume, w[i].rio.lba, 8);
+			CONF_CHECK(coh_route_submit(r, &rd[i].rio) == 0, "read %d", i);
+		}
+		CONF_CHECK(wait_completed(8, 30000), "reads complete");
+		for (int i = 0; i < 4; i++)
+			CONF_CHECK(rd[i].st.status == 0 && rd[i].buf == w[i].buf, "read %d: %d", i,
+				   rd[i].st.status);
+		struct coh_route_stats st;
+		coh_route_stats(r, &st);
+		CONF_CHECK(st.rerouted >= 4, "rerouted %llu", (unsigned long long)st.rerouted);
+	}
+	uint8_t token = 1;
+	CONF_CHECK(conf_send(cn, 1 - cn->id, &token, 1) == 0, "tell the other survivor");
+	CONF_CHECK(conf_recv(cn, 1 - cn->id, &token, NULL, 60000) == 0, "hear from it");
+	coh_route_delete(&r);
+	coh_ep_delete(&cn->ep[2]);
+	coh_ep_delete(&cn->ctl[2]);
+	cn->n = 2;
+	return 0;
+}
+
+TEST(router, a_target_killed_mid_command_is_routed_again)
+{
+	EXPECT_EQ(0, conf_run("router_killed", 3, sc_target_killed, 1u << 2, kTimeout));
+}
+
+class RouterEnv : public ::testing::Environment
+{
+      public:
+	void SetUp() override
+	{
+		void *p = mmap(nullptr, sizeof(shared_state), PROT_READ | PROT_WRITE,
+			       MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+		ASSERT_NE(p, MAP_FAILED);
+		sh = static_cast<shared_state *>(p);
+	}
+};
+
+// Each test starts from a clean shared state (the children inherit it at fork).
+class RouterReset : public ::testing::EmptyTestEventListener
+{
+	void OnTestStart(const ::testing::TestInfo &) override
+	{
+		pthread_mutexattr_t a;
+
+		memset(static_cast<void *>(sh), 0, sizeof(*sh));
+		pthread_mutexattr_init(&a);
+		pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
+		for (auto &m : sh->mu)
+			pthread_mutex_init(&m, &a);
+		pthread_mutexattr_destroy(&a);
+		sh->hold_node = kNoNode;
+		completed = 0;
+	}
+};
+
+const bool registered = [] {
+	::testing::AddGlobalTestEnvironment(new RouterEnv);
+	::testing::UnitTest::GetInstance()->listeners().Append(new RouterReset);
+	return true;
+}();
+} // namespace
