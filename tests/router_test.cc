@@ -19,12 +19,15 @@
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
+#include <filesystem>
 #include <random>
+#include <string>
 #include <vector>
 
 #include <pthread.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -407,7 +410,7 @@ int sc_component_error(conf_node *cn)
 		pthread_mutex_unlock(&sh->mu[1]);
 		rcmd_prepare(ok, COH_IO_WRITE, l.vs, 0, 32);
 		CONF_CHECK(submit(r, ok) == 0 && wait_completed(3, 20000) && ok.st.status == 0 &&
-				   ok.st.good == 32,
+			       ok.st.good == 32,
 			   "the same write once the fault is gone: %d", ok.st.status);
 		// Bad commands: refused at once, no callback.
 		rcmd bad;
@@ -549,8 +552,8 @@ int sc_target_killed(conf_node *cn)
 		}
 		CONF_CHECK(wait_completed(4, 60000), "writes complete");
 		for (int i = 0; i < 4; i++)
-			CONF_CHECK(w[i].calls == 1 && w[i].st.status == 0, "write %d: %d calls, %d", i,
-				   w[i].calls.load(), w[i].st.status);
+			CONF_CHECK(w[i].calls == 1 && w[i].st.status == 0, "write %d: %d calls, %d",
+				   i, w[i].calls.load(), w[i].st.status);
 		for (int i = 0; i < 4; i++) {
 			rcmd_prepare(rd[i], COH_IO_READ, w[i].rio.volume, w[i].rio.lba, 8);
 			CONF_CHECK(coh_route_submit(r, &rd[i].rio) == 0, "read %d", i);
@@ -576,6 +579,236 @@ int sc_target_killed(conf_node *cn)
 TEST(router, a_target_killed_mid_command_is_routed_again)
 {
 	EXPECT_EQ(0, conf_run("router_killed", 3, sc_target_killed, 1u << 2, kTimeout));
+}
+
+// Real engines: each group is a Cohort cluster (a coh_node on every controller, RAID-5 over
+// three element files, one log copy), and the router gives each controller's engine of a group
+// it is an AMF of. Every controller is a member of both clusters (a majority of three survives
+// one death), and only a group's AMFs execute on it. Each survivor writes its own region of la,
+// lb and the striped volume, eight in flight, while one controller is SIGKILLed mid-run (once
+// it has executed 16 commands for the others): every write is acknowledged (routed again to a
+// live AMF or coordinator, whose engine serves after the takeover), and every acknowledged
+// write reads back.
+constexpr uint32_t kEngBs = 4096, kEngElemBlocks = 512;
+char group_dir[2][256];
+uint32_t victim; // the controller killed mid-run
+
+int group_open(conf_node *cn, uint32_t g, coh_fabric **fab, coh_node **node)
+{
+	coh_fabric_attr fa = {};
+	coh_node_attr na = {};
+	char paths[3][320];
+	int ret;
+
+	fa.provider = "shm";
+	fa.cluster = group_dir[g];
+	fa.node_id = cn->id;
+	fa.timeout_ms = 5000;
+	ret = coh_fabric_open(&fa, fab);
+	if (ret)
+		return ret;
+	na.fab = *fab;
+	na.nodes = 3;
+	na.raid.level = COH_RAID5;
+	na.raid.nelems = 3;
+	na.raid.chunk_blocks = 2;
+	for (uint32_t i = 0; i < 3; i++) {
+		snprintf(paths[i], sizeof(paths[i]), "%s/elem%u", group_dir[g], i);
+		na.elem_paths[i] = paths[i];
+	}
+	na.elem_blocks = kEngElemBlocks;
+	na.replicas = 1;
+	na.log_bytes = 1u << 20;
+	na.cache_blocks = 128;
+	na.timeout_ms = 5000;
+	return coh_node_open(&na, node);
+}
+
+int engine_submit(void *arg, coh_io *io)
+{
+	return coh_node_submit(static_cast<coh_node *>(arg), io);
+}
+
+layout engine_layout()
+{
+	layout l;
+
+	memset(&l.m, 0, sizeof(l.m));
+	l.m.version = 1;
+	l.m.nodes = 3;
+	l.m.block_size = kEngBs;
+	l.m.ngroups = 2;
+	name(l.m.groups[0].name, "ga");
+	l.m.groups[0].amfs = 0x3;
+	l.m.groups[0].preferred = 0;
+	l.m.groups[0].blocks = 2 * kEngElemBlocks;
+	name(l.m.groups[1].name, "gb");
+	l.m.groups[1].amfs = 0x6;
+	l.m.groups[1].preferred = 2;
+	l.m.groups[1].blocks = 2 * kEngElemBlocks;
+	l.la = logical(l.m, "la", 0, 0, 96);
+	l.lb = logical(l.m, "lb", 1, 0, 96);
+	l.sa = logical(l.m, "sa", 0, 256, 256);
+	l.sb = logical(l.m, "sb", 1, 256, 256);
+	l.vs = virt(l.m, "vs", COH_MAP_STRIPE, 8, l.sa, l.sb);
+	l.ca = l.cb = l.vc = 0;
+	return l;
+}
+
+int sc_real_engines(conf_node *cn)
+{
+	constexpr uint32_t kDepth = 8, kLen = 4;
+	layout l = engine_layout();
+	coh_fabric *gfab[2] = {};
+	coh_node *gnode[2] = {};
+	coh_route *r = nullptr;
+	coh_route_attr a = {};
+	std::vector<rcmd> slot(kDepth);
+	// this controller's regions: 32 blocks of lb, 96 of vs; the last acknowledged stamp of each
+	uint64_t lb0 = cn->id * 32, vs0 = cn->id * 96;
+	std::vector<uint64_t> acked_lb(32, 0), acked_la(32, 0), acked_vs(96, 0);
+	uint32_t ops = 0, g;
+
+	for (g = 0; g < 2; g++)
+		CONF_CHECK(group_open(cn, g, &gfab[g], &gnode[g]) == 0, "group %u's engine", g);
+	my_id = cn->id;
+	a.attr_size = sizeof(a);
+	a.map = &l.m;
+	a.fab = cn->fab;
+	a.fwd.max_blocks = 16;
+	a.fwd.slots = 8;
+	for (g = 0; g < 2; g++) {
+		if (l.m.groups[g].amfs & (1u << cn->id)) {
+			a.group_submit[g] = engine_submit;
+			a.group_arg[g] = gnode[g];
+		}
+	}
+	CONF_CHECK(coh_route_new(&a, &r) == 0, "router");
+	CONF_CHECK(conf_barrier(cn) == 0, "every controller up");
+	if (cn->id == victim) {
+		// Die once the others' commands are flowing through this controller.
+		struct coh_route_stats st = {};
+		for (int i = 0; i < 20000 && st.executed_for_others < 16; i++) {
+			coh_route_stats(r, &st);
+			usleep(1000); // polling a counter, bounded: 20 s
+		}
+		CONF_CHECK(st.executed_for_others >= 16, "executed %llu",
+			   (unsigned long long)st.executed_for_others);
+		raise(SIGKILL);
+		return 1;
+	}
+	// Rounds over this controller's regions of lb, la and vs, one write of kLen blocks after
+	// the other, at most kDepth in flight and never two at once on the same blocks.
+	constexpr uint32_t kWrites = 360;
+	for (uint32_t k = 0; k < kWrites + kDepth; k++) {
+		rcmd &c = slot[k % kDepth];
+
+		if (k >= kDepth) {
+			CONF_CHECK(wait_cmd(c, 60000), "write %u completes", k - kDepth);
+			CONF_CHECK(c.calls == 1 && c.st.status == 0, "write %u: %d", k - kDepth,
+				   c.st.status);
+			std::vector<uint64_t> &acked = c.rio.volume == l.lb   ? acked_lb
+						       : c.rio.volume == l.la ? acked_la
+									      : acked_vs;
+			uint64_t base = c.rio.volume == l.vs ? vs0 : lb0;
+			for (uint32_t b = 0; b < kLen; b++)
+				acked[c.rio.lba - base + b] =
+				    (uint64_t)(cn->id + 1) << 32 | (k - kDepth);
+		}
+		if (k >= kWrites)
+			continue;
+		uint32_t vol = k % 3 == 0 ? l.lb : k % 3 == 1 ? l.la : l.vs;
+		uint64_t lba = vol == l.vs ? vs0 + (k / 3 * kLen) % 96 : lb0 + (k / 3 * kLen) % 32;
+
+		rcmd_prepare(c, COH_IO_WRITE, vol, lba, kLen);
+		c.buf.assign((size_t)kLen * kEngBs, 0);
+		c.rio.buf = c.buf.data();
+		for (uint32_t b = 0; b < kLen; b++) {
+			uint64_t s = (uint64_t)(cn->id + 1) << 32 | k;
+
+			for (uint32_t w = 0; w < kEngBs / 8; w++)
+				memcpy(c.buf.data() + b * kEngBs + w * 8, &s, 8);
+		}
+		CONF_CHECK(submit(r, c) == 0, "submit %u", k);
+		ops++;
+	}
+	// Every acknowledged write reads back (through the router, from the survivors).
+	for (uint32_t v = 0; v < 3; v++) {
+		std::vector<uint64_t> &acked = v == 2 ? acked_vs : v ? acked_la : acked_lb;
+		uint64_t base = v == 2 ? vs0 : lb0;
+		uint32_t vol = v == 2 ? l.vs : v ? l.la : l.lb;
+
+		for (uint64_t off = 0; off < acked.size(); off += 16) {
+			rcmd c;
+
+			rcmd_prepare(c, COH_IO_READ, vol, base + off, 16);
+			c.buf.assign(16 * kEngBs, 0);
+			c.rio.buf = c.buf.data();
+			CONF_CHECK(submit(r, c) == 0 && wait_cmd(c, 60000) && c.st.status == 0,
+				   "read back %llu: %d", (unsigned long long)(base + off),
+				   c.st.status);
+			for (uint32_t b = 0; b < 16; b++) {
+				uint64_t got;
+
+				memcpy(&got, c.buf.data() + b * kEngBs, 8);
+				CONF_CHECK(
+				    got == acked[off + b],
+				    "volume %s block %llu: %llx, acknowledged %llx",
+				    l.m.volumes[vol].name, (unsigned long long)(base + off + b),
+				    (unsigned long long)got, (unsigned long long)acked[off + b]);
+			}
+		}
+	}
+	struct coh_route_stats st;
+	coh_route_stats(r, &st);
+	fprintf(stderr, "node %u: %u writes acknowledged, %llu rerouted\n", cn->id, ops,
+		(unsigned long long)st.rerouted);
+	uint32_t other = 3 - victim - cn->id;
+	uint8_t token = 1;
+	CONF_CHECK(conf_send(cn, other, &token, 1) == 0, "tell the other survivor");
+	CONF_CHECK(conf_recv(cn, other, &token, NULL, 60000) == 0, "hear from it");
+	coh_route_delete(&r);
+	for (g = 0; g < 2; g++) {
+		coh_node_close(&gnode[g]);
+		coh_fabric_close(&gfab[g]);
+	}
+	if (victim == 0)
+		_exit(
+		    0); /* the harness's goodbye goes through controller 0: the survivors are done */
+	coh_ep_delete(&cn->ep[victim]);
+	coh_ep_delete(&cn->ctl[victim]);
+	cn->n = 2;
+	return 0;
+}
+
+// run_real - the scenario with @v killed, in fresh group directories.
+void run_real(uint32_t v)
+{
+	if (strcmp(conf_provider(), "shm"))
+		GTEST_SKIP() << "the groups' clusters are made on shm here";
+	char tmpl[] = "/dev/shm/cohort-rg-XXXXXX";
+	ASSERT_NE(mkdtemp(tmpl), nullptr);
+	for (uint32_t g = 0; g < 2; g++) {
+		snprintf(group_dir[g], sizeof(group_dir[g]), "%s/g%u", tmpl, g);
+		ASSERT_EQ(mkdir(group_dir[g], 0700), 0);
+	}
+	victim = v;
+	EXPECT_EQ(0, conf_run("router_engines", 3, sc_real_engines, 1u << v, kTimeout));
+	std::error_code ec;
+	std::filesystem::remove_all(tmpl, ec);
+	EXPECT_FALSE(ec) << ec.message();
+}
+
+// Controller 2 killed: an AMF of gb (its preferred one) and a member of ga's cluster.
+TEST(router, real_engines_two_groups_an_amf_killed_mid_run)
+{
+	run_real(2);
+}
+
+// Controller 0 killed: the coordinator of virtual volumes, and ga's preferred AMF.
+TEST(router, real_engines_two_groups_the_coordinator_killed_mid_run)
+{
+	run_real(0);
 }
 
 class RouterEnv : public ::testing::Environment
