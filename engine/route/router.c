@@ -176,7 +176,8 @@ static void route_op_finish(struct route_op *op)
 		for (i = 0; i < op->nsubs && !st.status; i++)
 			st.status = op->subs[i].status;
 		/* The coordinator's count is the whole command's: blocks done before its error. */
-		st.good = st.status ? (op->type == COH_IO_FLUSH ? 0 : op->subs[0].done) : op->nblocks;
+		st.good =
+		    st.status ? (op->type == COH_IO_FLUSH ? 0 : op->subs[0].done) : op->nblocks;
 		st.fail_block = st.good;
 		route_op_complete(op, &st);
 		return;

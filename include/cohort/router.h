@@ -59,18 +59,18 @@ struct coh_route_io {
 };
 
 struct coh_route_attr {
-	size_t attr_size;	    /* sizeof(struct coh_route_attr) */
-	const struct coh_map *map;  /* checked and copied */
-	struct coh_fabric *fab;	    /* node ids are controllers; the forwarder's fabric */
-	struct coh_fwd_attr fwd;    /* the forwarder's options; fab, nodes, block_size, execute
+	size_t attr_size;	   /* sizeof(struct coh_route_attr) */
+	const struct coh_map *map; /* checked and copied */
+	struct coh_fabric *fab;	   /* node ids are controllers; the forwarder's fabric */
+	struct coh_fwd_attr fwd;   /* the forwarder's options; fab, nodes, block_size, execute
 				     * are set by the router */
 	/* This controller's engine for group g, when it is an AMF of g: submit @io (its @lba is the
 	 * group's block) with the engine's contract (coh_node_submit's). */
 	int (*group_submit[COH_MAP_MAX_GROUPS])(void *arg, struct coh_io *io);
 	void *group_arg[COH_MAP_MAX_GROUPS];
-	uint32_t retries;	    /* routes again after a target's death; 0: 4 */
-	uint32_t coord_timeout_ms;  /* a held command's bound; 0: 30 s */
-	uint32_t max_ops;	    /* router commands in flight, submitted and forwarded; 0: 256 */
+	uint32_t retries;	   /* routes again after a target's death; 0: 4 */
+	uint32_t coord_timeout_ms; /* a held command's bound; 0: 30 s */
+	uint32_t max_ops;	   /* router commands in flight, submitted and forwarded; 0: 256 */
 };
 
 /**
