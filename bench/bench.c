@@ -83,6 +83,10 @@ static void usage(FILE *f)
 	    "            nodes, on sets of their own (_disj) or one set (_shared); per-operation\n"
 	    "            latency, Mop/s of all nodes; beside the WRITE + FLUSH and memcpy floors;\n"
 	    "            then open, view change and restart against a 1 GiB, 64 GiB and 1 TiB volume\n"
+	    "  routing   the router on 3 controllers (shm): group ga on 0-1, gb on 1-2; 4 KiB reads\n"
+	    "            and writes on ga's volume from an AMF (local_*) and from controller 2\n"
+	    "            (forwarded_*), QD 1 and 32; 64 KiB writes on one group and on a volume\n"
+	    "            striped over both, QD 32; beside a 64-byte fabric round trip\n"
 	    "options:\n"
 	    "  --provider NAME   shm (default) or rdma\n"
 	    "  --cluster SPEC    shm: directory (default: a fresh one in /dev/shm);\n"
@@ -252,6 +256,8 @@ int main(int argc, char **argv)
 		return bench_replication(&o) ? 1 : 0;
 	if (!strcmp(suite, "engine"))
 		return bench_engine(&o) ? 1 : 0;
+	if (!strcmp(suite, "routing"))
+		return bench_routing(&o) ? 1 : 0;
 	fprintf(stderr, "cohort-bench: unknown suite '%s'\n", suite);
 	usage(stderr);
 	return 2;

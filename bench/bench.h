@@ -69,6 +69,8 @@ int bench_fabric(const struct bench_opts *o);
 int bench_cache(const struct bench_opts *o);
 int bench_replication(const struct bench_opts *o);
 int bench_engine(const struct bench_opts *o);
+/* cohort-bench routing: the router over two groups on three controllers (bench_routing.c). */
+int bench_routing(const struct bench_opts *o);
 /* The volume-size rows of the engine suite (open_1g, view_change_64g, restart_1t, ...; shm). */
 int bench_scale(const struct bench_opts *o);
 /* The lifecycle rows of the replication suite (recovery_<N>m, rejoin_<N>m; shm only). */
