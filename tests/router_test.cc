@@ -461,8 +461,10 @@ int sc_overlapping(conf_node *cn)
 				// blocks, one of them was applied in part.
 				auto cov = [&](uint64_t st, uint64_t blk) {
 					uint32_t node = (uint32_t)(st >> 32) - 1, i = (uint32_t)st;
+					uint32_t len =
+					    __atomic_load_n(&sh->w[node][i].n, __ATOMIC_ACQUIRE);
 					uint64_t lo = sh->w[node][i].lba;
-					return lo <= blk && blk < lo + sh->w[node][i].n;
+					return lo <= blk && blk < lo + len;
 				};
 				uint64_t bx = c.rio.lba + x, by = c.rio.lba + y;
 				if (cov(s[x], by) && cov(s[y], bx))
@@ -493,8 +495,7 @@ int sc_overlapping(conf_node *cn)
 
 			sh->w[cn->id][i].volume = l.vs;
 			sh->w[cn->id][i].lba = lba;
-			sh->w[cn->id][i].n = n;
-			__atomic_thread_fence(__ATOMIC_SEQ_CST);
+			__atomic_store_n(&sh->w[cn->id][i].n, n, __ATOMIC_RELEASE);
 			for (uint32_t b = 0; b < n; b++)
 				stamp(c.buf.data() + b * kBs, (uint64_t)(cn->id + 1) << 32 | i);
 		}

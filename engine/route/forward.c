@@ -87,7 +87,7 @@ struct coh_fwd {
 	_Atomic bool stop;
 	pthread_mutex_t lock; /* everything below */
 	pthread_cond_t cond;
-	bool started;
+	bool started, go; /* the connect is done; the caller has the forwarder */
 	int start_ret;
 	uint32_t up;	      /* peers whose connection is up */
 	struct fwd_oslot *os; /* [peer * slots + slot] */
@@ -633,6 +633,11 @@ static void *fwd_main(void *arg)
 	f->start_ret = ret;
 	f->started = true;
 	pthread_cond_broadcast(&f->cond);
+	/* Nothing is executed before coh_fwd_new has handed the forwarder to its caller: an
+	 * executor may use it (the router submits components through it). Bounded: the caller
+	 * says go as soon as it has seen the start. */
+	while (!ret && !f->go)
+		pthread_cond_wait(&f->cond, &f->lock);
 	pthread_mutex_unlock(&f->lock);
 	if (ret)
 		return NULL;
@@ -774,6 +779,10 @@ int coh_fwd_new(const struct coh_fwd_attr *attr, struct coh_fwd **fp)
 		goto err_eps;
 	}
 	*fp = f;
+	pthread_mutex_lock(&f->lock);
+	f->go = true;
+	pthread_cond_broadcast(&f->cond);
+	pthread_mutex_unlock(&f->lock);
 	return 0;
 
 err_eps:
