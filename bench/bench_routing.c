@@ -165,17 +165,17 @@ static int rb_open(struct rb *b)
 		}
 	}
 	for (g = 0; g < 2; g++) {
-		struct coh_node_attr na = { .fab = b->fab[1 + g],
-					    .nodes = RB_NODES,
-					    .raid = { .level = COH_RAID5,
-						      .nelems = 3,
-						      .chunk_blocks = 2 },
-					    .elem_blocks = RB_ELEM_BLOCKS,
-					    .replicas = 1,
-					    .log_bytes = 16u << 20,
-					    .timeout_ms = RB_TIMEOUT_MS,
-					    .queue_depth = 64,
-					    .lanes = b->o->lanes };
+		struct coh_node_attr na = {
+			.fab = b->fab[1 + g],
+			.nodes = RB_NODES,
+			.raid = { .level = COH_RAID5, .nelems = 3, .chunk_blocks = 2 },
+			.elem_blocks = RB_ELEM_BLOCKS,
+			.replicas = 1,
+			.log_bytes = 16u << 20,
+			.timeout_ms = RB_TIMEOUT_MS,
+			.queue_depth = 64,
+			.lanes = b->o->lanes
+		};
 
 		for (i = 0; i < 3; i++) {
 			snprintf(paths[i], sizeof(paths[i]), "%s/elem%u", b->dirs[1 + g], i);
