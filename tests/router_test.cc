@@ -51,6 +51,7 @@ struct shared_state {
 	struct {
 		uint32_t volume, n;
 		uint64_t lba;
+		uint32_t acked; // the real-engine trials: its callback said 0
 	} w[3][8192];
 };
 shared_state *sh;
@@ -585,11 +586,12 @@ TEST(router, a_target_killed_mid_command_is_routed_again)
 // Real engines: each group is a Cohort cluster (a coh_node on every controller, RAID-5 over
 // three element files, one log copy), and the router gives each controller's engine of a group
 // it is an AMF of. Every controller is a member of both clusters (a majority of three survives
-// one death), and only a group's AMFs execute on it. Each survivor writes its own region of la,
-// lb and the striped volume, eight in flight, while one controller is SIGKILLed mid-run (once
-// it has executed 16 commands for the others): every write is acknowledged (routed again to a
-// live AMF or coordinator, whose engine serves after the takeover), and every acknowledged
-// write reads back.
+// one death), and only a group's AMFs execute on it. Every controller writes its own regions
+// of la, lb and the striped volume, eight in flight, and one of them is SIGKILLed once a given
+// number of its writes are acknowledged. Every survivor's write must be acknowledged (routed
+// again to a live AMF or coordinator, whose engine serves after the takeover). Then every
+// block of every region must hold its writer's last acknowledged write, or, for the victim's
+// blocks only, a later write of the victim's that was in flight when it died, whole.
 constexpr uint32_t kEngBs = 4096, kEngElemBlocks = 512;
 char group_dir[2][256];
 uint32_t victim; // the controller killed mid-run
@@ -656,19 +658,96 @@ layout engine_layout()
 	return l;
 }
 
+uint32_t kill_after; // the victim dies once this many of its writes are acknowledged
+
+// real_stamp - the stamp of write @k of controller @c (0: never written).
+uint64_t real_stamp(uint32_t c, uint32_t k)
+{
+	return (uint64_t)(c + 1) << 32 | (k + 1);
+}
+
+// real_check - controller @me, a survivor, reads every controller's regions through its router
+// and checks each block: the last acknowledged write of it, or a later write of the victim that
+// was in flight when it died (whole: every block of a block is one stamp).
+int real_check(conf_node *cn, coh_route *r, const layout &l, uint32_t nwrites)
+{
+	uint32_t vols[3] = { l.lb, l.la, l.vs };
+
+	for (uint32_t owner = 0; owner < 3; owner++) {
+		for (uint32_t v = 0; v < 3; v++) {
+			uint64_t base = vols[v] == l.vs ? owner * 96 : owner * 32;
+			uint32_t len = vols[v] == l.vs ? 96 : 32;
+
+			for (uint32_t off = 0; off < len; off += 16) {
+				rcmd c;
+
+				rcmd_prepare(c, COH_IO_READ, vols[v], base + off, 16);
+				c.buf.assign(16 * 4096, 0);
+				c.rio.buf = c.buf.data();
+				CONF_CHECK(submit(r, c) == 0 && wait_cmd(c, 60000) &&
+					       c.st.status == 0,
+					   "read back: %d", c.st.status);
+				for (uint32_t b = 0; b < 16; b++) {
+					uint64_t blk = base + off + b, got, acked = 0;
+					bool whole = true, ok;
+
+					memcpy(&got, c.buf.data() + b * 4096, 8);
+					for (uint32_t w = 1; w < 4096 / 8 && whole; w++)
+						whole = !memcmp(c.buf.data() + b * 4096 + w * 8,
+								&got, 8);
+					CONF_CHECK(whole, "block %llu of %s torn inside",
+						   (unsigned long long)blk,
+						   l.m.volumes[vols[v]].name);
+					// The writes of @owner covering the block, in order.
+					uint32_t last_acked = UINT32_MAX;
+					for (uint32_t k = 0; k < nwrites; k++) {
+						auto &e = sh->w[owner][k];
+						if (e.n && e.volume == vols[v] && e.lba <= blk &&
+						    blk < e.lba + e.n && e.acked)
+							last_acked = k;
+					}
+					if (last_acked != UINT32_MAX)
+						acked = real_stamp(owner, last_acked);
+					ok = got == acked;
+					// A write after it that was never acknowledged (the victim's, in
+					// flight when it died) may be there instead, whole.
+					for (uint32_t k = last_acked == UINT32_MAX ? 0
+										   : last_acked + 1;
+					     !ok && k < nwrites; k++) {
+						auto &e = sh->w[owner][k];
+						ok = e.n && !e.acked && owner == victim &&
+						     e.volume == vols[v] && e.lba <= blk &&
+						     blk < e.lba + e.n &&
+						     got == real_stamp(owner, k);
+					}
+					CONF_CHECK(
+					    ok,
+					    "%s block %llu (controller %u's): %llx, last acknowledged "
+					    "%llx",
+					    l.m.volumes[vols[v]].name, (unsigned long long)blk,
+					    owner, (unsigned long long)got,
+					    (unsigned long long)acked);
+				}
+			}
+		}
+	}
+	(void)cn;
+	return 0;
+}
+
 int sc_real_engines(conf_node *cn)
 {
-	constexpr uint32_t kDepth = 8, kLen = 4;
+	constexpr uint32_t kDepth = 8, kLen = 4, kWrites = 240;
 	layout l = engine_layout();
 	coh_fabric *gfab[2] = {};
 	coh_node *gnode[2] = {};
 	coh_route *r = nullptr;
 	coh_route_attr a = {};
 	std::vector<rcmd> slot(kDepth);
-	// this controller's regions: 32 blocks of lb, 96 of vs; the last acknowledged stamp of each
+	std::vector<uint32_t> slot_k(kDepth);
+	// this controller's regions: 32 blocks of lb and of la, 96 of vs
 	uint64_t lb0 = cn->id * 32, vs0 = cn->id * 96;
-	std::vector<uint64_t> acked_lb(32, 0), acked_la(32, 0), acked_vs(96, 0);
-	uint32_t ops = 0, g;
+	uint32_t acked = 0, g;
 
 	for (g = 0; g < 2; g++)
 		CONF_CHECK(group_open(cn, g, &gfab[g], &gnode[g]) == 0, "group %u's engine", g);
@@ -686,35 +765,21 @@ int sc_real_engines(conf_node *cn)
 	}
 	CONF_CHECK(coh_route_new(&a, &r) == 0, "router");
 	CONF_CHECK(conf_barrier(cn) == 0, "every controller up");
-	if (cn->id == victim) {
-		// Die once the others' commands are flowing through this controller.
-		struct coh_route_stats st = {};
-		for (int i = 0; i < 20000 && st.executed_for_others < 16; i++) {
-			coh_route_stats(r, &st);
-			usleep(1000); // polling a counter, bounded: 20 s
-		}
-		CONF_CHECK(st.executed_for_others >= 16, "executed %llu",
-			   (unsigned long long)st.executed_for_others);
-		raise(SIGKILL);
-		return 1;
-	}
 	// Rounds over this controller's regions of lb, la and vs, one write of kLen blocks after
-	// the other, at most kDepth in flight and never two at once on the same blocks.
-	constexpr uint32_t kWrites = 360;
+	// the other, at most kDepth in flight and never two at once on the same blocks. Each
+	// write is logged (shared) before it is submitted, and marked when acknowledged.
 	for (uint32_t k = 0; k < kWrites + kDepth; k++) {
 		rcmd &c = slot[k % kDepth];
 
 		if (k >= kDepth) {
-			CONF_CHECK(wait_cmd(c, 60000), "write %u completes", k - kDepth);
-			CONF_CHECK(c.calls == 1 && c.st.status == 0, "write %u: %d", k - kDepth,
+			uint32_t done_k = slot_k[k % kDepth];
+
+			CONF_CHECK(wait_cmd(c, 60000), "write %u completes", done_k);
+			CONF_CHECK(c.calls == 1 && c.st.status == 0, "write %u: %d", done_k,
 				   c.st.status);
-			std::vector<uint64_t> &acked = c.rio.volume == l.lb   ? acked_lb
-						       : c.rio.volume == l.la ? acked_la
-									      : acked_vs;
-			uint64_t base = c.rio.volume == l.vs ? vs0 : lb0;
-			for (uint32_t b = 0; b < kLen; b++)
-				acked[c.rio.lba - base + b] =
-				    (uint64_t)(cn->id + 1) << 32 | (k - kDepth);
+			__atomic_store_n(&sh->w[cn->id][done_k].acked, 1u, __ATOMIC_RELEASE);
+			if (cn->id == victim && ++acked == kill_after)
+				raise(SIGKILL); // with kDepth writes of its own in flight
 		}
 		if (k >= kWrites)
 			continue;
@@ -725,91 +790,102 @@ int sc_real_engines(conf_node *cn)
 		c.buf.assign((size_t)kLen * kEngBs, 0);
 		c.rio.buf = c.buf.data();
 		for (uint32_t b = 0; b < kLen; b++) {
-			uint64_t s = (uint64_t)(cn->id + 1) << 32 | k;
+			uint64_t st = real_stamp(cn->id, k);
 
 			for (uint32_t w = 0; w < kEngBs / 8; w++)
-				memcpy(c.buf.data() + b * kEngBs + w * 8, &s, 8);
+				memcpy(c.buf.data() + b * kEngBs + w * 8, &st, 8);
 		}
+		sh->w[cn->id][k].volume = vol;
+		sh->w[cn->id][k].lba = lba;
+		__atomic_store_n(&sh->w[cn->id][k].n, kLen, __ATOMIC_RELEASE);
+		slot_k[k % kDepth] = k;
 		CONF_CHECK(submit(r, c) == 0, "submit %u", k);
-		ops++;
 	}
-	// Every acknowledged write reads back (through the router, from the survivors).
-	for (uint32_t v = 0; v < 3; v++) {
-		std::vector<uint64_t> &acked = v == 2 ? acked_vs : v ? acked_la : acked_lb;
-		uint64_t base = v == 2 ? vs0 : lb0;
-		uint32_t vol = v == 2 ? l.vs : v ? l.la : l.lb;
-
-		for (uint64_t off = 0; off < acked.size(); off += 16) {
-			rcmd c;
-
-			rcmd_prepare(c, COH_IO_READ, vol, base + off, 16);
-			c.buf.assign(16 * kEngBs, 0);
-			c.rio.buf = c.buf.data();
-			CONF_CHECK(submit(r, c) == 0 && wait_cmd(c, 60000) && c.st.status == 0,
-				   "read back %llu: %d", (unsigned long long)(base + off),
-				   c.st.status);
-			for (uint32_t b = 0; b < 16; b++) {
-				uint64_t got;
-
-				memcpy(&got, c.buf.data() + b * kEngBs, 8);
-				CONF_CHECK(
-				    got == acked[off + b],
-				    "volume %s block %llu: %llx, acknowledged %llx",
-				    l.m.volumes[vol].name, (unsigned long long)(base + off + b),
-				    (unsigned long long)got, (unsigned long long)acked[off + b]);
-			}
-		}
-	}
-	struct coh_route_stats st;
-	coh_route_stats(r, &st);
-	fprintf(stderr, "node %u: %u writes acknowledged, %llu rerouted\n", cn->id, ops,
-		(unsigned long long)st.rerouted);
+	CONF_CHECK(cn->id != victim, "the victim outlived its writes");
 	uint32_t other = 3 - victim - cn->id;
 	uint8_t token = 1;
+	// Both survivors have every write acknowledged before either checks.
 	CONF_CHECK(conf_send(cn, other, &token, 1) == 0, "tell the other survivor");
 	CONF_CHECK(conf_recv(cn, other, &token, NULL, 60000) == 0, "hear from it");
+	if (cn->id < other && real_check(cn, r, l, kWrites))
+		return 1;
+	struct coh_route_stats st;
+	coh_route_stats(r, &st);
+	fprintf(stderr, "node %u: victim %u after %u: %llu rerouted\n", cn->id, victim, kill_after,
+		(unsigned long long)st.rerouted);
+	CONF_CHECK(conf_send(cn, other, &token, 1) == 0, "tell the other survivor again");
+	CONF_CHECK(conf_recv(cn, other, &token, NULL, 60000) == 0, "hear from it again");
 	coh_route_delete(&r);
 	for (g = 0; g < 2; g++) {
 		coh_node_close(&gnode[g]);
 		coh_fabric_close(&gfab[g]);
 	}
-	if (victim == 0)
+	if (victim != 2)
 		_exit(
-		    0); /* the harness's goodbye goes through controller 0: the survivors are done */
+		    0); /* the harness's goodbye needs controllers 0 .. n-1: the survivors are done */
 	coh_ep_delete(&cn->ep[victim]);
 	coh_ep_delete(&cn->ctl[victim]);
 	cn->n = 2;
 	return 0;
 }
 
-// run_real - the scenario with @v killed, in fresh group directories.
-void run_real(uint32_t v)
+// run_real - the scenario with @v killed after @after of its writes, in fresh group
+// directories.
+int run_real(uint32_t v, uint32_t after)
 {
-	if (strcmp(conf_provider(), "shm"))
-		GTEST_SKIP() << "the groups' clusters are made on shm here";
 	char tmpl[] = "/dev/shm/cohort-rg-XXXXXX";
-	ASSERT_NE(mkdtemp(tmpl), nullptr);
+	int ret;
+
+	if (!mkdtemp(tmpl))
+		return 1;
 	for (uint32_t g = 0; g < 2; g++) {
 		snprintf(group_dir[g], sizeof(group_dir[g]), "%s/g%u", tmpl, g);
-		ASSERT_EQ(mkdir(group_dir[g], 0700), 0);
+		if (mkdir(group_dir[g], 0700))
+			return 1;
 	}
+	memset(static_cast<void *>(sh->w), 0, sizeof(sh->w));
 	victim = v;
-	EXPECT_EQ(0, conf_run("router_engines", 3, sc_real_engines, 1u << v, kTimeout));
+	kill_after = after;
+	ret = conf_run("router_engines", 3, sc_real_engines, 1u << v, kTimeout);
 	std::error_code ec;
 	std::filesystem::remove_all(tmpl, ec);
-	EXPECT_FALSE(ec) << ec.message();
+	return ret || ec ? 1 : 0;
 }
 
 // Controller 2 killed: an AMF of gb (its preferred one) and a member of ga's cluster.
 TEST(router, real_engines_two_groups_an_amf_killed_mid_run)
 {
-	run_real(2);
+	if (strcmp(conf_provider(), "shm"))
+		GTEST_SKIP() << "the groups' clusters are made on shm here";
+	EXPECT_EQ(0, run_real(2, 40));
 }
 
 // Controller 0 killed: the coordinator of virtual volumes, and ga's preferred AMF.
 TEST(router, real_engines_two_groups_the_coordinator_killed_mid_run)
 {
-	run_real(0);
+	if (strcmp(conf_provider(), "shm"))
+		GTEST_SKIP() << "the groups' clusters are made on shm here";
+	EXPECT_EQ(0, run_real(0, 40));
+}
+
+// Crash trials: each controller in turn (1 is an AMF of both groups: each is left with one),
+// killed after a number of its writes drawn from the seed, with its own writes, forwarded
+// commands and component commands in flight. COHORT_ROUTER_TRIALS (default 9) and
+// COHORT_ROUTER_SEED choose them.
+TEST(router, real_engines_crash_trials)
+{
+	if (strcmp(conf_provider(), "shm"))
+		GTEST_SKIP() << "the groups' clusters are made on shm here";
+	const char *t = getenv("COHORT_ROUTER_TRIALS"), *sd = getenv("COHORT_ROUTER_SEED");
+	uint32_t trials = t ? (uint32_t)strtoul(t, nullptr, 0) : 9;
+	std::mt19937 rng(sd ? (uint32_t)strtoul(sd, nullptr, 0) : 16);
+
+	for (uint32_t i = 0; i < trials && i < 1000; i++) {
+		uint32_t v = i % 3, after = 1 + rng() % 200;
+
+		ASSERT_EQ(0, run_real(v, after)) << "trial " << i << ": controller " << v
+						 << " killed after " << after << " writes";
+	}
 }
 
 class RouterEnv : public ::testing::Environment
