@@ -15,7 +15,7 @@ set_tests_properties(fabric_forward PROPERTIES LABELS fabric TIMEOUT 600)
 
 # The router on the same harness: forwarding to every group, virtual volumes, conflicts across
 # controllers, a target killed (label fabric).
-add_executable(router_test router_test.cc)
+add_executable(router_test router_test.cc linz.c)
 target_link_libraries(router_test PRIVATE cohort_conf GTest::gtest GTest::gtest_main)
 add_test(NAME fabric_router COMMAND router_test)
 set_tests_properties(fabric_router PROPERTIES LABELS fabric TIMEOUT 900)

@@ -33,6 +33,7 @@
 
 #include "cohort/router.h"
 #include "conf.h"
+#include "linz.h"
 
 namespace
 {
@@ -53,6 +54,9 @@ struct shared_state {
 		uint64_t lba;
 		uint32_t acked; // the real-engine trials: its callback said 0
 	} w[3][8192];
+	// the linearizability test: every controller's history, a block per entry
+	std::atomic<uint32_t> nlz[3];
+	linz_op lz[3][6144];
 };
 shared_state *sh;
 
@@ -886,6 +890,121 @@ TEST(router, real_engines_crash_trials)
 		ASSERT_EQ(0, run_real(v, after)) << "trial " << i << ": controller " << v
 						 << " killed after " << after << " writes";
 	}
+}
+
+// Linearizability across a virtual volume, on real engines: every controller submits random
+// reads and writes of 1 to 16 blocks at random places of the volume striped over both groups,
+// four in flight, each write with a value of its own in every block. Each block of each
+// command is one entry of a per-block register history (its submit and callback times, the
+// value written or read); linz_check then checks every block's history, across controllers.
+int sc_linz(conf_node *cn)
+{
+	constexpr uint32_t kDepth = 4, kOps = 200;
+	layout l = engine_layout();
+	coh_fabric *gfab[2] = {};
+	coh_node *gnode[2] = {};
+	coh_route *r = nullptr;
+	coh_route_attr a = {};
+	std::vector<rcmd> slot(kDepth);
+	std::vector<uint64_t> inv(kDepth);
+	std::mt19937_64 rng(500 + cn->id);
+	uint32_t g;
+
+	for (g = 0; g < 2; g++)
+		CONF_CHECK(group_open(cn, g, &gfab[g], &gnode[g]) == 0, "group %u's engine", g);
+	my_id = cn->id;
+	a.attr_size = sizeof(a);
+	a.map = &l.m;
+	a.fab = cn->fab;
+	a.fwd.max_blocks = 16;
+	a.fwd.slots = 8;
+	for (g = 0; g < 2; g++) {
+		if (l.m.groups[g].amfs & (1u << cn->id)) {
+			a.group_submit[g] = engine_submit;
+			a.group_arg[g] = gnode[g];
+		}
+	}
+	CONF_CHECK(coh_route_new(&a, &r) == 0, "router");
+	CONF_CHECK(conf_barrier(cn) == 0, "every controller up");
+	auto now = [] {
+		struct timespec t;
+		clock_gettime(CLOCK_MONOTONIC, &t);
+		return (uint64_t)t.tv_sec * 1000000000ull + (uint64_t)t.tv_nsec;
+	};
+	for (uint32_t k = 0; k < kOps + kDepth; k++) {
+		rcmd &c = slot[k % kDepth];
+
+		if (k >= kDepth) {
+			CONF_CHECK(wait_cmd(c, 60000), "op %u completes", k - kDepth);
+			uint64_t resp = now();
+			CONF_CHECK(c.calls == 1 && c.st.status == 0, "op %u: %d", k - kDepth,
+				   c.st.status);
+			for (uint32_t b = 0; b < c.rio.nblocks; b++) {
+				uint32_t i = sh->nlz[cn->id]++;
+				uint64_t v;
+
+				CONF_CHECK(i < 6144, "history full");
+				memcpy(&v, c.buf.data() + b * kEngBs, 8);
+				for (uint32_t w = 1; w < kEngBs / 8; w++)
+					CONF_CHECK(
+					    !memcmp(c.buf.data() + b * kEngBs + w * 8, &v, 8),
+					    "block torn inside");
+				sh->lz[cn->id][i] = {
+					inv[k % kDepth], resp,
+					c.rio.lba + b,	 v,
+					cn->id,		 (uint8_t)(c.rio.type == COH_IO_WRITE)
+				};
+			}
+		}
+		if (k >= kOps)
+			continue;
+		uint32_t n = 1 + (uint32_t)(rng() % 16);
+		uint64_t lba = rng() % (64 - n + 1); // 64 blocks: 8 chunks, 4 on each group
+		bool write = rng() % 2;
+
+		rcmd_prepare(c, write ? COH_IO_WRITE : COH_IO_READ, l.vs, lba, n);
+		c.buf.assign((size_t)n * kEngBs, 0);
+		c.rio.buf = c.buf.data();
+		if (write) {
+			for (uint32_t b = 0; b < n; b++) {
+				uint64_t v = (uint64_t)(cn->id + 1) << 48 | (uint64_t)k << 16 | b;
+
+				for (uint32_t w = 0; w < kEngBs / 8; w++)
+					memcpy(c.buf.data() + b * kEngBs + w * 8, &v, 8);
+			}
+		}
+		inv[k % kDepth] = now();
+		CONF_CHECK(submit(r, c) == 0, "submit %u", k);
+	}
+	CONF_CHECK(conf_barrier(cn) == 0, "barrier before the end");
+	coh_route_delete(&r);
+	CONF_CHECK(conf_barrier(cn) == 0, "every router gone");
+	for (g = 0; g < 2; g++) {
+		coh_node_close(&gnode[g]);
+		coh_fabric_close(&gfab[g]);
+	}
+	return 0;
+}
+
+TEST(router, linearizable_across_a_virtual_volume)
+{
+	if (strcmp(conf_provider(), "shm"))
+		GTEST_SKIP() << "the groups' clusters are made on shm here";
+	char tmpl[] = "/dev/shm/cohort-rg-XXXXXX";
+	ASSERT_NE(mkdtemp(tmpl), nullptr);
+	for (uint32_t g = 0; g < 2; g++) {
+		snprintf(group_dir[g], sizeof(group_dir[g]), "%s/g%u", tmpl, g);
+		ASSERT_EQ(mkdir(group_dir[g], 0700), 0);
+	}
+	ASSERT_EQ(0, conf_run("router_linz", 3, sc_linz, 0, kTimeout));
+	std::vector<linz_op> ops;
+	for (uint32_t c = 0; c < 3; c++)
+		for (uint32_t i = 0; i < sh->nlz[c]; i++)
+			ops.push_back(sh->lz[c][i]);
+	EXPECT_GT(ops.size(), 1000u);
+	EXPECT_EQ(0, linz_check(ops.data(), ops.size(), stderr));
+	std::error_code ec;
+	std::filesystem::remove_all(tmpl, ec);
 }
 
 class RouterEnv : public ::testing::Environment
