@@ -930,8 +930,9 @@ void coh_fwd_complete(struct coh_fwd_cmd *cmd, int status, uint32_t blocks_done)
 		t->state = TS_FREE;
 	}
 	pthread_cond_broadcast(&f->cond);
-	pthread_mutex_unlock(&f->lock);
+	/* Under the lock: coh_fwd_delete may free the forwarder once it sees @executing at 0. */
 	coh_cq_wake(f->cq);
+	pthread_mutex_unlock(&f->lock);
 }
 
 uint32_t coh_fwd_up(struct coh_fwd *f)

@@ -78,6 +78,8 @@ struct coh_route {
 	struct coh_fwd *fwd;
 	struct coh_coord *coord;
 	pthread_mutex_t lock; /* everything below */
+	pthread_cond_t cond;  /* @inside went to 0 while stopping */
+	uint32_t inside;      /* engine threads in a completion of ours (route_enter) */
 	struct route_sub *pending;
 	uint32_t running; /* components out on an engine or the forwarder */
 	uint32_t ops;	  /* commands in flight */
@@ -226,15 +228,35 @@ static void route_sub_ended(struct coh_route *r)
 	pthread_mutex_unlock(&r->lock);
 }
 
+/* route_enter, route_leave - around a completion on an engine's thread: the caller's callback
+ * runs inside it, and the caller may delete the router as soon as it has its last completion,
+ * while this thread still has the rest of the completion to run (coh_route_delete waits). */
+static void route_enter(struct coh_route *r)
+{
+	pthread_mutex_lock(&r->lock);
+	r->inside++;
+	pthread_mutex_unlock(&r->lock);
+}
+
+static void route_leave(struct coh_route *r)
+{
+	pthread_mutex_lock(&r->lock);
+	if (!--r->inside)
+		pthread_cond_broadcast(&r->cond);
+	pthread_mutex_unlock(&r->lock); /* the last touch of @r */
+}
+
 static void route_sub_io_done(struct coh_io *io, int status, void *arg)
 {
 	struct route_sub *s = arg;
 	struct coh_route *r = s->op->r;
 
 	(void)io;
+	route_enter(r);
 	route_sub_ended(r);
 	route_sub_finish(s, status, 0);
 	route_kick(r);
+	route_leave(r);
 }
 
 static void route_sub_fwd_done(struct coh_fwd_cmd *fc, int status, uint32_t done)
@@ -650,6 +672,7 @@ int coh_route_new(const struct coh_route_attr *attr, struct coh_route **rp)
 	if (!r->a.max_ops)
 		r->a.max_ops = ROUTE_DEFAULT_MAX_OPS;
 	pthread_mutex_init(&r->lock, NULL);
+	pthread_cond_init(&r->cond, NULL);
 	ret = coh_coord_new(r->a.max_ops, r->a.max_ops, &r->coord);
 	if (ret)
 		goto err_free;
@@ -670,6 +693,7 @@ int coh_route_new(const struct coh_route_attr *attr, struct coh_route **rp)
 err_coord:
 	coh_coord_delete(&r->coord);
 err_free:
+	pthread_cond_destroy(&r->cond);
 	pthread_mutex_destroy(&r->lock);
 	free(r);
 	return ret;
@@ -678,6 +702,8 @@ err_free:
 void coh_route_delete(struct coh_route **rp)
 {
 	struct coh_route *r;
+	struct timespec until;
+	uint32_t inside;
 
 	if (!rp || !*rp)
 		return;
@@ -687,7 +713,24 @@ void coh_route_delete(struct coh_route **rp)
 	r->stopping = true;
 	pthread_mutex_unlock(&r->lock);
 	coh_fwd_delete(&r->fwd);
+	/* An engine thread may still be in the tail of the completion that told the caller its
+	 * last command was done. Bounded; past it the router is left allocated rather than freed
+	 * under that thread. */
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += 30;
+	pthread_mutex_lock(&r->lock);
+	while (r->inside && !pthread_cond_timedwait(&r->cond, &r->lock, &until))
+		;
+	inside = r->inside;
+	pthread_mutex_unlock(&r->lock);
+	if (inside) {
+		COH_LOG_ERR("route: node %u: %u completions never returned; the router is left "
+			    "allocated",
+			    r->me, inside);
+		return;
+	}
 	coh_coord_delete(&r->coord);
+	pthread_cond_destroy(&r->cond);
 	pthread_mutex_destroy(&r->lock);
 	free(r);
 }
