@@ -78,6 +78,7 @@ struct fwd_tslot {
 struct coh_fwd {
 	struct coh_fwd_attr a;
 	uint32_t me, nrecv;
+	bool down_proven;	   /* the fabric's PEER_DOWN proves a death (coh_fabric_info) */
 	size_t area;		   /* bytes of one slot's data area */
 	struct coh_cq *cq;	   /* the thread's */
 	struct coh_mr *data, *msg; /* the regions */
@@ -289,9 +290,12 @@ static void fwd_peer_down(struct coh_fwd *f, uint32_t peer)
 	}
 	pthread_mutex_unlock(&f->lock);
 	COH_LOG_WARN("forward: node %u: the connection to node %u is down", f->me, peer);
+	/* Only a death the fabric proves (shm) lets the caller send the command elsewhere: on
+	 * rdma a broken connection may be a cut, and a target that is still alive may yet execute
+	 * what it received (its outcome is unknown: -ECONNABORTED). */
 	while ((cmd = fail)) {
 		fail = cmd->next;
-		cmd->done(cmd, -ECONNRESET, 0);
+		cmd->done(cmd, f->down_proven ? -ECONNRESET : -ECONNABORTED, 0);
 	}
 }
 
@@ -334,7 +338,7 @@ static void fwd_post_request(struct coh_fwd *f, struct coh_fwd_cmd *cmd, uint64_
 	}
 	pthread_mutex_unlock(&f->lock);
 	if (!up) {
-		fwd_origin_fail(f, cmd, -ECONNRESET);
+		fwd_origin_fail(f, cmd, -EHOSTDOWN); /* nothing was sent */
 		return;
 	}
 	ret = fwd_send(f, cmd->peer, &m, fwd_send_off(f, FWD_WR_REQ, cmd->peer, cmd->slot),
@@ -724,6 +728,11 @@ int coh_fwd_new(const struct coh_fwd_attr *attr, struct coh_fwd **fp)
 	memcpy(&f->a, attr, sizeof(f->a) < attr->attr_size ? sizeof(f->a) : attr->attr_size);
 	f->a.attr_size = sizeof(f->a);
 	f->me = me;
+	{
+		struct coh_fabric_info info;
+
+		f->down_proven = !coh_fabric_query(f->a.fab, &info) && info.peer_down_proven;
+	}
 	if (!f->a.peers)
 		f->a.peers = (f->a.nodes == 32 ? UINT32_MAX : (1u << f->a.nodes) - 1) & ~(1u << me);
 	if (!f->a.channel)

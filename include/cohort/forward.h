@@ -19,9 +19,11 @@
  * timeout completes with -ETIMEDOUT; its slot stays out of use until the late status comes or
  * the target is down, so that a late READ of the slot by the target can never take another
  * command's data, nor a late WRITE put stale data into another command's buffer. A target whose
- * connection breaks fails its commands with -ECONNRESET at once; later submits to it get
- * -EHOSTDOWN. Whether a command that failed that way was executed is unknown: the caller that
- * retries it on another AMF does so after the takeover of the dead one (docs/routing.md).
+ * connection breaks fails its commands at once: with -ECONNRESET when the fabric proves the
+ * target dead (shm), so that the caller may send them to another AMF, whose engine serves after
+ * the dead one's takeover; with -ECONNABORTED when it does not (rdma: a cut looks the same, and
+ * a target still alive may yet execute them), so that the caller must not. Later submits to it
+ * get -EHOSTDOWN, as does a command found unsent when the connection broke (docs/routing.md).
  *
  * Consumer tier. Threads: one thread per forwarder runs the fabric; coh_fwd_submit and
  * coh_fwd_complete may be called from any thread, and from callbacks.

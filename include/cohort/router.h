@@ -13,10 +13,11 @@
  *   into component commands, runs each on its group's AMF (here or forwarded) in parallel, and
  *   answers with the aggregate status (the error of the lowest failing block, and the blocks
  *   done whole before it).
- * - A forwarded command whose target's connection breaks is routed again (the next live AMF, or
- *   the next coordinator), a bounded number of times. The new target's engine waits for the
- *   takeover of the dead one before it serves the blocks, so a retried write lands after
- *   whatever of the dead one's log the takeover replays.
+ * - A forwarded command whose target the fabric proves dead is routed again (the next live
+ *   AMF, or the next coordinator), a bounded number of times. The new target's engine waits for
+ *   the takeover of the dead one before it serves the blocks, so a retried write lands after
+ *   whatever of the dead one's log the takeover replays. A broken connection the fabric cannot
+ *   prove a death (rdma) fails the command instead (forward.h: -ECONNABORTED).
  *
  * Consumer tier. Threads: coh_route_submit from any thread; completions run on an engine's or
  * the forwarder's thread. The group engines are given as submit functions (coh_node_submit on a
