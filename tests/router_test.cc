@@ -662,6 +662,46 @@ layout engine_layout()
 	return l;
 }
 
+// A controller's two group engines (group_open) and its router over them, and their end.
+struct engines {
+	coh_fabric *gfab[2] = {};
+	coh_node *gnode[2] = {};
+	coh_route *r = nullptr;
+};
+
+int engines_up(conf_node *cn, const layout &l, engines *e)
+{
+	coh_route_attr a = {};
+	uint32_t g;
+
+	for (g = 0; g < 2; g++)
+		CONF_CHECK(group_open(cn, g, &e->gfab[g], &e->gnode[g]) == 0, "group %u's engine",
+			   g);
+	my_id = cn->id;
+	a.attr_size = sizeof(a);
+	a.map = &l.m;
+	a.fab = cn->fab;
+	a.fwd.max_blocks = 16;
+	a.fwd.slots = 8;
+	for (g = 0; g < 2; g++) {
+		if (l.m.groups[g].amfs & (1u << cn->id)) {
+			a.group_submit[g] = engine_submit;
+			a.group_arg[g] = e->gnode[g];
+		}
+	}
+	CONF_CHECK(coh_route_new(&a, &e->r) == 0, "router");
+	return 0;
+}
+
+// engines_down - the engines, once the router is deleted.
+void engines_down(engines *e)
+{
+	for (uint32_t g = 0; g < 2; g++) {
+		coh_node_close(&e->gnode[g]);
+		coh_fabric_close(&e->gfab[g]);
+	}
+}
+
 uint32_t kill_after; // the victim dies once this many of its writes are acknowledged
 
 // real_stamp - the stamp of write @k of controller @c (0: never written).
@@ -743,31 +783,16 @@ int sc_real_engines(conf_node *cn)
 {
 	constexpr uint32_t kDepth = 8, kLen = 4, kWrites = 240;
 	layout l = engine_layout();
-	coh_fabric *gfab[2] = {};
-	coh_node *gnode[2] = {};
-	coh_route *r = nullptr;
-	coh_route_attr a = {};
+	engines e;
 	std::vector<rcmd> slot(kDepth);
 	std::vector<uint32_t> slot_k(kDepth);
 	// this controller's regions: 32 blocks of lb and of la, 96 of vs
 	uint64_t lb0 = cn->id * 32, vs0 = cn->id * 96;
-	uint32_t acked = 0, g;
+	uint32_t acked = 0;
 
-	for (g = 0; g < 2; g++)
-		CONF_CHECK(group_open(cn, g, &gfab[g], &gnode[g]) == 0, "group %u's engine", g);
-	my_id = cn->id;
-	a.attr_size = sizeof(a);
-	a.map = &l.m;
-	a.fab = cn->fab;
-	a.fwd.max_blocks = 16;
-	a.fwd.slots = 8;
-	for (g = 0; g < 2; g++) {
-		if (l.m.groups[g].amfs & (1u << cn->id)) {
-			a.group_submit[g] = engine_submit;
-			a.group_arg[g] = gnode[g];
-		}
-	}
-	CONF_CHECK(coh_route_new(&a, &r) == 0, "router");
+	if (engines_up(cn, l, &e))
+		return 1;
+	coh_route *r = e.r;
 	CONF_CHECK(conf_barrier(cn) == 0, "every controller up");
 	// Rounds over this controller's regions of lb, la and vs, one write of kLen blocks after
 	// the other, at most kDepth in flight and never two at once on the same blocks. Each
@@ -820,13 +845,10 @@ int sc_real_engines(conf_node *cn)
 	CONF_CHECK(conf_send(cn, other, &token, 1) == 0, "tell the other survivor again");
 	CONF_CHECK(conf_recv(cn, other, &token, NULL, 60000) == 0, "hear from it again");
 	coh_route_delete(&r);
-	for (g = 0; g < 2; g++) {
-		coh_node_close(&gnode[g]);
-		coh_fabric_close(&gfab[g]);
-	}
+	engines_down(&e);
+	// The harness's goodbye needs controllers 0 .. n-1: with 0 or 1 dead, the survivors are done.
 	if (victim != 2)
-		_exit(
-		    0); /* the harness's goodbye needs controllers 0 .. n-1: the survivors are done */
+		_exit(0);
 	coh_ep_delete(&cn->ep[victim]);
 	coh_ep_delete(&cn->ctl[victim]);
 	cn->n = 2;
@@ -901,30 +923,14 @@ int sc_linz(conf_node *cn)
 {
 	constexpr uint32_t kDepth = 4, kOps = 200;
 	layout l = engine_layout();
-	coh_fabric *gfab[2] = {};
-	coh_node *gnode[2] = {};
-	coh_route *r = nullptr;
-	coh_route_attr a = {};
+	engines e;
 	std::vector<rcmd> slot(kDepth);
 	std::vector<uint64_t> inv(kDepth);
 	std::mt19937_64 rng(500 + cn->id);
-	uint32_t g;
 
-	for (g = 0; g < 2; g++)
-		CONF_CHECK(group_open(cn, g, &gfab[g], &gnode[g]) == 0, "group %u's engine", g);
-	my_id = cn->id;
-	a.attr_size = sizeof(a);
-	a.map = &l.m;
-	a.fab = cn->fab;
-	a.fwd.max_blocks = 16;
-	a.fwd.slots = 8;
-	for (g = 0; g < 2; g++) {
-		if (l.m.groups[g].amfs & (1u << cn->id)) {
-			a.group_submit[g] = engine_submit;
-			a.group_arg[g] = gnode[g];
-		}
-	}
-	CONF_CHECK(coh_route_new(&a, &r) == 0, "router");
+	if (engines_up(cn, l, &e))
+		return 1;
+	coh_route *r = e.r;
 	CONF_CHECK(conf_barrier(cn) == 0, "every controller up");
 	auto now = [] {
 		struct timespec t;
@@ -979,10 +985,7 @@ int sc_linz(conf_node *cn)
 	CONF_CHECK(conf_barrier(cn) == 0, "barrier before the end");
 	coh_route_delete(&r);
 	CONF_CHECK(conf_barrier(cn) == 0, "every router gone");
-	for (g = 0; g < 2; g++) {
-		coh_node_close(&gnode[g]);
-		coh_fabric_close(&gfab[g]);
-	}
+	engines_down(&e);
 	return 0;
 }
 

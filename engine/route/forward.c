@@ -29,6 +29,7 @@
 #include "cohort/forward.h"
 #include "cohort/log.h"
 #include "fwd_wire.h"
+#include "le.h"
 
 #define FWD_MAGIC0 'C'
 #define FWD_MAGIC1 'F'
@@ -107,48 +108,6 @@ static uint64_t fwd_now_ns(void)
 	return (uint64_t)t.tv_sec * 1000000000ull + (uint64_t)t.tv_nsec;
 }
 
-static void fwd_put16(uint8_t *p, uint32_t v)
-{
-	p[0] = (uint8_t)v;
-	p[1] = (uint8_t)(v >> 8);
-}
-
-static void fwd_put32(uint8_t *p, uint32_t v)
-{
-	fwd_put16(p, v);
-	fwd_put16(p + 2, v >> 16);
-}
-
-static void fwd_put64(uint8_t *p, uint64_t v)
-{
-	fwd_put32(p, (uint32_t)v);
-	fwd_put32(p + 4, (uint32_t)(v >> 32));
-}
-
-static uint32_t fwd_get16(const uint8_t *p)
-{
-	return (uint32_t)p[0] | (uint32_t)p[1] << 8;
-}
-
-static uint32_t fwd_get32(const uint8_t *p)
-{
-	return fwd_get16(p) | fwd_get16(p + 2) << 16;
-}
-
-static uint64_t fwd_get64(const uint8_t *p)
-{
-	return (uint64_t)fwd_get32(p) | (uint64_t)fwd_get32(p + 4) << 32;
-}
-
-static bool fwd_zero(const uint8_t *p, size_t len)
-{
-	size_t i;
-
-	for (i = 0; i < len && !p[i]; i++)
-		;
-	return i == len;
-}
-
 void fwd_msg_encode(const struct fwd_msg *m, uint8_t *b)
 {
 	memset(b, 0, COH_FWD_MSG_BYTES);
@@ -160,17 +119,17 @@ void fwd_msg_encode(const struct fwd_msg *m, uint8_t *b)
 		memcpy(b + 16, m->desc.bytes, COH_MR_DESC_SIZE);
 		return;
 	}
-	fwd_put16(b + 4, m->slot);
-	fwd_put32(b + 8, m->gen);
+	le_put16(b + 4, m->slot);
+	le_put32(b + 8, m->gen);
 	if (m->kind == FWD_REQ) {
 		b[6] = (uint8_t)m->op;
-		fwd_put32(b + 12, m->nblocks);
-		fwd_put64(b + 16, m->lba);
-		fwd_put64(b + 24, m->map_version);
-		fwd_put32(b + 32, m->volume);
+		le_put32(b + 12, m->nblocks);
+		le_put64(b + 16, m->lba);
+		le_put64(b + 24, m->map_version);
+		le_put32(b + 32, m->volume);
 	} else {
-		fwd_put32(b + 12, (uint32_t)m->status);
-		fwd_put32(b + 16, m->done);
+		le_put32(b + 12, (uint32_t)m->status);
+		le_put32(b + 16, m->done);
 	}
 }
 
@@ -183,28 +142,28 @@ int fwd_msg_decode(const uint8_t *b, size_t len, struct fwd_msg *m)
 	m->kind = b[3];
 	switch (m->kind) {
 	case FWD_HELLO:
-		if (!fwd_zero(b + 4, 12))
+		if (!le_zero(b + 4, 12))
 			return -EPROTO;
 		memcpy(m->desc.bytes, b + 16, COH_MR_DESC_SIZE);
 		return 0;
 	case FWD_REQ:
-		m->slot = fwd_get16(b + 4);
+		m->slot = le_get16(b + 4);
 		m->op = b[6];
-		m->gen = fwd_get32(b + 8);
-		m->nblocks = fwd_get32(b + 12);
-		m->lba = fwd_get64(b + 16);
-		m->map_version = fwd_get64(b + 24);
-		m->volume = fwd_get32(b + 32);
-		if (!fwd_zero(b + 36, 28) || m->op < COH_FWD_READ || m->op > COH_FWD_FLUSH ||
+		m->gen = le_get32(b + 8);
+		m->nblocks = le_get32(b + 12);
+		m->lba = le_get64(b + 16);
+		m->map_version = le_get64(b + 24);
+		m->volume = le_get32(b + 32);
+		if (!le_zero(b + 36, 28) || m->op < COH_FWD_READ || m->op > COH_FWD_FLUSH ||
 		    (m->op == COH_FWD_FLUSH) != (m->nblocks == 0))
 			return -EPROTO;
 		return 0;
 	case FWD_STATUS:
-		m->slot = fwd_get16(b + 4);
-		m->gen = fwd_get32(b + 8);
-		m->status = (int32_t)fwd_get32(b + 12);
-		m->done = fwd_get32(b + 16);
-		if (b[6] || !fwd_zero(b + 20, 44) || m->status > 0 || m->status < -FWD_ERRNO_MAX)
+		m->slot = le_get16(b + 4);
+		m->gen = le_get32(b + 8);
+		m->status = (int32_t)le_get32(b + 12);
+		m->done = le_get32(b + 16);
+		if (b[6] || !le_zero(b + 20, 44) || m->status > 0 || m->status < -FWD_ERRNO_MAX)
 			return -EPROTO;
 		return 0;
 	}
@@ -256,6 +215,14 @@ static int fwd_send(struct coh_fwd *f, uint32_t peer, const struct fwd_msg *m, s
 {
 	fwd_msg_encode(m, fwd_msg_at(f, off));
 	return coh_ep_post_send(f->ep[peer], f->msg, off, COH_FWD_MSG_BYTES, wr);
+}
+
+/* fwd_bad_msg - count a message refused (malformed, or fitting no slot). */
+static void fwd_bad_msg(struct coh_fwd *f)
+{
+	pthread_mutex_lock(&f->lock);
+	f->st.bad_msgs++;
+	pthread_mutex_unlock(&f->lock);
 }
 
 /* fwd_peer_down - @peer's connection broke: fail what was sent there, free what waited on it.
@@ -406,9 +373,7 @@ static void fwd_on_request(struct coh_fwd *f, uint32_t peer, const struct fwd_ms
 	bool free_slot;
 
 	if (m->slot >= f->a.slots) {
-		pthread_mutex_lock(&f->lock);
-		f->st.bad_msgs++;
-		pthread_mutex_unlock(&f->lock);
+		fwd_bad_msg(f);
 		return;
 	}
 	t = &f->ts[peer * f->a.slots + m->slot];
@@ -453,9 +418,7 @@ static void fwd_on_status(struct coh_fwd *f, uint32_t peer, const struct fwd_msg
 	struct coh_fwd_cmd *cmd = NULL;
 
 	if (m->slot >= f->a.slots) {
-		pthread_mutex_lock(&f->lock);
-		f->st.bad_msgs++;
-		pthread_mutex_unlock(&f->lock);
+		fwd_bad_msg(f);
 		return;
 	}
 	o = &f->os[peer * f->a.slots + m->slot];
@@ -499,18 +462,14 @@ static void fwd_on_recv(struct coh_fwd *f, uint32_t peer, uint32_t i, uint32_t l
 		return;
 	}
 	if (ret) {
-		pthread_mutex_lock(&f->lock);
-		f->st.bad_msgs++;
-		pthread_mutex_unlock(&f->lock);
+		fwd_bad_msg(f);
 		COH_LOG_WARN("forward: node %u: a malformed message from node %u (%u bytes)", f->me,
 			     peer, len);
 		return;
 	}
 	if (m.kind == FWD_HELLO) {
 		if (f->rmr[peer] || coh_rmr_import(f->ep[peer], &m.desc, &f->rmr[peer])) {
-			pthread_mutex_lock(&f->lock);
-			f->st.bad_msgs++;
-			pthread_mutex_unlock(&f->lock);
+			fwd_bad_msg(f);
 		}
 	} else if (m.kind == FWD_REQ) {
 		fwd_on_request(f, peer, &m);

@@ -29,6 +29,7 @@
 #include <isa-l/crc.h>
 
 #include "cohort/route.h"
+#include "le.h"
 
 #define MAP_HDR 64u
 #define MAP_GROUP 64u
@@ -55,30 +56,6 @@ static void map_err(char *err, size_t len, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(err, len, fmt, ap);
 	va_end(ap);
-}
-
-static uint32_t map_get32(const uint8_t *p)
-{
-	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static uint64_t map_get64(const uint8_t *p)
-{
-	return (uint64_t)map_get32(p) | (uint64_t)map_get32(p + 4) << 32;
-}
-
-static void map_put32(uint8_t *p, uint32_t v)
-{
-	p[0] = (uint8_t)v;
-	p[1] = (uint8_t)(v >> 8);
-	p[2] = (uint8_t)(v >> 16);
-	p[3] = (uint8_t)(v >> 24);
-}
-
-static void map_put64(uint8_t *p, uint64_t v)
-{
-	map_put32(p, (uint32_t)v);
-	map_put32(p + 4, (uint32_t)(v >> 32));
 }
 
 /* map_name_ok - 1 to COH_MAP_NAME_MAX printable characters, no blank, NUL-terminated. */
@@ -348,19 +325,19 @@ int coh_map_encode(const struct coh_map *m, void *buf, size_t len, size_t *used)
 		return -ENOSPC;
 	memset(p, 0, need);
 	memcpy(p, map_magic, sizeof(map_magic));
-	map_put32(p + 8, MAP_FORMAT);
-	map_put32(p + 12, (uint32_t)need);
-	map_put64(p + 16, m->version);
-	map_put32(p + 24, m->nodes);
-	map_put32(p + 28, m->block_size);
-	map_put32(p + 32, m->ngroups);
-	map_put32(p + 36, m->nvolumes);
+	le_put32(p + 8, MAP_FORMAT);
+	le_put32(p + 12, (uint32_t)need);
+	le_put64(p + 16, m->version);
+	le_put32(p + 24, m->nodes);
+	le_put32(p + 28, m->block_size);
+	le_put32(p + 32, m->ngroups);
+	le_put32(p + 36, m->nvolumes);
 	for (i = 0; i < m->ngroups; i++) {
 		q = p + MAP_HDR + i * MAP_GROUP;
 		memcpy(q, m->groups[i].name, strlen(m->groups[i].name));
-		map_put32(q + 32, m->groups[i].amfs);
-		map_put32(q + 36, m->groups[i].preferred);
-		map_put64(q + 40, m->groups[i].blocks);
+		le_put32(q + 32, m->groups[i].amfs);
+		le_put32(q + 36, m->groups[i].preferred);
+		le_put64(q + 40, m->groups[i].blocks);
 	}
 	for (i = 0; i < m->nvolumes; i++) {
 		const struct coh_map_volume *vo = &m->volumes[i];
@@ -368,30 +345,20 @@ int coh_map_encode(const struct coh_map *m, void *buf, size_t len, size_t *used)
 		q = p + MAP_HDR + m->ngroups * MAP_GROUP + i * MAP_VOLUME;
 		memcpy(q, vo->name, strlen(vo->name));
 		memcpy(q + 32, vo->id, COH_MAP_ID_BYTES);
-		map_put32(q + 48, vo->kind);
-		map_put32(q + 52, vo->group);
-		map_put64(q + 56, vo->blocks);
-		map_put64(q + 64, vo->first_block);
-		map_put32(q + 72, vo->layout);
-		map_put32(q + 76, vo->stripe_blocks);
-		map_put32(q + 80, vo->ncomp);
+		le_put32(q + 48, vo->kind);
+		le_put32(q + 52, vo->group);
+		le_put64(q + 56, vo->blocks);
+		le_put64(q + 64, vo->first_block);
+		le_put32(q + 72, vo->layout);
+		le_put32(q + 76, vo->stripe_blocks);
+		le_put32(q + 80, vo->ncomp);
 		for (j = 0; j < COH_MAP_MAX_COMPONENTS; j++)
-			map_put32(q + 84 + 4 * j, vo->comp[j]);
+			le_put32(q + 84 + 4 * j, vo->comp[j]);
 	}
-	map_put32(p + 60, map_crc(p, need));
+	le_put32(p + 60, map_crc(p, need));
 	if (used)
 		*used = need;
 	return 0;
-}
-
-/* map_zero - whether @len bytes at @p are all zero. */
-static bool map_zero(const uint8_t *p, size_t len)
-{
-	size_t i;
-
-	for (i = 0; i < len && !p[i]; i++)
-		;
-	return i == len;
 }
 
 /* map_decode_name - a 32-byte NUL-padded name field into @out; false if not padded with NULs
@@ -400,7 +367,7 @@ static bool map_decode_name(const uint8_t *q, char *out)
 {
 	size_t n = strnlen((const char *)q, COH_MAP_NAME_MAX + 1);
 
-	if (n > COH_MAP_NAME_MAX || !map_zero(q + n, COH_MAP_NAME_MAX + 1 - n))
+	if (n > COH_MAP_NAME_MAX || !le_zero(q + n, COH_MAP_NAME_MAX + 1 - n))
 		return false;
 	memcpy(out, q, n);
 	out[n] = '\0';
@@ -417,59 +384,59 @@ int coh_map_decode(const void *buf, size_t len, struct coh_map *m, char *err, si
 	memset(m, 0, sizeof(*m));
 	if (!p || len < MAP_HDR) {
 		map_err(err, errlen, "%zu bytes: shorter than a table's header", len);
-		return !p || !map_zero(p, len) ? -EBADMSG : -ENODATA;
+		return !p || !le_zero(p, len) ? -EBADMSG : -ENODATA;
 	}
-	if (map_zero(p, len)) {
+	if (le_zero(p, len)) {
 		map_err(err, errlen, "no table (all zero)");
 		return -ENODATA;
 	}
-	if (memcmp(p, map_magic, sizeof(map_magic)) || map_get32(p + 8) != MAP_FORMAT) {
+	if (memcmp(p, map_magic, sizeof(map_magic)) || le_get32(p + 8) != MAP_FORMAT) {
 		map_err(err, errlen, "not a mapping table of format %u (magic or format)",
 			MAP_FORMAT);
 		return -EBADMSG;
 	}
-	total = map_get32(p + 12);
-	ng = map_get32(p + 32);
-	nv = map_get32(p + 36);
+	total = le_get32(p + 12);
+	ng = le_get32(p + 32);
+	nv = le_get32(p + 36);
 	if (ng > COH_MAP_MAX_GROUPS || nv > COH_MAP_MAX_VOLUMES ||
 	    total != map_encoded_len(ng, nv) || total > len) {
 		map_err(err, errlen, "length %u for %u groups and %u volumes, %zu bytes there",
 			total, ng, nv, len);
 		return -EBADMSG;
 	}
-	if (map_get32(p + 60) != map_crc(p, total) || !map_zero(p + 40, 20)) {
+	if (le_get32(p + 60) != map_crc(p, total) || !le_zero(p + 40, 20)) {
 		map_err(err, errlen, "checksum or reserved bytes: a torn or corrupt table");
 		return -EBADMSG;
 	}
-	m->version = map_get64(p + 16);
-	m->nodes = map_get32(p + 24);
-	m->block_size = map_get32(p + 28);
+	m->version = le_get64(p + 16);
+	m->nodes = le_get32(p + 24);
+	m->block_size = le_get32(p + 28);
 	m->ngroups = ng;
 	m->nvolumes = nv;
 	for (i = 0; i < ng; i++) {
 		q = p + MAP_HDR + i * MAP_GROUP;
-		if (!map_decode_name(q, m->groups[i].name) || !map_zero(q + 48, 16))
+		if (!map_decode_name(q, m->groups[i].name) || !le_zero(q + 48, 16))
 			goto bad_record;
-		m->groups[i].amfs = map_get32(q + 32);
-		m->groups[i].preferred = map_get32(q + 36);
-		m->groups[i].blocks = map_get64(q + 40);
+		m->groups[i].amfs = le_get32(q + 32);
+		m->groups[i].preferred = le_get32(q + 36);
+		m->groups[i].blocks = le_get64(q + 40);
 	}
 	for (i = 0; i < nv; i++) {
 		struct coh_map_volume *vo = &m->volumes[i];
 
 		q = p + MAP_HDR + ng * MAP_GROUP + i * MAP_VOLUME;
-		if (!map_decode_name(q, vo->name) || !map_zero(q + 116, 12))
+		if (!map_decode_name(q, vo->name) || !le_zero(q + 116, 12))
 			goto bad_record;
 		memcpy(vo->id, q + 32, COH_MAP_ID_BYTES);
-		vo->kind = map_get32(q + 48);
-		vo->group = map_get32(q + 52);
-		vo->blocks = map_get64(q + 56);
-		vo->first_block = map_get64(q + 64);
-		vo->layout = map_get32(q + 72);
-		vo->stripe_blocks = map_get32(q + 76);
-		vo->ncomp = map_get32(q + 80);
+		vo->kind = le_get32(q + 48);
+		vo->group = le_get32(q + 52);
+		vo->blocks = le_get64(q + 56);
+		vo->first_block = le_get64(q + 64);
+		vo->layout = le_get32(q + 72);
+		vo->stripe_blocks = le_get32(q + 76);
+		vo->ncomp = le_get32(q + 80);
 		for (j = 0; j < COH_MAP_MAX_COMPONENTS; j++)
-			vo->comp[j] = map_get32(q + 84 + 4 * j);
+			vo->comp[j] = le_get32(q + 84 + 4 * j);
 	}
 	return coh_map_check(m, err, errlen);
 
@@ -526,31 +493,54 @@ static int map_pick(const uint8_t *slots, struct coh_map *m, int *slot, char *er
 	return -EBADMSG;
 }
 
-int coh_map_load(const char *path, struct coh_map *m, char *err, size_t errlen)
+/* map_open - open @path (for writing, and created 0600 if missing, with @rw) and read its two
+ * slots into a new buffer *@slotsp (missing bytes read as zero). On success the caller closes
+ * *@fdp and frees *@slotsp; *@created says whether the file is new. */
+static int map_open(const char *path, bool rw, int *fdp, bool *created, uint8_t **slotsp, char *err,
+		    size_t errlen)
 {
-	uint8_t *slots;
-	int fd, ret, slot;
+	int fd, ret;
 
-	if (!path || !m)
-		return -EINVAL;
-	fd = open(path, O_RDONLY | O_CLOEXEC);
+	*created = false;
+	fd = open(path, (rw ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+	if (fd < 0 && rw && errno == ENOENT) {
+		*created = true;
+		fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	}
 	if (fd < 0) {
 		ret = -errno;
 		map_err(err, errlen, "%s: %s", path, strerror(errno));
 		return ret;
 	}
-	slots = malloc(2 * MAP_SLOT);
-	if (!slots) {
-		ret = -ENOMEM;
-		goto out_close;
+	*slotsp = malloc(2 * MAP_SLOT);
+	if (!*slotsp) {
+		close(fd);
+		return -ENOMEM;
 	}
-	ret = map_read_slots(fd, slots);
-	if (ret)
+	ret = map_read_slots(fd, *slotsp);
+	if (ret) {
 		map_err(err, errlen, "%s: %s", path, strerror(-ret));
-	else
-		ret = map_pick(slots, m, &slot, err, errlen);
+		free(*slotsp);
+		close(fd);
+		return ret;
+	}
+	*fdp = fd;
+	return 0;
+}
+
+int coh_map_load(const char *path, struct coh_map *m, char *err, size_t errlen)
+{
+	uint8_t *slots;
+	int fd, ret, slot;
+	bool created;
+
+	if (!path || !m)
+		return -EINVAL;
+	ret = map_open(path, false, &fd, &created, &slots, err, errlen);
+	if (ret)
+		return ret;
+	ret = map_pick(slots, m, &slot, err, errlen);
 	free(slots);
-out_close:
 	close(fd);
 	return ret;
 }
@@ -588,25 +578,9 @@ int coh_map_save(const char *path, const struct coh_map *m, char *err, size_t er
 	ret = coh_map_check(m, err, errlen);
 	if (ret)
 		return ret;
-	fd = open(path, O_RDWR | O_CLOEXEC);
-	created = fd < 0 && errno == ENOENT;
-	if (created)
-		fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-	if (fd < 0) {
-		ret = -errno;
-		map_err(err, errlen, "%s: %s", path, strerror(errno));
+	ret = map_open(path, true, &fd, &created, &slots, err, errlen);
+	if (ret)
 		return ret;
-	}
-	slots = malloc(2 * MAP_SLOT);
-	if (!slots) {
-		ret = -ENOMEM;
-		goto out_close;
-	}
-	ret = map_read_slots(fd, slots);
-	if (ret) {
-		map_err(err, errlen, "%s: %s", path, strerror(-ret));
-		goto out_free;
-	}
 	ret = map_pick(slots, &old, &slot, NULL, 0);
 	if (!ret && old.version >= m->version) {
 		map_err(err, errlen, "%s: version %llu is not newer than the kept %llu", path,
@@ -641,7 +615,6 @@ int coh_map_save(const char *path, const struct coh_map *m, char *err, size_t er
 		map_err(err, errlen, "%s: fsync of its directory: %s", path, strerror(-ret));
 out_free:
 	free(slots);
-out_close:
 	close(fd);
 	return ret;
 }

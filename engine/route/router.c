@@ -57,7 +57,7 @@ struct route_sub {
 
 struct route_op {
 	struct coh_route *r;
-	uint32_t state, type, volume, nblocks, tries;
+	uint32_t state, type, volume, nblocks;
 	uint64_t lba;
 	void *buf;
 	struct coh_route_io *rio;  /* submitted here, or */
