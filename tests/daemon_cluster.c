@@ -472,7 +472,8 @@ void dc_delete(struct dc_cluster **cp)
 		if (c->pid[i] > 0)
 			dc_signal(c, i, SIGKILL);
 	}
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s' '%s'", c->dir, c->shm);
+	/* A routed config's groups have directories beside the cluster's ("<shm>-<group>"). */
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s' '%s' '%s'-*", c->dir, c->shm, c->shm);
 	if (system(cmd))
 		fprintf(stderr, "dc_delete: %s failed\n", cmd);
 	free(c);

@@ -145,7 +145,7 @@ TEST_F(conf, parse__good_config_resolves)
 	EXPECT_EQ(fa.timeout_ms, 3000u);
 	EXPECT_EQ(fa.secret_len, 16u);
 	EXPECT_EQ(memcmp(fa.secret, "0123456789abcdef", 16), 0);
-	daemon_conf_node_attr(c, nullptr, &a);
+	daemon_conf_node_attr(c, 0, nullptr, &a);
 	EXPECT_EQ(a.nodes, 3u);
 	EXPECT_EQ(a.raid.level, COH_RAID5);
 	EXPECT_EQ(a.raid.nelems, 4u);
@@ -162,7 +162,8 @@ TEST_F(conf, parse__good_config_resolves)
 	EXPECT_EQ(a.fence, (uint32_t)COH_FENCE_LEASE);
 	EXPECT_EQ(a.timeout_ms, 3000u);
 	// Volumes one after the other, from block 0, in file order; RAID-5 over 4: 3 data elements.
-	EXPECT_EQ(c->capacity_blocks, 3u * 262144u);
+	EXPECT_EQ(c->groups[0].capacity_blocks, 3u * 262144u);
+	EXPECT_FALSE(c->routed);
 	ASSERT_EQ(c->nvolumes, 2u);
 	EXPECT_STREQ(c->volumes[0].name, "a");
 	EXPECT_EQ(c->volumes[0].first_block, 0u);
@@ -183,6 +184,178 @@ TEST_F(conf, parse__good_config_resolves)
 
 // reservations = cluster carves the table from the volume's end (the host sees it smaller, the
 // next volume starts where it did), and every export of such a volume names its one initiator.
+// A routed config: the shape, group ga on nodes 0-1 and gb on 1-2, a logical volume on
+// each, a virtual volume striped over two more, one concatenating them.
+std::string routed(const std::string &secret)
+{
+	return "[cluster]\n"			     // 1
+	       "name = r\n"			     // 2
+	       "nodes = 3\n"			     // 3
+	       "node = 0\n"			     // 4
+	       "provider = rdma\n"		     // 5
+	       "address = h0:7000,h1:7000,h2:7000\n" // 6
+	       "secret = " +
+	       secret +
+	       "\n"				     // 7
+	       "[group ga]\n"			     // 8
+	       "raid = raid5\n"			     // 9
+	       "element0 = /e/a0\n"		     // 10
+	       "element1 = /e/a1\n"		     // 11
+	       "element2 = /e/a2\n"		     // 12
+	       "element_size = 16M\n"		     // 13
+	       "amfs = 0,1\n"			     // 14
+	       "[group gb]\n"			     // 15
+	       "raid = raid1\n"			     // 16
+	       "element0 = /e/b0\n"		     // 17
+	       "element1 = /e/b1\n"		     // 18
+	       "element_size = 32M\n"		     // 19
+	       "amfs = 1 2\n"			     // 20
+	       "preferred = 2\n"		     // 21
+	       "address = h0:8000,h1:8000,h2:8000\n" // 22
+	       "[volume la]\n"			     // 23
+	       "size = 4M\n"			     // 24
+	       "group = ga\n"			     // 25
+	       "[volume lb]\n"			     // 26
+	       "size = 4M\n"			     // 27
+	       "group = gb\n"			     // 28
+	       "[volume sa]\n"			     // 29
+	       "size = 8M\n"			     // 30
+	       "group = ga\n"			     // 31
+	       "[volume sb]\n"			     // 32
+	       "size = 8M\n"			     // 33
+	       "group = gb\n"			     // 34
+	       "[virtual vs]\n"			     // 35
+	       "layout = stripe\n"		     // 36
+	       "volumes = sa, sb\n"		     // 37
+	       "chunk = 32K\n"			     // 38
+	       "[virtual vc]\n"			     // 39
+	       "layout = concat\n"		     // 40
+	       "volumes = la,lb\n"		     // 41
+	       "[export vs]\n"			     // 42
+	       "volume = vs\n";			     // 43
+}
+
+TEST_F(conf, parse__routed_groups_and_virtual_volumes_resolve)
+{
+	std::string text = routed(dir_ + "/secret");
+	struct daemon_conf *c = nullptr;
+	char err[DAEMON_ERR_MAX] = "";
+	struct coh_fabric_attr fa;
+	struct coh_node_attr a;
+	struct coh_map m;
+
+	ASSERT_EQ(daemon_conf_parse("c.conf", text.data(), text.size(), 1, &c, err, sizeof(err)), 0)
+	    << err;
+	EXPECT_TRUE(c->routed);
+	ASSERT_EQ(c->ngroups, 2u);
+	EXPECT_STREQ(c->groups[0].name, "ga");
+	EXPECT_EQ(c->groups[0].amfs, 0x3u);
+	EXPECT_EQ(c->groups[0].preferred, 0u); // the lowest AMF by default
+	// RAID-5 over 3 elements of 4096 blocks, chunk one block: 2 data elements.
+	EXPECT_EQ(c->groups[0].capacity_blocks, 2u * 4096u);
+	// Its engines' fabric: the cluster's ports + 100 (its index + 1), by default.
+	EXPECT_STREQ(c->groups[0].address, "h0:7100,h1:7100,h2:7100");
+	EXPECT_EQ(c->groups[1].amfs, 0x6u);
+	EXPECT_EQ(c->groups[1].preferred, 2u);
+	EXPECT_STREQ(c->groups[1].address, "h0:8000,h1:8000,h2:8000");
+	daemon_conf_group_fabric_attr(c, 1, &fa);
+	EXPECT_STREQ(fa.cluster, "h0:8000,h1:8000,h2:8000");
+	EXPECT_EQ(fa.node_id, 1u);
+	daemon_conf_node_attr(c, 1, nullptr, &a);
+	EXPECT_EQ(a.raid.level, COH_RAID1);
+	EXPECT_EQ(a.raid.nelems, 2u);
+	EXPECT_STREQ(a.elem_paths[1], "/e/b1");
+	// Volumes are carved per group, in file order.
+	ASSERT_EQ(c->nvolumes, 6u);
+	EXPECT_EQ(c->volumes[0].group, 0u);
+	EXPECT_EQ(c->volumes[0].first_block, 0u);
+	EXPECT_EQ(c->volumes[1].group, 1u);
+	EXPECT_EQ(c->volumes[1].first_block, 0u);
+	EXPECT_EQ(c->volumes[2].first_block, 1024u);
+	EXPECT_EQ(c->volumes[3].first_block, 1024u);
+	EXPECT_EQ(c->volumes[4].kind, (uint32_t)COH_MAP_VIRTUAL);
+	EXPECT_EQ(c->volumes[4].stripe_blocks, 8u);
+	EXPECT_EQ(c->volumes[4].blocks, 4096u);
+	EXPECT_EQ(c->volumes[5].blocks, 2048u);
+	// The table the router gets passes its check, and names what the config named.
+	daemon_conf_map(c, &m);
+	EXPECT_EQ(coh_map_check(&m, err, sizeof(err)), 0) << err;
+	EXPECT_EQ(coh_map_find(&m, "vs"), 4);
+	EXPECT_EQ(m.volumes[4].comp[1], 3u);
+	EXPECT_EQ(memcmp(m.volumes[4].id, c->volumes[4].id, 16), 0);
+	daemon_conf_delete(&c);
+	// shm: each group's directory beside the cluster's.
+	text = with(with(routed(dir_ + "/secret"), "provider = rdma", "provider = shm"),
+		    "address = h0:7000,h1:7000,h2:7000", "address = /dev/shm/r");
+	text = with(text, "address = h0:8000,h1:8000,h2:8000\n", "");
+	text = with(text, "volume = vs\n", "volume = vs\ndevice = vs-%n\n");
+	ASSERT_EQ(daemon_conf_parse("c.conf", text.data(), text.size(), 1, &c, err, sizeof(err)), 0)
+	    << err;
+	EXPECT_STREQ(c->groups[0].address, "/dev/shm/r-ga");
+	EXPECT_STREQ(c->groups[1].address, "/dev/shm/r-gb");
+	daemon_conf_delete(&c);
+}
+
+TEST_F(conf, parse__routed_errors_name_the_section)
+{
+	const std::string r = routed(dir_ + "/secret");
+
+	EXPECT_EQ(error_of(with(r, "amfs = 0,1", "amfs = 0,3")),
+		  "c.conf:14: [group ga] amfs: node 3 is not below nodes = 3");
+	EXPECT_EQ(error_of(with(r, "amfs = 0,1", "amfs = 0,x")),
+		  "c.conf:14: [group ga] amfs: \"x\" is not a node id (0 to 31)");
+	EXPECT_EQ(error_of(with(r, "amfs = 0,1", "amfs = 1,1")),
+		  "c.conf:14: [group ga] amfs: node 1 given twice");
+	EXPECT_EQ(error_of(with(r, "preferred = 2", "preferred = 0")),
+		  "c.conf:21: [group gb] preferred: node 0 is not one of the group's amfs");
+	EXPECT_EQ(error_of(with(r, "group = gb\n[volume sa]", "group = gc\n[volume sa]")),
+		  "c.conf:28: [volume lb] group: no [group gc]");
+	EXPECT_EQ(error_of(with(r, "size = 4M\ngroup = ga\n", "size = 4M\n")),
+		  "c.conf:23: [volume la] group: missing (2 groups: name the volume's)");
+	EXPECT_EQ(error_of(with(r, "volumes = sa, sb", "volumes = sa, sx")),
+		  "c.conf:37: [virtual vs] volumes: no [volume sx]");
+	EXPECT_EQ(error_of(with(r, "volumes = sa, sb", "volumes = sa, sa")),
+		  "c.conf:37: [virtual vs] volumes: sa given twice");
+	EXPECT_EQ(error_of(with(r, "volumes = la,lb", "volumes = la,vs")),
+		  "c.conf:41: [virtual vc] volumes: vs is virtual (components are [volume] "
+		  "sections)");
+	EXPECT_EQ(error_of(with(r, "volumes = sa, sb", "volumes = sa, lb")),
+		  "c.conf:37: [virtual vs] volumes: a stripe's volumes are all one size, a "
+		  "multiple of the chunk (8 blocks): lb has 1024");
+	EXPECT_EQ(error_of(with(r, "layout = stripe", "layout = mirror")),
+		  "c.conf:36: [virtual vs] layout: unknown layout \"mirror\" (stripe, concat)");
+	EXPECT_EQ(error_of(with(r, "layout = concat\n", "layout = concat\nchunk = 8K\n")),
+		  "c.conf:41: [virtual vc] chunk: only with layout = stripe");
+	EXPECT_EQ(error_of(with(r, "[virtual vc]", "[virtual la]")),
+		  "c.conf:39: [virtual la]: a volume of that name is on line 23");
+	EXPECT_EQ(error_of(with(r, "[group gb]", "[group]")),
+		  "c.conf:15: [group]: [group] and [group NAME] do not mix (one unnamed group, "
+		  "or named groups for routing)");
+	EXPECT_EQ(error_of(with(r, "address = h0:8000,h1:8000,h2:8000",
+				"address = h0:7100,h1:7100,h2:7100")),
+		  "c.conf:22: [group gb] address: \"h0:7100,h1:7100,h2:7100\" is [group ga]'s too");
+	EXPECT_EQ(error_of(with(r, "address = h0:8000,h1:8000,h2:8000", "address = h0:8000")),
+		  "c.conf:22: [group gb] address: 1 addresses for 3 nodes (rdma wants one "
+		  "host:port per node)");
+	EXPECT_EQ(error_of(with(r, "size = 8M\ngroup = gb", "size = 32M\ngroup = gb")),
+		  "c.conf:33: [volume sb] size: 8192 blocks do not fit: 7168 of the group gb's "
+		  "8192 blocks are left (volumes are carved in file order)");
+	EXPECT_EQ(error_of(with(r, "size = 4M\ngroup = ga",
+				"size = 4M\ngroup = ga\nreservations = cluster")),
+		  "c.conf:26: [volume la] reservations: cluster is not built for routed volumes "
+		  "([group NAME])");
+	// The unnamed group takes no routing keys, and a virtual volume needs named groups.
+	EXPECT_EQ(error_of(with(good(), "chunk = 64K\n", "chunk = 64K\namfs = 0\n")),
+		  "c.conf:19: [group] amfs: only in a [group NAME] (the unnamed [group] is every "
+		  "node's)");
+	EXPECT_EQ(error_of(good() + "[virtual v]\nlayout = concat\nvolumes = a,b\n"),
+		  "c.conf:34: [virtual v]: virtual volumes need [group NAME] sections (routing)");
+	// The mapping table's own check is the last word: a name too long for it.
+	EXPECT_EQ(error_of(with(r, "[volume la]", "[volume la0123456789012345678901234567890]")),
+		  "c.conf:23: [volume la0123456789012345678901234567890]: a routed volume's name "
+		  "has at most 31 bytes");
+}
+
 TEST_F(conf, parse__reservations_need_one_initiator_per_export)
 {
 	struct daemon_conf *c = nullptr;
@@ -283,7 +456,7 @@ TEST_F(conf, parse__unknown_section_and_key)
 		  "c.conf:9: [cluster] fencing: unknown key");
 	EXPECT_EQ(error_of(with(good(), "[cache]", "[caches]")),
 		  "c.conf:24: [caches]: unknown section (cluster, group, log, cache, daemon, "
-		  "volume NAME, export NAME)");
+		  "volume NAME, export NAME, group NAME, virtual NAME)");
 	EXPECT_EQ(error_of(with(good(), "element3", "element16")),
 		  "c.conf:16: [group] element16: unknown key (element0 .. element15)");
 	EXPECT_EQ(error_of(with(good(), "hba = 2", "lun = 2")),
@@ -499,6 +672,9 @@ TEST(daemon, three_nodes__view_kill_rejoin_reload_stop)
 	EXPECT_NE(strstr(out, "\"grants_lost\": 0"), nullptr) << out;
 	EXPECT_NE(strstr(out, "\"replies_dropped\": 0"), nullptr) << out;
 	EXPECT_EQ(strstr(out, "\"size\": 0,"), nullptr) << out; // the log region has a size
+	// one unnamed group: no mapping table to show
+	EXPECT_EQ(dc_ctl(c, 0, "map", out, sizeof(out)), 1);
+	EXPECT_NE(strstr(out, "no mapping table"), nullptr) << out;
 
 	// SIGKILL node 2: the others see 2 members in a later epoch; it comes back and rejoins
 	ASSERT_EQ(dc_signal(c, 2, SIGKILL), 0);
@@ -801,3 +977,107 @@ TEST(daemon, check__prints_or_refuses)
 }
 
 } // namespace
+
+// map_of - `cohortctl --json map` of @node, parsed (nullptr on any failure).
+static json_t *map_of(struct dc_cluster *c, uint32_t node)
+{
+	char out[16384];
+
+	if (dc_ctl(c, node, "--json map", out, sizeof(out)) != 0)
+		return nullptr;
+	return json_loads(out, 0, nullptr);
+}
+
+// members_of - group @g's members in @map as a mask.
+static uint32_t members_of(json_t *map, size_t g)
+{
+	json_t *m = json_object_get(json_array_get(json_object_get(map, "groups"), g), "members");
+	uint32_t mask = 0;
+	json_t *x;
+	size_t i;
+
+	json_array_foreach(m, i, x) mask |= 1u << json_integer_value(x);
+	return mask;
+}
+
+// A routed config (docs/examples/cohort-routed-shm.conf): group ga cabled to nodes 0-1, gb to
+// 1-2, a virtual volume striped over both. Every daemon opens both groups' engines (each on its
+// own fabric) and a router, and shows the same mapping table, with the groups it is an AMF of;
+// a node's death leaves both groups' clusters a view of the other two; an ordered stop stops
+// both groups' clusters and ends every daemon. (The I/O through the router, forwarded and split,
+// is scripts/rig-route.sh, through LIO in the VM rig.)
+TEST(daemon, routed__two_groups_one_table_a_death_and_a_stop)
+{
+	struct dc_cluster *c = nullptr;
+	json_t *map[3] = {};
+	char out[16384];
+	uint32_t epoch = 0, i, t;
+	int st = -1;
+
+	ASSERT_EQ(dc_new(COHORT_BIN_DIR, COHORT_ROUTED_EXAMPLE, 3, &c), 0);
+	for (i = 0; i < 3; i++)
+		ASSERT_EQ(dc_start(c, i), 0);
+	ASSERT_EQ(dc_wait_view(c, 7, 3, DT_VIEW_MS, &epoch), 0);
+	for (i = 0; i < 3; i++) {
+		json_t *g;
+
+		map[i] = map_of(c, i);
+		ASSERT_NE(map[i], nullptr) << "node " << i;
+		EXPECT_EQ(json_integer_value(json_object_get(map[i], "version")), 1);
+		EXPECT_EQ(json_integer_value(json_object_get(map[i], "node")), (json_int_t)i);
+		g = json_object_get(map[i], "groups");
+		ASSERT_EQ(json_array_size(g), 2u);
+		EXPECT_STREQ(json_string_value(json_object_get(json_array_get(g, 0), "name")),
+			     "ga");
+		EXPECT_EQ(json_is_true(json_object_get(json_array_get(g, 0), "amf_here")), i <= 1)
+		    << "node " << i;
+		EXPECT_EQ(json_is_true(json_object_get(json_array_get(g, 1), "amf_here")), i >= 1)
+		    << "node " << i;
+		EXPECT_EQ(members_of(map[i], 0), 7u) << "node " << i;
+		EXPECT_EQ(members_of(map[i], 1), 7u) << "node " << i;
+		// one table on every node: the same volumes, ids and layout
+		EXPECT_TRUE(json_equal(json_object_get(map[i], "volumes"),
+				       json_object_get(map[0], "volumes")))
+		    << "node " << i;
+	}
+	{
+		json_t *vs = json_array_get(json_object_get(map[0], "volumes"), 4);
+
+		EXPECT_STREQ(json_string_value(json_object_get(vs, "name")), "vs");
+		EXPECT_STREQ(json_string_value(json_object_get(vs, "layout")), "stripe");
+		EXPECT_EQ(json_integer_value(json_object_get(vs, "blocks")), 8192);
+		EXPECT_EQ(json_array_size(json_object_get(vs, "components")), 2u);
+	}
+	for (i = 0; i < 3; i++)
+		json_decref(map[i]);
+	EXPECT_EQ(dc_ctl(c, 1, "map", out, sizeof(out)), 0);
+	EXPECT_NE(strstr(out, "stripe (16 blocks) over sa,sb"), nullptr) << out;
+	EXPECT_NE(strstr(out, "group gb from block 2048"), nullptr) << out;
+	EXPECT_NE(strstr(out, "routed here: 0 local, 0 forwarded"), nullptr) << out;
+	EXPECT_EQ(dc_ctl(c, 1, "volumes", out, sizeof(out)), 0) << out;
+	EXPECT_NE(strstr(out, "vs"), nullptr) << out;
+
+	// SIGKILL node 2 (gb's preferred AMF): both groups' clusters go on with nodes 0 and 1
+	ASSERT_EQ(dc_signal(c, 2, SIGKILL), 0);
+	ASSERT_EQ(dc_wait_view(c, 3, 2, DT_VIEW_MS, &epoch), 0);
+	for (t = 0; t < 600; t++) { // group gb's view, bounded (60 s)
+		json_t *m = map_of(c, 0);
+		bool done = m && members_of(m, 1) == 3u;
+
+		json_decref(m);
+		if (done)
+			break;
+		usleep(100000);
+	}
+	EXPECT_LT(t, 600u) << "group gb's view never lost node 2";
+
+	// cohortctl stop: both groups' clusters stop; every daemon left exits 0
+	EXPECT_EQ(dc_ctl(c, 1, "stop", out, sizeof(out)), 0) << out;
+	for (i = 0; i < 2; i++) {
+		ASSERT_EQ(dc_wait_exit(c, i, DT_EXIT_MS, &st), 0) << "node " << i;
+		EXPECT_TRUE(WIFEXITED(st)) << "node " << i;
+		EXPECT_EQ(WEXITSTATUS(st), 0) << "node " << i;
+	}
+	EXPECT_EQ(dc_log_wait(c, 0, "route: router up: 2 groups, 5 volumes", 1000), 0);
+	dc_delete(&c);
+}

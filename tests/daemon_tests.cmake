@@ -3,7 +3,8 @@
 add_executable(daemon_test daemon_test.cc daemon_cluster.c)
 target_compile_options(daemon_test PRIVATE $<$<COMPILE_LANGUAGE:C>:${COHORT_C_WARNINGS}>)
 target_compile_definitions(daemon_test PRIVATE COHORT_BIN_DIR="${CMAKE_BINARY_DIR}/bin"
-  COHORT_DAEMON_EXAMPLE="${PROJECT_SOURCE_DIR}/docs/examples/cohort-3node-shm.conf")
+  COHORT_DAEMON_EXAMPLE="${PROJECT_SOURCE_DIR}/docs/examples/cohort-3node-shm.conf"
+  COHORT_ROUTED_EXAMPLE="${PROJECT_SOURCE_DIR}/docs/examples/cohort-routed-shm.conf")
 target_link_libraries(daemon_test PRIVATE cohort_daemon GTest::gtest GTest::gtest_main)
 add_dependencies(daemon_test cohortd cohortctl)
 add_test(NAME unit_daemon_conf COMMAND daemon_test --gtest_filter=conf.*)

@@ -2,7 +2,7 @@
  * cohortctl.c - the control tool: sends one request to a cohortd's control socket and shows the
  * answer, as a table for people or (--json) the daemon's JSON object for programs. The socket is
  * given (-s) or found in the config (-c FILE [--node N]: [daemon] control, or its default).
- * Commands: status, volumes, exports, stats, stop. Exit status: 0 done; 1 the daemon answered
+ * Commands: status, volumes, map, exports, stats, stop. Exit status: 0 done; 1 the daemon answered
  * with an error, or none could be reached (no daemon, permission denied, daemon busy); 2 usage.
  *
  * Leaves out: changing exports (edit the config and SIGHUP the daemon), talking to several
@@ -117,6 +117,72 @@ static void ctl_show_volumes(json_t *r)
 	       ctl_int(r, "block_size"), ctl_int(r, "capacity_blocks"));
 }
 
+/* ctl_nodes - a JSON array of node ids as "0,1". */
+static void ctl_nodes(json_t *a, char *out, size_t len)
+{
+	json_t *x;
+	size_t i, n = 0;
+
+	out[0] = '\0';
+	json_array_foreach(a, i, x)
+	{
+		if (n < len)
+			n += (size_t)snprintf(out + n, len - n, "%s%lld", n ? "," : "",
+					      (long long)json_integer_value(x));
+	}
+	if (!n)
+		snprintf(out, len, "-");
+}
+
+/* ctl_show_map - the mapping table: groups, then volumes, then the router's counters. */
+static void ctl_show_map(json_t *r)
+{
+	json_t *gs = json_object_get(r, "groups"), *vs = json_object_get(r, "volumes"), *x, *c;
+	json_t *rt = json_object_get(r, "routing");
+	char amfs[64], members[64], where[96];
+	size_t i, k, n;
+
+	printf("mapping table version %lld, node %lld, block size %lld\n", ctl_int(r, "version"),
+	       ctl_int(r, "node"), ctl_int(r, "block_size"));
+	printf("%-16s %-12s %9s %12s %-8s %6s %-12s %s\n", "GROUP", "AMFS", "PREFERRED", "BLOCKS",
+	       "AMF HERE", "EPOCH", "MEMBERS", "QUORUM");
+	json_array_foreach(gs, i, x)
+	{
+		ctl_nodes(json_object_get(x, "amfs"), amfs, sizeof(amfs));
+		ctl_nodes(json_object_get(x, "members"), members, sizeof(members));
+		printf("%-16s %-12s %9lld %12lld %-8s %6lld %-12s %s\n", ctl_str(x, "name"), amfs,
+		       ctl_int(x, "preferred"), ctl_int(x, "blocks"), ctl_yes(x, "amf_here"),
+		       ctl_int(x, "epoch"), members, ctl_yes(x, "quorum"));
+	}
+	printf("\n%-16s %-8s %-32s %12s %s\n", "VOLUME", "KIND", "ID", "BLOCKS", "WHERE");
+	json_array_foreach(vs, i, x)
+	{
+		if (!strcmp(ctl_str(x, "kind"), "logical")) {
+			snprintf(where, sizeof(where), "group %s from block %lld",
+				 ctl_str(x, "group"), ctl_int(x, "first_block"));
+		} else {
+			n = (size_t)snprintf(where, sizeof(where), "%s", ctl_str(x, "layout"));
+			if (!strcmp(ctl_str(x, "layout"), "stripe") && n < sizeof(where))
+				n += (size_t)snprintf(where + n, sizeof(where) - n,
+						      " (%lld blocks)", ctl_int(x, "chunk_blocks"));
+			json_array_foreach(json_object_get(x, "components"), k, c)
+			{
+				if (n < sizeof(where))
+					n += (size_t)snprintf(where + n, sizeof(where) - n, "%s%s",
+							      k ? "," : " over ",
+							      json_string_value(c));
+			}
+		}
+		printf("%-16s %-8s %-32s %12lld %s\n", ctl_str(x, "name"), ctl_str(x, "kind"),
+		       ctl_str(x, "id"), ctl_int(x, "blocks"), where);
+	}
+	printf("\nrouted here: %lld local, %lld forwarded, %lld components, %lld routed again, "
+	       "%lld held by conflicts; %lld executed for other controllers\n",
+	       ctl_int(rt, "local"), ctl_int(rt, "forwarded"), ctl_int(rt, "components"),
+	       ctl_int(rt, "rerouted"), ctl_int(rt, "coord_held"),
+	       ctl_int(rt, "executed_for_others"));
+}
+
 /* ctl_show_exports - each export and its state. */
 static void ctl_show_exports(json_t *r)
 {
@@ -199,6 +265,8 @@ static void ctl_usage(FILE *f)
 	fprintf(f, "usage: cohortctl [-s SOCKET | -c FILE [--node N]] [--json] COMMAND\n"
 		   "  status   the view: epoch, members, quorum, each node's role, log copies\n"
 		   "  volumes  the volume table: name, id, first block, size\n"
+		   "  map      a routed config's mapping table: groups with their AMFs, logical\n"
+		   "           and virtual volumes, the router's counters\n"
 		   "  exports  the exports and their state\n"
 		   "  stats    I/O counters, IOPS, latency, cache, locks, view changes\n"
 		   "  stop     an ordered stop of the whole cluster (every daemon exits)\n");
@@ -212,7 +280,9 @@ int main(int argc, char **argv)
 					      { "json", no_argument, NULL, 'j' },
 					      { "help", no_argument, NULL, 'h' },
 					      { NULL, 0, NULL, 0 } };
-	static const char *const cmds[] = { "status", "volumes", "exports", "stats", "stop" };
+	static const char *const cmds[] = {
+		"status", "volumes", "map", "exports", "stats", "stop"
+	};
 	const char *sock = NULL, *conf_path = NULL, *cmd;
 	struct daemon_conf *conf = NULL;
 	char err[DAEMON_ERR_MAX], path[DAEMON_PATH_MAX + 1], *end;
@@ -298,6 +368,8 @@ int main(int argc, char **argv)
 		ctl_show_status(resp);
 	} else if (!strcmp(cmd, "volumes")) {
 		ctl_show_volumes(resp);
+	} else if (!strcmp(cmd, "map")) {
+		ctl_show_map(resp);
 	} else if (!strcmp(cmd, "exports")) {
 		ctl_show_exports(resp);
 	} else if (!strcmp(cmd, "stats")) {

@@ -19,6 +19,11 @@
  * Exports go to the TCMU front end (frontend.c) unless [daemon] frontend = none; before the node
  * leaves, the units answer ALUA unavailable for a second so hosts move to other paths.
  *
+ * A routed config ([group NAME] sections, docs/routing.md) opens one engine per group, each on a
+ * fabric of its own (this node a member of every group's cluster, an AMF of some), and a router
+ * over them and the cluster's fabric; every unit submits through the router. The status and the
+ * rates are the first group's engine's; "map" shows the mapping table and the router's counters.
+ *
  * Leaves out: LIO fabrics and LUNs (scripts/lio.sh), daemonising (systemd runs it in the
  * foreground), volumes as separate address spaces in the engine (the table is the daemon's: a
  * volume is a range of the group's blocks, which the SCSI unit offsets by first_lba).
@@ -41,6 +46,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cohort/router.h"
 #include "daemon.h"
 
 #define CD_TICK_MS 200		   /* how often the main thread looks at the node */
@@ -51,8 +57,14 @@
 struct cohortd {
 	const char *conf_path;
 	int node_override;
-	struct coh_fabric *fab;
-	struct coh_node *node;
+	struct coh_fabric *fab; /* the cluster's: the node's, or in a routed config the router's */
+	struct coh_node *node;	/* the first group's engine (@gnode[0]) */
+	/* A routed config: each group's fabric and engine, the table and the router. */
+	uint32_t ngroups;
+	struct coh_fabric *gfab[DAEMON_MAX_GROUPS];
+	struct coh_node *gnode[DAEMON_MAX_GROUPS];
+	struct coh_map *map;
+	struct coh_route *router;
 	struct daemon_tcmu *tcmu; /* NULL: [daemon] frontend = none */
 	struct daemon_exports *exports;
 	struct daemon_ctl *ctl;
@@ -254,14 +266,96 @@ static json_t *cd_volumes(const struct daemon_conf *c)
 		const struct daemon_volume *v = &c->volumes[i];
 
 		daemon_volume_id_hex(v->id, id);
-		json_array_append_new(a,
-				      json_pack("{s:s, s:s, s:I, s:I, s:I}", "name", v->name, "id",
-						id, "first_block", (json_int_t)v->first_block,
-						"blocks", (json_int_t)v->blocks, "bytes",
-						(json_int_t)(v->blocks * c->block_size)));
+		json_array_append_new(
+		    a,
+		    json_pack("{s:s, s:s, s:s, s:s, s:I, s:I, s:I}", "name", v->name, "id", id,
+			      "kind", v->kind == COH_MAP_VIRTUAL ? "virtual" : "logical", "group",
+			      v->kind == COH_MAP_VIRTUAL    ? ""
+			      : c->groups[v->group].name[0] ? c->groups[v->group].name
+							    : "default",
+			      "first_block", (json_int_t)v->first_block, "blocks",
+			      (json_int_t)v->blocks, "bytes",
+			      (json_int_t)(v->blocks * c->block_size)));
 	}
 	return json_pack("{s:b, s:I, s:I, s:o}", "ok", 1, "block_size", (json_int_t)c->block_size,
-			 "capacity_blocks", (json_int_t)c->capacity_blocks, "volumes", a);
+			 "capacity_blocks", (json_int_t)c->groups[0].capacity_blocks, "volumes", a);
+}
+
+/* cd_nodes_json - a node mask as an array of ids. */
+static json_t *cd_nodes_json(uint32_t mask)
+{
+	json_t *a = json_array();
+	uint32_t i;
+
+	for (i = 0; i < 32; i++) {
+		if (mask & (1u << i))
+			json_array_append_new(a, json_integer(i));
+	}
+	return a;
+}
+
+/* cd_map - the "map" answer: the mapping table (groups with their AMFs and this node's engine
+ * of each, volumes with where they lie), and the router's counters. */
+static json_t *cd_map(struct cohortd *d)
+{
+	const struct coh_map *m = d->map;
+	struct coh_route_stats rs;
+	struct coh_node_stats *st;
+	json_t *groups = json_array(), *vols = json_array(), *comps;
+	uint32_t i, k;
+	char id[33];
+
+	if (!m) {
+		json_decref(groups);
+		json_decref(vols);
+		return NULL;
+	}
+	st = malloc(sizeof(*st));
+	for (i = 0; i < m->ngroups; i++) {
+		const struct coh_map_group *g = &m->groups[i];
+		bool ok = st && !coh_node_stats(d->gnode[i], st);
+
+		json_array_append_new(
+		    groups,
+		    json_pack("{s:s, s:o, s:I, s:I, s:b, s:I, s:o, s:b}", "name", g->name, "amfs",
+			      cd_nodes_json(g->amfs), "preferred", (json_int_t)g->preferred,
+			      "blocks", (json_int_t)g->blocks, "amf_here",
+			      (g->amfs >> d->conf->node) & 1, "epoch",
+			      (json_int_t)(ok ? st->epoch : 0), "members",
+			      cd_nodes_json(ok ? st->members : 0), "quorum", ok && st->quorum));
+	}
+	free(st);
+	for (i = 0; i < m->nvolumes; i++) {
+		const struct coh_map_volume *v = &m->volumes[i];
+		json_t *o;
+
+		daemon_volume_id_hex(v->id, id);
+		if (v->kind == COH_MAP_LOGICAL) {
+			o = json_pack("{s:s, s:s, s:s, s:s, s:I, s:I}", "name", v->name, "id", id,
+				      "kind", "logical", "group", m->groups[v->group].name,
+				      "first_block", (json_int_t)v->first_block, "blocks",
+				      (json_int_t)v->blocks);
+		} else {
+			comps = json_array();
+			for (k = 0; k < v->ncomp; k++)
+				json_array_append_new(comps,
+						      json_string(m->volumes[v->comp[k]].name));
+			o = json_pack("{s:s, s:s, s:s, s:s, s:I, s:o, s:I}", "name", v->name, "id",
+				      id, "kind", "virtual", "layout",
+				      v->layout == COH_MAP_STRIPE ? "stripe" : "concat",
+				      "chunk_blocks", (json_int_t)v->stripe_blocks, "components",
+				      comps, "blocks", (json_int_t)v->blocks);
+		}
+		json_array_append_new(vols, o);
+	}
+	coh_route_stats(d->router, &rs);
+	return json_pack(
+	    "{s:b, s:I, s:I, s:I, s:o, s:o, s:{s:I, s:I, s:I, s:I, s:I, s:I}}", "ok", 1, "version",
+	    (json_int_t)m->version, "node", (json_int_t)d->conf->node, "block_size",
+	    (json_int_t)m->block_size, "groups", groups, "volumes", vols, "routing", "local",
+	    (json_int_t)rs.local, "forwarded", (json_int_t)rs.forwarded, "components",
+	    (json_int_t)rs.components, "rerouted", (json_int_t)rs.rerouted, "coord_held",
+	    (json_int_t)rs.coord_held, "executed_for_others", (json_int_t)rs.executed_for_others);
 }
 
 /* cd_lat - percentiles of one latency histogram, in ns. */
@@ -358,9 +452,19 @@ static json_t *cd_request(void *arg, const char *cmd, json_t *req, char *err, si
 				 daemon_exports_json(d->exports));
 	if (!strcmp(cmd, "stats"))
 		return cd_stats(d);
+	if (!strcmp(cmd, "map")) {
+		r = cd_map(d);
+		if (!r)
+			snprintf(
+			    err, errlen,
+			    "no mapping table: this config has one unnamed [group] (no routing)");
+		return r;
+	}
 	if (!strcmp(cmd, "stop")) {
 		daemon_log("cluster", "ordered stop asked on the control socket");
-		ret = coh_node_stop_cluster(d->node, CD_STOP_TIMEOUT_MS);
+		ret = 0;
+		for (uint32_t g = 0; g < d->ngroups && !ret; g++) /* every group's cluster */
+			ret = coh_node_stop_cluster(d->gnode[g], CD_STOP_TIMEOUT_MS);
 		if (ret) {
 			daemon_log("cluster", "ordered stop: %s", coh_strerror(ret));
 			snprintf(err, errlen, "cluster stop: %s", coh_strerror(ret));
@@ -373,8 +477,8 @@ static json_t *cd_request(void *arg, const char *cmd, json_t *req, char *err, si
 		return json_pack("{s:b, s:s}", "ok", ret ? 0 : 1, ret ? "error" : "result",
 				 ret ? err : "every member destaged and stopped");
 	}
-	snprintf(err, errlen, "unknown command \"%.64s\" (status, volumes, exports, stats, stop)",
-		 cmd);
+	snprintf(err, errlen,
+		 "unknown command \"%.64s\" (status, volumes, map, exports, stats, stop)", cmd);
 	return NULL;
 }
 
@@ -447,6 +551,26 @@ static uint64_t cd_minority_ns(const struct daemon_conf *c)
 	return (ms < 20000 ? 20000 : ms) * 1000000ull;
 }
 
+/* cd_other_groups - a routed config: the other groups' engines stopped or excluded count as the
+ * first one's (this daemon leaves if any of its engines must). */
+static void cd_other_groups(struct cohortd *d, struct coh_node_stats *st)
+{
+	struct coh_node_stats *o;
+	uint32_t g;
+
+	if (d->ngroups < 2 || !(o = malloc(sizeof(*o))))
+		return;
+	for (g = 1; g < d->ngroups; g++) {
+		if (coh_node_stats(d->gnode[g], o))
+			continue;
+		st->stopped |= o->stopped;
+		if (o->excluded_epoch && !st->excluded_epoch)
+			st->excluded_epoch = o->excluded_epoch;
+		st->quorum &= o->quorum;
+	}
+	free(o);
+}
+
 static int cd_serve(struct cohortd *d, const sigset_t *sigs)
 {
 	struct timespec tick = { .tv_sec = 0, .tv_nsec = CD_TICK_MS * 1000000L };
@@ -468,6 +592,7 @@ static int cd_serve(struct cohortd *d, const sigset_t *sigs)
 		if (sig == SIGHUP)
 			cd_reload(d);
 		cd_sample(d, st, &epoch, &members);
+		cd_other_groups(d, st);
 		if (atomic_load(&d->stop_requested)) {
 			daemon_log("cluster", "stopped (by this node's request): leaving");
 			break;
@@ -511,13 +636,151 @@ static int cd_serve(struct cohortd *d, const sigset_t *sigs)
 	return 0;
 }
 
-/* cd_open - the fabric and the node; the volumes checked against the group the engine made. */
+/* cd_open_group - group @g's engine over @fab; checked against the config's arithmetic. */
+static int cd_open_group(struct cohortd *d, uint32_t g, struct coh_fabric *fab)
+{
+	const struct daemon_conf *c = d->conf;
+	const struct daemon_group *gr = &c->groups[g];
+	const char *name = gr->name[0] ? gr->name : "default";
+	struct coh_node_attr na;
+	uint64_t t0 = cd_now_ns();
+	int ret;
+
+	if (gr->log_dir[0] && mkdir(gr->log_dir, 0700) && errno != EEXIST) {
+		ret = -errno;
+		daemon_log("log", "%s: cannot create: %s", gr->log_dir, strerror(errno));
+		return ret;
+	}
+	daemon_conf_node_attr(c, g, fab, &na);
+	if (c->fence == COH_FENCE_AGENT) {
+		na.fence_agent = cd_fence_agent;
+		na.fence_arg = d;
+	}
+	daemon_log("node",
+		   "group %s: opening: recovery or rejoin, then serving (%u nodes, raid%u over %u "
+		   "elements%s)",
+		   name, c->nodes, gr->raid, gr->nelems,
+		   !c->routed		       ? ""
+		   : (gr->amfs >> c->node) & 1 ? ", an AMF here"
+					       : ", no AMF here");
+	ret = coh_node_open(&na, &d->gnode[g]);
+	if (ret) {
+		daemon_log("node", "group %s: cannot open: %s", name, coh_strerror(ret));
+		return ret;
+	}
+	daemon_log("node", "group %s: serving after %.1f s: %" PRIu64 " blocks of %u bytes", name,
+		   (double)(cd_now_ns() - t0) / 1e9, coh_node_nblocks(d->gnode[g]),
+		   coh_node_block_size(d->gnode[g]));
+	if (coh_node_nblocks(d->gnode[g]) < gr->capacity_blocks) {
+		/* The config's arithmetic and the engine's disagree: refuse rather than serve a
+		 * volume past the end. */
+		daemon_log("node",
+			   "group %s: the group has %" PRIu64
+			   " blocks, the config counted %" PRIu64,
+			   name, coh_node_nblocks(d->gnode[g]), gr->capacity_blocks);
+		coh_node_close(&d->gnode[g]);
+		return -ENOSPC;
+	}
+	return 0;
+}
+
+/* cd_engine_submit - the router's group engine: the node's asynchronous engine. */
+static int cd_engine_submit(void *arg, struct coh_io *io)
+{
+	return coh_node_submit(arg, io);
+}
+
+/* cd_open_router - a routed config: every group's fabric and engine, then the router. */
+static int cd_open_router(struct cohortd *d)
+{
+	const struct daemon_conf *c = d->conf;
+	struct coh_route_attr ra = { .attr_size = sizeof(ra) };
+	struct coh_fabric_attr fa;
+	uint32_t g;
+	int ret;
+
+	d->map = malloc(sizeof(*d->map));
+	if (!d->map)
+		return -ENOMEM;
+	daemon_conf_map(c, d->map);
+	for (g = 0; g < c->ngroups; g++) {
+		daemon_conf_group_fabric_attr(c, g, &fa);
+		ret = coh_fabric_open(&fa, &d->gfab[g]);
+		if (ret) {
+			daemon_log("fabric", "group %s: %s at %s: cannot open: %s",
+				   c->groups[g].name, c->provider, c->groups[g].address,
+				   coh_strerror(ret));
+			goto err_close;
+		}
+		d->ngroups = g + 1;
+		ret = cd_open_group(d, g, d->gfab[g]);
+		if (ret)
+			goto err_close;
+		if ((c->groups[g].amfs >> c->node) & 1) {
+			ra.group_submit[g] = cd_engine_submit;
+			ra.group_arg[g] = d->gnode[g];
+		}
+	}
+	d->node = d->gnode[0];
+	ra.map = d->map;
+	ra.fab = d->fab;
+	ret = coh_route_new(&ra, &d->router);
+	if (ret) {
+		daemon_log("route", "cannot start the router: %s", coh_strerror(ret));
+		goto err_close;
+	}
+	daemon_log("route", "router up: %u groups, %u volumes, table version %" PRIu64,
+		   d->map->ngroups, d->map->nvolumes, d->map->version);
+	return 0;
+
+err_close:
+	for (g = d->ngroups; g-- > 0;) {
+		coh_node_close(&d->gnode[g]);
+		coh_fabric_close(&d->gfab[g]);
+	}
+	d->ngroups = 0;
+	d->node = NULL;
+	free(d->map);
+	d->map = NULL;
+	return ret;
+}
+
+/* cd_close_engines - the router, then every group's engine and fabric (a routed config), or the
+ * node. Returns 0 when every engine closed cleanly, else the first error. */
+static int cd_close_engines(struct cohortd *d)
+{
+	uint32_t g;
+	int ret, first = 0;
+
+	coh_route_delete(&d->router);
+	for (g = d->ngroups; g-- > 0;) {
+		ret = coh_node_close(&d->gnode[g]);
+		if (ret) {
+			daemon_log("node",
+				   "close: %s (what it held is in log copies the next start "
+				   "replays)",
+				   coh_strerror(ret));
+			first = first ? first : ret;
+		}
+		if (d->gfab[g]) {
+			int fret = coh_fabric_close(&d->gfab[g]);
+
+			if (fret)
+				daemon_log("fabric", "close: %s", coh_strerror(fret));
+		}
+	}
+	d->ngroups = 0;
+	d->node = NULL;
+	free(d->map);
+	d->map = NULL;
+	return first;
+}
+
+/* cd_open - the fabric and the engines; the volumes checked against the groups they made. */
 static int cd_open(struct cohortd *d)
 {
 	const struct daemon_conf *c = d->conf;
 	struct coh_fabric_attr fa;
-	struct coh_node_attr na;
-	uint64_t t0 = cd_now_ns();
 	char id[33];
 	uint32_t i;
 	int ret;
@@ -537,44 +800,38 @@ static int cd_open(struct cohortd *d)
 	}
 	daemon_log("fabric", "%s at %s: open (authenticated by %s)", c->provider, c->address,
 		   c->secret_path);
-	daemon_conf_node_attr(c, d->fab, &na);
 	if (c->fence == COH_FENCE_AGENT) {
 		snprintf(d->fence_agent, sizeof(d->fence_agent), "%s", c->fence_agent);
 		snprintf(d->cluster, sizeof(d->cluster), "%s", c->cluster);
 		d->fence_timeout_ms = c->timeout_ms ? c->timeout_ms : COH_FABRIC_DEFAULT_TIMEOUT_MS;
-		na.fence_agent = cd_fence_agent;
-		na.fence_arg = d;
 	}
-	daemon_log("node",
-		   "opening: recovery or rejoin, then serving (%u nodes, raid%u over %u "
-		   "elements)",
-		   c->nodes, c->raid, c->nelems);
-	ret = coh_node_open(&na, &d->node);
-	if (ret) {
-		daemon_log("node", "cannot open: %s", coh_strerror(ret));
+	if (c->routed) {
+		ret = cd_open_router(d);
+	} else {
+		ret = cd_open_group(d, 0, d->fab);
+		if (!ret) {
+			d->ngroups = 1;
+			d->node = d->gnode[0];
+		}
+	}
+	if (ret)
 		goto err_close_fabric;
-	}
-	daemon_log("node", "serving after %.1f s: %" PRIu64 " blocks of %u bytes",
-		   (double)(cd_now_ns() - t0) / 1e9, coh_node_nblocks(d->node),
-		   coh_node_block_size(d->node));
-	if (coh_node_nblocks(d->node) < c->capacity_blocks) {
-		/* The config's arithmetic and the engine's disagree: refuse rather than serve a
-		 * volume past the end. */
-		daemon_log("node", "the group has %" PRIu64 " blocks, the config counted %" PRIu64,
-			   coh_node_nblocks(d->node), c->capacity_blocks);
-		ret = -ENOSPC;
-		goto err_close_node;
-	}
 	for (i = 0; i < c->nvolumes; i++) {
-		daemon_volume_id_hex(c->volumes[i].id, id);
-		daemon_log("volume", "%s: blocks %" PRIu64 " .. %" PRIu64 ", id %s",
-			   c->volumes[i].name, c->volumes[i].first_block,
-			   c->volumes[i].first_block + c->volumes[i].blocks - 1, id);
+		const struct daemon_volume *v = &c->volumes[i];
+
+		daemon_volume_id_hex(v->id, id);
+		if (v->kind == COH_MAP_VIRTUAL)
+			daemon_log("volume",
+				   "%s: virtual, %" PRIu64 " blocks over %u volumes, id %s",
+				   v->name, v->blocks, v->ncomp, id);
+		else
+			daemon_log("volume", "%s: %s%sblocks %" PRIu64 " .. %" PRIu64 ", id %s",
+				   v->name, c->groups[v->group].name,
+				   c->groups[v->group].name[0] ? " " : "", v->first_block,
+				   v->first_block + v->blocks - 1, id);
 	}
 	return 0;
 
-err_close_node:
-	coh_node_close(&d->node);
 err_close_fabric:
 	coh_fabric_close(&d->fab);
 	return ret;
@@ -663,6 +920,8 @@ int main(int argc, char **argv)
 	if (d.conf->frontend_tcmu) {
 		ret =
 		    daemon_tcmu_new(d.node, d.conf->node, d.conf->nodes, d.conf->configfs, &d.tcmu);
+		if (!ret && d.router)
+			ret = daemon_tcmu_set_router(d.tcmu, d.router, d.map);
 		if (ret) {
 			daemon_log("export", "cannot start the TCMU front end: %s",
 				   coh_strerror(ret));
@@ -691,12 +950,8 @@ out_delete_exports:
 out_delete_tcmu:
 	daemon_tcmu_delete(&d.tcmu);
 out_close_node:
-	ret = coh_node_close(&d.node);
+	ret = cd_close_engines(&d);
 	if (ret) {
-		daemon_log("node",
-			   "close: %s (what it held is in log copies the next start "
-			   "replays)",
-			   coh_strerror(ret));
 		if (status != CD_EXIT_EXCLUDED)
 			status = 1;
 	} else {

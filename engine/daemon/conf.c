@@ -33,8 +33,9 @@
 #include "cohort/tcmu.h"
 #include "daemon.h"
 
-#define DCONF_MAX_SECTIONS (8 + DAEMON_MAX_VOLUMES + DAEMON_MAX_EXPORTS)
+#define DCONF_MAX_SECTIONS (8 + DAEMON_MAX_GROUPS + DAEMON_MAX_VOLUMES + DAEMON_MAX_EXPORTS)
 #define DCONF_SECTION_MAX 80
+#define DCONF_LINE_MAX 200 /* inih's line buffer */
 
 /* What the parse has seen, beyond the config itself. */
 struct dconf_parse {
@@ -58,6 +59,14 @@ struct dconf_parse {
 	/* The volume and export sections, with the keys each has. */
 	uint32_t vol_set[DAEMON_MAX_VOLUMES], exp_set[DAEMON_MAX_EXPORTS];
 	uint32_t vol_size_line[DAEMON_MAX_VOLUMES];
+	/* The group sections: keys set (a bit per key of dconf_group_keys, elementN from
+	 * DCONF_ELEMENT_BIT) and their lines. */
+	uint64_t grp_set[DAEMON_MAX_GROUPS];
+	uint32_t grp_key_line[DAEMON_MAX_GROUPS][8 + COH_RAID_MAX_ELEMS];
+	/* [volume NAME] group = and [virtual NAME] volumes = (names, resolved once all are read) */
+	char vol_group[DAEMON_MAX_VOLUMES][DAEMON_NAME_MAX + 1];
+	char vol_comps[DAEMON_MAX_VOLUMES][DCONF_LINE_MAX];
+	uint32_t vol_key_line[DAEMON_MAX_VOLUMES][8];
 	int node_override;
 };
 
@@ -73,21 +82,22 @@ enum dconf_section {
 
 static const char *const dconf_section_names[] = { "cluster", "group", "log", "cache", "daemon" };
 
-/* The keys of each fixed section; [group] elementN are matched apart. */
+/* The keys of each fixed section; [group] and [group NAME] have dconf_group_keys, elementN
+ * matched apart. */
 static const char *const dconf_cluster_keys[] = {
 	"name",	      "nodes",	"node",	       "provider", "address",
 	"secret",     "quorum", "timeout_ms",  "lease_ms", "open_timeout_ms",
 	"force_open", "fence",	"fence_agent", NULL
 };
-static const char *const dconf_group_keys[] = { "raid", "element_size", "chunk", "block_size",
-						NULL };
+static const char *const dconf_group_keys[] = { "raid", "element_size", "chunk",   "block_size",
+						"amfs", "preferred",	"address", NULL };
 static const char *const dconf_log_keys[] = { "dir", "bytes", "replicas", NULL };
 static const char *const dconf_cache_keys[] = { "blocks", "lanes", "queue_depth", NULL };
 static const char *const dconf_daemon_keys[] = { "control", "frontend", "configfs", NULL };
 static const char *const *const dconf_keys[] = { dconf_cluster_keys, dconf_group_keys,
 						 dconf_log_keys, dconf_cache_keys,
 						 dconf_daemon_keys };
-#define DCONF_ELEMENT_BIT 8 /* [group] elementN: bit 8 + N of set[DCONF_GROUP] */
+#define DCONF_ELEMENT_BIT 8 /* [group] elementN: bit 8 + N of grp_set[] */
 
 /* dconf_fail - record an error at @line (the first one wins: it is the one to fix first). */
 static int dconf_fail(struct dconf_parse *p, uint32_t line, const char *section, const char *key,
@@ -371,40 +381,76 @@ static int dconf_cluster_key(struct dconf_parse *p, int k, const char *v)
 	}
 }
 
-/* dconf_group_key - one key of [group] (elementN apart). */
-static int dconf_group_key(struct dconf_parse *p, int k, const char *v)
+/* dconf_nodes - a list of node ids ("0,1" or "0 1") into a mask; 1, or 0 with the error. */
+static int dconf_nodes(struct dconf_parse *p, const char *sec, const char *key, const char *v,
+		       uint32_t *mask)
 {
-	struct daemon_conf *c = p->c;
+	char buf[DCONF_LINE_MAX], *save = NULL, *tok;
+	uint64_t id;
+
+	*mask = 0;
+	snprintf(buf, sizeof(buf), "%s", v);
+	for (tok = strtok_r(buf, ", ", &save); tok; tok = strtok_r(NULL, ", ", &save)) {
+		if (dconf_u64(tok, 31, &id))
+			return dconf_fail(p, p->line, sec, key, "\"%s\" is not a node id (0 to 31)",
+					  tok);
+		if (*mask & (1u << id))
+			return dconf_fail(p, p->line, sec, key, "node %s given twice", tok);
+		*mask |= 1u << id;
+	}
+	if (!*mask)
+		return dconf_fail(p, p->line, sec, key, "no node (a list such as 0,1)");
+	return 1;
+}
+
+/* dconf_group_key - one key of group @g's section @sec (elementN apart). */
+static int dconf_group_key(struct dconf_parse *p, uint32_t g, const char *sec, int k, const char *v)
+{
+	struct daemon_group *gr = &p->c->groups[g];
 	const char *key = dconf_group_keys[k];
 	uint64_t x = 0;
 	int ret;
 
+	if (k >= 4 && !gr->name[0])
+		return dconf_fail(p, p->line, sec, key,
+				  "only in a [group NAME] (the unnamed [group] is every node's)");
 	switch (k) {
 	case 0: /* raid */
 		if (!strcmp(v, "raid1"))
-			c->raid = COH_RAID1;
+			gr->raid = COH_RAID1;
 		else if (!strcmp(v, "raid5"))
-			c->raid = COH_RAID5;
+			gr->raid = COH_RAID5;
 		else
-			return dconf_fail(p, p->line, "group", key,
+			return dconf_fail(p, p->line, sec, key,
 					  "unknown level \"%s\" (raid1, raid5)", v);
 		return 1;
 	case 1: /* element_size */
-		return dconf_bytes(p, "group", key, v, 512, UINT64_MAX / COH_RAID_MAX_ELEMS,
-				   &c->element_bytes);
+		return dconf_bytes(p, sec, key, v, 512, UINT64_MAX / COH_RAID_MAX_ELEMS,
+				   &gr->element_bytes);
 	case 2: /* chunk (bytes; blocks once the block size is known) */
-		ret = dconf_bytes(p, "group", key, v, 512, COH_RAID_MAX_CHUNK_BYTES, &x);
+		ret = dconf_bytes(p, sec, key, v, 512, COH_RAID_MAX_CHUNK_BYTES, &x);
 		if (ret == 1)
-			c->chunk_blocks = (uint32_t)x; /* bytes for now: dconf_check divides */
+			gr->chunk_blocks = (uint32_t)x; /* bytes for now: dconf_group divides */
 		return ret;
-	default: /* block_size */
-		ret = dconf_bytes(p, "group", key, v, 512, 65536, &x);
+	case 3: /* block_size: the same in every group (dconf_groups) */
+		ret = dconf_bytes(p, sec, key, v, 512, 65536, &x);
 		if (ret == 1 && (x & (x - 1)))
-			return dconf_fail(p, p->line, "group", key,
+			return dconf_fail(p, p->line, sec, key,
 					  "%s is not a power of two from 512 to 64K", v);
+		if (ret == 1 && p->c->block_size && p->c->block_size != x)
+			return dconf_fail(p, p->line, sec, key,
+					  "%s differs from another group's %u (one block size for "
+					  "every group)",
+					  v, p->c->block_size);
 		if (ret == 1)
-			c->block_size = (uint32_t)x;
+			p->c->block_size = (uint32_t)x;
 		return ret;
+	case 4: /* amfs */
+		return dconf_nodes(p, sec, key, v, &gr->amfs);
+	case 5: /* preferred */
+		return dconf_u32(p, sec, key, v, 0, 31, &gr->preferred);
+	default: /* address */
+		return dconf_path(p, sec, key, v, gr->address);
 	}
 }
 
@@ -474,16 +520,15 @@ static int dconf_find_key(const char *const *keys, const char *key)
 	return -1;
 }
 
-/* dconf_fixed - a key of one of the fixed sections. */
-static int dconf_fixed(struct dconf_parse *p, enum dconf_section s, const char *key, const char *v)
+/* dconf_group_section - a key of group @g's section, [group] or [group NAME] (@sec). */
+static int dconf_group_section(struct dconf_parse *p, uint32_t g, const char *sec, const char *key,
+			       const char *v)
 {
-	const char *sec = dconf_section_names[s];
-	int k = dconf_find_key(dconf_keys[s], key);
+	int k = dconf_find_key(dconf_group_keys, key);
 	unsigned long n;
 	char *end;
 
-	if (k < 0 && s == DCONF_GROUP && !strncmp(key, "element", 7) &&
-	    isdigit((unsigned char)key[7])) {
+	if (k < 0 && !strncmp(key, "element", 7) && isdigit((unsigned char)key[7])) {
 		n = strtoul(key + 7, &end, 10);
 		if (*end || n >= COH_RAID_MAX_ELEMS || (key[7] == '0' && key[8]))
 			return dconf_fail(p, p->line, sec, key,
@@ -491,6 +536,24 @@ static int dconf_fixed(struct dconf_parse *p, enum dconf_section s, const char *
 					  COH_RAID_MAX_ELEMS - 1);
 		k = DCONF_ELEMENT_BIT + (int)n;
 	}
+	if (k < 0)
+		return dconf_fail(p, p->line, sec, key, "unknown key");
+	if (p->grp_set[g] & (1ull << k))
+		return dconf_fail(p, p->line, sec, key, "given twice (first on line %u)",
+				  p->grp_key_line[g][k]);
+	p->grp_set[g] |= 1ull << k;
+	p->grp_key_line[g][k] = p->line;
+	if (k >= DCONF_ELEMENT_BIT)
+		return dconf_path(p, sec, key, v, p->c->groups[g].elements[k - DCONF_ELEMENT_BIT]);
+	return dconf_group_key(p, g, sec, k, v);
+}
+
+/* dconf_fixed - a key of one of the fixed sections. */
+static int dconf_fixed(struct dconf_parse *p, enum dconf_section s, const char *key, const char *v)
+{
+	const char *sec = dconf_section_names[s];
+	int k = dconf_find_key(dconf_keys[s], key);
+
 	if (k < 0)
 		return dconf_fail(p, p->line, sec, key, "unknown key");
 	if (p->set[s] & (1ull << k))
@@ -501,10 +564,6 @@ static int dconf_fixed(struct dconf_parse *p, enum dconf_section s, const char *
 	switch (s) {
 	case DCONF_CLUSTER:
 		return dconf_cluster_key(p, k, v);
-	case DCONF_GROUP:
-		if (k >= DCONF_ELEMENT_BIT)
-			return dconf_path(p, sec, key, v, p->c->elements[k - DCONF_ELEMENT_BIT]);
-		return dconf_group_key(p, k, v);
 	case DCONF_LOG:
 		return dconf_log_key(p, k, v);
 	case DCONF_CACHE:
@@ -518,15 +577,22 @@ static int dconf_fixed(struct dconf_parse *p, enum dconf_section s, const char *
 static int dconf_volume_key(struct dconf_parse *p, uint32_t i, const char *sec, const char *key,
 			    const char *v)
 {
-	static const char *const keys[] = { "size", "reservations", NULL };
+	static const char *const keys[] = { "size", "reservations", "group", NULL };
 	struct daemon_volume *vol = &p->c->volumes[i];
 	int k = dconf_find_key(keys, key);
 
 	if (k < 0)
-		return dconf_fail(p, p->line, sec, key, "unknown key (size, reservations)");
+		return dconf_fail(p, p->line, sec, key, "unknown key (size, reservations, group)");
 	if (p->vol_set[i] & (1u << k))
 		return dconf_fail(p, p->line, sec, key, "given twice");
 	p->vol_set[i] |= 1u << k;
+	p->vol_key_line[i][k] = p->line;
+	if (k == 2) { /* a name, resolved once every group is read (dconf_volumes) */
+		if (!dconf_name_ok(v))
+			return dconf_fail(p, p->line, sec, key, "\"%s\" is not a group's name", v);
+		strcpy(p->vol_group[i], v);
+		return 1;
+	}
 	if (k == 1) {
 		if (strcmp(v, "none") && strcmp(v, "cluster"))
 			return dconf_fail(p, p->line, sec, key, "\"%s\" is not none or cluster", v);
@@ -537,6 +603,43 @@ static int dconf_volume_key(struct dconf_parse *p, uint32_t i, const char *sec, 
 	p->vol_size_line[i] = p->line;
 	/* Bytes for now; dconf_check turns them into blocks once the block size is known. */
 	return dconf_bytes(p, sec, key, v, 1, UINT64_MAX, &vol->blocks);
+}
+
+/* dconf_virtual_key - a key of [virtual NAME] (volume @i). */
+static int dconf_virtual_key(struct dconf_parse *p, uint32_t i, const char *sec, const char *key,
+			     const char *v)
+{
+	static const char *const keys[] = { "layout", "volumes", "chunk", NULL };
+	struct daemon_volume *vol = &p->c->volumes[i];
+	int k = dconf_find_key(keys, key);
+	uint64_t x = 0;
+	int ret;
+
+	if (k < 0)
+		return dconf_fail(p, p->line, sec, key, "unknown key (layout, volumes, chunk)");
+	if (p->vol_set[i] & (1u << k))
+		return dconf_fail(p, p->line, sec, key, "given twice");
+	p->vol_set[i] |= 1u << k;
+	p->vol_key_line[i][k] = p->line;
+	switch (k) {
+	case 0:
+		if (!strcmp(v, "stripe"))
+			vol->layout = COH_MAP_STRIPE;
+		else if (!strcmp(v, "concat"))
+			vol->layout = COH_MAP_CONCAT;
+		else
+			return dconf_fail(p, p->line, sec, key,
+					  "unknown layout \"%s\" (stripe, concat)", v);
+		return 1;
+	case 1: /* names, resolved once every volume is read (dconf_virtuals) */
+		snprintf(p->vol_comps[i], sizeof(p->vol_comps[i]), "%s", v);
+		return 1;
+	default: /* chunk: bytes for now, blocks in dconf_virtuals */
+		ret = dconf_bytes(p, sec, key, v, 512, 1ull << 30, &x);
+		if (ret == 1)
+			vol->stripe_blocks = (uint32_t)x;
+		return ret;
+	}
 }
 
 /* dconf_initiator_ok - an initiator's SCSI name: iqn., eui. or naa., then printable characters
@@ -616,10 +719,30 @@ static int dconf_enter(struct dconf_parse *p, int i, const char *section)
 					  "section given twice (first on line %u)",
 					  p->section_line[j]);
 	}
-	if (!strncmp(section, "volume ", 7) || !strncmp(section, "export ", 7)) {
+	if (!strcmp(section, "group") || !strncmp(section, "group ", 6)) {
+		name = section + 5;
+		while (*name == ' ')
+			name++;
+		if (*name && !dconf_name_ok(name))
+			return dconf_fail(p, line, section, NULL,
+					  "\"%s\" is not a name (1 to %d letters, digits, '_', "
+					  "'-', '.')",
+					  name, DAEMON_NAME_MAX);
+		if (c->ngroups && (!*name || !c->groups[0].name[0]))
+			return dconf_fail(p, line, section, NULL,
+					  "[group] and [group NAME] do not mix (one unnamed group, "
+					  "or named groups for routing)");
+		if (c->ngroups == DAEMON_MAX_GROUPS)
+			return dconf_fail(p, line, section, NULL, "more than %d groups",
+					  DAEMON_MAX_GROUPS);
+		strcpy(c->groups[c->ngroups].name, name);
+		c->groups[c->ngroups++].line = line;
+	}
+	if (!strncmp(section, "volume ", 7) || !strncmp(section, "export ", 7) ||
+	    !strncmp(section, "virtual ", 8)) {
 		bool vol = section[0] == 'v';
 
-		name = section + 7;
+		name = section + (section[1] == 'i' ? 8 : 7);
 		while (*name == ' ')
 			name++;
 		if (!dconf_name_ok(name))
@@ -633,9 +756,18 @@ static int dconf_enter(struct dconf_parse *p, int i, const char *section)
 		if (!vol && c->nexports == DAEMON_MAX_EXPORTS)
 			return dconf_fail(p, line, section, NULL, "more than %d exports",
 					  DAEMON_MAX_EXPORTS);
-		/* Section names are unique, so volume and export names are too. */
+		/* Section names are unique, so export names are too, and volume names within
+		 * [volume] and within [virtual]; across the two, looked at here. */
+		for (j = 0; vol && j < c->nvolumes; j++) {
+			if (!strcmp(c->volumes[j].name, name))
+				return dconf_fail(p, line, section, NULL,
+						  "a volume of that name is on line %u",
+						  c->volumes[j].line);
+		}
 		if (vol) {
 			strcpy(c->volumes[c->nvolumes].name, name);
+			c->volumes[c->nvolumes].kind =
+			    section[1] == 'i' ? COH_MAP_VIRTUAL : COH_MAP_LOGICAL;
 			c->volumes[c->nvolumes++].line = line;
 		} else {
 			strcpy(c->exports[c->nexports].name, name);
@@ -670,17 +802,21 @@ static int dconf_handler(void *user, const char *section, const char *key, const
 		return dconf_fail(p, p->line, section, NULL,
 				  "section header not understood (a name of at most 49 bytes)");
 	p->section_keys[p->cur]++;
+	if (!strcmp(section, "group") || !strncmp(section, "group ", 6))
+		return dconf_group_section(p, p->c->ngroups - 1, section, key, value);
 	for (s = 0; s < DCONF_VOLUME; s++) {
 		if (!strcmp(section, dconf_section_names[s]))
 			return dconf_fixed(p, (enum dconf_section)s, key, value);
 	}
 	if (!strncmp(section, "volume ", 7))
 		return dconf_volume_key(p, p->c->nvolumes - 1, section, key, value);
+	if (!strncmp(section, "virtual ", 8))
+		return dconf_virtual_key(p, p->c->nvolumes - 1, section, key, value);
 	if (!strncmp(section, "export ", 7))
 		return dconf_export_key(p, p->c->nexports - 1, section, key, value);
 	return dconf_fail(p, p->section_line[p->cur], section, NULL,
 			  "unknown section (cluster, group, log, cache, daemon, volume NAME, "
-			  "export NAME)");
+			  "export NAME, group NAME, virtual NAME)");
 }
 
 /* dconf_header - the reader's look at a line: a section header is recorded with its line. */
@@ -813,20 +949,21 @@ static int dconf_secret(struct dconf_parse *p)
 	return 1;
 }
 
-/* dconf_address - shm: an absolute directory; rdma: one host:port per node. */
-static int dconf_address(struct dconf_parse *p)
+/* dconf_addr_check - @addr (of @sec, on @line) for the provider: shm an absolute directory; rdma
+ * one host:port per node. */
+static int dconf_addr_check(struct dconf_parse *p, const char *sec, uint32_t line, const char *addr)
 {
 	struct daemon_conf *c = p->c;
-	uint32_t line = p->key_line[DCONF_CLUSTER][4], n = 0;
 	char buf[DAEMON_PATH_MAX + 1], *save = NULL, *tok;
+	uint32_t n = 0;
 
 	if (!strcmp(c->provider, "shm")) {
-		if (c->address[0] != '/')
-			return dconf_fail(p, line, "cluster", "address",
-					  "\"%s\": shm wants an absolute directory", c->address);
+		if (addr[0] != '/')
+			return dconf_fail(p, line, sec, "address",
+					  "\"%s\": shm wants an absolute directory", addr);
 		return 1;
 	}
-	strcpy(buf, c->address);
+	strcpy(buf, addr);
 	for (tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
 		char *colon;
 		uint64_t port;
@@ -835,15 +972,50 @@ static int dconf_address(struct dconf_parse *p)
 			tok++;
 		colon = strrchr(tok, ':');
 		if (!colon || colon == tok || dconf_u64(colon + 1, 65535, &port) || !port)
-			return dconf_fail(p, line, "cluster", "address",
+			return dconf_fail(p, line, sec, "address",
 					  "\"%s\" is not host:port (entry %u)", tok, n);
 		n++;
 	}
 	if (n != c->nodes)
-		return dconf_fail(p, line, "cluster", "address",
+		return dconf_fail(p, line, sec, "address",
 				  "%u addresses for %u nodes (rdma wants one host:port per node)",
 				  n, c->nodes);
 	return 1;
+}
+
+/* dconf_address - [cluster] address. */
+static int dconf_address(struct dconf_parse *p)
+{
+	return dconf_addr_check(p, "cluster", p->key_line[DCONF_CLUSTER][4], p->c->address);
+}
+
+/* dconf_rdma_shift - @addr's host:port list with every port + @delta into @out; false if one
+ * does not parse or passes 65535 (dconf_address checked the list already). */
+static bool dconf_rdma_shift(const char *addr, uint32_t delta, char *out)
+{
+	char buf[DAEMON_PATH_MAX + 1], *save = NULL, *tok;
+	size_t n = 0;
+
+	strcpy(buf, addr);
+	out[0] = '\0';
+	for (tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+		char *colon;
+		uint64_t port;
+		int w;
+
+		while (*tok == ' ')
+			tok++;
+		colon = strrchr(tok, ':');
+		if (!colon || dconf_u64(colon + 1, 65535, &port) || port + delta > 65535)
+			return false;
+		*colon = '\0';
+		w = snprintf(out + n, DAEMON_PATH_MAX + 1 - n, "%s%s:%" PRIu64, n ? "," : "", tok,
+			     port + delta);
+		if (w < 0 || (size_t)w >= DAEMON_PATH_MAX + 1 - n)
+			return false;
+		n += (size_t)w;
+	}
+	return true;
 }
 
 /* dconf_volume_id - SHA-256 over the cluster and volume names: the same on every node. */
@@ -868,82 +1040,208 @@ static int dconf_volume_id(const char *cluster, const char *name, uint8_t id[16]
 	return 0;
 }
 
-/* dconf_group - the elements, the block size, the chunk and the group's capacity. */
-static int dconf_group(struct dconf_parse *p)
+/* dconf_group_require - an error when key @k of group @g was not given. */
+static int dconf_group_require(struct dconf_parse *p, uint32_t g, const char *sec, int k)
+{
+	if (p->grp_set[g] & (1ull << k))
+		return 1;
+	return dconf_fail(p, p->c->groups[g].line, sec, dconf_group_keys[k], "missing");
+}
+
+/* dconf_group - group @g's elements, chunk and capacity (the block size is known), and for a
+ * named group its AMFs, preferred AMF and fabric address. */
+static int dconf_group(struct dconf_parse *p, uint32_t g)
 {
 	struct daemon_conf *c = p->c;
-	uint64_t elems = p->set[DCONF_GROUP] >> DCONF_ELEMENT_BIT, chunk_bytes;
-	uint32_t line = p->key_line[DCONF_GROUP][0], i, j, min;
+	struct daemon_group *gr = &c->groups[g];
+	uint64_t elems = p->grp_set[g] >> DCONF_ELEMENT_BIT, chunk_bytes;
+	uint32_t line = p->grp_key_line[g][0], i, j, min;
+	char sec[DCONF_SECTION_MAX], addr[DAEMON_PATH_MAX + 1];
 
+	snprintf(sec, sizeof(sec), gr->name[0] ? "group %s" : "group", gr->name);
+	if (!dconf_group_require(p, g, sec, 0) || !dconf_group_require(p, g, sec, 1))
+		return 0;
 	while (elems & 1) {
-		c->nelems++;
+		gr->nelems++;
 		elems >>= 1;
 	}
 	if (elems) /* a gap: element<nelems> is missing and a later one is there */
-		return dconf_fail(p, line, "group", "element",
+		return dconf_fail(p, line, sec, "element",
 				  "element%u missing (elements are numbered from 0, no gap)",
-				  c->nelems);
-	min = c->raid == COH_RAID5 ? 3 : 2;
-	if (c->nelems < min)
+				  gr->nelems);
+	min = gr->raid == COH_RAID5 ? 3 : 2;
+	if (gr->nelems < min)
 		return dconf_fail(
-		    p, line, "group", "raid", "%s wants %u to %u elements (element0 ...), %u given",
-		    c->raid == COH_RAID5 ? "raid5" : "raid1", min, COH_RAID_MAX_ELEMS, c->nelems);
-	for (i = 0; i < c->nelems; i++) {
+		    p, line, sec, "raid", "%s wants %u to %u elements (element0 ...), %u given",
+		    gr->raid == COH_RAID5 ? "raid5" : "raid1", min, COH_RAID_MAX_ELEMS, gr->nelems);
+	for (i = 0; i < gr->nelems; i++) {
 		for (j = 0; j < i; j++) {
-			if (!strcmp(c->elements[i], c->elements[j])) {
+			if (!strcmp(gr->elements[i], gr->elements[j])) {
 				char key[24];
 
 				snprintf(key, sizeof(key), "element%u", i);
-				return dconf_fail(p,
-						  p->key_line[DCONF_GROUP][DCONF_ELEMENT_BIT + i],
-						  "group", key, "the same path as element%u", j);
+				return dconf_fail(p, p->grp_key_line[g][DCONF_ELEMENT_BIT + i], sec,
+						  key, "the same path as element%u", j);
 			}
 		}
 	}
-	if (!c->block_size)
-		c->block_size = 4096;
-	if (c->element_bytes % c->block_size)
-		return dconf_fail(p, p->key_line[DCONF_GROUP][1], "group", "element_size",
+	if (gr->element_bytes % c->block_size)
+		return dconf_fail(p, p->grp_key_line[g][1], sec, "element_size",
 				  "%" PRIu64 " bytes is not a multiple of the block size (%u)",
-				  c->element_bytes, c->block_size);
-	c->element_blocks = c->element_bytes / c->block_size;
-	chunk_bytes = p->set[DCONF_GROUP] & (1ull << 2) ? c->chunk_blocks : c->block_size;
-	if (chunk_bytes % c->block_size || chunk_bytes / c->block_size > c->element_blocks)
-		return dconf_fail(p, p->key_line[DCONF_GROUP][2], "group", "chunk",
+				  gr->element_bytes, c->block_size);
+	gr->element_blocks = gr->element_bytes / c->block_size;
+	chunk_bytes = p->grp_set[g] & (1ull << 2) ? gr->chunk_blocks : c->block_size;
+	if (chunk_bytes % c->block_size || chunk_bytes / c->block_size > gr->element_blocks)
+		return dconf_fail(p, p->grp_key_line[g][2], sec, "chunk",
 				  "%" PRIu64 " bytes is not a multiple of the block size (%u) "
 				  "within element_size",
 				  chunk_bytes, c->block_size);
-	c->chunk_blocks = (uint32_t)(chunk_bytes / c->block_size);
+	gr->chunk_blocks = (uint32_t)(chunk_bytes / c->block_size);
 	/* What coh_raid_new makes of it (engine/raid.c): RAID-5 uses whole stripes only. */
-	if (c->raid == COH_RAID5)
-		c->capacity_blocks =
-		    c->element_blocks / c->chunk_blocks * c->chunk_blocks * (c->nelems - 1);
+	if (gr->raid == COH_RAID5)
+		gr->capacity_blocks =
+		    gr->element_blocks / gr->chunk_blocks * gr->chunk_blocks * (gr->nelems - 1);
 	else
-		c->capacity_blocks = c->element_blocks;
+		gr->capacity_blocks = gr->element_blocks;
+	if (!gr->name[0]) {
+		/* Every node serves the unnamed group, over the cluster's fabric. */
+		gr->amfs = c->nodes >= 32 ? UINT32_MAX : (1u << c->nodes) - 1;
+		strcpy(gr->address, c->address);
+		strcpy(gr->log_dir, c->log_dir);
+		return 1;
+	}
+	if (c->log_dir[0] &&
+	    (size_t)snprintf(addr, sizeof(addr), "%s/%s", c->log_dir, gr->name) >= sizeof(addr))
+		return dconf_fail(p, p->key_line[DCONF_LOG][0], "log", "dir",
+				  "too long for [group %s]'s directory in it", gr->name);
+	if (c->log_dir[0])
+		strcpy(gr->log_dir, addr);
+	if (strlen(gr->name) > COH_MAP_NAME_MAX)
+		return dconf_fail(p, gr->line, sec, NULL,
+				  "a routed group's name has at most %d bytes", COH_MAP_NAME_MAX);
+	if (!(p->grp_set[g] & (1ull << 4)))
+		gr->amfs = c->nodes >= 32 ? UINT32_MAX : (1u << c->nodes) - 1;
+	if (c->nodes < 32 && gr->amfs >> c->nodes)
+		return dconf_fail(p, p->grp_key_line[g][4], sec, "amfs",
+				  "node %d is not below nodes = %u", 31 - __builtin_clz(gr->amfs),
+				  c->nodes);
+	if (!(p->grp_set[g] & (1ull << 5)))
+		gr->preferred = (uint32_t)__builtin_ctz(gr->amfs);
+	if (!(gr->amfs & (1u << gr->preferred)))
+		return dconf_fail(p, p->grp_key_line[g][5], sec, "preferred",
+				  "node %u is not one of the group's amfs", gr->preferred);
+	if (!gr->address[0]) {
+		/* shm: a directory beside the cluster's; rdma: each node's port + 100 (g + 1), clear
+		 * of a cluster that numbers its nodes' ports one after the other. */
+		if (!strcmp(c->provider, "shm")) {
+			if ((size_t)snprintf(addr, sizeof(addr), "%s-%s", c->address, gr->name) >=
+			    sizeof(addr))
+				return dconf_fail(p, gr->line, sec, "address",
+						  "missing, and [cluster] address-%s is too long",
+						  gr->name);
+		} else if (!dconf_rdma_shift(c->address, 100 * (1 + g), addr)) {
+			return dconf_fail(p, gr->line, sec, "address",
+					  "missing, and [cluster] address's ports + %u are not "
+					  "ports",
+					  100 * (1 + g));
+		}
+		strcpy(gr->address, addr);
+	}
+	for (j = 0; j < g; j++) {
+		if (!strcmp(c->groups[j].address, gr->address))
+			return dconf_fail(p,
+					  p->grp_key_line[g][6] ? p->grp_key_line[g][6] : gr->line,
+					  sec, "address", "\"%s\" is [group %s]'s too", gr->address,
+					  c->groups[j].name);
+	}
+	if (!strcmp(c->address, gr->address))
+		return dconf_fail(p, p->grp_key_line[g][6] ? p->grp_key_line[g][6] : gr->line, sec,
+				  "address", "\"%s\" is [cluster] address (the forwarder's)",
+				  gr->address);
+	return dconf_addr_check(p, sec, p->grp_key_line[g][6] ? p->grp_key_line[g][6] : gr->line,
+				gr->address);
+}
+
+/* dconf_groups - every group; the block size first (one for all, 4096 by default). */
+static int dconf_groups(struct dconf_parse *p)
+{
+	struct daemon_conf *c = p->c;
+	uint32_t g;
+
+	if (!c->ngroups)
+		return dconf_fail(p, p->line ? p->line : 1, "group", "raid",
+				  "missing (no [group] section)");
+	if (!c->block_size)
+		c->block_size = 4096;
+	for (g = 0; g < c->ngroups; g++) {
+		if (!dconf_group(p, g))
+			return 0;
+	}
+	c->routed = c->groups[0].name[0] != '\0';
 	return 1;
 }
 
-/* dconf_volumes - sizes to blocks, laid out one after the other; ids. */
+/* dconf_volume_group - the group of logical volume @i: its group = key, or the only group. */
+static int dconf_volume_group(struct dconf_parse *p, uint32_t i, const char *sec)
+{
+	struct daemon_conf *c = p->c;
+	struct daemon_volume *v = &c->volumes[i];
+	uint32_t g;
+
+	if (!(p->vol_set[i] & 4)) {
+		if (c->ngroups > 1)
+			return dconf_fail(p, v->line, sec, "group",
+					  "missing (%u groups: name the volume's)", c->ngroups);
+		v->group = 0;
+		return 1;
+	}
+	for (g = 0; g < c->ngroups; g++) {
+		if (c->groups[g].name[0] && !strcmp(c->groups[g].name, p->vol_group[i])) {
+			v->group = g;
+			return 1;
+		}
+	}
+	return dconf_fail(p, p->vol_key_line[i][2], sec, "group", "no [group %s]", p->vol_group[i]);
+}
+
+/* dconf_volumes - logical volumes: sizes to blocks, laid out one after the other in their
+ * group, in file order; ids. */
 static int dconf_volumes(struct dconf_parse *p)
 {
 	struct daemon_conf *c = p->c;
-	uint64_t next = 0;
+	uint64_t next[DAEMON_MAX_GROUPS] = { 0 };
 	uint32_t i;
 	char sec[DCONF_SECTION_MAX];
 
 	for (i = 0; i < c->nvolumes; i++) {
 		struct daemon_volume *v = &c->volumes[i];
-		uint64_t bytes = v->blocks;
+		uint64_t bytes = v->blocks, cap;
+		const char *gname;
 
+		if (v->kind != COH_MAP_LOGICAL)
+			continue;
 		snprintf(sec, sizeof(sec), "volume %s", v->name);
+		if (c->routed && strlen(v->name) > COH_MAP_NAME_MAX)
+			return dconf_fail(p, v->line, sec, NULL,
+					  "a routed volume's name has at most %d bytes",
+					  COH_MAP_NAME_MAX);
 		if (!(p->vol_set[i] & 1))
 			return dconf_fail(p, v->line, sec, "size", "missing");
+		if (!dconf_volume_group(p, i, sec))
+			return 0;
+		cap = c->groups[v->group].capacity_blocks;
+		gname = c->groups[v->group].name;
 		if (bytes % c->block_size)
 			return dconf_fail(p, p->vol_size_line[i], sec, "size",
 					  "%" PRIu64
 					  " bytes is not a multiple of the block size (%u)",
 					  bytes, c->block_size);
 		v->blocks = bytes / c->block_size;
+		if (v->pr_blocks && c->routed)
+			/* The unit reads and writes its table through the node's engine, at the
+			 * volume's end in the group; a routed unit reaches only the volume. */
+			return dconf_fail(p, p->vol_key_line[i][1], sec, "reservations",
+					  "cluster is not built for routed volumes ([group NAME])");
 		if (v->pr_blocks) {
 			/* The reservation table (8 KiB, at least a block) at the volume's end. */
 			v->pr_blocks =
@@ -954,19 +1252,116 @@ static int dconf_volumes(struct dconf_parse *p)
 						  "reservation table (%u bytes)",
 						  bytes, v->pr_blocks * c->block_size);
 		}
-		if (v->blocks > c->capacity_blocks - next)
-			return dconf_fail(p, p->vol_size_line[i], sec, "size",
-					  "%" PRIu64 " blocks do not fit: %" PRIu64
-					  " of the group's %" PRIu64
-					  " blocks are left (volumes are "
-					  "carved in file order)",
-					  v->blocks, c->capacity_blocks - next, c->capacity_blocks);
-		v->first_block = next;
-		next += v->blocks;
+		if (v->blocks > cap - next[v->group])
+			return dconf_fail(
+			    p, p->vol_size_line[i], sec, "size",
+			    "%" PRIu64 " blocks do not fit: %" PRIu64 " of the group%s%s's %" PRIu64
+			    " blocks are left (volumes are "
+			    "carved in file order)",
+			    v->blocks, cap - next[v->group], gname[0] ? " " : "", gname, cap);
+		v->first_block = next[v->group];
+		next[v->group] += v->blocks;
 		v->blocks -= v->pr_blocks; /* what the host sees */
 		if (dconf_volume_id(c->cluster, v->name, v->id))
 			return dconf_fail(p, v->line, sec, NULL, "cannot derive its id");
 	}
+	return 1;
+}
+
+/* dconf_virtual - virtual volume @i: its layout and components (logical volumes of the table,
+ * distinct), its chunk, its size and id. The mapping table's own check (dconf_map) follows. */
+static int dconf_virtual(struct dconf_parse *p, uint32_t i)
+{
+	struct daemon_conf *c = p->c;
+	struct daemon_volume *v = &c->volumes[i];
+	char sec[DCONF_SECTION_MAX], buf[DCONF_LINE_MAX], *save = NULL, *tok;
+	uint32_t j, k, line = p->vol_key_line[i][1];
+
+	snprintf(sec, sizeof(sec), "virtual %s", v->name);
+	if (!c->routed)
+		return dconf_fail(p, v->line, sec, NULL,
+				  "virtual volumes need [group NAME] sections (routing)");
+	if (strlen(v->name) > COH_MAP_NAME_MAX)
+		return dconf_fail(p, v->line, sec, NULL,
+				  "a routed volume's name has at most %d bytes", COH_MAP_NAME_MAX);
+	if (!(p->vol_set[i] & 1))
+		return dconf_fail(p, v->line, sec, "layout", "missing");
+	if (!(p->vol_set[i] & 2))
+		return dconf_fail(p, v->line, sec, "volumes", "missing");
+	strcpy(buf, p->vol_comps[i]);
+	for (tok = strtok_r(buf, ", ", &save); tok; tok = strtok_r(NULL, ", ", &save)) {
+		for (j = 0; j < c->nvolumes && strcmp(c->volumes[j].name, tok); j++)
+			;
+		if (j == c->nvolumes)
+			return dconf_fail(p, line, sec, "volumes", "no [volume %s]", tok);
+		if (c->volumes[j].kind != COH_MAP_LOGICAL)
+			return dconf_fail(p, line, sec, "volumes",
+					  "%s is virtual (components are [volume] sections)", tok);
+		for (k = 0; k < v->ncomp; k++) {
+			if (v->comp[k] == j)
+				return dconf_fail(p, line, sec, "volumes", "%s given twice", tok);
+		}
+		if (v->ncomp == COH_MAP_MAX_COMPONENTS)
+			return dconf_fail(p, line, sec, "volumes", "more than %d volumes",
+					  COH_MAP_MAX_COMPONENTS);
+		v->comp[v->ncomp++] = j;
+	}
+	if (!v->ncomp)
+		return dconf_fail(p, line, sec, "volumes", "no volume");
+	if (v->layout == COH_MAP_STRIPE) {
+		uint64_t bytes = p->vol_set[i] & 4 ? v->stripe_blocks : 64u << 10;
+
+		if (bytes % c->block_size)
+			return dconf_fail(
+			    p, p->vol_key_line[i][2] ? p->vol_key_line[i][2] : v->line, sec,
+			    "chunk", "%" PRIu64 " bytes is not a multiple of the block size (%u)",
+			    bytes, c->block_size);
+		v->stripe_blocks = (uint32_t)(bytes / c->block_size);
+		for (k = 0; k < v->ncomp; k++) {
+			const struct daemon_volume *cv = &c->volumes[v->comp[k]];
+
+			if (cv->blocks != c->volumes[v->comp[0]].blocks ||
+			    cv->blocks % v->stripe_blocks)
+				return dconf_fail(p, line, sec, "volumes",
+						  "a stripe's volumes are all one size, a multiple "
+						  "of the chunk (%u blocks): %s has %" PRIu64,
+						  v->stripe_blocks, cv->name, cv->blocks);
+		}
+	} else if (p->vol_set[i] & 4) {
+		return dconf_fail(p, p->vol_key_line[i][2], sec, "chunk",
+				  "only with layout = stripe");
+	}
+	v->blocks = 0;
+	for (k = 0; k < v->ncomp; k++)
+		v->blocks += c->volumes[v->comp[k]].blocks;
+	if (dconf_volume_id(c->cluster, v->name, v->id))
+		return dconf_fail(p, v->line, sec, NULL, "cannot derive its id");
+	return 1;
+}
+
+/* dconf_map - a routed config's table must pass the router's own check. */
+static int dconf_map(struct dconf_parse *p)
+{
+	struct coh_map *m;
+	char err[DAEMON_ERR_MAX / 2];
+	uint32_t i;
+	int ret;
+
+	for (i = 0; i < p->c->nvolumes; i++) {
+		if (p->c->volumes[i].kind == COH_MAP_VIRTUAL && !dconf_virtual(p, i))
+			return 0;
+	}
+	if (!p->c->routed)
+		return 1;
+	m = malloc(sizeof(*m));
+	if (!m)
+		return dconf_fail(p, 1, NULL, NULL, "out of memory");
+	daemon_conf_map(p->c, m);
+	ret = coh_map_check(m, err, sizeof(err));
+	free(m);
+	if (ret)
+		return dconf_fail(p, p->c->groups[0].line, NULL, NULL, "the mapping table: %s",
+				  err);
 	return 1;
 }
 
@@ -1055,8 +1450,7 @@ static int dconf_check(struct dconf_parse *p)
 				  dconf_fence_name(c->fence));
 	if (!dconf_address(p))
 		return 0;
-	if (!dconf_require(p, DCONF_GROUP, 0, "raid") ||
-	    !dconf_require(p, DCONF_GROUP, 1, "element_size") || !dconf_group(p))
+	if (!dconf_groups(p))
 		return 0;
 	if (c->replicas >= (int)c->nodes)
 		return dconf_fail(p, p->key_line[DCONF_LOG][2], "log", "replicas",
@@ -1070,7 +1464,7 @@ static int dconf_check(struct dconf_parse *p)
 		strcpy(raw, c->control);
 		dconf_expand_node(raw, c->node, c->control, sizeof(c->control));
 	}
-	if (!dconf_volumes(p) || !dconf_exports(p))
+	if (!dconf_volumes(p) || !dconf_map(p) || !dconf_exports(p))
 		return 0;
 	/* Last: the secret file is the one check that reads something outside the config. */
 	return dconf_secret(p);
@@ -1216,24 +1610,69 @@ void daemon_conf_fabric_attr(const struct daemon_conf *c, struct coh_fabric_attr
 	fa->secret_len = c->secret_len;
 }
 
-void daemon_conf_node_attr(const struct daemon_conf *c, struct coh_fabric *fab,
+void daemon_conf_group_fabric_attr(const struct daemon_conf *c, uint32_t g,
+				   struct coh_fabric_attr *fa)
+{
+	daemon_conf_fabric_attr(c, fa);
+	fa->cluster = c->groups[g].address;
+}
+
+void daemon_conf_map(const struct daemon_conf *c, struct coh_map *m)
+{
+	uint32_t i, k;
+
+	memset(m, 0, sizeof(*m));
+	m->version = 1;
+	m->nodes = c->nodes;
+	m->block_size = c->block_size;
+	m->ngroups = c->ngroups;
+	for (i = 0; i < c->ngroups; i++) {
+		const struct daemon_group *g = &c->groups[i];
+
+		snprintf(m->groups[i].name, sizeof(m->groups[i].name), "%s",
+			 g->name[0] ? g->name : "default");
+		m->groups[i].amfs = g->amfs;
+		m->groups[i].preferred = g->preferred;
+		m->groups[i].blocks = g->capacity_blocks;
+	}
+	m->nvolumes = c->nvolumes;
+	for (i = 0; i < c->nvolumes; i++) {
+		const struct daemon_volume *v = &c->volumes[i];
+		struct coh_map_volume *mv = &m->volumes[i];
+
+		snprintf(mv->name, sizeof(mv->name), "%s", v->name);
+		memcpy(mv->id, v->id, sizeof(mv->id));
+		mv->kind = v->kind;
+		mv->blocks = v->blocks;
+		mv->group = v->group;
+		mv->first_block = v->first_block;
+		mv->layout = v->layout;
+		mv->stripe_blocks = v->stripe_blocks;
+		mv->ncomp = v->ncomp;
+		for (k = 0; k < v->ncomp; k++)
+			mv->comp[k] = v->comp[k];
+	}
+}
+
+void daemon_conf_node_attr(const struct daemon_conf *c, uint32_t g, struct coh_fabric *fab,
 			   struct coh_node_attr *a)
 {
+	const struct daemon_group *gr = &c->groups[g];
 	uint32_t i;
 
 	memset(a, 0, sizeof(*a));
 	a->fab = fab;
 	a->nodes = c->nodes;
-	a->raid.level = (enum coh_raid_level)c->raid;
-	a->raid.nelems = c->nelems;
-	a->raid.chunk_blocks = c->chunk_blocks;
-	for (i = 0; i < c->nelems; i++)
-		a->elem_paths[i] = c->elements[i];
-	a->elem_blocks = c->element_blocks;
+	a->raid.level = (enum coh_raid_level)gr->raid;
+	a->raid.nelems = gr->nelems;
+	a->raid.chunk_blocks = gr->chunk_blocks;
+	for (i = 0; i < gr->nelems; i++)
+		a->elem_paths[i] = gr->elements[i];
+	a->elem_blocks = gr->element_blocks;
 	a->block_size = c->block_size;
 	a->replicas = c->replicas;
 	a->log_bytes = c->log_bytes;
-	a->log_dir = c->log_dir[0] ? c->log_dir : NULL;
+	a->log_dir = gr->log_dir[0] ? gr->log_dir : NULL;
 	a->cache_blocks = c->cache_blocks;
 	a->timeout_ms = c->timeout_ms;
 	a->lease_ms = c->lease_ms;
@@ -1258,7 +1697,7 @@ void daemon_volume_id_hex(const uint8_t id[16], char out[33])
 
 void daemon_conf_print(const struct daemon_conf *c, bool core_only, FILE *f)
 {
-	uint32_t i;
+	uint32_t i, g;
 	char id[33];
 
 	fprintf(f, "[cluster] name = %s\n[cluster] nodes = %u\n[cluster] node = %u\n", c->cluster,
@@ -1275,14 +1714,33 @@ void daemon_conf_print(const struct daemon_conf *c, bool core_only, FILE *f)
 		c->force_open ? "yes" : "no", dconf_fence_name(c->fence));
 	if (c->fence_agent[0])
 		fprintf(f, "[cluster] fence_agent = %s\n", c->fence_agent);
-	fprintf(f, "[group] raid = raid%u\n", c->raid);
-	for (i = 0; i < c->nelems; i++)
-		fprintf(f, "[group] element%u = %s\n", i, c->elements[i]);
-	fprintf(f,
-		"[group] element_size = %" PRIu64 " (%" PRIu64 " blocks)\n[group] block_size = "
-		"%u\n[group] chunk = %u blocks\n[group] capacity = %" PRIu64 " blocks\n",
-		c->element_bytes, c->element_blocks, c->block_size, c->chunk_blocks,
-		c->capacity_blocks);
+	for (g = 0; g < c->ngroups; g++) {
+		const struct daemon_group *gr = &c->groups[g];
+		char sec[DAEMON_NAME_MAX + 8];
+
+		snprintf(sec, sizeof(sec), gr->name[0] ? "group %s" : "group", gr->name);
+		fprintf(f, "[%s] raid = raid%u\n", sec, gr->raid);
+		for (i = 0; i < gr->nelems; i++)
+			fprintf(f, "[%s] element%u = %s\n", sec, i, gr->elements[i]);
+		fprintf(f,
+			"[%s] element_size = %" PRIu64 " (%" PRIu64 " blocks)\n[%s] block_size = "
+			"%u\n[%s] chunk = %u blocks\n[%s] capacity = %" PRIu64 " blocks\n",
+			sec, gr->element_bytes, gr->element_blocks, sec, c->block_size, sec,
+			gr->chunk_blocks, sec, gr->capacity_blocks);
+		if (gr->name[0]) {
+			char amfs[128];
+			size_t n = 0;
+
+			amfs[0] = '\0';
+			for (i = 0; i < 32; i++) {
+				if (gr->amfs & (1u << i))
+					n += (size_t)snprintf(amfs + n, sizeof(amfs) - n, "%s%u",
+							      n ? "," : "", i);
+			}
+			fprintf(f, "[%s] amfs = %s\n[%s] preferred = %u\n[%s] address = %s\n", sec,
+				amfs, sec, gr->preferred, sec, gr->address);
+		}
+	}
 	fprintf(f, "[log] dir = %s\n[log] bytes = %" PRIu64 "\n[log] replicas = %d\n",
 		c->log_dir[0] ? c->log_dir : "(the provider's default)", c->log_bytes,
 		c->replicas < 0 ? 0 : c->replicas);
@@ -1293,10 +1751,24 @@ void daemon_conf_print(const struct daemon_conf *c, bool core_only, FILE *f)
 		c->configfs[0] ? c->configfs : "/sys/kernel/config/target/core");
 	for (i = 0; i < c->nvolumes; i++) {
 		const struct daemon_volume *v = &c->volumes[i];
+		uint32_t k;
 
 		daemon_volume_id_hex(v->id, id);
-		fprintf(f, "[volume %s] first_block = %" PRIu64 ", blocks = %" PRIu64 ", id = %s",
-			v->name, v->first_block, v->blocks, id);
+		if (v->kind == COH_MAP_VIRTUAL) {
+			fprintf(f, "[virtual %s] %s", v->name,
+				v->layout == COH_MAP_STRIPE ? "stripe" : "concat");
+			if (v->layout == COH_MAP_STRIPE)
+				fprintf(f, " (chunk %u blocks)", v->stripe_blocks);
+			for (k = 0; k < v->ncomp; k++)
+				fprintf(f, "%s%s", k ? "," : " over ", c->volumes[v->comp[k]].name);
+			fprintf(f, ", blocks = %" PRIu64 ", id = %s\n", v->blocks, id);
+			continue;
+		}
+		fprintf(f, "[volume %s] ", v->name);
+		if (c->groups[v->group].name[0])
+			fprintf(f, "group = %s, ", c->groups[v->group].name);
+		fprintf(f, "first_block = %" PRIu64 ", blocks = %" PRIu64 ", id = %s",
+			v->first_block, v->blocks, id);
 		if (v->pr_blocks)
 			fprintf(f, ", reservation table = %u blocks at %" PRIu64, v->pr_blocks,
 				v->first_block + v->blocks);

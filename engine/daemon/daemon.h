@@ -20,6 +20,7 @@
 
 #include "cohort/fabric.h"
 #include "cohort/node.h"
+#include "cohort/route.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -30,14 +31,23 @@ extern "C" {
 #define DAEMON_PATH_MAX 192	 /* a path in the config (inih reads lines of at most 199 chars) */
 #define DAEMON_MAX_VOLUMES 64	 /* [volume NAME] sections */
 #define DAEMON_MAX_EXPORTS 64	 /* [export NAME] sections */
+#define DAEMON_MAX_GROUPS 16	 /* [group NAME] sections (COH_MAP_MAX_GROUPS) */
 #define DAEMON_ERR_MAX 512	 /* an error message: file:line: [section] key: what */
 #define DAEMON_CTL_MSG_MAX 4096	 /* a control request, newline included */
 #define DAEMON_CTL_IO_MS 2000	 /* the daemon's bound for reading a request or writing a reply */
 
-/* One volume of the mapping table: @blocks blocks of the group from @first_block on. */
+/*
+ * One volume of the mapping table: a logical volume is @blocks blocks of group @group from
+ * @first_block on; a virtual volume ([virtual NAME]) lays the logical volumes @comp (indexes into
+ * daemon_conf.volumes) one after the other or striped, as route.h's struct coh_map_volume.
+ */
 struct daemon_volume {
 	char name[DAEMON_NAME_MAX + 1];
+	uint32_t kind; /* COH_MAP_LOGICAL or COH_MAP_VIRTUAL */
+	uint32_t group;
 	uint64_t first_block, blocks;
+	uint32_t layout, stripe_blocks, ncomp; /* COH_MAP_VIRTUAL */
+	uint32_t comp[COH_MAP_MAX_COMPONENTS];
 	/* reservations = cluster: the reservation table's blocks, right after @blocks (carved from
 	 * the volume's size, so the host sees a volume this much smaller); 0: none */
 	uint32_t pr_blocks;
@@ -54,6 +64,26 @@ struct daemon_export {
 	uint32_t cmd_time_out; /* seconds; 0: the front end's default */
 	/* the one initiator the device serves (required with the volume's reservations) */
 	char initiator[DAEMON_INITIATOR_MAX + 1];
+	uint32_t line;
+};
+
+/*
+ * A redundancy group: the unnamed [group] (the whole cluster's, as before routing: every node an
+ * AMF, its engines on [cluster] address) or a [group NAME] of a routed config (its AMFs, its
+ * preferred AMF, its engines on a fabric of their own).
+ */
+struct daemon_group {
+	char name[DAEMON_NAME_MAX + 1]; /* "" for the unnamed [group] */
+	uint32_t raid;			/* enum coh_raid_level */
+	uint32_t nelems;
+	char elements[COH_RAID_MAX_ELEMS][DAEMON_PATH_MAX + 1];
+	uint32_t chunk_blocks;
+	uint64_t element_bytes, element_blocks, capacity_blocks;
+	uint32_t amfs, preferred;	   /* a node mask; a node id */
+	char address[DAEMON_PATH_MAX + 1]; /* its engines' fabric (docs/operations.md) */
+	/* its engine's log files and state: [log] dir, and for a named group [log] dir/NAME (two
+	 * engines of one node must not share their files); "" for the provider's default */
+	char log_dir[DAEMON_PATH_MAX + 1];
 	uint32_t line;
 };
 
@@ -75,12 +105,11 @@ struct daemon_conf {
 	bool force_open;
 	uint32_t fence;			       /* enum coh_fence */
 	char fence_agent[DAEMON_PATH_MAX + 1]; /* fence = agent: a shell command, "" otherwise */
-	/* [group] */
-	uint32_t raid; /* enum coh_raid_level */
-	uint32_t nelems;
-	char elements[COH_RAID_MAX_ELEMS][DAEMON_PATH_MAX + 1];
-	uint32_t block_size, chunk_blocks;
-	uint64_t element_bytes, element_blocks, capacity_blocks;
+	/* [group], or [group NAME] sections (@routed: commands go through a router, routing.md) */
+	bool routed;
+	uint32_t ngroups;
+	uint32_t block_size; /* the same in every group */
+	struct daemon_group groups[DAEMON_MAX_GROUPS];
 	/* [log] */
 	char log_dir[DAEMON_PATH_MAX + 1]; /* "" for the provider's default */
 	uint64_t log_bytes;
@@ -91,7 +120,7 @@ struct daemon_conf {
 	char control[DAEMON_PATH_MAX + 1];
 	bool frontend_tcmu;		    /* frontend = tcmu (the default) or none */
 	char configfs[DAEMON_PATH_MAX + 1]; /* the target core directory; "" for the kernel's */
-	/* [volume NAME], in file order, and [export NAME] */
+	/* [volume NAME] and [virtual NAME], in file order, and [export NAME] */
 	uint32_t nvolumes, nexports;
 	struct daemon_volume volumes[DAEMON_MAX_VOLUMES];
 	struct daemon_export exports[DAEMON_MAX_EXPORTS];
@@ -123,9 +152,18 @@ const struct daemon_volume *daemon_conf_volume(const struct daemon_conf *c, cons
 /** daemon_conf_fabric_attr - the fabric attributes for this node (pointers into @c). */
 void daemon_conf_fabric_attr(const struct daemon_conf *c, struct coh_fabric_attr *fa);
 
-/** daemon_conf_node_attr - the node attributes for this node over @fab (pointers into @c). */
-void daemon_conf_node_attr(const struct daemon_conf *c, struct coh_fabric *fab,
+/** daemon_conf_node_attr - the node attributes for this node's engine of group @g over @fab
+ * (pointers into @c). */
+void daemon_conf_node_attr(const struct daemon_conf *c, uint32_t g, struct coh_fabric *fab,
 			   struct coh_node_attr *a);
+
+/** daemon_conf_group_fabric_attr - the fabric attributes of group @g's engines (a routed
+ * config: the group's own address). */
+void daemon_conf_group_fabric_attr(const struct daemon_conf *c, uint32_t g,
+				   struct coh_fabric_attr *fa);
+
+/** daemon_conf_map - the mapping table of a config (version 1: the config is its source). */
+void daemon_conf_map(const struct daemon_conf *c, struct coh_map *m);
 
 /**
  * daemon_conf_print - write the resolved config as "[section] key = value" lines, the volume
@@ -184,6 +222,11 @@ extern const struct daemon_exports_ops daemon_tcmu_ops;
  * or "" for the kernel's target core. */
 int daemon_tcmu_new(struct coh_node *node, uint32_t node_id, uint32_t nodes, const char *configfs,
 		    struct daemon_tcmu **tp);
+/** daemon_tcmu_set_router - a routed config: every unit added from now on submits through
+ * @router, its LBAs the volume's in @m (copied). Before the first export. */
+struct coh_route;
+int daemon_tcmu_set_router(struct daemon_tcmu *t, struct coh_route *router,
+			   const struct coh_map *m);
 /** daemon_tcmu_quiesce - every unit answers ALUA unavailable; then a second for hosts to move. */
 void daemon_tcmu_quiesce(struct daemon_tcmu *t);
 /** daemon_tcmu_delete - free (after the export table removed every unit), set NULL. */

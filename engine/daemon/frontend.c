@@ -11,6 +11,10 @@
  * Before the daemon leaves, daemon_tcmu_quiesce turns every unit to ALUA unavailable for a moment,
  * so that hosts move to other paths at once rather than waiting out the kernel's cmd_time_out.
  *
+ * With a router (a routed config, docs/routing.md), a unit's block path is the router: the unit's
+ * LBAs are the volume's, and each command becomes a coh_route_io on the volume's index in the
+ * mapping table (dtcmu_route_submit), run here, forwarded, or split into component commands.
+ *
  * Leaves out: LIO fabrics and LUNs (scripts/lio.sh), units that follow quorum (the unit answers
  * the engine's -EROFS itself), persistent reservations (docs/frontend.md).
  *
@@ -23,20 +27,37 @@
 #include <string.h>
 #include <time.h>
 
+#include "cohort/router.h"
 #include "cohort/scsi.h"
 #include "cohort/tcmu.h"
 #include "daemon.h"
 
 #define DTCMU_DRAIN_MS 1000 /* how long units answer "unavailable" before their rings stop */
 
+/* A routed unit's block path: the router and the volume's index in its table. Allocated apart
+ * from the unit (the units array moves). */
+struct dtcmu_route {
+	struct coh_route *router;
+	uint32_t volume;
+};
+
 struct dtcmu_unit {
 	char name[DAEMON_NAME_MAX + 1]; /* the export's */
 	struct coh_scsi_lu *lu;
 	struct coh_tcmu_dev *dev;
+	struct dtcmu_route *route; /* NULL: the node's engine */
+};
+
+/* One routed command: the unit's operation and the router's. */
+struct dtcmu_rio {
+	struct coh_route_io rio;
+	struct coh_io *io;
 };
 
 struct daemon_tcmu {
 	struct coh_node *node;
+	struct coh_route *router; /* a routed config: every unit's block path */
+	struct coh_map map;	  /* the router's table */
 	uint32_t node_id, nodes;
 	char configfs[DAEMON_PATH_MAX + 1]; /* "" for the kernel's */
 	pthread_mutex_t lock;		    /* guards @n and @units */
@@ -48,6 +69,42 @@ struct daemon_tcmu {
 static int dtcmu_submit(void *ctx, struct coh_io *io)
 {
 	return coh_node_submit(ctx, io);
+}
+
+/* dtcmu_route_done - the router's completion: the unit's, once. */
+static void dtcmu_route_done(struct coh_route_io *rio, const struct coh_map_status *st)
+{
+	struct dtcmu_rio *r = rio->arg;
+	struct coh_io *io = r->io;
+
+	free(r);
+	io->cb(io, st->status, io->cb_arg);
+}
+
+/* dtcmu_route_submit - a routed unit's block path: @io's LBA is the volume's. */
+static int dtcmu_route_submit(void *ctx, struct coh_io *io)
+{
+	struct dtcmu_route *rt = ctx;
+	struct dtcmu_rio *r;
+	int ret;
+
+	if (io->type == COH_IO_COMPARE_WRITE)
+		return -EOPNOTSUPP; /* router.h: not across groups yet */
+	r = malloc(sizeof(*r));
+	if (!r)
+		return -ENOMEM;
+	r->io = io;
+	r->rio = (struct coh_route_io){ .type = io->type,
+					.volume = rt->volume,
+					.lba = io->lba,
+					.nblocks = io->nblocks,
+					.buf = io->buf,
+					.done = dtcmu_route_done,
+					.arg = r };
+	ret = coh_route_submit(rt->router, &r->rio);
+	if (ret)
+		free(r);
+	return ret;
 }
 
 /* dtcmu_add - daemon_exports_ops.add: a unit over @v, exported as user_<hba>/<device>. */
@@ -80,6 +137,25 @@ static int dtcmu_add(void *ctx, const struct daemon_export *e, const struct daem
 	la.max_xfer_blocks = COH_TCMU_MAX_SECTORS_DEFAULT; /* what the TCMU device takes */
 	la.submit = dtcmu_submit;
 	la.submit_ctx = t->node;
+	if (t->router) {
+		int vi = coh_map_find(&t->map, v->name);
+
+		if (vi < 0) {
+			ret = -ENOENT;
+			goto out_unlock;
+		}
+		u->route = malloc(sizeof(*u->route));
+		if (!u->route) {
+			ret = -ENOMEM;
+			goto out_unlock;
+		}
+		u->route->router = t->router;
+		u->route->volume = (uint32_t)vi;
+		la.block_size = t->map.block_size;
+		la.first_lba = 0; /* the router takes the volume's LBAs */
+		la.submit = dtcmu_route_submit;
+		la.submit_ctx = u->route;
+	}
 	if (v->pr_blocks) { /* the table follows the blocks the host sees (conf.c) */
 		la.pr_lba = v->first_block + v->blocks;
 		la.pr_blocks = v->pr_blocks;
@@ -87,7 +163,7 @@ static int dtcmu_add(void *ctx, const struct daemon_export *e, const struct daem
 	}
 	ret = coh_scsi_lu_new(&la, &u->lu);
 	if (ret)
-		goto out_unlock;
+		goto err_free_route;
 	ta.hba = e->hba;
 	ta.cmd_time_out_s = e->cmd_time_out;
 	ta.name = e->device;
@@ -110,6 +186,9 @@ static int dtcmu_add(void *ctx, const struct daemon_export *e, const struct daem
 
 err_delete_lu:
 	coh_scsi_lu_delete(u->lu);
+err_free_route:
+	free(u->route);
+	u->route = NULL;
 out_unlock:
 	pthread_mutex_unlock(&t->lock);
 	return ret;
@@ -135,8 +214,10 @@ static int dtcmu_remove(void *ctx, const struct daemon_export *e)
 	ret = coh_tcmu_dev_delete(u->dev, false);
 	/* -ETIMEDOUT: commands still in flight may complete into the device and the unit; both
 	 * are left allocated rather than freed under the engine. */
-	if (ret != -ETIMEDOUT)
+	if (ret != -ETIMEDOUT) {
 		coh_scsi_lu_delete(u->lu);
+		free(u->route);
+	}
 	memmove(u, u + 1, (t->n - i - 1) * sizeof(*u));
 	t->n--;
 	pthread_mutex_unlock(&t->lock);
@@ -170,6 +251,15 @@ int daemon_tcmu_new(struct coh_node *node, uint32_t node_id, uint32_t nodes, con
 	t->nodes = nodes;
 	snprintf(t->configfs, sizeof(t->configfs), "%s", configfs ? configfs : "");
 	*tp = t;
+	return 0;
+}
+
+int daemon_tcmu_set_router(struct daemon_tcmu *t, struct coh_route *router, const struct coh_map *m)
+{
+	if (!t || !router || !m || t->n)
+		return -EINVAL;
+	t->router = router;
+	t->map = *m;
 	return 0;
 }
 

@@ -131,7 +131,15 @@ void coh_scsi_sense_from_errno(struct coh_scsi_cmd *cmd, int err, bool is_write)
 	case -ECONNREFUSED:
 	case -EPIPE:
 	case -ETIME: /* the engine turns these into -ETIMEDOUT or -EROFS; a caller may not */
+	/* A routed unit (router.h): a forwarded command's target was cut off before its status
+	 * came, or runs another table's version, or no AMF of the group is alive. */
+	case -ECONNABORTED:
+	case -ESTALE:
+	case -EHOSTUNREACH:
 		lu_sense(cmd, SK_NOT_READY, ASC_ALUA_TRANSITION, false, 0, -1, false);
+		break;
+	case -EOPNOTSUPP: /* COMPARE AND WRITE on a routed volume (router.h) */
+		lu_sense(cmd, SK_ILLEGAL_REQUEST, ASC_INVALID_OPCODE, false, 0, -1, false);
 		break;
 	case -EINVAL:
 	case -ERANGE:
