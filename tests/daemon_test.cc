@@ -1003,8 +1003,9 @@ static uint32_t members_of(json_t *map, size_t g)
 // A routed config (docs/examples/cohort-routed-shm.conf): group ga cabled to nodes 0-1, gb to
 // 1-2, a virtual volume striped over both. Every daemon opens both groups' engines (each on its
 // own fabric) and a router, and shows the same mapping table, with the groups it is an AMF of;
-// a node's death leaves both groups' clusters a view of the other two; an ordered stop stops
-// both groups' clusters and ends every daemon. (The I/O through the router, forwarded and split,
+// a node's death leaves both groups' clusters a view of the other two; started again, it rejoins
+// both and every forwarder connects to it again; an ordered stop stops both groups' clusters and
+// ends every daemon. (The I/O through the router, forwarded and split,
 // is scripts/rig-route.sh, through LIO in the VM rig.)
 TEST(daemon, routed__two_groups_one_table_a_death_and_a_stop)
 {
@@ -1071,9 +1072,30 @@ TEST(daemon, routed__two_groups_one_table_a_death_and_a_stop)
 	}
 	EXPECT_LT(t, 600u) << "group gb's view never lost node 2";
 
-	// cohortctl stop: both groups' clusters stop; every daemon left exits 0
+	// node 2 starts again: it rejoins both groups, and the forwarders connect to it again
+	ASSERT_EQ(dc_start(c, 2), 0);
+	ASSERT_EQ(dc_wait_view(c, 7, 3, DT_VIEW_MS, &epoch), 0);
+	for (t = 0; t < 600; t++) { // bounded (60 s)
+		json_t *m0 = map_of(c, 0), *m2 = map_of(c, 2);
+		bool done = m0 && m2 && members_of(m0, 1) == 7u &&
+			    json_array_size(json_object_get(json_object_get(m0, "forwarder"),
+							    "connected")) == 2 &&
+			    json_array_size(json_object_get(json_object_get(m2, "forwarder"),
+							    "connected")) == 2;
+
+		json_decref(m0);
+		json_decref(m2);
+		if (done)
+			break;
+		usleep(100000);
+	}
+	EXPECT_LT(t, 600u) << "the forwarders did not connect to node 2 again";
+	EXPECT_EQ(dc_ctl(c, 0, "map", out, sizeof(out)), 0);
+	EXPECT_NE(strstr(out, "forwarder: connected to 1,2;"), nullptr) << out;
+
+	// cohortctl stop: both groups' clusters stop; every daemon exits 0
 	EXPECT_EQ(dc_ctl(c, 1, "stop", out, sizeof(out)), 0) << out;
-	for (i = 0; i < 2; i++) {
+	for (i = 0; i < 3; i++) {
 		ASSERT_EQ(dc_wait_exit(c, i, DT_EXIT_MS, &st), 0) << "node " << i;
 		EXPECT_TRUE(WIFEXITED(st)) << "node " << i;
 		EXPECT_EQ(WEXITSTATUS(st), 0) << "node " << i;

@@ -1,6 +1,7 @@
 /*
  * fuzz_conf.c - fuzz target for cohortd's config parser (engine/daemon/conf.c): arbitrary bytes,
- * and bytes spliced into a valid config (so that the checks after the parse are reached too).
+ * and bytes spliced into a valid config, plain or routed (so that the checks after the parse,
+ * the mapping table's among them, are reached too).
  * Built with libFuzzer under COHORT_FUZZ (fuzz_conf), and always with fuzz_driver.c, the bounded
  * random driver ctest runs (fuzz_conf_driver). Properties: nothing crashes or hangs; a refused
  * config's error names the input and a line ("fuzz:<line>: ..."), within the error buffer.
@@ -22,6 +23,15 @@ static const char fuzz_conf_base[] = "[cluster]\nname = f\nnodes = 3\nnode = 1\n
 				     "element0 = /a\nelement1 = /b\nelement2 = /c\n"
 				     "element_size = 1M\nchunk = 8K\n[log]\nbytes = 1M\n"
 				     "[volume v]\nsize = 1M\n[export e]\nvolume = v\n";
+
+/* A routed config: two named groups, volumes on each, a virtual volume over them. */
+static const char fuzz_conf_routed[] =
+    "[cluster]\nname = f\nnodes = 3\nnode = 1\nprovider = shm\naddress = /dev/shm/f\n"
+    "secret = %s\n[group ga]\nraid = raid5\nelement0 = /a\nelement1 = /b\nelement2 = /c\n"
+    "element_size = 1M\namfs = 0,1\n[group gb]\nraid = raid1\nelement0 = /d\nelement1 = /e\n"
+    "element_size = 1M\namfs = 1 2\npreferred = 2\n[log]\nbytes = 1M\n[volume a]\nsize = "
+    "64K\ngroup = ga\n[volume b]\nsize = 64K\ngroup = gb\n[virtual v]\nlayout = stripe\n"
+    "volumes = a, b\nchunk = 8K\n[export e]\nvolume = v\ndevice = e-%%n\n";
 
 static char fuzz_conf_secret_path[64];
 
@@ -75,7 +85,7 @@ static void fuzz_conf_check(const char *text, size_t len, int node)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	char base[512], *text;
+	char base[1024], *text;
 	size_t blen, at, cut;
 	int node;
 
@@ -87,7 +97,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	}
 	/* Splice: the input replaces a piece of a valid config. */
-	blen = (size_t)snprintf(base, sizeof(base), fuzz_conf_base, fuzz_conf_secret());
+	blen = (size_t)snprintf(base, sizeof(base), data[0] & 4 ? fuzz_conf_routed : fuzz_conf_base,
+				fuzz_conf_secret());
 	if (size < 3)
 		return 0;
 	at = (size_t)data[1] * blen / 256;

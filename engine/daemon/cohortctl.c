@@ -176,11 +176,16 @@ static void ctl_show_map(json_t *r)
 		printf("%-16s %-8s %-32s %12lld %s\n", ctl_str(x, "name"), ctl_str(x, "kind"),
 		       ctl_str(x, "id"), ctl_int(x, "blocks"), where);
 	}
-	printf("\nrouted here: %lld local, %lld forwarded, %lld components, %lld routed again, "
-	       "%lld held by conflicts; %lld executed for other controllers\n",
+	printf("\nrouted here: %lld local, %lld forwarded, %lld split into components, %lld routed "
+	       "again, %lld held by conflicts; %lld executed for other controllers\n",
 	       ctl_int(rt, "local"), ctl_int(rt, "forwarded"), ctl_int(rt, "components"),
 	       ctl_int(rt, "rerouted"), ctl_int(rt, "coord_held"),
 	       ctl_int(rt, "executed_for_others"));
+	x = json_object_get(r, "forwarder");
+	ctl_nodes(json_object_get(x, "connected"), members, sizeof(members));
+	printf("forwarder: connected to %s; %lld connections broke, %lld made again, %lld commands "
+	       "timed out\n",
+	       members, ctl_int(x, "peer_downs"), ctl_int(x, "reconnects"), ctl_int(x, "timeouts"));
 }
 
 /* ctl_show_exports - each export and its state. */

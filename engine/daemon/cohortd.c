@@ -300,6 +300,8 @@ static json_t *cd_map(struct cohortd *d)
 {
 	const struct coh_map *m = d->map;
 	struct coh_route_stats rs;
+	struct coh_fwd_stats fs = { 0 };
+	struct coh_fwd *fwd;
 	struct coh_node_stats *st;
 	json_t *groups = json_array(), *vols = json_array(), *comps;
 	uint32_t i, k;
@@ -349,13 +351,19 @@ static json_t *cd_map(struct cohortd *d)
 		json_array_append_new(vols, o);
 	}
 	coh_route_stats(d->router, &rs);
+	fwd = coh_route_forwarder(d->router);
+	coh_fwd_stats(fwd, &fs);
 	return json_pack(
-	    "{s:b, s:I, s:I, s:I, s:o, s:o, s:{s:I, s:I, s:I, s:I, s:I, s:I}}", "ok", 1, "version",
-	    (json_int_t)m->version, "node", (json_int_t)d->conf->node, "block_size",
-	    (json_int_t)m->block_size, "groups", groups, "volumes", vols, "routing", "local",
-	    (json_int_t)rs.local, "forwarded", (json_int_t)rs.forwarded, "components",
+	    "{s:b, s:I, s:I, s:I, s:o, s:o, s:{s:I, s:I, s:I, s:I, s:I, s:I}, "
+	    "s:{s:o, s:I, s:I, s:I}}",
+	    "ok", 1, "version", (json_int_t)m->version, "node", (json_int_t)d->conf->node,
+	    "block_size", (json_int_t)m->block_size, "groups", groups, "volumes", vols, "routing",
+	    "local", (json_int_t)rs.local, "forwarded", (json_int_t)rs.forwarded, "components",
 	    (json_int_t)rs.components, "rerouted", (json_int_t)rs.rerouted, "coord_held",
-	    (json_int_t)rs.coord_held, "executed_for_others", (json_int_t)rs.executed_for_others);
+	    (json_int_t)rs.coord_held, "executed_for_others", (json_int_t)rs.executed_for_others,
+	    "forwarder", "connected", cd_nodes_json(coh_fwd_up(fwd) & ~(1u << d->conf->node)),
+	    "peer_downs", (json_int_t)fs.peer_downs, "reconnects", (json_int_t)fs.reconnects,
+	    "timeouts", (json_int_t)fs.timeouts);
 }
 
 /* cd_lat - percentiles of one latency histogram, in ns. */
@@ -421,6 +429,40 @@ out:
 	return r;
 }
 
+/*
+ * cd_stop_groups - the ordered stop of every group's cluster (one, unless routed), each tried
+ * even when another failed. A group's -EAGAIN (a view change or a log move under way: soon
+ * again) is tried again until CD_STOP_TIMEOUT_MS has passed. Returns 0 or the first error.
+ */
+static int cd_stop_groups(struct cohortd *d)
+{
+	struct timespec nap = { .tv_nsec = 100000000L };
+	uint64_t until = cd_now_ns() + CD_STOP_TIMEOUT_MS * 1000000ull;
+	const char *name;
+	int ret, first = 0;
+	uint32_t g;
+
+	for (g = 0; g < d->ngroups; g++) {
+		name = d->conf->groups[g].name[0] ? d->conf->groups[g].name : "default";
+		for (;;) {
+			ret = coh_node_stop_cluster(d->gnode[g], CD_STOP_TIMEOUT_MS);
+			if (ret != -EAGAIN || cd_now_ns() >= until)
+				break;
+			/* The destage met log records it could not retire yet (a log peer changed
+			 * with the last view): they stay in the log copies either way. */
+			daemon_log("cluster", "group %s: ordered stop: %s: asking again", name,
+				   coh_strerror(ret));
+			nanosleep(&nap, NULL);
+		}
+		if (ret)
+			daemon_log("cluster", "group %s: ordered stop: %s", name,
+				   coh_strerror(ret));
+		if (ret && !first)
+			first = ret;
+	}
+	return first;
+}
+
 /* cd_request - the control thread's handler (daemon_ctl_fn). */
 static json_t *cd_request(void *arg, const char *cmd, json_t *req, char *err, size_t errlen)
 {
@@ -462,9 +504,7 @@ static json_t *cd_request(void *arg, const char *cmd, json_t *req, char *err, si
 	}
 	if (!strcmp(cmd, "stop")) {
 		daemon_log("cluster", "ordered stop asked on the control socket");
-		ret = 0;
-		for (uint32_t g = 0; g < d->ngroups && !ret; g++) /* every group's cluster */
-			ret = coh_node_stop_cluster(d->gnode[g], CD_STOP_TIMEOUT_MS);
+		ret = cd_stop_groups(d);
 		if (ret) {
 			daemon_log("cluster", "ordered stop: %s", coh_strerror(ret));
 			snprintf(err, errlen, "cluster stop: %s", coh_strerror(ret));

@@ -1617,6 +1617,16 @@ void daemon_conf_group_fabric_attr(const struct daemon_conf *c, uint32_t g,
 	fa->cluster = c->groups[g].address;
 }
 
+/* dconf_map_name - a name into the table's COH_MAP_NAME_MAX + 1 bytes (a routed config's names
+ * fit: dconf_group and dconf_volumes check them). */
+static void dconf_map_name(char *dst, const char *src)
+{
+	size_t n = strnlen(src, COH_MAP_NAME_MAX);
+
+	memcpy(dst, src, n);
+	dst[n] = '\0';
+}
+
 void daemon_conf_map(const struct daemon_conf *c, struct coh_map *m)
 {
 	uint32_t i, k;
@@ -1629,8 +1639,7 @@ void daemon_conf_map(const struct daemon_conf *c, struct coh_map *m)
 	for (i = 0; i < c->ngroups; i++) {
 		const struct daemon_group *g = &c->groups[i];
 
-		snprintf(m->groups[i].name, sizeof(m->groups[i].name), "%s",
-			 g->name[0] ? g->name : "default");
+		dconf_map_name(m->groups[i].name, g->name[0] ? g->name : "default");
 		m->groups[i].amfs = g->amfs;
 		m->groups[i].preferred = g->preferred;
 		m->groups[i].blocks = g->capacity_blocks;
@@ -1640,7 +1649,7 @@ void daemon_conf_map(const struct daemon_conf *c, struct coh_map *m)
 		const struct daemon_volume *v = &c->volumes[i];
 		struct coh_map_volume *mv = &m->volumes[i];
 
-		snprintf(mv->name, sizeof(mv->name), "%s", v->name);
+		dconf_map_name(mv->name, v->name);
 		memcpy(mv->id, v->id, sizeof(mv->id));
 		mv->kind = v->kind;
 		mv->blocks = v->blocks;

@@ -15,6 +15,13 @@
  * fabric (every post and poll) is the forwarder thread's alone; callbacks and the executor are
  * called with no lock held.
  *
+ * A connection that breaks is made again: every FWD_RECONNECT_MS the thread tries each peer that
+ * is down for FWD_RECONNECT_WINDOW_MS (a peer that restarted makes its endpoints at its start,
+ * with the fabric's whole timeout, so the two meet). Each connection has a generation, in every
+ * work request's id and in every target slot: a completion of an older connection is ignored,
+ * and a command an older incarnation sent is never answered to a newer one (its slot and gen
+ * could be the newer one's: the answer would complete another command with its data).
+ *
  * Leaves out: what forward.h says.
  */
 #define _GNU_SOURCE
@@ -37,8 +44,10 @@
 #define FWD_MAX_SLOTS 256u
 #define FWD_POLL_MS 20 /* the thread's wait for completions: deadlines are checked this often */
 #define FWD_ERRNO_MAX 4095
+#define FWD_RECONNECT_MS 500	   /* how often a peer that is down is tried again */
+#define FWD_RECONNECT_WINDOW_MS 20 /* each try's bound (the thread forwards nothing meanwhile) */
 
-/* wr_id: kind << 48 | peer << 32 | index */
+/* wr_id: kind << 56 | the connection's generation << 48 | peer << 32 | index */
 enum fwd_wr {
 	FWD_WR_RECV = 1,   /* index: the receive buffer */
 	FWD_WR_REQ = 2,	   /* index: the origin slot */
@@ -70,6 +79,7 @@ struct fwd_oslot {
 struct fwd_tslot {
 	struct coh_fwd *f;
 	uint32_t state, gen, origin, slot;
+	uint8_t cgen; /* the origin's connection it came on */
 	int status;
 	uint32_t done;
 	struct coh_fwd_cmd cmd; /* what the executor sees */
@@ -85,6 +95,8 @@ struct coh_fwd {
 	struct coh_mr *data, *msg; /* the regions */
 	struct coh_ep *ep[COH_FWD_MAX_NODES];
 	struct coh_rmr *rmr[COH_FWD_MAX_NODES]; /* each peer's data region, from its hello */
+	uint8_t cgen[COH_FWD_MAX_NODES];	/* each peer's connection generation (thread's) */
+	uint64_t next_try_ns;			/* the next reconnect round (thread's) */
 	pthread_t thread;
 	_Atomic bool stop;
 	pthread_mutex_t lock; /* everything below */
@@ -170,9 +182,9 @@ int fwd_msg_decode(const uint8_t *b, size_t len, struct fwd_msg *m)
 	return -EPROTO;
 }
 
-static uint64_t fwd_wr(uint32_t kind, uint32_t peer, uint32_t idx)
+static uint64_t fwd_wr(const struct coh_fwd *f, uint32_t kind, uint32_t peer, uint32_t idx)
 {
-	return (uint64_t)kind << 48 | (uint64_t)peer << 32 | idx;
+	return (uint64_t)kind << 56 | (uint64_t)f->cgen[peer] << 48 | (uint64_t)peer << 32 | idx;
 }
 
 /* Offsets in the regions. */
@@ -309,7 +321,7 @@ static void fwd_post_request(struct coh_fwd *f, struct coh_fwd_cmd *cmd, uint64_
 		return;
 	}
 	ret = fwd_send(f, cmd->peer, &m, fwd_send_off(f, FWD_WR_REQ, cmd->peer, cmd->slot),
-		       fwd_wr(FWD_WR_REQ, cmd->peer, cmd->slot));
+		       fwd_wr(f, FWD_WR_REQ, cmd->peer, cmd->slot));
 	if (ret) /* the queue is sized for every slot: only a broken connection refuses */
 		fwd_peer_down(f, cmd->peer);
 }
@@ -329,7 +341,8 @@ static void fwd_answer(struct coh_fwd *f, struct fwd_tslot *t)
 	int ret = 0;
 
 	pthread_mutex_lock(&f->lock);
-	up = f->up & (1u << t->origin);
+	/* A command of an older connection is not answered on a newer one. */
+	up = f->up & (1u << t->origin) && t->cgen == f->cgen[t->origin];
 	t->state = TS_FREE;
 	pthread_mutex_unlock(&f->lock);
 	if (!up)
@@ -338,10 +351,10 @@ static void fwd_answer(struct coh_fwd *f, struct fwd_tslot *t)
 		ret = coh_ep_post_write(
 		    f->ep[t->origin], f->data, fwd_bounce(f, t->origin, t->slot), f->rmr[t->origin],
 		    fwd_staging(f, f->me, t->slot), (size_t)t->cmd.nblocks * f->a.block_size,
-		    fwd_wr(FWD_WR_PUT, t->origin, idx));
+		    fwd_wr(f, FWD_WR_PUT, t->origin, idx));
 	if (!ret)
 		ret = fwd_send(f, t->origin, &m, fwd_send_off(f, FWD_WR_STATUS, t->origin, t->slot),
-			       fwd_wr(FWD_WR_STATUS, t->origin, idx));
+			       fwd_wr(f, FWD_WR_STATUS, t->origin, idx));
 	if (ret)
 		fwd_peer_down(f, t->origin);
 }
@@ -370,7 +383,7 @@ static void fwd_on_request(struct coh_fwd *f, uint32_t peer, const struct fwd_ms
 {
 	struct fwd_tslot *t;
 	size_t bytes;
-	bool free_slot;
+	bool free_slot, older;
 
 	if (m->slot >= f->a.slots) {
 		fwd_bad_msg(f);
@@ -379,13 +392,28 @@ static void fwd_on_request(struct coh_fwd *f, uint32_t peer, const struct fwd_ms
 	t = &f->ts[peer * f->a.slots + m->slot];
 	pthread_mutex_lock(&f->lock);
 	free_slot = t->state == TS_FREE;
+	older = !free_slot && t->cgen != f->cgen[peer];
 	if (free_slot) {
 		t->state = TS_FETCH;
 		t->gen = m->gen;
-	} else {
+		t->cgen = f->cgen[peer];
+	} else if (!older) {
 		f->st.bad_msgs++; /* the origin reused a slot it had not got back */
 	}
 	pthread_mutex_unlock(&f->lock);
+	if (older) {
+		/* The slot still runs a command of the peer's former incarnation, whose answer
+		 * will be dropped: this one is refused at once (-EBUSY), from the slot's status
+		 * buffer, which that answer will never use. */
+		struct fwd_msg busy = {
+			.kind = FWD_STATUS, .slot = m->slot, .gen = m->gen, .status = -EBUSY
+		};
+
+		if (fwd_send(f, peer, &busy, fwd_send_off(f, FWD_WR_STATUS, peer, m->slot),
+			     fwd_wr(f, FWD_WR_STATUS, peer, peer * f->a.slots + m->slot)))
+			fwd_peer_down(f, peer);
+		return;
+	}
 	if (!free_slot)
 		return;
 	memset(&t->cmd, 0, sizeof(t->cmd));
@@ -407,7 +435,7 @@ static void fwd_on_request(struct coh_fwd *f, uint32_t peer, const struct fwd_ms
 	bytes = (size_t)m->nblocks * f->a.block_size;
 	if (coh_ep_post_read(f->ep[peer], f->data, fwd_bounce(f, peer, m->slot), f->rmr[peer],
 			     fwd_staging(f, f->me, m->slot), bytes,
-			     fwd_wr(FWD_WR_FETCH, peer, peer * f->a.slots + m->slot)))
+			     fwd_wr(f, FWD_WR_FETCH, peer, peer * f->a.slots + m->slot)))
 		fwd_peer_down(f, peer);
 }
 
@@ -457,7 +485,7 @@ static void fwd_on_recv(struct coh_fwd *f, uint32_t peer, uint32_t i, uint32_t l
 	ret = fwd_msg_decode(fwd_msg_at(f, off), len, &m);
 	/* The buffer is free again once decoded. */
 	if (coh_ep_post_recv(f->ep[peer], f->msg, off, COH_FWD_MSG_BYTES,
-			     fwd_wr(FWD_WR_RECV, peer, i))) {
+			     fwd_wr(f, FWD_WR_RECV, peer, i))) {
 		fwd_peer_down(f, peer);
 		return;
 	}
@@ -481,13 +509,13 @@ static void fwd_on_recv(struct coh_fwd *f, uint32_t peer, uint32_t i, uint32_t l
 /* fwd_on_wc - one completion. */
 static void fwd_on_wc(struct coh_fwd *f, const struct coh_wc *wc)
 {
-	uint32_t kind = (uint32_t)(wc->wr_id >> 48), peer = (uint32_t)(wc->wr_id >> 32) & 0xffff;
-	uint32_t idx = (uint32_t)wc->wr_id;
+	uint32_t kind = (uint32_t)(wc->wr_id >> 56), peer = (uint32_t)(wc->wr_id >> 32) & 0xffff;
+	uint32_t idx = (uint32_t)wc->wr_id, cgen = (uint32_t)(wc->wr_id >> 48) & 0xff;
 	struct fwd_tslot *t;
 	bool fetched;
 
-	if (peer >= f->a.nodes)
-		return;
+	if (peer >= f->a.nodes || cgen != f->cgen[peer])
+		return; /* an older connection's (flushed when it broke) */
 	if (wc->status) {
 		fwd_peer_down(f, peer);
 		return;
@@ -538,6 +566,42 @@ static void fwd_deadlines(struct coh_fwd *f, uint64_t now)
 	}
 }
 
+/* fwd_ep_attr - the endpoint to @peer. */
+static void fwd_ep_attr(const struct coh_fwd *f, uint32_t peer, struct coh_ep_attr *a)
+{
+	memset(a, 0, sizeof(*a));
+	a->peer = peer;
+	a->channel = f->a.channel;
+	a->send_cq = f->cq;
+	a->recv_cq = f->cq;
+	a->max_send_wr = 4 * f->a.slots + 2;
+	a->max_recv_wr = f->nrecv;
+	a->max_msg_size = COH_FWD_MSG_BYTES;
+}
+
+/* fwd_start_peer - a new connection to @peer (f->ep[peer]): its receives, then the hello; up
+ * when both are posted, else the endpoint goes. Forwarder thread. */
+static void fwd_start_peer(struct coh_fwd *f, uint32_t p, const struct fwd_msg *hello)
+{
+	int ret = 0;
+
+	for (uint32_t r = 0; r < f->nrecv && !ret; r++)
+		ret = coh_ep_post_recv(f->ep[p], f->msg, fwd_recv_off(f, p, r), COH_FWD_MSG_BYTES,
+				       fwd_wr(f, FWD_WR_RECV, p, r));
+	if (!ret)
+		ret = fwd_send(f, p, hello, fwd_send_off(f, FWD_WR_HELLO, p, 0),
+			       fwd_wr(f, FWD_WR_HELLO, p, 0));
+	if (ret) {
+		COH_LOG_WARN("forward: node %u: node %u: %s: tried again later", f->me, p,
+			     coh_strerror(ret));
+		coh_ep_delete(&f->ep[p]);
+		return;
+	}
+	pthread_mutex_lock(&f->lock);
+	f->up |= 1u << p;
+	pthread_mutex_unlock(&f->lock);
+}
+
 /* fwd_connect - the endpoints, the receives and the hellos. Forwarder thread. */
 static int fwd_connect(struct coh_fwd *f)
 {
@@ -550,36 +614,71 @@ static int fwd_connect(struct coh_fwd *f)
 	for (p = 0; p < f->a.nodes; p++) {
 		if (!(f->a.peers & (1u << p)))
 			continue;
-		memset(&attrs[n], 0, sizeof(attrs[n]));
-		attrs[n].peer = p;
-		attrs[n].channel = f->a.channel;
-		attrs[n].send_cq = f->cq;
-		attrs[n].recv_cq = f->cq;
-		attrs[n].max_send_wr = 4 * f->a.slots + 2;
-		attrs[n].max_recv_wr = f->nrecv;
-		attrs[n].max_msg_size = COH_FWD_MSG_BYTES;
+		fwd_ep_attr(f, p, &attrs[n]);
 		peers[n++] = p;
 	}
 	if (!n)
 		return 0;
-	ret = coh_ep_new_many(f->a.fab, attrs, n, eps);
+	ret = coh_mr_export(f->data, &hello.desc);
 	if (ret)
 		return ret;
-	for (i = 0; i < n; i++)
-		f->ep[peers[i]] = eps[i];
-	ret = coh_mr_export(f->data, &hello.desc);
-	for (i = 0; i < n && !ret; i++) {
-		p = peers[i];
-		for (uint32_t r = 0; r < f->nrecv && !ret; r++)
-			ret = coh_ep_post_recv(f->ep[p], f->msg, fwd_recv_off(f, p, r),
-					       COH_FWD_MSG_BYTES, fwd_wr(FWD_WR_RECV, p, r));
-		if (!ret)
-			ret = fwd_send(f, p, &hello, fwd_send_off(f, FWD_WR_HELLO, p, 0),
-				       fwd_wr(FWD_WR_HELLO, p, 0));
-		if (!ret)
-			f->up |= 1u << p;
+	/* Every peer at once (a cluster's first start); when one is missing (dead, or this node
+	 * restarted and some peer did not), each apart, and those that do not answer are left
+	 * to the reconnect rounds. */
+	if (!coh_ep_new_many(f->a.fab, attrs, n, eps)) {
+		for (i = 0; i < n; i++) {
+			f->ep[peers[i]] = eps[i];
+			fwd_start_peer(f, peers[i], &hello);
+		}
+		return 0;
 	}
-	return ret;
+	for (i = 0; i < n; i++) {
+		if (!coh_ep_new(f->a.fab, &attrs[i], &f->ep[peers[i]]))
+			fwd_start_peer(f, peers[i], &hello);
+		else
+			COH_LOG_WARN("forward: node %u: node %u does not answer: tried again later",
+				     f->me, peers[i]);
+	}
+	return 0;
+}
+
+/* fwd_reconnect - a round of tries at the peers that are down (and a look at those that seem
+ * up: a connection the fabric says is down is taken down here). Forwarder thread. */
+static void fwd_reconnect(struct coh_fwd *f)
+{
+	struct fwd_msg hello = { .kind = FWD_HELLO };
+	struct coh_ep_attr a;
+	uint32_t p, up;
+
+	if (coh_mr_export(f->data, &hello.desc))
+		return;
+	for (p = 0; p < f->a.nodes && !atomic_load(&f->stop); p++) {
+		if (!(f->a.peers & (1u << p)))
+			continue;
+		pthread_mutex_lock(&f->lock);
+		up = f->up;
+		pthread_mutex_unlock(&f->lock);
+		if (up & (1u << p)) {
+			if (f->ep[p] && !coh_ep_is_up(f->ep[p]))
+				fwd_peer_down(f, p);
+			continue;
+		}
+		coh_rmr_delete(&f->rmr[p]);
+		coh_ep_delete(&f->ep[p]);
+		fwd_ep_attr(f, p, &a);
+		a.timeout_ms = FWD_RECONNECT_WINDOW_MS;
+		if (coh_ep_new(f->a.fab, &a, &f->ep[p]))
+			continue;
+		f->cgen[p]++;
+		fwd_start_peer(f, p, &hello);
+		pthread_mutex_lock(&f->lock);
+		up = f->up & (1u << p);
+		if (up)
+			f->st.reconnects++;
+		pthread_mutex_unlock(&f->lock);
+		if (up)
+			COH_LOG_INFO("forward: node %u: connected to node %u again", f->me, p);
+	}
 }
 
 static void *fwd_main(void *arg)
@@ -627,6 +726,10 @@ static void *fwd_main(void *arg)
 		if (now - last >= FWD_POLL_MS * 1000000ull) {
 			fwd_deadlines(f, now);
 			last = now;
+		}
+		if (now >= f->next_try_ns) {
+			fwd_reconnect(f);
+			f->next_try_ns = fwd_now_ns() + FWD_RECONNECT_MS * 1000000ull;
 		}
 	}
 	/* Stopping: what this controller forwarded ends with -ESHUTDOWN. */

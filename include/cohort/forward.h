@@ -28,8 +28,13 @@
  * Consumer tier. Threads: one thread per forwarder runs the fabric; coh_fwd_submit and
  * coh_fwd_complete may be called from any thread, and from callbacks.
  *
- * Leaves out: a peer that comes back (a new incarnation needs new endpoints: its slots stay
- * down), commands longer than @max_blocks (the caller splits them), compare-and-write.
+ * A peer whose connection is down is tried again every half second, for a short window (a
+ * peer that restarts connects at its start, with the fabric's whole timeout, and meets those
+ * windows); a new connection gets a new generation, and nothing of an older one (a completion,
+ * the answer of a command it brought) is taken for the newer one's. coh_fwd_new connects to
+ * every peer that answers and leaves the others to those tries.
+ *
+ * Leaves out: commands longer than @max_blocks (the caller splits them), compare-and-write.
  */
 #ifndef COHORT_FORWARD_H
 #define COHORT_FORWARD_H
@@ -127,6 +132,7 @@ struct coh_fwd_stats {
 	uint64_t late;	     /* statuses that came after their command's timeout */
 	uint64_t bad_msgs;   /* messages refused (malformed, or not fitting any slot) */
 	uint64_t peer_downs; /* connections found broken */
+	uint64_t reconnects; /* connections made again (a peer that came back) */
 };
 void coh_fwd_stats(struct coh_fwd *f, struct coh_fwd_stats *st);
 
