@@ -11,7 +11,9 @@
 #   restart and rejoin), the SCSI unit on a 3-node cluster, and the host path twice, on shm and on
 #   rdma (scripts/rig-frontend.sh: three cohortd exporting one volume through TCMU and LIO,
 #   sg3_utils, fio across paths, controllers killed and restarted, dm-multipath, iSCSI, SIGHUP),
-#   and the host-path demo (scripts/demo-lio.sh).
+#   routing across two groups on each provider (scripts/rig-route.sh: a virtual volume and a
+#   forwarded one through LIO, a controller killed and restarted), and the host-path demo
+#   (scripts/demo-lio.sh).
 #   Then, in guests of their own, a real power loss (scripts/rig-powerloss.sh), and an element
 #   that fails every I/O under a writing cluster, on shm and on rdma (scripts/rig-eio.sh).
 # Every suite has its own bound; vm.sh bounds the whole run. Exit status: non-zero if any fails.
@@ -59,6 +61,12 @@ if [ "${1:-}" = "--in-guest" ]; then
 		"$top/scripts/rig-frontend.sh" --in-guest
 	COHORT_FE_PROVIDER=rdma COHORT_BUILD_DIR=$build suite "host path on rdma (cohortd, TCMU, LIO, multipath)" 900 \
 		"$top/scripts/rig-frontend.sh" --in-guest
+	# Routing (issue 16): two groups, a virtual volume, forwarding, a death and a restart,
+	# through LIO; on each provider.
+	COHORT_FE_PROVIDER=shm COHORT_BUILD_DIR=$build suite "routing on shm (two groups, cohortd, TCMU, LIO)" 600 \
+		"$top/scripts/rig-route.sh" --in-guest
+	COHORT_FE_PROVIDER=rdma COHORT_BUILD_DIR=$build suite "routing on rdma (two groups, cohortd, TCMU, LIO)" 600 \
+		"$top/scripts/rig-route.sh" --in-guest
 	COHORT_BUILD_DIR=$build suite "scripts/demo.sh --lio" 600 "$top/scripts/demo-lio.sh" --in-guest
 	exit $fail
 fi
