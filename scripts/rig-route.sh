@@ -16,8 +16,10 @@
 #      (L0, L1: node 0 is no AMF of gb), sb through node 1 (S1); cohortctl map on every node
 #   b. identity: vs has one serial on every path, the volume id cohortctl map shows; READ
 #      CAPACITY(16) is each volume's size (vs the sum of its components); READ(16) past the end
-#      gets ILLEGAL REQUEST, LBA OUT OF RANGE; COMPARE AND WRITE on vs is refused (INVALID COMMAND
-#      OPERATION CODE: not built across groups), never half done
+#      gets ILLEGAL REQUEST, LBA OUT OF RANGE; COMPARE AND WRITE on vs (in a chunk of group gb,
+#      through node 0) and on lb (forwarded by node 0) succeeds with the right compare data,
+#      reads back through another node at once, and MISCOMPAREs there with stale data; across
+#      two chunks of vs (two groups) it is refused with ILLEGAL REQUEST
 #   c. fio --verify=crc32c (direct, QD 16, 4 KiB random writes over 4 MiB of vs) through V0, then
 #      verified through V2 and V1 and compared with dd; vs's second 64 KiB chunk is sb's first
 #      (read through S1: the stripe lands on group gb); fio verify on lb through L0 (every command
@@ -154,7 +156,7 @@ step_setup() {
 serial_of() { timeout 30 sg_inq -p 0x80 "$1" | sed -n 's/.*[Ss]erial [Nn]umber: *//p' | tr -d ' '; }
 last_lba() { timeout 30 sg_readcap -l "$1" | sed -n 's/.*Last LBA=\([0-9]*\).*/\1/p' | head -n1; }
 step_identity() {
-	local id s k out lba rc
+	local id s k out lba rc a2 b2 v
 	id=$(cc_ctl 0 --json map | jq -r '.volumes[] | select(.name == "vs") | .id')
 	[ -n "$id" ] || bad "cohortctl map has no vs" || return 1
 	for k in V0 V1 V2; do
@@ -170,12 +172,36 @@ step_identity() {
 	out=$(timeout 30 sg_raw -r 4096 "${disk[V1]}" 88 00 $lba 00 00 00 01 00 00 2>&1)
 	grep -qi 'illegal request' <<<"$out" && grep -qiE 'out of range|21h|0x21' <<<"$out" ||
 		bad "READ(16) past vs's end: $out" || return 1
-	head -c 8192 /dev/zero >"$W/caw"
-	out=$(timeout 30 sg_compare_and_write --in="$W/caw" --lba=10 --num=1 --xferlen=8192 "${disk[V0]}" 2>&1)
+	echo "route: READ(16) past the end: LBA out of range"
+	# COMPARE AND WRITE at LBA 20 of vs (its second chunk: group gb, whose preferred AMF is node
+	# 2) through node 0, and at LBA 5 of lb through node 0 (forwarded): right compare data,
+	# then stale compare data through another node
+	local k lbad
+	for k in "V0 V2 vs 20" "L0 L1 lb 5"; do
+		read -r a2 b2 v lbad <<<"$k"
+		head -c 4096 /dev/urandom >"$W/old"
+		head -c 4096 /dev/urandom >"$W/new"
+		cat "$W/old" "$W/new" >"$W/caw"
+		timeout 30 dd if="$W/old" of="${disk[$a2]}" bs=4096 seek="$lbad" oflag=direct conv=notrunc status=none ||
+			bad "dd write at LBA $lbad of $v" || return 1
+		timeout 30 sg_compare_and_write --in="$W/caw" --lba="$lbad" --num=1 --xferlen=8192 "${disk[$a2]}" ||
+			bad "COMPARE AND WRITE on $v through $a2 with the right data failed" || return 1
+		cmp -s <(timeout 30 dd if="${disk[$b2]}" bs=4096 skip="$lbad" count=1 iflag=direct status=none) "$W/new" ||
+			bad "$b2 does not read what COMPARE AND WRITE wrote through $a2" || return 1
+		out=$(timeout 30 sg_compare_and_write --in="$W/caw" --lba="$lbad" --num=1 --xferlen=8192 "${disk[$b2]}" 2>&1)
+		rc=$?
+		[ $rc = 14 ] || bad "COMPARE AND WRITE on $v with stale data through $b2: status $rc, not 14 (MISCOMPARE): $out" || return 1
+		cmp -s <(timeout 30 dd if="${disk[$a2]}" bs=4096 skip="$lbad" count=1 iflag=direct status=none) "$W/new" ||
+			bad "a miscompare on $v changed the data" || return 1
+		echo "route: COMPARE AND WRITE on $v: success through $a2, MISCOMPARE through $b2"
+	done
+	# across two chunks of vs (two groups): refused, nothing written
+	head -c 16384 /dev/zero >"$W/caw2"
+	out=$(timeout 30 sg_compare_and_write --in="$W/caw2" --lba=15 --num=2 --xferlen=16384 "${disk[V1]}" 2>&1)
 	rc=$?
-	[ $rc != 0 ] && grep -qiE 'illegal request|invalid (command )?op(eration)? ?code' <<<"$out" ||
-		bad "COMPARE AND WRITE on vs: status $rc: $out" || return 1
-	echo "route: READ(16) past the end: LBA out of range; COMPARE AND WRITE on vs refused"
+	[ $rc != 0 ] && grep -qi 'illegal request' <<<"$out" ||
+		bad "COMPARE AND WRITE across two chunks of vs: status $rc: $out" || return 1
+	echo "route: COMPARE AND WRITE across two chunks of vs (two groups): ILLEGAL REQUEST"
 }
 
 # ---------------------------------------------------------------- c
@@ -307,7 +333,7 @@ step_stop() {
 }
 
 step "a. three cohortd ($PROVIDER) with two groups and a virtual volume; tcm_loop LUNs" step_setup || exit 1
-step "b. identity, capacity, out-of-range sense, COMPARE AND WRITE refused" step_identity
+step "b. identity, capacity, out-of-range sense, COMPARE AND WRITE across controllers" step_identity
 step "c. fio verify on the virtual volume and on a forwarded volume across controllers" step_io
 step "d. node 2 SIGKILLed during fio through node 0; data verifies after" step_kill
 step "e. node 2 started again: rejoins, reconnects, reattaches, serves" step_restart

@@ -57,6 +57,9 @@ struct shared_state {
 	// the linearizability test: every controller's history, a block per entry
 	std::atomic<uint32_t> nlz[3];
 	linz_op lz[3][6144];
+	// the compare-and-write race: successes and the winner of each round
+	std::atomic<uint32_t> caw_wins[64];
+	uint32_t caw_winner[64];
 };
 shared_state *sh;
 
@@ -425,8 +428,11 @@ int sc_component_error(conf_node *cn)
 		CONF_CHECK(coh_route_submit(r, &bad.rio) == -EINVAL, "longer than a forward");
 		rcmd_prepare(bad, COH_IO_READ, 99, 0, 1);
 		CONF_CHECK(coh_route_submit(r, &bad.rio) == -EINVAL, "no such volume");
-		rcmd_prepare(bad, COH_IO_COMPARE_WRITE, l.la, 0, 1);
-		CONF_CHECK(coh_route_submit(r, &bad.rio) == -EOPNOTSUPP, "compare and write");
+		rcmd_prepare(bad, COH_IO_COMPARE_WRITE, l.la, 0, kMaxBlocks / 2 + 1);
+		CONF_CHECK(coh_route_submit(r, &bad.rio) == -EINVAL,
+			   "a compare-and-write longer than half a forward");
+		rcmd_prepare(bad, 9, l.la, 0, 1);
+		CONF_CHECK(coh_route_submit(r, &bad.rio) == -EINVAL, "no such operation");
 		CONF_CHECK(bad.calls == 0, "no callback");
 	}
 	CONF_CHECK(conf_barrier(cn) == 0, "barrier");
@@ -1117,6 +1123,114 @@ TEST(router, real_engines_overlapping_writes_apply_whole_across_a_death)
 		ASSERT_EQ(0, run_overlap(2, after))
 		    << "trial " << i << ": killed after " << after << " reads";
 	}
+}
+
+// Compare-and-write through the router, on real engines. In each round every controller reads
+// the same block (of lb, group gb's: controller 0 forwards it; or of the striped volume, on
+// either group: the coordinator runs it), then all three, at once, compare it with what they
+// read and write a value of their own. Exactly one must succeed each round; the others get
+// -EILSEQ with the offset of the first byte that differs; the block then holds the winner's
+// value, read from another controller. A compare-and-write across two chunks of the stripe
+// (two groups) is refused with -EINVAL, and one longer than half the forwarder's max_blocks
+// at the submit.
+constexpr uint32_t kCawRounds = 24;
+
+int caw_read(conf_node *cn, coh_route *r, uint32_t vol, uint64_t lba, uint64_t *v)
+{
+	rcmd c;
+
+	rcmd_prepare(c, COH_IO_READ, vol, lba, 1);
+	c.buf.assign(kEngBs, 0);
+	c.rio.buf = c.buf.data();
+	CONF_CHECK(submit(r, c) == 0 && wait_cmd(c, 60000) && c.st.status == 0, "read: %d",
+		   c.st.status);
+	memcpy(v, c.buf.data(), 8);
+	return 0;
+}
+
+int sc_real_caw(conf_node *cn)
+{
+	layout l = engine_layout();
+	engines e;
+
+	if (engines_up(cn, l, &e))
+		return 1;
+	coh_route *r = e.r;
+	CONF_CHECK(conf_barrier(cn) == 0, "every controller up");
+	for (uint32_t k = 0; k < kCawRounds; k++) {
+		uint32_t vol = k % 2 ? l.vs : l.lb;
+		uint64_t lba = k % 2 ? (k * 5) % 64 : (k * 3) % 32, old, now;
+		uint64_t mine = (uint64_t)(cn->id + 1) << 32 | (k + 1);
+		rcmd c;
+
+		if (caw_read(cn, r, vol, lba, &old))
+			return 1;
+		CONF_CHECK(conf_barrier(cn) == 0, "round %u: every controller has read", k);
+		rcmd_prepare(c, COH_IO_COMPARE_WRITE, vol, lba, 1);
+		c.buf.assign(2 * kEngBs, 0);
+		c.rio.buf = c.buf.data();
+		for (uint32_t w = 0; w < kEngBs / 8; w++) {
+			memcpy(c.buf.data() + w * 8, &old, 8);
+			memcpy(c.buf.data() + kEngBs + w * 8, &mine, 8);
+		}
+		CONF_CHECK(submit(r, c) == 0 && wait_cmd(c, 60000), "round %u: submit", k);
+		CONF_CHECK(c.calls == 1 && (c.st.status == 0 || c.st.status == -EILSEQ),
+			   "round %u: %d", k, c.st.status);
+		if (c.st.status == 0) {
+			sh->caw_wins[k]++;
+			sh->caw_winner[k] = cn->id;
+		} else {
+			CONF_CHECK(c.st.miscompare < 8, "round %u: miscompare at byte %u", k,
+				   c.st.miscompare);
+		}
+		CONF_CHECK(conf_barrier(cn) == 0, "round %u: every controller is done", k);
+		if (cn->id == (k + 1) % 3) {
+			CONF_CHECK(sh->caw_wins[k] == 1,
+				   "round %u: %u compare-and-writes succeeded", k,
+				   sh->caw_wins[k].load());
+			if (caw_read(cn, r, vol, lba, &now))
+				return 1;
+			CONF_CHECK(now == ((uint64_t)(sh->caw_winner[k] + 1) << 32 | (k + 1)),
+				   "round %u: the block holds %llx", k, (unsigned long long)now);
+		}
+		CONF_CHECK(conf_barrier(cn) == 0, "round %u: checked", k);
+	}
+	// across two chunks of the stripe (blocks 6-9: chunk 0 on ga, chunk 1 on gb): refused
+	{
+		rcmd c;
+
+		rcmd_prepare(c, COH_IO_COMPARE_WRITE, l.vs, 6, 4);
+		c.buf.assign(8 * kEngBs, 0);
+		c.rio.buf = c.buf.data();
+		CONF_CHECK(submit(r, c) == 0 && wait_cmd(c, 60000) && c.calls == 1 &&
+			       c.st.status == -EINVAL,
+			   "a compare-and-write across groups: %d", c.st.status);
+		rcmd_prepare(c, COH_IO_COMPARE_WRITE, l.lb, 0, 9); // 18 blocks > max_blocks 16
+		c.buf.assign(18 * kEngBs, 0);
+		c.rio.buf = c.buf.data();
+		CONF_CHECK(coh_route_submit(r, &c.rio) == -EINVAL && c.calls == 0,
+			   "a long compare-and-write is refused at the submit");
+	}
+	CONF_CHECK(conf_barrier(cn) == 0, "barrier before the end");
+	coh_route_delete(&r);
+	CONF_CHECK(conf_barrier(cn) == 0, "every router gone");
+	engines_down(&e);
+	return 0;
+}
+
+TEST(router, compare_and_write_one_winner_across_controllers)
+{
+	if (strcmp(conf_provider(), "shm"))
+		GTEST_SKIP() << "the groups' clusters are made on shm here";
+	char tmpl[] = "/dev/shm/cohort-rg-XXXXXX";
+	ASSERT_NE(mkdtemp(tmpl), nullptr);
+	for (uint32_t g = 0; g < 2; g++) {
+		snprintf(group_dir[g], sizeof(group_dir[g]), "%s/g%u", tmpl, g);
+		ASSERT_EQ(mkdir(group_dir[g], 0700), 0);
+	}
+	EXPECT_EQ(0, conf_run("router_caw", 3, sc_real_caw, 0, kTimeout));
+	std::error_code ec;
+	std::filesystem::remove_all(tmpl, ec);
 }
 
 // Linearizability across a virtual volume, on real engines: every controller submits random

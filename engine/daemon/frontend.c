@@ -13,7 +13,9 @@
  *
  * With a router (a routed config, docs/routing.md), a unit's block path is the router: the unit's
  * LBAs are the volume's, and each command becomes a coh_route_io on the volume's index in the
- * mapping table (dtcmu_route_submit), run here, forwarded, or split into component commands.
+ * mapping table (dtcmu_route_submit), run here, forwarded, or split into component commands; a
+ * COMPARE AND WRITE runs on one group's engine (router.h: within one component, else ILLEGAL
+ * REQUEST).
  *
  * Leaves out: LIO fabrics and LUNs (scripts/lio.sh), units that follow quorum (the unit answers
  * the engine's -EROFS itself), persistent reservations (docs/frontend.md).
@@ -78,6 +80,7 @@ static void dtcmu_route_done(struct coh_route_io *rio, const struct coh_map_stat
 	struct coh_io *io = r->io;
 
 	free(r);
+	io->miscompare = st->status == -EILSEQ ? st->miscompare : 0;
 	io->cb(io, st->status, io->cb_arg);
 }
 
@@ -88,8 +91,6 @@ static int dtcmu_route_submit(void *ctx, struct coh_io *io)
 	struct dtcmu_rio *r;
 	int ret;
 
-	if (io->type == COH_IO_COMPARE_WRITE)
-		return -EOPNOTSUPP; /* router.h: not across groups yet */
 	r = malloc(sizeof(*r));
 	if (!r)
 		return -ENOMEM;

@@ -166,7 +166,7 @@ int fwd_msg_decode(const uint8_t *b, size_t len, struct fwd_msg *m)
 		m->lba = le_get64(b + 16);
 		m->map_version = le_get64(b + 24);
 		m->volume = le_get32(b + 32);
-		if (!le_zero(b + 36, 28) || m->op < COH_FWD_READ || m->op > COH_FWD_FLUSH ||
+		if (!le_zero(b + 36, 28) || m->op < COH_FWD_READ || m->op > COH_FWD_CAW ||
 		    (m->op == COH_FWD_FLUSH) != (m->nblocks == 0))
 			return -EPROTO;
 		return 0;
@@ -180,6 +180,13 @@ int fwd_msg_decode(const uint8_t *b, size_t len, struct fwd_msg *m)
 		return 0;
 	}
 	return -EPROTO;
+}
+
+/* fwd_data_blocks - the blocks a command's data takes: a compare-and-write's are twice its
+ * length (the compare data, then the write data). */
+static uint32_t fwd_data_blocks(uint32_t op, uint32_t nblocks)
+{
+	return op == COH_FWD_CAW ? 2 * nblocks : nblocks;
 }
 
 static uint64_t fwd_wr(const struct coh_fwd *f, uint32_t kind, uint32_t peer, uint32_t idx)
@@ -424,15 +431,16 @@ static void fwd_on_request(struct coh_fwd *f, uint32_t peer, const struct fwd_ms
 	t->cmd.nblocks = m->nblocks;
 	t->cmd.origin = peer;
 	t->cmd.buf = (uint8_t *)coh_mr_addr(f->data) + fwd_bounce(f, peer, m->slot);
-	if (m->nblocks > f->a.max_blocks || !f->rmr[peer]) {
-		fwd_refuse(f, t, m->nblocks > f->a.max_blocks ? -EINVAL : -EPROTO);
+	if (fwd_data_blocks(m->op, m->nblocks) > f->a.max_blocks || !f->rmr[peer]) {
+		fwd_refuse(
+		    f, t, fwd_data_blocks(m->op, m->nblocks) > f->a.max_blocks ? -EINVAL : -EPROTO);
 		return;
 	}
-	if (m->op != COH_FWD_WRITE) {
+	if (m->op != COH_FWD_WRITE && m->op != COH_FWD_CAW) {
 		fwd_execute(f, t);
 		return;
 	}
-	bytes = (size_t)m->nblocks * f->a.block_size;
+	bytes = (size_t)fwd_data_blocks(m->op, m->nblocks) * f->a.block_size;
 	if (coh_ep_post_read(f->ep[peer], f->data, fwd_bounce(f, peer, m->slot), f->rmr[peer],
 			     fwd_staging(f, f->me, m->slot), bytes,
 			     fwd_wr(f, FWD_WR_FETCH, peer, peer * f->a.slots + m->slot)))
@@ -926,10 +934,11 @@ int coh_fwd_submit(struct coh_fwd *f, uint32_t target, struct coh_fwd_cmd *cmd)
 	int ret = 0;
 
 	if (!f || !cmd || !cmd->done || target >= f->a.nodes || target == f->me ||
-	    !(f->a.peers & (1u << target)) || cmd->op < COH_FWD_READ || cmd->op > COH_FWD_FLUSH ||
+	    !(f->a.peers & (1u << target)) || cmd->op < COH_FWD_READ || cmd->op > COH_FWD_CAW ||
 	    (cmd->op == COH_FWD_FLUSH
 		 ? cmd->nblocks != 0
-		 : !cmd->nblocks || cmd->nblocks > f->a.max_blocks || !cmd->buf))
+		 : !cmd->nblocks || fwd_data_blocks(cmd->op, cmd->nblocks) > f->a.max_blocks ||
+		       !cmd->buf))
 		return -EINVAL;
 	pthread_mutex_lock(&f->lock);
 	if (atomic_load(&f->stop))
@@ -954,9 +963,9 @@ int coh_fwd_submit(struct coh_fwd *f, uint32_t target, struct coh_fwd_cmd *cmd)
 	pthread_mutex_unlock(&f->lock);
 	if (ret)
 		return ret;
-	if (cmd->op == COH_FWD_WRITE)
+	if (cmd->op == COH_FWD_WRITE || cmd->op == COH_FWD_CAW)
 		memcpy((uint8_t *)coh_mr_addr(f->data) + fwd_staging(f, target, s), cmd->buf,
-		       (size_t)cmd->nblocks * f->a.block_size);
+		       (size_t)fwd_data_blocks(cmd->op, cmd->nblocks) * f->a.block_size);
 	pthread_mutex_lock(&f->lock);
 	if (atomic_load(&f->stop)) {
 		/* The thread may have made its last pass: nothing would send or fail it. */

@@ -779,6 +779,7 @@ void coh_map_aggregate(const struct coh_map_comp *comps, const struct coh_map_pi
 	out->comp = -1;
 	out->fail_block = nblocks;
 	out->good = nblocks;
+	out->miscompare = 0;
 	for (i = 0; i < ncomps; i++) {
 		const struct coh_map_comp *c = &comps[i];
 

@@ -49,7 +49,7 @@ struct route_sub {
 	uint32_t group, nblocks, tries;
 	void *buf;
 	int status;
-	uint32_t done;
+	uint32_t done, miscompare; /* a compare-and-write's -EILSEQ: the first byte that differs */
 	struct coh_io io;
 	struct coh_fwd_cmd fc;
 	struct route_sub *next; /* in @pending */
@@ -152,6 +152,8 @@ static void route_op_complete(struct route_op *op, const struct coh_map_status *
 	}
 	if (op->rio)
 		op->rio->done(op->rio, st);
+	else if (op->type == COH_IO_COMPARE_WRITE)
+		coh_fwd_complete(op->fcmd, st->status, st->status == -EILSEQ ? st->miscompare : 0);
 	else
 		coh_fwd_complete(op->fcmd, st->status, st->status ? st->good : 0);
 	route_op_free(op);
@@ -172,6 +174,16 @@ static void route_op_finish(struct route_op *op)
 	struct coh_map_status st;
 	uint32_t c, i;
 
+	if (op->type == COH_IO_COMPARE_WRITE) {
+		/* One component, whole (route_op_plan): its status is the command's. */
+		memset(&st, 0, sizeof(st));
+		st.comp = -1;
+		st.status = op->subs[0].status;
+		st.good = st.status ? 0 : op->nblocks;
+		st.miscompare = op->subs[0].miscompare;
+		route_op_complete(op, &st);
+		return;
+	}
 	if (op->type == COH_IO_FLUSH || op->subs[0].whole) {
 		memset(&st, 0, sizeof(st));
 		st.comp = -1;
@@ -251,9 +263,9 @@ static void route_sub_io_done(struct coh_io *io, int status, void *arg)
 	struct route_sub *s = arg;
 	struct coh_route *r = s->op->r;
 
-	(void)io;
 	route_enter(r);
 	route_sub_ended(r);
+	s->miscompare = status == -EILSEQ ? io->miscompare : 0;
 	route_sub_finish(s, status, 0);
 	route_kick(r);
 	route_leave(r);
@@ -271,7 +283,9 @@ static void route_sub_fwd_done(struct coh_fwd_cmd *fc, int status, uint32_t done
 		route_count(r, &r->st.rerouted);
 		route_sub_run(s);
 	} else {
-		route_sub_finish(s, status, done);
+		/* A compare-and-write's miscompare comes with its offset as the count. */
+		s->miscompare = status == -EILSEQ && fc->op == COH_FWD_CAW ? done : 0;
+		route_sub_finish(s, status, fc->op == COH_FWD_CAW ? 0 : done);
 	}
 	route_kick(r);
 }
@@ -412,6 +426,11 @@ static int route_op_plan(struct route_op *op)
 			    COH_MAP_MAX_COMPONENTS, &op->ncomps, op->pieces, maxp, &op->nsubs);
 	if (ret)
 		return ret;
+	/* A compare-and-write is atomic only inside one group's engine: its range must lie in one
+	 * component, in one piece (a stripe's chunk); its buffer is the compare data, then the
+	 * write data. */
+	if (op->type == COH_IO_COMPARE_WRITE && (op->ncomps != 1 || op->nsubs != 1))
+		return -EINVAL;
 	op->subs = calloc(op->nsubs, sizeof(*op->subs));
 	if (!op->subs)
 		return -ENOMEM;
@@ -565,15 +584,15 @@ int coh_route_submit(struct coh_route *r, struct coh_route_io *rio)
 
 	if (!r || !rio || !rio->done)
 		return -EINVAL;
-	if (rio->type == COH_IO_COMPARE_WRITE)
-		return -EOPNOTSUPP;
 	if (rio->type == COH_IO_FLUSH) {
 		if (rio->nblocks)
 			return -EINVAL;
 	} else {
-		if ((rio->type != COH_IO_READ && rio->type != COH_IO_WRITE) ||
+		if ((rio->type != COH_IO_READ && rio->type != COH_IO_WRITE &&
+		     rio->type != COH_IO_COMPARE_WRITE) ||
 		    rio->volume >= r->map.nvolumes || !rio->buf || !rio->nblocks ||
-		    rio->nblocks > r->max_blocks)
+		    rio->nblocks > r->max_blocks ||
+		    (rio->type == COH_IO_COMPARE_WRITE && 2 * rio->nblocks > r->max_blocks))
 			return -EINVAL;
 		v = &r->map.volumes[rio->volume];
 		if (rio->lba >= v->blocks || rio->nblocks > v->blocks - rio->lba)

@@ -138,7 +138,7 @@ void coh_scsi_sense_from_errno(struct coh_scsi_cmd *cmd, int err, bool is_write)
 	case -EHOSTUNREACH:
 		lu_sense(cmd, SK_NOT_READY, ASC_ALUA_TRANSITION, false, 0, -1, false);
 		break;
-	case -EOPNOTSUPP: /* COMPARE AND WRITE on a routed volume (router.h) */
+	case -EOPNOTSUPP: /* an operation the unit's block path does not do */
 		lu_sense(cmd, SK_ILLEGAL_REQUEST, ASC_INVALID_OPCODE, false, 0, -1, false);
 		break;
 	case -EINVAL:

@@ -34,7 +34,7 @@
  * the answer of a command it brought) is taken for the newer one's. coh_fwd_new connects to
  * every peer that answers and leaves the others to those tries.
  *
- * Leaves out: commands longer than @max_blocks (the caller splits them), compare-and-write.
+ * Leaves out: commands longer than @max_blocks (the caller splits them).
  */
 #ifndef COHORT_FORWARD_H
 #define COHORT_FORWARD_H
@@ -58,6 +58,11 @@ enum coh_fwd_op {
 	COH_FWD_READ = 1,
 	COH_FWD_WRITE = 2,
 	COH_FWD_FLUSH = 3,
+	/* compare @nblocks blocks with @buf's first @nblocks and write its next @nblocks if they
+	 * are equal, atomically (the engine's COH_IO_COMPARE_WRITE); 2 * @nblocks <= max_blocks.
+	 * A miscompare completes with -EILSEQ and, as blocks_done, the byte offset of the first
+	 * difference. */
+	COH_FWD_CAW = 4,
 };
 
 struct coh_fwd;
@@ -98,9 +103,9 @@ struct coh_fwd_attr {
 };
 
 /**
- * coh_fwd_new - start a forwarder: connect to every peer (all of them call it; bounded by the
- * fabric's timeout) and exchange the regions' descriptors. Returns 0; -EINVAL (attributes);
- * -ETIMEDOUT, -ECONNREFUSED or another fabric error from a peer that did not connect; -ENOMEM.
+ * coh_fwd_new - start a forwarder: connect to every peer that answers (all of them call it;
+ * bounded by the fabric's timeout; the others are tried again later) and exchange the regions'
+ * descriptors. Returns 0; -EINVAL (attributes); -ENOMEM or a fabric error of this node's own.
  */
 int coh_fwd_new(const struct coh_fwd_attr *attr, struct coh_fwd **fp);
 

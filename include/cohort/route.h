@@ -196,6 +196,8 @@ struct coh_map_status {
 	uint64_t fail_block; /* that block, as an offset from the command's first block */
 	uint32_t good;	     /* blocks of the host's transfer done whole before it: fail_block
 			      * on an error (the residual is the rest), all on success */
+	uint32_t miscompare; /* a compare-and-write's -EILSEQ (router.h): the byte offset of the
+			      * first difference */
 };
 
 /**

@@ -23,7 +23,14 @@
  * the forwarder's thread. The group engines are given as submit functions (coh_node_submit on a
  * node whose blocks are the group's).
  *
- * Leaves out: compare-and-write on routed volumes (-EOPNOTSUPP), a command on a virtual volume
+ * - A compare-and-write (COH_IO_COMPARE_WRITE, @buf the compare data then the write data) runs
+ *   on one group's engine, atomic across the cluster as the engine's is: its range must lie in
+ *   one component (a logical volume, or one chunk of a stripe; -EINVAL otherwise), and 2 x
+ *   @nblocks at most the forwarder's max_blocks. A miscompare is -EILSEQ with the byte offset
+ *   in coh_map_status.miscompare. Routed again after a proven death like a write: if the dead
+ *   target had done it, the retry miscompares against its own write data.
+ *
+ * Leaves out: a command on a virtual volume
  * longer than the forwarder's max_blocks (it is applied whole only up to that length: -EINVAL),
  * the table changed while running (one version for the router's life; a target with another
  * answers -ESTALE), a coordinator's death while it holds a grant (its components may have been
@@ -47,7 +54,7 @@ struct coh_route;
 
 /** A command on a volume of the mapping table. */
 struct coh_route_io {
-	uint32_t type;	  /* COH_IO_READ, COH_IO_WRITE or COH_IO_FLUSH (enum coh_io_type) */
+	uint32_t type;	  /* COH_IO_READ, _WRITE, _FLUSH or _COMPARE_WRITE (enum coh_io_type) */
 	uint32_t volume;  /* its index in the table; a flush flushes every group */
 	uint64_t lba;	  /* in the volume */
 	uint32_t nblocks; /* 0 for a flush */
@@ -86,7 +93,7 @@ void coh_route_delete(struct coh_route **rp);
 
 /**
  * coh_route_submit - run @rio. 0: accepted, its callback will run exactly once. -EINVAL (a bad
- * command, a volume that does not exist, a range past its end); -EOPNOTSUPP (compare-and-write);
+ * command, a volume that does not exist, a range past its end); (a compare-and-write across components, or longer than half of max_blocks);
  * -EBUSY (max_ops in flight); -ESHUTDOWN.
  */
 int coh_route_submit(struct coh_route *r, struct coh_route_io *rio);
