@@ -1,9 +1,10 @@
 /*
  * bench_routing.c - cohort-bench routing: commands through the router (include/cohort/router.h)
  * on three controllers of this host, with the issue's shape: group ga cabled to controllers 0-1,
- * gb to 1-2, each a Cohort cluster (RAID-5 over 3 element files, k = 1, every controller a
- * member), a logical volume on each and a volume striped over both (8-block chunks). One
- * controller submits, closed loop, while the others serve. Rows:
+ * gb to 1-2, and a third, gc, to 0 and 2, each a Cohort cluster (RAID-5 over 3 element files,
+ * k = 1, every controller a member), a logical volume on each, a volume striped over ga and gb
+ * (8-block chunks) and one over all three (4-block chunks). One controller submits, closed
+ * loop, while the others serve. Rows:
  *   fabric_rtt_64        the floor of a forward: a 64-byte SEND and its 64-byte answer between
  *                        controllers 2 and 0
  *   local_<op>_qd<D>     controller 0 on la (an AMF of ga: its own engine), 4 KiB
@@ -11,12 +12,14 @@
  *   group16_write_qd32   controller 0, 64 KiB writes on la (one group)
  *   virtual16_write_qd32 controller 0 (the coordinator), 64 KiB writes on the striped volume:
  *                        two components of 32 KiB on the two groups, in parallel
+ *   virtual16x3_write_qd32  the same on the volume striped over three groups: each write
+ *                        three components (16 KiB chunks: 32, 16 and 16 KiB), in parallel
  * The 4 KiB rows touch random blocks of a 256-block set; the 64 KiB rows give each slot in
  * flight a range of its own (no two overlap), so that they measure the fan-out and not the
  * wait behind an overlapping write.
  * Each sample is one command from its submit to its callback; the table's Mop/s is the row's
  * commands over its wall time. What it leaves out: rdma (the groups' clusters are made on shm
- * here), a third group.
+ * here).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -43,6 +46,7 @@
 #define RB_RTT_CH 251u
 #define RB_MAXQD 32u
 #define RB_BIG 16u /* blocks of the 64 KiB rows */
+#define RB_GROUPS 3u
 
 struct rshared {
 	struct bench_sbar all;
@@ -54,12 +58,12 @@ struct rb {
 	const struct bench_opts *o;
 	struct rshared *sh;
 	uint32_t me, cap;
-	char dirs[3][96]; /* the forwarder's cluster, ga's, gb's */
-	struct coh_fabric *fab[3];
-	struct coh_node *node[2];
+	char dirs[1 + RB_GROUPS][96]; /* the forwarder's cluster, ga's, gb's, gc's */
+	struct coh_fabric *fab[1 + RB_GROUPS];
+	struct coh_node *node[RB_GROUPS];
 	struct coh_route *r;
 	struct coh_map map;
-	uint32_t la, vs;
+	uint32_t la, vs, vs3;
 	struct coh_cq *cq;
 	struct coh_ep *ep;
 	struct coh_mr *msg;
@@ -80,6 +84,8 @@ struct rb_run {
 	uint64_t *ns;
 	struct rb_slot slots[RB_MAXQD];
 };
+
+static const char *const rb_dir_names[1 + RB_GROUPS] = { "fwd", "ga", "gb", "gc" };
 
 static void rb_why(struct rb *b, const char *what, int err)
 {
@@ -105,39 +111,55 @@ static uint32_t rb_logical(struct coh_map *m, const char *name, uint32_t g, uint
 	return m->nvolumes++;
 }
 
-/* rb_map - the table: ga on 0-1, gb on 1-2; la, lb, and vs striped over sa and sb. */
+/* rb_stripe - a virtual volume @name striped over @n logical volumes @comp in @chunk blocks. */
+static uint32_t rb_stripe(struct coh_map *m, const char *name, uint8_t id, uint32_t chunk,
+			  uint32_t n, const uint32_t *comp)
+{
+	uint32_t i, vi = m->nvolumes++;
+	struct coh_map_volume *v = &m->volumes[vi];
+
+	rb_name(v->name, name);
+	v->id[0] = id;
+	v->kind = COH_MAP_VIRTUAL;
+	v->layout = COH_MAP_STRIPE;
+	v->stripe_blocks = chunk;
+	v->ncomp = n;
+	for (i = 0; i < n; i++) {
+		v->comp[i] = comp[i];
+		v->blocks += m->volumes[comp[i]].blocks;
+	}
+	return vi;
+}
+
+/* rb_map - the table: ga on 0-1, gb on 1-2, gc on 0 and 2; la, lb, vs striped over sa and sb,
+ * vs3 striped over ta, tb and tc. */
 static void rb_map(struct rb *b)
 {
+	static const char *const names[RB_GROUPS] = { "ga", "gb", "gc" };
+	static const uint32_t amfs[RB_GROUPS] = { 0x3, 0x6, 0x5 }, pref[RB_GROUPS] = { 0, 2, 0 };
 	struct coh_map *m = &b->map;
-	struct coh_map_volume *v;
-	uint32_t sa, sb, g;
+	uint32_t two[2], three[3], g;
 
 	memset(m, 0, sizeof(*m));
 	m->version = 1;
 	m->nodes = RB_NODES;
 	m->block_size = RB_BS;
-	m->ngroups = 2;
-	for (g = 0; g < 2; g++) {
-		rb_name(m->groups[g].name, g ? "gb" : "ga");
-		m->groups[g].amfs = g ? 0x6 : 0x3;
-		m->groups[g].preferred = g ? 2 : 0;
+	m->ngroups = RB_GROUPS;
+	for (g = 0; g < RB_GROUPS; g++) {
+		rb_name(m->groups[g].name, names[g]);
+		m->groups[g].amfs = amfs[g];
+		m->groups[g].preferred = pref[g];
 		m->groups[g].blocks = 2 * RB_ELEM_BLOCKS;
 	}
 	b->la = rb_logical(m, "la", 0, 0, 512);
 	rb_logical(m, "lb", 1, 0, 512);
-	sa = rb_logical(m, "sa", 0, 1024, 512);
-	sb = rb_logical(m, "sb", 1, 1024, 512);
-	b->vs = m->nvolumes++;
-	v = &m->volumes[b->vs];
-	rb_name(v->name, "vs");
-	v->id[0] = 0x77;
-	v->kind = COH_MAP_VIRTUAL;
-	v->layout = COH_MAP_STRIPE;
-	v->stripe_blocks = 8;
-	v->ncomp = 2;
-	v->comp[0] = sa;
-	v->comp[1] = sb;
-	v->blocks = 1024;
+	two[0] = rb_logical(m, "sa", 0, 1024, 512);
+	two[1] = rb_logical(m, "sb", 1, 1024, 512);
+	b->vs = rb_stripe(m, "vs", 0x77, 8, 2, two);
+	three[0] = rb_logical(m, "ta", 0, 1536, 512);
+	three[1] = rb_logical(m, "tb", 1, 1536, 512);
+	three[2] = rb_logical(m, "tc", 2, 0, 512);
+	b->vs3 = rb_stripe(m, "vs3", 0x78, 4, 3, three);
 }
 
 static int rb_engine_submit(void *arg, struct coh_io *io)
@@ -152,7 +174,7 @@ static int rb_open(struct rb *b)
 	uint32_t g, i;
 	int ret;
 
-	for (i = 0; i < 3; i++) {
+	for (i = 0; i < 1 + RB_GROUPS; i++) {
 		struct coh_fabric_attr fa = { .provider = "shm",
 					      .node_id = b->me,
 					      .cluster = b->dirs[i],
@@ -164,7 +186,7 @@ static int rb_open(struct rb *b)
 			return ret;
 		}
 	}
-	for (g = 0; g < 2; g++) {
+	for (g = 0; g < RB_GROUPS; g++) {
 		struct coh_node_attr na = {
 			.fab = b->fab[1 + g],
 			.nodes = RB_NODES,
@@ -194,7 +216,7 @@ static int rb_open(struct rb *b)
 	ra.fab = b->fab[0];
 	ra.fwd.max_blocks = RB_BIG;
 	ra.fwd.slots = RB_MAXQD;
-	for (g = 0; g < 2; g++) {
+	for (g = 0; g < RB_GROUPS; g++) {
 		if (b->map.groups[g].amfs & (1u << b->me)) {
 			ra.group_submit[g] = rb_engine_submit;
 			ra.group_arg[g] = b->node[g];
@@ -424,6 +446,8 @@ static int rb_node(struct rb *b)
 		ret = rb_row(b, 0, "group16_write_qd32", COH_IO_WRITE, b->la, RB_BIG, 32);
 	if (!ret)
 		ret = rb_row(b, 0, "virtual16_write_qd32", COH_IO_WRITE, b->vs, RB_BIG, 32);
+	if (!ret)
+		ret = rb_row(b, 0, "virtual16x3_write_qd32", COH_IO_WRITE, b->vs3, RB_BIG, 32);
 	/* Everyone is done before anyone leaves. */
 	if (!ret)
 		ret = bench_sbar_wait(&b->sh->all, RB_BARRIER_MS);
@@ -431,10 +455,10 @@ static int rb_node(struct rb *b)
 	coh_ep_delete(&b->ep);
 	coh_mr_delete(&b->msg);
 	coh_cq_delete(&b->cq);
-	for (q = 0; q < 2; q++)
+	for (q = 0; q < RB_GROUPS; q++)
 		if (b->node[q] && coh_node_close(&b->node[q]) && !ret)
 			ret = -EIO;
-	for (q = 0; q < 3; q++)
+	for (q = 0; q < 1 + RB_GROUPS; q++)
 		coh_fabric_close(&b->fab[q]);
 	return ret;
 }
@@ -464,10 +488,10 @@ int bench_routing(const struct bench_opts *o)
 	}
 	memset(sh, 0, sizeof(*sh));
 	bench_sbar_init(&sh->all, RB_NODES);
-	for (i = 0; i < 3; i++) {
+	for (i = 0; i < 1 + RB_GROUPS; i++) {
 		char sub[96];
 
-		snprintf(sub, sizeof(sub), "%s/%s", dir, i == 0 ? "fwd" : i == 1 ? "ga" : "gb");
+		snprintf(sub, sizeof(sub), "%s/%s", dir, rb_dir_names[i]);
 		if (mkdir(sub, 0700)) {
 			ret = -errno;
 			goto out;
@@ -480,9 +504,9 @@ int bench_routing(const struct bench_opts *o)
 		if (pids[i] == 0) {
 			struct rb b = { .o = o, .sh = sh, .me = i, .cap = cap };
 
-			snprintf(b.dirs[0], sizeof(b.dirs[0]), "%s/fwd", dir);
-			snprintf(b.dirs[1], sizeof(b.dirs[1]), "%s/ga", dir);
-			snprintf(b.dirs[2], sizeof(b.dirs[2]), "%s/gb", dir);
+			for (uint32_t d = 0; d < 1 + RB_GROUPS; d++)
+				snprintf(b.dirs[d], sizeof(b.dirs[d]), "%s/%s", dir,
+					 rb_dir_names[d]);
 			alarm(RB_CHILD_S);
 			_exit(rb_node(&b) ? 1 : 0);
 		}
