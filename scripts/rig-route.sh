@@ -19,7 +19,8 @@
 #      gets ILLEGAL REQUEST, LBA OUT OF RANGE; COMPARE AND WRITE on vs (in a chunk of group gb,
 #      through node 0) and on lb (forwarded by node 0) succeeds with the right compare data,
 #      reads back through another node at once, and MISCOMPAREs there with stale data; across
-#      two chunks of vs (two groups) it is refused with ILLEGAL REQUEST
+#      two chunks of vs (two groups) it is refused with ILLEGAL REQUEST; a READ(16) of 2 blocks
+#      into a 4 KiB buffer returns the first block, GOOD (LIO reports the residual)
 #   c. fio --verify=crc32c (direct, QD 16, 4 KiB random writes over 4 MiB of vs) through V0, then
 #      verified through V2 and V1 and compared with dd; vs's second 64 KiB chunk is sb's first
 #      (read through S1: the stripe lands on group gb); fio verify on lb through L0 (every command
@@ -193,8 +194,16 @@ step_identity() {
 		[ $rc = 14 ] || bad "COMPARE AND WRITE on $v with stale data through $b2: status $rc, not 14 (MISCOMPARE): $out" || return 1
 		cmp -s <(timeout 30 dd if="${disk[$a2]}" bs=4096 skip="$lbad" count=1 iflag=direct status=none) "$W/new" ||
 			bad "a miscompare on $v changed the data" || return 1
+		cp "$W/new" "$W/new.$v"
 		echo "route: COMPARE AND WRITE on $v: success through $a2, MISCOMPARE through $b2"
 	done
+	# READ(16) of 2 blocks into a 4 KiB buffer (LIO passes the overflow on as the residual): the
+	# unit returns the first block, GOOD
+	lba=$(printf '%016x' 20 | sed 's/../& /g')
+	timeout 30 sg_raw -r 4096 -o "$W/short" "${disk[V1]}" 88 00 $lba 00 00 00 02 00 00 >"$W/short.log" 2>&1 ||
+		bad "READ(16) of 2 blocks into 4 KiB: $(cat "$W/short.log")" || return 1
+	cmp -s "$W/short" "$W/new.vs" || bad "READ(16) into a short buffer: not the block's data: $(cat "$W/short.log")" || return 1
+	echo "route: READ(16) of 2 blocks into a 4 KiB buffer: GOOD, the first block"
 	# across two chunks of vs (two groups): refused, nothing written
 	head -c 16384 /dev/zero >"$W/caw2"
 	out=$(timeout 30 sg_compare_and_write --in="$W/caw2" --lba=15 --num=2 --xferlen=16384 "${disk[V1]}" 2>&1)

@@ -190,7 +190,7 @@ TEST_P(Unit, bad_cdbs_get_illegal_request)
 	std::vector<uint8_t> b(8 * kBs, 0);
 	expect_sense(run(rw16(0x88, kBlocks - 1, 2), b), 0x5, 0x21, 0x00); // past the end
 	expect_sense(run(rw16(0x88, ~0ull - 1, 4), b), 0x5, 0x21, 0x00);   // wraps
-	expect_sense(run(rw16(0x88, 0, 9), b), 0x5, 0x24, 0x00);	   // longer than the buffer
+	expect_sense(run(rw16(0x8a, 0, 9), b), 0x5, 0x24, 0x00);	   // longer than the buffer
 	expect_sense(run({ 0x28, 0, 0, 0 }), 0x5, 0x24, 0x00);		   // short CDB
 	expect_sense(run({ 0xc1, 0, 0, 0, 0, 0 }), 0x5, 0x20, 0x00);	   // vendor specific
 	expect_sense(run({ 0x7f, 0, 0, 0, 0, 0, 0, 0, 0, 0 }), 0x5, 0x20, 0x00); // variable
@@ -596,6 +596,34 @@ TEST_P(Unit, changeable_mode_values_are_none_and_request_sense_says_no_sense)
 	EXPECT_EQ(0, s[2] & 0x0f) << "NO SENSE";
 	EXPECT_EQ(0, s[12]);
 	expect_sense(run({ 0x03, 0x01, 0, 0, 32, 0 }, s), 0x5, 0x24, 0x00); // DESC
+}
+
+// A READ whose Data-In buffer is shorter than its CDB says (LIO passes such a READ on, with the
+// overflow as its residual): the blocks that reach into the buffer are read and what fits is
+// returned, GOOD. (A WRITE's shorter buffer is refused: bad_cdbs_get_illegal_request.)
+TEST_P(Unit, a_read_into_a_shorter_buffer_returns_what_fits)
+{
+	std::vector<uint8_t> w(3 * kBs), half(kBs + kBs / 2, 0), two(2 * kBs, 0), none;
+
+	for (size_t i = 0; i < w.size(); i++)
+		w[i] = (uint8_t)(i * 7 + 3);
+	ASSERT_EQ(COH_SCSI_GOOD, run(rw16(0x8a, 40, 3), w).status);
+	uint64_t before = sm_submits();
+	auto r = run(rw16(0x88, 40, 3), half);
+	EXPECT_EQ(COH_SCSI_GOOD, r.status);
+	EXPECT_EQ(kBs + kBs / 2, r.data_len);
+	EXPECT_EQ(0, memcmp(half.data(), w.data(), half.size()));
+	r = run(rw16(0x88, 40, 3), two);
+	EXPECT_EQ(COH_SCSI_GOOD, r.status);
+	EXPECT_EQ(2 * kBs, r.data_len);
+	EXPECT_EQ(0, memcmp(two.data(), w.data(), two.size()));
+	EXPECT_GT(sm_submits(), before);
+	// No buffer at all: nothing read
+	before = sm_submits();
+	r = run(rw16(0x88, 40, 3), none);
+	EXPECT_EQ(COH_SCSI_GOOD, r.status);
+	EXPECT_EQ(0u, r.data_len);
+	EXPECT_EQ(before, sm_submits());
 }
 
 TEST_P(Unit, zero_lengths_and_buffers_shorter_than_the_cdb_says)

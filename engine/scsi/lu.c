@@ -750,17 +750,34 @@ static bool lu_data(struct coh_scsi_cmd *cmd, uint64_t len, bool in)
 
 static void lu_rw(struct coh_scsi_lu *lu, struct coh_scsi_cmd *cmd, bool write)
 {
-	uint64_t lba;
-	uint32_t n;
+	uint32_t bs = lu->a.block_size, n;
+	uint64_t lba, have;
 
 	lu_parse_rw(cmd->cdb, &lba, &n);
 	if (!lu_range(lu, cmd, lba, n))
 		return lu_done(cmd);
+	have = lu_iov_len(cmd);
+	if (!write && have < (uint64_t)n * bs) {
+		/* The initiator's buffer is shorter than the CDB's transfer (LIO passes such a READ
+		 * on with the overflow as its residual): the blocks that reach into the buffer are
+		 * read, and what fits is returned, GOOD. A WRITE's never comes (LIO refuses it). */
+		n = (uint32_t)((have + bs - 1) / bs);
+		if (n && have % bs) {
+			cmd->data_len_total = (uint64_t)n * bs;
+			cmd->bounce = malloc(cmd->data_len_total);
+			if (!cmd->bounce) {
+				cmd->status = COH_SCSI_BUSY;
+				return lu_done(cmd);
+			}
+			cmd->data = cmd->bounce;
+			return lu_start(cmd, J_READ, lba, n);
+		}
+	}
 	if (!n) {
 		cmd->status = COH_SCSI_GOOD;
 		return lu_done(cmd);
 	}
-	if (!lu_data(cmd, (uint64_t)n * lu->a.block_size, write))
+	if (!lu_data(cmd, (uint64_t)n * bs, write))
 		return lu_done(cmd);
 	lu_start(cmd, write ? J_WRITE : J_READ, lba, n);
 }
