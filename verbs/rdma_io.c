@@ -41,6 +41,14 @@ static int rdma_wc_status(enum ibv_wc_status st)
 	case IBV_WC_REM_ACCESS_ERR:
 		return -EACCES;
 	case IBV_WC_WR_FLUSH_ERR:
+	/* The responder failed the operation, or stopped answering: its side of the connection
+	 * is gone (a peer that died or restarted: its regions are gone with it), not a medium
+	 * failure. As a flush, the caller takes it for a broken connection (the engine retries
+	 * after the view change; a SCSI unit answers ALUA transition), never for -EIO, which the
+	 * front end reports as a MEDIUM ERROR that multipath does not retry. */
+	case IBV_WC_REM_OP_ERR:
+	case IBV_WC_REM_ABORT_ERR:
+	case IBV_WC_RESP_TIMEOUT_ERR:
 		return -ECONNRESET;
 	case IBV_WC_RETRY_EXC_ERR:
 	case IBV_WC_RNR_RETRY_EXC_ERR:
