@@ -861,9 +861,9 @@ int sc_real_engines(conf_node *cn)
 	return 0;
 }
 
-// run_real - the scenario with @v killed after @after of its writes, in fresh group
-// directories.
-int run_real(uint32_t v, uint32_t after)
+// run_in_groups - conf_run(@name, @fn) on three controllers whose two groups' clusters are
+// made in fresh directories (group_dir), removed after. 0, or 1 on any failure.
+int run_in_groups(const char *name, conf_scenario_fn fn, uint64_t expect_killed)
 {
 	char tmpl[] = "/dev/shm/cohort-rg-XXXXXX";
 	int ret;
@@ -875,13 +875,20 @@ int run_real(uint32_t v, uint32_t after)
 		if (mkdir(group_dir[g], 0700))
 			return 1;
 	}
-	memset(static_cast<void *>(sh->w), 0, sizeof(sh->w));
-	victim = v;
-	kill_after = after;
-	ret = conf_run("router_engines", 3, sc_real_engines, 1u << v, kTimeout);
+	ret = conf_run(name, 3, fn, expect_killed, kTimeout);
 	std::error_code ec;
 	std::filesystem::remove_all(tmpl, ec);
 	return ret || ec ? 1 : 0;
+}
+
+// run_real - the scenario with @v killed after @after of its writes, in fresh group
+// directories.
+int run_real(uint32_t v, uint32_t after)
+{
+	memset(static_cast<void *>(sh->w), 0, sizeof(sh->w));
+	victim = v;
+	kill_after = after;
+	return run_in_groups("router_engines", sc_real_engines, 1u << v);
 }
 
 // Controller 2 killed: an AMF of gb (its preferred one) and a member of ga's cluster.
@@ -1079,25 +1086,12 @@ int sc_real_overlap(conf_node *cn)
 // run_overlap - the checker on fresh groups; @v killed after @after reads (@v 3: none).
 int run_overlap(uint32_t v, uint32_t after)
 {
-	char tmpl[] = "/dev/shm/cohort-rg-XXXXXX";
-	int ret;
-
-	if (!mkdtemp(tmpl))
-		return 1;
-	for (uint32_t g = 0; g < 2; g++) {
-		snprintf(group_dir[g], sizeof(group_dir[g]), "%s/g%u", tmpl, g);
-		if (mkdir(group_dir[g], 0700))
-			return 1;
-	}
 	memset(static_cast<void *>(sh->w), 0, sizeof(sh->w));
 	for (auto &n : sh->nw)
 		n = 0;
 	victim = v;
 	kill_after = after;
-	ret = conf_run("router_overlap_engines", 3, sc_real_overlap, v < 3 ? 1u << v : 0, kTimeout);
-	std::error_code ec;
-	std::filesystem::remove_all(tmpl, ec);
-	return ret || ec ? 1 : 0;
+	return run_in_groups("router_overlap_engines", sc_real_overlap, v < 3 ? 1u << v : 0);
 }
 
 TEST(router, real_engines_overlapping_writes_apply_whole)
@@ -1222,15 +1216,7 @@ TEST(router, compare_and_write_one_winner_across_controllers)
 {
 	if (strcmp(conf_provider(), "shm"))
 		GTEST_SKIP() << "the groups' clusters are made on shm here";
-	char tmpl[] = "/dev/shm/cohort-rg-XXXXXX";
-	ASSERT_NE(mkdtemp(tmpl), nullptr);
-	for (uint32_t g = 0; g < 2; g++) {
-		snprintf(group_dir[g], sizeof(group_dir[g]), "%s/g%u", tmpl, g);
-		ASSERT_EQ(mkdir(group_dir[g], 0700), 0);
-	}
-	EXPECT_EQ(0, conf_run("router_caw", 3, sc_real_caw, 0, kTimeout));
-	std::error_code ec;
-	std::filesystem::remove_all(tmpl, ec);
+	EXPECT_EQ(0, run_in_groups("router_caw", sc_real_caw, 0));
 }
 
 // Linearizability across a virtual volume, on real engines: every controller submits random
@@ -1312,21 +1298,13 @@ TEST(router, linearizable_across_a_virtual_volume)
 {
 	if (strcmp(conf_provider(), "shm"))
 		GTEST_SKIP() << "the groups' clusters are made on shm here";
-	char tmpl[] = "/dev/shm/cohort-rg-XXXXXX";
-	ASSERT_NE(mkdtemp(tmpl), nullptr);
-	for (uint32_t g = 0; g < 2; g++) {
-		snprintf(group_dir[g], sizeof(group_dir[g]), "%s/g%u", tmpl, g);
-		ASSERT_EQ(mkdir(group_dir[g], 0700), 0);
-	}
-	ASSERT_EQ(0, conf_run("router_linz", 3, sc_linz, 0, kTimeout));
+	ASSERT_EQ(0, run_in_groups("router_linz", sc_linz, 0));
 	std::vector<linz_op> ops;
 	for (uint32_t c = 0; c < 3; c++)
 		for (uint32_t i = 0; i < sh->nlz[c]; i++)
 			ops.push_back(sh->lz[c][i]);
 	EXPECT_GT(ops.size(), 1000u);
 	EXPECT_EQ(0, linz_check(ops.data(), ops.size(), stderr));
-	std::error_code ec;
-	std::filesystem::remove_all(tmpl, ec);
 }
 
 class RouterEnv : public ::testing::Environment

@@ -730,6 +730,37 @@ static int cd_engine_submit(void *arg, struct coh_io *io)
 	return coh_node_submit(arg, io);
 }
 
+/* cd_close_engines - the router, then every group's engine and fabric (a routed config), or the
+ * node. Returns 0 when every engine closed cleanly, else the first error. */
+static int cd_close_engines(struct cohortd *d)
+{
+	uint32_t g;
+	int ret, first = 0;
+
+	coh_route_delete(&d->router);
+	for (g = d->ngroups; g-- > 0;) {
+		ret = coh_node_close(&d->gnode[g]);
+		if (ret) {
+			daemon_log("node",
+				   "close: %s (what it held is in log copies the next start "
+				   "replays)",
+				   coh_strerror(ret));
+			first = first ? first : ret;
+		}
+		if (d->gfab[g]) {
+			int fret = coh_fabric_close(&d->gfab[g]);
+
+			if (fret)
+				daemon_log("fabric", "close: %s", coh_strerror(fret));
+		}
+	}
+	d->ngroups = 0;
+	d->node = NULL;
+	free(d->map);
+	d->map = NULL;
+	return first;
+}
+
 /* cd_open_router - a routed config: every group's fabric and engine, then the router. */
 static int cd_open_router(struct cohortd *d)
 {
@@ -774,46 +805,8 @@ static int cd_open_router(struct cohortd *d)
 	return 0;
 
 err_close:
-	for (g = d->ngroups; g-- > 0;) {
-		coh_node_close(&d->gnode[g]);
-		coh_fabric_close(&d->gfab[g]);
-	}
-	d->ngroups = 0;
-	d->node = NULL;
-	free(d->map);
-	d->map = NULL;
+	cd_close_engines(d);
 	return ret;
-}
-
-/* cd_close_engines - the router, then every group's engine and fabric (a routed config), or the
- * node. Returns 0 when every engine closed cleanly, else the first error. */
-static int cd_close_engines(struct cohortd *d)
-{
-	uint32_t g;
-	int ret, first = 0;
-
-	coh_route_delete(&d->router);
-	for (g = d->ngroups; g-- > 0;) {
-		ret = coh_node_close(&d->gnode[g]);
-		if (ret) {
-			daemon_log("node",
-				   "close: %s (what it held is in log copies the next start "
-				   "replays)",
-				   coh_strerror(ret));
-			first = first ? first : ret;
-		}
-		if (d->gfab[g]) {
-			int fret = coh_fabric_close(&d->gfab[g]);
-
-			if (fret)
-				daemon_log("fabric", "close: %s", coh_strerror(fret));
-		}
-	}
-	d->ngroups = 0;
-	d->node = NULL;
-	free(d->map);
-	d->map = NULL;
-	return first;
 }
 
 /* cd_open - the fabric and the engines; the volumes checked against the groups they made. */

@@ -631,10 +631,10 @@ static int dconf_virtual_key(struct dconf_parse *p, uint32_t i, const char *sec,
 			return dconf_fail(p, p->line, sec, key,
 					  "unknown layout \"%s\" (stripe, concat)", v);
 		return 1;
-	case 1: /* names, resolved once every volume is read (dconf_virtuals) */
+	case 1: /* names, resolved once every volume is read (dconf_virtual) */
 		snprintf(p->vol_comps[i], sizeof(p->vol_comps[i]), "%s", v);
 		return 1;
-	default: /* chunk: bytes for now, blocks in dconf_virtuals */
+	default: /* chunk: bytes for now, blocks in dconf_virtual */
 		ret = dconf_bytes(p, sec, key, v, 512, 1ull << 30, &x);
 		if (ret == 1)
 			vol->stripe_blocks = (uint32_t)x;
