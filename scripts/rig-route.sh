@@ -34,7 +34,12 @@
 #   e. node 2 started again: it rejoins both groups, every forwarder connects to it again, its
 #      backstores are reattached; step c's data verifies through it, and what fio writes
 #      through it verifies through node 0
-#   f. cohortctl stop: every daemon exits 0
+#   f. the mapping table changed online while fio writes and verifies vs through node 0: a
+#      volume nv added on group gb through node 2 and grown through node 1 (cohortctl map), fio
+#      completes; every node has the new table; [export nv] added and SIGHUP: nv attached on
+#      nodes 0 and 2 with its grown size and a serial of its own; fio verify writes it through
+#      node 0 (no AMF of gb: forwarded) and verifies it through node 2
+#   g. cohortctl stop: every daemon exits 0
 # Every command is bounded with timeout. Uses $COHORT_BUILD_DIR/bin/cohortd and cohortctl.
 set -uo pipefail
 top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -81,7 +86,7 @@ cleanup() {
 	timeout 60 "$lio" clean || echo "route: lio.sh clean left something" >&2
 	for ((i = 0; i < NODES; i++)); do cc_stop "$i" TERM || true; done
 	for ((i = 0; i < NODES; i++)); do
-		for v in vs lb sb; do
+		for v in vs lb sb nv; do
 			rmdir "/sys/kernel/config/target/core/user_$HBA/route-$v-$i" 2>/dev/null || true
 		done
 	done
@@ -332,6 +337,52 @@ step_restart() {
 }
 
 # ---------------------------------------------------------------- f
+step_online() {
+	local fpid rc i t out st s0 s2 id
+	timeout 300 fio --name=route-m --filename="${disk[V0]}" --direct=1 --ioengine=libaio --iodepth=16 \
+		--rw=randwrite --bs=4k --offset=16m --size=4m --verify=crc32c --verify_fatal=1 \
+		--verify_backlog=64 --verify_state_save=0 --runtime=10 --time_based --output="$W/fio-m.log" &
+	fpid=$!
+	# gb holds lb (blocks 0-2047) and sb (2048-6143) of its 8192
+	out=$(cc_ctl 2 map add nv gb 6144 512 2>&1)
+	[ "$out" = "table version 2 on the cluster" ] || bad "map add nv through node 2: $out" || return 1
+	out=$(cc_ctl 1 map grow nv 1024 2>&1)
+	[ "$out" = "table version 3 on the cluster" ] || bad "map grow nv through node 1: $out" || return 1
+	out=$(cc_ctl 0 map remove sb 2>&1) && bad "map remove sb (a component of vs) was not refused" && return 1
+	grep -q 'a component of virtual volume vs' <<<"$out" || bad "map remove sb: $out" || return 1
+	wait $fpid
+	rc=$?
+	[ $rc = 0 ] || bad "fio on vs across the table changes: status $rc: $(tail -n 20 "$W/fio-m.log")" || return 1
+	for i in 0 1 2; do
+		out=$(cc_ctl "$i" --json map | jq -c '[.version, (.volumes[] | select(.name == "nv") | .blocks)]')
+		[ "$out" = "[3,1024]" ] || bad "node $i's table: $out, not version 3 with nv of 1024 blocks" || return 1
+	done
+	echo "route: nv added and grown online during fio on vs (fio verified); every node at version 3"
+	printf '\n[export nv]\nvolume = nv\ndevice = route-nv-%%n\nhba = %s\ncmd_time_out = 10\n' "$HBA" >>"$CC_CONF"
+	for i in 0 1 2; do
+		kill -HUP "${cc_pids[i]}" || bad "SIGHUP node $i" || return 1
+	done
+	for i in 0 2; do
+		for ((t = 0; t < 600; t++)); do
+			st=$(cc_export_state "$i" nv)
+			[[ $st == "attached "* ]] && break
+			sleep 0.1
+		done
+		[[ $st == "attached "*"(created)" ]] || bad "node $i: export nv: $st" || return 1
+	done
+	loop N0 0 nv && loop N2 2 nv || return 1
+	[ "$(last_lba "${disk[N0]}")" = 1023 ] || bad "nv: last LBA $(last_lba "${disk[N0]}"), not 1023" || return 1
+	id=$(cc_ctl 0 --json map | jq -r '.volumes[] | select(.name == "nv") | .id')
+	s0=$(serial_of "${disk[N0]}")
+	s2=$(serial_of "${disk[N2]}")
+	[ "${s0,,}" = "$id" ] && [ "${s2,,}" = "$id" ] || bad "nv's serial: $s0 through node 0, $s2 through node 2, id $id" || return 1
+	fio_job "${disk[N0]}" 4m --do_verify=1 --randseed=919 || bad "fio on nv through node 0: $(tail -n 20 "$W/fio.log")" || return 1
+	fio_job "${disk[N2]}" 4m --verify_only --randseed=919 || bad "nv through node 2 does not verify: $(tail -n 20 "$W/fio.log")" || return 1
+	fio_job "${disk[V1]}" 4m --verify_only || bad "vs's data after the changes: $(tail -n 20 "$W/fio.log")" || return 1
+	echo "route: nv exported by SIGHUP (1024 blocks, serial $s0 on both paths); written through node 0, verified through node 2"
+}
+
+# ---------------------------------------------------------------- g
 step_stop() {
 	local i out
 	out=$(cc_ctl 0 stop 2>&1) || bad "cohortctl stop: $out" || return 1
@@ -346,6 +397,7 @@ step "b. identity, capacity, out-of-range sense, COMPARE AND WRITE across contro
 step "c. fio verify on the virtual volume and on a forwarded volume across controllers" step_io
 step "d. node 2 SIGKILLed during fio through node 0; data verifies after" step_kill
 step "e. node 2 started again: rejoins, reconnects, reattaches, serves" step_restart
-step "f. cohortctl stop: every daemon exits 0" step_stop
+step "f. the table changed online during fio; the new volume exported and served" step_online
+step "g. cohortctl stop: every daemon exits 0" step_stop
 if [ $fail = 0 ]; then say "PASS"; else say "FAIL"; fi
 exit $fail

@@ -344,6 +344,13 @@ TEST_F(conf, parse__routed_errors_name_the_section)
 				"size = 4M\ngroup = ga\nreservations = cluster")),
 		  "c.conf:26: [volume la] reservations: cluster is not built for routed volumes "
 		  "([group NAME])");
+	// An export may name a volume made online (looked up in the table when attached), but
+	// such a volume has no reservations; an unrouted config's export names its own volumes.
+	EXPECT_EQ(error_of(with(r, "volume = vs\n", "volume = nv\n")), "");
+	EXPECT_EQ(error_of(with(r, "volume = vs\n",
+				"volume = nv\ninitiator = iqn.2026-12.org.example:h1\n")),
+		  "c.conf:42: [export vs] initiator: no [volume nv] with reservations = cluster (a "
+		  "volume made online has none)");
 	// The unnamed group takes no routing keys, and a virtual volume needs named groups.
 	EXPECT_EQ(error_of(with(good(), "chunk = 64K\n", "chunk = 64K\namfs = 0\n")),
 		  "c.conf:19: [group] amfs: only in a [group NAME] (the unnamed [group] is every "
@@ -1101,5 +1108,132 @@ TEST(daemon, routed__two_groups_one_table_a_death_and_a_stop)
 		EXPECT_EQ(WEXITSTATUS(st), 0) << "node " << i;
 	}
 	EXPECT_EQ(dc_log_wait(c, 0, "route: router up: 2 groups, 5 volumes", 1000), 0);
+	dc_delete(&c);
+}
+
+// volume_of - the volume named @name in @map, or nullptr.
+static json_t *volume_of(json_t *map, const char *name)
+{
+	json_t *v;
+	size_t i;
+
+	json_array_foreach(
+	    json_object_get(map, "volumes"), i,
+	    v) if (!strcmp(json_string_value(json_object_get(v, "name")), name)) return v;
+	return nullptr;
+}
+
+// wait_version - until `cohortctl --json map` of @node says @version (bounded: 60 s).
+static bool wait_version(struct dc_cluster *c, uint32_t node, json_int_t version)
+{
+	for (int t = 0; t < 600; t++) {
+		json_t *m = map_of(c, node);
+		bool done = m && json_integer_value(json_object_get(m, "version")) == version;
+
+		json_decref(m);
+		if (done)
+			return true;
+		usleep(100000);
+	}
+	return false;
+}
+
+// The mapping table changed online through cohortctl (router.h coh_route_map_change): a volume
+// added through node 2 (the configuration controller is node 0: the change goes there), grown;
+// what may not be done is refused with why; every node has the same table. The table outlives
+// an ordered stop of the whole cluster and a start (each node's routing.map), and the role of
+// configuration controller moves to node 1 when node 0 is killed: a change through node 2 is
+// made there, and node 0, started again, gets it.
+TEST(daemon, routed__the_table_changes_online_and_is_kept)
+{
+	struct dc_cluster *c = nullptr;
+	char out[16384];
+	uint32_t epoch = 0, i;
+	int st = -1;
+
+	ASSERT_EQ(dc_new(COHORT_BIN_DIR, COHORT_ROUTED_EXAMPLE, 3, &c), 0);
+	for (i = 0; i < 3; i++)
+		ASSERT_EQ(dc_start(c, i), 0);
+	ASSERT_EQ(dc_wait_view(c, 7, 3, DT_VIEW_MS, &epoch), 0);
+	// gb holds lb (blocks 0-2047) and sb (2048-6143) of its 8192
+	EXPECT_EQ(dc_ctl(c, 2, "map add nv gb 6144 512", out, sizeof(out)), 0) << out;
+	EXPECT_NE(strstr(out, "table version 2 on the cluster"), nullptr) << out;
+	EXPECT_EQ(dc_ctl(c, 1, "map grow nv 1024", out, sizeof(out)), 0) << out;
+	EXPECT_NE(dc_ctl(c, 1, "map add nv gb 7000 16", out, sizeof(out)), 0);
+	EXPECT_NE(strstr(out, "volume nv: exists"), nullptr) << out;
+	EXPECT_NE(dc_ctl(c, 1, "map add nw gb 6000 512", out, sizeof(out)), 0);
+	EXPECT_NE(strstr(out, "overlap"), nullptr) << out;
+	EXPECT_NE(dc_ctl(c, 0, "map grow sb 8000", out, sizeof(out)), 0);
+	EXPECT_NE(strstr(out, "component"), nullptr) << out;
+	EXPECT_NE(dc_ctl(c, 0, "map remove sa", out, sizeof(out)), 0);
+	EXPECT_NE(strstr(out, "a component of virtual volume vs"), nullptr) << out;
+	EXPECT_NE(dc_ctl(c, 0, "map add nx gz 0 16", out, sizeof(out)), 0);
+	EXPECT_NE(strstr(out, "no group \"gz\""), nullptr) << out;
+	EXPECT_EQ(dc_ctl(c, 0, "map frob", out, sizeof(out)), 2) << out;
+	json_t *first = map_of(c, 0);
+	ASSERT_NE(first, nullptr);
+	EXPECT_EQ(json_integer_value(json_object_get(first, "version")), 3);
+	ASSERT_NE(volume_of(first, "nv"), nullptr);
+	EXPECT_EQ(json_integer_value(json_object_get(volume_of(first, "nv"), "blocks")), 1024);
+	for (i = 1; i < 3; i++) {
+		json_t *m = map_of(c, i);
+
+		ASSERT_NE(m, nullptr) << "node " << i;
+		EXPECT_EQ(json_integer_value(json_object_get(m, "version")), 3) << "node " << i;
+		EXPECT_TRUE(
+		    json_equal(json_object_get(m, "volumes"), json_object_get(first, "volumes")))
+		    << "node " << i;
+		json_decref(m);
+	}
+
+	// the whole cluster stops and starts: the table is the kept one, not the config's
+	EXPECT_EQ(dc_ctl(c, 1, "stop", out, sizeof(out)), 0) << out;
+	for (i = 0; i < 3; i++)
+		ASSERT_EQ(dc_wait_exit(c, i, DT_EXIT_MS, &st), 0) << "node " << i;
+	for (i = 0; i < 3; i++)
+		ASSERT_EQ(dc_start(c, i), 0);
+	ASSERT_EQ(dc_wait_view(c, 7, 3, DT_VIEW_MS, &epoch), 0);
+	for (i = 0; i < 3; i++) {
+		json_t *m = map_of(c, i);
+
+		ASSERT_NE(m, nullptr) << "node " << i;
+		EXPECT_EQ(json_integer_value(json_object_get(m, "version")), 3) << "node " << i;
+		EXPECT_TRUE(
+		    json_equal(json_object_get(m, "volumes"), json_object_get(first, "volumes")))
+		    << "node " << i;
+		json_decref(m);
+	}
+	json_decref(first);
+
+	// node 0, the configuration controller, killed: node 1 takes the role over
+	ASSERT_EQ(dc_signal(c, 0, SIGKILL), 0);
+	for (i = 0; i < 600; i++) { // until node 2's forwarder sees node 0 gone, bounded (60 s)
+		json_t *m = map_of(c, 2);
+		bool gone = m && json_array_size(json_object_get(json_object_get(m, "forwarder"),
+								 "connected")) == 1;
+
+		json_decref(m);
+		if (gone)
+			break;
+		usleep(100000);
+	}
+	ASSERT_LT(i, 600u) << "node 2 still connected to node 0";
+	EXPECT_EQ(dc_ctl(c, 2, "map remove nv", out, sizeof(out)), 0) << out;
+	EXPECT_NE(strstr(out, "table version 4 on the cluster"), nullptr) << out;
+	EXPECT_TRUE(wait_version(c, 1, 4));
+	// node 0 starts again from its kept version 3 and is given version 4
+	ASSERT_EQ(dc_start(c, 0), 0);
+	ASSERT_EQ(dc_wait_view(c, 7, 3, DT_VIEW_MS, &epoch), 0);
+	EXPECT_TRUE(wait_version(c, 0, 4));
+	json_t *m0 = map_of(c, 0);
+	EXPECT_TRUE(m0 && !volume_of(m0, "nv"));
+	json_decref(m0);
+	EXPECT_EQ(dc_log_wait(c, 2, "route: map remove nv: table version 4", 1000), 0);
+
+	EXPECT_EQ(dc_ctl(c, 1, "stop", out, sizeof(out)), 0) << out;
+	for (i = 0; i < 3; i++) {
+		ASSERT_EQ(dc_wait_exit(c, i, DT_EXIT_MS, &st), 0) << "node " << i;
+		EXPECT_TRUE(WIFEXITED(st)) << "node " << i;
+	}
 	dc_delete(&c);
 }

@@ -300,6 +300,100 @@ TEST(map, the_file_keeps_the_newest_table_across_a_torn_write)
 	EXPECT_EQ(coh_map_load(f.path.c_str(), &back, err, sizeof(err)), -ENODATA);
 }
 
+// The online changes: each helper makes the next version or leaves the table as it was, and
+// coh_map_compatible allows exactly what keeps every shared volume's blocks where they were.
+TEST(map, online_changes_add_grow_remove_and_what_is_compatible)
+{
+	two_groups t;
+	coh_map m = t.m, next;
+	coh_map_volume v = {};
+	char err[256] = "";
+
+	set_name(v.name, "ld");
+	v.id[0] = 0xe0;
+	v.kind = COH_MAP_LOGICAL;
+	v.group = t.ga;
+	v.first_block = 300;
+	v.blocks = 100;
+	ASSERT_EQ(coh_map_add(&m, &v, err, sizeof(err)), 0) << err;
+	EXPECT_EQ(m.version, 2u);
+	EXPECT_EQ(coh_map_compatible(&t.m, &m, err, sizeof(err)), 0) << err;
+	EXPECT_EQ(coh_map_find_id(&m, v.id, 0), (int)m.nvolumes - 1);
+	// Refused, the table left as it was: a name or an id used, a range over another volume.
+	next = m;
+	EXPECT_EQ(coh_map_add(&next, &v, nullptr, 0), -EEXIST);
+	set_name(v.name, "le");
+	EXPECT_EQ(coh_map_add(&next, &v, err, sizeof(err)), -EINVAL);
+	EXPECT_NE(std::string(err).find("the same id"), std::string::npos) << err;
+	v.id[0] = 0xe1;
+	v.first_block = 200;
+	EXPECT_EQ(coh_map_add(&next, &v, err, sizeof(err)), -EINVAL) << err;
+	EXPECT_EQ(memcmp(&next, &m, sizeof(m)), 0);
+	// Grow: a logical volume alone; not a component, not smaller, not over its neighbour.
+	EXPECT_EQ(coh_map_grow(&next, "ld", 150, err, sizeof(err)), 0) << err;
+	EXPECT_EQ(next.version, 3u);
+	EXPECT_EQ(coh_map_compatible(&m, &next, err, sizeof(err)), 0) << err;
+	EXPECT_EQ(coh_map_grow(&next, "la", 300, nullptr, 0), -EBUSY);
+	EXPECT_EQ(coh_map_grow(&next, "ld", 100, nullptr, 0), -EINVAL);
+	EXPECT_EQ(coh_map_grow(&next, "ld", 800, nullptr, 0), -EINVAL);
+	EXPECT_EQ(coh_map_grow(&next, "nope", 800, nullptr, 0), -ENOENT);
+	// Remove: not a component; a virtual volume's removal moves the indexes after it, and its
+	// components' indexes in the others follow.
+	EXPECT_EQ(coh_map_remove(&next, "lc", nullptr, 0), -EBUSY);
+	coh_map before = next;
+	ASSERT_EQ(coh_map_remove(&next, "vs", err, sizeof(err)), 0) << err;
+	EXPECT_EQ(coh_map_compatible(&before, &next, err, sizeof(err)), 0) << err;
+	int vc = coh_map_find(&next, "vc");
+	ASSERT_GE(vc, 0);
+	EXPECT_EQ(memcmp(next.volumes[next.volumes[vc].comp[1]].id, t.m.volumes[t.lc].id,
+			 COH_MAP_ID_BYTES),
+		  0);
+	ASSERT_EQ(coh_map_remove(&next, "vc", nullptr, 0), 0);
+	ASSERT_EQ(coh_map_remove(&next, "lc", nullptr, 0), 0);
+	EXPECT_EQ(coh_map_find(&next, "lc"), -ENOENT);
+	// Not compatible: a moved, shrunk, renamed or re-laid volume, a group changed, or a
+	// component grown (by editing the table directly).
+	struct bad {
+		const char *what;
+		void (*edit)(coh_map &m, const two_groups &t);
+	} bads[] = {
+		{ "moved",
+		  [](coh_map &x, const two_groups &y) { x.volumes[y.lb].first_block = 0; } },
+		{ "shrunk",
+		  [](coh_map &x, const two_groups &y) {
+			  x.volumes[y.lc].blocks = 32;
+			  x.volumes[y.vc].blocks -= 64;
+		  } },
+		{ "renamed",
+		  [](coh_map &x, const two_groups &y) { set_name(x.volumes[y.la].name, "lz"); } },
+		{ "component grown",
+		  [](coh_map &x, const two_groups &y) {
+			  x.volumes[y.lc].blocks = 128;
+			  x.volumes[y.vc].blocks += 32;
+		  } },
+		{ "stripe",
+		  [](coh_map &x, const two_groups &y) { x.volumes[y.vs].stripe_blocks = 32; } },
+		{ "AMFs", [](coh_map &x, const two_groups &y) { x.groups[y.gb].amfs = 0x7; } },
+		{ "group size",
+		  [](coh_map &x, const two_groups &y) { x.groups[y.ga].blocks = 2000; } },
+		{ "nodes", [](coh_map &x, const two_groups &) { x.nodes = 4; } },
+	};
+	for (const bad &b : bads) {
+		coh_map x = t.m;
+
+		x.version++;
+		b.edit(x, t);
+		ASSERT_EQ(coh_map_check(&x, err, sizeof(err)), 0) << b.what << ": " << err;
+		EXPECT_EQ(coh_map_compatible(&t.m, &x, err, sizeof(err)), -EINVAL) << b.what;
+		EXPECT_NE(err[0], 0) << b.what;
+	}
+	// A preferred AMF may change online.
+	coh_map x = t.m;
+	x.version++;
+	x.groups[t.gb].preferred = 1;
+	EXPECT_EQ(coh_map_compatible(&t.m, &x, err, sizeof(err)), 0) << err;
+}
+
 TEST(map, target_is_this_controller_then_the_holder_then_the_preferred)
 {
 	two_groups t;

@@ -60,6 +60,8 @@ struct shared_state {
 	// the compare-and-write race: successes and the winner of each round
 	std::atomic<uint32_t> caw_wins[64];
 	uint32_t caw_winner[64];
+	// the online table changes: the changes are made; I/O done meanwhile
+	std::atomic<uint32_t> changes_done, io_during;
 };
 shared_state *sh;
 
@@ -169,7 +171,7 @@ int stand_in_submit(void *arg, coh_io *io)
 	return 0;
 }
 
-int router_open(conf_node *cn, const layout &l, coh_route **r)
+int router_open(conf_node *cn, const layout &l, coh_route **r, const char *map_path = nullptr)
 {
 	coh_route_attr a = {};
 
@@ -179,6 +181,7 @@ int router_open(conf_node *cn, const layout &l, coh_route **r)
 	a.fab = cn->fab;
 	a.fwd.max_blocks = kMaxBlocks;
 	a.fwd.slots = 8;
+	a.map_path = map_path;
 	for (uint32_t g = 0; g < 2; g++) {
 		if (l.m.groups[g].amfs & (1u << cn->id)) {
 			a.group_submit[g] = stand_in_submit;
@@ -591,6 +594,256 @@ int sc_target_killed(conf_node *cn)
 TEST(router, a_target_killed_mid_command_is_routed_again)
 {
 	EXPECT_EQ(0, conf_run("router_killed", 3, sc_target_killed, 1u << 2, kTimeout));
+}
+
+// Online table changes (router.h coh_route_map_change) on the stand-in engines, each
+// controller keeping its table in a file of its own:
+// A. controller 2 asks for changes (the configuration controller is 0: they are forwarded
+//    there) while controller 1 writes and reads volumes the changes leave alone, every command
+//    succeeding: a volume added, grown, a virtual volume deleted; a stale version, a component's
+//    deletion and a move are refused. Every controller then has the same table; the deleted
+//    volume's id gets -ENXIO; the new volume is written from every controller and read back.
+// B. controller 2's router stops; controller 1 adds a volume; controller 2 starts again from
+//    its kept (older) table and gets the new one.
+// C. every router stops and starts again from the version the test began with: the kept table
+//    wins, and the data written to the added volume reads back.
+// D. the configuration controller (0) is killed: controller 2's change goes to controller 1,
+//    the lowest live one, which makes it with controller 2 (a majority of three).
+char map_dir[64];
+
+int table_version(coh_route *r, coh_map *m)
+{
+	return coh_route_map(r, m) ? -1 : (int)m->version;
+}
+
+// change - a change made by @edit on this controller's current table, asked through @r.
+template <typename F> int change(coh_route *r, F edit, char *err, size_t errlen)
+{
+	coh_map m;
+	int ret = coh_route_map(r, &m);
+
+	if (!ret)
+		ret = edit(m);
+	return ret ? ret : coh_route_map_change(r, &m, err, errlen);
+}
+
+// io_until_changed - controller 1: write and read back la and vs until the changes are made.
+int io_until_changed(conf_node *cn, coh_route *r, const layout &l)
+{
+	rcmd w, rd;
+
+	for (uint32_t i = 0; i < 200000 && !sh->changes_done; i++) {
+		uint32_t vol = i % 2 ? l.vs : l.la;
+		uint64_t lba = (i * 7) % (l.m.volumes[vol].blocks - 4);
+
+		rcmd_prepare(w, COH_IO_WRITE, vol, lba, 4);
+		for (uint32_t b = 0; b < 4; b++)
+			stamp(w.buf.data() + b * kBs, (uint64_t)i << 8 | b);
+		CONF_CHECK(submit(r, w) == 0 && wait_cmd(w, 30000), "write %u", i);
+		CONF_CHECK(w.st.status == 0, "write %u during the changes: %d", i, w.st.status);
+		rcmd_prepare(rd, COH_IO_READ, vol, lba, 4);
+		CONF_CHECK(submit(r, rd) == 0 && wait_cmd(rd, 30000), "read %u", i);
+		CONF_CHECK(rd.st.status == 0 && rd.buf == w.buf, "read %u during the changes: %d",
+			   i, rd.st.status);
+		sh->io_during++;
+	}
+	CONF_CHECK(sh->changes_done, "the changes never ended");
+	(void)cn;
+	return 0;
+}
+
+int make_changes(conf_node *cn, coh_route *r, const layout &l)
+{
+	char err[200] = "";
+	int ret;
+
+	ret = change(
+	    r,
+	    [](coh_map &m) {
+		    coh_map_volume v = {};
+		    name(v.name, "nv");
+		    v.id[0] = 0x40;
+		    v.kind = COH_MAP_LOGICAL;
+		    v.group = 1;
+		    v.first_block = 640;
+		    v.blocks = 32;
+		    return coh_map_add(&m, &v, nullptr, 0);
+	    },
+	    err, sizeof(err));
+	CONF_CHECK(ret == 0, "add nv: %d %s", ret, err);
+	// The same change again: its version is no longer the next one.
+	ret = change(
+	    r,
+	    [](coh_map &m) {
+		    m.version--;
+		    return 0;
+	    },
+	    err, sizeof(err));
+	CONF_CHECK(ret == -ESTALE, "a stale version: %d %s", ret, err);
+	ret = change(
+	    r, [](coh_map &m) { return coh_map_grow(&m, "nv", 64, nullptr, 0); }, err, sizeof(err));
+	CONF_CHECK(ret == 0, "grow nv: %d %s", ret, err);
+	ret = change(
+	    r, [](coh_map &m) { return coh_map_remove(&m, "ca", nullptr, 0); }, err, sizeof(err));
+	CONF_CHECK(ret == -EBUSY, "remove vc's component: %d", ret);
+	ret = change(
+	    r, [](coh_map &m) { return coh_map_remove(&m, "vc", nullptr, 0); }, err, sizeof(err));
+	CONF_CHECK(ret == 0, "remove vc: %d %s", ret, err);
+	ret = change(
+	    r,
+	    [&](coh_map &m) {
+		    m.version++;
+		    m.volumes[l.la].first_block = 800; // a move: not online
+		    return 0;
+	    },
+	    err, sizeof(err));
+	CONF_CHECK(ret == -EINVAL && strstr(err, "moved"), "a move: %d %s", ret, err);
+	return 0;
+}
+
+// nv_io - write (@write) or read back this controller's third of nv; bounded.
+int nv_io(conf_node *cn, coh_route *r, const layout &l, bool write)
+{
+	coh_map m;
+	int v;
+
+	CONF_CHECK(coh_route_map(r, &m) == 0 && (v = coh_map_find(&m, "nv")) >= 0, "nv");
+	for (uint32_t part = 0; part < 3; part++) {
+		if (write && part != cn->id)
+			continue;
+		rcmd c;
+
+		rcmd_prepare(c, write ? COH_IO_WRITE : COH_IO_READ, (uint32_t)v, part * 20, 20);
+		memcpy(c.rio.volume_id, m.volumes[v].id, COH_MAP_ID_BYTES);
+		if (write)
+			for (uint32_t b = 0; b < 20; b++)
+				stamp(c.buf.data() + b * kBs, 0x77700u + part * 20 + b);
+		CONF_CHECK(submit(r, c) == 0 && wait_cmd(c, 30000), "nv part %u", part);
+		CONF_CHECK(c.st.status == 0, "nv part %u: %d", part, c.st.status);
+		for (uint32_t b = 0; !write && b < 20; b++) {
+			uint64_t st;
+
+			CONF_CHECK(stamp_of(c.buf.data() + b * kBs, &st) &&
+				       st == 0x77700u + part * 20 + b,
+				   "nv block %u", part * 20 + b);
+		}
+	}
+	(void)l;
+	return 0;
+}
+
+// wait_down - until @peer is no longer among the forwarder's live peers (bounded: 30 s).
+bool wait_down(coh_route *r, uint32_t peer)
+{
+	for (int i = 0; i < 3000 && (coh_fwd_up(coh_route_forwarder(r)) & (1u << peer)); i++)
+		usleep(10000); // polling the forwarder's view, bounded
+	return !(coh_fwd_up(coh_route_forwarder(r)) & (1u << peer));
+}
+
+int sc_online(conf_node *cn)
+{
+	layout l = make_layout();
+	coh_route *r = nullptr;
+	char path[128], err[200] = "";
+	uint8_t vc_id[COH_MAP_ID_BYTES];
+	uint8_t token = 1;
+	coh_map m;
+	int ret;
+
+	snprintf(path, sizeof(path), "%s/map%u", map_dir, cn->id);
+	memcpy(vc_id, l.m.volumes[l.vc].id, COH_MAP_ID_BYTES);
+	CONF_CHECK(router_open(cn, l, &r, path) == 0, "router");
+	CONF_CHECK(conf_barrier(cn) == 0, "barrier: every router up");
+	// A
+	if (cn->id == 1 && io_until_changed(cn, r, l))
+		return 1;
+	if (cn->id == 2) {
+		ret = make_changes(cn, r, l);
+		sh->changes_done = 1;
+		if (ret)
+			return 1;
+	}
+	CONF_CHECK(conf_barrier(cn) == 0, "barrier: changes made");
+	CONF_CHECK(table_version(r, &m) == 6, "version %llu", (unsigned long long)m.version);
+	CONF_CHECK(coh_map_find(&m, "vc") < 0 && coh_map_find(&m, "nv") >= 0 &&
+		       m.volumes[coh_map_find(&m, "nv")].blocks == 64,
+		   "the table's volumes");
+	rcmd gone;
+	rcmd_prepare(gone, COH_IO_READ, l.vc, 0, 1);
+	memcpy(gone.rio.volume_id, vc_id, COH_MAP_ID_BYTES);
+	CONF_CHECK(coh_route_submit(r, &gone.rio) == -ENXIO, "the deleted volume");
+	if (nv_io(cn, r, l, true))
+		return 1;
+	CONF_CHECK(conf_barrier(cn) == 0, "barrier: nv written");
+	if (nv_io(cn, r, l, false))
+		return 1;
+	CONF_CHECK(conf_barrier(cn) == 0, "barrier: nv read");
+	// B
+	if (cn->id == 2) {
+		coh_route_delete(&r);
+		CONF_CHECK(conf_send(cn, 1, &token, 1) == 0, "tell 1");
+		CONF_CHECK(conf_recv(cn, 1, &token, NULL, 60000) == 0, "hear from 1");
+		CONF_CHECK(router_open(cn, l, &r, path) == 0, "router again");
+	} else if (cn->id == 1) {
+		CONF_CHECK(conf_recv(cn, 2, &token, NULL, 60000) == 0, "hear from 2");
+		wait_down(r, 2);
+		ret = change(
+		    r,
+		    [](coh_map &mm) {
+			    coh_map_volume v = {};
+			    name(v.name, "nw");
+			    v.id[0] = 0x41;
+			    v.kind = COH_MAP_LOGICAL;
+			    v.group = 0;
+			    v.first_block = 704;
+			    v.blocks = 16;
+			    return coh_map_add(&mm, &v, nullptr, 0);
+		    },
+		    err, sizeof(err));
+		CONF_CHECK(ret == 0, "add nw with 2 away: %d %s", ret, err);
+		CONF_CHECK(conf_send(cn, 2, &token, 1) == 0, "tell 2");
+	}
+	CONF_CHECK(conf_barrier(cn) == 0, "barrier: 2 is back");
+	CONF_CHECK(table_version(r, &m) == 7 && coh_map_find(&m, "nw") >= 0,
+		   "after 2's restart: version %llu", (unsigned long long)m.version);
+	// C
+	CONF_CHECK(conf_barrier(cn) == 0, "barrier: before the restart");
+	coh_route_delete(&r);
+	CONF_CHECK(conf_barrier(cn) == 0, "barrier: every router stopped");
+	CONF_CHECK(router_open(cn, l, &r, path) == 0, "router after the restart");
+	CONF_CHECK(table_version(r, &m) == 7, "after the restart: version %llu",
+		   (unsigned long long)m.version);
+	CONF_CHECK(conf_barrier(cn) == 0, "barrier: every router up again");
+	if (nv_io(cn, r, l, false))
+		return 1;
+	CONF_CHECK(conf_barrier(cn) == 0, "barrier: before the kill");
+	// D
+	if (cn->id == 0)
+		raise(SIGKILL);
+	CONF_CHECK(wait_down(r, 0), "controller 0 still up");
+	if (cn->id == 2) {
+		ret = change(
+		    r, [](coh_map &mm) { return coh_map_grow(&mm, "nw", 32, nullptr, 0); }, err,
+		    sizeof(err));
+		CONF_CHECK(ret == 0, "grow nw through controller 1: %d %s", ret, err);
+	}
+	uint32_t other = 3 - cn->id;
+	CONF_CHECK(conf_send(cn, other, &token, 1) == 0, "tell the other survivor");
+	CONF_CHECK(conf_recv(cn, other, &token, NULL, 60000) == 0, "hear from it");
+	CONF_CHECK(table_version(r, &m) == 8 && m.volumes[coh_map_find(&m, "nw")].blocks == 32,
+		   "after the change by 1: version %llu", (unsigned long long)m.version);
+	CONF_CHECK(sh->io_during > 0, "no I/O ran during the changes");
+	coh_route_delete(&r);
+	_exit(0); // the harness's goodbye needs controller 0
+}
+
+TEST(router, the_table_changes_online_survives_restarts_and_its_controller)
+{
+	snprintf(map_dir, sizeof(map_dir), "/tmp/cohort-map-XXXXXX");
+	ASSERT_NE(nullptr, mkdtemp(map_dir));
+	EXPECT_EQ(0, conf_run("router_online", 3, sc_online, 1u << 0, kTimeout));
+	std::error_code ec;
+	std::filesystem::remove_all(map_dir, ec);
 }
 
 // Real engines: each group is a Cohort cluster (a coh_node on every controller, RAID-5 over

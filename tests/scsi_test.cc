@@ -365,6 +365,8 @@ TEST_P(Unit, engine_errors_map_to_one_sense_each)
 	expect_sense(run(rw16(0x88, 0, 1), b), 0x2, 0x04, 0x0a);
 	sm_fail(-ETIMEDOUT, 1, false);
 	expect_sense(run(rw16(0x8a, 0, 1), b), 0x2, 0x04, 0x0a);
+	sm_fail(-ENXIO, 1, false); // a routed volume deleted online
+	expect_sense(run(rw16(0x88, 0, 1), b), 0x5, 0x25, 0x00);
 	sm_fail(-EIO, 1, false);
 	expect_sense(run(rw16(0x88, 0, 1), b), 0x3, 0x11, 0x00);
 	sm_fail(-EIO, 1, false);

@@ -20,6 +20,8 @@
 
 #define CTL_TIMEOUT_MS 5000	  /* a request's bound */
 #define CTL_STOP_TIMEOUT_MS 60000 /* stop: the daemon waits up to 30 s for the members */
+/* a table change: the router's bound is three forwarder timeouts (4 x the fabric's) and 5 s */
+#define CTL_CHANGE_TIMEOUT_MS 135000
 
 /* ctl_int - an integer member, 0 when absent. */
 static long long ctl_int(json_t *o, const char *key)
@@ -142,8 +144,10 @@ static void ctl_show_map(json_t *r)
 	char amfs[64], members[64], where[96];
 	size_t i, k, n;
 
-	printf("mapping table version %lld, node %lld, block size %lld\n", ctl_int(r, "version"),
-	       ctl_int(r, "node"), ctl_int(r, "block_size"));
+	printf("mapping table version %lld, node %lld, block size %lld; kept in %s (%lld changes "
+	       "adopted since the start, %lld conflicts)\n",
+	       ctl_int(r, "version"), ctl_int(r, "node"), ctl_int(r, "block_size"),
+	       ctl_str(r, "kept_in"), ctl_int(r, "changes"), ctl_int(r, "conflicts"));
 	printf("%-16s %-12s %9s %12s %-8s %6s %-12s %s\n", "GROUP", "AMFS", "PREFERRED", "BLOCKS",
 	       "AMF HERE", "EPOCH", "MEMBERS", "QUORUM");
 	json_array_foreach(gs, i, x)
@@ -267,14 +271,58 @@ static void ctl_show_stats(json_t *r)
 /* ctl_usage - the command line. */
 static void ctl_usage(FILE *f)
 {
-	fprintf(f, "usage: cohortctl [-s SOCKET | -c FILE [--node N]] [--json] COMMAND\n"
-		   "  status   the view: epoch, members, quorum, each node's role, log copies\n"
-		   "  volumes  the volume table: name, id, first block, size\n"
-		   "  map      a routed config's mapping table: groups with their AMFs, logical\n"
-		   "           and virtual volumes, the router's counters\n"
-		   "  exports  the exports and their state\n"
-		   "  stats    I/O counters, IOPS, latency, cache, locks, view changes\n"
-		   "  stop     an ordered stop of the whole cluster (every daemon exits)\n");
+	fprintf(f,
+		"usage: cohortctl [-s SOCKET | -c FILE [--node N]] [--json] COMMAND\n"
+		"  status   the view: epoch, members, quorum, each node's role, log copies\n"
+		"  volumes  the volume table: name, id, first block, size\n"
+		"  map      a routed config's mapping table: groups with their AMFs, logical\n"
+		"           and virtual volumes, the router's counters\n"
+		"  map add NAME GROUP FIRST_BLOCK BLOCKS | map grow NAME BLOCKS | map remove NAME\n"
+		"           change the table online, on every controller (a logical volume made,\n"
+		"           grown or deleted; docs/routing.md)\n"
+		"  exports  the exports and their state\n"
+		"  stats    I/O counters, IOPS, latency, cache, locks, view changes\n"
+		"  stop     an ordered stop of the whole cluster (every daemon exits)\n");
+}
+
+/* ctl_count - @s as a count of blocks (decimal, 0 .. 2^48); -1 if it is not one. */
+static long long ctl_count(const char *s)
+{
+	char *end;
+	long long v;
+
+	errno = 0;
+	v = strtoll(s, &end, 10);
+	return errno || *end || !*s || v < 0 || v > (1ll << 48) ? -1 : v;
+}
+
+/* ctl_map_change - the request of "map add|grow|remove ..." (@n words at @w), or NULL with a
+ * message. */
+static json_t *ctl_map_change(int n, char **w)
+{
+	long long a = -1, b = -1;
+
+	if (n == 5 && !strcmp(w[0], "add")) {
+		a = ctl_count(w[3]);
+		b = ctl_count(w[4]);
+		if (a >= 0 && b > 0)
+			return json_pack("{s:s, s:s, s:s, s:s, s:I, s:I}", "cmd", "map-change",
+					 "op", "add", "name", w[1], "group", w[2], "first_block",
+					 (json_int_t)a, "blocks", (json_int_t)b);
+	} else if (n == 3 && !strcmp(w[0], "grow")) {
+		b = ctl_count(w[2]);
+		if (b > 0)
+			return json_pack("{s:s, s:s, s:s, s:I}", "cmd", "map-change", "op", "grow",
+					 "name", w[1], "blocks", (json_int_t)b);
+	} else if (n == 2 && !strcmp(w[0], "remove")) {
+		return json_pack("{s:s, s:s, s:s}", "cmd", "map-change", "op", "remove", "name",
+				 w[1]);
+	}
+	fprintf(stderr,
+		"cohortctl: map %s: want add NAME GROUP FIRST_BLOCK BLOCKS, grow NAME "
+		"BLOCKS or remove NAME (block counts in decimal)\n",
+		n ? w[0] : "");
+	return NULL;
 }
 
 int main(int argc, char **argv)
@@ -326,16 +374,27 @@ int main(int argc, char **argv)
 			return 2;
 		}
 	}
-	if (optind != argc - 1 || (!sock == !conf_path)) {
+	if (optind >= argc || (!sock == !conf_path)) {
 		ctl_usage(stderr);
 		return 2;
 	}
 	cmd = argv[optind];
-	for (i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
+	if (!strcmp(cmd, "map") && optind + 1 < argc) {
+		req = ctl_map_change(argc - optind - 1, argv + optind + 1);
+		if (!req)
+			return 2;
+		cmd = "map-change";
+	} else if (optind != argc - 1) {
+		ctl_usage(stderr);
+		return 2;
+	} else {
+		req = NULL;
+	}
+	for (i = 0; !req && i < sizeof(cmds) / sizeof(cmds[0]); i++) {
 		if (!strcmp(cmd, cmds[i]))
 			break;
 	}
-	if (i == sizeof(cmds) / sizeof(cmds[0])) {
+	if (!req && i == sizeof(cmds) / sizeof(cmds[0])) {
 		fprintf(stderr, "cohortctl: unknown command \"%s\"\n", cmd);
 		ctl_usage(stderr);
 		return 2;
@@ -344,20 +403,24 @@ int main(int argc, char **argv)
 		ret = daemon_conf_load(conf_path, node, &conf, err, sizeof(err));
 		if (ret) {
 			fprintf(stderr, "cohortctl: %s\n", err);
+			json_decref(req);
 			return 1;
 		}
 		snprintf(path, sizeof(path), "%s", conf->control);
 		daemon_conf_delete(&conf);
 		sock = path;
 	}
-	req = json_pack("{s:s}", "cmd", cmd);
+	if (!req)
+		req = json_pack("{s:s}", "cmd", cmd);
 	if (!req) {
 		fprintf(stderr, "cohortctl: out of memory\n");
 		return 1;
 	}
 	ret = daemon_ctl_request(sock, req,
-				 strcmp(cmd, "stop") ? CTL_TIMEOUT_MS : CTL_STOP_TIMEOUT_MS, &resp,
-				 err, sizeof(err));
+				 !strcmp(cmd, "stop")	      ? CTL_STOP_TIMEOUT_MS
+				 : !strcmp(cmd, "map-change") ? CTL_CHANGE_TIMEOUT_MS
+							      : CTL_TIMEOUT_MS,
+				 &resp, err, sizeof(err));
 	json_decref(req);
 	if (ret) {
 		fprintf(stderr, "cohortctl: %s\n", err);
@@ -375,6 +438,9 @@ int main(int argc, char **argv)
 		ctl_show_volumes(resp);
 	} else if (!strcmp(cmd, "map")) {
 		ctl_show_map(resp);
+	} else if (!strcmp(cmd, "map-change")) {
+		printf("table version %lld on the cluster\n",
+		       (long long)json_integer_value(json_object_get(resp, "version")));
 	} else if (!strcmp(cmd, "exports")) {
 		ctl_show_exports(resp);
 	} else if (!strcmp(cmd, "stats")) {

@@ -65,7 +65,8 @@ struct cohortd {
 	struct coh_node *gnode[DAEMON_MAX_GROUPS];
 	struct coh_map *map;
 	struct coh_route *router;
-	struct daemon_tcmu *tcmu; /* NULL: [daemon] frontend = none */
+	char map_path[DAEMON_PATH_MAX + 40]; /* where the router keeps the table */
+	struct daemon_tcmu *tcmu;	     /* NULL: [daemon] frontend = none */
 	struct daemon_exports *exports;
 	struct daemon_ctl *ctl;
 	_Atomic bool stop_requested; /* cohortctl stop succeeded here */
@@ -298,7 +299,7 @@ static json_t *cd_nodes_json(uint32_t mask)
  * of each, volumes with where they lie), and the router's counters. */
 static json_t *cd_map(struct cohortd *d)
 {
-	const struct coh_map *m = d->map;
+	struct coh_map *m = d->map;
 	struct coh_route_stats rs;
 	struct coh_fwd_stats fs = { 0 };
 	struct coh_fwd *fwd;
@@ -312,6 +313,7 @@ static json_t *cd_map(struct cohortd *d)
 		json_decref(vols);
 		return NULL;
 	}
+	coh_route_map(d->router, m); /* the table as it is now: it changes online */
 	st = malloc(sizeof(*st));
 	for (i = 0; i < m->ngroups; i++) {
 		const struct coh_map_group *g = &m->groups[i];
@@ -354,16 +356,107 @@ static json_t *cd_map(struct cohortd *d)
 	fwd = coh_route_forwarder(d->router);
 	coh_fwd_stats(fwd, &fs);
 	return json_pack(
-	    "{s:b, s:I, s:I, s:I, s:o, s:o, s:{s:I, s:I, s:I, s:I, s:I, s:I}, "
+	    "{s:b, s:I, s:I, s:I, s:s, s:I, s:I, s:o, s:o, s:{s:I, s:I, s:I, s:I, s:I, s:I}, "
 	    "s:{s:o, s:I, s:I, s:I}}",
-	    "ok", 1, "version", (json_int_t)m->version, "node", (json_int_t)d->conf->node,
-	    "block_size", (json_int_t)m->block_size, "groups", groups, "volumes", vols, "routing",
-	    "local", (json_int_t)rs.local, "forwarded", (json_int_t)rs.forwarded, "components",
-	    (json_int_t)rs.components, "rerouted", (json_int_t)rs.rerouted, "coord_held",
-	    (json_int_t)rs.coord_held, "executed_for_others", (json_int_t)rs.executed_for_others,
-	    "forwarder", "connected", cd_nodes_json(coh_fwd_up(fwd) & ~(1u << d->conf->node)),
-	    "peer_downs", (json_int_t)fs.peer_downs, "reconnects", (json_int_t)fs.reconnects,
-	    "timeouts", (json_int_t)fs.timeouts);
+	    "ok", 1, "version", (json_int_t)m->version, "changes", (json_int_t)rs.map_changes,
+	    "conflicts", (json_int_t)rs.map_conflicts, "kept_in", d->map_path, "node",
+	    (json_int_t)d->conf->node, "block_size", (json_int_t)m->block_size, "groups", groups,
+	    "volumes", vols, "routing", "local", (json_int_t)rs.local, "forwarded",
+	    (json_int_t)rs.forwarded, "components", (json_int_t)rs.components, "rerouted",
+	    (json_int_t)rs.rerouted, "coord_held", (json_int_t)rs.coord_held, "executed_for_others",
+	    (json_int_t)rs.executed_for_others, "forwarder", "connected",
+	    cd_nodes_json(coh_fwd_up(fwd) & ~(1u << d->conf->node)), "peer_downs",
+	    (json_int_t)fs.peer_downs, "reconnects", (json_int_t)fs.reconnects, "timeouts",
+	    (json_int_t)fs.timeouts);
+}
+
+/* cd_map_edit - the next table: @op ("add", "grow", "remove") of the request @req on @m. */
+static int cd_map_edit(struct cohortd *d, json_t *req, const char *op, struct coh_map *m, char *err,
+		       size_t errlen)
+{
+	const char *name = json_string_value(json_object_get(req, "name"));
+	const char *group = json_string_value(json_object_get(req, "group"));
+	json_t *first = json_object_get(req, "first_block"),
+	       *blocks = json_object_get(req, "blocks");
+	struct coh_map_volume v;
+	uint32_t g;
+	int ret;
+
+	if (!name || strlen(name) > COH_MAP_NAME_MAX) {
+		snprintf(err, errlen, "map %s: a volume name (1 to %u characters)", op,
+			 COH_MAP_NAME_MAX);
+		return -EINVAL;
+	}
+	if (strcmp(op, "remove") && (!json_is_integer(blocks) || json_integer_value(blocks) <= 0)) {
+		snprintf(err, errlen, "map %s %s: a size in blocks (a positive integer)", op, name);
+		return -EINVAL;
+	}
+	if (!strcmp(op, "grow"))
+		return coh_map_grow(m, name, (uint64_t)json_integer_value(blocks), err, errlen);
+	if (!strcmp(op, "remove"))
+		return coh_map_remove(m, name, err, errlen);
+	if (strcmp(op, "add")) {
+		snprintf(err, errlen, "map: unknown change \"%.32s\" (add, grow, remove)", op);
+		return -EINVAL;
+	}
+	for (g = 0; group && g < m->ngroups && strcmp(m->groups[g].name, group); g++)
+		;
+	if (!group || g == m->ngroups) {
+		snprintf(err, errlen, "map add %s: no group \"%.32s\"", name, group ? group : "");
+		return -EINVAL;
+	}
+	if (!json_is_integer(first) || json_integer_value(first) < 0) {
+		snprintf(err, errlen, "map add %s: a first block (an integer, 0 or more)", name);
+		return -EINVAL;
+	}
+	memset(&v, 0, sizeof(v));
+	snprintf(v.name, sizeof(v.name), "%s", name);
+	ret = daemon_volume_id_online(d->conf->cluster, name, m->version + 1, v.id);
+	if (ret)
+		return ret;
+	v.kind = COH_MAP_LOGICAL;
+	v.group = g;
+	v.first_block = (uint64_t)json_integer_value(first);
+	v.blocks = (uint64_t)json_integer_value(blocks);
+	return coh_map_add(m, &v, err, errlen);
+}
+
+/* cd_map_change - the "map-change" request: a volume added, grown or removed online, made
+ * cluster-wide by the configuration controller (coh_route_map_change; bounded). */
+static json_t *cd_map_change(struct cohortd *d, json_t *req, char *err, size_t errlen)
+{
+	const char *op = json_string_value(json_object_get(req, "op"));
+	struct coh_map *m;
+	uint64_t version;
+	int ret;
+
+	if (!d->router) {
+		snprintf(err, errlen,
+			 "no mapping table: this config has one unnamed [group] (no routing)");
+		return NULL;
+	}
+	m = malloc(sizeof(*m));
+	if (!m) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	ret = coh_route_map(d->router, m);
+	if (!ret)
+		ret = cd_map_edit(d, req, op ? op : "", m, err, errlen);
+	if (!ret) {
+		ret = coh_route_map_change(d->router, m, err, errlen);
+		if (ret && !err[0])
+			snprintf(err, errlen, "%s", coh_strerror(ret));
+	}
+	version = m->version;
+	free(m);
+	if (ret) {
+		daemon_log("route", "map %s refused: %s", op ? op : "", err);
+		return NULL;
+	}
+	daemon_log("route", "map %s %s: table version %" PRIu64, op,
+		   json_string_value(json_object_get(req, "name")), version);
+	return json_pack("{s:b, s:I}", "ok", 1, "version", (json_int_t)version);
 }
 
 /* cd_lat - percentiles of one latency histogram, in ns. */
@@ -494,6 +587,8 @@ static json_t *cd_request(void *arg, const char *cmd, json_t *req, char *err, si
 				 daemon_exports_json(d->exports));
 	if (!strcmp(cmd, "stats"))
 		return cd_stats(d);
+	if (!strcmp(cmd, "map-change"))
+		return cd_map_change(d, req, err, errlen);
 	if (!strcmp(cmd, "map")) {
 		r = cd_map(d);
 		if (!r)
@@ -517,8 +612,10 @@ static json_t *cd_request(void *arg, const char *cmd, json_t *req, char *err, si
 		return json_pack("{s:b, s:s}", "ok", ret ? 0 : 1, ret ? "error" : "result",
 				 ret ? err : "every member destaged and stopped");
 	}
-	snprintf(err, errlen,
-		 "unknown command \"%.64s\" (status, volumes, map, exports, stats, stop)", cmd);
+	snprintf(
+	    err, errlen,
+	    "unknown command \"%.64s\" (status, volumes, map, map-change, exports, stats, stop)",
+	    cmd);
 	return NULL;
 }
 
@@ -795,11 +892,18 @@ static int cd_open_router(struct cohortd *d)
 	d->node = d->gnode[0];
 	ra.map = d->map;
 	ra.fab = d->fab;
+	/* The table is kept beside the groups' log directories, named for the node (the nodes of
+	 * an shm cluster share the directory): changes made online outlive every restart (the
+	 * config's volumes are only its first version). */
+	snprintf(d->map_path, sizeof(d->map_path), "%s/routing-node%u.map", c->log_dir, c->node);
+	ra.map_path = d->map_path;
 	ret = coh_route_new(&ra, &d->router);
 	if (ret) {
-		daemon_log("route", "cannot start the router: %s", coh_strerror(ret));
+		daemon_log("route", "cannot start the router (%s): %s", d->map_path,
+			   coh_strerror(ret));
 		goto err_close;
 	}
+	coh_route_map(d->router, d->map);
 	daemon_log("route", "router up: %u groups, %u volumes, table version %" PRIu64,
 		   d->map->ngroups, d->map->nvolumes, d->map->version);
 	return 0;

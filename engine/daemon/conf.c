@@ -1018,26 +1018,44 @@ static bool dconf_rdma_shift(const char *addr, uint32_t delta, char *out)
 	return true;
 }
 
-/* dconf_volume_id - SHA-256 over the cluster and volume names: the same on every node. */
-static int dconf_volume_id(const char *cluster, const char *name, uint8_t id[16])
+/* dconf_id - SHA-256 over @tag (with its NUL), the cluster's name (with its NUL), the volume's
+ * name and, when @version is not 0, the table version it was made in (8 bytes, little-endian). */
+static int dconf_id(const char *tag, const char *cluster, const char *name, uint64_t version,
+		    uint8_t id[16])
 {
-	static const char tag[] = "cohort-volume";
-	unsigned char md[EVP_MAX_MD_SIZE];
-	unsigned int mdlen = 0;
+	unsigned char md[EVP_MAX_MD_SIZE], v[8];
+	unsigned int mdlen = 0, i;
 	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
 	int ok;
 
 	if (!ctx)
 		return -ENOMEM;
+	for (i = 0; i < 8; i++)
+		v[i] = (unsigned char)(version >> (8 * i));
 	ok = EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) &&
-	     EVP_DigestUpdate(ctx, tag, sizeof(tag)) &&
+	     EVP_DigestUpdate(ctx, tag, strlen(tag) + 1) &&
 	     EVP_DigestUpdate(ctx, cluster, strlen(cluster) + 1) &&
-	     EVP_DigestUpdate(ctx, name, strlen(name)) && EVP_DigestFinal_ex(ctx, md, &mdlen);
+	     EVP_DigestUpdate(ctx, name, strlen(name)) &&
+	     (!version || EVP_DigestUpdate(ctx, v, sizeof(v))) &&
+	     EVP_DigestFinal_ex(ctx, md, &mdlen);
 	EVP_MD_CTX_free(ctx);
 	if (!ok || mdlen < 16)
 		return -EIO;
 	memcpy(id, md, 16);
 	return 0;
+}
+
+/* dconf_volume_id - a config volume's id: the same on every node, from the names alone. */
+static int dconf_volume_id(const char *cluster, const char *name, uint8_t id[16])
+{
+	return dconf_id("cohort-volume", cluster, name, 0, id);
+}
+
+int daemon_volume_id_online(const char *cluster, const char *name, uint64_t version, uint8_t id[16])
+{
+	if (!cluster || !name || !version || !id)
+		return -EINVAL;
+	return dconf_id("cohort-volume-online", cluster, name, version, id);
 }
 
 /* dconf_group_require - an error when key @k of group @g was not given. */
@@ -1380,15 +1398,22 @@ static int dconf_exports(struct dconf_parse *p)
 		if (!(p->exp_set[i] & 1))
 			return dconf_fail(p, e->line, sec, "volume", "missing");
 		vol = daemon_conf_volume(c, e->volume);
-		if (!vol)
+		/* A routed config's export may name a volume made online (cohortctl map add): it is
+		 * looked up in the mapping table when attached. Such a volume has no reservations. */
+		if (!vol && c->routed && e->initiator[0])
+			return dconf_fail(p, e->line, sec, "initiator",
+					  "no [volume %s] with reservations = cluster (a volume "
+					  "made online has none)",
+					  e->volume);
+		if (!vol && !c->routed)
 			return dconf_fail(p, e->line, sec, "volume", "no [volume %s]", e->volume);
 		/* A volume with reservations is reached only through devices that each serve one
 		 * named initiator: a device without one would let an unknown host past them. */
-		if (vol->pr_blocks && !e->initiator[0])
+		if (vol && vol->pr_blocks && !e->initiator[0])
 			return dconf_fail(p, e->line, sec, "initiator",
 					  "missing: [volume %s] has reservations = cluster",
 					  e->volume);
-		if (!vol->pr_blocks && e->initiator[0])
+		if (vol && !vol->pr_blocks && e->initiator[0])
 			return dconf_fail(
 			    p, e->line, sec, "initiator",
 			    "[volume %s] has no reservations (reservations = cluster)", e->volume);

@@ -179,6 +179,12 @@ void daemon_conf_print(const struct daemon_conf *c, bool core_only, FILE *f);
 bool daemon_conf_core_diff(const struct daemon_conf *a, const struct daemon_conf *b, char *what,
 			   size_t len);
 
+/** daemon_volume_id_online - the id of volume @name made online in table version @version of
+ * cluster @cluster (cohortctl map add): another each time a name is made again, so that a
+ * command for a deleted volume never reaches a new one of the same name. 0 or -errno. */
+int daemon_volume_id_online(const char *cluster, const char *name, uint64_t version,
+			    uint8_t id[16]);
+
 /** daemon_volume_id_hex - @id as 32 lower-case hex digits and a NUL into @out (33 bytes). */
 void daemon_volume_id_hex(const uint8_t id[16], char out[33]);
 
@@ -193,6 +199,10 @@ struct daemon_exports_ops {
 		   char *state, size_t len);
 	/* detach @e; 0 or -errno (the export is dropped from the table either way) */
 	int (*remove)(void *ctx, const struct daemon_export *e);
+	/* Optional: the volume named @name as the front end's block path has it now (a routed
+	 * config's mapping table, which changes online): @out holds the config's volume, or
+	 * zeros and the name; 0 with its id, kind and size set from the table, or -ENOENT. */
+	int (*resolve)(void *ctx, const char *name, struct daemon_volume *out);
 };
 
 struct daemon_exports;

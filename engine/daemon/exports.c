@@ -86,8 +86,28 @@ static bool dx_same(const struct dx_entry *d, const struct daemon_export *e,
 	       d->v.blocks == v->blocks && d->v.pr_blocks == v->pr_blocks;
 }
 
+/* dx_volume - the volume export @e serves: the front end's view (dx resolve) over the
+ * config's; NULL when neither has it. */
+static const struct daemon_volume *dx_volume(struct daemon_exports *x, const struct daemon_conf *c,
+					     const struct daemon_export *e,
+					     struct daemon_volume *tmp)
+{
+	const struct daemon_volume *v = daemon_conf_volume(c, e->volume);
+
+	if (!x->ops || !x->ops->resolve)
+		return v;
+	if (v)
+		*tmp = *v;
+	else {
+		memset(tmp, 0, sizeof(*tmp));
+		snprintf(tmp->name, sizeof(tmp->name), "%s", e->volume);
+	}
+	return x->ops->resolve(x->ctx, e->volume, tmp) ? v : tmp;
+}
+
 int daemon_exports_apply(struct daemon_exports *x, const struct daemon_conf *c)
 {
+	struct daemon_volume tmp;
 	uint32_t i, j;
 	int failed = 0, ret;
 
@@ -100,22 +120,31 @@ int daemon_exports_apply(struct daemon_exports *x, const struct daemon_conf *c)
 				break;
 		}
 		if (j == c->nexports || (x->ops && !x->x[i].attached) ||
-		    !dx_same(&x->x[i], &c->exports[j], daemon_conf_volume(c, c->exports[j].volume)))
+		    !dx_volume(x, c, &c->exports[j], &tmp) ||
+		    !dx_same(&x->x[i], &c->exports[j], dx_volume(x, c, &c->exports[j], &tmp)))
 			failed += dx_remove(x, i);
 		else
 			i++;
 	}
 	for (j = 0; j < c->nexports; j++) {
 		const struct daemon_export *e = &c->exports[j];
-		const struct daemon_volume *v = daemon_conf_volume(c, e->volume);
+		const struct daemon_volume *v = dx_volume(x, c, e, &tmp);
 		struct dx_entry *d;
 
 		for (i = 0; i < x->n; i++) {
 			if (!strcmp(x->x[i].e.name, e->name))
 				break;
 		}
-		if (i < x->n || !v)
-			continue; /* kept as it was (a config always names a volume it has) */
+		if (i < x->n)
+			continue; /* kept as it was */
+		if (!v) {
+			/* A routed config's volume that the mapping table does not have (deleted
+			 * online, or not made yet): logged, tried again at the next reload. */
+			daemon_log("export", "%s: volume %s: not in the mapping table", e->name,
+				   e->volume);
+			failed++;
+			continue;
+		}
 		d = &x->x[x->n++];
 		memset(d, 0, sizeof(*d));
 		d->e = *e;

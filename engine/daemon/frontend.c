@@ -40,7 +40,8 @@
  * from the unit (the units array moves). */
 struct dtcmu_route {
 	struct coh_route *router;
-	uint32_t volume;
+	uint32_t volume;		     /* its index when the unit was made: a hint */
+	uint8_t volume_id[COH_MAP_ID_BYTES]; /* the volume, across table changes */
 };
 
 struct dtcmu_unit {
@@ -59,7 +60,7 @@ struct dtcmu_rio {
 struct daemon_tcmu {
 	struct coh_node *node;
 	struct coh_route *router; /* a routed config: every unit's block path */
-	struct coh_map map;	  /* the router's table */
+	struct coh_map map;	  /* the router's table, as last read (under @lock) */
 	uint32_t node_id, nodes;
 	char configfs[DAEMON_PATH_MAX + 1]; /* "" for the kernel's */
 	pthread_mutex_t lock;		    /* guards @n and @units */
@@ -102,6 +103,7 @@ static int dtcmu_route_submit(void *ctx, struct coh_io *io)
 					.buf = io->buf,
 					.done = dtcmu_route_done,
 					.arg = r };
+	memcpy(r->rio.volume_id, rt->volume_id, sizeof(r->rio.volume_id));
 	ret = coh_route_submit(rt->router, &r->rio);
 	if (ret)
 		free(r);
@@ -139,8 +141,11 @@ static int dtcmu_add(void *ctx, const struct daemon_export *e, const struct daem
 	la.submit = dtcmu_submit;
 	la.submit_ctx = t->node;
 	if (t->router) {
-		int vi = coh_map_find(&t->map, v->name);
+		int vi;
 
+		/* The table as it is now: it changes online (a volume made, grown, deleted). */
+		coh_route_map(t->router, &t->map);
+		vi = coh_map_find(&t->map, v->name);
 		if (vi < 0) {
 			ret = -ENOENT;
 			goto out_unlock;
@@ -152,6 +157,9 @@ static int dtcmu_add(void *ctx, const struct daemon_export *e, const struct daem
 		}
 		u->route->router = t->router;
 		u->route->volume = (uint32_t)vi;
+		memcpy(u->route->volume_id, t->map.volumes[vi].id, COH_MAP_ID_BYTES);
+		memcpy(la.volume_id, t->map.volumes[vi].id, sizeof(la.volume_id));
+		la.nblocks = t->map.volumes[vi].blocks;
 		la.block_size = t->map.block_size;
 		la.first_lba = 0; /* the router takes the volume's LBAs */
 		la.submit = dtcmu_route_submit;
@@ -225,10 +233,36 @@ static int dtcmu_remove(void *ctx, const struct daemon_export *e)
 	return ret;
 }
 
+/* dtcmu_resolve - daemon_exports_ops.resolve: a routed config's volume as the mapping table has
+ * it now. */
+static int dtcmu_resolve(void *ctx, const char *name, struct daemon_volume *out)
+{
+	struct daemon_tcmu *t = ctx;
+	const struct coh_map_volume *mv;
+	int vi, ret = -ENOENT;
+
+	pthread_mutex_lock(&t->lock);
+	if (t->router && !coh_route_map(t->router, &t->map) &&
+	    (vi = coh_map_find(&t->map, name)) >= 0) {
+		mv = &t->map.volumes[vi];
+		memcpy(out->id, mv->id, sizeof(out->id));
+		out->kind = mv->kind;
+		out->blocks = mv->blocks;
+		if (!out->line) { /* made online: its place is the table's */
+			out->group = mv->group;
+			out->first_block = mv->kind == COH_MAP_LOGICAL ? mv->first_block : 0;
+		}
+		ret = 0;
+	}
+	pthread_mutex_unlock(&t->lock);
+	return ret;
+}
+
 const struct daemon_exports_ops daemon_tcmu_ops = {
 	.name = "tcmu",
 	.add = dtcmu_add,
 	.remove = dtcmu_remove,
+	.resolve = dtcmu_resolve,
 };
 
 int daemon_tcmu_new(struct coh_node *node, uint32_t node_id, uint32_t nodes, const char *configfs,

@@ -104,6 +104,7 @@ struct coh_fwd {
 	bool started, go; /* the connect is done; the caller has the forwarder */
 	int start_ret;
 	uint32_t up;	      /* peers whose connection is up */
+	uint32_t fresh;	      /* of those, the ones peer_up is still owed for */
 	struct fwd_oslot *os; /* [peer * slots + slot] */
 	struct fwd_tslot *ts; /* [origin * slots + slot] */
 	struct coh_fwd_cmd *submitted, **submitted_tail;
@@ -139,6 +140,7 @@ void fwd_msg_encode(const struct fwd_msg *m, uint8_t *b)
 		le_put64(b + 16, m->lba);
 		le_put64(b + 24, m->map_version);
 		le_put32(b + 32, m->volume);
+		memcpy(b + 36, m->volume_id, COH_MAP_ID_BYTES_WIRE);
 	} else {
 		le_put32(b + 12, (uint32_t)m->status);
 		le_put32(b + 16, m->done);
@@ -166,7 +168,8 @@ int fwd_msg_decode(const uint8_t *b, size_t len, struct fwd_msg *m)
 		m->lba = le_get64(b + 16);
 		m->map_version = le_get64(b + 24);
 		m->volume = le_get32(b + 32);
-		if (!le_zero(b + 36, 28) || m->op < COH_FWD_READ || m->op > COH_FWD_CAW ||
+		memcpy(m->volume_id, b + 36, COH_MAP_ID_BYTES_WIRE);
+		if (!le_zero(b + 52, 12) || m->op < COH_FWD_READ || m->op > COH_FWD_MAP ||
 		    (m->op == COH_FWD_FLUSH) != (m->nblocks == 0))
 			return -EPROTO;
 		return 0;
@@ -187,6 +190,12 @@ int fwd_msg_decode(const uint8_t *b, size_t len, struct fwd_msg *m)
 static uint32_t fwd_data_blocks(uint32_t op, uint32_t nblocks)
 {
 	return op == COH_FWD_CAW ? 2 * nblocks : nblocks;
+}
+
+/* fwd_data_out - the origin's data goes to the target (it READs it before executing). */
+static bool fwd_data_out(uint32_t op)
+{
+	return op == COH_FWD_WRITE || op == COH_FWD_CAW || op == COH_FWD_MAP;
 }
 
 static uint64_t fwd_wr(const struct coh_fwd *f, uint32_t kind, uint32_t peer, uint32_t idx)
@@ -313,6 +322,8 @@ static void fwd_post_request(struct coh_fwd *f, struct coh_fwd_cmd *cmd, uint64_
 		.map_version = cmd->map_version,
 	};
 	bool up;
+
+	memcpy(m.volume_id, cmd->volume_id, sizeof(m.volume_id));
 	int ret;
 
 	pthread_mutex_lock(&f->lock);
@@ -426,6 +437,7 @@ static void fwd_on_request(struct coh_fwd *f, uint32_t peer, const struct fwd_ms
 	memset(&t->cmd, 0, sizeof(t->cmd));
 	t->cmd.op = m->op;
 	t->cmd.volume = m->volume;
+	memcpy(t->cmd.volume_id, m->volume_id, sizeof(t->cmd.volume_id));
 	t->cmd.map_version = m->map_version;
 	t->cmd.lba = m->lba;
 	t->cmd.nblocks = m->nblocks;
@@ -436,7 +448,7 @@ static void fwd_on_request(struct coh_fwd *f, uint32_t peer, const struct fwd_ms
 		    f, t, fwd_data_blocks(m->op, m->nblocks) > f->a.max_blocks ? -EINVAL : -EPROTO);
 		return;
 	}
-	if (m->op != COH_FWD_WRITE && m->op != COH_FWD_CAW) {
+	if (!fwd_data_out(m->op)) {
 		fwd_execute(f, t);
 		return;
 	}
@@ -607,6 +619,7 @@ static void fwd_start_peer(struct coh_fwd *f, uint32_t p, const struct fwd_msg *
 	}
 	pthread_mutex_lock(&f->lock);
 	f->up |= 1u << p;
+	f->fresh |= 1u << p;
 	pthread_mutex_unlock(&f->lock);
 }
 
@@ -696,6 +709,7 @@ static void *fwd_main(void *arg)
 	struct coh_fwd_cmd *sub, *cmd;
 	struct fwd_tslot *ans, *t;
 	uint64_t now, last = 0;
+	uint32_t fresh;
 	int n, i, ret;
 
 	ret = fwd_connect(f);
@@ -721,7 +735,17 @@ static void *fwd_main(void *arg)
 		f->submitted_tail = &f->submitted;
 		ans = f->answers;
 		f->answers = NULL;
+		fresh = f->fresh & f->up;
+		f->fresh = 0;
 		pthread_mutex_unlock(&f->lock);
+		/* After the hello, which the peer reads first on this connection: whatever the
+		 * callback sends reaches a peer that has this controller's region. */
+		while (fresh && f->a.peer_up) {
+			uint32_t p = (uint32_t)__builtin_ctz(fresh);
+
+			fresh &= fresh - 1;
+			f->a.peer_up(f->a.exec_arg, p);
+		}
 		now = fwd_now_ns();
 		while ((cmd = sub)) {
 			sub = cmd->next;
@@ -934,7 +958,7 @@ int coh_fwd_submit(struct coh_fwd *f, uint32_t target, struct coh_fwd_cmd *cmd)
 	int ret = 0;
 
 	if (!f || !cmd || !cmd->done || target >= f->a.nodes || target == f->me ||
-	    !(f->a.peers & (1u << target)) || cmd->op < COH_FWD_READ || cmd->op > COH_FWD_CAW ||
+	    !(f->a.peers & (1u << target)) || cmd->op < COH_FWD_READ || cmd->op > COH_FWD_MAP ||
 	    (cmd->op == COH_FWD_FLUSH
 		 ? cmd->nblocks != 0
 		 : !cmd->nblocks || fwd_data_blocks(cmd->op, cmd->nblocks) > f->a.max_blocks ||
@@ -963,7 +987,7 @@ int coh_fwd_submit(struct coh_fwd *f, uint32_t target, struct coh_fwd_cmd *cmd)
 	pthread_mutex_unlock(&f->lock);
 	if (ret)
 		return ret;
-	if (cmd->op == COH_FWD_WRITE || cmd->op == COH_FWD_CAW)
+	if (fwd_data_out(cmd->op))
 		memcpy((uint8_t *)coh_mr_addr(f->data) + fwd_staging(f, target, s), cmd->buf,
 		       (size_t)fwd_data_blocks(cmd->op, cmd->nblocks) * f->a.block_size);
 	pthread_mutex_lock(&f->lock);

@@ -4,6 +4,7 @@
  *   0 magic 'C','F'   2 wire version (1)   3 kind   4 slot (u16)   6 op (u8)   7 zero
  *   8 generation (u32)
  *   request:  12 blocks (u32)  16 first block (u64)  24 map version (u64)  32 volume (u32)
+ *             36..51 the volume's id (the target finds the volume by it)
  *   status:   12 status (i32, 0 or -errno)  16 blocks done (u32)
  *   hello:    16..63 the sender's region descriptor (COH_MR_DESC_SIZE bytes)
  *   every byte not named is zero.
@@ -18,6 +19,8 @@
 
 #include "cohort/fabric.h"
 
+#define COH_MAP_ID_BYTES_WIRE 16u /* route.h's COH_MAP_ID_BYTES */
+
 enum fwd_kind {
 	FWD_REQ = 1,
 	FWD_STATUS = 2,
@@ -28,6 +31,7 @@ struct fwd_msg {
 	uint32_t kind, slot, op, gen, nblocks, volume, done;
 	int32_t status;
 	uint64_t lba, map_version;
+	uint8_t volume_id[16];
 	struct coh_mr_desc desc;
 };
 

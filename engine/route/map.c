@@ -804,3 +804,186 @@ void coh_map_aggregate(const struct coh_map_comp *comps, const struct coh_map_pi
 		}
 	}
 }
+
+int coh_map_find_id(const struct coh_map *m, const uint8_t *id, uint32_t hint)
+{
+	uint32_t i;
+
+	if (!m || !id)
+		return -ENOENT;
+	if (hint < m->nvolumes && !memcmp(m->volumes[hint].id, id, COH_MAP_ID_BYTES))
+		return (int)hint;
+	for (i = 0; i < m->nvolumes && i < COH_MAP_MAX_VOLUMES; i++)
+		if (!memcmp(m->volumes[i].id, id, COH_MAP_ID_BYTES))
+			return (int)i;
+	return -ENOENT;
+}
+
+/* map_in_virtual - the virtual volume of @m that has logical volume @v as a component, or -1. */
+static int map_in_virtual(const struct coh_map *m, uint32_t v)
+{
+	uint32_t i, c;
+
+	for (i = 0; i < m->nvolumes; i++) {
+		if (m->volumes[i].kind != COH_MAP_VIRTUAL)
+			continue;
+		for (c = 0; c < m->volumes[i].ncomp; c++)
+			if (m->volumes[i].comp[c] == v)
+				return (int)i;
+	}
+	return -1;
+}
+
+int coh_map_compatible(const struct coh_map *old, const struct coh_map *next, char *err,
+		       size_t errlen)
+{
+	uint32_t g, i, c;
+	int j, ret;
+
+	ret = coh_map_check(next, err, errlen);
+	if (ret)
+		return ret;
+	if (!old || next->nodes != old->nodes || next->block_size != old->block_size ||
+	    next->ngroups != old->ngroups) {
+		map_err(err, errlen, "controllers, block size or groups differ (not online)");
+		return -EINVAL;
+	}
+	for (g = 0; g < old->ngroups; g++) {
+		const struct coh_map_group *a = &old->groups[g], *b = &next->groups[g];
+
+		if (strcmp(a->name, b->name) || a->amfs != b->amfs || a->blocks != b->blocks) {
+			map_err(err, errlen, "group %s: name, AMFs or size differ (not online)",
+				a->name);
+			return -EINVAL;
+		}
+	}
+	for (i = 0; i < old->nvolumes; i++) {
+		const struct coh_map_volume *a = &old->volumes[i], *b;
+		bool comp = a->kind == COH_MAP_LOGICAL && map_in_virtual(old, i) >= 0;
+
+		j = coh_map_find_id(next, a->id, i);
+		if (j < 0)
+			continue; /* deleted */
+		b = &next->volumes[j];
+		comp =
+		    comp || (b->kind == COH_MAP_LOGICAL && map_in_virtual(next, (uint32_t)j) >= 0);
+		if (strcmp(a->name, b->name) || a->kind != b->kind || b->blocks < a->blocks ||
+		    (comp && b->blocks != a->blocks)) {
+			map_err(err, errlen,
+				"volume %s: renamed, another kind, shrunk, or grown while a "
+				"component of a virtual volume",
+				a->name);
+			return -EINVAL;
+		}
+		if (a->kind == COH_MAP_LOGICAL &&
+		    (a->group != b->group || a->first_block != b->first_block)) {
+			map_err(err, errlen, "volume %s: moved", a->name);
+			return -EINVAL;
+		}
+		if (a->kind == COH_MAP_VIRTUAL) {
+			if (a->layout != b->layout || a->stripe_blocks != b->stripe_blocks ||
+			    a->ncomp != b->ncomp || a->blocks != b->blocks) {
+				map_err(err, errlen, "volume %s: its layout changed", a->name);
+				return -EINVAL;
+			}
+			for (c = 0; c < a->ncomp; c++) {
+				if (memcmp(old->volumes[a->comp[c]].id,
+					   next->volumes[b->comp[c]].id, COH_MAP_ID_BYTES)) {
+					map_err(err, errlen, "volume %s: its components changed",
+						a->name);
+					return -EINVAL;
+				}
+			}
+		}
+	}
+	return 0;
+}
+
+int coh_map_add(struct coh_map *m, const struct coh_map_volume *v, char *err, size_t errlen)
+{
+	struct coh_map next;
+	int ret;
+
+	if (!m || !v)
+		return -EINVAL;
+	if (m->nvolumes >= COH_MAP_MAX_VOLUMES) {
+		map_err(err, errlen, "already %u volumes", COH_MAP_MAX_VOLUMES);
+		return -ENOSPC;
+	}
+	if (coh_map_find(m, v->name) >= 0) {
+		map_err(err, errlen, "volume %s: exists", v->name);
+		return -EEXIST;
+	}
+	next = *m;
+	next.volumes[next.nvolumes++] = *v;
+	next.version++;
+	ret = coh_map_check(&next, err, errlen);
+	if (ret)
+		return ret;
+	*m = next;
+	return 0;
+}
+
+int coh_map_grow(struct coh_map *m, const char *name, uint64_t blocks, char *err, size_t errlen)
+{
+	struct coh_map next;
+	int v, ret;
+
+	v = coh_map_find(m, name);
+	if (v < 0) {
+		map_err(err, errlen, "volume %s: no such volume", name ? name : "(null)");
+		return -ENOENT;
+	}
+	if (m->volumes[v].kind != COH_MAP_LOGICAL || map_in_virtual(m, (uint32_t)v) >= 0) {
+		map_err(err, errlen,
+			"volume %s: only a logical volume that is no virtual volume's component "
+			"grows",
+			name);
+		return -EBUSY;
+	}
+	if (blocks < m->volumes[v].blocks) {
+		map_err(err, errlen, "volume %s: %llu blocks is smaller than its %llu", name,
+			(unsigned long long)blocks, (unsigned long long)m->volumes[v].blocks);
+		return -EINVAL;
+	}
+	next = *m;
+	next.volumes[v].blocks = blocks;
+	next.version++;
+	ret = coh_map_check(&next, err, errlen);
+	if (ret)
+		return ret;
+	*m = next;
+	return 0;
+}
+
+int coh_map_remove(struct coh_map *m, const char *name, char *err, size_t errlen)
+{
+	struct coh_map next;
+	uint32_t i, c;
+	int v, in;
+
+	v = coh_map_find(m, name);
+	if (v < 0) {
+		map_err(err, errlen, "volume %s: no such volume", name ? name : "(null)");
+		return -ENOENT;
+	}
+	in = m->volumes[v].kind == COH_MAP_LOGICAL ? map_in_virtual(m, (uint32_t)v) : -1;
+	if (in >= 0) {
+		map_err(err, errlen, "volume %s: a component of virtual volume %s", name,
+			m->volumes[in].name);
+		return -EBUSY;
+	}
+	next = *m;
+	for (i = (uint32_t)v; i + 1 < next.nvolumes; i++)
+		next.volumes[i] = next.volumes[i + 1];
+	memset(&next.volumes[--next.nvolumes], 0, sizeof(next.volumes[0]));
+	/* The volumes after it moved down one: so do the components that name them. */
+	for (i = 0; i < next.nvolumes; i++)
+		for (c = 0; next.volumes[i].kind == COH_MAP_VIRTUAL && c < next.volumes[i].ncomp;
+		     c++)
+			if (next.volumes[i].comp[c] > (uint32_t)v)
+				next.volumes[i].comp[c]--;
+	next.version++;
+	*m = next;
+	return coh_map_check(m, err, errlen);
+}

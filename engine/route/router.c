@@ -19,6 +19,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -55,8 +56,16 @@ struct route_sub {
 	struct route_sub *next; /* in @pending */
 };
 
+/* A version of the mapping table. An operation holds the one it started under to its end (a
+ * command runs entirely under one table); a change makes a new one current. */
+struct route_table {
+	struct coh_map map;
+	_Atomic uint32_t refs;
+};
+
 struct route_op {
 	struct coh_route *r;
+	struct route_table *tab;
 	uint32_t state, type, volume, nblocks;
 	uint64_t lba;
 	void *buf;
@@ -71,15 +80,22 @@ struct route_op {
 	_Atomic uint32_t outstanding;
 };
 
+struct route_change;
+
 struct coh_route {
 	struct coh_route_attr a;
-	struct coh_map map;
-	uint32_t me, max_blocks;
+	struct coh_map first; /* the table as the caller gave it (a.map points here) */
+	char *map_path;	      /* where the table is kept, or NULL */
+	uint32_t me, max_blocks, fwd_timeout_ms;
 	struct coh_fwd *fwd;
 	struct coh_coord *coord;
-	pthread_mutex_t lock; /* everything below */
-	pthread_cond_t cond;  /* @inside went to 0 while stopping */
-	uint32_t inside;      /* engine threads in a completion of ours (route_enter) */
+	pthread_mutex_t save_lock;   /* the table file, and the switch that follows a save */
+	pthread_mutex_t lock;	     /* everything below */
+	pthread_cond_t cond;	     /* @inside went to 0 while stopping; the table changed */
+	struct route_table *tab;     /* the current table */
+	struct route_change *change; /* the change this controller runs, as the configuration
+				      * controller */
+	uint32_t inside;	     /* engine threads in a completion of ours (route_enter) */
 	struct route_sub *pending;
 	uint32_t running; /* components out on an engine or the forwarder */
 	uint32_t ops;	  /* commands in flight */
@@ -89,6 +105,7 @@ struct coh_route {
 
 static void route_sub_run(struct route_sub *s);
 static void route_op_run(struct route_op *op);
+static void route_tab_put(struct route_table *t);
 static void route_coordinate(struct route_op *op);
 
 static uint64_t route_now_ns(void)
@@ -109,6 +126,36 @@ static void route_count(struct coh_route *r, uint64_t *field)
 	pthread_mutex_lock(&r->lock);
 	(*field)++;
 	pthread_mutex_unlock(&r->lock);
+}
+
+/* route_tab_new - a table of one reference (the caller's), a copy of @m. */
+static struct route_table *route_tab_new(const struct coh_map *m)
+{
+	struct route_table *t = calloc(1, sizeof(*t));
+
+	if (!t)
+		return NULL;
+	t->map = *m;
+	atomic_store(&t->refs, 1);
+	return t;
+}
+
+/* route_tab_get - a reference to the current table. */
+static struct route_table *route_tab_get(struct coh_route *r)
+{
+	struct route_table *t;
+
+	pthread_mutex_lock(&r->lock);
+	t = r->tab;
+	atomic_fetch_add(&t->refs, 1);
+	pthread_mutex_unlock(&r->lock);
+	return t;
+}
+
+static void route_tab_put(struct route_table *t)
+{
+	if (t && atomic_fetch_sub(&t->refs, 1) == 1)
+		free(t);
 }
 
 /* route_kick - try the components that waited for room again; let held grants expire. */
@@ -135,6 +182,7 @@ static void route_op_free(struct route_op *op)
 	pthread_mutex_lock(&r->lock);
 	r->ops--;
 	pthread_mutex_unlock(&r->lock);
+	route_tab_put(op->tab);
 	free(op->subs);
 	free(op->pieces);
 	free(op);
@@ -330,7 +378,7 @@ static void route_sub_run(struct route_sub *s)
 				return;
 			}
 		} else {
-			ret = coh_map_target(&r->map, s->volume, r->me, coh_fwd_up(r->fwd),
+			ret = coh_map_target(&op->tab->map, s->volume, r->me, coh_fwd_up(r->fwd),
 					     COH_MAP_NO_NODE, &target);
 		}
 		if (ret) {
@@ -356,7 +404,9 @@ static void route_sub_run(struct route_sub *s)
 			memset(&s->fc, 0, sizeof(s->fc));
 			s->fc.op = op->type;
 			s->fc.volume = s->volume;
-			s->fc.map_version = r->map.version;
+			s->fc.map_version = op->tab->map.version;
+			memcpy(s->fc.volume_id, op->tab->map.volumes[s->volume].id,
+			       COH_MAP_ID_BYTES);
 			s->fc.lba = s->vlba;
 			s->fc.nblocks = op->type == COH_IO_FLUSH ? 0 : s->nblocks;
 			s->fc.buf = s->buf;
@@ -396,18 +446,18 @@ static int route_first_logical(const struct coh_map *m, uint32_t g)
 /* route_op_plan - the components and subs of @op (the split, or one per group for a flush). */
 static int route_op_plan(struct route_op *op)
 {
-	struct coh_route *r = op->r;
+	const struct coh_map *m = &op->tab->map;
 	uint32_t g, c, p, n = 0, maxp;
 	int v, ret;
 
 	if (op->type == COH_IO_FLUSH) {
-		op->subs = calloc(r->map.ngroups, sizeof(*op->subs));
+		op->subs = calloc(m->ngroups, sizeof(*op->subs));
 		if (!op->subs)
 			return -ENOMEM;
-		for (g = 0; g < r->map.ngroups; g++) {
-			v = route_first_logical(&r->map, g);
+		for (g = 0; g < m->ngroups; g++) {
+			v = route_first_logical(m, g);
 			/* A flush sent by another controller is for its volume's group only. */
-			if (v < 0 || (op->fcmd && r->map.volumes[op->volume].group != g))
+			if (v < 0 || (op->fcmd && m->volumes[op->volume].group != g))
 				continue;
 			op->subs[n].op = op;
 			op->subs[n].comp = g;
@@ -418,12 +468,12 @@ static int route_op_plan(struct route_op *op)
 		op->nsubs = n;
 		return 0;
 	}
-	maxp = coh_map_split_pieces(&r->map, op->volume, op->nblocks);
+	maxp = coh_map_split_pieces(m, op->volume, op->nblocks);
 	op->pieces = calloc(maxp, sizeof(*op->pieces));
 	if (!op->pieces)
 		return -ENOMEM;
-	ret = coh_map_split(&r->map, op->volume, op->lba, op->nblocks, op->comps,
-			    COH_MAP_MAX_COMPONENTS, &op->ncomps, op->pieces, maxp, &op->nsubs);
+	ret = coh_map_split(m, op->volume, op->lba, op->nblocks, op->comps, COH_MAP_MAX_COMPONENTS,
+			    &op->ncomps, op->pieces, maxp, &op->nsubs);
 	if (ret)
 		return ret;
 	/* A compare-and-write is atomic only inside one group's engine: its range must lie in one
@@ -449,7 +499,7 @@ static int route_op_plan(struct route_op *op)
 			s->vlba = k->lba + off;
 			s->gblock = k->group_block + off;
 			s->nblocks = pc->nblocks;
-			s->buf = (uint8_t *)op->buf + pc->host_block * r->map.block_size;
+			s->buf = (uint8_t *)op->buf + pc->host_block * m->block_size;
 			off += pc->nblocks;
 		}
 	}
@@ -540,6 +590,7 @@ static struct route_op *route_op_new(struct coh_route *r, bool bounded, int *ret
 		return NULL;
 	}
 	op->r = r;
+	op->tab = route_tab_get(r);
 	return op;
 }
 
@@ -548,7 +599,7 @@ static void route_start(struct route_op *op)
 {
 	struct coh_route *r = op->r;
 
-	if (op->type != COH_IO_FLUSH && r->map.volumes[op->volume].kind == COH_MAP_VIRTUAL) {
+	if (op->type != COH_IO_FLUSH && op->tab->map.volumes[op->volume].kind == COH_MAP_VIRTUAL) {
 		/* A command sent here by another controller is coordinated here: its origin chose
 		 * this controller. */
 		if (op->fcmd || (uint32_t)__builtin_ctz(coh_fwd_up(r->fwd)) == r->me) {
@@ -576,33 +627,61 @@ static void route_start(struct route_op *op)
 	route_op_run(op);
 }
 
+/* route_id_zero - no id given (the caller names the volume by its index alone). */
+static bool route_id_zero(const uint8_t *id)
+{
+	for (uint32_t i = 0; i < COH_MAP_ID_BYTES; i++)
+		if (id[i])
+			return false;
+	return true;
+}
+
+/* route_op_abandon - an operation that never started: its memory and count, no callback. */
+static void route_op_abandon(struct route_op *op)
+{
+	route_op_free(op);
+}
+
 int coh_route_submit(struct coh_route *r, struct coh_route_io *rio)
 {
 	const struct coh_map_volume *v;
+	const struct coh_map *m;
 	struct route_op *op;
-	int ret;
+	int ret, idx = 0;
 
 	if (!r || !rio || !rio->done)
 		return -EINVAL;
-	if (rio->type == COH_IO_FLUSH) {
-		if (rio->nblocks)
-			return -EINVAL;
-	} else {
-		if ((rio->type != COH_IO_READ && rio->type != COH_IO_WRITE &&
-		     rio->type != COH_IO_COMPARE_WRITE) ||
-		    rio->volume >= r->map.nvolumes || !rio->buf || !rio->nblocks ||
-		    rio->nblocks > r->max_blocks ||
-		    (rio->type == COH_IO_COMPARE_WRITE && 2 * rio->nblocks > r->max_blocks))
-			return -EINVAL;
-		v = &r->map.volumes[rio->volume];
-		if (rio->lba >= v->blocks || rio->nblocks > v->blocks - rio->lba)
-			return -EINVAL;
-	}
+	if (rio->type != COH_IO_FLUSH &&
+	    ((rio->type != COH_IO_READ && rio->type != COH_IO_WRITE &&
+	      rio->type != COH_IO_COMPARE_WRITE) ||
+	     !rio->buf || !rio->nblocks || rio->nblocks > r->max_blocks ||
+	     (rio->type == COH_IO_COMPARE_WRITE && 2 * rio->nblocks > r->max_blocks)))
+		return -EINVAL;
+	if (rio->type == COH_IO_FLUSH && rio->nblocks)
+		return -EINVAL;
 	op = route_op_new(r, true, &ret);
 	if (!op)
 		return ret;
+	/* The table this command runs under, to its end. */
+	m = &op->tab->map;
+	if (rio->type != COH_IO_FLUSH) {
+		if (!route_id_zero(rio->volume_id))
+			idx = coh_map_find_id(m, rio->volume_id, rio->volume);
+		else
+			idx = rio->volume < m->nvolumes ? (int)rio->volume : -EINVAL;
+		ret = idx == -ENOENT ? -ENXIO : idx < 0 ? -EINVAL : 0;
+		if (!ret) {
+			v = &m->volumes[idx];
+			if (rio->lba >= v->blocks || rio->nblocks > v->blocks - rio->lba)
+				ret = -EINVAL;
+		}
+		if (ret) {
+			route_op_abandon(op);
+			return ret;
+		}
+	}
 	op->type = rio->type;
-	op->volume = rio->type == COH_IO_FLUSH ? 0 : rio->volume;
+	op->volume = (uint32_t)idx;
 	op->lba = rio->lba;
 	op->nblocks = rio->nblocks;
 	op->buf = rio->buf;
@@ -612,35 +691,489 @@ int coh_route_submit(struct coh_route *r, struct coh_route_io *rio)
 	return 0;
 }
 
+/*
+ * Online table changes. A controller's table is replaced only by a newer version that
+ * coh_map_compatible allows, after it is kept in the table file (route_map_adopt). Tables move
+ * as COH_FWD_MAP commands: an offer ("take this if it is newer") or a proposal (to the
+ * configuration controller: "make this the next version"). The configuration controller is the
+ * lowest live controller (a survivor takes the role over as the view of live controllers
+ * changes); it runs one change at a time (struct route_change): SYNC offers its current table
+ * to every live controller (one that has a newer one answers -ESTALE and offers it back: the
+ * change is refused, -EAGAIN, and can be asked again), PUSH offers the new one, and once a
+ * majority of the cluster has kept it, the configuration controller takes it too. A controller
+ * that was away gets the newest table when its connection comes up: both sides offer theirs.
+ */
+enum route_map_action {
+	ROUTE_MAP_OFFER = 1,
+	ROUTE_MAP_PROPOSE = 2,
+};
+
+enum route_change_state {
+	CHANGE_SYNC = 1,
+	CHANGE_PUSH,
+	CHANGE_DONE,
+};
+
+/* Someone waiting for a change's outcome (coh_route_map_change): two references, the waiter's
+ * and the change's, so that a waiter that gave up leaves nothing dangling. */
+struct route_waiter {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	bool done;
+	int status;
+	char err[160];
+	_Atomic uint32_t refs;
+};
+
+struct route_change {
+	struct coh_route *r;
+	struct coh_map next;
+	uint32_t state; /* enum route_change_state */
+	_Atomic uint32_t outstanding, acks, newer;
+	struct coh_fwd_cmd *fcmd; /* proposed by another controller, or */
+	struct route_waiter *w;	  /* asked here */
+};
+
+/* A table on its way to a peer. */
+struct route_msg {
+	struct coh_fwd_cmd fc;
+	struct coh_route *r;
+	struct route_change *ch; /* the change it is a step of, or NULL */
+	struct route_waiter *w;	 /* a proposal's waiter */
+	uint8_t buf[];
+};
+
+static void route_waiter_put(struct route_waiter *w)
+{
+	if (w && atomic_fetch_sub(&w->refs, 1) == 1) {
+		pthread_cond_destroy(&w->cv);
+		pthread_mutex_destroy(&w->mu);
+		free(w);
+	}
+}
+
+static void route_waiter_wake(struct route_waiter *w, int status, const char *err)
+{
+	pthread_mutex_lock(&w->mu);
+	w->done = true;
+	w->status = status;
+	if (err && !w->err[0])
+		snprintf(w->err, sizeof(w->err), "%s", err);
+	pthread_cond_broadcast(&w->cv);
+	pthread_mutex_unlock(&w->mu);
+	route_waiter_put(w);
+}
+
+/* route_map_same - whether two tables are the same (their on-disk forms). */
+static bool route_map_same(const struct coh_map *a, const struct coh_map *b)
+{
+	static _Thread_local uint8_t ea[COH_MAP_ENCODED_MAX], eb[COH_MAP_ENCODED_MAX];
+	size_t la, lb;
+
+	if (coh_map_encode(a, ea, sizeof(ea), &la) || coh_map_encode(b, eb, sizeof(eb), &lb))
+		return false;
+	return la == lb && !memcmp(ea, eb, la);
+}
+
+/*
+ * route_map_adopt - make @next this controller's table, when it is newer than the current one
+ * and may replace it online: kept in the table file first, then current (operations started
+ * before keep theirs). 0 when adopted or already current; -ESTALE when the current one is
+ * newer; -ENOTUNIQ when it is another table of the same version (a conflict: logged, kept out);
+ * -EINVAL when it may not replace the current one; -errno from the file.
+ */
+static int route_map_adopt(struct coh_route *r, const struct coh_map *next, uint32_t from)
+{
+	struct route_table *cur, *t;
+	char err[160] = "";
+	uint64_t was;
+	int ret = 0;
+
+	pthread_mutex_lock(&r->save_lock);
+	cur = route_tab_get(r);
+	was = cur->map.version;
+	if (next->version < was) {
+		ret = -ESTALE;
+	} else if (next->version == was) {
+		if (!route_map_same(&cur->map, next)) {
+			ret = -ENOTUNIQ;
+			COH_LOG_ERR("route: node %u: node %u has another table of version %llu: a "
+				    "conflict, kept out (docs/routing.md)",
+				    r->me, from, (unsigned long long)was);
+			route_count(r, &r->st.map_conflicts);
+		}
+	} else {
+		ret = coh_map_compatible(&cur->map, next, err, sizeof(err));
+		if (ret)
+			COH_LOG_ERR("route: node %u: table version %llu from node %u refused: %s",
+				    r->me, (unsigned long long)next->version, from, err);
+		if (!ret && r->map_path) {
+			ret = coh_map_save(r->map_path, next, err, sizeof(err));
+			if (ret)
+				COH_LOG_ERR("route: node %u: table version %llu not kept: %s",
+					    r->me, (unsigned long long)next->version, err);
+		}
+		t = ret ? NULL : route_tab_new(next);
+		if (!ret && !t)
+			ret = -ENOMEM;
+		if (!ret) {
+			pthread_mutex_lock(&r->lock);
+			route_tab_put(r->tab);
+			r->tab = t;
+			r->st.map_changes++;
+			pthread_cond_broadcast(&r->cond);
+			pthread_mutex_unlock(&r->lock);
+			COH_LOG_INFO("route: node %u: table version %llu (was %llu, from node %u)",
+				     r->me, (unsigned long long)next->version,
+				     (unsigned long long)was, from);
+		}
+	}
+	route_tab_put(cur);
+	pthread_mutex_unlock(&r->save_lock);
+	return ret;
+}
+
+static void route_change_sent(struct route_change *ch, int status);
+
+static void route_msg_done(struct coh_fwd_cmd *fc, int status, uint32_t done)
+{
+	struct route_msg *msg = fc->arg;
+	char err[160];
+
+	(void)done;
+	if (msg->ch) {
+		route_change_sent(msg->ch, status);
+	} else if (msg->w) {
+		snprintf(err, sizeof(err), "the configuration controller (node %u): %s", fc->peer,
+			 coh_strerror(status));
+		route_waiter_wake(msg->w, status, status ? err : NULL);
+	}
+	free(msg);
+}
+
+/* route_send_map - send @m to @peer as @action: for @ch's step, @w's proposal, or neither
+ * (an offer whose answer is not needed). 0, or -errno when it was not sent. */
+static int route_send_map(struct coh_route *r, uint32_t peer, const struct coh_map *m,
+			  uint32_t action, struct route_change *ch, struct route_waiter *w)
+{
+	uint32_t bs = m->block_size, nblocks = (COH_MAP_ENCODED_MAX + bs - 1) / bs;
+	struct route_msg *msg;
+	size_t used;
+	int ret;
+
+	if (nblocks > r->max_blocks)
+		return -EMSGSIZE;
+	msg = calloc(1, sizeof(*msg) + (size_t)nblocks * bs);
+	if (!msg)
+		return -ENOMEM;
+	ret = coh_map_encode(m, msg->buf, (size_t)nblocks * bs, &used);
+	if (ret) {
+		free(msg);
+		return ret;
+	}
+	msg->r = r;
+	msg->ch = ch;
+	msg->w = w;
+	msg->fc.op = COH_FWD_MAP;
+	msg->fc.lba = action;
+	msg->fc.map_version = m->version;
+	msg->fc.nblocks = (uint32_t)((used + bs - 1) / bs);
+	msg->fc.buf = msg->buf;
+	msg->fc.done = route_msg_done;
+	msg->fc.arg = msg;
+	ret = coh_fwd_submit(r->fwd, peer, &msg->fc);
+	if (ret)
+		free(msg);
+	return ret;
+}
+
+static void route_change_end(struct route_change *ch, int status, const char *err)
+{
+	struct coh_route *r = ch->r;
+
+	if (status)
+		COH_LOG_WARN("route: node %u: table version %llu not made: %s", r->me,
+			     (unsigned long long)ch->next.version,
+			     err ? err : coh_strerror(status));
+	if (ch->fcmd)
+		coh_fwd_complete(ch->fcmd, status, 0);
+	if (ch->w)
+		route_waiter_wake(ch->w, status, err);
+	/* Last: coh_route_delete waits for @change to be gone before it frees the router. */
+	pthread_mutex_lock(&r->lock);
+	if (r->change == ch)
+		r->change = NULL;
+	pthread_cond_broadcast(&r->cond);
+	pthread_mutex_unlock(&r->lock);
+	free(ch);
+}
+
+static void route_change_step(struct route_change *ch);
+
+/* route_change_next - every peer answered this step: the next one, or the end. */
+static void route_change_next(struct route_change *ch)
+{
+	struct coh_route *r = ch->r;
+	uint32_t acks = atomic_load(&ch->acks), need = r->first.nodes / 2 + 1;
+	char err[160];
+	int ret;
+
+	if (ch->state == CHANGE_SYNC) {
+		if (atomic_load(&ch->newer)) {
+			route_change_end(ch, -EAGAIN,
+					 "a controller has a newer table (it is being offered "
+					 "here): ask again");
+			return;
+		}
+		ch->state = CHANGE_PUSH;
+		route_change_step(ch);
+		return;
+	}
+	/* PUSH: where any controller took it, it will spread (the newest wins): so this one
+	 * takes it too; the change is made when a majority of the cluster has it. */
+	if (!acks && need > 1) {
+		route_change_end(ch, -EAGAIN, "no controller took the table: not made");
+		return;
+	}
+	ret = route_map_adopt(r, &ch->next, r->me);
+	if (ret) {
+		snprintf(err, sizeof(err), "not kept here: %s", coh_strerror(ret));
+		route_change_end(ch, ret, err);
+		return;
+	}
+	if (acks + 1 < need) {
+		snprintf(err, sizeof(err),
+			 "kept by %u of %u controllers, not a majority: in effect where kept, and "
+			 "offered to the others as they connect",
+			 acks + 1, r->first.nodes);
+		route_change_end(ch, -EAGAIN, err);
+		return;
+	}
+	route_change_end(ch, 0, NULL);
+}
+
+static void route_change_sent(struct route_change *ch, int status)
+{
+	if (ch->state == CHANGE_SYNC && (status == -ESTALE || status == -ENOTUNIQ))
+		atomic_fetch_add(&ch->newer, 1);
+	if (ch->state == CHANGE_PUSH && !status)
+		atomic_fetch_add(&ch->acks, 1);
+	if (atomic_fetch_sub(&ch->outstanding, 1) == 1)
+		route_change_next(ch);
+}
+
+/* route_change_step - send this step's table to every live peer. */
+static void route_change_step(struct route_change *ch)
+{
+	struct coh_route *r = ch->r;
+	struct route_table *cur = NULL;
+	uint32_t up = coh_fwd_up(r->fwd) & ~(1u << r->me), p;
+
+	if (ch->state == CHANGE_SYNC)
+		cur = route_tab_get(r);
+	atomic_store(&ch->outstanding, 1); /* this loop's own, so that no answer ends the step */
+	for (p = 0; p < r->first.nodes; p++) {
+		if (!(up & (1u << p)))
+			continue;
+		atomic_fetch_add(&ch->outstanding, 1);
+		if (route_send_map(r, p, cur ? &cur->map : &ch->next, ROUTE_MAP_OFFER, ch, NULL))
+			atomic_fetch_sub(&ch->outstanding, 1);
+	}
+	route_tab_put(cur);
+	route_change_sent(ch, 1); /* neither an ack nor a refusal */
+}
+
+/* route_change_start - as the configuration controller: make @next the next version. */
+static int route_change_start(struct coh_route *r, const struct coh_map *next,
+			      struct coh_fwd_cmd *fcmd, struct route_waiter *w, char *err,
+			      size_t errlen)
+{
+	struct route_change *ch;
+	struct route_table *cur;
+	uint32_t up = coh_fwd_up(r->fwd);
+	int ret = 0;
+
+	if ((uint32_t)__builtin_ctz(up) != r->me) {
+		snprintf(err, errlen, "node %u is the configuration controller now",
+			 (uint32_t)__builtin_ctz(up));
+		return -EREMOTE;
+	}
+	if ((uint32_t)__builtin_popcount(up) * 2 <= r->first.nodes) {
+		snprintf(err, errlen, "%u of %u controllers up: a change needs a majority",
+			 (uint32_t)__builtin_popcount(up), r->first.nodes);
+		return -EAGAIN;
+	}
+	cur = route_tab_get(r);
+	if (next->version != cur->map.version + 1) {
+		snprintf(err, errlen, "version %llu: the table is at %llu (make the change on it)",
+			 (unsigned long long)next->version, (unsigned long long)cur->map.version);
+		ret = -ESTALE;
+	} else {
+		ret = coh_map_compatible(&cur->map, next, err, errlen);
+	}
+	route_tab_put(cur);
+	if (ret)
+		return ret;
+	ch = calloc(1, sizeof(*ch));
+	if (!ch)
+		return -ENOMEM;
+	ch->r = r;
+	ch->next = *next;
+	ch->fcmd = fcmd;
+	ch->w = w;
+	ch->state = CHANGE_SYNC;
+	pthread_mutex_lock(&r->lock);
+	if (r->change || r->stopping) {
+		ret = r->stopping ? -ESHUTDOWN : -EBUSY;
+		snprintf(err, errlen, "%s", r->stopping ? "stopping" : "another change is running");
+	} else {
+		r->change = ch;
+	}
+	pthread_mutex_unlock(&r->lock);
+	if (ret) {
+		free(ch);
+		return ret;
+	}
+	COH_LOG_INFO("route: node %u: making table version %llu", r->me,
+		     (unsigned long long)next->version);
+	route_change_step(ch);
+	return 0;
+}
+
+/* route_map_execute - a table another controller sent here (forwarder thread). */
+static void route_map_execute(struct coh_route *r, struct coh_fwd_cmd *cmd)
+{
+	struct coh_map m;
+	char err[160];
+	int ret;
+
+	ret = coh_map_decode(cmd->buf, (size_t)cmd->nblocks * r->first.block_size, &m, err,
+			     sizeof(err));
+	if (ret) {
+		COH_LOG_WARN("route: node %u: a table from node %u refused: %s", r->me, cmd->origin,
+			     err);
+		coh_fwd_complete(cmd, ret == -ENODATA ? -EBADMSG : ret, 0);
+		return;
+	}
+	if (cmd->lba == ROUTE_MAP_PROPOSE) {
+		ret = route_change_start(r, &m, cmd, NULL, err, sizeof(err));
+		if (ret) {
+			COH_LOG_WARN("route: node %u: node %u's change refused: %s", r->me,
+				     cmd->origin, err);
+			coh_fwd_complete(cmd, ret, 0);
+		}
+		return; /* else route_change_end completes it */
+	}
+	if (cmd->lba != ROUTE_MAP_OFFER) {
+		coh_fwd_complete(cmd, -EINVAL, 0);
+		return;
+	}
+	ret = route_map_adopt(r, &m, cmd->origin);
+	if (ret == -ESTALE) {
+		/* Ours is newer: offer it back. */
+		struct route_table *cur = route_tab_get(r);
+
+		route_send_map(r, cmd->origin, &cur->map, ROUTE_MAP_OFFER, NULL, NULL);
+		route_tab_put(cur);
+	}
+	coh_fwd_complete(cmd, ret, 0);
+}
+
+/* route_peer_up - a connection came up: offer the peer this controller's table. */
+static void route_peer_up(void *arg, uint32_t peer)
+{
+	struct coh_route *r = arg;
+	struct route_table *cur = route_tab_get(r);
+
+	route_send_map(r, peer, &cur->map, ROUTE_MAP_OFFER, NULL, NULL);
+	route_tab_put(cur);
+}
+
+int coh_route_map_change(struct coh_route *r, const struct coh_map *next, char *err, size_t errlen)
+{
+	struct route_waiter *w;
+	struct route_table *cur;
+	struct timespec until;
+	char buf[160] = "";
+	uint32_t cfg;
+	int ret;
+
+	if (!r || !next)
+		return -EINVAL;
+	if (!err || !errlen) {
+		err = buf;
+		errlen = sizeof(buf);
+	}
+	err[0] = 0;
+	/* Checked here first, against this controller's table, for an error that says why; the
+	 * configuration controller checks again against its own. */
+	cur = route_tab_get(r);
+	ret = next->version > cur->map.version ? coh_map_compatible(&cur->map, next, err, errlen)
+					       : coh_map_check(next, err, errlen);
+	route_tab_put(cur);
+	if (ret)
+		return ret;
+	w = calloc(1, sizeof(*w));
+	if (!w)
+		return -ENOMEM;
+	pthread_mutex_init(&w->mu, NULL);
+	pthread_cond_init(&w->cv, NULL);
+	atomic_store(&w->refs, 2);
+	cfg = (uint32_t)__builtin_ctz(coh_fwd_up(r->fwd));
+	if (cfg == r->me) {
+		ret = route_change_start(r, next, NULL, w, err, errlen);
+	} else {
+		ret = route_send_map(r, cfg, next, ROUTE_MAP_PROPOSE, NULL, w);
+		if (ret)
+			snprintf(err, errlen, "the configuration controller (node %u): %s", cfg,
+				 coh_strerror(ret));
+	}
+	if (ret) {
+		route_waiter_put(w);
+		route_waiter_put(w);
+		return ret;
+	}
+	/* Bounded: every step's commands end within the forwarder's timeout; twice that for a
+	 * proposal, and some room. */
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += 3 * (time_t)(r->fwd_timeout_ms / 1000 + 1) + 5;
+	pthread_mutex_lock(&w->mu);
+	while (!w->done && !pthread_cond_timedwait(&w->cv, &w->mu, &until))
+		;
+	ret = w->done ? w->status : -ETIMEDOUT;
+	if (ret && w->done && w->err[0])
+		snprintf(err, errlen, "%s", w->err);
+	else if (ret == -ETIMEDOUT)
+		snprintf(err, errlen, "no outcome within the bound: ask for the table again");
+	pthread_mutex_unlock(&w->mu);
+	route_waiter_put(w);
+	return ret;
+}
+
+int coh_route_map(struct coh_route *r, struct coh_map *out)
+{
+	struct route_table *t;
+
+	if (!r || !out)
+		return -EINVAL;
+	t = route_tab_get(r);
+	*out = t->map;
+	route_tab_put(t);
+	return 0;
+}
+
 /* route_execute - the forwarder's executor: a command another controller sent here. */
 static void route_execute(void *arg, struct coh_fwd_cmd *cmd)
 {
 	struct coh_route *r = arg;
 	const struct coh_map_volume *v;
+	const struct coh_map *m;
 	struct route_op *op;
 	uint32_t t;
-	int ret;
+	int ret, idx;
 
-	if (cmd->map_version != r->map.version) {
-		coh_fwd_complete(cmd, -ESTALE, 0);
-		return;
-	}
-	if (cmd->volume >= r->map.nvolumes) {
-		coh_fwd_complete(cmd, -EINVAL, 0);
-		return;
-	}
-	v = &r->map.volumes[cmd->volume];
-	if (cmd->op != COH_FWD_FLUSH &&
-	    (cmd->lba >= v->blocks || cmd->nblocks > v->blocks - cmd->lba)) {
-		coh_fwd_complete(cmd, -EINVAL, 0);
-		return;
-	}
-	/* A logical volume's command comes to an AMF of its group; anything else is a stale
-	 * route (the origin routes it again). */
-	if ((cmd->op == COH_FWD_FLUSH || v->kind == COH_MAP_LOGICAL) &&
-	    (coh_map_target(&r->map, cmd->volume, r->me, 1u << r->me, COH_MAP_NO_NODE, &t) ||
-	     t != r->me)) {
-		coh_fwd_complete(cmd, -EHOSTUNREACH, 0);
+	if (cmd->op == COH_FWD_MAP) {
+		route_map_execute(r, cmd);
 		return;
 	}
 	op = route_op_new(r, false, &ret);
@@ -648,9 +1181,31 @@ static void route_execute(void *arg, struct coh_fwd_cmd *cmd)
 		coh_fwd_complete(cmd, ret, 0);
 		return;
 	}
+	/* The volume by its id in this controller's table: a volume the two tables do not both
+	 * have, or a range only the newer one has, is a stale route (the host tries again). */
+	m = &op->tab->map;
+	idx = coh_map_find_id(m, cmd->volume_id, cmd->volume);
+	ret = idx < 0 ? -ESTALE : 0;
+	if (!ret) {
+		v = &m->volumes[idx];
+		if (cmd->op != COH_FWD_FLUSH &&
+		    (cmd->lba >= v->blocks || cmd->nblocks > v->blocks - cmd->lba))
+			ret = cmd->map_version != m->version ? -ESTALE : -EINVAL;
+	}
+	/* A logical volume's command comes to an AMF of its group; anything else is a stale
+	 * route (the origin routes it again). */
+	if (!ret && (cmd->op == COH_FWD_FLUSH || v->kind == COH_MAP_LOGICAL) &&
+	    (coh_map_target(m, (uint32_t)idx, r->me, 1u << r->me, COH_MAP_NO_NODE, &t) ||
+	     t != r->me))
+		ret = -EHOSTUNREACH;
+	if (ret) {
+		route_op_abandon(op);
+		coh_fwd_complete(cmd, ret, 0);
+		return;
+	}
 	route_count(r, &r->st.executed_for_others);
 	op->type = cmd->op;
-	op->volume = cmd->volume;
+	op->volume = (uint32_t)idx;
 	op->lba = cmd->lba;
 	op->nblocks = cmd->nblocks;
 	op->buf = cmd->buf;
@@ -658,10 +1213,104 @@ static void route_execute(void *arg, struct coh_fwd_cmd *cmd)
 	route_start(op);
 }
 
+/* route_first_table - the table to start with: the newer of the caller's and the kept one
+ * (kept from now on). */
+static int route_first_table(struct coh_route *r, struct coh_map *m)
+{
+	struct coh_map kept;
+	char err[160];
+	uint32_t g;
+	int ret;
+
+	*m = r->first;
+	if (!r->map_path)
+		return 0;
+	ret = coh_map_load(r->map_path, &kept, err, sizeof(err));
+	if (ret == -ENOENT || ret == -ENODATA || (!ret && kept.version < m->version))
+		goto save;
+	if (ret) {
+		COH_LOG_ERR("route: node %u: the kept table: %s", r->me, err);
+		return ret;
+	}
+	if (kept.nodes != m->nodes || kept.block_size != m->block_size ||
+	    kept.ngroups != m->ngroups) {
+		COH_LOG_ERR("route: node %u: %s: its controllers, block size or groups are not the "
+			    "configuration's",
+			    r->me, r->map_path);
+		return -EINVAL;
+	}
+	for (g = 0; g < m->ngroups; g++) {
+		if (strcmp(kept.groups[g].name, m->groups[g].name) ||
+		    kept.groups[g].amfs != m->groups[g].amfs ||
+		    kept.groups[g].blocks != m->groups[g].blocks) {
+			COH_LOG_ERR("route: node %u: %s: group %s is not the configuration's",
+				    r->me, r->map_path, kept.groups[g].name);
+			return -EINVAL;
+		}
+	}
+	if (kept.version > m->version)
+		COH_LOG_INFO("route: node %u: table version %llu from %s", r->me,
+			     (unsigned long long)kept.version, r->map_path);
+	*m = kept;
+	return 0;
+
+save:
+	ret = coh_map_save(r->map_path, m, err, sizeof(err));
+	if (ret)
+		COH_LOG_ERR("route: node %u: %s", r->me, err);
+	return ret;
+}
+
+/* route_sync - at the start: offer the table to every live peer and, when one has a newer one
+ * (it offers it back), wait for it. Bounded by the forwarder's timeout. */
+static void route_sync(struct coh_route *r)
+{
+	struct route_waiter *w[COH_MAP_MAX_NODES] = { 0 };
+	uint32_t up = coh_fwd_up(r->fwd) & ~(1u << r->me), p;
+	struct route_table *cur = route_tab_get(r);
+	uint64_t was = cur->map.version;
+	struct timespec until;
+	bool newer = false;
+
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += (time_t)(r->fwd_timeout_ms / 1000 + 1);
+	for (p = 0; p < r->first.nodes; p++) {
+		if (!(up & (1u << p)) || !(w[p] = calloc(1, sizeof(*w[p]))))
+			continue;
+		pthread_mutex_init(&w[p]->mu, NULL);
+		pthread_cond_init(&w[p]->cv, NULL);
+		atomic_store(&w[p]->refs, 2);
+		/* an offer with a waiter: route_msg_done wakes it with the answer */
+		if (route_send_map(r, p, &cur->map, ROUTE_MAP_OFFER, NULL, w[p])) {
+			route_waiter_put(w[p]);
+			route_waiter_put(w[p]);
+			w[p] = NULL;
+		}
+	}
+	route_tab_put(cur);
+	for (p = 0; p < r->first.nodes; p++) {
+		if (!w[p])
+			continue;
+		pthread_mutex_lock(&w[p]->mu);
+		while (!w[p]->done && !pthread_cond_timedwait(&w[p]->cv, &w[p]->mu, &until))
+			;
+		newer = newer || (w[p]->done && w[p]->status == -ESTALE);
+		pthread_mutex_unlock(&w[p]->mu);
+		route_waiter_put(w[p]);
+	}
+	if (!newer)
+		return;
+	pthread_mutex_lock(&r->lock);
+	while (r->tab->map.version == was && !pthread_cond_timedwait(&r->cond, &r->lock, &until))
+		;
+	pthread_mutex_unlock(&r->lock);
+}
+
 int coh_route_new(const struct coh_route_attr *attr, struct coh_route **rp)
 {
 	struct coh_route *r;
 	struct coh_fwd_attr fa;
+	struct coh_map m;
 	uint32_t me, g;
 	int ret;
 
@@ -680,40 +1329,56 @@ int coh_route_new(const struct coh_route_attr *attr, struct coh_route **rp)
 	r = calloc(1, sizeof(*r));
 	if (!r)
 		return -ENOMEM;
-	memcpy(&r->a, attr, sizeof(r->a));
-	r->map = *attr->map;
-	r->a.map = &r->map;
+	memcpy(&r->a, attr, attr->attr_size < sizeof(r->a) ? attr->attr_size : sizeof(r->a));
+	r->first = *attr->map;
+	r->a.map = &r->first;
 	r->me = me;
+	if (r->a.map_path && !(r->map_path = strdup(r->a.map_path))) {
+		free(r);
+		return -ENOMEM;
+	}
 	if (!r->a.retries)
 		r->a.retries = ROUTE_DEFAULT_RETRIES;
 	if (!r->a.coord_timeout_ms)
 		r->a.coord_timeout_ms = ROUTE_DEFAULT_COORD_MS;
 	if (!r->a.max_ops)
 		r->a.max_ops = ROUTE_DEFAULT_MAX_OPS;
+	pthread_mutex_init(&r->save_lock, NULL);
 	pthread_mutex_init(&r->lock, NULL);
 	pthread_cond_init(&r->cond, NULL);
-	ret = coh_coord_new(r->a.max_ops, r->a.max_ops, &r->coord);
+	ret = route_first_table(r, &m);
 	if (ret)
 		goto err_free;
+	r->tab = route_tab_new(&m);
+	ret = r->tab ? coh_coord_new(r->a.max_ops, r->a.max_ops, &r->coord) : -ENOMEM;
+	if (ret)
+		goto err_tab;
 	fa = attr->fwd;
 	fa.attr_size = sizeof(fa);
 	fa.fab = attr->fab;
-	fa.nodes = r->map.nodes;
-	fa.block_size = r->map.block_size;
+	fa.nodes = m.nodes;
+	fa.block_size = m.block_size;
 	fa.execute = route_execute;
+	fa.peer_up = route_peer_up;
 	fa.exec_arg = r;
 	r->max_blocks = fa.max_blocks ? fa.max_blocks : COH_FWD_DEFAULT_MAX_BLOCKS;
+	r->fwd_timeout_ms = fa.timeout_ms ? fa.timeout_ms : 4 * COH_FABRIC_DEFAULT_TIMEOUT_MS;
 	ret = coh_fwd_new(&fa, &r->fwd);
 	if (ret)
 		goto err_coord;
+	route_sync(r);
 	*rp = r;
 	return 0;
 
 err_coord:
 	coh_coord_delete(&r->coord);
+err_tab:
+	route_tab_put(r->tab);
 err_free:
 	pthread_cond_destroy(&r->cond);
 	pthread_mutex_destroy(&r->lock);
+	pthread_mutex_destroy(&r->save_lock);
+	free(r->map_path);
 	free(r);
 	return ret;
 }
@@ -731,6 +1396,8 @@ void coh_route_delete(struct coh_route **rp)
 	pthread_mutex_lock(&r->lock);
 	r->stopping = true;
 	pthread_mutex_unlock(&r->lock);
+	/* A change this controller runs ends with the forwarder: its steps' commands fail with
+	 * -ESHUTDOWN and it ends with them. */
 	coh_fwd_delete(&r->fwd);
 	/* An engine thread may still be in the tail of the completion that told the caller its
 	 * last command was done. Bounded; past it the router is left allocated rather than freed
@@ -738,9 +1405,9 @@ void coh_route_delete(struct coh_route **rp)
 	clock_gettime(CLOCK_REALTIME, &until);
 	until.tv_sec += 30;
 	pthread_mutex_lock(&r->lock);
-	while (r->inside && !pthread_cond_timedwait(&r->cond, &r->lock, &until))
+	while ((r->inside || r->change) && !pthread_cond_timedwait(&r->cond, &r->lock, &until))
 		;
-	inside = r->inside;
+	inside = r->inside + (r->change ? 1 : 0);
 	pthread_mutex_unlock(&r->lock);
 	if (inside) {
 		COH_LOG_ERR("route: node %u: %u completions never returned; the router is left "
@@ -749,8 +1416,11 @@ void coh_route_delete(struct coh_route **rp)
 		return;
 	}
 	coh_coord_delete(&r->coord);
+	route_tab_put(r->tab);
 	pthread_cond_destroy(&r->cond);
 	pthread_mutex_destroy(&r->lock);
+	pthread_mutex_destroy(&r->save_lock);
+	free(r->map_path);
 	free(r);
 }
 
@@ -760,6 +1430,7 @@ void coh_route_stats(struct coh_route *r, struct coh_route_stats *st)
 		return;
 	pthread_mutex_lock(&r->lock);
 	*st = r->st;
+	st->map_version = r->tab->map.version;
 	pthread_mutex_unlock(&r->lock);
 }
 

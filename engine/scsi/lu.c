@@ -55,6 +55,7 @@ enum {
 #define ASC_ALUA_UNAVAILABLE 0x040c
 #define ASC_INVALID_RELEASE 0x2604
 #define ASC_NO_REGISTRATION_ROOM 0x5504
+#define ASC_LU_NOT_SUPPORTED 0x2500
 
 #define LU_PR_TRIES 32u /* PERSISTENT RESERVE OUT's rounds against other controllers' changes */
 
@@ -137,6 +138,9 @@ void coh_scsi_sense_from_errno(struct coh_scsi_cmd *cmd, int err, bool is_write)
 	case -ESTALE:
 	case -EHOSTUNREACH:
 		lu_sense(cmd, SK_NOT_READY, ASC_ALUA_TRANSITION, false, 0, -1, false);
+		break;
+	case -ENXIO: /* a routed unit whose volume a table change deleted (router.h) */
+		lu_sense(cmd, SK_ILLEGAL_REQUEST, ASC_LU_NOT_SUPPORTED, false, 0, -1, false);
 		break;
 	case -EOPNOTSUPP: /* an operation the unit's block path does not do */
 		lu_sense(cmd, SK_ILLEGAL_REQUEST, ASC_INVALID_OPCODE, false, 0, -1, false);

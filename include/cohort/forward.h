@@ -63,15 +63,20 @@ enum coh_fwd_op {
 	 * A miscompare completes with -EILSEQ and, as blocks_done, the byte offset of the first
 	 * difference. */
 	COH_FWD_CAW = 4,
+	/* the router's mapping table (router.c): @buf its encoded form in @nblocks blocks, @lba
+	 * what the origin asks of it (install, offer, propose); the forwarder moves it as a
+	 * write's data */
+	COH_FWD_MAP = 5,
 };
 
 struct coh_fwd;
 
 /** A command, on the origin as the caller fills it and on the target as the forwarder does. */
 struct coh_fwd_cmd {
-	uint32_t op;	      /* enum coh_fwd_op */
-	uint32_t volume;      /* the volume's index in the mapping table */
-	uint64_t map_version; /* the table the origin routed it by: the target checks it */
+	uint32_t op;	       /* enum coh_fwd_op */
+	uint32_t volume;       /* the volume's index in the origin's mapping table */
+	uint8_t volume_id[16]; /* its id: the target finds the volume by it in its own table */
+	uint64_t map_version;  /* the table the origin routed it by */
 	uint64_t lba;
 	uint32_t nblocks; /* 1 .. max_blocks; 0 for a flush */
 	void *buf;	  /* nblocks * block_size bytes: the origin's data or the target's copy */
@@ -100,6 +105,9 @@ struct coh_fwd_attr {
 	 * not wait on the network (submit the work and return). */
 	void (*execute)(void *arg, struct coh_fwd_cmd *cmd);
 	void *exec_arg;
+	/* Optional: a connection to @peer came up (at the start, or the peer came back), on the
+	 * forwarder's thread, with @exec_arg; it may submit to @peer. */
+	void (*peer_up)(void *arg, uint32_t peer);
 };
 
 /**

@@ -26,10 +26,9 @@
  * Consumer tier: pure functions and one self-contained table; no I/O except coh_map_save and
  * coh_map_load, no fabric.
  *
- * Leaves out: forwarding a command to its target and relaying its status, the configuration
- * controller that changes the table online and the table's distribution to every node, and a
- * coordination table shared between controllers (docs/routing.md says what is built and what is
- * not).
+ * Leaves out: forwarding a command to its target and relaying its status, and making a change
+ * on every node (router.h, coh_route_map_change), and a coordination table shared between
+ * controllers (docs/routing.md says what is built and what is not).
  */
 #ifndef COHORT_ROUTE_H
 #define COHORT_ROUTE_H
@@ -149,6 +148,35 @@ int coh_map_load(const char *path, struct coh_map *m, char *err, size_t errlen);
  */
 int coh_map_target(const struct coh_map *m, uint32_t vol, uint32_t me, uint32_t alive,
 		   uint32_t holder, uint32_t *target);
+
+/** coh_map_find_id - the index of the volume whose id is @id (@hint first), or -ENOENT. */
+int coh_map_find_id(const struct coh_map *m, const uint8_t *id, uint32_t hint);
+
+/*
+ * Online changes (the router's coh_route_map_change makes them cluster-wide). Each helper makes
+ * the next version of @m in place (version + 1) or leaves it as it was on an error.
+ * - coh_map_add: a new volume (its name and id unused): -EEXIST, -ENOSPC, -EINVAL.
+ * - coh_map_grow: a logical volume that is no virtual volume's component, to @blocks (not
+ *   fewer): -ENOENT, -EBUSY (a component), -EINVAL (smaller, or past its group's end, or over
+ *   another volume).
+ * - coh_map_remove: a volume that is no virtual volume's component (the indexes of those after
+ *   it go down one; ids do not change): -ENOENT, -EBUSY.
+ */
+int coh_map_add(struct coh_map *m, const struct coh_map_volume *v, char *err, size_t errlen);
+int coh_map_grow(struct coh_map *m, const char *name, uint64_t blocks, char *err, size_t errlen);
+int coh_map_remove(struct coh_map *m, const char *name, char *err, size_t errlen);
+
+/**
+ * coh_map_compatible - whether @next may replace @old online: @next passes coh_map_check; the
+ * same controllers, block size and groups (names, AMFs and sizes; a preferred AMF may change);
+ * and every volume of @old that @next still has (by id) keeps its name, kind, place (group and
+ * first block) and layout, and its size, or grows when it is a logical volume that no virtual
+ * volume has as a component. Volumes may be added and deleted. So a command routed by either
+ * table means the same blocks under the other, as far as both have its volume. 0 or -EINVAL
+ * with a line in @err.
+ */
+int coh_map_compatible(const struct coh_map *old, const struct coh_map *next, char *err,
+		       size_t errlen);
 
 /** A run of the host's transfer: blocks @host_block .. + @nblocks - 1 of the command. */
 struct coh_map_piece {

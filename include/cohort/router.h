@@ -32,8 +32,10 @@
  *
  * Leaves out: a command on a virtual volume
  * longer than the forwarder's max_blocks (it is applied whole only up to that length: -EINVAL),
- * the table changed while running (one version for the router's life; a target with another
- * answers -ESTALE), a coordinator's death while it holds a grant (its components may have been
+ * changes of groups online (only volumes are added, grown and deleted), two tables of one version
+ * made by two configuration controllers that never met (a change that reached only a minority,
+ * all of which died, and another made meanwhile: refused where they meet, -ENOTUNIQ, and
+ * counted; docs/routing.md), a coordinator's death while it holds a grant (its components may have been
  * applied in part: the retry at the next coordinator writes the whole command again).
  */
 #ifndef COHORT_ROUTER_H
@@ -64,6 +66,10 @@ struct coh_route_io {
 	void (*done)(struct coh_route_io *rio, const struct coh_map_status *st);
 	void *arg;
 	void *priv; /* the router's */
+	/* Optional: the volume's id (route.h). When not all zero the command is on the volume
+	 * with this id, @volume only a hint, and a volume deleted by a table change gets -ENXIO
+	 * instead of another volume that took its index. */
+	uint8_t volume_id[COH_MAP_ID_BYTES];
 };
 
 struct coh_route_attr {
@@ -79,6 +85,11 @@ struct coh_route_attr {
 	uint32_t retries;	   /* routes again after a target's death; 0: 4 */
 	uint32_t coord_timeout_ms; /* a held command's bound; 0: 30 s */
 	uint32_t max_ops;	   /* router commands in flight, submitted and forwarded; 0: 256 */
+	/* Where this controller keeps the table (coh_map_save's two-slot file), or NULL (not
+	 * kept: a restart starts from @map again). At the start the newer of @map and the kept
+	 * table is used (the kept one must have @map's controllers, block size and groups), and
+	 * every table adopted later is kept there before it is used. */
+	const char *map_path;
 };
 
 /**
@@ -98,9 +109,31 @@ void coh_route_delete(struct coh_route **rp);
  */
 int coh_route_submit(struct coh_route *r, struct coh_route_io *rio);
 
+/**
+ * coh_route_map_change - make @next the cluster's table, online (any controller may ask; the
+ * configuration controller, the lowest live one, makes it): @next->version must be the current
+ * version + 1 and coh_map_compatible with the current table (coh_map_add, coh_map_grow and
+ * coh_map_remove make such a table). Commands already running finish under the table they
+ * started with; those after run under @next; a command forwarded across the switch is matched by
+ * its volume's id, and one whose volume or range the two tables do not share gets -ESTALE (the
+ * host tries again). Returns 0 once a majority of the controllers keep @next (each in its
+ * map_path before it uses it); -ESTALE (not the next version), -EINVAL (@next may not replace
+ * the table: @err says why), -EAGAIN (no majority up, or a controller has a newer table: ask
+ * again), -EBUSY (another change is running), -EREMOTE (the role moved meanwhile), -ETIMEDOUT
+ * or the forwarder's error; @err says what happened. Waits, bounded by a few forwarder
+ * timeouts: call it from a thread of the caller's, not from a completion.
+ */
+int coh_route_map_change(struct coh_route *r, const struct coh_map *next, char *err, size_t errlen);
+
+/** coh_route_map - a copy of this controller's current table. */
+int coh_route_map(struct coh_route *r, struct coh_map *out);
+
 /** Counters. */
 struct coh_route_stats {
 	uint64_t local, forwarded, components, rerouted, coord_held, executed_for_others;
+	uint64_t map_version;	/* the current table's */
+	uint64_t map_changes;	/* tables adopted since the start */
+	uint64_t map_conflicts; /* tables of this version that were not this one (refused) */
 };
 void coh_route_stats(struct coh_route *r, struct coh_route_stats *st);
 
