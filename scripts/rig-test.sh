@@ -8,7 +8,9 @@
 #   crash point, a full log, RAID-1 and k=2, and randomized trials, on rdma), the forced
 #   races of issue 12 (a paused member fenced by its lease, deaths inside the view change), and
 #   the cluster's whole life (issue 13: whole-cluster crashes and restarts, rolling shutdowns,
-#   restart and rejoin), the SCSI unit on a 3-node cluster, and the host path twice, on shm and on
+#   restart and rejoin), the SCSI unit on a 3-node cluster, the forwarder's and the router's
+#   tests (issue 16: a killed target's commands routed again once its view excludes it, the
+#   table changed online), and the host path twice, on shm and on
 #   rdma (scripts/rig-frontend.sh: three cohortd exporting one volume through TCMU and LIO,
 #   sg3_utils, fio across paths, controllers killed and restarted, dm-multipath, iSCSI, SIGHUP),
 #   routing across two groups on each provider (scripts/rig-route.sh: a virtual volume and a
@@ -55,6 +57,10 @@ if [ "${1:-}" = "--in-guest" ]; then
 		"$build/bin/lifecycle_test" --gtest_brief=1
 	suite "SCSI units on a cluster (rdma)" 300 "$build/bin/scsi_test" --gtest_brief=1 \
 		--gtest_filter='scsi_engine.*'
+	# Forwarding and the router's own tests (issue 16) on three controller processes over
+	# rdma: a cut connection is not a proven death there (the real-engine tests are shm's).
+	suite "forwarder (rdma)" 300 "$build/bin/fwd_test" --gtest_brief=1
+	suite "router (rdma)" 600 "$build/bin/router_test" --gtest_brief=1
 	# The host path (issue 15): three cohortd, LIO, TCMU, tcm_loop, sg3_utils, fio,
 	# dm-multipath, iSCSI; on each provider.
 	COHORT_FE_PROVIDER=shm COHORT_BUILD_DIR=$build suite "host path on shm (cohortd, TCMU, LIO, multipath)" 900 \

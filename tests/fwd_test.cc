@@ -457,6 +457,16 @@ int sc_late_status(conf_node *cn)
 			   (unsigned long long)st.timeouts, (unsigned long long)st.late);
 	} else {
 		CONF_CHECK(conf_recv(cn, 0, msg, &len, 20000) == 0, "told to go");
+		// On a slow fabric (rxe under TCG) the request or its data may come after the
+		// origin's timeout: wait for it (bounded), it is the late command either way.
+		for (int i = 0; i < 20000; i++) {
+			pthread_mutex_lock(&ex.mu);
+			bool got = !ex.held.empty();
+			pthread_mutex_unlock(&ex.mu);
+			if (got)
+				break;
+			usleep(1000); // polling the executor's list, bounded: 20 s
+		}
 		pthread_mutex_lock(&ex.mu);
 		ex.hold = false;
 		std::vector<coh_fwd_cmd *> held;

@@ -62,6 +62,9 @@ struct shared_state {
 	uint32_t caw_winner[64];
 	// the online table changes: the changes are made; I/O done meanwhile
 	std::atomic<uint32_t> changes_done, io_during;
+	// the stand-in groups' views: the controllers excluded (set by one about to be killed, as
+	// a view change excludes a dead node once it is fenced)
+	std::atomic<uint32_t> excluded;
 };
 shared_state *sh;
 
@@ -171,6 +174,12 @@ int stand_in_submit(void *arg, coh_io *io)
 	return 0;
 }
 
+// The stand-in groups' view: every controller but those excluded.
+uint32_t stand_in_view(void *, uint32_t)
+{
+	return 0x7u & ~sh->excluded.load();
+}
+
 int router_open(conf_node *cn, const layout &l, coh_route **r, const char *map_path = nullptr)
 {
 	coh_route_attr a = {};
@@ -182,6 +191,7 @@ int router_open(conf_node *cn, const layout &l, coh_route **r, const char *map_p
 	a.fwd.max_blocks = kMaxBlocks;
 	a.fwd.slots = 8;
 	a.map_path = map_path;
+	a.group_view = stand_in_view;
 	for (uint32_t g = 0; g < 2; g++) {
 		if (l.m.groups[g].amfs & (1u << cn->id)) {
 			a.group_submit[g] = stand_in_submit;
@@ -552,6 +562,8 @@ int sc_target_killed(conf_node *cn)
 		for (int i = 0; i < 20000 && sh->held < 4; i++)
 			usleep(1000); // polling a shared counter, bounded: 20 s
 		CONF_CHECK(sh->held >= 4, "holding %u", (unsigned)sh->held);
+		sh->excluded |= 1u
+				<< 2; // on rdma, what lets the survivors route the commands again
 		raise(SIGKILL);
 		return 1;
 	}

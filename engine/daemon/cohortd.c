@@ -356,18 +356,18 @@ static json_t *cd_map(struct cohortd *d)
 	fwd = coh_route_forwarder(d->router);
 	coh_fwd_stats(fwd, &fs);
 	return json_pack(
-	    "{s:b, s:I, s:I, s:I, s:s, s:I, s:I, s:o, s:o, s:{s:I, s:I, s:I, s:I, s:I, s:I}, "
+	    "{s:b, s:I, s:I, s:I, s:s, s:I, s:I, s:o, s:o, s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I}, "
 	    "s:{s:o, s:I, s:I, s:I}}",
 	    "ok", 1, "version", (json_int_t)m->version, "changes", (json_int_t)rs.map_changes,
 	    "conflicts", (json_int_t)rs.map_conflicts, "kept_in", d->map_path, "node",
 	    (json_int_t)d->conf->node, "block_size", (json_int_t)m->block_size, "groups", groups,
 	    "volumes", vols, "routing", "local", (json_int_t)rs.local, "forwarded",
 	    (json_int_t)rs.forwarded, "components", (json_int_t)rs.components, "rerouted",
-	    (json_int_t)rs.rerouted, "coord_held", (json_int_t)rs.coord_held, "executed_for_others",
-	    (json_int_t)rs.executed_for_others, "forwarder", "connected",
-	    cd_nodes_json(coh_fwd_up(fwd) & ~(1u << d->conf->node)), "peer_downs",
-	    (json_int_t)fs.peer_downs, "reconnects", (json_int_t)fs.reconnects, "timeouts",
-	    (json_int_t)fs.timeouts);
+	    (json_int_t)rs.rerouted, "waited_views", (json_int_t)rs.waited_views, "coord_held",
+	    (json_int_t)rs.coord_held, "executed_for_others", (json_int_t)rs.executed_for_others,
+	    "forwarder", "connected", cd_nodes_json(coh_fwd_up(fwd) & ~(1u << d->conf->node)),
+	    "peer_downs", (json_int_t)fs.peer_downs, "reconnects", (json_int_t)fs.reconnects,
+	    "timeouts", (json_int_t)fs.timeouts);
 }
 
 /* cd_map_edit - the next table: @op ("add", "grow", "remove") of the request @req on @m. */
@@ -858,6 +858,18 @@ static int cd_close_engines(struct cohortd *d)
 	return first;
 }
 
+/* cd_group_view - the router's group_view: group @g's members as this node's engine of it has
+ * them (every node is a member of every group's cluster). */
+static uint32_t cd_group_view(void *arg, uint32_t g)
+{
+	struct cohortd *d = arg;
+	struct coh_node_stats st;
+
+	if (g >= d->ngroups || coh_node_stats(d->gnode[g], &st))
+		return UINT32_MAX; /* unknown: nobody counts as excluded */
+	return st.members;
+}
+
 /* cd_open_router - a routed config: every group's fabric and engine, then the router. */
 static int cd_open_router(struct cohortd *d)
 {
@@ -897,6 +909,10 @@ static int cd_open_router(struct cohortd *d)
 	 * config's volumes are only its first version). */
 	snprintf(d->map_path, sizeof(d->map_path), "%s/routing-node%u.map", c->log_dir, c->node);
 	ra.map_path = d->map_path;
+	/* rdma cannot prove a death: a component cut off from its target is routed again once
+	 * the group's view has excluded the target (fenced, its log taken over). */
+	ra.group_view = cd_group_view;
+	ra.view_arg = d;
 	ret = coh_route_new(&ra, &d->router);
 	if (ret) {
 		daemon_log("route", "cannot start the router (%s): %s", d->map_path,

@@ -758,6 +758,8 @@ static void *fwd_main(void *arg)
 		if (now - last >= FWD_POLL_MS * 1000000ull) {
 			fwd_deadlines(f, now);
 			last = now;
+			if (f->a.tick)
+				f->a.tick(f->a.exec_arg);
 		}
 		if (now >= f->next_try_ns) {
 			fwd_reconnect(f);

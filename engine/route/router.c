@@ -30,6 +30,7 @@
 #define ROUTE_DEFAULT_RETRIES 4u
 #define ROUTE_DEFAULT_COORD_MS 30000u
 #define ROUTE_DEFAULT_MAX_OPS 256u
+#define ROUTE_DEFAULT_REROUTE_WAIT_MS 8000u
 
 enum route_state {
 	ROUTE_FORWARDED = 1,
@@ -53,7 +54,11 @@ struct route_sub {
 	uint32_t done, miscompare; /* a compare-and-write's -EILSEQ: the first byte that differs */
 	struct coh_io io;
 	struct coh_fwd_cmd fc;
-	struct route_sub *next; /* in @pending */
+	/* waiting for the group's view to exclude @gone (rdma: a broken connection), until
+	 * @gone_deadline_ns */
+	uint32_t gone;
+	uint64_t gone_deadline_ns;
+	struct route_sub *next; /* in @pending or @parked */
 };
 
 /* A version of the mapping table. An operation holds the one it started under to its end (a
@@ -97,8 +102,9 @@ struct coh_route {
 				      * controller */
 	uint32_t inside;	     /* engine threads in a completion of ours (route_enter) */
 	struct route_sub *pending;
-	uint32_t running; /* components out on an engine or the forwarder */
-	uint32_t ops;	  /* commands in flight */
+	struct route_sub *parked; /* waiting for a view to exclude their target */
+	uint32_t running;	  /* components out on an engine or the forwarder */
+	uint32_t ops;		  /* commands in flight */
 	bool stopping;
 	struct coh_route_stats st;
 };
@@ -330,6 +336,17 @@ static void route_sub_fwd_done(struct coh_fwd_cmd *fc, int status, uint32_t done
 		s->tries++;
 		route_count(r, &r->st.rerouted);
 		route_sub_run(s);
+	} else if (status == -ECONNABORTED && !s->whole && r->a.group_view &&
+		   s->tries < r->a.retries) {
+		/* Cut off, not proven dead: it may yet execute this. Routed again only once the
+		 * group's view has excluded it (route_tick). */
+		s->gone = fc->peer;
+		s->gone_deadline_ns = route_now_ns() + (uint64_t)r->a.reroute_wait_ms * 1000000ull;
+		pthread_mutex_lock(&r->lock);
+		s->next = r->parked;
+		r->parked = s;
+		r->st.waited_views++;
+		pthread_mutex_unlock(&r->lock);
 	} else {
 		/* A compare-and-write's miscompare comes with its offset as the count. */
 		s->miscompare = status == -EILSEQ && fc->op == COH_FWD_CAW ? done : 0;
@@ -625,6 +642,43 @@ static void route_start(struct route_op *op)
 		return;
 	}
 	route_op_run(op);
+}
+
+/* route_tick - the forwarder's tick: components waiting for their group's view to exclude the
+ * target they were cut off from are routed again once it has, or fail past their bound. */
+static void route_tick(void *arg)
+{
+	struct coh_route *r = arg;
+	struct route_sub *s, *list, *keep = NULL;
+	uint64_t now = route_now_ns();
+
+	pthread_mutex_lock(&r->lock);
+	list = r->parked;
+	r->parked = NULL;
+	pthread_mutex_unlock(&r->lock);
+	while ((s = list)) {
+		list = s->next;
+		if (!(r->a.group_view(r->a.view_arg, s->group) & (1u << s->gone))) {
+			/* Excluded: fenced, its log in the survivors' hands. */
+			s->tries++;
+			route_count(r, &r->st.rerouted);
+			route_sub_run(s);
+		} else if (now >= s->gone_deadline_ns) {
+			route_sub_finish(s, -ECONNABORTED, 0);
+		} else {
+			s->next = keep;
+			keep = s;
+		}
+	}
+	if (!keep)
+		return;
+	pthread_mutex_lock(&r->lock);
+	while ((s = keep)) {
+		keep = s->next;
+		s->next = r->parked;
+		r->parked = s;
+	}
+	pthread_mutex_unlock(&r->lock);
 }
 
 /* route_id_zero - no id given (the caller names the volume by its index alone). */
@@ -1343,6 +1397,8 @@ int coh_route_new(const struct coh_route_attr *attr, struct coh_route **rp)
 		r->a.coord_timeout_ms = ROUTE_DEFAULT_COORD_MS;
 	if (!r->a.max_ops)
 		r->a.max_ops = ROUTE_DEFAULT_MAX_OPS;
+	if (!r->a.reroute_wait_ms)
+		r->a.reroute_wait_ms = ROUTE_DEFAULT_REROUTE_WAIT_MS;
 	pthread_mutex_init(&r->save_lock, NULL);
 	pthread_mutex_init(&r->lock, NULL);
 	pthread_cond_init(&r->cond, NULL);
@@ -1360,6 +1416,7 @@ int coh_route_new(const struct coh_route_attr *attr, struct coh_route **rp)
 	fa.block_size = m.block_size;
 	fa.execute = route_execute;
 	fa.peer_up = route_peer_up;
+	fa.tick = r->a.group_view ? route_tick : NULL;
 	fa.exec_arg = r;
 	r->max_blocks = fa.max_blocks ? fa.max_blocks : COH_FWD_DEFAULT_MAX_BLOCKS;
 	r->fwd_timeout_ms = fa.timeout_ms ? fa.timeout_ms : 4 * COH_FABRIC_DEFAULT_TIMEOUT_MS;
@@ -1385,6 +1442,7 @@ err_free:
 
 void coh_route_delete(struct coh_route **rp)
 {
+	struct route_sub *s, *parked;
 	struct coh_route *r;
 	struct timespec until;
 	uint32_t inside;
@@ -1399,6 +1457,15 @@ void coh_route_delete(struct coh_route **rp)
 	/* A change this controller runs ends with the forwarder: its steps' commands fail with
 	 * -ESHUTDOWN and it ends with them. */
 	coh_fwd_delete(&r->fwd);
+	/* Components that waited for a view: no tick will come again. */
+	pthread_mutex_lock(&r->lock);
+	parked = r->parked;
+	r->parked = NULL;
+	pthread_mutex_unlock(&r->lock);
+	while ((s = parked)) {
+		parked = s->next;
+		route_sub_finish(s, -ESHUTDOWN, 0);
+	}
 	/* An engine thread may still be in the tail of the completion that told the caller its
 	 * last command was done. Bounded; past it the router is left allocated rather than freed
 	 * under that thread. */

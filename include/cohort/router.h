@@ -17,7 +17,10 @@
  *   AMF, or the next coordinator), a bounded number of times. The new target's engine waits for
  *   the takeover of the dead one before it serves the blocks, so a retried write lands after
  *   whatever of the dead one's log the takeover replays. A broken connection the fabric cannot
- *   prove a death (rdma) fails the command instead (forward.h: -ECONNABORTED).
+ *   prove a death (rdma, forward.h: -ECONNABORTED) fails the command, unless the caller gives
+ *   the groups' views (group_view): then a component waits, bounded, until its group's view
+ *   excludes the target, and is routed again. A whole command sent to a virtual volume's
+ *   coordinator still fails then (its components may be in flight elsewhere).
  *
  * Consumer tier. Threads: coh_route_submit from any thread; completions run on an engine's or
  * the forwarder's thread. The group engines are given as submit functions (coh_node_submit on a
@@ -90,6 +93,15 @@ struct coh_route_attr {
 	 * table is used (the kept one must have @map's controllers, block size and groups), and
 	 * every table adopted later is kept there before it is used. */
 	const char *map_path;
+	/* Optional: group @g's current view on this controller (its members, a mask: the group
+	 * engine's coh_node_stats members), with @view_arg. With it, a component command whose
+	 * target's connection broke without proof of its death (-ECONNABORTED: rdma) waits until
+	 * the group's view no longer has the target (excluded, so fenced, and its log taken over:
+	 * what it did is in the survivors' hands), then is routed again, like a proven death's;
+	 * past @reroute_wait_ms it fails with -ECONNABORTED as without it. */
+	uint32_t (*group_view)(void *view_arg, uint32_t g);
+	void *view_arg;
+	uint32_t reroute_wait_ms; /* 0: 8 s (below a host's command timeout) */
 };
 
 /**
@@ -134,6 +146,7 @@ struct coh_route_stats {
 	uint64_t map_version;	/* the current table's */
 	uint64_t map_changes;	/* tables adopted since the start */
 	uint64_t map_conflicts; /* tables of this version that were not this one (refused) */
+	uint64_t waited_views;	/* components that waited for a view to exclude their target */
 };
 void coh_route_stats(struct coh_route *r, struct coh_route_stats *st);
 
