@@ -858,6 +858,75 @@ TEST(router, the_table_changes_online_survives_restarts_and_its_controller)
 	std::filesystem::remove_all(map_dir, ec);
 }
 
+// The coordinator of virtual volumes (controller 0) keeps the components it runs on its own
+// engine of ga and is killed holding them: controller 2's writes to vs, sent whole to it, are
+// sent whole again to controller 1, the next coordinator, and each completes once with
+// success; the data reads back through controllers 1 and 2. On shm the death is proven; on
+// rdma the commands wait until every group's view has excluded controller 0.
+int sc_coordinator_killed(conf_node *cn)
+{
+	layout l = make_layout();
+	coh_route *r = nullptr;
+	rcmd w[2], rd[2];
+
+	if (cn->id == 2)
+		__atomic_store_n(&sh->hold_node, 0u, __ATOMIC_RELEASE);
+	CONF_CHECK(router_open(cn, l, &r) == 0, "router");
+	CONF_CHECK(conf_barrier(cn) == 0, "barrier: every router up");
+	if (cn->id == 0) {
+		for (int i = 0; i < 20000 && sh->held < 2; i++)
+			usleep(1000); // polling a shared counter, bounded: 20 s
+		CONF_CHECK(sh->held >= 2, "holding %u", (unsigned)sh->held);
+		sh->excluded |= 1u << 0; // as both groups' view changes would, once it is fenced
+		raise(SIGKILL);
+		return 1;
+	}
+	if (cn->id == 2) {
+		for (int i = 0; i < 2; i++) {
+			rcmd_prepare(w[i], COH_IO_WRITE, l.vs, i * 32, 16); // a chunk on each group
+			for (uint32_t b = 0; b < 16; b++)
+				stamp(w[i].buf.data() + b * kBs, 0xc00d000u + i * 64 + b);
+			CONF_CHECK(coh_route_submit(r, &w[i].rio) == 0, "write %d", i);
+		}
+		CONF_CHECK(wait_completed(2, 60000), "writes complete");
+		for (int i = 0; i < 2; i++)
+			CONF_CHECK(w[i].calls == 1 && w[i].st.status == 0, "write %d: %d calls, %d",
+				   i, w[i].calls.load(), w[i].st.status);
+		struct coh_route_stats st;
+		coh_route_stats(r, &st);
+		CONF_CHECK(st.rerouted >= 2, "rerouted %llu", (unsigned long long)st.rerouted);
+	}
+	uint8_t token = 1;
+	uint32_t other = 3 - cn->id;
+	CONF_CHECK(conf_send(cn, other, &token, 1) == 0, "tell the other survivor");
+	CONF_CHECK(conf_recv(cn, other, &token, NULL, 60000) == 0, "hear from it");
+	// Read back through both survivors (1 is the coordinator now).
+	for (int i = 0; i < 2; i++) {
+		uint32_t base = completed_now();
+
+		rcmd_prepare(rd[i], COH_IO_READ, l.vs, i * 32, 16);
+		CONF_CHECK(coh_route_submit(r, &rd[i].rio) == 0, "read %d", i);
+		CONF_CHECK(wait_completed(base + 1, 30000) && rd[i].st.status == 0, "read %d: %d",
+			   i, rd[i].st.status);
+		for (uint32_t b = 0; b < 16; b++) {
+			uint64_t v;
+
+			CONF_CHECK(stamp_of(rd[i].buf.data() + b * kBs, &v) &&
+				       v == 0xc00d000u + i * 64 + b,
+				   "vs block %u", i * 32 + b);
+		}
+	}
+	CONF_CHECK(conf_send(cn, other, &token, 1) == 0, "tell the other survivor again");
+	CONF_CHECK(conf_recv(cn, other, &token, NULL, 60000) == 0, "hear from it again");
+	coh_route_delete(&r);
+	_exit(0); // the harness's goodbye needs controller 0
+}
+
+TEST(router, the_coordinator_killed_mid_command_its_commands_go_whole_to_the_next)
+{
+	EXPECT_EQ(0, conf_run("router_coord_killed", 3, sc_coordinator_killed, 1u << 0, kTimeout));
+}
+
 // Real engines: each group is a Cohort cluster (a coh_node on every controller, RAID-5 over
 // three element files, one log copy), and the router gives each controller's engine of a group
 // it is an AMF of. Every controller is a member of both clusters (a majority of three survives

@@ -356,18 +356,19 @@ static json_t *cd_map(struct cohortd *d)
 	fwd = coh_route_forwarder(d->router);
 	coh_fwd_stats(fwd, &fs);
 	return json_pack(
-	    "{s:b, s:I, s:I, s:I, s:s, s:I, s:I, s:o, s:o, s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I}, "
+	    "{s:b, s:I, s:I, s:I, s:s, s:I, s:I, s:o, s:o, s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}, "
 	    "s:{s:o, s:I, s:I, s:I}}",
 	    "ok", 1, "version", (json_int_t)m->version, "changes", (json_int_t)rs.map_changes,
 	    "conflicts", (json_int_t)rs.map_conflicts, "kept_in", d->map_path, "node",
 	    (json_int_t)d->conf->node, "block_size", (json_int_t)m->block_size, "groups", groups,
 	    "volumes", vols, "routing", "local", (json_int_t)rs.local, "forwarded",
 	    (json_int_t)rs.forwarded, "components", (json_int_t)rs.components, "rerouted",
-	    (json_int_t)rs.rerouted, "waited_views", (json_int_t)rs.waited_views, "coord_held",
-	    (json_int_t)rs.coord_held, "executed_for_others", (json_int_t)rs.executed_for_others,
-	    "forwarder", "connected", cd_nodes_json(coh_fwd_up(fwd) & ~(1u << d->conf->node)),
-	    "peer_downs", (json_int_t)fs.peer_downs, "reconnects", (json_int_t)fs.reconnects,
-	    "timeouts", (json_int_t)fs.timeouts);
+	    (json_int_t)rs.rerouted, "waited_views", (json_int_t)rs.waited_views, "refused_fenced",
+	    (json_int_t)rs.refused_fenced, "coord_held", (json_int_t)rs.coord_held,
+	    "executed_for_others", (json_int_t)rs.executed_for_others, "forwarder", "connected",
+	    cd_nodes_json(coh_fwd_up(fwd) & ~(1u << d->conf->node)), "peer_downs",
+	    (json_int_t)fs.peer_downs, "reconnects", (json_int_t)fs.reconnects, "timeouts",
+	    (json_int_t)fs.timeouts);
 }
 
 /* cd_map_edit - the next table: @op ("add", "grow", "remove") of the request @req on @m. */

@@ -336,10 +336,9 @@ static void route_sub_fwd_done(struct coh_fwd_cmd *fc, int status, uint32_t done
 		s->tries++;
 		route_count(r, &r->st.rerouted);
 		route_sub_run(s);
-	} else if (status == -ECONNABORTED && !s->whole && r->a.group_view &&
-		   s->tries < r->a.retries) {
+	} else if (status == -ECONNABORTED && r->a.group_view && s->tries < r->a.retries) {
 		/* Cut off, not proven dead: it may yet execute this. Routed again only once the
-		 * group's view has excluded it (route_tick). */
+		 * group's view (a coordinator: every group's) has excluded it (route_tick). */
 		s->gone = fc->peer;
 		s->gone_deadline_ns = route_now_ns() + (uint64_t)r->a.reroute_wait_ms * 1000000ull;
 		pthread_mutex_lock(&r->lock);
@@ -644,6 +643,43 @@ static void route_start(struct route_op *op)
 	route_op_run(op);
 }
 
+/* route_excluded - whether @s's target (@s->gone) is out of the view of its group, or, sent
+ * whole to a coordinator, of every group: fenced there, and refused by every AMF from now on
+ * (route_origin_ok), so nothing it still has can land after the retry. */
+static bool route_excluded(struct coh_route *r, const struct route_sub *s)
+{
+	const struct coh_map *m = &s->op->tab->map;
+	uint32_t g;
+
+	if (!s->whole)
+		return !(r->a.group_view(r->a.view_arg, s->group) & (1u << s->gone));
+	for (g = 0; g < m->ngroups; g++)
+		if (r->a.group_view(r->a.view_arg, g) & (1u << s->gone))
+			return false;
+	return true;
+}
+
+/* route_origin_ok - a command from @origin on volume @v may run here: with the groups' views,
+ * only while @origin is in the view of every group it touches (an excluded controller is
+ * fenced: a component it sends late, of a command whose retry went elsewhere, must not land
+ * after that retry). */
+static bool route_origin_ok(struct coh_route *r, const struct coh_map *m, uint32_t v,
+			    uint32_t origin)
+{
+	const struct coh_map_volume *vo = &m->volumes[v];
+	uint32_t c;
+
+	if (!r->a.group_view)
+		return true;
+	if (vo->kind == COH_MAP_LOGICAL)
+		return r->a.group_view(r->a.view_arg, vo->group) & (1u << origin);
+	for (c = 0; c < vo->ncomp; c++)
+		if (!(r->a.group_view(r->a.view_arg, m->volumes[vo->comp[c]].group) &
+		      (1u << origin)))
+			return false;
+	return true;
+}
+
 /* route_tick - the forwarder's tick: components waiting for their group's view to exclude the
  * target they were cut off from are routed again once it has, or fail past their bound. */
 static void route_tick(void *arg)
@@ -658,7 +694,7 @@ static void route_tick(void *arg)
 	pthread_mutex_unlock(&r->lock);
 	while ((s = list)) {
 		list = s->next;
-		if (!(r->a.group_view(r->a.view_arg, s->group) & (1u << s->gone))) {
+		if (route_excluded(r, s)) {
 			/* Excluded: fenced, its log in the survivors' hands. */
 			s->tries++;
 			route_count(r, &r->st.rerouted);
@@ -1252,6 +1288,11 @@ static void route_execute(void *arg, struct coh_fwd_cmd *cmd)
 	    (coh_map_target(m, (uint32_t)idx, r->me, 1u << r->me, COH_MAP_NO_NODE, &t) ||
 	     t != r->me))
 		ret = -EHOSTUNREACH;
+	/* An origin the groups have excluded is fenced: -EACCES (its host goes elsewhere). */
+	if (!ret && !route_origin_ok(r, m, (uint32_t)idx, cmd->origin)) {
+		ret = -EACCES;
+		route_count(r, &r->st.refused_fenced);
+	}
 	if (ret) {
 		route_op_abandon(op);
 		coh_fwd_complete(cmd, ret, 0);

@@ -18,9 +18,9 @@
  *   the takeover of the dead one before it serves the blocks, so a retried write lands after
  *   whatever of the dead one's log the takeover replays. A broken connection the fabric cannot
  *   prove a death (rdma, forward.h: -ECONNABORTED) fails the command, unless the caller gives
- *   the groups' views (group_view): then a component waits, bounded, until its group's view
- *   excludes the target, and is routed again. A whole command sent to a virtual volume's
- *   coordinator still fails then (its components may be in flight elsewhere).
+ *   the groups' views (group_view): then it waits, bounded, until the target's group's view
+ *   (a coordinator: every group's) excludes it, and is routed again; and every controller
+ *   refuses commands from a controller a group has excluded.
  *
  * Consumer tier. Threads: coh_route_submit from any thread; completions run on an engine's or
  * the forwarder's thread. The group engines are given as submit functions (coh_node_submit on a
@@ -94,11 +94,14 @@ struct coh_route_attr {
 	 * every table adopted later is kept there before it is used. */
 	const char *map_path;
 	/* Optional: group @g's current view on this controller (its members, a mask: the group
-	 * engine's coh_node_stats members), with @view_arg. With it, a component command whose
-	 * target's connection broke without proof of its death (-ECONNABORTED: rdma) waits until
-	 * the group's view no longer has the target (excluded, so fenced, and its log taken over:
-	 * what it did is in the survivors' hands), then is routed again, like a proven death's;
-	 * past @reroute_wait_ms it fails with -ECONNABORTED as without it. */
+	 * engine's coh_node_stats members), with @view_arg; every controller must be a member of
+	 * every group's cluster (as cohortd runs them). With it, a command whose target's
+	 * connection broke without proof of its death (-ECONNABORTED: rdma) waits until the
+	 * group's view no longer has the target (a coordinator: every group's; excluded, so
+	 * fenced, and its log taken over: what it did is in the survivors' hands), then is routed
+	 * again, like a proven death's; past @reroute_wait_ms it fails with -ECONNABORTED as
+	 * without it. And a command from a controller that a group it touches has excluded is
+	 * refused (-EACCES), so nothing the excluded one sends late lands after a retry. */
 	uint32_t (*group_view)(void *view_arg, uint32_t g);
 	void *view_arg;
 	uint32_t reroute_wait_ms; /* 0: 8 s (below a host's command timeout) */
@@ -143,10 +146,11 @@ int coh_route_map(struct coh_route *r, struct coh_map *out);
 /** Counters. */
 struct coh_route_stats {
 	uint64_t local, forwarded, components, rerouted, coord_held, executed_for_others;
-	uint64_t map_version;	/* the current table's */
-	uint64_t map_changes;	/* tables adopted since the start */
-	uint64_t map_conflicts; /* tables of this version that were not this one (refused) */
-	uint64_t waited_views;	/* components that waited for a view to exclude their target */
+	uint64_t map_version;	 /* the current table's */
+	uint64_t map_changes;	 /* tables adopted since the start */
+	uint64_t map_conflicts;	 /* tables of this version that were not this one (refused) */
+	uint64_t waited_views;	 /* components that waited for a view to exclude their target */
+	uint64_t refused_fenced; /* commands refused: their origin out of a group's view */
 };
 void coh_route_stats(struct coh_route *r, struct coh_route_stats *st);
 
