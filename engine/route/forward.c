@@ -105,6 +105,7 @@ struct coh_fwd {
 	int start_ret;
 	uint32_t up;	      /* peers whose connection is up */
 	uint32_t fresh;	      /* of those, the ones peer_up is still owed for */
+	uint32_t gone;	      /* peers whose connection broke, peer_down owed */
 	struct fwd_oslot *os; /* [peer * slots + slot] */
 	struct fwd_tslot *ts; /* [origin * slots + slot] */
 	struct coh_fwd_cmd *submitted, **submitted_tail;
@@ -266,6 +267,7 @@ static void fwd_peer_down(struct coh_fwd *f, uint32_t peer)
 		return;
 	}
 	f->up &= ~(1u << peer);
+	f->gone |= 1u << peer;
 	f->st.peer_downs++;
 	for (s = 0; s < f->a.slots; s++) {
 		struct fwd_oslot *o = &f->os[peer * f->a.slots + s];
@@ -709,7 +711,7 @@ static void *fwd_main(void *arg)
 	struct coh_fwd_cmd *sub, *cmd;
 	struct fwd_tslot *ans, *t;
 	uint64_t now, last = 0;
-	uint32_t fresh;
+	uint32_t fresh, gone;
 	int n, i, ret;
 
 	ret = fwd_connect(f);
@@ -737,7 +739,15 @@ static void *fwd_main(void *arg)
 		f->answers = NULL;
 		fresh = f->fresh & f->up;
 		f->fresh = 0;
+		gone = f->gone;
+		f->gone = 0;
 		pthread_mutex_unlock(&f->lock);
+		while (gone && f->a.peer_down) {
+			uint32_t p = (uint32_t)__builtin_ctz(gone);
+
+			gone &= gone - 1;
+			f->a.peer_down(f->a.exec_arg, p);
+		}
 		/* After the hello, which the peer reads first on this connection: whatever the
 		 * callback sends reaches a peer that has this controller's region. */
 		while (fresh && f->a.peer_up) {

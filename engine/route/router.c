@@ -25,6 +25,7 @@
 #include <time.h>
 
 #include "cohort/log.h"
+#include "cohort/route_hooks.h"
 #include "cohort/router.h"
 
 #define ROUTE_DEFAULT_RETRIES 4u
@@ -94,13 +95,14 @@ struct coh_route {
 	uint32_t me, max_blocks, fwd_timeout_ms;
 	struct coh_fwd *fwd;
 	struct coh_coord *coord;
-	pthread_mutex_t save_lock;   /* the table file, and the switch that follows a save */
-	pthread_mutex_t lock;	     /* everything below */
-	pthread_cond_t cond;	     /* @inside went to 0 while stopping; the table changed */
-	struct route_table *tab;     /* the current table */
-	struct route_change *change; /* the change this controller runs, as the configuration
+	pthread_mutex_t save_lock;    /* the table file, and the switch that follows a save */
+	pthread_mutex_t lock;	      /* everything below */
+	pthread_cond_t cond;	      /* @inside went to 0 while stopping; the table changed */
+	struct route_table *tab;      /* the current table */
+	struct route_change *change;  /* the change this controller runs, as the configuration
 				      * controller */
-	uint32_t inside;	     /* engine threads in a completion of ours (route_enter) */
+	struct coh_route_hooks hooks; /* set before any change (route_hooks.h) */
+	uint32_t inside;	      /* engine threads in a completion of ours (route_enter) */
 	struct route_sub *pending;
 	struct route_sub *parked; /* waiting for a view to exclude their target */
 	uint32_t running;	  /* components out on an engine or the forwarder */
@@ -925,6 +927,12 @@ static int route_map_adopt(struct coh_route *r, const struct coh_map *next, uint
 
 static void route_change_sent(struct route_change *ch, int status);
 
+/* route_point - a named step of a change (route_hooks.h). */
+static int route_point(struct coh_route *r, uint32_t point, uint64_t detail)
+{
+	return r->hooks.point ? r->hooks.point(r->hooks.arg, point, detail) : 0;
+}
+
 static void route_msg_done(struct coh_fwd_cmd *fc, int status, uint32_t done)
 {
 	struct route_msg *msg = fc->arg;
@@ -932,6 +940,8 @@ static void route_msg_done(struct coh_fwd_cmd *fc, int status, uint32_t done)
 
 	(void)done;
 	if (msg->ch) {
+		route_point(msg->r, COH_ROUTE_POINT_CHANGE_ANSWER,
+			    (uint64_t)msg->ch->state << 32 | fc->peer);
 		route_change_sent(msg->ch, status);
 	} else if (msg->w) {
 		snprintf(err, sizeof(err), "the configuration controller (node %u): %s", fc->peer,
@@ -1025,6 +1035,7 @@ static void route_change_next(struct route_change *ch)
 		route_change_end(ch, -EAGAIN, "no controller took the table: not made");
 		return;
 	}
+	route_point(r, COH_ROUTE_POINT_CHANGE_ADOPT, ch->next.version);
 	ret = route_map_adopt(r, &ch->next, r->me);
 	if (ret) {
 		snprintf(err, sizeof(err), "not kept here: %s", coh_strerror(ret));
@@ -1066,7 +1077,9 @@ static void route_change_step(struct route_change *ch)
 		if (!(up & (1u << p)))
 			continue;
 		atomic_fetch_add(&ch->outstanding, 1);
-		if (route_send_map(r, p, cur ? &cur->map : &ch->next, ROUTE_MAP_OFFER, ch, NULL))
+		if (route_point(r, COH_ROUTE_POINT_CHANGE_SEND, (uint64_t)ch->state << 32 | p) ==
+			COH_ROUTE_DROP ||
+		    route_send_map(r, p, cur ? &cur->map : &ch->next, ROUTE_MAP_OFFER, ch, NULL))
 			atomic_fetch_sub(&ch->outstanding, 1);
 	}
 	route_tab_put(cur);
@@ -1177,6 +1190,34 @@ static void route_peer_up(void *arg, uint32_t peer)
 
 	route_send_map(r, peer, &cur->map, ROUTE_MAP_OFFER, NULL, NULL);
 	route_tab_put(cur);
+}
+
+/* route_peer_down - a connection broke: offer this controller's table to every other live
+ * controller. A configuration controller that died in the middle of a change may have left
+ * some with the new version and some without: this is what makes them one again. */
+static void route_peer_down(void *arg, uint32_t peer)
+{
+	struct coh_route *r = arg;
+	uint32_t up = coh_fwd_up(r->fwd) & ~(1u << r->me), p;
+	struct route_table *cur = route_tab_get(r);
+
+	(void)peer;
+	for (p = 0; p < r->first.nodes; p++)
+		if (up & (1u << p))
+			route_send_map(r, p, &cur->map, ROUTE_MAP_OFFER, NULL, NULL);
+	route_tab_put(cur);
+}
+
+int coh_route_set_hooks(struct coh_route *r, const struct coh_route_hooks *h)
+{
+	if (!r || (h && (h->hooks_size < offsetof(struct coh_route_hooks, arg) + sizeof(void *) ||
+			 !h->point)))
+		return -EINVAL;
+	memset(&r->hooks, 0, sizeof(r->hooks));
+	if (h)
+		memcpy(&r->hooks, h,
+		       h->hooks_size < sizeof(r->hooks) ? h->hooks_size : sizeof(r->hooks));
+	return 0;
 }
 
 int coh_route_map_change(struct coh_route *r, const struct coh_map *next, char *err, size_t errlen)
@@ -1457,6 +1498,7 @@ int coh_route_new(const struct coh_route_attr *attr, struct coh_route **rp)
 	fa.block_size = m.block_size;
 	fa.execute = route_execute;
 	fa.peer_up = route_peer_up;
+	fa.peer_down = route_peer_down;
 	fa.tick = r->a.group_view ? route_tick : NULL;
 	fa.exec_arg = r;
 	r->max_blocks = fa.max_blocks ? fa.max_blocks : COH_FWD_DEFAULT_MAX_BLOCKS;
@@ -1485,6 +1527,7 @@ void coh_route_delete(struct coh_route **rp)
 {
 	struct route_sub *s, *parked;
 	struct coh_route *r;
+	struct coh_fwd *fwd;
 	struct timespec until;
 	uint32_t inside;
 
@@ -1497,7 +1540,10 @@ void coh_route_delete(struct coh_route **rp)
 	pthread_mutex_unlock(&r->lock);
 	/* A change this controller runs ends with the forwarder: its steps' commands fail with
 	 * -ESHUTDOWN and it ends with them. */
-	coh_fwd_delete(&r->fwd);
+	/* Its thread reads @fwd until it is joined (its callbacks submit): cleared only after. */
+	fwd = r->fwd;
+	coh_fwd_delete(&fwd);
+	r->fwd = NULL;
 	/* Components that waited for a view: no tick will come again. */
 	pthread_mutex_lock(&r->lock);
 	parked = r->parked;

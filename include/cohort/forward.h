@@ -108,6 +108,9 @@ struct coh_fwd_attr {
 	/* Optional: a connection to @peer came up (at the start, or the peer came back), on the
 	 * forwarder's thread, with @exec_arg; it may submit to @peer. */
 	void (*peer_up)(void *arg, uint32_t peer);
+	/* Optional: the connection to @peer broke (its commands have been failed), on the
+	 * forwarder's thread, with @exec_arg; it may submit to the others. */
+	void (*peer_down)(void *arg, uint32_t peer);
 	/* Optional: called on the forwarder's thread at least every 20 ms or so, with @exec_arg
 	 * (a caller's bounded waits, without a thread of its own); it may submit. */
 	void (*tick)(void *arg);

@@ -1,0 +1,51 @@
+/*
+ * route_hooks.h - the engine tier of the router (router.h is the consumer's): hooks through
+ * which tests watch a table change's named steps and stop the configuration controller at one
+ * (kill it there). A front end or an application never needs this header.
+ */
+#ifndef COHORT_ROUTE_HOOKS_H
+#define COHORT_ROUTE_HOOKS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cohort/router.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The points of a table change (struct route_change in router.c), at the configuration
+ * controller, on whatever thread runs that step (the caller's or the forwarder's). */
+enum coh_route_point {
+	/* a step's offer is about to go to a peer: @detail is the step (1 SYNC, 2 PUSH) << 32 |
+	 * the peer. Returning COH_ROUTE_DROP loses it (as a death part-way through would). */
+	COH_ROUTE_POINT_CHANGE_SEND = 1,
+	/* every peer answered PUSH; this controller is about to keep the new table: @detail is
+	 * its version */
+	COH_ROUTE_POINT_CHANGE_ADOPT = 2,
+	/* a peer answered a step's offer (before it is counted): @detail as for SEND */
+	COH_ROUTE_POINT_CHANGE_ANSWER = 3,
+};
+
+#define COH_ROUTE_DROP 1
+
+/**
+ * struct coh_route_hooks - @hooks_size: sizeof as the caller was built with (it can grow);
+ * @point: called at every point with its detail; it may block or kill the process. Returns 0,
+ * or COH_ROUTE_DROP at COH_ROUTE_POINT_CHANGE_SEND.
+ */
+struct coh_route_hooks {
+	size_t hooks_size;
+	int (*point)(void *arg, uint32_t point, uint64_t detail);
+	void *arg;
+};
+
+/** coh_route_set_hooks - install @h (copied; NULL removes them), before any change. */
+int coh_route_set_hooks(struct coh_route *r, const struct coh_route_hooks *h);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* COHORT_ROUTE_HOOKS_H */
