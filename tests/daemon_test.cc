@@ -1123,6 +1123,23 @@ static json_t *volume_of(json_t *map, const char *name)
 	return nullptr;
 }
 
+// expect_tables - every node's table is @first's version with its volumes.
+static void expect_tables(struct dc_cluster *c, json_t *first)
+{
+	for (uint32_t i = 0; i < 3; i++) {
+		json_t *m = map_of(c, i);
+
+		ASSERT_NE(m, nullptr) << "node " << i;
+		EXPECT_EQ(json_integer_value(json_object_get(m, "version")),
+			  json_integer_value(json_object_get(first, "version")))
+		    << "node " << i;
+		EXPECT_TRUE(
+		    json_equal(json_object_get(m, "volumes"), json_object_get(first, "volumes")))
+		    << "node " << i;
+		json_decref(m);
+	}
+}
+
 // wait_version - until `cohortctl --json map` of @node says @version (bounded: 60 s).
 static bool wait_version(struct dc_cluster *c, uint32_t node, json_int_t version)
 {
@@ -1175,16 +1192,7 @@ TEST(daemon, routed__the_table_changes_online_and_is_kept)
 	EXPECT_EQ(json_integer_value(json_object_get(first, "version")), 3);
 	ASSERT_NE(volume_of(first, "nv"), nullptr);
 	EXPECT_EQ(json_integer_value(json_object_get(volume_of(first, "nv"), "blocks")), 1024);
-	for (i = 1; i < 3; i++) {
-		json_t *m = map_of(c, i);
-
-		ASSERT_NE(m, nullptr) << "node " << i;
-		EXPECT_EQ(json_integer_value(json_object_get(m, "version")), 3) << "node " << i;
-		EXPECT_TRUE(
-		    json_equal(json_object_get(m, "volumes"), json_object_get(first, "volumes")))
-		    << "node " << i;
-		json_decref(m);
-	}
+	expect_tables(c, first);
 
 	// the whole cluster stops and starts: the table is the kept one, not the config's
 	EXPECT_EQ(dc_ctl(c, 1, "stop", out, sizeof(out)), 0) << out;
@@ -1193,16 +1201,7 @@ TEST(daemon, routed__the_table_changes_online_and_is_kept)
 	for (i = 0; i < 3; i++)
 		ASSERT_EQ(dc_start(c, i), 0);
 	ASSERT_EQ(dc_wait_view(c, 7, 3, DT_VIEW_MS, &epoch), 0);
-	for (i = 0; i < 3; i++) {
-		json_t *m = map_of(c, i);
-
-		ASSERT_NE(m, nullptr) << "node " << i;
-		EXPECT_EQ(json_integer_value(json_object_get(m, "version")), 3) << "node " << i;
-		EXPECT_TRUE(
-		    json_equal(json_object_get(m, "volumes"), json_object_get(first, "volumes")))
-		    << "node " << i;
-		json_decref(m);
-	}
+	expect_tables(c, first);
 	json_decref(first);
 
 	// node 0, the configuration controller, killed: node 1 takes the role over

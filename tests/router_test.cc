@@ -642,6 +642,25 @@ template <typename F> int change(coh_route *r, F edit, char *err, size_t errlen)
 	return ret ? ret : coh_route_map_change(r, &m, err, errlen);
 }
 
+// add_volume - the change that adds logical volume @n (its id's first byte @id) on group @g.
+int add_volume(coh_route *r, const char *n, uint8_t id, uint32_t g, uint64_t first, uint64_t blocks,
+	       char *err, size_t errlen)
+{
+	return change(
+	    r,
+	    [&](coh_map &m) {
+		    coh_map_volume v = {};
+		    name(v.name, n);
+		    v.id[0] = id;
+		    v.kind = COH_MAP_LOGICAL;
+		    v.group = g;
+		    v.first_block = first;
+		    v.blocks = blocks;
+		    return coh_map_add(&m, &v, nullptr, 0);
+	    },
+	    err, errlen);
+}
+
 // io_until_changed - controller 1: write and read back la and vs until the changes are made.
 int io_until_changed(conf_node *cn, coh_route *r, const layout &l)
 {
@@ -672,19 +691,7 @@ int make_changes(conf_node *cn, coh_route *r, const layout &l)
 	char err[200] = "";
 	int ret;
 
-	ret = change(
-	    r,
-	    [](coh_map &m) {
-		    coh_map_volume v = {};
-		    name(v.name, "nv");
-		    v.id[0] = 0x40;
-		    v.kind = COH_MAP_LOGICAL;
-		    v.group = 1;
-		    v.first_block = 640;
-		    v.blocks = 32;
-		    return coh_map_add(&m, &v, nullptr, 0);
-	    },
-	    err, sizeof(err));
+	ret = add_volume(r, "nv", 0x40, 1, 640, 32, err, sizeof(err));
 	CONF_CHECK(ret == 0, "add nv: %d %s", ret, err);
 	// The same change again: its version is no longer the next one.
 	ret = change(
@@ -802,19 +809,7 @@ int sc_online(conf_node *cn)
 	} else if (cn->id == 1) {
 		CONF_CHECK(conf_recv(cn, 2, &token, NULL, 60000) == 0, "hear from 2");
 		wait_down(r, 2);
-		ret = change(
-		    r,
-		    [](coh_map &mm) {
-			    coh_map_volume v = {};
-			    name(v.name, "nw");
-			    v.id[0] = 0x41;
-			    v.kind = COH_MAP_LOGICAL;
-			    v.group = 0;
-			    v.first_block = 704;
-			    v.blocks = 16;
-			    return coh_map_add(&mm, &v, nullptr, 0);
-		    },
-		    err, sizeof(err));
+		ret = add_volume(r, "nw", 0x41, 0, 704, 16, err, sizeof(err));
 		CONF_CHECK(ret == 0, "add nw with 2 away: %d %s", ret, err);
 		CONF_CHECK(conf_send(cn, 2, &token, 1) == 0, "tell 2");
 	}
@@ -887,19 +882,7 @@ int sc_change_killed(conf_node *cn)
 		CONF_CHECK(false, "the hook never ran");
 	}
 	if (cn->id == 2) {
-		ret = change(
-		    r,
-		    [](coh_map &mm) {
-			    coh_map_volume v = {};
-			    name(v.name, "nk");
-			    v.id[0] = 0x42;
-			    v.kind = COH_MAP_LOGICAL;
-			    v.group = 1;
-			    v.first_block = 640;
-			    v.blocks = 32;
-			    return coh_map_add(&mm, &v, nullptr, 0);
-		    },
-		    err, sizeof(err));
+		ret = add_volume(r, "nk", 0x42, 1, 640, 32, err, sizeof(err));
 		CONF_CHECK(ret != 0, "a change whose controller died reported success");
 	}
 	CONF_CHECK(wait_down(r, 0), "controller 0 still up");
@@ -923,19 +906,7 @@ int sc_change_killed(conf_node *cn)
 	CONF_CHECK(conf_recv(cn, other, &token, NULL, 60000) == 0, "hear from it");
 	uint64_t before = m.version;
 	if (cn->id == 2) {
-		ret = change(
-		    r,
-		    [](coh_map &mm) {
-			    coh_map_volume v = {};
-			    name(v.name, "nl");
-			    v.id[0] = 0x43;
-			    v.kind = COH_MAP_LOGICAL;
-			    v.group = 0;
-			    v.first_block = 704;
-			    v.blocks = 16;
-			    return coh_map_add(&mm, &v, nullptr, 0);
-		    },
-		    err, sizeof(err));
+		ret = add_volume(r, "nl", 0x43, 0, 704, 16, err, sizeof(err));
 		CONF_CHECK(ret == 0, "the next change, through controller 1: %d %s", ret, err);
 	}
 	CONF_CHECK(conf_send(cn, other, &token, 1) == 0, "tell the other survivor again");

@@ -101,7 +101,7 @@ struct coh_route {
 	struct route_table *tab;      /* the current table */
 	struct route_change *change;  /* the change this controller runs, as the configuration
 				      * controller */
-	struct coh_route_hooks hooks; /* set before any change (route_hooks.h) */
+	struct coh_route_hooks hooks; /* route_hooks.h */
 	uint32_t inside;	      /* engine threads in a completion of ours (route_enter) */
 	struct route_sub *pending;
 	struct route_sub *parked; /* waiting for a view to exclude their target */
@@ -835,6 +835,19 @@ struct route_msg {
 	uint8_t buf[];
 };
 
+/* route_waiter_new - a waiter with its two references (the waiter's and the answer's). */
+static struct route_waiter *route_waiter_new(void)
+{
+	struct route_waiter *w = calloc(1, sizeof(*w));
+
+	if (!w)
+		return NULL;
+	pthread_mutex_init(&w->mu, NULL);
+	pthread_cond_init(&w->cv, NULL);
+	atomic_store(&w->refs, 2);
+	return w;
+}
+
 static void route_waiter_put(struct route_waiter *w)
 {
 	if (w && atomic_fetch_sub(&w->refs, 1) == 1) {
@@ -930,7 +943,12 @@ static void route_change_sent(struct route_change *ch, int status);
 /* route_point - a named step of a change (route_hooks.h). */
 static int route_point(struct coh_route *r, uint32_t point, uint64_t detail)
 {
-	return r->hooks.point ? r->hooks.point(r->hooks.arg, point, detail) : 0;
+	struct coh_route_hooks h;
+
+	pthread_mutex_lock(&r->lock);
+	h = r->hooks;
+	pthread_mutex_unlock(&r->lock);
+	return h.point ? h.point(h.arg, point, detail) : 0;
 }
 
 static void route_msg_done(struct coh_fwd_cmd *fc, int status, uint32_t done)
@@ -1213,10 +1231,12 @@ int coh_route_set_hooks(struct coh_route *r, const struct coh_route_hooks *h)
 	if (!r || (h && (h->hooks_size < offsetof(struct coh_route_hooks, arg) + sizeof(void *) ||
 			 !h->point)))
 		return -EINVAL;
+	pthread_mutex_lock(&r->lock);
 	memset(&r->hooks, 0, sizeof(r->hooks));
 	if (h)
 		memcpy(&r->hooks, h,
 		       h->hooks_size < sizeof(r->hooks) ? h->hooks_size : sizeof(r->hooks));
+	pthread_mutex_unlock(&r->lock);
 	return 0;
 }
 
@@ -1244,12 +1264,9 @@ int coh_route_map_change(struct coh_route *r, const struct coh_map *next, char *
 	route_tab_put(cur);
 	if (ret)
 		return ret;
-	w = calloc(1, sizeof(*w));
+	w = route_waiter_new();
 	if (!w)
 		return -ENOMEM;
-	pthread_mutex_init(&w->mu, NULL);
-	pthread_cond_init(&w->cv, NULL);
-	atomic_store(&w->refs, 2);
 	cfg = (uint32_t)__builtin_ctz(coh_fwd_up(r->fwd));
 	if (cfg == r->me) {
 		ret = route_change_start(r, next, NULL, w, err, errlen);
@@ -1411,11 +1428,8 @@ static void route_sync(struct coh_route *r)
 	clock_gettime(CLOCK_REALTIME, &until);
 	until.tv_sec += (time_t)(r->fwd_timeout_ms / 1000 + 1);
 	for (p = 0; p < r->first.nodes; p++) {
-		if (!(up & (1u << p)) || !(w[p] = calloc(1, sizeof(*w[p]))))
+		if (!(up & (1u << p)) || !(w[p] = route_waiter_new()))
 			continue;
-		pthread_mutex_init(&w[p]->mu, NULL);
-		pthread_cond_init(&w[p]->cv, NULL);
-		atomic_store(&w[p]->refs, 2);
 		/* an offer with a waiter: route_msg_done wakes it with the answer */
 		if (route_send_map(r, p, &cur->map, ROUTE_MAP_OFFER, NULL, w[p])) {
 			route_waiter_put(w[p]);
