@@ -115,13 +115,14 @@ int daemon_exports_apply(struct daemon_exports *x, const struct daemon_conf *c)
 	/* Removals first: a changed export is removed, then added again below; so is one whose
 	 * attach failed, so that a reload retries it. */
 	for (i = 0; i < x->n;) {
+		const struct daemon_volume *v;
+
 		for (j = 0; j < c->nexports; j++) {
 			if (!strcmp(c->exports[j].name, x->x[i].e.name))
 				break;
 		}
-		if (j == c->nexports || (x->ops && !x->x[i].attached) ||
-		    !dx_volume(x, c, &c->exports[j], &tmp) ||
-		    !dx_same(&x->x[i], &c->exports[j], dx_volume(x, c, &c->exports[j], &tmp)))
+		v = j < c->nexports ? dx_volume(x, c, &c->exports[j], &tmp) : NULL;
+		if (!v || (x->ops && !x->x[i].attached) || !dx_same(&x->x[i], &c->exports[j], v))
 			failed += dx_remove(x, i);
 		else
 			i++;

@@ -704,6 +704,18 @@ static void fwd_reconnect(struct coh_fwd *f)
 	}
 }
 
+/* fwd_tell - call @fn (peer_up or peer_down, may be NULL) for each peer in @peers, with no
+ * lock held. Forwarder thread. */
+static void fwd_tell(struct coh_fwd *f, uint32_t peers, void (*fn)(void *arg, uint32_t peer))
+{
+	while (peers && fn) {
+		uint32_t p = (uint32_t)__builtin_ctz(peers);
+
+		peers &= peers - 1;
+		fn(f->a.exec_arg, p);
+	}
+}
+
 static void *fwd_main(void *arg)
 {
 	struct coh_fwd *f = arg;
@@ -742,20 +754,10 @@ static void *fwd_main(void *arg)
 		gone = f->gone;
 		f->gone = 0;
 		pthread_mutex_unlock(&f->lock);
-		while (gone && f->a.peer_down) {
-			uint32_t p = (uint32_t)__builtin_ctz(gone);
-
-			gone &= gone - 1;
-			f->a.peer_down(f->a.exec_arg, p);
-		}
+		fwd_tell(f, gone, f->a.peer_down);
 		/* After the hello, which the peer reads first on this connection: whatever the
 		 * callback sends reaches a peer that has this controller's region. */
-		while (fresh && f->a.peer_up) {
-			uint32_t p = (uint32_t)__builtin_ctz(fresh);
-
-			fresh &= fresh - 1;
-			f->a.peer_up(f->a.exec_arg, p);
-		}
+		fwd_tell(f, fresh, f->a.peer_up);
 		now = fwd_now_ns();
 		while ((cmd = sub)) {
 			sub = cmd->next;

@@ -834,29 +834,37 @@ static int map_in_virtual(const struct coh_map *m, uint32_t v)
 	return -1;
 }
 
-int coh_map_compatible(const struct coh_map *old, const struct coh_map *next, char *err,
-		       size_t errlen)
+int coh_map_same_groups(const struct coh_map *a, const struct coh_map *b, char *err, size_t errlen)
 {
-	uint32_t g, i, c;
-	int j, ret;
+	uint32_t g;
 
-	ret = coh_map_check(next, err, errlen);
-	if (ret)
-		return ret;
-	if (!old || next->nodes != old->nodes || next->block_size != old->block_size ||
-	    next->ngroups != old->ngroups) {
-		map_err(err, errlen, "controllers, block size or groups differ (not online)");
+	if (!a || !b || a->nodes != b->nodes || a->block_size != b->block_size ||
+	    a->ngroups != b->ngroups) {
+		map_err(err, errlen, "controllers, block size or groups differ");
 		return -EINVAL;
 	}
-	for (g = 0; g < old->ngroups; g++) {
-		const struct coh_map_group *a = &old->groups[g], *b = &next->groups[g];
+	for (g = 0; g < a->ngroups; g++) {
+		const struct coh_map_group *x = &a->groups[g], *y = &b->groups[g];
 
-		if (strcmp(a->name, b->name) || a->amfs != b->amfs || a->blocks != b->blocks) {
-			map_err(err, errlen, "group %s: name, AMFs or size differ (not online)",
-				a->name);
+		if (strcmp(x->name, y->name) || x->amfs != y->amfs || x->blocks != y->blocks) {
+			map_err(err, errlen, "group %s: name, AMFs or size differ", x->name);
 			return -EINVAL;
 		}
 	}
+	return 0;
+}
+
+int coh_map_compatible(const struct coh_map *old, const struct coh_map *next, char *err,
+		       size_t errlen)
+{
+	uint32_t i, c;
+	int j, ret;
+
+	ret = coh_map_check(next, err, errlen);
+	if (!ret)
+		ret = coh_map_same_groups(old, next, err, errlen);
+	if (ret)
+		return ret;
 	for (i = 0; i < old->nvolumes; i++) {
 		const struct coh_map_volume *a = &old->volumes[i], *b;
 		bool comp = a->kind == COH_MAP_LOGICAL && map_in_virtual(old, i) >= 0;

@@ -27,6 +27,7 @@
 #include "cohort/log.h"
 #include "cohort/route_hooks.h"
 #include "cohort/router.h"
+#include "le.h"
 
 #define ROUTE_DEFAULT_RETRIES 4u
 #define ROUTE_DEFAULT_COORD_MS 30000u
@@ -719,21 +720,6 @@ static void route_tick(void *arg)
 	pthread_mutex_unlock(&r->lock);
 }
 
-/* route_id_zero - no id given (the caller names the volume by its index alone). */
-static bool route_id_zero(const uint8_t *id)
-{
-	for (uint32_t i = 0; i < COH_MAP_ID_BYTES; i++)
-		if (id[i])
-			return false;
-	return true;
-}
-
-/* route_op_abandon - an operation that never started: its memory and count, no callback. */
-static void route_op_abandon(struct route_op *op)
-{
-	route_op_free(op);
-}
-
 int coh_route_submit(struct coh_route *r, struct coh_route_io *rio)
 {
 	const struct coh_map_volume *v;
@@ -757,7 +743,7 @@ int coh_route_submit(struct coh_route *r, struct coh_route_io *rio)
 	/* The table this command runs under, to its end. */
 	m = &op->tab->map;
 	if (rio->type != COH_IO_FLUSH) {
-		if (!route_id_zero(rio->volume_id))
+		if (!le_zero(rio->volume_id, COH_MAP_ID_BYTES)) /* else named by its index */
 			idx = coh_map_find_id(m, rio->volume_id, rio->volume);
 		else
 			idx = rio->volume < m->nvolumes ? (int)rio->volume : -EINVAL;
@@ -768,7 +754,7 @@ int coh_route_submit(struct coh_route *r, struct coh_route_io *rio)
 				ret = -EINVAL;
 		}
 		if (ret) {
-			route_op_abandon(op);
+			route_op_free(op); /* never started: no callback */
 			return ret;
 		}
 	}
@@ -803,7 +789,6 @@ enum route_map_action {
 enum route_change_state {
 	CHANGE_SYNC = 1,
 	CHANGE_PUSH,
-	CHANGE_DONE,
 };
 
 /* Someone waiting for a change's outcome (coh_route_map_change): two references, the waiter's
@@ -855,6 +840,24 @@ static void route_waiter_put(struct route_waiter *w)
 		pthread_mutex_destroy(&w->mu);
 		free(w);
 	}
+}
+
+/* route_waiter_wait - until @w is woken or @until (CLOCK_REALTIME) passes: its status (its
+ * message into @err when there is one), or -ETIMEDOUT. Drops the waiter's reference. */
+static int route_waiter_wait(struct route_waiter *w, const struct timespec *until, char *err,
+			     size_t errlen)
+{
+	int ret;
+
+	pthread_mutex_lock(&w->mu);
+	while (!w->done && !pthread_cond_timedwait(&w->cv, &w->mu, until))
+		;
+	ret = w->done ? w->status : -ETIMEDOUT;
+	if (ret && w->done && w->err[0] && err)
+		snprintf(err, errlen, "%s", w->err);
+	pthread_mutex_unlock(&w->mu);
+	route_waiter_put(w);
+	return ret;
 }
 
 static void route_waiter_wake(struct route_waiter *w, int status, const char *err)
@@ -1003,6 +1006,18 @@ static int route_send_map(struct coh_route *r, uint32_t peer, const struct coh_m
 	if (ret)
 		free(msg);
 	return ret;
+}
+
+/* route_offer - offer this controller's current table to @peers (a mask); no answer needed. */
+static void route_offer(struct coh_route *r, uint32_t peers)
+{
+	struct route_table *cur = route_tab_get(r);
+	uint32_t p;
+
+	for (p = 0; p < r->first.nodes; p++)
+		if (peers & (1u << p))
+			route_send_map(r, p, &cur->map, ROUTE_MAP_OFFER, NULL, NULL);
+	route_tab_put(cur);
 }
 
 static void route_change_end(struct route_change *ch, int status, const char *err)
@@ -1190,24 +1205,15 @@ static void route_map_execute(struct coh_route *r, struct coh_fwd_cmd *cmd)
 		return;
 	}
 	ret = route_map_adopt(r, &m, cmd->origin);
-	if (ret == -ESTALE) {
-		/* Ours is newer: offer it back. */
-		struct route_table *cur = route_tab_get(r);
-
-		route_send_map(r, cmd->origin, &cur->map, ROUTE_MAP_OFFER, NULL, NULL);
-		route_tab_put(cur);
-	}
+	if (ret == -ESTALE)
+		route_offer(r, 1u << cmd->origin); /* ours is newer: offer it back */
 	coh_fwd_complete(cmd, ret, 0);
 }
 
 /* route_peer_up - a connection came up: offer the peer this controller's table. */
 static void route_peer_up(void *arg, uint32_t peer)
 {
-	struct coh_route *r = arg;
-	struct route_table *cur = route_tab_get(r);
-
-	route_send_map(r, peer, &cur->map, ROUTE_MAP_OFFER, NULL, NULL);
-	route_tab_put(cur);
+	route_offer(arg, 1u << peer);
 }
 
 /* route_peer_down - a connection broke: offer this controller's table to every other live
@@ -1216,14 +1222,9 @@ static void route_peer_up(void *arg, uint32_t peer)
 static void route_peer_down(void *arg, uint32_t peer)
 {
 	struct coh_route *r = arg;
-	uint32_t up = coh_fwd_up(r->fwd) & ~(1u << r->me), p;
-	struct route_table *cur = route_tab_get(r);
 
 	(void)peer;
-	for (p = 0; p < r->first.nodes; p++)
-		if (up & (1u << p))
-			route_send_map(r, p, &cur->map, ROUTE_MAP_OFFER, NULL, NULL);
-	route_tab_put(cur);
+	route_offer(r, coh_fwd_up(r->fwd) & ~(1u << r->me));
 }
 
 int coh_route_set_hooks(struct coh_route *r, const struct coh_route_hooks *h)
@@ -1285,16 +1286,9 @@ int coh_route_map_change(struct coh_route *r, const struct coh_map *next, char *
 	 * proposal, and some room. */
 	clock_gettime(CLOCK_REALTIME, &until);
 	until.tv_sec += 3 * (time_t)(r->fwd_timeout_ms / 1000 + 1) + 5;
-	pthread_mutex_lock(&w->mu);
-	while (!w->done && !pthread_cond_timedwait(&w->cv, &w->mu, &until))
-		;
-	ret = w->done ? w->status : -ETIMEDOUT;
-	if (ret && w->done && w->err[0])
-		snprintf(err, errlen, "%s", w->err);
-	else if (ret == -ETIMEDOUT)
+	ret = route_waiter_wait(w, &until, err, errlen);
+	if (ret == -ETIMEDOUT)
 		snprintf(err, errlen, "no outcome within the bound: ask for the table again");
-	pthread_mutex_unlock(&w->mu);
-	route_waiter_put(w);
 	return ret;
 }
 
@@ -1352,7 +1346,7 @@ static void route_execute(void *arg, struct coh_fwd_cmd *cmd)
 		route_count(r, &r->st.refused_fenced);
 	}
 	if (ret) {
-		route_op_abandon(op);
+		route_op_free(op);
 		coh_fwd_complete(cmd, ret, 0);
 		return;
 	}
@@ -1372,7 +1366,6 @@ static int route_first_table(struct coh_route *r, struct coh_map *m)
 {
 	struct coh_map kept;
 	char err[160];
-	uint32_t g;
 	int ret;
 
 	*m = r->first;
@@ -1385,21 +1378,10 @@ static int route_first_table(struct coh_route *r, struct coh_map *m)
 		COH_LOG_ERR("route: node %u: the kept table: %s", r->me, err);
 		return ret;
 	}
-	if (kept.nodes != m->nodes || kept.block_size != m->block_size ||
-	    kept.ngroups != m->ngroups) {
-		COH_LOG_ERR("route: node %u: %s: its controllers, block size or groups are not the "
-			    "configuration's",
-			    r->me, r->map_path);
+	if (coh_map_same_groups(&kept, m, err, sizeof(err))) {
+		COH_LOG_ERR("route: node %u: %s is not the configuration's: %s", r->me, r->map_path,
+			    err);
 		return -EINVAL;
-	}
-	for (g = 0; g < m->ngroups; g++) {
-		if (strcmp(kept.groups[g].name, m->groups[g].name) ||
-		    kept.groups[g].amfs != m->groups[g].amfs ||
-		    kept.groups[g].blocks != m->groups[g].blocks) {
-			COH_LOG_ERR("route: node %u: %s: group %s is not the configuration's",
-				    r->me, r->map_path, kept.groups[g].name);
-			return -EINVAL;
-		}
 	}
 	if (kept.version > m->version)
 		COH_LOG_INFO("route: node %u: table version %llu from %s", r->me,
@@ -1441,12 +1423,7 @@ static void route_sync(struct coh_route *r)
 	for (p = 0; p < r->first.nodes; p++) {
 		if (!w[p])
 			continue;
-		pthread_mutex_lock(&w[p]->mu);
-		while (!w[p]->done && !pthread_cond_timedwait(&w[p]->cv, &w[p]->mu, &until))
-			;
-		newer = newer || (w[p]->done && w[p]->status == -ESTALE);
-		pthread_mutex_unlock(&w[p]->mu);
-		route_waiter_put(w[p]);
+		newer = route_waiter_wait(w[p], &until, NULL, 0) == -ESTALE || newer;
 	}
 	if (!newer)
 		return;

@@ -167,6 +167,12 @@ int coh_map_grow(struct coh_map *m, const char *name, uint64_t blocks, char *err
 int coh_map_remove(struct coh_map *m, const char *name, char *err, size_t errlen);
 
 /**
+ * coh_map_same_groups - whether @a and @b have the same controllers, block size and groups
+ * (names, AMFs and sizes; the preferred AMF may differ): 0 or -EINVAL with a line in @err.
+ */
+int coh_map_same_groups(const struct coh_map *a, const struct coh_map *b, char *err, size_t errlen);
+
+/**
  * coh_map_compatible - whether @next may replace @old online: @next passes coh_map_check; the
  * same controllers, block size and groups (names, AMFs and sizes; a preferred AMF may change);
  * and every volume of @old that @next still has (by id) keeps its name, kind, place (group and
