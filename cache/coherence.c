@@ -2106,6 +2106,54 @@ int coh_cache_compare_write(struct coh_cache *c, uint64_t lba, uint32_t nblocks,
 	return write_entry(c, lba, nblocks, cmp, buf, miscompare ? miscompare : &dummy);
 }
 
+/*
+ * coh_cache_lock_holders - the directory word of @lba's resource, read once: from this node's own
+ * region when it is the home, else with one READ on the calling thread's lane, which is taken only
+ * if free (a hint must not wait behind an operation). Nothing is locked by it: the word may change
+ * the moment after.
+ */
+int coh_cache_lock_holders(struct coh_cache *c, uint64_t lba, uint32_t *owner, uint32_t *sharers)
+{
+	struct xport *x;
+	uint64_t r, w;
+	uint32_t home;
+	int ret;
+
+	if (!c || !owner || !sharers || lba >= c->nblocks)
+		return -EINVAL;
+	r = lba / c->res_blocks;
+	home = res_home(c, r);
+	if (home >= c->nodes || node_dead(c, home))
+		return -ECONNRESET;
+	if (home == c->me) {
+		w = __atomic_load_n(
+		    (uint64_t *)((uint8_t *)coh_mr_addr(c->dir_mr) + res_dir_off(c, r)),
+		    __ATOMIC_ACQUIRE);
+	} else {
+		x = app_x(c);
+		if (pthread_mutex_trylock(&x->mu))
+			return -EBUSY;
+		ret = xp_ready(x);
+		if (!ret)
+			ret = x->one[home] && x->dir[home]
+				  ? coh_ep_post_read(x->one[home], x->buf, x->bounce_off,
+						     x->dir[home], res_dir_off(c, r), 8, 0)
+				  : -ENOTCONN;
+		if (!ret) {
+			x->outstanding++;
+			ret = xp_wait_sends(x);
+			atomic_fetch_add(&c->net_read, 1);
+		}
+		memcpy(&w, (uint8_t *)coh_mr_addr(x->buf) + x->bounce_off, sizeof(w));
+		lane_exit(x);
+		if (ret)
+			return ret;
+	}
+	*owner = dir_excl(w) ? dir_owner(w) : NODE_NONE;
+	*sharers = dir_sharers(w);
+	return 0;
+}
+
 int coh_cache_flush(struct coh_cache *c)
 {
 	return c ? cache_writeback_all(c) : -EINVAL;

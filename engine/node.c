@@ -831,6 +831,21 @@ uint32_t coh_node_block_size(const struct coh_node *n)
 	return n ? n->bsize : 0;
 }
 
+int coh_node_lock_holders(struct coh_node *n, uint64_t lba, uint32_t *owner, uint32_t *sharers)
+{
+	int ret = -EAGAIN;
+
+	if (!n || !owner || !sharers || lba >= n->vol_blocks)
+		return -EINVAL;
+	/* A hint: a view change step that holds the cache is not waited for. */
+	if (pthread_rwlock_tryrdlock(&n->io))
+		return -EAGAIN;
+	if (n->cache)
+		ret = coh_cache_lock_holders(n->cache, lba, owner, sharers);
+	pthread_rwlock_unlock(&n->io);
+	return ret;
+}
+
 int coh_node_stats(struct coh_node *n, struct coh_node_stats *st)
 {
 	uint32_t i;

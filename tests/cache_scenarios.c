@@ -128,6 +128,7 @@ int sc_cache_costs(struct conf_node *cn)
 int sc_cache_invalidation(struct conf_node *cn)
 {
 	struct coh_cache_stats a, b;
+	uint32_t owner, sharers;
 	uint8_t buf[BS];
 	struct cnode x;
 	uint64_t v;
@@ -140,6 +141,13 @@ int sc_cache_invalidation(struct conf_node *cn)
 		CONF_CHECK(bench_block_value(buf, BS, &v) == 0 && v == 0, "initial");
 	}
 	CONF_CHECK(conf_barrier(cn) == 0, "shared");
+	/* Every node reads who holds it (one of them is the word's home, the others READ it). */
+	CONF_CHECK(coh_cache_lock_holders(x.cache, 20, &owner, &sharers) == 0 &&
+		       owner == COH_CACHE_NO_NODE && sharers == 0x6,
+		   "holders of a shared block: owner %x, sharers %x", owner, sharers);
+	CONF_CHECK(coh_cache_lock_holders(x.cache, 1u << 30, &owner, &sharers) == -EINVAL,
+		   "holders past the end");
+	CONF_CHECK(conf_barrier(cn) == 0, "holders read");
 	if (cn->id == 0) {
 		coh_cache_stats(x.cache, &a);
 		bench_fill_block(buf, BS, 0xabc);
@@ -153,6 +161,10 @@ int sc_cache_invalidation(struct conf_node *cn)
 		CONF_CHECK(a.inval_sent == b.inval_sent, "invalidation sent for unshared data");
 	}
 	CONF_CHECK(conf_barrier(cn) == 0, "written");
+	CONF_CHECK(coh_cache_lock_holders(x.cache, 20, &owner, &sharers) == 0 && owner == 0 &&
+		       sharers == 0,
+		   "holders of a written block: owner %x, sharers %x", owner, sharers);
+	CONF_CHECK(conf_barrier(cn) == 0, "holders read again");
 	if (cn->id == 1 || cn->id == 2) {
 		CONF_CHECK(coh_cache_read(x.cache, 20, 1, buf) == 0, "reread");
 		CONF_CHECK(bench_block_value(buf, BS, &v) == 0 && v == 0xabc,

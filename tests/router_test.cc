@@ -1083,6 +1083,13 @@ struct engines {
 	coh_route *r = nullptr;
 };
 
+int engines_holders(void *arg, uint32_t g, uint64_t gblock, uint32_t *owner, uint32_t *sharers)
+{
+	auto *e = static_cast<engines *>(arg);
+
+	return g < 2 ? coh_node_lock_holders(e->gnode[g], gblock, owner, sharers) : -EINVAL;
+}
+
 int engines_up(conf_node *cn, const layout &l, engines *e)
 {
 	coh_route_attr a = {};
@@ -1103,6 +1110,10 @@ int engines_up(conf_node *cn, const layout &l, engines *e)
 			a.group_arg[g] = e->gnode[g];
 		}
 	}
+	// As cohortd does: every controller is a member of both groups' clusters, so its engine
+	// of a group can say who holds a block's lock.
+	a.group_holders = engines_holders;
+	a.view_arg = e;
 	CONF_CHECK(coh_route_new(&a, &e->r) == 0, "router");
 	return 0;
 }
@@ -1625,6 +1636,93 @@ TEST(router, compare_and_write_one_winner_across_controllers)
 	if (strcmp(conf_provider(), "shm"))
 		GTEST_SKIP() << "the groups' clusters are made on shm here";
 	EXPECT_EQ(0, run_in_groups("router_caw", sc_real_caw, 0));
+}
+
+// A forwarded command goes to the AMF that holds its block's lock (no lock ping-pong): ga's AMFs
+// are 0 (preferred) and 1. Controller 1 writes blocks 0-3 of la on its own engine (it holds that
+// resource exclusive from then on); controller 2, no AMF of ga, then reads and writes them: each
+// command goes to 1, not to 0, and 1 gives the lock to no one. A block no AMF holds goes to the
+// preferred AMF, 0. Every value read back is the last one written.
+int sc_holder(conf_node *cn)
+{
+	constexpr uint32_t kCmds = 8;
+	layout l = engine_layout();
+	engines e;
+	rcmd c;
+	struct coh_route_stats st;
+	struct coh_node_stats ns0, ns1;
+
+	if (engines_up(cn, l, &e))
+		return 1;
+	coh_route *r = e.r;
+	auto fill = [&](uint32_t n, uint64_t v) {
+		c.buf.assign((size_t)n * kEngBs, 0);
+		c.rio.buf = c.buf.data();
+		for (uint32_t w = 0; w < n * kEngBs / 8; w++)
+			memcpy(c.buf.data() + w * 8, &v, 8);
+	};
+	auto run = [&](uint32_t type, uint64_t lba, uint32_t n, uint64_t v) {
+		rcmd_prepare(c, type, l.la, lba, n);
+		fill(n, type == COH_IO_WRITE ? v : 0);
+		return submit(r, c) == 0 && wait_cmd(c, 60000) && c.calls == 1 && c.st.status == 0;
+	};
+	CONF_CHECK(conf_barrier(cn) == 0, "every controller up");
+	if (cn->id == 1)
+		CONF_CHECK(run(COH_IO_WRITE, 0, 4, 0x100), "controller 1 writes la 0-3");
+	CONF_CHECK(coh_node_stats(e.gnode[0], &ns0) == 0, "ga's stats before");
+	CONF_CHECK(conf_barrier(cn) == 0, "la 0-3 held by 1");
+	if (cn->id == 2) {
+		uint32_t owner, sharers;
+
+		CONF_CHECK(coh_node_lock_holders(e.gnode[0], 0, &owner, &sharers) == 0 &&
+			       owner == 1,
+			   "ga's directory names controller 1 as la 0's holder: %u", owner);
+		for (uint32_t k = 0; k < kCmds; k++) {
+			uint64_t v = 0x200 + k;
+
+			if (k % 2) {
+				CONF_CHECK(run(COH_IO_READ, 0, 4, 0), "read %u", k);
+				v = 0x200 + k - 1;
+				for (uint32_t w = 0; w < 4 * kEngBs / 8; w++)
+					CONF_CHECK(!memcmp(c.buf.data() + w * 8, &v, 8),
+						   "read %u: the last write's data", k);
+			} else {
+				CONF_CHECK(run(COH_IO_WRITE, 0, 4, v), "write %u", k);
+			}
+		}
+		CONF_CHECK(run(COH_IO_WRITE, 64, 1, 0x300), "a block nobody holds");
+		coh_route_stats(r, &st);
+		CONF_CHECK(st.forwarded == kCmds + 1 && st.to_holder == kCmds,
+			   "forwarded %llu, to the holder %llu", (unsigned long long)st.forwarded,
+			   (unsigned long long)st.to_holder);
+	}
+	CONF_CHECK(conf_barrier(cn) == 0, "controller 2 done");
+	coh_route_stats(r, &st);
+	CONF_CHECK(coh_node_stats(e.gnode[0], &ns1) == 0 && ns1.cache_valid && ns0.cache_valid,
+		   "ga's stats after");
+	if (cn->id == 0)
+		CONF_CHECK(st.executed_for_others == 1,
+			   "the preferred AMF executed only the block nobody held: %llu",
+			   (unsigned long long)st.executed_for_others);
+	if (cn->id == 1) {
+		CONF_CHECK(st.executed_for_others == kCmds, "the holder executed %llu",
+			   (unsigned long long)st.executed_for_others);
+		CONF_CHECK(ns1.lock_transfers == ns0.lock_transfers,
+			   "the holder gave its lock away %llu times",
+			   (unsigned long long)(ns1.lock_transfers - ns0.lock_transfers));
+	}
+	CONF_CHECK(conf_barrier(cn) == 0, "checked");
+	coh_route_delete(&r);
+	CONF_CHECK(conf_barrier(cn) == 0, "every router gone");
+	engines_down(&e);
+	return 0;
+}
+
+TEST(router, a_forwarded_command_goes_to_the_amf_holding_the_lock)
+{
+	if (strcmp(conf_provider(), "shm"))
+		GTEST_SKIP() << "the groups' clusters are made on shm here";
+	EXPECT_EQ(0, run_in_groups("router_holder", sc_holder, 0));
 }
 
 // Linearizability across a virtual volume, on real engines: every controller submits random

@@ -180,12 +180,13 @@ static void ctl_show_map(json_t *r)
 		printf("%-16s %-8s %-32s %12lld %s\n", ctl_str(x, "name"), ctl_str(x, "kind"),
 		       ctl_str(x, "id"), ctl_int(x, "blocks"), where);
 	}
-	printf("\nrouted here: %lld local, %lld forwarded, %lld split into components, %lld routed "
-	       "again (%lld waited for a view to exclude their target), %lld held by "
-	       "conflicts; %lld executed for other controllers\n",
-	       ctl_int(rt, "local"), ctl_int(rt, "forwarded"), ctl_int(rt, "components"),
-	       ctl_int(rt, "rerouted"), ctl_int(rt, "waited_views"), ctl_int(rt, "coord_held"),
-	       ctl_int(rt, "executed_for_others"));
+	printf("\nrouted here: %lld local, %lld forwarded (%lld to the AMF holding the lock, not "
+	       "the preferred), %lld split into components, %lld routed again (%lld waited for a "
+	       "view to exclude their target), %lld held by conflicts; %lld executed for other "
+	       "controllers\n",
+	       ctl_int(rt, "local"), ctl_int(rt, "forwarded"), ctl_int(rt, "to_holder"),
+	       ctl_int(rt, "components"), ctl_int(rt, "rerouted"), ctl_int(rt, "waited_views"),
+	       ctl_int(rt, "coord_held"), ctl_int(rt, "executed_for_others"));
 	x = json_object_get(r, "forwarder");
 	ctl_nodes(json_object_get(x, "connected"), members, sizeof(members));
 	printf("forwarder: connected to %s; %lld connections broke, %lld made again, %lld commands "

@@ -356,16 +356,17 @@ static json_t *cd_map(struct cohortd *d)
 	fwd = coh_route_forwarder(d->router);
 	coh_fwd_stats(fwd, &fs);
 	return json_pack(
-	    "{s:b, s:I, s:I, s:I, s:s, s:I, s:I, s:o, s:o, s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}, "
+	    "{s:b, s:I, s:I, s:I, s:s, s:I, s:I, s:o, s:o, s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}, "
 	    "s:{s:o, s:I, s:I, s:I}}",
 	    "ok", 1, "version", (json_int_t)m->version, "changes", (json_int_t)rs.map_changes,
 	    "conflicts", (json_int_t)rs.map_conflicts, "kept_in", d->map_path, "node",
 	    (json_int_t)d->conf->node, "block_size", (json_int_t)m->block_size, "groups", groups,
 	    "volumes", vols, "routing", "local", (json_int_t)rs.local, "forwarded",
-	    (json_int_t)rs.forwarded, "components", (json_int_t)rs.components, "rerouted",
-	    (json_int_t)rs.rerouted, "waited_views", (json_int_t)rs.waited_views, "refused_fenced",
-	    (json_int_t)rs.refused_fenced, "coord_held", (json_int_t)rs.coord_held,
-	    "executed_for_others", (json_int_t)rs.executed_for_others, "forwarder", "connected",
+	    (json_int_t)rs.forwarded, "to_holder", (json_int_t)rs.to_holder, "components",
+	    (json_int_t)rs.components, "rerouted", (json_int_t)rs.rerouted, "waited_views",
+	    (json_int_t)rs.waited_views, "refused_fenced", (json_int_t)rs.refused_fenced,
+	    "coord_held", (json_int_t)rs.coord_held, "executed_for_others",
+	    (json_int_t)rs.executed_for_others, "forwarder", "connected",
 	    cd_nodes_json(coh_fwd_up(fwd) & ~(1u << d->conf->node)), "peer_downs",
 	    (json_int_t)fs.peer_downs, "reconnects", (json_int_t)fs.reconnects, "timeouts",
 	    (json_int_t)fs.timeouts);
@@ -871,6 +872,18 @@ static uint32_t cd_group_view(void *arg, uint32_t g)
 	return st.members;
 }
 
+/* cd_group_holders - the router's group_holders: who holds group @g's block's lock, as this
+ * node's engine of the group reads the directory. */
+static int cd_group_holders(void *arg, uint32_t g, uint64_t gblock, uint32_t *owner,
+			    uint32_t *sharers)
+{
+	struct cohortd *d = arg;
+
+	if (g >= d->ngroups)
+		return -EINVAL;
+	return coh_node_lock_holders(d->gnode[g], gblock, owner, sharers);
+}
+
 /* cd_open_router - a routed config: every group's fabric and engine, then the router. */
 static int cd_open_router(struct cohortd *d)
 {
@@ -914,6 +927,9 @@ static int cd_open_router(struct cohortd *d)
 	 * the group's view has excluded the target (fenced, its log taken over). */
 	ra.group_view = cd_group_view;
 	ra.view_arg = d;
+	/* A host that uses every path sends a block's commands to several controllers: each goes
+	 * to the AMF that holds its lock, so the AMFs do not take it from each other. */
+	ra.group_holders = cd_group_holders;
 	ret = coh_route_new(&ra, &d->router);
 	if (ret) {
 		daemon_log("route", "cannot start the router (%s): %s", d->map_path,

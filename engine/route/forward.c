@@ -1053,6 +1053,11 @@ void coh_fwd_complete(struct coh_fwd_cmd *cmd, int status, uint32_t blocks_done)
 	pthread_mutex_unlock(&f->lock);
 }
 
+bool coh_fwd_on_thread(struct coh_fwd *f)
+{
+	return f && pthread_equal(pthread_self(), f->thread);
+}
+
 uint32_t coh_fwd_up(struct coh_fwd *f)
 {
 	uint32_t up;

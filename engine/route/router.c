@@ -374,6 +374,40 @@ static void route_sub_busy(struct route_sub *s)
 		route_sub_finish(s, -EBUSY, 0);
 }
 
+/* route_holder - the live AMF of @s's group that holds the lock of its first block, as the
+ * group's directory says (group_holders), or COH_MAP_NO_NODE: none does, the caller gave no way
+ * to ask, or there is no choice to make (this controller is an AMF, or only one is alive). */
+static uint32_t route_holder(struct coh_route *r, const struct route_sub *s, uint32_t alive)
+{
+	const struct coh_map_group *g = &s->op->tab->map.groups[s->group];
+	uint32_t amfs = g->amfs & alive, owner = COH_MAP_NO_NODE, sharers = 0, held;
+
+	/* Not on the forwarder's thread (a coordinator splitting a forwarded command): the READ
+	 * of the word may wait, and that thread forwards every command of this controller. */
+	if (!r->a.group_holders || s->op->type == COH_IO_FLUSH || (g->amfs >> r->me & 1) ||
+	    __builtin_popcount(amfs) < 2 || coh_fwd_on_thread(r->fwd) ||
+	    r->a.group_holders(r->a.view_arg, s->group, s->gblock, &owner, &sharers))
+		return COH_MAP_NO_NODE;
+	held = (owner < 32 ? 1u << owner : sharers) & amfs;
+	if (!held)
+		return COH_MAP_NO_NODE;
+	return held >> g->preferred & 1 ? g->preferred : (uint32_t)__builtin_ctz(held);
+}
+
+/* route_pick - the target of component @s (coh_map_target), the lock's holder first. */
+static int route_pick(struct coh_route *r, struct route_op *op, const struct route_sub *s,
+		      uint32_t *target)
+{
+	uint32_t alive = coh_fwd_up(r->fwd), holder = route_holder(r, s, alive);
+	int ret;
+
+	ret = coh_map_target(&op->tab->map, s->volume, r->me, alive, holder, target);
+	if (!ret && holder != COH_MAP_NO_NODE && *target == holder &&
+	    holder != op->tab->map.groups[s->group].preferred)
+		route_count(r, &r->st.to_holder);
+	return ret;
+}
+
 /* route_sub_run - send component @s to its group's engine here, or to an AMF of the group. */
 static void route_sub_run(struct route_sub *s)
 {
@@ -397,8 +431,7 @@ static void route_sub_run(struct route_sub *s)
 				return;
 			}
 		} else {
-			ret = coh_map_target(&op->tab->map, s->volume, r->me, coh_fwd_up(r->fwd),
-					     COH_MAP_NO_NODE, &target);
+			ret = route_pick(r, op, s, &target);
 		}
 		if (ret) {
 			route_sub_finish(s, ret, 0);

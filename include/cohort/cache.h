@@ -217,6 +217,18 @@ int coh_cache_write(struct coh_cache *c, uint64_t lba, uint32_t nblocks, const v
 int coh_cache_compare_write(struct coh_cache *c, uint64_t lba, uint32_t nblocks, const void *cmp,
 			    const void *buf, uint32_t *miscompare);
 
+/**
+ * coh_cache_lock_holders - who holds the lock of @lba's resource, as its directory word says now:
+ * *@owner the exclusive owner (COH_CACHE_NO_NODE when it is not held exclusive) and *@sharers a
+ * bitmap of the nodes sharing it. A hint (a router's choice of the node to send a command to):
+ * it may be out of date as soon as it is read, and it costs at most one 8-byte READ of the home's
+ * word (none when this node is the home). Any thread that may use the cache; it never waits for a
+ * lane in use (-EBUSY). Returns 0, -EINVAL, -EBUSY, -ECONNRESET (the home is down) or a fabric
+ * error.
+ */
+#define COH_CACHE_NO_NODE 0xffffffffu
+int coh_cache_lock_holders(struct coh_cache *c, uint64_t lba, uint32_t *owner, uint32_t *sharers);
+
 /** coh_cache_flush - write every dirty block back to the store and flush the store. */
 int coh_cache_flush(struct coh_cache *c);
 

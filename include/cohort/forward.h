@@ -39,6 +39,7 @@
 #ifndef COHORT_FORWARD_H
 #define COHORT_FORWARD_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -140,6 +141,10 @@ int coh_fwd_submit(struct coh_fwd *f, uint32_t target, struct coh_fwd_cmd *cmd);
 
 /** coh_fwd_complete - the target's executor is done with @cmd: 0 or -errno, blocks done. */
 void coh_fwd_complete(struct coh_fwd_cmd *cmd, int status, uint32_t blocks_done);
+
+/** coh_fwd_on_thread - whether the caller is @f's thread (which must never wait: it forwards
+ * every command of this controller). */
+bool coh_fwd_on_thread(struct coh_fwd *f);
 
 /** coh_fwd_up - the controllers this one can forward to now, and itself (a mask). */
 uint32_t coh_fwd_up(struct coh_fwd *f);

@@ -395,6 +395,17 @@ uint32_t coh_node_block_size(const struct coh_node *n);
 int coh_node_stats(struct coh_node *n, struct coh_node_stats *st);
 
 /**
+ * coh_node_lock_holders - which nodes hold the lock of block @lba's resource now: *@owner the
+ * exclusive owner (COH_NODE_NO_HOLDER when none) and *@sharers a bitmap of its sharers. A hint for
+ * choosing where to send a command on that block (a router: no lock ping-pong between the
+ * controllers that can execute it); it may change at once. Never waits for a view change or for
+ * an operation (-EAGAIN, -EBUSY); costs at most one 8-byte READ of the resource's directory
+ * word. Returns 0, -EINVAL, -EAGAIN, -EBUSY, or a fabric error.
+ */
+#define COH_NODE_NO_HOLDER 0xffffffffu
+int coh_node_lock_holders(struct coh_node *n, uint64_t lba, uint32_t *owner, uint32_t *sharers);
+
+/**
  * coh_node_wait_epoch - wait, bounded by @timeout_ms, until this node's view has an epoch of at
  * least @epoch and I/O is open. Returns 0, -ETIMEDOUT or -EROFS (the view lacks a majority).
  */

@@ -105,6 +105,17 @@ struct coh_route_attr {
 	uint32_t (*group_view)(void *view_arg, uint32_t g);
 	void *view_arg;
 	uint32_t reroute_wait_ms; /* 0: 8 s (below a host's command timeout) */
+	/* Optional: who holds the lock of group @g's block @gblock now, as this controller's
+	 * engine of the group reads its directory (coh_node_lock_holders, with @view_arg; this
+	 * controller a member of the group's cluster). With it, a command this controller is not
+	 * an AMF for goes to the AMF that holds the lock of its first block (exclusive, or shared
+	 * when no one holds it exclusive; the preferred AMF first among sharers), so the AMFs do
+	 * not take the lock from each other (no lock ping-pong); without it, or when no live AMF
+	 * holds it, to the group's preferred AMF. Asked only when the group has two live AMFs or
+	 * more, and not on the forwarder's thread (a coordinator's components of a forwarded command:
+	 * that thread must not wait). Returns 0 or -errno (then the preferred AMF). */
+	int (*group_holders)(void *view_arg, uint32_t g, uint64_t gblock, uint32_t *owner,
+			     uint32_t *sharers);
 };
 
 /**
@@ -151,6 +162,7 @@ struct coh_route_stats {
 	uint64_t map_conflicts;	 /* tables of this version that were not this one (refused) */
 	uint64_t waited_views;	 /* components that waited for a view to exclude their target */
 	uint64_t refused_fenced; /* commands refused: their origin out of a group's view */
+	uint64_t to_holder;	 /* forwarded to an AMF that held the lock, not the preferred */
 };
 void coh_route_stats(struct coh_route *r, struct coh_route_stats *st);
 
