@@ -167,6 +167,18 @@ static int rb_engine_submit(void *arg, struct coh_io *io)
 	return coh_node_submit(arg, io);
 }
 
+static int rb_engine_read_cached(void *arg, uint64_t lba, void *buf)
+{
+	return coh_node_read_cached(arg, lba, buf);
+}
+
+static int rb_holders(void *arg, uint32_t g, uint64_t gblock, uint32_t *owner, uint32_t *sharers)
+{
+	struct rb *b = arg;
+
+	return coh_node_lock_holders(b->node[g], gblock, owner, sharers);
+}
+
 static int rb_open(struct rb *b)
 {
 	struct coh_route_attr ra;
@@ -219,9 +231,13 @@ static int rb_open(struct rb *b)
 	for (g = 0; g < RB_GROUPS; g++) {
 		if (b->map.groups[g].amfs & (1u << b->me)) {
 			ra.group_submit[g] = rb_engine_submit;
+			ra.group_read_cached[g] = rb_engine_read_cached;
 			ra.group_arg[g] = b->node[g];
 		}
 	}
+	/* As cohortd: a forwarded command goes to the AMF holding its block's lock. */
+	ra.group_holders = rb_holders;
+	ra.view_arg = b;
 	ret = coh_route_new(&ra, &b->r);
 	if (ret)
 		rb_why(b, "router", ret);

@@ -1887,6 +1887,13 @@ static int read_range(struct coh_cache *c, uint64_t lba, uint32_t nblocks, void 
 	}
 }
 
+int coh_cache_read_cached(struct coh_cache *c, uint64_t lba, void *buf)
+{
+	if (!c || !buf || lba >= c->nblocks)
+		return -EINVAL;
+	return read_hit(c, lba, buf) && cache_lease_ok(c) ? 0 : -EAGAIN;
+}
+
 int coh_cache_read(struct coh_cache *c, uint64_t lba, uint32_t nblocks, void *buf)
 {
 	struct xport *x;

@@ -831,6 +831,36 @@ uint32_t coh_node_block_size(const struct coh_node *n)
 	return n ? n->bsize : 0;
 }
 
+int coh_node_read_cached(struct coh_node *n, uint64_t lba, void *buf)
+{
+	int ret = -EAGAIN;
+	bool stopped;
+
+	if (!n || !buf || lba >= n->vol_blocks)
+		return -EINVAL;
+	pthread_mutex_lock(&n->state_lock);
+	stopped = n->stopped;
+	pthread_mutex_unlock(&n->state_lock);
+	if (stopped || pthread_rwlock_tryrdlock(&n->io))
+		return -EAGAIN;
+	if (n->cache)
+		ret = coh_cache_read_cached(n->cache, lba, buf);
+	pthread_rwlock_unlock(&n->io);
+	return ret;
+}
+
+uint32_t coh_node_members(struct coh_node *n)
+{
+	uint32_t m;
+
+	if (!n)
+		return 0;
+	pthread_mutex_lock(&n->state_lock);
+	m = n->members;
+	pthread_mutex_unlock(&n->state_lock);
+	return m;
+}
+
 int coh_node_lock_holders(struct coh_node *n, uint64_t lba, uint32_t *owner, uint32_t *sharers)
 {
 	int ret = -EAGAIN;

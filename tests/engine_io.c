@@ -396,7 +396,18 @@ static int caw_node(struct en_child *c)
 			EFAIL(c, "round %u: the block holds %llx, the winner wrote %llx", round,
 			      (unsigned long long)v,
 			      (unsigned long long)atomic_load(&c->sh->caw_value[round]));
+		/* Every node has read it (shared, nothing asked of anyone any more): each has the
+		 * block at hand, and coh_node_read_cached gives it without the engine. */
+		if (en_bar(c, 6))
+			EFAIL(c, "barrier after the reads of round %u", round);
+		memset(cur, 0, sizeof(cur));
+		if ((r = coh_node_read_cached(c->n, CAW_BLOCK, cur)) ||
+		    bench_block_value(cur, EN_BS, &v) || v != atomic_load(&c->sh->caw_value[round]))
+			EFAIL(c, "round %u: read from the cache: %s, %llx", round, coh_strerror(r),
+			      (unsigned long long)v);
 	}
+	if ((r = coh_node_read_cached(c->n, coh_node_nblocks(c->n), cur)) != -EINVAL)
+		EFAIL(c, "a cached read past the end: %s", coh_strerror(r));
 	return 0;
 }
 

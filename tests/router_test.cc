@@ -1083,6 +1083,11 @@ struct engines {
 	coh_route *r = nullptr;
 };
 
+int engine_read_cached(void *arg, uint64_t lba, void *buf)
+{
+	return coh_node_read_cached(static_cast<coh_node *>(arg), lba, buf);
+}
+
 int engines_holders(void *arg, uint32_t g, uint64_t gblock, uint32_t *owner, uint32_t *sharers)
 {
 	auto *e = static_cast<engines *>(arg);
@@ -1107,6 +1112,7 @@ int engines_up(conf_node *cn, const layout &l, engines *e)
 	for (g = 0; g < 2; g++) {
 		if (l.m.groups[g].amfs & (1u << cn->id)) {
 			a.group_submit[g] = engine_submit;
+			a.group_read_cached[g] = engine_read_cached;
 			a.group_arg[g] = e->gnode[g];
 		}
 	}
@@ -1641,7 +1647,8 @@ TEST(router, compare_and_write_one_winner_across_controllers)
 // A forwarded command goes to the AMF that holds its block's lock (no lock ping-pong): ga's AMFs
 // are 0 (preferred) and 1. Controller 1 writes blocks 0-3 of la on its own engine (it holds that
 // resource exclusive from then on); controller 2, no AMF of ga, then reads and writes them: each
-// command goes to 1, not to 0, and 1 gives the lock to no one. A block no AMF holds goes to the
+// command goes to 1, not to 0, and 1 gives the lock to no one; its one-block reads are answered
+// from 1's cache on 1's forwarder thread (group_read_cached). A block no AMF holds goes to the
 // preferred AMF, 0. Every value read back is the last one written.
 int sc_holder(conf_node *cn)
 {
@@ -1690,9 +1697,19 @@ int sc_holder(conf_node *cn)
 				CONF_CHECK(run(COH_IO_WRITE, 0, 4, v), "write %u", k);
 			}
 		}
+		// One-block reads of what the holder has at hand: answered from its cache on its
+		// forwarder's thread, each the last value written.
+		for (uint32_t b = 0; b < 4; b++) {
+			uint64_t v = 0x200 + kCmds - 2;
+
+			CONF_CHECK(run(COH_IO_READ, b, 1, 0), "one-block read %u", b);
+			for (uint32_t w = 0; w < kEngBs / 8; w++)
+				CONF_CHECK(!memcmp(c.buf.data() + w * 8, &v, 8),
+					   "one-block read %u: the last write's data", b);
+		}
 		CONF_CHECK(run(COH_IO_WRITE, 64, 1, 0x300), "a block nobody holds");
 		coh_route_stats(r, &st);
-		CONF_CHECK(st.forwarded == kCmds + 1 && st.to_holder == kCmds,
+		CONF_CHECK(st.forwarded == kCmds + 5 && st.to_holder == kCmds + 4,
 			   "forwarded %llu, to the holder %llu", (unsigned long long)st.forwarded,
 			   (unsigned long long)st.to_holder);
 	}
@@ -1705,8 +1722,10 @@ int sc_holder(conf_node *cn)
 			   "the preferred AMF executed only the block nobody held: %llu",
 			   (unsigned long long)st.executed_for_others);
 	if (cn->id == 1) {
-		CONF_CHECK(st.executed_for_others == kCmds, "the holder executed %llu",
+		CONF_CHECK(st.executed_for_others == kCmds + 4, "the holder executed %llu",
 			   (unsigned long long)st.executed_for_others);
+		CONF_CHECK(st.read_cached == 4, "one-block reads answered from the cache: %llu",
+			   (unsigned long long)st.read_cached);
 		CONF_CHECK(ns1.lock_transfers == ns0.lock_transfers,
 			   "the holder gave its lock away %llu times",
 			   (unsigned long long)(ns1.lock_transfers - ns0.lock_transfers));
@@ -1794,6 +1813,11 @@ int sc_linz(conf_node *cn)
 		CONF_CHECK(submit(r, c) == 0, "submit %u", k);
 	}
 	CONF_CHECK(conf_barrier(cn) == 0, "barrier before the end");
+	struct coh_route_stats st;
+	coh_route_stats(r, &st);
+	fprintf(stderr, "node %u: %llu executed for others, %llu of them reads from the cache\n",
+		cn->id, (unsigned long long)st.executed_for_others,
+		(unsigned long long)st.read_cached);
 	coh_route_delete(&r);
 	CONF_CHECK(conf_barrier(cn) == 0, "every router gone");
 	engines_down(&e);

@@ -183,10 +183,11 @@ static void ctl_show_map(json_t *r)
 	printf("\nrouted here: %lld local, %lld forwarded (%lld to the AMF holding the lock, not "
 	       "the preferred), %lld split into components, %lld routed again (%lld waited for a "
 	       "view to exclude their target), %lld held by conflicts; %lld executed for other "
-	       "controllers\n",
+	       "controllers (%lld reads answered from the cache at once)\n",
 	       ctl_int(rt, "local"), ctl_int(rt, "forwarded"), ctl_int(rt, "to_holder"),
 	       ctl_int(rt, "components"), ctl_int(rt, "rerouted"), ctl_int(rt, "waited_views"),
-	       ctl_int(rt, "coord_held"), ctl_int(rt, "executed_for_others"));
+	       ctl_int(rt, "coord_held"), ctl_int(rt, "executed_for_others"),
+	       ctl_int(rt, "read_cached"));
 	x = json_object_get(r, "forwarder");
 	ctl_nodes(json_object_get(x, "connected"), members, sizeof(members));
 	printf("forwarder: connected to %s; %lld connections broke, %lld made again, %lld commands "

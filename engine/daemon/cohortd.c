@@ -356,17 +356,17 @@ static json_t *cd_map(struct cohortd *d)
 	fwd = coh_route_forwarder(d->router);
 	coh_fwd_stats(fwd, &fs);
 	return json_pack(
-	    "{s:b, s:I, s:I, s:I, s:s, s:I, s:I, s:o, s:o, s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}, "
+	    "{s:b, s:I, s:I, s:I, s:s, s:I, s:I, s:o, s:o, s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}, "
 	    "s:{s:o, s:I, s:I, s:I}}",
 	    "ok", 1, "version", (json_int_t)m->version, "changes", (json_int_t)rs.map_changes,
 	    "conflicts", (json_int_t)rs.map_conflicts, "kept_in", d->map_path, "node",
 	    (json_int_t)d->conf->node, "block_size", (json_int_t)m->block_size, "groups", groups,
 	    "volumes", vols, "routing", "local", (json_int_t)rs.local, "forwarded",
-	    (json_int_t)rs.forwarded, "to_holder", (json_int_t)rs.to_holder, "components",
-	    (json_int_t)rs.components, "rerouted", (json_int_t)rs.rerouted, "waited_views",
-	    (json_int_t)rs.waited_views, "refused_fenced", (json_int_t)rs.refused_fenced,
-	    "coord_held", (json_int_t)rs.coord_held, "executed_for_others",
-	    (json_int_t)rs.executed_for_others, "forwarder", "connected",
+	    (json_int_t)rs.forwarded, "to_holder", (json_int_t)rs.to_holder, "read_cached",
+	    (json_int_t)rs.read_cached, "components", (json_int_t)rs.components, "rerouted",
+	    (json_int_t)rs.rerouted, "waited_views", (json_int_t)rs.waited_views, "refused_fenced",
+	    (json_int_t)rs.refused_fenced, "coord_held", (json_int_t)rs.coord_held,
+	    "executed_for_others", (json_int_t)rs.executed_for_others, "forwarder", "connected",
 	    cd_nodes_json(coh_fwd_up(fwd) & ~(1u << d->conf->node)), "peer_downs",
 	    (json_int_t)fs.peer_downs, "reconnects", (json_int_t)fs.reconnects, "timeouts",
 	    (json_int_t)fs.timeouts);
@@ -829,6 +829,12 @@ static int cd_engine_submit(void *arg, struct coh_io *io)
 	return coh_node_submit(arg, io);
 }
 
+/* cd_engine_read_cached - the router's read of a block the engine has at hand (no wait). */
+static int cd_engine_read_cached(void *arg, uint64_t lba, void *buf)
+{
+	return coh_node_read_cached(arg, lba, buf);
+}
+
 /* cd_close_engines - the router, then every group's engine and fabric (a routed config), or the
  * node. Returns 0 when every engine closed cleanly, else the first error. */
 static int cd_close_engines(struct cohortd *d)
@@ -865,11 +871,10 @@ static int cd_close_engines(struct cohortd *d)
 static uint32_t cd_group_view(void *arg, uint32_t g)
 {
 	struct cohortd *d = arg;
-	struct coh_node_stats st;
 
-	if (g >= d->ngroups || coh_node_stats(d->gnode[g], &st))
+	if (g >= d->ngroups || !d->gnode[g])
 		return UINT32_MAX; /* unknown: nobody counts as excluded */
-	return st.members;
+	return coh_node_members(d->gnode[g]);
 }
 
 /* cd_group_holders - the router's group_holders: who holds group @g's block's lock, as this
@@ -912,6 +917,7 @@ static int cd_open_router(struct cohortd *d)
 			goto err_close;
 		if ((c->groups[g].amfs >> c->node) & 1) {
 			ra.group_submit[g] = cd_engine_submit;
+			ra.group_read_cached[g] = cd_engine_read_cached;
 			ra.group_arg[g] = d->gnode[g];
 		}
 	}

@@ -408,6 +408,24 @@ static int route_pick(struct coh_route *r, struct route_op *op, const struct rou
 	return ret;
 }
 
+/* route_read_cached - a one-block read forwarded here, answered from the group's cache on the
+ * forwarder's thread when the engine can without waiting (group_read_cached): no engine thread
+ * is woken for it. Only there: a caller's own thread gets its callback after its submit. */
+static bool route_read_cached(struct coh_route *r, struct route_op *op, struct route_sub *s)
+{
+	int (*rd)(void *arg, uint64_t lba, void *buf) = r->a.group_read_cached[s->group];
+
+	if (!rd || op->type != COH_IO_READ || s->nblocks != 1 || !coh_fwd_on_thread(r->fwd) ||
+	    rd(r->a.group_arg[s->group], s->gblock, s->buf))
+		return false;
+	route_count(r, &r->st.read_cached);
+	route_count(r, &r->st.local);
+	route_sub_ended(r);
+	route_sub_finish(s, 0, 0);
+	route_kick(r);
+	return true;
+}
+
 /* route_sub_run - send component @s to its group's engine here, or to an AMF of the group. */
 static void route_sub_run(struct route_sub *s)
 {
@@ -440,6 +458,8 @@ static void route_sub_run(struct route_sub *s)
 		pthread_mutex_lock(&r->lock);
 		r->running++;
 		pthread_mutex_unlock(&r->lock);
+		if (target == r->me && route_read_cached(r, op, s))
+			return;
 		if (target == r->me) {
 			memset(&s->io, 0, sizeof(s->io));
 			s->io.io_size = sizeof(s->io);

@@ -198,6 +198,14 @@ int coh_cache_abandon(struct coh_cache **cachep);
 int coh_cache_read(struct coh_cache *c, uint64_t lba, uint32_t nblocks, void *buf);
 
 /**
+ * coh_cache_read_cached - coh_cache_read of one block when this node can serve it alone: it
+ * holds the resource (exclusive, or shared and not invalidated), the block is valid here, and
+ * its lease holds. Returns 0 with the block in @buf, -EAGAIN (take the full path; @buf's content
+ * is undefined) or -EINVAL. Never waits on the network and needs no lane: any thread.
+ */
+int coh_cache_read_cached(struct coh_cache *c, uint64_t lba, void *buf);
+
+/**
  * coh_cache_write - write @nblocks blocks at @lba from @buf. When it returns 0 the data is in
  * this node's cache, every other node's copy is invalidated, and any later read anywhere returns
  * it. (Durability is the store's after coh_cache_flush(); replication comes in the engine.)

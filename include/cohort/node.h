@@ -395,6 +395,19 @@ uint32_t coh_node_block_size(const struct coh_node *n);
 int coh_node_stats(struct coh_node *n, struct coh_node_stats *st);
 
 /**
+ * coh_node_read_cached - read block @lba at once when this node's cache can serve it alone (see
+ * coh_cache_read_cached): 0 with the block in @buf, or -EAGAIN (submit it: a miss, a lock held
+ * elsewhere, a view change step, a stopped or fenced node; @buf's content is undefined), or
+ * -EINVAL. Never waits, and needs no engine thread: for a thread that must not wait, which has a
+ * read to answer (a forwarder executing a forwarded read). A read submitted before it and not yet
+ * completed may be seen or not, as between any two operations in flight at once.
+ */
+int coh_node_read_cached(struct coh_node *n, uint64_t lba, void *buf);
+
+/** coh_node_members - the members of this node's current view (a mask; cheap, any thread). */
+uint32_t coh_node_members(struct coh_node *n);
+
+/**
  * coh_node_lock_holders - which nodes hold the lock of block @lba's resource now: *@owner the
  * exclusive owner (COH_NODE_NO_HOLDER when none) and *@sharers a bitmap of its sharers. A hint for
  * choosing where to send a command on that block (a router: no lock ping-pong between the

@@ -85,6 +85,11 @@ struct coh_route_attr {
 	 * group's block) with the engine's contract (coh_node_submit's). */
 	int (*group_submit[COH_MAP_MAX_GROUPS])(void *arg, struct coh_io *io);
 	void *group_arg[COH_MAP_MAX_GROUPS];
+	/* Optional, beside group_submit[g]: read the group's block @lba at once if the engine can
+	 * without waiting (coh_node_read_cached, with group_arg[g]), else -EAGAIN. A one-block read
+	 * forwarded here is answered with it on the forwarder's thread, no engine thread woken (a
+	 * hand-off less on the forwarded read's path); anything else is submitted. */
+	int (*group_read_cached[COH_MAP_MAX_GROUPS])(void *arg, uint64_t lba, void *buf);
 	uint32_t retries;	   /* routes again after a target's death; 0: 4 */
 	uint32_t coord_timeout_ms; /* a held command's bound; 0: 30 s */
 	uint32_t max_ops;	   /* router commands in flight, submitted and forwarded; 0: 256 */
@@ -163,6 +168,8 @@ struct coh_route_stats {
 	uint64_t waited_views;	 /* components that waited for a view to exclude their target */
 	uint64_t refused_fenced; /* commands refused: their origin out of a group's view */
 	uint64_t to_holder;	 /* forwarded to an AMF that held the lock, not the preferred */
+	uint64_t read_cached;	 /* forwarded reads answered from the cache on the forwarder's
+				    thread (group_read_cached) */
 };
 void coh_route_stats(struct coh_route *r, struct coh_route_stats *st);
 
