@@ -1744,6 +1744,130 @@ TEST(router, a_forwarded_command_goes_to_the_amf_holding_the_lock)
 	EXPECT_EQ(0, run_in_groups("router_holder", sc_holder, 0));
 }
 
+// Deaths between a command's steps: controller 0 (ga's preferred AMF, and the coordinator of
+// virtual volumes) is SIGKILLed at a named step of a command controller 2 forwarded to it
+// (route_hooks.h): received and not run, run and not answered, or one component of a striped
+// write done and the others not. Controller 2 writes la (4 blocks, forwarded to 0) and vs (16
+// blocks across three chunks of both groups, whole to the coordinator 0) in turn, one at a time,
+// each block stamped with the write's number: every write completes once with success (the one
+// cut off at 0 is routed again, to 1, after the takeover), and every block read back through
+// the survivors holds the last write of it.
+uint32_t step_point, step_nth;
+std::atomic<uint32_t> step_seen;
+
+int kill_at_step(void *, uint32_t point, uint64_t detail)
+{
+	bool from2 = point != COH_ROUTE_POINT_CMD_RECEIVED || detail >> 32 == 2;
+
+	if (point == step_point && from2 && ++step_seen == step_nth)
+		raise(SIGKILL);
+	return 0;
+}
+
+int sc_step_kill(conf_node *cn)
+{
+	constexpr uint32_t kWrites = 16;
+	layout l = engine_layout();
+	engines e;
+	rcmd c;
+	std::vector<uint64_t> la_stamp(64, 0), vs_stamp(128, 0);
+
+	if (engines_up(cn, l, &e))
+		return 1;
+	coh_route *r = e.r;
+	if (cn->id == 0) {
+		coh_route_hooks h = { sizeof(h), kill_at_step, nullptr };
+		CONF_CHECK(coh_route_set_hooks(r, &h) == 0, "hooks");
+	}
+	CONF_CHECK(conf_barrier(cn) == 0, "every controller up");
+	if (cn->id == 2) {
+		for (uint32_t k = 0; k < kWrites; k++) {
+			bool virt = k % 2;
+			uint32_t n = virt ? 16 : 4;
+			uint64_t lba = virt ? 4 + 16 * (k / 2 % 7) : 4 * (k / 2 % 16);
+			uint64_t st = 0x5000 + k;
+
+			rcmd_prepare(c, COH_IO_WRITE, virt ? l.vs : l.la, lba, n);
+			c.buf.assign((size_t)n * kEngBs, 0);
+			c.rio.buf = c.buf.data();
+			for (uint32_t w = 0; w < n * kEngBs / 8; w++)
+				memcpy(c.buf.data() + w * 8, &st, 8);
+			CONF_CHECK(submit(r, c) == 0 && wait_cmd(c, 60000), "write %u completes",
+				   k);
+			CONF_CHECK(c.calls == 1 && c.st.status == 0, "write %u: %s", k,
+				   coh_strerror(c.st.status));
+			for (uint32_t b = 0; b < n; b++)
+				(virt ? vs_stamp : la_stamp)[lba + b] = st;
+		}
+		struct coh_route_stats rs;
+		coh_route_stats(r, &rs);
+		CONF_CHECK(rs.rerouted >= 1, "the command cut off at 0 was routed again");
+		fprintf(stderr, "node 2: step %u #%u: %llu routed again, %llu forwarded\n",
+			step_point, step_nth, (unsigned long long)rs.rerouted,
+			(unsigned long long)rs.forwarded);
+		// Read back through the survivors: la's blocks from 1 (ga's only live AMF), vs's
+		// through the next coordinator, 1.
+		for (uint32_t v = 0; v < 2; v++) {
+			std::vector<uint64_t> &want = v ? vs_stamp : la_stamp;
+
+			for (uint32_t off = 0; off < want.size(); off += 16) {
+				rcmd_prepare(c, COH_IO_READ, v ? l.vs : l.la, off, 16);
+				c.buf.assign(16 * kEngBs, 0);
+				c.rio.buf = c.buf.data();
+				CONF_CHECK(submit(r, c) == 0 && wait_cmd(c, 60000) &&
+					       c.st.status == 0,
+					   "read back %s %u", v ? "vs" : "la", off);
+				for (uint32_t b = 0; b < 16; b++) {
+					uint64_t got;
+
+					memcpy(&got, c.buf.data() + b * kEngBs, 8);
+					for (uint32_t w = 1; w < kEngBs / 8; w++)
+						CONF_CHECK(
+						    !memcmp(c.buf.data() + b * kEngBs + w * 8, &got,
+							    8),
+						    "%s block %u torn", v ? "vs" : "la", off + b);
+					CONF_CHECK(got == want[off + b],
+						   "%s block %u: %llx, the last write %llx",
+						   v ? "vs" : "la", off + b,
+						   (unsigned long long)got,
+						   (unsigned long long)want[off + b]);
+				}
+			}
+		}
+	}
+	uint8_t token = 1;
+	if (cn->id == 0) {
+		// Serves until the step kills it (bounded: controller 2 never sends this).
+		(void)conf_recv(cn, 2, &token, NULL, 120000);
+		CONF_CHECK(false, "controller 0 outlived its step");
+	}
+	uint32_t other = 3 - cn->id;
+	CONF_CHECK(conf_send(cn, other, &token, 1) == 0, "tell the other survivor");
+	CONF_CHECK(conf_recv(cn, other, &token, NULL, 120000) == 0, "hear from it");
+	coh_route_delete(&r);
+	engines_down(&e);
+	_exit(0); // the harness's goodbye needs controller 0
+}
+
+int run_step_kill(uint32_t point, uint32_t nth)
+{
+	step_point = point;
+	step_nth = nth;
+	step_seen = 0;
+	return run_in_groups("router_step_kill", sc_step_kill, 1u << 0);
+}
+
+TEST(router, a_target_killed_between_a_commands_steps)
+{
+	if (strcmp(conf_provider(), "shm"))
+		GTEST_SKIP() << "the groups' clusters are made on shm here";
+	// la's third write (the fifth command) received, not run; vs's second (the fourth
+	// command) run, not answered; a component of vs's third write done, the others not.
+	EXPECT_EQ(0, run_step_kill(COH_ROUTE_POINT_CMD_RECEIVED, 5)) << "received";
+	EXPECT_EQ(0, run_step_kill(COH_ROUTE_POINT_CMD_EXECUTED, 4)) << "executed";
+	EXPECT_EQ(0, run_step_kill(COH_ROUTE_POINT_COMPONENT_DONE, 5)) << "one component done";
+}
+
 // Linearizability across a virtual volume, on real engines: every controller submits random
 // reads and writes of 1 to 16 blocks at random places of the volume striped over both groups,
 // four in flight, each write with a value of its own in every block. Each block of each

@@ -113,6 +113,7 @@ struct coh_route {
 };
 
 static void route_sub_run(struct route_sub *s);
+static int route_point(struct coh_route *r, uint32_t point, uint64_t detail);
 static void route_op_run(struct route_op *op);
 static void route_tab_put(struct route_table *t);
 static void route_coordinate(struct route_op *op);
@@ -207,6 +208,9 @@ static void route_op_complete(struct route_op *op, const struct coh_map_status *
 		op->granted = false;
 		coh_coord_release(r->coord, &op->creq); /* grants those waiting for the range */
 	}
+	if (!op->rio)
+		route_point(r, COH_ROUTE_POINT_CMD_EXECUTED,
+			    (uint64_t)op->fcmd->origin << 32 | (uint32_t)st->status);
 	if (op->rio)
 		op->rio->done(op->rio, st);
 	else if (op->type == COH_IO_COMPARE_WRITE)
@@ -282,6 +286,9 @@ static void route_sub_finish(struct route_sub *s, int status, uint32_t done)
 {
 	struct route_op *op = s->op;
 
+	if (op->nsubs > 1)
+		route_point(op->r, COH_ROUTE_POINT_COMPONENT_DONE,
+			    (uint64_t)s->comp << 32 | (uint32_t)status);
 	s->status = status;
 	s->done = status ? done : s->nblocks;
 	if (atomic_fetch_sub(&op->outstanding, 1) == 1)
@@ -996,7 +1003,7 @@ static int route_map_adopt(struct coh_route *r, const struct coh_map *next, uint
 
 static void route_change_sent(struct route_change *ch, int status);
 
-/* route_point - a named step of a change (route_hooks.h). */
+/* route_point - a named step of a change or a command (route_hooks.h). */
 static int route_point(struct coh_route *r, uint32_t point, uint64_t detail)
 {
 	struct coh_route_hooks h;
@@ -1410,6 +1417,7 @@ static void route_execute(void *arg, struct coh_fwd_cmd *cmd)
 	op->nblocks = cmd->nblocks;
 	op->buf = cmd->buf;
 	op->fcmd = cmd;
+	route_point(r, COH_ROUTE_POINT_CMD_RECEIVED, (uint64_t)cmd->origin << 32 | cmd->op);
 	route_start(op);
 }
 

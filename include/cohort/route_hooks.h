@@ -1,6 +1,6 @@
 /*
  * route_hooks.h - the engine tier of the router (router.h is the consumer's): hooks through
- * which tests watch a table change's named steps and stop the configuration controller at one
+ * which tests watch a table change's named steps and a command's, and stop a controller at one
  * (kill it there). A front end or an application never needs this header.
  */
 #ifndef COHORT_ROUTE_HOOKS_H
@@ -26,6 +26,17 @@ enum coh_route_point {
 	COH_ROUTE_POINT_CHANGE_ADOPT = 2,
 	/* a peer answered a step's offer (before it is counted): @detail as for SEND */
 	COH_ROUTE_POINT_CHANGE_ANSWER = 3,
+	/* The steps of a command, on the thread that takes it there. */
+	/* target: a command forwarded here is about to run (nothing of it done yet): @detail is
+	 * its origin << 32 | its operation (enum coh_fwd_op) */
+	COH_ROUTE_POINT_CMD_RECEIVED = 4,
+	/* target: a command forwarded here is done (applied, for a write), its status not yet
+	 * answered: @detail is its origin << 32 | (uint32_t)its status */
+	COH_ROUTE_POINT_CMD_EXECUTED = 5,
+	/* a command split into components here (a coordinator's, or a flush): one component is
+	 * done, the command not yet answered: @detail is the component << 32 | (uint32_t)its
+	 * status */
+	COH_ROUTE_POINT_COMPONENT_DONE = 6,
 };
 
 #define COH_ROUTE_DROP 1
@@ -41,7 +52,8 @@ struct coh_route_hooks {
 	void *arg;
 };
 
-/** coh_route_set_hooks - install @h (copied; NULL removes them), before any change. */
+/** coh_route_set_hooks - install @h (copied; NULL removes them), before any change or command
+ * that should see them. */
 int coh_route_set_hooks(struct coh_route *r, const struct coh_route_hooks *h);
 
 #ifdef __cplusplus
