@@ -1064,6 +1064,10 @@ TEST(daemon, routed__two_groups_one_table_a_death_and_a_stop)
 	EXPECT_NE(strstr(out, "routed here: 0 local, 0 forwarded"), nullptr) << out;
 	EXPECT_EQ(dc_ctl(c, 1, "volumes", out, sizeof(out)), 0) << out;
 	EXPECT_NE(strstr(out, "vs"), nullptr) << out;
+	// status shows every group's cluster, not only the first's
+	EXPECT_EQ(dc_ctl(c, 1, "status", out, sizeof(out)), 0) << out;
+	EXPECT_NE(strstr(out, "GROUP"), nullptr) << out;
+	EXPECT_NE(strstr(out, "  gb "), nullptr) << out;
 
 	// SIGKILL node 2 (gb's preferred AMF): both groups' clusters go on with nodes 0 and 1
 	ASSERT_EQ(dc_signal(c, 2, SIGKILL), 0);
@@ -1078,6 +1082,23 @@ TEST(daemon, routed__two_groups_one_table_a_death_and_a_stop)
 		usleep(100000);
 	}
 	EXPECT_LT(t, 600u) << "group gb's view never lost node 2";
+	{
+		json_t *s = nullptr;
+
+		ASSERT_EQ(dc_ctl(c, 0, "--json status", out, sizeof(out)), 0) << out;
+		s = json_loads(out, 0, nullptr);
+		ASSERT_NE(s, nullptr) << out;
+		ASSERT_EQ(json_array_size(json_object_get(s, "groups")), 2u) << out;
+		EXPECT_EQ(members_of(s, 0), 3u) << out;
+		EXPECT_EQ(members_of(s, 1), 3u) << out;
+		EXPECT_STREQ(json_string_value(json_object_get(
+				 json_array_get(json_object_get(s, "groups"), 1), "name")),
+			     "gb");
+		EXPECT_TRUE(json_is_true(
+		    json_object_get(json_array_get(json_object_get(s, "groups"), 1), "quorum")))
+		    << out;
+		json_decref(s);
+	}
 
 	// node 2 starts again: it rejoins both groups, and the forwarders connect to it again
 	ASSERT_EQ(dc_start(c, 2), 0);

@@ -70,6 +70,8 @@ static void ctl_not_exposed(json_t *r)
 		printf("\n");
 }
 
+static void ctl_nodes(json_t *a, char *out, size_t len);
+
 /* ctl_show_status - like `ceph -s` and `drbdadm status`: the cluster line, then each node. */
 static void ctl_show_status(json_t *r)
 {
@@ -93,6 +95,25 @@ static void ctl_show_status(json_t *r)
 	if (json_is_true(json_object_get(r, "abandon_pending")))
 		printf("  log:      a failed write's records may be live on a peer: no lock "
 		       "handed on until they are marked\n");
+	/* A routed config: each redundancy group is a cluster of its own (the view above is the
+	 * first one's). */
+	if (json_object_get(r, "groups")) {
+		json_t *g;
+		char members[64];
+
+		printf("\n  %-16s %6s %-12s %-7s %-10s %s\n", "GROUP", "EPOCH", "MEMBERS", "QUORUM",
+		       "HEALTH", "AMF HERE");
+		json_array_foreach(json_object_get(r, "groups"), i, g)
+		{
+			ctl_nodes(json_object_get(g, "members"), members, sizeof(members));
+			printf("  %-16s %6lld %-12s %-7s %-10s %s\n", ctl_str(g, "name"),
+			       ctl_int(g, "epoch"), members, ctl_yes(g, "quorum"),
+			       json_is_true(json_object_get(g, "degraded"))	   ? "DEGRADED"
+			       : json_is_true(json_object_get(g, "view_changing")) ? "changing"
+										   : "ok",
+			       ctl_yes(g, "amf_here"));
+		}
+	}
 	printf("\n  %-5s %-20s %s\n", "NODE", "ROLE", "LOG COPIES");
 	json_array_foreach(roles, i, n)
 	{

@@ -215,8 +215,40 @@ static void cd_members(uint32_t members, char *out, size_t len)
 }
 
 /* cd_status - the "status" answer: what coh_node_stats exposes about the cluster. */
+static json_t *cd_nodes_json(uint32_t mask);
+
+/* cd_groups_status - a routed config's groups, each its own cluster (status shows the first
+ * one's view as the node's and these beside it); NULL when not routed. *@degraded is set when
+ * any group is degraded or lacks a quorum. */
+static json_t *cd_groups_status(struct cohortd *d, bool *degraded)
+{
+	struct coh_node_stats *st;
+	json_t *a;
+	uint32_t g;
+
+	if (d->ngroups < 2 || !(st = malloc(sizeof(*st))))
+		return NULL;
+	a = json_array();
+	for (g = 0; g < d->ngroups; g++) {
+		bool ok = !coh_node_stats(d->gnode[g], st);
+		bool deg = !ok || !st->quorum || st->degraded || st->elements_missing;
+
+		*degraded |= deg;
+		json_array_append_new(
+		    a, json_pack("{s:s, s:I, s:o, s:b, s:b, s:b, s:b, s:I}", "name",
+				 d->conf->groups[g].name, "epoch", (json_int_t)(ok ? st->epoch : 0),
+				 "members", cd_nodes_json(ok ? st->members : 0), "quorum",
+				 ok && st->quorum, "degraded", deg, "view_changing",
+				 ok && st->view_changing, "amf_here",
+				 (d->conf->groups[g].amfs >> d->conf->node) & 1, "recovered_blocks",
+				 (json_int_t)(ok ? st->recovered_blocks : 0)));
+	}
+	free(st);
+	return a;
+}
+
 static json_t *cd_status(struct cohortd *d, const struct daemon_conf *c,
-			 const struct coh_node_stats *st)
+			 const struct coh_node_stats *st, json_t *groups, bool groups_degraded)
 {
 	json_t *nodes = json_array(), *r;
 	uint32_t i;
@@ -242,17 +274,23 @@ static json_t *cd_status(struct cohortd *d, const struct daemon_conf *c,
 	    "ok", 1, "cluster", c->cluster, "node", (json_int_t)c->node, "nodes",
 	    (json_int_t)c->nodes, "epoch", (json_int_t)st->epoch, "members",
 	    (json_int_t)__builtin_popcount(st->members), "quorum", st->quorum, "degraded",
-	    st->degraded || st->elements_missing, "stopped", st->stopped, "log_copies_wanted",
-	    (json_int_t)st->log_copies_wanted, "roles", nodes, "recovery", "recoveries",
-	    (json_int_t)st->recoveries, "recovered_blocks", (json_int_t)st->recovered_blocks,
-	    "recovered_writers", (json_int_t)st->recovered_writers, "stale_records",
-	    (json_int_t)st->stale_records, "last_recovery_ns", (json_int_t)st->last_recovery_ns,
-	    "view_changing", st->view_changing, "log_moving", st->log_moving, "abandon_pending",
-	    st->abandon_pending, "elements_missing", (json_int_t)st->elements_missing,
-	    "not_exposed", "another node's role beyond member or not (leaving, moving its log)",
+	    st->degraded || st->elements_missing || groups_degraded, "stopped", st->stopped,
+	    "log_copies_wanted", (json_int_t)st->log_copies_wanted, "roles", nodes, "recovery",
+	    "recoveries", (json_int_t)st->recoveries, "recovered_blocks",
+	    (json_int_t)st->recovered_blocks, "recovered_writers",
+	    (json_int_t)st->recovered_writers, "stale_records", (json_int_t)st->stale_records,
+	    "last_recovery_ns", (json_int_t)st->last_recovery_ns, "view_changing",
+	    st->view_changing, "log_moving", st->log_moving, "abandon_pending", st->abandon_pending,
+	    "elements_missing", (json_int_t)st->elements_missing, "not_exposed",
+	    "another node's role beyond member or not (leaving, moving its log)",
 	    "resync as a count (a log is not copied to a new peer: the writer destages, then "
 	    "starts the log afresh there; log_moving says it is under way)");
 	(void)d;
+	/* A routed config: the view above is the first group's; each group's is here. */
+	if (r && groups)
+		json_object_set_new(r, "groups", groups);
+	else
+		json_decref(groups);
 	return r;
 }
 
@@ -517,7 +555,10 @@ static json_t *cd_stats(struct cohortd *d)
 	    "log", "used", (json_int_t)cur->log_used, "size", (json_int_t)cur->log_size,
 	    "full_waits", (json_int_t)cur->log_backpressure, "bg_destages",
 	    (json_int_t)cur->log_bg_destages, "bg_blocks", (json_int_t)cur->log_bg_blocks,
-	    "not_exposed", "forwarded commands (no routing yet)");
+	    "not_exposed",
+	    d->ngroups > 1 ? "the other groups' engines (these are the first group's; forwarded "
+			     "and routed commands are in cohortctl map)"
+			   : "forwarded commands (a config without routing forwards none)");
 out:
 	free(prev);
 	free(cur);
@@ -563,7 +604,8 @@ static json_t *cd_request(void *arg, const char *cmd, json_t *req, char *err, si
 {
 	struct cohortd *d = arg;
 	struct coh_node_stats *st;
-	json_t *r = NULL;
+	json_t *r = NULL, *groups = NULL;
+	bool groups_degraded = false;
 	int ret;
 
 	(void)req;
@@ -574,12 +616,18 @@ static json_t *cd_request(void *arg, const char *cmd, json_t *req, char *err, si
 			return NULL;
 		}
 		ret = coh_node_stats(d->node, st);
+		if (cmd[0] == 's')
+			groups = cd_groups_status(d, &groups_degraded);
 		pthread_mutex_lock(&d->lock);
 		if (ret)
 			snprintf(err, errlen, "node stats: %s", coh_strerror(ret));
+		else if (cmd[0] == 's')
+			r = cd_status(d, d->conf, st, groups, groups_degraded);
 		else
-			r = cmd[0] == 's' ? cd_status(d, d->conf, st) : cd_volumes(d->conf);
+			r = cd_volumes(d->conf);
 		pthread_mutex_unlock(&d->lock);
+		if (ret)
+			json_decref(groups);
 		free(st);
 		return r;
 	}
