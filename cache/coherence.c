@@ -1831,15 +1831,21 @@ static bool still_shared(struct coh_cache *c, uint64_t r0, uint64_t r1)
  * the block valid in its slot. The lock keeps the service thread from handing the resource on
  * while the block is copied, so nothing is pinned. A shared copy is checked for an invalidation
  * again after the copy, as still_shared does. Returns true with the block in @out; false: take
- * the full path (nothing was changed).
+ * the full path (nothing was changed). With @try, a lock another thread holds is a miss too (a
+ * thread that must not wait: the lock is held across a store write at times).
  */
-static bool read_hit(struct coh_cache *c, uint64_t lba, uint8_t *out)
+static bool read_hit(struct coh_cache *c, uint64_t lba, uint8_t *out, bool try)
 {
 	uint64_t r = lba / c->res_blocks;
 	struct res_state *st = res_of(c, r);
 	bool hit;
 
-	pthread_mutex_lock(&c->lock);
+	if (try) {
+		if (pthread_mutex_trylock(&c->lock))
+			return false;
+	} else {
+		pthread_mutex_lock(&c->lock);
+	}
 	hit = (st->level == L_X || (st->level == L_S && !cache_invalidated(c, r))) && !st->tk &&
 	      !st->srv && !st->owed && !st->head && slot_valid(c, lba, st);
 	if (hit) {
@@ -1891,7 +1897,7 @@ int coh_cache_read_cached(struct coh_cache *c, uint64_t lba, void *buf)
 {
 	if (!c || !buf || lba >= c->nblocks)
 		return -EINVAL;
-	return read_hit(c, lba, buf) && cache_lease_ok(c) ? 0 : -EAGAIN;
+	return read_hit(c, lba, buf, true) && cache_lease_ok(c) ? 0 : -EAGAIN;
 }
 
 int coh_cache_read(struct coh_cache *c, uint64_t lba, uint32_t nblocks, void *buf)
@@ -1902,7 +1908,7 @@ int coh_cache_read(struct coh_cache *c, uint64_t lba, uint32_t nblocks, void *bu
 	if (!c || !buf || !nblocks || lba >= c->nblocks || nblocks > c->nblocks - lba)
 		return -EINVAL;
 	/* Checked after the copy, as below. A hit needs no lane: it touches no endpoint. */
-	if (nblocks == 1 && read_hit(c, lba, buf))
+	if (nblocks == 1 && read_hit(c, lba, buf, false))
 		return cache_lease_ok(c) ? 0 : -EAGAIN;
 	x = lane_enter(c);
 	ret = read_range(c, lba, nblocks, buf);

@@ -201,7 +201,8 @@ int coh_cache_read(struct coh_cache *c, uint64_t lba, uint32_t nblocks, void *bu
  * coh_cache_read_cached - coh_cache_read of one block when this node can serve it alone: it
  * holds the resource (exclusive, or shared and not invalidated), the block is valid here, and
  * its lease holds. Returns 0 with the block in @buf, -EAGAIN (take the full path; @buf's content
- * is undefined) or -EINVAL. Never waits on the network and needs no lane: any thread.
+ * is undefined) or -EINVAL. Never waits (the cache's lock only tried: it is held across a store
+ * write at times) and needs no lane: any thread.
  */
 int coh_cache_read_cached(struct coh_cache *c, uint64_t lba, void *buf);
 
