@@ -214,7 +214,6 @@ static void cd_members(uint32_t members, char *out, size_t len)
 	}
 }
 
-/* cd_status - the "status" answer: what coh_node_stats exposes about the cluster. */
 static json_t *cd_nodes_json(uint32_t mask);
 
 /* cd_groups_status - a routed config's groups, each its own cluster (status shows the first
@@ -247,6 +246,8 @@ static json_t *cd_groups_status(struct cohortd *d, bool *degraded)
 	return a;
 }
 
+/* cd_status - the "status" answer: what coh_node_stats exposes about the cluster, and
+ * @groups (cd_groups_status; taken over) when routed. */
 static json_t *cd_status(struct cohortd *d, const struct daemon_conf *c,
 			 const struct coh_node_stats *st, json_t *groups, bool groups_degraded)
 {
