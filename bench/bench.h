@@ -31,7 +31,7 @@ struct bench_opts {
 /* struct bench_row - one measured line. @rate_mops is 0 when not measured. */
 struct bench_row {
 	char suite[16];
-	char op[24];
+	char op[32];
 	char provider[16];
 	size_t size;
 	uint32_t samples;

@@ -9,6 +9,13 @@
  *                        controllers 2 and 0
  *   local_<op>_qd<D>     controller 0 on la (an AMF of ga: its own engine), 4 KiB
  *   forwarded_<op>_qd<D> controller 2 on la (not an AMF of ga: forwarded to 0), 4 KiB
+ *   shared_write_qd1_holder, shared_write_qd1_preferred
+ *                        controller 2's forwarded 4 KiB writes on la's set while controller 1
+ *                        (ga's other AMF) writes the same set on its own engine: sent to the
+ *                        AMF holding the block's lock (coh_route_attr.group_holders), or always
+ *                        to the preferred AMF, 0, which then takes the locks from 1 and 1
+ *                        back (lock ping-pong); controller 1's writes and the locks its engine
+ *                        gave away are printed on stderr
  *   group16_write_qd32   controller 0, 64 KiB writes on la (one group)
  *   virtual16_write_qd32 controller 0 (the coordinator), 64 KiB writes on the striped volume:
  *                        two components of 32 KiB on the two groups, in parallel
@@ -51,6 +58,9 @@
 struct rshared {
 	struct bench_sbar all;
 	char why[RB_NODES][200];
+	/* The shared_write rows: the background writer stops when @bg_stop is set; controller
+	 * 2's router ignores the lock's holder while @holders_off is. */
+	_Atomic uint32_t bg_stop, holders_off;
 	uint64_t ns[]; /* cap samples */
 };
 
@@ -176,6 +186,8 @@ static int rb_holders(void *arg, uint32_t g, uint64_t gblock, uint32_t *owner, u
 {
 	struct rb *b = arg;
 
+	if (atomic_load(&b->sh->holders_off))
+		return -ENOENT; /* the router takes the preferred AMF */
 	return coh_node_lock_holders(b->node[g], gblock, owner, sharers);
 }
 
@@ -430,8 +442,119 @@ static int rb_row(struct rb *b, uint32_t who, const char *name, uint32_t type, u
 		pthread_mutex_destroy(&run.lock);
 		pthread_cond_destroy(&run.cond);
 	}
+	/* A background writer (the shared_write rows) stops once the measured row is done. */
+	if (b->me == who)
+		atomic_store(&b->sh->bg_stop, 1);
 	if (bench_sbar_wait(&b->sh->all, RB_BARRIER_MS) && !ret)
 		ret = -ETIMEDOUT;
+	return ret;
+}
+
+/* rb_bg_done - the background writer's completion. */
+static void rb_bg_done(struct coh_route_io *rio, const struct coh_map_status *st)
+{
+	struct rb_run *run = rio->arg;
+
+	pthread_mutex_lock(&run->lock);
+	run->done++;
+	if (st->status && !run->err)
+		run->err = st->status;
+	pthread_cond_signal(&run->cond);
+	pthread_mutex_unlock(&run->lock);
+}
+
+/* rb_bg_writer - controller 1 (an AMF of ga, not its preferred) writes random blocks of la's
+ * set on its own engine, one at a time, until the measured row is done (bounded: the row's
+ * barrier time). Returns 0 or the first error. */
+static int rb_bg_writer(struct rb *b, uint64_t *writes)
+{
+	static uint8_t buf[RB_BS];
+	struct rb_run run;
+	uint64_t s = 0x2545f4914f6cdd1dull, until = bench_now_ns() + RB_BARRIER_MS * 1000000ull;
+	struct coh_route_io rio;
+	int ret = 0;
+
+	memset(&run, 0, sizeof(run));
+	pthread_mutex_init(&run.lock, NULL);
+	pthread_cond_init(&run.cond, NULL);
+	*writes = 0;
+	while (!ret && !atomic_load(&b->sh->bg_stop) && bench_now_ns() < until) {
+		uint32_t was = run.done;
+
+		s ^= s << 13;
+		s ^= s >> 7;
+		s ^= s << 17;
+		memset(buf, (int)s, 64);
+		rio = (struct coh_route_io){ .type = COH_IO_WRITE,
+					     .volume = b->la,
+					     .lba = (s >> 16) % RB_SET,
+					     .nblocks = 1,
+					     .buf = buf,
+					     .done = rb_bg_done,
+					     .arg = &run };
+		ret = coh_route_submit(b->r, &rio);
+		pthread_mutex_lock(&run.lock);
+		while (!ret && run.done == was && bench_now_ns() < until) {
+			struct timespec ts;
+
+			clock_gettime(CLOCK_REALTIME, &ts);
+			ts.tv_sec++;
+			pthread_cond_timedwait(&run.cond, &run.lock, &ts);
+		}
+		if (!ret && run.done == was)
+			ret = -ETIMEDOUT;
+		if (!ret)
+			ret = run.err;
+		pthread_mutex_unlock(&run.lock);
+		(*writes)++;
+	}
+	pthread_mutex_destroy(&run.lock);
+	pthread_cond_destroy(&run.cond);
+	return ret;
+}
+
+/*
+ * rb_shared_row - controller 2's forwarded 4 KiB writes on la's set while controller 1 writes
+ * the same set on its own engine: with @holders each of 2's goes to the AMF holding the block's
+ * lock (mostly 1), without them to ga's preferred AMF, 0, which then takes the locks from 1 and
+ * 1 back from it. Controller 1 says on stderr how many writes it made meanwhile and how many
+ * locks its ga engine gave to others.
+ */
+static int rb_shared_row(struct rb *b, const char *name, bool holders)
+{
+	struct coh_node_stats *st = NULL;
+	uint64_t writes = 0, given = 0;
+	int ret = 0;
+
+	if (!bench_op_selected(b->o, name))
+		return 0;
+	if (b->me == 1) {
+		st = malloc(sizeof(*st));
+		if (!st)
+			return -ENOMEM;
+		atomic_store(&b->sh->bg_stop, 0);
+		atomic_store(&b->sh->holders_off, !holders);
+		if (!coh_node_stats(b->node[0], st))
+			given = st->lock_transfers;
+	}
+	/* Nobody starts before the flags are set. */
+	if (bench_sbar_wait(&b->sh->all, RB_BARRIER_MS))
+		ret = -ETIMEDOUT;
+	if (!ret && b->me == 1) {
+		ret = rb_bg_writer(b, &writes);
+		if (ret)
+			rb_why(b, "background writer", ret);
+		if (!coh_node_stats(b->node[0], st))
+			given = st->lock_transfers - given;
+		fprintf(
+		    stderr,
+		    "routing: %s: controller 1 wrote %llu blocks of the same set meanwhile; its "
+		    "ga engine gave %llu locks to others\n",
+		    name, (unsigned long long)writes, (unsigned long long)given);
+	}
+	free(st);
+	if (!ret)
+		ret = rb_row(b, 2, name, COH_IO_WRITE, b->la, 1, 1);
 	return ret;
 }
 
@@ -458,6 +581,10 @@ static int rb_node(struct rb *b)
 				ret = rb_row(b, 2, name, type, b->la, 1, qds[q]);
 		}
 	}
+	if (!ret)
+		ret = rb_shared_row(b, "shared_write_qd1_holder", true);
+	if (!ret)
+		ret = rb_shared_row(b, "shared_write_qd1_preferred", false);
 	if (!ret)
 		ret = rb_row(b, 0, "group16_write_qd32", COH_IO_WRITE, b->la, RB_BIG, 32);
 	if (!ret)
