@@ -272,6 +272,8 @@ static void form_abort(struct coh_node *n, uint32_t E, int err)
 	n->m->form_cur_epoch = 0;
 	n->m->form_cur_members = 0;
 	memb_set_lease_members(n, 0);
+	/* It may have served before this formation: nobody should take it for serving now. */
+	memb_hello_stopped(n);
 }
 
 /* form_run - build view (E, F) with the other nodes of F. */
@@ -372,7 +374,9 @@ static void form_lead(struct coh_node *n)
 	}
 	/* Not serving: join a serving cluster if there is one; otherwise lead a formation. */
 	for (p = 0; p < n->nodes; p++) {
-		if ((n->m->conn >> p & 1) && n->m->hello_epoch[p])
+		/* A serving node's HELLO names its members; one that serves nothing names none
+		 * (its epoch is still there, for form_newest_epoch). */
+		if ((n->m->conn >> p & 1) && n->m->hello_members[p])
 			serving |= 1u << p;
 	}
 	if (serving) {

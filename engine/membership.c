@@ -194,6 +194,7 @@ static void mark_dead(struct coh_node *n, uint32_t p, const char *why, bool prov
 	n->m->conn &= ~(1u << p);
 	n->m->hello_seen &= ~(1u << p);
 	n->m->hello_epoch[p] = 0;
+	n->m->hello_members[p] = 0;
 	n->m->joiners &= ~(1u << p);
 	memb_set_lease_members(n,
 			       __atomic_load_n(&n->lease_members, __ATOMIC_RELAXED) & ~(1u << p));
@@ -503,6 +504,7 @@ void memb_forget(struct coh_node *n, uint32_t p)
 	n->m->conn &= ~(1u << p);
 	n->m->hello_seen &= ~(1u << p);
 	n->m->hello_epoch[p] = 0;
+	n->m->hello_members[p] = 0;
 	n->m->joiners &= ~(1u << p);
 	n->m->join_asked &= ~(1u << p);
 	n->m->said_state &= ~(1u << p);
@@ -518,11 +520,28 @@ void memb_hello(struct coh_node *n, uint32_t to)
 
 		if (!(memb_others(n, to) >> p & 1))
 			continue;
+		/* The epoch even when not serving (a view without a majority still used its
+		 * number: a formation must be above it); members only when serving. */
 		pthread_mutex_lock(&n->state_lock);
-		m.epoch = n->quorum ? n->epoch : 0;
+		m.epoch = n->epoch;
 		m.members = n->quorum ? n->members : 0;
 		pthread_mutex_unlock(&n->state_lock);
 		memb_send(n, p, &m);
+	}
+}
+
+void memb_hello_stopped(struct coh_node *n)
+{
+	uint32_t p, e;
+
+	pthread_mutex_lock(&n->state_lock);
+	e = n->epoch;
+	pthread_mutex_unlock(&n->state_lock);
+	for (p = 0; p < n->nodes; p++) {
+		struct ctl_msg m = { .type = CTL_HELLO, .epoch = e }; /* no members: serving none */
+
+		if (memb_others(n, n->m->conn) >> p & 1)
+			memb_send(n, p, &m);
 	}
 }
 

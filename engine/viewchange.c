@@ -623,6 +623,7 @@ void view_stop_serving(struct coh_node *n, uint32_t E, uint32_t P)
 	coh_cache_abandon(&n->cache);
 	vc_commit(n, E, P, false);
 	vc_io_give(n);
+	memb_hello_stopped(n);
 }
 
 void view_stop_excluded(struct coh_node *n)

@@ -757,7 +757,12 @@ int lc_rejoin_run(const struct lc_rejoin *t, struct lc_rejoin_result *res)
 	int failed = 0, st;
 
 	memset(res, 0, sizeof(*res));
-	if (t->nodes < 3 || t->nodes > LC_MAXN || t->rounds * (t->kill_two ? 2 : 1) >= RJ_MAXINC)
+	if (t->nodes < 3 || t->nodes > LC_MAXN ||
+	    t->rounds * (t->kill_majority ? 3
+			 : t->kill_two	  ? 2
+					  : 1) >=
+		RJ_MAXINC ||
+	    (t->kill_majority && t->nodes != 5))
 		return 1;
 	if (!mkdtemp(dir))
 		return 1;
@@ -789,7 +794,9 @@ int lc_rejoin_run(const struct lc_rejoin *t, struct lc_rejoin_result *res)
 
 		v = r % t->nodes;
 		w = (v + 1) % t->nodes;
-		gone = 1u << v | (t->kill_two ? 1u << w : 0);
+		gone = 1u << v | (t->kill_two || t->kill_majority ? 1u << w : 0);
+		if (t->kill_majority)
+			gone |= 1u << (w + 1) % t->nodes;
 		left = all & ~gone;
 		for (i = 0; i < t->nodes; i++) {
 			if (!(gone >> i & 1))
@@ -798,7 +805,9 @@ int lc_rejoin_run(const struct lc_rejoin *t, struct lc_rejoin_result *res)
 			waitpid(pids[i], &st, 0);
 			atomic_fetch_add(&sh->inc[i], 1);
 		}
-		if (!t->restart_in_view_change && rj_wait_view(sh, left, left)) {
+		/* Without a majority the survivors serve nothing (view_members 0). */
+		if (!t->restart_in_view_change &&
+		    rj_wait_view(sh, left, t->kill_majority ? 0 : left)) {
 			fprintf(stderr,
 				"rejoin: round %u: the survivors %#x never served without "
 				"%#x\n",

@@ -75,6 +75,9 @@ struct lc_rejoin {
 	uint64_t seed;
 	bool kill_two;
 	bool restart_in_view_change; /* restart the victim before the others have excluded it */
+	/* kill three (a majority of five) at once: the survivors stop serving, still connected to
+	 * each other, and must form again with the three once they are back */
+	bool kill_majority;
 };
 
 struct lc_rejoin_result {

@@ -201,6 +201,23 @@ TEST(lifecycle, two_restarted_at_once)
 	ASSERT_EQ(lc_rejoin_run(&t, &r), 0);
 }
 
+// A majority lost and regained: three nodes of five killed at once; the two survivors, still
+// connected to each other, stop serving; the three restart and the five form again (twice,
+// different nodes). The history of every incarnation is linearizable.
+TEST(lifecycle, majority_lost_and_regained)
+{
+	lc_rejoin t = {};
+	lc_rejoin_result r;
+
+	t.nodes = 5;
+	t.replicas = 1;
+	t.rounds = 2;
+	t.seed = 47;
+	t.kill_majority = true;
+	ASSERT_EQ(lc_rejoin_run(&t, &r), 0);
+	EXPECT_GT(r.acked_writes, 0u);
+}
+
 // Random rejoin trials (COHORT_LIFECYCLE_REJOIN_TRIALS, default 2; the soak runs many): 3 to 5
 // nodes, k of 1 or 2, 2 to 4 rounds of kill and restart, one node or two at once, restarted
 // after the others excluded it or at once, during their view change.
