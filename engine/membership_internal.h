@@ -117,10 +117,10 @@ int memb_connect(struct coh_node *n, uint32_t p, int timeout_ms);
 int memb_stop_cluster(struct coh_node *n, int timeout_ms);
 void memb_hello(struct coh_node *n, uint32_t to);
 /* memb_hello_stopped - tell every connected node that this one serves nothing now (a HELLO
- * with its epoch and no members). A node that heard it serve (the HELLO after a formation) takes it for a
- * serving cluster and asks it to admit it rather than form one with it: two survivors of a lost
- * majority, still connected, would each wait for the other to admit them, for ever (the test
- * lifecycle.majority_lost_and_regained). Membership thread. */
+ * with its epoch and no members). A node that heard it serve (the HELLO after a formation)
+ * takes it for a serving cluster and asks it to admit it rather than form one with it: two
+ * survivors of a lost majority, still connected, would each wait for the other to admit them,
+ * for ever (the test lifecycle.majority_lost_and_regained). Membership thread. */
 void memb_hello_stopped(struct coh_node *n);
 void memb_forget(struct coh_node *n, uint32_t p);
 
