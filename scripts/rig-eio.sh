@@ -101,10 +101,12 @@ if [ "${1:-}" = "--in-guest" ]; then
 		exit 1
 	fi
 	echo "eio: the cluster opens again on the same elements (element 1 still failing) and verifies"
-	"$build/bin/powerloss" verify --dir "$dir" --elems "$elems" --journal "$dir/journal" \
-		--elem-blocks 4096 --log-kib 1024 2>"$dir/verify.log"
+	# INFO lines too: a verify that fails says which node was where (powerloss bounds itself
+	# below the guest's timeout), and its log says what the cluster was doing.
+	COHORT_LOG_LEVEL=2 "$build/bin/powerloss" verify --dir "$dir" --elems "$elems" \
+		--journal "$dir/journal" --elem-blocks 4096 --log-kib 1024 2>"$dir/verify.log"
 	rc=$?
-	[ $rc = 0 ] || tail -n 30 "$dir/verify.log" >&2
+	[ $rc = 0 ] || tail -n 80 "$dir/verify.log" >&2
 	exit $rc
 fi
 

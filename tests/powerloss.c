@@ -26,6 +26,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -33,6 +34,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -45,7 +47,10 @@
 #define PL_BS 4096u
 #define PL_MAXN 5u
 #define PL_RUN_S 900
-#define PL_VERIFY_S 600
+/* Below the rig's guest bound (COHORT_VM_TIMEOUT, 600 s by default, which also covers the boot
+ * and the first life), so that a verify that hangs is reported here, with the step each node
+ * was at and its log, rather than by the guest being killed with nothing said. */
+#define PL_VERIFY_S 240
 #define PL_MAGIC 0x4c52574fu /* "OWRL" */
 
 enum pl_kind {
@@ -72,6 +77,7 @@ struct pl_shared {
 	char cluster[512];
 	uint64_t acked[PL_MAXN], checked[PL_MAXN], recovered[PL_MAXN], bad_records[PL_MAXN];
 	char why[PL_MAXN][256];
+	char step[PL_MAXN][64]; /* where each node is: said when one does not finish in time */
 };
 
 /* What a node's journal says of one block. */
@@ -95,6 +101,8 @@ static int pl_append(int fd, uint32_t kind, uint64_t block, uint64_t value)
 	r.sum = pl_sum(&r);
 	return write(fd, &r, sizeof(r)) == (ssize_t)sizeof(r) ? 0 : -EIO;
 }
+
+#define PLSTEP(sh, id, ...) snprintf((sh)->step[id], sizeof((sh)->step[0]), __VA_ARGS__)
 
 #define PLFAIL(sh, id, ...)                                                                        \
 	do {                                                                                       \
@@ -227,10 +235,12 @@ static int pl_node(const struct pl_opts *o, struct pl_shared *sh, uint32_t id)
 	if ((r = coh_fabric_open(&fa, &fab)))
 		PLFAIL(sh, id, "fabric open: %s", coh_strerror(r));
 	na.fab = fab;
+	PLSTEP(sh, id, "opening the node (recovery)");
 	if ((r = coh_node_open(&na, &n)))
 		PLFAIL(sh, id, "node open: %s", coh_strerror(r));
 	nblocks = coh_node_nblocks(n);
 	used = nblocks * 3 / 4;
+	PLSTEP(sh, id, "open, waiting for the others to open");
 	if (bench_sbar_wait(&sh->start, PL_VERIFY_S * 1000))
 		PLFAIL(sh, id, "start barrier timed out");
 	if (o->verify) {
@@ -252,6 +262,7 @@ static int pl_node(const struct pl_opts *o, struct pl_shared *sh, uint32_t id)
 			uint32_t m;
 			bool ok;
 
+			PLSTEP(sh, id, "reading block %llu", (unsigned long long)i);
 			if ((r = coh_node_read(n, i, 1, buf)))
 				PLFAIL(sh, id, "read of block %llu: %s", (unsigned long long)i,
 				       coh_strerror(r));
@@ -279,6 +290,7 @@ static int pl_node(const struct pl_opts *o, struct pl_shared *sh, uint32_t id)
 		if (id == 0) {
 			uint64_t bad = 0;
 
+			PLSTEP(sh, id, "checking every stripe's parity");
 			r = coh_node_check(n, &bad);
 			if (r || bad)
 				PLFAIL(sh, id, "scrub: %s, %llu stripes with parity not matching",
@@ -316,11 +328,58 @@ out:
 	free(jall);
 	if (jfd >= 0)
 		close(jfd);
+	PLSTEP(sh, id, "closing the node (destage, leave)");
 	r = coh_node_close(&n);
 	if (r && !ret)
 		fprintf(stderr, "powerloss node %u: close: %s\n", id, coh_strerror(r));
 	coh_fabric_close(&fab);
 	return ret;
+}
+
+/*
+ * pl_reap_verify - wait for the verifying nodes, at most @timeout_s; the first that fails stops
+ * the others (SIGKILL), so that they are not left waiting at a barrier for one that will never
+ * come. @st[i] gets each one's status; @killed[i] says whether it was stopped here.
+ */
+static void pl_reap_verify(const pid_t *pids, uint32_t n, int timeout_s, int *st, bool *killed)
+{
+	uint64_t deadline = bench_now_ns() + (uint64_t)timeout_s * 1000000000ull;
+	struct pollfd pfd[PL_MAXN];
+	uint32_t i, left = 0;
+	bool stop = false;
+
+	for (i = 0; i < n; i++) {
+		killed[i] = false;
+		st[i] = 0;
+		pfd[i].fd = pids[i] > 0 ? (int)syscall(SYS_pidfd_open, pids[i], 0) : -1;
+		pfd[i].events = POLLIN;
+		left += pfd[i].fd >= 0;
+	}
+	while (left && !stop) {
+		uint64_t now = bench_now_ns();
+
+		if (now >= deadline ||
+		    (poll(pfd, n, (int)((deadline - now) / 1000000ull) + 1) < 0 && errno != EINTR))
+			break;
+		for (i = 0; i < n; i++) {
+			if (pfd[i].fd < 0 || !(pfd[i].revents & POLLIN))
+				continue;
+			waitpid(pids[i], &st[i], 0);
+			close(pfd[i].fd);
+			pfd[i].fd = -1;
+			left--;
+			if (!WIFEXITED(st[i]) || WEXITSTATUS(st[i]))
+				stop = true;
+		}
+	}
+	for (i = 0; i < n; i++) {
+		if (pfd[i].fd < 0)
+			continue;
+		kill(pids[i], SIGKILL);
+		killed[i] = true;
+		waitpid(pids[i], &st[i], 0);
+		close(pfd[i].fd);
+	}
 }
 
 static int pl_usage(void)
@@ -341,6 +400,8 @@ int main(int argc, char **argv)
 	struct pl_opts o = { .nodes = 3, .log_kib = 1024, .elem_blocks = 4096 };
 	struct pl_shared *sh;
 	pid_t pids[PL_MAXN];
+	int sts[PL_MAXN] = { 0 };
+	bool killed[PL_MAXN] = { false };
 	char *elems = NULL, *save = NULL, *tok, logs[600];
 	uint32_t i, ne = 0;
 	uint64_t acked = 0, checked = 0, recovered = 0, bad = 0;
@@ -406,13 +467,23 @@ int main(int argc, char **argv)
 			_exit(pl_node(&o, sh, i));
 		}
 	}
+	if (o.verify)
+		pl_reap_verify(pids, o.nodes, PL_VERIFY_S + 20, sts, killed);
 	for (i = 0; i < o.nodes; i++) {
 		int st = 0;
 
-		if (pids[i] < 0 || bench_wait_child(pids[i], &st, PL_RUN_S + 120) ||
+		if (o.verify)
+			st = sts[i];
+		if (pids[i] < 0 || (!o.verify && bench_wait_child(pids[i], &st, PL_RUN_S + 120)) ||
 		    !WIFEXITED(st) || WEXITSTATUS(st)) {
-			fprintf(stderr, "powerloss: node %u failed: %s\n", i,
-				pids[i] < 0 ? "fork" : sh->why[i]);
+			fprintf(stderr, "powerloss: node %u failed: %s (%s %d; last step: %s)\n", i,
+				pids[i] < 0	? "fork"
+				: sh->why[i][0] ? sh->why[i]
+				: killed[i]	? "stopped after another node failed"
+						: "no reason given",
+				WIFSIGNALED(st) ? "killed by signal" : "exit status",
+				WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st),
+				sh->step[i][0] ? sh->step[i] : "starting");
 			failed = 1;
 		}
 		acked += sh->acked[i];
