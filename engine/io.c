@@ -124,15 +124,16 @@ static int io_begin(struct coh_node *n)
 	if (n->cache) {
 		(void)coh_cache_lane_bind(n->cache, io_lane);
 	} else {
-		bool quorum, forming;
+		bool quorum, forming, stopped;
 
 		pthread_rwlock_unlock(&n->io);
 		pthread_mutex_lock(&n->state_lock);
 		quorum = n->quorum;
 		forming = n->forming;
+		stopped = n->stopped;
 		pthread_mutex_unlock(&n->state_lock);
 		/* A formation (a node joining) stops I/O for a while: wait for it. */
-		if (n->stopped)
+		if (stopped)
 			return -ESHUTDOWN;
 		return forming ? -EAGAIN : quorum ? -ETIMEDOUT : -EROFS;
 	}
@@ -193,7 +194,7 @@ static int io_exec(struct coh_node *n, struct coh_io *io)
 			ret = io_run(n, io);
 			pthread_rwlock_unlock(&n->io);
 		}
-		if (!io_transient(ret) || n->stopped)
+		if (!io_transient(ret) || __atomic_load_n(&n->stopped, __ATOMIC_ACQUIRE))
 			break;
 		/* The bound runs from the first failure (an attempt is bounded by itself): the
 		 * clock is read only on this path, not on every operation. */

@@ -664,7 +664,7 @@ static int memb_stop_here(struct coh_node *n)
 		ret = coh_cache_close(&n->cache);
 	pthread_mutex_lock(&n->state_lock);
 	n->quorum = false;
-	n->stopped = true;
+	__atomic_store_n(&n->stopped, true, __ATOMIC_RELEASE); /* read unlocked too: io.c */
 	__atomic_add_fetch(&n->progress, 1, __ATOMIC_RELEASE);
 	pthread_cond_broadcast(&n->view_cond);
 	pthread_mutex_unlock(&n->state_lock);

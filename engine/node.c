@@ -834,14 +834,10 @@ uint32_t coh_node_block_size(const struct coh_node *n)
 int coh_node_read_cached(struct coh_node *n, uint64_t lba, void *buf)
 {
 	int ret = -EAGAIN;
-	bool stopped;
 
 	if (!n || !buf || lba >= n->vol_blocks)
 		return -EINVAL;
-	pthread_mutex_lock(&n->state_lock);
-	stopped = n->stopped;
-	pthread_mutex_unlock(&n->state_lock);
-	if (stopped || pthread_rwlock_tryrdlock(&n->io))
+	if (__atomic_load_n(&n->stopped, __ATOMIC_ACQUIRE) || pthread_rwlock_tryrdlock(&n->io))
 		return -EAGAIN;
 	if (n->cache)
 		ret = coh_cache_read_cached(n->cache, lba, buf);

@@ -100,7 +100,10 @@ struct coh_node {
 	uint32_t epoch, members;
 	bool quorum, changing;
 	bool forming; /* a formation runs: I/O waits (-EAGAIN) rather than failing (-EROFS) */
-	bool stopped; /* coh_node_stop_cluster: serves nothing more, forms nothing more */
+	/* coh_node_stop_cluster: serves nothing more, forms nothing more. Set under state_lock,
+	 * with an atomic store, so that the I/O path's retry loop and coh_node_read_cached may
+	 * read it without the lock. */
+	bool stopped;
 	uint64_t progress;
 	void (*takeover_hook)(void *arg, uint32_t dead);
 	void *takeover_arg;
