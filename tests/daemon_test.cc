@@ -17,6 +17,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <regex>
 #include <string>
 
 #include "daemon.h"
@@ -1214,6 +1215,14 @@ TEST(daemon, routed__the_table_changes_online_and_is_kept)
 	ASSERT_NE(volume_of(first, "nv"), nullptr);
 	EXPECT_EQ(json_integer_value(json_object_get(volume_of(first, "nv"), "blocks")), 1024);
 	expect_tables(c, first);
+	// cohortctl volumes lists the live table, not the config's volumes
+	EXPECT_EQ(dc_ctl(c, 2, "volumes", out, sizeof(out)), 0) << out;
+	EXPECT_TRUE(std::regex_search(out, std::regex("\nnv +[0-9a-f]{32} +logical +gb +6144 +1024 "
+						      "+4194304\n")))
+	    << out;
+	EXPECT_NE(strstr(out, "(6 volumes; block size 4096; mapping table version 3 over 2 groups"),
+		  nullptr)
+	    << out;
 
 	// the whole cluster stops and starts: the table is the kept one, not the config's
 	EXPECT_EQ(dc_ctl(c, 1, "stop", out, sizeof(out)), 0) << out;

@@ -130,14 +130,37 @@ static void ctl_show_volumes(json_t *r)
 	json_t *vols = json_object_get(r, "volumes"), *v;
 	size_t i;
 
-	printf("%-20s %-32s %12s %12s %14s\n", "VOLUME", "ID", "FIRST BLOCK", "BLOCKS", "BYTES");
+	bool routed = json_object_get(r, "version") != NULL;
+
+	if (routed)
+		printf("%-20s %-32s %-8s %-10s %12s %12s %14s\n", "VOLUME", "ID", "KIND", "GROUP",
+		       "FIRST BLOCK", "BLOCKS", "BYTES");
+	else
+		printf("%-20s %-32s %12s %12s %14s\n", "VOLUME", "ID", "FIRST BLOCK", "BLOCKS",
+		       "BYTES");
 	json_array_foreach(vols, i, v)
 	{
-		printf("%-20s %-32s %12lld %12lld %14lld\n", ctl_str(v, "name"), ctl_str(v, "id"),
-		       ctl_int(v, "first_block"), ctl_int(v, "blocks"), ctl_int(v, "bytes"));
+		if (routed)
+			printf("%-20s %-32s %-8s %-10s %12lld %12lld %14lld\n", ctl_str(v, "name"),
+			       ctl_str(v, "id"), ctl_str(v, "kind"),
+			       ctl_str(v, "group")[0] ? ctl_str(v, "group") : "-",
+			       ctl_int(v, "first_block"), ctl_int(v, "blocks"),
+			       ctl_int(v, "bytes"));
+		else
+			printf("%-20s %-32s %12lld %12lld %14lld\n", ctl_str(v, "name"),
+			       ctl_str(v, "id"), ctl_int(v, "first_block"), ctl_int(v, "blocks"),
+			       ctl_int(v, "bytes"));
 	}
-	printf("(%zu volumes; block size %lld; the group has %lld blocks)\n", json_array_size(vols),
-	       ctl_int(r, "block_size"), ctl_int(r, "capacity_blocks"));
+	if (routed)
+		printf(
+		    "(%zu volumes; block size %lld; mapping table version %lld over %lld groups: "
+		    "cohortctl map shows where each one is)\n",
+		    json_array_size(vols), ctl_int(r, "block_size"), ctl_int(r, "version"),
+		    ctl_int(r, "groups"));
+	else
+		printf("(%zu volumes; block size %lld; the group has %lld blocks)\n",
+		       json_array_size(vols), ctl_int(r, "block_size"),
+		       ctl_int(r, "capacity_blocks"));
 }
 
 /* ctl_nodes - a JSON array of node ids as "0,1". */

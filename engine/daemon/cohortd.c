@@ -295,7 +295,35 @@ static json_t *cd_status(struct cohortd *d, const struct daemon_conf *c,
 	return r;
 }
 
-/* cd_volumes - the "volumes" answer: the mapping table. */
+/* cd_volumes_routed - the "volumes" answer of a routed config: the live mapping table (it changes
+ * online: cohortctl map add/grow/remove), not the config's volumes. Control thread (d->map). */
+static json_t *cd_volumes_routed(struct cohortd *d)
+{
+	struct coh_map *m = d->map;
+	json_t *a = json_array();
+	uint32_t i;
+	char id[33];
+
+	coh_route_map(d->router, m);
+	for (i = 0; i < m->nvolumes; i++) {
+		const struct coh_map_volume *v = &m->volumes[i];
+		bool logical = v->kind == COH_MAP_LOGICAL;
+
+		daemon_volume_id_hex(v->id, id);
+		json_array_append_new(
+		    a, json_pack("{s:s, s:s, s:s, s:s, s:I, s:I, s:I}", "name", v->name, "id", id,
+				 "kind", logical ? "logical" : "virtual", "group",
+				 logical ? m->groups[v->group].name : "", "first_block",
+				 (json_int_t)(logical ? v->first_block : 0), "blocks",
+				 (json_int_t)v->blocks, "bytes",
+				 (json_int_t)(v->blocks * d->conf->block_size)));
+	}
+	return json_pack("{s:b, s:I, s:I, s:I, s:o}", "ok", 1, "block_size",
+			 (json_int_t)d->conf->block_size, "groups", (json_int_t)m->ngroups,
+			 "version", (json_int_t)m->version, "volumes", a);
+}
+
+/* cd_volumes - the "volumes" answer: the config's volumes on its one group. */
 static json_t *cd_volumes(const struct daemon_conf *c)
 {
 	json_t *a = json_array();
@@ -610,6 +638,8 @@ static json_t *cd_request(void *arg, const char *cmd, json_t *req, char *err, si
 	int ret;
 
 	(void)req;
+	if (!strcmp(cmd, "volumes") && d->map)
+		return cd_volumes_routed(d);
 	if (!strcmp(cmd, "status") || !strcmp(cmd, "volumes")) {
 		st = malloc(sizeof(*st));
 		if (!st) {
