@@ -484,4 +484,80 @@ TEST(forward, a_late_status_after_a_timeout_frees_its_slot)
 {
 	EXPECT_EQ(0, conf_run("fwd_late", 2, sc_late_status, 0, kTimeout));
 }
+
+// A command abandoned (coh_fwd_abandon: its target fenced, as a paused controller is) completes
+// at once with -ECONNABORTED, long before its deadline (60 s here), and only once: its slot (one
+// here) stays out of use until the late status comes, which frees it without a second callback.
+int sc_abandon(conf_node *cn)
+{
+	coh_fwd *f = nullptr;
+	origin_cmd w1, w2;
+	char msg[8];
+	uint32_t len = sizeof(msg);
+
+	pthread_mutex_lock(&ex.mu);
+	ex.hold = cn->id == 1;
+	pthread_mutex_unlock(&ex.mu);
+	CONF_CHECK(fwd_open(cn, &f, 60000, 1) == 0, "forwarder");
+	if (cn->id == 0) {
+		CONF_CHECK(coh_fwd_abandon(f, 1) == 0 && coh_fwd_abandon(f, 7) == 0,
+			   "nothing to abandon");
+		og_prepare(w1, COH_FWD_WRITE, 9, 2);
+		fill(w1.buf.data(), 0, 1, 1, 9);
+		fill(w1.buf.data() + kBs, 0, 1, 1, 10);
+		CONF_CHECK(coh_fwd_submit(f, 1, &w1.cmd) == 0, "submit");
+		CONF_CHECK(conf_recv(cn, 1, msg, &len, 20000) == 0, "1 holds it");
+		CONF_CHECK(w1.calls == 0, "not completed yet");
+		CONF_CHECK(coh_fwd_abandon(f, 1) == 1, "one abandoned");
+		CONF_CHECK(w1.calls == 1 && w1.status == -ECONNABORTED, "abandoned: %d calls, %d",
+			   w1.calls, w1.status);
+		og_prepare(w2, COH_FWD_READ, 9, 2);
+		CONF_CHECK(coh_fwd_submit(f, 1, &w2.cmd) == -EBUSY, "the slot is still out");
+		CONF_CHECK(conf_send(cn, 1, "go", 3) == 0, "tell 1 to complete");
+		int ret = -EBUSY;
+		for (int i = 0; i < 20000 && ret == -EBUSY; i++) {
+			struct coh_fwd_stats st;
+			coh_fwd_stats(f, &st);
+			if (st.late == 1)
+				ret = coh_fwd_submit(f, 1, &w2.cmd);
+			else
+				usleep(1000); // polling a counter, bounded: 20 s
+		}
+		CONF_CHECK(ret == 0, "submit after the late status: %d", ret);
+		CONF_CHECK(og_wait(2, 20000) && w2.status == 0, "read: %d", w2.status);
+		CONF_CHECK(w1.calls == 1, "the abandoned write's callback ran once: %d", w1.calls);
+		struct coh_fwd_stats st;
+		coh_fwd_stats(f, &st);
+		CONF_CHECK(st.abandoned == 1 && st.timeouts == 0 && st.late == 1,
+			   "abandoned %llu timeouts %llu late %llu",
+			   (unsigned long long)st.abandoned, (unsigned long long)st.timeouts,
+			   (unsigned long long)st.late);
+	} else {
+		for (int i = 0; i < 20000; i++) {
+			pthread_mutex_lock(&ex.mu);
+			bool got = !ex.held.empty();
+			pthread_mutex_unlock(&ex.mu);
+			if (got)
+				break;
+			usleep(1000); // polling the executor's list, bounded: 20 s
+		}
+		CONF_CHECK(conf_send(cn, 0, "held", 5) == 0, "tell 0 it is held");
+		CONF_CHECK(conf_recv(cn, 0, msg, &len, 20000) == 0, "told to go");
+		pthread_mutex_lock(&ex.mu);
+		ex.hold = false;
+		std::vector<coh_fwd_cmd *> held;
+		held.swap(ex.held);
+		pthread_mutex_unlock(&ex.mu);
+		CONF_CHECK(held.size() == 1, "one held command, %zu", held.size());
+		ex_run(held[0]);
+	}
+	CONF_CHECK(conf_barrier(cn) == 0, "barrier");
+	coh_fwd_delete(&f);
+	return 0;
+}
+
+TEST(forward, an_abandoned_command_completes_at_once_and_once)
+{
+	EXPECT_EQ(0, conf_run("fwd_abandon", 2, sc_abandon, 0, kTimeout));
+}
 } // namespace

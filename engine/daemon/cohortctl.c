@@ -235,8 +235,9 @@ static void ctl_show_map(json_t *r)
 	x = json_object_get(r, "forwarder");
 	ctl_nodes(json_object_get(x, "connected"), members, sizeof(members));
 	printf("forwarder: connected to %s; %lld connections broke, %lld made again, %lld commands "
-	       "timed out\n",
-	       members, ctl_int(x, "peer_downs"), ctl_int(x, "reconnects"), ctl_int(x, "timeouts"));
+	       "timed out, %lld abandoned (their target fenced)\n",
+	       members, ctl_int(x, "peer_downs"), ctl_int(x, "reconnects"), ctl_int(x, "timeouts"),
+	       ctl_int(x, "abandoned"));
 }
 
 /* ctl_show_exports - each export and its state. */

@@ -424,7 +424,7 @@ static json_t *cd_map(struct cohortd *d)
 	coh_fwd_stats(fwd, &fs);
 	return json_pack(
 	    "{s:b, s:I, s:I, s:I, s:s, s:I, s:I, s:o, s:o, s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}, "
-	    "s:{s:o, s:I, s:I, s:I}}",
+	    "s:{s:o, s:I, s:I, s:I, s:I}}",
 	    "ok", 1, "version", (json_int_t)m->version, "changes", (json_int_t)rs.map_changes,
 	    "conflicts", (json_int_t)rs.map_conflicts, "kept_in", d->map_path, "node",
 	    (json_int_t)d->conf->node, "block_size", (json_int_t)m->block_size, "groups", groups,
@@ -436,7 +436,7 @@ static json_t *cd_map(struct cohortd *d)
 	    "executed_for_others", (json_int_t)rs.executed_for_others, "forwarder", "connected",
 	    cd_nodes_json(coh_fwd_up(fwd) & ~(1u << d->conf->node)), "peer_downs",
 	    (json_int_t)fs.peer_downs, "reconnects", (json_int_t)fs.reconnects, "timeouts",
-	    (json_int_t)fs.timeouts);
+	    (json_int_t)fs.timeouts, "abandoned", (json_int_t)fs.abandoned);
 }
 
 /* cd_map_edit - the next table: @op ("add", "grow", "remove") of the request @req on @m. */

@@ -588,6 +588,38 @@ static void fwd_deadlines(struct coh_fwd *f, uint64_t now)
 	}
 }
 
+uint32_t coh_fwd_abandon(struct coh_fwd *f, uint32_t peer)
+{
+	struct coh_fwd_cmd *fail = NULL, *cmd;
+	uint32_t s, n = 0;
+
+	if (!f || peer >= f->a.nodes)
+		return 0;
+	pthread_mutex_lock(&f->lock);
+	for (s = 0; s < f->a.slots; s++) {
+		struct fwd_oslot *o = &f->os[peer * f->a.slots + s];
+
+		if (o->state != OS_BUSY)
+			continue;
+		/* As a timeout: out of use until the late status, or the peer's end. */
+		o->state = OS_QUARANTINE;
+		o->cmd->next = fail;
+		fail = o->cmd;
+		o->cmd = NULL;
+		f->st.abandoned++;
+		n++;
+	}
+	pthread_mutex_unlock(&f->lock);
+	if (n)
+		COH_LOG_WARN("forward: node %u: %u commands to node %u abandoned: it is fenced",
+			     f->me, n, peer);
+	while ((cmd = fail)) {
+		fail = cmd->next;
+		cmd->done(cmd, -ECONNABORTED, 0);
+	}
+	return n;
+}
+
 /* fwd_ep_attr - the endpoint to @peer. */
 static void fwd_ep_attr(const struct coh_fwd *f, uint32_t peer, struct coh_ep_attr *a)
 {

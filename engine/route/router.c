@@ -56,9 +56,10 @@ struct route_sub {
 	uint32_t done, miscompare; /* a compare-and-write's -EILSEQ: the first byte that differs */
 	struct coh_io io;
 	struct coh_fwd_cmd fc;
-	/* waiting for the group's view to exclude @gone (rdma: a broken connection), until
-	 * @gone_deadline_ns */
+	/* waiting for the group's view to exclude @gone (rdma: a broken connection; a target
+	 * that did not answer in time), until @gone_deadline_ns, then failed with @gone_status */
 	uint32_t gone;
+	int gone_status;
 	uint64_t gone_deadline_ns;
 	struct route_sub *next; /* in @pending or @parked */
 };
@@ -111,6 +112,8 @@ struct coh_route {
 	struct route_sub *parked; /* waiting for a view to exclude their target */
 	uint32_t running;	  /* components out on an engine or the forwarder */
 	uint32_t ops;		  /* commands in flight */
+	/* each group's view at the forwarder's last tick (route_tick; its thread only) */
+	uint32_t tick_view[COH_MAP_MAX_GROUPS];
 	bool stopping;
 	struct coh_route_stats st;
 };
@@ -349,10 +352,13 @@ static void route_sub_fwd_done(struct coh_fwd_cmd *fc, int status, uint32_t done
 		s->tries++;
 		route_count(r, &r->st.rerouted);
 		route_sub_run(s);
-	} else if (status == -ECONNABORTED && r->a.group_view && s->tries < r->a.retries) {
-		/* Cut off, not proven dead: it may yet execute this. Routed again only once the
-		 * group's view (a coordinator: every group's) has excluded it (route_tick). */
+	} else if ((status == -ECONNABORTED || status == -ETIMEDOUT) && r->a.group_view &&
+		   s->tries < r->a.retries) {
+		/* Cut off, or silent (paused?), not proven dead: it may yet execute this. Routed
+		 * again only once the group's view (a coordinator: every group's) has excluded it
+		 * (route_tick); past the wait, the status stands. */
 		s->gone = fc->peer;
+		s->gone_status = status;
 		s->gone_deadline_ns = route_now_ns() + (uint64_t)r->a.reroute_wait_ms * 1000000ull;
 		pthread_mutex_lock(&r->lock);
 		s->next = r->parked;
@@ -404,11 +410,33 @@ static uint32_t route_holder(struct coh_route *r, const struct route_sub *s, uin
 	return held >> g->preferred & 1 ? g->preferred : (uint32_t)__builtin_ctz(held);
 }
 
+/*
+ * route_live - the controllers a command may go to: those the forwarder is connected to (and
+ * this one), less those group @g's view here has excluded (@g == COH_MAP_NO_NODE: any group's,
+ * for the coordinator of whole commands). An excluded controller may still be connected: one
+ * that was paused is fenced, and what is sent to it would wait for its deadline.
+ */
+static uint32_t route_live(struct coh_route *r, const struct coh_map *m, uint32_t g)
+{
+	uint32_t alive = coh_fwd_up(r->fwd), v, i;
+
+	if (!r->a.group_view)
+		return alive;
+	for (i = 0; i < m->ngroups; i++) {
+		if (g != COH_MAP_NO_NODE && i != g)
+			continue;
+		v = r->a.group_view(r->a.view_arg, i);
+		if (v) /* no view (an engine stopping): nothing learnt */
+			alive &= v | 1u << r->me;
+	}
+	return alive;
+}
+
 /* route_pick - the target of component @s (coh_map_target), the lock's holder first. */
 static int route_pick(struct coh_route *r, struct route_op *op, const struct route_sub *s,
 		      uint32_t *target)
 {
-	uint32_t alive = coh_fwd_up(r->fwd), holder = route_holder(r, s, alive);
+	uint32_t alive = route_live(r, &op->tab->map, s->group), holder = route_holder(r, s, alive);
 	int ret;
 
 	ret = coh_map_target(&op->tab->map, s->volume, r->me, alive, holder, target);
@@ -447,7 +475,8 @@ static void route_sub_run(struct route_sub *s)
 	for (;;) {
 		if (s->whole) {
 			/* The coordinator of virtual volumes: the lowest live controller. */
-			target = (uint32_t)__builtin_ctz(coh_fwd_up(r->fwd));
+			target =
+			    (uint32_t)__builtin_ctz(route_live(r, &op->tab->map, COH_MAP_NO_NODE));
 			ret = 0;
 			if (target == r->me) {
 				/* This one is it now (the one before it is gone). */
@@ -684,7 +713,8 @@ static void route_start(struct route_op *op)
 	if (op->type != COH_IO_FLUSH && op->tab->map.volumes[op->volume].kind == COH_MAP_VIRTUAL) {
 		/* A command sent here by another controller is coordinated here: its origin chose
 		 * this controller. */
-		if (op->fcmd || (uint32_t)__builtin_ctz(coh_fwd_up(r->fwd)) == r->me) {
+		if (op->fcmd || (uint32_t)__builtin_ctz(
+				    route_live(r, &op->tab->map, COH_MAP_NO_NODE)) == r->me) {
 			route_coordinate(op);
 			return;
 		}
@@ -753,6 +783,26 @@ static void route_tick(void *arg)
 	struct coh_route *r = arg;
 	struct route_sub *s, *list, *keep = NULL;
 	uint64_t now = route_now_ns();
+	uint32_t g, p, view, dropped = 0, ngroups;
+
+	/* A controller a group's view has just excluded is fenced: whatever this one forwarded
+	 * to it and still waits for is abandoned now (parked below, then routed again), not
+	 * left to its deadline. The connection of one that is paused, not dead, stays up, and
+	 * its commands would otherwise wait for the forwarder's timeout, past a host's. */
+	pthread_mutex_lock(&r->lock);
+	ngroups = r->tab->map.ngroups;
+	pthread_mutex_unlock(&r->lock);
+	for (g = 0; g < ngroups && g < COH_MAP_MAX_GROUPS; g++) {
+		view = r->a.group_view(r->a.view_arg, g);
+		if (!view)
+			continue; /* no view (an engine stopping): nothing learnt */
+		dropped |= r->tick_view[g] & ~view;
+		r->tick_view[g] = view;
+	}
+	for (p = 0; dropped >> p; p++) {
+		if ((dropped >> p & 1) && p != r->me)
+			coh_fwd_abandon(r->fwd, p);
+	}
 
 	pthread_mutex_lock(&r->lock);
 	list = r->parked;
@@ -766,7 +816,7 @@ static void route_tick(void *arg)
 			route_count(r, &r->st.rerouted);
 			route_sub_run(s);
 		} else if (now >= s->gone_deadline_ns) {
-			route_sub_finish(s, -ECONNABORTED, 0);
+			route_sub_finish(s, s->gone_status, 0);
 		} else {
 			s->next = keep;
 			keep = s;
@@ -1334,7 +1384,9 @@ int coh_route_map_change(struct coh_route *r, const struct coh_map *next, char *
 	w = route_waiter_new();
 	if (!w)
 		return -ENOMEM;
-	cfg = (uint32_t)__builtin_ctz(coh_fwd_up(r->fwd));
+	cur = route_tab_get(r);
+	cfg = (uint32_t)__builtin_ctz(route_live(r, &cur->map, COH_MAP_NO_NODE));
+	route_tab_put(cur);
 	if (cfg == r->me) {
 		ret = route_change_start(r, next, NULL, w, err, errlen);
 	} else {

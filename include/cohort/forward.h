@@ -146,6 +146,15 @@ void coh_fwd_complete(struct coh_fwd_cmd *cmd, int status, uint32_t blocks_done)
  * every command of this controller). */
 bool coh_fwd_on_thread(struct coh_fwd *f);
 
+/**
+ * coh_fwd_abandon - stop waiting for the commands in flight to @peer: each completes now with
+ * -ECONNABORTED (its outcome on @peer unknown), as if its deadline had passed, and its slot stays
+ * out of use until @peer's late status or the connection's end. For a caller that knows @peer
+ * is fenced (its group's view excluded it) while the connection stays up: a paused controller.
+ * Returns how many were abandoned.
+ */
+uint32_t coh_fwd_abandon(struct coh_fwd *f, uint32_t peer);
+
 /** coh_fwd_up - the controllers this one can forward to now, and itself (a mask). */
 uint32_t coh_fwd_up(struct coh_fwd *f);
 
@@ -153,6 +162,7 @@ struct coh_fwd_stats {
 	uint64_t forwarded;  /* commands sent */
 	uint64_t executed;   /* commands received and executed for others */
 	uint64_t timeouts;   /* commands failed with -ETIMEDOUT */
+	uint64_t abandoned;  /* commands failed by coh_fwd_abandon (a fenced target) */
 	uint64_t late;	     /* statuses that came after their command's timeout */
 	uint64_t bad_msgs;   /* messages refused (malformed, or not fitting any slot) */
 	uint64_t peer_downs; /* connections found broken */
