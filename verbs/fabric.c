@@ -1219,7 +1219,9 @@ const char *coh_strerror(int status)
 	case -ETIMEDOUT:
 		return "timed out";
 	case -EAGAIN:
-		return "queue full, retry after polling";
+		/* The fabric's full queue, and the engine's "not now" (a view change or formation
+		 * under way, a lock being moved): both mean the same to a caller. */
+		return "temporarily unavailable, try again";
 	case -EBUSY:
 		return "busy";
 	case -EINVAL:
