@@ -865,6 +865,18 @@ int kill_midway(void *, uint32_t point, uint64_t detail)
 	return 0;
 }
 
+// The other steps the configuration controller can die between (route_hooks.h): with every
+// peer's SYNC answered and no PUSH sent yet, and with SYNC sent to controller 1 only.
+uint32_t change_kill_mode; // 0: kill_midway; 1: before the first PUSH; 2: between the SYNCs
+
+int kill_at_change_step(void *, uint32_t point, uint64_t detail)
+{
+	if (point == COH_ROUTE_POINT_CHANGE_SEND &&
+	    detail == (change_kill_mode == 1 ? 2ull << 32 | 1u : 1ull << 32 | 2u))
+		raise(SIGKILL);
+	return 0;
+}
+
 int sc_change_killed(conf_node *cn)
 {
 	layout l = make_layout();
@@ -875,7 +887,9 @@ int sc_change_killed(conf_node *cn)
 
 	CONF_CHECK(router_open(cn, l, &r) == 0, "router");
 	if (cn->id == 0) {
-		coh_route_hooks h = { sizeof(h), kill_midway, nullptr };
+		coh_route_hooks h = { sizeof(h),
+				      change_kill_mode ? kill_at_change_step : kill_midway,
+				      nullptr };
 		CONF_CHECK(coh_route_set_hooks(r, &h) == 0, "hooks");
 	}
 	CONF_CHECK(conf_barrier(cn) == 0, "barrier: every router up");
@@ -898,10 +912,13 @@ int sc_change_killed(conf_node *cn)
 		if (!same)
 			usleep(10000); // polling the two survivors' versions, bounded
 	}
-	CONF_CHECK(same && m.version == 4 && coh_map_find(&m, "nk") >= 0,
-		   "controller %u at version %llu, controller %u at %llu (4 wanted, with nk)",
+	// Killed after a PUSH was answered, the new table is kept somewhere: it must win. Killed
+	// before, either table may be the survivors' one, as long as it is one, whole.
+	CONF_CHECK(same && (change_kill_mode ? m.version == 3 || m.version == 4 : m.version == 4) &&
+		       (coh_map_find(&m, "nk") >= 0) == (m.version == 4),
+		   "controller %u at version %llu, controller %u at %llu (%s wanted, nk with 4)",
 		   cn->id, (unsigned long long)sh->version[cn->id], other,
-		   (unsigned long long)sh->version[other]);
+		   (unsigned long long)sh->version[other], change_kill_mode ? "3 or 4" : "4");
 	fprintf(stderr, "node %u: version %llu after the configuration controller's death\n",
 		cn->id, (unsigned long long)m.version);
 	uint8_t token = 1;
@@ -923,7 +940,22 @@ int sc_change_killed(conf_node *cn)
 
 TEST(router, a_change_whose_controller_dies_midway_leaves_one_table)
 {
+	change_kill_mode = 0;
 	EXPECT_EQ(0, conf_run("router_change_killed", 3, sc_change_killed, 1u << 0, kTimeout));
+}
+
+// The configuration controller SIGKILLed with every SYNC answered and no PUSH sent, then with
+// SYNC sent to one peer only: the survivors end with one table (the old or the new, whole), the
+// asker gets an error, and the next change is made by controller 1.
+TEST(router, a_change_whose_controller_dies_between_sync_and_push_leaves_one_table)
+{
+	for (uint32_t mode = 1; mode <= 2; mode++) {
+		change_kill_mode = mode;
+		EXPECT_EQ(0,
+			  conf_run("router_change_killed", 3, sc_change_killed, 1u << 0, kTimeout))
+		    << "mode " << mode;
+	}
+	change_kill_mode = 0;
 }
 
 TEST(router, the_table_changes_online_survives_restarts_and_its_controller)
