@@ -320,6 +320,9 @@ TEST_F(conf, parse__routed_errors_name_the_section)
 	EXPECT_EQ(error_of(with(r, "volumes = la,lb", "volumes = la,vs")),
 		  "c.conf:41: [virtual vc] volumes: vs is virtual (components are [volume] "
 		  "sections)");
+	EXPECT_EQ(error_of(with(r, "volumes = la,lb", "volumes = sb,lb")),
+		  "c.conf:41: [virtual vc] volumes: sb is in [virtual vs] already (a volume is in "
+		  "one virtual volume at most)");
 	EXPECT_EQ(error_of(with(r, "volumes = sa, sb", "volumes = sa, lb")),
 		  "c.conf:37: [virtual vs] volumes: a stripe's volumes are all one size, a "
 		  "multiple of the chunk (8 blocks): lb has 1024");

@@ -93,8 +93,9 @@ static void fuzz_route_split(const struct coh_map *m, const uint8_t *data, size_
 	}
 }
 
-/* fuzz_route_base - a valid table's encoding (two groups, two logical volumes, a stripe and a
- * concatenation over them) into @buf; its length. */
+/* fuzz_route_base - a valid table's encoding (two groups, four logical volumes, a stripe over
+ * two of them and a concatenation of the other two: a logical volume is in one virtual volume
+ * at most) into @buf; its length. */
 static size_t fuzz_route_base(uint8_t *buf, size_t len)
 {
 	struct coh_map m;
@@ -106,29 +107,31 @@ static size_t fuzz_route_base(uint8_t *buf, size_t len)
 	m.nodes = 3;
 	m.block_size = 4096;
 	m.ngroups = 2;
-	m.nvolumes = 4;
+	m.nvolumes = 6;
 	for (i = 0; i < 2; i++) {
 		m.groups[i].name[0] = (char)('a' + i);
 		m.groups[i].amfs = 3u << i;
 		m.groups[i].preferred = i;
 		m.groups[i].blocks = 4096;
+	}
+	for (i = 0; i < 4; i++) {
 		m.volumes[i].name[0] = (char)('p' + i);
 		m.volumes[i].id[0] = (uint8_t)(i + 1);
 		m.volumes[i].kind = COH_MAP_LOGICAL;
-		m.volumes[i].group = i;
-		m.volumes[i].first_block = 64 * i;
+		m.volumes[i].group = i % 2;
+		m.volumes[i].first_block = 64 * (i % 2) + 2048 * (i / 2);
 		m.volumes[i].blocks = 1024;
 	}
-	for (i = 2; i < 4; i++) {
+	for (i = 4; i < 6; i++) {
 		m.volumes[i].name[0] = (char)('p' + i);
 		m.volumes[i].id[0] = (uint8_t)(i + 1);
 		m.volumes[i].kind = COH_MAP_VIRTUAL;
 		m.volumes[i].blocks = 2048;
-		m.volumes[i].layout = i == 2 ? COH_MAP_STRIPE : COH_MAP_CONCAT;
-		m.volumes[i].stripe_blocks = i == 2 ? 16 : 0;
+		m.volumes[i].layout = i == 4 ? COH_MAP_STRIPE : COH_MAP_CONCAT;
+		m.volumes[i].stripe_blocks = i == 4 ? 16 : 0;
 		m.volumes[i].ncomp = 2;
-		m.volumes[i].comp[0] = 1;
-		m.volumes[i].comp[1] = 0;
+		m.volumes[i].comp[0] = i == 4 ? 1 : 3;
+		m.volumes[i].comp[1] = i == 4 ? 0 : 2;
 	}
 	if (coh_map_encode(&m, buf, len, &used))
 		fuzz_route_fail();

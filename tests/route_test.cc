@@ -80,11 +80,12 @@ uint32_t add_virtual(coh_map &m, const char *name, uint32_t layout, uint32_t str
 }
 
 // The shape: three controllers, group A cabled to nodes 0-1, group B to nodes 1-2; a
-// logical volume on each (and a third on B), a virtual volume striped over A and B, and one
-// concatenating A's and B's second volume.
+// logical volume on each (and a third on B, a fourth on A), a virtual volume striped over A and
+// B, and one concatenating A's second and B's second volume (a logical volume is in one virtual
+// volume at most).
 struct two_groups {
 	coh_map m;
-	uint32_t ga, gb, la, lb, lc, vs, vc;
+	uint32_t ga, gb, la, lb, lc, lf, vs, vc;
 
 	two_groups()
 	{
@@ -97,8 +98,9 @@ struct two_groups {
 		la = add_logical(m, "la", ga, 0, 256);
 		lb = add_logical(m, "lb", gb, 100, 256);
 		lc = add_logical(m, "lc", gb, 500, 96);
+		lf = add_logical(m, "lf", ga, 600, 256);
 		vs = add_virtual(m, "vs", COH_MAP_STRIPE, 16, { la, lb });
-		vc = add_virtual(m, "vc", COH_MAP_CONCAT, 0, { la, lc });
+		vc = add_virtual(m, "vc", COH_MAP_CONCAT, 0, { lf, lc });
 	}
 };
 
@@ -123,7 +125,7 @@ TEST(map, a_valid_table_passes_and_round_trips)
 	EXPECT_EQ(coh_map_find(&t.m, "vc"), (int)t.vc);
 	EXPECT_EQ(coh_map_find(&t.m, "nope"), -ENOENT);
 	ASSERT_EQ(coh_map_encode(&t.m, buf.data(), buf.size(), &used), 0);
-	EXPECT_EQ(used, 64u + 2 * 64u + 5 * 128u);
+	EXPECT_EQ(used, 64u + 2 * 64u + 6 * 128u);
 	EXPECT_EQ(coh_map_encode(&t.m, buf.data(), used - 1, nullptr), -ENOSPC);
 	ASSERT_EQ(coh_map_decode(buf.data(), used, &back, err, sizeof(err)), 0) << err;
 	EXPECT_EQ(memcmp(&back, &t.m, sizeof(back)), 0);
@@ -165,14 +167,19 @@ TEST(map, each_bad_field_is_refused_with_what_is_wrong)
 		  },
 		  "same id" },
 		{ "kind", [](two_groups &t) { t.m.volumes[t.la].kind = 9; }, "volume la: kind 9" },
-		{ "component twice", [](two_groups &t) { t.m.volumes[t.vc].comp[1] = t.la; },
-		  "component la twice" },
+		{ "component twice", [](two_groups &t) { t.m.volumes[t.vc].comp[1] = t.lf; },
+		  "component lf twice" },
+		{ "component of two virtual volumes",
+		  [](two_groups &t) { t.m.volumes[t.vc].comp[0] = t.la; },
+		  "volume vs: la is a component of virtual volume vc too" },
 		{ "virtual over virtual", [](two_groups &t) { t.m.volumes[t.vc].comp[1] = t.vs; },
 		  "not a logical volume" },
 		{ "stripe of unequal sizes",
 		  [](two_groups &t) {
 			  t.m.volumes[t.vs].comp[1] = t.lc;
 			  t.m.volumes[t.vs].blocks = 352;
+			  t.m.volumes[t.vc].comp[1] = t.lb;
+			  t.m.volumes[t.vc].blocks = 512;
 		  },
 		  "same size" },
 		{ "stripe 0", [](two_groups &t) { t.m.volumes[t.vs].stripe_blocks = 0; },
@@ -337,6 +344,30 @@ TEST(map, online_changes_add_grow_remove_and_what_is_compatible)
 	EXPECT_EQ(coh_map_grow(&next, "ld", 100, nullptr, 0), -EINVAL);
 	EXPECT_EQ(coh_map_grow(&next, "ld", 800, nullptr, 0), -EINVAL);
 	EXPECT_EQ(coh_map_grow(&next, "nope", 800, nullptr, 0), -ENOENT);
+	// A virtual volume made online: over a free logical volume, not over another's component.
+	{
+		coh_map x = next, y = next;
+		coh_map_volume w = {};
+
+		set_name(w.name, "vd");
+		w.id[0] = 0xe2;
+		w.kind = COH_MAP_VIRTUAL;
+		w.layout = COH_MAP_CONCAT;
+		w.ncomp = 1;
+		w.comp[0] = (uint32_t)coh_map_find(&x, "ld");
+		w.blocks = x.volumes[w.comp[0]].blocks;
+		ASSERT_EQ(coh_map_add(&x, &w, err, sizeof(err)), 0) << err;
+		EXPECT_EQ(coh_map_compatible(&next, &x, err, sizeof(err)), 0) << err;
+		set_name(w.name, "ve");
+		w.id[0] = 0xe3;
+		w.comp[0] = t.la;
+		w.blocks = y.volumes[t.la].blocks;
+		EXPECT_EQ(coh_map_add(&y, &w, err, sizeof(err)), -EINVAL);
+		EXPECT_NE(std::string(err).find("la is a component of virtual volume ve too"),
+			  std::string::npos)
+		    << err;
+		EXPECT_EQ(memcmp(&y, &next, sizeof(y)), 0);
+	}
 	// Remove: not a component; a virtual volume's removal moves the indexes after it, and its
 	// components' indexes in the others follow.
 	EXPECT_EQ(coh_map_remove(&next, "lc", nullptr, 0), -EBUSY);

@@ -1293,7 +1293,7 @@ static int dconf_virtual(struct dconf_parse *p, uint32_t i)
 	struct daemon_conf *c = p->c;
 	struct daemon_volume *v = &c->volumes[i];
 	char sec[DCONF_SECTION_MAX], buf[DCONF_LINE_MAX], *save = NULL, *tok;
-	uint32_t j, k, line = p->vol_key_line[i][1];
+	uint32_t j, k, q, line = p->vol_key_line[i][1];
 
 	snprintf(sec, sizeof(sec), "virtual %s", v->name);
 	if (!c->routed)
@@ -1318,6 +1318,18 @@ static int dconf_virtual(struct dconf_parse *p, uint32_t i)
 		for (k = 0; k < v->ncomp; k++) {
 			if (v->comp[k] == j)
 				return dconf_fail(p, line, sec, "volumes", "%s given twice", tok);
+		}
+		/* The virtual volumes before this one have their components resolved. */
+		for (q = 0; q < i; q++) {
+			const struct daemon_volume *o = &c->volumes[q];
+
+			for (k = 0; o->kind == COH_MAP_VIRTUAL && k < o->ncomp; k++) {
+				if (o->comp[k] == j)
+					return dconf_fail(p, line, sec, "volumes",
+							  "%s is in [virtual %s] already (a volume "
+							  "is in one virtual volume at most)",
+							  tok, o->name);
+			}
 		}
 		if (v->ncomp == COH_MAP_MAX_COMPONENTS)
 			return dconf_fail(p, line, sec, "volumes", "more than %d volumes",

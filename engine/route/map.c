@@ -150,6 +150,22 @@ static int map_check_logical(const struct coh_map *m, uint32_t v, char *err, siz
 	return 0;
 }
 
+/* map_in_virtual_from - the first virtual volume of @m from index @from on that has logical
+ * volume @lv as a component, or m->nvolumes. */
+static uint32_t map_in_virtual_from(const struct coh_map *m, uint32_t lv, uint32_t from)
+{
+	uint32_t i, c;
+
+	for (i = from; i < m->nvolumes && i < COH_MAP_MAX_VOLUMES; i++) {
+		if (m->volumes[i].kind != COH_MAP_VIRTUAL)
+			continue;
+		for (c = 0; c < m->volumes[i].ncomp && c < COH_MAP_MAX_COMPONENTS; c++)
+			if (m->volumes[i].comp[c] == lv)
+				return i;
+	}
+	return m->nvolumes;
+}
+
 /* map_check_virtual - virtual volume @v of @m against its components. */
 static int map_check_virtual(const struct coh_map *m, uint32_t v, char *err, size_t errlen)
 {
@@ -194,6 +210,17 @@ static int map_check_virtual(const struct coh_map *m, uint32_t v, char *err, siz
 					m->volumes[vo->comp[i]].name);
 				return -EINVAL;
 			}
+		/* In one virtual volume at most: the coordination ranges are a virtual volume's
+		 * own blocks, so two virtual volumes over the same components would not meet
+		 * there, and two writes over both could each land first on one component. */
+		j = map_in_virtual_from(m, vo->comp[i], v + 1);
+		if (j < m->nvolumes) {
+			map_err(err, errlen,
+				"volume %s: %s is a component of virtual volume %s too (a logical "
+				"volume is in one virtual volume at most)",
+				vo->name, m->volumes[vo->comp[i]].name, m->volumes[j].name);
+			return -EINVAL;
+		}
 		c = &m->volumes[vo->comp[i]];
 		if (vo->layout == COH_MAP_STRIPE && (c->blocks != m->volumes[vo->comp[0]].blocks ||
 						     c->blocks % vo->stripe_blocks)) {
