@@ -1261,6 +1261,23 @@ TEST(daemon, routed__the_table_changes_online_and_is_kept)
 	EXPECT_TRUE(m0 && !volume_of(m0, "nv"));
 	json_decref(m0);
 	EXPECT_EQ(dc_log_wait(c, 2, "route: map remove nv: table version 4", 1000), 0);
+	// A virtual volume made online over a logical volume made online; another over the same
+	// component is refused, and so is the component's removal; a malformed one is a usage
+	// error.
+	EXPECT_EQ(dc_ctl(c, 2, "map add lv gb 6144 512", out, sizeof(out)), 0) << out;
+	EXPECT_TRUE(wait_version(c, 1, 5));
+	EXPECT_EQ(dc_ctl(c, 1, "map add-virtual vv concat lv", out, sizeof(out)), 0) << out;
+	EXPECT_NE(strstr(out, "table version 6 on the cluster"), nullptr) << out;
+	EXPECT_TRUE(wait_version(c, 0, 6));
+	EXPECT_NE(dc_ctl(c, 0, "map add-virtual vw stripe 8 lv,la", out, sizeof(out)), 0);
+	EXPECT_NE(strstr(out, "lv is a component of virtual volume vw too"), nullptr) << out;
+	EXPECT_NE(dc_ctl(c, 0, "map remove lv", out, sizeof(out)), 0);
+	EXPECT_NE(strstr(out, "a component of virtual volume vv"), nullptr) << out;
+	EXPECT_EQ(dc_ctl(c, 2, "map add-virtual vx mirror lv", out, sizeof(out)), 2) << out;
+	EXPECT_EQ(dc_ctl(c, 0, "volumes", out, sizeof(out)), 0) << out;
+	EXPECT_TRUE(std::regex_search(out, std::regex("\nvv +[0-9a-f]{32} +virtual +- +0 +512 "
+						      "+2097152\n")))
+	    << out;
 
 	EXPECT_EQ(dc_ctl(c, 1, "stop", out, sizeof(out)), 0) << out;
 	for (i = 0; i < 3; i++) {

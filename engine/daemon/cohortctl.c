@@ -319,18 +319,21 @@ static void ctl_show_stats(json_t *r)
 /* ctl_usage - the command line. */
 static void ctl_usage(FILE *f)
 {
-	fprintf(f,
-		"usage: cohortctl [-s SOCKET | -c FILE [--node N]] [--json] COMMAND\n"
-		"  status   the view: epoch, members, quorum, each node's role, log copies\n"
-		"  volumes  the volume table: name, id, first block, size\n"
-		"  map      a routed config's mapping table: groups with their AMFs, logical\n"
-		"           and virtual volumes, the router's counters\n"
-		"  map add NAME GROUP FIRST_BLOCK BLOCKS | map grow NAME BLOCKS | map remove NAME\n"
-		"           change the table online, on every controller (a logical volume made,\n"
-		"           grown or deleted; docs/routing.md)\n"
-		"  exports  the exports and their state\n"
-		"  stats    I/O counters, IOPS, latency, cache, locks, view changes\n"
-		"  stop     an ordered stop of the whole cluster (every daemon exits)\n");
+	fprintf(
+	    f,
+	    "usage: cohortctl [-s SOCKET | -c FILE [--node N]] [--json] COMMAND\n"
+	    "  status   the view: epoch, members, quorum, each node's role, log copies\n"
+	    "  volumes  the volume table: name, id, first block, size\n"
+	    "  map      a routed config's mapping table: groups with their AMFs, logical\n"
+	    "           and virtual volumes, the router's counters\n"
+	    "  map add NAME GROUP FIRST_BLOCK BLOCKS | map grow NAME BLOCKS | map remove NAME\n"
+	    "  map add-virtual NAME concat VOL[,VOL...] | NAME stripe CHUNK_BLOCKS VOL[,VOL...]\n"
+	    "           change the table online, on every controller (a logical volume made,\n"
+	    "           grown or deleted; a virtual volume made over logical volumes in no\n"
+	    "           other, or deleted; docs/routing.md)\n"
+	    "  exports  the exports and their state\n"
+	    "  stats    I/O counters, IOPS, latency, cache, locks, view changes\n"
+	    "  stop     an ordered stop of the whole cluster (every daemon exits)\n");
 }
 
 /* ctl_count - @s as a count of blocks (decimal, 0 .. 2^48); -1 if it is not one. */
@@ -365,9 +368,25 @@ static json_t *ctl_map_change(int n, char **w)
 	} else if (n == 2 && !strcmp(w[0], "remove")) {
 		return json_pack("{s:s, s:s, s:s}", "cmd", "map-change", "op", "remove", "name",
 				 w[1]);
+	} else if (!strcmp(w[0], "add-virtual") &&
+		   ((n == 4 && !strcmp(w[2], "concat")) || (n == 5 && !strcmp(w[2], "stripe")))) {
+		json_t *vols = json_array();
+		char *list = strdup(w[n - 1]), *save = NULL, *tok;
+
+		a = n == 5 ? ctl_count(w[3]) : 0;
+		for (tok = list ? strtok_r(list, ",", &save) : NULL; tok;
+		     tok = strtok_r(NULL, ",", &save))
+			json_array_append_new(vols, json_string(tok));
+		free(list);
+		if (json_array_size(vols) && (n == 4 || a > 0))
+			return json_pack("{s:s, s:s, s:s, s:s, s:I, s:o}", "cmd", "map-change",
+					 "op", "add-virtual", "name", w[1], "layout", w[2],
+					 "chunk_blocks", (json_int_t)a, "volumes", vols);
+		json_decref(vols);
 	}
 	fprintf(stderr,
-		"cohortctl: map %s: want add NAME GROUP FIRST_BLOCK BLOCKS, grow NAME "
+		"cohortctl: map %s: want add NAME GROUP FIRST_BLOCK BLOCKS, add-virtual NAME "
+		"concat VOL[,VOL...], add-virtual NAME stripe CHUNK_BLOCKS VOL[,VOL...], grow NAME "
 		"BLOCKS or remove NAME (block counts in decimal)\n",
 		n ? w[0] : "");
 	return NULL;

@@ -439,7 +439,60 @@ static json_t *cd_map(struct cohortd *d)
 	    (json_int_t)fs.timeouts, "abandoned", (json_int_t)fs.abandoned);
 }
 
-/* cd_map_edit - the next table: @op ("add", "grow", "remove") of the request @req on @m. */
+/* cd_map_virtual - the next table with virtual volume @name added (the request @req: "layout",
+ * stripe or concat, "chunk_blocks" for a stripe, "volumes", the logical volumes' names). */
+static int cd_map_virtual(struct cohortd *d, json_t *req, const char *name, struct coh_map *m,
+			  char *err, size_t errlen)
+{
+	const char *layout = json_string_value(json_object_get(req, "layout"));
+	json_t *vols = json_object_get(req, "volumes"),
+	       *chunk = json_object_get(req, "chunk_blocks"), *x;
+	struct coh_map_volume v;
+	size_t i;
+	int c, ret;
+
+	memset(&v, 0, sizeof(v));
+	if (!layout || (strcmp(layout, "stripe") && strcmp(layout, "concat"))) {
+		snprintf(err, errlen, "map add-virtual %s: a layout (stripe or concat)", name);
+		return -EINVAL;
+	}
+	v.layout = layout[0] == 's' ? COH_MAP_STRIPE : COH_MAP_CONCAT;
+	if (v.layout == COH_MAP_STRIPE) {
+		if (!json_is_integer(chunk) || json_integer_value(chunk) <= 0 ||
+		    json_integer_value(chunk) > UINT32_MAX) {
+			snprintf(err, errlen, "map add-virtual %s: a stripe's chunk in blocks",
+				 name);
+			return -EINVAL;
+		}
+		v.stripe_blocks = (uint32_t)json_integer_value(chunk);
+	}
+	if (!json_is_array(vols) || !json_array_size(vols) ||
+	    json_array_size(vols) > COH_MAP_MAX_COMPONENTS) {
+		snprintf(err, errlen, "map add-virtual %s: 1 to %u logical volumes", name,
+			 COH_MAP_MAX_COMPONENTS);
+		return -EINVAL;
+	}
+	json_array_foreach(vols, i, x)
+	{
+		c = coh_map_find(m, json_string_value(x));
+		if (c < 0 || m->volumes[c].kind != COH_MAP_LOGICAL) {
+			snprintf(err, errlen, "map add-virtual %s: no logical volume \"%.32s\"",
+				 name, json_string_value(x) ? json_string_value(x) : "");
+			return -EINVAL;
+		}
+		v.comp[v.ncomp++] = (uint32_t)c;
+		v.blocks += m->volumes[c].blocks;
+	}
+	snprintf(v.name, sizeof(v.name), "%s", name);
+	ret = daemon_volume_id_online(d->conf->cluster, name, m->version + 1, v.id);
+	if (ret)
+		return ret;
+	v.kind = COH_MAP_VIRTUAL;
+	return coh_map_add(m, &v, err, errlen); /* components distinct, sizes, in no other */
+}
+
+/* cd_map_edit - the next table: @op ("add", "add-virtual", "grow", "remove") of the request @req
+ * on @m. */
 static int cd_map_edit(struct cohortd *d, json_t *req, const char *op, struct coh_map *m, char *err,
 		       size_t errlen)
 {
@@ -456,6 +509,8 @@ static int cd_map_edit(struct cohortd *d, json_t *req, const char *op, struct co
 			 COH_MAP_NAME_MAX);
 		return -EINVAL;
 	}
+	if (!strcmp(op, "add-virtual"))
+		return cd_map_virtual(d, req, name, m, err, errlen);
 	if (strcmp(op, "remove") && (!json_is_integer(blocks) || json_integer_value(blocks) <= 0)) {
 		snprintf(err, errlen, "map %s %s: a size in blocks (a positive integer)", op, name);
 		return -EINVAL;
@@ -465,7 +520,8 @@ static int cd_map_edit(struct cohortd *d, json_t *req, const char *op, struct co
 	if (!strcmp(op, "remove"))
 		return coh_map_remove(m, name, err, errlen);
 	if (strcmp(op, "add")) {
-		snprintf(err, errlen, "map: unknown change \"%.32s\" (add, grow, remove)", op);
+		snprintf(err, errlen,
+			 "map: unknown change \"%.32s\" (add, add-virtual, grow, remove)", op);
 		return -EINVAL;
 	}
 	for (g = 0; group && g < m->ngroups && strcmp(m->groups[g].name, group); g++)
