@@ -653,6 +653,25 @@ static void route_coord_granted(struct coh_coord_req *req, int status)
 	route_op_run(op);
 }
 
+/*
+ * route_coord_key - where @op's range lies in the coordination table: its virtual volume's own
+ * space, so that commands on two virtual volumes (which share no component: coh_map_check)
+ * never wait for each other. The volume's id, folded, is the top 16 bits (stable across table
+ * versions, as the id is); a fold shared by two volumes only makes them wait needlessly, never
+ * lets an overlap through. A range past 2^48 blocks goes in one space for all.
+ */
+static uint64_t route_coord_key(const struct route_op *op)
+{
+	const uint8_t *id = op->tab->map.volumes[op->volume].id;
+	uint32_t h = 2166136261u, i;
+
+	if (op->lba + op->nblocks >= 1ull << 48)
+		return op->lba;
+	for (i = 0; i < COH_MAP_ID_BYTES; i++)
+		h = (h ^ id[i]) * 16777619u;
+	return (uint64_t)((h ^ h >> 16) & 0x7fff) << 48 | op->lba;
+}
+
 /* route_coordinate - at the coordinator: the grant on the range, then the components. */
 static void route_coordinate(struct route_op *op)
 {
@@ -660,7 +679,7 @@ static void route_coordinate(struct route_op *op)
 	int ret;
 
 	memset(&op->creq, 0, sizeof(op->creq));
-	op->creq.lba = op->lba;
+	op->creq.lba = route_coord_key(op);
 	op->creq.nblocks = op->nblocks;
 	op->creq.origin = op->fcmd ? op->fcmd->origin : r->me;
 	op->creq.granted = route_coord_granted;
