@@ -38,7 +38,9 @@
 #      volume nv added on group gb through node 2 and grown through node 1 (cohortctl map), fio
 #      completes; every node has the new table; [export nv] added and SIGHUP: nv attached on
 #      nodes 0 and 2 with its grown size and a serial of its own; fio verify writes it through
-#      node 0 (no AMF of gb: forwarded) and verifies it through node 2
+#      node 0 (no AMF of gb: forwarded) and verifies it through node 2. Then nv is grown again
+#      with no SIGHUP: both paths report the new size (READ CAPACITY; the block device after a
+#      rescan), and its new blocks written through node 0 verify through node 2
 #   g. cohortctl stop: every daemon exits 0
 # Every command is bounded with timeout. Uses $COHORT_BUILD_DIR/bin/cohortd and cohortctl.
 set -uo pipefail
@@ -336,7 +338,7 @@ step_restart() {
 
 # ---------------------------------------------------------------- f
 step_online() {
-	local fpid rc i t out st s0 s2 id
+	local fpid rc i t k out st s0 s2 id
 	timeout 300 fio --name=route-m --filename="${disk[V0]}" --direct=1 --ioengine=libaio --iodepth=16 \
 		--rw=randwrite --bs=4k --offset=16m --size=4m --verify=crc32c --verify_fatal=1 \
 		--verify_backlog=64 --verify_state_save=0 --runtime=10 --time_based --output="$W/fio-m.log" &
@@ -378,6 +380,25 @@ step_online() {
 	fio_job "${disk[N2]}" 4m --verify_only --randseed=919 || bad "nv through node 2 does not verify: $(tail -n 20 "$W/fio.log")" || return 1
 	fio_job "${disk[V1]}" 4m --verify_only || bad "vs's data after the changes: $(tail -n 20 "$W/fio.log")" || return 1
 	echo "route: nv exported by SIGHUP (1024 blocks, serial $s0 on both paths); written through node 0, verified through node 2"
+	# Grown again while exported, with no SIGHUP: every node's unit follows the table, the host
+	# sees the size at its next READ CAPACITY, and its block device after a rescan.
+	out=$(cc_ctl 2 map grow nv 2048 2>&1)
+	[ "$out" = "table version 4 on the cluster" ] || bad "map grow nv to 2048 through node 2: $out" || return 1
+	for k in N0 N2; do
+		for ((t = 0; t < 100; t++)); do
+			[ "$(last_lba "${disk[$k]}")" = 2047 ] && break
+			sleep 0.1 # the daemons look at the router's table every 200 ms; bounded: 10 s
+		done
+		[ "$(last_lba "${disk[$k]}")" = 2047 ] || bad "nv through $k after the grow: last LBA $(last_lba "${disk[$k]}"), not 2047" || return 1
+		echo 1 >"/sys/block/${disk[$k]#/dev/}/device/rescan" || bad "rescan of ${disk[$k]}" || return 1
+		out=$(blockdev --getsize64 "${disk[$k]}")
+		[ "$out" = $((2048 * 4096)) ] || bad "nv through $k after a rescan: $out bytes, not $((2048 * 4096))" || return 1
+	done
+	grep -q 'export.*nv: grown from 1024 to 2048 blocks' "$W/node0.log" || bad "node 0 did not log nv's growth" || return 1
+	fio_job "${disk[N0]}" 4m --offset=4m --do_verify=1 --randseed=920 || bad "fio on nv's new blocks through node 0: $(tail -n 20 "$W/fio.log")" || return 1
+	fio_job "${disk[N2]}" 4m --offset=4m --verify_only --randseed=920 || bad "nv's new blocks through node 2 do not verify: $(tail -n 20 "$W/fio.log")" || return 1
+	fio_job "${disk[N2]}" 4m --verify_only --randseed=919 || bad "nv's first blocks after the grow: $(tail -n 20 "$W/fio.log")" || return 1
+	echo "route: nv grown to 2048 blocks online with no SIGHUP: both paths report it (READ CAPACITY, and the block device after a rescan); its new blocks written through node 0 verify through node 2, its old ones still verify"
 }
 
 # ---------------------------------------------------------------- g

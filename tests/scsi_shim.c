@@ -314,6 +314,24 @@ uint64_t sm_submits(void)
 	return atomic_load(&sm.submits);
 }
 
+int sm_grow(uint64_t nblocks)
+{
+	struct coh_scsi_lu *lu = sm.lu ? sm.lu : sm.units[0];
+	uint8_t *mem;
+
+	if (!lu || nblocks <= sm.nblocks || !sm.mem) /* refused, or no memory to grow */
+		return coh_scsi_lu_grow(lu, nblocks);
+	mem = realloc(sm.mem, (size_t)nblocks * sm.bs);
+	if (!mem)
+		return -ENOMEM;
+	memset(mem + (size_t)sm.nblocks * sm.bs, 0, (size_t)(nblocks - sm.nblocks) * sm.bs);
+	pthread_mutex_lock(&sm.exec_lock);
+	sm.mem = mem;
+	sm.nblocks = nblocks;
+	pthread_mutex_unlock(&sm.exec_lock);
+	return coh_scsi_lu_grow(lu, nblocks);
+}
+
 void sm_set_state(uint32_t state)
 {
 	coh_scsi_lu_set_state(sm.lu, state);

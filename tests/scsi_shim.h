@@ -61,6 +61,10 @@ void sm_fail_after(uint32_t skip, int err, uint32_t n, bool at_submit);
 uint8_t *sm_mem(void);	   /* the blocks */
 uint64_t sm_submits(void); /* engine operations submitted so far */
 void sm_set_state(uint32_t state);
+/* sm_grow - the volume grown to @nblocks (the mock's memory with it, when larger), then
+ * coh_scsi_lu_grow on the open unit (sm_open_pr's first); its result. Call it with nothing in
+ * flight. */
+int sm_grow(uint64_t nblocks);
 void sm_set_tpg(uint16_t tpg_id, uint16_t rel_port, uint16_t count);
 /* sm_run - execute @cdb with @buf (@len bytes; split into @pieces iovec pieces of odd sizes when
  * @pieces > 1), wait (bounded: 10 s) for the answer. 0, or -ETIMEDOUT. */

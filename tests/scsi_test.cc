@@ -721,6 +721,47 @@ TEST(scsi, every_engine_errno_has_one_answer)
 
 // A unit past 2^32 blocks: READ CAPACITY(10) says FFFFFFFFh (use the 16-byte one), READ
 // CAPACITY(16) the last LBA; an LBA past 32 bits reaches the block path.
+// A volume grown online (cohortd, after cohortctl map grow): the unit's capacity follows from
+// the next command on: READ CAPACITY, MODE SENSE's block descriptor, the range checks. It never
+// shrinks, and a unit whose reservation table lies right after its blocks does not grow.
+TEST_P(Unit, a_grown_volume_is_seen_at_the_next_read_capacity)
+{
+	std::vector<uint8_t> b(32, 0), d(kBs, 0);
+	std::vector<uint8_t> c(16, 0);
+	c[0] = 0x9e, c[1] = 0x10, c[13] = 32;
+	expect_sense(run(rw16(0x88, kBlocks, 1), d), 0x5, 0x21, 0x00);
+	ASSERT_EQ(0, sm_grow(2 * kBlocks));
+	EXPECT_EQ(0u, coh_scsi_lu_nblocks(nullptr));
+	auto r = run(c, b);
+	ASSERT_EQ(COH_SCSI_GOOD, r.status);
+	uint64_t last = 0;
+	for (int i = 0; i < 8; i++)
+		last = last << 8 | b[i];
+	EXPECT_EQ(2 * kBlocks - 1, last);
+	std::vector<uint8_t> w = pattern(kBs, 9);
+	EXPECT_EQ(COH_SCSI_GOOD, run(rw16(0x8a, 2 * kBlocks - 1, 1), w).status);
+	EXPECT_EQ(COH_SCSI_GOOD, run(rw16(0x88, 2 * kBlocks - 1, 1), d).status);
+	EXPECT_EQ(w, d);
+	expect_sense(run(rw16(0x88, 2 * kBlocks, 1), d), 0x5, 0x21, 0x00);
+	// MODE SENSE(10) with LLBAA: the block descriptor's count
+	std::vector<uint8_t> m(64, 0);
+	r = run({ 0x5a, 0x10, 0x08, 0, 0, 0, 0, 0, 64, 0 }, m);
+	ASSERT_EQ(COH_SCSI_GOOD, r.status);
+	uint64_t count = 0;
+	for (int i = 0; i < 8; i++)
+		count = count << 8 | m[8 + i];
+	EXPECT_EQ(2 * kBlocks, count);
+	EXPECT_EQ(-EINVAL, sm_grow(kBlocks));
+	EXPECT_EQ(-EINVAL, coh_scsi_lu_grow(nullptr, 1));
+}
+
+TEST(scsi, a_unit_with_a_reservation_table_does_not_grow)
+{
+	ASSERT_EQ(0, sm_open_pr(kBs, kBlocks, 16, SM_INLINE));
+	EXPECT_EQ(-EBUSY, sm_grow(2 * kBlocks));
+	sm_close();
+}
+
 TEST(scsi, read_capacity_of_a_unit_past_32_bits)
 {
 	const uint64_t blocks = (1ull << 33) + 5;

@@ -783,6 +783,21 @@ static void cd_sample(struct cohortd *d, struct coh_node_stats *st, uint32_t *ep
 	pthread_mutex_unlock(&d->lock);
 }
 
+/* cd_follow_table - a routed config: once the router has adopted another table (@changes: its
+ * count when last looked), the exports follow it (a grown volume's unit grows). Main thread. */
+static void cd_follow_table(struct cohortd *d, uint64_t *changes)
+{
+	struct coh_route_stats rs;
+
+	if (!d->router || !d->tcmu)
+		return;
+	coh_route_stats(d->router, &rs);
+	if (rs.map_changes == *changes)
+		return;
+	*changes = rs.map_changes;
+	daemon_tcmu_follow(d->tcmu);
+}
+
 /* cd_reload - SIGHUP: a new config whose only changes are exports is applied; else refused. */
 static void cd_reload(struct cohortd *d)
 {
@@ -849,7 +864,7 @@ static int cd_serve(struct cohortd *d, const sigset_t *sigs)
 {
 	struct timespec tick = { .tv_sec = 0, .tv_nsec = CD_TICK_MS * 1000000L };
 	uint32_t epoch = 0, members = 0;
-	uint64_t minority_since = 0, minority_ns = cd_minority_ns(d->conf);
+	uint64_t minority_since = 0, minority_ns = cd_minority_ns(d->conf), changes = 0;
 	bool served = false;
 	struct coh_node_stats *st;
 	int sig;
@@ -867,6 +882,7 @@ static int cd_serve(struct cohortd *d, const sigset_t *sigs)
 			cd_reload(d);
 		cd_sample(d, st, &epoch, &members);
 		cd_other_groups(d, st);
+		cd_follow_table(d, &changes);
 		if (atomic_load(&d->stop_requested)) {
 			daemon_log("cluster", "stopped (by this node's request): leaving");
 			break;

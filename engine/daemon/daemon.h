@@ -237,6 +237,12 @@ int daemon_tcmu_new(struct coh_node *node, uint32_t node_id, uint32_t nodes, con
 struct coh_route;
 int daemon_tcmu_set_router(struct daemon_tcmu *t, struct coh_route *router,
 			   const struct coh_map *m);
+/**
+ * daemon_tcmu_follow - a routed config's units follow the mapping table as it is now: a unit
+ * whose volume grew is grown (coh_scsi_lu_grow: hosts see it at their next READ CAPACITY, a
+ * rescan), each logged. Returns how many grew. Any thread but a unit's completion.
+ */
+int daemon_tcmu_follow(struct daemon_tcmu *t);
 /** daemon_tcmu_quiesce - every unit answers ALUA unavailable; then a second for hosts to move. */
 void daemon_tcmu_quiesce(struct daemon_tcmu *t);
 /** daemon_tcmu_delete - free (after the export table removed every unit), set NULL. */

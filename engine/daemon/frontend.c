@@ -24,6 +24,7 @@
  * called from the main thread under no lock, and only reads the table it owns with @lock.
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -201,6 +202,50 @@ err_free_route:
 out_unlock:
 	pthread_mutex_unlock(&t->lock);
 	return ret;
+}
+
+int daemon_tcmu_follow(struct daemon_tcmu *t)
+{
+	uint64_t was, now;
+	uint32_t i;
+	int vi, grew = 0;
+
+	if (!t || !t->router)
+		return 0;
+	pthread_mutex_lock(&t->lock);
+	if (coh_route_map(t->router, &t->map)) {
+		pthread_mutex_unlock(&t->lock);
+		return 0;
+	}
+	for (i = 0; i < t->n; i++) {
+		struct dtcmu_unit *u = &t->units[i];
+
+		if (!u->route)
+			continue;
+		/* By its id: a removal before it moves its index. A volume gone is answered by
+		 * the router (-ENXIO: LOGICAL UNIT NOT SUPPORTED); it never shrinks. */
+		vi = coh_map_find_id(&t->map, u->route->volume_id, u->route->volume);
+		if (vi < 0)
+			continue;
+		was = coh_scsi_lu_nblocks(u->lu);
+		now = t->map.volumes[vi].blocks;
+		if (now <= was)
+			continue;
+		if (coh_scsi_lu_grow(u->lu, now)) {
+			daemon_log("export",
+				   "%s: its volume grew to %" PRIu64 " blocks, the unit "
+				   "cannot follow (SIGHUP makes it again)",
+				   u->name, now);
+			continue;
+		}
+		daemon_log("export",
+			   "%s: grown from %" PRIu64 " to %" PRIu64 " blocks (table version "
+			   "%" PRIu64 "); hosts see it at their next READ CAPACITY (a rescan)",
+			   u->name, was, now, t->map.version);
+		grew++;
+	}
+	pthread_mutex_unlock(&t->lock);
+	return grew;
 }
 
 /* dtcmu_remove - daemon_exports_ops.remove: stop the ring (the backstore stays), free the unit. */

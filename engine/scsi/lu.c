@@ -74,7 +74,15 @@ struct coh_scsi_lu {
 	char initiator[PR_NAME_MAX + 1];
 	struct pr_nexus nexus; /* who this unit serves: reservations are kept per nexus */
 	_Atomic uint32_t state;
+	/* the capacity: @a's at first, grown online (coh_scsi_lu_grow) while commands run */
+	_Atomic uint64_t nblocks;
 };
+
+/* lu_nblocks - the unit's capacity now. */
+static uint64_t lu_nblocks(const struct coh_scsi_lu *lu)
+{
+	return atomic_load_explicit(&lu->nblocks, memory_order_acquire);
+}
 
 /* lu_sense - CHECK CONDITION with fixed-format sense: @key, @asc (ASC << 8 | ASCQ), the
  * INFORMATION field when @info_valid, and a field pointer (@field >= 0: byte @field of the CDB,
@@ -406,11 +414,11 @@ static void lu_mode_sense(struct coh_scsi_lu *lu, struct coh_scsi_cmd *cmd, bool
 	if (!dbd) {
 		bd = llbaa ? 16 : 8;
 		if (llbaa) {
-			be_put64(b + n, lu->a.nblocks);
+			be_put64(b + n, lu_nblocks(lu));
 			be_put32(b + n + 12, lu->a.block_size);
 		} else {
-			be_put32(b + n, lu->a.nblocks > 0xffffffffull ? 0xffffffffu
-								      : (uint32_t)lu->a.nblocks);
+			be_put32(b + n, lu_nblocks(lu) > 0xffffffffull ? 0xffffffffu
+								       : (uint32_t)lu_nblocks(lu));
 			be_put32(b + n + 4, lu->a.block_size & 0xffffff);
 		}
 		n += bd;
@@ -447,7 +455,7 @@ static bool lu_mode_select_bd(const struct coh_scsi_lu *lu, const uint8_t *d, ui
 	for (i = 0; i < len; i += one, d += one) {
 		uint64_t blocks = longlba ? be_get64(d) : be_get32(d);
 		uint64_t shown =
-		    longlba || lu->a.nblocks <= 0xffffffffull ? lu->a.nblocks : 0xffffffffull;
+		    longlba || lu_nblocks(lu) <= 0xffffffffull ? lu_nblocks(lu) : 0xffffffffull;
 		uint32_t bsize = longlba ? be_get32(d + 12) : be_get32(d + 4) & 0xffffff;
 
 		if ((blocks && blocks != shown) || bsize != lu->a.block_size)
@@ -537,7 +545,7 @@ static void lu_rtpg(struct coh_scsi_lu *lu, struct coh_scsi_cmd *cmd)
 
 static void lu_read_capacity(struct coh_scsi_lu *lu, struct coh_scsi_cmd *cmd, bool sixteen)
 {
-	uint64_t last = lu->a.nblocks - 1;
+	uint64_t last = lu_nblocks(lu) - 1;
 	uint8_t b[32];
 
 	/* PMI 0 asks for the last LBA, and SBC-3 wants the LBA field zero with it. */
@@ -705,7 +713,9 @@ static void lu_parse_rw(const uint8_t *c, uint64_t *lba, uint32_t *n)
 /* lu_range - is [@lba, @lba + @n) inside the unit? Else LBA OUT OF RANGE. */
 static bool lu_range(struct coh_scsi_lu *lu, struct coh_scsi_cmd *cmd, uint64_t lba, uint64_t n)
 {
-	if (lba <= lu->a.nblocks && n <= lu->a.nblocks - lba)
+	uint64_t cap = lu_nblocks(lu);
+
+	if (lba <= cap && n <= cap - lba)
 		return true;
 	lu_sense(cmd, SK_ILLEGAL_REQUEST, ASC_LBA_OUT_OF_RANGE, false, 0, -1, false);
 	return false;
@@ -1248,6 +1258,7 @@ int coh_scsi_lu_new(const struct coh_scsi_lu_attr *attr, struct coh_scsi_lu **lu
 		snprintf(lu->name, sizeof(lu->name), "%s", attr->volume_name);
 	lu->a.volume_name = lu->name;
 	atomic_init(&lu->state, COH_SCSI_LU_ACTIVE);
+	atomic_init(&lu->nblocks, attr->nblocks);
 	*lup = lu;
 	return 0;
 }
@@ -1255,6 +1266,27 @@ int coh_scsi_lu_new(const struct coh_scsi_lu_attr *attr, struct coh_scsi_lu **lu
 void coh_scsi_lu_delete(struct coh_scsi_lu *lu)
 {
 	free(lu);
+}
+
+int coh_scsi_lu_grow(struct coh_scsi_lu *lu, uint64_t nblocks)
+{
+	uint64_t cur;
+
+	if (!lu || nblocks > UINT64_MAX / 65536)
+		return -EINVAL;
+	/* A unit with a reservation table keeps it in the blocks right after its own. */
+	if (lu->a.pr_blocks)
+		return -EBUSY;
+	cur = lu_nblocks(lu);
+	if (nblocks < cur)
+		return -EINVAL;
+	atomic_store_explicit(&lu->nblocks, nblocks, memory_order_release);
+	return 0;
+}
+
+uint64_t coh_scsi_lu_nblocks(struct coh_scsi_lu *lu)
+{
+	return lu ? lu_nblocks(lu) : 0;
 }
 
 void coh_scsi_lu_set_state(struct coh_scsi_lu *lu, uint32_t state)

@@ -108,6 +108,15 @@ struct coh_scsi_lu;
 int coh_scsi_lu_new(const struct coh_scsi_lu_attr *attr, struct coh_scsi_lu **lu);
 /** coh_scsi_lu_delete - free @lu; no command may be in flight on it. */
 void coh_scsi_lu_delete(struct coh_scsi_lu *lu);
+/**
+ * coh_scsi_lu_grow - the unit's capacity is @nblocks from the next command on (READ CAPACITY,
+ * MODE SENSE's block descriptor, the range checks), while commands run: its volume grew. A host
+ * sees it at its next READ CAPACITY (a rescan). 0; -EINVAL (smaller than now, or too large);
+ * -EBUSY (a unit with a reservation table, which lies right after its blocks).
+ */
+int coh_scsi_lu_grow(struct coh_scsi_lu *lu, uint64_t nblocks);
+/** coh_scsi_lu_nblocks - the unit's capacity now. */
+uint64_t coh_scsi_lu_nblocks(struct coh_scsi_lu *lu);
 /** coh_scsi_lu_set_state - what the unit reports from now on (enum coh_scsi_lu_state). */
 void coh_scsi_lu_set_state(struct coh_scsi_lu *lu, uint32_t state);
 
