@@ -40,11 +40,13 @@ run() {
 	else
 		summary+=("FAIL  $name ($((SECONDS - start)) s)")
 		details+=("--- $name (status $rc):")
-		details+=("$(grep -aE '^\[  FAILED  \] [a-z_]+\.|: Failure$|ERROR: (Address|Leak)Sanitizer|WARNING: ThreadSanitizer|runtime error|=== (rig:|eio|powerloss) .*FAIL|[0-9]+ - .* \((Failed|Timeout|SEGFAULT|Subprocess aborted|Child aborted|Exception)\)' "$steplog" |
-			awk '!seen[$0]++' | head -n 8 | cut -c1-200)")
+		# (|| true: a pattern found nowhere fails the pipeline, and under set -e that would
+		# end this script here, before its summary.)
+		details+=("$(grep -aE '^\[  FAILED  \] [a-z_]+\.|: Failure$|ERROR: (Address|Leak)Sanitizer|WARNING: ThreadSanitizer|runtime error|=== (rig:|eio|powerloss) .*FAIL|[0-9]+ - .* \((Failed|Timeout|SEGFAULT|Subprocess aborted|Child aborted|Exception)\)|^vm: error' "$steplog" |
+			awk '!seen[$0]++' | head -n 8 | cut -c1-200 || true)")
 		# What the failing test said just before its assertion: the scenario's own reason.
 		details+=("$(grep -aB6 ': Failure$' "$steplog" | grep -avE '^(\[|--$|.*: Failure$|Expected|  Actual|Which is|Value of)' |
-			grep -avE 'cohort\[[0-9]*\] (info|debug)' | awk '!seen[$0]++' | tail -n 10 | cut -c1-200)")
+			grep -avE 'cohort\[[0-9]*\] (info|debug)' | awk '!seen[$0]++' | tail -n 10 | cut -c1-200 || true)")
 		fail=1
 	fi
 }

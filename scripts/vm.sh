@@ -16,6 +16,9 @@
 #
 # Env knobs (see docs/rig.md):
 #   COHORT_VM_TIMEOUT=1200   overall bound in seconds (boot + command); then qemu is killed, exit 124
+#   COHORT_VM_BOOT_TIMEOUT=120  bound for the guest's init to start (it marks the run dir); past it
+#                            the guest is taken for hung in its boot under TCG (nothing of the
+#                            command ran), killed and booted again, COHORT_VM_BOOT_TRIES=3 in all
 #   COHORT_VM_VERBOSE=1      show the guest console (kernel + init) and setup step output on stderr
 #   COHORT_VM_QUIET=1        no "vm: ..." notes on stderr (errors still shown)
 #   COHORT_VM_CPUS=2 COHORT_VM_MEM=3G
@@ -197,6 +200,8 @@ main() {
 	top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 	vmdir=$top/scripts/vm
 	timeout_s=${COHORT_VM_TIMEOUT:-1200}
+	boot_s=${COHORT_VM_BOOT_TIMEOUT:-120}
+	boot_tries=${COHORT_VM_BOOT_TRIES:-3}
 	verbose=${COHORT_VM_VERBOSE:-0}
 	quiet=${COHORT_VM_QUIET:-0}
 	cpus=${COHORT_VM_CPUS:-2}
@@ -213,6 +218,8 @@ main() {
 	qpid=
 	tails=()
 	[[ $timeout_s =~ ^[1-9][0-9]*$ ]] || die "COHORT_VM_TIMEOUT must be a positive integer (seconds)"
+	[[ $boot_s =~ ^[1-9][0-9]*$ ]] || die "COHORT_VM_BOOT_TIMEOUT must be a positive integer (seconds)"
+	[[ $boot_tries =~ ^[1-9][0-9]*$ ]] || die "COHORT_VM_BOOT_TRIES must be a positive integer"
 	[[ $cpus =~ ^[1-9][0-9]*$ ]] || die "COHORT_VM_CPUS must be a positive integer"
 	[[ $p9cache =~ ^(none|loose|mmap|fscache)$ ]] || die "COHORT_VM_9P_CACHE must be none, loose, mmap or fscache"
 	if [ -n "$share" ]; then
@@ -353,10 +360,30 @@ main() {
 	[ -z "${COHORT_VM_PIDFILE:-}" ] || qemu+=(-pidfile "$COHORT_VM_PIDFILE")
 	[ "$verbose" != 1 ] || echo "vm: ${qemu[*]}" >&2
 
-	local t_start t_end wall wall_s qrc=0 t rc ready cmd_ms
+	local t_start t_end wall wall_s qrc=0 t rc ready cmd_ms attempt=1 booted
 	t_start=$(date +%s%N)
-	timeout -k 10 "$timeout_s" "${qemu[@]}" </dev/null >"$run/console.log" 2>&1 &
-	qpid=$!
+	# A guest that never reaches its init (seen under TCG: the console stops at "Booting from
+	# ROM" and both vCPUs spin) ran nothing of the command: it is killed and booted again.
+	# Once its init has mounted the run dir (it marks it there), the command's bounds apply.
+	while :; do
+		rm -f "$run/booted"
+		timeout -k 10 "$timeout_s" "${qemu[@]}" </dev/null >"$run/console.log" 2>&1 &
+		qpid=$!
+		booted=0
+		for ((t = 0; t < boot_s * 5; t++)); do
+			[ -e "$run/booted" ] && booted=1 && break
+			kill -0 "$qpid" 2>/dev/null || break
+			sleep 0.2 # polling for the guest's mark, bounded by the count
+		done
+		if [ $booted = 1 ] || ! kill -0 "$qpid" 2>/dev/null || [ $attempt -ge "$boot_tries" ]; then
+			break
+		fi
+		echo "vm: the guest did not reach its init within ${boot_s}s (a boot hang under TCG;" \
+			"nothing of the command ran): booting it again (attempt $((attempt + 1)) of $boot_tries)" >&2
+		kill "$qpid" 2>/dev/null
+		wait "$qpid" 2>/dev/null
+		attempt=$((attempt + 1))
+	done
 	# The guest writes these over the uncached 9p share; stream them while it runs.
 	tail -n +1 -s 0.2 -f --pid="$qpid" "$run/out" &
 	tails+=($!)
