@@ -561,6 +561,17 @@ static void fwd_on_wc(struct coh_fwd *f, const struct coh_wc *wc)
 	}
 }
 
+/* fwd_quarantine - busy slot @o gives up its command (pushed on *@fail, to be completed with
+ * no lock held) and is out of use until the late status, or the peer's end (forward.h). Under
+ * the forwarder's lock. */
+static void fwd_quarantine(struct fwd_oslot *o, struct coh_fwd_cmd **fail)
+{
+	o->state = OS_QUARANTINE;
+	o->cmd->next = *fail;
+	*fail = o->cmd;
+	o->cmd = NULL;
+}
+
 /* fwd_deadlines - time out the commands whose targets have not answered. */
 static void fwd_deadlines(struct coh_fwd *f, uint64_t now)
 {
@@ -573,11 +584,7 @@ static void fwd_deadlines(struct coh_fwd *f, uint64_t now)
 
 		if (o->state != OS_BUSY || o->deadline_ns > now)
 			continue;
-		/* Out of use until the late status, or the peer's end (forward.h). */
-		o->state = OS_QUARANTINE;
-		o->cmd->next = fail;
-		fail = o->cmd;
-		o->cmd = NULL;
+		fwd_quarantine(o, &fail);
 		f->st.timeouts++;
 	}
 	pthread_mutex_unlock(&f->lock);
@@ -601,11 +608,7 @@ uint32_t coh_fwd_abandon(struct coh_fwd *f, uint32_t peer)
 
 		if (o->state != OS_BUSY)
 			continue;
-		/* As a timeout: out of use until the late status, or the peer's end. */
-		o->state = OS_QUARANTINE;
-		o->cmd->next = fail;
-		fail = o->cmd;
-		o->cmd = NULL;
+		fwd_quarantine(o, &fail);
 		f->st.abandoned++;
 		n++;
 	}
