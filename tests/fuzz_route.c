@@ -1,10 +1,12 @@
 /*
- * fuzz_route.c - fuzz target for the mapping table's decoder and the split (engine/route/map.c):
- * arbitrary bytes, and the same bytes with a valid checksum patched in (so that the record checks
- * and coh_map_check are reached too). Built with libFuzzer under COHORT_FUZZ (fuzz_route), and
+ * fuzz_route.c - fuzz target for the mapping table's decoder and the split (engine/route/map.c),
+ * and for the acceptor's state of a table change (coh_map_accept_decode): arbitrary bytes, and the
+ * same bytes with a valid checksum patched in (so that the record checks and coh_map_check are
+ * reached too). Built with libFuzzer under COHORT_FUZZ (fuzz_route), and
  * always with fuzz_driver.c, the bounded random driver ctest runs (fuzz_route_driver).
  * Properties: nothing crashes or hangs; a table that decodes passes coh_map_check, encodes to the
- * same bytes, and splits every volume's ranges into components that cover the range exactly once.
+ * same bytes, and splits every volume's ranges into components that cover the range exactly once;
+ * an acceptor's state that decodes encodes to the same bytes.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -138,6 +140,65 @@ static size_t fuzz_route_base(uint8_t *buf, size_t len)
 	return used;
 }
 
+/* fuzz_route_accept_crc - patch an acceptor state's checksum (map.c: crc32c at 36 of the header
+ * with it zero and the table that follows, whose length is at 32). */
+static void fuzz_route_accept_crc(uint8_t *p, size_t len)
+{
+	static const uint8_t zero[4];
+	uint32_t tlen, crc;
+
+	if (len < 64)
+		return;
+	tlen =
+	    (uint32_t)p[32] | (uint32_t)p[33] << 8 | (uint32_t)p[34] << 16 | (uint32_t)p[35] << 24;
+	if (tlen > len - 64)
+		tlen = (uint32_t)(len - 64);
+	crc = crc32_iscsi(p, 36, 0);
+	crc = crc32_iscsi((unsigned char *)zero, 4, crc);
+	crc = crc32_iscsi(p + 40, (int)(24 + tlen), crc);
+	p[36] = (uint8_t)crc;
+	p[37] = (uint8_t)(crc >> 8);
+	p[38] = (uint8_t)(crc >> 16);
+	p[39] = (uint8_t)(crc >> 24);
+}
+
+/* fuzz_route_accept - the acceptor's state: the bytes as they are, with their checksum patched,
+ * and a valid state (with the base table accepted) with up to two bytes spliced in. */
+static void fuzz_route_accept(const uint8_t *data, size_t size)
+{
+	static uint8_t copy[COH_MAP_ACCEPT_ENCODED_MAX], again[COH_MAP_ACCEPT_ENCODED_MAX];
+	static struct coh_map_accept a;
+	char err[160];
+	size_t len, used, i;
+	int pass;
+
+	for (pass = 0; pass < 3; pass++) {
+		len = size < sizeof(copy) ? size : sizeof(copy);
+		if (pass < 2) {
+			memcpy(copy, data, len);
+		} else {
+			memset(&a, 0, sizeof(a));
+			if (coh_map_decode(again, fuzz_route_base(again, sizeof(again)), &a.map,
+					   NULL, 0))
+				fuzz_route_fail();
+			a.version = a.map.version;
+			a.promised = 0x301;
+			a.ballot = 0x201;
+			if (coh_map_accept_encode(&a, copy, sizeof(copy), &len))
+				fuzz_route_fail();
+			for (i = 0; i + 1 < size && i < 4; i += 2)
+				copy[data[i] * 7u % len] = data[i + 1];
+		}
+		if (pass)
+			fuzz_route_accept_crc(copy, len);
+		if (coh_map_accept_decode(copy, len, &a, err, sizeof(err)))
+			continue;
+		if (coh_map_accept_encode(&a, again, sizeof(again), &used) || used > len ||
+		    memcmp(again, copy, used))
+			fuzz_route_fail();
+	}
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	static uint8_t copy[COH_MAP_ENCODED_MAX], again[COH_MAP_ENCODED_MAX];
@@ -166,5 +227,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			fuzz_route_fail();
 		fuzz_route_split(&m, data, size);
 	}
+	fuzz_route_accept(data, size);
 	return 0;
 }

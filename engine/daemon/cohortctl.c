@@ -192,6 +192,13 @@ static void ctl_show_map(json_t *r)
 	       "adopted since the start, %lld conflicts)\n",
 	       ctl_int(r, "version"), ctl_int(r, "node"), ctl_int(r, "block_size"),
 	       ctl_str(r, "kept_in"), ctl_int(r, "changes"), ctl_int(r, "conflicts"));
+	if (json_array_size(json_object_get(r, "conflict_with"))) {
+		ctl_nodes(json_object_get(r, "conflict_with"), amfs, sizeof(amfs));
+		printf("CONFLICT: node(s) %s run another table of this version or another history "
+		       "of changes; the volumes the tables disagree on are fenced here (%lld "
+		       "commands refused). docs/routing.md, \"Two tables of one version\"\n",
+		       amfs, ctl_int(rt, "refused_conflict"));
+	}
 	printf("%-16s %-12s %9s %12s %-8s %6s %-12s %s\n", "GROUP", "AMFS", "PREFERRED", "BLOCKS",
 	       "AMF HERE", "EPOCH", "MEMBERS", "QUORUM");
 	json_array_foreach(gs, i, x)

@@ -371,7 +371,7 @@ static json_t *cd_map(struct cohortd *d)
 	struct coh_fwd_stats fs = { 0 };
 	struct coh_fwd *fwd;
 	struct coh_node_stats *st;
-	json_t *groups = json_array(), *vols = json_array(), *comps;
+	json_t *groups = json_array(), *vols = json_array(), *comps, *res;
 	uint32_t i, k;
 	char id[33];
 
@@ -422,7 +422,7 @@ static json_t *cd_map(struct cohortd *d)
 	coh_route_stats(d->router, &rs);
 	fwd = coh_route_forwarder(d->router);
 	coh_fwd_stats(fwd, &fs);
-	return json_pack(
+	res = json_pack(
 	    "{s:b, s:I, s:I, s:I, s:s, s:I, s:I, s:o, s:o, s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}, "
 	    "s:{s:o, s:I, s:I, s:I, s:I}}",
 	    "ok", 1, "version", (json_int_t)m->version, "changes", (json_int_t)rs.map_changes,
@@ -437,6 +437,14 @@ static json_t *cd_map(struct cohortd *d)
 	    cd_nodes_json(coh_fwd_up(fwd) & ~(1u << d->conf->node)), "peer_downs",
 	    (json_int_t)fs.peer_downs, "reconnects", (json_int_t)fs.reconnects, "timeouts",
 	    (json_int_t)fs.timeouts, "abandoned", (json_int_t)fs.abandoned);
+	/* A conflict (docs/routing.md, "Two tables of one version"): with whom, and what it
+	 * refused. */
+	if (res) {
+		json_object_set_new(res, "conflict_with", cd_nodes_json(rs.conflict_peers));
+		json_object_set_new(json_object_get(res, "routing"), "refused_conflict",
+				    json_integer((json_int_t)rs.refused_conflict));
+	}
+	return res;
 }
 
 /* cd_map_virtual - the next table with virtual volume @name added (the request @req: "layout",

@@ -646,6 +646,195 @@ out_free:
 	return ret;
 }
 
+/*
+ * The acceptor's state (route.h): magic "COHA" at 0, format 1 at 4, version 8, promised 16,
+ * ballot 24, the table's length 32 (0 with no ballot), crc32c 36 of the header with it zero and
+ * the table, zero 40 to 63, then the table.
+ */
+#define MAP_ACC_MAGIC 0x41484f43u
+#define MAP_ACC_HDR 64u
+
+static uint32_t map_acc_crc(const uint8_t *buf, size_t len)
+{
+	static const uint8_t zero[4];
+	uint32_t crc;
+
+	crc = crc32_iscsi((unsigned char *)buf, 36, 0);
+	crc = crc32_iscsi((unsigned char *)zero, 4, crc);
+	return crc32_iscsi((unsigned char *)buf + 40, (int)(len - 40), crc);
+}
+
+int coh_map_accept_encode(const struct coh_map_accept *a, void *buf, size_t len, size_t *used)
+{
+	uint8_t *b = buf;
+	size_t tlen = 0;
+	int ret;
+
+	if (!a || !buf || (a->ballot && a->promised < a->ballot))
+		return -EINVAL;
+	if (len < MAP_ACC_HDR)
+		return -ENOSPC;
+	memset(b, 0, MAP_ACC_HDR);
+	if (a->ballot) {
+		if (a->map.version != a->version)
+			return -EINVAL;
+		ret = coh_map_encode(&a->map, b + MAP_ACC_HDR, len - MAP_ACC_HDR, &tlen);
+		if (ret)
+			return ret;
+	}
+	le_put32(b, MAP_ACC_MAGIC);
+	le_put32(b + 4, 1);
+	le_put64(b + 8, a->version);
+	le_put64(b + 16, a->promised);
+	le_put64(b + 24, a->ballot);
+	le_put32(b + 32, (uint32_t)tlen);
+	le_put32(b + 36, map_acc_crc(b, MAP_ACC_HDR + tlen));
+	if (used)
+		*used = MAP_ACC_HDR + tlen;
+	return 0;
+}
+
+int coh_map_accept_decode(const void *buf, size_t len, struct coh_map_accept *a, char *err,
+			  size_t errlen)
+{
+	const uint8_t *b = buf;
+	uint32_t tlen;
+	int ret;
+
+	if (!buf || !a)
+		return -EINVAL;
+	memset(a, 0, sizeof(*a));
+	if (len < MAP_ACC_HDR || le_get32(b) != MAP_ACC_MAGIC || le_get32(b + 4) != 1 ||
+	    !le_zero(b + 40, MAP_ACC_HDR - 40)) {
+		map_err(err, errlen, "not an acceptor's state (magic, format or header)");
+		return -EBADMSG;
+	}
+	tlen = le_get32(b + 32);
+	if (tlen > len - MAP_ACC_HDR || tlen > COH_MAP_ENCODED_MAX ||
+	    le_get32(b + 36) != map_acc_crc(b, MAP_ACC_HDR + tlen)) {
+		map_err(err, errlen, "an acceptor's state cut short or corrupt (length, crc32c)");
+		return -EBADMSG;
+	}
+	a->version = le_get64(b + 8);
+	a->promised = le_get64(b + 16);
+	a->ballot = le_get64(b + 24);
+	if (!a->ballot != !tlen || a->promised < a->ballot) {
+		map_err(err, errlen,
+			"an acceptor's state with a table and no ballot, or a ballot "
+			"above its promise");
+		return -EINVAL;
+	}
+	if (!tlen)
+		return 0;
+	ret = coh_map_decode(b + MAP_ACC_HDR, tlen, &a->map, err, errlen);
+	if (ret)
+		return ret == -ENODATA ? -EBADMSG : ret;
+	if (a->map.version != a->version) {
+		map_err(err, errlen, "an accepted table of version %llu in a state for %llu",
+			(unsigned long long)a->map.version, (unsigned long long)a->version);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+int coh_map_accept_save(const char *path, const struct coh_map_accept *a, char *err, size_t errlen)
+{
+	char tmp[PATH_MAX];
+	uint8_t *buf;
+	size_t len = 0, off = 0;
+	ssize_t put;
+	int fd, ret;
+
+	if (!path || !a)
+		return -EINVAL;
+	if (snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp))
+		return -ENAMETOOLONG;
+	buf = calloc(1, COH_MAP_ACCEPT_ENCODED_MAX);
+	if (!buf)
+		return -ENOMEM;
+	ret = coh_map_accept_encode(a, buf, COH_MAP_ACCEPT_ENCODED_MAX, &len);
+	if (ret)
+		goto out_free;
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		ret = -errno;
+		map_err(err, errlen, "%s: %s", tmp, strerror(errno));
+		goto out_free;
+	}
+	while (off < len) {
+		put = write(fd, buf + off, len - off);
+		if (put < 0 && errno == EINTR)
+			continue;
+		if (put <= 0) {
+			ret = put < 0 ? -errno : -EIO;
+			break;
+		}
+		off += (size_t)put;
+	}
+	if (!ret && fsync(fd))
+		ret = -errno;
+	close(fd);
+	if (!ret && rename(tmp, path))
+		ret = -errno;
+	if (!ret)
+		ret = map_sync_dir(path);
+	if (ret) {
+		map_err(err, errlen, "%s: %s", path, strerror(-ret));
+		unlink(tmp);
+	}
+out_free:
+	free(buf);
+	return ret;
+}
+
+int coh_map_accept_load(const char *path, struct coh_map_accept *a, char *err, size_t errlen)
+{
+	uint8_t *buf;
+	size_t off = 0;
+	ssize_t got;
+	int fd, ret = 0;
+
+	if (!path || !a)
+		return -EINVAL;
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		ret = -errno;
+		if (ret != -ENOENT)
+			map_err(err, errlen, "%s: %s", path, strerror(errno));
+		return ret;
+	}
+	buf = calloc(1, COH_MAP_ACCEPT_ENCODED_MAX);
+	if (!buf) {
+		close(fd);
+		return -ENOMEM;
+	}
+	while (off < COH_MAP_ACCEPT_ENCODED_MAX) {
+		got = read(fd, buf + off, COH_MAP_ACCEPT_ENCODED_MAX - off);
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got < 0) {
+			ret = -errno;
+			map_err(err, errlen, "%s: %s", path, strerror(errno));
+			break;
+		}
+		if (!got)
+			break;
+		off += (size_t)got;
+	}
+	close(fd);
+	if (!ret) {
+		ret = coh_map_accept_decode(buf, off, a, err, errlen);
+		if (ret && err && errlen) {
+			char why[160];
+
+			snprintf(why, sizeof(why), "%s", err);
+			map_err(err, errlen, "%s: %s", path, why);
+		}
+	}
+	free(buf);
+	return ret;
+}
+
 int coh_map_target(const struct coh_map *m, uint32_t vol, uint32_t me, uint32_t alive,
 		   uint32_t holder, uint32_t *target)
 {

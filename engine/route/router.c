@@ -94,15 +94,19 @@ struct coh_route {
 	struct coh_route_attr a;
 	struct coh_map first; /* the table as the caller gave it (a.map points here) */
 	char *map_path;	      /* where the table is kept, or NULL */
+	char *accept_path;    /* where the acceptor's state is kept (@map_path.accept), or NULL */
 	uint32_t me, max_blocks, fwd_timeout_ms;
 	struct coh_fwd *fwd;
 	struct coh_coord *coord;
-	pthread_mutex_t save_lock;    /* the table file, and the switch that follows a save */
+	pthread_mutex_t save_lock;    /* the table file, and the switch that follows a save;
+				       * the acceptor's state and its file */
+	struct coh_map_accept acc;    /* the acceptor's state (route_promise, route_accept) */
 	pthread_mutex_t lock;	      /* everything below */
 	pthread_cond_t cond;	      /* @inside went to 0 while stopping; the table changed */
 	struct route_table *tab;      /* the current table */
 	struct route_change *change;  /* the change this controller runs, as the configuration
 				      * controller */
+	uint64_t round;		      /* the last ballot round it proposed in */
 	struct coh_route_hooks hooks; /* route_hooks.h */
 	/* whether @hooks has a point: read without the lock, so that a command's points cost
 	 * nothing (no lock) when no test installed any */
@@ -114,6 +118,13 @@ struct coh_route {
 	uint32_t ops;		  /* commands in flight */
 	/* each group's view at the forwarder's last tick (route_tick; its thread only) */
 	uint32_t tick_view[COH_MAP_MAX_GROUPS];
+	/* A peer's table this controller refused (another table of the same version, or a newer
+	 * one it may not take: two histories of changes), per peer while it is connected: the
+	 * volumes the two disagree on are fenced here (route_fenced) until the peer offers a
+	 * table that agrees or goes down. @conflicts has a bit per entry set, read without the
+	 * lock by every command. */
+	struct route_table *conflict[COH_MAP_MAX_NODES];
+	_Atomic uint32_t conflicts;
 	bool stopping;
 	struct coh_route_stats st;
 };
@@ -123,6 +134,8 @@ static int route_point(struct coh_route *r, uint32_t point, uint64_t detail);
 static void route_op_run(struct route_op *op);
 static void route_tab_put(struct route_table *t);
 static void route_coordinate(struct route_op *op);
+static bool route_map_same(const struct coh_map *a, const struct coh_map *b);
+static void route_change_tick(struct coh_route *r, uint64_t now);
 
 static uint64_t route_now_ns(void)
 {
@@ -795,6 +808,85 @@ static bool route_origin_ok(struct coh_route *r, const struct coh_map *m, uint32
 	return true;
 }
 
+/* route_vol_same - whether volume @i of @m is the same in @o: there by its id, in the same
+ * blocks of the same group (a logical volume), or over the same components laid out alike,
+ * each the same (a virtual one). Then a command on it means the same blocks under either. */
+static bool route_vol_same(const struct coh_map *m, uint32_t i, const struct coh_map *o)
+{
+	const struct coh_map_volume *a = &m->volumes[i], *b;
+	int j = coh_map_find_id(o, a->id, i);
+	uint32_t c;
+
+	if (j < 0)
+		return false;
+	b = &o->volumes[j];
+	if (a->kind != b->kind || a->blocks != b->blocks)
+		return false;
+	if (a->kind == COH_MAP_LOGICAL)
+		return a->group == b->group && a->first_block == b->first_block;
+	if (a->layout != b->layout || a->stripe_blocks != b->stripe_blocks || a->ncomp != b->ncomp)
+		return false;
+	for (c = 0; c < a->ncomp; c++)
+		if (memcmp(m->volumes[a->comp[c]].id, o->volumes[b->comp[c]].id,
+			   COH_MAP_ID_BYTES) ||
+		    !route_vol_same(m, a->comp[c], o))
+			return false;
+	return true;
+}
+
+/* route_fenced - whether volume @v of @m is fenced by a conflict: a peer's refused table
+ * (struct coh_route's @conflict) has it otherwise, or not at all. Two controllers that run
+ * different tables would otherwise write the same blocks as two volumes (one grown into what
+ * the other added). */
+static bool route_fenced(struct coh_route *r, const struct coh_map *m, uint32_t v)
+{
+	uint32_t p;
+	bool fenced = false;
+
+	if (!atomic_load(&r->conflicts))
+		return false;
+	pthread_mutex_lock(&r->lock);
+	for (p = 0; p < r->first.nodes && !fenced; p++)
+		if (r->conflict[p])
+			fenced = !route_vol_same(m, v, &r->conflict[p]->map);
+	if (fenced)
+		r->st.refused_conflict++;
+	pthread_mutex_unlock(&r->lock);
+	return fenced;
+}
+
+/* route_conflict_set - @peer's table @m was refused here (a conflict), or agrees now (@m
+ * NULL: the conflict ends). True when that is news: a conflict not known before. */
+static bool route_conflict_set(struct coh_route *r, uint32_t peer, const struct coh_map *m)
+{
+	struct route_table *old, *t = m ? route_tab_new(m) : NULL;
+	bool fresh;
+
+	if (peer >= COH_MAP_MAX_NODES || (m && !t))
+		return false; /* no memory: the next offer tries again */
+	pthread_mutex_lock(&r->lock);
+	old = r->conflict[peer];
+	fresh = m && (!old || !route_map_same(&old->map, m));
+	if (!fresh && m) {
+		route_tab_put(t); /* the one already held */
+		t = old;
+		old = NULL;
+	}
+	r->conflict[peer] = t;
+	if (t)
+		atomic_fetch_or(&r->conflicts, 1u << peer);
+	else
+		atomic_fetch_and(&r->conflicts, ~(1u << peer));
+	r->st.conflict_peers = atomic_load(&r->conflicts);
+	pthread_cond_broadcast(&r->cond);
+	pthread_mutex_unlock(&r->lock);
+	if (old && !m)
+		COH_LOG_WARN("route: node %u: the conflict with node %u's table has ended", r->me,
+			     peer);
+	route_tab_put(old);
+	return fresh;
+}
+
 /* route_tick - the forwarder's tick: components waiting for their group's view to exclude the
  * target they were cut off from are routed again once it has, or fail past their bound. */
 static void route_tick(void *arg)
@@ -808,8 +900,9 @@ static void route_tick(void *arg)
 	 * to it and still waits for is abandoned now (parked below, then routed again), not
 	 * left to its deadline. The connection of one that is paused, not dead, stays up, and
 	 * its commands would otherwise wait for the forwarder's timeout, past a host's. */
+	route_change_tick(r, now);
 	pthread_mutex_lock(&r->lock);
-	ngroups = r->tab->map.ngroups;
+	ngroups = r->a.group_view ? r->tab->map.ngroups : 0;
 	pthread_mutex_unlock(&r->lock);
 	for (g = 0; g < ngroups && g < COH_MAP_MAX_GROUPS; g++) {
 		view = r->a.group_view(r->a.view_arg, g);
@@ -884,6 +977,8 @@ int coh_route_submit(struct coh_route *r, struct coh_route_io *rio)
 			v = &m->volumes[idx];
 			if (rio->lba >= v->blocks || rio->nblocks > v->blocks - rio->lba)
 				ret = -EINVAL;
+			else if (route_fenced(r, m, (uint32_t)idx))
+				ret = -ENOTUNIQ;
 		}
 		if (ret) {
 			route_op_free(op); /* never started: no callback */
@@ -902,26 +997,49 @@ int coh_route_submit(struct coh_route *r, struct coh_route_io *rio)
 }
 
 /*
- * Online table changes. A controller's table is replaced only by a newer version that
- * coh_map_compatible allows, after it is kept in the table file (route_map_adopt). Tables move
- * as COH_FWD_MAP commands: an offer ("take this if it is newer") or a proposal (to the
- * configuration controller: "make this the next version"). The configuration controller is the
- * lowest live controller (a survivor takes the role over as the view of live controllers
- * changes); it runs one change at a time (struct route_change): SYNC offers its current table
- * to every live controller (one that has a newer one answers -ESTALE and offers it back: the
- * change is refused, -EAGAIN, and can be asked again), PUSH offers the new one, and once a
- * majority of the cluster has kept it, the configuration controller takes it too. A controller
- * that was away gets the newest table when its connection comes up: both sides offer theirs.
+ * Online table changes. The table in effect on a controller is replaced only by a newer version
+ * that coh_map_compatible allows, after it is kept in the table file (route_map_adopt). Tables
+ * move as COH_FWD_MAP commands (their action and ballot in the request's block field). A change
+ * is made by the configuration controller, the lowest live controller, as single-decree Paxos
+ * over the next version, so that two tables of one version are never both in effect, whoever
+ * dies when (struct route_change):
+ *
+ * - PREPARE: the proposer sends its table and a ballot (round << 8 | its id, above any round
+ *   it saw refused) to every live controller. Each takes the table if it is newer (a lagging
+ *   one catches up), refuses when its own is newer (-ESTALE, offered back) or another of the
+ *   same version (-ENOTUNIQ: a conflict), else promises the ballot, kept in its acceptor file
+ *   (coh_map_accept_save), unless it promised a higher one (-EALREADY with that round). A table
+ *   it accepted for that version goes back first (ROUTE_MAP_ACCEPTED; the answer -EINPROGRESS).
+ * - ACCEPT: with promises from a majority (the proposer is one), the proposer proposes the
+ *   table accepted in the highest ballot it learnt of, else its own. Each controller that did
+ *   not promise a higher ballot keeps it as accepted: kept, not in effect.
+ * - COMMIT: accepted by a majority, the table is chosen: the proposer adopts it and offers it
+ *   to every live controller, which adopt it as a newer table (ROUTE_MAP_OFFER).
+ *
+ * A proposer that dies part-way leaves accepted tables, in effect nowhere but, once chosen, at
+ * the proposer itself. The next round finishes the one that may have been chosen before any
+ * other: the asker's, or a recovery round that the configuration controller runs when it holds
+ * an accepted table or a peer sends it one (route_recover: on every connection that goes down
+ * or comes up). Offers carry only tables in effect; a controller that was away gets the newest
+ * one when its connection comes up, both sides offering theirs.
  */
 enum route_map_action {
-	ROUTE_MAP_OFFER = 1,
-	ROUTE_MAP_PROPOSE = 2,
+	ROUTE_MAP_OFFER = 1,	/* a table in effect: take it if it is newer */
+	ROUTE_MAP_PROPOSE = 2,	/* to the configuration controller: make it the next version */
+	ROUTE_MAP_PREPARE = 3,	/* phase 1: the proposer's table, and its ballot to promise */
+	ROUTE_MAP_ACCEPT = 4,	/* phase 2: the next version, to accept in the ballot */
+	ROUTE_MAP_ACCEPTED = 5, /* to the proposer: the table accepted here, with its ballot */
 };
 
+/* The states keep the numbers the hooks knew as SYNC and PUSH (route_hooks.h). */
 enum route_change_state {
-	CHANGE_SYNC = 1,
-	CHANGE_PUSH,
+	CHANGE_PREPARE = 1,
+	CHANGE_ACCEPT = 2,
+	CHANGE_COMMIT = 3, /* chosen and adopted here: offered to every live peer, answered */
 };
+
+/* PREPAREs in a higher ballot, after a refusal that named one, before a change gives up. */
+#define ROUTE_CHANGE_TRIES 4u
 
 /* Someone waiting for a change's outcome (coh_route_map_change): two references, the waiter's
  * and the change's, so that a waiter that gave up leaves nothing dangling. */
@@ -936,11 +1054,23 @@ struct route_waiter {
 
 struct route_change {
 	struct coh_route *r;
-	struct coh_map next;
-	uint32_t state; /* enum route_change_state */
+	struct route_table *base; /* the table in effect when it began: it makes the next one */
+	struct coh_map next;	  /* the table asked for, when @asked */
+	bool asked;		  /* else a recovery round, which only finishes an accepted table */
+	struct coh_map value;	  /* what ACCEPT proposes */
+	uint64_t ballot;
+	uint32_t state, tries;
 	_Atomic uint32_t outstanding, acks, newer;
+	/* Under the router's lock (the answers, the accepted tables sent back and the tick run on
+	 * the forwarder's thread; a change's first step on the asker's): */
+	uint64_t higher;	     /* the highest round a refusal named (-EALREADY) */
+	uint32_t expect, found_from; /* peers whose accepted table is on its way; that came */
+	bool waiting;		     /* PREPARE answered; for the accepted tables on their way */
+	uint64_t found_deadline_ns;
+	uint64_t found_ballot; /* the highest ballot of an accepted table learnt of, 0: none */
+	struct coh_map found;
 	struct coh_fwd_cmd *fcmd; /* proposed by another controller, or */
-	struct route_waiter *w;	  /* asked here */
+	struct route_waiter *w;	  /* asked here, or neither (a recovery round) */
 };
 
 /* A table on its way to a peer. */
@@ -1073,7 +1203,8 @@ static int route_map_adopt(struct coh_route *r, const struct coh_map *next, uint
 	return ret;
 }
 
-static void route_change_sent(struct route_change *ch, int status);
+static void route_change_sent(struct route_change *ch, int status, uint32_t done, uint32_t peer);
+static void route_recover(struct coh_route *r);
 
 /* route_point - a named step of a change or a command (route_hooks.h). */
 static int route_point(struct coh_route *r, uint32_t point, uint64_t detail)
@@ -1093,11 +1224,10 @@ static void route_msg_done(struct coh_fwd_cmd *fc, int status, uint32_t done)
 	struct route_msg *msg = fc->arg;
 	char err[160];
 
-	(void)done;
 	if (msg->ch) {
 		route_point(msg->r, COH_ROUTE_POINT_CHANGE_ANSWER,
 			    (uint64_t)msg->ch->state << 32 | fc->peer);
-		route_change_sent(msg->ch, status);
+		route_change_sent(msg->ch, status, done, fc->peer);
 	} else if (msg->w) {
 		snprintf(err, sizeof(err), "the configuration controller (node %u): %s", fc->peer,
 			 coh_strerror(status));
@@ -1106,10 +1236,11 @@ static void route_msg_done(struct coh_fwd_cmd *fc, int status, uint32_t done)
 	free(msg);
 }
 
-/* route_send_map - send @m to @peer as @action: for @ch's step, @w's proposal, or neither
- * (an offer whose answer is not needed). 0, or -errno when it was not sent. */
+/* route_send_map - send @m to @peer as @action in @ballot: for @ch's step, @w's proposal, or
+ * neither (no answer needed). 0, or -errno when it was not sent. */
 static int route_send_map(struct coh_route *r, uint32_t peer, const struct coh_map *m,
-			  uint32_t action, struct route_change *ch, struct route_waiter *w)
+			  uint32_t action, uint64_t ballot, struct route_change *ch,
+			  struct route_waiter *w)
 {
 	uint32_t bs = m->block_size, nblocks = (COH_MAP_ENCODED_MAX + bs - 1) / bs;
 	struct route_msg *msg;
@@ -1130,7 +1261,7 @@ static int route_send_map(struct coh_route *r, uint32_t peer, const struct coh_m
 	msg->ch = ch;
 	msg->w = w;
 	msg->fc.op = COH_FWD_MAP;
-	msg->fc.lba = action;
+	msg->fc.lba = (uint64_t)action | ballot << 8;
 	msg->fc.map_version = m->version;
 	msg->fc.nblocks = (uint32_t)((used + bs - 1) / bs);
 	msg->fc.buf = msg->buf;
@@ -1142,7 +1273,7 @@ static int route_send_map(struct coh_route *r, uint32_t peer, const struct coh_m
 	return ret;
 }
 
-/* route_offer - offer this controller's current table to @peers (a mask); no answer needed. */
+/* route_offer - offer this controller's table in effect to @peers (a mask); no answer needed. */
 static void route_offer(struct coh_route *r, uint32_t peers)
 {
 	struct route_table *cur = route_tab_get(r);
@@ -1150,22 +1281,146 @@ static void route_offer(struct coh_route *r, uint32_t peers)
 
 	for (p = 0; p < r->first.nodes; p++)
 		if (peers & (1u << p))
-			route_send_map(r, p, &cur->map, ROUTE_MAP_OFFER, NULL, NULL);
+			route_send_map(r, p, &cur->map, ROUTE_MAP_OFFER, 0, NULL, NULL);
 	route_tab_put(cur);
+}
+
+/* route_acc_for - the acceptor's state for the version after @base: the one kept, or a fresh
+ * one when the kept one is for another version (an older change's, made since). Under
+ * @save_lock. */
+static void route_acc_for(struct coh_route *r, uint64_t base, struct coh_map_accept *a)
+{
+	if (r->acc.version == base + 1) {
+		*a = r->acc;
+		return;
+	}
+	memset(a, 0, sizeof(*a));
+	a->version = base + 1;
+}
+
+/* route_acc_keep - make @a the acceptor's state: in its file first (before any answer says
+ * so), then here. Under @save_lock. */
+static int route_acc_keep(struct coh_route *r, const struct coh_map_accept *a)
+{
+	char err[200] = "";
+	int ret;
+
+	if (r->accept_path) {
+		ret = coh_map_accept_save(r->accept_path, a, err, sizeof(err));
+		if (ret) {
+			COH_LOG_ERR("route: node %u: the acceptor's state not kept: %s", r->me,
+				    err);
+			return ret;
+		}
+	}
+	r->acc = *a;
+	return 0;
+}
+
+/*
+ * route_promise - phase 1 here: promise @ballot for the version after @base (the table in
+ * effect here). 0, with the table accepted for that version, when there is one, in @found and
+ * its ballot in *@found_ballot (else 0); -EALREADY, *@higher the round of a ballot as high or
+ * higher promised already; -ESTALE when the table here is not @base; -errno from the file.
+ */
+static int route_promise(struct coh_route *r, uint64_t base, uint64_t ballot, uint64_t *higher,
+			 struct coh_map *found, uint64_t *found_ballot)
+{
+	struct coh_map_accept *a = malloc(sizeof(*a));
+	struct route_table *cur;
+	int ret = 0;
+
+	*found_ballot = 0;
+	if (!a)
+		return -ENOMEM;
+	pthread_mutex_lock(&r->save_lock);
+	cur = route_tab_get(r);
+	if (cur->map.version != base) {
+		ret = -ESTALE;
+		goto out;
+	}
+	route_acc_for(r, base, a);
+	if (a->promised >= ballot) {
+		*higher = a->promised >> 8;
+		ret = -EALREADY;
+		goto out;
+	}
+	a->promised = ballot;
+	ret = route_acc_keep(r, a);
+	if (!ret && a->ballot) {
+		*found = a->map;
+		*found_ballot = a->ballot;
+	}
+out:
+	route_tab_put(cur);
+	pthread_mutex_unlock(&r->save_lock);
+	free(a);
+	return ret;
+}
+
+/*
+ * route_accept - phase 2 here: accept @next, the version after the table in effect, in @ballot
+ * (kept in the acceptor file before it is answered; not in effect). -EALREADY, *@higher the
+ * round of a higher ballot promised; -ESTALE when @next is not the version after this
+ * controller's (its own is newer, or it lags and the next PREPARE brings it up); -EINVAL when
+ * @next may not replace it; -errno from the file.
+ */
+static int route_accept(struct coh_route *r, const struct coh_map *next, uint64_t ballot,
+			uint64_t *higher, uint32_t from)
+{
+	struct coh_map_accept *a = malloc(sizeof(*a));
+	struct route_table *cur;
+	char err[160];
+	int ret;
+
+	if (!a)
+		return -ENOMEM;
+	pthread_mutex_lock(&r->save_lock);
+	cur = route_tab_get(r);
+	if (next->version != cur->map.version + 1) {
+		ret = -ESTALE;
+		goto out;
+	}
+	route_acc_for(r, cur->map.version, a);
+	if (a->promised > ballot) {
+		*higher = a->promised >> 8;
+		ret = -EALREADY;
+		goto out;
+	}
+	ret = coh_map_compatible(&cur->map, next, err, sizeof(err));
+	if (ret) {
+		COH_LOG_ERR("route: node %u: table version %llu from node %u not accepted: %s",
+			    r->me, (unsigned long long)next->version, from, err);
+		goto out;
+	}
+	a->promised = ballot;
+	a->ballot = ballot;
+	a->map = *next;
+	ret = route_acc_keep(r, a);
+out:
+	route_tab_put(cur);
+	pthread_mutex_unlock(&r->save_lock);
+	free(a);
+	return ret;
 }
 
 static void route_change_end(struct route_change *ch, int status, const char *err)
 {
 	struct coh_route *r = ch->r;
 
-	if (status)
+	if (status && ch->asked)
 		COH_LOG_WARN("route: node %u: table version %llu not made: %s", r->me,
 			     (unsigned long long)ch->next.version,
 			     err ? err : coh_strerror(status));
+	else if (status)
+		COH_LOG_WARN("route: node %u: a table another controller began is not finished: "
+			     "%s",
+			     r->me, err ? err : coh_strerror(status));
 	if (ch->fcmd)
 		coh_fwd_complete(ch->fcmd, status, 0);
 	if (ch->w)
 		route_waiter_wake(ch->w, status, err);
+	route_tab_put(ch->base);
 	/* Last: coh_route_delete waits for @change to be gone before it frees the router. */
 	pthread_mutex_lock(&r->lock);
 	if (r->change == ch)
@@ -1175,70 +1430,212 @@ static void route_change_end(struct route_change *ch, int status, const char *er
 	free(ch);
 }
 
+/* route_change_tick - the forwarder's tick: a change waiting past its bound for an accepted
+ * table a promise said was coming cannot choose without it (that table may have been chosen):
+ * it ends, to be asked again. */
+static void route_change_tick(struct coh_route *r, uint64_t now)
+{
+	struct route_change *late = NULL;
+
+	pthread_mutex_lock(&r->lock);
+	if (r->change && r->change->waiting && now >= r->change->found_deadline_ns) {
+		late = r->change;
+		late->waiting = false;
+	}
+	pthread_mutex_unlock(&r->lock);
+	if (late)
+		route_change_end(late, -EAGAIN,
+				 "an accepted table a controller announced never came: ask again");
+}
+
 static void route_change_step(struct route_change *ch);
+
+/* route_change_prepare - a round in a new ballot, above @above (a round): this controller
+ * promises it first (it is an acceptor too), then asks every live peer. */
+static void route_change_prepare(struct route_change *ch, uint64_t above)
+{
+	struct coh_route *r = ch->r;
+	uint64_t higher = above, fb = 0, round;
+	int ret;
+
+	do {
+		pthread_mutex_lock(&r->lock);
+		if (higher > r->round)
+			r->round = higher;
+		round = ++r->round;
+		pthread_mutex_unlock(&r->lock);
+		ch->ballot = round << 8 | r->me;
+		ret = route_promise(r, ch->base->map.version, ch->ballot, &higher, &ch->found, &fb);
+	} while (ret == -EALREADY && ++ch->tries <= ROUTE_CHANGE_TRIES);
+	if (ret) {
+		route_change_end(ch, ret == -EALREADY || ret == -ESTALE ? -EAGAIN : ret,
+				 ret == -ESTALE	    ? "the table here changed meanwhile: ask again"
+				 : ret == -EALREADY ? "a higher ballot is promised here: ask again"
+						    : "the promise was not kept here");
+		return;
+	}
+	atomic_store(&ch->acks, 0);
+	atomic_store(&ch->newer, 0);
+	pthread_mutex_lock(&r->lock);
+	ch->higher = 0;
+	ch->expect = ch->found_from = 0;
+	ch->waiting = false;
+	ch->found_ballot = fb;
+	ch->state = CHANGE_PREPARE; /* route_change_found reads it under the lock */
+	pthread_mutex_unlock(&r->lock);
+	route_change_step(ch);
+}
+
+/* route_change_propose - promised by a majority, every accepted table learnt of: ACCEPT the one
+ * of the highest ballot, which may have been chosen, else the table asked for. This controller
+ * accepts it first. A recovery round that learnt of none has nothing to do. */
+static void route_change_propose(struct route_change *ch)
+{
+	struct coh_route *r = ch->r;
+	uint64_t higher = 0;
+	int ret;
+
+	if (ch->found_ballot) {
+		ch->value = ch->found;
+	} else if (ch->asked) {
+		ch->value = ch->next;
+	} else {
+		route_change_end(ch, 0, NULL);
+		return;
+	}
+	ret = route_accept(r, &ch->value, ch->ballot, &higher, r->me);
+	if (ret) {
+		route_change_end(ch, ret == -EALREADY || ret == -ESTALE ? -EAGAIN : ret,
+				 "not accepted here: ask again");
+		return;
+	}
+	atomic_store(&ch->acks, 0);
+	pthread_mutex_lock(&r->lock);
+	ch->state = CHANGE_ACCEPT;
+	pthread_mutex_unlock(&r->lock);
+	route_change_step(ch);
+}
 
 /* route_change_next - every peer answered this step: the next one, or the end. */
 static void route_change_next(struct route_change *ch)
 {
 	struct coh_route *r = ch->r;
 	uint32_t acks = atomic_load(&ch->acks), need = r->first.nodes / 2 + 1;
+	uint64_t higher;
 	char err[160];
+	bool wait;
 	int ret;
 
-	if (ch->state == CHANGE_SYNC) {
+	if (ch->state == CHANGE_PREPARE) {
 		if (atomic_load(&ch->newer)) {
 			route_change_end(ch, -EAGAIN,
 					 "a controller has a newer table (it is being offered "
 					 "here): ask again");
 			return;
 		}
-		ch->state = CHANGE_PUSH;
-		route_change_step(ch);
+		pthread_mutex_lock(&r->lock);
+		higher = ch->higher;
+		pthread_mutex_unlock(&r->lock);
+		if (acks + 1 < need) {
+			if (higher && ch->tries++ < ROUTE_CHANGE_TRIES) {
+				route_change_prepare(ch, higher);
+				return;
+			}
+			snprintf(err, sizeof(err),
+				 "promised by %u of %u controllers, not a majority: ask again",
+				 acks + 1, r->first.nodes);
+			route_change_end(ch, -EAGAIN, err);
+			return;
+		}
+		/* The accepted tables the promises said are on their way (route_change_found; the
+		 * tick bounds the wait). */
+		pthread_mutex_lock(&r->lock);
+		wait = ch->waiting = (ch->expect & ~ch->found_from) != 0;
+		ch->found_deadline_ns = route_now_ns() + (uint64_t)r->fwd_timeout_ms * 1000000ull;
+		pthread_mutex_unlock(&r->lock);
+		if (!wait)
+			route_change_propose(ch);
 		return;
 	}
-	/* PUSH: where any controller took it, it will spread (the newest wins): so this one
-	 * takes it too; the change is made when a majority of the cluster has it. */
-	if (!acks && need > 1) {
-		route_change_end(ch, -EAGAIN, "no controller took the table: not made");
+	if (ch->state == CHANGE_COMMIT) {
+		/* Every live peer answered the offer of the chosen table (each has it in effect
+		 * before its answer: an asker's table is the new one when it hears). */
+		if (ch->asked && !route_map_same(&ch->value, &ch->next)) {
+			COH_LOG_INFO("route: node %u: table version %llu, an interrupted change, "
+				     "finished first",
+				     r->me, (unsigned long long)ch->value.version);
+			route_change_end(ch, -EAGAIN,
+					 "an interrupted change to this version was finished "
+					 "first: ask again");
+			return;
+		}
+		if (!ch->asked)
+			COH_LOG_INFO("route: node %u: table version %llu, an interrupted change, "
+				     "finished",
+				     r->me, (unsigned long long)ch->value.version);
+		route_change_end(ch, 0, NULL);
 		return;
 	}
-	route_point(r, COH_ROUTE_POINT_CHANGE_ADOPT, ch->next.version);
-	ret = route_map_adopt(r, &ch->next, r->me);
-	if (ret) {
-		snprintf(err, sizeof(err), "not kept here: %s", coh_strerror(ret));
-		route_change_end(ch, ret, err);
-		return;
-	}
+	/* ACCEPT: chosen once a majority of the cluster accepted it. */
 	if (acks + 1 < need) {
 		snprintf(err, sizeof(err),
-			 "kept by %u of %u controllers, not a majority: in effect where kept, and "
-			 "offered to the others as they connect",
+			 "accepted by %u of %u controllers, not a majority: not in effect; the "
+			 "next change finishes it if it was chosen",
 			 acks + 1, r->first.nodes);
 		route_change_end(ch, -EAGAIN, err);
 		return;
 	}
-	route_change_end(ch, 0, NULL);
+	route_point(r, COH_ROUTE_POINT_CHANGE_ADOPT, ch->value.version);
+	ret = route_map_adopt(r, &ch->value, r->me);
+	if (ret) {
+		snprintf(err, sizeof(err), "chosen, not kept here: %s", coh_strerror(ret));
+		route_change_end(ch, ret, err);
+		return;
+	}
+	pthread_mutex_lock(&r->lock);
+	ch->state = CHANGE_COMMIT;
+	pthread_mutex_unlock(&r->lock);
+	route_change_step(ch);
 }
 
-static void route_change_sent(struct route_change *ch, int status)
+static void route_change_sent(struct route_change *ch, int status, uint32_t done, uint32_t peer)
 {
-	if (ch->state == CHANGE_SYNC && (status == -ESTALE || status == -ENOTUNIQ))
-		atomic_fetch_add(&ch->newer, 1);
-	if (ch->state == CHANGE_PUSH && !status)
+	struct coh_route *r = ch->r;
+
+	if (status == 1) {
+		/* the sending loop's own count */
+	} else if (ch->state == CHANGE_PREPARE && (!status || status == -EINPROGRESS)) {
 		atomic_fetch_add(&ch->acks, 1);
+		if (status == -EINPROGRESS) { /* its accepted table comes before this answer */
+			pthread_mutex_lock(&r->lock);
+			ch->expect |= 1u << peer;
+			pthread_mutex_unlock(&r->lock);
+		}
+	} else if (ch->state == CHANGE_PREPARE && (status == -ESTALE || status == -ENOTUNIQ)) {
+		atomic_fetch_add(&ch->newer, 1);
+	} else if (status == -EALREADY) {
+		pthread_mutex_lock(&r->lock);
+		if (done > ch->higher)
+			ch->higher = done;
+		pthread_mutex_unlock(&r->lock);
+	} else if (ch->state == CHANGE_ACCEPT && !status) {
+		atomic_fetch_add(&ch->acks, 1);
+	}
 	if (atomic_fetch_sub(&ch->outstanding, 1) == 1)
 		route_change_next(ch);
 }
 
-/* route_change_step - send this step's table to every live peer. */
+/* route_change_step - send this step's table to every live peer: PREPARE the table the change
+ * builds on and ACCEPT the one proposed, in the round's ballot; COMMIT offers the chosen one. */
 static void route_change_step(struct route_change *ch)
 {
 	struct coh_route *r = ch->r;
-	struct route_table *cur = NULL;
 	uint32_t up = coh_fwd_up(r->fwd) & ~(1u << r->me), p;
+	bool prepare = ch->state == CHANGE_PREPARE;
+	uint32_t action = prepare		       ? ROUTE_MAP_PREPARE
+			  : ch->state == CHANGE_ACCEPT ? ROUTE_MAP_ACCEPT
+						       : ROUTE_MAP_OFFER;
 
-	if (ch->state == CHANGE_SYNC)
-		cur = route_tab_get(r);
 	atomic_store(&ch->outstanding, 1); /* this loop's own, so that no answer ends the step */
 	for (p = 0; p < r->first.nodes; p++) {
 		if (!(up & (1u << p)))
@@ -1246,11 +1643,87 @@ static void route_change_step(struct route_change *ch)
 		atomic_fetch_add(&ch->outstanding, 1);
 		if (route_point(r, COH_ROUTE_POINT_CHANGE_SEND, (uint64_t)ch->state << 32 | p) ==
 			COH_ROUTE_DROP ||
-		    route_send_map(r, p, cur ? &cur->map : &ch->next, ROUTE_MAP_OFFER, ch, NULL))
+		    route_send_map(r, p, prepare ? &ch->base->map : &ch->value, action,
+				   action == ROUTE_MAP_OFFER ? 0 : ch->ballot, ch, NULL))
 			atomic_fetch_sub(&ch->outstanding, 1);
 	}
-	route_tab_put(cur);
-	route_change_sent(ch, 1); /* neither an ack nor a refusal */
+	route_change_sent(ch, 1, 0, r->me); /* neither an ack nor a refusal */
+}
+
+/* route_change_found - an accepted table a peer sent back (ROUTE_MAP_ACCEPTED): to the round
+ * that waits for it, or, with no change running, a reason for a recovery round. */
+static void route_change_found(struct coh_route *r, const struct coh_map *m, uint64_t ballot,
+			       uint32_t from)
+{
+	struct route_change *ch;
+	bool go = false, idle;
+
+	pthread_mutex_lock(&r->lock);
+	ch = r->change;
+	/* for the version after this controller's: an older change's table is moot */
+	idle = !ch && m->version == r->tab->map.version + 1;
+	if (ch && ch->state == CHANGE_PREPARE && m->version == ch->base->map.version + 1) {
+		if (ballot > ch->found_ballot) {
+			ch->found = *m;
+			ch->found_ballot = ballot;
+		}
+		ch->found_from |= 1u << from;
+		go = ch->waiting && !(ch->expect & ~ch->found_from);
+		if (go)
+			ch->waiting = false;
+	}
+	pthread_mutex_unlock(&r->lock);
+	if (go)
+		route_change_propose(ch);
+	else if (idle)
+		route_recover(r);
+}
+
+/* route_change_begin - @ch, on the table in effect, becomes this controller's one change: 0,
+ * or -EBUSY/-ESHUTDOWN (@ch freed). */
+static int route_change_begin(struct coh_route *r, struct route_change *ch, char *err,
+			      size_t errlen)
+{
+	int ret = 0;
+
+	ch->r = r;
+	ch->state = CHANGE_PREPARE;
+	pthread_mutex_lock(&r->lock);
+	if (r->change || r->stopping) {
+		ret = r->stopping ? -ESHUTDOWN : -EBUSY;
+		if (err)
+			snprintf(err, errlen, "%s",
+				 r->stopping ? "stopping" : "another change is running");
+	} else {
+		r->change = ch;
+	}
+	pthread_mutex_unlock(&r->lock);
+	if (ret) {
+		route_tab_put(ch->base);
+		free(ch);
+	}
+	return ret;
+}
+
+/* route_is_config - whether this controller is the configuration controller and a majority of
+ * the cluster is up; else why not, in @err. */
+static int route_is_config(struct coh_route *r, char *err, size_t errlen)
+{
+	uint32_t up = coh_fwd_up(r->fwd);
+
+	if ((uint32_t)__builtin_ctz(up) != r->me) {
+		if (err)
+			snprintf(err, errlen, "node %u is the configuration controller now",
+				 (uint32_t)__builtin_ctz(up));
+		return -EREMOTE;
+	}
+	if ((uint32_t)__builtin_popcount(up) * 2 <= r->first.nodes) {
+		if (err)
+			snprintf(err, errlen, "%u of %u controllers up: a change needs a majority",
+				 (uint32_t)__builtin_popcount(up), r->first.nodes);
+		return -EAGAIN;
+	}
+	return 0;
 }
 
 /* route_change_start - as the configuration controller: make @next the next version. */
@@ -1260,19 +1733,11 @@ static int route_change_start(struct coh_route *r, const struct coh_map *next,
 {
 	struct route_change *ch;
 	struct route_table *cur;
-	uint32_t up = coh_fwd_up(r->fwd);
-	int ret = 0;
+	int ret;
 
-	if ((uint32_t)__builtin_ctz(up) != r->me) {
-		snprintf(err, errlen, "node %u is the configuration controller now",
-			 (uint32_t)__builtin_ctz(up));
-		return -EREMOTE;
-	}
-	if ((uint32_t)__builtin_popcount(up) * 2 <= r->first.nodes) {
-		snprintf(err, errlen, "%u of %u controllers up: a change needs a majority",
-			 (uint32_t)__builtin_popcount(up), r->first.nodes);
-		return -EAGAIN;
-	}
+	ret = route_is_config(r, err, errlen);
+	if (ret)
+		return ret;
 	cur = route_tab_get(r);
 	if (next->version != cur->map.version + 1) {
 		snprintf(err, errlen, "version %llu: the table is at %llu (make the change on it)",
@@ -1281,84 +1746,170 @@ static int route_change_start(struct coh_route *r, const struct coh_map *next,
 	} else {
 		ret = coh_map_compatible(&cur->map, next, err, errlen);
 	}
-	route_tab_put(cur);
-	if (ret)
+	if (ret) {
+		route_tab_put(cur);
 		return ret;
+	}
 	ch = calloc(1, sizeof(*ch));
-	if (!ch)
+	if (!ch) {
+		route_tab_put(cur);
 		return -ENOMEM;
-	ch->r = r;
+	}
+	ch->base = cur;
 	ch->next = *next;
+	ch->asked = true;
 	ch->fcmd = fcmd;
 	ch->w = w;
-	ch->state = CHANGE_SYNC;
-	pthread_mutex_lock(&r->lock);
-	if (r->change || r->stopping) {
-		ret = r->stopping ? -ESHUTDOWN : -EBUSY;
-		snprintf(err, errlen, "%s", r->stopping ? "stopping" : "another change is running");
-	} else {
-		r->change = ch;
-	}
-	pthread_mutex_unlock(&r->lock);
-	if (ret) {
-		free(ch);
+	ret = route_change_begin(r, ch, err, errlen);
+	if (ret)
 		return ret;
-	}
 	COH_LOG_INFO("route: node %u: making table version %llu", r->me,
 		     (unsigned long long)next->version);
-	route_change_step(ch);
+	route_change_prepare(ch, 0);
 	return 0;
+}
+
+/* route_recover - as the configuration controller, with no change running: a round that only
+ * finishes a table some controller accepted and no one made (its proposer died part-way); it
+ * ends at once when no controller has one. */
+static void route_recover(struct coh_route *r)
+{
+	struct route_change *ch;
+
+	if (route_is_config(r, NULL, 0))
+		return;
+	ch = calloc(1, sizeof(*ch));
+	if (!ch)
+		return;
+	ch->base = route_tab_get(r);
+	if (route_change_begin(r, ch, NULL, 0))
+		return;
+	COH_LOG_INFO("route: node %u: looking for a change to version %llu left unfinished", r->me,
+		     (unsigned long long)ch->base->map.version + 1);
+	route_change_prepare(ch, 0);
+}
+
+/* route_nudge - this controller holds a table it accepted for the version after its own: the
+ * change that proposed it may be unfinished. The configuration controller runs a recovery
+ * round; another sends the table to it (which makes it run one). */
+static void route_nudge(struct coh_route *r)
+{
+	struct coh_map_accept *a = malloc(sizeof(*a));
+	struct route_table *cur;
+	uint32_t up, cfg;
+	bool held;
+
+	if (!a)
+		return;
+	pthread_mutex_lock(&r->save_lock);
+	cur = route_tab_get(r);
+	held = r->acc.ballot && r->acc.version == cur->map.version + 1;
+	if (held)
+		*a = r->acc;
+	route_tab_put(cur);
+	pthread_mutex_unlock(&r->save_lock);
+	up = coh_fwd_up(r->fwd);
+	cfg = (uint32_t)__builtin_ctz(up);
+	if (held && cfg == r->me)
+		route_recover(r);
+	else if (held)
+		route_send_map(r, cfg, &a->map, ROUTE_MAP_ACCEPTED, a->ballot, NULL, NULL);
+	free(a);
 }
 
 /* route_map_execute - a table another controller sent here (forwarder thread). */
 static void route_map_execute(struct coh_route *r, struct coh_fwd_cmd *cmd)
 {
-	struct coh_map m;
+	uint32_t action = (uint32_t)(cmd->lba & 0xff);
+	uint64_t ballot = cmd->lba >> 8, higher = 0, fb = 0;
+	struct coh_map *m = malloc(2 * sizeof(*m)), *found = m + 1;
 	char err[160];
 	int ret;
 
-	ret = coh_map_decode(cmd->buf, (size_t)cmd->nblocks * r->first.block_size, &m, err,
+	if (!m) {
+		coh_fwd_complete(cmd, -ENOMEM, 0);
+		return;
+	}
+	ret = coh_map_decode(cmd->buf, (size_t)cmd->nblocks * r->first.block_size, m, err,
 			     sizeof(err));
 	if (ret) {
 		COH_LOG_WARN("route: node %u: a table from node %u refused: %s", r->me, cmd->origin,
 			     err);
 		coh_fwd_complete(cmd, ret == -ENODATA ? -EBADMSG : ret, 0);
-		return;
+		goto out;
 	}
-	if (cmd->lba == ROUTE_MAP_PROPOSE) {
-		ret = route_change_start(r, &m, cmd, NULL, err, sizeof(err));
+	if (action < ROUTE_MAP_OFFER || action > ROUTE_MAP_ACCEPTED ||
+	    ((action == ROUTE_MAP_OFFER || action == ROUTE_MAP_PROPOSE) != !ballot)) {
+		coh_fwd_complete(cmd, -EINVAL, 0);
+		goto out;
+	}
+	switch (action) {
+	case ROUTE_MAP_PROPOSE:
+		ret = route_change_start(r, m, cmd, NULL, err, sizeof(err));
 		if (ret) {
 			COH_LOG_WARN("route: node %u: node %u's change refused: %s", r->me,
 				     cmd->origin, err);
 			coh_fwd_complete(cmd, ret, 0);
 		}
-		return; /* else route_change_end completes it */
+		goto out; /* else route_change_end completes it */
+	case ROUTE_MAP_ACCEPT:
+		ret = route_accept(r, m, ballot, &higher, cmd->origin);
+		if (!ret)
+			route_point(r, COH_ROUTE_POINT_CHANGE_ACCEPTED, m->version);
+		coh_fwd_complete(cmd, ret, ret == -EALREADY ? (uint32_t)higher : 0);
+		goto out;
+	case ROUTE_MAP_ACCEPTED:
+		route_change_found(r, m, ballot, cmd->origin);
+		coh_fwd_complete(cmd, 0, 0);
+		goto out;
 	}
-	if (cmd->lba != ROUTE_MAP_OFFER) {
-		coh_fwd_complete(cmd, -EINVAL, 0);
-		return;
-	}
-	ret = route_map_adopt(r, &m, cmd->origin);
+	/* An offer, or a PREPARE's table: taken when it is newer. */
+	ret = route_map_adopt(r, m, cmd->origin);
 	if (ret == -ESTALE)
 		route_offer(r, 1u << cmd->origin); /* ours is newer: offer it back */
+	if (ret == -ENOTUNIQ || ret == -EINVAL) {
+		/* Two histories of changes (docs/routing.md, "Two tables of one version"): the
+		 * volumes they disagree on are fenced while the peer is here; a new conflict is
+		 * offered back, so that the peer fences them too. */
+		if (route_conflict_set(r, cmd->origin, m))
+			route_offer(r, 1u << cmd->origin);
+	} else if (!ret || ret == -ESTALE) {
+		route_conflict_set(r, cmd->origin, NULL);
+	}
+	if (action == ROUTE_MAP_PREPARE && !ret) {
+		ret = route_promise(r, m->version, ballot, &higher, found, &fb);
+		if (!ret && fb) {
+			/* Sent before the answer, so that the proposer has it when it counts. */
+			ret = route_send_map(r, cmd->origin, found, ROUTE_MAP_ACCEPTED, fb, NULL,
+					     NULL);
+			ret = ret ? ret : -EINPROGRESS;
+		}
+		coh_fwd_complete(cmd, ret, ret == -EALREADY ? (uint32_t)higher : 0);
+		goto out;
+	}
 	coh_fwd_complete(cmd, ret, 0);
+out:
+	free(m);
 }
 
 /* route_peer_up - a connection came up: offer the peer this controller's table. */
 static void route_peer_up(void *arg, uint32_t peer)
 {
 	route_offer(arg, 1u << peer);
+	route_nudge(arg);
 }
 
 /* route_peer_down - a connection broke: offer this controller's table to every other live
- * controller. A configuration controller that died in the middle of a change may have left
- * some with the new version and some without: this is what makes them one again. */
+ * controller, and look for a change its death left unfinished (route_nudge). */
 static void route_peer_down(void *arg, uint32_t peer)
 {
 	struct coh_route *r = arg;
 
-	(void)peer;
+	/* A peer that is away writes nothing under its table: its conflict, if any, is found
+	 * again when it is back (both sides offer), before its router serves (route_sync). */
+	route_conflict_set(r, peer, NULL);
 	route_offer(r, coh_fwd_up(r->fwd) & ~(1u << r->me));
+	route_nudge(r);
 }
 
 int coh_route_set_hooks(struct coh_route *r, const struct coh_route_hooks *h)
@@ -1409,7 +1960,7 @@ int coh_route_map_change(struct coh_route *r, const struct coh_map *next, char *
 	if (cfg == r->me) {
 		ret = route_change_start(r, next, NULL, w, err, errlen);
 	} else {
-		ret = route_send_map(r, cfg, next, ROUTE_MAP_PROPOSE, NULL, w);
+		ret = route_send_map(r, cfg, next, ROUTE_MAP_PROPOSE, 0, NULL, w);
 		if (ret)
 			snprintf(err, errlen, "the configuration controller (node %u): %s", cfg,
 				 coh_strerror(ret));
@@ -1477,6 +2028,9 @@ static void route_execute(void *arg, struct coh_fwd_cmd *cmd)
 	    (coh_map_target(m, (uint32_t)idx, r->me, 1u << r->me, COH_MAP_NO_NODE, &t) ||
 	     t != r->me))
 		ret = -EHOSTUNREACH;
+	/* A volume two tables disagree on is fenced here as at the origin (route_fenced). */
+	if (!ret && route_fenced(r, m, (uint32_t)idx))
+		ret = -ENOTUNIQ;
 	/* An origin the groups have excluded is fenced: -EACCES (its host goes elsewhere). */
 	if (!ret && !route_origin_ok(r, m, (uint32_t)idx, cmd->origin)) {
 		ret = -EACCES;
@@ -1534,6 +2088,28 @@ save:
 	return ret;
 }
 
+/* route_first_accept - the acceptor's state kept beside the table: a promise or an accepted
+ * table forgotten could let two tables of one version be chosen, so one that cannot be read
+ * stops the start (an operator removes it knowingly). */
+static int route_first_accept(struct coh_route *r)
+{
+	char err[200] = "";
+	int ret;
+
+	if (!r->accept_path)
+		return 0;
+	ret = coh_map_accept_load(r->accept_path, &r->acc, err, sizeof(err));
+	if (ret == -ENOENT) {
+		memset(&r->acc, 0, sizeof(r->acc));
+		return 0;
+	}
+	if (ret)
+		COH_LOG_ERR("route: node %u: the acceptor's state: %s (docs/routing.md, \"Online "
+			    "changes\")",
+			    r->me, err);
+	return ret;
+}
+
 /* route_sync - at the start: offer the table to every live peer and, when one has a newer one
  * (it offers it back), wait for it. Bounded by the forwarder's timeout. */
 static void route_sync(struct coh_route *r)
@@ -1543,6 +2119,7 @@ static void route_sync(struct coh_route *r)
 	struct route_table *cur = route_tab_get(r);
 	uint64_t was = cur->map.version;
 	struct timespec until;
+	uint32_t conflicted = 0;
 	bool newer = false;
 
 	clock_gettime(CLOCK_REALTIME, &until);
@@ -1551,7 +2128,7 @@ static void route_sync(struct coh_route *r)
 		if (!(up & (1u << p)) || !(w[p] = route_waiter_new()))
 			continue;
 		/* an offer with a waiter: route_msg_done wakes it with the answer */
-		if (route_send_map(r, p, &cur->map, ROUTE_MAP_OFFER, NULL, w[p])) {
+		if (route_send_map(r, p, &cur->map, ROUTE_MAP_OFFER, 0, NULL, w[p])) {
 			route_waiter_put(w[p]);
 			route_waiter_put(w[p]);
 			w[p] = NULL;
@@ -1559,14 +2136,24 @@ static void route_sync(struct coh_route *r)
 	}
 	route_tab_put(cur);
 	for (p = 0; p < r->first.nodes; p++) {
+		int ret;
+
 		if (!w[p])
 			continue;
-		newer = route_waiter_wait(w[p], &until, NULL, 0) == -ESTALE || newer;
+		ret = route_waiter_wait(w[p], &until, NULL, 0);
+		newer = ret == -ESTALE || newer;
+		/* Another table of this version there: the peer offers it back, and the volumes
+		 * the two disagree on are fenced here before the caller serves. (A peer that
+		 * refused a newer table of ours fences them on its side.) */
+		if (ret == -ENOTUNIQ)
+			conflicted |= 1u << p;
 	}
-	if (!newer)
+	if (!newer && !conflicted)
 		return;
 	pthread_mutex_lock(&r->lock);
-	while (r->tab->map.version == was && !pthread_cond_timedwait(&r->cond, &r->lock, &until))
+	while (((newer && r->tab->map.version == was) ||
+		(atomic_load(&r->conflicts) & conflicted) != conflicted) &&
+	       !pthread_cond_timedwait(&r->cond, &r->lock, &until))
 		;
 	pthread_mutex_unlock(&r->lock);
 }
@@ -1598,7 +2185,9 @@ int coh_route_new(const struct coh_route_attr *attr, struct coh_route **rp)
 	r->first = *attr->map;
 	r->a.map = &r->first;
 	r->me = me;
-	if (r->a.map_path && !(r->map_path = strdup(r->a.map_path))) {
+	if (r->a.map_path && (!(r->map_path = strdup(r->a.map_path)) ||
+			      asprintf(&r->accept_path, "%s.accept", r->a.map_path) < 0)) {
+		free(r->map_path);
 		free(r);
 		return -ENOMEM;
 	}
@@ -1614,6 +2203,8 @@ int coh_route_new(const struct coh_route_attr *attr, struct coh_route **rp)
 	pthread_mutex_init(&r->lock, NULL);
 	pthread_cond_init(&r->cond, NULL);
 	ret = route_first_table(r, &m);
+	if (!ret)
+		ret = route_first_accept(r);
 	if (ret)
 		goto err_free;
 	r->tab = route_tab_new(&m);
@@ -1628,7 +2219,7 @@ int coh_route_new(const struct coh_route_attr *attr, struct coh_route **rp)
 	fa.execute = route_execute;
 	fa.peer_up = route_peer_up;
 	fa.peer_down = route_peer_down;
-	fa.tick = r->a.group_view ? route_tick : NULL;
+	fa.tick = route_tick;
 	fa.exec_arg = r;
 	r->max_blocks = fa.max_blocks ? fa.max_blocks : COH_FWD_DEFAULT_MAX_BLOCKS;
 	r->fwd_timeout_ms = fa.timeout_ms ? fa.timeout_ms : 4 * COH_FABRIC_DEFAULT_TIMEOUT_MS;
@@ -1636,6 +2227,7 @@ int coh_route_new(const struct coh_route_attr *attr, struct coh_route **rp)
 	if (ret)
 		goto err_coord;
 	route_sync(r);
+	route_nudge(r); /* a change this controller accepted before it stopped may be unfinished */
 	*rp = r;
 	return 0;
 
@@ -1647,6 +2239,7 @@ err_free:
 	pthread_cond_destroy(&r->cond);
 	pthread_mutex_destroy(&r->lock);
 	pthread_mutex_destroy(&r->save_lock);
+	free(r->accept_path);
 	free(r->map_path);
 	free(r);
 	return ret;
@@ -1699,10 +2292,13 @@ void coh_route_delete(struct coh_route **rp)
 		return;
 	}
 	coh_coord_delete(&r->coord);
+	for (uint32_t p = 0; p < COH_MAP_MAX_NODES; p++)
+		route_tab_put(r->conflict[p]);
 	route_tab_put(r->tab);
 	pthread_cond_destroy(&r->cond);
 	pthread_mutex_destroy(&r->lock);
 	pthread_mutex_destroy(&r->save_lock);
+	free(r->accept_path);
 	free(r->map_path);
 	free(r);
 }

@@ -132,6 +132,7 @@ void coh_scsi_sense_from_errno(struct coh_scsi_cmd *cmd, int err, bool is_write)
 	case -EACCES:	 /* fenced */
 	case -ENOTCONN:	 /* not (yet) a member */
 	case -EHOSTDOWN: /* ... */
+	case -ENOTUNIQ:	 /* a routed volume two tables disagree on: fenced (router.h) */
 		lu_sense(cmd, SK_NOT_READY, ASC_ALUA_UNAVAILABLE, false, 0, -1, false);
 		break;
 	case -EAGAIN:	  /* a view change or a formation: soon again */

@@ -138,6 +138,43 @@ int coh_map_save(const char *path, const struct coh_map *m, char *err, size_t er
  */
 int coh_map_load(const char *path, struct coh_map *m, char *err, size_t errlen);
 
+/*
+ * The acceptor's state of a table change (router.c: a change is single-decree Paxos per table
+ * version, docs/routing.md "Online changes"): for table version @version, the highest ballot
+ * this controller promised, and the table it accepted last with that table's ballot (0: none).
+ * A table accepted is not in effect; it becomes the table once a majority has accepted it. Kept
+ * in its own file beside the table's, replaced whole (a new file renamed over it).
+ */
+struct coh_map_accept {
+	uint64_t version;  /* the table version this is for (the kept table's + 1) */
+	uint64_t promised; /* the highest ballot promised for @version */
+	uint64_t ballot;   /* the ballot @map was accepted in; 0 when none was */
+	struct coh_map map;
+};
+
+/* Its on-disk form: a 64-byte header, then the accepted table's (coh_map_encode). */
+#define COH_MAP_ACCEPT_ENCODED_MAX (64u + COH_MAP_ENCODED_MAX)
+
+/** coh_map_accept_encode - @a's on-disk form into @buf (@len bytes): 0, -EINVAL, -ENOSPC. */
+int coh_map_accept_encode(const struct coh_map_accept *a, void *buf, size_t len, size_t *used);
+
+/**
+ * coh_map_accept_decode - @a from @len bytes at @buf: 0; -EBADMSG when they are not a whole,
+ * intact state (magic, lengths, crc32c); -EINVAL when its table does not pass coh_map_check or
+ * is not of @version. @err says which.
+ */
+int coh_map_accept_decode(const void *buf, size_t len, struct coh_map_accept *a, char *err,
+			  size_t errlen);
+
+/**
+ * coh_map_accept_save - keep @a in @path: written to @path.tmp, fsynced, renamed over @path, and
+ * the directory fsynced, so that a crash leaves the old state or the new. -errno.
+ * coh_map_accept_load - the state kept in @path: -ENOENT when there is none, -EBADMSG or
+ * -EINVAL as coh_map_accept_decode (never read as "none").
+ */
+int coh_map_accept_save(const char *path, const struct coh_map_accept *a, char *err, size_t errlen);
+int coh_map_accept_load(const char *path, struct coh_map_accept *a, char *err, size_t errlen);
+
 /**
  * coh_map_target - the controller that executes a command on logical volume @vol, for the
  * controller @me that received it: @me when it is a live AMF of the volume's group; else

@@ -18,11 +18,12 @@ extern "C" {
 /* The points of a table change (struct route_change in router.c), at the configuration
  * controller, on whatever thread runs that step (the caller's or the forwarder's). */
 enum coh_route_point {
-	/* a step's offer is about to go to a peer: @detail is the step (1 SYNC, 2 PUSH) << 32 |
-	 * the peer. Returning COH_ROUTE_DROP loses it (as a death part-way through would). */
+	/* a step's message is about to go to a peer: @detail is the step (1 PREPARE, 2 ACCEPT,
+	 * once called SYNC and PUSH; 3 COMMIT) << 32 | the peer. Returning COH_ROUTE_DROP loses
+	 * it (as a death part-way through would). */
 	COH_ROUTE_POINT_CHANGE_SEND = 1,
-	/* every peer answered PUSH; this controller is about to keep the new table: @detail is
-	 * its version */
+	/* every peer answered ACCEPT, a majority accepted; this controller is about to keep the
+	 * new table: @detail is its version */
 	COH_ROUTE_POINT_CHANGE_ADOPT = 2,
 	/* a peer answered a step's offer (before it is counted): @detail as for SEND */
 	COH_ROUTE_POINT_CHANGE_ANSWER = 3,
@@ -37,6 +38,9 @@ enum coh_route_point {
 	 * done, the command not yet answered: @detail is the component << 32 | (uint32_t)its
 	 * status */
 	COH_ROUTE_POINT_COMPONENT_DONE = 6,
+	/* A peer of the change, not the configuration controller: it has kept a table it
+	 * accepted (phase 2) and not yet answered: @detail is its version. */
+	COH_ROUTE_POINT_CHANGE_ACCEPTED = 7,
 };
 
 #define COH_ROUTE_DROP 1

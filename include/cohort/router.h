@@ -35,11 +35,12 @@
  *
  * Leaves out: a command on a virtual volume
  * longer than the forwarder's max_blocks (it is applied whole only up to that length: -EINVAL),
- * changes of groups online (only volumes are added, grown and deleted), two tables of one version
- * made by two configuration controllers that never met (a change that reached only a minority,
- * all of which died, and another made meanwhile: refused where they meet, -ENOTUNIQ, and
- * counted; docs/routing.md), a coordinator's death while it holds a grant (its components may have been
- * applied in part: the retry at the next coordinator writes the whole command again).
+ * changes of groups online (only volumes are added, grown and deleted), a coordinator's death
+ * while it holds a grant (its components may have been applied in part: the retry at the next
+ * coordinator writes the whole command again). A table change is Paxos over the next version
+ * (docs/routing.md, "Online changes"); two tables of one version that come from outside it (a
+ * table file restored or copied) are refused where they meet (-ENOTUNIQ), and the volumes they
+ * disagree on are refused meanwhile (-ENOTUNIQ from coh_route_submit).
  */
 #ifndef COHORT_ROUTER_H
 #define COHORT_ROUTER_H
@@ -135,8 +136,10 @@ void coh_route_delete(struct coh_route **rp);
 
 /**
  * coh_route_submit - run @rio. 0: accepted, its callback will run exactly once. -EINVAL (a bad
- * command, a volume that does not exist, a range past its end); (a compare-and-write across components, or longer than half of max_blocks);
- * -EBUSY (max_ops in flight); -ESHUTDOWN.
+ * command, a volume that does not exist, a range past its end; a compare-and-write across
+ * components, or longer than half of max_blocks); -ENXIO (a volume a change deleted);
+ * -ENOTUNIQ (a volume two tables of one version disagree on: fenced); -EBUSY (max_ops in
+ * flight); -ESHUTDOWN.
  */
 int coh_route_submit(struct coh_route *r, struct coh_route_io *rio);
 
@@ -162,14 +165,16 @@ int coh_route_map(struct coh_route *r, struct coh_map *out);
 /** Counters. */
 struct coh_route_stats {
 	uint64_t local, forwarded, components, rerouted, coord_held, executed_for_others;
-	uint64_t map_version;	 /* the current table's */
-	uint64_t map_changes;	 /* tables adopted since the start */
-	uint64_t map_conflicts;	 /* tables of this version that were not this one (refused) */
-	uint64_t waited_views;	 /* components that waited for a view to exclude their target */
-	uint64_t refused_fenced; /* commands refused: their origin out of a group's view */
-	uint64_t to_holder;	 /* forwarded to an AMF that held the lock, not the preferred */
-	uint64_t read_cached;	 /* forwarded reads answered from the cache on the forwarder's
+	uint64_t map_version;	   /* the current table's */
+	uint64_t map_changes;	   /* tables adopted since the start */
+	uint64_t map_conflicts;	   /* tables of this version that were not this one (refused) */
+	uint64_t waited_views;	   /* components that waited for a view to exclude their target */
+	uint64_t refused_fenced;   /* commands refused: their origin out of a group's view */
+	uint64_t to_holder;	   /* forwarded to an AMF that held the lock, not the preferred */
+	uint64_t read_cached;	   /* forwarded reads answered from the cache on the forwarder's
 				    thread (group_read_cached) */
+	uint64_t refused_conflict; /* commands refused (-ENOTUNIQ) on a volume a conflict fences */
+	uint32_t conflict_peers;   /* peers whose table this one conflicts with, now (a mask) */
 };
 void coh_route_stats(struct coh_route *r, struct coh_route_stats *st);
 
