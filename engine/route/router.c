@@ -1711,6 +1711,11 @@ static int route_is_config(struct coh_route *r, char *err, size_t errlen)
 {
 	uint32_t up = coh_fwd_up(r->fwd);
 
+	if (!up) {
+		if (err)
+			snprintf(err, errlen, "the forwarder is not up yet");
+		return -EAGAIN;
+	}
 	if ((uint32_t)__builtin_ctz(up) != r->me) {
 		if (err)
 			snprintf(err, errlen, "node %u is the configuration controller now",
@@ -1809,10 +1814,10 @@ static void route_nudge(struct coh_route *r)
 	route_tab_put(cur);
 	pthread_mutex_unlock(&r->save_lock);
 	up = coh_fwd_up(r->fwd);
-	cfg = (uint32_t)__builtin_ctz(up);
-	if (held && cfg == r->me)
+	cfg = up ? (uint32_t)__builtin_ctz(up) : r->me; /* none before the forwarder is up */
+	if (held && up && cfg == r->me)
 		route_recover(r);
-	else if (held)
+	else if (held && up)
 		route_send_map(r, cfg, &a->map, ROUTE_MAP_ACCEPTED, a->ballot, NULL, NULL);
 	free(a);
 }
