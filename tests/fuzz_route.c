@@ -140,6 +140,15 @@ static size_t fuzz_route_base(uint8_t *buf, size_t len)
 	return used;
 }
 
+/* fuzz_route_splice - up to two (offset, value) pairs of @data into @len bytes at @buf. */
+static void fuzz_route_splice(uint8_t *buf, size_t len, const uint8_t *data, size_t size)
+{
+	size_t i;
+
+	for (i = 0; i + 1 < size && i < 4; i += 2)
+		buf[data[i] * 7u % len] = data[i + 1];
+}
+
 /* fuzz_route_accept_crc - patch an acceptor state's checksum (map.c: crc32c at 36 of the header
  * with it zero and the table that follows, whose length is at 32). */
 static void fuzz_route_accept_crc(uint8_t *p, size_t len)
@@ -169,7 +178,7 @@ static void fuzz_route_accept(const uint8_t *data, size_t size)
 	static uint8_t copy[COH_MAP_ACCEPT_ENCODED_MAX], again[COH_MAP_ACCEPT_ENCODED_MAX];
 	static struct coh_map_accept a;
 	char err[160];
-	size_t len, used, i;
+	size_t len, used;
 	int pass;
 
 	for (pass = 0; pass < 3; pass++) {
@@ -186,8 +195,7 @@ static void fuzz_route_accept(const uint8_t *data, size_t size)
 			a.ballot = 0x201;
 			if (coh_map_accept_encode(&a, copy, sizeof(copy), &len))
 				fuzz_route_fail();
-			for (i = 0; i + 1 < size && i < 4; i += 2)
-				copy[data[i] * 7u % len] = data[i + 1];
+			fuzz_route_splice(copy, len, data, size);
 		}
 		if (pass)
 			fuzz_route_accept_crc(copy, len);
@@ -204,7 +212,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	static uint8_t copy[COH_MAP_ENCODED_MAX], again[COH_MAP_ENCODED_MAX];
 	struct coh_map m;
 	char err[160];
-	size_t len, used, i;
+	size_t len, used;
 	int pass;
 
 	/* Pass 0: the bytes as they are; 1: with their checksum patched in; 2: spliced into a
@@ -215,8 +223,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			memcpy(copy, data, len);
 		} else {
 			len = fuzz_route_base(copy, sizeof(copy));
-			for (i = 0; i + 1 < size && i < 4; i += 2)
-				copy[data[i] * 7u % len] = data[i + 1];
+			fuzz_route_splice(copy, len, data, size);
 		}
 		if (pass)
 			fuzz_route_crc(copy, len);

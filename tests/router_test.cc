@@ -629,6 +629,28 @@ TEST(router, a_target_killed_mid_command_is_routed_again)
 //    the lowest live one, which makes it with controller 2 (a majority of three).
 char map_dir[64];
 
+// map_dir_scope - a fresh map_dir for one test's table files, removed at its end.
+struct map_dir_scope {
+	bool ok;
+
+	map_dir_scope()
+	{
+		snprintf(map_dir, sizeof(map_dir), "/tmp/cohort-map-XXXXXX");
+		ok = mkdtemp(map_dir) != nullptr;
+	}
+	~map_dir_scope()
+	{
+		std::error_code ec;
+		std::filesystem::remove_all(map_dir, ec);
+	}
+};
+
+// map_path - controller @id's table file in map_dir.
+void map_path(char *path, size_t len, uint32_t id)
+{
+	snprintf(path, len, "%s/map%u", map_dir, id);
+}
+
 int table_version(coh_route *r, coh_map *m)
 {
 	return coh_route_map(r, m) ? -1 : (int)m->version;
@@ -775,7 +797,7 @@ int sc_online(conf_node *cn)
 	coh_map m;
 	int ret;
 
-	snprintf(path, sizeof(path), "%s/map%u", map_dir, cn->id);
+	map_path(path, sizeof(path), cn->id);
 	memcpy(vc_id, l.m.volumes[l.vc].id, COH_MAP_ID_BYTES);
 	CONF_CHECK(router_open(cn, l, &r, path) == 0, "router");
 	CONF_CHECK(conf_barrier(cn) == 0, "barrier: every router up");
@@ -999,7 +1021,7 @@ int sc_accepted_run1(conf_node *cn)
 	char path[128], err[200] = "";
 	coh_map m;
 
-	snprintf(path, sizeof(path), "%s/map%u", map_dir, cn->id);
+	map_path(path, sizeof(path), cn->id);
 	CONF_CHECK(router_open(cn, l, &r, path) == 0, "router");
 	coh_route_hooks h = { sizeof(h), accepted_killer, r };
 	CONF_CHECK(coh_route_set_hooks(r, &h) == 0, "hooks");
@@ -1028,7 +1050,7 @@ int sc_accepted_run2(conf_node *cn)
 	coh_map m;
 	int ret = -1;
 
-	snprintf(path, sizeof(path), "%s/map%u", map_dir, cn->id);
+	map_path(path, sizeof(path), cn->id);
 	CONF_CHECK(conf_barrier(cn) == 0, "barrier: every process up");
 	if (cn->id == 1)
 		CONF_CHECK(conf_recv(cn, 2, &token, NULL, 60000) == 0, "hear from 2");
@@ -1063,24 +1085,20 @@ int sc_accepted_run2(conf_node *cn)
 
 TEST(router, a_change_accepted_by_a_minority_whose_controllers_die_is_finished_not_forked)
 {
-	snprintf(map_dir, sizeof(map_dir), "/tmp/cohort-map-XXXXXX");
-	ASSERT_NE(nullptr, mkdtemp(map_dir));
+	map_dir_scope dir;
+	ASSERT_TRUE(dir.ok);
 	sh->version[1] = 0;
 	EXPECT_EQ(0, conf_run("router_accepted_1", 3, sc_accepted_run1, 0x3u, kTimeout));
 	EXPECT_EQ(sh->version[1].load(), (uint64_t)make_layout().m.version)
 	    << "1's table when it had accepted nk (+100: nk in effect)";
 	EXPECT_EQ(0, conf_run("router_accepted_2", 3, sc_accepted_run2, 0, kTimeout));
-	std::error_code ec;
-	std::filesystem::remove_all(map_dir, ec);
 }
 
 TEST(router, the_table_changes_online_survives_restarts_and_its_controller)
 {
-	snprintf(map_dir, sizeof(map_dir), "/tmp/cohort-map-XXXXXX");
-	ASSERT_NE(nullptr, mkdtemp(map_dir));
+	map_dir_scope dir;
+	ASSERT_TRUE(dir.ok);
 	EXPECT_EQ(0, conf_run("router_online", 3, sc_online, 1u << 0, kTimeout));
-	std::error_code ec;
-	std::filesystem::remove_all(map_dir, ec);
 }
 
 // vol_io - write (@write) or read back blocks @lba.. of volume @name (its stamps from @seed)
@@ -1129,7 +1147,7 @@ int sc_conflict(conf_node *cn)
 	coh_map m;
 	int ret;
 
-	snprintf(path, sizeof(path), "%s/map%u", map_dir, cn->id);
+	map_path(path, sizeof(path), cn->id);
 	CONF_CHECK(router_open(cn, l, &r, path) == 0, "router");
 	CONF_CHECK(conf_barrier(cn) == 0, "barrier: every router up");
 	if (cn->id == 2) {
@@ -1210,11 +1228,9 @@ int sc_conflict(conf_node *cn)
 
 TEST(router, two_tables_of_one_version_fence_the_volumes_they_disagree_on)
 {
-	snprintf(map_dir, sizeof(map_dir), "/tmp/cohort-map-XXXXXX");
-	ASSERT_NE(nullptr, mkdtemp(map_dir));
+	map_dir_scope dir;
+	ASSERT_TRUE(dir.ok);
 	EXPECT_EQ(0, conf_run("router_conflict", 3, sc_conflict, 0, kTimeout));
-	std::error_code ec;
-	std::filesystem::remove_all(map_dir, ec);
 }
 
 // The coordinator of virtual volumes (controller 0) keeps the components it runs on its own

@@ -473,24 +473,50 @@ bad_record:
 	return -EBADMSG;
 }
 
+/* map_pread_all - up to @len bytes of @fd from @at into @buf, to its end: the bytes read into
+ * *@got (may be NULL), 0 or -errno. */
+static int map_pread_all(int fd, uint8_t *buf, size_t len, off_t at, size_t *got)
+{
+	size_t off = 0;
+	ssize_t n;
+
+	while (off < len) {
+		n = pread(fd, buf + off, len - off, at + (off_t)off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		if (!n)
+			break;
+		off += (size_t)n;
+	}
+	if (got)
+		*got = off;
+	return 0;
+}
+
+/* map_pwrite_all - @len bytes of @buf to @fd at @at: 0 or -errno (-EIO when nothing moves). */
+static int map_pwrite_all(int fd, const uint8_t *buf, size_t len, off_t at)
+{
+	size_t off = 0;
+	ssize_t n;
+
+	while (off < len) {
+		n = pwrite(fd, buf + off, len - off, at + (off_t)off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return n < 0 ? -errno : -EIO;
+		off += (size_t)n;
+	}
+	return 0;
+}
+
 /* map_read_slots - both slots of @fd (missing bytes read as zero). */
 static int map_read_slots(int fd, uint8_t *slots)
 {
-	size_t off = 0;
-	ssize_t got;
-
 	memset(slots, 0, 2 * MAP_SLOT);
-	while (off < 2 * MAP_SLOT) {
-		got = pread(fd, slots + off, 2 * MAP_SLOT - off, (off_t)off);
-		if (got < 0 && errno == EINTR)
-			continue;
-		if (got < 0)
-			return -errno;
-		if (!got)
-			break;
-		off += (size_t)got;
-	}
-	return 0;
+	return map_pread_all(fd, slots, 2 * MAP_SLOT, 0, NULL);
 }
 
 /* map_pick - the newest valid table of @slots into @m; *@slot is its slot, -1 when none. */
@@ -593,8 +619,6 @@ int coh_map_save(const char *path, const struct coh_map *m, char *err, size_t er
 {
 	struct coh_map old;
 	uint8_t *slots, *to;
-	size_t off = 0;
-	ssize_t put;
 	int fd, ret, slot;
 	bool created;
 
@@ -621,16 +645,10 @@ int coh_map_save(const char *path, const struct coh_map *m, char *err, size_t er
 	ret = coh_map_encode(m, to, MAP_SLOT, NULL);
 	if (ret)
 		goto out_free;
-	while (off < MAP_SLOT) {
-		put = pwrite(fd, to + off, MAP_SLOT - off, (off_t)((to - slots) + (ptrdiff_t)off));
-		if (put < 0 && errno == EINTR)
-			continue;
-		if (put <= 0) {
-			ret = put < 0 ? -errno : -EIO;
-			map_err(err, errlen, "%s: write: %s", path, strerror(-ret));
-			goto out_free;
-		}
-		off += (size_t)put;
+	ret = map_pwrite_all(fd, to, MAP_SLOT, (off_t)(to - slots));
+	if (ret) {
+		map_err(err, errlen, "%s: write: %s", path, strerror(-ret));
+		goto out_free;
 	}
 	if (fsync(fd)) {
 		ret = -errno;
@@ -741,8 +759,7 @@ int coh_map_accept_save(const char *path, const struct coh_map_accept *a, char *
 {
 	char tmp[PATH_MAX];
 	uint8_t *buf;
-	size_t len = 0, off = 0;
-	ssize_t put;
+	size_t len = 0;
 	int fd, ret;
 
 	if (!path || !a)
@@ -761,16 +778,7 @@ int coh_map_accept_save(const char *path, const struct coh_map_accept *a, char *
 		map_err(err, errlen, "%s: %s", tmp, strerror(errno));
 		goto out_free;
 	}
-	while (off < len) {
-		put = write(fd, buf + off, len - off);
-		if (put < 0 && errno == EINTR)
-			continue;
-		if (put <= 0) {
-			ret = put < 0 ? -errno : -EIO;
-			break;
-		}
-		off += (size_t)put;
-	}
+	ret = map_pwrite_all(fd, buf, len, 0);
 	if (!ret && fsync(fd))
 		ret = -errno;
 	close(fd);
@@ -790,9 +798,8 @@ out_free:
 int coh_map_accept_load(const char *path, struct coh_map_accept *a, char *err, size_t errlen)
 {
 	uint8_t *buf;
-	size_t off = 0;
-	ssize_t got;
-	int fd, ret = 0;
+	size_t got = 0;
+	int fd, ret;
 
 	if (!path || !a)
 		return -EINVAL;
@@ -808,22 +815,12 @@ int coh_map_accept_load(const char *path, struct coh_map_accept *a, char *err, s
 		close(fd);
 		return -ENOMEM;
 	}
-	while (off < COH_MAP_ACCEPT_ENCODED_MAX) {
-		got = read(fd, buf + off, COH_MAP_ACCEPT_ENCODED_MAX - off);
-		if (got < 0 && errno == EINTR)
-			continue;
-		if (got < 0) {
-			ret = -errno;
-			map_err(err, errlen, "%s: %s", path, strerror(errno));
-			break;
-		}
-		if (!got)
-			break;
-		off += (size_t)got;
-	}
+	ret = map_pread_all(fd, buf, COH_MAP_ACCEPT_ENCODED_MAX, 0, &got);
 	close(fd);
+	if (ret)
+		map_err(err, errlen, "%s: %s", path, strerror(-ret));
 	if (!ret) {
-		ret = coh_map_accept_decode(buf, off, a, err, errlen);
+		ret = coh_map_accept_decode(buf, got, a, err, errlen);
 		if (ret && err && errlen) {
 			char why[160];
 

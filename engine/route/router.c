@@ -1560,20 +1560,18 @@ static void route_change_next(struct route_change *ch)
 	if (ch->state == CHANGE_COMMIT) {
 		/* Every live peer answered the offer of the chosen table (each has it in effect
 		 * before its answer: an asker's table is the new one when it hears). */
-		if (ch->asked && !route_map_same(&ch->value, &ch->next)) {
-			COH_LOG_INFO("route: node %u: table version %llu, an interrupted change, "
-				     "finished first",
-				     r->me, (unsigned long long)ch->value.version);
-			route_change_end(ch, -EAGAIN,
-					 "an interrupted change to this version was finished "
-					 "first: ask again");
-			return;
-		}
-		if (!ch->asked)
+		bool other = !ch->asked || !route_map_same(&ch->value, &ch->next);
+
+		if (other)
 			COH_LOG_INFO("route: node %u: table version %llu, an interrupted change, "
 				     "finished",
 				     r->me, (unsigned long long)ch->value.version);
-		route_change_end(ch, 0, NULL);
+		if (other && ch->asked)
+			route_change_end(ch, -EAGAIN,
+					 "an interrupted change to this version was finished "
+					 "first: ask again");
+		else
+			route_change_end(ch, 0, NULL);
 		return;
 	}
 	/* ACCEPT: chosen once a majority of the cluster accepted it. */
