@@ -15,9 +15,17 @@
  * fabric (every post and poll) is the forwarder thread's alone; callbacks and the executor are
  * called with no lock held.
  *
- * A connection that breaks is made again: every FWD_RECONNECT_MS the thread tries each peer that
- * is down for FWD_RECONNECT_WINDOW_MS (a peer that restarted makes its endpoints at its start,
- * with the fabric's whole timeout, so the two meet). Each connection has a generation, in every
+ * A connection that breaks is made again in reconnect rounds, which both sides must be in at once
+ * (a shm handshake needs both present; rdma holds an early request only on the passive side). The
+ * rounds are FWD_ROUND_MS long and numbered by the wall clock, the same on every controller of one
+ * host and, within the window, of an NTP-synced cluster; in round k a controller tries only its
+ * partner (k - me) mod n' (n' the node count made odd: a round-robin tournament, every pair meets
+ * once in n' rounds), when that partner is down, for FWD_RECONNECT_WINDOW_MS. Trying each down
+ * peer in turn instead let two controllers that started together, with a third away, miss each
+ * other for minutes: each was in its try at the dead one when the other tried it, and their
+ * rounds kept that phase. A controller that starts makes every endpoint at once with the
+ * fabric's whole timeout (a cluster's first start, or a restart the peers' rounds meet); if one
+ * is missing, the rounds connect the others. Each connection has a generation, in every
  * work request's id and in every target slot: a completion of an older connection is ignored,
  * and a command an older incarnation sent is never answered to a newer one (its slot and gen
  * could be the newer one's: the answer would complete another command with its data).
@@ -44,8 +52,8 @@
 #define FWD_MAX_SLOTS 256u
 #define FWD_POLL_MS 20 /* the thread's wait for completions: deadlines are checked this often */
 #define FWD_ERRNO_MAX 4095
-#define FWD_RECONNECT_MS 500	   /* how often a peer that is down is tried again */
-#define FWD_RECONNECT_WINDOW_MS 20 /* each try's bound (the thread forwards nothing meanwhile) */
+#define FWD_ROUND_MS 200	   /* a reconnect round (a down partner is tried in each) */
+#define FWD_RECONNECT_WINDOW_MS 40 /* each try's bound (the thread forwards nothing meanwhile) */
 
 /* wr_id: kind << 56 | the connection's generation << 48 | peer << 32 | index */
 enum fwd_wr {
@@ -96,7 +104,7 @@ struct coh_fwd {
 	struct coh_ep *ep[COH_FWD_MAX_NODES];
 	struct coh_rmr *rmr[COH_FWD_MAX_NODES]; /* each peer's data region, from its hello */
 	uint8_t cgen[COH_FWD_MAX_NODES];	/* each peer's connection generation (thread's) */
-	uint64_t next_try_ns;			/* the next reconnect round (thread's) */
+	uint64_t round;				/* the last reconnect round run (thread's) */
 	pthread_t thread;
 	_Atomic bool stop;
 	pthread_mutex_t lock; /* everything below */
@@ -680,63 +688,90 @@ static int fwd_connect(struct coh_fwd *f)
 	ret = coh_mr_export(f->data, &hello.desc);
 	if (ret)
 		return ret;
-	/* Every peer at once (a cluster's first start); when one is missing (dead, or this node
-	 * restarted and some peer did not), each apart, and those that do not answer are left
-	 * to the reconnect rounds. */
-	if (!coh_ep_new_many(f->a.fab, attrs, n, eps)) {
-		for (i = 0; i < n; i++) {
-			f->ep[peers[i]] = eps[i];
-			fwd_start_peer(f, peers[i], &hello);
-		}
+	/* Every peer at once (a cluster's first start, or a restart: the peers' rounds meet it).
+	 * When one is missing (dead, or restarting with this one), none is made here and the
+	 * reconnect rounds connect those that are up: trying each apart with the whole timeout
+	 * took (n - 1) timeouts, and two controllers doing it at once each tried the other while
+	 * the other was in its try at the missing one. */
+	ret = coh_ep_new_many(f->a.fab, attrs, n, eps);
+	if (ret) {
+		COH_LOG_WARN("forward: node %u: not every node answers (%s): the reconnect rounds "
+			     "connect those that are up",
+			     f->me, coh_strerror(ret));
 		return 0;
 	}
 	for (i = 0; i < n; i++) {
-		if (!coh_ep_new(f->a.fab, &attrs[i], &f->ep[peers[i]]))
-			fwd_start_peer(f, peers[i], &hello);
-		else
-			COH_LOG_WARN("forward: node %u: node %u does not answer: tried again later",
-				     f->me, peers[i]);
+		f->ep[peers[i]] = eps[i];
+		fwd_start_peer(f, peers[i], &hello);
 	}
 	return 0;
 }
 
-/* fwd_reconnect - a round of tries at the peers that are down (and a look at those that seem
- * up: a connection the fabric says is down is taken down here). Forwarder thread. */
+/* fwd_realtime_ms - the wall clock, which numbers the reconnect rounds alike on every node. */
+static uint64_t fwd_realtime_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* fwd_partner - this controller's partner in reconnect round @k, or @me (it sits out): the
+ * round-robin tournament over the node count made odd, so each pair meets every n' rounds. */
+static uint32_t fwd_partner(uint32_t nodes, uint32_t me, uint64_t k)
+{
+	uint32_t n = nodes | 1u;
+
+	return (uint32_t)((k % n + n - me) % n);
+}
+
+/* fwd_round_wait_ms - how long the thread may wait for completions: FWD_POLL_MS, or less, so
+ * that it starts the next reconnect round on time (its partner starts it then). */
+static int fwd_round_wait_ms(void)
+{
+	uint64_t now = fwd_realtime_ms(), next = (now / FWD_ROUND_MS + 1) * FWD_ROUND_MS;
+
+	return next - now >= FWD_POLL_MS ? FWD_POLL_MS : (int)(next - now) + 1;
+}
+
+/* fwd_reconnect - a look at the peers that seem up (a connection the fabric says is down is
+ * taken down here) and, once per reconnect round, a try at this round's partner if it is
+ * down. Forwarder thread. */
 static void fwd_reconnect(struct coh_fwd *f)
 {
 	struct fwd_msg hello = { .kind = FWD_HELLO };
+	uint64_t k = fwd_realtime_ms() / FWD_ROUND_MS;
 	struct coh_ep_attr a;
 	uint32_t p, up;
 
-	if (coh_mr_export(f->data, &hello.desc))
+	pthread_mutex_lock(&f->lock);
+	up = f->up;
+	pthread_mutex_unlock(&f->lock);
+	for (p = 0; p < f->a.nodes; p++)
+		if ((up & (1u << p)) && f->ep[p] && !coh_ep_is_up(f->ep[p]))
+			fwd_peer_down(f, p);
+	if (k == f->round)
 		return;
-	for (p = 0; p < f->a.nodes && !atomic_load(&f->stop); p++) {
-		if (!(f->a.peers & (1u << p)))
-			continue;
-		pthread_mutex_lock(&f->lock);
-		up = f->up;
-		pthread_mutex_unlock(&f->lock);
-		if (up & (1u << p)) {
-			if (f->ep[p] && !coh_ep_is_up(f->ep[p]))
-				fwd_peer_down(f, p);
-			continue;
-		}
-		coh_rmr_delete(&f->rmr[p]);
-		coh_ep_delete(&f->ep[p]);
-		fwd_ep_attr(f, p, &a);
-		a.timeout_ms = FWD_RECONNECT_WINDOW_MS;
-		if (coh_ep_new(f->a.fab, &a, &f->ep[p]))
-			continue;
-		f->cgen[p]++;
-		fwd_start_peer(f, p, &hello);
-		pthread_mutex_lock(&f->lock);
-		up = f->up & (1u << p);
-		if (up)
-			f->st.reconnects++;
-		pthread_mutex_unlock(&f->lock);
-		if (up)
-			COH_LOG_INFO("forward: node %u: connected to node %u again", f->me, p);
-	}
+	f->round = k;
+	p = fwd_partner(f->a.nodes, f->me, k);
+	if (p == f->me || p >= f->a.nodes || !(f->a.peers & (1u << p)) || (up & (1u << p)) ||
+	    atomic_load(&f->stop) || coh_mr_export(f->data, &hello.desc))
+		return;
+	coh_rmr_delete(&f->rmr[p]);
+	coh_ep_delete(&f->ep[p]);
+	fwd_ep_attr(f, p, &a);
+	a.timeout_ms = FWD_RECONNECT_WINDOW_MS;
+	if (coh_ep_new(f->a.fab, &a, &f->ep[p]))
+		return;
+	f->cgen[p]++;
+	fwd_start_peer(f, p, &hello);
+	pthread_mutex_lock(&f->lock);
+	up = f->up & (1u << p);
+	if (up)
+		f->st.reconnects++;
+	pthread_mutex_unlock(&f->lock);
+	if (up)
+		COH_LOG_INFO("forward: node %u: connected to node %u again", f->me, p);
 }
 
 /* fwd_tell - call @fn (peer_up or peer_down, may be NULL) for each peer in @peers, with no
@@ -775,7 +810,7 @@ static void *fwd_main(void *arg)
 	if (ret)
 		return NULL;
 	while (!atomic_load(&f->stop)) {
-		n = coh_cq_wait(f->cq, wc, 32, FWD_POLL_MS);
+		n = coh_cq_wait(f->cq, wc, 32, fwd_round_wait_ms());
 		for (i = 0; i < n; i++)
 			fwd_on_wc(f, &wc[i]);
 		pthread_mutex_lock(&f->lock);
@@ -808,10 +843,7 @@ static void *fwd_main(void *arg)
 			if (f->a.tick)
 				f->a.tick(f->a.exec_arg);
 		}
-		if (now >= f->next_try_ns) {
-			fwd_reconnect(f);
-			f->next_try_ns = fwd_now_ns() + FWD_RECONNECT_MS * 1000000ull;
-		}
+		fwd_reconnect(f);
 	}
 	/* Stopping: what this controller forwarded ends with -ESHUTDOWN. */
 	pthread_mutex_lock(&f->lock);
