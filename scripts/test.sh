@@ -99,8 +99,8 @@ if [ "${COHORT_TEST_FAST:-0}" != 1 ]; then
 			run "libFuzzer (clang, bounded)" bash -c "CC=clang CXX=clang++ cmake -S . \
 				-B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCOHORT_FUZZ=ON \
 				>/dev/null && cmake --build build-fuzz -j $jobs --target fuzz_wire \
-				fuzz_engine fuzz_tcmu fuzz_scsi fuzz_conf fuzz_route fuzz_fwd && ctest --test-dir build-fuzz \
-				-R 'fuzz_wire_libfuzzer|fuzz_engine_libfuzzer|fuzz_tcmu_libfuzzer|fuzz_scsi_libfuzzer|fuzz_conf_libfuzzer|fuzz_route_libfuzzer|fuzz_fwd_libfuzzer' --output-on-failure"
+				fuzz_engine fuzz_tcmu fuzz_scsi fuzz_conf fuzz_ctl fuzz_route fuzz_fwd && ctest --test-dir build-fuzz \
+				-R 'fuzz_wire_libfuzzer|fuzz_engine_libfuzzer|fuzz_tcmu_libfuzzer|fuzz_scsi_libfuzzer|fuzz_conf_libfuzzer|fuzz_ctl_libfuzzer|fuzz_route_libfuzzer|fuzz_fwd_libfuzzer' --output-on-failure"
 		fi
 	fi
 	if [ "${COHORT_TEST_NO_RIG:-0}" != 1 ] && [ -x scripts/rig-test.sh ]; then

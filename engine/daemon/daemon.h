@@ -185,6 +185,15 @@ bool daemon_conf_core_diff(const struct daemon_conf *a, const struct daemon_conf
 int daemon_volume_id_online(const char *cluster, const char *name, uint64_t version,
 			    uint8_t id[16]);
 
+/**
+ * daemon_map_edit - the next table: the change a "map-change" request @req asks for ("op": add,
+ * add-virtual, grow or remove; "name"; "group", "first_block", "blocks"; "layout",
+ * "chunk_blocks", "volumes") applied to @m, a copy of the table in effect, its new volumes' ids
+ * made for @cluster. 0, or -EINVAL and why in @err (the field), or what coh_map_add, _grow or
+ * _remove returned. @m is not yet checked against the table in effect (the router does).
+ */
+int daemon_map_edit(const char *cluster, json_t *req, struct coh_map *m, char *err, size_t errlen);
+
 /** daemon_volume_id_hex - @id as 32 lower-case hex digits and a NUL into @out (33 bytes). */
 void daemon_volume_id_hex(const uint8_t id[16], char out[33]);
 
