@@ -1210,6 +1210,103 @@ TEST(router, a_whole_cluster_crash_inside_a_change_keeps_the_chosen_table)
 	crash_all_mode = 0;
 }
 
+// The configuration controller paused (SIGSTOP: a frozen VM) inside its own change: its ACCEPT
+// of nk reached controller 1 only (the one to 2 lost), and it stops when 1's answer comes, as
+// the groups' views exclude it (the stand-in views: sh->excluded). Its connection stays up.
+// Controller 2 then asks for nl: the role has gone to 1, the lowest live controller, whose
+// round finds nk accepted and finishes it first (2 asks again: nl comes after it). Then 1 takes
+// 0 back into the views and resumes it: 0 finishes its own round (nk was chosen: the same
+// table), and every controller ends with nk and nl, in order, and no conflict. **With the role
+// kept by the lowest connected controller (before), 1 refused the change as not its role (node
+// 0's, paused) and nl was never made** (checked).
+int paused_config_hook(void *arg, uint32_t point, uint64_t detail)
+{
+	(void)arg;
+	if (my_id == 0 && point == COH_ROUTE_POINT_CHANGE_SEND && detail == (2ull << 32 | 2u))
+		return COH_ROUTE_DROP;
+	if (my_id == 0 && point == COH_ROUTE_POINT_CHANGE_ANSWER && detail == (2ull << 32 | 1u) &&
+	    !sh->paused_pid.load()) {
+		sh->excluded |= 1u << 0; // as both groups' view changes would, once it is fenced
+		sh->paused_pid.store(getpid());
+		raise(SIGSTOP);
+	}
+	return 0;
+}
+
+int sc_paused_config(conf_node *cn)
+{
+	layout l = make_layout();
+	coh_route *r = nullptr;
+	char path[128], err[200] = "";
+	struct coh_route_stats st;
+	uint8_t token = 1;
+	coh_map m;
+	int ret = -1;
+
+	map_path(path, sizeof(path), cn->id);
+	CONF_CHECK(router_open(cn, l, &r, path) == 0, "router");
+	coh_route_hooks h = { sizeof(h), paused_config_hook, r };
+	CONF_CHECK(coh_route_set_hooks(r, &h) == 0, "hooks");
+	CONF_CHECK(conf_barrier(cn) == 0, "barrier: every router up");
+	if (cn->id == 0) {
+		// paused inside; nk was chosen, so made, whatever this call says (it may have
+		// taken the newer table first)
+		ret = add_volume(r, "nk", 0x52, 0, 608, 16, err, sizeof(err));
+		CONF_CHECK(sh->resumed.load() == 1, "never paused (add nk: %d %s)", ret, err);
+	} else if (cn->id == 2) {
+		for (int i = 0; i < 6000 && !sh->paused_pid.load(); i++)
+			usleep(10000); // until 0 has stopped itself, bounded: 60 s
+		CONF_CHECK(sh->paused_pid.load() != 0, "0 never paused");
+		for (int i = 0; i < 1200 && ret; i++) {
+			ret = add_volume(r, "nl", 0x53, 0, 640, 16, err, sizeof(err));
+			if (ret && ret != -EAGAIN && ret != -EBUSY && ret != -ESTALE)
+				break;
+			if (ret)
+				usleep(50000); // nk's change finished first: ask again, bounded
+		}
+		CONF_CHECK(ret == 0, "add nl with 0 paused: %d %s", ret, err);
+		CONF_CHECK(table_version(r, &m) == (int)l.m.version + 2 &&
+			       coh_map_find(&m, "nk") >= 0,
+			   "with 0 paused: version %llu, nk %d", (unsigned long long)m.version,
+			   coh_map_find(&m, "nk"));
+		CONF_CHECK(conf_send(cn, 1, &token, 1) == 0, "tell 1");
+	} else {
+		bool heard = conf_recv(cn, 2, &token, NULL, 120000) == 0;
+
+		sh->excluded &= ~(1u << 0); // taken back into the groups
+		sh->resumed.store(1);
+		// resumed even when 2 failed: a stopped process would outlive the harness's alarm
+		CONF_CHECK(sh->paused_pid.load() && kill(sh->paused_pid.load(), SIGCONT) == 0,
+			   "resume 0");
+		CONF_CHECK(heard, "hear from 2");
+	}
+	for (int i = 0; i < 6000 && table_version(r, &m) != (int)l.m.version + 2; i++)
+		usleep(10000); // 0 takes the newer table (offers), bounded: 60 s
+	coh_route_stats(r, &st);
+	CONF_CHECK(table_version(r, &m) == (int)l.m.version + 2 && coh_map_find(&m, "nk") >= 0 &&
+		       coh_map_find(&m, "nl") >= 0,
+		   "version %llu, nk %d, nl %d", (unsigned long long)m.version,
+		   coh_map_find(&m, "nk"), coh_map_find(&m, "nl"));
+	CONF_CHECK(st.conflict_peers == 0 && st.map_conflicts == 0, "conflicts: %#x, %llu",
+		   st.conflict_peers, (unsigned long long)st.map_conflicts);
+	CONF_CHECK(conf_barrier(cn) == 0, "barrier: checked");
+	coh_route_delete(&r);
+	return 0;
+}
+
+TEST(router, the_configuration_controller_paused_mid_change_hands_its_role_on)
+{
+	map_dir_scope dir;
+	ASSERT_TRUE(dir.ok);
+	sh->excluded = 0;
+	sh->paused_pid.store(0);
+	sh->resumed.store(0);
+	EXPECT_EQ(0, conf_run("router_paused_config", 3, sc_paused_config, 0, kTimeout));
+	sh->excluded = 0;
+	sh->paused_pid.store(0);
+	sh->resumed.store(0);
+}
+
 TEST(router, the_table_changes_online_survives_restarts_and_its_controller)
 {
 	map_dir_scope dir;

@@ -136,6 +136,8 @@ static void route_tab_put(struct route_table *t);
 static void route_coordinate(struct route_op *op);
 static bool route_map_same(const struct coh_map *a, const struct coh_map *b);
 static void route_change_tick(struct coh_route *r, uint64_t now);
+static void route_offer(struct coh_route *r, uint32_t peers);
+static uint32_t route_config_live(struct coh_route *r);
 
 static uint64_t route_now_ns(void)
 {
@@ -894,7 +896,7 @@ static void route_tick(void *arg)
 	struct coh_route *r = arg;
 	struct route_sub *s, *list, *keep = NULL;
 	uint64_t now = route_now_ns();
-	uint32_t g, p, view, dropped = 0, ngroups;
+	uint32_t g, p, view, dropped = 0, back = 0, ngroups;
 
 	/* A controller a group's view has just excluded is fenced: whatever this one forwarded
 	 * to it and still waits for is abandoned now (parked below, then routed again), not
@@ -909,12 +911,19 @@ static void route_tick(void *arg)
 		if (!view)
 			continue; /* no view (an engine stopping): nothing learnt */
 		dropped |= r->tick_view[g] & ~view;
+		if (r->tick_view[g])
+			back |= view & ~r->tick_view[g];
 		r->tick_view[g] = view;
 	}
 	for (p = 0; dropped >> p; p++) {
 		if ((dropped >> p & 1) && p != r->me)
 			coh_fwd_abandon(r->fwd, p);
 	}
+	/* Taken back by a group (a paused controller resumed and admitted again, its connection
+	 * up all along): the changes made without it reached it unanswered, if at all. */
+	back &= coh_fwd_up(r->fwd) & ~(1u << r->me);
+	if (back)
+		route_offer(r, back);
 
 	pthread_mutex_lock(&r->lock);
 	list = r->parked;
@@ -1623,12 +1632,15 @@ static void route_change_sent(struct route_change *ch, int status, uint32_t done
 		route_change_next(ch);
 }
 
-/* route_change_step - send this step's table to every live peer: PREPARE the table the change
- * builds on and ACCEPT the one proposed, in the round's ballot; COMMIT offers the chosen one. */
+/* route_change_step - send this step's table to every live peer (route_config_live): PREPARE
+ * the table the change builds on and ACCEPT the one proposed, in the round's ballot; COMMIT
+ * offers the chosen one. A peer connected but excluded by the groups (paused) is not waited
+ * for, which would hold the change up for the forwarder's timeout: it gets the COMMIT's offer
+ * unanswered, and the tick offers the table again once the groups take it back. */
 static void route_change_step(struct route_change *ch)
 {
 	struct coh_route *r = ch->r;
-	uint32_t up = coh_fwd_up(r->fwd) & ~(1u << r->me), p;
+	uint32_t up = coh_fwd_up(r->fwd) & ~(1u << r->me), live = route_config_live(r) & up, p;
 	bool prepare = ch->state == CHANGE_PREPARE;
 	uint32_t action = prepare		       ? ROUTE_MAP_PREPARE
 			  : ch->state == CHANGE_ACCEPT ? ROUTE_MAP_ACCEPT
@@ -1638,6 +1650,11 @@ static void route_change_step(struct route_change *ch)
 	for (p = 0; p < r->first.nodes; p++) {
 		if (!(up & (1u << p)))
 			continue;
+		if (!(live & (1u << p))) {
+			if (action == ROUTE_MAP_OFFER)
+				route_send_map(r, p, &ch->value, ROUTE_MAP_OFFER, 0, NULL, NULL);
+			continue;
+		}
 		atomic_fetch_add(&ch->outstanding, 1);
 		if (route_point(r, COH_ROUTE_POINT_CHANGE_SEND, (uint64_t)ch->state << 32 | p) ==
 			COH_ROUTE_DROP ||
@@ -1703,11 +1720,25 @@ static int route_change_begin(struct coh_route *r, struct route_change *ch, char
 	return ret;
 }
 
+/* route_config_live - the controllers a change counts on: connected (coh_fwd_up) and in every
+ * group's view (route_live), this one always. The lowest is the configuration controller, so a
+ * controller the groups excluded (paused, or cut off: fenced) hands the role on although its
+ * connection may stay up (a paused process's stays up; on rdma its NIC still acknowledges).
+ * Asker, configuration controller and recovery pick by this one set. */
+static uint32_t route_config_live(struct coh_route *r)
+{
+	struct route_table *t = route_tab_get(r);
+	uint32_t live = route_live(r, &t->map, COH_MAP_NO_NODE);
+
+	route_tab_put(t);
+	return live;
+}
+
 /* route_is_config - whether this controller is the configuration controller and a majority of
- * the cluster is up; else why not, in @err. */
+ * the cluster is live; else why not, in @err. */
 static int route_is_config(struct coh_route *r, char *err, size_t errlen)
 {
-	uint32_t up = coh_fwd_up(r->fwd);
+	uint32_t up = route_config_live(r);
 
 	if (!up) {
 		if (err)
@@ -1722,7 +1753,8 @@ static int route_is_config(struct coh_route *r, char *err, size_t errlen)
 	}
 	if ((uint32_t)__builtin_popcount(up) * 2 <= r->first.nodes) {
 		if (err)
-			snprintf(err, errlen, "%u of %u controllers up: a change needs a majority",
+			snprintf(err, errlen,
+				 "%u of %u controllers live: a change needs a majority",
 				 (uint32_t)__builtin_popcount(up), r->first.nodes);
 		return -EAGAIN;
 	}
@@ -1811,7 +1843,7 @@ static void route_nudge(struct coh_route *r)
 		*a = r->acc;
 	route_tab_put(cur);
 	pthread_mutex_unlock(&r->save_lock);
-	up = coh_fwd_up(r->fwd);
+	up = route_config_live(r);
 	cfg = up ? (uint32_t)__builtin_ctz(up) : r->me; /* none before the forwarder is up */
 	if (held && up && cfg == r->me)
 		route_recover(r);
@@ -1957,9 +1989,8 @@ int coh_route_map_change(struct coh_route *r, const struct coh_map *next, char *
 	w = route_waiter_new();
 	if (!w)
 		return -ENOMEM;
-	cur = route_tab_get(r);
-	cfg = (uint32_t)__builtin_ctz(route_live(r, &cur->map, COH_MAP_NO_NODE));
-	route_tab_put(cur);
+	cfg = route_config_live(r);
+	cfg = cfg ? (uint32_t)__builtin_ctz(cfg) : r->me; /* none: this one says why */
 	if (cfg == r->me) {
 		ret = route_change_start(r, next, NULL, w, err, errlen);
 	} else {

@@ -145,7 +145,8 @@ int coh_route_submit(struct coh_route *r, struct coh_route_io *rio);
 
 /**
  * coh_route_map_change - make @next the cluster's table, online (any controller may ask; the
- * configuration controller, the lowest live one, makes it): @next->version must be the current
+ * configuration controller, the lowest live one, connected and in every group's view, makes
+ * it): @next->version must be the current
  * version + 1 and coh_map_compatible with the current table (coh_map_add, coh_map_grow and
  * coh_map_remove make such a table). Commands already running finish under the table they
  * started with; those after run under @next; a command forwarded across the switch is matched by
