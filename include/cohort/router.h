@@ -145,18 +145,17 @@ int coh_route_submit(struct coh_route *r, struct coh_route_io *rio);
 
 /**
  * coh_route_map_change - make @next the cluster's table, online (any controller may ask; the
- * configuration controller, the lowest live one, connected and in every group's view, makes
- * it): @next->version must be the current
- * version + 1 and coh_map_compatible with the current table (coh_map_add, coh_map_grow and
- * coh_map_remove make such a table). Commands already running finish under the table they
- * started with; those after run under @next; a command forwarded across the switch is matched by
- * its volume's id, and one whose volume or range the two tables do not share gets -ESTALE (the
- * host tries again). Returns 0 once a majority of the controllers keep @next (each in its
- * map_path before it uses it); -ESTALE (not the next version), -EINVAL (@next may not replace
- * the table: @err says why), -EAGAIN (no majority up, or a controller has a newer table: ask
- * again), -EBUSY (another change is running), -EREMOTE (the role moved meanwhile), -ETIMEDOUT
- * or the forwarder's error; @err says what happened. Waits, bounded by a few forwarder
- * timeouts: call it from a thread of the caller's, not from a completion.
+ * configuration controller, the lowest live one, connected and in every group's view, makes it):
+ * @next->version must be the current version + 1 and coh_map_compatible with the current table
+ * (coh_map_add, coh_map_grow and coh_map_remove make such a table). Commands already running finish
+ * under the table they started with; those after run under @next; a command forwarded across the
+ * switch is matched by its volume's id, and one whose volume or range the two tables do not share
+ * gets -ESTALE (the host tries again). Returns 0 once a majority of the controllers keep @next
+ * (each in its map_path before it uses it); -ESTALE (not the next version), -EINVAL (@next may not
+ * replace the table: @err says why), -EAGAIN (no majority up, or a controller has a newer table:
+ * ask again), -EBUSY (another change is running), -EREMOTE (the role moved meanwhile), -ETIMEDOUT
+ * or the forwarder's error; @err says what happened. Waits, bounded by a few forwarder timeouts:
+ * call it from a thread of the caller's, not from a completion.
  */
 int coh_route_map_change(struct coh_route *r, const struct coh_map *next, char *err, size_t errlen);
 
