@@ -71,6 +71,8 @@ struct shared_state {
 	// the paused controller: its pid once it stops itself; resumed by a survivor; done
 	std::atomic<int> paused_pid;
 	std::atomic<uint32_t> resumed;
+	// the change held in its first step while another is asked: 1 held, 2 let go
+	std::atomic<uint32_t> busy_step;
 };
 shared_state *sh;
 
@@ -1305,6 +1307,77 @@ TEST(router, the_configuration_controller_paused_mid_change_hands_its_role_on)
 	sh->excluded = 0;
 	sh->paused_pid.store(0);
 	sh->resumed.store(0);
+}
+
+// A change asked while another runs: controller 0's own change (nk) is held in its PREPARE
+// step (its hook, on the asking thread) until 0 has refused controller 2's change (nl) as busy
+// once (changes_busy). 2's call must not return -EBUSY: it asks again, backing off, until 0's
+// change is made, and then hears -ESTALE (its table was built on the version before), builds nl
+// on the new table and makes it. **With -EBUSY returned at once (before), 2's first call fails
+// with it** (checked).
+int busy_hook(void *arg, uint32_t point, uint64_t detail)
+{
+	coh_route *r = static_cast<coh_route *>(arg);
+	struct coh_route_stats st = {};
+
+	if (my_id != 0 || point != COH_ROUTE_POINT_CHANGE_SEND || (detail >> 32) != 1 ||
+	    sh->busy_step.load() != 0)
+		return 0;
+	sh->busy_step.store(1);
+	for (int i = 0; i < 6000 && !st.changes_busy; i++) {
+		usleep(10000); // polling this controller's counter, bounded: 60 s
+		coh_route_stats(r, &st);
+	}
+	sh->busy_step.store(2);
+	return 0;
+}
+
+int sc_busy(conf_node *cn)
+{
+	layout l = make_layout();
+	coh_route *r = nullptr;
+	char err[200] = "";
+	struct coh_route_stats st;
+	coh_map m;
+	int ret = -1;
+
+	CONF_CHECK(router_open(cn, l, &r) == 0, "router");
+	coh_route_hooks h = { sizeof(h), busy_hook, r };
+	CONF_CHECK(coh_route_set_hooks(r, &h) == 0, "hooks");
+	CONF_CHECK(conf_barrier(cn) == 0, "barrier: every router up");
+	if (cn->id == 0) {
+		ret = add_volume(r, "nk", 0x52, 0, 608, 16, err, sizeof(err));
+		CONF_CHECK(ret == 0, "add nk: %d %s", ret, err);
+		coh_route_stats(r, &st);
+		CONF_CHECK(sh->busy_step.load() == 2 && st.changes_busy >= 1,
+			   "2's change never found 0's running (step %u, busy %llu)",
+			   sh->busy_step.load(), (unsigned long long)st.changes_busy);
+	} else if (cn->id == 2) {
+		for (int i = 0; i < 6000 && !sh->busy_step.load(); i++)
+			usleep(10000); // until 0's change is held, bounded: 60 s
+		CONF_CHECK(sh->busy_step.load() != 0, "0's change never started");
+		for (int i = 0; i < 20 && ret; i++) {
+			ret = add_volume(r, "nl", 0x53, 0, 640, 16, err, sizeof(err));
+			if (ret && ret != -ESTALE)
+				break; // -EBUSY among them: the point of the test
+		}
+		CONF_CHECK(ret == 0, "add nl while nk's change runs: %d %s", ret, err);
+	}
+	for (int i = 0; i < 6000 && table_version(r, &m) != (int)l.m.version + 2; i++)
+		usleep(10000); // the last change's offer, bounded: 60 s
+	CONF_CHECK(table_version(r, &m) == (int)l.m.version + 2 && coh_map_find(&m, "nk") >= 0 &&
+		       coh_map_find(&m, "nl") >= 0,
+		   "version %llu, nk %d, nl %d", (unsigned long long)m.version,
+		   coh_map_find(&m, "nk"), coh_map_find(&m, "nl"));
+	CONF_CHECK(conf_barrier(cn) == 0, "barrier: checked");
+	coh_route_delete(&r);
+	return 0;
+}
+
+TEST(router, a_change_asked_while_another_runs_waits_for_it)
+{
+	sh->busy_step.store(0);
+	EXPECT_EQ(0, conf_run("router_busy", 3, sc_busy, 0, kTimeout));
 }
 
 TEST(router, the_table_changes_online_survives_restarts_and_its_controller)

@@ -441,6 +441,8 @@ static json_t *cd_map(struct cohortd *d)
 	 * refused. */
 	if (res) {
 		json_object_set_new(res, "conflict_with", cd_nodes_json(rs.conflict_peers));
+		/* changes asked of this one while it ran another (their askers asked again) */
+		json_object_set_new(res, "changes_busy", json_integer((json_int_t)rs.changes_busy));
 		json_object_set_new(json_object_get(res, "routing"), "refused_conflict",
 				    json_integer((json_int_t)rs.refused_conflict));
 	}
@@ -454,7 +456,7 @@ static json_t *cd_map_change(struct cohortd *d, json_t *req, char *err, size_t e
 	const char *op = json_string_value(json_object_get(req, "op"));
 	struct coh_map *m;
 	uint64_t version;
-	int ret;
+	int ret, tries;
 
 	if (!d->router) {
 		snprintf(err, errlen,
@@ -466,13 +468,18 @@ static json_t *cd_map_change(struct cohortd *d, json_t *req, char *err, size_t e
 		snprintf(err, errlen, "out of memory");
 		return NULL;
 	}
-	ret = coh_route_map(d->router, m);
-	if (!ret)
-		ret = daemon_map_edit(d->conf->cluster, req, m, err, errlen);
-	if (!ret) {
-		ret = coh_route_map_change(d->router, m, err, errlen);
-		if (ret && !err[0])
-			snprintf(err, errlen, "%s", coh_strerror(ret));
+	/* -ESTALE: another change was made between the read and the ask (another asker's, or an
+	 * interrupted one finished); the edit is made again on the new table, a few times. */
+	for (tries = 0, ret = -ESTALE; ret == -ESTALE && tries < 4; tries++) {
+		err[0] = 0;
+		ret = coh_route_map(d->router, m);
+		if (!ret)
+			ret = daemon_map_edit(d->conf->cluster, req, m, err, errlen);
+		if (!ret) {
+			ret = coh_route_map_change(d->router, m, err, errlen);
+			if (ret && !err[0])
+				snprintf(err, errlen, "%s", coh_strerror(ret));
+		}
 	}
 	version = m->version;
 	free(m);

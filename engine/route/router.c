@@ -1706,9 +1706,11 @@ static int route_change_begin(struct coh_route *r, struct route_change *ch, char
 	pthread_mutex_lock(&r->lock);
 	if (r->change || r->stopping) {
 		ret = r->stopping ? -ESHUTDOWN : -EBUSY;
-		if (err)
+		if (err) /* an asker's (a recovery round has none) */
 			snprintf(err, errlen, "%s",
 				 r->stopping ? "stopping" : "another change is running");
+		if (err && ret == -EBUSY)
+			r->st.changes_busy++;
 	} else {
 		r->change = ch;
 	}
@@ -1881,11 +1883,14 @@ static void route_map_execute(struct coh_route *r, struct coh_fwd_cmd *cmd)
 	switch (action) {
 	case ROUTE_MAP_PROPOSE:
 		ret = route_change_start(r, m, cmd, NULL, err, sizeof(err));
-		if (ret) {
+		if (ret == -EBUSY) /* the asker asks again: not worth a warning each time */
+			COH_LOG_INFO("route: node %u: node %u's change refused: %s", r->me,
+				     cmd->origin, err);
+		else if (ret)
 			COH_LOG_WARN("route: node %u: node %u's change refused: %s", r->me,
 				     cmd->origin, err);
+		if (ret)
 			coh_fwd_complete(cmd, ret, 0);
-		}
 		goto out; /* else route_change_end completes it */
 	case ROUTE_MAP_ACCEPT:
 		ret = route_accept(r, m, ballot, &higher, cmd->origin);
@@ -1962,30 +1967,16 @@ int coh_route_set_hooks(struct coh_route *r, const struct coh_route_hooks *h)
 	return 0;
 }
 
-int coh_route_map_change(struct coh_route *r, const struct coh_map *next, char *err, size_t errlen)
+/* route_change_ask - one try of coh_route_map_change: @next to the configuration controller
+ * (this one, or sent there), and its outcome (bounded). */
+static int route_change_ask(struct coh_route *r, const struct coh_map *next, char *err,
+			    size_t errlen)
 {
 	struct route_waiter *w;
-	struct route_table *cur;
 	struct timespec until;
-	char buf[160] = "";
 	uint32_t cfg;
 	int ret;
 
-	if (!r || !next)
-		return -EINVAL;
-	if (!err || !errlen) {
-		err = buf;
-		errlen = sizeof(buf);
-	}
-	err[0] = 0;
-	/* Checked here first, against this controller's table, for an error that says why; the
-	 * configuration controller checks again against its own. */
-	cur = route_tab_get(r);
-	ret = next->version > cur->map.version ? coh_map_compatible(&cur->map, next, err, errlen)
-					       : coh_map_check(next, err, errlen);
-	route_tab_put(cur);
-	if (ret)
-		return ret;
 	w = route_waiter_new();
 	if (!w)
 		return -ENOMEM;
@@ -2012,6 +2003,45 @@ int coh_route_map_change(struct coh_route *r, const struct coh_map *next, char *
 	if (ret == -ETIMEDOUT)
 		snprintf(err, errlen, "no outcome within the bound: ask for the table again");
 	return ret;
+}
+
+int coh_route_map_change(struct coh_route *r, const struct coh_map *next, char *err, size_t errlen)
+{
+	struct route_table *cur;
+	struct timespec nap = { 0, 0 };
+	uint64_t busy_until;
+	char buf[160] = "";
+	long nap_ms = 10;
+	int ret;
+
+	if (!r || !next)
+		return -EINVAL;
+	if (!err || !errlen) {
+		err = buf;
+		errlen = sizeof(buf);
+	}
+	err[0] = 0;
+	/* Checked here first, against this controller's table, for an error that says why; the
+	 * configuration controller checks again against its own. */
+	cur = route_tab_get(r);
+	ret = next->version > cur->map.version ? coh_map_compatible(&cur->map, next, err, errlen)
+					       : coh_map_check(next, err, errlen);
+	route_tab_put(cur);
+	if (ret)
+		return ret;
+	/* Another change running (another asker's, or a recovery round after a controller came or
+	 * went, which the asker cannot see coming) ends within a few forwarder timeouts: asked
+	 * again until one timeout has passed, backing off, before -EBUSY is the answer. */
+	busy_until = route_now_ns() + (uint64_t)r->fwd_timeout_ms * 1000000ull;
+	for (;;) {
+		ret = route_change_ask(r, next, err, errlen);
+		if (ret != -EBUSY || route_now_ns() >= busy_until)
+			return ret;
+		nap.tv_nsec = nap_ms * 1000000L;
+		nanosleep(&nap, NULL); /* a backoff: the running change may be another node's */
+		nap_ms = nap_ms < 160 ? 2 * nap_ms : nap_ms;
+		err[0] = 0;
+	}
 }
 
 int coh_route_map(struct coh_route *r, struct coh_map *out)

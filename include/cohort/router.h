@@ -153,9 +153,10 @@ int coh_route_submit(struct coh_route *r, struct coh_route_io *rio);
  * gets -ESTALE (the host tries again). Returns 0 once a majority of the controllers keep @next
  * (each in its map_path before it uses it); -ESTALE (not the next version), -EINVAL (@next may not
  * replace the table: @err says why), -EAGAIN (no majority up, or a controller has a newer table:
- * ask again), -EBUSY (another change is running), -EREMOTE (the role moved meanwhile), -ETIMEDOUT
- * or the forwarder's error; @err says what happened. Waits, bounded by a few forwarder timeouts:
- * call it from a thread of the caller's, not from a completion.
+ * ask again), -EBUSY (another change ran throughout a forwarder timeout: asked again until then,
+ * backing off), -EREMOTE (the role moved meanwhile), -ETIMEDOUT or the forwarder's error; @err says
+ * what happened. Waits, bounded by a few forwarder timeouts: call it from a thread of the caller's,
+ * not from a completion.
  */
 int coh_route_map_change(struct coh_route *r, const struct coh_map *next, char *err, size_t errlen);
 
@@ -175,6 +176,8 @@ struct coh_route_stats {
 				    thread (group_read_cached) */
 	uint64_t refused_conflict; /* commands refused (-ENOTUNIQ) on a volume a conflict fences */
 	uint32_t conflict_peers;   /* peers whose table this one conflicts with, now (a mask) */
+	uint64_t changes_busy;	   /* changes asked here, as the configuration controller, while
+				      another ran (-EBUSY; the asker asks again) */
 };
 void coh_route_stats(struct coh_route *r, struct coh_route_stats *st);
 
