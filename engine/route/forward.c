@@ -23,7 +23,12 @@
  * once in n' rounds), when that partner is down, for FWD_RECONNECT_WINDOW_MS. Trying each down
  * peer in turn instead let two controllers that started together, with a third away, miss each
  * other for minutes: each was in its try at the dead one when the other tried it, and their
- * rounds kept that phase. A controller that starts makes every endpoint at once with the
+ * rounds kept that phase. On rdma a handshake that did not finish in the window (a slow host) is
+ * still met: the passive side holds the active side's request, the active side's try waits up to
+ * 500 ms more for a handshake under way, and the pair's next round comes n' rounds later, within
+ * that for up to five controllers (with 200 ms rounds, three controllers' next meeting came after
+ * the active side had given up, and two controllers in the VM rig never connected). A
+ * controller that starts makes every endpoint at once with the
  * fabric's whole timeout (a cluster's first start, or a restart the peers' rounds meet); if one
  * is missing, the rounds connect the others. Each connection has a generation, in every
  * work request's id and in every target slot: a completion of an older connection is ignored,
@@ -52,8 +57,8 @@
 #define FWD_MAX_SLOTS 256u
 #define FWD_POLL_MS 20 /* the thread's wait for completions: deadlines are checked this often */
 #define FWD_ERRNO_MAX 4095
-#define FWD_ROUND_MS 200	   /* a reconnect round (a down partner is tried in each) */
-#define FWD_RECONNECT_WINDOW_MS 40 /* each try's bound (the thread forwards nothing meanwhile) */
+#define FWD_ROUND_MS 100	   /* a reconnect round (a down partner is tried in each) */
+#define FWD_RECONNECT_WINDOW_MS 30 /* each try's bound (the thread forwards nothing meanwhile) */
 
 /* wr_id: kind << 56 | the connection's generation << 48 | peer << 32 | index */
 enum fwd_wr {
