@@ -23,14 +23,13 @@
  * once in n' rounds), when that partner is down, for FWD_RECONNECT_WINDOW_MS. Trying each down
  * peer in turn instead let two controllers that started together, with a third away, miss each
  * other for minutes: each was in its try at the dead one when the other tried it, and their
- * rounds kept that phase. On rdma a handshake that did not finish in the window (a slow host) is
- * still met: the passive side holds the active side's request, the active side's try waits up to
- * 500 ms more for a handshake under way, and the pair's next round comes n' rounds later, within
- * that for up to five controllers (with 200 ms rounds, three controllers' next meeting came after
- * the active side had given up, and two controllers in the VM rig never connected). A
- * controller that starts makes every endpoint at once with the
- * fabric's whole timeout (a cluster's first start, or a restart the peers' rounds meet); if one
- * is missing, the rounds connect the others. Each connection has a generation, in every
+ * rounds kept that phase. On rdma a round's try connects only when the handshake finishes within
+ * it (on hardware, well under a millisecond); on a slow host (TCG) it does not, since the
+ * passive side's held request is matched only while the active side's try lasts. So a
+ * controller that starts makes every endpoint at once with the fabric's whole timeout (a
+ * cluster's first start, or a restart the peers' rounds meet), and if one is missing, each apart
+ * with the whole timeout: a long try on one side is what meets the other's there. Then the
+ * rounds. Each connection has a generation, in every
  * work request's id and in every target slot: a completion of an older connection is ignored,
  * and a command an older incarnation sent is never answered to a newer one (its slot and gen
  * could be the newer one's: the answer would complete another command with its data).
@@ -693,21 +692,25 @@ static int fwd_connect(struct coh_fwd *f)
 	ret = coh_mr_export(f->data, &hello.desc);
 	if (ret)
 		return ret;
-	/* Every peer at once (a cluster's first start, or a restart: the peers' rounds meet it).
-	 * When one is missing (dead, or restarting with this one), none is made here and the
-	 * reconnect rounds connect those that are up: trying each apart with the whole timeout
-	 * took (n - 1) timeouts, and two controllers doing it at once each tried the other while
-	 * the other was in its try at the missing one. */
-	ret = coh_ep_new_many(f->a.fab, attrs, n, eps);
-	if (ret) {
-		COH_LOG_WARN("forward: node %u: not every node answers (%s): the reconnect rounds "
-			     "connect those that are up",
-			     f->me, coh_strerror(ret));
+	/* Every peer at once (a cluster's first start, or a restart: the peers' rounds meet it);
+	 * when one is missing (dead, or restarting with this one), each apart with the whole
+	 * timeout, and those that do not answer are left to the reconnect rounds. The tries
+	 * apart are what connects two controllers that start together on rdma under a slow host:
+	 * a request held on the passive side meets its try there or its first round after, while
+	 * the active side still waits (the rounds' short tries alone never met in the VM rig). */
+	if (!coh_ep_new_many(f->a.fab, attrs, n, eps)) {
+		for (i = 0; i < n; i++) {
+			f->ep[peers[i]] = eps[i];
+			fwd_start_peer(f, peers[i], &hello);
+		}
 		return 0;
 	}
 	for (i = 0; i < n; i++) {
-		f->ep[peers[i]] = eps[i];
-		fwd_start_peer(f, peers[i], &hello);
+		if (!coh_ep_new(f->a.fab, &attrs[i], &f->ep[peers[i]]))
+			fwd_start_peer(f, peers[i], &hello);
+		else
+			COH_LOG_WARN("forward: node %u: node %u does not answer: tried again later",
+				     f->me, peers[i]);
 	}
 	return 0;
 }

@@ -2030,12 +2030,14 @@ int coh_route_map_change(struct coh_route *r, const struct coh_map *next, char *
 	if (ret)
 		return ret;
 	/* Another change running (another asker's, or a recovery round after a controller came or
-	 * went, which the asker cannot see coming) ends within a few forwarder timeouts: asked
-	 * again until one timeout has passed, backing off, before -EBUSY is the answer. */
+	 * went, which the asker cannot see coming) ends within a few forwarder timeouts; and the
+	 * role is in flux while the controllers' views of who is live differ (one has seen a death
+	 * the other has not yet: -EREMOTE). Asked again until one timeout has passed, backing
+	 * off, before that is the answer. */
 	busy_until = route_now_ns() + (uint64_t)r->fwd_timeout_ms * 1000000ull;
 	for (;;) {
 		ret = route_change_ask(r, next, err, errlen);
-		if (ret != -EBUSY || route_now_ns() >= busy_until)
+		if ((ret != -EBUSY && ret != -EREMOTE) || route_now_ns() >= busy_until)
 			return ret;
 		nap.tv_nsec = nap_ms * 1000000L;
 		nanosleep(&nap, NULL); /* a backoff: the running change may be another node's */

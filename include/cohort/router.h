@@ -153,10 +153,10 @@ int coh_route_submit(struct coh_route *r, struct coh_route_io *rio);
  * gets -ESTALE (the host tries again). Returns 0 once a majority of the controllers keep @next
  * (each in its map_path before it uses it); -ESTALE (not the next version), -EINVAL (@next may not
  * replace the table: @err says why), -EAGAIN (no majority up, or a controller has a newer table:
- * ask again), -EBUSY (another change ran throughout a forwarder timeout: asked again until then,
- * backing off), -EREMOTE (the role moved meanwhile), -ETIMEDOUT or the forwarder's error; @err says
- * what happened. Waits, bounded by a few forwarder timeouts: call it from a thread of the caller's,
- * not from a completion.
+ * ask again), -EBUSY (another change ran) or -EREMOTE (the controllers disagreed on whose role it
+ * is), each throughout a forwarder timeout (asked again until then, backing off), -ETIMEDOUT or the
+ * forwarder's error; @err says what happened. Waits, bounded by a few forwarder timeouts: call it
+ * from a thread of the caller's, not from a completion.
  */
 int coh_route_map_change(struct coh_route *r, const struct coh_map *next, char *err, size_t errlen);
 
