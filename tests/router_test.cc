@@ -1016,6 +1016,53 @@ int accepted_killer(void *arg, uint32_t point, uint64_t detail)
 	return 0;
 }
 
+// add_nl - ask for volume nl (over ga's blocks 640-655) until it is made: again while another
+// change runs or the table moved under the ask (-EAGAIN, -EBUSY, -ESTALE), bounded: 60 s. 0, or
+// the last error with why in @err.
+int add_nl(coh_route *r, char *err, size_t errlen)
+{
+	int ret = -1;
+
+	for (int i = 0; i < 1200 && ret; i++) {
+		ret = add_volume(r, "nl", 0x53, 0, 640, 16, err, errlen);
+		if (ret && ret != -EAGAIN && ret != -EBUSY && ret != -ESTALE)
+			break;
+		if (ret)
+			usleep(50000); // another change (a recovery round) runs: ask again, bounded
+	}
+	return ret;
+}
+
+// wait_version - until this controller's table is version @v (a peer's offer, a recovery
+// round), bounded: 60 s. The version it has then, its table in @m.
+int wait_version(coh_route *r, coh_map *m, int v)
+{
+	for (int i = 0; i < 6000 && table_version(r, m) != v; i++)
+		usleep(10000); // polling this controller's table, bounded
+	return table_version(r, m);
+}
+
+// nk_then_nl - how the table-change tests end: version @v with nk and nl, and no conflict;
+// else why, in @why.
+bool nk_then_nl(coh_route *r, int v, char *why, size_t len)
+{
+	struct coh_route_stats st;
+	coh_map m;
+
+	coh_route_stats(r, &st);
+	if (table_version(r, &m) != v || coh_map_find(&m, "nk") < 0 || coh_map_find(&m, "nl") < 0) {
+		snprintf(why, len, "version %llu, nk %d, nl %d", (unsigned long long)m.version,
+			 coh_map_find(&m, "nk"), coh_map_find(&m, "nl"));
+		return false;
+	}
+	if (st.conflict_peers || st.map_conflicts) {
+		snprintf(why, len, "conflicts: %#x, %llu", st.conflict_peers,
+			 (unsigned long long)st.map_conflicts);
+		return false;
+	}
+	return true;
+}
+
 int sc_accepted_run1(conf_node *cn)
 {
 	layout l = make_layout();
@@ -1048,7 +1095,6 @@ int sc_accepted_run2(conf_node *cn)
 	coh_route *r = nullptr;
 	char path[128], err[200] = "";
 	uint8_t token = 1;
-	struct coh_route_stats st;
 	coh_map m;
 	int ret = -1;
 
@@ -1062,24 +1108,12 @@ int sc_accepted_run2(conf_node *cn)
 		// (bounded: 60 s)
 		for (int i = 0; i < 6000 && !(coh_fwd_up(coh_route_forwarder(r)) & 1u); i++)
 			usleep(10000); // polling the forwarder's view, bounded
-		for (int i = 0; i < 1200 && ret; i++) {
-			ret = add_volume(r, "nl", 0x53, 0, 640, 16, err, sizeof(err));
-			if (ret && ret != -EAGAIN && ret != -EBUSY && ret != -ESTALE)
-				break;
-			if (ret)
-				usleep(50000); // a change (0's recovery) runs: ask again, bounded
-		}
+		ret = add_nl(r, err, sizeof(err));
 		CONF_CHECK(ret == 0, "add nl: %d %s", ret, err);
 		CONF_CHECK(conf_send(cn, 1, &token, 1) == 0, "tell 1");
 	}
 	CONF_CHECK(conf_barrier(cn) == 0, "barrier: 1 is back");
-	coh_route_stats(r, &st);
-	CONF_CHECK(table_version(r, &m) == (int)l.m.version + 2 && coh_map_find(&m, "nk") >= 0 &&
-		       coh_map_find(&m, "nl") >= 0,
-		   "version %llu, nk %d, nl %d", (unsigned long long)m.version,
-		   coh_map_find(&m, "nk"), coh_map_find(&m, "nl"));
-	CONF_CHECK(st.conflict_peers == 0 && st.map_conflicts == 0, "conflicts: %#x, %llu",
-		   st.conflict_peers, (unsigned long long)st.map_conflicts);
+	CONF_CHECK(nk_then_nl(r, (int)l.m.version + 2, err, sizeof(err)), "%s", err);
 	CONF_CHECK(conf_barrier(cn) == 0, "barrier: checked");
 	coh_route_delete(&r);
 	return 0;
@@ -1160,38 +1194,23 @@ int sc_crash_all_run2(conf_node *cn)
 	layout l = make_layout();
 	coh_route *r = nullptr;
 	char path[128], err[200] = "";
-	struct coh_route_stats st;
 	coh_map m;
 	int ret = -1;
 
 	map_path(path, sizeof(path), cn->id);
 	CONF_CHECK(conf_barrier(cn) == 0, "barrier: every process up");
 	CONF_CHECK(router_open(cn, l, &r, path) == 0, "router");
-	for (int i = 0; i < 6000 && table_version(r, &m) != (int)l.m.version + 1; i++)
-		usleep(10000); // the recovery round or a peer's offer, bounded: 60 s
-	CONF_CHECK(table_version(r, &m) == (int)l.m.version + 1 && coh_map_find(&m, "nk") >= 0,
+	CONF_CHECK(wait_version(r, &m, (int)l.m.version + 1) == (int)l.m.version + 1 &&
+		       coh_map_find(&m, "nk") >= 0,
 		   "mode %u: version %llu, nk %d", crash_all_mode, (unsigned long long)m.version,
 		   coh_map_find(&m, "nk"));
 	CONF_CHECK(conf_barrier(cn) == 0, "barrier: nk everywhere");
 	if (cn->id == 2) {
-		for (int i = 0; i < 1200 && ret; i++) {
-			ret = add_volume(r, "nl", 0x53, 0, 640, 16, err, sizeof(err));
-			if (ret && ret != -EAGAIN && ret != -EBUSY && ret != -ESTALE)
-				break;
-			if (ret)
-				usleep(
-				    50000); // a change (a recovery round) runs: ask again, bounded
-		}
+		ret = add_nl(r, err, sizeof(err));
 		CONF_CHECK(ret == 0, "add nl: %d %s", ret, err);
 	}
 	CONF_CHECK(conf_barrier(cn) == 0, "barrier: nl made");
-	coh_route_stats(r, &st);
-	CONF_CHECK(table_version(r, &m) == (int)l.m.version + 2 && coh_map_find(&m, "nk") >= 0 &&
-		       coh_map_find(&m, "nl") >= 0,
-		   "version %llu, nk %d, nl %d", (unsigned long long)m.version,
-		   coh_map_find(&m, "nk"), coh_map_find(&m, "nl"));
-	CONF_CHECK(st.conflict_peers == 0 && st.map_conflicts == 0, "conflicts: %#x, %llu",
-		   st.conflict_peers, (unsigned long long)st.map_conflicts);
+	CONF_CHECK(nk_then_nl(r, (int)l.m.version + 2, err, sizeof(err)), "%s", err);
 	CONF_CHECK(conf_barrier(cn) == 0, "barrier: checked");
 	coh_route_delete(&r);
 	return 0;
@@ -1240,7 +1259,6 @@ int sc_paused_config(conf_node *cn)
 	layout l = make_layout();
 	coh_route *r = nullptr;
 	char path[128], err[200] = "";
-	struct coh_route_stats st;
 	uint8_t token = 1;
 	coh_map m;
 	int ret = -1;
@@ -1259,13 +1277,7 @@ int sc_paused_config(conf_node *cn)
 		for (int i = 0; i < 6000 && !sh->paused_pid.load(); i++)
 			usleep(10000); // until 0 has stopped itself, bounded: 60 s
 		CONF_CHECK(sh->paused_pid.load() != 0, "0 never paused");
-		for (int i = 0; i < 1200 && ret; i++) {
-			ret = add_volume(r, "nl", 0x53, 0, 640, 16, err, sizeof(err));
-			if (ret && ret != -EAGAIN && ret != -EBUSY && ret != -ESTALE)
-				break;
-			if (ret)
-				usleep(50000); // nk's change finished first: ask again, bounded
-		}
+		ret = add_nl(r, err, sizeof(err)); // nk's change is finished first: asked again
 		CONF_CHECK(ret == 0, "add nl with 0 paused: %d %s", ret, err);
 		CONF_CHECK(table_version(r, &m) == (int)l.m.version + 2 &&
 			       coh_map_find(&m, "nk") >= 0,
@@ -1282,15 +1294,8 @@ int sc_paused_config(conf_node *cn)
 			   "resume 0");
 		CONF_CHECK(heard, "hear from 2");
 	}
-	for (int i = 0; i < 6000 && table_version(r, &m) != (int)l.m.version + 2; i++)
-		usleep(10000); // 0 takes the newer table (offers), bounded: 60 s
-	coh_route_stats(r, &st);
-	CONF_CHECK(table_version(r, &m) == (int)l.m.version + 2 && coh_map_find(&m, "nk") >= 0 &&
-		       coh_map_find(&m, "nl") >= 0,
-		   "version %llu, nk %d, nl %d", (unsigned long long)m.version,
-		   coh_map_find(&m, "nk"), coh_map_find(&m, "nl"));
-	CONF_CHECK(st.conflict_peers == 0 && st.map_conflicts == 0, "conflicts: %#x, %llu",
-		   st.conflict_peers, (unsigned long long)st.map_conflicts);
+	wait_version(r, &m, (int)l.m.version + 2); // 0 takes the newer table (offers)
+	CONF_CHECK(nk_then_nl(r, (int)l.m.version + 2, err, sizeof(err)), "%s", err);
 	CONF_CHECK(conf_barrier(cn) == 0, "barrier: checked");
 	coh_route_delete(&r);
 	return 0;
@@ -1363,10 +1368,8 @@ int sc_busy(conf_node *cn)
 		}
 		CONF_CHECK(ret == 0, "add nl while nk's change runs: %d %s", ret, err);
 	}
-	for (int i = 0; i < 6000 && table_version(r, &m) != (int)l.m.version + 2; i++)
-		usleep(10000); // the last change's offer, bounded: 60 s
-	CONF_CHECK(table_version(r, &m) == (int)l.m.version + 2 && coh_map_find(&m, "nk") >= 0 &&
-		       coh_map_find(&m, "nl") >= 0,
+	CONF_CHECK(wait_version(r, &m, (int)l.m.version + 2) == (int)l.m.version + 2 &&
+		       coh_map_find(&m, "nk") >= 0 && coh_map_find(&m, "nl") >= 0,
 		   "version %llu, nk %d, nl %d", (unsigned long long)m.version,
 		   coh_map_find(&m, "nk"), coh_map_find(&m, "nl"));
 	CONF_CHECK(conf_barrier(cn) == 0, "barrier: checked");
