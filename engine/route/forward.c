@@ -742,9 +742,10 @@ static int fwd_round_wait_ms(void)
 	return next - now >= FWD_POLL_MS ? FWD_POLL_MS : (int)(next - now) + 1;
 }
 
-/* fwd_reconnect - a look at the peers that seem up (a connection the fabric says is down is
- * taken down here) and, once per reconnect round, a try at this round's partner if it is
- * down. Forwarder thread. */
+/* fwd_reconnect - once per reconnect round: a look at the peers that seem up (a connection the
+ * fabric says is down is taken down here) and a try at this round's partner if it is down.
+ * Called on every turn of the thread's loop; the rest of the round it returns at once (the
+ * loop turns per batch of completions). Forwarder thread. */
 static void fwd_reconnect(struct coh_fwd *f)
 {
 	struct fwd_msg hello = { .kind = FWD_HELLO };
@@ -752,15 +753,15 @@ static void fwd_reconnect(struct coh_fwd *f)
 	struct coh_ep_attr a;
 	uint32_t p, up;
 
+	if (k == f->round)
+		return;
+	f->round = k;
 	pthread_mutex_lock(&f->lock);
 	up = f->up;
 	pthread_mutex_unlock(&f->lock);
 	for (p = 0; p < f->a.nodes; p++)
 		if ((up & (1u << p)) && f->ep[p] && !coh_ep_is_up(f->ep[p]))
 			fwd_peer_down(f, p);
-	if (k == f->round)
-		return;
-	f->round = k;
 	p = fwd_partner(f->a.nodes, f->me, k);
 	if (p == f->me || p >= f->a.nodes || !(f->a.peers & (1u << p)) || (up & (1u << p)) ||
 	    atomic_load(&f->stop) || coh_mr_export(f->data, &hello.desc))
